@@ -1,0 +1,111 @@
+"""Which device the course computes on.
+
+``get_device()`` picks the best available device — CUDA, then Apple's MPS, then the CPU —
+unless the environment variable ``COURSE_DEVICE`` names one (``cpu``, ``cuda``, ``cuda:1``,
+``mps``). Notebooks call it once at the top::
+
+    device = get_device()
+    print(describe_device(device))
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+__all__ = ["ENV_VAR", "get_device", "describe_device", "available_devices"]
+
+ENV_VAR = "COURSE_DEVICE"
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def _check_requested(text: str) -> torch.device:
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise ValueError(
+            f"{ENV_VAR}={text!r} is not a device name PyTorch understands; "
+            f"use one of: cpu, cuda, cuda:0, mps (or unset {ENV_VAR} to choose automatically)"
+        ) from None
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"{ENV_VAR}={text!r} asks for a CUDA GPU, but PyTorch sees none on this machine "
+                f"(torch.cuda.is_available() is False). Unset {ENV_VAR} or set it to cpu."
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ValueError(
+                f"{ENV_VAR}={text!r} asks for GPU number {device.index}, but this machine has "
+                f"{count} CUDA GPU(s), numbered 0 to {count - 1}."
+            )
+        return device
+    if device.type == "mps":
+        if not _mps_available():
+            raise ValueError(
+                f"{ENV_VAR}={text!r} asks for Apple's MPS GPU, which is not available here. "
+                f"Unset {ENV_VAR} or set it to cpu."
+            )
+        return device
+    raise ValueError(
+        f"{ENV_VAR}={text!r}: the course supports cpu, cuda and mps devices, not {device.type!r}."
+    )
+
+
+def get_device() -> torch.device:
+    """The device to compute on.
+
+    ``COURSE_DEVICE`` (if set and not empty) wins; a value that is not a device name, or a
+    device this machine does not have, raises ``ValueError`` naming the variable. Otherwise:
+    CUDA if available, else MPS if available, else CPU.
+    """
+    requested = os.environ.get(ENV_VAR, "").strip()
+    if requested:
+        return _check_requested(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if _mps_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def describe_device(device: torch.device | str | None = None) -> str:
+    """One line describing ``device`` (default: :func:`get_device`) for a learner."""
+    device = get_device() if device is None else torch.device(device)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(index)
+        return (
+            f"cuda:{index} — {props.name}, {props.total_memory / 2**30:.1f} GiB memory, "
+            f"compute capability {props.major}.{props.minor}"
+        )
+    if device.type == "mps":
+        return "mps — Apple GPU (Metal Performance Shaders)"
+    if device.type == "cpu":
+        logical = os.cpu_count() or 1
+        try:
+            import psutil
+
+            physical = psutil.cpu_count(logical=False) or logical
+        except ImportError:  # psutil is a course dependency; be tolerant anyway
+            physical = logical
+        return (
+            f"cpu — {physical} core(s), {logical} logical CPU(s); "
+            f"PyTorch uses {torch.get_num_threads()} thread(s)"
+        )
+    return str(device)
+
+
+def available_devices() -> list[torch.device]:
+    """The CPU, plus ``cuda:0`` when a CUDA GPU is present: devices tests compare across."""
+    devices = [torch.device("cpu")]
+    if torch.cuda.is_available():
+        devices.append(torch.device("cuda", 0))
+    return devices

@@ -1,0 +1,172 @@
+"""Checks for notebooks/00_welcome: split_heads, merge_heads, batched_dot."""
+from __future__ import annotations
+
+import math
+
+import torch
+from einops import rearrange
+
+from course_lib.grading.spec import Case, Exercise, Mistake, register
+from course_lib.reference import heads as ref
+
+
+def _randn(g: torch.Generator, *shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+
+def _ri(g: torch.Generator, lo: int, hi: int) -> int:
+    """A random int in [lo, hi], drawn from the case's generator (hidden shapes vary per grading)."""
+    return int(torch.randint(lo, hi + 1, (1,), generator=g))
+
+
+# ---------------------------------------------------------------- split_heads
+def _split_case(B, T, H, D, transposed=False):
+    def make(g):
+        if transposed:      # a non-contiguous view, as q @ W often is after a transpose
+            return {"x": _randn(g, B, H * D, T).transpose(1, 2), "n_heads": H}
+        return {"x": _randn(g, B, T, H * D), "n_heads": H}
+    return make
+
+
+def _split_random(transposed=False):
+    def make(g):
+        B, T, H, D = _ri(g, 1, 4), _ri(g, 2, 9), _ri(g, 2, 6), _ri(g, 2, 7)
+        return _split_case(B, T, H, D, transposed)(g)
+    return make
+
+
+SPLIT = Exercise(
+    name="split_heads",
+    notebook="00_welcome",
+    reference=ref.split_heads,
+    visible=[
+        Case("x of shape (2, 5, 12), 3 heads of size 4", _split_case(2, 5, 12 // 4, 4)),
+        Case("x of shape (1, 3, 8), 8 heads of size 1", _split_case(1, 3, 8, 1)),
+        Case("x of shape (3, 7, 16), 2 heads of size 8", _split_case(3, 7, 2, 8)),
+        Case("x of shape (2, 4, 6) as a transposed (non-contiguous) view, 2 heads", _split_case(2, 4, 2, 3, True)),
+    ],
+    hidden=[
+        Case("x of a random shape, random head count", _split_random()),
+        Case("x of another random shape", _split_random()),
+        Case("x as a transposed (non-contiguous) view, random shape", _split_random(True)),
+    ],
+    mistakes=[
+        Mistake("heads taken as the inner factor, (d h) instead of (h d)",
+                lambda x, n_heads: rearrange(x, "b t (d h) -> b h t d", h=n_heads),
+                "Head h owns a contiguous block of D features: features 0..D-1 are head 0.\n"
+                "With (d h) the heads are interleaved, so each head gets every H-th feature."),
+        Mistake("reshaped straight to (B, H, T, D) without moving an axis",
+                lambda x, n_heads: x.reshape(x.shape[0], n_heads, x.shape[1], x.shape[2] // n_heads),
+                "A reshape keeps memory order, so it mixes time steps into heads. Split the last\n"
+                "axis first, (B, T, H, D), then bring H in front of T."),
+        Mistake("head axis left after time, (B, T, H, D)",
+                lambda x, n_heads: x.reshape(x.shape[0], x.shape[1], n_heads, x.shape[2] // n_heads),
+                "The split is right but the head axis must come before time: (B, H, T, D)."),
+        Mistake("n_heads used as the size of each head",
+                lambda x, n_heads: rearrange(x, "b t (h d) -> b h t d", d=n_heads),
+                "n_heads is the number of heads H; each head's size is D = d_model / H."),
+    ],
+    hint="The last axis of `x` packs H blocks of D features, one block per head. Split that one "
+         "axis into two (which of the two is the outer one?), then move the head axis in front of "
+         "time. einops' `rearrange` does both in one pattern; a group like `(a b)` in a pattern "
+         "splits or merges an axis, and you must give it the size of one of the two.",
+)
+
+
+# ---------------------------------------------------------------- merge_heads
+def _merge_case(B, H, T, D):
+    return lambda g: {"x": _randn(g, B, H, T, D)}
+
+
+def _merge_random(g):
+    return _merge_case(_ri(g, 1, 4), _ri(g, 2, 6), _ri(g, 2, 9), _ri(g, 2, 7))(g)
+
+
+def _merge_transposed(g):
+    B, H, T, D = _ri(g, 1, 3), _ri(g, 2, 4), _ri(g, 2, 6), _ri(g, 2, 5)
+    return {"x": _randn(g, B, T, H, D).transpose(1, 2)}
+
+
+MERGE = Exercise(
+    name="merge_heads",
+    notebook="00_welcome",
+    reference=ref.merge_heads,
+    visible=[
+        Case("x of shape (2, 3, 5, 4)", _merge_case(2, 3, 5, 4)),
+        Case("x of shape (1, 8, 3, 1)", _merge_case(1, 8, 3, 1)),
+        Case("x of shape (3, 2, 7, 8)", _merge_case(3, 2, 7, 8)),
+    ],
+    hidden=[
+        Case("x of a random shape", _merge_random),
+        Case("x of another random shape", _merge_random),
+        Case("x as a transposed (non-contiguous) view", _merge_transposed),
+    ],
+    mistakes=[
+        Mistake("features merged as (d h) instead of (h d)",
+                lambda x: rearrange(x, "b h t d -> b t (d h)"),
+                "merge_heads must undo split_heads: head h's D features go back to positions\n"
+                "h*D ... (h+1)*D - 1, so the head is the outer factor: (h d)."),
+        Mistake("reshaped to (B, T, H*D) without moving the head axis",
+                lambda x: x.reshape(x.shape[0], x.shape[2], x.shape[1] * x.shape[3]),
+                "A reshape keeps memory order, so it mixes heads into time steps. Move the head\n"
+                "axis behind time first, (B, T, H, D), then merge the last two axes."),
+        Mistake("head axis moved but not merged, (B, T, H, D)",
+                lambda x: x.transpose(1, 2),
+                "After bringing time in front of the heads, merge H and D into one axis of H*D."),
+    ],
+    hint="This is split_heads backwards: bring time in front of the heads, then merge the last "
+         "two axes into one, heads outer. In einops, a group `(a b)` on the right of a pattern "
+         "merges two axes.",
+)
+
+
+# ---------------------------------------------------------------- batched_dot
+def _dot_case(q_shape, k_shape):
+    return lambda g: {"q": _randn(g, *q_shape), "k": _randn(g, *k_shape)}
+
+
+def _dot_random(g):
+    B, H, Tq, Tk, D = _ri(g, 1, 3), _ri(g, 1, 4), _ri(g, 1, 7), _ri(g, 1, 7), _ri(g, 2, 9)
+    return _dot_case((B, H, Tq, D), (B, H, Tk, D))(g)
+
+
+def _dot_square(g):
+    B, T, D = _ri(g, 1, 4), _ri(g, 2, 7), _ri(g, 2, 9)
+    return _dot_case((B, T, D), (B, T, D))(g)
+
+
+DOT = Exercise(
+    name="batched_dot",
+    notebook="00_welcome",
+    reference=ref.batched_dot,
+    visible=[
+        Case("q and k both (2, 4, 6): as many queries as keys", _dot_case((2, 4, 6), (2, 4, 6))),
+        Case("q (2, 3, 4) and k (2, 5, 4)", _dot_case((2, 3, 4), (2, 5, 4))),
+        Case("q (2, 2, 3, 8) and k (2, 2, 5, 8): batch and head axes", _dot_case((2, 2, 3, 8), (2, 2, 5, 8))),
+        Case("q (3, 4) and k (6, 4): no batch axis", _dot_case((3, 4), (6, 4))),
+        Case("q (2, 3, 4) and k (1, 5, 4): one k shared across the batch", _dot_case((2, 3, 4), (1, 5, 4))),
+    ],
+    hidden=[
+        Case("q and k of random shapes with batch and head axes", _dot_random),
+        Case("q and k of one random square shape", _dot_square),
+        Case("q and k of other random shapes", _dot_random),
+    ],
+    mistakes=[
+        Mistake("k and q swapped: the result is transposed",
+                lambda q, k: k @ q.transpose(-1, -2),
+                "Row i of the result belongs to query i: out[..., i, j] = q[..., i, :] · k[..., j, :].\n"
+                "Put q on the left: q @ kᵀ, which has shape (..., T_q, T_k)."),
+        Mistake("element-wise products summed per position instead of all pairs",
+                lambda q, k: (q * k).sum(-1),
+                "(q * k).sum(-1) dots query i only with key i. Attention needs every query with\n"
+                "every key: a (T_q, T_k) table of dot products."),
+        Mistake("already divided by √D",
+                lambda q, k: (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1]),
+                "The scaling by √D belongs to attention (notebook 05); here return the plain dot products."),
+    ],
+    hint="Each entry is a dot product of one row of q with one row of k. Matrix multiplication "
+         "does exactly this if the second factor has its last two axes swapped; `einsum` lets you "
+         "write the index pattern directly, with `...` standing for any leading axes.",
+)
+
+register(SPLIT, MERGE, DOT)

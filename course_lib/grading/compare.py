@@ -1,0 +1,138 @@
+"""Compare a captured answer with the float64 reference and say what differs, in words."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .values import OtherValue, TensorValue
+
+
+@dataclass
+class Difference:
+    """Why ``got`` is not ``expected``; ``kind`` is structure, type, shape, dtype, device or value."""
+    kind: str
+    where: str
+    text: str
+    largest: float = 0.0
+
+
+def _fmt_num(x: float) -> str:
+    if x != x:
+        return "nan"
+    if x in (float("inf"), float("-inf")):
+        return "inf" if x > 0 else "-inf"
+    if x == 0:
+        return "0.00"
+    return f"{x:.3g}" if (abs(x) < 1e-2 or abs(x) >= 1e4) else f"{x:.2f}"
+
+
+def preview(t: torch.Tensor, n: int = 4) -> str:
+    flat = t.reshape(-1)
+    items = [_fmt_num(float(v)) if t.dtype.is_floating_point else str(v.item()) for v in flat[:n]]
+    return "[" + ", ".join(items) + (", ...]" if flat.numel() > n else "]")
+
+
+def _shape(s) -> str:
+    return "(" + ", ".join(str(int(d)) for d in s) + (",)" if len(s) == 1 else ")")
+
+
+def expected_dtype(reference_dtype: torch.dtype, case_dtype: torch.dtype) -> torch.dtype:
+    """Floating outputs come back in the dtype of the inputs; others (bool, int) as the reference's."""
+    return case_dtype if reference_dtype.is_floating_point else reference_dtype
+
+
+def compare(expected: Any, got: Any, *, dtype: torch.dtype, device: str,
+            atol: float, rtol: float, where: str = "output") -> tuple[Difference | None, float]:
+    """Return (the first difference or None, largest absolute difference seen)."""
+    if isinstance(expected, TensorValue):
+        return _compare_tensor(expected, got, dtype=dtype, device=device, atol=atol, rtol=rtol, where=where)
+    if isinstance(expected, (tuple, list)):
+        if not isinstance(got, (tuple, list)):
+            return Difference("type", where, f"expected a tuple of {len(expected)} values, got {_describe(got)}"), 0.0
+        if len(got) != len(expected):
+            return Difference("structure", where,
+                              f"expected {len(expected)} values, got {len(got)}"), 0.0
+        worst = 0.0
+        for i, (e, g) in enumerate(zip(expected, got)):
+            d, w = compare(e, g, dtype=dtype, device=device, atol=atol, rtol=rtol, where=f"{where}[{i}]")
+            worst = max(worst, w)
+            if d is not None:
+                return d, worst
+        return None, worst
+    if isinstance(expected, (int, float)) and not isinstance(expected, bool):
+        if isinstance(got, torch.Tensor) or isinstance(got, TensorValue) or not isinstance(got, (int, float)):
+            return Difference("type", where, f"expected a Python number, got {_describe(got)}"), 0.0
+        diff = abs(float(got) - float(expected))
+        if diff > atol + rtol * abs(float(expected)) or (diff != diff and expected == expected):
+            return Difference("value", where, f"expected {_fmt_num(float(expected))}   got {_fmt_num(float(got))}\n"
+                              f"difference {_fmt_num(diff)} (tolerance {atol:g} + {rtol:g}·|expected|)", diff), diff
+        return None, diff
+    if expected != got:
+        return Difference("value", where, f"expected {expected!r}, got {_describe(got)}"), 0.0
+    return None, 0.0
+
+
+def _describe(v: Any) -> str:
+    if isinstance(v, TensorValue):
+        return f"a tensor of shape {_shape(v.shape)}"
+    if isinstance(v, OtherValue):
+        return f"a {v.type_name} ({v.text})"
+    if isinstance(v, (tuple, list)):
+        return f"a {type(v).__name__} of {len(v)} values"
+    return f"{type(v).__name__} {v!r}"
+
+
+def _compare_tensor(expected: TensorValue, got: Any, *, dtype, device, atol, rtol, where):
+    if not isinstance(got, TensorValue):
+        return Difference("type", where, f"expected a torch.Tensor, got {_describe(got)}"), 0.0
+    if got.shape != expected.shape:
+        return Difference("shape", where, f"expected shape {_shape(expected.shape)}, got {_shape(got.shape)}"), 0.0
+    want_dtype = expected_dtype(expected.dtype, dtype)
+    if got.dtype != want_dtype:
+        return Difference("dtype", where, f"expected dtype {str(want_dtype).removeprefix('torch.')}, "
+                          f"got {str(got.dtype).removeprefix('torch.')}"), 0.0
+    if torch.device(got.device).type != torch.device(device).type:
+        return Difference("device", where, f"expected a tensor on {device}, got one on {got.device}"), 0.0
+    e, g = expected.data, got.data
+    if not want_dtype.is_floating_point:
+        bad = (e != g)
+        if bad.any():
+            idx = tuple(int(i) for i in bad.nonzero()[0])
+            return Difference("value", where,
+                              f"expected  {preview(e)}   got  {preview(g)}\n"
+                              f"{int(bad.sum())} of {e.numel()} entries differ, first at {list(idx)}", 1.0), 1.0
+        return None, 0.0
+    e64, g64 = e.double(), g.double()
+    nan_e, nan_g = torch.isnan(e64), torch.isnan(g64)
+    if (nan_e != nan_g).any():
+        idx = tuple(int(i) for i in (nan_e != nan_g).nonzero()[0])
+        what = "nan where a number was expected" if bool(nan_g[idx]) else "a number where nan was expected"
+        return Difference("value", where, f"expected  {preview(e64)}   got  {preview(g64)}\n"
+                          f"{what} at {list(idx)}", float("inf")), float("inf")
+    inf_e = torch.isinf(e64)
+    if (inf_e != torch.isinf(g64)).any() or (e64[inf_e] != g64[inf_e]).any():
+        mism = (inf_e | torch.isinf(g64)) & (e64 != g64)
+        idx = tuple(int(i) for i in mism.nonzero()[0])
+        return Difference("value", where, f"expected  {preview(e64)}   got  {preview(g64)}\n"
+                          f"infinities differ at {list(idx)}", float("inf")), float("inf")
+    finite = ~(nan_e | inf_e)
+    diff = torch.where(finite, (g64 - e64).abs(), torch.zeros_like(e64))
+    if diff.numel() == 0:
+        return None, 0.0
+    largest = float(diff.max())
+    allowed = atol + rtol * e64.abs()
+    bad = diff > torch.where(finite, allowed, torch.full_like(allowed, float("inf")))
+    if bad.any():
+        flat = int(torch.where(bad, diff, torch.zeros_like(diff)).reshape(-1).argmax())
+        idx = [int(i) for i in torch.unravel_index(torch.tensor(flat), e64.shape)] if e64.dim() else []
+        ref_at = float(e64.reshape(-1)[flat])
+        rel = float(diff.reshape(-1)[flat]) / abs(ref_at) if ref_at != 0 else float("inf")
+        return Difference("value", where,
+                          f"expected  {preview(e64)}   got  {preview(g64)}\n"
+                          f"at {idx}: expected {_fmt_num(ref_at)}, got {_fmt_num(float(g64.reshape(-1)[flat]))}\n"
+                          f"largest difference {_fmt_num(float(diff.reshape(-1)[flat]))} at {idx} "
+                          f"(relative {_fmt_num(rel)}; tolerance {atol:g} + {rtol:g}·|expected|)",
+                          largest), largest
+    return None, largest

@@ -1,0 +1,280 @@
+"""Run an exercise's cases against an answer and judge it against the float64 reference.
+
+The work is split in two so that the sandbox can run each half in a different process:
+``run_answer`` calls the learner's code (inputs on the learner's device, in each case's
+dtype) and captures what came back; ``judge`` compares that with the reference, names a
+known mistake when the answer matches one, and writes the message.
+"""
+from __future__ import annotations
+
+import linecache
+import os
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from .compare import _shape, compare
+from .forbid import CallWatcher, scan_source
+from .spec import Case, Exercise
+from .values import TensorValue, capture
+
+VISIBLE_SEED = 1234
+DEFAULT_HIDDEN_SEED = 98765
+
+
+class _Device:
+    """Stands for "the device the case runs on" inside a case's inputs (e.g. ``device=DEVICE``)."""
+    def __repr__(self) -> str:
+        return "DEVICE"
+
+
+DEVICE = _Device()
+
+
+def suite_seed(suite: str, seed: int | None = None) -> int:
+    if seed is not None:
+        return seed
+    if suite == "hidden":
+        return int(os.environ.get("COURSE_HIDDEN_SEED", DEFAULT_HIDDEN_SEED))
+    return VISIBLE_SEED
+
+
+@dataclass
+class CaseRun:
+    number: int                 # 1-based, over (case, dtype) pairs
+    total: int
+    case: Case
+    dtype: torch.dtype
+    device: str                 # where the answer runs
+    inputs: dict[str, Any]      # already cast and placed
+
+
+def _convert(value: Any, dtype: torch.dtype | None, device: str) -> Any:
+    if isinstance(value, torch.Tensor):
+        if dtype is not None and value.is_floating_point():
+            value = value.to(dtype)
+        return value.to(device)
+    if isinstance(value, _Device):
+        return torch.device(device)
+    if isinstance(value, list):
+        return [_convert(v, dtype, device) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_convert(v, dtype, device) for v in value)
+    if isinstance(value, dict):
+        return {k: _convert(v, dtype, device) for k, v in value.items()}
+    return value
+
+
+def reference_inputs(inputs: dict[str, Any]) -> dict[str, Any]:
+    """The same values in float64 on the CPU (rounded as the answer saw them)."""
+    return _convert(inputs, torch.float64, "cpu")
+
+
+def _clone(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, list):
+        return [_clone(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_clone(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _clone(v) for k, v in value.items()}
+    return value
+
+
+def build_runs(ex: Exercise, suite: str, seed: int | None, device: str,
+               place: str | None = None) -> list[CaseRun]:
+    """Every (case, dtype) of a suite. Tensors go on ``place`` (default: ``device``)."""
+    base = suite_seed(suite, seed)
+    cases = ex.cases(suite)
+    total = sum(len(c.dtypes) for c in cases)
+    runs, n = [], 0
+    for i, case in enumerate(cases):
+        g = torch.Generator().manual_seed(base * 1000 + i)
+        raw = case.make(g)
+        for dtype in case.dtypes:
+            n += 1
+            runs.append(CaseRun(n, total, case, dtype, device, _convert(raw, dtype, place or device)))
+    return runs
+
+
+@dataclass
+class Outcome:
+    """What the answer did on one case."""
+    value: Any = None
+    error: dict[str, str] | None = None        # type, message, where
+    forbidden: list[str] = field(default_factory=list)   # "calls X: reason"
+    mutated: list[str] = field(default_factory=list)
+    tampered: bool = False
+
+
+def _is_learner_frame(filename: str) -> bool:
+    return (filename.startswith("<ipython-input") or filename.startswith("<answer")
+            or "ipykernel_" in filename)
+
+
+def describe_error(exc: BaseException) -> dict[str, str]:
+    where = ""
+    for fs in reversed(traceback.extract_tb(exc.__traceback__)):
+        if _is_learner_frame(fs.filename):
+            line = fs.line or linecache.getline(fs.filename, fs.lineno).strip()
+            where = f"line {fs.lineno} of your answer: {line}" if line else f"line {fs.lineno} of your answer"
+            break
+    return {"type": type(exc).__name__, "message": str(exc)[:500], "where": where}
+
+
+def _tensors(value: Any, prefix: str):
+    if isinstance(value, torch.Tensor):
+        yield prefix, value
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _tensors(v, f"{prefix}[{i}]")
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and bool(torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0))) \
+        if a.is_floating_point() else bool(torch.equal(a, b))
+
+
+def run_answer(ex: Exercise, answer: Callable, run: CaseRun) -> Outcome:
+    inputs = _clone(run.inputs)
+    before = _clone(inputs)
+    out = Outcome()
+    watcher = CallWatcher(ex.all_forbidden)
+    try:
+        with watcher:
+            value = ex.run(answer, inputs)
+        out.value = capture(value)
+    except Exception as exc:  # the learner's error, reported in words
+        out.error = describe_error(exc)
+    out.forbidden = [f"calls {name}: {f.reason}" for name, f in watcher.hits.items()]
+    out.tampered = watcher.tampered
+    for name, value in inputs.items():
+        if name in ex.mutable_inputs:
+            continue
+        for where, t in _tensors(value, name):
+            old = dict(_tensors(before[name], name))[where]
+            if not _same(t.detach().to("cpu"), old.to("cpu")):
+                out.mutated.append(where)
+    return out
+
+
+@dataclass
+class Report:
+    name: str
+    suite: str
+    passed: bool
+    message: str
+    cases: int = 0
+    largest: float = 0.0
+
+
+def _header(ex: Exercise, run: CaseRun) -> str:
+    dt = str(run.dtype).removeprefix("torch.")
+    return f"✗ {ex.name} — case {run.number} of {run.total}: {run.case.label} ({dt}, {run.device})"
+
+
+def _match_mistake(ex: Exercise, run: CaseRun, got: Any, expected: Any):
+    """The first catalogued mistake whose output is the answer's output on this case.
+
+    Each mistake runs in float64 and, for mistakes that only show in low precision (an
+    overflowing exp, say), also in the case's own dtype on the CPU.
+    """
+    atol, rtol = run.case.tolerance(run.dtype)
+    got64 = _as_float64(got)
+    variants = [reference_inputs(run.inputs)]
+    if run.dtype != torch.float64:
+        variants.append(_clone(_convert(run.inputs, None, "cpu")))
+    for m in ex.mistakes:
+        for inputs in variants:
+            try:
+                mv = _as_float64(capture(ex.run(m.fn, inputs)))
+            except Exception:
+                continue
+            same_as_ref, _ = compare(expected, mv, dtype=torch.float64, device="cpu", atol=atol, rtol=rtol)
+            if same_as_ref is None:
+                continue            # on this input the mistake gives the right answer
+            d, _ = compare(mv, got64, dtype=torch.float64, device="cpu", atol=atol, rtol=rtol)
+            if d is None:
+                return m
+    return None
+
+
+def _as_float64(v: Any) -> Any:
+    if isinstance(v, TensorValue):
+        data = v.data.double() if v.data.is_floating_point() else v.data
+        return TensorValue(data, "cpu", data.dtype)
+    if isinstance(v, (tuple, list)):
+        return type(v)(_as_float64(x) for x in v)
+    return v
+
+
+def judge(ex: Exercise, run: CaseRun, outcome: Outcome) -> tuple[str | None, float]:
+    """(failure message or None, largest difference)."""
+    head = _header(ex, run)
+    if outcome.tampered:
+        return (f"{head}\n  the answer removed the checks' call watcher (sys.setprofile); "
+                "answers may not change how Python runs"), 0.0
+    if outcome.forbidden:
+        return f"{head}\n  " + "\n  ".join(outcome.forbidden), 0.0
+    if outcome.error is not None:
+        err = outcome.error
+        if err["type"] == "NotImplementedError":
+            return (f"✗ {ex.name} — not implemented yet: replace `raise NotImplementedError()` "
+                    f"in its answer cell with your code."), 0.0
+        where = f"\n  at {err['where']}" if err["where"] else ""
+        return f"{head}\n  raised {err['type']}: {err['message']}{where}", 0.0
+    expected = capture(ex.run(ex.reference, reference_inputs(run.inputs)))
+    atol, rtol = run.case.tolerance(run.dtype)
+    diff, largest = compare(expected, outcome.value, dtype=run.dtype, device=run.device, atol=atol, rtol=rtol)
+    if diff is None and outcome.mutated:
+        return (f"{head}\n  the answer is right but it changed its input {', '.join(outcome.mutated)} in place.\n"
+                "  Callers keep using their tensors: work on new tensors (x = x - m, not x -= m)."), largest
+    if diff is None:
+        return None, largest
+    where = "" if diff.where == "output" else f" (in {diff.where})"
+    lines = [head, f"  {diff.text.replace(chr(10), chr(10) + '  ')}{where}"]
+    if diff.kind in ("value", "shape"):
+        m = _match_mistake(ex, run, outcome.value, expected)
+        if m is not None:
+            lines.append(f"  This matches a known mistake: {m.name}.")
+            lines.append("  " + m.explanation.replace("\n", "\n  "))
+    if outcome.mutated:
+        lines.append(f"  It also changed its input {', '.join(outcome.mutated)} in place.")
+    return "\n".join(lines), largest
+
+
+def success_line(ex: Exercise, runs: list[CaseRun], largest: float) -> str:
+    dtypes = sorted({str(r.dtype).removeprefix("torch.") for r in runs})
+    devices = sorted({r.device for r in runs})
+    return (f"✓ {ex.name} — {len(runs)} cases on {', '.join(devices)} ({', '.join(dtypes)}), "
+            f"largest difference {largest:.2g}")
+
+
+def static_problems(ex: Exercise, source: str | None) -> list[str]:
+    if not source:
+        return []
+    return scan_source(source, ex.all_forbidden, own_names=[ex.name])
+
+
+def static_report(ex: Exercise, suite: str, problems: list[str]) -> Report:
+    msg = f"✗ {ex.name} — your answer " + f"\n✗ {ex.name} — your answer ".join(problems)
+    return Report(ex.name, suite, False, msg)
+
+
+def evaluate(ex: Exercise, answer: Callable, *, suite: str = "visible", device: str = "cpu",
+             seed: int | None = None, source: str | None = None) -> Report:
+    """Run and judge in this process (the learner's kernel, or the tests)."""
+    problems = static_problems(ex, source)
+    if problems:
+        return static_report(ex, suite, problems)
+    runs = build_runs(ex, suite, seed, device)
+    largest = 0.0
+    for run in runs:
+        message, worst = judge(ex, run, run_answer(ex, answer, run))
+        if message is not None:
+            return Report(ex.name, suite, False, message, len(runs))
+        largest = max(largest, worst)
+    return Report(ex.name, suite, True, success_line(ex, runs, largest), len(runs), largest)

@@ -1,0 +1,196 @@
+"""Catch library shortcuts: by reading the answer's source, and by watching it run.
+
+Reading (``scan_source``) resolves import aliases (``import torch.nn.functional as F``) and
+flags attribute chains that reach a forbidden target, plus the few constructs an answer cell
+never needs and that could switch the watching off (``sys.setprofile``, ``exec``...).
+Watching (``CallWatcher``) records, while the answer runs, every call into a forbidden Python
+function or class, every forbidden C function called from Python, and every forbidden ATen
+operator however it was reached.
+"""
+from __future__ import annotations
+
+import ast
+import importlib
+import sys
+from typing import Iterable
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from .spec import Forbidden
+
+# Constructs that no answer in this course needs and that can hide a call from the checks.
+ESCAPE_HATCHES = {
+    "exec": "it runs code the checks cannot read",
+    "eval": "it runs code the checks cannot read",
+    "compile": "it builds code the checks cannot read",
+    "__import__": "it imports modules behind the checks' back",
+    "importlib": "it imports modules behind the checks' back",
+    "ctypes": "it reaches into the interpreter",
+    "sys.setprofile": "it can switch off the checks",
+    "sys.settrace": "it can switch off the checks",
+    "sys._getframe": "it reaches into the checks' own frames",
+    "sys.modules": "it reaches modules behind the checks' back",
+    "threading.setprofile": "it can switch off the checks",
+    "inspect": "it reaches into the checks' own frames",
+    "gc": "it reaches objects behind the checks' back",
+    "builtins": "it can replace Python's own functions",
+    "get_ipython": "it can change how later cells run",
+}
+
+DEFAULT_ALIASES = {"F": "torch.nn.functional", "nn": "torch.nn", "np": "numpy", "optim": "torch.optim"}
+
+
+def _dotted(node: ast.AST, aliases: dict[str, str]) -> str | None:
+    if isinstance(node, ast.Name):
+        return aliases.get(node.id, node.id)
+    if isinstance(node, ast.Attribute):
+        base = _dotted(node.value, aliases)
+        return f"{base}.{node.attr}" if base else None
+    return None
+
+
+def _matches(name: str, target: str) -> bool:
+    if name == target:
+        return True
+    n, t = name.split("."), target.split(".")
+    # Same top package and same final name: torch.nn.functional.layer_norm also matches
+    # torch.functional.layer_norm; course_lib.reference.x matches course_lib.reference.heads.x.
+    return len(n) >= 2 and n[0] == t[0] and n[-1] == t[-1]
+
+
+def scan_source(source: str, forbidden: Iterable[Forbidden], own_names: Iterable[str] = ()) -> list[str]:
+    """Problems found by reading ``source``; each a sentence for the learner."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as e:
+        return [f"the answer does not parse: {e.msg} (line {e.lineno})"]
+    forbidden = list(forbidden)
+    aliases = dict(DEFAULT_ALIASES)
+    own = set(own_names)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                aliases[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            for a in node.names:
+                aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+    problems: list[str] = []
+
+    def add(text: str) -> None:
+        if text not in problems:
+            problems.append(text)
+
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, (ast.Name, ast.Attribute)):
+            d = _dotted(node, aliases)
+            if d:
+                names.append(d)
+        elif isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            for f in forbidden:
+                last = f.target.rsplit(".", 1)[-1]
+                if node.value == last and last not in own:
+                    add(f"calls {f.display} (named in a string): {f.reason}")
+        for d in names:
+            for f in forbidden:
+                if _matches(d, f.target):
+                    add(f"calls {f.display}: {f.reason}")
+            for hatch, why in ESCAPE_HATCHES.items():
+                if d == hatch or d.startswith(hatch + "."):
+                    add(f"uses {hatch}, which answer cells may not use: {why}")
+    return problems
+
+
+def _resolve(target: str):
+    parts = target.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for p in parts[i:]:
+                obj = getattr(obj, p)
+        except AttributeError:
+            return None
+        return obj
+    return None
+
+
+class _AtenWatcher(TorchDispatchMode):
+    def __init__(self, watched: dict[str, Forbidden], hits: dict[str, Forbidden]):
+        super().__init__()
+        self.watched, self.hits = watched, hits
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        f = self.watched.get(func._schema.name)
+        if f is not None:
+            self.hits.setdefault(f.display, f)
+        return func(*args, **(kwargs or {}))
+
+
+class CallWatcher:
+    """Context manager recording calls to forbidden targets while the answer runs.
+
+    ``hits`` maps the shown name to its :class:`Forbidden`; ``tampered`` is set when the
+    profiling hook was removed from under it.
+    """
+
+    def __init__(self, forbidden: Iterable[Forbidden]):
+        self.codes: dict[object, Forbidden] = {}
+        self.builtins: dict[int, Forbidden] = {}
+        self.methods: dict[str, Forbidden] = {}
+        self.aten: dict[str, Forbidden] = {}
+        for f in forbidden:
+            for op in f.aten:
+                self.aten[op] = f
+            obj = _resolve(f.target)
+            if obj is None:
+                continue
+            if isinstance(obj, type):
+                for attr in vars(obj).values():
+                    code = getattr(attr, "__code__", None)
+                    if code is not None:
+                        self.codes[code] = f
+            elif hasattr(obj, "__code__"):
+                self.codes[obj.__code__] = f
+            else:
+                self.builtins[id(obj)] = f
+                if f.target.startswith("torch.Tensor."):
+                    self.methods[f.target.rsplit(".", 1)[-1]] = f
+        self.hits: dict[str, Forbidden] = {}
+        self.tampered = False
+
+    def _hook(self, frame, event, arg):
+        if event == "call":
+            f = self.codes.get(frame.f_code)
+            if f is not None:
+                self.hits.setdefault(f.display, f)
+        elif event == "c_call":
+            f = self.builtins.get(id(arg))
+            if f is None and self.methods and isinstance(getattr(arg, "__self__", None), torch.Tensor):
+                f = self.methods.get(getattr(arg, "__name__", ""))
+            if f is not None:
+                self.hits.setdefault(f.display, f)
+
+    def __enter__(self):
+        self._previous = sys.getprofile()
+        self._mode = _AtenWatcher(self.aten, self.hits) if self.aten else None
+        if self._mode is not None:
+            self._mode.__enter__()
+        self._bound = self._hook          # one bound method, so it can be compared later
+        sys.setprofile(self._bound)
+        return self
+
+    def __exit__(self, *exc):
+        if sys.getprofile() is not self._bound:
+            self.tampered = True
+        sys.setprofile(self._previous)
+        if self._mode is not None:
+            self._mode.__exit__(*exc)
+        return False

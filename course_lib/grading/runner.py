@@ -1,0 +1,101 @@
+"""The sandbox's far side: a fresh process that runs only the submitted answer source.
+
+    python -m course_lib.grading.runner JOB.json OUT_DIR
+
+The job names the notebook's setup cells, the learner's answer cells and the (exercise, suite,
+seed) checks to run. This process defines the answers, calls them on every case and writes
+what came back (``results.json`` and ``tensors.safetensors``). It judges nothing: the grading
+process compares those values with the reference itself, so nothing the answer patches here
+(``torch.allclose``, course_lib, IPython) can touch the verdict.
+"""
+from __future__ import annotations
+
+import json
+import linecache
+import signal
+import sys
+from pathlib import Path
+
+
+class CaseTimeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise CaseTimeout()
+
+
+def _python_source(source: str) -> str:
+    """Cell source as plain Python (``%magics`` and ``!shell`` lines become calls)."""
+    from IPython.core.inputtransformer2 import TransformerManager
+    return TransformerManager().transform_cell(source)
+
+
+def _exec_cell(source: str, filename: str, namespace: dict) -> dict | None:
+    from course_lib.grading.engine import describe_error
+    code_text = _python_source(source)
+    linecache.cache[filename] = (len(code_text), None, code_text.splitlines(True), filename)
+    try:
+        exec(compile(code_text, filename, "exec"), namespace)
+    except Exception as exc:
+        return describe_error(exc)
+    return None
+
+
+def main(job_path: str, out_dir: str) -> int:
+    job = json.loads(Path(job_path).read_text())
+    out = Path(out_dir)
+    import torch
+    from safetensors.torch import save_file
+    torch.set_num_threads(int(job.get("threads", 1)))
+
+    from course_lib.grading.engine import build_runs, run_answer
+    from course_lib.grading.spec import get_exercise
+    from course_lib.grading.values import to_jsonable
+
+    namespace: dict = {"__name__": "__main__"}
+    cell_errors = {}
+    for i, source in enumerate(job["setup"]):
+        err = _exec_cell(source, f"<setup cell {i}>", namespace)
+        if err:
+            cell_errors[f"setup {i}"] = err
+    for cell in job["answers"]:
+        err = _exec_cell(cell["source"], f"<answer cell {cell['id']}>", namespace)
+        if err:
+            cell_errors[cell["id"]] = err
+
+    tensors: dict[str, torch.Tensor] = {}
+    results = {"cell_errors": cell_errors, "checks": []}
+    signal.signal(signal.SIGALRM, _alarm)
+    for k, chk in enumerate(job["checks"]):
+        ex = get_exercise(chk["exercise"])
+        entry = {"exercise": ex.name, "suite": chk["suite"], "cases": []}
+        results["checks"].append(entry)
+        answer = namespace.get(ex.name)
+        if answer is None:
+            entry["missing"] = True
+            continue
+        for run in build_runs(ex, chk["suite"], chk["seed"], job["device"]):
+            signal.alarm(int(job.get("case_timeout", 30)))
+            try:
+                outcome = run_answer(ex, answer, run)
+                timed_out = False
+            except CaseTimeout:
+                timed_out = True
+            finally:
+                signal.alarm(0)
+            if timed_out:
+                entry["cases"].append({"timeout": True})
+                break
+            entry["cases"].append({
+                "value": to_jsonable(outcome.value, tensors, f"c{k}.{run.number}"),
+                "error": outcome.error, "forbidden": outcome.forbidden,
+                "mutated": outcome.mutated, "tampered": outcome.tampered,
+            })
+    save_file(tensors, str(out / "tensors.safetensors"))
+    (out / "results.json").write_text(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))

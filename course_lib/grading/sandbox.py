@@ -1,0 +1,288 @@
+"""nbgrader preprocessors that make autograding trustworthy.
+
+``CourseExecute`` runs the notebook like nbgrader's ``Execute`` but turns a dead kernel or a
+cell that ignores the interrupt into :class:`NotGraded` with the reason, instead of a silent 0.
+
+``SandboxGrade`` runs after it. For every autograded test cell of the instructor's notebook
+(taken from ``solutions/``, so edited or deleted test cells change nothing) it re-derives the
+verdict in a fresh process that runs only the submitted answer cells (``runner.py``), compares
+what came back with the float64 reference in this process, and writes that verdict as the
+cell's output. ``SaveAutoGrades`` then scores those outputs. Nothing the learner's kernel did
+(patched checks, input transformers, hard-coded outputs) can change a verdict.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+from nbformat import NotebookNode
+
+from .engine import Outcome, build_runs, judge, static_problems, success_line, suite_seed
+from .spec import get_exercise
+from .values import from_jsonable
+
+
+class NotGraded(Exception):
+    """The submission could not be graded; the message says why, for the instructor."""
+
+
+def record_status(**fields) -> None:
+    """Append a record to the JSON-lines file named by COURSE_GRADING_STATUS, if set."""
+    path = os.environ.get("COURSE_GRADING_STATUS")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(fields) + "\n")
+
+
+# ------------------------------------------------------------------ notebook structure
+def _nbg(cell) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+def is_answer_cell(cell) -> bool:
+    m = _nbg(cell)
+    return cell.cell_type == "code" and m.get("solution", False) and not m.get("grade", False)
+
+
+def is_test_cell(cell) -> bool:
+    m = _nbg(cell)
+    return cell.cell_type == "code" and m.get("grade", False) and not m.get("solution", False)
+
+
+def is_setup_cell(cell) -> bool:
+    return cell.cell_type == "code" and "setup" in cell.get("metadata", {}).get("tags", [])
+
+
+@dataclass
+class CheckCall:
+    exercise: str
+    suite: str
+    seed: int | None
+
+
+def check_calls(source: str) -> list[CheckCall]:
+    """The ``check("name", fn, suite=..., seed=...)`` calls a test cell makes."""
+    calls = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        fname = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+        if fname != "check" or not node.args or not isinstance(node.args[0], ast.Constant):
+            continue
+        kw = {k.arg: k.value.value for k in node.keywords if isinstance(k.value, ast.Constant)}
+        calls.append(CheckCall(node.args[0].value, kw.get("suite", "visible"), kw.get("seed")))
+    return calls
+
+
+def answer_names(source: str) -> set[str]:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    return {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))} | {
+        t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+
+
+# ------------------------------------------------------------------ the sandbox
+@dataclass
+class Verdict:
+    passed: bool
+    message: str
+
+
+def _run_runner(job: dict, timeout: float) -> tuple[dict, dict]:
+    with tempfile.TemporaryDirectory(prefix="course-sandbox-") as tmp:
+        job_path = Path(tmp) / "job.json"
+        job_path.write_text(json.dumps(job))
+        out = Path(tmp) / "out"
+        out.mkdir()
+        env = dict(os.environ, NBGRADER_EXECUTION="autograde", OMP_NUM_THREADS="1",
+                   MKL_NUM_THREADS="1", MPLBACKEND="Agg", COURSE_GRADING_STATUS="")
+        with open(Path(tmp) / "log.txt", "wb") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "course_lib.grading.runner", str(job_path), str(out)],
+                                    cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            try:
+                code = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise NotGraded(f"the answers did not finish within {timeout:g} s in the grading sandbox "
+                                "(a loop that never ends, or one that ignores interrupts)") from None
+        results_path = out / "results.json"
+        if code != 0 or not results_path.exists():
+            tail = (Path(tmp) / "log.txt").read_text(errors="replace")[-600:]
+            raise NotGraded(f"the submitted code ended the grading process (exit code {code}) before "
+                            f"the checks finished, e.g. with os._exit, sys.exit or a crash. Last output:\n{tail}")
+        from safetensors.torch import load_file
+        tensors = load_file(str(out / "tensors.safetensors"))
+        return json.loads(results_path.read_text()), tensors
+
+
+def sandbox_verdicts(solution: NotebookNode, submission: NotebookNode, *, device: str = "cpu",
+                     hidden_seed: int | None = None, timeout: float = 120, case_timeout: int = 30
+                     ) -> dict[str, Verdict]:
+    """Verdict per autograded test cell (by grade_id) for ``submission``, judged in this process."""
+    setup = [c.source for c in solution.cells if is_setup_cell(c)]
+    submitted = {_nbg(c).get("grade_id"): c.source for c in submission.cells if is_answer_cell(c)}
+    answers, defined_in = [], {}
+    for c in solution.cells:
+        if is_answer_cell(c):
+            gid = _nbg(c)["grade_id"]
+            src = submitted.get(gid)
+            answers.append({"id": gid, "source": src if src is not None else ""})
+            for name in answer_names(c.source):
+                defined_in[name] = (gid, src)
+    tests = {_nbg(c)["grade_id"]: check_calls(c.source) for c in solution.cells if is_test_cell(c)}
+    calls = []
+    for gid, cs in tests.items():
+        if not cs:
+            raise ValueError(f"test cell {gid} makes no check(...) call the sandbox can grade")
+        calls += [c for c in cs if (c.exercise, c.suite, c.seed) not in {(x.exercise, x.suite, x.seed) for x in calls}]
+    seeds = {(c.exercise, c.suite, c.seed): suite_seed(c.suite, c.seed if c.seed is not None else
+                                                       (hidden_seed if c.suite == "hidden" else None))
+             for c in calls}
+    job = {"setup": setup, "answers": answers, "device": device, "case_timeout": case_timeout,
+           "checks": [{"exercise": c.exercise, "suite": c.suite, "seed": seeds[(c.exercise, c.suite, c.seed)]}
+                      for c in calls]}
+    results, tensors = _run_runner(job, timeout)
+
+    messages: dict[tuple, Verdict] = {}
+    for c, res in zip(calls, results["checks"]):
+        ex = get_exercise(c.exercise)
+        gid, src = defined_in.get(ex.name, (None, None))
+        problems = static_problems(ex, src)
+        if src is None:
+            messages[(c.exercise, c.suite, c.seed)] = Verdict(False, f"✗ {ex.name} — its answer cell is missing from the submission")
+            continue
+        if problems:
+            messages[(c.exercise, c.suite, c.seed)] = Verdict(False, f"✗ {ex.name} — your answer " +
+                                                              f"\n✗ {ex.name} — your answer ".join(problems))
+            continue
+        if res.get("missing"):
+            err = results["cell_errors"].get(gid)
+            why = f"\n  its answer cell raised {err['type']}: {err['message']}" if err else ""
+            if err and err.get("where"):
+                why += f"\n  at {err['where']}"
+            messages[(c.exercise, c.suite, c.seed)] = Verdict(
+                False, f"✗ {ex.name} — not defined: its answer cell did not define {ex.name}{why}")
+            continue
+        runs = build_runs(ex, c.suite, seeds[(c.exercise, c.suite, c.seed)], device, place="cpu")
+        verdict, largest = None, 0.0
+        for run, case in zip(runs, res["cases"]):
+            if case.get("timeout"):
+                raise NotGraded(f"{ex.name} did not return within {case_timeout} s on case {run.number} "
+                                f"({run.case.label}) in the grading sandbox")
+            outcome = Outcome(value=from_jsonable(case["value"], tensors), error=case["error"],
+                              forbidden=case["forbidden"], mutated=case["mutated"], tampered=case["tampered"])
+            message, worst = judge(ex, run, outcome)
+            if message is not None:
+                verdict = Verdict(False, message)
+                break
+            largest = max(largest, worst)
+        if verdict is None and len(res["cases"]) < len(runs):
+            verdict = Verdict(False, f"✗ {ex.name} — the sandbox returned fewer cases than it ran")
+        messages[(c.exercise, c.suite, c.seed)] = verdict or Verdict(True, success_line(ex, runs, largest))
+
+    out = {}
+    for gid, cs in tests.items():
+        vs = [messages[(c.exercise, c.suite, c.seed)] for c in cs]
+        out[gid] = Verdict(all(v.passed for v in vs), "\n".join(v.message for v in vs))
+    return out
+
+
+def verdict_outputs(verdict: Verdict) -> list[NotebookNode]:
+    if verdict.passed:
+        return [nbformat.v4.new_output("stream", name="stdout", text=verdict.message + "\n")]
+    return [nbformat.v4.new_output("error", ename="CheckFailed", evalue=verdict.message.splitlines()[0],
+                                   traceback=["\x1b[0;31mCheckFailed\x1b[0m"] + verdict.message.splitlines())]
+
+
+# ------------------------------------------------------------------ nbgrader preprocessors
+from nbgrader.preprocessors import Execute, NbGraderPreprocessor  # noqa: E402
+from nbclient.exceptions import CellTimeoutError, DeadKernelError  # noqa: E402
+from traitlets import Integer, Unicode  # noqa: E402
+
+
+def _first_line(cell) -> str:
+    for line in cell.source.splitlines():
+        if line.strip():
+            return line.strip()[:80]
+    return ""
+
+
+class CourseExecute(Execute):
+    """nbgrader's Execute, but a crash or an un-interruptible hang is NOT GRADED, with the reason.
+
+    Timeouts (see README, "Grading timeouts"): ``timeout`` seconds per cell; then the kernel is
+    interrupted and given ``iopub_timeout`` seconds to answer. A cell that stops is marked as
+    timed out and grading goes on; one that does not is NOT GRADED.
+    """
+
+    _cell_index = -1
+
+    def preprocess_cell(self, cell, resources, index):
+        self._cell_index = index          # so a crash or hang can name the cell
+        return super().preprocess_cell(cell, resources, index)
+
+    def preprocess(self, nb, resources, retries=None):
+        try:
+            return super().preprocess(nb, resources, retries)
+        except Exception as exc:
+            chain, e = [], exc
+            while e is not None and len(chain) < 6:
+                chain.append(e)
+                e = e.__cause__ or e.__context__
+            i = self._cell_index
+            cell = f"cell {i + 1} ({_first_line(nb.cells[i])!r})" if 0 <= i < len(nb.cells) else "a cell"
+            if any(isinstance(x, DeadKernelError) for x in chain) or "died" in str(exc).lower():
+                reason = (f"the kernel died while running {cell}: a crash such as os._exit, a segfault, "
+                          "or running out of memory")
+            elif any(isinstance(x, CellTimeoutError) for x in chain):
+                reason = (f"{cell} ran past the {self.timeout} s limit and did not stop when interrupted "
+                          "(a loop that catches KeyboardInterrupt, or one long native operation)")
+            else:
+                reason = f"the notebook could not be executed: {type(exc).__name__}: {str(exc)[:300]}"
+            record_status(status="not graded", reason=reason)
+            raise NotGraded(reason) from exc
+
+
+class SandboxGrade(NbGraderPreprocessor):
+    """Replace every autograded test cell's output with the verdict of the fresh-process sandbox."""
+
+    solutions_dir = Unicode("solutions", help="Folder of the instructor notebooks (<id>/<nb>.ipynb).").tag(config=True)
+    runner_timeout = Integer(120, help="Seconds the sandbox may take for one notebook.").tag(config=True)
+    case_timeout = Integer(30, help="Seconds one answer may take on one case.").tag(config=True)
+
+    def preprocess(self, nb, resources):
+        from course_lib.device import get_device
+        assignment = resources["nbgrader"]["assignment"]
+        notebook = resources["nbgrader"]["notebook"]
+        path = Path(self.solutions_dir) / assignment / f"{notebook}.ipynb"
+        solution = nbformat.read(path, as_version=4)
+        try:
+            verdicts = sandbox_verdicts(solution, nb, device=str(get_device()),
+                                        timeout=self.runner_timeout, case_timeout=self.case_timeout)
+        except NotGraded as exc:
+            record_status(status="not graded", reason=str(exc))
+            raise
+        present = {_nbg(c).get("grade_id") for c in nb.cells if is_test_cell(c)}
+        for c in solution.cells:          # a test cell deleted from the submission comes back
+            if is_test_cell(c) and _nbg(c)["grade_id"] not in present:
+                nb.cells.append(nbformat.v4.new_code_cell(c.source, metadata=c.metadata))
+        for c in nb.cells:
+            gid = _nbg(c).get("grade_id")
+            if is_test_cell(c) and gid in verdicts:
+                c.outputs = verdict_outputs(verdicts[gid])
+        record_status(status="graded", notebook=notebook,
+                      cells={g: {"passed": v.passed, "message": v.message} for g, v in verdicts.items()})
+        return nb, resources

@@ -1,0 +1,1 @@
+"""Instructor commands: release the notebooks, autograde a class in parallel, write grades."""

@@ -1,0 +1,49 @@
+"""The nbgrader settings every grading path shares (nbgrader_config.py, ./course autograde)."""
+from __future__ import annotations
+
+# Grading timeouts, in seconds (README, "Grading timeouts").
+CELL_TIMEOUT = 120          # one notebook cell in the learner's kernel
+INTERRUPT_GRACE = 10        # after a timeout the kernel is interrupted; this long to stop
+SANDBOX_TIMEOUT = 120       # all answers of one notebook in the fresh-process sandbox
+CASE_TIMEOUT = 30           # one answer on one case inside the sandbox
+SUBMISSION_TIMEOUT = 300    # everything for one submission; past it the worker is killed
+
+
+def apply_course_settings(c, *, solutions: str, release: str, cell_timeout: int = CELL_TIMEOUT,
+                          interrupt_grace: int = INTERRUPT_GRACE, sandbox_timeout: int = SANDBOX_TIMEOUT,
+                          case_timeout: int = CASE_TIMEOUT) -> None:
+    from nbconvert.preprocessors import ClearMetadataPreprocessor
+    from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern,
+                                        LimitOutput, SaveAutoGrades)
+
+    from course_lib.grading.sandbox import CourseExecute, SandboxGrade
+
+    ensure_scripts_on_path()
+    c.CourseDirectory.source_directory = solutions
+    c.CourseDirectory.release_directory = release
+    c.CourseDirectory.course_id = "llms-from-scratch"
+    c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+    c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+    c.OverwriteCells.add_missing_cells = True
+    c.Autograde.autograde_preprocessors = [
+        CourseExecute, IgnorePattern, ClearMetadataPreprocessor, SandboxGrade,
+        LimitOutput, SaveAutoGrades, AssignLatePenalties, CheckCellMetadata,
+    ]
+    c.Execute.timeout = cell_timeout
+    c.Execute.interrupt_on_timeout = True
+    c.Execute.iopub_timeout = interrupt_grace
+    c.Execute.raise_on_iopub_timeout = True
+    c.SandboxGrade.solutions_dir = solutions
+    c.SandboxGrade.runner_timeout = sandbox_timeout
+    c.SandboxGrade.case_timeout = case_timeout
+
+
+def ensure_scripts_on_path() -> None:
+    """nbgrader runs `alembic` as a command: make this interpreter's scripts folder findable,
+    so the instructor commands work without activating the virtual environment."""
+    import os
+    import sys
+    scripts = os.path.dirname(sys.executable)
+    parts = os.environ.get("PATH", "").split(os.pathsep)
+    if scripts not in parts:
+        os.environ["PATH"] = os.pathsep.join([scripts, *parts])

@@ -1,0 +1,68 @@
+"""Figures that follow the course style: a title, labelled axes with units, a caption.
+
+    setup_style()
+    fig, ax = new_axes("Training loss", xlabel="step", ylabel="loss (nats per token)")
+    ax.plot(losses)
+    caption("The loss falls fastest in the first hundred steps.")
+
+Works without a display (set ``MPLBACKEND=Agg``, as ``./course test`` does).
+"""
+
+from __future__ import annotations
+
+import matplotlib
+import matplotlib.pyplot as plt
+
+__all__ = ["setup_style", "new_axes", "caption"]
+
+STYLE = {
+    "figure.figsize": (7.0, 4.0),
+    "figure.dpi": 100,
+    "savefig.dpi": 150,
+    "font.size": 11,
+    "axes.titlesize": 13,
+    "axes.titleweight": "bold",
+    "axes.labelsize": 11,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "legend.frameon": False,
+    "lines.linewidth": 2.0,
+    "image.cmap": "viridis",
+}
+
+
+def setup_style() -> None:
+    """Apply the course's readable matplotlib defaults (matplotlib only, no seaborn)."""
+    matplotlib.rcParams.update(STYLE)
+
+
+def new_axes(title: str, xlabel: str, ylabel: str, *, figsize: tuple[float, float] | None = None,
+             **subplots_kw):
+    """A new ``(fig, ax)`` with a title and both axes labelled (all three required)."""
+    for name, value in (("title", title), ("xlabel", xlabel), ("ylabel", ylabel)):
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"new_axes needs a non-empty {name}: every course figure has one")
+    if figsize is not None:
+        subplots_kw["figsize"] = figsize
+    fig, ax = plt.subplots(**subplots_kw)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    return fig, ax
+
+
+def caption(text: str) -> None:
+    """Show a one-line caption under the figure above it (Markdown in Jupyter, else print)."""
+    text = " ".join(str(text).split())
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+
+        if get_ipython() is not None:
+            display(Markdown(f"*{text}*"))
+            return
+    except ImportError:
+        pass
+    print(text)

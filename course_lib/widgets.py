@@ -1,0 +1,61 @@
+"""Small interactive explorers built with ipywidgets.
+
+    def show(temperature=1.0, k=5):
+        ...                                   # draw a plot or print something
+    explorer(show, temperature=slider(0.1, 3.0, 1.0, step=0.1), k=int_slider(1, 20, 5),
+             title="Sampling temperature")
+
+Importing this module needs no running frontend; the widgets render in JupyterLab.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Callable
+
+import ipywidgets as widgets
+
+__all__ = ["explorer", "slider", "int_slider", "dropdown"]
+
+
+def slider(min: float, max: float, value: float | None = None, step: float | None = None,
+           description: str = "", **kw) -> widgets.FloatSlider:
+    """A float slider; ``value`` defaults to ``min``, ``step`` to 1/100 of the range."""
+    if value is None:
+        value = min
+    if step is None:
+        step = (max - min) / 100 or 0.01
+    kw.setdefault("continuous_update", False)
+    return widgets.FloatSlider(value=value, min=min, max=max, step=step,
+                               description=description, **kw)
+
+
+def int_slider(min: int, max: int, value: int | None = None, step: int = 1,
+               description: str = "", **kw) -> widgets.IntSlider:
+    """An integer slider; ``value`` defaults to ``min``."""
+    kw.setdefault("continuous_update", False)
+    return widgets.IntSlider(value=min if value is None else value, min=min, max=max,
+                             step=step, description=description, **kw)
+
+
+def dropdown(options, value=None, description: str = "", **kw) -> widgets.Dropdown:
+    """A dropdown over ``options`` (a list, or a dict label -> value)."""
+    if value is None:
+        value = next(iter(options.values())) if isinstance(options, dict) else list(options)[0]
+    return widgets.Dropdown(options=options, value=value, description=description, **kw)
+
+
+def explorer(fn: Callable, title: str | None = None, **controls) -> widgets.VBox:
+    """``widgets.interactive(fn, **controls)`` under a bold title, in a ``VBox``.
+
+    Controls whose widget has no ``description`` get the argument name. Plain values are
+    turned into widgets by ipywidgets' usual rules (a tuple makes a slider, a list a
+    dropdown). ``title`` defaults to the function's name. Display the result (make it the
+    cell's last expression).
+    """
+    for name, control in controls.items():
+        if isinstance(control, widgets.ValueWidget) and not getattr(control, "description", ""):
+            control.description = name
+    interactive = widgets.interactive(fn, **controls)
+    heading = widgets.HTML(f"<b>{html.escape(title or getattr(fn, '__name__', 'Explorer'))}</b>")
+    return widgets.VBox([heading, interactive])

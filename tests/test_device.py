@@ -1,0 +1,70 @@
+"""course_lib.device: COURSE_DEVICE override, automatic choice, descriptions."""
+
+import pytest
+import torch
+
+from course_lib.device import available_devices, describe_device, get_device
+
+
+@pytest.fixture(autouse=True)
+def _no_override(monkeypatch):
+    monkeypatch.delenv("COURSE_DEVICE", raising=False)
+
+
+def test_override_cpu(monkeypatch):
+    monkeypatch.setenv("COURSE_DEVICE", "cpu")
+    assert get_device() == torch.device("cpu")
+
+
+def test_empty_override_means_automatic(monkeypatch):
+    monkeypatch.setenv("COURSE_DEVICE", "  ")
+    assert isinstance(get_device(), torch.device)
+
+
+def test_invalid_name_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("COURSE_DEVICE", "gpu-please")
+    with pytest.raises(ValueError, match="COURSE_DEVICE") as info:
+        get_device()
+    assert "gpu-please" in str(info.value) and "cpu" in str(info.value)
+
+
+def test_unsupported_type_is_rejected(monkeypatch):
+    monkeypatch.setenv("COURSE_DEVICE", "meta")
+    with pytest.raises(ValueError, match="COURSE_DEVICE"):
+        get_device()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_missing_cuda_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("COURSE_DEVICE", "cuda")
+    with pytest.raises(ValueError, match=r"COURSE_DEVICE='cuda'.*CUDA"):
+        get_device()
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(),
+                    reason="this machine has a GPU")
+def test_default_is_cpu_without_a_gpu():
+    assert get_device() == torch.device("cpu")
+    assert available_devices() == [torch.device("cpu")]
+
+
+def test_describe_cpu():
+    text = describe_device("cpu")
+    assert text.startswith("cpu") and "thread" in text and "\n" not in text
+
+
+def test_describe_default_device():
+    assert isinstance(describe_device(), str)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_devices(monkeypatch):
+    assert get_device().type == "cuda"
+    assert torch.device("cuda", 0) in available_devices()
+    assert "GiB" in describe_device(torch.device("cuda", 0))
+    monkeypatch.setenv("COURSE_DEVICE", f"cuda:{torch.cuda.device_count()}")
+    with pytest.raises(ValueError, match="COURSE_DEVICE"):
+        get_device()
+    x = torch.randn(8, 8, dtype=torch.float64)
+    results = [(x.to(d) @ x.to(d)).cpu() for d in available_devices()]
+    torch.testing.assert_close(results[0], results[-1])

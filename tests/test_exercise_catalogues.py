@@ -1,0 +1,72 @@
+"""Every exercise of every notebook, in-process: the solution passes both suites on every
+device, a blank answer fails, and every catalogued mistake is rejected *and named*."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from course_lib.device import available_devices
+from course_lib.grading.engine import evaluate
+from course_lib.grading.spec import all_exercises
+
+from submissions import solution_namespace
+
+EXERCISES = sorted(all_exercises(), key=lambda e: (e.notebook, e.name))
+DEVICES = [str(d) for d in available_devices()]
+_ns_cache: dict[str, dict] = {}
+
+
+def _solution(ex):
+    if ex.notebook not in _ns_cache:
+        _ns_cache[ex.notebook] = solution_namespace(ex.notebook)
+    return _ns_cache[ex.notebook][ex.name]
+
+
+def _ids(items):
+    return [f"{e.notebook}:{e.name}" for e in items]
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize("ex", EXERCISES, ids=_ids(EXERCISES))
+def test_solution_passes_visible_and_hidden(ex, device):
+    if device not in {d.split(":")[0] for d in DEVICES}:
+        pytest.skip("no CUDA device here")
+    for suite in ("visible", "hidden"):
+        r = evaluate(ex, _solution(ex), suite=suite, device=device)
+        assert r.passed, r.message
+
+
+@pytest.mark.parametrize("ex", EXERCISES, ids=_ids(EXERCISES))
+def test_blank_answer_fails_as_not_implemented(ex):
+    def blank(*args, **kwargs):
+        raise NotImplementedError()
+    r = evaluate(ex, blank)
+    assert not r.passed and "not implemented yet" in r.message
+
+
+MISTAKES = [(ex, m) for ex in EXERCISES for m in ex.mistakes]
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize("ex, mistake", MISTAKES, ids=[f"{e.name}:{m.name}" for e, m in MISTAKES])
+def test_each_mistake_rejected_and_named(ex, mistake, device):
+    if device not in {d.split(":")[0] for d in DEVICES}:
+        pytest.skip("no CUDA device here")
+    for suite in ("visible", "hidden"):
+        r = evaluate(ex, mistake.fn, suite=suite, device=device)
+        assert not r.passed, f"{mistake.name} passed the {suite} suite"
+    r = evaluate(ex, mistake.fn, suite="visible", device=device)
+    assert f"known mistake: {mistake.name}" in r.message, r.message
+
+
+@pytest.mark.parametrize("ex", EXERCISES, ids=_ids(EXERCISES))
+def test_every_exercise_has_cases_mistakes_and_a_hint(ex):
+    assert len(ex.visible) >= 3 and len(ex.hidden) >= 2
+    assert ex.mistakes and ex.hint
+    # Hidden cases must differ from visible ones: hard-coding visible outputs cannot pass.
+    from course_lib.grading.engine import build_runs
+    vis = {tuple(t.shape) for r in build_runs(ex, "visible", None, "cpu") for t in r.inputs.values()
+           if isinstance(t, torch.Tensor)}
+    hid = [tuple(t.shape) for r in build_runs(ex, "hidden", None, "cpu") for t in r.inputs.values()
+           if isinstance(t, torch.Tensor)]
+    assert any(s not in vis for s in hid)

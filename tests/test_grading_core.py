@@ -1,0 +1,196 @@
+"""The grading core on its own: comparisons, messages, mistakes, forbidden calls, stability probes."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from course_lib.grading.compare import compare
+from course_lib.grading.engine import DEVICE, evaluate
+from course_lib.grading.forbid import CallWatcher, scan_source
+from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake
+from course_lib.grading.values import capture
+
+
+# A toy exercise built only for these tests: a softmax over the last axis, float64 reference.
+def _ref_softmax(x):
+    z = x - x.max(dim=-1, keepdim=True).values
+    e = z.exp()
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+def _good(x):       # a learner's correct softmax (not the answer key object)
+    z = x - x.amax(dim=-1, keepdim=True)
+    return z.exp() / z.exp().sum(dim=-1, keepdim=True)
+
+
+def _naive_softmax(x):
+    e = x.exp()
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+def _wrong_axis(x):
+    z = x - x.max(dim=0, keepdim=True).values
+    return z.exp() / z.exp().sum(dim=0, keepdim=True)
+
+
+SOFTMAX = Exercise(
+    name="toy_softmax", notebook="tests", reference=_ref_softmax,
+    visible=[Case("x of shape (3, 5)", lambda g: {"x": torch.randn(3, 5, generator=g, dtype=torch.float64)}),
+             Case("x of shape (4, 6) shifted by +100 (stability probe)",
+                  lambda g: {"x": torch.randn(4, 6, generator=g, dtype=torch.float64) + 100})],
+    hidden=[Case("x of shape (2, 7)", lambda g: {"x": torch.randn(2, 7, generator=g, dtype=torch.float64)})],
+    mistakes=[Mistake("no max subtracted before exp", _naive_softmax,
+                      "exp(100) overflows float32; subtract the row max first."),
+              Mistake("normalised over the wrong axis", _wrong_axis, "softmax runs over the last axis.")],
+    forbidden=[Forbidden("torch.softmax", "it is what you are building here", shown="torch.softmax",
+                         aten=("aten::_softmax",)),
+               Forbidden("torch.nn.functional.softmax", "it is what you are building here", shown="F.softmax")],
+)
+
+
+def test_right_answer_passes_with_summary_line():
+    def mine(x):
+        z = x - x.amax(-1, keepdim=True)
+        return z.exp() / z.exp().sum(-1, keepdim=True)
+    r = evaluate(SOFTMAX, mine)
+    assert r.passed, r.message
+    assert r.message.startswith("✓ toy_softmax — 4 cases on cpu (float32, float64), largest difference")
+
+
+def test_stability_probe_catches_overflow_and_names_the_mistake():
+    r = evaluate(SOFTMAX, _naive_softmax)
+    assert not r.passed
+    assert "case 3 of 4" in r.message and "+100" in r.message and "float32" in r.message
+    assert "nan where a number was expected" in r.message
+    assert "known mistake: no max subtracted before exp" in r.message
+
+
+def test_value_mismatch_reports_expected_got_largest_difference_and_mistake():
+    r = evaluate(SOFTMAX, _wrong_axis)
+    assert not r.passed
+    assert "case 1 of 4: x of shape (3, 5) (float32, cpu)" in r.message
+    assert "expected  [" in r.message and "got  [" in r.message
+    assert "largest difference" in r.message and "tolerance 1e-05" in r.message
+    assert "known mistake: normalised over the wrong axis" in r.message
+
+
+@pytest.mark.parametrize("answer, words", [
+    (lambda x: _good(x)[..., :-1], "expected shape (3, 5), got (3, 4)"),
+    (lambda x: _good(x.double()), "expected dtype float32, got float64"),
+    (lambda x: _good(x).tolist(), "expected a torch.Tensor, got a list"),
+    (lambda x: (_good(x), 1), "expected a torch.Tensor, got a tuple of 2 values"),
+])
+def test_shape_dtype_type_named_before_numbers(answer, words):
+    r = evaluate(SOFTMAX, answer)
+    assert not r.passed and words in r.message, r.message
+    assert "largest difference" not in r.message
+
+
+def test_device_mismatch_named():
+    from course_lib.grading.values import TensorValue
+    got = TensorValue(torch.zeros(2), "cuda:0", torch.float32)      # as if it came back from a GPU
+    d, _ = compare(capture(torch.zeros(2)), got, dtype=torch.float32, device="cpu", atol=0, rtol=0)
+    assert d is not None and d.kind == "device" and "expected a tensor on cpu, got one on cuda:0" in d.text
+
+
+def test_a_slightly_wrong_answer_fails_and_a_tolerable_one_passes():
+    assert not evaluate(SOFTMAX, lambda x: _good(x) * (1 + 1e-3)).passed
+    assert evaluate(SOFTMAX, lambda x: _good(x.double()).to(x.dtype) * (1 + 1e-10)).passed
+
+
+def test_not_implemented_and_exceptions_are_explained():
+    def stub(x):
+        raise NotImplementedError()
+    r = evaluate(SOFTMAX, stub)
+    assert "not implemented yet" in r.message
+
+    src = "def boom(x):\n    return x.view(-1, 7)\n"
+    ns = {}
+    exec(compile(src, "<answer cell boom>", "exec"), ns)
+    import linecache
+    linecache.cache["<answer cell boom>"] = (len(src), None, src.splitlines(True), "<answer cell boom>")
+    r = evaluate(SOFTMAX, ns["boom"])
+    assert "raised RuntimeError" in r.message and "line 2 of your answer: return x.view(-1, 7)" in r.message
+
+
+def test_in_place_change_of_an_input_is_reported():
+    def inplace(x):
+        x -= x.max(dim=-1, keepdim=True).values
+        return x.exp() / x.exp().sum(-1, keepdim=True)
+    r = evaluate(SOFTMAX, inplace)
+    assert not r.passed and "changed its input x in place" in r.message
+
+
+@pytest.mark.parametrize("answer", [
+    lambda x: torch.softmax(x, -1),
+    lambda x: F.softmax(x, dim=-1),
+    lambda x: x.softmax(-1),
+    lambda x: getattr(F, "soft" + "max")(x, -1),
+    lambda x: torch.ops.aten._softmax(x, -1, False),
+])
+def test_forbidden_call_caught_at_run_time_however_spelled(answer):
+    r = evaluate(SOFTMAX, answer)
+    assert not r.passed
+    assert "calls torch.softmax" in r.message or "calls F.softmax" in r.message, r.message
+    assert "it is what you are building here" in r.message
+
+
+def test_answer_key_is_forbidden_in_its_own_exercise():
+    r = evaluate(SOFTMAX, lambda x: _ref_softmax(x))
+    assert not r.passed and "answer key" in r.message
+
+
+def test_static_scan_resolves_aliases_and_flags_escape_hatches():
+    forb = SOFTMAX.all_forbidden
+    assert scan_source("import torch.nn.functional as G\ndef f(x):\n    return G.softmax(x, -1)\n", forb)
+    assert scan_source("from torch import softmax as s\ndef f(x):\n    return s(x, -1)\n", forb)
+    assert scan_source("def f(x):\n    return getattr(torch, 'softmax')(x, -1)\n", forb)
+    assert not scan_source("def toy_softmax(x):\n    z = x - x.max(-1, keepdim=True).values\n"
+                           "    return z.exp() / z.exp().sum(-1, keepdim=True)\n", forb, own_names=["toy_softmax"])
+    for hatch in ["import sys\nsys.setprofile(None)", "exec('1')", "get_ipython().input_transformers_post.append(1)",
+                  "import ctypes", "import builtins"]:
+        problems = scan_source(hatch, forb)
+        assert problems and "may not use" in problems[0], hatch
+
+
+def test_switching_the_watcher_off_is_detected():
+    import sys
+
+    def sneaky(x):
+        sys.setprofile(None)
+        return torch.softmax(x, -1)
+    r = evaluate(SOFTMAX, sneaky)
+    assert not r.passed and "removed the checks' call watcher" in r.message
+
+
+def test_watcher_restores_previous_profiler():
+    import sys
+    before = sys.getprofile()
+    with CallWatcher(SOFTMAX.all_forbidden) as w:
+        torch.softmax(torch.ones(3), -1)
+    assert sys.getprofile() is before and "torch.softmax" in w.hits
+
+
+def test_device_placeholder_and_integer_outputs():
+    def ref_mask(T, device=None):
+        return torch.ones(T, T, dtype=torch.bool, device=device).tril()
+    ex = Exercise("toy_mask", "tests", ref_mask, visible=[Case("T = 4", lambda g: {"T": 4, "device": DEVICE},
+                                                               dtypes=(torch.float32,))], hidden=[])
+    assert evaluate(ex, lambda T, device=None: torch.ones(T, T, dtype=torch.bool, device=device).tril()).passed
+    r = evaluate(ex, lambda T, device=None: torch.ones(T, T, device=device).tril())
+    assert "expected dtype bool, got float32" in r.message
+    r = evaluate(ex, lambda T, device=None: torch.ones(T, T, dtype=torch.bool, device=device).triu())
+    assert "entries differ" in r.message
+
+
+def test_hidden_seed_changes_hidden_inputs(monkeypatch):
+    from course_lib.grading.engine import build_runs
+    a = build_runs(SOFTMAX, "hidden", None, "cpu")[0].inputs["x"]
+    monkeypatch.setenv("COURSE_HIDDEN_SEED", "7")
+    b = build_runs(SOFTMAX, "hidden", None, "cpu")[0].inputs["x"]
+    assert not torch.equal(a, b)
+    assert torch.equal(build_runs(SOFTMAX, "visible", None, "cpu")[0].inputs["x"],
+                       build_runs(SOFTMAX, "visible", None, "cpu")[0].inputs["x"])

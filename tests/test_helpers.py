@@ -1,0 +1,47 @@
+"""course_lib.plotting, .widgets and .progress work headless and keep the course style."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import ipywidgets  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+from course_lib import plotting, progress, widgets  # noqa: E402
+
+
+def test_new_axes_needs_title_and_labels():
+    plotting.setup_style()
+    fig, ax = plotting.new_axes("Loss", xlabel="step", ylabel="loss (nats)")
+    assert ax.get_title() == "Loss" and ax.get_xlabel() == "step"
+    plt.close(fig)
+    with pytest.raises(ValueError, match="title"):
+        plotting.new_axes("", xlabel="step", ylabel="loss")
+    with pytest.raises(ValueError, match="ylabel"):
+        plotting.new_axes("Loss", xlabel="step", ylabel=" ")
+
+
+def test_caption_prints_outside_jupyter(capsys):
+    plotting.caption("The loss falls\nquickly.")
+    assert capsys.readouterr().out == "The loss falls quickly.\n"
+
+
+def test_explorer_builds_without_a_frontend():
+    seen = []
+    box = widgets.explorer(lambda t=1.0, k=3: seen.append((t, k)), title="Sampling <demo>",
+                           t=widgets.slider(0.1, 2.0, 1.0), k=widgets.int_slider(1, 10, 3))
+    assert isinstance(box, ipywidgets.VBox)
+    heading, interactive = box.children
+    assert "Sampling &lt;demo&gt;" in heading.value
+    assert [c.description for c in interactive.children[:2]] == ["t", "k"]
+    assert widgets.dropdown(["a", "b"]).value == "a"
+
+
+def test_progress_and_announce(capsys, monkeypatch):
+    monkeypatch.setenv("COURSE_DEVICE", "cpu")
+    assert sum(progress.progress(range(5), desc="counting", disable=True)) == 10
+    line = progress.announce(150, "training the small GPT")
+    assert line == "Training the small GPT: this will take about 2 minutes on cpu."
+    assert capsys.readouterr().out.strip().endswith(line)
+    assert "45 seconds" in progress.announce(45, "x", device="cuda:0")

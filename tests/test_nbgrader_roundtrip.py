@@ -1,0 +1,143 @@
+"""A real nbgrader round trip for 00_welcome: a class of submissions, graded in parallel.
+
+The right answer gets full marks, a blank copy 0, a known mistake loses exactly its points and
+is named, every cheat gets no point it did not earn, and a crash and two kinds of hang come out
+NOT GRADED with their reasons while the rest of the class is graded.
+"""
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from course_lib.grading.engine import build_runs
+from course_lib.grading.spec import get_exercise
+from course_lib.instructor.autograde import Options, autograde
+
+from submissions import ROOT, submission, write
+
+A = "00_welcome"
+WRONG = {
+    "split_heads_answer": "def split_heads(x, n_heads):\n    return rearrange(x, 'b t (d h) -> b h t d', h=n_heads)\n",
+    "merge_heads_answer": "def merge_heads(x):\n    return rearrange(x, 'b h t d -> b t (d h)')\n",
+    "batched_dot_answer": "def batched_dot(q, k):\n    return k @ q.mT\n",
+}
+
+
+def _hardcoded_split() -> str:
+    """An answer that memorised the visible cases' outputs and guesses elsewhere."""
+    from einops import rearrange
+    table = {}
+    for run in build_runs(get_exercise("split_heads"), "visible", None, "cpu"):
+        x = run.inputs["x"].double()
+        key = (tuple(x.shape), round(float(x.reshape(-1)[0]), 4))
+        table[key] = rearrange(x, "b t (h d) -> b h t d", h=run.inputs["n_heads"]).tolist()
+    return (f"TABLE = {table!r}\n"
+            "def split_heads(x, n_heads):\n"
+            "    key = (tuple(x.shape), round(float(x.reshape(-1)[0]), 4))\n"
+            "    if key in TABLE:\n"
+            "        return torch.tensor(TABLE[key], dtype=x.dtype, device=x.device)\n"
+            "    return x.reshape(x.shape[0], n_heads, x.shape[1], -1)\n")
+
+
+CLASS = {
+    # student: (notebook, expected score or "NOT GRADED", words the report must contain)
+    "right": (lambda: submission(A), 9, []),
+    "blank": (lambda: submission(A, use_solution=False), 0, ["not implemented yet"]),
+    "mistake": (lambda: submission(A, {"split_heads_answer": WRONG["split_heads_answer"]}), 6,
+                ["known mistake: heads taken as the inner factor"]),
+    "partial": (lambda: submission(A, {"batched_dot_answer": WRONG["batched_dot_answer"]}), 6,
+                ["known mistake: k and q swapped"]),
+    "patches_checks": (lambda: submission(A, {
+        "split_heads_answer": "import torch\ntorch.allclose = lambda *a, **k: True\n"
+                              "torch.equal = lambda *a, **k: True\nimport course_lib.grading\n"
+                              "course_lib.grading.check = lambda *a, **k: None\n"
+                              "globals()['check'] = lambda *a, **k: None\n"
+                              "def split_heads(x, n_heads):\n    return x\n",
+        "merge_heads_answer": "def merge_heads(x):\n    return x\n",
+        "batched_dot_answer": "def batched_dot(q, k):\n    return q\n"}), 0, ["expected shape"]),
+    "blanks_later_cells": (lambda: submission(A, {
+        "split_heads_answer": "get_ipython().input_transformers_post.append(lambda lines: [])\n"
+                              "def split_heads(x, n_heads):\n    return x\n"}, use_solution=False), 0,
+                           ["uses get_ipython, which answer cells may not use"]),
+    "calls_answer_key": (lambda: submission(A, {
+        "split_heads_answer": "import course_lib.reference as R\n"
+                              "def split_heads(x, n_heads):\n    return getattr(R, 'split_' + 'heads')(x, n_heads)\n"}),
+                         6, ["answer key"]),
+    "hardcodes_visible": (lambda: submission(A, {"split_heads_answer": _hardcoded_split()}), 7, []),
+    "edits_tests": (lambda: submission(A, WRONG, edit_tests="pass"), 0, []),
+    "deletes_tests": (lambda: submission(A, WRONG, delete_tests=True), 0, []),
+    "crashes": (lambda: submission(A, {"split_heads_answer": "import os\nos._exit(1)\n"}), "NOT GRADED",
+                ["kernel died", "cell"]),
+    "hangs": (lambda: submission(A, {"merge_heads_answer": "import time\nwhile True:\n    try:\n"
+                                     "        time.sleep(0.05)\n    except KeyboardInterrupt:\n        pass\n"}),
+              "NOT GRADED", ["did not stop when interrupted"]),
+    "hangs_in_native_code": (lambda: submission(A, {}, extra_cells=[(
+        6, "x = torch.randn(3000, 3000)\ny = torch.linalg.matrix_power(x, 2**40)")]),
+        "NOT GRADED", ["did not stop when interrupted"]),
+}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    subs = tmp_path_factory.mktemp("submitted")
+    for student, (make, _, _) in CLASS.items():
+        write(make(), subs, student, A)
+    out = tmp_path_factory.mktemp("grading")
+    results = autograde(Options(assignment=A, submissions=subs, out=out, solutions=ROOT / "solutions",
+                                jobs=2, cell_timeout=8, interrupt_grace=3, hidden_seed=2468), log=lambda *a: None)
+    return {r["student"]: r for r in results}, out
+
+
+@pytest.mark.parametrize("student", list(CLASS))
+def test_each_submission_gets_exactly_what_it_deserves(graded, student):
+    results, out = graded
+    _, expected, words = CLASS[student]
+    r = results[student]
+    if expected == "NOT GRADED":
+        assert r["status"] == "NOT GRADED", r
+        text = r["reason"]
+    else:
+        assert r["status"] == "graded", r.get("reason")
+        score = sum(g["auto_score"] for g in r["grades"])
+        assert score == expected, {g: c["message"][:300] for g, c in r["cells"].items() if not c["passed"]}
+        text = "\n".join(c["message"] for c in r["cells"].values())
+    for w in words:
+        assert w in text, text
+
+
+def test_hardcoded_answer_passes_visible_but_not_hidden(graded):
+    cells = graded[0]["hardcodes_visible"]["cells"]
+    assert cells["split_heads_visible"]["passed"] and not cells["split_heads_hidden"]["passed"]
+
+
+def test_csv_gradebook_and_feedback(graded):
+    results, out = graded
+    rows = {r["student"]: r for r in csv.DictReader(open(out / "grades.csv"))}
+    assert set(rows) == set(CLASS)
+    assert rows["right"]["status"] == "graded" and rows["right"]["score"] == "9" and rows["right"]["max_score"] == "9"
+    assert rows["crashes"]["status"] == "NOT GRADED" and rows["crashes"]["score"] == ""
+    assert rows["crashes"]["max_score"] == "9" and "kernel died" in rows["crashes"]["reason"]
+    assert "split_heads_visible" in rows["mistake"]["failed_checks"]
+
+    from nbgrader.api import Gradebook
+    with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
+        assert {s.student.id for s in gb.find_assignment(A).submissions} == set(CLASS)
+        assert gb.find_submission(A, "right").score == 9
+        crashed = gb.find_submission(A, "crashes")
+        assert crashed.needs_manual_grade and crashed.score == 0
+    html = (out / "feedback" / "mistake" / A / f"{A}.html").read_text()
+    assert "heads taken as the inner factor" in html
+    assert (out / "autograded" / "right" / A / f"{A}.ipynb").exists()
+
+
+def test_cli_help_names_the_commands():
+    run = subprocess.run([sys.executable, "-m", "course_lib.instructor.cli", "autograde", "--help"],
+                         capture_output=True, text=True, check=True)
+    assert "NOT GRADED" in run.stdout and "--jobs" in run.stdout and "--cell-timeout" in run.stdout
+    run = subprocess.run([sys.executable, "-m", "course_lib.instructor.cli", "--help"],
+                         capture_output=True, text=True, check=True)
+    assert "release" in run.stdout and "autograde" in run.stdout

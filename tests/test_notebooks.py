@@ -1,0 +1,89 @@
+"""The notebooks themselves: the learner copies are a fresh release of solutions/, every
+solution notebook runs top to bottom, and in a real kernel the checks speak as designed."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from course_lib.instructor.release import assignments, generate
+from course_lib.grading.sandbox import check_calls, is_answer_cell, is_setup_cell, is_test_cell
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSIGNMENTS = assignments(ROOT / "solutions")
+
+
+def _strip(nb: dict) -> dict:
+    nb = json.loads(json.dumps(nb))
+    for c in nb["cells"]:
+        c.pop("id", None)
+    return nb
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_learner_copies_equal_a_fresh_release(assignment):
+    with tempfile.TemporaryDirectory() as tmp:
+        produced = generate(assignment, ROOT / "solutions", Path(tmp))
+        fresh = sorted(p.name for p in produced.iterdir())
+        committed = sorted(p.name for p in (ROOT / "notebooks" / assignment).iterdir())
+        assert fresh == committed, "run `./course release` and commit notebooks/"
+        for name in fresh:
+            if name.endswith(".ipynb"):
+                a = _strip(json.loads((produced / name).read_text()))
+                b = _strip(json.loads((ROOT / "notebooks" / assignment / name).read_text()))
+                assert a == b, f"notebooks/{assignment}/{name} differs from a fresh release: run `./course release`"
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_notebook_structure_follows_the_course_conventions(assignment):
+    nb = nbformat.read(ROOT / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
+    assert any(is_setup_cell(c) for c in nb.cells), "the imports cell must be tagged 'setup'"
+    tests = [c for c in nb.cells if is_test_cell(c)]
+    answers = [c for c in nb.cells if is_answer_cell(c)]
+    assert answers and tests
+    for c in tests:
+        assert check_calls(c.source), f"test cell {c.metadata.nbgrader['grade_id']} makes no check() call"
+        assert c.metadata.nbgrader["points"] > 0
+    suites = {call.suite for c in tests for call in check_calls(c.source)}
+    assert suites == {"visible", "hidden"}
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "## Before you start" in text and "## Recap" in text and "中文" in text
+
+
+def _run(path: Path, tmp: Path) -> nbformat.NotebookNode:
+    nb = nbformat.read(path, as_version=4)
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(tmp)}}).execute()
+    return nb
+
+
+def _errors(nb):
+    return [(i, o) for i, c in enumerate(nb.cells) if c.cell_type == "code"
+            for o in c.outputs if o.output_type == "error"]
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_solution_notebook_runs_top_to_bottom(assignment, tmp_path):
+    nb = _run(ROOT / "solutions" / assignment / f"{assignment}.ipynb", tmp_path)
+    errors = _errors(nb)
+    assert not errors, f"cell {errors[0][0]}: {errors[0][1].ename}: {errors[0][1].evalue[:500]}"
+    passed = [o.text for c in nb.cells if is_test_cell(c) for o in c.outputs if o.output_type == "stream"]
+    assert passed and all(t.startswith("✓") for t in passed)
+
+
+def test_learner_copy_checks_say_not_implemented_without_library_traceback(tmp_path):
+    nb = _run(ROOT / "notebooks" / "00_welcome" / "00_welcome.ipynb", tmp_path)
+    errors = [o for c in nb.cells if is_test_cell(c) for o in c.outputs if o.output_type == "error"]
+    assert len(errors) == sum(is_test_cell(c) and bool(check_calls(c.source)) for c in nb.cells) == 3
+    for err in errors:
+        assert err.ename == "CheckFailed"
+        text = "\n".join(err.traceback)
+        assert "not implemented yet" in text
+        assert "course_lib/grading" not in text      # the verdict, not the checker's stack

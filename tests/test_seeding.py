@@ -1,0 +1,56 @@
+"""course_lib.seeding: the same seed gives the same numbers everywhere."""
+
+import random
+
+import numpy as np
+import torch
+
+from course_lib.seeding import make_generator, seed_everything
+
+
+def _draw(gen):
+    return (random.random(), np.random.rand(3), torch.randn(4), torch.randn(4, generator=gen))
+
+
+def test_same_seed_same_numbers():
+    a = _draw(seed_everything(123))
+    b = _draw(seed_everything(123))
+    assert a[0] == b[0]
+    np.testing.assert_array_equal(a[1], b[1])
+    torch.testing.assert_close(a[2], b[2], rtol=0, atol=0)
+    torch.testing.assert_close(a[3], b[3], rtol=0, atol=0)
+
+
+def test_different_seed_differs():
+    a = _draw(seed_everything(1))
+    b = _draw(seed_everything(2))
+    assert a[0] != b[0]
+    assert not np.array_equal(a[1], b[1])
+    assert not torch.equal(a[2], b[2])
+    assert not torch.equal(a[3], b[3])
+
+
+def test_returns_a_seeded_generator():
+    gen = seed_everything(7)
+    assert isinstance(gen, torch.Generator) and gen.initial_seed() == 7
+
+
+def test_make_generator():
+    x = torch.rand(5, generator=make_generator(3))
+    y = torch.rand(5, generator=make_generator(3))
+    assert torch.equal(x, y)
+    assert make_generator(3).device == torch.device("cpu")
+
+
+def test_deterministic_mode(monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    cudnn = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    try:
+        seed_everything(0, deterministic=True)
+        assert torch.are_deterministic_algorithms_enabled()
+        import os
+
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"]
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn

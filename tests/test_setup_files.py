@@ -1,0 +1,118 @@
+"""pyproject.toml and environment.yml pin the same exact versions; the entry scripts work."""
+
+import os
+import re
+from pathlib import Path
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    from pip._vendor import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pyproject() -> dict:
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)
+
+
+def _pyproject_pins() -> list[str]:
+    project = _pyproject()["project"]
+    return list(project["dependencies"]) + list(project["optional-dependencies"]["test"])
+
+
+def _environment_pins() -> list[str]:
+    """The entries of the ``pip:`` list in environment.yml, read without a YAML library
+    (so a layout this parser does not understand fails loudly instead of drifting)."""
+    lines = (ROOT / "environment.yml").read_text(encoding="utf-8").splitlines()
+    pins, pip_indent = [], None
+    for line in lines:
+        stripped = line.split("#", 1)[0].rstrip()
+        if not stripped:
+            continue
+        indent = len(stripped) - len(stripped.lstrip())
+        if pip_indent is None:
+            if stripped.strip() == "- pip:":
+                pip_indent = indent
+            continue
+        if indent <= pip_indent:
+            break
+        match = re.fullmatch(r"\s*-\s+(\S+)", stripped)
+        assert match, f"environment.yml: cannot read the pip entry {line!r}"
+        pins.append(match.group(1))
+    assert pip_indent is not None, "environment.yml has no '- pip:' section"
+    return pins
+
+
+def _environment_conda_deps() -> list[str]:
+    lines = (ROOT / "environment.yml").read_text(encoding="utf-8").splitlines()
+    deps, inside = [], False
+    for line in lines:
+        stripped = line.split("#", 1)[0].rstrip()
+        if stripped == "dependencies:":
+            inside = True
+            continue
+        if inside and re.fullmatch(r"  - \S+", stripped):
+            deps.append(stripped.split("- ", 1)[1])
+    return deps
+
+
+def test_pins_are_identical():
+    assert sorted(_pyproject_pins()) == sorted(_environment_pins())
+    assert len(set(_pyproject_pins())) == len(_pyproject_pins())
+
+
+def test_every_pin_is_exact():
+    data = _pyproject()["tool"]["course"]["data-packages"]
+    for req in _pyproject_pins() + _environment_pins() + list(data):
+        assert re.fullmatch(r"[A-Za-z0-9._-]+==[0-9][0-9A-Za-z.+!-]*", req), req
+
+
+def test_torch_is_the_cpu_resolvable_pin():
+    assert "torch==2.13.0" in _pyproject_pins()
+    assert "torch==2.13.0" in _environment_pins()
+
+
+def test_environment_python():
+    assert _environment_conda_deps() == ["python=3.11", "pip", "pip:"]
+
+
+def test_pyproject_basics():
+    cfg = _pyproject()
+    assert cfg["project"]["requires-python"] == ">=3.10"
+    assert cfg["project"]["scripts"]["course"] == "course_lib.instructor.cli:main"
+    assert cfg["tool"]["setuptools"]["packages"]["find"]["include"] == ["course_lib*"]
+    markers = cfg["tool"]["pytest"]["ini_options"]["markers"]
+    assert any(m.startswith("slow") for m in markers)
+
+
+def test_data_packages_match_the_manifest():
+    import json
+
+    manifest = json.loads((ROOT / "course_lib" / "data_manifest.json").read_text(encoding="utf-8"))
+    listed = {r.split("==")[0]: r.split("==")[1]
+              for r in _pyproject()["tool"]["course"]["data-packages"]}
+    pinned = {name: info["version"] for name, info in manifest["packages"].items()}
+    assert listed == pinned
+
+
+def test_entry_scripts_are_executable():
+    for script in ("course", ".ci/run"):
+        path = ROOT / script
+        assert path.is_file(), script
+        assert os.access(path, os.X_OK), f"{script} is not executable (chmod +x {script})"
+        assert path.read_text(encoding="utf-8").startswith("#!/usr/bin/env bash\n"), script
+
+
+def test_ci_runs_the_course_tests():
+    text = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "set -euo pipefail" in text
+    code = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    assert "exec ./course test" in code
+
+
+def test_no_machine_specific_paths():
+    for name in ("course", ".ci/run", "pyproject.toml", "environment.yml", "README.md"):
+        text = (ROOT / name).read_text(encoding="utf-8")
+        assert not re.search(r"(^|[\s\"'=])/(work|root|home)/", text), name
