@@ -87,3 +87,21 @@ def test_learner_copy_checks_say_not_implemented_without_library_traceback(tmp_p
         text = "\n".join(err.traceback)
         assert "not implemented yet" in text
         assert "course_lib/grading" not in text      # the verdict, not the checker's stack
+
+
+def test_validate_button_accepts_the_solution_and_explains_a_blank(tmp_path):
+    """What nbgrader's Validate button runs, on the learner's side."""
+    import shutil
+    import subprocess
+    import sys
+    scripts = Path(sys.executable).parent
+    env = dict(os.environ, PATH=f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}")
+    shutil.copy(ROOT / "solutions" / "00_welcome" / "00_welcome.ipynb", tmp_path / "mine.ipynb")
+    shutil.copy(ROOT / "notebooks" / "00_welcome" / "00_welcome.ipynb", tmp_path / "blank.ipynb")
+    ok = subprocess.run([str(scripts / "nbgrader"), "validate", "mine.ipynb"], cwd=tmp_path, env=env,
+                        capture_output=True, text=True)
+    assert "Success! Your notebook passes all the tests." in ok.stdout + ok.stderr
+    bad = subprocess.run([str(scripts / "nbgrader"), "validate", "blank.ipynb"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True)
+    text = bad.stdout + bad.stderr
+    assert "VALIDATION FAILED ON 3 CELL(S)" in text and "not implemented yet" in text

@@ -1,0 +1,68 @@
+"""`./course lab` really opens the course: JupyterLab serves the learner's working copies,
+with the widget extension and nbgrader's Validate button, and without the instructor parts."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return r.read().decode()
+
+
+def test_lab_serves_working_copies_with_validate_and_widgets(tmp_path):
+    port = _free_port()
+    work = tmp_path / "work"
+    env = dict(os.environ, COURSE_WORKDIR=str(work), JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"))
+    log = open(tmp_path / "lab.log", "wb")
+    proc = subprocess.Popen([str(ROOT / "course"), "lab", "--no-browser", f"--port={port}",
+                             "--ServerApp.token=", "--ServerApp.ip=127.0.0.1"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                status = json.loads(_get(f"http://127.0.0.1:{port}/api/status"))
+                break
+            except OSError:
+                assert proc.poll() is None, (tmp_path / "lab.log").read_text()[-2000:]
+                assert time.time() < deadline, "JupyterLab did not start in 90 s"
+                time.sleep(0.5)
+        assert "started" in status
+        assert (work / "00_welcome" / "00_welcome.ipynb").exists()
+        listing = json.loads(_get(f"http://127.0.0.1:{port}/api/contents/00_welcome"))
+        assert "00_welcome.ipynb" in {item["name"] for item in listing["content"]}
+
+        page = _get(f"http://127.0.0.1:{port}/lab")
+        config = json.loads(re.search(r'id="jupyter-config-data"[^>]*>(.*?)</script>', page, re.S).group(1))
+        federated = {e["name"] for e in config.get("federated_extensions", [])}
+        assert "@jupyter-widgets/jupyterlab-manager" in federated
+        assert "@jupyter/nbgrader" in federated
+        disabled = config.get("disabledExtensions", [])
+        disabled = set(disabled if isinstance(disabled, list) else [k for k, v in disabled.items() if v])
+        assert "@jupyter/nbgrader:formgrader" in disabled
+        assert "@jupyter/nbgrader:validate-assignment" not in disabled
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
