@@ -88,7 +88,7 @@ def graded(tmp_path_factory):
         write(make(), subs, student, A)
     out = tmp_path_factory.mktemp("grading")
     results = autograde(Options(assignment=A, submissions=subs, out=out, solutions=ROOT / "solutions",
-                                jobs=2, cell_timeout=8, interrupt_grace=3, hidden_seed=2468), log=lambda *a: None)
+                                jobs=2, cell_timeout=15, interrupt_grace=3, hidden_seed=2468), log=lambda *a: None)
     return {r["student"]: r for r in results}, out
 
 
