@@ -63,6 +63,9 @@ CLASS = {
         "split_heads_answer": "get_ipython().input_transformers_post.append(lambda lines: [])\n"
                               "def split_heads(x, n_heads):\n    return x\n"}, use_solution=False), 0,
                            ["uses get_ipython, which answer cells may not use"]),
+    "blanks_from_own_cell": (lambda: submission(A, WRONG, extra_cells=[(
+        3, "get_ipython().input_transformers_post.append(lambda lines: [])\n"
+           "import torch\ntorch.allclose = lambda *a, **k: True")]), 0, ["known mistake"]),
     "calls_answer_key": (lambda: submission(A, {
         "split_heads_answer": "import course_lib.reference as R\n"
                               "def split_heads(x, n_heads):\n    return getattr(R, 'split_' + 'heads')(x, n_heads)\n"}),
