@@ -65,8 +65,19 @@ def test_every_exercise_has_cases_mistakes_and_a_hint(ex):
     assert ex.mistakes and ex.hint
     # Hidden cases must differ from visible ones: hard-coding visible outputs cannot pass.
     from course_lib.grading.engine import build_runs
-    vis = {tuple(t.shape) for r in build_runs(ex, "visible", None, "cpu") for t in r.inputs.values()
-           if isinstance(t, torch.Tensor)}
-    hid = [tuple(t.shape) for r in build_runs(ex, "hidden", None, "cpu") for t in r.inputs.values()
-           if isinstance(t, torch.Tensor)]
+    vis = {_signature(r.inputs) for r in build_runs(ex, "visible", None, "cpu")}
+    hid = [_signature(r.inputs) for r in build_runs(ex, "hidden", None, "cpu")]
     assert any(s not in vis for s in hid)
+
+
+def _signature(value):
+    """What a case looks like from outside: tensor shapes, plain numbers, nested containers."""
+    if isinstance(value, torch.Tensor):
+        return ("tensor", tuple(value.shape))
+    if isinstance(value, dict):
+        return tuple((k, _signature(v)) for k, v in sorted(value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_signature(v) for v in value)
+    if isinstance(value, (int, float, bool, str)) or value is None:
+        return value
+    return type(value).__name__

@@ -194,3 +194,27 @@ def test_hidden_seed_changes_hidden_inputs(monkeypatch):
     assert not torch.equal(a, b)
     assert torch.equal(build_runs(SOFTMAX, "visible", None, "cpu")[0].inputs["x"],
                        build_runs(SOFTMAX, "visible", None, "cpu")[0].inputs["x"])
+
+
+def test_call_watcher_sees_through_torch_optims_shared_step_wrapper():
+    # Instantiating any torch.optim.Optimizer wraps its class's step in a profiling wrapper
+    # whose code object all optimizers share: a learner's own optimizer must not be flagged
+    # as calling torch.optim.Adam because of it, and torch's Adam must still be caught.
+    class Mine(torch.optim.Optimizer):
+        def __init__(self, params):
+            super().__init__(params, {})
+
+        def step(self, closure=None):
+            return None
+
+    p = torch.nn.Parameter(torch.zeros(2))
+    p.grad = torch.ones(2)
+    theirs, mine = torch.optim.Adam([p], foreach=False), Mine([p])
+    assert hasattr(type(mine).step, "__wrapped__")           # the wrapper really is in place
+    adam = [Forbidden("torch.optim.Adam", "it is what you are building here", shown="torch.optim.Adam")]
+    with CallWatcher(adam) as w:
+        mine.step()
+    assert not w.hits
+    with CallWatcher(adam) as w:
+        theirs.step()
+    assert set(w.hits) == {"torch.optim.Adam"}

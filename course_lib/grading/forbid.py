@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import inspect
 import sys
 from typing import Iterable
 
@@ -154,6 +155,9 @@ class CallWatcher:
                 continue
             if isinstance(obj, type):
                 for attr in vars(obj).values():
+                    # torch.optim wraps Optimizer.step in a profiling wrapper whose code every
+                    # optimizer shares: watch the wrapped original, never a shared wrapper.
+                    attr = inspect.unwrap(getattr(attr, "__func__", attr))
                     code = getattr(attr, "__code__", None)
                     if code is not None:
                         self.codes[code] = f
