@@ -1,0 +1,567 @@
+"""Checks for notebooks/02_optimizers: SGDMomentum, Adam, AdamW, lr_at, clip_grad_norm.
+
+The optimizer exercises are classes: each case holds three parameter tensors (``weight``,
+``bias`` with gradients a thousand times smaller, and ``extra`` whose gradient is None on
+every other step), the per-step gradients and the hyper-parameters of two parameter groups.
+``_run_optimizer`` builds the parameters and the optimizer, runs every step, and runs the same
+steps again with a save / fresh optimizer / load in the middle; it returns both final sets of
+parameters, so state kept outside ``self.state`` shows up as a difference.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+
+from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
+from course_lib.reference import optim as ref
+
+F64 = (torch.float64,)
+
+
+def _ri(g: torch.Generator, lo: int, hi: int) -> int:
+    return int(torch.randint(lo, hi + 1, (1,), generator=g))
+
+
+def _rf(g: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=g, dtype=torch.float64))
+
+
+# ---------------------------------------------------------------- forbidden shortcuts
+_FOREACH = [n for n in dir(torch) if n.startswith("_foreach_")]
+FOREACH_FORBIDDEN = [Forbidden(f"torch.{n}", "the fused multi-tensor kernels do the update for you; "
+                               "write it with ordinary tensor operations, one parameter at a time",
+                               aten=(f"aten::{n}",)) for n in _FOREACH]
+OPTIM_FORBIDDEN = [
+    Forbidden("torch.optim.SGD", "torch's SGD is what you are building here", shown="torch.optim.SGD",
+              aten=("aten::_fused_sgd_",)),
+    Forbidden("torch.optim.Adam", "torch's Adam is what you are building here", shown="torch.optim.Adam",
+              aten=("aten::_fused_adam_", "aten::_fused_adam")),
+    Forbidden("torch.optim.AdamW", "torch's AdamW is what you are building here", shown="torch.optim.AdamW",
+              aten=("aten::_fused_adamw_",)),
+    *FOREACH_FORBIDDEN,
+]
+CLIP_FORBIDDEN = [
+    Forbidden("torch.nn.utils.clip_grad_norm_", "it is the function you are writing", shown="clip_grad_norm_"),
+    Forbidden("torch.nn.utils.clip_grad_norm", "it is the function you are writing", shown="clip_grad_norm"),
+    Forbidden("torch.nn.utils.get_total_norm", "computing the global norm is part of the exercise"),
+    Forbidden("torch.nn.utils.clip_grads_with_norm_", "scaling the gradients is part of the exercise"),
+    *FOREACH_FORBIDDEN,
+]
+
+
+# ---------------------------------------------------------------- running an optimizer on a case
+def _set_grads(params, grads):
+    for p, gr in zip(params, grads):
+        p.grad = None if gr is None else gr.detach().clone()
+
+
+def _groups(params, group2):
+    return [{"params": [params[0], params[2]]}, {"params": [params[1]], **group2}]
+
+
+def _run_optimizer(cls, inputs):
+    """Final (weight, bias, extra) after all steps, then the same after a save/load halfway."""
+    names = ("weight", "bias", "extra")
+    grads, drop = inputs["grads"], inputs.get("lr_drop_at")
+    half = len(grads) // 2
+
+    def fresh():
+        return [torch.nn.Parameter(inputs[n].detach().clone()) for n in names]
+
+    def steps(opt, params, lo, hi):
+        for s in range(lo, hi):
+            if s == drop:                      # a schedule writes the new lr into the groups
+                for group in opt.param_groups:
+                    group["lr"] = group["lr"] * 0.5
+            _set_grads(params, grads[s])
+            opt.step()
+
+    p_full = fresh()
+    opt = cls(_groups(p_full, inputs["group2"]), **inputs["defaults"])
+    steps(opt, p_full, 0, len(grads))
+
+    p_res = fresh()
+    first = cls(_groups(p_res, inputs["group2"]), **inputs["defaults"])
+    steps(first, p_res, 0, half)
+    saved = copy.deepcopy(first.state_dict())          # as torch.save would
+    second = cls(_groups(p_res, inputs["group2"]), **inputs["defaults"])
+    second.load_state_dict(saved)
+    steps(second, p_res, half, len(grads))
+    return tuple(p.detach() for p in p_full) + tuple(p.detach() for p in p_res)
+
+
+def _opt_case(shape_w, n_extra, n_steps, defaults, group2, lr_drop_at=None):
+    def make(g):
+        m, n = shape_w
+        w = torch.randn(m, n, generator=g, dtype=torch.float64)
+        b = torch.randn(n, generator=g, dtype=torch.float64)
+        e = torch.randn(n_extra, generator=g, dtype=torch.float64)
+        grads = []
+        for s in range(n_steps):
+            gw = torch.randn(m, n, generator=g, dtype=torch.float64)
+            gb = 1e-3 * torch.randn(n, generator=g, dtype=torch.float64)    # a tiny-gradient tensor
+            ge = torch.randn(n_extra, generator=g, dtype=torch.float64) if s % 2 == 0 else None
+            grads.append([gw, gb, ge])
+        return {"weight": w, "bias": b, "extra": e, "grads": grads, "defaults": dict(defaults),
+                "group2": dict(group2), "lr_drop_at": lr_drop_at}
+    return make
+
+
+def _opt_random(defaults_fn, group2_fn):
+    def make(g):
+        shape = (_ri(g, 2, 6), _ri(g, 5, 9))          # visible weights have at most 4 columns
+        n_steps = _ri(g, 10, 24)
+        drop = _ri(g, 2, n_steps - 2)
+        return _opt_case(shape, _ri(g, 3, 7), n_steps, defaults_fn(g), group2_fn(g), drop)(g)
+    return make
+
+
+# ---------------------------------------------------------------- mistaken optimizers
+def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, state_outside=False,
+                 none_as_zero=False):
+    class Mistaken(torch.optim.Optimizer):
+        def __init__(self, params, lr, momentum=0.0):
+            super().__init__(params, dict(lr=lr, momentum=momentum))
+            self.lr0, self.bufs = lr, {}
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            for group in self.param_groups:
+                lr = self.lr0 if cached_lr else group["lr"]
+                mu = group["momentum"]
+                for p in group["params"]:
+                    g = p.grad
+                    if g is None:
+                        if not none_as_zero:
+                            continue
+                        g = torch.zeros_like(p)
+                    store = self.bufs if state_outside else self.state[p]
+                    key = id(p) if state_outside else "momentum_buffer"
+                    scale = lr if lr_in_velocity else 1.0
+                    if mu == 0:
+                        p.add_(g, alpha=-lr)
+                        continue
+                    if key not in store:
+                        store[key] = (1 - mu) * scale * g if dampen else scale * g.clone()
+                    else:
+                        store[key] = mu * store[key] + ((1 - mu) if dampen else scale) * g
+                    p.sub_(store[key] if lr_in_velocity else lr * store[key])
+    return Mistaken
+
+
+def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=False, eps_inside=False,
+                  flip_decay=False, decay_without_lr=False, state_outside=False, none_as_zero=False):
+    class Mistaken(torch.optim.Optimizer):
+        def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=default_wd):
+            super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+            self.outside = {}
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            for group in self.param_groups:
+                lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+                for p in group["params"]:
+                    g = p.grad
+                    if g is None:
+                        if not none_as_zero:
+                            continue
+                        g = torch.zeros_like(p)
+                    dec = decoupled != flip_decay
+                    if wd != 0:
+                        if dec:
+                            p.mul_(1 - (1.0 if decay_without_lr else lr) * wd)
+                        else:
+                            g = g + wd * p
+                    st = self.outside.setdefault(id(p), {}) if state_outside else self.state[p]
+                    if not st:
+                        st["step"], st["m"], st["v"] = 0, torch.zeros_like(p), torch.zeros_like(p)
+                    if not t_from_zero:
+                        st["step"] += 1
+                    t = st["step"]
+                    st["m"] = b1 * st["m"] + (1 - b1) * g
+                    st["v"] = b2 * st["v"] + (1 - b2) * g * g
+                    m, v = st["m"], st["v"]
+                    if bias_correction:
+                        m = m / (1 - b1 ** t) if t else m / 0.0
+                        v = v / (1 - b2 ** t) if t else v / 0.0
+                    denom = (v + eps).sqrt() if eps_inside else v.sqrt() + eps
+                    p.sub_(lr * m / denom)
+                    if t_from_zero:
+                        st["step"] += 1
+    return Mistaken
+
+
+# ---------------------------------------------------------------- SGDMomentum
+SGD_EX = Exercise(
+    name="SGDMomentum",
+    notebook="02_optimizers",
+    reference=ref.SGDMomentum,
+    call=_run_optimizer,
+    visible=[
+        Case("weight (3, 4), bias (4,), extra (2,) whose grad is None every other step; group 1: lr 0.1, "
+             "momentum 0.9; group 2 (bias): lr 0.5, momentum 0.5; 12 steps, saved and reloaded after 6",
+             _opt_case((3, 4), 2, 12, dict(lr=0.1, momentum=0.9), dict(lr=0.5, momentum=0.5))),
+        Case("as above, but the lr of every group is halved before step 7 (as a schedule does); 14 steps",
+             _opt_case((2, 3), 3, 14, dict(lr=0.05, momentum=0.8), dict(lr=0.2), lr_drop_at=7)),
+        Case("momentum 0 (plain gradient descent), lr 0.1; group 2 keeps momentum 0.9; 10 steps",
+             _opt_case((4, 2), 2, 10, dict(lr=0.1), dict(momentum=0.9))),
+    ],
+    hidden=[
+        Case("random shapes and hyper-parameters, lr halved mid-run",
+             _opt_random(lambda g: dict(lr=_rf(g, 0.01, 0.2), momentum=_rf(g, 0.5, 0.95)),
+                         lambda g: dict(lr=_rf(g, 0.05, 0.5), momentum=_rf(g, 0.0, 0.9)))),
+        Case("other random shapes, group 2 without momentum",
+             _opt_random(lambda g: dict(lr=_rf(g, 0.01, 0.2), momentum=_rf(g, 0.5, 0.95)),
+                         lambda g: dict(momentum=0.0))),
+    ],
+    mistakes=[
+        Mistake("momentum with dampening: buf = μ·buf + (1 − μ)·g", _sgd_variant(dampen=True),
+                "torch's SGD (and this exercise) adds the whole gradient to the velocity:\n"
+                "buf = μ·buf + g. Averaging, buf = μ·buf + (1 − μ)·g, makes the steps (1 − μ) times\n"
+                "smaller, so the same lr trains much more slowly."),
+        Mistake("learning rate read once in __init__ instead of from param_groups at every step",
+                _sgd_variant(cached_lr=True),
+                "Each parameter group has its own lr, and a schedule changes group['lr'] between\n"
+                "steps. Read lr = group['lr'] inside step(), for each group."),
+        Mistake("learning rate folded into the velocity: v = μ·v + lr·g, p ← p − v",
+                _sgd_variant(lr_in_velocity=True),
+                "The two forms agree while lr is constant, but when a schedule lowers lr the old\n"
+                "velocity still carries the old lr. Keep lr out of the buffer: buf = μ·buf + g,\n"
+                "then p ← p − lr·buf."),
+        Mistake("a parameter whose grad is None updated as if its gradient were zero",
+                _sgd_variant(none_as_zero=True),
+                "A parameter with p.grad None took no part in this step's loss; skip it (no update,\n"
+                "no change to its momentum), as torch's optimizers do."),
+        Mistake("momentum buffer kept outside self.state, so state_dict() does not save it",
+                _sgd_variant(state_outside=True),
+                "After saving with state_dict() and loading into a fresh optimizer, the momentum was\n"
+                "lost. Keep per-parameter memory in self.state[p] (a dict per parameter), which\n"
+                "state_dict() and load_state_dict() save and restore."),
+    ],
+    forbidden=OPTIM_FORBIDDEN,
+    hint="Loop over self.param_groups, read lr and momentum from each group, and over the group's "
+         "params, skipping those whose .grad is None. self.state[p] is a dict that starts empty: "
+         "the first time, start the buffer from the gradient itself. Update p in place under "
+         "torch.no_grad() (the decorator is already there).",
+)
+
+
+# ---------------------------------------------------------------- Adam
+_ADAM_V1 = _opt_case((3, 4), 2, 12, dict(lr=0.05, betas=(0.9, 0.99), weight_decay=0.1),
+                     dict(lr=0.1, betas=(0.8, 0.95), weight_decay=0.0))
+ADAM_EX = Exercise(
+    name="Adam",
+    notebook="02_optimizers",
+    reference=ref.Adam,
+    call=_run_optimizer,
+    visible=[
+        Case("weight (3, 4), bias (4,) with tiny gradients, extra (2,) whose grad is None every other "
+             "step; group 1: lr 0.05, betas (0.9, 0.99), weight_decay 0.1; group 2: lr 0.1, "
+             "betas (0.8, 0.95), no decay; 12 steps, saved and reloaded after 6", _ADAM_V1),
+        Case("default hyper-parameters (lr 1e-3, betas (0.9, 0.999), eps 1e-8, no decay); 16 steps",
+             _opt_case((2, 3), 3, 16, dict(), dict())),
+        Case("lr 0.02 halved before step 5, weight_decay 0.5 on both groups; 10 steps",
+             _opt_case((4, 2), 2, 10, dict(lr=0.02, weight_decay=0.5), dict(eps=1e-6), lr_drop_at=5)),
+    ],
+    hidden=[
+        Case("random shapes and hyper-parameters, lr halved mid-run",
+             _opt_random(lambda g: dict(lr=_rf(g, 0.01, 0.1), betas=(_rf(g, 0.8, 0.95), _rf(g, 0.95, 0.999)),
+                                        weight_decay=_rf(g, 0.01, 0.3)),
+                         lambda g: dict(lr=_rf(g, 0.01, 0.1), weight_decay=0.0))),
+        Case("other random shapes, default betas",
+             _opt_random(lambda g: dict(lr=_rf(g, 0.001, 0.05)),
+                         lambda g: dict(weight_decay=_rf(g, 0.1, 0.5)))),
+    ],
+    mistakes=[
+        Mistake("bias correction missing", _adam_variant(decoupled=False, default_wd=0.0, bias_correction=False),
+                "m and v start at zero, so early on they are far too small. Divide them by\n"
+                "(1 − β₁ᵗ) and (1 − β₂ᵗ), where t counts this parameter's steps from 1."),
+        Mistake("bias correction with the step count before it is incremented (t starts at 0)",
+                _adam_variant(decoupled=False, default_wd=0.0, t_from_zero=True),
+                "At the first step 1 − β⁰ = 0, and dividing by it gives inf and nan. Increment\n"
+                "state['step'] first, so the first step uses t = 1."),
+        Mistake("eps inside the square root: sqrt(v̂ + eps)", _adam_variant(decoupled=False, default_wd=0.0,
+                                                                           eps_inside=True),
+                "Adam divides by sqrt(v̂) + eps. With eps under the root, a parameter whose gradients\n"
+                "are small (here the bias, gradients ~1e-3) takes much smaller steps."),
+        Mistake("weight decay decoupled as in AdamW, instead of added to the gradient",
+                _adam_variant(decoupled=False, default_wd=0.0, flip_decay=True),
+                "torch.optim.Adam's weight_decay is an L2 term: g ← g + wd·p before the moments are\n"
+                "updated. Shrinking p directly is AdamW, the next exercise."),
+        Mistake("moments kept outside self.state, so state_dict() does not save them",
+                _adam_variant(decoupled=False, default_wd=0.0, state_outside=True),
+                "After saving with state_dict() and loading into a fresh optimizer, m, v and the step\n"
+                "count were lost. Keep them in self.state[p]."),
+    ],
+    forbidden=OPTIM_FORBIDDEN,
+    hint="For each parameter with a gradient: add wd·p to the gradient, then update two running "
+         "averages in self.state[p] (of g and of g·g) and a step counter t starting from 1. Divide "
+         "each average by one minus its beta to the power t, then step by lr·m̂ / (√v̂ + eps).",
+)
+
+
+# ---------------------------------------------------------------- AdamW
+ADAMW_EX = Exercise(
+    name="AdamW",
+    notebook="02_optimizers",
+    reference=ref.AdamW,
+    call=_run_optimizer,
+    visible=[
+        Case("weight (3, 4), bias (4,), extra (2,) whose grad is None every other step; group 1: lr 0.05, "
+             "betas (0.9, 0.99), weight_decay 0.2; group 2: lr 0.1, weight_decay 0; 12 steps, "
+             "saved and reloaded after 6",
+             _opt_case((3, 4), 2, 12, dict(lr=0.05, betas=(0.9, 0.99), weight_decay=0.2),
+                       dict(lr=0.1, weight_decay=0.0))),
+        Case("default hyper-parameters (lr 1e-3, weight_decay 0.01); 16 steps",
+             _opt_case((2, 3), 3, 16, dict(), dict())),
+        Case("lr 0.02 halved before step 5, weight_decay 0.5 on both groups; 10 steps",
+             _opt_case((4, 2), 2, 10, dict(lr=0.02, weight_decay=0.5), dict(eps=1e-6), lr_drop_at=5)),
+    ],
+    hidden=[
+        Case("random shapes and hyper-parameters, lr halved mid-run",
+             _opt_random(lambda g: dict(lr=_rf(g, 0.01, 0.1), betas=(_rf(g, 0.8, 0.95), _rf(g, 0.95, 0.999)),
+                                        weight_decay=_rf(g, 0.05, 0.5)),
+                         lambda g: dict(lr=_rf(g, 0.01, 0.1), weight_decay=0.0))),
+        Case("other random shapes, default betas",
+             _opt_random(lambda g: dict(lr=_rf(g, 0.001, 0.05), weight_decay=_rf(g, 0.1, 0.5)),
+                         lambda g: dict(weight_decay=_rf(g, 0.1, 0.5)))),
+    ],
+    mistakes=[
+        Mistake("weight decay coupled: wd·p added to the gradient (that is Adam's L2)",
+                _adam_variant(decoupled=True, default_wd=0.01, flip_decay=True),
+                "In AdamW the decay does not go through m and v: p ← p·(1 − lr·wd), then the\n"
+                "ordinary Adam step on the raw gradient. Added to the gradient, the decay gets\n"
+                "divided by √v̂ and parameters with large gradients are barely decayed."),
+        Mistake("decoupled weight decay not multiplied by lr: p ← p·(1 − wd)",
+                _adam_variant(decoupled=True, default_wd=0.01, decay_without_lr=True),
+                "torch.optim.AdamW shrinks by lr·wd per step, so the decay follows the learning-rate\n"
+                "schedule: p ← p·(1 − lr·wd)."),
+        Mistake("bias correction missing", _adam_variant(decoupled=True, default_wd=0.01, bias_correction=False),
+                "m and v start at zero, so early on they are far too small. Divide them by\n"
+                "(1 − β₁ᵗ) and (1 − β₂ᵗ), where t counts this parameter's steps from 1."),
+        Mistake("weight decay applied to parameters whose grad is None",
+                _adam_variant(decoupled=True, default_wd=0.01, none_as_zero=True),
+                "A parameter with p.grad None took no part in this step; skip it entirely, decay\n"
+                "included, as torch.optim.AdamW does."),
+        Mistake("eps inside the square root: sqrt(v̂ + eps)", _adam_variant(decoupled=True, default_wd=0.01,
+                                                                           eps_inside=True),
+                "Adam divides by sqrt(v̂) + eps. With eps under the root, a parameter whose gradients\n"
+                "are small (here the bias, gradients ~1e-3) takes much smaller steps."),
+    ],
+    forbidden=OPTIM_FORBIDDEN,
+    hint="Start from your Adam. Remove the wd·p term from the gradient; instead, before the Adam "
+         "update, multiply p by (1 − lr·wd). Everything else is the same.",
+)
+
+
+# ---------------------------------------------------------------- lr_at
+def _run_schedule(fn, inputs):
+    kw = {k: v for k, v in inputs.items() if k != "steps"}
+    return torch.tensor([float(fn(int(s), **kw)) for s in inputs["steps"]], dtype=torch.float64)
+
+
+def _sched_case(max_lr, warmup, total, min_lr=None, extra=()):
+    def make(g):
+        steps = sorted({0, 1, warmup - 1, warmup, warmup + 1, (warmup + total) // 2, total - 1, total,
+                        total + 1, total + 10, *extra})
+        kw = {"steps": torch.tensor([s for s in steps if s >= 0]), "max_lr": max_lr,
+              "warmup_steps": warmup, "total_steps": total}
+        if min_lr is not None:
+            kw["min_lr"] = min_lr
+        return kw
+    return make
+
+
+def _sched_random(g):
+    warmup = _ri(g, 3, 40)
+    total = warmup + _ri(g, 20, 300)
+    extra = tuple(int(s) for s in torch.randint(0, total + 5, (_ri(g, 3, 8),), generator=g))
+    return _sched_case(_rf(g, 1e-4, 1e-2), warmup, total, _rf(g, 0.0, 1e-5), extra)(g)
+
+
+def _lr_off_by_one(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+    if step < warmup_steps:
+        return max_lr * step / warmup_steps
+    if step >= total_steps:
+        return min_lr
+    p = (step - warmup_steps) / (total_steps - warmup_steps)
+    return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * p))
+
+
+def _lr_cos_whole_run(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    if step >= total_steps:
+        return min_lr
+    return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+
+
+def _lr_no_min(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    p = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+    return max_lr * 0.5 * (1 + math.cos(math.pi * p))
+
+
+def _lr_no_clamp(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    p = (step - warmup_steps) / (total_steps - warmup_steps)
+    return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * p))
+
+
+LR_EX = Exercise(
+    name="lr_at",
+    notebook="02_optimizers",
+    reference=ref.lr_at,
+    call=_run_schedule,
+    visible=[
+        Case("max_lr 1e-3, 10 warmup steps of 100, min_lr 1e-4; steps 0, 1, 9, 10, 11, 55, 99, 100, 101, 110",
+             _sched_case(1e-3, 10, 100, 1e-4), dtypes=F64),
+        Case("max_lr 0.1, 4 warmup steps of 20, min_lr left at its default 0",
+             _sched_case(0.1, 4, 20, extra=(2, 3, 30)), dtypes=F64),
+        Case("max_lr 6e-4, 1 warmup step of 50, min_lr 6e-5", _sched_case(6e-4, 1, 50, 6e-5, extra=(25, 49, 60)),
+             dtypes=F64),
+    ],
+    hidden=[
+        Case("random max_lr, warmup, total and steps", _sched_random, dtypes=F64),
+        Case("other random max_lr, warmup, total and steps", _sched_random, dtypes=F64),
+    ],
+    mistakes=[
+        Mistake("warmup off by one: max_lr·step/warmup_steps (lr 0 at step 0)", _lr_off_by_one,
+                "With step/warmup_steps the first step has lr 0 (it trains nothing) and max_lr is only\n"
+                "reached after warmup. This schedule uses max_lr·(step + 1)/warmup_steps."),
+        Mistake("cosine measured from step 0 instead of from the end of warmup", _lr_cos_whole_run,
+                "The cosine starts where warmup ends: progress = (step − warmup_steps) /\n"
+                "(total_steps − warmup_steps), so the lr is max_lr right after warmup."),
+        Mistake("min_lr ignored: the cosine decays to 0", _lr_no_min,
+                "The cosine goes from max_lr down to min_lr: min_lr + (max_lr − min_lr)·(1 + cos(π·progress))/2."),
+        Mistake("no floor after total_steps: the cosine rises again", _lr_no_clamp,
+                "Past total_steps the cosine would climb back up; the schedule stays at min_lr there."),
+    ],
+    hint="Three regimes, by step: before warmup_steps a straight line that reaches max_lr at the last "
+         "warmup step; then half a cosine period from max_lr down to min_lr, as progress goes from 0 to "
+         "1; from total_steps on, min_lr. Draw it for small numbers and check each edge.",
+)
+
+
+# ---------------------------------------------------------------- clip_grad_norm
+def _run_clip(fn, inputs):
+    grads = inputs["grads"]
+    params = [torch.nn.Parameter(torch.zeros_like(gr if gr is not None else inputs["g0"]))
+              for gr in grads]
+    _set_grads(params, grads)
+    total = fn(params, inputs["max_norm"])
+    dtype = params[0].dtype
+    total = torch.as_tensor(total).detach().to("cpu", dtype).reshape(())
+    new = tuple(torch.zeros(0, dtype=dtype) if p.grad is None else p.grad.detach() for p in params)
+    return (total,) + new
+
+
+def _clip_case(shapes, scales, max_norm, none_at=()):
+    def make(g):
+        grads = [s * torch.randn(*sh, generator=g, dtype=torch.float64) for sh, s in zip(shapes, scales)]
+        g0 = grads[0]
+        grads = [None if i in none_at else gr for i, gr in enumerate(grads)]
+        return {"g0": g0, "grads": grads, "max_norm": max_norm}
+    return make
+
+
+def _clip_random(over: bool):
+    def make(g):
+        k = _ri(g, 3, 5)                      # at least two grads that are not None
+        shapes = [(_ri(g, 5, 9), _ri(g, 1, 6)) for _ in range(k)]
+        scales = [_rf(g, 0.1, 3.0) for _ in range(k)]
+        inputs = _clip_case(shapes, scales, 1.0, none_at=(k - 1,))(g)
+        norm = float(torch.stack([gr.norm() for gr in inputs["grads"] if gr is not None]).norm())
+        inputs["max_norm"] = norm * (_rf(g, 0.1, 0.4) if over else _rf(g, 1.2, 3.0))
+        return inputs
+    return make
+
+
+_CLIP_TOL = dict(atol=1e-6, rtol=1e-5)     # max_norm / norm with or without torch's + 1e-6 both pass
+CLIP_EX = Exercise(
+    name="clip_grad_norm",
+    notebook="02_optimizers",
+    reference=ref.clip_grad_norm,
+    call=_run_clip,
+    visible=[
+        Case("three grads (4, 3) ×1, (5,) ×10, (2, 2) ×0.1, global norm ≈ 22, max_norm 1.0",
+             _clip_case([(4, 3), (5,), (2, 2)], [1.0, 10.0, 0.1], 1.0), **_CLIP_TOL),
+        Case("max_norm 50, larger than the global norm: nothing changes",
+             _clip_case([(4, 3), (5,), (2, 2)], [1.0, 10.0, 0.1], 50.0), **_CLIP_TOL),
+        Case("all-zero gradients, max_norm 1.0",
+             _clip_case([(3, 3), (4,)], [0.0, 0.0], 1.0), **_CLIP_TOL),
+        Case("four grads, the third one None, max_norm 2.0",
+             _clip_case([(2, 5), (5,), (3,), (1, 4)], [2.0, 1.0, 1.0, 3.0], 2.0, none_at=(2,)), **_CLIP_TOL),
+    ],
+    hidden=[
+        Case("random shapes, norm above max_norm, one grad None", _clip_random(True), **_CLIP_TOL),
+        Case("random shapes, norm below max_norm, one grad None", _clip_random(False), **_CLIP_TOL),
+    ],
+    mistakes=[
+        Mistake("each tensor clipped on its own (per-tensor norms)",
+                lambda params, max_norm: _clip_per_tensor(params, max_norm),
+                "Clip by the global norm: one factor max_norm / ‖all grads‖ for every tensor. Per tensor,\n"
+                "the direction of the full gradient changes (small tensors keep their size, large ones\n"
+                "are squashed)."),
+        Mistake("gradients scaled up when the norm is below max_norm",
+                lambda params, max_norm: _clip_always(params, max_norm),
+                "Clipping only ever shrinks: multiply by min(1, max_norm / norm)."),
+        Mistake("returned the norm after clipping", lambda params, max_norm: _clip_after(params, max_norm),
+                "Return the total norm measured before clipping (it is what you log to see spikes)."),
+        Mistake("norms of the tensors added up instead of sqrt of the sum of squares",
+                lambda params, max_norm: _clip_sum_norms(params, max_norm),
+                "The global norm is the norm of all gradients laid end to end:\n"
+                "sqrt(Σ_p ‖g_p‖²), not Σ_p ‖g_p‖."),
+    ],
+    forbidden=CLIP_FORBIDDEN,
+    hint="Collect the grads that are not None; the global norm is the square root of the sum of "
+         "their squared entries. If it exceeds max_norm, multiply every grad in place by "
+         "max_norm / norm (torch adds 1e-6 to the norm). Return the norm you measured first.",
+)
+
+
+def _grads(params):
+    return [p.grad for p in params if p.grad is not None]
+
+
+def _clip_per_tensor(params, max_norm):
+    gs = _grads(params)
+    total = torch.stack([g.norm() for g in gs]).norm()
+    for g in gs:
+        n = g.norm()
+        if n > max_norm:
+            g.mul_(max_norm / (n + 1e-6))
+    return total
+
+
+def _clip_always(params, max_norm):
+    gs = _grads(params)
+    total = torch.stack([g.norm() for g in gs]).norm()
+    for g in gs:
+        g.mul_(max_norm / (total + 1e-6))
+    return total
+
+
+def _clip_after(params, max_norm):
+    gs = _grads(params)
+    total = torch.stack([g.norm() for g in gs]).norm()
+    if total > max_norm:
+        for g in gs:
+            g.mul_(max_norm / (total + 1e-6))
+    return torch.stack([g.norm() for g in gs]).norm()
+
+
+def _clip_sum_norms(params, max_norm):
+    gs = _grads(params)
+    total = torch.stack([g.norm() for g in gs]).sum()
+    if total > max_norm:
+        for g in gs:
+            g.mul_(max_norm / (total + 1e-6))
+    return total
+
+
+register(SGD_EX, ADAM_EX, ADAMW_EX, LR_EX, CLIP_EX)
