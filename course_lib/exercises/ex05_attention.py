@@ -1,0 +1,434 @@
+"""Checks for notebooks/05_attention: attention, causal and padding masks, multi-head attention."""
+from __future__ import annotations
+
+import math
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from course_lib.grading.engine import DEVICE
+from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
+from course_lib.reference import attention as ref
+
+NEG_INF = float("-inf")
+
+
+def _randn(g: torch.Generator, *shape: int, scale: float = 1.0) -> torch.Tensor:
+    return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
+
+
+def _ri(g: torch.Generator, lo: int, hi: int) -> int:
+    return int(torch.randint(lo, hi + 1, (1,), generator=g))
+
+
+SDPA_FORBIDDEN = Forbidden(
+    "torch.nn.functional.scaled_dot_product_attention",
+    "it is the attention you are building here", shown="F.scaled_dot_product_attention",
+    aten=("aten::scaled_dot_product_attention", "aten::_scaled_dot_product_flash_attention_for_cpu",
+          "aten::_scaled_dot_product_attention_math", "aten::_scaled_dot_product_flash_attention",
+          "aten::_scaled_dot_product_efficient_attention", "aten::_scaled_dot_product_cudnn_attention",
+          "aten::_scaled_dot_product_fused_attention_overrideable"))
+MHA_FORBIDDEN = (
+    Forbidden("torch.nn.MultiheadAttention", "it is the module you are building here",
+              shown="nn.MultiheadAttention", aten=("aten::_native_multi_head_attention",)),
+    Forbidden("torch.nn.functional.multi_head_attention_forward", "it is the module you are building here",
+              shown="F.multi_head_attention_forward"),
+)
+
+
+# ------------------------------------------------------------ scaled_dot_product_attention
+def _sdpa_case(q_shape, k_shape, dv, mask=None, scale=1.0):
+    """mask: None, "causal", "rows" (some rows fully masked), or "keys" (broadcast (T_q, T_k))."""
+    def make(g):
+        q = _randn(g, *q_shape, scale=scale)
+        k = _randn(g, *k_shape, scale=scale)
+        v = _randn(g, *k_shape[:-1], dv)
+        Tq, Tk = q_shape[-2], k_shape[-2]
+        out = {"q": q, "k": k, "v": v}
+        if mask == "causal":
+            out["mask"] = torch.ones(Tq, Tk, dtype=torch.bool).tril()
+        elif mask == "rows":          # random pattern, first query row fully masked
+            m = torch.rand(*q_shape[:-1], Tk, generator=g) < 0.6
+            m[..., 0, :] = False
+            m[..., 1, 0] = True
+            out["mask"] = m
+        elif mask == "keys":          # a (T_q, T_k) pattern shared by every batch element and head
+            m = torch.rand(Tq, Tk, generator=g) < 0.7
+            m[:, 0] = True
+            out["mask"] = m
+        return out
+    return make
+
+
+def _sdpa_random(mask=None, scale=1.0):
+    def make(g):
+        B, H, Tq, Tk = _ri(g, 1, 3), _ri(g, 1, 4), _ri(g, 2, 9), _ri(g, 2, 9)
+        dk, dv = _ri(g, 2, 9), _ri(g, 2, 9)
+        if mask == "causal":
+            Tk = Tq
+        return _sdpa_case((B, H, Tq, dk), (B, H, Tk, dk), dv, mask, scale)(g)
+    return make
+
+
+def _finish(scores, v, mask):
+    """Softmax with the reference's handling of masks; used by mistakes that go wrong elsewhere."""
+    if mask is not None:
+        scores = scores.masked_fill(~mask, NEG_INF)
+    w = torch.softmax(scores, dim=-1)
+    if mask is not None:
+        w = w.masked_fill(~mask, 0.0)
+    return w @ v, w
+
+
+def _m_unscaled(q, k, v, mask=None):
+    return _finish(q @ k.mT, v, mask)
+
+
+def _m_by_dk(q, k, v, mask=None):
+    return _finish(q @ k.mT / q.shape[-1], v, mask)
+
+
+def _m_by_dv(q, k, v, mask=None):
+    return _finish(q @ k.mT / math.sqrt(v.shape[-1]), v, mask)
+
+
+def _m_wrong_axis(q, k, v, mask=None):
+    s = q @ k.mT / math.sqrt(q.shape[-1])
+    if mask is not None:
+        s = s.masked_fill(~mask, NEG_INF)
+    w = torch.softmax(s, dim=-2).nan_to_num(0.0)
+    if mask is not None:
+        w = w.masked_fill(~mask, 0.0)
+    return w @ v, w
+
+
+def _m_after_softmax(q, k, v, mask=None):
+    w = torch.softmax(q @ k.mT / math.sqrt(q.shape[-1]), dim=-1)
+    if mask is not None:
+        w = w.masked_fill(~mask, 0.0)
+    return w @ v, w
+
+
+def _m_inverted(q, k, v, mask=None):
+    return _finish(q @ k.mT / math.sqrt(q.shape[-1]), v, None if mask is None else ~mask)
+
+
+def _m_nan_rows(q, k, v, mask=None):
+    s = q @ k.mT / math.sqrt(q.shape[-1])
+    if mask is not None:
+        s = s.masked_fill(~mask, NEG_INF)
+    w = torch.softmax(s, dim=-1)
+    return w @ v, w
+
+
+def _m_uniform_rows(q, k, v, mask=None):
+    s = q @ k.mT / math.sqrt(q.shape[-1])
+    if mask is not None:
+        s = s.masked_fill(~mask, -1e9)
+    w = torch.softmax(s, dim=-1)
+    return w @ v, w
+
+
+SDPA = Exercise(
+    name="scaled_dot_product_attention",
+    notebook="05_attention",
+    reference=ref.scaled_dot_product_attention,
+    visible=[
+        Case("q (2, 4, 8), k (2, 6, 8), v (2, 6, 3): no mask, T_q ≠ T_k, d_k ≠ d_v",
+             _sdpa_case((2, 4, 8), (2, 6, 8), 3)),
+        Case("q, k (2, 2, 5, 4), v (2, 2, 5, 6) with a causal (5, 5) mask", _sdpa_case((2, 2, 5, 4), (2, 2, 5, 4), 6, "causal")),
+        Case("q (2, 4, 4), k (2, 5, 4), v (2, 5, 2) with a (2, 4, 5) mask whose first row is all False",
+             _sdpa_case((2, 4, 4), (2, 5, 4), 2, "rows")),
+        Case("q (1, 3, 3, 6), k (1, 3, 7, 6), v (1, 3, 7, 5) with one (3, 7) mask broadcast over batch and heads",
+             _sdpa_case((1, 3, 3, 6), (1, 3, 7, 6), 5, "keys")),
+        Case("q, k (2, 5, 16) with large values (logits in the hundreds), v (2, 5, 4)",
+             _sdpa_case((2, 5, 16), (2, 5, 16), 4, None, scale=6.0)),
+    ],
+    hidden=[
+        Case("q, k, v of random shapes with batch and head axes, no mask", _sdpa_random()),
+        Case("random shapes with a causal mask", _sdpa_random("causal")),
+        Case("random shapes with fully masked rows", _sdpa_random("rows")),
+        Case("random shapes with a broadcast (T_q, T_k) mask and large logits", _sdpa_random("keys", scale=5.0)),
+    ],
+    mistakes=[
+        Mistake("no 1/√d_k scaling",
+                _m_unscaled,
+                "The scores are q·k / √d_k. Without the division, the logits grow with d_k and the\n"
+                "softmax saturates: nearly all the weight lands on one key."),
+        Mistake("divided by d_k instead of √d_k",
+                _m_by_dk,
+                "A dot product of d_k unit-variance terms has variance d_k, so its standard deviation\n"
+                "is √d_k: divide by math.sqrt(d_k), not by d_k."),
+        Mistake("divided by √d_v instead of √d_k",
+                _m_by_dv,
+                "The scale comes from the size of the vectors in the dot product, q and k: use\n"
+                "q.shape[-1], not v.shape[-1] (they differ when d_k ≠ d_v)."),
+        Mistake("softmax over the query axis (dim=-2) instead of the key axis",
+                _m_wrong_axis,
+                "Each query distributes its attention over the keys, so every row (last axis, the\n"
+                "keys) of the weights must sum to 1: softmax(scores, dim=-1)."),
+        Mistake("mask applied after the softmax",
+                _m_after_softmax,
+                "Zeroing weights after the softmax leaves rows that no longer sum to 1. Put -inf into\n"
+                "the blocked scores before the softmax, so the allowed keys share all of the weight."),
+        Mistake("inverted mask: True treated as blocked",
+                _m_inverted,
+                "In this course a mask is True where attending is allowed. Block the positions where\n"
+                "it is False: scores.masked_fill(~mask, float('-inf'))."),
+        Mistake("fully masked rows give NaN",
+                _m_nan_rows,
+                "softmax of a row of only -inf is 0/0 = NaN. The contract asks for weights 0 (and so\n"
+                "output 0) in such a row: set the blocked weights to 0 after the softmax."),
+        Mistake("fully masked rows get uniform weights (a large finite negative instead of -inf)",
+                _m_uniform_rows,
+                "Filling blocked scores with -1e9 gives a row of only blocked keys equal scores, so its\n"
+                "softmax is uniform: it attends to positions that are all forbidden. The contract\n"
+                "asks for weights 0 and output 0 there."),
+    ],
+    forbidden=[SDPA_FORBIDDEN],
+    hint="Three steps: scores from all query–key dot products divided by the square root of the "
+         "size of those vectors; blocked scores set to -inf before a softmax over the keys; the "
+         "weights times v. A row with no allowed key comes out of the softmax as NaN: decide where "
+         "to turn those into zeros (`masked_fill`).",
+)
+
+
+# ------------------------------------------------------------ causal_mask
+def _causal_case(T):
+    return lambda g: {"T": T, "device": DEVICE}
+
+
+def _causal_random(g):
+    return _causal_case(_ri(g, 9, 40))(g)
+
+
+def _call_causal(impl, inputs):
+    return impl(inputs["T"], device=inputs["device"])
+
+
+CAUSAL = Exercise(
+    name="causal_mask",
+    notebook="05_attention",
+    reference=ref.causal_mask,
+    call=_call_causal,
+    visible=[
+        Case("T = 5", _causal_case(5), dtypes=(torch.float32,)),
+        Case("T = 1", _causal_case(1), dtypes=(torch.float32,)),
+        Case("T = 8", _causal_case(8), dtypes=(torch.float32,)),
+    ],
+    hidden=[
+        Case("a random T", _causal_random, dtypes=(torch.float32,)),
+        Case("another random T", _causal_random, dtypes=(torch.float32,)),
+    ],
+    mistakes=[
+        Mistake("upper triangle instead of lower: each query sees the future",
+                lambda T, device=None: torch.ones(T, T, dtype=torch.bool, device=device).triu(),
+                "Row i is query i, column j is key j. Query i may see keys 0..i, the entries on and\n"
+                "below the diagonal: tril, not triu."),
+        Mistake("diagonal excluded: a position cannot see itself",
+                lambda T, device=None: torch.ones(T, T, dtype=torch.bool, device=device).tril(-1),
+                "A position may attend to itself (the diagonal is allowed); otherwise the first\n"
+                "position has nothing at all to attend to."),
+        Mistake("inverted: True marks the blocked (future) positions",
+                lambda T, device=None: torch.ones(T, T, dtype=torch.bool, device=device).triu(1),
+                "In this course a mask is True where attending is allowed, so the causal mask is\n"
+                "True on and below the diagonal."),
+    ],
+    hint="Start from a (T, T) boolean tensor of ones on the right device; PyTorch has functions "
+         "that keep only the lower or the upper triangle of a matrix, with an argument saying "
+         "which diagonal is the border.",
+)
+
+
+# ------------------------------------------------------------ padding_mask
+def _pad_case(lengths, T):
+    return lambda g: {"lengths": torch.tensor(lengths, dtype=torch.int64), "T": T}
+
+
+def _pad_random(g):
+    B, T = _ri(g, 5, 8), _ri(g, 3, 12)          # visible batches have 2..4 sequences
+    lengths = torch.randint(0, T + 1, (B,), generator=g)
+    lengths[0] = T
+    return {"lengths": lengths, "T": T}
+
+
+def _pad_keep(fn):
+    return lambda lengths, T: fn(torch.arange(T, device=lengths.device)[None, :], lengths[:, None])
+
+
+PAD = Exercise(
+    name="padding_mask",
+    notebook="05_attention",
+    reference=ref.padding_mask,
+    visible=[
+        Case("lengths [3, 5, 1], T = 5", _pad_case([3, 5, 1], 5), dtypes=(torch.float32,)),
+        Case("lengths [2, 4], T = 4", _pad_case([2, 4], 4), dtypes=(torch.float32,)),
+        Case("lengths [6, 0, 3, 6], T = 6 (one empty sequence)", _pad_case([6, 0, 3, 6], 6), dtypes=(torch.float32,)),
+    ],
+    hidden=[
+        Case("random lengths and T", _pad_random, dtypes=(torch.float32,)),
+        Case("other random lengths and T", _pad_random, dtypes=(torch.float32,)),
+    ],
+    mistakes=[
+        Mistake("padding taken from the wrong side (left padding)",
+                lambda lengths, T: _pad_keep(lambda t, n: t >= T - n)(lengths, T)[:, None, None, :],
+                "The sequences are padded on the right: the real tokens are positions 0..length-1,\n"
+                "the padding comes after them."),
+        Mistake("inverted: True marks the padding",
+                lambda lengths, T: _pad_keep(lambda t, n: t >= n)(lengths, T)[:, None, None, :],
+                "In this course a mask is True where attending is allowed: the real tokens."),
+        Mistake("off by one: position `length` kept (t <= length)",
+                lambda lengths, T: _pad_keep(lambda t, n: t <= n)(lengths, T)[:, None, None, :],
+                "A sequence of length n has tokens at positions 0..n-1, so keep t < n."),
+        Mistake("returned (B, T) without the head and query axes",
+                lambda lengths, T: _pad_keep(lambda t, n: t < n)(lengths, T),
+                "The scores are (B, H, T_q, T_k) and padding blocks keys, the last axis. Add a head\n"
+                "axis and a query axis of size 1: (B, 1, 1, T), so it broadcasts."),
+        Mistake("masks queries instead of keys: shape (B, 1, T, 1)",
+                lambda lengths, T: _pad_keep(lambda t, n: t < n)(lengths, T)[:, None, :, None],
+                "A padded position must not be *looked at*: it is a key to block, on the last axis.\n"
+                "Its own query row is harmless (its output is ignored later). Use (B, 1, 1, T)."),
+    ],
+    hint="Compare a row of positions 0..T-1 with each sequence's length; broadcasting a (1, T) "
+         "tensor against a (B, 1) tensor gives (B, T) in one comparison. Then add two axes of size "
+         "1 in the right places.",
+)
+
+
+# ------------------------------------------------------------ MultiHeadAttention
+_PROJ = ("q_proj", "k_proj", "v_proj", "out_proj")
+
+
+def _mha_case(B, Tq, d, H, Tk=None, mask=None, bias=True):
+    """Tk set: cross-attention on a context of Tk positions. mask: None, "causal" or "padding"."""
+    def make(g):
+        s = 1 / math.sqrt(d)
+        weights = {}
+        for name in _PROJ:
+            weights[f"{name}.weight"] = _randn(g, d, d, scale=s)
+            if bias:
+                weights[f"{name}.bias"] = _randn(g, d, scale=0.1)
+        out = {"x": _randn(g, B, Tq, d), "d_model": d, "n_heads": H, "bias": bias, "weights": weights,
+               "context": None if Tk is None else _randn(g, B, Tk, d), "mask": None}
+        T_keys = Tq if Tk is None else Tk
+        if mask == "causal":
+            out["mask"] = torch.ones(Tq, Tq, dtype=torch.bool).tril()
+        elif mask == "padding":
+            lengths = torch.randint(1, T_keys + 1, (B,), generator=g)
+            lengths[0] = max(1, T_keys - 2)
+            out["mask"] = (torch.arange(T_keys)[None, :] < lengths[:, None])[:, None, None, :]
+        return out
+    return make
+
+
+def _mha_random(cross=False, mask=None, bias=True):
+    def make(g):
+        B, Tq, H, D = _ri(g, 1, 3), _ri(g, 2, 8), _ri(g, 2, 4), _ri(g, 2, 6)
+        Tk = _ri(g, 2, 8) if cross else None
+        return _mha_case(B, Tq, H * D, H, Tk, mask, bias)(g)
+    return make
+
+
+def _call_mha(impl, inputs):
+    """Build the module, load the case's weights into its four projections, run it in eval mode."""
+    x = inputs["x"]
+    module = impl(inputs["d_model"], inputs["n_heads"], dropout=0.0, bias=inputs["bias"])
+    for name in _PROJ:
+        lin = getattr(module, name, None)
+        if not isinstance(lin, nn.Linear):
+            raise AttributeError(f"MultiHeadAttention needs an nn.Linear attribute named {name!r} "
+                                 f"(found {type(lin).__name__})")
+    module = module.to(device=x.device, dtype=x.dtype).eval()
+    with torch.no_grad():
+        for name in _PROJ:
+            lin = getattr(module, name)
+            w = inputs["weights"][f"{name}.weight"]
+            if lin.weight.shape != w.shape:
+                raise ValueError(f"{name}.weight has shape {tuple(lin.weight.shape)}, expected {tuple(w.shape)}")
+            lin.weight.copy_(w)
+            if inputs["bias"]:
+                if lin.bias is None:
+                    raise ValueError(f"{name} has no bias although bias=True")
+                lin.bias.copy_(inputs["weights"][f"{name}.bias"])
+            elif lin.bias is not None:
+                raise ValueError(f"{name} has a bias although bias=False")
+    with torch.no_grad():
+        return module(x, context=inputs["context"], mask=inputs["mask"])
+
+
+class _MHAKind(nn.Module):
+    """A configurable wrong multi-head attention, for the catalogue of mistakes below."""
+    scale_by_d_model = merge_dh = no_out_proj = ignore_context = swap_roles = reshape_split = False
+
+    def __init__(self, d_model, n_heads, dropout=0.0, bias=True):
+        super().__init__()
+        self.h = n_heads
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (
+            nn.Linear(d_model, d_model, bias=bias) for _ in range(4))
+
+    def forward(self, x, context=None, mask=None):
+        src = x if (context is None or self.ignore_context) else context
+        qsrc = x
+        if self.swap_roles and context is not None:
+            qsrc, src = context, x
+        B, d = qsrc.shape[0], qsrc.shape[-1]
+        if self.reshape_split:
+            split = lambda t: t.reshape(B, self.h, t.shape[1], d // self.h)   # noqa: E731
+        else:
+            split = lambda t: rearrange(t, "b t (h d) -> b h t d", h=self.h)  # noqa: E731
+        q, k, v = split(self.q_proj(qsrc)), split(self.k_proj(src)), split(self.v_proj(src))
+        s = q @ k.mT / math.sqrt(d if self.scale_by_d_model else q.shape[-1])
+        out, _ = _finish(s, v, mask)
+        out = rearrange(out, "b h t d -> b t (d h)" if self.merge_dh else "b h t d -> b t (h d)")
+        return out if self.no_out_proj else self.out_proj(out)
+
+
+def _kind(**flags):
+    return type("WrongMHA", (_MHAKind,), flags)
+
+
+MHA = Exercise(
+    name="MultiHeadAttention",
+    notebook="05_attention",
+    reference=ref.MultiHeadAttention,
+    call=_call_mha,
+    visible=[
+        Case("self-attention, x (2, 5, 12), 3 heads", _mha_case(2, 5, 12, 3)),
+        Case("cross-attention, x (2, 4, 8), context (2, 6, 8), 2 heads", _mha_case(2, 4, 8, 2, Tk=6)),
+        Case("self-attention with a causal (6, 6) mask, x (1, 6, 16), 4 heads", _mha_case(1, 6, 16, 4, mask="causal")),
+        Case("cross-attention with a (3, 1, 1, 5) padding mask, bias=False, 2 heads",
+             _mha_case(3, 4, 6, 2, Tk=5, mask="padding", bias=False)),
+    ],
+    hidden=[
+        Case("self-attention of a random size", _mha_random()),
+        Case("cross-attention of a random size with a padding mask", _mha_random(cross=True, mask="padding")),
+        Case("causal self-attention of a random size, bias=False", _mha_random(mask="causal", bias=False)),
+    ],
+    mistakes=[
+        Mistake("out_proj forgotten", _kind(no_out_proj=True),
+                "After merging the heads, the output projection out_proj mixes what the heads found;\n"
+                "without it each head's result stays in its own block of features."),
+        Mistake("heads merged in the wrong order, (d h) instead of (h d)", _kind(merge_dh=True),
+                "merge_heads must undo split_heads: head h's features go back to positions\n"
+                "h*D ... (h+1)*D - 1, so the head is the outer factor: (h d)."),
+        Mistake("heads split by a plain reshape to (B, H, T, D)", _kind(reshape_split=True),
+                "A reshape keeps memory order and mixes time steps into heads. Split the last axis into\n"
+                "(H, D) first, then move H in front of T (split_heads does this)."),
+        Mistake("scores scaled by √d_model instead of √(head size)", _kind(scale_by_d_model=True),
+                "Each head computes dot products of D = d_model / H features, so each head divides\n"
+                "by √D, not by √d_model."),
+        Mistake("context ignored: keys and values taken from x", _kind(ignore_context=True),
+                "In cross-attention the queries come from x, the keys and values from context."),
+        Mistake("roles swapped: queries from context, keys and values from x", _kind(swap_roles=True),
+                "The output has one row per query, and the queries come from x: the result is\n"
+                "(B, T_x, d_model). Keys and values come from context."),
+    ],
+    forbidden=[SDPA_FORBIDDEN, *MHA_FORBIDDEN],
+    hint="Project x (queries) and the source of keys and values (context, or x again) with the "
+         "three input projections; split each into heads with `split_heads`; attend with the "
+         "softmax(q kᵀ/√D) recipe of the first exercise, written out again inside this cell; merge the "
+         "heads with `merge_heads`; finish with `out_proj`.",
+)
+
+register(SDPA, CAUSAL, PAD, MHA)

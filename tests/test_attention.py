@@ -1,0 +1,124 @@
+"""05_attention's answer key agrees with PyTorch's own attention, and its checks catch shortcuts."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from course_lib.grading.engine import evaluate
+from course_lib.grading.spec import get_exercise
+from course_lib.reference.attention import (MultiHeadAttention, causal_mask, padding_mask,
+                                            scaled_dot_product_attention)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_reference_matches_torch_sdpa(dtype):
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 3, 5, 8, generator=g, dtype=dtype)
+    k = torch.randn(2, 3, 7, 8, generator=g, dtype=dtype)
+    v = torch.randn(2, 3, 7, 4, generator=g, dtype=dtype)
+    tol = dict(atol=1e-5, rtol=1e-4) if dtype == torch.float32 else dict(atol=1e-12, rtol=1e-10)
+    out, w = scaled_dot_product_attention(q, k, v)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v), **tol)
+    torch.testing.assert_close(w.sum(-1), torch.ones(2, 3, 5, dtype=dtype), **tol)
+    mask = torch.rand(2, 1, 5, 7, generator=g) < 0.5
+    mask[..., 0] = True                                   # no fully masked row: torch has no rule for them
+    out, _ = scaled_dot_product_attention(q, k, v, mask)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=mask), **tol)
+    c = causal_mask(5)
+    out, _ = scaled_dot_product_attention(q, k[..., :5, :], v[..., :5, :], c)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k[..., :5, :], v[..., :5, :], is_causal=True), **tol)
+
+
+def test_fully_masked_row_gives_zeros_not_nan():
+    q, k, v = torch.randn(1, 3, 4), torch.randn(1, 5, 4), torch.randn(1, 5, 2)
+    mask = torch.ones(1, 3, 5, dtype=torch.bool)
+    mask[0, 1] = False
+    out, w = scaled_dot_product_attention(q, k, v, mask)
+    assert not out.isnan().any() and not w.isnan().any()
+    assert torch.equal(w[0, 1], torch.zeros(5)) and torch.equal(out[0, 1], torch.zeros(2))
+    torch.testing.assert_close(w[0, [0, 2]].sum(-1), torch.ones(2))
+
+
+def test_large_logits_stay_finite():
+    q = torch.randn(2, 6, 16) * 100
+    out, w = scaled_dot_product_attention(q, q, torch.randn(2, 6, 3))
+    assert torch.isfinite(out).all() and torch.isfinite(w).all()
+
+
+def test_masks():
+    assert torch.equal(causal_mask(3), torch.tensor([[1, 0, 0], [1, 1, 0], [1, 1, 1]], dtype=torch.bool))
+    m = padding_mask(torch.tensor([2, 0, 3]), 3)
+    assert m.shape == (3, 1, 1, 3) and m.dtype == torch.bool
+    assert m[:, 0, 0].tolist() == [[True, True, False], [False, False, False], [True, True, True]]
+
+
+def test_bad_inputs_get_clear_errors():
+    q, v = torch.randn(2, 3, 4), torch.randn(2, 5, 2)
+    with pytest.raises(ValueError, match="share their last size d_k"):
+        scaled_dot_product_attention(q, torch.randn(2, 5, 6), v)
+    with pytest.raises(ValueError, match="does not broadcast"):
+        scaled_dot_product_attention(q, torch.randn(2, 5, 4), v, torch.ones(3, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="boolean"):
+        scaled_dot_product_attention(q, torch.randn(2, 5, 4), v, torch.ones(3, 5))
+    with pytest.raises(ValueError, match="not divisible"):
+        MultiHeadAttention(10, 3)
+
+
+def _copy_into_torch(mine: MultiHeadAttention, theirs: nn.MultiheadAttention) -> None:
+    # nn.MultiheadAttention packs the q, k and v projections into one (3·d, d) in_proj_weight.
+    with torch.no_grad():
+        theirs.in_proj_weight.copy_(torch.cat([mine.q_proj.weight, mine.k_proj.weight, mine.v_proj.weight]))
+        theirs.in_proj_bias.copy_(torch.cat([mine.q_proj.bias, mine.k_proj.bias, mine.v_proj.bias]))
+        theirs.out_proj.weight.copy_(mine.out_proj.weight)
+        theirs.out_proj.bias.copy_(mine.out_proj.bias)
+
+
+def test_reference_matches_nn_multihead_attention():
+    torch.manual_seed(0)
+    mine = MultiHeadAttention(24, 4).double().eval()
+    theirs = nn.MultiheadAttention(24, 4, batch_first=True).double().eval()
+    _copy_into_torch(mine, theirs)
+    x, ctx = torch.randn(3, 5, 24, dtype=torch.float64), torch.randn(3, 8, 24, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(mine(x), theirs(x, x, x, need_weights=False)[0])
+        torch.testing.assert_close(mine(x, context=ctx), theirs(x, ctx, ctx, need_weights=False)[0])
+        # torch's masks are True = blocked, ours True = allowed.
+        c = causal_mask(5)
+        torch.testing.assert_close(mine(x, mask=c), theirs(x, x, x, attn_mask=~c, need_weights=False)[0])
+        lengths = torch.tensor([8, 3, 6])
+        pm = padding_mask(lengths, 8)
+        torch.testing.assert_close(mine(x, context=ctx, mask=pm),
+                                   theirs(x, ctx, ctx, key_padding_mask=~pm[:, 0, 0], need_weights=False)[0])
+
+
+CHEATS = {
+    "scaled_dot_product_attention": (
+        "def scaled_dot_product_attention(q, k, v, mask=None):\n"
+        "    w = torch.softmax(q @ k.mT / q.shape[-1] ** 0.5, -1)\n"
+        "    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask), w\n",
+        "F.scaled_dot_product_attention"),
+    "MultiHeadAttention": (
+        "class MultiHeadAttention(nn.Module):\n"
+        "    def __init__(self, d_model, n_heads, dropout=0.0, bias=True):\n"
+        "        super().__init__()\n"
+        "        self.m = nn.MultiheadAttention(d_model, n_heads, bias=bias, batch_first=True)\n"
+        "        self.q_proj = self.k_proj = self.v_proj = self.out_proj = nn.Linear(d_model, d_model, bias=bias)\n"
+        "    def forward(self, x, context=None, mask=None):\n"
+        "        c = x if context is None else context\n"
+        "        return self.m(x, c, c, need_weights=False)[0]\n",
+        "nn.MultiheadAttention"),
+}
+
+
+@pytest.mark.parametrize("name", list(CHEATS))
+def test_library_shortcuts_are_refused_by_reading_and_by_watching(name):
+    src, shown = CHEATS[name]
+    ns = {"torch": torch, "F": F, "nn": nn}
+    exec(compile(src, "<answer cheat>", "exec"), ns)
+    ex = get_exercise(name)
+    by_reading = evaluate(ex, ns[name], source=src)
+    by_watching = evaluate(ex, ns[name])          # no source: only the runtime watcher
+    for r in (by_reading, by_watching):
+        assert not r.passed and shown in r.message, r.message

@@ -1,0 +1,89 @@
+"""A small nbgrader round trip for 05_attention: right answers get full marks, a blank copy 0,
+and each wrong answer loses exactly its exercise's points with its mistake or shortcut named."""
+from __future__ import annotations
+
+import pytest
+
+from course_lib.instructor.autograde import Options, autograde
+
+from submissions import ROOT, submission, write
+
+A = "05_attention"
+FULL = 12          # 4 exercises x (1 visible + 2 hidden)
+
+NO_OUT_PROJ = '''class MultiHeadAttention(nn.Module):
+    def __init__(self, d_model, n_heads, dropout=0.0, bias=True):
+        super().__init__()
+        self.n_heads = n_heads
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+
+    def forward(self, x, context=None, mask=None):
+        src = x if context is None else context
+        q = split_heads(self.q_proj(x), self.n_heads)
+        k = split_heads(self.k_proj(src), self.n_heads)
+        v = split_heads(self.v_proj(src), self.n_heads)
+        s = q @ k.mT / math.sqrt(q.shape[-1])
+        if mask is not None:
+            s = s.masked_fill(~mask, float("-inf"))
+        w = torch.softmax(s, -1)
+        if mask is not None:
+            w = w.masked_fill(~mask, 0.0)
+        return merge_heads(w @ v)
+'''
+
+UNSCALED = ("def scaled_dot_product_attention(q, k, v, mask=None):\n"
+            "    s = q @ k.mT\n"
+            "    if mask is not None:\n"
+            "        s = s.masked_fill(~mask, float('-inf'))\n"
+            "    w = torch.softmax(s, -1)\n"
+            "    if mask is not None:\n"
+            "        w = w.masked_fill(~mask, 0.0)\n"
+            "    return w @ v, w\n")
+UPPER = ("def causal_mask(T, device=None):\n"
+         "    return torch.ones(T, T, dtype=torch.bool, device=device).triu()\n")
+
+CLASS = {
+    "right": (lambda: submission(A), FULL, []),
+    "blank": (lambda: submission(A, use_solution=False), 0, ["not implemented yet"]),
+    # three exercises wrong in three catalogued ways: each loses its own 3 points, each named
+    "three_mistakes": (lambda: submission(A, {"MultiHeadAttention_answer": NO_OUT_PROJ,
+                                              "scaled_dot_product_attention_answer": UNSCALED,
+                                              "causal_mask_answer": UPPER}), FULL - 9,
+                       ["known mistake: out_proj forgotten", "known mistake: no 1/√d_k scaling",
+                        "known mistake: upper triangle instead of lower"]),
+    "uses_torch_sdpa": (lambda: submission(A, {"scaled_dot_product_attention_answer":
+                                               "def scaled_dot_product_attention(q, k, v, mask=None):\n"
+                                               "    w = torch.softmax(q @ k.mT / math.sqrt(q.shape[-1]), -1)\n"
+                                               "    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask), w\n"}),
+                        FULL - 3, ["F.scaled_dot_product_attention"]),
+}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    subs = tmp_path_factory.mktemp("submitted")
+    for student, (make, _, _) in CLASS.items():
+        write(make(), subs, student, A)
+    out = tmp_path_factory.mktemp("grading")
+    results = autograde(Options(assignment=A, submissions=subs, out=out, solutions=ROOT / "solutions",
+                                jobs=2, hidden_seed=4242, feedback=False), log=lambda *a: None)
+    return {r["student"]: r for r in results}
+
+
+@pytest.mark.parametrize("student", list(CLASS))
+def test_each_submission_gets_exactly_what_it_deserves(graded, student):
+    _, expected, words = CLASS[student]
+    r = graded[student]
+    assert r["status"] == "graded", r.get("reason")
+    score = sum(g["auto_score"] for g in r["grades"])
+    if student == "three_mistakes":     # the points lost are exactly those of the three wrong exercises
+        lost = {g["cell"] for g in r["grades"] if g["auto_score"] < g["max_score"]}
+        assert lost == {f"{n}_{suite}" for n in ("MultiHeadAttention", "scaled_dot_product_attention", "causal_mask")
+                        for suite in ("visible", "hidden")}
+    assert score == expected, {g: c["message"][:300] for g, c in r["cells"].items() if not c["passed"]}
+    text = "\n".join(c["message"] for c in r["cells"].values())
+    for w in words:
+        assert w in text, text
