@@ -1,0 +1,697 @@
+"""Checks for notebooks/06_layernorm: layer_norm, layer_norm_backward, rms_norm, LayerNorm, ResidualBlock."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
+from course_lib.reference import norms as ref
+
+
+def _randn(g: torch.Generator, *shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+
+def _ri(g: torch.Generator, lo: int, hi: int) -> int:
+    return int(torch.randint(lo, hi + 1, (1,), generator=g))
+
+
+def _random_shape(g: torch.Generator, dims: int) -> tuple[int, ...]:
+    """A random shape with ``dims`` axes; the last (features) between 5 and 24."""
+    return tuple(_ri(g, 2, 4) for _ in range(dims - 1)) + (_ri(g, 5, 24),)
+
+
+def _affine(g: torch.Generator, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A weight around 1 and a bias around 0, never trivial, so forgetting either shows."""
+    return 1.0 + 0.5 * _randn(g, d), 0.5 * _randn(g, d)
+
+
+def _with_constant_rows(x: torch.Tensor) -> torch.Tensor:
+    """Make the first two rows (over the last axis) constant: their variance is exactly 0."""
+    flat = x.reshape(-1, x.shape[-1]).clone()
+    flat[0] = 0.5
+    flat[min(1, flat.shape[0] - 1)] = -3.0
+    return flat.reshape(x.shape)
+
+
+def _x(g, shape, scale=1.0, shift=0.0, constant=False):
+    x = _randn(g, *shape) * scale + shift
+    return _with_constant_rows(x) if constant else x
+
+
+# --------------------------------------------------------------------- forbidden shortcuts
+_LN_ATEN = ("aten::native_layer_norm", "aten::layer_norm")
+_RMS_ATEN = ("aten::_fused_rms_norm", "aten::rms_norm")
+NORM_SHORTCUTS = [
+    Forbidden("torch.nn.functional.layer_norm", "F.layer_norm is what you are building here",
+              shown="F.layer_norm", aten=_LN_ATEN),
+    Forbidden("torch.layer_norm", "torch.layer_norm is what you are building here", aten=_LN_ATEN),
+    Forbidden("torch.nn.LayerNorm", "nn.LayerNorm is what you are building here", shown="nn.LayerNorm"),
+    Forbidden("torch.nn.functional.rms_norm", "F.rms_norm is what you are building here",
+              shown="F.rms_norm", aten=_RMS_ATEN),
+    Forbidden("torch.rms_norm", "torch.rms_norm is what you are building here", aten=_RMS_ATEN),
+    Forbidden("torch.nn.RMSNorm", "nn.RMSNorm is what you are building here", shown="nn.RMSNorm"),
+]
+NO_AUTOGRAD = [
+    Forbidden("torch.autograd.grad", "this exercise is the backward pass by hand, without autograd",
+              aten=("aten::native_layer_norm_backward",)),
+    Forbidden("torch.Tensor.backward", "this exercise is the backward pass by hand, without autograd"),
+]
+
+
+# ===================================================================== layer_norm
+def _ln_case(shape, scale=1.0, shift=0.0, constant=False, eps=None):
+    def make(g):
+        x = _x(g, shape, scale, shift, constant)
+        w, b = _affine(g, shape[-1])
+        out = {"x": x, "weight": w, "bias": b}
+        if eps is not None:
+            out["eps"] = eps
+        return out
+    return make
+
+
+def _ln_random(scale=1.0, shift=0.0, constant=False, eps=None, dims=None):
+    def make(g):
+        return _ln_case(_random_shape(g, dims or _ri(g, 2, 4)), scale, shift, constant, eps)(g)
+    return make
+
+
+def _stats(x, unbiased=False, dim=-1):
+    mean = x.mean(dim=dim, keepdim=True)
+    var = x.var(dim=dim, keepdim=True, unbiased=unbiased)
+    return mean, var
+
+
+def _m_unbiased(x, weight, bias, eps=1e-5):
+    mean, var = _stats(x, unbiased=True)
+    return (x - mean) / torch.sqrt(var + eps) * weight + bias
+
+
+def _m_eps_outside(x, weight, bias, eps=1e-5):
+    mean, var = _stats(x)
+    return (x - mean) / (torch.sqrt(var) + eps) * weight + bias
+
+
+def _m_no_eps(x, weight, bias, eps=1e-5):
+    mean, var = _stats(x)
+    return (x - mean) / torch.sqrt(var) * weight + bias
+
+
+def _m_eps_fixed(x, weight, bias, eps=1e-5):
+    mean, var = _stats(x)
+    return (x - mean) / torch.sqrt(var + 1e-5) * weight + bias
+
+
+def _m_all_axes(x, weight, bias, eps=1e-5):
+    mean, var = x.mean(), x.var(unbiased=False)
+    return (x - mean) / torch.sqrt(var + eps) * weight + bias
+
+
+def _m_first_axis(x, weight, bias, eps=1e-5):
+    mean, var = _stats(x, dim=0)
+    return (x - mean) / torch.sqrt(var + eps) * weight + bias
+
+
+def _m_no_weight(x, weight, bias, eps=1e-5):
+    mean, var = _stats(x)
+    return (x - mean) / torch.sqrt(var + eps) + bias
+
+
+def _m_no_bias(x, weight, bias, eps=1e-5):
+    mean, var = _stats(x)
+    return (x - mean) / torch.sqrt(var + eps) * weight
+
+
+def _m_bias_first(x, weight, bias, eps=1e-5):
+    mean, var = _stats(x)
+    return ((x - mean) / torch.sqrt(var + eps) + bias) * weight
+
+
+def _m_by_variance(x, weight, bias, eps=1e-5):
+    mean, var = _stats(x)
+    return (x - mean) / (var + eps) * weight + bias
+
+
+def _m_not_centred(x, weight, bias, eps=1e-5):
+    mean, var = _stats(x)
+    return x / torch.sqrt(var + eps) * weight + bias
+
+
+def _m_one_pass(x, weight, bias, eps=1e-5):
+    mean = x.mean(dim=-1, keepdim=True)
+    var = (x * x).mean(dim=-1, keepdim=True) - mean * mean
+    return (x - mean) / torch.sqrt(var + eps) * weight + bias
+
+
+_LN_EXPLAIN = {
+    "unbiased": "LayerNorm uses the biased variance: the mean of (x - μ)² over the D features,\n"
+                "dividing by D, not D - 1. x.var() divides by D - 1 unless told unbiased=False\n"
+                "(correction=0); torch's LayerNorm divides by D.",
+    "eps_outside": "LayerNorm divides by sqrt(var + eps), not sqrt(var) + eps (nor std + eps); the two\n"
+                   "differ most when the variance is small, as on inputs of scale 1e-3.",
+    "no_eps": "Without eps a constant row has variance 0 and 0/0 gives nan; eps goes inside the\n"
+              "square root: sqrt(var + eps).",
+    "eps_fixed": "Use the eps you are given: the caller may pass a larger one.",
+    "all_axes": "The mean and variance are taken per vector, over the last axis only (keepdim=True),\n"
+                "not over the whole tensor: every position of every sequence is normalised on its own.",
+    "first_axis": "That normalises each feature across the batch (what BatchNorm does). LayerNorm\n"
+                  "normalises each vector over its D features: dim=-1.",
+    "no_weight": "After normalising, scale by weight (γ), then add bias (β): x̂ · weight + bias.",
+    "no_bias": "After normalising and scaling, add the bias (β): x̂ · weight + bias.",
+    "bias_first": "The order is scale, then shift: x̂ · weight + bias, not (x̂ + bias) · weight.",
+    "by_variance": "Divide by the standard deviation, sqrt(var + eps), not by the variance itself.",
+    "not_centred": "Subtract the mean before dividing: (x - μ) / sqrt(var + eps). Only RMSNorm skips\n"
+                   "the centring.",
+    "one_pass": "var = E[x²] - E[x]² subtracts two large, nearly equal numbers when the values sit far\n"
+                "from 0 (here around 1000), and float32 loses most digits. Centre first, then square:\n"
+                "var = mean((x - μ)²).",
+}
+
+LAYER_NORM = Exercise(
+    name="layer_norm",
+    notebook="06_layernorm",
+    reference=ref.layer_norm,
+    visible=[
+        Case("x of shape (4, 8), random weight and bias", _ln_case((4, 8))),
+        Case("x of shape (16,): a single vector", _ln_case((16,))),
+        Case("x of shape (2, 3, 8)", _ln_case((2, 3, 8))),
+        Case("x of shape (2, 2, 3, 5)", _ln_case((2, 2, 3, 5))),
+        Case("x of shape (3, 16), values around 1e-3", _ln_case((3, 16), scale=1e-3)),
+        Case("x of shape (3, 16), values around 1e3", _ln_case((3, 16), scale=1e3)),
+        Case("x of shape (4, 8) whose first two rows are constant", _ln_case((4, 8), constant=True)),
+        Case("x of shape (3, 16), values around 1e-2, eps=0.01", _ln_case((3, 16), scale=1e-2, eps=1e-2)),
+        Case("x of shape (4, 32), values 1000 ± 1 (stability probe)", _ln_case((4, 32), shift=1000.0),
+             atol=1e-3, rtol=1e-4),
+    ],
+    hidden=[
+        Case("x of a random shape (2-D to 4-D)", _ln_random(dims=3)),
+        Case("x of another random shape, values around 1e-3", _ln_random(scale=1e-3)),
+        Case("x of a random shape, values around 1e3, with constant rows", _ln_random(scale=1e3, constant=True)),
+        Case("x of a random shape, values around 1e-2, eps=0.05", _ln_random(scale=1e-2, eps=5e-2)),
+        Case("x of a random shape, values 1000 ± 1", _ln_random(shift=1000.0, dims=2), atol=1e-3, rtol=1e-4),
+    ],
+    mistakes=[
+        Mistake("unbiased variance (divided by D - 1)", _m_unbiased, _LN_EXPLAIN["unbiased"]),
+        Mistake("normalised over the first axis instead of the last", _m_first_axis, _LN_EXPLAIN["first_axis"]),
+        Mistake("normalised over all axes at once", _m_all_axes, _LN_EXPLAIN["all_axes"]),
+        Mistake("weight forgotten", _m_no_weight, _LN_EXPLAIN["no_weight"]),
+        Mistake("bias forgotten", _m_no_bias, _LN_EXPLAIN["no_bias"]),
+        Mistake("bias added before scaling", _m_bias_first, _LN_EXPLAIN["bias_first"]),
+        Mistake("divided by the variance instead of the standard deviation", _m_by_variance,
+                _LN_EXPLAIN["by_variance"]),
+        Mistake("mean not subtracted", _m_not_centred, _LN_EXPLAIN["not_centred"]),
+        Mistake("eps added outside the square root", _m_eps_outside, _LN_EXPLAIN["eps_outside"]),
+        Mistake("eps left out", _m_no_eps, _LN_EXPLAIN["no_eps"]),
+        Mistake("eps argument ignored (1e-5 hard-coded)", _m_eps_fixed, _LN_EXPLAIN["eps_fixed"]),
+        Mistake("variance as E[x²] - E[x]² (cancels badly far from 0)", _m_one_pass, _LN_EXPLAIN["one_pass"]),
+    ],
+    forbidden=NORM_SHORTCUTS,
+    hint="Three steps over the last axis, each with keepdim=True so the shapes broadcast back: the "
+         "mean μ, the variance σ² (which one: dividing by D or by D - 1?), then x̂ = (x - μ) / √(σ² + ε). "
+         "Finally scale and shift with weight and bias. Try your function on a row of identical "
+         "values: what should come out?",
+)
+
+
+# ===================================================================== layer_norm_backward
+def _bw_case(shape, scale=1.0, constant=False, eps=None):
+    def make(g):
+        x = _x(g, shape, scale, 0.0, constant)
+        w, _ = _affine(g, shape[-1])
+        out = {"grad_out": _randn(g, *shape), "x": x, "weight": w}
+        if eps is not None:
+            out["eps"] = eps
+        return out
+    return make
+
+
+def _bw_random(scale=1.0, constant=False, dims=None):
+    def make(g):
+        return _bw_case(_random_shape(g, dims or _ri(g, 2, 4)), scale, constant)(g)
+    return make
+
+
+def _bw_parts(x, weight, eps, unbiased=False):
+    mean, var = _stats(x, unbiased=unbiased)
+    rstd = 1.0 / torch.sqrt(var + eps)
+    return (x - mean) * rstd, rstd
+
+
+def _batch_axes(x):
+    return tuple(range(x.dim() - 1))
+
+
+def _sum_batch(t, x):
+    axes = _batch_axes(x)
+    return t.sum(dim=axes) if axes else t
+
+
+def _bw_from(grad_x, grad_out, x, x_hat):
+    return grad_x, _sum_batch(grad_out * x_hat, x), _sum_batch(grad_out, x)
+
+
+def _mb_no_means(grad_out, x, weight, eps=1e-5):
+    x_hat, rstd = _bw_parts(x, weight, eps)
+    return _bw_from(grad_out * weight * rstd, grad_out, x, x_hat)
+
+
+def _mb_no_xhat_term(grad_out, x, weight, eps=1e-5):
+    x_hat, rstd = _bw_parts(x, weight, eps)
+    g = grad_out * weight
+    return _bw_from(rstd * (g - g.mean(-1, keepdim=True)), grad_out, x, x_hat)
+
+
+def _mb_no_mean_term(grad_out, x, weight, eps=1e-5):
+    x_hat, rstd = _bw_parts(x, weight, eps)
+    g = grad_out * weight
+    return _bw_from(rstd * (g - x_hat * (g * x_hat).mean(-1, keepdim=True)), grad_out, x, x_hat)
+
+
+def _mb_no_weight(grad_out, x, weight, eps=1e-5):
+    x_hat, rstd = _bw_parts(x, weight, eps)
+    g = grad_out
+    gx = rstd * (g - g.mean(-1, keepdim=True) - x_hat * (g * x_hat).mean(-1, keepdim=True))
+    return _bw_from(gx, grad_out, x, x_hat)
+
+
+def _correct_gx(grad_out, x, weight, eps):
+    x_hat, rstd = _bw_parts(x, weight, eps)
+    g = grad_out * weight
+    return rstd * (g - g.mean(-1, keepdim=True) - x_hat * (g * x_hat).mean(-1, keepdim=True)), x_hat
+
+
+def _mb_gw_not_summed(grad_out, x, weight, eps=1e-5):
+    gx, x_hat = _correct_gx(grad_out, x, weight, eps)
+    return gx, grad_out * x_hat, _sum_batch(grad_out, x)
+
+
+def _mb_gw_uses_x(grad_out, x, weight, eps=1e-5):
+    gx, x_hat = _correct_gx(grad_out, x, weight, eps)
+    return gx, _sum_batch(grad_out * x, x), _sum_batch(grad_out, x)
+
+
+def _mb_gb_feature_axis(grad_out, x, weight, eps=1e-5):
+    gx, x_hat = _correct_gx(grad_out, x, weight, eps)
+    return gx, _sum_batch(grad_out * x_hat, x), grad_out.sum(-1)
+
+
+def _mb_first_axis_only(grad_out, x, weight, eps=1e-5):
+    gx, x_hat = _correct_gx(grad_out, x, weight, eps)
+    return gx, (grad_out * x_hat).sum(0), grad_out.sum(0)
+
+
+def _mb_gb_times_weight(grad_out, x, weight, eps=1e-5):
+    gx, x_hat = _correct_gx(grad_out, x, weight, eps)
+    return gx, _sum_batch(grad_out * x_hat, x), _sum_batch(grad_out * weight, x)
+
+
+def _mb_unbiased(grad_out, x, weight, eps=1e-5):
+    x_hat, rstd = _bw_parts(x, weight, eps, unbiased=True)
+    g = grad_out * weight
+    gx = rstd * (g - g.mean(-1, keepdim=True) - x_hat * (g * x_hat).mean(-1, keepdim=True))
+    return _bw_from(gx, grad_out, x, x_hat)
+
+
+LAYER_NORM_BACKWARD = Exercise(
+    name="layer_norm_backward",
+    notebook="06_layernorm",
+    reference=ref.layer_norm_backward,
+    visible=[
+        Case("grad_out and x of shape (4, 8)", _bw_case((4, 8))),
+        Case("grad_out and x of shape (2, 3, 8): weight and bias gradients sum over two axes",
+             _bw_case((2, 3, 8))),
+        Case("grad_out and x of shape (10,): a single vector", _bw_case((10,))),
+        Case("grad_out and x of shape (2, 2, 3, 6)", _bw_case((2, 2, 3, 6))),
+        Case("x of shape (3, 16), values around 1e-3", _bw_case((3, 16), scale=1e-3), atol=1e-3, rtol=1e-3),
+        Case("x of shape (3, 16), values around 1e3", _bw_case((3, 16), scale=1e3)),
+        Case("x of shape (4, 8) whose first two rows are constant", _bw_case((4, 8), constant=True),
+             atol=1e-3, rtol=1e-4),
+    ],
+    hidden=[
+        Case("grad_out and x of a random 3-D shape", _bw_random(dims=3)),
+        Case("grad_out and x of a random 4-D shape", _bw_random(dims=4)),
+        Case("x of a random shape, values around 1e-3", _bw_random(scale=1e-3, dims=2), atol=1e-3, rtol=1e-3),
+        Case("x of a random shape with constant rows", _bw_random(constant=True), atol=1e-3, rtol=1e-4),
+    ],
+    mistakes=[
+        Mistake("grad_weight not summed over the batch axes", _mb_gw_not_summed,
+                "weight is shared by every position, so its gradient adds up the contributions of all\n"
+                "of them: sum grad_out · x̂ over every axis but the last, giving shape (D,)."),
+        Mistake("grad_weight and grad_bias summed over the first axis only", _mb_first_axis_only,
+                "With x of shape (B, T, D) the weight is used at all B·T positions: sum over every axis\n"
+                "but the last (dim=tuple(range(x.dim() - 1))), not over dim 0 alone."),
+        Mistake("grad_bias summed over the feature axis", _mb_gb_feature_axis,
+                "grad_bias has the shape of bias, (D,): sum grad_out over the batch axes, keep the last."),
+        Mistake("both mean terms missing from grad_x", _mb_no_means,
+                "grad_out · weight / σ is only the direct path. μ and σ depend on every x_j too, which\n"
+                "adds two terms: grad_x = r · (g - mean(g) - x̂ · mean(g · x̂)), g = grad_out · weight."),
+        Mistake("the x̂ · mean(g · x̂) term missing from grad_x (the variance path)", _mb_no_xhat_term,
+                "The variance depends on x as well: differentiate r = 1/√(σ² + ε) too. That path gives\n"
+                "- x̂ · mean(g · x̂) inside the bracket."),
+        Mistake("the mean(g) term missing from grad_x (the mean path)", _mb_no_mean_term,
+                "μ depends on every x_j: its path gives - mean(g) inside the bracket."),
+        Mistake("weight left out of grad_x", _mb_no_weight,
+                "y = x̂ · weight + bias, so the gradient reaching x̂ is grad_out · weight, not grad_out."),
+        Mistake("grad_weight computed with x instead of x̂", _mb_gw_uses_x,
+                "y = x̂ · weight + bias: ∂y/∂weight is x̂, the normalised input, not x."),
+        Mistake("grad_bias multiplied by the weight", _mb_gb_times_weight,
+                "∂y/∂bias = 1, so grad_bias is grad_out summed over the batch axes; the weight plays no part."),
+        Mistake("unbiased variance in the backward", _mb_unbiased,
+                "The forward divides by D when it computes σ², so the backward must too."),
+    ],
+    forbidden=[*NORM_SHORTCUTS, *NO_AUTOGRAD],
+    hint="Recompute μ, r = 1/√(σ² + ε) and x̂ from x. grad_bias and grad_weight are sums of grad_out and "
+         "grad_out · x̂ over every axis but the last. For grad_x, call g = grad_out · weight (the gradient "
+         "reaching x̂) and remember that each x̂_i depends on every x_j through μ and σ: the derivation "
+         "above ends in one line with two means over the last axis.",
+)
+
+
+# ===================================================================== rms_norm
+def _rms_case(shape, scale=1.0, shift=0.0, eps=None):
+    def make(g):
+        x = _x(g, shape, scale, shift)
+        w, _ = _affine(g, shape[-1])
+        out = {"x": x, "weight": w}
+        if eps is not None:
+            out["eps"] = eps
+        return out
+    return make
+
+
+def _rms_random(scale=1.0, shift=0.0, dims=None, eps=None):
+    def make(g):
+        return _rms_case(_random_shape(g, dims or _ri(g, 2, 4)), scale, shift, eps)(g)
+    return make
+
+
+def _ms(x, dim=-1):
+    return (x * x).mean(dim=dim, keepdim=True)
+
+
+RMS_NORM = Exercise(
+    name="rms_norm",
+    notebook="06_layernorm",
+    reference=ref.rms_norm,
+    visible=[
+        Case("x of shape (4, 8), values around 1 + N(0, 1)", _rms_case((4, 8), shift=1.0)),
+        Case("x of shape (12,)", _rms_case((12,), shift=0.5)),
+        Case("x of shape (2, 3, 8)", _rms_case((2, 3, 8))),
+        Case("x of shape (2, 2, 3, 5)", _rms_case((2, 2, 3, 5))),
+        Case("x of shape (3, 16), values around 1e-3", _rms_case((3, 16), scale=1e-3)),
+        Case("x of shape (3, 16), values around 1e3", _rms_case((3, 16), scale=1e3)),
+        Case("x of shape (3, 16), values around 1e-2, eps=1e-3", _rms_case((3, 16), scale=1e-2, eps=1e-3)),
+    ],
+    hidden=[
+        Case("x of a random shape, values around 2 + N(0, 1)", _rms_random(shift=2.0, dims=3)),
+        Case("x of a random shape, values around 1e-3", _rms_random(scale=1e-3)),
+        Case("x of a random shape, values around 1e-2, eps=1e-3", _rms_random(scale=1e-2, eps=1e-3)),
+    ],
+    mistakes=[
+        Mistake("mean subtracted (that is LayerNorm)",
+                lambda x, weight, eps=1e-6: (x - x.mean(-1, keepdim=True))
+                * torch.rsqrt(x.var(-1, keepdim=True, unbiased=False) + eps) * weight,
+                "RMSNorm does not centre: it divides x itself by √(mean(x²) + ε). That is the point:\n"
+                "one statistic instead of two, and no bias."),
+        Mistake("normalised over all axes at once",
+                lambda x, weight, eps=1e-6: x * torch.rsqrt((x * x).mean() + eps) * weight,
+                "The root mean square is per vector, over the last axis (keepdim=True)."),
+        Mistake("sum of squares instead of their mean",
+                lambda x, weight, eps=1e-6: x * torch.rsqrt((x * x).sum(-1, keepdim=True) + eps) * weight,
+                "Divide by √(mean(x²) + ε): the mean over D, so the result has RMS 1 whatever D is."),
+        Mistake("divided by the mean square (no square root)",
+                lambda x, weight, eps=1e-6: x / (_ms(x) + eps) * weight,
+                "The denominator is the root of the mean square, √(mean(x²) + ε)."),
+        Mistake("weight forgotten",
+                lambda x, weight, eps=1e-6: x * torch.rsqrt(_ms(x) + eps),
+                "After dividing by the RMS, scale by weight."),
+        Mistake("eps added outside the square root",
+                lambda x, weight, eps=1e-6: x / (torch.sqrt(_ms(x)) + eps) * weight,
+                "RMSNorm divides by √(mean(x²) + ε), not √mean(x²) + ε; they differ when x is small."),
+        Mistake("eps argument ignored (1e-6 hard-coded)",
+                lambda x, weight, eps=1e-6: x * torch.rsqrt(_ms(x) + 1e-6) * weight,
+                "Use the eps you are given: the caller may pass a larger one."),
+    ],
+    forbidden=NORM_SHORTCUTS,
+    hint="One statistic over the last axis: the mean of x² (keepdim=True). Divide x by the square root "
+         "of that plus ε, then scale by weight. No mean is subtracted and there is no bias.",
+)
+
+
+
+# ===================================================================== LayerNorm (module)
+def _params(m: nn.Module) -> dict[str, torch.Tensor]:
+    params = dict(m.named_parameters())
+    missing = [n for n in ("weight", "bias") if n not in params]
+    if missing:
+        raise AttributeError(f"LayerNorm must register nn.Parameters named 'weight' and 'bias' like "
+                             f"nn.LayerNorm; missing {missing}, found {sorted(params) or 'none'}")
+    return params
+
+
+def _call_module(cls, inputs):
+    x = inputs["x"]
+    d = x.shape[-1]
+    m = cls(d, eps=inputs["eps"]) if "eps" in inputs else cls(d)
+    params = _params(m)
+    if inputs.get("initial"):
+        # Freshly built: weight ones, bias zeros, both of shape (d,); then the forward as built.
+        w0, b0 = params["weight"].detach().clone(), params["bias"].detach().clone()
+        m = m.to(device=x.device, dtype=x.dtype)
+        return w0.to(device=x.device, dtype=x.dtype), b0.to(device=x.device, dtype=x.dtype), m(x)
+    m = m.to(device=x.device, dtype=x.dtype)
+    params = _params(m)
+    with torch.no_grad():
+        params["weight"].copy_(inputs["weight"])
+        params["bias"].copy_(inputs["bias"])
+    return m(x)
+
+
+def _mod_case(shape, scale=1.0, eps=None, initial=False):
+    def make(g):
+        out = _ln_case(shape, scale, eps=eps)(g)
+        if initial:
+            out = {"x": out["x"], "initial": True}
+        elif eps is not None:
+            out["eps"] = eps
+        return out
+    return make
+
+
+def _mod_random(scale=1.0, eps=None, initial=False):
+    def make(g):
+        return _mod_case(_random_shape(g, _ri(g, 2, 3)), scale, eps, initial)(g)
+    return make
+
+
+class _LNBase(nn.Module):
+    def __init__(self, d, eps=1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))
+        self.bias = nn.Parameter(torch.zeros(d))
+
+
+class _MUnbiased(_LNBase):
+    def forward(self, x):
+        return _m_unbiased(x, self.weight, self.bias, self.eps)
+
+
+class _MNoAffine(_LNBase):
+    def forward(self, x):
+        return ref.layer_norm(x, torch.ones_like(self.weight), torch.zeros_like(self.bias), self.eps)
+
+
+class _MEpsFixed(_LNBase):
+    def forward(self, x):
+        return ref.layer_norm(x, self.weight, self.bias, 1e-5)
+
+
+class _MRandomInit(_LNBase):
+    def __init__(self, d, eps=1e-5):
+        super().__init__(d, eps)
+        g = torch.Generator().manual_seed(0)
+        self.weight = nn.Parameter(torch.randn(d, generator=g))
+        self.bias = nn.Parameter(torch.randn(d, generator=g))
+
+    def forward(self, x):
+        return ref.layer_norm(x, self.weight, self.bias, self.eps)
+
+
+class _MSwappedInit(_LNBase):
+    def __init__(self, d, eps=1e-5):
+        super().__init__(d, eps)
+        self.weight = nn.Parameter(torch.zeros(d))
+        self.bias = nn.Parameter(torch.ones(d))
+
+    def forward(self, x):
+        return ref.layer_norm(x, self.weight, self.bias, self.eps)
+
+
+class _MFirstAxis(_LNBase):
+    def forward(self, x):
+        return _m_first_axis(x, self.weight, self.bias, self.eps)
+
+
+LAYER_NORM_MODULE = Exercise(
+    name="LayerNorm",
+    notebook="06_layernorm",
+    reference=ref.LayerNorm,
+    visible=[
+        Case("LayerNorm(8) as built: weight, bias and the output on x of shape (4, 8)",
+             _mod_case((4, 8), initial=True)),
+        Case("LayerNorm(8) with weight and bias set, x of shape (2, 3, 8)", _mod_case((2, 3, 8))),
+        Case("LayerNorm(16, eps=0.01) with weight and bias set, x of shape (3, 16), values around 1e-2",
+             _mod_case((3, 16), scale=1e-2, eps=1e-2)),
+        Case("LayerNorm(6) with weight and bias set, x of shape (5, 6)", _mod_case((5, 6))),
+    ],
+    hidden=[
+        Case("LayerNorm(d) as built, x of a random shape", _mod_random(initial=True)),
+        Case("LayerNorm(d) with weight and bias set, x of a random shape", _mod_random()),
+        Case("LayerNorm(d, eps=0.05), x of a random shape, values around 1e-2", _mod_random(1e-2, eps=5e-2)),
+    ],
+    mistakes=[
+        Mistake("weight initialised to zeros and bias to ones", _MSwappedInit,
+                "nn.LayerNorm starts as the identity normalisation: weight = ones(d), bias = zeros(d)."),
+        Mistake("weight and bias initialised randomly", _MRandomInit,
+                "nn.LayerNorm starts with weight = ones(d) and bias = zeros(d), so a fresh layer only\n"
+                "normalises; training moves them from there."),
+        Mistake("weight and bias registered but not used in forward", _MNoAffine,
+                "forward must scale by self.weight and shift by self.bias, or training them does nothing."),
+        Mistake("unbiased variance (divided by D - 1)", _MUnbiased, _LN_EXPLAIN["unbiased"]),
+        Mistake("eps argument ignored (1e-5 hard-coded)", _MEpsFixed,
+                "Keep the eps given to __init__ (self.eps) and use it in forward."),
+        Mistake("normalised over the first axis instead of the last", _MFirstAxis, _LN_EXPLAIN["first_axis"]),
+    ],
+    forbidden=NORM_SHORTCUTS,
+    call=_call_module,
+    hint="In __init__, call super().__init__(), keep eps, and register weight = nn.Parameter(torch.ones(d)) "
+         "and bias = nn.Parameter(torch.zeros(d)). forward(x) is your layer_norm with those.",
+)
+
+
+# ===================================================================== ResidualBlock
+def _call_block(cls, inputs):
+    x = inputs["x"]
+    d = x.shape[-1]
+    sub = nn.Sequential(nn.Linear(d, d), nn.Tanh()).to(device=x.device, dtype=x.dtype)
+    with torch.no_grad():
+        sub[0].weight.copy_(inputs["W"])
+        sub[0].bias.copy_(inputs["b"])
+    block = cls(d, sub) if "pre_norm" not in inputs else cls(d, sub, pre_norm=inputs["pre_norm"])
+    block = block.to(device=x.device, dtype=x.dtype)
+    norm = getattr(block, "norm", None)
+    if norm is None:
+        raise AttributeError("ResidualBlock must keep its LayerNorm as self.norm")
+    params = dict(norm.named_parameters())
+    with torch.no_grad():
+        params["weight"].copy_(inputs["gamma"])
+        params["bias"].copy_(inputs["beta"])
+    return block(x)
+
+
+def _block_case(shape, pre_norm, scale=1.0):
+    def make(g):
+        d = shape[-1]
+        gamma, beta = _affine(g, d)
+        out = {"x": _randn(g, *shape) * scale + 0.5, "W": _randn(g, d, d) / d ** 0.5, "b": 0.3 * _randn(g, d),
+               "gamma": gamma, "beta": beta}
+        if pre_norm is not None:
+            out["pre_norm"] = pre_norm
+        return out
+    return make
+
+
+def _block_random(pre_norm):
+    def make(g):
+        return _block_case(_random_shape(g, _ri(g, 2, 3)), pre_norm, scale=2.0)(g)
+    return make
+
+
+class _BlockBase(nn.Module):
+    def __init__(self, d, sublayer, pre_norm=True):
+        super().__init__()
+        self.norm = ref.LayerNorm(d)
+        self.sublayer = sublayer
+        self.pre_norm = pre_norm
+
+
+class _BAlwaysPre(_BlockBase):
+    def forward(self, x):
+        return x + self.sublayer(self.norm(x))
+
+
+class _BAlwaysPost(_BlockBase):
+    def forward(self, x):
+        return self.norm(x + self.sublayer(x))
+
+
+class _BDefaultPost(_BlockBase):
+    def __init__(self, d, sublayer, pre_norm=False):
+        super().__init__(d, sublayer, pre_norm)
+
+    def forward(self, x):
+        return x + self.sublayer(self.norm(x)) if self.pre_norm else self.norm(x + self.sublayer(x))
+
+
+class _BNoResidualPre(_BlockBase):
+    def forward(self, x):
+        return self.sublayer(self.norm(x)) if self.pre_norm else self.norm(x + self.sublayer(x))
+
+
+class _BNormedResidualPre(_BlockBase):
+    def forward(self, x):
+        h = self.norm(x)
+        return h + self.sublayer(h) if self.pre_norm else self.norm(x + self.sublayer(x))
+
+
+class _BPostNormSublayerOnly(_BlockBase):
+    def forward(self, x):
+        return x + self.sublayer(self.norm(x)) if self.pre_norm else x + self.norm(self.sublayer(x))
+
+
+class _BPostNoResidual(_BlockBase):
+    def forward(self, x):
+        return x + self.sublayer(self.norm(x)) if self.pre_norm else self.norm(self.sublayer(x))
+
+
+RESIDUAL_BLOCK = Exercise(
+    name="ResidualBlock",
+    notebook="06_layernorm",
+    reference=ref.ResidualBlock,
+    visible=[
+        Case("pre_norm=True, x of shape (2, 4, 8)", _block_case((2, 4, 8), True)),
+        Case("pre_norm=False, x of shape (2, 4, 8)", _block_case((2, 4, 8), False)),
+        Case("pre_norm left at its default, x of shape (3, 6)", _block_case((3, 6), None)),
+        Case("pre_norm=False, x of shape (5, 12), values around 3", _block_case((5, 12), False, scale=3.0)),
+    ],
+    hidden=[
+        Case("pre_norm=True, x of a random shape", _block_random(True)),
+        Case("pre_norm=False, x of a random shape", _block_random(False)),
+        Case("pre_norm left at its default, x of a random shape", _block_random(None)),
+    ],
+    mistakes=[
+        Mistake("pre_norm defaults to False", _BDefaultPost,
+                "The signature is ResidualBlock(d, sublayer, pre_norm=True): pre-LN is the default."),
+        Mistake("pre_norm ignored: always pre-LN", _BAlwaysPre,
+                "With pre_norm=False the block is post-LN: norm(x + sublayer(x))."),
+        Mistake("pre_norm ignored: always post-LN", _BAlwaysPost,
+                "With pre_norm=True the block is pre-LN: x + sublayer(norm(x))."),
+        Mistake("pre-LN without the residual connection", _BNoResidualPre,
+                "Pre-LN adds the sublayer's output to the untouched input: x + sublayer(norm(x))."),
+        Mistake("pre-LN adds the normalised x back instead of x", _BNormedResidualPre,
+                "The residual path must carry x itself, not norm(x): x + sublayer(norm(x)). That clean\n"
+                "path from input to output is why pre-LN trains well at depth."),
+        Mistake("post-LN normalises only the sublayer's output", _BPostNormSublayerOnly,
+                "Post-LN normalises the sum: norm(x + sublayer(x)), not x + norm(sublayer(x))."),
+        Mistake("post-LN without the residual connection", _BPostNoResidual,
+                "Post-LN still adds x before normalising: norm(x + sublayer(x))."),
+    ],
+    call=_call_block,
+    hint="Keep a LayerNorm of size d as self.norm (your LayerNorm above, or nn.LayerNorm(d): here "
+         "either is fine), keep the sublayer and the flag. Pre-LN normalises what goes into the "
+         "sublayer and adds the result to x; post-LN adds first and normalises the sum.",
+)
+
+register(LAYER_NORM, LAYER_NORM_BACKWARD, RMS_NORM, LAYER_NORM_MODULE, RESIDUAL_BLOCK)

@@ -1,0 +1,101 @@
+"""06_layernorm's answer keys agree with PyTorch's own, and the hand-written backward is right."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from course_lib.reference import norms as ref
+
+SHAPES = [(7,), (3, 9), (2, 4, 6), (2, 2, 3, 5)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("scale, shift", [(1.0, 0.0), (1e-3, 0.0), (1e3, 0.0), (1.0, 100.0)])
+def test_layer_norm_and_rms_norm_agree_with_torch(shape, scale, shift):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(*shape, generator=g, dtype=torch.float64) * scale + shift
+    w, b = torch.randn(shape[-1], generator=g, dtype=torch.float64), torch.randn(shape[-1], generator=g, dtype=torch.float64)
+    torch.testing.assert_close(ref.layer_norm(x, w, b), F.layer_norm(x, shape[-1:], w, b, 1e-5))
+    torch.testing.assert_close(ref.rms_norm(x, w), F.rms_norm(x, shape[-1:], w, 1e-6))
+
+
+def test_constant_rows_give_the_bias():
+    x = torch.full((3, 8), 2.5, dtype=torch.float64)
+    w, b = torch.randn(8, dtype=torch.float64), torch.randn(8, dtype=torch.float64)
+    torch.testing.assert_close(ref.layer_norm(x, w, b), b.expand(3, 8))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_backward_agrees_with_autograd(shape):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(shape[-1], generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(shape[-1], generator=g, dtype=torch.float64, requires_grad=True)
+    grad_out = torch.randn(*shape, generator=g, dtype=torch.float64)
+    F.layer_norm(x, shape[-1:], w, b).backward(grad_out)
+    for auto, mine in zip((x.grad, w.grad, b.grad), ref.layer_norm_backward(grad_out, x.detach(), w.detach())):
+        torch.testing.assert_close(mine, auto)
+
+
+class _ByHand(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        return ref.layer_norm(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        return ref.layer_norm_backward(grad_out, x, weight)
+
+
+@pytest.mark.parametrize("shape", [(5,), (3, 6), (2, 3, 4)])
+def test_backward_passes_gradcheck(shape):
+    g = torch.Generator().manual_seed(2)
+    inputs = (torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True),
+              torch.randn(shape[-1], generator=g, dtype=torch.float64, requires_grad=True),
+              torch.randn(shape[-1], generator=g, dtype=torch.float64, requires_grad=True))
+    assert torch.autograd.gradcheck(_ByHand.apply, inputs)
+    assert torch.autograd.gradgradcheck(lambda *a: ref.layer_norm(*a), inputs)
+
+
+def test_module_is_a_drop_in_for_nn_layernorm():
+    theirs, mine = nn.LayerNorm(12), ref.LayerNorm(12)
+    assert {k: v.shape for k, v in mine.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}
+    torch.testing.assert_close(mine.weight, torch.ones(12))
+    torch.testing.assert_close(mine.bias, torch.zeros(12))
+    with torch.no_grad():
+        theirs.weight.normal_()
+        theirs.bias.normal_()
+    mine.load_state_dict(theirs.state_dict())
+    x = torch.randn(2, 3, 12)
+    torch.testing.assert_close(mine(x), theirs(x))
+
+
+def test_residual_block_arrangements():
+    torch.manual_seed(0)
+    sub = nn.Linear(8, 8)
+    x = torch.randn(4, 8)
+    ln = nn.LayerNorm(8)
+    torch.testing.assert_close(ref.ResidualBlock(8, sub)(x), x + sub(ln(x)))
+    torch.testing.assert_close(ref.ResidualBlock(8, sub, pre_norm=False)(x), ln(x + sub(x)))
+
+
+def test_autograd_and_library_shortcuts_are_refused():
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    def by_autograd(grad_out, x, weight, eps=1e-5):
+        x = x.detach().requires_grad_(True)
+        w = weight.detach().requires_grad_(True)
+        with torch.enable_grad():
+            y = F.layer_norm(x, x.shape[-1:], w, None, eps)
+            gx, gw = torch.autograd.grad(y, (x, w), grad_out)
+        return gx, gw, grad_out.reshape(-1, x.shape[-1]).sum(0)
+
+    r = evaluate(get_exercise("layer_norm_backward"), by_autograd)
+    assert not r.passed and "torch.autograd.grad" in r.message
+    r = evaluate(get_exercise("rms_norm"), lambda x, weight, eps=1e-6: torch.rms_norm(x, x.shape[-1:], weight, eps))
+    assert not r.passed and "rms_norm is what you are building here" in r.message
