@@ -1,0 +1,111 @@
+"""Pretraining benchmark for notebook 08 (not a test): speed and the 3-minute budget run.
+
+    python bench/pretrain.py               # both parts
+    python bench/pretrain.py --speed       # tokens/s at nanoGPT's CPU size only
+    python bench/pretrain.py --budget 180  # the budget run only, 180 s
+
+Speed: nanoGPT's CPU configuration (4 layers, 4 heads, 128 dims, context 64, batch 12), with
+and without bf16 autocast; prints tokens/s and the fraction of this machine's measured fp32
+matmul peak that the model's FLOPs per token account for. Budget: the course's default
+configuration trained for a fixed wall-clock budget on the course split; prints the val loss.
+Numbers depend on how busy the machine is: run it on a quiet one.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from course_lib.device import get_device
+from course_lib.models.gpt import GPT, GPTConfig, n_flops_per_token, parameter_counts
+from course_lib.runmode import configure_threads
+from course_lib.shakespeare import load
+from course_lib.training import Trainer, TrainConfig, _bf16_ok
+
+NANOGPT_CPU = dict(n_layer=4, n_head=4, n_embd=128, block_size=64)
+BUDGET_CPU = dict(model=dict(n_layer=4, n_head=4, n_embd=192, block_size=128),
+                  train=dict(batch_size=32, lr=3e-3, min_lr=3e-4, warmup_steps=100))
+BUDGET_GPU = dict(model=dict(n_layer=6, n_head=6, n_embd=384, block_size=256),
+                  train=dict(batch_size=64, lr=1e-3, min_lr=1e-4, warmup_steps=200))
+
+
+def matmul_peak(device, n: int = 1024, reps: int = 20) -> float:
+    """Measured fp32 matmul FLOP/s on this device."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    for _ in range(3):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * n ** 3 * reps / (time.perf_counter() - t)
+
+
+def speed(ds, device, steps: int = 60) -> None:
+    peak = matmul_peak(device)
+    print(f"fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s on {device}")
+    for bf16 in ([False, True] if _bf16_ok(device) else [False]):
+        torch.manual_seed(0)
+        cfg = GPTConfig(vocab_size=ds.vocab_size, **NANOGPT_CPU)
+        tr = Trainer(GPT(cfg), ds.train, ds.val, TrainConfig(max_steps=10 ** 6, batch_size=12, bf16=bf16,
+                                                               eval_every=10 ** 6), device)
+        for _ in range(10):
+            tr.train_step()                                    # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(steps):
+            tr.train_step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        tps = steps * 12 * cfg.block_size / (time.perf_counter() - t)
+        flops = n_flops_per_token(cfg, parameter_counts(tr.model)["total"])
+        print(f"nanoGPT CPU size, bf16 {'on ' if bf16 else 'off'}: {tps:,.0f} tokens/s, "
+              f"{tps * flops / peak:.0%} of the fp32 matmul peak ({flops / 1e6:.2f} MFLOP/token)")
+
+
+def budget(ds, device, seconds: float) -> float:
+    spec = BUDGET_GPU if device.type == "cuda" else BUDGET_CPU
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=ds.vocab_size, **spec["model"]))
+    tr = Trainer(model, ds.train, ds.val, TrainConfig(max_steps=100_000, eval_every=100_000, **spec["train"]), device)
+    for _ in range(5):                           # warm-up, then time steps to fit the schedule to the budget
+        tr.train_step()
+    t = time.perf_counter()
+    for _ in range(20):
+        tr.train_step()
+    per_step = (time.perf_counter() - t) / 20
+    total = int(seconds / per_step * 0.97)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=ds.vocab_size, **spec["model"]))
+    tr = Trainer(model, ds.train, ds.val, TrainConfig(max_steps=total, eval_every=max(total // 5, 1),
+                                                      **spec["train"]), device)
+    t = time.perf_counter()
+    tr.fit(time_budget=seconds, desc="budget run")
+    wall = time.perf_counter() - t
+    ev = tr.evaluate(batches=50)
+    print(f"budget run: {spec['model']} {spec['train']} bf16={tr.use_bf16}: {tr.step} steps in {wall:.0f} s, "
+          f"val loss {ev['val']:.3f} (train {ev['train']:.3f})")
+    return ev["val"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--speed", action="store_true")
+    ap.add_argument("--budget", type=float, default=None)
+    args = ap.parse_args()
+    configure_threads()
+    device = get_device()
+    ds = load()
+    if args.speed or args.budget is None:
+        speed(ds, device)
+    if not args.speed:
+        budget(ds, device, args.budget or 180.0)
+
+
+if __name__ == "__main__":
+    main()

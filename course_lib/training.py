@@ -1,0 +1,246 @@
+"""The course's pretraining loop: AdamW, warmup + cosine, clipping, evaluation, checkpoints.
+
+    trainer = Trainer(model, data.train, data.val, TrainConfig(max_steps=2000))
+    trainer.fit()                     # progress bar, live loss plot in a notebook
+    trainer.save("ckpt.safetensors"); Trainer.load("ckpt.safetensors", data.train, data.val)
+
+A run resumes exactly: the checkpoint keeps the weights, the optimizer's moments, the step and
+every random state the loop draws from, so the losses after a resume are those of a run that was
+never interrupted.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .device import get_device
+from .models.gpt import GPT, GPTConfig
+from .progress import progress
+from .reference.optim import AdamW, clip_grad_norm, lr_at
+from .reference.pretraining import get_batch, lm_loss
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 2000
+    batch_size: int = 32
+    lr: float = 2e-3
+    min_lr: float = 2e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    max_norm: float = 1.0
+    eval_every: int = 200
+    eval_batches: int = 20
+    seed: int = 1337
+    bf16: bool | None = None          # None: on where the hardware supports it
+
+
+@torch.no_grad()
+def _bf16_ok(device: torch.device) -> bool:
+    """Whether bf16 autocast is worth it here: CUDA with bf16, or a CPU with native bf16 matmul."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    cap = torch.backends.cpu.get_cpu_capability().lower()
+    if "avx512" not in cap and "amx" not in cap:
+        return False
+    try:
+        import platform
+        flags = open("/proc/cpuinfo").read() if platform.system() == "Linux" else ""
+    except OSError:
+        flags = ""
+    if flags and "avx512_bf16" not in flags and "amx_bf16" not in flags:
+        return False
+    a = torch.ones(4, 4, dtype=torch.bfloat16)
+    return bool((a @ a).float().sum() == 64)
+
+
+def autocast(device: torch.device, enabled: bool):
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> AdamW:
+    """AdamW; weight decay on matrices only (not on biases, norms or embeddings)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.dim() >= 2 and "emb" not in name else no_decay).append(p)
+    return AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+
+
+class LivePlot:
+    """A loss plot that redraws in place in a notebook; does nothing elsewhere."""
+
+    def __init__(self, enabled: bool | None = None):
+        if enabled is None:
+            try:
+                from IPython import get_ipython
+                enabled = get_ipython() is not None and "IPKernelApp" in get_ipython().config
+            except Exception:
+                enabled = False
+        self.enabled, self.handle = enabled, None
+
+    def update(self, history: dict) -> None:
+        if not self.enabled:
+            return
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(history["step"], history["train_loss"], alpha=0.4, label="train (per step)")
+        if history["eval_step"]:
+            ax.plot(history["eval_step"], history["val"], "o-", label="validation")
+        ax.set(xlabel="step", ylabel="loss (nats per character)", title="Pretraining loss")
+        ax.legend()
+        plt.close(fig)
+        if self.handle is None:
+            self.handle = display(fig, display_id=True)
+        else:
+            self.handle.update(fig)
+
+
+class Trainer:
+    def __init__(self, model: GPT, train_data: torch.Tensor, val_data: torch.Tensor,
+                 cfg: TrainConfig = TrainConfig(), device: torch.device | None = None):
+        self.device = device or get_device()
+        self.model = model.to(self.device)
+        self.train_data, self.val_data = train_data, val_data
+        self.cfg = cfg
+        self.use_bf16 = _bf16_ok(self.device) if cfg.bf16 is None else (cfg.bf16 and _bf16_ok(self.device))
+        self.opt = make_optimizer(self.model, cfg)
+        self.step = 0
+        self.gen = torch.Generator().manual_seed(cfg.seed)          # batches
+        self.eval_gen = torch.Generator().manual_seed(cfg.seed + 1)  # evaluation batches
+        self.history = {"step": [], "train_loss": [], "eval_step": [], "train": [], "val": []}
+
+    def _batch(self, data, gen):
+        x, y = get_batch(data, self.model.block_size, self.cfg.batch_size, generator=gen)
+        return x.to(self.device), y.to(self.device)
+
+    def train_step(self) -> float:
+        self.model.train()
+        lr = lr_at(self.step, self.cfg.lr, self.cfg.warmup_steps, self.cfg.max_steps, self.cfg.min_lr)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        x, y = self._batch(self.train_data, self.gen)
+        self.opt.zero_grad(set_to_none=True)
+        with autocast(self.device, self.use_bf16):
+            loss = lm_loss(self.model(x).float(), y)
+        loss.backward()
+        clip_grad_norm(self.model.parameters(), self.cfg.max_norm)
+        self.opt.step()
+        self.step += 1
+        value = float(loss.detach())
+        self.history["step"].append(self.step)
+        self.history["train_loss"].append(value)
+        return value
+
+    @torch.no_grad()
+    def evaluate(self, batches: int | None = None) -> dict[str, float]:
+        """Mean loss on ``batches`` random batches of each split (a fixed generator per call)."""
+        self.model.eval()
+        out = {}
+        for split, data in (("train", self.train_data), ("val", self.val_data)):
+            gen = torch.Generator().manual_seed(self.cfg.seed + 2)
+            losses = []
+            for _ in range(batches or self.cfg.eval_batches):
+                x, y = self._batch(data, gen)
+                with autocast(self.device, self.use_bf16):
+                    losses.append(float(lm_loss(self.model(x).float(), y)))
+            out[split] = sum(losses) / len(losses)
+        self.history["eval_step"].append(self.step)
+        self.history["train"].append(out["train"])
+        self.history["val"].append(out["val"])
+        return out
+
+    def fit(self, steps: int | None = None, plot: bool | None = None, time_budget: float | None = None,
+            desc: str = "training") -> dict:
+        """Train to max_steps (or ``steps`` more), evaluating every eval_every steps and at the end.
+        ``time_budget`` (seconds) stops early once exceeded."""
+        import time
+        end = self.cfg.max_steps if steps is None else min(self.cfg.max_steps, self.step + steps)
+        live = LivePlot(plot)
+        bar = progress(total=end - self.step, desc=desc, leave=False)
+        t0 = time.perf_counter()
+        while self.step < end:
+            loss = self.train_step()
+            bar.update(1)
+            if self.step % self.cfg.eval_every == 0 or self.step == end:
+                ev = self.evaluate()
+                bar.set_postfix(train=f"{ev['train']:.3f}", val=f"{ev['val']:.3f}")
+                live.update(self.history)
+            elif self.step % 10 == 0:
+                bar.set_postfix(loss=f"{loss:.3f}")
+            if time_budget is not None and time.perf_counter() - t0 > time_budget:
+                if self.history["eval_step"][-1:] != [self.step]:
+                    self.evaluate()
+                    live.update(self.history)
+                break
+        bar.close()
+        return self.history
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, path) -> None:
+        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()
+                   if k != "head.weight"}                     # tied to tok_emb.weight
+        params = list(self.model.parameters())
+        index = {id(p): i for i, p in enumerate(params)}
+        for p, st in self.opt.state.items():
+            for k, v in st.items():
+                if isinstance(v, torch.Tensor):
+                    tensors[f"opt.{index[id(p)]}.{k}"] = v.detach().cpu().contiguous()
+        tensors["rng.batches"] = self.gen.get_state()
+        tensors["rng.eval"] = self.eval_gen.get_state()
+        tensors["rng.torch"] = torch.get_rng_state()
+        meta = {"step": str(self.step), "model_config": json.dumps(self.model.cfg.to_dict()),
+                "train_config": json.dumps(asdict(self.cfg)), "history": json.dumps(self.history),
+                "opt_state_keys": json.dumps({str(index[id(p)]): {k: (v if not isinstance(v, torch.Tensor) else None)
+                                                                 for k, v in st.items()}
+                                              for p, st in self.opt.state.items()})}
+        save_file(tensors, str(path), metadata=meta)
+
+    @classmethod
+    def load(cls, path, train_data, val_data, device: torch.device | None = None) -> "Trainer":
+        from safetensors import safe_open
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata()
+        tensors = load_file(str(path))
+        model = GPT(GPTConfig(**json.loads(meta["model_config"])))
+        state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        state["head.weight"] = state["tok_emb.weight"]
+        model.load_state_dict(state)
+        trainer = cls(model, train_data, val_data, TrainConfig(**json.loads(meta["train_config"])), device)
+        params = list(trainer.model.parameters())
+        for i, extra in json.loads(meta["opt_state_keys"]).items():
+            p = params[int(i)]
+            st = {k: v for k, v in extra.items() if v is not None}
+            for k in extra:
+                if extra[k] is None:
+                    st[k] = tensors[f"opt.{i}.{k}"].to(p.device)
+            trainer.opt.state[p] = st
+        trainer.step = int(meta["step"])
+        trainer.gen.set_state(tensors["rng.batches"])
+        trainer.eval_gen.set_state(tensors["rng.eval"])
+        torch.set_rng_state(tensors["rng.torch"])
+        trainer.history = json.loads(meta["history"])
+        return trainer
+
+
+@torch.no_grad()
+def generate(model: GPT, ds, prompt: str = "\n", max_new_tokens: int = 300, temperature: float = 0.8,
+             top_k: int | None = 20, seed: int = 0) -> str:
+    """Text sampled from the model after ``prompt``; the same seed gives the same text."""
+    from .reference.pretraining import sample
+    model.eval()
+    dev = next(model.parameters()).device
+    idx = ds.encode(prompt)[None].to(dev)                            # (1, T)
+    g = torch.Generator().manual_seed(seed)
+    out = sample(model, idx, max_new_tokens, temperature, top_k, generator=g)
+    return ds.decode(out[0, idx.shape[1]:])

@@ -1,0 +1,203 @@
+"""course_lib's pretraining pieces: the GPT, the Shakespeare split, the training loop,
+checkpoints that resume exactly, sampling, bf16 fallback."""
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+
+import pytest
+import torch
+
+from course_lib.data import shakespeare_files
+from course_lib.models.gpt import GPT, GPTConfig, n_flops_per_token, parameter_counts
+from course_lib.reference.pretraining import get_batch, lm_loss, mlm_mask, sample
+from course_lib.shakespeare import load
+from course_lib import training
+from course_lib.training import Trainer, TrainConfig, generate
+
+TINY = dict(vocab_size=84, block_size=16, n_layer=2, n_head=2, n_embd=32)
+
+
+@pytest.fixture(scope="module")
+def ds():
+    return load()
+
+
+def test_gpt_shapes_and_errors():
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(**TINY))
+    assert m(torch.randint(84, (3, 16))).shape == (3, 16, 84)
+    assert m(torch.randint(84, (2, 5))).shape == (2, 5, 84)
+    with pytest.raises(ValueError, match="block_size"):
+        m(torch.randint(84, (1, 17)))
+    with pytest.raises(ValueError, match="int64"):
+        m(torch.zeros(1, 4))
+
+
+def test_gpt_is_causal():
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(**TINY)).eval()
+    x = torch.randint(84, (1, 10))
+    x2 = x.clone()
+    x2[0, 6:] = (x2[0, 6:] + 1) % 84
+    assert torch.allclose(m(x)[0, :6], m(x2)[0, :6], atol=1e-6)
+    assert not torch.allclose(m(x)[0, 6:], m(x2)[0, 6:], atol=1e-3)
+
+
+def test_weight_tying():
+    m = GPT(GPTConfig(**TINY))
+    assert m.head.weight is m.tok_emb.weight
+    m.tok_emb.weight.data[0, 0] = 123.0
+    assert m.head.weight[0, 0] == 123.0
+
+
+def test_parameter_counts_against_an_independent_count():
+    cfg = GPTConfig(vocab_size=65, block_size=64, n_layer=3, n_head=4, n_embd=48)
+    c = parameter_counts(GPT(cfg))
+    V, T, C, L = 65, 64, 48, 3
+    assert c["embeddings"] == V * C + T * C                     # tied head counted once
+    assert c["attention"] == L * 4 * (C * C + C)
+    assert c["mlp"] == L * (C * 4 * C + 4 * C + 4 * C * C + C)
+    assert c["norms"] == (2 * L + 1) * 2 * C
+    assert c["total"] == sum(p.numel() for p in GPT(cfg).parameters())   # parameters() dedups
+    assert n_flops_per_token(cfg) == 6 * (c["total"] - T * C) + 6 * L * T * C
+
+
+def _independent_split():
+    """The documented split, computed from the raw files without course_lib.shakespeare."""
+    train, val = [], []
+    for p in shakespeare_files():
+        with open(p, encoding="utf-8", newline=None) as f:
+            w = f.read().strip()
+        cut = int(0.9 * len(w))
+        train.append(w[:cut])
+        val.append(w[cut:])
+    return "\n\n\n".join(train), "\n\n\n".join(val)
+
+
+def test_split_is_stable(ds):
+    train, val = _independent_split()
+    assert len(train) == 4_551_581 and len(val) == 505_862
+    assert hashlib.sha256(val.encode()).hexdigest() == \
+        "aa65d09436a72af870d29d085097c769de2a7b23e72c9252c29cc44a77f0fc94"
+    assert len(ds.train) == len(train) and len(ds.val) == len(val)
+    assert ds.decode(ds.val) == val
+    assert ds.decode(ds.train[:5000]) == train[:5000]
+    assert ds.vocab_size == len(ds.chars) == 84 and ds.chars == sorted(ds.chars)
+
+
+def test_encode_decode_round_trip_and_errors(ds):
+    s = "To be, or not to be: that is the question.\n"
+    assert ds.decode(ds.encode(s)) == s and ds.encode(s).dtype == torch.long
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        ds.encode("€")
+
+
+def test_reference_get_batch_and_loss():
+    data = torch.arange(100)
+    x, y = get_batch(data, 8, 5, generator=torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (5, 8) and x.dtype == torch.long
+    assert torch.equal(y, x + 1) and int(x.max()) <= 98
+    with pytest.raises(ValueError, match="1-D int64"):
+        get_batch(data.float(), 8, 5)
+    logits = torch.zeros(2, 3, 7)
+    assert abs(float(lm_loss(logits, torch.zeros(2, 3, dtype=torch.long))) - math.log(7)) < 1e-6
+
+
+def test_reference_mlm_mask_proportions():
+    tokens = torch.randint(1, 30, (500, 400))
+    inp, lab = mlm_mask(tokens, 0, 30, generator=torch.Generator().manual_seed(0))
+    chosen = lab != -100
+    assert abs(chosen.float().mean() - 0.15) < 0.005
+    assert torch.equal(lab[chosen], tokens[chosen]) and torch.equal(inp[~chosen], tokens[~chosen])
+    assert abs((inp[chosen] == 0).float().mean() - 0.8) < 0.02
+
+
+def _trainer(ds, steps=20, **kw):
+    torch.manual_seed(0)
+    cfg = TrainConfig(max_steps=steps, batch_size=8, warmup_steps=3, eval_every=10, eval_batches=2, **kw)
+    return Trainer(GPT(GPTConfig(**TINY)), ds.train, ds.val, cfg, torch.device("cpu"))
+
+
+def test_short_training_run_decreases_loss(ds):
+    t = _trainer(ds, steps=60, lr=1e-2)
+    h = t.fit(plot=False)
+    assert h["val"][-1] < math.log(84) - 0.7, h["val"]
+    assert sum(h["train_loss"][-10:]) / 10 < h["train_loss"][0] - 0.7
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_resume_is_exact(ds, tmp_path, bf16):
+    straight = _trainer(ds, bf16=bf16)
+    straight.fit(plot=False)
+    first = _trainer(ds, bf16=bf16)
+    first.fit(steps=10, plot=False)
+    first.save(tmp_path / "c.safetensors")
+    torch.manual_seed(123)                        # the global RNG is part of the checkpoint
+    resumed = Trainer.load(tmp_path / "c.safetensors", ds.train, ds.val, torch.device("cpu"))
+    assert resumed.step == 10 and resumed.model.head.weight is resumed.model.tok_emb.weight
+    resumed.fit(plot=False)
+    assert resumed.history == straight.history
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_checkpoint_keeps_config_as_metadata(ds, tmp_path):
+    from safetensors import safe_open
+    t = _trainer(ds, steps=2)
+    t.fit(plot=False)
+    t.save(tmp_path / "c.safetensors")
+    with safe_open(str(tmp_path / "c.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+    assert '"n_embd": 32' in meta["model_config"] and meta["step"] == "2"
+
+
+def test_sampling_is_deterministic_for_a_seed(ds):
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(**TINY))
+    a = generate(m, ds, "ROMEO:", 40, seed=3)
+    assert a == generate(m, ds, "ROMEO:", 40, seed=3) and len(a) == 40
+    assert a != generate(m, ds, "ROMEO:", 40, seed=4)
+    idx = torch.randint(84, (2, 20))               # longer than block_size: the context is cropped
+    out = sample(m, idx, 5, top_k=1, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 25) and torch.equal(out[:, :20], idx)
+    with torch.no_grad():                          # top_k = 1 is the argmax
+        assert torch.equal(out[:, 20], m(idx[:, -16:])[:, -1].argmax(-1))
+
+
+def test_sample_stays_in_top_k():
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(**TINY)).eval()
+    idx = torch.randint(84, (64, 4))
+    out = sample(m, idx, 1, temperature=2.0, top_k=3, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        top = m(idx)[:, -1].topk(3).indices
+    assert (top == out[:, -1:]).any(-1).all()
+
+
+def test_bf16_detection_and_fallback(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert training._bf16_ok(cpu) is False
+    t = Trainer(GPT(GPTConfig(**TINY)), torch.arange(200) % 84, torch.arange(200) % 84,
+                TrainConfig(max_steps=2, batch_size=2, bf16=True), cpu)
+    assert t.use_bf16 is False                     # asked for, not supported: fp32
+    assert isinstance(t.train_step(), float)
+    assert training._bf16_ok(torch.device("meta")) is False
+
+
+def test_bf16_autocast_when_supported():
+    cpu = torch.device("cpu")
+    if not training._bf16_ok(cpu):
+        pytest.skip("this CPU has no native bf16")
+    m = GPT(GPTConfig(**TINY))
+    with training.autocast(cpu, True):
+        assert m(torch.randint(84, (1, 4))).dtype == torch.bfloat16
+
+
+def test_no_machine_paths_in_the_modules():
+    import inspect
+    from course_lib import shakespeare
+    for mod in (training, shakespeare):
+        assert not re.search(r"/(work|home|tmp)/", inspect.getsource(mod))
