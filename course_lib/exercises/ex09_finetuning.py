@@ -1,0 +1,666 @@
+"""Checks for notebooks/09_finetuning: load_pretrained_encoder, SentenceClassifier,
+freeze_lower_layers, LoRALinear, precision_recall_f1.
+
+Every case uses a small random BERT (a few layers of width 8-24), so the checks run in seconds;
+the real all-MiniLM-L6-v2 weights are used by the notebook itself and by the tests.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
+from course_lib.models.bert import BertConfig, BertEncoder
+from course_lib.reference import finetuning as ref
+
+F32 = (torch.float32,)
+
+
+def _randn(g: torch.Generator, *shape: int, scale: float = 1.0) -> torch.Tensor:
+    return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
+
+
+def _ri(g: torch.Generator, lo: int, hi: int) -> int:
+    return int(torch.randint(lo, hi + 1, (1,), generator=g))
+
+
+def _config(d=16, layers=2, heads=2, vocab=40, positions=16) -> BertConfig:
+    return BertConfig(vocab_size=vocab, d_model=d, n_layers=layers, n_heads=heads, d_ff=2 * d,
+                      max_positions=positions, type_vocab_size=2, eps=1e-12)
+
+
+def _random_config(g) -> BertConfig:
+    H = _ri(g, 2, 3)
+    return _config(d=H * _ri(g, 4, 8), layers=_ri(g, 1, 3), heads=H, vocab=_ri(g, 30, 60))
+
+
+def _hf_state_dict(g, cfg: BertConfig) -> dict[str, torch.Tensor]:
+    """A checkpoint with Hugging Face's BERT names and random, non-trivial values."""
+    d, f = cfg.d_model, cfg.d_ff
+
+    def lin(prefix, n_out, n_in):
+        return {f"{prefix}.weight": _randn(g, n_out, n_in, scale=n_in ** -0.5), f"{prefix}.bias": _randn(g, n_out, scale=0.1)}
+
+    def norm(prefix):
+        return {f"{prefix}.weight": 1 + _randn(g, d, scale=0.3), f"{prefix}.bias": _randn(g, d, scale=0.3)}
+
+    sd = {"embeddings.word_embeddings.weight": _randn(g, cfg.vocab_size, d),
+          "embeddings.position_embeddings.weight": _randn(g, cfg.max_positions, d),
+          "embeddings.token_type_embeddings.weight": _randn(g, cfg.type_vocab_size, d),
+          **norm("embeddings.LayerNorm"),
+          "embeddings.position_ids": torch.arange(cfg.max_positions)[None]}
+    for i in range(cfg.n_layers):
+        p = f"encoder.layer.{i}."
+        for name in ("query", "key", "value"):
+            sd.update(lin(p + "attention.self." + name, d, d))
+        sd.update(lin(p + "attention.output.dense", d, d))
+        sd.update(norm(p + "attention.output.LayerNorm"))
+        sd.update(lin(p + "intermediate.dense", f, d))
+        sd.update(lin(p + "output.dense", d, f))
+        sd.update(norm(p + "output.LayerNorm"))
+    sd.update(lin("pooler.dense", d, d))
+    return sd
+
+
+def _batch(g, cfg: BertConfig, B: int, T: int) -> dict[str, torch.Tensor]:
+    """Right-padded token ids (B, T) (id 0 = padding) and their attention mask; row 0 is full."""
+    lengths = torch.randint(1, T + 1, (B,), generator=g)
+    lengths[0] = T
+    if B > 1:
+        lengths[1] = min(lengths[1], max(1, T // 2))
+    mask = (torch.arange(T)[None, :] < lengths[:, None]).long()            # (B, T)
+    ids = torch.randint(1, cfg.vocab_size, (B, T), generator=g) * mask      # padding -> 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def _eval_output(model: nn.Module, inputs: dict) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(inputs["input_ids"], inputs["attention_mask"])
+
+
+# ===================================================================== load_pretrained_encoder
+def _loader_case(cfg_fn, B=3, T=7, drop=None, extra=None):
+    """drop: a key removed from the checkpoint; extra: a key added. Either one -> the answer must raise."""
+    def make(g):
+        cfg = cfg_fn(g) if callable(cfg_fn) else cfg_fn
+        sd = _hf_state_dict(g, cfg)
+        if drop is not None:
+            del sd[drop]
+        if extra is not None:
+            sd[extra] = _randn(g, cfg.d_model)
+        return {"state_dict": sd, "config": cfg, **_batch(g, cfg, B, min(T, cfg.max_positions)),
+                "expect_error": drop is not None or extra is not None}
+    return make
+
+
+def _call_loader(impl, inputs):
+    sd = {k: v for k, v in inputs["state_dict"].items()}
+    w = sd["embeddings.word_embeddings.weight"]
+    if inputs["expect_error"]:
+        try:
+            impl(sd, inputs["config"])
+        except Exception:             # KeyError (the contract) or load_state_dict's RuntimeError
+            return "raised an error"
+        return "loaded without complaint"
+    model = impl(sd, inputs["config"])
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"load_pretrained_encoder must return the BertEncoder, got {type(model).__name__}")
+    return _eval_output(model.to(device=w.device, dtype=w.dtype), inputs)
+
+
+def _load(sd, config):
+    """The right loader, written out again (mistakes may not call the answer key)."""
+    model = BertEncoder(config)
+    model.load_state_dict({ref._course_name(k): v for k, v in sd.items() if k not in ref.IGNORED_KEYS})
+    return model
+
+
+def _swap(sd, a, b):
+    sd = dict(sd)
+    for k in [k for k in sd if a in k]:
+        other = k.replace(a, b)
+        sd[k], sd[other] = sd[other], sd[k]
+    return sd
+
+
+def _ml_qk(sd, config):
+    return _load(_swap(sd, "attention.self.query.", "attention.self.key."), config)
+
+
+def _ml_norms(sd, config):
+    sd = dict(sd)
+    for i in range(config.n_layers):
+        for p in ("weight", "bias"):
+            a, b = f"encoder.layer.{i}.attention.output.LayerNorm.{p}", f"encoder.layer.{i}.output.LayerNorm.{p}"
+            sd[a], sd[b] = sd[b], sd[a]
+    return _load(sd, config)
+
+
+def _ml_gamma_beta(sd, config):
+    sd = dict(sd)
+    for k in [k for k in sd if "LayerNorm.weight" in k]:
+        b = k.replace(".weight", ".bias")
+        sd[k], sd[b] = sd[b], sd[k]
+    return _load(sd, config)
+
+
+def _ml_transposed(sd, config):
+    return _load({k: (v.T if ("attention" in k and k.endswith("dense.weight") or
+                                                    "attention.self" in k and k.endswith(".weight")) else v)
+                                        for k, v in sd.items()}, config)
+
+
+def _ml_value_out(sd, config):
+    sd = dict(sd)
+    for k in [k for k in sd if "attention.self.value." in k]:
+        o = k.replace("attention.self.value.", "attention.output.dense.")
+        sd[k], sd[o] = sd[o], sd[k]
+    return _load(sd, config)
+
+
+def _ml_not_strict(sd, config):
+    model = BertEncoder(config)
+    own = model.state_dict()
+    renamed = {ref._course_name(k): v for k, v in sd.items() if k not in ref.IGNORED_KEYS}
+    model.load_state_dict({k: v for k, v in renamed.items() if k in own}, strict=False)
+    return model
+
+
+LOADER = Exercise(
+    name="load_pretrained_encoder",
+    notebook="09_finetuning",
+    reference=ref.load_pretrained_encoder,
+    call=_call_loader,
+    visible=[
+        Case("a 2-layer BERT (d_model 16, 2 heads) from a checkpoint with BERT's names; a padded batch (3, 7)",
+             _loader_case(_config())),
+        Case("a 3-layer BERT (d_model 24, 3 heads); batch (2, 10)", _loader_case(_config(24, 3, 3), B=2, T=10)),
+        Case("a checkpoint without embeddings.position_embeddings.weight: must raise",
+             _loader_case(_config(), drop="embeddings.position_embeddings.weight")),
+        Case("a checkpoint with an extra key classifier.weight: must raise",
+             _loader_case(_config(), extra="classifier.weight")),
+    ],
+    hidden=[
+        Case("a random small BERT and batch", _loader_case(_random_config, B=4, T=9)),
+        Case("a random small BERT whose checkpoint lacks layer 0's query bias: must raise",
+             _loader_case(_random_config, drop="encoder.layer.0.attention.self.query.bias")),
+    ],
+    mistakes=[
+        Mistake("query and key swapped", _ml_qk,
+                "attention.self.query goes to attn.q_proj and attention.self.key to attn.k_proj. Swapping\n"
+                "them transposes every score table: q·k for the pair (i, j) becomes the pair (j, i)."),
+        Mistake("the two LayerNorms of a layer swapped (attention.output.LayerNorm ↔ output.LayerNorm)", _ml_norms,
+                "'output.LayerNorm' is also the end of 'attention.output.LayerNorm': match the longer name\n"
+                "first (or the whole suffix after the layer number). attention.output.LayerNorm -> norm1\n"
+                "(after attention), output.LayerNorm -> norm2 (after the feed-forward)."),
+        Mistake("LayerNorm weight (γ) and bias (β) swapped", _ml_gamma_beta,
+                "In the checkpoint LayerNorm.weight is γ (the scale, near 1) and LayerNorm.bias is β (the\n"
+                "shift, near 0); older checkpoints call them gamma and beta. Keep weight -> weight."),
+        Mistake("attention weights transposed", _ml_transposed,
+                "Hugging Face and the course both store nn.Linear weights as (out_features, in_features):\n"
+                "copy them as they are. (Only the square attention matrices load transposed without a shape\n"
+                "error, so this mistake hides.)"),
+        Mistake("value and the attention output projection swapped", _ml_value_out,
+                "attention.self.value is v_proj; attention.output.dense is out_proj (it mixes the merged\n"
+                "heads). Both are (d_model, d_model), so the shapes do not catch the swap."),
+        Mistake("not strict: a missing or unexpected weight passed silently", _ml_not_strict,
+                "A missing weight stays at its random initial value and the model is quietly wrong.\n"
+                "Compare the renamed keys with model.state_dict() and raise KeyError listing what is missing\n"
+                "or unexpected (load_state_dict(..., strict=True) also refuses)."),
+    ],
+    hint="Write a function from one checkpoint name to the course's name: the embeddings map one to one, "
+         "and inside `encoder.layer.N.` each sub-name (attention.self.query, attention.output.dense, "
+         "attention.output.LayerNorm, intermediate.dense, output.dense, output.LayerNorm) has one "
+         "counterpart under `layers.N.`. Compare the names of `BertEncoder(config).state_dict()` with the "
+         "checkpoint's. Skip `embeddings.position_ids` and `pooler.*`; check both directions before loading.",
+)
+
+
+# ===================================================================== SentenceClassifier
+def _course_state(g, cfg: BertConfig) -> dict[str, torch.Tensor]:
+    return {ref._course_name(k): v for k, v in _hf_state_dict(g, cfg).items() if k not in ref.IGNORED_KEYS}
+
+
+def _clf_case(cfg_fn, n_classes=2, B=3, T=6):
+    def make(g):
+        cfg = cfg_fn(g) if callable(cfg_fn) else cfg_fn
+        return {"config": cfg, "encoder_state": _course_state(g, cfg), "n_classes": n_classes,
+                "head_weight": _randn(g, n_classes, cfg.d_model), "head_bias": _randn(g, n_classes, scale=0.5),
+                **_batch(g, cfg, B, T)}
+    return make
+
+
+def _random_clf(g):
+    return _clf_case(_random_config, n_classes=_ri(g, 2, 5), B=_ri(g, 2, 5), T=_ri(g, 3, 10))(g)
+
+
+def _call_clf(cls, inputs):
+    w = inputs["head_weight"]
+    enc = BertEncoder(inputs["config"])
+    enc.load_state_dict(inputs["encoder_state"])
+    enc = enc.to(device=w.device, dtype=w.dtype)
+    model = cls(enc, inputs["n_classes"], dropout=0.1)
+    head = getattr(model, "head", None)
+    if not isinstance(head, nn.Linear):
+        raise AttributeError(f"SentenceClassifier needs an nn.Linear attribute named 'head' (found {type(head).__name__})")
+    if tuple(head.weight.shape) != tuple(w.shape):
+        raise ValueError(f"head.weight has shape {tuple(head.weight.shape)}, expected {tuple(w.shape)} (n_classes, d_model)")
+    model = model.to(device=w.device, dtype=w.dtype)
+    with torch.no_grad():
+        head.weight.copy_(w)
+        head.bias.copy_(inputs["head_bias"])
+    return _eval_output(model, inputs)
+
+
+class _ClfBase(nn.Module):
+    def __init__(self, encoder, n_classes, dropout=0.1):
+        super().__init__()
+        self.encoder, self.dropout = encoder, nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.config.d_model, n_classes)
+
+    def pool(self, hidden, mask):
+        m = mask.to(hidden.dtype)[..., None]
+        return (hidden * m).sum(1) / m.sum(1)
+
+    def forward(self, input_ids, attention_mask):
+        hidden = self.encoder(input_ids, self.encoder_mask(attention_mask))
+        return self.finish(self.head(self.dropout(self.pool(hidden, attention_mask))))
+
+    def encoder_mask(self, mask):
+        return mask
+
+    def finish(self, logits):
+        return logits
+
+
+def _clf(**methods):
+    return type("WrongClassifier", (_ClfBase,), methods)
+
+
+SENTENCE_CLASSIFIER = Exercise(
+    name="SentenceClassifier",
+    notebook="09_finetuning",
+    reference=ref.SentenceClassifier,
+    call=_call_clf,
+    visible=[
+        Case("a 2-layer encoder (d_model 16), 2 classes, a padded batch (3, 6)", _clf_case(_config())),
+        Case("a 1-layer encoder (d_model 12, 3 heads), 4 classes, batch (4, 8)",
+             _clf_case(_config(12, 1, 3), n_classes=4, B=4, T=8)),
+        Case("a 2-layer encoder (d_model 16), 3 classes, batch (5, 9) with one-token sentences",
+             _clf_case(_config(), n_classes=3, B=5, T=9)),
+    ],
+    hidden=[
+        Case("a random small encoder, number of classes and batch", _random_clf),
+        Case("another random encoder and batch", _random_clf),
+        Case("a 1-layer encoder (d_model 20, 2 heads), 2 classes, batch (6, 12)",
+             _clf_case(_config(20, 1, 2), B=6, T=12)),
+    ],
+    mistakes=[
+        Mistake("first-token ([CLS]) pooling instead of the mean", _clf(pool=lambda self, h, m: h[:, 0]),
+                "This classifier pools by the mean of the real tokens' vectors, as all-MiniLM-L6-v2 was\n"
+                "trained to (its [CLS] vector was never trained to summarise the sentence)."),
+        Mistake("mean over all positions, padding included", _clf(pool=lambda self, h, m: h.mean(1)),
+                "Padding positions carry vectors too; averaging them in makes a sentence's embedding depend\n"
+                "on how long the other sentences in its batch are. Sum hidden * mask over T and divide by\n"
+                "the number of real tokens."),
+        Mistake("sum instead of mean", _clf(pool=lambda self, h, m: (h * m[..., None].to(h.dtype)).sum(1)),
+                "Divide the masked sum by the number of real tokens of each sentence (mask.sum(1))."),
+        Mistake("max pooling instead of the mean",
+                _clf(pool=lambda self, h, m: h.masked_fill(~m.bool()[..., None], float("-inf")).amax(1)),
+                "The contract is mean pooling over the real tokens."),
+        Mistake("attention_mask not passed to the encoder", _clf(encoder_mask=lambda self, m: None),
+                "Without the mask every token also attends to the padding, so real tokens' vectors change\n"
+                "with the padding: pass attention_mask to the encoder as well as to the pooling."),
+        Mistake("softmax applied: probabilities returned instead of logits",
+                _clf(finish=lambda self, z: torch.softmax(z, -1)),
+                "Return the raw scores (logits): F.cross_entropy applies log-softmax itself."),
+    ],
+    forbidden=[Forbidden("course_lib.models.bert.mean_pool", "it is the pooling you write here",
+                         shown="course_lib's mean_pool")],
+    hint="In __init__ keep the encoder, an nn.Dropout and an nn.Linear from encoder.config.d_model to "
+         "n_classes named `head`. In forward: hidden states from the encoder (give it the mask), then for "
+         "each sentence the sum of its real tokens' vectors divided by how many there are — the mask, "
+         "turned into the hidden states' dtype with an extra axis, does both — then dropout and the head.",
+)
+
+
+# ===================================================================== freeze_lower_layers
+class _TinyClassifier(nn.Module):
+    """The shape of a SentenceClassifier: .encoder (.embeddings, .layers) and .head."""
+
+    def __init__(self, cfg: BertConfig, n_classes: int):
+        super().__init__()
+        self.encoder = BertEncoder(cfg)
+        self.head = nn.Linear(cfg.d_model, n_classes)
+
+
+def _freeze_case(cfg_fn, n_layers, start="trainable", n_classes=2):
+    def make(g):
+        cfg = cfg_fn(g) if callable(cfg_fn) else cfg_fn
+        n = n_layers(cfg) if callable(n_layers) else n_layers
+        return {"config": cfg, "n_layers": n, "start": start, "n_classes": n_classes}
+    return make
+
+
+def _call_freeze(impl, inputs):
+    model = _TinyClassifier(inputs["config"], inputs["n_classes"])
+    if inputs["start"] == "frozen":
+        for p in model.parameters():
+            p.requires_grad_(False)
+    try:
+        count = impl(model, inputs["n_layers"])
+    except ValueError:
+        return "raised ValueError"
+    flags = torch.tensor([p.requires_grad for p in model.parameters()])
+    return count, flags
+
+
+def _in_range(model, n_layers):
+    if not 0 <= n_layers <= len(model.encoder.layers):
+        raise ValueError(f"n_layers {n_layers} out of range")
+
+
+def _trainable(model):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _freeze_with(model, frozen_modules, unfreeze=True):
+    frozen = {id(p) for m in frozen_modules for p in m.parameters()}
+    for p in model.parameters():
+        if id(p) in frozen:
+            p.requires_grad_(False)
+        elif unfreeze:
+            p.requires_grad_(True)
+
+
+def _mf_embeddings(model, n_layers):
+    _in_range(model, n_layers)
+    _freeze_with(model, list(model.encoder.layers[:n_layers]))
+    return _trainable(model)
+
+
+def _mf_top(model, n_layers):
+    _in_range(model, n_layers)
+    layers = model.encoder.layers
+    _freeze_with(model, [model.encoder.embeddings, *layers[len(layers) - n_layers:]] if n_layers else
+                 [model.encoder.embeddings])
+    return _trainable(model)
+
+
+def _mf_all_counted(model, n_layers):
+    _in_range(model, n_layers)
+    _freeze_with(model, [model.encoder.embeddings, *model.encoder.layers[:n_layers]])
+    return sum(p.numel() for p in model.parameters())
+
+
+def _mf_tensors(model, n_layers):
+    _in_range(model, n_layers)
+    _freeze_with(model, [model.encoder.embeddings, *model.encoder.layers[:n_layers]])
+    return sum(1 for p in model.parameters() if p.requires_grad)
+
+
+def _mf_frozen_count(model, n_layers):
+    _in_range(model, n_layers)
+    _freeze_with(model, [model.encoder.embeddings, *model.encoder.layers[:n_layers]])
+    return sum(p.numel() for p in model.parameters() if not p.requires_grad)
+
+
+def _mf_no_unfreeze(model, n_layers):
+    _in_range(model, n_layers)
+    _freeze_with(model, [model.encoder.embeddings, *model.encoder.layers[:n_layers]], unfreeze=False)
+    return _trainable(model)
+
+
+def _mf_off_by_one(model, n_layers):
+    _in_range(model, n_layers)
+    _freeze_with(model, [model.encoder.embeddings, *model.encoder.layers[:n_layers + 1]])
+    return _trainable(model)
+
+
+def _mf_no_range_check(model, n_layers):
+    _freeze_with(model, [model.encoder.embeddings, *model.encoder.layers[:n_layers]])
+    return _trainable(model)
+
+
+FREEZE = Exercise(
+    name="freeze_lower_layers",
+    notebook="09_finetuning",
+    reference=ref.freeze_lower_layers,
+    call=_call_freeze,
+    visible=[
+        Case("a 4-layer classifier, n_layers=2", _freeze_case(_config(16, 4), 2), dtypes=F32),
+        Case("a 3-layer classifier, n_layers=0 (embeddings only)", _freeze_case(_config(16, 3), 0), dtypes=F32),
+        Case("a 3-layer classifier, n_layers=3 (the whole encoder: head only)", _freeze_case(_config(16, 3), 3), dtypes=F32),
+        Case("a 4-layer classifier that arrives fully frozen, n_layers=1",
+             _freeze_case(_config(16, 4), 1, start="frozen"), dtypes=F32),
+        Case("a 2-layer classifier, n_layers=5: must raise ValueError", _freeze_case(_config(16, 2), 5), dtypes=F32),
+    ],
+    hidden=[
+        Case("a random small classifier, n_layers in the middle",
+             _freeze_case(_random_config, lambda c: c.n_layers // 2, n_classes=3), dtypes=F32),
+        Case("a random small classifier arriving frozen, n_layers = all but one",
+             _freeze_case(_random_config, lambda c: c.n_layers - 1, start="frozen"), dtypes=F32),
+        Case("n_layers = -1: must raise ValueError", _freeze_case(_config(), -1), dtypes=F32),
+    ],
+    mistakes=[
+        Mistake("embeddings left trainable", _mf_embeddings,
+                "The embeddings are the lowest part of the encoder (and with 11.7 M of MiniLM's 22.7 M\n"
+                "parameters, the largest): freezing the lower layers freezes model.encoder.embeddings too."),
+        Mistake("the top layers frozen instead of the lowest", _mf_top,
+                "layers[0] is next to the embeddings, layers[-1] next to the head. The lower layers hold\n"
+                "general features worth keeping; the upper ones adapt to the task: freeze layers[:n_layers]."),
+        Mistake("counted every parameter, frozen ones included", _mf_all_counted,
+                "Return the number of parameters that will still train: those with requires_grad=True."),
+        Mistake("counted the frozen parameters instead of the trainable ones", _mf_frozen_count,
+                "Return how many parameters still train (requires_grad=True), not how many were frozen."),
+        Mistake("counted parameter tensors instead of their elements", _mf_tensors,
+                "Each parameter tensor holds p.numel() numbers: sum p.numel(), not 1 per tensor."),
+        Mistake("the rest not made trainable again", _mf_no_unfreeze,
+                "The contract sets requires_grad=True on every parameter outside the frozen part, so that\n"
+                "calling freeze_lower_layers again with another n_layers works on any model."),
+        Mistake("one layer too many frozen (layers[:n_layers + 1])", _mf_off_by_one,
+                "layers[:n_layers] is exactly the lowest n_layers layers."),
+        Mistake("n_layers outside 0..len(layers) accepted", _mf_no_range_check,
+                "Slicing never complains (layers[:5] of 2 layers is all of them; layers[:-1] is all but\n"
+                "one): check 0 <= n_layers <= len(model.encoder.layers) and raise ValueError otherwise."),
+    ],
+    hint="Decide first which parameters are frozen: those of model.encoder.embeddings and of "
+         "model.encoder.layers[:n_layers] (collect them, say by id). Then walk over model.parameters() "
+         "once, setting requires_grad to whether the parameter is not in that set, and add up numel() of "
+         "the trainable ones. Check the range of n_layers first.",
+)
+
+
+# ===================================================================== LoRALinear
+def _lora_case(n_in, n_out, r, alpha, B=4, bias=True):
+    def make(g):
+        out = {"W": _randn(g, n_out, n_in, scale=n_in ** -0.5), "x": _randn(g, B, n_in),
+               "r": r, "alpha": alpha, "A": _randn(g, r, n_in), "B": _randn(g, n_out, r, scale=0.1), "bias": bias}
+        out["b"] = _randn(g, n_out, scale=0.1)
+        return out
+    return make
+
+
+def _lora_random(g):
+    r = _ri(g, 1, 6)
+    return _lora_case(_ri(g, 5, 20), _ri(g, 3, 20), r, float(_ri(g, 1, 4) * 4), B=_ri(g, 1, 5), bias=bool(_ri(g, 0, 1)))(g)
+
+
+def _call_lora(cls, inputs):
+    """(equal to base at init, B gets a gradient, base frozen, trainable count, output with A, B set)."""
+    x, W = inputs["x"], inputs["W"]
+    base = nn.Linear(W.shape[1], W.shape[0], bias=inputs["bias"]).to(device=x.device, dtype=x.dtype)
+    with torch.no_grad():
+        base.weight.copy_(W)
+        if inputs["bias"]:
+            base.bias.copy_(inputs["b"])
+        want = base(x)
+    m = cls(base, r=inputs["r"], alpha=inputs["alpha"])
+    for name, shape in (("A", inputs["A"].shape), ("B", inputs["B"].shape)):
+        p = getattr(m, name, None)
+        if not isinstance(p, nn.Parameter) or tuple(p.shape) != tuple(shape):
+            got = tuple(p.shape) if isinstance(p, torch.Tensor) else type(p).__name__
+            raise ValueError(f"LoRALinear.{name} must be an nn.Parameter of shape {tuple(shape)}, found {got}")
+    y0 = m(x)
+    same_at_init = bool(torch.allclose(y0, want, atol=1e-6, rtol=1e-5))
+    y0.pow(2).sum().backward()
+    b_learns = m.B.grad is not None and bool(m.B.grad.abs().sum() > 0)
+    base_frozen = not any(p.requires_grad for p in base.parameters())
+    trainable = sum(p.numel() for p in m.parameters() if p.requires_grad)
+    with torch.no_grad():
+        m.A.copy_(inputs["A"])
+        m.B.copy_(inputs["B"])
+        y1 = m(x)
+    return same_at_init, b_learns, base_frozen, trainable, y1
+
+
+class _LoRABase(nn.Module):
+    a_scale, b_random, freeze = 1.0, False, True
+
+    def __init__(self, base, r=8, alpha=16):
+        super().__init__()
+        self.base = base
+        if self.freeze:
+            base.requires_grad_(False)
+        w = base.weight
+        self.A = nn.Parameter(torch.randn(r, w.shape[1], device=w.device, dtype=w.dtype) * self.a_scale)
+        self.B = nn.Parameter((torch.randn if self.b_random else torch.zeros)(w.shape[0], r, device=w.device, dtype=w.dtype))
+        self.r, self.alpha = r, alpha
+
+    def scale(self):
+        return self.alpha / self.r
+
+    def forward(self, x):
+        return self.base(x) + x @ self.A.T @ self.B.T * self.scale()
+
+
+def _lora(**attrs):
+    return type("WrongLoRA", (_LoRABase,), attrs)
+
+
+LORA = Exercise(
+    name="LoRALinear",
+    notebook="09_finetuning",
+    reference=ref.LoRALinear,
+    call=_call_lora,
+    visible=[
+        Case("base nn.Linear(12, 8), r=4, alpha=16, x (4, 12)", _lora_case(12, 8, 4, 16.0)),
+        Case("base nn.Linear(6, 10) without bias, r=2, alpha=1, x (3, 6)", _lora_case(6, 10, 2, 1.0, B=3, bias=False)),
+        Case("base nn.Linear(16, 16), r=8 (the default), alpha=16, x (2, 16)", _lora_case(16, 16, 8, 16.0, B=2)),
+    ],
+    hidden=[
+        Case("a random base, r and alpha", _lora_random),
+        Case("another random base, r and alpha", _lora_random),
+    ],
+    mistakes=[
+        Mistake("B initialised randomly: the output differs from base at the start", _lora(b_random=True),
+                "LoRA starts as an exact copy of the pretrained layer: B = 0 makes the update B·A zero, so\n"
+                "fine-tuning starts from what the model already knows. A is the random one."),
+        Mistake("A and B both zero: B never gets a gradient", _lora(a_scale=0.0),
+                "With A = 0 the gradient of B (which is proportional to A·x) is 0 too, and with B = 0 so is\n"
+                "A's: nothing ever moves. Initialise A randomly and B to zeros."),
+        Mistake("scale r/alpha instead of alpha/r", _lora(scale=lambda self: self.r / self.alpha),
+                "The update is multiplied by alpha / r, so that changing r does not change how large the\n"
+                "update is at a given learning rate."),
+        Mistake("scale alpha/r forgotten", _lora(scale=lambda self: 1.0),
+                "Multiply the low-rank path by alpha / r."),
+        Mistake("base layer not frozen", _lora(freeze=False),
+                "LoRA trains only A and B: set requires_grad=False on base.weight and base.bias; the\n"
+                "trainable count is then r·(in_features + out_features)."),
+        Mistake("base(x) left out: only the low-rank path returned",
+                _lora(forward=lambda self, x: x @ self.A.T @ self.B.T * self.scale()),
+                "The low-rank path is an update added to the frozen layer's output: base(x) + scale·x AᵀBᵀ."),
+    ],
+    hint="Keep `base` and freeze its parameters. A: (r, in_features), small random values; B: "
+         "(out_features, r), zeros; both nn.Parameter on base.weight's device and dtype. forward: base(x) "
+         "plus x multiplied by Aᵀ then Bᵀ, times alpha / r.",
+)
+
+
+# ===================================================================== precision_recall_f1
+def _prf_case(preds, labels, positive=1):
+    return lambda g: {"preds": torch.tensor(preds), "labels": torch.tensor(labels), "positive": positive}
+
+
+def _prf_random(n_classes, positive, degenerate=False):
+    def make(g):
+        N = _ri(g, 10, 40)
+        labels = torch.randint(0, n_classes, (N,), generator=g)
+        preds = torch.where(torch.rand(N, generator=g) < 0.6, labels, torch.randint(0, n_classes, (N,), generator=g))
+        if degenerate:                          # the positive class is never predicted
+            preds = torch.where(preds == positive, (positive + 1) % n_classes, preds)
+        return {"preds": preds, "labels": labels, "positive": positive}
+    return make
+
+
+def _counts(preds, labels, positive):
+    pp, pl = preds == positive, labels == positive
+    return int((pp & pl).sum()), int((pp & ~pl).sum()), int((~pp & pl).sum())
+
+
+def _div(a, b, nan=False):
+    return a / b if b else (float("nan") if nan else 0.0)
+
+
+def _prf_from(tp, fp, fn, swap=False, nan=False, f1=None):
+    p, r = _div(tp, tp + fp, nan), _div(tp, tp + fn, nan)
+    if swap:
+        p, r = r, p
+    f = f1(p, r) if f1 else _div(2 * p * r, p + r, nan)
+    return p, r, f
+
+
+def _mp(**kw):
+    return lambda preds, labels, positive=1: _prf_from(*_counts(preds, labels, positive), **kw)
+
+
+def _mp_positive_ignored(preds, labels, positive=1):
+    return _prf_from(*_counts(preds, labels, 1))
+
+
+def _mp_accuracy(preds, labels, positive=1):
+    tp, fp, fn = _counts(preds, labels, positive)
+    acc = float((preds == labels).float().mean())
+    p, r, _ = _prf_from(tp, fp, fn)
+    return acc, r, _div(2 * acc * r, acc + r)
+
+
+PRF = Exercise(
+    name="precision_recall_f1",
+    notebook="09_finetuning",
+    reference=ref.precision_recall_f1,
+    visible=[
+        Case("preds [1, 1, 0, 1, 0, 0, 1, 0], labels [1, 0, 0, 1, 1, 0, 1, 1]",
+             _prf_case([1, 1, 0, 1, 0, 0, 1, 0], [1, 0, 0, 1, 1, 0, 1, 1]), dtypes=F32),
+        Case("the same with positive=0", _prf_case([1, 1, 0, 1, 0, 0, 1, 0], [1, 0, 0, 1, 1, 0, 1, 1], 0), dtypes=F32),
+        Case("no positive prediction at all: precision undefined", _prf_case([0, 0, 0, 0], [1, 0, 1, 0]), dtypes=F32),
+        Case("no positive label nor prediction", _prf_case([0, 0, 0], [0, 0, 0]), dtypes=F32),
+        Case("three classes, positive=2", _prf_case([2, 0, 1, 2, 2, 1, 0], [2, 1, 1, 0, 2, 2, 0], 2), dtypes=F32),
+    ],
+    hidden=[
+        Case("random binary predictions", _prf_random(2, 1), dtypes=F32),
+        Case("random predictions over 4 classes, positive=3", _prf_random(4, 3), dtypes=F32),
+        Case("random labels, the positive class never predicted", _prf_random(3, 0, degenerate=True), dtypes=F32),
+    ],
+    mistakes=[
+        Mistake("precision and recall swapped", _mp(swap=True),
+                "Precision asks 'of what I called positive, how much was?': TP / (TP + FP), predictions\n"
+                "in the denominator. Recall asks 'of the real positives, how many did I find?': TP / (TP + FN)."),
+        Mistake("positive argument ignored (class 1 hard-coded)", _mp_positive_ignored,
+                "Count true and false positives for the class given as `positive`."),
+        Mistake("nan when a denominator is 0", _mp(nan=True),
+                "With no positive prediction TP + FP = 0 and 0/0 is nan. The contract returns 0.0 there\n"
+                "(as scikit-learn's zero_division=0), and F1 = 0 when P + R = 0."),
+        Mistake("F1 as the arithmetic mean of precision and recall", _mp(f1=lambda p, r: (p + r) / 2),
+                "F1 is the harmonic mean 2PR / (P + R): it is low when either one is low."),
+        Mistake("accuracy used as precision", _mp_accuracy,
+                "Accuracy counts every correct prediction of every class; precision only looks at the\n"
+                "predictions of the positive class: TP / (TP + FP)."),
+    ],
+    forbidden=[Forbidden(f"sklearn.metrics.{n}", "it computes what you are writing here", shown=f"sklearn's {n}")
+               for n in ("precision_recall_fscore_support", "precision_score", "recall_score", "f1_score")],
+    hint="Two boolean tensors, preds == positive and labels == positive, give TP, FP and FN by `&`, `~` "
+         "and .sum(). Turn each count into a Python int, then divide only when the denominator is not 0.",
+)
+
+register(LOADER, SENTENCE_CLASSIFIER, FREEZE, LORA, PRF)

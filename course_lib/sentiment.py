@@ -1,0 +1,139 @@
+"""Rotten Tomatoes sentence polarity, deduplicated, with the course's fixed split.
+
+    splits = sentiment_splits()          # {"train": [...], "validation": [...], "test": [...]}
+    text, label = splits["train"][0]     # label 1 = fresh (positive), 0 = rotten (negative)
+
+Deduplication: texts are compared after whitespace normalisation (runs of whitespace -> one
+space, ends stripped). A text that appears several times with one label is kept once; a text
+that appears with both labels is dropped (:func:`deduplicate` reports how many).
+
+The split is fixed and the same on every machine: each text's bucket comes from the SHA-256
+of ``"rt-split-v1:" + text`` (no random generator, no dependence on row order), the first 8
+bytes read as an integer modulo 10: 0-7 train (80 %), 8 validation (10 %), 9 test (10 %).
+Within a split, rows keep the order of the source file.
+
+Also here: token-id batches padded per batch and bucketed by length (:func:`batches`), and
+:func:`predict`, for the fine-tuning notebook and its benchmark.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+SPLIT_SALT = "rt-split-v1:"
+SPLITS = ("train", "validation", "test")
+
+
+def normalise(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def deduplicate(rows: list[tuple[str, int]]) -> tuple[list[tuple[str, int]], dict[str, int]]:
+    """Unique texts with one label each, in order of first appearance, and the counts:
+    ``rows``, ``duplicates`` (extra copies removed) and ``conflicting`` (texts dropped)."""
+    labels: dict[str, set[int]] = defaultdict(set)
+    order: list[str] = []
+    for text, label in rows:
+        t = normalise(text)
+        if t not in labels:
+            order.append(t)
+        labels[t].add(int(label))
+    kept = [(t, next(iter(labels[t]))) for t in order if t and len(labels[t]) == 1]
+    conflicting = sum(1 for t in order if len(labels[t]) > 1)
+    return kept, {"rows": len(rows), "duplicates": len(rows) - len(order), "conflicting": conflicting}
+
+
+def split_of(text: str) -> str:
+    """"train", "validation" or "test" for a normalised text."""
+    bucket = int.from_bytes(hashlib.sha256((SPLIT_SALT + text).encode("utf-8")).digest()[:8], "big") % 10
+    return "train" if bucket < 8 else ("validation" if bucket == 8 else "test")
+
+
+def sentiment_splits(rows: list[tuple[str, int]] | None = None, verbose: bool = False) -> dict[str, list[tuple[str, int]]]:
+    """The deduplicated data in its three fixed splits (default rows: ``data.rotten_tomatoes()``)."""
+    if rows is None:
+        from .data import rotten_tomatoes
+        rows = rotten_tomatoes()
+    kept, counts = deduplicate(rows)
+    out: dict[str, list[tuple[str, int]]] = {s: [] for s in SPLITS}
+    for text, label in kept:
+        out[split_of(text)].append((text, label))
+    if verbose:
+        sizes = ", ".join(f"{s} {len(out[s]):,}" for s in SPLITS)
+        print(f"{counts['rows']:,} rows -> {len(kept):,} unique texts ({counts['duplicates']:,} duplicate "
+              f"copies removed, {counts['conflicting']} texts with both labels dropped): {sizes}")
+    return out
+
+
+# ----------------------------------------------------------------------------- batches
+def encode_rows(tokenizer, rows: list[tuple[str, int]], max_length: int = 128) -> list[tuple[list[int], int]]:
+    """``(token ids with [CLS] ... [SEP], label)`` for each row."""
+    return [(tokenizer.encode(text, max_length), label) for text, label in rows]
+
+
+def _pad(items: list[tuple[list[int], int]], pad_id: int):
+    T = max(len(ids) for ids, _ in items)
+    input_ids = torch.full((len(items), T), pad_id, dtype=torch.long)          # (B, T)
+    mask = torch.zeros((len(items), T), dtype=torch.long)                       # (B, T)
+    for i, (ids, _) in enumerate(items):
+        input_ids[i, :len(ids)] = torch.tensor(ids)
+        mask[i, :len(ids)] = 1
+    return input_ids, mask, torch.tensor([label for _, label in items])         # labels (B,)
+
+
+def batches(encoded: list[tuple[list[int], int]], batch_size: int, shuffle: bool = True,
+            generator: torch.Generator | None = None, pad_id: int = 0):
+    """Yield ``(input_ids, attention_mask, labels)``, each batch padded only to its longest row.
+
+    With ``shuffle``, rows are shuffled, then sorted by length inside windows of 50 batches
+    (length bucketing: similar lengths share a batch, so little padding is computed), and
+    the batches come in random order. Without, rows come in order.
+    """
+    n = len(encoded)
+    if not shuffle:
+        for i in range(0, n, batch_size):
+            yield _pad(encoded[i:i + batch_size], pad_id)
+        return
+    order = torch.randperm(n, generator=generator).tolist()
+    window = 50 * batch_size
+    chunks = []
+    for w in range(0, n, window):
+        part = sorted(order[w:w + window], key=lambda i: len(encoded[i][0]))
+        chunks += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    for j in torch.randperm(len(chunks), generator=generator).tolist():
+        yield _pad([encoded[i] for i in chunks[j]], pad_id)
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """bfloat16 where autocast to it is fast (CUDA with bf16, x86 CPUs with AVX512-BF16 or AMX), else None."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if device.type == "cpu":
+        try:
+            flags = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+        return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else None
+    return None
+
+
+@torch.no_grad()
+def predict(model, encoded: list[tuple[list[int], int]], device: torch.device, batch_size: int = 128,
+            amp: torch.dtype | None = None, pad_id: int = 0) -> torch.Tensor:
+    """Predicted class of every row (N,), in the rows' order; rows are batched by length."""
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+    preds = torch.empty(len(encoded), dtype=torch.long)
+    for s in range(0, len(order), batch_size):
+        idx = order[s:s + batch_size]
+        ids, mask, _ = _pad([encoded[i] for i in idx], pad_id)
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            logits = model(ids.to(device), mask.to(device))
+        preds[idx] = logits.argmax(-1).cpu()
+    model.train(was_training)
+    return preds

@@ -1,0 +1,176 @@
+"""09_finetuning's library parts: the fixed sentiment split, batching, and the answer keys'
+behaviour (classifier, freezing, LoRA, metrics), plus a tiny real fine-tune that must learn."""
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from course_lib.data import data_path
+from course_lib.models.bert import BertConfig, BertEncoder, count_parameters, mean_pool
+from course_lib.reference.finetuning import (LoRALinear, SentenceClassifier, freeze_lower_layers,
+                                             load_pretrained_encoder, precision_recall_f1)
+from course_lib.sentiment import batches, deduplicate, encode_rows, predict, sentiment_splits
+
+TINY = BertConfig(vocab_size=50, d_model=16, n_layers=3, n_heads=2, d_ff=32, max_positions=32)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return sentiment_splits()
+
+
+# ----------------------------------------------------------------------------- the data
+def test_split_sizes_and_checksums_are_fixed(splits):
+    """Recomputed here without the library's code: normalise, drop duplicates, hash, bucket."""
+    from course_lib.data import rotten_tomatoes
+    seen, mine = {}, {"train": [], "validation": [], "test": []}
+    for text, label in rotten_tomatoes():
+        seen.setdefault(" ".join(text.split()), set()).add(label)
+    for text, labels in seen.items():
+        if len(labels) == 1:
+            h = int(hashlib.sha256(("rt-split-v1:" + text).encode()).hexdigest()[:16], 16) % 10
+            mine["train" if h < 8 else "validation" if h == 8 else "test"].append((text, labels.pop()))
+    assert {k: len(v) for k, v in splits.items()} == {"train": 10_135, "validation": 1_301, "test": 1_316}
+    digests = {}
+    for name, rows in splits.items():
+        assert sorted(rows) == sorted(mine[name])
+        digests[name] = hashlib.sha256("\n".join(f"{l}\t{t}" for t, l in rows).encode()).hexdigest()[:16]
+    assert digests == {"train": "073d307cef67a0f1", "validation": "5af272d41c21eed9", "test": "a25052e72235840d"}
+    texts = [set(t for t, _ in rows) for rows in splits.values()]
+    assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
+
+
+def test_deduplicate_keeps_one_copy_and_drops_conflicts():
+    rows = [("Great  film.", 1), ("Great film. ", 1), ("Meh.", 0), ("Odd one", 1), ("Odd one", 0), ("x", 0)]
+    kept, counts = deduplicate(rows)
+    assert kept == [("Great film.", 1), ("Meh.", 0), ("x", 0)]
+    assert counts == {"rows": 6, "duplicates": 2, "conflicting": 1}
+
+
+def test_batches_cover_every_row_once_with_little_padding():
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(3, 60, (1000,), generator=g).tolist()
+    encoded = [(list(range(1, n + 1)), i % 2) for i, n in enumerate(lengths)]
+    seen, padded = [], 0
+    for ids, mask, labels in batches(encoded, 32, generator=torch.Generator().manual_seed(1)):
+        assert ids.shape == mask.shape and ids.shape[0] == labels.shape[0] <= 32
+        assert mask.sum(1).max() == ids.shape[1]                   # padded to the batch's own longest
+        assert bool((ids[mask == 0] == 0).all())
+        seen += mask.sum(1).tolist()
+        padded += int((mask == 0).sum())
+    assert sorted(seen) == sorted(lengths)
+    assert padded < 0.05 * sum(lengths)                            # length bucketing: < 5 % padding
+    plain = sum(32 * max(lengths[i:i + 32]) - sum(lengths[i:i + 32]) for i in range(0, 1000, 32))
+    assert plain > 10 * padded
+
+
+# ----------------------------------------------------------------------------- the model parts
+def _classifier(seed=0):
+    torch.manual_seed(seed)
+    return SentenceClassifier(BertEncoder(TINY), n_classes=3).eval()
+
+
+def test_classifier_ignores_padding_and_pools_the_mean():
+    model = _classifier()
+    ids = torch.tensor([[5, 6, 7, 0, 0], [8, 9, 10, 11, 12]])
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        logits = model(ids, mask)
+        alone = model(ids[:1, :3], mask[:1, :3])
+        pooled = mean_pool(model.encoder(ids, mask), mask)
+    assert logits.shape == (2, 3)
+    assert torch.allclose(alone, logits[:1], atol=1e-6)
+    assert torch.allclose(model.head(pooled), logits, atol=1e-6)
+    assert not torch.allclose(model.head(model.encoder(ids, mask)[:, 0]), logits, atol=1e-3)   # not [CLS]
+
+
+def test_classifier_dropout_only_in_training():
+    model = _classifier()
+    ids, mask = torch.tensor([[5, 6, 7]]), torch.ones(1, 3, dtype=torch.long)
+    model.train()
+    a, b = model(ids, mask), model(ids, mask)
+    assert not torch.allclose(a, b)
+    model.eval()
+    assert torch.equal(model(ids, mask), model(ids, mask))
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_freeze_counts_and_gradients(n):
+    model = _classifier().train()
+    left = freeze_lower_layers(model, n)
+    assert left == count_parameters(model)
+    expected = (sum(p.numel() for layer in model.encoder.layers[n:] for p in layer.parameters())
+                + sum(p.numel() for p in model.head.parameters()))
+    assert left == expected
+    ids = torch.tensor([[5, 6, 7, 8]])
+    F.cross_entropy(model(ids, torch.ones_like(ids)), torch.tensor([1])).backward()
+    assert all(p.grad is None for p in model.encoder.embeddings.parameters())
+    assert all(p.grad is None for layer in model.encoder.layers[:n] for p in layer.parameters())
+    assert model.head.weight.grad is not None
+    freeze_lower_layers(model, 0)                                   # re-opens what was frozen
+    assert all(p.requires_grad for layer in model.encoder.layers for p in layer.parameters())
+    with pytest.raises(ValueError, match="between 0 and 3"):
+        freeze_lower_layers(model, 4)
+
+
+def test_lora_starts_as_base_trains_only_a_and_b_and_merges():
+    torch.manual_seed(0)
+    base = nn.Linear(12, 7)
+    w0 = base.weight.detach().clone()
+    lora = LoRALinear(base, r=4, alpha=8)
+    x = torch.randn(5, 12)
+    assert torch.equal(lora(x), base(x))
+    assert count_parameters(lora) == 4 * (12 + 7)
+    opt = torch.optim.SGD([p for p in lora.parameters() if p.requires_grad], lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        (lora(x) - 1).pow(2).mean().backward()
+        opt.step()
+    assert torch.equal(base.weight, w0)                             # the base never moves
+    assert float(lora.B.detach().abs().sum()) > 0                           # B learned
+    merged = base.weight + lora.scale * lora.B @ lora.A             # (7, 12): no extra cost at inference
+    assert torch.allclose(lora(x), x @ merged.T + base.bias, atol=1e-5)
+
+
+def test_precision_recall_f1_by_hand():
+    preds = torch.tensor([1, 1, 0, 1, 0, 0, 1, 0])
+    labels = torch.tensor([1, 0, 0, 1, 1, 0, 1, 1])
+    p, r, f1 = precision_recall_f1(preds, labels)                 # TP 3, FP 1, FN 2
+    assert (p, r) == (0.75, 0.6) and f1 == pytest.approx(2 * 0.75 * 0.6 / 1.35)
+    assert precision_recall_f1(preds, labels, positive=0) == pytest.approx((0.5, 2 / 3, 4 / 7))
+    assert precision_recall_f1(torch.zeros(4, dtype=torch.long), torch.tensor([1, 0, 1, 0])) == (0.0, 0.0, 0.0)
+    assert all(isinstance(v, float) for v in precision_recall_f1(preds, labels))
+    with pytest.raises(ValueError, match=r"\(3,\).*\(4,\)"):
+        precision_recall_f1(torch.zeros(3), torch.zeros(4))
+
+
+# ----------------------------------------------------------------------------- a tiny real fine-tune
+def test_a_short_fine_tune_of_the_real_model_learns(splits):
+    from safetensors.torch import load_file
+
+    from course_lib.wordpiece import WordPieceTokenizer
+    torch.manual_seed(0)
+    tok = WordPieceTokenizer.from_vocab_file(data_path("minilm_vocab"))
+    train = encode_rows(tok, splits["train"][:192], max_length=48)
+    val = encode_rows(tok, splits["validation"][:200], max_length=48)
+    labels = torch.tensor([l for _, l in val])
+    enc = load_pretrained_encoder(load_file(str(data_path("minilm_weights"))), BertConfig.from_json(data_path("minilm_config")))
+    model = SentenceClassifier(enc, 2)
+    freeze_lower_layers(model, 4)                                 # two layers + head train: quick on one thread
+    device = torch.device("cpu")
+    before = float((predict(model, val, device) == labels).float().mean())
+    opt = torch.optim.AdamW([{"params": [p for p in model.encoder.parameters() if p.requires_grad], "lr": 1e-4},
+                             {"params": model.head.parameters(), "lr": 2e-3}])
+    model.train()
+    for epoch in range(2):
+        for ids, mask, y in batches(train, 16, generator=torch.Generator().manual_seed(epoch)):
+            loss = F.cross_entropy(model(ids, mask), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    after = float((predict(model, val, device) == labels).float().mean())
+    assert after > 0.72 and after > before + 0.1, (before, after)

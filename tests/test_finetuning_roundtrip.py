@@ -1,0 +1,82 @@
+"""A small nbgrader round trip for 09_finetuning: right answers get full marks, a blank copy 0,
+and each wrong answer loses exactly its exercise's points with its mistake or shortcut named."""
+from __future__ import annotations
+
+import pytest
+
+from course_lib.instructor.autograde import Options, autograde
+
+from submissions import ROOT, solution_answers, submission, write
+
+A = "09_finetuning"
+FULL = 15          # 5 exercises x (1 visible + 2 hidden)
+
+CLS_POOLING = '''class SentenceClassifier(nn.Module):
+    def __init__(self, encoder, n_classes, dropout=0.1):
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.config.d_model, n_classes)
+
+    def forward(self, input_ids, attention_mask):
+        hidden = self.encoder(input_ids, attention_mask)
+        return self.head(self.dropout(hidden[:, 0]))
+'''
+
+SWAPPED = ("def precision_recall_f1(preds, labels, positive=1):\n"
+           "    pp, pl = preds == positive, labels == positive\n"
+           "    tp, fp, fn = int((pp & pl).sum()), int((pp & ~pl).sum()), int((~pp & pl).sum())\n"
+           "    recall = tp / (tp + fp) if tp + fp else 0.0\n"
+           "    precision = tp / (tp + fn) if tp + fn else 0.0\n"
+           "    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0\n"
+           "    return precision, recall, f1\n")
+
+
+def _lora_b_random():
+    src = solution_answers(A)["LoRALinear_answer"]
+    wrong = src.replace("self.B = nn.Parameter(torch.zeros(", "self.B = nn.Parameter(torch.randn(")
+    assert wrong != src
+    return wrong
+
+
+CLASS = {
+    "right": (lambda: submission(A), FULL, []),
+    "blank": (lambda: submission(A, use_solution=False), 0, ["not implemented yet"]),
+    # three exercises wrong in three catalogued ways: each loses its own 3 points, each named
+    "three_mistakes": (lambda: submission(A, {"SentenceClassifier_answer": CLS_POOLING,
+                                              "precision_recall_f1_answer": SWAPPED,
+                                              "LoRALinear_answer": _lora_b_random()}), FULL - 9,
+                       ["known mistake: first-token ([CLS]) pooling instead of the mean",
+                        "known mistake: precision and recall swapped",
+                        "known mistake: B initialised randomly"]),
+    "uses_the_answer_key": (lambda: submission(A, {"freeze_lower_layers_answer":
+                                                   "from course_lib.reference.finetuning import freeze_lower_layers\n"}),
+                            FULL - 3, ["freeze_lower_layers"]),
+}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    subs = tmp_path_factory.mktemp("submitted")
+    for student, (make, _, _) in CLASS.items():
+        write(make(), subs, student, A)
+    out = tmp_path_factory.mktemp("grading")
+    results = autograde(Options(assignment=A, submissions=subs, out=out, solutions=ROOT / "solutions",
+                                jobs=2, hidden_seed=4242, feedback=False), log=lambda *a: None)
+    return {r["student"]: r for r in results}
+
+
+@pytest.mark.parametrize("student", list(CLASS))
+def test_each_submission_gets_exactly_what_it_deserves(graded, student):
+    _, expected, words = CLASS[student]
+    r = graded[student]
+    assert r["status"] == "graded", r.get("reason")
+    score = sum(g["auto_score"] for g in r["grades"])
+    if student == "three_mistakes":     # the points lost are exactly those of the three wrong exercises
+        lost = {g["cell"] for g in r["grades"] if g["auto_score"] < g["max_score"]}
+        assert lost == {f"{n}_{suite}" for n in ("SentenceClassifier", "precision_recall_f1", "LoRALinear")
+                        for suite in ("visible", "hidden")}
+    assert score == expected, {g: c["message"][:300] for g, c in r["cells"].items() if not c["passed"]}
+    text = "\n".join(c["message"] for c in r["cells"].values())
+    for w in words:
+        assert w in text, text
