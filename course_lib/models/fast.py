@@ -29,8 +29,15 @@ class FastMultiHeadAttention(MultiHeadAttention):
         k = split_heads(self.k_proj(src), self.n_heads)           # (B, H, T_k, D)
         v = split_heads(self.v_proj(src), self.n_heads)           # (B, H, T_k, D)
         p = self.dropout.p if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
-                                             is_causal=causal and mask is None)
+        if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # On a CPU torch's fused attention is 1.5-4x slower in bf16 than in fp32 (forward and
+            # backward measured at (32, 4, 128, 48)): keep it in fp32, the projections in bf16.
+            with torch.autocast("cpu", enabled=False):
+                out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask,
+                                                     dropout_p=p, is_causal=causal and mask is None)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
+                                                 is_causal=causal and mask is None)
         return self.out_proj(merge_heads(out))                    # (B, T_q, d_model)
 
 
