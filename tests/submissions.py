@@ -68,3 +68,30 @@ def solution_namespace(assignment: str) -> dict:
     for gid, src in solution_answers(assignment).items():
         exec(compile(src, f"<answer cell {gid}>", "exec"), ns)
     return ns
+
+
+def grade_class(assignment: str, students: dict, tmp_path_factory, **options) -> dict[str, dict]:
+    """Write each student's submission (``students[name][0]()`` builds it), autograde the class
+    with two workers and ``options`` (hidden_seed, feedback, timeouts...), return name -> result."""
+    from course_lib.instructor.autograde import Options, autograde
+    subs = tmp_path_factory.mktemp("submitted")
+    for student, (make, *_) in students.items():
+        write(make(), subs, student, assignment)
+    out = tmp_path_factory.mktemp("grading")
+    results = autograde(Options(assignment=assignment, submissions=subs, out=out, solutions=ROOT / "solutions",
+                                jobs=2, **options), log=lambda *a: None)
+    return {r["student"]: r for r in results}
+
+
+def assert_graded_as(result: dict, expected: float, words=(), lost: set[str] | None = None) -> None:
+    """Graded (not NOT GRADED), with score ``expected``, every phrase of ``words`` in the
+    feedback, and, when given, exactly the exercises ``lost`` losing points."""
+    assert result["status"] == "graded", result.get("reason")
+    if lost is not None:
+        failed = {g["cell"] for g in result["grades"] if g["auto_score"] < g["max_score"]}
+        assert failed == {f"{n}_{suite}" for n in lost for suite in ("visible", "hidden")}
+    score = sum(g["auto_score"] for g in result["grades"])
+    assert score == expected, {g: c["message"][:300] for g, c in result["cells"].items() if not c["passed"]}
+    text = "\n".join(c["message"] for c in result["cells"].values())
+    for w in words:
+        assert w in text, text

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from course_lib.instructor.autograde import Options, autograde
-
-from submissions import ROOT, submission, write
+from submissions import assert_graded_as, grade_class, submission
 
 A = "06_layernorm"
 FULL = 15          # five exercises, 1 visible + 2 hidden points each
@@ -23,22 +21,10 @@ CLASS = {
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    subs = tmp_path_factory.mktemp("submitted")
-    for student, (make, _, _) in CLASS.items():
-        write(make(), subs, student, A)
-    out = tmp_path_factory.mktemp("grading")
-    results = autograde(Options(assignment=A, submissions=subs, out=out, solutions=ROOT / "solutions",
-                                jobs=2, cell_timeout=30, interrupt_grace=3, hidden_seed=2468), log=lambda *a: None)
-    return {r["student"]: r for r in results}
+    return grade_class(A, CLASS, tmp_path_factory, cell_timeout=30, interrupt_grace=3, hidden_seed=2468)
 
 
 @pytest.mark.parametrize("student", list(CLASS))
 def test_each_submission_gets_what_it_deserves(graded, student):
     _, expected, words = CLASS[student]
-    r = graded[student]
-    assert r["status"] == "graded", r.get("reason")
-    score = sum(g["auto_score"] for g in r["grades"])
-    assert score == expected, {g: c["message"][:300] for g, c in r["cells"].items() if not c["passed"]}
-    text = "\n".join(c["message"] for c in r["cells"].values())
-    for w in words:
-        assert w in text, text
+    assert_graded_as(graded[student], expected, words)
