@@ -145,9 +145,9 @@ def _ml_gamma_beta(sd, config):
 
 
 def _ml_transposed(sd, config):
-    return _load({k: (v.T if ("attention" in k and k.endswith("dense.weight") or
-                                                    "attention.self" in k and k.endswith(".weight")) else v)
-                                        for k, v in sd.items()}, config)
+    def is_attention_matrix(k):          # query, key, value and the attention output projection
+        return "attention" in k and k.endswith(".weight") and ("attention.self" in k or k.endswith("dense.weight"))
+    return _load({k: (v.T if is_attention_matrix(k) else v) for k, v in sd.items()}, config)
 
 
 def _ml_value_out(sd, config):
