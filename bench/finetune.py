@@ -34,7 +34,7 @@ from course_lib.device import get_device
 from course_lib.models.bert import BertConfig
 from course_lib.reference.finetuning import SentenceClassifier, load_pretrained_encoder, precision_recall_f1
 from course_lib.reference.optim import AdamW, clip_grad_norm, lr_at
-from course_lib.sentiment import amp_dtype, batches, encode_rows, sentiment_splits
+from course_lib.sentiment import amp_dtype, batches, encode_rows, predict_probs, sentiment_splits
 from course_lib.wordpiece import WordPieceTokenizer
 
 
@@ -84,7 +84,7 @@ def main(argv=None) -> dict:
         model, n, t, q = finetune(args, args.seed + i, load_pretrained_encoder(state, config), train, val, device, amp)
         seen, train_time = seen + n, train_time + t
         val_probs.append(q)
-        probs.append(predict_probs(model, test, device, amp))
+        probs.append(predict_probs(model, test, device, amp=amp))
         report(f"model {i + 1}", probs[-1], test_labels)
         print(f"({time.perf_counter() - start:.0f} s so far)")
     elapsed = time.perf_counter() - start
@@ -151,7 +151,7 @@ def finetune(args, seed, encoder, train, val, device, amp):
         for name, m in (("weights", model), ("EMA of the weights", ema)):
             if m is None:
                 continue
-            q = predict_probs(m, val, device, amp)                             # (N_val, 2)
+            q = predict_probs(m, val, device, amp=amp)                             # (N_val, 2)
             val_acc = float((q.argmax(-1) == val_labels).float().mean())
             print(f"epoch {epoch + 1}: validation accuracy {val_acc:.4f} ({name})")
             if val_acc > best[0]:
@@ -168,22 +168,6 @@ def rdrop_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float) -> torc
     kl = F.kl_div(log_p, log_q, log_target=True, reduction="batchmean") + \
         F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
     return 0.5 * (F.nll_loss(log_p, labels) + F.nll_loss(log_q, labels)) + alpha * 0.5 * kl
-
-
-@torch.no_grad()
-def predict_probs(model, rows, device, amp) -> torch.Tensor:
-    """Class probabilities (N, n_classes) of every row, in the rows' order."""
-    was_training = model.training
-    model.eval()
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))        # little padding per batch
-    out = torch.empty(len(rows), model.head.out_features)
-    for s in range(0, len(order), 128):
-        idx = order[s:s + 128]
-        ids, mask, _ = next(batches([rows[i] for i in idx], len(idx), shuffle=False))
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            out[idx] = model(ids.to(device), mask.to(device)).float().softmax(-1).cpu()
-    model.train(was_training)
-    return out
 
 
 def report(what, probs, labels) -> tuple[float, float]:

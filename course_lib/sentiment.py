@@ -13,7 +13,7 @@ bytes read as an integer modulo 10: 0-7 train (80 %), 8 validation (10 %), 9 tes
 Within a split, rows keep the order of the source file.
 
 Also here: token-id batches padded per batch and bucketed by length (:func:`batches`), and
-:func:`predict`, for the fine-tuning notebook and its benchmark.
+:func:`predict_probs` and :func:`predict`, for the fine-tuning notebook and its benchmark.
 """
 from __future__ import annotations
 
@@ -122,18 +122,27 @@ def amp_dtype(device: torch.device) -> torch.dtype | None:
 
 
 @torch.no_grad()
-def predict(model, encoded: list[tuple[list[int], int]], device: torch.device, batch_size: int = 128,
-            amp: torch.dtype | None = None, pad_id: int = 0) -> torch.Tensor:
-    """Predicted class of every row (N,), in the rows' order; rows are batched by length."""
+def predict_probs(model, encoded: list[tuple[list[int], int]], device: torch.device, batch_size: int = 128,
+                  amp: torch.dtype | None = None, pad_id: int = 0) -> torch.Tensor:
+    """Class probabilities (N, n_classes) of every row, float32, in the rows' order; rows are
+    batched by length, so little padding is computed."""
     was_training = model.training
     model.eval()
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
-    preds = torch.empty(len(encoded), dtype=torch.long)
+    probs = None
     for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]
         ids, mask, _ = _pad([encoded[i] for i in idx], pad_id)
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            logits = model(ids.to(device), mask.to(device))
-        preds[idx] = logits.argmax(-1).cpu()
+            logits = model(ids.to(device), mask.to(device))                     # (B, n_classes)
+        if probs is None:
+            probs = torch.empty(len(encoded), logits.shape[-1])
+        probs[idx] = logits.float().softmax(-1).cpu()
     model.train(was_training)
-    return preds
+    return probs
+
+
+def predict(model, encoded: list[tuple[list[int], int]], device: torch.device, batch_size: int = 128,
+            amp: torch.dtype | None = None, pad_id: int = 0) -> torch.Tensor:
+    """Predicted class of every row (N,), int64, in the rows' order: the argmax of :func:`predict_probs`."""
+    return predict_probs(model, encoded, device, batch_size, amp, pad_id).argmax(-1)

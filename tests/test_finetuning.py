@@ -13,7 +13,7 @@ from course_lib.data import data_path
 from course_lib.models.bert import BertConfig, BertEncoder, count_parameters, mean_pool
 from course_lib.reference.finetuning import (LoRALinear, SentenceClassifier, freeze_lower_layers,
                                              load_pretrained_encoder, precision_recall_f1)
-from course_lib.sentiment import batches, deduplicate, encode_rows, predict, sentiment_splits
+from course_lib.sentiment import batches, deduplicate, encode_rows, predict, predict_probs, sentiment_splits
 
 TINY = BertConfig(vocab_size=50, d_model=16, n_layers=3, n_heads=2, d_ff=32, max_positions=32)
 
@@ -86,6 +86,25 @@ def test_classifier_ignores_padding_and_pools_the_mean():
     assert torch.allclose(alone, logits[:1], atol=1e-6)
     assert torch.allclose(model.head(pooled), logits, atol=1e-6)
     assert not torch.allclose(model.head(model.encoder(ids, mask)[:, 0]), logits, atol=1e-3)   # not [CLS]
+
+
+def test_predict_probs_match_each_row_alone_in_the_rows_order():
+    """Rows of mixed lengths, batched by length with padding: every row's probabilities equal
+    the model's on that row alone (float64 model, float32 result: tolerance 1e-6), in the caller's order."""
+    torch.manual_seed(0)
+    model = SentenceClassifier(BertEncoder(TINY), 3).double().train()
+    g = torch.Generator().manual_seed(1)
+    rows = [(torch.randint(1, TINY.vocab_size, (int(n),), generator=g).tolist(), 0)
+            for n in torch.randint(2, 12, (11,), generator=g)]
+    probs = predict_probs(model, rows, torch.device("cpu"), batch_size=4)
+    assert probs.shape == (11, 3) and probs.dtype == torch.float32
+    assert model.training, "predict_probs must give the model back in the mode it found it"
+    model.eval()
+    with torch.no_grad():
+        alone = torch.cat([model(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long)).softmax(-1)
+                           for ids, _ in rows])                                  # (11, 3)
+    torch.testing.assert_close(probs.double(), alone, atol=1e-6, rtol=0)
+    assert torch.equal(predict(model, rows, torch.device("cpu"), batch_size=4), alone.argmax(-1))
 
 
 def test_classifier_dropout_only_in_training():
