@@ -37,7 +37,7 @@ def test_reference_optimizers_match_torch():
                     p.grad = None if gr is None else gr.clone()
                 opt.step()
             finals.append(ps)
-        return max(float((a - b).abs().max()) for a, b in zip(*finals))
+        return max(float((a - b).detach().abs().max()) for a, b in zip(*finals))
 
     worst = [
         run(SGDMomentum, dict(lr=0.05, momentum=0.9), torch.optim.SGD, dict(lr=0.05, momentum=0.9, foreach=False),
