@@ -88,7 +88,7 @@ def main(argv=None) -> dict:
     print(f"training on {len(train):,} sentences" + (" (training + validation splits)" if not val else ""))
     state = load_file(str(data_path("minilm_weights")))
     config = BertConfig.from_json(data_path("minilm_config"))
-    test_labels = torch.tensor([label for _, label in test])
+    test_labels = labels_of(test)
 
     start = time.perf_counter()
     seen, train_time, val_probs, probs = 0, 0.0, [], []
