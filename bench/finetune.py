@@ -41,8 +41,8 @@ from course_lib.data import data_path
 from course_lib.device import get_device
 from course_lib.models.bert import BertConfig, mean_pool
 from course_lib.reference.finetuning import SentenceClassifier, load_pretrained_encoder, precision_recall_f1
-from course_lib.reference.optim import AdamW, lr_at
-from course_lib.sentiment import amp_dtype, batches, encode_rows, predict_probs, sentiment_splits
+from course_lib.reference.optim import AdamW, clip_grad_norm, lr_at
+from course_lib.sentiment import amp_dtype, batches, encode_rows, outputs_by_length, predict_probs, sentiment_splits
 from course_lib.wordpiece import WordPieceTokenizer
 
 
@@ -141,7 +141,6 @@ def finetune(args, seed, encoder, train, val, device, amp):
         fit_head_on_frozen_features(model, train, device, amp)
     probe_time = time.perf_counter() - t0
     opt = AdamW(groups, lr=args.lr, weight_decay=0.01)
-    dense = [p for group in groups for p in group["params"]]
     total = math.ceil(args.epochs * math.ceil(len(train) / args.batch_size))
     warmup = max(1, int(args.warmup * total))
 
@@ -163,19 +162,13 @@ def finetune(args, seed, encoder, train, val, device, amp):
                 logits = model(batch_ids, batch_mask).float()
             loss = rdrop_loss(logits, labels, args.rdrop) if args.rdrop else F.cross_entropy(logits, labels)
             opt.zero_grad(set_to_none=True)
-            words.grad = None
+            words.grad = None                                                  # not in opt when lazy
             loss.backward()
-            with torch.no_grad():                                              # clip the global norm at 1.0
-                grads = [p.grad for p in dense if p.grad is not None]
-                if lazy:
-                    rows = ids.unique()                                        # (K,) the word rows used
-                    grads.append(words.grad[rows])                             # (K, d), a copy
-                norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(x) for x in grads]))
-                scale = min(1.0, 1.0 / (float(norm) + 1e-6))
-                torch._foreach_mul_(grads, scale)
+            clip_grad_norm([p for p in model.parameters() if p.requires_grad], 1.0)
             opt.step()
             if lazy:
-                lazy.step(rows, grads[-1], lr * d ** L)
+                rows = ids.unique()                                            # (K,) the word rows used
+                lazy.step(rows, words.grad[rows], lr * d ** L)
             step += 1
             seen += len(labels)
             if step % 50 == 0:
@@ -194,16 +187,8 @@ def fit_head_on_frozen_features(model, train, device, amp, l2: float = 1e-4) -> 
     plus l2 * ||W||^2); the encoder is not changed."""
     t0 = time.perf_counter()
     model.eval()
-    order = sorted(range(len(train)), key=lambda i: len(train[i][0]))        # little padding
-    feats = torch.empty(len(train), model.head.in_features)                 # (N, d)
-    with torch.no_grad():
-        for s in range(0, len(order), 128):
-            idx = order[s:s + 128]
-            ids, mask, _ = next(batches([train[i] for i in idx], len(idx), shuffle=False))
-            ids, mask = ids.to(device), mask.to(device)
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                hidden = model.encoder(ids, mask)                              # (B, T, d)
-            feats[idx] = mean_pool(hidden.float(), mask).cpu()
+    feats = outputs_by_length(lambda ids, mask: mean_pool(model.encoder(ids, mask).float(), mask),
+                              train, device, amp=amp)                        # (N, d)
     X, y = feats.to(device), labels_of(train).to(device)
     opt = torch.optim.LBFGS(model.head.parameters(), max_iter=200, line_search_fn="strong_wolfe")
 

@@ -13,7 +13,8 @@ bytes read as an integer modulo 10: 0-7 train (80 %), 8 validation (10 %), 9 tes
 Within a split, rows keep the order of the source file.
 
 Also here: token-id batches padded per batch and bucketed by length (:func:`batches`), and
-:func:`predict_probs` and :func:`predict`, for the fine-tuning notebook and its benchmark.
+:func:`predict_probs` and :func:`predict` (on :func:`outputs_by_length`), for the fine-tuning
+notebook and its benchmark.
 """
 from __future__ import annotations
 
@@ -122,22 +123,31 @@ def amp_dtype(device: torch.device) -> torch.dtype | None:
 
 
 @torch.no_grad()
-def predict_probs(model, encoded: list[tuple[list[int], int]], device: torch.device, batch_size: int = 128,
-                  amp: torch.dtype | None = None, pad_id: int = 0) -> torch.Tensor:
-    """Class probabilities (N, n_classes) of every row, float32, in the rows' order; rows are
-    batched by length, so little padding is computed."""
-    was_training = model.training
-    model.eval()
+def outputs_by_length(fn, encoded: list[tuple[list[int], int]], device: torch.device, batch_size: int = 128,
+                      amp: torch.dtype | None = None, pad_id: int = 0) -> torch.Tensor:
+    """``fn(input_ids, attention_mask) -> (B, k)`` on every row, as float32 (N, k) on the CPU in the
+    rows' order; rows are batched by length, so little padding is computed."""
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
-    probs = None
+    out = None
     for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]
         ids, mask, _ = _pad([encoded[i] for i in idx], pad_id)
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            logits = model(ids.to(device), mask.to(device))                     # (B, n_classes)
-        if probs is None:
-            probs = torch.empty(len(encoded), logits.shape[-1])
-        probs[idx] = logits.float().softmax(-1).cpu()
+            y = fn(ids.to(device), mask.to(device))                              # (B, k)
+        if out is None:
+            out = torch.empty(len(encoded), y.shape[-1])
+        out[idx] = y.float().cpu()
+    return out
+
+
+def predict_probs(model, encoded: list[tuple[list[int], int]], device: torch.device, batch_size: int = 128,
+                  amp: torch.dtype | None = None, pad_id: int = 0) -> torch.Tensor:
+    """Class probabilities (N, n_classes) of every row, float32, in the rows' order (the model in
+    eval mode, then given back in the mode it was in)."""
+    was_training = model.training
+    model.eval()
+    probs = outputs_by_length(lambda ids, mask: model(ids, mask).float().softmax(-1),
+                              encoded, device, batch_size, amp, pad_id)
     model.train(was_training)
     return probs
 
