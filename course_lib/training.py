@@ -199,6 +199,8 @@ class Trainer:
         tensors["rng.batches"] = self.gen.get_state()
         tensors["rng.eval"] = self.eval_gen.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
+        if self.device.type == "cuda":                             # dropout masks on the GPU
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         meta = {"step": str(self.step), "model_config": json.dumps(self.model.cfg.to_dict()),
                 "train_config": json.dumps(asdict(self.cfg)), "history": json.dumps(self.history),
                 "opt_state_keys": json.dumps({str(index[id(p)]): {k: (v if not isinstance(v, torch.Tensor) else None)
@@ -229,6 +231,8 @@ class Trainer:
         trainer.gen.set_state(tensors["rng.batches"])
         trainer.eval_gen.set_state(tensors["rng.eval"])
         torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and trainer.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], trainer.device)
         trainer.history = json.loads(meta["history"])
         return trainer
 

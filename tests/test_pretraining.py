@@ -114,10 +114,10 @@ def test_reference_mlm_mask_proportions():
     assert abs((inp[chosen] == 0).float().mean() - 0.8) < 0.02
 
 
-def _trainer(ds, steps=20, **kw):
+def _trainer(ds, steps=20, device="cpu", dropout=0.0, **kw):
     torch.manual_seed(0)
     cfg = TrainConfig(max_steps=steps, batch_size=8, warmup_steps=3, eval_every=10, eval_batches=2, **kw)
-    return Trainer(GPT(GPTConfig(**TINY)), ds.train, ds.val, cfg, torch.device("cpu"))
+    return Trainer(GPT(GPTConfig(**TINY, dropout=dropout)), ds.train, ds.val, cfg, torch.device(device))
 
 
 def test_short_training_run_decreases_loss(ds):
@@ -141,6 +141,24 @@ def test_resume_is_exact(ds, tmp_path, bf16):
     assert resumed.history == straight.history
     for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_resume_with_dropout_draws_the_same_masks(ds, tmp_path, device):
+    straight = _trainer(ds, device=device, dropout=0.2)
+    straight.fit(plot=False)
+    first = _trainer(ds, device=device, dropout=0.2)
+    first.fit(steps=10, plot=False)
+    first.save(tmp_path / "c.safetensors")
+    torch.manual_seed(123)                        # both generators are part of the checkpoint
+    if device == "cuda":
+        torch.cuda.manual_seed(123)
+    resumed = Trainer.load(tmp_path / "c.safetensors", ds.train, ds.val, torch.device(device))
+    resumed.fit(plot=False)
+    # other dropout masks move weights by ~2e-3 in 10 steps; a GPU's atomic adds far less
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0 if device == "cpu" else 1e-4)
 
 
 def test_checkpoint_keeps_config_as_metadata(ds, tmp_path):
