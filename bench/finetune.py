@@ -94,10 +94,10 @@ def main(argv=None) -> dict:
     seen, train_time, val_probs, probs = 0, 0.0, [], []
     for i in range(args.models):
         print(f"\nmodel {i + 1} of {args.models} (seed {args.seed + i})")
-        model, n, t = finetune(args, args.seed + i, load_pretrained_encoder(state, config), train, val, device, amp)
+        model, n, t, q = finetune(args, args.seed + i, load_pretrained_encoder(state, config), train, val, device, amp)
         seen, train_time = seen + n, train_time + t
         if val:
-            val_probs.append(predict_probs(model, val, device, amp=amp))
+            val_probs.append(q)
         probs.append(predict_probs(model, test, device, amp=amp))
         report(f"model {i + 1}", probs[-1], test_labels)
         if i:
@@ -124,8 +124,8 @@ def main(argv=None) -> dict:
 
 def finetune(args, seed, encoder, train, val, device, amp):
     """Fine-tune ``SentenceClassifier(encoder)`` on ``train`` for ``args.epochs`` passes; returns the
-    model with its final weights, the sequences trained on and the seconds spent training.
-    ``val`` (may be empty) is measured after each full pass and at the end."""
+    model with its final weights, the sequences trained on, the seconds spent training and the
+    model's class probabilities on ``val`` (measured after each pass; None when ``val`` is empty)."""
     torch.manual_seed(seed)
     model = SentenceClassifier(encoder, 2).to(device)
     words = encoder.embeddings.tokens.weight                                 # (V, d)
@@ -145,7 +145,7 @@ def finetune(args, seed, encoder, train, val, device, amp):
     warmup = max(1, int(args.warmup * total))
 
     g = torch.Generator().manual_seed(seed)
-    step, seen, train_time = 0, 0, probe_time
+    step, seen, train_time, val_probs = 0, 0, probe_time, None
     for epoch in range(math.ceil(args.epochs)):
         t0 = time.perf_counter()
         model.train()
@@ -176,9 +176,10 @@ def finetune(args, seed, encoder, train, val, device, amp):
                 print(f"  step {step}/{total}  loss {loss.item():.3f}  {seen / el:.0f} seq/s  {el:.0f} s")
         train_time += time.perf_counter() - t0
         if val:
-            acc = accuracy(predict_probs(model, val, device, amp=amp), labels_of(val))
-            print(f"after {min(epoch + 1, args.epochs):g} of {args.epochs:g} epochs: validation accuracy {acc:.4f}")
-    return model, seen, train_time
+            val_probs = predict_probs(model, val, device, amp=amp)                # (N_val, 2)
+            print(f"after {min(epoch + 1, args.epochs):g} of {args.epochs:g} epochs: "
+                  f"validation accuracy {accuracy(val_probs, labels_of(val)):.4f}")
+    return model, seen, train_time, val_probs
 
 
 def fit_head_on_frozen_features(model, train, device, amp, l2: float = 1e-4) -> None:
@@ -241,9 +242,8 @@ def accuracy(probs: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def report(what, probs, labels) -> tuple[float, float]:
-    preds = probs.argmax(-1)
-    acc = float((preds == labels).float().mean())
-    p, r, f1 = precision_recall_f1(preds, labels)
+    acc = accuracy(probs, labels)
+    p, r, f1 = precision_recall_f1(probs.argmax(-1), labels)
     print(f"{what}: test accuracy {acc:.4f}, precision {p:.3f}, recall {r:.3f}, F1 {f1:.3f}")
     return acc, f1
 
