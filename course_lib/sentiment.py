@@ -146,10 +146,11 @@ def predict_probs(model, encoded: list[tuple[list[int], int]], device: torch.dev
     eval mode, then given back in the mode it was in)."""
     was_training = model.training
     model.eval()
-    probs = outputs_by_length(lambda ids, mask: model(ids, mask).float().softmax(-1),
-                              encoded, device, batch_size, amp, pad_id)
-    model.train(was_training)
-    return probs
+    try:
+        return outputs_by_length(lambda ids, mask: model(ids, mask).float().softmax(-1),
+                                 encoded, device, batch_size, amp, pad_id)
+    finally:
+        model.train(was_training)
 
 
 def predict(model, encoded: list[tuple[list[int], int]], device: torch.device, batch_size: int = 128,

@@ -107,6 +107,17 @@ def test_predict_probs_match_each_row_alone_in_the_rows_order():
     assert torch.equal(predict(model, rows, torch.device("cpu"), batch_size=4), alone.argmax(-1))
 
 
+def test_predict_probs_gives_the_mode_back_when_the_model_raises():
+    class Unfinished(nn.Module):                    # a learner's forward that is not written yet
+        def forward(self, input_ids, attention_mask):
+            raise NotImplementedError()
+
+    model = Unfinished().train()
+    with pytest.raises(NotImplementedError):
+        predict_probs(model, [([5, 6, 7], 0)], torch.device("cpu"))
+    assert model.training, "the model must be left in training mode, as it was found"
+
+
 def test_classifier_dropout_only_in_training():
     model = _classifier()
     ids, mask = torch.tensor([[5, 6, 7]]), torch.ones(1, 3, dtype=torch.long)
