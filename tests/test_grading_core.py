@@ -196,6 +196,15 @@ def test_hidden_seed_changes_hidden_inputs(monkeypatch):
                        build_runs(SOFTMAX, "visible", None, "cpu")[0].inputs["x"])
 
 
+def test_float64_cases_run_on_the_cpu_beside_an_apple_gpu():
+    # MPS has no float64: moving a float64 case there raises before the answer runs. Those cases
+    # run on the CPU (and the summary line says so); float32 cases stay on the learner's GPU.
+    from course_lib.grading.engine import build_runs
+    runs = build_runs(SOFTMAX, "visible", None, "mps", place="cpu")   # place: no MPS on this machine
+    assert {(r.dtype, r.device) for r in runs} == {(torch.float32, "mps"), (torch.float64, "cpu")}
+    assert {r.device for r in build_runs(SOFTMAX, "visible", None, "cuda", place="cpu")} == {"cuda"}
+
+
 def test_call_watcher_sees_through_torch_optims_shared_step_wrapper():
     # Instantiating any torch.optim.Optimizer wraps its class's step in a profiling wrapper
     # whose code object all optimizers share: a learner's own optimizer must not be flagged

@@ -86,7 +86,7 @@ def _clone(value: Any) -> Any:
 
 def build_runs(ex: Exercise, suite: str, seed: int | None, device: str,
                place: str | None = None) -> list[CaseRun]:
-    """Every (case, dtype) of a suite. Tensors go on ``place`` (default: ``device``)."""
+    """Every (case, dtype) of a suite. Tensors go on ``place`` (default: where the case runs)."""
     base = suite_seed(suite, seed)
     cases = ex.cases(suite)
     total = sum(len(c.dtypes) for c in cases)
@@ -96,8 +96,16 @@ def build_runs(ex: Exercise, suite: str, seed: int | None, device: str,
         raw = case.make(g)
         for dtype in case.dtypes:
             n += 1
-            runs.append(CaseRun(n, total, case, dtype, device, _convert(raw, dtype, place or device)))
+            where = run_device(device, dtype)
+            runs.append(CaseRun(n, total, case, dtype, where, _convert(raw, dtype, place or where)))
     return runs
+
+
+def run_device(device: str, dtype: torch.dtype) -> str:
+    """Where a case of this dtype runs: Apple GPUs (mps) have no float64, so those go to the CPU."""
+    if dtype == torch.float64 and torch.device(device).type == "mps":
+        return "cpu"
+    return device
 
 
 @dataclass
