@@ -115,8 +115,17 @@ class WordPieceTokenizer:
     def tokenize(self, text: str) -> list[str]:
         return [p for w in basic_tokenize(text, self.lower) for p in self.wordpiece(w)]
 
+    @staticmethod
+    def _check_max_length(max_length: int | None) -> None:
+        if max_length is not None and max_length < 2:
+            raise ValueError(f"max_length must be at least 2 (room for [CLS] and [SEP]), got {max_length}")
+
     def encode(self, text: str, max_length: int | None = 512) -> list[int]:
-        """``[CLS] pieces [SEP]`` as ids, truncated to ``max_length`` (keeping ``[SEP]``)."""
+        """``[CLS] pieces [SEP]`` as ids, truncated to ``max_length`` (keeping ``[SEP]``).
+
+        ``max_length`` counts [CLS] and [SEP], so it is at least 2 (else ValueError); None: no limit.
+        """
+        self._check_max_length(max_length)
         ids = [self.vocab[p] for p in self.tokenize(text)]
         if max_length is not None:
             ids = ids[: max_length - 2]
@@ -128,9 +137,16 @@ class WordPieceTokenizer:
         return " ".join(tokens).replace(" ##", "")
 
     def __call__(self, texts: list[str], max_length: int = 512) -> dict[str, torch.Tensor]:
-        """A padded batch: ``input_ids`` and ``attention_mask``, both (B, T) int64."""
+        """A padded batch: ``input_ids`` and ``attention_mask``, both (B, T) int64.
+
+        An empty list gives (0, 0) tensors. A single string is refused (TypeError): iterating over
+        it would make a batch of its characters; pass ``[text]``.
+        """
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of strings, got one string: pass [text] for a batch of one")
+        self._check_max_length(max_length)
         encoded = [self.encode(t, max_length) for t in texts]
-        T = max(len(e) for e in encoded)
+        T = max((len(e) for e in encoded), default=0)
         ids = torch.full((len(encoded), T), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(encoded), T), dtype=torch.long)
         for i, e in enumerate(encoded):

@@ -178,6 +178,53 @@ def test_precision_recall_f1_by_hand():
         precision_recall_f1(torch.zeros(3), torch.zeros(4))
 
 
+# ----------------------------------------------------------------------------- the checks (ex09)
+def _loader_keeping_the_dtype(how):
+    """A right loader that keeps the checkpoint's tensors as they come, in one of two ways."""
+    from course_lib.reference.finetuning import IGNORED_KEYS, _course_name
+
+    def load(state_dict, config):
+        renamed = {_course_name(k): v for k, v in state_dict.items() if k not in IGNORED_KEYS}
+        dtype = state_dict["embeddings.word_embeddings.weight"].dtype
+        model = BertEncoder(config) if how == "assign" else BertEncoder(config).to(dtype)
+        if None in renamed or set(renamed) != set(model.state_dict()):
+            raise KeyError("checkpoint and encoder do not match")
+        model.load_state_dict(renamed, strict=True, assign=how == "assign")
+        return model
+    return load
+
+
+@pytest.mark.parametrize("how", ["assign", "to dtype"])
+def test_loader_check_accepts_a_loader_that_keeps_the_checkpoints_dtype(how):
+    """The check gives every loader the checkpoint in float32: one that keeps those tensors
+    (load_state_dict(..., assign=True), or an encoder moved to their dtype) holds the same numbers
+    as one that copies them into a new float32 encoder, and passes the float64 case too."""
+    from course_lib.exercises.ex09_finetuning import LOADER
+    from course_lib.grading.engine import evaluate
+    for suite in ("visible", "hidden"):
+        r = evaluate(LOADER, _loader_keeping_the_dtype(how), suite=suite)
+        assert r.passed, r.message
+        assert "float64" in r.message
+
+
+def test_loader_check_still_names_every_mistake():
+    from course_lib.exercises.ex09_finetuning import LOADER
+    from course_lib.grading.engine import evaluate
+    for m in LOADER.mistakes:
+        r = evaluate(LOADER, m.fn, suite="visible")
+        assert not r.passed and f"known mistake: {m.name}" in r.message, (m.name, r.message)
+
+
+def test_classifier_check_has_one_token_sentences_where_its_label_says():
+    from course_lib.exercises.ex09_finetuning import SENTENCE_CLASSIFIER
+    from course_lib.grading.engine import build_runs
+    runs = [r for r in build_runs(SENTENCE_CLASSIFIER, "visible", None, "cpu") if "one token" in r.case.label]
+    assert runs
+    for r in runs:
+        lengths = r.inputs["attention_mask"].sum(1).tolist()
+        assert lengths[0] == r.inputs["attention_mask"].shape[1] and lengths[-2:] == [1, 1], lengths
+
+
 # ----------------------------------------------------------------------------- a tiny real fine-tune
 def test_a_short_fine_tune_of_the_real_model_learns(splits):
     from safetensors.torch import load_file

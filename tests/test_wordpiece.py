@@ -1,12 +1,12 @@
-"""The course's WordPiece tokenizer gives the same ids as Hugging Face's BertTokenizer."""
+"""The course's WordPiece tokenizer gives the same ids as Hugging Face's BertTokenizer, and
+refuses what it cannot do in words."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from course_lib.data import data_path
 from course_lib.wordpiece import WordPieceTokenizer, basic_tokenize
-
-transformers = pytest.importorskip("transformers")
 
 TEXTS = [
     "Hello, world! This movie was UNBELIEVABLY good...",
@@ -32,6 +32,7 @@ def ours():
 @pytest.fixture(scope="module")
 def theirs():
     import os
+    transformers = pytest.importorskip("transformers")
     os.environ["HF_HUB_OFFLINE"] = "1"          # the package's own folder; never the hub
     return transformers.AutoTokenizer.from_pretrained(str(data_path("minilm_vocab").parent))
 
@@ -60,3 +61,28 @@ def test_unknown_words_and_decode(ours):
 def test_missing_special_token_is_named():
     with pytest.raises(ValueError, match="no unk token"):
         WordPieceTokenizer({"[CLS]": 0})
+
+
+@pytest.mark.parametrize("max_length", [1, 0, -3])
+def test_max_length_below_two_is_refused(ours, max_length):
+    """[CLS] and [SEP] alone take 2 places: a shorter limit cannot be met, so it is an error."""
+    with pytest.raises(ValueError, match="at least 2"):
+        ours.encode("a somewhat longer sentence", max_length)
+    with pytest.raises(ValueError, match="at least 2"):
+        ours(["a somewhat longer sentence"], max_length=max_length)
+
+
+def test_max_length_two_and_none(ours):
+    cls, sep = ours.cls_id, ours.sep_id
+    assert ours.encode("a somewhat longer sentence", 2) == [cls, sep]
+    assert ours.encode("a b c", 3) == [cls, ours.vocab["a"], sep]
+    assert len(ours.encode("word " * 600, None)) == 602               # None: no limit
+    assert len(ours.encode("word " * 600)) == 512                     # the default keeps BERT's 512
+
+
+def test_empty_batch_and_single_string(ours):
+    batch = ours([])
+    assert batch["input_ids"].shape == batch["attention_mask"].shape == (0, 0)
+    assert batch["input_ids"].dtype == batch["attention_mask"].dtype == torch.long
+    with pytest.raises(TypeError, match=r"pass \[text\]"):
+        ours("one sentence")                                           # would batch its characters

@@ -62,12 +62,18 @@ def _hf_state_dict(g, cfg: BertConfig) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _batch(g, cfg: BertConfig, B: int, T: int) -> dict[str, torch.Tensor]:
-    """Right-padded token ids (B, T) (id 0 = padding) and their attention mask; row 0 is full."""
+def _batch(g, cfg: BertConfig, B: int, T: int, one_token: int = 0) -> dict[str, torch.Tensor]:
+    """Right-padded token ids (B, T) (id 0 = padding) and their attention mask; row 0 is full.
+
+    one_token: how many of the last rows are one-token sentences (the same random numbers are
+    drawn either way, so this changes only those rows' lengths).
+    """
     lengths = torch.randint(1, T + 1, (B,), generator=g)
     lengths[0] = T
     if B > 1:
         lengths[1] = min(lengths[1], max(1, T // 2))
+    if one_token:
+        lengths[B - one_token:] = 1
     mask = (torch.arange(T)[None, :] < lengths[:, None]).long()            # (B, T)
     ids = torch.randint(1, cfg.vocab_size, (B, T), generator=g) * mask      # padding -> 0
     return {"input_ids": ids, "attention_mask": mask}
@@ -94,8 +100,13 @@ def _loader_case(cfg_fn, B=3, T=7, drop=None, extra=None):
 
 
 def _call_loader(impl, inputs):
-    sd = {k: v for k, v in inputs["state_dict"].items()}
-    w = sd["embeddings.word_embeddings.weight"]
+    """The answer gets the checkpoint in float32, as checkpoints are stored (and as BertEncoder(config)
+    is built); its model then runs in the case's dtype. So a loader that copies into a new float32
+    encoder and one that keeps the checkpoint's tensors (load_state_dict(..., assign=True), or
+    BertEncoder(config).to(their dtype)) hold the same numbers, and the float64 case still checks the
+    forward pass at float64's tolerance."""
+    w = inputs["state_dict"]["embeddings.word_embeddings.weight"]          # the case's dtype and device
+    sd = {k: (v.float() if v.is_floating_point() else v) for k, v in inputs["state_dict"].items()}
     if inputs["expect_error"]:
         try:
             impl(sd, inputs["config"])
@@ -208,11 +219,12 @@ LOADER = Exercise(
                 "Compare the renamed keys with model.state_dict() and raise KeyError listing what is missing\n"
                 "or unexpected (load_state_dict(..., strict=True) also refuses)."),
     ],
-    hint="Write a function from one checkpoint name to the course's name: the embeddings map one to one, "
-         "and inside `encoder.layer.N.` each sub-name (attention.self.query, attention.output.dense, "
-         "attention.output.LayerNorm, intermediate.dense, output.dense, output.LayerNorm) has one "
-         "counterpart under `layers.N.`. Compare the names of `BertEncoder(config).state_dict()` with the "
-         "checkpoint's. Skip `embeddings.position_ids` and `pooler.*`; check both directions before loading.",
+    hint="Write a function from one checkpoint name to the course's name: the four embedding prefixes map "
+         "one to one, and inside `encoder.layer.N.` each of the eight sub-names (attention.self.query, .key "
+         "and .value, attention.output.dense, attention.output.LayerNorm, intermediate.dense, output.dense, "
+         "output.LayerNorm) has one counterpart under `layers.N.`. Print the names of "
+         "`BertEncoder(config).state_dict()` next to the checkpoint's to find them. Trap: output.LayerNorm is "
+         "also the end of attention.output.LayerNorm. Skip the IGNORED_KEYS; check both directions before loading.",
 )
 
 
@@ -221,12 +233,12 @@ def _course_state(g, cfg: BertConfig) -> dict[str, torch.Tensor]:
     return {ref._course_name(k): v for k, v in _hf_state_dict(g, cfg).items() if k not in ref.IGNORED_KEYS}
 
 
-def _clf_case(cfg_fn, n_classes=2, B=3, T=6):
+def _clf_case(cfg_fn, n_classes=2, B=3, T=6, one_token=0):
     def make(g):
         cfg = cfg_fn(g) if callable(cfg_fn) else cfg_fn
         return {"config": cfg, "encoder_state": _course_state(g, cfg), "n_classes": n_classes,
                 "head_weight": _randn(g, n_classes, cfg.d_model), "head_bias": _randn(g, n_classes, scale=0.5),
-                **_batch(g, cfg, B, T)}
+                **_batch(g, cfg, B, T, one_token)}
     return make
 
 
@@ -286,8 +298,8 @@ SENTENCE_CLASSIFIER = Exercise(
         Case("a 2-layer encoder (d_model 16), 2 classes, a padded batch (3, 6)", _clf_case(_config())),
         Case("a 1-layer encoder (d_model 12, 3 heads), 4 classes, batch (4, 8)",
              _clf_case(_config(12, 1, 3), n_classes=4, B=4, T=8)),
-        Case("a 2-layer encoder (d_model 16), 3 classes, batch (5, 9) with one-token sentences",
-             _clf_case(_config(), n_classes=3, B=5, T=9)),
+        Case("a 2-layer encoder (d_model 16), 3 classes, batch (5, 9) whose last two sentences are one token long",
+             _clf_case(_config(), n_classes=3, B=5, T=9, one_token=2)),
     ],
     hidden=[
         Case("a random small encoder, number of classes and batch", _random_clf),
@@ -444,7 +456,7 @@ FREEZE = Exercise(
     ],
     mistakes=[
         Mistake("embeddings left trainable", _mf_embeddings,
-                "The embeddings are the lowest part of the encoder (and with 11.7 M of MiniLM's 22.7 M\n"
+                "The embeddings are the lowest part of the encoder (and with 11.9 M of MiniLM's 22.6 M\n"
                 "parameters, the largest): freezing the lower layers freezes model.encoder.embeddings too."),
         Mistake("the top layers frozen instead of the lowest", _mf_top,
                 "layers[0] is next to the embeddings, layers[-1] next to the head. The lower layers hold\n"
@@ -464,10 +476,11 @@ FREEZE = Exercise(
                 "Slicing never complains (layers[:5] of 2 layers is all of them; layers[:-1] is all but\n"
                 "one): check 0 <= n_layers <= len(model.encoder.layers) and raise ValueError otherwise."),
     ],
-    hint="Decide first which parameters are frozen: those of model.encoder.embeddings and of "
-         "model.encoder.layers[:n_layers] (collect them, say by id). Then walk over model.parameters() "
-         "once, setting requires_grad to whether the parameter is not in that set, and add up numel() of "
-         "the trainable ones. Check the range of n_layers first.",
+    hint="Every parameter gets a flag, not only the frozen ones: the model may arrive with parts already "
+         "frozen, and the contract makes everything outside the frozen part trainable. The embeddings count "
+         "as the lowest part. Tensors compare by value, so test whether a parameter is one of the frozen "
+         "ones by identity. Slicing never complains about a bad n_layers, so check its range yourself; and "
+         "the count is in numbers (elements), not in tensors.",
 )
 
 
@@ -571,9 +584,11 @@ LORA = Exercise(
                 _lora(forward=lambda self, x: x @ self.A.T @ self.B.T * self.scale()),
                 "The low-rank path is an update added to the frozen layer's output: base(x) + scale·x AᵀBᵀ."),
     ],
-    hint="Keep `base` and freeze its parameters. A: (r, in_features), small random values; B: "
-         "(out_features, r), zeros; both nn.Parameter on base.weight's device and dtype. forward: base(x) "
-         "plus x multiplied by Aᵀ then Bᵀ, times alpha / r.",
+    hint="Freezing the base means both of its tensors (the bias too, when it has one). Of A and B, the zero "
+         "one makes the module equal to base at the start and the random one lets the zero one get a gradient; "
+         "keep the random values small. New tensors are created on the CPU in float32 unless told otherwise, "
+         "and the base may be on a GPU or in float64. In forward, go through the rank-r space (x times Aᵀ "
+         "first) rather than building a full out × in matrix.",
 )
 
 
@@ -659,8 +674,10 @@ PRF = Exercise(
     ],
     forbidden=[Forbidden(f"sklearn.metrics.{n}", "it computes what you are writing here", shown=f"sklearn's {n}")
                for n in ("precision_recall_fscore_support", "precision_score", "recall_score", "f1_score")],
-    hint="Two boolean tensors, preds == positive and labels == positive, give TP, FP and FN by `&`, `~` "
-         "and .sum(). Turn each count into a Python int, then divide only when the denominator is not 0.",
+    hint="TP, FP and FN each count the positions where two conditions hold at once: what was predicted "
+         "(the positive class or not) and what the label is; comparisons on the whole tensors give them for "
+         "every position at once. The results must be Python floats, not tensors. 0/0 can happen in three "
+         "places (precision, recall and F1), and each must give 0.0.",
 )
 
 register(LOADER, SENTENCE_CLASSIFIER, FREEZE, LORA, PRF)
