@@ -22,7 +22,9 @@ def _ri(g: torch.Generator, lo: int, hi: int) -> int:
 # ---------------------------------------------------------------- split_heads
 def _split_case(B, T, H, D, transposed=False):
     def make(g):
-        if transposed:      # a non-contiguous view, as q @ W often is after a transpose
+        # transposed: a non-contiguous input, as a tensor often is after a transpose. x.view(B, T, H, D)
+        # still splits it, but an answer that assumes contiguous memory (x.view(B * T, H, D)) fails.
+        if transposed:
             return {"x": _randn(g, B, H * D, T).transpose(1, 2), "n_heads": H}
         return {"x": _randn(g, B, T, H * D), "n_heads": H}
     return make
@@ -82,9 +84,14 @@ def _merge_random(g):
     return _merge_case(_ri(g, 1, 4), _ri(g, 2, 6), _ri(g, 2, 9), _ri(g, 2, 7))(g)
 
 
+def _merge_transposed_case(B, H, T, D):
+    """x of shape (B, H, T, D) made by a transpose, so not contiguous in memory."""
+    return lambda g: {"x": _randn(g, B, T, H, D).transpose(1, 2)}
+
+
 def _merge_transposed(g):
     B, H, T, D = _ri(g, 1, 3), _ri(g, 2, 4), _ri(g, 2, 6), _ri(g, 2, 5)
-    return {"x": _randn(g, B, T, H, D).transpose(1, 2)}
+    return _merge_transposed_case(B, H, T, D)(g)
 
 
 MERGE = Exercise(
@@ -95,6 +102,7 @@ MERGE = Exercise(
         Case("x of shape (2, 3, 5, 4)", _merge_case(2, 3, 5, 4)),
         Case("x of shape (1, 8, 3, 1)", _merge_case(1, 8, 3, 1)),
         Case("x of shape (3, 2, 7, 8)", _merge_case(3, 2, 7, 8)),
+        Case("x of shape (2, 3, 4, 5) as a transposed (non-contiguous) view", _merge_transposed_case(2, 3, 4, 5)),
     ],
     hidden=[
         Case("x of a random shape", _merge_random),
@@ -116,7 +124,9 @@ MERGE = Exercise(
     ],
     hint="This is split_heads backwards: bring time in front of the heads, then merge the last "
          "two axes into one, heads outer. In einops, a group `(a b)` on the right of a pattern "
-         "merges two axes.",
+         "merges two axes. Beware of `.view` here: it can only merge axes whose values lie next to "
+         "each other in memory, which H and D no longer do once the head axis has moved; `reshape` "
+         "and `rearrange` copy when they must.",
 )
 
 

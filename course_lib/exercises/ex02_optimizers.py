@@ -203,9 +203,12 @@ SGD_EX = Exercise(
         Case("weight (3, 4), bias (4,), extra (2,) whose grad is None every other step; group 1: lr 0.1, "
              "momentum 0.9; group 2 (bias): lr 0.5, momentum 0.5; 12 steps, saved and reloaded after 6",
              _opt_case((3, 4), 2, 12, dict(lr=0.1, momentum=0.9), dict(lr=0.5, momentum=0.5))),
-        Case("as above, but the lr of every group is halved before step 7 (as a schedule does); 14 steps",
+        Case("weight (2, 3), bias (3,), extra (3,); group 1: lr 0.05, momentum 0.8; group 2 (bias): lr 0.2, "
+             "momentum 0.8; every group's lr halved after 7 of the 14 steps (as a schedule does), "
+             "saved and reloaded after 7",
              _opt_case((2, 3), 3, 14, dict(lr=0.05, momentum=0.8), dict(lr=0.2), lr_drop_at=7)),
-        Case("momentum 0 (plain gradient descent), lr 0.1; group 2 keeps momentum 0.9; 10 steps",
+        Case("weight (4, 2), bias (2,), extra (2,); group 1: lr 0.1, momentum 0 (plain gradient descent); "
+             "group 2 (bias): lr 0.1, momentum 0.9; 10 steps, saved and reloaded after 5",
              _opt_case((4, 2), 2, 10, dict(lr=0.1), dict(momentum=0.9))),
     ],
     hidden=[
@@ -243,8 +246,9 @@ SGD_EX = Exercise(
     forbidden=OPTIM_FORBIDDEN,
     hint="Loop over self.param_groups, read lr and momentum from each group, and over the group's "
          "params, skipping those whose .grad is None. self.state[p] is a dict that starts empty: "
-         "the first time, start the buffer from the gradient itself. Update p in place under "
-         "torch.no_grad() (the decorator is already there).",
+         "the first time, start the buffer from a copy of the gradient (not the gradient tensor "
+         "itself, which may be changed in place later). Update p in place inside a "
+         "`with torch.no_grad():` block in step().",
 )
 
 
@@ -262,7 +266,8 @@ ADAM_EX = Exercise(
              "betas (0.8, 0.95), no decay; 12 steps, saved and reloaded after 6", _ADAM_V1),
         Case("default hyper-parameters (lr 1e-3, betas (0.9, 0.999), eps 1e-8, no decay); 16 steps",
              _opt_case((2, 3), 3, 16, dict(), dict())),
-        Case("lr 0.02 halved before step 5, weight_decay 0.5 on both groups; 10 steps",
+        Case("lr 0.02 on both groups, halved after 5 of the 10 steps; weight_decay 0.5 on both groups; "
+             "group 2 (bias): eps 1e-6",
              _opt_case((4, 2), 2, 10, dict(lr=0.02, weight_decay=0.5), dict(eps=1e-6), lr_drop_at=5)),
     ],
     hidden=[
@@ -284,8 +289,9 @@ ADAM_EX = Exercise(
                 "state['step'] first, so the first step uses t = 1."),
         Mistake("eps inside the square root: sqrt(v̂ + eps)", _adam_variant(decoupled=False, default_wd=0.0,
                                                                            eps_inside=True),
-                "Adam divides by sqrt(v̂) + eps. With eps under the root, a parameter whose gradients\n"
-                "are small (here the bias, gradients ~1e-3) takes much smaller steps."),
+                "Adam divides by sqrt(v̂) + eps. Under the root, eps acts at the scale √eps (1e-4 for\n"
+                "eps = 1e-8) instead of eps, so steps shrink as a parameter's gradients approach 1e-4.\n"
+                "Here the bias, with gradients around 1e-3, moves a percent or two less than it should."),
         Mistake("weight decay decoupled as in AdamW, instead of added to the gradient",
                 _adam_variant(decoupled=False, default_wd=0.0, flip_decay=True),
                 "torch.optim.Adam's weight_decay is an L2 term: g ← g + wd·p before the moments are\n"
@@ -296,9 +302,10 @@ ADAM_EX = Exercise(
                 "count were lost. Keep them in self.state[p]."),
     ],
     forbidden=OPTIM_FORBIDDEN,
-    hint="For each parameter with a gradient: add wd·p to the gradient, then update two running "
-         "averages in self.state[p] (of g and of g·g) and a step counter t starting from 1. Divide "
-         "each average by one minus its beta to the power t, then step by lr·m̂ / (√v̂ + eps).",
+    hint="For each parameter with a gradient: the weight-decay term joins the gradient before "
+         "anything else. Keep the step counter and the two running averages in self.state[p], and "
+         "increment the counter before you use it, so that the first step has t = 1 (with t = 0 the "
+         "bias correction divides by zero). eps goes outside the square root.",
 )
 
 
@@ -316,7 +323,8 @@ ADAMW_EX = Exercise(
                        dict(lr=0.1, weight_decay=0.0))),
         Case("default hyper-parameters (lr 1e-3, weight_decay 0.01); 16 steps",
              _opt_case((2, 3), 3, 16, dict(), dict())),
-        Case("lr 0.02 halved before step 5, weight_decay 0.5 on both groups; 10 steps",
+        Case("lr 0.02 on both groups, halved after 5 of the 10 steps; weight_decay 0.5 on both groups; "
+             "group 2 (bias): eps 1e-6",
              _opt_case((4, 2), 2, 10, dict(lr=0.02, weight_decay=0.5), dict(eps=1e-6), lr_drop_at=5)),
     ],
     hidden=[
@@ -347,12 +355,14 @@ ADAMW_EX = Exercise(
                 "included, as torch.optim.AdamW does."),
         Mistake("eps inside the square root: sqrt(v̂ + eps)", _adam_variant(decoupled=True, default_wd=0.01,
                                                                            eps_inside=True),
-                "Adam divides by sqrt(v̂) + eps. With eps under the root, a parameter whose gradients\n"
-                "are small (here the bias, gradients ~1e-3) takes much smaller steps."),
+                "Adam divides by sqrt(v̂) + eps. Under the root, eps acts at the scale √eps (1e-4 for\n"
+                "eps = 1e-8) instead of eps, so steps shrink as a parameter's gradients approach 1e-4.\n"
+                "Here the bias, with gradients around 1e-3, moves a percent or two less than it should."),
     ],
     forbidden=OPTIM_FORBIDDEN,
-    hint="Start from your Adam. Remove the wd·p term from the gradient; instead, before the Adam "
-         "update, multiply p by (1 − lr·wd). Everything else is the same.",
+    hint="Start from your Adam. The decay no longer goes into the gradient: shrink the parameter "
+         "itself, by the factor the docstring gives, before the moments are updated, and use the raw "
+         "gradient everywhere else. A parameter whose grad is None is skipped entirely, decay included.",
 )
 
 
@@ -488,13 +498,13 @@ CLIP_EX = Exercise(
     reference=ref.clip_grad_norm,
     call=_run_clip,
     visible=[
-        Case("three grads (4, 3) ×1, (5,) ×10, (2, 2) ×0.1, global norm ≈ 22, max_norm 1.0",
+        Case("three grads (4, 3) ×1, (5,) ×10, (2, 2) ×0.1, global norm 19.4, max_norm 1.0",
              _clip_case([(4, 3), (5,), (2, 2)], [1.0, 10.0, 0.1], 1.0), **_CLIP_TOL),
-        Case("max_norm 50, larger than the global norm: nothing changes",
+        Case("the same three shapes, global norm 24.0, max_norm 50: nothing changes",
              _clip_case([(4, 3), (5,), (2, 2)], [1.0, 10.0, 0.1], 50.0), **_CLIP_TOL),
         Case("all-zero gradients, max_norm 1.0",
              _clip_case([(3, 3), (4,)], [0.0, 0.0], 1.0), **_CLIP_TOL),
-        Case("four grads, the third one None, max_norm 2.0",
+        Case("four grads, the third one None, global norm 9.85, max_norm 2.0",
              _clip_case([(2, 5), (5,), (3,), (1, 4)], [2.0, 1.0, 1.0, 3.0], 2.0, none_at=(2,)), **_CLIP_TOL),
     ],
     hidden=[
@@ -518,9 +528,10 @@ CLIP_EX = Exercise(
                 "sqrt(Σ_p ‖g_p‖²), not Σ_p ‖g_p‖."),
     ],
     forbidden=CLIP_FORBIDDEN,
-    hint="Collect the grads that are not None; the global norm is the square root of the sum of "
-         "their squared entries. If it exceeds max_norm, multiply every grad in place by "
-         "max_norm / norm (torch adds 1e-6 to the norm). Return the norm you measured first.",
+    hint="Collect the grads that are not None (params may be a generator: walk it once). The squares "
+         "of all their entries add up to the square of the global norm. Only when that norm exceeds "
+         "max_norm, scale every grad in place by the same factor. Return the norm you measured "
+         "before scaling.",
 )
 
 

@@ -12,6 +12,8 @@ from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
 from course_lib.reference import attention as ref
 
 NEG_INF = float("-inf")
+# The mask exercises take no float input: each case runs once, and the ✓ line names what they return (bool).
+MASK_DTYPES = (torch.bool,)
 
 
 def _randn(g: torch.Generator, *shape: int, scale: float = 1.0) -> torch.Tensor:
@@ -213,13 +215,13 @@ CAUSAL = Exercise(
     reference=ref.causal_mask,
     call=_call_causal,
     visible=[
-        Case("T = 5", _causal_case(5), dtypes=(torch.float32,)),
-        Case("T = 1", _causal_case(1), dtypes=(torch.float32,)),
-        Case("T = 8", _causal_case(8), dtypes=(torch.float32,)),
+        Case("T = 5", _causal_case(5), dtypes=MASK_DTYPES),
+        Case("T = 1", _causal_case(1), dtypes=MASK_DTYPES),
+        Case("T = 8", _causal_case(8), dtypes=MASK_DTYPES),
     ],
     hidden=[
-        Case("a random T", _causal_random, dtypes=(torch.float32,)),
-        Case("another random T", _causal_random, dtypes=(torch.float32,)),
+        Case("a random T", _causal_random, dtypes=MASK_DTYPES),
+        Case("another random T", _causal_random, dtypes=MASK_DTYPES),
     ],
     mistakes=[
         Mistake("upper triangle instead of lower: each query sees the future",
@@ -262,13 +264,13 @@ PAD = Exercise(
     notebook="05_attention",
     reference=ref.padding_mask,
     visible=[
-        Case("lengths [3, 5, 1], T = 5", _pad_case([3, 5, 1], 5), dtypes=(torch.float32,)),
-        Case("lengths [2, 4], T = 4", _pad_case([2, 4], 4), dtypes=(torch.float32,)),
-        Case("lengths [6, 0, 3, 6], T = 6 (one empty sequence)", _pad_case([6, 0, 3, 6], 6), dtypes=(torch.float32,)),
+        Case("lengths [3, 5, 1], T = 5", _pad_case([3, 5, 1], 5), dtypes=MASK_DTYPES),
+        Case("lengths [2, 4], T = 4", _pad_case([2, 4], 4), dtypes=MASK_DTYPES),
+        Case("lengths [6, 0, 3, 6], T = 6 (one empty sequence)", _pad_case([6, 0, 3, 6], 6), dtypes=MASK_DTYPES),
     ],
     hidden=[
-        Case("random lengths and T", _pad_random, dtypes=(torch.float32,)),
-        Case("other random lengths and T", _pad_random, dtypes=(torch.float32,)),
+        Case("random lengths and T", _pad_random, dtypes=MASK_DTYPES),
+        Case("other random lengths and T", _pad_random, dtypes=MASK_DTYPES),
     ],
     mistakes=[
         Mistake("padding taken from the wrong side (left padding)",
@@ -426,9 +428,9 @@ MHA = Exercise(
     ],
     forbidden=[SDPA_FORBIDDEN, *MHA_FORBIDDEN],
     hint="Project x (queries) and the source of keys and values (context, or x again) with the "
-         "three input projections; split each into heads with `split_heads`; attend with the "
-         "softmax(q kᵀ/√D) recipe of the first exercise, written out again inside this cell; merge the "
-         "heads with `merge_heads`; finish with `out_proj`.",
+         "three input projections; split each into heads with `split_heads`; attend per head as in "
+         "the first exercise (you may call your function from it), with self.dropout on the weights "
+         "before they multiply v; merge the heads with `merge_heads`; finish with `out_proj`.",
 )
 
 register(SDPA, CAUSAL, PAD, MHA)
