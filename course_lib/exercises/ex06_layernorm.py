@@ -296,6 +296,12 @@ def _mb_gb_feature_axis(grad_out, x, weight, eps=1e-5):
     return gx, _sum_batch(grad_out * x_hat, x), grad_out.sum(-1)
 
 
+def _mb_sum_empty_dims(grad_out, x, weight, eps=1e-5):
+    gx, x_hat = _correct_gx(grad_out, x, weight, eps)
+    axes = _batch_axes(x)                 # () for a 1-D x, and t.sum(dim=()) sums over every axis
+    return gx, (grad_out * x_hat).sum(dim=axes), grad_out.sum(dim=axes)
+
+
 def _mb_first_axis_only(grad_out, x, weight, eps=1e-5):
     gx, x_hat = _correct_gx(grad_out, x, weight, eps)
     return gx, (grad_out * x_hat).sum(0), grad_out.sum(0)
@@ -333,14 +339,19 @@ LAYER_NORM_BACKWARD = Exercise(
         Case("grad_out and x of a random 4-D shape", _bw_random(dims=4)),
         Case("x of a random shape, values around 1e-3", _bw_random(scale=1e-3, dims=2), atol=1e-3, rtol=1e-3),
         Case("x of a random shape with constant rows", _bw_random(constant=True), atol=1e-3, rtol=1e-4),
+        Case("grad_out and x: a single vector of random length", _bw_random(dims=1)),
     ],
     mistakes=[
         Mistake("grad_weight not summed over the batch axes", _mb_gw_not_summed,
                 "weight is shared by every position, so its gradient adds up the contributions of all\n"
                 "of them: sum grad_out · x̂ over every axis but the last, giving shape (D,)."),
+        Mistake("grad_weight and grad_bias summed with dim=() on a 1-D input", _mb_sum_empty_dims,
+                "A 1-D x is a single vector: there is no batch axis to sum over, so grad_weight = grad_out · x̂\n"
+                "and grad_bias = grad_out, both of shape (D,). torch's t.sum(dim=()) does not leave t alone: it\n"
+                "sums over every axis and returns a scalar. Sum only when x has more than one axis."),
         Mistake("grad_weight and grad_bias summed over the first axis only", _mb_first_axis_only,
                 "With x of shape (B, T, D) the weight is used at all B·T positions: sum over every axis\n"
-                "but the last (dim=tuple(range(x.dim() - 1))), not over dim 0 alone."),
+                "but the last (all of dims 0 … x.dim() - 2), not over dim 0 alone."),
         Mistake("grad_bias summed over the feature axis", _mb_gb_feature_axis,
                 "grad_bias has the shape of bias, (D,): sum grad_out over the batch axes, keep the last."),
         Mistake("both mean terms missing from grad_x", _mb_no_means,
@@ -362,8 +373,9 @@ LAYER_NORM_BACKWARD = Exercise(
     ],
     forbidden=[*NORM_SHORTCUTS, *NO_AUTOGRAD],
     hint="Recompute μ, r = 1/√(σ² + ε) and x̂ from x. grad_bias and grad_weight are sums of grad_out and "
-         "grad_out · x̂ over every axis but the last. For grad_x, call g = grad_out · weight (the gradient "
-         "reaching x̂) and remember that each x̂_i depends on every x_j through μ and σ: the derivation "
+         "grad_out · x̂ over every axis but the last; a 1-D x has no such axis, and then they are grad_out "
+         "and grad_out · x̂ themselves (careful: t.sum(dim=()) sums over every axis). For grad_x, call "
+         "g = grad_out · weight (the gradient reaching x̂) and remember that each x̂_i depends on every x_j through μ and σ: the derivation "
          "above ends in one line with two means over the last axis.",
 )
 
@@ -567,7 +579,8 @@ LAYER_NORM_MODULE = Exercise(
     forbidden=NORM_SHORTCUTS,
     call=_call_module,
     hint="In __init__, call super().__init__(), keep eps, and register weight = nn.Parameter(torch.ones(d)) "
-         "and bias = nn.Parameter(torch.zeros(d)). forward(x) is your layer_norm with those.",
+         "and bias = nn.Parameter(torch.zeros(d)). forward(x) is your layer_norm with those: call it (answer "
+         "cells are graded together, in order) or write it out again.",
 )
 
 
