@@ -196,6 +196,22 @@ def test_hidden_seed_changes_hidden_inputs(monkeypatch):
                        build_runs(SOFTMAX, "visible", None, "cpu")[0].inputs["x"])
 
 
+def test_properties_said_in_words_read_as_expected_and_got():
+    # A call wrapper may return a property in words (the contract's words where it holds, what it
+    # found where not); the message then shows both lines and no meaningless position.
+    def words(fn, inputs):
+        n = fn(inputs["x"])
+        return ("returns the sum of the squares",) if n == float((inputs["x"] ** 2).sum()) \
+            else (f"returned {n!r}",)
+    ex = Exercise("toy_sumsq", "tests", lambda x: float((x ** 2).sum()), call=words,
+                  visible=[Case("x = [1, 2]", lambda g: {"x": torch.tensor([1.0, 2.0])}, dtypes=(torch.float64,))],
+                  hidden=[], mistakes=[Mistake("the plain sum", lambda x: float(x.sum()), "square first.")])
+    assert evaluate(ex, lambda x: float((x * x).sum())).passed
+    msg = evaluate(ex, lambda x: float(x.sum())).message
+    assert "  expected  returns the sum of the squares\n  got       returned 3.0\n" in msg
+    assert "(in output" not in msg and "known mistake: the plain sum" in msg
+
+
 def test_float64_cases_run_on_the_cpu_beside_an_apple_gpu():
     # MPS has no float64: moving a float64 case there raises before the answer runs. Those cases
     # run on the CPU (and the summary line says so); float32 cases stay on the learner's GPU.

@@ -3,6 +3,13 @@
 Where the contract fixes how randomness is drawn (get_batch) outputs are compared exactly; where a
 learner may reasonably draw differently (mlm_mask, sample) the checks measure properties instead:
 proportions over many draws, tokens inside the top-k set, the same seed giving the same output.
+
+Those call wrappers return each property as words: what the contract asks where the property holds
+(the reference's words), what was measured where it does not. A failing check then reads
+"expected 'fraction of chosen positions set to [MASK] ≈ 0.80 (± 0.025)', got '… = 0.03'", and a
+wrong shape or return type is named before any number. Properties after the first one that fails
+are not measured (their words are _SKIPPED), so an answer and a catalogued mistake that fail in
+the same way give the same output whatever else their random draws did.
 """
 from __future__ import annotations
 
@@ -23,6 +30,39 @@ def _ri(g: torch.Generator, lo: int, hi: int) -> int:
 
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+_SKIPPED = "not measured: an earlier property failed"
+
+
+def _shape(shape) -> str:
+    return "(" + ", ".join(str(int(d)) for d in shape) + (",)" if len(shape) == 1 else ")")
+
+
+def _described(value) -> str:
+    """What came back, in words: 'a (2, 16) int64 tensor', 'None', 'a tuple of 3 values'."""
+    if isinstance(value, torch.Tensor):
+        return f"a {_shape(value.shape)} {str(value.dtype).removeprefix('torch.')} tensor"
+    if value is None:
+        return "None"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)} value{'' if len(value) == 1 else 's'}"
+    return f"a {type(value).__name__}"
+
+
+def _properties(*props) -> tuple:
+    """props: (words of the property, measure). measure() returns None where the property holds,
+    else what was found, in words. Returns the words of each property in turn: the property's own
+    where it holds, what was found at the first that fails, _SKIPPED after that."""
+    out, failed = [], False
+    for words, measure in props:
+        if failed:
+            out.append(_SKIPPED)
+            continue
+        found = measure()
+        out.append(words if found is None else found)
+        failed = found is not None
+    return tuple(out)
 
 
 # ------------------------------------------------------------------------------ get_batch
@@ -151,30 +191,80 @@ def _mlm_random(g):
     return _mlm_case((_ri(g, 150, 250), 200), _ri(g, 20, 40), [0.15, 0.3][_ri(g, 0, 1)])(g)
 
 
+_MLM_TOL = 0.025
+
+
 def _call_mlm(fn, inputs):
-    """Properties, not exact draws: [shape and dtype ok, labels right where chosen, inputs untouched
-    elsewhere, fraction chosen, and among the chosen: fraction [MASK], unchanged, other; same seed
-    gives the same output]."""
-    tokens, mask_id = inputs["tokens"], inputs["mask_id"]
+    """Properties in words (see _properties), not exact draws: the pair's shapes and dtypes, labels
+    right where chosen, inputs untouched elsewhere, the fraction chosen, and among the chosen the
+    fractions set to [MASK], left unchanged and set to another token, then the same seed giving the
+    same output. Fractions are checked against their expectation under the contract (random tokens
+    drawn from [0, vocab_size) sometimes land on [MASK] or on the original token), within ± _MLM_TOL."""
+    tokens, mask_id, V, p = inputs["tokens"], inputs["mask_id"], inputs["vocab_size"], inputs["p"]
     kw = {k: v for k, v in inputs.items() if k != "seed"}
-    inp, lab = fn(**kw, generator=_gen(inputs["seed"]))
-    inp2, lab2 = fn(**kw, generator=_gen(inputs["seed"]))
-    ok = float(inp.shape == tokens.shape and lab.shape == tokens.shape and inp.dtype == torch.long
-               and lab.dtype == torch.long)
-    if not ok:
-        return torch.tensor([0.0], dtype=torch.float64)
-    chosen = lab != -100
-    n = max(int(chosen.sum()), 1)
-    return torch.tensor([
-        ok,
-        float(bool((lab[chosen] == tokens[chosen]).all())),
-        float(bool((inp[~chosen] == tokens[~chosen]).all())),
-        float(chosen.double().mean()),
-        float(((inp == mask_id) & chosen).sum()) / n,
-        float(((inp == tokens) & chosen).sum()) / n,
-        float(((inp != mask_id) & (inp != tokens) & chosen).sum()) / n,
-        float(torch.equal(inp, inp2) and torch.equal(lab, lab2)),
-    ], dtype=torch.float64)
+    got = fn(**kw, generator=_gen(inputs["seed"]))
+    again = fn(**kw, generator=_gen(inputs["seed"]))
+    pair = isinstance(got, (tuple, list)) and len(got) == 2
+    inp, lab = got if pair else (None, None)
+    state = {}
+
+    def contract():
+        if not pair:
+            return f"returned {_described(got)}, not the pair (inputs, labels)"
+        if any(not isinstance(t, torch.Tensor) or t.shape != tokens.shape or t.dtype != torch.long
+               for t in (inp, lab)):
+            return f"(inputs, labels): inputs is {_described(inp)}, labels is {_described(lab)}"
+        if inp.device != tokens.device or lab.device != tokens.device:
+            return f"(inputs, labels): on {inp.device} and {lab.device}, tokens on {tokens.device}"
+        state["chosen"] = lab != -100
+        state["n"] = max(int(state["chosen"].sum()), 1)
+        return None
+
+    def labels_right():
+        chosen = state["chosen"]
+        wrong = int((lab[chosen] != tokens[chosen]).sum())
+        if wrong:
+            return (f"labels differ from the original token at {wrong:,} of the {int(chosen.sum()):,} "
+                    "positions whose label is not -100")
+        return None
+
+    def untouched():
+        chosen = state["chosen"]
+        if bool((inp[~chosen] != tokens[~chosen]).any()):
+            return "inputs differ from tokens at positions whose label is -100 (positions not chosen)"
+        return None
+
+    def fraction(words, measured, expected):
+        def measure():
+            m = measured()
+            if abs(m - expected) <= _MLM_TOL:
+                return None
+            # Next to 0 or 1 (a systematic mistake) the words do not depend on the draws.
+            return f"{words} {'< 0.02' if m < 0.02 else '> 0.98' if m > 0.98 else f'= {m:.2f}'}"
+        return f"{words} ≈ {expected:.2f} (± {_MLM_TOL})", measure
+
+    def among_chosen(where):
+        return lambda: float((where() & state["chosen"]).sum()) / state["n"]
+
+    def same_seed():
+        same = (isinstance(again, (tuple, list)) and len(again) == 2
+                and all(isinstance(a, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+                        for a, b in zip(got, again)))
+        return None if same else "two calls with generators seeded alike returned different (inputs, labels)"
+
+    return _properties(
+        ("(inputs, labels): two int64 tensors of tokens' shape, on tokens' device", contract),
+        ("labels = the original token wherever they are not -100", labels_right),
+        ("inputs = tokens wherever the label is -100", untouched),
+        fraction("fraction of positions chosen (label not -100)",
+                 lambda: float(state["chosen"].double().mean()), p),
+        fraction("fraction of the chosen set to [MASK]", among_chosen(lambda: inp == mask_id), 0.8 + 0.1 / V),
+        fraction("fraction of the chosen left unchanged", among_chosen(lambda: inp == tokens), 0.1 + 0.1 / V),
+        fraction("fraction of the chosen set to another token (the random 10 %, less the draws that hit "
+                 "[MASK] or the original)",
+                 among_chosen(lambda: (inp != mask_id) & (inp != tokens)), 0.1 - 0.2 / V),
+        ("two calls with generators seeded alike return the same (inputs, labels)", same_seed),
+    )
 
 
 def _mask_8010(tokens, mask_id, vocab_size, p, generator):
@@ -202,6 +292,11 @@ def _m_labels_inverted(tokens, mask_id, vocab_size, p=0.15, generator=None):
     return inputs, torch.where(chosen, torch.full_like(tokens, -100), tokens)
 
 
+def _m_mlm_no_generator(tokens, mask_id, vocab_size, p=0.15, generator=None):
+    inputs, chosen = _mask_8010(tokens, mask_id, vocab_size, p, None)     # torch's global generator
+    return inputs, torch.where(chosen, tokens, torch.full_like(tokens, -100))
+
+
 def _m_no_unchanged(tokens, mask_id, vocab_size, p=0.15, generator=None):
     chosen = torch.rand(tokens.shape, generator=generator).to(tokens.device) < p
     r = torch.rand(tokens.shape, generator=generator).to(tokens.device)
@@ -216,14 +311,12 @@ MLM_MASK = Exercise(
     name="mlm_mask", notebook="08_pretraining", reference=ref.mlm_mask, call=_call_mlm,
     visible=[
         Case("tokens (200, 200), vocabulary 30, p = 0.15: proportions over 40,000 positions",
-             _mlm_case((200, 200), 30), dtypes=INT, atol=0.025, rtol=0.0),
-        Case("tokens (100, 300), vocabulary 50, p = 0.3", _mlm_case((100, 300), 50, 0.3),
-             dtypes=INT, atol=0.025, rtol=0.0),
-        Case("tokens (40000,) as one long row, vocabulary 25", _mlm_case((40000,), 25),
-             dtypes=INT, atol=0.025, rtol=0.0),
+             _mlm_case((200, 200), 30), dtypes=INT),
+        Case("tokens (100, 300), vocabulary 50, p = 0.3", _mlm_case((100, 300), 50, 0.3), dtypes=INT),
+        Case("tokens (40000,) as one long row, vocabulary 25", _mlm_case((40000,), 25), dtypes=INT),
     ],
-    hidden=[Case("random shapes, vocabulary and p", _mlm_random, dtypes=INT, atol=0.025, rtol=0.0),
-            Case("random shapes, vocabulary and p (again)", _mlm_random, dtypes=INT, atol=0.025, rtol=0.0)],
+    hidden=[Case("random shapes, vocabulary and p", _mlm_random, dtypes=INT),
+            Case("random shapes, vocabulary and p (again)", _mlm_random, dtypes=INT)],
     mistakes=[
         Mistake("labels kept at unmasked positions", _m_labels_everywhere,
                 "Only the chosen ~15 % are predicted: every other label must be -100 so the loss ignores it."),
@@ -234,9 +327,13 @@ MLM_MASK = Exercise(
                 "labels = the original token where chosen, -100 elsewhere (not the other way round)."),
         Mistake("no unchanged 10 %", _m_no_unchanged,
                 "Of the chosen tokens 10 % stay exactly as they were; here they were all changed."),
+        Mistake("generator not used", _m_mlm_no_generator,
+                "Pass generator=generator to every torch.rand and torch.randint: without it they draw from\n"
+                "torch's global generator, and the same seed no longer gives the same masking."),
     ],
-    hint="Draw one uniform number per position for 'chosen' (< p) and another for the 80/10/10 split; "
-         "torch.where builds inputs and labels.",
+    hint="Draw one uniform number per position for 'chosen' (< p) and another for the 80/10/10 split, "
+         "both from the generator; torch.where builds inputs and labels. Trap: the generator is a CPU "
+         "one, so the draws come out on the CPU: move them to tokens' device before mixing them with tokens.",
 )
 
 
@@ -268,29 +365,63 @@ def _sample_case(mode, B, T, V, new, temperature=1.0, top_k=None, block=8):
 
 
 def _call_sample(fn, inputs):
-    """greedy: the exact tokens. topk: share of new tokens inside the top-k set. freq: how often
-    each token is drawn after one fixed token. Always: the prompt kept, the context cropped to
-    block_size, the same seed giving the same output."""
-    table, idx = inputs["table"], inputs["idx"]
+    """In words (see _properties): the returned shape and dtype, the prompt kept, the context cropped
+    to block_size; then greedy and topk: every new token inside the top-k set; then the same seed
+    giving the same output. freq cases end with numbers, compared within the case's tolerance: how
+    often each token is drawn after one fixed token (None when a property above failed)."""
+    table, idx, block = inputs["table"], inputs["idx"], inputs["block"]
     args = dict(max_new_tokens=inputs["max_new_tokens"], temperature=inputs["temperature"], top_k=inputs["top_k"])
-    model = _Bigram(table, inputs["block"])
+    model = _Bigram(table, block)
     out = fn(model, idx, generator=_gen(inputs["seed"]), **args)
-    again = fn(_Bigram(table, inputs["block"]), idx, generator=_gen(inputs["seed"]), **args)
-    T, new = idx.shape[1], inputs["max_new_tokens"]
-    if not isinstance(out, torch.Tensor) or out.shape != (idx.shape[0], T + new) or out.dtype != torch.long:
-        return (out,)
-    like = dict(dtype=table.dtype, device=table.device)
-    flags = torch.tensor([float(torch.equal(out[:, :T], idx)), float(model.longest <= model.block_size),
-                          float(torch.equal(out, again))], **like)
-    if inputs["mode"] == "greedy":
-        return out, flags
-    if inputs["mode"] == "topk":
+    again = fn(_Bigram(table, block), idx, generator=_gen(inputs["seed"]), **args)
+    (B, T), new, k = idx.shape, inputs["max_new_tokens"], inputs["top_k"]
+
+    def contract():
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (B, T + new) or out.dtype != torch.long:
+            return f"returned {_described(out)}"
+        if out.device != idx.device:
+            return f"returned a tensor on {out.device}, idx is on {idx.device}"
+        return None
+
+    def prompt_kept():
+        rows = int((out[:, :T] != idx).any(-1).sum())
+        return None if rows == 0 else f"out[:, :{T}] differs from the prompt idx in {rows} of {B} rows"
+
+    def cropped():
+        if model.longest > block:
+            return f"the model was given {model.longest} tokens at once (block_size = {block})"
+        return None
+
+    def in_top_k():
         prev, nxt = out[:, T - 1:-1], out[:, T:]                                  # (B, new)
-        top = torch.topk(table[prev], inputs["top_k"], dim=-1).indices            # (B, new, k)
-        inside = (top == nxt[..., None]).any(-1).double().mean()
-        return torch.tensor([float(inside)], **like), flags
-    counts = torch.bincount(out[:, T], minlength=table.shape[0]).to(table.dtype)
-    return counts / counts.sum(), flags
+        top = torch.topk(table[prev], k, dim=-1).indices                          # (B, new, k)
+        outside = ~(top == nxt[..., None]).any(-1)                                # (B, new)
+        if not outside.any():
+            return None
+        r, c = (int(i) for i in outside.nonzero()[0])
+        return (f"{int(outside.sum())} of {outside.numel()} new tokens outside the top {k} "
+                f"(the first: row {r}, new token {c})")
+
+    def same_seed():
+        if isinstance(again, torch.Tensor) and again.shape == out.shape and torch.equal(out, again):
+            return None
+        return "two calls with generators seeded alike returned different tokens"
+
+    props = [(f"a {_shape((B, T + new))} int64 tensor on idx's device: the prompt followed by {new} new tokens",
+              contract),
+             (f"out[:, :{T}] is the prompt idx", prompt_kept),
+             (f"the model given at most block_size = {block} tokens at once", cropped)]
+    if inputs["mode"] != "freq":
+        props.append(("every new token is the most likely next token (top_k = 1)" if k == 1 else
+                      f"every new token among the {k} most likely next tokens", in_top_k))
+    props.append(("two calls with generators seeded alike return the same tokens", same_seed))
+    words = _properties(*props)
+    if inputs["mode"] != "freq":
+        return words
+    if any(w != holds for w, (holds, _) in zip(words, props)):
+        return (*words, None)
+    counts = torch.bincount(out[:, T], minlength=table.shape[0]).to(table.dtype)   # (V,)
+    return (*words, counts / counts.sum())
 
 
 def _sampler(model, idx, max_new_tokens, temperature, top_k, generator, crop=True, largest=True):
@@ -302,6 +433,14 @@ def _sampler(model, idx, max_new_tokens, temperature, top_k, generator, crop=Tru
         nxt = torch.multinomial(torch.softmax(logits, -1).cpu(), 1, generator=generator).to(idx.device)
         idx = torch.cat([idx, nxt], 1)
     return idx
+
+
+def _m_only_new(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+    return _sampler(model, idx, max_new_tokens, temperature, top_k, generator)[:, idx.shape[1]:]
+
+
+def _m_sample_no_generator(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+    return _sampler(model, idx, max_new_tokens, temperature, top_k, None)        # torch's global generator
 
 
 def _m_no_temperature(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
@@ -327,14 +466,17 @@ SAMPLE = Exercise(
         Case("greedy (top_k = 1): idx (2, 6), 10 new tokens, block_size 8", _sample_case("greedy", 2, 6, 12, 10, top_k=1), **_TOL),
         Case("top_k = 3: idx (64, 3), 12 new tokens; every token must be in the top 3",
              _sample_case("topk", 64, 3, 20, 12, top_k=3), **_TOL),
-        Case("temperature 0.5: 4,000 rows after one fixed token, frequencies of the drawn token",
-             _sample_case("freq", 4000, 1, 6, 1, temperature=0.5), **_TOL),
-        Case("temperature 2.0: 4,000 rows after one fixed token", _sample_case("freq", 4000, 1, 6, 1, temperature=2.0), **_TOL),
+        Case("temperature 0.5: one token drawn after a fixed token, 4,000 times; the numbers compared are "
+             "how often each of the 6 tokens comes out", _sample_case("freq", 4000, 1, 6, 1, temperature=0.5), **_TOL),
+        Case("temperature 2.0: one token drawn after a fixed token, 4,000 times; how often each of the 6 comes out",
+             _sample_case("freq", 4000, 1, 6, 1, temperature=2.0), **_TOL),
     ],
     hidden=[
         Case("top_k = 5, temperature 0.7, idx (50, 7), 9 new tokens", _sample_case("topk", 50, 7, 15, 9, 0.7, 5), **_TOL),
-        Case("temperature 0.6 with top_k = 4, 4,000 rows", _sample_case("freq", 4000, 2, 8, 1, 0.6, 4), **_TOL),
-        Case("temperature 1.7, 4,000 rows", _sample_case("freq", 4000, 2, 5, 1, 1.7), **_TOL),
+        Case("temperature 0.6 with top_k = 4, 4,000 rows: how often each token comes out",
+             _sample_case("freq", 4000, 2, 8, 1, 0.6, 4), **_TOL),
+        Case("temperature 1.7, 4,000 rows: how often each token comes out",
+             _sample_case("freq", 4000, 2, 5, 1, 1.7), **_TOL),
     ],
     mistakes=[
         Mistake("temperature ignored", _m_no_temperature,
@@ -345,9 +487,18 @@ SAMPLE = Exercise(
                 "Keep the k largest logits (torch.topk's default) and set the rest to -inf."),
         Mistake("context not cropped to block_size", _m_no_crop,
                 "The model only knows block_size positions: feed idx[:, -model.block_size:] at every step."),
+        Mistake("only the new tokens returned", _m_only_new,
+                "sample returns the prompt followed by the new tokens, shape (B, T0 + max_new_tokens):\n"
+                "append each drawn token to idx and return the whole of it."),
+        Mistake("generator not used", _m_sample_no_generator,
+                "Pass generator=generator to torch.multinomial: without it the draw uses torch's global\n"
+                "generator, and the same seed no longer gives the same text."),
     ],
-    hint="Each step: logits = model(idx[:, -model.block_size:])[:, -1, :] / temperature; mask all but the top k "
-         "to -inf; probs = softmax; torch.multinomial(probs, 1, generator=generator); concatenate.",
+    hint="One token per step, max_new_tokens times: run the model on at most the last block_size tokens and keep "
+         "only the last position's logits; apply the temperature; for top-k, every logit below the k-th largest "
+         "of its row becomes -inf; draw from the softmax with the generator and append. Traps: the generator is "
+         "a CPU one and torch.multinomial wants the probabilities on the generator's device, so move them to "
+         "the CPU for the draw and the drawn tokens back to idx's device; return the prompt and the new tokens.",
 )
 
 
@@ -376,14 +527,25 @@ def _step_random(g):
 
 
 def _call_step(fn, inputs):
-    """Two steps in a row with SGD: (the two losses, whether each was a float, the weights after)."""
+    """Two steps in a row with SGD: (what the calls returned, in words; the two losses, or None when
+    they are not numbers; the weights after both steps)."""
     model = _TinyLM(inputs["emb"], inputs["out"])
     opt = torch.optim.SGD(model.parameters(), lr=inputs["lr"])
     got = [fn(model, (inputs["x"], inputs["y"]), opt, inputs["max_norm"]) for _ in range(2)]
     like = dict(dtype=inputs["emb"].dtype, device=inputs["emb"].device)
-    floats = torch.tensor([float(isinstance(v, float)) for v in got], **like)
-    losses = torch.tensor([float(v) for v in got], **like)
-    return losses, floats, model.emb.detach(), model.out.detach()
+
+    def returned():
+        for which, v in zip(("first", "second"), got):
+            if not isinstance(v, float):
+                return f"the {which} call returned {_described(v)}"
+        return None
+
+    words = _properties(("each call returned the loss as a Python float", returned))
+    try:
+        losses = torch.tensor([float(v) for v in got], **like)
+    except (TypeError, ValueError, RuntimeError):
+        losses = None
+    return (*words, losses, model.emb.detach(), model.out.detach())
 
 
 def _m_no_zero_grad(model, batch, optimizer, max_norm):
@@ -405,6 +567,15 @@ def _m_clip_after_step(model, batch, optimizer, max_norm):
     return loss.item()
 
 
+def _m_returns_none(model, batch, optimizer, max_norm):
+    x, y = batch
+    optimizer.zero_grad()
+    loss = ref.lm_loss(model(x), y)
+    loss.backward()
+    clip_grad_norm(model.parameters(), max_norm)
+    optimizer.step()
+
+
 def _m_returns_tensor(model, batch, optimizer, max_norm):
     x, y = batch
     optimizer.zero_grad()
@@ -418,20 +589,25 @@ def _m_returns_tensor(model, batch, optimizer, max_norm):
 TRAIN_STEP = Exercise(
     name="train_step", notebook="08_pretraining", reference=ref.train_step, call=_call_step,
     visible=[
-        Case("a tiny model (vocabulary 7, width 4), batch (3, 5), max_norm 0.1, two steps in a row",
-             _step_case(3, 5, 7, 4, 0.1)),
-        Case("vocabulary 10, width 6, batch (2, 8), max_norm 0.5", _step_case(2, 8, 10, 6, 0.5)),
-        Case("vocabulary 5, width 3, batch (4, 4), max_norm 0.05", _step_case(4, 4, 5, 3, 0.05)),
+        Case("a tiny model (vocabulary 7, width 4), batch (3, 5), max_norm 0.1, two steps in a row; compared: "
+             "what each call returns, the two losses, then the weights", _step_case(3, 5, 7, 4, 0.1)),
+        Case("vocabulary 10, width 6, batch (2, 8), max_norm 0.5, two steps", _step_case(2, 8, 10, 6, 0.5)),
+        Case("vocabulary 5, width 3, batch (4, 4), max_norm 0.05, two steps", _step_case(4, 4, 5, 3, 0.05)),
     ],
-    hidden=[Case("random sizes", _step_random), Case("random sizes (again)", _step_random)],
+    hidden=[Case("random sizes, two steps", _step_random), Case("random sizes, two steps (again)", _step_random)],
     mistakes=[
         Mistake("gradients not zeroed", _m_no_zero_grad,
                 "Call optimizer.zero_grad() before backward: otherwise each step adds the previous\n"
                 "step's gradients to this one's."),
-        Mistake("clipping after the optimizer step", _m_clip_after_step,
-                "Clip between backward() and optimizer.step(): clipping afterwards changes nothing that was used."),
+        Mistake("clipping had no effect (missing, or done after optimizer.step())", _m_clip_after_step,
+                "The weights moved as if the gradients had not been clipped. Clip between loss.backward() and\n"
+                "optimizer.step(): clip_grad_norm rescales the gradients the step is about to use, so called\n"
+                "after the step (or not at all) it changes nothing."),
         Mistake("loss returned as a tensor", _m_returns_tensor,
                 "Return loss.item() (a Python float): a tensor keeps memory alive and cannot be logged cheaply."),
+        Mistake("train_step returned None", _m_returns_none,
+                "End with return loss.item(): the training loop logs the loss of every step, and a function\n"
+                "without a return statement returns None."),
     ],
     hint="zero_grad → loss = lm_loss(model(x), y) → loss.backward() → clip_grad_norm(model.parameters(), max_norm) "
          "→ optimizer.step() → return loss.item().",

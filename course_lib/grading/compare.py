@@ -11,7 +11,8 @@ from .values import OtherValue, TensorValue
 
 @dataclass
 class Difference:
-    """Why ``got`` is not ``expected``; ``kind`` is structure, type, shape, dtype, device or value."""
+    """Why ``got`` is not ``expected``; ``kind`` is structure, type, shape, dtype, device, value or
+    words (a property measured by an exercise's call wrapper, said in words: no position to name)."""
     kind: str
     where: str
     text: str
@@ -69,6 +70,9 @@ def compare(expected: Any, got: Any, *, dtype: torch.dtype, device: str,
             return Difference("value", where, f"expected {_fmt_num(float(expected))}   got {_fmt_num(float(got))}\n"
                               f"difference {_fmt_num(diff)} (tolerance {atol:g} + {rtol:g}·|expected|)", diff), diff
         return None, diff
+    if isinstance(expected, str) and isinstance(got, str) and expected != got:
+        # A property a call wrapper measured, in words: what the contract asks, then what it found.
+        return Difference("words", where, f"expected  {expected}\ngot       {got}"), 0.0
     if expected != got:
         return Difference("value", where, f"expected {expected!r}, got {_describe(got)}"), 0.0
     return None, 0.0

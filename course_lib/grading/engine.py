@@ -242,9 +242,9 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome) -> tuple[str | None, flo
                 "  Callers keep using their tensors: work on new tensors (x = x - m, not x -= m)."), largest
     if diff is None:
         return None, largest
-    where = "" if diff.where == "output" else f" (in {diff.where})"
+    where = "" if diff.where == "output" or diff.kind == "words" else f" (in {diff.where})"
     lines = [head, f"  {diff.text.replace(chr(10), chr(10) + '  ')}{where}"]
-    if diff.kind in ("value", "shape"):
+    if diff.kind in ("value", "shape", "words"):
         m = _match_mistake(ex, run, outcome.value, expected)
         if m is not None:
             lines.append(f"  This matches a known mistake: {m.name}.")
