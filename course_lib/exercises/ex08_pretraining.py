@@ -604,8 +604,9 @@ TRAIN_STEP = Exercise(
                 "End with return loss.item(): the training loop logs the loss of every step, and a function\n"
                 "without a return statement returns None."),
     ],
-    hint="zero_grad → loss = lm_loss(model(x), y) → loss.backward() → clip_grad_norm(model.parameters(), max_norm) "
-         "→ optimizer.step() → return loss.item().",
+    hint="The six things the notebook lists, in that order. Gradients add up unless they are cleared at the start of "
+         "every step; clipping matters only between the backward pass and the optimizer's step, because it rescales "
+         "the gradients the step is about to use; the loss goes back as a Python number, not a tensor.",
 )
 
 register(GET_BATCH, LM_LOSS, MLM_MASK, SAMPLE, TRAIN_STEP)
