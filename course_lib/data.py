@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import sys
 import tempfile
 from importlib import metadata
@@ -119,7 +120,7 @@ def _fix_command(package: str) -> str:
     version = _manifest()["packages"][package]["version"]
     return (
         "Run `./course setup` in the course folder, or install it into this Python with:\n"
-        f"    {Path(sys.executable).name} -m pip install --no-deps --force-reinstall "
+        f"    {shlex.quote(sys.executable)} -m pip install --no-deps --force-reinstall "
         f"{package}=={version}"
     )
 

