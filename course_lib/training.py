@@ -13,7 +13,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import secrets
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -108,7 +111,8 @@ class LivePlot:
 
 class Trainer:
     def __init__(self, model: GPT, train_data: torch.Tensor, val_data: torch.Tensor,
-                 cfg: TrainConfig = TrainConfig(), device: torch.device | None = None):
+                 cfg: TrainConfig | None = None, device: torch.device | None = None):
+        cfg = TrainConfig() if cfg is None else cfg
         self.device = device or get_device()
         self.model = model.to(self.device)
         self.train_data, self.val_data = train_data, val_data
@@ -206,7 +210,15 @@ class Trainer:
                 "opt_state_keys": json.dumps({str(index[id(p)]): {k: (v if not isinstance(v, torch.Tensor) else None)
                                                                  for k, v in st.items()}
                                               for p, st in self.opt.state.items()})}
-        save_file(tensors, str(path), metadata=meta)
+        # a temporary file beside the target, then an atomic rename: a crash mid-write leaves
+        # the previous checkpoint intact
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            save_file(tensors, str(tmp), metadata=meta)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path, train_data, val_data, device: torch.device | None = None) -> "Trainer":

@@ -7,7 +7,8 @@ Rules (``./course lab`` runs :func:`sync_workspace` before starting JupyterLab):
 * An existing working copy is never overwritten.
 * If a release file changed since it was copied, the new release is written beside the
   learner's file as ``<name>.updated<suffix>`` (e.g. ``05_attention.updated.ipynb``), only
-  if that file does not exist yet, and a message tells the learner.
+  if that file does not exist yet, and a message tells the learner. If it does exist, the
+  learner is told once and the new release is saved on the first run after it is gone.
 
 What was copied is remembered in ``<work_dir>/.course-copies.json`` (the SHA-256 of each
 release file at copy time). Hidden files, ``.ipynb_checkpoints`` and ``__pycache__`` are
@@ -151,17 +152,22 @@ def sync_workspace(release_dir: str | os.PathLike, work_dir: str | os.PathLike) 
         beside = updated_name(dest)
         shown = (Path(work_dir.name) / rel).as_posix()
         if beside.exists():
-            messages.append(
-                f"{shown}: a newer release exists, but {beside.name} is already there; "
-                f"delete or rename it and start the course again to get the newest one."
-            )
-        else:
-            _atomic_copy(src, beside)
-            messages.append(
-                f"{shown}: a newer release was saved beside your file as {beside.name} "
-                f"(your file is unchanged)."
-            )
+            # Not delivered: tell the learner once, and copy it as soon as the file is gone.
+            if record.get("blocked_sha256") != release_sha:
+                messages.append(
+                    f"{shown}: a newer release exists, but {beside.name} is already there; "
+                    f"delete or rename it and start the course again to get the newest one."
+                )
+                record["blocked_sha256"] = release_sha
+                changed = True
+            continue
+        _atomic_copy(src, beside)
+        messages.append(
+            f"{shown}: a newer release was saved beside your file as {beside.name} "
+            f"(your file is unchanged)."
+        )
         record["updated_sha256"] = release_sha
+        record.pop("blocked_sha256", None)
         changed = True
 
     messages[:0] = [

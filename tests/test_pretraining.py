@@ -159,6 +159,32 @@ def test_checkpoint_keeps_config_as_metadata(ds, tmp_path):
     assert '"n_embd": 32' in meta["model_config"] and meta["step"] == "2"
 
 
+def test_default_configs_are_not_shared():
+    data = torch.arange(200) % 84
+    a, b = (Trainer(GPT(GPTConfig(**TINY)), data, data, device=torch.device("cpu")) for _ in range(2))
+    a.cfg.max_steps = 5
+    assert b.cfg is not a.cfg and b.cfg.max_steps == TrainConfig().max_steps
+
+
+def test_failed_save_keeps_the_previous_checkpoint(ds, tmp_path, monkeypatch):
+    t = _trainer(ds, steps=2)
+    t.fit(plot=False)
+    path = tmp_path / "c.safetensors"
+    t.save(path)
+    good = path.read_bytes()
+    assert [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]  # no temporary file left
+
+    def crash(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(training, "save_file", crash)
+    with pytest.raises(KeyboardInterrupt):
+        t.save(path)
+    assert path.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]
+    assert Trainer.load(path, ds.train, ds.val, torch.device("cpu")).step == 2
+
+
 def test_sampling_is_deterministic_for_a_seed(ds):
     torch.manual_seed(0)
     m = GPT(GPTConfig(**TINY))
