@@ -196,6 +196,31 @@ def test_hidden_seed_changes_hidden_inputs(monkeypatch):
                        build_runs(SOFTMAX, "visible", None, "cpu")[0].inputs["x"])
 
 
+def test_the_notebook_check_reads_the_whole_answer_cell_as_the_grader_does():
+    # The grader runs and scans every line of an answer cell, so the check in the notebook must
+    # too: a line below the function that calls the library shortcut (or a %magic) costs the
+    # points at grading, and the learner has to hear it before submitting.
+    import linecache
+    from course_lib.grading import _source_of
+    cell = ("def toy_softmax(x):\n    z = x - x.amax(-1, keepdim=True)\n    return z.exp() / z.exp().sum(-1, keepdim=True)\n"
+            "\n%time _ = toy_softmax(torch.zeros(2))\nprint(F.softmax(torch.zeros(2), -1))\n")
+    name = "/tmp/ipykernel_0/0123.py"                       # how ipykernel names a cell's code
+    python = cell.replace("%time _", "_")                    # the magic line is not Python: run the rest
+    linecache.cache[name] = (len(python), None, python.splitlines(True), name)
+    namespace = {"torch": torch, "F": F}
+    exec(compile(python, name, "exec"), namespace)
+    linecache.cache[name] = (len(cell), None, cell.splitlines(True), name)   # IPython keeps the raw cell
+    assert _source_of(namespace["toy_softmax"]) == cell
+    r = evaluate(SOFTMAX, namespace["toy_softmax"], source=_source_of(namespace["toy_softmax"]))
+    assert not r.passed and "calls F.softmax" in r.message and "uses get_ipython" in r.message
+    assert _source_of(_good).startswith("def _good(x):")   # a function from a file: its own source only
+
+
+def test_a_magic_in_an_answer_is_named_not_reported_as_unparsable():
+    problems = scan_source("def f(x):\n    return x\n%timeit f(1)\n", [])
+    assert problems and all("parse" not in p for p in problems) and "get_ipython" in problems[0]
+
+
 def test_properties_said_in_words_read_as_expected_and_got():
     # A call wrapper may return a property in words (the contract's words where it holds, what it
     # found where not); the message then shows both lines and no meaningless position.

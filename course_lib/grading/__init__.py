@@ -6,9 +6,10 @@
 from __future__ import annotations
 
 import inspect
+import linecache
 import os
 
-from .engine import DEVICE, Report, evaluate
+from .engine import DEVICE, Report, _is_learner_frame, evaluate
 from .spec import Case, Exercise, Forbidden, Mistake, get_exercise, register
 
 __all__ = ["check", "hint", "CheckFailed", "Case", "Exercise", "Forbidden", "Mistake",
@@ -20,6 +21,13 @@ class CheckFailed(AssertionError):
 
 
 def _source_of(obj) -> str | None:
+    """What the grader will read: the whole answer cell when ``obj`` was defined in a notebook
+    cell (the grader runs and scans every line of it), else the object's own source."""
+    code = getattr(obj, "__code__", None)
+    if code is not None and _is_learner_frame(code.co_filename):
+        cell = "".join(linecache.getlines(code.co_filename))
+        if cell:
+            return cell
     try:
         return inspect.getsource(obj)
     except (OSError, TypeError):

@@ -61,11 +61,17 @@ def _matches(name: str, target: str) -> bool:
 
 
 def scan_source(source: str, forbidden: Iterable[Forbidden], own_names: Iterable[str] = ()) -> list[str]:
-    """Problems found by reading ``source``; each a sentence for the learner."""
+    """Problems found by reading ``source`` (a notebook cell: IPython's %magics and !commands are
+    read as the calls they become); each a sentence for the learner."""
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+        source = TransformerManager().transform_cell(source)
+    except Exception:
+        pass                          # no IPython here, or nothing to transform: read it as Python
     try:
         tree = ast.parse(source)
     except SyntaxError as e:
-        return [f"the answer does not parse: {e.msg} (line {e.lineno})"]
+        return [f"does not parse: {e.msg} (line {e.lineno})"]
     forbidden = list(forbidden)
     aliases = dict(DEFAULT_ALIASES)
     own = set(own_names)
