@@ -137,6 +137,32 @@ def test_csv_gradebook_and_feedback(graded):
     assert (out / "autograded" / "right" / A / f"{A}.ipynb").exists()
 
 
+def test_an_answer_past_the_case_timeout_is_not_graded_rather_than_wrong():
+    import nbformat
+    from course_lib.grading.sandbox import NotGraded, sandbox_verdicts
+    solution = nbformat.read(ROOT / "solutions" / A / f"{A}.ipynb", as_version=4)
+    slow = submission(A, {"split_heads_answer": "import time\ndef split_heads(x, n_heads):\n"
+                                                "    time.sleep(3)\n    return x\n"})
+    with pytest.raises(NotGraded, match="did not return within 1 s on case 1"):
+        sandbox_verdicts(solution, slow, case_timeout=1)
+
+
+def test_grading_stops_when_a_submission_changes_the_course_files(tmp_path):
+    # A submission's code runs with the grader's rights; one that rewrites what the verdicts rest
+    # on (here the solutions, in a copy) must stop the run before any grade is written.
+    import shutil
+    from course_lib.instructor.autograde import GradingCompromised
+    solutions = tmp_path / "solutions"
+    shutil.copytree(ROOT / "solutions" / A, solutions / A)
+    target = solutions / A / f"{A}.ipynb"
+    write(submission(A, {}, extra_cells=[(3, f"open({str(target)!r}, 'a').write(' ')")]), tmp_path / "subs", "sly", A)
+    out = tmp_path / "grading"
+    with pytest.raises(GradingCompromised, match=f"{A}.ipynb"):
+        autograde(Options(assignment=A, submissions=tmp_path / "subs", out=out, solutions=solutions, jobs=1,
+                          cell_timeout=15, interrupt_grace=3), log=lambda *a: None)
+    assert not (out / "grades.csv").exists() and not (out / "gradebook.db").exists()
+
+
 def test_cli_help_names_the_commands():
     run = subprocess.run([sys.executable, "-m", "course_lib.instructor.cli", "autograde", "--help"],
                          capture_output=True, text=True, check=True)

@@ -9,6 +9,7 @@ killed with its kernel, reported NOT GRADED with the reason, and the batch goes 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import secrets
@@ -75,7 +76,23 @@ def _kill_tree(proc: subprocess.Popen) -> None:
     psutil.wait_procs(procs, timeout=10)
 
 
+class GradingCompromised(RuntimeError):
+    """Course files changed while submissions ran: the grades may have been tampered with."""
+
+
+def _fingerprints(roots: list[Path]) -> dict[str, str]:
+    """SHA-256 of every file the verdicts depend on (course_lib and the solutions)."""
+    found = {}
+    for root in roots:
+        for p in sorted(root.rglob("*")):
+            if p.is_file() and not {"__pycache__", ".ipynb_checkpoints"} & set(p.parts):
+                found[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return found
+
+
 def autograde(opt: Options, log=print) -> list[dict]:
+    """Grade every submission; raise GradingCompromised, before any grade is written, if the
+    course's own files changed meanwhile (a submission's code runs with the grader's rights)."""
     out = opt.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     work = out / ".work"
@@ -96,6 +113,8 @@ def autograde(opt: Options, log=print) -> list[dict]:
     pending = list(submissions.items())
     running: list[tuple[str, subprocess.Popen, float, Path]] = []
     results: list[dict] = []
+    guarded = [Path(__file__).resolve().parents[1], opt.solutions.resolve()]
+    before = _fingerprints(guarded)
     env = dict(os.environ, OMP_NUM_THREADS=str(opt.threads), MKL_NUM_THREADS=str(opt.threads),
                COURSE_THREADS=str(opt.threads), MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
     while pending or running:
@@ -142,6 +161,14 @@ def autograde(opt: Options, log=print) -> list[dict]:
             res["assignment"] = opt.assignment
             results.append(res)
             log(_summary_line(res))
+    after = _fingerprints(guarded)
+    if after != before:
+        changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+        raise GradingCompromised(
+            "course files changed while the submissions ran, so these grades cannot be trusted and none "
+            f"were written: {', '.join(changed[:10])}{' ...' if len(changed) > 10 else ''}. A submission's "
+            "code runs with your rights: restore the files (git status, git checkout), find the submission "
+            f"in {work}, and grade as a user who cannot write to the course folder (or in a container).")
     results.sort(key=lambda r: r["student"])
     max_score = _merge(opt, out, work, release_dir, results)
     _write_csv(out / "grades.csv", results, max_score)

@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
                        epilog="SUBMISSIONS may hold <student>/<ID>/*.ipynb (nbgrader's layout), "
                               "<student>/*.ipynb or <student>.ipynb.\n"
                               "Output: DIR/gradebook.db, DIR/autograded/, DIR/feedback/<student>/<ID>/*.html, "
-                              "DIR/grades.csv, DIR/grading.json.")
+                              "DIR/grades.csv, DIR/grading.json.\n"
+                              "Exit status: 0 when every submission was graded, 1 when some are NOT GRADED, "
+                              "3 when course files changed during grading (nothing written).")
     p.add_argument("assignment", metavar="ID")
     p.add_argument("submissions", type=Path, metavar="SUBMISSIONS")
     p.add_argument("-j", "--jobs", type=int, default=max(1, (os.cpu_count() or 2)),
@@ -78,8 +80,13 @@ def main(argv: list[str] | None = None) -> int:
                       interrupt_grace=args.interrupt_grace, sandbox_timeout=args.sandbox_timeout,
                       submission_timeout=args.submission_timeout, hidden_seed=args.hidden_seed,
                       feedback=not args.no_feedback)
-        results = autograde(opt)
-        return 0 if results else 1
+        from .autograde import GradingCompromised
+        try:
+            results = autograde(opt)
+        except GradingCompromised as e:
+            print(f"course autograde: STOPPED: {e}", file=sys.stderr)
+            return 3
+        return 0 if all(r["status"] == "graded" for r in results) else 1
     return 2
 
 
