@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from course_lib.grading.compare import _shape
 from course_lib.grading.spec import Case, Exercise, Mistake, register
 from course_lib.reference import pretraining as ref
 from course_lib.reference.optim import clip_grad_norm
@@ -33,10 +34,6 @@ def _gen(seed: int) -> torch.Generator:
 
 
 _SKIPPED = "not measured: an earlier property failed"
-
-
-def _shape(shape) -> str:
-    return "(" + ", ".join(str(int(d)) for d in shape) + (",)" if len(shape) == 1 else ")")
 
 
 def _described(value) -> str:
