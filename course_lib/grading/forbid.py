@@ -60,16 +60,18 @@ def _matches(name: str, target: str) -> bool:
     return len(n) >= 2 and n[0] == t[0] and n[-1] == t[-1]
 
 
+def python_source(source: str) -> str:
+    """A notebook cell as plain Python: ``%magics`` and ``!shell`` lines become the calls IPython
+    makes of them. What the grader runs and what it reads are this same text."""
+    from IPython.core.inputtransformer2 import TransformerManager
+    return TransformerManager().transform_cell(source)
+
+
 def scan_source(source: str, forbidden: Iterable[Forbidden], own_names: Iterable[str] = ()) -> list[str]:
-    """Problems found by reading ``source`` (a notebook cell: IPython's %magics and !commands are
-    read as the calls they become); each a sentence for the learner."""
+    """Problems found by reading ``source`` (a notebook cell, read as ``python_source``); each a
+    sentence for the learner."""
     try:
-        from IPython.core.inputtransformer2 import TransformerManager
-        source = TransformerManager().transform_cell(source)
-    except Exception:
-        pass                          # no IPython here, or nothing to transform: read it as Python
-    try:
-        tree = ast.parse(source)
+        tree = ast.parse(python_source(source))
     except SyntaxError as e:
         return [f"does not parse: {e.msg} (line {e.lineno})"]
     forbidden = list(forbidden)

@@ -26,15 +26,10 @@ def _alarm(signum, frame):
     raise CaseTimeout()
 
 
-def _python_source(source: str) -> str:
-    """Cell source as plain Python (``%magics`` and ``!shell`` lines become calls)."""
-    from IPython.core.inputtransformer2 import TransformerManager
-    return TransformerManager().transform_cell(source)
-
-
 def _exec_cell(source: str, filename: str, namespace: dict) -> dict | None:
     from course_lib.grading.engine import describe_error
-    code_text = _python_source(source)
+    from course_lib.grading.forbid import python_source
+    code_text = python_source(source)
     linecache.cache[filename] = (len(code_text), None, code_text.splitlines(True), filename)
     try:
         exec(compile(code_text, filename, "exec"), namespace)

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"released {path.relative_to(repo)}")
         return 0
     if args.command == "autograde":
-        from .autograde import Options, autograde
+        from .autograde import GradingCompromised, Options, autograde
         if not (repo / "solutions" / args.assignment).is_dir():
             parser.error(f"no assignment {args.assignment!r} in solutions/")
         opt = Options(assignment=args.assignment, submissions=args.submissions,
@@ -80,7 +80,6 @@ def main(argv: list[str] | None = None) -> int:
                       interrupt_grace=args.interrupt_grace, sandbox_timeout=args.sandbox_timeout,
                       submission_timeout=args.submission_timeout, hidden_seed=args.hidden_seed,
                       feedback=not args.no_feedback)
-        from .autograde import GradingCompromised
         try:
             results = autograde(opt)
         except GradingCompromised as e:
