@@ -34,6 +34,17 @@ class NotGraded(Exception):
     """The submission could not be graded; the message says why, for the instructor."""
 
 
+GRADER_ONLY = ("COURSE_GRADING_STATUS", "COURSE_HIDDEN_SEED")
+
+
+def learner_env(**extra: str) -> dict[str, str]:
+    """The environment for processes that run learner code: without the grader's status file and
+    hidden seed, which such code could otherwise forge a reason into or draw the hidden cases from."""
+    env = {k: v for k, v in os.environ.items() if k not in GRADER_ONLY}
+    env.update(extra)
+    return env
+
+
 def record_status(**fields) -> None:
     """Append a record to the JSON-lines file named by COURSE_GRADING_STATUS, if set."""
     path = os.environ.get("COURSE_GRADING_STATUS")
@@ -105,8 +116,8 @@ def _run_runner(job: dict, timeout: float) -> tuple[dict, dict]:
         job_path.write_text(json.dumps(job))
         out = Path(tmp) / "out"
         out.mkdir()
-        env = dict(os.environ, NBGRADER_EXECUTION="autograde", OMP_NUM_THREADS="1",
-                   MKL_NUM_THREADS="1", MPLBACKEND="Agg", COURSE_GRADING_STATUS="")
+        env = learner_env(NBGRADER_EXECUTION="autograde", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                          MPLBACKEND="Agg")
         with open(Path(tmp) / "log.txt", "wb") as log:
             proc = subprocess.Popen([sys.executable, "-m", "course_lib.grading.runner", str(job_path), str(out)],
                                     cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -155,6 +166,12 @@ def sandbox_verdicts(solution: NotebookNode, submission: NotebookNode, *, device
            "checks": [{"exercise": c.exercise, "suite": c.suite, "seed": seeds[(c.exercise, c.suite, c.seed)]}
                       for c in calls]}
     results, tensors = _run_runner(job, timeout)
+    for where, err in results["cell_errors"].items():
+        if where.startswith("setup"):      # every answer would fail for a reason not its own
+            number = int(where.split()[1]) + 1
+            raise NotGraded(f"the notebook's setup cell {number} (its imports) raised {err['type']}: "
+                            f"{err['message']} in the grading sandbox, before any answer ran: usually a "
+                            "package or data missing on the grading machine, not a fault of the submission")
 
     messages: dict[tuple, Verdict] = {}
     for c, res in zip(calls, results["checks"]):
@@ -233,6 +250,14 @@ class CourseExecute(Execute):
     def preprocess_cell(self, cell, resources, index):
         self._cell_index = index          # so a crash or hang can name the cell
         return super().preprocess_cell(cell, resources, index)
+
+    def start_new_kernel(self, **kwargs):       # nbclient's sync start does not call the async one
+        kwargs.setdefault("env", learner_env())
+        return super().start_new_kernel(**kwargs)
+
+    async def async_start_new_kernel(self, **kwargs):
+        kwargs.setdefault("env", learner_env())
+        return await super().async_start_new_kernel(**kwargs)
 
     def preprocess(self, nb, resources, retries=None):
         try:

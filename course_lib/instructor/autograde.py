@@ -43,23 +43,63 @@ class Options:
     threads: int = 1
 
 
-def find_submissions(folder: Path, assignment: str) -> dict[str, list[Path]]:
-    """student id -> notebooks. Accepts nbgrader's layout (<student>/<assignment>/*.ipynb),
-    <student>/*.ipynb, or <student>.ipynb files."""
-    found: dict[str, list[Path]] = {}
+@dataclass
+class Handed:
+    """What one student handed in: notebooks (maybe none), where, and nbgrader's timestamp."""
+    notebooks: list[Path]
+    where: Path
+    timestamp: str | None = None
+    note: str = ""
+
+
+def find_submissions(folder: Path, assignment: str) -> dict[str, Handed]:
+    """student id -> what they handed in. Accepts nbgrader's layout (<student>/<assignment>/*.ipynb,
+    with its timestamp.txt), <student>/*.ipynb, or <student>.ipynb files. A student folder without
+    a notebook is kept, with none, so that it is reported rather than skipped; two entries for one
+    student stop the run."""
+    from nbgrader.utils import parse_utc
+    found: dict[str, Handed] = {}
     if not folder.is_dir():
         raise SystemExit(f"submissions folder {folder} does not exist")
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith("."):
             continue
         if entry.is_file() and entry.suffix == ".ipynb":
-            found[entry.stem] = [entry]
+            student, handed = entry.stem, Handed([entry], entry)
         elif entry.is_dir():
             inner = entry / assignment if (entry / assignment).is_dir() else entry
             nbs = sorted(p for p in inner.glob("*.ipynb") if not p.name.startswith("."))
-            if nbs:
-                found[entry.name] = nbs
+            student, handed = entry.name, Handed(nbs, inner)
+            stamp = inner / "timestamp.txt"
+            if stamp.is_file():
+                text = stamp.read_text(errors="replace").strip()
+                try:
+                    handed.timestamp = parse_utc(text).isoformat()
+                except (ValueError, OverflowError):
+                    handed.note = f"its timestamp.txt could not be read ({text[:40]!r}), so no time was recorded"
+        else:
+            continue
+        if student in found:
+            raise SystemExit(f"two submissions for student {student!r} in {folder}: "
+                             f"{found[student].where.relative_to(folder).parts[0]} and {entry.name}; keep one")
+        found[student] = handed
     return found
+
+
+def place(handed: Handed, expected: set[str]) -> tuple[dict[str, Path], str]:
+    """Which submitted file grades as which notebook of the assignment, or why none can."""
+    nbs = handed.notebooks
+    if not nbs:
+        holds = sorted(p.name + "/" * p.is_dir() for p in handed.where.iterdir() if not p.name.startswith("."))
+        listing = ", ".join(holds[:8]) + (" ..." if len(holds) > 8 else "") if holds else "nothing"
+        return {}, f"no notebook was found in {handed.where} (it holds: {listing})"
+    if len(nbs) == 1 and len(expected) == 1:          # a renamed copy, e.g. "00_welcome (1).ipynb"
+        return {next(iter(expected)): nbs[0]}, ""
+    placed = {p.name: p for p in nbs if p.name in expected}
+    if not placed:
+        return {}, (f"none of the notebooks in {handed.where} ({', '.join(p.name for p in nbs)}) "
+                    f"is named {' or '.join(sorted(expected))}, so it is unclear which one to grade")
+    return placed, ""
 
 
 def _kill_tree(proc: subprocess.Popen) -> None:
@@ -92,7 +132,10 @@ def _fingerprints(roots: list[Path]) -> dict[str, str]:
 
 def autograde(opt: Options, log=print) -> list[dict]:
     """Grade every submission; raise GradingCompromised, before any grade is written, if the
-    course's own files changed meanwhile (a submission's code runs with the grader's rights)."""
+    course's own files changed meanwhile (a submission's code runs with the grader's rights).
+
+    The output folder may already hold earlier runs (other students, other assignments): their
+    rows stay, the students graded now replace theirs, and manual grades in the gradebook stay."""
     out = opt.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     work = out / ".work"
@@ -102,29 +145,42 @@ def autograde(opt: Options, log=print) -> list[dict]:
     seed = opt.hidden_seed if opt.hidden_seed is not None else secrets.randbelow(10**6)
     submissions = find_submissions(opt.submissions, opt.assignment)
     if not submissions:
-        raise SystemExit(f"no notebooks found in {opt.submissions} (expected <student>/{opt.assignment}/*.ipynb)")
+        raise SystemExit(f"no submissions found in {opt.submissions} (expected <student>/{opt.assignment}/*.ipynb)")
     release_dir = work / "release"
     template = work / "template.db"
     generate(opt.assignment, opt.solutions, release_dir, db_url=f"sqlite:///{template}")
     expected = {p.name for p in (release_dir / opt.assignment).glob("*.ipynb")}
+    _record_assignment(opt, out / "gradebook.db", work / "trial", trial=True)   # fail now, not after grading
 
     log(f"Grading {len(submissions)} submission(s) of {opt.assignment} with {opt.jobs} process(es); "
         f"hidden-test seed {seed}.")
     pending = list(submissions.items())
-    running: list[tuple[str, subprocess.Popen, float, Path]] = []
+    running: list[tuple[str, subprocess.Popen, float, Path, Handed]] = []
     results: list[dict] = []
     guarded = [Path(__file__).resolve().parents[1], opt.solutions.resolve()]
     before = _fingerprints(guarded)
     env = dict(os.environ, OMP_NUM_THREADS=str(opt.threads), MKL_NUM_THREADS=str(opt.threads),
                COURSE_THREADS=str(opt.threads), MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
+
+    def finish(res: dict, handed: Handed) -> None:
+        res.update(assignment=opt.assignment, hidden_seed=seed, timestamp=handed.timestamp)
+        if handed.note:
+            res["note"] = handed.note
+        results.append(res)
+        log(_summary_line(res))
+
     while pending or running:
         while pending and len(running) < opt.jobs:
-            student, nbs = pending.pop(0)
+            student, handed = pending.pop(0)
+            placed, problem = place(handed, expected)
+            if problem:           # nothing gradable: reported, never silently skipped
+                finish({"student": student, "status": "NOT GRADED", "reason": problem, "seconds": 0.0,
+                        "grades": [], "cells": {}, "handed_in": False}, handed)
+                continue
             root = work / student
             sub = root / "submitted" / student / opt.assignment
             sub.mkdir(parents=True)
-            for nb in nbs:
-                name = nb.name if nb.name in expected or len(nbs) > 1 or len(expected) != 1 else next(iter(expected))
+            for name, nb in placed.items():
                 shutil.copy2(nb, sub / name)
             shutil.copy2(template, root / "gradebook.db")
             job = {"root": str(root), "assignment": opt.assignment, "student": student,
@@ -137,10 +193,10 @@ def autograde(opt: Options, log=print) -> list[dict]:
             proc = subprocess.Popen([sys.executable, "-m", "course_lib.instructor.worker", str(root / "job.json")],
                                     cwd=root, env=env, stdout=logf, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL)
-            running.append((student, proc, time.time(), root))
+            running.append((student, proc, time.time(), root, handed))
         time.sleep(0.2)
         for item in list(running):
-            student, proc, started, root = item
+            student, proc, started, root, handed = item
             elapsed = time.time() - started
             if proc.poll() is None and elapsed < opt.submission_timeout:
                 continue
@@ -158,9 +214,7 @@ def autograde(opt: Options, log=print) -> list[dict]:
                 res = {"student": student, "status": "NOT GRADED", "seconds": round(elapsed, 1),
                        "reason": f"the grading worker failed (exit code {proc.returncode}): {tail}",
                        "grades": [], "cells": {}}
-            res["assignment"] = opt.assignment
-            results.append(res)
-            log(_summary_line(res))
+            finish(res, handed)
     after = _fingerprints(guarded)
     if after != before:
         changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
@@ -170,12 +224,20 @@ def autograde(opt: Options, log=print) -> list[dict]:
             "code runs with your rights: restore the files (git status, git checkout), find the submission "
             f"in {work}, and grade as a user who cannot write to the course folder (or in a container).")
     results.sort(key=lambda r: r["student"])
-    max_score = _merge(opt, out, work, release_dir, results)
-    _write_csv(out / "grades.csv", results, max_score)
-    (out / "grading.json").write_text(json.dumps({"assignment": opt.assignment, "hidden_seed": seed,
-                                                  "results": results}, indent=1))
+    max_score = _merge(opt, out, work, template, results)
+    for r in results:
+        r["max_score"] = max_score
+    kept = _update_reports(out, opt.assignment, results)
+    stale = sorted(r["student"] for r in kept if r["assignment"] == opt.assignment and r["status"] == "graded"
+                   and r.get("max_score") not in (None, max_score))
+    if stale:
+        log(f"Note: the points of {opt.assignment} changed (now {max_score:g}); {', '.join(stale)}, graded "
+            f"earlier, {'keeps' if len(stale) == 1 else 'keep'} the score under the old points until graded again.")
     shutil.rmtree(work, ignore_errors=True)
     n_bad = sum(r["status"] != "graded" for r in results)
+    no_feedback = [r["student"] for r in results if r.get("feedback_error")]
+    if no_feedback:
+        log(f"Feedback could not be generated for {', '.join(no_feedback)} (the reason is in grading.json).")
     log(f"Done: {len(results) - n_bad} graded, {n_bad} NOT GRADED. Grades: {out / 'grades.csv'}")
     return results
 
@@ -192,35 +254,62 @@ def _score(res: dict, max_score: float | None = None) -> tuple[float | None, flo
 def _summary_line(res: dict) -> str:
     score, max_score = _score(res)
     if res["status"] == "graded":
-        return f"  {res['student']}: {score:g} / {max_score:g} ({res['seconds']} s)"
-    return f"  {res['student']}: NOT GRADED — {res['reason'].splitlines()[0]}"
+        line = f"  {res['student']}: {score:g} / {max_score:g} ({res['seconds']} s)"
+    else:
+        line = f"  {res['student']}: NOT GRADED — {res['reason'].splitlines()[0]}"
+    if res.get("feedback_error"):
+        line += "; no feedback: " + res["feedback_error"].strip().splitlines()[-1][:200]
+    if res.get("note"):
+        line += f"; {res['note']}"
+    return line
 
 
-def _merge(opt: Options, out: Path, work: Path, release_dir: Path, results: list[dict]) -> float:
+def _record_assignment(opt: Options, db: Path, scratch: Path, trial: bool = False) -> None:
+    """Record (or update: points may change) the assignment in an existing class gradebook. With
+    ``trial`` it is tried on a copy, so that an assignment whose cells changed since students were
+    graded into this gradebook stops the run before any grading, and the gradebook stays as it was."""
+    if not db.exists():
+        return
+    target = db
+    if trial:
+        scratch.mkdir(parents=True, exist_ok=True)
+        target = scratch / "gradebook.db"
+        shutil.copy2(db, target)
+    try:
+        generate(opt.assignment, opt.solutions, scratch / "release", db_url=f"sqlite:///{target}")
+    except RuntimeError as exc:
+        if "submissions associated" not in str(exc):
+            raise
+        raise SystemExit(
+            f"{opt.assignment} gained or lost cells since students were graded into {db}, and nbgrader "
+            "cannot change an assignment that has submissions. Grade into a new output folder (-o), "
+            f"or move {db.name} away to start that gradebook afresh.") from None
+
+
+def _merge(opt: Options, out: Path, work: Path, template: Path, results: list[dict]) -> float:
     """Write every result into the class gradebook (this process only) and collect the files.
 
-    Returns the assignment's maximum score."""
+    Updates submissions in place, as nbgrader's own autograde does, so that manual grades and
+    comments given earlier stay. Returns the assignment's maximum score."""
     import warnings
 
     from nbgrader.api import Gradebook
     from sqlalchemy.exc import SAWarning
     db = out / "gradebook.db"
-    if not db.exists():
-        generate(opt.assignment, opt.solutions, work / "release-main", db_url=f"sqlite:///{db}")
+    if db.exists():
+        _record_assignment(opt, db, work / "class")
+    else:                    # the template holds just this assignment, as generated for the workers
+        shutil.copy2(template, db)
     with Gradebook(f"sqlite:///{db}") as gb, warnings.catch_warnings():
-        warnings.simplefilter("ignore", SAWarning)   # nbgrader's own add/remove submission chatter
+        warnings.simplefilter("ignore", SAWarning)   # nbgrader's own submission chatter
         max_score = gb.find_assignment(opt.assignment).max_score
         for res in results:
+            if res.get("handed_in") is False:        # no notebook: nothing to record
+                continue
             s = res["student"]
-            try:
-                gb.find_student(s)
-            except Exception:
-                gb.add_student(s)
-            try:
-                gb.remove_submission(opt.assignment, s)
-            except Exception:
-                pass
-            sub = gb.add_submission(opt.assignment, s)
+            gb.update_or_create_student(s)
+            stamp = {"timestamp": res["timestamp"]} if res.get("timestamp") else {}
+            sub = gb.update_or_create_submission(opt.assignment, s, **stamp)
             by_cell = {(g["notebook"], g["cell"]): g for g in res.get("grades", [])}
             for nb in sub.notebooks:
                 for g in nb.grades:
@@ -235,19 +324,37 @@ def _merge(opt: Options, out: Path, work: Path, release_dir: Path, results: list
             for kind in ("autograded", "feedback"):
                 src = work / s / kind / s / opt.assignment
                 dst = out / kind / s / opt.assignment
+                if dst.exists():     # never leave an earlier run's files beside this verdict
+                    shutil.rmtree(dst)
                 if src.exists():
-                    if dst.exists():
-                        shutil.rmtree(dst)
                     shutil.copytree(src, dst)
     return max_score
 
 
-def _write_csv(path: Path, results: list[dict], max_score: float) -> None:
-    with open(path, "w", newline="") as f:
+COLUMNS = ["student", "assignment", "status", "score", "max_score", "failed_checks", "reason", "seconds",
+           "timestamp"]
+
+
+def _update_reports(out: Path, assignment: str, results: list[dict]) -> list[dict]:
+    """Rewrite grading.json and grades.csv with this run's results in place of the same students'
+    earlier ones; every other student and assignment graded into this folder stays. Returns the
+    earlier results kept."""
+    done = {(assignment, r["student"]) for r in results}
+    report = out / "grading.json"
+    kept = []
+    if report.exists():
+        kept = [r for r in json.loads(report.read_text()).get("results", [])
+                if (r.get("assignment"), r.get("student")) not in done]
+    merged = sorted(kept + results, key=lambda r: (r["assignment"], r["student"]))
+    report.write_text(json.dumps({"results": merged}, indent=1))
+    with open(out / "grades.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["student", "assignment", "status", "score", "max_score", "failed_checks", "reason", "seconds"])
-        for r in results:
-            score, _ = _score(r, max_score)
+        w.writerow(COLUMNS)
+        for r in merged:
+            score, _ = _score(r)
             failed = [gid for gid, c in r.get("cells", {}).items() if not c["passed"]]
+            max_score = r.get("max_score")
             w.writerow([r["student"], r["assignment"], r["status"], "" if score is None else f"{score:g}",
-                        f"{max_score:g}", " ".join(failed), r["reason"].replace("\n", " ")[:500], r["seconds"]])
+                        "" if max_score is None else f"{max_score:g}", " ".join(failed),
+                        r["reason"].replace("\n", " ")[:500], r["seconds"], r.get("timestamp") or ""])
+    return kept

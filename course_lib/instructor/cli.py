@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
                        epilog="SUBMISSIONS may hold <student>/<ID>/*.ipynb (nbgrader's layout), "
                               "<student>/*.ipynb or <student>.ipynb.\n"
                               "Output: DIR/gradebook.db, DIR/autograded/, DIR/feedback/<student>/<ID>/*.html, "
-                              "DIR/grades.csv, DIR/grading.json.\n"
+                              "DIR/grades.csv, DIR/grading.json. Grading again into DIR replaces only the "
+                              "rows of the students graded then, and keeps manual grades.\n"
                               "Exit status: 0 when every submission was graded, 1 when some are NOT GRADED, "
                               "3 when course files changed during grading (nothing written).")
     p.add_argument("assignment", metavar="ID")

@@ -31,7 +31,8 @@ def generate(assignment: str, solutions: Path, out_dir: Path, db_url: str | None
         api = NbGraderAPI(config=c)
         result = api.generate_assignment(assignment, force=True)
         if not result["success"]:
-            raise RuntimeError(f"nbgrader could not release {assignment}:\n{result.get('error') or result.get('log')}")
+            raise RuntimeError(f"nbgrader could not release {assignment}:\n{result.get('log') or ''}\n"
+                               f"{result.get('error') or ''}")
     for nb_path in (out_dir / assignment).glob("*.ipynb"):
         check_release(nb_path)
     return out_dir / assignment

@@ -1,0 +1,208 @@
+"""Grading a class more than once into one output folder, and submissions that are not where or
+what they should be: nothing is skipped in silence and no earlier grade is lost.
+
+The story an instructor lives: grade the class; give a manual grade; re-grade one student after a
+fix to the points; grade the next assignment into the same folder.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import nbformat
+import pytest
+
+from course_lib.grading.sandbox import NotGraded, sandbox_verdicts
+from course_lib.instructor.autograde import Handed, Options, autograde, find_submissions, place
+
+from submissions import ROOT, submission, write
+
+A = "00_welcome"
+MISTAKE = {"split_heads_answer": "def split_heads(x, n_heads):\n"
+                                 "    return rearrange(x, 'b t (d h) -> b h t d', h=n_heads)\n"}
+# Learner code that would like to know the hidden seed, and to mark itself NOT GRADED for a reason
+# of its own: neither the kernel nor the sandbox may see the grader's environment.
+PRYING_CELL = ("import os, json\n"
+               "status = os.environ.get('COURSE_GRADING_STATUS')\n"
+               "if status:\n"
+               "    open(status, 'a').write(json.dumps({'status': 'not graded', 'reason': 'forged'}) + '\\n')\n")
+PRYING_ANSWER = ("import os\n"
+                 "def split_heads(x, n_heads):\n"
+                 "    assert 'COURSE_HIDDEN_SEED' not in os.environ, 'the sandbox leaks the hidden seed'\n"
+                 "    return rearrange(x, 'b t (h d) -> b h t d', h=n_heads)\n")
+
+
+# ------------------------------------------------------------------ finding submissions
+def test_two_submissions_for_one_student_stop_the_run(tmp_path):
+    write(submission(A), tmp_path, "alice", A)
+    nbformat.write(submission(A), tmp_path / "alice.ipynb")
+    with pytest.raises(SystemExit, match="two submissions for student 'alice'.*alice and alice.ipynb"):
+        find_submissions(tmp_path, A)
+
+
+def test_what_cannot_be_graded_is_said_not_skipped(tmp_path):
+    empty = tmp_path / "bob" / A
+    empty.mkdir(parents=True)
+    (empty / "answers.py").write_text("")
+    found = find_submissions(tmp_path, A)
+    assert found["bob"].notebooks == []
+    placed, problem = place(found["bob"], {f"{A}.ipynb"})
+    assert placed == {} and "no notebook was found" in problem and "answers.py" in problem
+
+    two = Handed([tmp_path / "copy.ipynb", tmp_path / "scratch.ipynb"], tmp_path)
+    placed, problem = place(two, {f"{A}.ipynb"})
+    assert placed == {} and "copy.ipynb, scratch.ipynb" in problem and f"named {A}.ipynb" in problem
+    renamed = Handed([tmp_path / f"{A} (1).ipynb"], tmp_path)
+    assert place(renamed, {f"{A}.ipynb"}) == ({f"{A}.ipynb": tmp_path / f"{A} (1).ipynb"}, "")
+    beside = Handed([tmp_path / f"{A}.ipynb", tmp_path / "scratch.ipynb"], tmp_path)
+    assert place(beside, {f"{A}.ipynb"}) == ({f"{A}.ipynb": tmp_path / f"{A}.ipynb"}, "")
+
+
+def test_nbgrader_timestamps_are_read_and_a_bad_one_is_noted(tmp_path):
+    write(submission(A), tmp_path, "ann", A).with_name("timestamp.txt").write_text("2026-11-30 17:04:05.123 UTC")
+    write(submission(A), tmp_path, "ben", A).with_name("timestamp.txt").write_text("last tuesday")
+    found = find_submissions(tmp_path, A)
+    assert found["ann"].timestamp.startswith("2026-11-30T17:04:05.123") and not found["ann"].note
+    assert found["ben"].timestamp is None and "'last tuesday'" in found["ben"].note
+
+
+def test_a_failing_setup_cell_is_not_graded_rather_than_every_answer_wrong():
+    solution = nbformat.read(ROOT / "solutions" / A / f"{A}.ipynb", as_version=4)
+    setup = next(c for c in solution.cells if "setup" in c.metadata.get("tags", []))
+    setup.source = "import einopz\n" + setup.source
+    with pytest.raises(NotGraded, match="setup cell 1 .* raised ModuleNotFoundError: No module named 'einopz'"):
+        sandbox_verdicts(solution, submission(A))
+
+
+# ------------------------------------------------------------------ one folder, several runs
+def _grade(solutions, subs, out, assignment=A):
+    lines = []
+    results = autograde(Options(assignment=assignment, submissions=subs, out=out, solutions=solutions, jobs=2,
+                                cell_timeout=30, interrupt_grace=3, hidden_seed=97, feedback=False),
+                        log=lines.append)
+    return {r["student"]: r for r in results}, "\n".join(lines)
+
+
+def _rows(out):
+    return {(r["assignment"], r["student"]): r for r in csv.DictReader(open(out / "grades.csv"))}
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    """A copy of the solutions (its points get changed) and a class graded once into one folder."""
+    tmp = tmp_path_factory.mktemp("regrading")
+    solutions = tmp / "solutions"
+    shutil.copytree(ROOT / "solutions" / A, solutions / A)
+    shutil.copytree(ROOT / "solutions" / A, solutions / "00_again")
+    (solutions / "00_again" / f"{A}.ipynb").rename(solutions / "00_again" / "00_again.ipynb")
+    subs = tmp / "submitted"
+    prying = submission(A, {"split_heads_answer": PRYING_ANSWER}, extra_cells=[(3, PRYING_CELL)])
+    write(prying, subs, "ann", A).with_name("timestamp.txt").write_text("2026-11-30 17:04:05 UTC")
+    write(submission(A, MISTAKE), subs, "bob", A)
+    (subs / "cat" / A).mkdir(parents=True)
+    out = tmp / "grading"
+    first, log = _grade(solutions, subs, out)
+    return solutions, subs, out, first, log
+
+
+def test_first_run_grades_reports_and_records_the_time(course):
+    _, _, out, first, log = course
+    assert {s: r["status"] for s, r in first.items()} == {"ann": "graded", "bob": "graded", "cat": "NOT GRADED"}, \
+        first["ann"]["reason"]
+    assert "no notebook was found" in first["cat"]["reason"] and "cat: NOT GRADED" in log
+    rows = _rows(out)
+    assert rows[(A, "ann")]["score"] == "9", first["ann"]["cells"]
+    assert rows[(A, "ann")]["timestamp"].startswith("2026-11-30T17:04:05")
+    assert rows[(A, "bob")]["score"] == "6" and rows[(A, "cat")]["score"] == ""
+    from nbgrader.api import Gradebook
+    with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
+        assert gb.find_submission(A, "ann").timestamp.isoformat().startswith("2026-11-30T17:04:05")
+        assert {s.student.id for s in gb.find_assignment(A).submissions} == {"ann", "bob"}
+
+
+@pytest.fixture(scope="module")
+def regraded(course):
+    """The instructor grades bob's first exercise by hand, changes a cell's points, and bob hands
+    in a fixed notebook that is graded alone into the same folder."""
+    solutions, subs, out, _, _ = course
+    from nbgrader.api import Gradebook
+    with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
+        grade = gb.find_grade("split_heads_visible", A, A, "bob")
+        grade.manual_score = 0.5
+        comment = gb.find_comment("split_heads_answer", A, A, "bob")
+        comment.manual_comment = "see me about einops"
+        gb.db.commit()
+    path = solutions / A / f"{A}.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "batched_dot_visible")
+    cell.metadata.nbgrader["points"] = 2
+    nbformat.write(nb, path)
+    again = subs.parent / "resubmitted"
+    write(submission(A), again, "bob", A)
+    results, log = _grade(solutions, again, out)
+    return out, results, log
+
+
+def test_a_partial_regrade_keeps_the_rest_of_the_class(regraded):
+    out, results, log = regraded
+    assert set(results) == {"bob"} and results["bob"]["status"] == "graded"
+    rows = _rows(out)
+    assert {s for _, s in rows} == {"ann", "bob", "cat"}
+    assert rows[(A, "bob")]["score"] == "10" and rows[(A, "bob")]["max_score"] == "10"
+    assert rows[(A, "ann")]["score"] == "9" and rows[(A, "ann")]["max_score"] == "9"
+    assert "ann, graded earlier, keeps" in log
+    report = json.loads((out / "grading.json").read_text())["results"]
+    assert {r["student"] for r in report} == {"ann", "bob", "cat"}
+
+
+def test_a_regrade_keeps_manual_grades_and_comments(regraded):
+    out, _, _ = regraded
+    from nbgrader.api import Gradebook
+    with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
+        assert gb.find_assignment(A).max_score == 10
+        grade = gb.find_grade("split_heads_visible", A, A, "bob")
+        assert grade.auto_score == 1 and grade.manual_score == 0.5
+        assert gb.find_comment("split_heads_answer", A, A, "bob").manual_comment == "see me about einops"
+        assert gb.find_submission(A, "bob").score == 9.5
+
+
+def test_another_assignment_joins_the_same_folder(course, regraded):
+    solutions, _, out, _, _ = course
+    subs = out.parent / "again-submitted"
+    write(submission(A), subs, "ann", "00_again")       # the same notebook, as 00_again.ipynb
+    results, _ = _grade(solutions, subs, out, "00_again")
+    assert results["ann"]["status"] == "graded" and sum(g["auto_score"] for g in results["ann"]["grades"]) == 9
+    rows = _rows(out)
+    assert rows[("00_again", "ann")]["score"] == "9" and rows[(A, "ann")]["score"] == "9"
+    assert len(rows) == 4
+    from nbgrader.api import Gradebook
+    with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
+        assert {a.name for a in gb.assignments} == {A, "00_again"}
+
+
+def test_cells_added_after_grading_stop_the_run_before_any_grading(course, regraded):
+    solutions, subs, out, _, _ = course
+    changed = solutions.parent / "changed"
+    shutil.copytree(solutions, changed)
+    path = changed / A / f"{A}.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    extra = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "batched_dot_visible")
+    metadata = json.loads(json.dumps(extra.metadata))
+    metadata["nbgrader"]["grade_id"] = "batched_dot_again"
+    nb.cells.append(nbformat.v4.new_code_cell(extra.source, metadata=metadata))
+    nbformat.write(nb, path)
+    before = (out / "gradebook.db").read_bytes()
+    with pytest.raises(SystemExit, match="gained or lost cells since students were graded"):
+        _grade(changed, subs, out)
+    assert (out / "gradebook.db").read_bytes() == before
+
+
+def test_a_feedback_failure_is_reported_beside_the_grade():
+    from course_lib.instructor.autograde import _summary_line
+    res = {"student": "eve", "status": "graded", "seconds": 4.2, "reason": "",
+           "grades": [{"auto_score": 3, "max_score": 3}],
+           "feedback_error": "Traceback (most recent call last):\n  ...\nTemplateNotFound: feedback.html.j2\n"}
+    assert _summary_line(res) == "  eve: 3 / 3 (4.2 s); no feedback: TemplateNotFound: feedback.html.j2"
+    del res["feedback_error"]
+    assert _summary_line(res) == "  eve: 3 / 3 (4.2 s)"
