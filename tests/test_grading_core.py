@@ -156,6 +156,27 @@ def test_static_scan_resolves_aliases_and_flags_escape_hatches():
         assert problems and "may not use" in problems[0], hatch
 
 
+def test_answers_may_not_reach_the_grader_or_take_functions_apart():
+    for source, word in [("import course_lib.grading.forbid as f", "course_lib.grading"),
+                         ("from course_lib import grading", "course_lib.grading"),
+                         ("from course_lib.instructor import autograde", "course_lib.instructor"),
+                         ("def f(x):\n    return f.__code__", "__code__"),
+                         ("def f(g):\n    return getattr(g, '__globals__')", "__globals__"),
+                         ("b = __builtins__", "__builtins__")]:
+        problems = scan_source(source, SOFTMAX.all_forbidden)
+        assert any(f"uses {word}, which answer cells may not use" in p for p in problems), (source, problems)
+    assert not scan_source("import course_lib.reference\nclass M(torch.nn.Module):\n"
+                           "    def __init__(self):\n        super().__init__()\n", [])
+
+
+def test_a_rebuilt_copy_of_the_answer_key_is_still_the_answer_key():
+    import types
+    copy = types.FunctionType(_ref_softmax.__code__.replace(co_name="mine"), _ref_softmax.__globals__)
+    assert copy.__code__ is not _ref_softmax.__code__ and copy.__code__ != _ref_softmax.__code__
+    r = evaluate(SOFTMAX, copy)
+    assert not r.passed and "answer key" in r.message, r.message
+
+
 def test_switching_the_watcher_off_is_detected():
     import sys
 
@@ -163,7 +184,7 @@ def test_switching_the_watcher_off_is_detected():
         sys.setprofile(None)
         return torch.softmax(x, -1)
     r = evaluate(SOFTMAX, sneaky)
-    assert not r.passed and "removed the checks' call watcher" in r.message
+    assert not r.passed and "switched off or changed the checks' call watcher" in r.message
 
 
 def test_watcher_restores_previous_profiler():

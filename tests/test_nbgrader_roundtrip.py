@@ -53,8 +53,7 @@ CLASS = {
                 ["known mistake: k and q swapped"]),
     "patches_checks": (lambda: submission(A, {
         "split_heads_answer": "import torch\ntorch.allclose = lambda *a, **k: True\n"
-                              "torch.equal = lambda *a, **k: True\nimport course_lib.grading\n"
-                              "course_lib.grading.check = lambda *a, **k: None\n"
+                              "torch.equal = lambda *a, **k: True\n"
                               "globals()['check'] = lambda *a, **k: None\n"
                               "def split_heads(x, n_heads):\n    return x\n",
         "merge_heads_answer": "def merge_heads(x):\n    return x\n",
@@ -145,6 +144,24 @@ def test_an_answer_past_the_case_timeout_is_not_graded_rather_than_wrong():
                                                 "    time.sleep(3)\n    return x\n"})
     with pytest.raises(NotGraded, match="did not return within 1 s on case 1"):
         sandbox_verdicts(solution, slow, case_timeout=1)
+
+
+def test_an_answer_that_switches_the_watcher_off_gains_nothing():
+    # Reaches the grader's module without naming it, swaps the watcher's hook for one that sees
+    # nothing, then calls the answer key: the sandbox notices its machinery changed, and no check
+    # run on a changed grader counts.
+    import nbformat
+    from course_lib.grading.sandbox import sandbox_verdicts
+    solution = nbformat.read(ROOT / "solutions" / A / f"{A}.ipynb", as_version=4)
+    sly = submission(A, {"split_heads_answer":
+                         "import torch\nimport course_lib.reference as R\n"
+                         "torch.sys.modules['course_lib.grading.' + 'forbid'].CallWatcher._hook = lambda *a: None\n"
+                         "def split_heads(x, n_heads):\n    return getattr(R, 'split_' + 'heads')(x, n_heads)\n"})
+    verdicts = sandbox_verdicts(solution, sly)
+    assert set(verdicts) == {f"{n}_{s}" for n in ("split_heads", "merge_heads", "batched_dot")
+                             for s in ("visible", "hidden")}
+    for gid, v in verdicts.items():
+        assert not v.passed and "changed the checks' call watcher" in v.message, (gid, v.message)
 
 
 def test_grading_stops_when_a_submission_changes_the_course_files(tmp_path):

@@ -223,8 +223,8 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome) -> tuple[str | None, flo
     """(failure message or None, largest difference)."""
     head = _header(ex, run)
     if outcome.tampered:
-        return (f"{head}\n  the answer removed the checks' call watcher (sys.setprofile); "
-                "answers may not change how Python runs"), 0.0
+        return (f"{head}\n  the answer switched off or changed the checks' call watcher (sys.setprofile, "
+                "or the grader's own code); answers may not change how Python runs or how they are checked"), 0.0
     if outcome.forbidden:
         return f"{head}\n  " + "\n  ".join(outcome.forbidden), 0.0
     if outcome.error is not None:

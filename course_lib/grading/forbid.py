@@ -37,7 +37,12 @@ ESCAPE_HATCHES = {
     "gc": "it reaches objects behind the checks' back",
     "builtins": "it can replace Python's own functions",
     "get_ipython": "it can change how later cells run",
+    "course_lib.grading": "it reaches into the grader",
+    "course_lib.instructor": "it reaches into the grader",
 }
+# Attributes that take a function apart or reach the interpreter's globals: how an answer could
+# rebuild the answer key so the watcher does not know it, or patch the checks themselves.
+DUNDER_HATCHES = {"__code__", "__globals__", "__closure__", "__builtins__", "__subclasses__"}
 
 DEFAULT_ALIASES = {"F": "torch.nn.functional", "nn": "torch.nn", "np": "numpy", "optim": "torch.optim"}
 
@@ -101,10 +106,16 @@ def scan_source(source: str, forbidden: Iterable[Forbidden], own_names: Iterable
         elif isinstance(node, ast.ImportFrom) and node.module:
             names += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if node.value in DUNDER_HATCHES:
+                add(f"uses {node.value}, which answer cells may not use: it takes functions apart")
             for f in forbidden:
                 last = f.target.rsplit(".", 1)[-1]
                 if node.value == last and last not in own:
                     add(f"calls {f.display} (named in a string): {f.reason}")
+        if isinstance(node, ast.Attribute) and node.attr in DUNDER_HATCHES:
+            add(f"uses {node.attr}, which answer cells may not use: it takes functions apart")
+        elif isinstance(node, ast.Name) and node.id in DUNDER_HATCHES:
+            add(f"uses {node.id}, which answer cells may not use: it takes functions apart")
         for d in names:
             for f in forbidden:
                 if _matches(d, f.target):
@@ -152,6 +163,7 @@ class CallWatcher:
 
     def __init__(self, forbidden: Iterable[Forbidden]):
         self.codes: dict[object, Forbidden] = {}
+        self.places: dict[tuple[str, int], Forbidden] = {}   # a copy of a watched code object
         self.builtins: dict[int, Forbidden] = {}
         self.methods: dict[str, Forbidden] = {}
         self.aten: dict[str, Forbidden] = {}
@@ -168,9 +180,9 @@ class CallWatcher:
                     attr = inspect.unwrap(getattr(attr, "__func__", attr))
                     code = getattr(attr, "__code__", None)
                     if code is not None:
-                        self.codes[code] = f
+                        self._watch(code, f)
             elif hasattr(obj, "__code__"):
-                self.codes[obj.__code__] = f
+                self._watch(obj.__code__, f)
             else:
                 self.builtins[id(obj)] = f
                 if f.target.startswith("torch.Tensor."):
@@ -178,9 +190,15 @@ class CallWatcher:
         self.hits: dict[str, Forbidden] = {}
         self.tampered = False
 
+    def _watch(self, code, f: Forbidden) -> None:
+        self.codes[code] = f
+        if not code.co_filename.startswith("<"):     # "<string>": generated code shares its place
+            self.places[(code.co_filename, code.co_firstlineno)] = f
+
     def _hook(self, frame, event, arg):
         if event == "call":
-            f = self.codes.get(frame.f_code)
+            code = frame.f_code
+            f = self.codes.get(code) or self.places.get((code.co_filename, code.co_firstlineno))
             if f is not None:
                 self.hits.setdefault(f.display, f)
         elif event == "c_call":

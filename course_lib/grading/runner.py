@@ -10,6 +10,7 @@ process compares those values with the reference itself, so nothing the answer p
 """
 from __future__ import annotations
 
+import inspect
 import json
 import linecache
 import signal
@@ -24,6 +25,31 @@ class CaseTimeout(BaseException):
 
 def _alarm(signum, frame):
     raise CaseTimeout()
+
+
+def _machinery() -> dict[tuple, object]:
+    """What the checks run on: every global and class member of the grading and exercise modules
+    with its code, and sys's profiling functions. Held (not just their ids) so that a replaced
+    object cannot hand its id to its replacement."""
+    found: dict[tuple, object] = {("sys", n): getattr(sys, n) for n in ("setprofile", "getprofile", "settrace")}
+    for name, module in list(sys.modules.items()):
+        if not name.startswith(("course_lib.grading", "course_lib.exercises")):
+            continue
+        for attr, obj in list(vars(module).items()):
+            members = [(None, obj)]
+            if isinstance(obj, type) and obj.__module__.startswith("course_lib"):
+                members += list(vars(obj).items())
+            for key, member in members:
+                found[(name, attr, key)] = member
+                fn = member.__func__ if isinstance(member, (staticmethod, classmethod)) else member
+                if inspect.isfunction(fn):
+                    found[(name, attr, key, "code")] = fn.__code__
+    return found
+
+
+def _intact(before: dict[tuple, object]) -> bool:
+    now = _machinery()
+    return all(now.get(k) is v for k, v in before.items())
 
 
 def _exec_cell(source: str, filename: str, namespace: dict) -> dict | None:
@@ -49,6 +75,9 @@ def main(job_path: str, out_dir: str) -> int:
     from course_lib.grading.spec import get_exercise
     from course_lib.grading.values import to_jsonable
 
+    for chk in job["checks"]:
+        get_exercise(chk["exercise"])     # loaded before any learner code runs
+    machinery = _machinery()
     namespace: dict = {"__name__": "__main__"}
     cell_errors = {}
     for i, source in enumerate(job["setup"]):
@@ -86,7 +115,7 @@ def main(job_path: str, out_dir: str) -> int:
             entry["cases"].append({
                 "value": to_jsonable(outcome.value, tensors, f"c{k}.{run.number}"),
                 "error": outcome.error, "forbidden": outcome.forbidden,
-                "mutated": outcome.mutated, "tampered": outcome.tampered,
+                "mutated": outcome.mutated, "tampered": outcome.tampered or not _intact(machinery),
             })
     save_file(tensors, str(out / "tensors.safetensors"))
     (out / "results.json").write_text(json.dumps(results))
