@@ -66,6 +66,25 @@ def test_every_pin_is_exact():
         assert re.fullmatch(r"[A-Za-z0-9._-]+==[0-9][0-9A-Za-z.+!-]*", req), req
 
 
+def _name(requirement: str) -> str:
+    return re.sub(r"[-_.]+", "-", requirement.split("==")[0]).lower()
+
+
+def test_constraints_agree_with_the_pins():
+    lines = [line for line in (ROOT / "constraints.txt").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert len(lines) > 50, "constraints.txt should list the whole resolved environment"
+    for line in lines:
+        assert re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][A-Za-z0-9.]*", line), f"constraints.txt: {line!r}"
+    constrained = {_name(line): line.split("==")[1] for line in lines}
+    assert "torch" not in constrained, "torch stays with pyproject.toml: its build differs per platform"
+    data = _pyproject()["tool"]["course"]["data-packages"]
+    for pin in _pyproject_pins() + list(data):
+        name, version = _name(pin), pin.split("==")[1]
+        if name != "torch":
+            assert constrained.get(name) == version, f"{pin} but constraints.txt has {constrained.get(name)}"
+
+
 def test_torch_is_the_cpu_resolvable_pin():
     assert "torch==2.13.0" in _pyproject_pins()
     assert "torch==2.13.0" in _environment_pins()
