@@ -206,3 +206,12 @@ def test_a_feedback_failure_is_reported_beside_the_grade():
     assert _summary_line(res) == "  eve: 3 / 3 (4.2 s); no feedback: TemplateNotFound: feedback.html.j2"
     del res["feedback_error"]
     assert _summary_line(res) == "  eve: 3 / 3 (4.2 s)"
+
+
+def test_the_gradebook_schema_version_read_in_process_is_nbgraders():
+    import nbgrader.api
+    from course_lib.instructor.settings import ensure_scripts_on_path, schema_version_in_process
+    schema_version_in_process()
+    ensure_scripts_on_path()                 # nbgrader's own way runs the `alembic` command
+    ours = nbgrader.api.get_alembic_version
+    assert ours.in_process and ours() == ours.nbgraders() != ""

@@ -19,6 +19,7 @@ def apply_course_settings(c, *, solutions: str, release: str, cell_timeout: int 
     from course_lib.grading.sandbox import CourseExecute, SandboxGrade
 
     ensure_scripts_on_path()
+    schema_version_in_process()
     c.CourseDirectory.source_directory = solutions
     c.CourseDirectory.release_directory = release
     c.CourseDirectory.course_id = "llms-from-scratch"
@@ -47,3 +48,18 @@ def ensure_scripts_on_path() -> None:
     parts = os.environ.get("PATH", "").split(os.pathsep)
     if scripts not in parts:
         os.environ["PATH"] = os.pathsep.join([scripts, *parts])
+
+
+def schema_version_in_process() -> None:
+    """nbgrader starts an `alembic heads` process (4-7 s) for every gradebook it creates, to learn
+    its own schema version. Read it once, in this process, from nbgrader's migration scripts."""
+    import functools
+
+    import nbgrader.api
+    from alembic.script import ScriptDirectory
+    from nbgrader.dbutil import ALEMBIC_DIR
+
+    if not getattr(nbgrader.api.get_alembic_version, "in_process", False):
+        head = functools.cache(lambda: ScriptDirectory(ALEMBIC_DIR).get_current_head())
+        head.in_process, head.nbgraders = True, nbgrader.api.get_alembic_version
+        nbgrader.api.get_alembic_version = head
