@@ -215,3 +215,15 @@ def test_the_gradebook_schema_version_read_in_process_is_nbgraders():
     ensure_scripts_on_path()                 # nbgrader's own way runs the `alembic` command
     ours = nbgrader.api.get_alembic_version
     assert ours.in_process and ours() == ours.nbgraders() != ""
+
+
+def test_reports_written_before_per_student_seeds_keep_their_seed(tmp_path):
+    from course_lib.instructor.autograde import _update_reports
+    old = {"student": "ann", "assignment": A, "status": "graded", "reason": "", "seconds": 3.0,
+           "grades": [{"auto_score": 9, "max_score": 9}], "cells": {}}
+    (tmp_path / "grading.json").write_text(json.dumps({"assignment": A, "hidden_seed": 1234, "results": [old]}))
+    new = dict(old, student="bob", hidden_seed=77, max_score=9)
+    _update_reports(tmp_path, A, [new])
+    results = {r["student"]: r for r in json.loads((tmp_path / "grading.json").read_text())["results"]}
+    assert results["ann"]["hidden_seed"] == 1234 and results["bob"]["hidden_seed"] == 77
+    assert _rows(tmp_path)[(A, "ann")]["score"] == "9" and _rows(tmp_path)[(A, "bob")]["max_score"] == "9"

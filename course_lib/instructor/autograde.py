@@ -343,8 +343,11 @@ def _update_reports(out: Path, assignment: str, results: list[dict]) -> list[dic
     report = out / "grading.json"
     kept = []
     if report.exists():
-        kept = [r for r in json.loads(report.read_text()).get("results", [])
-                if (r.get("assignment"), r.get("student")) not in done]
+        earlier = json.loads(report.read_text())
+        for r in earlier.get("results", []):
+            if (r.get("assignment"), r.get("student")) not in done:
+                r.setdefault("hidden_seed", earlier.get("hidden_seed"))   # one seed per file, before
+                kept.append(r)
     merged = sorted(kept + results, key=lambda r: (r["assignment"], r["student"]))
     report.write_text(json.dumps({"results": merged}, indent=1))
     with open(out / "grades.csv", "w", newline="") as f:
