@@ -101,6 +101,7 @@ def course(tmp_path_factory):
     write(prying, subs, "ann", A).with_name("timestamp.txt").write_text("2026-11-30 17:04:05 UTC")
     write(submission(A, MISTAKE), subs, "bob", A)
     (subs / "cat" / A).mkdir(parents=True)
+    (subs / "dan.zip").write_bytes(b"PK")
     out = tmp / "grading"
     first, log = _grade(solutions, subs, out)
     return solutions, subs, out, first, log
@@ -111,6 +112,7 @@ def test_first_run_grades_reports_and_records_the_time(course):
     assert {s: r["status"] for s, r in first.items()} == {"ann": "graded", "bob": "graded", "cat": "NOT GRADED"}, \
         first["ann"]["reason"]
     assert "no notebook was found" in first["cat"]["reason"] and "cat: NOT GRADED" in log
+    assert "Ignored (neither a notebook nor a student's folder): dan.zip" in log
     rows = _rows(out)
     assert rows[(A, "ann")]["score"] == "9", first["ann"]["cells"]
     assert rows[(A, "ann")]["timestamp"].startswith("2026-11-30T17:04:05")

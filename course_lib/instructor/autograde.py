@@ -154,6 +154,10 @@ def autograde(opt: Options, log=print) -> list[dict]:
 
     log(f"Grading {len(submissions)} submission(s) of {opt.assignment} with {opt.jobs} process(es); "
         f"hidden-test seed {seed}.")
+    ignored = sorted(p.name for p in opt.submissions.iterdir()
+                     if p.is_file() and p.suffix != ".ipynb" and not p.name.startswith("."))
+    if ignored:
+        log(f"Ignored (neither a notebook nor a student's folder): {', '.join(ignored)}")
     pending = list(submissions.items())
     running: list[tuple[str, subprocess.Popen, float, Path, Handed]] = []
     results: list[dict] = []
