@@ -34,23 +34,20 @@ class NotGraded(Exception):
     """The submission could not be graded; the message says why, for the instructor."""
 
 
-GRADER_ONLY = ("COURSE_GRADING_STATUS", "COURSE_HIDDEN_SEED")
-
-
 def learner_env(**extra: str) -> dict[str, str]:
-    """The environment for processes that run learner code: without the grader's status file and
-    hidden seed, which such code could otherwise forge a reason into or draw the hidden cases from."""
-    env = {k: v for k, v in os.environ.items() if k not in GRADER_ONLY}
+    """The environment for processes that run learner code, without COURSE_HIDDEN_SEED."""
+    env = {k: v for k, v in os.environ.items() if k != "COURSE_HIDDEN_SEED"}
     env.update(extra)
     return env
 
 
+# What grading found, notebook by notebook, for ./course autograde's worker to read. It stays in
+# the grading process's memory: no file that code in the learner's kernel could write to.
+STATUS: list[dict] = []
+
+
 def record_status(**fields) -> None:
-    """Append a record to the JSON-lines file named by COURSE_GRADING_STATUS, if set."""
-    path = os.environ.get("COURSE_GRADING_STATUS")
-    if path:
-        with open(path, "a") as f:
-            f.write(json.dumps(fields) + "\n")
+    STATUS.append(fields)
 
 
 # ------------------------------------------------------------------ notebook structure
@@ -167,7 +164,7 @@ def sandbox_verdicts(solution: NotebookNode, submission: NotebookNode, *, device
                       for c in calls]}
     results, tensors = _run_runner(job, timeout)
     for where, err in results["cell_errors"].items():
-        if where.startswith("setup"):      # every answer would fail for a reason not its own
+        if where.startswith("setup "):     # every answer would fail for a reason not its own
             number = int(where.split()[1]) + 1
             raise NotGraded(f"the notebook's setup cell {number} (its imports) raised {err['type']}: "
                             f"{err['message']} in the grading sandbox, before any answer ran: usually a "

@@ -15,21 +15,15 @@ import time
 from pathlib import Path
 
 
-def read_status(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def main(job_path: str) -> int:
     job = json.loads(Path(job_path).read_text())
     root = Path(job["root"])
-    status_file = root / "status.jsonl"
-    os.environ["COURSE_GRADING_STATUS"] = str(status_file)
     os.environ["COURSE_HIDDEN_SEED"] = str(job["hidden_seed"])
     from nbgrader.api import Gradebook
     from nbgrader.apps import NbGraderAPI
     from traitlets.config import Config
+
+    from course_lib.grading.sandbox import STATUS as records
 
     from .settings import apply_course_settings
 
@@ -43,14 +37,14 @@ def main(job_path: str) -> int:
     start = time.time()
     a, s = job["assignment"], job["student"]
     result = api.autograde(a, s, force=True, create=True)
-    records = read_status(status_file)
     out = {"student": s, "assignment": a, "seconds": 0.0, "grades": [], "cells": {}}
     not_graded = [r for r in records if r.get("status") == "not graded"]
     if not_graded:
         out.update(status="NOT GRADED", reason=not_graded[0]["reason"])
     elif not result["success"]:
-        log = (result.get("error") or result.get("log") or "")[-800:]
-        out.update(status="NOT GRADED", reason=f"nbgrader could not autograde it: {log.strip()}")
+        log = (result.get("error") or result.get("log") or "").strip()[-800:]
+        last = log.splitlines()[-1] if log else "no message"
+        out.update(status="NOT GRADED", reason=f"nbgrader could not autograde it: {last}\n{log}")
     else:
         out.update(status="graded", reason="")
         for r in records:
