@@ -162,7 +162,8 @@ def test_answers_may_not_reach_the_grader_or_take_functions_apart():
                          ("from course_lib.instructor import autograde", "course_lib.instructor"),
                          ("def f(x):\n    return f.__code__", "__code__"),
                          ("def f(g):\n    return getattr(g, '__globals__')", "__globals__"),
-                         ("b = __builtins__", "__builtins__")]:
+                         ("b = __builtins__", "__builtins__"),
+                         ("import torch\ntorch.sys.setprofile(None)", "setprofile")]:
         problems = scan_source(source, SOFTMAX.all_forbidden)
         assert any(f"uses {word}, which answer cells may not use" in p for p in problems), (source, problems)
     assert not scan_source("import course_lib.reference\nclass M(torch.nn.Module):\n"
@@ -184,6 +185,19 @@ def test_switching_the_watcher_off_is_detected():
         sys.setprofile(None)
         return torch.softmax(x, -1)
     r = evaluate(SOFTMAX, sneaky)
+    assert not r.passed and "switched off or changed the checks' call watcher" in r.message
+
+
+def test_pausing_the_watcher_around_a_forbidden_call_is_detected():
+    import sys
+
+    def pauses(x):
+        hook = sys.getprofile()
+        sys.setprofile(None)
+        y = torch.softmax(x, -1)
+        sys.setprofile(hook)
+        return y
+    r = evaluate(SOFTMAX, pauses)
     assert not r.passed and "switched off or changed the checks' call watcher" in r.message
 
 

@@ -40,9 +40,15 @@ ESCAPE_HATCHES = {
     "course_lib.grading": "it reaches into the grader",
     "course_lib.instructor": "it reaches into the grader",
 }
-# Attributes that take a function apart or reach the interpreter's globals: how an answer could
-# rebuild the answer key so the watcher does not know it, or patch the checks themselves.
-DUNDER_HATCHES = {"__code__", "__globals__", "__closure__", "__builtins__", "__subclasses__"}
+# Attributes no answer needs, however they are reached (torch.sys.setprofile, getattr(f, "__code__")):
+# how an answer could pause the watcher, or rebuild the answer key so that it is not recognised.
+ATTRIBUTE_HATCHES = {
+    **dict.fromkeys(["__code__", "__globals__", "__closure__", "__builtins__", "__subclasses__"],
+                    "it takes functions apart"),
+    "setprofile": "it can switch off the checks",
+    "settrace": "it can switch off the checks",
+    "_getframe": "it reaches into the checks' own frames",
+}
 
 DEFAULT_ALIASES = {"F": "torch.nn.functional", "nn": "torch.nn", "np": "numpy", "optim": "torch.optim"}
 
@@ -106,16 +112,15 @@ def scan_source(source: str, forbidden: Iterable[Forbidden], own_names: Iterable
         elif isinstance(node, ast.ImportFrom) and node.module:
             names += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            if node.value in DUNDER_HATCHES:
-                add(f"uses {node.value}, which answer cells may not use: it takes functions apart")
+            if node.value in ATTRIBUTE_HATCHES:
+                add(f"uses {node.value}, which answer cells may not use: {ATTRIBUTE_HATCHES[node.value]}")
             for f in forbidden:
                 last = f.target.rsplit(".", 1)[-1]
                 if node.value == last and last not in own:
                     add(f"calls {f.display} (named in a string): {f.reason}")
-        if isinstance(node, ast.Attribute) and node.attr in DUNDER_HATCHES:
-            add(f"uses {node.attr}, which answer cells may not use: it takes functions apart")
-        elif isinstance(node, ast.Name) and node.id in DUNDER_HATCHES:
-            add(f"uses {node.id}, which answer cells may not use: it takes functions apart")
+        attr = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None
+        if attr in ATTRIBUTE_HATCHES:
+            add(f"uses {attr}, which answer cells may not use: {ATTRIBUTE_HATCHES[attr]}")
         for d in names:
             for f in forbidden:
                 if _matches(d, f.target):
@@ -154,6 +159,10 @@ class _AtenWatcher(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+# sys's own switches (C functions, so seen as c_call events); threading's call these.
+_SWITCHES = {id(f) for f in (sys.setprofile, sys.settrace, getattr(sys, "_setprofileallthreads", None)) if f}
+
+
 class CallWatcher:
     """Context manager recording calls to forbidden targets while the answer runs.
 
@@ -189,6 +198,7 @@ class CallWatcher:
                     self.methods[f.target.rsplit(".", 1)[-1]] = f
         self.hits: dict[str, Forbidden] = {}
         self.tampered = False
+        self._closing = False
 
     def _watch(self, code, f: Forbidden) -> None:
         self.codes[code] = f
@@ -202,6 +212,8 @@ class CallWatcher:
             if f is not None:
                 self.hits.setdefault(f.display, f)
         elif event == "c_call":
+            if id(arg) in _SWITCHES and not self._closing:   # even a pause, switched back on after
+                self.tampered = True
             f = self.builtins.get(id(arg))
             if f is None and self.methods and isinstance(getattr(arg, "__self__", None), torch.Tensor):
                 f = self.methods.get(getattr(arg, "__name__", ""))
@@ -220,6 +232,7 @@ class CallWatcher:
     def __exit__(self, *exc):
         if sys.getprofile() is not self._bound:
             self.tampered = True
+        self._closing = True
         sys.setprofile(self._previous)
         if self._mode is not None:
             self._mode.__exit__(*exc)
