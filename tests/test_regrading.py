@@ -21,12 +21,15 @@ from submissions import ROOT, submission, write
 A = "00_welcome"
 MISTAKE = {"split_heads_answer": "def split_heads(x, n_heads):\n"
                                  "    return rearrange(x, 'b t (d h) -> b h t d', h=n_heads)\n"}
-# Learner code that would like to know the hidden seed, and to mark itself NOT GRADED for a reason
-# of its own: neither the kernel nor the sandbox may see the grader's environment.
-PRYING_CELL = ("import os, json\n"
-               "status = os.environ.get('COURSE_GRADING_STATUS')\n"
-               "if status:\n"
-               "    open(status, 'a').write(json.dumps({'status': 'not graded', 'reason': 'forged'}) + '\\n')\n")
+# Learner code that would like to mark itself NOT GRADED for a reason of its own, through the
+# grader's environment or a status file near its working folder; and to know the hidden seed.
+PRYING_CELL = ("import os, json, pathlib\n"
+               "forged = json.dumps({'status': 'not graded', 'reason': 'forged'}) + '\\n'\n"
+               "paths = [os.environ.get('COURSE_GRADING_STATUS')]\n"
+               "for d in list(pathlib.Path.cwd().parents)[:4]:\n"
+               "    paths += [str(f) for f in d.rglob('*.jsonl')]\n"
+               "for p in filter(None, paths):\n"
+               "    open(p, 'a').write(forged)\n")
 PRYING_ANSWER = ("import os\n"
                  "def split_heads(x, n_heads):\n"
                  "    assert 'COURSE_HIDDEN_SEED' not in os.environ, 'the sandbox leaks the hidden seed'\n"
@@ -57,13 +60,16 @@ def test_what_cannot_be_graded_is_said_not_skipped(tmp_path):
     assert place(renamed, {f"{A}.ipynb"}) == ({f"{A}.ipynb": tmp_path / f"{A} (1).ipynb"}, "")
     beside = Handed([tmp_path / f"{A}.ipynb", tmp_path / "scratch.ipynb"], tmp_path)
     assert place(beside, {f"{A}.ipynb"}) == ({f"{A}.ipynb": tmp_path / f"{A}.ipynb"}, "")
+    other = Handed([tmp_path / "02_optimizers.ipynb"], tmp_path)
+    placed, problem = place(other, {f"{A}.ipynb"}, {"02_optimizers", "05_attention"})
+    assert placed == {} and "02_optimizers.ipynb, is another assignment's" in problem
 
 
 def test_nbgrader_timestamps_are_read_and_a_bad_one_is_noted(tmp_path):
     write(submission(A), tmp_path, "ann", A).with_name("timestamp.txt").write_text("2026-11-30 17:04:05.123 UTC")
     write(submission(A), tmp_path, "ben", A).with_name("timestamp.txt").write_text("last tuesday")
     found = find_submissions(tmp_path, A)
-    assert found["ann"].timestamp.startswith("2026-11-30T17:04:05.123") and not found["ann"].note
+    assert found["ann"].timestamp == "2026-11-30T17:04:05.123000+00:00" and not found["ann"].note
     assert found["ben"].timestamp is None and "'last tuesday'" in found["ben"].note
 
 
@@ -73,6 +79,25 @@ def test_a_failing_setup_cell_is_not_graded_rather_than_every_answer_wrong():
     setup.source = "import einopz\n" + setup.source
     with pytest.raises(NotGraded, match="setup cell 1 .* raised ModuleNotFoundError: No module named 'einopz'"):
         sandbox_verdicts(solution, submission(A))
+
+
+def test_a_student_id_nbgrader_would_read_as_a_pattern_is_named(tmp_path):
+    write(submission(A), tmp_path / "subs", "smith[2]", A)
+    results = autograde(Options(assignment=A, submissions=tmp_path / "subs", out=tmp_path / "out",
+                                solutions=ROOT / "solutions"), log=lambda *a: None)
+    assert results[0]["status"] == "NOT GRADED" and "'smith[2]' has characters" in results[0]["reason"]
+
+
+def test_one_run_at_a_time_writes_into_a_folder(tmp_path):
+    import fcntl
+    write(submission(A), tmp_path / "subs", "ann", A)
+    (tmp_path / "out").mkdir()
+    with open(tmp_path / "out" / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(SystemExit, match="another ./course autograde is writing into"):
+            autograde(Options(assignment=A, submissions=tmp_path / "subs", out=tmp_path / "out",
+                              solutions=ROOT / "solutions"), log=lambda *a: None)
+    assert not (tmp_path / "out" / ".work").exists()
 
 
 # ------------------------------------------------------------------ one folder, several runs
@@ -99,7 +124,9 @@ def course(tmp_path_factory):
     subs = tmp / "submitted"
     prying = submission(A, {"split_heads_answer": PRYING_ANSWER}, extra_cells=[(3, PRYING_CELL)])
     write(prying, subs, "ann", A).with_name("timestamp.txt").write_text("2026-11-30 17:04:05 UTC")
-    write(submission(A, MISTAKE), subs, "bob", A)
+    nbformat.write(submission(A), subs / "ann" / A / "scratch.ipynb")
+    bob = write(submission(A, MISTAKE), subs, "bob", A)
+    bob.rename(bob.with_name(f"{A} (1).ipynb"))
     (subs / "cat" / A).mkdir(parents=True)
     (subs / "dan.zip").write_bytes(b"PK")
     out = tmp / "grading"
@@ -117,6 +144,8 @@ def test_first_run_grades_reports_and_records_the_time(course):
     assert rows[(A, "ann")]["score"] == "9", first["ann"]["cells"]
     assert rows[(A, "ann")]["timestamp"].startswith("2026-11-30T17:04:05")
     assert rows[(A, "bob")]["score"] == "6" and rows[(A, "cat")]["score"] == ""
+    assert rows[(A, "ann")]["note"] == "not graded beside it: scratch.ipynb"
+    assert rows[(A, "bob")]["note"] == f"{A} (1).ipynb was graded as {A}.ipynb"
     from nbgrader.api import Gradebook
     with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
         assert gb.find_submission(A, "ann").timestamp.isoformat().startswith("2026-11-30T17:04:05")
@@ -195,7 +224,7 @@ def test_cells_added_after_grading_stop_the_run_before_any_grading(course, regra
     nb.cells.append(nbformat.v4.new_code_cell(extra.source, metadata=metadata))
     nbformat.write(nb, path)
     before = (out / "gradebook.db").read_bytes()
-    with pytest.raises(SystemExit, match="gained or lost cells since students were graded"):
+    with pytest.raises(SystemExit, match="gained or lost cells or notebooks since students were graded"):
         _grade(changed, subs, out)
     assert (out / "gradebook.db").read_bytes() == before
 
@@ -229,3 +258,15 @@ def test_reports_written_before_per_student_seeds_keep_their_seed(tmp_path):
     results = {r["student"]: r for r in json.loads((tmp_path / "grading.json").read_text())["results"]}
     assert results["ann"]["hidden_seed"] == 1234 and results["bob"]["hidden_seed"] == 77
     assert _rows(tmp_path)[(A, "ann")]["score"] == "9" and _rows(tmp_path)[(A, "bob")]["max_score"] == "9"
+
+
+def test_a_folder_without_a_notebook_leaves_an_earlier_grade_alone(course, regraded):
+    solutions, _, out, _, _ = course
+    empty = out.parent / "emptied" / "bob" / A
+    empty.mkdir(parents=True)
+    (empty / "notes.txt").write_text("")
+    results, log = _grade(solutions, empty.parents[1], out)
+    assert results["bob"]["status"] == "NOT GRADED" and "notes.txt" in results["bob"]["reason"]
+    assert "bob: no notebook this time, so the earlier grade stays" in log
+    assert _rows(out)[(A, "bob")]["score"] == "10"
+    assert (out / "autograded" / "bob" / A / f"{A}.ipynb").exists()

@@ -132,3 +132,12 @@ def test_no_machine_specific_paths():
     for name in ("course", ".ci/run", "pyproject.toml", "environment.yml", "README.md"):
         text = (ROOT / name).read_text(encoding="utf-8")
         assert not re.search(r"(^|[\s\"'=])/(work|root|home)/", text), name
+
+
+def test_setup_installs_within_the_constraints_and_reinstalls_when_they_change():
+    script = (ROOT / "course").read_text()
+    install = script[script.index("install_group() {"):]
+    install = install[:install.index("\n}\n")]
+    assert 'set -- -c "$ROOT/constraints.txt" "$@"' in install
+    stamp = script[script.index("install_hash() {"):]
+    assert "cat pyproject.toml constraints.txt" in stamp[:stamp.index("\n}\n")]

@@ -18,9 +18,15 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import timezone
 from pathlib import Path
 
 import psutil
+
+try:
+    import fcntl
+except ImportError:        # Windows: the course runs there under WSL, where fcntl exists
+    fcntl = None
 
 from . import settings
 from .release import generate
@@ -74,7 +80,7 @@ def find_submissions(folder: Path, assignment: str) -> dict[str, Handed]:
             if stamp.is_file():
                 text = stamp.read_text(errors="replace").strip()
                 try:
-                    handed.timestamp = parse_utc(text).isoformat()
+                    handed.timestamp = parse_utc(text).replace(tzinfo=timezone.utc).isoformat()
                 except (ValueError, OverflowError):
                     handed.note = f"its timestamp.txt could not be read ({text[:40]!r}), so no time was recorded"
         else:
@@ -86,14 +92,17 @@ def find_submissions(folder: Path, assignment: str) -> dict[str, Handed]:
     return found
 
 
-def place(handed: Handed, expected: set[str]) -> tuple[dict[str, Path], str]:
-    """Which submitted file grades as which notebook of the assignment, or why none can."""
+def place(handed: Handed, expected: set[str], others: set[str] = frozenset()) -> tuple[dict[str, Path], str]:
+    """Which submitted file grades as which notebook of the assignment, or why none can.
+    ``others``: the other assignments' names, which a lone notebook may not carry."""
     nbs = handed.notebooks
     if not nbs:
         holds = sorted(p.name + "/" * p.is_dir() for p in handed.where.iterdir() if not p.name.startswith("."))
         listing = ", ".join(holds[:8]) + (" ..." if len(holds) > 8 else "") if holds else "nothing"
         return {}, f"no notebook was found in {handed.where} (it holds: {listing})"
     if len(nbs) == 1 and len(expected) == 1:          # a renamed copy, e.g. "00_welcome (1).ipynb"
+        if nbs[0].stem in others:
+            return {}, f"the only notebook in {handed.where}, {nbs[0].name}, is another assignment's"
         return {next(iter(expected)): nbs[0]}, ""
     placed = {p.name: p for p in nbs if p.name in expected}
     if not placed:
@@ -135,9 +144,21 @@ def autograde(opt: Options, log=print) -> list[dict]:
     course's own files changed meanwhile (a submission's code runs with the grader's rights).
 
     The output folder may already hold earlier runs (other students, other assignments): their
-    rows stay, the students graded now replace theirs, and manual grades in the gradebook stay."""
+    rows stay, the students graded now replace theirs, and manual grades in the gradebook stay.
+    One run at a time writes into a folder."""
     out = opt.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "w") as lock:
+        if fcntl is not None:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)     # released when the run ends
+            except BlockingIOError:
+                raise SystemExit(f"another ./course autograde is writing into {out}: wait for it to "
+                                 "finish, or grade into another folder (-o)") from None
+        return _autograde(opt, out, log)
+
+
+def _autograde(opt: Options, out: Path, log) -> list[dict]:
     work = out / ".work"
     if work.exists():
         shutil.rmtree(work)
@@ -159,27 +180,37 @@ def autograde(opt: Options, log=print) -> list[dict]:
     if ignored:
         log(f"Ignored (neither a notebook nor a student's folder): {', '.join(ignored)}")
     pending = list(submissions.items())
-    running: list[tuple[str, subprocess.Popen, float, Path, Handed]] = []
+    running: list[tuple[str, subprocess.Popen, float, Path, tuple[Handed, dict[str, Path]]]] = []
     results: list[dict] = []
     guarded = [Path(__file__).resolve().parents[1], opt.solutions.resolve()]
     before = _fingerprints(guarded)
     env = dict(os.environ, OMP_NUM_THREADS=str(opt.threads), MKL_NUM_THREADS=str(opt.threads),
                COURSE_THREADS=str(opt.threads), MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
 
-    def finish(res: dict, handed: Handed) -> None:
+    others = {p.name for p in opt.solutions.iterdir() if p.is_dir()} - {opt.assignment}
+
+    def finish(res: dict, handed: Handed, placed: dict[str, Path]) -> None:
         res.update(assignment=opt.assignment, hidden_seed=seed, timestamp=handed.timestamp)
-        if handed.note:
-            res["note"] = handed.note
+        notes = [handed.note] if handed.note else []
+        notes += [f"{nb.name} was graded as {name}" for name, nb in placed.items() if nb.name != name]
+        left = [nb.name for nb in handed.notebooks if nb not in placed.values()]
+        if placed and left:
+            notes.append(f"not graded beside it: {', '.join(left)}")
+        if notes:
+            res["note"] = "; ".join(notes)
         results.append(res)
         log(_summary_line(res))
 
     while pending or running:
         while pending and len(running) < opt.jobs:
             student, handed = pending.pop(0)
-            placed, problem = place(handed, expected)
+            placed, problem = place(handed, expected, others)
+            if set(student) & set("[]*?"):
+                placed, problem = {}, (f"the student id {student!r} has characters nbgrader reads as a file "
+                                       "pattern ([ ] * ?): rename the folder or file and grade it again")
             if problem:           # nothing gradable: reported, never silently skipped
                 finish({"student": student, "status": "NOT GRADED", "reason": problem, "seconds": 0.0,
-                        "grades": [], "cells": {}, "handed_in": False}, handed)
+                        "grades": [], "cells": {}, "handed_in": False}, handed, placed)
                 continue
             root = work / student
             sub = root / "submitted" / student / opt.assignment
@@ -197,10 +228,10 @@ def autograde(opt: Options, log=print) -> list[dict]:
             proc = subprocess.Popen([sys.executable, "-m", "course_lib.instructor.worker", str(root / "job.json")],
                                     cwd=root, env=env, stdout=logf, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL)
-            running.append((student, proc, time.time(), root, handed))
+            running.append((student, proc, time.time(), root, (handed, placed)))
         time.sleep(0.2)
         for item in list(running):
-            student, proc, started, root, handed = item
+            student, proc, started, root, (handed, placed) = item
             elapsed = time.time() - started
             if proc.poll() is None and elapsed < opt.submission_timeout:
                 continue
@@ -218,7 +249,7 @@ def autograde(opt: Options, log=print) -> list[dict]:
                 res = {"student": student, "status": "NOT GRADED", "seconds": round(elapsed, 1),
                        "reason": f"the grading worker failed (exit code {proc.returncode}): {tail}",
                        "grades": [], "cells": {}}
-            finish(res, handed)
+            finish(res, handed, placed)
     after = _fingerprints(guarded)
     if after != before:
         changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
@@ -231,7 +262,7 @@ def autograde(opt: Options, log=print) -> list[dict]:
     max_score = _merge(opt, out, work, template, results)
     for r in results:
         r["max_score"] = max_score
-    kept = _update_reports(out, opt.assignment, results)
+    kept = _update_reports(out, opt.assignment, results, log)
     stale = sorted(r["student"] for r in kept if r["assignment"] == opt.assignment and r["status"] == "graded"
                    and r.get("max_score") not in (None, max_score))
     if stale:
@@ -246,10 +277,10 @@ def autograde(opt: Options, log=print) -> list[dict]:
     return results
 
 
-def _score(res: dict, max_score: float | None = None) -> tuple[float | None, float]:
+def _score(res: dict) -> tuple[float | None, float]:
+    """(points, maximum) from a result's grades; no points when it was NOT GRADED."""
     grades = res.get("grades", [])
-    if max_score is None:
-        max_score = sum(g["max_score"] or 0 for g in grades)
+    max_score = sum(g["max_score"] or 0 for g in grades)
     if res["status"] != "graded":
         return None, max_score
     return sum(g["auto_score"] or 0 for g in grades), max_score
@@ -285,9 +316,9 @@ def _record_assignment(opt: Options, db: Path, scratch: Path, trial: bool = Fals
         if "submissions associated" not in str(exc):
             raise
         raise SystemExit(
-            f"{opt.assignment} gained or lost cells since students were graded into {db}, and nbgrader "
-            "cannot change an assignment that has submissions. Grade into a new output folder (-o), "
-            f"or move {db.name} away to start that gradebook afresh.") from None
+            f"{opt.assignment} gained or lost cells or notebooks since students were graded into {db}, "
+            "and nbgrader cannot change an assignment that has submissions. Grade into a new output "
+            f"folder (-o), or move {db.name} away to start that gradebook afresh.") from None
 
 
 def _merge(opt: Options, out: Path, work: Path, template: Path, results: list[dict]) -> float:
@@ -336,22 +367,27 @@ def _merge(opt: Options, out: Path, work: Path, template: Path, results: list[di
 
 
 COLUMNS = ["student", "assignment", "status", "score", "max_score", "failed_checks", "reason", "seconds",
-           "timestamp"]
+           "timestamp", "note"]
 
 
-def _update_reports(out: Path, assignment: str, results: list[dict]) -> list[dict]:
+def _update_reports(out: Path, assignment: str, results: list[dict], log=print) -> list[dict]:
     """Rewrite grading.json and grades.csv with this run's results in place of the same students'
-    earlier ones; every other student and assignment graded into this folder stays. Returns the
+    earlier ones; every other student and assignment graded into this folder stays, and so does
+    an earlier grade of a student in whose folder no notebook was found this time. Returns the
     earlier results kept."""
-    done = {(assignment, r["student"]) for r in results}
     report = out / "grading.json"
-    kept = []
-    if report.exists():
-        earlier = json.loads(report.read_text())
-        for r in earlier.get("results", []):
-            if (r.get("assignment"), r.get("student")) not in done:
-                r.setdefault("hidden_seed", earlier.get("hidden_seed"))   # one seed per file, before
-                kept.append(r)
+    earlier = json.loads(report.read_text()) if report.exists() else {}
+    before = {(r.get("assignment"), r.get("student")): r for r in earlier.get("results", [])}
+    for r in before.values():          # written before seeds and maxima were kept per student
+        r.setdefault("hidden_seed", earlier.get("hidden_seed"))
+        if r.get("grades"):
+            r.setdefault("max_score", _score(r)[1])
+    for r in results:
+        if r.get("handed_in") is False and (assignment, r["student"]) in before:
+            log(f"  {r['student']}: no notebook this time, so the earlier grade stays")
+    results = [r for r in results if not (r.get("handed_in") is False and (assignment, r["student"]) in before)]
+    done = {(assignment, r["student"]) for r in results}
+    kept = [r for key, r in before.items() if key not in done]
     merged = sorted(kept + results, key=lambda r: (r["assignment"], r["student"]))
     report.write_text(json.dumps({"results": merged}, indent=1))
     with open(out / "grades.csv", "w", newline="") as f:
@@ -363,5 +399,6 @@ def _update_reports(out: Path, assignment: str, results: list[dict]) -> list[dic
             max_score = r.get("max_score")
             w.writerow([r["student"], r["assignment"], r["status"], "" if score is None else f"{score:g}",
                         "" if max_score is None else f"{max_score:g}", " ".join(failed),
-                        r["reason"].replace("\n", " ")[:500], r["seconds"], r.get("timestamp") or ""])
+                        r["reason"].replace("\n", " ")[:500], r["seconds"], r.get("timestamp") or "",
+                        r.get("note", "")])
     return kept
