@@ -26,8 +26,8 @@ MISTAKE = {"split_heads_answer": "def split_heads(x, n_heads):\n"
 PRYING_CELL = ("import os, json, pathlib\n"
                "forged = json.dumps({'status': 'not graded', 'reason': 'forged'}) + '\\n'\n"
                "paths = [os.environ.get('COURSE_GRADING_STATUS')]\n"
-               "for d in list(pathlib.Path.cwd().parents)[:4]:\n"
-               "    paths += [str(f) for f in d.rglob('*.jsonl')]\n"
+               "for d in list(pathlib.Path.cwd().parents)[:3]:\n"
+               "    paths += [str(f.with_name('status.jsonl')) for f in d.glob('job.json')]\n"
                "for p in filter(None, paths):\n"
                "    open(p, 'a').write(forged)\n")
 PRYING_ANSWER = ("import os\n"
@@ -257,7 +257,9 @@ def test_reports_written_before_per_student_seeds_keep_their_seed(tmp_path):
     _update_reports(tmp_path, A, [new])
     results = {r["student"]: r for r in json.loads((tmp_path / "grading.json").read_text())["results"]}
     assert results["ann"]["hidden_seed"] == 1234 and results["bob"]["hidden_seed"] == 77
-    assert _rows(tmp_path)[(A, "ann")]["score"] == "9" and _rows(tmp_path)[(A, "bob")]["max_score"] == "9"
+    rows = _rows(tmp_path)
+    assert rows[(A, "ann")]["score"] == "9" and rows[(A, "ann")]["max_score"] == "9"
+    assert rows[(A, "bob")]["max_score"] == "9"
 
 
 def test_a_folder_without_a_notebook_leaves_an_earlier_grade_alone(course, regraded):
