@@ -28,11 +28,7 @@ ESCAPE_HATCHES = {
     "__import__": "it imports modules behind the checks' back",
     "importlib": "it imports modules behind the checks' back",
     "ctypes": "it reaches into the interpreter",
-    "sys.setprofile": "it can switch off the checks",
-    "sys.settrace": "it can switch off the checks",
-    "sys._getframe": "it reaches into the checks' own frames",
     "sys.modules": "it reaches modules behind the checks' back",
-    "threading.setprofile": "it can switch off the checks",
     "inspect": "it reaches into the checks' own frames",
     "gc": "it reaches objects behind the checks' back",
     "builtins": "it can replace Python's own functions",
@@ -40,7 +36,8 @@ ESCAPE_HATCHES = {
     "course_lib.grading": "it reaches into the grader",
     "course_lib.instructor": "it reaches into the grader",
 }
-# Attributes no answer needs, however they are reached (torch.sys.setprofile, getattr(f, "__code__")):
+# Attributes no answer needs, however they are reached (sys.setprofile, torch.sys.setprofile,
+# threading.setprofile, getattr(f, "__code__")):
 # how an answer could pause the watcher, or rebuild the answer key so that it is not recognised.
 ATTRIBUTE_HATCHES = {
     **dict.fromkeys(["__code__", "__globals__", "__closure__", "__builtins__", "__subclasses__"],
