@@ -118,7 +118,8 @@ def test_hardcoded_answer_passes_visible_but_not_hidden(graded):
 
 def test_csv_gradebook_and_feedback(graded):
     results, out = graded
-    rows = {r["student"]: r for r in csv.DictReader(open(out / "grades.csv"))}
+    with open(out / "grades.csv", newline="") as f:
+        rows = {r["student"]: r for r in csv.DictReader(f)}
     assert set(rows) == set(CLASS)
     assert rows["right"]["status"] == "graded" and rows["right"]["score"] == "9" and rows["right"]["max_score"] == "9"
     assert rows["crashes"]["status"] == "NOT GRADED" and rows["crashes"]["score"] == ""

@@ -14,7 +14,7 @@ import nbformat
 import pytest
 
 from course_lib.grading.sandbox import NotGraded, sandbox_verdicts
-from course_lib.instructor.autograde import Handed, Options, autograde, find_submissions, place
+from course_lib.instructor.autograde import Handed, Options, autograde, find_submissions, parse_due, place
 
 from submissions import ROOT, submission, write
 
@@ -88,6 +88,27 @@ def test_a_student_id_nbgrader_would_read_as_a_pattern_is_named(tmp_path):
     assert results[0]["status"] == "NOT GRADED" and "'smith[2]' has characters" in results[0]["reason"]
 
 
+@pytest.mark.parametrize("text, utc", [
+    ("2026-12-05 23:59", "2026-12-05 23:59"), ("2026-12-05 23:59 UTC", "2026-12-05 23:59"),
+    ("2026-12-05T23:59:00Z", "2026-12-05 23:59"), ("2026-12-05 23:59 +01:00", "2026-12-05 22:59"),
+    ("2026-12-05 23:59 +0100", "2026-12-05 22:59"), ("2026-12-05T23:59+01:00", "2026-12-05 22:59"),
+    ("2026-12-05 23:59 -05:00", "2026-12-06 04:59"), ("2026-12-05 23:59 Europe/Berlin", "2026-12-05 22:59"),
+    ("2026-07-05 23:59 Europe/Berlin", "2026-07-05 21:59"),                 # summer time
+])
+def test_due_dates_are_read_with_their_zone(text, utc):
+    assert parse_due(text).isoformat(" ", "minutes") == utc    # nbgrader's parser reads +01:00 as UTC
+
+
+@pytest.mark.parametrize("text, says", [("tomorrow 23:59", "could not be read"), ("2026-12-05", "no time of day"),
+                                        ("2026-12-05 23:59 Mars/Base", "could not be read"),
+                                        ("2026-12-05 24:00", "could not be read")])
+def test_a_due_date_that_cannot_be_read_stops_before_anything(tmp_path, text, says):
+    with pytest.raises(SystemExit, match=says):
+        autograde(Options(assignment=A, submissions=tmp_path, out=tmp_path / "out", solutions=ROOT / "solutions",
+                          due=text))
+    assert not (tmp_path / "out").exists()
+
+
 def test_one_run_at_a_time_writes_into_a_folder(tmp_path):
     import fcntl
     write(submission(A), tmp_path / "subs", "ann", A)
@@ -101,16 +122,17 @@ def test_one_run_at_a_time_writes_into_a_folder(tmp_path):
 
 
 # ------------------------------------------------------------------ one folder, several runs
-def _grade(solutions, subs, out, assignment=A):
+def _grade(solutions, subs, out, assignment=A, due=None):
     lines = []
     results = autograde(Options(assignment=assignment, submissions=subs, out=out, solutions=solutions, jobs=2,
-                                cell_timeout=30, interrupt_grace=3, hidden_seed=97, feedback=False),
+                                cell_timeout=30, interrupt_grace=3, hidden_seed=97, feedback=False, due=due),
                         log=lines.append)
     return {r["student"]: r for r in results}, "\n".join(lines)
 
 
 def _rows(out):
-    return {(r["assignment"], r["student"]): r for r in csv.DictReader(open(out / "grades.csv"))}
+    with open(out / "grades.csv", newline="") as f:
+        return {(r["assignment"], r["student"]): r for r in csv.DictReader(f)}
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +165,7 @@ def test_first_run_grades_reports_and_records_the_time(course):
     rows = _rows(out)
     assert rows[(A, "ann")]["score"] == "9", first["ann"]["cells"]
     assert rows[(A, "ann")]["timestamp"].startswith("2026-11-30T17:04:05")
+    assert rows[(A, "ann")]["duedate"] == rows[(A, "ann")]["seconds_late"] == ""     # no due date yet
     assert rows[(A, "bob")]["score"] == "6" and rows[(A, "cat")]["score"] == ""
     assert rows[(A, "ann")]["note"] == "not graded beside it: scratch.ipynb"
     assert rows[(A, "bob")]["note"] == f"{A} (1).ipynb was graded as {A}.ipynb"
@@ -154,11 +177,15 @@ def test_first_run_grades_reports_and_records_the_time(course):
 
 @pytest.fixture(scope="module")
 def regraded(course):
-    """The instructor grades bob's first exercise by hand, changes a cell's points, and bob hands
-    in a fixed notebook that is graded alone into the same folder."""
+    """The instructor grades bob's first exercise by hand, gives ann a two-minute extension,
+    changes a cell's points, and bob hands in a fixed notebook half an hour after the due date
+    that is now set; it is graded alone into the same folder."""
     solutions, subs, out, _, _ = course
+    from datetime import timedelta
+
     from nbgrader.api import Gradebook
     with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
+        gb.find_submission(A, "ann").extension = timedelta(minutes=2)
         grade = gb.find_grade("split_heads_visible", A, A, "bob")
         grade.manual_score = 0.5
         comment = gb.find_comment("split_heads_answer", A, A, "bob")
@@ -170,8 +197,8 @@ def regraded(course):
     cell.metadata.nbgrader["points"] = 2
     nbformat.write(nb, path)
     again = subs.parent / "resubmitted"
-    write(submission(A), again, "bob", A)
-    results, log = _grade(solutions, again, out)
+    write(submission(A), again, "bob", A).with_name("timestamp.txt").write_text("2026-11-30 17:30:00 UTC")
+    results, log = _grade(solutions, again, out, due="2026-11-30 18:00 Europe/Berlin")     # 17:00 UTC
     return out, results, log
 
 
@@ -185,6 +212,20 @@ def test_a_partial_regrade_keeps_the_rest_of_the_class(regraded):
     assert "ann, graded earlier, keeps" in log
     report = json.loads((out / "grading.json").read_text())["results"]
     assert {r["student"] for r in report} == {"ann", "bob", "cat"}
+
+
+def test_a_due_date_shows_everyone_s_lateness_with_extensions(regraded):
+    out, _, log = regraded
+    rows = _rows(out)
+    assert {s: (r["duedate"], r["seconds_late"]) for (_, s), r in rows.items()} == {
+        "ann": ("2026-11-30T17:02:00+00:00", "125"),         # graded earlier; 17:04:05 against 17:00 + 2 min
+        "bob": ("2026-11-30T17:00:00+00:00", "1800"),
+        "cat": ("", "")}                                     # handed in nothing
+    assert "Late (no penalty applied; seconds_late in grades.csv): ann by 2 min 5 s, bob by 30 min" in log
+    from nbgrader.api import Gradebook
+    with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
+        assert gb.find_assignment(A).duedate.isoformat() == "2026-11-30T17:00:00"
+        assert gb.find_submission(A, "bob").total_seconds_late == 1800
 
 
 def test_a_regrade_keeps_manual_grades_and_comments(regraded):
@@ -202,10 +243,13 @@ def test_another_assignment_joins_the_same_folder(course, regraded):
     solutions, _, out, _, _ = course
     subs = out.parent / "again-submitted"
     write(submission(A), subs, "ann", "00_again")       # the same notebook, as 00_again.ipynb
-    results, _ = _grade(solutions, subs, out, "00_again")
+    results, log = _grade(solutions, subs, out, "00_again", due="2026-12-01 09:00")
     assert results["ann"]["status"] == "graded" and sum(g["auto_score"] for g in results["ann"]["grades"]) == 9
+    assert "so lateness unknown: ann" in log                    # no timestamp.txt
     rows = _rows(out)
     assert rows[("00_again", "ann")]["score"] == "9" and rows[(A, "ann")]["score"] == "9"
+    assert rows[("00_again", "ann")]["duedate"] == "2026-12-01T09:00:00+00:00"
+    assert rows[("00_again", "ann")]["seconds_late"] == "" and rows[(A, "ann")]["seconds_late"] == "125"
     assert len(rows) == 4
     from nbgrader.api import Gradebook
     with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:

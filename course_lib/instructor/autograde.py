@@ -12,13 +12,14 @@ import csv
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import psutil
@@ -47,6 +48,7 @@ class Options:
     hidden_seed: int | None = None
     feedback: bool = True
     threads: int = 1
+    due: str | None = None     # the assignment's due date; nbgrader's reading: no zone means UTC
 
 
 @dataclass
@@ -146,6 +148,7 @@ def autograde(opt: Options, log=print) -> list[dict]:
     The output folder may already hold earlier runs (other students, other assignments): their
     rows stay, the students graded now replace theirs, and manual grades in the gradebook stay.
     One run at a time writes into a folder."""
+    due = parse_due(opt.due) if opt.due else None
     out = opt.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     with open(out / ".lock", "w") as lock:
@@ -155,10 +158,43 @@ def autograde(opt: Options, log=print) -> list[dict]:
             except BlockingIOError:
                 raise SystemExit(f"another ./course autograde is writing into {out}: wait for it to "
                                  "finish, or grade into another folder (-o)") from None
-        return _autograde(opt, out, log)
+        return _autograde(opt, out, due, log)
 
 
-def _autograde(opt: Options, out: Path, log) -> list[dict]:
+def parse_due(text: str) -> datetime:
+    """A due date, ISO 8601 with an optional zone after it, as a naive UTC datetime (the gradebook's
+    way). A time without a zone is UTC, as in nbgrader; nbgrader's own parser is not used, since it
+    reads "+01:00" as UTC and "+0100" as 100 seconds."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    example = '"2026-12-05 23:59" (UTC), "2026-12-05 23:59 +01:00" or "2026-12-05 23:59 Europe/Berlin"'
+    if not re.search(r"\d:\d\d", text):        # a date alone would mean the midnight that starts it
+        raise SystemExit(f"the due date {text!r} has no time of day: write it as {example}")
+    stamp, _, zone = text.strip().rpartition(" ")
+    try:
+        if re.fullmatch(r"[+-]\d\d:?\d\d|Z|UTC", zone):
+            moment = datetime.fromisoformat(stamp + zone.replace("UTC", "Z"))
+        elif stamp and re.fullmatch(r"[A-Za-z_]+(/[A-Za-z_+-]+)*", zone):
+            moment = datetime.fromisoformat(stamp).replace(tzinfo=ZoneInfo(zone))
+        else:
+            moment = datetime.fromisoformat(text.strip())
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+        return moment
+    except (ValueError, ZoneInfoNotFoundError):
+        raise SystemExit(f"the due date {text!r} could not be read: write it as {example}") from None
+
+
+def _duration(seconds: float) -> str:
+    """3725 -> '1 h 2 min': the two largest units, for the log."""
+    left, parts = round(seconds), []
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+        if left >= size or (unit == "s" and not parts):
+            parts.append(f"{left // size} {unit}")
+            left %= size
+    return " ".join(parts[:2])
+
+
+def _autograde(opt: Options, out: Path, due: datetime | None, log) -> list[dict]:
     work = out / ".work"
     if work.exists():
         shutil.rmtree(work)
@@ -174,7 +210,7 @@ def _autograde(opt: Options, out: Path, log) -> list[dict]:
     _record_assignment(opt, out / "gradebook.db", work / "trial", trial=True)   # fail now, not after grading
 
     log(f"Grading {len(submissions)} submission(s) of {opt.assignment} with {opt.jobs} process(es); "
-        f"hidden-test seed {seed}.")
+        f"hidden-test seed {seed}." + (f" Due {_utc(due)}." if due else ""))
     ignored = sorted(p.name for p in opt.submissions.iterdir()
                      if p.is_file() and p.suffix != ".ipynb" and not p.name.startswith("."))
     if ignored:
@@ -224,10 +260,10 @@ def _autograde(opt: Options, out: Path, log) -> list[dict]:
                    "interrupt_grace": opt.interrupt_grace, "sandbox_timeout": opt.sandbox_timeout,
                    "case_timeout": opt.case_timeout, "feedback": opt.feedback}
             (root / "job.json").write_text(json.dumps(job))
-            logf = open(root / "worker.log", "wb")
-            proc = subprocess.Popen([sys.executable, "-m", "course_lib.instructor.worker", str(root / "job.json")],
-                                    cwd=root, env=env, stdout=logf, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL)
+            with open(root / "worker.log", "wb") as logf:      # the worker keeps its own copy open
+                proc = subprocess.Popen([sys.executable, "-m", "course_lib.instructor.worker",
+                                         str(root / "job.json")], cwd=root, env=env, stdout=logf,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             running.append((student, proc, time.time(), root, (handed, placed)))
         time.sleep(0.2)
         for item in list(running):
@@ -259,10 +295,11 @@ def _autograde(opt: Options, out: Path, log) -> list[dict]:
             "code runs with your rights: restore the files (git status, git checkout), find the submission "
             f"in {work}, and grade as a user who cannot write to the course folder (or in a container).")
     results.sort(key=lambda r: r["student"])
-    max_score = _merge(opt, out, work, template, results)
+    max_score = _merge(opt, out, work, template, results, due, log)
     for r in results:
         r["max_score"] = max_score
     kept = _update_reports(out, opt.assignment, results, log)
+    _log_lateness(out, opt.assignment, log)
     stale = sorted(r["student"] for r in kept if r["assignment"] == opt.assignment and r["status"] == "graded"
                    and r.get("max_score") not in (None, max_score))
     if stale:
@@ -321,11 +358,13 @@ def _record_assignment(opt: Options, db: Path, scratch: Path, trial: bool = Fals
             f"folder (-o), or move {db.name} away to start that gradebook afresh.") from None
 
 
-def _merge(opt: Options, out: Path, work: Path, template: Path, results: list[dict]) -> float:
+def _merge(opt: Options, out: Path, work: Path, template: Path, results: list[dict],
+           due: datetime | None = None, log=print) -> float:
     """Write every result into the class gradebook (this process only) and collect the files.
 
     Updates submissions in place, as nbgrader's own autograde does, so that manual grades and
-    comments given earlier stay. Returns the assignment's maximum score."""
+    comments given earlier stay; records the due date when one is given. Returns the
+    assignment's maximum score."""
     import warnings
 
     from nbgrader.api import Gradebook
@@ -337,7 +376,13 @@ def _merge(opt: Options, out: Path, work: Path, template: Path, results: list[di
         shutil.copy2(template, db)
     with Gradebook(f"sqlite:///{db}") as gb, warnings.catch_warnings():
         warnings.simplefilter("ignore", SAWarning)   # nbgrader's own submission chatter
-        max_score = gb.find_assignment(opt.assignment).max_score
+        assignment = gb.find_assignment(opt.assignment)
+        max_score = assignment.max_score
+        if due is not None and assignment.duedate != due:
+            if assignment.duedate is not None:
+                log(f"The due date of {opt.assignment} changes from {_utc(assignment.duedate)} to {_utc(due)}.")
+            assignment.duedate = due
+            gb.db.commit()
         for res in results:
             if res.get("handed_in") is False:        # no notebook: nothing to record
                 continue
@@ -367,7 +412,41 @@ def _merge(opt: Options, out: Path, work: Path, template: Path, results: list[di
 
 
 COLUMNS = ["student", "assignment", "status", "score", "max_score", "failed_checks", "reason", "seconds",
-           "timestamp", "note"]
+           "timestamp", "duedate", "seconds_late", "note"]
+
+
+def _utc(moment: datetime) -> str:
+    """A naive UTC datetime from the gradebook, written with its zone."""
+    return moment.replace(tzinfo=timezone.utc).isoformat()
+
+
+def _lateness(db: Path) -> dict[tuple[str, str], tuple[str | None, int | None]]:
+    """(assignment, student) -> (due date, seconds late) from the class gradebook, which knows the
+    due dates, the submission times and any extension given in formgrader. None where there is no
+    due date, or no time of submission to hold against it."""
+    from nbgrader.api import Gradebook
+    found = {}
+    if not db.exists():
+        return found
+    with Gradebook(f"sqlite:///{db}") as gb:
+        for a in gb.assignments:
+            for sub in a.submissions:
+                due = sub.duedate
+                late = None if due is None or sub.timestamp is None else round(sub.total_seconds_late)
+                found[(a.name, sub.student.id)] = (None if due is None else _utc(due), late)
+    return found
+
+
+def _log_lateness(out: Path, assignment: str, log) -> None:
+    """Name the late submissions of the assignment, and those whose lateness nobody can know."""
+    rows = [r for r in json.loads((out / "grading.json").read_text())["results"]
+            if r["assignment"] == assignment and r.get("duedate")]
+    late = [f"{r['student']} by {_duration(r['seconds_late'])}" for r in rows if r["seconds_late"]]
+    unknown = [r["student"] for r in rows if r["seconds_late"] is None]
+    if late:
+        log(f"Late (no penalty applied; seconds_late in grades.csv): {', '.join(late)}")
+    if unknown:
+        log(f"No time of submission (nbgrader's timestamp.txt), so lateness unknown: {', '.join(unknown)}")
 
 
 def _update_reports(out: Path, assignment: str, results: list[dict], log=print) -> list[dict]:
@@ -389,6 +468,9 @@ def _update_reports(out: Path, assignment: str, results: list[dict], log=print) 
     done = {(assignment, r["student"]) for r in results}
     kept = [r for key, r in before.items() if key not in done]
     merged = sorted(kept + results, key=lambda r: (r["assignment"], r["student"]))
+    lateness = _lateness(out / "gradebook.db")
+    for r in merged:
+        r["duedate"], r["seconds_late"] = lateness.get((r["assignment"], r["student"]), (None, None))
     report.write_text(json.dumps({"results": merged}, indent=1))
     with open(out / "grades.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -400,5 +482,6 @@ def _update_reports(out: Path, assignment: str, results: list[dict], log=print) 
             w.writerow([r["student"], r["assignment"], r["status"], "" if score is None else f"{score:g}",
                         "" if max_score is None else f"{max_score:g}", " ".join(failed),
                         r["reason"].replace("\n", " ")[:500], r["seconds"], r.get("timestamp") or "",
+                        r["duedate"] or "", "" if r["seconds_late"] is None else r["seconds_late"],
                         r.get("note", "")])
     return kept
