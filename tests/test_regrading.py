@@ -44,6 +44,14 @@ def test_two_submissions_for_one_student_stop_the_run(tmp_path):
         find_submissions(tmp_path, A)
 
 
+def test_student_ids_that_differ_only_in_case_stop_the_run(tmp_path):
+    write(submission(A), tmp_path, "Alice", A)
+    write(submission(A), tmp_path, "alice", A)
+    write(submission(A), tmp_path, "bob", A)
+    with pytest.raises(SystemExit, match="differ only in case .*: Alice and alice\\. "):
+        find_submissions(tmp_path, A)
+
+
 def test_what_cannot_be_graded_is_said_not_skipped(tmp_path):
     empty = tmp_path / "bob" / A
     empty.mkdir(parents=True)

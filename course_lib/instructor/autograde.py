@@ -91,6 +91,14 @@ def find_submissions(folder: Path, assignment: str) -> dict[str, Handed]:
             raise SystemExit(f"two submissions for student {student!r} in {folder}: "
                              f"{found[student].where.relative_to(folder).parts[0]} and {entry.name}; keep one")
         found[student] = handed
+    by_case: dict[str, list[str]] = {}
+    for student in found:
+        by_case.setdefault(student.casefold(), []).append(student)
+    clashes = [" and ".join(ids) for ids in by_case.values() if len(ids) > 1]
+    if clashes:
+        raise SystemExit(f"student ids that differ only in case in {folder}: {'; '.join(clashes)}. They are "
+                         "most likely one student twice, and their files would overwrite each other on a disk "
+                         "that ignores case (macOS, Windows): keep one, or rename")
     return found
 
 
