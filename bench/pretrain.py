@@ -17,11 +17,11 @@ import time
 
 import torch
 
-from course_lib.device import get_device
+from course_lib.device import fast_bf16, get_device
 from course_lib.models.gpt import GPT, GPTConfig, n_flops_per_token, parameter_counts
 from course_lib.runmode import configure_threads
 from course_lib.shakespeare import load
-from course_lib.training import Trainer, TrainConfig, _bf16_ok
+from course_lib.training import Trainer, TrainConfig
 
 NANOGPT_CPU = dict(n_layer=4, n_head=4, n_embd=128, block_size=64)
 # Chosen among three 180 s runs (val loss: 192 dims/context 128/batch 32 1.710; 128/128/32
@@ -52,7 +52,7 @@ def speed(ds, device, steps: int = 40, rounds: int = 5) -> None:
     so that a noisy neighbour slows every figure alike."""
     cfg = GPTConfig(vocab_size=ds.vocab_size, **NANOGPT_CPU)
     flops = n_flops_per_token(cfg)
-    modes = [False, True] if _bf16_ok(device) else [False]
+    modes = [False, True] if fast_bf16(device) else [False]
     trainers = {}
     for bf16 in modes:
         torch.manual_seed(0)

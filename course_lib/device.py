@@ -6,15 +6,20 @@ unless the environment variable ``COURSE_DEVICE`` names one (``cpu``, ``cuda``, 
 
     device = get_device()
     print(describe_device(device))
+
+``fast_bf16(device)`` tells whether bfloat16 autocast runs natively there, which the training
+loops use to choose it.
 """
 
 from __future__ import annotations
 
 import os
+import platform
+from pathlib import Path
 
 import torch
 
-__all__ = ["ENV_VAR", "get_device", "describe_device", "available_devices"]
+__all__ = ["ENV_VAR", "get_device", "describe_device", "available_devices", "fast_bf16"]
 
 ENV_VAR = "COURSE_DEVICE"
 
@@ -109,3 +114,29 @@ def available_devices() -> list[torch.device]:
     if torch.cuda.is_available():
         devices.append(torch.device("cuda", 0))
     return devices
+
+
+@torch.no_grad()
+def fast_bf16(device: torch.device | str) -> bool:
+    """Whether bfloat16 autocast runs natively on ``device``, and so is worth choosing: a CUDA GPU
+    of compute capability 8 or newer (Ampere on; older ones such as the T4 only emulate bf16,
+    slowly), a ROCm GPU, or an x86 CPU with AVX512-BF16 or AMX. Anything else: float32."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        if torch.version.hip:
+            return True
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return torch.cuda.get_device_properties(index).major >= 8
+    if device.type != "cpu":
+        return False
+    cap = torch.backends.cpu.get_cpu_capability().lower()
+    if "avx512" not in cap and "amx" not in cap:
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text() if platform.system() == "Linux" else ""
+    except OSError:
+        flags = ""
+    if flags and "avx512_bf16" not in flags and "amx_bf16" not in flags:
+        return False
+    a = torch.ones(4, 4, dtype=torch.bfloat16)
+    return bool((a @ a).float().sum() == 64)

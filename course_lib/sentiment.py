@@ -21,9 +21,10 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import defaultdict
-from pathlib import Path
 
 import torch
+
+from .device import fast_bf16
 
 SPLIT_SALT = "rt-split-v1:"
 SPLITS = ("train", "validation", "test")
@@ -110,16 +111,8 @@ def batches(encoded: list[tuple[list[int], int]], batch_size: int, shuffle: bool
 
 
 def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """bfloat16 where autocast to it is fast (CUDA with bf16, x86 CPUs with AVX512-BF16 or AMX), else None."""
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    if device.type == "cpu":
-        try:
-            flags = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return None
-        return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else None
-    return None
+    """The autocast dtype for ``device``: bfloat16 where it runs natively (``fast_bf16``), else None."""
+    return torch.bfloat16 if fast_bf16(device) else None
 
 
 @torch.no_grad()

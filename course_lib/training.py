@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .device import get_device
+from .device import fast_bf16, get_device
 from .models.gpt import GPT, GPTConfig
 from .progress import progress
 from .reference.optim import AdamW, clip_grad_norm, lr_at
@@ -41,27 +41,6 @@ class TrainConfig:
     eval_batches: int = 20
     seed: int = 1337
     bf16: bool | None = None          # None: on where the hardware supports it
-
-
-@torch.no_grad()
-def _bf16_ok(device: torch.device) -> bool:
-    """Whether bf16 autocast is worth it here: CUDA with bf16, or a CPU with native bf16 matmul."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    cap = torch.backends.cpu.get_cpu_capability().lower()
-    if "avx512" not in cap and "amx" not in cap:
-        return False
-    try:
-        import platform
-        flags = open("/proc/cpuinfo").read() if platform.system() == "Linux" else ""
-    except OSError:
-        flags = ""
-    if flags and "avx512_bf16" not in flags and "amx_bf16" not in flags:
-        return False
-    a = torch.ones(4, 4, dtype=torch.bfloat16)
-    return bool((a @ a).float().sum() == 64)
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -117,7 +96,7 @@ class Trainer:
         self.model = model.to(self.device)
         self.train_data, self.val_data = train_data, val_data
         self.cfg = cfg
-        self.use_bf16 = _bf16_ok(self.device) if cfg.bf16 is None else (cfg.bf16 and _bf16_ok(self.device))
+        self.use_bf16 = fast_bf16(self.device) if cfg.bf16 is None else (cfg.bf16 and fast_bf16(self.device))
         self.opt = make_optimizer(self.model, cfg)
         self.step = 0
         self.gen = torch.Generator().manual_seed(cfg.seed)          # batches

@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from course_lib.data import shakespeare_files
+from course_lib.device import fast_bf16
 from course_lib.models.gpt import GPT, GPTConfig, n_flops_per_token, parameter_counts
 from course_lib.reference.pretraining import get_batch, lm_loss, mlm_mask, sample
+from course_lib.sentiment import amp_dtype
 from course_lib.shakespeare import load
 from course_lib import training
 from course_lib.training import Trainer, TrainConfig, generate
@@ -211,17 +213,31 @@ def test_sample_stays_in_top_k():
 def test_bf16_detection_and_fallback(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
-    assert training._bf16_ok(cpu) is False
+    assert fast_bf16(cpu) is False and amp_dtype(cpu) is None
     t = Trainer(GPT(GPTConfig(**TINY)), torch.arange(200) % 84, torch.arange(200) % 84,
                 TrainConfig(max_steps=2, batch_size=2, bf16=True), cpu)
     assert t.use_bf16 is False                     # asked for, not supported: fp32
     assert isinstance(t.train_step(), float)
-    assert training._bf16_ok(torch.device("meta")) is False
+    assert fast_bf16(torch.device("meta")) is False and fast_bf16("mps") is False
+
+
+@pytest.mark.parametrize("major, fast", [(7, False), (8, True), (9, True)])
+def test_bf16_only_on_gpus_that_run_it_natively(monkeypatch, major, fast):
+    # A T4 (7.5) answers torch.cuda.is_bf16_supported() with True, by emulation, and is slow at it.
+    class Props:
+        pass
+    props = Props()
+    props.major, props.minor = major, 5
+    asked = []
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: asked.append(i) or props)
+    assert fast_bf16(torch.device("cuda", 1)) is fast and asked == [1]
+    assert amp_dtype(torch.device("cuda", 1)) == (torch.bfloat16 if fast else None)
 
 
 def test_bf16_autocast_when_supported():
     cpu = torch.device("cpu")
-    if not training._bf16_ok(cpu):
+    if not fast_bf16(cpu):
         pytest.skip("this CPU has no native bf16")
     m = GPT(GPTConfig(**TINY))
     with training.autocast(cpu, True):
