@@ -324,3 +324,15 @@ def test_a_folder_without_a_notebook_leaves_an_earlier_grade_alone(course, regra
     assert "bob: no notebook this time, so the earlier grade stays" in log
     assert _rows(out)[(A, "bob")]["score"] == "10"
     assert (out / "autograded" / "bob" / A / f"{A}.ipynb").exists()
+
+
+def test_a_regrade_without_a_timestamp_keeps_the_time_of_submission(course, regraded):
+    solutions, _, out, _, _ = course
+    flat = out.parent / "flat"
+    flat.mkdir()
+    nbformat.write(submission(A), flat / "ann.ipynb")          # the same notebook, without timestamp.txt
+    results, log = _grade(solutions, flat, out)
+    assert results["ann"]["status"] == "graded"
+    row = _rows(out)[(A, "ann")]
+    assert row["timestamp"].startswith("2026-11-30T17:04:05") and row["seconds_late"] == "125"
+    assert "ann by 2 min 5 s" in log

@@ -48,7 +48,7 @@ class Options:
     hidden_seed: int | None = None
     feedback: bool = True
     threads: int = 1
-    due: str | None = None     # the assignment's due date; nbgrader's reading: no zone means UTC
+    due: str | None = None     # e.g. "2026-12-05 23:59 Europe/Berlin"; without a zone, UTC
 
 
 @dataclass
@@ -307,7 +307,7 @@ def _autograde(opt: Options, out: Path, due: datetime | None, log) -> list[dict]
     for r in results:
         r["max_score"] = max_score
     kept = _update_reports(out, opt.assignment, results, log)
-    _log_lateness(out, opt.assignment, log)
+    _log_lateness(kept + results, opt.assignment, log)
     stale = sorted(r["student"] for r in kept if r["assignment"] == opt.assignment and r["status"] == "graded"
                    and r.get("max_score") not in (None, max_score))
     if stale:
@@ -428,10 +428,10 @@ def _utc(moment: datetime) -> str:
     return moment.replace(tzinfo=timezone.utc).isoformat()
 
 
-def _lateness(db: Path) -> dict[tuple[str, str], tuple[str | None, int | None]]:
-    """(assignment, student) -> (due date, seconds late) from the class gradebook, which knows the
-    due dates, the submission times and any extension given in formgrader. None where there is no
-    due date, or no time of submission to hold against it."""
+def _times(db: Path) -> dict[tuple[str, str], tuple[str | None, str | None, int | None]]:
+    """(assignment, student) -> (submitted, due, seconds late) from the class gradebook, which knows
+    the due dates, any extension given in formgrader, and the time of submission, kept from an
+    earlier run when a regrade's files carry none (as nbgrader does). None where unknown."""
     from nbgrader.api import Gradebook
     found = {}
     if not db.exists():
@@ -439,16 +439,15 @@ def _lateness(db: Path) -> dict[tuple[str, str], tuple[str | None, int | None]]:
     with Gradebook(f"sqlite:///{db}") as gb:
         for a in gb.assignments:
             for sub in a.submissions:
-                due = sub.duedate
-                late = None if due is None or sub.timestamp is None else round(sub.total_seconds_late)
-                found[(a.name, sub.student.id)] = (None if due is None else _utc(due), late)
+                stamp, due = sub.timestamp, sub.duedate
+                late = None if due is None or stamp is None else round(sub.total_seconds_late)
+                found[(a.name, sub.student.id)] = (stamp and _utc(stamp), due and _utc(due), late)
     return found
 
 
-def _log_lateness(out: Path, assignment: str, log) -> None:
+def _log_lateness(rows: list[dict], assignment: str, log) -> None:
     """Name the late submissions of the assignment, and those whose lateness nobody can know."""
-    rows = [r for r in json.loads((out / "grading.json").read_text())["results"]
-            if r["assignment"] == assignment and r.get("duedate")]
+    rows = [r for r in rows if r["assignment"] == assignment and r.get("duedate")]
     late = [f"{r['student']} by {_duration(r['seconds_late'])}" for r in rows if r["seconds_late"]]
     unknown = [r["student"] for r in rows if r["seconds_late"] is None]
     if late:
@@ -476,9 +475,13 @@ def _update_reports(out: Path, assignment: str, results: list[dict], log=print) 
     done = {(assignment, r["student"]) for r in results}
     kept = [r for key, r in before.items() if key not in done]
     merged = sorted(kept + results, key=lambda r: (r["assignment"], r["student"]))
-    lateness = _lateness(out / "gradebook.db")
+    times = _times(out / "gradebook.db")
     for r in merged:
-        r["duedate"], r["seconds_late"] = lateness.get((r["assignment"], r["student"]), (None, None))
+        key = (r["assignment"], r["student"])
+        if key in times:
+            r["timestamp"], r["duedate"], r["seconds_late"] = times[key]
+        else:
+            r["duedate"] = r["seconds_late"] = None
     report.write_text(json.dumps({"results": merged}, indent=1))
     with open(out / "grades.csv", "w", newline="") as f:
         w = csv.writer(f)
