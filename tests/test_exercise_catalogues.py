@@ -59,6 +59,47 @@ def test_each_mistake_rejected_and_named(ex, mistake, device):
     assert f"known mistake: {mistake.name}" in r.message, r.message
 
 
+def _meta_norm(params, max_norm):                  # clip_grad_norm's solution calls .item(), which meta cannot
+    return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+
+
+ON_META = {"clip_grad_norm": _meta_norm}
+# Exercises whose every case reads values (.item(), sampling, a loaded state dict), so none runs on meta.
+NEED_DATA = {"mlm_mask", "sample", "train_step", "LoRALinear", "SentenceClassifier", "precision_recall_f1"}
+
+
+@pytest.mark.parametrize("ex", EXERCISES, ids=_ids(EXERCISES))
+def test_tensors_the_checks_build_stay_on_the_case_device(ex):
+    """Every tensor that reaches the comparison must be on the device the case ran on, including
+    those the check itself builds from an answer's plain values (lr_at's list of rates). Run on
+    'meta', a device with shapes and no data, so that one built on the CPU shows here without a
+    GPU; answers that need data (.item()) cannot run there and are left out."""
+    from course_lib.grading.engine import build_runs
+    ran = 0
+    for run in build_runs(ex, "visible", None, "meta"):
+        try:
+            out = ex.run(ON_META.get(ex.name, _solution(ex)), run.inputs)
+        except (RuntimeError, NotImplementedError) as e:
+            if "meta" not in str(e):
+                raise
+            continue
+        ran += 1
+        placed = {t.device.type for t in _tensors(out)}
+        assert placed <= {"meta"}, f"case {run.case.label!r} returned tensors on {placed}"
+    assert ran or ex.name in NEED_DATA, "no case ran on meta"
+
+
+def _tensors(value):
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _tensors(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _tensors(v)
+
+
 @pytest.mark.parametrize("ex", EXERCISES, ids=_ids(EXERCISES))
 def test_every_exercise_has_cases_mistakes_and_a_hint(ex):
     assert len(ex.visible) >= 3 and len(ex.hidden) >= 2

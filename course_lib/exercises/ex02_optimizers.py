@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from course_lib.grading.engine import DEVICE
 from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
 from course_lib.reference import optim as ref
 
@@ -368,16 +369,17 @@ ADAMW_EX = Exercise(
 
 # ---------------------------------------------------------------- lr_at
 def _run_schedule(fn, inputs):
-    kw = {k: v for k, v in inputs.items() if k != "steps"}
-    return torch.tensor([float(fn(int(s), **kw)) for s in inputs["steps"]], dtype=torch.float64)
+    kw = {k: v for k, v in inputs.items() if k not in ("steps", "device")}
+    return torch.tensor([float(fn(s, **kw)) for s in inputs["steps"]], dtype=torch.float64,
+                        device=inputs["device"])          # where the case runs, as for every tensor answer
 
 
 def _sched_case(max_lr, warmup, total, min_lr=None, extra=()):
     def make(g):
         steps = sorted({0, 1, warmup - 1, warmup, warmup + 1, (warmup + total) // 2, total - 1, total,
                         total + 1, total + 10, *extra})
-        kw = {"steps": torch.tensor([s for s in steps if s >= 0]), "max_lr": max_lr,
-              "warmup_steps": warmup, "total_steps": total}
+        kw = {"steps": [s for s in steps if s >= 0], "max_lr": max_lr,
+              "warmup_steps": warmup, "total_steps": total, "device": DEVICE}
         if min_lr is not None:
             kw["min_lr"] = min_lr
         return kw
@@ -465,8 +467,10 @@ def _run_clip(fn, inputs):
     _set_grads(params, grads)
     total = fn(params, inputs["max_norm"])
     dtype = params[0].dtype
-    total = torch.as_tensor(total).detach().to("cpu", dtype).reshape(())
-    new = tuple(torch.zeros(0, dtype=dtype) if p.grad is None else p.grad.detach() for p in params)
+    device = params[0].device                             # where the case runs
+    total = torch.as_tensor(total).detach().to(device, dtype).reshape(())
+    new = tuple(torch.zeros(0, dtype=dtype, device=device) if p.grad is None else p.grad.detach()
+                for p in params)
     return (total,) + new
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from course_lib.grading.engine import DEVICE
 from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
 from course_lib.models.bert import BertConfig, BertEncoder
 from course_lib.reference import finetuning as ref
@@ -350,7 +351,7 @@ def _freeze_case(cfg_fn, n_layers, start="trainable", n_classes=2):
     def make(g):
         cfg = cfg_fn(g) if callable(cfg_fn) else cfg_fn
         n = n_layers(cfg) if callable(n_layers) else n_layers
-        return {"config": cfg, "n_layers": n, "start": start, "n_classes": n_classes}
+        return {"config": cfg, "n_layers": n, "start": start, "n_classes": n_classes, "device": DEVICE}
     return make
 
 
@@ -363,7 +364,7 @@ def _call_freeze(impl, inputs):
         count = impl(model, inputs["n_layers"])
     except ValueError:
         return "raised ValueError"
-    flags = torch.tensor([p.requires_grad for p in model.parameters()])
+    flags = torch.tensor([p.requires_grad for p in model.parameters()], device=inputs["device"])
     return count, flags
 
 
