@@ -12,6 +12,7 @@ import shutil
 
 import nbformat
 import pytest
+import torch
 
 from course_lib.grading.sandbox import NotGraded, sandbox_verdicts
 from course_lib.instructor.autograde import Handed, Options, autograde, find_submissions, parse_due, place
@@ -33,6 +34,7 @@ PRYING_CELL = ("import os, json, pathlib\n"
 PRYING_ANSWER = ("import os\n"
                  "def split_heads(x, n_heads):\n"
                  "    assert 'COURSE_HIDDEN_SEED' not in os.environ, 'the sandbox leaks the hidden seed'\n"
+                 "    assert os.environ.get('COURSE_DEVICE') == 'cpu', 'grading runs on the CPU unless told'\n"
                  "    return rearrange(x, 'b t (h d) -> b h t d', h=n_heads)\n")
 
 
@@ -114,6 +116,15 @@ def test_a_due_date_that_cannot_be_read_stops_before_anything(tmp_path, text, sa
     with pytest.raises(SystemExit, match=says):
         autograde(Options(assignment=A, submissions=tmp_path, out=tmp_path / "out", solutions=ROOT / "solutions",
                           due=text))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_device_this_machine_lacks_stops_before_anything(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    with pytest.raises(SystemExit, match="--device cuda: .*asks for a CUDA GPU"):
+        autograde(Options(assignment=A, submissions=tmp_path, out=tmp_path / "out", solutions=ROOT / "solutions",
+                          device="cuda"))
     assert not (tmp_path / "out").exists()
 
 

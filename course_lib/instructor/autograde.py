@@ -49,6 +49,7 @@ class Options:
     feedback: bool = True
     threads: int = 1
     due: str | None = None     # e.g. "2026-12-05 23:59 Europe/Berlin"; without a zone, UTC
+    device: str = "cpu"        # where the notebooks and checks run (COURSE_DEVICE of every worker)
 
 
 @dataclass
@@ -157,6 +158,11 @@ def autograde(opt: Options, log=print) -> list[dict]:
     rows stay, the students graded now replace theirs, and manual grades in the gradebook stay.
     One run at a time writes into a folder."""
     due = parse_due(opt.due) if opt.due else None
+    from course_lib.device import _check_requested
+    try:
+        _check_requested(opt.device)
+    except ValueError as e:
+        raise SystemExit(f"--device {opt.device}: {e}") from None
     out = opt.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     with open(out / ".lock", "w") as lock:
@@ -229,7 +235,7 @@ def _autograde(opt: Options, out: Path, due: datetime | None, log) -> list[dict]
     guarded = [Path(__file__).resolve().parents[1], opt.solutions.resolve()]
     before = _fingerprints(guarded)
     env = dict(os.environ, OMP_NUM_THREADS=str(opt.threads), MKL_NUM_THREADS=str(opt.threads),
-               COURSE_THREADS=str(opt.threads), MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
+               COURSE_THREADS=str(opt.threads), COURSE_DEVICE=opt.device, MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
 
     others = {p.name for p in opt.solutions.iterdir() if p.is_dir()} - {opt.assignment}
 

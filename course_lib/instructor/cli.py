@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hidden-seed", type=int, default=None,
                    help="seed of the hidden tests' inputs (default: random, recorded in grading.json)")
     p.add_argument("--no-feedback", action="store_true", help="skip the feedback HTML")
+    p.add_argument("--device", default="cpu",
+                   help="where notebooks and checks run (default cpu, so grades do not depend on the machine; "
+                        "with cuda each of the -j processes holds its own GPU context, so keep -j small)")
     p.add_argument("--due", metavar="WHEN", default=None,
                    help='the due date, recorded in the gradebook (formgrader shows lateness against it, '
                         'with any extension given there): "2026-12-05 23:59 Europe/Berlin", '
@@ -85,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                       jobs=max(1, args.jobs), cell_timeout=args.cell_timeout,
                       interrupt_grace=args.interrupt_grace, sandbox_timeout=args.sandbox_timeout,
                       submission_timeout=args.submission_timeout, hidden_seed=args.hidden_seed,
-                      feedback=not args.no_feedback, due=args.due)
+                      feedback=not args.no_feedback, due=args.due,
+                      device=args.device)
         try:
             results = autograde(opt)
         except GradingCompromised as e:
