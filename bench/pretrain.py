@@ -32,18 +32,22 @@ BUDGET_GPU = dict(model=dict(n_layer=6, n_head=6, n_embd=384, block_size=256),
                   train=dict(batch_size=64, lr=1e-3, min_lr=1e-4, warmup_steps=200))
 
 
+def sync(device) -> None:
+    """Wait for a GPU's queued work (CUDA or Apple's MPS) before reading the clock."""
+    if device.type != "cpu":
+        torch.accelerator.synchronize(device)
+
+
 def matmul_peak(device, n: int = 1024, reps: int = 20) -> float:
     """Measured fp32 matmul FLOP/s on this device."""
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     for _ in range(3):
         a @ b
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    sync(device)
     t = time.perf_counter()
     for _ in range(reps):
         a @ b
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    sync(device)
     return 2 * n ** 3 * reps / (time.perf_counter() - t)
 
 
@@ -64,13 +68,11 @@ def speed(ds, device, steps: int = 40, rounds: int = 5) -> None:
     for _ in range(rounds):
         peaks.append(matmul_peak(device))
         for bf16, tr in trainers.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            sync(device)
             t = time.perf_counter()
             for _ in range(steps):
                 tr.train_step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            sync(device)
             tps[bf16].append(steps * 12 * cfg.block_size / (time.perf_counter() - t))
     med = lambda xs: sorted(xs)[len(xs) // 2]
     peak = med(peaks)
