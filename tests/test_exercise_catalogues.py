@@ -80,7 +80,7 @@ def test_tensors_the_checks_build_stay_on_the_case_device(ex):
         try:
             out = ex.run(ON_META.get(ex.name, _solution(ex)), run.inputs)
         except (RuntimeError, NotImplementedError) as e:
-            if "meta" not in str(e):
+            if "meta tensor" not in str(e):       # reading data; not "Tensor on device meta is not on ..."
                 raise
             continue
         ran += 1

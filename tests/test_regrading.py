@@ -47,11 +47,38 @@ def test_two_submissions_for_one_student_stop_the_run(tmp_path):
 
 
 def test_student_ids_that_differ_only_in_case_stop_the_run(tmp_path):
-    write(submission(A), tmp_path, "Alice", A)
+    nbformat.write(submission(A), tmp_path / "Alice.ipynb")       # a pair any disk can hold
     write(submission(A), tmp_path, "alice", A)
     write(submission(A), tmp_path, "bob", A)
     with pytest.raises(SystemExit, match="differ only in case .*: Alice and alice\\. "):
         find_submissions(tmp_path, A)
+
+
+def test_an_id_that_differs_only_in_case_from_one_graded_earlier_stops_the_run(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "grading.json").write_text(json.dumps({"results": [{"student": "alice", "assignment": A}]}))
+    (tmp_path / "subs").mkdir()
+    nbformat.write(submission(A), tmp_path / "subs" / "Alice.ipynb")
+    with pytest.raises(SystemExit, match="graded into .* earlier: Alice and alice\\. "):
+        autograde(Options(assignment=A, submissions=tmp_path / "subs", out=out, solutions=ROOT / "solutions"))
+    assert not (out / "gradebook.db").exists()
+
+
+@pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")      # nbgrader's own submission chatter
+def test_an_extension_on_an_assignment_without_a_due_date_is_no_lateness(tmp_path):
+    from nbgrader.api import Gradebook
+
+    from course_lib.instructor.autograde import _times
+    from course_lib.instructor.settings import schema_version_in_process
+    schema_version_in_process()                     # nbgrader would start `alembic` for a new gradebook
+    db = tmp_path / "gradebook.db"
+    with Gradebook(f"sqlite:///{db}") as gb:
+        gb.add_assignment(A)
+        gb.add_student("ann")
+        gb.add_submission(A, "ann", timestamp="2026-11-30 17:04:05")
+        gb.grant_extension(A, "ann", days=1)      # nbgrader adds it to a due date of None
+    assert _times(db) == {(A, "ann"): ("2026-11-30T17:04:05+00:00", None, None)}
 
 
 def test_what_cannot_be_graded_is_said_not_skipped(tmp_path):
@@ -109,9 +136,12 @@ def test_due_dates_are_read_with_their_zone(text, utc):
     assert parse_due(text).isoformat(" ", "minutes") == utc    # nbgrader's parser reads +01:00 as UTC
 
 
-@pytest.mark.parametrize("text, says", [("tomorrow 23:59", "could not be read"), ("2026-12-05", "no time of day"),
-                                        ("2026-12-05 23:59 Mars/Base", "could not be read"),
-                                        ("2026-12-05 24:00", "could not be read")])
+@pytest.mark.parametrize("text, says", [
+    ("tomorrow 23:59", "could not be read"), ("2026-12-05", "no time of day"),
+    ("2026-12-05 23:59 Mars/Base", "no time zone is called Mars/Base"), ("2026-12-05 24:00", "could not be read"),
+    ("2026-03-29 02:30 Europe/Berlin", "has no 2026-03-29 02:30: the clocks go forward"),
+    ("2026-10-25 02:30 Europe/Berlin", "happens twice in Europe/Berlin"),
+    ("2026-12-05T23:59+01:00 Europe/London", "both an offset and a zone name")])
 def test_a_due_date_that_cannot_be_read_stops_before_anything(tmp_path, text, says):
     with pytest.raises(SystemExit, match=says):
         autograde(Options(assignment=A, submissions=tmp_path, out=tmp_path / "out", solutions=ROOT / "solutions",
@@ -342,8 +372,11 @@ def test_a_regrade_without_a_timestamp_keeps_the_time_of_submission(course, regr
     flat = out.parent / "flat"
     flat.mkdir()
     nbformat.write(submission(A), flat / "ann.ipynb")          # the same notebook, without timestamp.txt
-    results, log = _grade(solutions, flat, out)
+    results, log = _grade(solutions, flat, out, due="2026-11-30 17:10")   # and the due date moves
     assert results["ann"]["status"] == "graded"
-    row = _rows(out)[(A, "ann")]
-    assert row["timestamp"].startswith("2026-11-30T17:04:05") and row["seconds_late"] == "125"
-    assert "ann by 2 min 5 s" in log
+    assert "due date of 00_welcome changes from 2026-11-30T17:00:00+00:00 to 2026-11-30T17:10:00+00:00" in log
+    rows = _rows(out)
+    assert rows[(A, "ann")]["timestamp"].startswith("2026-11-30T17:04:05")
+    assert "the earlier grading's is kept" in rows[(A, "ann")]["note"]
+    assert {s: r["seconds_late"] for (a, s), r in rows.items() if a == A} == {"ann": "0", "bob": "1200", "cat": ""}
+    assert "Late (no penalty applied; seconds_late in grades.csv): bob by 20 min" in log

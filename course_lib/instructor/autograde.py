@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -83,24 +84,36 @@ def find_submissions(folder: Path, assignment: str) -> dict[str, Handed]:
             if stamp.is_file():
                 text = stamp.read_text(errors="replace").strip()
                 try:
-                    handed.timestamp = parse_utc(text).replace(tzinfo=timezone.utc).isoformat()
+                    try:
+                        moment = read_moment(text)
+                    except ValueError:         # nbgrader's zone abbreviations, read as nbgrader does
+                        moment = parse_utc(text)
+                    handed.timestamp = moment.replace(tzinfo=timezone.utc).isoformat()
                 except (ValueError, OverflowError):
-                    handed.note = f"its timestamp.txt could not be read ({text[:40]!r}), so no time was recorded"
+                    handed.note = f"its timestamp.txt could not be read ({text[:40]!r})"
         else:
             continue
         if student in found:
             raise SystemExit(f"two submissions for student {student!r} in {folder}: "
                              f"{found[student].where.relative_to(folder).parts[0]} and {entry.name}; keep one")
         found[student] = handed
-    by_case: dict[str, list[str]] = {}
-    for student in found:
-        by_case.setdefault(student.casefold(), []).append(student)
-    clashes = [" and ".join(ids) for ids in by_case.values() if len(ids) > 1]
+    clashes = _case_clashes(found)
     if clashes:
-        raise SystemExit(f"student ids that differ only in case in {folder}: {'; '.join(clashes)}. They are "
-                         "most likely one student twice, and their files would overwrite each other on a disk "
-                         "that ignores case (macOS, Windows): keep one, or rename")
+        raise SystemExit(f"student ids that differ only in case in {folder}: {'; '.join(clashes)}. {CASE_CLASH}")
     return found
+
+
+CASE_CLASH = ("They are most likely one student twice, and their files would overwrite each other on a disk "
+              "that ignores case (macOS, Windows): keep one, or rename")
+
+
+def _case_clashes(ids, among=()) -> list[str]:
+    """Groups of ids, from ``ids`` and ``among``, that differ only in case ("Alice and alice"); only
+    groups holding one of ``ids`` count."""
+    groups: dict[str, set[str]] = {}
+    for i in [*ids, *among]:
+        groups.setdefault(i.casefold(), set()).add(i)
+    return [" and ".join(sorted(g)) for g in groups.values() if len(g) > 1 and g & set(ids)]
 
 
 def place(handed: Handed, expected: set[str], others: set[str] = frozenset()) -> tuple[dict[str, Path], str]:
@@ -175,37 +188,57 @@ def autograde(opt: Options, log=print) -> list[dict]:
         return _autograde(opt, out, due, log)
 
 
-def parse_due(text: str) -> datetime:
-    """A due date, ISO 8601 with an optional zone after it, as a naive UTC datetime (the gradebook's
-    way). A time without a zone is UTC, as in nbgrader; nbgrader's own parser is not used, since it
-    reads "+01:00" as UTC and "+0100" as 100 seconds."""
+def read_moment(text: str) -> datetime:
+    """An ISO 8601 date and time, maybe followed by a zone (UTC, Z, +01:00, +0100, or a name such as
+    Europe/Berlin), as a naive UTC datetime, the gradebook's way; no zone means UTC, as in nbgrader.
+    Raises ValueError. (nbgrader's parse_utc reads "+01:00" as UTC and "+0100" as 100 seconds.)"""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    text = text.strip()
+    stamp, _, zone = text.rpartition(" ")
+    if re.fullmatch(r"[+-]\d\d:?\d\d|Z|UTC", zone):
+        moment = datetime.fromisoformat(stamp + zone.replace("UTC", "Z"))
+    elif stamp and re.fullmatch(r"[A-Za-z_]+(/[A-Za-z_+-]+)*", zone):
+        local = datetime.fromisoformat(stamp)
+        if local.tzinfo is not None:
+            raise ValueError(f"it has both an offset and a zone name ({zone})")
+        try:
+            tz = ZoneInfo(zone)
+        except ZoneInfoNotFoundError:
+            raise ValueError(f"no time zone is called {zone}") from None
+        moment = local.replace(tzinfo=tz)
+        if moment.astimezone(timezone.utc).astimezone(tz).replace(tzinfo=None) != local:
+            raise ValueError(f"{zone} has no {stamp}: the clocks go forward then")
+        if moment.utcoffset() != local.replace(tzinfo=tz, fold=1).utcoffset():
+            raise ValueError(f"{stamp} happens twice in {zone}, as the clocks go back: give the offset instead")
+    else:
+        moment = datetime.fromisoformat(text)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return moment
+
+
+def parse_due(text: str) -> datetime:
+    """A due date for the gradebook (naive UTC), or SystemExit saying how to write one."""
     example = '"2026-12-05 23:59" (UTC), "2026-12-05 23:59 +01:00" or "2026-12-05 23:59 Europe/Berlin"'
     if not re.search(r"\d:\d\d", text):        # a date alone would mean the midnight that starts it
         raise SystemExit(f"the due date {text!r} has no time of day: write it as {example}")
-    stamp, _, zone = text.strip().rpartition(" ")
     try:
-        if re.fullmatch(r"[+-]\d\d:?\d\d|Z|UTC", zone):
-            moment = datetime.fromisoformat(stamp + zone.replace("UTC", "Z"))
-        elif stamp and re.fullmatch(r"[A-Za-z_]+(/[A-Za-z_+-]+)*", zone):
-            moment = datetime.fromisoformat(stamp).replace(tzinfo=ZoneInfo(zone))
-        else:
-            moment = datetime.fromisoformat(text.strip())
-        if moment.tzinfo is not None:
-            moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
-        return moment
-    except (ValueError, ZoneInfoNotFoundError):
-        raise SystemExit(f"the due date {text!r} could not be read: write it as {example}") from None
+        return read_moment(text)
+    except ValueError as e:
+        raise SystemExit(f"the due date {text!r} could not be read ({e}): write it as {example}") from None
 
 
 def _duration(seconds: float) -> str:
-    """3725 -> '1 h 2 min': the two largest units, for the log."""
-    left, parts = round(seconds), []
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
-        if left >= size or (unit == "s" and not parts):
+    """3725 -> '1 h 2 min', 3601 -> '1 h': the largest unit and, if not zero, the next one."""
+    units = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
+    left = math.ceil(seconds)
+    first = next((i for i, (_, size) in enumerate(units) if left >= size), len(units) - 1)
+    parts = []
+    for unit, size in units[first:first + 2]:
+        if left // size or not parts:
             parts.append(f"{left // size} {unit}")
-            left %= size
-    return " ".join(parts[:2])
+        left %= size
+    return " ".join(parts)
 
 
 def _autograde(opt: Options, out: Path, due: datetime | None, log) -> list[dict]:
@@ -217,6 +250,12 @@ def _autograde(opt: Options, out: Path, due: datetime | None, log) -> list[dict]
     submissions = find_submissions(opt.submissions, opt.assignment)
     if not submissions:
         raise SystemExit(f"no submissions found in {opt.submissions} (expected <student>/{opt.assignment}/*.ipynb)")
+    report = out / "grading.json"
+    earlier = {r["student"] for r in json.loads(report.read_text())["results"]} if report.exists() else set()
+    clashes = _case_clashes(submissions, earlier)
+    if clashes:
+        raise SystemExit(f"student ids that differ only in case, between {opt.submissions} and those graded into "
+                         f"{out} earlier: {'; '.join(clashes)}. {CASE_CLASH}")
     release_dir = work / "release"
     template = work / "template.db"
     generate(opt.assignment, opt.solutions, release_dir, db_url=f"sqlite:///{template}")
@@ -436,8 +475,9 @@ def _utc(moment: datetime) -> str:
 
 def _times(db: Path) -> dict[tuple[str, str], tuple[str | None, str | None, int | None]]:
     """(assignment, student) -> (submitted, due, seconds late) from the class gradebook, which knows
-    the due dates, any extension given in formgrader, and the time of submission, kept from an
-    earlier run when a regrade's files carry none (as nbgrader does). None where unknown."""
+    the due dates (from --due or formgrader), any extension granted (nbgrader's
+    Gradebook.grant_extension), and the time of submission, kept from an earlier run when a
+    regrade's files carry none (as nbgrader does). None where unknown."""
     from nbgrader.api import Gradebook
     found = {}
     if not db.exists():
@@ -445,8 +485,9 @@ def _times(db: Path) -> dict[tuple[str, str], tuple[str | None, str | None, int 
     with Gradebook(f"sqlite:///{db}") as gb:
         for a in gb.assignments:
             for sub in a.submissions:
-                stamp, due = sub.timestamp, sub.duedate
-                late = None if due is None or stamp is None else round(sub.total_seconds_late)
+                stamp = sub.timestamp
+                due = None if a.duedate is None else sub.duedate     # nbgrader adds an extension to None
+                late = None if due is None or stamp is None else math.ceil(sub.total_seconds_late)
                 found[(a.name, sub.student.id)] = (stamp and _utc(stamp), due and _utc(due), late)
     return found
 
@@ -482,6 +523,11 @@ def _update_reports(out: Path, assignment: str, results: list[dict], log=print) 
     kept = [r for key, r in before.items() if key not in done]
     merged = sorted(kept + results, key=lambda r: (r["assignment"], r["student"]))
     times = _times(out / "gradebook.db")
+    for r in results:
+        kept_time = times.get((assignment, r["student"]), (None,))[0]
+        if r.get("handed_in") is not False and not r.get("timestamp") and kept_time:
+            r["note"] = "; ".join(filter(None, [r.get("note"), "no time of submission this time, so the "
+                                                "earlier grading's is kept"]))
     for r in merged:
         key = (r["assignment"], r["student"])
         if key in times:

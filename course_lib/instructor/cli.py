@@ -62,13 +62,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="seed of the hidden tests' inputs (default: random, recorded in grading.json)")
     p.add_argument("--no-feedback", action="store_true", help="skip the feedback HTML")
     p.add_argument("--device", default="cpu",
-                   help="where notebooks and checks run (default cpu, so grades do not depend on the machine; "
-                        "with cuda each of the -j processes holds its own GPU context, so keep -j small)")
+                   help="where notebooks and checks run (default cpu, whatever COURSE_DEVICE says, so grades "
+                        "do not depend on the machine; with cuda each of the -j processes holds its own GPU "
+                        "context, so keep -j small)")
     p.add_argument("--due", metavar="WHEN", default=None,
-                   help='the due date, recorded in the gradebook (formgrader shows lateness against it, '
-                        'with any extension given there): "2026-12-05 23:59 Europe/Berlin", '
-                        '"2026-12-05 23:59 +01:00", or UTC without a zone. grades.csv gains each '
-                        'submission\'s seconds_late; no penalty is applied')
+                   help='the due date, kept in the gradebook for later runs: "2026-12-05 23:59 Europe/Berlin", '
+                        '"2026-12-05 23:59 +01:00", or UTC without a zone. grades.csv then gives each '
+                        'submission\'s seconds_late (extensions count); no penalty is applied')
 
     args = parser.parse_args(argv)
     if args.command is None:
