@@ -355,24 +355,30 @@ def test_reports_written_before_per_student_seeds_keep_their_seed(tmp_path):
     assert rows[(A, "bob")]["max_score"] == "9"
 
 
-def test_a_folder_without_a_notebook_leaves_an_earlier_grade_alone(course, regraded):
+@pytest.fixture(scope="module")
+def third_run(course, regraded):
+    """bob's folder holds no notebook this time; ann's notebook comes back as a plain file, without
+    timestamp.txt; and the due date moves to 17:10."""
     solutions, _, out, _, _ = course
-    empty = out.parent / "emptied" / "bob" / A
+    subs = out.parent / "third"
+    empty = subs / "bob" / A
     empty.mkdir(parents=True)
     (empty / "notes.txt").write_text("")
-    results, log = _grade(solutions, empty.parents[1], out)
+    nbformat.write(submission(A), subs / "ann.ipynb")
+    results, log = _grade(solutions, subs, out, due="2026-11-30 17:10")
+    return out, results, log
+
+
+def test_a_folder_without_a_notebook_leaves_an_earlier_grade_alone(third_run):
+    out, results, log = third_run
     assert results["bob"]["status"] == "NOT GRADED" and "notes.txt" in results["bob"]["reason"]
     assert "bob: no notebook this time, so the earlier grade stays" in log
     assert _rows(out)[(A, "bob")]["score"] == "10"
     assert (out / "autograded" / "bob" / A / f"{A}.ipynb").exists()
 
 
-def test_a_regrade_without_a_timestamp_keeps_the_time_of_submission(course, regraded):
-    solutions, _, out, _, _ = course
-    flat = out.parent / "flat"
-    flat.mkdir()
-    nbformat.write(submission(A), flat / "ann.ipynb")          # the same notebook, without timestamp.txt
-    results, log = _grade(solutions, flat, out, due="2026-11-30 17:10")   # and the due date moves
+def test_a_regrade_without_a_timestamp_keeps_the_time_of_submission(third_run):
+    out, results, log = third_run
     assert results["ann"]["status"] == "graded"
     assert "due date of 00_welcome changes from 2026-11-30T17:00:00+00:00 to 2026-11-30T17:10:00+00:00" in log
     rows = _rows(out)
