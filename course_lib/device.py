@@ -109,10 +109,13 @@ def describe_device(device: torch.device | str | None = None) -> str:
 
 
 def available_devices() -> list[torch.device]:
-    """The CPU, plus ``cuda:0`` when a CUDA GPU is present: devices tests compare across."""
+    """The CPU, plus ``cuda:0`` when a CUDA GPU is present and ``mps`` on Apple silicon: the devices
+    tests compare across."""
     devices = [torch.device("cpu")]
     if torch.cuda.is_available():
         devices.append(torch.device("cuda", 0))
+    if _mps_available():
+        devices.append(torch.device("mps"))
     return devices
 
 

@@ -26,11 +26,11 @@ def _ids(items):
     return [f"{e.notebook}:{e.name}" for e in items]
 
 
-@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize("device", ["cpu", "cuda", "mps"])
 @pytest.mark.parametrize("ex", EXERCISES, ids=_ids(EXERCISES))
 def test_solution_passes_visible_and_hidden(ex, device):
     if device not in {d.split(":")[0] for d in DEVICES}:
-        pytest.skip("no CUDA device here")
+        pytest.skip(f"no {device} device here")
     for suite in ("visible", "hidden"):
         r = evaluate(ex, _solution(ex), suite=suite, device=device)
         assert r.passed, r.message
@@ -47,11 +47,11 @@ def test_blank_answer_fails_as_not_implemented(ex):
 MISTAKES = [(ex, m) for ex in EXERCISES for m in ex.mistakes]
 
 
-@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize("device", ["cpu", "cuda", "mps"])
 @pytest.mark.parametrize("ex, mistake", MISTAKES, ids=[f"{e.name}:{m.name}" for e, m in MISTAKES])
 def test_each_mistake_rejected_and_named(ex, mistake, device):
     if device not in {d.split(":")[0] for d in DEVICES}:
-        pytest.skip("no CUDA device here")
+        pytest.skip(f"no {device} device here")
     for suite in ("visible", "hidden"):
         r = evaluate(ex, mistake.fn, suite=suite, device=device)
         assert not r.passed, f"{mistake.name} passed the {suite} suite"
