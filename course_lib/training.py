@@ -184,6 +184,8 @@ class Trainer:
         tensors["rng.torch"] = torch.get_rng_state()
         if self.device.type == "cuda":                             # dropout masks on the GPU
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        elif self.device.type == "mps":
+            tensors["rng.mps"] = torch.mps.get_rng_state()
         meta = {"step": str(self.step), "model_config": json.dumps(self.model.cfg.to_dict()),
                 "train_config": json.dumps(asdict(self.cfg)), "history": json.dumps(self.history),
                 "opt_state_keys": json.dumps({str(index[id(p)]): {k: (v if not isinstance(v, torch.Tensor) else None)
@@ -224,6 +226,8 @@ class Trainer:
         torch.set_rng_state(tensors["rng.torch"])
         if "rng.cuda" in tensors and trainer.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"], trainer.device)
+        if "rng.mps" in tensors and trainer.device.type == "mps":
+            torch.mps.set_rng_state(tensors["rng.mps"])
         trainer.history = json.loads(meta["history"])
         return trainer
 

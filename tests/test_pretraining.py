@@ -130,7 +130,8 @@ def test_short_training_run_decreases_loss(ds):
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs CUDA"))])
+    not torch.cuda.is_available(), reason="needs CUDA")), pytest.param("mps", marks=pytest.mark.skipif(
+    not torch.backends.mps.is_available(), reason="needs Apple's MPS"))])
 @pytest.mark.parametrize("bf16", [False, True])
 def test_resume_is_exact(ds, tmp_path, bf16, device):
     # with dropout, so the saved random generators matter: other masks move weights by ~2e-3 in
