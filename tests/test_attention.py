@@ -122,3 +122,12 @@ def test_library_shortcuts_are_refused_by_reading_and_by_watching(name):
     by_watching = evaluate(ex, ns[name])          # no source: only the runtime watcher
     for r in (by_reading, by_watching):
         assert not r.passed and shown in r.message, r.message
+
+
+def test_every_fused_attention_kernel_of_this_torch_is_watched():
+    # One per backend (CPU, CUDA flash / efficient / cuDNN, MPS...): an answer that reached one the
+    # list lacks, past the reading of its source, would pass as its own attention.
+    from course_lib.exercises.ex05_attention import SDPA_FORBIDDEN
+    kernels = {f"aten::{n}" for n in dir(torch.ops.aten)
+               if "scaled_dot_product" in n and not n.endswith("_backward")}
+    assert kernels and kernels <= set(SDPA_FORBIDDEN.aten), kernels - set(SDPA_FORBIDDEN.aten)

@@ -30,7 +30,8 @@ SDPA_FORBIDDEN = Forbidden(
     aten=("aten::scaled_dot_product_attention", "aten::_scaled_dot_product_flash_attention_for_cpu",
           "aten::_scaled_dot_product_attention_math", "aten::_scaled_dot_product_flash_attention",
           "aten::_scaled_dot_product_efficient_attention", "aten::_scaled_dot_product_cudnn_attention",
-          "aten::_scaled_dot_product_fused_attention_overrideable"))
+          "aten::_scaled_dot_product_fused_attention_overrideable",
+          "aten::_scaled_dot_product_attention_math_for_mps"))
 MHA_FORBIDDEN = (
     Forbidden("torch.nn.MultiheadAttention", "it is the module you are building here",
               shown="nn.MultiheadAttention", aten=("aten::_native_multi_head_attention",)),
