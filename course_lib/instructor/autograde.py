@@ -281,7 +281,8 @@ def _autograde(opt: Options, out: Path, due: datetime | None, log) -> list[dict]
     def finish(res: dict, handed: Handed, placed: dict[str, Path]) -> None:
         res.update(assignment=opt.assignment, hidden_seed=seed, timestamp=handed.timestamp)
         notes = [handed.note] if handed.note else []
-        notes += [f"{nb.name} was graded as {name}" for name, nb in placed.items() if nb.name != name]
+        notes += [f"{nb.name} was graded as {name}" for name, nb in placed.items()
+                  if nb.name != name and nb != handed.where]      # <student>.ipynb is named so by design
         left = [nb.name for nb in handed.notebooks if nb not in placed.values()]
         if placed and left:
             notes.append(f"not graded beside it: {', '.join(left)}")
