@@ -96,7 +96,7 @@ class Trainer:
         self.model = model.to(self.device)
         self.train_data, self.val_data = train_data, val_data
         self.cfg = cfg
-        self.use_bf16 = fast_bf16(self.device) if cfg.bf16 is None else (cfg.bf16 and fast_bf16(self.device))
+        self.use_bf16 = cfg.bf16 is not False and fast_bf16(self.device)      # None: where it is fast
         self.opt = make_optimizer(self.model, cfg)
         self.step = 0
         self.gen = torch.Generator().manual_seed(cfg.seed)          # batches
