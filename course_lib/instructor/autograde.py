@@ -250,9 +250,7 @@ def _autograde(opt: Options, out: Path, due: datetime | None, log) -> list[dict]
     submissions = find_submissions(opt.submissions, opt.assignment)
     if not submissions:
         raise SystemExit(f"no submissions found in {opt.submissions} (expected <student>/{opt.assignment}/*.ipynb)")
-    report = out / "grading.json"
-    earlier = {r["student"] for r in json.loads(report.read_text())["results"]} if report.exists() else set()
-    clashes = _case_clashes(submissions, earlier)
+    clashes = _case_clashes(submissions, {r["student"] for r in _report(out).get("results", [])})
     if clashes:
         raise SystemExit(f"student ids that differ only in case, between {opt.submissions} and those graded into "
                          f"{out} earlier: {'; '.join(clashes)}. {CASE_CLASH}")
@@ -504,13 +502,18 @@ def _log_lateness(rows: list[dict], assignment: str, log) -> None:
         log(f"No time of submission (nbgrader's timestamp.txt), so lateness unknown: {', '.join(unknown)}")
 
 
+def _report(out: Path) -> dict:
+    """grading.json of the earlier runs into ``out``, or {}."""
+    report = out / "grading.json"
+    return json.loads(report.read_text()) if report.exists() else {}
+
+
 def _update_reports(out: Path, assignment: str, results: list[dict], log=print) -> list[dict]:
     """Rewrite grading.json and grades.csv with this run's results in place of the same students'
     earlier ones; every other student and assignment graded into this folder stays, and so does
     an earlier grade of a student in whose folder no notebook was found this time. Returns the
     earlier results kept."""
-    report = out / "grading.json"
-    earlier = json.loads(report.read_text()) if report.exists() else {}
+    earlier = _report(out)
     before = {(r.get("assignment"), r.get("student")): r for r in earlier.get("results", [])}
     for r in before.values():          # written before seeds and maxima were kept per student
         r.setdefault("hidden_seed", earlier.get("hidden_seed"))
@@ -535,7 +538,7 @@ def _update_reports(out: Path, assignment: str, results: list[dict], log=print) 
             r["timestamp"], r["duedate"], r["seconds_late"] = times[key]
         else:
             r["duedate"] = r["seconds_late"] = None
-    report.write_text(json.dumps({"results": merged}, indent=1))
+    (out / "grading.json").write_text(json.dumps({"results": merged}, indent=1))
     with open(out / "grades.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(COLUMNS)
