@@ -56,11 +56,16 @@ def test_notebook_structure_follows_the_course_conventions(assignment):
     assert "## Before you start" in text and "## Recap" in text and "中文" in text
 
 
+class _Client(NotebookClient):
+    def on_comm_open_jupyter_widget(self, msg):
+        return None      # as nbgrader's Execute here: see no_output_widget_stand_in
+
+
 def _run(path: Path, tmp: Path) -> nbformat.NotebookNode:
     nb = nbformat.read(path, as_version=4)
     os.environ.setdefault("MPLBACKEND", "Agg")
-    NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=True,
-                   resources={"metadata": {"path": str(tmp)}}).execute()
+    _Client(nb, timeout=300, kernel_name="python3", allow_errors=True,
+            resources={"metadata": {"path": str(tmp)}}).execute()
     return nb
 
 
@@ -108,3 +113,21 @@ def test_validate_button_accepts_the_solution_and_explains_a_blank(tmp_path):
                          capture_output=True, text=True)
     text = bad.stdout + bad.stderr
     assert "VALIDATION FAILED ON 3 CELL(S)" in text and "not implemented yet" in text
+
+
+def test_validate_and_autograde_show_an_explorer_in_the_cell_not_in_a_stand_in_widget(tmp_path):
+    """With nbclient's Output-widget stand-in, an explorer's output went into widget state written
+    back over the shell channel, which sometimes hid the cell's reply until its timeout."""
+    from nbgrader.preprocessors import Execute
+    from traitlets.config import Config
+
+    from course_lib.instructor.settings import apply_course_settings
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "from course_lib.widgets import explorer, slider\n"
+        "explorer(lambda a=1.0: print(f'a = {a}'), a=slider(0.0, 2.0, 0.5))")])
+    c = Config()
+    apply_course_settings(c, solutions=str(ROOT / "solutions"), release=str(ROOT / "notebooks"))
+    Execute(config=c).preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+    outputs = nb.cells[0].outputs
+    assert [o.text for o in outputs if o.output_type == "stream"] == ["a = 0.5\n"], outputs
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)

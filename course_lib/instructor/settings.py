@@ -20,6 +20,7 @@ def apply_course_settings(c, *, solutions: str, release: str, cell_timeout: int 
 
     ensure_scripts_on_path()
     schema_version_in_process()
+    no_output_widget_stand_in()
     c.CourseDirectory.source_directory = solutions
     c.CourseDirectory.release_directory = release
     c.CourseDirectory.course_id = "llms-from-scratch"
@@ -37,6 +38,19 @@ def apply_course_settings(c, *, solutions: str, release: str, cell_timeout: int 
     c.SandboxGrade.solutions_dir = solutions
     c.SandboxGrade.runner_timeout = sandbox_timeout
     c.SandboxGrade.case_timeout = case_timeout
+
+
+def no_output_widget_stand_in() -> None:
+    """nbclient stands in for JupyterLab's Output widget: each output an explorer's plot sends
+    is written back to the kernel on the shell channel, while the cell's reply is awaited on that
+    same channel, and now and then the reply is then not seen until the cell's timeout
+    (jupyter/nbclient#312). On a busy machine about one explorer cell in twelve then took a whole
+    cell timeout (120 s) to validate or to grade. Nobody moves a slider while nbgrader runs a
+    notebook: its Execute (Validate, autograde, CourseExecute) keeps no stand-in, and what an
+    explorer shows goes to the cell's outputs."""
+    from nbgrader.preprocessors import Execute
+
+    Execute.on_comm_open_jupyter_widget = lambda self, msg: None
 
 
 def ensure_scripts_on_path() -> None:
