@@ -41,13 +41,12 @@ def apply_course_settings(c, *, solutions: str, release: str, cell_timeout: int 
 
 
 def no_output_widget_stand_in() -> None:
-    """nbclient stands in for JupyterLab's Output widget: each output an explorer's plot sends
-    is written back to the kernel on the shell channel, while the cell's reply is awaited on that
-    same channel, and now and then the reply is then not seen until the cell's timeout
-    (jupyter/nbclient#312). On a busy machine about one explorer cell in twelve then took a whole
-    cell timeout (120 s) to validate or to grade. Nobody moves a slider while nbgrader runs a
-    notebook: its Execute (Validate, autograde, CourseExecute) keeps no stand-in, and what an
-    explorer shows goes to the cell's outputs."""
+    """nbclient stands in for JupyterLab's Output widget: it writes each output an explorer draws
+    back to the kernel on the shell channel, the channel on which it awaits the cell's reply, and
+    now and then it misses that reply until the cell's timeout (jupyter/nbclient#312). On a busy
+    machine about one explorer cell in twelve took a whole cell timeout (120 s) to validate or grade.
+    Nobody moves a slider while nbgrader runs a notebook: its Execute (Validate, autograde,
+    CourseExecute) keeps no stand-in, and what an explorer shows goes to the cell's outputs."""
     from nbgrader.preprocessors import Execute
 
     Execute.on_comm_open_jupyter_widget = lambda self, msg: None
