@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["ENV_VAR", "get_device", "describe_device", "available_devices", "fast_bf16"]
+__all__ = ["ENV_VAR", "get_device", "check_device", "describe_device", "available_devices", "fast_bf16"]
 
 ENV_VAR = "COURSE_DEVICE"
 
@@ -29,39 +29,35 @@ def _mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
-def _check_requested(text: str) -> torch.device:
+def check_device(text: str, option: str | None = None) -> torch.device:
+    """The device named by ``text``, or ``ValueError`` if PyTorch cannot read the name or this
+    machine lacks the device. The message names where ``text`` came from: the command-line
+    ``option`` (as ``"--device"``) if given, else the ``COURSE_DEVICE`` variable."""
+    if option:
+        named, instead = f"{option} {text}", f"Use {option} cpu, or leave {option} out."
+    else:
+        named, instead = f"{ENV_VAR}={text!r}", f"Unset {ENV_VAR} to choose automatically, or set it to cpu."
     try:
         device = torch.device(text)
     except (RuntimeError, ValueError):
-        raise ValueError(
-            f"{ENV_VAR}={text!r} is not a device name PyTorch understands; "
-            f"use one of: cpu, cuda, cuda:0, mps (or unset {ENV_VAR} to choose automatically)"
-        ) from None
+        raise ValueError(f"{named} is not a device name PyTorch understands; use one of: "
+                         f"cpu, cuda, cuda:0, mps. {instead}") from None
     if device.type == "cpu":
         return device
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(
-                f"{ENV_VAR}={text!r} asks for a CUDA GPU, but PyTorch sees none on this machine "
-                f"(torch.cuda.is_available() is False). Unset {ENV_VAR} or set it to cpu."
-            )
+            raise ValueError(f"{named} asks for a CUDA GPU, but PyTorch sees none on this machine "
+                             f"(torch.cuda.is_available() is False). {instead}")
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
-            raise ValueError(
-                f"{ENV_VAR}={text!r} asks for GPU number {device.index}, but this machine has "
-                f"{count} CUDA GPU(s), numbered 0 to {count - 1}."
-            )
+            raise ValueError(f"{named} asks for GPU number {device.index}, but this machine has "
+                             f"{count} CUDA GPU(s), numbered 0 to {count - 1}.")
         return device
     if device.type == "mps":
         if not _mps_available():
-            raise ValueError(
-                f"{ENV_VAR}={text!r} asks for Apple's MPS GPU, which is not available here. "
-                f"Unset {ENV_VAR} or set it to cpu."
-            )
+            raise ValueError(f"{named} asks for Apple's MPS GPU, which is not available here. {instead}")
         return device
-    raise ValueError(
-        f"{ENV_VAR}={text!r}: the course supports cpu, cuda and mps devices, not {device.type!r}."
-    )
+    raise ValueError(f"{named}: the course supports cpu, cuda and mps devices, not {device.type!r}. {instead}")
 
 
 def get_device() -> torch.device:
@@ -73,7 +69,7 @@ def get_device() -> torch.device:
     """
     requested = os.environ.get(ENV_VAR, "").strip()
     if requested:
-        return _check_requested(requested)
+        return check_device(requested)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if _mps_available():

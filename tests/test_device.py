@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from course_lib.device import available_devices, describe_device, get_device
+from course_lib.device import available_devices, check_device, describe_device, get_device
 
 
 @pytest.fixture(autouse=True)
@@ -39,6 +39,13 @@ def test_missing_cuda_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("COURSE_DEVICE", "cuda")
     with pytest.raises(ValueError, match=r"COURSE_DEVICE='cuda'.*CUDA"):
         get_device()
+
+
+@pytest.mark.parametrize("text", ["gpu-please", "meta"])
+def test_a_command_line_option_is_named_instead_of_the_variable(text):
+    with pytest.raises(ValueError, match=f"^--device {text}") as info:
+        check_device(text, option="--device")
+    assert "COURSE_DEVICE" not in str(info.value) and "--device cpu" in str(info.value)
 
 
 @pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(),

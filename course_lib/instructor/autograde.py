@@ -171,11 +171,11 @@ def autograde(opt: Options, log=print) -> list[dict]:
     rows stay, the students graded now replace theirs, and manual grades in the gradebook stay.
     One run at a time writes into a folder."""
     due = parse_due(opt.due) if opt.due else None
-    from course_lib.device import _check_requested
+    from course_lib.device import check_device
     try:
-        _check_requested(opt.device)
+        check_device(opt.device, option="--device")
     except ValueError as e:
-        raise SystemExit(f"--device {opt.device}: {e}") from None
+        raise SystemExit(str(e)) from None
     out = opt.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     with open(out / ".lock", "w") as lock:
