@@ -7,6 +7,9 @@ unless the environment variable ``COURSE_DEVICE`` names one (``cpu``, ``cuda``, 
     device = get_device()
     print(describe_device(device))
 
+``check_device(text, option)`` reads a device name given on a command line (autograde's
+``--device``) with the same checks, and its errors name that option.
+
 ``fast_bf16(device)`` tells whether bfloat16 autocast runs natively there, which the training
 loops use to choose it.
 """
