@@ -240,8 +240,14 @@ class CourseExecute(Execute):
     Timeouts (see README, "Grading timeouts"): ``timeout`` seconds per cell; then the kernel is
     interrupted and given ``iopub_timeout`` seconds to answer. A cell that stops is marked as
     timed out and grading goes on; one that does not is NOT GRADED.
+
+    A kernel that dies while starting, before any cell ran, is started again (``startup_attempts``
+    starts in all): no learner code ran yet, and kernels started side by side (``./course
+    autograde -j N``, the tests) now and then die at startup, for example when another process
+    takes one of the TCP ports the kernel manager picked before the kernel could bind it.
     """
 
+    startup_attempts = Integer(3, help="Kernel starts to try before a notebook is NOT GRADED.").tag(config=True)
     _cell_index = -1
 
     def preprocess_cell(self, cell, resources, index):
@@ -257,25 +263,48 @@ class CourseExecute(Execute):
         return await super().async_start_new_kernel(**kwargs)
 
     def preprocess(self, nb, resources, retries=None):
-        try:
-            return super().preprocess(nb, resources, retries)
-        except Exception as exc:
-            chain, e = [], exc
-            while e is not None and len(chain) < 6:
-                chain.append(e)
-                e = e.__cause__ or e.__context__
-            i = self._cell_index
-            cell = f"cell {i + 1} ({_first_line(nb.cells[i])!r})" if 0 <= i < len(nb.cells) else "a cell"
-            if any(isinstance(x, DeadKernelError) for x in chain) or "died" in str(exc).lower():
-                reason = (f"the kernel died while running {cell}: a crash such as os._exit, a segfault, "
-                          "or running out of memory")
-            elif any(isinstance(x, CellTimeoutError) for x in chain):
-                reason = (f"{cell} ran past the {self.timeout} s limit and did not stop when interrupted "
-                          "(a loop that catches KeyboardInterrupt, or one long native operation)")
-            else:
-                reason = f"the notebook could not be executed: {type(exc).__name__}: {str(exc)[:300]}"
-            record_status(status="not graded", reason=reason)
-            raise NotGraded(reason) from exc
+        attempts = max(1, self.startup_attempts)
+        for attempt in range(1, attempts + 1):
+            self._cell_index = -1
+            try:
+                return super().preprocess(nb, resources, retries)
+            except Exception as exc:
+                died = _kernel_died(exc)
+                if died and self._cell_index == -1 and attempt < attempts:
+                    self.log.warning("The kernel died while starting (attempt %d of %d): starting another.",
+                                     attempt, attempts)
+                    continue
+                self._not_graded(nb, exc, died, attempt)
+
+    def _not_graded(self, nb, exc, died, attempts):
+        chain = _causes(exc)
+        i = self._cell_index
+        cell = f"cell {i + 1} ({_first_line(nb.cells[i])!r})" if 0 <= i < len(nb.cells) else "a cell"
+        if died and i == -1:
+            reason = (f"the kernel died while starting, before any cell ran ({attempts} attempt(s)): "
+                      f"{str(exc)[:200]}")
+        elif died:
+            reason = (f"the kernel died while running {cell}: a crash such as os._exit, a segfault, "
+                      "or running out of memory")
+        elif any(isinstance(x, CellTimeoutError) for x in chain):
+            reason = (f"{cell} ran past the {self.timeout} s limit and did not stop when interrupted "
+                      "(a loop that catches KeyboardInterrupt, or one long native operation)")
+        else:
+            reason = f"the notebook could not be executed: {type(exc).__name__}: {str(exc)[:300]}"
+        record_status(status="not graded", reason=reason)
+        raise NotGraded(reason) from exc
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    chain, e = [], exc
+    while e is not None and len(chain) < 6:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    return chain
+
+
+def _kernel_died(exc: BaseException) -> bool:
+    return any(isinstance(x, DeadKernelError) for x in _causes(exc)) or "died" in str(exc).lower()
 
 
 class SandboxGrade(NbGraderPreprocessor):
