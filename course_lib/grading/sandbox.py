@@ -281,8 +281,8 @@ class CourseExecute(Execute):
         i = self._cell_index
         cell = f"cell {i + 1} ({_first_line(nb.cells[i])!r})" if 0 <= i < len(nb.cells) else "a cell"
         if died and i == -1:
-            reason = (f"the kernel died while starting, before any cell ran ({attempts} attempt(s)): "
-                      f"{str(exc)[:200]}")
+            starts = "once" if attempts == 1 else f"in each of {attempts} starts"
+            reason = f"the kernel died while starting, before any cell ran, {starts}: {str(exc)[:200]}"
         elif died:
             reason = (f"the kernel died while running {cell}: a crash such as os._exit, a segfault, "
                       "or running out of memory")
