@@ -54,7 +54,7 @@ def check_device(text: str, option: str | None = None) -> torch.device:
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
             raise ValueError(f"{named} asks for GPU number {device.index}, but this machine has "
-                             f"{count} CUDA GPU(s), numbered 0 to {count - 1}.")
+                             f"{count} CUDA GPU(s), numbered 0 to {count - 1}: ask for cuda:0, or plain cuda.")
         return device
     if device.type == "mps":
         if not _mps_available():

@@ -48,6 +48,17 @@ def test_a_command_line_option_is_named_instead_of_the_variable(text):
     assert "COURSE_DEVICE" not in str(info.value) and "--device cpu" in str(info.value)
 
 
+@pytest.mark.parametrize("option, named", [("--device", "--device cuda:3"), (None, "COURSE_DEVICE='cuda:3'")])
+def test_a_gpu_number_past_the_count_names_the_valid_ones_and_the_remedy(monkeypatch, option, named):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert check_device("cuda:1", option) == torch.device("cuda", 1)
+    with pytest.raises(ValueError) as info:
+        check_device("cuda:3", option)
+    assert str(info.value) == (f"{named} asks for GPU number 3, but this machine has 2 CUDA GPU(s), "
+                               "numbered 0 to 1: ask for cuda:0, or plain cuda.")
+
+
 @pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(),
                     reason="this machine has a GPU")
 def test_default_is_cpu_without_a_gpu():
