@@ -242,9 +242,9 @@ class CourseExecute(Execute):
     timed out and grading goes on; one that does not is NOT GRADED.
 
     A kernel that dies while starting, before any cell ran, is started again (``startup_attempts``
-    starts in all): no learner code ran yet, and kernels started side by side (``./course
-    autograde -j N``, the tests) now and then die at startup, for example when another process
-    takes one of the TCP ports the kernel manager picked before the kernel could bind it.
+    starts in all): no learner code ran yet. Kernels started side by side (``./course autograde
+    -j N``, the tests) can die at startup; the likely cause is another process taking one of the
+    TCP ports the kernel manager picked before the kernel could bind it.
     """
 
     startup_attempts = Integer(3, help="Kernel starts to try before a notebook is NOT GRADED.").tag(config=True)
@@ -274,15 +274,16 @@ class CourseExecute(Execute):
                     self.log.warning("The kernel died while starting (attempt %d of %d): starting another.",
                                      attempt, attempts)
                     continue
-                self._not_graded(nb, exc, died, attempt)
+                raise self._not_graded(nb, exc, died, attempt) from exc
 
-    def _not_graded(self, nb, exc, died, attempts):
+    def _not_graded(self, nb, exc, died, attempts) -> NotGraded:
+        """The NOT GRADED verdict for ``exc``, recorded for autograde's worker."""
         chain = _causes(exc)
         i = self._cell_index
         cell = f"cell {i + 1} ({_first_line(nb.cells[i])!r})" if 0 <= i < len(nb.cells) else "a cell"
         if died and i == -1:
-            starts = "once" if attempts == 1 else f"in each of {attempts} starts"
-            reason = f"the kernel died while starting, before any cell ran, {starts}: {str(exc)[:200]}"
+            starts = f", in each of {attempts} starts" if attempts > 1 else ""
+            reason = f"the kernel died while starting, before any cell ran{starts}: {str(exc)[:200]}"
         elif died:
             reason = (f"the kernel died while running {cell}: a crash such as os._exit, a segfault, "
                       "or running out of memory")
@@ -292,7 +293,7 @@ class CourseExecute(Execute):
         else:
             reason = f"the notebook could not be executed: {type(exc).__name__}: {str(exc)[:300]}"
         record_status(status="not graded", reason=reason)
-        raise NotGraded(reason) from exc
+        return NotGraded(reason)
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
