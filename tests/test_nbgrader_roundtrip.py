@@ -188,3 +188,17 @@ def test_cli_help_names_the_commands():
     run = subprocess.run([sys.executable, "-m", "course_lib.instructor.cli", "--help"],
                          capture_output=True, text=True, check=True)
     assert "release" in run.stdout and "autograde" in run.stdout
+
+
+def test_workers_skip_the_iri_grammars_and_nbformat_still_validates():
+    # The grading worker and the CLI keep jsonschema from compiling rfc3987_syntax's grammars
+    # (seconds per worker); nbformat must still accept a released notebook and reject a broken one.
+    code = ("import sys\nfrom course_lib.instructor import skip_iri_grammars\nskip_iri_grammars()\n"
+            "import nbformat\n"
+            f"nb = nbformat.read({str(ROOT / 'notebooks' / A / f'{A}.ipynb')!r}, as_version=4)\n"
+            "nbformat.validate(nb)\n"
+            "nb.cells[0]['cell_type'] = 'no such type'\n"
+            "try:\n    nbformat.validate(nb)\nexcept nbformat.ValidationError:\n    print('rejected')\n"
+            "print(sys.modules.get('rfc3987_syntax', 'absent'))\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.split() == ["rejected", "None"], run.stdout + run.stderr

@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import settings
+from . import settings, skip_iri_grammars
 
 
 def _repo() -> Path:
@@ -22,6 +22,7 @@ def _repo() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    skip_iri_grammars()
     repo = _repo()
     parser = argparse.ArgumentParser(prog="course", description="Instructor commands of the course.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
