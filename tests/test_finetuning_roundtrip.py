@@ -40,16 +40,18 @@ def _lora_b_random():
 CLASS = {
     "right": (lambda: submission(A), FULL, []),
     "blank": (lambda: submission(A, use_solution=False), 0, ["not implemented yet"]),
-    # three exercises wrong in three catalogued ways: each loses its own 3 points, each named
-    "three_mistakes": (lambda: submission(A, {"SentenceClassifier_answer": CLS_POOLING,
-                                              "precision_recall_f1_answer": SWAPPED,
-                                              "LoRALinear_answer": _lora_b_random()}), FULL - 9,
-                       ["known mistake: first-token ([CLS]) pooling instead of the mean",
-                        "known mistake: precision and recall swapped",
-                        "known mistake: B initialised randomly"]),
-    "uses_the_answer_key": (lambda: submission(A, {"freeze_lower_layers_answer":
-                                                   "from course_lib.reference.finetuning import freeze_lower_layers\n"}),
-                            FULL - 3, ["freeze_lower_layers"]),
+    # four exercises wrong: three in catalogued ways and one that imports the answer key. Each
+    # loses its own 3 points, each is named, and the fifth keeps its points.
+    "four_wrong": (lambda: submission(A, {"SentenceClassifier_answer": CLS_POOLING,
+                                          "precision_recall_f1_answer": SWAPPED,
+                                          "LoRALinear_answer": _lora_b_random(),
+                                          "freeze_lower_layers_answer":
+                                              "from course_lib.reference.finetuning import freeze_lower_layers\n"}),
+                   FULL - 12,
+                   ["known mistake: first-token ([CLS]) pooling instead of the mean",
+                    "known mistake: precision and recall swapped",
+                    "known mistake: B initialised randomly",
+                    "answer key"]),
 }
 
 
@@ -61,6 +63,7 @@ def graded(tmp_path_factory):
 @pytest.mark.parametrize("student", list(CLASS))
 def test_each_submission_gets_exactly_what_it_deserves(graded, student):
     _, expected, words = CLASS[student]
-    # three_mistakes: the points lost are exactly those of the three wrong exercises
-    lost = {"LoRALinear", "precision_recall_f1", "SentenceClassifier"} if student == "three_mistakes" else None
+    # four_wrong: the points lost are exactly those of the four wrong exercises
+    lost = ({"LoRALinear", "precision_recall_f1", "SentenceClassifier", "freeze_lower_layers"}
+            if student == "four_wrong" else None)
     assert_graded_as(graded[student], expected, words, lost)
