@@ -190,7 +190,7 @@ def test_cli_help_names_the_commands():
     assert "release" in run.stdout and "autograde" in run.stdout
 
 
-def test_workers_skip_the_iri_grammars_and_nbformat_still_validates():
+def test_skipping_the_iri_grammars_keeps_nbformat_validating():
     # The grading worker and the CLI keep jsonschema from compiling rfc3987_syntax's grammars
     # (seconds per worker); nbformat must still accept a released notebook and reject a broken one.
     code = ("import sys\nfrom course_lib.instructor import skip_iri_grammars\nskip_iri_grammars()\n"
