@@ -2,6 +2,7 @@
 solution notebook runs top to bottom, and in a real kernel the checks speak as designed."""
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import tempfile
@@ -57,16 +58,32 @@ def test_notebook_structure_follows_the_course_conventions(assignment):
 
 
 class _Client(NotebookClient):
+    ran_a_cell = False
+
     def on_comm_open_jupyter_widget(self, msg):
         return None      # as nbgrader's Execute here: see no_output_widget_stand_in
 
+    async def async_execute_cell(self, *args, **kwargs):
+        self.ran_a_cell = True
+        return await super().async_execute_cell(*args, **kwargs)
 
-def _run(path: Path, tmp: Path) -> nbformat.NotebookNode:
-    nb = nbformat.read(path, as_version=4)
+
+def _run(path: Path, tmp: Path, starts: int = 3) -> nbformat.NotebookNode:
+    """Run a notebook in a fresh kernel. One that dies before running any cell is started again
+    (``starts`` in all), as grading kernels are: kernels started side by side, as the parallel
+    suite does, now and then die at startup when another process takes a port picked for them."""
     os.environ.setdefault("MPLBACKEND", "Agg")
-    _Client(nb, timeout=300, kernel_name="python3", allow_errors=True,
-            resources={"metadata": {"path": str(tmp)}}).execute()
-    return nb
+    for start in range(1, starts + 1):
+        nb = nbformat.read(path, as_version=4)
+        client = _Client(nb, timeout=300, kernel_name="python3", allow_errors=True,
+                         resources={"metadata": {"path": str(tmp)}})
+        try:
+            client.execute()
+            return nb
+        except Exception:
+            atexit.unregister(client._cleanup_kernel)     # nbclient's, for a kernel already gone
+            if client.ran_a_cell or start == starts:
+                raise
 
 
 def _errors(nb):
@@ -131,3 +148,25 @@ def test_validate_and_autograde_show_an_explorer_in_the_cell_not_in_a_stand_in_w
     outputs = nb.cells[0].outputs
     assert [o.text for o in outputs if o.output_type == "stream"] == ["a = 0.5\n"], outputs
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
+
+
+def test_a_notebook_kernel_that_dies_while_starting_is_started_again(tmp_path, monkeypatch):
+    from test_kernel_start import SITECUSTOMIZE
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("KERNEL_START_MARKER", str(tmp_path / "deaths"))
+    path = tmp_path / "tiny.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")]), path)
+
+    monkeypatch.setenv("KERNEL_START_DEATHS", "1")
+    nb = _run(path, tmp_path)
+    assert (tmp_path / "deaths").read_text() == "1"
+    assert [o.get("text") for o in nb.cells[0].outputs] == ["42\n"]
+
+    (tmp_path / "deaths").unlink()
+    monkeypatch.setenv("KERNEL_START_DEATHS", "99")
+    with pytest.raises(RuntimeError, match="died before replying"):
+        _run(path, tmp_path, starts=2)
+    assert (tmp_path / "deaths").read_text() == "2"        # both starts, then the failure is shown
