@@ -22,13 +22,19 @@ if deaths < int(os.environ["KERNEL_START_DEATHS"]):
 """
 
 
-def _execute(tmp_path, monkeypatch, deaths: int):
+def kernels_die_at_start(tmp_path, monkeypatch, deaths: int):
+    """Make the next ``deaths`` Python processes exit at once; ``tmp_path / "deaths"`` counts them."""
     site = tmp_path / "site"
-    site.mkdir()
+    site.mkdir(exist_ok=True)
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("KERNEL_START_MARKER", str(tmp_path / "deaths"))
     monkeypatch.setenv("KERNEL_START_DEATHS", str(deaths))
+    (tmp_path / "deaths").unlink(missing_ok=True)
+
+
+def _execute(tmp_path, monkeypatch, deaths: int):
+    kernels_die_at_start(tmp_path, monkeypatch, deaths)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     return CourseExecute(timeout=60, startup_attempts=3).preprocess(nb, {"metadata": {"path": str(tmp_path)}})[0]

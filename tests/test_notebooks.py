@@ -151,22 +151,16 @@ def test_validate_and_autograde_show_an_explorer_in_the_cell_not_in_a_stand_in_w
 
 
 def test_a_notebook_kernel_that_dies_while_starting_is_started_again(tmp_path, monkeypatch):
-    from test_kernel_start import SITECUSTOMIZE
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
-    monkeypatch.setenv("KERNEL_START_MARKER", str(tmp_path / "deaths"))
+    from test_kernel_start import kernels_die_at_start
     path = tmp_path / "tiny.ipynb"
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")]), path)
 
-    monkeypatch.setenv("KERNEL_START_DEATHS", "1")
+    kernels_die_at_start(tmp_path, monkeypatch, deaths=1)
     nb = _run(path, tmp_path)
     assert (tmp_path / "deaths").read_text() == "1"
     assert [o.get("text") for o in nb.cells[0].outputs] == ["42\n"]
 
-    (tmp_path / "deaths").unlink()
-    monkeypatch.setenv("KERNEL_START_DEATHS", "99")
+    kernels_die_at_start(tmp_path, monkeypatch, deaths=99)
     with pytest.raises(RuntimeError, match="died before replying"):
         _run(path, tmp_path, starts=2)
     assert (tmp_path / "deaths").read_text() == "2"        # both starts, then the failure is shown
