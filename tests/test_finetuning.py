@@ -207,6 +207,73 @@ def test_loader_check_accepts_a_loader_that_keeps_the_checkpoints_dtype(how):
         assert "float64" in r.message
 
 
+def _renamed(state_dict):
+    from course_lib.reference.finetuning import IGNORED_KEYS, _course_name
+    return {(_course_name(k) or k): v for k, v in state_dict.items() if k not in IGNORED_KEYS}
+
+
+def test_loader_check_accepts_strict_load_state_dicts_refusal_and_names_another_error():
+    from course_lib.exercises.ex09_finetuning import LOADER
+    from course_lib.grading.engine import evaluate
+
+    def strict(state_dict, config):               # no key check of its own: load_state_dict raises RuntimeError
+        model = BertEncoder(config)
+        model.load_state_dict(_renamed(state_dict), strict=True)
+        return model
+
+    def value_error(state_dict, config):
+        model = BertEncoder(config)
+        if set(_renamed(state_dict)) != set(model.state_dict()):
+            raise ValueError("keys differ")
+        model.load_state_dict(_renamed(state_dict))
+        return model
+
+    for suite in ("visible", "hidden"):
+        r = evaluate(LOADER, strict, suite=suite)
+        assert r.passed, r.message
+    r = evaluate(LOADER, value_error, suite="visible")
+    assert not r.passed and "must raise" in r.message
+    assert "expected  raised KeyError" in r.message and "got       raised ValueError (keys differ), not KeyError" in r.message
+
+
+def test_loader_check_refuses_a_loader_that_renames_the_checkpoint_in_place():
+    """The notebook loads one checkpoint dict again for every model: renaming its keys in place
+    works once, then the next load finds none of BERT's names."""
+    from course_lib.exercises.ex09_finetuning import LOADER
+    from course_lib.grading.engine import evaluate
+
+    def in_place(state_dict, config):
+        renamed = _renamed(state_dict)
+        state_dict.clear()
+        state_dict.update(renamed)
+        model = BertEncoder(config)
+        model.load_state_dict(state_dict)
+        return model
+
+    r = evaluate(LOADER, in_place, suite="visible")
+    assert not r.passed and "changed the state_dict it was given" in r.message, r.message
+
+
+def test_freeze_check_says_which_parts_train():
+    from course_lib.exercises.ex09_finetuning import FREEZE
+    from course_lib.grading.engine import evaluate
+
+    def head_frozen_too(model, n_layers):       # the right count, the wrong flags
+        if not 0 <= n_layers <= len(model.encoder.layers):
+            raise ValueError("n_layers out of range")
+        frozen = [model.encoder.embeddings, *model.encoder.layers[:n_layers], model.head]
+        for p in model.parameters():
+            p.requires_grad_(True)
+        for m in frozen:
+            m.requires_grad_(False)
+        return sum(p.numel() for p in model.parameters() if p.requires_grad) + sum(p.numel() for p in model.head.parameters())
+
+    r = evaluate(FREEZE, head_frozen_too, suite="visible")
+    assert not r.passed
+    assert ("expected  embeddings frozen, layers.0 frozen, layers.1 frozen, layers.2 trains, layers.3 trains, head trains\n"
+            "  got       embeddings frozen, layers.0 frozen, layers.1 frozen, layers.2 trains, layers.3 trains, head frozen") in r.message, r.message
+
+
 def test_classifier_check_has_one_token_sentences_where_its_label_says():
     from course_lib.exercises.ex09_finetuning import SENTENCE_CLASSIFIER
     from course_lib.grading.engine import build_runs

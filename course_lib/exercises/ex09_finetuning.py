@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from course_lib.grading.engine import DEVICE
 from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
 from course_lib.models.bert import BertConfig, BertEncoder
 from course_lib.reference import finetuning as ref
@@ -108,13 +107,22 @@ def _call_loader(impl, inputs):
     forward pass at float64's tolerance."""
     w = inputs["state_dict"]["embeddings.word_embeddings.weight"]          # the case's dtype and device
     sd = {k: (v.float() if v.is_floating_point() else v) for k, v in inputs["state_dict"].items()}
+    given = dict(sd)
     if inputs["expect_error"]:
         try:
             impl(sd, inputs["config"])
-        except Exception:             # KeyError (the contract) or load_state_dict's RuntimeError
-            return "raised an error"
+        except (KeyError, RuntimeError):          # KeyError (the contract) or load_state_dict's RuntimeError
+            return "raised KeyError"
+        except NotImplementedError:
+            raise
+        except Exception as e:
+            return f"raised {type(e).__name__} ({str(e)[:80]}), not KeyError"
         return "loaded without complaint"
     model = impl(sd, inputs["config"])
+    if sd.keys() != given.keys() or any(sd[k] is not v for k, v in given.items()):
+        raise ValueError("load_pretrained_encoder changed the state_dict it was given (keys renamed, added or "
+                         "removed): the notebook loads the same checkpoint again for every model, so build a "
+                         "new dict of renamed keys and leave the checkpoint as it is")
     if not isinstance(model, nn.Module):
         raise TypeError(f"load_pretrained_encoder must return the BertEncoder, got {type(model).__name__}")
     return _eval_output(model.to(device=w.device, dtype=w.dtype), inputs)
@@ -351,11 +359,23 @@ def _freeze_case(cfg_fn, n_layers, start="trainable", n_classes=2):
     def make(g):
         cfg = cfg_fn(g) if callable(cfg_fn) else cfg_fn
         n = n_layers(cfg) if callable(n_layers) else n_layers
-        return {"config": cfg, "n_layers": n, "start": start, "n_classes": n_classes, "device": DEVICE}
+        return {"config": cfg, "n_layers": n, "start": start, "n_classes": n_classes}
     return make
 
 
+def _what_trains(model) -> str:
+    """'embeddings frozen, layers.0 frozen, layers.1 trains, head trains' ('partly frozen' where mixed)."""
+    parts = [("embeddings", model.encoder.embeddings),
+             *((f"layers.{i}", layer) for i, layer in enumerate(model.encoder.layers)), ("head", model.head)]
+    words = []
+    for name, module in parts:
+        flags = {p.requires_grad for p in module.parameters()}
+        words.append(f"{name} {'trains' if flags == {True} else 'frozen' if flags == {False} else 'partly frozen'}")
+    return ", ".join(words)
+
+
 def _call_freeze(impl, inputs):
+    """(the returned count, which parts train in words), or 'raised ValueError'."""
     model = _TinyClassifier(inputs["config"], inputs["n_classes"])
     if inputs["start"] == "frozen":
         for p in model.parameters():
@@ -364,8 +384,7 @@ def _call_freeze(impl, inputs):
         count = impl(model, inputs["n_layers"])
     except ValueError:
         return "raised ValueError"
-    flags = torch.tensor([p.requires_grad for p in model.parameters()], device=inputs["device"])
-    return count, flags
+    return count, _what_trains(model)
 
 
 def _in_range(model, n_layers):
@@ -501,7 +520,8 @@ def _lora_random(g):
 
 
 def _call_lora(cls, inputs):
-    """(equal to base at init, B gets a gradient, base frozen, trainable count, output with A, B set)."""
+    """(equal to base at the start, B gets a gradient, base frozen: each in words; the trainable count;
+    the output once A and B are set to the case's values)."""
     x, W = inputs["x"], inputs["W"]
     base = nn.Linear(W.shape[1], W.shape[0], bias=inputs["bias"]).to(device=x.device, dtype=x.dtype)
     with torch.no_grad():
@@ -516,10 +536,13 @@ def _call_lora(cls, inputs):
             got = tuple(p.shape) if isinstance(p, torch.Tensor) else type(p).__name__
             raise ValueError(f"LoRALinear.{name} must be an nn.Parameter of shape {tuple(shape)}, found {got}")
     y0 = m(x)
-    same_at_init = bool(torch.allclose(y0, want, atol=1e-6, rtol=1e-5))
+    same_at_init = ("output equal to base(x) at the start" if torch.allclose(y0, want, atol=1e-6, rtol=1e-5)
+                    else "output different from base(x) at the start")
     y0.pow(2).sum().backward()
-    b_learns = m.B.grad is not None and bool(m.B.grad.abs().sum() > 0)
-    base_frozen = not any(p.requires_grad for p in base.parameters())
+    b_learns = ("B gets a gradient" if m.B.grad is not None and bool(m.B.grad.abs().sum() > 0)
+                else "B gets no gradient")
+    still = [f"base.{n}" for n, p in base.named_parameters() if p.requires_grad]
+    base_frozen = f"{' and '.join(still)} still trainable" if still else "every parameter of base frozen"
     trainable = sum(p.numel() for p in m.parameters() if p.requires_grad)
     with torch.no_grad():
         m.A.copy_(inputs["A"])
@@ -529,13 +552,15 @@ def _call_lora(cls, inputs):
 
 
 class _LoRABase(nn.Module):
-    a_scale, b_random, freeze = 1.0, False, True
+    a_scale, b_random, freeze = 1.0, False, "all"
 
     def __init__(self, base, r=8, alpha=16):
         super().__init__()
         self.base = base
-        if self.freeze:
+        if self.freeze == "all":
             base.requires_grad_(False)
+        elif self.freeze == "weight":
+            base.weight.requires_grad_(False)
         w = base.weight
         self.A = nn.Parameter(torch.randn(r, w.shape[1], device=w.device, dtype=w.dtype) * self.a_scale)
         self.B = nn.Parameter((torch.randn if self.b_random else torch.zeros)(w.shape[0], r, device=w.device, dtype=w.dtype))
@@ -578,9 +603,12 @@ LORA = Exercise(
                 "update is at a given learning rate."),
         Mistake("scale alpha/r forgotten", _lora(scale=lambda self: 1.0),
                 "Multiply the low-rank path by alpha / r."),
-        Mistake("base layer not frozen", _lora(freeze=False),
+        Mistake("base layer not frozen", _lora(freeze="none"),
                 "LoRA trains only A and B: set requires_grad=False on base.weight and base.bias; the\n"
                 "trainable count is then r·(in_features + out_features)."),
+        Mistake("base.bias left trainable", _lora(freeze="weight"),
+                "Freeze the base's bias as well as its weight (when it has one: base.bias may be None);\n"
+                "base.requires_grad_(False) does both. Only A and B train."),
         Mistake("base(x) left out: only the low-rank path returned",
                 _lora(forward=lambda self, x: x @ self.A.T @ self.B.T * self.scale()),
                 "The low-rank path is an update added to the frozen layer's output: base(x) + scale·x AᵀBᵀ."),
