@@ -250,3 +250,38 @@ def test_no_machine_paths_in_the_modules():
     from course_lib import shakespeare
     for mod in (training, shakespeare):
         assert not re.search(r"/(work|home|tmp)/", inspect.getsource(mod))
+
+
+# ------------------------------------------------------------------ the checks (ex08) on answers that once fooled them
+def _evaluate(name, answer):
+    from course_lib.exercises import ex08_pretraining as ex08
+    from course_lib.grading.engine import evaluate
+    exercise = {e.name: e for e in (ex08.GET_BATCH, ex08.LM_LOSS, ex08.MLM_MASK, ex08.TRAIN_STEP)}[name]
+    return evaluate(exercise, answer, suite="visible")
+
+
+def test_lm_loss_check_refuses_a_loss_cut_from_the_graph():
+    """Its value is right; train_step's backward() would then fail, far from the cause."""
+    import torch.nn.functional as F
+
+    def detached(logits, targets):
+        return F.cross_entropy(logits.detach().reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+    r = _evaluate("lm_loss", detached)
+    assert not r.passed and "autograd cannot differentiate" in r.message, r.message
+
+
+def test_mlm_mask_check_judges_an_in_place_answer_on_the_tokens_it_was_given():
+    """Right labels, but tokens changed in place: the verdict is that change, not 'labels differ'."""
+    def in_place(tokens, mask_id, vocab_size, p=0.15, generator=None):
+        chosen = torch.rand(tokens.shape, generator=generator) < p
+        r = torch.rand(tokens.shape, generator=generator)
+        rnd = torch.randint(vocab_size, tokens.shape, generator=generator)
+        labels = torch.where(chosen, tokens, torch.full_like(tokens, -100))
+        tokens[chosen & (r >= 0.8) & (r < 0.9)] = rnd[chosen & (r >= 0.8) & (r < 0.9)]
+        tokens[chosen & (r < 0.8)] = mask_id
+        return tokens, labels
+
+    r = _evaluate("mlm_mask", in_place)
+    assert not r.passed
+    assert "changed its input tokens in place" in r.message and "labels differ" not in r.message, r.message

@@ -92,6 +92,13 @@ def _m_window_short(data, block_size, batch_size, generator=None):
     return x, y
 
 
+def _m_swapped(data, block_size, batch_size, generator=None):
+    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+    x = torch.stack([data[s:s + block_size] for s in starts.tolist()])
+    y = torch.stack([data[s + 1:s + block_size + 1] for s in starts.tolist()])
+    return y, x
+
+
 def _m_start_too_far(data, block_size, batch_size, generator=None):
     starts = torch.randint(len(data) - block_size + 1, (batch_size,), generator=generator)
     x = torch.stack([data[s:s + block_size] for s in starts.tolist()])
@@ -115,6 +122,9 @@ GET_BATCH = Exercise(
         Mistake("starts drawn from one too few positions", _m_window_short,
                 "Draw starts with torch.randint(len(data) - block_size, ...): the last window starting at\n"
                 "len(data) - block_size - 1 still has its target inside the data."),
+        Mistake("x and y swapped", _m_swapped,
+                "Return (x, y): x the window the model reads, y the same window one token later (the\n"
+                "targets)."),
         Mistake("starts can run past the end", _m_start_too_far,
                 "With torch.randint(len(data) - block_size + 1, ...) the last start leaves y one token short;\n"
                 "use len(data) - block_size."),
@@ -136,6 +146,19 @@ def _loss_random(g):
     return _loss_case(_ri(g, 2, 5), _ri(g, 6, 9), _ri(g, 3, 20))(g)
 
 
+def _call_loss(fn, inputs):
+    """The loss; and a second call, on logits that require grad, must give a loss autograd can
+    differentiate: a loss cut from the graph passes every value check, then train_step's
+    loss.backward() fails far from the cause."""
+    loss = fn(inputs["logits"], inputs["targets"])
+    probe = fn(inputs["logits"].detach().clone().requires_grad_(True) * 1, inputs["targets"])
+    if isinstance(probe, torch.Tensor) and not probe.requires_grad:
+        raise ValueError("lm_loss returned a loss autograd cannot differentiate (requires_grad is False although "
+                         "logits requires grad): .detach(), .item(), torch.tensor(...) or torch.no_grad() cut "
+                         "it from the graph, and train_step's loss.backward() would fail")
+    return loss
+
+
 def _m_sum(logits, targets):
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
 
@@ -152,8 +175,12 @@ def _m_last_only(logits, targets):
     return F.cross_entropy(logits[:, -1], targets[:, -1])
 
 
+def _m_mean_over_batch(logits, targets):
+    return _m_sum(logits, targets) / logits.shape[0]
+
+
 LM_LOSS = Exercise(
-    name="lm_loss", notebook="08_pretraining", reference=ref.lm_loss,
+    name="lm_loss", notebook="08_pretraining", reference=ref.lm_loss, call=_call_loss,
     visible=[
         Case("logits (2, 3, 5), targets (2, 3)", _loss_case(2, 3, 5)),
         Case("logits (4, 7, 11), targets (4, 7)", _loss_case(4, 7, 11)),
@@ -171,6 +198,9 @@ LM_LOSS = Exercise(
                 "otherwise each position is scored against another position's target."),
         Mistake("only the last position scored", _m_last_only,
                 "Every position is a prediction: score all T of them, not just the last."),
+        Mistake("averaged over the batch only (summed over T)", _m_mean_over_batch,
+                "The mean is over all B·T positions: summed over T, the loss grows with the context\n"
+                "length, and so do the gradients at a given learning rate."),
     ],
     hint="F.cross_entropy wants (N, V) logits and (N,) targets: reshape (B, T, V) → (B*T, V).",
 )
@@ -199,8 +229,10 @@ def _call_mlm(fn, inputs):
     drawn from [0, vocab_size) sometimes land on [MASK] or on the original token), within ± _MLM_TOL."""
     tokens, mask_id, V, p = inputs["tokens"], inputs["mask_id"], inputs["vocab_size"], inputs["p"]
     kw = {k: v for k, v in inputs.items() if k != "seed"}
+    given = tokens.clone()         # an answer that changes tokens in place is judged on what it was given
     got = fn(**kw, generator=_gen(inputs["seed"]))
-    again = fn(**kw, generator=_gen(inputs["seed"]))
+    again = fn(**dict(kw, tokens=given.clone()), generator=_gen(inputs["seed"]))
+    tokens = given
     pair = isinstance(got, (tuple, list)) and len(got) == 2
     inp, lab = got if pair else (None, None)
     state = {}
@@ -564,6 +596,16 @@ def _m_clip_after_step(model, batch, optimizer, max_norm):
     return loss.item()
 
 
+def _m_loss_after_step(model, batch, optimizer, max_norm):
+    x, y = batch
+    optimizer.zero_grad()
+    ref.lm_loss(model(x), y).backward()
+    clip_grad_norm(model.parameters(), max_norm)
+    optimizer.step()
+    with torch.no_grad():
+        return ref.lm_loss(model(x), y).item()
+
+
 def _m_returns_tensor(model, batch, optimizer, max_norm):
     x, y = batch
     optimizer.zero_grad()
@@ -595,6 +637,9 @@ TRAIN_STEP = Exercise(
                 "The weights moved as if the gradients had not been clipped. Clip between loss.backward() and\n"
                 "optimizer.step(): clip_grad_norm rescales the gradients the step is about to use, so called\n"
                 "after the step (or not at all) it changes nothing."),
+        Mistake("loss measured after the update", _m_loss_after_step,
+                "Return the loss the step was computed from, before optimizer.step(): the loss of the\n"
+                "updated model on the same batch is lower, and the training curve would flatter the model."),
         Mistake("loss returned as a tensor", _m_returns_tensor,
                 "Return loss.item() (a Python float): a tensor keeps memory alive and cannot be logged cheaply."),
         Mistake("train_step returned None", _m_returns_none,
