@@ -88,6 +88,14 @@ def _m_unscaled(q, k, v, mask=None):
     return _finish(q @ k.mT, v, mask)
 
 
+def _m_naive_softmax(q, k, v, mask=None):
+    e = torch.exp(q @ k.mT / math.sqrt(q.shape[-1]))
+    if mask is not None:
+        e = e.masked_fill(~mask, 0.0)
+    w = (e / e.sum(-1, keepdim=True)).nan_to_num(0.0)
+    return w @ v, w
+
+
 def _m_by_dk(q, k, v, mask=None):
     return _finish(q @ k.mT / q.shape[-1], v, mask)
 
@@ -146,19 +154,23 @@ SDPA = Exercise(
         Case("q (1, 3, 3, 6), k (1, 3, 7, 6), v (1, 3, 7, 5) with one (3, 7) mask broadcast over batch and heads",
              _sdpa_case((1, 3, 3, 6), (1, 3, 7, 6), 5, "keys")),
         Case("q, k (2, 5, 16) with large values (logits in the hundreds), v (2, 5, 4)",
-             _sdpa_case((2, 5, 16), (2, 5, 16), 4, None, scale=6.0)),
+             _sdpa_case((2, 5, 16), (2, 5, 16), 4, None, scale=10.0)),
     ],
     hidden=[
         Case("q, k, v of random shapes with batch and head axes, no mask", _sdpa_random()),
         Case("random shapes with a causal mask", _sdpa_random("causal")),
         Case("random shapes with fully masked rows", _sdpa_random("rows")),
-        Case("random shapes with a broadcast (T_q, T_k) mask and large logits", _sdpa_random("keys", scale=5.0)),
+        Case("random shapes with a broadcast (T_q, T_k) mask and large logits", _sdpa_random("keys", scale=10.0)),
     ],
     mistakes=[
         Mistake("no 1/√d_k scaling",
                 _m_unscaled,
                 "The scores are q·k / √d_k. Without the division, the logits grow with d_k and the\n"
                 "softmax saturates: nearly all the weight lands on one key."),
+        Mistake("softmax as exp / sum without subtracting the row maximum",
+                _m_naive_softmax,
+                "exp of a logit above about 88 overflows float32 to inf, and inf / inf is NaN. Use\n"
+                "torch.softmax, or subtract each row's maximum before exp: softmax(s) = softmax(s - max s)."),
         Mistake("divided by d_k instead of √d_k",
                 _m_by_dk,
                 "A dot product of d_k unit-variance terms has variance d_k, so its standard deviation\n"
