@@ -465,7 +465,7 @@ def _run_clip(fn, inputs):
     params = [torch.nn.Parameter(torch.zeros_like(gr if gr is not None else inputs["g0"]))
               for gr in grads]
     _set_grads(params, grads)
-    total = fn(params, inputs["max_norm"])
+    total = fn((p for p in params), inputs["max_norm"])       # a generator, as model.parameters() is
     dtype = params[0].dtype
     device = params[0].device                             # where the case runs
     total = torch.as_tensor(total).detach().to(device, dtype).reshape(())
@@ -524,6 +524,11 @@ CLIP_EX = Exercise(
         Mistake("gradients scaled up when the norm is below max_norm",
                 lambda params, max_norm: _clip_always(params, max_norm),
                 "Clipping only ever shrinks: multiply by min(1, max_norm / norm)."),
+        Mistake("params walked twice: the second pass found nothing to clip",
+                lambda params, max_norm: _clip_two_passes(params, max_norm),
+                "params may be a generator (model.parameters() is one): the first loop, measuring the\n"
+                "norm, uses it up, and a second loop over params sees no parameter. Walk it once: keep\n"
+                "the grads in a list (grads = [p.grad for p in params if p.grad is not None])."),
         Mistake("returned the norm after clipping", lambda params, max_norm: _clip_after(params, max_norm),
                 "Return the total norm measured before clipping (it is what you log to see spikes)."),
         Mistake("norms of the tensors added up instead of sqrt of the sum of squares",
@@ -541,6 +546,15 @@ CLIP_EX = Exercise(
 
 def _grads(params):
     return [p.grad for p in params if p.grad is not None]
+
+
+def _clip_two_passes(params, max_norm):
+    total = torch.stack([p.grad.norm() for p in params if p.grad is not None]).norm()
+    if total > max_norm:
+        for p in params:                  # a generator is used up by now: nothing is scaled
+            if p.grad is not None:
+                p.grad.mul_(max_norm / (total + 1e-6))
+    return total
 
 
 def _clip_per_tensor(params, max_norm):
