@@ -56,6 +56,7 @@ NO_AUTOGRAD = [
     Forbidden("torch.autograd.grad", "this exercise is the backward pass by hand, without autograd",
               aten=("aten::native_layer_norm_backward",)),
     Forbidden("torch.Tensor.backward", "this exercise is the backward pass by hand, without autograd"),
+    Forbidden("torch.autograd.backward", "this exercise is the backward pass by hand, without autograd"),
 ]
 
 
@@ -312,6 +313,11 @@ def _mb_gb_times_weight(grad_out, x, weight, eps=1e-5):
     return gx, _sum_batch(grad_out * x_hat, x), _sum_batch(grad_out * weight, x)
 
 
+def _mb_eps_fixed(grad_out, x, weight, eps=1e-5):
+    gx, x_hat = _correct_gx(grad_out, x, weight, 1e-5)
+    return _bw_from(gx, grad_out, x, x_hat)
+
+
 def _mb_unbiased(grad_out, x, weight, eps=1e-5):
     x_hat, rstd = _bw_parts(x, weight, eps, unbiased=True)
     g = grad_out * weight
@@ -331,6 +337,7 @@ LAYER_NORM_BACKWARD = Exercise(
         Case("grad_out and x of shape (2, 2, 3, 6)", _bw_case((2, 2, 3, 6))),
         Case("x of shape (3, 16), values around 1e-3", _bw_case((3, 16), scale=1e-3), atol=1e-3, rtol=1e-3),
         Case("x of shape (3, 16), values around 1e3", _bw_case((3, 16), scale=1e3)),
+        Case("x of shape (3, 16), values around 1e-2, eps=0.01", _bw_case((3, 16), scale=1e-2, eps=1e-2)),
         Case("x of shape (4, 8) whose first two rows are constant", _bw_case((4, 8), constant=True),
              atol=1e-3, rtol=1e-4),
     ],
@@ -340,6 +347,8 @@ LAYER_NORM_BACKWARD = Exercise(
         Case("x of a random shape, values around 1e-3", _bw_random(scale=1e-3, dims=2), atol=1e-3, rtol=1e-3),
         Case("x of a random shape with constant rows", _bw_random(constant=True), atol=1e-3, rtol=1e-4),
         Case("grad_out and x: a single vector of random length", _bw_random(dims=1)),
+        Case("x of a random shape, values around 1e-2, eps=0.01",
+             lambda g: _bw_case(_random_shape(g, 2), scale=1e-2, eps=1e-2)(g)),
     ],
     mistakes=[
         Mistake("grad_weight not summed over the batch axes", _mb_gw_not_summed,
@@ -368,6 +377,9 @@ LAYER_NORM_BACKWARD = Exercise(
                 "y = x̂ · weight + bias: ∂y/∂weight is x̂, the normalised input, not x."),
         Mistake("grad_bias multiplied by the weight", _mb_gb_times_weight,
                 "∂y/∂bias = 1, so grad_bias is grad_out summed over the batch axes; the weight plays no part."),
+        Mistake("eps argument ignored (1e-5 hard-coded)", _mb_eps_fixed,
+                "Use the eps you are given: the forward divided by √(σ² + eps) with that eps, so r, x̂ and\n"
+                "the gradients depend on it (it matters when the variance is near eps)."),
         Mistake("unbiased variance in the backward", _mb_unbiased,
                 "The forward divides by D when it computes σ², so the backward must too."),
     ],
