@@ -315,8 +315,9 @@ PAD = Exercise(
 _PROJ = ("q_proj", "k_proj", "v_proj", "out_proj")
 
 
-def _mha_case(B, Tq, d, H, Tk=None, mask=None, bias=True):
-    """Tk set: cross-attention on a context of Tk positions. mask: None, "causal" or "padding"."""
+def _mha_case(B, Tq, d, H, Tk=None, mask=None, bias=True, dropout=0.0):
+    """Tk set: cross-attention on a context of Tk positions. mask: None, "causal" or "padding".
+    dropout: the module's probability; the check runs it in eval mode, where nothing is dropped."""
     def make(g):
         s = 1 / math.sqrt(d)
         weights = {}
@@ -324,7 +325,8 @@ def _mha_case(B, Tq, d, H, Tk=None, mask=None, bias=True):
             weights[f"{name}.weight"] = _randn(g, d, d, scale=s)
             if bias:
                 weights[f"{name}.bias"] = _randn(g, d, scale=0.1)
-        out = {"x": _randn(g, B, Tq, d), "d_model": d, "n_heads": H, "bias": bias, "weights": weights,
+        out = {"x": _randn(g, B, Tq, d), "d_model": d, "n_heads": H, "bias": bias, "dropout": dropout,
+               "weights": weights,
                "context": None if Tk is None else _randn(g, B, Tk, d), "mask": None}
         T_keys = Tq if Tk is None else Tk
         if mask == "causal":
@@ -337,18 +339,18 @@ def _mha_case(B, Tq, d, H, Tk=None, mask=None, bias=True):
     return make
 
 
-def _mha_random(cross=False, mask=None, bias=True):
+def _mha_random(cross=False, mask=None, bias=True, dropout=0.0):
     def make(g):
         B, Tq, H, D = _ri(g, 1, 3), _ri(g, 2, 8), _ri(g, 2, 4), _ri(g, 2, 6)
         Tk = _ri(g, 2, 8) if cross else None
-        return _mha_case(B, Tq, H * D, H, Tk, mask, bias)(g)
+        return _mha_case(B, Tq, H * D, H, Tk, mask, bias, dropout)(g)
     return make
 
 
 def _call_mha(impl, inputs):
     """Build the module, load the case's weights into its four projections, run it in eval mode."""
     x = inputs["x"]
-    module = impl(inputs["d_model"], inputs["n_heads"], dropout=0.0, bias=inputs["bias"])
+    module = impl(inputs["d_model"], inputs["n_heads"], dropout=inputs["dropout"], bias=inputs["bias"])
     for name in _PROJ:
         lin = getattr(module, name, None)
         if not isinstance(lin, nn.Linear):
@@ -414,11 +416,14 @@ MHA = Exercise(
         Case("self-attention with a causal (6, 6) mask, x (1, 6, 16), 4 heads", _mha_case(1, 6, 16, 4, mask="causal")),
         Case("cross-attention with a (3, 1, 1, 5) padding mask, bias=False, 2 heads",
              _mha_case(3, 4, 6, 2, Tk=5, mask="padding", bias=False)),
+        Case("self-attention, x (2, 5, 12), 3 heads, dropout=0.5 in eval mode: nothing may be dropped",
+             _mha_case(2, 5, 12, 3, dropout=0.5)),
     ],
     hidden=[
         Case("self-attention of a random size", _mha_random()),
         Case("cross-attention of a random size with a padding mask", _mha_random(cross=True, mask="padding")),
         Case("causal self-attention of a random size, bias=False", _mha_random(mask="causal", bias=False)),
+        Case("self-attention of a random size, dropout=0.3 in eval mode", _mha_random(dropout=0.3)),
     ],
     mistakes=[
         Mistake("out_proj forgotten", _kind(no_out_proj=True),
