@@ -142,3 +142,38 @@ def test_round_trip_scores(graded, student):
     _, expected, words = CLASS[student]
     lost = {"AdamW"} if student == "coupled_decay" else None
     assert_graded_as(graded[student], expected, words, lost)
+
+
+def test_clip_and_schedule_checks_say_what_came_back_when_it_is_not_a_number():
+    """A forgotten return (None) or the per-tensor norms used to surface as torch's own errors
+    from inside the check ('Could not infer dtype of NoneType'), with no line of the answer."""
+    import math
+
+    import torch
+
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    def clip_no_return(params, max_norm):
+        grads = [p.grad for p in params if p.grad is not None]
+        total = torch.stack([g.pow(2).sum() for g in grads]).sum().sqrt()
+        if total > max_norm:
+            for g in grads:
+                g.mul_(max_norm / (total + 1e-6))
+
+    def clip_per_tensor_norms(params, max_norm):
+        return torch.stack([p.grad.norm() for p in params if p.grad is not None])
+
+    def lr_without_the_tail(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+        if step < warmup_steps:
+            return max_lr * (step + 1) / warmup_steps
+        if step < total_steps:
+            progress = (step - warmup_steps) / (total_steps - warmup_steps)
+            return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    r = evaluate(get_exercise("clip_grad_norm"), clip_no_return)
+    assert not r.passed and "clip_grad_norm returned None; expected the global norm" in r.message, r.message
+    r = evaluate(get_exercise("clip_grad_norm"), clip_per_tensor_norms)
+    assert not r.passed and "returned a tensor of shape (3,)" in r.message, r.message
+    r = evaluate(get_exercise("lr_at"), lr_without_the_tail)
+    assert not r.passed and "lr_at(100, ...) returned None" in r.message, r.message

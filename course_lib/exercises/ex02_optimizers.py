@@ -370,8 +370,25 @@ ADAMW_EX = Exercise(
 # ---------------------------------------------------------------- lr_at
 def _run_schedule(fn, inputs):
     kw = {k: v for k, v in inputs.items() if k not in ("steps", "device")}
-    return torch.tensor([float(fn(s, **kw)) for s in inputs["steps"]], dtype=torch.float64,
+    rates = []
+    for s in inputs["steps"]:
+        lr = fn(s, **kw)
+        try:
+            rates.append(float(lr))
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"lr_at({s}, ...) returned {_what(lr)}; expected the learning rate at step {s}, "
+                            "a Python float (a path through the function that returns nothing gives None)") from None
+    return torch.tensor(rates, dtype=torch.float64,
                         device=inputs["device"])          # where the case runs, as for every tensor answer
+
+
+def _what(value) -> str:
+    """'None', 'a tensor of shape (3,)', 'a str'."""
+    if value is None:
+        return "None"
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    return f"a {type(value).__name__}"
 
 
 def _sched_case(max_lr, warmup, total, min_lr=None, extra=()):
@@ -466,6 +483,9 @@ def _run_clip(fn, inputs):
               for gr in grads]
     _set_grads(params, grads)
     total = fn((p for p in params), inputs["max_norm"])       # a generator, as model.parameters() is
+    if total is None or (isinstance(total, torch.Tensor) and total.numel() != 1):
+        raise TypeError(f"clip_grad_norm returned {_what(total)}; expected the global norm measured before "
+                        "clipping, one number (a 0-dim tensor)")
     dtype = params[0].dtype
     device = params[0].device                             # where the case runs
     total = torch.as_tensor(total).detach().to(device, dtype).reshape(())
