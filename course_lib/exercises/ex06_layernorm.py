@@ -227,9 +227,9 @@ def _bw_case(shape, scale=1.0, constant=False, eps=None):
     return make
 
 
-def _bw_random(scale=1.0, constant=False, dims=None):
+def _bw_random(scale=1.0, constant=False, dims=None, eps=None):
     def make(g):
-        return _bw_case(_random_shape(g, dims or _ri(g, 2, 4)), scale, constant)(g)
+        return _bw_case(_random_shape(g, dims or _ri(g, 2, 4)), scale, constant, eps)(g)
     return make
 
 
@@ -347,8 +347,7 @@ LAYER_NORM_BACKWARD = Exercise(
         Case("x of a random shape, values around 1e-3", _bw_random(scale=1e-3, dims=2), atol=1e-3, rtol=1e-3),
         Case("x of a random shape with constant rows", _bw_random(constant=True), atol=1e-3, rtol=1e-4),
         Case("grad_out and x: a single vector of random length", _bw_random(dims=1)),
-        Case("x of a random shape, values around 1e-2, eps=0.01",
-             lambda g: _bw_case(_random_shape(g, 2), scale=1e-2, eps=1e-2)(g)),
+        Case("x of a random shape, values around 1e-2, eps=0.01", _bw_random(scale=1e-2, dims=2, eps=1e-2)),
     ],
     mistakes=[
         Mistake("grad_weight not summed over the batch axes", _mb_gw_not_summed,
