@@ -256,8 +256,90 @@ def test_no_machine_paths_in_the_modules():
 def _evaluate(name, answer):
     from course_lib.exercises import ex08_pretraining as ex08
     from course_lib.grading.engine import evaluate
-    exercise = {e.name: e for e in (ex08.GET_BATCH, ex08.LM_LOSS, ex08.MLM_MASK, ex08.TRAIN_STEP)}[name]
+    exercise = {e.name: e for e in (ex08.GET_BATCH, ex08.LM_LOSS, ex08.MLM_MASK, ex08.SAMPLE, ex08.TRAIN_STEP)}[name]
     return evaluate(exercise, answer, suite="visible")
+
+
+def _answer(source, name):
+    """A function as the notebook defines it: compiled as an answer cell, so errors name its lines."""
+    import torch.nn.functional as F
+    from course_lib.reference.optim import clip_grad_norm
+    namespace = {"torch": torch, "F": F, "clip_grad_norm": clip_grad_norm}
+    exec(compile(source, "<answer cell test>", "exec"), namespace)
+    return namespace[name]
+
+
+_GET_BATCH = """def get_batch(data, block_size, batch_size, generator=None):
+    starts = torch.randint(len(data) - block_size, (batch_size,), generator=GENERATOR)
+    x = torch.stack([data[s:s + block_size] for s in starts.tolist()])
+    y = torch.stack([data[s + 1:s + block_size + 1] for s in starts.tolist()])
+    return x, y
+"""
+
+
+def test_integer_exercises_say_int64_not_float64():
+    """get_batch and mlm_mask take integer tokens: no float64 input was ever given to them."""
+    from course_lib.exercises.ex08_pretraining import _m_all_mask
+    r = _evaluate("get_batch", _answer(_GET_BATCH.replace("GENERATOR", "generator"), "get_batch"))
+    assert r.passed and r.message.startswith("✓ get_batch — 3 cases on cpu (int64)"), r.message
+    r = _evaluate("mlm_mask", _m_all_mask)
+    assert not r.passed and "(int64, cpu)" in r.message.splitlines()[0], r.message
+    assert "float" not in r.message.splitlines()[0], r.message
+
+
+def test_get_batch_check_names_an_answer_that_ignores_the_generator():
+    """Drawn from torch's global generator, nearly every entry differs: the message says why."""
+    r = _evaluate("get_batch", _answer(_GET_BATCH.replace("GENERATOR", "None"), "get_batch"))
+    assert not r.passed and "two generators seeded alike" in r.message and "pass generator=generator" in r.message
+    assert "entries differ" not in r.message, r.message
+
+
+_TRAIN_STEP = """def train_step(model, batch, optimizer, max_norm):
+    x, y = batch
+    optimizer.zero_grad()
+    logits = model(x)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+    loss.backward()
+    CLIP
+    optimizer.step()
+    return loss.item()
+"""
+
+
+@pytest.mark.parametrize("clip, mistake", [
+    ("for p in model.parameters():\n        torch.nn.utils.clip_grad_norm_(p, max_norm)",
+     "each parameter's gradient clipped on its own"),
+    ("torch.nn.utils.clip_grad_value_(model.parameters(), max_norm)", "gradients clamped (clipped by value)"),
+    ("for p in model.parameters():\n        p.grad.clamp_(-max_norm, max_norm)",
+     "gradients clamped (clipped by value)"),
+], ids=["clip_grad_norm_ per parameter", "clip_grad_value_", "clamp_"])
+def test_train_step_check_names_clipping_that_is_not_by_the_global_norm(clip, mistake):
+    r = _evaluate("train_step", _answer(_TRAIN_STEP.replace("CLIP", clip), "train_step"))
+    assert not r.passed and f"known mistake: {mistake}" in r.message, r.message
+
+
+_SAMPLE = """def sample(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+    for _ in range(max_new_tokens):
+        logits = model(idx[:, -model.block_size:])[:, -1, :].float() / temperature
+        if top_k is not None:
+            v, _ = torch.topk(logits, top_k)
+            logits[logits KEEP v[:, [-1]]] = -float("inf")
+        probs = PROBS
+        nxt = torch.multinomial(probs.cpu(), 1, generator=generator).to(idx.device)
+        idx = torch.cat([idx, nxt], 1)
+    return idx
+"""
+
+
+@pytest.mark.parametrize("keep, probs, words", [
+    ("<=", "torch.softmax(logits, -1)", "its top-k step removes one token too many"),   # keeps k - 1 tokens
+    ("<", "logits", "not the logits or log-probabilities"),
+], ids=["top-k keeps k - 1", "logits drawn from"])
+def test_sample_check_explains_why_multinomial_cannot_draw(keep, probs, words):
+    """torch's 'probability tensor contains either inf, nan or element < 0' alone says nothing of the cause."""
+    r = _evaluate("sample", _answer(_SAMPLE.replace("KEEP", keep).replace("PROBS", probs), "sample"))
+    assert not r.passed and "probability tensor contains" in r.message and words in r.message, r.message
+    assert "at line 8 of your answer" in r.message, r.message          # the multinomial line, still shown
 
 
 def test_lm_loss_check_refuses_a_loss_cut_from_the_graph():

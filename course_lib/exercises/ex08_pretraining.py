@@ -22,7 +22,9 @@ from course_lib.grading.spec import Case, Exercise, Mistake, register
 from course_lib.reference import pretraining as ref
 from course_lib.reference.optim import clip_grad_norm
 
-INT = (torch.float64,)        # integer exercises: one run per case
+# get_batch and mlm_mask take integer tokens and no float input: each case runs once, and its header
+# and the ✓ line name the tokens' dtype (int64), as ex05's mask exercises name theirs (bool).
+INT = (torch.int64,)
 
 
 def _ri(g: torch.Generator, lo: int, hi: int) -> int:
@@ -75,8 +77,18 @@ def _batch_random(g):
 
 
 def _call_batch(fn, inputs):
+    """(x, y); and a second call, with a generator seeded alike, must return the same: an answer that
+    draws from torch's global generator differs from the reference in nearly every entry, and
+    "31 of 32 entries differ" would not say why."""
     kw = {k: v for k, v in inputs.items() if k != "seed"}
-    return tuple(fn(**kw, generator=_gen(inputs["seed"])))
+    got = tuple(fn(**kw, generator=_gen(inputs["seed"])))
+    again = tuple(fn(**kw, generator=_gen(inputs["seed"])))
+    if any(isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and not a.is_meta  # meta: no values
+           and (a.shape != b.shape or not torch.equal(a, b)) for a, b in zip(got, again)):
+        raise ValueError("get_batch returned different (x, y) for two generators seeded alike: pass "
+                         "generator=generator to torch.randint; without it the starts come from torch's global "
+                         "generator, and the same seed no longer gives the same batches")
+    return got
 
 
 def _m_unshifted(data, block_size, batch_size, generator=None):
@@ -401,8 +413,14 @@ def _call_sample(fn, inputs):
     table, idx, block = inputs["table"], inputs["idx"], inputs["block"]
     args = dict(max_new_tokens=inputs["max_new_tokens"], temperature=inputs["temperature"], top_k=inputs["top_k"])
     model = _Bigram(table, block)
-    out = fn(model, idx, generator=_gen(inputs["seed"]), **args)
-    again = fn(_Bigram(table, block), idx, generator=_gen(inputs["seed"]), **args)
+    try:
+        out = fn(model, idx, generator=_gen(inputs["seed"]), **args)
+        again = fn(_Bigram(table, block), idx, generator=_gen(inputs["seed"]), **args)
+    except RuntimeError as exc:
+        clearer = _nothing_to_draw(exc, fn, inputs, args)
+        if clearer is None:
+            raise
+        raise clearer.with_traceback(exc.__traceback__) from None     # still shows the answer's line
     (B, T), new, k = idx.shape, inputs["max_new_tokens"], inputs["top_k"]
 
     def contract():
@@ -451,6 +469,31 @@ def _call_sample(fn, inputs):
         return (*words, None)
     counts = torch.bincount(out[:, T], minlength=table.shape[0]).to(table.dtype)   # (V,)
     return (*words, counts / counts.sum())
+
+
+def _nothing_to_draw(exc, fn, inputs, args):
+    """torch.multinomial's refusal of a row it cannot draw from, said with its usual cause, or None
+    for another error. With top_k set, the answer runs again keeping every token (top_k = V): if
+    it then draws, its top-k step is what left no token (often 'logits <= k-th largest' set to -inf)."""
+    said = str(exc).split("\n")[0]
+    if "probability tensor contains" not in said and "sum of probabilities <= 0" not in said:
+        return None
+    k, table = args["top_k"], inputs["table"]
+    if k is not None:
+        try:
+            fn(_Bigram(table, inputs["block"]), inputs["idx"], generator=_gen(inputs["seed"]),
+               **dict(args, top_k=table.shape[0]))
+        except Exception:
+            pass
+        else:
+            return RuntimeError(f"torch.multinomial: {said}. With top_k = {k} a row had no token left to draw "
+                                "(all its logits -inf, or all its probabilities 0), though with top_k = the "
+                                "vocabulary size the answer draws: its top-k step removes one token too many. "
+                                "Keep the logits >= the k-th largest of their row (torch.topk(logits, k)"
+                                ".values[:, [-1]]) and set only those below it to -inf")
+    return RuntimeError(f"torch.multinomial: {said}. It draws from probabilities: rows of finite numbers "
+                        ">= 0, not all 0. Give it torch.softmax(logits, dim=-1) of finite logits, not the "
+                        "logits or log-probabilities")
 
 
 def _sampler(model, idx, max_new_tokens, temperature, top_k, generator, crop=True, largest=True):
@@ -596,6 +639,28 @@ def _m_clip_after_step(model, batch, optimizer, max_norm):
     return loss.item()
 
 
+def _m_clip_each(model, batch, optimizer, max_norm):
+    x, y = batch
+    optimizer.zero_grad()
+    loss = ref.lm_loss(model(x), y)
+    loss.backward()
+    for p in model.parameters():
+        clip_grad_norm(p, max_norm)                           # each gradient to max_norm on its own
+    optimizer.step()
+    return loss.item()
+
+
+def _m_clip_value(model, batch, optimizer, max_norm):
+    x, y = batch
+    optimizer.zero_grad()
+    loss = ref.lm_loss(model(x), y)
+    loss.backward()
+    for p in model.parameters():
+        p.grad.clamp_(-max_norm, max_norm)                    # as torch.nn.utils.clip_grad_value_
+    optimizer.step()
+    return loss.item()
+
+
 def _m_loss_after_step(model, batch, optimizer, max_norm):
     x, y = batch
     optimizer.zero_grad()
@@ -637,6 +702,15 @@ TRAIN_STEP = Exercise(
                 "The weights moved as if the gradients had not been clipped. Clip between loss.backward() and\n"
                 "optimizer.step(): clip_grad_norm rescales the gradients the step is about to use, so called\n"
                 "after the step (or not at all) it changes nothing."),
+        Mistake("each parameter's gradient clipped on its own", _m_clip_each,
+                "Clip once, over all the parameters: clip_grad_norm(model.parameters(), max_norm) measures\n"
+                "the global norm (of every gradient together) and scales all the gradients by the same factor.\n"
+                "Clipped one by one, each gradient gets its own factor: the step changes direction, and its\n"
+                "global norm can exceed max_norm."),
+        Mistake("gradients clamped (clipped by value), not by their global norm", _m_clip_value,
+                "Clamping every entry to [-max_norm, max_norm] changes the gradient's direction. Clip the\n"
+                "global norm instead: clip_grad_norm(model.parameters(), max_norm) scales all the gradients\n"
+                "by the same factor, so the step keeps its direction and its norm is at most max_norm."),
         Mistake("loss measured after the update", _m_loss_after_step,
                 "Return the loss the step was computed from, before optimizer.step(): the loss of the\n"
                 "updated model on the same batch is lower, and the training curve would flatter the model."),
