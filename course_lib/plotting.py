@@ -13,7 +13,7 @@ from __future__ import annotations
 import matplotlib
 import matplotlib.pyplot as plt
 
-__all__ = ["setup_style", "new_axes", "caption"]
+__all__ = ["setup_style", "new_axes", "caption", "show_confusion"]
 
 STYLE = {
     "figure.figsize": (7.0, 4.0),
@@ -66,3 +66,20 @@ def caption(text: str) -> None:
     except ImportError:
         pass
     print(text)
+
+
+def show_confusion(cm, class_names: list[str], title: str):
+    """Draw a confusion matrix (rows: true label, columns: prediction) with its counts; returns ``(fig, ax)``."""
+    counts = [[int(n) for n in row] for row in cm]          # a tensor, an array or nested lists
+    top = max(max(row) for row in counts)
+    fig, ax = new_axes(title, "predicted", "true label", figsize=(4.6, 4))
+    ax.imshow(counts, cmap="Blues", vmin=0)
+    for i, row in enumerate(counts):
+        for j, n in enumerate(row):
+            ax.text(j, i, f"{n:,}", ha="center", va="center", fontsize=14,
+                    color="white" if n > top / 2 else "black")
+    ticks = range(len(class_names))
+    ax.set_xticks(ticks, class_names)
+    ax.set_yticks(ticks, class_names)
+    ax.grid(False)
+    return fig, ax

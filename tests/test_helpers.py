@@ -27,6 +27,17 @@ def test_caption_prints_outside_jupyter(capsys):
     assert capsys.readouterr().out == "The loss falls quickly.\n"
 
 
+def test_confusion_matrix_puts_true_labels_on_rows_and_predictions_on_columns():
+    import torch
+    cm = torch.tensor([[50, 7], [3, 1200]])             # true rotten predicted fresh: 7
+    fig, ax = plotting.show_confusion(cm, ["rotten", "fresh"], "Confusion")
+    cells = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts}
+    assert cells == {(0, 0): "50", (0, 1): "7", (1, 0): "3", (1, 1): "1,200"}
+    assert ax.get_ylabel() == "true label" and ax.get_xlabel() == "predicted"
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["rotten", "fresh"]
+    plt.close(fig)
+
+
 def test_explorer_builds_without_a_frontend():
     seen = []
     box = widgets.explorer(lambda t=1.0, k=3: seen.append((t, k)), title="Sampling <demo>",
