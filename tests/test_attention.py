@@ -149,3 +149,70 @@ def test_multi_head_attention_check_catches_dropout_left_on_in_eval_mode():
     for suite in ("visible", "hidden"):
         r = evaluate(MHA, DropoutAlwaysOn, suite=suite)
         assert not r.passed and "in eval mode" in r.message, r.message
+
+
+MASK_ANSWERS = '''
+def causal_tril(T, device=None):
+    return torch.tril(torch.ones(T, T, device=device, dtype=torch.bool))
+
+def causal_arange(T, device=None):
+    t = torch.arange(T, device=device)
+    return t[:, None] >= t[None, :]
+
+def causal_moved(T, device=None):
+    return torch.ones(T, T).tril().bool().to(device)
+
+def causal_loop(T, device=None):
+    m = torch.zeros(T, T, dtype=torch.bool, device=device)
+    for i in range(T):
+        m[i, :i + 1] = True
+    return m
+
+def causal_on_cpu(T, device=None):
+    return torch.ones(T, T, dtype=torch.bool).tril()
+
+def padding_expand(lengths, T):
+    return (torch.arange(T, device=lengths.device).expand(len(lengths), T) < lengths[:, None]).view(-1, 1, 1, T)
+
+def padding_loop(lengths, T):
+    m = torch.zeros(len(lengths), 1, 1, T, dtype=torch.bool, device=lengths.device)
+    for b, n in enumerate(lengths):
+        m[b, 0, 0, :n] = True
+    return m
+
+def padding_arange_on_cpu(lengths, T):
+    return (torch.arange(T)[None, :] < lengths[:, None])[:, None, None, :]
+'''
+
+
+def _mask_answers():
+    ns = {"torch": torch}
+    exec(compile(MASK_ANSWERS, "<answer masks>", "exec"), ns)
+    return ns
+
+
+@pytest.mark.parametrize("name", ["causal_tril", "causal_arange", "causal_moved", "causal_loop",
+                                  "padding_expand", "padding_loop"])
+def test_mask_checks_accept_masks_built_on_the_asked_device(name):
+    # padding_loop reads lengths' values, which meta has not: its check leaves the device to the cases.
+    ex = get_exercise("causal_mask" if name.startswith("causal") else "padding_mask")
+    for suite in ("visible", "hidden"):
+        r = evaluate(ex, _mask_answers()[name], suite=suite)
+        assert r.passed, r.message
+
+
+@pytest.mark.parametrize("name, said, fix", [
+    ("causal_on_cpu", "causal_mask(5, device=meta) returned a tensor on cpu; expected one on meta",
+     "device=device"),
+    ("padding_arange_on_cpu", "padding_mask(lengths on meta, 5) failed: Tensor on device meta is not on the "
+                              "expected device cpu (at line 31 of your answer", "device=lengths.device"),
+])
+def test_mask_checks_catch_a_mask_left_on_the_cpu_without_a_gpu(name, said, fix):
+    """Graded on the CPU, a mask that ignores the device it is asked for looks right, then fails the
+    learner's first GPU run: the check asks for one on meta as well."""
+    ex = get_exercise("causal_mask" if name.startswith("causal") else "padding_mask")
+    for suite in ("visible", "hidden"):
+        r = evaluate(ex, _mask_answers()[name], suite=suite)
+        assert not r.passed and "on a GPU" in r.message, r.message
+    r = evaluate(ex, _mask_answers()[name])
+    assert said in r.message and fix in r.message, r.message

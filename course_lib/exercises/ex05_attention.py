@@ -7,7 +7,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from course_lib.grading.engine import DEVICE
+from course_lib.grading.engine import DEVICE, describe_error
 from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
 from course_lib.reference import attention as ref
 
@@ -209,6 +209,35 @@ SDPA = Exercise(
 )
 
 
+# ------------------------------------------------------------ the masks' device
+# Graded on a CPU-only machine, every case runs on the CPU, so a mask built there whatever it was
+# asked for passes, then fails the learner's first run on a GPU. So each case also calls the
+# answer with its device (or lengths) on "meta", a device with shapes and dtypes but no values,
+# and requires the mask back on meta. Only where it comes back is looked at.
+_META = torch.device("meta")
+_META_WORDS = "meta, a device with no values that the check uses in place of a GPU"
+_MIXED_DEVICES = ("is not on the expected device", "Expected all tensors to be on the same device")
+
+
+def _check_on_meta(call, called: str, fix: str) -> None:
+    """Run ``call()`` (the answer on meta inputs); raise in words if its mask is not on meta.
+
+    An answer that reads values (.item(), .tolist(), a loop over lengths) cannot run on meta: then
+    nothing is said, and the CPU cases alone judge it.
+    """
+    try:
+        mask = call()
+    except Exception as exc:
+        if not any(s in str(exc) for s in _MIXED_DEVICES):
+            return
+        where = describe_error(exc)["where"]
+        raise ValueError(f"{called} failed: {str(exc).rstrip('.!')}" + (f" (at {where})" if where else "")
+                         + f". It mixes the CPU with {_META_WORDS}; on a GPU it fails the same way. {fix}") from None
+    if isinstance(mask, torch.Tensor) and mask.device.type != "meta":
+        raise ValueError(f"{called} returned a tensor on {mask.device}; expected one on {_META_WORDS}. "
+                         f"A mask left on the CPU fails on a GPU. {fix}")
+
+
 # ------------------------------------------------------------ causal_mask
 def _causal_case(T):
     return lambda g: {"T": T, "device": DEVICE}
@@ -219,7 +248,12 @@ def _causal_random(g):
 
 
 def _call_causal(impl, inputs):
-    return impl(inputs["T"], device=inputs["device"])
+    """The mask on the case's device; and again with device=meta, which must come back on meta."""
+    T = inputs["T"]
+    mask = impl(T, device=inputs["device"])
+    _check_on_meta(lambda: impl(T, device=_META), f"causal_mask({T}, device=meta)",
+                   "Build it on `device`: torch.ones(T, T, ..., device=device).")
+    return mask
 
 
 CAUSAL = Exercise(
@@ -268,6 +302,15 @@ def _pad_random(g):
     return {"lengths": lengths, "T": T}
 
 
+def _call_pad(impl, inputs):
+    """The mask for the case's lengths; and again for lengths on meta, which must come back on meta."""
+    lengths, T = inputs["lengths"], inputs["T"]
+    mask = impl(lengths, T)
+    _check_on_meta(lambda: impl(lengths.to(_META), T), f"padding_mask(lengths on meta, {T})",
+                   "Build every tensor on lengths' device: torch.arange(T, device=lengths.device).")
+    return mask
+
+
 def _pad_keep(fn):
     return lambda lengths, T: fn(torch.arange(T, device=lengths.device)[None, :], lengths[:, None])
 
@@ -276,6 +319,7 @@ PAD = Exercise(
     name="padding_mask",
     notebook="05_attention",
     reference=ref.padding_mask,
+    call=_call_pad,
     visible=[
         Case("lengths [3, 5, 1], T = 5", _pad_case([3, 5, 1], 5), dtypes=MASK_DTYPES),
         Case("lengths [2, 4], T = 4", _pad_case([2, 4], 4), dtypes=MASK_DTYPES),
