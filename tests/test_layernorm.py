@@ -111,3 +111,60 @@ def test_autograd_and_library_shortcuts_are_refused():
     assert not r.passed and "torch.autograd.backward" in r.message, r.message
     r = evaluate(get_exercise("rms_norm"), lambda x, weight, eps=1e-6: torch.rms_norm(x, x.shape[-1:], weight, eps))
     assert not r.passed and "rms_norm is what you are building here" in r.message
+
+
+class _GammaBeta(nn.Module):
+    def __init__(self, d, eps=1e-5):
+        super().__init__()
+        self.gamma, self.beta, self.eps = nn.Parameter(torch.ones(d)), nn.Parameter(torch.zeros(d)), eps
+
+    def forward(self, x):
+        return ref.layer_norm(x, self.gamma, self.beta, self.eps)
+
+
+class _OneWeight(nn.Module):
+    def __init__(self, d, eps=1e-5):
+        super().__init__()
+        self.weight, self.bias, self.eps = nn.Parameter(torch.ones(1)), nn.Parameter(torch.zeros(1)), eps
+
+    def forward(self, x):
+        return ref.layer_norm(x, self.weight, self.bias, self.eps)
+
+
+def _block_with(make_norm):
+    """A right ResidualBlock (written out: the answer key's own is refused) whose self.norm is make_norm(d)."""
+    class Block(nn.Module):
+        def __init__(self, d, sublayer, pre_norm=True):
+            super().__init__()
+            self.norm, self.sublayer, self.pre_norm = make_norm(d), sublayer, pre_norm
+
+        def forward(self, x):
+            return x + self.sublayer(self.norm(x)) if self.pre_norm else self.norm(x + self.sublayer(x))
+    return Block
+
+
+@pytest.mark.parametrize("make_norm, said", [
+    (lambda d: nn.LayerNorm(d, elementwise_affine=False), "self.norm (LayerNorm) must register nn.Parameters named "
+     "'weight' and 'bias' of shape (8,), as nn.LayerNorm(8) does, for the check to set them; missing ['weight', "
+     "'bias']: it has no parameters at all"),
+    (lambda d: nn.LayerNorm(d, bias=False), "missing ['bias']: it has ['weight']"),
+    (_GammaBeta, "self.norm (_GammaBeta) must register nn.Parameters named 'weight' and 'bias' of shape (8,), "
+     "as nn.LayerNorm(8) does, for the check to set them; missing ['weight', 'bias']: it has ['beta', 'gamma']"),
+    (_OneWeight, "the weight of ResidualBlock's self.norm (_OneWeight) has shape (1,); expected (8,)"),
+    (lambda d: nn.LayerNorm, "self.norm = LayerNorm(d); found the class LayerNorm itself, not a module made from it"),
+    (lambda d: ref.layer_norm, "self.norm = LayerNorm(d); found a function (layer_norm), not a module"),
+])
+def test_residual_block_check_says_what_it_needs_from_self_norm(make_norm, said):
+    """The check sets self.norm's weight and bias; a norm without them must be told in words, not by a
+    KeyError from the check's own code that reads as the answer's."""
+    from course_lib.exercises.ex06_layernorm import RESIDUAL_BLOCK
+    from course_lib.grading.engine import evaluate
+    r = evaluate(RESIDUAL_BLOCK, _block_with(make_norm))
+    assert not r.passed and said in r.message, r.message
+
+
+def test_layer_norm_module_check_names_a_weight_of_the_wrong_shape():
+    from course_lib.exercises.ex06_layernorm import LAYER_NORM_MODULE
+    from course_lib.grading.engine import evaluate
+    r = evaluate(LAYER_NORM_MODULE, _OneWeight)
+    assert not r.passed and "the weight of LayerNorm has shape (1,); expected (8,)" in r.message, r.message

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from course_lib.grading.compare import _shape
 from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
 from course_lib.reference import norms as ref
 
@@ -464,12 +465,26 @@ RMS_NORM = Exercise(
 
 
 # ===================================================================== LayerNorm (module)
-def _params(m: nn.Module) -> dict[str, torch.Tensor]:
+def _params(m: nn.Module, d: int, named: str = "LayerNorm") -> dict[str, torch.Tensor]:
+    """m's weight and bias, which the check sets: nn.Parameters of shape (d,), as nn.LayerNorm(d) has.
+
+    named: how the messages call m ("LayerNorm", "ResidualBlock's self.norm (LayerNorm)").
+    """
     params = dict(m.named_parameters())
     missing = [n for n in ("weight", "bias") if n not in params]
     if missing:
-        raise AttributeError(f"LayerNorm must register nn.Parameters named 'weight' and 'bias' like "
-                             f"nn.LayerNorm; missing {missing}, found {sorted(params) or 'none'}")
+        names = sorted(params)
+        found = (f"has {names[:4]}" + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+                 if names else "has no parameters at all")
+        raise AttributeError(f"{named} must register nn.Parameters named 'weight' and 'bias' of shape ({d},), "
+                             f"as nn.LayerNorm({d}) does, for the check to set them; missing {missing}: "
+                             f"it {found}. That usually means they are plain tensors, not nn.Parameter, "
+                             f"were left out (elementwise_affine=False, bias=False) or are named differently "
+                             f"(gamma, beta)")
+    for n in ("weight", "bias"):
+        if tuple(params[n].shape) != (d,):
+            raise ValueError(f"the {n} of {named} has shape {_shape(params[n].shape)}; expected ({d},), one "
+                             f"value per feature of the last axis, as in nn.LayerNorm({d})")
     return params
 
 
@@ -477,14 +492,14 @@ def _call_module(cls, inputs):
     x = inputs["x"]
     d = x.shape[-1]
     m = cls(d, eps=inputs["eps"]) if "eps" in inputs else cls(d)
-    params = _params(m)
+    params = _params(m, d)
     if inputs.get("initial"):
         # Freshly built: weight ones, bias zeros, both of shape (d,); then the forward as built.
         w0, b0 = params["weight"].detach().clone(), params["bias"].detach().clone()
         m = m.to(device=x.device, dtype=x.dtype)
         return w0.to(device=x.device, dtype=x.dtype), b0.to(device=x.device, dtype=x.dtype), m(x)
     m = m.to(device=x.device, dtype=x.dtype)
-    params = _params(m)
+    params = _params(m, d)
     with torch.no_grad():
         params["weight"].copy_(inputs["weight"])
         params["bias"].copy_(inputs["bias"])
@@ -596,6 +611,15 @@ LAYER_NORM_MODULE = Exercise(
 
 
 # ===================================================================== ResidualBlock
+def _what_norm(norm) -> str:
+    if norm is None:
+        return "no self.norm"
+    if isinstance(norm, type):
+        return f"the class {norm.__name__} itself, not a module made from it ({norm.__name__}(d))"
+    name = getattr(norm, "__name__", "")
+    return f"a {type(norm).__name__}" + (f" ({name})" if name else "") + ", not a module"
+
+
 def _call_block(cls, inputs):
     x = inputs["x"]
     d = x.shape[-1]
@@ -606,9 +630,10 @@ def _call_block(cls, inputs):
     block = cls(d, sub) if "pre_norm" not in inputs else cls(d, sub, pre_norm=inputs["pre_norm"])
     block = block.to(device=x.device, dtype=x.dtype)
     norm = getattr(block, "norm", None)
-    if norm is None:
-        raise AttributeError("ResidualBlock must keep its LayerNorm as self.norm")
-    params = dict(norm.named_parameters())
+    if not isinstance(norm, nn.Module):
+        raise AttributeError(f"ResidualBlock must keep its LayerNorm module as self.norm, built in __init__: "
+                             f"self.norm = LayerNorm(d); found {_what_norm(norm)}")
+    params = _params(norm, d, named=f"ResidualBlock's self.norm ({type(norm).__name__})")
     with torch.no_grad():
         params["weight"].copy_(inputs["gamma"])
         params["bias"].copy_(inputs["beta"])
