@@ -177,3 +177,126 @@ def test_clip_and_schedule_checks_say_what_came_back_when_it_is_not_a_number():
     assert not r.passed and "returned a tensor of shape (3,)" in r.message, r.message
     r = evaluate(get_exercise("lr_at"), lr_without_the_tail)
     assert not r.passed and "lr_at(100, ...) returned None" in r.message, r.message
+
+
+# ---------------------------------------------------------------- what step() does to p.grad
+def _learner_sgd(update):
+    """A learner-style SGDMomentum whose per-parameter update is update(state, p, mu, lr)."""
+    import torch
+
+    class SGD(torch.optim.Optimizer):
+        def __init__(self, params, lr, momentum=0.0):
+            super().__init__(params, dict(lr=lr, momentum=momentum))
+
+        def step(self, closure=None):
+            with torch.no_grad():
+                for group in self.param_groups:
+                    for p in group["params"]:
+                        if p.grad is not None:
+                            update(self.state[p], p, group["momentum"], group["lr"])
+    return SGD
+
+
+def _learner_adam(decay, *, decoupled=False, state_outside=False):
+    """A learner-style Adam (AdamW if decoupled) whose L2 step is decay(p, wd) -> the gradient to use."""
+    import torch
+
+    class Adam(torch.optim.Optimizer):
+        def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01 * decoupled):
+            super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+            self.moments = {}
+
+        def step(self, closure=None):
+            with torch.no_grad():
+                for group in self.param_groups:
+                    lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+                    for p in group["params"]:
+                        if p.grad is None:
+                            continue
+                        if decoupled:
+                            p.mul_(1 - lr * wd)
+                        g = p.grad if decoupled else decay(p, wd)
+                        st = self.moments.setdefault(p, {}) if state_outside else self.state[p]
+                        if not st:
+                            st["t"], st["m"], st["v"] = 0, torch.zeros_like(p), torch.zeros_like(p)
+                        st["t"] += 1
+                        st["m"] = b1 * st["m"] + (1 - b1) * g
+                        st["v"] = b2 * st["v"] + (1 - b2) * g * g
+                        m_hat, v_hat = st["m"] / (1 - b1 ** st["t"]), st["v"] / (1 - b2 ** st["t"])
+                        p.sub_(lr * m_hat / (v_hat.sqrt() + eps))
+    return Adam
+
+
+def test_momentum_buffer_that_is_p_grad_itself_is_caught():
+    """Starting the buffer as p.grad (no clone) used to pass: the check installed a new gradient
+    tensor every step. Backward with zero_grad(set_to_none=False) writes into p.grad in place."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    def aliased(st, p, mu, lr):               # the buffer stays p.grad itself, updated in place
+        if "momentum_buffer" not in st:
+            st["momentum_buffer"] = p.grad
+        else:
+            st["momentum_buffer"].mul_(mu).add_(p.grad)
+        p.add_(st["momentum_buffer"], alpha=-lr)
+
+    def aliased_once(st, p, mu, lr):          # p.grad kept at the first step, new tensors after
+        st["buf"] = mu * st["buf"] + p.grad if "buf" in st else p.grad
+        p.add_(st["buf"], alpha=-lr)
+
+    r = evaluate(get_exercise("SGDMomentum"), _learner_sgd(aliased))
+    assert not r.passed and "got       step() changed weight.grad in place at step 2 of 12" in r.message, r.message
+    assert "known mistake: momentum buffer started as p.grad itself" in r.message, r.message
+    assert "p.grad.clone()" in r.message, r.message
+    r = evaluate(get_exercise("SGDMomentum"), _learner_sgd(aliased_once))
+    assert not r.passed and "(in the final weight)" in r.message, r.message
+
+
+def test_step_that_changes_the_callers_p_grad_is_refused_in_words():
+    """An L2 term added into p.grad in place gives the right parameters, and used to pass; the
+    caller's gradients (logged, clipped, accumulated) must be left as they were."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    def add_into_grad(p, wd):
+        return p.grad.add_(wd * p)
+
+    def plus_equals(p, wd):
+        g = p.grad
+        g += wd * p
+        return g
+
+    def replace_grad(p, wd):
+        p.grad = p.grad + wd * p
+        return p.grad
+
+    for decay in (add_into_grad, plus_equals):
+        r = evaluate(get_exercise("Adam"), _learner_adam(decay))
+        assert not r.passed and "expected  step() leaves every p.grad as the caller set it" in r.message, r.message
+        assert "got       step() changed weight.grad in place at step 1 of 12" in r.message, r.message
+        assert "known mistake: weight-decay term added into p.grad in place" in r.message, r.message
+        assert "g = p.grad + wd * p" in r.message, r.message
+    r = evaluate(get_exercise("Adam"), _learner_adam(replace_grad))
+    assert not r.passed and "step() replaced weight.grad by another tensor at step 1" in r.message, r.message
+
+    def scaled_grad(st, p, mu, lr):          # momentum folded into p.grad itself
+        if "momentum_buffer" in st:
+            p.grad.add_(st["momentum_buffer"], alpha=mu)
+        st["momentum_buffer"] = p.grad.clone()
+        p.add_(p.grad, alpha=-lr)
+
+    r = evaluate(get_exercise("SGDMomentum"), _learner_sgd(scaled_grad))
+    assert not r.passed and "step() changed weight.grad in place at step 2 of 12" in r.message, r.message
+    assert "never on p.grad itself" in r.message, r.message
+
+
+def test_adamw_save_and_reload_failure_names_the_run_it_comes_from():
+    """A difference in the run saved and reloaded halfway used to be placed '(in output[3])'."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    r = evaluate(get_exercise("AdamW"), _learner_adam(None, decoupled=True, state_outside=True))
+    assert not r.passed and "output[" not in r.message, r.message
+    assert ("(in the final weight of the run saved with state_dict() and loaded into a new optimizer "
+            "halfway)") in r.message, r.message
+    assert "known mistake: moments kept outside self.state" in r.message, r.message

@@ -5,7 +5,10 @@ The optimizer exercises are classes: each case holds three parameter tensors (``
 every other step), the per-step gradients and the hyper-parameters of two parameter groups.
 ``_run_optimizer`` builds the parameters and the optimizer, runs every step, and runs the same
 steps again with a save / fresh optimizer / load in the middle; it returns both final sets of
-parameters, so state kept outside ``self.state`` shows up as a difference.
+parameters, so state kept outside ``self.state`` shows up as a difference. The first run writes
+each step's gradients into the existing ``p.grad`` in place, as ``zero_grad(set_to_none=False)``
+and ``backward()`` do (a momentum buffer that is ``p.grad`` itself shows); the second installs new
+tensors. Both runs check, in words, that ``step()`` leaves the caller's ``p.grad`` as it was.
 """
 from __future__ import annotations
 
@@ -53,35 +56,64 @@ CLIP_FORBIDDEN = [
 
 
 # ---------------------------------------------------------------- running an optimizer on a case
-def _set_grads(params, grads):
+def _set_grads(params, grads, in_place=False):
+    """New gradient tensors, or (in_place) written into the existing p.grad, as
+    zero_grad(set_to_none=False) and backward() do."""
     for p, gr in zip(params, grads):
-        p.grad = None if gr is None else gr.detach().clone()
+        if gr is None:
+            p.grad = None
+        elif in_place and p.grad is not None and p.grad.shape == gr.shape:
+            p.grad.copy_(gr)
+        else:
+            p.grad = gr.detach().clone()
 
 
 def _groups(params, group2):
     return [{"params": [params[0], params[2]]}, {"params": [params[1]], **group2}]
 
 
+_NAMES = ("weight", "bias", "extra")
+_GRADS_KEPT = "step() leaves every p.grad as the caller set it"
+_GRADS_WHY = ("The caller still uses its gradients after step() (to log, clip or accumulate them):\n"
+              "work on new tensors (g = p.grad + ...), never on p.grad itself.")
+
+
+def _grad_change(params, installed, copies):
+    """What step() did to the gradients it was given, in words; None if it left them alone."""
+    for name, p, g, before in zip(_NAMES, params, installed, copies):
+        if p.grad is not g:
+            return f"step() replaced {name}.grad by {'None' if p.grad is None else 'another tensor'}"
+        if g is not None and not g.is_meta and not torch.equal(g, before):    # meta tensors hold no values
+            return f"step() changed {name}.grad in place"
+    return None
+
+
 def _run_optimizer(cls, inputs):
-    """Final (weight, bias, extra) after all steps, then the same after a save/load halfway."""
-    names = ("weight", "bias", "extra")
+    """(what step() did to p.grad, in words; final weight, bias, extra; the same after a save/load
+    halfway)."""
     grads, drop = inputs["grads"], inputs.get("lr_drop_at")
     half = len(grads) // 2
+    changed = []
 
     def fresh():
-        return [torch.nn.Parameter(inputs[n].detach().clone()) for n in names]
+        return [torch.nn.Parameter(inputs[n].detach().clone()) for n in _NAMES]
 
-    def steps(opt, params, lo, hi):
+    def steps(opt, params, lo, hi, in_place=False):
         for s in range(lo, hi):
             if s == drop:                      # a schedule writes the new lr into the groups
                 for group in opt.param_groups:
                     group["lr"] = group["lr"] * 0.5
-            _set_grads(params, grads[s])
+            _set_grads(params, grads[s], in_place)
+            installed = [p.grad for p in params]
+            copies = [None if g is None else g.clone() for g in installed]
             opt.step()
+            found = _grad_change(params, installed, copies)
+            if found and not changed:
+                changed.append(f"{found} at step {s + 1} of {len(grads)}\n{_GRADS_WHY}")
 
     p_full = fresh()
     opt = cls(_groups(p_full, inputs["group2"]), **inputs["defaults"])
-    steps(opt, p_full, 0, len(grads))
+    steps(opt, p_full, 0, len(grads), in_place=True)
 
     p_res = fresh()
     first = cls(_groups(p_res, inputs["group2"]), **inputs["defaults"])
@@ -90,7 +122,17 @@ def _run_optimizer(cls, inputs):
     second = cls(_groups(p_res, inputs["group2"]), **inputs["defaults"])
     second.load_state_dict(saved)
     steps(second, p_res, half, len(grads))
-    return tuple(p.detach() for p in p_full) + tuple(p.detach() for p in p_res)
+    return ((changed[0] if changed else _GRADS_KEPT,)
+            + tuple(p.detach() for p in p_full) + tuple(p.detach() for p in p_res))
+
+
+# What a failing comparison calls each output, instead of "output[4]" (read by the engine's judge).
+_run_optimizer.output_names = (
+    "what step() did to p.grad",
+    *(f"the final {n}" for n in _NAMES),
+    *(f"the final {n} of the run saved with state_dict() and loaded into a new optimizer halfway"
+      for n in _NAMES),
+)
 
 
 def _opt_case(shape_w, n_extra, n_steps, defaults, group2, lr_drop_at=None):
@@ -121,7 +163,7 @@ def _opt_random(defaults_fn, group2_fn):
 
 # ---------------------------------------------------------------- mistaken optimizers
 def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, state_outside=False,
-                 none_as_zero=False):
+                 none_as_zero=False, grad_as_buffer=False):
     class Mistaken(torch.optim.Optimizer):
         def __init__(self, params, lr, momentum=0.0):
             super().__init__(params, dict(lr=lr, momentum=momentum))
@@ -144,7 +186,12 @@ def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, state_o
                     if mu == 0:
                         p.add_(g, alpha=-lr)
                         continue
-                    if key not in store:
+                    if grad_as_buffer:                  # no clone: the buffer is p.grad itself
+                        if key not in store:
+                            store[key] = g
+                        else:
+                            store[key].mul_(mu).add_(g)
+                    elif key not in store:
                         store[key] = (1 - mu) * scale * g if dampen else scale * g.clone()
                     else:
                         store[key] = mu * store[key] + ((1 - mu) if dampen else scale) * g
@@ -153,7 +200,8 @@ def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, state_o
 
 
 def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=False, eps_inside=False,
-                  flip_decay=False, decay_without_lr=False, state_outside=False, none_as_zero=False):
+                  flip_decay=False, decay_without_lr=False, state_outside=False, none_as_zero=False,
+                  decay_into_grad=False):
     class Mistaken(torch.optim.Optimizer):
         def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=default_wd):
             super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
@@ -174,7 +222,7 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                         if dec:
                             p.mul_(1 - (1.0 if decay_without_lr else lr) * wd)
                         else:
-                            g = g + wd * p
+                            g = g.add_(wd * p) if decay_into_grad else g + wd * p
                     st = self.outside.setdefault(id(p), {}) if state_outside else self.state[p]
                     if not st:
                         st["step"], st["m"], st["v"] = 0, torch.zeros_like(p), torch.zeros_like(p)
@@ -243,6 +291,11 @@ SGD_EX = Exercise(
                 "After saving with state_dict() and loading into a fresh optimizer, the momentum was\n"
                 "lost. Keep per-parameter memory in self.state[p] (a dict per parameter), which\n"
                 "state_dict() and load_state_dict() save and restore."),
+        Mistake("momentum buffer started as p.grad itself instead of a copy", _sgd_variant(grad_as_buffer=True),
+                "Without .clone() buffer and gradient are one tensor: buf.mul_(μ).add_(g) changes\n"
+                "p.grad, and a backward() that writes into p.grad in place (zero_grad(set_to_none=False),\n"
+                "gradients accumulated over micro-batches) overwrites the momentum. Start from a copy:\n"
+                "state['momentum_buffer'] = p.grad.clone()."),
     ],
     forbidden=OPTIM_FORBIDDEN,
     hint="Loop over self.param_groups, read lr and momentum from each group, and over the group's "
@@ -301,12 +354,17 @@ ADAM_EX = Exercise(
                 _adam_variant(decoupled=False, default_wd=0.0, state_outside=True),
                 "After saving with state_dict() and loading into a fresh optimizer, m, v and the step\n"
                 "count were lost. Keep them in self.state[p]."),
+        Mistake("weight-decay term added into p.grad in place",
+                _adam_variant(decoupled=False, default_wd=0.0, decay_into_grad=True),
+                "Put the sum in a new tensor, g = p.grad + wd * p. p.grad.add_(wd * p), or g += wd * p\n"
+                "after g = p.grad, changes the caller's gradient."),
     ],
     forbidden=OPTIM_FORBIDDEN,
     hint="For each parameter with a gradient: the weight-decay term joins the gradient before "
-         "anything else. Keep the step counter and the two running averages in self.state[p], and "
-         "increment the counter before you use it, so that the first step has t = 1 (with t = 0 the "
-         "bias correction divides by zero). eps goes outside the square root.",
+         "anything else, in a new tensor (p.grad itself stays as the caller set it). Keep the step "
+         "counter and the two running averages in self.state[p], and increment the counter before "
+         "you use it, so that the first step has t = 1 (with t = 0 the bias correction divides by "
+         "zero). eps goes outside the square root.",
 )
 
 
@@ -359,6 +417,10 @@ ADAMW_EX = Exercise(
                 "Adam divides by sqrt(v̂) + eps. Under the root, eps acts at the scale √eps (1e-4 for\n"
                 "eps = 1e-8) instead of eps, so steps shrink as a parameter's gradients approach 1e-4.\n"
                 "Here the bias, with gradients around 1e-3, moves a percent or two less than it should."),
+        Mistake("moments kept outside self.state, so state_dict() does not save them",
+                _adam_variant(decoupled=True, default_wd=0.01, state_outside=True),
+                "After saving with state_dict() and loading into a fresh optimizer, m, v and the step\n"
+                "count were lost. Keep them in self.state[p]."),
     ],
     forbidden=OPTIM_FORBIDDEN,
     hint="Start from your Adam. The decay no longer goes into the gradient: shrink the parameter "

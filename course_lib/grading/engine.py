@@ -219,6 +219,12 @@ def _as_float64(v: Any) -> Any:
     return v
 
 
+def _output_name(ex: Exercise, where: str) -> str:
+    """'output[3]' as the call wrapper names it, if it sets ``output_names`` (one per output)."""
+    names = getattr(ex.call, "output_names", ())
+    return {f"output[{i}]": name for i, name in enumerate(names)}.get(where, where)
+
+
 def judge(ex: Exercise, run: CaseRun, outcome: Outcome) -> tuple[str | None, float]:
     """(failure message or None, largest difference)."""
     head = _header(ex, run)
@@ -242,7 +248,7 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome) -> tuple[str | None, flo
                 "  Callers keep using their tensors: work on new tensors (x = x - m, not x -= m)."), largest
     if diff is None:
         return None, largest
-    where = "" if diff.where == "output" or diff.kind == "words" else f" (in {diff.where})"
+    where = "" if diff.where == "output" or diff.kind == "words" else f" (in {_output_name(ex, diff.where)})"
     lines = [head, f"  {diff.text.replace(chr(10), chr(10) + '  ')}{where}"]
     if diff.kind in ("value", "shape", "words"):
         m = _match_mistake(ex, run, outcome.value, expected)
