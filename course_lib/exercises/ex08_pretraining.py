@@ -639,26 +639,27 @@ def _m_clip_after_step(model, batch, optimizer, max_norm):
     return loss.item()
 
 
-def _m_clip_each(model, batch, optimizer, max_norm):
-    x, y = batch
-    optimizer.zero_grad()
-    loss = ref.lm_loss(model(x), y)
-    loss.backward()
+def _clipped_otherwise(clip):
+    """The right step, except that clip(model, max_norm) replaces clipping the global norm."""
+    def step(model, batch, optimizer, max_norm):
+        x, y = batch
+        optimizer.zero_grad()
+        loss = ref.lm_loss(model(x), y)
+        loss.backward()
+        clip(model, max_norm)
+        optimizer.step()
+        return loss.item()
+    return step
+
+
+def _clip_each(model, max_norm):
     for p in model.parameters():
         clip_grad_norm(p, max_norm)                           # each gradient to max_norm on its own
-    optimizer.step()
-    return loss.item()
 
 
-def _m_clip_value(model, batch, optimizer, max_norm):
-    x, y = batch
-    optimizer.zero_grad()
-    loss = ref.lm_loss(model(x), y)
-    loss.backward()
+def _clip_value(model, max_norm):
     for p in model.parameters():
         p.grad.clamp_(-max_norm, max_norm)                    # as torch.nn.utils.clip_grad_value_
-    optimizer.step()
-    return loss.item()
 
 
 def _m_loss_after_step(model, batch, optimizer, max_norm):
@@ -702,12 +703,12 @@ TRAIN_STEP = Exercise(
                 "The weights moved as if the gradients had not been clipped. Clip between loss.backward() and\n"
                 "optimizer.step(): clip_grad_norm rescales the gradients the step is about to use, so called\n"
                 "after the step (or not at all) it changes nothing."),
-        Mistake("each parameter's gradient clipped on its own", _m_clip_each,
+        Mistake("each parameter's gradient clipped on its own", _clipped_otherwise(_clip_each),
                 "Clip once, over all the parameters: clip_grad_norm(model.parameters(), max_norm) measures\n"
                 "the global norm (of every gradient together) and scales all the gradients by the same factor.\n"
                 "Clipped one by one, each gradient gets its own factor: the step changes direction, and its\n"
                 "global norm can exceed max_norm."),
-        Mistake("gradients clamped (clipped by value), not by their global norm", _m_clip_value,
+        Mistake("gradients clamped (clipped by value), not by their global norm", _clipped_otherwise(_clip_value),
                 "Clamping every entry to [-max_norm, max_norm] changes the gradient's direction. Clip the\n"
                 "global norm instead: clip_grad_norm(model.parameters(), max_norm) scales all the gradients\n"
                 "by the same factor, so the step keeps its direction and its norm is at most max_norm."),
