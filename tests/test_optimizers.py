@@ -250,6 +250,7 @@ def test_momentum_buffer_that_is_p_grad_itself_is_caught():
     assert "p.grad.clone()" in r.message, r.message
     r = evaluate(get_exercise("SGDMomentum"), _learner_sgd(aliased_once))
     assert not r.passed and "(in the final weight)" in r.message, r.message
+    assert "known mistake: momentum buffer started as p.grad (or p.grad.detach())" in r.message, r.message
 
 
 def test_step_that_changes_the_callers_p_grad_is_refused_in_words():

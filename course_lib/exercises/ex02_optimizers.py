@@ -163,7 +163,9 @@ def _opt_random(defaults_fn, group2_fn):
 
 # ---------------------------------------------------------------- mistaken optimizers
 def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, state_outside=False,
-                 none_as_zero=False, grad_as_buffer=False):
+                 none_as_zero=False, grad_as_buffer=None):
+    """grad_as_buffer: "in place" or "new": the buffer starts as p.grad itself (no clone), then is
+    updated in place (buf.mul_(mu).add_(g)) or into a new tensor (buf = mu * buf + g)."""
     class Mistaken(torch.optim.Optimizer):
         def __init__(self, params, lr, momentum=0.0):
             super().__init__(params, dict(lr=lr, momentum=momentum))
@@ -186,11 +188,10 @@ def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, state_o
                     if mu == 0:
                         p.add_(g, alpha=-lr)
                         continue
-                    if grad_as_buffer:                  # no clone: the buffer is p.grad itself
-                        if key not in store:
-                            store[key] = g
-                        else:
-                            store[key].mul_(mu).add_(g)
+                    if grad_as_buffer and key not in store:
+                        store[key] = g                  # no clone: the buffer is p.grad itself
+                    elif grad_as_buffer == "in place":
+                        store[key].mul_(mu).add_(g)
                     elif key not in store:
                         store[key] = (1 - mu) * scale * g if dampen else scale * g.clone()
                     else:
@@ -243,6 +244,12 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
 
 
 # ---------------------------------------------------------------- SGDMomentum
+_ALIAS_WHY = ("Without .clone() buffer and gradient are one tensor (.detach() shares it too): buf.mul_(μ).add_(g)\n"
+              "changes p.grad, and a backward() that writes into p.grad in place (zero_grad(set_to_none=False),\n"
+              "gradients accumulated over micro-batches) overwrites the momentum. Start from a copy:\n"
+              "state['momentum_buffer'] = p.grad.clone().")
+
+
 SGD_EX = Exercise(
     name="SGDMomentum",
     notebook="02_optimizers",
@@ -291,11 +298,10 @@ SGD_EX = Exercise(
                 "After saving with state_dict() and loading into a fresh optimizer, the momentum was\n"
                 "lost. Keep per-parameter memory in self.state[p] (a dict per parameter), which\n"
                 "state_dict() and load_state_dict() save and restore."),
-        Mistake("momentum buffer started as p.grad itself instead of a copy", _sgd_variant(grad_as_buffer=True),
-                "Without .clone() buffer and gradient are one tensor: buf.mul_(μ).add_(g) changes\n"
-                "p.grad, and a backward() that writes into p.grad in place (zero_grad(set_to_none=False),\n"
-                "gradients accumulated over micro-batches) overwrites the momentum. Start from a copy:\n"
-                "state['momentum_buffer'] = p.grad.clone()."),
+        Mistake("momentum buffer started as p.grad itself instead of a copy",
+                _sgd_variant(grad_as_buffer="in place"), _ALIAS_WHY),
+        Mistake("momentum buffer started as p.grad (or p.grad.detach()) instead of a copy",
+                _sgd_variant(grad_as_buffer="new"), _ALIAS_WHY),
     ],
     forbidden=OPTIM_FORBIDDEN,
     hint="Loop over self.param_groups, read lr and momentum from each group, and over the group's "
