@@ -604,9 +604,11 @@ LAYER_NORM_MODULE = Exercise(
     ],
     forbidden=NORM_SHORTCUTS,
     call=_call_module,
-    hint="In __init__, call super().__init__(), keep eps, and register weight = nn.Parameter(torch.ones(d)) "
-         "and bias = nn.Parameter(torch.zeros(d)). forward(x) is your layer_norm with those: call it (answer "
-         "cells are graded together, in order) or write it out again.",
+    hint="In __init__, call super().__init__(), keep eps, and make the two learned vectors of one value per "
+         "feature, named as nn.LayerNorm names them: the weight starting at ones, the bias at zeros, each "
+         "wrapped in nn.Parameter (a plain tensor attribute is neither trained nor saved in state_dict()). "
+         "forward(x) is your layer_norm with those: call it (answer cells are graded together, in order) or "
+         "write it out again.",
 )
 
 
