@@ -114,6 +114,25 @@ def test_learner_copy_checks_say_not_implemented_without_library_traceback(tmp_p
         assert "course_lib/grading" not in text      # the verdict, not the checker's stack
 
 
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_blank_answer_cells_still_define_their_names(assignment):
+    """An untouched answer cell must run and define its function or class, so that its check can
+    say "not implemented yet". A `raise NotImplementedError()` left at the top of a cell, or in a
+    class body (solution markers around the whole body instead of inside each method), raises
+    before the name exists, and the check then fails with a NameError."""
+    import ast
+
+    nb = nbformat.read(ROOT / "notebooks" / assignment / f"{assignment}.ipynb", as_version=4)
+    for cell in filter(is_answer_cell, nb.cells):
+        tree = ast.parse(cell.source)
+        bodies = [("the cell", tree.body)] + [(f"class {n.name}'s body", n.body) for n in tree.body
+                                               if isinstance(n, ast.ClassDef)]
+        for where, body in bodies:
+            raises = [n.lineno for n in body if isinstance(n, ast.Raise)]
+            assert not raises, (f"{cell.metadata.nbgrader['grade_id']}: a raise in {where} (line {raises[0]}) runs "
+                                "when the blank cell runs; put the solution markers inside the methods")
+
+
 def test_validate_button_accepts_the_solution_and_explains_a_blank(tmp_path):
     """What nbgrader's Validate button runs, on the learner's side."""
     import shutil
