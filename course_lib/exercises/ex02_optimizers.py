@@ -126,8 +126,8 @@ def _run_optimizer(cls, inputs):
             + tuple(p.detach() for p in p_full) + tuple(p.detach() for p in p_res))
 
 
-# What a failing comparison calls each output, instead of "output[4]" (read by the engine's judge).
-_run_optimizer.output_names = (
+# What a failing comparison calls each of _run_optimizer's outputs, instead of "output[4]".
+_OPT_OUTPUTS = (
     "what step() did to p.grad",
     *(f"the final {n}" for n in _NAMES),
     *(f"the final {n} of the run saved with state_dict() and loaded into a new optimizer halfway"
@@ -255,6 +255,7 @@ SGD_EX = Exercise(
     notebook="02_optimizers",
     reference=ref.SGDMomentum,
     call=_run_optimizer,
+    outputs=_OPT_OUTPUTS,
     visible=[
         Case("weight (3, 4), bias (4,), extra (2,) whose grad is None every other step; group 1: lr 0.1, "
              "momentum 0.9; group 2 (bias): lr 0.5, momentum 0.5; 12 steps, saved and reloaded after 6",
@@ -320,6 +321,7 @@ ADAM_EX = Exercise(
     notebook="02_optimizers",
     reference=ref.Adam,
     call=_run_optimizer,
+    outputs=_OPT_OUTPUTS,
     visible=[
         Case("weight (3, 4), bias (4,) with tiny gradients, extra (2,) whose grad is None every other "
              "step; group 1: lr 0.05, betas (0.9, 0.99), weight_decay 0.1; group 2: lr 0.1, "
@@ -380,6 +382,7 @@ ADAMW_EX = Exercise(
     notebook="02_optimizers",
     reference=ref.AdamW,
     call=_run_optimizer,
+    outputs=_OPT_OUTPUTS,
     visible=[
         Case("weight (3, 4), bias (4,), extra (2,) whose grad is None every other step; group 1: lr 0.05, "
              "betas (0.9, 0.99), weight_decay 0.2; group 2: lr 0.1, weight_decay 0; 12 steps, "

@@ -220,9 +220,8 @@ def _as_float64(v: Any) -> Any:
 
 
 def _output_name(ex: Exercise, where: str) -> str:
-    """'output[3]' as the call wrapper names it, if it sets ``output_names`` (one per output)."""
-    names = getattr(ex.call, "output_names", ())
-    return {f"output[{i}]": name for i, name in enumerate(names)}.get(where, where)
+    """'output[3]' as the exercise names it in ``outputs``, if it does."""
+    return {f"output[{i}]": name for i, name in enumerate(ex.outputs)}.get(where, where)
 
 
 def judge(ex: Exercise, run: CaseRun, outcome: Outcome) -> tuple[str | None, float]:

@@ -78,6 +78,8 @@ class Exercise:
     forbidden: Sequence[Forbidden] = ()
     # How one implementation is run on one case's inputs; the default calls it with them.
     call: Callable[[Callable, dict[str, Any]], Any] | None = None
+    # What messages call the call's outputs, one name each (else "output[i]").
+    outputs: tuple[str, ...] = ()
     hint: str = ""
     # Names of inputs the answer may change in place (an optimizer's parameters, say).
     mutable_inputs: tuple[str, ...] = ()
