@@ -111,3 +111,29 @@ def _signature(value):
     if isinstance(value, (int, float, bool, str)) or value is None:
         return value
     return type(value).__name__
+
+
+@pytest.mark.parametrize("ex", EXERCISES, ids=_ids(EXERCISES))
+def test_every_compared_output_has_a_name(ex):
+    """A difference in one output of several is placed by its name ("in recall"), not "in output[1]":
+    every output up to the last one that is not a sentence (those are shown whole) needs a name."""
+    from course_lib.grading.engine import build_runs, reference_inputs
+    for suite in ("visible", "hidden"):
+        for run in build_runs(ex, suite, None, "cpu"):
+            value = ex.run(ex.reference, reference_inputs(run.inputs))
+            if isinstance(value, (tuple, list)) and not all(isinstance(v, str) for v in value):
+                last = max(i for i, v in enumerate(value) if not isinstance(v, str))
+                assert len(ex.outputs) > last, (run.case.label, len(value), ex.outputs)
+
+
+def test_a_difference_is_placed_by_the_output_name():
+    from course_lib.grading.spec import get_exercise
+
+    def recall_for_precision(preds, labels, positive=1):
+        tp = int(((preds == positive) & (labels == positive)).sum())
+        p = tp / max(int((preds == positive).sum()), 1)
+        r = tp / max(int((labels == positive).sum()), 1)
+        return p, p, (2 * p * r / (p + r) if p + r else 0.0)
+
+    r = evaluate(get_exercise("precision_recall_f1"), recall_for_precision)
+    assert not r.passed and "(in recall)" in r.message and "output[" not in r.message, r.message

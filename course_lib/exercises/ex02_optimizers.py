@@ -592,6 +592,7 @@ CLIP_EX = Exercise(
     notebook="02_optimizers",
     reference=ref.clip_grad_norm,
     call=_run_clip,
+    outputs=("the returned norm", *(f"the gradient of parameter {i} after clipping" for i in range(8))),
     visible=[
         Case("three grads (4, 3) ×1, (5,) ×10, (2, 2) ×0.1, global norm 19.4, max_norm 1.0",
              _clip_case([(4, 3), (5,), (2, 2)], [1.0, 10.0, 0.1], 1.0), **_CLIP_TOL),

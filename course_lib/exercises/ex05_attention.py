@@ -145,6 +145,7 @@ SDPA = Exercise(
     name="scaled_dot_product_attention",
     notebook="05_attention",
     reference=ref.scaled_dot_product_attention,
+    outputs=("out", "weights"),
     visible=[
         Case("q (2, 4, 8), k (2, 6, 8), v (2, 6, 3): no mask, T_q ≠ T_k, d_k ≠ d_v",
              _sdpa_case((2, 4, 8), (2, 6, 8), 3)),

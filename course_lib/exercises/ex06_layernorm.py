@@ -330,6 +330,7 @@ LAYER_NORM_BACKWARD = Exercise(
     name="layer_norm_backward",
     notebook="06_layernorm",
     reference=ref.layer_norm_backward,
+    outputs=("grad_x", "grad_weight", "grad_bias"),
     visible=[
         Case("grad_out and x of shape (4, 8)", _bw_case((4, 8))),
         Case("grad_out and x of shape (2, 3, 8): weight and bias gradients sum over two axes",
@@ -576,6 +577,7 @@ LAYER_NORM_MODULE = Exercise(
     name="LayerNorm",
     notebook="06_layernorm",
     reference=ref.LayerNorm,
+    outputs=("the weight as built", "the bias as built", "the output"),      # a freshly built module's case
     visible=[
         Case("LayerNorm(8) as built: weight, bias and the output on x of shape (4, 8)",
              _mod_case((4, 8), initial=True)),

@@ -119,7 +119,7 @@ def _m_start_too_far(data, block_size, batch_size, generator=None):
 
 
 GET_BATCH = Exercise(
-    name="get_batch", notebook="08_pretraining", reference=ref.get_batch, call=_call_batch,
+    name="get_batch", notebook="08_pretraining", reference=ref.get_batch, call=_call_batch, outputs=("x", "y"),
     visible=[
         Case("data of 100 tokens, block_size 8, batch_size 4", _batch_case(100, 8, 4), dtypes=INT),
         Case("data of 30 tokens, block_size 5, batch_size 7", _batch_case(30, 5, 7), dtypes=INT),
@@ -534,6 +534,7 @@ def _m_no_crop(model, idx, max_new_tokens, temperature=1.0, top_k=None, generato
 _TOL = dict(atol=0.04, rtol=0.0)
 SAMPLE = Exercise(
     name="sample", notebook="08_pretraining", reference=ref.sample, call=_call_sample,
+    outputs=(*["a property in words"] * 4, "how often each token is the first new one, over the rows"),
     visible=[
         Case("greedy (top_k = 1): idx (2, 6), 10 new tokens, block_size 8", _sample_case("greedy", 2, 6, 12, 10, top_k=1), **_TOL),
         Case("top_k = 3: idx (64, 3), 12 new tokens; every token must be in the top 3",
@@ -688,6 +689,7 @@ def _m_returns_none(model, batch, optimizer, max_norm):
 
 TRAIN_STEP = Exercise(
     name="train_step", notebook="08_pretraining", reference=ref.train_step, call=_call_step,
+    outputs=("what each call returned", "the two losses", "emb after both steps", "out after both steps"),
     visible=[
         Case("a tiny model (vocabulary 7, width 4), batch (3, 5), max_norm 0.1, two steps in a row; compared: "
              "what each call returns, the two losses, then the weights", _step_case(3, 5, 7, 4, 0.1)),

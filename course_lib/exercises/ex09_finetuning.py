@@ -459,6 +459,7 @@ FREEZE = Exercise(
     notebook="09_finetuning",
     reference=ref.freeze_lower_layers,
     call=_call_freeze,
+    outputs=("the returned count of trainable parameters", "which parts train"),
     visible=[
         Case("a 4-layer classifier, n_layers=2", _freeze_case(_config(16, 4), 2), dtypes=F32),
         Case("a 3-layer classifier, n_layers=0 (embeddings only)", _freeze_case(_config(16, 3), 0), dtypes=F32),
@@ -582,6 +583,8 @@ LORA = Exercise(
     notebook="09_finetuning",
     reference=ref.LoRALinear,
     call=_call_lora,
+    outputs=("output at the start", "B's gradient", "base frozen", "the count of trainable parameters",
+             "the output with the case's A and B"),
     visible=[
         Case("base nn.Linear(12, 8), r=4, alpha=16, x (4, 12)", _lora_case(12, 8, 4, 16.0)),
         Case("base nn.Linear(6, 10) without bias, r=2, alpha=1, x (3, 6)", _lora_case(6, 10, 2, 1.0, B=3, bias=False)),
@@ -673,6 +676,7 @@ PRF = Exercise(
     name="precision_recall_f1",
     notebook="09_finetuning",
     reference=ref.precision_recall_f1,
+    outputs=("precision", "recall", "F1"),
     visible=[
         Case("preds [1, 1, 0, 1, 0, 0, 1, 0], labels [1, 0, 0, 1, 1, 0, 1, 1]",
              _prf_case([1, 1, 0, 1, 0, 0, 1, 0], [1, 0, 0, 1, 1, 0, 1, 1]), dtypes=F32),
