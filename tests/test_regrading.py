@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 
 import nbformat
@@ -63,6 +64,27 @@ def test_an_id_that_differs_only_in_case_from_one_graded_earlier_stops_the_run(t
     with pytest.raises(SystemExit, match="graded into .* earlier: Alice and alice\\. "):
         autograde(Options(assignment=A, submissions=tmp_path / "subs", out=out, solutions=ROOT / "solutions"))
     assert not (out / "gradebook.db").exists()
+
+
+@pytest.mark.parametrize("layout, says", [
+    ("missing", "submissions folder .* does not exist"),
+    ("empty", "no submissions found in .*: expected <student>/00_welcome/\\*.ipynb \\(nbgrader's layout\\), "
+              "<student>/\\*.ipynb or <student>.ipynb"),
+    ("twice", "two submissions for student 'alice'")])
+def test_the_command_stops_with_status_2_before_writing_anything(tmp_path, capsys, layout, says):
+    """A script must tell 'stopped, nothing graded' (2) from 'graded, some NOT GRADED' (1)."""
+    from course_lib.instructor.cli import main
+    subs = tmp_path / "subs"
+    if layout != "missing":
+        subs.mkdir()
+    if layout == "twice":
+        write(submission(A), subs, "alice", A)
+        nbformat.write(submission(A), subs / "alice.ipynb")
+    assert main(["autograde", A, str(subs), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("course autograde: STOPPED before grading: ")
+    assert re.search(says, err), err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")      # nbgrader's own submission chatter

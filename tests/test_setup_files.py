@@ -141,3 +141,16 @@ def test_setup_installs_within_the_constraints_and_reinstalls_when_they_change()
     assert 'set -- -c "$ROOT/constraints.txt" "$@"' in install
     stamp = script[script.index("install_hash() {"):]
     assert "cat pyproject.toml constraints.txt" in stamp[:stamp.index("\n}\n")]
+
+
+def test_nothing_learners_run_reads_the_solutions_folder():
+    """README: instructors may hand out the course without solutions/. Only grading reads it
+    (course_lib/instructor/ and the autograde sandbox); ./course lab, the notebooks' imports, the
+    checks and Validate must not."""
+    grading_only = {ROOT / "course_lib" / "grading" / "sandbox.py"}
+    learner_side = [ROOT / "course"] + [p for p in (ROOT / "course_lib").rglob("*.py")
+                                        if "instructor" not in p.parts and p not in grading_only]
+    readers = [str(p.relative_to(ROOT)) for p in learner_side if "solutions" in p.read_text(encoding="utf-8")]
+    assert not readers, f"these learner-side files mention solutions/: {readers}"
+    notebooks = [p for p in (ROOT / "notebooks").rglob("*.ipynb") if "solutions" in p.read_text(encoding="utf-8")]
+    assert not notebooks, notebooks

@@ -176,6 +176,10 @@ def autograde(opt: Options, log=print) -> list[dict]:
         check_device(opt.device, option="--device")
     except ValueError as e:
         raise SystemExit(str(e)) from None
+    submissions = find_submissions(opt.submissions, opt.assignment)     # before anything is written
+    if not submissions:
+        raise SystemExit(f"no submissions found in {opt.submissions}: expected <student>/{opt.assignment}/*.ipynb "
+                         "(nbgrader's layout), <student>/*.ipynb or <student>.ipynb")
     out = opt.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     with open(out / ".lock", "w") as lock:
@@ -185,7 +189,7 @@ def autograde(opt: Options, log=print) -> list[dict]:
             except BlockingIOError:
                 raise SystemExit(f"another ./course autograde is writing into {out}: wait for it to "
                                  "finish, or grade into another folder (-o)") from None
-        return _autograde(opt, out, due, log)
+        return _autograde(opt, out, due, submissions, log)
 
 
 def read_moment(text: str) -> datetime:
@@ -241,15 +245,12 @@ def _duration(seconds: float) -> str:
     return " ".join(parts)
 
 
-def _autograde(opt: Options, out: Path, due: datetime | None, log) -> list[dict]:
+def _autograde(opt: Options, out: Path, due: datetime | None, submissions: dict[str, Handed], log) -> list[dict]:
     work = out / ".work"
     if work.exists():
         shutil.rmtree(work)
     work.mkdir()
     seed = opt.hidden_seed if opt.hidden_seed is not None else secrets.randbelow(10**6)
-    submissions = find_submissions(opt.submissions, opt.assignment)
-    if not submissions:
-        raise SystemExit(f"no submissions found in {opt.submissions} (expected <student>/{opt.assignment}/*.ipynb)")
     clashes = _case_clashes(submissions, {r["student"] for r in _report(out).get("results", [])})
     if clashes:
         raise SystemExit(f"student ids that differ only in case, between {opt.submissions} and those graded into "

@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                               "DIR/grades.csv, DIR/grading.json. Grading again into DIR replaces only the "
                               "rows of the students graded then, and keeps manual grades.\n"
                               "Exit status: 0 when every submission was graded, 1 when some are NOT GRADED, "
+                              "2 when the run stopped before grading (the message says why), "
                               "3 when course files changed during grading (nothing written).")
     p.add_argument("assignment", metavar="ID")
     p.add_argument("submissions", type=Path, metavar="SUBMISSIONS")
@@ -96,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         except GradingCompromised as e:
             print(f"course autograde: STOPPED: {e}", file=sys.stderr)
             return 3
+        except SystemExit as e:          # the submissions, the options or the output folder: nothing graded
+            if not isinstance(e.code, str):
+                raise
+            print(f"course autograde: STOPPED before grading: {e.code}", file=sys.stderr)
+            return 2
         return 0 if all(r["status"] == "graded" for r in results) else 1
     return 2
 
