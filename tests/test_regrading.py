@@ -18,7 +18,7 @@ import torch
 from course_lib.grading.sandbox import NotGraded, sandbox_verdicts
 from course_lib.instructor.autograde import Handed, Options, autograde, find_submissions, parse_due, place
 
-from submissions import ROOT, submission, write
+from submissions import ROOT, release_copy, submission, write
 
 A = "00_welcome"
 MISTAKE = {"split_heads_answer": "def split_heads(x, n_heads):\n"
@@ -219,7 +219,9 @@ def course(tmp_path_factory):
     prying = submission(A, {"split_heads_answer": PRYING_ANSWER}, extra_cells=[(3, PRYING_CELL)])
     write(prying, subs, "ann", A).with_name("timestamp.txt").write_text("2026-11-30 17:04:05 UTC")
     nbformat.write(submission(A), subs / "ann" / A / "scratch.ipynb")
-    bob = write(submission(A, MISTAKE), subs, "bob", A)
+    untouched = next(c.source for c in release_copy(A).cells
+                     if c.metadata.get("nbgrader", {}).get("grade_id") == "batched_dot_answer")
+    bob = write(submission(A, dict(MISTAKE, batched_dot_answer=untouched)), subs, "bob", A)
     bob.rename(bob.with_name(f"{A} (1).ipynb"))
     (subs / "cat" / A).mkdir(parents=True)
     (subs / "dan.zip").write_bytes(b"PK")
@@ -238,13 +240,16 @@ def test_first_run_grades_reports_and_records_the_time(course):
     assert rows[(A, "ann")]["score"] == "9", first["ann"]["cells"]
     assert rows[(A, "ann")]["timestamp"].startswith("2026-11-30T17:04:05")
     assert rows[(A, "ann")]["duedate"] == rows[(A, "ann")]["seconds_late"] == ""     # no due date yet
-    assert rows[(A, "bob")]["score"] == "6" and rows[(A, "cat")]["score"] == ""
+    assert rows[(A, "bob")]["score"] == "3" and rows[(A, "cat")]["score"] == ""     # one mistake, one blank
     assert rows[(A, "ann")]["note"] == "not graded beside it: scratch.ipynb"
     assert rows[(A, "bob")]["note"] == f"{A} (1).ipynb was graded as {A}.ipynb"
     from nbgrader.api import Gradebook
     with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
         assert gb.find_submission(A, "ann").timestamp.isoformat().startswith("2026-11-30T17:04:05")
         assert {s.student.id for s in gb.find_assignment(A).submissions} == {"ann", "bob"}
+        # the class gradebook says what each feedback page says: nbgrader's comment on the blank answer
+        assert gb.find_comment("batched_dot_answer", A, A, "bob").auto_comment == "No response."
+        assert gb.find_comment("split_heads_answer", A, A, "bob").auto_comment is None
 
 
 @pytest.fixture(scope="module")
@@ -308,6 +313,7 @@ def test_a_regrade_keeps_manual_grades_and_comments(regraded):
         grade = gb.find_grade("split_heads_visible", A, A, "bob")
         assert grade.auto_score == 1 and grade.manual_score == 0.5
         assert gb.find_comment("split_heads_answer", A, A, "bob").manual_comment == "see me about einops"
+        assert gb.find_comment("batched_dot_answer", A, A, "bob").auto_comment is None     # answered this time
         assert gb.find_submission(A, "bob").score == 9.5
 
 

@@ -444,7 +444,10 @@ def _merge(opt: Options, out: Path, work: Path, template: Path, results: list[di
             stamp = {"timestamp": res["timestamp"]} if res.get("timestamp") else {}
             sub = gb.update_or_create_submission(opt.assignment, s, **stamp)
             by_cell = {(g["notebook"], g["cell"]): g for g in res.get("grades", [])}
+            said = {(c["notebook"], c["cell"]): c["auto_comment"] for c in res.get("comments", [])}
             for nb in sub.notebooks:
+                for cm in nb.comments:       # what the feedback page shows, as nbgrader's autograde keeps it
+                    cm.auto_comment = said.get((nb.name, cm.name)) if res["status"] == "graded" else None
                 for g in nb.grades:
                     r = by_cell.get((nb.name, g.name))
                     if res["status"] == "graded" and r is not None:

@@ -39,7 +39,7 @@ def main(job_path: str) -> int:
     start = time.time()
     a, s = job["assignment"], job["student"]
     result = api.autograde(a, s, force=True, create=True)
-    out = {"student": s, "assignment": a, "seconds": 0.0, "grades": [], "cells": {}}
+    out = {"student": s, "assignment": a, "seconds": 0.0, "grades": [], "comments": [], "cells": {}}
     not_graded = [r for r in records if r.get("status") == "not graded"]
     if not_graded:
         out.update(status="NOT GRADED", reason=not_graded[0]["reason"])
@@ -57,6 +57,8 @@ def main(job_path: str) -> int:
                 for g in nb.grades:
                     out["grades"].append({"notebook": nb.name, "cell": g.name, "auto_score": g.auto_score,
                                           "max_score": g.max_score, "needs_manual_grade": g.needs_manual_grade})
+                for cm in nb.comments:       # nbgrader's own, e.g. "No response." for an untouched answer
+                    out["comments"].append({"notebook": nb.name, "cell": cm.name, "auto_comment": cm.auto_comment})
         if job.get("feedback", True):
             fb = api.generate_feedback(a, s, force=True)
             if not fb["success"]:
