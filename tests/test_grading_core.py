@@ -303,3 +303,12 @@ def test_call_watcher_sees_through_torch_optims_shared_step_wrapper():
     with CallWatcher(adam) as w:
         theirs.step()
     assert set(w.hits) == {"torch.optim.Adam"}
+
+
+@pytest.mark.parametrize("expected, got, differ", [
+    (float("nan"), 1.0, True), (1.0, float("nan"), True), (float("nan"), float("nan"), False), (0.0, 0.0, False)])
+def test_a_python_number_against_nan_is_a_difference_either_way(expected, got, differ):
+    """A mistake's output is compared as the expected value: nan there once matched any answer,
+    so '1.0 where 0.0 was expected' was explained as the 'nan when a denominator is 0' mistake."""
+    d, _ = compare(expected, got, dtype=torch.float32, device="cpu", atol=1e-6, rtol=1e-5)
+    assert (d is not None) == differ, d

@@ -66,7 +66,7 @@ def compare(expected: Any, got: Any, *, dtype: torch.dtype, device: str,
         if isinstance(got, torch.Tensor) or isinstance(got, TensorValue) or not isinstance(got, (int, float)):
             return Difference("type", where, f"expected a Python number, got {_describe(got)}"), 0.0
         diff = abs(float(got) - float(expected))
-        if diff > atol + rtol * abs(float(expected)) or (diff != diff and expected == expected):
+        if diff > atol + rtol * abs(float(expected)) or (diff != diff and not (expected != expected and got != got)):
             return Difference("value", where, f"expected {_fmt_num(float(expected))}   got {_fmt_num(float(got))}\n"
                               f"difference {_fmt_num(diff)} (tolerance {atol:g} + {rtol:g}·|expected|)", diff), diff
         return None, diff
