@@ -284,6 +284,155 @@ def test_classifier_check_has_one_token_sentences_where_its_label_says():
         assert lengths[0] == r.inputs["attention_mask"].shape[1] and lengths[-2:] == [1, 1], lengths
 
 
+# Wrong answers a learner writes, each one once passing a check (written here as learners write
+# them, not from the catalogue's variants).
+def _verdicts(exercise, answer):
+    from course_lib.grading.engine import evaluate
+    return {suite: evaluate(exercise, answer, suite=suite) for suite in ("visible", "hidden")}
+
+
+def test_loader_check_refuses_weights_matched_by_position():
+    """The real checkpoint comes sorted by name, not in the encoder's order: matching by position
+    loads a vector into the word embeddings, or worse, weights of the same shape into the wrong place."""
+    from course_lib.exercises.ex09_finetuning import LOADER
+    from course_lib.reference.finetuning import IGNORED_KEYS
+
+    def by_position(state_dict, config):
+        model = BertEncoder(config)
+        values = [v for k, v in state_dict.items() if k not in IGNORED_KEYS]
+        own = model.state_dict()
+        if len(values) != len(own):
+            raise KeyError("checkpoint and encoder do not match")
+        model.load_state_dict(dict(zip(own, values)))
+        return model
+
+    for suite, r in _verdicts(LOADER, by_position).items():
+        assert not r.passed, suite
+
+
+class _Classifier(nn.Module):
+    """A learner's SentenceClassifier with one thing to get wrong about dropout."""
+    how = "right"
+
+    def __init__(self, encoder, n_classes, dropout=0.1):
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout() if self.how == "default rate" else nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.config.d_model, n_classes)
+
+    def forward(self, input_ids, attention_mask):
+        h = self.encoder(input_ids, attention_mask)                  # (B, T, d)
+        if self.how == "before pooling":
+            h = self.dropout(h)
+        m = attention_mask.to(h.dtype)[..., None]                    # (B, T, 1)
+        pooled = (h * m).sum(1) / m.sum(1)
+        if self.how not in ("never", "before pooling"):
+            pooled = self.dropout(pooled)
+        return self.head(pooled)
+
+
+@pytest.mark.parametrize("how, says", [
+    ("default rate", "expected  self.dropout is nn.Dropout(p=0.1)\n  got       self.dropout is nn.Dropout(p=0.5)"),
+    ("never", "This matches a known mistake: dropout never applied in forward"),
+    ("before pooling", "(in the logits with self.dropout replaced by a module that squares its input")])
+def test_classifier_check_sees_the_dropout_it_was_given_and_where_it_acts(how, says):
+    from course_lib.exercises.ex09_finetuning import SENTENCE_CLASSIFIER
+    right = type("Right", (_Classifier,), {})
+    assert all(r.passed for r in _verdicts(SENTENCE_CLASSIFIER, right).values())
+    wrong = type("Wrong", (_Classifier,), {"how": how})
+    verdicts = _verdicts(SENTENCE_CLASSIFIER, wrong)
+    assert not verdicts["visible"].passed and not verdicts["hidden"].passed
+    assert says in verdicts["visible"].message, verdicts["visible"].message
+
+
+def test_classifier_check_names_a_head_without_bias():
+    from course_lib.exercises.ex09_finetuning import SENTENCE_CLASSIFIER
+
+    class NoBias(_Classifier):
+        def __init__(self, encoder, n_classes, dropout=0.1):
+            super().__init__(encoder, n_classes, dropout)
+            self.head = nn.Linear(encoder.config.d_model, n_classes, bias=False)
+
+    r = _verdicts(SENTENCE_CLASSIFIER, NoBias)["visible"]
+    assert not r.passed and "head has no bias" in r.message, r.message
+
+
+def _freeze_by_prefix(model, n_layers):          # "encoder.layers.1" is also the start of "encoder.layers.10"
+    if not 0 <= n_layers <= len(model.encoder.layers):
+        raise ValueError("n_layers out of range")
+    prefixes = ["encoder.embeddings"] + [f"encoder.layers.{i}" for i in range(n_layers)]
+    for name, p in model.named_parameters():
+        p.requires_grad_(not any(name.startswith(pre) for pre in prefixes))
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _freeze_checking(condition):
+    def freeze(model, n_layers):
+        if not condition(n_layers, len(model.encoder.layers)):
+            raise ValueError("n_layers out of range")
+        for p in model.parameters():
+            p.requires_grad_(True)
+        for m in [model.encoder.embeddings, *model.encoder.layers[:n_layers]]:
+            m.requires_grad_(False)
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return freeze
+
+
+@pytest.mark.parametrize("answer", [
+    _freeze_by_prefix, _freeze_checking(lambda n, L: n <= L), _freeze_checking(lambda n, L: n >= 0),
+    _freeze_checking(lambda n, L: 0 <= n < L)], ids=["prefix without a dot", "only too large", "only negative",
+                                                       "n == len refused"])
+def test_freeze_check_refuses_in_both_suites(answer):
+    from course_lib.exercises.ex09_finetuning import FREEZE
+    assert all(r.passed for r in _verdicts(FREEZE, _freeze_checking(lambda n, L: 0 <= n <= L)).values())
+    for suite, r in _verdicts(FREEZE, answer).items():
+        assert not r.passed, suite
+
+
+class _LoRA(nn.Module):
+    where = "right"
+
+    def __init__(self, base, r=8, alpha=16):
+        super().__init__()
+        self.base = base.requires_grad_(False)
+        w = base.weight
+        on = {} if self.where == "cpu" else {"device": w.device}
+        A = torch.randn(r, w.shape[1], dtype=w.dtype, **on) / w.shape[1] ** 0.5
+        self.A = A.requires_grad_() if self.where == "plain tensor" else nn.Parameter(A)
+        self.B = nn.Parameter(torch.zeros(w.shape[0], r, dtype=w.dtype, **on))
+        self.scale = alpha / r
+
+    def forward(self, x):
+        return self.base(x) + x @ self.A.T @ self.B.T * self.scale
+
+
+@pytest.mark.parametrize("where, says", [
+    ("cpu", "LoRALinear's A and B were created on cpu, not on base.weight's device"),
+    ("plain tensor", "LoRALinear.A must be an nn.Parameter of shape (4, 12), found a plain tensor (not an nn.Parameter)")])
+def test_lora_check_names_where_and_what_a_and_b_are(where, says):
+    from course_lib.exercises.ex09_finetuning import LORA
+    assert all(r.passed for r in _verdicts(LORA, _LoRA).values())
+    verdicts = _verdicts(LORA, type("Wrong", (_LoRA,), {"where": where}))
+    assert not verdicts["hidden"].passed
+    assert not verdicts["visible"].passed and says in verdicts["visible"].message, verdicts["visible"].message
+
+
+def test_metrics_check_refuses_recall_of_one_without_positives():
+    from course_lib.exercises.ex09_finetuning import PRF
+
+    def recall_one(preds, labels, positive=1):
+        tp = int(((preds == positive) & (labels == positive)).sum())
+        fp = int(((preds == positive) & (labels != positive)).sum())
+        fn = int(((preds != positive) & (labels == positive)).sum())
+        p = tp / (tp + fp) if tp + fp else 0.0
+        r = tp / (tp + fn) if tp + fn else 1.0                       # "nothing to find, all found"
+        return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+
+    verdicts = _verdicts(PRF, recall_one)
+    assert not verdicts["visible"].passed and not verdicts["hidden"].passed
+    assert "known mistake" not in verdicts["hidden"].message, verdicts["hidden"].message
+
+
 # ----------------------------------------------------------------------------- a tiny real fine-tune
 def test_a_short_fine_tune_of_the_real_model_learns(splits):
     from safetensors.torch import load_file

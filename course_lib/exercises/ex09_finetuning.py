@@ -94,6 +94,7 @@ def _loader_case(cfg_fn, B=3, T=7, drop=None, extra=None):
             del sd[drop]
         if extra is not None:
             sd[extra] = _randn(g, cfg.d_model)
+        sd = dict(sorted(sd.items()))          # as safetensors' load_file gives them: not the encoder's order
         return {"state_dict": sd, "config": cfg, **_batch(g, cfg, B, min(T, cfg.max_positions)),
                 "expect_error": drop is not None or extra is not None}
     return make
@@ -204,6 +205,8 @@ LOADER = Exercise(
         Case("a random small BERT and batch", _loader_case(_random_config, B=4, T=9)),
         Case("a random small BERT whose checkpoint lacks layer 0's query bias: must raise",
              _loader_case(_random_config, drop="encoder.layer.0.attention.self.query.bias")),
+        Case("a random small BERT whose checkpoint has an extra key encoder.layer.0.attention.self.rotary: must raise",
+             _loader_case(_random_config, extra="encoder.layer.0.attention.self.rotary")),
     ],
     mistakes=[
         Mistake("query and key swapped", _ml_qk,
@@ -242,35 +245,55 @@ def _course_state(g, cfg: BertConfig) -> dict[str, torch.Tensor]:
     return {ref._course_name(k): v for k, v in _hf_state_dict(g, cfg).items() if k not in ref.IGNORED_KEYS}
 
 
-def _clf_case(cfg_fn, n_classes=2, B=3, T=6, one_token=0):
+def _clf_case(cfg_fn, n_classes=2, B=3, T=6, one_token=0, dropout=0.1):
     def make(g):
         cfg = cfg_fn(g) if callable(cfg_fn) else cfg_fn
-        return {"config": cfg, "encoder_state": _course_state(g, cfg), "n_classes": n_classes,
+        return {"config": cfg, "encoder_state": _course_state(g, cfg), "n_classes": n_classes, "dropout": dropout,
                 "head_weight": _randn(g, n_classes, cfg.d_model), "head_bias": _randn(g, n_classes, scale=0.5),
                 **_batch(g, cfg, B, T, one_token)}
     return make
 
 
 def _random_clf(g):
-    return _clf_case(_random_config, n_classes=_ri(g, 2, 5), B=_ri(g, 2, 5), T=_ri(g, 3, 10))(g)
+    return _clf_case(_random_config, n_classes=_ri(g, 2, 5), B=_ri(g, 2, 5), T=_ri(g, 3, 10),
+                     dropout=_ri(g, 1, 6) / 20)(g)
+
+
+class _Squares(nn.Module):
+    """Stands in for the dropout: deterministic, and not linear, so it tells apart where it acts
+    (on the pooled vector, on the token vectors before pooling, on the logits)."""
+
+    def forward(self, x):
+        return x * x
 
 
 def _call_clf(cls, inputs):
+    """(the logits in eval mode; self.dropout in words; the logits with self.dropout replaced by a
+    module that squares its input, which shows where the dropout acts)."""
     w = inputs["head_weight"]
     enc = BertEncoder(inputs["config"])
     enc.load_state_dict(inputs["encoder_state"])
     enc = enc.to(device=w.device, dtype=w.dtype)
-    model = cls(enc, inputs["n_classes"], dropout=0.1)
+    p = inputs["dropout"]
+    model = cls(enc, inputs["n_classes"], dropout=p)
     head = getattr(model, "head", None)
     if not isinstance(head, nn.Linear):
         raise AttributeError(f"SentenceClassifier needs an nn.Linear attribute named 'head' (found {type(head).__name__})")
     if tuple(head.weight.shape) != tuple(w.shape):
         raise ValueError(f"head.weight has shape {tuple(head.weight.shape)}, expected {tuple(w.shape)} (n_classes, d_model)")
+    if head.bias is None:
+        raise ValueError("head has no bias: the contract's head is nn.Linear(encoder.config.d_model, n_classes), "
+                         "which has one unless bias=False is given")
     model = model.to(device=w.device, dtype=w.dtype)
     with torch.no_grad():
         head.weight.copy_(w)
         head.bias.copy_(inputs["head_bias"])
-    return _eval_output(model, inputs)
+    logits = _eval_output(model, inputs)
+    drop = getattr(model, "dropout", None)
+    found = (f"nn.Dropout(p={drop.p:g})" if isinstance(drop, nn.Dropout) else
+             "missing" if drop is None else f"a {type(drop).__name__}")
+    model.dropout = _Squares()
+    return logits, f"self.dropout is {found}", _eval_output(model, inputs)
 
 
 class _ClfBase(nn.Module):
@@ -285,7 +308,10 @@ class _ClfBase(nn.Module):
 
     def forward(self, input_ids, attention_mask):
         hidden = self.encoder(input_ids, self.encoder_mask(attention_mask))
-        return self.finish(self.head(self.dropout(self.pool(hidden, attention_mask))))
+        return self.finish(self.head(self.drop(self.pool(hidden, attention_mask))))
+
+    def drop(self, pooled):
+        return self.dropout(pooled)
 
     def encoder_mask(self, mask):
         return mask
@@ -298,23 +324,30 @@ def _clf(**methods):
     return type("WrongClassifier", (_ClfBase,), methods)
 
 
+class _ClfIgnoresDropout(_ClfBase):
+    def __init__(self, encoder, n_classes, dropout=0.1):
+        super().__init__(encoder, n_classes, 0.5)           # nn.Dropout()'s own default
+
+
 SENTENCE_CLASSIFIER = Exercise(
     name="SentenceClassifier",
     notebook="09_finetuning",
     reference=ref.SentenceClassifier,
     call=_call_clf,
+    outputs=("the logits in eval mode", "the dropout module",
+             "the logits with self.dropout replaced by a module that squares its input (where the dropout acts)"),
     visible=[
-        Case("a 2-layer encoder (d_model 16), 2 classes, a padded batch (3, 6)", _clf_case(_config())),
-        Case("a 1-layer encoder (d_model 12, 3 heads), 4 classes, batch (4, 8)",
-             _clf_case(_config(12, 1, 3), n_classes=4, B=4, T=8)),
-        Case("a 2-layer encoder (d_model 16), 3 classes, batch (5, 9) whose last two sentences are one token long",
-             _clf_case(_config(), n_classes=3, B=5, T=9, one_token=2)),
+        Case("a 2-layer encoder (d_model 16), 2 classes, dropout=0.1, a padded batch (3, 6)", _clf_case(_config())),
+        Case("a 1-layer encoder (d_model 12, 3 heads), 4 classes, dropout=0.3, batch (4, 8)",
+             _clf_case(_config(12, 1, 3), n_classes=4, B=4, T=8, dropout=0.3)),
+        Case("a 2-layer encoder (d_model 16), 3 classes, dropout=0.25, batch (5, 9) whose last two sentences are "
+             "one token long", _clf_case(_config(), n_classes=3, B=5, T=9, one_token=2, dropout=0.25)),
     ],
     hidden=[
-        Case("a random small encoder, number of classes and batch", _random_clf),
+        Case("a random small encoder, number of classes, dropout and batch", _random_clf),
         Case("another random encoder and batch", _random_clf),
-        Case("a 1-layer encoder (d_model 20, 2 heads), 2 classes, batch (6, 12)",
-             _clf_case(_config(20, 1, 2), B=6, T=12)),
+        Case("a 1-layer encoder (d_model 20, 2 heads), 2 classes, dropout=0.2, batch (6, 12)",
+             _clf_case(_config(20, 1, 2), B=6, T=12, dropout=0.2)),
     ],
     mistakes=[
         Mistake("first-token ([CLS]) pooling instead of the mean", _clf(pool=lambda self, h, m: h[:, 0]),
@@ -332,6 +365,23 @@ SENTENCE_CLASSIFIER = Exercise(
         Mistake("attention_mask not passed to the encoder", _clf(encoder_mask=lambda self, m: None),
                 "Without the mask every token also attends to the padding, so real tokens' vectors change\n"
                 "with the padding: pass attention_mask to the encoder as well as to the pooling."),
+        Mistake("masked sum divided by T, the padded length", _clf(
+                    pool=lambda self, h, m: (h * m[..., None].to(h.dtype)).sum(1) / h.shape[1]),
+                "The padding is left out of the sum but counted in the denominator, so a short sentence in\n"
+                "a batch of long ones gets a vector that is too small. Divide by mask.sum(1), each\n"
+                "sentence's own number of real tokens."),
+        Mistake("the dropout given ignored (nn.Dropout() or a fixed rate)",
+                _ClfIgnoresDropout,
+                "Build self.dropout = nn.Dropout(dropout) from the argument: nn.Dropout() drops half of\n"
+                "everything (its default p is 0.5), and a fixed rate ignores what the caller asked for."),
+        Mistake("dropout never applied in forward", _clf(drop=lambda self, pooled: pooled),
+                "Creating self.dropout is not enough: call it on the pooled vector before the head. (In\n"
+                "eval mode it does nothing, which is why the first output agrees.)"),
+        Mistake("dropout applied to the logits instead of the pooled vector", _clf(
+                    drop=lambda self, pooled: pooled,
+                    finish=lambda self, z: self.dropout(z)),
+                "Dropout goes between the pooled vector and the head, as in BERT's classifiers: dropping\n"
+                "logits would change the answer itself, not the features it is computed from."),
         Mistake("softmax applied: probabilities returned instead of logits",
                 _clf(finish=lambda self, z: torch.softmax(z, -1)),
                 "Return the raw scores (logits): F.cross_entropy applies log-softmax itself."),
@@ -375,7 +425,7 @@ def _what_trains(model) -> str:
 
 
 def _call_freeze(impl, inputs):
-    """(the returned count, which parts train in words), or 'raised ValueError'."""
+    """(which parts train in words, the returned count), or 'raised ValueError'."""
     model = _TinyClassifier(inputs["config"], inputs["n_classes"])
     if inputs["start"] == "frozen":
         for p in model.parameters():
@@ -384,7 +434,7 @@ def _call_freeze(impl, inputs):
         count = impl(model, inputs["n_layers"])
     except ValueError:
         return "raised ValueError"
-    return count, _what_trains(model)
+    return _what_trains(model), count
 
 
 def _in_range(model, n_layers):
@@ -459,21 +509,28 @@ FREEZE = Exercise(
     notebook="09_finetuning",
     reference=ref.freeze_lower_layers,
     call=_call_freeze,
-    outputs=("the returned count of trainable parameters", "which parts train"),
+    outputs=("which parts train", "the returned count of trainable parameters"),
     visible=[
         Case("a 4-layer classifier, n_layers=2", _freeze_case(_config(16, 4), 2), dtypes=F32),
+        Case("a 12-layer classifier (d_model 8), n_layers=2", _freeze_case(_config(8, 12), 2), dtypes=F32),
         Case("a 3-layer classifier, n_layers=0 (embeddings only)", _freeze_case(_config(16, 3), 0), dtypes=F32),
         Case("a 3-layer classifier, n_layers=3 (the whole encoder: head only)", _freeze_case(_config(16, 3), 3), dtypes=F32),
         Case("a 4-layer classifier that arrives fully frozen, n_layers=1",
              _freeze_case(_config(16, 4), 1, start="frozen"), dtypes=F32),
         Case("a 2-layer classifier, n_layers=5: must raise ValueError", _freeze_case(_config(16, 2), 5), dtypes=F32),
+        Case("a 2-layer classifier, n_layers=-1: must raise ValueError", _freeze_case(_config(16, 2), -1), dtypes=F32),
     ],
     hidden=[
         Case("a random small classifier, n_layers in the middle",
              _freeze_case(_random_config, lambda c: c.n_layers // 2, n_classes=3), dtypes=F32),
         Case("a random small classifier arriving frozen, n_layers = all but one",
              _freeze_case(_random_config, lambda c: c.n_layers - 1, start="frozen"), dtypes=F32),
+        Case("a random small classifier, n_layers = all of them (head only)",
+             _freeze_case(_random_config, lambda c: c.n_layers), dtypes=F32),
+        Case("an 11-layer classifier (d_model 8), n_layers=3", _freeze_case(_config(8, 11), 3), dtypes=F32),
         Case("n_layers = -1: must raise ValueError", _freeze_case(_config(), -1), dtypes=F32),
+        Case("a random small classifier, n_layers = one more than it has: must raise ValueError",
+             _freeze_case(_random_config, lambda c: c.n_layers + 1), dtypes=F32),
     ],
     mistakes=[
         Mistake("embeddings left trainable", _mf_embeddings,
@@ -534,8 +591,10 @@ def _call_lora(cls, inputs):
     for name, shape in (("A", inputs["A"].shape), ("B", inputs["B"].shape)):
         p = getattr(m, name, None)
         if not isinstance(p, nn.Parameter) or tuple(p.shape) != tuple(shape):
-            got = tuple(p.shape) if isinstance(p, torch.Tensor) else type(p).__name__
+            got = (f"a {'nn.Parameter' if isinstance(p, nn.Parameter) else 'plain tensor (not an nn.Parameter)'} "
+                   f"of shape {tuple(p.shape)}" if isinstance(p, torch.Tensor) else type(p).__name__)
             raise ValueError(f"LoRALinear.{name} must be an nn.Parameter of shape {tuple(shape)}, found {got}")
+    _same_device_as_base(cls, inputs, x.dtype)
     y0 = m(x)
     same_at_init = ("output equal to base(x) at the start" if torch.allclose(y0, want, atol=1e-6, rtol=1e-5)
                     else "output different from base(x) at the start")
@@ -552,8 +611,28 @@ def _call_lora(cls, inputs):
     return same_at_init, b_learns, base_frozen, trainable, y1
 
 
+def _same_device_as_base(cls, inputs, dtype):
+    """A and B must live where base.weight does. Built around a base on the meta device, an answer
+    that creates them on the CPU shows it on any grading machine, GPU or not."""
+    W = inputs["W"]
+    base = nn.Linear(W.shape[1], W.shape[0], bias=inputs["bias"], device="meta", dtype=dtype)
+    try:
+        m = cls(base, r=inputs["r"], alpha=inputs["alpha"])
+    except NotImplementedError:
+        raise
+    except Exception:                   # an answer that cannot be built on meta: the other outputs judge it
+        return
+    placed = {n: getattr(m, n).device.type for n in ("A", "B") if isinstance(getattr(m, n, None), torch.Tensor)}
+    wrong = {n: d for n, d in placed.items() if d != "meta"}
+    if wrong:
+        raise ValueError(f"LoRALinear's {' and '.join(wrong)} were created on {', '.join(sorted(set(wrong.values())))}, "
+                         "not on base.weight's device (the check built one around a base on PyTorch's 'meta' "
+                         "device to see this): create them with device=base.weight.device, as a base on a GPU "
+                         "would need")
+
+
 class _LoRABase(nn.Module):
-    a_scale, b_random, freeze = 1.0, False, "all"
+    a_scale, b_random, freeze, a_trains = 1.0, False, "all", True
 
     def __init__(self, base, r=8, alpha=16):
         super().__init__()
@@ -565,6 +644,7 @@ class _LoRABase(nn.Module):
         w = base.weight
         self.A = nn.Parameter(torch.randn(r, w.shape[1], device=w.device, dtype=w.dtype) * self.a_scale)
         self.B = nn.Parameter((torch.randn if self.b_random else torch.zeros)(w.shape[0], r, device=w.device, dtype=w.dtype))
+        self.A.requires_grad_(self.a_trains)
         self.r, self.alpha = r, alpha
 
     def scale(self):
@@ -598,7 +678,7 @@ LORA = Exercise(
         Mistake("B initialised randomly: the output differs from base at the start", _lora(b_random=True),
                 "LoRA starts as an exact copy of the pretrained layer: B = 0 makes the update B·A zero, so\n"
                 "fine-tuning starts from what the model already knows. A is the random one."),
-        Mistake("A and B both zero: B never gets a gradient", _lora(a_scale=0.0),
+        Mistake("A initialised to zero: B never gets a gradient", _lora(a_scale=0.0),
                 "With A = 0 the gradient of B (which is proportional to A·x) is 0 too, and with B = 0 so is\n"
                 "A's: nothing ever moves. Initialise A randomly and B to zeros."),
         Mistake("scale r/alpha instead of alpha/r", _lora(scale=lambda self: self.r / self.alpha),
@@ -606,6 +686,11 @@ LORA = Exercise(
                 "update is at a given learning rate."),
         Mistake("scale alpha/r forgotten", _lora(scale=lambda self: 1.0),
                 "Multiply the low-rank path by alpha / r."),
+        Mistake("scale alpha instead of alpha/r", _lora(scale=lambda self: self.alpha),
+                "The scale is alpha divided by the rank r: alpha alone makes the update r times too large."),
+        Mistake("A frozen: only B trains", _lora(a_trains=False),
+                "Both A and B are LoRA's trainable parameters: r·(in_features + out_features) of them.\n"
+                "Freeze the base layer, not A."),
         Mistake("base layer not frozen", _lora(freeze="none"),
                 "LoRA trains only A and B: set requires_grad=False on base.weight and base.bias; the\n"
                 "trainable count is then r·(in_features + out_features)."),
@@ -634,7 +719,9 @@ def _prf_random(n_classes, positive, degenerate=False):
         N = _ri(g, 10, 40)
         labels = torch.randint(0, n_classes, (N,), generator=g)
         preds = torch.where(torch.rand(N, generator=g) < 0.6, labels, torch.randint(0, n_classes, (N,), generator=g))
-        if degenerate:                          # the positive class is never predicted
+        if degenerate == "labels":              # the positive class never occurs: recall is 0/0
+            labels = torch.where(labels == positive, (positive + 1) % n_classes, labels)
+        elif degenerate:                        # the positive class is never predicted
             preds = torch.where(preds == positive, (positive + 1) % n_classes, preds)
         return {"preds": preds, "labels": labels, "positive": positive}
     return make
@@ -689,6 +776,8 @@ PRF = Exercise(
         Case("random binary predictions", _prf_random(2, 1), dtypes=F32),
         Case("random predictions over 4 classes, positive=3", _prf_random(4, 3), dtypes=F32),
         Case("random labels, the positive class never predicted", _prf_random(3, 0, degenerate=True), dtypes=F32),
+        Case("random predictions, the positive class never among the labels",
+             _prf_random(3, 2, degenerate="labels"), dtypes=F32),
     ],
     mistakes=[
         Mistake("precision and recall swapped", _mp(swap=True),
