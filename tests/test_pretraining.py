@@ -367,3 +367,85 @@ def test_mlm_mask_check_judges_an_in_place_answer_on_the_tokens_it_was_given():
     r = _evaluate("mlm_mask", in_place)
     assert not r.passed
     assert "changed its input tokens in place" in r.message and "labels differ" not in r.message, r.message
+
+
+def _evaluate_both(name, answer):
+    from course_lib.exercises import ex08_pretraining as ex08
+    from course_lib.grading.engine import evaluate
+    exercise = {e.name: e for e in (ex08.MLM_MASK, ex08.SAMPLE, ex08.TRAIN_STEP)}[name]
+    return {suite: evaluate(exercise, answer, suite=suite) for suite in ("visible", "hidden")}
+
+
+_MLM = """def mlm_mask(tokens, mask_id, vocab_size, p=0.15, generator=None):
+    chosen = torch.rand(tokens.shape, generator=generator) < p
+    r = torch.rand(tokens.shape, generator=generator)
+    rnd = RANDOM
+    labels = torch.where(chosen, tokens, torch.full_like(tokens, -100))
+    inputs = torch.where(chosen & (r < 0.8), torch.full_like(tokens, mask_id), tokens)
+    inputs = torch.where(chosen & (r >= 0.8) & (r < 0.9), rnd, inputs)
+    return inputs, labels
+"""
+
+
+@pytest.mark.parametrize("random, says", [
+    ("torch.randint(vocab_size, tokens.shape, generator=generator)", None),
+    ("torch.randint(1, vocab_size, tokens.shape, generator=generator)", None),          # [MASK] = 0 never drawn: fine
+    ("torch.randint(vocab_size, (1,), generator=generator)", "one id makes up"),
+    ("torch.randint(vocab_size, tokens.shape[-1:], generator=generator)", "one draw shared by a whole column"),
+    ("torch.randint(vocab_size, tokens.shape, generator=generator) + 1", "inputs hold ids outside [0,"),
+    ("(tokens + 1) % vocab_size", "the original token plus one same offset"),
+], ids=["right", "right, from 1", "one token", "one per column", "off by one", "not random"])
+def test_mlm_mask_check_looks_at_the_random_tokens(random, says):
+    """The fractions alone cannot tell which token went in: any id passed."""
+    verdicts = _evaluate_both("mlm_mask", _answer(_MLM.replace("RANDOM", random), "mlm_mask"))
+    if says is None:
+        assert all(r.passed for r in verdicts.values()), verdicts
+        return
+    assert not verdicts["visible"].passed and not verdicts["hidden"].passed
+    assert says in verdicts["visible"].message, verdicts["visible"].message
+
+
+def test_train_step_check_has_a_case_where_clipping_must_not_act():
+    """Every case once clipped, so scaling the gradients to max_norm always (min(1, ·) forgotten) passed."""
+    rescale = _TRAIN_STEP.replace("CLIP", "norm = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters()))\n"
+                                          "    for p in model.parameters():\n"
+                                          "        p.grad.mul_(max_norm / (norm + 1e-6))")
+    verdicts = _evaluate_both("train_step", _answer(rescale, "train_step"))
+    assert not verdicts["visible"].passed and not verdicts["hidden"].passed
+
+
+_SAMPLER = """def sample(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+    for _ in range(max_new_tokens):
+        logits = model(idx[:, -model.block_size:])[:, -1, :].float()
+        LOGITS
+        probs = torch.softmax(logits, -1).cpu()
+        DRAW
+        idx = torch.cat([idx, nxt.to(idx.device)], 1)
+    return idx
+"""
+_RIGHT_LOGITS = """logits = logits / temperature
+        if top_k is not None:
+            logits[logits < torch.topk(logits, top_k).values[:, [-1]]] = -float("inf")"""
+_MULTINOMIAL = "nxt = torch.multinomial(probs, 1, generator=generator)"
+
+
+@pytest.mark.parametrize("logits, draw, right", [
+    (_RIGHT_LOGITS, "u = torch.rand(probs.shape[0], 1, generator=generator)\n"
+                    "        nxt = torch.searchsorted(probs.cumsum(-1), u).clamp(max=probs.shape[-1] - 1)", True),
+    ("""if top_k is not None:
+            logits[logits < torch.topk(logits, top_k).values[:, [-1]]] = -float("inf")
+        else:
+            logits = logits / temperature""", _MULTINOMIAL, False),
+    ("""if top_k is not None:
+            logits = torch.where(logits < torch.topk(logits, top_k).values[:, [-1]], -float("inf"), 0.0)
+        logits = logits / temperature""", _MULTINOMIAL, False),
+], ids=["inverse-CDF draw (right)", "temperature only without top-k", "uniform among the top k"])
+def test_sample_check_judges_frequencies_against_the_true_probabilities(logits, draw, right):
+    """Compared with the reference's own 4,000 draws, a right sampler with other random numbers was
+    refused at some seeds; and the visible suite had no case with both a temperature and top_k."""
+    source = _SAMPLER.replace("LOGITS", logits).replace("DRAW", draw)
+    verdicts = _evaluate_both("sample", _answer(source, "sample"))
+    if right:
+        assert all(r.passed for r in verdicts.values()), verdicts
+    else:
+        assert not verdicts["visible"].passed and not verdicts["hidden"].passed

@@ -287,6 +287,34 @@ def _call_mlm(fn, inputs):
     def among_chosen(where):
         return lambda: float((where() & state["chosen"]).sum()) / state["n"]
 
+    def random_ids():
+        """Ids in range; among the replaced positions, no id, offset from the original or repeat along
+        a row or column far above chance (about 1/V when each is drawn on its own)."""
+        if bool(((inp < 0) | (inp >= V)).any()):
+            return f"inputs hold ids outside [0, {V}): from {int(inp.min())} to {int(inp.max())}"
+        replaced = state["chosen"] & (inp != mask_id) & (inp != tokens)
+        vals = inp[replaced]
+        if vals.numel() < 100:                   # too few to judge: the fractions above say why
+            return None
+        limit = 0.25                             # chance is 1/V <= 0.05 in every case
+        top = float(torch.bincount(vals, minlength=V).max()) / vals.numel()
+        if top > limit:
+            return f"one id makes up {top:.0%} of the random replacements"
+        offset = float(torch.bincount((vals - tokens[replaced]) % V, minlength=V).max()) / vals.numel()
+        if offset > limit:
+            return f"{offset:.0%} of the random replacements are the original token plus one same offset"
+        where = replaced.nonzero()                                                  # (n, dims)
+        for axis, along in ((0, "column"), (1, "row")) if inp.dim() == 2 else ():
+            other = where[:, 1 - axis]
+            order = torch.argsort(other * inp.shape[axis] + where[:, axis])          # grouped by row or column
+            v, o = inp[replaced.nonzero(as_tuple=True)][order], other[order]
+            pairs = o[1:] == o[:-1]
+            repeat = float((v[1:] == v[:-1])[pairs].double().mean()) if bool(pairs.any()) else 0.0
+            if repeat > limit:
+                return (f"{repeat:.0%} of the random replacements repeat the one before them in the same "
+                        f"{along}: one draw shared by a whole {along}")
+        return None
+
     def same_seed():
         same = (isinstance(again, (tuple, list)) and len(again) == 2
                 and all(isinstance(a, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
@@ -304,6 +332,7 @@ def _call_mlm(fn, inputs):
         fraction("fraction of the chosen set to another token (the random 10 %, less the draws that hit "
                  "[MASK] or the original)",
                  among_chosen(lambda: (inp != mask_id) & (inp != tokens)), 0.1 - 0.2 / V),
+        (f"the random tokens drawn from [0, {V}) one position at a time", random_ids),
         ("two calls with generators seeded alike return the same (inputs, labels)", same_seed),
     )
 
@@ -468,7 +497,14 @@ def _call_sample(fn, inputs):
     if any(w != holds for w, (holds, _) in zip(words, props)):
         return (*words, None)
     counts = torch.bincount(out[:, T], minlength=table.shape[0]).to(table.dtype)   # (V,)
-    return (*words, counts / counts.sum())
+    freq = counts / counts.sum()
+    # Judged against the true probabilities, not against the reference's own 4,000 draws (two samples
+    # differ by more than one does from the truth): within _TOL of them, the answer gets them back.
+    logits = table[idx[0, -1]] / inputs["temperature"]                                # (V,)
+    if k is not None:
+        logits = logits.masked_fill(logits < torch.topk(logits, k).values[-1], float("-inf"))
+    truth = torch.softmax(logits, -1)
+    return (*words, truth if float((freq - truth).abs().max()) <= _TOL["atol"] else freq)
 
 
 def _nothing_to_draw(exc, fn, inputs, args):
@@ -543,6 +579,8 @@ SAMPLE = Exercise(
              "how often each of the 6 tokens comes out", _sample_case("freq", 4000, 1, 6, 1, temperature=0.5), **_TOL),
         Case("temperature 2.0: one token drawn after a fixed token, 4,000 times; how often each of the 6 comes out",
              _sample_case("freq", 4000, 1, 6, 1, temperature=2.0), **_TOL),
+        Case("temperature 0.8 with top_k = 3, 4,000 rows: how often each of the 7 tokens comes out",
+             _sample_case("freq", 4000, 1, 7, 1, 0.8, 3), **_TOL),
     ],
     hidden=[
         Case("top_k = 5, temperature 0.7, idx (50, 7), 9 new tokens", _sample_case("topk", 50, 7, 15, 9, 0.7, 5), **_TOL),
@@ -597,6 +635,10 @@ def _step_case(B, T, V, C, max_norm, lr=0.5):
 
 def _step_random(g):
     return _step_case(_ri(g, 2, 4), _ri(g, 3, 6), _ri(g, 5, 12), _ri(g, 3, 6), [0.1, 0.5][_ri(g, 0, 1)])(g)
+
+
+def _step_unclipped(g):
+    return _step_case(_ri(g, 2, 4), _ri(g, 3, 6), _ri(g, 5, 12), _ri(g, 3, 6), 50.0, lr=0.1)(g)
 
 
 def _call_step(fn, inputs):
@@ -695,8 +737,11 @@ TRAIN_STEP = Exercise(
              "what each call returns, the two losses, then the weights", _step_case(3, 5, 7, 4, 0.1)),
         Case("vocabulary 10, width 6, batch (2, 8), max_norm 0.5, two steps", _step_case(2, 8, 10, 6, 0.5)),
         Case("vocabulary 5, width 3, batch (4, 4), max_norm 0.05, two steps", _step_case(4, 4, 5, 3, 0.05)),
+        Case("vocabulary 6, width 4, batch (3, 4), max_norm 100 (the gradients are smaller: no clipping), lr 0.1, "
+             "two steps", _step_case(3, 4, 6, 4, 100.0, lr=0.1)),
     ],
-    hidden=[Case("random sizes, two steps", _step_random), Case("random sizes, two steps (again)", _step_random)],
+    hidden=[Case("random sizes, two steps", _step_random), Case("random sizes, two steps (again)", _step_random),
+            Case("random sizes, max_norm 50 (no clipping)", _step_unclipped)],
     mistakes=[
         Mistake("gradients not zeroed", _m_no_zero_grad,
                 "Call optimizer.zero_grad() before backward: otherwise each step adds the previous\n"
