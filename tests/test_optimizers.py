@@ -197,9 +197,26 @@ def _learner_sgd(update):
     return SGD
 
 
-def _learner_adam(decay, *, decoupled=False, state_outside=False):
-    """A learner-style Adam (AdamW if decoupled) whose L2 step is decay(p, wd) -> the gradient to use."""
+_CLASS_MOMENTS: dict = {}
+
+
+def _learner_adam(decay, *, decoupled=False, state_outside=False, keep="self.state[p]", hyper="group"):
+    """A learner-style Adam (AdamW if decoupled) whose L2 step is decay(p, wd) -> the gradient to use.
+    keep: where the moments live; hyper: "group", or the names read from self.defaults instead."""
     import torch
+
+    def moments(opt, p):
+        if state_outside:
+            return opt.moments.setdefault(p, {})
+        if keep == "self.state[id(p)]":
+            return opt.state[id(p)]
+        if keep == "a dict of the class":
+            return _CLASS_MOMENTS.setdefault(p, {})
+        if keep == "an attribute of p":
+            if not hasattr(p, "moments"):
+                p.moments = {}
+            return p.moments
+        return opt.state[p]
 
     class Adam(torch.optim.Optimizer):
         def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01 * decoupled):
@@ -210,13 +227,16 @@ def _learner_adam(decay, *, decoupled=False, state_outside=False):
             with torch.no_grad():
                 for group in self.param_groups:
                     lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+                    if hyper != "group":
+                        b1, b2 = self.defaults["betas"] if "betas" in hyper else (b1, b2)
+                        eps = self.defaults["eps"] if "eps" in hyper else eps
                     for p in group["params"]:
                         if p.grad is None:
                             continue
                         if decoupled:
                             p.mul_(1 - lr * wd)
                         g = p.grad if decoupled else decay(p, wd)
-                        st = self.moments.setdefault(p, {}) if state_outside else self.state[p]
+                        st = moments(self, p)
                         if not st:
                             st["t"], st["m"], st["v"] = 0, torch.zeros_like(p), torch.zeros_like(p)
                         st["t"] += 1
@@ -298,6 +318,27 @@ def test_adamw_save_and_reload_failure_names_the_run_it_comes_from():
 
     r = evaluate(get_exercise("AdamW"), _learner_adam(None, decoupled=True, state_outside=True))
     assert not r.passed and "output[" not in r.message, r.message
-    assert ("(in the final weight of the run saved with state_dict() and loaded into a new optimizer "
-            "halfway)") in r.message, r.message
+    assert ("(in the final weight of the run saved halfway with state_dict() and resumed by a new optimizer "
+            "over a fresh copy of the parameters)") in r.message, r.message
     assert "known mistake: moments kept outside self.state" in r.message, r.message
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW"])
+@pytest.mark.parametrize("keep, hyper", [
+    ("self.state[id(p)]", "group"), ("a dict of the class", "group"), ("an attribute of p", "group"),
+    ("self.state[p]", "betas from self.defaults"), ("self.state[p]", "eps from self.defaults")])
+def test_adam_checks_refuse_state_lost_on_restart_and_defaults_read_for_a_group(name, keep, hyper):
+    """The resumed run used the same Parameter objects in the same process, so moments keyed by id(p),
+    kept on the class or on p survived a reload they would not survive after a restart; and no case
+    gave a second group its own betas or eps in both suites."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+    right = _learner_adam(lambda p, wd: p.grad + wd * p, decoupled=name == "AdamW")
+    assert all(evaluate(get_exercise(name), right, suite=s).passed for s in ("visible", "hidden"))
+    _CLASS_MOMENTS.clear()
+    wrong = _learner_adam(lambda p, wd: p.grad + wd * p, decoupled=name == "AdamW", keep=keep, hyper=hyper)
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise(name), wrong, suite=suite)
+        assert not r.passed, (suite, r.message)
+        if keep != "self.state[p]":
+            assert "known mistake: moments kept outside self.state" in r.message, r.message

@@ -12,7 +12,7 @@ tensors. Both runs check, in words, that ``step()`` leaves the caller's ``p.grad
 """
 from __future__ import annotations
 
-import copy
+import io
 import math
 
 import torch
@@ -89,8 +89,9 @@ def _grad_change(params, installed, copies):
 
 
 def _run_optimizer(cls, inputs):
-    """(what step() did to p.grad, in words; final weight, bias, extra; the same after a save/load
-    halfway)."""
+    """(what step() did to p.grad, in words; final weight, bias, extra; the same for a run saved
+    halfway and resumed as a new process would: the state through torch.save and torch.load, into a
+    new optimizer over new parameters, so state kept anywhere but self.state is lost as it would be)."""
     grads, drop = inputs["grads"], inputs.get("lr_drop_at")
     half = len(grads) // 2
     changed = []
@@ -118,20 +119,26 @@ def _run_optimizer(cls, inputs):
     p_res = fresh()
     first = cls(_groups(p_res, inputs["group2"]), **inputs["defaults"])
     steps(first, p_res, 0, half)
-    saved = copy.deepcopy(first.state_dict())          # as torch.save would
-    second = cls(_groups(p_res, inputs["group2"]), **inputs["defaults"])
+    file = io.BytesIO()
+    torch.save(first.state_dict(), file)
+    file.seek(0)
+    saved = torch.load(file, weights_only=False)
+    # New Parameter objects while the old ones stay alive: state keyed by id(p), kept on the class or
+    # the module, or hung on the parameter finds nothing here, as after a restart.
+    p_new = [torch.nn.Parameter(p.detach().clone()) for p in p_res]
+    second = cls(_groups(p_new, inputs["group2"]), **inputs["defaults"])
     second.load_state_dict(saved)
-    steps(second, p_res, half, len(grads))
+    steps(second, p_new, half, len(grads))
     return ((changed[0] if changed else _GRADS_KEPT,)
-            + tuple(p.detach() for p in p_full) + tuple(p.detach() for p in p_res))
+            + tuple(p.detach() for p in p_full) + tuple(p.detach() for p in p_new))
 
 
 # What a failing comparison calls each of _run_optimizer's outputs, instead of "output[4]".
 _OPT_OUTPUTS = (
     "what step() did to p.grad",
     *(f"the final {n}" for n in _NAMES),
-    *(f"the final {n} of the run saved with state_dict() and loaded into a new optimizer halfway"
-      for n in _NAMES),
+    *(f"the final {n} of the run saved halfway with state_dict() and resumed by a new optimizer over a "
+      f"fresh copy of the parameters" for n in _NAMES),
 )
 
 
@@ -297,8 +304,9 @@ SGD_EX = Exercise(
         Mistake("momentum buffer kept outside self.state, so state_dict() does not save it",
                 _sgd_variant(state_outside=True),
                 "After saving with state_dict() and loading into a fresh optimizer, the momentum was\n"
-                "lost. Keep per-parameter memory in self.state[p] (a dict per parameter), which\n"
-                "state_dict() and load_state_dict() save and restore."),
+                "lost. Keep per-parameter memory in self.state[p] (a dict per parameter, keyed by the\n"
+                "parameter itself, not id(p)), which state_dict() and load_state_dict() save and restore;\n"
+                "a dict on the class or the module, or an attribute on p, does not survive a restart."),
         Mistake("momentum buffer started as p.grad itself instead of a copy",
                 _sgd_variant(grad_as_buffer="in place"), _ALIAS_WHY),
         Mistake("momentum buffer started as p.grad (or p.grad.detach()) instead of a copy",
@@ -336,7 +344,8 @@ ADAM_EX = Exercise(
         Case("random shapes and hyper-parameters, lr halved mid-run",
              _opt_random(lambda g: dict(lr=_rf(g, 0.01, 0.1), betas=(_rf(g, 0.8, 0.95), _rf(g, 0.95, 0.999)),
                                         weight_decay=_rf(g, 0.01, 0.3)),
-                         lambda g: dict(lr=_rf(g, 0.01, 0.1), weight_decay=0.0))),
+                         lambda g: dict(lr=_rf(g, 0.01, 0.1), weight_decay=0.0,
+                                        betas=(_rf(g, 0.7, 0.85), _rf(g, 0.9, 0.95)), eps=1e-6))),
         Case("other random shapes, default betas",
              _opt_random(lambda g: dict(lr=_rf(g, 0.001, 0.05)),
                          lambda g: dict(weight_decay=_rf(g, 0.1, 0.5)))),
@@ -361,7 +370,8 @@ ADAM_EX = Exercise(
         Mistake("moments kept outside self.state, so state_dict() does not save them",
                 _adam_variant(decoupled=False, default_wd=0.0, state_outside=True),
                 "After saving with state_dict() and loading into a fresh optimizer, m, v and the step\n"
-                "count were lost. Keep them in self.state[p]."),
+                "count were lost. Keep them in self.state[p], keyed by the parameter itself (not id(p)):\n"
+                "a dict on the class or the module, or an attribute on p, does not survive a restart."),
         Mistake("weight-decay term added into p.grad in place",
                 _adam_variant(decoupled=False, default_wd=0.0, decay_into_grad=True),
                 "Put the sum in a new tensor, g = p.grad + wd * p. p.grad.add_(wd * p), or g += wd * p\n"
@@ -385,10 +395,10 @@ ADAMW_EX = Exercise(
     outputs=_OPT_OUTPUTS,
     visible=[
         Case("weight (3, 4), bias (4,), extra (2,) whose grad is None every other step; group 1: lr 0.05, "
-             "betas (0.9, 0.99), weight_decay 0.2; group 2: lr 0.1, weight_decay 0; 12 steps, "
-             "saved and reloaded after 6",
+             "betas (0.9, 0.99), weight_decay 0.2; group 2: lr 0.1, betas (0.8, 0.95), weight_decay 0; "
+             "12 steps, saved and reloaded after 6",
              _opt_case((3, 4), 2, 12, dict(lr=0.05, betas=(0.9, 0.99), weight_decay=0.2),
-                       dict(lr=0.1, weight_decay=0.0))),
+                       dict(lr=0.1, betas=(0.8, 0.95), weight_decay=0.0))),
         Case("default hyper-parameters (lr 1e-3, weight_decay 0.01); 16 steps",
              _opt_case((2, 3), 3, 16, dict(), dict())),
         Case("lr 0.02 on both groups, halved after 5 of the 10 steps; weight_decay 0.5 on both groups; "
@@ -399,7 +409,8 @@ ADAMW_EX = Exercise(
         Case("random shapes and hyper-parameters, lr halved mid-run",
              _opt_random(lambda g: dict(lr=_rf(g, 0.01, 0.1), betas=(_rf(g, 0.8, 0.95), _rf(g, 0.95, 0.999)),
                                         weight_decay=_rf(g, 0.05, 0.5)),
-                         lambda g: dict(lr=_rf(g, 0.01, 0.1), weight_decay=0.0))),
+                         lambda g: dict(lr=_rf(g, 0.01, 0.1), weight_decay=0.0,
+                                        betas=(_rf(g, 0.7, 0.85), _rf(g, 0.9, 0.95)), eps=1e-6))),
         Case("other random shapes, default betas",
              _opt_random(lambda g: dict(lr=_rf(g, 0.001, 0.05), weight_decay=_rf(g, 0.1, 0.5)),
                          lambda g: dict(weight_decay=_rf(g, 0.1, 0.5)))),
@@ -429,7 +440,8 @@ ADAMW_EX = Exercise(
         Mistake("moments kept outside self.state, so state_dict() does not save them",
                 _adam_variant(decoupled=True, default_wd=0.01, state_outside=True),
                 "After saving with state_dict() and loading into a fresh optimizer, m, v and the step\n"
-                "count were lost. Keep them in self.state[p]."),
+                "count were lost. Keep them in self.state[p], keyed by the parameter itself (not id(p)):\n"
+                "a dict on the class or the module, or an attribute on p, does not survive a restart."),
     ],
     forbidden=OPTIM_FORBIDDEN,
     hint="Start from your Adam. The decay no longer goes into the gradient: shrink the parameter "
