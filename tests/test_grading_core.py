@@ -312,3 +312,15 @@ def test_a_python_number_against_nan_is_a_difference_either_way(expected, got, d
     so '1.0 where 0.0 was expected' was explained as the 'nan when a denominator is 0' mistake."""
     d, _ = compare(expected, got, dtype=torch.float32, device="cpu", atol=1e-6, rtol=1e-5)
     assert (d is not None) == differ, d
+
+
+@pytest.mark.parametrize("expected, got", [(-1.2101, -1.2139), (torch.tensor([0.5, -0.340001]), torch.tensor([0.5, -0.3412]))])
+def test_a_difference_is_printed_with_the_digits_that_show_it(expected, got):
+    """'expected -1.21, got -1.21' told a learner nothing: the digits go on until the two differ."""
+    if isinstance(expected, torch.Tensor):
+        expected, got = capture(expected.double()), capture(got.double())
+    d, _ = compare(expected, got, dtype=torch.float64, device="cpu", atol=1e-6, rtol=1e-6)
+    assert d is not None
+    e_text = "-1.21" if isinstance(expected, float) else "-0.34"
+    assert f"expected {e_text}," not in d.text and f"expected {e_text} " not in d.text, d.text
+    assert ("-1.210" in d.text and "-1.214" in d.text) or ("-0.3400" in d.text and "-0.3412" in d.text), d.text

@@ -29,6 +29,16 @@ def _fmt_num(x: float) -> str:
     return f"{x:.3g}" if (abs(x) < 1e-2 or abs(x) >= 1e4) else f"{x:.2f}"
 
 
+def _fmt_pair(expected: float, got: float) -> tuple[str, str]:
+    """Both numbers with as many significant digits as it takes to see that they differ."""
+    a, b = _fmt_num(expected), _fmt_num(got)
+    digits = 4
+    while a == b and expected != got and digits <= 17:
+        a, b = f"{expected:#.{digits}g}", f"{got:#.{digits}g}"
+        digits += 1
+    return a, b
+
+
 def preview(t: torch.Tensor, n: int = 4) -> str:
     flat = t.reshape(-1)
     items = [_fmt_num(float(v)) if t.dtype.is_floating_point else str(v.item()) for v in flat[:n]]
@@ -67,7 +77,8 @@ def compare(expected: Any, got: Any, *, dtype: torch.dtype, device: str,
             return Difference("type", where, f"expected a Python number, got {_describe(got)}"), 0.0
         diff = abs(float(got) - float(expected))
         if diff > atol + rtol * abs(float(expected)) or (diff != diff and not (expected != expected and got != got)):
-            return Difference("value", where, f"expected {_fmt_num(float(expected))}   got {_fmt_num(float(got))}\n"
+            e_text, g_text = _fmt_pair(float(expected), float(got))
+            return Difference("value", where, f"expected {e_text}   got {g_text}\n"
                               f"difference {_fmt_num(diff)} (tolerance {atol:g} + {rtol:g}·|expected|)", diff), diff
         return None, diff
     if isinstance(expected, str) and isinstance(got, str) and expected != got:
@@ -133,9 +144,10 @@ def _compare_tensor(expected: TensorValue, got: Any, *, dtype, device, atol, rto
         idx = [int(i) for i in torch.unravel_index(torch.tensor(flat), e64.shape)] if e64.dim() else []
         ref_at = float(e64.reshape(-1)[flat])
         rel = float(diff.reshape(-1)[flat]) / abs(ref_at) if ref_at != 0 else float("inf")
+        e_text, g_text = _fmt_pair(ref_at, float(g64.reshape(-1)[flat]))
         return Difference("value", where,
                           f"expected  {preview(e64)}   got  {preview(g64)}\n"
-                          f"at {idx}: expected {_fmt_num(ref_at)}, got {_fmt_num(float(g64.reshape(-1)[flat]))}\n"
+                          f"at {idx}: expected {e_text}, got {g_text}\n"
                           f"largest difference {_fmt_num(float(diff.reshape(-1)[flat]))} at {idx} "
                           f"(relative {_fmt_num(rel)}; tolerance {atol:g} + {rtol:g}·|expected|)",
                           largest), largest
