@@ -307,7 +307,7 @@ def _call_mlm(fn, inputs):
         for axis, along in ((0, "column"), (1, "row")) if inp.dim() == 2 else ():
             other = where[:, 1 - axis]
             order = torch.argsort(other * inp.shape[axis] + where[:, axis])          # grouped by row or column
-            v, o = inp[replaced.nonzero(as_tuple=True)][order], other[order]
+            v, o = vals[order], other[order]
             pairs = o[1:] == o[:-1]
             repeat = float((v[1:] == v[:-1])[pairs].double().mean()) if bool(pairs.any()) else 0.0
             if repeat > limit:

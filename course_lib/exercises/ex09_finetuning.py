@@ -388,10 +388,11 @@ SENTENCE_CLASSIFIER = Exercise(
     ],
     forbidden=[Forbidden("course_lib.models.bert.mean_pool", "it is the pooling you write here",
                          shown="course_lib's mean_pool")],
-    hint="In __init__ keep the encoder, an nn.Dropout and an nn.Linear from encoder.config.d_model to "
-         "n_classes named `head`. In forward: hidden states from the encoder (give it the mask), then for "
-         "each sentence the sum of its real tokens' vectors divided by how many there are — the mask, "
-         "turned into the hidden states' dtype with an extra axis, does both — then dropout and the head.",
+    hint="__init__ creates the three attributes the docstring names. In forward the mask has two jobs: the "
+         "encoder needs it (so attention ignores the padding), and it chooses which positions enter the "
+         "average. Read the pooling as a masked sum divided by a count of real tokens, and ask what shape the "
+         "mask must have to broadcast against hidden states of shape (B, T, d), and what dtype to multiply "
+         "with them. The head returns logits: cross-entropy applies the softmax itself.",
 )
 
 
