@@ -342,3 +342,23 @@ def test_adam_checks_refuse_state_lost_on_restart_and_defaults_read_for_a_group(
         assert not r.passed, (suite, r.message)
         if keep != "self.state[p]":
             assert "known mistake: moments kept outside self.state" in r.message, r.message
+
+
+def test_clipping_that_makes_new_tensors_is_told_to_scale_in_place():
+    """`g = g * c` in the loop leaves every gradient as it was: the explanation used to speak only of
+    a generator walked twice, which this answer had already avoided."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    import torch
+
+    def renames(params, max_norm):
+        grads = [p.grad for p in params if p.grad is not None]
+        total = torch.sqrt(sum((g * g).sum() for g in grads))
+        if total > max_norm:
+            for g in grads:
+                g = g * (max_norm / (total + 1e-6))
+        return total
+
+    r = evaluate(get_exercise("clip_grad_norm"), renames)
+    assert not r.passed and "g.mul_(c)" in r.message, r.message

@@ -628,11 +628,13 @@ CLIP_EX = Exercise(
         Mistake("gradients scaled up when the norm is below max_norm",
                 lambda params, max_norm: _clip_always(params, max_norm),
                 "Clipping only ever shrinks: multiply by min(1, max_norm / norm)."),
-        Mistake("params walked twice: the second pass found nothing to clip",
+        Mistake("the gradients came back unclipped (params walked twice, or new tensors made)",
                 lambda params, max_norm: _clip_two_passes(params, max_norm),
-                "params may be a generator (model.parameters() is one): the first loop, measuring the\n"
-                "norm, uses it up, and a second loop over params sees no parameter. Walk it once: keep\n"
-                "the grads in a list (grads = [p.grad for p in params if p.grad is not None])."),
+                "The norm was right but no gradient changed. Two causes give this. params may be a\n"
+                "generator (model.parameters() is one): the loop measuring the norm uses it up and a\n"
+                "second loop over params sees no parameter; walk it once, keeping the grads in a list\n"
+                "(grads = [p.grad for p in params if p.grad is not None]). Or the loop made new tensors\n"
+                "(g = g * c only renames g): scale each gradient in place, g.mul_(c)."),
         Mistake("returned the norm after clipping", lambda params, max_norm: _clip_after(params, max_norm),
                 "Return the total norm measured before clipping (it is what you log to see spikes)."),
         Mistake("norms of the tensors added up instead of sqrt of the sum of squares",
