@@ -449,3 +449,18 @@ def test_sample_check_judges_frequencies_against_the_true_probabilities(logits, 
         assert all(r.passed for r in verdicts.values()), verdicts
     else:
         assert not verdicts["visible"].passed and not verdicts["hidden"].passed
+
+
+@pytest.mark.parametrize("name, source, says", [
+    ("train_step", _TRAIN_STEP.replace("x, y = batch", "x, y = batch\n    model.eval()").replace(
+        "CLIP", "clip_grad_norm(model.parameters(), max_norm)"), "the model was left in eval mode"),
+    ("sample", _SAMPLER.replace("model(idx[:, -model.block_size:])", "model(idx[:, :model.block_size])")
+     .replace("LOGITS", _RIGHT_LOGITS).replace("DRAW", _MULTINOMIAL), "known mistake: context cropped from its start"),
+    ("lm_loss", "def lm_loss(logits, targets):\n"
+                "    return F.nll_loss(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))\n",
+     "known mistake: F.nll_loss on the logits"),
+], ids=["train_step in eval mode", "sample cropped from the start", "lm_loss with nll_loss"])
+def test_checks_say_why_for_more_learner_mistakes(name, source, says):
+    """Each was refused with numbers only (or, in eval mode, passed: the test model has no dropout)."""
+    r = _evaluate(name, _answer(source, name))
+    assert not r.passed and says in r.message, r.message

@@ -111,6 +111,12 @@ def _m_swapped(data, block_size, batch_size, generator=None):
     return y, x
 
 
+def _m_rolled(data, block_size, batch_size, generator=None):
+    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+    x = torch.stack([data[s:s + block_size] for s in starts.tolist()])
+    return x, torch.roll(x, -1, dims=1)
+
+
 def _m_start_too_far(data, block_size, batch_size, generator=None):
     starts = torch.randint(len(data) - block_size + 1, (batch_size,), generator=generator)
     x = torch.stack([data[s:s + block_size] for s in starts.tolist()])
@@ -137,6 +143,9 @@ GET_BATCH = Exercise(
         Mistake("x and y swapped", _m_swapped,
                 "Return (x, y): x the window the model reads, y the same window one token later (the\n"
                 "targets)."),
+        Mistake("y made by rolling x (torch.roll)", _m_rolled,
+                "torch.roll wraps around: the last target of each row becomes the window's own first token,\n"
+                "not the token that follows the window. Slice y from the data: data[s + 1 : s + T + 1]."),
         Mistake("starts can run past the end", _m_start_too_far,
                 "With torch.randint(len(data) - block_size + 1, ...) the last start leaves y one token short;\n"
                 "use len(data) - block_size."),
@@ -187,6 +196,10 @@ def _m_last_only(logits, targets):
     return F.cross_entropy(logits[:, -1], targets[:, -1])
 
 
+def _m_nll_of_logits(logits, targets):
+    return F.nll_loss(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
 def _m_mean_over_batch(logits, targets):
     return _m_sum(logits, targets) / logits.shape[0]
 
@@ -210,6 +223,9 @@ LM_LOSS = Exercise(
                 "otherwise each position is scored against another position's target."),
         Mistake("only the last position scored", _m_last_only,
                 "Every position is a prediction: score all T of them, not just the last."),
+        Mistake("F.nll_loss on the logits (no log-softmax)", _m_nll_of_logits,
+                "F.nll_loss expects log-probabilities and only picks -input[target]; on raw logits the\n"
+                "'loss' can be negative. Use F.cross_entropy, which applies log-softmax itself."),
         Mistake("averaged over the batch only (summed over T)", _m_mean_over_batch,
                 "The mean is over all B·T positions: summed over T, the loss grows with the context\n"
                 "length, and so do the gradients at a given learning rate."),
@@ -532,15 +548,24 @@ def _nothing_to_draw(exc, fn, inputs, args):
                         "logits or log-probabilities")
 
 
-def _sampler(model, idx, max_new_tokens, temperature, top_k, generator, crop=True, largest=True):
+def _sampler(model, idx, max_new_tokens, temperature, top_k, generator, crop="end", largest=True, position=-1):
     for _ in range(max_new_tokens):
-        logits = model(idx[:, -model.block_size:] if crop else idx)[:, -1, :].float() / temperature
+        context = {"end": idx[:, -model.block_size:], "start": idx[:, :model.block_size], None: idx}[crop]
+        logits = model(context)[:, position, :].float() / temperature
         if top_k is not None:
             kth = torch.topk(logits, top_k, dim=-1, largest=largest).values[:, -1:]
             logits = logits.masked_fill(logits < kth if largest else logits > kth, float("-inf"))
         nxt = torch.multinomial(torch.softmax(logits, -1).cpu(), 1, generator=generator).to(idx.device)
         idx = torch.cat([idx, nxt], 1)
     return idx
+
+
+def _m_crop_start(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+    return _sampler(model, idx, max_new_tokens, temperature, top_k, generator, crop="start")
+
+
+def _m_first_position(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+    return _sampler(model, idx, max_new_tokens, temperature, top_k, generator, position=0)
 
 
 def _m_only_new(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
@@ -564,7 +589,7 @@ def _m_top_k_smallest(model, idx, max_new_tokens, temperature=1.0, top_k=None, g
 
 
 def _m_no_crop(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
-    return _sampler(model, idx, max_new_tokens, temperature, top_k, generator, crop=False)
+    return _sampler(model, idx, max_new_tokens, temperature, top_k, generator, crop=None)
 
 
 _TOL = dict(atol=0.04, rtol=0.0)
@@ -598,6 +623,13 @@ SAMPLE = Exercise(
                 "Keep the k largest logits (torch.topk's default) and set the rest to -inf."),
         Mistake("context not cropped to block_size", _m_no_crop,
                 "The model only knows block_size positions: feed idx[:, -model.block_size:] at every step."),
+        Mistake("context cropped from its start: the oldest block_size tokens kept", _m_crop_start,
+                "Keep the most recent tokens, idx[:, -model.block_size:]: the next token follows the end of\n"
+                "the text. idx[:, :block_size] keeps the prompt's start, so once the text is longer than\n"
+                "block_size the model never sees the tokens it is continuing."),
+        Mistake("logits of the first position instead of the last", _m_first_position,
+                "logits[:, t] predicts the token after position t: the next token comes from the last\n"
+                "position, logits[:, -1, :]."),
         Mistake("only the new tokens returned", _m_only_new,
                 "sample returns the prompt followed by the new tokens, shape (B, T0 + max_new_tokens):\n"
                 "append each drawn token to idx and return the whole of it."),
@@ -655,7 +687,12 @@ def _call_step(fn, inputs):
                 return f"the {which} call returned {_described(v)}"
         return None
 
-    words = _properties(("each call returned the loss as a Python float", returned))
+    def training_mode():
+        return None if model.training else ("the model was left in eval mode: model.eval() turns dropout off, "
+                                            "so the model would train without it")
+
+    words = _properties(("each call returned the loss as a Python float", returned),
+                        ("the model still in training mode", training_mode))
     try:
         losses = torch.tensor([float(v) for v in got], **like)
     except (TypeError, ValueError, RuntimeError):
@@ -669,6 +706,15 @@ def _m_no_zero_grad(model, batch, optimizer, max_norm):
     loss.backward()
     clip_grad_norm(model.parameters(), max_norm)
     optimizer.step()
+    return loss.item()
+
+
+def _m_no_step(model, batch, optimizer, max_norm):
+    x, y = batch
+    optimizer.zero_grad()
+    loss = ref.lm_loss(model(x), y)
+    loss.backward()
+    clip_grad_norm(model.parameters(), max_norm)
     return loss.item()
 
 
@@ -731,7 +777,8 @@ def _m_returns_none(model, batch, optimizer, max_norm):
 
 TRAIN_STEP = Exercise(
     name="train_step", notebook="08_pretraining", reference=ref.train_step, call=_call_step,
-    outputs=("what each call returned", "the two losses", "emb after both steps", "out after both steps"),
+    outputs=("what each call returned", "the model's mode afterwards", "the two losses", "emb after both steps",
+             "out after both steps"),
     visible=[
         Case("a tiny model (vocabulary 7, width 4), batch (3, 5), max_norm 0.1, two steps in a row; compared: "
              "what each call returns, the two losses, then the weights", _step_case(3, 5, 7, 4, 0.1)),
@@ -743,6 +790,9 @@ TRAIN_STEP = Exercise(
     hidden=[Case("random sizes, two steps", _step_random), Case("random sizes, two steps (again)", _step_random),
             Case("random sizes, max_norm 50 (no clipping)", _step_unclipped)],
     mistakes=[
+        Mistake("optimizer.step() never called: the weights did not move", _m_no_step,
+                "The loss came out of the step but the weights are where they started: call\n"
+                "optimizer.step() after clipping, once per call."),
         Mistake("gradients not zeroed", _m_no_zero_grad,
                 "Call optimizer.zero_grad() before backward: otherwise each step adds the previous\n"
                 "step's gradients to this one's."),
