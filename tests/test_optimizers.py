@@ -362,3 +362,24 @@ def test_clipping_that_makes_new_tensors_is_told_to_scale_in_place():
 
     r = evaluate(get_exercise("clip_grad_norm"), renames)
     assert not r.passed and "g.mul_(c)" in r.message, r.message
+
+
+def test_lr_at_differences_name_the_step():
+    """'at [5]' was a position in the case's list of steps, which a learner cannot see in a hidden case."""
+    import math
+
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    def ends_one_step_late(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+        if step < warmup_steps:
+            return max_lr * (step + 1) / warmup_steps
+        if step > total_steps:
+            return min_lr
+        p = (step - warmup_steps) / (total_steps + 1 - warmup_steps)
+        return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * p))
+
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("lr_at"), ends_one_step_late, suite=suite)
+        assert not r.passed and "(in lr_at(" in r.message and " warmup steps of " in r.message, r.message
+        assert "output[" not in r.message and "at [" not in r.message, r.message

@@ -461,8 +461,13 @@ def _run_schedule(fn, inputs):
         except (TypeError, ValueError, RuntimeError):
             raise TypeError(f"lr_at({s}, ...) returned {_what(lr)}; expected the learning rate at step {s}, "
                             "a Python float (a path through the function that returns nothing gives None)") from None
-    return torch.tensor(rates, dtype=torch.float64,
-                        device=inputs["device"])          # where the case runs, as for every tensor answer
+    return tuple(rates)                                    # one number per step, named by _step_names
+
+
+def _step_names(inputs) -> tuple[str, ...]:
+    """A difference reads '(in lr_at(55))', not '(in output[5])': the list position of a step means nothing."""
+    return tuple(f"lr_at({s}) with {inputs['warmup_steps']} warmup steps of {inputs['total_steps']}"
+                 for s in inputs["steps"])
 
 
 def _what(value) -> str:
@@ -529,6 +534,7 @@ LR_EX = Exercise(
     notebook="02_optimizers",
     reference=ref.lr_at,
     call=_run_schedule,
+    outputs=_step_names,
     visible=[
         Case("max_lr 1e-3, 10 warmup steps of 100, min_lr 1e-4; steps 0, 1, 9, 10, 11, 55, 99, 100, 101, 110",
              _sched_case(1e-3, 10, 100, 1e-4), dtypes=F64),

@@ -219,9 +219,9 @@ def _as_float64(v: Any) -> Any:
     return v
 
 
-def _output_name(ex: Exercise, where: str) -> str:
+def _output_name(ex: Exercise, run: CaseRun, where: str) -> str:
     """'output[3]' as the exercise names it in ``outputs``, if it does."""
-    return {f"output[{i}]": name for i, name in enumerate(ex.outputs)}.get(where, where)
+    return {f"output[{i}]": name for i, name in enumerate(ex.output_names(run.inputs))}.get(where, where)
 
 
 def judge(ex: Exercise, run: CaseRun, outcome: Outcome) -> tuple[str | None, float]:
@@ -247,7 +247,7 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome) -> tuple[str | None, flo
                 "  Callers keep using their tensors: work on new tensors (x = x - m, not x -= m)."), largest
     if diff is None:
         return None, largest
-    where = "" if diff.where == "output" or diff.kind == "words" else f" (in {_output_name(ex, diff.where)})"
+    where = "" if diff.where == "output" or diff.kind == "words" else f" (in {_output_name(ex, run, diff.where)})"
     lines = [head, f"  {diff.text.replace(chr(10), chr(10) + '  ')}{where}"]
     if diff.kind in ("value", "shape", "words"):
         m = _match_mistake(ex, run, outcome.value, expected)

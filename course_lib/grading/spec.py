@@ -78,11 +78,15 @@ class Exercise:
     forbidden: Sequence[Forbidden] = ()
     # How one implementation is run on one case's inputs; the default calls it with them.
     call: Callable[[Callable, dict[str, Any]], Any] | None = None
-    # What messages call the call's outputs, one name each (else "output[i]").
-    outputs: tuple[str, ...] = ()
+    # What messages call the call's outputs, one name each (else "output[i]"); or a function of the
+    # case's inputs giving them, where the outputs differ from case to case.
+    outputs: tuple[str, ...] | Callable[[dict[str, Any]], tuple[str, ...]] = ()
     hint: str = ""
     # Names of inputs the answer may change in place (an optimizer's parameters, say).
     mutable_inputs: tuple[str, ...] = ()
+
+    def output_names(self, inputs: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(self.outputs(inputs)) if callable(self.outputs) else tuple(self.outputs)
 
     def run(self, impl: Callable, inputs: dict[str, Any]) -> Any:
         return self.call(impl, inputs) if self.call is not None else impl(**inputs)
