@@ -709,15 +709,6 @@ def _m_no_zero_grad(model, batch, optimizer, max_norm):
     return loss.item()
 
 
-def _m_no_step(model, batch, optimizer, max_norm):
-    x, y = batch
-    optimizer.zero_grad()
-    loss = ref.lm_loss(model(x), y)
-    loss.backward()
-    clip_grad_norm(model.parameters(), max_norm)
-    return loss.item()
-
-
 def _m_clip_after_step(model, batch, optimizer, max_norm):
     x, y = batch
     optimizer.zero_grad()
@@ -728,17 +719,23 @@ def _m_clip_after_step(model, batch, optimizer, max_norm):
     return loss.item()
 
 
-def _clipped_otherwise(clip):
-    """The right step, except that clip(model, max_norm) replaces clipping the global norm."""
+def _clipped_otherwise(clip, update=True):
+    """The right step, except that clip(model, max_norm) replaces clipping the global norm, and that
+    optimizer.step() is left out when update is False."""
     def step(model, batch, optimizer, max_norm):
         x, y = batch
         optimizer.zero_grad()
         loss = ref.lm_loss(model(x), y)
         loss.backward()
         clip(model, max_norm)
-        optimizer.step()
+        if update:
+            optimizer.step()
         return loss.item()
     return step
+
+
+def _clip_global(model, max_norm):
+    clip_grad_norm(model.parameters(), max_norm)              # as the right step clips
 
 
 def _clip_each(model, max_norm):
@@ -790,7 +787,7 @@ TRAIN_STEP = Exercise(
     hidden=[Case("random sizes, two steps", _step_random), Case("random sizes, two steps (again)", _step_random),
             Case("random sizes, max_norm 50 (no clipping)", _step_unclipped)],
     mistakes=[
-        Mistake("optimizer.step() never called: the weights did not move", _m_no_step,
+        Mistake("optimizer.step() never called: the weights did not move", _clipped_otherwise(_clip_global, update=False),
                 "The loss came out of the step but the weights are where they started: call\n"
                 "optimizer.step() after clipping, once per call."),
         Mistake("gradients not zeroed", _m_no_zero_grad,
