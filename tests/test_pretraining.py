@@ -459,8 +459,17 @@ def test_sample_check_judges_frequencies_against_the_true_probabilities(logits, 
     ("lm_loss", "def lm_loss(logits, targets):\n"
                 "    return F.nll_loss(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))\n",
      "known mistake: F.nll_loss on the logits"),
-], ids=["train_step in eval mode", "sample cropped from the start", "lm_loss with nll_loss"])
+    ("sample", _SAMPLER.replace("LOGITS", _RIGHT_LOGITS).replace("DRAW", "nxt = probs.argmax(-1, keepdim=True)"),
+     "known mistake: the most likely token taken every time (argmax)"),
+    ("mlm_mask", _MLM.replace("RANDOM", "torch.randint(vocab_size, tokens.shape, generator=generator)")
+     .replace("-100", "-1"), "labels are -1 at"),
+    ("mlm_mask", _MLM.replace("RANDOM", "torch.randint(vocab_size, tokens.shape, generator=generator)")
+     .replace("    return inputs, labels", "    labels = torch.where(inputs == mask_id, tokens, -100)\n"
+                                         "    return inputs, labels"), "known mistake: labels only where [MASK] was put"),
+], ids=["train_step in eval mode", "sample cropped from the start", "lm_loss with nll_loss", "sample by argmax",
+        "mlm labels -1", "mlm labels only at [MASK]"])
 def test_checks_say_why_for_more_learner_mistakes(name, source, says):
-    """Each was refused with numbers only (or, in eval mode, passed: the test model has no dropout)."""
+    """Each was refused with numbers only (or, in eval mode, passed: the test model has no dropout), or
+    (labels only at [MASK]) named as another mistake."""
     r = _evaluate(name, _answer(source, name))
     assert not r.passed and says in r.message, r.message

@@ -279,7 +279,13 @@ def _call_mlm(fn, inputs):
 
     def labels_right():
         chosen = state["chosen"]
-        wrong = int((lab[chosen] != tokens[chosen]).sum())
+        bad = lab[chosen] != tokens[chosen]
+        wrong = int(bad.sum())
+        values, counts = torch.unique(lab[chosen][bad], return_counts=True)
+        if wrong and 2 * int(counts.max()) > lab.numel():      # one value where -100 belongs
+            c = int(values[counts.argmax()])
+            return (f"labels are {c} at {int(counts.max()):,} of the {lab.numel():,} positions: a position not "
+                    f"chosen gets the label -100, the value F.cross_entropy ignores (ignore_index), not {c}")
         if wrong:
             return (f"labels differ from the original token at {wrong:,} of the {int(chosen.sum()):,} "
                     "positions whose label is not -100")
@@ -287,7 +293,11 @@ def _call_mlm(fn, inputs):
 
     def untouched():
         chosen = state["chosen"]
-        if bool((inp[~chosen] != tokens[~chosen]).any()):
+        differs = (inp != tokens) & ~chosen
+        if bool(differs.any()) and not bool((inp[differs] == mask_id).any()):
+            return ("inputs differ from tokens at positions whose label is -100, never by [MASK]: random "
+                    "replacements without a label")
+        if bool(differs.any()):
             return "inputs differ from tokens at positions whose label is -100 (positions not chosen)"
         return None
 
@@ -378,6 +388,11 @@ def _m_labels_inverted(tokens, mask_id, vocab_size, p=0.15, generator=None):
     return inputs, torch.where(chosen, torch.full_like(tokens, -100), tokens)
 
 
+def _m_labels_only_masked(tokens, mask_id, vocab_size, p=0.15, generator=None):
+    inputs, _ = _mask_8010(tokens, mask_id, vocab_size, p, generator)
+    return inputs, torch.where(inputs == mask_id, tokens, torch.full_like(tokens, -100))
+
+
 def _m_mlm_no_generator(tokens, mask_id, vocab_size, p=0.15, generator=None):
     inputs, chosen = _mask_8010(tokens, mask_id, vocab_size, p, None)     # torch's global generator
     return inputs, torch.where(chosen, tokens, torch.full_like(tokens, -100))
@@ -411,6 +426,10 @@ MLM_MASK = Exercise(
                 "unchanged, so the model cannot rely on [MASK], which never appears at fine-tuning time."),
         Mistake("labels set where the token was not chosen", _m_labels_inverted,
                 "labels = the original token where chosen, -100 elsewhere (not the other way round)."),
+        Mistake("labels only where [MASK] was put", _m_labels_only_masked,
+                "Every chosen position keeps its label, whatever happened to its token: the 80 % set to\n"
+                "[MASK], the 10 % replaced by a random token and the 10 % left unchanged. The model must\n"
+                "recover the original token at all of them, so it cannot trust any token it sees."),
         Mistake("no unchanged 10 %", _m_no_unchanged,
                 "Of the chosen tokens 10 % stay exactly as they were; here they were all changed."),
         Mistake("generator not used", _m_mlm_no_generator,
@@ -548,14 +567,18 @@ def _nothing_to_draw(exc, fn, inputs, args):
                         "logits or log-probabilities")
 
 
-def _sampler(model, idx, max_new_tokens, temperature, top_k, generator, crop="end", largest=True, position=-1):
+def _sampler(model, idx, max_new_tokens, temperature, top_k, generator, crop="end", largest=True, position=-1,
+             greedy=False):
     for _ in range(max_new_tokens):
         context = {"end": idx[:, -model.block_size:], "start": idx[:, :model.block_size], None: idx}[crop]
         logits = model(context)[:, position, :].float() / temperature
         if top_k is not None:
             kth = torch.topk(logits, top_k, dim=-1, largest=largest).values[:, -1:]
             logits = logits.masked_fill(logits < kth if largest else logits > kth, float("-inf"))
-        nxt = torch.multinomial(torch.softmax(logits, -1).cpu(), 1, generator=generator).to(idx.device)
+        if greedy:
+            nxt = logits.argmax(-1, keepdim=True)
+        else:
+            nxt = torch.multinomial(torch.softmax(logits, -1).cpu(), 1, generator=generator).to(idx.device)
         idx = torch.cat([idx, nxt], 1)
     return idx
 
@@ -570,6 +593,10 @@ def _m_first_position(model, idx, max_new_tokens, temperature=1.0, top_k=None, g
 
 def _m_only_new(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
     return _sampler(model, idx, max_new_tokens, temperature, top_k, generator)[:, idx.shape[1]:]
+
+
+def _m_greedy(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+    return _sampler(model, idx, max_new_tokens, temperature, top_k, generator, greedy=True)
 
 
 def _m_sample_no_generator(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
@@ -633,6 +660,10 @@ SAMPLE = Exercise(
         Mistake("only the new tokens returned", _m_only_new,
                 "sample returns the prompt followed by the new tokens, shape (B, T0 + max_new_tokens):\n"
                 "append each drawn token to idx and return the whole of it."),
+        Mistake("the most likely token taken every time (argmax), nothing drawn", _m_greedy,
+                "sample draws the next token at random, each with its softmax probability (torch.multinomial,\n"
+                "with the generator). argmax always takes the most likely one: that is top_k = 1 only, and\n"
+                "temperature and top_k then change nothing."),
         Mistake("generator not used", _m_sample_no_generator,
                 "Pass generator=generator to torch.multinomial: without it the draw uses torch's global\n"
                 "generator, and the same seed no longer gives the same text."),
