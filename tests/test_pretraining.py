@@ -332,9 +332,10 @@ _SAMPLE = """def sample(model, idx, max_new_tokens, temperature=1.0, top_k=None,
 
 
 @pytest.mark.parametrize("keep, probs, words", [
-    ("<=", "torch.softmax(logits, -1)", "its top-k step removes one token too many"),   # keeps k - 1 tokens
+    ("<=", "torch.softmax(logits, -1)", "the top-k step removes too many tokens"),   # keeps k - 1 tokens
+    ("<", "torch.softmax(logits, 0)", "the softmax runs over the batch (dim=0)"),   # nan down a column of -inf
     ("<", "logits", "not the logits or log-probabilities"),
-], ids=["top-k keeps k - 1", "logits drawn from"])
+], ids=["top-k keeps k - 1", "softmax over the batch", "logits drawn from"])
 def test_sample_check_explains_why_multinomial_cannot_draw(keep, probs, words):
     """torch's 'probability tensor contains either inf, nan or element < 0' alone says nothing of the cause."""
     r = _evaluate("sample", _answer(_SAMPLE.replace("KEEP", keep).replace("PROBS", probs), "sample"))

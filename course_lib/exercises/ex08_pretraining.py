@@ -558,10 +558,12 @@ def _nothing_to_draw(exc, fn, inputs, args):
             pass
         else:
             return RuntimeError(f"torch.multinomial: {said}. With top_k = {k} a row had no token left to draw "
-                                "(all its logits -inf, or all its probabilities 0), though with top_k = the "
-                                "vocabulary size the answer draws: its top-k step removes one token too many. "
-                                "Keep the logits >= the k-th largest of their row (torch.topk(logits, k)"
-                                ".values[:, [-1]]) and set only those below it to -inf")
+                                "(all its logits -inf, or all its probabilities 0 or nan), though with top_k = the "
+                                "vocabulary size the answer draws. Two usual causes: the top-k step removes too "
+                                "many tokens (keep the logits >= the k-th largest of their own row, "
+                                "torch.topk(logits, k).values[:, [-1]], and set only those below it to -inf), or "
+                                "the softmax runs over the batch (dim=0), where a column that top-k set to -inf "
+                                "becomes nan: take it over the vocabulary, dim=-1")
     return RuntimeError(f"torch.multinomial: {said}. It draws from probabilities: rows of finite numbers "
                         ">= 0, not all 0. Give it torch.softmax(logits, dim=-1) of finite logits, not the "
                         "logits or log-probabilities")
