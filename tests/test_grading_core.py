@@ -101,19 +101,46 @@ def test_a_slightly_wrong_answer_fails_and_a_tolerable_one_passes():
     assert evaluate(SOFTMAX, lambda x: _good(x.double()).to(x.dtype) * (1 + 1e-10)).passed
 
 
+def _cell(src: str, name: str):
+    """Define ``name`` from ``src`` as a notebook answer cell does (its lines readable, as in a kernel)."""
+    import linecache
+    filename = f"<answer cell {name}>"
+    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
+    ns = {"torch": torch, "math": math}
+    exec(compile(src, filename, "exec"), ns)
+    return ns[name]
+
+
 def test_not_implemented_and_exceptions_are_explained():
     def stub(x):
         raise NotImplementedError()
     r = evaluate(SOFTMAX, stub)
     assert "not implemented yet" in r.message
 
-    src = "def boom(x):\n    return x.view(-1, 7)\n"
-    ns = {}
-    exec(compile(src, "<answer cell boom>", "exec"), ns)
-    import linecache
-    linecache.cache["<answer cell boom>"] = (len(src), None, src.splitlines(True), "<answer cell boom>")
-    r = evaluate(SOFTMAX, ns["boom"])
+    r = evaluate(SOFTMAX, _cell("def boom(x):\n    return x.view(-1, 7)\n", "boom"))
     assert "raised RuntimeError" in r.message and "line 2 of your answer: return x.view(-1, 7)" in r.message
+
+
+def test_a_librarys_not_implemented_error_is_not_read_as_an_unfinished_cell():
+    """Only the answer's own `raise NotImplementedError()` means 'not implemented yet'; torch's
+    NotImplementedError (a meta tensor's data, flex_attention's 'NYI: ...') says what went wrong."""
+    own = _cell("def mine(x):\n    raise NotImplementedError('the softmax')\n", "mine")
+    assert "not implemented yet" in evaluate(SOFTMAX, own).message
+    library = _cell("def mine(x):\n    n = torch.empty(3, device='meta').tolist()\n    return x\n", "mine")
+    r = evaluate(SOFTMAX, library)
+    assert "not implemented yet" not in r.message, r.message
+    assert "raised NotImplementedError: " in r.message and "line 2 of your answer" in r.message, r.message
+
+
+def test_float32_rounding_in_a_float64_case_is_named():
+    """Right but for one float32 step: the float64 case fails by float32 rounding and says so; a
+    difference far larger than rounding (a wrong eps, say) is not explained that way."""
+    in_float32 = _cell("def mine(x):\n    z = x.float() - x.float().amax(-1, keepdim=True)\n"
+                       "    return (z.exp() / z.exp().sum(-1, keepdim=True)).to(x.dtype)\n", "mine")
+    r = evaluate(SOFTMAX, in_float32)
+    assert not r.passed and "(float64, cpu)" in r.message and "the size of float32 rounding" in r.message, r.message
+    r = evaluate(SOFTMAX, lambda x: _good(x) * (1 + 1e-5) if x.dtype == torch.float64 else _good(x))
+    assert not r.passed and "(float64, cpu)" in r.message and "float32 rounding" not in r.message, r.message
 
 
 def test_in_place_change_of_an_input_is_reported():

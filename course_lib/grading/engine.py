@@ -123,14 +123,22 @@ def _is_learner_frame(filename: str) -> bool:
             or "ipykernel_" in filename)
 
 
-def describe_error(exc: BaseException) -> dict[str, str]:
+def describe_error(exc: BaseException) -> dict[str, str | bool]:
+    """type, message, where (the innermost line of the answer), and stub: an unfinished answer's
+    ``raise NotImplementedError()``, not a library's NotImplementedError, which says what it cannot do
+    (flex_attention's "NYI: ...", a meta tensor's "Cannot copy out of meta tensor")."""
     where = ""
-    for fs in reversed(traceback.extract_tb(exc.__traceback__)):
+    frames = traceback.extract_tb(exc.__traceback__)
+    for fs in reversed(frames):
         if _is_learner_frame(fs.filename):
             line = fs.line or linecache.getline(fs.filename, fs.lineno).strip()
             where = f"line {fs.lineno} of your answer: {line}" if line else f"line {fs.lineno} of your answer"
             break
-    return {"type": type(exc).__name__, "message": str(exc)[:500], "where": where}
+    last = frames[-1] if frames else None
+    stub = isinstance(exc, NotImplementedError) and (not str(exc) or (
+        last is not None and _is_learner_frame(last.filename)
+        and "NotImplementedError" in (last.line or linecache.getline(last.filename, last.lineno))))
+    return {"type": type(exc).__name__, "message": str(exc)[:500], "where": where, "stub": stub}
 
 
 def _tensors(value: Any, prefix: str):
@@ -219,6 +227,44 @@ def _as_float64(v: Any) -> Any:
     return v
 
 
+def _pairs(a: Any, b: Any):
+    """Matching (float64 tensor, float64 tensor) pairs of two captured values of the same structure."""
+    if isinstance(a, TensorValue) and isinstance(b, TensorValue) and a.shape == b.shape:
+        if a.data.is_floating_point():
+            yield a.data.double(), b.data.double()
+    elif isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)) and len(a) == len(b):
+        for x, y in zip(a, b):
+            yield from _pairs(x, y)
+
+
+def _gap(a: Any, b: Any) -> float:
+    """The largest difference between the finite entries of a and b."""
+    worst = 0.0
+    for x, y in _pairs(a, b):
+        both = torch.isfinite(x) & torch.isfinite(y)
+        if bool(both.any()):
+            worst = max(worst, float((x[both] - y[both]).abs().max()))
+    return worst
+
+
+FLOAT32_NOTE = ("A difference this small in a float64 case is the size of float32 rounding: part of the\n"
+                "computation ran in float32 though the inputs are float64 (a constant made with torch.tensor(...),\n"
+                "float32 unless given a dtype; .float(); dtype=torch.float32). Keep every step in the inputs'\n"
+                "dtype: a Python number such as math.sqrt(d) takes the tensor's dtype.")
+
+
+def _float32_sized(ex: Exercise, run: CaseRun, got: Any, expected: Any) -> bool:
+    """Is a float64 case's answer no further from the reference than the reference itself computed in
+    float32 (times a margin)? Then the answer is right except for a step done in float32."""
+    try:
+        in32 = _convert(reference_inputs(run.inputs), torch.float32, "cpu")
+        as32 = _as_float64(capture(ex.run(ex.reference, in32)))
+    except Exception:
+        return False
+    rounding = _gap(expected, as32)
+    return 0 < _gap(expected, _as_float64(got)) <= 10 * rounding
+
+
 def _output_name(ex: Exercise, run: CaseRun, where: str) -> str:
     """'output[3]' as the exercise names it in ``outputs``, if it does."""
     return {f"output[{i}]": name for i, name in enumerate(ex.output_names(run.inputs))}.get(where, where)
@@ -234,7 +280,7 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome) -> tuple[str | None, flo
         return f"{head}\n  " + "\n  ".join(outcome.forbidden), 0.0
     if outcome.error is not None:
         err = outcome.error
-        if err["type"] == "NotImplementedError":
+        if err.get("stub"):
             return (f"✗ {ex.name} — not implemented yet: replace `raise NotImplementedError()` "
                     f"in its answer cell with your code."), 0.0
         where = f"\n  at {err['where']}" if err["where"] else ""
@@ -254,6 +300,8 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome) -> tuple[str | None, flo
         if m is not None:
             lines.append(f"  This matches a known mistake: {m.name}.")
             lines.append("  " + m.explanation.replace("\n", "\n  "))
+        elif diff.kind == "value" and run.dtype == torch.float64 and _float32_sized(ex, run, outcome.value, expected):
+            lines.append("  " + FLOAT32_NOTE.replace("\n", "\n  "))
     if outcome.mutated:
         lines.append(f"  It also changed its input {', '.join(outcome.mutated)} in place.")
     return "\n".join(lines), largest
