@@ -1,6 +1,7 @@
 """06_layernorm's answer keys agree with PyTorch's own, and the hand-written backward is right."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -168,3 +169,140 @@ def test_layer_norm_module_check_names_a_weight_of_the_wrong_shape():
     from course_lib.grading.engine import evaluate
     r = evaluate(LAYER_NORM_MODULE, _OneWeight)
     assert not r.passed and "the weight of LayerNorm has shape (1,); expected (8,)" in r.message, r.message
+
+
+def _both_suites(name, answer, source=None):
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+    return [evaluate(get_exercise(name), answer, suite=s, source=source) for s in ("visible", "hidden")]
+
+
+def _learner_cell(src, name):
+    """Define ``name`` as an answer cell does: its lines readable, so messages can quote them."""
+    import linecache
+    filename = f"<answer cell {name}>"
+    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
+    ns = {"torch": torch, "nn": nn, "F": F, "np": np}
+    exec(compile(src, filename, "exec"), ns)
+    return ns[name]
+
+
+_LN = """def layer_norm(x, weight, bias, eps=1e-5):
+    STATS
+    return (x - mean) / torch.sqrt(var + eps) * weight + bias
+"""
+
+
+@pytest.mark.parametrize("name, source, says", [
+    ("layer_norm", _LN.replace("STATS", "with torch.no_grad():\n        mean = x.mean(-1, keepdim=True)\n"
+                                         "        var = x.var(-1, unbiased=False, keepdim=True)"),
+     "known mistake: mean and variance cut from autograd"),
+    ("layer_norm", "def layer_norm(x, weight, bias, eps=1e-5):\n    a = x.cpu().numpy()\n"
+                   "    y = (a - a.mean(-1, keepdims=True)) / np.sqrt(a.var(-1, keepdims=True) + eps)\n"
+                   "    return torch.from_numpy(y).to(x.device) * weight + bias\n",
+     "Can't call numpy() on Tensor that requires grad"),
+    ("layer_norm", "def layer_norm(x, weight, bias, eps=1e-5):\n"
+                   "    return F.group_norm(x.reshape(-1, 1, x.shape[-1]), 1, eps=eps).reshape(x.shape) * weight + bias\n",
+     "calls F.group_norm: with one group it is layer_norm under another name"),
+    ("layer_norm", "def layer_norm(x, weight, bias, eps=1e-5):\n    flat = x.reshape(-1, x.shape[-1]).T\n"
+                   "    y = F.batch_norm(flat, None, None, training=True, eps=eps).T\n"
+                   "    return y.reshape(x.shape) * weight + bias\n", "calls F.batch_norm"),
+    ("layer_norm", _LN.replace("STATS", "mean, var = torch.var_mean(x, dim=-1, keepdim=True, correction=0)"),
+     "known mistake: mean and variance taken from torch.var_mean in the wrong order"),
+    ("layer_norm", _LN.replace("eps=1e-5", "eps=1e-6").replace("STATS", "mean = x.mean(-1, keepdim=True)\n"
+                                                               "    var = x.var(-1, unbiased=False, keepdim=True)"),
+     "known mistake: eps defaults to 1e-6"),
+    ("layer_norm", _LN.replace("STATS", "mean = x.mean(-1, keepdim=True)\n"
+                               "    var = x.var(-1, unbiased=False, keepdim=True).clamp(min=eps)")
+     .replace("var + eps", "var"), "used only as a floor (var.clamp(min=eps))"),
+    ("rms_norm", "def rms_norm(x, weight, eps=1e-6):\n    with torch.no_grad():\n"
+                 "        ms = (x * x).mean(-1, keepdim=True)\n    return x * torch.rsqrt(ms + eps) * weight\n",
+     "known mistake: mean square cut from autograd"),
+    ("layer_norm_backward", "def layer_norm_backward(grad_out, x, weight, eps=1e-5):\n"
+                            "    mean = x.mean(-1, keepdim=True)\n"
+                            "    r = 1 / torch.sqrt(((x - mean) ** 2).mean(-1, keepdim=True) + eps)\n"
+                            "    xh = (x - mean) * r\n    g = grad_out * weight\n"
+                            "    gx = r * (g - g.mean(-1, keepdim=True) - xh * (g * xh).mean(-1, keepdim=True))\n"
+                            "    axes = tuple(range(x.dim() - 1))\n"
+                            "    if not axes:\n        return gx, grad_out, grad_out * xh\n"
+                            "    return gx, grad_out.sum(axes), (grad_out * xh).sum(axes)\n",
+     "known mistake: grad_weight and grad_bias returned in each other's place"),
+    ("layer_norm", "def layer_norm(x, weight, bias, eps=1e-5):\n    y = x - x.mean(-1, keepdim=True)\n"
+                   "    var = (y * y).mean(-1, keepdim=True)\n    y /= torch.sqrt(var + eps)\n"
+                   "    return y * weight + bias\n", "an in-place operation (y /= ..."),
+], ids=["stats under no_grad", "through numpy", "group_norm", "batch_norm", "var_mean order", "eps 1e-6",
+        "eps as a floor", "rms under no_grad", "backward swapped", "in place on a kept tensor"])
+def test_norm_checks_refuse_and_explain_more_learner_answers(name, source, says):
+    """Each passed (no gradient through the statistics, numpy, library norms under another name) or was
+    refused with numbers only, or under another mistake's explanation (eps as a floor read as 'left out:
+    0/0 gives nan')."""
+    for r in _both_suites(name, _learner_cell(source, name)):
+        assert not r.passed and says in r.message, r.message
+
+
+_MODULE = """class LayerNorm(nn.Module):
+    def __init__(self, d, eps=1e-5):
+        super().__init__()
+        INIT
+
+    def forward(self, x):
+        mean = x.mean(-1, keepdim=True)
+        var = x.var(-1, unbiased=False, keepdim=True)
+        return (x - mean) / torch.sqrt(var + self.eps) * WEIGHT + self.bias
+"""
+_INIT = "self.eps = eps\n        self.weight = nn.Parameter(torch.ones(d))\n        self.bias = nn.Parameter(torch.zeros(d))"
+
+
+@pytest.mark.parametrize("init, weight, says", [
+    (_INIT, "self.weight", None),
+    (_INIT.replace("self.eps = eps", "self.register_buffer('eps', torch.tensor(eps))"), "self.weight",
+     "LayerNorm's state_dict() holds ['bias', 'eps', 'weight']"),
+    (_INIT.replace("self.weight = nn", "self.weight = self.gamma = nn"), "self.weight",
+     "LayerNorm's state_dict() holds ['bias', 'gamma', 'weight']"),
+    (_INIT.replace("torch.ones(d))", "torch.ones(d), requires_grad=False)"), "self.weight",
+     "LayerNorm's weight has requires_grad=False"),
+    (_INIT, "self.weight.data", "LayerNorm's weight gets no gradient from the output"),
+    (_INIT.replace("torch.zeros(d)", "torch.zeros(d, dtype=torch.float64)"), "self.weight",
+     "LayerNorm's bias was created in float64"),
+], ids=["right", "eps as a buffer", "weight also as gamma", "weight frozen", "weight.data", "bias in float64"])
+def test_layer_norm_module_check_holds_it_to_a_drop_in_for_nn_layernorm(init, weight, says):
+    """Each passed: the check looked at weight and bias only, never at state_dict's other keys, whether
+    the parameters train, or their dtype (it moved the module to each case's dtype first)."""
+    answer = _learner_cell(_MODULE.replace("INIT", init).replace("WEIGHT", weight), "LayerNorm")
+    for r in _both_suites("LayerNorm", answer):
+        assert r.passed if says is None else (not r.passed and says in r.message), r.message
+
+
+_BLOCK = """class ResidualBlock(nn.Module):
+    def __init__(self, d, sublayer, pre_norm=True):
+        super().__init__()
+        self.norm = nn.LayerNorm(d)
+        SUBLAYER
+        self.pre_norm = pre_norm
+
+    def forward(self, x):
+        if self.pre_norm:
+            return RESIDUAL + SUB(self.norm(x))
+        return self.norm(x + SUB(x))
+"""
+
+
+@pytest.mark.parametrize("sublayer, residual, says", [
+    ("self.sublayer = sublayer", "x", None),
+    ("self.layers = [sublayer]", "x", "ResidualBlock's parameters() leaves out the sublayer's"),
+    ("self.sublayer = sublayer", "x.detach()", "known mistake: the residual path cut from autograd"),
+], ids=["right", "sublayer in a list", "x detached"])
+def test_residual_block_check_looks_at_what_training_needs(sublayer, residual, says):
+    """Both passed: the outputs were right, but an optimizer would never see the sublayer's weights, or
+    the gradient would not flow along the residual path."""
+    sub = "self.sublayer" if "sublayer =" in sublayer else "self.layers[0]"
+    source = _BLOCK.replace("SUBLAYER", sublayer).replace("RESIDUAL", residual).replace("SUB", sub)
+    for r in _both_suites("ResidualBlock", _learner_cell(source, "ResidualBlock")):
+        assert r.passed if says is None else (not r.passed and says in r.message), r.message
+
+
+def test_a_namesake_of_a_forbidden_function_is_named_as_written():
+    """torch.func.grad was refused as 'calls torch.autograd.grad', a call the learner never wrote."""
+    source = "from torch.func import grad\ndef layer_norm_backward(grad_out, x, weight, eps=1e-5):\n    return grad\n"
+    r = _both_suites("layer_norm_backward", lambda *a, **k: None, source=source)[0]
+    assert not r.passed and "calls torch.func.grad: " in r.message and "torch.autograd.grad" not in r.message, r.message

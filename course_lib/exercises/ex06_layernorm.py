@@ -52,6 +52,15 @@ NORM_SHORTCUTS = [
               shown="F.rms_norm", aten=_RMS_ATEN),
     Forbidden("torch.rms_norm", "torch.rms_norm is what you are building here", aten=_RMS_ATEN),
     Forbidden("torch.nn.RMSNorm", "nn.RMSNorm is what you are building here", shown="nn.RMSNorm"),
+    # Normalising over one group, a transposed batch or one instance is LayerNorm under another name.
+    Forbidden("torch.nn.functional.group_norm", "with one group it is layer_norm under another name",
+              shown="F.group_norm", aten=("aten::native_group_norm", "aten::group_norm")),
+    Forbidden("torch.nn.functional.batch_norm", "over a transposed input it is layer_norm under another name",
+              shown="F.batch_norm", aten=("aten::native_batch_norm", "aten::_native_batch_norm_legit",
+                                          "aten::_native_batch_norm_legit_no_training",
+                                          "aten::_batch_norm_impl_index", "aten::batch_norm")),
+    Forbidden("torch.nn.functional.instance_norm", "on a reshaped input it is layer_norm under another name",
+              shown="F.instance_norm", aten=("aten::instance_norm",)),
 ]
 NO_AUTOGRAD = [
     Forbidden("torch.autograd.grad", "this exercise is the backward pass by hand, without autograd",
@@ -77,6 +86,38 @@ def _ln_random(scale=1.0, shift=0.0, constant=False, eps=None, dims=None):
     def make(g):
         return _ln_case(_random_shape(g, dims or _ri(g, 2, 4)), scale, shift, constant, eps)(g)
     return make
+
+
+def _upstream(y: torch.Tensor) -> torch.Tensor:
+    """A fixed gradient to send back through an output: the same numbers for the answer and the reference."""
+    g = torch.Generator().manual_seed(y.numel())
+    return torch.randn(y.shape, generator=g, dtype=torch.float64).to(device=y.device, dtype=y.dtype)
+
+
+def _through_autograd(fn, inputs, grads_of=("x", "weight", "bias")):
+    """The output, then autograd's gradients of (output · a fixed upstream gradient) for each input named in
+    grads_of: the notebook differentiates the learner's function to test their backward against it."""
+    leaves = {k: v.detach().clone().requires_grad_() if k in grads_of else v for k, v in inputs.items()}
+    y = fn(**leaves)
+    if not isinstance(y, torch.Tensor):
+        return y
+    if not y.requires_grad:
+        raise ValueError("the output carries no gradient back to x: autograd cannot differentiate it (computed "
+                         "under torch.no_grad(), from .detach() or .data, or through numpy). Use torch operations "
+                         "on the tensors themselves: the notebook's next cells differentiate your function")
+    return (y.detach(), *_autograd(y, [leaves[k] for k in grads_of]))
+
+
+def _autograd(y: torch.Tensor, wrt: list[torch.Tensor]) -> tuple:
+    """Autograd's gradients of (y · a fixed upstream gradient) for wrt (None where none reaches one)."""
+    try:
+        return torch.autograd.grad(y, wrt, _upstream(y), allow_unused=True)
+    except RuntimeError as exc:
+        if "modified by an inplace operation" not in str(exc):
+            raise
+        raise ValueError("autograd cannot differentiate the answer: an in-place operation (y /= ..., y.mul_(...), "
+                         "y[...] = ...) changed a tensor autograd had kept to compute the gradient. Make new "
+                         "tensors instead (y = y / ...)") from None
 
 
 def _stats(x, unbiased=False, dim=-1):
@@ -140,6 +181,21 @@ def _m_not_centred(x, weight, bias, eps=1e-5):
     return x / torch.sqrt(var + eps) * weight + bias
 
 
+def _m_stats_detached(x, weight, bias, eps=1e-5):
+    mean, var = _stats(x.detach())
+    return (x - mean) / torch.sqrt(var + eps) * weight + bias
+
+
+def _m_eps_default(x, weight, bias, eps=1e-6):
+    mean, var = _stats(x)
+    return (x - mean) / torch.sqrt(var + eps) * weight + bias
+
+
+def _m_var_mean_swapped(x, weight, bias, eps=1e-5):
+    var, mean = _stats(x)
+    return (x - mean) / torch.sqrt(var + eps) * weight + bias
+
+
 def _m_one_pass(x, weight, bias, eps=1e-5):
     mean = x.mean(dim=-1, keepdim=True)
     var = (x * x).mean(dim=-1, keepdim=True) - mean * mean
@@ -152,8 +208,9 @@ _LN_EXPLAIN = {
                 "(correction=0); torch's LayerNorm divides by D.",
     "eps_outside": "LayerNorm divides by sqrt(var + eps), not sqrt(var) + eps (nor std + eps); the two\n"
                    "differ most when the variance is small, as on inputs of scale 1e-3.",
-    "no_eps": "Without eps a constant row has variance 0 and 0/0 gives nan; eps goes inside the\n"
-              "square root: sqrt(var + eps).",
+    "no_eps": "eps is added to every row's variance, inside the square root: sqrt(var + eps). Left out,\n"
+              "or used only as a floor (var.clamp(min=eps)), it changes the output wherever the variance\n"
+              "is small; without it a constant row gives 0/0 = nan.",
     "eps_fixed": "Use the eps you are given: the caller may pass a larger one.",
     "all_axes": "The mean and variance are taken per vector, over the last axis only (keepdim=True),\n"
                 "not over the whole tensor: every position of every sequence is normalised on its own.",
@@ -170,10 +227,18 @@ _LN_EXPLAIN = {
                 "var = mean((x - μ)²).",
 }
 
+_GRAD_NAMES = ("the output", "autograd's gradient for x through it", "autograd's gradient for weight",
+               "autograd's gradient for bias")
+_STATS_DETACHED = ("The mean and variance depend on x too: computed under torch.no_grad() or from x.detach(),\n"
+                   "they give the right values but autograd skips their part of the gradient, and the\n"
+                   "notebook's comparison with your backward then fails. Compute them from x itself.")
+
 LAYER_NORM = Exercise(
     name="layer_norm",
     notebook="06_layernorm",
     reference=ref.layer_norm,
+    call=_through_autograd,
+    outputs=_GRAD_NAMES,
     visible=[
         Case("x of shape (4, 8), random weight and bias", _ln_case((4, 8))),
         Case("x of shape (16,): a single vector", _ln_case((16,))),
@@ -207,6 +272,12 @@ LAYER_NORM = Exercise(
         Mistake("eps left out", _m_no_eps, _LN_EXPLAIN["no_eps"]),
         Mistake("eps argument ignored (1e-5 hard-coded)", _m_eps_fixed, _LN_EXPLAIN["eps_fixed"]),
         Mistake("variance as E[x²] - E[x]² (cancels badly far from 0)", _m_one_pass, _LN_EXPLAIN["one_pass"]),
+        Mistake("eps defaults to 1e-6", _m_eps_default,
+                "The signature's default is eps=1e-5, as nn.LayerNorm's: a caller who passes no eps gets it."),
+        Mistake("mean and variance taken from torch.var_mean in the wrong order", _m_var_mean_swapped,
+                "torch.var_mean returns (var, mean), variance first: var, mean = torch.var_mean(...)."),
+        Mistake("mean and variance cut from autograd (torch.no_grad or .detach())", _m_stats_detached,
+                _STATS_DETACHED),
     ],
     forbidden=NORM_SHORTCUTS,
     hint="Three steps over the last axis, each with keepdim=True so the shapes broadcast back: the "
@@ -314,6 +385,16 @@ def _mb_gb_times_weight(grad_out, x, weight, eps=1e-5):
     return gx, _sum_batch(grad_out * x_hat, x), _sum_batch(grad_out * weight, x)
 
 
+def _mb_swapped(grad_out, x, weight, eps=1e-5):
+    gx, x_hat = _correct_gx(grad_out, x, weight, eps)
+    return gx, _sum_batch(grad_out, x), _sum_batch(grad_out * x_hat, x)
+
+
+def _mb_eps_default(grad_out, x, weight, eps=1e-6):
+    gx, x_hat = _correct_gx(grad_out, x, weight, eps)
+    return _bw_from(gx, grad_out, x, x_hat)
+
+
 def _mb_eps_fixed(grad_out, x, weight, eps=1e-5):
     gx, x_hat = _correct_gx(grad_out, x, weight, 1e-5)
     return _bw_from(gx, grad_out, x, x_hat)
@@ -383,6 +464,10 @@ LAYER_NORM_BACKWARD = Exercise(
                 "the gradients depend on it (it matters when the variance is near eps)."),
         Mistake("unbiased variance in the backward", _mb_unbiased,
                 "The forward divides by D when it computes σ², so the backward must too."),
+        Mistake("grad_weight and grad_bias returned in each other's place", _mb_swapped,
+                "The order is (grad_x, grad_weight, grad_bias): grad_weight = Σ grad_out · x̂, grad_bias = Σ grad_out."),
+        Mistake("eps defaults to 1e-6", _mb_eps_default,
+                "The signature's default is eps=1e-5, the forward's: a caller who passes no eps gets it."),
     ],
     forbidden=[*NORM_SHORTCUTS, *NO_AUTOGRAD],
     hint="Recompute μ, r = 1/√(σ² + ε) and x̂ from x. grad_bias and grad_weight are sums of grad_out and "
@@ -419,6 +504,8 @@ RMS_NORM = Exercise(
     name="rms_norm",
     notebook="06_layernorm",
     reference=ref.rms_norm,
+    call=lambda fn, inputs: _through_autograd(fn, inputs, grads_of=("x", "weight")),
+    outputs=_GRAD_NAMES[:3],
     visible=[
         Case("x of shape (4, 8), values around 1 + N(0, 1)", _rms_case((4, 8), shift=1.0)),
         Case("x of shape (12,)", _rms_case((12,), shift=0.5)),
@@ -457,6 +544,13 @@ RMS_NORM = Exercise(
         Mistake("eps argument ignored (1e-6 hard-coded)",
                 lambda x, weight, eps=1e-6: x * torch.rsqrt(_ms(x) + 1e-6) * weight,
                 "Use the eps you are given: the caller may pass a larger one."),
+        Mistake("eps defaults to 1e-5",
+                lambda x, weight, eps=1e-5: x * torch.rsqrt(_ms(x) + eps) * weight,
+                "The signature's default is eps=1e-6 (LLaMA's): a caller who passes no eps gets it."),
+        Mistake("mean square cut from autograd (torch.no_grad or .detach())",
+                lambda x, weight, eps=1e-6: x * torch.rsqrt(_ms(x.detach()) + eps) * weight,
+                "The mean square depends on x too: computed under torch.no_grad() or from x.detach(), it\n"
+                "has the right value but autograd skips its part of the gradient. Compute it from x itself."),
     ],
     forbidden=NORM_SHORTCUTS,
     hint="One statistic over the last axis: the mean of x² (keepdim=True). Divide x by the square root "
@@ -489,11 +583,50 @@ def _params(m: nn.Module, d: int, named: str = "LayerNorm") -> dict[str, torch.T
     return params
 
 
+def _drop_in(m: nn.Module, params: dict[str, torch.Tensor], d: int) -> None:
+    """What replacing nn.LayerNorm(d) needs beyond the numbers: the same state_dict keys (the notebook loads
+    nn.LayerNorm's state_dict into it), trainable parameters, made in the default dtype as nn.LayerNorm's."""
+    keys = sorted(m.state_dict())
+    if keys != ["bias", "weight"]:
+        raise ValueError(f"LayerNorm's state_dict() holds {keys}; nn.LayerNorm({d})'s holds ['bias', 'weight'], so "
+                         "loading one's state_dict into the other fails (the notebook's drop-in cell does it). Keep "
+                         "eps a plain attribute (not a buffer or an nn.Parameter) and register weight and bias "
+                         "once, under those names only")
+    for n in ("weight", "bias"):
+        if not params[n].requires_grad:
+            raise ValueError(f"LayerNorm's {n} has requires_grad=False: an optimizer would never train it. "
+                             "nn.Parameter(...) is trainable unless told otherwise")
+        if params[n].dtype != torch.get_default_dtype():
+            raise ValueError(f"LayerNorm's {n} was created in {str(params[n].dtype).removeprefix('torch.')}; "
+                             f"nn.LayerNorm makes its parameters in the default dtype "
+                             f"({str(torch.get_default_dtype()).removeprefix('torch.')}) and .to() changes it "
+                             "later: leave out dtype= when you create them")
+
+
+def _grads_of(module: nn.Module, x: torch.Tensor, params: dict[str, torch.Tensor], named: str) -> tuple:
+    """module(x), then autograd's gradients of (output · a fixed upstream gradient) for x and params."""
+    x = x.detach().clone().requires_grad_()
+    y = module(x)
+    if not isinstance(y, torch.Tensor):
+        return (y,)
+    if not y.requires_grad:
+        raise ValueError(f"{named}'s output carries no gradient back: autograd cannot train through it "
+                         "(computed under torch.no_grad(), or from .detach() or .data)")
+    grads = _autograd(y, [x, *params.values()])
+    for n, g in zip(params, grads[1:]):
+        if g is None:
+            raise ValueError(f"{named}'s {n} gets no gradient from the output, so training never changes it: "
+                             f"forward must use self.{n} itself (not leave it out, nor use self.{n}.data or "
+                             "a detached copy)")
+    return (y.detach(), *grads)
+
+
 def _call_module(cls, inputs):
     x = inputs["x"]
     d = x.shape[-1]
     m = cls(d, eps=inputs["eps"]) if "eps" in inputs else cls(d)
     params = _params(m, d)
+    _drop_in(m, params, d)
     if inputs.get("initial"):
         # Freshly built: weight ones, bias zeros, both of shape (d,); then the forward as built.
         w0, b0 = params["weight"].detach().clone(), params["bias"].detach().clone()
@@ -504,7 +637,7 @@ def _call_module(cls, inputs):
     with torch.no_grad():
         params["weight"].copy_(inputs["weight"])
         params["bias"].copy_(inputs["bias"])
-    return m(x)
+    return _grads_of(m, x, {n: params[n] for n in ("weight", "bias")}, "LayerNorm")
 
 
 def _mod_case(shape, scale=1.0, eps=None, initial=False):
@@ -535,11 +668,6 @@ class _LNBase(nn.Module):
 class _MUnbiased(_LNBase):
     def forward(self, x):
         return _m_unbiased(x, self.weight, self.bias, self.eps)
-
-
-class _MNoAffine(_LNBase):
-    def forward(self, x):
-        return ref.layer_norm(x, torch.ones_like(self.weight), torch.zeros_like(self.bias), self.eps)
 
 
 class _MEpsFixed(_LNBase):
@@ -573,11 +701,24 @@ class _MFirstAxis(_LNBase):
         return _m_first_axis(x, self.weight, self.bias, self.eps)
 
 
+class _MFlattened(_LNBase):
+    def forward(self, x):
+        flat = x.reshape(x.shape[0], -1)
+        mean, var = flat.mean(-1, keepdim=True), flat.var(-1, unbiased=False, keepdim=True)
+        return ((flat - mean) / torch.sqrt(var + self.eps)).reshape(x.shape) * self.weight + self.bias
+
+
+class _MStatsDetached(_LNBase):
+    def forward(self, x):
+        return _m_stats_detached(x, self.weight, self.bias, self.eps)
+
+
 LAYER_NORM_MODULE = Exercise(
     name="LayerNorm",
     notebook="06_layernorm",
     reference=ref.LayerNorm,
-    outputs=("the weight as built", "the bias as built", "the output"),      # a freshly built module's case
+    outputs=lambda inputs: (("the weight as built", "the bias as built", "the output") if inputs.get("initial")
+                            else _GRAD_NAMES),
     visible=[
         Case("LayerNorm(8) as built: weight, bias and the output on x of shape (4, 8)",
              _mod_case((4, 8), initial=True)),
@@ -597,12 +738,12 @@ LAYER_NORM_MODULE = Exercise(
         Mistake("weight and bias initialised randomly", _MRandomInit,
                 "nn.LayerNorm starts with weight = ones(d) and bias = zeros(d), so a fresh layer only\n"
                 "normalises; training moves them from there."),
-        Mistake("weight and bias registered but not used in forward", _MNoAffine,
-                "forward must scale by self.weight and shift by self.bias, or training them does nothing."),
         Mistake("unbiased variance (divided by D - 1)", _MUnbiased, _LN_EXPLAIN["unbiased"]),
         Mistake("eps argument ignored (1e-5 hard-coded)", _MEpsFixed,
                 "Keep the eps given to __init__ (self.eps) and use it in forward."),
         Mistake("normalised over the first axis instead of the last", _MFirstAxis, _LN_EXPLAIN["first_axis"]),
+        Mistake("normalised over every axis but the first (x.reshape(B, -1))", _MFlattened, _LN_EXPLAIN["all_axes"]),
+        Mistake("mean and variance cut from autograd (torch.no_grad or .detach())", _MStatsDetached, _STATS_DETACHED),
     ],
     forbidden=NORM_SHORTCUTS,
     call=_call_module,
@@ -638,10 +779,17 @@ def _call_block(cls, inputs):
         raise AttributeError(f"ResidualBlock must keep its LayerNorm module as self.norm, built in __init__: "
                              f"self.norm = LayerNorm(d); found {_what_norm(norm)}")
     params = _params(norm, d, named=f"ResidualBlock's self.norm ({type(norm).__name__})")
+    def count(m):                               # a deep copy of the sublayer counts too
+        return sum(p.numel() for p in m.parameters())
+    if count(block) < count(sub) + count(norm):
+        raise ValueError("ResidualBlock's parameters() leaves out the sublayer's: keep the sublayer as a module "
+                         "attribute (self.sublayer = sublayer), not inside a Python list or dict (nn.ModuleList "
+                         "and nn.ModuleDict register theirs), or an optimizer never trains it and .to() never "
+                         "moves it")
     with torch.no_grad():
         params["weight"].copy_(inputs["gamma"])
         params["bias"].copy_(inputs["beta"])
-    return block(x)
+    return _grads_of(block, x, {}, "ResidualBlock")
 
 
 def _block_case(shape, pre_norm, scale=1.0):
@@ -709,10 +857,31 @@ class _BPostNoResidual(_BlockBase):
         return x + self.sublayer(self.norm(x)) if self.pre_norm else self.norm(self.sublayer(x))
 
 
+class _BPreNormsOutput(_BlockBase):
+    def forward(self, x):
+        return x + self.norm(self.sublayer(x)) if self.pre_norm else self.norm(x + self.sublayer(x))
+
+
+class _BPostNormsTwice(_BlockBase):
+    def forward(self, x):
+        return x + self.sublayer(self.norm(x)) if self.pre_norm else self.norm(x + self.sublayer(self.norm(x)))
+
+
+class _BResidualTwice(_BlockBase):
+    def forward(self, x):
+        return 2 * x + self.sublayer(self.norm(x)) if self.pre_norm else self.norm(x + self.sublayer(x))
+
+
+class _BResidualDetached(_BlockBase):
+    def forward(self, x):
+        return x.detach() + self.sublayer(self.norm(x)) if self.pre_norm else self.norm(x.detach() + self.sublayer(x))
+
+
 RESIDUAL_BLOCK = Exercise(
     name="ResidualBlock",
     notebook="06_layernorm",
     reference=ref.ResidualBlock,
+    outputs=_GRAD_NAMES[:2],
     visible=[
         Case("pre_norm=True, x of shape (2, 4, 8)", _block_case((2, 4, 8), True)),
         Case("pre_norm=False, x of shape (2, 4, 8)", _block_case((2, 4, 8), False)),
@@ -740,6 +909,16 @@ RESIDUAL_BLOCK = Exercise(
                 "Post-LN normalises the sum: norm(x + sublayer(x)), not x + norm(sublayer(x))."),
         Mistake("post-LN without the residual connection", _BPostNoResidual,
                 "Post-LN still adds x before normalising: norm(x + sublayer(x))."),
+        Mistake("pre-LN normalises the sublayer's output instead of its input", _BPreNormsOutput,
+                "Pre-LN normalises what goes into the sublayer: x + sublayer(norm(x)), not x + norm(sublayer(x))."),
+        Mistake("post-LN normalises the sublayer's input as well", _BPostNormsTwice,
+                "Post-LN feeds x itself to the sublayer and normalises only the sum: norm(x + sublayer(x))."),
+        Mistake("x added twice in pre-LN", _BResidualTwice,
+                "The residual connection adds x once: x + sublayer(norm(x)). A second x (h = x + ...;\n"
+                "return h + x) doubles the residual path at every block."),
+        Mistake("the residual path cut from autograd (x.detach())", _BResidualDetached,
+                "The residual path must carry the gradient straight back to x: that clean path is why deep\n"
+                "pre-LN stacks train. Add x itself, not x.detach()."),
     ],
     call=_call_block,
     hint="Keep a LayerNorm of size d as self.norm (your LayerNorm above, or nn.LayerNorm(d): here "

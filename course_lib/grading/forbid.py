@@ -120,8 +120,9 @@ def scan_source(source: str, forbidden: Iterable[Forbidden], own_names: Iterable
             add(f"uses {attr}, which answer cells may not use: {ATTRIBUTE_HATCHES[attr]}")
         for d in names:
             for f in forbidden:
-                if _matches(d, f.target):
-                    add(f"calls {f.display}: {f.reason}")
+                if _matches(d, f.target):        # named as written when it is a namesake elsewhere
+                    same = d == f.target or f.target.startswith(d + ".")     # or the module holding it
+                    add(f"calls {f.display if same else d}: {f.reason}")
             for hatch, why in ESCAPE_HATCHES.items():
                 if d == hatch or d.startswith(hatch + "."):
                     add(f"uses {hatch}, which answer cells may not use: {why}")
