@@ -109,6 +109,12 @@ CHEATS = {
         "        c = x if context is None else context\n"
         "        return self.m(x, c, c, need_weights=False)[0]\n",
         "nn.MultiheadAttention"),
+    "flex": (      # its NotImplementedError on other shapes once read as "not implemented yet"
+        "from torch.nn.attention.flex_attention import flex_attention\n"
+        "def scaled_dot_product_attention(q, k, v, mask=None):\n"
+        "    w = torch.softmax(q @ k.mT / q.shape[-1] ** 0.5, -1)\n"
+        "    return flex_attention(q.expand(2, 2, -1, -1), k.expand(2, 2, -1, -1), v.expand(2, 2, -1, -1)), w\n",
+        "calls flex_attention: it is PyTorch's own attention"),
 }
 
 
@@ -117,6 +123,7 @@ def test_library_shortcuts_are_refused_by_reading_and_by_watching(name):
     src, shown = CHEATS[name]
     ns = {"torch": torch, "F": F, "nn": nn}
     exec(compile(src, "<answer cheat>", "exec"), ns)
+    name = "scaled_dot_product_attention" if name == "flex" else name
     ex = get_exercise(name)
     by_reading = evaluate(ex, ns[name], source=src)
     by_watching = evaluate(ex, ns[name])          # no source: only the runtime watcher
@@ -216,3 +223,162 @@ def test_mask_checks_catch_a_mask_left_on_the_cpu_without_a_gpu(name, said, fix)
         assert not r.passed and "on a GPU" in r.message, r.message
     r = evaluate(ex, _mask_answers()[name])
     assert said in r.message and fix in r.message, r.message
+
+
+CAUSAL_DEVICE_ANSWERS = '''
+def causal_torch_device(T, device=None):
+    device = torch.device(device)
+    return torch.ones(T, T, dtype=torch.bool, device=device).tril()
+
+def causal_device_type(T, device=None):
+    dev = device if device.type != "mps" else "cpu"
+    return torch.ones(T, T, dtype=torch.bool, device=dev).tril()
+
+def causal_picks_its_own(T, device=None):
+    if device is None:
+        device = "meta"
+    return torch.ones(T, T, dtype=torch.bool, device=device).tril()
+'''
+
+
+@pytest.mark.parametrize("name, said", [
+    ("causal_torch_device", "raised TypeError"),
+    ("causal_device_type", "raised AttributeError"),
+    ("causal_picks_its_own", "causal_mask(6) returned a tensor on meta; expected one on cpu, the default device"),
+])
+def test_causal_mask_check_calls_it_without_a_device_as_the_notebook_does(name, said):
+    """The notebook calls causal_mask(6): an answer that needs its device (torch.device(None),
+    None.type) or picks one itself (a GPU, here meta in its place) breaks there."""
+    ns = {"torch": torch}
+    exec(compile(CAUSAL_DEVICE_ANSWERS, "<answer causal>", "exec"), ns)
+    ex = get_exercise("causal_mask")
+    for suite in ("visible", "hidden"):
+        r = evaluate(ex, ns[name], suite=suite)
+        assert not r.passed and "no device" in r.message, r.message
+    r = evaluate(ex, ns[name])
+    assert said in r.message, r.message
+
+
+def test_padding_mask_check_needs_T_not_the_longest_length():
+    src = ("def padding_mask(lengths, T):\n"
+           "    pos = torch.arange(int(lengths.max()), device=lengths.device)\n"
+           "    return (pos[None, :] < lengths[:, None])[:, None, None, :]\n")
+    ns = {"torch": torch}
+    exec(compile(src, "<answer padding>", "exec"), ns)
+    ex = get_exercise("padding_mask")
+    for suite in ("visible", "hidden"):
+        r = evaluate(ex, ns["padding_mask"], suite=suite)
+        assert not r.passed and "expected shape (" in r.message, r.message
+    assert "shorter than T" in evaluate(ex, ns["padding_mask"]).message
+
+
+SDPA_ANSWERS = '''
+def rowmax_over_all_keys(q, k, v, mask=None):
+    s = q @ k.mT / math.sqrt(q.shape[-1])
+    e = torch.exp(s - s.amax(-1, keepdim=True))
+    if mask is not None:
+        e = e * mask
+    w = torch.nan_to_num(e / e.sum(-1, keepdim=True))
+    return w @ v, w
+
+def softmax_then_mask_renormalised(q, k, v, mask=None):
+    w = torch.softmax(q @ k.mT / math.sqrt(q.shape[-1]), dim=-1)
+    if mask is not None:
+        w = w * mask
+        w = (w / w.sum(-1, keepdim=True)).nan_to_num(0.0)
+    return w @ v, w
+
+def flattened_bmm(q, k, v, mask=None):
+    lead, Tq, Tk = q.shape[:-2], q.shape[-2], k.shape[-2]
+    qq, kk, vv = q.reshape(-1, Tq, q.shape[-1]), k.reshape(-1, Tk, k.shape[-1]), v.reshape(-1, Tk, v.shape[-1])
+    s = torch.bmm(qq, kk.transpose(1, 2)).reshape(*lead, Tq, Tk) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    w = torch.softmax(s, -1).nan_to_num(0.0)
+    return torch.bmm(w.reshape(-1, Tq, Tk), vv).reshape(*lead, Tq, v.shape[-1]), w
+'''
+
+
+def _sdpa_answers():
+    import math
+    ns = {"torch": torch, "math": math}
+    exec(compile(SDPA_ANSWERS, "<answer sdpa>", "exec"), ns)
+    return ns
+
+
+@pytest.mark.parametrize("name", ["rowmax_over_all_keys", "softmax_then_mask_renormalised"])
+def test_sdpa_visible_check_blocks_a_masked_key_with_the_largest_score(name):
+    """Normalising over every key, masked ones included, is right on paper; with large logits and a
+    blocked key on top, the allowed keys underflow to 0. The visible suite must show it, and say why."""
+    ex = get_exercise("scaled_dot_product_attention")
+    for suite in ("visible", "hidden"):
+        r = evaluate(ex, _sdpa_answers()[name], suite=suite)
+        assert not r.passed, r.message
+    r = evaluate(ex, _sdpa_answers()[name])
+    assert "known mistake: row maximum taken over the masked keys too" in r.message, r.message
+
+
+def test_sdpa_check_broadcasts_leading_axes():
+    """The contract says leading axes broadcast: k and v with one head against q's several."""
+    ex = get_exercise("scaled_dot_product_attention")
+    for suite in ("visible", "hidden"):
+        r = evaluate(ex, _sdpa_answers()["flattened_bmm"], suite=suite)
+        assert not r.passed and "one head" in r.message, r.message
+
+
+MHA_TEMPLATE = '''
+class MultiHeadAttention(nn.Module):
+    def __init__(self, d_model, n_heads, dropout=0.0, bias=True):
+        super().__init__()
+        self.n_heads = n_heads
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x, context=None, mask=None):
+        B, T, d = x.shape
+        src = x if context is None else context
+        q = split_heads(self.q_proj(x), self.n_heads)
+        k = split_heads(self.k_proj(src), self.n_heads)
+        v = split_heads(self.v_proj(src), self.n_heads)
+        s = q @ k.mT / math.sqrt(q.shape[-1])
+        if mask is not None:
+            s = s.masked_fill(~mask, FILL)
+        w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)
+        return self.out_proj(MERGE)
+'''
+MHA_ANSWERS = {
+    "nan rows": dict(FILL='float("-inf")', NAN_FIX="", MERGE="merge_heads(w @ v)"),
+    "uniform rows": dict(FILL="-1e9", NAN_FIX="", MERGE="merge_heads(w @ v)"),
+    "merge by reshape": dict(FILL='float("-inf")', NAN_FIX=".nan_to_num(0.0)", MERGE="(w @ v).reshape(B, T, d)"),
+}
+
+
+def _mha_answer(name):
+    import math
+
+    from course_lib.reference.heads import merge_heads, split_heads
+    src = MHA_TEMPLATE
+    for key, text in MHA_ANSWERS[name].items():
+        src = src.replace(key, text)
+    ns = {"torch": torch, "nn": nn, "math": math, "split_heads": split_heads, "merge_heads": merge_heads}
+    exec(compile(src, f"<answer {name}>", "exec"), ns)
+    return ns["MultiHeadAttention"]
+
+
+@pytest.mark.parametrize("name, named", [
+    ("nan rows", "fully masked rows give NaN"),
+    ("uniform rows", "fully masked rows get uniform weights"),
+    ("merge by reshape", "heads merged by a plain reshape to (B, T, d_model)"),
+])
+def test_multi_head_attention_check_names_masked_rows_and_merge_mistakes(name, named):
+    """A fully masked row (a sequence of length 0) must come out as out_proj's bias, as the
+    docstring says; merging heads without moving H back next to D gives numbers only."""
+    ex = get_exercise("MultiHeadAttention")
+    for suite in ("visible", "hidden"):
+        r = evaluate(ex, _mha_answer(name), suite=suite)
+        assert not r.passed, r.message
+    r = evaluate(ex, _mha_answer(name))
+    assert f"known mistake: {named}" in r.message, r.message

@@ -32,6 +32,8 @@ SDPA_FORBIDDEN = Forbidden(
           "aten::_scaled_dot_product_efficient_attention", "aten::_scaled_dot_product_cudnn_attention",
           "aten::_scaled_dot_product_fused_attention_overrideable",
           "aten::_scaled_dot_product_attention_math_for_mps"))
+FLEX_FORBIDDEN = Forbidden("torch.nn.attention.flex_attention.flex_attention",
+                           "it is PyTorch's own attention, what you are building here", shown="flex_attention")
 MHA_FORBIDDEN = (
     Forbidden("torch.nn.MultiheadAttention", "it is the module you are building here",
               shown="nn.MultiheadAttention", aten=("aten::_native_multi_head_attention",)),
@@ -42,7 +44,8 @@ MHA_FORBIDDEN = (
 
 # ------------------------------------------------------------ scaled_dot_product_attention
 def _sdpa_case(q_shape, k_shape, dv, mask=None, scale=1.0):
-    """mask: None, "causal", "rows" (some rows fully masked), or "keys" (broadcast (T_q, T_k))."""
+    """mask: None, "causal", "rows" (some rows fully masked), "keys" (broadcast (T_q, T_k)), or "top"
+    (each row's largest score blocked, another key allowed). k's leading axes may be 1s that broadcast."""
     def make(g):
         q = _randn(g, *q_shape, scale=scale)
         k = _randn(g, *k_shape, scale=scale)
@@ -60,17 +63,26 @@ def _sdpa_case(q_shape, k_shape, dv, mask=None, scale=1.0):
             m = torch.rand(Tq, Tk, generator=g) < 0.7
             m[:, 0] = True
             out["mask"] = m
+        elif mask == "top":           # with large logits, the allowed keys sit far below the blocked maximum
+            s = q @ k.mT
+            m = torch.rand(s.shape, generator=g) < 0.6
+            m.scatter_(-1, s.argmin(-1, keepdim=True), True)
+            m.scatter_(-1, s.argmax(-1, keepdim=True), False)
+            out["mask"] = m
         return out
     return make
 
 
-def _sdpa_random(mask=None, scale=1.0):
+def _sdpa_random(mask=None, scale=1.0, kv_heads=None):
+    """kv_heads=1: k and v have one head, which broadcasts against q's."""
     def make(g):
         B, H, Tq, Tk = _ri(g, 1, 3), _ri(g, 1, 4), _ri(g, 2, 9), _ri(g, 2, 9)
         dk, dv = _ri(g, 2, 9), _ri(g, 2, 9)
         if mask == "causal":
             Tk = Tq
-        return _sdpa_case((B, H, Tq, dk), (B, H, Tk, dk), dv, mask, scale)(g)
+        if kv_heads:
+            H += 1                    # at least two heads of q against k's one
+        return _sdpa_case((B, H, Tq, dk), (B, kv_heads or H, Tk, dk), dv, mask, scale)(g)
     return make
 
 
@@ -121,6 +133,15 @@ def _m_after_softmax(q, k, v, mask=None):
     return w @ v, w
 
 
+def _m_rowmax_all_keys(q, k, v, mask=None):
+    s = q @ k.mT / math.sqrt(q.shape[-1])
+    e = torch.exp(s - s.amax(-1, keepdim=True))
+    if mask is not None:
+        e = e * mask
+    w = (e / e.sum(-1, keepdim=True)).nan_to_num(0.0)
+    return w @ v, w
+
+
 def _m_inverted(q, k, v, mask=None):
     return _finish(q @ k.mT / math.sqrt(q.shape[-1]), v, None if mask is None else ~mask)
 
@@ -156,12 +177,20 @@ SDPA = Exercise(
              _sdpa_case((1, 3, 3, 6), (1, 3, 7, 6), 5, "keys")),
         Case("q, k (2, 5, 16) with large values (logits in the hundreds), v (2, 5, 4)",
              _sdpa_case((2, 5, 16), (2, 5, 16), 4, None, scale=10.0)),
+        Case("q (2, 4, 5, 8), k, v (2, 1, 6, 8): k and v's one head broadcasts over q's 4",
+             _sdpa_case((2, 4, 5, 8), (2, 1, 6, 8), 8)),
+        Case("q, k (2, 6, 16) with logits in the hundreds and a (2, 6, 6) mask that blocks each row's "
+             "largest score", _sdpa_case((2, 6, 16), (2, 6, 16), 3, "top", scale=10.0)),
     ],
     hidden=[
         Case("q, k, v of random shapes with batch and head axes, no mask", _sdpa_random()),
         Case("random shapes with a causal mask", _sdpa_random("causal")),
         Case("random shapes with fully masked rows", _sdpa_random("rows")),
         Case("random shapes with a broadcast (T_q, T_k) mask and large logits", _sdpa_random("keys", scale=10.0)),
+        Case("random shapes with logits in the thousands and a mask that blocks each row's largest score",
+             _sdpa_random("top", scale=20.0)),
+        Case("random shapes, k and v with one head that broadcasts over q's heads, causal mask",
+             _sdpa_random("causal", kv_heads=1)),
     ],
     mistakes=[
         Mistake("no 1/√d_k scaling",
@@ -184,6 +213,13 @@ SDPA = Exercise(
                 _m_wrong_axis,
                 "Each query distributes its attention over the keys, so every row (last axis, the\n"
                 "keys) of the weights must sum to 1: softmax(scores, dim=-1)."),
+        Mistake("row maximum taken over the masked keys too: the allowed keys underflow to 0",
+                _m_rowmax_all_keys,
+                "The weights were normalised over every key, blocked ones included (their maximum\n"
+                "subtracted before exp, or a softmax over all keys, then masked and renormalised).\n"
+                "When a blocked key has the row's largest score, exp(s - max) of every allowed key\n"
+                "underflows to 0 and the row comes out 0. Put -inf into the blocked scores first,\n"
+                "then take the softmax: the maximum is then one of the allowed keys."),
         Mistake("mask applied after the softmax",
                 _m_after_softmax,
                 "Zeroing weights after the softmax leaves rows that no longer sum to 1. Put -inf into\n"
@@ -202,7 +238,7 @@ SDPA = Exercise(
                 "softmax is uniform: it attends to positions that are all forbidden. The contract\n"
                 "asks for weights 0 and output 0 there."),
     ],
-    forbidden=[SDPA_FORBIDDEN],
+    forbidden=[SDPA_FORBIDDEN, FLEX_FORBIDDEN],
     hint="Three steps: scores from all query–key dot products divided by the square root of the "
          "size of those vectors; blocked scores set to -inf before a softmax over the keys; the "
          "weights times v. A row with no allowed key comes out of the softmax as NaN: decide where "
@@ -240,18 +276,29 @@ def _check_on_meta(call, called: str, fix: str) -> None:
 
 
 # ------------------------------------------------------------ causal_mask
-def _causal_case(T):
-    return lambda g: {"T": T, "device": DEVICE}
+def _causal_case(T, given=True):
+    """given=False: called as the notebook does, causal_mask(T), with no device."""
+    return lambda g: {"T": T, "device": DEVICE, "given": given}
 
 
-def _causal_random(g):
-    return _causal_case(_ri(g, 9, 40))(g)
+def _causal_random(given=True):
+    return lambda g: _causal_case(_ri(g, 9, 40), given)(g)
 
 
 def _call_causal(impl, inputs):
-    """The mask on the case's device; and again with device=meta, which must come back on meta."""
+    """The mask on the case's device (with no device given, on the default device: then moved there
+    for the comparison); and again with device=meta, which must come back on meta."""
     T = inputs["T"]
-    mask = impl(T, device=inputs["device"])
+    if inputs["given"]:
+        mask = impl(T, device=inputs["device"])
+    else:
+        mask, default = impl(T), torch.get_default_device()
+        if isinstance(mask, torch.Tensor):
+            if mask.device.type != default.type:
+                raise ValueError(f"causal_mask({T}) returned a tensor on {mask.device}; expected one on "
+                                 f"{default}, the default device, which device=None stands for. Pass device "
+                                 "on as it is (torch.ones(T, T, ..., device=device)) instead of choosing one.")
+            mask = mask.to(inputs["device"])
     _check_on_meta(lambda: impl(T, device=_META), f"causal_mask({T}, device=meta)",
                    "Build it on `device`: torch.ones(T, T, ..., device=device).")
     return mask
@@ -266,10 +313,13 @@ CAUSAL = Exercise(
         Case("T = 5", _causal_case(5), dtypes=MASK_DTYPES),
         Case("T = 1", _causal_case(1), dtypes=MASK_DTYPES),
         Case("T = 8", _causal_case(8), dtypes=MASK_DTYPES),
+        Case("T = 6 with no device, as the notebook calls it: causal_mask(6) on the default device",
+             _causal_case(6, given=False), dtypes=MASK_DTYPES),
     ],
     hidden=[
-        Case("a random T", _causal_random, dtypes=MASK_DTYPES),
-        Case("another random T", _causal_random, dtypes=MASK_DTYPES),
+        Case("a random T", _causal_random(), dtypes=MASK_DTYPES),
+        Case("another random T", _causal_random(), dtypes=MASK_DTYPES),
+        Case("a random T with no device (the default device)", _causal_random(given=False), dtypes=MASK_DTYPES),
     ],
     mistakes=[
         Mistake("upper triangle instead of lower: each query sees the future",
@@ -296,11 +346,14 @@ def _pad_case(lengths, T):
     return lambda g: {"lengths": torch.tensor(lengths, dtype=torch.int64), "T": T}
 
 
-def _pad_random(g):
-    B, T = _ri(g, 5, 8), _ri(g, 3, 12)          # visible batches have 2..4 sequences
-    lengths = torch.randint(0, T + 1, (B,), generator=g)
-    lengths[0] = T
-    return {"lengths": lengths, "T": T}
+def _pad_random(shorter=False):
+    """shorter: every length below T, one of them 0; else one sequence fills T."""
+    def make(g):
+        B, T = _ri(g, 5, 8), _ri(g, 3, 12)          # visible batches have 2..4 sequences
+        lengths = torch.randint(0, T if shorter else T + 1, (B,), generator=g)
+        lengths[0] = 0 if shorter else T
+        return {"lengths": lengths, "T": T}
+    return make
 
 
 def _call_pad(impl, inputs):
@@ -325,10 +378,13 @@ PAD = Exercise(
         Case("lengths [3, 5, 1], T = 5", _pad_case([3, 5, 1], 5), dtypes=MASK_DTYPES),
         Case("lengths [2, 4], T = 4", _pad_case([2, 4], 4), dtypes=MASK_DTYPES),
         Case("lengths [6, 0, 3, 6], T = 6 (one empty sequence)", _pad_case([6, 0, 3, 6], 6), dtypes=MASK_DTYPES),
+        Case("lengths [3, 0, 2], T = 5: every sequence shorter than T, one empty", _pad_case([3, 0, 2], 5),
+             dtypes=MASK_DTYPES),
     ],
     hidden=[
-        Case("random lengths and T", _pad_random, dtypes=MASK_DTYPES),
-        Case("other random lengths and T", _pad_random, dtypes=MASK_DTYPES),
+        Case("random lengths and T", _pad_random(), dtypes=MASK_DTYPES),
+        Case("other random lengths and T", _pad_random(), dtypes=MASK_DTYPES),
+        Case("random lengths all shorter than T, one of them 0", _pad_random(shorter=True), dtypes=MASK_DTYPES),
     ],
     mistakes=[
         Mistake("padding taken from the wrong side (left padding)",
@@ -361,7 +417,8 @@ _PROJ = ("q_proj", "k_proj", "v_proj", "out_proj")
 
 
 def _mha_case(B, Tq, d, H, Tk=None, mask=None, bias=True, dropout=0.0):
-    """Tk set: cross-attention on a context of Tk positions. mask: None, "causal" or "padding".
+    """Tk set: cross-attention on a context of Tk positions. mask: None, "causal", "padding", or "empty"
+    (padding with the last sequence of length 0: its rows are fully masked).
     dropout: the module's probability; the check runs it in eval mode, where nothing is dropped."""
     def make(g):
         s = 1 / math.sqrt(d)
@@ -376,9 +433,11 @@ def _mha_case(B, Tq, d, H, Tk=None, mask=None, bias=True, dropout=0.0):
         T_keys = Tq if Tk is None else Tk
         if mask == "causal":
             out["mask"] = torch.ones(Tq, Tq, dtype=torch.bool).tril()
-        elif mask == "padding":
+        elif mask in ("padding", "empty"):
             lengths = torch.randint(1, T_keys + 1, (B,), generator=g)
             lengths[0] = max(1, T_keys - 2)
+            if mask == "empty":
+                lengths[-1] = 0
             out["mask"] = (torch.arange(T_keys)[None, :] < lengths[:, None])[:, None, None, :]
         return out
     return make
@@ -421,7 +480,8 @@ def _call_mha(impl, inputs):
 
 class _MHAKind(nn.Module):
     """A configurable wrong multi-head attention, for the catalogue of mistakes below."""
-    scale_by_d_model = merge_dh = no_out_proj = ignore_context = swap_roles = reshape_split = False
+    scale_by_d_model = merge_dh = no_out_proj = ignore_context = swap_roles = reshape_split = reshape_merge = False
+    attend = None                  # a wrong scaled_dot_product_attention(q, k, v, mask) from above
 
     def __init__(self, d_model, n_heads, dropout=0.0, bias=True):
         super().__init__()
@@ -441,8 +501,11 @@ class _MHAKind(nn.Module):
             split = lambda t: rearrange(t, "b t (h d) -> b h t d", h=self.h)  # noqa: E731
         q, k, v = split(self.q_proj(qsrc)), split(self.k_proj(src)), split(self.v_proj(src))
         s = q @ k.mT / math.sqrt(d if self.scale_by_d_model else q.shape[-1])
-        out, _ = _finish(s, v, mask)
-        out = rearrange(out, "b h t d -> b t (d h)" if self.merge_dh else "b h t d -> b t (h d)")
+        out, _ = self.attend(q, k, v, mask) if self.attend else _finish(s, v, mask)
+        if self.reshape_merge:
+            out = out.reshape(B, out.shape[2], d)
+        else:
+            out = rearrange(out, "b h t d -> b t (d h)" if self.merge_dh else "b h t d -> b t (h d)")
         return out if self.no_out_proj else self.out_proj(out)
 
 
@@ -463,12 +526,16 @@ MHA = Exercise(
              _mha_case(3, 4, 6, 2, Tk=5, mask="padding", bias=False)),
         Case("self-attention, x (2, 5, 12), 3 heads, dropout=0.5 in eval mode: nothing may be dropped",
              _mha_case(2, 5, 12, 3, dropout=0.5)),
+        Case("self-attention with a (2, 1, 1, 4) padding mask, lengths [2, 0]: the empty sequence's rows "
+             "are fully masked, their result is out_proj's bias", _mha_case(2, 4, 8, 2, mask="empty")),
     ],
     hidden=[
         Case("self-attention of a random size", _mha_random()),
         Case("cross-attention of a random size with a padding mask", _mha_random(cross=True, mask="padding")),
         Case("causal self-attention of a random size, bias=False", _mha_random(mask="causal", bias=False)),
         Case("self-attention of a random size, dropout=0.3 in eval mode", _mha_random(dropout=0.3)),
+        Case("cross-attention of a random size with a padding mask, one sequence of length 0",
+             _mha_random(cross=True, mask="empty")),
     ],
     mistakes=[
         Mistake("out_proj forgotten", _kind(no_out_proj=True),
@@ -480,6 +547,19 @@ MHA = Exercise(
         Mistake("heads split by a plain reshape to (B, H, T, D)", _kind(reshape_split=True),
                 "A reshape keeps memory order and mixes time steps into heads. Split the last axis into\n"
                 "(H, D) first, then move H in front of T (split_heads does this)."),
+        Mistake("heads merged by a plain reshape to (B, T, d_model)", _kind(reshape_merge=True),
+                "The heads' output is (B, H, T, D), and a reshape keeps memory order: it mixes time\n"
+                "steps into features. Move H back next to D first, then join them: (B, T, H·D)\n"
+                "(merge_heads does this; with a reshape, transpose(1, 2) before it)."),
+        Mistake("fully masked rows give NaN", _kind(attend=staticmethod(_m_nan_rows)),
+                "softmax of a row of only -inf is 0/0 = NaN. A query that may attend to nothing gets\n"
+                "weights 0 and a merged head output 0, so its result is out_proj's bias: set the\n"
+                "blocked weights to 0 after the softmax."),
+        Mistake("fully masked rows get uniform weights (a large finite negative instead of -inf)",
+                _kind(attend=staticmethod(_m_uniform_rows)),
+                "Filling blocked scores with -1e9 gives a row of only blocked keys equal scores, so its\n"
+                "softmax averages positions that are all forbidden (padding). Such a row must get\n"
+                "weights 0, so its result is out_proj's bias."),
         Mistake("scores scaled by √d_model instead of √(head size)", _kind(scale_by_d_model=True),
                 "Each head computes dot products of D = d_model / H features, so each head divides\n"
                 "by √D, not by √d_model."),
@@ -489,7 +569,7 @@ MHA = Exercise(
                 "The output has one row per query, and the queries come from x: the result is\n"
                 "(B, T_x, d_model). Keys and values come from context."),
     ],
-    forbidden=[SDPA_FORBIDDEN, *MHA_FORBIDDEN],
+    forbidden=[SDPA_FORBIDDEN, FLEX_FORBIDDEN, *MHA_FORBIDDEN],
     hint="Project x (queries) and the source of keys and values (context, or x again) with the "
          "three input projections; split each into heads with `split_heads`; attend per head as in "
          "the first exercise (you may call your function from it), with self.dropout on the weights "
