@@ -347,22 +347,29 @@ class MultiHeadAttention(nn.Module):
         if mask is not None:
             s = s.masked_fill(~mask, FILL)
         w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)
-        return self.out_proj(MERGE)
+        return OUT
 '''
 MHA_ANSWERS = {
-    "nan rows": dict(FILL='float("-inf")', NAN_FIX="", MERGE="merge_heads(w @ v)"),
-    "uniform rows": dict(FILL="-1e9", NAN_FIX="", MERGE="merge_heads(w @ v)"),
-    "merge by reshape": dict(FILL='float("-inf")', NAN_FIX=".nan_to_num(0.0)", MERGE="(w @ v).reshape(B, T, d)"),
+    "nan rows": dict(FILL='float("-inf")', NAN_FIX="", OUT="self.out_proj(merge_heads(w @ v))"),
+    "uniform rows": dict(FILL="-1e9", NAN_FIX="", OUT="self.out_proj(merge_heads(w @ v))"),
+    "merge by reshape": dict(FILL='float("-inf")', NAN_FIX=".nan_to_num(0.0)", OUT="self.out_proj((w @ v).reshape(B, T, d))"),
+    "no out_proj": dict(FILL='float("-inf")', NAN_FIX=".nan_to_num(0.0)", OUT="merge_heads(w @ v)"),
 }
+
+
+def mha_source(name):
+    """A learner's MultiHeadAttention with one of MHA_ANSWERS' mistakes (the round trip grades one too)."""
+    src = MHA_TEMPLATE.lstrip()
+    for key, text in MHA_ANSWERS[name].items():
+        src = src.replace(key, text)
+    return src
 
 
 def _mha_answer(name):
     import math
 
     from course_lib.reference.heads import merge_heads, split_heads
-    src = MHA_TEMPLATE
-    for key, text in MHA_ANSWERS[name].items():
-        src = src.replace(key, text)
+    src = mha_source(name)
     ns = {"torch": torch, "nn": nn, "math": math, "split_heads": split_heads, "merge_heads": merge_heads}
     exec(compile(src, f"<answer {name}>", "exec"), ns)
     return ns["MultiHeadAttention"]

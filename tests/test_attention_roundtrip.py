@@ -5,32 +5,12 @@ from __future__ import annotations
 import pytest
 
 from submissions import assert_graded_as, grade_class, submission
+from test_attention import mha_source
 
 A = "05_attention"
 FULL = 12          # 4 exercises x (1 visible + 2 hidden)
 
-NO_OUT_PROJ = '''class MultiHeadAttention(nn.Module):
-    def __init__(self, d_model, n_heads, dropout=0.0, bias=True):
-        super().__init__()
-        self.n_heads = n_heads
-        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
-        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
-        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
-        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
-
-    def forward(self, x, context=None, mask=None):
-        src = x if context is None else context
-        q = split_heads(self.q_proj(x), self.n_heads)
-        k = split_heads(self.k_proj(src), self.n_heads)
-        v = split_heads(self.v_proj(src), self.n_heads)
-        s = q @ k.mT / math.sqrt(q.shape[-1])
-        if mask is not None:
-            s = s.masked_fill(~mask, float("-inf"))
-        w = torch.softmax(s, -1)
-        if mask is not None:
-            w = w.masked_fill(~mask, 0.0)
-        return merge_heads(w @ v)
-'''
+NO_OUT_PROJ = mha_source("no out_proj")
 
 UNSCALED = ("def scaled_dot_product_attention(q, k, v, mask=None):\n"
             "    s = q @ k.mT\n"
