@@ -389,3 +389,33 @@ def test_multi_head_attention_check_names_masked_rows_and_merge_mistakes(name, n
         assert not r.passed, r.message
     r = evaluate(ex, _mha_answer(name))
     assert f"known mistake: {named}" in r.message, r.message
+
+
+_RIGHT_MHA = dict(FILL='float("-inf")', NAN_FIX=".nan_to_num(0.0)", OUT="self.out_proj(merge_heads(w @ v))")
+_UNDROPPED = "w = torch.softmax(s, dim=-1).nan_to_num(0.0)"
+
+
+@pytest.mark.parametrize("change, said", [
+    ({}, None),
+    ({"w = self.dropout(": "w = F.dropout(", "NAN_FIX)": "NAN_FIX, p=self.dropout.p, training=self.training)"}, None),
+    ({"w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)": _UNDROPPED,
+      "OUT": "self.dropout(self.out_proj(merge_heads(w @ v)))"},
+     "known mistake: dropout applied to the output instead of the attention weights"),
+    ({"w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)": _UNDROPPED}, "known mistake: dropout never applied"),
+    ({"w = self.dropout(": "w = torch.dropout(", "NAN_FIX)": "NAN_FIX, self.dropout.p, self.training)"},
+     "in training mode two calls gave different outputs"),
+], ids=["nn.Dropout on the weights", "F.dropout on the weights", "on the output", "never", "torch.dropout"])
+def test_multi_head_attention_check_looks_at_where_dropout_acts(change, said):
+    """Every case ran in eval mode: dropout on the output, or none at all, passed. A training-mode case
+    gives dropout a fixed mask, the same for the answer and the answer key."""
+    import math
+
+    from course_lib.reference.heads import merge_heads, split_heads
+    src = MHA_TEMPLATE.lstrip()
+    for key, text in [*change.items(), *((k, t) for k, t in _RIGHT_MHA.items() if k not in change)]:
+        src = src.replace(key, text)
+    ns = {"torch": torch, "nn": nn, "F": F, "math": math, "split_heads": split_heads, "merge_heads": merge_heads}
+    exec(compile(src, "<answer dropout>", "exec"), ns)
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("MultiHeadAttention"), ns["MultiHeadAttention"], suite=suite)
+        assert r.passed if said is None else (not r.passed and said in r.message), r.message

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
@@ -416,10 +417,11 @@ PAD = Exercise(
 _PROJ = ("q_proj", "k_proj", "v_proj", "out_proj")
 
 
-def _mha_case(B, Tq, d, H, Tk=None, mask=None, bias=True, dropout=0.0):
+def _mha_case(B, Tq, d, H, Tk=None, mask=None, bias=True, dropout=0.0, train=False):
     """Tk set: cross-attention on a context of Tk positions. mask: None, "causal", "padding", or "empty"
     (padding with the last sequence of length 0: its rows are fully masked).
-    dropout: the module's probability; the check runs it in eval mode, where nothing is dropped."""
+    dropout: the module's probability; the check runs it in eval mode, where nothing is dropped, or with
+    train=True in training mode, dropout's random mask replaced by a fixed one (see _FixedDropout)."""
     def make(g):
         s = 1 / math.sqrt(d)
         weights = {}
@@ -428,7 +430,7 @@ def _mha_case(B, Tq, d, H, Tk=None, mask=None, bias=True, dropout=0.0):
             if bias:
                 weights[f"{name}.bias"] = _randn(g, d, scale=0.1)
         out = {"x": _randn(g, B, Tq, d), "d_model": d, "n_heads": H, "bias": bias, "dropout": dropout,
-               "weights": weights,
+               "train": train, "weights": weights,
                "context": None if Tk is None else _randn(g, B, Tk, d), "mask": None}
         T_keys = Tq if Tk is None else Tk
         if mask == "causal":
@@ -443,16 +445,40 @@ def _mha_case(B, Tq, d, H, Tk=None, mask=None, bias=True, dropout=0.0):
     return make
 
 
-def _mha_random(cross=False, mask=None, bias=True, dropout=0.0):
+def _mha_random(cross=False, mask=None, bias=True, dropout=0.0, train=False):
     def make(g):
         B, Tq, H, D = _ri(g, 1, 3), _ri(g, 2, 8), _ri(g, 2, 4), _ri(g, 2, 6)
         Tk = _ri(g, 2, 8) if cross else None
-        return _mha_case(B, Tq, H * D, H, Tk, mask, bias, dropout)(g)
+        return _mha_case(B, Tq, H * D, H, Tk, mask, bias, dropout, train)(g)
     return make
 
 
+def _fixed_dropout(input, p=0.5, training=True, inplace=False):
+    """F.dropout with a mask drawn from the tensor's shape instead of the global generator."""
+    if not training or p == 0:
+        return input
+    seed = 0
+    for n in input.shape:
+        seed = (seed * 131 + n) % 2**31
+    keep = torch.rand(input.shape, generator=torch.Generator().manual_seed(seed)) >= p
+    return input * keep.to(device=input.device, dtype=input.dtype) / (1 - p)
+
+
+class _FixedDropout:
+    """In a training-mode case, F.dropout (which nn.Dropout calls too) drops a fixed pattern: the same
+    for the answer and the answer key whatever the device, so where dropout acts, and with which p,
+    decides the output and not the random draws."""
+
+    def __enter__(self):
+        self.saved, F.dropout = F.dropout, _fixed_dropout
+
+    def __exit__(self, *exc):
+        F.dropout = self.saved
+
+
 def _call_mha(impl, inputs):
-    """Build the module, load the case's weights into its four projections, run it in eval mode."""
+    """Build the module, load the case's weights into its four projections, run it in eval mode (or in
+    training mode, dropout fixed, where the case says so)."""
     x = inputs["x"]
     module = impl(inputs["d_model"], inputs["n_heads"], dropout=inputs["dropout"], bias=inputs["bias"])
     for name in _PROJ:
@@ -460,7 +486,7 @@ def _call_mha(impl, inputs):
         if not isinstance(lin, nn.Linear):
             raise AttributeError(f"MultiHeadAttention needs an nn.Linear attribute named {name!r} "
                                  f"(found {type(lin).__name__})")
-    module = module.to(device=x.device, dtype=x.dtype).eval()
+    module = module.to(device=x.device, dtype=x.dtype).train(inputs["train"])
     with torch.no_grad():
         for name in _PROJ:
             lin = getattr(module, name)
@@ -474,18 +500,27 @@ def _call_mha(impl, inputs):
                 lin.bias.copy_(inputs["weights"][f"{name}.bias"])
             elif lin.bias is not None:
                 raise ValueError(f"{name} has a bias although bias=False")
-    with torch.no_grad():
-        return module(x, context=inputs["context"], mask=inputs["mask"])
+    with torch.no_grad(), _FixedDropout():
+        out = module(x, context=inputs["context"], mask=inputs["mask"])
+        again = module(x, context=inputs["context"], mask=inputs["mask"]) if inputs["train"] else out
+        if (isinstance(out, torch.Tensor) and isinstance(again, torch.Tensor) and out.device.type != "meta"
+                and not torch.allclose(out, again, rtol=0, atol=0, equal_nan=True)):
+            raise ValueError("in training mode two calls gave different outputs, though the check gives "
+                             "F.dropout and nn.Dropout a fixed mask: something else draws random numbers "
+                             "(torch.dropout, a dropout imported by name, a mask of your own). Apply dropout "
+                             "with an nn.Dropout module or F.dropout(..., training=self.training)")
+    return out
 
 
 class _MHAKind(nn.Module):
     """A configurable wrong multi-head attention, for the catalogue of mistakes below."""
     scale_by_d_model = merge_dh = no_out_proj = ignore_context = swap_roles = reshape_split = reshape_merge = False
     attend = None                  # a wrong scaled_dot_product_attention(q, k, v, mask) from above
+    drop_at = "weights"            # where dropout acts: "weights" (right), "scores", "output", or None
 
     def __init__(self, d_model, n_heads, dropout=0.0, bias=True):
         super().__init__()
-        self.h = n_heads
+        self.h, self.drop = n_heads, nn.Dropout(dropout)
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (
             nn.Linear(d_model, d_model, bias=bias) for _ in range(4))
 
@@ -501,12 +536,16 @@ class _MHAKind(nn.Module):
             split = lambda t: rearrange(t, "b t (h d) -> b h t d", h=self.h)  # noqa: E731
         q, k, v = split(self.q_proj(qsrc)), split(self.k_proj(src)), split(self.v_proj(src))
         s = q @ k.mT / math.sqrt(d if self.scale_by_d_model else q.shape[-1])
-        out, _ = self.attend(q, k, v, mask) if self.attend else _finish(s, v, mask)
+        out, w = self.attend(q, k, v, mask) if self.attend else _finish(self.drop(s) if self.drop_at == "scores"
+                                                                        else s, v, mask)
+        if self.drop_at == "weights" and self.training:
+            out = self.drop(w) @ v
         if self.reshape_merge:
             out = out.reshape(B, out.shape[2], d)
         else:
             out = rearrange(out, "b h t d -> b t (d h)" if self.merge_dh else "b h t d -> b t (h d)")
-        return out if self.no_out_proj else self.out_proj(out)
+        out = out if self.no_out_proj else self.out_proj(out)
+        return self.drop(out) if self.drop_at == "output" else out
 
 
 def _kind(**flags):
@@ -528,6 +567,8 @@ MHA = Exercise(
              _mha_case(2, 5, 12, 3, dropout=0.5)),
         Case("self-attention with a (2, 1, 1, 4) padding mask, lengths [2, 0]: the empty sequence's rows "
              "are fully masked, their result is out_proj's bias", _mha_case(2, 4, 8, 2, mask="empty")),
+        Case("self-attention, x (2, 5, 12), 3 heads, dropout=0.5 in training mode; the check gives dropout a "
+             "fixed mask, so where it acts decides the output", _mha_case(2, 5, 12, 3, dropout=0.5, train=True)),
     ],
     hidden=[
         Case("self-attention of a random size", _mha_random()),
@@ -536,6 +577,8 @@ MHA = Exercise(
         Case("self-attention of a random size, dropout=0.3 in eval mode", _mha_random(dropout=0.3)),
         Case("cross-attention of a random size with a padding mask, one sequence of length 0",
              _mha_random(cross=True, mask="empty")),
+        Case("causal self-attention of a random size, dropout=0.3 in training mode (a fixed dropout mask)",
+             _mha_random(mask="causal", dropout=0.3, train=True)),
     ],
     mistakes=[
         Mistake("out_proj forgotten", _kind(no_out_proj=True),
@@ -547,6 +590,16 @@ MHA = Exercise(
         Mistake("heads split by a plain reshape to (B, H, T, D)", _kind(reshape_split=True),
                 "A reshape keeps memory order and mixes time steps into heads. Split the last axis into\n"
                 "(H, D) first, then move H in front of T (split_heads does this)."),
+        Mistake("dropout applied to the output instead of the attention weights", _kind(drop_at="output"),
+                "Attention dropout zeroes some of the weights each query gives the keys, then uses what is left\n"
+                "to mix v: dropout(weights) @ v. Dropping entries of the output (a later residual dropout's\n"
+                "job) is another layer."),
+        Mistake("dropout applied to the scores before the softmax", _kind(drop_at="scores"),
+                "Dropout acts on the attention weights after the softmax: dropout(softmax(scores)) @ v.\n"
+                "A score set to 0 before the softmax still gets a weight."),
+        Mistake("dropout never applied in training mode", _kind(drop_at=None),
+                "Keep an nn.Dropout(dropout) and apply it to the attention weights in forward:\n"
+                "dropout(weights) @ v. It drops only in training mode (model.train()), never in eval mode."),
         Mistake("heads merged by a plain reshape to (B, T, d_model)", _kind(reshape_merge=True),
                 "The heads' output is (B, H, T, D), and a reshape keeps memory order: it mixes time\n"
                 "steps into features. Move H back next to D first, then join them: (B, T, H·D)\n"
