@@ -248,9 +248,10 @@ def _gap(a: Any, b: Any) -> float:
 
 
 FLOAT32_NOTE = ("A difference this small in a float64 case is the size of float32 rounding: part of the\n"
-                "computation ran in float32 though the inputs are float64 (a constant made with torch.tensor(...),\n"
-                "float32 unless given a dtype; .float(); dtype=torch.float32). Keep every step in the inputs'\n"
-                "dtype: a Python number such as math.sqrt(d) takes the tensor's dtype.")
+                "computation ran in float32 though the inputs are float64: a tensor made without dtype=\n"
+                "(torch.tensor, torch.randn, torch.zeros: float32 unless told), .float(), or dtype=torch.float32.\n"
+                "Keep every step in the inputs' dtype (dtype=x.dtype); a Python number such as math.sqrt(d)\n"
+                "takes the tensor's dtype.")
 
 
 def _float32_sized(ex: Exercise, run: CaseRun, got: Any, expected: Any) -> bool:
