@@ -306,3 +306,16 @@ def test_a_namesake_of_a_forbidden_function_is_named_as_written():
     source = "from torch.func import grad\ndef layer_norm_backward(grad_out, x, weight, eps=1e-5):\n    return grad\n"
     r = _both_suites("layer_norm_backward", lambda *a, **k: None, source=source)[0]
     assert not r.passed and "calls torch.func.grad: " in r.message and "torch.autograd.grad" not in r.message, r.message
+
+
+@pytest.mark.parametrize("name, source", [
+    ("layer_norm", "def layer_norm(x, weight, bias, eps=1e-5):\n    x -= x.mean(-1, keepdim=True)\n"
+                   "    return x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) * weight + bias\n"),
+    ("LayerNorm", _MODULE.replace("INIT", _INIT).replace("WEIGHT", "self.weight").replace(
+        "        mean = x.mean(-1, keepdim=True)\n", "        x -= x.mean(-1, keepdim=True)\n        mean = 0\n")),
+], ids=["layer_norm", "LayerNorm"])
+def test_norm_checks_still_see_an_input_changed_in_place(name, source):
+    """The gradient pass runs the answer on copies: the value must still come from the caller's tensors,
+    so that `x -= mean` is told it changed its input."""
+    for r in _both_suites(name, _learner_cell(source, name)):
+        assert not r.passed and "changed its input x in place" in r.message, r.message

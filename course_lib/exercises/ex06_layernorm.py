@@ -96,16 +96,19 @@ def _upstream(y: torch.Tensor) -> torch.Tensor:
 
 def _through_autograd(fn, inputs, grads_of=("x", "weight", "bias")):
     """The output, then autograd's gradients of (output · a fixed upstream gradient) for each input named in
-    grads_of: the notebook differentiates the learner's function to test their backward against it."""
-    leaves = {k: v.detach().clone().requires_grad_() if k in grads_of else v for k, v in inputs.items()}
-    y = fn(**leaves)
+    grads_of: the notebook differentiates the learner's function to test their backward against it. The
+    output comes from a call on the inputs themselves (the engine sees an answer that changes them in
+    place), the gradients from a second call on copies."""
+    leaves = {k: inputs[k].detach().clone().requires_grad_() for k in grads_of}
+    y = fn(**inputs)
     if not isinstance(y, torch.Tensor):
         return y
-    if not y.requires_grad:
+    again = fn(**{**inputs, **{k: v.clone() for k, v in leaves.items()}})
+    if not isinstance(again, torch.Tensor) or not again.requires_grad:
         raise ValueError("the output carries no gradient back to x: autograd cannot differentiate it (computed "
                          "under torch.no_grad(), from .detach() or .data, or through numpy). Use torch operations "
                          "on the tensors themselves: the notebook's next cells differentiate your function")
-    return (y.detach(), *_autograd(y, [leaves[k] for k in grads_of]))
+    return (y, *_autograd(again, list(leaves.values())))
 
 
 def _autograd(y: torch.Tensor, wrt: list[torch.Tensor]) -> tuple:
@@ -604,15 +607,17 @@ def _drop_in(m: nn.Module, params: dict[str, torch.Tensor], d: int) -> None:
 
 
 def _grads_of(module: nn.Module, x: torch.Tensor, params: dict[str, torch.Tensor], named: str) -> tuple:
-    """module(x), then autograd's gradients of (output · a fixed upstream gradient) for x and params."""
-    x = x.detach().clone().requires_grad_()
+    """module(x), then autograd's gradients of (output · a fixed upstream gradient) for x and params, from a
+    second call on a copy of x (the first, on x itself, lets the engine see x changed in place)."""
+    leaf = x.detach().clone().requires_grad_()
     y = module(x)
     if not isinstance(y, torch.Tensor):
         return (y,)
-    if not y.requires_grad:
+    again = module(leaf.clone())
+    if not again.requires_grad:
         raise ValueError(f"{named}'s output carries no gradient back: autograd cannot train through it "
                          "(computed under torch.no_grad(), or from .detach() or .data)")
-    grads = _autograd(y, [x, *params.values()])
+    grads = _autograd(again, [leaf, *params.values()])
     for n, g in zip(params, grads[1:]):
         if g is None:
             raise ValueError(f"{named}'s {n} gets no gradient from the output, so training never changes it: "
