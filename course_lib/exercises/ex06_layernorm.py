@@ -233,8 +233,9 @@ _LN_EXPLAIN = {
 _GRAD_NAMES = ("the output", "autograd's gradient for x through it", "autograd's gradient for weight",
                "autograd's gradient for bias")
 _STATS_DETACHED = ("The mean and variance depend on x too: computed under torch.no_grad() or from x.detach(),\n"
-                   "they give the right values but autograd skips their part of the gradient, and the\n"
-                   "notebook's comparison with your backward then fails. Compute them from x itself.")
+                   "they give the right values but autograd skips their part of the gradient, so training\n"
+                   "(and the notebook's comparison with your backward) gets wrong gradients. Compute them\n"
+                   "from x itself.")
 
 LAYER_NORM = Exercise(
     name="layer_norm",
