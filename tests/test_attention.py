@@ -402,9 +402,13 @@ _UNDROPPED = "w = torch.softmax(s, dim=-1).nan_to_num(0.0)"
       "OUT": "self.dropout(self.out_proj(merge_heads(w @ v)))"},
      "known mistake: dropout applied to the output instead of the attention weights"),
     ({"w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)": _UNDROPPED}, "known mistake: dropout never applied"),
-    ({"w = self.dropout(": "w = torch.dropout(", "NAN_FIX)": "NAN_FIX, self.dropout.p, self.training)"},
+    ({"w = self.dropout(": "w = torch.dropout(", "NAN_FIX)": "NAN_FIX, self.dropout.p, self.training)"}, None),
+    ({"w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)":
+      _UNDROPPED + "\n        if self.training:\n"
+                   "            w = w * (torch.rand_like(w) >= self.dropout.p) / (1 - self.dropout.p)"},
      "in training mode two calls gave different outputs"),
-], ids=["nn.Dropout on the weights", "F.dropout on the weights", "on the output", "never", "torch.dropout"])
+], ids=["nn.Dropout on the weights", "F.dropout on the weights", "on the output", "never", "torch.dropout",
+        "a mask of its own"])
 def test_multi_head_attention_check_looks_at_where_dropout_acts(change, said):
     """Every case ran in eval mode: dropout on the output, or none at all, passed. A training-mode case
     gives dropout a fixed mask, the same for the answer and the answer key."""

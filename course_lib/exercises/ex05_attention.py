@@ -4,9 +4,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from course_lib.grading.engine import DEVICE, describe_error
 from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
@@ -453,27 +453,32 @@ def _mha_random(cross=False, mask=None, bias=True, dropout=0.0, train=False):
     return make
 
 
-def _fixed_dropout(input, p=0.5, training=True, inplace=False):
-    """F.dropout with a mask drawn from the tensor's shape instead of the global generator."""
-    if not training or p == 0:
-        return input
+def _pattern(shape, device) -> torch.Tensor:
+    """Numbers in [0, 1) drawn from the shape alone: the same at every call, on every device and process."""
     seed = 0
-    for n in input.shape:
+    for n in shape:
         seed = (seed * 131 + n) % 2**31
-    keep = torch.rand(input.shape, generator=torch.Generator().manual_seed(seed)) >= p
-    return input * keep.to(device=input.device, dtype=input.dtype) / (1 - p)
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(device)
 
 
-class _FixedDropout:
-    """In a training-mode case, F.dropout (which nn.Dropout calls too) drops a fixed pattern: the same
-    for the answer and the answer key whatever the device, so where dropout acts, and with which p,
+class _FixedDropout(TorchDispatchMode):
+    """In a training-mode case every keep-or-drop draw (dropout's bernoulli_ on a CPU, the fused
+    native_dropout of a GPU, torch.bernoulli) comes from a fixed pattern of the tensor's shape: the same
+    for the answer and the answer key, however dropout is spelled, so where it acts, and with which p,
     decides the output and not the random draws."""
 
-    def __enter__(self):
-        self.saved, F.dropout = F.dropout, _fixed_dropout
-
-    def __exit__(self, *exc):
-        F.dropout = self.saved
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.ops.aten.bernoulli_.float:                 # t.bernoulli_(p): 1 with probability p
+            t, p = args[0], args[1] if len(args) > 1 else kwargs.get("p", 0.5)
+            return t.copy_(_pattern(t.shape, t.device) < p)
+        if func is torch.ops.aten.bernoulli.default:                # torch.bernoulli(probabilities)
+            return (_pattern(args[0].shape, args[0].device) < args[0]).to(args[0].dtype)
+        if func is torch.ops.aten.native_dropout.default and (args[2] if len(args) > 2 else kwargs.get("train")):
+            x, p = args[0], args[1]
+            keep = _pattern(x.shape, x.device) < 1 - p
+            return x * keep / (1 - p), keep
+        return func(*args, **kwargs)
 
 
 def _call_mha(impl, inputs):
@@ -505,10 +510,10 @@ def _call_mha(impl, inputs):
         again = module(x, context=inputs["context"], mask=inputs["mask"]) if inputs["train"] else out
         if (isinstance(out, torch.Tensor) and isinstance(again, torch.Tensor) and out.device.type != "meta"
                 and not torch.allclose(out, again, rtol=0, atol=0, equal_nan=True)):
-            raise ValueError("in training mode two calls gave different outputs, though the check gives "
-                             "F.dropout and nn.Dropout a fixed mask: something else draws random numbers "
-                             "(torch.dropout, a dropout imported by name, a mask of your own). Apply dropout "
-                             "with an nn.Dropout module or F.dropout(..., training=self.training)")
+            raise ValueError("in training mode two calls gave different outputs, though the check fixes "
+                             "dropout's random draws: something else draws random numbers (a mask made with "
+                             "torch.rand, say). Apply dropout with an nn.Dropout module or "
+                             "F.dropout(..., training=self.training)")
     return out
 
 
