@@ -312,7 +312,10 @@ _TRAIN_STEP = """def train_step(model, batch, optimizer, max_norm):
     ("torch.nn.utils.clip_grad_value_(model.parameters(), max_norm)", "gradients clamped (clipped by value)"),
     ("for p in model.parameters():\n        p.grad.clamp_(-max_norm, max_norm)",
      "gradients clamped (clipped by value)"),
-], ids=["clip_grad_norm_ per parameter", "clip_grad_value_", "clamp_"])
+    ("norm = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters()))\n"
+     "    if norm > max_norm:\n        for p in model.parameters():\n            p.grad *= max_norm / norm",
+     "clipped by max_norm / norm, without clip_grad_norm's + 1e-6"),
+], ids=["clip_grad_norm_ per parameter", "clip_grad_value_", "clamp_", "by hand without eps"])
 def test_train_step_check_names_clipping_that_is_not_by_the_global_norm(clip, mistake):
     r = _evaluate("train_step", _answer(_TRAIN_STEP.replace("CLIP", clip), "train_step"))
     assert not r.passed and f"known mistake: {mistake}" in r.message, r.message

@@ -776,6 +776,14 @@ def _clip_each(model, max_norm):
         clip_grad_norm(p, max_norm)                           # each gradient to max_norm on its own
 
 
+def _clip_without_eps(model, max_norm):
+    grads = [p.grad for p in model.parameters()]
+    norm = torch.sqrt(sum((g * g).sum() for g in grads))
+    if norm > max_norm:
+        for g in grads:
+            g.mul_(max_norm / norm)                           # max_norm / (norm + 1e-6) in clip_grad_norm
+
+
 def _clip_value(model, max_norm):
     for p in model.parameters():
         p.grad.clamp_(-max_norm, max_norm)                    # as torch.nn.utils.clip_grad_value_
@@ -839,6 +847,10 @@ TRAIN_STEP = Exercise(
                 "Clamping every entry to [-max_norm, max_norm] changes the gradient's direction. Clip the\n"
                 "global norm instead: clip_grad_norm(model.parameters(), max_norm) scales all the gradients\n"
                 "by the same factor, so the step keeps its direction and its norm is at most max_norm."),
+        Mistake("clipped by max_norm / norm, without clip_grad_norm's + 1e-6", _clipped_otherwise(_clip_without_eps),
+                "Clipped by hand, the factor is max_norm / (norm + 1e-6), as in clip_grad_norm (yours from\n"
+                "02_optimizers, in course_lib) and torch's clip_grad_norm_: the 1e-6 keeps a zero gradient\n"
+                "from dividing by 0. Simplest: call clip_grad_norm(model.parameters(), max_norm)."),
         Mistake("loss measured after the update", _m_loss_after_step,
                 "Return the loss the step was computed from, before optimizer.step(): the loss of the\n"
                 "updated model on the same batch is lower, and the training curve would flatter the model."),
