@@ -407,11 +407,16 @@ _UNDROPPED = "w = torch.softmax(s, dim=-1).nan_to_num(0.0)"
       _UNDROPPED + "\n        if self.training:\n"
                    "            w = w * (torch.rand_like(w) >= self.dropout.p) / (1 - self.dropout.p)"},
      "in training mode two calls gave different outputs"),
+    ({"w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)":
+      "w = torch.stack([self.dropout(torch.softmax(s[:, h], dim=-1).nan_to_num(0.0)) for h in range(self.n_heads)], 1)"},
+     None),
+    ({"w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)":
+      "w = self.dropout(torch.softmax(s, dim=-1).nan_to_num(0.0).flatten(0, 1)).view(s.shape)"}, None),
 ], ids=["nn.Dropout on the weights", "F.dropout on the weights", "on the output", "never", "torch.dropout",
-        "a mask of its own"])
+        "a mask of its own", "one head at a time", "heads folded into the batch"])
 def test_multi_head_attention_check_looks_at_where_dropout_acts(change, said):
-    """Every case ran in eval mode: dropout on the output, or none at all, passed. A training-mode case
-    gives dropout a fixed mask, the same for the answer and the answer key."""
+    """Every case ran in eval mode: dropout on the output, or none at all, passed. Training-mode cases make
+    dropout keep (or drop) everything, the same for the answer and the answer key in any layout."""
     import math
 
     from course_lib.reference.heads import merge_heads, split_heads

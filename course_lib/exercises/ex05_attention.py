@@ -421,7 +421,7 @@ def _mha_case(B, Tq, d, H, Tk=None, mask=None, bias=True, dropout=0.0, train=Fal
     """Tk set: cross-attention on a context of Tk positions. mask: None, "causal", "padding", or "empty"
     (padding with the last sequence of length 0: its rows are fully masked).
     dropout: the module's probability; the check runs it in eval mode, where nothing is dropped, or with
-    train=True in training mode, dropout's random mask replaced by a fixed one (see _FixedDropout)."""
+    train="keep all" or "drop all" in training mode, every draw of dropout made so (see _FixedDropout)."""
     def make(g):
         s = 1 / math.sqrt(d)
         weights = {}
@@ -453,30 +453,26 @@ def _mha_random(cross=False, mask=None, bias=True, dropout=0.0, train=False):
     return make
 
 
-def _pattern(shape, device) -> torch.Tensor:
-    """Numbers in [0, 1) drawn from the shape alone: the same at every call, on every device and process."""
-    seed = 0
-    for n in shape:
-        seed = (seed * 131 + n) % 2**31
-    return torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(device)
-
-
 class _FixedDropout(TorchDispatchMode):
     """In a training-mode case every keep-or-drop draw (dropout's bernoulli_ on a CPU, the fused
-    native_dropout of a GPU, torch.bernoulli) comes from a fixed pattern of the tensor's shape: the same
-    for the answer and the answer key, however dropout is spelled, so where it acts, and with which p,
-    decides the output and not the random draws."""
+    native_dropout of a GPU, torch.bernoulli) keeps everything, or drops everything: the same for the
+    answer and the answer key however dropout is spelled and whatever the layout of the weights (one
+    tensor per head, heads folded into the batch), so where dropout acts, and with which p, decides the
+    output and not the random draws. Keeping all, dropout scales what it is given by 1/(1 - p)."""
+
+    def __init__(self, keep: bool):
+        super().__init__()
+        self.keep = keep
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is torch.ops.aten.bernoulli_.float:                 # t.bernoulli_(p): 1 with probability p
-            t, p = args[0], args[1] if len(args) > 1 else kwargs.get("p", 0.5)
-            return t.copy_(_pattern(t.shape, t.device) < p)
+            return args[0].fill_(float(self.keep))
         if func is torch.ops.aten.bernoulli.default:                # torch.bernoulli(probabilities)
-            return (_pattern(args[0].shape, args[0].device) < args[0]).to(args[0].dtype)
+            return torch.full_like(args[0], float(self.keep))
         if func is torch.ops.aten.native_dropout.default and (args[2] if len(args) > 2 else kwargs.get("train")):
             x, p = args[0], args[1]
-            keep = _pattern(x.shape, x.device) < 1 - p
+            keep = torch.full_like(x, self.keep, dtype=torch.bool)
             return x * keep / (1 - p), keep
         return func(*args, **kwargs)
 
@@ -491,7 +487,7 @@ def _call_mha(impl, inputs):
         if not isinstance(lin, nn.Linear):
             raise AttributeError(f"MultiHeadAttention needs an nn.Linear attribute named {name!r} "
                                  f"(found {type(lin).__name__})")
-    module = module.to(device=x.device, dtype=x.dtype).train(inputs["train"])
+    module = module.to(device=x.device, dtype=x.dtype).train(bool(inputs["train"]))
     with torch.no_grad():
         for name in _PROJ:
             lin = getattr(module, name)
@@ -505,14 +501,14 @@ def _call_mha(impl, inputs):
                 lin.bias.copy_(inputs["weights"][f"{name}.bias"])
             elif lin.bias is not None:
                 raise ValueError(f"{name} has a bias although bias=False")
-    with torch.no_grad(), _FixedDropout():
+    with torch.no_grad(), _FixedDropout(keep=inputs["train"] != "drop all"):
         out = module(x, context=inputs["context"], mask=inputs["mask"])
         again = module(x, context=inputs["context"], mask=inputs["mask"]) if inputs["train"] else out
         if (isinstance(out, torch.Tensor) and isinstance(again, torch.Tensor) and out.device.type != "meta"
                 and not torch.allclose(out, again, rtol=0, atol=0, equal_nan=True)):
             raise ValueError("in training mode two calls gave different outputs, though the check fixes "
-                             "dropout's random draws: something else draws random numbers (a mask made with "
-                             "torch.rand, say). Apply dropout with an nn.Dropout module or "
+                             "dropout's draws (all kept, or all dropped): something else draws random numbers "
+                             "(a mask made with torch.rand, say). Apply dropout with an nn.Dropout module or "
                              "F.dropout(..., training=self.training)")
     return out
 
@@ -572,8 +568,9 @@ MHA = Exercise(
              _mha_case(2, 5, 12, 3, dropout=0.5)),
         Case("self-attention with a (2, 1, 1, 4) padding mask, lengths [2, 0]: the empty sequence's rows "
              "are fully masked, their result is out_proj's bias", _mha_case(2, 4, 8, 2, mask="empty")),
-        Case("self-attention, x (2, 5, 12), 3 heads, dropout=0.5 in training mode; the check gives dropout a "
-             "fixed mask, so where it acts decides the output", _mha_case(2, 5, 12, 3, dropout=0.5, train=True)),
+        Case("self-attention, x (2, 5, 12), 3 heads, dropout=0.5 in training mode, the check making dropout keep "
+             "everything (and scale it by 1/(1 - p) = 2): where it acts decides the output",
+             _mha_case(2, 5, 12, 3, dropout=0.5, train="keep all")),
     ],
     hidden=[
         Case("self-attention of a random size", _mha_random()),
@@ -582,8 +579,10 @@ MHA = Exercise(
         Case("self-attention of a random size, dropout=0.3 in eval mode", _mha_random(dropout=0.3)),
         Case("cross-attention of a random size with a padding mask, one sequence of length 0",
              _mha_random(cross=True, mask="empty")),
-        Case("causal self-attention of a random size, dropout=0.3 in training mode (a fixed dropout mask)",
-             _mha_random(mask="causal", dropout=0.3, train=True)),
+        Case("causal self-attention of a random size, dropout=0.3 in training mode, the check making dropout "
+             "keep everything", _mha_random(mask="causal", dropout=0.3, train="keep all")),
+        Case("self-attention of a random size, dropout=0.3 in training mode, the check making dropout drop "
+             "everything: the result is out_proj's bias", _mha_random(dropout=0.3, train="drop all")),
     ],
     mistakes=[
         Mistake("out_proj forgotten", _kind(no_out_proj=True),
