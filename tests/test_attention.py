@@ -412,8 +412,11 @@ _UNDROPPED = "w = torch.softmax(s, dim=-1).nan_to_num(0.0)"
      None),
     ({"w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)":
       "w = self.dropout(torch.softmax(s, dim=-1).nan_to_num(0.0).flatten(0, 1)).view(s.shape)"}, None),
+    ({"w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)":
+      _UNDROPPED + "\n        if self.training:\n"
+                   "            w = w * torch.bernoulli(w, 1 - self.dropout.p) / (1 - self.dropout.p)"}, None),
 ], ids=["nn.Dropout on the weights", "F.dropout on the weights", "on the output", "never", "torch.dropout",
-        "a mask of its own", "one head at a time", "heads folded into the batch"])
+        "a mask of its own", "one head at a time", "heads folded into the batch", "torch.bernoulli(w, p)"])
 def test_multi_head_attention_check_looks_at_where_dropout_acts(change, said):
     """Every case ran in eval mode: dropout on the output, or none at all, passed. Training-mode cases make
     dropout keep (or drop) everything, the same for the answer and the answer key in any layout."""

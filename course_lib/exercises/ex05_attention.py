@@ -466,9 +466,9 @@ class _FixedDropout(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is torch.ops.aten.bernoulli_.float:                 # t.bernoulli_(p): 1 with probability p
+        if func in (torch.ops.aten.bernoulli_.float, torch.ops.aten.bernoulli_.Tensor):   # t.bernoulli_(p)
             return args[0].fill_(float(self.keep))
-        if func is torch.ops.aten.bernoulli.default:                # torch.bernoulli(probabilities)
+        if func in (torch.ops.aten.bernoulli.default, torch.ops.aten.bernoulli.p):          # torch.bernoulli(...)
             return torch.full_like(args[0], float(self.keep))
         if func is torch.ops.aten.native_dropout.default and (args[2] if len(args) > 2 else kwargs.get("train")):
             x, p = args[0], args[1]
