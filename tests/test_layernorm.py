@@ -211,7 +211,7 @@ _LN = """def layer_norm(x, weight, bias, eps=1e-5):
      "known mistake: mean and variance taken from torch.var_mean in the wrong order"),
     ("layer_norm", _LN.replace("eps=1e-5", "eps=1e-6").replace("STATS", "mean = x.mean(-1, keepdim=True)\n"
                                                                "    var = x.var(-1, unbiased=False, keepdim=True)"),
-     "known mistake: eps defaults to 1e-6"),
+     "known mistake: eps of 1e-6 where none was given"),
     ("layer_norm", _LN.replace("STATS", "mean = x.mean(-1, keepdim=True)\n"
                                "    var = x.var(-1, unbiased=False, keepdim=True).clamp(min=eps)")
      .replace("var + eps", "var"), "used only as a floor (var.clamp(min=eps))"),

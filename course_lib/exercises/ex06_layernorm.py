@@ -279,8 +279,9 @@ LAYER_NORM = Exercise(
         Mistake("eps left out", _m_no_eps, _LN_EXPLAIN["no_eps"]),
         Mistake("eps argument ignored (1e-5 hard-coded)", _m_eps_fixed, _LN_EXPLAIN["eps_fixed"]),
         Mistake("variance as E[x²] - E[x]² (cancels badly far from 0)", _m_one_pass, _LN_EXPLAIN["one_pass"]),
-        Mistake("eps defaults to 1e-6", _m_eps_default,
-                "The signature's default is eps=1e-5, as nn.LayerNorm's: a caller who passes no eps gets it."),
+        Mistake("eps of 1e-6 where none was given", _m_eps_default,
+                "A caller who passes no eps gets the signature's default, eps=1e-5 (nn.LayerNorm's), and one\n"
+                "who passes an eps gets theirs: use the eps argument, with the default of 1e-5."),
         Mistake("mean and variance taken from torch.var_mean in the wrong order", _m_var_mean_swapped,
                 "torch.var_mean returns (var, mean), variance first: var, mean = torch.var_mean(...)."),
         Mistake("mean and variance cut from autograd (torch.no_grad or .detach())", _m_stats_detached,
