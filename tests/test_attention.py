@@ -431,3 +431,17 @@ def test_multi_head_attention_check_looks_at_where_dropout_acts(change, said):
     for suite in ("visible", "hidden"):
         r = evaluate(get_exercise("MultiHeadAttention"), ns["MultiHeadAttention"], suite=suite)
         assert r.passed if said is None else (not r.passed and said in r.message), r.message
+
+
+def test_the_fixed_dropout_also_covers_a_gpus_fused_kernel():
+    """On a GPU, F.dropout runs the fused native_dropout, not bernoulli_: called here directly, it must
+    keep (scaled by 1/(1 - p)) or drop everything too, and leave eval mode (train=False) alone."""
+    from course_lib.exercises.ex05_attention import _FixedDropout
+    x = torch.randn(2, 3)
+    with _FixedDropout(keep=True):
+        kept, mask = torch.native_dropout(x, 0.5, True)
+    with _FixedDropout(keep=False):
+        dropped, _ = torch.native_dropout(x, 0.5, None)            # None: training
+        untouched, _ = torch.native_dropout(x, 0.5, False)
+    assert torch.allclose(kept, 2 * x) and bool(mask.all())
+    assert bool((dropped == 0).all()) and torch.equal(untouched, x)

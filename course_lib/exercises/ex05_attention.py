@@ -470,10 +470,11 @@ class _FixedDropout(TorchDispatchMode):
             return args[0].fill_(float(self.keep))
         if func in (torch.ops.aten.bernoulli.default, torch.ops.aten.bernoulli.p):          # torch.bernoulli(...)
             return torch.full_like(args[0], float(self.keep))
-        if func is torch.ops.aten.native_dropout.default and (args[2] if len(args) > 2 else kwargs.get("train")):
+        if func is torch.ops.aten.native_dropout.default:           # (input, p, train), train None = training
             x, p = args[0], args[1]
-            keep = torch.full_like(x, self.keep, dtype=torch.bool)
-            return x * keep / (1 - p), keep
+            if (args[2] if len(args) > 2 else kwargs.get("train")) is not False:
+                keep = torch.full_like(x, self.keep, dtype=torch.bool)
+                return x * keep / (1 - p), keep
         return func(*args, **kwargs)
 
 
