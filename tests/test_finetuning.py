@@ -391,6 +391,7 @@ def test_freeze_check_refuses_in_both_suites(answer):
 
 class _LoRA(nn.Module):
     where = "right"
+    init = "1/√in"
 
     def __init__(self, base, r=8, alpha=16):
         super().__init__()
@@ -398,6 +399,12 @@ class _LoRA(nn.Module):
         w = base.weight
         on = {} if self.where == "cpu" else {"device": w.device}
         A = torch.randn(r, w.shape[1], dtype=w.dtype, **on) / w.shape[1] ** 0.5
+        if self.init == "randn":
+            A = torch.randn(r, w.shape[1], dtype=w.dtype, **on)
+        elif self.init == "0.01":
+            A = torch.randn(r, w.shape[1], dtype=w.dtype, **on) * 0.01
+        elif self.init == "kaiming":
+            A = nn.init.kaiming_uniform_(torch.empty(r, w.shape[1], dtype=w.dtype, **on), a=5 ** 0.5)
         self.A = A.requires_grad_() if self.where == "plain tensor" else nn.Parameter(A)
         self.B = nn.Parameter(torch.zeros(w.shape[0], r, dtype=w.dtype, **on))
         self.scale = alpha / r
@@ -415,6 +422,19 @@ def test_lora_check_names_where_and_what_a_and_b_are(where, says):
     verdicts = _verdicts(LORA, type("Wrong", (_LoRA,), {"where": where}))
     assert not verdicts["hidden"].passed
     assert not verdicts["visible"].passed and says in verdicts["visible"].message, verdicts["visible"].message
+
+
+@pytest.mark.parametrize("init, right", [("0.01", True), ("kaiming", True), ("randn", False)])
+def test_lora_check_wants_a_small_a(init, right):
+    """The contract says small random values, and the notebook trains the learner's LoRA: an A drawn with
+    torch.randn unscaled (std 1) passed, and makes every update of B about √384 = 20 times larger."""
+    from course_lib.exercises.ex09_finetuning import LORA
+    verdicts = _verdicts(LORA, type("Mine", (_LoRA,), {"init": init}))
+    if right:
+        assert all(r.passed for r in verdicts.values()), verdicts
+        return
+    for r in verdicts.values():
+        assert not r.passed and "known mistake: A drawn with torch.randn unscaled" in r.message, r.message
 
 
 def test_metrics_check_refuses_recall_of_one_without_positives():

@@ -6,6 +6,8 @@ the real all-MiniLM-L6-v2 weights are used by the notebook itself and by the tes
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -596,6 +598,13 @@ def _call_lora(cls, inputs):
                    f"of shape {tuple(p.shape)}" if isinstance(p, torch.Tensor) else type(p).__name__)
             raise ValueError(f"LoRALinear.{name} must be an nn.Parameter of shape {tuple(shape)}, found {got}")
     _same_device_as_base(cls, inputs, x.dtype)
+    # "Small": the answer key draws A with standard deviation 1/√in_features (so x·Aᵀ keeps x's scale);
+    # 3/√in_features leaves room for other inits (Kaiming, 0.01) and not for torch.randn unscaled.
+    limit = 3 / math.sqrt(W.shape[1])
+    rms = float(m.A.detach().double().pow(2).mean().sqrt())
+    a_small = (f"A's values small at the start: root mean square at most 3/√in_features = {limit:.2f}"
+               if rms <= limit else f"A's values large at the start: root mean square above 3/√in_features = "
+                                    f"{limit:.2f}")
     y0 = m(x)
     same_at_init = ("output equal to base(x) at the start" if torch.allclose(y0, want, atol=1e-6, rtol=1e-5)
                     else "output different from base(x) at the start")
@@ -609,7 +618,7 @@ def _call_lora(cls, inputs):
         m.A.copy_(inputs["A"])
         m.B.copy_(inputs["B"])
         y1 = m(x)
-    return same_at_init, b_learns, base_frozen, trainable, y1
+    return same_at_init, b_learns, base_frozen, trainable, y1, a_small
 
 
 def _same_device_as_base(cls, inputs, dtype):
@@ -634,6 +643,7 @@ def _same_device_as_base(cls, inputs, dtype):
 
 class _LoRABase(nn.Module):
     a_scale, b_random, freeze, a_trains = 1.0, False, "all", True
+    a_per_input = True             # A: a_scale / √in_features as the answer key draws it, or a_scale alone
 
     def __init__(self, base, r=8, alpha=16):
         super().__init__()
@@ -643,7 +653,8 @@ class _LoRABase(nn.Module):
         elif self.freeze == "weight":
             base.weight.requires_grad_(False)
         w = base.weight
-        self.A = nn.Parameter(torch.randn(r, w.shape[1], device=w.device, dtype=w.dtype) * self.a_scale)
+        a_std = self.a_scale / math.sqrt(w.shape[1]) if self.a_per_input else self.a_scale
+        self.A = nn.Parameter(torch.randn(r, w.shape[1], device=w.device, dtype=w.dtype) * a_std)
         self.B = nn.Parameter((torch.randn if self.b_random else torch.zeros)(w.shape[0], r, device=w.device, dtype=w.dtype))
         self.A.requires_grad_(self.a_trains)
         self.r, self.alpha = r, alpha
@@ -665,7 +676,7 @@ LORA = Exercise(
     reference=ref.LoRALinear,
     call=_call_lora,
     outputs=("output at the start", "B's gradient", "base frozen", "the count of trainable parameters",
-             "the output with the case's A and B"),
+             "the output with the case's A and B", "A's size at the start"),
     visible=[
         Case("base nn.Linear(12, 8), r=4, alpha=16, x (4, 12)", _lora_case(12, 8, 4, 16.0)),
         Case("base nn.Linear(6, 10) without bias, r=2, alpha=1, x (3, 6)", _lora_case(6, 10, 2, 1.0, B=3, bias=False)),
@@ -682,6 +693,11 @@ LORA = Exercise(
         Mistake("A initialised to zero: B never gets a gradient", _lora(a_scale=0.0),
                 "With A = 0 the gradient of B (which is proportional to A·x) is 0 too, and with B = 0 so is\n"
                 "A's: nothing ever moves. Initialise A randomly and B to zeros."),
+        Mistake("A drawn with torch.randn unscaled (standard deviation 1)",
+                _lora(a_per_input=False),
+                "Keep A small: with standard deviation 1, x·Aᵀ is about √in_features times larger than x\n"
+                "(20 times for MiniLM's 384), and so is every update B makes, as if its learning rate were\n"
+                "20 times too high. Divide by √in_features, or use nn.init.kaiming_uniform_ as PEFT does."),
         Mistake("scale r/alpha instead of alpha/r", _lora(scale=lambda self: self.r / self.alpha),
                 "The update is multiplied by alpha / r, so that changing r does not change how large the\n"
                 "update is at a given learning rate."),
