@@ -13,6 +13,7 @@ import pytest
 from nbclient import NotebookClient
 
 from course_lib.instructor.release import assignments, generate
+from course_lib.grading.forbid import python_source
 from course_lib.grading.sandbox import check_calls, is_answer_cell, is_setup_cell, is_test_cell
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,6 +132,26 @@ def test_blank_answer_cells_still_define_their_names(assignment):
             raises = [n.lineno for n in body if isinstance(n, ast.Raise)]
             assert not raises, (f"{cell.metadata.nbgrader['grade_id']}: a raise in {where} (line {raises[0]}) runs "
                                 "when the blank cell runs; put the solution markers inside the methods")
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_demo_cells_leave_no_answer_key_in_the_learners_namespace(assignment):
+    """Grading runs the setup cell and the answer cells only. A demo cell that imports course_lib.reference
+    at its top level leaves that name in the learner's kernel: an answer using it passes the notebook's
+    check and then fails at grading with a NameError (06 left `ref`, the norms answer key, after Exercise 4)."""
+    import ast
+
+    nb = nbformat.read(ROOT / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or is_setup_cell(cell) or is_answer_cell(cell) or is_test_cell(cell):
+            continue
+        for node in ast.parse(python_source(cell.source)).body:
+            modules = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                       [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(m.startswith("course_lib.reference") for m in modules) and not (
+                isinstance(node, ast.ImportFrom) and node.module == "course_lib"
+                and any(a.name == "reference" for a in node.names)), \
+                f"cell {i} imports course_lib.reference at its top level: import it inside the function that uses it"
 
 
 def test_validate_button_accepts_the_solution_and_explains_a_blank(tmp_path):
