@@ -140,18 +140,33 @@ def test_demo_cells_leave_no_answer_key_in_the_learners_namespace(assignment):
     at its top level leaves that name in the learner's kernel: an answer using it passes the notebook's
     check and then fails at grading with a NameError (06 left `ref`, the norms answer key, after Exercise 4)."""
     import ast
+    import importlib
+    import inspect
 
+    from course_lib.grading.spec import all_exercises
+
+    def imported(module, name):
+        try:
+            return getattr(importlib.import_module(module), name)
+        except AttributeError:
+            return importlib.import_module(f"{module}.{name}")          # a submodule not loaded yet
+
+    keys = {id(e.reference) for e in all_exercises()}
     nb = nbformat.read(ROOT / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code" or is_setup_cell(cell) or is_answer_cell(cell) or is_test_cell(cell):
             continue
-        for node in ast.parse(python_source(cell.source)).body:
-            modules = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                       [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            assert not any(m.startswith("course_lib.reference") for m in modules) and not (
-                isinstance(node, ast.ImportFrom) and node.module == "course_lib"
-                and any(a.name == "reference" for a in node.names)), \
-                f"cell {i} imports course_lib.reference at its top level: import it inside the function that uses it"
+        for node in ast.parse(python_source(cell.source)).body:       # top-level imports bind globals
+            if isinstance(node, ast.Import):
+                bad = [a.name for a in node.names if a.name.startswith("course_lib.reference")]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("course_lib"):
+                objs = {a.name: imported(node.module, a.name) for a in node.names}
+                bad = [n for n, o in objs.items() if id(o) in keys
+                       or inspect.ismodule(o) and o.__name__.startswith("course_lib.reference")]
+            else:
+                continue
+            assert not bad, (f"cell {i} imports {bad} at its top level: an answer key, or a module holding "
+                             "answer keys; import only the names it needs, or inside the function that uses them")
 
 
 def test_validate_button_accepts_the_solution_and_explains_a_blank(tmp_path):
