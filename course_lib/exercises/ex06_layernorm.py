@@ -94,21 +94,29 @@ def _upstream(y: torch.Tensor) -> torch.Tensor:
     return torch.randn(y.shape, generator=g, dtype=torch.float64).to(device=y.device, dtype=y.dtype)
 
 
-def _through_autograd(fn, inputs, grads_of=("x", "weight", "bias")):
+def _through_autograd(fn, inputs, grads_of=("x", "weight", "bias"), params=None, named="the answer"):
     """The output, then autograd's gradients of (output · a fixed upstream gradient) for each input named in
-    grads_of: the notebook differentiates the learner's function to test their backward against it. The
-    output comes from a call on the inputs themselves (the engine sees an answer that changes them in
-    place), the gradients from a second call on copies."""
+    grads_of and each of a module's params: the notebook differentiates the learner's code to test their
+    backward against it, and training needs every parameter reached. The output comes from a call on the
+    inputs themselves (the engine sees an answer that changes them in place), the gradients from a second
+    call on copies."""
+    params = params or {}
     leaves = {k: inputs[k].detach().clone().requires_grad_() for k in grads_of}
     y = fn(**inputs)
     if not isinstance(y, torch.Tensor):
         return y
     again = fn(**{**inputs, **{k: v.clone() for k, v in leaves.items()}})
     if not isinstance(again, torch.Tensor) or not again.requires_grad:
-        raise ValueError("the output carries no gradient back to x: autograd cannot differentiate it (computed "
-                         "under torch.no_grad(), from .detach() or .data, or through numpy). Use torch operations "
-                         "on the tensors themselves: the notebook's next cells differentiate your function")
-    return (y, *_autograd(again, list(leaves.values())))
+        raise ValueError(f"{named}'s output carries no gradient back to x: autograd cannot differentiate it "
+                         "(computed under torch.no_grad(), from .detach() or .data, or through numpy). Use torch "
+                         "operations on the tensors themselves: the notebook differentiates and trains through it")
+    grads = _autograd(again, [*leaves.values(), *params.values()])
+    for n, g in zip(params, grads[len(leaves):]):
+        if g is None:
+            raise ValueError(f"{named}'s {n} gets no gradient from the output, so training never changes it: "
+                             f"forward must use self.{n} itself (not leave it out, nor use self.{n}.data or "
+                             "a detached copy)")
+    return (y.detach(), *grads)
 
 
 def _autograd(y: torch.Tensor, wrt: list[torch.Tensor]) -> tuple:
@@ -615,26 +623,6 @@ def _drop_in(m: nn.Module, params: dict[str, torch.Tensor], d: int) -> None:
                              "later: leave out dtype= when you create them")
 
 
-def _grads_of(module: nn.Module, x: torch.Tensor, params: dict[str, torch.Tensor], named: str) -> tuple:
-    """module(x), then autograd's gradients of (output · a fixed upstream gradient) for x and params, from a
-    second call on a copy of x (the first, on x itself, lets the engine see x changed in place)."""
-    leaf = x.detach().clone().requires_grad_()
-    y = module(x)
-    if not isinstance(y, torch.Tensor):
-        return (y,)
-    again = module(leaf.clone())
-    if not again.requires_grad:
-        raise ValueError(f"{named}'s output carries no gradient back: autograd cannot train through it "
-                         "(computed under torch.no_grad(), or from .detach() or .data)")
-    grads = _autograd(again, [leaf, *params.values()])
-    for n, g in zip(params, grads[1:]):
-        if g is None:
-            raise ValueError(f"{named}'s {n} gets no gradient from the output, so training never changes it: "
-                             f"forward must use self.{n} itself (not leave it out, nor use self.{n}.data or "
-                             "a detached copy)")
-    return (y.detach(), *grads)
-
-
 def _call_module(cls, inputs):
     x = inputs["x"]
     d = x.shape[-1]
@@ -651,7 +639,8 @@ def _call_module(cls, inputs):
     with torch.no_grad():
         params["weight"].copy_(inputs["weight"])
         params["bias"].copy_(inputs["bias"])
-    return _grads_of(m, x, {n: params[n] for n in ("weight", "bias")}, "LayerNorm")
+    return _through_autograd(lambda x: m(x), {"x": x}, ("x",), {n: params[n] for n in ("weight", "bias")},
+                             "LayerNorm")
 
 
 def _mod_case(shape, scale=1.0, eps=None, initial=False):
@@ -803,7 +792,7 @@ def _call_block(cls, inputs):
     with torch.no_grad():
         params["weight"].copy_(inputs["gamma"])
         params["bias"].copy_(inputs["beta"])
-    return _grads_of(block, x, {}, "ResidualBlock")
+    return _through_autograd(lambda x: block(x), {"x": x}, ("x",), named="ResidualBlock")
 
 
 def _block_case(shape, pre_norm, scale=1.0):
