@@ -237,16 +237,6 @@ def _pairs(a: Any, b: Any):
             yield from _pairs(x, y)
 
 
-def _gap(a: Any, b: Any) -> float:
-    """The largest difference between the finite entries of a and b."""
-    worst = 0.0
-    for x, y in _pairs(a, b):
-        both = torch.isfinite(x) & torch.isfinite(y)
-        if bool(both.any()):
-            worst = max(worst, float((x[both] - y[both]).abs().max()))
-    return worst
-
-
 FLOAT32_NOTE = ("A difference this small in a float64 case is the size of float32 rounding: part of the\n"
                 "computation ran in float32 though the inputs are float64: a tensor made without dtype=\n"
                 "(torch.tensor, torch.randn, torch.zeros: float32 unless told), .float(), or dtype=torch.float32.\n"
@@ -262,8 +252,10 @@ def _float32_sized(ex: Exercise, run: CaseRun, got: Any, expected: Any) -> bool:
         as32 = _as_float64(capture(ex.run(ex.reference, in32)))
     except Exception:
         return False
-    rounding = _gap(expected, as32)
-    return 0 < _gap(expected, _as_float64(got)) <= 10 * rounding and _scattered(expected, _as_float64(got))
+    def gap(other):         # compare's largest difference over the finite entries, nothing refused
+        return compare(expected, other, dtype=torch.float64, device="cpu", atol=float("inf"), rtol=0.0)[1]
+    got = _as_float64(got)
+    return 0 < gap(got) <= 10 * gap(as32) and _scattered(expected, got)
 
 
 def _scattered(expected: Any, got: Any) -> bool:
