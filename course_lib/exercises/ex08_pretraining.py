@@ -294,12 +294,12 @@ def _call_mlm(fn, inputs):
     def untouched():
         chosen = state["chosen"]
         differs = (inp != tokens) & ~chosen
-        if bool(differs.any()) and not bool((inp[differs] == mask_id).any()):
+        if not bool(differs.any()):
+            return None
+        if not bool((inp[differs] == mask_id).any()):
             return ("inputs differ from tokens at positions whose label is -100, never by [MASK]: random "
                     "replacements without a label")
-        if bool(differs.any()):
-            return "inputs differ from tokens at positions whose label is -100 (positions not chosen)"
-        return None
+        return "inputs differ from tokens at positions whose label is -100 (positions not chosen)"
 
     def fraction(words, measured, expected):
         def measure():
