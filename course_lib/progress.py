@@ -35,10 +35,11 @@ def _plain_duration(seconds: float) -> str:
     return f"{minutes / 60:.1f} hours"
 
 
-def announce(estimated_seconds: float, what: str, device=None) -> str:
-    """Print (and return) e.g. ``"Training the small GPT: this will take about 2 minutes on cpu."``
+def announce(estimated_seconds: float, what: str, device=None) -> None:
+    """Print e.g. ``"Training the small GPT: this will take about 2 minutes on cpu."``
 
-    ``device`` defaults to :func:`course_lib.device.get_device`.
+    ``device`` defaults to :func:`course_lib.device.get_device`. Nothing is returned, so a cell
+    that ends with this call shows the line once, not a second time as the cell's value.
     """
     if device is None:
         from .device import get_device
@@ -46,6 +47,4 @@ def announce(estimated_seconds: float, what: str, device=None) -> str:
         device = get_device()
     what = what.strip()
     what = what[:1].upper() + what[1:]
-    line = f"{what}: this will take about {_plain_duration(estimated_seconds)} on {device}."
-    print(line)
-    return line
+    print(f"{what}: this will take about {_plain_duration(estimated_seconds)} on {device}.")
