@@ -58,6 +58,27 @@ def test_notebook_structure_follows_the_course_conventions(assignment):
     assert "## Before you start" in text and "## Recap" in text and "中文" in text
 
 
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_sections_come_in_the_style_guides_order(assignment):
+    """Before you start, then the sections with every exercise and its tests, then Putting it
+    together, then the Recap last: a learner always knows where they are."""
+    nb = nbformat.read(ROOT / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
+
+    def heading(title):
+        at = [i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"
+              and any(line.startswith(f"## {title}") for line in c.source.splitlines())]
+        assert len(at) == 1, f"{assignment} has {len(at)} '## {title}' headings, not one"
+        return at[0]
+
+    graded = [i for i, c in enumerate(nb.cells) if is_answer_cell(c) or is_test_cell(c)]
+    start, together, recap = heading("Before you start"), heading("Putting it together"), heading("Recap")
+    assert start < min(graded), "an exercise comes before 'Before you start'"
+    assert max(graded) < together, (f"cell {max(graded)}, an exercise or its tests, comes after "
+                                     f"'Putting it together' (cell {together})")
+    assert together < recap and not any(c.cell_type == "markdown" and "\n## " in f"\n{c.source}"
+                                        for c in nb.cells[recap + 1:]), "the Recap is not the last section"
+
+
 class _Client(NotebookClient):
     ran_a_cell = False
 
