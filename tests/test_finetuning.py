@@ -326,15 +326,41 @@ class _Classifier(nn.Module):
             h = self.dropout(h)
         m = attention_mask.to(h.dtype)[..., None]                    # (B, T, 1)
         pooled = (h * m).sum(1) / m.sum(1)
-        if self.how not in ("never", "before pooling"):
+        if self.how == "only in training":
+            if self.training:
+                pooled = self.dropout(pooled)
+        elif self.how == "functional":
+            pooled = F.dropout(pooled, self.dropout.p, self.training)
+        elif self.how not in ("never", "before pooling"):
             pooled = self.dropout(pooled)
         return self.head(pooled)
 
 
+def test_classifier_check_accepts_dropout_called_only_in_training_mode():
+    """`if self.training: pooled = self.dropout(pooled)` behaves as the contract asks; the probe
+    that finds where the dropout acts used to run in eval mode, so it failed this answer and
+    called it "dropout never applied"."""
+    from course_lib.exercises.ex09_finetuning import SENTENCE_CLASSIFIER
+    gated = type("Gated", (_Classifier,), {"how": "only in training"})
+    assert all(r.passed for r in _verdicts(SENTENCE_CLASSIFIER, gated).values())
+
+
+def test_classifier_check_explains_a_functional_dropout_in_words():
+    """F.dropout(pooled, self.dropout.p, self.training) never calls self.dropout, which the contract
+    names and the probe replaces: the answer is told that forward never calls it, not shown an
+    AttributeError about the stand-in module."""
+    from course_lib.exercises.ex09_finetuning import SENTENCE_CLASSIFIER
+    functional = type("Functional", (_Classifier,), {"how": "functional"})
+    r = _verdicts(SENTENCE_CLASSIFIER, functional)["visible"]
+    assert not r.passed and "AttributeError" not in r.message, r.message
+    assert "got       self.dropout is nn.Dropout(p=0.1); forward calls it 0 times" in r.message, r.message
+
+
 @pytest.mark.parametrize("how, says", [
-    ("default rate", "expected  self.dropout is nn.Dropout(p=0.1)\n  got       self.dropout is nn.Dropout(p=0.5)"),
+    ("default rate", "expected  self.dropout is nn.Dropout(p=0.1); forward calls it once\n"
+                     "  got       self.dropout is nn.Dropout(p=0.5); forward calls it once"),
     ("never", "This matches a known mistake: dropout never applied in forward"),
-    ("before pooling", "(in the logits with self.dropout replaced by a module that squares its input")])
+    ("before pooling", "(in the logits in training mode with self.dropout replaced by a module that squares")])
 def test_classifier_check_sees_the_dropout_it_was_given_and_where_it_acts(how, says):
     from course_lib.exercises.ex09_finetuning import SENTENCE_CLASSIFIER
     right = type("Right", (_Classifier,), {})
@@ -479,3 +505,31 @@ def test_a_short_fine_tune_of_the_real_model_learns(splits):
             opt.step()
     after = float((predict(model, val, device) == labels).float().mean())
     assert after > 0.72 and after > before + 0.1, (before, after)
+
+
+def test_lora_hidden_cases_keep_the_rank_within_the_layer():
+    """The notebook says r << min(d_in, d_out); an answer that refuses a larger r is right, and the
+    hidden cases once drew ranks above a small layer's side (seed 2: W (3, 13), r = 5)."""
+    from course_lib.exercises.ex09_finetuning import LORA
+    from course_lib.grading.engine import evaluate
+
+    class Careful(_LoRA):
+        def __init__(self, base, r=8, alpha=16):
+            if r > min(base.in_features, base.out_features):
+                raise ValueError(f"rank {r} is larger than the layer {tuple(base.weight.shape)}")
+            super().__init__(base, r, alpha)
+
+    for seed in range(12):
+        r = evaluate(LORA, Careful, suite="hidden", seed=seed)
+        assert r.passed, (seed, r.message)
+
+
+def test_lora_hidden_cases_refuse_an_unscaled_a_at_every_seed():
+    """With in_features drawn from 5 to 20, 3/√in_features came near 1 or above it, and an A drawn
+    with torch.randn unscaled passed some hidden seeds' size check."""
+    from course_lib.exercises.ex09_finetuning import LORA
+    from course_lib.grading.engine import evaluate
+    unscaled = type("Mine", (_LoRA,), {"init": "randn"})
+    for seed in range(12):
+        r = evaluate(LORA, unscaled, suite="hidden", seed=seed)
+        assert not r.passed and "known mistake: A drawn with torch.randn unscaled" in r.message, (seed, r.message)

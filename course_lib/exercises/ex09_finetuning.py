@@ -263,15 +263,25 @@ def _random_clf(g):
 
 class _Squares(nn.Module):
     """Stands in for the dropout: deterministic, and not linear, so it tells apart where it acts
-    (on the pooled vector, on the token vectors before pooling, on the logits)."""
+    (on the pooled vector, on the token vectors before pooling, on the logits), and counts its
+    calls. It keeps the rate of the dropout it replaces, so an answer that reads self.dropout.p runs
+    on and is told in words."""
+
+    def __init__(self, p):
+        super().__init__()
+        self.p, self.calls = p, 0
 
     def forward(self, x):
+        self.calls += 1
         return x * x
 
 
 def _call_clf(cls, inputs):
-    """(the logits in eval mode; self.dropout in words; the logits with self.dropout replaced by a
-    module that squares its input, which shows where the dropout acts)."""
+    """(the logits in eval mode; self.dropout and how often forward calls it, in words; the logits
+    with self.dropout replaced by a module that squares its input, which shows where the dropout
+    acts). The last two come from one call in training mode, so a dropout called only
+    `if self.training` is found too, with the encoder in eval mode, so that its own dropout draws
+    nothing."""
     w = inputs["head_weight"]
     enc = BertEncoder(inputs["config"])
     enc.load_state_dict(inputs["encoder_state"])
@@ -294,8 +304,13 @@ def _call_clf(cls, inputs):
     drop = getattr(model, "dropout", None)
     found = (f"nn.Dropout(p={drop.p:g})" if isinstance(drop, nn.Dropout) else
              "missing" if drop is None else f"a {type(drop).__name__}")
-    model.dropout = _Squares()
-    return logits, f"self.dropout is {found}", _eval_output(model, inputs)
+    model.dropout = probe = _Squares(getattr(drop, "p", p))
+    model.train()
+    enc.eval()
+    with torch.no_grad():
+        squared = model(inputs["input_ids"], inputs["attention_mask"])
+    times = {0: "0 times", 1: "once"}.get(probe.calls, f"{probe.calls} times")
+    return logits, f"self.dropout is {found}; forward calls it {times}", squared
 
 
 class _ClfBase(nn.Module):
@@ -336,8 +351,9 @@ SENTENCE_CLASSIFIER = Exercise(
     notebook="09_finetuning",
     reference=ref.SentenceClassifier,
     call=_call_clf,
-    outputs=("the logits in eval mode", "the dropout module",
-             "the logits with self.dropout replaced by a module that squares its input (where the dropout acts)"),
+    outputs=("the logits in eval mode", "the dropout module and its calls",
+             "the logits in training mode with self.dropout replaced by a module that squares its input "
+             "(where the dropout acts)"),
     visible=[
         Case("a 2-layer encoder (d_model 16), 2 classes, dropout=0.1, a padded batch (3, 6)", _clf_case(_config())),
         Case("a 1-layer encoder (d_model 12, 3 heads), 4 classes, dropout=0.3, batch (4, 8)",
@@ -377,8 +393,9 @@ SENTENCE_CLASSIFIER = Exercise(
                 "Build self.dropout = nn.Dropout(dropout) from the argument: nn.Dropout() drops half of\n"
                 "everything (its default p is 0.5), and a fixed rate ignores what the caller asked for."),
         Mistake("dropout never applied in forward", _clf(drop=lambda self, pooled: pooled),
-                "Creating self.dropout is not enough: call it on the pooled vector before the head. (In\n"
-                "eval mode it does nothing, which is why the first output agrees.)"),
+                "Creating self.dropout is not enough: call it, self.dropout(pooled), on the pooled vector\n"
+                "before the head (the checks replace the module to see where it acts, so F.dropout with\n"
+                "its rate is not seen). In eval mode it does nothing, which is why the first output agrees."),
         Mistake("dropout applied to the logits instead of the pooled vector", _clf(
                     drop=lambda self, pooled: pooled,
                     finish=lambda self, z: self.dropout(z)),
@@ -576,8 +593,11 @@ def _lora_case(n_in, n_out, r, alpha, B=4, bias=True):
 
 
 def _lora_random(g):
-    r = _ri(g, 1, 6)
-    return _lora_case(_ri(g, 5, 20), _ri(g, 3, 20), r, float(_ri(g, 1, 4) * 4), B=_ri(g, 1, 5), bias=bool(_ri(g, 0, 1)))(g)
+    # in_features of 40 or more: below that, 3/√in_features comes near 1, where the check of A's size
+    # cannot tell torch.randn unscaled (std 1) from a small A
+    a, b = _ri(g, 40, 80), _ri(g, 3, 20)
+    r = _ri(g, 1, min(6, b))                 # a rank up to the smaller side, as LoRA is used
+    return _lora_case(a, b, r, float(_ri(g, 1, 4) * 4), B=_ri(g, 1, 5), bias=bool(_ri(g, 0, 1)))(g)
 
 
 def _call_lora(cls, inputs):
