@@ -383,3 +383,24 @@ def test_lr_at_differences_name_the_step():
         r = evaluate(get_exercise("lr_at"), ends_one_step_late, suite=suite)
         assert not r.passed and "(in lr_at(" in r.message and " warmup steps of " in r.message, r.message
         assert "output[" not in r.message and "at [" not in r.message, r.message
+
+
+def test_the_call_watcher_names_a_decorated_helper_as_itself():
+    """torch.nn.utils' clipping helpers share one no_grad wrapper: watching the wrapper's code named
+    every one of them after whichever was registered last ("calls clip_grads_with_norm_" for an
+    answer that called get_total_norm). With no source to read, only the watcher speaks."""
+    import torch
+
+    from course_lib.exercises.ex02_optimizers import CLIP_EX as CLIP
+    from course_lib.grading.engine import evaluate
+
+    def with_total_norm(params, max_norm):
+        params = [p for p in params if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        for p in params:
+            p.grad.mul_(min(1.0, max_norm / (float(norm) + 1e-6)))
+        return norm
+
+    r = evaluate(CLIP, with_total_norm, suite="visible")
+    assert not r.passed and "calls torch.nn.utils.get_total_norm" in r.message, r.message
+    assert "clip_grads_with_norm_" not in r.message, r.message

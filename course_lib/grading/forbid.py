@@ -189,7 +189,9 @@ class CallWatcher:
                     if code is not None:
                         self._watch(code, f)
             elif hasattr(obj, "__code__"):
-                self._watch(obj.__code__, f)
+                # A decorated function (torch.nn.utils' clipping helpers share one no_grad wrapper):
+                # watch the function it wraps, never a wrapper's code that others share.
+                self._watch(getattr(inspect.unwrap(obj), "__code__", obj.__code__), f)
             else:
                 self.builtins[id(obj)] = f
                 if f.target.startswith("torch.Tensor."):
