@@ -402,6 +402,9 @@ _UNDROPPED = "w = torch.softmax(s, dim=-1).nan_to_num(0.0)"
       "OUT": "self.dropout(self.out_proj(merge_heads(w @ v)))"},
      "known mistake: dropout applied to the output instead of the attention weights"),
     ({"w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)": _UNDROPPED}, "known mistake: dropout never applied"),
+    ({"w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)": _UNDROPPED,
+      "OUT": "self.out_proj(self.dropout(merge_heads(w @ v)))"},
+     "known mistake: dropout applied to the heads' merged output instead of the attention weights"),
     ({"w = self.dropout(": "w = torch.dropout(", "NAN_FIX)": "NAN_FIX, self.dropout.p, self.training)"}, None),
     ({"w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)":
       _UNDROPPED + "\n        if self.training:\n"
@@ -415,11 +418,13 @@ _UNDROPPED = "w = torch.softmax(s, dim=-1).nan_to_num(0.0)"
     ({"w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)":
       _UNDROPPED + "\n        if self.training:\n"
                    "            w = w * torch.bernoulli(w, 1 - self.dropout.p) / (1 - self.dropout.p)"}, None),
-], ids=["nn.Dropout on the weights", "F.dropout on the weights", "on the output", "never", "torch.dropout",
+], ids=["nn.Dropout on the weights", "F.dropout on the weights", "on the output", "never", "on the merged heads",
+        "torch.dropout",
         "a mask of its own", "one head at a time", "heads folded into the batch", "torch.bernoulli(w, p)"])
 def test_multi_head_attention_check_looks_at_where_dropout_acts(change, said):
     """Every case ran in eval mode: dropout on the output, or none at all, passed. Training-mode cases make
-    dropout keep (or drop) everything, the same for the answer and the answer key in any layout."""
+    dropout keep everything, drop everything, or drop the odd-numbered keys, the same for the answer and
+    the answer key in any layout; only the last tells the weights from the merged heads (seen passing)."""
     import math
 
     from course_lib.reference.heads import merge_heads, split_heads
@@ -435,13 +440,17 @@ def test_multi_head_attention_check_looks_at_where_dropout_acts(change, said):
 
 def test_the_fixed_dropout_also_covers_a_gpus_fused_kernel():
     """On a GPU, F.dropout runs the fused native_dropout, not bernoulli_: called here directly, it must
-    keep (scaled by 1/(1 - p)) or drop everything too, and leave eval mode (train=False) alone."""
+    keep (scaled by 1/(1 - p)), drop everything or the odd keys too, and leave eval mode (train=False) alone."""
     from course_lib.exercises.ex05_attention import _FixedDropout
     x = torch.randn(2, 3)
-    with _FixedDropout(keep=True):
+    with _FixedDropout("keep all"):
         kept, mask = torch.native_dropout(x, 0.5, True)
-    with _FixedDropout(keep=False):
+    with _FixedDropout("drop all"):
         dropped, _ = torch.native_dropout(x, 0.5, None)            # None: training
         untouched, _ = torch.native_dropout(x, 0.5, False)
+    with _FixedDropout("drop odd keys"):
+        odd, odd_mask = torch.native_dropout(x, 0.5, True)
     assert torch.allclose(kept, 2 * x) and bool(mask.all())
     assert bool((dropped == 0).all()) and torch.equal(untouched, x)
+    assert torch.equal(odd_mask, torch.tensor([[True, False, True]] * 2))
+    assert torch.allclose(odd, 2 * x * odd_mask)

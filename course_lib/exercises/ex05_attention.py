@@ -421,7 +421,8 @@ def _mha_case(B, Tq, d, H, Tk=None, mask=None, bias=True, dropout=0.0, train=Fal
     """Tk set: cross-attention on a context of Tk positions. mask: None, "causal", "padding", or "empty"
     (padding with the last sequence of length 0: its rows are fully masked).
     dropout: the module's probability; the check runs it in eval mode, where nothing is dropped, or with
-    train="keep all" or "drop all" in training mode, every draw of dropout made so (see _FixedDropout)."""
+    train="keep all", "drop all" or "drop odd keys" in training mode, every draw of dropout made so
+    (see _FixedDropout)."""
     def make(g):
         s = 1 / math.sqrt(d)
         weights = {}
@@ -455,25 +456,34 @@ def _mha_random(cross=False, mask=None, bias=True, dropout=0.0, train=False):
 
 class _FixedDropout(TorchDispatchMode):
     """In a training-mode case every keep-or-drop draw (dropout's bernoulli_ on a CPU, the fused
-    native_dropout of a GPU, torch.bernoulli) keeps everything, or drops everything: the same for the
-    answer and the answer key however dropout is spelled and whatever the layout of the weights (one
-    tensor per head, heads folded into the batch), so where dropout acts, and with which p, decides the
-    output and not the random draws. Keeping all, dropout scales what it is given by 1/(1 - p)."""
+    native_dropout of a GPU, torch.bernoulli) is fixed: "keep all", "drop all", or "drop odd keys",
+    which drops the entries whose index on the last axis is odd. The same for the answer and the answer
+    key however dropout is spelled and whatever the layout of the weights (one tensor per head, heads
+    folded into the batch: the keys stay on the last axis), so where dropout acts, and with which p,
+    decides the output and not the random draws. What is kept is scaled by 1/(1 - p). Only "drop odd
+    keys" tells the weights from a place after them (the heads' outputs, whose last axis is features)."""
 
-    def __init__(self, keep: bool):
+    def __init__(self, mode: str = "keep all"):
         super().__init__()
-        self.keep = keep
+        self.mode = mode
+
+    def _keep(self, like: torch.Tensor) -> torch.Tensor:
+        """1 where the draw keeps, 0 where it drops, shaped and typed like ``like``."""
+        if self.mode == "drop odd keys" and like.dim() > 0:
+            even = torch.arange(like.shape[-1], device=like.device) % 2 == 0
+            return even.expand(like.shape).to(like.dtype)
+        return torch.full_like(like, float(self.mode != "drop all"))
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in (torch.ops.aten.bernoulli_.float, torch.ops.aten.bernoulli_.Tensor):   # t.bernoulli_(p)
-            return args[0].fill_(float(self.keep))
+            return args[0].copy_(self._keep(args[0]))
         if func in (torch.ops.aten.bernoulli.default, torch.ops.aten.bernoulli.p):          # torch.bernoulli(...)
-            return torch.full_like(args[0], float(self.keep))
+            return self._keep(args[0])
         if func is torch.ops.aten.native_dropout.default:           # (input, p, train), train None = training
             x, p = args[0], args[1]
             if (args[2] if len(args) > 2 else kwargs.get("train")) is not False:
-                keep = torch.full_like(x, self.keep, dtype=torch.bool)
+                keep = self._keep(x).bool()
                 return x * keep / (1 - p), keep
         return func(*args, **kwargs)
 
@@ -502,13 +512,14 @@ def _call_mha(impl, inputs):
                 lin.bias.copy_(inputs["weights"][f"{name}.bias"])
             elif lin.bias is not None:
                 raise ValueError(f"{name} has a bias although bias=False")
-    with torch.no_grad(), _FixedDropout(keep=inputs["train"] != "drop all"):
+    with torch.no_grad(), _FixedDropout(inputs["train"] or "keep all"):
         out = module(x, context=inputs["context"], mask=inputs["mask"])
         again = module(x, context=inputs["context"], mask=inputs["mask"]) if inputs["train"] else out
         if (isinstance(out, torch.Tensor) and isinstance(again, torch.Tensor) and out.device.type != "meta"
                 and not torch.allclose(out, again, rtol=0, atol=0, equal_nan=True)):
             raise ValueError("in training mode two calls gave different outputs, though the check fixes "
-                             "dropout's draws (all kept, or all dropped): something else draws random numbers "
+                             "dropout's draws (all kept, all dropped, or every odd key dropped): something else "
+                             "draws random numbers "
                              "(a mask made with torch.rand, say). Apply dropout with an nn.Dropout module or "
                              "F.dropout(..., training=self.training)")
     return out
@@ -518,7 +529,7 @@ class _MHAKind(nn.Module):
     """A configurable wrong multi-head attention, for the catalogue of mistakes below."""
     scale_by_d_model = merge_dh = no_out_proj = ignore_context = swap_roles = reshape_split = reshape_merge = False
     attend = None                  # a wrong scaled_dot_product_attention(q, k, v, mask) from above
-    drop_at = "weights"            # where dropout acts: "weights" (right), "scores", "output", or None
+    drop_at = "weights"            # where dropout acts: "weights" (right), "scores", "merged", "output", or None
 
     def __init__(self, d_model, n_heads, dropout=0.0, bias=True):
         super().__init__()
@@ -546,6 +557,7 @@ class _MHAKind(nn.Module):
             out = out.reshape(B, out.shape[2], d)
         else:
             out = rearrange(out, "b h t d -> b t (d h)" if self.merge_dh else "b h t d -> b t (h d)")
+        out = self.drop(out) if self.drop_at == "merged" else out
         out = out if self.no_out_proj else self.out_proj(out)
         return self.drop(out) if self.drop_at == "output" else out
 
@@ -572,6 +584,9 @@ MHA = Exercise(
         Case("self-attention, x (2, 5, 12), 3 heads, dropout=0.5 in training mode, the check making dropout keep "
              "everything (and scale it by 1/(1 - p) = 2): where it acts decides the output",
              _mha_case(2, 5, 12, 3, dropout=0.5, train="keep all")),
+        Case("cross-attention with a (3, 1, 1, 5) padding mask, dropout=0.5 in training mode, the check making "
+             "dropout drop every odd-numbered entry of the last axis (on the weights: keys 1 and 3) and double "
+             "the rest", _mha_case(3, 4, 6, 2, Tk=5, mask="padding", dropout=0.5, train="drop odd keys")),
     ],
     hidden=[
         Case("self-attention of a random size", _mha_random()),
@@ -584,6 +599,8 @@ MHA = Exercise(
              "keep everything", _mha_random(mask="causal", dropout=0.3, train="keep all")),
         Case("self-attention of a random size, dropout=0.3 in training mode, the check making dropout drop "
              "everything: the result is out_proj's bias", _mha_random(dropout=0.3, train="drop all")),
+        Case("cross-attention of a random size, dropout=0.3 in training mode, the check making dropout drop "
+             "every odd-numbered entry of the last axis", _mha_random(cross=True, dropout=0.3, train="drop odd keys")),
     ],
     mistakes=[
         Mistake("out_proj forgotten", _kind(no_out_proj=True),
@@ -599,6 +616,11 @@ MHA = Exercise(
                 "Attention dropout zeroes some of the weights each query gives the keys, then uses what is left\n"
                 "to mix v: dropout(weights) @ v. Dropping entries of the output (a later residual dropout's\n"
                 "job) is another layer."),
+        Mistake("dropout applied to the heads' merged output instead of the attention weights",
+                _kind(drop_at="merged"),
+                "Attention dropout zeroes some of the weights each query gives the keys, then mixes v with\n"
+                "what is left: dropout(weights) @ v. Dropping features of the heads' output before out_proj\n"
+                "regularises something else."),
         Mistake("dropout applied to the scores before the softmax", _kind(drop_at="scores"),
                 "Dropout acts on the attention weights after the softmax: dropout(softmax(scores)) @ v.\n"
                 "A score set to 0 before the softmax still gets a weight."),
