@@ -2,7 +2,7 @@
 
 Measured (CPU, torch 2.13; grad_norms_at_init is deterministic): the ratio of the last block's
 gradient norm to the first block's is 0.82 / 0.70 / 0.56 for pre-LN and 1.97 / 2.19 / 2.30 for
-post-LN at depths 6 / 12 / 24; pre-LN's max/min is 1.24 / 1.43 / 1.79. The training runs: final
+post-LN at depths 6 / 12 / 24; pre-LN's max/min is 1.24 / 1.43 / 1.79 (at depth 6 the smallest is a middle block's). The training runs: final
 loss 0.33 (post-LN, no warmup), 0.027 (post-LN, warmup), 0.011 (pre-LN, no warmup). At every depth
 pre-LN's first block has the largest gradient norm (the next one is 0.94 / 0.97 / 0.93 of it). The
 residual stream of the 48-block pre-LN net ends at RMS 6.99 with unscaled branches and 1.44 with
@@ -27,6 +27,8 @@ def test_post_ln_gradients_grow_towards_the_output_and_pre_ln_stay_flat(depth):
     assert float(pre[-1] / pre[0]) < 1.0              # the last pre-LN block gets less than the first
     assert int(pre.argmax()) == 0                     # and no pre-LN block gets more than the first
     assert float(pre.max() / pre.min()) < 2.5         # pre-LN stays within a small factor across depth
+    if depth == 6:                                    # the notebook: they fall, not strictly, with the index
+        assert 0 < int(pre.argmin()) < depth - 1      # here a middle block gets the smallest
     assert float(post[-1] / post[0]) > 1.5 * float(pre[-1] / pre[0])
 
 
