@@ -2,6 +2,7 @@
 behaviour (classifier, freezing, LoRA, metrics), plus a tiny real fine-tune that must learn."""
 from __future__ import annotations
 
+import copy
 import hashlib
 
 import pytest
@@ -415,12 +416,31 @@ def test_freeze_check_refuses_in_both_suites(answer):
         assert not r.passed, suite
 
 
+def test_freeze_check_explains_a_requires_grad_attribute():
+    """module.requires_grad = False sets an attribute and freezes nothing; the learner who wrote it for the
+    embeddings did try to freeze them, and is told why it did not take."""
+    from course_lib.exercises.ex09_finetuning import FREEZE
+
+    def freeze(model, n_layers):
+        if not 0 <= n_layers <= len(model.encoder.layers):
+            raise ValueError("n_layers out of range")
+        model.requires_grad_(True)
+        model.encoder.embeddings.requires_grad = False
+        for layer in model.encoder.layers[:n_layers]:
+            layer.requires_grad_(False)
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    for suite, r in _verdicts(FREEZE, freeze).items():
+        assert not r.passed and "module.requires_grad_(False), with the underscore" in r.message, (suite, r.message)
+
+
 class _LoRA(nn.Module):
     where = "right"
     init = "1/√in"
 
     def __init__(self, base, r=8, alpha=16):
         super().__init__()
+        if self.where == "copy":
+            base = copy.deepcopy(base)
         self.base = base.requires_grad_(False)
         w = base.weight
         on = {} if self.where == "cpu" else {"device": w.device}
@@ -441,7 +461,8 @@ class _LoRA(nn.Module):
 
 @pytest.mark.parametrize("where, says", [
     ("cpu", "LoRALinear's A and B were created on cpu, not on base.weight's device"),
-    ("plain tensor", "LoRALinear.A must be an nn.Parameter of shape (4, 12), found a plain tensor (not an nn.Parameter)")])
+    ("plain tensor", "LoRALinear.A must be an nn.Parameter of shape (4, 12), found a plain tensor (not an nn.Parameter)"),
+    ("copy", "LoRALinear must keep the layer it is given as self.base (found a different nn.Linear, a copy perhaps)")])
 def test_lora_check_names_where_and_what_a_and_b_are(where, says):
     from course_lib.exercises.ex09_finetuning import LORA
     assert all(r.passed for r in _verdicts(LORA, _LoRA).values())

@@ -10,6 +10,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
 from course_lib.models.bert import BertConfig, BertEncoder
@@ -401,6 +402,20 @@ SENTENCE_CLASSIFIER = Exercise(
                     finish=lambda self, z: self.dropout(z)),
                 "Dropout goes between the pooled vector and the head, as in BERT's classifiers: dropping\n"
                 "logits would change the answer itself, not the features it is computed from."),
+        Mistake("the pooled vector L2-normalised (sentence-transformers' Normalize)",
+                _clf(pool=lambda self, h, m: F.normalize(_ClfBase.pool(self, h, m), dim=-1)),
+                "all-MiniLM-L6-v2's sentence embeddings are normalised for cosine similarity (the neighbour\n"
+                "search above); the classifier's contract feeds the plain masked mean to dropout and the head."),
+        Mistake("Hugging Face's additive mask ((1 - mask) * -10000) passed to the encoder",
+                _clf(encoder_mask=lambda self, m: (1.0 - m.float()) * -10000.0),
+                "The course's encoder takes attention_mask as it comes (1 = a real token, 0 = padding) and\n"
+                "builds the attention mask itself; an additive mask read that way is the opposite one\n"
+                "(-10000 is true, 0 is false), so tokens attend to the padding only."),
+        Mistake("dropout applied to every token's vector before the pooling",
+                _clf(pool=lambda self, h, m: _ClfBase.pool(self, self.dropout(h), m),
+                     drop=lambda self, pooled: pooled),
+                "Dropout acts once, on the pooled (B, d) vector just before the head; the encoder's own\n"
+                "layers already apply dropout to the token vectors."),
         Mistake("softmax applied: probabilities returned instead of logits",
                 _clf(finish=lambda self, z: torch.softmax(z, -1)),
                 "Return the raw scores (logits): F.cross_entropy applies log-softmax itself."),
@@ -501,6 +516,12 @@ def _mf_tensors(model, n_layers):
     return sum(1 for p in model.parameters() if p.requires_grad)
 
 
+def _mf_encoder_only(model, n_layers):
+    _in_range(model, n_layers)
+    _freeze_with(model, [model.encoder.embeddings, *model.encoder.layers[:n_layers]])
+    return _trainable(model.encoder)
+
+
 def _mf_frozen_count(model, n_layers):
     _in_range(model, n_layers)
     _freeze_with(model, [model.encoder.embeddings, *model.encoder.layers[:n_layers]])
@@ -555,12 +576,17 @@ FREEZE = Exercise(
     mistakes=[
         Mistake("embeddings left trainable", _mf_embeddings,
                 "The embeddings are the lowest part of the encoder (and with 11.9 M of MiniLM's 22.6 M\n"
-                "parameters, the largest): freezing the lower layers freezes model.encoder.embeddings too."),
+                "parameters, the largest): freezing the lower layers freezes model.encoder.embeddings too.\n"
+                "If you did freeze them: module.requires_grad = False only sets an attribute on the module\n"
+                "and changes no parameter; call module.requires_grad_(False), with the underscore."),
         Mistake("the top layers frozen instead of the lowest", _mf_top,
                 "layers[0] is next to the embeddings, layers[-1] next to the head. The lower layers hold\n"
                 "general features worth keeping; the upper ones adapt to the task: freeze layers[:n_layers]."),
         Mistake("counted every parameter, frozen ones included", _mf_all_counted,
                 "Return the number of parameters that will still train: those with requires_grad=True."),
+        Mistake("counted only the encoder's trainable parameters, not the head's", _mf_encoder_only,
+                "Return the count for the whole model: the head trains too (it is what fine-tuning adds), and\n"
+                "the table's trainable-parameter column counts it."),
         Mistake("counted the frozen parameters instead of the trainable ones", _mf_frozen_count,
                 "Return how many parameters still train (requires_grad=True), not how many were frozen."),
         Mistake("counted parameter tensors instead of their elements", _mf_tensors,
@@ -611,6 +637,12 @@ def _call_lora(cls, inputs):
             base.bias.copy_(inputs["b"])
         want = base(x)
     m = cls(base, r=inputs["r"], alpha=inputs["alpha"])
+    if getattr(m, "base", None) is not base:
+        found = ("no attribute base" if getattr(m, "base", None) is None else
+                 "a different nn.Linear, a copy perhaps" if isinstance(m.base, nn.Linear) else
+                 f"a {type(m.base).__name__}")
+        raise ValueError(f"LoRALinear must keep the layer it is given as self.base (found {found}): the contract "
+                         "freezes and calls that very layer, and a copy leaves the given one trainable")
     for name, shape in (("A", inputs["A"].shape), ("B", inputs["B"].shape)):
         p = getattr(m, name, None)
         if not isinstance(p, nn.Parameter) or tuple(p.shape) != tuple(shape):
@@ -722,7 +754,8 @@ LORA = Exercise(
                 "The update is multiplied by alpha / r, so that changing r does not change how large the\n"
                 "update is at a given learning rate."),
         Mistake("scale alpha/r forgotten", _lora(scale=lambda self: 1.0),
-                "Multiply the low-rank path by alpha / r."),
+                "Multiply the low-rank path by alpha / r in forward, on every call. Folded into A's starting\n"
+                "values instead, it is applied once, and training then moves A as if there were no scale."),
         Mistake("scale alpha instead of alpha/r", _lora(scale=lambda self: self.alpha),
                 "The scale is alpha divided by the rank r: alpha alone makes the update r times too large."),
         Mistake("A frozen: only B trains", _lora(a_trains=False),
