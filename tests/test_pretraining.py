@@ -458,6 +458,13 @@ def test_sample_check_judges_frequencies_against_the_true_probabilities(logits, 
 @pytest.mark.parametrize("name, source, says", [
     ("train_step", _TRAIN_STEP.replace("x, y = batch", "x, y = batch\n    model.eval()").replace(
         "CLIP", "clip_grad_norm(model.parameters(), max_norm)"), "the model was left in eval mode"),
+    ("train_step", _TRAIN_STEP.replace("x, y = batch", "x, y = batch\n    model.eval()").replace(
+        "CLIP", "clip_grad_norm(model.parameters(), max_norm)\n    model.train()"),
+     "the forward pass ran in eval mode (the model was back in training mode afterwards)"),
+    ("train_step", _TRAIN_STEP.replace("CLIP", "optimizer.zero_grad()\n    clip_grad_norm(model.parameters(), max_norm)"),
+     "known mistake: the weights did not move: optimizer.step() never called, or the gradients zeroed before it"),
+    ("sample", _SAMPLER.replace("model(idx[:, -model.block_size:])", "model(idx[:, -(model.block_size - 1):])")
+     .replace("LOGITS", _RIGHT_LOGITS).replace("DRAW", _MULTINOMIAL), "the model saw at most 7 tokens at once"),
     ("sample", _SAMPLER.replace("model(idx[:, -model.block_size:])", "model(idx[:, :model.block_size])")
      .replace("LOGITS", _RIGHT_LOGITS).replace("DRAW", _MULTINOMIAL), "known mistake: context cropped from its start"),
     ("lm_loss", "def lm_loss(logits, targets):\n"
@@ -470,10 +477,12 @@ def test_sample_check_judges_frequencies_against_the_true_probabilities(logits, 
     ("mlm_mask", _MLM.replace("RANDOM", "torch.randint(vocab_size, tokens.shape, generator=generator)")
      .replace("    return inputs, labels", "    labels = torch.where(inputs == mask_id, tokens, -100)\n"
                                          "    return inputs, labels"), "known mistake: labels only where [MASK] was put"),
-], ids=["train_step in eval mode", "sample cropped from the start", "lm_loss with nll_loss", "sample by argmax",
+], ids=["train_step in eval mode", "train_step's forward in eval mode", "zero_grad between backward and step",
+        "sample cropped one token short", "sample cropped from the start", "lm_loss with nll_loss", "sample by argmax",
         "mlm labels -1", "mlm labels only at [MASK]"])
 def test_checks_say_why_for_more_learner_mistakes(name, source, says):
-    """Each was refused with numbers only (or, in eval mode, passed: the test model has no dropout), or
-    (labels only at [MASK]) named as another mistake."""
+    """Each was refused with numbers only (or, in eval mode, passed: the test model has no dropout; a
+    forward in eval mode with the mode set back, and a context one token short, passed too), or (labels
+    only at [MASK], gradients zeroed between backward and step) named as another mistake."""
     r = _evaluate(name, _answer(source, name))
     assert not r.passed and says in r.message, r.message

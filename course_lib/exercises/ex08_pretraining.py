@@ -200,6 +200,10 @@ def _m_nll_of_logits(logits, targets):
     return F.nll_loss(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
+def _m_shifted_again(logits, targets):
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets[:, 1:].reshape(-1))
+
+
 def _m_mean_over_batch(logits, targets):
     return _m_sum(logits, targets) / logits.shape[0]
 
@@ -226,6 +230,10 @@ LM_LOSS = Exercise(
         Mistake("F.nll_loss on the logits (no log-softmax)", _m_nll_of_logits,
                 "F.nll_loss expects log-probabilities and only picks -input[target]; on raw logits the\n"
                 "'loss' can be negative. Use F.cross_entropy, which applies log-softmax itself."),
+        Mistake("logits and targets shifted again (logits[:, :-1] against targets[:, 1:])", _m_shifted_again,
+                "get_batch already shifted them: targets[:, t] is the token that follows position t, so\n"
+                "logits[:, t] is scored against targets[:, t]. Shifting once more scores every position\n"
+                "against the token two ahead."),
         Mistake("averaged over the batch only (summed over T)", _m_mean_over_batch,
                 "The mean is over all B·T positions: summed over T, the loss grows with the context\n"
                 "length, and so do the gradients at a given learning rate."),
@@ -444,7 +452,8 @@ MLM_MASK = Exercise(
 
 # --------------------------------------------------------------------------------- sample
 class _Bigram(nn.Module):
-    """A toy model: logits depend only on the last token; records the longest input it saw."""
+    """A toy model: logits depend only on the last token; records the longest input it saw (a model that
+    reads the last token alone cannot tell a context cropped too short, so the checks ask for this length)."""
 
     def __init__(self, table: torch.Tensor, block_size: int):
         super().__init__()
@@ -501,6 +510,10 @@ def _call_sample(fn, inputs):
     def cropped():
         if model.longest > block:
             return f"the model was given {model.longest} tokens at once (block_size = {block})"
+        expected = min(T + new - 1, block)                 # the context of the last draw
+        if new and model.longest < expected:
+            return (f"the model saw at most {model.longest} tokens at once, though the text had {T + new - 1} "
+                    f"before its last draw (block_size = {block}): it should see them all, up to block_size")
         return None
 
     def in_top_k():
@@ -521,7 +534,8 @@ def _call_sample(fn, inputs):
     props = [(f"a {_shape((B, T + new))} int64 tensor on idx's device: the prompt followed by {new} new tokens",
               contract),
              (f"out[:, :{T}] is the prompt idx", prompt_kept),
-             (f"the model given at most block_size = {block} tokens at once", cropped)]
+             (f"the model given the whole text, or its last block_size = {block} tokens once it is longer",
+              cropped)]
     if inputs["mode"] != "freq":
         props.append(("every new token is the most likely next token (top_k = 1)" if k == 1 else
                       f"every new token among the {k} most likely next tokens", in_top_k))
@@ -684,8 +698,10 @@ class _TinyLM(nn.Module):
         super().__init__()
         self.emb, self.out = nn.Parameter(emb.clone()), nn.Parameter(out.clone())
         self.block_size = 64
+        self.modes = []                                       # self.training at each forward
 
     def forward(self, idx):                                   # (B, T) -> (B, T, V)
+        self.modes.append(self.training)
         return torch.tanh(self.emb[idx]) @ self.out
 
 
@@ -721,11 +737,15 @@ def _call_step(fn, inputs):
         return None
 
     def training_mode():
-        return None if model.training else ("the model was left in eval mode: model.eval() turns dropout off, "
-                                            "so the model would train without it")
+        if not model.training:
+            return "the model was left in eval mode: model.eval() turns dropout off, so the model would train without it"
+        if not all(model.modes):
+            return ("the forward pass ran in eval mode (the model was back in training mode afterwards): "
+                    "model.eval() turns dropout off, so the step trained without it; leave the mode as it is")
+        return None
 
     words = _properties(("each call returned the loss as a Python float", returned),
-                        ("the model still in training mode", training_mode))
+                        ("the model in training mode during the step and after it", training_mode))
     try:
         losses = torch.tensor([float(v) for v in got], **like)
     except (TypeError, ValueError, RuntimeError):
@@ -815,7 +835,7 @@ def _m_returns_none(model, batch, optimizer, max_norm):
 
 TRAIN_STEP = Exercise(
     name="train_step", notebook="08_pretraining", reference=ref.train_step, call=_call_step,
-    outputs=("what each call returned", "the model's mode afterwards", "the two losses", "emb after both steps",
+    outputs=("what each call returned", "the model's mode during and after the step", "the two losses", "emb after both steps",
              "out after both steps"),
     visible=[
         Case("a tiny model (vocabulary 7, width 4), batch (3, 5), max_norm 0.1, two steps in a row; compared: "
@@ -828,9 +848,11 @@ TRAIN_STEP = Exercise(
     hidden=[Case("random sizes, two steps", _step_random), Case("random sizes, two steps (again)", _step_random),
             Case("random sizes, max_norm 50 (no clipping)", _step_unclipped)],
     mistakes=[
-        Mistake("optimizer.step() never called: the weights did not move", _clipped_otherwise(_clip_global, update=False),
+        Mistake("the weights did not move: optimizer.step() never called, or the gradients zeroed before it",
+                _clipped_otherwise(_clip_global, update=False),
                 "The loss came out of the step but the weights are where they started: call\n"
-                "optimizer.step() after clipping, once per call."),
+                "optimizer.step() after clipping, once per call, and zero the gradients at the start of the\n"
+                "step; zeroed between loss.backward() and optimizer.step(), they leave the step nothing to use."),
         Mistake("gradients not zeroed", _m_no_zero_grad,
                 "Call optimizer.zero_grad() before backward: otherwise each step adds the previous\n"
                 "step's gradients to this one's."),
