@@ -404,3 +404,50 @@ def test_the_call_watcher_names_a_decorated_helper_as_itself():
     r = evaluate(CLIP, with_total_norm, suite="visible")
     assert not r.passed and "calls torch.nn.utils.get_total_norm" in r.message, r.message
     assert "clip_grads_with_norm_" not in r.message, r.message
+
+
+def test_errors_that_only_eps_or_one_step_shows_are_named():
+    """Two wrong answers were refused with a difference that reads as rounding (3e-7 relative, 6e-9):
+    the Adam paper's "efficient" form, which adds eps to √v before the bias correction, and a cosine
+    whose progress is divided by one step too few. Both are named now, written as learners write them."""
+    import math
+
+    import torch
+
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    class PaperAdam(torch.optim.Optimizer):
+        def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+            super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            for group in self.param_groups:
+                lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    g = p.grad + wd * p
+                    st = self.state[p]
+                    if not st:
+                        st["step"], st["m"], st["v"] = 0, torch.zeros_like(p), torch.zeros_like(p)
+                    st["step"] += 1
+                    t = st["step"]
+                    st["m"] = b1 * st["m"] + (1 - b1) * g
+                    st["v"] = b2 * st["v"] + (1 - b2) * g * g
+                    p.sub_(lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t) * st["m"] / (st["v"].sqrt() + eps))
+
+    def one_short(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+        if step < warmup_steps:
+            return max_lr * (step + 1) / warmup_steps
+        if step >= total_steps:
+            return min_lr
+        q = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps - 1))
+        return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * q))
+
+    for name, answer, says in (("Adam", PaperAdam, "known mistake: eps added to √v before the bias correction"),
+                               ("lr_at", one_short, "known mistake: cosine one step short")):
+        for suite in ("visible", "hidden"):
+            r = evaluate(get_exercise(name), answer, suite=suite)
+            assert not r.passed and says in r.message, (name, suite, r.message)

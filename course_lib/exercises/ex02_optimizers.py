@@ -209,7 +209,7 @@ def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, state_o
 
 def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=False, eps_inside=False,
                   flip_decay=False, decay_without_lr=False, state_outside=False, none_as_zero=False,
-                  decay_into_grad=False):
+                  decay_into_grad=False, eps_before_correction=False):
     class Mistaken(torch.optim.Optimizer):
         def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=default_wd):
             super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
@@ -240,6 +240,9 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                     st["m"] = b1 * st["m"] + (1 - b1) * g
                     st["v"] = b2 * st["v"] + (1 - b2) * g * g
                     m, v = st["m"], st["v"]
+                    if eps_before_correction:        # the Adam paper's "efficient" form: eps meets √v, not √v̂
+                        p.sub_(lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t) * m / (v.sqrt() + eps))
+                        continue
                     if bias_correction:
                         m = m / (1 - b1 ** t) if t else m / 0.0
                         v = v / (1 - b2 ** t) if t else v / 0.0
@@ -358,6 +361,12 @@ ADAM_EX = Exercise(
                 _adam_variant(decoupled=False, default_wd=0.0, t_from_zero=True),
                 "At the first step 1 − β⁰ = 0, and dividing by it gives inf and nan. Increment\n"
                 "state['step'] first, so the first step uses t = 1."),
+        Mistake("eps added to √v before the bias correction, not to √v̂ (the Adam paper's efficient form)",
+                _adam_variant(decoupled=False, default_wd=0.0, eps_before_correction=True),
+                "The Adam paper's 'efficient' form, lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ)·m/(√v + eps), adds eps to √v\n"
+                "before the bias correction: next to √v̂ that is eps/√(1 − β₂ᵗ), about 32 times eps at the\n"
+                "first step with β₂ = 0.999. The contract, like torch.optim.Adam and AdamW, divides\n"
+                "by √v̂ + eps. The two differ only through eps, so the difference is tiny but real."),
         Mistake("eps inside the square root: sqrt(v̂ + eps)", _adam_variant(decoupled=False, default_wd=0.0,
                                                                            eps_inside=True),
                 "Adam divides by sqrt(v̂) + eps. Under the root, eps acts at the scale √eps (1e-4 for\n"
@@ -432,6 +441,12 @@ ADAMW_EX = Exercise(
                 _adam_variant(decoupled=True, default_wd=0.01, none_as_zero=True),
                 "A parameter with p.grad None took no part in this step; skip it entirely, decay\n"
                 "included, as torch.optim.AdamW does."),
+        Mistake("eps added to √v before the bias correction, not to √v̂ (the Adam paper's efficient form)",
+                _adam_variant(decoupled=True, default_wd=0.01, eps_before_correction=True),
+                "The Adam paper's 'efficient' form, lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ)·m/(√v + eps), adds eps to √v\n"
+                "before the bias correction: next to √v̂ that is eps/√(1 − β₂ᵗ), about 32 times eps at the\n"
+                "first step with β₂ = 0.999. The contract, like torch.optim.Adam and AdamW, divides\n"
+                "by √v̂ + eps. The two differ only through eps, so the difference is tiny but real."),
         Mistake("eps inside the square root: sqrt(v̂ + eps)", _adam_variant(decoupled=True, default_wd=0.01,
                                                                            eps_inside=True),
                 "Adam divides by sqrt(v̂) + eps. Under the root, eps acts at the scale √eps (1e-4 for\n"
@@ -507,6 +522,13 @@ def _lr_off_by_one(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
     return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * p))
 
 
+def _lr_cos_one_short(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    p = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps - 1))
+    return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * p))
+
+
 def _lr_cos_whole_run(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
     if step < warmup_steps:
         return max_lr * (step + 1) / warmup_steps
@@ -554,6 +576,11 @@ LR_EX = Exercise(
         Mistake("cosine measured from step 0 instead of from the end of warmup", _lr_cos_whole_run,
                 "The cosine starts where warmup ends: progress = (step − warmup_steps) /\n"
                 "(total_steps − warmup_steps), so the lr is max_lr right after warmup."),
+        Mistake("cosine one step short: progress divided by total_steps − warmup_steps − 1", _lr_cos_one_short,
+                "The cosine spans the total_steps − warmup_steps steps after warmup: progress =\n"
+                "(step − warmup_steps) / (total_steps − warmup_steps) reaches 1, and the lr min_lr, at\n"
+                "step total_steps. With one fewer in the denominator every rate after warmup is a little\n"
+                "low (most near the end), and min_lr comes a step early."),
         Mistake("min_lr ignored: the cosine decays to 0", _lr_no_min,
                 "The cosine goes from max_lr down to min_lr: min_lr + (max_lr − min_lr)·(1 + cos(π·progress))/2."),
         Mistake("no floor after total_steps: the cosine rises again", _lr_no_clamp,
