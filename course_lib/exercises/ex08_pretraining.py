@@ -452,8 +452,8 @@ MLM_MASK = Exercise(
 
 # --------------------------------------------------------------------------------- sample
 class _Bigram(nn.Module):
-    """A toy model: logits depend only on the last token; records the longest input it saw (a model that
-    reads the last token alone cannot tell a context cropped too short, so the checks ask for this length)."""
+    """A toy model: logits depend only on the last token; records the longest input it saw. As it reads
+    the last token alone, a context cropped too short changes none of its outputs: that length is checked."""
 
     def __init__(self, table: torch.Tensor, block_size: int):
         super().__init__()
@@ -738,7 +738,8 @@ def _call_step(fn, inputs):
 
     def training_mode():
         if not model.training:
-            return "the model was left in eval mode: model.eval() turns dropout off, so the model would train without it"
+            return ("the model was left in eval mode: model.eval() turns dropout off, so the model would "
+                    "train without it")
         if not all(model.modes):
             return ("the forward pass ran in eval mode (the model was back in training mode afterwards): "
                     "model.eval() turns dropout off, so the step trained without it; leave the mode as it is")
@@ -835,8 +836,8 @@ def _m_returns_none(model, batch, optimizer, max_norm):
 
 TRAIN_STEP = Exercise(
     name="train_step", notebook="08_pretraining", reference=ref.train_step, call=_call_step,
-    outputs=("what each call returned", "the model's mode during and after the step", "the two losses", "emb after both steps",
-             "out after both steps"),
+    outputs=("what each call returned", "the model's mode during and after the step", "the two losses",
+             "emb after both steps", "out after both steps"),
     visible=[
         Case("a tiny model (vocabulary 7, width 4), batch (3, 5), max_norm 0.1, two steps in a row; compared: "
              "what each call returns, the two losses, then the weights", _step_case(3, 5, 7, 4, 0.1)),
