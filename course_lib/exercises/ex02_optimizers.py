@@ -253,6 +253,12 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
     return Mistaken
 
 
+_PAPER_EPS_WHY = ("The Adam paper's 'efficient' form, lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ)·m/(√v + eps), adds eps to √v\n"
+                  "before the bias correction: next to √v̂ that is eps/√(1 − β₂ᵗ), about 32 times eps at the\n"
+                  "first step with β₂ = 0.999. The contract, like torch.optim.Adam and AdamW, divides\n"
+                  "by √v̂ + eps. The two differ only through eps, so the difference is tiny but real.")
+
+
 # ---------------------------------------------------------------- SGDMomentum
 _ALIAS_WHY = ("Without .clone() buffer and gradient are one tensor (.detach() shares it too): buf.mul_(μ).add_(g)\n"
               "changes p.grad, and a backward() that writes into p.grad in place (zero_grad(set_to_none=False),\n"
@@ -363,10 +369,7 @@ ADAM_EX = Exercise(
                 "state['step'] first, so the first step uses t = 1."),
         Mistake("eps added to √v before the bias correction, not to √v̂ (the Adam paper's efficient form)",
                 _adam_variant(decoupled=False, default_wd=0.0, eps_before_correction=True),
-                "The Adam paper's 'efficient' form, lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ)·m/(√v + eps), adds eps to √v\n"
-                "before the bias correction: next to √v̂ that is eps/√(1 − β₂ᵗ), about 32 times eps at the\n"
-                "first step with β₂ = 0.999. The contract, like torch.optim.Adam and AdamW, divides\n"
-                "by √v̂ + eps. The two differ only through eps, so the difference is tiny but real."),
+                _PAPER_EPS_WHY),
         Mistake("eps inside the square root: sqrt(v̂ + eps)", _adam_variant(decoupled=False, default_wd=0.0,
                                                                            eps_inside=True),
                 "Adam divides by sqrt(v̂) + eps. Under the root, eps acts at the scale √eps (1e-4 for\n"
@@ -443,10 +446,7 @@ ADAMW_EX = Exercise(
                 "included, as torch.optim.AdamW does."),
         Mistake("eps added to √v before the bias correction, not to √v̂ (the Adam paper's efficient form)",
                 _adam_variant(decoupled=True, default_wd=0.01, eps_before_correction=True),
-                "The Adam paper's 'efficient' form, lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ)·m/(√v + eps), adds eps to √v\n"
-                "before the bias correction: next to √v̂ that is eps/√(1 − β₂ᵗ), about 32 times eps at the\n"
-                "first step with β₂ = 0.999. The contract, like torch.optim.Adam and AdamW, divides\n"
-                "by √v̂ + eps. The two differ only through eps, so the difference is tiny but real."),
+                _PAPER_EPS_WHY),
         Mistake("eps inside the square root: sqrt(v̂ + eps)", _adam_variant(decoupled=True, default_wd=0.01,
                                                                            eps_inside=True),
                 "Adam divides by sqrt(v̂) + eps. Under the root, eps acts at the scale √eps (1e-4 for\n"

@@ -519,9 +519,8 @@ def _call_mha(impl, inputs):
                 and not torch.allclose(out, again, rtol=0, atol=0, equal_nan=True)):
             raise ValueError("in training mode two calls gave different outputs, though the check fixes "
                              "dropout's draws (all kept, all dropped, or every odd key dropped): something else "
-                             "draws random numbers "
-                             "(a mask made with torch.rand, say). Apply dropout with an nn.Dropout module or "
-                             "F.dropout(..., training=self.training)")
+                             "draws random numbers (a mask made with torch.rand, say). Apply dropout with an "
+                             "nn.Dropout module or F.dropout(..., training=self.training)")
     return out
 
 
