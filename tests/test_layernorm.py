@@ -177,12 +177,13 @@ def _both_suites(name, answer, source=None):
     return [evaluate(get_exercise(name), answer, suite=s, source=source) for s in ("visible", "hidden")]
 
 
-def _learner_cell(src, name):
-    """Define ``name`` as an answer cell does: its lines readable, so messages can quote them."""
+def _learner_cell(src, name, **earlier):
+    """Define ``name`` as an answer cell does: its lines readable, so messages can quote them. earlier:
+    names an earlier answer cell defined."""
     import linecache
     filename = f"<answer cell {name}>"
     linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
-    ns = {"torch": torch, "nn": nn, "F": F, "np": np}
+    ns = {"torch": torch, "nn": nn, "F": F, "np": np, **earlier}
     exec(compile(src, filename, "exec"), ns)
     return ns[name]
 
@@ -298,6 +299,85 @@ def test_residual_block_check_looks_at_what_training_needs(sublayer, residual, s
     sub = "self.sublayer" if "sublayer =" in sublayer else "self.layers[0]"
     source = _BLOCK.replace("SUBLAYER", sublayer).replace("RESIDUAL", residual).replace("SUB", sub)
     for r in _both_suites("ResidualBlock", _learner_cell(source, "ResidualBlock")):
+        assert r.passed if says is None else (not r.passed and says in r.message), r.message
+
+
+_LN_STATS = "mean = x.mean(-1, keepdim=True)\n    var = x.var(-1, unbiased=False, keepdim=True)"
+_BW = """def layer_norm_backward(grad_out, x, weight, eps=1e-5):
+    mean = x.mean(-1, keepdim=True)
+    r = 1 / torch.sqrt(((x - mean) ** 2).mean(-1, keepdim=True) + eps)
+    xh = (x - mean) * r
+    g = grad_out * weight
+    gx = r * (g - g.mean(-1, keepdim=True) - xh * (g * xh).mean(-1, keepdim=True))
+    axes = tuple(range(x.dim() - 1))
+    if not axes:
+        return gx, grad_out * xh, grad_out
+    return gx, (grad_out * xh).sum(axes), grad_out.sum(axes)
+"""
+
+
+@pytest.mark.parametrize("name, source, says", [
+    ("layer_norm", _LN.replace("STATS", _LN_STATS).replace("* weight + bias", "* bias + weight"),
+     "known mistake: weight and bias in each other's place"),
+    ("layer_norm", _LN.replace("STATS", "mean, std = torch.std_mean(x, dim=-1, keepdim=True, correction=0)")
+     .replace("var + eps", "std ** 2 + eps"), "known mistake: mean and standard deviation taken from torch.std_mean"),
+    ("layer_norm", _LN.replace("STATS", "mean = x.mean(-1, keepdim=True)\n"
+                               "    var = ((x - mean) ** 2).mean(-1, keepdim=True).detach()"),
+     "known mistake: variance cut from autograd"),
+    ("layer_norm_backward", _BW.replace("g = grad_out * weight", "g = grad_out").replace("gx = r *", "gx = weight * r *"),
+     "known mistake: weight multiplied outside the bracket of grad_x"),
+    ("layer_norm_backward", _BW.replace("torch.sqrt(((x - mean) ** 2).mean(-1, keepdim=True) + eps)",
+                                        "(torch.sqrt(((x - mean) ** 2).mean(-1, keepdim=True)) + eps)"),
+     "known mistake: eps added outside the square root in the backward"),
+    ("layer_norm_backward", _BW.replace(".sum(axes)", ".mean(axes)"),
+     "known mistake: grad_weight and grad_bias averaged over the batch axes instead of summed"),
+    ("LayerNorm", _MODULE.replace("INIT", _INIT).replace("WEIGHT", "self.bias").replace("+ self.bias", "+ self.weight"),
+     "known mistake: weight and bias passed in each other's place"),
+], ids=["weight and bias swapped", "std_mean order", "variance detached", "backward: weight outside",
+        "backward: eps outside the root", "backward: averaged", "module: weight and bias swapped"])
+def test_norm_checks_name_mistakes_that_got_only_numbers(name, source, says):
+    """Each was refused with a bare difference (the eps one as small as rounding) though it is a slip
+    with one cause that a sentence can name."""
+    for r in _both_suites(name, _learner_cell(source, name)):
+        assert not r.passed and says in r.message, r.message
+
+
+_PRE = "x + self.sublayer(self.norm(x))"
+_POST = "self.norm(x + self.sublayer(x))"
+
+
+@pytest.mark.parametrize("init, flag, pre, post, says", [
+    ("", "self.pre_norm", _PRE, _POST, None),
+    ("", "self.pre_norm", "x + self.sublayer(layer_norm(x, self.norm.weight.data, self.norm.bias.data))",
+     "layer_norm(x + self.sublayer(x), self.norm.weight.data, self.norm.bias.data)",
+     "ResidualBlock's norm.weight gets no gradient from the output"),
+    ("", "self.pre_norm", "x + self.sublayer(layer_norm(x, self.norm.weight.detach(), self.norm.bias.detach()))",
+     "layer_norm(x + self.sublayer(x), self.norm.weight.detach(), self.norm.bias.detach())",
+     "ResidualBlock's norm.weight gets no gradient from the output"),
+    ("self.sublayer.requires_grad_(False)", "self.pre_norm", _PRE, _POST,
+     "ResidualBlock's parameter sublayer.0.weight has requires_grad=False"),
+    ("self.norm2 = nn.LayerNorm(d)", "self.pre_norm", _PRE, "self.norm2(x + self.sublayer(x))",
+     "ResidualBlock's norm2.weight gets no gradient from the output"),
+    ("self.drop = nn.Dropout(0.1)", "self.pre_norm", "x + self.drop(self.sublayer(self.norm(x)))", _POST,
+     "ResidualBlock gave a different output when called a second time on the same input"),
+    ("", "self.pre_norm", "self.norm(x + self.sublayer(self.norm(x)))", _POST,
+     "known mistake: pre-LN normalises the sum as well"),
+    ("self.norm = nn.LayerNorm(d, eps=1e-6)", "self.pre_norm", _PRE, _POST,
+     "known mistake: self.norm built with eps=1e-6"),
+    ("", "not self.pre_norm", _PRE, _POST,
+     "known mistake: pre_norm=True built as post-LN (the flag ignored, or read the wrong way round)"),
+], ids=["right", "norm weights via .data", "norm weights detached", "sublayer frozen", "a second norm for post-LN",
+        "dropout", "pre-LN normalises the sum", "eps 1e-6", "flag inverted"])
+def test_residual_block_check_needs_every_parameter_trained_and_names_arrangements(init, flag, pre, post, says):
+    """The first four passed: the check differentiated for x only, so a block whose norm or sublayer
+    never trains looked right. The eps one was told its difference was float32 rounding; the inverted
+    flag was told it ignored the flag."""
+    source = (_BLOCK.replace("        SUBLAYER\n", f"        self.sublayer = sublayer\n        {init}\n")
+              .replace("if self.pre_norm:", f"if {flag}:")
+              .replace("return RESIDUAL + SUB(self.norm(x))", f"return {pre}")
+              .replace("return self.norm(x + SUB(x))", f"return {post}"))
+    answer = _learner_cell(source, "ResidualBlock", layer_norm=ref.layer_norm)
+    for r in _both_suites("ResidualBlock", answer):
         assert r.passed if says is None else (not r.passed and says in r.message), r.message
 
 

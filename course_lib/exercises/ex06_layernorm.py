@@ -94,12 +94,12 @@ def _upstream(y: torch.Tensor) -> torch.Tensor:
     return torch.randn(y.shape, generator=g, dtype=torch.float64).to(device=y.device, dtype=y.dtype)
 
 
-def _through_autograd(fn, inputs, grads_of=("x", "weight", "bias"), params=None, named="the answer"):
+def _through_autograd(fn, inputs, grads_of=("x", "weight", "bias"), params=None, named="the answer", unused=""):
     """The output, then autograd's gradients of (output · a fixed upstream gradient) for each input named in
     grads_of and each of a module's params: the notebook differentiates the learner's code to test their
     backward against it, and training needs every parameter reached. The output comes from a call on the
     inputs themselves (the engine sees an answer that changes them in place), the gradients from a second
-    call on copies."""
+    call on copies. unused: what to add when a parameter gets no gradient."""
     params = params or {}
     leaves = {k: inputs[k].detach().clone().requires_grad_() for k in grads_of}
     y = fn(**inputs)
@@ -110,12 +110,16 @@ def _through_autograd(fn, inputs, grads_of=("x", "weight", "bias"), params=None,
         raise ValueError(f"{named}'s output carries no gradient back to x: autograd cannot differentiate it "
                          "(computed under torch.no_grad(), from .detach() or .data, or through numpy). Use torch "
                          "operations on the tensors themselves: the notebook differentiates and trains through it")
+    if y.device.type != "meta" and again.shape == y.shape and not torch.allclose(again.detach(), y.detach(), rtol=1e-5, atol=1e-7, equal_nan=True):
+        raise ValueError(f"{named} gave a different output when called a second time on the same input: something "
+                         "in it is random (dropout?) or kept from one call to the next. It should have neither: "
+                         "the same input must give the same output")
     grads = _autograd(again, [*leaves.values(), *params.values()])
     for n, g in zip(params, grads[len(leaves):]):
         if g is None:
             raise ValueError(f"{named}'s {n} gets no gradient from the output, so training never changes it: "
                              f"forward must use self.{n} itself (not leave it out, nor use self.{n}.data or "
-                             "a detached copy)")
+                             f"a detached copy, nor compute with it under torch.no_grad()){unused}")
     return (y.detach(), *grads)
 
 
@@ -207,6 +211,21 @@ def _m_var_mean_swapped(x, weight, bias, eps=1e-5):
     return (x - mean) / torch.sqrt(var + eps) * weight + bias
 
 
+def _m_std_mean_swapped(x, weight, bias, eps=1e-5):
+    std, mean = x.std(-1, keepdim=True, unbiased=False), x.mean(-1, keepdim=True)
+    return (x - std) / torch.sqrt(mean ** 2 + eps) * weight + bias
+
+
+def _m_affine_swapped(x, weight, bias, eps=1e-5):
+    mean, var = _stats(x)
+    return (x - mean) / torch.sqrt(var + eps) * bias + weight
+
+
+def _m_var_detached(x, weight, bias, eps=1e-5):
+    mean, var = x.mean(-1, keepdim=True), x.detach().var(-1, keepdim=True, unbiased=False)
+    return (x - mean) / torch.sqrt(var + eps) * weight + bias
+
+
 def _m_one_pass(x, weight, bias, eps=1e-5):
     mean = x.mean(dim=-1, keepdim=True)
     var = (x * x).mean(dim=-1, keepdim=True) - mean * mean
@@ -230,6 +249,8 @@ _LN_EXPLAIN = {
     "no_weight": "After normalising, scale by weight (γ), then add bias (β): x̂ · weight + bias.",
     "no_bias": "After normalising and scaling, add the bias (β): x̂ · weight + bias.",
     "bias_first": "The order is scale, then shift: x̂ · weight + bias, not (x̂ + bias) · weight.",
+    "swapped": "weight (γ) scales and bias (β) shifts: x̂ · weight + bias. With the two the other way\n"
+               "round, a fresh layer (weight ones, bias zeros) outputs all ones.",
     "by_variance": "Divide by the standard deviation, sqrt(var + eps), not by the variance itself.",
     "not_centred": "Subtract the mean before dividing: (x - μ) / sqrt(var + eps). Only RMSNorm skips\n"
                    "the centring.",
@@ -294,6 +315,11 @@ LAYER_NORM = Exercise(
                 "torch.var_mean returns (var, mean), variance first: var, mean = torch.var_mean(...)."),
         Mistake("mean and variance cut from autograd (torch.no_grad or .detach())", _m_stats_detached,
                 _STATS_DETACHED),
+        Mistake("variance cut from autograd (.detach())", _m_var_detached, _STATS_DETACHED),
+        Mistake("weight and bias in each other's place (x̂ · bias + weight)", _m_affine_swapped,
+                _LN_EXPLAIN["swapped"]),
+        Mistake("mean and standard deviation taken from torch.std_mean in the wrong order", _m_std_mean_swapped,
+                "torch.std_mean returns (std, mean), the standard deviation first: std, mean = torch.std_mean(...)."),
     ],
     forbidden=NORM_SHORTCUTS,
     hint="Three steps over the last axis, each with keepdim=True so the shapes broadcast back: the "
@@ -416,6 +442,27 @@ def _mb_eps_fixed(grad_out, x, weight, eps=1e-5):
     return _bw_from(gx, grad_out, x, x_hat)
 
 
+def _mb_weight_outside(grad_out, x, weight, eps=1e-5):
+    x_hat, rstd = _bw_parts(x, weight, eps)
+    g = grad_out
+    gx = weight * rstd * (g - g.mean(-1, keepdim=True) - x_hat * (g * x_hat).mean(-1, keepdim=True))
+    return _bw_from(gx, grad_out, x, x_hat)
+
+
+def _mb_eps_outside(grad_out, x, weight, eps=1e-5):
+    mean, var = _stats(x)
+    rstd = 1.0 / (torch.sqrt(var) + eps)
+    x_hat, g = (x - mean) * rstd, grad_out * weight
+    gx = rstd * (g - g.mean(-1, keepdim=True) - x_hat * (g * x_hat).mean(-1, keepdim=True))
+    return _bw_from(gx, grad_out, x, x_hat)
+
+
+def _mb_averaged(grad_out, x, weight, eps=1e-5):
+    gx, x_hat = _correct_gx(grad_out, x, weight, eps)
+    axes = _batch_axes(x)
+    return (gx, (grad_out * x_hat).mean(dim=axes), grad_out.mean(dim=axes)) if axes else (gx, grad_out * x_hat, grad_out)
+
+
 def _mb_unbiased(grad_out, x, weight, eps=1e-5):
     x_hat, rstd = _bw_parts(x, weight, eps, unbiased=True)
     g = grad_out * weight
@@ -471,6 +518,16 @@ LAYER_NORM_BACKWARD = Exercise(
                 "μ depends on every x_j: its path gives - mean(g) inside the bracket."),
         Mistake("weight left out of grad_x", _mb_no_weight,
                 "y = x̂ · weight + bias, so the gradient reaching x̂ is grad_out · weight, not grad_out."),
+        Mistake("weight multiplied outside the bracket of grad_x", _mb_weight_outside,
+                "The means inside the bracket are of g = grad_out · weight, the gradient reaching x̂:\n"
+                "grad_x = r · (g - mean(g) - x̂ · mean(g · x̂)). weight differs from feature to feature, so\n"
+                "it cannot be taken out of a mean over the features."),
+        Mistake("eps added outside the square root in the backward", _mb_eps_outside,
+                "The forward divides by √(σ² + ε), so r = 1/√(σ² + ε), not 1/(σ + ε): recompute r and x̂\n"
+                "exactly as the forward did. The difference is small except where σ² is near ε."),
+        Mistake("grad_weight and grad_bias averaged over the batch axes instead of summed", _mb_averaged,
+                "Every position adds its own contribution to the shared weight's gradient: sum over the\n"
+                "batch axes, do not average (autograd sums, as for any tensor used more than once)."),
         Mistake("grad_weight computed with x instead of x̂", _mb_gw_uses_x,
                 "y = x̂ · weight + bias: ∂y/∂weight is x̂, the normalised input, not x."),
         Mistake("grad_bias multiplied by the weight", _mb_gb_times_weight,
@@ -563,7 +620,8 @@ RMS_NORM = Exercise(
         Mistake("eps left out",
                 lambda x, weight, eps=1e-6: x * torch.rsqrt(_ms(x)) * weight,
                 "RMSNorm divides by √(mean(x²) + ε): ε keeps an all-zero vector from dividing by 0, and it\n"
-                "changes the output wherever mean(x²) is small."),
+                "changes the output wherever mean(x²) is small. Left out, or used only as a floor\n"
+                "(ms.clamp(min=eps)), the output is wrong wherever mean(x²) is near ε or below it."),
         Mistake("eps defaults to 1e-5",
                 lambda x, weight, eps=1e-5: x * torch.rsqrt(_ms(x) + eps) * weight,
                 "The signature's default is eps=1e-6 (LLaMA's): a caller who passes no eps gets it."),
@@ -699,6 +757,11 @@ class _MSwappedInit(_LNBase):
         return ref.layer_norm(x, self.weight, self.bias, self.eps)
 
 
+class _MAffineSwapped(_LNBase):
+    def forward(self, x):
+        return ref.layer_norm(x, self.bias, self.weight, self.eps)
+
+
 class _MFirstAxis(_LNBase):
     def forward(self, x):
         return _m_first_axis(x, self.weight, self.bias, self.eps)
@@ -742,6 +805,8 @@ LAYER_NORM_MODULE = Exercise(
                 "nn.LayerNorm starts with weight = ones(d) and bias = zeros(d), so a fresh layer only\n"
                 "normalises; training moves them from there."),
         Mistake("unbiased variance (divided by D - 1)", _MUnbiased, _LN_EXPLAIN["unbiased"]),
+        Mistake("weight and bias passed in each other's place (layer_norm(x, self.bias, self.weight))",
+                _MAffineSwapped, _LN_EXPLAIN["swapped"]),
         Mistake("eps argument ignored (1e-5 hard-coded)", _MEpsFixed,
                 "Keep the eps given to __init__ (self.eps) and use it in forward."),
         Mistake("normalised over the first axis instead of the last", _MFirstAxis, _LN_EXPLAIN["first_axis"]),
@@ -792,7 +857,14 @@ def _call_block(cls, inputs):
     with torch.no_grad():
         params["weight"].copy_(inputs["gamma"])
         params["bias"].copy_(inputs["beta"])
-    return _through_autograd(lambda x: block(x), {"x": x}, ("x",), named="ResidualBlock")
+    trained = dict(block.named_parameters())
+    for n, p in trained.items():
+        if not p.requires_grad:
+            raise ValueError(f"ResidualBlock's parameter {n} has requires_grad=False: an optimizer would never "
+                             "train it. Leave the sublayer's and the norm's parameters as they come")
+    out = _through_autograd(lambda x: block(x), {"x": x}, ("x",), trained, "ResidualBlock",
+                            unused=". The block has one LayerNorm, self.norm, used by pre-LN and post-LN alike")
+    return out[:2] if isinstance(out, tuple) else out     # the parameters' gradients: only that they exist
 
 
 def _block_case(shape, pre_norm, scale=1.0):
@@ -875,6 +947,20 @@ class _BResidualTwice(_BlockBase):
         return 2 * x + self.sublayer(self.norm(x)) if self.pre_norm else self.norm(x + self.sublayer(x))
 
 
+class _BPreNormsSumToo(_BlockBase):
+    def forward(self, x):
+        return self.norm(x + self.sublayer(self.norm(x))) if self.pre_norm else self.norm(x + self.sublayer(x))
+
+
+class _BNormEps6(_BlockBase):
+    def __init__(self, d, sublayer, pre_norm=True):
+        super().__init__(d, sublayer, pre_norm)
+        self.norm = ref.LayerNorm(d, eps=1e-6)
+
+    def forward(self, x):
+        return x + self.sublayer(self.norm(x)) if self.pre_norm else self.norm(x + self.sublayer(x))
+
+
 class _BResidualDetached(_BlockBase):
     def forward(self, x):
         return x.detach() + self.sublayer(self.norm(x)) if self.pre_norm else self.norm(x.detach() + self.sublayer(x))
@@ -899,10 +985,12 @@ RESIDUAL_BLOCK = Exercise(
     mistakes=[
         Mistake("pre_norm defaults to False", _BDefaultPost,
                 "The signature is ResidualBlock(d, sublayer, pre_norm=True): pre-LN is the default."),
-        Mistake("pre_norm ignored: always pre-LN", _BAlwaysPre,
-                "With pre_norm=False the block is post-LN: norm(x + sublayer(x))."),
-        Mistake("pre_norm ignored: always post-LN", _BAlwaysPost,
-                "With pre_norm=True the block is pre-LN: x + sublayer(norm(x))."),
+        Mistake("pre_norm=False built as pre-LN (the flag ignored, or read the wrong way round)", _BAlwaysPre,
+                "pre_norm=False means post-LN: norm(x + sublayer(x)); pre_norm=True means pre-LN:\n"
+                "x + sublayer(norm(x))."),
+        Mistake("pre_norm=True built as post-LN (the flag ignored, or read the wrong way round)", _BAlwaysPost,
+                "pre_norm=True means pre-LN: x + sublayer(norm(x)); pre_norm=False means post-LN:\n"
+                "norm(x + sublayer(x))."),
         Mistake("pre-LN without the residual connection", _BNoResidualPre,
                 "Pre-LN adds the sublayer's output to the untouched input: x + sublayer(norm(x))."),
         Mistake("pre-LN adds the normalised x back instead of x", _BNormedResidualPre,
@@ -916,6 +1004,12 @@ RESIDUAL_BLOCK = Exercise(
                 "Pre-LN normalises what goes into the sublayer: x + sublayer(norm(x)), not x + norm(sublayer(x))."),
         Mistake("post-LN normalises the sublayer's input as well", _BPostNormsTwice,
                 "Post-LN feeds x itself to the sublayer and normalises only the sum: norm(x + sublayer(x))."),
+        Mistake("pre-LN normalises the sum as well (norm(x + sublayer(norm(x))))", _BPreNormsSumToo,
+                "Pre-LN leaves the sum alone: x + sublayer(norm(x)). Its output is not normalised, so the\n"
+                "residual stream carries x through unchanged; GPT-2 puts one final LayerNorm after the\n"
+                "last block instead."),
+        Mistake("self.norm built with eps=1e-6", _BNormEps6,
+                "Build self.norm as LayerNorm(d), with the default eps of 1e-5 (nn.LayerNorm's)."),
         Mistake("x added twice in pre-LN", _BResidualTwice,
                 "The residual connection adds x once: x + sublayer(norm(x)). A second x (h = x + ...;\n"
                 "return h + x) doubles the residual path at every block."),
