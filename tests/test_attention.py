@@ -307,15 +307,30 @@ def _sdpa_answers():
 
 
 @pytest.mark.parametrize("name", ["rowmax_over_all_keys", "softmax_then_mask_renormalised"])
-def test_sdpa_visible_check_blocks_a_masked_key_with_the_largest_score(name):
+@pytest.mark.parametrize("zero_rows, named", [
+    ("nan_to_num", "fully masked rows give NaN gradients"),
+    ("eps", "row maximum taken over the masked keys too"),
+])
+def test_sdpa_visible_check_blocks_a_masked_key_with_the_largest_score(name, zero_rows, named):
     """Normalising over every key, masked ones included, is right on paper; with large logits and a
-    blocked key on top, the allowed keys underflow to 0. The visible suite must show it, and say why."""
+    blocked key on top, the allowed keys underflow to 0. The visible suite must show it, and say why.
+    Turning a fully masked row's 0/0 into 0 with nan_to_num leaves a NaN gradient, which comes first."""
     ex = get_exercise("scaled_dot_product_attention")
+    answer = _sdpa_answers()[name]
+    if zero_rows == "eps":                  # a denominator kept from 0 instead: no NaN anywhere
+        src = SDPA_ANSWERS.replace("torch.nan_to_num(e / e.sum(-1, keepdim=True))",
+                                   "e / e.sum(-1, keepdim=True).clamp(min=torch.finfo(e.dtype).tiny)")
+        src = src.replace("(w / w.sum(-1, keepdim=True)).nan_to_num(0.0)",
+                          "w / w.sum(-1, keepdim=True).clamp(min=torch.finfo(w.dtype).tiny)")
+        import math
+        ns = {"torch": torch, "math": math}
+        exec(compile(src, "<answer sdpa>", "exec"), ns)
+        answer = ns[name]
     for suite in ("visible", "hidden"):
-        r = evaluate(ex, _sdpa_answers()[name], suite=suite)
+        r = evaluate(ex, answer, suite=suite)
         assert not r.passed, r.message
-    r = evaluate(ex, _sdpa_answers()[name])
-    assert "known mistake: row maximum taken over the masked keys too" in r.message, r.message
+    r = evaluate(ex, answer)
+    assert f"known mistake: {named}" in r.message, r.message
 
 
 def test_sdpa_check_broadcasts_leading_axes():
@@ -395,6 +410,22 @@ _RIGHT_MHA = dict(FILL='float("-inf")', NAN_FIX=".nan_to_num(0.0)", OUT="self.ou
 _UNDROPPED = "w = torch.softmax(s, dim=-1).nan_to_num(0.0)"
 
 
+def _grade_changed_mha(change, said):
+    """MHA_TEMPLATE made right, then changed as ``change`` says: both suites pass (said None) or refuse
+    it saying ``said``."""
+    import math
+
+    from course_lib.reference.heads import merge_heads, split_heads
+    src = MHA_TEMPLATE.lstrip()
+    for key, text in [*change.items(), *((k, t) for k, t in _RIGHT_MHA.items() if k not in change)]:
+        src = src.replace(key, text)
+    ns = {"torch": torch, "nn": nn, "F": F, "math": math, "split_heads": split_heads, "merge_heads": merge_heads}
+    exec(compile(src, "<answer mha>", "exec"), ns)
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("MultiHeadAttention"), ns["MultiHeadAttention"], suite=suite)
+        assert r.passed if said is None else (not r.passed and said in r.message), r.message
+
+
 @pytest.mark.parametrize("change, said", [
     ({}, None),
     ({"w = self.dropout(": "w = F.dropout(", "NAN_FIX)": "NAN_FIX, p=self.dropout.p, training=self.training)"}, None),
@@ -417,30 +448,29 @@ _UNDROPPED = "w = torch.softmax(s, dim=-1).nan_to_num(0.0)"
       "w = self.dropout(torch.softmax(s, dim=-1).nan_to_num(0.0).flatten(0, 1)).view(s.shape)"}, None),
     ({"w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)":
       _UNDROPPED + "\n        if self.training:\n"
-                   "            w = w * torch.bernoulli(w, 1 - self.dropout.p) / (1 - self.dropout.p)"}, None),
+                   "            w = w * torch.bernoulli(torch.full_like(w, 1 - self.dropout.p)) / (1 - self.dropout.p)"},
+     None),
+    ({"w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)":
+      _UNDROPPED + "\n        if self.training:\n"
+                   "            w = w * torch.bernoulli(w, 1 - self.dropout.p) / (1 - self.dropout.p)"},
+     "it calls aten::bernoulli, which has no gradient"),
+    ({"w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)": _UNDROPPED,
+      "OUT": "self.out_proj(merge_heads(w @ self.dropout(v)))"},
+     "known mistake: dropout applied to v instead of the attention weights"),
 ], ids=["nn.Dropout on the weights", "F.dropout on the weights", "on the output", "never", "on the merged heads",
-        "torch.dropout",
-        "a mask of its own", "one head at a time", "heads folded into the batch", "torch.bernoulli(w, p)"])
+        "torch.dropout", "a mask of its own", "one head at a time", "heads folded into the batch",
+        "torch.bernoulli(probabilities)", "torch.bernoulli(w, p)", "on v"])
 def test_multi_head_attention_check_looks_at_where_dropout_acts(change, said):
     """Every case ran in eval mode: dropout on the output, or none at all, passed. Training-mode cases make
-    dropout keep everything, drop everything, or drop the odd-numbered keys, the same for the answer and
-    the answer key in any layout; only the last tells the weights from the merged heads (seen passing)."""
-    import math
-
-    from course_lib.reference.heads import merge_heads, split_heads
-    src = MHA_TEMPLATE.lstrip()
-    for key, text in [*change.items(), *((k, t) for k, t in _RIGHT_MHA.items() if k not in change)]:
-        src = src.replace(key, text)
-    ns = {"torch": torch, "nn": nn, "F": F, "math": math, "split_heads": split_heads, "merge_heads": merge_heads}
-    exec(compile(src, "<answer dropout>", "exec"), ns)
-    for suite in ("visible", "hidden"):
-        r = evaluate(get_exercise("MultiHeadAttention"), ns["MultiHeadAttention"], suite=suite)
-        assert r.passed if said is None else (not r.passed and said in r.message), r.message
+    dropout keep everything, drop everything, or drop a checkerboard over the last two axes, the same for
+    the answer and the answer key in any layout; only the last tells the weights from the merged heads or
+    from v (both seen passing, v named as the merged heads' mistake when D was even)."""
+    _grade_changed_mha(change, said)
 
 
 def test_the_fixed_dropout_also_covers_a_gpus_fused_kernel():
     """On a GPU, F.dropout runs the fused native_dropout, not bernoulli_: called here directly, it must
-    keep (scaled by 1/(1 - p)), drop everything or the odd keys too, and leave eval mode (train=False) alone."""
+    keep (scaled by 1/(1 - p)), drop everything or a checkerboard too, and leave eval mode (train=False) alone."""
     from course_lib.exercises.ex05_attention import _FixedDropout
     x = torch.randn(2, 3)
     with _FixedDropout("keep all"):
@@ -448,9 +478,93 @@ def test_the_fixed_dropout_also_covers_a_gpus_fused_kernel():
     with _FixedDropout("drop all"):
         dropped, _ = torch.native_dropout(x, 0.5, None)            # None: training
         untouched, _ = torch.native_dropout(x, 0.5, False)
-    with _FixedDropout("drop odd keys"):
-        odd, odd_mask = torch.native_dropout(x, 0.5, True)
+    with _FixedDropout("checkerboard"):
+        board, board_mask = torch.native_dropout(x, 0.5, True)
     assert torch.allclose(kept, 2 * x) and bool(mask.all())
     assert bool((dropped == 0).all()) and torch.equal(untouched, x)
-    assert torch.equal(odd_mask, torch.tensor([[True, False, True]] * 2))
-    assert torch.allclose(odd, 2 * x * odd_mask)
+    assert torch.equal(board_mask, torch.tensor([[True, False, True], [False, True, False]]))
+    assert torch.allclose(board, 2 * x * board_mask)
+
+
+_SDPA = '''
+def scaled_dot_product_attention(q, k, v, mask=None):
+    scores = q @ k.mT / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = FILL
+    weights = torch.softmax(scores, dim=-1)
+    if mask is not None:
+        ZERO
+    return RETURN
+'''
+_SDPA_RIGHT = dict(FILL='scores.masked_fill(~mask, float("-inf"))', ZERO="weights = weights.masked_fill(~mask, 0.0)",
+                   RETURN="weights @ v, weights")
+
+
+@pytest.mark.parametrize("change, said", [
+    ({}, None),
+    ({"weights = torch.softmax(scores, dim=-1)": "weights = torch.softmax(scores, dim=-1).detach()"},
+     "no gradient reaches q or k through the output"),
+    ({"ZERO": "weights.masked_fill_(~mask, 0.0)"}, "an in-place operation"),
+    ({"ZERO": "weights[weights.isnan()] = 0.0"}, "an in-place operation"),
+    ({"FILL": "scores + torch.log(mask.to(scores.dtype))", "ZERO": "weights = weights.nan_to_num(0.0)"},
+     "known mistake: fully masked rows give NaN gradients"),
+    ({"FILL": 'scores.masked_fill(mask, float("-inf"))'}, "known mistake: mask inverted in the -inf fill only"),
+    ({"ZERO": "weights = weights.masked_fill(mask, 0.0)"}, "known mistake: mask inverted in the zeroing"),
+    ({"FILL": "scores * mask", "ZERO": "pass"}, "known mistake: mask multiplied into the scores"),
+    ({"math.sqrt(q.shape[-1])": "math.sqrt(k.shape[-2])"}, "known mistake: divided by √T_k"),
+    ({"RETURN": "weights, weights @ v"}, "known mistake: returned (weights, out) instead of (out, weights)"),
+], ids=["right", "weights detached", "masked_fill_ on the softmax", "NaNs zeroed by indexing", "log(mask) added",
+        "inverted in the fill", "inverted in the zeroing", "scores * mask", "√T_k", "returned swapped"])
+def test_sdpa_check_differentiates_and_names_mask_slips(change, said):
+    """The first three wrong ones passed: the check never differentiated, so weights cut from autograd, or
+    changed in place after the softmax kept them (backward then fails), looked right. The others got bare
+    numbers, the inverted fill a NaN that pointed at the NaN handling, the swapped return a gradient
+    message."""
+    src = _SDPA.lstrip()
+    for key, text in {**_SDPA_RIGHT, **change}.items():
+        src = src.replace(key, text)
+    import math
+    ns = {"torch": torch, "math": math}
+    exec(compile(src, "<answer sdpa>", "exec"), ns)
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("scaled_dot_product_attention"), ns["scaled_dot_product_attention"], suite=suite)
+        assert r.passed if said is None else (not r.passed and said in r.message), r.message
+
+
+@pytest.mark.parametrize("change, said", [
+    ({}, None),
+    ({"        B, T, d = x.shape\n": "        B, T, d = x.shape\n        torch.set_grad_enabled(False)\n",
+      "        return OUT": "        out = OUT\n        torch.set_grad_enabled(True)\n        return out"},
+     "got       no gradient at all"),
+    ({"k = split_heads(self.k_proj(src), self.n_heads)": "k = split_heads(self.k_proj(src), self.n_heads).detach()"},
+     "got       k_proj.weight gets no gradient from the output"),
+    ({"NAN_FIX)": ")", "        return OUT": "        w.nan_to_num_(0.0)\n        return OUT"},
+     "an in-place operation"),
+    ({"FILL": "0.0", "s.masked_fill(~mask, 0.0)": "s + torch.log(mask.to(s.dtype))"},
+     "got       the output is finite but q_proj.weight's gradient holds NaN or inf"),
+    ({"        self.v_proj = nn.Linear(d_model, d_model, bias=bias)\n": "        self.v_proj = self.k_proj\n"},
+     "k_proj and v_proj are one and the same nn.Linear"),
+    ({"split_heads(self.q_proj(x), self.n_heads)": "self.q_proj(x).view(B, T, self.n_heads, -1)",
+      "split_heads(self.k_proj(src), self.n_heads)": "self.k_proj(src).view(B, src.shape[1], self.n_heads, -1)",
+      "split_heads(self.v_proj(src), self.n_heads)": "self.v_proj(src).view(B, src.shape[1], self.n_heads, -1)",
+      "OUT": "self.out_proj((w @ v).reshape(B, T, d))"},
+     "known mistake: heads never moved in front of the time axis"),
+    ({"split_heads(self.q_proj(x), self.n_heads)": "self.q_proj(x).reshape(B, self.n_heads, T, -1)",
+      "split_heads(self.k_proj(src), self.n_heads)": "self.k_proj(src).reshape(B, self.n_heads, src.shape[1], -1)",
+      "split_heads(self.v_proj(src), self.n_heads)": "self.v_proj(src).reshape(B, self.n_heads, src.shape[1], -1)",
+      "OUT": "self.out_proj((w @ v).reshape(B, T, d))"},
+     "known mistake: heads split and merged by plain reshapes"),
+    ({"if mask is not None:": "if False:"}, "known mistake: mask not passed on to the attention"),
+    ({"s.masked_fill(~mask, FILL)": "s.masked_fill(mask, FILL)"},
+     "known mistake: inverted mask: True treated as blocked"),
+    ({"        if mask is not None:\n": "        c = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool).tril()\n"
+                                       "        mask = c if mask is None else c & mask\n"
+                                       "        if mask is not None:\n"},
+     "known mistake: a causal mask added although none was given"),
+], ids=["right", "under no_grad", "k detached", "nan_to_num_ in place", "log(mask) added", "one layer for k and v",
+        "heads never transposed", "reshape both ways", "mask not passed on", "mask inverted", "always causal"])
+def test_multi_head_attention_check_trains_it_once_and_names_head_and_mask_slips(change, said):
+    """The first four wrong ones passed: the check ran the module under torch.no_grad() only, so a forward
+    with no gradient, a projection cut off, or a tensor changed in place that autograd needed looked right.
+    The NaN gradient, a layer shared by two projections and the head and mask slips got bare numbers."""
+    _grade_changed_mha(change, said)

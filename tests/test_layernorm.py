@@ -324,7 +324,8 @@ _BW = """def layer_norm_backward(grad_out, x, weight, eps=1e-5):
     ("layer_norm", _LN.replace("STATS", "mean = x.mean(-1, keepdim=True)\n"
                                "    var = ((x - mean) ** 2).mean(-1, keepdim=True).detach()"),
      "known mistake: variance cut from autograd"),
-    ("layer_norm_backward", _BW.replace("g = grad_out * weight", "g = grad_out").replace("gx = r *", "gx = weight * r *"),
+    ("layer_norm_backward",
+     _BW.replace("g = grad_out * weight", "g = grad_out").replace("gx = r *", "gx = weight * r *"),
      "known mistake: weight multiplied outside the bracket of grad_x"),
     ("layer_norm_backward", _BW.replace("torch.sqrt(((x - mean) ** 2).mean(-1, keepdim=True) + eps)",
                                         "(torch.sqrt(((x - mean) ** 2).mean(-1, keepdim=True)) + eps)"),

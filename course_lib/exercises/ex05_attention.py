@@ -8,6 +8,7 @@ from einops import rearrange
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from course_lib.grading import gradients
 from course_lib.grading.engine import DEVICE, describe_error
 from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
 from course_lib.reference import attention as ref
@@ -87,6 +88,31 @@ def _sdpa_random(mask=None, scale=1.0, kv_heads=None):
     return make
 
 
+def _call_sdpa(impl, inputs):
+    """(out, weights) from a call on the inputs themselves, then the gradients for q, k and v of
+    out · a fixed upstream gradient from a second call on copies: training differentiates through it,
+    so right numbers with the weights cut from autograd, or changed in place after the softmax kept
+    them, must not pass."""
+    result = impl(**inputs)
+    if not (isinstance(result, tuple) and len(result) == 2 and all(isinstance(t, torch.Tensor) for t in result)):
+        return result
+    if result[0].shape[-1:] != inputs["v"].shape[-1:]:       # not out first: the comparison says so
+        return (*result, None, None, None)
+    leaves = {n: inputs[n].detach().clone().requires_grad_() for n in ("q", "k", "v")}
+    again = impl(**{**inputs, **{n: t.clone() for n, t in leaves.items()}})[0]
+    if not again.requires_grad:
+        raise ValueError("the output carries no gradient back to q, k and v: autograd cannot differentiate it "
+                         "(computed under torch.no_grad(), or from .detach() or .data). Training differentiates "
+                         "through attention: use torch operations on the tensors themselves")
+    grads = gradients.grads_of(again, list(leaves.values()))
+    cut = [n for n, g in zip(leaves, grads) if g is None]
+    if cut:
+        raise ValueError(f"no gradient reaches {' or '.join(cut)} through the output: the weights (or what they "
+                         f"are made from) were cut from autograd with .detach(), .data or torch.no_grad(), so "
+                         f"training could never change what makes {' and '.join(cut)}")
+    return (*result, *grads)
+
+
 def _finish(scores, v, mask):
     """Softmax with the reference's handling of masks; used by mistakes that go wrong elsewhere."""
     if mask is not None:
@@ -139,7 +165,49 @@ def _m_rowmax_all_keys(q, k, v, mask=None):
     e = torch.exp(s - s.amax(-1, keepdim=True))
     if mask is not None:
         e = e * mask
-    w = (e / e.sum(-1, keepdim=True)).nan_to_num(0.0)
+    w = e / e.sum(-1, keepdim=True).clamp(min=torch.finfo(e.dtype).tiny)   # 0/0 rows: 0, finite gradients
+    return w @ v, w
+
+
+def _m_returned_swapped(q, k, v, mask=None):
+    return _finish(q @ k.mT / math.sqrt(q.shape[-1]), v, mask)[::-1]
+
+
+def _m_fill_inverted(q, k, v, mask=None):
+    s = q @ k.mT / math.sqrt(q.shape[-1])
+    if mask is not None:
+        s = s.masked_fill(mask, NEG_INF)
+    w = torch.softmax(s, dim=-1)
+    if mask is not None:
+        w = w.masked_fill(~mask, 0.0)
+    return w @ v, w
+
+
+def _m_zeroing_inverted(q, k, v, mask=None):
+    s = q @ k.mT / math.sqrt(q.shape[-1])
+    if mask is not None:
+        s = s.masked_fill(~mask, NEG_INF)
+    w = torch.softmax(s, dim=-1)
+    if mask is not None:
+        w = w.masked_fill(mask, 0.0)
+    return w @ v, w
+
+
+def _m_mask_multiplied(q, k, v, mask=None):
+    s = q @ k.mT / math.sqrt(q.shape[-1])
+    w = torch.softmax(s * mask if mask is not None else s, dim=-1)
+    return w @ v, w
+
+
+def _m_by_tk(q, k, v, mask=None):
+    return _finish(q @ k.mT / math.sqrt(k.shape[-2]), v, mask)
+
+
+def _m_nan_gradients(q, k, v, mask=None):
+    s = q @ k.mT / math.sqrt(q.shape[-1])
+    if mask is not None:
+        s = s + torch.log(mask.to(s.dtype))           # -inf added where blocked, not filled in
+    w = torch.softmax(s, dim=-1).nan_to_num(0.0)
     return w @ v, w
 
 
@@ -167,7 +235,9 @@ SDPA = Exercise(
     name="scaled_dot_product_attention",
     notebook="05_attention",
     reference=ref.scaled_dot_product_attention,
-    outputs=("out", "weights"),
+    call=_call_sdpa,
+    outputs=("out", "weights", "autograd's gradient for q through out", "autograd's gradient for k through out",
+             "autograd's gradient for v through out"),
     visible=[
         Case("q (2, 4, 8), k (2, 6, 8), v (2, 6, 3): no mask, T_q ≠ T_k, d_k ≠ d_v",
              _sdpa_case((2, 4, 8), (2, 6, 8), 3)),
@@ -206,6 +276,9 @@ SDPA = Exercise(
                 _m_by_dk,
                 "A dot product of d_k unit-variance terms has variance d_k, so its standard deviation\n"
                 "is √d_k: divide by math.sqrt(d_k), not by d_k."),
+        Mistake("divided by √T_k (k.shape[-2], the number of keys) instead of √d_k", _m_by_tk,
+                "The scale is the square root of the size of each vector in the dot product, d_k =\n"
+                "q.shape[-1] (= k.shape[-1]); k.shape[-2] counts the keys, which has nothing to do with it."),
         Mistake("divided by √d_v instead of √d_k",
                 _m_by_dv,
                 "The scale comes from the size of the vectors in the dot product, q and k: use\n"
@@ -214,6 +287,15 @@ SDPA = Exercise(
                 _m_wrong_axis,
                 "Each query distributes its attention over the keys, so every row (last axis, the\n"
                 "keys) of the weights must sum to 1: softmax(scores, dim=-1)."),
+        Mistake("fully masked rows give NaN gradients (-inf added to the scores, not filled in)",
+                _m_nan_gradients,
+                "The output is right, but autograd's gradient is not. In a row with no allowed key the\n"
+                "softmax (or a 0/0 of your own) gives NaN; zeroing it afterwards (nan_to_num, torch.where,\n"
+                "* mask) fixes the value, not the gradient, which still passes through the NaN back to the\n"
+                "scores. One NaN there reaches every key and, in training, every weight. Put -inf into the\n"
+                "blocked scores with scores.masked_fill(~mask, float('-inf')) (or torch.where) before\n"
+                "torch.softmax: its backward gives the blocked scores a gradient of exactly 0, so the NaN\n"
+                "stops there. Adding log(mask) or -inf does not."),
         Mistake("row maximum taken over the masked keys too: the allowed keys underflow to 0",
                 _m_rowmax_all_keys,
                 "The weights were normalised over every key, blocked ones included (their maximum\n"
@@ -229,6 +311,20 @@ SDPA = Exercise(
                 _m_inverted,
                 "In this course a mask is True where attending is allowed. Block the positions where\n"
                 "it is False: scores.masked_fill(~mask, float('-inf'))."),
+        Mistake("mask inverted in the -inf fill only (True treated as blocked there)", _m_fill_inverted,
+                "A mask is True where attending is allowed, in both places: put -inf where it is False,\n"
+                "scores.masked_fill(~mask, float('-inf')), then zero the same blocked weights,\n"
+                "weights.masked_fill(~mask, 0.0)."),
+        Mistake("mask inverted in the zeroing after the softmax only (the allowed weights zeroed)",
+                _m_zeroing_inverted,
+                "A mask is True where attending is allowed, in both places: after the softmax zero the\n"
+                "blocked weights, weights.masked_fill(~mask, 0.0), not the allowed ones."),
+        Mistake("mask multiplied into the scores (blocked scores 0, not -inf)", _m_mask_multiplied,
+                "scores * mask sets a blocked score to 0, and exp(0) = 1: the blocked key still gets\n"
+                "weight, as much as any key with a score of 0. Put -inf there, so exp gives exactly 0:\n"
+                "scores.masked_fill(~mask, float('-inf'))."),
+        Mistake("returned (weights, out) instead of (out, weights)", _m_returned_swapped,
+                "The function returns the output first, then the weights: return weights @ v, weights."),
         Mistake("fully masked rows give NaN",
                 _m_nan_rows,
                 "softmax of a row of only -inf is 0/0 = NaN. The contract asks for weights 0 (and so\n"
@@ -421,7 +517,7 @@ def _mha_case(B, Tq, d, H, Tk=None, mask=None, bias=True, dropout=0.0, train=Fal
     """Tk set: cross-attention on a context of Tk positions. mask: None, "causal", "padding", or "empty"
     (padding with the last sequence of length 0: its rows are fully masked).
     dropout: the module's probability; the check runs it in eval mode, where nothing is dropped, or with
-    train="keep all", "drop all" or "drop odd keys" in training mode, every draw of dropout made so
+    train="keep all", "drop all" or "checkerboard" in training mode, every draw of dropout made so
     (see _FixedDropout)."""
     def make(g):
         s = 1 / math.sqrt(d)
@@ -456,12 +552,14 @@ def _mha_random(cross=False, mask=None, bias=True, dropout=0.0, train=False):
 
 class _FixedDropout(TorchDispatchMode):
     """In a training-mode case every keep-or-drop draw (dropout's bernoulli_ on a CPU, the fused
-    native_dropout of a GPU, torch.bernoulli) is fixed: "keep all", "drop all", or "drop odd keys",
-    which drops the entries whose index on the last axis is odd. The same for the answer and the answer
+    native_dropout of a GPU, torch.bernoulli) is fixed: "keep all", "drop all", or "checkerboard",
+    which drops the entries whose indices on the last two axes add up to an odd number (on the last
+    axis alone for a 1-D tensor). The same for the answer and the answer
     key however dropout is spelled and whatever the layout of the weights (one tensor per head, heads
     folded into the batch: the keys stay on the last axis), so where dropout acts, and with which p,
-    decides the output and not the random draws. What is kept is scaled by 1/(1 - p). Only "drop odd
-    keys" tells the weights from a place after them (the heads' outputs, whose last axis is features)."""
+    decides the output and not the random draws. What is kept is scaled by 1/(1 - p). Only the
+    checkerboard tells the weights (queries × keys) from other places (v or the heads' outputs, positions
+    × features); being symmetric, it is the same on weights kept as (keys × queries)."""
 
     def __init__(self, mode: str = "keep all"):
         super().__init__()
@@ -469,9 +567,10 @@ class _FixedDropout(TorchDispatchMode):
 
     def _keep(self, like: torch.Tensor) -> torch.Tensor:
         """1 where the draw keeps, 0 where it drops, shaped and typed like ``like``."""
-        if self.mode == "drop odd keys" and like.dim() > 0:
-            even = torch.arange(like.shape[-1], device=like.device) % 2 == 0
-            return even.expand(like.shape).to(like.dtype)
+        if self.mode == "checkerboard" and like.dim() > 0:
+            j = torch.arange(like.shape[-1], device=like.device)
+            i = torch.arange(like.shape[-2], device=like.device)[:, None] if like.dim() > 1 else 0
+            return ((i + j) % 2 == 0).expand(like.shape).to(like.dtype)
         return torch.full_like(like, float(self.mode != "drop all"))
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -498,6 +597,12 @@ def _call_mha(impl, inputs):
         if not isinstance(lin, nn.Linear):
             raise AttributeError(f"MultiHeadAttention needs an nn.Linear attribute named {name!r} "
                                  f"(found {type(lin).__name__})")
+    for i, a in enumerate(_PROJ):
+        for b in _PROJ[i + 1:]:
+            if getattr(module, a) is getattr(module, b):
+                raise ValueError(f"{a} and {b} are one and the same nn.Linear, so they share their weights. "
+                                 f"Make each projection its own layer: [nn.Linear(d, d)] * 3 repeats one layer "
+                                 f"three times, while [nn.Linear(d, d) for _ in range(3)] makes three")
     module = module.to(device=x.device, dtype=x.dtype).train(bool(inputs["train"]))
     with torch.no_grad():
         for name in _PROJ:
@@ -518,17 +623,44 @@ def _call_mha(impl, inputs):
         if (isinstance(out, torch.Tensor) and isinstance(again, torch.Tensor) and out.device.type != "meta"
                 and not torch.allclose(out, again, rtol=0, atol=0, equal_nan=True)):
             raise ValueError("in training mode two calls gave different outputs, though the check fixes "
-                             "dropout's draws (all kept, all dropped, or every odd key dropped): something else "
+                             "dropout's draws (all kept, all dropped, or dropped in a checkerboard): something else "
                              "draws random numbers (a mask made with torch.rand, say). Apply dropout with an "
                              "nn.Dropout module or F.dropout(..., training=self.training)")
-    return out
+    return (out, _trains(module, x, inputs)) if isinstance(out, torch.Tensor) else out
+
+
+_TRAINS = "every projection's weight gets a finite gradient from the output"
+
+
+def _trains(module, x, inputs) -> str:
+    """One backward pass through the module, as training makes, said in words: _TRAINS when every
+    projection's weight gets a finite gradient; what goes wrong otherwise. An answer whose autograd cannot
+    run at all (a tensor it kept changed in place) raises."""
+    with _FixedDropout(inputs["train"] or "keep all"):
+        y = module(x.detach().clone().requires_grad_(), context=inputs["context"], mask=inputs["mask"])
+    if not y.requires_grad:
+        return ("no gradient at all: the output was computed under torch.no_grad(), or from .detach() or .data, "
+                "so training could never change the projections. Keep every step in autograd")
+    grads = gradients.grads_of(y, [getattr(module, n).weight for n in _PROJ])
+    for name, g in zip(_PROJ, grads):
+        if g is None:
+            return (f"{name}.weight gets no gradient from the output, so training never changes it: use "
+                    f"self.{name} in forward, with nothing cut from autograd on the way (.detach(), .data, "
+                    f"torch.no_grad())")
+        if g.device.type != "meta" and bool(y.isfinite().all()) and not bool(g.isfinite().all()):
+            return (f"the output is finite but {name}.weight's gradient holds NaN or inf: a fully masked row "
+                    f"went through a step whose derivative is NaN before it was zeroed. Put -inf into the "
+                    f"blocked scores with masked_fill (or torch.where), not by adding it: their backward gives "
+                    f"blocked scores a gradient of exactly 0")
+    return _TRAINS
 
 
 class _MHAKind(nn.Module):
     """A configurable wrong multi-head attention, for the catalogue of mistakes below."""
     scale_by_d_model = merge_dh = no_out_proj = ignore_context = swap_roles = reshape_split = reshape_merge = False
+    heads_last = ignore_mask = always_causal = False
     attend = None                  # a wrong scaled_dot_product_attention(q, k, v, mask) from above
-    drop_at = "weights"            # where dropout acts: "weights" (right), "scores", "merged", "output", or None
+    drop_at = "weights"            # where dropout acts: "weights" (right), "scores", "v", "merged", "output", or None
 
     def __init__(self, d_model, n_heads, dropout=0.0, bias=True):
         super().__init__()
@@ -544,14 +676,22 @@ class _MHAKind(nn.Module):
         B, d = qsrc.shape[0], qsrc.shape[-1]
         if self.reshape_split:
             split = lambda t: t.reshape(B, self.h, t.shape[1], d // self.h)   # noqa: E731
+        elif self.heads_last:           # (B, T, H, D): attention runs across the heads at each position
+            split = lambda t: t.reshape(B, t.shape[1], self.h, d // self.h)   # noqa: E731
         else:
             split = lambda t: rearrange(t, "b t (h d) -> b h t d", h=self.h)  # noqa: E731
         q, k, v = split(self.q_proj(qsrc)), split(self.k_proj(src)), split(self.v_proj(src))
+        mask = None if self.ignore_mask else mask
+        if self.always_causal:
+            causal = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+            mask = causal if mask is None else causal & mask
         s = q @ k.mT / math.sqrt(d if self.scale_by_d_model else q.shape[-1])
         out, w = self.attend(q, k, v, mask) if self.attend else _finish(self.drop(s) if self.drop_at == "scores"
                                                                         else s, v, mask)
-        if self.drop_at == "weights" and self.training:
-            out = self.drop(w) @ v
+        if self.drop_at in ("weights", "v") and self.training:
+            out = self.drop(w) @ v if self.drop_at == "weights" else w @ self.drop(v)
+        if self.heads_last:
+            return self.out_proj(out.reshape(B, out.shape[1], d))
         if self.reshape_merge:
             out = out.reshape(B, out.shape[2], d)
         else:
@@ -570,6 +710,7 @@ MHA = Exercise(
     notebook="05_attention",
     reference=ref.MultiHeadAttention,
     call=_call_mha,
+    outputs=("the output", "training through it (one backward pass)"),
     visible=[
         Case("self-attention, x (2, 5, 12), 3 heads", _mha_case(2, 5, 12, 3)),
         Case("cross-attention, x (2, 4, 8), context (2, 6, 8), 2 heads", _mha_case(2, 4, 8, 2, Tk=6)),
@@ -584,8 +725,9 @@ MHA = Exercise(
              "everything (and scale it by 1/(1 - p) = 2): where it acts decides the output",
              _mha_case(2, 5, 12, 3, dropout=0.5, train="keep all")),
         Case("cross-attention with a (3, 1, 1, 5) padding mask, dropout=0.5 in training mode, the check making "
-             "dropout drop every odd-numbered entry of the last axis (on the weights: keys 1 and 3) and double "
-             "the rest", _mha_case(3, 4, 6, 2, Tk=5, mask="padding", dropout=0.5, train="drop odd keys")),
+             "dropout drop a checkerboard over the last two axes (on the weights: query i, key j dropped where "
+             "i + j is odd) and double the rest",
+             _mha_case(3, 4, 6, 2, Tk=5, mask="padding", dropout=0.5, train="checkerboard")),
     ],
     hidden=[
         Case("self-attention of a random size", _mha_random()),
@@ -599,7 +741,7 @@ MHA = Exercise(
         Case("self-attention of a random size, dropout=0.3 in training mode, the check making dropout drop "
              "everything: the result is out_proj's bias", _mha_random(dropout=0.3, train="drop all")),
         Case("cross-attention of a random size, dropout=0.3 in training mode, the check making dropout drop "
-             "every odd-numbered entry of the last axis", _mha_random(cross=True, dropout=0.3, train="drop odd keys")),
+             "a checkerboard over the last two axes", _mha_random(cross=True, dropout=0.3, train="checkerboard")),
     ],
     mistakes=[
         Mistake("out_proj forgotten", _kind(no_out_proj=True),
@@ -620,12 +762,24 @@ MHA = Exercise(
                 "Attention dropout zeroes some of the weights each query gives the keys, then mixes v with\n"
                 "what is left: dropout(weights) @ v. Dropping features of the heads' output before out_proj\n"
                 "regularises something else."),
+        Mistake("dropout applied to v instead of the attention weights", _kind(drop_at="v"),
+                "Attention dropout zeroes some of the weights each query gives the keys: dropout(weights) @ v.\n"
+                "Dropping entries of v drops features of the values for every query at once instead."),
         Mistake("dropout applied to the scores before the softmax", _kind(drop_at="scores"),
                 "Dropout acts on the attention weights after the softmax: dropout(softmax(scores)) @ v.\n"
                 "A score set to 0 before the softmax still gets a weight."),
         Mistake("dropout never applied in training mode", _kind(drop_at=None),
                 "Keep an nn.Dropout(dropout) and apply it to the attention weights in forward:\n"
                 "dropout(weights) @ v. It drops only in training mode (model.train()), never in eval mode."),
+        Mistake("heads split and merged by plain reshapes", _kind(reshape_split=True, reshape_merge=True),
+                "Both reshapes keep memory order: (B, T, d_model) read as (B, H, T, D) puts pieces of\n"
+                "different time steps into one head, and merging the same way only undoes it on paper. Split\n"
+                "the last axis into (H, D), then move H in front of T (view(B, T, H, D).transpose(1, 2));\n"
+                "merge with transpose(1, 2) first, then reshape to (B, T, d_model)."),
+        Mistake("heads never moved in front of the time axis: attention across heads", _kind(heads_last=True),
+                "After view(B, T, H, D) the last two axes are (H, D), so q @ k.mT compares the heads of one\n"
+                "position with each other instead of the positions of one head. Move H in front:\n"
+                "transpose(1, 2) to (B, H, T, D) (split_heads does this), and back before merging."),
         Mistake("heads merged by a plain reshape to (B, T, d_model)", _kind(reshape_merge=True),
                 "The heads' output is (B, H, T, D), and a reshape keeps memory order: it mixes time\n"
                 "steps into features. Move H back next to D first, then join them: (B, T, H·D)\n"
@@ -642,6 +796,16 @@ MHA = Exercise(
         Mistake("scores scaled by √d_model instead of √(head size)", _kind(scale_by_d_model=True),
                 "Each head computes dot products of D = d_model / H features, so each head divides\n"
                 "by √D, not by √d_model."),
+        Mistake("mask not passed on to the attention", _kind(ignore_mask=True),
+                "forward(x, context, mask) must hand the mask to the attention of every head: without it\n"
+                "each query also sees future positions (causal) or padding."),
+        Mistake("inverted mask: True treated as blocked", _kind(attend=staticmethod(_m_inverted)),
+                "In this course a mask is True where attending is allowed. Block the positions where\n"
+                "it is False: scores.masked_fill(~mask, float('-inf'))."),
+        Mistake("a causal mask added although none was given", _kind(always_causal=True),
+                "The module masks exactly as the caller's mask says: a decoder passes a causal mask, an\n"
+                "encoder or cross-attention passes padding or nothing. Adding causal_mask(T) yourself\n"
+                "hides every later position from x's queries, and breaks cross-attention."),
         Mistake("context ignored: keys and values taken from x", _kind(ignore_context=True),
                 "In cross-attention the queries come from x, the keys and values from context."),
         Mistake("roles swapped: queries from context, keys and values from x", _kind(swap_roles=True),

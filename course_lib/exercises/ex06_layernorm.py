@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from course_lib.grading.compare import _shape
+from course_lib.grading import gradients
 from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
 from course_lib.reference import norms as ref
 
@@ -88,12 +89,6 @@ def _ln_random(scale=1.0, shift=0.0, constant=False, eps=None, dims=None):
     return make
 
 
-def _upstream(y: torch.Tensor) -> torch.Tensor:
-    """A fixed gradient to send back through an output: the same numbers for the answer and the reference."""
-    g = torch.Generator().manual_seed(y.numel())
-    return torch.randn(y.shape, generator=g, dtype=torch.float64).to(device=y.device, dtype=y.dtype)
-
-
 def _through_autograd(fn, inputs, grads_of=("x", "weight", "bias"), params=None, named="the answer", unused=""):
     """The output, then autograd's gradients of (output · a fixed upstream gradient) for each input named in
     grads_of and each of a module's params: the notebook differentiates the learner's code to test their
@@ -110,29 +105,18 @@ def _through_autograd(fn, inputs, grads_of=("x", "weight", "bias"), params=None,
         raise ValueError(f"{named}'s output carries no gradient back to x: autograd cannot differentiate it "
                          "(computed under torch.no_grad(), from .detach() or .data, or through numpy). Use torch "
                          "operations on the tensors themselves: the notebook differentiates and trains through it")
-    if y.device.type != "meta" and again.shape == y.shape and not torch.allclose(again.detach(), y.detach(), rtol=1e-5, atol=1e-7, equal_nan=True):
+    if (y.device.type != "meta" and again.shape == y.shape
+            and not torch.allclose(again.detach(), y.detach(), rtol=1e-5, atol=1e-7, equal_nan=True)):
         raise ValueError(f"{named} gave a different output when called a second time on the same input: something "
                          "in it is random (dropout?) or kept from one call to the next. It should have neither: "
                          "the same input must give the same output")
-    grads = _autograd(again, [*leaves.values(), *params.values()])
+    grads = gradients.grads_of(again, [*leaves.values(), *params.values()])
     for n, g in zip(params, grads[len(leaves):]):
         if g is None:
             raise ValueError(f"{named}'s {n} gets no gradient from the output, so training never changes it: "
                              f"forward must use self.{n} itself (not leave it out, nor use self.{n}.data or "
                              f"a detached copy, nor compute with it under torch.no_grad()){unused}")
     return (y.detach(), *grads)
-
-
-def _autograd(y: torch.Tensor, wrt: list[torch.Tensor]) -> tuple:
-    """Autograd's gradients of (y · a fixed upstream gradient) for wrt (None where none reaches one)."""
-    try:
-        return torch.autograd.grad(y, wrt, _upstream(y), allow_unused=True)
-    except RuntimeError as exc:
-        if "modified by an inplace operation" not in str(exc):
-            raise
-        raise ValueError("autograd cannot differentiate the answer: an in-place operation (y /= ..., y.mul_(...), "
-                         "y[...] = ...) changed a tensor autograd had kept to compute the gradient. Make new "
-                         "tensors instead (y = y / ...)") from None
 
 
 def _stats(x, unbiased=False, dim=-1):

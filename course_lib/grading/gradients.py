@@ -1,0 +1,31 @@
+"""Checks that differentiate an answer: a fixed upstream gradient, and autograd's errors in words.
+
+An answer with the right numbers can still break training (weights cut from the graph, a tensor autograd
+kept changed in place), so the checks of differentiable exercises also compare gradients."""
+from __future__ import annotations
+
+import torch
+
+
+def upstream(y: torch.Tensor) -> torch.Tensor:
+    """A fixed gradient to send back through an output: the same numbers for the answer and the reference."""
+    g = torch.Generator().manual_seed(y.numel())
+    return torch.randn(y.shape, generator=g, dtype=torch.float64).to(device=y.device, dtype=y.dtype)
+
+
+def grads_of(y: torch.Tensor, wrt: list[torch.Tensor]) -> tuple:
+    """Autograd's gradients of (y · upstream(y)) for wrt (None where none reaches one)."""
+    try:
+        return torch.autograd.grad(y, wrt, upstream(y), allow_unused=True)
+    except RuntimeError as exc:
+        if "derivative for" in str(exc) and "is not implemented" in str(exc):
+            op = str(exc).split("derivative for", 1)[1].split("is not implemented", 1)[0].strip()
+            raise ValueError(f"autograd cannot differentiate the answer: it calls {op}, which has no gradient, on a "
+                             "tensor that requires one. A random mask drawn from such a tensor "
+                             "(torch.bernoulli(w, p)) is the usual case: draw it from w.detach() or "
+                             "torch.rand_like(w), or use nn.Dropout") from None
+        if "modified by an inplace operation" not in str(exc):
+            raise
+        raise ValueError("autograd cannot differentiate the answer: an in-place operation (y /= ..., y.mul_(...), "
+                         "y.masked_fill_(...), y[...] = ...) changed a tensor autograd had kept to compute the "
+                         "gradient. Make new tensors instead (y = y / ..., y = y.masked_fill(...))") from None
