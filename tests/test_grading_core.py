@@ -82,6 +82,9 @@ def test_value_mismatch_reports_expected_got_largest_difference_and_mistake():
     (lambda x: _good(x.double()), "expected dtype float32, got float64"),
     (lambda x: _good(x).tolist(), "expected a torch.Tensor, got a list"),
     (lambda x: (_good(x), 1), "expected a torch.Tensor, got a tuple of 2 values"),
+    (lambda x: None, "expected a torch.Tensor, got None: is a `return` missing?"),
+    (lambda x: _good(x).numpy(), "got a numpy array: return the torch tensor itself (no .numpy())"),
+    (lambda x: _good(x).float(), "got float32\n  a tensor made without dtype= (torch.zeros"),
 ])
 def test_shape_dtype_type_named_before_numbers(answer, words):
     r = evaluate(SOFTMAX, answer)
@@ -353,3 +356,52 @@ def test_a_difference_is_printed_with_the_digits_that_show_it(expected, got):
     e_text = "-1.21" if isinstance(expected, float) else "-0.34"
     assert f"expected {e_text}," not in d.text and f"expected {e_text} " not in d.text, d.text
     assert ("-1.210" in d.text and "-1.214" in d.text) or ("-0.3400" in d.text and "-0.3412" in d.text), d.text
+
+
+_HEADS_DETOURS = """
+def split_heads(x, n_heads):
+    return rearrange(x.float(), "b t (h d) -> b h t d", h=n_heads).to(x.dtype)
+
+def merge_heads(x):
+    B, H, T, D = x.shape
+    out = torch.zeros(B, T, H * D)
+    for h in range(H):
+        out[:, :, h * D:(h + 1) * D] = x[:, h]
+    return out.to(x.dtype)
+"""
+_DOT_RANKS = """
+def batched_dot(q, k):               # swaps axes counted from q: breaks when k has fewer axes
+    n = q.dim()
+    return q @ k.transpose(n - 2, n - 1)
+
+def batched_dot_q_shape(q, k):       # output shaped from q: breaks when q's batch of 1 broadcasts
+    out = q.new_zeros(*q.shape[:-1], k.shape[-2])
+    for j in range(k.shape[-2]):
+        out[..., j] = (q * k[..., j:j + 1, :]).sum(-1)
+    return out
+"""
+
+
+@pytest.mark.parametrize("name", ["split_heads", "merge_heads"])
+def test_moving_heads_must_be_exact_not_float32_close(name):
+    """A detour through float32 and back passed: float32's rounding fits inside float64's tolerance, but
+    these two only move numbers, so every right answer is exact."""
+    from einops import rearrange
+
+    from course_lib.grading.spec import get_exercise
+    ns = {"torch": torch, "rearrange": rearrange}
+    exec(compile(_HEADS_DETOURS, "<answer>", "exec"), ns)
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise(name), ns[name], suite=suite)
+        assert not r.passed and "the size of float32 rounding" in r.message, r.message
+
+
+@pytest.mark.parametrize("name", ["batched_dot", "batched_dot_q_shape"])
+def test_batched_dot_cases_broadcast_both_ways_in_the_visible_suite(name):
+    """Both passed every case: k never had fewer axes than q, and q's batch axis never broadcast."""
+    from course_lib.grading.spec import get_exercise
+    ns = {"torch": torch}
+    exec(compile(_DOT_RANKS, "<answer>", "exec"), ns)
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("batched_dot"), ns[name], suite=suite)
+        assert not r.passed, r.message

@@ -20,6 +20,11 @@ def _ri(g: torch.Generator, lo: int, hi: int) -> int:
 
 
 # ---------------------------------------------------------------- split_heads
+# split_heads and merge_heads only move numbers: a right answer gives them back bit for bit, so their
+# cases allow no difference at all (a detour through float32 and back is not right, only close).
+EXACT = dict(atol=0.0, rtol=0.0)
+
+
 def _split_case(B, T, H, D, transposed=False):
     def make(g):
         # transposed: a non-contiguous input, as a tensor often is after a transpose. x.view(B, T, H, D)
@@ -42,15 +47,16 @@ SPLIT = Exercise(
     notebook="00_welcome",
     reference=ref.split_heads,
     visible=[
-        Case("x of shape (2, 5, 12), 3 heads of size 4", _split_case(2, 5, 12 // 4, 4)),
-        Case("x of shape (1, 3, 8), 8 heads of size 1", _split_case(1, 3, 8, 1)),
-        Case("x of shape (3, 7, 16), 2 heads of size 8", _split_case(3, 7, 2, 8)),
-        Case("x of shape (2, 4, 6) as a transposed (non-contiguous) view, 2 heads", _split_case(2, 4, 2, 3, True)),
+        Case("x of shape (2, 5, 12), 3 heads of size 4", _split_case(2, 5, 12 // 4, 4), **EXACT),
+        Case("x of shape (1, 3, 8), 8 heads of size 1", _split_case(1, 3, 8, 1), **EXACT),
+        Case("x of shape (3, 7, 16), 2 heads of size 8", _split_case(3, 7, 2, 8), **EXACT),
+        Case("x of shape (2, 4, 6) as a transposed (non-contiguous) view, 2 heads", _split_case(2, 4, 2, 3, True),
+             **EXACT),
     ],
     hidden=[
-        Case("x of a random shape, random head count", _split_random()),
-        Case("x of another random shape", _split_random()),
-        Case("x as a transposed (non-contiguous) view, random shape", _split_random(True)),
+        Case("x of a random shape, random head count", _split_random(), **EXACT),
+        Case("x of another random shape", _split_random(), **EXACT),
+        Case("x as a transposed (non-contiguous) view, random shape", _split_random(True), **EXACT),
     ],
     mistakes=[
         Mistake("heads taken as the inner factor, (d h) instead of (h d)",
@@ -99,15 +105,16 @@ MERGE = Exercise(
     notebook="00_welcome",
     reference=ref.merge_heads,
     visible=[
-        Case("x of shape (2, 3, 5, 4)", _merge_case(2, 3, 5, 4)),
-        Case("x of shape (1, 8, 3, 1)", _merge_case(1, 8, 3, 1)),
-        Case("x of shape (3, 2, 7, 8)", _merge_case(3, 2, 7, 8)),
-        Case("x of shape (2, 3, 4, 5) as a transposed (non-contiguous) view", _merge_transposed_case(2, 3, 4, 5)),
+        Case("x of shape (2, 3, 5, 4)", _merge_case(2, 3, 5, 4), **EXACT),
+        Case("x of shape (1, 8, 3, 1)", _merge_case(1, 8, 3, 1), **EXACT),
+        Case("x of shape (3, 2, 7, 8)", _merge_case(3, 2, 7, 8), **EXACT),
+        Case("x of shape (2, 3, 4, 5) as a transposed (non-contiguous) view", _merge_transposed_case(2, 3, 4, 5),
+             **EXACT),
     ],
     hidden=[
-        Case("x of a random shape", _merge_random),
-        Case("x of another random shape", _merge_random),
-        Case("x as a transposed (non-contiguous) view", _merge_transposed),
+        Case("x of a random shape", _merge_random, **EXACT),
+        Case("x of another random shape", _merge_random, **EXACT),
+        Case("x as a transposed (non-contiguous) view", _merge_transposed, **EXACT),
     ],
     mistakes=[
         Mistake("features merged as (d h) instead of (h d)",
@@ -140,6 +147,18 @@ def _dot_random(g):
     return _dot_case((B, H, Tq, D), (B, H, Tk, D))(g)
 
 
+def _dot_q_shared(g):
+    """q with batch 1 against k with several: the broadcast the other way round."""
+    B, Tq, Tk, D = _ri(g, 2, 4), _ri(g, 1, 6), _ri(g, 2, 7), _ri(g, 2, 9)
+    return _dot_case((1, Tq, D), (B, Tk, D))(g)
+
+
+def _dot_k_unbatched(g):
+    """q with batch and head axes against a k with none: k's missing axes broadcast."""
+    B, H, Tq, Tk, D = _ri(g, 1, 3), _ri(g, 2, 4), _ri(g, 1, 6), _ri(g, 2, 7), _ri(g, 2, 9)
+    return _dot_case((B, H, Tq, D), (Tk, D))(g)
+
+
 def _dot_square(g):
     B, T, D = _ri(g, 1, 4), _ri(g, 2, 7), _ri(g, 2, 9)
     return _dot_case((B, T, D), (B, T, D))(g)
@@ -155,11 +174,18 @@ DOT = Exercise(
         Case("q (2, 2, 3, 8) and k (2, 2, 5, 8): batch and head axes", _dot_case((2, 2, 3, 8), (2, 2, 5, 8))),
         Case("q (3, 4) and k (6, 4): no batch axis", _dot_case((3, 4), (6, 4))),
         Case("q (2, 3, 4) and k (1, 5, 4): one k shared across the batch", _dot_case((2, 3, 4), (1, 5, 4))),
+        Case("q (1, 2, 1, 8) and k (1, 2, 6, 8): a single query, as when a model generates",
+             _dot_case((1, 2, 1, 8), (1, 2, 6, 8))),
+        Case("q (2, 2, 3, 4) and k (5, 4): one k for every sequence and head", _dot_case((2, 2, 3, 4), (5, 4))),
+        Case("q (1, 3, 4) and k (2, 5, 4): q's batch of 1 broadcasts too", _dot_case((1, 3, 4), (2, 5, 4))),
     ],
     hidden=[
         Case("q and k of random shapes with batch and head axes", _dot_random),
         Case("q and k of one random square shape", _dot_square),
         Case("q and k of other random shapes", _dot_random),
+        Case("q of batch 1 against k of a random batch: q's batch axis broadcasts", _dot_q_shared),
+        Case("q with batch and head axes against a k of shape (T_k, D): k's missing axes broadcast",
+             _dot_k_unbatched),
     ],
     mistakes=[
         Mistake("k and q swapped: the result is transposed",

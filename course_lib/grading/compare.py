@@ -90,8 +90,12 @@ def compare(expected: Any, got: Any, *, dtype: torch.dtype, device: str,
 
 
 def _describe(v: Any) -> str:
+    if v is None:
+        return "None: is a `return` missing?"
     if isinstance(v, TensorValue):
         return f"a tensor of shape {_shape(v.shape)}"
+    if isinstance(v, OtherValue) and v.type_name == "ndarray":
+        return "a numpy array: return the torch tensor itself (no .numpy())"
     if isinstance(v, OtherValue):
         return f"a {v.type_name} ({v.text})"
     if isinstance(v, (tuple, list)):
@@ -106,8 +110,13 @@ def _compare_tensor(expected: TensorValue, got: Any, *, dtype, device, atol, rto
         return Difference("shape", where, f"expected shape {_shape(expected.shape)}, got {_shape(got.shape)}"), 0.0
     want_dtype = expected_dtype(expected.dtype, dtype)
     if got.dtype != want_dtype:
+        why = ""
+        if want_dtype == torch.float64 and got.dtype == torch.float32:
+            why = ("\na tensor made without dtype= (torch.zeros, torch.empty, torch.tensor: float32 unless told) "
+                   "or a .float() on the way: make new tensors with dtype=x.dtype or x.new_zeros(...), and "
+                   "do not convert (converting back at the end loses the digits all the same)")
         return Difference("dtype", where, f"expected dtype {str(want_dtype).removeprefix('torch.')}, "
-                          f"got {str(got.dtype).removeprefix('torch.')}"), 0.0
+                          f"got {str(got.dtype).removeprefix('torch.')}{why}"), 0.0
     if torch.device(got.device).type != torch.device(device).type:
         return Difference("device", where, f"expected a tensor on {device}, got one on {got.device}"), 0.0
     e, g = expected.data, got.data
