@@ -181,7 +181,8 @@ def test_precision_recall_f1_by_hand():
 
 # ----------------------------------------------------------------------------- the checks (ex09)
 def _loader_keeping_the_dtype(how):
-    """A right loader that keeps the checkpoint's tensors as they come, in one of two ways."""
+    """A loader that keeps the checkpoint's dtype: an encoder moved to it (right), or the checkpoint's
+    tensors themselves (assign=True: shares memory with the checkpoint)."""
     from course_lib.reference.finetuning import IGNORED_KEYS, _course_name
 
     def load(state_dict, config):
@@ -195,17 +196,21 @@ def _loader_keeping_the_dtype(how):
     return load
 
 
-@pytest.mark.parametrize("how", ["assign", "to dtype"])
-def test_loader_check_accepts_a_loader_that_keeps_the_checkpoints_dtype(how):
-    """The check gives every loader the checkpoint in float32: one that keeps those tensors
-    (load_state_dict(..., assign=True), or an encoder moved to their dtype) holds the same numbers
-    as one that copies them into a new float32 encoder, and passes the float64 case too."""
+@pytest.mark.parametrize("how, said", [
+    ("to dtype", None),
+    ("assign", "is the checkpoint's own tensor, not a copy"),
+])
+def test_loader_check_wants_copies_of_the_checkpoint_in_any_dtype(how, said):
+    """The check gives every loader the checkpoint in float32: an encoder moved to that dtype holds the
+    same numbers as one that copies into a new float32 encoder, and passes the float64 case too. One that
+    keeps the checkpoint's tensors themselves (load_state_dict(..., assign=True)) passed as well, though on
+    a CPU every training step then rewrote the checkpoint the notebook reloads for each regime."""
     from course_lib.exercises.ex09_finetuning import LOADER
     from course_lib.grading.engine import evaluate
     for suite in ("visible", "hidden"):
         r = evaluate(LOADER, _loader_keeping_the_dtype(how), suite=suite)
-        assert r.passed, r.message
-        assert "float64" in r.message
+        assert (r.passed and "float64" in r.message) if said is None else (not r.passed and said in r.message), \
+            r.message
 
 
 def _renamed(state_dict):
@@ -469,6 +474,124 @@ def test_lora_check_names_where_and_what_a_and_b_are(where, says):
     verdicts = _verdicts(LORA, type("Wrong", (_LoRA,), {"where": where}))
     assert not verdicts["hidden"].passed
     assert not verdicts["visible"].passed and says in verdicts["visible"].message, verdicts["visible"].message
+
+
+class _TrainingClassifier(_Classifier):
+    """A learner's SentenceClassifier whose numbers are right but whose training path is not."""
+    slip = None
+
+    def __init__(self, encoder, n_classes, dropout=0.1):
+        super().__init__(encoder, n_classes, dropout)
+        if self.slip == "encoder frozen":
+            encoder.requires_grad_(False)
+        elif self.slip == "copy of the encoder":
+            self.encoder = copy.deepcopy(encoder)
+        elif self.slip == "head in a list":
+            self.heads = [self.head]
+            del self.head
+
+    @property
+    def head(self):
+        return self.heads[0] if self.slip == "head in a list" else self._modules["head"]
+
+    @head.setter
+    def head(self, module):
+        self._modules["head"] = module
+
+    def forward(self, input_ids, attention_mask):
+        if self.slip == "encoder put in eval mode":
+            self.encoder.eval()
+        if self.slip == "pooled vector detached":
+            h = self.encoder(input_ids, attention_mask).detach()
+            m = attention_mask.to(h.dtype)[..., None]
+            return self.head(self.dropout((h * m).sum(1) / m.sum(1)))
+        if self.slip == "forward under no_grad":
+            with torch.no_grad():
+                return super().forward(input_ids, attention_mask)
+        return super().forward(input_ids, attention_mask)
+
+
+@pytest.mark.parametrize("slip, says", [
+    (None, None),
+    ("pooled vector detached", "the encoder gets no gradient: the pooled vector was cut from autograd"),
+    ("forward under no_grad", "the logits carry no gradient"),
+    ("encoder frozen", "the encoder arrives frozen"),
+    ("encoder put in eval mode", "forward put the encoder in eval mode"),
+    ("copy of the encoder", "must keep the encoder it is given (self.encoder = encoder), not a copy"),
+    ("head in a list", "the head is not among model.parameters()"),
+])
+def test_classifier_check_runs_one_training_step(slip, says):
+    """The first four wrong ones passed: the check ran forwards only, under no_grad, so a classifier whose
+    encoder never trains (full fine-tuning silently head-only) or whose forward switched the encoder's
+    dropout off looked right. A copied encoder was told about dropout; a head kept out of parameters()
+    got a dtype error from its first float64 case."""
+    from course_lib.exercises.ex09_finetuning import SENTENCE_CLASSIFIER
+    for suite, r in _verdicts(SENTENCE_CLASSIFIER, type("Answer", (_TrainingClassifier,), {"slip": slip})).items():
+        assert r.passed if says is None else (not r.passed and says in r.message), (suite, r.message)
+
+
+class _TrainingLoRA(_LoRA):
+    slip = None
+
+    def __init__(self, base, r=8, alpha=16):
+        super().__init__(base, r, alpha)
+        if self.slip == "everything frozen":
+            self.requires_grad_(False)
+
+    def forward(self, x):
+        if self.slip == "A detached":
+            return self.base(x) + x @ self.A.detach().T @ self.B.T * self.scale
+        if self.slip == "base under no_grad":
+            with torch.no_grad():
+                y = self.base(x)
+            return y + x @ self.A.T @ self.B.T * self.scale
+        if self.slip == "x detached":
+            x = x.detach()
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("slip, says", [
+    (None, None),
+    ("A detached", "A gets no gradient: forward uses it cut from autograd"),
+    ("base under no_grad", None),
+    ("x detached", "no gradient reaches x through LoRALinear"),
+    ("everything frozen", "B gets no gradient: the output carries none"),
+], ids=["right", "A detached", "base under no_grad", "x detached", "everything frozen"])
+def test_lora_check_follows_the_gradient_to_a_and_to_x(slip, says):
+    """A detached and x detached passed: the check only asked whether B got a gradient. Everything frozen
+    got the check's own autograd error, read as the answer's. base(x) under no_grad is judged by x's
+    gradient, which then misses base's part."""
+    from course_lib.exercises.ex09_finetuning import LORA
+    verdicts = _verdicts(LORA, type("Answer", (_TrainingLoRA,), {"slip": slip}))
+    for suite, r in verdicts.items():
+        if slip == "base under no_grad":
+            assert not r.passed and "autograd's gradient for x through the output" in r.message, (suite, r.message)
+        else:
+            assert r.passed if says is None else (not r.passed and says in r.message), (suite, r.message)
+
+
+def test_loader_check_refuses_a_frozen_encoder_and_parameters_that_are_the_checkpoint():
+    """Both passed: requires_grad_(False) on the loaded model made full fine-tuning head-only, and
+    nn.Parameter(v) on the checkpoint's tensors let training rewrite the checkpoint."""
+    from course_lib.exercises.ex09_finetuning import LOADER
+    from course_lib.reference.finetuning import IGNORED_KEYS, _course_name
+
+    def load(state_dict, config, how):
+        model = BertEncoder(config)
+        renamed = {_course_name(k): v for k, v in state_dict.items() if k not in IGNORED_KEYS}
+        if None in renamed or set(renamed) != set(model.state_dict()):
+            raise KeyError("checkpoint and encoder do not match")
+        if how == "frozen":
+            model.load_state_dict(renamed)
+            return model.requires_grad_(False)
+        for name, v in renamed.items():
+            *path, leaf = name.split(".")
+            setattr(model.get_submodule(".".join(path)), leaf, nn.Parameter(v))
+        return model
+
+    for how, says in [("frozen", "the encoder comes back with"), ("wrapped", "is the checkpoint's own tensor")]:
+        for suite, r in _verdicts(LOADER, lambda sd, cfg, how=how: load(sd, cfg, how)).items():
+            assert not r.passed and says in r.message, (how, suite, r.message)
 
 
 @pytest.mark.parametrize("init, right", [("0.01", True), ("kaiming", True), ("randn", False)])

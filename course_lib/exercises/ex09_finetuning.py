@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from course_lib.grading import gradients
 from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
 from course_lib.models.bert import BertConfig, BertEncoder
 from course_lib.reference import finetuning as ref
@@ -105,10 +106,10 @@ def _loader_case(cfg_fn, B=3, T=7, drop=None, extra=None):
 
 def _call_loader(impl, inputs):
     """The answer gets the checkpoint in float32, as checkpoints are stored (and as BertEncoder(config)
-    is built); its model then runs in the case's dtype. So a loader that copies into a new float32
-    encoder and one that keeps the checkpoint's tensors (load_state_dict(..., assign=True), or
-    BertEncoder(config).to(their dtype)) hold the same numbers, and the float64 case still checks the
-    forward pass at float64's tolerance."""
+    is built); its model then runs in the case's dtype, so the float64 case still checks the forward
+    pass at float64's tolerance. The model must hold copies: one whose parameters are the checkpoint's
+    own tensors (load_state_dict(..., assign=True), nn.Parameter(v)) would write every training step
+    into the checkpoint, which the notebook loads again for each model."""
     w = inputs["state_dict"]["embeddings.word_embeddings.weight"]          # the case's dtype and device
     sd = {k: (v.float() if v.is_floating_point() else v) for k, v in inputs["state_dict"].items()}
     given = dict(sd)
@@ -129,6 +130,19 @@ def _call_loader(impl, inputs):
                          "new dict of renamed keys and leave the checkpoint as it is")
     if not isinstance(model, nn.Module):
         raise TypeError(f"load_pretrained_encoder must return the BertEncoder, got {type(model).__name__}")
+    if w.device.type != "meta":
+        given_memory = {v.untyped_storage().data_ptr() for v in given.values()}
+        shared = [n for n, p in model.named_parameters() if p.untyped_storage().data_ptr() in given_memory]
+        if shared:
+            raise ValueError(f"the encoder's {shared[0]} (and {len(shared) - 1} more) is the checkpoint's own "
+                             f"tensor, not a copy: training would change the checkpoint too, and the notebook "
+                             f"loads it again for every model. Copy the values in: load_state_dict(...) without "
+                             f"assign=True, not nn.Parameter(v) or .data = v")
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    if frozen:
+        raise ValueError(f"the encoder comes back with {len(frozen)} frozen tensors ({frozen[0]} first, "
+                         f"requires_grad=False): return it trainable, as BertEncoder(config) is built; freezing "
+                         f"is freeze_lower_layers's job")
     return _eval_output(model.to(device=w.device, dtype=w.dtype), inputs)
 
 
@@ -302,6 +316,7 @@ def _call_clf(cls, inputs):
         head.weight.copy_(w)
         head.bias.copy_(inputs["head_bias"])
     logits = _eval_output(model, inputs)
+    trains = _trains(model, enc, head, inputs)
     drop = getattr(model, "dropout", None)
     found = (f"nn.Dropout(p={drop.p:g})" if isinstance(drop, nn.Dropout) else
              "missing" if drop is None else f"a {type(drop).__name__}")
@@ -311,7 +326,42 @@ def _call_clf(cls, inputs):
     with torch.no_grad():
         squared = model(inputs["input_ids"], inputs["attention_mask"])
     times = {0: "0 times", 1: "once"}.get(probe.calls, f"{probe.calls} times")
-    return logits, f"self.dropout is {found}; forward calls it {times}", squared
+    return logits, f"self.dropout is {found}; forward calls it {times}", squared, trains
+
+
+_TRAINS = "the head and the encoder get gradients, the encoder in training mode"
+
+
+def _trains(model, enc, head, inputs) -> str:
+    """One training-mode forward and backward, as fine-tuning makes, said in words: _TRAINS, or the first
+    thing that would keep the head or the encoder from training. The given encoder and the head must be
+    the model's own parameters, or an optimizer over model.parameters() never sees them."""
+    own = {id(p) for p in model.parameters()}
+    if not {id(p) for p in enc.parameters()} <= own:
+        raise ValueError("SentenceClassifier must keep the encoder it is given (self.encoder = encoder), not a "
+                         "copy: the notebook fine-tunes, freezes and wraps that very encoder")
+    if id(head.weight) not in own:
+        raise ValueError("the head is not among model.parameters(): keep it as a module attribute (self.head = "
+                         "nn.Linear(...)), not in a list, a dict or behind a property, or an optimizer never "
+                         "trains it and .to() never moves it")
+    model.train()
+    logits = model(inputs["input_ids"], inputs["attention_mask"])
+    if not enc.training:
+        return ("forward put the encoder in eval mode: its dropout never acts while fine-tuning. Leave the "
+                "modes to model.train() and model.eval()")
+    if not isinstance(logits, torch.Tensor) or not logits.requires_grad:
+        return "the logits carry no gradient: forward ran under torch.no_grad() (or through .detach() or numpy)"
+    frozen = [n for n, p in enc.named_parameters() if not p.requires_grad]
+    if frozen:
+        return (f"the encoder arrives frozen ({len(frozen)} of its tensors have requires_grad=False, "
+                f"{frozen[0]} first): leave it trainable, freezing is freeze_lower_layers's job")
+    grads = gradients.grads_of(logits, [head.weight, *enc.parameters()])
+    if grads[0] is None:
+        return "the head gets no gradient: forward must end in self.head(...)"
+    if all(g is None for g in grads[1:]):
+        return ("the encoder gets no gradient: the pooled vector was cut from autograd (.detach(), .data, "
+                "torch.no_grad() around the encoder), so fine-tuning would train the head alone")
+    return _TRAINS
 
 
 class _ClfBase(nn.Module):
@@ -354,7 +404,7 @@ SENTENCE_CLASSIFIER = Exercise(
     call=_call_clf,
     outputs=("the logits in eval mode", "the dropout module and its calls",
              "the logits in training mode with self.dropout replaced by a module that squares its input "
-             "(where the dropout acts)"),
+             "(where the dropout acts)", "training through it (one backward pass)"),
     visible=[
         Case("a 2-layer encoder (d_model 16), 2 classes, dropout=0.1, a padded batch (3, 6)", _clf_case(_config())),
         Case("a 1-layer encoder (d_model 12, 3 heads), 4 classes, dropout=0.3, batch (4, 8)",
@@ -628,7 +678,9 @@ def _lora_random(g):
 
 def _call_lora(cls, inputs):
     """(equal to base at the start, B gets a gradient, base frozen: each in words; the trainable count;
-    the output once A and B are set to the case's values)."""
+    the output once A and B are set to the case's values; A's size at the start, in words; then, from a
+    backward pass with those A and B, whether A gets a gradient, in words, and x's gradient, which the
+    layers below the adapted one learn from)."""
     x, W = inputs["x"], inputs["W"]
     base = nn.Linear(W.shape[1], W.shape[0], bias=inputs["bias"]).to(device=x.device, dtype=x.dtype)
     with torch.no_grad():
@@ -648,7 +700,10 @@ def _call_lora(cls, inputs):
         if not isinstance(p, nn.Parameter) or tuple(p.shape) != tuple(shape):
             got = (f"a {'nn.Parameter' if isinstance(p, nn.Parameter) else 'plain tensor (not an nn.Parameter)'} "
                    f"of shape {tuple(p.shape)}" if isinstance(p, torch.Tensor) else type(p).__name__)
-            raise ValueError(f"LoRALinear.{name} must be an nn.Parameter of shape {tuple(shape)}, found {got}")
+            why = ("; nn.Parameter(...).to(...) that changes the dtype or device gives back a plain tensor: make "
+                   "the tensor on base.weight's device and dtype first, then wrap it"
+                   if isinstance(p, torch.Tensor) and not isinstance(p, nn.Parameter) else "")
+            raise ValueError(f"LoRALinear.{name} must be an nn.Parameter of shape {tuple(shape)}, found {got}{why}")
     _same_device_as_base(cls, inputs, x.dtype)
     # "Small": the answer key draws A with standard deviation 1/√in_features (so x·Aᵀ keeps x's scale);
     # 3/√in_features leaves room for other inits (Kaiming, 0.01) and not for torch.randn unscaled.
@@ -660,9 +715,12 @@ def _call_lora(cls, inputs):
     y0 = m(x)
     same_at_init = ("output equal to base(x) at the start" if torch.allclose(y0, want, atol=1e-6, rtol=1e-5)
                     else "output different from base(x) at the start")
-    y0.pow(2).sum().backward()
+    if y0.requires_grad:
+        y0.pow(2).sum().backward()
     b_learns = ("B gets a gradient" if m.B.grad is not None and bool(m.B.grad.abs().sum() > 0)
-                else "B gets no gradient")
+                else "B gets no gradient" if y0.requires_grad else
+                "B gets no gradient: the output carries none (computed under torch.no_grad(), or everything "
+                "frozen, A and B too)")
     still = [f"base.{n}" for n, p in base.named_parameters() if p.requires_grad]
     base_frozen = f"{' and '.join(still)} still trainable" if still else "every parameter of base frozen"
     trainable = sum(p.numel() for p in m.parameters() if p.requires_grad)
@@ -670,7 +728,19 @@ def _call_lora(cls, inputs):
         m.A.copy_(inputs["A"])
         m.B.copy_(inputs["B"])
         y1 = m(x)
-    return same_at_init, b_learns, base_frozen, trainable, y1, a_small
+    m.A.grad = m.B.grad = None
+    x1 = x.detach().clone().requires_grad_()
+    y2 = m(x1)
+    if not y2.requires_grad:
+        return same_at_init, b_learns, base_frozen, trainable, y1, a_small, "no gradient at all", None
+    grads = gradients.grads_of(y2, [x1, m.A] if m.A.requires_grad else [x1]) + (None,)
+    a_learns = ("A gets a gradient" if grads[1] is not None else
+                "A gets no gradient: forward uses it cut from autograd (.detach(), .data) or A is frozen")
+    if grads[0] is None:
+        raise ValueError("no gradient reaches x through LoRALinear: the layers below it could never learn. "
+                         "Compute base(x) and the low-rank path with autograd on (not under torch.no_grad(), "
+                         "nor from x.detach())")
+    return same_at_init, b_learns, base_frozen, trainable, y1, a_small, a_learns, grads[0]
 
 
 def _same_device_as_base(cls, inputs, dtype):
@@ -728,7 +798,8 @@ LORA = Exercise(
     reference=ref.LoRALinear,
     call=_call_lora,
     outputs=("output at the start", "B's gradient", "base frozen", "the count of trainable parameters",
-             "the output with the case's A and B", "A's size at the start"),
+             "the output with the case's A and B", "A's size at the start", "A's gradient",
+             "autograd's gradient for x through the output"),
     visible=[
         Case("base nn.Linear(12, 8), r=4, alpha=16, x (4, 12)", _lora_case(12, 8, 4, 16.0)),
         Case("base nn.Linear(6, 10) without bias, r=2, alpha=1, x (3, 6)", _lora_case(6, 10, 2, 1.0, B=3, bias=False)),
@@ -743,8 +814,9 @@ LORA = Exercise(
                 "LoRA starts as an exact copy of the pretrained layer: B = 0 makes the update B·A zero, so\n"
                 "fine-tuning starts from what the model already knows. A is the random one."),
         Mistake("A initialised to zero: B never gets a gradient", _lora(a_scale=0.0),
-                "With A = 0 the gradient of B (which is proportional to A·x) is 0 too, and with B = 0 so is\n"
-                "A's: nothing ever moves. Initialise A randomly and B to zeros."),
+                "With A = 0 the gradient of B (which is proportional to A·x) is 0 too, so B never moves (and\n"
+                "with B = 0 as well, neither does A). Initialise A randomly and B to zeros: the update B·A\n"
+                "still starts at 0, and B learns from the first step."),
         Mistake("A drawn with torch.randn unscaled (standard deviation 1)",
                 _lora(a_per_input=False),
                 "Keep A small: with standard deviation 1, x·Aᵀ is about √in_features times larger than x\n"
