@@ -447,30 +447,34 @@ def _grade_changed_mha(change, said):
     ({"w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)":
       "w = self.dropout(torch.softmax(s, dim=-1).nan_to_num(0.0).flatten(0, 1)).view(s.shape)"}, None),
     ({"w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)":
+      "w = self.dropout(torch.softmax(s, dim=-1).nan_to_num(0.0).reshape(-1, s.shape[-1])).view(s.shape)"}, None),
+    ({"w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)":
       _UNDROPPED + "\n        if self.training:\n"
                    "            w = w * torch.bernoulli(torch.full_like(w, 1 - self.dropout.p)) / (1 - self.dropout.p)"},
      None),
     ({"w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)":
       _UNDROPPED + "\n        if self.training:\n"
                    "            w = w * torch.bernoulli(w, 1 - self.dropout.p) / (1 - self.dropout.p)"},
-     "it calls aten::bernoulli, which has no gradient"),
+     "it calls aten::bernoulli, which has no derivative in PyTorch"),
     ({"w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)": _UNDROPPED,
       "OUT": "self.out_proj(merge_heads(w @ self.dropout(v)))"},
      "known mistake: dropout applied to v instead of the attention weights"),
 ], ids=["nn.Dropout on the weights", "F.dropout on the weights", "on the output", "never", "on the merged heads",
-        "torch.dropout", "a mask of its own", "one head at a time", "heads folded into the batch",
+        "torch.dropout", "a mask of its own", "one head at a time", "heads folded into the batch", "one row each",
         "torch.bernoulli(probabilities)", "torch.bernoulli(w, p)", "on v"])
 def test_multi_head_attention_check_looks_at_where_dropout_acts(change, said):
     """Every case ran in eval mode: dropout on the output, or none at all, passed. Training-mode cases make
-    dropout keep everything, drop everything, or drop a checkerboard over the last two axes, the same for
-    the answer and the answer key in any layout; only the last tells the weights from the merged heads or
-    from v (both seen passing, v named as the merged heads' mistake when D was even)."""
+    dropout keep everything, drop everything, or drop the last axis's entries whose index has an odd number
+    of 1 bits, the same for the answer and the answer key however the leading axes are laid out; only the
+    last tells the weights from the merged heads or from v (odd indices alone named v's dropout as the
+    merged heads' when D was even)."""
     _grade_changed_mha(change, said)
 
 
 def test_the_fixed_dropout_also_covers_a_gpus_fused_kernel():
     """On a GPU, F.dropout runs the fused native_dropout, not bernoulli_: called here directly, it must
-    keep (scaled by 1/(1 - p)), drop everything or a checkerboard too, and leave eval mode (train=False) alone."""
+    keep (scaled by 1/(1 - p)), drop everything or the odd-bit indices too, and leave eval mode (train=False)
+    alone."""
     from course_lib.exercises.ex05_attention import _FixedDropout
     x = torch.randn(2, 3)
     with _FixedDropout("keep all"):
@@ -478,12 +482,13 @@ def test_the_fixed_dropout_also_covers_a_gpus_fused_kernel():
     with _FixedDropout("drop all"):
         dropped, _ = torch.native_dropout(x, 0.5, None)            # None: training
         untouched, _ = torch.native_dropout(x, 0.5, False)
-    with _FixedDropout("checkerboard"):
-        board, board_mask = torch.native_dropout(x, 0.5, True)
+    with _FixedDropout("odd bits"):
+        some, some_mask = torch.native_dropout(torch.ones(2, 8), 0.5, True)
     assert torch.allclose(kept, 2 * x) and bool(mask.all())
     assert bool((dropped == 0).all()) and torch.equal(untouched, x)
-    assert torch.equal(board_mask, torch.tensor([[True, False, True], [False, True, False]]))
-    assert torch.allclose(board, 2 * x * board_mask)
+    kept_at = [True, False, False, True, False, True, True, False]         # indices 0, 3, 5, 6: even 1 bits
+    assert torch.equal(some_mask, torch.tensor([kept_at] * 2))
+    assert torch.allclose(some, 2 * some_mask.float())
 
 
 _SDPA = '''
@@ -513,8 +518,15 @@ _SDPA_RIGHT = dict(FILL='scores.masked_fill(~mask, float("-inf"))', ZERO="weight
     ({"FILL": "scores * mask", "ZERO": "pass"}, "known mistake: mask multiplied into the scores"),
     ({"math.sqrt(q.shape[-1])": "math.sqrt(k.shape[-2])"}, "known mistake: divided by √T_k"),
     ({"RETURN": "weights, weights @ v"}, "known mistake: returned (weights, out) instead of (out, weights)"),
+    ({"RETURN": "[weights @ v, weights]"}, None),
+    ({"RETURN": "weights @ v"}, "must return two tensors, (out, weights); it returned a tensor of shape"),
+    ({"    scores = q @ k.mT": "    q /= math.sqrt(q.shape[-1])\n    scores = q @ k.mT * math.sqrt(q.shape[-1])"},
+     "the answer is right but it changed its input q in place"),
+    ({"weights = weights.masked_fill(~mask, 0.0)": "weights = weights.masked_fill(~mask, 0.0)\n"
+      "    v = v.detach()"}, "no gradient reaches v through the output: v (or what is made from it"),
 ], ids=["right", "weights detached", "masked_fill_ on the softmax", "NaNs zeroed by indexing", "log(mask) added",
-        "inverted in the fill", "inverted in the zeroing", "scores * mask", "√T_k", "returned swapped"])
+        "inverted in the fill", "inverted in the zeroing", "scores * mask", "√T_k", "returned swapped",
+        "a list", "out alone", "q changed in place", "v detached"])
 def test_sdpa_check_differentiates_and_names_mask_slips(change, said):
     """The first three wrong ones passed: the check never differentiated, so weights cut from autograd, or
     changed in place after the softmax kept them (backward then fails), looked right. The others got bare

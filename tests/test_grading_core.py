@@ -404,4 +404,4 @@ def test_batched_dot_cases_broadcast_both_ways_in_the_visible_suite(name):
     exec(compile(_DOT_RANKS, "<answer>", "exec"), ns)
     for suite in ("visible", "hidden"):
         r = evaluate(get_exercise("batched_dot"), ns[name], suite=suite)
-        assert not r.passed, r.message
+        assert not r.passed and ("broadcast" in r.message or "one k for every sequence" in r.message), r.message

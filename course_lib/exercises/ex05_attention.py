@@ -9,8 +9,10 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from course_lib.grading import gradients
+from course_lib.grading.compare import _describe
 from course_lib.grading.engine import DEVICE, describe_error
 from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
+from course_lib.grading.values import capture
 from course_lib.reference import attention as ref
 
 NEG_INF = float("-inf")
@@ -88,17 +90,24 @@ def _sdpa_random(mask=None, scale=1.0, kv_heads=None):
     return make
 
 
+def describe_value(v) -> str:
+    """What an answer returned, in the words of the comparison's messages."""
+    return _describe(capture(v))
+
+
 def _call_sdpa(impl, inputs):
     """(out, weights) from a call on the inputs themselves, then the gradients for q, k and v of
     out · a fixed upstream gradient from a second call on copies: training differentiates through it,
     so right numbers with the weights cut from autograd, or changed in place after the softmax kept
     them, must not pass."""
-    result = impl(**inputs)
-    if not (isinstance(result, tuple) and len(result) == 2 and all(isinstance(t, torch.Tensor) for t in result)):
-        return result
-    if result[0].shape[-1:] != inputs["v"].shape[-1:]:       # not out first: the comparison says so
-        return (*result, None, None, None)
     leaves = {n: inputs[n].detach().clone().requires_grad_() for n in ("q", "k", "v")}
+    result = impl(**inputs)
+    if not (isinstance(result, (tuple, list)) and len(result) == 2 and all(isinstance(t, torch.Tensor) for t in result)):
+        raise ValueError(f"scaled_dot_product_attention must return two tensors, (out, weights); it returned "
+                         f"{describe_value(result)}")
+    q, v = inputs["q"], inputs["v"]
+    if tuple(result[0].shape[-2:]) != (q.shape[-2], v.shape[-1]):     # not out first: the comparison says so
+        return (*result, None, None, None)
     again = impl(**{**inputs, **{n: t.clone() for n, t in leaves.items()}})[0]
     if not again.requires_grad:
         raise ValueError("the output carries no gradient back to q, k and v: autograd cannot differentiate it "
@@ -107,9 +116,10 @@ def _call_sdpa(impl, inputs):
     grads = gradients.grads_of(again, list(leaves.values()))
     cut = [n for n, g in zip(leaves, grads) if g is None]
     if cut:
-        raise ValueError(f"no gradient reaches {' or '.join(cut)} through the output: the weights (or what they "
-                         f"are made from) were cut from autograd with .detach(), .data or torch.no_grad(), so "
-                         f"training could never change what makes {' and '.join(cut)}")
+        raise ValueError(f"no gradient reaches {' or '.join(cut)} through the output: {' and '.join(cut)} (or what "
+                         f"is made from {'them' if len(cut) > 1 else 'it'}: the scores, the weights) were cut from "
+                         f"autograd with .detach(), .data or torch.no_grad(), so training could never change what "
+                         f"makes {' and '.join(cut)}")
     return (*result, *grads)
 
 
@@ -290,8 +300,8 @@ SDPA = Exercise(
         Mistake("fully masked rows give NaN gradients (-inf added to the scores, not filled in)",
                 _m_nan_gradients,
                 "The output is right, but autograd's gradient is not. In a row with no allowed key the\n"
-                "softmax (or a 0/0 of your own) gives NaN; zeroing it afterwards (nan_to_num, torch.where,\n"
-                "* mask) fixes the value, not the gradient, which still passes through the NaN back to the\n"
+                "softmax (or a 0/0 of your own) gives NaN; zeroing it afterwards (nan_to_num, torch.where)\n"
+                "fixes the value, not the gradient, which still passes through the NaN back to the\n"
                 "scores. One NaN there reaches every key and, in training, every weight. Put -inf into the\n"
                 "blocked scores with scores.masked_fill(~mask, float('-inf')) (or torch.where) before\n"
                 "torch.softmax: its backward gives the blocked scores a gradient of exactly 0, so the NaN\n"
@@ -517,7 +527,7 @@ def _mha_case(B, Tq, d, H, Tk=None, mask=None, bias=True, dropout=0.0, train=Fal
     """Tk set: cross-attention on a context of Tk positions. mask: None, "causal", "padding", or "empty"
     (padding with the last sequence of length 0: its rows are fully masked).
     dropout: the module's probability; the check runs it in eval mode, where nothing is dropped, or with
-    train="keep all", "drop all" or "checkerboard" in training mode, every draw of dropout made so
+    train="keep all", "drop all" or "odd bits" in training mode, every draw of dropout made so
     (see _FixedDropout)."""
     def make(g):
         s = 1 / math.sqrt(d)
@@ -552,14 +562,15 @@ def _mha_random(cross=False, mask=None, bias=True, dropout=0.0, train=False):
 
 class _FixedDropout(TorchDispatchMode):
     """In a training-mode case every keep-or-drop draw (dropout's bernoulli_ on a CPU, the fused
-    native_dropout of a GPU, torch.bernoulli) is fixed: "keep all", "drop all", or "checkerboard",
-    which drops the entries whose indices on the last two axes add up to an odd number (on the last
-    axis alone for a 1-D tensor). The same for the answer and the answer
+    native_dropout of a GPU, torch.bernoulli) is fixed: "keep all", "drop all", or "odd bits", which
+    drops the entries whose index on the last axis has an odd number of 1 bits (1, 2, 4, 7, 8, ...).
+    The same for the answer and the answer
     key however dropout is spelled and whatever the layout of the weights (one tensor per head, heads
     folded into the batch: the keys stay on the last axis), so where dropout acts, and with which p,
     decides the output and not the random draws. What is kept is scaled by 1/(1 - p). Only the
-    checkerboard tells the weights (queries × keys) from other places (v or the heads' outputs, positions
-    × features); being symmetric, it is the same on weights kept as (keys × queries)."""
+    "odd bits" tells the weights (last axis: keys) from other places (v or the heads' outputs, last axis:
+    features), whatever the leading axes are; unlike every other index, it also tells a head's features
+    (v) from the merged heads' (h·D + f), which a period such as odd indices cannot when D is even."""
 
     def __init__(self, mode: str = "keep all"):
         super().__init__()
@@ -567,10 +578,12 @@ class _FixedDropout(TorchDispatchMode):
 
     def _keep(self, like: torch.Tensor) -> torch.Tensor:
         """1 where the draw keeps, 0 where it drops, shaped and typed like ``like``."""
-        if self.mode == "checkerboard" and like.dim() > 0:
+        if self.mode == "odd bits" and like.dim() > 0:
             j = torch.arange(like.shape[-1], device=like.device)
-            i = torch.arange(like.shape[-2], device=like.device)[:, None] if like.dim() > 1 else 0
-            return ((i + j) % 2 == 0).expand(like.shape).to(like.dtype)
+            ones = torch.zeros_like(j)
+            while bool(j.any()):                  # count the 1 bits of each index
+                ones, j = ones + (j & 1), j >> 1
+            return (ones % 2 == 0).expand(like.shape).to(like.dtype)
         return torch.full_like(like, float(self.mode != "drop all"))
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -623,10 +636,13 @@ def _call_mha(impl, inputs):
         if (isinstance(out, torch.Tensor) and isinstance(again, torch.Tensor) and out.device.type != "meta"
                 and not torch.allclose(out, again, rtol=0, atol=0, equal_nan=True)):
             raise ValueError("in training mode two calls gave different outputs, though the check fixes "
-                             "dropout's draws (all kept, all dropped, or dropped in a checkerboard): something else "
+                             "dropout's draws (all kept, all dropped, or dropped by index): something else "
                              "draws random numbers (a mask made with torch.rand, say). Apply dropout with an "
                              "nn.Dropout module or F.dropout(..., training=self.training)")
-    return (out, _trains(module, x, inputs)) if isinstance(out, torch.Tensor) else out
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(f"MultiHeadAttention's forward must return one tensor, (B, T_q, d_model); it returned "
+                         f"{describe_value(out)}")
+    return out, _trains(module, x, inputs)
 
 
 _TRAINS = "every projection's weight gets a finite gradient from the output"
@@ -641,6 +657,9 @@ def _trains(module, x, inputs) -> str:
     if not y.requires_grad:
         return ("no gradient at all: the output was computed under torch.no_grad(), or from .detach() or .data, "
                 "so training could never change the projections. Keep every step in autograd")
+    frozen = [n for n in _PROJ if not getattr(module, n).weight.requires_grad]
+    if frozen:
+        return f"{frozen[0]}.weight has requires_grad=False: an optimizer would never train it"
     grads = gradients.grads_of(y, [getattr(module, n).weight for n in _PROJ])
     for name, g in zip(_PROJ, grads):
         if g is None:
@@ -725,9 +744,9 @@ MHA = Exercise(
              "everything (and scale it by 1/(1 - p) = 2): where it acts decides the output",
              _mha_case(2, 5, 12, 3, dropout=0.5, train="keep all")),
         Case("cross-attention with a (3, 1, 1, 5) padding mask, dropout=0.5 in training mode, the check making "
-             "dropout drop a checkerboard over the last two axes (on the weights: query i, key j dropped where "
-             "i + j is odd) and double the rest",
-             _mha_case(3, 4, 6, 2, Tk=5, mask="padding", dropout=0.5, train="checkerboard")),
+             "dropout drop the entries of the last axis whose index has an odd number of 1 bits (on the weights: "
+             "keys 1, 2 and 4) and double the rest",
+             _mha_case(3, 4, 6, 2, Tk=5, mask="padding", dropout=0.5, train="odd bits")),
     ],
     hidden=[
         Case("self-attention of a random size", _mha_random()),
@@ -741,7 +760,8 @@ MHA = Exercise(
         Case("self-attention of a random size, dropout=0.3 in training mode, the check making dropout drop "
              "everything: the result is out_proj's bias", _mha_random(dropout=0.3, train="drop all")),
         Case("cross-attention of a random size, dropout=0.3 in training mode, the check making dropout drop "
-             "a checkerboard over the last two axes", _mha_random(cross=True, dropout=0.3, train="checkerboard")),
+             "the entries of the last axis whose index has an odd number of 1 bits",
+             _mha_random(cross=True, dropout=0.3, train="odd bits")),
     ],
     mistakes=[
         Mistake("out_proj forgotten", _kind(no_out_proj=True),

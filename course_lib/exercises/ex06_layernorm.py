@@ -1,6 +1,8 @@
 """Checks for notebooks/06_layernorm: layer_norm, layer_norm_backward, rms_norm, LayerNorm, ResidualBlock."""
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 
@@ -113,9 +115,11 @@ def _through_autograd(fn, inputs, grads_of=("x", "weight", "bias"), params=None,
     grads = gradients.grads_of(again, [*leaves.values(), *params.values()])
     for n, g in zip(params, grads[len(leaves):]):
         if g is None:
+            attr = re.sub(r"\.(\d+)", r"[\1]", n)              # sublayer.0.weight -> sublayer[0].weight
             raise ValueError(f"{named}'s {n} gets no gradient from the output, so training never changes it: "
-                             f"forward must use self.{n} itself (not leave it out, nor use self.{n}.data or "
-                             f"a detached copy, nor compute with it under torch.no_grad()){unused}")
+                             f"forward must use self.{attr} itself (not leave it out, nor use self.{attr}.data or "
+                             f"a detached copy, nor compute with it under torch.no_grad())"
+                             f"{unused if n.startswith('norm') else ''}")
     return (y.detach(), *grads)
 
 

@@ -311,6 +311,14 @@ def _call_clf(cls, inputs):
     if head.bias is None:
         raise ValueError("head has no bias: the contract's head is nn.Linear(encoder.config.d_model, n_classes), "
                          "which has one unless bias=False is given")
+    own = {id(p) for p in model.parameters()}
+    if not {id(p) for p in enc.parameters()} <= own:
+        raise ValueError("SentenceClassifier must keep the encoder it is given (self.encoder = encoder), not a "
+                         "copy: the notebook fine-tunes, freezes and wraps that very encoder")
+    if id(head.weight) not in own:
+        raise ValueError("the head is not among model.parameters(): keep it as a module attribute (self.head = "
+                         "nn.Linear(...)), not in a list, a dict or behind a property, or an optimizer never "
+                         "trains it and .to() never moves it")
     model = model.to(device=w.device, dtype=w.dtype)
     with torch.no_grad():
         head.weight.copy_(w)
@@ -336,14 +344,6 @@ def _trains(model, enc, head, inputs) -> str:
     """One training-mode forward and backward, as fine-tuning makes, said in words: _TRAINS, or the first
     thing that would keep the head or the encoder from training. The given encoder and the head must be
     the model's own parameters, or an optimizer over model.parameters() never sees them."""
-    own = {id(p) for p in model.parameters()}
-    if not {id(p) for p in enc.parameters()} <= own:
-        raise ValueError("SentenceClassifier must keep the encoder it is given (self.encoder = encoder), not a "
-                         "copy: the notebook fine-tunes, freezes and wraps that very encoder")
-    if id(head.weight) not in own:
-        raise ValueError("the head is not among model.parameters(): keep it as a module attribute (self.head = "
-                         "nn.Linear(...)), not in a list, a dict or behind a property, or an optimizer never "
-                         "trains it and .to() never moves it")
     model.train()
     logits = model(inputs["input_ids"], inputs["attention_mask"])
     if not enc.training:
@@ -355,6 +355,8 @@ def _trains(model, enc, head, inputs) -> str:
     if frozen:
         return (f"the encoder arrives frozen ({len(frozen)} of its tensors have requires_grad=False, "
                 f"{frozen[0]} first): leave it trainable, freezing is freeze_lower_layers's job")
+    if not head.weight.requires_grad:
+        return "the head's weight has requires_grad=False: an optimizer would never train it"
     grads = gradients.grads_of(logits, [head.weight, *enc.parameters()])
     if grads[0] is None:
         return "the head gets no gradient: forward must end in self.head(...)"
@@ -733,8 +735,9 @@ def _call_lora(cls, inputs):
     y2 = m(x1)
     if not y2.requires_grad:
         return same_at_init, b_learns, base_frozen, trainable, y1, a_small, "no gradient at all", None
-    grads = gradients.grads_of(y2, [x1, m.A] if m.A.requires_grad else [x1]) + (None,)
-    a_learns = ("A gets a gradient" if grads[1] is not None else
+    grads = gradients.grads_of(y2, [x1, m.A] if m.A.requires_grad else [x1])
+    a_grad = grads[1] if m.A.requires_grad else None
+    a_learns = ("A gets a gradient" if a_grad is not None else
                 "A gets no gradient: forward uses it cut from autograd (.detach(), .data) or A is frozen")
     if grads[0] is None:
         raise ValueError("no gradient reaches x through LoRALinear: the layers below it could never learn. "
