@@ -410,20 +410,24 @@ _RIGHT_MHA = dict(FILL='float("-inf")', NAN_FIX=".nan_to_num(0.0)", OUT="self.ou
 _UNDROPPED = "w = torch.softmax(s, dim=-1).nan_to_num(0.0)"
 
 
-def _grade_changed_mha(change, said):
-    """MHA_TEMPLATE made right, then changed as ``change`` says: both suites pass (said None) or refuse
-    it saying ``said``."""
+def _grade_changed(name, template, right, change, said):
+    """``template`` filled in with ``right``, then changed as ``change`` says (its replacements first):
+    ``name`` passes both suites (said None) or is refused in both, saying ``said``."""
     import math
 
     from course_lib.reference.heads import merge_heads, split_heads
-    src = MHA_TEMPLATE.lstrip()
-    for key, text in [*change.items(), *((k, t) for k, t in _RIGHT_MHA.items() if k not in change)]:
+    src = template.lstrip()
+    for key, text in [*change.items(), *((k, t) for k, t in right.items() if k not in change)]:
         src = src.replace(key, text)
     ns = {"torch": torch, "nn": nn, "F": F, "math": math, "split_heads": split_heads, "merge_heads": merge_heads}
-    exec(compile(src, "<answer mha>", "exec"), ns)
+    exec(compile(src, f"<answer {name}>", "exec"), ns)
     for suite in ("visible", "hidden"):
-        r = evaluate(get_exercise("MultiHeadAttention"), ns["MultiHeadAttention"], suite=suite)
+        r = evaluate(get_exercise(name), ns[name], suite=suite)
         assert r.passed if said is None else (not r.passed and said in r.message), r.message
+
+
+def _grade_changed_mha(change, said):
+    _grade_changed("MultiHeadAttention", MHA_TEMPLATE, _RIGHT_MHA, change, said)
 
 
 @pytest.mark.parametrize("change, said", [
@@ -522,8 +526,8 @@ _SDPA_RIGHT = dict(FILL='scores.masked_fill(~mask, float("-inf"))', ZERO="weight
     ({"RETURN": "weights @ v"}, "must return two tensors, (out, weights); it returned a tensor of shape"),
     ({"    scores = q @ k.mT": "    q /= math.sqrt(q.shape[-1])\n    scores = q @ k.mT * math.sqrt(q.shape[-1])"},
      "the answer is right but it changed its input q in place"),
-    ({"weights = weights.masked_fill(~mask, 0.0)": "weights = weights.masked_fill(~mask, 0.0)\n"
-      "    v = v.detach()"}, "no gradient reaches v through the output: v (or what is made from it"),
+    ({"RETURN": "weights @ v.detach(), weights"},
+     "no gradient reaches v through the output: v (or what is made from it"),
 ], ids=["right", "weights detached", "masked_fill_ on the softmax", "NaNs zeroed by indexing", "log(mask) added",
         "inverted in the fill", "inverted in the zeroing", "scores * mask", "√T_k", "returned swapped",
         "a list", "out alone", "q changed in place", "v detached"])
@@ -532,15 +536,7 @@ def test_sdpa_check_differentiates_and_names_mask_slips(change, said):
     changed in place after the softmax kept them (backward then fails), looked right. The others got bare
     numbers, the inverted fill a NaN that pointed at the NaN handling, the swapped return a gradient
     message."""
-    src = _SDPA.lstrip()
-    for key, text in {**_SDPA_RIGHT, **change}.items():
-        src = src.replace(key, text)
-    import math
-    ns = {"torch": torch, "math": math}
-    exec(compile(src, "<answer sdpa>", "exec"), ns)
-    for suite in ("visible", "hidden"):
-        r = evaluate(get_exercise("scaled_dot_product_attention"), ns["scaled_dot_product_attention"], suite=suite)
-        assert r.passed if said is None else (not r.passed and said in r.message), r.message
+    _grade_changed("scaled_dot_product_attention", _SDPA, _SDPA_RIGHT, change, said)
 
 
 @pytest.mark.parametrize("change, said", [
