@@ -301,7 +301,7 @@ def test_step_that_changes_the_callers_p_grad_is_refused_in_words():
 
     for decay in (add_into_grad, plus_equals):
         r = evaluate(get_exercise("Adam"), _learner_adam(decay))
-        assert not r.passed and "expected  step() leaves every p.grad as the caller set it" in r.message, r.message
+        assert not r.passed and "expected  step() changes every parameter in place, outside autograd, and leaves each p.grad as the caller set it" in r.message, r.message
         assert "got       step() changed weight.grad in place at step 1 of 12" in r.message, r.message
         assert "known mistake: weight-decay term added into p.grad in place" in r.message, r.message
         assert "g = p.grad + wd * p" in r.message, r.message
@@ -438,3 +438,180 @@ def test_errors_that_only_eps_or_one_step_shows_are_named():
         for suite in ("visible", "hidden"):
             r = evaluate(get_exercise(name), answer, suite=suite)
             assert not r.passed and says in r.message, (name, suite, r.message)
+
+
+# ---------------------------------------------------------------- what a training loop needs of step()
+SGD_REBOUND = '''
+class SGDMomentum(torch.optim.Optimizer):
+    def __init__(self, params, lr, momentum=0.0):
+        super().__init__(params, dict(lr=lr, momentum=momentum))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[KEY]
+                if "buf" not in state:
+                    state["buf"] = p.grad.clone()
+                else:
+                    state["buf"] = group["momentum"] * state["buf"] + p.grad
+                UPDATE
+'''
+
+ADAM_GRAPH = '''
+class Adam(torch.optim.Optimizer):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    def step(self, closure=None):
+        for group in self.param_groups:
+            lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad + wd * p                     # outside no_grad: g, m and v join autograd's graph
+                st = self.state[p]
+                if not st:
+                    st["t"], st["m"], st["v"] = 0, torch.zeros_like(p), torch.zeros_like(p)
+                st["t"] += 1
+                st["m"].mul_(b1).add_(g * (1 - b1))
+                st["v"].mul_(b2).add_(g * g * (1 - b2))
+                with torch.no_grad():
+                    p.sub_(lr * (st["m"] / (1 - b1 ** st["t"])) / ((st["v"] / (1 - b2 ** st["t"])).sqrt() + eps))
+'''
+
+
+def _answer(source, name):
+    import math
+
+    import torch
+    ns = {"torch": torch, "math": math}
+    exec(compile(source, "<answer>", "exec"), ns)
+    return ns[name]
+
+
+def test_steps_a_training_loop_would_not_survive_are_named():
+    """Three answers that got a bare difference or torch's own error from inside state_dict(): an update
+    of a new tensor that never reaches the parameter, state keyed by p.data, and an Adam computing outside
+    no_grad (its moments joined autograd's graph: memory grows every step, and the reloaded state failed
+    with 'a leaf Variable that requires grad ...' in the resumed run, which the message did not name)."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    ex = get_exercise("SGDMomentum")
+    right = SGD_REBOUND.replace("KEY", "p").replace("UPDATE", "p.sub_(group['lr'] * state['buf'])")
+    assert evaluate(ex, _answer(right, "SGDMomentum")).passed
+    rebound = SGD_REBOUND.replace("KEY", "p").replace("UPDATE", "p = p - group['lr'] * state['buf']")
+    r = evaluate(ex, _answer(rebound, "SGDMomentum"))
+    assert not r.passed and "got       step() left every parameter as it was, after 12 steps" in r.message, r.message
+    assert "Change p in place" in r.message, r.message
+    by_data = SGD_REBOUND.replace("KEY", "p.data").replace("UPDATE", "p.sub_(group['lr'] * state['buf'])")
+    r = evaluate(ex, _answer(by_data, "SGDMomentum"))
+    assert not r.passed and "raised KeyError" in r.message, r.message
+    assert "key it by\n  the parameter itself, self.state[p]" in r.message, r.message
+
+    r = evaluate(get_exercise("Adam"), _answer(ADAM_GRAPH, "Adam"))
+    assert not r.passed, r.message
+    assert "got       after step 1 of 12, self.state[weight]['m'] is part of autograd's graph" in r.message, r.message
+    assert "torch.no_grad()" in r.message, r.message
+    fixed = ADAM_GRAPH.replace("    def step(", "    @torch.no_grad()\n    def step(")
+    assert evaluate(get_exercise("Adam"), _answer(fixed, "Adam")).passed
+
+
+def test_an_error_in_the_resumed_run_says_it_came_from_there():
+    """An error that only the save-and-reload run meets read like any other: which run it was went unsaid."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    reloads_a_count = SGD_REBOUND.replace("KEY", "p").replace("UPDATE", "p.sub_(group['lr'] * state['buf'])")
+    reloads_a_count += """
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self.steps_done = state_dict["steps_done"]          # but state_dict() never saved it
+"""
+    r = evaluate(get_exercise("SGDMomentum"), _answer(reloads_a_count, "SGDMomentum"))
+    assert not r.passed and "raised KeyError: 'steps_done'" in r.message, r.message
+    assert "This happened in the run saved after 6 steps with state_dict() and torch.save" in r.message, r.message
+
+
+@pytest.mark.parametrize("name, changes, mistake", [
+    ("SGDMomentum", [("super().__init__(params, dict(lr=lr, momentum=momentum))",
+                      "super().__init__(params, dict(lr=lr, momentum=momentum))\n        self.mu = momentum"),
+                     ('group["momentum"] * state', "self.mu * state")],
+     "momentum read once (in __init__ or from self.defaults)"),
+    ("Adam", [('group["weight_decay"]\n', 'group["weight_decay"]\n            group["t"] = group.get("t", 0) + 1\n'),
+              ('                st["t"] += 1\n', ""), ('st["t"], st["m"], st["v"] = 0, ', 'st["m"], st["v"] = '),
+              ('st["t"])', 'group["t"])'), ("    def step(", "    @torch.no_grad()\n    def step(")],
+     "one step count for all parameters, kept in the group"),
+    ("Adam", [("                if p.grad is None:\n                    continue\n", ""),
+              ("g = p.grad + wd * p", "g = (torch.zeros_like(p) if p.grad is None else p.grad) + wd * p"),
+              ("    def step(", "    @torch.no_grad()\n    def step(")],
+     "a parameter whose grad is None updated as if its gradient were zero"),
+])
+def test_more_optimizer_slips_are_named(name, changes, mistake):
+    """These got a bare difference in the final weights."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    src = (SGD_REBOUND.replace("KEY", "p").replace("UPDATE", "p.sub_(group['lr'] * state['buf'])")
+           if name == "SGDMomentum" else ADAM_GRAPH)
+    for old, new in changes:
+        assert old in src, old
+        src = src.replace(old, new)
+    r = evaluate(get_exercise(name), _answer(src, name))
+    assert not r.passed and f"known mistake: {mistake}" in r.message, r.message
+
+
+def test_schedule_and_clipping_return_what_their_docstrings_say():
+    """lr_at returning a tensor (torch.cos) passed, though torch.optim's foreach and fused updates refuse a
+    tensor lr; clip_grad_norm returning a float or a (1,) tensor passed, and so did one that replaced
+    p.grad by a new tensor instead of scaling it in place."""
+    import math
+
+    import torch
+
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    def lr_tensor(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+        if step < warmup_steps:
+            return max_lr * (step + 1) / warmup_steps
+        q = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+        return min_lr + (max_lr - min_lr) * 0.5 * (1 + torch.cos(torch.tensor(math.pi * q, dtype=torch.float64)))
+
+    r = evaluate(get_exercise("lr_at"), lr_tensor)
+    assert not r.passed and "returned a tensor of shape (); expected the learning rate" in r.message, r.message
+    assert "use math.cos, not torch.cos" in r.message, r.message
+
+    def lr_float32_cos(step, max_lr, warmup_steps, total_steps, min_lr=0.0):    # a float, 7 digits right
+        return float(lr_tensor(step, max_lr, warmup_steps, total_steps, min_lr) if step < warmup_steps else
+                     min_lr if step >= total_steps else
+                     min_lr + (max_lr - min_lr) * 0.5 * (1 + torch.cos(torch.tensor(
+                         math.pi * (step - warmup_steps) / (total_steps - warmup_steps))).item()))
+
+    r = evaluate(get_exercise("lr_at"), lr_float32_cos)
+    assert not r.passed and "known mistake: the cosine taken in float32" in r.message, r.message
+
+    def clip(params, max_norm, give=lambda t: t, rebind=False):
+        ps = [p for p in params if p.grad is not None]
+        total = torch.stack([p.grad.pow(2).sum() for p in ps]).sum().sqrt()
+        if total > max_norm:
+            for p in ps:
+                if rebind:
+                    p.grad = p.grad * (max_norm / (total + 1e-6))
+                else:
+                    p.grad.mul_(max_norm / (total + 1e-6))
+        return give(total)
+
+    ex = get_exercise("clip_grad_norm")
+    assert evaluate(ex, clip).passed
+    r = evaluate(ex, lambda ps, m: clip(ps, m, give=float))
+    assert not r.passed and "returned a float; expected the global norm measured before clipping as a 0-dim tensor" \
+        in r.message, r.message
+    r = evaluate(ex, lambda ps, m: clip(ps, m, give=lambda t: t.reshape(1)))
+    assert not r.passed and "returned a tensor of shape (1,)" in r.message, r.message
+    r = evaluate(ex, lambda ps, m: clip(ps, m, rebind=True))
+    assert not r.passed and "replaced the .grad of parameter 0 by a new tensor; scale each gradient in place" \
+        in r.message, r.message

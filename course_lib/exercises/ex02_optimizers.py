@@ -8,7 +8,8 @@ steps again with a save / fresh optimizer / load in the middle; it returns both 
 parameters, so state kept outside ``self.state`` shows up as a difference. The first run writes
 each step's gradients into the existing ``p.grad`` in place, as ``zero_grad(set_to_none=False)``
 and ``backward()`` do (a momentum buffer that is ``p.grad`` itself shows); the second installs new
-tensors. Both runs check, in words, that ``step()`` leaves the caller's ``p.grad`` as it was.
+tensors. Both runs check, in words, that ``step()`` leaves the caller's ``p.grad`` as it was and keeps
+its state out of autograd's graph; the first, that the parameters moved at all (``p = p - ...`` does not).
 """
 from __future__ import annotations
 
@@ -73,9 +74,16 @@ def _groups(params, group2):
 
 
 _NAMES = ("weight", "bias", "extra")
-_GRADS_KEPT = "step() leaves every p.grad as the caller set it"
+_CONTRACT = "step() changes every parameter in place, outside autograd, and leaves each p.grad as the caller set it"
 _GRADS_WHY = ("The caller still uses its gradients after step() (to log, clip or accumulate them):\n"
               "work on new tensors (g = p.grad + ...), never on p.grad itself.")
+_GRAPH_WHY = ("step() computed it outside torch.no_grad() from the parameter (g = p.grad + wd * p, say), so\n"
+              "each step adds to autograd's graph: training's memory grows until it runs out, and a state\n"
+              "saved and loaded fails at the next in-place update. Do the whole update inside\n"
+              "`with torch.no_grad():`, or decorate step() with @torch.no_grad().")
+_UNMOVED_WHY = ("p = p - lr * ... makes a new tensor and leaves the parameter itself alone (so does an update\n"
+                "of a copy). Change p in place, inside torch.no_grad(): p.sub_(...), p.add_(..., alpha=-lr)\n"
+                "or p.copy_(...).")
 
 
 def _grad_change(params, installed, copies):
@@ -88,13 +96,24 @@ def _grad_change(params, installed, copies):
     return None
 
 
+def _in_graph(opt, params):
+    """The first piece of state that carries autograd history, in words; None if there is none."""
+    for owner, st in list(opt.state.items()):      # keys by identity: an id(p) key must not meet p in ==
+        name = next((n for n, p in zip(_NAMES, params) if p is owner), "p")
+        for key, value in (st.items() if isinstance(st, dict) else ()):
+            if isinstance(value, torch.Tensor) and value.requires_grad:
+                return f"self.state[{name}][{key!r}] is part of autograd's graph (requires_grad=True)"
+    return None
+
+
 def _run_optimizer(cls, inputs):
-    """(what step() did to p.grad, in words; final weight, bias, extra; the same for a run saved
-    halfway and resumed as a new process would: the state through torch.save and torch.load, into a
-    new optimizer over new parameters, so state kept anywhere but self.state is lost as it would be)."""
+    """(how step() treated parameters, gradients and state, in words; final weight, bias, extra; the same
+    for a run saved halfway and resumed as a new process would: the state through torch.save and
+    torch.load, into a new optimizer over new parameters, so state kept anywhere but self.state is lost
+    as it would be)."""
     grads, drop = inputs["grads"], inputs.get("lr_drop_at")
     half = len(grads) // 2
-    changed = []
+    found = []
 
     def fresh():
         return [torch.nn.Parameter(inputs[n].detach().clone()) for n in _NAMES]
@@ -108,34 +127,52 @@ def _run_optimizer(cls, inputs):
             installed = [p.grad for p in params]
             copies = [None if g is None else g.clone() for g in installed]
             opt.step()
-            found = _grad_change(params, installed, copies)
-            if found and not changed:
-                changed.append(f"{found} at step {s + 1} of {len(grads)}\n{_GRADS_WHY}")
+            change = _grad_change(params, installed, copies)
+            if change and not found:
+                found.append(f"{change} at step {s + 1} of {len(grads)}\n{_GRADS_WHY}")
+            graph = _in_graph(opt, params)
+            if graph and not found:
+                found.append(f"after step {s + 1} of {len(grads)}, {graph}:\n{_GRAPH_WHY}")
 
     p_full = fresh()
     opt = cls(_groups(p_full, inputs["group2"]), **inputs["defaults"])
     steps(opt, p_full, 0, len(grads), in_place=True)
+    if not found and not p_full[0].is_meta and all(torch.equal(p.detach(), inputs[n]) for n, p in zip(_NAMES, p_full)):
+        found.append(f"step() left every parameter as it was, after {len(grads)} steps:\n{_UNMOVED_WHY}")
+    if found:           # said in words; the resumed run would only fail for the same reason, less clearly
+        return (found[0],) + 2 * tuple(p.detach() for p in p_full)
 
     p_res = fresh()
     first = cls(_groups(p_res, inputs["group2"]), **inputs["defaults"])
     steps(first, p_res, 0, half)
+    try:
+        state = first.state_dict()
+    except KeyError as exc:     # torch looks every key of self.state up among the optimizer's parameters
+        exc.add_note("state_dict() found a key of self.state that is none of the optimizer's parameters: key it by\n"
+                     "the parameter itself, self.state[p] (p.data, a copy or a view is another tensor).")
+        raise
     file = io.BytesIO()
-    torch.save(first.state_dict(), file)
+    torch.save(state, file)
     file.seek(0)
     saved = torch.load(file, weights_only=False)
     # New Parameter objects while the old ones stay alive: state keyed by id(p), kept on the class or
     # the module, or hung on the parameter finds nothing here, as after a restart.
     p_new = [torch.nn.Parameter(p.detach().clone()) for p in p_res]
-    second = cls(_groups(p_new, inputs["group2"]), **inputs["defaults"])
-    second.load_state_dict(saved)
-    steps(second, p_new, half, len(grads))
-    return ((changed[0] if changed else _GRADS_KEPT,)
+    try:
+        second = cls(_groups(p_new, inputs["group2"]), **inputs["defaults"])
+        second.load_state_dict(saved)
+        steps(second, p_new, half, len(grads))
+    except Exception as exc:
+        exc.add_note(f"This happened in the run saved after {half} steps with state_dict() and torch.save, and resumed\n"
+                     "by a new optimizer over a fresh copy of the parameters, as after a restart.")
+        raise
+    return ((found[0] if found else _CONTRACT,)
             + tuple(p.detach() for p in p_full) + tuple(p.detach() for p in p_new))
 
 
 # What a failing comparison calls each of _run_optimizer's outputs, instead of "output[4]".
 _OPT_OUTPUTS = (
-    "what step() did to p.grad",
+    "how step() treated the parameters, their gradients and its state",
     *(f"the final {n}" for n in _NAMES),
     *(f"the final {n} of the run saved halfway with state_dict() and resumed by a new optimizer over a "
       f"fresh copy of the parameters" for n in _NAMES),
@@ -169,20 +206,20 @@ def _opt_random(defaults_fn, group2_fn):
 
 
 # ---------------------------------------------------------------- mistaken optimizers
-def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, state_outside=False,
+def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_mu=False, state_outside=False,
                  none_as_zero=False, grad_as_buffer=None):
     """grad_as_buffer: "in place" or "new": the buffer starts as p.grad itself (no clone), then is
     updated in place (buf.mul_(mu).add_(g)) or into a new tensor (buf = mu * buf + g)."""
     class Mistaken(torch.optim.Optimizer):
         def __init__(self, params, lr, momentum=0.0):
             super().__init__(params, dict(lr=lr, momentum=momentum))
-            self.lr0, self.bufs = lr, {}
+            self.lr0, self.mu0, self.bufs = lr, momentum, {}
 
         @torch.no_grad()
         def step(self, closure=None):
             for group in self.param_groups:
                 lr = self.lr0 if cached_lr else group["lr"]
-                mu = group["momentum"]
+                mu = self.mu0 if cached_mu else group["momentum"]
                 for p in group["params"]:
                     g = p.grad
                     if g is None:
@@ -209,19 +246,26 @@ def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, state_o
 
 def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=False, eps_inside=False,
                   flip_decay=False, decay_without_lr=False, state_outside=False, none_as_zero=False,
-                  decay_into_grad=False, eps_before_correction=False):
+                  decay_into_grad=False, eps_before_correction=False, shared_t=None, decay_none=False):
+    """shared_t: "group" or "optimizer", where one step count for all parameters is kept (group["t"],
+    saved by state_dict; self.t, not saved). decay_none: AdamW's decay applied before the skip of a
+    parameter whose grad is None, its moments left alone."""
     class Mistaken(torch.optim.Optimizer):
         def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=default_wd):
             super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
-            self.outside = {}
+            self.outside, self.t = {}, 0
 
         @torch.no_grad()
         def step(self, closure=None):
+            self.t += 1
             for group in self.param_groups:
                 lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+                group["t"] = group.get("t", 0) + 1
                 for p in group["params"]:
                     g = p.grad
                     if g is None:
+                        if decay_none and wd != 0:
+                            p.mul_(1 - lr * wd)
                         if not none_as_zero:
                             continue
                         g = torch.zeros_like(p)
@@ -236,7 +280,7 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                         st["step"], st["m"], st["v"] = 0, torch.zeros_like(p), torch.zeros_like(p)
                     if not t_from_zero:
                         st["step"] += 1
-                    t = st["step"]
+                    t = {"group": group["t"], "optimizer": self.t}.get(shared_t, st["step"])
                     st["m"] = b1 * st["m"] + (1 - b1) * g
                     st["v"] = b2 * st["v"] + (1 - b2) * g * g
                     m, v = st["m"], st["v"]
@@ -257,6 +301,14 @@ _PAPER_EPS_WHY = ("The Adam paper's 'efficient' form, lr·√(1 − β₂ᵗ)/(1
                   "before the bias correction: next to √v̂ that is eps/√(1 − β₂ᵗ), about 32 times eps at the\n"
                   "first step with β₂ = 0.999. The contract, like torch.optim.Adam and AdamW, divides\n"
                   "by √v̂ + eps. The two differ only through eps, so the difference is tiny but real.")
+
+
+_SHARED_T_WHY = ("Each parameter counts its own steps, in self.state[p]: one whose grad is None sits the step\n"
+                 "out and its count stays (here 'extra' has a gradient every other step). A count per step()\n"
+                 "call (self.t, or group['t']) bias-corrects its moments with the wrong t, and kept on the\n"
+                 "optimizer (self.t) it is also lost on a restart: state_dict() does not save it.")
+_NONE_SKIPPED_WHY = ("A parameter with p.grad None took no part in this step's loss; skip it entirely (no update,\n"
+                     "no change to its state, decay included), as torch's optimizers do.")
 
 
 # ---------------------------------------------------------------- SGDMomentum
@@ -301,6 +353,15 @@ SGD_EX = Exercise(
                 _sgd_variant(cached_lr=True),
                 "Each parameter group has its own lr, and a schedule changes group['lr'] between\n"
                 "steps. Read lr = group['lr'] inside step(), for each group."),
+        Mistake("learning rate and momentum read once in __init__ instead of from param_groups at every step",
+                _sgd_variant(cached_lr=True, cached_mu=True),
+                "Each parameter group has its own lr and momentum, and a schedule changes group['lr']\n"
+                "between steps. Read lr = group['lr'] and mu = group['momentum'] inside step(), for each group."),
+        Mistake("momentum read once (in __init__ or from self.defaults) instead of from each group",
+                _sgd_variant(cached_mu=True),
+                "Each parameter group may set its own momentum (here group 2 has another one). Read\n"
+                "mu = group['momentum'] inside step(), for each group; self.defaults holds only the values\n"
+                "given to __init__."),
         Mistake("learning rate folded into the velocity: v = μ·v + lr·g, p ← p − v",
                 _sgd_variant(lr_in_velocity=True),
                 "The two forms agree while lr is constant, but when a schedule lowers lr the old\n"
@@ -388,6 +449,12 @@ ADAM_EX = Exercise(
                 _adam_variant(decoupled=False, default_wd=0.0, decay_into_grad=True),
                 "Put the sum in a new tensor, g = p.grad + wd * p. p.grad.add_(wd * p), or g += wd * p\n"
                 "after g = p.grad, changes the caller's gradient."),
+        Mistake("a parameter whose grad is None updated as if its gradient were zero",
+                _adam_variant(decoupled=False, default_wd=0.0, none_as_zero=True), _NONE_SKIPPED_WHY),
+        Mistake("one step count for all parameters, kept in the group", _adam_variant(
+            decoupled=False, default_wd=0.0, shared_t="group"), _SHARED_T_WHY),
+        Mistake("one step count for all parameters, kept on the optimizer", _adam_variant(
+            decoupled=False, default_wd=0.0, shared_t="optimizer"), _SHARED_T_WHY),
     ],
     forbidden=OPTIM_FORBIDDEN,
     hint="For each parameter with a gradient: the weight-decay term joins the gradient before "
@@ -441,9 +508,17 @@ ADAMW_EX = Exercise(
                 "m and v start at zero, so early on they are far too small. Divide them by\n"
                 "(1 − β₁ᵗ) and (1 − β₂ᵗ), where t counts this parameter's steps from 1."),
         Mistake("weight decay applied to parameters whose grad is None",
-                _adam_variant(decoupled=True, default_wd=0.01, none_as_zero=True),
-                "A parameter with p.grad None took no part in this step; skip it entirely, decay\n"
-                "included, as torch.optim.AdamW does."),
+                _adam_variant(decoupled=True, default_wd=0.01, none_as_zero=True), _NONE_SKIPPED_WHY),
+        Mistake("weight decay applied to parameters whose grad is None, before skipping them",
+                _adam_variant(decoupled=True, default_wd=0.01, decay_none=True), _NONE_SKIPPED_WHY),
+        Mistake("bias correction with the step count before it is incremented (t starts at 0)",
+                _adam_variant(decoupled=True, default_wd=0.01, t_from_zero=True),
+                "At the first step 1 − β⁰ = 0, and dividing by it gives inf and nan. Increment\n"
+                "state['step'] first, so the first step uses t = 1."),
+        Mistake("one step count for all parameters, kept in the group", _adam_variant(
+            decoupled=True, default_wd=0.01, shared_t="group"), _SHARED_T_WHY),
+        Mistake("one step count for all parameters, kept on the optimizer", _adam_variant(
+            decoupled=True, default_wd=0.01, shared_t="optimizer"), _SHARED_T_WHY),
         Mistake("eps added to √v before the bias correction, not to √v̂ (the Adam paper's efficient form)",
                 _adam_variant(decoupled=True, default_wd=0.01, eps_before_correction=True),
                 _PAPER_EPS_WHY),
@@ -471,11 +546,14 @@ def _run_schedule(fn, inputs):
     rates = []
     for s in inputs["steps"]:
         lr = fn(s, **kw)
-        try:
-            rates.append(float(lr))
-        except (TypeError, ValueError, RuntimeError):
+        if isinstance(lr, torch.Tensor) or not isinstance(lr, (float, int)) or isinstance(lr, bool):
+            why = ("use math.cos, not torch.cos: torch.optim's multi-tensor and fused updates (the default on a GPU) "
+                   "refuse a tensor lr, and a float32 tensor rounds the rate" if isinstance(lr, torch.Tensor) else
+                   "a path through the function that returns nothing gives None" if lr is None else
+                   "use math, not numpy, or convert with float(...)")
             raise TypeError(f"lr_at({s}, ...) returned {_what(lr)}; expected the learning rate at step {s}, "
-                            "a Python float (a path through the function that returns nothing gives None)") from None
+                            f"a Python float ({why})")
+        rates.append(float(lr))
     return tuple(rates)                                    # one number per step, named by _step_names
 
 
@@ -544,6 +622,22 @@ def _lr_no_min(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
     return max_lr * 0.5 * (1 + math.cos(math.pi * p))
 
 
+def _lr_floor(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    p = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+    return max(min_lr, max_lr * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def _lr_cos_float32(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    if step >= total_steps:
+        return min_lr
+    q = (step - warmup_steps) / (total_steps - warmup_steps)
+    return min_lr + (max_lr - min_lr) * (1 + torch.cos(torch.tensor(math.pi * q)).item()) / 2
+
+
 def _lr_no_clamp(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
     if step < warmup_steps:
         return max_lr * (step + 1) / warmup_steps
@@ -568,6 +662,8 @@ LR_EX = Exercise(
     hidden=[
         Case("random max_lr, warmup, total and steps", _sched_random, dtypes=F64),
         Case("other random max_lr, warmup, total and steps", _sched_random, dtypes=F64),
+        Case("max_lr 0.5, 5 warmup steps of 60, min_lr 1e-3; every step from 0 to 62",
+             _sched_case(0.5, 5, 60, 1e-3, extra=tuple(range(63))), dtypes=F64),
     ],
     mistakes=[
         Mistake("warmup off by one: max_lr·step/warmup_steps (lr 0 at step 0)", _lr_off_by_one,
@@ -583,6 +679,13 @@ LR_EX = Exercise(
                 "low (most near the end), and min_lr comes a step early."),
         Mistake("min_lr ignored: the cosine decays to 0", _lr_no_min,
                 "The cosine goes from max_lr down to min_lr: min_lr + (max_lr − min_lr)·(1 + cos(π·progress))/2."),
+        Mistake("min_lr used as a floor under a cosine that decays to 0", _lr_floor,
+                "The cosine itself ends at min_lr: min_lr + (max_lr − min_lr)·(1 + cos(π·progress))/2.\n"
+                "max(min_lr, a cosine down to 0) is lower all through the decay and reaches min_lr early;\n"
+                "the difference is largest where the cosine gets close to min_lr."),
+        Mistake("the cosine taken in float32: torch.cos of a tensor made without dtype=", _lr_cos_float32,
+                "torch.tensor(x) is float32 unless told, so its cosine has about 7 correct digits, and this\n"
+                "check compares more. Use math.cos on Python floats, as the hint says."),
         Mistake("no floor after total_steps: the cosine rises again", _lr_no_clamp,
                 "Past total_steps the cosine would climb back up; the schedule stays at min_lr there."),
     ],
@@ -598,10 +701,20 @@ def _run_clip(fn, inputs):
     params = [torch.nn.Parameter(torch.zeros_like(gr if gr is not None else inputs["g0"]))
               for gr in grads]
     _set_grads(params, grads)
+    installed = [p.grad for p in params]
     total = fn((p for p in params), inputs["max_norm"])       # a generator, as model.parameters() is
-    if total is None or (isinstance(total, torch.Tensor) and total.numel() != 1):
+    if not isinstance(total, torch.Tensor) or total.dim() != 0:
         raise TypeError(f"clip_grad_norm returned {_what(total)}; expected the global norm measured before "
-                        "clipping, one number (a 0-dim tensor)")
+                        "clipping as a 0-dim tensor, as torch.nn.utils.clip_grad_norm_ returns it"
+                        + (" (float() or .item() would make the GPU wait at every step)"
+                           if isinstance(total, (float, int)) else ""))
+    for i, (p, g) in enumerate(zip(params, installed)):
+        if p.grad is not g:
+            raise ValueError(f"clip_grad_norm replaced the .grad of parameter {i} by "
+                             f"{'None' if p.grad is None else 'a new tensor'}; scale each gradient in place, "
+                             "g.mul_(c), as the docstring says: p.grad = p.grad * c allocates new gradients at "
+                             "every step and leaves behind whatever holds the old ones (distributed training's "
+                             "gradient buckets, say)")
     dtype = params[0].dtype
     device = params[0].device                             # where the case runs
     total = torch.as_tensor(total).detach().to(device, dtype).reshape(())

@@ -138,7 +138,8 @@ def describe_error(exc: BaseException) -> dict[str, str | bool]:
     stub = isinstance(exc, NotImplementedError) and (not str(exc) or (
         last is not None and _is_learner_frame(last.filename)
         and "NotImplementedError" in (last.line or linecache.getline(last.filename, last.lineno))))
-    return {"type": type(exc).__name__, "message": str(exc)[:500], "where": where, "stub": stub}
+    notes = "\n".join(getattr(exc, "__notes__", ()))   # what a check's own code added: where it happened, what it means
+    return {"type": type(exc).__name__, "message": str(exc)[:500], "where": where, "stub": stub, "notes": notes}
 
 
 def _tensors(value: Any, prefix: str):
@@ -290,7 +291,8 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome) -> tuple[str | None, flo
             return (f"✗ {ex.name} — not implemented yet: replace `raise NotImplementedError()` "
                     f"in its answer cell with your code."), 0.0
         where = f"\n  at {err['where']}" if err["where"] else ""
-        return f"{head}\n  raised {err['type']}: {err['message']}{where}", 0.0
+        notes = ("\n  " + err["notes"].replace("\n", "\n  ")) if err.get("notes") else ""
+        return f"{head}\n  raised {err['type']}: {err['message']}{where}{notes}", 0.0
     expected = capture(ex.run(ex.reference, reference_inputs(run.inputs)))
     atol, rtol = run.case.tolerance(run.dtype)
     diff, largest = compare(expected, outcome.value, dtype=run.dtype, device=run.device, atol=atol, rtol=rtol)
