@@ -400,3 +400,4 @@ def test_norm_checks_still_see_an_input_changed_in_place(name, source):
     so that `x -= mean` is told it changed its input."""
     for r in _both_suites(name, _learner_cell(source, name)):
         assert not r.passed and "changed its input x in place" in r.message, r.message
+        assert "or change a copy (out = x.clone())" in r.message, r.message     # out = x; out -= ... is as wrong

@@ -298,7 +298,8 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome) -> tuple[str | None, flo
     diff, largest = compare(expected, outcome.value, dtype=run.dtype, device=run.device, atol=atol, rtol=rtol)
     if diff is None and outcome.mutated:
         return (f"{head}\n  the answer is right but it changed its input {', '.join(outcome.mutated)} in place.\n"
-                "  Callers keep using their tensors: work on new tensors (x = x - m, not x -= m)."), largest
+                "  Callers keep using their tensors: work on new tensors (x = x - m, not x -= m),\n"
+                "  or change a copy (out = x.clone()): out = x gives the same tensor another name."), largest
     if diff is None:
         return None, largest
     where = "" if diff.where == "output" or diff.kind == "words" else f" (in {_output_name(ex, run, diff.where)})"
