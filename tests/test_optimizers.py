@@ -615,3 +615,19 @@ def test_schedule_and_clipping_return_what_their_docstrings_say():
     r = evaluate(ex, lambda ps, m: clip(ps, m, rebind=True))
     assert not r.passed and "replaced the .grad of parameter 0 by a new tensor; scale each gradient in place" \
         in r.message, r.message
+
+
+def test_a_forbidden_call_is_named_alone_not_with_what_it_calls_inside():
+    """torch's clip_grad_norm_ reached through getattr was reported with five 'calls' lines: its own
+    helpers (get_total_norm, _foreach_norm, _foreach_mul_, ...) as if the answer had called them."""
+    import torch
+
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    def hidden_clip(params, max_norm):
+        return getattr(torch.nn.utils, "clip_grad_" + "norm_")(list(params), max_norm)
+
+    r = evaluate(get_exercise("clip_grad_norm"), hidden_clip)
+    assert not r.passed and "calls clip_grad_norm_: it is the function you are writing" in r.message, r.message
+    assert r.message.count("\n  calls ") == 1, r.message

@@ -146,14 +146,14 @@ def _resolve(target: str):
 
 
 class _AtenWatcher(TorchDispatchMode):
-    def __init__(self, watched: dict[str, Forbidden], hits: dict[str, Forbidden]):
+    def __init__(self, watched: dict[str, Forbidden], calls: "CallWatcher"):
         super().__init__()
-        self.watched, self.hits = watched, hits
+        self.watched, self.calls = watched, calls
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         f = self.watched.get(func._schema.name)
         if f is not None:
-            self.hits.setdefault(f.display, f)
+            self.calls.record(f)
         return func(*args, **(kwargs or {}))
 
 
@@ -164,8 +164,9 @@ _SWITCHES = {id(f) for f in (sys.setprofile, sys.settrace, getattr(sys, "_setpro
 class CallWatcher:
     """Context manager recording calls to forbidden targets while the answer runs.
 
-    ``hits`` maps the shown name to its :class:`Forbidden`; ``tampered`` is set when the
-    profiling hook was removed from under it.
+    ``hits`` maps the shown name to its :class:`Forbidden`, for the calls the answer makes itself: what a
+    forbidden function calls in turn (clip_grad_norm_'s _foreach_norm) is its business, not the answer's.
+    ``tampered`` is set when the profiling hook was removed from under it.
     """
 
     def __init__(self, forbidden: Iterable[Forbidden]):
@@ -197,6 +198,7 @@ class CallWatcher:
                 if f.target.startswith("torch.Tensor."):
                     self.methods[f.target.rsplit(".", 1)[-1]] = f
         self.hits: dict[str, Forbidden] = {}
+        self._within: list = []           # frames of forbidden Python functions running now, outermost first
         self.tampered = False
         self._closing = False
 
@@ -205,12 +207,20 @@ class CallWatcher:
         if not code.co_filename.startswith("<"):     # "<string>": generated code shares its place
             self.places[(code.co_filename, code.co_firstlineno)] = f
 
+    def record(self, f: Forbidden) -> None:
+        if not self._within:
+            self.hits.setdefault(f.display, f)
+
     def _hook(self, frame, event, arg):
         if event == "call":
             code = frame.f_code
             f = self.codes.get(code) or self.places.get((code.co_filename, code.co_firstlineno))
             if f is not None:
-                self.hits.setdefault(f.display, f)
+                self.record(f)
+                self._within.append(frame)
+        elif event == "return":
+            if self._within and frame is self._within[-1]:
+                self._within.pop()
         elif event == "c_call":
             if id(arg) in _SWITCHES and not self._closing:   # even a pause, switched back on after
                 self.tampered = True
@@ -218,11 +228,11 @@ class CallWatcher:
             if f is None and self.methods and isinstance(getattr(arg, "__self__", None), torch.Tensor):
                 f = self.methods.get(getattr(arg, "__name__", ""))
             if f is not None:
-                self.hits.setdefault(f.display, f)
+                self.record(f)
 
     def __enter__(self):
         self._previous = sys.getprofile()
-        self._mode = _AtenWatcher(self.aten, self.hits) if self.aten else None
+        self._mode = _AtenWatcher(self.aten, self) if self.aten else None
         if self._mode is not None:
             self._mode.__enter__()
         self._bound = self._hook          # one bound method, so it can be compared later
