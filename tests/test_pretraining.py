@@ -393,12 +393,11 @@ _MLM = """def mlm_mask(tokens, mask_id, vocab_size, p=0.15, generator=None):
 
 @pytest.mark.parametrize("random, says", [
     ("torch.randint(vocab_size, tokens.shape, generator=generator)", None),
-    ("torch.randint(1, vocab_size, tokens.shape, generator=generator)", None),          # [MASK] = 0 never drawn: fine
     ("torch.randint(vocab_size, (1,), generator=generator)", "one id makes up"),
     ("torch.randint(vocab_size, tokens.shape[-1:], generator=generator)", "one draw shared by a whole column"),
     ("torch.randint(vocab_size, tokens.shape, generator=generator) + 1", "inputs hold ids outside [0,"),
     ("(tokens + 1) % vocab_size", "the original token plus one same offset"),
-], ids=["right", "right, from 1", "one token", "one per column", "off by one", "not random"])
+], ids=["right", "one token", "one per column", "off by one", "not random"])
 def test_mlm_mask_check_looks_at_the_random_tokens(random, says):
     """The fractions alone cannot tell which token went in: any id passed."""
     verdicts = _evaluate_both("mlm_mask", _answer(_MLM.replace("RANDOM", random), "mlm_mask"))
@@ -486,3 +485,108 @@ def test_checks_say_why_for_more_learner_mistakes(name, source, says):
     only at [MASK], gradients zeroed between backward and step) named as another mistake."""
     r = _evaluate(name, _answer(source, name))
     assert not r.passed and says in r.message, r.message
+
+
+# ------------------------------------------------------------ gaps a blind probe of learner answers found
+_SEEDS = (1, 2, 3, 1357)
+
+
+def _hidden(name, answer, seed):
+    from course_lib.exercises import ex08_pretraining as ex08
+    from course_lib.grading.engine import evaluate
+    exercise = {e.name: e for e in (ex08.MLM_MASK, ex08.SAMPLE, ex08.TRAIN_STEP)}[name]
+    return evaluate(exercise, answer, suite="hidden", seed=seed)
+
+
+@pytest.mark.parametrize("random, says", [
+    ("torch.randint(1, vocab_size, tokens.shape, generator=generator)", "id 0 never came out"),
+    ("torch.randint(vocab_size - 1, tokens.shape, generator=generator)", "never draws the last id"),
+    ("torch.randint(0, vocab_size - 1, tokens.shape, generator=generator)", "never draws the last id"),
+], ids=["from 1", "vocab_size - 1", "0 to vocab_size - 1"])
+def test_mlm_mask_check_wants_random_tokens_from_all_of_the_vocabulary(random, says):
+    """The docstring says [0, vocab_size): both ends left out passed every suite. Id 0 only shows where
+    [MASK] is not 0, so a case has [MASK] = vocab_size, as the notebook's own call."""
+    answer = _answer(_MLM.replace("RANDOM", random), "mlm_mask")
+    r = _evaluate("mlm_mask", answer)
+    assert not r.passed and says in r.message and "[MASK] = 20" in r.message.splitlines()[0], r.message
+    for seed in _SEEDS:
+        r = _hidden("mlm_mask", answer, seed)
+        assert not r.passed and says in r.message, (seed, r.message)
+
+
+def test_mlm_mask_check_accepts_a_mask_id_outside_the_vocabulary():
+    """mask_id = vocab_size: no random draw lands on [MASK], and [MASK] is no id out of range."""
+    answer = _answer(_MLM.replace("RANDOM", "torch.randint(vocab_size, tokens.shape, generator=generator)"),
+                     "mlm_mask")
+    assert _evaluate("mlm_mask", answer).passed
+    assert all(_hidden("mlm_mask", answer, seed).passed for seed in _SEEDS)
+
+
+def test_sample_hidden_suite_refuses_top_k_keeping_k_minus_1():
+    """'<=' against the k-th value keeps k - 1 tokens: with no top_k = 1 case the hidden suite let it
+    through at most seeds."""
+    answer = _answer(_SAMPLE.replace("KEEP", "<=").replace("PROBS", "torch.softmax(logits, -1)"), "sample")
+    for seed in _SEEDS:
+        r = _hidden("sample", answer, seed)
+        assert not r.passed and "the top-k step removes too many tokens" in r.message, (seed, r.message)
+
+
+_SOFTMAX_OF_PROBS = """def sample(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+    for _ in range(max_new_tokens):
+        probs = F.softmax(model(idx[:, -model.block_size:])[:, -1, :], -1)
+        if top_k is not None:
+            probs = probs.masked_fill(probs < torch.topk(probs, top_k).values[:, [-1]], 0.0)
+        probs = F.softmax(probs / temperature, -1)
+        idx = torch.cat([idx, torch.multinomial(probs.cpu(), 1, generator=generator).to(idx.device)], 1)
+    return idx
+"""
+_ALL_AT_ONCE = """def sample(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+    z = model(idx[:, -model.block_size:])[:, -1, :] / temperature
+    if top_k is not None:
+        z[z < torch.topk(z, top_k).values[:, [-1]]] = float("-inf")
+    new = torch.multinomial(F.softmax(z, -1).cpu(), max_new_tokens, replacement=True, generator=generator)
+    return torch.cat([idx, new.to(idx.device)], 1)
+"""
+
+
+@pytest.mark.parametrize("source, says, not_said", [
+    (_SOFTMAX_OF_PROBS, "known mistake: softmax applied twice", "smallest logits"),
+    (_ALL_AT_ONCE, "the model was called once for 10 new tokens", "saw at most"),
+], ids=["softmax of probabilities", "all tokens from one call"])
+def test_sample_check_names_the_real_cause(source, says, not_said):
+    """A softmax of top-k'd probabilities was told 'top-k keeps the smallest logits' (the words of its
+    greedy case were the same); tokens drawn from one call were told about the context's length."""
+    r = _evaluate("sample", _answer(source, "sample"))
+    assert not r.passed and says in r.message and not_said not in r.message, r.message
+
+
+_STEP = _TRAIN_STEP.replace("CLIP", "clip_grad_norm(model.parameters(), max_norm)")
+
+
+@pytest.mark.parametrize("source, says", [
+    (_STEP.replace("    optimizer.zero_grad()\n", "").replace("    return", "    optimizer.zero_grad()\n    return"),
+     "known mistake: gradients zeroed at the end of the step (after optimizer.step())"),
+    (_STEP.replace("parameters(), max_norm)", "parameters(), 1.0)"),
+     "known mistake: clipped to a norm of 1.0, not to max_norm"),
+    (_STEP.replace("    clip_grad_norm(model.parameters(), max_norm)\n", "").replace(
+        "    loss.backward()", "    clip_grad_norm(model.parameters(), max_norm)\n    loss.backward()"),
+     "known mistake: clipping had no effect (missing, done before loss.backward()"),
+    (_STEP.replace("y.reshape(-1))", "y.reshape(-1), reduction='sum')"), "known mistake: sum instead of mean"),
+    (_STEP.replace("logits = model(x)", "logits = model(x).softmax(-1)"),
+     "known mistake: softmax applied before cross-entropy"),
+    (_STEP.replace("logits.reshape(-1, logits.shape[-1]), y.reshape(-1)",
+                   "logits[:, :-1].reshape(-1, logits.shape[-1]), y[:, 1:].reshape(-1)"),
+     "known mistake: logits and targets shifted again"),
+    (_STEP.replace("logits = model(x)", "with torch.autocast(x.device.type, dtype=torch.bfloat16):\n"
+                                        "        logits = model(x).float()"),
+     "known mistake: the forward pass computed in bfloat16 (torch.autocast)"),
+], ids=["zero_grad after step", "clip at 1.0", "clip before backward", "summed loss", "softmax before the loss",
+        "targets shifted again", "bf16 autocast"])
+def test_train_step_check_names_more_mistakes(source, says):
+    """zero_grad() after step() passed every suite (the model came without old gradients); a clip at 1.0
+    and a clip before backward() were told 'missing, or done after optimizer.step()'; lm_loss's
+    mistakes, and bf16 autocast, were refused with numbers only."""
+    answer = _answer(source, "train_step")
+    r = _evaluate("train_step", answer)
+    assert not r.passed and says in r.message, r.message
+    assert all(not _hidden("train_step", answer, seed).passed for seed in _SEEDS)

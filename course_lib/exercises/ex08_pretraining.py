@@ -243,15 +243,24 @@ LM_LOSS = Exercise(
 
 
 # ------------------------------------------------------------------------------- mlm_mask
-def _mlm_case(shape, vocab, p=0.15):
+def _mlm_case(shape, vocab, p=0.15, mask_id=0):
+    """mask_id 0 (tokens from 1 up) or vocab (outside the vocabulary, as the notebook's own [MASK])."""
     def make(g):
-        return {"tokens": torch.randint(1, vocab, shape, generator=g), "mask_id": 0,
+        return {"tokens": torch.randint(1 if mask_id == 0 else 0, vocab, shape, generator=g), "mask_id": mask_id,
                 "vocab_size": vocab, "p": p, "seed": _ri(g, 0, 10_000)}
     return make
 
 
 def _mlm_random(g):
     return _mlm_case((_ri(g, 150, 250), 200), _ri(g, 20, 40), [0.15, 0.3][_ri(g, 0, 1)])(g)
+
+
+def _mlm_random_outside(g):
+    """[MASK] = vocab_size, p = 0.4: at least 30,000 positions, about 12,000 of them chosen (fewer than 11,000
+    has probability < 1e-15), so with V <= 25 every id is expected >= 0.1 / 25 · 11,000 · 24/25 > 42 times among
+    the random replacements: random_ids checks them all (it needs 30)."""
+    V = _ri(g, 15, 25)
+    return _mlm_case((_ri(g, 150, 250), 200), V, 0.4, mask_id=V)(g)
 
 
 _MLM_TOL = 0.025
@@ -262,7 +271,8 @@ def _call_mlm(fn, inputs):
     right where chosen, inputs untouched elsewhere, the fraction chosen, and among the chosen the
     fractions set to [MASK], left unchanged and set to another token, then the same seed giving the
     same output. Fractions are checked against their expectation under the contract (random tokens
-    drawn from [0, vocab_size) sometimes land on [MASK] or on the original token), within ± _MLM_TOL."""
+    drawn from [0, vocab_size) sometimes land on the original token, and on [MASK] where mask_id is
+    inside [0, vocab_size)), within ± _MLM_TOL."""
     tokens, mask_id, V, p = inputs["tokens"], inputs["mask_id"], inputs["vocab_size"], inputs["p"]
     kw = {k: v for k, v in inputs.items() if k != "seed"}
     given = tokens.clone()         # an answer that changes tokens in place is judged on what it was given
@@ -323,14 +333,18 @@ def _call_mlm(fn, inputs):
 
     def random_ids():
         """Ids in range; among the replaced positions, no id, offset from the original or repeat along
-        a row or column far above chance (about 1/V when each is drawn on its own)."""
-        if bool(((inp < 0) | (inp >= V)).any()):
-            return f"inputs hold ids outside [0, {V}): from {int(inp.min())} to {int(inp.max())}"
+        a row or column far above chance (about 1/V when each is drawn on its own); and every id of
+        [0, V) that the draws should show many times comes out at least once."""
+        outside = ((inp < 0) | (inp >= V)) & (inp != mask_id)
+        if bool(outside.any()):
+            lo, hi = int(inp[outside].min()), int(inp[outside].max())
+            return (f"inputs hold ids outside [0, {V}): {lo if lo == hi else f'from {lo} to {hi}'} at "
+                    f"{int(outside.sum()):,} positions")
         replaced = state["chosen"] & (inp != mask_id) & (inp != tokens)
         vals = inp[replaced]
         if vals.numel() < 100:                   # too few to judge: the fractions above say why
             return None
-        limit = 0.25                             # chance is 1/V <= 0.05 in every case
+        limit = 0.25                             # chance is 1/V <= 1/15 in every case
         top = float(torch.bincount(vals, minlength=V).max()) / vals.numel()
         if top > limit:
             return f"one id makes up {top:.0%} of the random replacements"
@@ -347,7 +361,30 @@ def _call_mlm(fn, inputs):
             if repeat > limit:
                 return (f"{repeat:.0%} of the random replacements repeat the one before them in the same "
                         f"{along}: one draw shared by a whole {along}")
-        return None
+        # Under the contract, given the chosen positions, id j comes out at each chosen position whose
+        # token is not j on its own with probability 0.1 / V, so it never comes out with probability
+        # <= exp(-expect[j]). Only ids expected >= 30 times are required: a right answer is refused for
+        # one of them with probability <= V · e^-30 < 5e-12 (V <= 50). [MASK] (an id when mask_id < V)
+        # cannot be told from masking, so it is not required.
+        chosen_tokens = tokens[state["chosen"]]
+        expect = 0.1 / V * (len(chosen_tokens) - torch.bincount(chosen_tokens, minlength=V)[:V]).double()
+        seen = torch.bincount(vals, minlength=V)[:V] > 0
+        missing = [j for j in range(V) if j != mask_id and float(expect[j]) >= 30 and not bool(seen[j])]
+        if not missing:
+            return None
+        never = (f"id {missing[0]} never came out" if len(missing) == 1 else
+                 f"{len(missing)} ids ({', '.join(map(str, missing[:5]))}{', …' if len(missing) > 5 else ''}) "
+                 "never came out")
+        said = (f"{never} among the {vals.numel():,} random replacements, though a draw from [0, {V}) would "
+                f"give {'it' if len(missing) == 1 else 'each'} about {float(expect[missing].min()):.0f} times")
+        if missing == [0]:
+            return (said + f": drawn from [1, {V}): torch.randint(vocab_size, ...) draws from [0, vocab_size), "
+                    "id 0 included (torch.randint(1, vocab_size, ...) leaves it out)")
+        if missing == [V - 1]:
+            return (said + f": drawn from [0, {V - 1}): torch.randint's upper bound is already left out, so "
+                    "torch.randint(vocab_size, ...) draws from [0, vocab_size); torch.randint(vocab_size - 1, ...) "
+                    "or torch.randint(0, vocab_size - 1, ...) never draws the last id")
+        return said + f": draw each random token uniformly from all of [0, {V})"
 
     def same_seed():
         same = (isinstance(again, (tuple, list)) and len(again) == 2
@@ -355,17 +392,18 @@ def _call_mlm(fn, inputs):
                         for a, b in zip(got, again)))
         return None if same else "two calls with generators seeded alike returned different (inputs, labels)"
 
+    hit = 0.1 / V if 0 <= mask_id < V else 0.0           # a random draw that lands on [MASK]
     return _properties(
         ("(inputs, labels): two int64 tensors of tokens' shape, on tokens' device", contract),
         ("labels = the original token wherever they are not -100", labels_right),
         ("inputs = tokens wherever the label is -100", untouched),
         fraction("fraction of positions chosen (label not -100)",
                  lambda: float(state["chosen"].double().mean()), p),
-        fraction("fraction of the chosen set to [MASK]", among_chosen(lambda: inp == mask_id), 0.8 + 0.1 / V),
+        fraction("fraction of the chosen set to [MASK]", among_chosen(lambda: inp == mask_id), 0.8 + hit),
         fraction("fraction of the chosen left unchanged", among_chosen(lambda: inp == tokens), 0.1 + 0.1 / V),
         fraction("fraction of the chosen set to another token (the random 10 %, less the draws that hit "
                  "[MASK] or the original)",
-                 among_chosen(lambda: (inp != mask_id) & (inp != tokens)), 0.1 - 0.2 / V),
+                 among_chosen(lambda: (inp != mask_id) & (inp != tokens)), 0.1 - 0.1 / V - hit),
         (f"the random tokens drawn from [0, {V}) one position at a time", random_ids),
         ("two calls with generators seeded alike return the same (inputs, labels)", same_seed),
     )
@@ -423,9 +461,13 @@ MLM_MASK = Exercise(
              _mlm_case((200, 200), 30), dtypes=INT),
         Case("tokens (100, 300), vocabulary 50, p = 0.3", _mlm_case((100, 300), 50, 0.3), dtypes=INT),
         Case("tokens (40000,) as one long row, vocabulary 25", _mlm_case((40000,), 25), dtypes=INT),
+        # 16,000 chosen positions: every id is expected 0.1 / 20 · 16,000 · 19/20 = 76 times (random_ids)
+        Case("tokens (200, 200), vocabulary 20, [MASK] = 20 (outside the vocabulary, as in the notebook), p = 0.4",
+             _mlm_case((200, 200), 20, 0.4, mask_id=20), dtypes=INT),
     ],
     hidden=[Case("random shapes, vocabulary and p", _mlm_random, dtypes=INT),
-            Case("random shapes, vocabulary and p (again)", _mlm_random, dtypes=INT)],
+            Case("random shapes, vocabulary and p (again)", _mlm_random, dtypes=INT),
+            Case("random shape and vocabulary, [MASK] = vocab_size, p = 0.4", _mlm_random_outside, dtypes=INT)],
     mistakes=[
         Mistake("labels kept at unmasked positions", _m_labels_everywhere,
                 "Only the chosen ~15 % are predicted: every other label must be -100 so the loss ignores it."),
@@ -452,17 +494,20 @@ MLM_MASK = Exercise(
 
 # --------------------------------------------------------------------------------- sample
 class _Bigram(nn.Module):
-    """A toy model: logits depend only on the last token; records the longest input it saw. As it reads
-    the last token alone, a context cropped too short changes none of its outputs: that length is checked."""
+    """A toy model: logits depend only on the last token; records the longest input it saw and how often
+    it was called. As it reads the last token alone, a context cropped too short changes none of its
+    outputs: that length is checked."""
 
     def __init__(self, table: torch.Tensor, block_size: int):
         super().__init__()
         self.register_buffer("table", table)
         self.block_size = block_size
         self.longest = 0
+        self.calls = 0
 
     def forward(self, idx):                                   # (B, T) -> (B, T, V)
         self.longest = max(self.longest, idx.shape[1])
+        self.calls += 1
         return self.table[idx]
 
 
@@ -510,6 +555,11 @@ def _call_sample(fn, inputs):
     def cropped():
         if model.longest > block:
             return f"the model was given {model.longest} tokens at once (block_size = {block})"
+        if model.calls < new:
+            times = "once" if model.calls == 1 else f"{model.calls} times"
+            return (f"the model was called {times} for {new} new tokens, so some were drawn from the same "
+                    "distribution, without the tokens drawn before them: call the model once per new token, on "
+                    "the text so far, and draw that one token")
         expected = min(T + new - 1, block)                 # the context of the last draw
         if new and model.longest < expected:
             return (f"the model saw at most {model.longest} tokens at once, though the text had {T + new - 1} "
@@ -523,8 +573,11 @@ def _call_sample(fn, inputs):
         if not outside.any():
             return None
         r, c = (int(i) for i in outside.nonzero()[0])
+        # said only where it holds: top-k turned round keeps exactly these, a random mistake hardly ever
+        low = torch.topk(table[prev], k, dim=-1, largest=False).indices                 # (B, new, k)
+        lowest = bool(((low == nxt[..., None]).any(-1) | ~outside).all())
         return (f"{int(outside.sum())} of {outside.numel()} new tokens outside the top {k} "
-                f"(the first: row {r}, new token {c})")
+                f"(the first: row {r}, new token {c}){f', all of them among the {k} least likely' if lowest else ''}")
 
     def same_seed():
         if isinstance(again, torch.Tensor) and again.shape == out.shape and torch.equal(out, again):
@@ -635,6 +688,17 @@ def _m_no_crop(model, idx, max_new_tokens, temperature=1.0, top_k=None, generato
     return _sampler(model, idx, max_new_tokens, temperature, top_k, generator, crop=None)
 
 
+def _m_softmax_twice(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+    """Top-k on the probabilities (the rest set to 0), then a second softmax to make them sum to 1 again."""
+    for _ in range(max_new_tokens):
+        probs = torch.softmax(model(idx[:, -model.block_size:])[:, -1, :].float() / temperature, -1)
+        if top_k is not None:
+            probs = probs.masked_fill(probs < torch.topk(probs, top_k, dim=-1).values[:, -1:], 0.0)
+        probs = torch.softmax(probs, -1)
+        idx = torch.cat([idx, torch.multinomial(probs.cpu(), 1, generator=generator).to(idx.device)], 1)
+    return idx
+
+
 _TOL = dict(atol=0.04, rtol=0.0)
 SAMPLE = Exercise(
     name="sample", notebook="08_pretraining", reference=ref.sample, call=_call_sample,
@@ -651,6 +715,8 @@ SAMPLE = Exercise(
              _sample_case("freq", 4000, 1, 7, 1, 0.8, 3), **_TOL),
     ],
     hidden=[
+        Case("greedy (top_k = 1): idx (3, 5), 9 new tokens, block_size 8",
+             _sample_case("greedy", 3, 5, 10, 9, top_k=1), **_TOL),
         Case("top_k = 5, temperature 0.7, idx (50, 7), 9 new tokens", _sample_case("topk", 50, 7, 15, 9, 0.7, 5), **_TOL),
         Case("temperature 0.6 with top_k = 4, 4,000 rows: how often each token comes out",
              _sample_case("freq", 4000, 2, 8, 1, 0.6, 4), **_TOL),
@@ -662,6 +728,11 @@ SAMPLE = Exercise(
                 "Divide the last position's logits by temperature before the softmax: < 1 sharpens, > 1 flattens."),
         Mistake("logits multiplied by temperature", _m_temperature_multiplies,
                 "Temperature divides the logits (logits / temperature); multiplying inverts its effect."),
+        Mistake("softmax applied twice (a softmax of the probabilities)", _m_softmax_twice,
+                "Take the softmax once, of the logits. A softmax of probabilities, which lie in [0, 1], is\n"
+                "nearly uniform: the tokens top-k set to probability 0 come back with weight e^0 = 1, and the\n"
+                "likeliest token gets at most e times that. To renormalise after top-k, divide by the sum, or\n"
+                "give the probabilities to torch.multinomial as they are: it does not need them to sum to 1."),
         Mistake("top-k keeps the smallest logits", _m_top_k_smallest,
                 "Keep the k largest logits (torch.topk's default) and set the rest to -inf."),
         Mistake("context not cropped to block_size", _m_no_crop,
@@ -705,17 +776,21 @@ class _TinyLM(nn.Module):
         return torch.tanh(self.emb[idx]) @ self.out
 
 
-def _step_case(B, T, V, C, max_norm, lr=0.5):
+def _step_case(B, T, V, C, max_norm, lr=0.5, scale=1.0):
+    """scale multiplies out, and so the gradients' norm (about 0.4 to 1.2 at 1.0)."""
     def make(g):
         return {"emb": torch.randn(V, C, generator=g, dtype=torch.float64),
-                "out": torch.randn(C, V, generator=g, dtype=torch.float64),
+                "out": torch.randn(C, V, generator=g, dtype=torch.float64) * scale,
                 "x": torch.randint(V, (B, T), generator=g), "y": torch.randint(V, (B, T), generator=g),
-                "max_norm": max_norm, "lr": lr}
+                "max_norm": max_norm, "lr": lr,
+                "old_grads": (torch.randn(V, C, generator=g, dtype=torch.float64),
+                              torch.randn(C, V, generator=g, dtype=torch.float64))}
     return make
 
 
 def _step_random(g):
-    return _step_case(_ri(g, 2, 4), _ri(g, 3, 6), _ri(g, 5, 12), _ri(g, 3, 6), [0.1, 0.5][_ri(g, 0, 1)])(g)
+    """Gradient norms mostly 1 to 5 (scale 3): above 1.0, so a clip to 1.0 is told from no clip at all."""
+    return _step_case(_ri(g, 2, 4), _ri(g, 3, 6), _ri(g, 5, 12), _ri(g, 3, 6), [0.1, 0.5][_ri(g, 0, 1)], scale=3.0)(g)
 
 
 def _step_unclipped(g):
@@ -724,8 +799,12 @@ def _step_unclipped(g):
 
 def _call_step(fn, inputs):
     """Two steps in a row with SGD: (what the calls returned, in words; the two losses, or None when
-    they are not numbers; the weights after both steps)."""
+    they are not numbers; the weights after both steps). The model arrives with old gradients in .grad,
+    as after an evaluation that called backward() or gradients accumulated elsewhere: a step that
+    zeroes them only after optimizer.step() uses them."""
     model = _TinyLM(inputs["emb"], inputs["out"])
+    for p, old in zip((model.emb, model.out), inputs["old_grads"]):
+        p.grad = old.clone()
     opt = torch.optim.SGD(model.parameters(), lr=inputs["lr"])
     got = [fn(model, (inputs["x"], inputs["y"]), opt, inputs["max_norm"]) for _ in range(2)]
     like = dict(dtype=inputs["emb"].dtype, device=inputs["emb"].device)
@@ -763,6 +842,16 @@ def _m_no_zero_grad(model, batch, optimizer, max_norm):
     return loss.item()
 
 
+def _m_zero_grad_last(model, batch, optimizer, max_norm):
+    x, y = batch
+    loss = ref.lm_loss(model(x), y)
+    loss.backward()
+    clip_grad_norm(model.parameters(), max_norm)
+    optimizer.step()
+    optimizer.zero_grad()
+    return loss.item()
+
+
 def _m_clip_after_step(model, batch, optimizer, max_norm):
     x, y = batch
     optimizer.zero_grad()
@@ -790,6 +879,10 @@ def _clipped_otherwise(clip, update=True):
 
 def _clip_global(model, max_norm):
     clip_grad_norm(model.parameters(), max_norm)              # as the right step clips
+
+
+def _clip_at_one(model, max_norm):
+    clip_grad_norm(model.parameters(), 1.0)                   # the notebook's run's max_norm, not the argument
 
 
 def _clip_each(model, max_norm):
@@ -834,19 +927,46 @@ def _m_returns_none(model, batch, optimizer, max_norm):
     _m_returns_tensor(model, batch, optimizer, max_norm)      # the right step, but nothing returned
 
 
+def _m_autocast(model, batch, optimizer, max_norm):
+    x, y = batch
+    optimizer.zero_grad()
+    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):   # leaves float64 alone
+        logits = model(x)
+    loss = ref.lm_loss(logits.float(), y)
+    loss.backward()
+    clip_grad_norm(model.parameters(), max_norm)
+    optimizer.step()
+    return loss.item()
+
+
+def _stepped(loss_fn):
+    """The right step with loss_fn(logits, y) in place of lm_loss: lm_loss's mistakes, made in train_step."""
+    def step(model, batch, optimizer, max_norm):
+        x, y = batch
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        clip_grad_norm(model.parameters(), max_norm)
+        optimizer.step()
+        return loss.item()
+    return step
+
+
 TRAIN_STEP = Exercise(
     name="train_step", notebook="08_pretraining", reference=ref.train_step, call=_call_step,
     outputs=("what each call returned", "the model's mode during and after the step", "the two losses",
              "emb after both steps", "out after both steps"),
     visible=[
-        Case("a tiny model (vocabulary 7, width 4), batch (3, 5), max_norm 0.1, two steps in a row; compared: "
-             "what each call returns, the two losses, then the weights", _step_case(3, 5, 7, 4, 0.1)),
+        Case("a tiny model (vocabulary 7, width 4) with old gradients left in .grad, batch (3, 5), gradient norm "
+             "about 3, max_norm 0.1, two steps in a row; compared: what each call returns, the two losses, then the "
+             "weights", _step_case(3, 5, 7, 4, 0.1, scale=3.0)),
         Case("vocabulary 10, width 6, batch (2, 8), max_norm 0.5, two steps", _step_case(2, 8, 10, 6, 0.5)),
         Case("vocabulary 5, width 3, batch (4, 4), max_norm 0.05, two steps", _step_case(4, 4, 5, 3, 0.05)),
         Case("vocabulary 6, width 4, batch (3, 4), max_norm 100 (the gradients are smaller: no clipping), lr 0.1, "
              "two steps", _step_case(3, 4, 6, 4, 100.0, lr=0.1)),
     ],
-    hidden=[Case("random sizes, two steps", _step_random), Case("random sizes, two steps (again)", _step_random),
+    hidden=[Case("random sizes, gradient norm mostly above 1, two steps", _step_random),
+            Case("random sizes, gradient norm mostly above 1, two steps (again)", _step_random),
             Case("random sizes, max_norm 50 (no clipping)", _step_unclipped)],
     mistakes=[
         Mistake("the weights did not move: optimizer.step() never called, or the gradients zeroed before it",
@@ -857,10 +977,22 @@ TRAIN_STEP = Exercise(
         Mistake("gradients not zeroed", _m_no_zero_grad,
                 "Call optimizer.zero_grad() before backward: otherwise each step adds the previous\n"
                 "step's gradients to this one's."),
-        Mistake("clipping had no effect (missing, or done after optimizer.step())", _m_clip_after_step,
+        Mistake("gradients zeroed at the end of the step (after optimizer.step()), not at its start", _m_zero_grad_last,
+                "Zero them first, before loss.backward(): train_step cannot know what is already in .grad. The\n"
+                "checks leave old gradients there, as an evaluation that called backward() or gradient\n"
+                "accumulation does; zeroed only at the end, the step adds them to its own and uses them."),
+        Mistake("clipping had no effect (missing, done before loss.backward() or after optimizer.step())",
+                _m_clip_after_step,
                 "The weights moved as if the gradients had not been clipped. Clip between loss.backward() and\n"
-                "optimizer.step(): clip_grad_norm rescales the gradients the step is about to use, so called\n"
-                "after the step (or not at all) it changes nothing."),
+                "optimizer.step(): clip_grad_norm rescales the gradients the step is about to use; before\n"
+                "backward() there are none yet, and after the step (or not at all) it changes nothing. A clip\n"
+                "to a fixed norm such as 1.0 instead of max_norm does nothing either where the gradients are\n"
+                "smaller than that."),
+        Mistake("clipped to a norm of 1.0, not to max_norm (the max_norm argument ignored)",
+                _clipped_otherwise(_clip_at_one),
+                "Clip to the max_norm the step is given: clip_grad_norm(model.parameters(), max_norm). The\n"
+                "notebook's training run clips at 1.0, but train_step takes the value as an argument, and the\n"
+                "checks pass others."),
         Mistake("each parameter's gradient clipped on its own", _clipped_otherwise(_clip_each),
                 "Clip once, over all the parameters: clip_grad_norm(model.parameters(), max_norm) measures\n"
                 "the global norm (of every gradient together) and scales all the gradients by the same factor.\n"
@@ -882,6 +1014,12 @@ TRAIN_STEP = Exercise(
         Mistake("train_step returned None", _m_returns_none,
                 "End with return loss.item(): the training loop logs the loss of every step, and a function\n"
                 "without a return statement returns None."),
+        Mistake("the forward pass computed in bfloat16 (torch.autocast)", _m_autocast,
+                "Differences of this size are bfloat16's rounding (it keeps about 3 significant digits).\n"
+                "train_step computes in the model's own dtype, and float32 is checked at float32's precision.\n"
+                "Mixed precision is the training loop's choice: the course's Trainer turns autocast on only\n"
+                "where the hardware runs bf16 natively (TrainConfig(bf16=...)). Leave torch.autocast out here."),
+        *(Mistake(m.name, _stepped(m.fn), m.explanation) for m in LM_LOSS.mistakes),
     ],
     hint="The six things the notebook lists, in that order. Gradients add up unless they are cleared at the start of "
          "every step; clipping matters only between the backward pass and the optimizer's step, because it rescales "
