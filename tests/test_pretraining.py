@@ -455,6 +455,10 @@ def test_sample_check_judges_frequencies_against_the_true_probabilities(logits, 
 
 
 @pytest.mark.parametrize("name, source, says", [
+    ("sample", _SAMPLE.replace("KEEP", "<").replace('= -float("inf")', "= 0.0").replace("PROBS", "torch.softmax(logits, -1)"),
+     "known mistake: logits outside the top k set to 0, not -inf"),
+    ("lm_loss", "def lm_loss(logits, targets):\n    return F.cross_entropy(logits, targets)\n",
+     "flatten\n  batch and time first, logits.reshape(-1, V)"),
     ("train_step", _TRAIN_STEP.replace("x, y = batch", "x, y = batch\n    model.eval()").replace(
         "CLIP", "clip_grad_norm(model.parameters(), max_norm)"), "the model was left in eval mode"),
     ("train_step", _TRAIN_STEP.replace("x, y = batch", "x, y = batch\n    model.eval()").replace(
@@ -476,7 +480,7 @@ def test_sample_check_judges_frequencies_against_the_true_probabilities(logits, 
     ("mlm_mask", _MLM.replace("RANDOM", "torch.randint(vocab_size, tokens.shape, generator=generator)")
      .replace("    return inputs, labels", "    labels = torch.where(inputs == mask_id, tokens, -100)\n"
                                          "    return inputs, labels"), "known mistake: labels only where [MASK] was put"),
-], ids=["train_step in eval mode", "train_step's forward in eval mode", "zero_grad between backward and step",
+], ids=["top-k filled with 0", "lm_loss without reshape", "train_step in eval mode", "train_step's forward in eval mode", "zero_grad between backward and step",
         "sample cropped one token short", "sample cropped from the start", "lm_loss with nll_loss", "sample by argmax",
         "mlm labels -1", "mlm labels only at [MASK]"])
 def test_checks_say_why_for_more_learner_mistakes(name, source, says):

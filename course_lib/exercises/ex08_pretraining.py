@@ -171,7 +171,13 @@ def _call_loss(fn, inputs):
     """The loss; and a second call, on logits that require grad, must give a loss autograd can
     differentiate: a loss cut from the graph passes every value check, then train_step's
     loss.backward() fails far from the cause."""
-    loss = fn(inputs["logits"], inputs["targets"])
+    try:
+        loss = fn(inputs["logits"], inputs["targets"])
+    except (RuntimeError, ValueError) as exc:
+        if "target" in str(exc).lower() and ("size" in str(exc) or "batch" in str(exc)):   # cross_entropy's shapes
+            exc.add_note("F.cross_entropy reads (N, V) logits with (N,) targets (or (N, V, T) with (N, T)): flatten\n"
+                         "batch and time first, logits.reshape(-1, V) and targets.reshape(-1).")
+        raise
     probe = fn(inputs["logits"].detach().clone().requires_grad_(True) * 1, inputs["targets"])
     if isinstance(probe, torch.Tensor) and not probe.requires_grad:
         raise ValueError("lm_loss returned a loss autograd cannot differentiate (requires_grad is False although "
@@ -637,13 +643,13 @@ def _nothing_to_draw(exc, fn, inputs, args):
 
 
 def _sampler(model, idx, max_new_tokens, temperature, top_k, generator, crop="end", largest=True, position=-1,
-             greedy=False):
+             greedy=False, fill=float("-inf")):
     for _ in range(max_new_tokens):
         context = {"end": idx[:, -model.block_size:], "start": idx[:, :model.block_size], None: idx}[crop]
         logits = model(context)[:, position, :].float() / temperature
         if top_k is not None:
             kth = torch.topk(logits, top_k, dim=-1, largest=largest).values[:, -1:]
-            logits = logits.masked_fill(logits < kth if largest else logits > kth, float("-inf"))
+            logits = logits.masked_fill(logits < kth if largest else logits > kth, fill)
         if greedy:
             nxt = logits.argmax(-1, keepdim=True)
         else:
@@ -682,6 +688,10 @@ def _m_temperature_multiplies(model, idx, max_new_tokens, temperature=1.0, top_k
 
 def _m_top_k_smallest(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
     return _sampler(model, idx, max_new_tokens, temperature, top_k, generator, largest=False)
+
+
+def _m_top_k_zero(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+    return _sampler(model, idx, max_new_tokens, temperature, top_k, generator, fill=0.0)
 
 
 def _m_no_crop(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
@@ -733,6 +743,10 @@ SAMPLE = Exercise(
                 "nearly uniform: the tokens top-k set to probability 0 come back with weight e^0 = 1, and the\n"
                 "likeliest token gets at most e times that. To renormalise after top-k, divide by the sum, or\n"
                 "give the probabilities to torch.multinomial as they are: it does not need them to sum to 1."),
+        Mistake("logits outside the top k set to 0, not -inf", _m_top_k_zero,
+                "0 is an ordinary logit: after the softmax its token has weight e^0 = 1, as much as a kept token\n"
+                "with logit 0 and more than any with a negative one, so the tokens top-k should drop are still\n"
+                "drawn. Set them to float('-inf'): e^-inf = 0, and their probability is exactly 0."),
         Mistake("top-k keeps the smallest logits", _m_top_k_smallest,
                 "Keep the k largest logits (torch.topk's default) and set the rest to -inf."),
         Mistake("context not cropped to block_size", _m_no_crop,
