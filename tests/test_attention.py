@@ -462,10 +462,13 @@ def _grade_changed_mha(change, said):
      "it calls aten::bernoulli, which has no derivative in PyTorch"),
     ({"w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)": _UNDROPPED,
       "OUT": "self.out_proj(merge_heads(w @ self.dropout(v)))"},
-     "known mistake: dropout applied to v instead of the attention weights"),
+     "known mistake: dropout applied to v, or to each head's output weights @ v, instead of the attention weights"),
+    ({"w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)": _UNDROPPED,
+      "OUT": "self.out_proj(merge_heads(self.dropout(w @ v)))"},
+     "known mistake: dropout applied to v, or to each head's output weights @ v, instead of the attention weights"),
 ], ids=["nn.Dropout on the weights", "F.dropout on the weights", "on the output", "never", "on the merged heads",
         "torch.dropout", "a mask of its own", "one head at a time", "heads folded into the batch", "one row each",
-        "torch.bernoulli(probabilities)", "torch.bernoulli(w, p)", "on v"])
+        "torch.bernoulli(probabilities)", "torch.bernoulli(w, p)", "on v", "on each head's output"])
 def test_multi_head_attention_check_looks_at_where_dropout_acts(change, said):
     """Every case ran in eval mode: dropout on the output, or none at all, passed. Training-mode cases make
     dropout keep everything, drop everything, or drop the last axis's entries whose index has an odd number

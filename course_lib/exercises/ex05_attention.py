@@ -782,9 +782,11 @@ MHA = Exercise(
                 "Attention dropout zeroes some of the weights each query gives the keys, then mixes v with\n"
                 "what is left: dropout(weights) @ v. Dropping features of the heads' output before out_proj\n"
                 "regularises something else."),
-        Mistake("dropout applied to v instead of the attention weights", _kind(drop_at="v"),
+        Mistake("dropout applied to v, or to each head's output weights @ v, instead of the attention weights",
+                _kind(drop_at="v"),
                 "Attention dropout zeroes some of the weights each query gives the keys: dropout(weights) @ v.\n"
-                "Dropping entries of v drops features of the values for every query at once instead."),
+                "Dropping entries of v (or of weights @ v: the check's dropout gives both the same result) drops\n"
+                "features of the values for every query at once instead."),
         Mistake("dropout applied to the scores before the softmax", _kind(drop_at="scores"),
                 "Dropout acts on the attention weights after the softmax: dropout(softmax(scores)) @ v.\n"
                 "A score set to 0 before the softmax still gets a weight."),
