@@ -857,13 +857,9 @@ def _m_no_zero_grad(model, batch, optimizer, max_norm):
 
 
 def _m_zero_grad_last(model, batch, optimizer, max_norm):
-    x, y = batch
-    loss = ref.lm_loss(model(x), y)
-    loss.backward()
-    clip_grad_norm(model.parameters(), max_norm)
-    optimizer.step()
-    optimizer.zero_grad()
-    return loss.item()
+    loss = _m_no_zero_grad(model, batch, optimizer, max_norm)
+    optimizer.zero_grad()                                     # only now: the old gradients were used
+    return loss
 
 
 def _m_clip_after_step(model, batch, optimizer, max_norm):

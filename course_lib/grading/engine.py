@@ -138,7 +138,7 @@ def describe_error(exc: BaseException) -> dict[str, str | bool]:
     stub = isinstance(exc, NotImplementedError) and (not str(exc) or (
         last is not None and _is_learner_frame(last.filename)
         and "NotImplementedError" in (last.line or linecache.getline(last.filename, last.lineno))))
-    notes = "\n".join(getattr(exc, "__notes__", ()))   # what a check's own code added: where it happened, what it means
+    notes = "\n".join(getattr(exc, "__notes__", ()))[:500]   # what a check's own code added: where it happened, what it means
     return {"type": type(exc).__name__, "message": str(exc)[:500], "where": where, "stub": stub, "notes": notes}
 
 
