@@ -690,7 +690,11 @@ def _call_lora(cls, inputs):
         if inputs["bias"]:
             base.bias.copy_(inputs["b"])
         want = base(x)
-    m = cls(base, r=inputs["r"], alpha=inputs["alpha"])
+    # A's first draw from a fixed seed: an answer and a catalogued mistake that draw alike get the same A, so
+    # "A's size" reads the same for both whatever ran before (the global generator is put back after).
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        torch.manual_seed(0)
+        m = cls(base, r=inputs["r"], alpha=inputs["alpha"])
     if getattr(m, "base", None) is not base:
         found = ("no attribute base" if getattr(m, "base", None) is None else
                  "a different nn.Linear, a copy perhaps" if isinstance(m.base, nn.Linear) else
