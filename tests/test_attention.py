@@ -341,6 +341,23 @@ def test_sdpa_check_broadcasts_leading_axes():
         assert not r.passed and "one head" in r.message, r.message
 
 
+def test_sdpa_hidden_suite_also_calls_it_without_a_head_axis():
+    """The contract takes any leading axes; the visible suite's (B, T, d) cases catch an einsum that
+    spells out four of them, and the hidden suite must too, or a learner who hard-codes the visible
+    cases' answers for 3-D inputs keeps the hidden points."""
+    ns = {"torch": torch, "math": __import__("math")}
+    exec(compile('''
+def scaled_dot_product_attention(q, k, v, mask=None):
+    scores = torch.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+    return weights @ v, weights
+''', "<answer sdpa>", "exec"), ns)
+    r = evaluate(get_exercise("scaled_dot_product_attention"), ns["scaled_dot_product_attention"], suite="hidden")
+    assert not r.passed and "no head axis" in r.message and "number of subscripts" in r.message, r.message
+
+
 MHA_TEMPLATE = '''
 class MultiHeadAttention(nn.Module):
     def __init__(self, d_model, n_heads, dropout=0.0, bias=True):

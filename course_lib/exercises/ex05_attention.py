@@ -77,8 +77,9 @@ def _sdpa_case(q_shape, k_shape, dv, mask=None, scale=1.0):
     return make
 
 
-def _sdpa_random(mask=None, scale=1.0, kv_heads=None):
-    """kv_heads=1: k and v have one head, which broadcasts against q's."""
+def _sdpa_random(mask=None, scale=1.0, kv_heads=None, heads=True):
+    """kv_heads=1: k and v have one head, which broadcasts against q's. heads=False: (B, T, d) with no
+    head axis, which an einsum that spells out four axes ("bhqd,bhkd->bhqk") cannot take."""
     def make(g):
         B, H, Tq, Tk = _ri(g, 1, 3), _ri(g, 1, 4), _ri(g, 2, 9), _ri(g, 2, 9)
         dk, dv = _ri(g, 2, 9), _ri(g, 2, 9)
@@ -86,6 +87,8 @@ def _sdpa_random(mask=None, scale=1.0, kv_heads=None):
             Tk = Tq
         if kv_heads:
             H += 1                    # at least two heads of q against k's one
+        if not heads:
+            return _sdpa_case((B, Tq, dk), (B, Tk, dk), dv, mask, scale)(g)
         return _sdpa_case((B, H, Tq, dk), (B, kv_heads or H, Tk, dk), dv, mask, scale)(g)
     return make
 
@@ -272,6 +275,7 @@ SDPA = Exercise(
              _sdpa_random("top", scale=20.0)),
         Case("random shapes, k and v with one head that broadcasts over q's heads, causal mask",
              _sdpa_random("causal", kv_heads=1)),
+        Case("random shapes (B, T, d) with no head axis, fully masked rows", _sdpa_random("rows", heads=False)),
     ],
     mistakes=[
         Mistake("no 1/√d_k scaling",
