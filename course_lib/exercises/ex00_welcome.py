@@ -196,6 +196,12 @@ DOT = Exercise(
                 lambda q, k: (q * k).sum(-1),
                 "(q * k).sum(-1) dots query i only with key i. Attention needs every query with\n"
                 "every key: a (T_q, T_k) table of dot products."),
+        Mistake("torch.inner: every query meets every key of every sequence",
+                lambda q, k: torch.inner(q, k),
+                "torch.inner(q, k) contracts the last axes of q and k but pairs all of q's leading axes\n"
+                "with all of k's: (B, T_q, D) with (B, T_k, D) gives (B, T_q, B, T_k), each query against\n"
+                "the keys of every sequence. Each sequence's queries meet only its own keys: q @ kᵀ\n"
+                "(matmul broadcasts the leading axes instead of pairing them), or einsum with `...`."),
         Mistake("already divided by √D",
                 lambda q, k: (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1]),
                 "The scaling by √D belongs to attention (notebook 05); here return the plain dot products."),
