@@ -401,3 +401,15 @@ def test_norm_checks_still_see_an_input_changed_in_place(name, source):
     for r in _both_suites(name, _learner_cell(source, name)):
         assert not r.passed and "changed its input x in place" in r.message, r.message
         assert "or change a copy (out = x.clone())" in r.message, r.message     # out = x; out -= ... is as wrong
+
+
+@pytest.mark.parametrize("name, source, says", [
+    ("layer_norm", "def layer_norm(x, weight, bias, eps=1e-5):\n    a = x.detach().cpu().numpy()\n"
+                   "    y = (a - a.mean(-1, keepdims=True)) / np.sqrt(a.var(-1, keepdims=True) + eps)\n"
+                   "    return torch.from_numpy(y).to(x.device) * weight + bias\n",
+     "output carries no gradient back to x"),
+], ids=["x through numpy, weight and bias not"])
+def test_norm_checks_name_what_a_blind_probe_found(name, source, says):
+    """Each was refused with numbers only, or with a cause the answer did not have."""
+    for r in _both_suites(name, _learner_cell(source, name)):
+        assert not r.passed and says in r.message, r.message

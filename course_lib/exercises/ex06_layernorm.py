@@ -113,6 +113,11 @@ def _through_autograd(fn, inputs, grads_of=("x", "weight", "bias"), params=None,
                          "in it is random (dropout?) or kept from one call to the next. It should have neither: "
                          "the same input must give the same output")
     grads = gradients.grads_of(again, [*leaves.values(), *params.values()])
+    # x reaches every output, right or wrong; a weight or bias left out is a wrong output, compared first.
+    if "x" in leaves and grads[list(leaves).index("x")] is None:
+        raise ValueError(f"{named}'s output carries no gradient back to x: autograd cannot differentiate it with "
+                         "respect to x (x went through numpy, .detach(), .data or torch.no_grad() on the way). "
+                         "Use torch operations on x itself: the notebook differentiates and trains through it")
     for n, g in zip(params, grads[len(leaves):]):
         if g is None:
             attr = re.sub(r"\.(\d+)", r"[\1]", n)              # sublayer.0.weight -> sublayer[0].weight
