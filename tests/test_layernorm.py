@@ -408,7 +408,13 @@ def test_norm_checks_still_see_an_input_changed_in_place(name, source):
                    "    y = (a - a.mean(-1, keepdims=True)) / np.sqrt(a.var(-1, keepdims=True) + eps)\n"
                    "    return torch.from_numpy(y).to(x.device) * weight + bias\n",
      "output carries no gradient back to x"),
-], ids=["x through numpy, weight and bias not"])
+    ("layer_norm", _LN.replace("STATS", "mean = x.mean(-1, keepdim=True)\n    var = (x ** 2).mean(-1, keepdim=True)"),
+     "known mistake: variance taken as the mean of x²"),
+    ("layer_norm", "def layer_norm(x, weight, bias, eps=1e-5):\n    x = x * weight + bias\n"
+                   "    mean = x.mean(-1, keepdim=True)\n    var = ((x - mean) ** 2).mean(-1, keepdim=True)\n"
+                   "    return (x - mean) / torch.sqrt(var + eps)\n",
+     "known mistake: weight and bias applied before normalising"),
+], ids=["x through numpy, weight and bias not", "variance not centred", "affine before normalising"])
 def test_norm_checks_name_what_a_blind_probe_found(name, source, says):
     """Each was refused with numbers only, or with a cause the answer did not have."""
     for r in _both_suites(name, _learner_cell(source, name)):

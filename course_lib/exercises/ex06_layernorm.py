@@ -199,6 +199,17 @@ def _m_eps_default(x, weight, bias, eps=1e-6):
     return (x - mean) / torch.sqrt(var + eps) * weight + bias
 
 
+def _m_var_uncentred(x, weight, bias, eps=1e-5):
+    mean, mean_square = x.mean(-1, keepdim=True), (x * x).mean(-1, keepdim=True)
+    return (x - mean) / torch.sqrt(mean_square + eps) * weight + bias
+
+
+def _m_affine_first(x, weight, bias, eps=1e-5):
+    y = x * weight + bias
+    mean, var = _stats(y)
+    return (y - mean) / torch.sqrt(var + eps)
+
+
 def _m_var_mean_swapped(x, weight, bias, eps=1e-5):
     var, mean = _stats(x)
     return (x - mean) / torch.sqrt(var + eps) * weight + bias
@@ -309,6 +320,13 @@ LAYER_NORM = Exercise(
         Mistake("mean and variance cut from autograd (torch.no_grad or .detach())", _m_stats_detached,
                 _STATS_DETACHED),
         Mistake("variance cut from autograd (.detach())", _m_var_detached, _STATS_DETACHED),
+        Mistake("variance taken as the mean of x² (the mean not subtracted inside it)", _m_var_uncentred,
+                "The variance is the mean of the squared deviations, mean((x - μ)²), not mean(x²): that\n"
+                "is RMSNorm's mean square, which also counts the offset μ², so rows away from 0 come out\n"
+                "too small. Subtract the mean, then square."),
+        Mistake("weight and bias applied before normalising", _m_affine_first,
+                "Normalise x first, then scale and shift the result: x̂ · weight + bias. Applied before,\n"
+                "the normalisation undoes them: the output always has mean 0 and variance 1."),
         Mistake("weight and bias in each other's place (x̂ · bias + weight)", _m_affine_swapped,
                 _LN_EXPLAIN["swapped"]),
         Mistake("mean and standard deviation taken from torch.std_mean in the wrong order", _m_std_mean_swapped,
