@@ -414,7 +414,14 @@ def test_norm_checks_still_see_an_input_changed_in_place(name, source):
                    "    mean = x.mean(-1, keepdim=True)\n    var = ((x - mean) ** 2).mean(-1, keepdim=True)\n"
                    "    return (x - mean) / torch.sqrt(var + eps)\n",
      "known mistake: weight and bias applied before normalising"),
-], ids=["x through numpy, weight and bias not", "variance not centred", "affine before normalising"])
+    ("layer_norm_backward", _BW.replace("gx = r * (", "gx = ("), "known mistake: the factor r = 1/√(σ² + ε) left out"),
+    ("layer_norm_backward", _BW.replace("- xh * (g * xh)", "+ xh * (g * xh)"),
+     "known mistake: the x̂ · mean(g · x̂) term added instead of subtracted"),
+    ("layer_norm_backward", _BW.replace("return gx, (grad_out * xh).sum(axes), grad_out.sum(axes)",
+                                        "return gx, grad_out * xh, grad_out"),
+     "known mistake: grad_weight and grad_bias not summed over the batch axes"),
+], ids=["x through numpy, weight and bias not", "variance not centred", "affine before normalising",
+        "backward without r", "backward variance term's sign", "backward sums nothing"])
 def test_norm_checks_name_what_a_blind_probe_found(name, source, says):
     """Each was refused with numbers only, or with a cause the answer did not have."""
     for r in _both_suites(name, _learner_cell(source, name)):

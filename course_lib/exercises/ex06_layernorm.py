@@ -412,6 +412,24 @@ def _mb_gw_not_summed(grad_out, x, weight, eps=1e-5):
     return gx, grad_out * x_hat, _sum_batch(grad_out, x)
 
 
+def _mb_none_summed(grad_out, x, weight, eps=1e-5):
+    gx, x_hat = _correct_gx(grad_out, x, weight, eps)
+    return gx, grad_out * x_hat, grad_out
+
+
+def _mb_no_rstd(grad_out, x, weight, eps=1e-5):
+    x_hat, rstd = _bw_parts(x, weight, eps)
+    g = grad_out * weight
+    return _bw_from(g - g.mean(-1, keepdim=True) - x_hat * (g * x_hat).mean(-1, keepdim=True), grad_out, x, x_hat)
+
+
+def _mb_xhat_term_added(grad_out, x, weight, eps=1e-5):
+    x_hat, rstd = _bw_parts(x, weight, eps)
+    g = grad_out * weight
+    return _bw_from(rstd * (g - g.mean(-1, keepdim=True) + x_hat * (g * x_hat).mean(-1, keepdim=True)),
+                    grad_out, x, x_hat)
+
+
 def _mb_gw_uses_x(grad_out, x, weight, eps=1e-5):
     gx, x_hat = _correct_gx(grad_out, x, weight, eps)
     return gx, _sum_batch(grad_out * x, x), _sum_batch(grad_out, x)
@@ -510,6 +528,10 @@ LAYER_NORM_BACKWARD = Exercise(
         Mistake("grad_weight not summed over the batch axes", _mb_gw_not_summed,
                 "weight is shared by every position, so its gradient adds up the contributions of all\n"
                 "of them: sum grad_out · x̂ over every axis but the last, giving shape (D,)."),
+        Mistake("grad_weight and grad_bias not summed over the batch axes", _mb_none_summed,
+                "weight and bias are shared by every position, so each gradient adds up the contributions\n"
+                "of all of them: sum grad_out · x̂ and grad_out over every axis but the last, giving shape\n"
+                "(D,). Only a 1-D x (a single vector) has nothing to sum."),
         Mistake("grad_weight and grad_bias summed with dim=() on a 1-D input", _mb_sum_empty_dims,
                 "A 1-D x is a single vector: there is no batch axis to sum over, so grad_weight = grad_out · x̂\n"
                 "and grad_bias = grad_out, both of shape (D,). torch's t.sum(dim=()) does not leave t alone: it\n"
@@ -527,6 +549,13 @@ LAYER_NORM_BACKWARD = Exercise(
                 "- x̂ · mean(g · x̂) inside the bracket."),
         Mistake("the mean(g) term missing from grad_x (the mean path)", _mb_no_mean_term,
                 "μ depends on every x_j: its path gives - mean(g) inside the bracket."),
+        Mistake("the factor r = 1/√(σ² + ε) left out of grad_x", _mb_no_rstd,
+                "Every path from x to x̂ = (x - μ) · r goes through the division by the standard deviation,\n"
+                "so the whole bracket is multiplied by r: grad_x = r · (g - mean(g) - x̂ · mean(g · x̂))."),
+        Mistake("the x̂ · mean(g · x̂) term added instead of subtracted", _mb_xhat_term_added,
+                "∂r/∂x_j = -(r²/D) · x̂_j: a larger spread shrinks x̂, so the variance path enters with a\n"
+                "minus sign, grad_x = r · (g - mean(g) - x̂ · mean(g · x̂)). With it grad_x is (nearly)\n"
+                "orthogonal to x̂; with a plus it is not."),
         Mistake("weight left out of grad_x", _mb_no_weight,
                 "y = x̂ · weight + bias, so the gradient reaching x̂ is grad_out · weight, not grad_out."),
         Mistake("weight multiplied outside the bracket of grad_x", _mb_weight_outside,
