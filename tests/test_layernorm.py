@@ -420,8 +420,17 @@ def test_norm_checks_still_see_an_input_changed_in_place(name, source):
     ("layer_norm_backward", _BW.replace("return gx, (grad_out * xh).sum(axes), grad_out.sum(axes)",
                                         "return gx, grad_out * xh, grad_out"),
      "known mistake: grad_weight and grad_bias not summed over the batch axes"),
+    ("rms_norm", "def rms_norm(x, weight, eps=1e-6):\n"
+                 "    return x / torch.sqrt(x.var(-1, keepdim=True, unbiased=False) + eps) * weight\n",
+     "known mistake: divided by the standard deviation instead of the root mean square"),
+    ("rms_norm", "def rms_norm(x, weight, eps=1e-6):\n    return x * torch.rsqrt(x.pow(2).mean(0, keepdim=True) + eps) * weight\n",
+     "known mistake: normalised over the first axis instead of the last"),
+    ("rms_norm", "def rms_norm(x, weight, eps=1e-6):\n"
+                 "    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * (1 + weight)\n",
+     "known mistake: scaled by (1 + weight) instead of weight"),
 ], ids=["x through numpy, weight and bias not", "variance not centred", "affine before normalising",
-        "backward without r", "backward variance term's sign", "backward sums nothing"])
+        "backward without r", "backward variance term's sign", "backward sums nothing",
+        "rms by the std", "rms over the first axis", "rms scaled by 1 + weight"])
 def test_norm_checks_name_what_a_blind_probe_found(name, source, says):
     """Each was refused with numbers only, or with a cause the answer did not have."""
     for r in _both_suites(name, _learner_cell(source, name)):

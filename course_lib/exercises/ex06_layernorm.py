@@ -665,6 +665,18 @@ RMS_NORM = Exercise(
         Mistake("eps defaults to 1e-5",
                 lambda x, weight, eps=1e-5: x * torch.rsqrt(_ms(x) + eps) * weight,
                 "The signature's default is eps=1e-6 (LLaMA's): a caller who passes no eps gets it."),
+        Mistake("divided by the standard deviation instead of the root mean square",
+                lambda x, weight, eps=1e-6: x * torch.rsqrt(x.var(-1, keepdim=True, unbiased=False) + eps) * weight,
+                "RMSNorm's statistic is mean(x²), not the variance mean((x - μ)²) (x.var, x.std): it does\n"
+                "not centre anywhere, so the offset μ counts in the denominator too."),
+        Mistake("normalised over the first axis instead of the last",
+                lambda x, weight, eps=1e-6: x * torch.rsqrt(_ms(x, dim=0) + eps) * weight,
+                "The root mean square is per vector, over its D features: mean over dim=-1 (keepdim=True),\n"
+                "not over the batch axis."),
+        Mistake("scaled by (1 + weight) instead of weight",
+                lambda x, weight, eps=1e-6: x * torch.rsqrt(_ms(x) + eps) * (1 + weight),
+                "Some models (Gemma) store weight - 1 and scale by (1 + weight); this exercise's RMSNorm,\n"
+                "LLaMA's, scales by weight itself: x / √(mean(x²) + ε) · weight."),
         Mistake("mean square cut from autograd (torch.no_grad or .detach())",
                 lambda x, weight, eps=1e-6: x * torch.rsqrt(_ms(x.detach()) + eps) * weight,
                 "The mean square depends on x too: computed under torch.no_grad() or from x.detach(), it\n"
