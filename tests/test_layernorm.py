@@ -435,3 +435,18 @@ def test_norm_checks_name_what_a_blind_probe_found(name, source, says):
     """Each was refused with numbers only, or with a cause the answer did not have."""
     for r in _both_suites(name, _learner_cell(source, name)):
         assert not r.passed and says in r.message, r.message
+
+
+@pytest.mark.parametrize("init, says", [
+    (_INIT.replace("torch.ones(d)", "torch.randn(d)"), "known mistake: weight initialised randomly (torch.randn)"),
+    (_INIT.replace("torch.ones(d)", "torch.randn(d)").replace("torch.zeros(d)", "torch.randn(d)"),
+     "known mistake: weight and bias initialised randomly"),
+], ids=["weight drawn", "weight and bias drawn"])
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_layer_norm_module_check_names_parameters_drawn_at_random(init, says, seed):
+    """Drawn from the global generator, they were never the catalogue's draws: the learner got only
+    'expected [1.00, 1.00, ...] got [0.75, 0.95, ...] (in the weight as built)', whatever the seed."""
+    torch.manual_seed(seed)
+    answer = _learner_cell(_MODULE.replace("INIT", init).replace("WEIGHT", "self.weight"), "LayerNorm")
+    for r in _both_suites("LayerNorm", answer):
+        assert not r.passed and says in r.message, r.message

@@ -736,7 +736,11 @@ def _drop_in(m: nn.Module, params: dict[str, torch.Tensor], d: int) -> None:
 def _call_module(cls, inputs):
     x = inputs["x"]
     d = x.shape[-1]
-    m = cls(d, eps=inputs["eps"]) if "eps" in inputs else cls(d)
+    # Built from a fixed seed: an answer that draws its parameters at random (torch.randn(d)) and the catalogued
+    # mistake that draws alike get the same numbers, whatever ran before (the global generator is put back after).
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        torch.manual_seed(0)
+        m = cls(d, eps=inputs["eps"]) if "eps" in inputs else cls(d)
     params = _params(m, d)
     _drop_in(m, params, d)
     if inputs.get("initial"):
@@ -791,9 +795,17 @@ class _MEpsFixed(_LNBase):
 class _MRandomInit(_LNBase):
     def __init__(self, d, eps=1e-5):
         super().__init__(d, eps)
-        g = torch.Generator().manual_seed(0)
-        self.weight = nn.Parameter(torch.randn(d, generator=g))
-        self.bias = nn.Parameter(torch.randn(d, generator=g))
+        self.weight = nn.Parameter(torch.randn(d))
+        self.bias = nn.Parameter(torch.randn(d))
+
+    def forward(self, x):
+        return ref.layer_norm(x, self.weight, self.bias, self.eps)
+
+
+class _MRandomWeight(_LNBase):
+    def __init__(self, d, eps=1e-5):
+        super().__init__(d, eps)
+        self.weight = nn.Parameter(torch.randn(d))
 
     def forward(self, x):
         return ref.layer_norm(x, self.weight, self.bias, self.eps)
@@ -856,6 +868,10 @@ LAYER_NORM_MODULE = Exercise(
         Mistake("weight and bias initialised randomly", _MRandomInit,
                 "nn.LayerNorm starts with weight = ones(d) and bias = zeros(d), so a fresh layer only\n"
                 "normalises; training moves them from there."),
+        Mistake("weight initialised randomly (torch.randn)", _MRandomWeight,
+                "nn.LayerNorm starts with weight = ones(d), so a fresh layer only normalises and passes\n"
+                "x̂ on unscaled; training moves the weight from there. Random draws are for nn.Linear's\n"
+                "weights, not for a norm's."),
         Mistake("unbiased variance (divided by D - 1)", _MUnbiased, _LN_EXPLAIN["unbiased"]),
         Mistake("weight and bias passed in each other's place (layer_norm(x, self.bias, self.weight))",
                 _MAffineSwapped, _LN_EXPLAIN["swapped"]),
