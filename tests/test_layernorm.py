@@ -428,9 +428,14 @@ def test_norm_checks_still_see_an_input_changed_in_place(name, source):
     ("rms_norm", "def rms_norm(x, weight, eps=1e-6):\n"
                  "    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * (1 + weight)\n",
      "known mistake: scaled by (1 + weight) instead of weight"),
+    ("ResidualBlock", _BLOCK.replace("SUBLAYER", "self.sublayer = sublayer").replace("RESIDUAL", "x")
+     .replace("SUB", "self.sublayer").replace("return self.norm(x + self.sublayer(x))",
+                                              "return self.norm(x) + self.sublayer(x)"),
+     "known mistake: post-LN normalises only x, then adds the sublayer's output"),
 ], ids=["x through numpy, weight and bias not", "variance not centred", "affine before normalising",
         "backward without r", "backward variance term's sign", "backward sums nothing",
-        "rms by the std", "rms over the first axis", "rms scaled by 1 + weight"])
+        "rms by the std", "rms over the first axis", "rms scaled by 1 + weight",
+        "post-LN as norm(x) + sublayer(x)"])
 def test_norm_checks_name_what_a_blind_probe_found(name, source, says):
     """Each was refused with numbers only, or with a cause the answer did not have."""
     for r in _both_suites(name, _learner_cell(source, name)):

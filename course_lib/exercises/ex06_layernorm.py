@@ -995,6 +995,11 @@ class _BPostNormSublayerOnly(_BlockBase):
         return x + self.sublayer(self.norm(x)) if self.pre_norm else x + self.norm(self.sublayer(x))
 
 
+class _BPostNormsResidualOnly(_BlockBase):
+    def forward(self, x):
+        return x + self.sublayer(self.norm(x)) if self.pre_norm else self.norm(x) + self.sublayer(x)
+
+
 class _BPostNoResidual(_BlockBase):
     def forward(self, x):
         return x + self.sublayer(self.norm(x)) if self.pre_norm else self.norm(self.sublayer(x))
@@ -1066,6 +1071,10 @@ RESIDUAL_BLOCK = Exercise(
                 "path from input to output is why pre-LN trains well at depth."),
         Mistake("post-LN normalises only the sublayer's output", _BPostNormSublayerOnly,
                 "Post-LN normalises the sum: norm(x + sublayer(x)), not x + norm(sublayer(x))."),
+        Mistake("post-LN normalises only x, then adds the sublayer's output (norm(x) + sublayer(x))",
+                _BPostNormsResidualOnly,
+                "Post-LN adds first and normalises the sum: norm(x + sublayer(x)). norm(x) + sublayer(x)\n"
+                "leaves the sublayer's part of the output unnormalised, so it is neither arrangement."),
         Mistake("post-LN without the residual connection", _BPostNoResidual,
                 "Post-LN still adds x before normalising: norm(x + sublayer(x))."),
         Mistake("pre-LN normalises the sublayer's output instead of its input", _BPreNormsOutput,
