@@ -408,6 +408,11 @@ def test_norm_checks_still_see_an_input_changed_in_place(name, source):
                    "    y = (a - a.mean(-1, keepdims=True)) / np.sqrt(a.var(-1, keepdims=True) + eps)\n"
                    "    return torch.from_numpy(y).to(x.device) * weight + bias\n",
      "output carries no gradient back to x"),
+    ("layer_norm", _LN.replace("STATS", _LN_STATS).replace("* weight + bias", "* weight.detach() + bias"),
+     "output depends on weight but carries no gradient back to it"),
+    ("rms_norm", "def rms_norm(x, weight, eps=1e-6):\n"
+                 "    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight.data\n",
+     "output depends on weight but carries no gradient back to it"),
     ("layer_norm", _LN.replace("STATS", "mean = x.mean(-1, keepdim=True)\n    var = (x ** 2).mean(-1, keepdim=True)"),
      "known mistake: variance taken as the mean of x²"),
     ("layer_norm", "def layer_norm(x, weight, bias, eps=1e-5):\n    x = x * weight + bias\n"
@@ -432,7 +437,7 @@ def test_norm_checks_still_see_an_input_changed_in_place(name, source):
      .replace("SUB", "self.sublayer").replace("return self.norm(x + self.sublayer(x))",
                                               "return self.norm(x) + self.sublayer(x)"),
      "known mistake: post-LN normalises only x, then adds the sublayer's output"),
-], ids=["x through numpy, weight and bias not", "variance not centred", "affine before normalising",
+], ids=["x through numpy, weight and bias not", "weight detached", "rms weight.data", "variance not centred", "affine before normalising",
         "backward without r", "backward variance term's sign", "backward sums nothing",
         "rms by the std", "rms over the first axis", "rms scaled by 1 + weight",
         "post-LN as norm(x) + sublayer(x)"])

@@ -118,6 +118,11 @@ def _through_autograd(fn, inputs, grads_of=("x", "weight", "bias"), params=None,
         raise ValueError(f"{named}'s output carries no gradient back to x: autograd cannot differentiate it with "
                          "respect to x (x went through numpy, .detach(), .data or torch.no_grad() on the way). "
                          "Use torch operations on x itself: the notebook differentiates and trains through it")
+    for k, g in zip(leaves, grads):
+        if g is None and k != "x" and _uses(fn, inputs, k, y):
+            raise ValueError(f"{named}'s output depends on {k} but carries no gradient back to it: {k} went through "
+                             f".detach(), .data, numpy or torch.no_grad() on the way, so training would never change "
+                             f"it. Use {k} itself in torch operations")
     for n, g in zip(params, grads[len(leaves):]):
         if g is None:
             attr = re.sub(r"\.(\d+)", r"[\1]", n)              # sublayer.0.weight -> sublayer[0].weight
@@ -126,6 +131,16 @@ def _through_autograd(fn, inputs, grads_of=("x", "weight", "bias"), params=None,
                              f"a detached copy, nor compute with it under torch.no_grad())"
                              f"{unused if n.startswith('norm') else ''}")
     return (y.detach(), *grads)
+
+
+def _uses(fn, inputs, k, y) -> bool:
+    """Does fn's output change when input k does? An input autograd does not reach was either left out (the
+    output is wrong, and the comparison says so) or cut from the graph (the output can be right)."""
+    with torch.no_grad():
+        other = fn(**{n: v * 2 + 1 if n == k else v.clone() if isinstance(v, torch.Tensor) else v
+                      for n, v in inputs.items()})
+    return not (isinstance(other, torch.Tensor) and other.shape == y.shape
+                and torch.allclose(other, y, rtol=1e-5, atol=1e-7, equal_nan=True))
 
 
 def _stats(x, unbiased=False, dim=-1):
