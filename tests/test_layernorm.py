@@ -425,6 +425,15 @@ def test_norm_checks_still_see_an_input_changed_in_place(name, source):
     ("layer_norm_backward", _BW.replace("return gx, (grad_out * xh).sum(axes), grad_out.sum(axes)",
                                         "return gx, grad_out * xh, grad_out"),
      "known mistake: grad_weight and grad_bias not summed over the batch axes"),
+    ("layer_norm_backward", _BW.replace("(grad_out * xh).sum(axes), grad_out.sum(axes)",
+                                        "(grad_out * xh).sum(axes, keepdim=True), grad_out.sum(axes, keepdim=True)"),
+     "known mistake: grad_weight and grad_bias summed with keepdim=True"),
+    ("layer_norm_backward", _BW.replace("(grad_out * xh).sum(axes), grad_out.sum(axes)",
+                                        "(grad_out * xh).sum(), grad_out.sum()"),
+     "known mistake: grad_weight and grad_bias summed over every axis"),
+    ("layer_norm_backward", _BW.replace("g.mean(-1, keepdim=True)", "g.sum(-1, keepdim=True)")
+     .replace("(g * xh).mean(-1, keepdim=True)", "(g * xh).sum(-1, keepdim=True)"),
+     "known mistake: sums over the features in grad_x where the formula has means"),
     ("rms_norm", "def rms_norm(x, weight, eps=1e-6):\n"
                  "    return x / torch.sqrt(x.var(-1, keepdim=True, unbiased=False) + eps) * weight\n",
      "known mistake: divided by the standard deviation instead of the root mean square"),
@@ -438,7 +447,8 @@ def test_norm_checks_still_see_an_input_changed_in_place(name, source):
                                               "return self.norm(x) + self.sublayer(x)"),
      "known mistake: post-LN normalises only x, then adds the sublayer's output"),
 ], ids=["x through numpy, weight and bias not", "weight detached", "rms weight.data", "variance not centred", "affine before normalising",
-        "backward without r", "backward variance term's sign", "backward sums nothing",
+        "backward without r", "backward variance term's sign", "backward sums nothing", "backward sums keepdim", "backward sums all",
+        "backward bracket sums",
         "rms by the std", "rms over the first axis", "rms scaled by 1 + weight",
         "post-LN as norm(x) + sublayer(x)"])
 def test_norm_checks_name_what_a_blind_probe_found(name, source, says):

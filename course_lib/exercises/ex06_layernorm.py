@@ -432,6 +432,26 @@ def _mb_none_summed(grad_out, x, weight, eps=1e-5):
     return gx, grad_out * x_hat, grad_out
 
 
+def _mb_sums_keepdim(grad_out, x, weight, eps=1e-5):
+    gx, x_hat = _correct_gx(grad_out, x, weight, eps)
+    axes = _batch_axes(x)
+    if not axes:
+        return gx, grad_out * x_hat, grad_out
+    return gx, (grad_out * x_hat).sum(dim=axes, keepdim=True), grad_out.sum(dim=axes, keepdim=True)
+
+
+def _mb_sums_everything(grad_out, x, weight, eps=1e-5):
+    gx, x_hat = _correct_gx(grad_out, x, weight, eps)
+    return gx, (grad_out * x_hat).sum(), grad_out.sum()
+
+
+def _mb_sums_in_bracket(grad_out, x, weight, eps=1e-5):
+    x_hat, rstd = _bw_parts(x, weight, eps)
+    g = grad_out * weight
+    return _bw_from(rstd * (g - g.sum(-1, keepdim=True) - x_hat * (g * x_hat).sum(-1, keepdim=True)),
+                    grad_out, x, x_hat)
+
+
 def _mb_no_rstd(grad_out, x, weight, eps=1e-5):
     x_hat, rstd = _bw_parts(x, weight, eps)
     g = grad_out * weight
@@ -547,10 +567,16 @@ LAYER_NORM_BACKWARD = Exercise(
                 "weight and bias are shared by every position, so each gradient adds up the contributions\n"
                 "of all of them: sum grad_out · x̂ and grad_out over every axis but the last, giving shape\n"
                 "(D,). Only a 1-D x (a single vector) has nothing to sum."),
+        Mistake("grad_weight and grad_bias summed with keepdim=True", _mb_sums_keepdim,
+                "keepdim=True is for the statistics that broadcast back over x; grad_weight and grad_bias\n"
+                "have the shape of weight and bias, (D,): sum over the batch axes without keepdim."),
         Mistake("grad_weight and grad_bias summed with dim=() on a 1-D input", _mb_sum_empty_dims,
                 "A 1-D x is a single vector: there is no batch axis to sum over, so grad_weight = grad_out · x̂\n"
                 "and grad_bias = grad_out, both of shape (D,). torch's t.sum(dim=()) does not leave t alone: it\n"
                 "sums over every axis and returns a scalar. Sum only when x has more than one axis."),
+        Mistake("grad_weight and grad_bias summed over every axis, the feature axis too", _mb_sums_everything,
+                "t.sum() with no dim adds up everything and returns a scalar. Each feature has its own\n"
+                "weight and bias: sum over every axis but the last, keeping shape (D,)."),
         Mistake("grad_weight and grad_bias summed over the first axis only", _mb_first_axis_only,
                 "With x of shape (B, T, D) the weight is used at all B·T positions: sum over every axis\n"
                 "but the last (all of dims 0 … x.dim() - 2), not over dim 0 alone."),
@@ -567,6 +593,9 @@ LAYER_NORM_BACKWARD = Exercise(
         Mistake("the factor r = 1/√(σ² + ε) left out of grad_x", _mb_no_rstd,
                 "Every path from x to x̂ = (x - μ) · r goes through the division by the standard deviation,\n"
                 "so the whole bracket is multiplied by r: grad_x = r · (g - mean(g) - x̂ · mean(g · x̂))."),
+        Mistake("sums over the features in grad_x where the formula has means", _mb_sums_in_bracket,
+                "grad_x = r · (g - mean(g) - x̂ · mean(g · x̂)): both are means over the last axis, sums\n"
+                "divided by D (or write r/D · (D·g - Σg - x̂ · Σ g·x̂))."),
         Mistake("the x̂ · mean(g · x̂) term added instead of subtracted", _mb_xhat_term_added,
                 "∂r/∂x_j = -(r²/D) · x̂_j: a larger spread shrinks x̂, so the variance path enters with a\n"
                 "minus sign, grad_x = r · (g - mean(g) - x̂ · mean(g · x̂)). With it grad_x is (nearly)\n"
