@@ -461,7 +461,8 @@ def test_norm_checks_name_what_a_blind_probe_found(name, source, says):
     (_INIT.replace("torch.ones(d)", "torch.randn(d)"), "known mistake: weight initialised randomly (torch.randn)"),
     (_INIT.replace("torch.ones(d)", "torch.randn(d)").replace("torch.zeros(d)", "torch.randn(d)"),
      "known mistake: weight and bias initialised randomly"),
-], ids=["weight drawn", "weight and bias drawn"])
+    (_INIT.replace("torch.ones(d)", "torch.rand(d)"), "known mistake: weight initialised randomly (torch.rand)"),
+], ids=["weight drawn", "weight and bias drawn", "weight drawn uniformly"])
 @pytest.mark.parametrize("seed", [0, 1, 7])
 def test_layer_norm_module_check_names_parameters_drawn_at_random(init, says, seed):
     """Drawn from the global generator, they were never the catalogue's draws: the learner got only

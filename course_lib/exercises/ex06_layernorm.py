@@ -855,6 +855,15 @@ class _MRandomWeight(_LNBase):
         return ref.layer_norm(x, self.weight, self.bias, self.eps)
 
 
+class _MUniformWeight(_LNBase):
+    def __init__(self, d, eps=1e-5):
+        super().__init__(d, eps)
+        self.weight = nn.Parameter(torch.rand(d))
+
+    def forward(self, x):
+        return ref.layer_norm(x, self.weight, self.bias, self.eps)
+
+
 class _MSwappedInit(_LNBase):
     def __init__(self, d, eps=1e-5):
         super().__init__(d, eps)
@@ -916,6 +925,10 @@ LAYER_NORM_MODULE = Exercise(
                 "nn.LayerNorm starts with weight = ones(d), so a fresh layer only normalises and passes\n"
                 "x̂ on unscaled; training moves the weight from there. Random draws are for nn.Linear's\n"
                 "weights, not for a norm's."),
+        Mistake("weight initialised randomly (torch.rand)", _MUniformWeight,
+                "nn.LayerNorm starts with weight = ones(d), so a fresh layer only normalises and passes\n"
+                "x̂ on unscaled; training moves the weight from there. torch.rand draws from [0, 1): use\n"
+                "torch.ones(d)."),
         Mistake("unbiased variance (divided by D - 1)", _MUnbiased, _LN_EXPLAIN["unbiased"]),
         Mistake("weight and bias passed in each other's place (layer_norm(x, self.bias, self.weight))",
                 _MAffineSwapped, _LN_EXPLAIN["swapped"]),
