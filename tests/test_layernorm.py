@@ -419,6 +419,10 @@ def test_norm_checks_still_see_an_input_changed_in_place(name, source):
                    "    mean = x.mean(-1, keepdim=True)\n    var = ((x - mean) ** 2).mean(-1, keepdim=True)\n"
                    "    return (x - mean) / torch.sqrt(var + eps)\n",
      "known mistake: weight and bias applied before normalising"),
+    ("layer_norm", "def layer_norm(x, weight, bias, eps=1e-5):\n    n = len(x)\n    mean = x.sum(-1, keepdim=True) / n\n"
+                   "    var = ((x - mean) ** 2).sum(-1, keepdim=True) / n\n"
+                   "    return (x - mean) / torch.sqrt(var + eps) * weight + bias\n",
+     "known mistake: sums divided by len(x)"),
     ("layer_norm_backward", _BW.replace("gx = r * (", "gx = ("), "known mistake: the factor r = 1/√(σ² + ε) left out"),
     ("layer_norm_backward", _BW.replace("- xh * (g * xh)", "+ xh * (g * xh)"),
      "known mistake: the x̂ · mean(g · x̂) term added instead of subtracted"),
@@ -446,7 +450,7 @@ def test_norm_checks_still_see_an_input_changed_in_place(name, source):
      .replace("SUB", "self.sublayer").replace("return self.norm(x + self.sublayer(x))",
                                               "return self.norm(x) + self.sublayer(x)"),
      "known mistake: post-LN normalises only x, then adds the sublayer's output"),
-], ids=["x through numpy, weight and bias not", "weight detached", "rms weight.data", "variance not centred", "affine before normalising",
+], ids=["x through numpy, weight and bias not", "weight detached", "rms weight.data", "variance not centred", "affine before normalising", "divided by len(x)",
         "backward without r", "backward variance term's sign", "backward sums nothing", "backward sums keepdim", "backward sums all",
         "backward bracket sums",
         "rms by the std", "rms over the first axis", "rms scaled by 1 + weight",

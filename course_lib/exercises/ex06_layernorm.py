@@ -214,6 +214,13 @@ def _m_eps_default(x, weight, bias, eps=1e-6):
     return (x - mean) / torch.sqrt(var + eps) * weight + bias
 
 
+def _m_first_axis_count(x, weight, bias, eps=1e-5):
+    n = len(x)
+    mean = x.sum(-1, keepdim=True) / n
+    var = ((x - mean) ** 2).sum(-1, keepdim=True) / n
+    return (x - mean) / torch.sqrt(var + eps) * weight + bias
+
+
 def _m_var_uncentred(x, weight, bias, eps=1e-5):
     mean, mean_square = x.mean(-1, keepdim=True), (x * x).mean(-1, keepdim=True)
     return (x - mean) / torch.sqrt(mean_square + eps) * weight + bias
@@ -339,6 +346,10 @@ LAYER_NORM = Exercise(
                 "The variance is the mean of the squared deviations, mean((x - μ)²), not mean(x²): that\n"
                 "is RMSNorm's mean square, which also counts the offset μ², so rows away from 0 come out\n"
                 "too small. Subtract the mean, then square."),
+        Mistake("sums divided by len(x) (the first axis's size) instead of D", _m_first_axis_count,
+                "The mean and variance are over the D features of the last axis: divide the sums by\n"
+                "D = x.shape[-1], not by len(x), which is x.shape[0], the first axis. x.mean(-1) and\n"
+                "x.var(-1, correction=0) count for you."),
         Mistake("weight and bias applied before normalising", _m_affine_first,
                 "Normalise x first, then scale and shift the result: x̂ · weight + bias. Applied before,\n"
                 "the normalisation undoes them: the output always has mean 0 and variance 1."),
