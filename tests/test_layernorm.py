@@ -423,6 +423,8 @@ def test_norm_checks_still_see_an_input_changed_in_place(name, source):
                    "    var = ((x - mean) ** 2).sum(-1, keepdim=True) / n\n"
                    "    return (x - mean) / torch.sqrt(var + eps) * weight + bias\n",
      "known mistake: sums divided by len(x)"),
+    ("layer_norm_backward", _BW.replace("- xh * (g * xh).mean(", "- xh * (g * (x - mean)).mean("),
+     "known mistake: x - μ in the variance term where the formula has x̂"),
     ("layer_norm_backward", _BW.replace("gx = r * (", "gx = ("), "known mistake: the factor r = 1/√(σ² + ε) left out"),
     ("layer_norm_backward", _BW.replace("- xh * (g * xh)", "+ xh * (g * xh)"),
      "known mistake: the x̂ · mean(g · x̂) term added instead of subtracted"),
@@ -451,6 +453,7 @@ def test_norm_checks_still_see_an_input_changed_in_place(name, source):
                                               "return self.norm(x) + self.sublayer(x)"),
      "known mistake: post-LN normalises only x, then adds the sublayer's output"),
 ], ids=["x through numpy, weight and bias not", "weight detached", "rms weight.data", "variance not centred", "affine before normalising", "divided by len(x)",
+        "backward x - mean in the variance term",
         "backward without r", "backward variance term's sign", "backward sums nothing", "backward sums keepdim", "backward sums all",
         "backward bracket sums",
         "rms by the std", "rms over the first axis", "rms scaled by 1 + weight",

@@ -463,6 +463,14 @@ def _mb_sums_in_bracket(grad_out, x, weight, eps=1e-5):
                     grad_out, x, x_hat)
 
 
+def _mb_centred_x_in_var_term(grad_out, x, weight, eps=1e-5):
+    x_hat, rstd = _bw_parts(x, weight, eps)
+    g = grad_out * weight
+    centred = x - x.mean(-1, keepdim=True)
+    return _bw_from(rstd * (g - g.mean(-1, keepdim=True) - x_hat * (g * centred).mean(-1, keepdim=True)),
+                    grad_out, x, x_hat)
+
+
 def _mb_no_rstd(grad_out, x, weight, eps=1e-5):
     x_hat, rstd = _bw_parts(x, weight, eps)
     g = grad_out * weight
@@ -607,6 +615,9 @@ LAYER_NORM_BACKWARD = Exercise(
         Mistake("sums over the features in grad_x where the formula has means", _mb_sums_in_bracket,
                 "grad_x = r · (g - mean(g) - x̂ · mean(g · x̂)): both are means over the last axis, sums\n"
                 "divided by D (or write r/D · (D·g - Σg - x̂ · Σ g·x̂))."),
+        Mistake("x - μ in the variance term where the formula has x̂", _mb_centred_x_in_var_term,
+                "The variance path is x̂ · mean(g · x̂), with x̂ = (x - μ) · r in both places; mean(g · (x - μ))\n"
+                "is missing one factor r (in the r³ form: r³ · (x - μ) · mean(g · (x - μ)) = r · x̂ · mean(g · x̂))."),
         Mistake("the x̂ · mean(g · x̂) term added instead of subtracted", _mb_xhat_term_added,
                 "∂r/∂x_j = -(r²/D) · x̂_j: a larger spread shrinks x̂, so the variance path enters with a\n"
                 "minus sign, grad_x = r · (g - mean(g) - x̂ · mean(g · x̂)). With it grad_x is (nearly)\n"
