@@ -690,3 +690,52 @@ def test_lora_check_names_an_unscaled_a_whatever_the_global_generator_holds():
         torch.manual_seed(seed)
         r = evaluate(ex09.LORA, mistake.fn)
         assert not r.passed and f"known mistake: {mistake.name}" in r.message, (seed, r.message)
+
+
+_FREEZE_RANGES = '''
+def off_by_one(model, n_layers):              # refuses n_layers == len(layers), the head-only regime
+    if not 0 <= n_layers < len(model.encoder.layers):
+        raise ValueError("bad n_layers")
+    model.requires_grad_(True)
+    model.encoder.embeddings.requires_grad_(False)
+    for layer in model.encoder.layers[:n_layers]:
+        layer.requires_grad_(False)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+def no_check(model, n_layers):
+    model.requires_grad_(True)
+    model.encoder.embeddings.requires_grad_(False)
+    for layer in model.encoder.layers[:n_layers]:
+        layer.requires_grad_(False)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+def by_value(model, n_layers):
+    if not 0 <= n_layers <= len(model.encoder.layers):
+        raise ValueError("bad n_layers")
+    frozen = list(model.encoder.embeddings.parameters())
+    for layer in model.encoder.layers[:n_layers]:
+        frozen += list(layer.parameters())
+    for p in model.parameters():
+        p.requires_grad = p not in frozen
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+'''
+
+
+def test_freeze_range_errors_are_said_in_words():
+    """A ValueError for n_layers = len(layers) read 'expected a tuple of 2 values, got str 'raised ValueError''
+    and a missing ValueError 'expected 'raised ValueError', got a tuple of 2 values': the check's own
+    bookkeeping. `p in list` raised a bare size-mismatch error though the hint names the trap."""
+    import linecache
+
+    from course_lib.exercises.ex09_finetuning import FREEZE
+    linecache.cache["<answer freeze>"] = (len(_FREEZE_RANGES), None, _FREEZE_RANGES.splitlines(True), "<answer freeze>")
+    ns = {"torch": torch, "nn": nn}
+    exec(compile(_FREEZE_RANGES, "<answer freeze>", "exec"), ns)
+    for suite, r in _verdicts(FREEZE, ns["off_by_one"]).items():
+        assert not r.passed and "tuple" not in r.message and "is allowed here" in r.message, (suite, r.message)
+    for suite, r in _verdicts(FREEZE, ns["no_check"]).items():
+        assert not r.passed and "tuple" not in r.message, (suite, r.message)
+        assert "got       returned without raising: n_layers = " in r.message, (suite, r.message)
+        assert "n_layers outside 0..len(layers) accepted" in r.message, (suite, r.message)
+    for suite, r in _verdicts(FREEZE, ns["by_value"]).items():
+        assert not r.passed and "tensors compare by value" in r.message and "id(p)" in r.message, (suite, r.message)

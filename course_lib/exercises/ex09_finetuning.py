@@ -512,15 +512,39 @@ def _what_trains(model) -> str:
 
 
 def _call_freeze(impl, inputs):
-    """(which parts train in words, the returned count), or 'raised ValueError'."""
+    """(which parts train in words, the returned count) for an n_layers in range; for one out of range,
+    'raised ValueError' or, in words, that the answer returned. A ValueError for an n_layers in range
+    goes on to the learner with what the range is, as does the error of `p in list_of_tensors`."""
     model = _TinyClassifier(inputs["config"], inputs["n_classes"])
     if inputs["start"] == "frozen":
         for p in model.parameters():
             p.requires_grad_(False)
+    n, n_max = inputs["n_layers"], len(model.encoder.layers)
+    in_range = 0 <= n <= n_max
     try:
-        count = impl(model, inputs["n_layers"])
-    except ValueError:
-        return "raised ValueError"
+        count = impl(model, n)
+    except ValueError as exc:
+        if not in_range:
+            return "raised ValueError"
+        exc.add_note(f"n_layers = {n} is allowed here: anything from 0 to len(model.encoder.layers) = {n_max} "
+                     f"is, both ends included\n(0 freezes the embeddings only, {n_max} the whole encoder, "
+                     f"leaving the head only).\nRaise ValueError only outside that range.")
+        raise
+    except AssertionError as exc:
+        if not in_range:
+            exc.add_note(f"n_layers = {n} is out of range, as the check wants, but the contract raises ValueError, "
+                         f"not AssertionError:\n`if not 0 <= n_layers <= len(model.encoder.layers): raise ValueError(...)`.")
+        raise
+    except RuntimeError as exc:
+        text = str(exc)
+        if "must match the size of tensor" in text or "Boolean value of Tensor" in text:
+            exc.add_note("If this comes from `p in some_list` (or `p == q`) on parameters: tensors compare by "
+                         "value, element by\nelement, not by identity, so `in` on a list of tensors fails or "
+                         "gives a wrong answer. Test identity:\nkeep the frozen ones' id(p) in a set and ask "
+                         "`id(p) in frozen_ids`.")
+        raise
+    if not in_range:
+        return f"returned without raising: n_layers = {n} accepted for an encoder of {n_max} layers"
     return _what_trains(model), count
 
 
