@@ -739,3 +739,22 @@ def test_freeze_range_errors_are_said_in_words():
         assert "n_layers outside 0..len(layers) accepted" in r.message, (suite, r.message)
     for suite, r in _verdicts(FREEZE, ns["by_value"]).items():
         assert not r.passed and "tensors compare by value" in r.message and "id(p)" in r.message, (suite, r.message)
+
+
+class _LoRARootR(_LoRA):
+    """A divided by √r, the rank, instead of √in_features."""
+
+    def __init__(self, base, r=8, alpha=16):
+        super().__init__(base, r, alpha)
+        with torch.no_grad():
+            self.A.copy_(torch.randn(r, base.in_features, dtype=self.A.dtype, device=self.A.device) / r ** 0.5)
+
+
+def test_lora_a_divided_by_root_r_fails_visibly_and_is_named_as_such():
+    """A = randn(r, in) / √r passed the visible check (every visible layer had in_features 16 or less,
+    where 1/√r stays under 3/√in_features), and the hidden one named it 'A drawn with torch.randn unscaled
+    (standard deviation 1)', a cause it did not have."""
+    from course_lib.exercises.ex09_finetuning import LORA
+    for suite, r in _verdicts(LORA, _LoRARootR).items():
+        assert not r.passed and "divided by √r instead of √in_features" in r.message, (suite, r.message)
+

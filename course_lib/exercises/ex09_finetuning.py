@@ -835,6 +835,7 @@ LORA = Exercise(
         Case("base nn.Linear(12, 8), r=4, alpha=16, x (4, 12)", _lora_case(12, 8, 4, 16.0)),
         Case("base nn.Linear(6, 10) without bias, r=2, alpha=1, x (3, 6)", _lora_case(6, 10, 2, 1.0, B=3, bias=False)),
         Case("base nn.Linear(16, 16), r=8 (the default), alpha=16, x (2, 16)", _lora_case(16, 16, 8, 16.0, B=2)),
+        Case("base nn.Linear(64, 8), r=2, alpha=4, x (3, 64)", _lora_case(64, 8, 2, 4.0, B=3)),
     ],
     hidden=[
         Case("a random base, r and alpha", _lora_random),
@@ -848,11 +849,13 @@ LORA = Exercise(
                 "With A = 0 the gradient of B (which is proportional to A·x) is 0 too, so B never moves (and\n"
                 "with B = 0 as well, neither does A). Initialise A randomly and B to zeros: the update B·A\n"
                 "still starts at 0, and B learns from the first step."),
-        Mistake("A drawn with torch.randn unscaled (standard deviation 1)",
+        Mistake("A drawn with torch.randn unscaled, or divided by √r instead of √in_features: too large",
                 _lora(a_per_input=False),
-                "Keep A small: with standard deviation 1, x·Aᵀ is about √in_features times larger than x\n"
-                "(20 times for MiniLM's 384), and so is every update B makes, as if its learning rate were\n"
-                "20 times too high. Divide by √in_features, or use nn.init.kaiming_uniform_ as PEFT does."),
+                "Keep A small: x·Aᵀ sums in_features products, so with standard deviation 1 it is about\n"
+                "√in_features times larger than x (20 times for MiniLM's 384), and so is every update B makes,\n"
+                "as if its learning rate were 20 times too high. Dividing by √r does not undo that: the sum\n"
+                "runs over in_features, not over the rank. Divide by √in_features, or use\n"
+                "nn.init.kaiming_uniform_ as PEFT does."),
         Mistake("scale r/alpha instead of alpha/r", _lora(scale=lambda self: self.r / self.alpha),
                 "The update is multiplied by alpha / r, so that changing r does not change how large the\n"
                 "update is at a given learning rate."),
