@@ -750,6 +750,13 @@ class _LoRARootR(_LoRA):
             self.A.copy_(torch.randn(r, base.in_features, dtype=self.A.dtype, device=self.A.device) / r ** 0.5)
 
 
+class _LoRAByHand(_LoRA):
+    """base(x) written out by hand: fine with a bias, a TypeError without one."""
+
+    def forward(self, x):
+        return x @ self.base.weight.T + self.base.bias + x @ self.A.T @ self.B.T * self.scale
+
+
 def test_lora_a_divided_by_root_r_fails_visibly_and_is_named_as_such():
     """A = randn(r, in) / √r passed the visible check (every visible layer had in_features 16 or less,
     where 1/√r stays under 3/√in_features), and the hidden one named it 'A drawn with torch.randn unscaled
@@ -758,3 +765,10 @@ def test_lora_a_divided_by_root_r_fails_visibly_and_is_named_as_such():
     for suite, r in _verdicts(LORA, _LoRARootR).items():
         assert not r.passed and "divided by √r instead of √in_features" in r.message, (suite, r.message)
 
+
+def test_lora_hidden_suite_has_a_base_without_bias():
+    """The hidden layers drew their bias at random and, at the grading seed, every one had a bias, so a
+    forward that adds self.base.bias by hand passed the hidden suite."""
+    from course_lib.exercises.ex09_finetuning import LORA
+    for suite, r in _verdicts(LORA, _LoRAByHand).items():
+        assert not r.passed and "NoneType" in r.message, (suite, r.message)

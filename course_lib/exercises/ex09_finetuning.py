@@ -840,6 +840,7 @@ LORA = Exercise(
     hidden=[
         Case("a random base, r and alpha", _lora_random),
         Case("another random base, r and alpha", _lora_random),
+        Case("a random base without bias", lambda g: {**_lora_random(g), "bias": False}),
     ],
     mistakes=[
         Mistake("B initialised randomly: the output differs from base at the start", _lora(b_random=True),
