@@ -772,3 +772,14 @@ def test_lora_hidden_suite_has_a_base_without_bias():
     from course_lib.exercises.ex09_finetuning import LORA
     for suite, r in _verdicts(LORA, _LoRAByHand).items():
         assert not r.passed and "NoneType" in r.message, (suite, r.message)
+
+
+def test_classifier_check_says_why_a_functional_dropout_counts_as_no_call():
+    """F.dropout(pooled, self.dropout.p, self.training) was told only 'forward calls it 0 times', with no
+    word on why: its output is random in training mode, so the 'dropout never applied' mistake, which
+    explains it, never matched."""
+    from course_lib.exercises.ex09_finetuning import SENTENCE_CLASSIFIER
+    functional = type("Functional", (_Classifier,), {"how": "functional"})
+    for suite, r in _verdicts(SENTENCE_CLASSIFIER, functional).items():
+        assert not r.passed and "a call of F.dropout" in r.message and "is not a call of self.dropout" in r.message, \
+            (suite, r.message)

@@ -333,7 +333,8 @@ def _call_clf(cls, inputs):
     enc.eval()
     with torch.no_grad():
         squared = model(inputs["input_ids"], inputs["attention_mask"])
-    times = {0: "0 times", 1: "once"}.get(probe.calls, f"{probe.calls} times")
+    times = {0: "0 times (a call of F.dropout, or no dropout at all, is not a call of self.dropout)",
+             1: "once"}.get(probe.calls, f"{probe.calls} times")
     return logits, f"self.dropout is {found}; forward calls it {times}", squared, trains
 
 
