@@ -783,3 +783,20 @@ def test_classifier_check_says_why_a_functional_dropout_counts_as_no_call():
     for suite, r in _verdicts(SENTENCE_CLASSIFIER, functional).items():
         assert not r.passed and "a call of F.dropout" in r.message and "is not a call of self.dropout" in r.message, \
             (suite, r.message)
+
+
+def test_classifier_names_a_count_over_the_whole_batch():
+    """`/ mask.sum()` (no dim: the batch's real tokens, not each sentence's) got bare numbers."""
+    from course_lib.exercises.ex09_finetuning import SENTENCE_CLASSIFIER
+
+    class BatchCount(_Classifier):
+        how = "right"
+
+        def forward(self, input_ids, attention_mask):
+            h = self.encoder(input_ids, attention_mask)
+            m = attention_mask.unsqueeze(-1).to(h.dtype)
+            return self.head(self.dropout((h * m).sum(1) / m.sum()))
+
+    for suite, r in _verdicts(SENTENCE_CLASSIFIER, BatchCount).items():
+        assert not r.passed and "real tokens of the whole batch (mask.sum() with no dim)" in r.message, (suite, r.message)
+

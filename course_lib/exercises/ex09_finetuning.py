@@ -442,6 +442,11 @@ SENTENCE_CLASSIFIER = Exercise(
                 "The padding is left out of the sum but counted in the denominator, so a short sentence in\n"
                 "a batch of long ones gets a vector that is too small. Divide by mask.sum(1), each\n"
                 "sentence's own number of real tokens."),
+        Mistake("masked sum divided by the real tokens of the whole batch (mask.sum() with no dim)", _clf(
+                    pool=lambda self, h, m: (h * m[..., None].to(h.dtype)).sum(1) / m.sum()),
+                "mask.sum() without a dim adds up the real tokens of every sentence in the batch, so each\n"
+                "sentence's vector shrinks with the size of its batch. Count per sentence:\n"
+                "mask.sum(1, keepdim=True), shape (B, 1), which broadcasts against the (B, d) sums."),
         Mistake("the dropout given ignored (nn.Dropout() or a fixed rate)",
                 _ClfIgnoresDropout,
                 "Build self.dropout = nn.Dropout(dropout) from the argument: nn.Dropout() drops half of\n"
