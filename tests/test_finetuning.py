@@ -800,3 +800,18 @@ def test_classifier_names_a_count_over_the_whole_batch():
     for suite, r in _verdicts(SENTENCE_CLASSIFIER, BatchCount).items():
         assert not r.passed and "real tokens of the whole batch (mask.sum() with no dim)" in r.message, (suite, r.message)
 
+
+def test_metrics_name_true_negatives_counted_as_true_positives():
+    """tp = (preds == labels).sum() counts every correct prediction, true negatives too: bare numbers."""
+    from course_lib.exercises.ex09_finetuning import PRF
+
+    def all_correct(preds, labels, positive=1):
+        tp = (preds == labels).sum().item()
+        fp = ((preds == positive) & (labels != positive)).sum().item()
+        fn = ((preds != positive) & (labels == positive)).sum().item()
+        p = tp / (tp + fp) if tp + fp else 0.0
+        r = tp / (tp + fn) if tp + fn else 0.0
+        return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+
+    for suite, r in _verdicts(PRF, all_correct).items():
+        assert not r.passed and "every correct prediction counted as a true positive" in r.message, (suite, r.message)

@@ -935,6 +935,11 @@ def _mp_positive_ignored(preds, labels, positive=1):
     return _prf_from(*_counts(preds, labels, 1))
 
 
+def _mp_tp_all_correct(preds, labels, positive=1):
+    _, fp, fn = _counts(preds, labels, positive)
+    return _prf_from(int((preds == labels).sum()), fp, fn)
+
+
 def _mp_accuracy(preds, labels, positive=1):
     tp, fp, fn = _counts(preds, labels, positive)
     acc = float((preds == labels).float().mean())
@@ -973,6 +978,10 @@ PRF = Exercise(
                 "(as scikit-learn's zero_division=0), and F1 = 0 when P + R = 0."),
         Mistake("F1 as the arithmetic mean of precision and recall", _mp(f1=lambda p, r: (p + r) / 2),
                 "F1 is the harmonic mean 2PR / (P + R): it is low when either one is low."),
+        Mistake("every correct prediction counted as a true positive (true negatives included)", _mp_tp_all_correct,
+                "A true positive is a position where the prediction and the label are both the positive\n"
+                "class: (preds == positive) & (labels == positive). (preds == labels) also counts the\n"
+                "positions where both are another class, the true negatives."),
         Mistake("accuracy used as precision", _mp_accuracy,
                 "Accuracy counts every correct prediction of every class; precision only looks at the\n"
                 "predictions of the positive class: TP / (TP + FP)."),
