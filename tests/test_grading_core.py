@@ -405,3 +405,26 @@ def test_batched_dot_cases_broadcast_both_ways_in_the_visible_suite(name):
     for suite in ("visible", "hidden"):
         r = evaluate(get_exercise("batched_dot"), ns[name], suite=suite)
         assert not r.passed and ("broadcast" in r.message or "one k for every sequence" in r.message), r.message
+
+
+_DOT_DETOURS = """
+def with_softmax(q, k):
+    return torch.softmax(q @ k.transpose(-2, -1), dim=-1)
+
+def cosine(q, k):
+    return F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).mT
+"""
+
+
+@pytest.mark.parametrize("name, named", [("with_softmax", "softmax applied"), ("cosine", "cosine similarity")])
+def test_batched_dot_names_attention_steps_taken_too_early(name, named):
+    """A softmax over the keys, or unit-length q and k (cosine similarity), got only 'expected [0.57, ...]
+    got [0.10, ...]': no word on which step did not belong."""
+    import torch.nn.functional as F
+
+    from course_lib.grading.spec import get_exercise
+    ns = {"torch": torch, "F": F}
+    exec(compile(_DOT_DETOURS, "<answer>", "exec"), ns)
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("batched_dot"), ns[name], suite=suite)
+        assert not r.passed and f"known mistake: {named}" in r.message, (suite, r.message)

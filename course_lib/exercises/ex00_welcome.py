@@ -205,6 +205,14 @@ DOT = Exercise(
         Mistake("already divided by √D",
                 lambda q, k: (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1]),
                 "The scaling by √D belongs to attention (notebook 05); here return the plain dot products."),
+        Mistake("softmax applied: each row turned into weights that sum to 1",
+                lambda q, k: torch.softmax(q @ k.transpose(-1, -2), dim=-1),
+                "The softmax over the keys is attention's next step (notebook 05), not part of this table:\n"
+                "return the dot products themselves, which can be any size and either sign."),
+        Mistake("cosine similarity: q and k normalised to unit length first",
+                lambda q, k: (q / q.norm(dim=-1, keepdim=True)) @ (k / k.norm(dim=-1, keepdim=True)).transpose(-1, -2),
+                "A dot product keeps the vectors' lengths: q · k = |q| |k| cos θ. Dividing by the lengths\n"
+                "(F.normalize, or cosine_similarity) leaves only cos θ; attention uses the plain products."),
     ],
     hint="Each entry is a dot product of one row of q with one row of k. Matrix multiplication "
          "does exactly this if the second factor has its last two axes swapped; `einsum` lets you "
