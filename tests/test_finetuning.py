@@ -190,7 +190,8 @@ def _loader_keeping_the_dtype(how):
         dtype = state_dict["embeddings.word_embeddings.weight"].dtype
         model = BertEncoder(config) if how == "assign" else BertEncoder(config).to(dtype)
         if None in renamed or set(renamed) != set(model.state_dict()):
-            raise KeyError("checkpoint and encoder do not match")
+            raise KeyError(f"checkpoint and encoder do not match: missing {set(model.state_dict()) - set(renamed)}, "
+                           f"unexpected {[k for k in state_dict if k not in IGNORED_KEYS and _course_name(k) is None]}")
         model.load_state_dict(renamed, strict=True, assign=how == "assign")
         return model
     return load
@@ -580,7 +581,8 @@ def test_loader_check_refuses_a_frozen_encoder_and_parameters_that_are_the_check
         model = BertEncoder(config)
         renamed = {_course_name(k): v for k, v in state_dict.items() if k not in IGNORED_KEYS}
         if None in renamed or set(renamed) != set(model.state_dict()):
-            raise KeyError("checkpoint and encoder do not match")
+            raise KeyError(f"checkpoint and encoder do not match: missing {set(model.state_dict()) - set(renamed)}, "
+                           f"unexpected {[k for k in state_dict if k not in IGNORED_KEYS and _course_name(k) is None]}")
         if how == "frozen":
             model.load_state_dict(renamed)
             return model.requires_grad_(False)
@@ -815,3 +817,21 @@ def test_metrics_name_true_negatives_counted_as_true_positives():
 
     for suite, r in _verdicts(PRF, all_correct).items():
         assert not r.passed and "every correct prediction counted as a true positive" in r.message, (suite, r.message)
+
+
+def test_loader_check_wants_the_keyerror_to_name_the_keys():
+    """The docstring asks for a KeyError naming the missing and unexpected keys; raise KeyError("checkpoint
+    does not match") passed both suites."""
+    from course_lib.exercises.ex09_finetuning import LOADER
+    from course_lib.reference.finetuning import IGNORED_KEYS, _course_name
+
+    def unnamed(state_dict, config):
+        model = BertEncoder(config)
+        sd = {(_course_name(k) or k): v for k, v in state_dict.items() if k not in IGNORED_KEYS}
+        if set(sd) != set(model.state_dict()):
+            raise KeyError("checkpoint does not match")
+        model.load_state_dict(sd)
+        return model
+
+    for suite, r in _verdicts(LOADER, unnamed).items():
+        assert not r.passed and "which does not say which key" in r.message, (suite, r.message)

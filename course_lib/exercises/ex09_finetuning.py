@@ -89,8 +89,10 @@ def _eval_output(model: nn.Module, inputs: dict) -> torch.Tensor:
 
 
 # ===================================================================== load_pretrained_encoder
-def _loader_case(cfg_fn, B=3, T=7, drop=None, extra=None):
-    """drop: a key removed from the checkpoint; extra: a key added. Either one -> the answer must raise."""
+def _loader_case(cfg_fn, B=3, T=7, drop=None, extra=None, names=()):
+    """drop: a key removed from the checkpoint; extra: a key added. Either one -> the answer must raise a
+    KeyError that names it; names: the parts of its name, either one, that say which key it is (the
+    checkpoint's name or the course's, as a learner's renaming leaves it)."""
     def make(g):
         cfg = cfg_fn(g) if callable(cfg_fn) else cfg_fn
         sd = _hf_state_dict(g, cfg)
@@ -100,7 +102,7 @@ def _loader_case(cfg_fn, B=3, T=7, drop=None, extra=None):
             sd[extra] = _randn(g, cfg.d_model)
         sd = dict(sorted(sd.items()))          # as safetensors' load_file gives them: not the encoder's order
         return {"state_dict": sd, "config": cfg, **_batch(g, cfg, B, min(T, cfg.max_positions)),
-                "expect_error": drop is not None or extra is not None}
+                "expect_error": drop is not None or extra is not None, "names": list(names)}
     return make
 
 
@@ -116,8 +118,12 @@ def _call_loader(impl, inputs):
     if inputs["expect_error"]:
         try:
             impl(sd, inputs["config"])
-        except (KeyError, RuntimeError):          # KeyError (the contract) or load_state_dict's RuntimeError
-            return "raised KeyError"
+        except (KeyError, RuntimeError) as e:     # KeyError (the contract) or load_state_dict's RuntimeError
+            text = str(e)
+            if any(n in text for n in inputs["names"]):
+                return "raised KeyError naming the missing or unexpected key"
+            return (f"raised {type(e).__name__} ({text[:80]}), which does not say which key "
+                    f"({' or '.join(inputs['names'])}): list the missing and the unexpected keys in its message")
         except NotImplementedError:
             raise
         except Exception as e:
@@ -214,16 +220,18 @@ LOADER = Exercise(
              _loader_case(_config())),
         Case("a 3-layer BERT (d_model 24, 3 heads); batch (2, 10)", _loader_case(_config(24, 3, 3), B=2, T=10)),
         Case("a checkpoint without embeddings.position_embeddings.weight: must raise",
-             _loader_case(_config(), drop="embeddings.position_embeddings.weight")),
+             _loader_case(_config(), drop="embeddings.position_embeddings.weight",
+                          names=("position_embeddings", "embeddings.positions"))),
         Case("a checkpoint with an extra key classifier.weight: must raise",
-             _loader_case(_config(), extra="classifier.weight")),
+             _loader_case(_config(), extra="classifier.weight", names=("classifier",))),
     ],
     hidden=[
         Case("a random small BERT and batch", _loader_case(_random_config, B=4, T=9)),
         Case("a random small BERT whose checkpoint lacks layer 0's query bias: must raise",
-             _loader_case(_random_config, drop="encoder.layer.0.attention.self.query.bias")),
+             _loader_case(_random_config, drop="encoder.layer.0.attention.self.query.bias",
+                          names=("query.bias", "q_proj.bias"))),
         Case("a random small BERT whose checkpoint has an extra key encoder.layer.0.attention.self.rotary: must raise",
-             _loader_case(_random_config, extra="encoder.layer.0.attention.self.rotary")),
+             _loader_case(_random_config, extra="encoder.layer.0.attention.self.rotary", names=("rotary",))),
     ],
     mistakes=[
         Mistake("query and key swapped", _ml_qk,
