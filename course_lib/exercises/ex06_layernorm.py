@@ -858,42 +858,17 @@ class _MEpsFixed(_LNBase):
         return ref.layer_norm(x, self.weight, self.bias, 1e-5)
 
 
-class _MRandomInit(_LNBase):
-    def __init__(self, d, eps=1e-5):
-        super().__init__(d, eps)
-        self.weight = nn.Parameter(torch.randn(d))
-        self.bias = nn.Parameter(torch.randn(d))
+def _m_init(weight, bias=torch.zeros):
+    """A LayerNorm right but for how it starts: weight(d) and bias(d), drawn in that order."""
+    class _MInit(_LNBase):
+        def __init__(self, d, eps=1e-5):
+            super().__init__(d, eps)
+            self.weight = nn.Parameter(weight(d))
+            self.bias = nn.Parameter(bias(d))
 
-    def forward(self, x):
-        return ref.layer_norm(x, self.weight, self.bias, self.eps)
-
-
-class _MRandomWeight(_LNBase):
-    def __init__(self, d, eps=1e-5):
-        super().__init__(d, eps)
-        self.weight = nn.Parameter(torch.randn(d))
-
-    def forward(self, x):
-        return ref.layer_norm(x, self.weight, self.bias, self.eps)
-
-
-class _MUniformWeight(_LNBase):
-    def __init__(self, d, eps=1e-5):
-        super().__init__(d, eps)
-        self.weight = nn.Parameter(torch.rand(d))
-
-    def forward(self, x):
-        return ref.layer_norm(x, self.weight, self.bias, self.eps)
-
-
-class _MSwappedInit(_LNBase):
-    def __init__(self, d, eps=1e-5):
-        super().__init__(d, eps)
-        self.weight = nn.Parameter(torch.zeros(d))
-        self.bias = nn.Parameter(torch.ones(d))
-
-    def forward(self, x):
-        return ref.layer_norm(x, self.weight, self.bias, self.eps)
+        def forward(self, x):
+            return ref.layer_norm(x, self.weight, self.bias, self.eps)
+    return _MInit
 
 
 class _MAffineSwapped(_LNBase):
@@ -938,16 +913,16 @@ LAYER_NORM_MODULE = Exercise(
         Case("LayerNorm(d, eps=0.05), x of a random shape, values around 1e-2", _mod_random(1e-2, eps=5e-2)),
     ],
     mistakes=[
-        Mistake("weight initialised to zeros and bias to ones", _MSwappedInit,
+        Mistake("weight initialised to zeros and bias to ones", _m_init(torch.zeros, torch.ones),
                 "nn.LayerNorm starts as the identity normalisation: weight = ones(d), bias = zeros(d)."),
-        Mistake("weight and bias initialised randomly", _MRandomInit,
+        Mistake("weight and bias initialised randomly", _m_init(torch.randn, torch.randn),
                 "nn.LayerNorm starts with weight = ones(d) and bias = zeros(d), so a fresh layer only\n"
                 "normalises; training moves them from there."),
-        Mistake("weight initialised randomly (torch.randn)", _MRandomWeight,
+        Mistake("weight initialised randomly (torch.randn)", _m_init(torch.randn),
                 "nn.LayerNorm starts with weight = ones(d), so a fresh layer only normalises and passes\n"
                 "x̂ on unscaled; training moves the weight from there. Random draws are for nn.Linear's\n"
                 "weights, not for a norm's."),
-        Mistake("weight initialised randomly (torch.rand)", _MUniformWeight,
+        Mistake("weight initialised randomly (torch.rand)", _m_init(torch.rand),
                 "nn.LayerNorm starts with weight = ones(d), so a fresh layer only normalises and passes\n"
                 "x̂ on unscaled; training moves the weight from there. torch.rand draws from [0, 1): use\n"
                 "torch.ones(d)."),
