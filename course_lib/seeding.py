@@ -9,13 +9,14 @@ warns, instead of failing, where an operation has no deterministic version).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "make_generator"]
+__all__ = ["seed_everything", "make_generator", "seeded"]
 
 
 def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -44,3 +45,17 @@ def seed_everything(seed: int = 0, deterministic: bool = False) -> torch.Generat
             torch.backends.cudnn.benchmark = False
             torch.backends.cudnn.deterministic = True
     return make_generator(seed)
+
+
+@contextlib.contextmanager
+def seeded(seed: int = 0, device: torch.device | str | None = None):
+    """Run a block with torch's global generator seeded ``seed``; afterwards it is as it was before.
+
+    Code that draws from the global generator (``nn.Linear(...)``, ``torch.randn(d)``) then draws the
+    same numbers on every run, whatever ran before it. ``device``: a CUDA device whose generator is
+    put back too.
+    """
+    device = torch.device(device) if device is not None else None
+    with torch.random.fork_rng(devices=[device] if device is not None and device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield

@@ -5,7 +5,7 @@ import random
 import numpy as np
 import torch
 
-from course_lib.seeding import make_generator, seed_everything
+from course_lib.seeding import make_generator, seed_everything, seeded
 
 
 def _draw(gen):
@@ -54,3 +54,16 @@ def test_deterministic_mode(monkeypatch):
     finally:
         torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn
+
+
+def test_seeded_draws_the_same_inside_and_leaves_the_global_generator_as_it_was():
+    torch.manual_seed(123)
+    expected_after = torch.randn(4)
+    torch.manual_seed(123)
+    insides = []
+    for _ in range(2):
+        with seeded(0):
+            insides.append(torch.randn(3))
+    assert torch.equal(insides[0], insides[1])
+    assert torch.equal(insides[0], torch.randn(3, generator=torch.Generator().manual_seed(0)))   # seed 0's draws
+    assert torch.equal(torch.randn(4), expected_after)      # as if the blocks had never drawn

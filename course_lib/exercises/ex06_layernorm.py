@@ -10,6 +10,7 @@ from course_lib.grading.compare import _shape
 from course_lib.grading import gradients
 from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
 from course_lib.reference import norms as ref
+from course_lib.seeding import seeded
 
 
 def _randn(g: torch.Generator, *shape: int) -> torch.Tensor:
@@ -803,9 +804,8 @@ def _call_module(cls, inputs):
     x = inputs["x"]
     d = x.shape[-1]
     # Built from a fixed seed: an answer that draws its parameters at random (torch.randn(d)) and the catalogued
-    # mistake that draws alike get the same numbers, whatever ran before (the global generator is put back after).
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-        torch.manual_seed(0)
+    # mistake that draws alike get the same numbers, whatever ran before.
+    with seeded(0, x.device):
         m = cls(d, eps=inputs["eps"]) if "eps" in inputs else cls(d)
     params = _params(m, d)
     _drop_in(m, params, d)

@@ -16,6 +16,7 @@ from course_lib.grading import gradients
 from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
 from course_lib.models.bert import BertConfig, BertEncoder
 from course_lib.reference import finetuning as ref
+from course_lib.seeding import seeded
 
 F32 = (torch.float32,)
 
@@ -729,9 +730,8 @@ def _call_lora(cls, inputs):
             base.bias.copy_(inputs["b"])
         want = base(x)
     # A's first draw from a fixed seed: an answer and a catalogued mistake that draw alike get the same A, so
-    # "A's size" reads the same for both whatever ran before (the global generator is put back after).
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-        torch.manual_seed(0)
+    # "A's size" reads the same for both whatever ran before.
+    with seeded(0, x.device):
         m = cls(base, r=inputs["r"], alpha=inputs["alpha"])
     if getattr(m, "base", None) is not base:
         found = ("no attribute base" if getattr(m, "base", None) is None else
