@@ -428,3 +428,11 @@ def test_batched_dot_names_attention_steps_taken_too_early(name, named):
     for suite in ("visible", "hidden"):
         r = evaluate(get_exercise("batched_dot"), ns[name], suite=suite)
         assert not r.passed and f"known mistake: {named}" in r.message, (suite, r.message)
+
+
+def test_counts_are_said_as_counts_and_other_numbers_with_their_decimals():
+    """A count that differs (freeze_lower_layers' trainable parameters) read 'expected 4482.00 got 4490.00'."""
+    diff, _ = compare(4482, 4490, dtype=torch.float64, device="cpu", atol=0.0, rtol=0.0)
+    assert "expected 4482   got 4490" in diff.text and "difference 8 " in diff.text, diff.text
+    diff, _ = compare(0.75, 0.8333333, dtype=torch.float64, device="cpu", atol=1e-9, rtol=1e-7)
+    assert "expected 0.75   got 0.83" in diff.text, diff.text

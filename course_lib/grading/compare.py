@@ -77,9 +77,12 @@ def compare(expected: Any, got: Any, *, dtype: torch.dtype, device: str,
             return Difference("type", where, f"expected a Python number, got {_describe(got)}"), 0.0
         diff = abs(float(got) - float(expected))
         if diff > atol + rtol * abs(float(expected)) or (diff != diff and not (expected != expected and got != got)):
-            e_text, g_text = _fmt_pair(float(expected), float(got))
+            if isinstance(expected, int) and isinstance(got, int):     # counts: said as counts, not as 4482.00
+                e_text, g_text, d_text = str(expected), str(got), str(abs(got - expected))
+            else:
+                (e_text, g_text), d_text = _fmt_pair(float(expected), float(got)), _fmt_num(diff)
             return Difference("value", where, f"expected {e_text}   got {g_text}\n"
-                              f"difference {_fmt_num(diff)} (tolerance {atol:g} + {rtol:g}·|expected|)", diff), diff
+                              f"difference {d_text} (tolerance {atol:g} + {rtol:g}·|expected|)", diff), diff
         return None, diff
     if isinstance(expected, str) and isinstance(got, str) and expected != got:
         # A property a call wrapper measured, in words: what the contract asks, then what it found.
