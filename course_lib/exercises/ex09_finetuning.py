@@ -253,7 +253,8 @@ LOADER = Exercise(
                 "attention.self.value is v_proj; attention.output.dense is out_proj (it mixes the merged\n"
                 "heads). Both are (d_model, d_model), so the shapes do not catch the swap."),
         Mistake("not strict: a missing or unexpected weight passed silently", _ml_not_strict,
-                "A missing weight stays at its random initial value and the model is quietly wrong.\n"
+                "A missing weight stays at its random initial value and the model is quietly wrong; an\n"
+                "unexpected one (a head, a layer this encoder has not) says the checkpoint is another model's.\n"
                 "Compare the renamed keys with model.state_dict() and raise KeyError listing what is missing\n"
                 "or unexpected (load_state_dict(..., strict=True) also refuses)."),
     ],
