@@ -294,6 +294,29 @@ def test_get_batch_check_names_an_answer_that_ignores_the_generator():
     assert "entries differ" not in r.message, r.message
 
 
+_GET_BATCH_OTHER_DRAWS = {
+    "randperm": "starts = torch.randperm(len(data) - block_size, generator=generator)[:batch_size]",
+    "python's random": "rng = random.Random(int(torch.randint(2**31, (1,), generator=generator)))\n"
+                       "    starts = [rng.randrange(len(data) - block_size) for _ in range(batch_size)]",
+}
+
+
+@pytest.mark.parametrize("draw", _GET_BATCH_OTHER_DRAWS)
+def test_get_batch_check_says_when_right_windows_start_elsewhere(draw):
+    """Right windows from another draw than the docstring's got only '27 of 32 entries differ (in x)'."""
+    import random
+    source = _GET_BATCH.replace(
+        "starts = torch.randint(len(data) - block_size, (batch_size,), generator=GENERATOR)", _GET_BATCH_OTHER_DRAWS[draw])
+    source = source.replace("starts.tolist()", "list(starts)")
+    answer = _answer(source, "get_batch")
+    answer.__globals__["random"] = random
+    from course_lib.exercises.ex08_pretraining import GET_BATCH
+    from course_lib.grading.engine import evaluate
+    for suite in ("visible", "hidden"):
+        r = evaluate(GET_BATCH, answer, suite=suite)
+        assert not r.passed and "but at other starts" in r.message and "entries differ" not in r.message, r.message
+
+
 _TRAIN_STEP = """def train_step(model, batch, optimizer, max_norm):
     x, y = batch
     optimizer.zero_grad()

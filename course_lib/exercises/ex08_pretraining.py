@@ -88,7 +88,29 @@ def _call_batch(fn, inputs):
         raise ValueError("get_batch returned different (x, y) for two generators seeded alike: pass "
                          "generator=generator to torch.randint; without it the starts come from torch's global "
                          "generator, and the same seed no longer gives the same batches")
-    return got
+    return (_where_windows_start(inputs, got), *got)
+
+
+_DRAWN = "windows at the starts torch.randint(len(data) - block_size, (batch_size,), generator=generator) draws"
+
+
+def _where_windows_start(inputs, got) -> str:
+    """In words: windows at the contract's starts, or right windows at other starts (any other draw:
+    randperm, a loop of Python's random, another bound), which "27 of 32 entries differ" would not say.
+    Anything else is said to be at the contract's starts: the comparison of x and y shows what differs."""
+    data, T = inputs["data"], inputs["block_size"]
+    if not (len(got) == 2 and all(isinstance(t, torch.Tensor) and t.shape == (inputs["batch_size"], T)
+                                  and t.device == data.device and not t.is_meta for t in got)):
+        return _DRAWN
+    windows = data.unfold(0, T, 1)                                              # (N - T + 1, T)
+    fits = ((windows[:-1, None] == got[0]).all(-1) & (windows[1:, None] == got[1]).all(-1)).T   # (B, N - T)
+    if not bool(fits.any(-1).all()):
+        return _DRAWN
+    starts = torch.randint(len(data) - T, (inputs["batch_size"],), generator=_gen(inputs["seed"]))
+    if bool(fits[torch.arange(len(starts)), starts.to(fits.device)].all()):
+        return _DRAWN
+    return ("windows of data with y one token later, as asked, but at other starts: draw them all with that one "
+            "call (the check repeats it exactly)")
 
 
 def _m_unshifted(data, block_size, batch_size, generator=None):
@@ -125,7 +147,8 @@ def _m_start_too_far(data, block_size, batch_size, generator=None):
 
 
 GET_BATCH = Exercise(
-    name="get_batch", notebook="08_pretraining", reference=ref.get_batch, call=_call_batch, outputs=("x", "y"),
+    name="get_batch", notebook="08_pretraining", reference=ref.get_batch, call=_call_batch,
+    outputs=("where the windows start", "x", "y"),
     visible=[
         Case("data of 100 tokens, block_size 8, batch_size 4", _batch_case(100, 8, 4), dtypes=INT),
         Case("data of 30 tokens, block_size 5, batch_size 7", _batch_case(30, 5, 7), dtypes=INT),
