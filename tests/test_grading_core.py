@@ -436,3 +436,14 @@ def test_counts_are_said_as_counts_and_other_numbers_with_their_decimals():
     assert "expected 4482   got 4490" in diff.text and "difference 8 " in diff.text, diff.text
     diff, _ = compare(0.75, 0.8333333, dtype=torch.float64, device="cpu", atol=1e-9, rtol=1e-7)
     assert "expected 0.75   got 0.83" in diff.text, diff.text
+
+
+def test_the_welcome_notebook_states_the_default_tolerances_the_checks_use():
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "notebooks" / "00_welcome" / "00_welcome.ipynb").read_text()
+    from course_lib.grading.spec import DEFAULT_TOLERANCE
+    for dtype in (torch.float32, torch.float64):
+        atol, rtol = DEFAULT_TOLERANCE[dtype]
+        sci = lambda v: f"{v:.0e}".replace("e-0", "e-")          # 1e-05 -> 1e-5, as the notebook writes it
+        stated = f"`{sci(atol)} + {sci(rtol)}·|expected|` in {str(dtype).removeprefix('torch.')}"
+        assert stated in text, f"00_welcome should say {stated!r}"
