@@ -92,6 +92,25 @@ def test_shape_dtype_type_named_before_numbers(answer, words):
     assert "largest difference" not in r.message
 
 
+@pytest.mark.parametrize("answer, words", [
+    (lambda x: _good(x).mT, "got (5, 3)\n  the right sizes in another order"),
+    (lambda x: _good(x).unsqueeze(0), "got (1, 3, 5)\n  one size-1 axis too many: a keepdim=True"),
+    (lambda x: _good(x)[..., None], "got (3, 5, 1)\n  one size-1 axis too many"),
+    (lambda x: _good(x)[..., :-1], "got (3, 4)"),                        # a cut axis: no guess offered
+])
+def test_a_near_miss_shape_says_what_it_usually_means(answer, words):
+    r = evaluate(SOFTMAX, answer)
+    assert not r.passed and words in r.message, r.message
+    if words == "got (3, 4)":
+        assert "another order" not in r.message and "size-1 axis" not in r.message, r.message
+
+
+def test_a_missing_size_one_axis_is_named():
+    from course_lib.grading.compare import _shape_hint
+    assert "one size-1 axis missing: a sum, mean or max without keepdim=True" in _shape_hint((4, 1), (4,))
+    assert _shape_hint((4, 2), (4,)) == ""
+
+
 def test_device_mismatch_named():
     from course_lib.grading.values import TensorValue
     got = TensorValue(torch.zeros(2), "cuda:0", torch.float32)      # as if it came back from a GPU

@@ -49,6 +49,20 @@ def _shape(s) -> str:
     return "(" + ", ".join(str(int(d)) for d in s) + (",)" if len(s) == 1 else ")")
 
 
+def _shape_hint(expected, got) -> str:
+    """What a near-miss shape usually means: the right sizes in another order, or a size-1 axis."""
+    e, g = tuple(int(d) for d in expected), tuple(int(d) for d in got)
+    if len(e) == len(g) and sorted(e) == sorted(g):
+        return ("\nthe right sizes in another order: an axis ended up in the wrong place (a transpose, permute "
+                "or rearrange that moved other axes than meant)")
+    drop1 = lambda s: tuple(d for d in s if d != 1)
+    if drop1(e) == drop1(g) and len(g) == len(e) + 1:
+        return "\none size-1 axis too many: a keepdim=True, unsqueeze or [..., None] the result should not keep"
+    if drop1(e) == drop1(g) and len(g) == len(e) - 1:
+        return "\none size-1 axis missing: a sum, mean or max without keepdim=True, or a squeeze, took it away"
+    return ""
+
+
 def expected_dtype(reference_dtype: torch.dtype, case_dtype: torch.dtype) -> torch.dtype:
     """Floating outputs come back in the dtype of the inputs; others (bool, int) as the reference's."""
     return case_dtype if reference_dtype.is_floating_point else reference_dtype
@@ -110,7 +124,8 @@ def _compare_tensor(expected: TensorValue, got: Any, *, dtype, device, atol, rto
     if not isinstance(got, TensorValue):
         return Difference("type", where, f"expected a torch.Tensor, got {_describe(got)}"), 0.0
     if got.shape != expected.shape:
-        return Difference("shape", where, f"expected shape {_shape(expected.shape)}, got {_shape(got.shape)}"), 0.0
+        return Difference("shape", where, f"expected shape {_shape(expected.shape)}, got {_shape(got.shape)}"
+                                              f"{_shape_hint(expected.shape, got.shape)}"), 0.0
     want_dtype = expected_dtype(expected.dtype, dtype)
     if got.dtype != want_dtype:
         why = ""
