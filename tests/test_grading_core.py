@@ -167,6 +167,22 @@ def test_float32_rounding_in_a_float64_case_is_named():
         assert not r.passed and "(float64, cpu)" in r.message and "float32 rounding" not in r.message, r.message
 
 
+
+def test_a_mistake_right_on_this_input_is_not_named_for_float32_rounding():
+    """A mistake is also run in the case's float32, to catch what only shows there (an overflowing exp).
+    One that is right on this input then differed from the float64 key by float32 rounding alone, so a
+    right float32 answer failing by rounding was told it made that mistake (05's textbook attention, at a
+    tight tolerance, was told its fully masked rows gave NaN gradients, though it had none)."""
+    thirds = Exercise(
+        name="toy_thirds", notebook="tests", reference=lambda x: x.abs() / 3,
+        visible=[Case("x of shape (5,), all positive, compared exactly",
+                      lambda g: {"x": torch.rand(5, generator=g, dtype=torch.float64) + 1},
+                      dtypes=(torch.float32,), atol=0.0, rtol=0.0)],
+        hidden=[],
+        mistakes=[Mistake("abs forgotten", lambda x: x / 3, "Take |x| first.")])
+    r = evaluate(thirds, lambda x: x.abs() / 3)         # right; fails only by float32 rounding at tolerance 0
+    assert not r.passed and "known mistake" not in r.message, r.message
+
 def test_in_place_change_of_an_input_is_reported():
     def inplace(x):
         x -= x.max(dim=-1, keepdim=True).values

@@ -197,20 +197,27 @@ def _match_mistake(ex: Exercise, run: CaseRun, got: Any, expected: Any):
     """The first catalogued mistake whose output is the answer's output on this case.
 
     Each mistake runs in float64 and, for mistakes that only show in low precision (an
-    overflowing exp, say), also in the case's own dtype on the CPU.
+    overflowing exp, say), also in the case's own dtype on the CPU. In each precision it counts only
+    where it differs from the answer key run in that same precision: a mistake that is right on this
+    input, run in float32, differs from the float64 key by float32 rounding alone.
     """
     atol, rtol = run.case.tolerance(run.dtype)
     got64 = _as_float64(got)
-    variants = [reference_inputs(run.inputs)]
+    variants = [(reference_inputs(run.inputs), expected)]
     if run.dtype != torch.float64:
-        variants.append(_clone(_convert(run.inputs, None, "cpu")))
+        low = _convert(run.inputs, None, "cpu")
+        try:
+            key_low = _as_float64(capture(ex.run(ex.reference, _clone(low))))
+        except Exception:
+            key_low = expected
+        variants.append((_clone(low), key_low))
     for m in ex.mistakes:
-        for inputs in variants:
+        for inputs, key in variants:
             try:
                 mv = _as_float64(capture(ex.run(m.fn, inputs)))
             except Exception:
                 continue
-            same_as_ref, _ = compare(expected, mv, dtype=torch.float64, device="cpu", atol=atol, rtol=rtol)
+            same_as_ref, _ = compare(key, mv, dtype=torch.float64, device="cpu", atol=atol, rtol=rtol)
             if same_as_ref is None:
                 continue            # on this input the mistake gives the right answer
             d, _ = compare(mv, got64, dtype=torch.float64, device="cpu", atol=atol, rtol=rtol)
