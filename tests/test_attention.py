@@ -272,6 +272,27 @@ def test_padding_mask_check_needs_T_not_the_longest_length():
     assert "shorter than T" in evaluate(ex, ns["padding_mask"]).message
 
 
+
+@pytest.mark.parametrize("name, src, said", [
+    ("causal_mask", "_BUF = torch.ones(64, 64, dtype=torch.bool).tril()\n\n"
+                    "def causal_mask(T, device=None):\n    return _BUF[:T, :T].to(device)\n",
+     "expected shape ("),
+    ("causal_mask", "def causal_mask(T, device=None):\n"
+                    "    return torch.ones(T, T, dtype=torch.bool, device=device).tril(1)\n",
+     "known mistake: one future key allowed (diagonal=1)"),
+    ("padding_mask", "def padding_mask(lengths, T):\n"
+                     "    pos = torch.arange(1, T + 1, device=lengths.device)\n"
+                     "    return (pos[None, :] < lengths[:, None])[:, None, None, :]\n",
+     "known mistake: off by one: the last real token blocked"),
+], ids=["a 64 x 64 buffer sliced", "tril(1)", "counted from 1, then <"])
+def test_mask_checks_reach_long_sequences_and_name_off_by_ones(name, src, said):
+    """A mask cut from a precomputed 64 x 64 buffer passed both suites (T was at most 40); one future key
+    allowed, or the last real token blocked, got bare counts of differing entries."""
+    ns = {"torch": torch}
+    exec(compile(src, f"<answer {name}>", "exec"), ns)
+    r = evaluate(get_exercise(name), ns[name], suite="hidden")
+    assert not r.passed and said in r.message, r.message
+
 SDPA_ANSWERS = '''
 def rowmax_over_all_keys(q, k, v, mask=None):
     s = q @ k.mT / math.sqrt(q.shape[-1])

@@ -400,8 +400,8 @@ def _causal_case(T, given=True):
     return lambda g: {"T": T, "device": DEVICE, "given": given}
 
 
-def _causal_random(given=True):
-    return lambda g: _causal_case(_ri(g, 9, 40), given)(g)
+def _causal_random(given=True, lo=9, hi=40):
+    return lambda g: _causal_case(_ri(g, lo, hi), given)(g)
 
 
 def _call_causal(impl, inputs):
@@ -439,6 +439,7 @@ CAUSAL = Exercise(
         Case("a random T", _causal_random(), dtypes=MASK_DTYPES),
         Case("another random T", _causal_random(), dtypes=MASK_DTYPES),
         Case("a random T with no device (the default device)", _causal_random(given=False), dtypes=MASK_DTYPES),
+        Case("a long sequence: a random T from 100 to 300", _causal_random(lo=100, hi=300), dtypes=MASK_DTYPES),
     ],
     mistakes=[
         Mistake("upper triangle instead of lower: each query sees the future",
@@ -449,6 +450,11 @@ CAUSAL = Exercise(
                 lambda T, device=None: torch.ones(T, T, dtype=torch.bool, device=device).tril(-1),
                 "A position may attend to itself (the diagonal is allowed); otherwise the first\n"
                 "position has nothing at all to attend to."),
+        Mistake("one future key allowed (diagonal=1): query i also sees key i + 1",
+                lambda T, device=None: torch.ones(T, T, dtype=torch.bool, device=device).tril(1),
+                "tril's second argument moves the border: tril(1) keeps one diagonal above the main one,\n"
+                "so query i also sees key i + 1, the very token it is to predict. tril() (diagonal=0)\n"
+                "keeps the main diagonal and everything below it."),
         Mistake("inverted: True marks the blocked (future) positions",
                 lambda T, device=None: torch.ones(T, T, dtype=torch.bool, device=device).triu(1),
                 "In this course a mask is True where attending is allowed, so the causal mask is\n"
@@ -516,6 +522,10 @@ PAD = Exercise(
         Mistake("off by one: position `length` kept (t <= length)",
                 lambda lengths, T: _pad_keep(lambda t, n: t <= n)(lengths, T)[:, None, None, :],
                 "A sequence of length n has tokens at positions 0..n-1, so keep t < n."),
+        Mistake("off by one: the last real token blocked (t < length - 1)",
+                lambda lengths, T: _pad_keep(lambda t, n: t < n - 1)(lengths, T)[:, None, None, :],
+                "A sequence of length n has its real tokens at positions 0..n-1, the last one included:\n"
+                "keep t < n (with positions counted from 1, t <= n)."),
         Mistake("returned (B, T) without the head and query axes",
                 lambda lengths, T: _pad_keep(lambda t, n: t < n)(lengths, T),
                 "The scores are (B, H, T_q, T_k) and padding blocks keys, the last axis. Add a head\n"
