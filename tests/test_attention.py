@@ -516,15 +516,21 @@ def _grade_changed_mha(change, said):
     ({"w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)": _UNDROPPED,
       "OUT": "self.out_proj(merge_heads(self.dropout(w @ v)))"},
      "known mistake: dropout applied to v, or to each head's output weights @ v, instead of the attention weights"),
+    ({"w = self.dropout(": "w = F.dropout(", "NAN_FIX)": "NAN_FIX, p=self.dropout.p)"},
+     "known mistake: dropout applied in eval mode too (F.dropout's training flag left at its default, True)"),
+    ({"self.dropout = nn.Dropout(dropout)": "self.dropout = nn.Dropout(dropout)\n        self.dropout.eval()"},
+     "an .eval() in __init__ turns its dropout off"),
 ], ids=["nn.Dropout on the weights", "F.dropout on the weights", "on the output", "never", "on the merged heads",
         "torch.dropout", "a mask of its own", "one head at a time", "heads folded into the batch", "one row each",
-        "torch.bernoulli(probabilities)", "torch.bernoulli(w, p)", "on v", "on each head's output"])
+        "torch.bernoulli(probabilities)", "torch.bernoulli(w, p)", "on v", "on each head's output",
+        "F.dropout in eval mode too", "dropout put in eval mode in __init__"])
 def test_multi_head_attention_check_looks_at_where_dropout_acts(change, said):
     """Every case ran in eval mode: dropout on the output, or none at all, passed. Training-mode cases make
     dropout keep everything, drop everything, or drop the last axis's entries whose index has an odd number
     of 1 bits, the same for the answer and the answer key however the leading axes are laid out; only the
     last tells the weights from the merged heads or from v (odd indices alone named v's dropout as the
-    merged heads' when D was even)."""
+    merged heads' when D was even). F.dropout left dropping in eval mode got bare numbers; a dropout put in
+    eval mode in __init__ passed, as the check switched the module to training mode itself."""
     _grade_changed_mha(change, said)
 
 
@@ -622,8 +628,14 @@ def test_sdpa_check_differentiates_and_names_mask_slips(change, said):
                                        "        mask = c if mask is None else c & mask\n"
                                        "        if mask is not None:\n"},
      "known mistake: a causal mask added although none was given"),
+    ({"        k = split_heads(self.k_proj(src), self.n_heads)\n":
+      "        if getattr(self, 'k_kept', None) is None or self.k_kept.shape[2] != src.shape[1]:\n"
+      "            self.k_kept = split_heads(self.k_proj(src), self.n_heads)\n"
+      "        k = self.k_kept\n"},
+     "or a tensor kept on the module from an earlier call"),
 ], ids=["right", "under no_grad", "k detached", "nan_to_num_ in place", "log(mask) added", "one layer for k and v",
-        "heads never transposed", "reshape both ways", "mask not passed on", "mask inverted", "always causal"])
+        "heads never transposed", "reshape both ways", "mask not passed on", "mask inverted", "always causal",
+        "k kept from the first call"])
 def test_multi_head_attention_check_trains_it_once_and_names_head_and_mask_slips(change, said):
     """The first four wrong ones passed: the check ran the module under torch.no_grad() only, so a forward
     with no gradient, a projection cut off, or a tensor changed in place that autograd needed looked right.

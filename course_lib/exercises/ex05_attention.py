@@ -638,7 +638,9 @@ def _call_mha(impl, inputs):
                 raise ValueError(f"{a} and {b} are one and the same nn.Linear, so they share their weights. "
                                  f"Make each projection its own layer: [nn.Linear(d, d)] * 3 repeats one layer "
                                  f"three times, while [nn.Linear(d, d) for _ in range(3)] makes three")
-    module = module.to(device=x.device, dtype=x.dtype).train(bool(inputs["train"]))
+    module = module.to(device=x.device, dtype=x.dtype)     # training cases: the mode a module starts in
+    if not inputs["train"]:
+        module.eval()
     with torch.no_grad():
         for name in _PROJ:
             lin = getattr(module, name)
@@ -687,7 +689,7 @@ def _trains(module, x, inputs) -> str:
         if g is None:
             return (f"{name}.weight gets no gradient from the output, so training never changes it: use "
                     f"self.{name} in forward, with nothing cut from autograd on the way (.detach(), .data, "
-                    f"torch.no_grad())")
+                    f"torch.no_grad(), or a tensor kept on the module from an earlier call)")
         if g.device.type != "meta" and bool(y.isfinite().all()) and not bool(g.isfinite().all()):
             return (f"the output is finite but {name}.weight's gradient holds NaN or inf: a fully masked row "
                     f"went through a step whose derivative is NaN before it was zeroed. Put -inf into the "
@@ -699,7 +701,7 @@ def _trains(module, x, inputs) -> str:
 class _MHAKind(nn.Module):
     """A configurable wrong multi-head attention, for the catalogue of mistakes below."""
     scale_by_d_model = merge_dh = no_out_proj = ignore_context = swap_roles = reshape_split = reshape_merge = False
-    heads_last = ignore_mask = always_causal = False
+    heads_last = ignore_mask = always_causal = drop_in_eval = False
     attend = None                  # a wrong scaled_dot_product_attention(q, k, v, mask) from above
     drop_at = "weights"            # where dropout acts: "weights" (right), "scores", "v", "merged", "output", or None
 
@@ -729,7 +731,9 @@ class _MHAKind(nn.Module):
         s = q @ k.mT / math.sqrt(d if self.scale_by_d_model else q.shape[-1])
         out, w = self.attend(q, k, v, mask) if self.attend else _finish(self.drop(s) if self.drop_at == "scores"
                                                                         else s, v, mask)
-        if self.drop_at in ("weights", "v") and self.training:
+        if self.drop_in_eval:
+            out = nn.functional.dropout(w, self.drop.p) @ v
+        elif self.drop_at in ("weights", "v") and self.training:
             out = self.drop(w) @ v if self.drop_at == "weights" else w @ self.drop(v)
         if self.heads_last:
             return self.out_proj(out.reshape(B, out.shape[1], d))
@@ -814,7 +818,13 @@ MHA = Exercise(
                 "A score set to 0 before the softmax still gets a weight."),
         Mistake("dropout never applied in training mode", _kind(drop_at=None),
                 "Keep an nn.Dropout(dropout) and apply it to the attention weights in forward:\n"
-                "dropout(weights) @ v. It drops only in training mode (model.train()), never in eval mode."),
+                "dropout(weights) @ v. It drops only in training mode (model.train()), never in eval mode.\n"
+                "A new module is in training mode: an .eval() in __init__ turns its dropout off."),
+        Mistake("dropout applied in eval mode too (F.dropout's training flag left at its default, True)",
+                _kind(drop_in_eval=True),
+                "F.dropout(w, p) drops whatever mode the module is in: its training argument defaults to\n"
+                "True. Pass training=self.training, or call the nn.Dropout module, self.dropout(w), which\n"
+                "follows model.train() and model.eval(). In eval mode nothing may be dropped or rescaled."),
         Mistake("heads split and merged by plain reshapes", _kind(reshape_split=True, reshape_merge=True),
                 "Both reshapes keep memory order: (B, T, d_model) read as (B, H, T, D) puts pieces of\n"
                 "different time steps into one head, and merging the same way only undoes it on paper. Split\n"
