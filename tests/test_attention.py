@@ -587,14 +587,21 @@ _SDPA_RIGHT = dict(FILL='scores.masked_fill(~mask, float("-inf"))', ZERO="weight
      "the answer is right but it changed its input q in place"),
     ({"RETURN": "weights @ v.detach(), weights"},
      "no gradient reaches v through the output: v (or what is made from it"),
+    ({"FILL": "scores",
+      "weights = torch.softmax(scores, dim=-1)": "e = torch.exp(scores - scores.amax(-1, keepdim=True))\n"
+                                                 "    e = e * mask if mask is not None else e\n"
+                                                 "    z = e.sum(-1, keepdim=True)\n"
+                                                 "    weights = torch.where(z > 0, e / z, 0.0)",
+      "ZERO": "pass"},
+     "known mistake: fully masked rows give NaN gradients (their 0/0 zeroed after it was made)"),
 ], ids=["right", "weights detached", "masked_fill_ on the softmax", "NaNs zeroed by indexing", "log(mask) added",
         "inverted in the fill", "inverted in the zeroing", "scores * mask", "√T_k", "returned swapped",
-        "a list", "out alone", "q changed in place", "v detached"])
+        "a list", "out alone", "q changed in place", "v detached", "a 0/0 of its own zeroed by torch.where"])
 def test_sdpa_check_differentiates_and_names_mask_slips(change, said):
     """The first three wrong ones passed: the check never differentiated, so weights cut from autograd, or
     changed in place after the softmax kept them (backward then fails), looked right. The others got bare
     numbers, the inverted fill a NaN that pointed at the NaN handling, the swapped return a gradient
-    message."""
+    message. A 0/0 of the answer's own, zeroed by torch.where, was told it had added -inf to the scores."""
     _grade_changed("scaled_dot_product_attention", _SDPA, _SDPA_RIGHT, change, said)
 
 

@@ -309,7 +309,7 @@ SDPA = Exercise(
                 _m_wrong_axis,
                 "Each query distributes its attention over the keys, so every row (last axis, the\n"
                 "keys) of the weights must sum to 1: softmax(scores, dim=-1)."),
-        Mistake("fully masked rows give NaN gradients (-inf added to the scores, not filled in)",
+        Mistake("fully masked rows give NaN gradients (their 0/0 zeroed after it was made)",
                 _m_nan_gradients,
                 "The output is right, but autograd's gradient is not. In a row with no allowed key the\n"
                 "softmax (or a 0/0 of your own) gives NaN; zeroing it afterwards (nan_to_num, torch.where)\n"
