@@ -617,3 +617,32 @@ def test_train_step_check_names_more_mistakes(source, says):
     r = _evaluate("train_step", answer)
     assert not r.passed and says in r.message, r.message
     assert all(not _hidden("train_step", answer, seed).passed for seed in _SEEDS)
+
+
+# ------------------------------------------------------------ gaps a second blind probe found
+_SOFTMAX_BY_HAND = """def lm_loss(logits, targets):
+    probs = torch.exp(logits) / torch.exp(logits).sum(-1, keepdim=True)
+    return -torch.log(probs.gather(-1, targets[..., None])).mean()
+"""
+
+
+def test_lm_loss_check_refuses_a_softmax_by_hand_that_overflows():
+    """exp(logits) / sum, then log, passed every suite: the largest logits were about 30, and exp
+    overflows float32 only above 88."""
+    answer = _answer(_SOFTMAX_BY_HAND, "lm_loss")
+    r = _evaluate("lm_loss", answer)
+    assert not r.passed and "known mistake: the softmax taken by hand, then its log (exp overflows)" in r.message, \
+        r.message
+    from course_lib.exercises.ex08_pretraining import LM_LOSS
+    from course_lib.grading.engine import evaluate
+    for seed in _SEEDS:
+        r = evaluate(LM_LOSS, answer, suite="hidden", seed=seed)
+        assert not r.passed and "exp overflows" in r.message, (seed, r.message)
+
+
+def test_lm_loss_check_names_a_log_softmax_over_the_time_axis():
+    """F.log_softmax(logits, dim=1), the habit of (N, V) scores, got numbers only."""
+    r = _evaluate("lm_loss", _answer("def lm_loss(logits, targets):\n"
+                                     "    logp = F.log_softmax(logits, dim=1)\n"
+                                     "    return -logp.gather(-1, targets[..., None]).mean()\n", "lm_loss"))
+    assert not r.passed and "known mistake: log-softmax over the time axis (dim=1)" in r.message, r.message

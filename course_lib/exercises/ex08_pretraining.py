@@ -179,15 +179,19 @@ GET_BATCH = Exercise(
 
 
 # -------------------------------------------------------------------------------- lm_loss
-def _loss_case(B, T, V, scale=1.0):
+def _loss_case(B, T, V, scale=1.0, shift=0.0):
     def make(g):
-        return {"logits": torch.randn(B, T, V, generator=g, dtype=torch.float64) * scale,
+        return {"logits": torch.randn(B, T, V, generator=g, dtype=torch.float64) * scale + shift,
                 "targets": torch.randint(V, (B, T), generator=g)}
     return make
 
 
 def _loss_random(g):
     return _loss_case(_ri(g, 2, 5), _ri(g, 6, 9), _ri(g, 3, 20))(g)
+
+
+def _loss_random_far(g):
+    return _loss_case(_ri(g, 2, 5), _ri(g, 6, 9), _ri(g, 3, 20), shift=float(_ri(g, 90, 150)))(g)
 
 
 def _call_loss(fn, inputs):
@@ -237,14 +241,27 @@ def _m_mean_over_batch(logits, targets):
     return _m_sum(logits, targets) / logits.shape[0]
 
 
+def _m_log_of_softmax(logits, targets):
+    probs = logits.exp() / logits.exp().sum(-1, keepdim=True)              # exp(100) is inf in float32
+    return -probs.gather(-1, targets[..., None]).log().mean()
+
+
+def _m_softmax_over_time(logits, targets):
+    return -F.log_softmax(logits, dim=1).gather(-1, targets[..., None]).mean()
+
+
 LM_LOSS = Exercise(
     name="lm_loss", notebook="08_pretraining", reference=ref.lm_loss, call=_call_loss,
     visible=[
         Case("logits (2, 3, 5), targets (2, 3)", _loss_case(2, 3, 5)),
         Case("logits (4, 7, 11), targets (4, 7)", _loss_case(4, 7, 11)),
         Case("logits (3, 5, 65) with large values (±30)", _loss_case(3, 5, 65, scale=10.0)),
+        # adding one number to every logit changes no probability, so the loss is that of logits near 0
+        Case("logits (2, 4, 9) all near 100, as a trained model's can be (exp(100) overflows float32)",
+             _loss_case(2, 4, 9, shift=100.0)),
     ],
-    hidden=[Case("random shapes", _loss_random), Case("random shapes (again)", _loss_random)],
+    hidden=[Case("random shapes", _loss_random), Case("random shapes (again)", _loss_random),
+            Case("random shapes, all logits near one large value (90 to 150)", _loss_random_far)],
     mistakes=[
         Mistake("sum instead of mean", _m_sum,
                 "Average over all B·T positions (cross_entropy's default reduction='mean'), so the loss\n"
@@ -266,6 +283,13 @@ LM_LOSS = Exercise(
         Mistake("averaged over the batch only (summed over T)", _m_mean_over_batch,
                 "The mean is over all B·T positions: summed over T, the loss grows with the context\n"
                 "length, and so do the gradients at a given learning rate."),
+        Mistake("the softmax taken by hand, then its log (exp overflows)", _m_log_of_softmax,
+                "exp of a logit above about 88 is inf in float32, and inf / inf is nan. log_softmax (or\n"
+                "F.cross_entropy, which uses it) subtracts each row's largest logit first, which changes no\n"
+                "probability and keeps every exp at most 1."),
+        Mistake("log-softmax over the time axis (dim=1), not over the vocabulary", _m_softmax_over_time,
+                "logits are (B, T, V): the softmax that makes the V scores of a position into probabilities\n"
+                "runs over the last axis, dim=-1. dim=1, right for (N, V) scores, is the time axis here."),
     ],
     hint="F.cross_entropy wants (N, V) logits and (N,) targets: reshape (B, T, V) → (B*T, V).",
 )
@@ -1052,7 +1076,8 @@ TRAIN_STEP = Exercise(
                 "train_step computes in the model's own dtype, and float32 is checked at float32's precision.\n"
                 "Mixed precision is the training loop's choice: the course's Trainer turns autocast on only\n"
                 "where the hardware runs bf16 natively (TrainConfig(bf16=...)). Leave torch.autocast out here."),
-        *(Mistake(m.name, _stepped(m.fn), m.explanation) for m in LM_LOSS.mistakes),
+        # all but the overflow: train_step's logits are small
+        *(Mistake(m.name, _stepped(m.fn), m.explanation) for m in LM_LOSS.mistakes if m.fn is not _m_log_of_softmax),
     ],
     hint="The six things the notebook lists, in that order. Gradients add up unless they are cleared at the start of "
          "every step; clipping matters only between the backward pass and the optimizer's step, because it rescales "
