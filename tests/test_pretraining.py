@@ -646,3 +646,24 @@ def test_lm_loss_check_names_a_log_softmax_over_the_time_axis():
                                      "    logp = F.log_softmax(logits, dim=1)\n"
                                      "    return -logp.gather(-1, targets[..., None]).mean()\n", "lm_loss"))
     assert not r.passed and "known mistake: log-softmax over the time axis (dim=1)" in r.message, r.message
+
+
+@pytest.mark.parametrize("name, source", [
+    ("sample", _SAMPLE.replace("KEEP", "<").replace("PROBS", "torch.softmax(logits, -1)")
+     .replace("    for _ in", "    torch.manual_seed(0)\n    for _ in").replace(", generator=generator)", ")")),
+    ("sample", _SAMPLE.replace("KEEP", "<").replace("PROBS", "torch.softmax(logits, -1)")
+     .replace("generator=generator)", "generator=torch.Generator().manual_seed(0))")),
+    ("mlm_mask", _MLM.replace("RANDOM", "torch.randint(vocab_size, tokens.shape, generator=generator)")
+     .replace("    chosen =", "    generator = torch.Generator().manual_seed(0)\n    chosen =")),
+    ("mlm_mask", _MLM.replace("RANDOM", "torch.randint(vocab_size, tokens.shape)")
+     .replace("    chosen =", "    torch.manual_seed(0)\n    chosen =").replace(", generator=generator)", ")")),
+], ids=["sample reseeds torch", "sample's own generator", "mlm_mask's own generator", "mlm_mask reseeds torch"])
+def test_checks_refuse_draws_that_ignore_the_seed_given(name, source):
+    """torch.manual_seed(0) or a generator of the answer's own inside: the same seed gave the same output,
+    which was all the checks asked, so every suite passed; every seed gives the same text in the notebook."""
+    answer = _answer(source, name)
+    for r in [_evaluate(name, answer)] + [_hidden(name, answer, seed) for seed in _SEEDS]:
+        assert not r.passed and "two calls with generators seeded differently returned the same" in r.message, \
+            r.message
+        assert "known mistake" not in r.message, r.message
+

@@ -331,6 +331,7 @@ def _call_mlm(fn, inputs):
     given = tokens.clone()         # an answer that changes tokens in place is judged on what it was given
     got = fn(**kw, generator=_gen(inputs["seed"]))
     again = fn(**dict(kw, tokens=given.clone()), generator=_gen(inputs["seed"]))
+    other = fn(**dict(kw, tokens=given.clone()), generator=_gen(inputs["seed"] + 1))
     tokens = given
     pair = isinstance(got, (tuple, list)) and len(got) == 2
     inp, lab = got if pair else (None, None)
@@ -445,6 +446,15 @@ def _call_mlm(fn, inputs):
                         for a, b in zip(got, again)))
         return None if same else "two calls with generators seeded alike returned different (inputs, labels)"
 
+    def seed_matters():
+        if not (isinstance(other, (tuple, list)) and len(other) == 2
+                and all(isinstance(a, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+                        for a, b in zip(got, other))):
+            return None
+        return ("two calls with generators seeded differently returned the same (inputs, labels): draw with the "
+                "generator passed in, which the caller seeds; torch.manual_seed or a torch.Generator of mlm_mask's "
+                "own makes every seed give the same masking")
+
     hit = 0.1 / V if 0 <= mask_id < V else 0.0           # a random draw that lands on [MASK]
     return _properties(
         ("(inputs, labels): two int64 tensors of tokens' shape, on tokens' device", contract),
@@ -459,6 +469,7 @@ def _call_mlm(fn, inputs):
                  among_chosen(lambda: (inp != mask_id) & (inp != tokens)), 0.1 - 0.1 / V - hit),
         (f"the random tokens drawn from [0, {V}) one position at a time", random_ids),
         ("two calls with generators seeded alike return the same (inputs, labels)", same_seed),
+        ("two calls with generators seeded differently return different (inputs, labels)", seed_matters),
     )
 
 
@@ -587,6 +598,8 @@ def _call_sample(fn, inputs):
     try:
         out = fn(model, idx, generator=_gen(inputs["seed"]), **args)
         again = fn(_Bigram(table, block), idx, generator=_gen(inputs["seed"]), **args)
+        other = (fn(_Bigram(table, block), idx, generator=_gen(inputs["seed"] + 1), **args)
+                 if _seed_shows(inputs) else None)
     except RuntimeError as exc:
         clearer = _nothing_to_draw(exc, fn, inputs, args)
         if clearer is None:
@@ -637,6 +650,15 @@ def _call_sample(fn, inputs):
             return None
         return "two calls with generators seeded alike returned different tokens"
 
+    def seed_matters():
+        if not (isinstance(other, torch.Tensor) and other.shape == out.shape and torch.equal(out, other)):
+            return None
+        if bool((out[:, T:] == table[out[:, T - 1:-1]].argmax(-1)).all()):
+            return "every new token was the most likely one, whatever the seed: nothing was drawn"
+        return ("two calls with generators seeded differently returned the same tokens: draw with the generator "
+                "passed in, which the caller seeds; torch.manual_seed or a torch.Generator of sample's own makes "
+                "every seed give the same text")
+
     props = [(f"a {_shape((B, T + new))} int64 tensor on idx's device: the prompt followed by {new} new tokens",
               contract),
              (f"out[:, :{T}] is the prompt idx", prompt_kept),
@@ -646,6 +668,8 @@ def _call_sample(fn, inputs):
         props.append(("every new token is the most likely next token (top_k = 1)" if k == 1 else
                       f"every new token among the {k} most likely next tokens", in_top_k))
     props.append(("two calls with generators seeded alike return the same tokens", same_seed))
+    if _seed_shows(inputs):
+        props.append(("two calls with generators seeded differently return different tokens", seed_matters))
     words = _properties(*props)
     if inputs["mode"] != "freq":
         return words
@@ -660,6 +684,12 @@ def _call_sample(fn, inputs):
         logits = logits.masked_fill(logits < torch.topk(logits, k).values[-1], float("-inf"))
     truth = torch.softmax(logits, -1)
     return (*words, truth if float((freq - truth).abs().max()) <= _TOL["atol"] else freq)
+
+
+def _seed_shows(inputs) -> bool:
+    """Whether two seeds must give different tokens: not for greedy draws, and only with hundreds of
+    them (50 rows or more), so that a right answer draws the same ones with probability near 0."""
+    return inputs["mode"] != "greedy" and inputs["idx"].shape[0] >= 50
 
 
 def _nothing_to_draw(exc, fn, inputs, args):
@@ -759,7 +789,7 @@ def _m_softmax_twice(model, idx, max_new_tokens, temperature=1.0, top_k=None, ge
 _TOL = dict(atol=0.04, rtol=0.0)
 SAMPLE = Exercise(
     name="sample", notebook="08_pretraining", reference=ref.sample, call=_call_sample,
-    outputs=(*["a property in words"] * 4, "how often each token is the first new one, over the rows"),
+    outputs=(*["a property in words"] * 5, "how often each token is the first new one, over the rows"),
     visible=[
         Case("greedy (top_k = 1): idx (2, 6), 10 new tokens, block_size 8", _sample_case("greedy", 2, 6, 12, 10, top_k=1), **_TOL),
         Case("top_k = 3: idx (64, 3), 12 new tokens; every token must be in the top 3",
