@@ -667,3 +667,13 @@ def test_checks_refuse_draws_that_ignore_the_seed_given(name, source):
             r.message
         assert "known mistake" not in r.message, r.message
 
+
+def test_sample_check_has_one_prompt_as_the_notebook_gives():
+    """The notebook samples one prompt at a time (B = 1); no case had B = 1, so a .squeeze() that also
+    drops the batch axis passed every suite and failed only in the notebook."""
+    answer = _answer(_SAMPLE.replace("KEEP", "<").replace("PROBS", "torch.softmax(logits, -1)").replace(
+        "generator=generator).to(idx.device)", "generator=generator).squeeze().unsqueeze(-1).to(idx.device)"),
+        "sample")
+    for r in [_evaluate("sample", answer)] + [_hidden("sample", answer, seed) for seed in _SEEDS]:
+        assert not r.passed and "one prompt" in r.message.splitlines()[0], r.message
+        assert "drops the batch axis too" in r.message, r.message

@@ -603,6 +603,9 @@ def _call_sample(fn, inputs):
     except RuntimeError as exc:
         clearer = _nothing_to_draw(exc, fn, inputs, args)
         if clearer is None:
+            if idx.shape[0] == 1 and "same number of dimensions" in str(exc):
+                exc.add_note("With one prompt (B = 1), .squeeze() drops the batch axis too: squeeze only the axis\n"
+                             "you mean, .squeeze(-1), or keep the (B, 1) that torch.multinomial returns.")
             raise
         raise clearer.with_traceback(exc.__traceback__) from None     # still shows the answer's line
     (B, T), new, k = idx.shape, inputs["max_new_tokens"], inputs["top_k"]
@@ -800,6 +803,8 @@ SAMPLE = Exercise(
              _sample_case("freq", 4000, 1, 6, 1, temperature=2.0), **_TOL),
         Case("temperature 0.8 with top_k = 3, 4,000 rows: how often each of the 7 tokens comes out",
              _sample_case("freq", 4000, 1, 7, 1, 0.8, 3), **_TOL),
+        Case("one prompt, as the notebook's write() gives: idx (1, 4), 30 new tokens, top_k = 4",
+             _sample_case("topk", 1, 4, 16, 30, top_k=4), **_TOL),
     ],
     hidden=[
         Case("greedy (top_k = 1): idx (3, 5), 9 new tokens, block_size 8",
@@ -809,6 +814,8 @@ SAMPLE = Exercise(
              _sample_case("freq", 4000, 2, 8, 1, 0.6, 4), **_TOL),
         Case("temperature 1.7, 4,000 rows: how often each token comes out",
              _sample_case("freq", 4000, 2, 5, 1, 1.7), **_TOL),
+        Case("one prompt: idx (1, 6), 25 new tokens, top_k = 6, temperature 1.3",
+             _sample_case("topk", 1, 6, 14, 25, 1.3, 6), **_TOL),
     ],
     mistakes=[
         Mistake("temperature ignored", _m_no_temperature,
