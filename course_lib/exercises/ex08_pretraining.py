@@ -398,6 +398,8 @@ def _call_mlm(fn, inputs):
         vals = inp[replaced]
         if vals.numel() < 100:                   # too few to judge: the fractions above say why
             return None
+        if V < 10:                               # too few ids to tell a shared or offset draw from chance:
+            return None                          # the fractions above judge these cases
         limit = 0.25                             # chance is 1/V <= 1/15 in every case
         top = float(torch.bincount(vals, minlength=V).max()) / vals.numel()
         if top > limit:
@@ -518,6 +520,19 @@ def _m_no_unchanged(tokens, mask_id, vocab_size, p=0.15, generator=None):
     return inputs, torch.where(chosen, tokens, torch.full_like(tokens, -100))
 
 
+def _m_random_never_the_original(tokens, mask_id, vocab_size, p=0.15, generator=None):
+    chosen = torch.rand(tokens.shape, generator=generator).to(tokens.device) < p
+    r = torch.rand(tokens.shape, generator=generator).to(tokens.device)
+    step = torch.randint(1, vocab_size, tokens.shape, generator=generator).to(tokens.device)
+    inputs = torch.where(chosen & (r < 0.8), torch.full_like(tokens, mask_id), tokens)
+    inputs = torch.where(chosen & (r >= 0.8) & (r < 0.9), (tokens + step) % vocab_size, inputs)
+    return inputs, torch.where(chosen, tokens, torch.full_like(tokens, -100))
+
+
+def _mlm_two_ids(g):
+    return _mlm_case((_ri(g, 150, 250), 200), 2, 0.4, mask_id=2)(g)
+
+
 MLM_MASK = Exercise(
     name="mlm_mask", notebook="08_pretraining", reference=ref.mlm_mask, call=_call_mlm,
     visible=[
@@ -528,10 +543,14 @@ MLM_MASK = Exercise(
         # 16,000 chosen positions: every id is expected 0.1 / 20 · 16,000 · 19/20 = 76 times (random_ids)
         Case("tokens (200, 200), vocabulary 20, [MASK] = 20 (outside the vocabulary, as in the notebook), p = 0.4",
              _mlm_case((200, 200), 20, 0.4, mask_id=20), dtypes=INT),
+        # unchanged 0.1 + 0.1 / 2 = 0.15 of the chosen: a random token that is never the original gives 0.10
+        Case("tokens (200, 200), vocabulary 2, [MASK] = 2, p = 0.4: with two ids a random token is the original "
+             "one half the time", _mlm_case((200, 200), 2, 0.4, mask_id=2), dtypes=INT),
     ],
     hidden=[Case("random shapes, vocabulary and p", _mlm_random, dtypes=INT),
             Case("random shapes, vocabulary and p (again)", _mlm_random, dtypes=INT),
-            Case("random shape and vocabulary, [MASK] = vocab_size, p = 0.4", _mlm_random_outside, dtypes=INT)],
+            Case("random shape and vocabulary, [MASK] = vocab_size, p = 0.4", _mlm_random_outside, dtypes=INT),
+            Case("random shape, vocabulary 2, [MASK] = 2, p = 0.4", _mlm_two_ids, dtypes=INT)],
     mistakes=[
         Mistake("labels kept at unmasked positions", _m_labels_everywhere,
                 "Only the chosen ~15 % are predicted: every other label must be -100 so the loss ignores it."),
@@ -544,6 +563,11 @@ MLM_MASK = Exercise(
                 "Every chosen position keeps its label, whatever happened to its token: the 80 % set to\n"
                 "[MASK], the 10 % replaced by a random token and the 10 % left unchanged. The model must\n"
                 "recover the original token at all of them, so it cannot trust any token it sees."),
+        Mistake("the random token never the original one", _m_random_never_the_original,
+                "The random 10 % are drawn from all of [0, vocab_size), the original token included, as BERT\n"
+                "does: 1 time in vocab_size the 'random' token is the original one, which is why the notebook\n"
+                "expects 0.102 unchanged and 0.098 random. Drawing again until it differs, or adding an offset\n"
+                "to the original, leaves it out."),
         Mistake("no unchanged 10 %", _m_no_unchanged,
                 "Of the chosen tokens 10 % stay exactly as they were; here they were all changed."),
         Mistake("generator not used", _m_mlm_no_generator,
