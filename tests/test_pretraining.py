@@ -690,3 +690,16 @@ def test_mlm_mask_check_wants_the_random_token_to_be_the_original_sometimes(rand
     for r in [_evaluate("mlm_mask", answer)] + [_hidden("mlm_mask", answer, seed) for seed in _SEEDS]:
         assert not r.passed and "fraction of the chosen left unchanged ≈ 0.15" in r.message, r.message
         assert "known mistake: the random token never the original one" in r.message, r.message
+
+
+def test_sample_check_tells_a_multiplied_temperature_from_an_ignored_one():
+    """At the hidden suite's own seed its case 'temperature 0.6 with top_k = 4' drew after a token whose
+    four largest logits lay within 0.45: z, 0.6·z and z / 0.6 gave frequencies within 0.04 of each other,
+    and logits multiplied by the temperature were told 'temperature ignored'."""
+    answer = _answer(_SAMPLER.replace("LOGITS", _RIGHT_LOGITS.replace("logits / temperature", "logits * temperature"))
+                     .replace("DRAW", _MULTINOMIAL), "sample")
+    from course_lib.exercises.ex08_pretraining import SAMPLE
+    from course_lib.grading.engine import evaluate
+    for r in [_evaluate("sample", answer), evaluate(SAMPLE, answer, suite="hidden")] + [
+            _hidden("sample", answer, seed) for seed in _SEEDS]:
+        assert not r.passed and "known mistake: logits multiplied by temperature" in r.message, r.message

@@ -603,7 +603,11 @@ def _sample_case(mode, B, T, V, new, temperature=1.0, top_k=None, block=8):
     def make(g):
         table = torch.randn(V, V, generator=g, dtype=torch.float64) * 1.5
         if mode == "freq":
-            idx = torch.full((B, T), _ri(g, 0, V - 1), dtype=torch.long)
+            _ri(g, 0, V - 1)                                  # drawn as before, so the seed below is too
+            # the token whose next logits (the top k of them) spread widest: there a temperature, or its
+            # inverse, moves the frequencies most, and the mistakes that get it wrong are told apart
+            kept = torch.topk(table, top_k or V, dim=-1).values                       # (V, k)
+            idx = torch.full((B, T), int((kept[:, 0] - kept[:, -1]).argmax()), dtype=torch.long)
         else:
             idx = torch.randint(V, (B, T), generator=g)
         return {"table": table, "idx": idx, "max_new_tokens": new, "temperature": temperature,
