@@ -703,3 +703,15 @@ def test_sample_check_tells_a_multiplied_temperature_from_an_ignored_one():
     for r in [_evaluate("sample", answer), evaluate(SAMPLE, answer, suite="hidden")] + [
             _hidden("sample", answer, seed) for seed in _SEEDS]:
         assert not r.passed and "known mistake: logits multiplied by temperature" in r.message, r.message
+
+
+def test_train_step_check_says_a_parameters_generator_runs_out():
+    """Clipped by hand over one model.parameters() generator, the scaling loop found it empty: the message
+    spoke only of a clip missing or in the wrong place, where the learner's clip was in the right place."""
+    clip = ("params = model.parameters()\n"
+            "    norm = torch.sqrt(sum((p.grad ** 2).sum() for p in params))\n"
+            "    for p in params:\n"
+            "        p.grad.mul_(min(1.0, max_norm / (float(norm) + 1e-6)))")
+    r = _evaluate("train_step", _answer(_TRAIN_STEP.replace("CLIP", clip), "train_step"))
+    assert not r.passed and "known mistake: clipping had no effect" in r.message, r.message
+    assert "parameters() is a generator" in r.message and "list(model.parameters())" in r.message, r.message

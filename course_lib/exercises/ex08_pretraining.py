@@ -1109,7 +1109,9 @@ TRAIN_STEP = Exercise(
                 "optimizer.step(): clip_grad_norm rescales the gradients the step is about to use; before\n"
                 "backward() there are none yet, and after the step (or not at all) it changes nothing. A clip\n"
                 "to a fixed norm such as 1.0 instead of max_norm does nothing either where the gradients are\n"
-                "smaller than that."),
+                "smaller than that. Clipped by hand over params = model.parameters(), the loop that scales\n"
+                "gets nothing: parameters() is a generator, used up by the loop that measured the norm; take\n"
+                "list(model.parameters())."),
         Mistake("clipped to a norm of 1.0, not to max_norm (the max_norm argument ignored)",
                 _clipped_otherwise(_clip_at_one),
                 "Clip to the max_norm the step is given: clip_grad_norm(model.parameters(), max_norm). The\n"
