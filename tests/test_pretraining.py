@@ -715,3 +715,29 @@ def test_train_step_check_says_a_parameters_generator_runs_out():
     r = _evaluate("train_step", _answer(_TRAIN_STEP.replace("CLIP", clip), "train_step"))
     assert not r.passed and "known mistake: clipping had no effect" in r.message, r.message
     assert "parameters() is a generator" in r.message and "list(model.parameters())" in r.message, r.message
+
+
+@pytest.mark.parametrize("name, source, says", [
+    ("mlm_mask", _MLM.replace("RANDOM", "torch.randint(vocab_size, tokens.shape, generator=generator)")
+     .replace("    return inputs, labels", "    labels = torch.where(chosen, inputs, -100)\n    return inputs, labels"),
+     "known mistake: labels taken from the corrupted inputs"),
+    ("mlm_mask", """def mlm_mask(tokens, mask_id, vocab_size, p=0.15, generator=None):
+    inputs, labels = tokens.clone(), tokens.clone()
+    chosen = torch.bernoulli(torch.full(tokens.shape, p), generator=generator).bool()
+    labels[~chosen] = -100
+    masked = torch.bernoulli(torch.full(tokens.shape, 0.8), generator=generator).bool() & chosen
+    inputs[masked] = mask_id
+    rnd = torch.bernoulli(torch.full(tokens.shape, 0.1), generator=generator).bool() & chosen & ~masked
+    inputs[rnd] = torch.randint(vocab_size, tokens.shape, generator=generator)[rnd]
+    return inputs, labels
+""", "known mistake: random tokens drawn for 10 % of the rest, not for 10 % of the chosen"),
+    ("train_step", _TRAIN_STEP.replace("CLIP", "norm = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters()))\n"
+                                               "    for p in model.parameters():\n"
+                                               "        p.grad.mul_(max_norm / (norm + 1e-6))"),
+     "known mistake: gradients scaled to max_norm even where their norm was smaller (scaled up)"),
+], ids=["mlm labels from inputs", "mlm random 0.1 of the rest", "clip that scales up"])
+def test_checks_name_more_mistakes_of_a_second_probe(name, source, says):
+    """Each got what was measured alone ('labels differ from the original token at 5,338 of the 5,908
+    positions', 'left unchanged = 0.18', or the two losses), though the mistake is a common one."""
+    r = _evaluate(name, _answer(source, name))
+    assert not r.passed and says in r.message, r.message

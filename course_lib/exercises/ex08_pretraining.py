@@ -358,6 +358,8 @@ def _call_mlm(fn, inputs):
             c = int(values[counts.argmax()])
             return (f"labels are {c} at {int(counts.max()):,} of the {lab.numel():,} positions: a position not "
                     f"chosen gets the label -100, the value F.cross_entropy ignores (ignore_index), not {c}")
+        if wrong and bool((lab[chosen] == inp[chosen]).all()):              # the same words whatever the draws
+            return "labels are the corrupted inputs wherever they are not -100 ([MASK] at most of them)"
         if wrong:
             return (f"labels differ from the original token at {wrong:,} of the {int(chosen.sum()):,} "
                     "positions whose label is not -100")
@@ -520,6 +522,20 @@ def _m_no_unchanged(tokens, mask_id, vocab_size, p=0.15, generator=None):
     return inputs, torch.where(chosen, tokens, torch.full_like(tokens, -100))
 
 
+def _m_random_tenth_of_the_rest(tokens, mask_id, vocab_size, p=0.15, generator=None):
+    chosen = torch.rand(tokens.shape, generator=generator).to(tokens.device) < p
+    masked = chosen & (torch.rand(tokens.shape, generator=generator).to(tokens.device) < 0.8)
+    rest = chosen & ~masked & (torch.rand(tokens.shape, generator=generator).to(tokens.device) < 0.1)
+    rnd = torch.randint(vocab_size, tokens.shape, generator=generator).to(tokens.device)
+    inputs = torch.where(rest, rnd, torch.where(masked, torch.full_like(tokens, mask_id), tokens))
+    return inputs, torch.where(chosen, tokens, torch.full_like(tokens, -100))
+
+
+def _m_labels_from_inputs(tokens, mask_id, vocab_size, p=0.15, generator=None):
+    inputs, chosen = _mask_8010(tokens, mask_id, vocab_size, p, generator)
+    return inputs, torch.where(chosen, inputs, torch.full_like(tokens, -100))
+
+
 def _m_random_never_the_original(tokens, mask_id, vocab_size, p=0.15, generator=None):
     chosen = torch.rand(tokens.shape, generator=generator).to(tokens.device) < p
     r = torch.rand(tokens.shape, generator=generator).to(tokens.device)
@@ -563,6 +579,15 @@ MLM_MASK = Exercise(
                 "Every chosen position keeps its label, whatever happened to its token: the 80 % set to\n"
                 "[MASK], the 10 % replaced by a random token and the 10 % left unchanged. The model must\n"
                 "recover the original token at all of them, so it cannot trust any token it sees."),
+        Mistake("labels taken from the corrupted inputs, not from tokens", _m_labels_from_inputs,
+                "The label of a chosen position is the token that was there before masking: tokens, not\n"
+                "inputs. Taken from inputs, most labels are [MASK] itself, and the model is taught to\n"
+                "predict [MASK]."),
+        Mistake("random tokens drawn for 10 % of the rest, not for 10 % of the chosen", _m_random_tenth_of_the_rest,
+                "After 80 % of the chosen go to [MASK], the random 10 % of the chosen are half of the 20 %\n"
+                "left, so the second draw among the rest is < 0.5, not < 0.1 (0.1 of the rest is 2 % of the\n"
+                "chosen). Or split one uniform draw per position: < 0.8 [MASK], 0.8 to 0.9 random, the rest\n"
+                "unchanged."),
         Mistake("the random token never the original one", _m_random_never_the_original,
                 "The random 10 % are drawn from all of [0, vocab_size), the original token included, as BERT\n"
                 "does: 1 time in vocab_size the 'random' token is the original one, which is why the notebook\n"
@@ -1020,6 +1045,13 @@ def _clip_without_eps(model, max_norm):
             g.mul_(max_norm / norm)                           # max_norm / (norm + 1e-6) in clip_grad_norm
 
 
+def _clip_always(model, max_norm):
+    grads = [p.grad for p in model.parameters()]
+    norm = torch.sqrt(sum((g * g).sum() for g in grads))
+    for g in grads:
+        g.mul_(max_norm / (norm + 1e-6))                      # min(1, ·) left out: small gradients grow
+
+
 def _clip_value(model, max_norm):
     for p in model.parameters():
         p.grad.clamp_(-max_norm, max_norm)                    # as torch.nn.utils.clip_grad_value_
@@ -1126,6 +1158,11 @@ TRAIN_STEP = Exercise(
                 "Clamping every entry to [-max_norm, max_norm] changes the gradient's direction. Clip the\n"
                 "global norm instead: clip_grad_norm(model.parameters(), max_norm) scales all the gradients\n"
                 "by the same factor, so the step keeps its direction and its norm is at most max_norm."),
+        Mistake("gradients scaled to max_norm even where their norm was smaller (scaled up)",
+                _clipped_otherwise(_clip_always),
+                "Clipping only scales down: the factor is min(1, max_norm / (norm + 1e-6)), so gradients\n"
+                "whose norm is already below max_norm are left as they are. Without the min they are\n"
+                "scaled up, and every step has norm max_norm however small the gradients."),
         Mistake("clipped by max_norm / norm, without clip_grad_norm's + 1e-6", _clipped_otherwise(_clip_without_eps),
                 "Clipped by hand, the factor is max_norm / (norm + 1e-6), as in clip_grad_norm (yours from\n"
                 "02_optimizers, in course_lib) and torch's clip_grad_norm_: the 1e-6 keeps a zero gradient\n"
