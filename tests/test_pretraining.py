@@ -741,3 +741,27 @@ def test_checks_name_more_mistakes_of_a_second_probe(name, source, says):
     positions', 'left unchanged = 0.18', or the two losses), though the mistake is a common one."""
     r = _evaluate(name, _answer(source, name))
     assert not r.passed and says in r.message, r.message
+
+
+_ONE_LATE = """def get_batch(data, block_size, batch_size, generator=None):
+    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+    pos = (starts[:, None] + 1 + torch.arange(block_size)).clamp(max=len(data) - 2)
+    return data[pos], data[pos + 1]
+"""
+
+
+@pytest.mark.parametrize("source, says", [
+    (_GET_BATCH.replace("GENERATOR", "generator").replace(
+        "    y = torch.stack([data[s + 1:s + block_size + 1] for s in starts.tolist()])",
+        "    again = torch.randint(len(data) - block_size, (batch_size,), generator=generator)\n"
+        "    y = torch.stack([data[s + 1:s + block_size + 1] for s in again.tolist()])"),
+     "x at the drawn starts, but y windows of data at other starts (a second draw?)"),
+    (_ONE_LATE, "each starting 1 token after its drawn start"),
+    (_GET_BATCH.replace("GENERATOR", "generator").replace("starts.tolist()", "sorted(starts.tolist())"),
+     "the drawn windows with y one token later, but in another order"),
+], ids=["y from a second draw", "windows one token late", "starts sorted"])
+def test_get_batch_check_says_how_the_windows_miss_the_draw(source, says):
+    """A second draw for y got '31 of 32 entries differ (in y)'; windows one token late, or sorted, were
+    told to draw with the docstring's one call, which they did."""
+    r = _evaluate("get_batch", _answer(source, "get_batch"))
+    assert not r.passed and says in r.message and "entries differ" not in r.message, r.message

@@ -103,12 +103,25 @@ def _where_windows_start(inputs, got) -> str:
                                   and t.device == data.device and not t.is_meta for t in got)):
         return _DRAWN
     windows = data.unfold(0, T, 1)                                              # (N - T + 1, T)
+    starts = torch.randint(len(data) - T, (inputs["batch_size"],), generator=_gen(inputs["seed"])).to(data.device)
+    if (torch.equal(got[0], windows[starts]) and not torch.equal(got[1], windows[starts + 1])
+            and bool((windows[:, None] == got[1]).all(-1).any(0).all())):
+        return ("x at the drawn starts, but y windows of data at other starts (a second draw?): slice y at the "
+                "same starts as x, data[s + 1 : s + T + 1]")
     fits = ((windows[:-1, None] == got[0]).all(-1) & (windows[1:, None] == got[1]).all(-1)).T   # (B, N - T)
     if not bool(fits.any(-1).all()):
         return _DRAWN
-    starts = torch.randint(len(data) - T, (inputs["batch_size"],), generator=_gen(inputs["seed"]))
-    if bool(fits[torch.arange(len(starts)), starts.to(fits.device)].all()):
+    rows = torch.arange(len(starts), device=fits.device)
+    if bool(fits[rows, starts].all()):
         return _DRAWN
+    for shift in (1, -1):
+        moved = starts + shift
+        if bool(((moved >= 0) & (moved < fits.shape[1])).all()) and bool(fits[rows, moved].all()):
+            return (f"windows of data with y one token later, but each starting 1 token "
+                    f"{'after' if shift > 0 else 'before'} its drawn start: x[b] = data[starts[b] : starts[b] + T]")
+    if sorted(got[0].tolist()) == sorted(windows[starts].tolist()):
+        return ("the drawn windows with y one token later, but in another order: row b is the window at starts[b], "
+                "in the order of the draw")
     return ("windows of data with y one token later, as asked, but at other starts: draw them all with that one "
             "call (the check repeats it exactly)")
 
