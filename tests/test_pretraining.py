@@ -735,7 +735,10 @@ def test_train_step_check_says_a_parameters_generator_runs_out():
                                                "    for p in model.parameters():\n"
                                                "        p.grad.mul_(max_norm / (norm + 1e-6))"),
      "known mistake: gradients scaled to max_norm even where their norm was smaller (scaled up)"),
-], ids=["mlm labels from inputs", "mlm random 0.1 of the rest", "clip that scales up"])
+    ("lm_loss", "def lm_loss(logits, targets):\n"
+                "    return F.cross_entropy(logits.permute(1, 0, 2).reshape(-1, logits.size(-1)), targets.reshape(-1))\n",
+     "known mistake: logits flattened in the wrong order (time first)"),
+], ids=["mlm labels from inputs", "mlm random 0.1 of the rest", "clip that scales up", "lm_loss logits permuted"])
 def test_checks_name_more_mistakes_of_a_second_probe(name, source, says):
     """Each got what was measured alone ('labels differ from the original token at 5,338 of the 5,908
     positions', 'left unchanged = 0.18', or the two losses), though the mistake is a common one."""

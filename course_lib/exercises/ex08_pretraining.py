@@ -238,6 +238,10 @@ def _m_transposed(logits, targets):
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.T.reshape(-1))
 
 
+def _m_logits_transposed(logits, targets):
+    return F.cross_entropy(logits.transpose(0, 1).reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
 def _m_last_only(logits, targets):
     return F.cross_entropy(logits[:, -1], targets[:, -1])
 
@@ -284,6 +288,10 @@ LM_LOSS = Exercise(
         Mistake("targets flattened in the wrong order", _m_transposed,
                 "Flatten logits to (B·T, V) and targets to (B·T,) the same way (reshape both, no .T):\n"
                 "otherwise each position is scored against another position's target."),
+        Mistake("logits flattened in the wrong order (time first)", _m_logits_transposed,
+                "Flatten logits to (B·T, V) and targets to (B·T,) the same way, logits.reshape(-1, V) and\n"
+                "targets.reshape(-1): a transpose or permute of one and not the other scores each position\n"
+                "against another position's target."),
         Mistake("only the last position scored", _m_last_only,
                 "Every position is a prediction: score all T of them, not just the last."),
         Mistake("F.nll_loss on the logits (no log-softmax)", _m_nll_of_logits,
