@@ -631,3 +631,63 @@ def test_a_forbidden_call_is_named_alone_not_with_what_it_calls_inside():
     r = evaluate(get_exercise("clip_grad_norm"), hidden_clip)
     assert not r.passed and "calls clip_grad_norm_: it is the function you are writing" in r.message, r.message
     assert r.message.count("\n  calls ") == 1, r.message
+
+
+def test_torch_optims_functional_update_is_refused_like_the_class():
+    """torch.optim.sgd.sgd, torch.optim.adam.adam and torch.optim.adamw.adamw (what the refused classes'
+    step() runs) passed both suites: an answer handing each group to them got ✓."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    sgd = '''
+from torch.optim.sgd import sgd as functional_sgd
+
+
+class SGDMomentum(torch.optim.Optimizer):
+    def __init__(self, params, lr, momentum=0.0):
+        super().__init__(params, dict(lr=lr, momentum=momentum))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            ps = [p for p in group["params"] if p.grad is not None]
+            bufs = [self.state[p].get("momentum_buffer") for p in ps]
+            functional_sgd(ps, [p.grad for p in ps], bufs, weight_decay=0.0, momentum=group["momentum"],
+                           lr=group["lr"], dampening=0.0, nesterov=False, maximize=False, foreach=False)
+            for p, b in zip(ps, bufs):
+                self.state[p]["momentum_buffer"] = b
+'''
+    adam = '''
+MODULE
+
+
+class NAME(torch.optim.Optimizer):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=WD):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                s = self.state[p]
+                if not s:
+                    s.update(step=torch.tensor(0.0), m=torch.zeros_like(p), v=torch.zeros_like(p))
+                FN([p], [p.grad], [s["m"]], [s["v"]], [], [s["step"]], foreach=False, amsgrad=False,
+                   beta1=group["betas"][0], beta2=group["betas"][1], lr=group["lr"],
+                   weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
+'''
+    for name, src, fn in (("SGDMomentum", sgd, "torch.optim.sgd.sgd"),
+                          ("Adam", adam.replace("NAME", "Adam").replace("WD", "0.0").replace(
+                              "MODULE", "import torch.optim._functional").replace("FN", "torch.optim._functional.adam"),
+                           "torch.optim.adam.adam"),
+                          ("AdamW", adam.replace("NAME", "AdamW").replace("WD", "0.01").replace(
+                              "MODULE", "from torch.optim import adamw as module").replace("FN", "getattr(module, 'adam' + 'w')"),
+                           "torch.optim.adamw.adamw")):
+        answer = _answer(src, name)
+        for source in (src, None):                  # read in the cell, or caught while it runs
+            r = evaluate(get_exercise(name), answer, source=source)
+            says = f"it is the update torch.optim.{name.replace('Momentum', '')}.step() runs, what you are building here"
+            assert not r.passed and says in r.message, (name, r.message)
+            assert source is not None or f"calls {fn}: " in r.message, (name, r.message)

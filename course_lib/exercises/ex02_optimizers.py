@@ -13,6 +13,7 @@ its state out of autograd's graph; the first, that the parameters moved at all (
 """
 from __future__ import annotations
 
+import importlib
 import io
 import math
 
@@ -46,6 +47,13 @@ OPTIM_FORBIDDEN = [
     Forbidden("torch.optim.AdamW", "torch's AdamW is what you are building here", shown="torch.optim.AdamW",
               aten=("aten::_fused_adamw_",)),
     *FOREACH_FORBIDDEN,
+    # The functions those classes' step() runs (torch.optim.adam.adam and its single- and multi-tensor
+    # bodies; torch.optim._functional names the same ones): the same shortcut through another door.
+    *(Forbidden(f"torch.optim.{mod}.{fn}", f"it is the update torch.optim.{cls}.step() runs, what you are "
+                "building here")
+      for mod, cls in (("sgd", "SGD"), ("adam", "Adam"), ("adamw", "AdamW"))
+      for fn in (mod, f"_single_tensor_{mod}", f"_multi_tensor_{mod}", f"_fused_{mod}")
+      if hasattr(importlib.import_module(f"torch.optim.{mod}"), fn)),
 ]
 CLIP_FORBIDDEN = [
     Forbidden("torch.nn.utils.clip_grad_norm_", "it is the function you are writing", shown="clip_grad_norm_"),
