@@ -691,3 +691,23 @@ class NAME(torch.optim.Optimizer):
             says = f"it is the update torch.optim.{name.replace('Momentum', '')}.step() runs, what you are building here"
             assert not r.passed and says in r.message, (name, r.message)
             assert source is not None or f"calls {fn}: " in r.message, (name, r.message)
+
+
+def test_adamw_whose_weight_decay_defaults_to_0_is_named_and_caught_by_the_hidden_cases():
+    """An AdamW whose signature kept Adam's weight_decay=0.0 passed the hidden cases (each of them set
+    weight_decay for every group) and got a bare difference in the visible one that uses the defaults."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    right = _learner_adam(None, decoupled=True)
+
+    class AdamW(right):
+        def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+            super().__init__(params, lr, betas, eps, weight_decay)
+
+    ex = get_exercise("AdamW")
+    for suite in ("visible", "hidden"):
+        assert evaluate(ex, right, suite=suite).passed
+        r = evaluate(ex, AdamW, suite=suite)
+        assert not r.passed, (suite, r.message)
+    assert "known mistake: weight_decay defaults to 0 (Adam's default) instead of AdamW's 0.01" in r.message, r.message

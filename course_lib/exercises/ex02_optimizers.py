@@ -498,8 +498,8 @@ ADAMW_EX = Exercise(
                                         weight_decay=_rf(g, 0.05, 0.5)),
                          lambda g: dict(lr=_rf(g, 0.01, 0.1), weight_decay=0.0,
                                         betas=(_rf(g, 0.7, 0.85), _rf(g, 0.9, 0.95)), eps=1e-6))),
-        Case("other random shapes, default betas",
-             _opt_random(lambda g: dict(lr=_rf(g, 0.001, 0.05), weight_decay=_rf(g, 0.1, 0.5)),
+        Case("other random shapes, default betas; group 1 with the default weight_decay (0.01)",
+             _opt_random(lambda g: dict(lr=_rf(g, 0.001, 0.05)),
                          lambda g: dict(weight_decay=_rf(g, 0.1, 0.5)))),
     ],
     mistakes=[
@@ -540,6 +540,11 @@ ADAMW_EX = Exercise(
                 "After saving with state_dict() and loading into a fresh optimizer, m, v and the step\n"
                 "count were lost. Keep them in self.state[p], keyed by the parameter itself (not id(p)):\n"
                 "a dict on the class or the module, or an attribute on p, does not survive a restart."),
+        Mistake("weight_decay defaults to 0 (Adam's default) instead of AdamW's 0.01",
+                _adam_variant(decoupled=True, default_wd=0.0),
+                "A group that sets no weight_decay of its own gets the default, and AdamW's default is\n"
+                "0.01 (as in torch.optim.AdamW and the docstring's signature); with 0, copied from Adam,\n"
+                "that group is never decayed."),
     ],
     forbidden=OPTIM_FORBIDDEN,
     hint="Start from your Adam. The decay no longer goes into the gradient: shrink the parameter "
