@@ -617,6 +617,31 @@ def test_schedule_and_clipping_return_what_their_docstrings_say():
         in r.message, r.message
 
 
+def test_clipping_that_scales_the_parameters_is_told_so():
+    """Scaling the parameters instead of their gradients was told 'the gradients came back unclipped
+    (params walked twice, or new tensors made)', neither of which it did."""
+    import torch
+
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    def clip(params, max_norm, scale=lambda p: p.grad):
+        ps = [p for p in params if p.grad is not None]
+        total = torch.stack([p.grad.pow(2).sum() for p in ps]).sum().sqrt()
+        if total > max_norm:
+            with torch.no_grad():
+                for p in ps:
+                    scale(p).mul_(max_norm / (total + 1e-6))
+        return total
+
+    ex = get_exercise("clip_grad_norm")
+    for suite in ("visible", "hidden"):
+        assert evaluate(ex, clip, suite=suite).passed
+        r = evaluate(ex, lambda ps, m: clip(ps, m, scale=lambda p: p), suite=suite)
+        assert not r.passed and "changed parameter 0 itself; scale its gradient, p.grad.mul_(c)" in r.message, r.message
+        assert "unclipped" not in r.message, r.message
+
+
 def test_a_forbidden_call_is_named_alone_not_with_what_it_calls_inside():
     """torch's clip_grad_norm_ reached through getattr was reported with five 'calls' lines: its own
     helpers (get_total_norm, _foreach_norm, _foreach_mul_, ...) as if the answer had called them."""

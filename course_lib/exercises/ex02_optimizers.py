@@ -711,8 +711,8 @@ LR_EX = Exercise(
 # ---------------------------------------------------------------- clip_grad_norm
 def _run_clip(fn, inputs):
     grads = inputs["grads"]
-    params = [torch.nn.Parameter(torch.zeros_like(gr if gr is not None else inputs["g0"]))
-              for gr in grads]
+    params = [torch.nn.Parameter(torch.ones_like(gr if gr is not None else inputs["g0"]))
+              for gr in grads]                           # ones: parameters scaled instead of grads show
     _set_grads(params, grads)
     installed = [p.grad for p in params]
     total = fn((p for p in params), inputs["max_norm"])       # a generator, as model.parameters() is
@@ -728,6 +728,9 @@ def _run_clip(fn, inputs):
                              "g.mul_(c), as the docstring says: p.grad = p.grad * c allocates new gradients at "
                              "every step and leaves behind whatever holds the old ones (distributed training's "
                              "gradient buckets, say)")
+        if not p.is_meta and not torch.equal(p.detach(), torch.ones_like(p)):     # meta tensors hold no values
+            raise ValueError(f"clip_grad_norm changed parameter {i} itself; scale its gradient, p.grad.mul_(c), "
+                             "and leave the parameters to the optimizer's step()")
     dtype = params[0].dtype
     device = params[0].device                             # where the case runs
     total = torch.as_tensor(total).detach().to(device, dtype).reshape(())
