@@ -549,6 +549,12 @@ def test_an_error_in_the_resumed_run_says_it_came_from_there():
               ("g = p.grad + wd * p", "g = (torch.zeros_like(p) if p.grad is None else p.grad) + wd * p"),
               ("    def step(", "    @torch.no_grad()\n    def step(")],
      "a parameter whose grad is None updated as if its gradient were zero"),
+    ("SGDMomentum", [('group["momentum"] * state["buf"] + p.grad',
+                      'group["momentum"] * state["buf"] + (1 - group["momentum"]) * p.grad')],
+     "momentum with dampening after the first step"),
+    ("Adam", [('((st["v"] / (1 - b2 ** st["t"])).sqrt() + eps)', '(st["v"].sqrt() + eps)'),
+              ("    def step(", "    @torch.no_grad()\n    def step(")],
+     "only m bias-corrected"),
 ])
 def test_more_optimizer_slips_are_named(name, changes, mistake):
     """These got a bare difference in the final weights."""
@@ -562,6 +568,45 @@ def test_more_optimizer_slips_are_named(name, changes, mistake):
         src = src.replace(old, new)
     r = evaluate(get_exercise(name), _answer(src, name))
     assert not r.passed and f"known mistake: {mistake}" in r.message, r.message
+
+
+def test_adamw_decay_after_the_step_and_min_lr_added_on_top_of_the_cosine_are_named():
+    """Two slips learners write got a bare difference: AdamW's decay applied after the Adam step
+    (p -= lr·wd·p at the end), and a cosine min_lr + max_lr·(1 + cos)/2 that starts above max_lr."""
+    import math
+
+    import torch
+
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    right = _learner_adam(None, decoupled=True)
+
+    class DecayLast(right):
+        def step(self, closure=None):
+            wds = [g["weight_decay"] for g in self.param_groups]
+            for g in self.param_groups:
+                g["weight_decay"] = 0.0
+            super().step()
+            with torch.no_grad():
+                for g, wd in zip(self.param_groups, wds):
+                    g["weight_decay"] = wd
+                    for p in g["params"]:
+                        if p.grad is not None:
+                            p.sub_(g["lr"] * wd * p)
+
+    def min_added(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+        if step < warmup_steps:
+            return max_lr * (step + 1) / warmup_steps
+        if step >= total_steps:
+            return min_lr
+        return min_lr + max_lr * (1 + math.cos(math.pi * (step - warmup_steps) / (total_steps - warmup_steps))) / 2
+
+    for name, answer, says in (("AdamW", DecayLast, "weight decay applied after the Adam step instead of before it"),
+                               ("lr_at", min_added, "min_lr added on top of a cosine from max_lr")):
+        for suite in ("visible", "hidden"):
+            r = evaluate(get_exercise(name), answer, suite=suite)
+            assert not r.passed and f"known mistake: {says}" in r.message, (name, suite, r.message)
 
 
 def test_schedule_and_clipping_return_what_their_docstrings_say():

@@ -217,7 +217,9 @@ def _opt_random(defaults_fn, group2_fn):
 def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_mu=False, state_outside=False,
                  none_as_zero=False, grad_as_buffer=None):
     """grad_as_buffer: "in place" or "new": the buffer starts as p.grad itself (no clone), then is
-    updated in place (buf.mul_(mu).add_(g)) or into a new tensor (buf = mu * buf + g)."""
+    updated in place (buf.mul_(mu).add_(g)) or into a new tensor (buf = mu * buf + g).
+    dampen: True, from the first step (buf = (1 - mu) * g, then the average); "after the first":
+    buf = a copy of g, as the docstring says, then the average."""
     class Mistaken(torch.optim.Optimizer):
         def __init__(self, params, lr, momentum=0.0):
             super().__init__(params, dict(lr=lr, momentum=momentum))
@@ -245,7 +247,7 @@ def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_
                     elif grad_as_buffer == "in place":
                         store[key].mul_(mu).add_(g)
                     elif key not in store:
-                        store[key] = (1 - mu) * scale * g if dampen else scale * g.clone()
+                        store[key] = (1 - mu) * scale * g if dampen is True else scale * g.clone()
                     else:
                         store[key] = mu * store[key] + ((1 - mu) if dampen else scale) * g
                     p.sub_(store[key] if lr_in_velocity else lr * store[key])
@@ -254,10 +256,12 @@ def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_
 
 def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=False, eps_inside=False,
                   flip_decay=False, decay_without_lr=False, state_outside=False, none_as_zero=False,
-                  decay_into_grad=False, eps_before_correction=False, shared_t=None, decay_none=False):
+                  decay_into_grad=False, eps_before_correction=False, shared_t=None, decay_none=False,
+                  decay_after=False):
     """shared_t: "group" or "optimizer", where one step count for all parameters is kept (group["t"],
     saved by state_dict; self.t, not saved). decay_none: AdamW's decay applied before the skip of a
-    parameter whose grad is None, its moments left alone."""
+    parameter whose grad is None, its moments left alone. bias_correction="m only": v̂ = v.
+    decay_after: AdamW's decay applied after the Adam step instead of before it."""
     class Mistaken(torch.optim.Optimizer):
         def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=default_wd):
             super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
@@ -280,7 +284,8 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                     dec = decoupled != flip_decay
                     if wd != 0:
                         if dec:
-                            p.mul_(1 - (1.0 if decay_without_lr else lr) * wd)
+                            if not decay_after:
+                                p.mul_(1 - (1.0 if decay_without_lr else lr) * wd)
                         else:
                             g = g.add_(wd * p) if decay_into_grad else g + wd * p
                     st = self.outside.setdefault(id(p), {}) if state_outside else self.state[p]
@@ -297,9 +302,12 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                         continue
                     if bias_correction:
                         m = m / (1 - b1 ** t) if t else m / 0.0
-                        v = v / (1 - b2 ** t) if t else v / 0.0
+                        if bias_correction != "m only":
+                            v = v / (1 - b2 ** t) if t else v / 0.0
                     denom = (v + eps).sqrt() if eps_inside else v.sqrt() + eps
                     p.sub_(lr * m / denom)
+                    if decay_after and wd != 0:
+                        p.mul_(1 - lr * wd)
                     if t_from_zero:
                         st["step"] += 1
     return Mistaken
@@ -309,6 +317,11 @@ _PAPER_EPS_WHY = ("The Adam paper's 'efficient' form, lr·√(1 − β₂ᵗ)/(1
                   "before the bias correction: next to √v̂ that is eps/√(1 − β₂ᵗ), about 32 times eps at the\n"
                   "first step with β₂ = 0.999. The contract, like torch.optim.Adam and AdamW, divides\n"
                   "by √v̂ + eps. The two differ only through eps, so the difference is tiny but real.")
+
+
+_V_HAT_WHY = ("Both averages start at zero, so both need their correction: v̂ = v / (1 − β₂ᵗ) as well as\n"
+              "m̂ = m / (1 − β₁ᵗ). Without v's, √v is far too small while β₂ᵗ is near 1 (for hundreds of\n"
+              "steps with β₂ = 0.999), and the early steps are several times too large.")
 
 
 _SHARED_T_WHY = ("Each parameter counts its own steps, in self.state[p]: one whose grad is None sits the step\n"
@@ -324,6 +337,11 @@ _ALIAS_WHY = ("Without .clone() buffer and gradient are one tensor (.detach() sh
               "changes p.grad, and a backward() that writes into p.grad in place (zero_grad(set_to_none=False),\n"
               "gradients accumulated over micro-batches) overwrites the momentum. Start from a copy:\n"
               "state['momentum_buffer'] = p.grad.clone().")
+
+
+_DAMPEN_WHY = ("torch's SGD (and this exercise) adds the whole gradient to the velocity:\n"
+               "buf = μ·buf + g. Averaging, buf = μ·buf + (1 − μ)·g, makes the steps (1 − μ) times\n"
+               "smaller, so the same lr trains much more slowly.")
 
 
 SGD_EX = Exercise(
@@ -353,10 +371,9 @@ SGD_EX = Exercise(
                          lambda g: dict(momentum=0.0))),
     ],
     mistakes=[
-        Mistake("momentum with dampening: buf = μ·buf + (1 − μ)·g", _sgd_variant(dampen=True),
-                "torch's SGD (and this exercise) adds the whole gradient to the velocity:\n"
-                "buf = μ·buf + g. Averaging, buf = μ·buf + (1 − μ)·g, makes the steps (1 − μ) times\n"
-                "smaller, so the same lr trains much more slowly."),
+        Mistake("momentum with dampening: buf = μ·buf + (1 − μ)·g", _sgd_variant(dampen=True), _DAMPEN_WHY),
+        Mistake("momentum with dampening after the first step: buf = μ·buf + (1 − μ)·g",
+                _sgd_variant(dampen="after the first"), _DAMPEN_WHY),
         Mistake("learning rate read once in __init__ instead of from param_groups at every step",
                 _sgd_variant(cached_lr=True),
                 "Each parameter group has its own lr, and a schedule changes group['lr'] between\n"
@@ -432,6 +449,8 @@ ADAM_EX = Exercise(
         Mistake("bias correction missing", _adam_variant(decoupled=False, default_wd=0.0, bias_correction=False),
                 "m and v start at zero, so early on they are far too small. Divide them by\n"
                 "(1 − β₁ᵗ) and (1 − β₂ᵗ), where t counts this parameter's steps from 1."),
+        Mistake("only m bias-corrected: √v used where √v̂ belongs",
+                _adam_variant(decoupled=False, default_wd=0.0, bias_correction="m only"), _V_HAT_WHY),
         Mistake("bias correction with the step count before it is incremented (t starts at 0)",
                 _adam_variant(decoupled=False, default_wd=0.0, t_from_zero=True),
                 "At the first step 1 − β⁰ = 0, and dividing by it gives inf and nan. Increment\n"
@@ -515,6 +534,13 @@ ADAMW_EX = Exercise(
         Mistake("bias correction missing", _adam_variant(decoupled=True, default_wd=0.01, bias_correction=False),
                 "m and v start at zero, so early on they are far too small. Divide them by\n"
                 "(1 − β₁ᵗ) and (1 − β₂ᵗ), where t counts this parameter's steps from 1."),
+        Mistake("only m bias-corrected: √v used where √v̂ belongs",
+                _adam_variant(decoupled=True, default_wd=0.01, bias_correction="m only"), _V_HAT_WHY),
+        Mistake("weight decay applied after the Adam step instead of before it",
+                _adam_variant(decoupled=True, default_wd=0.01, decay_after=True),
+                "torch.optim.AdamW shrinks p first, p ← p·(1 − lr·wd), then takes the Adam step. Decaying\n"
+                "after the step shrinks the step too, by lr·wd of it: a small difference (lr²·wd times the\n"
+                "step) that grows with lr·wd. (p -= lr·wd·p written after the update does the same.)"),
         Mistake("weight decay applied to parameters whose grad is None",
                 _adam_variant(decoupled=True, default_wd=0.01, none_as_zero=True), _NONE_SKIPPED_WHY),
         Mistake("weight decay applied to parameters whose grad is None, before skipping them",
@@ -635,6 +661,15 @@ def _lr_no_min(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
     return max_lr * 0.5 * (1 + math.cos(math.pi * p))
 
 
+def _lr_min_added(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    if step >= total_steps:
+        return min_lr
+    p = (step - warmup_steps) / (total_steps - warmup_steps)
+    return min_lr + max_lr * 0.5 * (1 + math.cos(math.pi * p))
+
+
 def _lr_floor(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
     if step < warmup_steps:
         return max_lr * (step + 1) / warmup_steps
@@ -692,6 +727,12 @@ LR_EX = Exercise(
                 "low (most near the end), and min_lr comes a step early."),
         Mistake("min_lr ignored: the cosine decays to 0", _lr_no_min,
                 "The cosine goes from max_lr down to min_lr: min_lr + (max_lr − min_lr)·(1 + cos(π·progress))/2."),
+        Mistake("min_lr added on top of a cosine from max_lr: min_lr + max_lr·(1 + cos(π·progress))/2",
+                _lr_min_added,
+                "The cosine spans max_lr − min_lr, not max_lr: min_lr + (max_lr − min_lr)·(1 + cos(π·progress))/2\n"
+                "starts at max_lr right after warmup. Adding min_lr to a whole max_lr starts the decay at\n"
+                "max_lr + min_lr, above the warmup's peak, and every rate of the decay is too high by\n"
+                "min_lr·(1 + cos(π·progress))/2, most at its start."),
         Mistake("min_lr used as a floor under a cosine that decays to 0", _lr_floor,
                 "The cosine itself ends at min_lr: min_lr + (max_lr − min_lr)·(1 + cos(π·progress))/2.\n"
                 "max(min_lr, a cosine down to 0) is lower all through the decay and reaches min_lr early;\n"
