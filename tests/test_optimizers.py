@@ -555,6 +555,12 @@ def test_an_error_in_the_resumed_run_says_it_came_from_there():
     ("Adam", [('((st["v"] / (1 - b2 ** st["t"])).sqrt() + eps)', '(st["v"].sqrt() + eps)'),
               ("    def step(", "    @torch.no_grad()\n    def step(")],
      "only m bias-corrected"),
+    ("Adam", [("                if p.grad is None:\n                    continue\n",
+               "                st = self.state[p]\n                if not st:\n"
+               "                    st['t'], st['m'], st['v'] = 0, torch.zeros_like(p), torch.zeros_like(p)\n"
+               "                st['t'] += 1\n                if p.grad is None:\n                    continue\n"),
+              ('                st["t"] += 1\n', ""), ("    def step(", "    @torch.no_grad()\n    def step(")],
+     "one step count for all parameters, kept in the group (or counted before a None grad is skipped)"),
 ])
 def test_more_optimizer_slips_are_named(name, changes, mistake):
     """These got a bare difference in the final weights."""

@@ -327,7 +327,8 @@ _V_HAT_WHY = ("Both averages start at zero, so both need their correction: v̂ =
 _SHARED_T_WHY = ("Each parameter counts its own steps, in self.state[p]: one whose grad is None sits the step\n"
                  "out and its count stays (here 'extra' has a gradient every other step). A count per step()\n"
                  "call (self.t, or group['t']) bias-corrects its moments with the wrong t, and kept on the\n"
-                 "optimizer (self.t) it is also lost on a restart: state_dict() does not save it.")
+                 "optimizer (self.t) it is also lost on a restart: state_dict() does not save it. A count in\n"
+                 "self.state[p] incremented before the check for p.grad is None counts the calls too.")
 _NONE_SKIPPED_WHY = ("A parameter with p.grad None took no part in this step's loss; skip it entirely (no update,\n"
                      "no change to its state, decay included), as torch's optimizers do.")
 
@@ -478,8 +479,8 @@ ADAM_EX = Exercise(
                 "after g = p.grad, changes the caller's gradient."),
         Mistake("a parameter whose grad is None updated as if its gradient were zero",
                 _adam_variant(decoupled=False, default_wd=0.0, none_as_zero=True), _NONE_SKIPPED_WHY),
-        Mistake("one step count for all parameters, kept in the group", _adam_variant(
-            decoupled=False, default_wd=0.0, shared_t="group"), _SHARED_T_WHY),
+        Mistake("one step count for all parameters, kept in the group (or counted before a None grad is skipped)",
+                _adam_variant(decoupled=False, default_wd=0.0, shared_t="group"), _SHARED_T_WHY),
         Mistake("one step count for all parameters, kept on the optimizer", _adam_variant(
             decoupled=False, default_wd=0.0, shared_t="optimizer"), _SHARED_T_WHY),
     ],
@@ -549,8 +550,8 @@ ADAMW_EX = Exercise(
                 _adam_variant(decoupled=True, default_wd=0.01, t_from_zero=True),
                 "At the first step 1 − β⁰ = 0, and dividing by it gives inf and nan. Increment\n"
                 "state['step'] first, so the first step uses t = 1."),
-        Mistake("one step count for all parameters, kept in the group", _adam_variant(
-            decoupled=True, default_wd=0.01, shared_t="group"), _SHARED_T_WHY),
+        Mistake("one step count for all parameters, kept in the group (or counted before a None grad is skipped)",
+                _adam_variant(decoupled=True, default_wd=0.01, shared_t="group"), _SHARED_T_WHY),
         Mistake("one step count for all parameters, kept on the optimizer", _adam_variant(
             decoupled=True, default_wd=0.01, shared_t="optimizer"), _SHARED_T_WHY),
         Mistake("eps added to √v before the bias correction, not to √v̂ (the Adam paper's efficient form)",
