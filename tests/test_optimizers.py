@@ -203,7 +203,7 @@ _CLASS_MOMENTS: dict = {}
 def _learner_adam(decay, *, decoupled=False, state_outside=False, keep="self.state[p]", hyper="group",
                   paper_eps=False):
     """A learner-style Adam (AdamW if decoupled) whose L2 step is decay(p, wd) -> the gradient to use.
-    keep: where the moments live; hyper: "group", or the names read from self.defaults instead;
+    keep: where the moments live; hyper: "group", or the names read from self.defaults instead (lr, betas, eps);
     paper_eps: the Adam paper's "efficient" update, which adds eps to √v before the bias correction."""
     import math
 
@@ -232,6 +232,7 @@ def _learner_adam(decay, *, decoupled=False, state_outside=False, keep="self.sta
                 for group in self.param_groups:
                     lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
                     if hyper != "group":
+                        lr = self.defaults["lr"] if hyper.startswith("lr ") else lr
                         b1, b2 = self.defaults["betas"] if "betas" in hyper else (b1, b2)
                         eps = self.defaults["eps"] if "eps" in hyper else eps
                     for p in group["params"]:
@@ -334,11 +335,13 @@ def test_adamw_save_and_reload_failure_names_the_run_it_comes_from():
 @pytest.mark.parametrize("name", ["Adam", "AdamW"])
 @pytest.mark.parametrize("keep, hyper", [
     ("self.state[id(p)]", "group"), ("a dict of the class", "group"), ("an attribute of p", "group"),
-    ("self.state[p]", "betas from self.defaults"), ("self.state[p]", "eps from self.defaults")])
+    ("self.state[p]", "betas from self.defaults"), ("self.state[p]", "eps from self.defaults"),
+    ("self.state[p]", "betas and eps from self.defaults"), ("self.state[p]", "lr from self.defaults")])
 def test_adam_checks_refuse_state_lost_on_restart_and_defaults_read_for_a_group(name, keep, hyper):
     """The resumed run used the same Parameter objects in the same process, so moments keyed by id(p),
     kept on the class or on p survived a reload they would not survive after a restart; and no case
-    gave a second group its own betas or eps in both suites."""
+    gave a second group its own betas or eps in both suites. Reading them from self.defaults got a bare
+    difference, where SGDMomentum's momentum read once is named."""
     from course_lib.grading.engine import evaluate
     from course_lib.grading.spec import get_exercise
     right = _learner_adam(lambda p, wd: p.grad + wd * p, decoupled=name == "AdamW")
@@ -350,6 +353,10 @@ def test_adam_checks_refuse_state_lost_on_restart_and_defaults_read_for_a_group(
         assert not r.passed, (suite, r.message)
         if keep != "self.state[p]":
             assert "known mistake: moments kept outside self.state" in r.message, r.message
+        elif suite == "visible":
+            read = "lr" if hyper.startswith("lr") else "betas or eps"
+            assert f"known mistake: {read} read from self.defaults (or __init__) instead of from each group." \
+                in r.message, r.message
 
 
 def test_clipping_that_makes_new_tensors_is_told_to_scale_in_place():

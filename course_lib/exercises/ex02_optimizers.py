@@ -257,11 +257,12 @@ def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_
 def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=False, eps_inside=False,
                   flip_decay=False, decay_without_lr=False, state_outside=False, none_as_zero=False,
                   decay_into_grad=False, eps_before_correction=False, shared_t=None, decay_none=False,
-                  decay_after=False):
+                  decay_after=False, cached=()):
     """shared_t: "group" or "optimizer", where one step count for all parameters is kept (group["t"],
     saved by state_dict; self.t, not saved). decay_none: AdamW's decay applied before the skip of a
     parameter whose grad is None, its moments left alone. bias_correction="m only": v̂ = v.
-    decay_after: AdamW's decay applied after the Adam step instead of before it."""
+    decay_after: AdamW's decay applied after the Adam step instead of before it. cached: the names of
+    the hyper-parameters read from self.defaults instead of from the group."""
     class Mistaken(torch.optim.Optimizer):
         def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=default_wd):
             super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
@@ -271,7 +272,8 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
         def step(self, closure=None):
             self.t += 1
             for group in self.param_groups:
-                lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+                lr, (b1, b2), eps, wd = (self.defaults[k] if k in cached else group[k]
+                                         for k in ("lr", "betas", "eps", "weight_decay"))
                 group["t"] = group.get("t", 0) + 1
                 for p in group["params"]:
                     g = p.grad
@@ -322,6 +324,21 @@ _PAPER_EPS_WHY = ("The Adam paper's 'efficient' form, lr·√(1 − β₂ᵗ)/(1
 _V_HAT_WHY = ("Both averages start at zero, so both need their correction: v̂ = v / (1 − β₂ᵗ) as well as\n"
               "m̂ = m / (1 − β₁ᵗ). Without v's, √v is far too small while β₂ᵗ is near 1 (for hundreds of\n"
               "steps with β₂ = 0.999), and the early steps are several times too large.")
+
+
+_CACHED_WHY = ("Each parameter group may set its own lr, betas, eps and weight_decay (here one does), and a\n"
+               "schedule changes group['lr'] between steps. Read them from the group inside step(), for each\n"
+               "group: lr, (b1, b2) = group['lr'], group['betas'], ...; self.defaults, like a value saved in\n"
+               "__init__, holds only what __init__ was given.")
+
+
+def _cached_mistakes(decoupled: bool, default_wd: float) -> list[Mistake]:
+    """Hyper-parameters read once (self.defaults, or self.lr saved in __init__): lr, betas and eps (which also
+    names either alone where the other one does not matter, as in the visible cases), weight_decay, or all four."""
+    return [Mistake(f"{what} read from self.defaults (or __init__) instead of from each group",
+                    _adam_variant(decoupled=decoupled, default_wd=default_wd, cached=names), _CACHED_WHY)
+            for what, names in (("lr", ("lr",)), ("betas or eps", ("betas", "eps")), ("weight_decay", ("weight_decay",)),
+                                ("hyper-parameters", ("lr", "betas", "eps", "weight_decay")))]
 
 
 _SHARED_T_WHY = ("Each parameter counts its own steps, in self.state[p]: one whose grad is None sits the step\n"
@@ -483,6 +500,7 @@ ADAM_EX = Exercise(
                 _adam_variant(decoupled=False, default_wd=0.0, shared_t="group"), _SHARED_T_WHY),
         Mistake("one step count for all parameters, kept on the optimizer", _adam_variant(
             decoupled=False, default_wd=0.0, shared_t="optimizer"), _SHARED_T_WHY),
+        *_cached_mistakes(decoupled=False, default_wd=0.0),
     ],
     forbidden=OPTIM_FORBIDDEN,
     hint="For each parameter with a gradient: the weight-decay term joins the gradient before "
@@ -554,6 +572,7 @@ ADAMW_EX = Exercise(
                 _adam_variant(decoupled=True, default_wd=0.01, shared_t="group"), _SHARED_T_WHY),
         Mistake("one step count for all parameters, kept on the optimizer", _adam_variant(
             decoupled=True, default_wd=0.01, shared_t="optimizer"), _SHARED_T_WHY),
+        *_cached_mistakes(decoupled=True, default_wd=0.01),
         Mistake("eps added to √v before the bias correction, not to √v̂ (the Adam paper's efficient form)",
                 _adam_variant(decoupled=True, default_wd=0.01, eps_before_correction=True),
                 _PAPER_EPS_WHY),
