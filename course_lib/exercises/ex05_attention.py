@@ -224,6 +224,14 @@ def _m_nan_gradients(q, k, v, mask=None):
     return w @ v, w
 
 
+def _m_logsumexp(q, k, v, mask=None):
+    s = q @ k.mT / math.sqrt(q.shape[-1])
+    if mask is not None:
+        s = s.masked_fill(~mask, NEG_INF)
+    w = torch.exp(s - torch.logsumexp(s, dim=-1, keepdim=True)).nan_to_num(0.0)   # logsumexp rounded at |s|
+    return w @ v, w
+
+
 def _m_inverted(q, k, v, mask=None):
     return _finish(q @ k.mT / math.sqrt(q.shape[-1]), v, None if mask is None else ~mask)
 
@@ -272,6 +280,8 @@ SDPA = Exercise(
              _sdpa_case((2, 4, 5, 8), (2, 1, 6, 8), 8)),
         Case("q, k (2, 6, 16) with logits in the hundreds and a (2, 6, 6) mask that blocks each row's "
              "largest score", _sdpa_case((2, 6, 16), (2, 6, 16), 3, "top", scale=10.0), **_LARGE_LOGITS),
+        Case("q (4, 4, 8, 3), k (4, 4, 10, 3), v (4, 4, 10, 3): logits in the thousands, a mask that blocks each "
+             "row's largest score", _sdpa_case((4, 4, 8, 3), (4, 4, 10, 3), 3, "top", scale=20.0), **_LARGE_LOGITS),
     ],
     hidden=[
         Case("q, k, v of random shapes with batch and head axes, no mask", _sdpa_random()),
@@ -318,6 +328,14 @@ SDPA = Exercise(
                 "blocked scores with scores.masked_fill(~mask, float('-inf')) (or torch.where) before\n"
                 "torch.softmax: its backward gives the blocked scores a gradient of exactly 0, so the NaN\n"
                 "stops there. Adding log(mask) or -inf does not."),
+        Mistake("softmax as exp(s − logsumexp(s)): float32 rounds logsumexp at the size of the scores",
+                _m_logsumexp,
+                "logsumexp(s) = max + log(Σ exp(s − max)) is a number as large as the scores, and float32\n"
+                "keeps about 7 digits of it: at scores in the thousands it is off by ~1e-4. Where one key\n"
+                "takes nearly all the weight, its weight then misses 1 by ~1e-4 instead of ~1e-9, and the\n"
+                "gradients, which go through w·(1 − w), are off by far more than torch.softmax's. Subtract\n"
+                "the row's maximum instead, exp(s − max) / Σ exp(s − max) (s − max is exact, and the top\n"
+                "key's exp is exactly 1), or use torch.softmax, or log_softmax(s).exp()."),
         Mistake("row maximum taken over the masked keys too: the allowed keys underflow to 0",
                 _m_rowmax_all_keys,
                 "The weights were normalised over every key, blocked ones included (their maximum\n"
