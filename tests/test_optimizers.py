@@ -583,7 +583,7 @@ def test_more_optimizer_slips_are_named(name, changes, mistake):
     assert not r.passed and f"known mistake: {mistake}" in r.message, r.message
 
 
-def test_adamw_decay_after_the_step_and_min_lr_added_on_top_of_the_cosine_are_named():
+def test_adamw_decay_after_the_step_and_lr_at_slips_with_min_lr_are_named():
     """Two slips learners write got a bare difference: AdamW's decay applied after the Adam step
     (p -= lr·wd·p at the end), and a cosine min_lr + max_lr·(1 + cos)/2 that starts above max_lr."""
     import math
@@ -615,8 +615,16 @@ def test_adamw_decay_after_the_step_and_min_lr_added_on_top_of_the_cosine_are_na
             return min_lr
         return min_lr + max_lr * (1 + math.cos(math.pi * (step - warmup_steps) / (total_steps - warmup_steps))) / 2
 
+    def warmup_from_min(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+        if step < warmup_steps:
+            return min_lr + (max_lr - min_lr) * (step + 1) / warmup_steps
+        if step >= total_steps:
+            return min_lr
+        return min_lr + (max_lr - min_lr) * (1 + math.cos(math.pi * (step - warmup_steps) / (total_steps - warmup_steps))) / 2
+
     for name, answer, says in (("AdamW", DecayLast, "weight decay applied after the Adam step instead of before it"),
-                               ("lr_at", min_added, "min_lr added on top of a cosine from max_lr")):
+                               ("lr_at", min_added, "min_lr added on top of a cosine from max_lr"),
+                               ("lr_at", warmup_from_min, "warmup rising from min_lr instead of from 0")):
         for suite in ("visible", "hidden"):
             r = evaluate(get_exercise(name), answer, suite=suite)
             assert not r.passed and f"known mistake: {says}" in r.message, (name, suite, r.message)

@@ -659,6 +659,15 @@ def _lr_off_by_one(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
     return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * p))
 
 
+def _lr_warmup_from_min(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+    if step < warmup_steps:
+        return min_lr + (max_lr - min_lr) * (step + 1) / warmup_steps
+    if step >= total_steps:
+        return min_lr
+    p = (step - warmup_steps) / (total_steps - warmup_steps)
+    return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * p))
+
+
 def _lr_cos_one_short(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
     if step < warmup_steps:
         return max_lr * (step + 1) / warmup_steps
@@ -737,6 +746,9 @@ LR_EX = Exercise(
         Mistake("warmup off by one: max_lr·step/warmup_steps (lr 0 at step 0)", _lr_off_by_one,
                 "With step/warmup_steps the first step has lr 0 (it trains nothing) and max_lr is only\n"
                 "reached after warmup. This schedule uses max_lr·(step + 1)/warmup_steps."),
+        Mistake("warmup rising from min_lr instead of from 0", _lr_warmup_from_min,
+                "Some schedules warm up from min_lr; this one rises from 0, lr = max_lr·(step + 1)/warmup_steps\n"
+                "as the docstring says, and min_lr is only where the cosine ends."),
         Mistake("cosine measured from step 0 instead of from the end of warmup", _lr_cos_whole_run,
                 "The cosine starts where warmup ends: progress = (step − warmup_steps) /\n"
                 "(total_steps − warmup_steps), so the lr is max_lr right after warmup."),
