@@ -482,3 +482,11 @@ def test_the_welcome_notebook_states_the_default_tolerances_the_checks_use():
         sci = lambda v: f"{v:.0e}".replace("e-0", "e-")          # 1e-05 -> 1e-5, as the notebook writes it
         stated = f"`{sci(atol)} + {sci(rtol)}·|expected|` in {str(dtype).removeprefix('torch.')}"
         assert stated in text, f"00_welcome should say {stated!r}"
+
+
+@pytest.mark.parametrize("got", [torch.ones(3, 3).tril(), torch.ones(3, 3, dtype=torch.long).tril()])
+def test_ones_and_zeros_where_a_bool_tensor_belongs_are_told_apart_from_true_and_false(got):
+    d, _ = compare(capture(torch.ones(3, 3, dtype=torch.bool).tril()), capture(got), dtype=torch.bool, device="cpu",
+                   atol=0, rtol=0)
+    assert d is not None and d.kind == "dtype", d
+    assert "expected dtype bool, got" in d.text and "1s and 0s are not True and False" in d.text, d.text

@@ -133,6 +133,9 @@ def _compare_tensor(expected: TensorValue, got: Any, *, dtype, device, atol, rto
             why = ("\na tensor made without dtype= (torch.zeros, torch.empty, torch.tensor: float32 unless told) "
                    "or a .float() on the way: make new tensors with dtype=x.dtype or x.new_zeros(...), and "
                    "do not convert (converting back at the end loses the digits all the same)")
+        if want_dtype == torch.bool:
+            why = ("\n1s and 0s are not True and False: make the tensor with dtype=torch.bool, or keep a comparison's "
+                   "result (such as t < n) as it comes, or convert with .bool()")
         return Difference("dtype", where, f"expected dtype {str(want_dtype).removeprefix('torch.')}, "
                           f"got {str(got.dtype).removeprefix('torch.')}{why}"), 0.0
     if torch.device(got.device).type != torch.device(device).type:
