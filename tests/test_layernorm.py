@@ -478,3 +478,20 @@ def test_layer_norm_module_check_names_parameters_drawn_at_random(init, says, se
     answer = _learner_cell(_MODULE.replace("INIT", init).replace("WEIGHT", "self.weight"), "LayerNorm")
     for r in _both_suites("LayerNorm", answer):
         assert not r.passed and says in r.message, r.message
+
+
+@pytest.mark.parametrize("style, seed", [("textbook", 390), ("textbook", 1354), ("var_mean", 728), ("var_mean", 1666)])
+def test_layer_norm_constant_rows_leave_room_for_float32_rounding(style, seed):
+    """A constant row's gradient for x is about 316·(g - mean(g)): entries in the thousands beside entries
+    left small by cancellation. At the default tolerance right answers (the answer key's own steps, and
+    torch.var_mean with rsqrt) failed these hidden seeds in float32, by rounding."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+    body = {"textbook": "    mean = x.mean(-1, keepdim=True)\n"
+                        "    var = ((x - mean) ** 2).mean(-1, keepdim=True)\n"
+                        "    return (x - mean) / torch.sqrt(var + eps) * weight + bias\n",
+            "var_mean": "    var, mean = torch.var_mean(x, dim=-1, keepdim=True, correction=0)\n"
+                        "    return (x - mean) * torch.rsqrt(var + eps) * weight + bias\n"}[style]
+    src = "def layer_norm(x, weight, bias, eps=1e-5):\n" + body
+    r = evaluate(get_exercise("layer_norm"), _learner_cell(src, "layer_norm"), source=src, suite="hidden", seed=seed)
+    assert r.passed, r.message

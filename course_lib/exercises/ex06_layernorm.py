@@ -289,6 +289,13 @@ _LN_EXPLAIN = {
 # On inputs around 1e-3 the gradient for x is around 1e3, and a float32 entry left small by cancellation
 # carries the rounding of its large neighbours: the backward exercise's tolerance for the same inputs.
 _GRAD_1E3 = dict(atol=1e-3, rtol=1e-3)
+# A constant row has variance 0, so 1/sqrt(var + eps) is 1/sqrt(eps) ≈ 316 and its gradient for x is about
+# 316·(g - mean(g)): entries in the hundreds or thousands, next to entries left small by cancellation that
+# carry their rounding (float32: ~1e-4). At the default 1e-5 + 1e-4·|x| the answer key itself, run in float32,
+# failed 2 of 2,000 hidden seeds there (torch.var_mean with rsqrt 5 of 2,000): the backward exercise's
+# tolerance for the same rows. The mistakes a constant row is for (eps left out, or outside the root) are off
+# by nan or by a factor near 300.
+_CONSTANT_ROWS = dict(atol=1e-3, rtol=1e-4)
 _GRAD_NAMES = ("the output", "autograd's gradient for x through it", "autograd's gradient for weight",
                "autograd's gradient for bias")
 _STATS_DETACHED = ("The mean and variance depend on x too: computed under torch.no_grad() or from x.detach(),\n"
@@ -317,7 +324,8 @@ LAYER_NORM = Exercise(
     hidden=[
         Case("x of a random shape (2-D to 4-D)", _ln_random(dims=3)),
         Case("x of another random shape, values around 1e-3", _ln_random(scale=1e-3), **_GRAD_1E3),
-        Case("x of a random shape, values around 1e3, with constant rows", _ln_random(scale=1e3, constant=True)),
+        Case("x of a random shape, values around 1e3, with constant rows", _ln_random(scale=1e3, constant=True),
+             **_CONSTANT_ROWS),
         Case("x of a random shape, values around 1e-2, eps=0.05", _ln_random(scale=1e-2, eps=5e-2)),
         Case("x of a random shape, values 1000 ± 1", _ln_random(shift=1000.0, dims=2), atol=1e-3, rtol=1e-4),
     ],
