@@ -802,3 +802,24 @@ def test_adamw_whose_weight_decay_defaults_to_0_is_named_and_caught_by_the_hidde
         r = evaluate(ex, AdamW, suite=suite)
         assert not r.passed, (suite, r.message)
     assert "known mistake: weight_decay defaults to 0 (Adam's default) instead of AdamW's 0.01" in r.message, r.message
+
+
+def test_clip_that_measures_the_norm_again_inside_its_loop_is_named():
+    """Each gradient scaled by a norm measured afresh, after the earlier ones shrank, got only numbers."""
+    import torch
+
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    def clip(params, max_norm):
+        params = [p for p in params if p.grad is not None]
+        total = torch.sqrt(sum((p.grad ** 2).sum() for p in params))
+        for p in params:
+            norm = torch.sqrt(sum((q.grad ** 2).sum() for q in params))
+            if norm > max_norm:
+                p.grad.mul_(max_norm / (norm + 1e-6))
+        return total
+
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("clip_grad_norm"), clip, suite=suite)
+        assert not r.passed and "known mistake: the norm measured again inside the scaling loop" in r.message, r.message

@@ -872,6 +872,11 @@ CLIP_EX = Exercise(
                 "(g = g * c only renames g): scale each gradient in place, g.mul_(c)."),
         Mistake("returned the norm after clipping", lambda params, max_norm: _clip_after(params, max_norm),
                 "Return the total norm measured before clipping (it is what you log to see spikes)."),
+        Mistake("the norm measured again inside the scaling loop",
+                lambda params, max_norm: _clip_norm_in_loop(params, max_norm),
+                "Once the first gradients are scaled, the norm measured again is smaller, so each later\n"
+                "gradient gets another factor (or none at all) and the step changes direction. Measure\n"
+                "the global norm once, before the loop, and scale every gradient by that one factor."),
         Mistake("norms of the tensors added up instead of sqrt of the sum of squares",
                 lambda params, max_norm: _clip_sum_norms(params, max_norm),
                 "The global norm is the norm of all gradients laid end to end:\n"
@@ -923,6 +928,16 @@ def _clip_after(params, max_norm):
         for g in gs:
             g.mul_(max_norm / (total + 1e-6))
     return torch.stack([g.norm() for g in gs]).norm()
+
+
+def _clip_norm_in_loop(params, max_norm):
+    gs = _grads(params)
+    total = torch.stack([g.norm() for g in gs]).norm()
+    for g in gs:
+        now = torch.stack([h.norm() for h in gs]).norm()        # measured again, after earlier ones shrank
+        if now > max_norm:
+            g.mul_(max_norm / (now + 1e-6))
+    return total
 
 
 def _clip_sum_norms(params, max_norm):
