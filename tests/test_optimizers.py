@@ -568,6 +568,18 @@ def test_an_error_in_the_resumed_run_says_it_came_from_there():
                "                st['t'] += 1\n                if p.grad is None:\n                    continue\n"),
               ('                st["t"] += 1\n', ""), ("    def step(", "    @torch.no_grad()\n    def step(")],
      "one step count for all parameters, kept in the group (or counted before a None grad is skipped)"),
+    ("SGDMomentum", [('                else:\n                    state["buf"] = group', '                state["buf"] = group')],
+     "momentum buffer started as a copy of g and then updated in the same step"),
+    ("SGDMomentum", [("p.sub_(group['lr'] * state['buf'])",
+                      "p.sub_(group['lr'] * (p.grad + group['momentum'] * state['buf']))")],
+     "Nesterov momentum"),
+    *[(name, [*changes, ("    def step(", "    @torch.no_grad()\n    def step(")], mistake)
+      for name in ("Adam", "AdamW") for changes, mistake in [
+        ([('(1 - b1 ** st["t"])', '(1 - b1) ** st["t"]'), ('(1 - b2 ** st["t"])', '(1 - b2) ** st["t"]')],
+         "bias correction divides by (1 − β)ᵗ instead of 1 − βᵗ"),
+        ([('** st["t"]', '** (st["t"] + 1)')], "bias correction one step ahead"),
+        ([('((st["v"] / (1 - b2 ** st["t"])).sqrt() + eps)', '(st["v"] / (1 - b2 ** st["t"]) + eps * eps).sqrt()')],
+         "eps squared inside the square root: sqrt(v̂ + eps²)")]],
 ])
 def test_more_optimizer_slips_are_named(name, changes, mistake):
     """These got a bare difference in the final weights."""
@@ -576,11 +588,15 @@ def test_more_optimizer_slips_are_named(name, changes, mistake):
 
     src = (SGD_REBOUND.replace("KEY", "p").replace("UPDATE", "p.sub_(group['lr'] * state['buf'])")
            if name == "SGDMomentum" else ADAM_GRAPH)
+    if name == "AdamW":                         # decoupled decay, AdamW's default 0.01
+        src = (src.replace("class Adam(", "class AdamW(").replace("weight_decay=0.0", "weight_decay=0.01")
+               .replace("g = p.grad + wd * p", "p.mul_(1 - lr * wd)\n                g = p.grad"))
     for old, new in changes:
         assert old in src, old
         src = src.replace(old, new)
-    r = evaluate(get_exercise(name), _answer(src, name))
-    assert not r.passed and f"known mistake: {mistake}" in r.message, r.message
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise(name), _answer(src, name), suite=suite)
+        assert not r.passed and f"known mistake: {mistake}" in r.message, (suite, r.message)
 
 
 def test_adamw_decay_after_the_step_and_lr_at_slips_with_min_lr_are_named():
@@ -823,3 +839,30 @@ def test_clip_that_measures_the_norm_again_inside_its_loop_is_named():
     for suite in ("visible", "hidden"):
         r = evaluate(get_exercise("clip_grad_norm"), clip, suite=suite)
         assert not r.passed and "known mistake: the norm measured again inside the scaling loop" in r.message, r.message
+
+
+@pytest.mark.parametrize("norm, mistake", [
+    ("max(g.abs().max() for g in grads)", "the largest absolute entry used as the norm"),
+    ("torch.cat([g.flatten() for g in grads]).pow(2).mean().sqrt()", "squares averaged instead of summed"),
+])
+def test_clip_by_another_norm_is_named(norm, mistake):
+    """The inf-norm or a root-mean-square in place of the 2-norm got only 'expected 19.38 got 12.01'."""
+    import torch
+
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    src = f"""
+def clip_grad_norm(params, max_norm):
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = {norm}
+    if norm > max_norm:
+        for g in grads:
+            g.mul_(max_norm / norm)
+    return norm
+"""
+    ns = {"torch": torch}
+    exec(compile(src, "<answer>", "exec"), ns)
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("clip_grad_norm"), ns["clip_grad_norm"], suite=suite)
+        assert not r.passed and f"known mistake: {mistake}" in r.message, (suite, r.message)

@@ -215,11 +215,13 @@ def _opt_random(defaults_fn, group2_fn):
 
 # ---------------------------------------------------------------- mistaken optimizers
 def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_mu=False, state_outside=False,
-                 none_as_zero=False, grad_as_buffer=None):
+                 none_as_zero=False, grad_as_buffer=None, first_twice=False, nesterov=False):
     """grad_as_buffer: "in place" or "new": the buffer starts as p.grad itself (no clone), then is
     updated in place (buf.mul_(mu).add_(g)) or into a new tensor (buf = mu * buf + g).
     dampen: True, from the first step (buf = (1 - mu) * g, then the average); "after the first":
-    buf = a copy of g, as the docstring says, then the average."""
+    buf = a copy of g, as the docstring says, then the average. first_twice: the buffer starts as a
+    copy of g and is then updated in the same step, so the first buffer is (1 + mu)·g. nesterov: the
+    step is g + mu·buf instead of buf."""
     class Mistaken(torch.optim.Optimizer):
         def __init__(self, params, lr, momentum=0.0):
             super().__init__(params, dict(lr=lr, momentum=momentum))
@@ -246,23 +248,26 @@ def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_
                         store[key] = g                  # no clone: the buffer is p.grad itself
                     elif grad_as_buffer == "in place":
                         store[key].mul_(mu).add_(g)
-                    elif key not in store:
+                    elif key not in store and not first_twice:
                         store[key] = (1 - mu) * scale * g if dampen is True else scale * g.clone()
                     else:
-                        store[key] = mu * store[key] + ((1 - mu) if dampen else scale) * g
-                    p.sub_(store[key] if lr_in_velocity else lr * store[key])
+                        store[key] = mu * store.get(key, g) + ((1 - mu) if dampen else scale) * g
+                    step = g + mu * store[key] if nesterov else store[key]
+                    p.sub_(step if lr_in_velocity else lr * step)
     return Mistaken
 
 
 def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=False, eps_inside=False,
                   flip_decay=False, decay_without_lr=False, state_outside=False, none_as_zero=False,
                   decay_into_grad=False, eps_before_correction=False, shared_t=None, decay_none=False,
-                  decay_after=False, cached=()):
+                  decay_after=False, cached=(), t_shift=0, one_minus_pow=False, eps_squared=False):
     """shared_t: "group" or "optimizer", where one step count for all parameters is kept (group["t"],
     saved by state_dict; self.t, not saved). decay_none: AdamW's decay applied before the skip of a
     parameter whose grad is None, its moments left alone. bias_correction="m only": v̂ = v.
     decay_after: AdamW's decay applied after the Adam step instead of before it. cached: the names of
-    the hyper-parameters read from self.defaults instead of from the group."""
+    the hyper-parameters read from self.defaults instead of from the group. t_shift: the bias correction
+    uses t + t_shift. one_minus_pow: it divides by (1 - β)ᵗ instead of 1 - βᵗ. eps_squared: the
+    denominator is sqrt(v̂ + eps²)."""
     class Mistaken(torch.optim.Optimizer):
         def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=default_wd):
             super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
@@ -295,18 +300,22 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                         st["step"], st["m"], st["v"] = 0, torch.zeros_like(p), torch.zeros_like(p)
                     if not t_from_zero:
                         st["step"] += 1
-                    t = {"group": group["t"], "optimizer": self.t}.get(shared_t, st["step"])
+                    t = {"group": group["t"], "optimizer": self.t}.get(shared_t, st["step"]) + t_shift
                     st["m"] = b1 * st["m"] + (1 - b1) * g
                     st["v"] = b2 * st["v"] + (1 - b2) * g * g
                     m, v = st["m"], st["v"]
                     if eps_before_correction:        # the Adam paper's "efficient" form: eps meets √v, not √v̂
                         p.sub_(lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t) * m / (v.sqrt() + eps))
                         continue
-                    if bias_correction:
+                    if one_minus_pow:
+                        m, v = m / (1 - b1) ** t, v / (1 - b2) ** t
+                    elif bias_correction:
                         m = m / (1 - b1 ** t) if t else m / 0.0
                         if bias_correction != "m only":
                             v = v / (1 - b2 ** t) if t else v / 0.0
-                    denom = (v + eps).sqrt() if eps_inside else v.sqrt() + eps
+                    denom = v.sqrt() + eps
+                    if eps_inside or eps_squared:
+                        denom = (v + (eps if eps_inside else eps * eps)).sqrt()
                     p.sub_(lr * m / denom)
                     if decay_after and wd != 0:
                         p.mul_(1 - lr * wd)
@@ -324,6 +333,11 @@ _PAPER_EPS_WHY = ("The Adam paper's 'efficient' form, lr·√(1 − β₂ᵗ)/(1
 _V_HAT_WHY = ("Both averages start at zero, so both need their correction: v̂ = v / (1 − β₂ᵗ) as well as\n"
               "m̂ = m / (1 − β₁ᵗ). Without v's, √v is far too small while β₂ᵗ is near 1 (for hundreds of\n"
               "steps with β₂ = 0.999), and the early steps are several times too large.")
+
+
+_POW_WHY = ("The correction is 1 − βᵗ (β to the power t, subtracted from 1): the share of the average that\n"
+            "has been filled since m and v started at zero. (1 − β)ᵗ is tiny after a few steps (0.1¹⁰ for\n"
+            "β₁ = 0.9), so m̂ and v̂ blow up.")
 
 
 _CACHED_WHY = ("Each parameter group may set its own lr, betas, eps and weight_decay (here one does), and a\n"
@@ -424,6 +438,16 @@ SGD_EX = Exercise(
                 _sgd_variant(grad_as_buffer="in place"), _ALIAS_WHY),
         Mistake("momentum buffer started as p.grad (or p.grad.detach()) instead of a copy",
                 _sgd_variant(grad_as_buffer="new"), _ALIAS_WHY),
+        Mistake("momentum buffer started as a copy of g and then updated in the same step",
+                _sgd_variant(first_twice=True),
+                "The first step's buffer is g itself. Starting it as g.clone() and then running the\n"
+                "update buf = μ·buf + g in the same step makes it (1 + μ)·g: the first step is 1.9 times\n"
+                "too long at μ = 0.9, and every later buffer carries that. Update only a buffer that\n"
+                "already existed (if/else)."),
+        Mistake("Nesterov momentum: p ← p − lr·(g + μ·buf) instead of p ← p − lr·buf",
+                _sgd_variant(nesterov=True),
+                "Nesterov's variant looks ahead by μ·buf; this exercise (torch's SGD with nesterov=False)\n"
+                "steps by the buffer itself: buf = μ·buf + g, then p ← p − lr·buf."),
     ],
     forbidden=OPTIM_FORBIDDEN,
     hint="Loop over self.param_groups, read lr and momentum from each group, and over the group's "
@@ -476,6 +500,17 @@ ADAM_EX = Exercise(
         Mistake("eps added to √v before the bias correction, not to √v̂ (the Adam paper's efficient form)",
                 _adam_variant(decoupled=False, default_wd=0.0, eps_before_correction=True),
                 _PAPER_EPS_WHY),
+        Mistake("bias correction divides by (1 − β)ᵗ instead of 1 − βᵗ",
+                _adam_variant(decoupled=False, default_wd=0.0, one_minus_pow=True), _POW_WHY),
+        Mistake("bias correction one step ahead: 1 − βᵗ⁺¹ (the step counted twice, or t + 1 used)",
+                _adam_variant(decoupled=False, default_wd=0.0, t_shift=1),
+                "t is the number of steps this parameter has taken, this one included: 1 at the first\n"
+                "step. With t + 1 the early corrections are too small (1 − β₁² = 0.19 instead of 0.1), so\n"
+                "the first steps are short of what they should be."),
+        Mistake("eps squared inside the square root: sqrt(v̂ + eps²)",
+                _adam_variant(decoupled=False, default_wd=0.0, eps_squared=True),
+                "Adam divides by sqrt(v̂) + eps. sqrt(v̂ + eps²) is close but not equal: it differs most\n"
+                "where √v̂ is near eps (the tiny-gradient parameters here)."),
         Mistake("eps inside the square root: sqrt(v̂ + eps)", _adam_variant(decoupled=False, default_wd=0.0,
                                                                            eps_inside=True),
                 "Adam divides by sqrt(v̂) + eps. Under the root, eps acts at the scale √eps (1e-4 for\n"
@@ -576,6 +611,17 @@ ADAMW_EX = Exercise(
         Mistake("eps added to √v before the bias correction, not to √v̂ (the Adam paper's efficient form)",
                 _adam_variant(decoupled=True, default_wd=0.01, eps_before_correction=True),
                 _PAPER_EPS_WHY),
+        Mistake("bias correction divides by (1 − β)ᵗ instead of 1 − βᵗ",
+                _adam_variant(decoupled=True, default_wd=0.01, one_minus_pow=True), _POW_WHY),
+        Mistake("bias correction one step ahead: 1 − βᵗ⁺¹ (the step counted twice, or t + 1 used)",
+                _adam_variant(decoupled=True, default_wd=0.01, t_shift=1),
+                "t is the number of steps this parameter has taken, this one included: 1 at the first\n"
+                "step. With t + 1 the early corrections are too small (1 − β₁² = 0.19 instead of 0.1), so\n"
+                "the first steps are short of what they should be."),
+        Mistake("eps squared inside the square root: sqrt(v̂ + eps²)",
+                _adam_variant(decoupled=True, default_wd=0.01, eps_squared=True),
+                "Adam divides by sqrt(v̂) + eps. sqrt(v̂ + eps²) is close but not equal: it differs most\n"
+                "where √v̂ is near eps (the tiny-gradient parameters here)."),
         Mistake("eps inside the square root: sqrt(v̂ + eps)", _adam_variant(decoupled=True, default_wd=0.01,
                                                                            eps_inside=True),
                 "Adam divides by sqrt(v̂) + eps. Under the root, eps acts at the scale √eps (1e-4 for\n"
@@ -877,6 +923,16 @@ CLIP_EX = Exercise(
                 "Once the first gradients are scaled, the norm measured again is smaller, so each later\n"
                 "gradient gets another factor (or none at all) and the step changes direction. Measure\n"
                 "the global norm once, before the loop, and scale every gradient by that one factor."),
+        Mistake("the largest absolute entry used as the norm (max-norm instead of the 2-norm)",
+                lambda params, max_norm: _clip_other_norm(params, max_norm, "max"),
+                "clip_grad_norm clips by the Euclidean (2-)norm of all gradients laid end to end:\n"
+                "sqrt of the sum of the squares of every entry. max |g| is the inf-norm, a different\n"
+                "measure (torch's clip_grad_norm_ uses it only when asked, with norm_type=inf)."),
+        Mistake("squares averaged instead of summed (a root-mean-square, not the norm)",
+                lambda params, max_norm: _clip_other_norm(params, max_norm, "rms"),
+                "The global norm sums the squares of every entry, then takes the square root:\n"
+                "sqrt(Σ g²). .mean() divides by the number of entries, so the norm comes out smaller\n"
+                "and clipping starts far too late."),
         Mistake("norms of the tensors added up instead of sqrt of the sum of squares",
                 lambda params, max_norm: _clip_sum_norms(params, max_norm),
                 "The global norm is the norm of all gradients laid end to end:\n"
@@ -937,6 +993,16 @@ def _clip_norm_in_loop(params, max_norm):
         now = torch.stack([h.norm() for h in gs]).norm()        # measured again, after earlier ones shrank
         if now > max_norm:
             g.mul_(max_norm / (now + 1e-6))
+    return total
+
+
+def _clip_other_norm(params, max_norm, kind):
+    gs = _grads(params)
+    flat = torch.cat([g.flatten() for g in gs])
+    total = flat.abs().max() if kind == "max" else flat.pow(2).mean().sqrt()
+    if total > max_norm:
+        for g in gs:
+            g.mul_(max_norm / (total + 1e-6))
     return total
 
 
