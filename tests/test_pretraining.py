@@ -619,6 +619,27 @@ def test_train_step_check_names_more_mistakes(source, says):
     assert all(not _hidden("train_step", answer, seed).passed for seed in _SEEDS)
 
 
+
+@pytest.mark.parametrize("source", [
+    _STEP.replace("loss = F.cross_entropy(logits.reshape", "loss = F.cross_entropy(model(x).reshape"),
+    _STEP.replace("    return loss.item()", "    return logged").replace(
+        "    loss.backward()\n", "    loss.backward()\n    with torch.no_grad():\n"
+        "        logged = F.cross_entropy(model(x).flatten(0, 1), y.flatten()).item()\n"),
+], ids=["model called twice for one loss", "a second forward to log the loss"])
+def test_train_step_that_runs_the_model_twice_per_step_is_refused(source):
+    """Both passed: the test model has no dropout, so the second forward gave the same numbers."""
+    for r in _evaluate_both("train_step", _answer(source, "train_step")).values():
+        assert not r.passed and "ran 4 forward passes in two calls, not one per step" in r.message, r.message
+
+
+def test_train_step_whose_second_forward_measures_the_updated_model_is_told_that_first():
+    """It runs two forwards per step too; the loss it returns is the more telling difference, and comes first."""
+    source = _STEP.replace("    return loss.item()", "    with torch.no_grad():\n"
+                           "        return F.cross_entropy(model(x).flatten(0, 1), y.flatten()).item()")
+    for r in _evaluate_both("train_step", _answer(source, "train_step")).values():
+        assert not r.passed and "known mistake: loss measured after the update" in r.message, r.message
+
+
 # ------------------------------------------------------------ gaps a second blind probe found
 _SOFTMAX_BY_HAND = """def lm_loss(logits, targets):
     probs = torch.exp(logits) / torch.exp(logits).sum(-1, keepdim=True)

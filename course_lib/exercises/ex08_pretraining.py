@@ -998,11 +998,19 @@ def _call_step(fn, inputs):
 
     words = _properties(("each call returned the loss as a Python float", returned),
                         ("the model in training mode during the step and after it", training_mode))
+    def forwards():                                           # compared last: the loss after the update runs two too
+        n = len(model.modes)
+        return None if n == 2 else (
+            f"the model ran {n} forward passes in two calls, not one per step: the loss to return is the one "
+            "backward() started from, and a second pass costs a whole forward (with dropout on it also draws "
+            "other masks, so its loss is not the one the step trained on)")
+
     try:
         losses = torch.tensor([float(v) for v in got], **like)
     except (TypeError, ValueError, RuntimeError):
         losses = None
-    return (*words, losses, model.emb.detach(), model.out.detach())
+    return (*words, losses, model.emb.detach(), model.out.detach(),
+            *_properties(("one forward pass per step", forwards)))
 
 
 def _m_no_zero_grad(model, batch, optimizer, max_norm):
@@ -1130,11 +1138,11 @@ def _stepped(loss_fn):
 TRAIN_STEP = Exercise(
     name="train_step", notebook="08_pretraining", reference=ref.train_step, call=_call_step,
     outputs=("what each call returned", "the model's mode during and after the step", "the two losses",
-             "emb after both steps", "out after both steps"),
+             "emb after both steps", "out after both steps", "forward passes"),
     visible=[
         Case("a tiny model (vocabulary 7, width 4) with old gradients left in .grad, batch (3, 5), gradient norm "
-             "about 3, max_norm 0.1, two steps in a row; compared: what each call returns, the two losses, then the "
-             "weights", _step_case(3, 5, 7, 4, 0.1, scale=3.0)),
+             "about 3, max_norm 0.1, two steps in a row; compared: what each call returns, the two losses, the weights, "
+             "then the number of forward passes", _step_case(3, 5, 7, 4, 0.1, scale=3.0)),
         Case("vocabulary 10, width 6, batch (2, 8), max_norm 0.5, two steps", _step_case(2, 8, 10, 6, 0.5)),
         Case("vocabulary 5, width 3, batch (4, 4), max_norm 0.05, two steps", _step_case(4, 4, 5, 3, 0.05)),
         Case("vocabulary 6, width 4, batch (3, 4), max_norm 100 (the gradients are smaller: no clipping), lr 0.1, "
