@@ -468,6 +468,36 @@ def test_batched_dot_names_attention_steps_taken_too_early(name, named):
         assert not r.passed and f"known mistake: {named}" in r.message, (suite, r.message)
 
 
+_HEADS_AND_DOTS_NAMED = """
+def split_cat(x, n_heads):
+    return torch.cat(x.chunk(n_heads, dim=-1), dim=1)
+
+def merge_cat(x):
+    return torch.cat([x[:, h] for h in range(x.shape[1])], dim=1)
+
+def merge_hstack(x):
+    return torch.hstack(x.unbind(1))
+
+def merge_flatten1(x):
+    return x.transpose(1, 2).flatten(1)
+"""
+
+
+@pytest.mark.parametrize("exercise, name, named", [
+    ("split_heads", "split_cat", "heads joined along time with cat"),
+    ("merge_heads", "merge_cat", "heads joined along time"),
+    ("merge_heads", "merge_hstack", "heads joined along time"),
+    ("merge_heads", "merge_flatten1", "time merged into the features too"),
+])
+def test_welcome_shape_mistakes_are_named(exercise, name, named):
+    """Each got only a bare 'expected shape (2, 3, 5, 4), got (2, 15, 4)' (or (2, 60))."""
+    from course_lib.grading.spec import get_exercise
+    ns = {"torch": torch}
+    exec(compile(_HEADS_AND_DOTS_NAMED, "<answer>", "exec"), ns)
+    r = evaluate(get_exercise(exercise), ns[name], suite="visible")
+    assert not r.passed and "known mistake: " in r.message and named in r.message, r.message
+
+
 def test_counts_are_said_as_counts_and_other_numbers_with_their_decimals():
     """A count that differs (freeze_lower_layers' trainable parameters) read 'expected 4482.00 got 4490.00'."""
     diff, _ = compare(4482, 4490, dtype=torch.float64, device="cpu", atol=0.0, rtol=0.0)

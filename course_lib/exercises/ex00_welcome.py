@@ -73,6 +73,10 @@ SPLIT = Exercise(
         Mistake("n_heads used as the size of each head",
                 lambda x, n_heads: rearrange(x, "b t (h d) -> b h t d", d=n_heads),
                 "n_heads is the number of heads H; each head's size is D = d_model / H."),
+        Mistake("heads joined along time with cat: (B, H*T, D)",
+                lambda x, n_heads: torch.cat(x.chunk(n_heads, dim=-1), dim=1),
+                "torch.cat joins the H blocks end to end along an axis they already have, here time.\n"
+                "torch.stack(blocks, dim=1) puts them on a new axis of their own: (B, H, T, D)."),
     ],
     hint="The last axis of `x` packs H blocks of D features, one block per head. Split that one "
          "axis into two (which of the two is the outer one?), then move the head axis in front of "
@@ -128,6 +132,15 @@ MERGE = Exercise(
         Mistake("head axis moved but not merged, (B, T, H, D)",
                 lambda x: x.transpose(1, 2),
                 "After bringing time in front of the heads, merge H and D into one axis of H*D."),
+        Mistake("heads joined along time: (B, H*T, D)",
+                lambda x: torch.cat(x.unbind(1), dim=1),
+                "Each head's (B, T, D) block belongs beside the others in the feature axis: cat on\n"
+                "dim=-1. On dim 1 (which is also where hstack joins) the heads follow one another\n"
+                "along time."),
+        Mistake("time merged into the features too: (B, T*H*D)",
+                lambda x: x.transpose(1, 2).flatten(1),
+                "flatten(1) merges every axis from 1 on. After moving time in front of the heads,\n"
+                "merge only the last two: flatten(2), or reshape(B, T, H*D)."),
     ],
     hint="This is split_heads backwards: bring time in front of the heads, then merge the last "
          "two axes into one, heads outer. In einops, a group `(a b)` on the right of a pattern "
