@@ -498,6 +498,19 @@ def test_welcome_shape_mistakes_are_named(exercise, name, named):
     assert not r.passed and "known mistake: " in r.message and named in r.message, r.message
 
 
+def test_split_heads_with_a_fixed_head_count_is_not_told_it_used_n_heads_as_the_head_size():
+    """4 heads written as a number met the case of 3 heads of size 4 and was told 'n_heads used as the size of
+    each head', a thing the answer does not do; the message now says what came back and both ways to get it."""
+    from course_lib.grading.spec import get_exercise
+
+    def split_heads(x, n_heads):
+        B, T, C = x.shape
+        return x.view(B, T, 4, C // 4).transpose(1, 2)
+    r = evaluate(get_exercise("split_heads"), split_heads, suite="visible")
+    assert not r.passed and "head count and head size swapped" in r.message, r.message
+    assert "a head\n  count written as a number" in r.message, r.message
+
+
 def test_counts_are_said_as_counts_and_other_numbers_with_their_decimals():
     """A count that differs (freeze_lower_layers' trainable parameters) read 'expected 4482.00 got 4490.00'."""
     diff, _ = compare(4482, 4490, dtype=torch.float64, device="cpu", atol=0.0, rtol=0.0)

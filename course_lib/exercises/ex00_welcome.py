@@ -70,9 +70,11 @@ SPLIT = Exercise(
         Mistake("head axis left after time, (B, T, H, D)",
                 lambda x, n_heads: x.reshape(x.shape[0], x.shape[1], n_heads, x.shape[2] // n_heads),
                 "The split is right but the head axis must come before time: (B, H, T, D)."),
-        Mistake("n_heads used as the size of each head",
+        Mistake("head count and head size swapped: D heads of n_heads features each",
                 lambda x, n_heads: rearrange(x, "b t (h d) -> b h t d", d=n_heads),
-                "n_heads is the number of heads H; each head's size is D = d_model / H."),
+                "n_heads is the number of heads H; each head's size is D = d_model / H. Look for n_heads\n"
+                "where the head size belongs (d=n_heads, torch.split(x, n_heads, dim=-1)), or a head\n"
+                "count written as a number instead of n_heads."),
         Mistake("heads joined along time with cat: (B, H*T, D)",
                 lambda x, n_heads: torch.cat(x.chunk(n_heads, dim=-1), dim=1),
                 "torch.cat joins the H blocks end to end along an axis they already have, here time.\n"
