@@ -480,6 +480,15 @@ def merge_hstack(x):
 
 def merge_flatten1(x):
     return x.transpose(1, 2).flatten(1)
+
+def dot_qT_k(q, k):
+    return q.transpose(-2, -1) @ k
+
+def dot_einsum_over_time(q, k):
+    return torch.einsum("...di,...dj->...ij", q, k)
+
+def dot_tensordot(q, k):
+    return torch.tensordot(q, k, dims=([-1], [-1]))
 """
 
 
@@ -488,9 +497,13 @@ def merge_flatten1(x):
     ("merge_heads", "merge_cat", "heads joined along time"),
     ("merge_heads", "merge_hstack", "heads joined along time"),
     ("merge_heads", "merge_flatten1", "time merged into the features too"),
+    ("batched_dot", "dot_qT_k", "the wrong factor transposed"),
+    ("batched_dot", "dot_einsum_over_time", "the wrong factor transposed"),
+    ("batched_dot", "dot_tensordot", "tensordot"),
 ])
 def test_welcome_shape_mistakes_are_named(exercise, name, named):
-    """Each got only a bare 'expected shape (2, 3, 5, 4), got (2, 15, 4)' (or (2, 60))."""
+    """Each got only a bare 'expected shape (2, 3, 5, 4), got (2, 15, 4)' (or (2, 60), or (2, 6, 6)); tensordot
+    was explained as torch.inner, a call the answer does not make."""
     from course_lib.grading.spec import get_exercise
     ns = {"torch": torch}
     exec(compile(_HEADS_AND_DOTS_NAMED, "<answer>", "exec"), ns)

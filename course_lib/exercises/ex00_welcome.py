@@ -207,16 +207,21 @@ DOT = Exercise(
                 lambda q, k: k @ q.transpose(-1, -2),
                 "Row i of the result belongs to query i: out[..., i, j] = q[..., i, :] · k[..., j, :].\n"
                 "Put q on the left: q @ kᵀ, which has shape (..., T_q, T_k)."),
+        Mistake("the wrong factor transposed: qᵀ k, a (D, D) table",
+                lambda q, k: q.transpose(-1, -2) @ k,
+                "qᵀ @ k sums over the positions and pairs feature with feature. Swap the last two axes\n"
+                "of k, not q: (..., T_q, D) @ (..., D, T_k) gives the (..., T_q, T_k) table."),
         Mistake("element-wise products summed per position instead of all pairs",
                 lambda q, k: (q * k).sum(-1),
                 "(q * k).sum(-1) dots query i only with key i. Attention needs every query with\n"
                 "every key: a (T_q, T_k) table of dot products."),
-        Mistake("torch.inner: every query meets every key of every sequence",
+        Mistake("torch.inner or tensordot: every query meets every key of every sequence",
                 lambda q, k: torch.inner(q, k),
-                "torch.inner(q, k) contracts the last axes of q and k but pairs all of q's leading axes\n"
-                "with all of k's: (B, T_q, D) with (B, T_k, D) gives (B, T_q, B, T_k), each query against\n"
-                "the keys of every sequence. Each sequence's queries meet only its own keys: q @ kᵀ\n"
-                "(matmul broadcasts the leading axes instead of pairing them), or einsum with `...`."),
+                "torch.inner(q, k), like torch.tensordot(q, k, dims=([-1], [-1])), contracts the last axes\n"
+                "of q and k but pairs all of q's leading axes with all of k's: (B, T_q, D) with (B, T_k, D)\n"
+                "gives (B, T_q, B, T_k), each query against the keys of every sequence. Each sequence's\n"
+                "queries meet only its own keys: q @ kᵀ (matmul broadcasts the leading axes instead of\n"
+                "pairing them), or einsum with `...`."),
         Mistake("already divided by √D",
                 lambda q, k: (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1]),
                 "The scaling by √D belongs to attention (notebook 05); here return the plain dot products."),
