@@ -511,6 +511,32 @@ def test_welcome_shape_mistakes_are_named(exercise, name, named):
     assert not r.passed and "known mistake: " in r.message and named in r.message, r.message
 
 
+
+@pytest.mark.parametrize("body, says", [
+    ("q @ k", "q @ k pairs q's last axis (D) with k's second-to-last"),
+    ("torch.matmul(q, k)", "q @ k pairs q's last axis (D) with k's second-to-last"),
+    ("q @ k.transpose(1, 2)", "If this comes from turning k round:\n  q @ k pairs"),
+    ("q @ k.T", "If this comes from turning k round:\n  q @ k pairs"),
+    ("q @ k.permute(0, 2, 1)", "If this comes from turning k round:\n  q @ k pairs"),
+    ("torch.bmm(q, k.transpose(1, 2))", "q @ k.transpose(-2, -1), or k.mT"),
+    ("torch.einsum('bij,bjk->bik', q, k)", "share D, their last axis: '...id,...jd->...ij'"),
+], ids=["q @ k", "matmul", "transpose(1, 2)", ".T", "permute", "bmm", "einsum"])
+def test_batched_dot_that_fails_in_the_matmul_says_how_to_turn_k(body, says):
+    """Each got only torch's own text, e.g. 'Expected size for first two dimensions of batch2 tensor to be:
+    [2, 6] but got: [2, 4]', which does not say that k has to be transposed, or how."""
+    import warnings
+
+    from course_lib.grading.spec import get_exercise
+    ns = {"torch": torch}
+    exec(compile(f"def batched_dot(q, k):\n    return {body}\n", "<answer>", "exec"), ns)
+    for suite in ("visible", "hidden"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")                 # .T on a tensor that is not 2-D warns
+            r = evaluate(get_exercise("batched_dot"), ns["batched_dot"], suite=suite)
+        assert not r.passed and "raised" in r.message and says in r.message, (suite, r.message)
+
+
+
 def test_split_heads_with_a_fixed_head_count_is_not_told_it_used_n_heads_as_the_head_size():
     """4 heads written as a number met the case of 3 heads of size 4 and was told 'n_heads used as the size of
     each head', a thing the answer does not do; the message now says what came back and both ways to get it."""

@@ -179,10 +179,35 @@ def _dot_square(g):
     return _dot_case((B, T, D), (B, T, D))(g)
 
 
+# What torch says when k goes into a matmul as it comes; and what it may say when k was turned by axes counted
+# from the front (transpose(1, 2), permute(0, 2, 1), .T), which other slips can raise too.
+_MATMUL_ERRORS = ("cannot be multiplied", "first two dimensions of batch2", "batch1 must be a 3D tensor")
+_TURNED_K_ERRORS = ("must match the size of tensor b", "Dimension out of range", "does not match the length of the desired")
+
+
+def _call_dot(fn, inputs):
+    """The answer's table. Where it fails as a matmul of q with k as it comes does, a note says how to turn k."""
+    try:
+        return fn(inputs["q"], inputs["k"])
+    except (RuntimeError, IndexError) as exc:
+        text = str(exc)
+        if text.startswith("einsum()"):
+            exc.add_note("In einsum, a letter in both inputs and not in the output is summed over. q (…, T_q, D) and\n"
+                         "k (…, T_k, D) share D, their last axis: '...id,...jd->...ij'.")
+        elif any(s in text for s in _MATMUL_ERRORS + _TURNED_K_ERRORS):
+            exc.add_note(("" if any(s in text for s in _MATMUL_ERRORS) else "If this comes from turning k round:\n")
+                         + "q @ k pairs q's last axis (D) with k's second-to-last, which is T_k: k comes as\n"
+                         "(…, T_k, D), one key per row. Swap k's last two axes, counted from the end so that any\n"
+                         "leading axes stay put: q @ k.transpose(-2, -1), or k.mT. (k.T reverses every axis of a k\n"
+                         "that is not 2-D; k.transpose(1, 2), permute(0, 2, 1) and bmm fit only a 3-D k.)")
+        raise
+
+
 DOT = Exercise(
     name="batched_dot",
     notebook="00_welcome",
     reference=ref.batched_dot,
+    call=_call_dot,
     visible=[
         Case("q and k both (2, 4, 6): as many queries as keys", _dot_case((2, 4, 6), (2, 4, 6))),
         Case("q (2, 3, 4) and k (2, 5, 4)", _dot_case((2, 3, 4), (2, 5, 4))),
