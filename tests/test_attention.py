@@ -654,3 +654,28 @@ def test_multi_head_attention_check_trains_it_once_and_names_head_and_mask_slips
     with no gradient, a projection cut off, or a tensor changed in place that autograd needed looked right.
     The NaN gradient, a layer shared by two projections and the head and mask slips got bare numbers."""
     _grade_changed_mha(change, said)
+
+
+@pytest.mark.parametrize("change, note", [
+    ({"k.mT": "k"}, True),
+    ({"k.mT": "k.transpose(1, 2)"}, True),
+    ({"RETURN": "weights @ v.mT, weights"}, False),
+], ids=["q @ k", "k.transpose(1, 2)", "w @ v.mT"])
+def test_sdpa_that_fails_in_q_at_k_says_how_to_turn_k_and_only_there(change, note):
+    """q @ k got only torch's 'Expected size for first two dimensions of batch2 tensor ...'. The note is 00's,
+    hedged with 'if' since w @ v raises the same words; on a line of the answer that uses v and not k, none."""
+    import linecache
+    import math
+
+    src = _SDPA.lstrip()
+    for key, text in [*change.items(), *((k, t) for k, t in _SDPA_RIGHT.items() if k not in change)]:
+        src = src.replace(key, text)
+    filename = f"<answer sdpa {sorted(change.values())}>"
+    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)     # as a notebook cell's lines are
+    ns = {"torch": torch, "math": math}
+    exec(compile(src, filename, "exec"), ns)
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("scaled_dot_product_attention"), ns["scaled_dot_product_attention"], suite=suite)
+        assert not r.passed and "raised RuntimeError" in r.message, r.message
+        said = "If this comes from q @ k, or from turning k round:\n  q @ k pairs" in r.message
+        assert said == note, r.message

@@ -515,9 +515,9 @@ def test_welcome_shape_mistakes_are_named(exercise, name, named):
 @pytest.mark.parametrize("body, says", [
     ("q @ k", "q @ k pairs q's last axis (D) with k's second-to-last"),
     ("torch.matmul(q, k)", "q @ k pairs q's last axis (D) with k's second-to-last"),
-    ("q @ k.transpose(1, 2)", "If this comes from turning k round:\n  q @ k pairs"),
-    ("q @ k.T", "If this comes from turning k round:\n  q @ k pairs"),
-    ("q @ k.permute(0, 2, 1)", "If this comes from turning k round:\n  q @ k pairs"),
+    ("q @ k.transpose(1, 2)", "If this comes from q @ k, or from turning k round:\n  q @ k pairs"),
+    ("q @ k.T", "If this comes from q @ k, or from turning k round:\n  q @ k pairs"),
+    ("q @ k.permute(0, 2, 1)", "If this comes from q @ k, or from turning k round:\n  q @ k pairs"),
     ("torch.bmm(q, k.transpose(1, 2))", "q @ k.transpose(-2, -1), or k.mT"),
     ("torch.einsum('bij,bjk->bik', q, k)", "share D, their last axis: '...id,...jd->...ij'"),
 ], ids=["q @ k", "matmul", "transpose(1, 2)", ".T", "permute", "bmm", "einsum"])

@@ -185,21 +185,29 @@ _MATMUL_ERRORS = ("cannot be multiplied", "first two dimensions of batch2", "bat
 _TURNED_K_ERRORS = ("must match the size of tensor b", "Dimension out of range", "does not match the length of the desired")
 
 
+def add_turn_k_note(exc: BaseException, unsure: bool = False) -> None:
+    """Adds to an error from q @ k (q (…, T_q, D), k (…, T_k, D)) how to turn k, where torch's text is one that
+    such a matmul raises. unsure: the error may have come from another product (05's w @ v), so say 'if'."""
+    text = str(exc)
+    if text.startswith("einsum()"):
+        exc.add_note(("If this is the einsum of q and k: " if unsure else "In einsum, ")
+                     + "a letter in both inputs and not in the output is summed over. q (…, T_q, D)\n"
+                     "and k (…, T_k, D) share D, their last axis: '...id,...jd->...ij'.")
+    elif any(s in text for s in _MATMUL_ERRORS + _TURNED_K_ERRORS):
+        sure = not unsure and any(s in text for s in _MATMUL_ERRORS)
+        exc.add_note(("" if sure else "If this comes from q @ k, or from turning k round:\n")
+                     + "q @ k pairs q's last axis (D) with k's second-to-last, which is T_k: k comes as\n"
+                     "(…, T_k, D), one key per row. Swap k's last two axes, counted from the end so that any\n"
+                     "leading axes stay put: q @ k.transpose(-2, -1), or k.mT. (k.T reverses every axis of a k\n"
+                     "that is not 2-D; k.transpose(1, 2), permute(0, 2, 1) and bmm fit only a 3-D k.)")
+
+
 def _call_dot(fn, inputs):
     """The answer's table. Where it fails as a matmul of q with k as it comes does, a note says how to turn k."""
     try:
         return fn(inputs["q"], inputs["k"])
     except (RuntimeError, IndexError) as exc:
-        text = str(exc)
-        if text.startswith("einsum()"):
-            exc.add_note("In einsum, a letter in both inputs and not in the output is summed over. q (…, T_q, D) and\n"
-                         "k (…, T_k, D) share D, their last axis: '...id,...jd->...ij'.")
-        elif any(s in text for s in _MATMUL_ERRORS + _TURNED_K_ERRORS):
-            exc.add_note(("" if any(s in text for s in _MATMUL_ERRORS) else "If this comes from turning k round:\n")
-                         + "q @ k pairs q's last axis (D) with k's second-to-last, which is T_k: k comes as\n"
-                         "(…, T_k, D), one key per row. Swap k's last two axes, counted from the end so that any\n"
-                         "leading axes stay put: q @ k.transpose(-2, -1), or k.mT. (k.T reverses every axis of a k\n"
-                         "that is not 2-D; k.transpose(1, 2), permute(0, 2, 1) and bmm fit only a 3-D k.)")
+        add_turn_k_note(exc)
         raise
 
 

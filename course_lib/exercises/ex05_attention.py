@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from einops import rearrange
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from course_lib.exercises.ex00_welcome import add_turn_k_note
 from course_lib.grading import gradients
 from course_lib.grading.compare import _describe
 from course_lib.grading.engine import DEVICE, describe_error
@@ -104,7 +106,13 @@ def _call_sdpa(impl, inputs):
     so right numbers with the weights cut from autograd, or changed in place after the softmax kept
     them, must not pass."""
     leaves = {n: inputs[n].detach().clone().requires_grad_() for n in ("q", "k", "v")}
-    result = impl(**inputs)
+    try:
+        result = impl(**inputs)
+    except (RuntimeError, IndexError) as exc:
+        line = describe_error(exc)["where"].partition(": ")[2]
+        if not (re.search(r"\bv\b", line) and not re.search(r"\bk\b", line)):     # not w @ v's line
+            add_turn_k_note(exc, unsure=True)
+        raise
     if not (isinstance(result, (tuple, list)) and len(result) == 2 and all(isinstance(t, torch.Tensor) for t in result)):
         raise ValueError(f"scaled_dot_product_attention must return two tensors, (out, weights); it returned "
                          f"{describe_value(result)}")
