@@ -835,3 +835,23 @@ def test_loader_check_wants_the_keyerror_to_name_the_keys():
 
     for suite, r in _verdicts(LOADER, unnamed).items():
         assert not r.passed and "which does not say which key" in r.message, (suite, r.message)
+
+
+def test_classifier_check_wants_the_encoder_as_self_encoder():
+    """self.bert = encoder (or self.backbone) passed both suites, though freeze_lower_layers and the
+    notebook's LoRA cells reach the encoder as model.encoder and fail later with an AttributeError."""
+    from course_lib.exercises.ex09_finetuning import SENTENCE_CLASSIFIER
+
+    class Renamed(_Classifier):
+        def __init__(self, encoder, n_classes, dropout=0.1):
+            super().__init__(encoder, n_classes, dropout)
+            del self.encoder
+            self.bert = encoder
+
+        def forward(self, input_ids, attention_mask):
+            h = self.bert(input_ids, attention_mask)
+            m = attention_mask.to(h.dtype)[..., None]
+            return self.head(self.dropout((h * m).sum(1) / m.sum(1)))
+
+    for suite, r in _verdicts(SENTENCE_CLASSIFIER, Renamed).items():
+        assert not r.passed and "as self.encoder (it is self.bert)" in r.message, (suite, r.message)

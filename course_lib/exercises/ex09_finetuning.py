@@ -325,6 +325,11 @@ def _call_clf(cls, inputs):
     if not {id(p) for p in enc.parameters()} <= own:
         raise ValueError("SentenceClassifier must keep the encoder it is given (self.encoder = encoder), not a "
                          "copy: the notebook fine-tunes, freezes and wraps that very encoder")
+    if getattr(model, "encoder", None) is not enc:
+        others = [n for n, m in model.named_children() if m is enc]
+        found = f"it is self.{others[0]}" if others else "self.encoder is something else"
+        raise ValueError(f"SentenceClassifier keeps the encoder it is given as self.encoder ({found}): "
+                         "freeze_lower_layers and the notebook's LoRA cells reach it as model.encoder")
     if id(head.weight) not in own:
         raise ValueError("the head is not among model.parameters(): keep it as a module attribute (self.head = "
                          "nn.Linear(...)), not in a list, a dict or behind a property, or an optimizer never "
