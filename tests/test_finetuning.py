@@ -855,3 +855,17 @@ def test_classifier_check_wants_the_encoder_as_self_encoder():
 
     for suite, r in _verdicts(SENTENCE_CLASSIFIER, Renamed).items():
         assert not r.passed and "as self.encoder (it is self.bert)" in r.message, (suite, r.message)
+
+
+def test_classifier_check_pools_by_the_mask_not_by_the_ids():
+    """Pooling over input_ids != 0 instead of attention_mask passed both suites: every case padded with id 0."""
+    from course_lib.exercises.ex09_finetuning import SENTENCE_CLASSIFIER
+
+    class ByIds(_Classifier):
+        def forward(self, input_ids, attention_mask):
+            h = self.encoder(input_ids, attention_mask)
+            m = (input_ids != 0).unsqueeze(-1).to(h.dtype)
+            return self.head(self.dropout((h * m).sum(1) / m.sum(1)))
+
+    for suite, r in _verdicts(SENTENCE_CLASSIFIER, ByIds).items():
+        assert not r.passed and "known mistake: the pooling mask made from the token ids" in r.message, (suite, r.message)

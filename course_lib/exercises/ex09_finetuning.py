@@ -67,11 +67,14 @@ def _hf_state_dict(g, cfg: BertConfig) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _batch(g, cfg: BertConfig, B: int, T: int, one_token: int = 0) -> dict[str, torch.Tensor]:
+def _batch(g, cfg: BertConfig, B: int, T: int, one_token: int = 0, padded_ids: bool = False) -> dict[str, torch.Tensor]:
     """Right-padded token ids (B, T) (id 0 = padding) and their attention mask; row 0 is full.
 
     one_token: how many of the last rows are one-token sentences (the same random numbers are
     drawn either way, so this changes only those rows' lengths).
+    padded_ids: the padding after a row's first 0 keeps ordinary token ids (the same draws), so that
+    only the mask says where it is: pooling by input_ids != 0 then takes those in, and differs from
+    a mean over every position too.
     """
     lengths = torch.randint(1, T + 1, (B,), generator=g)
     lengths[0] = T
@@ -80,7 +83,10 @@ def _batch(g, cfg: BertConfig, B: int, T: int, one_token: int = 0) -> dict[str, 
     if one_token:
         lengths[B - one_token:] = 1
     mask = (torch.arange(T)[None, :] < lengths[:, None]).long()            # (B, T)
-    ids = torch.randint(1, cfg.vocab_size, (B, T), generator=g) * mask      # padding -> 0
+    raw = torch.randint(1, cfg.vocab_size, (B, T), generator=g)
+    ids = raw * mask                                                        # padding -> 0
+    if padded_ids:
+        ids = torch.where(torch.arange(T)[None, :] > lengths[:, None], raw, ids)
     return {"input_ids": ids, "attention_mask": mask}
 
 
@@ -272,12 +278,12 @@ def _course_state(g, cfg: BertConfig) -> dict[str, torch.Tensor]:
     return {ref._course_name(k): v for k, v in _hf_state_dict(g, cfg).items() if k not in ref.IGNORED_KEYS}
 
 
-def _clf_case(cfg_fn, n_classes=2, B=3, T=6, one_token=0, dropout=0.1):
+def _clf_case(cfg_fn, n_classes=2, B=3, T=6, one_token=0, dropout=0.1, padded_ids=False):
     def make(g):
         cfg = cfg_fn(g) if callable(cfg_fn) else cfg_fn
         return {"config": cfg, "encoder_state": _course_state(g, cfg), "n_classes": n_classes, "dropout": dropout,
                 "head_weight": _randn(g, n_classes, cfg.d_model), "head_bias": _randn(g, n_classes, scale=0.5),
-                **_batch(g, cfg, B, T, one_token)}
+                **_batch(g, cfg, B, T, one_token, padded_ids)}
     return make
 
 
@@ -394,7 +400,10 @@ class _ClfBase(nn.Module):
 
     def forward(self, input_ids, attention_mask):
         hidden = self.encoder(input_ids, self.encoder_mask(attention_mask))
-        return self.finish(self.head(self.drop(self.pool(hidden, attention_mask))))
+        return self.finish(self.head(self.drop(self.pool(hidden, self.pool_mask(input_ids, attention_mask)))))
+
+    def pool_mask(self, input_ids, mask):
+        return mask
 
     def drop(self, pooled):
         return self.dropout(pooled)
@@ -425,16 +434,17 @@ SENTENCE_CLASSIFIER = Exercise(
              "(where the dropout acts)", "training through it (one backward pass)"),
     visible=[
         Case("a 2-layer encoder (d_model 16), 2 classes, dropout=0.1, a padded batch (3, 6)", _clf_case(_config())),
-        Case("a 1-layer encoder (d_model 12, 3 heads), 4 classes, dropout=0.3, batch (4, 8)",
-             _clf_case(_config(12, 1, 3), n_classes=4, B=4, T=8, dropout=0.3)),
+        Case("a 1-layer encoder (d_model 12, 3 heads), 4 classes, dropout=0.3, batch (4, 8) whose padding holds "
+             "token ids after its first 0 (the mask, not the ids, says where it is)",
+             _clf_case(_config(12, 1, 3), n_classes=4, B=4, T=8, dropout=0.3, padded_ids=True)),
         Case("a 2-layer encoder (d_model 16), 3 classes, dropout=0.25, batch (5, 9) whose last two sentences are "
              "one token long", _clf_case(_config(), n_classes=3, B=5, T=9, one_token=2, dropout=0.25)),
     ],
     hidden=[
         Case("a random small encoder, number of classes, dropout and batch", _random_clf),
         Case("another random encoder and batch", _random_clf),
-        Case("a 1-layer encoder (d_model 20, 2 heads), 2 classes, dropout=0.2, batch (6, 12)",
-             _clf_case(_config(20, 1, 2), B=6, T=12, dropout=0.2)),
+        Case("a 1-layer encoder (d_model 20, 2 heads), 2 classes, dropout=0.2, batch (6, 12) whose padding holds "
+             "token ids after its first 0", _clf_case(_config(20, 1, 2), B=6, T=12, dropout=0.2, padded_ids=True)),
     ],
     mistakes=[
         Mistake("first-token ([CLS]) pooling instead of the mean", _clf(pool=lambda self, h, m: h[:, 0]),
@@ -489,6 +499,11 @@ SENTENCE_CLASSIFIER = Exercise(
                      drop=lambda self, pooled: pooled),
                 "Dropout acts once, on the pooled (B, d) vector just before the head; the encoder's own\n"
                 "layers already apply dropout to the token vectors."),
+        Mistake("the pooling mask made from the token ids (input_ids != 0) instead of attention_mask",
+                _clf(pool_mask=lambda self, ids, m: (ids != 0).long()),
+                "attention_mask is what says which positions are real: pool with it, as the encoder\n"
+                "attends with it. Id 0 is [PAD] in this vocabulary, not in every one, and a batch may keep\n"
+                "other ids under its padding (a tokenizer's own pad id, or ids cut off by the mask)."),
         Mistake("softmax applied: probabilities returned instead of logits",
                 _clf(finish=lambda self, z: torch.softmax(z, -1)),
                 "Return the raw scores (logits): F.cross_entropy applies log-softmax itself."),
