@@ -869,3 +869,12 @@ def test_classifier_check_pools_by_the_mask_not_by_the_ids():
 
     for suite, r in _verdicts(SENTENCE_CLASSIFIER, ByIds).items():
         assert not r.passed and "known mistake: the pooling mask made from the token ids" in r.message, (suite, r.message)
+
+
+def test_freeze_check_wants_the_count_as_an_int():
+    """The docstring returns an int; float(sum(...)) passed both suites (and the notebook's table then prints
+    '4,482.0')."""
+    from course_lib.exercises.ex09_finetuning import FREEZE
+    right = _freeze_checking(lambda n, L: 0 <= n <= L)
+    for suite, r in _verdicts(FREEZE, lambda model, n_layers: float(right(model, n_layers))).items():
+        assert not r.passed and "returned the count as a float" in r.message, (suite, r.message)

@@ -581,6 +581,10 @@ def _call_freeze(impl, inputs):
         raise
     if not in_range:
         return f"returned without raising: n_layers = {n} accepted for an encoder of {n_max} layers"
+    if isinstance(count, float):
+        raise TypeError(f"freeze_lower_layers returned the count as a float ({count!r}): the contract returns an "
+                        f"int, a number of parameters. A sum of p.numel() is one already; float(...), a division "
+                        f"or a total started at 0.0 makes it a float")
     return _what_trains(model), count
 
 
