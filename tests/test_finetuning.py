@@ -422,6 +422,14 @@ def test_freeze_check_refuses_in_both_suites(answer):
         assert not r.passed, suite
 
 
+def test_freeze_check_names_a_name_prefix_without_its_dot():
+    """startswith("encoder.layers.1") also freezes layers 10 and 11: refused, with bare lists of parts."""
+    from course_lib.exercises.ex09_finetuning import FREEZE
+    for suite, r in _verdicts(FREEZE, _freeze_by_prefix).items():
+        assert not r.passed and "known mistake: parameters chosen by a name prefix without its closing dot" in r.message, \
+            (suite, r.message)
+
+
 def test_freeze_check_explains_a_requires_grad_attribute():
     """module.requires_grad = False sets an attribute and freezes nothing; the learner who wrote it for the
     embeddings did try to freeze them, and is told why it did not take."""

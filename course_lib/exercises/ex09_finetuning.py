@@ -656,6 +656,14 @@ def _mf_off_by_one(model, n_layers):
     return _trainable(model)
 
 
+def _mf_prefix_without_dot(model, n_layers):
+    _in_range(model, n_layers)
+    prefixes = ("encoder.embeddings", *(f"encoder.layers.{i}" for i in range(n_layers)))
+    for name, p in model.named_parameters():
+        p.requires_grad_(not name.startswith(prefixes))
+    return _trainable(model)
+
+
 def _mf_no_range_check(model, n_layers):
     _freeze_with(model, [model.encoder.embeddings, *model.encoder.layers[:n_layers]])
     return _trainable(model)
@@ -712,6 +720,11 @@ FREEZE = Exercise(
                 "calling freeze_lower_layers again with another n_layers works on any model."),
         Mistake("one layer too many frozen (layers[:n_layers + 1])", _mf_off_by_one,
                 "layers[:n_layers] is exactly the lowest n_layers layers."),
+        Mistake("parameters chosen by a name prefix without its closing dot (encoder.layers.1 is also the start "
+                "of encoder.layers.10)", _mf_prefix_without_dot,
+                "Name prefixes need the dot after the layer number: f\"encoder.layers.{i}.\" (with names,\n"
+                "startswith(\"encoder.layers.1\") takes layers 10 to 19 as well). Or leave names alone and\n"
+                "walk the modules: model.encoder.layers[:n_layers]."),
         Mistake("n_layers outside 0..len(layers) accepted", _mf_no_range_check,
                 "Slicing never complains (layers[:5] of 2 layers is all of them; layers[:-1] is all but\n"
                 "one): check 0 <= n_layers <= len(model.encoder.layers) and raise ValueError otherwise."),
