@@ -430,6 +430,23 @@ def test_freeze_check_names_a_name_prefix_without_its_dot():
             (suite, r.message)
 
 
+def test_freeze_check_names_the_top_layers_in_both_suites():
+    """layers[-n_layers:] freezes the top layers; the hidden 'n_layers in the middle' case drew a 1-layer model,
+    where n_layers // 2 = 0 and layers[-0:] is every layer, and named it 'one layer too many frozen'."""
+    from course_lib.exercises.ex09_finetuning import FREEZE
+
+    def top(model, n_layers):
+        if not 0 <= n_layers <= len(model.encoder.layers):
+            raise ValueError("n_layers out of range")
+        model.requires_grad_(True)
+        model.encoder.embeddings.requires_grad_(False)
+        for layer in model.encoder.layers[-n_layers:]:
+            layer.requires_grad_(False)
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    for suite, r in _verdicts(FREEZE, top).items():
+        assert not r.passed and "known mistake: the top layers frozen instead of the lowest" in r.message, (suite, r.message)
+
+
 def test_freeze_check_explains_a_requires_grad_attribute():
     """module.requires_grad = False sets an attribute and freezes nothing; the learner who wrote it for the
     embeddings did try to freeze them, and is told why it did not take."""

@@ -6,6 +6,7 @@ the real all-MiniLM-L6-v2 weights are used by the notebook itself and by the tes
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -37,6 +38,13 @@ def _config(d=16, layers=2, heads=2, vocab=40, positions=16) -> BertConfig:
 def _random_config(g) -> BertConfig:
     H = _ri(g, 2, 3)
     return _config(d=H * _ri(g, 4, 8), layers=_ri(g, 1, 3), heads=H, vocab=_ri(g, 30, 60))
+
+
+def _random_deep_config(g) -> BertConfig:
+    """As _random_config, with 2 or 3 layers: one has no middle (its n_layers // 2 is 0, the edge, where
+    freezing the top layers with layers[-0:] freezes them all, as one layer too many does)."""
+    cfg = _random_config(g)
+    return dataclasses.replace(cfg, n_layers=max(2, cfg.n_layers))
 
 
 def _hf_state_dict(g, cfg: BertConfig) -> dict[str, torch.Tensor]:
@@ -687,7 +695,7 @@ FREEZE = Exercise(
     ],
     hidden=[
         Case("a random small classifier, n_layers in the middle",
-             _freeze_case(_random_config, lambda c: c.n_layers // 2, n_classes=3), dtypes=F32),
+             _freeze_case(_random_deep_config, lambda c: c.n_layers // 2, n_classes=3), dtypes=F32),
         Case("a random small classifier arriving frozen, n_layers = all but one",
              _freeze_case(_random_config, lambda c: c.n_layers - 1, start="frozen"), dtypes=F32),
         Case("a random small classifier, n_layers = all of them (head only)",
