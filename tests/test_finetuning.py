@@ -502,6 +502,26 @@ def test_lora_check_names_where_and_what_a_and_b_are(where, says):
     assert not verdicts["visible"].passed and says in verdicts["visible"].message, verdicts["visible"].message
 
 
+def test_lora_check_wants_base_as_a_submodule():
+    """base hidden in a list (self._base = [base], read back by a property) passed both suites, though
+    .to(), state_dict() and count_parameters never see it: the notebook's cell then printed
+    'trainable: 6,144 of 6,144 parameters'."""
+    from course_lib.exercises.ex09_finetuning import LORA
+
+    class Hidden(_LoRA):
+        def __init__(self, base, r=8, alpha=16):
+            super().__init__(base, r, alpha)
+            del self.base
+            self._base = [base]
+
+        @property
+        def base(self):
+            return self._base[0]
+
+    for suite, r in _verdicts(LORA, Hidden).items():
+        assert not r.passed and "base is not one of its submodules" in r.message, (suite, r.message)
+
+
 class _TrainingClassifier(_Classifier):
     """A learner's SentenceClassifier whose numbers are right but whose training path is not."""
     slip = None

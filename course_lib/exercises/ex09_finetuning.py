@@ -785,6 +785,10 @@ def _call_lora(cls, inputs):
                  f"a {type(m.base).__name__}")
         raise ValueError(f"LoRALinear must keep the layer it is given as self.base (found {found}): the contract "
                          "freezes and calls that very layer, and a copy leaves the given one trainable")
+    if not any(mod is base for mod in m.modules()):
+        raise ValueError("LoRALinear's base is not one of its submodules (kept in a list, a dict or behind a "
+                         "property?): assign it as self.base = base in __init__, after super().__init__(), or "
+                         ".to(), state_dict() and count_parameters never see it")
     for name, shape in (("A", inputs["A"].shape), ("B", inputs["B"].shape)):
         p = getattr(m, name, None)
         if not isinstance(p, nn.Parameter) or tuple(p.shape) != tuple(shape):
