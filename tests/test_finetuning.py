@@ -522,6 +522,30 @@ def test_lora_check_wants_base_as_a_submodule():
         assert not r.passed and "base is not one of its submodules" in r.message, (suite, r.message)
 
 
+class _LoRAScaleSlip(_LoRA):
+    slip = "floor"
+
+    def __init__(self, base, r=8, alpha=16):
+        super().__init__(base, r, alpha)
+        if self.slip == "floor":
+            self.scale = alpha // r
+
+    def forward(self, x):
+        if self.slip == "floor":
+            return super().forward(x)
+        return (self.base(x) + x @ self.A.T @ self.B.T) * self.scale
+
+
+@pytest.mark.parametrize("slip, named", [("floor", "scale alpha // r: integer division"),
+                                         ("whole sum", "scale alpha/r applied to base(x) as well")])
+def test_lora_check_names_a_scale_slip(slip, named):
+    """alpha // r (a scale of 0 where r > alpha) was told only 'B gets no gradient'; (base(x) + x AᵀBᵀ) · scale
+    only 'output different from base(x) at the start'."""
+    from course_lib.exercises.ex09_finetuning import LORA
+    for suite, r in _verdicts(LORA, type("Slip", (_LoRAScaleSlip,), {"slip": slip})).items():
+        assert not r.passed and f"known mistake: {named}" in r.message, (suite, r.message)
+
+
 class _TrainingClassifier(_Classifier):
     """A learner's SentenceClassifier whose numbers are right but whose training path is not."""
     slip = None

@@ -927,6 +927,14 @@ LORA = Exercise(
         Mistake("scale alpha/r forgotten", _lora(scale=lambda self: 1.0),
                 "Multiply the low-rank path by alpha / r in forward, on every call. Folded into A's starting\n"
                 "values instead, it is applied once, and training then moves A as if there were no scale."),
+        Mistake("scale alpha // r: integer division", _lora(scale=lambda self: self.alpha // self.r),
+                "// rounds down (1 // 2 = 0, 8 // 3 = 2): a scale of 0 leaves the update, and B's gradient,\n"
+                "at zero. Divide with /: alpha / r."),
+        Mistake("scale alpha/r applied to base(x) as well",
+                _lora(forward=lambda self, x: (self.base(x) + x @ self.A.T @ self.B.T) * self.scale()),
+                "Only the low-rank path is scaled: base(x) + (alpha / r) · x Aᵀ Bᵀ. Scaling the sum multiplies\n"
+                "the pretrained layer's output too, so the module no longer starts equal to base (mind the\n"
+                "brackets)."),
         Mistake("scale alpha instead of alpha/r", _lora(scale=lambda self: self.alpha),
                 "The scale is alpha divided by the rank r: alpha alone makes the update r times too large."),
         Mistake("A frozen: only B trains", _lora(a_trains=False),
