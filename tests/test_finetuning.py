@@ -689,9 +689,34 @@ def test_metrics_check_refuses_recall_of_one_without_positives():
         r = tp / (tp + fn) if tp + fn else 1.0                       # "nothing to find, all found"
         return p, r, (2 * p * r / (p + r) if p + r else 0.0)
 
-    verdicts = _verdicts(PRF, recall_one)
-    assert not verdicts["visible"].passed and not verdicts["hidden"].passed
-    assert "known mistake" not in verdicts["hidden"].message, verdicts["hidden"].message
+    for suite, r in _verdicts(PRF, recall_one).items():
+        assert not r.passed and "known mistake: recall 1.0 when no label is positive" in r.message, (suite, r.message)
+
+
+_PRF_SLIPS = {
+    "precision one": "p = tp / (tp + fp) if tp + fp else 1.0\n    r = tp / (tp + fn) if tp + fn else 1.0",
+    "fp on errors": "fp = int(((preds != labels) & (labels != positive)).sum())\n"
+                    "    p = tp / (tp + fp) if tp + fp else 0.0\n    r = tp / (tp + fn) if tp + fn else 0.0",
+}
+
+
+@pytest.mark.parametrize("slip, named", [
+    ("precision one", "precision 1.0 when nothing is predicted positive"),
+    ("fp on errors", "false positives counted as every wrong prediction on another class's label")])
+def test_metrics_name_undefined_ones_and_false_positives_among_errors(slip, named):
+    """1.0 for an undefined precision, and FP = (preds != labels) & (labels != positive) (mix-ups between
+    two other classes counted), got bare numbers."""
+    from course_lib.exercises.ex09_finetuning import PRF
+    src = ("def answer(preds, labels, positive=1):\n"
+           "    tp = int(((preds == positive) & (labels == positive)).sum())\n"
+           "    fp = int(((preds == positive) & (labels != positive)).sum())\n"
+           "    fn = int(((preds != positive) & (labels == positive)).sum())\n"
+           f"    {_PRF_SLIPS[slip]}\n"
+           "    return p, r, (2 * p * r / (p + r) if p + r else 0.0)\n")
+    ns = {}
+    exec(src, ns)
+    for suite, r in _verdicts(PRF, ns["answer"]).items():
+        assert not r.passed and f"known mistake: {named}" in r.message, (suite, r.message)
 
 
 # ----------------------------------------------------------------------------- a tiny real fine-tune

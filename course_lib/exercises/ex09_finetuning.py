@@ -1006,6 +1006,23 @@ def _mp_tp_all_correct(preds, labels, positive=1):
     return _prf_from(int((preds == labels).sum()), fp, fn)
 
 
+def _mp_undefined_as_one(which):
+    def wrong(preds, labels, positive=1):
+        tp, fp, fn = _counts(preds, labels, positive)
+        p, r, _ = _prf_from(tp, fp, fn)
+        if which == "precision" and tp + fp == 0:
+            p = 1.0
+        if which == "recall" and tp + fn == 0:
+            r = 1.0
+        return p, r, _div(2 * p * r, p + r)
+    return wrong
+
+
+def _mp_fp_other_errors(preds, labels, positive=1):
+    tp, _, fn = _counts(preds, labels, positive)
+    return _prf_from(tp, int(((preds != labels) & (labels != positive)).sum()), fn)
+
+
 def _mp_accuracy(preds, labels, positive=1):
     tp, fp, fn = _counts(preds, labels, positive)
     acc = float((preds == labels).float().mean())
@@ -1048,6 +1065,17 @@ PRF = Exercise(
                 "A true positive is a position where the prediction and the label are both the positive\n"
                 "class: (preds == positive) & (labels == positive). (preds == labels) also counts the\n"
                 "positions where both are another class, the true negatives."),
+        Mistake("precision 1.0 when nothing is predicted positive", _mp_undefined_as_one("precision"),
+                "With no positive prediction TP + FP = 0 and precision is undefined: the contract reports 0.0\n"
+                "there (as scikit-learn's zero_division=0), not 1.0. 'No false positive' is no perfect\n"
+                "precision when nothing was predicted positive."),
+        Mistake("recall 1.0 when no label is positive", _mp_undefined_as_one("recall"),
+                "With no positive label TP + FN = 0 and recall is undefined: the contract reports 0.0 there,\n"
+                "not 1.0 ('nothing to find, all found')."),
+        Mistake("false positives counted as every wrong prediction on another class's label", _mp_fp_other_errors,
+                "A false positive is a prediction of the positive class whose label is another class:\n"
+                "(preds == positive) & (labels != positive). (preds != labels) & (labels != positive) also\n"
+                "counts mix-ups between two other classes, which never predicted the positive class."),
         Mistake("accuracy used as precision", _mp_accuracy,
                 "Accuracy counts every correct prediction of every class; precision only looks at the\n"
                 "predictions of the positive class: TP / (TP + FP)."),
