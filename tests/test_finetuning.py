@@ -693,6 +693,25 @@ def test_metrics_check_refuses_recall_of_one_without_positives():
         assert not r.passed and "known mistake: recall 1.0 when no label is positive" in r.message, (suite, r.message)
 
 
+def test_metrics_check_refuses_float16_arithmetic_and_accepts_float32():
+    """Counts in float16 give precision and recall to three digits (7e-5 off): the hidden suite, at float32's
+    default tolerance, passed them. Float32 tensors and a 1e-8 guard in each denominator stay accepted."""
+    from course_lib.exercises.ex09_finetuning import PRF
+
+    def counted_in(dtype, eps=0.0):
+        def answer(preds, labels, positive=1):
+            pp, lp = (preds == positive).to(dtype), (labels == positive).to(dtype)
+            tp, fp, fn = (pp * lp).sum(), (pp * (1 - lp)).sum(), ((1 - pp) * lp).sum()
+            p = (tp / (tp + fp + eps)).item() if tp + fp > 0 else 0.0
+            r = (tp / (tp + fn + eps)).item() if tp + fn > 0 else 0.0
+            return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+        return answer
+    for suite, r in _verdicts(PRF, counted_in(torch.float16)).items():
+        assert not r.passed, suite
+    for answer in (counted_in(torch.float32), counted_in(torch.float64, eps=1e-8)):
+        assert all(r.passed for r in _verdicts(PRF, answer).values())
+
+
 _PRF_SLIPS = {
     "precision one": "p = tp / (tp + fp) if tp + fp else 1.0\n    r = tp / (tp + fn) if tp + fn else 1.0",
     "fp on errors": "fp = int(((preds != labels) & (labels != positive)).sum())\n"

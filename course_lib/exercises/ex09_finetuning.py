@@ -959,6 +959,12 @@ LORA = Exercise(
 
 
 # ===================================================================== precision_recall_f1
+# Precision, recall and F1 are ratios of small counts: float32 arithmetic gets them within a few 1e-7, so the
+# tolerance is that, not float32's default for long reductions (1e-4 relative), which let an answer computed
+# in float16 (three significant digits) through.
+_COUNTS = dict(dtypes=F32, atol=1e-6, rtol=1e-6)
+
+
 def _prf_case(preds, labels, positive=1):
     return lambda g: {"preds": torch.tensor(preds), "labels": torch.tensor(labels), "positive": positive}
 
@@ -1037,18 +1043,18 @@ PRF = Exercise(
     outputs=("precision", "recall", "F1"),
     visible=[
         Case("preds [1, 1, 0, 1, 0, 0, 1, 0], labels [1, 0, 0, 1, 1, 0, 1, 1]",
-             _prf_case([1, 1, 0, 1, 0, 0, 1, 0], [1, 0, 0, 1, 1, 0, 1, 1]), dtypes=F32),
-        Case("the same with positive=0", _prf_case([1, 1, 0, 1, 0, 0, 1, 0], [1, 0, 0, 1, 1, 0, 1, 1], 0), dtypes=F32),
-        Case("no positive prediction at all: precision undefined", _prf_case([0, 0, 0, 0], [1, 0, 1, 0]), dtypes=F32),
-        Case("no positive label nor prediction", _prf_case([0, 0, 0], [0, 0, 0]), dtypes=F32),
-        Case("three classes, positive=2", _prf_case([2, 0, 1, 2, 2, 1, 0], [2, 1, 1, 0, 2, 2, 0], 2), dtypes=F32),
+             _prf_case([1, 1, 0, 1, 0, 0, 1, 0], [1, 0, 0, 1, 1, 0, 1, 1]), **_COUNTS),
+        Case("the same with positive=0", _prf_case([1, 1, 0, 1, 0, 0, 1, 0], [1, 0, 0, 1, 1, 0, 1, 1], 0), **_COUNTS),
+        Case("no positive prediction at all: precision undefined", _prf_case([0, 0, 0, 0], [1, 0, 1, 0]), **_COUNTS),
+        Case("no positive label nor prediction", _prf_case([0, 0, 0], [0, 0, 0]), **_COUNTS),
+        Case("three classes, positive=2", _prf_case([2, 0, 1, 2, 2, 1, 0], [2, 1, 1, 0, 2, 2, 0], 2), **_COUNTS),
     ],
     hidden=[
-        Case("random binary predictions", _prf_random(2, 1), dtypes=F32),
-        Case("random predictions over 4 classes, positive=3", _prf_random(4, 3), dtypes=F32),
-        Case("random labels, the positive class never predicted", _prf_random(3, 0, degenerate=True), dtypes=F32),
+        Case("random binary predictions", _prf_random(2, 1), **_COUNTS),
+        Case("random predictions over 4 classes, positive=3", _prf_random(4, 3), **_COUNTS),
+        Case("random labels, the positive class never predicted", _prf_random(3, 0, degenerate=True), **_COUNTS),
         Case("random predictions, the positive class never among the labels",
-             _prf_random(3, 2, degenerate="labels"), dtypes=F32),
+             _prf_random(3, 2, degenerate="labels"), **_COUNTS),
     ],
     mistakes=[
         Mistake("precision and recall swapped", _mp(swap=True),
