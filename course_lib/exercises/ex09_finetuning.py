@@ -234,6 +234,8 @@ LOADER = Exercise(
         Case("a 2-layer BERT (d_model 16, 2 heads) from a checkpoint with BERT's names; a padded batch (3, 7)",
              _loader_case(_config())),
         Case("a 3-layer BERT (d_model 24, 3 heads); batch (2, 10)", _loader_case(_config(24, 3, 3), B=2, T=10)),
+        Case("a 12-layer BERT (d_model 8, 2 heads): layer numbers of two digits; batch (2, 5)",
+             _loader_case(_config(8, 12), B=2, T=5)),
         Case("a checkpoint without embeddings.position_embeddings.weight: must raise",
              _loader_case(_config(), drop="embeddings.position_embeddings.weight",
                           names=("position_embeddings", "embeddings.positions"))),
@@ -242,6 +244,7 @@ LOADER = Exercise(
     ],
     hidden=[
         Case("a random small BERT and batch", _loader_case(_random_config, B=4, T=9)),
+        Case("an 11-layer BERT (d_model 8, 2 heads); batch (3, 6)", _loader_case(_config(8, 11), B=3, T=6)),
         Case("a random small BERT whose checkpoint lacks layer 0's query bias: must raise",
              _loader_case(_random_config, drop="encoder.layer.0.attention.self.query.bias",
                           names=("query.bias", "q_proj.bias"))),
