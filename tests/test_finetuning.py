@@ -349,6 +349,26 @@ def test_loader_check_has_layer_numbers_of_two_digits(layer_number):
         assert not r.passed and "layer" in r.message, (suite, r.message)
 
 
+def test_loader_hidden_suite_has_an_extra_key_outside_the_encoder():
+    """A loader that keeps only embeddings.* and encoder.* keys drops any other silently; the hidden suite's
+    only extra key was inside the encoder, so it passed there."""
+    from course_lib.exercises.ex09_finetuning import LOADER
+    from course_lib.reference.finetuning import IGNORED_KEYS, _course_name
+
+    def encoder_keys_only(state_dict, config):
+        model = BertEncoder(config)
+        sd = {(_course_name(k) or k): v for k, v in state_dict.items()
+              if k not in IGNORED_KEYS and k.split(".")[0] in ("embeddings", "encoder")}
+        missing, unexpected = set(model.state_dict()) - set(sd), set(sd) - set(model.state_dict())
+        if missing or unexpected:
+            raise KeyError(f"missing {sorted(missing)}, unexpected {sorted(unexpected)}")
+        model.load_state_dict(sd)
+        return model
+
+    for suite, r in _verdicts(LOADER, encoder_keys_only).items():
+        assert not r.passed and "loaded without complaint" in r.message, (suite, r.message)
+
+
 class _Classifier(nn.Module):
     """A learner's SentenceClassifier with one thing to get wrong about dropout."""
     how = "right"

@@ -250,6 +250,8 @@ LOADER = Exercise(
                           names=("query.bias", "q_proj.bias"))),
         Case("a random small BERT whose checkpoint has an extra key encoder.layer.0.attention.self.rotary: must raise",
              _loader_case(_random_config, extra="encoder.layer.0.attention.self.rotary", names=("rotary",))),
+        Case("a random small BERT whose checkpoint also has cls.predictions.bias (a pretraining head): must raise",
+             _loader_case(_random_config, extra="cls.predictions.bias", names=("cls.predictions",))),
     ],
     mistakes=[
         Mistake("query and key swapped", _ml_qk,
