@@ -598,6 +598,24 @@ def test_lora_check_names_a_scale_slip(slip, named):
         assert not r.passed and f"known mistake: {named}" in r.message, (suite, r.message)
 
 
+def test_lora_check_refuses_copies_of_base_among_its_parameters():
+    """forward on frozen copies of base's weight and bias (self.weight = nn.Parameter(base.weight.clone()))
+    passed both suites: the layer's weights are then held twice, and the copy misses any later load into base."""
+    from course_lib.exercises.ex09_finetuning import LORA
+
+    class Copies(_LoRA):
+        def __init__(self, base, r=8, alpha=16):
+            super().__init__(base, r, alpha)
+            self.weight = nn.Parameter(base.weight.detach().clone(), requires_grad=False)
+            self.bias = None if base.bias is None else nn.Parameter(base.bias.detach().clone(), requires_grad=False)
+
+        def forward(self, x):
+            return F.linear(x, self.weight, self.bias) + x @ self.A.T @ self.B.T * self.scale
+
+    for suite, r in _verdicts(LORA, Copies).items():
+        assert not r.passed and "holds parameters besides base's, A and B (weight" in r.message, (suite, r.message)
+
+
 class _TrainingClassifier(_Classifier):
     """A learner's SentenceClassifier whose numbers are right but whose training path is not."""
     slip = None

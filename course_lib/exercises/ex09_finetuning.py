@@ -794,6 +794,12 @@ def _call_lora(cls, inputs):
         raise ValueError("LoRALinear's base is not one of its submodules (kept in a list, a dict or behind a "
                          "property?): assign it as self.base = base in __init__, after super().__init__(), or "
                          ".to(), state_dict() and count_parameters never see it")
+    own = {id(p) for p in (*base.parameters(), getattr(m, "A", None), getattr(m, "B", None))}
+    extra = [n for n, p in m.named_parameters() if id(p) not in own]
+    if extra:
+        raise ValueError(f"LoRALinear holds parameters besides base's, A and B ({', '.join(extra)}; copies of "
+                         f"base's?): forward uses self.base itself, so that its weights are there once, frozen, "
+                         f"and A and B are all that is new")
     for name, shape in (("A", inputs["A"].shape), ("B", inputs["B"].shape)):
         p = getattr(m, name, None)
         if not isinstance(p, nn.Parameter) or tuple(p.shape) != tuple(shape):
