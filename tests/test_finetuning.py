@@ -369,6 +369,38 @@ def test_loader_hidden_suite_has_an_extra_key_outside_the_encoder():
         assert not r.passed and "loaded without complaint" in r.message, (suite, r.message)
 
 
+_SPLIT_RENAME = """
+def rename(key):
+    if key.startswith("embeddings."):
+        return _course_name(key)
+    _, _, n, rest = key.split(".", 3)
+    return _course_name(f"encoder.layer.{n}.{rest}")
+
+def loader(state_dict, config):
+    model = BertEncoder(config)
+    sd = {rename(k): v for k, v in state_dict.items() if k not in IGNORED_KEYS}
+    missing, unexpected = set(model.state_dict()) - set(sd), set(sd) - set(model.state_dict())
+    if missing or unexpected:
+        raise KeyError(f"missing {sorted(missing)}, unexpected {sorted(unexpected)}")
+    model.load_state_dict(sd)
+    return model
+"""
+
+
+def test_loader_check_says_where_another_error_came_from():
+    """A renaming that cannot take a foreign key (classifier.weight) apart raised a ValueError, told as
+    'raised ValueError (not enough values to unpack ...), not KeyError' with no word of where."""
+    import linecache
+
+    from course_lib.exercises.ex09_finetuning import LOADER
+    from course_lib.reference.finetuning import IGNORED_KEYS, _course_name
+    linecache.cache["<answer loader>"] = (len(_SPLIT_RENAME), None, _SPLIT_RENAME.splitlines(True), "<answer loader>")
+    ns = {"BertEncoder": BertEncoder, "IGNORED_KEYS": IGNORED_KEYS, "_course_name": _course_name}
+    exec(compile(_SPLIT_RENAME, "<answer loader>", "exec"), ns)
+    r = _verdicts(LOADER, ns["loader"])["visible"]
+    assert not r.passed and "at line 5 of your answer: _, _, n, rest = key.split" in r.message, r.message
+
+
 class _Classifier(nn.Module):
     """A learner's SentenceClassifier with one thing to get wrong about dropout."""
     how = "right"

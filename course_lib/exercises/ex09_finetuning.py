@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from course_lib.grading import gradients
+from course_lib.grading.engine import describe_error
 from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
 from course_lib.models.bert import BertConfig, BertEncoder
 from course_lib.reference import finetuning as ref
@@ -142,7 +143,8 @@ def _call_loader(impl, inputs):
         except NotImplementedError:
             raise
         except Exception as e:
-            return f"raised {type(e).__name__} ({str(e)[:80]}), not KeyError"
+            where = describe_error(e)["where"]
+            return f"raised {type(e).__name__} ({str(e)[:80]}){f' at {where}' if where else ''}, not KeyError"
         return "loaded without complaint"
     model = impl(sd, inputs["config"])
     if sd.keys() != given.keys() or any(sd[k] is not v for k, v in given.items()):
