@@ -317,6 +317,16 @@ def test_loader_check_refuses_weights_matched_by_position():
         assert not r.passed, suite
 
 
+def _load_strictly(config, sd):
+    """A learner's last lines: a KeyError naming what is missing or unexpected, else the loaded encoder."""
+    model = BertEncoder(config)
+    missing, unexpected = set(model.state_dict()) - set(sd), set(sd) - set(model.state_dict())
+    if missing or unexpected:
+        raise KeyError(f"missing {sorted(missing)}, unexpected {sorted(unexpected)}")
+    model.load_state_dict(sd)
+    return model
+
+
 @pytest.mark.parametrize("layer_number", [r"encoder\.layer\.(\d)\.(.*)", "one character"])
 def test_loader_check_has_layer_numbers_of_two_digits(layer_number):
     """A layer number read as one digit (a regex with (\\d), key[14]) passed both suites: every case had at
@@ -327,7 +337,6 @@ def test_loader_check_has_layer_numbers_of_two_digits(layer_number):
     from course_lib.reference.finetuning import IGNORED_KEYS, _course_name
 
     def one_digit(state_dict, config):
-        model = BertEncoder(config)
         sd = {}
         for k, v in state_dict.items():
             if k in IGNORED_KEYS:
@@ -339,11 +348,7 @@ def test_loader_check_has_layer_numbers_of_two_digits(layer_number):
                     sd[k] = v                                  # no match: the key stays as it is
                     continue
             sd[_course_name(k) or k] = v
-        missing, unexpected = set(model.state_dict()) - set(sd), set(sd) - set(model.state_dict())
-        if missing or unexpected:
-            raise KeyError(f"missing {sorted(missing)}, unexpected {sorted(unexpected)}")
-        model.load_state_dict(sd)
-        return model
+        return _load_strictly(config, sd)
 
     for suite, r in _verdicts(LOADER, one_digit).items():
         assert not r.passed and "layer" in r.message, (suite, r.message)
@@ -356,14 +361,9 @@ def test_loader_hidden_suite_has_an_extra_key_outside_the_encoder():
     from course_lib.reference.finetuning import IGNORED_KEYS, _course_name
 
     def encoder_keys_only(state_dict, config):
-        model = BertEncoder(config)
         sd = {(_course_name(k) or k): v for k, v in state_dict.items()
               if k not in IGNORED_KEYS and k.split(".")[0] in ("embeddings", "encoder")}
-        missing, unexpected = set(model.state_dict()) - set(sd), set(sd) - set(model.state_dict())
-        if missing or unexpected:
-            raise KeyError(f"missing {sorted(missing)}, unexpected {sorted(unexpected)}")
-        model.load_state_dict(sd)
-        return model
+        return _load_strictly(config, sd)
 
     for suite, r in _verdicts(LOADER, encoder_keys_only).items():
         assert not r.passed and "loaded without complaint" in r.message, (suite, r.message)

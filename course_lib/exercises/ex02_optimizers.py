@@ -340,6 +340,22 @@ _POW_WHY = ("The correction is 1 − βᵗ (β to the power t, subtracted from 1
             "β₁ = 0.9), so m̂ and v̂ blow up.")
 
 
+def _correction_mistakes(decoupled: bool, default_wd: float) -> list[Mistake]:
+    """Slips in the bias correction's formula or step count, and eps squared under the root."""
+    def variant(**slip):
+        return _adam_variant(decoupled=decoupled, default_wd=default_wd, **slip)
+    return [
+        Mistake("bias correction divides by (1 − β)ᵗ instead of 1 − βᵗ", variant(one_minus_pow=True), _POW_WHY),
+        Mistake("bias correction one step ahead: 1 − βᵗ⁺¹ (the step counted twice, or t + 1 used)", variant(t_shift=1),
+                "t is the number of steps this parameter has taken, this one included: 1 at the first\n"
+                "step. With t + 1 the early corrections are too small (1 − β₁² = 0.19 instead of 0.1), so\n"
+                "the first steps are short of what they should be."),
+        Mistake("eps squared inside the square root: sqrt(v̂ + eps²)", variant(eps_squared=True),
+                "Adam divides by sqrt(v̂) + eps. sqrt(v̂ + eps²) is close but not equal: it differs most\n"
+                "where √v̂ is near eps (the tiny-gradient parameters here)."),
+    ]
+
+
 _CACHED_WHY = ("Each parameter group may set its own lr, betas, eps and weight_decay (here one does), and a\n"
                "schedule changes group['lr'] between steps. Read them from the group inside step(), for each\n"
                "group: lr, (b1, b2) = group['lr'], group['betas'], ...; self.defaults, like a value saved in\n"
@@ -500,17 +516,7 @@ ADAM_EX = Exercise(
         Mistake("eps added to √v before the bias correction, not to √v̂ (the Adam paper's efficient form)",
                 _adam_variant(decoupled=False, default_wd=0.0, eps_before_correction=True),
                 _PAPER_EPS_WHY),
-        Mistake("bias correction divides by (1 − β)ᵗ instead of 1 − βᵗ",
-                _adam_variant(decoupled=False, default_wd=0.0, one_minus_pow=True), _POW_WHY),
-        Mistake("bias correction one step ahead: 1 − βᵗ⁺¹ (the step counted twice, or t + 1 used)",
-                _adam_variant(decoupled=False, default_wd=0.0, t_shift=1),
-                "t is the number of steps this parameter has taken, this one included: 1 at the first\n"
-                "step. With t + 1 the early corrections are too small (1 − β₁² = 0.19 instead of 0.1), so\n"
-                "the first steps are short of what they should be."),
-        Mistake("eps squared inside the square root: sqrt(v̂ + eps²)",
-                _adam_variant(decoupled=False, default_wd=0.0, eps_squared=True),
-                "Adam divides by sqrt(v̂) + eps. sqrt(v̂ + eps²) is close but not equal: it differs most\n"
-                "where √v̂ is near eps (the tiny-gradient parameters here)."),
+        *_correction_mistakes(decoupled=False, default_wd=0.0),
         Mistake("eps inside the square root: sqrt(v̂ + eps)", _adam_variant(decoupled=False, default_wd=0.0,
                                                                            eps_inside=True),
                 "Adam divides by sqrt(v̂) + eps. Under the root, eps acts at the scale √eps (1e-4 for\n"
@@ -611,17 +617,7 @@ ADAMW_EX = Exercise(
         Mistake("eps added to √v before the bias correction, not to √v̂ (the Adam paper's efficient form)",
                 _adam_variant(decoupled=True, default_wd=0.01, eps_before_correction=True),
                 _PAPER_EPS_WHY),
-        Mistake("bias correction divides by (1 − β)ᵗ instead of 1 − βᵗ",
-                _adam_variant(decoupled=True, default_wd=0.01, one_minus_pow=True), _POW_WHY),
-        Mistake("bias correction one step ahead: 1 − βᵗ⁺¹ (the step counted twice, or t + 1 used)",
-                _adam_variant(decoupled=True, default_wd=0.01, t_shift=1),
-                "t is the number of steps this parameter has taken, this one included: 1 at the first\n"
-                "step. With t + 1 the early corrections are too small (1 − β₁² = 0.19 instead of 0.1), so\n"
-                "the first steps are short of what they should be."),
-        Mistake("eps squared inside the square root: sqrt(v̂ + eps²)",
-                _adam_variant(decoupled=True, default_wd=0.01, eps_squared=True),
-                "Adam divides by sqrt(v̂) + eps. sqrt(v̂ + eps²) is close but not equal: it differs most\n"
-                "where √v̂ is near eps (the tiny-gradient parameters here)."),
+        *_correction_mistakes(decoupled=True, default_wd=0.01),
         Mistake("eps inside the square root: sqrt(v̂ + eps)", _adam_variant(decoupled=True, default_wd=0.01,
                                                                            eps_inside=True),
                 "Adam divides by sqrt(v̂) + eps. Under the root, eps acts at the scale √eps (1e-4 for\n"
