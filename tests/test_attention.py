@@ -679,3 +679,27 @@ def test_sdpa_that_fails_in_q_at_k_says_how_to_turn_k_and_only_there(change, not
         assert not r.passed and "raised RuntimeError" in r.message, r.message
         said = "If this comes from q @ k, or from turning k round:\n  q @ k pairs" in r.message
         assert said == note, r.message
+
+
+def test_sdpa_docstring_states_the_output_dtype_the_checks_require():
+    """The checks want out and weights in q's dtype (an answer computing in float64 and returning float64
+    for float32 inputs is refused with 'expected dtype float32'): the learner's docstring says so."""
+    from pathlib import Path
+
+    import nbformat
+    root = Path(__file__).resolve().parents[1]
+    nb = nbformat.read(root / "notebooks" / "05_attention" / "05_attention.ipynb", as_version=4)
+    cell = next(c for c in nb.cells
+                if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "scaled_dot_product_attention_answer")
+    assert "in q's dtype" in cell.source, cell.source
+
+    def upcast(q, k, v, mask=None):             # right numbers, in float64 whatever q's dtype
+        s = q.double() @ k.double().mT / q.shape[-1] ** 0.5
+        if mask is not None:
+            s = s.masked_fill(~mask, float("-inf")).masked_fill(~mask.any(-1, keepdim=True), 0.0)
+        w = torch.softmax(s, -1)
+        if mask is not None:
+            w = w.masked_fill(~mask.any(-1, keepdim=True), 0.0)
+        return w @ v.double(), w
+    r = evaluate(get_exercise("scaled_dot_product_attention"), upcast)
+    assert not r.passed and "expected dtype float32, got float64" in r.message, r.message
