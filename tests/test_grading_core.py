@@ -573,3 +573,14 @@ def test_ones_and_zeros_where_a_bool_tensor_belongs_are_told_apart_from_true_and
                    atol=0, rtol=0)
     assert d is not None and d.kind == "dtype", d
     assert "expected dtype bool, got" in d.text and "1s and 0s are not True and False" in d.text, d.text
+
+
+def test_float64_where_float32_belongs_says_the_values_may_be_right_and_to_cast_back():
+    """An answer computing in float64 got a bare 'expected dtype float32, got float64'; only the other way round
+    had a reason."""
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    d, _ = compare(capture(x), capture(x.double()), dtype=torch.float32, device="cpu", atol=1e-5, rtol=1e-4)
+    assert d is not None and d.kind == "dtype", d
+    assert "expected dtype float32, got float64\nfloat64 on the way" in d.text and ".to(x.dtype)" in d.text, d.text
+    d, _ = compare(capture(x.double()), capture(x.double()), dtype=torch.float64, device="cpu", atol=0, rtol=0)
+    assert d is None, d

@@ -133,6 +133,10 @@ def _compare_tensor(expected: TensorValue, got: Any, *, dtype, device, atol, rto
             why = ("\na tensor made without dtype= (torch.zeros, torch.empty, torch.tensor: float32 unless told) "
                    "or a .float() on the way: make new tensors with dtype=x.dtype or x.new_zeros(...), and "
                    "do not convert (converting back at the end loses the digits all the same)")
+        if want_dtype.is_floating_point and want_dtype != torch.float64 and got.dtype == torch.float64:
+            why = ("\nfloat64 on the way (a .double(), a tensor made with dtype=torch.float64, or numpy's float64 "
+                   "turned back into a tensor): the values may well be right, but outputs come back in the "
+                   "inputs' dtype; cast at the end, .to(x.dtype)")
         if want_dtype == torch.bool:
             why = ("\n1s and 0s are not True and False: make the tensor with dtype=torch.bool, or keep a comparison's "
                    "result (such as t < n) as it comes, or convert with .bool()")
