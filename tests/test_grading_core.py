@@ -114,6 +114,14 @@ def test_a_missing_size_one_axis_is_named():
     assert _shape_hint((4, 2), (4,)) == ""
 
 
+def test_a_squeeze_that_took_several_size_one_axes_is_named():
+    """batched_dot with .squeeze() on q (1, 2, 1, 8) returned (2, 6) for (1, 2, 1, 6) and got no hint: the
+    one-axis hint did not reach two."""
+    from course_lib.grading.spec import get_exercise
+    r = evaluate(get_exercise("batched_dot"), lambda q, k: (q @ k.mT).squeeze())
+    assert not r.passed and "got (2, 6)\n  2 size-1 axes missing: a squeeze() with no dim" in r.message, r.message
+
+
 def test_device_mismatch_named():
     from course_lib.grading.values import TensorValue
     got = TensorValue(torch.zeros(2), "cuda:0", torch.float32)      # as if it came back from a GPU

@@ -60,6 +60,9 @@ def _shape_hint(expected, got) -> str:
         return "\none size-1 axis too many: a keepdim=True, unsqueeze or [..., None] the result should not keep"
     if drop1(e) == drop1(g) and len(g) == len(e) - 1:
         return "\none size-1 axis missing: a sum, mean or max without keepdim=True, or a squeeze, took it away"
+    if drop1(e) == drop1(g) and len(g) < len(e):
+        return (f"\n{len(e) - len(g)} size-1 axes missing: a squeeze() with no dim takes away every size-1 axis, "
+                "those that belong too; name the one you mean, squeeze(dim)")
     return ""
 
 
