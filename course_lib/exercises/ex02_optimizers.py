@@ -314,8 +314,10 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                         if bias_correction != "m only":
                             v = v / (1 - b2 ** t) if t else v / 0.0
                     denom = v.sqrt() + eps
-                    if eps_inside or eps_squared:
-                        denom = (v + (eps if eps_inside else eps * eps)).sqrt()
+                    if eps_inside:
+                        denom = (v + eps).sqrt()
+                    if eps_squared:
+                        denom = (v + eps * eps).sqrt()
                     p.sub_(lr * m / denom)
                     if decay_after and wd != 0:
                         p.mul_(1 - lr * wd)

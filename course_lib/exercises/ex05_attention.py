@@ -109,8 +109,9 @@ def _call_sdpa(impl, inputs):
     try:
         result = impl(**inputs)
     except (RuntimeError, IndexError) as exc:
-        line = describe_error(exc)["where"].partition(": ")[2]
-        if not (re.search(r"\bv\b", line) and not re.search(r"\bk\b", line)):     # not w @ v's line
+        line = describe_error(exc)["where"].partition(": ")[2]       # "" where the answer's line is unknown
+        uses_v_not_k = re.search(r"\bv\b", line) and not re.search(r"\bk\b", line)     # w @ v's line, say
+        if not uses_v_not_k:
             add_turn_k_note(exc, unsure=True)
         raise
     if not (isinstance(result, (tuple, list)) and len(result) == 2 and all(isinstance(t, torch.Tensor) for t in result)):
