@@ -900,6 +900,12 @@ def _lora(**attrs):
     return type("WrongLoRA", (_LoRABase,), attrs)
 
 
+def _lora_base_no_grad(self, x):
+    with torch.no_grad():
+        y = self.base(x)
+    return y + x @ self.A.T @ self.B.T * self.scale()
+
+
 LORA = Exercise(
     name="LoRALinear",
     notebook="09_finetuning",
@@ -959,6 +965,12 @@ LORA = Exercise(
         Mistake("base.bias left trainable", _lora(freeze="weight"),
                 "Freeze the base's bias as well as its weight (when it has one: base.bias may be None);\n"
                 "base.requires_grad_(False) does both. Only A and B train."),
+        Mistake("base(x) computed under torch.no_grad(): x's gradient misses base's part",
+                _lora(forward=_lora_base_no_grad),
+                "A frozen layer needs no gradient for its own weights, but the gradient for x still flows\n"
+                "through it: the adapted layers below learn from it (W + scale·B·A carries it, not scale·B·A\n"
+                "alone). requires_grad=False on base's parameters already saves their gradients: call\n"
+                "self.base(x) with autograd on."),
         Mistake("base(x) left out: only the low-rank path returned",
                 _lora(forward=lambda self, x: x @ self.A.T @ self.B.T * self.scale()),
                 "The low-rank path is an update added to the frozen layer's output: base(x) + scale·x AᵀBᵀ."),
