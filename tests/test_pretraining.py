@@ -640,6 +640,22 @@ def test_train_step_whose_second_forward_measures_the_updated_model_is_told_that
         assert not r.passed and "known mistake: loss measured after the update" in r.message, r.message
 
 
+@pytest.mark.parametrize("source, says", [
+    ("@torch.no_grad()\n" + _STEP, "the forward pass ran under torch.no_grad()"),
+    (_STEP.replace("    logits = model(x)", "    with torch.no_grad():\n        logits = model(x)"),
+     "the forward pass ran under torch.no_grad()"),
+    (_STEP.replace("    optimizer.zero_grad()", "    torch.set_grad_enabled(False)\n    optimizer.zero_grad()"),
+     "autograd is switched off in this kernel"),
+], ids=["decorated", "with block", "switched off"])
+def test_train_step_whose_loss_has_no_graph_is_told_why(source, says):
+    """Each raised torch's bare 'element 0 of tensors does not require grad' at loss.backward()."""
+    try:
+        for r in _evaluate_both("train_step", _answer(source, "train_step")).values():
+            assert not r.passed and "does not require grad" in r.message and says in r.message, r.message
+    finally:
+        torch.set_grad_enabled(True)
+
+
 # ------------------------------------------------------------ gaps a second blind probe found
 _SOFTMAX_BY_HAND = """def lm_loss(logits, targets):
     probs = torch.exp(logits) / torch.exp(logits).sum(-1, keepdim=True)

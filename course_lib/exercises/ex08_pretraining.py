@@ -978,7 +978,17 @@ def _call_step(fn, inputs):
     for p, old in zip((model.emb, model.out), inputs["old_grads"]):
         p.grad = old.clone()
     opt = torch.optim.SGD(model.parameters(), lr=inputs["lr"])
-    got = [fn(model, (inputs["x"], inputs["y"]), opt, inputs["max_norm"]) for _ in range(2)]
+    try:
+        got = [fn(model, (inputs["x"], inputs["y"]), opt, inputs["max_norm"]) for _ in range(2)]
+    except RuntimeError as exc:
+        if "does not require grad and does not have a grad_fn" in str(exc):
+            exc.add_note("The loss has no autograd graph to go back through: " + (
+                "autograd is switched off in this kernel\n(a torch.set_grad_enabled(False) that ran in some cell)."
+                if not torch.is_grad_enabled() else
+                "the forward pass ran under torch.no_grad()\n(a @torch.no_grad() on train_step, or a with block "
+                "around model(x)), or the loss was rebuilt from\nnumbers (.item(), .detach(), torch.tensor(...)). "
+                "Only the update runs without gradients, and\noptimizer.step() sees to that itself."))
+        raise
     like = dict(dtype=inputs["emb"].dtype, device=inputs["emb"].device)
 
     def returned():
