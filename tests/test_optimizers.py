@@ -527,6 +527,20 @@ def test_steps_a_training_loop_would_not_survive_are_named():
     assert evaluate(get_exercise("Adam"), _answer(fixed, "Adam")).passed
 
 
+@pytest.mark.parametrize("update", ["p -= group['lr'] * state['buf']", "p.sub_(group['lr'] * state['buf'])"])
+def test_an_update_outside_no_grad_is_told_where_it_belongs(update):
+    """An in-place update while autograd records got torch's bare 'a leaf Variable that requires grad is
+    being used in an in-place operation'."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    source = SGD_REBOUND.replace("    @torch.no_grad()\n", "").replace("KEY", "p").replace("UPDATE", update)
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("SGDMomentum"), _answer(source, "SGDMomentum"), suite=suite)
+        assert not r.passed and "a leaf Variable that requires grad" in r.message, r.message
+        assert "inside `with torch.no_grad():`, or decorate step() with @torch.no_grad()" in r.message, r.message
+
+
 def test_an_error_in_the_resumed_run_says_it_came_from_there():
     """An error that only the save-and-reload run meets read like any other: which run it was went unsaid."""
     from course_lib.grading.engine import evaluate

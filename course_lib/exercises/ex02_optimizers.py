@@ -93,6 +93,10 @@ _UNMOVED_WHY = ("p = p - lr * ... makes a new tensor and leaves the parameter it
                 "of a copy). Change p in place, inside torch.no_grad(): p.sub_(...), p.add_(..., alpha=-lr)\n"
                 "or p.copy_(...).")
 
+_LEAF_WHY = ("Parameters require grad, and autograd refuses to change them in place while it records:\n"
+             "do the whole update inside `with torch.no_grad():`, or decorate step() with @torch.no_grad(),\n"
+             "as torch's own optimizers do.")
+
 
 def _grad_change(params, installed, copies):
     """What step() did to the gradients it was given, in words; None if it left them alone."""
@@ -134,7 +138,12 @@ def _run_optimizer(cls, inputs):
             _set_grads(params, grads[s], in_place)
             installed = [p.grad for p in params]
             copies = [None if g is None else g.clone() for g in installed]
-            opt.step()
+            try:
+                opt.step()
+            except RuntimeError as exc:
+                if "leaf Variable that requires grad is being used in an in-place operation" in str(exc):
+                    exc.add_note(_LEAF_WHY)
+                raise
             change = _grad_change(params, installed, copies)
             if change and not found:
                 found.append(f"{change} at step {s + 1} of {len(grads)}\n{_GRADS_WHY}")
