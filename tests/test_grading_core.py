@@ -154,6 +154,17 @@ def test_not_implemented_and_exceptions_are_explained():
     assert "raised RuntimeError" in r.message and "line 2 of your answer: return x.view(-1, 7)" in r.message
 
 
+@pytest.mark.parametrize("body, says", [
+    ("    if x:\n        return x\n", "write `if mask is not None:`"),
+    ("    w = torch.nn.Parameter(x.clone())\n    w += 1\n    return w\n", "inside `with torch.no_grad():`"),
+], ids=["if tensor", "parameter changed in place"])
+def test_two_terse_torch_errors_say_what_they_mean(body, says):
+    """Both got torch's words alone: 'Boolean value of Tensor with more than one value is ambiguous' and
+    'a leaf Variable that requires grad is being used in an in-place operation'."""
+    r = evaluate(SOFTMAX, _cell("def mine(x):\n" + body, "mine"))
+    assert not r.passed and "raised RuntimeError" in r.message and says in r.message, r.message
+
+
 def test_a_librarys_not_implemented_error_is_not_read_as_an_unfinished_cell():
     """Only the answer's own `raise NotImplementedError()` means 'not implemented yet'; torch's
     NotImplementedError (a meta tensor's data, flex_attention's 'NYI: ...') says what went wrong."""

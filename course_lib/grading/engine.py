@@ -123,6 +123,19 @@ def _is_learner_frame(filename: str) -> bool:
             or "ipykernel_" in filename)
 
 
+# What two of PyTorch's terse errors mean in an answer, said when the exercise's own checks add nothing.
+_TORCH_ERRORS = {
+    "Boolean value of Tensor with more than one value is ambiguous":
+        "Python's if, and, or, not and bool() need a single True or False, and a tensor of several values\n"
+        "is not one. To test whether an optional tensor was given, write `if mask is not None:`; to\n"
+        "combine bool tensors element by element, &, | and ~; to reduce one, .any() or .all().",
+    "a leaf Variable that requires grad is being used in an in-place operation":
+        "A parameter (or another tensor that requires grad) was changed in place (add_, -=, x[i] = ...)\n"
+        "while autograd records: do such changes inside `with torch.no_grad():` (nn.init's functions\n"
+        "do that themselves), or build a new tensor instead.",
+}
+
+
 def describe_error(exc: BaseException) -> dict[str, str | bool]:
     """type, message, where (the innermost line of the answer), and stub: an unfinished answer's
     ``raise NotImplementedError()``, not a library's NotImplementedError, which says what it cannot do
@@ -139,6 +152,8 @@ def describe_error(exc: BaseException) -> dict[str, str | bool]:
         last is not None and _is_learner_frame(last.filename)
         and "NotImplementedError" in (last.line or linecache.getline(last.filename, last.lineno))))
     notes = "\n".join(getattr(exc, "__notes__", ()))[:500]   # what a check's own code added: where it happened, what it means
+    if not notes:
+        notes = next((why for text, why in _TORCH_ERRORS.items() if text in str(exc)), "")
     return {"type": type(exc).__name__, "message": str(exc)[:500], "where": where, "stub": stub, "notes": notes}
 
 
