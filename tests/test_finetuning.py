@@ -574,6 +574,15 @@ class _LoRA(nn.Module):
         return self.base(x) + x @ self.A.T @ self.B.T * self.scale
 
 
+def test_lora_whose_matrices_meet_x_unturned_is_told_their_layout():
+    """x @ A @ B got torch's bare 'mat1 and mat2 shapes cannot be multiplied'."""
+    from course_lib.exercises.ex09_finetuning import LORA
+    answer = type("Unturned", (_LoRA,), {"forward": lambda self, x: self.base(x) + x @ self.A @ self.B * self.scale})
+    for suite, r in _verdicts(LORA, answer).items():
+        assert not r.passed and "shapes cannot be multiplied" in r.message, (suite, r.message)
+        assert "the low-rank path for x (..., in_features) is x @ A.T @ B.T" in r.message, (suite, r.message)
+
+
 @pytest.mark.parametrize("where, says", [
     ("cpu", "LoRALinear's A and B were created on cpu, not on base.weight's device"),
     ("plain tensor", "LoRALinear.A must be an nn.Parameter of shape (4, 12), found a plain tensor (not an nn.Parameter)"),

@@ -819,7 +819,13 @@ def _call_lora(cls, inputs):
     a_small = (f"A's values small at the start: root mean square at most 3/√in_features = {limit:.2f}"
                if rms <= limit else f"A's values large at the start: root mean square above 3/√in_features = "
                                     f"{limit:.2f}")
-    y0 = m(x)
+    try:
+        y0 = m(x)
+    except RuntimeError as exc:
+        if "shapes cannot be multiplied" in str(exc):
+            exc.add_note("A is (r, in_features) and B (out_features, r), laid out as nn.Linear keeps its weight:\n"
+                         "the low-rank path for x (..., in_features) is x @ A.T @ B.T, through the rank-r space.")
+        raise
     same_at_init = ("output equal to base(x) at the start" if torch.allclose(y0, want, atol=1e-6, rtol=1e-5)
                     else "output different from base(x) at the start")
     if y0.requires_grad:
