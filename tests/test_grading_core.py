@@ -154,13 +154,25 @@ def test_not_implemented_and_exceptions_are_explained():
     assert "raised RuntimeError" in r.message and "line 2 of your answer: return x.view(-1, 7)" in r.message
 
 
+_SOFTMAX_THEN = "    e = (x - x.amax(-1, keepdim=True)).exp()\n    s = e / e.sum(-1, keepdim=True)\n"
+
+
 @pytest.mark.parametrize("body, says", [
     ("    if x:\n        return x\n", "write `if mask is not None:`"),
     ("    w = torch.nn.Parameter(x.clone())\n    w += 1\n    return w\n", "inside `with torch.no_grad():`"),
-], ids=["if tensor", "parameter changed in place"])
-def test_two_terse_torch_errors_say_what_they_mean(body, says):
-    """Both got torch's words alone: 'Boolean value of Tensor with more than one value is ambiguous' and
-    'a leaf Variable that requires grad is being used in an in-place operation'."""
+    ("    return x - x.amax(-1)\n", "A common cause: a reduction (mean, sum, amax...) without\n  keepdim=True"),
+    (_SOFTMAX_THEN + "    return s @ torch.eye(x.shape[-1])\n", "Make it with dtype=x.dtype"),
+    (_SOFTMAX_THEN + "    return (s[None] @ torch.eye(x.shape[-1])[None])[0]\n", "Make it with dtype=x.dtype"),
+    # torch's words when a CPU tensor meets a CUDA one; raised here as a GPU would raise them
+    ("    raise RuntimeError('Expected all tensors to be on the same device, but found at least two devices, '\n"
+     "                       'cuda:0 and cpu!')\n", "make it with device=x.device"),
+], ids=["if tensor", "parameter changed in place", "no keepdim", "float32 matrix in a float64 case",
+        "the same batched", "cpu tensor on a gpu"])
+def test_terse_torch_errors_say_what_they_mean(body, says):
+    """Each got torch's words alone ('Boolean value of Tensor with more than one value is ambiguous', 'a leaf
+    Variable that requires grad is being used in an in-place operation', 'The size of tensor a (4) must match
+    the size of tensor b (3)', 'expected m1 and m2 to have the same dtype', 'expected scalar type Double but
+    found Float', 'Expected all tensors to be on the same device')."""
     r = evaluate(SOFTMAX, _cell("def mine(x):\n" + body, "mine"))
     assert not r.passed and "raised RuntimeError" in r.message and says in r.message, r.message
 

@@ -123,8 +123,21 @@ def _is_learner_frame(filename: str) -> bool:
             or "ipykernel_" in filename)
 
 
-# What two of PyTorch's terse errors mean in an answer, said when the exercise's own checks add nothing.
+# What some of PyTorch's terse errors mean in an answer, said when the exercise's own checks add nothing.
+_SAME_DTYPE = ("Tensors of two dtypes met where one is needed (float32 and float64 in a matrix product, say):\n"
+               "a tensor made inside the answer (torch.zeros, torch.tensor, torch.randn...) is float32 unless\n"
+               "given dtype=. Make it with dtype=x.dtype (the checks run float64 cases too).")
 _TORCH_ERRORS = {
+    "must match the size of tensor b":
+        "Elementwise operations need shapes that broadcast: compared from the last axis, each pair of\n"
+        "sizes must be equal or one of them 1. A common cause: a reduction (mean, sum, amax...) without\n"
+        "keepdim=True drops its axis, so its result no longer lines up with the tensor it came from:\n"
+        "keep the axis with keepdim=True (or add it back with [..., None]).",
+    **dict.fromkeys(("to have the same dtype", "must have the same dtype", "expected scalar type Double but found Float",
+                     "expected scalar type Float but found Double", "dtypes match, got"), _SAME_DTYPE),
+    "Expected all tensors to be on the same device":
+        "A tensor made inside the answer (torch.zeros, torch.arange, torch.tensor...) is created on the\n"
+        "CPU unless given device=: make it with device=x.device, so that the answer runs on a GPU too.",
     "Boolean value of Tensor with more than one value is ambiguous":
         "Python's if, and, or, not and bool() need a single True or False, and a tensor of several values\n"
         "is not one. To test whether an optional tensor was given, write `if mask is not None:`; to\n"
