@@ -170,15 +170,18 @@ _SOFTMAX_THEN = "    e = (x - x.amax(-1, keepdim=True)).exp()\n    s = e / e.sum
      "    return Scale().w\n", "must call super().__init__() in its __init__"),
     ("    class Same(torch.nn.Module):\n        def foward(self, y):\n            return y\n"
      "    return Same()(x)\n", "the method named exactly forward"),
+    ("    return mine(x[..., :])\n", "called itself again and again with no case that stops it"),
 ], ids=["if tensor", "parameter changed in place", "no keepdim", "float32 matrix in a float64 case",
-        "the same batched", "cpu tensor on a gpu", "no super().__init__()", "forward misspelt"])
+        "the same batched", "cpu tensor on a gpu", "no super().__init__()", "forward misspelt", "recursion"])
 def test_terse_torch_errors_say_what_they_mean(body, says):
     """Each got torch's words alone ('Boolean value of Tensor with more than one value is ambiguous', 'a leaf
     Variable that requires grad is being used in an in-place operation', 'The size of tensor a (4) must match
     the size of tensor b (3)', 'expected m1 and m2 to have the same dtype', 'expected scalar type Double but
-    found Float', 'Expected all tensors to be on the same device')."""
+    found Float', 'Expected all tensors to be on the same device'); an answer that called itself without end
+    was told it had switched off the checks' call watcher."""
     r = evaluate(SOFTMAX, _cell("def mine(x):\n" + body, "mine"))
     assert not r.passed and "raised " in r.message and says in r.message, r.message
+    assert "call watcher" not in r.message, r.message
 
 
 def test_a_librarys_not_implemented_error_is_not_read_as_an_unfinished_cell():

@@ -152,6 +152,9 @@ _TORCH_ERRORS = {
         "A parameter (or another tensor that requires grad) was changed in place (add_, -=, x[i] = ...)\n"
         "while autograd records: do such changes inside `with torch.no_grad():` (nn.init's functions\n"
         "do that themselves), or build a new tensor instead.",
+    "maximum recursion depth exceeded":
+        "The function called itself again and again with no case that stops it (a forward that calls\n"
+        "self(x) or self.forward(x) is one way): compute the result here instead of calling it anew.",
 }
 
 

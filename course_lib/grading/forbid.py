@@ -239,11 +239,14 @@ class CallWatcher:
         sys.setprofile(self._bound)
         return self
 
-    def __exit__(self, *exc):
-        if sys.getprofile() is not self._bound:
+    def __exit__(self, exc_type, *exc):
+        # Python drops a profile hook that raises, as the hook does when the answer recurses too deep:
+        # then the answer's RecursionError is what to report, not a tampering.
+        dropped = sys.getprofile() is None and exc_type is not None and issubclass(exc_type, RecursionError)
+        if sys.getprofile() is not self._bound and not dropped:
             self.tampered = True
         self._closing = True
         sys.setprofile(self._previous)
         if self._mode is not None:
-            self._mode.__exit__(*exc)
+            self._mode.__exit__(exc_type, *exc)
         return False
