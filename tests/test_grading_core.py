@@ -139,7 +139,7 @@ def _cell(src: str, name: str):
     import linecache
     filename = f"<answer cell {name}>"
     linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
-    ns = {"torch": torch, "math": math}
+    ns = {"torch": torch, "math": math, "F": F}
     exec(compile(src, filename, "exec"), ns)
     return ns[name]
 
@@ -171,14 +171,53 @@ _SOFTMAX_THEN = "    e = (x - x.amax(-1, keepdim=True)).exp()\n    s = e / e.sum
     ("    class Same(torch.nn.Module):\n        def foward(self, y):\n            return y\n"
      "    return Same()(x)\n", "the method named exactly forward"),
     ("    return mine(x[..., :])\n", "called itself again and again with no case that stops it"),
+    ("    y = x.clone().requires_grad_()\n    return torch.from_numpy(y.numpy())\n", "numpy cannot carry gradients"),
+    ("    return x / math.sqrt((x * x).sum(-1, keepdim=True))\n", "math's functions (math.sqrt, math.exp...)"),
+    ("    return x * x.sum(-1).item()\n", "math's functions (math.sqrt, math.exp...)"),
+    ("    return x * torch.sqrt(x.shape[-1])\n", "A torch function got a Python number where it takes a tensor"),
+    ("    return x.view(x.shape[0], x.shape[1] / 1)\n", "divide sizes with // (d_model // n_heads)"),
+    ("    return x.view(x.shape[0], x.shape[1] + 1)\n", "the new sizes must multiply to the number of elements"),
+    ("    return x - x.amax(2, keepdim=True)\n", "count from the end\n  (dim=-1 is the last axis)"),
+    ("    a, b, c, d = x.shape\n    return x\n", "Unpacking (a, b = ...) needs exactly one name per value"),
+    ("    d = x.shape(-1)\n    return x / d\n", "x.shape is a tuple, read with brackets: x.shape[-1]"),
+    ("    return x / x.numel\n", "A method was used without its parentheses"),
+    ("    w = torch.nn.Parameter(x.clone())\n    w.requires_grad(False)\n    return w\n",
+     "the method, with an underscore, is p.requires_grad_(False)"),
+    ("    p = 0.5\n    return p(x)\n", "self.dropout = nn.Dropout(dropout)"),
+    ("    w = x.clone()\n    return w(x)\n", "A tensor was called like a function"),
+    ("    e = (x.exp(), x.exp().sum(-1, keepdim=True))\n    return e.div(2)\n", "A tuple came where a tensor was expected"),
+    ("    mask = None\n    return x.masked_fill(~mask, 0.0)\n", "A value here is None"),
+    ("    mask = None\n    return x.masked_fill(mask == 0, 0.0)\n", "masked_fill needs a bool tensor as its mask"),
+    ("    return F.cross_entropy(x, x.argmax(-1)[:2])\n", "F.cross_entropy reads (N, V) logits with (N,) targets"),
+    ("    return F.cross_entropy(x, x.argmax(-1).float())\n", "F.cross_entropy's targets are class ids, int64"),
+    ("    y = x.clone()\n    y[y > 0] = x\n    return y\n", "t[mask] = v fills only the positions mask selects"),
+    ("    return torch.cat([x, x.sum(-1)], dim=-1)\n", "torch.cat joins tensors along an axis they all have"),
+    ("    return torch.stack([x, x[:, :2]])\n", "torch.stack needs tensors of one shape"),
+    ("    return torch.stack(r for r in x)\n", "not a bare generator expression"),
+    ("    s = torch.tensor([0, 1])\n    return x[:, s:s + 2]\n", "where Python needs one int"),
+    ("    return x.gather(-1, x.argmax(-1))\n", "t.gather(-1, idx[..., None])"),
+    ("    rows = (r for r in x)\n    return x[:len(rows)]\n", "make a list of it first, params = list(params)"),
+    ("    return x[:, torch.randint(x.shape[-1], 3)]\n", "torch.randint takes the size as a tuple"),
+    ("    return x * torch.multinomial(x.exp()[None, None], 1)\n", "torch.multinomial draws from rows of probabilities"),
+    ("    return x & (x > 0)\n", "&, | and ~ combine bool tensors"),
 ], ids=["if tensor", "parameter changed in place", "no keepdim", "float32 matrix in a float64 case",
-        "the same batched", "cpu tensor on a gpu", "no super().__init__()", "forward misspelt", "recursion"])
+        "the same batched", "cpu tensor on a gpu", "no super().__init__()", "forward misspelt",
+        "recursion", "numpy of a tensor that requires grad", "math.sqrt of a tensor", ".item() of many values",
+        "torch.sqrt of a number", "size made with /", "view to the wrong size", "axis counted from the front",
+        "unpacked shape", "x.shape()", "method without ()", "p.requires_grad(False)", "a number called",
+        "a tensor called", "a tuple for a tensor", "None where a tensor goes", "masked_fill of a Python bool",
+        "cross_entropy's target sizes", "cross_entropy's float targets", "t[mask] = whole tensor",
+        "cat of fewer axes", "stack of other shapes", "stack of a generator", "tensor as a slice start",
+        "gather index without its axis", "len of a generator", "randint's size", "multinomial of 4-D",
+        "& of a float tensor"])
 def test_terse_torch_errors_say_what_they_mean(body, says):
-    """Each got torch's words alone ('Boolean value of Tensor with more than one value is ambiguous', 'a leaf
-    Variable that requires grad is being used in an in-place operation', 'The size of tensor a (4) must match
-    the size of tensor b (3)', 'expected m1 and m2 to have the same dtype', 'expected scalar type Double but
-    found Float', 'Expected all tensors to be on the same device'); an answer that called itself without end
-    was told it had switched off the checks' call watcher."""
+    """Each got torch's or Python's words alone ('Boolean value of Tensor with more than one value is ambiguous',
+    'a leaf Variable that requires grad is being used in an in-place operation', 'The size of tensor a (4) must
+    match the size of tensor b (3)', 'expected m1 and m2 to have the same dtype', 'Expected all tensors to be on
+    the same device', 'only one element tensors can be converted to Python scalars', "shape '[3, 6]' is invalid
+    for input of size 15", "'torch.Size' object is not callable", 'too many values to unpack', "'NoneType' object
+    has no attribute ..."...); an answer that called itself without end was told it had switched off the checks'
+    call watcher."""
     r = evaluate(SOFTMAX, _cell("def mine(x):\n" + body, "mine"))
     assert not r.passed and "raised " in r.message and says in r.message, r.message
     assert "call watcher" not in r.message, r.message
