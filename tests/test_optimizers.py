@@ -541,6 +541,51 @@ def test_an_update_outside_no_grad_is_told_where_it_belongs(update):
         assert "inside `with torch.no_grad():`, or decorate step() with @torch.no_grad()" in r.message, r.message
 
 
+@pytest.mark.parametrize("old, new, says", [
+    ("for group in self.param_groups:\n            for p in group[\"params\"]:",
+     "for p in self.param_groups:\n            if True:", "'dict' object has no attribute 'grad'"),
+    ("for group in self.param_groups:\n            for p in group[\"params\"]:",
+     "for group in self.param_groups:\n            for p in group:", "'str' object has no attribute 'grad'"),
+    ("for group in self.param_groups:\n            for p in group[\"params\"]:",
+     "for p in self.params:\n            if True:", "'SGDMomentum' object has no attribute 'params'"),
+    ("UPDATE", "p.sub_(self.lr * state['buf'])", "'SGDMomentum' object has no attribute 'lr'"),
+    ("UPDATE", "p.sub_(group.lr * state['buf'])", "'dict' object has no attribute 'lr'"),
+], ids=["a group for a parameter", "a group's keys for parameters", "self.params", "self.lr", "group.lr"])
+def test_a_group_read_as_something_else_is_told_what_param_groups_holds(old, new, says):
+    """self.params, self.lr, group.lr, a group taken for a parameter, a group's keys taken for parameters: each
+    got Python's AttributeError alone, which does not say where an optimizer keeps its parameters and
+    settings."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    source = SGD_REBOUND.replace("KEY", "p").replace("UPDATE", "p.sub_(group['lr'] * state['buf'])")
+    source = source.replace(old, new) if old != "UPDATE" else SGD_REBOUND.replace("KEY", "p").replace(old, new)
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("SGDMomentum"), _answer(source, "SGDMomentum"), suite=suite)
+        assert not r.passed and f"raised AttributeError: {says}" in r.message, r.message
+        assert "self.param_groups is a list of dicts, one per group: its parameters are group['params']" in r.message
+        assert "for group in self.param_groups: for p in group['params']: ..." in r.message, r.message
+
+
+@pytest.mark.parametrize("answer, says", [
+    (SGD_REBOUND.replace("KEY", "p").replace("if \"buf\" not in state:", "if False:")
+     .replace("UPDATE", "p.sub_(group['lr'] * state['buf'])"), "raised KeyError: 'buf'"),
+    (ADAM_GRAPH.replace("    def step(", "    @torch.no_grad()\n    def step(").replace('group["betas"]', 'group["beta"]'),
+     "raised KeyError: 'beta'"),
+], ids=["state read before it is set", "a misspelt setting"])
+def test_a_missing_key_is_told_where_settings_and_state_live(answer, says):
+    """state['buf'] read before the first step set it, group['beta'] for group['betas']: torch's KeyError named
+    the key and nothing else."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    name = "SGDMomentum" if "SGDMomentum" in answer else "Adam"
+    r = evaluate(get_exercise(name), _answer(answer, name))
+    assert not r.passed and says in r.message, r.message
+    assert "self.state[p] is an empty dict the first time p is seen" in r.message, r.message
+    assert "group['lr'] and the rest (the keys: 'params', 'lr'," in r.message, r.message
+
+
 def test_an_error_in_the_resumed_run_says_it_came_from_there():
     """An error that only the save-and-reload run meets read like any other: which run it was went unsaid."""
     from course_lib.grading.engine import evaluate

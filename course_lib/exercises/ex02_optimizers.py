@@ -98,6 +98,21 @@ _LEAF_WHY = ("Parameters require grad, and autograd refuses to change them in pl
              "as torch's own optimizers do.")
 
 
+def _where_things_are(exc, opt):
+    """A note for step()'s AttributeError or KeyError: where an optimizer keeps its parameters, its settings
+    and its state ('dict' object has no attribute 'grad', 'SGDMomentum' object has no attribute 'lr',
+    KeyError: 'buf' said no more than that)."""
+    text, keys = str(exc), ", ".join(repr(k) for k in opt.param_groups[0])
+    groups = (f"self.param_groups is a list of dicts, one per group: its parameters are group['params'], its\n"
+              f"settings group['lr'] and the rest (the keys: {keys}).")
+    if isinstance(exc, KeyError):
+        exc.add_note(f"{groups}\nself.state[p] is an empty dict the first time p is seen: set its entries at that step\n"
+                     "(if not state: ...) before reading them.")
+    elif ("'dict' object has no attribute" in text or "'str' object has no attribute" in text
+          or f"'{type(opt).__name__}' object has no attribute" in text):
+        exc.add_note(f"{groups}\nLoop over them: for group in self.param_groups: for p in group['params']: ...")
+
+
 def _grad_change(params, installed, copies):
     """What step() did to the gradients it was given, in words; None if it left them alone."""
     for name, p, g, before in zip(_NAMES, params, installed, copies):
@@ -143,6 +158,9 @@ def _run_optimizer(cls, inputs):
             except RuntimeError as exc:
                 if "leaf Variable that requires grad is being used in an in-place operation" in str(exc):
                     exc.add_note(_LEAF_WHY)
+                raise
+            except (AttributeError, KeyError) as exc:
+                _where_things_are(exc, opt)
                 raise
             change = _grad_change(params, installed, copies)
             if change and not found:
