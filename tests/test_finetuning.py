@@ -548,6 +548,21 @@ def test_freeze_check_explains_a_requires_grad_attribute():
         assert not r.passed and "module.requires_grad_(False), with the underscore" in r.message, (suite, r.message)
 
 
+def test_a_module_walked_as_if_it_were_its_parameters_is_told_how():
+    """`for p in model.encoder.embeddings:` got Python's "'BertEmbeddings' object is not iterable" alone."""
+    from course_lib.exercises.ex09_finetuning import FREEZE
+
+    def freeze(model, n_layers):
+        if not 0 <= n_layers <= len(model.encoder.layers):
+            raise ValueError("n_layers out of range")
+        for p in model.encoder.embeddings:
+            p.requires_grad = False
+        return 0
+    for suite, r in _verdicts(FREEZE, freeze).items():
+        assert not r.passed and "'BertEmbeddings' object is not iterable" in r.message, (suite, r.message)
+        assert "A module is not a list of its parameters: walk module.parameters()" in r.message, (suite, r.message)
+
+
 class _LoRA(nn.Module):
     where = "right"
     init = "1/√in"

@@ -586,6 +586,12 @@ def _call_freeze(impl, inputs):
             exc.add_note(f"n_layers = {n} is out of range, as the check wants, but the contract raises ValueError, "
                          f"not AssertionError:\n`if not 0 <= n_layers <= len(model.encoder.layers): raise ValueError(...)`.")
         raise
+    except TypeError as exc:
+        if "object is not iterable" in str(exc) and "'method'" not in str(exc):
+            exc.add_note("A module is not a list of its parameters: walk module.parameters(), or set them all at\n"
+                         "once with module.requires_grad_(False). model.encoder.layers[:n_layers] is a list of\n"
+                         "modules, each with its own .parameters().")
+        raise
     except RuntimeError as exc:
         text = str(exc)
         if "must match the size of tensor" in text or "Boolean value of Tensor" in text:
