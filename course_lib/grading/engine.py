@@ -16,6 +16,7 @@ from typing import Any, Callable
 import torch
 
 from .compare import _shape, compare
+from .explain import explain
 from .forbid import CallWatcher, scan_source
 from .spec import Case, Exercise
 from .values import TensorValue, capture
@@ -123,130 +124,6 @@ def _is_learner_frame(filename: str) -> bool:
             or "ipykernel_" in filename)
 
 
-# What some of PyTorch's terse errors mean in an answer, said when the exercise's own checks add nothing.
-_SAME_DTYPE = ("Tensors of two dtypes met where one is needed (float32 and float64 in a matrix product, say):\n"
-               "a tensor made inside the answer (torch.zeros, torch.tensor, torch.randn...) is float32 unless\n"
-               "given dtype=. Make it with dtype=x.dtype (the checks run float64 cases too).")
-_TORCH_ERRORS = {
-    "must match the size of tensor b":
-        "Elementwise operations need shapes that broadcast: compared from the last axis, each pair of\n"
-        "sizes must be equal or one of them 1. A common cause: a reduction (mean, sum, amax...) without\n"
-        "keepdim=True drops its axis, so its result no longer lines up with the tensor it came from:\n"
-        "keep the axis with keepdim=True (or add it back with [..., None]).",
-    **dict.fromkeys(("to have the same dtype", "must have the same dtype", "expected scalar type Double but found Float",
-                     "expected scalar type Float but found Double", "dtypes match, got"), _SAME_DTYPE),
-    "Expected all tensors to be on the same device":
-        "A tensor made inside the answer (torch.zeros, torch.arange, torch.tensor...) is created on the\n"
-        "CPU unless given device=: make it with device=x.device, so that the answer runs on a GPU too.",
-    "before Module.__init__() call":
-        "An nn.Module subclass must call super().__init__() in its __init__, first: that call makes the\n"
-        "registries that its parameters and submodules go into.",
-    'is missing the required "forward" function':
-        "nn.Module calls the method named exactly forward: check its spelling, and that it is indented as\n"
-        "a method of the class (not nested inside __init__).",
-    "Boolean value of Tensor with more than one value is ambiguous":
-        "Python's if, and, or, not and bool() need a single True or False, and a tensor of several values\n"
-        "is not one. To test whether an optional tensor was given, write `if mask is not None:`; to\n"
-        "combine bool tensors element by element, &, | and ~; to reduce one, .any() or .all().",
-    "a leaf Variable that requires grad is being used in an in-place operation":
-        "A parameter (or another tensor that requires grad) was changed in place (add_, -=, x[i] = ...)\n"
-        "while autograd records: do such changes inside `with torch.no_grad():` (nn.init's functions\n"
-        "do that themselves), or build a new tensor instead.",
-    "maximum recursion depth exceeded":
-        "The function called itself again and again with no case that stops it (a forward that calls\n"
-        "self(x) or self.forward(x) is one way): compute the result here instead of calling it anew.",
-    "Can't call numpy() on Tensor that requires grad":
-        "numpy cannot carry gradients, and .detach() would cut the answer from autograd, which the checks\n"
-        "(and training) go back through: compute with torch operations on the tensors themselves.",
-    **dict.fromkeys(("only one element tensors can be converted to Python scalars", "cannot be converted to Scalar"),
-        "math's functions (math.sqrt, math.exp...), float(), int() and .item() take one number, and this\n"
-        "tensor holds several: use torch's own functions on tensors (torch.sqrt(t), t.exp()), and keep\n"
-        ".item() for a tensor of one element."),
-    **dict.fromkeys(("must be Tensor, not float", "must be Tensor, not int"),
-        "A torch function got a Python number where it takes a tensor. For a number, math's functions\n"
-        "(math.cos, math.sqrt) give a number back."),
-    "must be tuple of ints,but got float":
-        "Sizes are ints, and / always gives a float, even where it divides exactly (12 / 3 is 4.0):\n"
-        "divide sizes with // (d_model // n_heads).",
-    "is invalid for input of size":
-        "view and reshape keep every element: the new sizes must multiply to the number of elements the\n"
-        "tensor holds (its size above). A common cause: a size taken from another tensor, or one size\n"
-        "where a product was meant; one size may be -1, for torch to work out.",
-    "Dimension out of range":
-        "The tensor has fewer axes than that axis number needs. A common cause: an axis counted from the\n"
-        "front (dim=2) where inputs come with other numbers of leading axes: count from the end\n"
-        "(dim=-1 is the last axis), which holds for any number of them.",
-    **dict.fromkeys(("too many values to unpack", "not enough values to unpack"),
-        "Unpacking (a, b = ...) needs exactly one name per value: x.shape gives one size per axis\n"
-        "(x.shape[-1] takes the last alone), a tensor unpacks along its first axis, and a function that\n"
-        "returns one tensor gives no pair."),
-    "'torch.Size' object is not callable":
-        "x.shape is a tuple, read with brackets: x.shape[-1]; x.size(-1) is the method that gives the same.",
-    **dict.fromkeys(("builtin_function_or_method", "'method' object"),
-        "A method was used without its parentheses, so the method itself came instead of what it returns:\n"
-        "x.size(), p.numel(), model.parameters()."),
-    "'bool' object is not callable":
-        "A common cause: p.requires_grad(False). requires_grad is an attribute (p.requires_grad = False);\n"
-        "the method, with an underscore, is p.requires_grad_(False).",
-    **dict.fromkeys(("'float' object is not callable", "'int' object is not callable"),
-        "A number was called like a function. A common cause: an attribute that keeps a number where a\n"
-        "module was meant: self.dropout = dropout keeps the probability, self.dropout = nn.Dropout(dropout)\n"
-        "makes the module to call."),
-    **dict.fromkeys(("'Parameter' object is not callable", "'Tensor' object is not callable"),
-        "A tensor was called like a function: multiply by it (x * self.weight), or x @ W for a matrix\n"
-        "product."),
-    "'tuple' object has no attribute":
-        "A tuple came where a tensor was expected. A common cause: a function that returns several values\n"
-        "(scaled_dot_product_attention's (out, weights), topk's (values, indices), a batch (x, y)):\n"
-        "unpack it first, out, weights = f(...).",
-    **dict.fromkeys(("'NoneType'", "not NoneType"),     # Python's and torch's words, not a check's "found NoneType"
-        "A value here is None. Common causes: a parameter whose .grad is None (skip it), an optional\n"
-        "argument left at None (test `if mask is not None:` first; a layer built without bias has\n"
-        "bias None), a dict's .get() that found nothing, or a function of yours with no return."),
-    "masked_fill() received an invalid combination of arguments - got (bool":
-        "masked_fill needs a bool tensor as its mask, and a Python True or False came (mask == 0 where\n"
-        "mask is None gives False): test `if mask is not None:` first.",
-    **dict.fromkeys(("Expected target size", "to match target batch_size"),
-        "F.cross_entropy reads (N, V) logits with (N,) targets (or (N, V, T) with (N, T)): flatten\n"
-        "batch and time first, logits.reshape(-1, V) and targets.reshape(-1)."),
-    **dict.fromkeys(("expected target dtype to be Long", "Expected floating point type for target with class probabilities"),
-        "F.cross_entropy's targets are class ids, int64, as they come: not .float() and not one-hot\n"
-        "(float targets are read as a probability for every class)."),
-    "cannot be broadcast to indexing result":
-        "t[mask] = v fills only the positions mask selects: give one value (t[mask] = mask_id), or\n"
-        "values selected the same way (t[mask] = v[mask]).",
-    "Tensors must have same number of dimensions":
-        "torch.cat joins tensors along an axis they all have, so each needs the same number of axes: add\n"
-        "the missing one (t[:, None], t.unsqueeze(-1)); to make one vector of tensors of other shapes,\n"
-        "flatten each first (t.reshape(-1)).",
-    "stack expects each tensor to be equal size":
-        "torch.stack needs tensors of one shape. To put tensors of other shapes together, flatten each and\n"
-        "join them, torch.cat([t.reshape(-1) for t in ts]), or reduce each to one number first.",
-    "must be tuple of Tensors, not":
-        "torch.cat and torch.stack take a list or tuple of tensors: torch.stack([... for s in starts]),\n"
-        "with brackets, not a bare generator expression; t.unbind(dim) turns one tensor into such a list.",
-    "only integer tensors of a single element can be converted to an index":
-        "A tensor of several values was used where Python needs one int (a slice's start, range()).\n"
-        "Take one at a time (for s in starts.tolist()), or index every position at once:\n"
-        "data[starts[:, None] + torch.arange(T)].",
-    "Index tensor must have the same number of dimensions as input tensor":
-        "gather takes an index with as many axes as its input: add the last one,\n"
-        "t.gather(-1, idx[..., None]), and take it away after ([..., 0]).",
-    **dict.fromkeys(("'generator' object", "of type 'generator'"),
-        "A generator (model.parameters() is one) has no len() and no [i], and can be walked once:\n"
-        "make a list of it first, params = list(params)."),
-    **dict.fromkeys(("randint() received an invalid combination of arguments", "randint(): argument 'size'"),
-        "torch.randint takes the size as a tuple, even for one axis: torch.randint(high, (n,)),\n"
-        "or torch.randint(low, high, (n,)); generator= goes by name."),
-    "prob_dist must be 1 or 2 dim":
-        "torch.multinomial draws from rows of probabilities, (B, V) at most: take the last position's\n"
-        "logits first, logits[:, -1, :].",
-    '"bitwise_':
-        "&, | and ~ combine bool tensors (and integers), not floats: compare first to get a bool tensor\n"
-        "(torch.rand(...) < p).",
-}
-
-
 def describe_error(exc: BaseException) -> dict[str, str | bool]:
     """type, message, where (the innermost line of the answer), and stub: an unfinished answer's
     ``raise NotImplementedError()``, not a library's NotImplementedError, which says what it cannot do
@@ -264,7 +141,7 @@ def describe_error(exc: BaseException) -> dict[str, str | bool]:
         and "NotImplementedError" in (last.line or linecache.getline(last.filename, last.lineno))))
     notes = "\n".join(getattr(exc, "__notes__", ()))[:500]   # what a check's own code added: where it happened, what it means
     if not notes:
-        notes = next((why for text, why in _TORCH_ERRORS.items() if text in str(exc)), "")
+        notes = explain(exc)
     return {"type": type(exc).__name__, "message": str(exc)[:500], "where": where, "stub": stub, "notes": notes}
 
 
