@@ -389,6 +389,20 @@ def test_a_namesake_of_a_forbidden_function_is_named_as_written():
     assert not r.passed and "calls torch.func.grad: " in r.message and "torch.autograd.grad" not in r.message, r.message
 
 
+def test_an_answer_that_changes_the_default_dtype_is_refused():
+    """Passed both suites: set in __init__, float64 became the default for everything after it, the
+    checks' own tensors and the parameters they compared with it included."""
+    source = _MODULE.replace("INIT", "torch.set_default_dtype(torch.float64)\n        " + _INIT).replace(
+        "WEIGHT", "self.weight")
+    try:
+        for r in _both_suites("LayerNorm", _learner_cell(source, "LayerNorm"), source=source):
+            assert not r.passed and "uses torch.set_default_dtype, which answer cells may not use" in r.message, \
+                r.message
+            assert "give dtype= to the tensors that need it" in r.message, r.message
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
 @pytest.mark.parametrize("name, source", [
     ("layer_norm", "def layer_norm(x, weight, bias, eps=1e-5):\n    x -= x.mean(-1, keepdim=True)\n"
                    "    return x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) * weight + bias\n"),

@@ -36,6 +36,15 @@ ESCAPE_HATCHES = {
     "course_lib.grading": "it reaches into the grader",
     "course_lib.instructor": "it reaches into the grader",
 }
+# Settings that change every tensor made after them, the checks' own and every later cell's: an answer
+# that needs another dtype or device gives it to its own tensors (dtype=x.dtype, device=x.device).
+GLOBAL_SETTINGS = {
+    **dict.fromkeys(["torch.set_default_dtype", "torch.set_default_tensor_type"],
+                    "it changes the dtype of every tensor made after it, in the checks and in every later "
+                    "cell; give dtype= to the tensors that need it (dtype=x.dtype)"),
+    "torch.set_default_device": "it changes where every tensor made after it lives, in the checks and in every "
+                                "later cell; give device= to the tensors that need it (device=x.device)",
+}
 # Attributes no answer needs, however they are reached (sys.setprofile, torch.sys.setprofile,
 # threading.setprofile, getattr(f, "__code__")):
 # how an answer could pause the watcher, or rebuild the answer key so that it is not recognised.
@@ -123,7 +132,7 @@ def scan_source(source: str, forbidden: Iterable[Forbidden], own_names: Iterable
                 if _matches(d, f.target):        # named as written when it is a namesake elsewhere
                     same = d == f.target or f.target.startswith(d + ".")     # or the module holding it
                     add(f"calls {f.display if same else d}: {f.reason}")
-            for hatch, why in ESCAPE_HATCHES.items():
+            for hatch, why in (ESCAPE_HATCHES | GLOBAL_SETTINGS).items():
                 if d == hatch or d.startswith(hatch + "."):
                     add(f"uses {hatch}, which answer cells may not use: {why}")
     return problems
