@@ -389,6 +389,20 @@ def test_a_namesake_of_a_forbidden_function_is_named_as_written():
     assert not r.passed and "calls torch.func.grad: " in r.message and "torch.autograd.grad" not in r.message, r.message
 
 
+@pytest.mark.parametrize("name, source, says", [
+    ("layer_norm", "def layer_norm(x, weight, bias, eps=1e-5):\n"
+                   "    return torch.layer_norm(x, x.shape[-1:], weight, bias, eps)\n",
+     "calls torch.layer_norm: torch.layer_norm is what you are building here"),
+    ("rms_norm", "def rms_norm(x, weight, eps=1e-6):\n    return F.rms_norm(x, x.shape[-1:], weight, eps)\n",
+     "calls F.rms_norm: F.rms_norm is what you are building here"),
+], ids=["torch.layer_norm", "F.rms_norm"])
+def test_a_forbidden_call_is_refused_once_under_its_own_name(name, source, says):
+    """Each got two lines for one call, the second a namesake's: 'calls torch.layer_norm: F.layer_norm is
+    what you are building here', 'calls torch.nn.functional.rms_norm: torch.rms_norm is ...'."""
+    for r in _both_suites(name, lambda *a, **k: None, source=source):
+        assert not r.passed and r.message == f"✗ {name} — your answer {says}", r.message
+
+
 def test_an_answer_that_changes_the_default_dtype_is_refused():
     """Passed both suites: set in __init__, float64 became the default for everything after it, the
     checks' own tensors and the parameters they compared with it included."""

@@ -128,10 +128,10 @@ def scan_source(source: str, forbidden: Iterable[Forbidden], own_names: Iterable
         if attr in ATTRIBUTE_HATCHES:
             add(f"uses {attr}, which answer cells may not use: {ATTRIBUTE_HATCHES[attr]}")
         for d in names:
-            for f in forbidden:
-                if _matches(d, f.target):        # named as written when it is a namesake elsewhere
-                    same = d == f.target or f.target.startswith(d + ".")     # or the module holding it
-                    add(f"calls {f.display if same else d}: {f.reason}")
+            hits = [f for f in forbidden if _matches(d, f.target)]
+            exact = [f for f in hits if d == f.target or f.target.startswith(d + ".")]  # or the module holding it
+            for f in exact or hits:             # one call, one line: a namesake only when nothing is named exactly
+                add(f"calls {f.display if f in exact else d}: {f.reason}")   # as written when a namesake
             for hatch, why in (ESCAPE_HATCHES | GLOBAL_SETTINGS).items():
                 if d == hatch or d.startswith(hatch + "."):
                     add(f"uses {hatch}, which answer cells may not use: {why}")
