@@ -274,6 +274,38 @@ def test_layer_norm_module_check_holds_it_to_a_drop_in_for_nn_layernorm(init, we
         assert r.passed if says is None else (not r.passed and says in r.message), r.message
 
 
+_RUNNING = _MODULE.replace("INIT", _INIT + "\n        self.running = None").replace(
+    "        mean = x.mean(-1, keepdim=True)\n        var = x.var(-1, unbiased=False, keepdim=True)\n",
+    "        if self.training or self.running is None:\n"
+    "            mean, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)\n"
+    "            self.running = (mean.detach().mean(), var.detach().mean())\n"
+    "        else:\n            mean, var = self.running\n").replace("WEIGHT", "self.weight")
+
+
+@pytest.mark.parametrize("name, source, says", [
+    ("LayerNorm", _RUNNING, "LayerNorm has no running statistics, unlike BatchNorm"),
+    ("LayerNorm", _MODULE.replace("INIT", _INIT).replace("WEIGHT", "self.weight").replace(
+        "    def forward(self, x):\n", "    def forward(self, x):\n        if not self.training:\n            return x\n"),
+     "LayerNorm has no running statistics, unlike BatchNorm"),
+    ("ResidualBlock", """class ResidualBlock(nn.Module):
+    def __init__(self, d, sublayer, pre_norm=True):
+        super().__init__()
+        self.norm, self.sublayer, self.pre_norm = nn.LayerNorm(d), sublayer, pre_norm
+
+    def forward(self, x):
+        if not self.training:
+            return x if self.pre_norm else self.norm(x)
+        return x + self.sublayer(self.norm(x)) if self.pre_norm else self.norm(x + self.sublayer(x))
+""", "the block computes its formula, x + sublayer(norm(x)) or norm(x + sublayer(x)), the same in training"),
+], ids=["LayerNorm with running statistics", "LayerNorm skipped in eval", "block skipped in eval"])
+def test_norm_modules_compute_the_same_after_eval(name, source, says):
+    """Each passed both suites: the checks ran every module in training mode only, so a LayerNorm that
+    kept BatchNorm's running averages for inference (or did nothing at inference) looked right."""
+    for r in _both_suites(name, _learner_cell(source, name)):
+        assert not r.passed and "gave a different output after .eval() than in training mode" in r.message, r.message
+        assert says in r.message, r.message
+
+
 _BLOCK = """class ResidualBlock(nn.Module):
     def __init__(self, d, sublayer, pre_norm=True):
         super().__init__()

@@ -134,6 +134,23 @@ def _through_autograd(fn, inputs, grads_of=("x", "weight", "bias"), params=None,
     return (y.detach(), *grads)
 
 
+def _same_in_eval(m: nn.Module, x: torch.Tensor, out, named: str, why: str) -> None:
+    """m(x) again after m.eval(): a norm, and a block built from one, compute the same in training and at
+    inference (nn.LayerNorm keeps no running statistics); the checks otherwise run in training mode only."""
+    if not isinstance(out, tuple) or not isinstance(out[0], torch.Tensor):
+        return
+    m.eval()
+    try:
+        with torch.no_grad():
+            again = m(x.detach().clone())
+    finally:
+        m.train()
+    if (isinstance(again, torch.Tensor) and again.shape == out[0].shape
+            and not torch.allclose(again, out[0], rtol=1e-5, atol=1e-7, equal_nan=True)):
+        raise ValueError(f"{named} gave a different output after .eval() than in training mode, on the same "
+                         f"input: {why}")
+
+
 def _uses(fn, inputs, k, y) -> bool:
     """Does fn's output change when input k does? An input autograd does not reach was either left out (the
     output is wrong, and the comparison says so) or cut from the graph (the output can be right)."""
@@ -827,8 +844,13 @@ def _call_module(cls, inputs):
     with torch.no_grad():
         params["weight"].copy_(inputs["weight"])
         params["bias"].copy_(inputs["bias"])
-    return _through_autograd(lambda x: m(x), {"x": x}, ("x",), {n: params[n] for n in ("weight", "bias")},
-                             "LayerNorm")
+    out = _through_autograd(lambda x: m(x), {"x": x}, ("x",), {n: params[n] for n in ("weight", "bias")},
+                            "LayerNorm")
+    _same_in_eval(m, x, out, "LayerNorm",
+                  "LayerNorm has no running statistics, unlike BatchNorm, and nothing random: its mean and "
+                  "variance always come from the x it is given, so it computes the same in training and at "
+                  "inference (forward should not look at self.training)")
+    return out
 
 
 def _mod_case(shape, scale=1.0, eps=None, initial=False):
@@ -994,6 +1016,9 @@ def _call_block(cls, inputs):
                              "train it. Leave the sublayer's and the norm's parameters as they come")
     out = _through_autograd(lambda x: block(x), {"x": x}, ("x",), trained, "ResidualBlock",
                             unused=". The block has one LayerNorm, self.norm, used by pre-LN and post-LN alike")
+    _same_in_eval(block, x, out, "ResidualBlock",
+                  "the block computes its formula, x + sublayer(norm(x)) or norm(x + sublayer(x)), the same in "
+                  "training and at inference (forward should not look at self.training)")
     return out[:2] if isinstance(out, tuple) else out     # the parameters' gradients: only that they exist
 
 
