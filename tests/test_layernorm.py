@@ -524,6 +524,27 @@ def test_norm_checks_name_what_a_blind_probe_found(name, source, says):
         assert not r.passed and says in r.message, r.message
 
 
+@pytest.mark.parametrize("name, source, says", [
+    ("layer_norm", "def layer_norm(x, weight, bias, eps=1e-5):\n    if x.dim() == 1:\n        x = x[None]\n"
+                   "    mean = x.mean(-1, keepdim=True)\n    var = ((x - mean) ** 2).mean(-1, keepdim=True)\n"
+                   "    return ((x - mean) / torch.sqrt(var + eps) * weight + bias).squeeze()\n",
+     "one size-1 axis missing"),
+    ("layer_norm_backward", _BW.replace("    mean = x.mean(-1, keepdim=True)\n",
+                                        "    if x.dim() == 1:\n        x, grad_out = x[None], grad_out[None]\n"
+                                        "    mean = x.mean(-1, keepdim=True)\n")
+     .replace("    if not axes:\n        return gx, grad_out * xh, grad_out\n", "")
+     .replace("return gx, ", "return gx.squeeze(), "), "one size-1 axis missing"),
+    ("rms_norm", "def rms_norm(x, weight, eps=1e-6):\n"
+                 "    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight[None, :]\n",
+     "one size-1 axis too many"),
+], ids=["layer_norm squeezes", "backward squeezes", "rms weight[None, :]"])
+def test_norm_checks_try_size_one_axes_and_single_vectors_in_both_suites(name, source, says):
+    """The two that handle a 1-D x by adding an axis and squeeze() it away again passed both suites (no
+    case had a size-1 axis); rms_norm's weight[None, :] passed the hidden suite (no single vector there)."""
+    for r in _both_suites(name, _learner_cell(source, name)):
+        assert not r.passed and says in r.message, r.message
+
+
 @pytest.mark.parametrize("init, says", [
     (_INIT.replace("torch.ones(d)", "torch.randn(d)"), "known mistake: weight initialised randomly (torch.randn)"),
     (_INIT.replace("torch.ones(d)", "torch.randn(d)").replace("torch.zeros(d)", "torch.randn(d)"),

@@ -26,6 +26,11 @@ def _random_shape(g: torch.Generator, dims: int) -> tuple[int, ...]:
     return tuple(_ri(g, 2, 4) for _ in range(dims - 1)) + (_ri(g, 5, 24),)
 
 
+def _size_one(g: torch.Generator) -> tuple[int, ...]:
+    """A random 3-D shape whose middle axis has size 1 (one position, one head): a squeeze() takes it away."""
+    return _ri(g, 2, 4), 1, _ri(g, 5, 24)
+
+
 def _affine(g: torch.Generator, d: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A weight around 1 and a bias around 0, never trivial, so forgetting either shows."""
     return 1.0 + 0.5 * _randn(g, d), 0.5 * _randn(g, d)
@@ -337,6 +342,7 @@ LAYER_NORM = Exercise(
         Case("x of shape (3, 16), values around 1e-2, eps=0.01", _ln_case((3, 16), scale=1e-2, eps=1e-2)),
         Case("x of shape (4, 32), values 1000 ± 1 (stability probe)", _ln_case((4, 32), shift=1000.0),
              atol=1e-3, rtol=1e-4),
+        Case("x of shape (1, 8): a batch of one vector", _ln_case((1, 8))),
     ],
     hidden=[
         Case("x of a random shape (2-D to 4-D)", _ln_random(dims=3)),
@@ -345,6 +351,7 @@ LAYER_NORM = Exercise(
              **_CONSTANT_ROWS),
         Case("x of a random shape, values around 1e-2, eps=0.05", _ln_random(scale=1e-2, eps=5e-2)),
         Case("x of a random shape, values 1000 ± 1", _ln_random(shift=1000.0, dims=2), atol=1e-3, rtol=1e-4),
+        Case("x of a random shape with a size-1 axis", lambda g: _ln_case(_size_one(g))(g)),
     ],
     mistakes=[
         Mistake("unbiased variance (divided by D - 1)", _m_unbiased, _LN_EXPLAIN["unbiased"]),
@@ -595,6 +602,7 @@ LAYER_NORM_BACKWARD = Exercise(
         Case("x of shape (3, 16), values around 1e-2, eps=0.01", _bw_case((3, 16), scale=1e-2, eps=1e-2)),
         Case("x of shape (4, 8) whose first two rows are constant", _bw_case((4, 8), constant=True),
              atol=1e-3, rtol=1e-4),
+        Case("grad_out and x of shape (1, 8): a batch of one vector", _bw_case((1, 8))),
     ],
     hidden=[
         Case("grad_out and x of a random 3-D shape", _bw_random(dims=3)),
@@ -603,6 +611,7 @@ LAYER_NORM_BACKWARD = Exercise(
         Case("x of a random shape with constant rows", _bw_random(constant=True), atol=1e-3, rtol=1e-4),
         Case("grad_out and x: a single vector of random length", _bw_random(dims=1)),
         Case("x of a random shape, values around 1e-2, eps=0.01", _bw_random(scale=1e-2, dims=2, eps=1e-2)),
+        Case("grad_out and x of a random shape with a size-1 axis", lambda g: _bw_case(_size_one(g))(g)),
     ],
     mistakes=[
         Mistake("grad_weight not summed over the batch axes", _mb_gw_not_summed,
@@ -724,6 +733,7 @@ RMS_NORM = Exercise(
         Case("x of a random shape, values around 2 + N(0, 1)", _rms_random(shift=2.0, dims=3)),
         Case("x of a random shape, values around 1e-3", _rms_random(scale=1e-3), **_GRAD_1E3),
         Case("x of a random shape, values around 1e-2, eps=1e-3", _rms_random(scale=1e-2, eps=1e-3)),
+        Case("x: a single vector of random length", _rms_random(shift=0.5, dims=1)),
     ],
     mistakes=[
         Mistake("mean subtracted (that is LayerNorm)",
