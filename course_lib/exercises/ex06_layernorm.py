@@ -142,7 +142,7 @@ def _through_autograd(fn, inputs, grads_of=("x", "weight", "bias"), params=None,
 def _same_in_eval(m: nn.Module, x: torch.Tensor, out, named: str, why: str) -> None:
     """m(x) again after m.eval(): a norm, and a block built from one, compute the same in training and at
     inference (nn.LayerNorm keeps no running statistics); the checks otherwise run in training mode only."""
-    if not isinstance(out, tuple) or not isinstance(out[0], torch.Tensor):
+    if not isinstance(out, tuple) or not isinstance(out[0], torch.Tensor) or out[0].device.type == "meta":
         return
     m.eval()
     try:
