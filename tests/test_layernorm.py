@@ -512,12 +512,25 @@ def test_norm_checks_still_see_an_input_changed_in_place(name, source):
      .replace("SUB", "self.sublayer").replace("return self.norm(x + self.sublayer(x))",
                                               "return self.norm(x) + self.sublayer(x)"),
      "known mistake: post-LN normalises only x, then adds the sublayer's output"),
+    ("layer_norm", _LN.replace("STATS", _LN_STATS).replace(
+        "return (x - mean) / torch.sqrt(var + eps)",
+        "return torch.where(var > 0, (x - mean) / torch.sqrt(var + eps), torch.zeros_like(x))"),
+     "known mistake: constant rows set to 0 by hand (torch.where or a mask)"),
+    ("layer_norm", _LN.replace("STATS", _LN_STATS).replace("* weight + bias", "* (var > 0).to(x.dtype) * weight + bias"),
+     "known mistake: constant rows set to 0 by hand (torch.where or a mask)"),
+    ("layer_norm_backward", _BW.replace("(grad_out * xh).sum(axes)", "(g * xh).sum(axes)"),
+     "known mistake: grad_weight computed with g = grad_out · weight"),
+    ("layer_norm_backward", _BW.replace("(grad_out * xh).sum(axes), grad_out.sum(axes)", "(g * xh).sum(axes), g.sum(axes)"),
+     "known mistake: grad_weight and grad_bias computed with g = grad_out · weight"),
+    ("layer_norm_backward", _BW.replace(".mean(-1, keepdim=True) + eps)", ".mean(-1, keepdim=True))"),
+     "known mistake: eps left out of r in the backward"),
 ], ids=["x through numpy, weight and bias not", "weight detached", "rms weight.data", "variance not centred", "affine before normalising", "divided by len(x)",
         "backward x - mean in the variance term",
         "backward without r", "backward variance term's sign", "backward sums nothing", "backward sums keepdim", "backward sums all",
         "backward bracket sums",
         "rms by the std", "rms over the first axis", "rms scaled by 1 + weight",
-        "post-LN as norm(x) + sublayer(x)"])
+        "post-LN as norm(x) + sublayer(x)", "constant rows zeroed by torch.where", "constant rows masked",
+        "backward grad_weight from g", "backward both from g", "backward r without eps"])
 def test_norm_checks_name_what_a_blind_probe_found(name, source, says):
     """Each was refused with numbers only, or with a cause the answer did not have."""
     for r in _both_suites(name, _learner_cell(source, name)):

@@ -275,6 +275,12 @@ def _m_var_detached(x, weight, bias, eps=1e-5):
     return (x - mean) / torch.sqrt(var + eps) * weight + bias
 
 
+def _m_constant_rows_zeroed(x, weight, bias, eps=1e-5):
+    mean, var = _stats(x)
+    x_hat = torch.where(var > 0, (x - mean) / torch.sqrt(var + eps), torch.zeros_like(x))
+    return x_hat * weight + bias
+
+
 def _m_one_pass(x, weight, bias, eps=1e-5):
     mean = x.mean(dim=-1, keepdim=True)
     var = (x * x).mean(dim=-1, keepdim=True) - mean * mean
@@ -390,6 +396,11 @@ LAYER_NORM = Exercise(
                 _LN_EXPLAIN["swapped"]),
         Mistake("mean and standard deviation taken from torch.std_mean in the wrong order", _m_std_mean_swapped,
                 "torch.std_mean returns (std, mean), the standard deviation first: std, mean = torch.std_mean(...)."),
+        Mistake("constant rows set to 0 by hand (torch.where or a mask)", _m_constant_rows_zeroed,
+                "eps already takes care of a constant row: x - μ is 0 there, so x̂ = 0 with no special case.\n"
+                "Zeros put there by torch.where (or a mask) give the right values, but autograd sees a\n"
+                "constant: the gradient for x on those rows comes out 0, where LayerNorm's is\n"
+                "r · (g - mean(g)) with r = 1/√ε, large. Leave the special case out."),
     ],
     forbidden=NORM_SHORTCUTS,
     hint="Three steps over the last axis, each with keepdim=True so the shapes broadcast back: the "
@@ -543,6 +554,25 @@ def _mb_gb_times_weight(grad_out, x, weight, eps=1e-5):
     return gx, _sum_batch(grad_out * x_hat, x), _sum_batch(grad_out * weight, x)
 
 
+def _mb_gw_times_weight(grad_out, x, weight, eps=1e-5):
+    gx, x_hat = _correct_gx(grad_out, x, weight, eps)
+    return gx, _sum_batch(grad_out * weight * x_hat, x), _sum_batch(grad_out, x)
+
+
+def _mb_both_times_weight(grad_out, x, weight, eps=1e-5):
+    gx, x_hat = _correct_gx(grad_out, x, weight, eps)
+    g = grad_out * weight
+    return gx, _sum_batch(g * x_hat, x), _sum_batch(g, x)
+
+
+def _mb_no_eps(grad_out, x, weight, eps=1e-5):
+    mean, var = _stats(x)
+    rstd = 1.0 / torch.sqrt(var)
+    x_hat, g = (x - mean) * rstd, grad_out * weight
+    gx = rstd * (g - g.mean(-1, keepdim=True) - x_hat * (g * x_hat).mean(-1, keepdim=True))
+    return _bw_from(gx, grad_out, x, x_hat)
+
+
 def _mb_swapped(grad_out, x, weight, eps=1e-5):
     gx, x_hat = _correct_gx(grad_out, x, weight, eps)
     return gx, _sum_batch(grad_out, x), _sum_batch(grad_out * x_hat, x)
@@ -673,6 +703,17 @@ LAYER_NORM_BACKWARD = Exercise(
                 "y = x̂ · weight + bias: ∂y/∂weight is x̂, the normalised input, not x."),
         Mistake("grad_bias multiplied by the weight", _mb_gb_times_weight,
                 "∂y/∂bias = 1, so grad_bias is grad_out summed over the batch axes; the weight plays no part."),
+        Mistake("grad_weight computed with g = grad_out · weight", _mb_gw_times_weight,
+                "g = grad_out · weight is the gradient reaching x̂, for grad_x. y = x̂ · weight + bias, so\n"
+                "∂y/∂weight is x̂ alone: grad_weight = Σ grad_out · x̂, with no weight in it."),
+        Mistake("grad_weight and grad_bias computed with g = grad_out · weight", _mb_both_times_weight,
+                "g = grad_out · weight is the gradient reaching x̂, for grad_x. y = x̂ · weight + bias, so\n"
+                "∂y/∂weight = x̂ and ∂y/∂bias = 1: grad_weight = Σ grad_out · x̂ and grad_bias = Σ grad_out,\n"
+                "with no weight in either."),
+        Mistake("eps left out of r in the backward", _mb_no_eps,
+                "The forward divides by √(σ² + ε), so the backward's r is 1/√(σ² + ε), with the same ε:\n"
+                "left out, every gradient is a little off (more where σ² is small), and a constant row\n"
+                "gives 0/0 = nan."),
         Mistake("eps argument ignored (1e-5 hard-coded)", _mb_eps_fixed,
                 "Use the eps you are given: the forward divided by √(σ² + eps) with that eps, so r, x̂ and\n"
                 "the gradients depend on it (it matters when the variance is near eps)."),
