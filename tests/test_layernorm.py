@@ -399,12 +399,16 @@ _POST = "self.norm(x + self.sublayer(x))"
      "known mistake: self.norm built with eps=1e-6"),
     ("", "not self.pre_norm", _PRE, _POST,
      "known mistake: pre_norm=True built as post-LN (the flag ignored, or read the wrong way round)"),
+    ("", "self.pre_norm", _PRE, "self.norm(x)",
+     "sublayer.0.weight gets no gradient from the output, so training never changes it: the sublayer's output "
+     "must reach what forward returns, x + sublayer(norm(x)) (pre-LN) or norm(x + sublayer(x)) (post-LN)"),
 ], ids=["right", "norm weights via .data", "norm weights detached", "sublayer frozen", "a second norm for post-LN",
-        "dropout", "pre-LN normalises the sum", "eps 1e-6", "flag inverted"])
+        "dropout", "pre-LN normalises the sum", "eps 1e-6", "flag inverted", "post-LN drops the sublayer"])
 def test_residual_block_check_needs_every_parameter_trained_and_names_arrangements(init, flag, pre, post, says):
     """The first four passed: the check differentiated for x only, so a block whose norm or sublayer
     never trains looked right. The eps one was told its difference was float32 rounding; the inverted
-    flag was told it ignored the flag."""
+    flag was told it ignored the flag. A post-LN that returned norm(x) was told to use
+    self.sublayer[0].weight itself, not .data, a weight the answer never touches."""
     source = (_BLOCK.replace("        SUBLAYER\n", f"        self.sublayer = sublayer\n        {init}\n")
               .replace("if self.pre_norm:", f"if {flag}:")
               .replace("return RESIDUAL + SUB(self.norm(x))", f"return {pre}")

@@ -97,12 +97,14 @@ def _ln_random(scale=1.0, shift=0.0, constant=False, eps=None, dims=None):
     return make
 
 
-def _through_autograd(fn, inputs, grads_of=("x", "weight", "bias"), params=None, named="the answer", unused=""):
+def _through_autograd(fn, inputs, grads_of=("x", "weight", "bias"), params=None, named="the answer",
+                      unused=lambda name, said: said):
     """The output, then autograd's gradients of (output · a fixed upstream gradient) for each input named in
     grads_of and each of a module's params: the notebook differentiates the learner's code to test their
     backward against it, and training needs every parameter reached. The output comes from a call on the
     inputs themselves (the engine sees an answer that changes them in place), the gradients from a second
-    call on copies. unused: what to add when a parameter gets no gradient."""
+    call on copies. unused(name, said): what to say when the parameter of that name gets no gradient, given
+    what is said by default."""
     params = params or {}
     leaves = {k: inputs[k].detach().clone().requires_grad_() for k in grads_of}
     y = fn(**inputs)
@@ -132,10 +134,10 @@ def _through_autograd(fn, inputs, grads_of=("x", "weight", "bias"), params=None,
     for n, g in zip(params, grads[len(leaves):]):
         if g is None:
             attr = re.sub(r"\.(\d+)", r"[\1]", n)              # sublayer.0.weight -> sublayer[0].weight
+            said = (f"forward must use self.{attr} itself (not leave it out, nor use self.{attr}.data or a "
+                    f"detached copy, nor compute with it under torch.no_grad())")
             raise ValueError(f"{named}'s {n} gets no gradient from the output, so training never changes it: "
-                             f"forward must use self.{attr} itself (not leave it out, nor use self.{attr}.data or "
-                             f"a detached copy, nor compute with it under torch.no_grad())"
-                             f"{unused if n.startswith('norm') else ''}")
+                             f"{unused(n, said)}")
     return (y.detach(), *grads)
 
 
@@ -1066,11 +1068,19 @@ def _call_block(cls, inputs):
             raise ValueError(f"ResidualBlock's parameter {n} has requires_grad=False: an optimizer would never "
                              "train it. Leave the sublayer's and the norm's parameters as they come")
     out = _through_autograd(lambda x: block(x), {"x": x}, ("x",), trained, "ResidualBlock",
-                            unused=". The block has one LayerNorm, self.norm, used by pre-LN and post-LN alike")
+                            unused=_block_unused)
     _same_in_eval(block, x, out, "ResidualBlock",
                   "the block computes its formula, x + sublayer(norm(x)) or norm(x + sublayer(x)), the same in "
                   "training and at inference (forward should not look at self.training)")
     return out[:2] if isinstance(out, tuple) else out     # the parameters' gradients: only that they exist
+
+
+def _block_unused(name: str, said: str) -> str:
+    if name.startswith("norm"):
+        return said + ". The block has one LayerNorm, self.norm, used by pre-LN and post-LN alike"
+    return ("the sublayer's output must reach what forward returns, x + sublayer(norm(x)) (pre-LN) or "
+            "norm(x + sublayer(x)) (post-LN): a result computed and then not used, or used through .detach(), "
+            "or computed under torch.no_grad(), never trains the sublayer")
 
 
 def _block_case(shape, pre_norm, scale=1.0):
