@@ -597,18 +597,39 @@ _SDPA_RIGHT = dict(FILL='scores.masked_fill(~mask, float("-inf"))', ZERO="weight
     ({"weights = torch.softmax(scores, dim=-1)":
       "weights = torch.exp(scores - torch.logsumexp(scores, dim=-1, keepdim=True))"},
      "known mistake: softmax as exp(s − logsumexp(s)): float32 rounds logsumexp at the size of the scores"),
+    ({"    scores = q @ k.mT": "    torch.set_default_dtype(torch.float64)\n    scores = q @ k.mT"},
+     "the answer is right but it changed torch's default dtype to float64 (torch.set_default_dtype)"),
+    ({"    scores = q @ k.mT": "    torch.manual_seed(0)\n    scores = q @ k.mT"},
+     "the answer is right but it changed the seed of torch's global random generator (torch.manual_seed)"),
 ], ids=["right", "weights detached", "masked_fill_ on the softmax", "NaNs zeroed by indexing", "log(mask) added",
         "inverted in the fill", "inverted in the zeroing", "scores * mask", "√T_k", "returned swapped",
         "a list", "out alone", "q changed in place", "v detached", "a 0/0 of its own zeroed by torch.where",
-        "exp(s - logsumexp(s))"])
+        "exp(s - logsumexp(s))", "default dtype set", "global seed set"])
 def test_sdpa_check_differentiates_and_names_mask_slips(change, said):
     """The first three wrong ones passed: the check never differentiated, so weights cut from autograd, or
     changed in place after the softmax kept them (backward then fails), looked right. The others got bare
     numbers, the inverted fill a NaN that pointed at the NaN handling, the swapped return a gradient
     message. A 0/0 of the answer's own, zeroed by torch.where, was told it had added -inf to the scores.
     exp(s - logsumexp(s)), whose top weight misses 1 by float32's rounding of logsumexp at logits in the
-    thousands, failed about one hidden seed in six with bare numbers, and no visible case."""
+    thousands, failed about one hidden seed in six with bare numbers, and no visible case.
+    An answer that set torch's default dtype or reseeded its global generator passed."""
     _grade_changed("scaled_dot_product_attention", _SDPA, _SDPA_RIGHT, change, said)
+    assert torch.get_default_dtype() == torch.float32
+
+
+def test_causal_mask_that_sets_the_default_dtype_is_refused_and_the_dtype_put_back():
+    """torch.set_default_dtype(torch.float64) inside the answer passed (the mask is bool), and left every
+    later tensor of the notebook float64."""
+    def causal_mask_f64(T, device=None):
+        torch.set_default_dtype(torch.float64)
+        return torch.ones(T, T, device=device).tril().bool()
+    try:
+        for suite in ("visible", "hidden"):
+            r = evaluate(get_exercise("causal_mask"), causal_mask_f64, suite=suite)
+            assert not r.passed and "changed torch's default dtype to float64" in r.message, r.message
+            assert torch.get_default_dtype() == torch.float32
+    finally:
+        torch.set_default_dtype(torch.float32)
 
 
 @pytest.mark.parametrize("change, said", [
@@ -646,13 +667,16 @@ def test_sdpa_check_differentiates_and_names_mask_slips(change, said):
       "            self.k_kept = split_heads(self.k_proj(src), self.n_heads)\n"
       "        k = self.k_kept\n"},
      "or a tensor kept on the module from an earlier call"),
+    ({"        B, T, d = x.shape\n": "        torch.manual_seed(0)\n        B, T, d = x.shape\n"},
+     "the answer is right but it changed the seed of torch's global random generator (torch.manual_seed)"),
 ], ids=["right", "under no_grad", "k detached", "nan_to_num_ in place", "log(mask) added", "one layer for k and v",
         "heads never transposed", "reshape both ways", "mask not passed on", "mask inverted", "always causal",
-        "k kept from the first call"])
+        "k kept from the first call", "reseeded in forward"])
 def test_multi_head_attention_check_trains_it_once_and_names_head_and_mask_slips(change, said):
     """The first four wrong ones passed: the check ran the module under torch.no_grad() only, so a forward
     with no gradient, a projection cut off, or a tensor changed in place that autograd needed looked right.
-    The NaN gradient, a layer shared by two projections and the head and mask slips got bare numbers."""
+    The NaN gradient, a layer shared by two projections and the head and mask slips got bare numbers.
+    A torch.manual_seed(0) in forward passed, though it makes every training step drop the same weights."""
     _grade_changed_mha(change, said)
 
 

@@ -37,6 +37,12 @@ CLASS = {
                                                "    w = torch.softmax(q @ k.mT / math.sqrt(q.shape[-1]), -1)\n"
                                                "    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask), w\n"}),
                         FULL - 3, ["F.scaled_dot_product_attention"]),
+    # right masks, but the global generator reseeded: what the check saw in the grading process is said there too
+    "reseeds_in_causal_mask": (lambda: submission(A, {"causal_mask_answer":
+                                                      "def causal_mask(T, device=None):\n"
+                                                      "    torch.manual_seed(0)\n"
+                                                      "    return torch.ones(T, T, dtype=torch.bool, device=device).tril()\n"}),
+                               FULL - 3, ["the seed of torch's global random generator (torch.manual_seed)"]),
 }
 
 

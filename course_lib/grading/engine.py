@@ -117,6 +117,7 @@ class Outcome:
     forbidden: list[str] = field(default_factory=list)   # "calls X: reason"
     mutated: list[str] = field(default_factory=list)
     tampered: bool = False
+    global_state: list[str] = field(default_factory=list)   # torch-wide settings the answer changed, in words
 
 
 def _is_learner_frame(filename: str) -> bool:
@@ -158,17 +159,39 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
         if a.is_floating_point() else bool(torch.equal(a, b))
 
 
+_SEED_MARK = 0x5EED_C4EC        # the global generator's seed while an answer runs: one it would not choose itself
+
+
+def _global_state_changes(dtype: torch.dtype, rng: torch.Tensor) -> list[str]:
+    """What the answer changed of torch's process-wide state, in words; both are put back as they were."""
+    said = []
+    now = torch.get_default_dtype()
+    if now != dtype:
+        torch.set_default_dtype(dtype)
+        now = str(now).removeprefix("torch.")
+        said.append(f"torch's default dtype to {now} (torch.set_default_dtype): every float tensor\n"
+                    f"made after it, anywhere in the notebook, is {now} (dtype=x.dtype makes one tensor in x's dtype)")
+    if torch.default_generator.initial_seed() != _SEED_MARK:
+        said.append("the seed of torch's global random generator (torch.manual_seed): every call then draws\n"
+                    "the same numbers again (the same dropout in every training step), and the notebook's seed is lost")
+    torch.default_generator.set_state(rng)
+    return said
+
+
 def run_answer(ex: Exercise, answer: Callable, run: CaseRun) -> Outcome:
     inputs = _clone(run.inputs)
     before = _clone(inputs)
     out = Outcome()
     watcher = CallWatcher(ex.all_forbidden)
+    dtype, rng = torch.get_default_dtype(), torch.default_generator.get_state()
+    torch.default_generator.manual_seed(_SEED_MARK)      # a reseed inside the answer shows as another seed
     try:
         with watcher:
             value = ex.run(answer, inputs)
         out.value = capture(value)
     except Exception as exc:  # the learner's error, reported in words
         out.error = describe_error(exc)
+    out.global_state = _global_state_changes(dtype, rng)
     out.forbidden = [f"calls {name}: {f.reason}" for name, f in watcher.hits.items()]
     out.tampered = watcher.tampered
     for name, value in inputs.items():
@@ -310,6 +333,10 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome) -> tuple[str | None, flo
         return (f"{head}\n  the answer is right but it changed its input {', '.join(outcome.mutated)} in place.\n"
                 "  Callers keep using their tensors: work on new tensors (x = x - m, not x -= m),\n"
                 "  or change a copy (out = x.clone()): out = x gives the same tensor another name."), largest
+    if diff is None and outcome.global_state:
+        changed = ";\nand ".join(outcome.global_state).replace("\n", "\n  ")
+        return (f"{head}\n  the answer is right but it changed {changed}.\n"
+                "  An answer leaves such settings alone: set them once at the top of the notebook, if at all."), largest
     if diff is None:
         return None, largest
     where = "" if diff.where == "output" or diff.kind == "words" else f" (in {_output_name(ex, run, diff.where)})"
@@ -323,6 +350,8 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome) -> tuple[str | None, flo
             lines.append("  " + FLOAT32_NOTE.replace("\n", "\n  "))
     if outcome.mutated:
         lines.append(f"  It also changed its input {', '.join(outcome.mutated)} in place.")
+    if outcome.global_state:
+        lines.append("  It also changed " + ";\nand ".join(outcome.global_state).replace("\n", "\n  ") + ".")
     return "\n".join(lines), largest
 
 

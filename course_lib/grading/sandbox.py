@@ -197,7 +197,8 @@ def sandbox_verdicts(solution: NotebookNode, submission: NotebookNode, *, device
                 raise NotGraded(f"{ex.name} did not return within {case_timeout} s on case {run.number} "
                                 f"({run.case.label}) in the grading sandbox")
             outcome = Outcome(value=from_jsonable(case["value"], tensors), error=case["error"],
-                              forbidden=case["forbidden"], mutated=case["mutated"], tampered=case["tampered"])
+                              forbidden=case["forbidden"], mutated=case["mutated"], tampered=case["tampered"],
+                              global_state=case.get("global_state", []))
             message, worst = judge(ex, run, outcome)
             if message is not None:
                 verdict = Verdict(False, message)
