@@ -601,10 +601,12 @@ _SDPA_RIGHT = dict(FILL='scores.masked_fill(~mask, float("-inf"))', ZERO="weight
      "the answer is right but it changed torch's default dtype to float64 (torch.set_default_dtype)"),
     ({"    scores = q @ k.mT": "    torch.manual_seed(0)\n    scores = q @ k.mT"},
      "the answer is right but it changed the seed of torch's global random generator (torch.manual_seed)"),
+    ({"ZERO": "weights = torch.where(weights.isnan(), torch.zeros(weights.shape), weights)"},
+     "mask on meta) failed: Tensor on device cpu is not on the expected device meta"),
 ], ids=["right", "weights detached", "masked_fill_ on the softmax", "NaNs zeroed by indexing", "log(mask) added",
         "inverted in the fill", "inverted in the zeroing", "scores * mask", "√T_k", "returned swapped",
         "a list", "out alone", "q changed in place", "v detached", "a 0/0 of its own zeroed by torch.where",
-        "exp(s - logsumexp(s))", "default dtype set", "global seed set"])
+        "exp(s - logsumexp(s))", "default dtype set", "global seed set", "zeros made on the cpu"])
 def test_sdpa_check_differentiates_and_names_mask_slips(change, said):
     """The first three wrong ones passed: the check never differentiated, so weights cut from autograd, or
     changed in place after the softmax kept them (backward then fails), looked right. The others got bare
@@ -612,7 +614,8 @@ def test_sdpa_check_differentiates_and_names_mask_slips(change, said):
     message. A 0/0 of the answer's own, zeroed by torch.where, was told it had added -inf to the scores.
     exp(s - logsumexp(s)), whose top weight misses 1 by float32's rounding of logsumexp at logits in the
     thousands, failed about one hidden seed in six with bare numbers, and no visible case.
-    An answer that set torch's default dtype or reseeded its global generator passed."""
+    An answer that set torch's default dtype or reseeded its global generator passed.
+    One that made its zeros on the CPU passed on a CPU, and fails on a GPU."""
     _grade_changed("scaled_dot_product_attention", _SDPA, _SDPA_RIGHT, change, said)
     assert torch.get_default_dtype() == torch.float32
 
@@ -658,7 +661,7 @@ def test_causal_mask_that_sets_the_default_dtype_is_refused_and_the_dtype_put_ba
     ({"if mask is not None:": "if False:"}, "known mistake: mask not passed on to the attention"),
     ({"s.masked_fill(~mask, FILL)": "s.masked_fill(mask, FILL)"},
      "known mistake: inverted mask: True treated as blocked"),
-    ({"        if mask is not None:\n": "        c = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool).tril()\n"
+    ({"        if mask is not None:\n": "        c = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril()\n"
                                        "        mask = c if mask is None else c & mask\n"
                                        "        if mask is not None:\n"},
      "known mistake: a causal mask added although none was given"),
@@ -667,16 +670,19 @@ def test_causal_mask_that_sets_the_default_dtype_is_refused_and_the_dtype_put_ba
       "            self.k_kept = split_heads(self.k_proj(src), self.n_heads)\n"
       "        k = self.k_kept\n"},
      "or a tensor kept on the module from an earlier call"),
+    ({"s = q @ k.mT / math.sqrt(q.shape[-1])": "s = q @ k.mT / torch.tensor([q.shape[-1]], dtype=q.dtype).sqrt()"},
+     "MultiHeadAttention on meta (its weights, x, context and mask) failed"),
     ({"        B, T, d = x.shape\n": "        torch.manual_seed(0)\n        B, T, d = x.shape\n"},
      "the answer is right but it changed the seed of torch's global random generator (torch.manual_seed)"),
 ], ids=["right", "under no_grad", "k detached", "nan_to_num_ in place", "log(mask) added", "one layer for k and v",
         "heads never transposed", "reshape both ways", "mask not passed on", "mask inverted", "always causal",
-        "k kept from the first call", "reseeded in forward"])
+        "k kept from the first call", "a scale tensor made on the cpu", "reseeded in forward"])
 def test_multi_head_attention_check_trains_it_once_and_names_head_and_mask_slips(change, said):
     """The first four wrong ones passed: the check ran the module under torch.no_grad() only, so a forward
     with no gradient, a projection cut off, or a tensor changed in place that autograd needed looked right.
     The NaN gradient, a layer shared by two projections and the head and mask slips got bare numbers.
-    A torch.manual_seed(0) in forward passed, though it makes every training step drop the same weights."""
+    A torch.manual_seed(0) in forward passed, though it makes every training step drop the same weights.
+    A (1,) tensor made on the CPU passed on a CPU, and fails on a GPU."""
     _grade_changed_mha(change, said)
 
 

@@ -132,6 +132,11 @@ def _call_sdpa(impl, inputs):
                          f"is made from {'them' if len(cut) > 1 else 'it'}: the scores, the weights) were cut from "
                          f"autograd with .detach(), .data or torch.no_grad(), so training could never change what "
                          f"makes {' and '.join(cut)}")
+    if q.device.type == "cpu":          # a tensor made on the CPU whatever q's device fails on a GPU only
+        on_meta = {n: t.to(_META) if isinstance(t, torch.Tensor) else t for n, t in inputs.items()}
+        _check_on_meta(lambda: impl(**on_meta),
+                       "scaled_dot_product_attention(q, k, v, mask on meta)",
+                       "Make every tensor the answer creates on q's device: torch.zeros_like(w), or device=q.device.")
     return (*result, *grads)
 
 
@@ -693,7 +698,16 @@ def _call_mha(impl, inputs):
     if not isinstance(out, torch.Tensor):
         raise ValueError(f"MultiHeadAttention's forward must return one tensor, (B, T_q, d_model); it returned "
                          f"{describe_value(out)}")
-    return out, _trains(module, x, inputs)
+    trains = _trains(module, x, inputs)
+    if x.device.type == "cpu":          # a tensor made on the CPU whatever x's device fails on a GPU only
+        def on_meta():
+            with torch.no_grad():
+                meta = {n: t if t is None else t.to(_META) for n, t in
+                        (("context", inputs["context"]), ("mask", inputs["mask"]))}
+                return module.to(_META)(x.to(_META), **meta)
+        _check_on_meta(on_meta, "MultiHeadAttention on meta (its weights, x, context and mask)",
+                       "Make every tensor forward creates on x's device: device=x.device, or torch.zeros_like(w).")
+    return out, trains
 
 
 _TRAINS = "every projection's weight gets a finite gradient from the output"
