@@ -603,10 +603,13 @@ _SDPA_RIGHT = dict(FILL='scores.masked_fill(~mask, float("-inf"))', ZERO="weight
      "the answer is right but it changed the seed of torch's global random generator (torch.manual_seed)"),
     ({"ZERO": "weights = torch.where(weights.isnan(), torch.zeros(weights.shape), weights)"},
      "mask on meta) failed: Tensor on device cpu is not on the expected device meta"),
+    ({"FILL": 'scores.masked_fill(mask.logical_not_(), float("-inf"))', "ZERO": "weights = weights.masked_fill(mask, 0.0)"},
+     "the answer is right but it changed its input mask in place"),
 ], ids=["right", "weights detached", "masked_fill_ on the softmax", "NaNs zeroed by indexing", "log(mask) added",
         "inverted in the fill", "inverted in the zeroing", "scores * mask", "√T_k", "returned swapped",
         "a list", "out alone", "q changed in place", "v detached", "a 0/0 of its own zeroed by torch.where",
-        "exp(s - logsumexp(s))", "default dtype set", "global seed set", "zeros made on the cpu"])
+        "exp(s - logsumexp(s))", "default dtype set", "global seed set", "zeros made on the cpu",
+        "mask flipped in place"])
 def test_sdpa_check_differentiates_and_names_mask_slips(change, said):
     """The first three wrong ones passed: the check never differentiated, so weights cut from autograd, or
     changed in place after the softmax kept them (backward then fails), looked right. The others got bare
@@ -615,7 +618,8 @@ def test_sdpa_check_differentiates_and_names_mask_slips(change, said):
     exp(s - logsumexp(s)), whose top weight misses 1 by float32's rounding of logsumexp at logits in the
     thousands, failed about one hidden seed in six with bare numbers, and no visible case.
     An answer that set torch's default dtype or reseeded its global generator passed.
-    One that made its zeros on the CPU passed on a CPU, and fails on a GPU."""
+    One that made its zeros on the CPU passed on a CPU, and fails on a GPU.
+    A mask flipped in place (and back by the next call) got a gradient that differed, with no word of the change."""
     _grade_changed("scaled_dot_product_attention", _SDPA, _SDPA_RIGHT, change, said)
     assert torch.get_default_dtype() == torch.float32
 

@@ -106,6 +106,8 @@ def _call_sdpa(impl, inputs):
     so right numbers with the weights cut from autograd, or changed in place after the softmax kept
     them, must not pass."""
     leaves = {n: inputs[n].detach().clone().requires_grad_() for n in ("q", "k", "v")}
+    mask = inputs.get("mask")
+    fresh = {} if mask is None else {"mask": mask.clone()}      # the second call's, however the first left it
     try:
         result = impl(**inputs)
     except (RuntimeError, IndexError) as exc:
@@ -120,7 +122,7 @@ def _call_sdpa(impl, inputs):
     q, v = inputs["q"], inputs["v"]
     if tuple(result[0].shape[-2:]) != (q.shape[-2], v.shape[-1]):     # not out first: the comparison says so
         return (*result, None, None, None)
-    again = impl(**{**inputs, **{n: t.clone() for n, t in leaves.items()}})[0]
+    again = impl(**{**inputs, **fresh, **{n: t.clone() for n, t in leaves.items()}})[0]
     if not again.requires_grad:
         raise ValueError("the output carries no gradient back to q, k and v: autograd cannot differentiate it "
                          "(computed under torch.no_grad(), or from .detach() or .data). Training differentiates "
