@@ -715,6 +715,28 @@ def test_sdpa_that_fails_in_q_at_k_says_how_to_turn_k_and_only_there(change, not
         assert said == note, r.message
 
 
+@pytest.mark.parametrize("change", [
+    {"        scores = FILL": '        scores[~mask] = float("-inf")'},
+    {"FILL": 'scores.masked_fill(~mask.unsqueeze(1), float("-inf"))'},
+], ids=["scores[~mask] = -inf", "mask.unsqueeze(1)"])
+def test_sdpa_that_fails_on_the_mask_says_how_a_mask_lines_up(change):
+    """Indexing with a (T, T) mask, or an axis added to it, raised torch's words only, or with 00's note on
+    turning k round, which a line with no k in it has nothing to do with."""
+    import linecache
+    import math
+
+    src = _SDPA.lstrip()
+    for key, text in [*change.items(), *((k, t) for k, t in _SDPA_RIGHT.items() if k not in change)]:
+        src = src.replace(key, text)
+    filename = f"<answer sdpa {sorted(change.values())}>"
+    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
+    ns = {"torch": torch, "math": math}
+    exec(compile(src, filename, "exec"), ns)
+    r = evaluate(get_exercise("scaled_dot_product_attention"), ns["scaled_dot_product_attention"])
+    assert not r.passed and "If this comes from the mask: it lines up with the scores" in r.message, r.message
+    assert "q @ k pairs" not in r.message, r.message
+
+
 def test_sdpa_docstring_states_the_output_dtype_the_checks_require():
     """The checks want out and weights in q's dtype (an answer computing in float64 and returning float64
     for float32 inputs is refused with 'expected dtype float32'): the learner's docstring says so."""

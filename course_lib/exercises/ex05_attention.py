@@ -113,7 +113,9 @@ def _call_sdpa(impl, inputs):
     except (RuntimeError, IndexError) as exc:
         line = describe_error(exc)["where"].partition(": ")[2]       # "" where the answer's line is unknown
         uses_v_not_k = re.search(r"\bv\b", line) and not re.search(r"\bk\b", line)     # w @ v's line, say
-        if not uses_v_not_k:
+        if re.search(r"\bmask\b", line) and not re.search(r"\bk\b", line):
+            exc.add_note(_MASK_NOTE)
+        elif not uses_v_not_k:
             add_turn_k_note(exc, unsure=True)
         raise
     if not (isinstance(result, (tuple, list)) and len(result) == 2 and all(isinstance(t, torch.Tensor) for t in result)):
@@ -140,6 +142,12 @@ def _call_sdpa(impl, inputs):
                        "scaled_dot_product_attention(q, k, v, mask on meta)",
                        "Make every tensor the answer creates on q's device: torch.zeros_like(w), or device=q.device.")
     return (*result, *grads)
+
+
+_MASK_NOTE = ("If this comes from the mask: it lines up with the scores (…, T_q, T_k) from the last axis, as it\n"
+              "comes: (T_q, T_k), (B, 1, 1, T_k) or the scores' own shape. masked_fill and torch.where broadcast it\n"
+              "as it is; indexing (scores[~mask] = ...) does not, the mask must then have the scores' shape; and\n"
+              "an axis added to the mask (unsqueeze, [:, None]) shifts the axes after it.")
 
 
 def _finish(scores, v, mask):
