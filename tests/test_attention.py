@@ -624,6 +624,20 @@ def test_sdpa_check_differentiates_and_names_mask_slips(change, said):
     assert torch.get_default_dtype() == torch.float32
 
 
+def test_sdpa_check_names_d_k_to_the_half_read_as_d_k_halved():
+    """d ** 1/2 is (d ** 1) / 2: it got bare numbers. (At d_k = 2 it is no scaling at all, named so.)"""
+    import math
+    src = _SDPA.lstrip().replace("math.sqrt(q.shape[-1])", "(q.shape[-1] ** 1/2)")
+    for key, text in _SDPA_RIGHT.items():
+        src = src.replace(key, text)
+    ns = {"torch": torch, "math": math}
+    exec(compile(src, "<answer sdpa d ** 1/2>", "exec"), ns)
+    ex = get_exercise("scaled_dot_product_attention")
+    r = evaluate(ex, ns["scaled_dot_product_attention"])
+    assert not r.passed and "known mistake: divided by d_k ** 1/2, which Python reads as" in r.message, r.message
+    assert not evaluate(ex, ns["scaled_dot_product_attention"], suite="hidden").passed
+
+
 def test_causal_mask_that_sets_the_default_dtype_is_refused_and_the_dtype_put_back():
     """torch.set_default_dtype(torch.float64) inside the answer passed (the mask is bool), and left every
     later tensor of the notebook float64."""

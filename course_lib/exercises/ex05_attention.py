@@ -176,6 +176,10 @@ def _m_by_dk(q, k, v, mask=None):
     return _finish(q @ k.mT / q.shape[-1], v, mask)
 
 
+def _m_by_half_dk(q, k, v, mask=None):
+    return _finish(q @ k.mT / (q.shape[-1] ** 1 / 2), v, mask)
+
+
 def _m_by_dv(q, k, v, mask=None):
     return _finish(q @ k.mT / math.sqrt(v.shape[-1]), v, mask)
 
@@ -332,6 +336,9 @@ SDPA = Exercise(
                 _m_by_dk,
                 "A dot product of d_k unit-variance terms has variance d_k, so its standard deviation\n"
                 "is √d_k: divide by math.sqrt(d_k), not by d_k."),
+        Mistake("divided by d_k ** 1/2, which Python reads as (d_k ** 1) / 2 = d_k / 2", _m_by_half_dk,
+                "** binds tighter than /, so d ** 1/2 is d / 2, half of d_k, not its square root (the two\n"
+                "agree only at d_k = 4). Write d ** 0.5, or math.sqrt(d)."),
         Mistake("divided by √T_k (k.shape[-2], the number of keys) instead of √d_k", _m_by_tk,
                 "The scale is the square root of the size of each vector in the dot product, d_k =\n"
                 "q.shape[-1] (= k.shape[-1]); k.shape[-2] counts the keys, which has nothing to do with it."),
