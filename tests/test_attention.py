@@ -517,20 +517,24 @@ def _grade_changed_mha(change, said):
       "OUT": "self.out_proj(merge_heads(self.dropout(w @ v)))"},
      "known mistake: dropout applied to v, or to each head's output weights @ v, instead of the attention weights"),
     ({"w = self.dropout(": "w = F.dropout(", "NAN_FIX)": "NAN_FIX, p=self.dropout.p)"},
-     "known mistake: dropout applied in eval mode too (F.dropout's training flag left at its default, True)"),
+     "known mistake: dropout applied in eval mode too (F.dropout's training flag left at its default, True"),
+    ({"w = self.dropout(": "w = nn.Dropout(self.dropout.p)("},
+     "known mistake: dropout applied in eval mode too (F.dropout's training flag left at its default, True, "
+     "or an nn.Dropout made inside forward)"),
     ({"self.dropout = nn.Dropout(dropout)": "self.dropout = nn.Dropout(dropout)\n        self.dropout.eval()"},
      "an .eval() in __init__ turns its dropout off"),
 ], ids=["nn.Dropout on the weights", "F.dropout on the weights", "on the output", "never", "on the merged heads",
         "torch.dropout", "a mask of its own", "one head at a time", "heads folded into the batch", "one row each",
         "torch.bernoulli(probabilities)", "torch.bernoulli(w, p)", "on v", "on each head's output",
-        "F.dropout in eval mode too", "dropout put in eval mode in __init__"])
+        "F.dropout in eval mode too", "nn.Dropout made in forward", "dropout put in eval mode in __init__"])
 def test_multi_head_attention_check_looks_at_where_dropout_acts(change, said):
     """Every case ran in eval mode: dropout on the output, or none at all, passed. Training-mode cases make
     dropout keep everything, drop everything, or drop the last axis's entries whose index has an odd number
     of 1 bits, the same for the answer and the answer key however the leading axes are laid out; only the
     last tells the weights from the merged heads or from v (odd indices alone named v's dropout as the
     merged heads' when D was even). F.dropout left dropping in eval mode got bare numbers; a dropout put in
-    eval mode in __init__ passed, as the check switched the module to training mode itself."""
+    eval mode in __init__ passed, as the check switched the module to training mode itself. An nn.Dropout made
+    inside forward was told it had left F.dropout's training flag at its default."""
     _grade_changed_mha(change, said)
 
 
@@ -688,17 +692,22 @@ def test_causal_mask_that_sets_the_default_dtype_is_refused_and_the_dtype_put_ba
       "            self.k_kept = split_heads(self.k_proj(src), self.n_heads)\n"
       "        k = self.k_kept\n"},
      "or a tensor kept on the module from an earlier call"),
+    ({"split_heads(self.q_proj(x), self.n_heads)": "split_heads(self.q_proj(x), d // self.n_heads)",
+      "split_heads(self.k_proj(src), self.n_heads)": "split_heads(self.k_proj(src), d // self.n_heads)",
+      "split_heads(self.v_proj(src), self.n_heads)": "split_heads(self.v_proj(src), d // self.n_heads)"},
+     "known mistake: split_heads given the head size D instead of the number of heads H"),
     ({"s = q @ k.mT / math.sqrt(q.shape[-1])": "s = q @ k.mT / torch.tensor([q.shape[-1]], dtype=q.dtype).sqrt()"},
      "MultiHeadAttention on meta (its weights, x, context and mask) failed"),
     ({"        B, T, d = x.shape\n": "        torch.manual_seed(0)\n        B, T, d = x.shape\n"},
      "the answer is right but it changed the seed of torch's global random generator (torch.manual_seed)"),
 ], ids=["right", "under no_grad", "k detached", "nan_to_num_ in place", "log(mask) added", "one layer for k and v",
         "heads never transposed", "reshape both ways", "mask not passed on", "mask inverted", "always causal",
-        "k kept from the first call", "a scale tensor made on the cpu", "reseeded in forward"])
+        "k kept from the first call", "split_heads by D", "a scale tensor made on the cpu", "reseeded in forward"])
 def test_multi_head_attention_check_trains_it_once_and_names_head_and_mask_slips(change, said):
     """The first four wrong ones passed: the check ran the module under torch.no_grad() only, so a forward
     with no gradient, a projection cut off, or a tensor changed in place that autograd needed looked right.
     The NaN gradient, a layer shared by two projections and the head and mask slips got bare numbers.
+    So did split_heads given D.
     A torch.manual_seed(0) in forward passed, though it makes every training step drop the same weights.
     A (1,) tensor made on the CPU passed on a CPU, and fails on a GPU."""
     _grade_changed_mha(change, said)

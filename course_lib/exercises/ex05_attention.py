@@ -759,7 +759,7 @@ def _trains(module, x, inputs) -> str:
 class _MHAKind(nn.Module):
     """A configurable wrong multi-head attention, for the catalogue of mistakes below."""
     scale_by_d_model = merge_dh = no_out_proj = ignore_context = swap_roles = reshape_split = reshape_merge = False
-    heads_last = ignore_mask = always_causal = drop_in_eval = False
+    heads_last = ignore_mask = always_causal = drop_in_eval = split_by_size = False
     attend = None                  # a wrong scaled_dot_product_attention(q, k, v, mask) from above
     drop_at = "weights"            # where dropout acts: "weights" (right), "scores", "v", "merged", "output", or None
 
@@ -780,7 +780,8 @@ class _MHAKind(nn.Module):
         elif self.heads_last:           # (B, T, H, D): attention runs across the heads at each position
             split = lambda t: t.reshape(B, t.shape[1], self.h, d // self.h)   # noqa: E731
         else:
-            split = lambda t: rearrange(t, "b t (h d) -> b h t d", h=self.h)  # noqa: E731
+            split = lambda t: rearrange(t, "b t (h d) -> b h t d",  # noqa: E731
+                                        h=d // self.h if self.split_by_size else self.h)
         q, k, v = split(self.q_proj(qsrc)), split(self.k_proj(src)), split(self.v_proj(src))
         mask = None if self.ignore_mask else mask
         if self.always_causal:
@@ -878,11 +879,14 @@ MHA = Exercise(
                 "Keep an nn.Dropout(dropout) and apply it to the attention weights in forward:\n"
                 "dropout(weights) @ v. It drops only in training mode (model.train()), never in eval mode.\n"
                 "A new module is in training mode: an .eval() in __init__ turns its dropout off."),
-        Mistake("dropout applied in eval mode too (F.dropout's training flag left at its default, True)",
+        Mistake("dropout applied in eval mode too (F.dropout's training flag left at its default, True, "
+                "or an nn.Dropout made inside forward)",
                 _kind(drop_in_eval=True),
                 "F.dropout(w, p) drops whatever mode the module is in: its training argument defaults to\n"
-                "True. Pass training=self.training, or call the nn.Dropout module, self.dropout(w), which\n"
-                "follows model.train() and model.eval(). In eval mode nothing may be dropped or rescaled."),
+                "True. An nn.Dropout made inside forward is a new module at every call, in training mode\n"
+                "whatever mode yours is in. Pass training=self.training, or call the nn.Dropout made once in\n"
+                "__init__, self.dropout(w), which follows model.train() and model.eval(). In eval mode\n"
+                "nothing may be dropped or rescaled."),
         Mistake("heads split and merged by plain reshapes", _kind(reshape_split=True, reshape_merge=True),
                 "Both reshapes keep memory order: (B, T, d_model) read as (B, H, T, D) puts pieces of\n"
                 "different time steps into one head, and merging the same way only undoes it on paper. Split\n"
@@ -908,6 +912,9 @@ MHA = Exercise(
         Mistake("scores scaled by √d_model instead of √(head size)", _kind(scale_by_d_model=True),
                 "Each head computes dot products of D = d_model / H features, so each head divides\n"
                 "by √D, not by √d_model."),
+        Mistake("split_heads given the head size D instead of the number of heads H", _kind(split_by_size=True),
+                "split_heads(x, n_heads) takes the number of heads: split_heads(q, D) makes D heads of H\n"
+                "features each. Pass self.n_heads; the two agree only when D = H."),
         Mistake("mask not passed on to the attention", _kind(ignore_mask=True),
                 "forward(x, context, mask) must hand the mask to the attention of every head: without it\n"
                 "each query also sees future positions (causal) or padding."),
