@@ -713,6 +713,54 @@ def test_multi_head_attention_check_trains_it_once_and_names_head_and_mask_slips
     _grade_changed_mha(change, said)
 
 
+def test_multi_head_attention_that_mixes_up_the_lengths_in_cross_attention_is_told_so():
+    """v taken from x in cross-attention raised torch's matmul words only."""
+    import linecache
+    import math
+
+    from course_lib.reference.heads import merge_heads, split_heads
+    src = mha_source("no out_proj").replace("merge_heads(w @ v)", "self.out_proj(merge_heads(w @ v))").replace(
+        "v = split_heads(self.v_proj(src), self.n_heads)", "v = split_heads(self.v_proj(x), self.n_heads)")
+    filename = "<answer mha v from x>"
+    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
+    ns = {"torch": torch, "nn": nn, "math": math, "split_heads": split_heads, "merge_heads": merge_heads}
+    exec(compile(src, filename, "exec"), ns)
+    r = evaluate(get_exercise("MultiHeadAttention"), ns["MultiHeadAttention"])
+    assert not r.passed and "If this comes from the lengths: in this cross-attention x has T_q = 4" in r.message, r.message
+
+
+def test_multi_head_attention_whose_layers_are_not_registered_is_told_so():
+    """Layers in a plain list, reached through properties, got 'mat1 and mat2 must have the same dtype' and
+    the advice to make tensors with dtype=, as .double() had left them float32."""
+    import math
+
+    from course_lib.reference.heads import merge_heads, split_heads
+
+    class MultiHeadAttention(nn.Module):
+        def __init__(self, d_model, n_heads, dropout=0.0, bias=True):
+            super().__init__()
+            self.n_heads = n_heads
+            self.layers = [nn.Linear(d_model, d_model, bias=bias) for _ in range(4)]
+            self.dropout = nn.Dropout(dropout)
+
+        q_proj = property(lambda self: self.layers[0])
+        k_proj = property(lambda self: self.layers[1])
+        v_proj = property(lambda self: self.layers[2])
+        out_proj = property(lambda self: self.layers[3])
+
+        def forward(self, x, context=None, mask=None):
+            c = x if context is None else context
+            q, k, v = (split_heads(p(t), self.n_heads) for p, t in ((self.q_proj, x), (self.k_proj, c), (self.v_proj, c)))
+            s = q @ k.mT / math.sqrt(q.shape[-1])
+            if mask is not None:
+                s = s.masked_fill(~mask, float("-inf"))
+            w = self.dropout(torch.softmax(s, -1).nan_to_num(0.0))
+            return self.out_proj(merge_heads(w @ v))
+
+    r = evaluate(get_exercise("MultiHeadAttention"), MultiHeadAttention)
+    assert not r.passed and "q_proj is an nn.Linear that the module does not register" in r.message, r.message
+
+
 @pytest.mark.parametrize("change, note", [
     ({"k.mT": "k"}, True),
     ({"k.mT": "k.transpose(1, 2)"}, True),

@@ -681,6 +681,11 @@ def _call_mha(impl, inputs):
         if not isinstance(lin, nn.Linear):
             raise AttributeError(f"MultiHeadAttention needs an nn.Linear attribute named {name!r} "
                                  f"(found {type(lin).__name__})")
+        if not any(lin is m for m in module.modules()):
+            raise AttributeError(f"{name} is an nn.Linear that the module does not register: nn.Module finds (for "
+                                 f".to(), .double(), parameters() and so the optimizer) only layers assigned to one "
+                                 f"of its attributes (self.{name} = nn.Linear(...)) or kept in an nn.ModuleList or "
+                                 f"nn.ModuleDict; one in a plain list, dict or tuple, or behind a property, is left out")
     for i, a in enumerate(_PROJ):
         for b in _PROJ[i + 1:]:
             if getattr(module, a) is getattr(module, b):
@@ -704,7 +709,16 @@ def _call_mha(impl, inputs):
             elif lin.bias is not None:
                 raise ValueError(f"{name} has a bias although bias=False")
     with torch.no_grad(), _FixedDropout(inputs["train"] or "keep all"):
-        out = module(x, context=inputs["context"], mask=inputs["mask"])
+        try:
+            out = module(x, context=inputs["context"], mask=inputs["mask"])
+        except RuntimeError as exc:
+            ctx = inputs["context"]
+            if ctx is not None and ctx.shape[1] != x.shape[1]:
+                exc.add_note(f"If this comes from the lengths: in this cross-attention x has T_q = {x.shape[1]} "
+                             f"positions and context T_k = {ctx.shape[1]}.\nKeys and values both come from context "
+                             f"and have its length, so the weights are (B, H, T_q, T_k): v taken\nfrom x, or k or v "
+                             f"reshaped with x's length (T = x.shape[1]), no longer lines up.")
+            raise
         again = module(x, context=inputs["context"], mask=inputs["mask"]) if inputs["train"] else out
         if (isinstance(out, torch.Tensor) and isinstance(again, torch.Tensor) and out.device.type != "meta"
                 and not torch.allclose(out, again, rtol=0, atol=0, equal_nan=True)):
