@@ -173,7 +173,8 @@ def _global_state_changes(dtype: torch.dtype, rng: torch.Tensor) -> list[str]:
                     f"made after it, anywhere in the notebook, is {now} (dtype=x.dtype makes one tensor in x's dtype)")
     if torch.default_generator.initial_seed() != _SEED_MARK:
         said.append("the seed of torch's global random generator (torch.manual_seed): every call then draws\n"
-                    "the same numbers again (the same dropout in every training step), and the notebook's seed is lost")
+                    "the same random numbers again (a dropout, the same weights dropped at every step), and the\n"
+                    "notebook's own seed is lost")
     torch.default_generator.set_state(rng)
     return said
 
@@ -333,10 +334,6 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome) -> tuple[str | None, flo
         return (f"{head}\n  the answer is right but it changed its input {', '.join(outcome.mutated)} in place.\n"
                 "  Callers keep using their tensors: work on new tensors (x = x - m, not x -= m),\n"
                 "  or change a copy (out = x.clone()): out = x gives the same tensor another name."), largest
-    if diff is None and outcome.global_state:
-        changed = ";\nand ".join(outcome.global_state).replace("\n", "\n  ")
-        return (f"{head}\n  the answer is right but it changed {changed}.\n"
-                "  An answer leaves such settings alone: set them once at the top of the notebook, if at all."), largest
     if diff is None:
         return None, largest
     where = "" if diff.where == "output" or diff.kind == "words" else f" (in {_output_name(ex, run, diff.where)})"
@@ -353,6 +350,16 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome) -> tuple[str | None, flo
     if outcome.global_state:
         lines.append("  It also changed " + ";\nand ".join(outcome.global_state).replace("\n", "\n  ") + ".")
     return "\n".join(lines), largest
+
+
+def global_state_message(ex: Exercise, run: CaseRun, outcome: Outcome) -> str | None:
+    """For a case the answer got right: what it changed of torch's global state, if anything. Said only once
+    every case has passed, so that an exercise's own word on the same slip (05's, 08's) comes first."""
+    if not outcome.global_state:
+        return None
+    changed = ";\nand ".join(outcome.global_state).replace("\n", "\n  ")
+    return (f"{_header(ex, run)}\n  the answer is right but it changed {changed}.\n"
+            "  An answer leaves such settings alone: set them once at the top of the notebook, if at all.")
 
 
 def success_line(ex: Exercise, runs: list[CaseRun], largest: float) -> str:
@@ -380,10 +387,13 @@ def evaluate(ex: Exercise, answer: Callable, *, suite: str = "visible", device: 
     if problems:
         return static_report(ex, suite, problems)
     runs = build_runs(ex, suite, seed, device)
-    largest = 0.0
+    largest, later = 0.0, None
     for run in runs:
-        message, worst = judge(ex, run, run_answer(ex, answer, run))
+        outcome = run_answer(ex, answer, run)
+        message, worst = judge(ex, run, outcome)
         if message is not None:
             return Report(ex.name, suite, False, message, len(runs))
-        largest = max(largest, worst)
+        largest, later = max(largest, worst), later or global_state_message(ex, run, outcome)
+    if later:
+        return Report(ex.name, suite, False, later, len(runs))
     return Report(ex.name, suite, True, success_line(ex, runs, largest), len(runs), largest)

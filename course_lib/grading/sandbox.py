@@ -25,7 +25,7 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from .engine import Outcome, build_runs, judge, static_problems, success_line, suite_seed
+from .engine import Outcome, build_runs, global_state_message, judge, static_problems, success_line, suite_seed
 from .spec import get_exercise
 from .values import from_jsonable
 
@@ -191,7 +191,7 @@ def sandbox_verdicts(solution: NotebookNode, submission: NotebookNode, *, device
                 False, f"✗ {ex.name} — not defined: its answer cell did not define {ex.name}{why}")
             continue
         runs = build_runs(ex, c.suite, seeds[(c.exercise, c.suite, c.seed)], device, place="cpu")
-        verdict, largest = None, 0.0
+        verdict, largest, later = None, 0.0, None
         for run, case in zip(runs, res["cases"]):
             if case.get("timeout"):
                 raise NotGraded(f"{ex.name} did not return within {case_timeout} s on case {run.number} "
@@ -203,9 +203,11 @@ def sandbox_verdicts(solution: NotebookNode, submission: NotebookNode, *, device
             if message is not None:
                 verdict = Verdict(False, message)
                 break
-            largest = max(largest, worst)
+            largest, later = max(largest, worst), later or global_state_message(ex, run, outcome)
         if verdict is None and len(res["cases"]) < len(runs):
             verdict = Verdict(False, f"✗ {ex.name} — the sandbox returned fewer cases than it ran")
+        if verdict is None and later:
+            verdict = Verdict(False, later)
         messages[(c.exercise, c.suite, c.seed)] = verdict or Verdict(True, success_line(ex, runs, largest))
 
     out = {}
