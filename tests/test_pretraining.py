@@ -775,10 +775,16 @@ def test_train_step_check_says_a_parameters_generator_runs_out():
     ("lm_loss", "def lm_loss(logits, targets):\n"
                 "    return F.cross_entropy(logits.permute(1, 0, 2).reshape(-1, logits.size(-1)), targets.reshape(-1))\n",
      "known mistake: logits flattened in the wrong order (time first)"),
-], ids=["mlm labels from inputs", "mlm random 0.1 of the rest", "clip that scales up", "lm_loss logits permuted"])
+    ("mlm_mask", _MLM.replace("RANDOM", "torch.randint(vocab_size, tokens.shape, generator=generator)")
+     .replace("    return inputs, labels", "    labels = torch.where(chosen & (r < 0.8), tokens, -100)\n"
+                                         "    return inputs, labels"), "known mistake: labels only where [MASK] was put"),
+], ids=["mlm labels from inputs", "mlm random 0.1 of the rest", "clip that scales up", "lm_loss logits permuted",
+        "mlm labels at the [MASK] draw"])
 def test_checks_name_more_mistakes_of_a_second_probe(name, source, says):
     """Each got what was measured alone ('labels differ from the original token at 5,338 of the 5,908
-    positions', 'left unchanged = 0.18', or the two losses), though the mistake is a common one."""
+    positions', 'left unchanged = 0.18', or the two losses), though the mistake is a common one. Labels set
+    from the draw that chose [MASK] (not from inputs == mask_id) were told 'labels set where the token was
+    not chosen': a random token that lands on [MASK] (an id of the vocabulary) made it look like one."""
     r = _evaluate(name, _answer(source, name))
     assert not r.passed and says in r.message, r.message
 

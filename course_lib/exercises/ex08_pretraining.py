@@ -391,9 +391,10 @@ def _call_mlm(fn, inputs):
         differs = (inp != tokens) & ~chosen
         if not bool(differs.any()):
             return None
-        if not bool((inp[differs] == mask_id).any()):
-            return ("inputs differ from tokens at positions whose label is -100, never by [MASK]: random "
-                    "replacements without a label")
+        # [MASK] at (nearly) none of them: a random draw can land on mask_id when it lies in [0, vocab_size)
+        if float((inp[differs] == mask_id).double().mean()) < 0.5:
+            return ("inputs differ from tokens at positions whose label is -100, not by [MASK] (other than random "
+                    "draws that land on it): random replacements without a label")
         return "inputs differ from tokens at positions whose label is -100 (positions not chosen)"
 
     def fraction(words, measured, expected):
