@@ -541,6 +541,16 @@ def test_mlm_mask_check_wants_random_tokens_from_all_of_the_vocabulary(random, s
         assert not r.passed and says in r.message, (seed, r.message)
 
 
+def test_mlm_mask_hidden_suite_wants_random_tokens_from_the_vocabulary_not_from_the_tokens():
+    """Random tokens picked among the tokens given passed every suite: every case's tokens used the whole
+    vocabulary. The notebook's line of Shakespeare uses part of it."""
+    answer = _answer(_MLM.replace("RANDOM", "tokens.reshape(-1)[torch.randint(tokens.numel(), tokens.shape, "
+                                            "generator=generator)]"), "mlm_mask")
+    for seed in _SEEDS:
+        r = _hidden("mlm_mask", answer, seed)
+        assert not r.passed and "the random tokens come from the tokens given" in r.message, (seed, r.message)
+
+
 def test_mlm_mask_check_accepts_a_mask_id_outside_the_vocabulary():
     """mask_id = vocab_size: no random draw lands on [MASK], and [MASK] is no id out of range."""
     answer = _answer(_MLM.replace("RANDOM", "torch.randint(vocab_size, tokens.shape, generator=generator)"),

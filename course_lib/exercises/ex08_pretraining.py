@@ -317,10 +317,11 @@ LM_LOSS = Exercise(
 
 
 # ------------------------------------------------------------------------------- mlm_mask
-def _mlm_case(shape, vocab, p=0.15, mask_id=0):
-    """mask_id 0 (tokens from 1 up) or vocab (outside the vocabulary, as the notebook's own [MASK])."""
+def _mlm_case(shape, vocab, p=0.15, mask_id=0, used=None):
+    """mask_id 0 (tokens from 1 up) or vocab (outside the vocabulary, as the notebook's own [MASK]).
+    used: the tokens are ids below it only, as a text uses part of its vocabulary."""
     def make(g):
-        return {"tokens": torch.randint(1 if mask_id == 0 else 0, vocab, shape, generator=g), "mask_id": mask_id,
+        return {"tokens": torch.randint(1 if mask_id == 0 else 0, used or vocab, shape, generator=g), "mask_id": mask_id,
                 "vocab_size": vocab, "p": p, "seed": _ri(g, 0, 10_000)}
     return make
 
@@ -464,6 +465,9 @@ def _call_mlm(fn, inputs):
             return (said + f": drawn from [0, {V - 1}): torch.randint's upper bound is already left out, so "
                     "torch.randint(vocab_size, ...) draws from [0, vocab_size); torch.randint(vocab_size - 1, ...) "
                     "or torch.randint(0, vocab_size - 1, ...) never draws the last id")
+        if not bool(torch.isin(torch.tensor(missing), tokens.cpu()).any()):
+            return said + (f": the random tokens come from the tokens given, which use only part of [0, {V}); "
+                           f"draw them from the whole vocabulary, torch.randint(vocab_size, ...)")
         return said + f": draw each random token uniformly from all of [0, {V})"
 
     def same_seed():
@@ -567,6 +571,13 @@ def _m_random_never_the_original(tokens, mask_id, vocab_size, p=0.15, generator=
     return inputs, torch.where(chosen, tokens, torch.full_like(tokens, -100))
 
 
+def _mlm_random_half_used(g):
+    """Tokens from the first half of the vocabulary: random tokens drawn from the tokens given, not from
+    [0, vocab_size), never show the other half (each expected >= 0.1 / 30 · 12,000 > 40 times)."""
+    V = _ri(g, 20, 30)
+    return _mlm_case((_ri(g, 150, 250), 200), V, 0.4, mask_id=V, used=V // 2)(g)
+
+
 def _mlm_two_ids(g):
     return _mlm_case((_ri(g, 150, 250), 200), 2, 0.4, mask_id=2)(g)
 
@@ -588,7 +599,9 @@ MLM_MASK = Exercise(
     hidden=[Case("random shapes, vocabulary and p", _mlm_random, dtypes=INT),
             Case("random shapes, vocabulary and p (again)", _mlm_random, dtypes=INT),
             Case("random shape and vocabulary, [MASK] = vocab_size, p = 0.4", _mlm_random_outside, dtypes=INT),
-            Case("random shape, vocabulary 2, [MASK] = 2, p = 0.4", _mlm_two_ids, dtypes=INT)],
+            Case("random shape, vocabulary 2, [MASK] = 2, p = 0.4", _mlm_two_ids, dtypes=INT),
+            Case("random shape, tokens from the first half of the vocabulary only, [MASK] = vocab_size, p = 0.4",
+                 _mlm_random_half_used, dtypes=INT)],
     mistakes=[
         Mistake("labels kept at unmasked positions", _m_labels_everywhere,
                 "Only the chosen ~15 % are predicted: every other label must be -100 so the loss ignores it."),
