@@ -659,9 +659,10 @@ class _Bigram(nn.Module):
         return self.table[idx]
 
 
-def _sample_case(mode, B, T, V, new, temperature=1.0, top_k=None, block=8):
+def _sample_case(mode, B, T, V, new, temperature=1.0, top_k=None, block=8, shift=0.0):
+    """shift: added to every logit, which changes no probability (a trained model's logits can be large)."""
     def make(g):
-        table = torch.randn(V, V, generator=g, dtype=torch.float64) * 1.5
+        table = torch.randn(V, V, generator=g, dtype=torch.float64) * 1.5 + shift
         if mode == "freq":
             _ri(g, 0, V - 1)                                  # drawn as before, so the seed below is too
             # the token whose next logits (the top k of them) spread widest: there a temperature, or its
@@ -807,7 +808,8 @@ def _nothing_to_draw(exc, fn, inputs, args):
                                 "becomes nan: take it over the vocabulary, dim=-1")
     return RuntimeError(f"torch.multinomial: {said}. It draws from probabilities: rows of finite numbers "
                         ">= 0, not all 0. Give it torch.softmax(logits, dim=-1) of finite logits, not the "
-                        "logits or log-probabilities")
+                        "logits or log-probabilities, nor an exp taken by hand: exp of a logit above about 88 is "
+                        "inf in float32, and torch.softmax subtracts each row's largest logit first")
 
 
 def _sampler(model, idx, max_new_tokens, temperature, top_k, generator, crop="end", largest=True, position=-1,
@@ -893,6 +895,9 @@ SAMPLE = Exercise(
              _sample_case("freq", 4000, 1, 7, 1, 0.8, 3), **_TOL),
         Case("one prompt, as the notebook's write() gives: idx (1, 4), 30 new tokens, top_k = 4",
              _sample_case("topk", 1, 4, 16, 30, top_k=4), **_TOL),
+        # divided by 0.5, the logits are about 200: exp overflows float32 above about 88
+        Case("logits all near 100, as a trained model's can be, temperature 0.5, top_k = 5: idx (8, 3), 6 new tokens",
+             _sample_case("topk", 8, 3, 12, 6, 0.5, 5, shift=100.0), **_TOL),
     ],
     hidden=[
         Case("greedy (top_k = 1): idx (3, 5), 9 new tokens, block_size 8",
@@ -904,6 +909,8 @@ SAMPLE = Exercise(
              _sample_case("freq", 4000, 2, 5, 1, 1.7), **_TOL),
         Case("one prompt: idx (1, 6), 25 new tokens, top_k = 6, temperature 1.3",
              _sample_case("topk", 1, 6, 14, 25, 1.3, 6), **_TOL),
+        Case("logits all near 120, temperature 0.6, top_k = 4: idx (6, 4), 5 new tokens",
+             _sample_case("topk", 6, 4, 10, 5, 0.6, 4, shift=120.0), **_TOL),
     ],
     mistakes=[
         Mistake("temperature ignored", _m_no_temperature,
