@@ -506,13 +506,21 @@ def test_sample_check_judges_frequencies_against_the_true_probabilities(logits, 
     ("mlm_mask", _MLM.replace("RANDOM", "torch.randint(vocab_size, tokens.shape, generator=generator)")
      .replace("    return inputs, labels", "    labels = torch.where(inputs == mask_id, tokens, -100)\n"
                                          "    return inputs, labels"), "known mistake: labels only where [MASK] was put"),
+    ("get_batch", _GET_BATCH.replace("GENERATOR", "generator, device=data.device"),
+     "torch.randint drew with the CPU generator onto meta (at line 2 of your answer"),
+    ("sample", _SAMPLE.replace("KEEP", "<").replace("PROBS", "torch.softmax(logits, -1)").replace("probs.cpu()", "probs"),
+     "torch.multinomial drew with the CPU generator onto meta (at line 8 of your answer"),
+    ("mlm_mask", _MLM.replace("RANDOM", "torch.randint(vocab_size, tokens.shape, generator=generator, device=tokens.device)"),
+     "torch.randint drew with the CPU generator onto meta (at line 4 of your answer"),
 ], ids=["top-k filled with 0", "lm_loss without reshape", "train_step in eval mode", "train_step's forward in eval mode", "zero_grad between backward and step",
         "sample cropped one token short", "sample cropped from the start", "lm_loss with nll_loss", "sample by argmax",
-        "mlm labels -1", "mlm labels only at [MASK]"])
+        "mlm labels -1", "mlm labels only at [MASK]", "get_batch draws on data's device",
+        "sample draws on idx's device", "mlm_mask draws on tokens' device"])
 def test_checks_say_why_for_more_learner_mistakes(name, source, says):
     """Each was refused with numbers only (or, in eval mode, passed: the test model has no dropout; a
     forward in eval mode with the mode set back, and a context one token short, passed too), or (labels
-    only at [MASK], gradients zeroed between backward and step) named as another mistake."""
+    only at [MASK], gradients zeroed between backward and step) named as another mistake. A draw with the
+    CPU generator on the inputs' device passed on a CPU and fails on a GPU: the checks rerun it on meta."""
     r = _evaluate(name, _answer(source, name))
     assert not r.passed and says in r.message, r.message
 
