@@ -799,13 +799,26 @@ def test_train_step_check_says_a_parameters_generator_runs_out():
     ("mlm_mask", _MLM.replace("RANDOM", "torch.randint(vocab_size, tokens.shape, generator=generator)")
      .replace("    return inputs, labels", "    labels = torch.where(chosen & (r < 0.8), tokens, -100)\n"
                                          "    return inputs, labels"), "known mistake: labels only where [MASK] was put"),
+    ("lm_loss", "def lm_loss(logits, targets):\n"
+                "    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)\n"
+                "    return (torch.log(torch.exp(logits).sum(-1)) - picked).mean()\n",
+     "known mistake: log-sum-exp taken by hand"),
+    ("lm_loss", "def lm_loss(logits, targets):\n"
+                "    one_hot = F.one_hot(targets, logits.shape[-1]).to(logits.dtype)\n"
+                "    return -(one_hot * logits.log_softmax(-1)).mean()\n",
+     "known mistake: averaged over the vocabulary too"),
+    ("sample", _SAMPLE.replace("v, _ = torch.topk(logits, top_k)", "v = logits.sort(-1, descending=True).values")
+     .replace("v[:, [-1]]", "v[:, [top_k]]").replace("KEEP", "<").replace("PROBS", "torch.softmax(logits, -1)"),
+     "known mistake: top-k keeps k + 1 tokens"),
 ], ids=["mlm labels from inputs", "mlm random 0.1 of the rest", "clip that scales up", "lm_loss logits permuted",
-        "mlm labels at the [MASK] draw"])
+        "mlm labels at the [MASK] draw", "lm_loss logsumexp by hand", "lm_loss one-hot mean", "sample top-k index k"])
 def test_checks_name_more_mistakes_of_a_second_probe(name, source, says):
     """Each got what was measured alone ('labels differ from the original token at 5,338 of the 5,908
     positions', 'left unchanged = 0.18', or the two losses), though the mistake is a common one. Labels set
     from the draw that chose [MASK] (not from inputs == mask_id) were told 'labels set where the token was
-    not chosen': a random token that lands on [MASK] (an id of the vocabulary) made it look like one."""
+    not chosen': a random token that lands on [MASK] (an id of the vocabulary) made it look like one.
+    A log-sum-exp by hand got 'infinities differ'; a one-hot mean, and top-k with the sorted logits'
+    index k as threshold (k + 1 kept), got the numbers or the count of tokens outside the top k alone."""
     r = _evaluate(name, _answer(source, name))
     assert not r.passed and says in r.message, r.message
 

@@ -307,6 +307,16 @@ def _m_log_of_softmax(logits, targets):
     return -probs.gather(-1, targets[..., None]).log().mean()
 
 
+def _m_logsumexp_by_hand(logits, targets):
+    picked = logits.gather(-1, targets[..., None])[..., 0]
+    return (logits.exp().sum(-1).log() - picked).mean()                 # exp(100) is inf in float32
+
+
+def _m_mean_over_vocabulary(logits, targets):
+    one_hot = F.one_hot(targets, logits.shape[-1]).to(logits.dtype)       # (B, T, V)
+    return -(one_hot * F.log_softmax(logits, -1)).mean()                  # the mean over V too: divided by V
+
+
 def _m_softmax_over_time(logits, targets):
     return -F.log_softmax(logits, dim=1).gather(-1, targets[..., None]).mean()
 
@@ -352,6 +362,14 @@ LM_LOSS = Exercise(
                 "exp of a logit above about 88 is inf in float32, and inf / inf is nan. log_softmax (or\n"
                 "F.cross_entropy, which uses it) subtracts each row's largest logit first, which changes no\n"
                 "probability and keeps every exp at most 1."),
+        Mistake("log-sum-exp taken by hand, log(exp(logits).sum()) (exp overflows)", _m_logsumexp_by_hand,
+                "exp of a logit above about 88 is inf in float32, so log(sum(exp(z))) is inf however the\n"
+                "logits compare. torch.logsumexp(logits, dim=-1) (or F.cross_entropy) subtracts each row's\n"
+                "largest logit m first: log(sum(exp(z))) = m + log(sum(exp(z - m))), every exp at most 1."),
+        Mistake("averaged over the vocabulary too (.mean() of a one-hot product)", _m_mean_over_vocabulary,
+                "The mean is over the B·T positions only. A one-hot times log-probabilities has V entries per\n"
+                "position, V - 1 of them 0, and .mean() over all of them divides the loss by V as well: sum\n"
+                "over the vocabulary first, (one_hot * log_probs).sum(-1), then take the mean."),
         Mistake("log-softmax over the time axis (dim=1), not over the vocabulary", _m_softmax_over_time,
                 "logits are (B, T, V): the softmax that makes the V scores of a position into probabilities\n"
                 "runs over the last axis, dim=-1. dim=1, right for (N, V) scores, is the time axis here."),
@@ -868,12 +886,12 @@ def _nothing_to_draw(exc, fn, inputs, args):
 
 
 def _sampler(model, idx, max_new_tokens, temperature, top_k, generator, crop="end", largest=True, position=-1,
-             greedy=False, fill=float("-inf")):
+             greedy=False, fill=float("-inf"), extra=0):
     for _ in range(max_new_tokens):
         context = {"end": idx[:, -model.block_size:], "start": idx[:, :model.block_size], None: idx}[crop]
         logits = model(context)[:, position, :].float() / temperature
         if top_k is not None:
-            kth = torch.topk(logits, top_k, dim=-1, largest=largest).values[:, -1:]
+            kth = torch.topk(logits, top_k + extra, dim=-1, largest=largest).values[:, -1:]
             logits = logits.masked_fill(logits < kth if largest else logits > kth, fill)
         if greedy:
             nxt = logits.argmax(-1, keepdim=True)
@@ -913,6 +931,10 @@ def _m_temperature_multiplies(model, idx, max_new_tokens, temperature=1.0, top_k
 
 def _m_top_k_smallest(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
     return _sampler(model, idx, max_new_tokens, temperature, top_k, generator, largest=False)
+
+
+def _m_top_k_one_more(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+    return _sampler(model, idx, max_new_tokens, temperature, top_k, generator, extra=1)     # the (k+1)-th as threshold
 
 
 def _m_top_k_zero(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
@@ -981,6 +1003,10 @@ SAMPLE = Exercise(
                 "0 is an ordinary logit: after the softmax its token has weight e^0 = 1, as much as a kept token\n"
                 "with logit 0 and more than any with a negative one, so the tokens top-k should drop are still\n"
                 "drawn. Set them to float('-inf'): e^-inf = 0, and their probability is exactly 0."),
+        Mistake("top-k keeps k + 1 tokens (the threshold is the (k+1)-th largest logit)", _m_top_k_one_more,
+                "Keep exactly k: the threshold is the k-th largest logit, torch.topk(logits, k).values[:, [-1]],\n"
+                "or index k - 1 of the logits sorted largest first. Index k is the (k+1)-th largest, and\n"
+                "keeping the logits >= it keeps one token too many."),
         Mistake("top-k keeps the smallest logits", _m_top_k_smallest,
                 "Keep the k largest logits (torch.topk's default) and set the rest to -inf."),
         Mistake("context not cropped to block_size", _m_no_crop,
@@ -1296,7 +1322,8 @@ TRAIN_STEP = Exercise(
                 "Mixed precision is the training loop's choice: the course's Trainer turns autocast on only\n"
                 "where the hardware runs bf16 natively (TrainConfig(bf16=...)). Leave torch.autocast out here."),
         # all but the overflow: train_step's logits are small
-        *(Mistake(m.name, _stepped(m.fn), m.explanation) for m in LM_LOSS.mistakes if m.fn is not _m_log_of_softmax),
+        *(Mistake(m.name, _stepped(m.fn), m.explanation) for m in LM_LOSS.mistakes
+          if m.fn not in (_m_log_of_softmax, _m_logsumexp_by_hand)),
     ],
     hint="The six things the notebook lists, in that order. Gradients add up unless they are cleared at the start of "
          "every step; clipping matters only between the backward pass and the optimizer's step, because it rescales "
