@@ -632,16 +632,32 @@ def test_an_error_in_the_resumed_run_says_it_came_from_there():
     ("SGDMomentum", [("p.sub_(group['lr'] * state['buf'])",
                       "p.sub_(group['lr'] * (p.grad + group['momentum'] * state['buf']))")],
      "Nesterov momentum"),
+    ("SGDMomentum", [("                if p.grad is None:\n", "                if p.grad is None or not p.grad.any():\n")],
+     "a parameter whose gradient is all zeros skipped as if its grad were None"),
+    ("SGDMomentum", [('                    state["buf"] = p.grad.clone()\n                else:\n',
+                      '                    state["buf"] = p.grad.clone()\n                    p.sub_(group["lr"] * state["buf"])\n'
+                      '                else:\n                    p.sub_(group["lr"] * state["buf"])\n'),
+                     ("p.sub_(group['lr'] * state['buf'])", "pass")],
+     "the step taken with the old buffer, before this step's gradient is added to it"),
+    ("AdamW", [("p.mul_(1 - lr * wd)\n                g = p.grad", "g = p.grad + wd * p\n                p.mul_(1 - lr * wd)"),
+               ("    def step(", "    @torch.no_grad()\n    def step(")],
+     "weight decayed twice: p ← p·(1 − lr·wd) and also Adam's wd·p added to the gradient."),
+    ("AdamW", [("p.mul_(1 - lr * wd)\n                g = p.grad ", "p.mul_(1 - lr * wd)\n                g = p.grad + wd * p "),
+               ("    def step(", "    @torch.no_grad()\n    def step(")],
+     "weight decayed twice: p ← p·(1 − lr·wd) and also Adam's wd·p added to the gradient (after the decay)"),
     *[(name, [*changes, ("    def step(", "    @torch.no_grad()\n    def step(")], mistake)
       for name in ("Adam", "AdamW") for changes, mistake in [
         ([('(1 - b1 ** st["t"])', '(1 - b1) ** st["t"]'), ('(1 - b2 ** st["t"])', '(1 - b2) ** st["t"]')],
          "bias correction divides by (1 − β)ᵗ instead of 1 − βᵗ"),
         ([('** st["t"]', '** (st["t"] + 1)')], "bias correction one step ahead"),
         ([('((st["v"] / (1 - b2 ** st["t"])).sqrt() + eps)', '(st["v"] / (1 - b2 ** st["t"]) + eps * eps).sqrt()')],
-         "eps squared inside the square root: sqrt(v̂ + eps²)")]],
+         "eps squared inside the square root: sqrt(v̂ + eps²)"),
+        ([("                if p.grad is None:\n", "                if p.grad is None or p.grad.abs().sum() == 0:\n")],
+         "a parameter whose gradient is all zeros skipped as if its grad were None")]],
 ])
 def test_more_optimizer_slips_are_named(name, changes, mistake):
-    """These got a bare difference in the final weights."""
+    """These got a bare difference in the final weights; a step that skipped a gradient of zeros as if it
+    were None (after zero_grad(set_to_none=False)) passed, since no case had one."""
     from course_lib.grading.engine import evaluate
     from course_lib.grading.spec import get_exercise
 

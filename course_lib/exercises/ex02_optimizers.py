@@ -214,7 +214,9 @@ _OPT_OUTPUTS = (
 )
 
 
-def _opt_case(shape_w, n_extra, n_steps, defaults, group2, lr_drop_at=None):
+def _opt_case(shape_w, n_extra, n_steps, defaults, group2, lr_drop_at=None, zero_at=None):
+    """zero_at: a step at which the weight's gradient is all zeros (not None), as backward() leaves a
+    parameter the loss did not use after zero_grad(set_to_none=False)."""
     def make(g):
         m, n = shape_w
         w = torch.randn(m, n, generator=g, dtype=torch.float64)
@@ -225,7 +227,7 @@ def _opt_case(shape_w, n_extra, n_steps, defaults, group2, lr_drop_at=None):
             gw = torch.randn(m, n, generator=g, dtype=torch.float64)
             gb = 1e-3 * torch.randn(n, generator=g, dtype=torch.float64)    # a tiny-gradient tensor
             ge = torch.randn(n_extra, generator=g, dtype=torch.float64) if s % 2 == 0 else None
-            grads.append([gw, gb, ge])
+            grads.append([torch.zeros_like(gw) if s == zero_at else gw, gb, ge])
         return {"weight": w, "bias": b, "extra": e, "grads": grads, "defaults": dict(defaults),
                 "group2": dict(group2), "lr_drop_at": lr_drop_at}
     return make
@@ -236,19 +238,23 @@ def _opt_random(defaults_fn, group2_fn):
         shape = (_ri(g, 2, 6), _ri(g, 5, 9))          # visible weights have at most 4 columns
         n_steps = _ri(g, 10, 24)
         drop = _ri(g, 2, n_steps - 2)
-        return _opt_case(shape, _ri(g, 3, 7), n_steps, defaults_fn(g), group2_fn(g), drop)(g)
+        return _opt_case(shape, _ri(g, 3, 7), n_steps, defaults_fn(g), group2_fn(g), drop,
+                         zero_at=n_steps // 3)(g)
     return make
 
 
 # ---------------------------------------------------------------- mistaken optimizers
 def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_mu=False, state_outside=False,
-                 none_as_zero=False, grad_as_buffer=None, first_twice=False, nesterov=False):
+                 none_as_zero=False, grad_as_buffer=None, first_twice=False, nesterov=False, zero_skipped=False,
+                 stale_buffer=False):
     """grad_as_buffer: "in place" or "new": the buffer starts as p.grad itself (no clone), then is
     updated in place (buf.mul_(mu).add_(g)) or into a new tensor (buf = mu * buf + g).
     dampen: True, from the first step (buf = (1 - mu) * g, then the average); "after the first":
     buf = a copy of g, as the docstring says, then the average. first_twice: the buffer starts as a
     copy of g and is then updated in the same step, so the first buffer is (1 + mu)·g. nesterov: the
-    step is g + mu·buf instead of buf."""
+    step is g + mu·buf instead of buf. zero_skipped: a gradient of all zeros skipped like None.
+    stale_buffer: the step taken with the buffer before this gradient joins it (p ← p − lr·buf, then
+    buf = mu·buf + g)."""
     class Mistaken(torch.optim.Optimizer):
         def __init__(self, params, lr, momentum=0.0):
             super().__init__(params, dict(lr=lr, momentum=momentum))
@@ -265,11 +271,18 @@ def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_
                         if not none_as_zero:
                             continue
                         g = torch.zeros_like(p)
+                    if zero_skipped and not g.any():
+                        continue
                     store = self.bufs if state_outside else self.state[p]
                     key = id(p) if state_outside else "momentum_buffer"
                     scale = lr if lr_in_velocity else 1.0
                     if mu == 0:
                         p.add_(g, alpha=-lr)
+                        continue
+                    if stale_buffer and key in store:
+                        old = store[key]
+                        store[key] = mu * old + g
+                        p.sub_(lr * old)
                         continue
                     if grad_as_buffer and key not in store:
                         store[key] = g                  # no clone: the buffer is p.grad itself
@@ -287,14 +300,17 @@ def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_
 def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=False, eps_inside=False,
                   flip_decay=False, decay_without_lr=False, state_outside=False, none_as_zero=False,
                   decay_into_grad=False, eps_before_correction=False, shared_t=None, decay_none=False,
-                  decay_after=False, cached=(), t_shift=0, one_minus_pow=False, eps_squared=False):
+                  decay_after=False, cached=(), t_shift=0, one_minus_pow=False, eps_squared=False,
+                  zero_skipped=False, decay_twice=False):
     """shared_t: "group" or "optimizer", where one step count for all parameters is kept (group["t"],
     saved by state_dict; self.t, not saved). decay_none: AdamW's decay applied before the skip of a
     parameter whose grad is None, its moments left alone. bias_correction="m only": v̂ = v.
     decay_after: AdamW's decay applied after the Adam step instead of before it. cached: the names of
     the hyper-parameters read from self.defaults instead of from the group. t_shift: the bias correction
     uses t + t_shift. one_minus_pow: it divides by (1 - β)ᵗ instead of 1 - βᵗ. eps_squared: the
-    denominator is sqrt(v̂ + eps²)."""
+    denominator is sqrt(v̂ + eps²). zero_skipped: a gradient of all zeros skipped like None. decay_twice:
+    AdamW's decay and Adam's L2 term both applied, wd·p taken from p as it was ("old p") or as the decay
+    left it ("new p")."""
     class Mistaken(torch.optim.Optimizer):
         def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=default_wd):
             super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
@@ -315,13 +331,19 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                         if not none_as_zero:
                             continue
                         g = torch.zeros_like(p)
+                    if zero_skipped and not g.any():
+                        continue
                     dec = decoupled != flip_decay
+                    if decay_twice == "old p" and wd != 0:
+                        g = g + wd * p
                     if wd != 0:
                         if dec:
                             if not decay_after:
                                 p.mul_(1 - (1.0 if decay_without_lr else lr) * wd)
                         else:
                             g = g.add_(wd * p) if decay_into_grad else g + wd * p
+                        if decay_twice == "new p":
+                            g = g + wd * p
                     st = self.outside.setdefault(id(p), {}) if state_outside else self.state[p]
                     if not st:
                         st["step"], st["m"], st["v"] = 0, torch.zeros_like(p), torch.zeros_like(p)
@@ -405,6 +427,9 @@ _SHARED_T_WHY = ("Each parameter counts its own steps, in self.state[p]: one who
                  "call (self.t, or group['t']) bias-corrects its moments with the wrong t, and kept on the\n"
                  "optimizer (self.t) it is also lost on a restart: state_dict() does not save it. A count in\n"
                  "self.state[p] incremented before the check for p.grad is None counts the calls too.")
+_ZERO_SKIPPED_WHY = ("A gradient of zeros is still a gradient: after zero_grad(set_to_none=False) a parameter that\n"
+                     "this step's loss did not use has p.grad full of zeros, not None, and torch's optimizers\n"
+                     "step it all the same: {what}. Skip a parameter only when p.grad is None.")
 _NONE_SKIPPED_WHY = ("A parameter with p.grad None took no part in this step's loss; skip it entirely (no update,\n"
                      "no change to its state, decay included), as torch's optimizers do.")
 
@@ -428,9 +453,10 @@ SGD_EX = Exercise(
     call=_run_optimizer,
     outputs=_OPT_OUTPUTS,
     visible=[
-        Case("weight (3, 4), bias (4,), extra (2,) whose grad is None every other step; group 1: lr 0.1, "
+        Case("weight (3, 4) whose gradient is all zeros at step 4 (not None: a parameter the loss did not use), "
+             "bias (4,), extra (2,) whose grad is None every other step; group 1: lr 0.1, "
              "momentum 0.9; group 2 (bias): lr 0.5, momentum 0.5; 12 steps, saved and reloaded after 6",
-             _opt_case((3, 4), 2, 12, dict(lr=0.1, momentum=0.9), dict(lr=0.5, momentum=0.5))),
+             _opt_case((3, 4), 2, 12, dict(lr=0.1, momentum=0.9), dict(lr=0.5, momentum=0.5), zero_at=3)),
         Case("weight (2, 3), bias (3,), extra (3,); group 1: lr 0.05, momentum 0.8; group 2 (bias): lr 0.2, "
              "momentum 0.8; every group's lr halved after 7 of the 14 steps (as a schedule does), "
              "saved and reloaded after 7",
@@ -440,10 +466,10 @@ SGD_EX = Exercise(
              _opt_case((4, 2), 2, 10, dict(lr=0.1), dict(momentum=0.9))),
     ],
     hidden=[
-        Case("random shapes and hyper-parameters, lr halved mid-run",
+        Case("random shapes and hyper-parameters, lr halved mid-run, one all-zero gradient",
              _opt_random(lambda g: dict(lr=_rf(g, 0.01, 0.2), momentum=_rf(g, 0.5, 0.95)),
                          lambda g: dict(lr=_rf(g, 0.05, 0.5), momentum=_rf(g, 0.0, 0.9)))),
-        Case("other random shapes, group 2 without momentum",
+        Case("other random shapes, group 2 without momentum, one all-zero gradient",
              _opt_random(lambda g: dict(lr=_rf(g, 0.01, 0.2), momentum=_rf(g, 0.5, 0.95)),
                          lambda g: dict(momentum=0.0))),
     ],
@@ -473,6 +499,15 @@ SGD_EX = Exercise(
                 _sgd_variant(none_as_zero=True),
                 "A parameter with p.grad None took no part in this step's loss; skip it (no update,\n"
                 "no change to its momentum), as torch's optimizers do."),
+        Mistake("a parameter whose gradient is all zeros skipped as if its grad were None",
+                _sgd_variant(zero_skipped=True),
+                _ZERO_SKIPPED_WHY.format(what="the buffer decays, buf = μ·buf + 0, and the parameter still\n"
+                                              "moves by lr·buf")),
+        Mistake("the step taken with the old buffer, before this step's gradient is added to it",
+                _sgd_variant(stale_buffer=True),
+                "Update the buffer first, buf = μ·buf + g, then step with it, p ← p − lr·buf: the step\n"
+                "includes this step's gradient. Stepping with the buffer as it was and adding g afterwards\n"
+                "moves by the gradients of one step earlier."),
         Mistake("momentum buffer kept outside self.state, so state_dict() does not save it",
                 _sgd_variant(state_outside=True),
                 "After saving with state_dict() and loading into a fresh optimizer, the momentum was\n"
@@ -505,7 +540,7 @@ SGD_EX = Exercise(
 
 # ---------------------------------------------------------------- Adam
 _ADAM_V1 = _opt_case((3, 4), 2, 12, dict(lr=0.05, betas=(0.9, 0.99), weight_decay=0.1),
-                     dict(lr=0.1, betas=(0.8, 0.95), weight_decay=0.0))
+                     dict(lr=0.1, betas=(0.8, 0.95), weight_decay=0.0), zero_at=3)
 ADAM_EX = Exercise(
     name="Adam",
     notebook="02_optimizers",
@@ -513,7 +548,8 @@ ADAM_EX = Exercise(
     call=_run_optimizer,
     outputs=_OPT_OUTPUTS,
     visible=[
-        Case("weight (3, 4), bias (4,) with tiny gradients, extra (2,) whose grad is None every other "
+        Case("weight (3, 4) whose gradient is all zeros at step 4 (not None: a parameter the loss did not use), "
+             "bias (4,) with tiny gradients, extra (2,) whose grad is None every other "
              "step; group 1: lr 0.05, betas (0.9, 0.99), weight_decay 0.1; group 2: lr 0.1, "
              "betas (0.8, 0.95), no decay; 12 steps, saved and reloaded after 6", _ADAM_V1),
         Case("default hyper-parameters (lr 1e-3, betas (0.9, 0.999), eps 1e-8, no decay); 16 steps",
@@ -523,12 +559,12 @@ ADAM_EX = Exercise(
              _opt_case((4, 2), 2, 10, dict(lr=0.02, weight_decay=0.5), dict(eps=1e-6), lr_drop_at=5)),
     ],
     hidden=[
-        Case("random shapes and hyper-parameters, lr halved mid-run",
+        Case("random shapes and hyper-parameters, lr halved mid-run, one all-zero gradient",
              _opt_random(lambda g: dict(lr=_rf(g, 0.01, 0.1), betas=(_rf(g, 0.8, 0.95), _rf(g, 0.95, 0.999)),
                                         weight_decay=_rf(g, 0.01, 0.3)),
                          lambda g: dict(lr=_rf(g, 0.01, 0.1), weight_decay=0.0,
                                         betas=(_rf(g, 0.7, 0.85), _rf(g, 0.9, 0.95)), eps=1e-6))),
-        Case("other random shapes, default betas",
+        Case("other random shapes, default betas, one all-zero gradient",
              _opt_random(lambda g: dict(lr=_rf(g, 0.001, 0.05)),
                          lambda g: dict(weight_decay=_rf(g, 0.1, 0.5)))),
     ],
@@ -566,6 +602,9 @@ ADAM_EX = Exercise(
                 "after g = p.grad, changes the caller's gradient."),
         Mistake("a parameter whose grad is None updated as if its gradient were zero",
                 _adam_variant(decoupled=False, default_wd=0.0, none_as_zero=True), _NONE_SKIPPED_WHY),
+        Mistake("a parameter whose gradient is all zeros skipped as if its grad were None",
+                _adam_variant(decoupled=False, default_wd=0.0, zero_skipped=True), _ZERO_SKIPPED_WHY.format(what="t counts the step, m and v decay, and the parameter\n"
+                                                             "still moves by lr·m̂/(√v̂ + eps)")),
         Mistake("one step count for all parameters, kept in the group (or counted before a None grad is skipped)",
                 _adam_variant(decoupled=False, default_wd=0.0, shared_t="group"), _SHARED_T_WHY),
         Mistake("one step count for all parameters, kept on the optimizer", _adam_variant(
@@ -589,11 +628,12 @@ ADAMW_EX = Exercise(
     call=_run_optimizer,
     outputs=_OPT_OUTPUTS,
     visible=[
-        Case("weight (3, 4), bias (4,), extra (2,) whose grad is None every other step; group 1: lr 0.05, "
+        Case("weight (3, 4) whose gradient is all zeros at step 4 (not None: a parameter the loss did not use), "
+             "bias (4,), extra (2,) whose grad is None every other step; group 1: lr 0.05, "
              "betas (0.9, 0.99), weight_decay 0.2; group 2: lr 0.1, betas (0.8, 0.95), weight_decay 0; "
              "12 steps, saved and reloaded after 6",
              _opt_case((3, 4), 2, 12, dict(lr=0.05, betas=(0.9, 0.99), weight_decay=0.2),
-                       dict(lr=0.1, betas=(0.8, 0.95), weight_decay=0.0))),
+                       dict(lr=0.1, betas=(0.8, 0.95), weight_decay=0.0), zero_at=3)),
         Case("default hyper-parameters (lr 1e-3, weight_decay 0.01); 16 steps",
              _opt_case((2, 3), 3, 16, dict(), dict())),
         Case("lr 0.02 on both groups, halved after 5 of the 10 steps; weight_decay 0.5 on both groups; "
@@ -601,12 +641,12 @@ ADAMW_EX = Exercise(
              _opt_case((4, 2), 2, 10, dict(lr=0.02, weight_decay=0.5), dict(eps=1e-6), lr_drop_at=5)),
     ],
     hidden=[
-        Case("random shapes and hyper-parameters, lr halved mid-run",
+        Case("random shapes and hyper-parameters, lr halved mid-run, one all-zero gradient",
              _opt_random(lambda g: dict(lr=_rf(g, 0.01, 0.1), betas=(_rf(g, 0.8, 0.95), _rf(g, 0.95, 0.999)),
                                         weight_decay=_rf(g, 0.05, 0.5)),
                          lambda g: dict(lr=_rf(g, 0.01, 0.1), weight_decay=0.0,
                                         betas=(_rf(g, 0.7, 0.85), _rf(g, 0.9, 0.95)), eps=1e-6))),
-        Case("other random shapes, default betas; group 1 with the default weight_decay (0.01)",
+        Case("other random shapes, default betas, one all-zero gradient; group 1 with the default weight_decay (0.01)",
              _opt_random(lambda g: dict(lr=_rf(g, 0.001, 0.05)),
                          lambda g: dict(weight_decay=_rf(g, 0.1, 0.5)))),
     ],
@@ -616,6 +656,12 @@ ADAMW_EX = Exercise(
                 "In AdamW the decay does not go through m and v: p ← p·(1 − lr·wd), then the\n"
                 "ordinary Adam step on the raw gradient. Added to the gradient, the decay gets\n"
                 "divided by √v̂ and parameters with large gradients are barely decayed."),
+        *[Mistake(f"weight decayed twice: p ← p·(1 − lr·wd) and also Adam's wd·p added to the gradient{when}",
+                  _adam_variant(decoupled=True, default_wd=0.01, decay_twice=which),
+                  "AdamW's decay replaces Adam's L2 term; it does not join it. With both, every weight is\n"
+                  "decayed once directly and once more through m and v. Drop the line copied from Adam that\n"
+                  "adds wd·p to the gradient: AdamW's moments see the raw gradient.")
+          for which, when in (("old p", ""), ("new p", " (after the decay)"))],
         Mistake("decoupled weight decay not multiplied by lr: p ← p·(1 − wd)",
                 _adam_variant(decoupled=True, default_wd=0.01, decay_without_lr=True),
                 "torch.optim.AdamW shrinks by lr·wd per step, so the decay follows the learning-rate\n"
@@ -632,6 +678,9 @@ ADAMW_EX = Exercise(
                 "step) that grows with lr·wd. (p -= lr·wd·p written after the update does the same.)"),
         Mistake("weight decay applied to parameters whose grad is None",
                 _adam_variant(decoupled=True, default_wd=0.01, none_as_zero=True), _NONE_SKIPPED_WHY),
+        Mistake("a parameter whose gradient is all zeros skipped as if its grad were None",
+                _adam_variant(decoupled=True, default_wd=0.01, zero_skipped=True), _ZERO_SKIPPED_WHY.format(what="t counts the step, m and v decay, and the parameter\n"
+                                                             "still moves by lr·m̂/(√v̂ + eps)")),
         Mistake("weight decay applied to parameters whose grad is None, before skipping them",
                 _adam_variant(decoupled=True, default_wd=0.01, decay_none=True), _NONE_SKIPPED_WHY),
         Mistake("bias correction with the step count before it is incremented (t starts at 0)",
