@@ -675,8 +675,9 @@ def test_more_optimizer_slips_are_named(name, changes, mistake):
 
 
 def test_adamw_decay_after_the_step_and_lr_at_slips_with_min_lr_are_named():
-    """Two slips learners write got a bare difference: AdamW's decay applied after the Adam step
-    (p -= lr·wd·p at the end), and a cosine min_lr + max_lr·(1 + cos)/2 that starts above max_lr."""
+    """Slips learners write got a bare difference: AdamW's decay applied after the Adam step
+    (p -= lr·wd·p at the end), a cosine min_lr + max_lr·(1 + cos)/2 that starts above max_lr, warmup
+    through step == warmup_steps, min_lr left out of the cosine only, and 0 after total_steps."""
     import math
 
     import torch
@@ -713,9 +714,24 @@ def test_adamw_decay_after_the_step_and_lr_at_slips_with_min_lr_are_named():
             return min_lr
         return min_lr + (max_lr - min_lr) * (1 + math.cos(math.pi * (step - warmup_steps) / (total_steps - warmup_steps))) / 2
 
+    def slip(warm_end, cosine, after):        # one slip at a time in the three regimes
+        def lr_at(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+            if step < warmup_steps + warm_end:
+                return max_lr * (step + 1) / warmup_steps
+            if step >= total_steps:
+                return after(min_lr)
+            return cosine(max_lr, min_lr, (step - warmup_steps) / (total_steps - warmup_steps))
+        return lr_at
+
+    right = lambda max_lr, min_lr, q: min_lr + (max_lr - min_lr) * (1 + math.cos(math.pi * q)) / 2
+    assert evaluate(get_exercise("lr_at"), slip(0, right, lambda m: m)).passed
     for name, answer, says in (("AdamW", DecayLast, "weight decay applied after the Adam step instead of before it"),
                                ("lr_at", min_added, "min_lr added on top of a cosine from max_lr"),
-                               ("lr_at", warmup_from_min, "warmup rising from min_lr instead of from 0")):
+                               ("lr_at", warmup_from_min, "warmup rising from min_lr instead of from 0"),
+                               ("lr_at", slip(1, right, lambda m: m), "warmup one step too long: step <= warmup_steps"),
+                               ("lr_at", slip(0, lambda hi, lo, q: hi * (1 + math.cos(math.pi * q)) / 2, lambda m: m),
+                                "min_lr left out of the cosine, which decays to 0 and jumps to min_lr"),
+                               ("lr_at", slip(0, right, lambda m: 0.0), "0 after total_steps instead of min_lr")):
         for suite in ("visible", "hidden"):
             r = evaluate(get_exercise(name), answer, suite=suite)
             assert not r.passed and f"known mistake: {says}" in r.message, (name, suite, r.message)
