@@ -935,6 +935,7 @@ def test_clip_that_measures_the_norm_again_inside_its_loop_is_named():
 @pytest.mark.parametrize("norm, mistake", [
     ("max(g.abs().max() for g in grads)", "the largest absolute entry used as the norm"),
     ("torch.cat([g.flatten() for g in grads]).pow(2).mean().sqrt()", "squares averaged instead of summed"),
+    ("sum(g.pow(2).sum() for g in grads)", "the sum of the squares used as the norm (the square root left out)"),
 ])
 def test_clip_by_another_norm_is_named(norm, mistake):
     """The inf-norm or a root-mean-square in place of the 2-norm got only 'expected 19.38 got 12.01'."""

@@ -1044,6 +1044,11 @@ CLIP_EX = Exercise(
                 "The global norm sums the squares of every entry, then takes the square root:\n"
                 "sqrt(Σ g²). .mean() divides by the number of entries, so the norm comes out smaller\n"
                 "and clipping starts far too late."),
+        Mistake("the sum of the squares used as the norm (the square root left out)",
+                lambda params, max_norm: _clip_other_norm(params, max_norm, "squares"),
+                "The global norm is the square root of the sum of the squares: sqrt(Σ g²). Without the\n"
+                "root, a norm above 1 comes out far too large (19.4 becomes 376) and one below 1 too small,\n"
+                "so the gradients are clipped far too hard, or not when they should be."),
         Mistake("norms of the tensors added up instead of sqrt of the sum of squares",
                 lambda params, max_norm: _clip_sum_norms(params, max_norm),
                 "The global norm is the norm of all gradients laid end to end:\n"
@@ -1110,7 +1115,7 @@ def _clip_norm_in_loop(params, max_norm):
 def _clip_other_norm(params, max_norm, kind):
     gs = _grads(params)
     flat = torch.cat([g.flatten() for g in gs])
-    total = flat.abs().max() if kind == "max" else flat.pow(2).mean().sqrt()
+    total = {"max": flat.abs().max, "rms": lambda: flat.pow(2).mean().sqrt(), "squares": flat.pow(2).sum}[kind]()
     if total > max_norm:
         for g in gs:
             g.mul_(max_norm / (total + 1e-6))
