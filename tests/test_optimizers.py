@@ -653,7 +653,9 @@ def test_an_error_in_the_resumed_run_says_it_came_from_there():
         ([('((st["v"] / (1 - b2 ** st["t"])).sqrt() + eps)', '(st["v"] / (1 - b2 ** st["t"]) + eps * eps).sqrt()')],
          "eps squared inside the square root: sqrt(v̂ + eps²)"),
         ([("                if p.grad is None:\n", "                if p.grad is None or p.grad.abs().sum() == 0:\n")],
-         "a parameter whose gradient is all zeros skipped as if its grad were None")]],
+         "a parameter whose gradient is all zeros skipped as if its grad were None"),
+        ([('st["t"], st["m"], st["v"] = 0, ', 'st["t"], st["m"], st["v"] = torch.tensor(0.0), ')],
+         "step count kept as a float32 tensor")]],
 ])
 def test_more_optimizer_slips_are_named(name, changes, mistake):
     """These got a bare difference in the final weights; a step that skipped a gradient of zeros as if it

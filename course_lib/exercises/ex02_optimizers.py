@@ -301,7 +301,7 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                   flip_decay=False, decay_without_lr=False, state_outside=False, none_as_zero=False,
                   decay_into_grad=False, eps_before_correction=False, shared_t=None, decay_none=False,
                   decay_after=False, cached=(), t_shift=0, one_minus_pow=False, eps_squared=False,
-                  zero_skipped=False, decay_twice=False):
+                  zero_skipped=False, decay_twice=False, t_tensor=False):
     """shared_t: "group" or "optimizer", where one step count for all parameters is kept (group["t"],
     saved by state_dict; self.t, not saved). decay_none: AdamW's decay applied before the skip of a
     parameter whose grad is None, its moments left alone. bias_correction="m only": v̂ = v.
@@ -310,7 +310,9 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
     uses t + t_shift. one_minus_pow: it divides by (1 - β)ᵗ instead of 1 - βᵗ. eps_squared: the
     denominator is sqrt(v̂ + eps²). zero_skipped: a gradient of all zeros skipped like None. decay_twice:
     AdamW's decay and Adam's L2 term both applied, wd·p taken from p as it was ("old p") or as the decay
-    left it ("new p")."""
+    left it ("new p"). t_tensor: the key ("step",
+    or "t" beside it) of a step count kept as a float32 0-dim tensor (load_state_dict casts it to the
+    parameter's dtype unless the key is "step"), so the bias corrections are float32."""
     class Mistaken(torch.optim.Optimizer):
         def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=default_wd):
             super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
@@ -347,9 +349,15 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                     st = self.outside.setdefault(id(p), {}) if state_outside else self.state[p]
                     if not st:
                         st["step"], st["m"], st["v"] = 0, torch.zeros_like(p), torch.zeros_like(p)
+                        if t_tensor:
+                            st[t_tensor] = torch.tensor(0.0)
                     if not t_from_zero:
                         st["step"] += 1
+                    if t_tensor == "t":
+                        st["t"] += 1
                     t = {"group": group["t"], "optimizer": self.t}.get(shared_t, st["step"]) + t_shift
+                    if t_tensor:
+                        t = st[t_tensor]
                     st["m"] = b1 * st["m"] + (1 - b1) * g
                     st["v"] = b2 * st["v"] + (1 - b2) * g * g
                     m, v = st["m"], st["v"]
@@ -401,6 +409,13 @@ def _correction_mistakes(decoupled: bool, default_wd: float) -> list[Mistake]:
                 "t is the number of steps this parameter has taken, this one included: 1 at the first\n"
                 "step. With t + 1 the early corrections are too small (1 − β₁² = 0.19 instead of 0.1), so\n"
                 "the first steps are short of what they should be."),
+        *[Mistake(f"step count kept as a float32 tensor{where}, so β ** t and the bias corrections are float32",
+                  variant(t_tensor=key),
+                  "torch.optim.Adam keeps state['step'] as a float32 tensor but takes its value as a Python\n"
+                  "number (.item()) for the bias correction. Used as a tensor, β ** t is a float32 tensor\n"
+                  "whatever the parameters' dtype, and float64 parameters get float32-sized errors. Count\n"
+                  "in a Python int (state['step'] = 0), or use t = state['step'].item().")
+          for key, where in (("step", ""), ("t", " under a key of its own"))],
         Mistake("eps squared inside the square root: sqrt(v̂ + eps²)", variant(eps_squared=True),
                 "Adam divides by sqrt(v̂) + eps. sqrt(v̂ + eps²) is close but not equal: it differs most\n"
                 "where √v̂ is near eps (the tiny-gradient parameters here)."),
