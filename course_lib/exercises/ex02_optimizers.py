@@ -850,31 +850,18 @@ def _lr_cos_float32(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
     return min_lr + (max_lr - min_lr) * (1 + torch.cos(torch.tensor(math.pi * q)).item()) / 2
 
 
-def _lr_warmup_through_w(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
-    if step <= warmup_steps:
-        return max_lr * (step + 1) / warmup_steps
-    if step >= total_steps:
-        return min_lr
-    p = (step - warmup_steps) / (total_steps - warmup_steps)
-    return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * p))
-
-
-def _lr_no_min_in_cosine(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
-    if step < warmup_steps:
-        return max_lr * (step + 1) / warmup_steps
-    if step >= total_steps:
-        return min_lr
-    p = (step - warmup_steps) / (total_steps - warmup_steps)
-    return max_lr * 0.5 * (1 + math.cos(math.pi * p))
-
-
-def _lr_zero_after(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
-    if step < warmup_steps:
-        return max_lr * (step + 1) / warmup_steps
-    if step >= total_steps:
-        return 0.0
-    p = (step - warmup_steps) / (total_steps - warmup_steps)
-    return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * p))
+def _lr_edge_slip(warmup_through=False, cosine_to=None, after=None):
+    """lr_at wrong at one edge: warmup running through step == warmup_steps, the cosine decaying to
+    cosine_to instead of min_lr, or the rate after total_steps at `after` instead of min_lr."""
+    def lr(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+        if step < warmup_steps or (warmup_through and step == warmup_steps):
+            return max_lr * (step + 1) / warmup_steps
+        if step >= total_steps:
+            return min_lr if after is None else after
+        low = min_lr if cosine_to is None else cosine_to
+        p = (step - warmup_steps) / (total_steps - warmup_steps)
+        return low + (max_lr - low) * 0.5 * (1 + math.cos(math.pi * p))
+    return lr
 
 
 def _lr_no_clamp(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
@@ -919,17 +906,17 @@ LR_EX = Exercise(
                 "(step − warmup_steps) / (total_steps − warmup_steps) reaches 1, and the lr min_lr, at\n"
                 "step total_steps. With one fewer in the denominator every rate after warmup is a little\n"
                 "low (most near the end), and min_lr comes a step early."),
-        Mistake("warmup one step too long: step <= warmup_steps", _lr_warmup_through_w,
+        Mistake("warmup one step too long: step <= warmup_steps", _lr_edge_slip(warmup_through=True),
                 "Warmup is the steps 0 … warmup_steps − 1, and step warmup_steps − 1 already reaches max_lr.\n"
                 "With step <= warmup_steps the line goes one step further, to max_lr·(warmup_steps + 1)/\n"
                 "warmup_steps, above max_lr; the cosine starts at step warmup_steps (progress 0, lr max_lr)."),
         Mistake("min_lr ignored: the cosine decays to 0", _lr_no_min,
                 "The cosine goes from max_lr down to min_lr: min_lr + (max_lr − min_lr)·(1 + cos(π·progress))/2."),
         Mistake("min_lr left out of the cosine, which decays to 0 and jumps to min_lr at total_steps",
-                _lr_no_min_in_cosine,
+                _lr_edge_slip(cosine_to=0.0),
                 "The cosine itself goes from max_lr down to min_lr: min_lr + (max_lr − min_lr)·(1 + cos(π·progress))/2,\n"
                 "so it meets the min_lr that follows total_steps; max_lr·(1 + cos)/2 goes to 0 instead."),
-        Mistake("0 after total_steps instead of min_lr", _lr_zero_after,
+        Mistake("0 after total_steps instead of min_lr", _lr_edge_slip(after=0.0),
                 "From total_steps on the schedule stays at min_lr, where the cosine ended, not at 0."),
         Mistake("min_lr added on top of a cosine from max_lr: min_lr + max_lr·(1 + cos(π·progress))/2",
                 _lr_min_added,
