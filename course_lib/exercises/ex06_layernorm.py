@@ -8,7 +8,7 @@ from torch import nn
 
 from course_lib.grading.compare import _shape
 from course_lib.grading import gradients
-from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
+from course_lib.grading.spec import DEFAULT_TOLERANCE, Case, Exercise, Forbidden, Mistake, register
 from course_lib.reference import norms as ref
 from course_lib.seeding import seeded
 
@@ -152,8 +152,9 @@ def _same_in_eval(m: nn.Module, x: torch.Tensor, out, named: str, why: str) -> N
             again = m(x.detach().clone())
     finally:
         m.train()
+    atol, rtol = DEFAULT_TOLERANCE.get(out[0].dtype, DEFAULT_TOLERANCE[torch.float32])   # another formula may round
     if (isinstance(again, torch.Tensor) and again.shape == out[0].shape
-            and not torch.allclose(again, out[0], rtol=1e-5, atol=1e-7, equal_nan=True)):
+            and not torch.allclose(again, out[0], rtol=rtol, atol=atol, equal_nan=True)):
         raise ValueError(f"{named} gave a different output after .eval() than in training mode, on the same "
                          f"input: {why}")
 
