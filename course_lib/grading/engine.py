@@ -348,8 +348,13 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome) -> tuple[str | None, flo
     if outcome.mutated:
         lines.append(f"  It also changed its input {', '.join(outcome.mutated)} in place.")
     if outcome.global_state:
-        lines.append("  It also changed " + ";\nand ".join(outcome.global_state).replace("\n", "\n  ") + ".")
+        lines.append(f"  It also changed {_changed(outcome)}.")
     return "\n".join(lines), largest
+
+
+def _changed(outcome: Outcome) -> str:
+    """The global settings the answer changed, as one indented clause."""
+    return ";\nand ".join(outcome.global_state).replace("\n", "\n  ")
 
 
 def global_state_message(ex: Exercise, run: CaseRun, outcome: Outcome) -> str | None:
@@ -357,8 +362,7 @@ def global_state_message(ex: Exercise, run: CaseRun, outcome: Outcome) -> str | 
     every case has passed, so that an exercise's own word on the same slip (05's, 08's) comes first."""
     if not outcome.global_state:
         return None
-    changed = ";\nand ".join(outcome.global_state).replace("\n", "\n  ")
-    return (f"{_header(ex, run)}\n  the answer is right but it changed {changed}.\n"
+    return (f"{_header(ex, run)}\n  the answer is right but it changed {_changed(outcome)}.\n"
             "  An answer leaves such settings alone: set them once at the top of the notebook, if at all.")
 
 
