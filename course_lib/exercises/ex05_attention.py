@@ -13,6 +13,7 @@ from course_lib.exercises.ex00_welcome import add_turn_k_note
 from course_lib.grading import gradients
 from course_lib.grading.compare import _describe
 from course_lib.grading.engine import DEVICE, describe_error
+from course_lib.grading.meta import META, check_on_meta
 from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
 from course_lib.grading.values import capture
 from course_lib.reference import attention as ref
@@ -137,8 +138,8 @@ def _call_sdpa(impl, inputs):
                          f"autograd with .detach(), .data or torch.no_grad(), so training could never change what "
                          f"makes {' and '.join(cut)}")
     if q.device.type == "cpu":          # a tensor made on the CPU whatever q's device fails on a GPU only
-        on_meta = {n: t.to(_META) if isinstance(t, torch.Tensor) else t for n, t in inputs.items()}
-        _check_on_meta(lambda: impl(**on_meta),
+        on_meta = {n: t.to(META) if isinstance(t, torch.Tensor) else t for n, t in inputs.items()}
+        check_on_meta(lambda: impl(**on_meta),
                        "scaled_dot_product_attention(q, k, v, mask on meta)",
                        "Make every tensor the answer creates on q's device: torch.zeros_like(w), or device=q.device.")
     return (*result, *grads)
@@ -414,35 +415,6 @@ SDPA = Exercise(
 )
 
 
-# ------------------------------------------------------------ the masks' device
-# Graded on a CPU-only machine, every case runs on the CPU, so a mask built there whatever it was
-# asked for passes, then fails the learner's first run on a GPU. So each case also calls the
-# answer with its device (or lengths) on "meta", a device with shapes and dtypes but no values,
-# and requires the mask back on meta. Only where it comes back is looked at.
-_META = torch.device("meta")
-_META_WORDS = "meta, a device with no values that the check uses in place of a GPU"
-_MIXED_DEVICES = ("is not on the expected device", "Expected all tensors to be on the same device")
-
-
-def _check_on_meta(call, called: str, fix: str) -> None:
-    """Run ``call()`` (the answer on meta inputs); raise in words if its mask is not on meta.
-
-    An answer that reads values (.item(), .tolist(), a loop over lengths) cannot run on meta: then
-    nothing is said, and the CPU cases alone judge it.
-    """
-    try:
-        mask = call()
-    except Exception as exc:
-        if not any(s in str(exc) for s in _MIXED_DEVICES):
-            return
-        where = describe_error(exc)["where"]
-        raise ValueError(f"{called} failed: {str(exc).rstrip('.!')}" + (f" (at {where})" if where else "")
-                         + f". It mixes the CPU with {_META_WORDS}; on a GPU it fails the same way. {fix}") from None
-    if isinstance(mask, torch.Tensor) and mask.device.type != "meta":
-        raise ValueError(f"{called} returned a tensor on {mask.device}; expected one on {_META_WORDS}. "
-                         f"A mask left on the CPU fails on a GPU. {fix}")
-
-
 # ------------------------------------------------------------ causal_mask
 def _causal_case(T, given=True):
     """given=False: called as the notebook does, causal_mask(T), with no device."""
@@ -467,7 +439,7 @@ def _call_causal(impl, inputs):
                                  f"{default}, the default device, which device=None stands for. Pass device "
                                  "on as it is (torch.ones(T, T, ..., device=device)) instead of choosing one.")
             mask = mask.to(inputs["device"])
-    _check_on_meta(lambda: impl(T, device=_META), f"causal_mask({T}, device=meta)",
+    check_on_meta(lambda: impl(T, device=META), f"causal_mask({T}, device=meta)",
                    "Build it on `device`: torch.ones(T, T, ..., device=device).")
     return mask
 
@@ -534,7 +506,7 @@ def _call_pad(impl, inputs):
     """The mask for the case's lengths; and again for lengths on meta, which must come back on meta."""
     lengths, T = inputs["lengths"], inputs["T"]
     mask = impl(lengths, T)
-    _check_on_meta(lambda: impl(lengths.to(_META), T), f"padding_mask(lengths on meta, {T})",
+    check_on_meta(lambda: impl(lengths.to(META), T), f"padding_mask(lengths on meta, {T})",
                    "Build every tensor on lengths' device: torch.arange(T, device=lengths.device).")
     return mask
 
@@ -733,10 +705,10 @@ def _call_mha(impl, inputs):
     if x.device.type == "cpu":          # a tensor made on the CPU whatever x's device fails on a GPU only
         def on_meta():
             with torch.no_grad():
-                meta = {n: t if t is None else t.to(_META) for n, t in
+                meta = {n: t if t is None else t.to(META) for n, t in
                         (("context", inputs["context"]), ("mask", inputs["mask"]))}
-                return module.to(_META)(x.to(_META), **meta)
-        _check_on_meta(on_meta, "MultiHeadAttention on meta (its weights, x, context and mask)",
+                return module.to(META)(x.to(META), **meta)
+        check_on_meta(on_meta, "MultiHeadAttention on meta (its weights, x, context and mask)",
                        "Make every tensor forward creates on x's device: device=x.device, or torch.zeros_like(w).")
     return out, trains
 

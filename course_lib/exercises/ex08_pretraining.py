@@ -16,10 +16,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from course_lib.grading.compare import _shape
-from course_lib.grading.engine import describe_error
+from course_lib.grading.meta import check_draws_on_meta
 from course_lib.grading.spec import Case, Exercise, Mistake, register
 from course_lib.reference import pretraining as ref
 from course_lib.reference.optim import clip_grad_norm
@@ -38,43 +37,6 @@ def _gen(seed: int) -> torch.Generator:
 
 
 _SKIPPED = "not measured: an earlier property failed"
-
-
-class _OffCpuDraw(Exception):
-    """A draw with a CPU generator onto another device."""
-
-
-class _CpuGeneratorDrawsOnCpu(TorchFunctionMode):
-    """Refuses, as CUDA does, a draw with a CPU torch.Generator onto another device or from a tensor on it."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        g = kwargs.get("generator")
-        if isinstance(g, torch.Generator) and g.device.type == "cpu":
-            onto = {a.device.type for a in args if isinstance(a, torch.Tensor)}
-            if kwargs.get("device") is not None:
-                onto.add(torch.device(kwargs["device"]).type)
-            if onto - {"cpu"}:
-                raise _OffCpuDraw(getattr(func, "__name__", "a draw"))
-        return func(*args, **kwargs)
-
-
-def _draws_on_cpu(call, called: str, fix: str) -> None:
-    """Run call(), the answer on meta inputs (meta: a device with no values, in place of a GPU), and raise
-    in words where it draws with the CPU generator onto meta: on a GPU torch refuses that, and a CPU-only
-    check never sees it. Any other error is left to the CPU cases (an answer that reads values, .tolist()
-    or .cpu(), cannot run on meta)."""
-    try:
-        with _CpuGeneratorDrawsOnCpu():
-            call()
-    except _OffCpuDraw as exc:
-        where = describe_error(exc)["where"]
-        raise ValueError(f"{called}: torch.{exc} drew with the CPU generator onto meta"
-                         + (f" (at {where})" if where else "")
-                         + ". meta stands in for a GPU here, where torch refuses such a draw (\"Expected a 'cuda' "
-                         f"device type for generator but found 'cpu'\"). {fix}") from None
-    except Exception:
-        pass
 
 
 def _described(value) -> str:
@@ -123,7 +85,7 @@ def _call_batch(fn, inputs):
     got = tuple(fn(**kw, generator=_gen(inputs["seed"])))
     again = tuple(fn(**kw, generator=_gen(inputs["seed"])))
     if kw["data"].device.type == "cpu":
-        _draws_on_cpu(lambda: fn(**dict(kw, data=kw["data"].to("meta")), generator=_gen(inputs["seed"])),
+        check_draws_on_meta(lambda: fn(**dict(kw, data=kw["data"].to("meta")), generator=_gen(inputs["seed"])),
                       "get_batch with data on meta",
                       "Draw the starts on the CPU, as the docstring says (no device= in torch.randint), and move "
                       "them, or the positions made from them, to data's device.")
@@ -418,7 +380,7 @@ def _call_mlm(fn, inputs):
     other = fn(**dict(kw, tokens=given.clone()), generator=_gen(inputs["seed"] + 1))
     tokens = given
     if tokens.device.type == "cpu":
-        _draws_on_cpu(lambda: fn(**dict(kw, tokens=given.to("meta")), generator=_gen(inputs["seed"])),
+        check_draws_on_meta(lambda: fn(**dict(kw, tokens=given.to("meta")), generator=_gen(inputs["seed"])),
                       "mlm_mask with tokens on meta",
                       "Draw on the CPU (no device= in torch.rand and torch.randint: the generator is a CPU one) "
                       "and move the draws to tokens' device, .to(tokens.device).")
@@ -765,7 +727,7 @@ def _call_sample(fn, inputs):
             raise
         raise clearer.with_traceback(exc.__traceback__) from None     # still shows the answer's line
     if idx.device.type == "cpu":
-        _draws_on_cpu(lambda: fn(_Bigram(table.to("meta"), block), idx.to("meta"), generator=_gen(inputs["seed"]),
+        check_draws_on_meta(lambda: fn(_Bigram(table.to("meta"), block), idx.to("meta"), generator=_gen(inputs["seed"]),
                                  **args),
                       "sample with the model and idx on meta",
                       "torch.multinomial draws with the generator on the generator's device: give it the "

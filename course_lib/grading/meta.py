@@ -1,0 +1,101 @@
+"""The meta device standing in for a GPU when the checks run on a CPU-only machine.
+
+Graded on the CPU, an answer that only works there looks right: a tensor made without device=, a
+detour through numpy, a draw with the CPU generator onto the data's device. It then fails the
+learner's first run on a GPU. Called once more with its inputs on "meta" (a device with shapes and
+dtypes but no values), such an answer shows itself, as it would on a GPU.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from .engine import describe_error
+
+META = torch.device("meta")
+WORDS = "meta: a device with no values that the check uses in place of a GPU"
+_MIXED = ("is not on the expected device", "Expected all tensors to be on the same device")
+_NUMPY = "device type tensor to numpy"
+_COPIED_OUT = "Cannot copy out of meta tensor"
+
+
+def _at(exc: BaseException) -> str:
+    where = describe_error(exc)["where"]
+    return f" (at {where})" if where else ""
+
+
+def check_on_meta(call: Callable[[], Any], called: str, fix: str, *, needs_values: bool = True) -> None:
+    """Run ``call()`` (the answer on meta inputs); raise in words if it mixes the CPU with meta or
+    returns a tensor that is not on meta.
+
+    needs_values: a right answer may read the inputs' values (.item(), a loop over lengths), which
+    meta cannot give: then any other error says nothing and the CPU cases alone judge the answer.
+    Where no right answer reads a value (moving numbers between axes), reading them is refused too:
+    a copy to the CPU (.cpu(), .tolist(), a buffer made without device=) or a detour through numpy.
+    """
+    try:
+        out = call()
+    except Exception as exc:
+        text = str(exc)
+        if any(s in text for s in _MIXED):
+            said, means = text.rstrip(".!"), "It mixes the CPU with meta; on a GPU it fails the same way."
+        elif needs_values:
+            return
+        elif _NUMPY in text:
+            said, means = text.split(".")[0], ("It goes through numpy, whose arrays live on the CPU only: on a GPU "
+                                               ".numpy() fails the same way, and autograd cannot follow numpy.")
+        elif _COPIED_OUT in text:
+            said, means = text.split(";")[0], ("It copies values to the CPU: into a tensor made without device=, or "
+                                               "through .cpu(), .tolist() or .item(). On a GPU the result then "
+                                               "comes back on the CPU, or the call fails.")
+        else:
+            return
+        raise _refusal(f"{called} failed: {said}{_at(exc)}", means, fix) from None
+    elsewhere = [t.device for t in (out if isinstance(out, (tuple, list)) else (out,))
+                 if isinstance(t, torch.Tensor) and t.device.type != "meta"]
+    if elsewhere:
+        raise _refusal(f"{called} returned a tensor on {elsewhere[0]}; expected one on meta",
+                       "A tensor left on the CPU fails on a GPU.", fix)
+
+
+def _refusal(said: str, means: str, fix: str) -> ValueError:
+    """What happened on the first line; what meta is, what it means and the fix in a note below it."""
+    exc = ValueError(said)
+    exc.add_note(f"({WORDS}.) {means}\n{fix}")
+    return exc
+
+
+class _OffCpuDraw(Exception):
+    """A draw with a CPU generator onto another device."""
+
+
+class _CpuGeneratorDrawsOnCpu(TorchFunctionMode):
+    """Refuses, as CUDA does, a draw with a CPU torch.Generator onto another device or from a tensor on it."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        g = kwargs.get("generator")
+        if isinstance(g, torch.Generator) and g.device.type == "cpu":
+            onto = {a.device.type for a in args if isinstance(a, torch.Tensor)}
+            if kwargs.get("device") is not None:
+                onto.add(torch.device(kwargs["device"]).type)
+            if onto - {"cpu"}:
+                raise _OffCpuDraw(getattr(func, "__name__", "a draw"))
+        return func(*args, **kwargs)
+
+
+def check_draws_on_meta(call: Callable[[], Any], called: str, fix: str) -> None:
+    """Run ``call()`` (the answer on meta inputs) and raise in words where it draws with the CPU generator
+    onto meta: on a GPU torch refuses that, and a CPU-only check never sees it. Any other error is left
+    to the CPU cases (an answer that reads values, .tolist() or .cpu(), cannot run on meta)."""
+    try:
+        with _CpuGeneratorDrawsOnCpu():
+            call()
+    except _OffCpuDraw as exc:
+        raise ValueError(f"{called}: torch.{exc} drew with the CPU generator onto meta{_at(exc)}. meta stands in "
+                         "for a GPU here, where torch refuses such a draw (\"Expected a 'cuda' device type for "
+                         f"generator but found 'cpu'\"). {fix}") from None
+    except Exception:
+        pass
