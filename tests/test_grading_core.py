@@ -479,7 +479,7 @@ def split_heads(x, n_heads):
 
 def merge_heads(x):
     B, H, T, D = x.shape
-    out = torch.zeros(B, T, H * D)
+    out = torch.zeros(B, T, H * D, device=x.device)
     for h in range(H):
         out[:, :, h * D:(h + 1) * D] = x[:, h]
     return out.to(x.dtype)
@@ -612,6 +612,78 @@ def test_batched_dot_that_fails_in_the_matmul_says_how_to_turn_k(body, says):
             r = evaluate(get_exercise("batched_dot"), ns["batched_dot"], suite=suite)
         assert not r.passed and "raised" in r.message and says in r.message, (suite, r.message)
 
+
+
+_WELCOME_ON_THE_CPU_ONLY = """
+def split_numpy(x, n_heads):
+    B, T, C = x.shape
+    return torch.from_numpy(x.numpy().reshape(B, T, n_heads, C // n_heads).transpose(0, 2, 1, 3).copy())
+
+def split_buffer(x, n_heads):
+    B, T, C = x.shape
+    D = C // n_heads
+    out = torch.empty(B, n_heads, T, D, dtype=x.dtype)
+    for h in range(n_heads):
+        out[:, h] = x[:, :, h * D:(h + 1) * D]
+    return out
+
+def split_tolist(x, n_heads):
+    B, T, C = x.shape
+    rows = torch.tensor(x.tolist(), dtype=x.dtype, device=x.device)
+    return rows.view(B, T, n_heads, C // n_heads).transpose(1, 2)
+
+def merge_cat(x):
+    out = torch.zeros(x.shape[0], x.shape[2], 0, dtype=x.dtype)
+    for h in range(x.shape[1]):
+        out = torch.cat([out, x[:, h]], dim=-1)
+    return out
+
+def dot_numpy(q, k):
+    return torch.from_numpy(np.matmul(q.numpy(), np.swapaxes(k.numpy(), -1, -2)))
+
+def dot_loop(q, k):
+    qs, ks = torch.broadcast_tensors(q[..., :, None, :], k[..., None, :, :])
+    out = torch.zeros(qs.shape[:-1], dtype=q.dtype)
+    for i in range(qs.shape[-3]):
+        for j in range(qs.shape[-2]):
+            out[..., i, j] = (qs[..., i, j, :] * ks[..., i, j, :]).sum(-1)
+    return out
+"""
+
+
+@pytest.mark.parametrize("exercise, name, said", [
+    ("split_heads", "split_numpy", "It goes through numpy"),
+    ("split_heads", "split_buffer", "It copies values to the CPU: into a tensor made without device="),
+    ("split_heads", "split_tolist", "It copies values to the CPU"),
+    ("merge_heads", "merge_cat", "It mixes the CPU with meta"),
+    ("batched_dot", "dot_numpy", "It goes through numpy"),
+    ("batched_dot", "dot_loop", "It copies values to the CPU: into a tensor made without device="),
+])
+def test_welcome_answers_that_work_on_the_cpu_only_are_refused_without_a_gpu(exercise, name, said):
+    """Each passed both suites on a CPU grader (exact values, right dtype), then failed or came back on the CPU
+    on a GPU. No right answer reads these tensors' values, so each case also runs the answer on meta."""
+    import numpy as np
+
+    from course_lib.grading.spec import get_exercise
+    ns = {"torch": torch, "np": np}
+    exec(compile(_WELCOME_ON_THE_CPU_ONLY, "<answer>", "exec"), ns)
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise(exercise), ns[name], suite=suite)
+        assert not r.passed and "on meta" in r.message and ") failed: " in r.message and said in r.message, (suite, r.message)
+    fix = "device=q.device" if exercise == "batched_dot" else "device=x.device"
+    assert "in place of a GPU" in r.message and fix in r.message and "at line" in r.message, r.message
+
+
+def test_welcome_answers_that_make_their_tensors_on_the_inputs_device_still_pass():
+    """The meta run must not refuse right answers that build their result in a buffer or a loop."""
+    from course_lib.grading.spec import get_exercise
+    ns = {"torch": torch}
+    exec(compile(_WELCOME_ON_THE_CPU_ONLY.replace("dtype=x.dtype)", "dtype=x.dtype, device=x.device)")
+                 .replace("dtype=q.dtype)", "dtype=q.dtype, device=q.device)"), "<answer>", "exec"), ns)
+    for exercise, name in [("split_heads", "split_buffer"), ("merge_heads", "merge_cat"), ("batched_dot", "dot_loop")]:
+        for suite in ("visible", "hidden"):
+            r = evaluate(get_exercise(exercise), ns[name], suite=suite)
+            assert r.passed, (name, suite, r.message)
 
 
 def test_split_heads_with_a_fixed_head_count_is_not_told_it_used_n_heads_as_the_head_size():

@@ -6,6 +6,7 @@ import math
 import torch
 from einops import rearrange
 
+from course_lib.grading.meta import META, check_on_meta
 from course_lib.grading.spec import Case, Exercise, Mistake, register
 from course_lib.reference import heads as ref
 
@@ -17,6 +18,20 @@ def _randn(g: torch.Generator, *shape: int) -> torch.Tensor:
 def _ri(g: torch.Generator, lo: int, hi: int) -> int:
     """A random int in [lo, hi], drawn from the case's generator (hidden shapes vary per grading)."""
     return int(torch.randint(lo, hi + 1, (1,), generator=g))
+
+
+# Every case runs the answer once more with its tensors on meta, which stands in for a GPU (grading.meta).
+# These three only move and multiply numbers: no right answer needs their values, so an answer that copies
+# them to the CPU (a buffer made without device=, .tolist(), numpy) is refused, not left to the CPU cases.
+def _also_on_meta(fn, inputs, called):
+    """fn once more on the case's inputs moved to meta: it must run there and come back on meta."""
+    if all(t.device.type == "cpu" for t in inputs.values() if isinstance(t, torch.Tensor)):
+        on_meta = {n: t.to(META) if isinstance(t, torch.Tensor) else t for n, t in inputs.items()}
+        x = next(iter(inputs))
+        check_on_meta(lambda: fn(**on_meta), called, needs_values=False,
+                      fix=f"Use torch's own operations on the tensors (view, reshape, permute, matmul, einops), and make "
+                          f"any tensor you need on their device: torch.zeros(..., dtype={x}.dtype, device={x}.device), "
+                          f"or {x}.new_zeros(...).")
 
 
 # ---------------------------------------------------------------- split_heads
@@ -42,10 +57,17 @@ def _split_random(transposed=False):
     return make
 
 
+def _call_split(fn, inputs):
+    out = fn(**inputs)
+    _also_on_meta(fn, inputs, f"split_heads(x on meta, {inputs['n_heads']})")
+    return out
+
+
 SPLIT = Exercise(
     name="split_heads",
     notebook="00_welcome",
     reference=ref.split_heads,
+    call=_call_split,
     visible=[
         Case("x of shape (2, 5, 12), 3 heads of size 4", _split_case(2, 5, 12 // 4, 4), **EXACT),
         Case("x of shape (1, 3, 8), 8 heads of size 1", _split_case(1, 3, 8, 1), **EXACT),
@@ -106,10 +128,17 @@ def _merge_transposed(g):
     return _merge_transposed_case(B, H, T, D)(g)
 
 
+def _call_merge(fn, inputs):
+    out = fn(**inputs)
+    _also_on_meta(fn, inputs, "merge_heads(x on meta)")
+    return out
+
+
 MERGE = Exercise(
     name="merge_heads",
     notebook="00_welcome",
     reference=ref.merge_heads,
+    call=_call_merge,
     visible=[
         Case("x of shape (2, 3, 5, 4)", _merge_case(2, 3, 5, 4), **EXACT),
         Case("x of shape (1, 8, 3, 1)", _merge_case(1, 8, 3, 1), **EXACT),
@@ -205,10 +234,12 @@ def add_turn_k_note(exc: BaseException, unsure: bool = False) -> None:
 def _call_dot(fn, inputs):
     """The answer's table. Where it fails as a matmul of q with k as it comes does, a note says how to turn k."""
     try:
-        return fn(inputs["q"], inputs["k"])
+        out = fn(inputs["q"], inputs["k"])
     except (RuntimeError, IndexError) as exc:
         add_turn_k_note(exc)
         raise
+    _also_on_meta(fn, inputs, "batched_dot(q and k on meta)")
+    return out
 
 
 DOT = Exercise(
