@@ -676,6 +676,43 @@ def test_more_optimizer_slips_are_named(name, changes, mistake):
         assert not r.passed and f"known mistake: {mistake}" in r.message, (suite, r.message)
 
 
+@pytest.mark.parametrize("name, changes, said", [
+    ("SGDMomentum", [('state["buf"] = p.grad.clone()', 'state["buf"] = torch.zeros(p.shape, dtype=p.dtype).add_(p.grad)')],
+     "SGDMomentum.step() with the parameters and gradients on meta failed: Tensor on device"),
+    ("Adam", [('torch.zeros_like(p), torch.zeros_like(p)', 'torch.zeros(p.shape, dtype=p.dtype), torch.zeros(p.shape, dtype=p.dtype)')],
+     "self.state[weight]['m'] is on cpu"),
+])
+def test_state_made_on_the_cpu_whatever_the_parameters_device_is_refused_without_a_gpu(name, changes, said):
+    """State made with torch.zeros(p.shape) lives on the CPU whatever p's device: right on a CPU grader, it
+    passed both suites and then failed at the first step on a GPU. A few steps on meta show it."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    src = (SGD_REBOUND.replace("KEY", "p").replace("UPDATE", "p.sub_(group['lr'] * state['buf'])")
+           if name == "SGDMomentum" else ADAM_GRAPH.replace("    def step(", "    @torch.no_grad()\n    def step("))
+    for old, new in changes:
+        assert old in src, old
+        src = src.replace(old, new)
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise(name), _answer(src, name), suite=suite)
+        assert not r.passed and said in r.message and "torch.zeros_like(p)" in r.message, (suite, r.message)
+
+
+def test_a_step_count_kept_as_a_0_dim_cpu_tensor_is_not_refused_by_the_meta_run():
+    """torch's own Adam keeps state['step'] as a 0-dim CPU tensor, which CUDA mixes with anything."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    src = ADAM_GRAPH.replace("    def step(", "    @torch.no_grad()\n    def step(")
+    for old, new in [('st["t"], st["m"], st["v"] = 0, ', 'st["t"], st["m"], st["v"] = torch.zeros((), dtype=torch.int64), '),
+                     ('** st["t"]', '** int(st["t"])')]:
+        assert old in src, old
+        src = src.replace(old, new)
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("Adam"), _answer(src, "Adam"), suite=suite)
+        assert r.passed, (suite, r.message)
+
+
 def test_adamw_decay_after_the_step_and_lr_at_slips_with_min_lr_are_named():
     """Slips learners write got a bare difference: AdamW's decay applied after the Adam step
     (p -= lr·wd·p at the end), a cosine min_lr + max_lr·(1 + cos)/2 that starts above max_lr, warmup

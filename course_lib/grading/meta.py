@@ -26,9 +26,11 @@ def _at(exc: BaseException) -> str:
     return f" (at {where})" if where else ""
 
 
-def check_on_meta(call: Callable[[], Any], called: str, fix: str, *, needs_values: bool = True) -> None:
+def check_on_meta(call: Callable[[], Any], called: str, fix: str, *, needs_values: bool = True) -> Any:
     """Run ``call()`` (the answer on meta inputs); raise in words if it mixes the CPU with meta or
-    returns a tensor that is not on meta.
+    returns a tensor that is not on meta. Returns what call() returned, or None where it could not run.
+    (meta lets an in-place op write a meta tensor into a CPU one, which CUDA refuses: look where such
+    results end up.)
 
     needs_values: a right answer may read the inputs' values (.item(), a loop over lengths), which
     meta cannot give: then any other error says nothing and the CPU cases alone judge the answer.
@@ -42,7 +44,7 @@ def check_on_meta(call: Callable[[], Any], called: str, fix: str, *, needs_value
         if any(s in text for s in _MIXED):
             said, means = text.rstrip(".!"), "It mixes the CPU with meta; on a GPU it fails the same way."
         elif needs_values:
-            return
+            return None
         elif _NUMPY in text:
             said, means = text.split(".")[0], ("It goes through numpy, whose arrays live on the CPU only: on a GPU "
                                                ".numpy() fails the same way, and autograd cannot follow numpy.")
@@ -51,16 +53,17 @@ def check_on_meta(call: Callable[[], Any], called: str, fix: str, *, needs_value
                                                "through .cpu(), .tolist() or .item(). On a GPU the result then "
                                                "comes back on the CPU, or the call fails.")
         else:
-            return
-        raise _refusal(f"{called} failed: {said}{_at(exc)}", means, fix) from None
+            return None
+        raise refusal(f"{called} failed: {said}{_at(exc)}", means, fix) from None
     elsewhere = [t.device for t in (out if isinstance(out, (tuple, list)) else (out,))
                  if isinstance(t, torch.Tensor) and t.device.type != "meta"]
     if elsewhere:
-        raise _refusal(f"{called} returned a tensor on {elsewhere[0]}; expected one on meta",
+        raise refusal(f"{called} returned a tensor on {elsewhere[0]}; expected one on meta",
                        "A tensor left on the CPU fails on a GPU.", fix)
+    return out
 
 
-def _refusal(said: str, means: str, fix: str) -> ValueError:
+def refusal(said: str, means: str, fix: str) -> ValueError:
     """What happened on the first line; what meta is, what it means and the fix in a note below it."""
     exc = ValueError(said)
     exc.add_note(f"({WORDS}.) {means}\n{fix}")
