@@ -28,7 +28,7 @@ def _also_on_meta(fn, inputs, called):
     if all(t.device.type == "cpu" for t in inputs.values() if isinstance(t, torch.Tensor)):
         on_meta = {n: t.to(META) if isinstance(t, torch.Tensor) else t for n, t in inputs.items()}
         x = next(iter(inputs))
-        check_on_meta(lambda: fn(**on_meta), called, needs_values=False,
+        check_on_meta(lambda: fn(**on_meta), called, may_copy=False,
                       fix=f"Use torch's own operations on the tensors (view, reshape, permute, matmul, einops), and make "
                           f"any tensor you need on their device: torch.zeros(..., dtype={x}.dtype, device={x}.device), "
                           f"or {x}.new_zeros(...).")

@@ -222,7 +222,7 @@ def _state_on_meta(cls, inputs, n_steps=3):
                           for key, value in (opt.state.get(p) or {}).items() if isinstance(value, torch.Tensor)]}
     fix = ("Make each piece of state like its parameter: torch.zeros_like(p), or p.grad.clone(); "
            "torch.zeros(p.shape) is made on the CPU whatever p's device.")
-    ran = check_on_meta(run, f"{cls.__name__}.step() with the parameters and gradients on meta", fix)
+    ran = check_on_meta(run, f"{cls.__name__}.step() with the parameters and gradients on meta", fix, may_copy=False)
     left = [(name, key, value.device) for name, key, value in (ran or {}).get("state", [])
             if value.dim() > 0 and value.device.type != "meta"]
     if left:

@@ -26,16 +26,16 @@ def _at(exc: BaseException) -> str:
     return f" (at {where})" if where else ""
 
 
-def check_on_meta(call: Callable[[], Any], called: str, fix: str, *, needs_values: bool = True) -> Any:
+def check_on_meta(call: Callable[[], Any], called: str, fix: str, *, may_copy: bool = True) -> Any:
     """Run ``call()`` (the answer on meta inputs); raise in words if it mixes the CPU with meta or
     returns a tensor that is not on meta. Returns what call() returned, or None where it could not run.
     (meta lets an in-place op write a meta tensor into a CPU one, which CUDA refuses: look where such
     results end up.)
 
-    needs_values: a right answer may read the inputs' values (.item(), a loop over lengths), which
-    meta cannot give: then any other error says nothing and the CPU cases alone judge the answer.
-    Where no right answer reads a value (moving numbers between axes), reading them is refused too:
-    a copy to the CPU (.cpu(), .tolist(), a buffer made without device=) or a detour through numpy.
+    An answer that reads a value (.item(), a Python if on a tensor) cannot run on meta: then nothing is
+    said, and the CPU cases alone judge it. may_copy: a right answer may also copy its inputs' values to
+    the CPU (a loop over lengths.tolist()). Where none does, a copy to the CPU (.cpu(), .tolist(), a
+    tensor made without device= and filled from the inputs) and a detour through numpy are refused.
     """
     try:
         out = call()
@@ -43,14 +43,14 @@ def check_on_meta(call: Callable[[], Any], called: str, fix: str, *, needs_value
         text = str(exc)
         if any(s in text for s in _MIXED):
             said, means = text.rstrip(".!"), "It mixes the CPU with meta; on a GPU it fails the same way."
-        elif needs_values:
+        elif may_copy:
             return None
         elif _NUMPY in text:
             said, means = text.split(".")[0], ("It goes through numpy, whose arrays live on the CPU only: on a GPU "
                                                ".numpy() fails the same way, and autograd cannot follow numpy.")
         elif _COPIED_OUT in text:
             said, means = text.split(";")[0], ("It copies values to the CPU: into a tensor made without device=, or "
-                                               "through .cpu(), .tolist() or .item(). On a GPU the result then "
+                                               "through .cpu() or .tolist(). On a GPU the result then "
                                                "comes back on the CPU, or the call fails.")
         else:
             return None
