@@ -336,6 +336,36 @@ _BLOCK = """class ResidualBlock(nn.Module):
 """
 
 
+@pytest.mark.parametrize("name, source, says", [
+    ("layer_norm", _LN.replace("STATS", "mean = x.mean(-1, keepdim=True)\n    var = x.var(-1, unbiased=False, keepdim=True)\n"
+                               "    out = torch.empty(x.shape, dtype=x.dtype)\n"
+                               "    out[...] = (x - mean) / torch.sqrt(var + eps)")
+     .replace("(x - mean) / torch.sqrt(var + eps) * weight", "out * weight"),
+     "layer_norm with its tensors on meta failed: Cannot copy out of meta tensor"),
+    ("layer_norm_backward", "def layer_norm_backward(grad_out, x, weight, eps=1e-5):\n"
+                            "    D = x.shape[-1]\n    mean = x.mean(-1, keepdim=True)\n"
+                            "    r = 1 / torch.sqrt(((x - mean) ** 2).mean(-1, keepdim=True) + eps)\n"
+                            "    xh = (x - mean) * r\n    g = grad_out * weight\n"
+                            "    gx = r * (g - g.mean(-1, keepdim=True) - xh * (g * xh).mean(-1, keepdim=True))\n"
+                            "    gw, gb = torch.zeros(D, dtype=x.dtype), torch.zeros(D, dtype=x.dtype)\n"
+                            "    gw += (grad_out * xh).reshape(-1, D).sum(0)\n    gb += grad_out.reshape(-1, D).sum(0)\n"
+                            "    return gx, gw, gb\n",
+     "layer_norm_backward with its tensors on meta returned a tensor on cpu; expected one on meta"),
+    ("LayerNorm", _MODULE.replace("INIT", _INIT).replace("WEIGHT", "self.weight").replace(
+        "torch.sqrt(var + self.eps)", "torch.sqrt(var + torch.full(var.shape, self.eps, dtype=x.dtype))"),
+     "LayerNorm on meta (its parameters and x) failed: Tensor on device"),
+    ("ResidualBlock", _BLOCK.replace("SUBLAYER", "self.sublayer = sublayer\n        self.gamma = torch.ones(d)")
+     .replace("RESIDUAL + SUB(self.norm(x))", "x + self.gamma * self.sublayer(self.norm(x))").replace("SUB(x)", "self.sublayer(x)"),
+     "ResidualBlock on meta (its parameters and x) failed: Tensor on device"),
+], ids=["layer_norm into a cpu buffer", "backward sums in cpu buffers", "LayerNorm eps as a cpu tensor",
+        "block scale as a plain cpu tensor"])
+def test_norm_checks_refuse_tensors_made_on_the_cpu_whatever_x_s_device(name, source, says):
+    """Each passed both suites on a CPU grader, then failed on a GPU or gave its result back on the CPU: a tensor
+    made without device=, or a plain tensor attribute, which .to() does not move. Each case also runs on meta."""
+    for r in _both_suites(name, _learner_cell(source, name)):
+        assert not r.passed and says in r.message and "in place of a GPU" in r.message, r.message
+
+
 @pytest.mark.parametrize("sublayer, residual, says", [
     ("self.sublayer = sublayer", "x", None),
     ("self.layers = [sublayer]", "x", "ResidualBlock's parameters() leaves out the sublayer's"),

@@ -8,6 +8,7 @@ from torch import nn
 
 from course_lib.grading.compare import _shape
 from course_lib.grading import gradients
+from course_lib.grading.meta import META, check_on_meta
 from course_lib.grading.spec import DEFAULT_TOLERANCE, Case, Exercise, Forbidden, Mistake, register
 from course_lib.reference import norms as ref
 from course_lib.seeding import seeded
@@ -139,6 +140,29 @@ def _through_autograd(fn, inputs, grads_of=("x", "weight", "bias"), params=None,
             raise ValueError(f"{named}'s {n} gets no gradient from the output, so training never changes it: "
                              f"{unused(n, said)}")
     return (y.detach(), *grads)
+
+
+# Each case also runs the answer with its tensors on meta, a stand-in for a GPU (grading.meta): a tensor made on
+# the CPU whatever x's device passes on a CPU grader, then fails on a GPU. No right answer copies x to the CPU.
+_ON_X = "Make every tensor the answer creates on x's device: torch.zeros_like(x), x.new_zeros(...), or device=x.device."
+_IN_INIT = ("Make parameters and buffers in __init__ (nn.Parameter, register_buffer), which .to() moves with the module, "
+            "and any tensor forward creates on x's device: device=x.device, or torch.zeros_like(x).")
+
+
+def _also_on_meta(call, inputs, called, fix=_ON_X):
+    """call(inputs) once more with the case's tensors on meta; nothing where x is not on the CPU."""
+    if inputs["x"].device.type == "cpu":
+        check_on_meta(lambda: call({n: v.to(META) if isinstance(v, torch.Tensor) else v for n, v in inputs.items()}),
+                      called, fix, may_copy=False)
+
+
+def _call_fn(name, grads_of=None):
+    """How a function exercise is called: the output (and, with grads_of, autograd's gradients), then on meta."""
+    def call(fn, inputs):
+        out = _through_autograd(fn, inputs, grads_of) if grads_of else fn(**inputs)
+        _also_on_meta(lambda i: fn(**i), inputs, f"{name} with its tensors on meta")
+        return out
+    return call
 
 
 def _same_in_eval(m: nn.Module, x: torch.Tensor, out, named: str, why: str) -> None:
@@ -338,7 +362,7 @@ LAYER_NORM = Exercise(
     name="layer_norm",
     notebook="06_layernorm",
     reference=ref.layer_norm,
-    call=_through_autograd,
+    call=_call_fn("layer_norm", ("x", "weight", "bias")),
     outputs=_GRAD_NAMES,
     visible=[
         Case("x of shape (4, 8), random weight and bias", _ln_case((4, 8))),
@@ -623,6 +647,7 @@ LAYER_NORM_BACKWARD = Exercise(
     name="layer_norm_backward",
     notebook="06_layernorm",
     reference=ref.layer_norm_backward,
+    call=_call_fn("layer_norm_backward"),
     outputs=("grad_x", "grad_weight", "grad_bias"),
     visible=[
         Case("grad_out and x of shape (4, 8)", _bw_case((4, 8))),
@@ -762,7 +787,7 @@ RMS_NORM = Exercise(
     name="rms_norm",
     notebook="06_layernorm",
     reference=ref.rms_norm,
-    call=lambda fn, inputs: _through_autograd(fn, inputs, grads_of=("x", "weight")),
+    call=_call_fn("rms_norm", ("x", "weight")),
     outputs=_GRAD_NAMES[:3],
     visible=[
         Case("x of shape (4, 8), values around 1 + N(0, 1)", _rms_case((4, 8), shift=1.0)),
@@ -904,6 +929,7 @@ def _call_module(cls, inputs):
                   "LayerNorm has no running statistics, unlike BatchNorm, and nothing random: its mean and "
                   "variance always come from the x it is given, so it computes the same in training and at "
                   "inference (forward should not look at self.training)")
+    _also_on_meta(lambda i: m.to(META)(i["x"]), {"x": x}, "LayerNorm on meta (its parameters and x)", _IN_INIT)
     return out
 
 
@@ -1073,6 +1099,7 @@ def _call_block(cls, inputs):
     _same_in_eval(block, x, out, "ResidualBlock",
                   "the block computes its formula, x + sublayer(norm(x)) or norm(x + sublayer(x)), the same in "
                   "training and at inference (forward should not look at self.training)")
+    _also_on_meta(lambda i: block.to(META)(i["x"]), {"x": x}, "ResidualBlock on meta (its parameters and x)", _IN_INIT)
     return out[:2] if isinstance(out, tuple) else out     # the parameters' gradients: only that they exist
 
 
