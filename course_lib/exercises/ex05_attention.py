@@ -140,8 +140,8 @@ def _call_sdpa(impl, inputs):
     if q.device.type == "cpu":          # a tensor made on the CPU whatever q's device fails on a GPU only
         on_meta = {n: t.to(META) if isinstance(t, torch.Tensor) else t for n, t in inputs.items()}
         check_on_meta(lambda: impl(**on_meta),
-                       "scaled_dot_product_attention(q, k, v, mask on meta)",
-                       "Make every tensor the answer creates on q's device: torch.zeros_like(w), or device=q.device.")
+                      "scaled_dot_product_attention(q, k, v, mask on meta)",
+                      "Make every tensor the answer creates on q's device: torch.zeros_like(w), or device=q.device.")
     return (*result, *grads)
 
 
@@ -440,7 +440,7 @@ def _call_causal(impl, inputs):
                                  "on as it is (torch.ones(T, T, ..., device=device)) instead of choosing one.")
             mask = mask.to(inputs["device"])
     check_on_meta(lambda: impl(T, device=META), f"causal_mask({T}, device=meta)",
-                   "Build it on `device`: torch.ones(T, T, ..., device=device).")
+                  "Build it on `device`: torch.ones(T, T, ..., device=device).")
     return mask
 
 
@@ -507,7 +507,7 @@ def _call_pad(impl, inputs):
     lengths, T = inputs["lengths"], inputs["T"]
     mask = impl(lengths, T)
     check_on_meta(lambda: impl(lengths.to(META), T), f"padding_mask(lengths on meta, {T})",
-                   "Build every tensor on lengths' device: torch.arange(T, device=lengths.device).")
+                  "Build every tensor on lengths' device: torch.arange(T, device=lengths.device).")
     return mask
 
 
@@ -709,7 +709,7 @@ def _call_mha(impl, inputs):
                         (("context", inputs["context"]), ("mask", inputs["mask"]))}
                 return module.to(META)(x.to(META), **meta)
         check_on_meta(on_meta, "MultiHeadAttention on meta (its weights, x, context and mask)",
-                       "Make every tensor forward creates on x's device: device=x.device, or torch.zeros_like(w).")
+                      "Make every tensor forward creates on x's device: device=x.device, or torch.zeros_like(w).")
     return out, trains
 
 

@@ -144,7 +144,8 @@ def _through_autograd(fn, inputs, grads_of=("x", "weight", "bias"), params=None,
 
 # Each case also runs the answer with its tensors on meta, a stand-in for a GPU (grading.meta): a tensor made on
 # the CPU whatever x's device passes on a CPU grader, then fails on a GPU. No right answer copies x to the CPU.
-_ON_X = "Make every tensor the answer creates on x's device: torch.zeros_like(x), x.new_zeros(...), or device=x.device."
+_ON_X = ("Make every tensor the answer creates on x's device: torch.zeros_like(x), x.new_zeros(...), or "
+         "device=x.device.")
 _IN_INIT = ("Make parameters and buffers in __init__ (nn.Parameter, register_buffer), which .to() moves with the module, "
             "and any tensor forward creates on x's device: device=x.device, or torch.zeros_like(x).")
 

@@ -86,9 +86,9 @@ def _call_batch(fn, inputs):
     again = tuple(fn(**kw, generator=_gen(inputs["seed"])))
     if kw["data"].device.type == "cpu":
         check_draws_on_meta(lambda: fn(**dict(kw, data=kw["data"].to("meta")), generator=_gen(inputs["seed"])),
-                      "get_batch with data on meta",
-                      "Draw the starts on the CPU, as the docstring says (no device= in torch.randint), and move "
-                      "them, or the positions made from them, to data's device.")
+                            "get_batch with data on meta",
+                            "Draw the starts on the CPU, as the docstring says (no device= in torch.randint), and move "
+                            "them, or the positions made from them, to data's device.")
     if any(isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and not a.is_meta  # meta: no values
            and (a.shape != b.shape or not torch.equal(a, b)) for a, b in zip(got, again)):
         raise ValueError("get_batch returned different (x, y) for two generators seeded alike: pass "
@@ -381,9 +381,9 @@ def _call_mlm(fn, inputs):
     tokens = given
     if tokens.device.type == "cpu":
         check_draws_on_meta(lambda: fn(**dict(kw, tokens=given.to("meta")), generator=_gen(inputs["seed"])),
-                      "mlm_mask with tokens on meta",
-                      "Draw on the CPU (no device= in torch.rand and torch.randint: the generator is a CPU one) "
-                      "and move the draws to tokens' device, .to(tokens.device).")
+                            "mlm_mask with tokens on meta",
+                            "Draw on the CPU (no device= in torch.rand and torch.randint: the generator is a CPU one) "
+                            "and move the draws to tokens' device, .to(tokens.device).")
     pair = isinstance(got, (tuple, list)) and len(got) == 2
     inp, lab = got if pair else (None, None)
     state = {}
@@ -727,11 +727,11 @@ def _call_sample(fn, inputs):
             raise
         raise clearer.with_traceback(exc.__traceback__) from None     # still shows the answer's line
     if idx.device.type == "cpu":
-        check_draws_on_meta(lambda: fn(_Bigram(table.to("meta"), block), idx.to("meta"), generator=_gen(inputs["seed"]),
-                                 **args),
-                      "sample with the model and idx on meta",
-                      "torch.multinomial draws with the generator on the generator's device: give it the "
-                      "probabilities on the CPU, probs.cpu(), and move the drawn tokens back, .to(idx.device).")
+        check_draws_on_meta(lambda: fn(_Bigram(table.to("meta"), block), idx.to("meta"),
+                                       generator=_gen(inputs["seed"]), **args),
+                            "sample with the model and idx on meta",
+                            "torch.multinomial draws with the generator on the generator's device: give it the "
+                            "probabilities on the CPU, probs.cpu(), and move the drawn tokens back, .to(idx.device).")
     (B, T), new, k = idx.shape, inputs["max_new_tokens"], inputs["top_k"]
 
     def contract():
