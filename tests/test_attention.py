@@ -211,8 +211,8 @@ def test_mask_checks_accept_masks_built_on_the_asked_device(name):
 @pytest.mark.parametrize("name, said, fix", [
     ("causal_on_cpu", "causal_mask(5, device=meta) returned a tensor on cpu; expected one on meta",
      "device=device"),
-    ("padding_arange_on_cpu", "padding_mask(lengths on meta, 5) failed: Tensor on device meta is not on the "
-                              "expected device cpu (at line 31 of your answer", "device=lengths.device"),
+    ("padding_arange_on_cpu", "padding_mask(lengths on meta, 5) failed: Expected all tensors to be on the same "
+                              "device, but found at least two devices, meta and cpu (at line 31 of your answer", "device=lengths.device"),
 ])
 def test_mask_checks_catch_a_mask_left_on_the_cpu_without_a_gpu(name, said, fix):
     """Graded on the CPU, a mask that ignores the device it is asked for looks right, then fails the
@@ -606,7 +606,7 @@ _SDPA_RIGHT = dict(FILL='scores.masked_fill(~mask, float("-inf"))', ZERO="weight
     ({"    scores = q @ k.mT": "    torch.manual_seed(0)\n    scores = q @ k.mT"},
      "the answer is right but it changed the seed of torch's global random generator (torch.manual_seed)"),
     ({"ZERO": "weights = torch.where(weights.isnan(), torch.zeros(weights.shape), weights)"},
-     "mask on meta) failed: Tensor on device cpu is not on the expected device meta"),
+     "mask on meta) failed: Expected all tensors to be on the same device, but found at least two devices"),
     ({"FILL": 'scores.masked_fill(mask.logical_not_(), float("-inf"))', "ZERO": "weights = weights.masked_fill(mask, 0.0)"},
      "the answer is right but it changed its input mask in place"),
 ], ids=["right", "weights detached", "masked_fill_ on the softmax", "NaNs zeroed by indexing", "log(mask) added",
@@ -697,7 +697,7 @@ def test_causal_mask_that_sets_the_default_dtype_is_refused_and_the_dtype_put_ba
       "split_heads(self.v_proj(src), self.n_heads)": "split_heads(self.v_proj(src), d // self.n_heads)"},
      "known mistake: split_heads given the head size D instead of the number of heads H"),
     ({"s = q @ k.mT / math.sqrt(q.shape[-1])": "s = q @ k.mT / torch.tensor([q.shape[-1]], dtype=q.dtype).sqrt()"},
-     "MultiHeadAttention on meta (its weights, x, context and mask) failed"),
+     "a new MultiHeadAttention on meta (its weights, x, context and mask) failed"),
     ({"        B, T, d = x.shape\n": "        torch.manual_seed(0)\n        B, T, d = x.shape\n"},
      "the answer is right but it changed the seed of torch's global random generator (torch.manual_seed)"),
 ], ids=["right", "under no_grad", "k detached", "nan_to_num_ in place", "log(mask) added", "one layer for k and v",

@@ -350,20 +350,36 @@ _BLOCK = """class ResidualBlock(nn.Module):
                             "    gw, gb = torch.zeros(D, dtype=x.dtype), torch.zeros(D, dtype=x.dtype)\n"
                             "    gw += (grad_out * xh).reshape(-1, D).sum(0)\n    gb += grad_out.reshape(-1, D).sum(0)\n"
                             "    return gx, gw, gb\n",
-     "layer_norm_backward with its tensors on meta returned a tensor on cpu; expected one on meta"),
+     "layer_norm_backward with its tensors on meta failed: Expected all tensors to be on the same device"),
     ("LayerNorm", _MODULE.replace("INIT", _INIT).replace("WEIGHT", "self.weight").replace(
         "torch.sqrt(var + self.eps)", "torch.sqrt(var + torch.full(var.shape, self.eps, dtype=x.dtype))"),
-     "LayerNorm on meta (its parameters and x) failed: Tensor on device"),
+     "a new LayerNorm on meta (its parameters and x) failed: "),
     ("ResidualBlock", _BLOCK.replace("SUBLAYER", "self.sublayer = sublayer\n        self.gamma = torch.ones(d)")
      .replace("RESIDUAL + SUB(self.norm(x))", "x + self.gamma * self.sublayer(self.norm(x))").replace("SUB(x)", "self.sublayer(x)"),
-     "ResidualBlock on meta (its parameters and x) failed: Tensor on device"),
+     "a new ResidualBlock on meta (its parameters and x) failed: "),
+    ("layer_norm", _LN.replace("STATS", "avg = torch.full((x.shape[-1], 1), 1 / x.shape[-1], dtype=x.dtype)\n"
+                               "    mean = x @ avg\n    var = ((x - mean) ** 2) @ avg"),
+     "layer_norm with its tensors on meta failed: Expected all tensors to be on the same device"),
 ], ids=["layer_norm into a cpu buffer", "backward sums in cpu buffers", "LayerNorm eps as a cpu tensor",
-        "block scale as a plain cpu tensor"])
+        "block scale as a plain cpu tensor", "means by a matmul with a cpu tensor"])
 def test_norm_checks_refuse_tensors_made_on_the_cpu_whatever_x_s_device(name, source, says):
     """Each passed both suites on a CPU grader, then failed on a GPU or gave its result back on the CPU: a tensor
-    made without device=, or a plain tensor attribute, which .to() does not move. Each case also runs on meta."""
+    made without device=, or a plain tensor attribute, which .to() does not move. Each case also runs on meta,
+    where the check refuses what CUDA refuses (meta itself lets a matmul with a CPU tensor through)."""
     for r in _both_suites(name, _learner_cell(source, name)):
         assert not r.passed and says in r.message and "in place of a GPU" in r.message, r.message
+
+
+def test_a_module_that_keeps_tensors_between_calls_is_not_told_it_mixes_devices():
+    """The meta run builds a new module, as a learner's model is built and then moved: a LayerNorm caching its
+    first call's statistics is judged by its numbers, not told it mixed the CPU with meta."""
+    source = _MODULE.replace("INIT", _INIT + "\n        self.stats = None").replace("WEIGHT", "self.weight").replace(
+        "        mean = x.mean(-1, keepdim=True)\n        var = x.var(-1, unbiased=False, keepdim=True)\n",
+        "        if self.stats is None:\n"
+        "            self.stats = (x.mean(-1, keepdim=True).detach(), x.var(-1, unbiased=False, keepdim=True).detach())\n"
+        "        mean, var = self.stats\n")
+    for r in _both_suites("LayerNorm", _learner_cell(source, "LayerNorm")):
+        assert not r.passed and "on meta" not in r.message, r.message
 
 
 @pytest.mark.parametrize("sublayer, residual, says", [

@@ -703,12 +703,14 @@ def _call_mha(impl, inputs):
                          f"{describe_value(out)}")
     trains = _trains(module, x, inputs)
     if x.device.type == "cpu":          # a tensor made on the CPU whatever x's device fails on a GPU only
-        def on_meta():
+        def on_meta():                  # a new module, as a learner's is built and moved: nothing kept from above
+            new = impl(inputs["d_model"], inputs["n_heads"], dropout=inputs["dropout"], bias=inputs["bias"])
+            new = new.to(device=META, dtype=x.dtype).train(inputs["train"])
             with torch.no_grad():
                 meta = {n: t if t is None else t.to(META) for n, t in
                         (("context", inputs["context"]), ("mask", inputs["mask"]))}
-                return module.to(META)(x.to(META), **meta)
-        check_on_meta(on_meta, "MultiHeadAttention on meta (its weights, x, context and mask)",
+                return new(x.to(META), **meta)
+        check_on_meta(on_meta, "a new MultiHeadAttention on meta (its weights, x, context and mask)",
                       "Make every tensor forward creates on x's device: device=x.device, or torch.zeros_like(w).")
     return out, trains
 

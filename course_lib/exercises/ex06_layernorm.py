@@ -930,7 +930,11 @@ def _call_module(cls, inputs):
                   "LayerNorm has no running statistics, unlike BatchNorm, and nothing random: its mean and "
                   "variance always come from the x it is given, so it computes the same in training and at "
                   "inference (forward should not look at self.training)")
-    _also_on_meta(lambda i: m.to(META)(i["x"]), {"x": x}, "LayerNorm on meta (its parameters and x)", _IN_INIT)
+    def fresh_on_meta(i):               # a new one, as a learner builds and moves a model: nothing kept from the calls above
+        with seeded(0, x.device):
+            new = cls(d, eps=inputs["eps"]) if "eps" in inputs else cls(d)
+        return new.to(device=META, dtype=x.dtype)(i["x"])
+    _also_on_meta(fresh_on_meta, {"x": x}, "a new LayerNorm on meta (its parameters and x)", _IN_INIT)
     return out
 
 
@@ -1100,7 +1104,11 @@ def _call_block(cls, inputs):
     _same_in_eval(block, x, out, "ResidualBlock",
                   "the block computes its formula, x + sublayer(norm(x)) or norm(x + sublayer(x)), the same in "
                   "training and at inference (forward should not look at self.training)")
-    _also_on_meta(lambda i: block.to(META)(i["x"]), {"x": x}, "ResidualBlock on meta (its parameters and x)", _IN_INIT)
+    def fresh_on_meta(i):               # a new one, as a learner builds and moves a model: nothing kept from the calls above
+        new_sub = nn.Sequential(nn.Linear(d, d), nn.Tanh())
+        new = cls(d, new_sub) if "pre_norm" not in inputs else cls(d, new_sub, pre_norm=inputs["pre_norm"])
+        return new.to(device=META, dtype=x.dtype)(i["x"])
+    _also_on_meta(fresh_on_meta, {"x": x}, "a new ResidualBlock on meta (its parameters and x)", _IN_INIT)
     return out[:2] if isinstance(out, tuple) else out     # the parameters' gradients: only that they exist
 
 

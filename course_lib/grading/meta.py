@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import torch
 from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
 
 from .engine import describe_error
 
@@ -21,16 +22,34 @@ _NUMPY = "device type tensor to numpy"
 _COPIED_OUT = "Cannot copy out of meta tensor"
 
 
+# What CUDA lets through between devices: moves, copies, indexing with CPU indices (and module.to()'s check).
+_ACROSS_DEVICES = {"to", "copy_", "cpu", "type_as", "__getitem__", "__setitem__", "__get__", "__set__",
+                   "_has_compatible_shallow_copy_type"}
+
+
+class _MixedAsOnCuda(TorchFunctionMode):
+    """Refuses, as CUDA does, an op that mixes a tensor on meta with a CPU tensor of one or more dimensions:
+    meta itself lets some through (a matmul, an in-place add into a CPU tensor). A CPU 0-dim tensor mixes with
+    anything, as on CUDA."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", "") not in _ACROSS_DEVICES:
+            tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+            if any(t.is_meta for t in tensors) and any(t.device.type == "cpu" and t.dim() > 0 for t in tensors):
+                raise RuntimeError("Expected all tensors to be on the same device, but found at least two devices, "
+                                   "meta and cpu!")
+        return func(*args, **kwargs)
+
+
 def _at(exc: BaseException) -> str:
     where = describe_error(exc)["where"]
     return f" (at {where})" if where else ""
 
 
-def check_on_meta(call: Callable[[], Any], called: str, fix: str, *, may_copy: bool = True) -> Any:
-    """Run ``call()`` (the answer on meta inputs); raise in words if it mixes the CPU with meta or
-    returns a tensor that is not on meta. Returns what call() returned, or None where it could not run.
-    (meta lets an in-place op write a meta tensor into a CPU one, which CUDA refuses: look where such
-    results end up.)
+def check_on_meta(call: Callable[[], Any], called: str, fix: str, *, may_copy: bool = True) -> None:
+    """Run ``call()`` (the answer on meta inputs); raise in words if it mixes the CPU with meta, as
+    CUDA would refuse it, or returns a tensor that is not on meta.
 
     An answer that reads a value (.item(), a Python if on a tensor) cannot run on meta: then nothing is
     said, and the CPU cases alone judge it. may_copy: a right answer may also copy its inputs' values to
@@ -38,13 +57,14 @@ def check_on_meta(call: Callable[[], Any], called: str, fix: str, *, may_copy: b
     tensor made without device= and filled from the inputs) and a detour through numpy are refused.
     """
     try:
-        out = call()
+        with _MixedAsOnCuda():
+            out = call()
     except Exception as exc:
         text = str(exc)
         if any(s in text for s in _MIXED):
             said, means = text.rstrip(".!"), "It mixes the CPU with meta; on a GPU it fails the same way."
         elif may_copy:
-            return None
+            return
         elif _NUMPY in text:
             said, means = text.split(".")[0], ("It goes through numpy, whose arrays live on the CPU only: on a GPU "
                                                ".numpy() fails the same way, and autograd cannot follow numpy.")
@@ -53,17 +73,16 @@ def check_on_meta(call: Callable[[], Any], called: str, fix: str, *, may_copy: b
                                                "through .cpu() or .tolist(). On a GPU the result then "
                                                "comes back on the CPU, or the call fails.")
         else:
-            return None
-        raise refusal(f"{called} failed: {said}{_at(exc)}", means, fix) from None
+            return
+        raise _refusal(f"{called} failed: {said}{_at(exc)}", means, fix) from None
     elsewhere = [t.device for t in (out if isinstance(out, (tuple, list)) else (out,))
                  if isinstance(t, torch.Tensor) and t.device.type != "meta"]
     if elsewhere:
-        raise refusal(f"{called} returned a tensor on {elsewhere[0]}; expected one on meta",
+        raise _refusal(f"{called} returned a tensor on {elsewhere[0]}; expected one on meta",
                        "A tensor left on the CPU fails on a GPU.", fix)
-    return out
 
 
-def refusal(said: str, means: str, fix: str) -> ValueError:
+def _refusal(said: str, means: str, fix: str) -> ValueError:
     """What happened on the first line; what meta is, what it means and the fix in a note below it."""
     exc = ValueError(said)
     exc.add_note(f"({WORDS}.) {means}\n{fix}")
