@@ -6,7 +6,7 @@ import math
 import torch
 from einops import rearrange
 
-from course_lib.grading.meta import META, check_on_meta
+from course_lib.grading.meta import check_on_meta, on_meta
 from course_lib.grading.spec import Case, Exercise, Mistake, register
 from course_lib.reference import heads as ref
 
@@ -26,9 +26,8 @@ def _ri(g: torch.Generator, lo: int, hi: int) -> int:
 def _also_on_meta(fn, inputs, called):
     """fn once more on the case's inputs moved to meta: it must run there and come back on meta."""
     if all(t.device.type == "cpu" for t in inputs.values() if isinstance(t, torch.Tensor)):
-        on_meta = {n: t.to(META) if isinstance(t, torch.Tensor) else t for n, t in inputs.items()}
         x = next(iter(inputs))
-        check_on_meta(lambda: fn(**on_meta), called, may_copy=False,
+        check_on_meta(lambda: fn(**on_meta(inputs)), called, may_copy=False,
                       fix=f"Use torch's own operations on the tensors (view, reshape, permute, matmul, einops), and make "
                           f"any tensor you need on their device: torch.zeros(..., dtype={x}.dtype, device={x}.device), "
                           f"or {x}.new_zeros(...).")

@@ -13,7 +13,7 @@ from course_lib.exercises.ex00_welcome import add_turn_k_note
 from course_lib.grading import gradients
 from course_lib.grading.compare import _describe
 from course_lib.grading.engine import DEVICE, describe_error
-from course_lib.grading.meta import META, check_on_meta
+from course_lib.grading.meta import META, check_on_meta, on_meta
 from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
 from course_lib.grading.values import capture
 from course_lib.reference import attention as ref
@@ -138,8 +138,7 @@ def _call_sdpa(impl, inputs):
                          f"autograd with .detach(), .data or torch.no_grad(), so training could never change what "
                          f"makes {' and '.join(cut)}")
     if q.device.type == "cpu":          # a tensor made on the CPU whatever q's device fails on a GPU only
-        on_meta = {n: t.to(META) if isinstance(t, torch.Tensor) else t for n, t in inputs.items()}
-        check_on_meta(lambda: impl(**on_meta),
+        check_on_meta(lambda: impl(**on_meta(inputs)),
                       "scaled_dot_product_attention(q, k, v, mask on meta)",
                       "Make every tensor the answer creates on q's device: torch.zeros_like(w), or device=q.device.")
     return (*result, *grads)
@@ -703,14 +702,12 @@ def _call_mha(impl, inputs):
                          f"{describe_value(out)}")
     trains = _trains(module, x, inputs)
     if x.device.type == "cpu":          # a tensor made on the CPU whatever x's device fails on a GPU only
-        def on_meta():                  # a new module, as a learner's is built and moved: nothing kept from above
+        def fresh_on_meta():            # a new module, as a learner's is built and moved: nothing kept from above
             new = impl(inputs["d_model"], inputs["n_heads"], dropout=inputs["dropout"], bias=inputs["bias"])
             new = new.to(device=META, dtype=x.dtype).train(inputs["train"])
             with torch.no_grad():
-                meta = {n: t if t is None else t.to(META) for n, t in
-                        (("context", inputs["context"]), ("mask", inputs["mask"]))}
-                return new(x.to(META), **meta)
-        check_on_meta(on_meta, "a new MultiHeadAttention on meta (its weights, x, context and mask)",
+                return new(x.to(META), **on_meta({"context": inputs["context"], "mask": inputs["mask"]}))
+        check_on_meta(fresh_on_meta, "a new MultiHeadAttention on meta (its weights, x, context and mask)",
                       "Make every tensor forward creates on x's device: device=x.device, or torch.zeros_like(w).")
     return out, trains
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from course_lib.grading.compare import _shape
 from course_lib.grading import gradients
-from course_lib.grading.meta import META, check_on_meta
+from course_lib.grading.meta import META, check_on_meta, on_meta
 from course_lib.grading.spec import DEFAULT_TOLERANCE, Case, Exercise, Forbidden, Mistake, register
 from course_lib.reference import norms as ref
 from course_lib.seeding import seeded
@@ -153,8 +153,7 @@ _IN_INIT = ("Make parameters and buffers in __init__ (nn.Parameter, register_buf
 def _also_on_meta(call, inputs, called, fix=_ON_X):
     """call(inputs) once more with the case's tensors on meta; nothing where x is not on the CPU."""
     if inputs["x"].device.type == "cpu":
-        check_on_meta(lambda: call({n: v.to(META) if isinstance(v, torch.Tensor) else v for n, v in inputs.items()}),
-                      called, fix, may_copy=False)
+        check_on_meta(lambda: call(on_meta(inputs)), called, fix, may_copy=False)
 
 
 def _call_fn(name, grads_of=None):

@@ -42,6 +42,11 @@ class _MixedAsOnCuda(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def on_meta(inputs: dict[str, Any]) -> dict[str, Any]:
+    """A case's inputs with every tensor moved to meta (dtype and strides kept), the rest as they are."""
+    return {n: v.to(META) if isinstance(v, torch.Tensor) else v for n, v in inputs.items()}
+
+
 def _at(exc: BaseException) -> str:
     where = describe_error(exc)["where"]
     return f" (at {where})" if where else ""
