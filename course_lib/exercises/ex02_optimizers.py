@@ -208,7 +208,7 @@ def _run_optimizer(cls, inputs):
             + tuple(p.detach() for p in p_full) + tuple(p.detach() for p in p_new))
 
 
-def _steps_on_meta(cls, inputs, n_steps=3):
+def _steps_on_meta(cls, inputs, n_steps=2):
     """A few steps with the parameters and gradients on meta (a stand-in for a GPU, grading.meta): state made
     on the CPU (torch.zeros(p.shape)) fails there as on a GPU. A 0-dim one, as torch's own step count, may."""
     def run():

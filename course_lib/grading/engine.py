@@ -7,6 +7,7 @@ known mistake when the answer matches one, and writes the message.
 """
 from __future__ import annotations
 
+import contextvars
 import linecache
 import os
 import traceback
@@ -179,6 +180,15 @@ def _global_state_changes(dtype: torch.dtype, rng: torch.Tensor) -> list[str]:
     return said
 
 
+# Set while the learner's answer runs, not while the reference or a catalogued mistake does: checks that only
+# the answer needs (a second run on meta, in place of a GPU) ask for it with answer_is_running().
+_ANSWER_RUNNING = contextvars.ContextVar("answer_running", default=False)
+
+
+def answer_is_running() -> bool:
+    return _ANSWER_RUNNING.get()
+
+
 def run_answer(ex: Exercise, answer: Callable, run: CaseRun) -> Outcome:
     inputs = _clone(run.inputs)
     before = _clone(inputs)
@@ -186,12 +196,15 @@ def run_answer(ex: Exercise, answer: Callable, run: CaseRun) -> Outcome:
     watcher = CallWatcher(ex.all_forbidden)
     dtype, rng = torch.get_default_dtype(), torch.default_generator.get_state()
     torch.default_generator.manual_seed(_SEED_MARK)      # a reseed inside the answer shows as another seed
+    running = _ANSWER_RUNNING.set(True)
     try:
         with watcher:
             value = ex.run(answer, inputs)
         out.value = capture(value)
     except Exception as exc:  # the learner's error, reported in words
         out.error = describe_error(exc)
+    finally:
+        _ANSWER_RUNNING.reset(running)
     out.global_state = _global_state_changes(dtype, rng)
     out.forbidden = [f"calls {name}: {f.reason}" for name, f in watcher.hits.items()]
     out.tampered = watcher.tampered
