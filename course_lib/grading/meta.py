@@ -16,7 +16,7 @@ from torch.utils._pytree import tree_flatten
 from .engine import answer_is_running, describe_error
 
 META = torch.device("meta")
-WORDS = "meta: a device with no values that the check uses in place of a GPU"
+_WORDS = "meta: a device with no values that the check uses in place of a GPU"
 _MIXED = ("is not on the expected device", "Expected all tensors to be on the same device")
 _NUMPY = "device type tensor to numpy"
 _COPIED_OUT = "Cannot copy out of meta tensor"
@@ -92,7 +92,7 @@ def check_on_meta(call: Callable[[], Any], called: str, fix: str, *, may_copy: b
 def _refusal(said: str, means: str, fix: str) -> ValueError:
     """What happened on the first line; what meta is, what it means and the fix in a note below it."""
     exc = ValueError(said)
-    exc.add_note(f"({WORDS}.) {means}\n{fix}")
+    exc.add_note(f"({_WORDS}.) {means}\n{fix}")
     return exc
 
 
