@@ -7,6 +7,7 @@ dtypes but no values), such an answer shows itself, as it would on a GPU.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -47,6 +48,12 @@ def on_meta(inputs: dict[str, Any]) -> dict[str, Any]:
     return {n: v.to(META) if isinstance(v, torch.Tensor) else v for n, v in inputs.items()}
 
 
+def _quiet() -> warnings.catch_warnings:
+    """The answer's warnings were shown by its run on the CPU; the same again from the meta run would point into
+    this file."""
+    return warnings.catch_warnings(action="ignore")
+
+
 def _at(exc: BaseException) -> str:
     where = describe_error(exc)["where"]
     return f" (at {where})" if where else ""
@@ -64,7 +71,7 @@ def check_on_meta(call: Callable[[], Any], called: str, fix: str, *, may_copy: b
     if not answer_is_running():         # the reference, or a catalogued mistake being matched
         return
     try:
-        with _MixedAsOnCuda():
+        with _MixedAsOnCuda(), _quiet():
             out = call()
     except Exception as exc:
         text = str(exc)
@@ -122,7 +129,7 @@ def check_draws_on_meta(call: Callable[[], Any], called: str, fix: str) -> None:
     if not answer_is_running():
         return
     try:
-        with _CpuGeneratorDrawsOnCpu():
+        with _CpuGeneratorDrawsOnCpu(), _quiet():
             call()
     except _OffCpuDraw as exc:
         raise ValueError(f"{called}: torch.{exc} drew with the CPU generator onto meta{_at(exc)}. meta stands in "
