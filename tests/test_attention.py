@@ -609,11 +609,13 @@ _SDPA_RIGHT = dict(FILL='scores.masked_fill(~mask, float("-inf"))', ZERO="weight
      "mask on meta) failed: Expected all tensors to be on the same device, but found at least two devices"),
     ({"FILL": 'scores.masked_fill(mask.logical_not_(), float("-inf"))', "ZERO": "weights = weights.masked_fill(mask, 0.0)"},
      "the answer is right but it changed its input mask in place"),
+    ({"torch.softmax(scores, dim=-1)": "F.softmax(scores)"},
+     "known mistake: softmax without dim=: torch chose the axis, the batch (dim 0) for 3-D scores"),
 ], ids=["right", "weights detached", "masked_fill_ on the softmax", "NaNs zeroed by indexing", "log(mask) added",
         "inverted in the fill", "inverted in the zeroing", "scores * mask", "√T_k", "returned swapped",
         "a list", "out alone", "q changed in place", "v detached", "a 0/0 of its own zeroed by torch.where",
         "exp(s - logsumexp(s))", "default dtype set", "global seed set", "zeros made on the cpu",
-        "mask flipped in place"])
+        "mask flipped in place", "softmax without dim"])
 def test_sdpa_check_differentiates_and_names_mask_slips(change, said):
     """The first three wrong ones passed: the check never differentiated, so weights cut from autograd, or
     changed in place after the softmax kept them (backward then fails), looked right. The others got bare
@@ -623,7 +625,8 @@ def test_sdpa_check_differentiates_and_names_mask_slips(change, said):
     thousands, failed about one hidden seed in six with bare numbers, and no visible case.
     An answer that set torch's default dtype or reseeded its global generator passed.
     One that made its zeros on the CPU passed on a CPU, and fails on a GPU.
-    A mask flipped in place (and back by the next call) got a gradient that differed, with no word of the change."""
+    A mask flipped in place (and back by the next call) got a gradient that differed, with no word of the change.
+    F.softmax without dim= (torch's old rule: the batch axis of 3-D scores) got bare numbers."""
     _grade_changed("scaled_dot_product_attention", _SDPA, _SDPA_RIGHT, change, said)
     assert torch.get_default_dtype() == torch.float32
 
@@ -700,16 +703,20 @@ def test_causal_mask_that_sets_the_default_dtype_is_refused_and_the_dtype_put_ba
      "a new MultiHeadAttention on meta (its weights, x, context and mask) failed"),
     ({"        B, T, d = x.shape\n": "        torch.manual_seed(0)\n        B, T, d = x.shape\n"},
      "the answer is right but it changed the seed of torch's global random generator (torch.manual_seed)"),
+    ({"torch.softmax(s, dim=-1)": "F.softmax(s)"},
+     "known mistake: softmax without dim=: torch chose the heads axis (dim 1)"),
 ], ids=["right", "under no_grad", "k detached", "nan_to_num_ in place", "log(mask) added", "one layer for k and v",
         "heads never transposed", "reshape both ways", "mask not passed on", "mask inverted", "always causal",
-        "k kept from the first call", "split_heads by D", "a scale tensor made on the cpu", "reseeded in forward"])
+        "k kept from the first call", "split_heads by D", "a scale tensor made on the cpu", "reseeded in forward",
+        "softmax without dim"])
 def test_multi_head_attention_check_trains_it_once_and_names_head_and_mask_slips(change, said):
     """The first four wrong ones passed: the check ran the module under torch.no_grad() only, so a forward
     with no gradient, a projection cut off, or a tensor changed in place that autograd needed looked right.
     The NaN gradient, a layer shared by two projections and the head and mask slips got bare numbers.
     So did split_heads given D.
     A torch.manual_seed(0) in forward passed, though it makes every training step drop the same weights.
-    A (1,) tensor made on the CPU passed on a CPU, and fails on a GPU."""
+    A (1,) tensor made on the CPU passed on a CPU, and fails on a GPU. F.softmax without dim= (over the heads)
+    got bare numbers."""
     _grade_changed_mha(change, said)
 
 
@@ -830,3 +837,19 @@ def test_sdpa_docstring_states_the_output_dtype_the_checks_require():
         return w @ v.double(), w
     r = evaluate(get_exercise("scaled_dot_product_attention"), upcast)
     assert not r.passed and "expected dtype float32, got float64" in r.message, r.message
+
+
+def test_the_meta_run_does_not_repeat_the_answers_warnings():
+    """F.softmax without dim= warned twice: once from the answer, once more from its run on meta, where the
+    warning pointed into course_lib/grading/meta.py, a file the learner never wrote."""
+    import math
+    import warnings
+    ns = {"torch": torch, "F": F, "math": math}
+    exec(compile(_SDPA.lstrip().replace("torch.softmax(scores, dim=-1)", "F.softmax(scores)")
+                 .replace("FILL", _SDPA_RIGHT["FILL"]).replace("ZERO", _SDPA_RIGHT["ZERO"])
+                 .replace("RETURN", _SDPA_RIGHT["RETURN"]), "<answer>", "exec"), ns)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        r = evaluate(get_exercise("scaled_dot_product_attention"), ns["scaled_dot_product_attention"])
+    assert not r.passed and "softmax without dim=" in r.message, r.message
+    assert seen and {w.filename for w in seen} == {"<answer>"}, [(w.filename, str(w.message)) for w in seen]

@@ -706,6 +706,19 @@ def test_lm_loss_check_names_a_log_softmax_over_the_time_axis():
     assert not r.passed and "known mistake: log-softmax over the time axis (dim=1)" in r.message, r.message
 
 
+def test_lm_loss_check_names_a_log_softmax_without_dim():
+    """F.log_softmax(logits) with no dim= (torch's old rule: dim 0, the batch, for 3-D logits) got numbers only."""
+    answer = _answer("def lm_loss(logits, targets):\n"
+                     "    logp = F.log_softmax(logits)\n"
+                     "    return -logp.gather(-1, targets[..., None]).mean()\n", "lm_loss")
+    from course_lib.exercises.ex08_pretraining import LM_LOSS
+    from course_lib.grading.engine import evaluate
+    for suite in ("visible", "hidden"):
+        r = evaluate(LM_LOSS, answer, suite=suite)
+        assert not r.passed and "known mistake: log-softmax without dim=: torch chose the batch axis" in r.message, \
+            r.message
+
+
 @pytest.mark.parametrize("name, source", [
     ("sample", _SAMPLE.replace("KEEP", "<").replace("PROBS", "torch.softmax(logits, -1)")
      .replace("    for _ in", "    torch.manual_seed(0)\n    for _ in").replace(", generator=generator)", ")")),

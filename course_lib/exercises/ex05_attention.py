@@ -194,6 +194,14 @@ def _m_wrong_axis(q, k, v, mask=None):
     return w @ v, w
 
 
+def _m_implicit_dim(q, k, v, mask=None):
+    s = q @ k.mT / math.sqrt(q.shape[-1])
+    if mask is not None:
+        s = s.masked_fill(~mask, NEG_INF)
+    w = torch.softmax(s, dim=0 if s.dim() == 3 else 1)    # the axis F.softmax(s) picks without dim=
+    return w @ v, w
+
+
 def _m_after_softmax(q, k, v, mask=None):
     w = torch.softmax(q @ k.mT / math.sqrt(q.shape[-1]), dim=-1)
     if mask is not None:
@@ -350,6 +358,12 @@ SDPA = Exercise(
                 _m_wrong_axis,
                 "Each query distributes its attention over the keys, so every row (last axis, the\n"
                 "keys) of the weights must sum to 1: softmax(scores, dim=-1)."),
+        Mistake("softmax without dim=: torch chose the axis, the batch (dim 0) for 3-D scores, the heads (dim 1) "
+                "for 4-D", _m_implicit_dim,
+                "F.softmax(scores) and nn.Softmax() without dim= fall back on an old rule (the warning\n"
+                "'Implicit dimension choice for softmax has been deprecated' says so): dim 0 for 3-D\n"
+                "tensors, dim 1 for 4-D, the last axis only for 2-D ones. Always name the axis: the keys,\n"
+                "dim=-1."),
         Mistake("fully masked rows give NaN gradients (their 0/0 zeroed after it was made)",
                 _m_nan_gradients,
                 "The output is right, but autograd's gradient is not. In a row with no allowed key the\n"
@@ -903,6 +917,11 @@ MHA = Exercise(
         Mistake("mask not passed on to the attention", _kind(ignore_mask=True),
                 "forward(x, context, mask) must hand the mask to the attention of every head: without it\n"
                 "each query also sees future positions (causal) or padding."),
+        Mistake("softmax without dim=: torch chose the heads axis (dim 1) of the (B, H, T_q, T_k) scores",
+                _kind(attend=staticmethod(_m_implicit_dim)),
+                "F.softmax(s) and nn.Softmax() without dim= fall back on an old rule (the warning 'Implicit\n"
+                "dimension choice for softmax has been deprecated' says so): dim 1 for 4-D tensors, here the\n"
+                "heads. Name the axis of the keys: dim=-1."),
         Mistake("inverted mask: True treated as blocked", _kind(attend=staticmethod(_m_inverted)),
                 "In this course a mask is True where attending is allowed. Block the positions where\n"
                 "it is False: scores.masked_fill(~mask, float('-inf'))."),

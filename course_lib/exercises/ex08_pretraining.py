@@ -283,6 +283,10 @@ def _m_softmax_over_time(logits, targets):
     return -F.log_softmax(logits, dim=1).gather(-1, targets[..., None]).mean()
 
 
+def _m_log_softmax_no_dim(logits, targets):       # F.log_softmax(logits) with no dim= picks dim 0 for 3-D logits
+    return -F.log_softmax(logits, dim=0).gather(-1, targets[..., None]).mean()
+
+
 LM_LOSS = Exercise(
     name="lm_loss", notebook="08_pretraining", reference=ref.lm_loss, call=_call_loss,
     visible=[
@@ -335,6 +339,10 @@ LM_LOSS = Exercise(
         Mistake("log-softmax over the time axis (dim=1), not over the vocabulary", _m_softmax_over_time,
                 "logits are (B, T, V): the softmax that makes the V scores of a position into probabilities\n"
                 "runs over the last axis, dim=-1. dim=1, right for (N, V) scores, is the time axis here."),
+        Mistake("log-softmax without dim=: torch chose the batch axis (dim 0) of the (B, T, V) logits",
+                _m_log_softmax_no_dim,
+                "F.log_softmax(logits) without dim= falls back on an old rule (the warning 'Implicit dimension\n"
+                "choice' says so): dim 0 for 3-D tensors, dim 1 for 2-D ones. Name the vocabulary axis: dim=-1."),
     ],
     hint="F.cross_entropy wants (N, V) logits and (N,) targets: reshape (B, T, V) → (B*T, V).",
 )
