@@ -655,11 +655,14 @@ def test_an_error_in_the_resumed_run_says_it_came_from_there():
         ([("                if p.grad is None:\n", "                if p.grad is None or p.grad.abs().sum() == 0:\n")],
          "a parameter whose gradient is all zeros skipped as if its grad were None"),
         ([('st["t"], st["m"], st["v"] = 0, ', 'st["t"], st["m"], st["v"] = torch.tensor(0.0), ')],
-         "step count kept as a float32 tensor")]],
+         "step count kept as a float32 tensor"),
+        ([('st["m"], st["v"] = 0, torch.zeros_like(p), torch.zeros_like(p)', 'st["m"], st["v"] = 0, g.clone(), g * g')],
+         "m and v started at the first gradient (and its square) instead of at zero")]],
 ])
 def test_more_optimizer_slips_are_named(name, changes, mistake):
     """These got a bare difference in the final weights; a step that skipped a gradient of zeros as if it
-    were None (after zero_grad(set_to_none=False)) passed, since no case had one."""
+    were None (after zero_grad(set_to_none=False)) passed, since no case had one. Moments started at the
+    first gradient, as SGD's momentum buffer starts, got bare numbers too."""
     from course_lib.grading.engine import evaluate
     from course_lib.grading.spec import get_exercise
 

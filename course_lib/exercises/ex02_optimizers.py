@@ -318,7 +318,7 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                   flip_decay=False, decay_without_lr=False, state_outside=False, none_as_zero=False,
                   decay_into_grad=False, eps_before_correction=False, shared_t=None, decay_none=False,
                   decay_after=False, cached=(), t_shift=0, one_minus_pow=False, eps_squared=False,
-                  zero_skipped=False, decay_twice=False, t_tensor=False):
+                  zero_skipped=False, decay_twice=False, t_tensor=False, moments_from_g=False):
     """shared_t: "group" or "optimizer", where one step count for all parameters is kept (group["t"],
     saved by state_dict; self.t, not saved). decay_none: AdamW's decay applied before the skip of a
     parameter whose grad is None, its moments left alone. bias_correction="m only": v̂ = v.
@@ -329,7 +329,8 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
     AdamW's decay and Adam's L2 term both applied, wd·p taken from p as it was ("old p") or as the decay
     left it ("new p"). t_tensor: the key ("step",
     or "t" beside it) of a step count kept as a float32 0-dim tensor (load_state_dict casts it to the
-    parameter's dtype unless the key is "step"), so the bias corrections are float32."""
+    parameter's dtype unless the key is "step"), so the bias corrections are float32. moments_from_g: m and v
+    start at the first gradient and its square, as SGD's momentum buffer starts at g, not at zero."""
     class Mistaken(torch.optim.Optimizer):
         def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=default_wd):
             super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
@@ -366,6 +367,8 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                     st = self.outside.setdefault(id(p), {}) if state_outside else self.state[p]
                     if not st:
                         st["step"], st["m"], st["v"] = 0, torch.zeros_like(p), torch.zeros_like(p)
+                        if moments_from_g:
+                            st["m"], st["v"] = g.clone(), g * g
                         if t_tensor:
                             st[t_tensor] = torch.tensor(0.0)
                     if not t_from_zero:
@@ -416,8 +419,14 @@ _POW_WHY = ("The correction is 1 − βᵗ (β to the power t, subtracted from 1
             "β₁ = 0.9), so m̂ and v̂ blow up.")
 
 
+_FROM_G_WHY = ("m and v start at zeros_like(p), and the bias correction, dividing by 1 − βᵗ, makes up for exactly\n"
+               "that start. Started at the first gradient and its square (as SGD's momentum buffer is), they need\n"
+               "no correction, and dividing by 1 − βᵗ anyway skews the early steps: the first is about\n"
+               "√(1 − β₂)/(1 − β₁) ≈ 0.32 of its size with the default betas.")
+
+
 def _correction_mistakes(decoupled: bool, default_wd: float) -> list[Mistake]:
-    """Slips in the bias correction's formula or step count, and eps squared under the root."""
+    """Slips in the bias correction's formula, step count or start, and eps squared under the root."""
     def variant(**slip):
         return _adam_variant(decoupled=decoupled, default_wd=default_wd, **slip)
     return [
@@ -436,6 +445,8 @@ def _correction_mistakes(decoupled: bool, default_wd: float) -> list[Mistake]:
         Mistake("eps squared inside the square root: sqrt(v̂ + eps²)", variant(eps_squared=True),
                 "Adam divides by sqrt(v̂) + eps. sqrt(v̂ + eps²) is close but not equal: it differs most\n"
                 "where √v̂ is near eps (the tiny-gradient parameters here)."),
+        Mistake("m and v started at the first gradient (and its square) instead of at zero, then bias-corrected",
+                variant(moments_from_g=True), _FROM_G_WHY),
     ]
 
 
