@@ -548,6 +548,21 @@ def test_freeze_check_explains_a_requires_grad_attribute():
         assert not r.passed and "module.requires_grad_(False), with the underscore" in r.message, (suite, r.message)
 
 
+def test_freeze_check_names_a_count_over_every_module():
+    """Summing m.parameters() over model.modules() counts a parameter once per enclosing module: bare numbers."""
+    from course_lib.exercises.ex09_finetuning import FREEZE
+
+    def freeze(model, n_layers):
+        if not 0 <= n_layers <= len(model.encoder.layers):
+            raise ValueError("n_layers out of range")
+        model.requires_grad_(True)
+        for part in [model.encoder.embeddings, *model.encoder.layers[:n_layers]]:
+            part.requires_grad_(False)
+        return sum(p.numel() for m in model.modules() for p in m.parameters() if p.requires_grad)
+    for suite, r in _verdicts(FREEZE, freeze).items():
+        assert not r.passed and "known mistake: counted over model.modules()" in r.message, (suite, r.message)
+
+
 def test_a_module_walked_as_if_it_were_its_parameters_is_told_how():
     """`for p in model.encoder.embeddings:` got Python's "'BertEmbeddings' object is not iterable" alone."""
     from course_lib.exercises.ex09_finetuning import FREEZE

@@ -659,6 +659,12 @@ def _mf_encoder_only(model, n_layers):
     return _trainable(model.encoder)
 
 
+def _mf_modules_walked(model, n_layers):
+    _in_range(model, n_layers)
+    _freeze_with(model, [model.encoder.embeddings, *model.encoder.layers[:n_layers]])
+    return sum(p.numel() for m in model.modules() for p in m.parameters() if p.requires_grad)
+
+
 def _mf_frozen_count(model, n_layers):
     _in_range(model, n_layers)
     _freeze_with(model, [model.encoder.embeddings, *model.encoder.layers[:n_layers]])
@@ -734,6 +740,10 @@ FREEZE = Exercise(
                 "the table's trainable-parameter column counts it."),
         Mistake("counted the frozen parameters instead of the trainable ones", _mf_frozen_count,
                 "Return how many parameters still train (requires_grad=True), not how many were frozen."),
+        Mistake("counted over model.modules(): each parameter once for every module that holds it", _mf_modules_walked,
+                "m.parameters() already walks m's submodules, so summing it over every module of\n"
+                "model.modules() counts a layer's weight again for the layer, the encoder and the model.\n"
+                "Count once, over model.parameters() (or m.parameters(recurse=False) for each m)."),
         Mistake("counted parameter tensors instead of their elements", _mf_tensors,
                 "Each parameter tensor holds p.numel() numbers: sum p.numel(), not 1 per tensor."),
         Mistake("the rest not made trainable again", _mf_no_unfreeze,
