@@ -611,11 +611,15 @@ _SDPA_RIGHT = dict(FILL='scores.masked_fill(~mask, float("-inf"))', ZERO="weight
      "the answer is right but it changed its input mask in place"),
     ({"torch.softmax(scores, dim=-1)": "F.softmax(scores)"},
      "known mistake: softmax without dim=: torch chose the axis, the batch (dim 0) for 3-D scores"),
+    ({"weights = torch.softmax(scores, dim=-1)": "e = torch.exp(scores - scores.max())\n"
+                                                 "    weights = (e / e.sum(-1, keepdim=True)).nan_to_num(0.0)",
+      "ZERO": "pass"},
+     "The values are right, but this gradient has NaN. It usually comes from a NaN or inf made on the way"),
 ], ids=["right", "weights detached", "masked_fill_ on the softmax", "NaNs zeroed by indexing", "log(mask) added",
         "inverted in the fill", "inverted in the zeroing", "scores * mask", "√T_k", "returned swapped",
         "a list", "out alone", "q changed in place", "v detached", "a 0/0 of its own zeroed by torch.where",
         "exp(s - logsumexp(s))", "default dtype set", "global seed set", "zeros made on the cpu",
-        "mask flipped in place", "softmax without dim"])
+        "mask flipped in place", "softmax without dim", "a 0/0 zeroed after a global maximum"])
 def test_sdpa_check_differentiates_and_names_mask_slips(change, said):
     """The first three wrong ones passed: the check never differentiated, so weights cut from autograd, or
     changed in place after the softmax kept them (backward then fails), looked right. The others got bare
@@ -626,7 +630,9 @@ def test_sdpa_check_differentiates_and_names_mask_slips(change, said):
     An answer that set torch's default dtype or reseeded its global generator passed.
     One that made its zeros on the CPU passed on a CPU, and fails on a GPU.
     A mask flipped in place (and back by the next call) got a gradient that differed, with no word of the change.
-    F.softmax without dim= (torch's old rule: the batch axis of 3-D scores) got bare numbers."""
+    F.softmax without dim= (torch's old rule: the batch axis of 3-D scores) got bare numbers. So did a softmax by
+    hand whose 0/0 in a fully masked row was zeroed afterwards, with a NaN in a gradient that no catalogued
+    mistake matches (the global maximum sends it to another row): the engine now says what such a NaN means."""
     _grade_changed("scaled_dot_product_attention", _SDPA, _SDPA_RIGHT, change, said)
     assert torch.get_default_dtype() == torch.float32
 

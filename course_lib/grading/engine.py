@@ -292,6 +292,13 @@ FLOAT32_NOTE = ("A difference this small in a float64 case is the size of float3
                 "takes the tensor's dtype.")
 
 
+NAN_GRADIENT_NOTE = ("The values are right, but this gradient has NaN. It usually comes from a NaN or inf made on the way\n"
+                     "(0/0, log(0), an exp that overflows) and removed afterwards by nan_to_num, torch.where or a mask:\n"
+                     "that mends the value, not the gradient, since backward still passes through the NaN (0 · NaN\n"
+                     "is NaN). Keep it from being made: mask or clamp what goes into the operation (torch.where on\n"
+                     "a denominator, not on the quotient).")
+
+
 def _float32_sized(ex: Exercise, run: CaseRun, got: Any, expected: Any) -> bool:
     """Is a float64 case's answer no further from the reference than the reference itself computed in
     float32 (times a margin)? Then the answer is right except for a step done in float32."""
@@ -358,6 +365,9 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome) -> tuple[str | None, flo
             lines.append("  " + m.explanation.replace("\n", "\n  "))
         elif diff.kind == "value" and run.dtype == torch.float64 and _float32_sized(ex, run, outcome.value, expected):
             lines.append("  " + FLOAT32_NOTE.replace("\n", "\n  "))
+        elif "nan where a number was expected" in diff.text and "autograd's gradient" in where:
+            # outputs are compared in order, values before gradients: the values were right
+            lines.append("  " + NAN_GRADIENT_NOTE.replace("\n", "\n  "))
     if outcome.mutated:
         lines.append(f"  It also changed its input {', '.join(outcome.mutated)} in place.")
     if outcome.global_state:
