@@ -362,8 +362,8 @@ SDPA = Exercise(
                 "for 4-D", _m_implicit_dim,
                 "F.softmax(scores) and nn.Softmax() without dim= fall back on an old rule (the warning\n"
                 "'Implicit dimension choice for softmax has been deprecated' says so): dim 0 for 3-D\n"
-                "tensors, dim 1 for 4-D, the last axis only for 2-D ones. Always name the axis: the keys,\n"
-                "dim=-1."),
+                "tensors, dim 1 for 4-D, the last axis only for 1-D and 2-D ones. Always name the axis:\n"
+                "the keys, dim=-1."),
         Mistake("fully masked rows give NaN gradients (their 0/0 zeroed after it was made)",
                 _m_nan_gradients,
                 "The output is right, but autograd's gradient is not. In a row with no allowed key the\n"
