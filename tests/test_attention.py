@@ -572,6 +572,7 @@ _SDPA_RIGHT = dict(FILL='scores.masked_fill(~mask, float("-inf"))', ZERO="weight
                    RETURN="weights @ v, weights")
 
 
+@pytest.mark.filterwarnings("ignore:Implicit dimension choice")          # the learner's own warning, expected
 @pytest.mark.parametrize("change, said", [
     ({}, None),
     ({"weights = torch.softmax(scores, dim=-1)": "weights = torch.softmax(scores, dim=-1).detach()"},
@@ -666,6 +667,7 @@ def test_causal_mask_that_sets_the_default_dtype_is_refused_and_the_dtype_put_ba
         torch.set_default_dtype(torch.float32)
 
 
+@pytest.mark.filterwarnings("ignore:Implicit dimension choice")          # the learner's own warning, expected
 @pytest.mark.parametrize("change, said", [
     ({}, None),
     ({"        B, T, d = x.shape\n": "        B, T, d = x.shape\n        torch.set_grad_enabled(False)\n",

@@ -706,6 +706,7 @@ def test_lm_loss_check_names_a_log_softmax_over_the_time_axis():
     assert not r.passed and "known mistake: log-softmax over the time axis (dim=1)" in r.message, r.message
 
 
+@pytest.mark.filterwarnings("ignore:Implicit dimension choice")          # the learner's own warning, expected
 def test_lm_loss_check_names_a_log_softmax_without_dim():
     """F.log_softmax(logits) with no dim= (torch's old rule: dim 0, the batch, for 3-D logits) got numbers only."""
     answer = _answer("def lm_loss(logits, targets):\n"
