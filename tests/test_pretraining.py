@@ -859,3 +859,32 @@ def test_get_batch_check_says_how_the_windows_miss_the_draw(source, says):
     told to draw with the docstring's one call, which they did."""
     r = _evaluate("get_batch", _answer(source, "get_batch"))
     assert not r.passed and says in r.message and "entries differ" not in r.message, r.message
+
+
+_TOP_K_POSITION = """def sample(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+    for _ in range(max_new_tokens):
+        logits = model(idx[:, -model.block_size:])[:, -1, :] / temperature
+        if top_k is not None:
+            logits, _ = torch.topk(logits, top_k)
+        nxt = torch.multinomial(F.softmax(logits, -1).cpu(), 1, generator=generator).to(idx.device)
+        idx = torch.cat(CAT)
+    return idx
+"""
+
+
+@pytest.mark.parametrize("name, source, says", [
+    ("mlm_mask", _MLM.replace("RANDOM", "torch.randint(vocab_size, tokens.shape, generator=generator)")
+     .replace("chosen & (r >= 0.8)", "(r >= 0.8)"), "known mistake: random tokens put at positions that were not chosen"),
+    ("sample", _TOP_K_POSITION.replace("CAT", "[idx, nxt], dim=1"),
+     "known mistake: the position drawn among the top k appended, not its token id"),
+    ("sample", _SAMPLE.replace("KEEP", "<").replace("PROBS", "torch.softmax(logits, -1)")
+     .replace("torch.cat([idx, nxt], 1)", "torch.cat([idx, nxt])"), "torch.cat joins along dim=0, the batch axis"),
+], ids=["mlm random tokens outside the chosen", "sample appends the position in the top k", "sample cat without dim"])
+def test_checks_name_the_slips_a_blind_probe_wrote(name, source, says):
+    """The random 10 % drawn without `chosen &` was told 'labels only where [MASK] was put' (its labels
+    were right); drawing among torch.topk's values and appending the drawn position got only 'n of m new
+    tokens outside the top 1'; torch.cat without dim=1 got torch's size error alone."""
+    verdicts = _evaluate_both(name, _answer(source, name))
+    for r in verdicts.values():
+        assert not r.passed and says in r.message, r.message
+    assert "labels only where [MASK]" not in verdicts["visible"].message

@@ -431,8 +431,12 @@ def _call_mlm(fn, inputs):
             return None
         # [MASK] at (nearly) none of them: a random draw can land on mask_id when it lies in [0, vocab_size)
         if float((inp[differs] == mask_id).double().mean()) < 0.5:
+            if bool((inp[chosen] == mask_id).all()):          # every label at a [MASK]: the rest lost theirs
+                return ("inputs differ from tokens at positions whose label is -100, not by [MASK] (other than "
+                        "random draws that land on it): random replacements without a label")
             return ("inputs differ from tokens at positions whose label is -100, not by [MASK] (other than random "
-                    "draws that land on it): random replacements without a label")
+                    "draws that land on it), while the labelled positions hold random and unchanged tokens too: "
+                    "random replacements at positions that were not chosen")
         return "inputs differ from tokens at positions whose label is -100 (positions not chosen)"
 
     def fraction(words, measured, expected):
@@ -594,6 +598,15 @@ def _m_random_tenth_of_the_rest(tokens, mask_id, vocab_size, p=0.15, generator=N
     return inputs, torch.where(chosen, tokens, torch.full_like(tokens, -100))
 
 
+def _m_random_not_only_chosen(tokens, mask_id, vocab_size, p=0.15, generator=None):
+    chosen = torch.rand(tokens.shape, generator=generator).to(tokens.device) < p
+    r = torch.rand(tokens.shape, generator=generator).to(tokens.device)
+    rnd = torch.randint(vocab_size, tokens.shape, generator=generator).to(tokens.device)
+    inputs = torch.where(chosen & (r < 0.8), torch.full_like(tokens, mask_id), tokens)
+    inputs = torch.where((r >= 0.8) & (r < 0.9), rnd, inputs)             # `chosen &` left out here
+    return inputs, torch.where(chosen, tokens, torch.full_like(tokens, -100))
+
+
 def _m_labels_from_inputs(tokens, mask_id, vocab_size, p=0.15, generator=None):
     inputs, chosen = _mask_8010(tokens, mask_id, vocab_size, p, generator)
     return inputs, torch.where(chosen, inputs, torch.full_like(tokens, -100))
@@ -651,6 +664,11 @@ MLM_MASK = Exercise(
                 "Every chosen position keeps its label, whatever happened to its token: the 80 % set to\n"
                 "[MASK], the 10 % replaced by a random token and the 10 % left unchanged. The model must\n"
                 "recover the original token at all of them, so it cannot trust any token it sees."),
+        Mistake("random tokens put at positions that were not chosen", _m_random_not_only_chosen,
+                "The 80/10/10 split applies to the chosen positions only: the random 10 % is\n"
+                "chosen & (r >= 0.8) & (r < 0.9). Without `chosen &`, about 10 % of all the other positions\n"
+                "get a random token too, with label -100: the model sees corrupted text it is never asked to\n"
+                "mend."),
         Mistake("labels taken from the corrupted inputs, not from tokens", _m_labels_from_inputs,
                 "The label of a chosen position is the token that was there before masking: tokens, not\n"
                 "inputs. Taken from inputs, most labels are [MASK] itself, and the model is taught to\n"
@@ -729,6 +747,9 @@ def _call_sample(fn, inputs):
     except RuntimeError as exc:
         clearer = _nothing_to_draw(exc, fn, inputs, args)
         if clearer is None:
+            if "must match except in dimension 0" in str(exc):
+                exc.add_note("torch.cat joins along dim=0, the batch axis, unless told: append each row's new token\n"
+                             "along the time axis, torch.cat([idx, next_token], dim=1), next_token of shape (B, 1).")
             if idx.shape[0] == 1 and "same number of dimensions" in str(exc):
                 exc.add_note("With one prompt (B = 1), .squeeze() drops the batch axis too: squeeze only the axis\n"
                              "you mean, .squeeze(-1), or keep the (B, 1) that torch.multinomial returns.")
@@ -907,6 +928,17 @@ def _m_top_k_one_more(model, idx, max_new_tokens, temperature=1.0, top_k=None, g
     return _sampler(model, idx, max_new_tokens, temperature, top_k, generator, extra=1)     # the (k+1)-th as threshold
 
 
+def _m_top_k_position(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+    """Draws among torch.topk's values and appends the drawn position in them (0 ... k-1), not its token."""
+    for _ in range(max_new_tokens):
+        logits = model(idx[:, -model.block_size:])[:, -1, :].float() / temperature
+        if top_k is not None:
+            logits = torch.topk(logits, top_k, dim=-1).values                     # (B, k), largest first
+        nxt = torch.multinomial(torch.softmax(logits, -1).cpu(), 1, generator=generator).to(idx.device)
+        idx = torch.cat([idx, nxt], 1)
+    return idx
+
+
 def _m_top_k_zero(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
     return _sampler(model, idx, max_new_tokens, temperature, top_k, generator, fill=0.0)
 
@@ -977,6 +1009,10 @@ SAMPLE = Exercise(
                 "Keep exactly k: the threshold is the k-th largest logit, torch.topk(logits, k).values[:, [-1]],\n"
                 "or index k - 1 of the logits sorted largest first. Index k is the (k+1)-th largest, and\n"
                 "keeping the logits >= it keeps one token too many."),
+        Mistake("the position drawn among the top k appended, not its token id", _m_top_k_position,
+                "torch.topk returns the k largest values and their indices: drawing among the values gives a\n"
+                "position 0 … k-1 in that list, not a token of the vocabulary. Map it back,\n"
+                "indices.gather(-1, drawn), or keep all V logits and set those below the k-th largest to -inf."),
         Mistake("top-k keeps the smallest logits", _m_top_k_smallest,
                 "Keep the k largest logits (torch.topk's default) and set the rest to -inf."),
         Mistake("context not cropped to block_size", _m_no_crop,
