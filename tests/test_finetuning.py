@@ -876,6 +876,63 @@ def test_metrics_name_undefined_ones_and_false_positives_among_errors(slip, name
         assert not r.passed and f"known mistake: {named}" in r.message, (suite, r.message)
 
 
+_PRF_BLIND = ("def answer(preds, labels, positive=1):\n"
+              "    tp = int(((preds == positive) & (labels == positive)).sum())\n"
+              "    fp = int(((preds == positive) & (labels != positive)).sum())\n"
+              "    fn = int(((preds != positive) & (labels == positive)).sum())\n"
+              "    p = tp / (tp + fp) if tp + fp else 0.0\n"
+              "    r = tp / (tp + fn) if tp + fn else 0.0\n"
+              "    return p, r, F1\n")
+
+
+@pytest.mark.parametrize("source, says", [
+    (_PRF_BLIND.replace("F1", "2 * p * r / p + r if p + r else 0.0"),
+     "known mistake: F1 written 2 * P * R / P + R: the division done before the addition"),
+    (_PRF_BLIND.replace("F1", "2 * p * r / (p + r)"), "Here TP + FP = 0 and P + R = 0. Precision, recall and F1"),
+    (_PRF_BLIND.replace(" if tp + fp else 0.0", "").replace(" if tp + fn else 0.0", "").replace("F1", "2 * p * r / (p + r)"),
+     "test it before dividing"),
+    (_PRF_BLIND.replace("((preds == positive) & (labels == positive))", "((preds == positive) and (labels == positive))")
+     .replace("F1", "2 * p * r / (p + r) if p + r else 0.0"), "use &, | and ~"),
+], ids=["F1 precedence", "F1 unguarded", "nothing guarded", "and on tensors"])
+def test_metrics_say_why_for_slips_a_blind_probe_wrote(source, says):
+    """2 * p * r / p + r got bare numbers; a division by zero, and Python's `and` on two tensors of
+    comparisons, got the exception and its line alone."""
+    from course_lib.exercises.ex09_finetuning import PRF
+    ns = {}
+    exec(compile(source, "<answer cell test>", "exec"), ns)
+    for suite, r in _verdicts(PRF, ns["answer"]).items():
+        assert not r.passed and says in r.message, (suite, r.message)
+
+
+def test_freeze_and_lora_checks_name_requires_grad_set_on_a_module():
+    """module.requires_grad = False (no underscore) sets an attribute and freezes nothing: freeze_lower_layers
+    got only 'embeddings trains, layers.0 trains, ...', and LoRALinear 'base layer not frozen' without why."""
+    from course_lib.exercises.ex09_finetuning import FREEZE, LORA
+
+    def freeze(model, n_layers):
+        if not 0 <= n_layers <= len(model.encoder.layers):
+            raise ValueError("n_layers out of range")
+        for p in model.parameters():
+            p.requires_grad = True
+        for m in [model.encoder.embeddings, *model.encoder.layers[:n_layers]]:
+            m.requires_grad = False
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    for suite, r in _verdicts(FREEZE, freeze).items():
+        assert not r.passed and "known mistake: nothing frozen" in r.message, (suite, r.message)
+        assert "module.requires_grad_(False)" in r.message, (suite, r.message)
+
+    class ModuleFlag(_LoRA):
+        def __init__(self, base, r=8, alpha=16):
+            super().__init__(base, r, alpha)
+            for p in base.parameters():
+                p.requires_grad_(True)
+            base.requires_grad = False
+
+    for suite, r in _verdicts(LORA, ModuleFlag).items():
+        assert not r.passed and "base.requires_grad_(False), with the" in r.message, (suite, r.message)
+
+
 # ----------------------------------------------------------------------------- a tiny real fine-tune
 def test_a_short_fine_tune_of_the_real_model_learns(splits):
     from safetensors.torch import load_file

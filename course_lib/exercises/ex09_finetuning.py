@@ -691,6 +691,13 @@ def _mf_prefix_without_dot(model, n_layers):
     return _trainable(model)
 
 
+def _mf_nothing_frozen(model, n_layers):
+    _in_range(model, n_layers)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return _trainable(model)
+
+
 def _mf_no_range_check(model, n_layers):
     _freeze_with(model, [model.encoder.embeddings, *model.encoder.layers[:n_layers]])
     return _trainable(model)
@@ -730,6 +737,11 @@ FREEZE = Exercise(
                 "parameters, the largest): freezing the lower layers freezes model.encoder.embeddings too.\n"
                 "If you did freeze them: module.requires_grad = False only sets an attribute on the module\n"
                 "and changes no parameter; call module.requires_grad_(False), with the underscore."),
+        Mistake("nothing frozen: every parameter still trains", _mf_nothing_frozen,
+                "The embeddings and layers[:n_layers] must end with requires_grad=False on each of their\n"
+                "parameters. The usual cause: module.requires_grad = False only sets a new attribute on the\n"
+                "module object and changes none of its parameters; call module.requires_grad_(False), with\n"
+                "the underscore, or set p.requires_grad = False for each p in module.parameters()."),
         Mistake("the top layers frozen instead of the lowest", _mf_top,
                 "layers[0] is next to the embeddings, layers[-1] next to the head. The lower layers hold\n"
                 "general features worth keeping; the upper ones adapt to the task: freeze layers[:n_layers]."),
@@ -983,7 +995,9 @@ LORA = Exercise(
                 "Freeze the base layer, not A."),
         Mistake("base layer not frozen", _lora(freeze="none"),
                 "LoRA trains only A and B: set requires_grad=False on base.weight and base.bias; the\n"
-                "trainable count is then r·(in_features + out_features)."),
+                "trainable count is then r·(in_features + out_features). base.requires_grad = False does\n"
+                "not do it: on a module it only sets an attribute; base.requires_grad_(False), with the\n"
+                "underscore, sets it on every parameter."),
         Mistake("base.bias left trainable", _lora(freeze="weight"),
                 "Freeze the base's bias as well as its weight (when it has one: base.bias may be None);\n"
                 "base.requires_grad_(False) does both. Only A and B train."),
@@ -1050,6 +1064,28 @@ def _mp(**kw):
     return lambda preds, labels, positive=1: _prf_from(*_counts(preds, labels, positive), **kw)
 
 
+def _call_prf(impl, inputs):
+    """The answer on the case; a division by zero or a Python `and` on tensors goes on with its usual cause."""
+    try:
+        return impl(**inputs)
+    except ZeroDivisionError as exc:
+        try:
+            tp, fp, fn = _counts(inputs["preds"], inputs["labels"], inputs["positive"])
+            zero = [n for n, d in (("TP + FP", tp + fp), ("TP + FN", tp + fn), ("P + R", tp)) if d == 0]
+            here = f"Here {' = 0 and '.join(zero)} = 0. " if zero else ""
+        except Exception:
+            here = ""
+        exc.add_note(f"{here}Precision, recall and F1 are each 0.0 when their denominator is 0 (no positive\n"
+                     "prediction, no positive label, P = R = 0): test it before dividing,\n"
+                     "tp / (tp + fp) if tp + fp else 0.0, and the same for the other two.")
+        raise
+    except RuntimeError as exc:
+        if "Boolean value of Tensor" in str(exc):
+            exc.add_note("Python's and, or and not ask a tensor for one True or False. To combine comparisons\n"
+                         "position by position use &, | and ~, with parentheses: (preds == positive) & (labels == positive).")
+        raise
+
+
 def _mp_positive_ignored(preds, labels, positive=1):
     return _prf_from(*_counts(preds, labels, 1))
 
@@ -1087,6 +1123,7 @@ PRF = Exercise(
     name="precision_recall_f1",
     notebook="09_finetuning",
     reference=ref.precision_recall_f1,
+    call=_call_prf,
     outputs=("precision", "recall", "F1"),
     visible=[
         Case("preds [1, 1, 0, 1, 0, 0, 1, 0], labels [1, 0, 0, 1, 1, 0, 1, 1]",
@@ -1114,6 +1151,10 @@ PRF = Exercise(
                 "(as scikit-learn's zero_division=0), and F1 = 0 when P + R = 0."),
         Mistake("F1 as the arithmetic mean of precision and recall", _mp(f1=lambda p, r: (p + r) / 2),
                 "F1 is the harmonic mean 2PR / (P + R): it is low when either one is low."),
+        Mistake("F1 written 2 * P * R / P + R: the division done before the addition",
+                _mp(f1=lambda p, r: 2 * p * r / p + r if p else 0.0),
+                "Python reads 2 * P * R / P + R as (2 * P * R / P) + R, which is 3R. The denominator needs\n"
+                "its parentheses: 2 * P * R / (P + R)."),
         Mistake("every correct prediction counted as a true positive (true negatives included)", _mp_tp_all_correct,
                 "A true positive is a position where the prediction and the label are both the positive\n"
                 "class: (preds == positive) & (labels == positive). (preds == labels) also counts the\n"
