@@ -904,6 +904,33 @@ def test_metrics_say_why_for_slips_a_blind_probe_wrote(source, says):
         assert not r.passed and says in r.message, (suite, r.message)
 
 
+_BY_REPLACING = [("embeddings.word_embeddings", "embeddings.tokens"), ("embeddings.position_embeddings", "embeddings.positions"),
+                 ("embeddings.token_type_embeddings", "embeddings.token_types"), ("embeddings.LayerNorm", "embeddings.norm"),
+                 ("encoder.layer.", "layers."), ("attention.self.query", "attn.q_proj"), ("attention.self.key", "attn.k_proj"),
+                 ("attention.self.value", "attn.v_proj"), ("output.LayerNorm", "norm2"),
+                 ("attention.output.LayerNorm", "norm1"), ("attention.output.dense", "attn.out_proj"),
+                 ("intermediate.dense", "ff_in"), ("output.dense", "ff_out")]
+
+
+def test_loader_check_says_when_a_short_rule_renamed_a_longer_name():
+    """str.replace with the rule for output.LayerNorm before attention.output.LayerNorm (the hint's trap)
+    raised the learner's own KeyError on a checkpoint that matches, with no word of why."""
+    from course_lib.exercises.ex09_finetuning import LOADER
+    from course_lib.reference.finetuning import IGNORED_KEYS
+
+    def by_replacing(state_dict, config):
+        renamed = {}
+        for k, v in state_dict.items():
+            if k not in IGNORED_KEYS:
+                for a, b in _BY_REPLACING:
+                    k = k.replace(a, b)
+                renamed[k] = v
+        return _load_strictly(config, renamed)
+
+    for suite, r in _verdicts(LOADER, by_replacing).items():
+        assert not r.passed and "which matches the end of the longer name too" in r.message, (suite, r.message)
+
+
 def test_freeze_and_lora_checks_name_requires_grad_set_on_a_module():
     """module.requires_grad = False (no underscore) sets an attribute and freezes nothing: freeze_lower_layers
     got only 'embeddings trains, layers.0 trains, ...', and LoRALinear 'base layer not frozen' without why."""

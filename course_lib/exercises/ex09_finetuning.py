@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import torch
 from torch import nn
@@ -146,7 +147,18 @@ def _call_loader(impl, inputs):
             where = describe_error(e)["where"]
             return f"raised {type(e).__name__} ({str(e)[:80]}){f' at {where}' if where else ''}, not KeyError"
         return "loaded without complaint"
-    model = impl(sd, inputs["config"])
+    try:
+        model = impl(sd, inputs["config"])
+    except (KeyError, RuntimeError) as exc:
+        text = str(exc)
+        if "missing" in text.lower() or "unexpected" in text.lower():
+            exc.add_note("This checkpoint matches the encoder one to one (every weight, nothing extra),\nso the "
+                         "keys listed come from the renaming." + (
+                             "\nHere attention.output.LayerNorm (or attention.output.dense) was renamed by the rule "
+                             "for\noutput.LayerNorm (output.dense), which matches the end of the longer name too: "
+                             "match each\nsub-name from its start, after encoder.layer.N., or try the longer names "
+                             "first." if re.search(r"attention\.(norm[12]|ff_out)\b", text) else ""))
+        raise
     if sd.keys() != given.keys() or any(sd[k] is not v for k, v in given.items()):
         raise ValueError("load_pretrained_encoder changed the state_dict it was given (keys renamed, added or "
                          "removed): the notebook loads the same checkpoint again for every model, so build a "
