@@ -879,11 +879,15 @@ _TOP_K_POSITION = """def sample(model, idx, max_new_tokens, temperature=1.0, top
      "known mistake: the position drawn among the top k appended, not its token id"),
     ("sample", _SAMPLE.replace("KEEP", "<").replace("PROBS", "torch.softmax(logits, -1)")
      .replace("torch.cat([idx, nxt], 1)", "torch.cat([idx, nxt])"), "torch.cat joins along dim=0, the batch axis"),
-], ids=["mlm random tokens outside the chosen", "sample appends the position in the top k", "sample cat without dim"])
+    ("sample", _SAMPLE.replace("KEEP", "<").replace("PROBS", "torch.softmax(logits, -1)")
+     .replace("model.block_size", "model.cfg.block_size"), "it has\n  the attribute the docstring names, model.block_size"),
+], ids=["mlm random tokens outside the chosen", "sample appends the position in the top k", "sample cat without dim",
+        "sample reads the GPT's cfg"])
 def test_checks_name_the_slips_a_blind_probe_wrote(name, source, says):
     """The random 10 % drawn without `chosen &` was told 'labels only where [MASK] was put' (its labels
     were right); drawing among torch.topk's values and appending the drawn position got only 'n of m new
-    tokens outside the top 1'; torch.cat without dim=1 got torch's size error alone."""
+    tokens outside the top 1'; torch.cat without dim=1 got torch's size error alone; model.cfg.block_size (the
+    notebook's GPT has it) got "'_Bigram' object has no attribute 'cfg'", the check's own model named."""
     verdicts = _evaluate_both(name, _answer(source, name))
     for r in verdicts.values():
         assert not r.passed and says in r.message, r.message

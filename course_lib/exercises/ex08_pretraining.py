@@ -744,6 +744,11 @@ def _call_sample(fn, inputs):
         again = fn(_Bigram(table, block), idx, generator=_gen(inputs["seed"]), **args)
         other = (fn(_Bigram(table, block), idx, generator=_gen(inputs["seed"] + 1), **args)
                  if _seed_shows(inputs) else None)
+    except AttributeError as exc:
+        if "'_Bigram'" in str(exc):
+            exc.add_note("The check gives sample a small stand-in model of its own (not the notebook's GPT): it has\n"
+                         "the attribute the docstring names, model.block_size, and is called as model(idx).")
+        raise
     except RuntimeError as exc:
         clearer = _nothing_to_draw(exc, fn, inputs, args)
         if clearer is None:
