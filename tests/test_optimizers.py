@@ -521,7 +521,7 @@ def test_steps_a_training_loop_would_not_survive_are_named():
 
     r = evaluate(get_exercise("Adam"), _answer(ADAM_GRAPH, "Adam"))
     assert not r.passed, r.message
-    assert "got       after step 1 of 12, self.state[weight]['m'] is part of autograd's graph" in r.message, r.message
+    assert "got       after step 1 of 12, self.state[extra]['m'] is part of autograd's graph" in r.message, r.message
     assert "torch.no_grad()" in r.message, r.message
     fixed = ADAM_GRAPH.replace("    def step(", "    @torch.no_grad()\n    def step(")
     assert evaluate(get_exercise("Adam"), _answer(fixed, "Adam")).passed
@@ -602,6 +602,10 @@ def test_an_error_in_the_resumed_run_says_it_came_from_there():
     assert "This happened in the run saved after 6 steps with state_dict() and torch.save" in r.message, r.message
 
 
+_SKIP = "                if p.grad is None:\n                    continue\n"
+_NO_GRAD = ("    def step(", "    @torch.no_grad()\n    def step(")
+
+
 @pytest.mark.parametrize("name, changes, mistake", [
     ("SGDMomentum", [("super().__init__(params, dict(lr=lr, momentum=momentum))",
                       "super().__init__(params, dict(lr=lr, momentum=momentum))\n        self.mu = momentum"),
@@ -658,11 +662,26 @@ def test_an_error_in_the_resumed_run_says_it_came_from_there():
          "step count kept as a float32 tensor"),
         ([('st["m"], st["v"] = 0, torch.zeros_like(p), torch.zeros_like(p)', 'st["m"], st["v"] = 0, g.clone(), g * g')],
          "m and v started at the first gradient (and its square) instead of at zero")]],
+    ("SGDMomentum", [(_SKIP, _SKIP.replace("continue", "break"))],
+     "the loop stopped at a parameter whose grad is None (break instead of continue)"),
+    ("Adam", [(_SKIP, _SKIP.replace("continue", "break")), _NO_GRAD],
+     "the loop stopped at a parameter whose grad is None (break instead of continue)"),
+    ("AdamW", [(_SKIP, _SKIP.replace("continue", "return")), _NO_GRAD],
+     "the loop stopped at a parameter whose grad is None (return instead of continue)"),
+    ("Adam", [("g = p.grad + wd * p", "g = p.grad"), _NO_GRAD], "weight_decay never used"),
+    ("Adam", [("g * g * (1 - b2)", "g * g * (1 - b1)"), _NO_GRAD],
+     "v updated with (1 − β₁) instead of (1 − β₂): the m line copied"),
+    ("Adam", [('p.sub_(lr * (st["m"] / (1 - b1 ** st["t"])) / ((st["v"] / (1 - b2 ** st["t"])).sqrt() + eps))',
+               'st["m"].div_(1 - b1 ** st["t"])\n                    st["v"].div_(1 - b2 ** st["t"])\n'
+               '                    p.sub_(lr * st["m"] / (st["v"].sqrt() + eps))'), _NO_GRAD],
+     "bias correction written back into the state (m and v divided in place)"),
 ])
 def test_more_optimizer_slips_are_named(name, changes, mistake):
     """These got a bare difference in the final weights; a step that skipped a gradient of zeros as if it
     were None (after zero_grad(set_to_none=False)) passed, since no case had one. Moments started at the
-    first gradient, as SGD's momentum buffer starts, got bare numbers too."""
+    first gradient, as SGD's momentum buffer starts, got bare numbers too. A loop that stops at a None grad
+    (break) passed, as the parameter with one came last in its group; return, Adam's weight_decay left
+    unused, v's line copied from m's with 1 - b1, and m̂, v̂ written back into the state got bare numbers."""
     from course_lib.grading.engine import evaluate
     from course_lib.grading.spec import get_exercise
 

@@ -79,7 +79,9 @@ def _set_grads(params, grads, in_place=False):
 
 
 def _groups(params, group2):
-    return [{"params": [params[0], params[2]]}, {"params": [params[1]], **group2}]
+    # extra (grad None every other step) ahead of weight: a loop that stops at a None grad (break instead
+    # of continue) then misses the weight too, as it would any parameter listed after a frozen one
+    return [{"params": [params[2], params[0]]}, {"params": [params[1]], **group2}]
 
 
 _NAMES = ("weight", "bias", "extra")
@@ -263,7 +265,7 @@ def _opt_random(defaults_fn, group2_fn):
 # ---------------------------------------------------------------- mistaken optimizers
 def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_mu=False, state_outside=False,
                  none_as_zero=False, grad_as_buffer=None, first_twice=False, nesterov=False, zero_skipped=False,
-                 stale_buffer=False):
+                 stale_buffer=False, none_stops=None):
     """grad_as_buffer: "in place" or "new": the buffer starts as p.grad itself (no clone), then is
     updated in place (buf.mul_(mu).add_(g)) or into a new tensor (buf = mu * buf + g).
     dampen: True, from the first step (buf = (1 - mu) * g, then the average); "after the first":
@@ -285,6 +287,10 @@ def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_
                 for p in group["params"]:
                     g = p.grad
                     if g is None:
+                        if none_stops == "break":
+                            break
+                        if none_stops == "return":
+                            return
                         if not none_as_zero:
                             continue
                         g = torch.zeros_like(p)
@@ -318,7 +324,8 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                   flip_decay=False, decay_without_lr=False, state_outside=False, none_as_zero=False,
                   decay_into_grad=False, eps_before_correction=False, shared_t=None, decay_none=False,
                   decay_after=False, cached=(), t_shift=0, one_minus_pow=False, eps_squared=False,
-                  zero_skipped=False, decay_twice=False, t_tensor=False, moments_from_g=False):
+                  zero_skipped=False, decay_twice=False, t_tensor=False, moments_from_g=False,
+                  wd_ignored=False, v_with_b1=False, corrected_in_place=False, none_stops=None):
     """shared_t: "group" or "optimizer", where one step count for all parameters is kept (group["t"],
     saved by state_dict; self.t, not saved). decay_none: AdamW's decay applied before the skip of a
     parameter whose grad is None, its moments left alone. bias_correction="m only": v̂ = v.
@@ -330,7 +337,10 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
     left it ("new p"). t_tensor: the key ("step",
     or "t" beside it) of a step count kept as a float32 0-dim tensor (load_state_dict casts it to the
     parameter's dtype unless the key is "step"), so the bias corrections are float32. moments_from_g: m and v
-    start at the first gradient and its square, as SGD's momentum buffer starts at g, not at zero."""
+    start at the first gradient and its square, as SGD's momentum buffer starts at g, not at zero.
+    wd_ignored: weight_decay never used. v_with_b1: v = b2·v + (1 − b1)·g², the m line copied.
+    corrected_in_place: m̂ and v̂ written back into the state (m.div_(1 - b1 ** t)), so the next step
+    averages the corrected moments."""
     class Mistaken(torch.optim.Optimizer):
         def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=default_wd):
             super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
@@ -342,12 +352,17 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
             for group in self.param_groups:
                 lr, (b1, b2), eps, wd = (self.defaults[k] if k in cached else group[k]
                                          for k in ("lr", "betas", "eps", "weight_decay"))
+                wd = 0.0 if wd_ignored else wd
                 group["t"] = group.get("t", 0) + 1
                 for p in group["params"]:
                     g = p.grad
                     if g is None:
                         if decay_none and wd != 0:
                             p.mul_(1 - lr * wd)
+                        if none_stops == "break":
+                            break
+                        if none_stops == "return":
+                            return
                         if not none_as_zero:
                             continue
                         g = torch.zeros_like(p)
@@ -379,7 +394,7 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                     if t_tensor:
                         t = st[t_tensor]
                     st["m"] = b1 * st["m"] + (1 - b1) * g
-                    st["v"] = b2 * st["v"] + (1 - b2) * g * g
+                    st["v"] = b2 * st["v"] + (1 - (b1 if v_with_b1 else b2)) * g * g
                     m, v = st["m"], st["v"]
                     if eps_before_correction:        # the Adam paper's "efficient" form: eps meets √v, not √v̂
                         p.sub_(lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t) * m / (v.sqrt() + eps))
@@ -390,6 +405,8 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                         m = m / (1 - b1 ** t) if t else m / 0.0
                         if bias_correction != "m only":
                             v = v / (1 - b2 ** t) if t else v / 0.0
+                    if corrected_in_place:
+                        st["m"], st["v"] = m, v
                     denom = v.sqrt() + eps
                     if eps_inside:
                         denom = (v + eps).sqrt()
@@ -414,6 +431,14 @@ _V_HAT_WHY = ("Both averages start at zero, so both need their correction: v̂ =
               "steps with β₂ = 0.999), and the early steps are several times too large.")
 
 
+_V_B1_WHY = ("Each average has its own rate: m = β₁·m + (1 − β₁)·g, but v = β₂·v + (1 − β₂)·g². With\n"
+             "(1 − β₁) in v's line, v takes in g² a hundred times too fast (0.1 instead of 0.001 at the\n"
+             "defaults) while its decay and bias correction still use β₂, so v̂ is far too large and the\n"
+             "steps far too short.")
+_IN_PLACE_HAT_WHY = ("m̂ and v̂ are for this step's update only; the state keeps the raw averages m and v. Dividing\n"
+                     "them in place (m.div_(1 - b1 ** t), or state['m'] = m / (1 - b1 ** t)) stores the corrected\n"
+                     "values, so the next step averages into an already-corrected m and corrects it again.\n"
+                     "Compute m_hat = m / (1 - b1 ** t) as a new tensor and leave state['m'] as it was.")
 _POW_WHY = ("The correction is 1 − βᵗ (β to the power t, subtracted from 1): the share of the average that\n"
             "has been filled since m and v started at zero. (1 − β)ᵗ is tiny after a few steps (0.1¹⁰ for\n"
             "β₁ = 0.9), so m̂ and v̂ blow up.")
@@ -473,6 +498,16 @@ _SHARED_T_WHY = ("Each parameter counts its own steps, in self.state[p]: one who
 _ZERO_SKIPPED_WHY = ("A gradient of zeros is still a gradient: after zero_grad(set_to_none=False) a parameter that\n"
                      "this step's loss did not use has p.grad full of zeros, not None, and torch's optimizers\n"
                      "step it all the same: {what}. Skip a parameter only when p.grad is None.")
+_NONE_STOPS_WHY = ("A parameter whose p.grad is None is skipped, and the loop goes on to the next one: continue.\n"
+                   "break leaves the rest of that group's parameters unchanged at that step, and return every\n"
+                   "later group's too; here 'extra', whose grad is None every other step, comes first in its group.")
+
+
+def _none_stops_mistakes(variant, **kw) -> list[Mistake]:
+    return [Mistake(f"the loop stopped at a parameter whose grad is None ({how} instead of continue)",
+                    variant(none_stops=how, **kw), _NONE_STOPS_WHY) for how in ("break", "return")]
+
+
 _NONE_SKIPPED_WHY = ("A parameter with p.grad None took no part in this step's loss; skip it entirely (no update,\n"
                      "no change to its state, decay included), as torch's optimizers do.")
 
@@ -538,6 +573,7 @@ SGD_EX = Exercise(
                 "The two forms agree while lr is constant, but when a schedule lowers lr the old\n"
                 "velocity still carries the old lr. Keep lr out of the buffer: buf = μ·buf + g,\n"
                 "then p ← p − lr·buf."),
+        *_none_stops_mistakes(_sgd_variant),
         Mistake("a parameter whose grad is None updated as if its gradient were zero",
                 _sgd_variant(none_as_zero=True),
                 "A parameter with p.grad None took no part in this step's loss; skip it (no update,\n"
@@ -630,6 +666,14 @@ ADAM_EX = Exercise(
                 "Adam divides by sqrt(v̂) + eps. Under the root, eps acts at the scale √eps (1e-4 for\n"
                 "eps = 1e-8) instead of eps, so steps shrink as a parameter's gradients approach 1e-4.\n"
                 "Here the bias, with gradients around 1e-3, moves a percent or two less than it should."),
+        Mistake("weight_decay never used", _adam_variant(decoupled=False, default_wd=0.0, wd_ignored=True),
+                "The group's weight_decay never reached the update. Adam's weight decay is an L2 term:\n"
+                "use g = p.grad + wd * p (a new tensor) in place of p.grad, before m and v are updated,\n"
+                "with wd = group['weight_decay'] read at every step."),
+        Mistake("v updated with (1 − β₁) instead of (1 − β₂): the m line copied",
+                _adam_variant(decoupled=False, default_wd=0.0, v_with_b1=True), _V_B1_WHY),
+        Mistake("bias correction written back into the state (m and v divided in place)",
+                _adam_variant(decoupled=False, default_wd=0.0, corrected_in_place=True), _IN_PLACE_HAT_WHY),
         Mistake("weight decay decoupled as in AdamW, instead of added to the gradient",
                 _adam_variant(decoupled=False, default_wd=0.0, flip_decay=True),
                 "torch.optim.Adam's weight_decay is an L2 term: g ← g + wd·p before the moments are\n"
@@ -643,6 +687,7 @@ ADAM_EX = Exercise(
                 _adam_variant(decoupled=False, default_wd=0.0, decay_into_grad=True),
                 "Put the sum in a new tensor, g = p.grad + wd * p. p.grad.add_(wd * p), or g += wd * p\n"
                 "after g = p.grad, changes the caller's gradient."),
+        *_none_stops_mistakes(_adam_variant, decoupled=False, default_wd=0.0),
         Mistake("a parameter whose grad is None updated as if its gradient were zero",
                 _adam_variant(decoupled=False, default_wd=0.0, none_as_zero=True), _NONE_SKIPPED_WHY),
         Mistake("a parameter whose gradient is all zeros skipped as if its grad were None",
@@ -719,6 +764,7 @@ ADAMW_EX = Exercise(
                 "torch.optim.AdamW shrinks p first, p ← p·(1 − lr·wd), then takes the Adam step. Decaying\n"
                 "after the step shrinks the step too, by lr·wd of it: a small difference (lr²·wd times the\n"
                 "step) that grows with lr·wd. (p -= lr·wd·p written after the update does the same.)"),
+        *_none_stops_mistakes(_adam_variant, decoupled=True, default_wd=0.01),
         Mistake("weight decay applied to parameters whose grad is None",
                 _adam_variant(decoupled=True, default_wd=0.01, none_as_zero=True), _NONE_SKIPPED_WHY),
         Mistake("a parameter whose gradient is all zeros skipped as if its grad were None",
