@@ -1020,3 +1020,30 @@ def clip_grad_norm(params, max_norm):
     for suite in ("visible", "hidden"):
         r = evaluate(get_exercise("clip_grad_norm"), ns["clip_grad_norm"], suite=suite)
         assert not r.passed and f"known mistake: {mistake}" in r.message, (suite, r.message)
+
+
+def test_clip_factor_with_eps_added_after_the_division_is_named_and_caught_by_a_spike():
+    """max_norm / norm + 1e-6 (the eps added to the factor, not the norm) got bare numbers in the first
+    visible case and passed the hidden ones; for a spike far above max_norm it matters. Without the eps at
+    all, max_norm / norm, clipping passes."""
+    import torch
+
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    src = """
+def clip_grad_norm(params, max_norm):
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = torch.sqrt(sum((g ** 2).sum() for g in grads))
+    if norm > max_norm:
+        for g in grads:
+            g.mul_(FACTOR)
+    return norm
+"""
+    for factor, said in [("max_norm / norm + 1e-6", "known mistake: scaled by max_norm / norm + 1e-6"),
+                         ("max_norm / norm", None)]:
+        ns = {"torch": torch}
+        exec(compile(src.replace("FACTOR", factor), "<answer>", "exec"), ns)
+        for suite in ("visible", "hidden"):
+            r = evaluate(get_exercise("clip_grad_norm"), ns["clip_grad_norm"], suite=suite)
+            assert r.passed if said is None else (not r.passed and said in r.message), (factor, suite, r.message)

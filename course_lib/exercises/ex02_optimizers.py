@@ -1054,14 +1054,16 @@ def _clip_case(shapes, scales, max_norm, none_at=()):
     return make
 
 
-def _clip_random(over: bool):
+def _clip_random(over: bool | str):
+    """over: True, False, or "spike": gradients a thousand times larger, their norm thousands of times max_norm."""
     def make(g):
         k = _ri(g, 3, 5)                      # at least two grads that are not None
         shapes = [(_ri(g, 5, 9), _ri(g, 1, 6)) for _ in range(k)]
-        scales = [_rf(g, 0.1, 3.0) for _ in range(k)]
+        scales = [_rf(g, 0.1, 3.0) * (1000.0 if over == "spike" else 1.0) for _ in range(k)]
         inputs = _clip_case(shapes, scales, 1.0, none_at=(k - 1,))(g)
         norm = float(torch.stack([gr.norm() for gr in inputs["grads"] if gr is not None]).norm())
-        inputs["max_norm"] = norm * (_rf(g, 0.1, 0.4) if over else _rf(g, 1.2, 3.0))
+        inputs["max_norm"] = norm * (_rf(g, 1e-4, 1e-3) if over == "spike" else _rf(g, 0.1, 0.4) if over
+                                     else _rf(g, 1.2, 3.0))
         return inputs
     return make
 
@@ -1086,6 +1088,8 @@ CLIP_EX = Exercise(
     hidden=[
         Case("random shapes, norm above max_norm, one grad None", _clip_random(True), **_CLIP_TOL),
         Case("random shapes, norm below max_norm, one grad None", _clip_random(False), **_CLIP_TOL),
+        Case("random shapes, a spike: norm thousands of times max_norm, one grad None", _clip_random("spike"),
+             **_CLIP_TOL),
     ],
     mistakes=[
         Mistake("each tensor clipped on its own (per-tensor norms)",
@@ -1125,6 +1129,11 @@ CLIP_EX = Exercise(
                 "The global norm is the square root of the sum of the squares: sqrt(Σ g²). Without the\n"
                 "root, a norm above 1 comes out far too large (19.4 becomes 376) and one below 1 too small,\n"
                 "so the gradients are clipped far too hard, or not when they should be."),
+        Mistake("scaled by max_norm / norm + 1e-6, which Python reads as (max_norm / norm) + 1e-6",
+                lambda params, max_norm: _clip_eps_added(params, max_norm),
+                "/ binds tighter than +, so max_norm / norm + 1e-6 adds 1e-6 to the factor instead of to\n"
+                "the norm. That is harmless while the factor is large, but for a spike a million times\n"
+                "max_norm the factor doubles. Write max_norm / (norm + 1e-6)."),
         Mistake("norms of the tensors added up instead of sqrt of the sum of squares",
                 lambda params, max_norm: _clip_sum_norms(params, max_norm),
                 "The global norm is the norm of all gradients laid end to end:\n"
@@ -1195,6 +1204,15 @@ def _clip_other_norm(params, max_norm, kind):
     if total > max_norm:
         for g in gs:
             g.mul_(max_norm / (total + 1e-6))
+    return total
+
+
+def _clip_eps_added(params, max_norm):
+    gs = _grads(params)
+    total = torch.stack([g.norm() for g in gs]).norm()
+    if total > max_norm:
+        for g in gs:
+            g.mul_(max_norm / total + 1e-6)
     return total
 
 
