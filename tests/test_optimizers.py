@@ -1047,3 +1047,23 @@ def clip_grad_norm(params, max_norm):
         for suite in ("visible", "hidden"):
             r = evaluate(get_exercise("clip_grad_norm"), ns["clip_grad_norm"], suite=suite)
             assert r.passed if said is None else (not r.passed and said in r.message), (factor, suite, r.message)
+
+
+def test_cosine_progress_over_total_steps_is_named():
+    """progress = (step - warmup_steps) / total_steps got only 'expected 0.0009997 got 0.0009998'."""
+    import math
+
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    def lr_at(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+        if step < warmup_steps:
+            return max_lr * (step + 1) / warmup_steps
+        if step < total_steps:
+            q = (step - warmup_steps) / total_steps
+            return min_lr + (max_lr - min_lr) * (1 + math.cos(math.pi * q)) / 2
+        return min_lr
+
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("lr_at"), lr_at, suite=suite)
+        assert not r.passed and "known mistake: cosine progress divided by total_steps instead of" in r.message, r.message

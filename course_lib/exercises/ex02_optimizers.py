@@ -892,6 +892,15 @@ def _lr_cos_whole_run(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
     return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * step / total_steps))
 
 
+def _lr_cos_over_total(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    if step >= total_steps:
+        return min_lr
+    p = (step - warmup_steps) / total_steps
+    return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * p))
+
+
 def _lr_no_min(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
     if step < warmup_steps:
         return max_lr * (step + 1) / warmup_steps
@@ -975,6 +984,11 @@ LR_EX = Exercise(
         Mistake("cosine measured from step 0 instead of from the end of warmup", _lr_cos_whole_run,
                 "The cosine starts where warmup ends: progress = (step − warmup_steps) /\n"
                 "(total_steps − warmup_steps), so the lr is max_lr right after warmup."),
+        Mistake("cosine progress divided by total_steps instead of total_steps − warmup_steps", _lr_cos_over_total,
+                "The cosine runs over the steps after warmup only: progress = (step − warmup_steps) /\n"
+                "(total_steps − warmup_steps) goes from 0 to 1. Divided by total_steps it stops short of 1\n"
+                "(at (total_steps − warmup_steps)/total_steps), so the lr never gets down to min_lr and then\n"
+                "drops to it at total_steps."),
         Mistake("cosine one step short: progress divided by total_steps − warmup_steps − 1", _lr_cos_one_short,
                 "The cosine spans the total_steps − warmup_steps steps after warmup: progress =\n"
                 "(step − warmup_steps) / (total_steps − warmup_steps) reaches 1, and the lr min_lr, at\n"
