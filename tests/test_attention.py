@@ -616,11 +616,16 @@ _SDPA_RIGHT = dict(FILL='scores.masked_fill(~mask, float("-inf"))', ZERO="weight
                                                  "    weights = (e / e.sum(-1, keepdim=True)).nan_to_num(0.0)",
       "ZERO": "pass"},
      "The values are right, but this gradient has NaN. It usually comes from a NaN or inf made on the way"),
+    ({"math.sqrt(q.shape[-1])": "q.shape[-1] ** 1/2"},
+     "known mistake: divided by d_k ** 1/2 written out in the line: s / d_k ** 1 / 2, which is s / d_k / 2"),
+    ({"q @ k.mT / math.sqrt(q.shape[-1])": "q @ k.mT * math.sqrt(q.shape[-1])"},
+     "known mistake: multiplied by √d_k instead of divided by it"),
 ], ids=["right", "weights detached", "masked_fill_ on the softmax", "NaNs zeroed by indexing", "log(mask) added",
         "inverted in the fill", "inverted in the zeroing", "scores * mask", "√T_k", "returned swapped",
         "a list", "out alone", "q changed in place", "v detached", "a 0/0 of its own zeroed by torch.where",
         "exp(s - logsumexp(s))", "default dtype set", "global seed set", "zeros made on the cpu",
-        "mask flipped in place", "softmax without dim", "a 0/0 zeroed after a global maximum"])
+        "mask flipped in place", "softmax without dim", "a 0/0 zeroed after a global maximum",
+        "d ** 1/2 in the line", "times √d_k"])
 def test_sdpa_check_differentiates_and_names_mask_slips(change, said):
     """The first three wrong ones passed: the check never differentiated, so weights cut from autograd, or
     changed in place after the softmax kept them (backward then fails), looked right. The others got bare
@@ -633,7 +638,8 @@ def test_sdpa_check_differentiates_and_names_mask_slips(change, said):
     A mask flipped in place (and back by the next call) got a gradient that differed, with no word of the change.
     F.softmax without dim= (torch's old rule: the batch axis of 3-D scores) got bare numbers. So did a softmax by
     hand whose 0/0 in a fully masked row was zeroed afterwards, with a NaN in a gradient that no catalogued
-    mistake matches (the global maximum sends it to another row): the engine now says what such a NaN means."""
+    mistake matches (the global maximum sends it to another row): the engine now says what such a NaN means.
+    q @ kᵀ / d ** 1/2 written in one line (scores / d_k / 2) and scores multiplied by √d_k got bare numbers."""
     _grade_changed("scaled_dot_product_attention", _SDPA, _SDPA_RIGHT, change, said)
     assert torch.get_default_dtype() == torch.float32
 

@@ -180,6 +180,14 @@ def _m_by_half_dk(q, k, v, mask=None):
     return _finish(q @ k.mT / (q.shape[-1] ** 1 / 2), v, mask)
 
 
+def _m_by_twice_dk(q, k, v, mask=None):
+    return _finish(q @ k.mT / q.shape[-1] ** 1 / 2, v, mask)
+
+
+def _m_times_sqrt(q, k, v, mask=None):
+    return _finish(q @ k.mT * math.sqrt(q.shape[-1]), v, mask)
+
+
 def _m_by_dv(q, k, v, mask=None):
     return _finish(q @ k.mT / math.sqrt(v.shape[-1]), v, mask)
 
@@ -347,6 +355,14 @@ SDPA = Exercise(
         Mistake("divided by d_k ** 1/2, which Python reads as (d_k ** 1) / 2 = d_k / 2", _m_by_half_dk,
                 "** binds tighter than /, so d ** 1/2 is d / 2, half of d_k, not its square root (the two\n"
                 "agree only at d_k = 4). Write d ** 0.5, or math.sqrt(d)."),
+        Mistake("divided by d_k ** 1/2 written out in the line: s / d_k ** 1 / 2, which is s / d_k / 2",
+                _m_by_twice_dk,
+                "** binds tighter than /, and / goes left to right: q @ kᵀ / d ** 1/2 divides the scores\n"
+                "by d_k, then by 2. Write d ** 0.5, or math.sqrt(d): q @ kᵀ / math.sqrt(d)."),
+        Mistake("multiplied by √d_k instead of divided by it", _m_times_sqrt,
+                "The scores are q·k / √d_k: dividing brings them back to about unit size. Multiplied by\n"
+                "√d_k (a scale = math.sqrt(d) used with *, say) they grow d_k times larger than they should\n"
+                "and the softmax saturates. Divide by math.sqrt(d), or multiply by d ** -0.5."),
         Mistake("divided by √T_k (k.shape[-2], the number of keys) instead of √d_k", _m_by_tk,
                 "The scale is the square root of the size of each vector in the dot product, d_k =\n"
                 "q.shape[-1] (= k.shape[-1]); k.shape[-2] counts the keys, which has nothing to do with it."),
