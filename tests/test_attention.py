@@ -644,6 +644,32 @@ def test_sdpa_check_differentiates_and_names_mask_slips(change, said):
     assert torch.get_default_dtype() == torch.float32
 
 
+@pytest.mark.parametrize("old, new, line, said, not_said", [
+    ("if mask is not None:\n        scores = FILL", "if mask:\n        scores = FILL", "line 3 of your answer: if mask:",
+     "write `if mask is not None:`", "If this comes from the mask"),
+    ("weights = torch.softmax(scores, dim=-1)", "weights = torch.exp(scores) / torch.exp(scores).sum(-1)",
+     "line 5 of your answer: weights = torch.exp(scores) / torch.exp(scores).sum(-1)",
+     "A common cause: a reduction (mean, sum, amax...) without\n  keepdim=True drops its axis", "turning k round"),
+], ids=["if mask:", "a softmax of its own without keepdim"])
+def test_sdpa_errors_from_lines_without_k_get_notes_on_their_own_cause(old, new, line, said, not_said):
+    """Where the answer's line was known (as in the notebook), `if mask:` (a tensor asked for one True or
+    False) was told how a mask lines up with the scores, and e / e.sum(-1) without keepdim=True how to turn
+    k round: neither is the cause."""
+    import linecache
+    import math
+    src = _SDPA.lstrip().replace(old, new)
+    for key, text in _SDPA_RIGHT.items():
+        src = src.replace(key, text)
+    filename = f"<answer sdpa {new[:20]}>"
+    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
+    ns = {"torch": torch, "math": math}
+    exec(compile(src, filename, "exec"), ns)
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("scaled_dot_product_attention"), ns["scaled_dot_product_attention"], suite=suite)
+        assert not r.passed and line in r.message, r.message
+        assert said in r.message and not_said not in r.message, r.message
+
+
 def test_sdpa_check_names_d_k_to_the_half_read_as_d_k_halved():
     """d ** 1/2 is (d ** 1) / 2: it got bare numbers. (At d_k = 2 it is no scaling at all, named so.)"""
     import math
@@ -719,10 +745,12 @@ def test_causal_mask_that_sets_the_default_dtype_is_refused_and_the_dtype_put_ba
      "the answer is right but it changed the seed of torch's global random generator (torch.manual_seed)"),
     ({"torch.softmax(s, dim=-1)": "F.softmax(s)"},
      "known mistake: softmax without dim=: torch chose the heads axis (dim 1)"),
+    ({"src = x if context is None else context": "src = context or x"},
+     "To test whether an optional tensor was given, write `if mask is not None:`"),
 ], ids=["right", "under no_grad", "k detached", "nan_to_num_ in place", "log(mask) added", "one layer for k and v",
         "heads never transposed", "reshape both ways", "mask not passed on", "mask inverted", "always causal",
         "k kept from the first call", "split_heads by D", "a scale tensor made on the cpu", "reseeded in forward",
-        "softmax without dim"])
+        "softmax without dim", "context or x"])
 def test_multi_head_attention_check_trains_it_once_and_names_head_and_mask_slips(change, said):
     """The first four wrong ones passed: the check ran the module under torch.no_grad() only, so a forward
     with no gradient, a projection cut off, or a tensor changed in place that autograd needed looked right.
@@ -730,7 +758,8 @@ def test_multi_head_attention_check_trains_it_once_and_names_head_and_mask_slips
     So did split_heads given D.
     A torch.manual_seed(0) in forward passed, though it makes every training step drop the same weights.
     A (1,) tensor made on the CPU passed on a CPU, and fails on a GPU. F.softmax without dim= (over the heads)
-    got bare numbers."""
+    got bare numbers. `context or x`, which asks a tensor for one True or False, was told it had mixed up
+    the lengths of cross-attention."""
     _grade_changed_mha(change, said)
 
 

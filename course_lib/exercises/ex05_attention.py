@@ -112,11 +112,15 @@ def _call_sdpa(impl, inputs):
     try:
         result = impl(**inputs)
     except (RuntimeError, IndexError) as exc:
+        if "Boolean value of Tensor" in str(exc):       # `if mask:`: the engine's note says `if mask is not None:`
+            raise
         line = describe_error(exc)["where"].partition(": ")[2]       # "" where the answer's line is unknown
         uses_v_not_k = re.search(r"\bv\b", line) and not re.search(r"\bk\b", line)     # w @ v's line, say
+        # a softmax of its own, e / e.sum(-1): the engine's note on a reduction without keepdim=True fits it
+        reduces = re.search(r"\.(sum|amax|max|mean|logsumexp)\(", line) and "keepdim" not in line
         if re.search(r"\bmask\b", line) and not re.search(r"\bk\b", line):
             exc.add_note(_MASK_NOTE)
-        elif not uses_v_not_k:
+        elif not uses_v_not_k and not (reduces and not re.search(r"\bk\b", line)):
             add_turn_k_note(exc, unsure=True)
         raise
     if not (isinstance(result, (tuple, list)) and len(result) == 2 and all(isinstance(t, torch.Tensor) for t in result)):
@@ -714,7 +718,8 @@ def _call_mha(impl, inputs):
             out = module(x, context=inputs["context"], mask=inputs["mask"])
         except RuntimeError as exc:
             ctx = inputs["context"]
-            if ctx is not None and ctx.shape[1] != x.shape[1]:
+            # `context or x` asks a tensor for one True or False: the engine's note on that error says so
+            if ctx is not None and ctx.shape[1] != x.shape[1] and "Boolean value of Tensor" not in str(exc):
                 exc.add_note(f"If this comes from the lengths: in this cross-attention x has T_q = {x.shape[1]} "
                              f"positions and context T_k = {ctx.shape[1]}.\nKeys and values both come from context "
                              f"and have its length, so the weights are (B, H, T_q, T_k): v taken\nfrom x, or k or v "
