@@ -6,7 +6,7 @@ import math
 import torch
 from einops import rearrange
 
-from course_lib.grading.meta import check_on_meta, on_meta
+from course_lib.grading.meta import also_on_meta
 from course_lib.grading.spec import Case, Exercise, Mistake, register
 from course_lib.reference import heads as ref
 
@@ -25,12 +25,11 @@ def _ri(g: torch.Generator, lo: int, hi: int) -> int:
 # them to the CPU (a buffer made without device=, .tolist(), numpy) is refused, not left to the CPU cases.
 def _also_on_meta(fn, inputs, called):
     """fn once more on the case's inputs moved to meta: it must run there and come back on meta."""
-    if all(t.device.type == "cpu" for t in inputs.values() if isinstance(t, torch.Tensor)):
-        x = next(iter(inputs))
-        check_on_meta(lambda: fn(**on_meta(inputs)), called, may_copy=False,
-                      fix=f"Use torch's own operations on the tensors (view, reshape, permute, matmul, einops), and make "
-                          f"any tensor you need on their device: torch.zeros(..., dtype={x}.dtype, device={x}.device), "
-                          f"or {x}.new_zeros(...).")
+    x = next(iter(inputs))
+    also_on_meta(lambda i: fn(**i), inputs, called, may_copy=False,
+                 fix=f"Use torch's own operations on the tensors (view, reshape, permute, matmul, einops), and make "
+                     f"any tensor you need on their device: torch.zeros(..., dtype={x}.dtype, device={x}.device), "
+                     f"or {x}.new_zeros(...).")
 
 
 # ---------------------------------------------------------------- split_heads

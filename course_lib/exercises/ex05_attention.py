@@ -13,7 +13,7 @@ from course_lib.exercises.ex00_welcome import add_turn_k_note
 from course_lib.grading import gradients
 from course_lib.grading.compare import _describe
 from course_lib.grading.engine import DEVICE, describe_error
-from course_lib.grading.meta import META, check_on_meta, on_meta
+from course_lib.grading.meta import META, also_on_meta, check_on_meta, on_meta
 from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
 from course_lib.grading.values import capture
 from course_lib.reference import attention as ref
@@ -141,10 +141,8 @@ def _call_sdpa(impl, inputs):
                          f"is made from {'them' if len(cut) > 1 else 'it'}: the scores, the weights) were cut from "
                          f"autograd with .detach(), .data or torch.no_grad(), so training could never change what "
                          f"makes {' and '.join(cut)}")
-    if q.device.type == "cpu":          # a tensor made on the CPU whatever q's device fails on a GPU only
-        check_on_meta(lambda: impl(**on_meta(inputs)),
-                      "scaled_dot_product_attention(q, k, v, mask on meta)",
-                      "Make every tensor the answer creates on q's device: torch.zeros_like(w), or device=q.device.")
+    also_on_meta(lambda i: impl(**i), inputs, "scaled_dot_product_attention(q, k, v, mask on meta)",
+                 "Make every tensor the answer creates on q's device: torch.zeros_like(w), or device=q.device.")
     return (*result, *grads)
 
 

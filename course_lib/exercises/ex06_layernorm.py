@@ -8,7 +8,7 @@ from torch import nn
 
 from course_lib.grading.compare import _shape
 from course_lib.grading import gradients
-from course_lib.grading.meta import META, check_on_meta, on_meta
+from course_lib.grading.meta import META, also_on_meta
 from course_lib.grading.spec import DEFAULT_TOLERANCE, Case, Exercise, Forbidden, Mistake, register
 from course_lib.reference import norms as ref
 from course_lib.seeding import seeded
@@ -150,17 +150,11 @@ _IN_INIT = ("Make parameters and buffers in __init__ (nn.Parameter, register_buf
             "and any tensor forward creates on x's device: device=x.device, or torch.zeros_like(x).")
 
 
-def _also_on_meta(call, inputs, called, fix=_ON_X):
-    """call(inputs) once more with the case's tensors on meta; nothing where x is not on the CPU."""
-    if inputs["x"].device.type == "cpu":
-        check_on_meta(lambda: call(on_meta(inputs)), called, fix, may_copy=False)
-
-
 def _call_fn(name, grads_of=None):
     """How a function exercise is called: the output (and, with grads_of, autograd's gradients), then on meta."""
     def call(fn, inputs):
         out = _through_autograd(fn, inputs, grads_of) if grads_of else fn(**inputs)
-        _also_on_meta(lambda i: fn(**i), inputs, f"{name} with its tensors on meta")
+        also_on_meta(lambda i: fn(**i), inputs, f"{name} with its tensors on meta", _ON_X, may_copy=False)
         return out
     return call
 
@@ -933,7 +927,7 @@ def _call_module(cls, inputs):
         with seeded(0, x.device):
             new = cls(d, eps=inputs["eps"]) if "eps" in inputs else cls(d)
         return new.to(device=META, dtype=x.dtype)(i["x"])
-    _also_on_meta(fresh_on_meta, {"x": x}, "a new LayerNorm on meta (its parameters and x)", _IN_INIT)
+    also_on_meta(fresh_on_meta, {"x": x}, "a new LayerNorm on meta (its parameters and x)", _IN_INIT, may_copy=False)
     return out
 
 
@@ -1107,7 +1101,8 @@ def _call_block(cls, inputs):
         new_sub = nn.Sequential(nn.Linear(d, d), nn.Tanh())
         new = cls(d, new_sub) if "pre_norm" not in inputs else cls(d, new_sub, pre_norm=inputs["pre_norm"])
         return new.to(device=META, dtype=x.dtype)(i["x"])
-    _also_on_meta(fresh_on_meta, {"x": x}, "a new ResidualBlock on meta (its parameters and x)", _IN_INIT)
+    also_on_meta(fresh_on_meta, {"x": x}, "a new ResidualBlock on meta (its parameters and x)", _IN_INIT,
+                 may_copy=False)
     return out[:2] if isinstance(out, tuple) else out     # the parameters' gradients: only that they exist
 
 

@@ -48,6 +48,14 @@ def on_meta(inputs: dict[str, Any]) -> dict[str, Any]:
     return {n: v.to(META) if isinstance(v, torch.Tensor) else v for n, v in inputs.items()}
 
 
+def also_on_meta(call: Callable[[dict[str, Any]], Any], inputs: dict[str, Any], called: str, fix: str, *,
+                 may_copy: bool = True) -> None:
+    """check_on_meta of ``call(inputs)`` with the case's tensors moved to meta, where they are on the CPU: a
+    case run on a GPU is itself the test."""
+    if all(t.device.type == "cpu" for t in inputs.values() if isinstance(t, torch.Tensor)):
+        check_on_meta(lambda: call(on_meta(inputs)), called, fix, may_copy=may_copy)
+
+
 def _quiet() -> warnings.catch_warnings:
     """The answer's warnings were shown by its run on the CPU; the same again from the meta run would point into
     this file."""
