@@ -412,7 +412,8 @@ LAYER_NORM = Exercise(
                 "x.var(-1, correction=0) count for you."),
         Mistake("weight and bias applied before normalising", _m_affine_first,
                 "Normalise x first, then scale and shift the result: x̂ · weight + bias. Applied before,\n"
-                "the normalisation undoes them: the output always has mean 0 and variance 1."),
+                "weight and bias only change what gets normalised: every output row still has mean 0 and\n"
+                "variance 1, so they can no longer set the output's scale and offset."),
         Mistake("weight and bias in each other's place (x̂ · bias + weight)", _m_affine_swapped,
                 _LN_EXPLAIN["swapped"]),
         Mistake("mean and standard deviation taken from torch.std_mean in the wrong order", _m_std_mean_swapped,
