@@ -1041,7 +1041,10 @@ LAYER_NORM_MODULE = Exercise(
         Mistake("eps argument ignored (1e-5 hard-coded)", _MEpsFixed,
                 "Keep the eps given to __init__ (self.eps) and use it in forward."),
         Mistake("normalised over the first axis instead of the last", _MFirstAxis, _LN_EXPLAIN["first_axis"]),
-        Mistake("normalised over every axis but the first (x.reshape(B, -1))", _MFlattened, _LN_EXPLAIN["all_axes"]),
+        Mistake("normalised over every axis but the first (x.reshape(B, -1))", _MFlattened,
+                "The mean and variance are taken per vector, over the last axis only (keepdim=True).\n"
+                "x.reshape(B, -1) pools all the positions of a sequence into one mean and variance; LayerNorm\n"
+                "gives each of the B·T positions its own, over its D features."),
         Mistake("mean and variance cut from autograd (torch.no_grad or .detach())", _MStatsDetached, _STATS_DETACHED),
     ],
     forbidden=NORM_SHORTCUTS,
