@@ -401,7 +401,10 @@ LAYER_NORM = Exercise(
                 "torch.var_mean returns (var, mean), variance first: var, mean = torch.var_mean(...)."),
         Mistake("mean and variance cut from autograd (torch.no_grad or .detach())", _m_stats_detached,
                 _STATS_DETACHED),
-        Mistake("variance cut from autograd (.detach())", _m_var_detached, _STATS_DETACHED),
+        Mistake("variance cut from autograd (.detach())", _m_var_detached,
+                "The variance depends on x too: computed from x.detach() (or under torch.no_grad()), it has\n"
+                "the right value but autograd skips its part of the gradient, so training (and the\n"
+                "notebook's comparison with your backward) gets wrong gradients. Compute it from x itself."),
         Mistake("variance taken as the mean of x² (the mean not subtracted inside it)", _m_var_uncentred,
                 "The variance is the mean of the squared deviations, mean((x - μ)²), not mean(x²): that\n"
                 "is RMSNorm's mean square, which also counts the offset μ², so rows away from 0 come out\n"
