@@ -1048,7 +1048,10 @@ LAYER_NORM_MODULE = Exercise(
                 "The mean and variance are taken per vector, over the last axis only (keepdim=True).\n"
                 "x.reshape(B, -1) pools all the positions of a sequence into one mean and variance; LayerNorm\n"
                 "gives each of the B·T positions its own, over its D features."),
-        Mistake("mean and variance cut from autograd (torch.no_grad or .detach())", _MStatsDetached, _STATS_DETACHED),
+        Mistake("mean and variance cut from autograd (torch.no_grad or .detach())", _MStatsDetached,
+                "The mean and variance depend on x too: computed under torch.no_grad() or from x.detach(),\n"
+                "they give the right values but autograd skips their part of the gradient, so training gets\n"
+                "wrong gradients. Compute them from x itself."),
     ],
     forbidden=NORM_SHORTCUTS,
     call=_call_module,
