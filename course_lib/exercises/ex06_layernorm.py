@@ -1026,7 +1026,8 @@ LAYER_NORM_MODULE = Exercise(
     ],
     mistakes=[
         Mistake("weight initialised to zeros and bias to ones", _m_init(torch.zeros, torch.ones),
-                "nn.LayerNorm starts as the identity normalisation: weight = ones(d), bias = zeros(d)."),
+                "nn.LayerNorm starts with weight = ones(d) and bias = zeros(d), so a fresh layer only\n"
+                "normalises. Started the other way round, it computes x̂ · 0 + 1: all ones, whatever x is."),
         Mistake("weight and bias initialised randomly", _m_init(torch.randn, torch.randn),
                 "nn.LayerNorm starts with weight = ones(d) and bias = zeros(d), so a fresh layer only\n"
                 "normalises; training moves them from there."),
