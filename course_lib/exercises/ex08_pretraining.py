@@ -178,7 +178,8 @@ GET_BATCH = Exercise(
             Case("random lengths, block and batch sizes (again)", _batch_random, dtypes=INT)],
     mistakes=[
         Mistake("y not shifted", _m_unshifted,
-                "y must be x moved one token to the right: the target at position t is the token at t + 1."),
+                "y is the window that starts one token later: data[s + 1 : s + T + 1] where x is\n"
+                "data[s : s + T], so the target at position t is the token that follows x's token t."),
         Mistake("starts drawn from one too few positions", _m_window_short,
                 "Draw starts with torch.randint(len(data) - block_size, ...): the last window starting at\n"
                 "len(data) - block_size - 1 still has its target inside the data."),
