@@ -1317,9 +1317,10 @@ TRAIN_STEP = Exercise(
                 "whose norm is already below max_norm are left as they are. Without the min they are\n"
                 "scaled up, and every step has norm max_norm however small the gradients."),
         Mistake("clipped by max_norm / norm, without clip_grad_norm's + 1e-6", _clipped_otherwise(_clip_without_eps),
-                "Clipped by hand, the factor is max_norm / (norm + 1e-6), as in clip_grad_norm (yours from\n"
-                "02_optimizers, in course_lib) and torch's clip_grad_norm_: the 1e-6 keeps a zero gradient\n"
-                "from dividing by 0. Simplest: call clip_grad_norm(model.parameters(), max_norm)."),
+                "Clipped by hand, the factor is max_norm / (norm + 1e-6), as the docstring says and as in\n"
+                "clip_grad_norm (the course's version of 02_optimizers' exercise, imported at the top) and torch's\n"
+                "clip_grad_norm_: the 1e-6 keeps a zero gradient from dividing by 0. Simplest: call\n"
+                "clip_grad_norm(model.parameters(), max_norm)."),
         Mistake("loss measured after the update", _m_loss_after_step,
                 "Return the loss the step was computed from, before optimizer.step(): the loss of the\n"
                 "updated model on the same batch is lower, and the training curve would flatter the model."),
