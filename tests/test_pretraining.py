@@ -853,7 +853,9 @@ _ONE_LATE = """def get_batch(data, block_size, batch_size, generator=None):
     (_ONE_LATE, "each starting 1 token after its drawn start"),
     (_GET_BATCH.replace("GENERATOR", "generator").replace("starts.tolist()", "sorted(starts.tolist())"),
      "the drawn windows with y one token later, but in another order"),
-], ids=["y from a second draw", "windows one token late", "starts sorted"])
+    (_GET_BATCH.replace("GENERATOR", "generator").replace("data[s + 1:s + block_size + 1]", "data[s:s + block_size]"),
+     "x at the drawn starts, and y the very same windows"),
+], ids=["y from a second draw", "windows one token late", "starts sorted", "y equal to x"])
 def test_get_batch_check_says_how_the_windows_miss_the_draw(source, says):
     """A second draw for y got '31 of 32 entries differ (in y)'; windows one token late, or sorted, were
     told to draw with the docstring's one call, which they did."""

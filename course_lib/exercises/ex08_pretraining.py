@@ -110,6 +110,9 @@ def _where_windows_start(inputs, got) -> str:
         return _DRAWN
     windows = data.unfold(0, T, 1)                                              # (N - T + 1, T)
     starts = torch.randint(len(data) - T, (inputs["batch_size"],), generator=_gen(inputs["seed"])).to(data.device)
+    if torch.equal(got[0], windows[starts]) and torch.equal(got[1], got[0]):
+        return ("x at the drawn starts, and y the very same windows: y starts one token later, "
+                "data[s + 1 : s + T + 1]")
     if (torch.equal(got[0], windows[starts]) and not torch.equal(got[1], windows[starts + 1])
             and bool((windows[:, None] == got[1]).all(-1).any(0).all())):
         return ("x at the drawn starts, but y windows of data at other starts (a second draw?): slice y at the "
