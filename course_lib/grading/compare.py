@@ -53,8 +53,8 @@ def _shape_hint(expected, got) -> str:
     """What a near-miss shape usually means: the right sizes in another order, or a size-1 axis."""
     e, g = tuple(int(d) for d in expected), tuple(int(d) for d in got)
     if len(e) == len(g) and sorted(e) == sorted(g):
-        return ("\nthe right sizes in another order: an axis ended up in the wrong place (a transpose, permute "
-                "or rearrange that moved other axes than meant)")
+        return ("\nthe right sizes in another order: an axis is in the wrong place (a transpose, permute or "
+                "rearrange that moved the wrong axes, or a move left out)")
     drop1 = lambda s: tuple(d for d in s if d != 1)
     if drop1(e) == drop1(g) and len(g) == len(e) + 1:
         return "\none size-1 axis too many: a keepdim=True, unsqueeze or [..., None] the result should not keep"
