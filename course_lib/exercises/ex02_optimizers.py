@@ -468,8 +468,9 @@ def _correction_mistakes(decoupled: bool, default_wd: float) -> list[Mistake]:
                   "in a Python int (state['step'] = 0), or use t = state['step'].item().")
           for key, where in (("step", ""), ("t", " under a key of its own"))],
         Mistake("eps squared inside the square root: sqrt(v̂ + eps²)", variant(eps_squared=True),
-                "Adam divides by sqrt(v̂) + eps. sqrt(v̂ + eps²) is close but not equal: it differs most\n"
-                "where √v̂ is near eps (the tiny-gradient parameters here)."),
+                "Adam divides by sqrt(v̂) + eps. sqrt(v̂ + eps²) is smaller, by up to eps, so every step is a\n"
+                "little too large: by about eps/√v̂ of it (1e-5 for the bias here, whose gradients are around\n"
+                "1e-3), which only the float64 check can see."),
         Mistake("m and v started at the first gradient (and its square) instead of at zero, then bias-corrected",
                 variant(moments_from_g=True), _FROM_G_WHY),
     ]
