@@ -763,8 +763,8 @@ ADAMW_EX = Exercise(
         Mistake("weight decay applied after the Adam step instead of before it",
                 _adam_variant(decoupled=True, default_wd=0.01, decay_after=True),
                 "torch.optim.AdamW shrinks p first, p ← p·(1 − lr·wd), then takes the Adam step. Decaying\n"
-                "after the step shrinks the step too, by lr·wd of it: a small difference (lr²·wd times the\n"
-                "step) that grows with lr·wd. (p -= lr·wd·p written after the update does the same.)"),
+                "after the step shrinks the step too, by lr·wd of it: a small difference, lr·wd times the\n"
+                "step, that grows with lr·wd. (p -= lr·wd·p written after the update does the same.)"),
         *_none_stops_mistakes(_adam_variant, decoupled=True, default_wd=0.01),
         Mistake("weight decay applied to parameters whose grad is None",
                 _adam_variant(decoupled=True, default_wd=0.01, none_as_zero=True), _NONE_SKIPPED_WHY),
