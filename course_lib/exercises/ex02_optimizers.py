@@ -994,7 +994,7 @@ LR_EX = Exercise(
                 "The cosine spans the total_steps − warmup_steps steps after warmup: progress =\n"
                 "(step − warmup_steps) / (total_steps − warmup_steps) reaches 1, and the lr min_lr, at\n"
                 "step total_steps. With one fewer in the denominator every rate after warmup is a little\n"
-                "low (most near the end), and min_lr comes a step early."),
+                "low (most about two-thirds of the way down), and min_lr comes a step early."),
         Mistake("warmup one step too long: step <= warmup_steps", _lr_edge_slip(warmup_through=True),
                 "Warmup is the steps 0 … warmup_steps − 1, and step warmup_steps − 1 already reaches max_lr.\n"
                 "With step <= warmup_steps the line goes one step further, to max_lr·(warmup_steps + 1)/\n"
