@@ -593,7 +593,8 @@ SGD_EX = Exercise(
                 "After saving with state_dict() and loading into a fresh optimizer, the momentum was\n"
                 "lost. Keep per-parameter memory in self.state[p] (a dict per parameter, keyed by the\n"
                 "parameter itself, not id(p)), which state_dict() and load_state_dict() save and restore;\n"
-                "a dict on the class or the module, or an attribute on p, does not survive a restart."),
+                "a dict of your own (on self, the class or the module) or an attribute on p does not\n"
+                "survive a restart."),
         Mistake("momentum buffer started as p.grad itself instead of a copy",
                 _sgd_variant(grad_as_buffer="in place"), _ALIAS_WHY),
         Mistake("momentum buffer started as p.grad (or p.grad.detach()) instead of a copy",
@@ -683,7 +684,8 @@ ADAM_EX = Exercise(
                 _adam_variant(decoupled=False, default_wd=0.0, state_outside=True),
                 "After saving with state_dict() and loading into a fresh optimizer, m, v and the step\n"
                 "count were lost. Keep them in self.state[p], keyed by the parameter itself (not id(p)):\n"
-                "a dict on the class or the module, or an attribute on p, does not survive a restart."),
+                "a dict of your own (on self, the class or the module) or an attribute on p does not\n"
+                "survive a restart."),
         Mistake("weight-decay term added into p.grad in place",
                 _adam_variant(decoupled=False, default_wd=0.0, decay_into_grad=True),
                 "Put the sum in a new tensor, g = p.grad + wd * p. p.grad.add_(wd * p), or g += wd * p\n"
@@ -795,7 +797,8 @@ ADAMW_EX = Exercise(
                 _adam_variant(decoupled=True, default_wd=0.01, state_outside=True),
                 "After saving with state_dict() and loading into a fresh optimizer, m, v and the step\n"
                 "count were lost. Keep them in self.state[p], keyed by the parameter itself (not id(p)):\n"
-                "a dict on the class or the module, or an attribute on p, does not survive a restart."),
+                "a dict of your own (on self, the class or the module) or an attribute on p does not\n"
+                "survive a restart."),
         Mistake("weight_decay defaults to 0 (Adam's default) instead of AdamW's 0.01",
                 _adam_variant(decoupled=True, default_wd=0.0),
                 "A group that sets no weight_decay of its own gets the default, and AdamW's default is\n"
