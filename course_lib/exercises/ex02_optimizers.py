@@ -422,7 +422,7 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
 
 _PAPER_EPS_WHY = ("The Adam paper's 'efficient' form, lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ)·m/(√v + eps), adds eps to √v\n"
                   "before the bias correction: next to √v̂ that is eps/√(1 − β₂ᵗ), about 32 times eps at the\n"
-                  "first step with β₂ = 0.999. The contract, like torch.optim.Adam and AdamW, divides\n"
+                  "first step with β₂ = 0.999. The docstring, like torch.optim.Adam and AdamW, divides\n"
                   "by √v̂ + eps. The two differ only through eps, so the difference is tiny but real.")
 
 
