@@ -441,7 +441,8 @@ _IN_PLACE_HAT_WHY = ("m̂ and v̂ are for this step's update only; the state kee
                      "Compute m_hat = m / (1 - b1 ** t) as a new tensor and leave state['m'] as it was.")
 _POW_WHY = ("The correction is 1 − βᵗ (β to the power t, subtracted from 1): the share of the average that\n"
             "has been filled since m and v started at zero. (1 − β)ᵗ is tiny after a few steps (0.1¹⁰ for\n"
-            "β₁ = 0.9), so m̂ and v̂ blow up.")
+            "β₁ = 0.9), so m̂ and v̂ blow up; in the step m̂/√v̂ the two blow-ups cancel, wholly or in part,\n"
+            "so the steps come out wrong rather than huge.")
 
 
 _FROM_G_WHY = ("m and v start at zeros_like(p), and the bias correction, dividing by 1 − βᵗ, makes up for exactly\n"
