@@ -769,7 +769,7 @@ ADAMW_EX = Exercise(
                 "after the step shrinks the step too, by lr·wd of it: a small difference, lr·wd times the\n"
                 "step, that grows with lr·wd. (p -= lr·wd·p written after the update does the same.)"),
         *_none_stops_mistakes(_adam_variant, decoupled=True, default_wd=0.01),
-        Mistake("weight decay applied to parameters whose grad is None",
+        Mistake("a parameter whose grad is None updated as if its gradient were zero (decay included)",
                 _adam_variant(decoupled=True, default_wd=0.01, none_as_zero=True), _NONE_SKIPPED_WHY),
         Mistake("a parameter whose gradient is all zeros skipped as if its grad were None",
                 _adam_variant(decoupled=True, default_wd=0.01, zero_skipped=True), _ZERO_SKIPPED_WHY.format(what="t counts the step, m and v decay, and the parameter\n"
