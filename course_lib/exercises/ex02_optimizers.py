@@ -470,8 +470,8 @@ def _correction_mistakes(decoupled: bool, default_wd: float) -> list[Mistake]:
           for key, where in (("step", ""), ("t", " under a key of its own"))],
         Mistake("eps squared inside the square root: sqrt(v̂ + eps²)", variant(eps_squared=True),
                 "Adam divides by sqrt(v̂) + eps. sqrt(v̂ + eps²) is smaller, by up to eps, so every step is a\n"
-                "little too large: by about eps/√v̂ of it (1e-5 for the bias here, whose gradients are around\n"
-                "1e-3), which only the float64 check can see."),
+                "little too large: by about eps/√v̂ of it, 1e-5 with eps = 1e-8 and the bias's gradients of\n"
+                "about 1e-3."),
         Mistake("m and v started at the first gradient (and its square) instead of at zero, then bias-corrected",
                 variant(moments_from_g=True), _FROM_G_WHY),
     ]
