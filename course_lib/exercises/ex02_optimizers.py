@@ -534,7 +534,7 @@ SGD_EX = Exercise(
     outputs=_OPT_OUTPUTS,
     visible=[
         Case("weight (3, 4) whose gradient is all zeros at step 4 (not None: a parameter the loss did not use), "
-             "bias (4,), extra (2,) whose grad is None every other step; group 1: lr 0.1, "
+             "bias (4,) with tiny gradients, extra (2,) whose grad is None every other step; group 1: lr 0.1, "
              "momentum 0.9; group 2 (bias): lr 0.5, momentum 0.5; 12 steps, saved and reloaded after 6",
              _opt_case((3, 4), 2, 12, dict(lr=0.1, momentum=0.9), dict(lr=0.5, momentum=0.5), zero_at=3)),
         Case("weight (2, 3), bias (3,), extra (3,); group 1: lr 0.05, momentum 0.8; group 2 (bias): lr 0.2, "
@@ -721,7 +721,7 @@ ADAMW_EX = Exercise(
     outputs=_OPT_OUTPUTS,
     visible=[
         Case("weight (3, 4) whose gradient is all zeros at step 4 (not None: a parameter the loss did not use), "
-             "bias (4,), extra (2,) whose grad is None every other step; group 1: lr 0.05, "
+             "bias (4,) with tiny gradients, extra (2,) whose grad is None every other step; group 1: lr 0.05, "
              "betas (0.9, 0.99), weight_decay 0.2; group 2: lr 0.1, betas (0.8, 0.95), weight_decay 0; "
              "12 steps, saved and reloaded after 6",
              _opt_case((3, 4), 2, 12, dict(lr=0.05, betas=(0.9, 0.99), weight_decay=0.2),
