@@ -272,9 +272,10 @@ LOADER = Exercise(
                 "attention.self.query goes to attn.q_proj and attention.self.key to attn.k_proj. Swapping\n"
                 "them transposes every score table: q·k for the pair (i, j) becomes the pair (j, i)."),
         Mistake("the two LayerNorms of a layer swapped (attention.output.LayerNorm ↔ output.LayerNorm)", _ml_norms,
-                "'output.LayerNorm' is also the end of 'attention.output.LayerNorm': match the longer name\n"
-                "first (or the whole suffix after the layer number). attention.output.LayerNorm -> norm1\n"
-                "(after attention), output.LayerNorm -> norm2 (after the feed-forward)."),
+                "attention.output.LayerNorm is the norm after attention, norm1; output.LayerNorm, with no\n"
+                "'attention.' in front, is the norm after the feed-forward, norm2: in BERT's names 'output'\n"
+                "alone is the feed-forward's second half (output.dense is ff_out). Both are (d_model,), so\n"
+                "the shapes do not catch the swap."),
         Mistake("LayerNorm weight (γ) and bias (β) swapped", _ml_gamma_beta,
                 "In the checkpoint LayerNorm.weight is γ (the scale, near 1) and LayerNorm.bias is β (the\n"
                 "shift, near 0); older checkpoints call them gamma and beta. Keep weight -> weight."),
