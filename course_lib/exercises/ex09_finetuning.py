@@ -507,7 +507,8 @@ SENTENCE_CLASSIFIER = Exercise(
         Mistake("dropout never applied in forward", _clf(drop=lambda self, pooled: pooled),
                 "Creating self.dropout is not enough: call it, self.dropout(pooled), on the pooled vector\n"
                 "before the head (the checks replace the module to see where it acts, so F.dropout with\n"
-                "its rate is not seen). In eval mode it does nothing, which is why the first output agrees."),
+                "its rate is not seen). In eval mode dropout does nothing, which is why your eval-mode logits\n"
+                "were right."),
         Mistake("dropout applied to the logits instead of the pooled vector", _clf(
                     drop=lambda self, pooled: pooled,
                     finish=lambda self, z: self.dropout(z)),
