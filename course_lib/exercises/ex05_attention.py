@@ -348,7 +348,8 @@ SDPA = Exercise(
                 "softmax saturates: nearly all the weight lands on one key."),
         Mistake("softmax as exp / sum without subtracting the row maximum",
                 _m_naive_softmax,
-                "exp of a logit above about 88 overflows float32 to inf, and inf / inf is NaN. Use\n"
+                "exp of a logit above about 88 overflows float32 to inf, and inf / inf is NaN (0 once a\n"
+                "nan_to_num has passed over it): the row's weights are lost. Use\n"
                 "torch.softmax, or subtract each row's maximum before exp: softmax(s) = softmax(s - max s)."),
         Mistake("divided by d_k instead of √d_k",
                 _m_by_dk,
