@@ -54,15 +54,18 @@ def _shape_hint(expected, got) -> str:
     e, g = tuple(int(d) for d in expected), tuple(int(d) for d in got)
     if len(e) == len(g) and sorted(e) == sorted(g):
         return ("\nthe right sizes in another order: an axis is in the wrong place (a transpose, permute or "
-                "rearrange that moved the wrong axes, or a move left out)")
+                "rearrange that moved the wrong axes, a None or unsqueeze at the wrong position, or a move "
+                "left out)")
     drop1 = lambda s: tuple(d for d in s if d != 1)
     if drop1(e) == drop1(g) and len(g) == len(e) + 1:
         return "\none size-1 axis too many: a keepdim=True, unsqueeze or [..., None] the result should not keep"
     if drop1(e) == drop1(g) and len(g) == len(e) - 1:
-        return "\none size-1 axis missing: a sum, mean or max without keepdim=True, or a squeeze, took it away"
+        return ("\none size-1 axis missing: never added ([:, None], unsqueeze), or taken away by a sum, mean or "
+                "max without keepdim=True, or by a squeeze")
     if drop1(e) == drop1(g) and len(g) < len(e):
-        return (f"\n{len(e) - len(g)} size-1 axes missing: a squeeze() with no dim takes away every size-1 axis, "
-                "those that belong too; name the one you mean, squeeze(dim)")
+        return (f"\n{len(e) - len(g)} size-1 axes missing: never added ([:, None, None], unsqueeze), or taken "
+                "away by a squeeze() with no dim, which removes every size-1 axis, those that belong too (name "
+                "the one you mean: squeeze(dim))")
     return ""
 
 
