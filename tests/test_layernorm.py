@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from course_lib.grading.engine import evaluate
+from course_lib.grading.spec import get_exercise
 from course_lib.reference import norms as ref
 
 SHAPES = [(7,), (3, 9), (2, 4, 6), (2, 2, 3, 5)]
@@ -655,3 +657,47 @@ def test_layer_norm_constant_rows_leave_room_for_float32_rounding(style, seed):
     src = "def layer_norm(x, weight, bias, eps=1e-5):\n" + body
     r = evaluate(get_exercise("layer_norm"), _learner_cell(src, "layer_norm"), source=src, suite="hidden", seed=seed)
     assert r.passed, r.message
+
+
+_EPS_SLIPS = [(ex, m.name) for ex in ("layer_norm", "layer_norm_backward", "rms_norm")
+              for m in get_exercise(ex).mistakes if m.shown_on]
+
+
+@pytest.mark.parametrize("name, mistake", _EPS_SLIPS)
+def test_an_eps_slip_is_shown_on_the_small_inputs_where_it_shows(name, mistake):
+    """eps outside the root (or left out) was named on the first case that caught it, a float64 run of
+    ordinary inputs off by 1e-5, while its explanation pointed at inputs around 1e-3; it is now shown
+    there, off by 1 or more, in both suites."""
+    ex = get_exercise(name)
+    fn = next(m.fn for m in ex.mistakes if m.name == mistake)
+    assert len(_EPS_SLIPS) == 6
+    for suite in ("visible", "hidden"):
+        r = evaluate(ex, fn, suite=suite)
+        assert not r.passed and f"known mistake: {mistake}.\n" in r.message, r.message
+        assert "values around 1e-3" in r.message.splitlines()[0], r.message
+
+
+def test_an_eps_slip_that_is_right_on_small_inputs_keeps_the_case_that_caught_it():
+    def outside_on_large_inputs(x, weight, bias, eps=1e-5):
+        mu, var = x.mean(-1, keepdim=True), x.var(-1, keepdim=True, unbiased=False)
+        std = var.sqrt() + eps if float(var.detach().max()) > 1e-2 else (var + eps).sqrt()
+        return (x - mu) / std * weight + bias
+
+    r = evaluate(get_exercise("layer_norm"), outside_on_large_inputs)
+    assert not r.passed and "known mistake: eps added outside the square root.\n" in r.message, r.message
+    assert "values around 1e-3" not in r.message, r.message
+
+
+def test_the_grading_sandbox_shows_an_eps_slip_where_the_notebook_check_does():
+    import nbformat
+    from course_lib.grading.sandbox import sandbox_verdicts
+    from submissions import ROOT, solution_answers, submission
+    A = "06_layernorm"
+    answer = solution_answers(A)["layer_norm_answer"].replace("torch.sqrt(var + eps)", "(torch.sqrt(var) + eps)")
+    assert answer != solution_answers(A)["layer_norm_answer"]
+    solution = nbformat.read(ROOT / "solutions" / A / f"{A}.ipynb", as_version=4)
+    verdicts = sandbox_verdicts(solution, submission(A, {"layer_norm_answer": answer}))
+    message = verdicts["layer_norm_visible"].message
+    assert not verdicts["layer_norm_visible"].passed and "values around 1e-3" in message.splitlines()[0], message
+    assert "known mistake: eps added outside the square root.\n" in message, message
+    assert verdicts["rms_norm_visible"].passed

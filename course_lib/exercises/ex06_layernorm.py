@@ -338,6 +338,8 @@ _LN_EXPLAIN = {
 # On inputs around 1e-3 the gradient for x is around 1e3, and a float32 entry left small by cancellation
 # carries the rounding of its large neighbours: the backward exercise's tolerance for the same inputs.
 _GRAD_1E3 = dict(atol=1e-3, rtol=1e-3)
+_SMALL = "values around 1e-3"      # the cases where an eps slip shows plainly (Mistake.shown_on)
+
 # A constant row has variance 0, so 1/sqrt(var + eps) is 1/sqrt(eps) ≈ 316 and its gradient for x is about
 # 316·(g - mean(g)): entries in the hundreds or thousands, next to entries left small by cancellation that
 # carry their rounding (float32: ~1e-4). At the default 1e-5 + 1e-4·|x| the answer key itself, run in float32,
@@ -390,8 +392,8 @@ LAYER_NORM = Exercise(
         Mistake("divided by the variance instead of the standard deviation", _m_by_variance,
                 _LN_EXPLAIN["by_variance"]),
         Mistake("mean not subtracted", _m_not_centred, _LN_EXPLAIN["not_centred"]),
-        Mistake("eps added outside the square root", _m_eps_outside, _LN_EXPLAIN["eps_outside"]),
-        Mistake("eps left out", _m_no_eps, _LN_EXPLAIN["no_eps"]),
+        Mistake("eps added outside the square root", _m_eps_outside, _LN_EXPLAIN["eps_outside"], shown_on=_SMALL),
+        Mistake("eps left out", _m_no_eps, _LN_EXPLAIN["no_eps"], shown_on=_SMALL),
         Mistake("eps argument ignored (1e-5 hard-coded)", _m_eps_fixed, _LN_EXPLAIN["eps_fixed"]),
         Mistake("variance as E[x²] - E[x]² (cancels badly far from 0)", _m_one_pass, _LN_EXPLAIN["one_pass"]),
         Mistake("eps of 1e-6 where none was given", _m_eps_default,
@@ -721,7 +723,8 @@ LAYER_NORM_BACKWARD = Exercise(
                 "it cannot be taken out of a mean over the features."),
         Mistake("eps added outside the square root in the backward", _mb_eps_outside,
                 "The forward divides by √(σ² + ε), so r = 1/√(σ² + ε), not 1/(σ + ε): recompute r and x̂\n"
-                "exactly as the forward did. The difference is small except where σ² is near ε."),
+                "exactly as the forward did. The difference is small except where σ² is near ε.",
+                shown_on=_SMALL),
         Mistake("grad_weight and grad_bias averaged over the batch axes instead of summed", _mb_averaged,
                 "Every position adds its own contribution to the shared weight's gradient: sum over the\n"
                 "batch axes, do not average (autograd sums, as for any tensor used more than once)."),
@@ -739,7 +742,7 @@ LAYER_NORM_BACKWARD = Exercise(
         Mistake("eps left out of r in the backward", _mb_no_eps,
                 "The forward divides by √(σ² + ε), so the backward's r is 1/√(σ² + ε), with the same ε:\n"
                 "left out, every gradient is a little off (more where σ² is small), and a constant row\n"
-                "gives 0/0 = nan."),
+                "gives 0/0 = nan.", shown_on=_SMALL),
         Mistake("eps argument ignored (1e-5 hard-coded)", _mb_eps_fixed,
                 "Use the eps you are given: the forward divided by √(σ² + eps) with that eps, so r, x̂ and\n"
                 "the gradients depend on it (it matters when the variance is near eps)."),
@@ -822,7 +825,8 @@ RMS_NORM = Exercise(
                 "After dividing by the RMS, scale by weight."),
         Mistake("eps added outside the square root",
                 lambda x, weight, eps=1e-6: x / (torch.sqrt(_ms(x)) + eps) * weight,
-                "RMSNorm divides by √(mean(x²) + ε), not √mean(x²) + ε; they differ when x is small."),
+                "RMSNorm divides by √(mean(x²) + ε), not √mean(x²) + ε; they differ when x is small.",
+                shown_on=_SMALL),
         Mistake("eps argument ignored (1e-6 hard-coded)",
                 lambda x, weight, eps=1e-6: x * torch.rsqrt(_ms(x) + 1e-6) * weight,
                 "Use the eps you are given: the caller may pass a larger one."),
@@ -830,7 +834,8 @@ RMS_NORM = Exercise(
                 lambda x, weight, eps=1e-6: x * torch.rsqrt(_ms(x)) * weight,
                 "RMSNorm divides by √(mean(x²) + ε): ε keeps an all-zero vector from dividing by 0, and it\n"
                 "changes the output wherever mean(x²) is small. Left out, or used only as a floor\n"
-                "(ms.clamp(min=eps)), the output is wrong wherever mean(x²) is near ε or below it."),
+                "(ms.clamp(min=eps)), the output is wrong wherever mean(x²) is near ε or below it.",
+                shown_on=_SMALL),
         Mistake("eps defaults to 1e-5",
                 lambda x, weight, eps=1e-5: x * torch.rsqrt(_ms(x) + eps) * weight,
                 "The signature's default is eps=1e-6 (LLaMA's): a caller who passes no eps gets it."),

@@ -25,7 +25,8 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from .engine import Outcome, build_runs, global_state_message, judge, static_problems, success_line, suite_seed
+from .engine import (Outcome, build_runs, global_state_message, judge, static_problems, success_line, suite_seed,
+                     telling_message)
 from .spec import get_exercise
 from .values import from_jsonable
 
@@ -191,17 +192,25 @@ def sandbox_verdicts(solution: NotebookNode, submission: NotebookNode, *, device
                 False, f"✗ {ex.name} — not defined: its answer cell did not define {ex.name}{why}")
             continue
         runs = build_runs(ex, c.suite, seeds[(c.exercise, c.suite, c.seed)], device, place="cpu")
+        cases = res["cases"]
+
+        def outcome_of(j, cases=cases):
+            case = cases[j] if j < len(cases) else None
+            if case is None or case.get("timeout"):
+                return None
+            return Outcome(value=from_jsonable(case["value"], tensors), error=case["error"],
+                           forbidden=case["forbidden"], mutated=case["mutated"], tampered=case["tampered"],
+                           global_state=case.get("global_state", []))
+
         verdict, largest, later = None, 0.0, None
-        for run, case in zip(runs, res["cases"]):
+        for i, (run, case) in enumerate(zip(runs, cases)):
             if case.get("timeout"):
                 raise NotGraded(f"{ex.name} did not return within {case_timeout} s on case {run.number} "
                                 f"({run.case.label}) in the grading sandbox")
-            outcome = Outcome(value=from_jsonable(case["value"], tensors), error=case["error"],
-                              forbidden=case["forbidden"], mutated=case["mutated"], tampered=case["tampered"],
-                              global_state=case.get("global_state", []))
+            outcome = outcome_of(i)
             message, worst = judge(ex, run, outcome)
             if message is not None:
-                verdict = Verdict(False, message)
+                verdict = Verdict(False, telling_message(ex, runs, i, message, outcome_of))
                 break
             largest, later = max(largest, worst), later or global_state_message(ex, run, outcome)
         if verdict is None and len(res["cases"]) < len(runs):

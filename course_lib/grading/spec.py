@@ -43,10 +43,15 @@ class Case:
 
 @dataclass(frozen=True)
 class Mistake:
-    """A wrong answer learners really write, as code, with what to tell them."""
+    """A wrong answer learners really write, as code, with what to tell them.
+
+    ``shown_on``: text of a case label where this slip is plain to see; when a case before it is the
+    first to catch the mistake, the message shows that case instead (``engine.telling_message``).
+    """
     name: str
     fn: Callable
     explanation: str
+    shown_on: str = ""
 
 
 @dataclass(frozen=True)
