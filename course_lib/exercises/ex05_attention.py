@@ -958,8 +958,9 @@ MHA = Exercise(
     forbidden=[SDPA_FORBIDDEN, FLEX_FORBIDDEN, *MHA_FORBIDDEN],
     hint="Project x (queries) and the source of keys and values (context, or x again) with the "
          "three input projections; split each into heads with `split_heads`; attend per head as in "
-         "the first exercise (you may call your function from it), with self.dropout on the weights "
-         "before they multiply v; merge the heads with `merge_heads`; finish with `out_proj`.",
+         "the first exercise, with self.dropout on the weights before they multiply v (if you call your "
+         "function from it, take its weights and do the product with v yourself); merge the heads with "
+         "`merge_heads`; finish with `out_proj`.",
 )
 
 register(SDPA, CAUSAL, PAD, MHA)
