@@ -5,7 +5,13 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from ..progress import progress
+from ..shakespeare import load as load_shakespeare
+from .attention import MultiHeadAttention, causal_mask
+from .pretraining import get_batch
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -195,3 +201,67 @@ def _train_toy(pre_norm, lr, warmup, clip, steps, depth, d, seed, dropout, data,
     with torch.no_grad():
         final = ((net(X) - Y) ** 2).mean().item()
     return {"losses": losses, "final": final, "grad_norms": norms, "net": net}
+
+
+class CausalSelfAttention(nn.Module):
+    """05's multi-head attention with the causal mask, as a sublayer of one input."""
+
+    def __init__(self, d: int, n_heads: int):
+        super().__init__()
+        self.attn = MultiHeadAttention(d, n_heads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:                   # (B, T, d)
+        return self.attn(x, mask=causal_mask(x.shape[1], x.device))
+
+
+class CharLM(nn.Module):
+    """A character-level language model of residual blocks: embeddings -> n_layers x (a block around
+    causal self-attention, a block around a GELU MLP) -> [a final norm if pre-LN] -> logits.
+    ``block`` and ``norm`` default to this module's ResidualBlock and LayerNorm."""
+
+    def __init__(self, vocab_size: int, d: int, n_layers: int, n_heads: int, block_size: int,
+                 pre_norm: bool, block=None, norm=None):
+        super().__init__()
+        block, norm = block or ResidualBlock, norm or LayerNorm
+        self.tok, self.pos = nn.Embedding(vocab_size, d), nn.Embedding(block_size, d)
+        mlp = lambda: nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))    # noqa: E731
+        self.blocks = nn.Sequential(*[block(d, sub, pre_norm=pre_norm) for _ in range(n_layers)
+                                      for sub in (CausalSelfAttention(d, n_heads), mlp())])
+        self.final = norm(d) if pre_norm else nn.Identity()
+        self.head = nn.Linear(d, vocab_size)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:                 # (B, T) int64
+        x = self.tok(idx) + self.pos(torch.arange(idx.shape[1], device=idx.device))    # (B, T, d)
+        return self.head(self.final(self.blocks(x)))                      # (B, T, V)
+
+
+def train_char_lm(pre_norm: bool, *, warmup: int = 0, steps: int = 200, lr: float = 1e-2, seed: int = 0,
+                  n_layers: int = 6, d: int = 64, block_size: int = 32, batch: int = 32,
+                  block=None, norm=None, device="cpu", desc: str | None = None) -> dict:
+    """Adam on the course's Shakespeare (notebook 08's split) with linear warmup over ``warmup`` steps,
+    as ``train_toy``. Returns {"losses": per-step training losses (nats per character), "val": the mean
+    validation loss over 8 fixed batches, "model": the trained CharLM}."""
+    ds = load_shakespeare()
+    torch.manual_seed(seed)
+    model = CharLM(ds.vocab_size, d, n_layers, 4, block_size, pre_norm, block, norm).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+
+    def loss_on(data, g):
+        x, y = get_batch(data, block_size, batch, generator=g)
+        return F.cross_entropy(model(x.to(device)).flatten(0, 1), y.to(device).flatten())   # (B·T, V), (B·T,)
+
+    losses = []
+    for step in progress(range(steps), desc=desc, leave=False, disable=desc is None):
+        for group in opt.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / warmup) if warmup else lr
+        loss = loss_on(ds.train, gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(1)
+        val = sum(loss_on(ds.val, g).item() for _ in range(8)) / 8
+    return {"losses": losses, "val": val, "model": model}
