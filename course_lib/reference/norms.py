@@ -214,6 +214,11 @@ class CausalSelfAttention(nn.Module):
         return self.attn(x, mask=causal_mask(x.shape[1], x.device))
 
 
+def _gelu_mlp(d: int) -> nn.Module:
+    """A GPT's feed-forward sublayer, d -> 4d -> d with GELU, in PyTorch's default initialisation."""
+    return nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+
+
 class CharLM(nn.Module):
     """A character-level language model of residual blocks: embeddings -> n_layers x (a block around
     causal self-attention, a block around a GELU MLP) -> [a final norm if pre-LN] -> logits.
@@ -224,9 +229,8 @@ class CharLM(nn.Module):
         super().__init__()
         block, norm = block or ResidualBlock, norm or LayerNorm
         self.tok, self.pos = nn.Embedding(vocab_size, d), nn.Embedding(block_size, d)
-        mlp = lambda: nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))    # noqa: E731
         self.blocks = nn.Sequential(*[block(d, sub, pre_norm=pre_norm) for _ in range(n_layers)
-                                      for sub in (CausalSelfAttention(d, n_heads), mlp())])
+                                      for sub in (CausalSelfAttention(d, n_heads), _gelu_mlp(d))])
         self.final = norm(d) if pre_norm else nn.Identity()
         self.head = nn.Linear(d, vocab_size)
 
