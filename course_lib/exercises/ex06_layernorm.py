@@ -695,8 +695,9 @@ LAYER_NORM_BACKWARD = Exercise(
         Mistake("grad_bias summed over the feature axis", _mb_gb_feature_axis,
                 "grad_bias has the shape of bias, (D,): sum grad_out over the batch axes, keep the last."),
         Mistake("both mean terms missing from grad_x", _mb_no_means,
-                "grad_out · weight / σ is only the direct path. μ and σ depend on every x_j too, which\n"
-                "adds two terms: grad_x = r · (g - mean(g) - x̂ · mean(g · x̂)), g = grad_out · weight."),
+                "grad_out · weight · r, r = 1/√(σ² + ε), is only the direct path. μ and σ depend on every\n"
+                "x_j too, which adds two terms: grad_x = r · (g - mean(g) - x̂ · mean(g · x̂)), with\n"
+                "g = grad_out · weight."),
         Mistake("the x̂ · mean(g · x̂) term missing from grad_x (the variance path)", _mb_no_xhat_term,
                 "The variance depends on x as well: differentiate r = 1/√(σ² + ε) too. That path gives\n"
                 "- x̂ · mean(g · x̂) inside the bracket."),
