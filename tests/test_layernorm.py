@@ -87,8 +87,6 @@ def test_residual_block_arrangements():
 
 
 def test_autograd_and_library_shortcuts_are_refused():
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     def by_autograd(grad_out, x, weight, eps=1e-5):
         x = x.detach().requires_grad_(True)
@@ -161,21 +159,17 @@ def test_residual_block_check_says_what_it_needs_from_self_norm(make_norm, said)
     """The check sets self.norm's weight and bias; a norm without them must be told in words, not by a
     KeyError from the check's own code that reads as the answer's."""
     from course_lib.exercises.ex06_layernorm import RESIDUAL_BLOCK
-    from course_lib.grading.engine import evaluate
     r = evaluate(RESIDUAL_BLOCK, _block_with(make_norm))
     assert not r.passed and said in r.message, r.message
 
 
 def test_layer_norm_module_check_names_a_weight_of_the_wrong_shape():
     from course_lib.exercises.ex06_layernorm import LAYER_NORM_MODULE
-    from course_lib.grading.engine import evaluate
     r = evaluate(LAYER_NORM_MODULE, _OneWeight)
     assert not r.passed and "the weight of LayerNorm has shape (1,); expected (8,)" in r.message, r.message
 
 
 def _both_suites(name, answer, source=None):
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
     return [evaluate(get_exercise(name), answer, suite=s, source=source) for s in ("visible", "hidden")]
 
 
@@ -316,8 +310,6 @@ def test_a_module_computing_the_same_in_eval_by_another_formula_passes():
         "    def forward(self, x):\n        if not self.training:\n"
         "            var, mean = torch.var_mean(x, -1, keepdim=True, correction=0)\n"
         "            return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias\n")
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
     answer = _learner_cell(source, "LayerNorm")
     for seed in (15, 0, 1):
         r = evaluate(get_exercise("LayerNorm"), answer, suite="hidden", source=source, seed=seed)
@@ -647,8 +639,6 @@ def test_layer_norm_constant_rows_leave_room_for_float32_rounding(style, seed):
     """A constant row's gradient for x is about 316·(g - mean(g)): entries in the thousands beside entries
     left small by cancellation. At the default tolerance right answers (the answer key's own steps, and
     torch.var_mean with rsqrt) failed these hidden seeds in float32, by rounding."""
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
     body = {"textbook": "    mean = x.mean(-1, keepdim=True)\n"
                         "    var = ((x - mean) ** 2).mean(-1, keepdim=True)\n"
                         "    return (x - mean) / torch.sqrt(var + eps) * weight + bias\n",
