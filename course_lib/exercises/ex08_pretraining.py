@@ -1328,7 +1328,9 @@ TRAIN_STEP = Exercise(
                 "Return the loss the step was computed from, before optimizer.step(): the loss of the\n"
                 "updated model on the same batch is lower, and the training curve would flatter the model."),
         Mistake("loss returned as a tensor", _m_returns_tensor,
-                "Return loss.item() (a Python float): a tensor keeps memory alive and cannot be logged cheaply."),
+                "Return loss.item(), a Python float, as the docstring says: the training loop keeps every\n"
+                "step's loss in a list and plots it. A tensor there stays on the model's device, and one not\n"
+                "detached keeps its step's whole graph (every activation) in memory as long as the list does."),
         Mistake("train_step returned None", _m_returns_none,
                 "End with return loss.item(): the training loop logs the loss of every step, and a function\n"
                 "without a return statement returns None."),
