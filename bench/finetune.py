@@ -22,7 +22,8 @@ symmetric KL divergence of the two predictions: twice the compute per step);
 ``--freeze-word-embeddings`` keeps the word-embedding matrix as pretrained;
 ``--lazy-word-embeddings`` updates only the rows of the tokens in each batch (their Adam
 moments and weight decay included, as TensorFlow's LazyAdam or torch's SparseAdam), where
-AdamW moves every row that has momentum.
+AdamW moves every row that has momentum; ``--dropout P`` sets every dropout of the encoder and
+the head to P (0.1 in the checkpoint's config).
 
     python bench/finetune.py                   # the recipe above, 2 threads on a CPU
     python bench/finetune.py --models 2 --seed 2 --threads 4
@@ -30,6 +31,7 @@ AdamW moves every row that has momentum.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import time
 
@@ -68,6 +70,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--rdrop", type=float, default=0.0,
                     help="R-Drop weight: each batch runs twice with different dropout masks and the loss adds "
                          "this times the symmetric KL divergence of the two predictions (0 = plain cross-entropy)")
+    ap.add_argument("--dropout", type=float, default=None,
+                    help="every dropout: the encoder's embeddings, sublayers and attention weights, and the head's "
+                         "(default: the checkpoint's, 0.1)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=0, help="use only the first N training rows (0 = all)")
     ap.add_argument("--seed", type=int, default=0)
@@ -88,6 +93,8 @@ def main(argv=None) -> dict:
     print(f"training on {len(train):,} sentences" + (" (training + validation splits)" if not val else ""))
     state = load_file(str(data_path("minilm_weights")))
     config = BertConfig.from_json(data_path("minilm_config"))
+    if args.dropout is not None:
+        config = dataclasses.replace(config, dropout=args.dropout, attn_dropout=args.dropout)
     test_labels = labels_of(test)
 
     start = time.perf_counter()
@@ -127,7 +134,7 @@ def finetune(args, seed, encoder, train, val, device, amp):
     model with its final weights, the sequences trained on, the seconds spent training and the
     model's class probabilities on ``val`` (measured after each pass; None when ``val`` is empty)."""
     torch.manual_seed(seed)
-    model = SentenceClassifier(encoder, 2).to(device)
+    model = SentenceClassifier(encoder, 2, **({} if args.dropout is None else {"dropout": args.dropout})).to(device)
     words = encoder.embeddings.tokens.weight                                 # (V, d)
     words.requires_grad_(not args.freeze_word_embeddings)
     lazy = LazyRowAdamW(words, weight_decay=0.01) if args.lazy_word_embeddings and words.requires_grad else None
