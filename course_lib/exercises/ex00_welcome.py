@@ -284,6 +284,10 @@ DOT = Exercise(
                 "gives (B, T_q, B, T_k), each query against the keys of every sequence. Each sequence's\n"
                 "queries meet only its own keys: q @ kᵀ (matmul broadcasts the leading axes instead of\n"
                 "pairing them), or einsum with `...`."),
+        Mistake("products averaged over D (mean instead of sum)",
+                lambda q, k: (q.unsqueeze(-2) * k.unsqueeze(-3)).mean(-1),
+                "A dot product sums the D products of its two vectors: .mean(-1) divides every entry by D.\n"
+                "Use .sum(-1), or q @ kᵀ, which sums for you."),
         Mistake("already divided by √D",
                 lambda q, k: (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1]),
                 "The scaling by √D belongs to attention (notebook 05); here return the plain dot products."),

@@ -258,6 +258,14 @@ def _m_mask_multiplied(q, k, v, mask=None):
     return w @ v, w
 
 
+def _m_sigmoid(q, k, v, mask=None):
+    s = q @ k.mT / math.sqrt(q.shape[-1])
+    if mask is not None:
+        s = s.masked_fill(~mask, NEG_INF)
+    w = torch.sigmoid(s)                              # each score on its own: rows do not sum to 1
+    return w @ v, w
+
+
 def _m_by_tk(q, k, v, mask=None):
     return _finish(q @ k.mT / math.sqrt(k.shape[-2]), v, mask)
 
@@ -373,6 +381,10 @@ SDPA = Exercise(
                 _m_by_dv,
                 "The scale comes from the size of the vectors in the dot product, q and k: use\n"
                 "q.shape[-1], not v.shape[-1] (they differ when d_k ≠ d_v)."),
+        Mistake("sigmoid instead of softmax", _m_sigmoid,
+                "torch.sigmoid squashes each score on its own, so a row's weights do not sum to 1 and the\n"
+                "output is not an average of the values. The softmax over the keys makes the scores compete:\n"
+                "torch.softmax(scores, dim=-1)."),
         Mistake("softmax over the query axis (dim=-2) instead of the key axis",
                 _m_wrong_axis,
                 "Each query distributes its attention over the keys, so every row (last axis, the\n"

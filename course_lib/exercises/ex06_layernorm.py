@@ -203,6 +203,11 @@ def _m_eps_outside(x, weight, bias, eps=1e-5):
     return (x - mean) / (torch.sqrt(var) + eps) * weight + bias
 
 
+def _m_sqrt_eps_added(x, weight, bias, eps=1e-5):
+    mean, var = _stats(x)
+    return (x - mean) / (torch.sqrt(var) + eps ** 0.5) * weight + bias
+
+
 def _m_no_eps(x, weight, bias, eps=1e-5):
     mean, var = _stats(x)
     return (x - mean) / torch.sqrt(var) * weight + bias
@@ -393,6 +398,10 @@ LAYER_NORM = Exercise(
                 _LN_EXPLAIN["by_variance"]),
         Mistake("mean not subtracted", _m_not_centred, _LN_EXPLAIN["not_centred"]),
         Mistake("eps added outside the square root", _m_eps_outside, _LN_EXPLAIN["eps_outside"], shown_on=_SMALL),
+        Mistake("√ε added to the standard deviation: √σ² + √ε", _m_sqrt_eps_added,
+                "Square roots do not add: √(σ² + ε) is smaller than √σ² + √ε, most where σ² is near ε, as on\n"
+                "inputs of scale 1e-3 (σ² about 1e-6, ε 1e-5). Take one root of the sum: torch.sqrt(var + eps).",
+                shown_on=_SMALL),
         Mistake("eps left out", _m_no_eps, _LN_EXPLAIN["no_eps"], shown_on=_SMALL),
         Mistake("eps argument ignored (1e-5 hard-coded)", _m_eps_fixed, _LN_EXPLAIN["eps_fixed"]),
         Mistake("variance as E[x²] - E[x]² (cancels badly far from 0)", _m_one_pass, _LN_EXPLAIN["one_pass"]),
@@ -840,6 +849,11 @@ RMS_NORM = Exercise(
         Mistake("eps defaults to 1e-5",
                 lambda x, weight, eps=1e-5: x * torch.rsqrt(_ms(x) + eps) * weight,
                 "The signature's default is eps=1e-6 (LLaMA's): a caller who passes no eps gets it."),
+        Mistake("divided by the mean absolute value, mean(|x|), instead of the root mean square",
+                lambda x, weight, eps=1e-6: x / (x.abs().mean(-1, keepdim=True) + eps) * weight,
+                "The RMS squares before it averages, √(mean(x²) + ε), so large entries weigh more. mean(|x|)\n"
+                "is never larger than the RMS: divided by it, the outputs come out too large, by more the\n"
+                "more a row's sizes vary."),
         Mistake("divided by the standard deviation instead of the root mean square",
                 lambda x, weight, eps=1e-6: x * torch.rsqrt(x.var(-1, keepdim=True, unbiased=False) + eps) * weight,
                 "RMSNorm's statistic is mean(x²), not the variance mean((x - μ)²) (x.var, x.std): it does\n"
