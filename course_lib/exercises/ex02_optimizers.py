@@ -325,7 +325,8 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                   decay_into_grad=False, eps_before_correction=False, shared_t=None, decay_none=False,
                   decay_after=False, cached=(), t_shift=0, one_minus_pow=False, eps_squared=False,
                   zero_skipped=False, decay_twice=False, t_tensor=False, moments_from_g=False,
-                  wd_ignored=False, v_with_b1=False, corrected_in_place=False, none_stops=None):
+                  wd_ignored=False, v_with_b1=False, corrected_in_place=False, none_stops=None,
+                  root_corrected=False):
     """shared_t: "group" or "optimizer", where one step count for all parameters is kept (group["t"],
     saved by state_dict; self.t, not saved). decay_none: AdamW's decay applied before the skip of a
     parameter whose grad is None, its moments left alone. bias_correction="m only": v̂ = v.
@@ -340,7 +341,8 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
     start at the first gradient and its square, as SGD's momentum buffer starts at g, not at zero.
     wd_ignored: weight_decay never used. v_with_b1: v = b2·v + (1 − b1)·g², the m line copied.
     corrected_in_place: m̂ and v̂ written back into the state (m.div_(1 - b1 ** t)), so the next step
-    averages the corrected moments."""
+    averages the corrected moments. root_corrected: v's correction applied to √v, √v/(1 − β₂ᵗ), where
+    √v̂ = √v/√(1 − β₂ᵗ)."""
     class Mistaken(torch.optim.Optimizer):
         def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=default_wd):
             super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
@@ -408,6 +410,8 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                     if corrected_in_place:
                         st["m"], st["v"] = m, v
                     denom = v.sqrt() + eps
+                    if root_corrected:
+                        denom = st["v"].sqrt() / (1 - b2 ** t) + eps
                     if eps_inside:
                         denom = (v + eps).sqrt()
                     if eps_squared:
@@ -457,6 +461,12 @@ def _correction_mistakes(decoupled: bool, default_wd: float) -> list[Mistake]:
         return _adam_variant(decoupled=decoupled, default_wd=default_wd, **slip)
     return [
         Mistake("bias correction divides by (1 − β)ᵗ instead of 1 − βᵗ", variant(one_minus_pow=True), _POW_WHY),
+        Mistake("v's bias correction applied to √v: √v/(1 − β₂ᵗ) instead of √v/√(1 − β₂ᵗ)",
+                variant(root_corrected=True),
+                "The correction belongs to v, under the square root: √v̂ = √(v/(1 − β₂ᵗ)) = √v/√(1 − β₂ᵗ).\n"
+                "Dividing √v by 1 − β₂ᵗ itself makes the denominator 1/√(1 − β₂ᵗ) times too large: 32 times\n"
+                "at the first step with β₂ = 0.999, still 3 times at step 100, so the early steps are far\n"
+                "too short. Correct v first, then take the root: (v / (1 - b2 ** t)).sqrt() + eps."),
         Mistake("bias correction one step ahead: 1 − βᵗ⁺¹ (the step counted twice, or t + 1 used)", variant(t_shift=1),
                 "t is the number of steps this parameter has taken, this one included: 1 at the first\n"
                 "step. With t + 1 the early corrections are too small (1 − β₁² = 0.19 instead of 0.1), so\n"
@@ -873,6 +883,15 @@ def _lr_off_by_one(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
     return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * p))
 
 
+def _lr_floor_division(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    if step >= total_steps:
+        return min_lr
+    p = (step - warmup_steps) // (total_steps - warmup_steps)          # 0 until the end
+    return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * p))
+
+
 def _lr_warmup_from_min(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
     if step < warmup_steps:
         return min_lr + (max_lr - min_lr) * (step + 1) / warmup_steps
@@ -983,6 +1002,10 @@ LR_EX = Exercise(
         Mistake("warmup off by one: max_lr·step/warmup_steps (lr 0 at step 0)", _lr_off_by_one,
                 "With step/warmup_steps the first step has lr 0 (it trains nothing) and max_lr is only\n"
                 "reached after warmup. This schedule uses max_lr·(step + 1)/warmup_steps."),
+        Mistake("cosine progress by integer division, //: max_lr until the end", _lr_floor_division,
+                "(step − warmup_steps) // (total_steps − warmup_steps) rounds down to 0 at every step before\n"
+                "total_steps, so the rate stays at max_lr and drops to min_lr only at the end. Divide with /,\n"
+                "which gives the fraction of the decay done, from 0 to 1."),
         Mistake("warmup rising from min_lr instead of from 0", _lr_warmup_from_min,
                 "Some schedules warm up from min_lr; this one rises from 0, lr = max_lr·(step + 1)/warmup_steps\n"
                 "as the docstring says, and min_lr is only where the cosine ends."),
