@@ -240,6 +240,14 @@ def _m_sum(logits, targets):
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
 
 
+def _m_label_smoothing(logits, targets):
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), label_smoothing=0.1)
+
+
+def _m_ignore_zero(logits, targets):
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=0)
+
+
 def _m_softmax_twice(logits, targets):
     return F.cross_entropy(torch.softmax(logits, -1).reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
@@ -307,6 +315,13 @@ LM_LOSS = Exercise(
         Mistake("sum instead of mean", _m_sum,
                 "Average over all B·T positions (cross_entropy's default reduction='mean'), so the loss\n"
                 "does not grow with the batch or the context."),
+        Mistake("label smoothing (F.cross_entropy(..., label_smoothing=0.1))", _m_label_smoothing,
+                "Label smoothing is a regulariser some recipes add; the language-model loss is the plain\n"
+                "cross-entropy, -log p(target), whose exp is the perplexity. Leave label_smoothing out."),
+        Mistake("targets equal to 0 left out (ignore_index=0)", _m_ignore_zero,
+                "Token 0 is a character like any other (the newline, in the course's Shakespeare), and these\n"
+                "batches have no padding, so every position counts. ignore_index is for padding positions;\n"
+                "leave it at F.cross_entropy's default."),
         Mistake("softmax applied before cross-entropy", _m_softmax_twice,
                 "F.cross_entropy takes logits and applies log-softmax itself; softmax first does it twice."),
         Mistake("targets flattened in the wrong order", _m_transposed,
