@@ -790,7 +790,7 @@ def _trains(module, x, inputs) -> str:
 class _MHAKind(nn.Module):
     """A configurable wrong multi-head attention, for the catalogue of mistakes below."""
     scale_by_d_model = merge_dh = no_out_proj = ignore_context = swap_roles = reshape_split = reshape_merge = False
-    heads_last = ignore_mask = always_causal = drop_in_eval = split_by_size = False
+    heads_last = ignore_mask = always_causal = drop_in_eval = split_by_size = k_from_q_proj = False
     attend = None                  # a wrong scaled_dot_product_attention(q, k, v, mask) from above
     drop_at = "weights"            # where dropout acts: "weights" (right), "scores", "v", "merged", "output", or None
 
@@ -813,7 +813,8 @@ class _MHAKind(nn.Module):
         else:
             split = lambda t: rearrange(t, "b t (h d) -> b h t d",  # noqa: E731
                                         h=d // self.h if self.split_by_size else self.h)
-        q, k, v = split(self.q_proj(qsrc)), split(self.k_proj(src)), split(self.v_proj(src))
+        q, v = split(self.q_proj(qsrc)), split(self.v_proj(src))
+        k = split((self.q_proj if self.k_from_q_proj else self.k_proj)(src))
         mask = None if self.ignore_mask else mask
         if self.always_causal:
             causal = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
@@ -883,6 +884,10 @@ MHA = Exercise(
         Mistake("out_proj forgotten", _kind(no_out_proj=True),
                 "After merging the heads, the output projection out_proj mixes what the heads found;\n"
                 "without it each head's result stays in its own block of features."),
+        Mistake("k made with q_proj (k_proj never used)", _kind(k_from_q_proj=True),
+                "Each projection has its own weights: k = k_proj(source), beside q = q_proj(x) and\n"
+                "v = v_proj(source). With q_proj for both, a token's query and key are the same vector in\n"
+                "self-attention, so the scores are symmetric (i scores j as j scores i), and k_proj never trains."),
         Mistake("heads merged in the wrong order, (d h) instead of (h d)", _kind(merge_dh=True),
                 "merge_heads must undo split_heads: head h's features go back to positions\n"
                 "h*D ... (h+1)*D - 1, so the head is the outer factor: (h d)."),
