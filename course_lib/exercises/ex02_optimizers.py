@@ -1171,6 +1171,11 @@ CLIP_EX = Exercise(
                 "The global norm is the square root of the sum of the squares: sqrt(Σ g²). Without the\n"
                 "root, a norm above 1 comes out far too large (19.4 becomes 376) and one below 1 too small,\n"
                 "so the gradients are clipped far too hard, or not when they should be."),
+        Mistake("the sum of the absolute values used as the norm (an L1 norm, not the 2-norm)",
+                lambda params, max_norm: _clip_other_norm(params, max_norm, "l1"),
+                "The global norm squares every entry, sums, then takes the square root: sqrt(Σ g²). Σ |g|\n"
+                "is never smaller, and √n times larger for n entries of one size, so gradients are clipped\n"
+                "when they should not be, and too hard when they should."),
         Mistake("scaled by max_norm / norm + 1e-6, which Python reads as (max_norm / norm) + 1e-6",
                 lambda params, max_norm: _clip_eps_added(params, max_norm),
                 "/ binds tighter than +, so max_norm / norm + 1e-6 adds 1e-6 to the factor instead of to\n"
@@ -1242,7 +1247,8 @@ def _clip_norm_in_loop(params, max_norm):
 def _clip_other_norm(params, max_norm, kind):
     gs = _grads(params)
     flat = torch.cat([g.flatten() for g in gs])
-    total = {"max": flat.abs().max, "rms": lambda: flat.pow(2).mean().sqrt(), "squares": flat.pow(2).sum}[kind]()
+    total = {"max": flat.abs().max, "rms": lambda: flat.pow(2).mean().sqrt(), "squares": flat.pow(2).sum,
+             "l1": flat.abs().sum}[kind]()
     if total > max_norm:
         for g in gs:
             g.mul_(max_norm / (total + 1e-6))
