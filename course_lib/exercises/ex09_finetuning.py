@@ -478,6 +478,12 @@ SENTENCE_CLASSIFIER = Exercise(
         Mistake("first-token ([CLS]) pooling instead of the mean", _clf(pool=lambda self, h, m: h[:, 0]),
                 "This classifier pools by the mean of the real tokens' vectors, as all-MiniLM-L6-v2 was\n"
                 "trained to (its [CLS] vector was never trained to summarise the sentence)."),
+        Mistake("[CLS] left out of the mean (positions from 1 on)", _clf(
+                    pool=lambda self, h, m: (h[:, 1:] * m[:, 1:, None].to(h.dtype)).sum(1)
+                    / m[:, 1:].sum(1, keepdim=True).clamp(min=1)),
+                "The mean is over every real token, [CLS] and [SEP] included, as sentence-transformers pools\n"
+                "all-MiniLM-L6-v2 (its training saw them in the mean). h[:, 1:] leaves [CLS] out: pool over\n"
+                "all T positions with the mask."),
         Mistake("mean over all positions, padding included", _clf(pool=lambda self, h, m: h.mean(1)),
                 "Padding positions carry vectors too; averaging them in makes a sentence's embedding depend\n"
                 "on how long the other sentences in its batch are. Sum hidden * mask over T and divide by\n"
