@@ -892,6 +892,18 @@ def _lr_floor_division(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
     return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * p))
 
 
+def _lr_decay_shape(shape):
+    def lr(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+        if step < warmup_steps:
+            return max_lr * (step + 1) / warmup_steps
+        if step >= total_steps:
+            return min_lr
+        p = (step - warmup_steps) / (total_steps - warmup_steps)
+        w = 1 - p if shape == "linear" else 0.5 * (1 + math.cos(2 * math.pi * p))   # "full": a whole period
+        return min_lr + (max_lr - min_lr) * w
+    return lr
+
+
 def _lr_warmup_from_min(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
     if step < warmup_steps:
         return min_lr + (max_lr - min_lr) * (step + 1) / warmup_steps
@@ -1006,6 +1018,14 @@ LR_EX = Exercise(
                 "(step − warmup_steps) // (total_steps − warmup_steps) rounds down to 0 at every step before\n"
                 "total_steps, so the rate stays at max_lr and drops to min_lr only at the end. Divide with /,\n"
                 "which gives the fraction of the decay done, from 0 to 1."),
+        Mistake("cos(2π·progress): a whole period, back up to max_lr at the end", _lr_decay_shape("full"),
+                "The decay is half a cosine period: (1 + cos(π·progress))/2 falls from 1 to 0 as progress goes\n"
+                "from 0 to 1. With 2π it is at 0 halfway and climbs back to 1, so the rate ends at max_lr.\n"
+                "Use math.pi, not 2 * math.pi."),
+        Mistake("linear decay instead of the cosine", _lr_decay_shape("linear"),
+                "The rates match at both ends, but in between this schedule follows the cosine,\n"
+                "min_lr + (max_lr − min_lr)·(1 + cos(π·progress))/2, which stays near max_lr longer at first\n"
+                "and flattens out near min_lr at the end."),
         Mistake("warmup rising from min_lr instead of from 0", _lr_warmup_from_min,
                 "Some schedules warm up from min_lr; this one rises from 0, lr = max_lr·(step + 1)/warmup_steps\n"
                 "as the docstring says, and min_lr is only where the cosine ends."),
