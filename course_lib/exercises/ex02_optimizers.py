@@ -883,23 +883,19 @@ def _lr_off_by_one(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
     return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * p))
 
 
-def _lr_floor_division(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
-    if step < warmup_steps:
-        return max_lr * (step + 1) / warmup_steps
-    if step >= total_steps:
-        return min_lr
-    p = (step - warmup_steps) // (total_steps - warmup_steps)          # 0 until the end
-    return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * p))
-
-
-def _lr_decay_shape(shape):
+def _lr_decay_slip(slip):
+    """The decay gone wrong: "//" (progress by floor division, 0 until the end), "linear" (1 − progress
+    instead of the cosine) or "2π" (a whole cosine period)."""
     def lr(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
         if step < warmup_steps:
             return max_lr * (step + 1) / warmup_steps
         if step >= total_steps:
             return min_lr
-        p = (step - warmup_steps) / (total_steps - warmup_steps)
-        w = 1 - p if shape == "linear" else 0.5 * (1 + math.cos(2 * math.pi * p))   # "full": a whole period
+        if slip == "//":
+            p = (step - warmup_steps) // (total_steps - warmup_steps)
+        else:
+            p = (step - warmup_steps) / (total_steps - warmup_steps)
+        w = {"linear": 1 - p, "2π": 0.5 * (1 + math.cos(2 * math.pi * p))}.get(slip, 0.5 * (1 + math.cos(math.pi * p)))
         return min_lr + (max_lr - min_lr) * w
     return lr
 
@@ -1014,15 +1010,15 @@ LR_EX = Exercise(
         Mistake("warmup off by one: max_lr·step/warmup_steps (lr 0 at step 0)", _lr_off_by_one,
                 "With step/warmup_steps the first step has lr 0 (it trains nothing) and max_lr is only\n"
                 "reached after warmup. This schedule uses max_lr·(step + 1)/warmup_steps."),
-        Mistake("cosine progress by integer division, //: max_lr until the end", _lr_floor_division,
+        Mistake("cosine progress by integer division, //: max_lr until the end", _lr_decay_slip("//"),
                 "(step − warmup_steps) // (total_steps − warmup_steps) rounds down to 0 at every step before\n"
                 "total_steps, so the rate stays at max_lr and drops to min_lr only at the end. Divide with /,\n"
                 "which gives the fraction of the decay done, from 0 to 1."),
-        Mistake("cos(2π·progress): a whole period, back up to max_lr at the end", _lr_decay_shape("full"),
+        Mistake("cos(2π·progress): a whole period, back up to max_lr at the end", _lr_decay_slip("2π"),
                 "The decay is half a cosine period: (1 + cos(π·progress))/2 falls from 1 to 0 as progress goes\n"
                 "from 0 to 1. With 2π it is at 0 halfway and climbs back to 1, so the rate ends at max_lr.\n"
                 "Use math.pi, not 2 * math.pi."),
-        Mistake("linear decay instead of the cosine", _lr_decay_shape("linear"),
+        Mistake("linear decay instead of the cosine", _lr_decay_slip("linear"),
                 "The rates match at both ends, but in between this schedule follows the cosine,\n"
                 "min_lr + (max_lr − min_lr)·(1 + cos(π·progress))/2, which stays near max_lr longer at first\n"
                 "and flattens out near min_lr at the end."),
