@@ -895,7 +895,10 @@ def _lr_decay_slip(slip):
             p = (step - warmup_steps) // (total_steps - warmup_steps)
         else:
             p = (step - warmup_steps) / (total_steps - warmup_steps)
-        w = {"linear": 1 - p, "2π": 0.5 * (1 + math.cos(2 * math.pi * p))}.get(slip, 0.5 * (1 + math.cos(math.pi * p)))
+        if slip == "linear":
+            w = 1 - p
+        else:
+            w = 0.5 * (1 + math.cos((2 if slip == "2π" else 1) * math.pi * p))
         return min_lr + (max_lr - min_lr) * w
     return lr
 
