@@ -400,6 +400,28 @@ def test_lr_at_differences_name_the_step():
         assert "output[" not in r.message and "at [" not in r.message, r.message
 
 
+def test_lr_at_differences_show_the_step_furthest_off():
+    """The rates at separate steps do not build on one another, so the message shows the step where the
+    answer is furthest off. A whole cosine period is off by 1e-6 at the first step after warmup, where
+    it was shown, and ends at max_lr instead of min_lr."""
+    import math
+
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    def whole_period(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+        if step < warmup_steps:
+            return max_lr * (step + 1) / warmup_steps
+        if step >= total_steps:
+            return min_lr
+        p = (step - warmup_steps) / (total_steps - warmup_steps)
+        return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(2 * math.pi * p))
+
+    r = evaluate(get_exercise("lr_at"), whole_period)
+    assert not r.passed and "(in lr_at(99) with 10 warmup steps of 100)" in r.message, r.message
+    assert "expected 0.0001   got 0.000999" in r.message, r.message
+
+
 def test_the_call_watcher_names_a_decorated_helper_as_itself():
     """torch.nn.utils' clipping helpers share one no_grad wrapper: watching the wrapper's code named
     every one of them after whichever was registered last ("calls clip_grads_with_norm_" for an

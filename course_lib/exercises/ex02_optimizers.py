@@ -995,9 +995,10 @@ LR_EX = Exercise(
     reference=ref.lr_at,
     call=_run_schedule,
     outputs=_step_names,
+    independent_outputs=True,
     visible=[
-        Case("max_lr 1e-3, 10 warmup steps of 100, min_lr 1e-4; steps 0, 1, 9, 10, 11, 55, 99, 100, 101, 110",
-             _sched_case(1e-3, 10, 100, 1e-4), dtypes=F64),
+        Case("max_lr 1e-3, 10 warmup steps of 100, min_lr 1e-4; steps 0, 1, 9, 10, 11, 32, 55, 99, 100, 101, 110",
+             _sched_case(1e-3, 10, 100, 1e-4, extra=(32,)), dtypes=F64),
         Case("max_lr 0.1, 4 warmup steps of 20, min_lr left at its default 0",
              _sched_case(0.1, 4, 20, extra=(2, 3, 30)), dtypes=F64),
         Case("max_lr 6e-4, 1 warmup step of 50, min_lr 6e-5", _sched_case(6e-4, 1, 50, 6e-5, extra=(25, 49, 60)),

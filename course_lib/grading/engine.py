@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-from .compare import _shape, compare
+from .compare import Difference, _shape, compare
 from .explain import explain
 from .forbid import CallWatcher, scan_source
 from .spec import Case, Exercise
@@ -331,6 +331,17 @@ def _output_name(ex: Exercise, run: CaseRun, where: str) -> str:
     return {f"output[{i}]": name for i, name in enumerate(ex.output_names(run.inputs))}.get(where, where)
 
 
+def _largest_difference(expected, got, run: CaseRun, atol: float, rtol: float, first: Difference) -> Difference:
+    """Of outputs that do not build on one another, the one furthest off: lr_at's 2π slip is off by
+    1e-6 at the first step after warmup and by 4e-4 halfway through the decay."""
+    worst = first
+    for i, (e, g) in enumerate(zip(expected, got)):
+        d, _ = compare(e, g, dtype=run.dtype, device=run.device, atol=atol, rtol=rtol, where=f"output[{i}]")
+        if d is not None and d.kind == "value" and d.largest > worst.largest:
+            worst = d
+    return worst
+
+
 def judge(ex: Exercise, run: CaseRun, outcome: Outcome) -> tuple[str | None, float]:
     """(failure message or None, largest difference)."""
     head = _header(ex, run)
@@ -356,6 +367,8 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome) -> tuple[str | None, flo
                 "  or change a copy (out = x.clone()): out = x gives the same tensor another name."), largest
     if diff is None:
         return None, largest
+    if diff.kind == "value" and ex.independent_outputs:
+        diff = _largest_difference(expected, outcome.value, run, atol, rtol, diff)
     where = "" if diff.where == "output" or diff.kind == "words" else f" (in {_output_name(ex, run, diff.where)})"
     lines = [head, f"  {diff.text.replace(chr(10), chr(10) + '  ')}{where}"]
     if diff.kind in ("value", "shape", "words"):

@@ -87,6 +87,9 @@ class Exercise:
     # case's inputs giving them, where the outputs differ from case to case.
     outputs: tuple[str, ...] | Callable[[dict[str, Any]], tuple[str, ...]] = ()
     hint: str = ""
+    # Outputs that do not build on one another (lr_at's rate at each step): a difference is shown
+    # where it is largest, not at the first output that differs.
+    independent_outputs: bool = False
     # Names of inputs the answer may change in place (an optimizer's parameters, say).
     mutable_inputs: tuple[str, ...] = ()
 
