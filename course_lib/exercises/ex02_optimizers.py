@@ -464,9 +464,10 @@ def _correction_mistakes(decoupled: bool, default_wd: float) -> list[Mistake]:
         Mistake("v's bias correction applied to √v: √v/(1 − β₂ᵗ) instead of √v/√(1 − β₂ᵗ)",
                 variant(root_corrected=True),
                 "The correction belongs to v, under the square root: √v̂ = √(v/(1 − β₂ᵗ)) = √v/√(1 − β₂ᵗ).\n"
-                "Dividing √v by 1 − β₂ᵗ itself makes the denominator 1/√(1 − β₂ᵗ) times too large: 32 times\n"
-                "at the first step with β₂ = 0.999, still 3 times at step 100, so the early steps are far\n"
-                "too short. Correct v first, then take the root: (v / (1 - b2 ** t)).sqrt() + eps."),
+                "Dividing √v by 1 − β₂ᵗ itself makes the denominator 1/√(1 − β₂ᵗ) times too large: at the\n"
+                "first step 10 times with β₂ = 0.99 and 32 times with 0.999 (still 3 times at step 100), so\n"
+                "the early steps are far too short. Correct v first, then take the root:\n"
+                "(v / (1 - b2 ** t)).sqrt() + eps."),
         Mistake("bias correction one step ahead: 1 − βᵗ⁺¹ (the step counted twice, or t + 1 used)", variant(t_shift=1),
                 "t is the number of steps this parameter has taken, this one included: 1 at the first\n"
                 "step. With t + 1 the early corrections are too small (1 − β₁² = 0.19 instead of 0.1), so\n"
