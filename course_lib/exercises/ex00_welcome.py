@@ -166,6 +166,12 @@ MERGE = Exercise(
                 "Each head's (B, T, D) block belongs beside the others in the feature axis: cat on\n"
                 "dim=-1. On dim 1 (which is also where hstack joins) the heads follow one another\n"
                 "along time."),
+        Mistake("x.shape unpacked as B, T, H, D: the names T and H hold each other's sizes",
+                lambda x: x.transpose(1, 2).reshape(x.shape[0], x.shape[1], x.shape[2] * x.shape[3]),
+                "x comes in as (B, H, T, D), so B, H, T, D = x.shape. Unpacked as B, T, H, D, T holds\n"
+                "the head count and H the length, and reshape(B, T, H * D) makes (B, H, T·D): the right\n"
+                "values, cut into rows of the wrong length. The slip hides whenever H = T, so try your\n"
+                "code on a shape where they differ."),
         Mistake("time merged into the features too: (B, T*H*D)",
                 lambda x: x.transpose(1, 2).flatten(1),
                 "flatten(1) merges every axis from 1 on. After moving time in front of the heads,\n"
