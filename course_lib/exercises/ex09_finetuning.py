@@ -506,6 +506,12 @@ SENTENCE_CLASSIFIER = Exercise(
                 "mask.sum() without a dim adds up the real tokens of every sentence in the batch, so each\n"
                 "sentence's vector shrinks with the size of its batch. Count per sentence:\n"
                 "mask.sum(1, keepdim=True), shape (B, 1), which broadcasts against the (B, d) sums."),
+        Mistake("every sentence's real tokens pooled together (h[mask.bool()].mean(0)): one vector for the batch",
+                _clf(pool=lambda self, h, m: h[m.bool()].mean(0)),
+                "Indexing with the (B, T) mask picks the real tokens of all B sentences into one (N, d)\n"
+                "tensor, so its mean is one vector for the whole batch and the logits lose their batch\n"
+                "axis. Each sentence needs its own mean: (h * mask[..., None]).sum(1) divided by\n"
+                "mask.sum(1, keepdim=True)."),
         Mistake("the dropout given ignored (nn.Dropout() or a fixed rate)",
                 _ClfIgnoresDropout,
                 "Build self.dropout = nn.Dropout(dropout) from the argument: nn.Dropout() drops half of\n"
