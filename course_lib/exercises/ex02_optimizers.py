@@ -1187,6 +1187,18 @@ CLIP_EX = Exercise(
                 "The global norm sums the squares of every entry, then takes the square root:\n"
                 "sqrt(Σ g²). .mean() divides by the number of entries, so the norm comes out smaller\n"
                 "and clipping starts far too late."),
+        Mistake("squares averaged within each tensor (g.pow(2).mean()) and the means added up",
+                lambda params, max_norm: _clip_tensor_means(params, max_norm),
+                "The global norm sums the squares of every entry of every gradient: sqrt(Σ_p Σ g²). A mean\n"
+                "per tensor divides each tensor's sum by its number of entries, so a large tensor counts for\n"
+                "no more than a small one, the norm comes out too small (8.55 where case 1's is 19.4), and\n"
+                "clipping starts too late. Use .sum() where you wrote .mean()."),
+        Mistake("the gradients squared in place (g.pow_(2)) while measuring the norm",
+                lambda params, max_norm: _clip_pow_in_place(params, max_norm),
+                "The norm came out right, but measuring it changed the gradients: pow_, like every method\n"
+                "ending in _, writes its result into g itself, so every gradient came back squared, its\n"
+                "signs lost. Measure with g.pow(2) or g.square(), which make new tensors, and keep the\n"
+                "in-place mul_ for the scaling alone."),
         Mistake("the sum of the squares used as the norm (the square root left out)",
                 lambda params, max_norm: _clip_other_norm(params, max_norm, "squares"),
                 "The global norm is the square root of the sum of the squares: sqrt(Σ g²). Without the\n"
@@ -1270,6 +1282,24 @@ def _clip_other_norm(params, max_norm, kind):
     flat = torch.cat([g.flatten() for g in gs])
     total = {"max": flat.abs().max, "rms": lambda: flat.pow(2).mean().sqrt(), "squares": flat.pow(2).sum,
              "l1": flat.abs().sum}[kind]()
+    if total > max_norm:
+        for g in gs:
+            g.mul_(max_norm / (total + 1e-6))
+    return total
+
+
+def _clip_tensor_means(params, max_norm):
+    gs = _grads(params)
+    total = torch.stack([g.pow(2).mean() for g in gs]).sum().sqrt()
+    if total > max_norm:
+        for g in gs:
+            g.mul_(max_norm / (total + 1e-6))
+    return total
+
+
+def _clip_pow_in_place(params, max_norm):
+    gs = _grads(params)
+    total = torch.stack([g.pow_(2).sum() for g in gs]).sum().sqrt()      # each g is now its own square
     if total > max_norm:
         for g in gs:
             g.mul_(max_norm / (total + 1e-6))
