@@ -913,6 +913,15 @@ def _lr_warmup_from_min(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
     return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * p))
 
 
+def _lr_warmup_past_end(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+    if step < warmup_steps:
+        return max_lr * (step + 1) / (warmup_steps + 1)
+    if step >= total_steps:
+        return min_lr
+    p = (step - warmup_steps) / (total_steps - warmup_steps)
+    return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * p))
+
+
 def _lr_cos_one_short(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
     if step < warmup_steps:
         return max_lr * (step + 1) / warmup_steps
@@ -1015,6 +1024,11 @@ LR_EX = Exercise(
         Mistake("warmup off by one: max_lr·step/warmup_steps (lr 0 at step 0)", _lr_off_by_one,
                 "With step/warmup_steps the first step has lr 0 (it trains nothing) and max_lr is only\n"
                 "reached after warmup. This schedule uses max_lr·(step + 1)/warmup_steps."),
+        Mistake("warmup divided by warmup_steps + 1: max_lr·(step + 1)/(warmup_steps + 1) never reaches max_lr",
+                _lr_warmup_past_end,
+                "Warmup is the steps 0 … warmup_steps − 1. Divided by warmup_steps + 1, the last of them gets\n"
+                "max_lr·warmup_steps/(warmup_steps + 1), short of max_lr, and the rate jumps to max_lr where\n"
+                "the cosine starts. Divide (step + 1) by warmup_steps, so that the last warmup step reaches max_lr."),
         Mistake("cosine progress by integer division, //: max_lr until the end", _lr_decay_slip("//"),
                 "(step − warmup_steps) // (total_steps − warmup_steps) rounds down to 0 at every step before\n"
                 "total_steps, so the rate stays at max_lr and drops to min_lr only at the end. Divide with /,\n"
