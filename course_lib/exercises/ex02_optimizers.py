@@ -1202,13 +1202,13 @@ CLIP_EX = Exercise(
                 "sqrt(Σ g²). .mean() divides by the number of entries, so the norm comes out smaller\n"
                 "and clipping starts far too late."),
         Mistake("squares averaged within each tensor (g.pow(2).mean()) and the means added up",
-                lambda params, max_norm: _clip_tensor_means(params, max_norm),
+                lambda params, max_norm: _clip_other_norm(params, max_norm, "tensor means"),
                 "The global norm sums the squares of every entry of every gradient: sqrt(Σ_p Σ g²). A mean\n"
                 "per tensor divides each tensor's sum by its number of entries, so a large tensor counts for\n"
                 "no more than a small one, the norm comes out too small (8.55 where case 1's is 19.4), and\n"
                 "clipping starts too late. Use .sum() where you wrote .mean()."),
         Mistake("the gradients squared in place (g.pow_(2)) while measuring the norm",
-                lambda params, max_norm: _clip_pow_in_place(params, max_norm),
+                lambda params, max_norm: _clip_other_norm(params, max_norm, "pow_"),
                 "The norm came out right, but measuring it changed the gradients: pow_, like every method\n"
                 "ending in _, writes its result into g itself, so every gradient came back squared, its\n"
                 "signs lost. Measure with g.pow(2) or g.square(), which make new tensors, and keep the\n"
@@ -1229,7 +1229,7 @@ CLIP_EX = Exercise(
                 "the norm. That is harmless while the factor is large, but for a spike a million times\n"
                 "max_norm the factor doubles. Write max_norm / (norm + 1e-6)."),
         Mistake("norms of the tensors added up instead of sqrt of the sum of squares",
-                lambda params, max_norm: _clip_sum_norms(params, max_norm),
+                lambda params, max_norm: _clip_other_norm(params, max_norm, "sum of norms"),
                 "The global norm is the norm of all gradients laid end to end:\n"
                 "sqrt(Σ_p ‖g_p‖²), not Σ_p ‖g_p‖."),
     ],
@@ -1292,28 +1292,17 @@ def _clip_norm_in_loop(params, max_norm):
 
 
 def _clip_other_norm(params, max_norm, kind):
+    """The global norm measured wrongly (kind), then the right scaling by it."""
     gs = _grads(params)
-    flat = torch.cat([g.flatten() for g in gs])
-    total = {"max": flat.abs().max, "rms": lambda: flat.pow(2).mean().sqrt(), "squares": flat.pow(2).sum,
-             "l1": flat.abs().sum}[kind]()
-    if total > max_norm:
-        for g in gs:
-            g.mul_(max_norm / (total + 1e-6))
-    return total
 
+    def flat():
+        return torch.cat([g.flatten() for g in gs])
 
-def _clip_tensor_means(params, max_norm):
-    gs = _grads(params)
-    total = torch.stack([g.pow(2).mean() for g in gs]).sum().sqrt()
-    if total > max_norm:
-        for g in gs:
-            g.mul_(max_norm / (total + 1e-6))
-    return total
-
-
-def _clip_pow_in_place(params, max_norm):
-    gs = _grads(params)
-    total = torch.stack([g.pow_(2).sum() for g in gs]).sum().sqrt()      # each g is now its own square
+    total = {"max": lambda: flat().abs().max(), "rms": lambda: flat().pow(2).mean().sqrt(),
+             "squares": lambda: flat().pow(2).sum(), "l1": lambda: flat().abs().sum(),
+             "tensor means": lambda: torch.stack([g.pow(2).mean() for g in gs]).sum().sqrt(),
+             "pow_": lambda: torch.stack([g.pow_(2).sum() for g in gs]).sum().sqrt(),   # each g now its square
+             "sum of norms": lambda: torch.stack([g.norm() for g in gs]).sum()}[kind]()
     if total > max_norm:
         for g in gs:
             g.mul_(max_norm / (total + 1e-6))
@@ -1326,15 +1315,6 @@ def _clip_eps_added(params, max_norm):
     if total > max_norm:
         for g in gs:
             g.mul_(max_norm / total + 1e-6)
-    return total
-
-
-def _clip_sum_norms(params, max_norm):
-    gs = _grads(params)
-    total = torch.stack([g.norm() for g in gs]).sum()
-    if total > max_norm:
-        for g in gs:
-            g.mul_(max_norm / (total + 1e-6))
     return total
 
 
