@@ -1205,8 +1205,8 @@ CLIP_EX = Exercise(
                 lambda params, max_norm: _clip_other_norm(params, max_norm, "tensor means"),
                 "The global norm sums the squares of every entry of every gradient: sqrt(Σ_p Σ g²). A mean\n"
                 "per tensor divides each tensor's sum by its number of entries, so a large tensor counts for\n"
-                "no more than a small one, the norm comes out too small (8.55 where case 1's is 19.4), and\n"
-                "clipping starts too late. Use .sum() where you wrote .mean()."),
+                "no more than a small one, the norm comes out too small (√n times, for tensors of n entries\n"
+                "each), and clipping starts too late. Use .sum() where you wrote .mean()."),
         Mistake("the gradients squared in place (g.pow_(2)) while measuring the norm",
                 lambda params, max_norm: _clip_other_norm(params, max_norm, "pow_"),
                 "The norm came out right, but measuring it changed the gradients: pow_, like every method\n"
