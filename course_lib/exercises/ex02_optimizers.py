@@ -913,15 +913,6 @@ def _lr_warmup_from_min(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
     return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * p))
 
 
-def _lr_warmup_past_end(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
-    if step < warmup_steps:
-        return max_lr * (step + 1) / (warmup_steps + 1)
-    if step >= total_steps:
-        return min_lr
-    p = (step - warmup_steps) / (total_steps - warmup_steps)
-    return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * p))
-
-
 def _lr_cos_one_short(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
     if step < warmup_steps:
         return max_lr * (step + 1) / warmup_steps
@@ -978,12 +969,13 @@ def _lr_cos_float32(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
     return min_lr + (max_lr - min_lr) * (1 + torch.cos(torch.tensor(math.pi * q)).item()) / 2
 
 
-def _lr_edge_slip(warmup_through=False, cosine_to=None, after=None):
-    """lr_at wrong at one edge: warmup running through step == warmup_steps, the cosine decaying to
-    cosine_to instead of min_lr, or the rate after total_steps at `after` instead of min_lr."""
+def _lr_edge_slip(warmup_through=False, warmup_over=0, cosine_to=None, after=None):
+    """lr_at wrong at one edge: warmup running through step == warmup_steps or divided by warmup_steps +
+    warmup_over, the cosine decaying to cosine_to instead of min_lr, or the rate after total_steps at
+    `after` instead of min_lr."""
     def lr(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
         if step < warmup_steps or (warmup_through and step == warmup_steps):
-            return max_lr * (step + 1) / warmup_steps
+            return max_lr * (step + 1) / (warmup_steps + warmup_over)
         if step >= total_steps:
             return min_lr if after is None else after
         low = min_lr if cosine_to is None else cosine_to
@@ -1025,7 +1017,7 @@ LR_EX = Exercise(
                 "With step/warmup_steps the first step has lr 0 (it trains nothing) and max_lr is only\n"
                 "reached after warmup. This schedule uses max_lr·(step + 1)/warmup_steps."),
         Mistake("warmup divided by warmup_steps + 1: max_lr·(step + 1)/(warmup_steps + 1) never reaches max_lr",
-                _lr_warmup_past_end,
+                _lr_edge_slip(warmup_over=1),
                 "Warmup is the steps 0 … warmup_steps − 1. Divided by warmup_steps + 1, the last of them gets\n"
                 "max_lr·warmup_steps/(warmup_steps + 1), short of max_lr, and the rate jumps to max_lr where\n"
                 "the cosine starts. Divide (step + 1) by warmup_steps, so that the last warmup step reaches max_lr."),
@@ -1210,9 +1202,9 @@ CLIP_EX = Exercise(
         Mistake("the gradients squared in place (g.pow_(2)) while measuring the norm",
                 lambda params, max_norm: _clip_other_norm(params, max_norm, "pow_"),
                 "The norm came out right, but measuring it changed the gradients: pow_, like every method\n"
-                "ending in _, writes its result into g itself, so every gradient came back squared, its\n"
-                "signs lost. Measure with g.pow(2) or g.square(), which make new tensors, and keep the\n"
-                "in-place mul_ for the scaling alone."),
+                "ending in _, writes its result into g itself, so every gradient came back as its square\n"
+                "(then scaled, if clipped), its signs lost. Measure with g.pow(2) or g.square(), which make\n"
+                "new tensors, and keep the in-place mul_ for the scaling alone."),
         Mistake("the sum of the squares used as the norm (the square root left out)",
                 lambda params, max_norm: _clip_other_norm(params, max_norm, "squares"),
                 "The global norm is the square root of the sum of the squares: sqrt(Σ g²). Without the\n"
