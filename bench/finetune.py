@@ -23,7 +23,10 @@ symmetric KL divergence of the two predictions: twice the compute per step);
 ``--lazy-word-embeddings`` updates only the rows of the tokens in each batch (their Adam
 moments and weight decay included, as TensorFlow's LazyAdam or torch's SparseAdam), where
 AdamW moves every row that has momentum; ``--dropout P`` sets every dropout of the encoder and
-the head to P (0.1 in the checkpoint's config).
+the head to P (0.1 in the checkpoint's config); ``--label-smoothing S`` trains against targets
+of 1 - S/2 on the label and S/2 on the other class; ``--sam RHO`` takes each step's gradient at
+the weights moved RHO along the normalised gradient (sharpness-aware minimisation, Foret et al.,
+2021: twice the compute per step).
 
     python bench/finetune.py                   # the recipe above, 2 threads on a CPU
     python bench/finetune.py --models 2 --seed 2 --threads 4
@@ -73,6 +76,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--dropout", type=float, default=None,
                     help="every dropout: the encoder's embeddings, sublayers and attention weights, and the head's "
                          "(default: the checkpoint's, 0.1)")
+    ap.add_argument("--label-smoothing", type=float, default=0.0,
+                    help="cross-entropy against targets that keep 1 - S on the label and share S over all classes")
+    ap.add_argument("--sam", type=float, default=0.0,
+                    help="sharpness-aware minimisation (Foret et al., 2021) with this radius rho: each step takes "
+                         "the gradient at the weights moved rho along the normalised gradient (twice the compute)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=0, help="use only the first N training rows (0 = all)")
     ap.add_argument("--seed", type=int, default=0)
@@ -165,12 +173,12 @@ def finetune(args, seed, encoder, train, val, device, amp):
                 group["lr"] = lr * group["mult"]
             batch_ids = torch.cat([ids, ids]) if args.rdrop else ids          # R-Drop: two dropout masks
             batch_mask = torch.cat([mask, mask]) if args.rdrop else mask
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                logits = model(batch_ids, batch_mask).float()
-            loss = rdrop_loss(logits, labels, args.rdrop) if args.rdrop else F.cross_entropy(logits, labels)
+            loss = loss_of(model, args, batch_ids, batch_mask, labels, device, amp)
             opt.zero_grad(set_to_none=True)
             words.grad = None                                                  # not in opt when lazy
             loss.backward()
+            if args.sam:
+                loss = sam_gradient(model, args.sam, lambda: loss_of(model, args, batch_ids, batch_mask, labels, device, amp))
             clip_grad_norm([p for p in model.parameters() if p.requires_grad], 1.0)
             opt.step()
             if lazy:
@@ -187,6 +195,31 @@ def finetune(args, seed, encoder, train, val, device, amp):
             print(f"after {min(epoch + 1, args.epochs):g} of {args.epochs:g} epochs: "
                   f"validation accuracy {accuracy(val_probs, labels_of(val)):.4f}")
     return model, seen, train_time, val_probs
+
+
+def loss_of(model, args, ids, mask, labels, device, amp) -> torch.Tensor:
+    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        logits = model(ids, mask).float()
+    return rdrop_loss(logits, labels, args.rdrop) if args.rdrop else \
+        F.cross_entropy(logits, labels, label_smoothing=args.label_smoothing)
+
+
+def sam_gradient(model, rho: float, loss_fn) -> torch.Tensor:
+    """SAM's second pass: with the first pass's gradients in .grad, move the weights rho along the
+    normalised gradient, replace .grad by the gradient there, move the weights back; returns that loss."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    with torch.no_grad():
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+        saved = [p.detach().clone() for p in params]
+        for p in params:
+            p.add_(p.grad, alpha=rho / float(norm + 1e-12))
+            p.grad = None
+    loss = loss_fn()
+    loss.backward()
+    with torch.no_grad():
+        for p, w in zip(params, saved):
+            p.copy_(w)                                                        # exactly as before, no rounding
+    return loss
 
 
 def fit_head_on_frozen_features(model, train, device, amp, l2: float = 1e-4) -> None:
