@@ -178,7 +178,8 @@ def finetune(args, seed, encoder, train, val, device, amp):
             words.grad = None                                                  # not in opt when lazy
             loss.backward()
             if args.sam:
-                loss = sam_gradient(model, args.sam, lambda: loss_of(model, args, batch_ids, batch_mask, labels, device, amp))
+                loss = sam_gradient(model, args.sam,
+                                    lambda: loss_of(model, args, batch_ids, batch_mask, labels, device, amp))
             clip_grad_norm([p for p in model.parameters() if p.requires_grad], 1.0)
             opt.step()
             if lazy:
