@@ -1068,6 +1068,50 @@ def clip_grad_norm(params, max_norm):
         assert not r.passed and f"known mistake: {mistake}" in r.message, (suite, r.message)
 
 
+_CLIP_TOTAL = """
+def clip_grad_norm(params, max_norm):
+    grads = [p.grad for p in params if p.grad is not None]
+    TOTAL
+    coef = FACTOR
+    for g in grads:
+        g.mul_(coef)
+    return total
+"""
+_SUMMED = "\n    for g in grads:\n        total += g.pow(2).sum()\n    total = total.sqrt()"
+_CLAMPED = "(max_norm / (total + 1e-6)).clamp(max=1.0)"
+
+
+@pytest.mark.parametrize("total, factor, said", [
+    ("total = torch.zeros(1, dtype=grads[0].dtype)" + _SUMMED + "[0]", _CLAMPED, "at line 6 of your answer"),
+    ("total = torch.zeros(1, dtype=grads[0].dtype)" + _SUMMED + "[0]", "min(1.0, max_norm / (total + 1e-6))",
+     "at line 6 of your answer"),
+    ("total = torch.tensor(0.0, dtype=grads[0].dtype)" + _SUMMED, _CLAMPED, "at line 6 of your answer"),
+    ("total = 0.0" + _SUMMED, _CLAMPED, None),
+    ("total = torch.stack([g.pow(2).sum() for g in grads]).sum().sqrt()", "min(1.0, max_norm / (total + 1e-6))", None),
+], ids=["zeros(1)", "zeros(1), then a Python min", "tensor(0.0) added to in place", "0.0 (right)",
+        "stack, then a Python min (right)"])
+def test_clip_with_its_total_kept_on_the_cpu_is_refused_without_a_gpu(total, factor, said):
+    """A running total made with torch.zeros(1) lives on the CPU whatever the gradients' device: right on a
+    CPU grader, it passed both suites and then failed at the first clip on a GPU. CUDA lets a CPU 0-dim tensor
+    into an op as an input, never as the tensor written in place. A total started at 0.0, or a factor read as
+    a Python number (which cannot run on meta), is judged on the CPU cases alone."""
+    import torch
+
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    ns = {"torch": torch}
+    exec(compile(_CLIP_TOTAL.replace("TOTAL", total).replace("FACTOR", factor), "<answer cell test>", "exec"), ns)
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("clip_grad_norm"), ns["clip_grad_norm"], suite=suite)
+        if said is None:
+            assert r.passed, (suite, r.message)
+        else:
+            assert not r.passed, (suite, r.message)
+            assert ("clip_grad_norm with the gradients on meta failed: Expected all tensors to be on the same device"
+                    in r.message and said in r.message and "start it at 0.0" in r.message), (suite, r.message)
+
+
 def test_clip_factor_with_eps_added_after_the_division_is_named_and_caught_by_a_spike():
     """max_norm / norm + 1e-6 (the eps added to the factor, not the norm) got bare numbers in the first
     visible case and passed the hidden ones; for a spike far above max_norm it matters. Without the eps at

@@ -317,6 +317,43 @@ def test_get_batch_check_says_when_right_windows_start_elsewhere(draw):
         assert not r.passed and "but at other starts" in r.message and "entries differ" not in r.message, r.message
 
 
+_GET_BATCH_BY_POSITION = """def get_batch(data, block_size, batch_size, generator=None):
+    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator).to(data.device)
+    positions = starts[:, None] + torch.arange(block_sizeDEVICE)
+    return data[positions], data[positions + 1]
+"""
+_GET_BATCH_ROW_BY_ROW = """def get_batch(data, block_size, batch_size, generator=None):
+    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+    x = torch.empty(batch_size, block_size, dtype=torch.long)
+    y = torch.empty(batch_size, block_size, dtype=torch.long)
+    for i, s in enumerate(starts.tolist()):
+        x[i] = data[s:s + block_size]
+        y[i] = data[s + 1:s + block_size + 1]
+    return x, y
+"""
+
+
+@pytest.mark.parametrize("source, said", [
+    (_GET_BATCH_BY_POSITION.replace("DEVICE", ""),
+     "failed: Expected all tensors to be on the same device, but found at least two devices, meta and cpu (at line 3"),
+    (_GET_BATCH_ROW_BY_ROW, "failed: Cannot copy out of meta tensor (at line 6"),
+    (_GET_BATCH_BY_POSITION.replace("DEVICE", ", device=data.device"), None),
+], ids=["arange on the CPU", "buffers made on the CPU", "positions on data's device (right)"])
+def test_get_batch_with_tensors_made_on_the_cpu_is_refused_without_a_gpu(source, said):
+    """Positions from torch.arange(block_size), or x and y made with torch.empty and filled row by row, live on
+    the CPU whatever data's device: right on a CPU grader, both passed every suite, and on a GPU the first
+    fails in get_batch, the second hands CPU batches to a model on the GPU. The check reruns it on meta."""
+    from course_lib.exercises.ex08_pretraining import GET_BATCH
+    from course_lib.grading.engine import evaluate
+    for suite in ("visible", "hidden"):
+        r = evaluate(GET_BATCH, _answer(source, "get_batch"), suite=suite)
+        if said is None:
+            assert r.passed, (suite, r.message)
+        else:
+            assert not r.passed and f"get_batch with data on meta {said}" in r.message, (suite, r.message)
+            assert "torch.arange(block_size, device=data.device)" in r.message, (suite, r.message)
+
+
 _TRAIN_STEP = """def train_step(model, batch, optimizer, max_norm):
     x, y = batch
     optimizer.zero_grad()

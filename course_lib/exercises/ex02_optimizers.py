@@ -1108,10 +1108,28 @@ def _run_clip(fn, inputs):
                              "and leave the parameters to the optimizer's step()")
     dtype = params[0].dtype
     device = params[0].device                             # where the case runs
+    if device.type == "cpu":
+        _clip_on_meta(fn, inputs)
     total = torch.as_tensor(total).detach().to(device, dtype).reshape(())
     new = tuple(torch.zeros(0, dtype=dtype, device=device) if p.grad is None else p.grad.detach()
                 for p in params)
     return (total,) + new
+
+
+def _clip_on_meta(fn, inputs):
+    """The clip once more with the gradients on meta (a stand-in for a GPU, grading.meta): a running total
+    made on the CPU (torch.zeros(1); torch.tensor(0.0) added to in place) fails there as on a GPU. One that
+    starts as a Python 0.0 does not. An answer that reads the norm's value (if norm > max_norm) cannot run on
+    meta and is judged on the CPU."""
+    def run():
+        params = [torch.nn.Parameter(torch.ones_like(gr if gr is not None else inputs["g0"], device=META))
+                  for gr in inputs["grads"]]
+        _set_grads(params, [None if gr is None else gr.to(META) for gr in inputs["grads"]])
+        return fn((p for p in params), inputs["max_norm"])
+    check_on_meta(run, "clip_grad_norm with the gradients on meta",
+                  fix="Keep the total on the gradients' device: start it at 0.0 (a Python float) or add up "
+                      "torch.stack([...]).sum(); torch.zeros(1) or torch.tensor(0.0) is made on the CPU whatever the "
+                      "gradients' device.")
 
 
 def _clip_case(shapes, scales, max_norm, none_at=()):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_lib.grading.compare import _shape
-from course_lib.grading.meta import check_draws_on_meta
+from course_lib.grading.meta import check_draws_on_meta, check_on_meta
 from course_lib.grading.spec import Case, Exercise, Mistake, register
 from course_lib.reference import pretraining as ref
 from course_lib.reference.optim import clip_grad_norm
@@ -89,6 +89,12 @@ def _call_batch(fn, inputs):
                             "get_batch with data on meta",
                             "Draw the starts on the CPU, as the docstring says (no device= in torch.randint), and move "
                             "them, or the positions made from them, to data's device.")
+        check_on_meta(lambda: fn(**dict(kw, data=kw["data"].to("meta")), generator=_gen(inputs["seed"])),
+                      "get_batch with data on meta", may_copy=False,
+                      fix="Take x and y from data itself (slices of data stacked, or data indexed by positions), and "
+                          "make any tensor you need on data's device: torch.arange(block_size, device=data.device). "
+                          "torch.zeros, torch.empty and torch.arange make a tensor on the CPU whatever data's "
+                          "device, unless given device=.")
     if any(isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and not a.is_meta  # meta: no values
            and (a.shape != b.shape or not torch.equal(a, b)) for a, b in zip(got, again)):
         raise ValueError("get_batch returned different (x, y) for two generators seeded alike: pass "

@@ -31,13 +31,17 @@ _ACROSS_DEVICES = {"to", "copy_", "cpu", "type_as", "__getitem__", "__setitem__"
 class _MixedAsOnCuda(TorchFunctionMode):
     """Refuses, as CUDA does, an op that mixes a tensor on meta with a CPU tensor of one or more dimensions:
     meta itself lets some through (a matmul, an in-place add into a CPU tensor). A CPU 0-dim tensor mixes with
-    anything, as on CUDA."""
+    anything, as on CUDA, but only as an input: written in place (total += g.sum()), it is refused there too."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if getattr(func, "__name__", "") not in _ACROSS_DEVICES:
+        name = getattr(func, "__name__", "")
+        if name not in _ACROSS_DEVICES:
             tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
-            if any(t.is_meta for t in tensors) and any(t.device.type == "cpu" and t.dim() > 0 for t in tensors):
+            written = (args[0] if name.endswith("_") and not name.startswith("__") and args
+                       and isinstance(args[0], torch.Tensor) else None)
+            if any(t.is_meta for t in tensors) and any(t.device.type == "cpu" and (t.dim() > 0 or t is written)
+                                                       for t in tensors):
                 raise RuntimeError("Expected all tensors to be on the same device, but found at least two devices, "
                                    "meta and cpu!")
         return func(*args, **kwargs)
