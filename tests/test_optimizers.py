@@ -721,13 +721,22 @@ _NO_GRAD = ("    def step(", "    @torch.no_grad()\n    def step(")
                'st["m"].div_(1 - b1 ** st["t"])\n                    st["v"].div_(1 - b2 ** st["t"])\n'
                '                    p.sub_(lr * st["m"] / (st["v"].sqrt() + eps))'), _NO_GRAD],
      "bias correction written back into the state (m and v divided in place)"),
+    *[(name, [*changes, _NO_GRAD], mistake) for name in ("Adam", "AdamW") for changes, mistake in [
+        ([('.sqrt() + eps)', ' + eps)')],
+         "square root left out: the step divides by v̂ + eps instead of √v̂ + eps"),
+        ([("g * g * (1 - b2)", "g * (1 - b2)")], "v averages g, not g²"),
+        ([("g * g * (1 - b2)", "g.abs() * (1 - b2)")], "v averages |g|, not g²"),
+        ([("p.sub_(lr", "p.add_(lr")], "the Adam step added to p instead of subtracted (gradient ascent)")]],
+    ("SGDMomentum", [("p.sub_(group['lr']", "p.add_(group['lr']")],
+     "the step added to p instead of subtracted (gradient ascent)"),
 ])
 def test_more_optimizer_slips_are_named(name, changes, mistake):
     """These got a bare difference in the final weights; a step that skipped a gradient of zeros as if it
     were None (after zero_grad(set_to_none=False)) passed, since no case had one. Moments started at the
     first gradient, as SGD's momentum buffer starts, got bare numbers too. A loop that stops at a None grad
     (break) passed, as the parameter with one came last in its group; return, Adam's weight_decay left
-    unused, v's line copied from m's with 1 - b1, and m̂, v̂ written back into the state got bare numbers."""
+    unused, v's line copied from m's with 1 - b1, and m̂, v̂ written back into the state got bare numbers, as
+    did a step without the square root, v averaged from g (NaN) or |g|, and a step added instead of taken."""
     from course_lib.grading.engine import evaluate
     from course_lib.grading.spec import get_exercise
 

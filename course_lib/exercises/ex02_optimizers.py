@@ -265,7 +265,7 @@ def _opt_random(defaults_fn, group2_fn):
 # ---------------------------------------------------------------- mistaken optimizers
 def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_mu=False, state_outside=False,
                  none_as_zero=False, grad_as_buffer=None, first_twice=False, nesterov=False, zero_skipped=False,
-                 stale_buffer=False, none_stops=None):
+                 stale_buffer=False, none_stops=None, ascent=False):
     """grad_as_buffer: "in place" or "new": the buffer starts as p.grad itself (no clone), then is
     updated in place (buf.mul_(mu).add_(g)) or into a new tensor (buf = mu * buf + g).
     dampen: True, from the first step (buf = (1 - mu) * g, then the average); "after the first":
@@ -273,7 +273,7 @@ def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_
     copy of g and is then updated in the same step, so the first buffer is (1 + mu)·g. nesterov: the
     step is g + mu·buf instead of buf. zero_skipped: a gradient of all zeros skipped like None.
     stale_buffer: the step taken with the buffer before this gradient joins it (p ← p − lr·buf, then
-    buf = mu·buf + g)."""
+    buf = mu·buf + g). ascent: the step added to p instead of taken from it."""
     class Mistaken(torch.optim.Optimizer):
         def __init__(self, params, lr, momentum=0.0):
             super().__init__(params, dict(lr=lr, momentum=momentum))
@@ -299,8 +299,9 @@ def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_
                     store = self.bufs if state_outside else self.state[p]
                     key = id(p) if state_outside else "momentum_buffer"
                     scale = lr if lr_in_velocity else 1.0
+                    sign = 1 if ascent else -1
                     if mu == 0:
-                        p.add_(g, alpha=-lr)
+                        p.add_(g, alpha=sign * lr)
                         continue
                     if stale_buffer and key in store:
                         old = store[key]
@@ -316,7 +317,7 @@ def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_
                     else:
                         store[key] = mu * store.get(key, g) + ((1 - mu) if dampen else scale) * g
                     step = g + mu * store[key] if nesterov else store[key]
-                    p.sub_(step if lr_in_velocity else lr * step)
+                    p.add_(step if lr_in_velocity else lr * step, alpha=sign)
     return Mistaken
 
 
@@ -326,7 +327,7 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                   decay_after=False, cached=(), t_shift=0, one_minus_pow=False, eps_squared=False,
                   zero_skipped=False, decay_twice=False, t_tensor=False, moments_from_g=False,
                   wd_ignored=False, v_with_b1=False, corrected_in_place=False, none_stops=None,
-                  root_corrected=False):
+                  root_corrected=False, v_from=None, no_sqrt=False, ascent=False):
     """shared_t: "group" or "optimizer", where one step count for all parameters is kept (group["t"],
     saved by state_dict; self.t, not saved). decay_none: AdamW's decay applied before the skip of a
     parameter whose grad is None, its moments left alone. bias_correction="m only": v̂ = v.
@@ -342,7 +343,8 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
     wd_ignored: weight_decay never used. v_with_b1: v = b2·v + (1 − b1)·g², the m line copied.
     corrected_in_place: m̂ and v̂ written back into the state (m.div_(1 - b1 ** t)), so the next step
     averages the corrected moments. root_corrected: v's correction applied to √v, √v/(1 − β₂ᵗ), where
-    √v̂ = √v/√(1 − β₂ᵗ)."""
+    √v̂ = √v/√(1 − β₂ᵗ). v_from: "g" or "|g|", what v averages in place of g². no_sqrt: the step divides
+    by v̂ + eps. ascent: the Adam step added to p instead of taken from it."""
     class Mistaken(torch.optim.Optimizer):
         def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=default_wd):
             super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
@@ -396,7 +398,8 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                     if t_tensor:
                         t = st[t_tensor]
                     st["m"] = b1 * st["m"] + (1 - b1) * g
-                    st["v"] = b2 * st["v"] + (1 - (b1 if v_with_b1 else b2)) * g * g
+                    sq = {"g": g, "|g|": g.abs()}.get(v_from, g * g)             # what v averages
+                    st["v"] = b2 * st["v"] + (1 - (b1 if v_with_b1 else b2)) * sq
                     m, v = st["m"], st["v"]
                     if eps_before_correction:        # the Adam paper's "efficient" form: eps meets √v, not √v̂
                         p.sub_(lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t) * m / (v.sqrt() + eps))
@@ -409,14 +412,14 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                             v = v / (1 - b2 ** t) if t else v / 0.0
                     if corrected_in_place:
                         st["m"], st["v"] = m, v
-                    denom = v.sqrt() + eps
+                    denom = (v if no_sqrt else v.sqrt()) + eps
                     if root_corrected:
                         denom = st["v"].sqrt() / (1 - b2 ** t) + eps
                     if eps_inside:
                         denom = (v + eps).sqrt()
                     if eps_squared:
                         denom = (v + eps * eps).sqrt()
-                    p.sub_(lr * m / denom)
+                    p.add_(lr * m / denom, alpha=1 if ascent else -1)
                     if decay_after and wd != 0:
                         p.mul_(1 - lr * wd)
                     if t_from_zero:
@@ -453,6 +456,33 @@ _FROM_G_WHY = ("m and v start at zeros_like(p), and the bias correction, dividin
                "that start. Started at the first gradient and its square (as SGD's momentum buffer is), they need\n"
                "no correction, and dividing by 1 − βᵗ anyway skews the early steps: the first is about\n"
                "√(1 − β₂)/(1 − β₁) ≈ 0.32 of its size with the default betas.")
+
+
+_ASCENT_WHY = ("The gradient points where the loss grows, so a step goes against it: p ← p − lr·(update),\n"
+               "p.sub_(...) or p.add_(..., alpha=-lr). Added instead, every step climbs the loss.")
+
+
+def _update_mistakes(decoupled: bool, default_wd: float) -> list[Mistake]:
+    """Slips in what v averages and in the step itself."""
+    def variant(**slip):
+        return _adam_variant(decoupled=decoupled, default_wd=default_wd, **slip)
+    return [
+        Mistake("square root left out: the step divides by v̂ + eps instead of √v̂ + eps", variant(no_sqrt=True),
+                "v̂ averages the squared gradient, so √v̂ is the gradient's typical size and m̂/√v̂ is\n"
+                "about ±1: lr alone sets how far each weight moves. m̂/v̂ is about 1/g instead: steps\n"
+                "far too long where gradients are small (the bias here, with gradients around 1e-3,\n"
+                "moves about a thousand times too far) and too short where they are large."),
+        Mistake("v averages g, not g²: v = β₂·v + (1 − β₂)·g", variant(v_from="g"),
+                "v is the running mean of the squared gradient, g * g (or g ** 2). Averaged from g itself it\n"
+                "goes negative wherever g has been mostly negative, and the square root of a negative\n"
+                "number is NaN, which then spreads into the weights."),
+        Mistake("v averages |g|, not g²: v = β₂·v + (1 − β₂)·|g|", variant(v_from="|g|"),
+                "v is the running mean of the squared gradient, g * g, so √v̂ has the gradient's own\n"
+                "units and m̂/√v̂ is about ±1. √ of a mean of |g| is about √|g|, and the step about √|g|\n"
+                "too: too short where gradients are below 1, too long where they are above it."),
+        Mistake("the Adam step added to p instead of subtracted (gradient ascent)", variant(ascent=True),
+                _ASCENT_WHY),
+    ]
 
 
 def _correction_mistakes(decoupled: bool, default_wd: float) -> list[Mistake]:
@@ -621,6 +651,8 @@ SGD_EX = Exercise(
                 _sgd_variant(nesterov=True),
                 "Nesterov's variant looks ahead by μ·buf; this exercise (torch's SGD with nesterov=False)\n"
                 "steps by the buffer itself: buf = μ·buf + g, then p ← p − lr·buf."),
+        Mistake("the step added to p instead of subtracted (gradient ascent)", _sgd_variant(ascent=True),
+                _ASCENT_WHY),
     ],
     forbidden=OPTIM_FORBIDDEN,
     hint="Loop over self.param_groups, read lr and momentum from each group, and over the group's "
@@ -675,6 +707,7 @@ ADAM_EX = Exercise(
                 _adam_variant(decoupled=False, default_wd=0.0, eps_before_correction=True),
                 _PAPER_EPS_WHY),
         *_correction_mistakes(decoupled=False, default_wd=0.0),
+        *_update_mistakes(decoupled=False, default_wd=0.0),
         Mistake("eps inside the square root: sqrt(v̂ + eps)", _adam_variant(decoupled=False, default_wd=0.0,
                                                                            eps_inside=True),
                 "Adam divides by sqrt(v̂) + eps. Under the root, eps acts at the scale √eps (1e-4 for\n"
@@ -800,6 +833,7 @@ ADAMW_EX = Exercise(
                 _adam_variant(decoupled=True, default_wd=0.01, eps_before_correction=True),
                 _PAPER_EPS_WHY),
         *_correction_mistakes(decoupled=True, default_wd=0.01),
+        *_update_mistakes(decoupled=True, default_wd=0.01),
         Mistake("eps inside the square root: sqrt(v̂ + eps)", _adam_variant(decoupled=True, default_wd=0.01,
                                                                            eps_inside=True),
                 "Adam divides by sqrt(v̂) + eps. Under the root, eps acts at the scale √eps (1e-4 for\n"
