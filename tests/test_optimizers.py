@@ -729,6 +729,11 @@ _NO_GRAD = ("    def step(", "    @torch.no_grad()\n    def step(")
         ([("p.sub_(lr", "p.add_(lr")], "the Adam step added to p instead of subtracted (gradient ascent)")]],
     ("SGDMomentum", [("p.sub_(group['lr']", "p.add_(group['lr']")],
      "the step added to p instead of subtracted (gradient ascent)"),
+    *[("AdamW", [("p.mul_(1 - lr * wd)", decay), _NO_GRAD], mistake) for decay, mistake in [
+        ("p.sub_(lr * wd * p.grad)", "weight decay taken from the gradient"),
+        ("p.mul_(lr * wd)", "weights multiplied by lr·wd instead of by 1 − lr·wd"),
+        ("p.mul_(1 + lr * wd)", "weights multiplied by 1 + lr·wd: the decay grows them"),
+        ("p.sub_(lr * wd)", "lr·wd subtracted from every weight")]],
 ])
 def test_more_optimizer_slips_are_named(name, changes, mistake):
     """These got a bare difference in the final weights; a step that skipped a gradient of zeros as if it
@@ -736,7 +741,8 @@ def test_more_optimizer_slips_are_named(name, changes, mistake):
     first gradient, as SGD's momentum buffer starts, got bare numbers too. A loop that stops at a None grad
     (break) passed, as the parameter with one came last in its group; return, Adam's weight_decay left
     unused, v's line copied from m's with 1 - b1, and m̂, v̂ written back into the state got bare numbers, as
-    did a step without the square root, v averaged from g (NaN) or |g|, and a step added instead of taken."""
+    did a step without the square root, v averaged from g (NaN) or |g|, a step added instead of taken, and
+    AdamW's decay from the gradient, by the factor lr·wd or 1 + lr·wd, or by lr·wd subtracted."""
     from course_lib.grading.engine import evaluate
     from course_lib.grading.spec import get_exercise
 

@@ -327,7 +327,7 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                   decay_after=False, cached=(), t_shift=0, one_minus_pow=False, eps_squared=False,
                   zero_skipped=False, decay_twice=False, t_tensor=False, moments_from_g=False,
                   wd_ignored=False, v_with_b1=False, corrected_in_place=False, none_stops=None,
-                  root_corrected=False, v_from=None, no_sqrt=False, ascent=False):
+                  root_corrected=False, v_from=None, no_sqrt=False, ascent=False, decay_slip=None):
     """shared_t: "group" or "optimizer", where one step count for all parameters is kept (group["t"],
     saved by state_dict; self.t, not saved). decay_none: AdamW's decay applied before the skip of a
     parameter whose grad is None, its moments left alone. bias_correction="m only": v̂ = v.
@@ -344,7 +344,8 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
     corrected_in_place: m̂ and v̂ written back into the state (m.div_(1 - b1 ** t)), so the next step
     averages the corrected moments. root_corrected: v's correction applied to √v, √v/(1 − β₂ᵗ), where
     √v̂ = √v/√(1 − β₂ᵗ). v_from: "g" or "|g|", what v averages in place of g². no_sqrt: the step divides
-    by v̂ + eps. ascent: the Adam step added to p instead of taken from it."""
+    by v̂ + eps. ascent: the Adam step added to p instead of taken from it. decay_slip: AdamW's decay written
+    as p − lr·wd·g ("g"), p·lr·wd ("factor"), p·(1 + lr·wd) ("grows") or p − lr·wd ("constant")."""
     class Mistaken(torch.optim.Optimizer):
         def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=default_wd):
             super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
@@ -375,10 +376,12 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                     dec = decoupled != flip_decay
                     if decay_twice == "old p" and wd != 0:
                         g = g + wd * p
-                    if wd != 0:
+                    if wd != 0 or decay_slip == "factor":      # p·lr·wd zeroes a group without decay
                         if dec:
                             if not decay_after:
-                                p.mul_(1 - (1.0 if decay_without_lr else lr) * wd)
+                                {"g": lambda: p.sub_(lr * wd * g), "factor": lambda: p.mul_(lr * wd),
+                                 "grows": lambda: p.mul_(1 + lr * wd), "constant": lambda: p.sub_(lr * wd),
+                                 }.get(decay_slip, lambda: p.mul_(1 - (1.0 if decay_without_lr else lr) * wd))()
                         else:
                             g = g.add_(wd * p) if decay_into_grad else g + wd * p
                         if decay_twice == "new p":
@@ -802,6 +805,25 @@ ADAMW_EX = Exercise(
                 _adam_variant(decoupled=True, default_wd=0.01, decay_without_lr=True),
                 "torch.optim.AdamW shrinks by lr·wd per step, so the decay follows the learning-rate\n"
                 "schedule: p ← p·(1 − lr·wd)."),
+        Mistake("weight decay taken from the gradient: p ← p − lr·wd·g instead of p − lr·wd·p",
+                _adam_variant(decoupled=True, default_wd=0.01, decay_slip="g"),
+                "The decay pulls each weight toward zero in proportion to the weight itself: p ← p·(1 − lr·wd),\n"
+                "that is p − lr·wd·p. With the gradient in place of p it is one more small gradient step,\n"
+                "and nothing pulls large weights back."),
+        Mistake("weights multiplied by lr·wd instead of by 1 − lr·wd",
+                _adam_variant(decoupled=True, default_wd=0.01, decay_slip="factor"),
+                "The decay keeps almost all of each weight: the factor is 1 − lr·wd (0.9999 at lr 1e-3 and\n"
+                "wd 0.1). Multiplied by lr·wd itself, a weight keeps a ten-thousandth of its value, and the\n"
+                "weights collapse to near zero at the first step (to zero in a group without decay)."),
+        Mistake("weights multiplied by 1 + lr·wd: the decay grows them",
+                _adam_variant(decoupled=True, default_wd=0.01, decay_slip="grows"),
+                "Decay shrinks the weights: p ← p·(1 − lr·wd). With 1 + lr·wd every weight grows a little\n"
+                "at every step, the opposite of what weight decay is for."),
+        Mistake("lr·wd subtracted from every weight: p ← p − lr·wd instead of p − lr·wd·p",
+                _adam_variant(decoupled=True, default_wd=0.01, decay_slip="constant"),
+                "The decay is proportional to each weight, p − lr·wd·p = p·(1 − lr·wd), so it pulls every\n"
+                "weight toward zero. Subtracting lr·wd alone moves all weights down by the same amount:\n"
+                "negative ones away from zero."),
         Mistake("bias correction missing", _adam_variant(decoupled=True, default_wd=0.01, bias_correction=False),
                 "m and v start at zero, so early on they are far too small. Divide them by\n"
                 "(1 − β₁ᵗ) and (1 − β₂ᵗ), where t counts this parameter's steps from 1."),
