@@ -237,6 +237,24 @@ def test_norm_checks_refuse_and_explain_more_learner_answers(name, source, says)
         assert not r.passed and says in r.message, r.message
 
 
+@pytest.mark.parametrize("stats, says", [
+    ("mean = x.mean()\n    var = ((x - mean) ** 2).mean(-1, keepdim=True)",
+     "the whole tensor's mean (x.mean() with no dim) subtracted, and each vector's variance taken around it"),
+    ("mean = torch.mean(x)\n    var = x.var(-1, unbiased=False, keepdim=True)",
+     "the whole tensor's mean (x.mean() with no dim) subtracted; each vector's variance right"),
+    ("mean = x.mean(-1, keepdim=True)\n    var = ((x - x.mean()) ** 2).mean(-1, keepdim=True)",
+     "variance measured around the whole tensor's mean"),
+    ("mean = x.mean(-1, keepdim=True)\n    var = x.var(unbiased=False)",
+     "the whole tensor's variance (x.var() with no dim), the mean per vector"),
+], ids=["mean of all, variance around it", "mean of all, variance per vector", "variance around the mean of all",
+        "variance of all"])
+def test_layer_norm_statistics_taken_over_the_whole_tensor_are_named(stats, says):
+    """A mean or variance with no dim, one of the two or inside the other, got a bare difference: only both at
+    once (normalised over all axes) was named."""
+    for r in _both_suites("layer_norm", _learner_cell(_LN.replace("STATS", stats), "layer_norm")):
+        assert not r.passed and f"known mistake: {says}" in r.message and "dim=-1" in r.message, r.message
+
+
 _MODULE = """class LayerNorm(nn.Module):
     def __init__(self, d, eps=1e-5):
         super().__init__()

@@ -223,6 +223,24 @@ def _m_all_axes(x, weight, bias, eps=1e-5):
     return (x - mean) / torch.sqrt(var + eps) * weight + bias
 
 
+def _m_whole_mean(x, weight, bias, eps=1e-5, var_around="whole"):
+    """The mean of the whole tensor (x.mean() with no dim) subtracted; the variance per vector, around that
+    mean (var_around="whole") or around the vector's own ("vector", torch.var(x, -1))."""
+    mean = x.mean()
+    var = ((x - (mean if var_around == "whole" else x.mean(-1, keepdim=True))) ** 2).mean(-1, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps) * weight + bias
+
+
+def _m_var_around_whole_mean(x, weight, bias, eps=1e-5):
+    var = ((x - x.mean()) ** 2).mean(-1, keepdim=True)
+    return (x - x.mean(-1, keepdim=True)) / torch.sqrt(var + eps) * weight + bias
+
+
+def _m_whole_var(x, weight, bias, eps=1e-5):
+    var = x.var(unbiased=False)
+    return (x - x.mean(-1, keepdim=True)) / torch.sqrt(var + eps) * weight + bias
+
+
 def _m_first_axis(x, weight, bias, eps=1e-5):
     mean, var = _stats(x, dim=0)
     return (x - mean) / torch.sqrt(var + eps) * weight + bias
@@ -359,6 +377,10 @@ _STATS_DETACHED = ("The mean and variance depend on x too: computed under torch.
                    "(and the notebook's comparison with your backward) gets wrong gradients. Compute them\n"
                    "from x itself.")
 
+_WHOLE_TENSOR = ("{what} with no dim takes the {which} of every number in x at once. Each vector is normalised\n"
+                 "with its own statistics: both the mean and the variance over its D features, dim=-1 with\n"
+                 "keepdim=True, wherever they are used.")
+
 LAYER_NORM = Exercise(
     name="layer_norm",
     notebook="06_layernorm",
@@ -391,6 +413,16 @@ LAYER_NORM = Exercise(
         Mistake("unbiased variance (divided by D - 1)", _m_unbiased, _LN_EXPLAIN["unbiased"]),
         Mistake("normalised over the first axis instead of the last", _m_first_axis, _LN_EXPLAIN["first_axis"]),
         Mistake("normalised over all axes at once", _m_all_axes, _LN_EXPLAIN["all_axes"]),
+        Mistake("the whole tensor's mean (x.mean() with no dim) subtracted, and each vector's variance taken "
+                "around it",
+                _m_whole_mean, _WHOLE_TENSOR.format(what="x.mean()", which="mean")),
+        Mistake("the whole tensor's mean (x.mean() with no dim) subtracted; each vector's variance right",
+                lambda x, weight, bias, eps=1e-5: _m_whole_mean(x, weight, bias, eps, var_around="vector"),
+                _WHOLE_TENSOR.format(what="x.mean()", which="mean")),
+        Mistake("variance measured around the whole tensor's mean (x.mean() with no dim inside it)",
+                _m_var_around_whole_mean, _WHOLE_TENSOR.format(what="x.mean()", which="mean")),
+        Mistake("the whole tensor's variance (x.var() with no dim), the mean per vector", _m_whole_var,
+                _WHOLE_TENSOR.format(what="x.var()", which="variance")),
         Mistake("weight forgotten", _m_no_weight, _LN_EXPLAIN["no_weight"]),
         Mistake("bias forgotten", _m_no_bias, _LN_EXPLAIN["no_bias"]),
         Mistake("bias added before scaling", _m_bias_first, _LN_EXPLAIN["bias_first"]),
