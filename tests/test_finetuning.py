@@ -1213,3 +1213,164 @@ def test_freeze_check_wants_the_count_as_an_int():
     right = _freeze_checking(lambda n, L: 0 <= n <= L)
     for suite, r in _verdicts(FREEZE, lambda model, n_layers: float(right(model, n_layers))).items():
         assert not r.passed and "returned the count as a float" in r.message, (suite, r.message)
+
+
+# ------------------------------------------------------------ slips a second blind probe of learner answers found
+def _renaming_loader(load):
+    """A learner's loader: BERT's names mapped to the course's by the answer key's own rule, then `load`."""
+    from course_lib.reference.finetuning import IGNORED_KEYS, _course_name
+
+    def loader(state_dict, config):
+        model = BertEncoder(config)
+        renamed = {_course_name(k) or k: v for k, v in state_dict.items() if k not in IGNORED_KEYS}
+        load(model, renamed)
+        return model
+    return loader
+
+
+def _counted_then_lenient(model, renamed):
+    own = model.state_dict()
+    if len(renamed) != len(own):
+        raise KeyError(f"missing {sorted(set(own) - set(renamed))}, unexpected {sorted(set(renamed) - set(own))}")
+    model.load_state_dict(renamed, strict=False)
+
+
+def test_loader_that_only_counts_the_keys_is_refused_in_both_suites():
+    """Key counts compared, then load_state_dict(strict=False), passed both suites: each must-raise case
+    dropped one key or added one, never both, so the counts always differed."""
+    from course_lib.exercises.ex09_finetuning import LOADER
+    for suite, r in _verdicts(LOADER, _renaming_loader(_counted_then_lenient)).items():
+        assert not r.passed and "known mistake: not strict" in r.message, (suite, r.message)
+
+
+def test_loader_that_keeps_the_pooler_is_told_to_skip_ignored_keys():
+    """The checkpoint's pooler, loaded as it is, was said to come 'from the renaming'."""
+    from course_lib.exercises.ex09_finetuning import LOADER
+    from course_lib.reference.finetuning import _course_name
+
+    def loader(state_dict, config):
+        model = BertEncoder(config)
+        renamed = {_course_name(k) or k: v for k, v in state_dict.items() if k != "embeddings.position_ids"}
+        model.load_state_dict(renamed)
+        return model
+    for suite, r in _verdicts(LOADER, loader).items():
+        assert not r.passed and "pooler.dense.weight is in IGNORED_KEYS" in r.message, (suite, r.message)
+        assert "come from the renaming" not in r.message, (suite, r.message)
+
+
+@pytest.mark.parametrize("pool, named", [
+    ("h.sum(1) / attention_mask.sum(1, keepdim=True)", "every position summed, padding included"),
+    ("LOG", "log-softmax applied: log-probabilities returned instead of logits"),
+], ids=["padding summed in", "log-softmax"])
+def test_classifier_check_names_an_unmasked_sum_and_log_probabilities(pool, named):
+    from course_lib.exercises.ex09_finetuning import SENTENCE_CLASSIFIER
+
+    class Slip(_Classifier):
+        def forward(self, input_ids, attention_mask):
+            h = self.encoder(input_ids, attention_mask)
+            if pool == "LOG":
+                return F.log_softmax(super().forward(input_ids, attention_mask), dim=-1)
+            return self.head(self.dropout(eval(pool)))
+    for suite, r in _verdicts(SENTENCE_CLASSIFIER, Slip).items():
+        assert not r.passed and f"known mistake: {named}" in r.message, (suite, r.message)
+
+
+def test_freeze_count_taken_before_freezing_is_named_with_its_cause():
+    """Counting with requires_grad before the flags are set was named 'counted every parameter', which the
+    learner's filter seemed to rule out."""
+    from course_lib.exercises.ex09_finetuning import FREEZE
+
+    def freeze(model, n_layers):
+        if not 0 <= n_layers <= len(model.encoder.layers):
+            raise ValueError("n_layers out of range")
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        model.requires_grad_(True)
+        model.encoder.embeddings.requires_grad_(False)
+        for layer in model.encoder.layers[:n_layers]:
+            layer.requires_grad_(False)
+        return trainable
+    for suite, r in _verdicts(FREEZE, freeze).items():
+        assert not r.passed and "(or counted before freezing)" in r.message and "counted after the freezing" \
+            in r.message, (suite, r.message)
+
+
+class _LoRASlip(_LoRA):
+    slip = None
+
+    def __init__(self, base, r=8, alpha=16):
+        super().__init__(base, r, alpha)
+        w = base.weight
+        with torch.no_grad():
+            if self.slip == "rows alike":
+                row = torch.randn(1, w.shape[1], dtype=w.dtype, device=w.device) / w.shape[1] ** 0.5
+                self.A.copy_(row.expand_as(self.A))
+            elif self.slip == "constant":
+                self.A.fill_(1.0 / w.shape[1])
+            elif self.slip == "rand":
+                self.A.copy_(torch.rand(self.A.shape, dtype=w.dtype, device=w.device) / w.shape[1] ** 0.5)
+        if self.slip == "rsLoRA":
+            self.scale = alpha / r ** 0.5
+        elif self.slip == "defaults":
+            self.scale = 2.0
+
+    def forward(self, x):
+        if self.slip == "flattened":
+            x2 = x.reshape(-1, x.shape[-1])
+            return self.base(x2) + x2 @ self.A.T @ self.B.T * self.scale
+        if self.slip == "detached":
+            return self.base(x) + x.detach() @ self.A.T @ self.B.T * self.scale
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("slip, says", [
+    ("rows alike", "but A has rank 1, not"),
+    ("constant", "but A has rank 1, not"),
+    ("rand", "but A's values are not centred on zero"),
+    ("flattened", "x (2, 3, 12): a batch of sequences"),
+    ("rsLoRA", "known mistake: scale alpha/√r (rsLoRA's) instead of alpha/r"),
+    ("detached", "known mistake: the low-rank path computed from x.detach()"),
+])
+def test_lora_check_refuses_a_symmetric_or_uncentred_a_and_names_more_slips(slip, says):
+    """An A whose rows are all alike (a constant, one row repeated) keeps B·A at rank 1 for good, an A from
+    torch.rand is all positive, and a forward that flattens x to 2-D returns (B·T, out) for the encoder's
+    (B, T, in): all three passed both suites. rsLoRA's alpha/√r and x.detach() in the low-rank path got bare
+    numbers. A 2-D-only forward fails the visible case of sequences (the hidden suite has one too)."""
+    from course_lib.exercises.ex09_finetuning import LORA
+    for suite, r in _verdicts(LORA, type("Slip", (_LoRASlip,), {"slip": slip})).items():
+        assert not r.passed, (suite, r.message)
+        if suite == "visible" or slip != "flattened":
+            assert says in r.message, (suite, r.message)
+
+
+def test_lora_check_names_a_scale_hard_coded_from_the_defaults():
+    from course_lib.exercises.ex09_finetuning import LORA
+    verdicts = _verdicts(LORA, type("Slip", (_LoRASlip,), {"slip": "defaults"}))
+    assert not verdicts["hidden"].passed
+    assert "known mistake: scale hard-coded as 2" in verdicts["visible"].message, verdicts["visible"].message
+
+
+_PRF_COUNTS = ("def answer(preds, labels, positive=1):\n"
+               "    tp = int(((preds == positive) & (labels == positive)).sum())\n"
+               "    FP_FN\n"
+               "    p = tp / (tp + fp) if tp + fp else 0.0\n"
+               "    r = tp / (tp + fn) if tp + fn else 0.0\n"
+               "    return p, r, (2 * p * r / (p + r) if p + r else 0.0)\n")
+
+
+@pytest.mark.parametrize("counts, named", [
+    ("fp = int(preds.sum()) - tp\n    fn = int(labels.sum()) - tp",
+     "predicted and real positives counted as preds.sum() and labels.sum()"),
+    ("fp = int(((preds == positive) & (labels != positive)).sum())\n"
+     "    fn = int(((preds != positive) & (labels != positive)).sum())",
+     "recall as TP / (TP + TN)"),
+    ("fp = int(((preds == positive) & (labels != positive)).sum())\n    fn = int((preds != labels).sum()) - fp",
+     "false negatives counted as every wrong prediction minus the false positives"),
+], ids=["sums as counts", "true negatives for misses", "misses from every error"])
+def test_metrics_name_counts_that_hold_only_for_two_classes_or_another_quadrant(counts, named):
+    """preds.sum() as the number of positive predictions (right only for 0/1 with positive=1), true negatives
+    in recall's denominator, and FN as every error minus FP got bare numbers."""
+    from course_lib.exercises.ex09_finetuning import PRF
+    ns = {}
+    exec(compile(_PRF_COUNTS.replace("FP_FN", counts), "<answer cell test>", "exec"), ns)
+    for suite, r in _verdicts(PRF, ns["answer"]).items():
+        assert not r.passed and f"known mistake: {named}" in r.message, (suite, r.message)

@@ -151,7 +151,12 @@ def _call_loader(impl, inputs):
         model = impl(sd, inputs["config"])
     except (KeyError, RuntimeError) as exc:
         text = str(exc)
-        if "missing" in text.lower() or "unexpected" in text.lower():
+        ignored = [k for k in ref.IGNORED_KEYS if k in text]
+        if ignored:
+            exc.add_note(f"{ignored[0]} is in IGNORED_KEYS: an entry of the checkpoint that is not a weight of the "
+                         f"encoder\n(the pooler, or the constant position_ids). Skip every key in IGNORED_KEYS "
+                         f"before renaming\nand loading; the encoder has nothing to put it in.")
+        elif "missing" in text.lower() or "unexpected" in text.lower():
             exc.add_note("This checkpoint matches the encoder one to one (every weight, nothing extra),\nso the "
                          "keys listed come from the renaming." + (
                              "\nHere attention.output.LayerNorm (or attention.output.dense) was renamed by the rule "
@@ -255,6 +260,10 @@ LOADER = Exercise(
                           names=("position_embeddings", "embeddings.positions"))),
         Case("a checkpoint with an extra key classifier.weight: must raise",
              _loader_case(_config(), extra="classifier.weight", names=("classifier",))),
+        Case("a checkpoint without layer 0's query weight and with an extra classifier.weight, as many keys as "
+             "the encoder has: must raise",
+             _loader_case(_config(), drop="encoder.layer.0.attention.self.query.weight", extra="classifier.weight",
+                          names=("query.weight", "q_proj.weight", "classifier"))),
     ],
     hidden=[
         Case("a random small BERT and batch", _loader_case(_random_config, B=4, T=9)),
@@ -262,6 +271,10 @@ LOADER = Exercise(
         Case("a random small BERT whose checkpoint lacks layer 0's query bias: must raise",
              _loader_case(_random_config, drop="encoder.layer.0.attention.self.query.bias",
                           names=("query.bias", "q_proj.bias"))),
+        Case("a random small BERT whose checkpoint lacks layer 0's value weight and has an extra classifier.bias, "
+             "as many keys as the encoder has: must raise",
+             _loader_case(_random_config, drop="encoder.layer.0.attention.self.value.weight", extra="classifier.bias",
+                          names=("value.weight", "v_proj.weight", "classifier"))),
         Case("a random small BERT whose checkpoint has an extra key encoder.layer.0.attention.self.rotary: must raise",
              _loader_case(_random_config, extra="encoder.layer.0.attention.self.rotary", names=("rotary",))),
         Case("a random small BERT whose checkpoint also has cls.predictions.bias (a pretraining head): must raise",
@@ -548,6 +561,15 @@ SENTENCE_CLASSIFIER = Exercise(
         Mistake("softmax applied: probabilities returned instead of logits",
                 _clf(finish=lambda self, z: torch.softmax(z, -1)),
                 "Return the raw scores (logits): F.cross_entropy applies log-softmax itself."),
+        Mistake("log-softmax applied: log-probabilities returned instead of logits",
+                _clf(finish=lambda self, z: torch.log_softmax(z, -1)),
+                "Return the head's output as it is. log_softmax shifts each row by one constant, so the loss\n"
+                "and the predictions would not change (F.cross_entropy applies it itself), but the contract\n"
+                "is the raw scores, the logits, and that is what the checks compare."),
+        Mistake("every position summed, padding included, and divided by the real tokens", _clf(
+                    pool=lambda self, h, m: h.sum(1) / m.to(h.dtype).sum(1, keepdim=True)),
+                "The count is right but the sum is not masked: padding positions carry vectors too, and\n"
+                "they are added in. Multiply by the mask before summing: (h * mask[..., None]).sum(1)."),
     ],
     forbidden=[Forbidden("course_lib.models.bert.mean_pool", "it is the pooling you write here",
                          shown="course_lib's mean_pool")],
@@ -771,8 +793,10 @@ FREEZE = Exercise(
         Mistake("the top layers frozen instead of the lowest", _mf_top,
                 "layers[0] is next to the embeddings, layers[-1] next to the head. The lower layers hold\n"
                 "general features worth keeping; the upper ones adapt to the task: freeze layers[:n_layers]."),
-        Mistake("counted every parameter, frozen ones included", _mf_all_counted,
-                "Return the number of parameters that will still train: those with requires_grad=True."),
+        Mistake("counted every parameter, frozen ones included (or counted before freezing)", _mf_all_counted,
+                "Return the number of parameters that will still train: those with requires_grad=True,\n"
+                "counted after the freezing. Counted first, while every parameter still trains, the\n"
+                "filter on requires_grad keeps them all."),
         Mistake("counted only the encoder's trainable parameters, not the head's", _mf_encoder_only,
                 "Return the count for the whole model: the head trains too (it is what fine-tuning adds), and\n"
                 "the table's trainable-parameter column counts it."),
@@ -807,9 +831,10 @@ FREEZE = Exercise(
 
 
 # ===================================================================== LoRALinear
-def _lora_case(n_in, n_out, r, alpha, B=4, bias=True):
+def _lora_case(n_in, n_out, r, alpha, B=4, bias=True, T=None):
+    """T: x is a batch of sequences (B, T, n_in), as the encoder's layers see it, instead of (B, n_in)."""
     def make(g):
-        out = {"W": _randn(g, n_out, n_in, scale=n_in ** -0.5), "x": _randn(g, B, n_in),
+        out = {"W": _randn(g, n_out, n_in, scale=n_in ** -0.5), "x": _randn(g, B, *(T,) * (T is not None), n_in),
                "r": r, "alpha": alpha, "A": _randn(g, r, n_in), "B": _randn(g, n_out, r, scale=0.1), "bias": bias}
         out["b"] = _randn(g, n_out, scale=0.1)
         return out
@@ -822,6 +847,13 @@ def _lora_random(g):
     a, b = _ri(g, 40, 80), _ri(g, 3, 20)
     r = _ri(g, 1, min(6, b))                 # a rank up to the smaller side, as LoRA is used
     return _lora_case(a, b, r, float(_ri(g, 1, 4) * 4), B=_ri(g, 1, 5), bias=bool(_ri(g, 0, 1)))(g)
+
+
+def _lora_random_sequences(g):
+    inputs = _lora_random(g)
+    B, n_in = inputs["x"].shape
+    inputs["x"] = _randn(g, B, _ri(g, 2, 6), n_in)
+    return inputs
 
 
 def _call_lora(cls, inputs):
@@ -869,10 +901,11 @@ def _call_lora(cls, inputs):
     # "Small": the answer key draws A with standard deviation 1/√in_features (so x·Aᵀ keeps x's scale);
     # 3/√in_features leaves room for other inits (Kaiming, 0.01) and not for torch.randn unscaled.
     limit = 3 / math.sqrt(W.shape[1])
-    rms = float(m.A.detach().double().pow(2).mean().sqrt())
+    a0 = m.A.detach().double()
+    rms = float(a0.pow(2).mean().sqrt())
     a_small = (f"A's values small at the start: root mean square at most 3/√in_features = {limit:.2f}"
                if rms <= limit else f"A's values large at the start: root mean square above 3/√in_features = "
-                                    f"{limit:.2f}")
+                                    f"{limit:.2f}") + _a_drawn(a0)
     try:
         y0 = m(x)
     except RuntimeError as exc:
@@ -909,6 +942,22 @@ def _call_lora(cls, inputs):
                          "Compute base(x) and the low-rank path with autograd on (not under torch.no_grad(), "
                          "nor from x.detach())")
     return same_at_init, b_learns, base_frozen, trainable, y1, a_small, a_learns, grads[0]
+
+
+def _a_drawn(a: torch.Tensor) -> str:
+    """In words, whether A's start is r independent draws centred on zero: rows all alike (a constant, one row
+    repeated) keep B·A at that rank for good, since every row of A then gets the same gradient; values all of
+    one sign (torch.rand) are not centred. The bound on the mean is 4 standard errors of a zero-mean draw, and
+    at least 0.5 of the root mean square: never reached by randn or kaiming_uniform_, always by torch.rand
+    (mean/rms = √3/2)."""
+    rank, full = int(torch.linalg.matrix_rank(a)), min(a.shape)
+    if rank < full:
+        return (f"; but A has rank {rank}, not {full}: its rows are not independent draws, and B·A can never "
+                f"learn more than rank {rank}")
+    ratio = abs(float(a.mean())) / max(float(a.pow(2).mean().sqrt()), 1e-30)
+    if ratio > max(0.5, 4 / math.sqrt(a.numel())):
+        return "; but A's values are not centred on zero (all of one sign? torch.rand draws from [0, 1))"
+    return ", r independent draws centred on zero"
 
 
 def _same_device_as_base(cls, inputs, dtype):
@@ -979,11 +1028,14 @@ LORA = Exercise(
         Case("base nn.Linear(6, 10) without bias, r=2, alpha=1, x (3, 6)", _lora_case(6, 10, 2, 1.0, B=3, bias=False)),
         Case("base nn.Linear(16, 16), r=8 (the default), alpha=16, x (2, 16)", _lora_case(16, 16, 8, 16.0, B=2)),
         Case("base nn.Linear(64, 8), r=2, alpha=4, x (3, 64)", _lora_case(64, 8, 2, 4.0, B=3)),
+        Case("base nn.Linear(12, 8), r=4, alpha=16, x (2, 3, 12): a batch of sequences, as in the encoder",
+             _lora_case(12, 8, 4, 16.0, B=2, T=3)),
     ],
     hidden=[
         Case("a random base, r and alpha", _lora_random),
         Case("another random base, r and alpha", _lora_random),
         Case("a random base without bias", lambda g: {**_lora_random(g), "bias": False}),
+        Case("a random base, x a batch of sequences (B, T, in_features)", _lora_random_sequences),
     ],
     mistakes=[
         Mistake("B initialised randomly: the output differs from base at the start", _lora(b_random=True),
@@ -993,7 +1045,8 @@ LORA = Exercise(
                 "With A = 0 the gradient of B (which is proportional to A·x) is 0 too, so B never moves (and\n"
                 "with B = 0 as well, neither does A). Initialise A randomly and B to zeros: the update B·A\n"
                 "still starts at 0, and B learns from the first step."),
-        Mistake("A drawn with torch.randn unscaled, or divided by √r instead of √in_features: too large",
+        Mistake("A drawn with torch.randn unscaled, or divided by √r instead of √in_features (or by another "
+                "size): too large",
                 _lora(a_per_input=False),
                 "Keep A small: x·Aᵀ sums in_features products, so with standard deviation 1 it is about\n"
                 "√in_features times larger than x (20 times for MiniLM's 384), and so is every update B makes,\n"
@@ -1009,6 +1062,13 @@ LORA = Exercise(
         Mistake("scale alpha // r: integer division", _lora(scale=lambda self: self.alpha // self.r),
                 "// rounds down (1 // 2 = 0, 8 // 3 = 2): a scale of 0 leaves the update, and B's gradient,\n"
                 "at zero. Divide with /: alpha / r."),
+        Mistake("scale hard-coded as 2 (alpha/r of the defaults, 16/8)", _lora(scale=lambda self: 2.0),
+                "Compute the scale from the arguments given, alpha / r, and keep them (self.alpha, self.r):\n"
+                "a caller who asks for r=2 and alpha=1 gets 0.5, not the defaults' 2."),
+        Mistake("scale alpha/√r (rsLoRA's) instead of alpha/r",
+                _lora(scale=lambda self: self.alpha / math.sqrt(self.r)),
+                "Rank-stabilised LoRA (Kalajdzievski, 2023) divides by √r; this exercise, like the LoRA paper\n"
+                "and PEFT's default, divides by r: scale = alpha / r."),
         Mistake("scale alpha/r applied to base(x) as well",
                 _lora(forward=lambda self, x: (self.base(x) + x @ self.A.T @ self.B.T) * self.scale()),
                 "Only the low-rank path is scaled: base(x) + (alpha / r) · x Aᵀ Bᵀ. Scaling the sum multiplies\n"
@@ -1033,6 +1093,11 @@ LORA = Exercise(
                 "through it: the adapted layers below learn from it (W + scale·B·A carries it, not scale·B·A\n"
                 "alone). requires_grad=False on base's parameters already saves their gradients: call\n"
                 "self.base(x) with autograd on."),
+        Mistake("the low-rank path computed from x.detach(): x's gradient misses its part",
+                _lora(forward=lambda self, x: self.base(x) + x.detach() @ self.A.T @ self.B.T * self.scale()),
+                "The output depends on x through both paths, base(x) and x·Aᵀ·Bᵀ, and the layers below learn\n"
+                "from x's gradient through both (W + scale·B·A carries it). Use x itself in the low-rank path;\n"
+                "freezing base already keeps its weights out of training."),
         Mistake("base(x) left out: only the low-rank path returned",
                 _lora(forward=lambda self, x: x @ self.A.T @ self.B.T * self.scale()),
                 "The low-rank path is an update added to the frozen layer's output: base(x) + scale·x AᵀBᵀ."),
@@ -1138,6 +1203,23 @@ def _mp_fp_other_errors(preds, labels, positive=1):
     return _prf_from(tp, int(((preds != labels) & (labels != positive)).sum()), fn)
 
 
+def _mp_fn_other_errors(preds, labels, positive=1):
+    tp, fp, _ = _counts(preds, labels, positive)
+    return _prf_from(tp, fp, int((preds != labels).sum()) - fp)
+
+
+def _mp_sums_as_counts(preds, labels, positive=1):
+    """Predicted and real positives counted as preds.sum() and labels.sum(): right for 0/1 labels with positive=1."""
+    tp, _, _ = _counts(preds, labels, positive)
+    return _prf_from(tp, int(preds.sum()) - tp, int(labels.sum()) - tp)
+
+
+def _mp_recall_over_negatives(preds, labels, positive=1):
+    tp, fp, _ = _counts(preds, labels, positive)
+    tn = int(((preds != positive) & (labels != positive)).sum())
+    return _prf_from(tp, fp, tn)
+
+
 def _mp_accuracy(preds, labels, positive=1):
     tp, fp, fn = _counts(preds, labels, positive)
     acc = float((preds == labels).float().mean())
@@ -1154,7 +1236,10 @@ PRF = Exercise(
     visible=[
         Case("preds [1, 1, 0, 1, 0, 0, 1, 0], labels [1, 0, 0, 1, 1, 0, 1, 1]",
              _prf_case([1, 1, 0, 1, 0, 0, 1, 0], [1, 0, 0, 1, 1, 0, 1, 1]), **_COUNTS),
-        Case("the same with positive=0", _prf_case([1, 1, 0, 1, 0, 0, 1, 0], [1, 0, 0, 1, 1, 0, 1, 1], 0), **_COUNTS),
+        Case("preds [1, 0, 0, 0, 1, 0], labels [1, 1, 0, 0, 0, 0]: more true negatives than misses",
+             _prf_case([1, 0, 0, 0, 1, 0], [1, 1, 0, 0, 0, 0]), **_COUNTS),
+        Case("case 1's preds and labels with positive=0",
+             _prf_case([1, 1, 0, 1, 0, 0, 1, 0], [1, 0, 0, 1, 1, 0, 1, 1], 0), **_COUNTS),
         Case("no positive prediction at all: precision undefined", _prf_case([0, 0, 0, 0], [1, 0, 1, 0]), **_COUNTS),
         Case("no positive label nor prediction", _prf_case([0, 0, 0], [0, 0, 0]), **_COUNTS),
         Case("three classes, positive=2", _prf_case([2, 0, 1, 2, 2, 1, 0], [2, 1, 1, 0, 2, 2, 0], 2), **_COUNTS),
@@ -1196,6 +1281,17 @@ PRF = Exercise(
                 "A false positive is a prediction of the positive class whose label is another class:\n"
                 "(preds == positive) & (labels != positive). (preds != labels) & (labels != positive) also\n"
                 "counts mix-ups between two other classes, which never predicted the positive class."),
+        Mistake("false negatives counted as every wrong prediction minus the false positives", _mp_fn_other_errors,
+                "A false negative is a positive label the model missed: (preds != positive) & (labels ==\n"
+                "positive). Every wrong prediction minus the false positives also counts mix-ups between two\n"
+                "other classes, which have nothing to do with the positive class (with two classes the two agree)."),
+        Mistake("predicted and real positives counted as preds.sum() and labels.sum()", _mp_sums_as_counts,
+                "preds.sum() counts the predictions of class 1 only when the classes are 0 and 1 and positive\n"
+                "is 1: with positive=0 it counts the other class, and with three classes it adds up class\n"
+                "numbers. Count with comparisons: (preds == positive).sum() and (labels == positive).sum()."),
+        Mistake("recall as TP / (TP + TN): true negatives where the false negatives belong", _mp_recall_over_negatives,
+                "Recall asks how many of the real positives were found: TP / (TP + FN), where FN are the\n"
+                "positive labels predicted as something else. True negatives are not positives at all."),
         Mistake("accuracy used as precision", _mp_accuracy,
                 "Accuracy counts every correct prediction of every class; precision only looks at the\n"
                 "predictions of the positive class: TP / (TP + FP)."),
