@@ -562,6 +562,19 @@ def test_checks_say_why_for_more_learner_mistakes(name, source, says):
     assert not r.passed and says in r.message, r.message
 
 
+def test_sample_check_wants_the_temperature_at_every_step():
+    """Logits divided by the temperature at step 0 only passed every suite: each frequency case drew one
+    new token. Cases of two new tokens now also compare how often each comes out second."""
+    source = _SAMPLER.replace("for _ in range", "for step in range").replace(
+        "LOGITS", _RIGHT_LOGITS.replace("logits = logits / temperature",
+                                        "if step == 0:\n            logits = logits / temperature")).replace(
+        "DRAW", _MULTINOMIAL)
+    for suite, r in _evaluate_both("sample", _answer(source, "sample")).items():
+        assert not r.passed and "known mistake: temperature applied to the first new token only" in r.message, \
+            (suite, r.message)
+        assert "(in how often each token is the second new one, over the rows)" in r.message, (suite, r.message)
+
+
 # ------------------------------------------------------------ gaps a blind probe of learner answers found
 _SEEDS = (1, 2, 3, 1357)
 

@@ -861,15 +861,30 @@ def _call_sample(fn, inputs):
         return words
     if any(w != holds for w, (holds, _) in zip(words, props)):
         return (*words, None)
-    counts = torch.bincount(out[:, T], minlength=table.shape[0]).to(table.dtype)   # (V,)
-    freq = counts / counts.sum()
     # Judged against the true probabilities, not against the reference's own 4,000 draws (two samples
     # differ by more than one does from the truth): within _TOL of them, the answer gets them back.
-    logits = table[idx[0, -1]] / inputs["temperature"]                                # (V,)
+    # The second new token's are the first's spread through the table: temperature and top-k must
+    # act at every step, not at the first only.
+    nxt = _next_probs(table, inputs["temperature"], k)                                # (V, V)
+    truths = [nxt[idx[0, -1]]]
+    while len(truths) < min(new, 2):
+        truths.append(truths[-1] @ nxt)
+    return (*words, *(_freq_or_truth(out[:, T + i], truth) for i, truth in enumerate(truths)))
+
+
+def _next_probs(table, temperature, k):
+    """(V, V): row t, the probabilities of the next token after t with this temperature and top_k."""
+    logits = table / temperature
     if k is not None:
-        logits = logits.masked_fill(logits < torch.topk(logits, k).values[-1], float("-inf"))
-    truth = torch.softmax(logits, -1)
-    return (*words, truth if float((freq - truth).abs().max()) <= _TOL["atol"] else freq)
+        logits = logits.masked_fill(logits < torch.topk(logits, k, dim=-1).values[:, -1:], float("-inf"))
+    return torch.softmax(logits, -1)
+
+
+def _freq_or_truth(drawn, truth):
+    """How often each token was drawn, or the true probabilities where they are within _TOL of those."""
+    counts = torch.bincount(drawn, minlength=truth.shape[0]).to(truth.dtype)        # (V,)
+    freq = counts / counts.sum()
+    return truth if float((freq - truth).abs().max()) <= _TOL["atol"] else freq
 
 
 def _seed_shows(inputs) -> bool:
@@ -907,10 +922,10 @@ def _nothing_to_draw(exc, fn, inputs, args):
 
 
 def _sampler(model, idx, max_new_tokens, temperature, top_k, generator, crop="end", largest=True, position=-1,
-             greedy=False, fill=float("-inf"), extra=0):
-    for _ in range(max_new_tokens):
+             greedy=False, fill=float("-inf"), extra=0, first_only=False):
+    for step in range(max_new_tokens):
         context = {"end": idx[:, -model.block_size:], "start": idx[:, :model.block_size], None: idx}[crop]
-        logits = model(context)[:, position, :].float() / temperature
+        logits = model(context)[:, position, :].float() / (1.0 if first_only and step else temperature)
         if top_k is not None:
             kth = torch.topk(logits, top_k + extra, dim=-1, largest=largest).values[:, -1:]
             logits = logits.masked_fill(logits < kth if largest else logits > kth, fill)
@@ -944,6 +959,10 @@ def _m_sample_no_generator(model, idx, max_new_tokens, temperature=1.0, top_k=No
 
 def _m_no_temperature(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
     return _sampler(model, idx, max_new_tokens, 1.0, top_k, generator)
+
+
+def _m_temperature_first_only(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+    return _sampler(model, idx, max_new_tokens, temperature, top_k, generator, first_only=True)
 
 
 def _m_temperature_multiplies(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
@@ -991,15 +1010,16 @@ def _m_softmax_twice(model, idx, max_new_tokens, temperature=1.0, top_k=None, ge
 _TOL = dict(atol=0.04, rtol=0.0)
 SAMPLE = Exercise(
     name="sample", notebook="08_pretraining", reference=ref.sample, call=_call_sample,
-    outputs=(*["a property in words"] * 5, "how often each token is the first new one, over the rows"),
+    outputs=(*["a property in words"] * 5, "how often each token is the first new one, over the rows",
+             "how often each token is the second new one, over the rows"),
     visible=[
         Case("greedy (top_k = 1): idx (2, 6), 10 new tokens, block_size 8", _sample_case("greedy", 2, 6, 12, 10, top_k=1), **_TOL),
         Case("top_k = 3: idx (64, 3), 12 new tokens; every token must be in the top 3",
              _sample_case("topk", 64, 3, 20, 12, top_k=3), **_TOL),
         Case("temperature 0.5: one token drawn after a fixed token, 4,000 times; the numbers compared are "
              "how often each of the 6 tokens comes out", _sample_case("freq", 4000, 1, 6, 1, temperature=0.5), **_TOL),
-        Case("temperature 2.0: one token drawn after a fixed token, 4,000 times; how often each of the 6 comes out",
-             _sample_case("freq", 4000, 1, 6, 1, temperature=2.0), **_TOL),
+        Case("temperature 2.0: two tokens drawn after a fixed token, 4,000 times; how often each of the 6 comes "
+             "out first, and second", _sample_case("freq", 4000, 1, 6, 2, temperature=2.0), **_TOL),
         Case("temperature 0.8 with top_k = 3, 4,000 rows: how often each of the 7 tokens comes out",
              _sample_case("freq", 4000, 1, 7, 1, 0.8, 3), **_TOL),
         Case("one prompt, as the notebook's write() gives: idx (1, 4), 30 new tokens, top_k = 4",
@@ -1012,10 +1032,10 @@ SAMPLE = Exercise(
         Case("greedy (top_k = 1): idx (3, 5), 9 new tokens, block_size 8",
              _sample_case("greedy", 3, 5, 10, 9, top_k=1), **_TOL),
         Case("top_k = 5, temperature 0.7, idx (50, 7), 9 new tokens", _sample_case("topk", 50, 7, 15, 9, 0.7, 5), **_TOL),
-        Case("temperature 0.6 with top_k = 4, 4,000 rows: how often each token comes out",
-             _sample_case("freq", 4000, 2, 8, 1, 0.6, 4), **_TOL),
-        Case("temperature 1.7, 4,000 rows: how often each token comes out",
-             _sample_case("freq", 4000, 2, 5, 1, 1.7), **_TOL),
+        Case("temperature 0.6 with top_k = 4, 4,000 rows of two new tokens: how often each token comes out first, "
+             "and second", _sample_case("freq", 4000, 2, 8, 2, 0.6, 4), **_TOL),
+        Case("temperature 1.7, 4,000 rows of two new tokens: how often each token comes out first, and second",
+             _sample_case("freq", 4000, 2, 5, 2, 1.7), **_TOL),
         Case("one prompt: idx (1, 6), 25 new tokens, top_k = 6, temperature 1.3",
              _sample_case("topk", 1, 6, 14, 25, 1.3, 6), **_TOL),
         Case("logits all near 120, temperature 0.6, top_k = 4: idx (6, 4), 5 new tokens",
@@ -1024,6 +1044,10 @@ SAMPLE = Exercise(
     mistakes=[
         Mistake("temperature ignored", _m_no_temperature,
                 "Divide the last position's logits by temperature before the softmax: < 1 sharpens, > 1 flattens."),
+        Mistake("temperature applied to the first new token only", _m_temperature_first_only,
+                "Each new token is drawn from logits / temperature: divide inside the loop, at every step.\n"
+                "Divided once (at step 0, or before the loop on a copy the loop does not use again), only the\n"
+                "first draw is sharpened or flattened and the rest come from the model's own probabilities."),
         Mistake("logits multiplied by temperature", _m_temperature_multiplies,
                 "Temperature divides the logits (logits / temperature); multiplying inverts its effect."),
         Mistake("softmax applied twice (a softmax of the probabilities)", _m_softmax_twice,
