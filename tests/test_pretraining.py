@@ -575,6 +575,19 @@ def test_sample_check_wants_the_temperature_at_every_step():
         assert "(in how often each token is the second new one, over the rows)" in r.message, (suite, r.message)
 
 
+def test_train_step_loss_taken_in_float32_is_named_and_refused_by_both_suites():
+    """F.cross_entropy(logits.float(), ...), nanoGPT's habit, was named 'the forward pass computed in bfloat16
+    (torch.autocast)' in the visible suite and passed the hidden one at most seeds: float32 rounding sits
+    at float64's default tolerance. A hidden case in float64 alone is compared to 1e-10."""
+    source = _TRAIN_STEP.replace("F.cross_entropy(logits.reshape", "F.cross_entropy(logits.float().reshape").replace(
+        "CLIP", "clip_grad_norm(model.parameters(), max_norm)")
+    for suite, r in _evaluate_both("train_step", _answer(source, "train_step")).items():
+        assert not r.passed and "known mistake: the loss computed from logits.float()" in r.message, (suite, r.message)
+        assert "bfloat16 (torch.autocast)" not in r.message, (suite, r.message)
+    right = _answer(_TRAIN_STEP.replace("CLIP", "clip_grad_norm(model.parameters(), max_norm)"), "train_step")
+    assert all(r.passed for r in _evaluate_both("train_step", right).values())
+
+
 # ------------------------------------------------------------ gaps a blind probe of learner answers found
 _SEEDS = (1, 2, 3, 1357)
 

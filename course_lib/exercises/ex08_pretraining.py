@@ -1322,7 +1322,10 @@ TRAIN_STEP = Exercise(
     ],
     hidden=[Case("random sizes, gradient norm mostly above 1, two steps", _step_random),
             Case("random sizes, gradient norm mostly above 1, two steps (again)", _step_random),
-            Case("random sizes, max_norm 50 (no clipping)", _step_unclipped)],
+            Case("random sizes, max_norm 50 (no clipping)", _step_unclipped),
+            # float64 alone, to 1e-10: two right steps agree to about 1e-15, one through float32 to about 1e-8
+            Case("random sizes, in float64 only, compared to 1e-10 (a detour through float32 shows)", _step_random,
+                 dtypes=(torch.float64,), atol=1e-12, rtol=1e-10)],
     mistakes=[
         Mistake("the weights did not move: optimizer.step() never called, or the gradients zeroed before it",
                 _clipped_otherwise(_clip_global, update=False),
@@ -1379,6 +1382,11 @@ TRAIN_STEP = Exercise(
         Mistake("train_step returned None", _m_returns_none,
                 "End with return loss.item(): the training loop logs the loss of every step, and a function\n"
                 "without a return statement returns None."),
+        Mistake("the loss computed from logits.float(): float32 in a float64 step",
+                _stepped(lambda logits, y: ref.lm_loss(logits.float(), y)),
+                "Differences of this size are float32's rounding. .float() casts to float32 whatever the logits'\n"
+                "dtype: it lifts bfloat16 logits up (nanoGPT's habit) but brings a float64 model's down, and the\n"
+                "loss and every gradient lose half their digits. Give the loss the logits as they come."),
         Mistake("the forward pass computed in bfloat16 (torch.autocast)", _m_autocast,
                 "Differences of this size are bfloat16's rounding (it keeps about 3 significant digits).\n"
                 "train_step computes in the model's own dtype, and float32 is checked at float32's precision.\n"
