@@ -896,3 +896,15 @@ def test_the_meta_run_does_not_repeat_the_answers_warnings():
         r = evaluate(get_exercise("scaled_dot_product_attention"), ns["scaled_dot_product_attention"])
     assert not r.passed and "softmax without dim=" in r.message, r.message
     assert seen and {w.filename for w in seen} == {"<answer>"}, [(w.filename, str(w.message)) for w in seen]
+
+
+def test_padding_mask_over_queries_and_keys_is_named():
+    """keep[:, :, None] & keep[:, None, :] (B, 1, T, T) got only 'expected shape (3, 1, 1, 5), got (3, 1, 5, 5)'."""
+    src = ("def padding_mask(lengths, T):\n"
+           "    keep = torch.arange(T, device=lengths.device)[None, :] < lengths[:, None]\n"
+           "    return (keep[:, :, None] & keep[:, None, :])[:, None]\n")
+    ns = {"torch": torch}
+    exec(compile(src, "<answer cell padding_mask>", "exec"), ns)
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("padding_mask"), ns["padding_mask"], suite=suite)
+        assert not r.passed and "known mistake: masks queries and keys both" in r.message, (suite, r.message)

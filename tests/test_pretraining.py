@@ -588,6 +588,26 @@ def test_train_step_loss_taken_in_float32_is_named_and_refused_by_both_suites():
     assert all(r.passed for r in _evaluate_both("train_step", right).values())
 
 
+@pytest.mark.parametrize("loss, named", [
+    ("F.cross_entropy(logits[:, :-1].reshape(-1, V), targets[:, :-1].reshape(-1))", "the last position left out"),
+    ("F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1)) / math.log(2)", "the loss in bits"),
+    ("torch.exp(F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1)))", "the perplexity returned"),
+    ("F.cross_entropy(logits.permute(0, 2, 1).reshape(-1, V), targets.reshape(-1))",
+     "logits.permute(0, 2, 1) (or a transpose) before the reshape to (-1, V)"),
+], ids=["last position left out", "bits", "perplexity", "permuted, then reshaped"])
+def test_lm_loss_names_a_loss_on_another_scale_or_other_positions(loss, named):
+    """Each got bare numbers."""
+    import math
+    source = f"def lm_loss(logits, targets):\n    V = logits.shape[-1]\n    return {loss}\n"
+    answer = _answer(source, "lm_loss")
+    answer.__globals__["math"] = math
+    from course_lib.exercises.ex08_pretraining import LM_LOSS
+    from course_lib.grading.engine import evaluate
+    for suite in ("visible", "hidden"):
+        r = evaluate(LM_LOSS, answer, suite=suite)
+        assert not r.passed and f"known mistake: {named}" in r.message, (suite, r.message)
+
+
 # ------------------------------------------------------------ gaps a blind probe of learner answers found
 _SEEDS = (1, 2, 3, 1357)
 

@@ -599,6 +599,13 @@ PAD = Exercise(
                 lambda lengths, T: _pad_keep(lambda t, n: t < n)(lengths, T)[:, None, :, None],
                 "A padded position must not be *looked at*: it is a key to block, on the last axis.\n"
                 "Its own query row is harmless (its output is ignored later). Use (B, 1, 1, T)."),
+        Mistake("masks queries and keys both: shape (B, 1, T, T), keep[:, :, None] & keep[:, None, :]",
+                lambda lengths, T: (lambda k: (k[:, :, None] & k[:, None, :])[:, None])(
+                    _pad_keep(lambda t, n: t < n)(lengths, T)),
+                "Only the keys need blocking: (B, 1, 1, T) broadcasts over every query. Blocking the padded\n"
+                "queries as well leaves their rows with no key at all, fully masked rows that every attention\n"
+                "then has to handle, for outputs that are ignored later anyway. The contract's shape is\n"
+                "(B, 1, 1, T)."),
     ],
     hint="Compare a row of positions 0..T-1 with each sequence's length; broadcasting a (1, T) "
          "tensor against a (B, 1) tensor gives (B, T) in one comparison. Then add two axes of size "

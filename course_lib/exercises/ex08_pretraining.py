@@ -13,6 +13,8 @@ the same way give the same output whatever else their random draws did.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -278,6 +280,22 @@ def _m_shifted_again(logits, targets):
     return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets[:, 1:].reshape(-1))
 
 
+def _m_last_dropped(logits, targets):
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets[:, :-1].reshape(-1))
+
+
+def _m_bits(logits, targets):
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)) / math.log(2)
+
+
+def _m_perplexity(logits, targets):
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)).exp()
+
+
+def _m_vocab_moved_then_reshaped(logits, targets):
+    return F.cross_entropy(logits.permute(0, 2, 1).reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
 def _m_mean_over_batch(logits, targets):
     return _m_sum(logits, targets) / logits.shape[0]
 
@@ -346,6 +364,24 @@ LM_LOSS = Exercise(
                 "get_batch already shifted them: targets[:, t] is the token that follows position t, so\n"
                 "logits[:, t] is scored against targets[:, t]. Shifting once more scores every position\n"
                 "against the token two ahead."),
+        Mistake("the last position left out (logits[:, :-1] against targets[:, :-1])", _m_last_dropped,
+                "Every position is scored, the last one too: get_batch already shifted the targets, so\n"
+                "targets[:, t] is the token after position t for every t, T - 1 included. Nothing is left\n"
+                "over to cut: flatten all B·T positions of both."),
+        Mistake("the loss in bits (divided by ln 2)", _m_bits,
+                "lm_loss is the mean cross-entropy in nats, natural logarithms, as F.cross_entropy gives it:\n"
+                "the learning rates and the notebook's loss curves assume that scale. Bits per token is a way\n"
+                "to report it (loss / ln 2), not the loss to train on."),
+        Mistake("the perplexity returned (exp of the loss)", _m_perplexity,
+                "Return the mean cross-entropy itself; perplexity, exp(loss), is a way to report it. Its\n"
+                "gradient is the loss's multiplied by the perplexity, so training on it takes steps that\n"
+                "grow as the model gets worse."),
+        Mistake("logits.permute(0, 2, 1) (or a transpose) before the reshape to (-1, V): rows scrambled",
+                _m_vocab_moved_then_reshaped,
+                "reshape(-1, V) cuts the memory of (B, T, V) into rows of V scores, one per position, only while\n"
+                "V is the last axis. After permute(0, 2, 1) the tensor is (B, V, T): reshaping that to (-1, V)\n"
+                "makes rows that mix positions. Either reshape (B, T, V) straight to (B·T, V), or give\n"
+                "F.cross_entropy the (B, V, T) tensor itself with (B, T) targets."),
         Mistake("averaged over the batch only (summed over T)", _m_mean_over_batch,
                 "The mean is over all B·T positions: summed over T, the loss grows with the context\n"
                 "length, and so do the gradients at a given learning rate."),
