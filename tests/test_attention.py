@@ -908,3 +908,51 @@ def test_padding_mask_over_queries_and_keys_is_named():
     for suite in ("visible", "hidden"):
         r = evaluate(get_exercise("padding_mask"), ns["padding_mask"], suite=suite)
         assert not r.passed and "known mistake: masks queries and keys both" in r.message, (suite, r.message)
+
+
+@pytest.mark.parametrize("change, said", [
+    ({"torch.softmax(s, dim=-1)": "torch.softmax(s, dim=-2)"},
+     "known mistake: softmax over the query axis (dim=-2) instead of the key axis"),
+    ({"s = q @ k.mT / math.sqrt(q.shape[-1])": "s = q @ k.mT"}, "known mistake: no 1/√d_k scaling"),
+    ({"s = q @ k.mT / math.sqrt(q.shape[-1])": "s = q @ k.mT / q.shape[-1]"},
+     "known mistake: divided by d_k instead of √d_k"),
+    ({"s.masked_fill(~mask, FILL)": "s", "w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)":
+      "w = torch.softmax(s, dim=-1)\n        if mask is not None:\n            w = w.masked_fill(~mask, 0.0)\n"
+      "        w = self.dropout(w)"}, "known mistake: mask applied after the softmax"),
+    ({"OUT": "self.dropout(self.out_proj(merge_heads(w @ v)))"},
+     "known mistake: dropout applied to the output as well as to the attention weights"),
+    ({"nn.Dropout(dropout)": "nn.Dropout(0.1)"}, "known mistake: the dropout argument ignored (a fixed rate)"),
+    ({"split_heads(self.q_proj(x), self.n_heads)": "self.q_proj(x).view(B, T, -1, self.n_heads).transpose(1, 3)"
+                                                   ".transpose(2, 3)",
+      "split_heads(self.k_proj(src), self.n_heads)": "self.k_proj(src).view(B, src.shape[1], -1, self.n_heads)"
+                                                     ".transpose(1, 3).transpose(2, 3)",
+      "split_heads(self.v_proj(src), self.n_heads)": "self.v_proj(src).view(B, src.shape[1], -1, self.n_heads)"
+                                                     ".transpose(1, 3).transpose(2, 3)",
+      "OUT": "self.out_proj((w @ v).permute(0, 2, 3, 1).reshape(B, T, d))"},
+     "known mistake: heads split as (d h) and merged back the same way"),
+    ({"            s = s.masked_fill(~mask, FILL)": "            mask = mask.unsqueeze(1)\n"
+                                                     "            s = s.masked_fill(~mask, FILL)"},
+     "If this comes from the mask: it arrives ready to broadcast"),
+], ids=["softmax over queries", "unscaled", "divided by D", "mask after softmax", "dropout twice", "fixed rate",
+        "heads interleaved both ways", "mask unsqueezed"])
+def test_multi_head_attention_names_the_attention_slips_of_the_first_exercise_and_dropout_ones(change, said):
+    """scaled_dot_product_attention's catalogue names these, but made inside the module they got bare numbers;
+    so did dropout applied twice or at a fixed rate, and heads split and merged as (d h). An unsqueezed mask got
+    only a note about keepdim. (The mask note is only in the visible suite: the hidden mask fails elsewhere.)"""
+    if "mask.unsqueeze" in str(change):
+        src = MHA_TEMPLATE.lstrip()
+        for key, text in [*change.items(), *_RIGHT_MHA.items()]:
+            src = src.replace(key, text)
+        r = evaluate(get_exercise("MultiHeadAttention"), _exec_mha(src))
+        assert not r.passed and said in r.message, r.message
+        return
+    _grade_changed_mha(change, said)
+
+
+def _exec_mha(src):
+    import math
+
+    from course_lib.reference.heads import merge_heads, split_heads
+    ns = {"torch": torch, "nn": nn, "F": F, "math": math, "split_heads": split_heads, "merge_heads": merge_heads}
+    exec(compile(src, "<answer MultiHeadAttention>", "exec"), ns)
+    return ns["MultiHeadAttention"]

@@ -737,6 +737,10 @@ def _call_mha(impl, inputs):
         except RuntimeError as exc:
             ctx = inputs["context"]
             # `context or x` asks a tensor for one True or False: the engine's note on that error says so
+            if inputs["mask"] is not None and "must match the size of tensor" in str(exc):
+                exc.add_note(f"If this comes from the mask: it arrives ready to broadcast against the (B, H, T_q, "
+                             f"T_k) scores,\nhere of shape {tuple(inputs['mask'].shape)} ((T_q, T_k) causal, or "
+                             f"(B, 1, 1, T_k) padding): use it as it is,\nwithout an unsqueeze or a reshape.")
             if ctx is not None and ctx.shape[1] != x.shape[1] and "Boolean value of Tensor" not in str(exc):
                 exc.add_note(f"If this comes from the lengths: in this cross-attention x has T_q = {x.shape[1]} "
                              f"positions and context T_k = {ctx.shape[1]}.\nKeys and values both come from context "
@@ -798,12 +802,14 @@ class _MHAKind(nn.Module):
     """A configurable wrong multi-head attention, for the catalogue of mistakes below."""
     scale_by_d_model = merge_dh = no_out_proj = ignore_context = swap_roles = reshape_split = reshape_merge = False
     heads_last = ignore_mask = always_causal = drop_in_eval = split_by_size = k_from_q_proj = False
+    split_dh = drop_output_too = False
+    fixed_p = None                 # a dropout rate of its own, whatever the argument
     attend = None                  # a wrong scaled_dot_product_attention(q, k, v, mask) from above
     drop_at = "weights"            # where dropout acts: "weights" (right), "scores", "v", "merged", "output", or None
 
     def __init__(self, d_model, n_heads, dropout=0.0, bias=True):
         super().__init__()
-        self.h, self.drop = n_heads, nn.Dropout(dropout)
+        self.h, self.drop = n_heads, nn.Dropout(dropout if self.fixed_p is None else self.fixed_p)
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (
             nn.Linear(d_model, d_model, bias=bias) for _ in range(4))
 
@@ -817,6 +823,8 @@ class _MHAKind(nn.Module):
             split = lambda t: t.reshape(B, self.h, t.shape[1], d // self.h)   # noqa: E731
         elif self.heads_last:           # (B, T, H, D): attention runs across the heads at each position
             split = lambda t: t.reshape(B, t.shape[1], self.h, d // self.h)   # noqa: E731
+        elif self.split_dh:
+            split = lambda t: rearrange(t, "b t (d h) -> b h t d", h=self.h)   # noqa: E731
         else:
             split = lambda t: rearrange(t, "b t (h d) -> b h t d",  # noqa: E731
                                         h=d // self.h if self.split_by_size else self.h)
@@ -841,7 +849,7 @@ class _MHAKind(nn.Module):
             out = rearrange(out, "b h t d -> b t (d h)" if self.merge_dh else "b h t d -> b t (h d)")
         out = self.drop(out) if self.drop_at == "merged" else out
         out = out if self.no_out_proj else self.out_proj(out)
-        return self.drop(out) if self.drop_at == "output" else out
+        return self.drop(out) if self.drop_at == "output" or self.drop_output_too else out
 
 
 def _kind(**flags):
@@ -978,6 +986,22 @@ MHA = Exercise(
         Mistake("roles swapped: queries from context, keys and values from x", _kind(swap_roles=True),
                 "The output has one row per query, and the queries come from x: the result is\n"
                 "(B, T_x, d_model). Keys and values come from context."),
+        # scaled_dot_product_attention's slips, made inside the module
+        *(Mistake(m.name, _kind(attend=staticmethod(m.fn)), m.explanation) for m in SDPA.mistakes
+          if m.fn in (_m_unscaled, _m_by_dk, _m_wrong_axis, _m_after_softmax)),
+        Mistake("dropout applied to the output as well as to the attention weights", _kind(drop_output_too=True),
+                "Attention dropout acts once, on the weights: dropout(weights) @ v. Dropping the output of\n"
+                "out_proj too is a second dropout (the residual dropout a transformer block applies around\n"
+                "the whole sublayer), so in training mode the module drops and rescales twice."),
+        Mistake("the dropout argument ignored (a fixed rate)", _kind(fixed_p=0.1),
+                "Build self.dropout = nn.Dropout(dropout) from the argument: the caller chooses the rate,\n"
+                "and dropout=0.0 must drop nothing."),
+        Mistake("heads split as (d h) and merged back the same way: each head gets every H-th feature",
+                _kind(split_dh=True, merge_dh=True),
+                "Head h owns a contiguous block of D features, h*D ... (h+1)*D - 1: split with (h d), the\n"
+                "head the outer factor, as split_heads does. Split and merged as (d h) the shapes come out\n"
+                "right, but every head sees every H-th feature of q, k and v, which out_proj's and the\n"
+                "projections' weights were not laid out for (a pretrained checkpoint's, for one)."),
     ],
     forbidden=[SDPA_FORBIDDEN, FLEX_FORBIDDEN, *MHA_FORBIDDEN],
     hint="Project x (queries) and the source of keys and values (context, or x again) with the "
