@@ -956,3 +956,13 @@ def _exec_mha(src):
     ns = {"torch": torch, "nn": nn, "F": F, "math": math, "split_heads": split_heads, "merge_heads": merge_heads}
     exec(compile(src, "<answer MultiHeadAttention>", "exec"), ns)
     return ns["MultiHeadAttention"]
+
+
+@pytest.mark.parametrize("change, said", [
+    ({"FILL": "scores.masked_fill(~mask, 0.0)"},
+     "known mistake: blocked scores set to 0 before the softmax, then their weights zeroed after it"),
+    ({"RETURN": "weights @ v, scores"}, "known mistake: the scores returned instead of the weights"),
+], ids=["0 filled, zeroed after", "scores returned"])
+def test_sdpa_names_a_zero_fill_and_the_scores_returned(change, said):
+    """Each got bare numbers (the scores only '(in weights)')."""
+    _grade_changed("scaled_dot_product_attention", _SDPA, _SDPA_RIGHT, change, said)

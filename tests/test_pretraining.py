@@ -375,7 +375,10 @@ _TRAIN_STEP = """def train_step(model, batch, optimizer, max_norm):
     ("norm = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters()))\n"
      "    if norm > max_norm:\n        for p in model.parameters():\n            p.grad *= max_norm / norm",
      "clipped by max_norm / norm, without clip_grad_norm's + 1e-6"),
-], ids=["clip_grad_norm_ per parameter", "clip_grad_value_", "clamp_", "by hand without eps"])
+    ("params = list(model.parameters())\n    norm = sum(p.grad.norm() for p in params)\n"
+     "    if norm > max_norm:\n        for p in params:\n            p.grad.mul_(max_norm / (norm + 1e-6))",
+     "the tensors' norms added up (sum of g.norm())"),
+], ids=["clip_grad_norm_ per parameter", "clip_grad_value_", "clamp_", "by hand without eps", "norms added"])
 def test_train_step_check_names_clipping_that_is_not_by_the_global_norm(clip, mistake):
     r = _evaluate("train_step", _answer(_TRAIN_STEP.replace("CLIP", clip), "train_step"))
     assert not r.passed and f"known mistake: {mistake}" in r.message, r.message

@@ -286,6 +286,21 @@ def _m_logsumexp(q, k, v, mask=None):
     return w @ v, w
 
 
+def _m_scores_returned(q, k, v, mask=None):
+    s = q @ k.mT / math.sqrt(q.shape[-1])
+    return _finish(s, v, mask)[0], s
+
+
+def _m_zero_filled_then_zeroed(q, k, v, mask=None):
+    s = q @ k.mT / math.sqrt(q.shape[-1])
+    if mask is not None:
+        s = s.masked_fill(~mask, 0.0)                 # 0, not -inf: blocked keys still share the softmax
+    w = torch.softmax(s, dim=-1)
+    if mask is not None:
+        w = w.masked_fill(~mask, 0.0)
+    return w @ v, w
+
+
 def _m_inverted(q, k, v, mask=None):
     return _finish(q @ k.mT / math.sqrt(q.shape[-1]), v, None if mask is None else ~mask)
 
@@ -439,6 +454,15 @@ SDPA = Exercise(
                 "scores * mask sets a blocked score to 0, and exp(0) = 1: the blocked key still gets\n"
                 "weight, as much as any key with a score of 0. Put -inf there, so exp gives exactly 0:\n"
                 "scores.masked_fill(~mask, float('-inf'))."),
+        Mistake("blocked scores set to 0 before the softmax, then their weights zeroed after it",
+                _m_zero_filled_then_zeroed,
+                "A blocked score of 0 still takes part in the softmax (exp(0) = 1): the allowed keys' weights\n"
+                "are divided by a sum that counts the blocked ones too, and zeroing those afterwards leaves a\n"
+                "row that sums to less than 1. Fill them with -inf before the softmax, so exp gives exactly 0;\n"
+                "zeroing afterwards is needed only for rows with no allowed key at all."),
+        Mistake("the scores returned instead of the weights", _m_scores_returned,
+                "The second result is the attention weights, softmax(scores) with the mask applied: each\n"
+                "query's row sums to 1 (0 for a fully masked row). The notebook plots them as a heat map."),
         Mistake("returned (weights, out) instead of (out, weights)", _m_returned_swapped,
                 "The function returns the output first, then the weights: return weights @ v, weights."),
         Mistake("fully masked rows give NaN",

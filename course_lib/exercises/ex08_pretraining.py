@@ -1289,6 +1289,14 @@ def _clip_always(model, max_norm):
         g.mul_(max_norm / (norm + 1e-6))                      # min(1, ·) left out: small gradients grow
 
 
+def _clip_norms_added(model, max_norm):
+    grads = [p.grad for p in model.parameters()]
+    norm = sum(g.norm() for g in grads)                       # the tensors' norms added, not their squares
+    if norm > max_norm:
+        for g in grads:
+            g.mul_(max_norm / (norm + 1e-6))
+
+
 def _clip_value(model, max_norm):
     for p in model.parameters():
         p.grad.clamp_(-max_norm, max_norm)                    # as torch.nn.utils.clip_grad_value_
@@ -1394,6 +1402,12 @@ TRAIN_STEP = Exercise(
                 "the global norm (of every gradient together) and scales all the gradients by the same factor.\n"
                 "Clipped one by one, each gradient gets its own factor: the step changes direction, and its\n"
                 "global norm can exceed max_norm."),
+        Mistake("the tensors' norms added up (sum of g.norm()) instead of the square root of all the squares",
+                _clipped_otherwise(_clip_norms_added),
+                "The global norm is √(Σ g²) over every entry of every gradient: the tensors' norms combine\n"
+                "as the sides of a right angle do, √(‖g₁‖² + ‖g₂‖² + ...), not by adding. Added up they come\n"
+                "out too large, and the step is clipped harder than asked. clip_grad_norm(model.parameters(),\n"
+                "max_norm) measures it for you."),
         Mistake("gradients clamped (clipped by value), not by their global norm", _clipped_otherwise(_clip_value),
                 "Clamping every entry to [-max_norm, max_norm] changes the gradient's direction. Clip the\n"
                 "global norm instead: clip_grad_norm(model.parameters(), max_norm) scales all the gradients\n"
