@@ -709,3 +709,75 @@ def test_the_grading_sandbox_shows_an_eps_slip_where_the_notebook_check_does():
     assert not verdicts["layer_norm_visible"].passed and "values around 1e-3" in message.splitlines()[0], message
     assert "known mistake: eps added outside the square root.\n" in message, message
     assert verdicts["rms_norm_visible"].passed
+
+
+_RMS = ("def rms_norm(x, weight, eps=EPS):\n    ms = (x * x).mean(-1, keepdim=True)\n"
+        "    return x * torch.rsqrt(ms + FILL) * weight\n")
+_SUMS_RIGHT = "return gx, (grad_out * xh).sum(axes), grad_out.sum(axes)"
+
+
+@pytest.mark.parametrize("name, source, says", [
+    ("layer_norm", _LN.replace("STATS", _LN_STATS).replace("* weight + bias", "+ weight + bias"),
+     "known mistake: weight added instead of multiplied"),
+    ("layer_norm", _LN.replace("STATS", "mean = x.mean(-1, keepdim=True)\n"
+                                        "    var = (x - mean).abs().mean(-1, keepdim=True)")
+     .replace("torch.sqrt(var + eps)", "(var + eps)"), "known mistake: divided by the mean absolute deviation"),
+    ("layer_norm_backward", _BW.replace(_SUMS_RIGHT, "return gx, (grad_out * xh).sum(0), grad_out.sum(axes)"),
+     "known mistake: grad_weight summed over the first axis only (grad_bias over every batch axis)"),
+    ("layer_norm_backward", _BW.replace(_SUMS_RIGHT, "return gx, (grad_out * xh).sum(axes), grad_out.sum(0)"),
+     "known mistake: grad_bias summed over the first axis only (grad_weight over every batch axis)"),
+    ("layer_norm_backward", _BW.replace("    axes = tuple(range(x.dim() - 1))\n",
+                                        "    axes = {1: (), 2: (0,)}.get(x.dim(), (0, 1))\n"),
+     "known mistake: grad_weight and grad_bias summed over axes (0, 1) written in"),
+    ("layer_norm_backward", _BW.replace("xh * (g * xh).mean(-1, keepdim=True)", "xh * (g * xh).sum(-1, keepdim=True)"),
+     "known mistake: a sum over the features in the x̂ term"),
+    ("layer_norm_backward", _BW.replace("gx = r *", "gx = r * r *"), "known mistake: r² (1/(σ² + ε), no square root)"),
+    ("LayerNorm", _MODULE.replace("INIT", _INIT).replace("WEIGHT", "self.weight").replace("eps=1e-5", "eps=1e-6"),
+     "known mistake: eps defaults to 1e-6"),
+    ("LayerNorm", _MODULE.replace("INIT", _INIT).replace("WEIGHT", "self.weight").replace("mean(-1", "mean(1")
+     .replace("x.var(-1", "x.var(1"), "known mistake: normalised over dim 1 instead of the last axis"),
+    ("rms_norm", _RMS.replace("EPS", "1e-6").replace("FILL", "1e-5"),
+     "look at the formula: use the eps argument there, not a 1e-5"),
+    ("rms_norm", _RMS.replace("EPS", "1e-8").replace("FILL", "eps"), "or with a default far below 1e-6 (1e-8)"),
+], ids=["weight added", "mean absolute deviation", "grad_weight over dim 0", "grad_bias over dim 0", "axes (0, 1)",
+        "one sum in the bracket", "r squared", "module eps 1e-6", "module over dim 1", "rms 1e-5 in the formula",
+        "rms default 1e-8"])
+def test_norm_checks_name_more_slips_a_blind_probe_wrote(name, source, says):
+    """Each got bare numbers or a bare shape, or (the last two) an explanation that did not fit: rms_norm's
+    1e-5 written into the formula was told its signature's default is wrong, a default of 1e-8 that eps
+    was left out."""
+    for r in _both_suites(name, _learner_cell(source, name, layer_norm=ref.layer_norm)):
+        assert not r.passed and says in r.message, r.message
+
+
+@pytest.mark.parametrize("forward, says", [
+    ("h = self.norm(x)\n            return h + self.sublayer(self.norm(h))",
+     "known mistake: pre-LN normalises x, then normalises it again"),
+    ("return x + self.norm(self.sublayer(self.norm(x)))", "known mistake: pre-LN normalises the sublayer's output too"),
+    ("POST:h = self.norm(x)\n        return self.norm(h + self.sublayer(h))",
+     "known mistake: post-LN normalises x first as well"),
+    ("POST:return x + self.norm(x + self.sublayer(x))", "known mistake: post-LN adds x again around the norm"),
+], ids=["pre-LN normalised twice", "sandwich", "post-LN normalises x first", "post-LN residual around"])
+def test_residual_block_names_more_arrangements_of_norm_and_residual(forward, says):
+    """Each got bare numbers."""
+    source = _BLOCK.replace("SUBLAYER", "self.sublayer = sublayer").replace("SUB", "self.sublayer")
+    if forward.startswith("POST:"):
+        source = source.replace("RESIDUAL", "x")
+        source = source.replace("        return self.norm(x + self.sublayer(x))\n", "        " + forward[5:] + "\n")
+    else:
+        source = source.replace("return RESIDUAL + self.sublayer(self.norm(x))", forward)
+    for r in _both_suites("ResidualBlock", _learner_cell(source, "ResidualBlock")):
+        assert not r.passed and says in r.message, r.message
+
+
+def test_layer_norm_hidden_suite_has_a_single_vector_and_a_second_norm_is_told_there_is_one():
+    """weight.unsqueeze(0) (a (1, D) output for a single vector) passed the hidden suite, which had no 1-D
+    case; a second LayerNorm for post-LN was told its sublayer never trains."""
+    source = _LN.replace("STATS", _LN_STATS).replace("* weight + bias", "* weight.unsqueeze(0) + bias.unsqueeze(0)")
+    for r in _both_suites("layer_norm", _learner_cell(source, "layer_norm")):
+        assert not r.passed and "one size-1 axis too many" in r.message, r.message
+    block = _BLOCK.replace("SUBLAYER", "self.sublayer = sublayer\n        self.post_norm = nn.LayerNorm(d)").replace(
+        "SUB", "self.sublayer").replace("RESIDUAL", "x").replace("return self.norm(x + self.sublayer(x))",
+                                                                "return self.post_norm(x + self.sublayer(x))")
+    for r in _both_suites("ResidualBlock", _learner_cell(block, "ResidualBlock")):
+        assert not r.passed and "The block has one LayerNorm, self.norm" in r.message, r.message

@@ -236,6 +236,16 @@ def _m_var_around_whole_mean(x, weight, bias, eps=1e-5):
     return (x - x.mean(-1, keepdim=True)) / torch.sqrt(var + eps) * weight + bias
 
 
+def _m_weight_added(x, weight, bias, eps=1e-5):
+    mean, var = _stats(x)
+    return (x - mean) / torch.sqrt(var + eps) + weight + bias
+
+
+def _m_mean_abs_deviation(x, weight, bias, eps=1e-5):
+    mean = x.mean(-1, keepdim=True)
+    return (x - mean) / ((x - mean).abs().mean(-1, keepdim=True) + eps) * weight + bias
+
+
 def _m_whole_var(x, weight, bias, eps=1e-5):
     var = x.var(unbiased=False)
     return (x - x.mean(-1, keepdim=True)) / torch.sqrt(var + eps) * weight + bias
@@ -338,8 +348,8 @@ _LN_EXPLAIN = {
     "eps_outside": "LayerNorm divides by sqrt(var + eps), not sqrt(var) + eps (nor std + eps); the two\n"
                    "differ most when the variance is small, as on inputs of scale 1e-3.",
     "no_eps": "eps is added to every row's variance, inside the square root: sqrt(var + eps). Left out,\n"
-              "or used only as a floor (var.clamp(min=eps)), it changes the output wherever the variance\n"
-              "is small; without it a constant row gives 0/0 = nan.",
+              "used only as a floor (var.clamp(min=eps)), or made far smaller (eps ** 2), it changes the\n"
+              "output wherever the variance is small; without it a constant row gives 0/0 = nan.",
     "eps_fixed": "Use the eps you are given: the caller may pass a larger one.",
     "all_axes": "The mean and variance are taken per vector, over the last axis only (keepdim=True),\n"
                 "not over the whole tensor: every position of every sequence is normalised on its own.",
@@ -408,6 +418,7 @@ LAYER_NORM = Exercise(
         Case("x of a random shape, values around 1e-2, eps=0.05", _ln_random(scale=1e-2, eps=5e-2)),
         Case("x of a random shape, values 1000 ± 1", _ln_random(shift=1000.0, dims=2), atol=1e-3, rtol=1e-4),
         Case("x of a random shape with a size-1 axis", lambda g: _ln_case(_size_one(g))(g)),
+        Case("x: a single vector of random length", _ln_random(dims=1)),
     ],
     mistakes=[
         Mistake("unbiased variance (divided by D - 1)", _m_unbiased, _LN_EXPLAIN["unbiased"]),
@@ -424,6 +435,14 @@ LAYER_NORM = Exercise(
         Mistake("the whole tensor's variance (x.var() with no dim), the mean per vector", _m_whole_var,
                 _WHOLE_TENSOR.format(what="x.var()", which="variance")),
         Mistake("weight forgotten", _m_no_weight, _LN_EXPLAIN["no_weight"]),
+        Mistake("weight added instead of multiplied: x̂ + weight + bias", _m_weight_added,
+                "weight (γ) scales each feature of x̂ and bias (β) shifts it: x̂ · weight + bias. Added, the\n"
+                "weight only shifts, and nothing can set the output's spread."),
+        Mistake("divided by the mean absolute deviation, mean(|x - μ|), instead of the standard deviation",
+                _m_mean_abs_deviation,
+                "The standard deviation squares before it averages: √(mean((x - μ)²) + ε). mean(|x - μ|) is\n"
+                "smaller for the same spread (about 0.8 σ for Gaussian values), so every output comes out too\n"
+                "large; eps also belongs inside the square root."),
         Mistake("bias forgotten", _m_no_bias, _LN_EXPLAIN["no_bias"]),
         Mistake("bias added before scaling", _m_bias_first, _LN_EXPLAIN["bias_first"]),
         Mistake("divided by the variance instead of the standard deviation", _m_by_variance,
@@ -617,6 +636,40 @@ def _mb_first_axis_only(grad_out, x, weight, eps=1e-5):
     return gx, (grad_out * x_hat).sum(0), grad_out.sum(0)
 
 
+def _mb_one_first_axis_only(which):
+    """One of grad_weight and grad_bias summed over dim 0 alone, the other over every batch axis."""
+    def wrong(grad_out, x, weight, eps=1e-5):
+        gx, x_hat = _correct_gx(grad_out, x, weight, eps)
+        gw, gb = _sum_batch(grad_out * x_hat, x), _sum_batch(grad_out, x)
+        if x.dim() > 1:
+            gw, gb = ((grad_out * x_hat).sum(0), gb) if which == "weight" else (gw, grad_out.sum(0))
+        return gx, gw, gb
+    return wrong
+
+
+def _mb_axes_for_3d(grad_out, x, weight, eps=1e-5):
+    """(0, 1) written in for a (B, T, D) x: right for 2-D (dim 0) and 3-D, not for 4-D."""
+    gx, x_hat = _correct_gx(grad_out, x, weight, eps)
+    axes = {1: None, 2: 0}.get(x.dim(), (0, 1))
+    if axes is None:
+        return gx, grad_out * x_hat, grad_out
+    return gx, (grad_out * x_hat).sum(axes), grad_out.sum(axes)
+
+
+def _mb_one_mean_as_sum(grad_out, x, weight, eps=1e-5):
+    x_hat, rstd = _bw_parts(x, weight, eps)
+    g = grad_out * weight
+    return _bw_from(rstd * (g - g.mean(-1, keepdim=True) - x_hat * (g * x_hat).sum(-1, keepdim=True)),
+                    grad_out, x, x_hat)
+
+
+def _mb_rstd_squared(grad_out, x, weight, eps=1e-5):
+    x_hat, rstd = _bw_parts(x, weight, eps)
+    g = grad_out * weight
+    return _bw_from(rstd ** 2 * (g - g.mean(-1, keepdim=True) - x_hat * (g * x_hat).mean(-1, keepdim=True)),
+                    grad_out, x, x_hat)
+
+
 def _mb_gb_times_weight(grad_out, x, weight, eps=1e-5):
     gx, x_hat = _correct_gx(grad_out, x, weight, eps)
     return gx, _sum_batch(grad_out * x_hat, x), _sum_batch(grad_out * weight, x)
@@ -733,6 +786,19 @@ LAYER_NORM_BACKWARD = Exercise(
         Mistake("grad_weight and grad_bias summed over the first axis only", _mb_first_axis_only,
                 "With x of shape (B, T, D) the weight is used at all B·T positions: sum over every axis\n"
                 "but the last (all of dims 0 … x.dim() - 2), not over dim 0 alone."),
+        Mistake("grad_weight summed over the first axis only (grad_bias over every batch axis)",
+                _mb_one_first_axis_only("weight"),
+                "With x of shape (B, T, D) the weight is used at all B·T positions: sum grad_out · x̂ over every\n"
+                "axis but the last, tuple(range(x.dim() - 1)), as you did for grad_bias, not over dim 0 alone."),
+        Mistake("grad_bias summed over the first axis only (grad_weight over every batch axis)",
+                _mb_one_first_axis_only("bias"),
+                "With x of shape (B, T, D) the bias is used at all B·T positions: sum grad_out over every axis\n"
+                "but the last, tuple(range(x.dim() - 1)), as you did for grad_weight, not over dim 0 alone."),
+        Mistake("grad_weight and grad_bias summed over axes (0, 1) written in: right for 3-D x only",
+                _mb_axes_for_3d,
+                "The batch axes are every axis but the last, however many there are: tuple(range(x.dim() - 1))\n"
+                "is (0,) for 2-D, (0, 1) for 3-D and (0, 1, 2) for 4-D x. Written in as (0, 1), a 4-D x keeps\n"
+                "an axis, and grad_weight comes out (T, D) instead of (D,)."),
         Mistake("grad_bias summed over the feature axis", _mb_gb_feature_axis,
                 "grad_bias has the shape of bias, (D,): sum grad_out over the batch axes, keep the last."),
         Mistake("both mean terms missing from grad_x", _mb_no_means,
@@ -750,6 +816,15 @@ LAYER_NORM_BACKWARD = Exercise(
         Mistake("sums over the features in grad_x where the formula has means", _mb_sums_in_bracket,
                 "grad_x = r · (g - mean(g) - x̂ · mean(g · x̂)): both are means over the last axis, sums\n"
                 "divided by D (or write r/D · (D·g - Σg - x̂ · Σ g·x̂))."),
+        Mistake("a sum over the features in the x̂ term where the formula has a mean: x̂ · Σ(g · x̂)",
+                _mb_one_mean_as_sum,
+                "Both terms in the bracket are means over the last axis:\n"
+                "grad_x = r · (g - mean(g) - x̂ · mean(g · x̂)). A sum is D times the mean, so the variance path\n"
+                "comes out D times too large."),
+        Mistake("r² (1/(σ² + ε), no square root) in front of grad_x's bracket where the formula has r",
+                _mb_rstd_squared,
+                "r is 1/√(σ² + ε), the same factor the forward divides by: grad_x = r · (g - mean(g) - x̂ ·\n"
+                "mean(g · x̂)). 1/(σ² + ε) is r², the square root left out."),
         Mistake("x - μ in the variance term where the formula has x̂", _mb_centred_x_in_var_term,
                 "The variance path is x̂ · mean(g · x̂), with x̂ = (x - μ) · r in both places; mean(g · (x - μ))\n"
                 "is missing one factor r (in the r³ form: r³ · (x - μ) · mean(g · (x - μ)) = r · x̂ · mean(g · x̂))."),
@@ -875,12 +950,15 @@ RMS_NORM = Exercise(
         Mistake("eps left out",
                 lambda x, weight, eps=1e-6: x * torch.rsqrt(_ms(x)) * weight,
                 "RMSNorm divides by √(mean(x²) + ε): ε keeps an all-zero vector from dividing by 0, and it\n"
-                "changes the output wherever mean(x²) is small. Left out, or used only as a floor\n"
-                "(ms.clamp(min=eps)), the output is wrong wherever mean(x²) is near ε or below it.",
+                "changes the output wherever mean(x²) is small. Left out, used only as a floor\n"
+                "(ms.clamp(min=eps)), or with a default far below 1e-6 (1e-8), the output is wrong wherever\n"
+                "mean(x²) is near 1e-6 or below it.",
                 shown_on=_SMALL),
-        Mistake("eps defaults to 1e-5",
+        Mistake("eps defaults to 1e-5, or 1e-5 (LayerNorm's) written into the formula",
                 lambda x, weight, eps=1e-5: x * torch.rsqrt(_ms(x) + eps) * weight,
-                "The signature's default is eps=1e-6 (LLaMA's): a caller who passes no eps gets it."),
+                "The signature's default is eps=1e-6 (LLaMA's): a caller who passes no eps gets it. If your\n"
+                "signature already says 1e-6, look at the formula: use the eps argument there, not a 1e-5\n"
+                "copied from LayerNorm."),
         Mistake("divided by the mean absolute value, mean(|x|), instead of the root mean square",
                 lambda x, weight, eps=1e-6: x / (x.abs().mean(-1, keepdim=True) + eps) * weight,
                 "The RMS squares before it averages, √(mean(x²) + ε), so large entries weigh more. mean(|x|)\n"
@@ -1052,6 +1130,21 @@ class _MFlattened(_LNBase):
         return ((flat - mean) / torch.sqrt(var + self.eps)).reshape(x.shape) * self.weight + self.bias
 
 
+class _MEpsDefault(_LNBase):
+    def __init__(self, d, eps=1e-6):
+        super().__init__(d, eps)
+
+    def forward(self, x):
+        return ref.layer_norm(x, self.weight, self.bias, self.eps)
+
+
+class _MSecondAxis(_LNBase):
+    def forward(self, x):
+        mean = x.mean(1, keepdim=True)
+        var = ((x - mean) ** 2).mean(1, keepdim=True)
+        return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
+
+
 class _MStatsDetached(_LNBase):
     def forward(self, x):
         return _m_stats_detached(x, self.weight, self.bias, self.eps)
@@ -1097,6 +1190,12 @@ LAYER_NORM_MODULE = Exercise(
         Mistake("eps argument ignored (1e-5 hard-coded)", _MEpsFixed,
                 "Keep the eps given to __init__ (self.eps) and use it in forward."),
         Mistake("normalised over the first axis instead of the last", _MFirstAxis, _LN_EXPLAIN["first_axis"]),
+        Mistake("eps defaults to 1e-6", _MEpsDefault,
+                "nn.LayerNorm's default is eps=1e-5, as the signature says: a caller who passes no eps gets it."),
+        Mistake("normalised over dim 1 instead of the last axis", _MSecondAxis,
+                "For x of shape (B, T, D), dim 1 is the time axis: each feature is normalised across the\n"
+                "positions of a sequence. LayerNorm normalises each position's vector over its D features:\n"
+                "dim=-1, which is dim 1 only for 2-D x."),
         Mistake("normalised over every axis but the first (x.reshape(B, -1))", _MFlattened,
                 "The mean and variance are taken per vector, over the last axis only (keepdim=True).\n"
                 "x.reshape(B, -1) pools all the positions of a sequence into one mean and variance; LayerNorm\n"
@@ -1170,7 +1269,7 @@ def _call_block(cls, inputs):
 
 
 def _block_unused(name: str, said: str) -> str:
-    if name.startswith("norm"):
+    if "norm" in name.split(".")[0]:
         return said + ". The block has one LayerNorm, self.norm, used by pre-LN and post-LN alike"
     return ("the sublayer's output must reach what forward returns, x + sublayer(norm(x)) (pre-LN) or "
             "norm(x + sublayer(x)) (post-LN): a result computed and then not used, or used through .detach(), "
@@ -1257,6 +1356,32 @@ class _BPostNormsTwice(_BlockBase):
         return x + self.sublayer(self.norm(x)) if self.pre_norm else self.norm(x + self.sublayer(self.norm(x)))
 
 
+class _BPreNormsTwiceNormedResidual(_BlockBase):
+    def forward(self, x):
+        if self.pre_norm:
+            h = self.norm(x)
+            return h + self.sublayer(self.norm(h))
+        return self.norm(x + self.sublayer(x))
+
+
+class _BPreSandwich(_BlockBase):
+    def forward(self, x):
+        return x + self.norm(self.sublayer(self.norm(x))) if self.pre_norm else self.norm(x + self.sublayer(x))
+
+
+class _BPostNormsFirst(_BlockBase):
+    def forward(self, x):
+        if self.pre_norm:
+            return x + self.sublayer(self.norm(x))
+        h = self.norm(x)
+        return self.norm(h + self.sublayer(h))
+
+
+class _BPostResidualAround(_BlockBase):
+    def forward(self, x):
+        return x + self.sublayer(self.norm(x)) if self.pre_norm else x + self.norm(x + self.sublayer(x))
+
+
 class _BResidualTwice(_BlockBase):
     def forward(self, x):
         return 2 * x + self.sublayer(self.norm(x)) if self.pre_norm else self.norm(x + self.sublayer(x))
@@ -1327,6 +1452,21 @@ RESIDUAL_BLOCK = Exercise(
                 "Pre-LN leaves the sum alone: x + sublayer(norm(x)). Its output is not normalised, so the\n"
                 "residual stream carries x through unchanged; GPT-2 puts one final LayerNorm after the\n"
                 "last block instead."),
+        Mistake("pre-LN normalises x, then normalises it again for the sublayer and adds it back "
+                "(x = norm(x); x + sublayer(norm(x)))", _BPreNormsTwiceNormedResidual,
+                "Normalise once, on the way into the sublayer, and add the result to x itself:\n"
+                "x + sublayer(norm(x)). Overwriting x with norm(x) first makes the residual path carry a\n"
+                "normalised x, and the sublayer gets norm(norm(x))."),
+        Mistake("pre-LN normalises the sublayer's output too (x + norm(sublayer(norm(x))))", _BPreSandwich,
+                "Pre-LN normalises only what goes into the sublayer: x + sublayer(norm(x)). A second norm on\n"
+                "its output (the 'sandwich' some later models add, with a LayerNorm of its own) is not this\n"
+                "block, and here it reuses self.norm's weights for another job."),
+        Mistake("post-LN normalises x first as well (h = norm(x); norm(h + sublayer(h)))", _BPostNormsFirst,
+                "Post-LN feeds x itself to the sublayer and adds x itself: norm(x + sublayer(x)). The only\n"
+                "normalisation is the last one, of the sum."),
+        Mistake("post-LN adds x again around the norm (x + norm(x + sublayer(x)))", _BPostResidualAround,
+                "Post-LN's output is the normalised sum itself, norm(x + sublayer(x)): a second residual\n"
+                "around it is pre-LN's habit, and it leaves the output unnormalised."),
         Mistake("self.norm built with eps=1e-6", _BNormEps6,
                 "Build self.norm as LayerNorm(d), with the default eps of 1e-5 (nn.LayerNorm's)."),
         Mistake("x added twice in pre-LN", _BResidualTwice,
