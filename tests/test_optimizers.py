@@ -1172,3 +1172,109 @@ def test_cosine_progress_over_total_steps_is_named():
     for suite in ("visible", "hidden"):
         r = evaluate(get_exercise("lr_at"), lr_at, suite=suite)
         assert not r.passed and "known mistake: cosine progress divided by total_steps instead of" in r.message, r.message
+
+
+@pytest.mark.parametrize("name, changes, mistake, suites", [
+    ("Adam", [('b1, b2), eps, wd = group["lr"], group["betas"]', 'b2, b1), eps, wd = group["lr"], group["betas"]')],
+     "betas unpacked the wrong way round", ("visible", "hidden")),
+    ("Adam", [('(st["m"] / (1 - b1 ** st["t"]))', '(st["m"] / (1 - b2 ** st["t"]))')],
+     "m's bias correction with β₂", ("visible", "hidden")),
+    ("Adam", [('st["m"].mul_(b1).add_(g * (1 - b1))', 'st["m"].mul_(b1).add_(lr * g * (1 - b1))'),
+              ("p.sub_(lr * (st", "p.sub_((st")], "learning rate folded into m", ("visible", "hidden")),
+    # eps-sized slips meet in float32 cases: the hidden suite, which starts with one, may name its neighbour
+    ("AdamW", [('p.sub_(lr * (st["m"] / (1 - b1 ** st["t"])) / ((st["v"] / (1 - b2 ** st["t"])).sqrt() + eps))',
+                'p.sub_(lr * (st["m"] / (1 - b1 ** st["t"])) / (st["v"] / (1 - b2 ** st["t"])).sqrt() + eps)')],
+     "eps added to the step instead of to the denominator", ("visible",)),
+    ("SGDMomentum", [('state["buf"] = group["momentum"] * state["buf"] + p.grad',
+                      'buf = group["momentum"] * state["buf"] + p.grad'), ("state['buf'])", "p.grad)")],
+     "momentum buffer never written back to self.state", ("visible", "hidden")),
+])
+def test_optimizer_slips_a_second_blind_probe_wrote_are_named(name, changes, mistake, suites):
+    """Each got a bare difference in the final weights."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    src = (SGD_REBOUND.replace("KEY", "p").replace("UPDATE", "p.sub_(group['lr'] * state['buf'])")
+           if name == "SGDMomentum" else ADAM_GRAPH.replace("    def step(", "    @torch.no_grad()\n    def step("))
+    if name == "AdamW":
+        src = (src.replace("class Adam(", "class AdamW(").replace("weight_decay=0.0", "weight_decay=0.01")
+               .replace("g = p.grad + wd * p", "p.mul_(1 - lr * wd)\n                g = p.grad"))
+    for old, new in changes:
+        assert old in src, old
+        src = src.replace(old, new)
+    for suite in suites:
+        r = evaluate(get_exercise(name), _answer(src, name), suite=suite)
+        assert not r.passed and f"known mistake: {mistake}" in r.message, (suite, r.message)
+
+
+_CLIP_BODY = """
+def clip_grad_norm(params, max_norm):
+    grads = [p.grad for p in params if p.grad is not None]
+    total = torch.stack([g.pow(2).sum() for g in grads]).sum().sqrt()
+    SCALE
+    return total
+"""
+
+
+@pytest.mark.parametrize("scale, said", [
+    ("if total > max_norm:\n        for g in grads:\n            g.clamp_(-max_norm, max_norm)",
+     "known mistake: gradients clamped to ±max_norm (clipped by value) once the norm is over"),
+    ("if total > max_norm:\n        for g in grads:\n            g.mul_(total / max_norm)",
+     "known mistake: the factor turned over"),
+    ("for g in grads:\n        g.mul_(torch.clamp(max_norm / (total + 1e-6), min=1.0))",
+     "the factor clamped from below, clamp(c, min=1.0), where max=1.0 belongs"),
+], ids=["clamped by value", "factor turned over", "clamp(min=1)"])
+def test_clip_slips_a_second_blind_probe_wrote_are_named(scale, said):
+    """Clamping by value once over the limit and a factor norm / max_norm got bare numbers; clamp(min=1.0)
+    was told that params was walked twice or new tensors were made, neither of which it did."""
+    import torch
+
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+    ns = {"torch": torch}
+    exec(compile(_CLIP_BODY.replace("SCALE", scale), "<answer cell test>", "exec"), ns)
+    r = evaluate(get_exercise("clip_grad_norm"), ns["clip_grad_norm"], suite="visible")
+    assert not r.passed and said in r.message, r.message
+
+
+def test_clip_that_fills_a_missing_gradient_is_told_to_leave_it_none():
+    """A None grad filled with zeros was told to scale in place, which it did."""
+    import torch
+
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    def clip(params, max_norm):
+        params = list(params)
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        total = torch.cat([p.grad.flatten() for p in params]).norm()
+        if total > max_norm:
+            for p in params:
+                p.grad.mul_(max_norm / (total + 1e-6))
+        return total
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("clip_grad_norm"), clip, suite=suite)
+        assert not r.passed and "a gradient where it had none" in r.message, (suite, r.message)
+
+
+@pytest.mark.parametrize("cosine, named", [
+    ("(max_lr - min_lr) * (1 + math.cos(math.pi * q))", "the cosine's 0.5 left out"),
+    ("(max_lr - min_lr) * 0.5 * (1 - math.cos(math.pi * q))", "the cosine turned round"),
+], ids=["0.5 left out", "rising"])
+def test_schedule_names_a_cosine_without_its_half_or_turned_round(cosine, named):
+    import math
+
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+    src = ("def lr_at(step, max_lr, warmup_steps, total_steps, min_lr=0.0):\n"
+           "    if step < warmup_steps:\n        return max_lr * (step + 1) / warmup_steps\n"
+           "    if step >= total_steps:\n        return min_lr\n"
+           "    q = (step - warmup_steps) / (total_steps - warmup_steps)\n"
+           f"    return min_lr + {cosine}\n")
+    ns = {"math": math}
+    exec(compile(src, "<answer cell test>", "exec"), ns)
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("lr_at"), ns["lr_at"], suite=suite)
+        assert not r.passed and f"known mistake: {named}" in r.message, (suite, r.message)

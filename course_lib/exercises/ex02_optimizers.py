@@ -265,7 +265,7 @@ def _opt_random(defaults_fn, group2_fn):
 # ---------------------------------------------------------------- mistaken optimizers
 def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_mu=False, state_outside=False,
                  none_as_zero=False, grad_as_buffer=None, first_twice=False, nesterov=False, zero_skipped=False,
-                 stale_buffer=False, none_stops=None, ascent=False):
+                 stale_buffer=False, none_stops=None, ascent=False, never_stored=False):
     """grad_as_buffer: "in place" or "new": the buffer starts as p.grad itself (no clone), then is
     updated in place (buf.mul_(mu).add_(g)) or into a new tensor (buf = mu * buf + g).
     dampen: True, from the first step (buf = (1 - mu) * g, then the average); "after the first":
@@ -273,7 +273,8 @@ def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_
     copy of g and is then updated in the same step, so the first buffer is (1 + mu)·g. nesterov: the
     step is g + mu·buf instead of buf. zero_skipped: a gradient of all zeros skipped like None.
     stale_buffer: the step taken with the buffer before this gradient joins it (p ← p − lr·buf, then
-    buf = mu·buf + g). ascent: the step added to p instead of taken from it."""
+    buf = mu·buf + g). ascent: the step added to p instead of taken from it. never_stored: the buffer
+    updated in a local name and never written back, so every step is plain SGD."""
     class Mistaken(torch.optim.Optimizer):
         def __init__(self, params, lr, momentum=0.0):
             super().__init__(params, dict(lr=lr, momentum=momentum))
@@ -303,6 +304,9 @@ def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_
                     if mu == 0:
                         p.add_(g, alpha=sign * lr)
                         continue
+                    if never_stored:
+                        p.sub_(lr * g)
+                        continue
                     if stale_buffer and key in store:
                         old = store[key]
                         store[key] = mu * old + g
@@ -327,7 +331,8 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                   decay_after=False, cached=(), t_shift=0, one_minus_pow=False, eps_squared=False,
                   zero_skipped=False, decay_twice=False, t_tensor=False, moments_from_g=False,
                   wd_ignored=False, v_with_b1=False, corrected_in_place=False, none_stops=None,
-                  root_corrected=False, v_from=None, no_sqrt=False, ascent=False, decay_slip=None):
+                  root_corrected=False, v_from=None, no_sqrt=False, ascent=False, decay_slip=None,
+                  betas_swapped=False, m_corrected_with_b2=False, lr_in_m=False, eps_after_division=False):
     """shared_t: "group" or "optimizer", where one step count for all parameters is kept (group["t"],
     saved by state_dict; self.t, not saved). decay_none: AdamW's decay applied before the skip of a
     parameter whose grad is None, its moments left alone. bias_correction="m only": v̂ = v.
@@ -345,7 +350,9 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
     averages the corrected moments. root_corrected: v's correction applied to √v, √v/(1 − β₂ᵗ), where
     √v̂ = √v/√(1 − β₂ᵗ). v_from: "g" or "|g|", what v averages in place of g². no_sqrt: the step divides
     by v̂ + eps. ascent: the Adam step added to p instead of taken from it. decay_slip: AdamW's decay written
-    as p − lr·wd·g ("g"), p·lr·wd ("factor"), p·(1 + lr·wd) ("grows") or p − lr·wd ("constant")."""
+    as p − lr·wd·g ("g"), p·lr·wd ("factor"), p·(1 + lr·wd) ("grows") or p − lr·wd ("constant").
+    betas_swapped: (b2, b1) = betas. m_corrected_with_b2: m̂ = m / (1 − β₂ᵗ). lr_in_m: m = β₁·m + (1 − β₁)·lr·g,
+    the step m̂/(√v̂ + eps). eps_after_division: the step lr·m̂/√v̂ + eps (eps outside the brackets)."""
     class Mistaken(torch.optim.Optimizer):
         def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=default_wd):
             super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
@@ -357,6 +364,8 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
             for group in self.param_groups:
                 lr, (b1, b2), eps, wd = (self.defaults[k] if k in cached else group[k]
                                          for k in ("lr", "betas", "eps", "weight_decay"))
+                if betas_swapped:
+                    b1, b2 = b2, b1
                 wd = 0.0 if wd_ignored else wd
                 group["t"] = group.get("t", 0) + 1
                 for p in group["params"]:
@@ -400,7 +409,7 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                     t = {"group": group["t"], "optimizer": self.t}.get(shared_t, st["step"]) + t_shift
                     if t_tensor:
                         t = st[t_tensor]
-                    st["m"] = b1 * st["m"] + (1 - b1) * g
+                    st["m"] = b1 * st["m"] + (1 - b1) * (lr * g if lr_in_m else g)
                     sq = {"g": g, "|g|": g.abs()}.get(v_from, g * g)             # what v averages
                     st["v"] = b2 * st["v"] + (1 - (b1 if v_with_b1 else b2)) * sq
                     m, v = st["m"], st["v"]
@@ -410,7 +419,7 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                     if one_minus_pow:
                         m, v = m / (1 - b1) ** t, v / (1 - b2) ** t
                     elif bias_correction:
-                        m = m / (1 - b1 ** t) if t else m / 0.0
+                        m = m / (1 - (b2 if m_corrected_with_b2 else b1) ** t) if t else m / 0.0
                         if bias_correction != "m only":
                             v = v / (1 - b2 ** t) if t else v / 0.0
                     if corrected_in_place:
@@ -422,7 +431,10 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                         denom = (v + eps).sqrt()
                     if eps_squared:
                         denom = (v + eps * eps).sqrt()
-                    p.add_(lr * m / denom, alpha=1 if ascent else -1)
+                    if eps_after_division:
+                        p.sub_(lr * m / v.sqrt() + eps)
+                        continue
+                    p.add_((1.0 if lr_in_m else lr) * m / denom, alpha=1 if ascent else -1)
                     if decay_after and wd != 0:
                         p.mul_(1 - lr * wd)
                     if t_from_zero:
@@ -485,6 +497,21 @@ def _update_mistakes(decoupled: bool, default_wd: float) -> list[Mistake]:
                 "too: too short where gradients are below 1, too long where they are above it."),
         Mistake("the Adam step added to p instead of subtracted (gradient ascent)", variant(ascent=True),
                 _ASCENT_WHY),
+        Mistake("betas unpacked the wrong way round: b2, b1 = group['betas']", variant(betas_swapped=True),
+                "betas is (β₁, β₂) = (0.9, 0.999): β₁ for m, the average of g, and β₂ for v, the average of g².\n"
+                "Swapped, m averages over about 1000 steps and v over 10, so the step follows the gradients of\n"
+                "long ago, divided by the size of the last few."),
+        Mistake("m's bias correction with β₂: m / (1 − β₂ᵗ)", variant(m_corrected_with_b2=True),
+                "Each average is corrected with its own β: m̂ = m / (1 − β₁ᵗ), v̂ = v / (1 − β₂ᵗ). With β₂ in\n"
+                "m's line, 1 − 0.999ᵗ is tiny for hundreds of steps and the early steps are far too long."),
+        Mistake("learning rate folded into m: m = β₁·m + (1 − β₁)·lr·g", variant(lr_in_m=True),
+                "Keep lr out of the moments: m averages the gradients, and the step is lr·m̂/(√v̂ + eps).\n"
+                "Folded into m, eps meets lr·m̂ at another scale, and when a schedule changes lr, m still\n"
+                "carries the old rates for about 1/(1 − β₁) steps."),
+        Mistake("eps added to the step instead of to the denominator: lr·m̂/√v̂ + eps",
+                variant(eps_after_division=True),
+                "Python divides before it adds: lr * m_hat / v_hat.sqrt() + eps takes eps off every weight at\n"
+                "every step. eps belongs with √v̂, in brackets: lr * m_hat / (v_hat.sqrt() + eps)."),
     ]
 
 
@@ -500,7 +527,9 @@ def _correction_mistakes(decoupled: bool, default_wd: float) -> list[Mistake]:
                 "Dividing √v by 1 − β₂ᵗ itself makes the denominator 1/√(1 − β₂ᵗ) times too large: at the\n"
                 "first step 10 times with β₂ = 0.99 and 32 times with 0.999 (still 3 times at step 100), so\n"
                 "the early steps are far too short. Correct v first, then take the root:\n"
-                "(v / (1 - b2 ** t)).sqrt() + eps."),
+                "(v / (1 - b2 ** t)).sqrt() + eps. (The same happens when √v̂ is corrected twice, as in\n"
+                "torch's step_size = lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ) with √v̂ in the denominator: that form divides by\n"
+                "√v itself, uncorrected.)"),
         Mistake("bias correction one step ahead: 1 − βᵗ⁺¹ (the step counted twice, or t + 1 used)", variant(t_shift=1),
                 "t is the number of steps this parameter has taken, this one included: 1 at the first\n"
                 "step. With t + 1 the early corrections are too small (1 − β₁² = 0.19 instead of 0.1), so\n"
@@ -656,6 +685,12 @@ SGD_EX = Exercise(
                 "steps by the buffer itself: buf = μ·buf + g, then p ← p − lr·buf."),
         Mistake("the step added to p instead of subtracted (gradient ascent)", _sgd_variant(ascent=True),
                 _ASCENT_WHY),
+        Mistake("momentum buffer never written back to self.state: every step is plain SGD",
+                _sgd_variant(never_stored=True),
+                "buf = state.get('momentum_buffer', ...) and then buf = μ·buf + g only rebind a local name: the\n"
+                "state keeps what it had (or nothing), so the next step starts again from g. Store the new\n"
+                "buffer, state['momentum_buffer'] = buf, or update the stored tensor in place,\n"
+                "buf.mul_(μ).add_(g)."),
     ],
     forbidden=OPTIM_FORBIDDEN,
     hint="Loop over self.param_groups, read lr and momentum from each group, and over the group's "
@@ -719,7 +754,8 @@ ADAM_EX = Exercise(
         Mistake("weight_decay never used", _adam_variant(decoupled=False, default_wd=0.0, wd_ignored=True),
                 "The group's weight_decay never reached the update. Adam's weight decay is an L2 term:\n"
                 "use g = p.grad + wd * p (a new tensor) in place of p.grad, before m and v are updated,\n"
-                "with wd = group['weight_decay'] read at every step."),
+                "with wd = group['weight_decay'] read at every step. (If you multiplied wd by p.grad instead\n"
+                "of p: Adam ignores the gradient's scale, so (1 + wd)·g steps exactly like g.)"),
         Mistake("v updated with (1 − β₁) instead of (1 − β₂): the m line copied",
                 _adam_variant(decoupled=False, default_wd=0.0, v_with_b1=True), _V_B1_WHY),
         Mistake("bias correction written back into the state (m and v divided in place)",
@@ -960,6 +996,18 @@ def _lr_decay_slip(slip):
     return lr
 
 
+def _lr_cos_slip(slip):
+    """The cosine's shape gone wrong: "no half" (1 + cos without the 0.5) or "rising" (1 − cos)."""
+    def lr(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+        if step < warmup_steps:
+            return max_lr * (step + 1) / warmup_steps
+        if step >= total_steps:
+            return min_lr
+        c = math.cos(math.pi * (step - warmup_steps) / (total_steps - warmup_steps))
+        return min_lr + (max_lr - min_lr) * (1 + c if slip == "no half" else 0.5 * (1 - c))
+    return lr
+
+
 def _lr_warmup_from_min(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
     if step < warmup_steps:
         return min_lr + (max_lr - min_lr) * (step + 1) / warmup_steps
@@ -1085,6 +1133,13 @@ LR_EX = Exercise(
                 "The decay is half a cosine period: (1 + cos(π·progress))/2 falls from 1 to 0 as progress goes\n"
                 "from 0 to 1. With 2π it is at 0 halfway and climbs back to 1, so the rate ends at max_lr.\n"
                 "Use math.pi, not 2 * math.pi."),
+        Mistake("the cosine's 0.5 left out: (max_lr − min_lr)·(1 + cos(π·progress))", _lr_cos_slip("no half"),
+                "1 + cos runs from 2 down to 0: without the 0.5 the decay starts at twice max_lr, right after\n"
+                "warmup has reached max_lr. 0.5·(1 + cos(π·progress)) runs from 1 down to 0."),
+        Mistake("the cosine turned round: 1 − cos, rising from min_lr to max_lr", _lr_cos_slip("rising"),
+                "After warmup the rate comes down: 0.5·(1 + cos(π·progress)) is 1 at the start of the decay and\n"
+                "0 at its end. 0.5·(1 − cos) does the opposite, from min_lr up to max_lr just before\n"
+                "total_steps."),
         Mistake("linear decay instead of the cosine", _lr_decay_slip("linear"),
                 "The rates match at both ends, but in between this schedule follows the cosine,\n"
                 "min_lr + (max_lr − min_lr)·(1 + cos(π·progress))/2, which stays near max_lr longer at first\n"
@@ -1153,6 +1208,10 @@ def _run_clip(fn, inputs):
                         + (" (float() or .item() would make the GPU wait at every step)"
                            if isinstance(total, (float, int)) else ""))
     for i, (p, g) in enumerate(zip(params, installed)):
+        if g is None and p.grad is not None:
+            raise ValueError(f"clip_grad_norm gave parameter {i} a gradient where it had none (its .grad was "
+                             "None): a parameter the loss did not use keeps grad None, which the optimizer "
+                             "skips. Leave it as it is, and leave it out of the norm")
         if p.grad is not g:
             raise ValueError(f"clip_grad_norm replaced the .grad of parameter {i} by "
                              f"{'None' if p.grad is None else 'a new tensor'}; scale each gradient in place, "
@@ -1249,7 +1308,18 @@ CLIP_EX = Exercise(
                 "generator (model.parameters() is one): the loop measuring the norm uses it up and a\n"
                 "second loop over params sees no parameter; walk it once, keeping the grads in a list\n"
                 "(grads = [p.grad for p in params if p.grad is not None]). Or the loop made new tensors\n"
-                "(g = g * c only renames g): scale each gradient in place, g.mul_(c)."),
+                "(g = g * c only renames g): scale each gradient in place, g.mul_(c). Two more give it too:\n"
+                "the factor clamped from below, clamp(c, min=1.0), where max=1.0 belongs (it is then never\n"
+                "under 1), or each entry clamped to ±max_norm, which leaves entries already inside alone."),
+        Mistake("gradients clamped to ±max_norm (clipped by value) once the norm is over, not scaled",
+                lambda params, max_norm: _clip_by_value_when_over(params, max_norm),
+                "Over the limit every gradient is multiplied by the same factor, max_norm / (norm + 1e-6), so\n"
+                "the step keeps its direction. Clamping each entry to [-max_norm, max_norm] changes the\n"
+                "direction and does not bring the global norm to max_norm."),
+        Mistake("the factor turned over: gradients multiplied by norm / max_norm",
+                lambda params, max_norm: _clip_factor_inverted(params, max_norm),
+                "Over the limit, scale by max_norm / (norm + 1e-6), which is below 1; norm / max_norm is\n"
+                "above 1 and makes large gradients larger still."),
         Mistake("returned the norm after clipping", lambda params, max_norm: _clip_after(params, max_norm),
                 "Return the total norm measured before clipping (it is what you log to see spikes)."),
         Mistake("the norm measured again inside the scaling loop",
@@ -1309,6 +1379,24 @@ CLIP_EX = Exercise(
 
 def _grads(params):
     return [p.grad for p in params if p.grad is not None]
+
+
+def _clip_by_value_when_over(params, max_norm):
+    gs = _grads(params)
+    total = torch.stack([g.norm() for g in gs]).norm()
+    if total > max_norm:
+        for g in gs:
+            g.clamp_(-max_norm, max_norm)
+    return total
+
+
+def _clip_factor_inverted(params, max_norm):
+    gs = _grads(params)
+    total = torch.stack([g.norm() for g in gs]).norm()
+    if total > max_norm:
+        for g in gs:
+            g.mul_(total / max_norm)
+    return total
 
 
 def _clip_two_passes(params, max_norm):
