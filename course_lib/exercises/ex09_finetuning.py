@@ -833,8 +833,10 @@ FREEZE = Exercise(
 # ===================================================================== LoRALinear
 def _lora_case(n_in, n_out, r, alpha, B=4, bias=True, T=None):
     """T: x is a batch of sequences (B, T, n_in), as the encoder's layers see it, instead of (B, n_in)."""
+    x_shape = (B, n_in) if T is None else (B, T, n_in)
+
     def make(g):
-        out = {"W": _randn(g, n_out, n_in, scale=n_in ** -0.5), "x": _randn(g, B, *(T,) * (T is not None), n_in),
+        out = {"W": _randn(g, n_out, n_in, scale=n_in ** -0.5), "x": _randn(g, *x_shape),
                "r": r, "alpha": alpha, "A": _randn(g, r, n_in), "B": _randn(g, n_out, r, scale=0.1), "bias": bias}
         out["b"] = _randn(g, n_out, scale=0.1)
         return out
