@@ -583,6 +583,11 @@ def _pad_keep(fn):
     return lambda lengths, T: fn(torch.arange(T, device=lengths.device)[None, :], lengths[:, None])
 
 
+def _pad_queries_and_keys(lengths, T):
+    keep = _pad_keep(lambda t, n: t < n)(lengths, T)                            # (B, T)
+    return (keep[:, :, None] & keep[:, None, :])[:, None]                      # (B, 1, T, T)
+
+
 PAD = Exercise(
     name="padding_mask",
     notebook="05_attention",
@@ -624,8 +629,7 @@ PAD = Exercise(
                 "A padded position must not be *looked at*: it is a key to block, on the last axis.\n"
                 "Its own query row is harmless (its output is ignored later). Use (B, 1, 1, T)."),
         Mistake("masks queries and keys both: shape (B, 1, T, T), keep[:, :, None] & keep[:, None, :]",
-                lambda lengths, T: (lambda k: (k[:, :, None] & k[:, None, :])[:, None])(
-                    _pad_keep(lambda t, n: t < n)(lengths, T)),
+                _pad_queries_and_keys,
                 "Only the keys need blocking: (B, 1, 1, T) broadcasts over every query. Blocking the padded\n"
                 "queries as well leaves their rows with no key at all, fully masked rows that every attention\n"
                 "then has to handle, for outputs that are ignored later anyway. The contract's shape is\n"
