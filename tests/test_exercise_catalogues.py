@@ -55,8 +55,8 @@ def test_each_mistake_rejected_and_named(ex, mistake, device):
     for suite in ("visible", "hidden"):
         r = evaluate(ex, mistake.fn, suite=suite, device=device)
         assert not r.passed, f"{mistake.name} passed the {suite} suite"
-    r = evaluate(ex, mistake.fn, suite="visible", device=device)
-    assert f"known mistake: {mistake.name}" in r.message, r.message
+        if suite == "visible":
+            assert f"known mistake: {mistake.name}" in r.message, r.message
 
 
 def _meta_norm(params, max_norm):                  # clip_grad_norm's solution calls .item(), which meta cannot

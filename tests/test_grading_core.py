@@ -735,3 +735,33 @@ def test_float64_where_float32_belongs_says_the_values_may_be_right_and_to_cast_
     assert "expected dtype float32, got float64\nfloat64 on the way" in d.text and ".to(x.dtype)" in d.text, d.text
     d, _ = compare(capture(x.double()), capture(x.double()), dtype=torch.float64, device="cpu", atol=0, rtol=0)
     assert d is None, d
+
+
+def test_a_mistake_runs_once_per_case_however_often_answers_are_matched_against_it():
+    """A failing answer is compared with every catalogued mistake; grading a class, or the catalogue's own
+    tests, ran each mistake on the same case again for every answer. Its output is now kept per case (the
+    inputs come from the case's seed), per exercise object: another exercise of the same name, with other
+    mistakes, gets its own."""
+    calls = []
+
+    def counted(x):
+        calls.append(x.dtype)
+        return _wrong_axis(x)
+
+    def build():
+        return Exercise(name="toy_softmax", notebook="tests", reference=_ref_softmax, visible=SOFTMAX.visible,
+                        hidden=SOFTMAX.hidden, mistakes=[Mistake("normalised over the wrong axis", counted, "")])
+
+    ex = build()
+    first = evaluate(ex, _wrong_axis)
+    assert not first.passed and "known mistake: normalised over the wrong axis" in first.message
+    n = len(calls)
+    assert n >= 1
+    again = evaluate(ex, lambda x: _wrong_axis(x))
+    assert "known mistake: normalised over the wrong axis" in again.message and len(calls) == n
+    evaluate(ex, _wrong_axis, suite="hidden", seed=1234)      # other inputs: run again
+    assert len(calls) > n
+    m = len(calls)
+    other = build()
+    assert "known mistake: normalised over the wrong axis" in evaluate(other, _wrong_axis).message
+    assert len(calls) > m

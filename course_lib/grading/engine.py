@@ -51,6 +51,7 @@ class CaseRun:
     dtype: torch.dtype
     device: str                 # where the answer runs
     inputs: dict[str, Any]      # already cast and placed
+    key: tuple = ()             # what made the inputs (generator seed, dtype, place): equal keys, equal inputs
 
 
 def _convert(value: Any, dtype: torch.dtype | None, device: str) -> Any:
@@ -99,7 +100,8 @@ def build_runs(ex: Exercise, suite: str, seed: int | None, device: str,
         for dtype in case.dtypes:
             n += 1
             where = run_device(device, dtype)
-            runs.append(CaseRun(n, total, case, dtype, where, _convert(raw, dtype, place or where)))
+            runs.append(CaseRun(n, total, case, dtype, where, _convert(raw, dtype, place or where),
+                                (base * 1000 + i, dtype, place or where)))
     return runs
 
 
@@ -247,14 +249,14 @@ def _match_mistake(ex: Exercise, run: CaseRun, got: Any, expected: Any):
     if run.dtype != torch.float64:
         low = _convert(run.inputs, None, "cpu")
         try:
-            key_low = _as_float64(capture(ex.run(ex.reference, _clone(low))))
+            key_low = _computed(ex, "key", run, 1, lambda: _as_float64(capture(ex.run(ex.reference, _clone(low)))))
         except Exception:
             key_low = expected
         variants.append((_clone(low), key_low))
-    for m in ex.mistakes:
-        for inputs, key in variants:
+    for i, m in enumerate(ex.mistakes):
+        for v, (inputs, key) in enumerate(variants):
             try:
-                mv = _as_float64(capture(ex.run(m.fn, inputs)))
+                mv = _computed(ex, i, run, v, lambda: _as_float64(capture(ex.run(m.fn, inputs))))
             except Exception:
                 continue
             same_as_ref, _ = compare(key, mv, dtype=torch.float64, device="cpu", atol=atol, rtol=rtol)
@@ -264,6 +266,30 @@ def _match_mistake(ex: Exercise, run: CaseRun, got: Any, expected: Any):
             if d is None:
                 return m
     return None
+
+
+# A catalogued mistake's output on a case, kept: a failing answer is compared with every mistake before it in
+# the catalogue, so grading a class (or testing the catalogue, one mistake after another) would run each
+# mistake on the same case again and again. The inputs come from the case's generator seed, so equal keys
+# mean equal inputs. The exercise is kept in the value, so its id is not reused while the entry lives.
+_COMPUTED: dict[tuple, tuple[Exercise, Any, Exception | None]] = {}
+
+
+def _computed(ex: Exercise, which: Any, run: CaseRun, variant: int, compute: Callable[[], Any]) -> Any:
+    if not run.key:
+        return compute()
+    k = (id(ex), which, run.key, variant)
+    if k not in _COMPUTED:
+        if len(_COMPUTED) > 20_000:
+            _COMPUTED.clear()
+        try:
+            _COMPUTED[k] = (ex, compute(), None)
+        except Exception as exc:               # raised again on every look-up, as without the cache
+            _COMPUTED[k] = (ex, None, exc)
+    _, value, exc = _COMPUTED[k]
+    if exc is not None:
+        raise exc
+    return value
 
 
 def _as_float64(v: Any) -> Any:
