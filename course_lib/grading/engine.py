@@ -284,8 +284,8 @@ def _computed(ex: Exercise, which: Any, run: CaseRun, variant: int, compute: Cal
             _COMPUTED.clear()
         try:
             _COMPUTED[k] = (ex, compute(), None)
-        except Exception as exc:               # raised again on every look-up, as without the cache
-            _COMPUTED[k] = (ex, None, exc)
+        except Exception as exc:               # raised again on every look-up, as without the cache; kept
+            _COMPUTED[k] = (ex, None, exc.with_traceback(None))   # without its frames, which hold tensors
     _, value, exc = _COMPUTED[k]
     if exc is not None:
         raise exc
