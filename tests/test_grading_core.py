@@ -765,3 +765,31 @@ def test_a_mistake_runs_once_per_case_however_often_answers_are_matched_against_
     other = build()
     assert "known mistake: normalised over the wrong axis" in evaluate(other, _wrong_axis).message
     assert len(calls) > m
+
+
+def _by_half_k(x, k):         # x / k ** 1/2, read by Python as x / (k / 2)
+    return x / (k / 2)
+
+
+SCALED = Exercise(
+    name="toy_scaled", notebook="tests", reference=lambda x, k: x / math.sqrt(k),
+    visible=[Case("x of shape (4,), k = 2", lambda g: {"x": torch.randn(4, generator=g, dtype=torch.float64), "k": 2}),
+             Case("x of shape (4,), k = 8", lambda g: {"x": torch.randn(4, generator=g, dtype=torch.float64), "k": 8})],
+    hidden=[],
+    mistakes=[Mistake("no scaling", lambda x, k: x.clone(), "divide by √k."),
+              Mistake("divided by k ** 1/2", _by_half_k, "** binds tighter than /.")])
+
+
+@pytest.mark.parametrize("answer, named", [
+    (_by_half_k, "divided by k ** 1/2"),              # k = 2 fits both; k = 8 tells them apart
+    (lambda x, k: x.clone(), "no scaling"),
+    (lambda x, k: x if k == 2 else -x, "no scaling"),  # fits neither later: the first that fitted stays
+])
+def test_a_case_that_fits_two_mistakes_is_named_by_the_cases_after_it(answer, named):
+    """A case can fit more than one catalogued mistake (k / 2 is 1 when k = 2; LoRA's α // r is 2 for the
+    defaults): the first in the catalogue was named, whichever the answer made. The later cases now choose,
+    and the message stays on the first failing case."""
+    r = evaluate(SCALED, answer)
+    assert not r.passed and "case 1 of 4" in r.message, r.message
+    assert f"known mistake: {named}." in r.message, r.message
+    assert r.message.count("known mistake") == 1

@@ -19,7 +19,7 @@ import torch
 from .compare import Difference, _shape, compare
 from .explain import explain
 from .forbid import CallWatcher, scan_source
-from .spec import Case, Exercise
+from .spec import Case, Exercise, Mistake
 from .values import TensorValue, capture
 
 VISIBLE_SEED = 1234
@@ -235,16 +235,9 @@ def _header(ex: Exercise, run: CaseRun) -> str:
     return f"✗ {ex.name} — case {run.number} of {run.total}: {run.case.label} ({dt}, {run.device})"
 
 
-def _match_mistake(ex: Exercise, run: CaseRun, got: Any, expected: Any):
-    """The first catalogued mistake whose output is the answer's output on this case.
-
-    Each mistake runs in float64 and, for mistakes that only show in low precision (an
-    overflowing exp, say), also in the case's own dtype on the CPU. In each precision it counts only
-    where it differs from the answer key run in that same precision: a mistake that is right on this
-    input, run in float32, differs from the float64 key by float32 rounding alone.
-    """
-    atol, rtol = run.case.tolerance(run.dtype)
-    got64 = _as_float64(got)
+def _variants(ex: Exercise, run: CaseRun, expected: Any) -> list[tuple[dict[str, Any], Any]]:
+    """(inputs, answer key) pairs a mistake runs on: float64 and, for a case in lower precision, the
+    case's own dtype on the CPU with the key run in that same precision."""
     variants = [(reference_inputs(run.inputs), expected)]
     if run.dtype != torch.float64:
         low = _convert(run.inputs, None, "cpu")
@@ -253,24 +246,58 @@ def _match_mistake(ex: Exercise, run: CaseRun, got: Any, expected: Any):
         except Exception:
             key_low = expected
         variants.append((_clone(low), key_low))
-    for i, m in enumerate(ex.mistakes):
-        for v, (inputs, key) in enumerate(variants):
-            try:
-                mv = _computed(ex, i, run, v, lambda: _as_float64(capture(ex.run(m.fn, inputs))))
-            except Exception:
-                continue
-            same_as_ref, _ = compare(key, mv, dtype=torch.float64, device="cpu", atol=atol, rtol=rtol)
-            if same_as_ref is None:
-                continue            # on this input the mistake gives the right answer
-            d, _ = compare(mv, got64, dtype=torch.float64, device="cpu", atol=atol, rtol=rtol)
-            if d is None:
-                return m
-    return None
+    return variants
 
 
-# A catalogued mistake's output on a case, kept: a failing answer is compared with every mistake before it in
-# the catalogue, so grading a class (or testing the catalogue, one mistake after another) would run each
-# mistake on the same case again and again. The inputs come from the case's generator seed, so equal keys
+def _mistake_outputs(ex: Exercise, run: CaseRun, i: int, variants):
+    """Catalogued mistake i's outputs on this case, each with whether it is wrong there: whether it differs
+    from the key of the same precision (none where it raised)."""
+    m = ex.mistakes[i]
+    atol, rtol = run.case.tolerance(run.dtype)
+    for v, (inputs, key) in enumerate(variants):
+        try:
+            mv = _computed(ex, i, run, v, lambda: _as_float64(capture(ex.run(m.fn, inputs))))
+        except Exception:
+            continue
+        yield mv, _computed(ex, ("wrong", i), run, v, lambda: compare(
+            key, mv, dtype=torch.float64, device="cpu", atol=atol, rtol=rtol)[0] is not None)
+
+
+def _matching_mistakes(ex: Exercise, run: CaseRun, got: Any, expected: Any):
+    """Indices of the catalogued mistakes whose output is the answer's output on this case, in catalogue order.
+
+    Each mistake runs in float64 and, for mistakes that only show in low precision (an
+    overflowing exp, say), also in the case's own dtype on the CPU. In each precision it counts only
+    where it differs from the answer key run in that same precision: a mistake that is right on this
+    input, run in float32, differs from the float64 key by float32 rounding alone.
+    """
+    atol, rtol = run.case.tolerance(run.dtype)
+    got64 = _as_float64(got)
+    variants = _variants(ex, run, expected)
+    for i in range(len(ex.mistakes)):
+        for mv, wrong in _mistake_outputs(ex, run, i, variants):
+            if wrong and compare(mv, got64, dtype=torch.float64, device="cpu", atol=atol, rtol=rtol)[0] is None:
+                yield i
+                break
+
+
+def _match_mistake(ex: Exercise, run: CaseRun, got: Any, expected: Any):
+    """The first catalogued mistake whose output is the answer's output on this case."""
+    i = next(_matching_mistakes(ex, run, got, expected), None)
+    return None if i is None else ex.mistakes[i]
+
+
+def _fits(ex: Exercise, run: CaseRun, i: int, got: Any, expected: Any) -> bool:
+    """Does catalogued mistake i give the answer's output on this case, right or wrong?"""
+    atol, rtol = run.case.tolerance(run.dtype)
+    got64 = _as_float64(got)
+    return any(compare(mv, got64, dtype=torch.float64, device="cpu", atol=atol, rtol=rtol)[0] is None
+               for mv, _ in _mistake_outputs(ex, run, i, _variants(ex, run, expected)))
+
+
+# A catalogued mistake's output on a case, kept, and the answer key's: a failing answer is compared with every
+# mistake in the catalogue, so grading a class (or testing the catalogue, one mistake after another) would run
+# each on the same case again and again. The inputs come from the case's generator seed, so equal keys
 # mean equal inputs. The exercise is kept in the value, so its id is not reused while the entry lives.
 _COMPUTED: dict[tuple, tuple[Exercise, Any, Exception | None]] = {}
 
@@ -290,6 +317,11 @@ def _computed(ex: Exercise, which: Any, run: CaseRun, variant: int, compute: Cal
     if exc is not None:
         raise exc
     return value
+
+
+def _expected(ex: Exercise, run: CaseRun) -> Any:
+    """The answer key's output on this case, in float64 on the CPU."""
+    return _computed(ex, "expected", run, 0, lambda: capture(ex.run(ex.reference, reference_inputs(run.inputs))))
 
 
 def _as_float64(v: Any) -> Any:
@@ -368,8 +400,9 @@ def _largest_difference(expected, got, run: CaseRun, atol: float, rtol: float, f
     return worst
 
 
-def judge(ex: Exercise, run: CaseRun, outcome: Outcome) -> tuple[str | None, float]:
-    """(failure message or None, largest difference)."""
+def judge(ex: Exercise, run: CaseRun, outcome: Outcome, named: Mistake | None = None) -> tuple[str | None, float]:
+    """(failure message or None, largest difference). ``named``: the known mistake to name, when the answer
+    matches one here (``telling_message`` chooses among several that fit)."""
     head = _header(ex, run)
     if outcome.tampered:
         return (f"{head}\n  the answer switched off or changed the checks' call watcher (sys.setprofile, "
@@ -384,7 +417,7 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome) -> tuple[str | None, flo
         where = f"\n  at {err['where']}" if err["where"] else ""
         notes = ("\n  " + err["notes"].replace("\n", "\n  ")) if err.get("notes") else ""
         return f"{head}\n  raised {err['type']}: {err['message']}{where}{notes}", 0.0
-    expected = capture(ex.run(ex.reference, reference_inputs(run.inputs)))
+    expected = _expected(ex, run)
     atol, rtol = run.case.tolerance(run.dtype)
     diff, largest = compare(expected, outcome.value, dtype=run.dtype, device=run.device, atol=atol, rtol=rtol)
     if diff is None and outcome.mutated:
@@ -398,7 +431,7 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome) -> tuple[str | None, flo
     where = "" if diff.where == "output" or diff.kind == "words" else f" (in {_output_name(ex, run, diff.where)})"
     lines = [head, f"  {diff.text.replace(chr(10), chr(10) + '  ')}{where}"]
     if diff.kind in ("value", "shape", "words"):
-        m = _match_mistake(ex, run, outcome.value, expected)
+        m = named or _match_mistake(ex, run, outcome.value, expected)
         if m is not None:
             lines.append(f"  This matches a known mistake: {m.name}.")
             lines.append("  " + m.explanation.replace("\n", "\n  "))
@@ -416,10 +449,12 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome) -> tuple[str | None, flo
 
 def telling_message(ex: Exercise, runs: list[CaseRun], first: int, message: str,
                     outcome_of: Callable[[int], Outcome | None]) -> str:
-    """The message for the first failing case, runs[first], or, when it names a mistake with a
-    ``shown_on`` label, for a later case with that label that fails as the same mistake: eps outside
-    the square root is off by 1e-5 on ordinary inputs and by 2 on inputs around 1e-3, where the
-    explanation says to look. ``outcome_of(j)`` is runs[j]'s outcome (None: there is none)."""
+    """The message for the first failing case, runs[first], with the known mistake the later cases confirm,
+    and, when that mistake has a ``shown_on`` label, for a later case with that label that fails as the same
+    mistake: eps outside the square root is off by 1e-5 on ordinary inputs and by 2 on inputs around 1e-3,
+    where the explanation says to look. ``outcome_of(j)`` is runs[j]'s outcome (None: there is none)."""
+    if "This matches a known mistake: " in message:
+        message = _confirmed(ex, runs, first, message, outcome_of)
     named = next((m for m in ex.mistakes if m.shown_on and f"known mistake: {m.name}.\n" in message), None)
     if named is None:
         return message
@@ -429,6 +464,32 @@ def telling_message(ex: Exercise, runs: list[CaseRun], first: int, message: str,
             if later is not None and f"known mistake: {named.name}.\n" in later:
                 return later
     return message
+
+
+def _confirmed(ex: Exercise, runs: list[CaseRun], first: int, message: str,
+               outcome_of: Callable[[int], Outcome | None]) -> str:
+    """One case can fit several catalogued mistakes: in float32, eps after the division is within rounding of
+    eps squared inside the root; a LoRA scale hard-coded to 2 is α // r where α // r is 2. The later cases
+    choose: of those that fit the first failing case, the first in the catalogue that still fits each later
+    case the answer ran on (right or wrong there), until one is left."""
+    outcome = outcome_of(first)
+    if outcome is None:
+        return message
+    run = runs[first]
+    expected = _expected(ex, run)
+    fit = list(_matching_mistakes(ex, run, outcome.value, expected))
+    named = fit[:1]
+    for j in range(first + 1, len(runs)):
+        if len(fit) < 2:
+            break
+        later = outcome_of(j)
+        if later is None or later.error is not None or later.forbidden or later.tampered:
+            continue
+        expected_j = _expected(ex, runs[j])
+        fit = [i for i in fit if _fits(ex, runs[j], i, later.value, expected_j)] or fit   # fits none: says nothing
+    if fit[:1] == named:
+        return message
+    return judge(ex, run, outcome, ex.mistakes[fit[0]])[0] or message
 
 
 def _changed(outcome: Outcome) -> str:
@@ -475,7 +536,8 @@ def evaluate(ex: Exercise, answer: Callable, *, suite: str = "visible", device: 
         outcome = run_answer(ex, answer, run)
         message, worst = judge(ex, run, outcome)
         if message is not None:
-            message = telling_message(ex, runs, i, message, lambda j: run_answer(ex, answer, runs[j]))
+            message = telling_message(ex, runs, i, message,
+                                      lambda j, i=i, o=outcome: o if j == i else run_answer(ex, answer, runs[j]))
             return Report(ex.name, suite, False, message, len(runs))
         largest, later = max(largest, worst), later or global_state_message(ex, run, outcome)
     if later:
