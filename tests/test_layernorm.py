@@ -781,3 +781,38 @@ def test_layer_norm_hidden_suite_has_a_single_vector_and_a_second_norm_is_told_t
                                                                 "return self.post_norm(x + self.sublayer(x))")
     for r in _both_suites("ResidualBlock", _learner_cell(block, "ResidualBlock")):
         assert not r.passed and "The block has one LayerNorm, self.norm" in r.message, r.message
+
+
+_BW_STEPS = """def layer_norm_backward(grad_out, x, weight, eps=1e-5):
+    D = x.shape[-1]
+    mu = x.mean(-1, keepdim=True)
+    xmu = x - mu
+    var = (xmu ** 2).mean(-1, keepdim=True)
+    std_inv = 1.0 / torch.sqrt(var + eps)
+    x_hat = xmu * std_inv
+    dx_hat = grad_out * weight
+    dvar = (dx_hat * xmu).sum(-1, keepdim=True) * HALF * (VAR) ** -1.5
+    dmu = (-dx_hat * std_inv).sum(-1, keepdim=True) + dvar * (-2.0 * xmu).mean(-1, keepdim=True)
+    dx = dx_hat * std_inv + dvar * 2.0 * xmu / D + dmu / D
+    axes = tuple(range(x.dim() - 1))
+    return dx, (grad_out * x_hat).sum(axes) if axes else grad_out * x_hat, grad_out.sum(axes) if axes else grad_out
+"""
+
+
+@pytest.mark.parametrize("name, source, says", [
+    ("layer_norm_backward", _BW_STEPS.replace("HALF", "-1.0").replace("VAR", "var + eps"),
+     "known mistake: dvar's −1/2 written −1"),
+    ("layer_norm_backward", _BW_STEPS.replace("HALF", "-0.5").replace("VAR", "var"),
+     "known mistake: eps left out of dvar's (σ² + ε)^(−3/2) only"),
+    ("rms_norm", "def rms_norm(x, weight, eps=1e-6):\n"
+                 "    return x / torch.sqrt(((x ** 2).sum(-1, keepdim=True) + eps) / x.shape[-1]) * weight\n",
+     "known mistake: eps added to the sum of squares before the division by D"),
+], ids=["dvar −1", "dvar without eps", "rms eps before /D"])
+def test_step_by_step_backward_and_rms_eps_slips_are_named(name, source, says):
+    """Written step by step (dx̂, dvar, dμ), the backward's −½ written −1, or ε left out of dvar alone, got a bare
+    difference (1e-4 relative for the second, on ordinary inputs); so did rms_norm's ε added before dividing by D.
+    The same cell with −0.5 and var + eps passes."""
+    for r in _both_suites(name, _learner_cell(source, name)):
+        assert not r.passed and says in r.message, r.message
+    right = _BW_STEPS.replace("HALF", "-0.5").replace("VAR", "var + eps")
+    assert all(r.passed for r in _both_suites("layer_norm_backward", _learner_cell(right, "layer_norm_backward")))

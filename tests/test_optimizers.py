@@ -1278,3 +1278,27 @@ def test_schedule_names_a_cosine_without_its_half_or_turned_round(cosine, named)
     for suite in ("visible", "hidden"):
         r = evaluate(get_exercise("lr_at"), ns["lr_at"], suite=suite)
         assert not r.passed and f"known mistake: {named}" in r.message, (suite, r.message)
+
+
+@pytest.mark.parametrize("warmup, progress, named", [
+    ("max_lr * (step + 1) / (warmup_steps - 1)", "(step - warmup_steps) / (total_steps - warmup_steps)",
+     "warmup divided by warmup_steps − 1"),
+    ("max_lr * (step + 1) / warmup_steps", "(step - warmup_steps + 1) / (total_steps - warmup_steps)",
+     "cosine progress one step ahead"),
+], ids=["warmup over warmup_steps - 1", "progress one step ahead"])
+def test_schedule_names_warmup_and_progress_off_by_one(warmup, progress, named):
+    """Two off-by-ones with the +1 in the wrong place got bare differences."""
+    import math
+
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+    src = ("def lr_at(step, max_lr, warmup_steps, total_steps, min_lr=0.0):\n"
+           f"    if step < warmup_steps:\n        return {warmup}\n"
+           "    if step >= total_steps:\n        return min_lr\n"
+           f"    q = {progress}\n"
+           "    return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * q))\n")
+    ns = {"math": math}
+    exec(compile(src, "<answer cell test>", "exec"), ns)
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("lr_at"), ns["lr_at"], suite=suite)
+        assert not r.passed and f"known mistake: {named}" in r.message, (suite, r.message)

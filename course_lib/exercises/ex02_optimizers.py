@@ -1088,6 +1088,15 @@ def _lr_edge_slip(warmup_through=False, warmup_over=0, cosine_to=None, after=Non
     return lr
 
 
+
+def _lr_progress_ahead(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    if step >= total_steps:
+        return min_lr
+    p = (step - warmup_steps + 1) / (total_steps - warmup_steps)
+    return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * p))
+
 def _lr_no_clamp(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
     if step < warmup_steps:
         return max_lr * (step + 1) / warmup_steps
@@ -1125,6 +1134,16 @@ LR_EX = Exercise(
                 "Warmup is the steps 0 … warmup_steps − 1. Divided by warmup_steps + 1, the last of them gets\n"
                 "max_lr·warmup_steps/(warmup_steps + 1), short of max_lr, and the rate jumps to max_lr where\n"
                 "the cosine starts. Divide (step + 1) by warmup_steps, so that the last warmup step reaches max_lr."),
+        Mistake("warmup divided by warmup_steps − 1: max_lr·(step + 1)/(warmup_steps − 1) overshoots max_lr",
+                _lr_edge_slip(warmup_over=-1),
+                "Warmup is the steps 0 … warmup_steps − 1, and (step + 1) runs from 1 to warmup_steps: divided\n"
+                "by warmup_steps, the last warmup step reaches max_lr exactly. Divided by warmup_steps − 1, it\n"
+                "reaches max_lr a step early and then goes above it (and one warmup step divides by 0)."),
+        Mistake("cosine progress one step ahead: (step − warmup_steps + 1)/(total_steps − warmup_steps)",
+                _lr_progress_ahead,
+                "The +1 belongs to warmup only, where step 0 must already train. The cosine starts at\n"
+                "progress 0, (step − warmup_steps)/(total_steps − warmup_steps), so the step right after warmup\n"
+                "has max_lr; one step ahead, it is already below max_lr and min_lr comes a step early."),
         Mistake("cosine progress by integer division, //: max_lr until the end", _lr_decay_slip("//"),
                 "(step − warmup_steps) // (total_steps − warmup_steps) rounds down to 0 at every step before\n"
                 "total_steps, so the rate stays at max_lr and drops to min_lr only at the end. Divide with /,\n"

@@ -737,6 +737,20 @@ def _mb_unbiased(grad_out, x, weight, eps=1e-5):
     return _bw_from(gx, grad_out, x, x_hat)
 
 
+
+def _mb_by_steps(half=-0.5, eps_in_dvar=True):
+    """The step-by-step backward (dx̂, dvar, dμ, then dx) with one slip: dvar's −1/2 written `half`, or the
+    ε left out of dvar's (σ² + ε)^(−3/2)."""
+    def backward(grad_out, x, weight, eps=1e-5):
+        D = x.shape[-1]
+        mean, var = _stats(x)
+        xmu, rstd = x - mean, 1.0 / torch.sqrt(var + eps)
+        dx_hat = grad_out * weight
+        dvar = (dx_hat * xmu).sum(-1, keepdim=True) * half * (var + eps if eps_in_dvar else var) ** -1.5
+        dmean = -(dx_hat * rstd).sum(-1, keepdim=True) - 2 * dvar * xmu.mean(-1, keepdim=True)
+        return _bw_from(dx_hat * rstd + dvar * 2 * xmu / D + dmean / D, grad_out, x, xmu * rstd)
+    return backward
+
 LAYER_NORM_BACKWARD = Exercise(
     name="layer_norm_backward",
     notebook="06_layernorm",
@@ -869,6 +883,14 @@ LAYER_NORM_BACKWARD = Exercise(
                 "The order is (grad_x, grad_weight, grad_bias): grad_weight = Σ grad_out · x̂, grad_bias = Σ grad_out."),
         Mistake("eps defaults to 1e-6", _mb_eps_default,
                 "The signature's default is eps=1e-5, the forward's: a caller who passes no eps gets it."),
+        Mistake("dvar's −1/2 written −1 (step by step): the variance path counted twice", _mb_by_steps(half=-1.0),
+                "σ² enters through r = (σ² + ε)^(−1/2), whose derivative is −½ (σ² + ε)^(−3/2): dvar =\n"
+                "Σ dx̂ · (x − μ) · (−½) (σ² + ε)^(−3/2). With −1 in place of −½, the x̂ · mean(g · x̂) term of\n"
+                "the one-line form comes in twice: grad_x = r · (g − mean(g) − 2 x̂ · mean(g · x̂))."),
+        Mistake("eps left out of dvar's (σ² + ε)^(−3/2) only (step by step)", _mb_by_steps(eps_in_dvar=False),
+                "The forward's ε is in every power of (σ² + ε): dvar = Σ dx̂ · (x − μ) · (−½) (σ² + ε)^(−3/2),\n"
+                "not σ²^(−3/2). Without it the variance path is a little off on ordinary inputs (about ε/σ²\n"
+                "relative) and far off where σ² is near ε.", shown_on=_SMALL),
     ],
     forbidden=[*NORM_SHORTCUTS, *NO_AUTOGRAD],
     hint="Recompute μ, r = 1/√(σ² + ε) and x̂ from x. grad_bias and grad_weight are sums of grad_out and "
@@ -954,6 +976,12 @@ RMS_NORM = Exercise(
                 "(ms.clamp(min=eps)), or with a default far below 1e-6 (1e-8), the output is wrong wherever\n"
                 "mean(x²) is near 1e-6 or below it.",
                 shown_on=_SMALL),
+        Mistake("eps added to the sum of squares before the division by D: √((Σx² + ε)/D)",
+                lambda x, weight, eps=1e-6: x * torch.rsqrt(((x * x).sum(-1, keepdim=True) + eps) / x.shape[-1])
+                * weight,
+                "ε is added to the mean square, after the division by D: √(mean(x²) + ε). Added to the sum\n"
+                "first, it is divided by D too and counts as ε/D: a small change on ordinary inputs, a large\n"
+                "one where mean(x²) is near ε.", shown_on=_SMALL),
         Mistake("eps defaults to 1e-5, or 1e-5 (LayerNorm's) written into the formula",
                 lambda x, weight, eps=1e-5: x * torch.rsqrt(_ms(x) + eps) * weight,
                 "The signature's default is eps=1e-6 (LLaMA's): a caller who passes no eps gets it. If your\n"
