@@ -195,6 +195,7 @@ _SOFTMAX_THEN = "    e = (x - x.amax(-1, keepdim=True)).exp()\n    s = e / e.sum
     ("    y = x.clone()\n    y[y > 0] = x\n    return y\n", "t[mask] = v fills only the positions mask selects"),
     ("    return torch.cat([x, x.sum(-1)], dim=-1)\n", "torch.cat joins tensors along an axis they all have"),
     ("    return torch.stack([x, x[:, :2]])\n", "torch.stack needs tensors of one shape"),
+    ("    return torch.stack(x.chunk(2, dim=0))\n", "x.split along an axis that n does not divide"),
     ("    return torch.stack(r for r in x)\n", "not a bare generator expression"),
     ("    s = torch.tensor([0, 1])\n    return x[:, s:s + 2]\n", "where Python needs one int"),
     ("    return x.gather(-1, x.argmax(-1))\n", "t.gather(-1, idx[..., None])"),
@@ -209,7 +210,7 @@ _SOFTMAX_THEN = "    e = (x - x.amax(-1, keepdim=True)).exp()\n    s = e / e.sum
         "unpacked shape", "x.shape()", "method without ()", "p.requires_grad(False)", "a number called",
         "a tensor called", "a tuple for a tensor", "None where a tensor goes", "masked_fill of a Python bool",
         "cross_entropy's target sizes", "cross_entropy's float targets", "t[mask] = whole tensor",
-        "cat of fewer axes", "stack of other shapes", "stack of a generator", "tensor as a slice start",
+        "cat of fewer axes", "stack of other shapes", "stack of chunks", "stack of a generator", "tensor as a slice start",
         "gather index without its axis", "len of a generator", "randint's size", "multinomial of 4-D",
         "& of a float tensor"])
 def test_terse_torch_errors_say_what_they_mean(body, says):
@@ -568,6 +569,17 @@ def dot_einsum_over_time(q, k):
 
 def dot_tensordot(q, k):
     return torch.tensordot(q, k, dims=([-1], [-1]))
+
+def merge_wrong_pair(x):
+    B, H, T, D = x.shape
+    return x.transpose(2, 3).reshape(B, T, H * D)
+
+def dot_k_reshaped(q, k):
+    *lead, T, D = k.shape
+    return q @ k.reshape(*lead, D, T)
+
+def dot_rowwise_keepdim(q, k):
+    return (q * k).sum(dim=-1, keepdim=True)
 """
 
 
@@ -579,6 +591,9 @@ def dot_tensordot(q, k):
     ("batched_dot", "dot_qT_k", "the wrong factor transposed"),
     ("batched_dot", "dot_einsum_over_time", "the wrong factor transposed"),
     ("batched_dot", "dot_tensordot", "tensordot"),
+    ("merge_heads", "merge_wrong_pair", "the wrong pair of axes swapped"),
+    ("batched_dot", "dot_k_reshaped", "k reshaped to (…, D, T_k) instead of transposed"),
+    ("batched_dot", "dot_rowwise_keepdim", "summed per position, with keepdim=True"),
 ])
 def test_welcome_shape_mistakes_are_named(exercise, name, named):
     """Each got only a bare 'expected shape (2, 3, 5, 4), got (2, 15, 4)' (or (2, 60), or (2, 6, 6)); tensordot
@@ -614,6 +629,18 @@ def test_batched_dot_that_fails_in_the_matmul_says_how_to_turn_k(body, says):
             r = evaluate(get_exercise("batched_dot"), ns["batched_dot"], suite=suite)
         assert not r.passed and "raised" in r.message and says in r.message, (suite, r.message)
 
+
+
+def test_a_product_of_q_and_k_position_by_position_is_told_what_it_pairs():
+    """(q * k).sum(-1) with T_q ≠ T_k raised torch's broadcast error, and the only note spoke of q @ k."""
+    from course_lib.exercises.ex00_welcome import add_turn_k_note
+    q, k = torch.randn(2, 3, 4), torch.randn(2, 5, 4)
+    with pytest.raises(RuntimeError) as info:
+        (q * k).sum(-1, keepdim=True)
+    add_turn_k_note(info.value)
+    notes = "\n".join(info.value.__notes__)
+    assert notes.startswith("If this comes from q * k: that multiplies query i with key i only"), notes
+    assert "If this comes from q @ k, or from turning k round" in notes
 
 
 _WELCOME_ON_THE_CPU_ONLY = """

@@ -172,6 +172,11 @@ MERGE = Exercise(
                 "the head count and H the length, and reshape(B, T, H * D) makes (B, H, T·D): the right\n"
                 "values, cut into rows of the wrong length. The slip hides whenever H = T, so try your\n"
                 "code on a shape where they differ."),
+        Mistake("the wrong pair of axes swapped: T with D (transpose(2, 3)) where heads and time swap",
+                lambda x: x.transpose(2, 3).reshape(x.shape[0], x.shape[2], x.shape[1] * x.shape[3]),
+                "x is (B, H, T, D): the head axis is 1 and time is 2, so time comes in front of the heads with\n"
+                "x.transpose(1, 2), giving (B, T, H, D). transpose(2, 3) swaps time with the features instead,\n"
+                "(B, H, D, T), and the reshape then cuts those numbers into rows."),
         Mistake("time merged into the features too: (B, T*H*D)",
                 lambda x: x.transpose(1, 2).flatten(1),
                 "flatten(1) merges every axis from 1 on. After moving time in front of the heads,\n"
@@ -228,6 +233,9 @@ def add_turn_k_note(exc: BaseException, unsure: bool = False) -> None:
                      "and k (…, T_k, D) share D, their last axis: '...id,...jd->...ij'.")
     elif any(s in text for s in _MATMUL_ERRORS + _TURNED_K_ERRORS):
         sure = not unsure and any(s in text for s in _MATMUL_ERRORS)
+        if "must match the size of tensor b" in text:
+            exc.add_note("If this comes from q * k: that multiplies query i with key i only, and needs as many\n"
+                         "queries as keys, where the table pairs every query with every key (q @ k, below).")
         exc.add_note(("" if sure else "If this comes from q @ k, or from turning k round:\n")
                      + "q @ k pairs q's last axis (D) with k's second-to-last, which is T_k: k comes as\n"
                      "(…, T_k, D), one key per row. Swap k's last two axes, counted from the end so that any\n"
@@ -283,6 +291,16 @@ DOT = Exercise(
                 lambda q, k: (q * k).sum(-1),
                 "(q * k).sum(-1) dots query i only with key i. Attention needs every query with\n"
                 "every key: a (T_q, T_k) table of dot products."),
+        Mistake("element-wise products summed per position, with keepdim=True: a (…, T, 1) column",
+                lambda q, k: (q * k).sum(-1, keepdim=True),
+                "(q * k).sum(-1, keepdim=True) dots query i only with key i, and keepdim only keeps the summed\n"
+                "axis as a 1. Attention needs every query with every key: a (T_q, T_k) table of dot products,\n"
+                "q @ k.transpose(-2, -1)."),
+        Mistake("k reshaped to (…, D, T_k) instead of transposed: its numbers re-cut, not turned round",
+                lambda q, k: q @ k.reshape(*k.shape[:-2], k.shape[-1], k.shape[-2]),
+                "reshape (and view) keep the numbers in memory order and only cut them into rows of another\n"
+                "length: row 0 of k.reshape(…, D, T_k) is the first T_k numbers of k, not k's first features.\n"
+                "Swapping two axes is a transpose: k.transpose(-2, -1), or k.mT."),
         Mistake("torch.inner or tensordot: every query meets every key of every sequence",
                 lambda q, k: torch.inner(q, k),
                 "torch.inner(q, k), like torch.tensordot(q, k, dims=([-1], [-1])), contracts the last axes\n"

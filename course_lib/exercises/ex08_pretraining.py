@@ -217,12 +217,28 @@ def _loss_case(B, T, V, scale=1.0, shift=0.0):
     return make
 
 
+def _loss_confident(B, T, V, k=20):
+    """A model nearly sure of every target: each target's logit m above the others, all 0, for a loss of
+    (V − 1)·e^−m = (k + ½)·2⁻²³ (about 1e-6, m near 15). float32 rounds 1 + that loss, inside the log, by half
+    its last digit at every position alike, so a float32 detour is off by about 6e-8, far above float64's
+    tolerance. Right answers in float64 are off by 1e-16."""
+    def make(g):
+        targets = torch.randint(V, (B, T), generator=g)
+        m = math.log((V - 1) / ((k + 0.5) * 2.0 ** -23))
+        return {"logits": m * F.one_hot(targets, V).to(torch.float64), "targets": targets}
+    return make
+
+
 def _loss_random(g):
     return _loss_case(_ri(g, 2, 5), _ri(g, 6, 9), _ri(g, 3, 20))(g)
 
 
 def _loss_random_far(g):
     return _loss_case(_ri(g, 2, 5), _ri(g, 6, 9), _ri(g, 3, 20), shift=float(_ri(g, 90, 150)))(g)
+
+
+def _loss_random_confident(g):
+    return _loss_confident(_ri(g, 2, 5), _ri(g, 6, 9), _ri(g, 3, 20), _ri(g, 4, 40))(g)
 
 
 def _call_loss(fn, inputs):
@@ -319,6 +335,10 @@ def _m_softmax_over_time(logits, targets):
     return -F.log_softmax(logits, dim=1).gather(-1, targets[..., None]).mean()
 
 
+def _m_float32(logits, targets):
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1)).to(logits.dtype)
+
+
 def _m_log_softmax_no_dim(logits, targets):       # F.log_softmax(logits) with no dim= picks dim 0 for 3-D logits
     return -F.log_softmax(logits, dim=0).gather(-1, targets[..., None]).mean()
 
@@ -332,9 +352,13 @@ LM_LOSS = Exercise(
         # adding one number to every logit changes no probability, so the loss is that of logits near 0
         Case("logits (2, 4, 9) all near 100, as a trained model's can be (exp(100) overflows float32)",
              _loss_case(2, 4, 9, shift=100.0)),
+        Case("logits (2, 4, 9) of a model nearly sure of every target (about 15 above the others): a loss near 2e-6",
+             _loss_confident(2, 4, 9)),
     ],
     hidden=[Case("random shapes", _loss_random), Case("random shapes (again)", _loss_random),
-            Case("random shapes, all logits near one large value (90 to 150)", _loss_random_far)],
+            Case("random shapes, all logits near one large value (90 to 150)", _loss_random_far),
+            Case("random shapes, a model nearly sure of every target (about 15 above the others)",
+                 _loss_random_confident)],
     mistakes=[
         Mistake("sum instead of mean", _m_sum,
                 "Average over all B·T positions (cross_entropy's default reduction='mean'), so the loss\n"
@@ -400,6 +424,11 @@ LM_LOSS = Exercise(
         Mistake("log-softmax over the time axis (dim=1), not over the vocabulary", _m_softmax_over_time,
                 "logits are (B, T, V): the softmax that makes the V scores of a position into probabilities\n"
                 "runs over the last axis, dim=-1. dim=1, right for (N, V) scores, is the time axis here."),
+        Mistake("the loss computed in float32 (.float()) and cast back: float32 in a float64 case", _m_float32,
+                "float32 keeps about 7 significant digits. .float() casts to float32 whatever the logits' dtype:\n"
+                "it lifts bfloat16 logits up (nanoGPT's habit) but brings float64 ones down. A confident model's\n"
+                "loss, −log p with p within 1e-6 of 1, then keeps few of its digits (it can be off by per cents),\n"
+                "and casting the result back does not bring them back: give F.cross_entropy the logits as they come."),
         Mistake("log-softmax without dim=: torch chose the batch axis (dim 0) of the (B, T, V) logits",
                 _m_log_softmax_no_dim,
                 "F.log_softmax(logits) without dim= falls back on an old rule (the warning 'Implicit dimension\n"
@@ -465,6 +494,10 @@ def _call_mlm(fn, inputs):
             return f"(inputs, labels): inputs is {_described(inp)}, labels is {_described(lab)}"
         if inp.device != tokens.device or lab.device != tokens.device:
             return f"(inputs, labels): on {inp.device} and {lab.device}, tokens on {tokens.device}"
+        if bool((inp == -100).any()):
+            return (f"inputs hold -100 at {int((inp == -100).sum()):,} of the {inp.numel():,} positions: -100 belongs "
+                    "in labels, at the positions not chosen. If the pair came back as (labels, inputs), return "
+                    "(inputs, labels)")
         state["chosen"] = lab != -100
         state["n"] = max(int(state["chosen"].sum()), 1)
         return None
@@ -499,6 +532,15 @@ def _call_mlm(fn, inputs):
                     "draws that land on it), while the labelled positions hold random and unchanged tokens too: "
                     "random replacements at positions that were not chosen")
         return "inputs differ from tokens at positions whose label is -100 (positions not chosen)"
+
+    def unchanged_labelled():
+        # under the contract about 10 % of the chosen are left unchanged: none of 300 with probability 0.9^300 < 1e-13
+        chosen = state["chosen"]
+        if state["n"] < 300 or bool((inp[chosen] == tokens[chosen]).any()):
+            return None
+        return (f"none of the {state['n']:,} positions whose label is not -100 holds its original token, though about "
+                "10 % of the chosen are left unchanged: labels set only where the input changed (inputs != tokens) "
+                "leave those out. Set them wherever a position was chosen")
 
     def fraction(words, measured, expected):
         def measure():
@@ -592,6 +634,8 @@ def _call_mlm(fn, inputs):
         ("(inputs, labels): two int64 tensors of tokens' shape, on tokens' device", contract),
         ("labels = the original token wherever they are not -100", labels_right),
         ("inputs = tokens wherever the label is -100", untouched),
+        ("some of the positions whose label is not -100 hold their original token (the unchanged 10 %)",
+         unchanged_labelled),
         fraction("fraction of positions chosen (label not -100)",
                  lambda: float(state["chosen"].double().mean()), p),
         fraction("fraction of the chosen set to [MASK]", among_chosen(lambda: inp == mask_id), 0.8 + hit),
@@ -706,6 +750,9 @@ MLM_MASK = Exercise(
         # unchanged 0.1 + 0.1 / 2 = 0.15 of the chosen: a random token that is never the original gives 0.10
         Case("tokens (200, 200), vocabulary 2, [MASK] = 2, p = 0.4: with two ids a random token is the original "
              "one half the time", _mlm_case((200, 200), 2, 0.4, mask_id=2), dtypes=INT),
+        # every id of the second half is expected 0.1 / 20 · 16,000 = 80 times among the random tokens
+        Case("tokens (200, 200) using only ids 0 to 9 of a vocabulary of 20, [MASK] = 20, p = 0.4: random tokens "
+             "come from the whole vocabulary", _mlm_case((200, 200), 20, 0.4, mask_id=20, used=10), dtypes=INT),
     ],
     hidden=[Case("random shapes, vocabulary and p", _mlm_random, dtypes=INT),
             Case("random shapes, vocabulary and p (again)", _mlm_random, dtypes=INT),
@@ -810,13 +857,13 @@ def _call_sample(fn, inputs):
             exc.add_note("The check gives sample a small stand-in model of its own (not the notebook's GPT): it has\n"
                          "the attribute the docstring names, model.block_size, and is called as model(idx).")
         raise
-    except RuntimeError as exc:
+    except (RuntimeError, IndexError) as exc:
         clearer = _nothing_to_draw(exc, fn, inputs, args)
         if clearer is None:
             if "must match except in dimension 0" in str(exc):
                 exc.add_note("torch.cat joins along dim=0, the batch axis, unless told: append each row's new token\n"
                              "along the time axis, torch.cat([idx, next_token], dim=1), next_token of shape (B, 1).")
-            if idx.shape[0] == 1 and "same number of dimensions" in str(exc):
+            if idx.shape[0] == 1 and ("same number of dimensions" in str(exc) or "Dimension out of range" in str(exc)):
                 exc.add_note("With one prompt (B = 1), .squeeze() drops the batch axis too: squeeze only the axis\n"
                              "you mean, .squeeze(-1), or keep the (B, 1) that torch.multinomial returns.")
             raise

@@ -143,10 +143,11 @@ def describe_error(exc: BaseException) -> dict[str, str | bool]:
     stub = isinstance(exc, NotImplementedError) and (not str(exc) or (
         last is not None and _is_learner_frame(last.filename)
         and "NotImplementedError" in (last.line or linecache.getline(last.filename, last.lineno))))
-    notes = "\n".join(getattr(exc, "__notes__", ()))[:500]   # what a check's own code added: where it happened, what it means
+    # Cut at 1,000 characters: room for the checks' own words (sample's runs to 650), not for a whole tensor.
+    notes = "\n".join(getattr(exc, "__notes__", ()))[:1000]   # what a check's own code added: where it happened, what it means
     if not notes:
         notes = explain(exc)
-    return {"type": type(exc).__name__, "message": str(exc)[:500], "where": where, "stub": stub, "notes": notes}
+    return {"type": type(exc).__name__, "message": str(exc)[:1000], "where": where, "stub": stub, "notes": notes}
 
 
 def _tensors(value: Any, prefix: str):

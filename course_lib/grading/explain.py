@@ -102,8 +102,10 @@ TORCH_ERRORS = {
         "the missing one (t[:, None], t.unsqueeze(-1)); to make one vector of tensors of other shapes,\n"
         "flatten each first (t.reshape(-1)).",
     "stack expects each tensor to be equal size":
-        "torch.stack needs tensors of one shape. To put tensors of other shapes together, flatten each and\n"
-        "join them, torch.cat([t.reshape(-1) for t in ts]), or reduce each to one number first.",
+        "torch.stack needs tensors of one shape. Pieces of other sizes often come from x.chunk(n, dim) or\n"
+        "x.split along an axis that n does not divide: check that dim is the axis you mean to cut. To put\n"
+        "tensors of other shapes together, flatten each and join them, torch.cat([t.reshape(-1) for t in ts]),\n"
+        "or reduce each to one number first.",
     "must be tuple of Tensors, not":
         "torch.cat and torch.stack take a list or tuple of tensors: torch.stack([... for s in starts]),\n"
         "with brackets, not a bare generator expression; t.unbind(dim) turns one tensor into such a list.",
