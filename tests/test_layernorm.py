@@ -678,7 +678,7 @@ def test_an_eps_slip_is_shown_on_the_small_inputs_where_it_shows(name, mistake):
     there, in both suites (√σ² + √ε is off by a fifth there, the others by 1 or more)."""
     ex = get_exercise(name)
     fn = next(m.fn for m in ex.mistakes if m.name == mistake)
-    assert len(_EPS_SLIPS) == 7
+    assert len(_EPS_SLIPS) == 9
     for suite in ("visible", "hidden"):
         r = evaluate(ex, fn, suite=suite)
         assert not r.passed and f"known mistake: {mistake}.\n" in r.message, r.message
@@ -816,3 +816,38 @@ def test_step_by_step_backward_and_rms_eps_slips_are_named(name, source, says):
         assert not r.passed and says in r.message, r.message
     right = _BW_STEPS.replace("HALF", "-0.5").replace("VAR", "var + eps")
     assert all(r.passed for r in _both_suites("layer_norm_backward", _learner_cell(right, "layer_norm_backward")))
+
+
+@pytest.mark.parametrize("name, source, says", [
+    ("layer_norm", _LN.replace("STATS", "dims = tuple(range(1, x.dim())) if x.dim() > 1 else (-1,)\n"
+                               "    mean = x.mean(dim=dims, keepdim=True)\n"
+                               "    var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)"),
+     "known mistake: normalised over every axis but the first"),
+    ("layer_norm_backward", _BW.replace("g - g.mean(-1", "g - grad_out.mean(-1"),
+     "known mistake: mean(grad_out) in the mean path"),
+    ("layer_norm_backward", _BW.replace("gx = r * (g - g.mean(-1, keepdim=True) - xh * (g * xh).mean(-1, keepdim=True))",
+                                        "gx = r * (g - g.mean(-1, keepdim=True)) - r * r * xh * (g * xh).mean(-1, keepdim=True)"),
+     "known mistake: r² in front of the variance term"),
+    ("rms_norm", "def rms_norm(x, weight, eps=1e-6):\n    return x / torch.sqrt(x.var(-1, keepdim=True) + eps) * weight\n",
+     "known mistake: divided by the unbiased variance"),
+    ("layer_norm_backward", _BW.replace("    g = grad_out * weight\n", "    g = grad_out\n    g *= weight\n"),
+     "It also changed its input grad_out in place, and every line after that change reads the\n  changed values"),
+], ids=["stats over all but the first axis", "mean path of grad_out", "r² on the variance term", "rms by x.var",
+        "g = grad_out; g *= weight"])
+def test_second_probe_of_norm_answers(name, source, says):
+    """Bare differences (the first four); a backward that scaled grad_out in place through g = grad_out was
+    told a mistake it did not write before it was told of the change in place."""
+    for r in _both_suites(name, _learner_cell(source, name)):
+        assert not r.passed and says in r.message, r.message
+
+
+def test_a_block_that_adds_the_residual_into_x_in_place_is_told_so():
+    """With a norm whose backward does not need x kept as it was (the learner's own LayerNorm, here the
+    answer key's), out = x; out += sublayer(norm(x)) was told its output changed after .eval(): the eval-mode
+    run used the x that the first call had changed."""
+    source = (_BLOCK.replace("SUBLAYER", "self.sublayer = sublayer").replace("nn.LayerNorm(d)", "LayerNorm(d)")
+              .replace("            return RESIDUAL + SUB(self.norm(x))",
+                       "            out = x\n            out += self.sublayer(self.norm(x))\n            return out")
+              .replace("SUB(x)", "self.sublayer(x)"))
+    for r in _both_suites("ResidualBlock", _learner_cell(source, "ResidualBlock", LayerNorm=ref.LayerNorm)):
+        assert not r.passed and "the answer is right but it changed its input x in place" in r.message, r.message

@@ -734,6 +734,19 @@ _NO_GRAD = ("    def step(", "    @torch.no_grad()\n    def step(")
         ("p.mul_(lr * wd)", "weights multiplied by lr·wd instead of by 1 − lr·wd"),
         ("p.mul_(1 + lr * wd)", "weights multiplied by 1 + lr·wd: the decay grows them"),
         ("p.sub_(lr * wd)", "lr·wd subtracted from every weight")]],
+    ("SGDMomentum", [('                    state["buf"] = p.grad.clone()\n                else:\n'
+                      '                    state["buf"] = group["momentum"] * state["buf"] + p.grad\n',
+                      '                    state["buf"] = p.grad.clone()\n                    buf = state["buf"]\n'
+                      '                else:\n                    buf = group["momentum"] * state["buf"] + p.grad\n'),
+                     ("p.sub_(group['lr'] * state['buf'])", "p.sub_(group['lr'] * buf)")],
+     "momentum buffer stored at the first step only"),
+    *[(name, [('                st["t"] += 1\n', '                self.n = getattr(self, "n", 0) + 1\n'),
+              ('st["t"])', "self.n)"), _NO_GRAD], "one step count on the optimizer, incremented for every parameter")
+      for name in ("Adam", "AdamW")],
+    *[(name, [('st["m"].mul_(b1).add_(g * (1 - b1))', 'st["m"].mul_(b1).add_(g * b1)'), _NO_GRAD],
+       "m takes in β₁·g instead of (1 − β₁)·g") for name in ("Adam", "AdamW")],
+    ("AdamW", [("p.mul_(1 - lr * wd)", "p.mul_(1 - self.defaults['lr'] * wd)"), _NO_GRAD],
+     "the decay by the lr given to __init__ (self.defaults['lr'])"),
 ])
 def test_more_optimizer_slips_are_named(name, changes, mistake):
     """These got a bare difference in the final weights; a step that skipped a gradient of zeros as if it
@@ -1285,7 +1298,9 @@ def test_schedule_names_a_cosine_without_its_half_or_turned_round(cosine, named)
      "warmup divided by warmup_steps − 1"),
     ("max_lr * (step + 1) / warmup_steps", "(step - warmup_steps + 1) / (total_steps - warmup_steps)",
      "cosine progress one step ahead"),
-], ids=["warmup over warmup_steps - 1", "progress one step ahead"])
+    ("max_lr * step / max(1, warmup_steps - 1)", "(step - warmup_steps) / (total_steps - warmup_steps)",
+     "warmup from 0 to max_lr at step warmup_steps − 1"),
+], ids=["warmup over warmup_steps - 1", "progress one step ahead", "warmup from 0 over warmup_steps - 1"])
 def test_schedule_names_warmup_and_progress_off_by_one(warmup, progress, named):
     """Two off-by-ones with the +1 in the wrong place got bare differences."""
     import math
@@ -1302,3 +1317,21 @@ def test_schedule_names_warmup_and_progress_off_by_one(warmup, progress, named):
     for suite in ("visible", "hidden"):
         r = evaluate(get_exercise("lr_at"), ns["lr_at"], suite=suite)
         assert not r.passed and f"known mistake: {named}" in r.message, (suite, r.message)
+
+
+def test_clip_that_scales_below_max_norm_too_is_refused_and_named():
+    """A factor min(norm, max_norm) / (norm + 1e-6) applied whatever the norm passed: below max_norm it is
+    norm / (norm + 1e-6), within the clip tolerance for ordinary norms. Cases with norms near 1e-5 now want
+    the gradients back exactly; clamping the factor at 1 still passes."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+    body = ("def clip_grad_norm(params, max_norm):\n"
+            "    grads = [p.grad for p in params if p.grad is not None]\n"
+            "    total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))\n"
+            "    for g in grads:\n        g.mul_(FACTOR)\n    return total\n")
+    wrong = _answer(body.replace("FACTOR", "torch.clamp(total, max=max_norm) / (total + 1e-6)"), "clip_grad_norm")
+    right = _answer(body.replace("FACTOR", "torch.clamp(max_norm / (total + 1e-6), max=1.0)"), "clip_grad_norm")
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("clip_grad_norm"), wrong, suite=suite)
+        assert not r.passed and "known mistake: a factor min(norm, max_norm) / (norm + 1e-6)" in r.message, (suite, r.message)
+        assert evaluate(get_exercise("clip_grad_norm"), right, suite=suite).passed

@@ -265,7 +265,7 @@ def _opt_random(defaults_fn, group2_fn):
 # ---------------------------------------------------------------- mistaken optimizers
 def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_mu=False, state_outside=False,
                  none_as_zero=False, grad_as_buffer=None, first_twice=False, nesterov=False, zero_skipped=False,
-                 stale_buffer=False, none_stops=None, ascent=False, never_stored=False):
+                 stale_buffer=False, none_stops=None, ascent=False, never_stored=False, stored_once=False):
     """grad_as_buffer: "in place" or "new": the buffer starts as p.grad itself (no clone), then is
     updated in place (buf.mul_(mu).add_(g)) or into a new tensor (buf = mu * buf + g).
     dampen: True, from the first step (buf = (1 - mu) * g, then the average); "after the first":
@@ -274,7 +274,8 @@ def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_
     step is g + mu·buf instead of buf. zero_skipped: a gradient of all zeros skipped like None.
     stale_buffer: the step taken with the buffer before this gradient joins it (p ← p − lr·buf, then
     buf = mu·buf + g). ascent: the step added to p instead of taken from it. never_stored: the buffer
-    updated in a local name and never written back, so every step is plain SGD."""
+    updated in a local name and never written back, so every step is plain SGD. stored_once: the first
+    buffer stored, every later one only in a local name, so each step is lr·(μ·first g + g)."""
     class Mistaken(torch.optim.Optimizer):
         def __init__(self, params, lr, momentum=0.0):
             super().__init__(params, dict(lr=lr, momentum=momentum))
@@ -307,6 +308,10 @@ def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_
                     if never_stored:
                         p.sub_(lr * g)
                         continue
+                    if stored_once:
+                        buf = mu * store[key] + g if key in store else store.setdefault(key, g.clone())
+                        p.sub_(lr * buf)
+                        continue
                     if stale_buffer and key in store:
                         old = store[key]
                         store[key] = mu * old + g
@@ -332,9 +337,12 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                   zero_skipped=False, decay_twice=False, t_tensor=False, moments_from_g=False,
                   wd_ignored=False, v_with_b1=False, corrected_in_place=False, none_stops=None,
                   root_corrected=False, v_from=None, no_sqrt=False, ascent=False, decay_slip=None,
-                  betas_swapped=False, m_corrected_with_b2=False, lr_in_m=False, eps_after_division=False):
+                  betas_swapped=False, m_corrected_with_b2=False, lr_in_m=False, eps_after_division=False,
+                  decay_lr_from_init=False, m_in_with_b1=False):
     """shared_t: "group" or "optimizer", where one step count for all parameters is kept (group["t"],
-    saved by state_dict; self.t, not saved). decay_none: AdamW's decay applied before the skip of a
+    saved by state_dict; self.t, not saved), or "each parameter": a count on the optimizer incremented in the
+    loop, once for every parameter stepped. decay_lr_from_init: AdamW's decay by the lr given to __init__
+    (self.defaults), the Adam step by the group's. m_in_with_b1: m = β₁·m + β₁·g. decay_none: AdamW's decay applied before the skip of a
     parameter whose grad is None, its moments left alone. bias_correction="m only": v̂ = v.
     decay_after: AdamW's decay applied after the Adam step instead of before it. cached: the names of
     the hyper-parameters read from self.defaults instead of from the group. t_shift: the bias correction
@@ -356,7 +364,7 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
     class Mistaken(torch.optim.Optimizer):
         def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=default_wd):
             super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
-            self.outside, self.t = {}, 0
+            self.outside, self.t, self.n = {}, 0, 0
 
         @torch.no_grad()
         def step(self, closure=None):
@@ -390,7 +398,8 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                             if not decay_after:
                                 {"g": lambda: p.sub_(lr * wd * g), "factor": lambda: p.mul_(lr * wd),
                                  "grows": lambda: p.mul_(1 + lr * wd), "constant": lambda: p.sub_(lr * wd),
-                                 }.get(decay_slip, lambda: p.mul_(1 - (1.0 if decay_without_lr else lr) * wd))()
+                                 }.get(decay_slip, lambda: p.mul_(1 - (1.0 if decay_without_lr else self.defaults["lr"]
+                                                                       if decay_lr_from_init else lr) * wd))()
                         else:
                             g = g.add_(wd * p) if decay_into_grad else g + wd * p
                         if decay_twice == "new p":
@@ -406,10 +415,11 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                         st["step"] += 1
                     if t_tensor == "t":
                         st["t"] += 1
-                    t = {"group": group["t"], "optimizer": self.t}.get(shared_t, st["step"]) + t_shift
+                    self.n += 1
+                    t = {"group": group["t"], "optimizer": self.t, "each parameter": self.n}.get(shared_t, st["step"]) + t_shift
                     if t_tensor:
                         t = st[t_tensor]
-                    st["m"] = b1 * st["m"] + (1 - b1) * (lr * g if lr_in_m else g)
+                    st["m"] = b1 * st["m"] + (b1 if m_in_with_b1 else 1 - b1) * (lr * g if lr_in_m else g)
                     sq = {"g": g, "|g|": g.abs()}.get(v_from, g * g)             # what v averages
                     st["v"] = b2 * st["v"] + (1 - (b1 if v_with_b1 else b2)) * sq
                     m, v = st["m"], st["v"]
@@ -457,6 +467,9 @@ _V_B1_WHY = ("Each average has its own rate: m = β₁·m + (1 − β₁)·g, bu
              "(1 − β₁) in v's line, v takes in g² a hundred times too fast (0.1 instead of 0.001 at the\n"
              "defaults) while its decay and bias correction still use β₂, so v̂ is far too large and the\n"
              "steps far too short.")
+_M_B1_WHY = ("m is an average: m = β₁·m + (1 − β₁)·g, the two weights adding up to 1, so m stays the size of\n"
+             "the gradients. With β₁·g it takes in 0.9·g a step instead of 0.1·g, and the bias correction,\n"
+             "1/(1 − β₁ᵗ), which assumes the weights add up to 1, makes m̂ about nine times too large.")
 _IN_PLACE_HAT_WHY = ("m̂ and v̂ are for this step's update only; the state keeps the raw averages m and v. Dividing\n"
                      "them in place (m.div_(1 - b1 ** t), or state['m'] = m / (1 - b1 ** t)) stores the corrected\n"
                      "values, so the next step averages into an already-corrected m and corrects it again.\n"
@@ -691,6 +704,12 @@ SGD_EX = Exercise(
                 "state keeps what it had (or nothing), so the next step starts again from g. Store the new\n"
                 "buffer, state['momentum_buffer'] = buf, or update the stored tensor in place,\n"
                 "buf.mul_(μ).add_(g)."),
+        Mistake("momentum buffer stored at the first step only: later buffers never written back",
+                _sgd_variant(stored_once=True),
+                "The first step stores the buffer, but buf = μ·buf + g at the later steps only rebinds a\n"
+                "local name: the state keeps the first gradient, so every step is lr·(μ·g₁ + g) and the\n"
+                "average never builds up. Store the new buffer, state['momentum_buffer'] = buf, or update\n"
+                "the stored tensor in place, buf.mul_(μ).add_(g)."),
     ],
     forbidden=OPTIM_FORBIDDEN,
     hint="Loop over self.param_groups, read lr and momentum from each group, and over the group's "
@@ -758,6 +777,8 @@ ADAM_EX = Exercise(
                 "of p: Adam ignores the gradient's scale, so (1 + wd)·g steps exactly like g.)"),
         Mistake("v updated with (1 − β₁) instead of (1 − β₂): the m line copied",
                 _adam_variant(decoupled=False, default_wd=0.0, v_with_b1=True), _V_B1_WHY),
+        Mistake("m takes in β₁·g instead of (1 − β₁)·g", _adam_variant(decoupled=False, default_wd=0.0, m_in_with_b1=True),
+                _M_B1_WHY),
         Mistake("bias correction written back into the state (m and v divided in place)",
                 _adam_variant(decoupled=False, default_wd=0.0, corrected_in_place=True), _IN_PLACE_HAT_WHY),
         Mistake("weight decay decoupled as in AdamW, instead of added to the gradient",
@@ -784,6 +805,12 @@ ADAM_EX = Exercise(
                 _adam_variant(decoupled=False, default_wd=0.0, shared_t="group"), _SHARED_T_WHY),
         Mistake("one step count for all parameters, kept on the optimizer", _adam_variant(
             decoupled=False, default_wd=0.0, shared_t="optimizer"), _SHARED_T_WHY),
+        Mistake("one step count on the optimizer, incremented for every parameter: t runs ahead",
+                _adam_variant(decoupled=False, default_wd=0.0, shared_t="each parameter"),
+                "Each parameter counts its own steps, state[p]['step'] += 1, once per step() for each parameter\n"
+                "that has a gradient. A count on the optimizer (self.t += 1) inside the loop over parameters goes\n"
+                "up once per parameter: with three parameters it reads 3 after the first step, so every bias\n"
+                "correction uses a t that runs ahead of the real one."),
         *_cached_mistakes(decoupled=False, default_wd=0.0),
     ],
     forbidden=OPTIM_FORBIDDEN,
@@ -886,7 +913,20 @@ ADAMW_EX = Exercise(
                 _adam_variant(decoupled=True, default_wd=0.01, shared_t="group"), _SHARED_T_WHY),
         Mistake("one step count for all parameters, kept on the optimizer", _adam_variant(
             decoupled=True, default_wd=0.01, shared_t="optimizer"), _SHARED_T_WHY),
+        Mistake("one step count on the optimizer, incremented for every parameter: t runs ahead",
+                _adam_variant(decoupled=True, default_wd=0.01, shared_t="each parameter"),
+                "Each parameter counts its own steps, state[p]['step'] += 1, once per step() for each parameter\n"
+                "that has a gradient. A count on the optimizer (self.t += 1) inside the loop over parameters goes\n"
+                "up once per parameter: with three parameters it reads 3 after the first step, so every bias\n"
+                "correction uses a t that runs ahead of the real one."),
         *_cached_mistakes(decoupled=True, default_wd=0.01),
+        Mistake("the decay by the lr given to __init__ (self.defaults['lr']), the Adam step by the group's",
+                _adam_variant(decoupled=True, default_wd=0.01, decay_lr_from_init=True),
+                "The decay is p ← p·(1 − lr·wd) with the group's lr at this step, the same lr as the Adam step:\n"
+                "a schedule (or a group of its own) changes group['lr'], and the decay must follow it.\n"
+                "self.defaults['lr'] holds only what __init__ was given."),
+        Mistake("m takes in β₁·g instead of (1 − β₁)·g", _adam_variant(decoupled=True, default_wd=0.01, m_in_with_b1=True),
+                _M_B1_WHY),
         Mistake("eps added to √v before the bias correction, not to √v̂ (the Adam paper's efficient form)",
                 _adam_variant(decoupled=True, default_wd=0.01, eps_before_correction=True),
                 _PAPER_EPS_WHY),
@@ -1089,6 +1129,12 @@ def _lr_edge_slip(warmup_through=False, warmup_over=0, cosine_to=None, after=Non
 
 
 
+def _lr_warmup_from_zero_to_last(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+    if step < warmup_steps:
+        return max_lr * step / max(1, warmup_steps - 1)
+    return _lr_off_by_one(step, max_lr, warmup_steps, total_steps, min_lr)       # right from here on
+
+
 def _lr_progress_ahead(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
     if step < warmup_steps:
         return max_lr * (step + 1) / warmup_steps
@@ -1139,6 +1185,11 @@ LR_EX = Exercise(
                 "Warmup is the steps 0 … warmup_steps − 1, and (step + 1) runs from 1 to warmup_steps: divided\n"
                 "by warmup_steps, the last warmup step reaches max_lr exactly. Divided by warmup_steps − 1, it\n"
                 "reaches max_lr a step early and then goes above it (and one warmup step divides by 0)."),
+        Mistake("warmup from 0 to max_lr at step warmup_steps − 1: max_lr·step/(warmup_steps − 1)",
+                _lr_warmup_from_zero_to_last,
+                "The first step already trains: warmup is max_lr·(step + 1)/warmup_steps, max_lr/warmup_steps at\n"
+                "step 0 and max_lr at step warmup_steps − 1. max_lr·step/(warmup_steps − 1) reaches max_lr at the\n"
+                "same step but gives lr 0 at step 0, a step that trains nothing, and other rates in between."),
         Mistake("cosine progress one step ahead: (step − warmup_steps + 1)/(total_steps − warmup_steps)",
                 _lr_progress_ahead,
                 "The +1 belongs to warmup only, where step 0 must already train. The cosine starts at\n"
@@ -1289,7 +1340,19 @@ def _clip_random(over: bool | str):
     return make
 
 
+def _clip_tiny(g):
+    """Gradients of norm 1e-6 to 1e-4, far below max_norm: left exactly as they are. A factor applied whatever
+    the norm, min(norm, max_norm) / (norm + 1e-6), shrinks them by 1 % to 50 %."""
+    inputs = _clip_random(False)(g)
+    norm = float(torch.stack([gr.norm() for gr in inputs["grads"] if gr is not None]).norm())
+    s = 10 ** _rf(g, -6.0, -4.0) / norm
+    inputs["grads"] = [None if gr is None else gr * s for gr in inputs["grads"]]
+    inputs["g0"] = inputs["grads"][0]
+    return inputs
+
+
 _CLIP_TOL = dict(atol=1e-6, rtol=1e-5)     # max_norm / norm with or without torch's + 1e-6 both pass
+_UNCLIPPED_TOL = dict(atol=1e-12, rtol=1e-6)   # below max_norm every right answer leaves the grads exactly alone
 CLIP_EX = Exercise(
     name="clip_grad_norm",
     notebook="02_optimizers",
@@ -1305,12 +1368,16 @@ CLIP_EX = Exercise(
              _clip_case([(3, 3), (4,)], [0.0, 0.0], 1.0), **_CLIP_TOL),
         Case("four grads, the third one None, global norm 9.85, max_norm 2.0",
              _clip_case([(2, 5), (5,), (3,), (1, 4)], [2.0, 1.0, 1.0, 3.0], 2.0, none_at=(2,)), **_CLIP_TOL),
+        Case("three small grads, global norm 1.0e-5, max_norm 1.0: nothing changes, exactly",
+             _clip_case([(4, 3), (5,), (2, 2)], [2.5e-6, 2.5e-6, 2.5e-6], 1.0), **_UNCLIPPED_TOL),
     ],
     hidden=[
         Case("random shapes, norm above max_norm, one grad None", _clip_random(True), **_CLIP_TOL),
         Case("random shapes, norm below max_norm, one grad None", _clip_random(False), **_CLIP_TOL),
         Case("random shapes, a spike: norm thousands of times max_norm, one grad None", _clip_random("spike"),
              **_CLIP_TOL),
+        Case("random shapes, norm 1e-6 to 1e-4, far below max_norm: nothing changes, exactly", _clip_tiny,
+             **_UNCLIPPED_TOL),
     ],
     mistakes=[
         Mistake("each tensor clipped on its own (per-tensor norms)",
@@ -1321,6 +1388,12 @@ CLIP_EX = Exercise(
         Mistake("gradients scaled up when the norm is below max_norm",
                 lambda params, max_norm: _clip_always(params, max_norm),
                 "Clipping only ever shrinks: multiply by min(1, max_norm / norm)."),
+        Mistake("a factor min(norm, max_norm) / (norm + 1e-6) applied whatever the norm: small gradients shrink",
+                lambda params, max_norm: _clip_min_over_norm(params, max_norm),
+                "Below max_norm the gradients must come back exactly as they were. min(norm, max_norm) / (norm + 1e-6)\n"
+                "is norm / (norm + 1e-6) there, just under 1 for ordinary norms but 0.5 at a norm of 1e-6: small\n"
+                "gradients shrink for no reason. Clamp the factor instead, min(1, max_norm / (norm + 1e-6)), or\n"
+                "scale only when norm > max_norm."),
         Mistake("the gradients came back unclipped (params walked twice, or new tensors made)",
                 lambda params, max_norm: _clip_two_passes(params, max_norm),
                 "The norm was right but no gradient changed. Two causes give this. params may be a\n"
@@ -1442,6 +1515,14 @@ def _clip_always(params, max_norm):
     total = torch.stack([g.norm() for g in gs]).norm()
     for g in gs:
         g.mul_(max_norm / (total + 1e-6))
+    return total
+
+
+def _clip_min_over_norm(params, max_norm):
+    gs = _grads(params)
+    total = torch.stack([g.norm() for g in gs]).norm()
+    for g in gs:
+        g.mul_(torch.clamp(total, max=max_norm) / (total + 1e-6))
     return total
 
 

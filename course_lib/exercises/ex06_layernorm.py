@@ -223,6 +223,13 @@ def _m_all_axes(x, weight, bias, eps=1e-5):
     return (x - mean) / torch.sqrt(var + eps) * weight + bias
 
 
+def _m_all_but_first(x, weight, bias, eps=1e-5):
+    dims = tuple(range(1, x.dim())) if x.dim() > 1 else (-1,)
+    mean = x.mean(dim=dims, keepdim=True)
+    var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps) * weight + bias
+
+
 def _m_whole_mean(x, weight, bias, eps=1e-5, var_around="whole"):
     """The mean of the whole tensor (x.mean() with no dim) subtracted; the variance per vector, around that
     mean (var_around="whole") or around the vector's own ("vector", torch.var(x, -1))."""
@@ -424,6 +431,11 @@ LAYER_NORM = Exercise(
         Mistake("unbiased variance (divided by D - 1)", _m_unbiased, _LN_EXPLAIN["unbiased"]),
         Mistake("normalised over the first axis instead of the last", _m_first_axis, _LN_EXPLAIN["first_axis"]),
         Mistake("normalised over all axes at once", _m_all_axes, _LN_EXPLAIN["all_axes"]),
+        Mistake("normalised over every axis but the first (as nn.LayerNorm(x.shape[1:]) would)", _m_all_but_first,
+                "The mean and variance are taken per vector, over the last axis only (keepdim=True). Over\n"
+                "every axis but the first, a (B, T, D) x gets one mean and variance per sequence, pooled over\n"
+                "its T positions: nn.LayerNorm(x.shape[1:]) does that, nn.LayerNorm(D) does what this\n"
+                "exercise asks, each of the B·T positions normalised over its own D features."),
         Mistake("the whole tensor's mean (x.mean() with no dim) subtracted, and each vector's variance taken "
                 "around it",
                 _m_whole_mean, _WHOLE_TENSOR.format(what="x.mean()", which="mean")),
@@ -738,6 +750,20 @@ def _mb_unbiased(grad_out, x, weight, eps=1e-5):
 
 
 
+def _mb_mean_of_grad_out(grad_out, x, weight, eps=1e-5):
+    x_hat, rstd = _bw_parts(x, weight, eps)
+    g = grad_out * weight
+    return _bw_from(rstd * (g - grad_out.mean(-1, keepdim=True) - x_hat * (g * x_hat).mean(-1, keepdim=True)),
+                    grad_out, x, x_hat)
+
+
+def _mb_r_squared_on_var_term(grad_out, x, weight, eps=1e-5):
+    x_hat, rstd = _bw_parts(x, weight, eps)
+    g = grad_out * weight
+    return _bw_from(rstd * (g - g.mean(-1, keepdim=True)) - rstd * rstd * x_hat * (g * x_hat).mean(-1, keepdim=True),
+                    grad_out, x, x_hat)
+
+
 def _mb_by_steps(half=-0.5, eps_in_dvar=True):
     """The step-by-step backward (dx̂, dvar, dμ, then dx) with one slip: dvar's −1/2 written `half`, or the
     ε left out of dvar's (σ² + ε)^(−3/2)."""
@@ -883,6 +909,17 @@ LAYER_NORM_BACKWARD = Exercise(
                 "The order is (grad_x, grad_weight, grad_bias): grad_weight = Σ grad_out · x̂, grad_bias = Σ grad_out."),
         Mistake("eps defaults to 1e-6", _mb_eps_default,
                 "The signature's default is eps=1e-5, the forward's: a caller who passes no eps gets it."),
+        Mistake("mean(grad_out) in the mean path where the formula has mean(g), g = grad_out · weight",
+                _mb_mean_of_grad_out,
+                "Both means in the bracket are of what reaches x̂, g = grad_out · weight: grad_x =\n"
+                "r · (g − mean(g) − x̂ · mean(g · x̂)). The mean path comes from μ, which every x̂_i depends on,\n"
+                "so it carries the same g as the rest; mean(grad_out) leaves the weight out of it."),
+        Mistake("r² in front of the variance term, r · (g − mean(g)) − r² · x̂ · mean(g · x̂)",
+                _mb_r_squared_on_var_term,
+                "The one factor r stands in front of the whole bracket: grad_x = r · (g − mean(g) − x̂ · mean(g · x̂)).\n"
+                "In the r³ form the variance term is r³ · (x − μ) · mean(g · (x − μ)), which is r · x̂ · mean(g · x̂)\n"
+                "once both (x − μ) are written as x̂/r: an r too many comes from writing one of them as x̂ and\n"
+                "keeping the r³."),
         Mistake("dvar's −1/2 written −1 (step by step): the variance path counted twice", _mb_by_steps(half=-1.0),
                 "σ² enters through r = (σ² + ε)^(−1/2), whose derivative is −½ (σ² + ε)^(−3/2): dvar =\n"
                 "Σ dx̂ · (x − μ) · (−½) (σ² + ε)^(−3/2). With −1 in place of −½, the x̂ · mean(g · x̂) term of\n"
@@ -996,6 +1033,11 @@ RMS_NORM = Exercise(
                 lambda x, weight, eps=1e-6: x * torch.rsqrt(x.var(-1, keepdim=True, unbiased=False) + eps) * weight,
                 "RMSNorm's statistic is mean(x²), not the variance mean((x - μ)²) (x.var, x.std): it does\n"
                 "not centre anywhere, so the offset μ counts in the denominator too."),
+        Mistake("divided by the unbiased variance, x.var(-1) (the standard deviation, with D − 1)",
+                lambda x, weight, eps=1e-6: x * torch.rsqrt(x.var(-1, keepdim=True) + eps) * weight,
+                "RMSNorm's statistic is mean(x²), not the variance: x.var(-1) centres x (subtracts its mean)\n"
+                "and, unless told unbiased=False, divides by D − 1. Neither belongs here: square, take the mean\n"
+                "over the last axis, (x * x).mean(-1, keepdim=True), and add ε."),
         Mistake("normalised over the first axis instead of the last",
                 lambda x, weight, eps=1e-6: x * torch.rsqrt(_ms(x, dim=0) + eps) * weight,
                 "The root mean square is per vector, over its D features: mean over dim=-1 (keepdim=True),\n"
@@ -1079,9 +1121,10 @@ def _call_module(cls, inputs):
     with torch.no_grad():
         params["weight"].copy_(inputs["weight"])
         params["bias"].copy_(inputs["bias"])
+    given = x.detach().clone()          # x as given: an answer that changes x in place is told so by the engine
     out = _through_autograd(lambda x: m(x), {"x": x}, ("x",), {n: params[n] for n in ("weight", "bias")},
                             "LayerNorm")
-    _same_in_eval(m, x, out, "LayerNorm",
+    _same_in_eval(m, given, out, "LayerNorm",
                   "LayerNorm has no running statistics, unlike BatchNorm, and nothing random: its mean and "
                   "variance always come from the x it is given, so it computes the same in training and at "
                   "inference (forward should not look at self.training)")
@@ -1282,9 +1325,10 @@ def _call_block(cls, inputs):
         if not p.requires_grad:
             raise ValueError(f"ResidualBlock's parameter {n} has requires_grad=False: an optimizer would never "
                              "train it. Leave the sublayer's and the norm's parameters as they come")
+    given = x.detach().clone()          # x as given: an answer that changes x in place is told so by the engine
     out = _through_autograd(lambda x: block(x), {"x": x}, ("x",), trained, "ResidualBlock",
                             unused=_block_unused)
-    _same_in_eval(block, x, out, "ResidualBlock",
+    _same_in_eval(block, given, out, "ResidualBlock",
                   "the block computes its formula, x + sublayer(norm(x)) or norm(x + sublayer(x)), the same in "
                   "training and at inference (forward should not look at self.training)")
     def fresh_on_meta(i):               # a new one, as a learner builds and moves a model: nothing kept from the calls above

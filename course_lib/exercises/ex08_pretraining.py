@@ -1489,9 +1489,9 @@ TRAIN_STEP = Exercise(
                 "train_step computes in the model's own dtype, and float32 is checked at float32's precision.\n"
                 "Mixed precision is the training loop's choice: the course's Trainer turns autocast on only\n"
                 "where the hardware runs bf16 natively (TrainConfig(bf16=...)). Leave torch.autocast out here."),
-        # all but the overflow: train_step's logits are small
+        # all but the overflow (train_step's logits are small) and the float32 detour, named above for train_step
         *(Mistake(m.name, _stepped(m.fn), m.explanation) for m in LM_LOSS.mistakes
-          if m.fn not in (_m_log_of_softmax, _m_logsumexp_by_hand)),
+          if m.fn not in (_m_log_of_softmax, _m_logsumexp_by_hand, _m_float32)),
     ],
     hint="The six things the notebook lists, in that order. Gradients add up unless they are cleared at the start of "
          "every step; clipping matters only between the backward pass and the optimizer's step, because it rescales "

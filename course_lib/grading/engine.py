@@ -431,6 +431,12 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome, named: Mistake | None = 
         diff = _largest_difference(expected, outcome.value, run, atol, rtol, diff)
     where = "" if diff.where == "output" or diff.kind == "words" else f" (in {_output_name(ex, run, diff.where)})"
     lines = [head, f"  {diff.text.replace(chr(10), chr(10) + '  ')}{where}"]
+    if outcome.mutated:         # said first: what the answer computed after the change read the changed values
+        changed = ", ".join(outcome.mutated)
+        first = outcome.mutated[0]
+        lines.append(f"  It also changed its input {changed} in place, and every line after that change reads the\n"
+                     f"  changed values: that may be why the numbers differ. g = {first} makes g another name\n"
+                     f"  for {first}, not a copy: g *= w changes both, while g = g * w makes a new tensor.")
     if diff.kind in ("value", "shape", "words"):
         m = named or _match_mistake(ex, run, outcome.value, expected)
         if m is not None:
@@ -441,8 +447,6 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome, named: Mistake | None = 
         elif "nan where a number was expected" in diff.text and "autograd's gradient" in where:
             # outputs are compared in order, values before gradients: the values were right
             lines.append("  " + NAN_GRADIENT_NOTE.replace("\n", "\n  "))
-    if outcome.mutated:
-        lines.append(f"  It also changed its input {', '.join(outcome.mutated)} in place.")
     if outcome.global_state:
         lines.append(f"  It also changed {_changed(outcome)}.")
     return "\n".join(lines), largest
