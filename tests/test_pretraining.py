@@ -442,7 +442,7 @@ def test_mlm_mask_check_judges_an_in_place_answer_on_the_tokens_it_was_given():
 def _evaluate_both(name, answer):
     from course_lib.exercises import ex08_pretraining as ex08
     from course_lib.grading.engine import evaluate
-    exercise = {e.name: e for e in (ex08.MLM_MASK, ex08.SAMPLE, ex08.TRAIN_STEP)}[name]
+    exercise = {e.name: e for e in (ex08.GET_BATCH, ex08.MLM_MASK, ex08.SAMPLE, ex08.TRAIN_STEP)}[name]
     return {suite: evaluate(exercise, answer, suite=suite) for suite in ("visible", "hidden")}
 
 
@@ -599,7 +599,10 @@ def test_train_step_loss_taken_in_float32_is_named_and_refused_by_both_suites():
      "logits.permute(0, 2, 1) (or a transpose) before the reshape to (-1, V)"),
     ("F.cross_entropy(logits.reshape(-1, V).float(), targets.reshape(-1)).to(logits.dtype)",
      "the loss computed in float32 (.float()) and cast back"),
-], ids=["last position left out", "bits", "perplexity", "permuted, then reshaped", "float32 and cast back"])
+    ("F.nll_loss(F.softmax(logits, dim=-1).view(-1, V), targets.view(-1))", "F.nll_loss on the probabilities"),
+    ("-F.log_softmax(logits, -1)[:, :, targets].mean()", "log-probabilities indexed as logp[:, :, targets]"),
+], ids=["last position left out", "bits", "perplexity", "permuted, then reshaped", "float32 and cast back",
+        "nll_loss of probabilities", "indexed by every target"])
 def test_lm_loss_names_a_loss_on_another_scale_or_other_positions(loss, named):
     """Each got bare numbers. The float32 detour cast back passed both suites at most seeds: averaged over
     the positions, its rounding sat under float64's tolerance. A confident model's case now shows it."""
@@ -621,7 +624,7 @@ _SEEDS = (1, 2, 3, 1357)
 def _hidden(name, answer, seed):
     from course_lib.exercises import ex08_pretraining as ex08
     from course_lib.grading.engine import evaluate
-    exercise = {e.name: e for e in (ex08.MLM_MASK, ex08.SAMPLE, ex08.TRAIN_STEP)}[name]
+    exercise = {e.name: e for e in (ex08.GET_BATCH, ex08.MLM_MASK, ex08.SAMPLE, ex08.TRAIN_STEP)}[name]
     return evaluate(exercise, answer, suite="hidden", seed=seed)
 
 
@@ -1039,3 +1042,22 @@ def test_mlm_mask_says_which_labels_went_missing_or_that_the_pair_is_swapped(lab
             assert r.passed, (suite, r.message)
         else:
             assert not r.passed and says in r.message, (suite, r.message)
+
+
+def test_sample_temperature_applied_twice_is_named():
+    """Logits divided by the temperature where they are read and again inside the softmax got a bare
+    comparison of frequencies."""
+    source = _SAMPLER.replace("LOGITS", _RIGHT_LOGITS).replace("DRAW", _MULTINOMIAL).replace(
+        "probs = torch.softmax(logits, -1)", "probs = torch.softmax(logits / temperature, -1)")
+    for suite, r in _evaluate_both("sample", _answer(source, "sample")).items():
+        assert not r.passed and "known mistake: logits divided by temperature twice" in r.message, (suite, r.message)
+
+
+def test_get_batch_with_another_lower_bound_is_told_the_call_it_must_repeat():
+    """One call with a low of 1 was told to 'draw them all with that one call', which it did."""
+    source = ("def get_batch(data, block_size, batch_size, generator=None):\n"
+              "    ix = torch.randint(1, len(data) - block_size, (batch_size,), generator=generator)\n"
+              "    return (torch.stack([data[i:i + block_size] for i in ix]),\n"
+              "            torch.stack([data[i + 1:i + 1 + block_size] for i in ix]))\n")
+    for suite, r in _evaluate_both("get_batch", _answer(source, "get_batch")).items():
+        assert not r.passed and "the same bound (len(data) - block_size, no low)" in r.message, (suite, r.message)

@@ -139,8 +139,9 @@ def _where_windows_start(inputs, got) -> str:
     if sorted(got[0].tolist()) == sorted(windows[starts].tolist()):
         return ("the drawn windows with y one token later, but in another order: row b is the window at starts[b], "
                 "in the order of the draw")
-    return ("windows of data with y one token later, as asked, but at other starts: draw them all with that one "
-            "call (the check repeats it exactly)")
+    return ("windows of data with y one token later, as asked, but at other starts: draw them all with exactly that "
+            "call, the same bound (len(data) - block_size, no low), size and generator, and no draw before it (the "
+            "check repeats it)")
 
 
 def _m_unshifted(data, block_size, batch_size, generator=None):
@@ -335,6 +336,14 @@ def _m_softmax_over_time(logits, targets):
     return -F.log_softmax(logits, dim=1).gather(-1, targets[..., None]).mean()
 
 
+def _m_nll_of_probs(logits, targets):
+    return F.nll_loss(torch.softmax(logits, -1).reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def _m_indexed_by_all_targets(logits, targets):
+    return -F.log_softmax(logits, -1)[:, :, targets].mean()
+
+
 def _m_float32(logits, targets):
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1)).to(logits.dtype)
 
@@ -384,6 +393,15 @@ LM_LOSS = Exercise(
         Mistake("F.nll_loss on the logits (no log-softmax)", _m_nll_of_logits,
                 "F.nll_loss expects log-probabilities and only picks -input[target]; on raw logits the\n"
                 "'loss' can be negative. Use F.cross_entropy, which applies log-softmax itself."),
+        Mistake("F.nll_loss on the probabilities (softmax without the log)", _m_nll_of_probs,
+                "F.nll_loss expects log-probabilities and only picks -input[target]: on probabilities it gives\n"
+                "-p(target), a number between -1 and 0. Use F.log_softmax, or F.cross_entropy on the logits,\n"
+                "which applies log-softmax itself."),
+        Mistake("log-probabilities indexed as logp[:, :, targets]: every position scored against every target",
+                _m_indexed_by_all_targets,
+                "Indexing the vocabulary axis with the whole (B, T) targets tensor picks, at every position, the\n"
+                "log-probability of every target in the batch: a (B, T, B, T) tensor whose mean mixes them all.\n"
+                "Pick one per position: logp.gather(-1, targets.unsqueeze(-1)), or F.cross_entropy."),
         Mistake("logits and targets shifted again (logits[:, :-1] against targets[:, 1:])", _m_shifted_again,
                 "get_batch already shifted them: targets[:, t] is the token that follows position t, so\n"
                 "logits[:, t] is scored against targets[:, t]. Shifting once more scores every position\n"
@@ -1052,6 +1070,10 @@ def _m_temperature_multiplies(model, idx, max_new_tokens, temperature=1.0, top_k
     return _sampler(model, idx, max_new_tokens, 1.0 / temperature, top_k, generator)
 
 
+def _m_temperature_twice(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+    return _sampler(model, idx, max_new_tokens, temperature ** 2, top_k, generator)
+
+
 def _m_top_k_smallest(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
     return _sampler(model, idx, max_new_tokens, temperature, top_k, generator, largest=False)
 
@@ -1133,6 +1155,10 @@ SAMPLE = Exercise(
                 "first draw is sharpened or flattened and the rest come from the model's own probabilities."),
         Mistake("logits multiplied by temperature", _m_temperature_multiplies,
                 "Temperature divides the logits (logits / temperature); multiplying inverts its effect."),
+        Mistake("logits divided by temperature twice (logits / temperature²)", _m_temperature_twice,
+                "Divide once: probs = softmax(logits / temperature). Dividing where the logits are read and again\n"
+                "before the softmax divides by temperature², which sharpens (or flattens) twice as hard: at\n"
+                "temperature 0.5 the logits are scaled by 4 instead of 2."),
         Mistake("softmax applied twice (a softmax of the probabilities)", _m_softmax_twice,
                 "Take the softmax once, of the logits. A softmax of probabilities, which lie in [0, 1], is\n"
                 "nearly uniform: the tokens top-k set to probability 0 come back with weight e^0 = 1, and the\n"
