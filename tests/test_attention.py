@@ -583,7 +583,7 @@ _SDPA_RIGHT = dict(FILL='scores.masked_fill(~mask, float("-inf"))', ZERO="weight
      "known mistake: fully masked rows give NaN gradients"),
     ({"FILL": 'scores.masked_fill(mask, float("-inf"))'}, "known mistake: mask inverted in the -inf fill only"),
     ({"ZERO": "weights = weights.masked_fill(mask, 0.0)"}, "known mistake: mask inverted in the zeroing"),
-    ({"FILL": "scores * mask", "ZERO": "pass"}, "known mistake: mask multiplied into the scores"),
+    ({"FILL": "scores * mask", "ZERO": "pass"}, "known mistake: blocked scores set to 0, not -inf (scores * mask"),
     ({"math.sqrt(q.shape[-1])": "math.sqrt(k.shape[-2])"}, "known mistake: divided by √T_k"),
     ({"RETURN": "weights, weights @ v"}, "known mistake: returned (weights, out) instead of (out, weights)"),
     ({"RETURN": "[weights @ v, weights]"}, None),
@@ -966,3 +966,68 @@ def _exec_mha(src):
 def test_sdpa_names_a_zero_fill_and_the_scores_returned(change, said):
     """Each got bare numbers (the scores only '(in weights)')."""
     _grade_changed("scaled_dot_product_attention", _SDPA, _SDPA_RIGHT, change, said)
+
+
+@pytest.mark.parametrize("change, said", [
+    ({"RETURN": "weights @ v, weights.detach()"}, "the weights carry no gradient back to q and k, though the output does"),
+    ({"FILL": "scores", "ZERO": "weights = weights.masked_fill(~mask, 0.0)\n"
+                                "        weights = weights / weights.sum(-1, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)"},
+     "known mistake: softmax over all keys, then the blocked weights zeroed and the rows renormalised"),
+    ({"weights = torch.softmax(scores, dim=-1)": "e = torch.exp(scores)\n"
+                                                 "    e = e * mask if mask is not None else e\n"
+                                                 "    weights = e / e.sum(-1, keepdim=True).clamp_min(1e-12)",
+      "FILL": "scores", "ZERO": "pass"},
+     "known mistake: softmax by hand without subtracting the row maximum: exp overflows to inf"),
+    ({"weights = torch.softmax(scores, dim=-1)": "weights = torch.softmax(scores, dim=-1) / math.sqrt(q.shape[-1])",
+      "q @ k.mT / math.sqrt(q.shape[-1])": "q @ k.mT"},
+     "known mistake: divided by √d_k after the softmax"),
+    ({"FILL": "scores.masked_fill(~mask, -1e9)", "RETURN": "out, weights",
+      "        ZERO": "        out = weights @ v\n        weights = weights.masked_fill(~mask, 0.0)",
+      "    return": "    if mask is None:\n        out = weights @ v\n    return"},
+     "known mistake: the output computed before the blocked weights were zeroed"),
+], ids=["weights detached on the way out", "softmax, mask, renormalise", "exp without the maximum, no nan_to_num",
+        "scaled after the softmax", "out before the zeroing"])
+def test_sdpa_second_probe(change, said):
+    """Weights detached on the way out passed (only the output was differentiated) and sent the learner to
+    MultiHeadAttention's message; the others got bare numbers or a bare NaN."""
+    _grade_changed("scaled_dot_product_attention", _SDPA, _SDPA_RIGHT, change, said)
+
+
+_PAD_LOOP = """def padding_mask(lengths, T):
+    mask = torch.zeros(len(lengths), 1, 1, T, dtype=torch.bool DEVICE)
+    for b, n in enumerate(lengths.tolist()):
+        mask[b, 0, 0, :n] = True
+    return mask MOVE
+"""
+
+
+@pytest.mark.parametrize("source, refused", [
+    (_PAD_LOOP.replace(" DEVICE", "").replace(" MOVE", ""), "returned a tensor on meta, the default device there"),
+    ("def padding_mask(lengths, T):\n    return (torch.arange(T)[None, :] < lengths[:, None].cpu())[:, None, None, :]\n",
+     "with torch's default device set to meta failed: Expected all tensors to be on the same device"),
+    (_PAD_LOOP.replace(" DEVICE", ", device=lengths.device").replace(" MOVE", ""), None),
+    (_PAD_LOOP.replace(" DEVICE", "").replace(" MOVE", ".to(lengths.device)"), None),
+], ids=["loop into a cpu tensor", "arange against lengths.cpu()", "loop on lengths' device", "loop, then moved"])
+def test_padding_mask_that_reads_the_lengths_is_still_checked_for_the_device(source, refused):
+    """A mask filled in a loop over lengths.tolist() cannot run on meta, so the meta run said nothing, and one
+    made without device= passed on a CPU (and comes back on the CPU on a GPU). Run with torch's default device
+    set to meta instead, a tensor made without device= shows; made there and moved, it is right."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+    ns = {"torch": torch}
+    exec(compile(source, "<answer>", "exec"), ns)
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("padding_mask"), ns["padding_mask"], suite=suite)
+        if refused is None:
+            assert r.passed, r.message
+        else:
+            assert not r.passed and refused in r.message, r.message
+
+
+def test_mha_dropout_undone_by_renormalising_is_told_why():
+    """Dropout followed by rows renormalised (w / w.sum(-1)) was named 'dropout never applied' and told to add a
+    dropout it had: the renormalising divides the 1/(1 − p) scaling away in the check's keep-all run."""
+    _grade_changed_mha({"w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)":
+                        "w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)\n"
+                        "        w = w / w.sum(-1, keepdim=True).clamp_min(1e-9)"},
+                       "rows renormalised after the dropout (w / w.sum(-1, keepdim=True)) divide its 1/(1 − p)")

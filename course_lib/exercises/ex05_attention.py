@@ -13,7 +13,7 @@ from course_lib.exercises.ex00_welcome import add_turn_k_note
 from course_lib.grading import gradients
 from course_lib.grading.compare import _describe
 from course_lib.grading.engine import DEVICE, describe_error
-from course_lib.grading.meta import META, also_on_meta, check_on_meta, on_meta
+from course_lib.grading.meta import META, also_on_meta, check_made_on_default, check_on_meta, on_meta
 from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
 from course_lib.grading.values import capture
 from course_lib.reference import attention as ref
@@ -129,7 +129,7 @@ def _call_sdpa(impl, inputs):
     q, v = inputs["q"], inputs["v"]
     if tuple(result[0].shape[-2:]) != (q.shape[-2], v.shape[-1]):     # not out first: the comparison says so
         return (*result, None, None, None)
-    again = impl(**{**inputs, **fresh, **{n: t.clone() for n, t in leaves.items()}})[0]
+    again, again_weights = impl(**{**inputs, **fresh, **{n: t.clone() for n, t in leaves.items()}})[:2]
     if not again.requires_grad:
         raise ValueError("the output carries no gradient back to q, k and v: autograd cannot differentiate it "
                          "(computed under torch.no_grad(), or from .detach() or .data). Training differentiates "
@@ -141,6 +141,11 @@ def _call_sdpa(impl, inputs):
                          f"is made from {'them' if len(cut) > 1 else 'it'}: the scores, the weights) were cut from "
                          f"autograd with .detach(), .data or torch.no_grad(), so training could never change what "
                          f"makes {' and '.join(cut)}")
+    if isinstance(again_weights, torch.Tensor) and not again_weights.requires_grad:
+        raise ValueError("the weights carry no gradient back to q and k, though the output does: they were cut from "
+                         "autograd (.detach(), .data or torch.no_grad()) on the way out. MultiHeadAttention applies its "
+                         "dropout to these weights and multiplies them with v, so training differentiates through "
+                         "them: return the tensor the softmax (and any zeroing) made")
     also_on_meta(lambda i: impl(**i), inputs, "scaled_dot_product_attention(q, k, v, mask on meta)",
                  "Make every tensor the answer creates on q's device: torch.zeros_like(w), or device=q.device.")
     return (*result, *grads)
@@ -172,6 +177,39 @@ def _m_naive_softmax(q, k, v, mask=None):
         e = e.masked_fill(~mask, 0.0)
     w = (e / e.sum(-1, keepdim=True)).nan_to_num(0.0)
     return w @ v, w
+
+
+def _m_naive_softmax_nan(q, k, v, mask=None):          # no nan_to_num: inf / inf stays NaN
+    e = torch.exp(q @ k.mT / math.sqrt(q.shape[-1]))
+    if mask is not None:
+        e = e * mask
+    w = e / e.sum(-1, keepdim=True).clamp_min(1e-12)
+    return w @ v, w
+
+
+def _m_softmax_then_masked(q, k, v, mask=None):
+    w = torch.softmax(q @ k.mT / math.sqrt(q.shape[-1]), dim=-1)
+    if mask is not None:
+        w = w.masked_fill(~mask, 0.0)
+        w = w / w.sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
+    return w @ v, w
+
+
+def _m_scaled_after_softmax(q, k, v, mask=None):
+    out, w = _finish(q @ k.mT, v, mask)
+    w = w / math.sqrt(q.shape[-1])
+    return w @ v, w
+
+
+def _m_out_before_zeroing(q, k, v, mask=None):
+    s = q @ k.mT / math.sqrt(q.shape[-1])
+    if mask is not None:
+        s = s.masked_fill(~mask, -1e9)
+    w = torch.softmax(s, dim=-1)
+    out = w @ v
+    if mask is not None:
+        w = w.masked_fill(~mask, 0.0)
+    return out, w
 
 
 def _m_by_dk(q, k, v, mask=None):
@@ -374,6 +412,19 @@ SDPA = Exercise(
                 "exp of a logit above about 88 overflows float32 to inf, and inf / inf is NaN (0 once a\n"
                 "nan_to_num has passed over it): the row's weights are lost. Use\n"
                 "torch.softmax, or subtract each row's maximum before exp: softmax(s) = softmax(s - max s)."),
+        Mistake("softmax by hand without subtracting the row maximum: exp overflows to inf, and inf / inf is NaN",
+                _m_naive_softmax_nan,
+                "exp of a logit above about 88 overflows float32 to inf, and inf / inf is NaN: the row's weights\n"
+                "are lost. Use torch.softmax, or subtract each row's maximum before exp:\n"
+                "softmax(s) = softmax(s - max s), whose largest exp is exactly 1."),
+        Mistake("divided by √d_k after the softmax: the weights scaled instead of the scores", _m_scaled_after_softmax,
+                "The scaling goes on the scores, before the softmax: softmax(q·kᵀ / √d_k). Divided afterwards, the\n"
+                "softmax sees unscaled scores (too peaked) and each row of weights then sums to 1/√d_k, not 1."),
+        Mistake("the output computed before the blocked weights were zeroed (with -1e9 in the scores)",
+                _m_out_before_zeroing,
+                "Zero the weights first and compute the output from the zeroed weights: out = weights @ v comes\n"
+                "after weights.masked_fill(~mask, 0.0). With -1e9 a row whose keys are all blocked gets uniform\n"
+                "weights, and an output made before the zeroing keeps them: it attends to forbidden positions."),
         Mistake("divided by d_k instead of √d_k",
                 _m_by_dk,
                 "A dot product of d_k unit-variance terms has variance d_k, so its standard deviation\n"
@@ -434,6 +485,12 @@ SDPA = Exercise(
                 "When a blocked key has the row's largest score, exp(s - max) of every allowed key\n"
                 "underflows to 0 and the row comes out 0. Put -inf into the blocked scores first,\n"
                 "then take the softmax: the maximum is then one of the allowed keys."),
+        Mistake("softmax over all keys, then the blocked weights zeroed and the rows renormalised",
+                _m_softmax_then_masked,
+                "The softmax ran over every key, blocked ones included, and the mask came after it. Where a blocked\n"
+                "key has the row's largest score, every allowed key's weight underflows to 0 (or to a few\n"
+                "significant bits), and renormalising cannot bring the digits back. Put -inf into the blocked\n"
+                "scores first, then take the softmax: the maximum is then one of the allowed keys."),
         Mistake("mask applied after the softmax",
                 _m_after_softmax,
                 "Zeroing weights after the softmax leaves rows that no longer sum to 1. Put -inf into\n"
@@ -450,8 +507,8 @@ SDPA = Exercise(
                 _m_zeroing_inverted,
                 "A mask is True where attending is allowed, in both places: after the softmax zero the\n"
                 "blocked weights, weights.masked_fill(~mask, 0.0), not the allowed ones."),
-        Mistake("mask multiplied into the scores (blocked scores 0, not -inf)", _m_mask_multiplied,
-                "scores * mask sets a blocked score to 0, and exp(0) = 1: the blocked key still gets\n"
+        Mistake("blocked scores set to 0, not -inf (scores * mask, or masked_fill(~mask, 0))", _m_mask_multiplied,
+                "scores * mask (or a fill with 0) sets a blocked score to 0, and exp(0) = 1: the blocked key still gets\n"
                 "weight, as much as any key with a score of 0. Put -inf there, so exp gives exactly 0:\n"
                 "scores.masked_fill(~mask, float('-inf'))."),
         Mistake("blocked scores set to 0 before the softmax, then their weights zeroed after it",
@@ -574,8 +631,11 @@ def _call_pad(impl, inputs):
     """The mask for the case's lengths; and again for lengths on meta, which must come back on meta."""
     lengths, T = inputs["lengths"], inputs["T"]
     mask = impl(lengths, T)
-    check_on_meta(lambda: impl(lengths.to(META), T), f"padding_mask(lengths on meta, {T})",
-                  "Build every tensor on lengths' device: torch.arange(T, device=lengths.device).")
+    fix = "Build every tensor on lengths' device: torch.arange(T, device=lengths.device)."
+    check_on_meta(lambda: impl(lengths.to(META), T), f"padding_mask(lengths on meta, {T})", fix)
+    if lengths.device.type == "cpu":    # an answer that reads the lengths cannot run on meta: this one can
+        check_made_on_default(lambda: impl(lengths.clone(), T),
+                              f"padding_mask(lengths, {T}) with torch's default device set to meta", fix)
     return mask
 
 
@@ -954,10 +1014,13 @@ MHA = Exercise(
         Mistake("dropout applied to the scores before the softmax", _kind(drop_at="scores"),
                 "Dropout acts on the attention weights after the softmax: dropout(softmax(scores)) @ v.\n"
                 "A score set to 0 before the softmax still gets a weight."),
-        Mistake("dropout never applied in training mode", _kind(drop_at=None),
+        Mistake("dropout never applied in training mode (or undone by renormalising the rows after it)",
+                _kind(drop_at=None),
                 "Keep an nn.Dropout(dropout) and apply it to the attention weights in forward:\n"
                 "dropout(weights) @ v. It drops only in training mode (model.train()), never in eval mode.\n"
-                "A new module is in training mode: an .eval() in __init__ turns its dropout off."),
+                "A new module is in training mode: an .eval() in __init__ turns its dropout off. If you do apply\n"
+                "it: rows renormalised after the dropout (w / w.sum(-1, keepdim=True)) divide its 1/(1 − p)\n"
+                "scaling away again; use dropout(weights) as it comes."),
         Mistake("dropout applied in eval mode too (F.dropout's training flag left at its default, True, "
                 "or an nn.Dropout made inside forward)",
                 _kind(drop_in_eval=True),

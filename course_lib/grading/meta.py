@@ -21,6 +21,8 @@ _WORDS = "meta: a device with no values that the check uses in place of a GPU"
 _MIXED = ("is not on the expected device", "Expected all tensors to be on the same device")
 _NUMPY = "device type tensor to numpy"
 _COPIED_OUT = "Cannot copy out of meta tensor"
+_DEFAULT_WORDS = ("meta, set here as torch's default device: a device with no values, apart from the inputs' device "
+                  "as the CPU is apart from a GPU's")
 
 
 # What CUDA lets through between devices: moves, copies, indexing with CPU indices (and module.to()'s check).
@@ -108,10 +110,58 @@ def check_on_meta(call: Callable[[], Any], called: str, fix: str, *, may_copy: b
                        "A tensor left on the CPU fails on a GPU.", fix)
 
 
-def _refusal(said: str, means: str, fix: str) -> ValueError:
+class _CannotTell(Exception):
+    """A 0-dim tensor made on the default device met an input: on a GPU that mixes, here it cannot be told."""
+
+
+class _DefaultOnMeta(TorchFunctionMode):
+    """_MixedAsOnCuda turned round, for check_made_on_default: the inputs keep their values on the CPU while
+    tensors made without device= land on meta, the default device, as they land on the CPU while a GPU holds
+    the inputs. Refuses an op that mixes such a tensor (one or more dimensions, or written in place) with a
+    CPU one."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if name not in _ACROSS_DEVICES:
+            tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+            if any(t.device.type == "cpu" for t in tensors) and any(t.is_meta for t in tensors):
+                written = (args[0] if name.endswith("_") and not name.startswith("__") and args
+                           and isinstance(args[0], torch.Tensor) else None)
+                if any(t.is_meta and (t.dim() > 0 or t is written) for t in tensors):
+                    raise RuntimeError("Expected all tensors to be on the same device, but found at least two "
+                                       "devices, meta and cpu!")
+                raise _CannotTell()
+        return func(*args, **kwargs)
+
+
+def check_made_on_default(call: Callable[[], Any], called: str, fix: str) -> None:
+    """Run ``call()`` (the answer on its CPU inputs, values and all) with torch's default device set to meta, and
+    raise in words where a tensor made without device= (so on the default device) mixes with the inputs or comes
+    back. For answers that read their inputs' values (a loop over lengths.tolist()), which cannot run on meta:
+    on a GPU their inputs are on cuda and such a tensor on the CPU. Anything else is left to the other checks
+    (a tensor made on the default device and then moved, .to(lengths.device), is right)."""
+    if not answer_is_running():
+        return
+    try:
+        with torch.device(META), _DefaultOnMeta(), _quiet():
+            out = call()
+    except Exception as exc:
+        if not any(s in str(exc) for s in _MIXED):
+            return
+        raise _refusal(f"{called} failed: {str(exc).rstrip('.!')}{_at(exc)}",
+                       "It mixes a tensor made without device= with the inputs: on a GPU the inputs are on cuda and "
+                       "that tensor on the CPU, and the call fails the same way.", fix, _DEFAULT_WORDS) from None
+    if any(isinstance(t, torch.Tensor) and t.is_meta for t in (out if isinstance(out, (tuple, list)) else (out,))):
+        raise _refusal(f"{called} returned a tensor on meta, the default device there, not on its inputs' device",
+                       "A tensor made without device= lands on the default device: on a GPU, with the inputs on "
+                       "cuda, it comes back on the CPU.", fix, _DEFAULT_WORDS)
+
+
+def _refusal(said: str, means: str, fix: str, words: str = _WORDS) -> ValueError:
     """What happened on the first line; what meta is, what it means and the fix in a note below it."""
     exc = ValueError(said)
-    exc.add_note(f"({_WORDS}.) {means}\n{fix}")
+    exc.add_note(f"({words}.) {means}\n{fix}")
     return exc
 
 
