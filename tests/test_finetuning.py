@@ -1374,3 +1374,154 @@ def test_metrics_name_counts_that_hold_only_for_two_classes_or_another_quadrant(
     exec(compile(_PRF_COUNTS.replace("FP_FN", counts), "<answer cell test>", "exec"), ns)
     for suite, r in _verdicts(PRF, ns["answer"]).items():
         assert not r.passed and f"known mistake: {named}" in r.message, (suite, r.message)
+
+
+# ------------------------------------------------------------ a second blind probe of learner answers
+def _cell(source, name):
+    import math
+    ns = {"torch": torch, "nn": nn, "F": F, "math": math, "BertEncoder": BertEncoder}
+    exec(compile(source, f"<answer {name}>", "exec"), ns)
+    return ns[name]
+
+
+_LORA_CELL = """class LoRALinear(nn.Module):
+    def __init__(self, base, r=8, alpha=16):
+        super().__init__()
+        self.base = base
+        for p in base.parameters():
+            p.requires_grad = False
+        w = base.weight
+        self.A = nn.Parameter(INIT)
+        self.B = nn.Parameter(torch.zeros(w.shape[0], r, device=w.device, dtype=w.dtype))
+        self.scale = SCALE
+
+    def forward(self, x):
+        return self.base(x) + (x @ self.A.T @ self.B.T) * self.scale
+"""
+_RANDN = "torch.randn(r, w.shape[1], device=w.device, dtype=w.dtype)"
+
+
+@pytest.mark.parametrize("init, scale, said", [
+    (f"{_RANDN} / w.shape[1]", "alpha / r", "known mistake: A drawn far too small"),
+    (f"{_RANDN} * 1e-4", "alpha / r", "known mistake: A drawn far too small"),
+    (f"{_RANDN} / math.sqrt(w.shape[1])", "torch.tensor(alpha / r)", "known mistake: scale kept as a float32 tensor"),
+    (f"{_RANDN} * 0.01", "alpha / r", None),
+    (f"nn.init.kaiming_uniform_(torch.empty(r, w.shape[1], device=w.device, dtype=w.dtype), a=math.sqrt(5))",
+     "alpha / r", None),
+], ids=["A / in_features", "A · 1e-4", "scale a float32 tensor", "A · 0.01", "kaiming"])
+def test_lora_a_far_too_small_and_a_float32_scale_are_refused(init, scale, said):
+    """A drawn hundreds of times too small passed (only an upper bound on its size); a scale kept as a float32
+    tensor passed the visible suite, whose alpha/r were all exact in float32."""
+    from course_lib.exercises.ex09_finetuning import LORA
+    answer = _cell(_LORA_CELL.replace("INIT", init).replace("SCALE", scale), "LoRALinear")
+    for suite, r in _verdicts(LORA, answer).items():
+        assert r.passed if said is None else (not r.passed and said in r.message), (suite, r.message)
+
+
+_CLF_CELL = """class SentenceClassifier(nn.Module):
+    def __init__(self, encoder, n_classes, dropout=0.1):
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.config.d_model, n_classes)
+
+    def forward(self, input_ids, attention_mask):
+        h = self.encoder(input_ids, attention_mask)
+        m = attention_mask.unsqueeze(-1).to(h.dtype)
+        pooled = POOLED
+        return self.head(DROP)
+"""
+
+
+@pytest.mark.parametrize("pooled, drop, said", [
+    ("(h * m).sum(1) / (m.sum(1) + 1e-6)", "self.dropout(pooled)", "known mistake: eps added to the token count"),
+    ("(h * m).sum(1) / m.sum(1)", "F.dropout(pooled, p=self.dropout.p)",
+     "the logits in eval mode changed from one call to the next on the same batch"),
+    ("(h * m).sum(1) / m.sum(1).clamp(min=1e-9)", "self.dropout(pooled)", None),
+], ids=["eps added to the count", "F.dropout in eval mode", "right"])
+def test_classifier_eps_in_the_count_and_dropout_in_eval_mode_are_told(pooled, drop, said):
+    """An eps of 1e-6 added to the count got a bare float64 difference (and, in the hidden suite, the note on
+    float32 rounding); F.dropout without training= got a bare difference in the eval-mode logits."""
+    from course_lib.exercises.ex09_finetuning import SENTENCE_CLASSIFIER
+    answer = _cell(_CLF_CELL.replace("POOLED", pooled).replace("DROP", drop), "SentenceClassifier")
+    for suite, r in _verdicts(SENTENCE_CLASSIFIER, answer).items():
+        assert r.passed if said is None else (not r.passed and said in r.message), (suite, r.message)
+
+
+_FREEZE_CELL = """def freeze_lower_layers(model, n_layers):
+    if not 0 <= n_layers <= len(model.encoder.layers):
+        raise ValueError("n_layers out of range")
+    for p in model.parameters():
+        p.requires_grad = True
+    for part in PARTS:
+        for p in part.parameters():
+            p.requires_grad = False
+    return COUNT
+"""
+
+
+@pytest.mark.parametrize("parts, count, said", [
+    ("list(model.encoder.children())[: n_layers + 1]", "sum(p.numel() for p in model.parameters() if p.requires_grad)",
+     "known mistake: the encoder's children taken for its layers"),
+    ("[model.encoder.embeddings, *model.encoder.layers[:n_layers]]",
+     "sum(len(p) for p in model.parameters() if p.requires_grad)", "known mistake: counted len(p)"),
+], ids=["children as layers", "len(p)"])
+def test_freeze_slips_of_the_second_probe_are_named(parts, count, said):
+    """children() as the layers was named 'one layer too many frozen' (dropping the + 1 is still wrong);
+    len(p) got a bare count."""
+    from course_lib.exercises.ex09_finetuning import FREEZE
+    answer = _cell(_FREEZE_CELL.replace("PARTS", parts).replace("COUNT", count), "freeze_lower_layers")
+    for suite, r in _verdicts(FREEZE, answer).items():
+        assert not r.passed and said in r.message, (suite, r.message)
+
+
+_PRF_MASKS = """def precision_recall_f1(preds, labels, positive=1):
+    MASKS
+    tp, fp, fn = int(TP.sum()), int(FP.sum()), int(FN.sum())
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    return p, r, 2 * p * r / (p + r) if p + r else 0.0
+"""
+
+
+@pytest.mark.parametrize("masks, tp, fp, fn, said", [
+    ("pp, pl = preds.bool(), labels.bool()\n    if positive == 0:\n        pp, pl = ~pp, ~pl",
+     "(pp & pl)", "(pp & ~pl)", "(~pp & pl)", "known mistake: class ids used as booleans"),
+    ("if positive == 0:\n        preds, labels = 1 - preds, 1 - labels",
+     "(preds * labels)", "(preds * (1 - labels))", "((1 - preds) * labels)", "known mistake: counts from products"),
+], ids=["bool", "products"])
+def test_precision_from_class_ids_read_as_zero_one_is_named(masks, tp, fp, fn, said):
+    """preds.bool() was named 'every correct prediction counted as a true positive', which the answer does not
+    do (the two agree on the one visible case of three classes); products of class ids got a bare number."""
+    from course_lib.exercises.ex09_finetuning import PRF
+    src = _PRF_MASKS.replace("MASKS", masks).replace("TP.", f"{tp}.").replace("FP.", f"{fp}.").replace("FN.", f"{fn}.")
+    answer = _cell(src, "precision_recall_f1")
+    for suite, r in _verdicts(PRF, answer).items():
+        assert not r.passed and said in r.message, (suite, r.message)
+
+
+def test_loader_renaming_that_misses_keys_under_strict_false_lists_them():
+    """str.replace rules in the wrong order (output.dense before attention.output.dense) with strict=False got a
+    bare difference in the encoder's output: the weights it missed kept their random start, unnamed."""
+    from course_lib.exercises.ex09_finetuning import LOADER
+    from course_lib.reference.finetuning import IGNORED_KEYS
+
+    def load_pretrained_encoder(state_dict, config):
+        model, new = BertEncoder(config), {}
+        for k, v in state_dict.items():
+            if k in IGNORED_KEYS:
+                continue
+            for old, rep in [("encoder.layer.", "layers."), ("embeddings.word_embeddings", "embeddings.tokens"),
+                             ("embeddings.position_embeddings", "embeddings.positions"),
+                             ("embeddings.token_type_embeddings", "embeddings.token_types"),
+                             ("embeddings.LayerNorm", "embeddings.norm"), ("attention.self.query", "attn.q_proj"),
+                             ("attention.self.key", "attn.k_proj"), ("attention.self.value", "attn.v_proj"),
+                             ("output.dense", "ff_out"), ("output.LayerNorm", "norm2"), ("intermediate.dense", "ff_in")]:
+                k = k.replace(old, rep)
+            new[k] = v
+        model.load_state_dict(new, strict=False)
+        return model
+
+    for suite, r in _verdicts(LOADER, load_pretrained_encoder).items():
+        assert not r.passed and "hold values from no tensor of the checkpoint" in r.message, (suite, r.message)
+        assert "attn.out_proj.weight" in r.message, r.message

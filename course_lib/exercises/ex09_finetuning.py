@@ -178,6 +178,19 @@ def _call_loader(impl, inputs):
                              f"tensor, not a copy: training would change the checkpoint too, and the notebook "
                              f"loads it again for every model. Copy the values in: load_state_dict(...) without "
                              f"assign=True, not nn.Parameter(v) or .data = v")
+    if w.device.type != "meta":
+        by_shape: dict[tuple, list[torch.Tensor]] = {}      # each tensor of the checkpoint, and turned round
+        for v in given.values():
+            for u in (v, v.T) if v.dim() == 2 else (v,):
+                by_shape.setdefault(tuple(u.shape), []).append(u)
+        unloaded = [n for n, t in model.state_dict().items() if t.is_floating_point() and not any(
+            torch.equal(t.detach().cpu().float(), v.cpu()) for v in by_shape.get(tuple(t.shape), ()))]
+        if unloaded:
+            raise ValueError(f"{len(unloaded)} of the encoder's tensors hold values from no tensor of the checkpoint "
+                             f"({', '.join(unloaded[:3])}{', …' if len(unloaded) > 3 else ''}): they kept "
+                             f"BertEncoder's random start. load_state_dict(..., strict=False) loads what matches and "
+                             f"skips the rest without a word: load with strict=True (the default), and the error "
+                             f"lists the keys the renaming missed")
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
     if frozen:
         raise ValueError(f"the encoder comes back with {len(frozen)} frozen tensors ({frozen[0]} first, "
@@ -386,6 +399,11 @@ def _call_clf(cls, inputs):
         head.weight.copy_(w)
         head.bias.copy_(inputs["head_bias"])
     logits = _eval_output(model, inputs)
+    if not torch.allclose(logits, _eval_output(model, inputs), rtol=1e-5, atol=1e-6, equal_nan=True):
+        raise ValueError("the logits in eval mode changed from one call to the next on the same batch: something "
+                         "random still runs after model.eval(). Usually F.dropout(x, p), whose training argument "
+                         "defaults to True whatever the mode: call the module, self.dropout(pooled), which "
+                         "model.eval() turns off")
     trains = _trains(model, enc, head, inputs)
     drop = getattr(model, "dropout", None)
     found = (f"nn.Dropout(p={drop.p:g})" if isinstance(drop, nn.Dropout) else
@@ -529,6 +547,12 @@ SENTENCE_CLASSIFIER = Exercise(
                 _ClfIgnoresDropout,
                 "Build self.dropout = nn.Dropout(dropout) from the argument: nn.Dropout() drops half of\n"
                 "everything (its default p is 0.5), and a fixed rate ignores what the caller asked for."),
+        Mistake("eps added to the token count: (m.sum(1) + 1e-6), not clamped", _clf(
+                    pool=lambda self, h, m: (h * m[..., None].to(h.dtype)).sum(1) / (m.to(h.dtype).sum(1, keepdim=True) + 1e-6)),
+                "The mean divides by the number of real tokens. Added to it, an eps makes every count a little\n"
+                "too large (1e-6 in 5 is a change of 2e-7, above float64's tolerance). Guard against a count of 0\n"
+                "with a floor that leaves real counts alone: m.sum(1).clamp(min=1e-9), as sentence-transformers\n"
+                "does."),
         Mistake("dropout never applied in forward", _clf(drop=lambda self, pooled: pooled),
                 "Creating self.dropout is not enough: call it, self.dropout(pooled), on the pooled vector\n"
                 "before the head (the checks replace the module to see where it acts, so F.dropout with\n"
@@ -725,6 +749,20 @@ def _mf_no_unfreeze(model, n_layers):
     return _trainable(model)
 
 
+def _mf_children_as_layers(model, n_layers):
+    """list(model.encoder.children())[:n_layers + 1]: [embeddings, layers] taken as the embeddings and one
+    layer each, so any n_layers >= 1 freezes the whole ModuleList of layers."""
+    _in_range(model, n_layers)
+    _freeze_with(model, list(model.encoder.children())[:n_layers + 1])
+    return _trainable(model)
+
+
+def _mf_rows(model, n_layers):
+    _in_range(model, n_layers)
+    _freeze_with(model, [model.encoder.embeddings, *model.encoder.layers[:n_layers]])
+    return sum(len(p) for p in model.parameters() if p.requires_grad)
+
+
 def _mf_off_by_one(model, n_layers):
     _in_range(model, n_layers)
     _freeze_with(model, [model.encoder.embeddings, *model.encoder.layers[:n_layers + 1]])
@@ -811,6 +849,15 @@ FREEZE = Exercise(
         Mistake("the rest not made trainable again", _mf_no_unfreeze,
                 "The contract sets requires_grad=True on every parameter outside the frozen part, so that\n"
                 "calling freeze_lower_layers again with another n_layers works on any model."),
+        Mistake("the encoder's children taken for its layers (list(encoder.children())[:n_layers + 1])",
+                _mf_children_as_layers,
+                "model.encoder.children() are its direct submodules, the embeddings and the one ModuleList that\n"
+                "holds every layer, not the layers one by one: its second item freezes all the layers at once.\n"
+                "Take the layers from model.encoder.layers, freeze model.encoder.embeddings and\n"
+                "model.encoder.layers[:n_layers]."),
+        Mistake("counted len(p), a parameter's first size, instead of p.numel()", _mf_rows,
+                "len(p) is the size of p's first axis: a (384, 384) weight counts as 384 instead of 147,456.\n"
+                "Sum p.numel(), the number of values each parameter holds."),
         Mistake("one layer too many frozen (layers[:n_layers + 1])", _mf_off_by_one,
                 "layers[:n_layers] is exactly the lowest n_layers layers."),
         Mistake("parameters chosen by a name prefix without its closing dot (encoder.layers.1 is also the start "
@@ -849,6 +896,11 @@ def _lora_random(g):
     a, b = _ri(g, 40, 80), _ri(g, 3, 20)
     r = _ri(g, 1, min(6, b))                 # a rank up to the smaller side, as LoRA is used
     return _lora_case(a, b, r, float(_ri(g, 1, 4) * 4), B=_ri(g, 1, 5), bias=bool(_ri(g, 0, 1)))(g)
+
+
+def _lora_random_wide(g):
+    b = _ri(g, 3, 12)
+    return _lora_case(384, b, _ri(g, 1, min(6, b)), float(_ri(g, 1, 4) * 5), B=_ri(g, 1, 3), bias=bool(_ri(g, 0, 1)))(g)
 
 
 def _lora_random_sequences(g):
@@ -901,13 +953,18 @@ def _call_lora(cls, inputs):
             raise ValueError(f"LoRALinear.{name} must be an nn.Parameter of shape {tuple(shape)}, found {got}{why}")
     _same_device_as_base(cls, inputs, x.dtype)
     # "Small": the answer key draws A with standard deviation 1/√in_features (so x·Aᵀ keeps x's scale);
-    # 3/√in_features leaves room for other inits (Kaiming, 0.01) and not for torch.randn unscaled.
-    limit = 3 / math.sqrt(W.shape[1])
+    # 3/√in_features leaves room for other inits (Kaiming, 0.01) and not for torch.randn unscaled. Below
+    # 0.005 (1e-4, or randn / in_features at MiniLM's 384) B's first updates, which grow with A·x, get almost
+    # no signal; randn · 0.01, kaiming_uniform_ and randn / √in_features stay above it for in_features <= 10,000.
+    limit, low = 3 / math.sqrt(W.shape[1]), 0.005
     a0 = m.A.detach().double()
     rms = float(a0.pow(2).mean().sqrt())
-    a_small = (f"A's values small at the start: root mean square at most 3/√in_features = {limit:.2f}"
-               if rms <= limit else f"A's values large at the start: root mean square above 3/√in_features = "
-                                    f"{limit:.2f}") + _a_drawn(a0)
+    a_small = (f"A's values large at the start: root mean square above 3/√in_features = {limit:.2f}" if rms > limit
+               else f"A's values far too small at the start: root mean square under {low}, where about "
+                    f"1/√in_features = {1 / math.sqrt(W.shape[1]):.3f} is asked (B's first updates, which grow with "
+                    f"A·x, get almost no signal)" if rms < low
+               else f"A's values small at the start: root mean square between {low} and 3/√in_features = "
+                    f"{limit:.2f}") + _a_drawn(a0)
     try:
         y0 = m(x)
     except RuntimeError as exc:
@@ -1030,6 +1087,8 @@ LORA = Exercise(
         Case("base nn.Linear(6, 10) without bias, r=2, alpha=1, x (3, 6)", _lora_case(6, 10, 2, 1.0, B=3, bias=False)),
         Case("base nn.Linear(16, 16), r=8 (the default), alpha=16, x (2, 16)", _lora_case(16, 16, 8, 16.0, B=2)),
         Case("base nn.Linear(64, 8), r=2, alpha=4, x (3, 64)", _lora_case(64, 8, 2, 4.0, B=3)),
+        Case("base nn.Linear(384, 6), MiniLM's width, r=3, alpha=10 (alpha/r = 3.33…), x (2, 384)",
+             _lora_case(384, 6, 3, 10.0, B=2)),
         Case("base nn.Linear(12, 8), r=4, alpha=16, x (2, 3, 12): a batch of sequences, as in the encoder",
              _lora_case(12, 8, 4, 16.0, B=2, T=3)),
     ],
@@ -1038,6 +1097,7 @@ LORA = Exercise(
         Case("another random base, r and alpha", _lora_random),
         Case("a random base without bias", lambda g: {**_lora_random(g), "bias": False}),
         Case("a random base, x a batch of sequences (B, T, in_features)", _lora_random_sequences),
+        Case("a random base of MiniLM's width, 384 inputs, random r and alpha", _lora_random_wide),
     ],
     mistakes=[
         Mistake("B initialised randomly: the output differs from base at the start", _lora(b_random=True),
@@ -1055,6 +1115,17 @@ LORA = Exercise(
                 "as if its learning rate were 20 times too high. Dividing by √r does not undo that: the sum\n"
                 "runs over in_features, not over the rank. Divide by √in_features, or use\n"
                 "nn.init.kaiming_uniform_ as PEFT does."),
+        Mistake("A drawn far too small (torch.randn · 1e-4, or divided by in_features instead of √in_features)",
+                _lora(a_per_input=False, a_scale=1e-4),
+                "A should start at about the size 1/√in_features, so that A·x keeps x's scale. B's gradient grows\n"
+                "with A·x: with A a hundred times smaller, B's first updates are a hundred times smaller too, and\n"
+                "LoRA barely learns at the start. Divide torch.randn by √in_features (not in_features), or use\n"
+                "nn.init.kaiming_uniform_ as PEFT does."),
+        Mistake("scale kept as a float32 tensor (torch.tensor(alpha / r) without dtype=): float32 in a float64 case",
+                _lora(scale=lambda self: torch.tensor(self.alpha / self.r)),
+                "torch.tensor(alpha / r) makes a float32 tensor whatever base's dtype: alpha / r = 10/3 loses its\n"
+                "digits after the 7th, and the float64 output with them. Keep the scale a Python number,\n"
+                "self.scale = alpha / r, which takes the dtype of whatever it multiplies."),
         Mistake("scale r/alpha instead of alpha/r", _lora(scale=lambda self: self.r / self.alpha),
                 "The update is multiplied by alpha / r, so that changing r does not change how large the\n"
                 "update is at a given learning rate."),
@@ -1216,6 +1287,21 @@ def _mp_sums_as_counts(preds, labels, positive=1):
     return _prf_from(tp, int(preds.sum()) - tp, int(labels.sum()) - tp)
 
 
+def _mp_bool(preds, labels, positive=1):
+    """preds.bool() as the positive mask: every nonzero class is positive (inverted for positive=0)."""
+    pp, pl = preds.bool(), labels.bool()
+    if positive == 0:
+        pp, pl = ~pp, ~pl
+    return _prf_from(int((pp & pl).sum()), int((pp & ~pl).sum()), int((~pp & pl).sum()))
+
+
+def _mp_products(preds, labels, positive=1):
+    """Counts from products of class ids: right for 0/1 only."""
+    if positive == 0:
+        preds, labels = 1 - preds, 1 - labels
+    return _prf_from(int((preds * labels).sum()), int((preds * (1 - labels)).sum()), int(((1 - preds) * labels).sum()))
+
+
 def _mp_recall_over_negatives(preds, labels, positive=1):
     tp, fp, _ = _counts(preds, labels, positive)
     tn = int(((preds != positive) & (labels != positive)).sum())
@@ -1245,6 +1331,8 @@ PRF = Exercise(
         Case("no positive prediction at all: precision undefined", _prf_case([0, 0, 0, 0], [1, 0, 1, 0]), **_COUNTS),
         Case("no positive label nor prediction", _prf_case([0, 0, 0], [0, 0, 0]), **_COUNTS),
         Case("three classes, positive=2", _prf_case([2, 0, 1, 2, 2, 1, 0], [2, 1, 1, 0, 2, 2, 0], 2), **_COUNTS),
+        Case("three classes, positive=1: class 2 is not positive",
+             _prf_case([1, 2, 0, 1, 2, 0, 1], [1, 1, 0, 2, 2, 1, 0], 1), **_COUNTS),
     ],
     hidden=[
         Case("random binary predictions", _prf_random(2, 1), **_COUNTS),
@@ -1291,6 +1379,14 @@ PRF = Exercise(
                 "preds.sum() counts the predictions of class 1 only when the classes are 0 and 1 and positive\n"
                 "is 1: with positive=0 it counts the other class, and with three classes it adds up class\n"
                 "numbers. Count with comparisons: (preds == positive).sum() and (labels == positive).sum()."),
+        Mistake("class ids used as booleans (preds.bool()): every class but 0 counted as positive", _mp_bool,
+                "preds.bool() is True for every nonzero id, so with three classes and positive=2, class 1\n"
+                "counts as positive too (and ~ of it picks class 0 alone only when there are two classes).\n"
+                "Compare with the class you are given: (preds == positive) and (labels == positive)."),
+        Mistake("counts from products of class ids (preds * labels): right only for 0/1 labels", _mp_products,
+                "preds * labels counts a true positive as 1 only when both ids are 0 or 1: with class 2 a\n"
+                "product is 4, and 1 - preds is negative, so counts (and precision) leave [0, 1]. Make 0/1\n"
+                "masks first: (preds == positive) & (labels == positive), and the like."),
         Mistake("recall as TP / (TP + TN): true negatives where the false negatives belong", _mp_recall_over_negatives,
                 "Recall asks how many of the real positives were found: TP / (TP + FN), where FN are the\n"
                 "positive labels predicted as something else. True negatives are not positives at all."),
