@@ -1031,3 +1031,20 @@ def test_mha_dropout_undone_by_renormalising_is_told_why():
                         "w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)\n"
                         "        w = w / w.sum(-1, keepdim=True).clamp_min(1e-9)"},
                        "rows renormalised after the dropout (w / w.sum(-1, keepdim=True)) divide its 1/(1 − p)")
+
+
+def test_sdpa_with_q_and_k_swapped_is_told_which_way_the_weights_face():
+    """k @ qᵀ raised torch's words alone at weights @ v (a notebook cell's lines are readable, and that line
+    has no k in it, so the note on turning k was left out)."""
+    import linecache
+    import math
+    src = _SDPA.lstrip().replace("q @ k.mT", "k @ q.mT")
+    for key, text in _SDPA_RIGHT.items():
+        src = src.replace(key, text)
+    name = "<answer cell sdpa swapped>"
+    linecache.cache[name] = (len(src), None, src.splitlines(True), name)
+    ns = {"torch": torch, "math": math}
+    exec(compile(src, name, "exec"), ns)
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("scaled_dot_product_attention"), ns["scaled_dot_product_attention"], suite=suite)
+        assert not r.passed and "Scores made as k @ qᵀ (q and k swapped)" in r.message, r.message

@@ -120,6 +120,10 @@ def _call_sdpa(impl, inputs):
         reduces = re.search(r"\.(sum|amax|max|mean|logsumexp)\(", line) and "keepdim" not in line
         if re.search(r"\bmask\b", line) and not re.search(r"\bk\b", line):
             exc.add_note(_MASK_NOTE)
+        elif uses_v_not_k and any(s in str(exc) for s in ("cannot be multiplied", "batch2", "must match the size")):
+            exc.add_note("If this is weights @ v: the weights must be (…, T_q, T_k), one row per query, so that they\n"
+                         "meet the T_k rows of v as it comes, (…, T_k, d_v). Scores made as k @ qᵀ (q and k swapped)\n"
+                         "are (…, T_k, T_q): make them q @ k.transpose(-2, -1).")
         elif not uses_v_not_k and not (reduces and not re.search(r"\bk\b", line)):
             add_turn_k_note(exc, unsure=True)
         raise
