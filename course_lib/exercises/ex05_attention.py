@@ -200,20 +200,14 @@ def _m_softmax_then_masked(q, k, v, mask=None):
 
 
 def _m_scaled_after_softmax(q, k, v, mask=None):
-    out, w = _finish(q @ k.mT, v, mask)
+    _, w = _finish(q @ k.mT, v, mask)
     w = w / math.sqrt(q.shape[-1])
     return w @ v, w
 
 
 def _m_out_before_zeroing(q, k, v, mask=None):
-    s = q @ k.mT / math.sqrt(q.shape[-1])
-    if mask is not None:
-        s = s.masked_fill(~mask, -1e9)
-    w = torch.softmax(s, dim=-1)
-    out = w @ v
-    if mask is not None:
-        w = w.masked_fill(~mask, 0.0)
-    return out, w
+    out, w = _m_uniform_rows(q, k, v, mask)               # the output of the uniform rows, then the weights zeroed
+    return out, (w if mask is None else w.masked_fill(~mask, 0.0))
 
 
 def _m_by_dk(q, k, v, mask=None):
