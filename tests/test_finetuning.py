@@ -1525,3 +1525,35 @@ def test_loader_renaming_that_misses_keys_under_strict_false_lists_them():
     for suite, r in _verdicts(LOADER, load_pretrained_encoder).items():
         assert not r.passed and "hold values from no tensor of the checkpoint" in r.message, (suite, r.message)
         assert "attn.out_proj.weight" in r.message, r.message
+
+
+@pytest.mark.parametrize("change, said", [
+    ({"return self.head(DROP)": "return self.head(DROP).squeeze()"}, "expected shape (1, 2), got (2,)"),
+    ({"self.head = nn.Linear(encoder.config.d_model, n_classes)":
+      "self.head = nn.Linear(encoder.config.d_model, n_classes)\n        self.norm = nn.LayerNorm(encoder.config.d_model)",
+      "return self.head(DROP)": "return self.head(self.norm(DROP))"},
+     "holds parameters besides the encoder's and the head's (norm.weight, norm.bias)"),
+    ({"encoder.config.d_model": "encoder.config.hidden_size"}, "The course's BertConfig names the width d_model"),
+], ids=["squeezed logits", "a LayerNorm before the head", "config.hidden_size"])
+def test_classifier_third_probe(change, said):
+    """.squeeze() passed (no case had one sentence, as the notebook's prediction box gives); an extra LayerNorm
+    before the head got bare logits; config.hidden_size got Python's words alone."""
+    from course_lib.exercises.ex09_finetuning import SENTENCE_CLASSIFIER
+    src = _CLF_CELL.replace("POOLED", "(h * m).sum(1) / m.sum(1)")
+    for old, new in change.items():
+        src = src.replace(old, new)
+    answer = _cell(src.replace("DROP", "self.dropout(pooled)"), "SentenceClassifier")
+    for suite, r in _verdicts(SENTENCE_CLASSIFIER, answer).items():
+        assert not r.passed and said in r.message, (suite, r.message)
+
+
+def test_freeze_with_the_layers_flag_set_as_an_attribute_is_told_so():
+    """layer.requires_grad = False on each layer got the parts that train listed, with no word on why."""
+    from course_lib.exercises.ex09_finetuning import FREEZE
+    src = _FREEZE_CELL.replace("    for part in PARTS:\n        for p in part.parameters():\n            p.requires_grad = False\n",
+                               "    model.encoder.embeddings.requires_grad_(False)\n"
+                               "    for layer in model.encoder.layers[:n_layers]:\n        layer.requires_grad = False\n")
+    answer = _cell(src.replace("COUNT", "sum(p.numel() for p in model.parameters() if p.requires_grad)"),
+                   "freeze_lower_layers")
+    for suite, r in _verdicts(FREEZE, answer).items():
+        assert not r.passed and "known mistake: the layers left trainable" in r.message, (suite, r.message)

@@ -378,7 +378,13 @@ _TRAIN_STEP = """def train_step(model, batch, optimizer, max_norm):
     ("params = list(model.parameters())\n    norm = sum(p.grad.norm() for p in params)\n"
      "    if norm > max_norm:\n        for p in params:\n            p.grad.mul_(max_norm / (norm + 1e-6))",
      "the tensors' norms added up (sum of g.norm())"),
-], ids=["clip_grad_norm_ per parameter", "clip_grad_value_", "clamp_", "by hand without eps", "norms added"])
+    ("torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]['params'], max_norm)",
+     "only the optimizer's first parameter group clipped"),
+    ("total = torch.sqrt(sum((p.detach() ** 2).sum() for p in model.parameters()))\n"
+     "    if total > max_norm:\n        for p in model.parameters():\n            p.grad.mul_(max_norm / (total + 1e-6))",
+     "the norm of the weights (p) clipped against"),
+], ids=["clip_grad_norm_ per parameter", "clip_grad_value_", "clamp_", "by hand without eps", "norms added",
+        "first group only", "norm of the weights"])
 def test_train_step_check_names_clipping_that_is_not_by_the_global_norm(clip, mistake):
     r = _evaluate("train_step", _answer(_TRAIN_STEP.replace("CLIP", clip), "train_step"))
     assert not r.passed and f"known mistake: {mistake}" in r.message, r.message
@@ -1061,3 +1067,10 @@ def test_get_batch_with_another_lower_bound_is_told_the_call_it_must_repeat():
               "            torch.stack([data[i + 1:i + 1 + block_size] for i in ix]))\n")
     for suite, r in _evaluate_both("get_batch", _answer(source, "get_batch")).items():
         assert not r.passed and "the same bound (len(data) - block_size, no low)" in r.message, (suite, r.message)
+
+
+def test_train_step_with_the_batch_read_the_other_way_round_is_named():
+    """y, x = batch got bare losses: the model learns to predict the token before."""
+    source = _TRAIN_STEP.replace("    x, y = batch", "    y, x = batch").replace("CLIP", "clip_grad_norm(model.parameters(), max_norm)")
+    for suite, r in _evaluate_both("train_step", _answer(source, "train_step")).items():
+        assert not r.passed and "known mistake: the batch read as (y, x)" in r.message, (suite, r.message)

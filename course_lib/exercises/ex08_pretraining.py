@@ -1219,10 +1219,11 @@ class _TinyLM(nn.Module):
         return torch.tanh(self.emb[idx]) @ self.out
 
 
-def _step_case(B, T, V, C, max_norm, lr=0.5, scale=1.0):
-    """scale multiplies out, and so the gradients' norm (about 0.4 to 1.2 at 1.0)."""
+def _step_case(B, T, V, C, max_norm, lr=0.5, scale=1.0, groups=1):
+    """scale multiplies out, and so the gradients' norm (about 0.4 to 1.2 at 1.0). groups=2: the optimizer
+    holds emb and out in two parameter groups, as a decay / no-decay split does."""
     def make(g):
-        return {"emb": torch.randn(V, C, generator=g, dtype=torch.float64),
+        return {"groups": groups, "emb": torch.randn(V, C, generator=g, dtype=torch.float64),
                 "out": torch.randn(C, V, generator=g, dtype=torch.float64) * scale,
                 "x": torch.randint(V, (B, T), generator=g), "y": torch.randint(V, (B, T), generator=g),
                 "max_norm": max_norm, "lr": lr,
@@ -1234,6 +1235,10 @@ def _step_case(B, T, V, C, max_norm, lr=0.5, scale=1.0):
 def _step_random(g):
     """Gradient norms mostly 1 to 5 (scale 3): above 1.0, so a clip to 1.0 is told from no clip at all."""
     return _step_case(_ri(g, 2, 4), _ri(g, 3, 6), _ri(g, 5, 12), _ri(g, 3, 6), [0.1, 0.5][_ri(g, 0, 1)], scale=3.0)(g)
+
+
+def _step_random_groups(g):
+    return {**_step_random(g), "groups": 2}
 
 
 def _step_unclipped(g):
@@ -1248,7 +1253,8 @@ def _call_step(fn, inputs):
     model = _TinyLM(inputs["emb"], inputs["out"])
     for p, old in zip((model.emb, model.out), inputs["old_grads"]):
         p.grad = old.clone()
-    opt = torch.optim.SGD(model.parameters(), lr=inputs["lr"])
+    opt = torch.optim.SGD(model.parameters() if inputs.get("groups", 1) == 1 else
+                          [{"params": [model.emb]}, {"params": [model.out]}], lr=inputs["lr"])
     try:
         got = [fn(model, (inputs["x"], inputs["y"]), opt, inputs["max_norm"]) for _ in range(2)]
     except RuntimeError as exc:
@@ -1336,6 +1342,33 @@ def _clipped_otherwise(clip, update=True):
 
 def _clip_global(model, max_norm):
     clip_grad_norm(model.parameters(), max_norm)              # as the right step clips
+
+
+def _clip_of_the_weights(model, max_norm):
+    norm = torch.sqrt(sum((p.detach() ** 2).sum() for p in model.parameters()))     # the weights' norm, not the grads'
+    if norm > max_norm:
+        for p in model.parameters():
+            p.grad.mul_(max_norm / (norm + 1e-6))
+
+
+def _step_first_group_clipped(model, batch, optimizer, max_norm):
+    x, y = batch
+    optimizer.zero_grad()
+    loss = ref.lm_loss(model(x), y)
+    loss.backward()
+    clip_grad_norm(optimizer.param_groups[0]["params"], max_norm)          # the other groups left out
+    optimizer.step()
+    return loss.item()
+
+
+def _step_batch_swapped(model, batch, optimizer, max_norm):
+    y, x = batch                                                            # (x, y) read the other way round
+    optimizer.zero_grad()
+    loss = ref.lm_loss(model(x), y)
+    loss.backward()
+    clip_grad_norm(model.parameters(), max_norm)
+    optimizer.step()
+    return loss.item()
 
 
 def _clip_at_one(model, max_norm):
@@ -1436,10 +1469,13 @@ TRAIN_STEP = Exercise(
         Case("vocabulary 5, width 3, batch (4, 4), max_norm 0.05, two steps", _step_case(4, 4, 5, 3, 0.05)),
         Case("vocabulary 6, width 4, batch (3, 4), max_norm 100 (the gradients are smaller: no clipping), lr 0.1, "
              "two steps", _step_case(3, 4, 6, 4, 100.0, lr=0.1)),
+        Case("vocabulary 8, width 4, batch (3, 5), max_norm 0.1, an optimizer with two parameter groups (emb, out), "
+             "as a decay / no-decay split makes", _step_case(3, 5, 8, 4, 0.1, scale=3.0, groups=2)),
     ],
     hidden=[Case("random sizes, gradient norm mostly above 1, two steps", _step_random),
             Case("random sizes, gradient norm mostly above 1, two steps (again)", _step_random),
             Case("random sizes, max_norm 50 (no clipping)", _step_unclipped),
+            Case("random sizes, an optimizer with two parameter groups", _step_random_groups),
             # float64 alone, to 1e-10: two right steps agree to about 1e-15, one through float32 to about 1e-8
             Case("random sizes, in float64 only, compared to 1e-10 (a detour through float32 shows)", _step_random,
                  dtypes=(torch.float64,), atol=1e-12, rtol=1e-10)],
@@ -1515,6 +1551,20 @@ TRAIN_STEP = Exercise(
                 "train_step computes in the model's own dtype, and float32 is checked at float32's precision.\n"
                 "Mixed precision is the training loop's choice: the course's Trainer turns autocast on only\n"
                 "where the hardware runs bf16 natively (TrainConfig(bf16=...)). Leave torch.autocast out here."),
+        Mistake("the batch read as (y, x): the model given the targets, scored against the inputs",
+                _step_batch_swapped,
+                "get_batch returns (x, y), the inputs first: x, y = batch. Read the other way round, the model\n"
+                "reads the targets and is scored against the inputs, each position against the token before\n"
+                "it: it learns to predict the past."),
+        Mistake("only the optimizer's first parameter group clipped (optimizer.param_groups[0]['params'])",
+                _step_first_group_clipped,
+                "The norm to clip is the whole model's: clip_grad_norm(model.parameters(), max_norm). An\n"
+                "optimizer may split the parameters into groups (decay and no decay, or a head with its own\n"
+                "rate): the first group alone leaves the others unclipped and measures part of the norm."),
+        Mistake("the norm of the weights (p) clipped against, not the norm of the gradients (p.grad)",
+                _clipped_otherwise(_clip_of_the_weights),
+                "Clipping bounds the step, so its norm is the gradients': √(Σ ‖p.grad‖²). The weights' own norm\n"
+                "has nothing to do with how large this step is: measure p.grad, then scale p.grad."),
         # all but the overflow (train_step's logits are small) and the float32 detour, named above for train_step
         *(Mistake(m.name, _stepped(m.fn), m.explanation) for m in LM_LOSS.mistakes
           if m.fn not in (_m_log_of_softmax, _m_logsumexp_by_hand, _m_float32)),

@@ -372,7 +372,13 @@ def _call_clf(cls, inputs):
     enc.load_state_dict(inputs["encoder_state"])
     enc = enc.to(device=w.device, dtype=w.dtype)
     p = inputs["dropout"]
-    model = cls(enc, inputs["n_classes"], dropout=p)
+    try:
+        model = cls(enc, inputs["n_classes"], dropout=p)
+    except AttributeError as exc:
+        if "hidden_size" in str(exc):
+            exc.add_note("The course's BertConfig names the width d_model (Hugging Face's calls it hidden_size): "
+                         "nn.Linear(encoder.config.d_model, n_classes).")
+        raise
     head = getattr(model, "head", None)
     if not isinstance(head, nn.Linear):
         raise AttributeError(f"SentenceClassifier needs an nn.Linear attribute named 'head' (found {type(head).__name__})")
@@ -390,6 +396,13 @@ def _call_clf(cls, inputs):
         found = f"it is self.{others[0]}" if others else "self.encoder is something else"
         raise ValueError(f"SentenceClassifier keeps the encoder it is given as self.encoder ({found}): "
                          "freeze_lower_layers and the notebook's LoRA cells reach it as model.encoder")
+    extra = [n for n, q in model.named_parameters()
+             if id(q) not in {id(t) for t in enc.parameters()} | {id(head.weight), id(head.bias)}]
+    if extra:
+        raise ValueError(f"SentenceClassifier holds parameters besides the encoder's and the head's ({', '.join(extra[:3])}"
+                         f"{', …' if len(extra) > 3 else ''}): the contract's classifier is the encoder, the mean of "
+                         f"its token vectors, dropout, and one nn.Linear head. Leave out what it does not ask for (a "
+                         f"LayerNorm before the head, a second layer)")
     if id(head.weight) not in own:
         raise ValueError("the head is not among model.parameters(): keep it as a module attribute (self.head = "
                          "nn.Linear(...)), not in a list, a dict or behind a property, or an optimizer never "
@@ -498,10 +511,14 @@ SENTENCE_CLASSIFIER = Exercise(
              _clf_case(_config(12, 1, 3), n_classes=4, B=4, T=8, dropout=0.3, padded_ids=True)),
         Case("a 2-layer encoder (d_model 16), 3 classes, dropout=0.25, batch (5, 9) whose last two sentences are "
              "one token long", _clf_case(_config(), n_classes=3, B=5, T=9, one_token=2, dropout=0.25)),
+        Case("a 2-layer encoder (d_model 16), 2 classes, one sentence, batch (1, 5): as the notebook's prediction box "
+             "gives it", _clf_case(_config(), B=1, T=5)),
     ],
     hidden=[
         Case("a random small encoder, number of classes, dropout and batch", _random_clf),
         Case("another random encoder and batch", _random_clf),
+        Case("a random small encoder and one sentence (batch of 1)",
+             lambda g: _clf_case(_random_config, n_classes=_ri(g, 2, 4), B=1, T=_ri(g, 3, 8))(g)),
         Case("a 1-layer encoder (d_model 20, 2 heads), 2 classes, dropout=0.2, batch (6, 12) whose padding holds "
              "token ids after its first 0", _clf_case(_config(20, 1, 2), B=6, T=12, dropout=0.2, padded_ids=True)),
     ],
@@ -705,6 +722,13 @@ def _mf_embeddings(model, n_layers):
     return _trainable(model)
 
 
+def _mf_layers_attribute(model, n_layers):
+    """layer.requires_grad = False for the layers: an attribute set on each module, no parameter frozen."""
+    _in_range(model, n_layers)
+    _freeze_with(model, [model.encoder.embeddings])
+    return _trainable(model)
+
+
 def _mf_top(model, n_layers):
     _in_range(model, n_layers)
     layers = model.encoder.layers
@@ -828,6 +852,11 @@ FREEZE = Exercise(
                 "parameters. The usual cause: module.requires_grad = False only sets a new attribute on the\n"
                 "module object and changes none of its parameters; call module.requires_grad_(False), with\n"
                 "the underscore, or set p.requires_grad = False for each p in module.parameters()."),
+        Mistake("the layers left trainable (layer.requires_grad = False freezes nothing), the embeddings frozen",
+                _mf_layers_attribute,
+                "module.requires_grad = False only sets a new attribute on the module object: none of its\n"
+                "parameters changes. Call layer.requires_grad_(False), with the underscore, or set\n"
+                "p.requires_grad = False for each p in layer.parameters()."),
         Mistake("the top layers frozen instead of the lowest", _mf_top,
                 "layers[0] is next to the embeddings, layers[-1] next to the head. The lower layers hold\n"
                 "general features worth keeping; the upper ones adapt to the task: freeze layers[:n_layers]."),
