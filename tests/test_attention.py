@@ -489,7 +489,7 @@ def _grade_changed_mha(change, said):
     ({"w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)": _UNDROPPED}, "known mistake: dropout never applied"),
     ({"w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)": _UNDROPPED,
       "OUT": "self.out_proj(self.dropout(merge_heads(w @ v)))"},
-     "known mistake: dropout applied to the heads' merged output instead of the attention weights"),
+     "known mistake: dropout applied to the heads' merged output, or to v before the heads are split"),
     ({"w = self.dropout(": "w = torch.dropout(", "NAN_FIX)": "NAN_FIX, self.dropout.p, self.training)"}, None),
     ({"w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)":
       _UNDROPPED + "\n        if self.training:\n"
@@ -734,7 +734,7 @@ def test_causal_mask_that_sets_the_default_dtype_is_refused_and_the_dtype_put_ba
       "        if getattr(self, 'k_kept', None) is None or self.k_kept.shape[2] != src.shape[1]:\n"
       "            self.k_kept = split_heads(self.k_proj(src), self.n_heads)\n"
       "        k = self.k_kept\n"},
-     "or a tensor kept on the module from an earlier call"),
+     "it keeps something from one call to the next (the mask, or k and v, on self)"),
     ({"split_heads(self.q_proj(x), self.n_heads)": "split_heads(self.q_proj(x), d // self.n_heads)",
       "split_heads(self.k_proj(src), self.n_heads)": "split_heads(self.k_proj(src), d // self.n_heads)",
       "split_heads(self.v_proj(src), self.n_heads)": "split_heads(self.v_proj(src), d // self.n_heads)"},
@@ -1048,3 +1048,32 @@ def test_sdpa_with_q_and_k_swapped_is_told_which_way_the_weights_face():
     for suite in ("visible", "hidden"):
         r = evaluate(get_exercise("scaled_dot_product_attention"), ns["scaled_dot_product_attention"], suite=suite)
         assert not r.passed and "Scores made as k @ qᵀ (q and k swapped)" in r.message, r.message
+
+
+_MHA_KEPT = {
+    "mask kept on self": {"    def forward(self, x, context=None, mask=None):\n":
+                          "    def forward(self, x, context=None, mask=None):\n"
+                          "        if mask is not None:\n            self.kept = mask\n"
+                          "        mask = getattr(self, 'kept', None)\n"},
+    "k and v cached": {"        k = split_heads(self.k_proj(src), self.n_heads)\n        v = split_heads(self.v_proj(src), self.n_heads)\n":
+                       "        if context is not None and getattr(self, 'cache', None) is not None:\n"
+                       "            k, v = self.cache\n        else:\n"
+                       "            k = split_heads(self.k_proj(src), self.n_heads)\n"
+                       "            v = split_heads(self.v_proj(src), self.n_heads)\n"
+                       "            self.cache = (k, v)\n"},
+}
+
+
+@pytest.mark.parametrize("change, said", [
+    (_MHA_KEPT["mask kept on self"], "it keeps something from one call to the next"),
+    (_MHA_KEPT["k and v cached"], "it keeps something from one call to the next"),
+    ({"v = split_heads(self.v_proj(src)": "v = split_heads(self.k_proj(src)"}, "known mistake: v made with k_proj"),
+    ({"v = split_heads(self.v_proj(src), self.n_heads)": "v = split_heads(self.dropout(self.v_proj(src)), self.n_heads)",
+      "w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)": _UNDROPPED},
+     "known mistake: dropout applied to the heads' merged output, or to v before the heads are split"),
+], ids=["mask kept on self", "k and v cached", "v from k_proj", "dropout on v before the split"])
+def test_mha_third_probe(change, said):
+    """A mask or k and v kept on self passed (each case builds a new module and gives the same mask every call;
+    the cache was named 'k made with q_proj'); v made with k_proj got bare numbers; dropout on v before the
+    split was told it dropped the merged output, which it never touched (the two drop the same features)."""
+    _grade_changed_mha(change, said)

@@ -851,3 +851,29 @@ def test_a_block_that_adds_the_residual_into_x_in_place_is_told_so():
               .replace("SUB(x)", "self.sublayer(x)"))
     for r in _both_suites("ResidualBlock", _learner_cell(source, "ResidualBlock", LayerNorm=ref.LayerNorm)):
         assert not r.passed and "the answer is right but it changed its input x in place" in r.message, r.message
+
+
+@pytest.mark.parametrize("forward, says", [
+    ("mean = x.mean(-1, keepdim=True)\n        var = (x * x).mean(-1, keepdim=True) - mean * mean\n"
+     "        return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias",
+     "known mistake: variance as E[x²] - E[x]²"),
+    ("mean = x.mean(-1, keepdim=True)\n        std = x.std(-1, keepdim=True, unbiased=False)\n"
+     "        return self.weight * (x - mean) / (std + self.eps) + self.bias",
+     "known mistake: eps added outside the square root"),
+    ("mean, var = x.mean(-1, keepdim=True), x.var(-1, keepdim=True, unbiased=False)\n"
+     "        return ((x - mean) / torch.sqrt(var + self.eps) + self.bias) * self.weight",
+     "known mistake: bias added before scaling"),
+    ("if self.training or getattr(self, 'stats', None) is None or self.stats[0].shape[:-1] != x.shape[:-1]:\n"
+     "            self.stats = (x.mean(-1, keepdim=True), x.var(-1, keepdim=True, unbiased=False))\n"
+     "        mean, var = self.stats\n"
+     "        return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias",
+     "in eval mode gave, on a second input of the same shape, another output than in training mode"),
+], ids=["one-pass variance", "eps outside", "bias first", "statistics kept in eval mode"])
+def test_layernorm_module_third_probe(forward, says):
+    """The module's cases had no stability probe, so the one-pass variance passed; statistics kept on self in eval
+    mode passed (no two eval-mode calls); eps outside the root and bias before the scaling got bare numbers (the
+    function's catalogue names them, the module's did not)."""
+    src = ("class LayerNorm(nn.Module):\n    def __init__(self, d, eps=1e-5):\n        super().__init__()\n"
+           f"        {_INIT}\n\n    def forward(self, x):\n        {forward}\n")
+    for r in _both_suites("LayerNorm", _learner_cell(src, "LayerNorm")):
+        assert not r.passed and says in r.message, r.message

@@ -843,6 +843,7 @@ def _call_mha(impl, inputs):
     if not isinstance(out, torch.Tensor):
         raise ValueError(f"MultiHeadAttention's forward must return one tensor, (B, T_q, d_model); it returned "
                          f"{describe_value(out)}")
+    _nothing_kept(impl, module, inputs)
     trains = _trains(module, x, inputs)
     if x.device.type == "cpu":          # a tensor made on the CPU whatever x's device fails on a GPU only
         def fresh_on_meta():            # a new module, as a learner's is built and moved: nothing kept from above
@@ -853,6 +854,32 @@ def _call_mha(impl, inputs):
         check_on_meta(fresh_on_meta, "a new MultiHeadAttention on meta (its weights, x, context and mask)",
                       "Make every tensor forward creates on x's device: device=x.device, or torch.zeros_like(w).")
     return out, trains
+
+
+def _nothing_kept(impl, module, inputs):
+    """Called again on new values, with no mask and then with one that blocks nothing, the module must give what a
+    fresh one with the same weights gives: one that kept the mask, or k and v, from the call above does not."""
+    x, ctx, mask = inputs["x"], inputs["context"], inputs["mask"]
+    if x.device.type == "meta":
+        return
+    try:
+        fresh = impl(inputs["d_model"], inputs["n_heads"], dropout=inputs["dropout"], bias=inputs["bias"])
+        fresh = fresh.to(device=x.device, dtype=x.dtype)       # in the mode a module starts in, as the case's was
+        if not module.training:
+            fresh.eval()
+        fresh.load_state_dict(module.state_dict())
+    except Exception:                    # a module that cannot be rebuilt so: the other checks judge it
+        return
+    x2, ctx2 = x * 0.5 + 0.25, None if ctx is None else ctx * 0.5 + 0.25
+    for m in [None] + ([torch.ones_like(mask, dtype=torch.bool)] if mask is not None else []):
+        with torch.no_grad(), _FixedDropout("keep all"):
+            used, new = module(x2, context=ctx2, mask=m), fresh(x2, context=ctx2, mask=m)
+        if (isinstance(used, torch.Tensor) and isinstance(new, torch.Tensor) and used.shape == new.shape
+                and not torch.allclose(used, new, rtol=1e-5, atol=1e-6, equal_nan=True)):
+            raise ValueError("MultiHeadAttention, called a second time on other values and " + ("without a mask" if m is None else
+                             "with a mask that blocks nothing") + ", the module gave other outputs than a new one with "
+                             "the same weights: it keeps something from one call to the next (the mask, or k and v, "
+                             "on self). Each call must depend on its own x, context and mask alone")
 
 
 _TRAINS = "every projection's weight gets a finite gradient from the output"
@@ -888,7 +915,7 @@ class _MHAKind(nn.Module):
     """A configurable wrong multi-head attention, for the catalogue of mistakes below."""
     scale_by_d_model = merge_dh = no_out_proj = ignore_context = swap_roles = reshape_split = reshape_merge = False
     heads_last = ignore_mask = always_causal = drop_in_eval = split_by_size = k_from_q_proj = False
-    split_dh = drop_output_too = False
+    split_dh = drop_output_too = v_from_k_proj = False
     fixed_p = None                 # a dropout rate of its own, whatever the argument
     attend = None                  # a wrong scaled_dot_product_attention(q, k, v, mask) from above
     drop_at = "weights"            # where dropout acts: "weights" (right), "scores", "v", "merged", "output", or None
@@ -914,7 +941,7 @@ class _MHAKind(nn.Module):
         else:
             split = lambda t: rearrange(t, "b t (h d) -> b h t d",  # noqa: E731
                                         h=d // self.h if self.split_by_size else self.h)
-        q, v = split(self.q_proj(qsrc)), split(self.v_proj(src))
+        q, v = split(self.q_proj(qsrc)), split((self.k_proj if self.v_from_k_proj else self.v_proj)(src))
         k = split((self.q_proj if self.k_from_q_proj else self.k_proj)(src))
         mask = None if self.ignore_mask else mask
         if self.always_causal:
@@ -989,6 +1016,9 @@ MHA = Exercise(
                 "Each projection has its own weights: k = k_proj(source), beside q = q_proj(x) and\n"
                 "v = v_proj(source). With q_proj for both, a token's query and key are the same vector in\n"
                 "self-attention, so the scores are symmetric (i scores j as j scores i), and k_proj never trains."),
+        Mistake("v made with k_proj (v_proj never used)", _kind(v_from_k_proj=True),
+                "Each projection has its own weights: v = v_proj(source), beside k = k_proj(source). With k_proj\n"
+                "for both, every value is its key, and v_proj never trains."),
         Mistake("heads merged in the wrong order, (d h) instead of (h d)", _kind(merge_dh=True),
                 "merge_heads must undo split_heads: head h's features go back to positions\n"
                 "h*D ... (h+1)*D - 1, so the head is the outer factor: (h d)."),
@@ -999,11 +1029,13 @@ MHA = Exercise(
                 "Attention dropout zeroes some of the weights each query gives the keys, then uses what is left\n"
                 "to mix v: dropout(weights) @ v. Dropping entries of the output (a later residual dropout's\n"
                 "job) is another layer."),
-        Mistake("dropout applied to the heads' merged output instead of the attention weights",
+        Mistake("dropout applied to the heads' merged output, or to v before the heads are split, instead of the "
+                "attention weights",
                 _kind(drop_at="merged"),
                 "Attention dropout zeroes some of the weights each query gives the keys, then mixes v with\n"
                 "what is left: dropout(weights) @ v. Dropping features of the heads' output before out_proj\n"
-                "regularises something else."),
+                "regularises something else; dropping v_proj's output before split_heads drops the very same\n"
+                "features, as each head's weights mix v's features without moving them."),
         Mistake("dropout applied to v, or to each head's output weights @ v, instead of the attention weights",
                 _kind(drop_at="v"),
                 "Attention dropout zeroes some of the weights each query gives the keys: dropout(weights) @ v.\n"

@@ -9,7 +9,7 @@ from torch import nn
 from course_lib.grading.compare import _shape
 from course_lib.grading import gradients
 from course_lib.grading.meta import META, also_on_meta
-from course_lib.grading.spec import DEFAULT_TOLERANCE, Case, Exercise, Forbidden, Mistake, register
+from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
 from course_lib.reference import norms as ref
 from course_lib.seeding import seeded
 
@@ -164,17 +164,27 @@ def _same_in_eval(m: nn.Module, x: torch.Tensor, out, named: str, why: str) -> N
     inference (nn.LayerNorm keeps no running statistics); the checks otherwise run in training mode only."""
     if not isinstance(out, tuple) or not isinstance(out[0], torch.Tensor) or out[0].device.type == "meta":
         return
+    other = x.detach() * 0.5 + 0.25            # a second input of the same shape: nothing may carry over to it
     m.eval()
     try:
         with torch.no_grad():
-            again = m(x.detach().clone())
+            again, other_eval = m(x.detach().clone()), m(other.clone())
     finally:
         m.train()
-    atol, rtol = DEFAULT_TOLERANCE.get(out[0].dtype, DEFAULT_TOLERANCE[torch.float32])   # another formula may round
+    with torch.no_grad():
+        other_train = m(other.clone())
+    # Another formula may round otherwise (by 1e-4 at inputs of 1000 ± 1 in float32): these look for gross changes.
+    atol, rtol = 1e-3, 1e-3
     if (isinstance(again, torch.Tensor) and again.shape == out[0].shape
             and not torch.allclose(again, out[0], rtol=rtol, atol=atol, equal_nan=True)):
         raise ValueError(f"{named} gave a different output after .eval() than in training mode, on the same "
                          f"input: {why}")
+    if (isinstance(other_eval, torch.Tensor) and isinstance(other_train, torch.Tensor)
+            and other_eval.shape == other_train.shape
+            and not torch.allclose(other_eval, other_train, rtol=rtol, atol=atol, equal_nan=True)):
+        raise ValueError(f"{named} in eval mode gave, on a second input of the same shape, another output than in "
+                         f"training mode: it keeps something from the call before (statistics kept on self, as "
+                         f"BatchNorm's running ones?). {why}")
 
 
 def _uses(fn, inputs, k, y) -> bool:
@@ -1136,9 +1146,9 @@ def _call_module(cls, inputs):
     return out
 
 
-def _mod_case(shape, scale=1.0, eps=None, initial=False):
+def _mod_case(shape, scale=1.0, eps=None, initial=False, shift=0.0):
     def make(g):
-        out = _ln_case(shape, scale, eps=eps)(g)
+        out = _ln_case(shape, scale, shift, eps=eps)(g)
         if initial:
             out = {"x": out["x"], "initial": True}
         elif eps is not None:
@@ -1164,6 +1174,21 @@ class _LNBase(nn.Module):
 class _MUnbiased(_LNBase):
     def forward(self, x):
         return _m_unbiased(x, self.weight, self.bias, self.eps)
+
+
+class _MEpsOutside(_LNBase):
+    def forward(self, x):
+        return _m_eps_outside(x, self.weight, self.bias, self.eps)
+
+
+class _MOnePass(_LNBase):
+    def forward(self, x):
+        return _m_one_pass(x, self.weight, self.bias, self.eps)
+
+
+class _MBiasFirst(_LNBase):
+    def forward(self, x):
+        return _m_bias_first(x, self.weight, self.bias, self.eps)
 
 
 class _MEpsFixed(_LNBase):
@@ -1234,11 +1259,15 @@ LAYER_NORM_MODULE = Exercise(
         Case("LayerNorm(16, eps=0.01) with weight and bias set, x of shape (3, 16), values around 1e-2",
              _mod_case((3, 16), scale=1e-2, eps=1e-2)),
         Case("LayerNorm(6) with weight and bias set, x of shape (5, 6)", _mod_case((5, 6))),
+        Case("LayerNorm(32) with weight and bias set, x of shape (4, 32), values 1000 ± 1 (stability probe)",
+             _mod_case((4, 32), shift=1000.0), atol=1e-3, rtol=1e-4),
     ],
     hidden=[
         Case("LayerNorm(d) as built, x of a random shape", _mod_random(initial=True)),
         Case("LayerNorm(d) with weight and bias set, x of a random shape", _mod_random()),
         Case("LayerNorm(d, eps=0.05), x of a random shape, values around 1e-2", _mod_random(1e-2, eps=5e-2)),
+        Case("LayerNorm(d), x of a random shape, values 1000 ± 1",
+             lambda g: _mod_case(_random_shape(g, 2), shift=1000.0)(g), atol=1e-3, rtol=1e-4),
     ],
     mistakes=[
         Mistake("weight initialised to zeros and bias to ones", _m_init(torch.zeros, torch.ones),
@@ -1256,6 +1285,10 @@ LAYER_NORM_MODULE = Exercise(
                 "x̂ on unscaled; training moves the weight from there. torch.rand draws from [0, 1): use\n"
                 "torch.ones(d)."),
         Mistake("unbiased variance (divided by D - 1)", _MUnbiased, _LN_EXPLAIN["unbiased"]),
+        Mistake("eps added outside the square root", _MEpsOutside, _LN_EXPLAIN["eps_outside"],
+                shown_on="values around 1e-2"),
+        Mistake("variance as E[x²] - E[x]² (cancels badly far from 0)", _MOnePass, _LN_EXPLAIN["one_pass"]),
+        Mistake("bias added before scaling", _MBiasFirst, _LN_EXPLAIN["bias_first"]),
         Mistake("weight and bias passed in each other's place (layer_norm(x, self.bias, self.weight))",
                 _MAffineSwapped, _LN_EXPLAIN["swapped"]),
         Mistake("eps argument ignored (1e-5 hard-coded)", _MEpsFixed,
