@@ -876,10 +876,10 @@ def _nothing_kept(impl, module, inputs):
             used, new = module(x2, context=ctx2, mask=m), fresh(x2, context=ctx2, mask=m)
         if (isinstance(used, torch.Tensor) and isinstance(new, torch.Tensor) and used.shape == new.shape
                 and not torch.allclose(used, new, rtol=1e-5, atol=1e-6, equal_nan=True)):
-            raise ValueError("MultiHeadAttention, called a second time on other values and " + ("without a mask" if m is None else
-                             "with a mask that blocks nothing") + ", the module gave other outputs than a new one with "
-                             "the same weights: it keeps something from one call to the next (the mask, or k and v, "
-                             "on self). Each call must depend on its own x, context and mask alone")
+            how = "without a mask" if m is None else "with a mask that blocks nothing"
+            raise ValueError(f"called a second time, on other values and {how}, MultiHeadAttention gave other outputs "
+                             f"than a new module with the same weights: it keeps something from one call to the next "
+                             f"(the mask, or k and v, on self). Each call must depend on its own x, context and mask")
 
 
 _TRAINS = "every projection's weight gets a finite gradient from the output"

@@ -160,8 +160,9 @@ def _call_fn(name, grads_of=None):
 
 
 def _same_in_eval(m: nn.Module, x: torch.Tensor, out, named: str, why: str) -> None:
-    """m(x) again after m.eval(): a norm, and a block built from one, compute the same in training and at
-    inference (nn.LayerNorm keeps no running statistics); the checks otherwise run in training mode only."""
+    """m(x) again after m.eval(), then m on a second input of x's shape, in eval mode and in training mode: a norm,
+    and a block built from one, compute the same in training and at inference (nn.LayerNorm keeps no running
+    statistics, and nothing from one call to the next); the checks otherwise run in training mode only."""
     if not isinstance(out, tuple) or not isinstance(out[0], torch.Tensor) or out[0].device.type == "meta":
         return
     other = x.detach() * 0.5 + 0.25            # a second input of the same shape: nothing may carry over to it
