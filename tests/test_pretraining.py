@@ -1074,3 +1074,20 @@ def test_train_step_with_the_batch_read_the_other_way_round_is_named():
     source = _TRAIN_STEP.replace("    x, y = batch", "    y, x = batch").replace("CLIP", "clip_grad_norm(model.parameters(), max_norm)")
     for suite, r in _evaluate_both("train_step", _answer(source, "train_step")).items():
         assert not r.passed and "known mistake: the batch read as (y, x)" in r.message, (suite, r.message)
+
+
+def test_sample_on_a_stale_context_is_told_so_not_sent_to_top_k():
+    """A context brought up to date only once the text outgrew block_size (the model called on the prompt for
+    the first tokens) was reported as tokens outside the top k, whose code was right."""
+    source = ("def sample(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):\n"
+              "    out, ctx = idx, idx[:, -model.block_size:]\n"
+              "    for _ in range(max_new_tokens):\n"
+              "        logits = model(ctx)[:, -1, :].float() / temperature\n"
+              "        if top_k is not None:\n"
+              "            logits = logits.masked_fill(logits < torch.topk(logits, top_k).values[:, [-1]], -float('inf'))\n"
+              "        nxt = torch.multinomial(torch.softmax(logits, -1).cpu(), 1, generator=generator).to(idx.device)\n"
+              "        out = torch.cat((out, nxt), dim=1)\n"
+              "        ctx = out[:, -model.block_size:] if out.size(1) > model.block_size else ctx\n"
+              "    return out\n")
+    for suite, r in _evaluate_both("sample", _answer(source, "sample")).items():
+        assert not r.passed and "the context was not brought up to date" in r.message, (suite, r.message)

@@ -823,9 +823,9 @@ MLM_MASK = Exercise(
 
 # --------------------------------------------------------------------------------- sample
 class _Bigram(nn.Module):
-    """A toy model: logits depend only on the last token; records the longest input it saw and how often
-    it was called. As it reads the last token alone, a context cropped too short changes none of its
-    outputs: that length is checked."""
+    """A toy model: logits depend only on the last token; records the longest input it saw, how often it was
+    called, and the last token of each input. As it reads the last token alone, a context cropped too short
+    changes none of its outputs: that length is checked, and whether each input ends with the latest token."""
 
     def __init__(self, table: torch.Tensor, block_size: int):
         super().__init__()
@@ -833,10 +833,12 @@ class _Bigram(nn.Module):
         self.block_size = block_size
         self.longest = 0
         self.calls = 0
+        self.last: list[torch.Tensor] = []                    # (B,) per call: the token each row's input ended with
 
     def forward(self, idx):                                   # (B, T) -> (B, T, V)
         self.longest = max(self.longest, idx.shape[1])
         self.calls += 1
+        self.last.append(idx[:, -1].detach())
         return self.table[idx]
 
 
@@ -919,6 +921,19 @@ def _call_sample(fn, inputs):
                     f"before its last draw (block_size = {block}): it should see them all, up to block_size")
         return None
 
+    def up_to_date():
+        if model.calls != new or out.device.type == "meta":  # another number of calls: cropped() says so
+            return None
+        for i, seen in enumerate(model.last):
+            wrong = seen.to(out.device) != out[:, T - 1 + i]
+            if bool(wrong.any()):
+                r = int(wrong.nonzero()[0])
+                return (f"new token {i} (row {r}) was drawn from the model's output on a text ending in token "
+                        f"{int(seen[r])}, not in the token just before it ({int(out[r, T - 1 + i])}): the context was "
+                        f"not brought up to date. Call the model on the text so far, idx[:, -block_size:] after each "
+                        f"token is appended")
+        return None
+
     def in_top_k():
         prev, nxt = out[:, T - 1:-1], out[:, T:]                                  # (B, new)
         top = torch.topk(table[prev], k, dim=-1).indices                          # (B, new, k)
@@ -950,7 +965,9 @@ def _call_sample(fn, inputs):
               contract),
              (f"out[:, :{T}] is the prompt idx", prompt_kept),
              (f"the model given the whole text, or its last block_size = {block} tokens once it is longer",
-              cropped)]
+              cropped),
+             ("each new token drawn from the model's output on the text so far (ending with the token just before)",
+              up_to_date)]
     if inputs["mode"] != "freq":
         props.append(("every new token is the most likely next token (top_k = 1)" if k == 1 else
                       f"every new token among the {k} most likely next tokens", in_top_k))
@@ -1115,7 +1132,7 @@ def _m_softmax_twice(model, idx, max_new_tokens, temperature=1.0, top_k=None, ge
 _TOL = dict(atol=0.04, rtol=0.0)
 SAMPLE = Exercise(
     name="sample", notebook="08_pretraining", reference=ref.sample, call=_call_sample,
-    outputs=(*["a property in words"] * 5, "how often each token is the first new one, over the rows",
+    outputs=(*["a property in words"] * 6, "how often each token is the first new one, over the rows",
              "how often each token is the second new one, over the rows"),
     visible=[
         Case("greedy (top_k = 1): idx (2, 6), 10 new tokens, block_size 8", _sample_case("greedy", 2, 6, 12, 10, top_k=1), **_TOL),
