@@ -1071,7 +1071,11 @@ _MHA_KEPT = {
     ({"v = split_heads(self.v_proj(src), self.n_heads)": "v = split_heads(self.dropout(self.v_proj(src)), self.n_heads)",
       "w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)": _UNDROPPED},
      "known mistake: dropout applied to the heads' merged output, or to v before the heads are split"),
-], ids=["mask kept on self", "k and v cached", "v from k_proj", "dropout on v before the split"])
+    ({"q = split_heads(self.q_proj(x), self.n_heads)": "q = self.q_proj(x)[:, None]",
+      "k = split_heads(self.k_proj(src), self.n_heads)": "k = self.k_proj(src)[:, None]",
+      "v = split_heads(self.v_proj(src), self.n_heads)": "v = self.v_proj(src)[:, None]"},
+     "known mistake: heads never split: one head of size d_model"),
+], ids=["mask kept on self", "k and v cached", "v from k_proj", "dropout on v before the split", "one head"])
 def test_mha_third_probe(change, said):
     """A mask or k and v kept on self passed (each case builds a new module and gives the same mask every call;
     the cache was named 'k made with q_proj'); v made with k_proj got bare numbers; dropout on v before the

@@ -915,7 +915,7 @@ class _MHAKind(nn.Module):
     """A configurable wrong multi-head attention, for the catalogue of mistakes below."""
     scale_by_d_model = merge_dh = no_out_proj = ignore_context = swap_roles = reshape_split = reshape_merge = False
     heads_last = ignore_mask = always_causal = drop_in_eval = split_by_size = k_from_q_proj = False
-    split_dh = drop_output_too = v_from_k_proj = False
+    split_dh = drop_output_too = v_from_k_proj = one_head = False
     fixed_p = None                 # a dropout rate of its own, whatever the argument
     attend = None                  # a wrong scaled_dot_product_attention(q, k, v, mask) from above
     drop_at = "weights"            # where dropout acts: "weights" (right), "scores", "v", "merged", "output", or None
@@ -940,7 +940,7 @@ class _MHAKind(nn.Module):
             split = lambda t: rearrange(t, "b t (d h) -> b h t d", h=self.h)   # noqa: E731
         else:
             split = lambda t: rearrange(t, "b t (h d) -> b h t d",  # noqa: E731
-                                        h=d // self.h if self.split_by_size else self.h)
+                                        h=1 if self.one_head else d // self.h if self.split_by_size else self.h)
         q, v = split(self.q_proj(qsrc)), split((self.k_proj if self.v_from_k_proj else self.v_proj)(src))
         k = split((self.q_proj if self.k_from_q_proj else self.k_proj)(src))
         mask = None if self.ignore_mask else mask
@@ -1016,6 +1016,11 @@ MHA = Exercise(
                 "Each projection has its own weights: k = k_proj(source), beside q = q_proj(x) and\n"
                 "v = v_proj(source). With q_proj for both, a token's query and key are the same vector in\n"
                 "self-attention, so the scores are symmetric (i scores j as j scores i), and k_proj never trains."),
+        Mistake("heads never split: one head of size d_model", _kind(one_head=True),
+                "n_heads heads each attend on their own, over d_model / n_heads features: split q, k and v\n"
+                "into (B, H, T, D) with split_heads, attend, then merge_heads. One head over all d_model\n"
+                "features gives a single weight per pair of positions, shared by every feature, and scales\n"
+                "the scores by √d_model instead of √D."),
         Mistake("v made with k_proj (v_proj never used)", _kind(v_from_k_proj=True),
                 "Each projection has its own weights: v = v_proj(source), beside k = k_proj(source). With k_proj\n"
                 "for both, every value is its key, and v_proj never trains."),
