@@ -1369,23 +1369,12 @@ def _clip_of_the_weights(model, max_norm):
 
 
 def _step_first_group_clipped(model, batch, optimizer, max_norm):
-    x, y = batch
-    optimizer.zero_grad()
-    loss = ref.lm_loss(model(x), y)
-    loss.backward()
-    clip_grad_norm(optimizer.param_groups[0]["params"], max_norm)          # the other groups left out
-    optimizer.step()
-    return loss.item()
+    first_group = lambda m, n: clip_grad_norm(optimizer.param_groups[0]["params"], n)   # noqa: E731 (others left out)
+    return _clipped_otherwise(first_group)(model, batch, optimizer, max_norm)
 
 
 def _step_batch_swapped(model, batch, optimizer, max_norm):
-    y, x = batch                                                            # (x, y) read the other way round
-    optimizer.zero_grad()
-    loss = ref.lm_loss(model(x), y)
-    loss.backward()
-    clip_grad_norm(model.parameters(), max_norm)
-    optimizer.step()
-    return loss.item()
+    return _clipped_otherwise(_clip_global)(model, tuple(batch)[::-1], optimizer, max_norm)   # (x, y) read as (y, x)
 
 
 def _clip_at_one(model, max_norm):

@@ -30,6 +30,12 @@ _ACROSS_DEVICES = {"to", "copy_", "cpu", "type_as", "__getitem__", "__setitem__"
                    "_has_compatible_shallow_copy_type"}
 
 
+def _written(name: str, args: tuple) -> torch.Tensor | None:
+    """The tensor an in-place op (add_, mul_: a name ending in one underscore) writes into, if any."""
+    return args[0] if name.endswith("_") and not name.startswith("__") and args and isinstance(args[0], torch.Tensor) \
+        else None
+
+
 class _MixedAsOnCuda(TorchFunctionMode):
     """Refuses, as CUDA does, an op that mixes a tensor on meta with a CPU tensor of one or more dimensions:
     meta itself lets some through (a matmul, an in-place add into a CPU tensor). A CPU 0-dim tensor mixes with
@@ -40,8 +46,7 @@ class _MixedAsOnCuda(TorchFunctionMode):
         name = getattr(func, "__name__", "")
         if name not in _ACROSS_DEVICES:
             tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
-            written = (args[0] if name.endswith("_") and not name.startswith("__") and args
-                       and isinstance(args[0], torch.Tensor) else None)
+            written = _written(name, args)
             if any(t.is_meta for t in tensors) and any(t.device.type == "cpu" and (t.dim() > 0 or t is written)
                                                        for t in tensors):
                 raise RuntimeError("Expected all tensors to be on the same device, but found at least two devices, "
@@ -126,8 +131,7 @@ class _DefaultOnMeta(TorchFunctionMode):
         if name not in _ACROSS_DEVICES:
             tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
             if any(t.device.type == "cpu" for t in tensors) and any(t.is_meta for t in tensors):
-                written = (args[0] if name.endswith("_") and not name.startswith("__") and args
-                           and isinstance(args[0], torch.Tensor) else None)
+                written = _written(name, args)
                 if any(t.is_meta and (t.dim() > 0 or t is written) for t in tensors):
                     raise RuntimeError("Expected all tensors to be on the same device, but found at least two "
                                        "devices, meta and cpu!")
