@@ -387,8 +387,8 @@ def _call_clf(cls, inputs):
     if head.bias is None:
         raise ValueError("head has no bias: the contract's head is nn.Linear(encoder.config.d_model, n_classes), "
                          "which has one unless bias=False is given")
-    own = {id(p) for p in model.parameters()}
-    if not {id(p) for p in enc.parameters()} <= own:
+    own, encoders = {id(p) for p in model.parameters()}, {id(p) for p in enc.parameters()}
+    if not encoders <= own:
         raise ValueError("SentenceClassifier must keep the encoder it is given (self.encoder = encoder), not a "
                          "copy: the notebook fine-tunes, freezes and wraps that very encoder")
     if getattr(model, "encoder", None) is not enc:
@@ -396,8 +396,7 @@ def _call_clf(cls, inputs):
         found = f"it is self.{others[0]}" if others else "self.encoder is something else"
         raise ValueError(f"SentenceClassifier keeps the encoder it is given as self.encoder ({found}): "
                          "freeze_lower_layers and the notebook's LoRA cells reach it as model.encoder")
-    extra = [n for n, q in model.named_parameters()
-             if id(q) not in {id(t) for t in enc.parameters()} | {id(head.weight), id(head.bias)}]
+    extra = [n for n, q in model.named_parameters() if id(q) not in encoders | {id(head.weight), id(head.bias)}]
     if extra:
         raise ValueError(f"SentenceClassifier holds parameters besides the encoder's and the head's ({', '.join(extra[:3])}"
                          f"{', …' if len(extra) > 3 else ''}): the contract's classifier is the encoder, the mean of "
