@@ -237,11 +237,14 @@ def _header(ex: Exercise, run: CaseRun) -> str:
 
 
 def _variants(ex: Exercise, run: CaseRun, expected: Any) -> list[tuple[dict[str, Any], Any]]:
-    """(inputs, answer key) pairs a mistake runs on: float64 and, for a case in lower precision, the
-    case's own dtype on the CPU with the key run in that same precision."""
+    """(inputs, answer key) pairs a mistake runs on: float64 on the CPU and, for a case in lower precision
+    or on a GPU, the case's own inputs where the answer ran, with the key run there too. A mistake that
+    rounds (a one-pass variance, a float32 detour in a float64 case) rounds differently on a GPU, whose
+    sums add in another order: run on the CPU, it would not be the answer's output there."""
     variants = [(reference_inputs(run.inputs), expected)]
-    if run.dtype != torch.float64:
-        low = _convert(run.inputs, None, "cpu")
+    on_gpu = torch.device(run.device).type not in ("cpu", "meta")
+    if run.dtype != torch.float64 or on_gpu:
+        low = _convert(run.inputs, None, run.device if on_gpu else "cpu")
         try:
             key_low = _computed(ex, "key", run, 1, lambda: _as_float64(capture(ex.run(ex.reference, _clone(low)))))
         except Exception:
