@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import platform
+import warnings
 from pathlib import Path
 
 import torch
@@ -25,6 +26,11 @@ import torch
 __all__ = ["ENV_VAR", "get_device", "check_device", "describe_device", "available_devices", "fast_bf16"]
 
 ENV_VAR = "COURSE_DEVICE"
+
+# On a GPU, PyTorch warns once, at the first matrix product of a backward pass, that autograd's thread had no
+# CUDA context and that it set one. Nothing is wrong, and the warning opened the first check cell that ran a
+# backward (05's attention, 09's classifier on an H200): it is not shown.
+warnings.filterwarnings("ignore", message="Attempting to run cuBLAS, but there was no current CUDA context")
 
 
 def _mps_available() -> bool:

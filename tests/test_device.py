@@ -1,5 +1,8 @@
 """course_lib.device: COURSE_DEVICE override, automatic choice, descriptions."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -86,3 +89,15 @@ def test_cuda_devices(monkeypatch):
     x = torch.randn(8, 8, dtype=torch.float64)
     results = [(x.to(d) @ x.to(d)).cpu() for d in available_devices()]
     torch.testing.assert_close(results[0], results[-1])
+
+
+def test_torchs_one_time_cuda_context_warning_is_not_shown_other_warnings_are():
+    """PyTorch's 'Attempting to run cuBLAS, but there was no current CUDA context!' opened the first check cell
+    that ran a backward on a GPU; it says nothing a learner can act on."""
+    code = ("import warnings, course_lib\n"
+            "warnings.warn('Attempting to run cuBLAS, but there was no current CUDA context! Attempting to set "
+            "the primary context...', UserWarning)\n"
+            "warnings.warn('a warning the learner should see', UserWarning)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "cuBLAS" not in r.stderr and "a warning the learner should see" in r.stderr, r.stderr
