@@ -244,12 +244,12 @@ def _variants(ex: Exercise, run: CaseRun, expected: Any) -> list[tuple[dict[str,
     variants = [(reference_inputs(run.inputs), expected)]
     on_gpu = torch.device(run.device).type not in ("cpu", "meta")
     if run.dtype != torch.float64 or on_gpu:
-        low = _convert(run.inputs, None, run.device if on_gpu else "cpu")
+        own = _convert(run.inputs, None, run.device if on_gpu else "cpu")
         try:
-            key_low = _computed(ex, "key", run, 1, lambda: _as_float64(capture(ex.run(ex.reference, _clone(low)))))
+            key_own = _computed(ex, "key", run, 1, lambda: _as_float64(capture(ex.run(ex.reference, _clone(own)))))
         except Exception:
-            key_low = expected
-        variants.append((_clone(low), key_low))
+            key_own = expected
+        variants.append((_clone(own), key_own))
     return variants
 
 
