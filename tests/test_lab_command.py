@@ -66,3 +66,14 @@ def test_lab_serves_working_copies_with_validate_and_widgets(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+
+
+def test_course_test_in_a_learners_copy_says_it_needs_the_instructors_copy(tmp_path):
+    """Learners get the course without solutions/ (README); there `./course test` stopped in pytest's
+    collection with a FileNotFoundError. It now says why before setting anything up."""
+    (tmp_path / "course").write_bytes((ROOT / "course").read_bytes())
+    r = subprocess.run(["bash", str(tmp_path / "course"), "test"], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, COURSE_VENV=str(tmp_path / "venv")))
+    assert r.returncode == 1, r.stderr
+    assert "no solutions/ folder" in r.stderr and "Validate button" in r.stderr, r.stderr
+    assert not (tmp_path / "venv").exists()
