@@ -416,3 +416,13 @@ def test_a_regrade_without_a_timestamp_keeps_the_time_of_submission(third_run):
     assert rows[(A, "ann")]["note"] == "no time of submission this time, so the earlier grading's is kept"
     assert {s: r["seconds_late"] for (a, s), r in rows.items() if a == A} == {"ann": "0", "bob": "1200", "cat": ""}
     assert "Late (no penalty applied; seconds_late in grades.csv): bob by 20 min" in log
+
+
+def test_an_unknown_assignment_names_the_ones_there_are(tmp_path, capsys):
+    """`./course autograde 07_transformer SUBS` said only that there was no such assignment."""
+    from course_lib.instructor.cli import main
+    with pytest.raises(SystemExit):
+        main(["autograde", "07_transformer", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "no assignment '07_transformer' in solutions/ (have: 00_welcome, 02_optimizers," in err, err
+    assert not (ROOT / "grading" / "07_transformer").exists()

@@ -83,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "autograde":
         from .autograde import GradingCompromised, Options, autograde
+        from .release import assignments
         if not (repo / "solutions" / args.assignment).is_dir():
-            parser.error(f"no assignment {args.assignment!r} in solutions/")
+            have = assignments(repo / "solutions") if (repo / "solutions").is_dir() else []
+            parser.error(f"no assignment {args.assignment!r} in solutions/ (have: {', '.join(have) or 'none'})")
         opt = Options(assignment=args.assignment, submissions=args.submissions,
                       out=args.out or repo / "grading" / args.assignment, solutions=repo / "solutions",
                       jobs=max(1, args.jobs), cell_timeout=args.cell_timeout,
