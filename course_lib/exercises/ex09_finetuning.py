@@ -1336,6 +1336,14 @@ def _mp_recall_over_negatives(preds, labels, positive=1):
     return _prf_from(tp, fp, tn)
 
 
+def _mp_denominators_alike(which):
+    """Precision over TP + FN, or recall over TP + FP: both then divide by the same count."""
+    def wrong(preds, labels, positive=1):
+        tp, fp, fn = _counts(preds, labels, positive)
+        return _prf_from(tp, fn, fn) if which == "precision" else _prf_from(tp, fp, fp)
+    return wrong
+
+
 def _mp_accuracy(preds, labels, positive=1):
     tp, fp, fn = _counts(preds, labels, positive)
     acc = float((preds == labels).float().mean())
@@ -1418,6 +1426,14 @@ PRF = Exercise(
         Mistake("recall as TP / (TP + TN): true negatives where the false negatives belong", _mp_recall_over_negatives,
                 "Recall asks how many of the real positives were found: TP / (TP + FN), where FN are the\n"
                 "positive labels predicted as something else. True negatives are not positives at all."),
+        Mistake("precision as TP / (TP + FN): the recall's denominator", _mp_denominators_alike("precision"),
+                "Precision divides by what was predicted positive, TP + FP: of the sentences called positive,\n"
+                "how many were. TP + FN, the positive labels, is recall's denominator, so precision came out\n"
+                "equal to recall."),
+        Mistake("recall as TP / (TP + FP): the precision's denominator", _mp_denominators_alike("recall"),
+                "Recall divides by the real positives, TP + FN: of the positive labels, how many were found.\n"
+                "TP + FP, what was predicted positive, is precision's denominator, so recall came out equal\n"
+                "to precision."),
         Mistake("accuracy used as precision", _mp_accuracy,
                 "Accuracy counts every correct prediction of every class; precision only looks at the\n"
                 "predictions of the positive class: TP / (TP + FP)."),
