@@ -426,3 +426,16 @@ def test_an_unknown_assignment_names_the_ones_there_are(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no assignment '07_transformer' in solutions/ (have: 00_welcome, 02_optimizers," in err, err
     assert not (ROOT / "grading" / "07_transformer").exists()
+
+
+def test_past_the_submission_limit_the_reason_says_how_to_find_the_cell(tmp_path):
+    """A function that never returns, called by several cells, costs the cell timeout in each, and the
+    limit per submission ran out first with no word of which cell or what to do (an instructor's trial)."""
+    write(submission(A, {"split_heads_answer": "def split_heads(x, n_heads):\n    while True:\n        pass\n"}),
+          tmp_path / "subs", "loops", A)
+    results = autograde(Options(assignment=A, submissions=tmp_path / "subs", out=tmp_path / "out",
+                                solutions=ROOT / "solutions", jobs=1, cell_timeout=30, submission_timeout=12))
+    (row,) = results
+    assert row["status"] == "NOT GRADED", row
+    assert "longer than the 12 s limit per submission" in row["reason"], row["reason"]
+    assert "each waiting the 30 s cell timeout" in row["reason"] and "--cell-timeout" in row["reason"], row["reason"]

@@ -329,7 +329,10 @@ def _autograde(opt: Options, out: Path, due: datetime | None, submissions: dict[
                 _kill_tree(proc)
                 res = {"student": student, "status": "NOT GRADED", "seconds": round(elapsed, 1),
                        "reason": f"grading took longer than the {opt.submission_timeout} s limit per submission "
-                                 "and was stopped", "grades": [], "cells": {}}
+                                 "and was stopped: usually cells that never finish, each waiting the "
+                                 f"{opt.cell_timeout} s cell timeout; grade this student again alone with a "
+                                 "smaller --cell-timeout (say 15) to have the cell named",
+                       "grades": [], "cells": {}}
             elif (root / "result.json").exists():
                 _kill_tree(proc)      # a kernel left behind, if any
                 res = json.loads((root / "result.json").read_text())
