@@ -122,6 +122,11 @@ def test_csv_gradebook_and_feedback(graded):
         rows = {r["student"]: r for r in csv.DictReader(f)}
     assert set(rows) == set(CLASS)
     assert rows["right"]["status"] == "graded" and rows["right"]["score"] == "9" and rows["right"]["max_score"] == "9"
+    # Changed test cells earn nothing, and the instructor is told which (an instructor's trial had no word of it).
+    assert rows["right"]["note"] == "" and rows["mistake"]["note"] == ""
+    assert rows["edits_tests"]["note"].startswith("test cells edited: ") and "split_heads_visible" in rows["edits_tests"]["note"]
+    assert rows["deletes_tests"]["note"].startswith("test cells deleted: ") and "split_heads_hidden" in rows["deletes_tests"]["note"]
+    assert "(graded with the originals)" in rows["deletes_tests"]["note"]
     assert rows["crashes"]["status"] == "NOT GRADED" and rows["crashes"]["score"] == ""
     assert rows["crashes"]["max_score"] == "9" and "kernel died" in rows["crashes"]["reason"]
     assert "split_heads_visible" in rows["mistake"]["failed_checks"]

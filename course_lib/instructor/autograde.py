@@ -116,6 +116,32 @@ def _case_clashes(ids, among=()) -> list[str]:
     return [" and ".join(sorted(g)) for g in groups.values() if len(g) > 1 and g & set(ids)]
 
 
+def _changed_tests(release: Path, placed: dict[str, Path]) -> list[str]:
+    """The test cells a student edited or deleted, by grade id. They earn nothing by it (nbgrader
+    grades with the release's own cells), but an instructor may want to know."""
+    import nbformat
+
+    from course_lib.grading.sandbox import is_test_cell
+
+    edited, deleted = [], []
+    for name, path in placed.items():
+        try:
+            theirs = {c.get("metadata", {}).get("nbgrader", {}).get("grade_id"): c
+                      for c in nbformat.read(path, as_version=4).cells}
+            ours = nbformat.read(release / name, as_version=4)
+        except Exception:          # unreadable: nbgrader's own run reports it
+            continue
+        for cell in filter(is_test_cell, ours.cells):
+            gid = cell.metadata.nbgrader["grade_id"]
+            if gid not in theirs:
+                deleted.append(gid)
+            elif theirs[gid].source.strip() != cell.source.strip():
+                edited.append(gid)
+    notes = [f"test cells edited: {', '.join(edited)}"] if edited else []
+    notes += [f"test cells deleted: {', '.join(deleted)}"] if deleted else []
+    return [n + " (graded with the originals)" for n in notes]
+
+
 def place(handed: Handed, expected: set[str], others: set[str] = frozenset()) -> tuple[dict[str, Path], str]:
     """Which submitted file grades as which notebook of the assignment, or why none can.
     ``others``: the other assignments' names, which a lone notebook may not carry."""
@@ -285,6 +311,7 @@ def _autograde(opt: Options, out: Path, due: datetime | None, submissions: dict[
         left = [nb.name for nb in handed.notebooks if nb not in placed.values()]
         if placed and left:
             notes.append(f"not graded beside it: {', '.join(left)}")
+        notes += _changed_tests(release_dir / opt.assignment, placed)
         if notes:
             res["note"] = "; ".join(notes)
         results.append(res)
