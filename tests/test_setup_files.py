@@ -150,7 +150,15 @@ def test_nothing_learners_run_reads_the_solutions_folder():
     grading_only = {ROOT / "course_lib" / "grading" / "sandbox.py"}
     learner_side = [ROOT / "course"] + [p for p in (ROOT / "course_lib").rglob("*.py")
                                         if "instructor" not in p.parts and p not in grading_only]
-    readers = [str(p.relative_to(ROOT)) for p in learner_side if "solutions" in p.read_text(encoding="utf-8")]
+
+    def text(p):
+        t = p.read_text(encoding="utf-8")
+        if p.name == "course":     # but `./course test`: the suite needs solutions/, and says so where it is missing
+            start = t.index("\ntest)\n")
+            t = t[:start] + t[t.index("\n    ;;\n", start):]
+            t = re.sub(r"\n  test \[pytest args\].*?(?=\n  setup )", "", t, flags=re.S)
+        return t
+    readers = [str(p.relative_to(ROOT)) for p in learner_side if "solutions" in text(p)]
     assert not readers, f"these learner-side files mention solutions/: {readers}"
     notebooks = [p for p in (ROOT / "notebooks").rglob("*.ipynb") if "solutions" in p.read_text(encoding="utf-8")]
     assert not notebooks, notebooks
