@@ -207,3 +207,15 @@ def test_skipping_the_iri_grammars_keeps_nbformat_validating():
             "print(sys.modules.get('rfc3987_syntax', 'absent'))\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.split() == ["rejected", "None"], run.stdout + run.stderr
+
+
+def test_a_loop_at_the_top_of_an_answer_cell_is_named_when_the_sandbox_stops():
+    """An instructor's student had `while True: pass` after a correct def; the notebook's own run was
+    interrupted and went on, and the sandbox's NOT GRADED did not say which cell never finished."""
+    import nbformat
+    from course_lib.grading.sandbox import NotGraded, sandbox_verdicts
+    solution = nbformat.read(ROOT / "solutions" / A / f"{A}.ipynb", as_version=4)
+    stuck = submission(A, {"split_heads_answer": "def split_heads(x, n_heads):\n    return x\n\nwhile True:\n    pass\n"})
+    with pytest.raises(NotGraded, match="within 8 s in the grading sandbox: answer cell split_heads_answer never "
+                                        "finished running"):
+        sandbox_verdicts(solution, stuck, timeout=8)

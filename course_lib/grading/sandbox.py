@@ -125,8 +125,12 @@ def _run_runner(job: dict, timeout: float) -> tuple[dict, dict]:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-                raise NotGraded(f"the answers did not finish within {timeout:g} s in the grading sandbox "
-                                "(a loop that never ends, or one that ignores interrupts)") from None
+                running = (out / "running").read_text() if (out / "running").exists() else ""
+                where = (f": answer cell {running} never finished running (code at its top level, outside "
+                         "any function, that loops)" if running in {a["id"] for a in job["answers"]}
+                         else " (a loop that never ends, or one that ignores interrupts)")
+                raise NotGraded(f"the answers did not finish within {timeout:g} s in the grading sandbox"
+                                + where) from None
         results_path = out / "results.json"
         if code != 0 or not results_path.exists():
             tail = (Path(tmp) / "log.txt").read_text(errors="replace")[-600:]
