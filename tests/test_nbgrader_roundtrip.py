@@ -219,3 +219,46 @@ def test_a_loop_at_the_top_of_an_answer_cell_is_named_when_the_sandbox_stops():
     with pytest.raises(NotGraded, match="within 8 s in the grading sandbox: answer cell split_heads_answer never "
                                         "finished running"):
         sandbox_verdicts(solution, stuck, timeout=8)
+
+
+def test_test_cells_handed_back_as_released_raise_no_checksum_alarm(tmp_path, caplog):
+    """nbgrader records a test cell's checksum before stripping its hidden tests, so plain
+    `nbgrader autograde` warned "Attribute 'checksum' ... has changed!" for every hidden-test cell
+    of every student (jupyter/nbgrader#1961). Untouched cells must now pass quietly and get the
+    instructor's hidden tests back; an edited one must still be reported and overwritten."""
+    import logging
+    from nbgrader.preprocessors import OverwriteCells
+    from course_lib.grading.sandbox import CourseOverwriteCells
+    from course_lib.instructor.release import generate
+    from course_lib.instructor.settings import apply_course_settings
+    from traitlets.config import Config
+
+    db = f"sqlite:///{tmp_path}/gradebook.db"
+    generate(A, ROOT / "solutions", tmp_path / "release", db_url=db)
+    resources = {"nbgrader": {"notebook": A, "assignment": A, "db_url": db}}
+    tests = [c.metadata.nbgrader.grade_id for c in submission(A).cells if c.metadata.get("nbgrader", {}).get("grade")
+             and not c.metadata.nbgrader.get("solution")]
+    hidden = [g for g in tests if g.endswith("_hidden")]
+    assert len(hidden) == 3, tests
+
+    def alarms(pp, nb):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            out, _ = pp.preprocess(nb, resources)
+        return [r.getMessage() for r in caplog.records if "has changed" in r.getMessage()], out
+
+    config = Config(OverwriteCells={"add_missing_cells": True})
+    said, _ = alarms(OverwriteCells(config=config), submission(A))
+    assert len(said) == len(hidden), f"nbgrader fixed #1961? CourseOverwriteCells may be unneeded now: {said}"
+    said, out = alarms(CourseOverwriteCells(config=config), submission(A))
+    assert said == []
+    restored = {c.metadata.nbgrader.grade_id: c.source for c in out.cells if "grade_id" in c.metadata.get("nbgrader", {})}
+    assert all("BEGIN HIDDEN TESTS" in restored[g] for g in hidden)
+
+    said, out = alarms(CourseOverwriteCells(config=config), submission(A, edit_tests="check = lambda *a: True"))
+    assert len(said) == len(tests) and all("checksum" in m for m in said), said   # visible and hidden test cells
+    assert all("BEGIN HIDDEN TESTS" in c.source for c in out.cells if c.metadata.get("nbgrader", {}).get("grade_id") in hidden)
+
+    c = Config()
+    apply_course_settings(c, solutions=str(ROOT / "solutions"), release=str(tmp_path / "release"))
+    assert CourseOverwriteCells in c.Autograde.sanitize_preprocessors and OverwriteCells not in c.Autograde.sanitize_preprocessors

@@ -3,7 +3,9 @@
 ``CourseExecute`` runs the notebook like nbgrader's ``Execute`` but turns a dead kernel or a
 cell that ignores the interrupt into :class:`NotGraded` with the reason, instead of a silent 0.
 
-``SandboxGrade`` runs after it. For every autograded test cell of the instructor's notebook
+``CourseOverwriteCells`` is nbgrader's OverwriteCells without its false alarm for hidden tests.
+
+``SandboxGrade`` runs after ``CourseExecute``. For every autograded test cell of the instructor's notebook
 (taken from ``solutions/``, so edited or deleted test cells change nothing) it re-derives the
 verdict in a fresh process that runs only the submitted answer cells (``runner.py``), compares
 what came back with the float64 reference in this process, and writes that verdict as the
@@ -238,8 +240,9 @@ def verdict_outputs(verdict: Verdict) -> list[NotebookNode]:
 
 
 # ------------------------------------------------------------------ nbgrader preprocessors
-from nbgrader.preprocessors import Execute, NbGraderPreprocessor  # noqa: E402
+from nbgrader.preprocessors import ClearHiddenTests, Execute, NbGraderPreprocessor, OverwriteCells  # noqa: E402
 from nbclient.exceptions import CellTimeoutError, DeadKernelError  # noqa: E402
+from nbgrader.api import MissingEntry  # noqa: E402
 from traitlets import Integer, Unicode  # noqa: E402
 
 
@@ -322,6 +325,31 @@ def _causes(exc: BaseException) -> list[BaseException]:
 
 def _kernel_died(exc: BaseException) -> bool:
     return any(isinstance(x, DeadKernelError) for x in _causes(exc)) or "died" in str(exc).lower()
+
+
+class CourseOverwriteCells(OverwriteCells):
+    """nbgrader's OverwriteCells without its false alarm for hidden tests (jupyter/nbgrader#1961).
+
+    nbgrader records a test cell's checksum before it strips the hidden tests from the learner's
+    copy, so every test cell with hidden tests, handed back exactly as released, was reported as
+    "Attribute 'checksum' ... has changed!" for every student. A test cell that still reads as
+    released is put back to the instructor's version first; an edited one is reported and
+    overwritten as before.
+    """
+
+    def preprocess_cell(self, cell, resources, index):
+        gid = _nbg(cell).get("grade_id")
+        if gid and _nbg(cell).get("locked"):
+            try:
+                source = self.gradebook.find_source_cell(gid, self.notebook_id, self.assignment_id)
+            except MissingEntry:
+                source = None               # nbgrader reports the unknown cell itself
+            if source is not None and source.locked:
+                released = nbformat.v4.new_code_cell(source.source)
+                ClearHiddenTests(parent=self)._remove_hidden_test_region(released)
+                if cell.source == released.source:
+                    cell.source = source.source
+        return super().preprocess_cell(cell, resources, index)
 
 
 class SandboxGrade(NbGraderPreprocessor):

@@ -13,10 +13,10 @@ def apply_course_settings(c, *, solutions: str, release: str, cell_timeout: int 
                           interrupt_grace: int = INTERRUPT_GRACE, sandbox_timeout: int = SANDBOX_TIMEOUT,
                           case_timeout: int = CASE_TIMEOUT) -> None:
     from nbconvert.preprocessors import ClearMetadataPreprocessor
-    from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern,
-                                        LimitOutput, SaveAutoGrades)
+    from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput, DeduplicateIds,
+                                        IgnorePattern, LimitOutput, OverwriteKernelspec, SaveAutoGrades)
 
-    from course_lib.grading.sandbox import CourseExecute, SandboxGrade
+    from course_lib.grading.sandbox import CourseExecute, CourseOverwriteCells, SandboxGrade
 
     ensure_scripts_on_path()
     schema_version_in_process()
@@ -27,6 +27,9 @@ def apply_course_settings(c, *, solutions: str, release: str, cell_timeout: int 
     c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
     c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
     c.OverwriteCells.add_missing_cells = True
+    c.Autograde.sanitize_preprocessors = [
+        ClearOutput, DeduplicateIds, OverwriteKernelspec, CourseOverwriteCells, CheckCellMetadata,
+    ]
     c.Autograde.autograde_preprocessors = [
         CourseExecute, IgnorePattern, ClearMetadataPreprocessor, SandboxGrade,
         LimitOutput, SaveAutoGrades, AssignLatePenalties, CheckCellMetadata,
