@@ -1557,3 +1557,16 @@ def test_freeze_with_the_layers_flag_set_as_an_attribute_is_told_so():
                    "freeze_lower_layers")
     for suite, r in _verdicts(FREEZE, answer).items():
         assert not r.passed and "known mistake: the layers left trainable" in r.message, (suite, r.message)
+
+
+def test_precision_feedback_names_int64_labels_not_float32():
+    """precision_recall_f1's feedback said '(float32, cpu)' of cases whose preds and labels are int64."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.exercises.ex09_finetuning import PRF
+    answer = _cell(_PRF_MASKS.replace("MASKS", "pp, pl = preds == positive, labels == positive")
+                   .replace("TP.", "(pp & pl).").replace("FP.", "(pp & ~pl).").replace("FN.", "(~pp & pl)."),
+                   "precision_recall_f1")
+    r = evaluate(PRF, answer)
+    assert r.passed and r.message.startswith("✓ precision_recall_f1 — 7 cases on cpu (int64), "), r.message
+    r = evaluate(PRF, lambda preds, labels, positive=1: answer(labels, preds, positive))
+    assert not r.passed and r.message.splitlines()[0].endswith("(int64, cpu)"), r.message
