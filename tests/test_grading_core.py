@@ -820,3 +820,32 @@ def test_a_case_that_fits_two_mistakes_is_named_by_the_cases_after_it(answer, na
     assert not r.passed and "case 1 of 4" in r.message, r.message
     assert f"known mistake: {named}." in r.message, r.message
     assert r.message.count("known mistake") == 1
+
+
+def test_a_check_the_learner_interrupts_says_where_the_answer_was():
+    """A check whose answer never returns was stopped with Jupyter's interrupt button as a bare
+    KeyboardInterrupt through the grader's own stack; it now fails like any check, naming the case
+    and the line the answer was running. Run in a subprocess: the interrupt goes to the main thread."""
+    import subprocess
+    import sys
+    code = (
+        "import _thread, linecache, threading\n"
+        "from course_lib.grading.engine import evaluate\n"
+        "from course_lib.grading.spec import get_exercise\n"
+        "src = ('def lr_at(step, max_lr, warmup_steps, total_steps, min_lr=0.0):\\n'\n"
+        "       '    t = 0\\n    while t < warmup_steps:\\n        lr = max_lr * (t + 1) / warmup_steps\\n'\n"
+        "       '    return lr\\n')\n"
+        "name = '<answer lr_at>'\n"
+        "linecache.cache[name] = (len(src), None, src.splitlines(True), name)   # as IPython keeps a cell\n"
+        "ns = {}\n"
+        "exec(compile(src, name, 'exec'), ns)\n"
+        "threading.Timer(1.0, _thread.interrupt_main).start()\n"
+        "r = evaluate(get_exercise('lr_at'), ns['lr_at'])\n"
+        "print(r.passed)\n"
+        "print(r.message)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == "False" and lines[1].startswith("✗ lr_at — case 1 of 3: "), run.stdout
+    assert "interrupted while your answer was still running, at line 3 of your answer: while t < warmup_steps:" \
+        in run.stdout and "a counter never incremented" in run.stdout, run.stdout

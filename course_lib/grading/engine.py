@@ -532,6 +532,15 @@ def static_report(ex: Exercise, suite: str, problems: list[str]) -> Report:
     return Report(ex.name, suite, False, msg)
 
 
+def _interrupted(ex: Exercise, run: CaseRun, exc: KeyboardInterrupt) -> str:
+    where = describe_error(exc)["where"]
+    return (f"{_header(ex, run)}\n  interrupted while your answer was still running"
+            f"{', at ' + where if where else ''}\n"
+            "  A working answer finishes each case in well under a second. Look for a loop whose\n"
+            "  condition never changes (a counter never incremented), or a Python loop over elements\n"
+            "  where one tensor operation would do.")
+
+
 def evaluate(ex: Exercise, answer: Callable, *, suite: str = "visible", device: str = "cpu",
              seed: int | None = None, source: str | None = None) -> Report:
     """Run and judge in this process (the learner's kernel, or the tests)."""
@@ -541,7 +550,10 @@ def evaluate(ex: Exercise, answer: Callable, *, suite: str = "visible", device: 
     runs = build_runs(ex, suite, seed, device)
     largest, later = 0.0, None
     for i, run in enumerate(runs):
-        outcome = run_answer(ex, answer, run)
+        try:
+            outcome = run_answer(ex, answer, run)
+        except KeyboardInterrupt as exc:        # the learner stopped a check that did not finish
+            return Report(ex.name, suite, False, _interrupted(ex, run, exc), len(runs))
         message, worst = judge(ex, run, outcome)
         if message is not None:
             message = telling_message(ex, runs, i, message,
