@@ -3,7 +3,7 @@
 Measured (CPU, torch 2.13; grad_norms_at_init is deterministic): the ratio of the last block's
 gradient norm to the first block's is 0.82 / 0.70 / 0.56 for pre-LN and 1.97 / 2.19 / 2.30 for
 post-LN at depths 6 / 12 / 24; pre-LN's max/min is 1.24 / 1.43 / 1.79 (at depth 6 the smallest is block
-4's of 0-5). The training runs: final loss 0.33 (post-LN, no warmup), 0.027 (post-LN, warmup),
+4's of 0-5). The training runs: final loss 0.33 (post-LN, no warmup), 0.011 (post-LN, warmup),
 0.011 (pre-LN, no warmup). At every depth pre-LN's first block has the largest gradient norm (the
 next one is 0.94 / 0.97 / 0.93 of it). The residual stream of the 48-block pre-LN net ends at RMS
 6.99 with unscaled branches and 1.44 with branches scaled by 1/sqrt(N), N = 48 branches (one
