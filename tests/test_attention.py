@@ -583,6 +583,11 @@ _SDPA_RIGHT = dict(FILL='scores.masked_fill(~mask, float("-inf"))', ZERO="weight
      "known mistake: fully masked rows give NaN gradients"),
     ({"FILL": 'scores.masked_fill(mask, float("-inf"))'}, "known mistake: mask inverted in the -inf fill only"),
     ({"ZERO": "weights = weights.masked_fill(mask, 0.0)"}, "known mistake: mask inverted in the zeroing"),
+    ({"ZERO": "weights = weights * mask"},                 # zeroed after the softmax, as the advice said
+     "known mistake: fully masked rows give NaN.\n  softmax of a row of only -inf is 0/0 = NaN. The contract asks for "
+     "weights 0 (and so\n  output 0) in such a row: set the blocked weights to 0 after the softmax, with\n"
+     "  masked_fill(~mask, 0.0) or torch.where(mask, weights, 0.0): multiplying by the mask keeps\n"
+     "  the NaN, since 0 · NaN is NaN."),
     ({"FILL": "scores * mask", "ZERO": "pass"}, "known mistake: blocked scores set to 0, not -inf (scores * mask"),
     ({"math.sqrt(q.shape[-1])": "math.sqrt(k.shape[-2])"}, "known mistake: divided by √T_k"),
     ({"RETURN": "weights, weights @ v"}, "known mistake: returned (weights, out) instead of (out, weights)"),
@@ -621,7 +626,7 @@ _SDPA_RIGHT = dict(FILL='scores.masked_fill(~mask, float("-inf"))', ZERO="weight
     ({"q @ k.mT / math.sqrt(q.shape[-1])": "q @ k.mT * math.sqrt(q.shape[-1])"},
      "known mistake: multiplied by √d_k instead of divided by it"),
 ], ids=["right", "weights detached", "masked_fill_ on the softmax", "NaNs zeroed by indexing", "log(mask) added",
-        "inverted in the fill", "inverted in the zeroing", "scores * mask", "√T_k", "returned swapped",
+        "inverted in the fill", "inverted in the zeroing", "zeroed by weights * mask", "scores * mask", "√T_k", "returned swapped",
         "a list", "out alone", "q changed in place", "v detached", "a 0/0 of its own zeroed by torch.where",
         "exp(s - logsumexp(s))", "default dtype set", "global seed set", "zeros made on the cpu",
         "mask flipped in place", "softmax without dim", "a 0/0 zeroed after a global maximum",

@@ -341,6 +341,12 @@ def _m_inverted(q, k, v, mask=None):
     return _finish(q @ k.mT / math.sqrt(q.shape[-1]), v, None if mask is None else ~mask)
 
 
+# Weights times the mask keeps the NaN (0 * NaN is NaN): a learner who zeroes that way has done what the
+# first sentence of the advice says, so the advice says how.
+_ZERO_HOW = ("with\nmasked_fill(~mask, 0.0) or torch.where(mask, weights, 0.0): multiplying by the mask keeps\n"
+             "the NaN, since 0 · NaN is NaN.")
+
+
 def _m_nan_rows(q, k, v, mask=None):
     s = q @ k.mT / math.sqrt(q.shape[-1])
     if mask is not None:
@@ -523,7 +529,7 @@ SDPA = Exercise(
         Mistake("fully masked rows give NaN",
                 _m_nan_rows,
                 "softmax of a row of only -inf is 0/0 = NaN. The contract asks for weights 0 (and so\n"
-                "output 0) in such a row: set the blocked weights to 0 after the softmax."),
+                "output 0) in such a row: set the blocked weights to 0 after the softmax, " + _ZERO_HOW),
         Mistake("fully masked rows get uniform weights (a large finite negative instead of -inf)",
                 _m_uniform_rows,
                 "Filling blocked scores with -1e9 gives a row of only blocked keys equal scores, so its\n"
@@ -1080,7 +1086,7 @@ MHA = Exercise(
         Mistake("fully masked rows give NaN", _kind(attend=staticmethod(_m_nan_rows)),
                 "softmax of a row of only -inf is 0/0 = NaN. A query that may attend to nothing gets\n"
                 "weights 0 and a merged head output 0, so its result is out_proj's bias: set the\n"
-                "blocked weights to 0 after the softmax."),
+                "blocked weights to 0 after the softmax, " + _ZERO_HOW),
         Mistake("fully masked rows get uniform weights (a large finite negative instead of -inf)",
                 _kind(attend=staticmethod(_m_uniform_rows)),
                 "Filling blocked scores with -1e9 gives a row of only blocked keys equal scores, so its\n"
