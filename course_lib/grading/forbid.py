@@ -56,6 +56,11 @@ ATTRIBUTE_HATCHES = {
     "_getframe": "it reaches into the checks' own frames",
 }
 
+# The hatches that are modules: only an import reaches them, so a variable of the answer's own with one of
+# these names (gc for "g, centred", a clip coefficient) is not one. The builtins (exec, eval...) stay
+# flagged under any binding: `def f(eval=eval)` would otherwise hide the real one.
+MODULE_HATCHES = {"importlib", "ctypes", "inspect", "gc", "builtins"}
+
 DEFAULT_ALIASES = {"F": "torch.nn.functional", "nn": "torch.nn", "np": "numpy", "optim": "torch.optim"}
 
 
@@ -101,6 +106,7 @@ def scan_source(source: str, forbidden: Iterable[Forbidden], own_names: Iterable
         elif isinstance(node, ast.ImportFrom) and node.module:
             for a in node.names:
                 aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+    own_variables = _bound_names(tree) - set(aliases)
     problems: list[str] = []
 
     def add(text: str) -> None:
@@ -133,9 +139,31 @@ def scan_source(source: str, forbidden: Iterable[Forbidden], own_names: Iterable
             for f in exact or hits:             # one call, one line: a namesake only when nothing is named exactly
                 add(f"calls {f.display if f in exact else d}: {f.reason}")   # as written when a namesake
             for hatch, why in (ESCAPE_HATCHES | GLOBAL_SETTINGS).items():
-                if d == hatch or d.startswith(hatch + "."):
+                if (d == hatch or d.startswith(hatch + ".")) and not (
+                        hatch in MODULE_HATCHES and _root(node) in own_variables):
                     add(f"uses {hatch}, which answer cells may not use: {why}")
     return problems
+
+
+def _bound_names(tree: ast.AST) -> set[str]:
+    """Names the cell binds other than by import: assigned, loop and with targets, parameters, defs."""
+    bound = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            bound.add(node.id)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            bound.add(node.name)
+    return bound
+
+
+def _root(node: ast.AST) -> str | None:
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
 
 
 def _resolve(target: str):
