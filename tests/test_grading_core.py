@@ -306,6 +306,20 @@ def test_static_scan_resolves_aliases_and_flags_escape_hatches():
         assert problems and "may not use" in problems[0], hatch
 
 
+def test_a_variable_named_like_a_module_hatch_is_not_the_module():
+    """layer_norm_backward's `gc = g - g.mean(...)` ("g, centred") was refused as using the gc module; only an
+    import reaches the modules, while the builtins stay refused under any binding (`def f(eval=eval)`)."""
+    assert not scan_source("def f(g):\n    gc = g - g.mean(-1, keepdim=True)\n    return gc.sum(-1)\n", [])
+    assert not scan_source("def f(x, inspect=1.0):\n    return x * inspect\n", [])
+    for source, word in [("import gc\ndef f(x):\n    gc.collect()\n    return x", "gc"),
+                         ("import gc as g2\ndef f(x):\n    gc = g2\n    return gc.get_objects()", "gc"),
+                         ("import inspect\ndef f(x):\n    inspect = inspect.currentframe()\n    return x", "inspect"),
+                         ("def f(x, eval=eval):\n    return eval('x')", "eval"),
+                         ("def f(x):\n    compile = 1\n    return x", "compile")]:
+        problems = scan_source(source, [])
+        assert any(f"uses {word}, which answer cells may not use" in p for p in problems), (source, problems)
+
+
 def test_answers_may_not_reach_the_grader_or_take_functions_apart():
     for source, word in [("import course_lib.grading.forbid as f", "course_lib.grading"),
                          ("from course_lib import grading", "course_lib.grading"),
@@ -849,3 +863,16 @@ def test_a_check_the_learner_interrupts_says_where_the_answer_was():
     assert lines[0] == "False" and lines[1].startswith("✗ lr_at — case 1 of 3: "), run.stdout
     assert "interrupted while your answer was still running, at line 3 of your answer: while t < warmup_steps:" \
         in run.stdout and "a counter never incremented" in run.stdout, run.stdout
+
+
+def test_a_renamed_parameter_is_explained_where_the_check_calls_the_answer():
+    """layer_norm(x, gamma, beta) got Python's bare 'unexpected keyword argument 'weight''; the checks pass the
+    signature's names by keyword, and the note says so, only when the call itself failed."""
+    import course_lib.exercises  # noqa: F401  (registers the course's exercises)
+    from course_lib.grading.spec import get_exercise
+    renamed = _cell("def layer_norm(x, gamma, beta, eps=1e-5):\n    return x\n", "layer_norm")
+    r = evaluate(get_exercise("layer_norm"), renamed)
+    assert "got an unexpected keyword argument 'weight'" in r.message and "keep the names the answer cell gave" in r.message
+    inside = _cell("def g(a):\n    return a\ndef layer_norm(x, weight, bias, eps=1e-5):\n    return g(b=x)\n", "layer_norm")
+    r = evaluate(get_exercise("layer_norm"), inside)
+    assert "got an unexpected keyword argument 'b'" in r.message and "keep the names" not in r.message, r.message

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from .compare import Difference, _shape, compare
-from .explain import explain
+from .explain import RENAMED_PARAMETER, explain
 from .forbid import CallWatcher, scan_source
 from .spec import Case, Exercise, Mistake
 from .values import TensorValue, capture
@@ -147,6 +147,8 @@ def describe_error(exc: BaseException) -> dict[str, str | bool]:
     notes = "\n".join(getattr(exc, "__notes__", ()))[:1000]   # what a check's own code added: where it happened, what it means
     if not notes:
         notes = explain(exc)
+    if not where and isinstance(exc, TypeError) and "unexpected keyword argument" in str(exc):
+        notes = RENAMED_PARAMETER
     return {"type": type(exc).__name__, "message": str(exc)[:1000], "where": where, "stub": stub, "notes": notes}
 
 

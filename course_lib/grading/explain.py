@@ -131,6 +131,12 @@ TORCH_ERRORS = {
 }
 
 
+# A TypeError at the call itself (no line of the answer in its traceback): the answer's signature renamed a
+# parameter the checks pass by name.
+RENAMED_PARAMETER = ("The checks call the answer with the parameter names of its signature, by name (weight=...,\n"
+                     "labels=...): keep the names the answer cell gave, even where another name reads better.")
+
+
 def explain(exc: BaseException) -> str:
     """The note for the first key found in the error's text, or ""."""
     text = str(exc)
