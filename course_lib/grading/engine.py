@@ -146,9 +146,8 @@ def describe_error(exc: BaseException) -> dict[str, str | bool]:
     # Cut at 1,000 characters: room for the checks' own words (sample's runs to 650), not for a whole tensor.
     notes = "\n".join(getattr(exc, "__notes__", ()))[:1000]   # what a check's own code added: where it happened, what it means
     if not notes:
-        notes = explain(exc)
-    if not where and isinstance(exc, TypeError) and "unexpected keyword argument" in str(exc):
-        notes = RENAMED_PARAMETER
+        renamed = not where and isinstance(exc, TypeError) and "unexpected keyword argument" in str(exc)
+        notes = RENAMED_PARAMETER if renamed else explain(exc)
     return {"type": type(exc).__name__, "message": str(exc)[:1000], "where": where, "stub": stub, "notes": notes}
 
 
