@@ -262,3 +262,28 @@ def test_test_cells_handed_back_as_released_raise_no_checksum_alarm(tmp_path, ca
     c = Config()
     apply_course_settings(c, solutions=str(ROOT / "solutions"), release=str(tmp_path / "release"))
     assert CourseOverwriteCells in c.Autograde.sanitize_preprocessors and OverwriteCells not in c.Autograde.sanitize_preprocessors
+
+
+def test_plain_nbgrader_grades_from_a_course_folder(tmp_path):
+    """The README's other path, nbgrader's own commands run from the course folder: generate_assignment,
+    then autograde, with nbgrader_config.py's pipeline. Right answers get every point, wrong ones lose
+    theirs, and untouched hidden-test cells raise no checksum alarm."""
+    import os
+    import shutil
+    from nbgrader.api import Gradebook
+    course = tmp_path / "course"
+    shutil.copytree(ROOT / "solutions" / A, course / "solutions" / A)
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    write(submission(A), course / "submitted", "alice", A)
+    write(CLASS["mistake"][0](), course / "submitted", "bob", A)
+    nbgrader = str(Path(sys.executable).parent / "nbgrader")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for args in (["generate_assignment", A, "--force"], ["autograde", A]):
+        run = subprocess.run([nbgrader, *args], cwd=course, capture_output=True, text=True, env=env, timeout=600)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "Attribute 'checksum'" not in run.stdout + run.stderr, run.stderr[-2000:]
+    assert (course / "notebooks" / A / f"{A}.ipynb").exists()
+    with Gradebook(f"sqlite:///{course}/gradebook.db") as gb:
+        alice, bob = gb.find_submission(A, "alice"), gb.find_submission(A, "bob")
+        assert alice.score == alice.max_score == CLASS["right"][1]
+        assert bob.score == CLASS["mistake"][1] and not bob.needs_manual_grade
