@@ -92,7 +92,11 @@ class Trainer:
     def __init__(self, model: GPT, train_data: torch.Tensor, val_data: torch.Tensor,
                  cfg: TrainConfig | None = None, device: torch.device | None = None):
         cfg = TrainConfig() if cfg is None else cfg
-        self.device = device or get_device()
+        if not isinstance(cfg, TrainConfig):
+            hint = ": TrainConfig(**d) makes one from a dict d" if isinstance(cfg, dict) else ""
+            raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}{hint} (the device comes after it, "
+                            "or as device=)")
+        self.device = torch.device(device) if device is not None else get_device()
         self.model = model.to(self.device)
         self.train_data, self.val_data = train_data, val_data
         self.cfg = cfg
@@ -191,9 +195,17 @@ class Trainer:
                 "opt_state_keys": json.dumps({str(index[id(p)]): {k: (v if not isinstance(v, torch.Tensor) else None)
                                                                  for k, v in st.items()}
                                               for p, st in self.opt.state.items()})}
+        path = Path(path)
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a folder: give the checkpoint a file name, e.g. {path / 'ckpt.safetensors'}")
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"the folder {path.parent} does not exist: make it first "
+                                    f"(Path({str(path.parent)!r}).mkdir(parents=True)), or save elsewhere")
+        if path.exists() and _checkpoint_metadata(path) is None:
+            raise FileExistsError(f"{path} exists and is not a checkpoint of this course: saving would replace it. "
+                                  "Choose another name, or move that file first.")
         # a temporary file beside the target, then an atomic rename: a crash mid-write leaves
         # the previous checkpoint intact
-        path = Path(path)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
             save_file(tensors, str(tmp), metadata=meta)
@@ -204,6 +216,9 @@ class Trainer:
     @classmethod
     def load(cls, path, train_data, val_data, device: torch.device | None = None) -> "Trainer":
         from safetensors import safe_open
+        if Path(path).is_file() and _checkpoint_metadata(Path(path)) is None:
+            raise ValueError(f"{path} is not a checkpoint of this course: Trainer.load reads the files that "
+                             "Trainer.save writes (weights, optimizer state and configuration together)")
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata()
         tensors = load_file(str(path))
@@ -243,3 +258,14 @@ def generate(model: GPT, ds, prompt: str = "\n", max_new_tokens: int = 300, temp
     g = torch.Generator().manual_seed(seed)
     out = sample(model, idx, max_new_tokens, temperature, top_k, generator=g)
     return ds.decode(out[0, idx.shape[1]:])
+
+
+def _checkpoint_metadata(path: Path) -> dict | None:
+    """The metadata of a checkpoint Trainer.save wrote, or None for any other file."""
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception:                   # not a safetensors file at all
+        return None
+    return meta if {"model_config", "train_config"} <= meta.keys() else None

@@ -35,6 +35,14 @@ def test_gpt_shapes_and_errors():
         m(torch.randint(84, (1, 17)))
     with pytest.raises(ValueError, match="int64"):
         m(torch.zeros(1, 4))
+    # ids the embedding has no row for failed as "index out of range in self" (on a GPU, an assert that
+    # stops the kernel); GPTConfig()'s default vocabulary (65) is smaller than the course's (84)
+    with pytest.raises(ValueError, match=r"token id 83 is outside the model's vocabulary 0\.\.64: .*GPTConfig\(vocab_size"):
+        GPT(GPTConfig(n_layer=1, n_head=2, n_embd=8, block_size=16))(torch.tensor([[1, 83]]))
+    with pytest.raises(ValueError, match="token id -1 is outside"):
+        m(torch.tensor([[-1, 2]]))
+    with pytest.raises(TypeError, match="idx must be an int64 tensor of shape \\(B, T\\), got list"):
+        m([[1, 2]])
 
 
 def test_gpt_is_causal():
@@ -1091,3 +1099,32 @@ def test_sample_on_a_stale_context_is_told_so_not_sent_to_top_k():
               "    return out\n")
     for suite, r in _evaluate_both("sample", _answer(source, "sample")).items():
         assert not r.passed and "the context was not brought up to date" in r.message, (suite, r.message)
+
+
+def test_checkpoints_never_replace_a_file_that_is_not_one(ds, tmp_path):
+    """Trainer.save replaced whatever the path named (a learner's notebook, say) and failed on a missing
+    folder with a hidden temporary file's name; Trainer.load read any safetensors file as far as a
+    'NoneType' error. Each now says what is wrong; a course checkpoint is still replaced, as a resumed run
+    saves again."""
+    t = _trainer(ds, steps=1)
+    mine = tmp_path / "notes.ipynb"
+    mine.write_text('{"cells": []}')
+    with pytest.raises(FileExistsError, match="notes.ipynb exists and is not a checkpoint of this course"):
+        t.save(mine)
+    assert mine.read_text() == '{"cells": []}'
+    with pytest.raises(FileNotFoundError, match="the folder .*ckpts does not exist: make it first"):
+        t.save(tmp_path / "ckpts" / "a.safetensors")
+    with pytest.raises(IsADirectoryError, match="is a folder: give the checkpoint a file name"):
+        t.save(tmp_path)
+    path = tmp_path / "c.safetensors"
+    t.save(path)
+    t.fit(plot=False)
+    t.save(path)                                       # its own earlier checkpoint: replaced
+    assert Trainer.load(path, ds.train, ds.val, torch.device("cpu")).step == t.step == 1
+    from safetensors.torch import save_file
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="is not a checkpoint of this course: Trainer.load reads the files"):
+        Trainer.load(tmp_path / "other.safetensors", ds.train, ds.val, torch.device("cpu"))
+    with pytest.raises(TypeError, match="cfg must be a TrainConfig, got dict: TrainConfig\\(\\*\\*d\\)"):
+        Trainer(t.model, ds.train, ds.val, {"max_steps": 1}, torch.device("cpu"))
+

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import check_ids
 from .fast import FastLayerNorm, FastMultiHeadAttention
 
 
@@ -100,9 +101,15 @@ class BertEncoder(nn.Module):
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids (B, T) int64; attention_mask (B, T), 1/True = real token, 0 = padding.
         Returns the last hidden state (B, T, d_model)."""
+        if isinstance(input_ids, dict):
+            raise TypeError("input_ids is a dict (the tokenizer's batch?): pass batch['input_ids'] and "
+                            "batch['attention_mask'], or **batch")
+        if not isinstance(input_ids, torch.Tensor):
+            raise TypeError(f"input_ids must be a (B, T) integer tensor, got {type(input_ids).__name__}")
         if input_ids.dim() != 2 or input_ids.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"input_ids must be a (B, T) integer tensor, got shape "
                              f"{tuple(input_ids.shape)} and dtype {input_ids.dtype}")
+        check_ids(input_ids, self.config.vocab_size, "BertConfig(vocab_size=...)")
         mask = None
         if attention_mask is not None:
             if attention_mask.shape != input_ids.shape:

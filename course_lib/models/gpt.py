@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from . import check_ids
 from .fast import FastLayerNorm, FastMultiHeadAttention
 
 
@@ -80,8 +81,11 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """idx int64 (B, T), T <= block_size → logits (B, T, vocab_size)."""
+        if not isinstance(idx, torch.Tensor):
+            raise TypeError(f"idx must be an int64 tensor of shape (B, T), got {type(idx).__name__}")
         if idx.dim() != 2 or idx.dtype != torch.long:
             raise ValueError(f"idx must be int64 (B, T); got shape {tuple(idx.shape)} and {idx.dtype}")
+        check_ids(idx, self.cfg.vocab_size, "GPTConfig(vocab_size=...)")
         B, T = idx.shape
         if T > self.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {self.block_size}: crop the context")
