@@ -74,7 +74,25 @@ def sentiment_splits(rows: list[tuple[str, int]] | None = None, verbose: bool = 
 # ----------------------------------------------------------------------------- batches
 def encode_rows(tokenizer, rows: list[tuple[str, int]], max_length: int = 128) -> list[tuple[list[int], int]]:
     """``(token ids with [CLS] ... [SEP], label)`` for each row."""
+    if rows and not (isinstance(rows[0], (tuple, list)) and len(rows[0]) == 2 and isinstance(rows[0][0], str)):
+        raise TypeError(f"rows must be (text, label) pairs, as sentiment_splits() gives them; the first is "
+                        f"{_shown(rows[0])}. To encode one sentence: tokenizer.encode(text)")
     return [(tokenizer.encode(text, max_length), label) for text, label in rows]
+
+
+def _shown(row) -> str:
+    return repr(row) if len(repr(row)) <= 80 else repr(row)[:77] + "..."
+
+
+def _check_encoded(encoded) -> None:
+    """The functions below take encode_rows' output; raw (text, label) rows sit beside it in the notebook."""
+    first = encoded[0] if len(encoded) else None
+    if first is None or (isinstance(first, (tuple, list)) and len(first) == 2 and not isinstance(first[0], str)):
+        return
+    hint = (": these are raw (text, label) rows; encode them first, encode_rows(tokenizer, rows)"
+            if isinstance(first, (tuple, list)) and first and isinstance(first[0], str) else "")
+    raise TypeError(f"encoded must be a list of (token_ids, label) pairs from encode_rows(tokenizer, rows); "
+                    f"the first is {_shown(first)}{hint}")
 
 
 def _pad(items: list[tuple[list[int], int]], pad_id: int):
@@ -95,6 +113,7 @@ def batches(encoded: list[tuple[list[int], int]], batch_size: int, shuffle: bool
     (length bucketing: similar lengths share a batch, so little padding is computed), and
     the batches come in random order. Without, rows come in order.
     """
+    _check_encoded(encoded)
     n = len(encoded)
     if not shuffle:
         for i in range(0, n, batch_size):
@@ -120,6 +139,8 @@ def outputs_by_length(fn, encoded: list[tuple[list[int], int]], device: torch.de
                       amp: torch.dtype | None = None, pad_id: int = 0) -> torch.Tensor:
     """``fn(input_ids, attention_mask) -> (B, k)`` on every row, as float32 (N, k) on the CPU in the
     rows' order; rows are batched by length, so little padding is computed."""
+    _check_encoded(encoded)
+    device = torch.device(device)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
     out = None
     for s in range(0, len(order), batch_size):

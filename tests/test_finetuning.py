@@ -1570,3 +1570,28 @@ def test_precision_feedback_names_int64_labels_not_float32():
     assert r.passed and r.message.startswith("✓ precision_recall_f1 — 7 cases on cpu (int64), "), r.message
     r = evaluate(PRF, lambda preds, labels, positive=1: answer(labels, preds, positive))
     assert not r.passed and r.message.splitlines()[0].endswith("(int64, cpu)"), r.message
+
+
+def test_bad_inputs_to_the_encoder_and_the_sentiment_helpers_are_named():
+    """The tokenizer's dict passed whole to the encoder failed with "'dict' object has no attribute 'dim'";
+    an id past the vocabulary with "index out of range in self"; raw (text, label) rows where encoded
+    rows go, deep in the padding ("new(): invalid data type 'str'"); a device given as a string with
+    "'str' object has no attribute 'type'"."""
+    enc = BertEncoder(BertConfig(vocab_size=50, d_model=8, n_layers=1, n_heads=2, d_ff=16, max_positions=16))
+    ids = torch.tensor([[1, 5, 2]])
+    with pytest.raises(TypeError, match=r"pass batch\['input_ids'\] and batch\['attention_mask'\], or \*\*batch"):
+        enc({"input_ids": ids, "attention_mask": torch.ones_like(ids)})
+    with pytest.raises(ValueError, match=r"token id 50 is outside the model's vocabulary 0\.\.49"):
+        enc(torch.tensor([[1, 50]]))
+    rows = [("a gorgeous, witty, seductive movie.", 1), ("dull.", 0)]
+    for call in (lambda: next(batches(rows, 2)), lambda: predict(nn.Identity(), rows, "cpu")):
+        with pytest.raises(TypeError, match=r"the first is \('a gorgeous.*raw \(text, label\) rows; encode them "
+                                            r"first, encode_rows\(tokenizer, rows\)"):
+            call()
+    with pytest.raises(TypeError, match=r"rows must be \(text, label\) pairs.*To encode one sentence"):
+        encode_rows(None, ["a text"])
+
+    class Longer(nn.Module):                      # class 0 for every row: the device as a string works
+        def forward(self, ids, mask):
+            return torch.stack([mask.sum(-1).float(), -mask.sum(-1).float()], -1)   # (B, 2)
+    assert predict(Longer(), [([101, 7, 102], 1), ([101, 102], 0)], "cpu").tolist() == [0, 0]
