@@ -876,3 +876,23 @@ def test_a_renamed_parameter_is_explained_where_the_check_calls_the_answer():
     inside = _cell("def g(a):\n    return a\ndef layer_norm(x, weight, bias, eps=1e-5):\n    return g(b=x)\n", "layer_norm")
     r = evaluate(get_exercise("layer_norm"), inside)
     assert "got an unexpected keyword argument 'b'" in r.message and "keep the names" not in r.message, r.message
+
+
+def test_check_given_a_result_or_an_instance_says_it_takes_the_answer_itself():
+    """check("split_heads", split_heads(x, 3)) was told "A tensor was called like a function: multiply by it";
+    check("lr_at", lr_at(...)) and check("split_heads", 42) got the advice about self.dropout; and
+    check("LayerNorm", LayerNorm(8)) blamed the learner's forward."""
+    import course_lib.exercises  # noqa: F401  (registers the course's exercises)
+    from course_lib.grading import CheckFailed, check
+    from course_lib.reference.heads import split_heads
+    from course_lib.reference.norms import LayerNorm
+    for name, given, said in [
+            ("split_heads", split_heads(torch.zeros(2, 5, 12), 3), "the function split_heads itself, not what it "
+                                                                    "returns; it got a tensor of shape (2, 3, 5, 4)"),
+            ("lr_at", 0.5, "the function lr_at itself, not what it returns; it got 0.5"),
+            ("LayerNorm", LayerNorm(8), "the class LayerNorm itself, not an instance or a result; it got an instance "
+                                        "of LayerNorm"),
+            ("split_heads", LayerNorm, "it got the class LayerNorm")]:
+        with pytest.raises(CheckFailed) as info:
+            check(name, given)
+        assert said in str(info.value) and f"Write check('{name}', {name})." in str(info.value), str(info.value)

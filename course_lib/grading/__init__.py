@@ -79,12 +79,31 @@ def check(name: str, answer, *, suite: str = "visible", device=None, seed: int |
     """
     from course_lib.device import get_device
     ex = get_exercise(name)
+    _install_handler()
+    wrong = _wrong_kind(ex, answer)
+    if wrong:
+        raise CheckFailed(wrong)
     dev = str(torch_device(device) if device is not None else get_device())
     report = evaluate(ex, answer, suite=suite, device=dev, seed=seed, source=_source_of(answer))
-    _install_handler()
     if not report.passed:
         raise CheckFailed(report.message)
     print(report.message)
+
+
+def _wrong_kind(ex: Exercise, answer) -> str | None:
+    """check() takes the answer itself: the function, or the class (not an instance, not a result)."""
+    want_class = inspect.isclass(ex.reference)
+    if want_class == inspect.isclass(answer) and (want_class or callable(answer)):
+        return None
+    import torch
+    got = (f"a tensor of shape {tuple(answer.shape)}" if isinstance(answer, torch.Tensor)
+           else f"the class {answer.__name__}" if inspect.isclass(answer)
+           else f"the function {answer.__name__}" if inspect.isroutine(answer)
+           else repr(answer) if answer is None or isinstance(answer, (int, float))
+           else f"an instance of {type(answer).__name__}" if callable(answer) else f"a {type(answer).__name__}")
+    what, of = ("the class", "not an instance or a result") if want_class else ("the function", "not what it returns")
+    return (f"✗ {ex.name} — check('{ex.name}', ...) takes {what} {ex.name} itself, {of}; it got {got}.\n"
+            f"  Write check('{ex.name}', {ex.name}).")
 
 
 def torch_device(device):
