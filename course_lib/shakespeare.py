@@ -9,6 +9,7 @@ The vocabulary is the sorted set of characters of the whole corpus.
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -50,8 +51,16 @@ class CharDataset:
             raise ValueError(f"character {e.args[0]!r} is not in the vocabulary") from None
 
     def decode(self, ids) -> str:
+        """A 1-D sequence of ids (a tensor or a list) -> the text."""
         if isinstance(ids, torch.Tensor):
+            if ids.dim() != 1:
+                raise ValueError(f"decode takes one sequence of ids, shape (T,); got shape {tuple(ids.shape)}"
+                                 + (": take one row, e.g. out[0]" if ids.dim() == 2 else ""))
             ids = ids.tolist()
+        bad = [i for i in ids if not isinstance(i, numbers.Integral) or not 0 <= i < len(self.chars)]
+        if bad:
+            raise ValueError(f"id {bad[0]!r} is not a character id 0..{len(self.chars) - 1} (a [MASK] id, or "
+                             "one sequence inside a list of them?)")
         return "".join(self.chars[i] for i in ids)
 
 

@@ -100,6 +100,12 @@ def test_split_is_stable(ds):
 def test_encode_decode_round_trip_and_errors(ds):
     s = "To be, or not to be: that is the question.\n"
     assert ds.decode(ds.encode(s)) == s and ds.encode(s).dtype == torch.long
+    # a batch, or an id past the characters (a [MASK] id), failed with list-index errors; -1 decoded silently
+    with pytest.raises(ValueError, match=r"one sequence of ids, shape \(T,\); got shape \(1, 4\): take one row"):
+        ds.decode(ds.encode("abcd")[None])
+    for bad in (ds.vocab_size, -1, 2.0):
+        with pytest.raises(ValueError, match=f"id {bad!r} is not a character id 0..{ds.vocab_size - 1}"):
+            ds.decode([1, bad])
     with pytest.raises(ValueError, match="not in the vocabulary"):
         ds.encode("€")
 
