@@ -109,7 +109,7 @@ class BertEncoder(nn.Module):
         if input_ids.dim() != 2 or input_ids.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"input_ids must be a (B, T) integer tensor, got shape "
                              f"{tuple(input_ids.shape)} and dtype {input_ids.dtype}")
-        check_ids(input_ids, self.config.vocab_size, "BertConfig(vocab_size=...)")
+        check_ids(self, input_ids, self.config.vocab_size, "BertConfig(vocab_size=...)")
         mask = None
         if attention_mask is not None:
             if attention_mask.shape != input_ids.shape:

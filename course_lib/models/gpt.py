@@ -85,7 +85,7 @@ class GPT(nn.Module):
             raise TypeError(f"idx must be an int64 tensor of shape (B, T), got {type(idx).__name__}")
         if idx.dim() != 2 or idx.dtype != torch.long:
             raise ValueError(f"idx must be int64 (B, T); got shape {tuple(idx.shape)} and {idx.dtype}")
-        check_ids(idx, self.cfg.vocab_size, "GPTConfig(vocab_size=...)")
+        check_ids(self, idx, self.cfg.vocab_size, "GPTConfig(vocab_size=...)")
         B, T = idx.shape
         if T > self.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {self.block_size}: crop the context")
