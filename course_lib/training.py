@@ -42,6 +42,31 @@ class TrainConfig:
     seed: int = 1337
     bf16: bool | None = None          # None: on where the hardware supports it
 
+    def __post_init__(self):
+        """Name a setting that would fail deep inside the loop, or quietly train the wrong way."""
+        bad = []
+        for name in ("max_steps", "batch_size", "warmup_steps", "eval_every", "eval_batches", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                bad.append(f"{name}={value!r} must be a whole number (int)")
+        for name in ("lr", "min_lr", "weight_decay", "max_norm"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                bad.append(f"{name}={value!r} must be a number")
+        if not bad:
+            for name in ("max_steps", "batch_size", "eval_every", "eval_batches", "lr", "max_norm"):
+                if not getattr(self, name) > 0:
+                    bad.append(f"{name}={getattr(self, name)!r} must be above 0")
+            for name in ("warmup_steps", "min_lr", "weight_decay"):
+                if not getattr(self, name) >= 0:
+                    bad.append(f"{name}={getattr(self, name)!r} must not be negative")
+            if self.min_lr > self.lr:
+                bad.append(f"min_lr={self.min_lr!r} is above lr={self.lr!r}: the schedule decays from lr to min_lr")
+        if self.bf16 not in (None, True, False):
+            bad.append(f"bf16={self.bf16!r} must be True, False or None (None: where the hardware runs it fast)")
+        if bad:
+            raise ValueError("TrainConfig: " + "; ".join(bad))
+
 
 def autocast(device: torch.device, enabled: bool):
     if not enabled:
@@ -252,6 +277,11 @@ def generate(model: GPT, ds, prompt: str = "\n", max_new_tokens: int = 300, temp
              top_k: int | None = 20, seed: int = 0) -> str:
     """Text sampled from the model after ``prompt``; the same seed gives the same text."""
     from .reference.pretraining import sample
+    if not temperature > 0:
+        raise ValueError(f"temperature={temperature!r} must be above 0 (it divides the logits); "
+                         "top_k=1 always takes the most likely character")
+    if top_k is not None and not (isinstance(top_k, int) and top_k >= 1):
+        raise ValueError(f"top_k={top_k!r} must be a whole number of at least 1, or None to sample from all")
     model.eval()
     dev = next(model.parameters()).device
     idx = ds.encode(prompt)[None].to(dev)                            # (1, T)

@@ -1134,3 +1134,32 @@ def test_checkpoints_never_replace_a_file_that_is_not_one(ds, tmp_path):
     with pytest.raises(TypeError, match="cfg must be a TrainConfig, got dict: TrainConfig\\(\\*\\*d\\)"):
         Trainer(t.model, ds.train, ds.val, {"max_steps": 1}, torch.device("cpu"))
 
+
+
+@pytest.mark.parametrize("kw, says", [
+    (dict(min_lr=1e-2), r"min_lr=0.01 is above lr=0.002: the schedule decays from lr to min_lr"),
+    (dict(max_norm=-1.0), r"max_norm=-1.0 must be above 0"),
+    (dict(max_steps=1e4), r"max_steps=10000.0 must be a whole number \(int\)"),
+    (dict(eval_every=0), r"eval_every=0 must be above 0"),
+    (dict(batch_size=0, warmup_steps=-5), r"batch_size=0 must be above 0; warmup_steps=-5 must not be negative"),
+    (dict(lr="3e-4"), r"lr='3e-4' must be a number"),
+    (dict(bf16="yes"), r"bf16='yes' must be True, False or None"),
+])
+def test_train_config_names_a_setting_that_would_fail_late_or_train_the_wrong_way(kw, says):
+    """These were accepted: min_lr above lr made the schedule climb, a negative max_norm flipped every
+    gradient, eval_every=0 and batch_size=0 failed steps later in torch's or Python's words."""
+    with pytest.raises(ValueError, match="TrainConfig: " + says):
+        TrainConfig(**kw)
+    TrainConfig(lr=1e-3, min_lr=1e-3, warmup_steps=0, weight_decay=0, max_norm=float("inf"), bf16=False)
+
+
+def test_generate_and_train_toy_name_settings_they_cannot_run(ds):
+    m = GPT(GPTConfig(**TINY))
+    with pytest.raises(ValueError, match="temperature=0 must be above 0 .* top_k=1 always takes the most likely"):
+        generate(m, ds, "ROMEO:", 5, temperature=0)
+    with pytest.raises(ValueError, match="top_k=0 must be a whole number of at least 1, or None"):
+        generate(m, ds, "ROMEO:", 5, top_k=0)
+    assert len(generate(m, ds, "ROMEO:", 5, top_k=None)) == len(generate(m, ds, "ROMEO:", 5, top_k=1)) == 5
+    from course_lib.reference.norms import train_toy
+    with pytest.raises(ValueError, match="optimizer='adamw': train_toy runs \"adam\" or \"sgd\""):
+        train_toy(True, optimizer="adamw", steps=1)   # it ran plain SGD without a word

@@ -168,6 +168,8 @@ def train_toy(pre_norm: bool, *, lr: float = 1e-2, warmup: int = 0, clip: float 
     Returns {"losses": per-step training losses, "final": full-data loss at the end,
     "grad_norms": per-step global gradient norms before clipping}.
     """
+    if optimizer not in ("adam", "sgd"):
+        raise ValueError(f'optimizer={optimizer!r}: train_toy runs "adam" or "sgd"')
     threads = torch.get_num_threads()
     torch.set_num_threads(1)            # a tiny net: more threads only add overhead
     torch.set_flush_denormal(True)      # a stuck net's tiny activations are slow denormals on CPUs
