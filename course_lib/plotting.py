@@ -70,7 +70,15 @@ def caption(text: str) -> None:
 
 def show_confusion(cm, class_names: list[str], title: str):
     """Draw a confusion matrix (rows: true label, columns: prediction) with its counts; returns ``(fig, ax)``."""
-    counts = [[int(n) for n in row] for row in cm]          # a tensor, an array or nested lists
+    rows = [[float(n) for n in row] for row in cm]          # a tensor, an array or nested lists
+    if len(rows) != len(class_names) or any(len(row) != len(class_names) for row in rows):
+        raise ValueError(f"show_confusion: a {len(class_names)} x {len(class_names)} matrix for the classes "
+                         f"{class_names}, got rows of lengths {[len(row) for row in rows]}")
+    odd = next((n for row in rows for n in row if n < 0 or n != int(n)), None)
+    if odd is not None:
+        raise ValueError(f"show_confusion draws counts of sentences, got {odd:g}: pass the matrix of counts, "
+                         "not rates or fractions")
+    counts = [[int(n) for n in row] for row in rows]
     top = max(max(row) for row in counts)
     fig, ax = new_axes(title, "predicted", "true label", figsize=(4.6, 4))
     ax.imshow(counts, cmap="Blues", vmin=0)

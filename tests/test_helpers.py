@@ -38,6 +38,23 @@ def test_confusion_matrix_puts_true_labels_on_rows_and_predictions_on_columns():
     plt.close(fig)
 
 
+def test_confusion_matrix_refuses_rates_and_a_matrix_of_another_size():
+    """Rates were drawn as zeros (int(0.83) is 0), and a 3 x 3 matrix under two names drew
+    a third row without a label."""
+    import torch
+    before = plt.get_fignums()
+    with pytest.raises(ValueError, match="draws counts of sentences, got 0.8: pass the matrix of counts"):
+        plotting.show_confusion(torch.tensor([[0.8, 0.2], [0.1, 0.9]]), ["rotten", "fresh"], "Rates")
+    with pytest.raises(ValueError, match=r"a 2 x 2 matrix for the classes \['rotten', 'fresh'\], got rows of "
+                                         r"lengths \[3, 3, 3\]"):
+        plotting.show_confusion(torch.ones(3, 3, dtype=torch.long), ["rotten", "fresh"], "Three")
+    with pytest.raises(ValueError, match="got -1"):
+        plotting.show_confusion([[1, -1], [0, 2]], ["rotten", "fresh"], "Negative")
+    assert plt.get_fignums() == before                 # nothing drawn before the refusal
+    fig, _ = plotting.show_confusion([[3.0, 1.0], [0.0, 2.0]], ["rotten", "fresh"], "Whole floats")
+    plt.close(fig)
+
+
 def test_explorer_builds_without_a_frontend():
     seen = []
     box = widgets.explorer(lambda t=1.0, k=3: seen.append((t, k)), title="Sampling <demo>",
