@@ -26,7 +26,9 @@ AdamW moves every row that has momentum; ``--dropout P`` sets every dropout of t
 the head to P (0.1 in the checkpoint's config); ``--label-smoothing S`` trains against targets
 of 1 - S/2 on the label and S/2 on the other class; ``--sam RHO`` takes each step's gradient at
 the weights moved RHO along the normalised gradient (sharpness-aware minimisation, Foret et al.,
-2021: twice the compute per step).
+2021: twice the compute per step); ``--wise-ft`` also measures, on validation and test, the
+weights interpolated between the probe's and the final ones (WiSE-FT, Wortsman et al., 2022):
+(1 - a) * after the probe + a * final, for a = 0.9 ... 0.5; the final weights are kept.
 
     python bench/finetune.py                   # the recipe above, 2 threads on a CPU
     python bench/finetune.py --models 2 --seed 2 --threads 4
@@ -81,6 +83,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--sam", type=float, default=0.0,
                     help="sharpness-aware minimisation (Foret et al., 2021) with this radius rho: each step takes "
                          "the gradient at the weights moved rho along the normalised gradient (twice the compute)")
+    ap.add_argument("--wise-ft", action="store_true",
+                    help="also measure the weights interpolated between the probe's and the final ones")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=0, help="use only the first N training rows (0 = all)")
     ap.add_argument("--seed", type=int, default=0)
@@ -114,6 +118,8 @@ def main(argv=None) -> dict:
         if val:
             val_probs.append(q)
         probs.append(predict_probs(model, test, device, amp=amp))
+        if args.wise_ft and val:
+            report_interpolations(model, val, test, device, amp)
         report(f"model {i + 1}", probs[-1], test_labels)
         if i:
             if val:
@@ -155,6 +161,8 @@ def finetune(args, seed, encoder, train, val, device, amp):
     if args.probe_first:
         fit_head_on_frozen_features(model, train, device, amp)
     probe_time = time.perf_counter() - t0
+    if args.wise_ft:                                                        # kept for report_interpolations
+        model.probe_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     opt = AdamW(groups, lr=args.lr, weight_decay=0.01)
     total = math.ceil(args.epochs * math.ceil(len(train) / args.batch_size))
     warmup = max(1, int(args.warmup * total))
@@ -272,6 +280,20 @@ def rdrop_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float) -> torc
     kl = F.kl_div(log_p, log_q, log_target=True, reduction="batchmean") + \
         F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
     return 0.5 * (F.nll_loss(log_p, labels) + F.nll_loss(log_q, labels)) + alpha * 0.5 * kl
+
+
+@torch.no_grad()
+def report_interpolations(model, val, test, device, amp) -> None:
+    """WiSE-FT: accuracy of (1 - a) * the weights after the probe + a * the final weights; the model
+    gets its final weights back."""
+    final = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for a in (0.9, 0.8, 0.7, 0.6, 0.5):
+        model.load_state_dict({k: torch.lerp(model.probe_state[k], v, a) if v.is_floating_point() else v
+                               for k, v in final.items()})
+        print(f"  weights {1 - a:.1f} probe + {a:.1f} final: validation accuracy "
+              f"{accuracy(predict_probs(model, val, device, amp=amp), labels_of(val)):.4f}, "
+              f"test accuracy {accuracy(predict_probs(model, test, device, amp=amp), labels_of(test)):.4f}")
+    model.load_state_dict(final)
 
 
 def labels_of(encoded) -> torch.Tensor:
