@@ -113,6 +113,10 @@ class WordPieceTokenizer:
         return pieces
 
     def tokenize(self, text: str) -> list[str]:
+        if not isinstance(text, str):
+            batch = " (for a batch of texts call the tokenizer itself: tok(texts))" \
+                if isinstance(text, (list, tuple)) else ""
+            raise TypeError(f"text must be one string, got {type(text).__name__}{batch}")
         return [p for w in basic_tokenize(text, self.lower) for p in self.wordpiece(w)]
 
     @staticmethod
@@ -145,6 +149,11 @@ class WordPieceTokenizer:
         if isinstance(texts, str):
             raise TypeError("texts must be a list of strings, got one string: pass [text] for a batch of one")
         self._check_max_length(max_length)
+        if not isinstance(texts, (list, tuple)):
+            raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
+        odd = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+        if odd is not None:
+            raise TypeError(f"texts must be a list of strings; texts[{odd}] is a {type(texts[odd]).__name__}")
         encoded = [self.encode(t, max_length) for t in texts]
         T = max((len(e) for e in encoded), default=0)
         ids = torch.full((len(encoded), T), self.pad_id, dtype=torch.long)

@@ -86,3 +86,18 @@ def test_empty_batch_and_single_string(ours):
     assert batch["input_ids"].dtype == batch["attention_mask"].dtype == torch.long
     with pytest.raises(TypeError, match=r"pass \[text\]"):
         ours("one sentence")                                           # would batch its characters
+
+
+def test_a_batch_given_where_one_text_goes_and_odd_items_in_a_batch_are_named(ours):
+    """encode([...]) failed in ord() ('expected a character, but string of length 11 found'), a nested
+    list was tokenised as if its strings were characters, and None gave 'object is not iterable'."""
+    with pytest.raises(TypeError, match=r"text must be one string, got list \(for a batch of texts call "
+                                        r"the tokenizer itself: tok\(texts\)\)"):
+        ours.encode(["a fine film", "bad"])
+    with pytest.raises(TypeError, match="text must be one string, got NoneType$"):
+        ours.tokenize(None)
+    with pytest.raises(TypeError, match=r"texts must be a list of strings; texts\[1\] is a list"):
+        ours(["a fine film", ["bad"]])
+    with pytest.raises(TypeError, match="texts must be a list of strings, got NoneType"):
+        ours(None)
+    assert ours(("a", "b"))["input_ids"].shape == (2, 3)
