@@ -35,6 +35,8 @@ def seed_everything(seed: int = 0, deterministic: bool = False) -> torch.Generat
     effect if set before CUDA starts, so call this early).
     Returns a CPU ``torch.Generator`` seeded with ``seed``.
     """
+    if not isinstance(seed, int) or isinstance(seed, bool):     # checked before any generator is touched
+        raise TypeError(f"seed must be a whole number (int), got {seed!r}")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device

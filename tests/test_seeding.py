@@ -1,8 +1,10 @@
 """course_lib.seeding: the same seed gives the same numbers everywhere."""
 
 import random
+import re
 
 import numpy as np
+import pytest
 import torch
 
 from course_lib.seeding import make_generator, seed_everything, seeded
@@ -67,3 +69,15 @@ def test_seeded_draws_the_same_inside_and_leaves_the_global_generator_as_it_was(
     assert torch.equal(insides[0], insides[1])
     assert torch.equal(insides[0], torch.randn(3, generator=torch.Generator().manual_seed(0)))   # seed 0's draws
     assert torch.equal(torch.randn(4), expected_after)      # as if the blocks had never drawn
+
+
+@pytest.mark.parametrize("seed", ["0", 1.5, None, True])
+def test_a_seed_that_is_not_an_int_is_named_before_anything_is_seeded(seed):
+    """'0' failed in NumPy's words after Python's random had been seeded with the string; 1.5 and
+    None failed in NumPy's or Python's words."""
+    random.seed(7)
+    before = random.random()
+    random.seed(7)
+    with pytest.raises(TypeError, match=f"seed must be a whole number \\(int\\), got {re.escape(repr(seed))}"):
+        seed_everything(seed)
+    assert random.random() == before
