@@ -45,6 +45,27 @@ def test_gpt_shapes_and_errors():
         m([[1, 2]])
 
 
+def test_ids_on_an_accelerator_are_read_back_for_a_models_first_three_calls_only(monkeypatch):
+    """Reading ids back from a GPU makes the CPU wait at every step; there only the first three calls
+    are checked. Run on the CPU with a stand-in for the GPU's ids, whose values torch.aminmax reads."""
+    from course_lib.models import check_ids
+
+    class OnGpu:                                   # what check_ids asks of the ids
+        device = torch.device("cuda")
+
+        def numel(self):
+            return 2
+    monkeypatch.setattr(torch, "aminmax", lambda ids: (torch.tensor(0), torch.tensor(99)))
+    model = torch.nn.Linear(1, 1)
+    for _ in range(3):
+        with pytest.raises(ValueError, match="token id 99 is outside the model's vocabulary 0..83"):
+            check_ids(model, OnGpu(), 84, "made with")
+    check_ids(model, OnGpu(), 84, "made with")    # the fourth call is not read back
+    for _ in range(5):                             # on the CPU every call is checked
+        with pytest.raises(ValueError, match="token id 99"):
+            check_ids(model, torch.tensor([1, 2]), 84, "made with")
+
+
 def test_gpt_is_causal():
     torch.manual_seed(0)
     m = GPT(GPTConfig(**TINY)).eval()
