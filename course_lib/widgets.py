@@ -11,6 +11,7 @@ Importing this module needs no running frontend; the widgets render in JupyterLa
 from __future__ import annotations
 
 import html
+import inspect
 from typing import Callable
 
 import ipywidgets as widgets
@@ -53,6 +54,12 @@ def explorer(fn: Callable, title: str | None = None, **controls) -> widgets.VBox
     dropdown). ``title`` defaults to the function's name. Display the result (make it the
     cell's last expression).
     """
+    params = inspect.signature(fn).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = [name for name in controls if name not in params]
+        if unknown:              # ipywidgets would drop the control and make one of its own from the default
+            raise TypeError(f"explorer: {', '.join(unknown)} is not a parameter of {getattr(fn, '__name__', 'fn')}"
+                            f"; its parameters are {', '.join(params) or 'none'}")
     for name, control in controls.items():
         if isinstance(control, widgets.ValueWidget) and not getattr(control, "description", ""):
             control.description = name

@@ -66,6 +66,17 @@ def test_explorer_builds_without_a_frontend():
     assert widgets.dropdown(["a", "b"]).value == "a"
 
 
+def test_explorer_names_a_control_its_function_does_not_take():
+    """ipywidgets dropped a misspelt control and made a slider of its own from the default
+    (temperature from -1 to 3)."""
+    def show(temperature=1.0, k=3):
+        pass
+    with pytest.raises(TypeError, match="explorer: temprature is not a parameter of show; its parameters are "
+                                        "temperature, k"):
+        widgets.explorer(show, temprature=widgets.slider(0.1, 2.0, 1.0))
+    widgets.explorer(lambda **kw: None, anything=widgets.slider(0.1, 2.0, 1.0))   # **kw takes any name
+
+
 def test_progress_and_announce(capsys, monkeypatch):
     monkeypatch.setenv("COURSE_DEVICE", "cpu")
     assert sum(progress.progress(range(5), desc="counting", disable=True)) == 10
