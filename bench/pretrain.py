@@ -18,7 +18,7 @@ import time
 import torch
 
 from course_lib.device import fast_bf16, get_device
-from course_lib.models.gpt import GPT, GPTConfig, n_flops_per_token, parameter_counts
+from course_lib.models.gpt import GPT, GPTConfig, n_flops_per_token
 from course_lib.runmode import configure_threads
 from course_lib.shakespeare import load
 from course_lib.training import Trainer, TrainConfig

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch

@@ -1406,7 +1406,7 @@ _RANDN = "torch.randn(r, w.shape[1], device=w.device, dtype=w.dtype)"
     (f"{_RANDN} * 1e-4", "alpha / r", "known mistake: A drawn far too small"),
     (f"{_RANDN} / math.sqrt(w.shape[1])", "torch.tensor(alpha / r)", "known mistake: scale kept as a float32 tensor"),
     (f"{_RANDN} * 0.01", "alpha / r", None),
-    (f"nn.init.kaiming_uniform_(torch.empty(r, w.shape[1], device=w.device, dtype=w.dtype), a=math.sqrt(5))",
+    ("nn.init.kaiming_uniform_(torch.empty(r, w.shape[1], device=w.device, dtype=w.dtype), a=math.sqrt(5))",
      "alpha / r", None),
 ], ids=["A / in_features", "A · 1e-4", "scale a float32 tensor", "A · 0.01", "kaiming"])
 def test_lora_a_far_too_small_and_a_float32_scale_are_refused(init, scale, said):

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import inspect
 import linecache
-import os
 
-from .engine import DEVICE, Report, _is_learner_frame, evaluate
+from .engine import DEVICE, _is_learner_frame, evaluate
 from .spec import Case, Exercise, Forbidden, Mistake, get_exercise, register
 
 __all__ = ["check", "hint", "CheckFailed", "Case", "Exercise", "Forbidden", "Mistake",

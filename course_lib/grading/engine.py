@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-from .compare import Difference, _shape, compare
+from .compare import Difference, compare
 from .explain import RENAMED_PARAMETER, explain
 from .forbid import CallWatcher, scan_source
 from .spec import Case, Exercise, Mistake
