@@ -59,6 +59,11 @@ def test_lab_serves_working_copies_with_validate_and_widgets(tmp_path):
         disabled = set(disabled if isinstance(disabled, list) else [k for k, v in disabled.items() if v])
         assert "@jupyter/nbgrader:formgrader" in disabled
         assert "@jupyter/nbgrader:validate-assignment" not in disabled
+        # offline: no popup asking to fetch Jupyter's news, no update check
+        schema = json.loads(_get(f"http://127.0.0.1:{port}/lab/api/settings/"
+                                 "@jupyterlab/apputils-extension:notification"))["schema"]
+        defaults = {k: v.get("default") for k, v in schema["properties"].items()}
+        assert defaults["fetchNews"] == "false" and defaults["checkForUpdates"] is False, defaults
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
