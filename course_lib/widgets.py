@@ -64,5 +64,10 @@ def explorer(fn: Callable, title: str | None = None, **controls) -> widgets.VBox
         if isinstance(control, widgets.ValueWidget) and not getattr(control, "description", ""):
             control.description = name
     interactive = widgets.interactive(fn, **controls)
+    shown = [w for w in interactive.children if isinstance(w, widgets.ValueWidget) and getattr(w, "description", "")]
+    longest = max((len(w.description) for w in shown), default=0)
+    if longest > 8:      # ipywidgets' labels are about 8 characters wide: "temperature" showed as "temperat…"
+        for w in shown:
+            w.style.description_width = f"{longest + 1}ch"
     heading = widgets.HTML(f"<b>{html.escape(title or getattr(fn, '__name__', 'Explorer'))}</b>")
     return widgets.VBox([heading, interactive])

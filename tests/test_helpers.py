@@ -77,6 +77,17 @@ def test_explorer_names_a_control_its_function_does_not_take():
     widgets.explorer(lambda **kw: None, anything=widgets.slider(0.1, 2.0, 1.0))   # **kw takes any name
 
 
+def test_explorer_labels_are_wide_enough_for_the_longest_name():
+    """ipywidgets' labels are about 8 characters wide: in a browser 05's and 08's "temperature" read "temperat…"."""
+    def show(temperature=1.0, k=3, causal=False):
+        pass
+    box = widgets.explorer(show, temperature=widgets.slider(0.1, 2.0, 1.0), k=(1, 5, 1), causal=False)
+    assert {c.description: c.style.description_width for c in box.children[1].children[:-1]} == \
+        {"temperature": "12ch", "k": "12ch", "causal": "12ch"}
+    short = widgets.explorer(lambda t=1.0: None, t=widgets.slider(0.1, 2.0, 1.0))
+    assert short.children[1].children[0].style.description_width == ""      # ipywidgets' own width
+
+
 def test_progress_and_announce(capsys, monkeypatch):
     monkeypatch.setenv("COURSE_DEVICE", "cpu")
     assert sum(progress.progress(range(5), desc="counting", disable=True)) == 10
