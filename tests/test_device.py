@@ -78,6 +78,18 @@ def test_describe_default_device():
     assert isinstance(describe_device(), str)
 
 
+def test_describe_says_fast_mode_so_a_feedback_page_explains_its_small_numbers(monkeypatch):
+    """Feedback pages show the grading run's few training steps; the setup cell's device line says why."""
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    monkeypatch.setenv("COURSE_FAST", "0")
+    assert "fast mode" not in describe_device("cpu")
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    text = describe_device("cpu")
+    assert text.startswith("cpu — ") and "\n" not in text
+    assert text.endswith("fast mode (grading or tests): training cells take a few steps only, so their numbers "
+                         "are not the text's")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_devices(monkeypatch):
     assert get_device().type == "cuda"
