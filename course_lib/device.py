@@ -94,7 +94,8 @@ def describe_device(device: torch.device | str | None = None) -> str:
 
     line = _describe(get_device() if device is None else torch.device(device))
     if fast_mode():
-        line += " · fast mode (grading or tests): training cells take a few steps only, so their numbers are not the text's"
+        line += (" · fast mode (grading or tests): training cells take a few steps only, so their numbers "
+                 "are not the text's")
     return line
 
 

@@ -149,8 +149,10 @@ class WordPieceTokenizer:
         if isinstance(texts, str):
             raise TypeError("texts must be a list of strings, got one string: pass [text] for a batch of one")
         self._check_max_length(max_length)
-        if not isinstance(texts, (list, tuple)):
-            raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
+        try:
+            texts = list(texts)             # a tuple, a generator, an array of strings
+        except TypeError:
+            raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}") from None
         odd = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
         if odd is not None:
             raise TypeError(f"texts must be a list of strings; texts[{odd}] is a {type(texts[odd]).__name__}")

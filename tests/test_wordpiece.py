@@ -100,4 +100,6 @@ def test_a_batch_given_where_one_text_goes_and_odd_items_in_a_batch_are_named(ou
         ours(["a fine film", ["bad"]])
     with pytest.raises(TypeError, match="texts must be a list of strings, got NoneType"):
         ours(None)
-    assert ours(("a", "b"))["input_ids"].shape == (2, 3)
+    assert ours(("a", "b"))["input_ids"].shape == ours(t for t in ["a", "b"])["input_ids"].shape == (2, 3)
+    import numpy as np
+    assert torch.equal(ours(np.array(["a fine film", "bad"]))["input_ids"], ours(["a fine film", "bad"])["input_ids"])
