@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import linecache
+import sys
 
 from .engine import DEVICE, _is_learner_frame, evaluate
 from .spec import Case, Exercise, Forbidden, Mistake, get_exercise, register
@@ -51,9 +52,30 @@ _handler_installed = False
 
 def _show_check_failure(shell, etype, value, tb, tb_offset=None):
     # Only the verdict, not course_lib's stack: the message already says where it went wrong.
+    if issubclass(etype, NameError):
+        note = _undefined_answer(value)
+        if note is None:                                  # any other name: IPython's own traceback
+            return shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
+        value = note
     stb = [f"\x1b[0;31m{etype.__name__}\x1b[0m", str(value)]
     shell._showtraceback(etype, value, stb)
     return stb
+
+
+def _undefined_answer(error: NameError) -> str | None:
+    """For an exercise's name: why it may be undefined (in Validate's list, the answer cell's own
+    SyntaxError is not shown, only this cell's NameError)."""
+    name = getattr(error, "name", None)
+    try:
+        ex = get_exercise(name) if name else None
+    except Exception:
+        return None
+    if ex is None:
+        return None
+    kind = "class" if inspect.isclass(ex.reference) else "def"
+    return (f"✗ {name} — not defined: its answer cell (the one with `{kind} {name}`) has not run, or it stopped "
+            f"with an error (a SyntaxError, say) before {name} existed.\n"
+            f"  Run that cell, fix the first error it shows, then run this cell again.")
 
 
 def _install_handler() -> None:
@@ -62,10 +84,10 @@ def _install_handler() -> None:
         return
     _handler_installed = True
     try:
-        from IPython import get_ipython
-        ip = get_ipython()
+        ipython = sys.modules.get("IPython")        # not imported: not in IPython, nothing to install
+        ip = ipython.get_ipython() if ipython is not None else None
         if ip is not None:
-            ip.set_custom_exc((CheckFailed,), _show_check_failure)
+            ip.set_custom_exc((CheckFailed, NameError), _show_check_failure)
     except Exception:
         pass
 
@@ -119,3 +141,6 @@ def hint(name: str) -> None:
         display(Markdown(f"**Hint — {name}**\n\n{text}"))
     except Exception:
         print(f"Hint — {name}\n{text}")
+
+
+_install_handler()      # at the setup cell's import: a check cell's NameError comes before check() runs
