@@ -139,11 +139,13 @@ def test_learner_copy_checks_say_not_implemented_without_library_traceback(tmp_p
 def test_a_check_after_an_answer_cell_that_failed_says_where_to_look(tmp_path):
     """An answer cell with a SyntaxError leaves its function undefined, and Validate's list shows only the
     check cell's "NameError: name 'split_heads' is not defined", never the answer cell's own error. The
-    check cell now says what that usually means; any other undefined name keeps IPython's traceback."""
+    check cell now says what that usually means; the same name in any other cell, and any other undefined
+    name, keep IPython's traceback."""
     nb = nbformat.read(ROOT / "notebooks" / "00_welcome" / "00_welcome.ipynb", as_version=4)
     answer = next(i for i, c in enumerate(nb.cells) if is_answer_cell(c) and "def split_heads" in c.source)
     nb.cells[answer].source = 'def split_heads(x, n_heads):\n    return rearrange(x, "b t (h d) -> b h t d", h=n_heads\n'
     nb.cells.insert(answer + 1, nbformat.v4.new_code_cell("print(no_such_name)"))
+    nb.cells.insert(answer + 2, nbformat.v4.new_code_cell("y = split_heads(torch.zeros(1, 2, 6), 3)"))
     path = tmp_path / "00_welcome.ipynb"
     nbformat.write(nb, path)
     nb = _run(path, tmp_path)
@@ -151,7 +153,9 @@ def test_a_check_after_an_answer_cell_that_failed_says_where_to_look(tmp_path):
     assert err[answer].ename == "SyntaxError"
     other = "\n".join(err[answer + 1].traceback)
     assert err[answer + 1].ename == "NameError" and "no_such_name" in other and "answer cell" not in other
-    check_cell = next(i for i in err if i > answer + 1)
+    demo = "\n".join(err[answer + 2].traceback)      # not a check cell: IPython's own traceback
+    assert "name 'split_heads' is not defined" in demo and "answer cell" not in demo
+    check_cell = next(i for i in err if i > answer + 2)
     assert "check(\"split_heads\"" in nb.cells[check_cell].source and err[check_cell].ename == "NameError"
     text = "\n".join(err[check_cell].traceback)
     assert ("✗ split_heads — not defined: its answer cell (the one with `def split_heads`) has not run, or it "

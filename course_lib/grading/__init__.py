@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import linecache
+import re
 import sys
 
 from .engine import DEVICE, _is_learner_frame, evaluate
@@ -53,7 +54,7 @@ _handler_installed = False
 def _show_check_failure(shell, etype, value, tb, tb_offset=None):
     # Only the verdict, not course_lib's stack: the message already says where it went wrong.
     if issubclass(etype, NameError):
-        note = _undefined_answer(value)
+        note = _undefined_answer(value, tb)
         if note is None:                                  # any other name: IPython's own traceback
             return shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
         value = note
@@ -62,10 +63,15 @@ def _show_check_failure(shell, etype, value, tb, tb_offset=None):
     return stb
 
 
-def _undefined_answer(error: NameError) -> str | None:
-    """For an exercise's name: why it may be undefined (in Validate's list, the answer cell's own
-    SyntaxError is not shown, only this cell's NameError)."""
+def _undefined_answer(error: NameError, tb) -> str | None:
+    """In a check cell of the exercise whose name is undefined: why it may be (in Validate's list, the
+    answer cell's own SyntaxError is not shown, only this cell's NameError). None elsewhere."""
     name = getattr(error, "name", None)
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    cell = "".join(linecache.getlines(tb.tb_frame.f_code.co_filename)) if tb is not None else ""
+    if not name or not re.search(rf"""\bcheck\(\s*["']{re.escape(name)}["']""", cell):
+        return None
     try:
         ex = get_exercise(name) if name else None
     except Exception:
