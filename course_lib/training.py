@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import numbers
 import os
 import secrets
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -44,14 +46,15 @@ class TrainConfig:
     def __post_init__(self):
         """Name a setting that would fail deep inside the loop, or quietly train the wrong way."""
         bad = []
-        for name in ("max_steps", "batch_size", "warmup_steps", "eval_every", "eval_batches", "seed"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                bad.append(f"{name}={value!r} must be a whole number (int)")
-        for name in ("lr", "min_lr", "weight_decay", "max_norm"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                bad.append(f"{name}={value!r} must be a number")
+        for names, kind, cast in [(("max_steps", "batch_size", "warmup_steps", "eval_every", "eval_batches", "seed"),
+                                   numbers.Integral, int),
+                                  (("lr", "min_lr", "weight_decay", "max_norm"), numbers.Real, float)]:
+            for name in names:
+                value = getattr(self, name)
+                if isinstance(value, kind) and not isinstance(value, bool):
+                    setattr(self, name, cast(value))          # NumPy's numbers too; the checkpoint stores JSON
+                else:
+                    bad.append(f"{name}={value!r} must be {'a whole number (int)' if cast is int else 'a number'}")
         if not bad:
             for name in ("max_steps", "batch_size", "eval_every", "eval_batches", "lr", "max_norm"):
                 if not getattr(self, name) > 0:
@@ -59,12 +62,13 @@ class TrainConfig:
             for name in ("warmup_steps", "min_lr", "weight_decay"):
                 if not getattr(self, name) >= 0:
                     bad.append(f"{name}={getattr(self, name)!r} must not be negative")
-            if self.min_lr > self.lr:
-                bad.append(f"min_lr={self.min_lr!r} is above lr={self.lr!r}: the schedule decays from lr to min_lr")
         if self.bf16 not in (None, True, False):
             bad.append(f"bf16={self.bf16!r} must be True, False or None (None: where the hardware runs it fast)")
         if bad:
             raise ValueError("TrainConfig: " + "; ".join(bad))
+        if self.min_lr > self.lr:       # a warning: a checkpoint saved so must still load
+            warnings.warn(f"TrainConfig: min_lr={self.min_lr!r} is above lr={self.lr!r}, so the schedule climbs "
+                          "from lr to min_lr instead of decaying; set min_lr too (lr / 10, say)", stacklevel=3)
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -279,8 +283,9 @@ def generate(model: GPT, ds, prompt: str = "\n", max_new_tokens: int = 300, temp
     if not temperature > 0:
         raise ValueError(f"temperature={temperature!r} must be above 0 (it divides the logits); "
                          "top_k=1 always takes the most likely character")
-    if top_k is not None and not (isinstance(top_k, int) and top_k >= 1):
+    if top_k is not None and not (isinstance(top_k, numbers.Integral) and top_k >= 1):
         raise ValueError(f"top_k={top_k!r} must be a whole number of at least 1, or None to sample from all")
+    top_k = None if top_k is None else int(top_k)
     model.eval()
     dev = next(model.parameters()).device
     idx = ds.encode(prompt)[None].to(dev)                            # (1, T)
