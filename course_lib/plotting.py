@@ -76,7 +76,8 @@ def show_confusion(cm, class_names: list[str], title: str):
                          f"{class_names}, got rows of lengths {[len(row) for row in rows]}")
     odd = next((n for row in rows for n in row if n < 0 or n != int(n)), None)
     if odd is not None:
-        raise ValueError(f"show_confusion draws counts of sentences, got {odd:g}: pass the matrix of counts, "
+        shown = f"{odd:g}" if f"{odd:g}" != f"{round(odd)}" else repr(odd)    # 2.9999999, not "3"
+        raise ValueError(f"show_confusion draws counts of sentences, got {shown}: pass the matrix of counts, "
                          "not rates or fractions")
     counts = [[int(n) for n in row] for row in rows]
     top = max(max(row) for row in counts)

@@ -50,6 +50,8 @@ def test_confusion_matrix_refuses_rates_and_a_matrix_of_another_size():
         plotting.show_confusion(torch.ones(3, 3, dtype=torch.long), ["rotten", "fresh"], "Three")
     with pytest.raises(ValueError, match="got -1"):
         plotting.show_confusion([[1, -1], [0, 2]], ["rotten", "fresh"], "Negative")
+    with pytest.raises(ValueError, match="got 2.9999999: "):          # not rounded to a whole "3"
+        plotting.show_confusion([[1, 2.9999999], [0, 2]], ["rotten", "fresh"], "Nearly whole")
     assert plt.get_fignums() == before                 # nothing drawn before the refusal
     fig, _ = plotting.show_confusion([[3.0, 1.0], [0.0, 2.0]], ["rotten", "fresh"], "Whole floats")
     plt.close(fig)
