@@ -146,6 +146,11 @@ def test_a_check_after_an_answer_cell_that_failed_says_where_to_look(tmp_path):
     nb.cells[answer].source = 'def split_heads(x, n_heads):\n    return rearrange(x, "b t (h d) -> b h t d", h=n_heads\n'
     nb.cells.insert(answer + 1, nbformat.v4.new_code_cell("print(no_such_name)"))
     nb.cells.insert(answer + 2, nbformat.v4.new_code_cell("y = split_heads(torch.zeros(1, 2, 6), 3)"))
+    chk = next(i for i, c in enumerate(nb.cells) if c.source.startswith('check("split_heads"'))
+    nb.cells.insert(chk + 1, nbformat.v4.new_code_cell(       # %debug and %tb read these
+        "import sys\nprint('last:', type(sys.last_value).__name__, sys.last_value.name)"))
+    nb.cells.append(nbformat.v4.new_code_cell('raise NameError("odd", name=123)'))
+    nb.cells.append(nbformat.v4.new_code_cell('check("merge_heads", merge_heads)'))
     path = tmp_path / "00_welcome.ipynb"
     nbformat.write(nb, path)
     nb = _run(path, tmp_path)
@@ -161,6 +166,10 @@ def test_a_check_after_an_answer_cell_that_failed_says_where_to_look(tmp_path):
     assert ("✗ split_heads — not defined: its answer cell (the one with `def split_heads`) has not run, or it "
             "stopped with an error (a SyntaxError, say)") in text, text
     assert "Traceback" not in text and "course_lib/grading" not in text
+    assert nb.cells[check_cell + 1].outputs[0].text == "last: NameError split_heads\n"
+    odd, after = (nb.cells[-2], nb.cells[-1])               # a NameError the note cannot read: the handler stays
+    assert odd.outputs[-1].ename == "NameError" and all(o.output_type != "stream" for o in odd.outputs)
+    assert after.outputs[-1].ename == "CheckFailed" and "Traceback" not in "\n".join(after.outputs[-1].traceback)
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)

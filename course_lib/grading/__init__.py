@@ -53,13 +53,18 @@ _handler_installed = False
 
 def _show_check_failure(shell, etype, value, tb, tb_offset=None):
     # Only the verdict, not course_lib's stack: the message already says where it went wrong.
-    if issubclass(etype, NameError):
-        note = _undefined_answer(value, tb)
-        if note is None:                                  # any other name: IPython's own traceback
-            return shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
-        value = note
-    stb = [f"\x1b[0;31m{etype.__name__}\x1b[0m", str(value)]
-    shell._showtraceback(etype, value, stb)
+    try:
+        note = _undefined_answer(value, tb) if issubclass(etype, NameError) else str(value)
+    except Exception:                  # never let IPython drop this handler for the rest of the session
+        note = None
+    if note is None:                   # any other NameError: IPython's own traceback
+        return shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
+    try:
+        shell._get_exc_info((etype, value, tb))          # sys.last_value etc., for %debug and %tb
+    except Exception:
+        pass
+    stb = [f"\x1b[0;31m{etype.__name__}\x1b[0m", note]
+    shell._showtraceback(etype, note, stb)
     return stb
 
 
@@ -67,6 +72,8 @@ def _undefined_answer(error: NameError, tb) -> str | None:
     """In a check cell of the exercise whose name is undefined: why it may be (in Validate's list, the
     answer cell's own SyntaxError is not shown, only this cell's NameError). None elsewhere."""
     name = getattr(error, "name", None)
+    if not isinstance(name, str):
+        return None
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
     cell = "".join(linecache.getlines(tb.tb_frame.f_code.co_filename)) if tb is not None else ""
@@ -80,7 +87,7 @@ def _undefined_answer(error: NameError, tb) -> str | None:
         return None
     kind = "class" if inspect.isclass(ex.reference) else "def"
     return (f"✗ {name} — not defined: its answer cell (the one with `{kind} {name}`) has not run, or it stopped "
-            f"with an error (a SyntaxError, say) before {name} existed.\n"
+            f"with an error (a SyntaxError, say) before {name} existed, or it gives {name} another name.\n"
             f"  Run that cell, fix the first error it shows, then run this cell again.")
 
 
