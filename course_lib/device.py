@@ -88,13 +88,13 @@ def get_device() -> torch.device:
 
 def describe_device(device: torch.device | str | None = None) -> str:
     """One line describing ``device`` (default: :func:`get_device`) for a learner. In fast mode
-    (nbgrader's grading or Validate, ``./course test``) the line also says that the training cells
+    (nbgrader's grading or Validate, ``./course test``) a second line says that the training cells
     take a few steps only: a feedback page then explains its own small numbers."""
     from .runmode import fast_mode
 
     line = _describe(get_device() if device is None else torch.device(device))
     if fast_mode():
-        line += (" · fast mode (grading or tests): training cells take a few steps only, so their numbers "
+        line += ("\nfast mode (grading or tests): training cells take a few steps only, so their numbers "
                  "are not the text's")
     return line
 
