@@ -243,12 +243,12 @@ class Trainer:
 
     @classmethod
     def load(cls, path, train_data, val_data, device: torch.device | None = None) -> "Trainer":
-        from safetensors import safe_open
-        if Path(path).is_file() and _checkpoint_metadata(Path(path)) is None:
+        meta = _checkpoint_metadata(Path(path))
+        if meta is None:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"no checkpoint at {path}")
             raise ValueError(f"{path} is not a checkpoint of this course: Trainer.load reads the files that "
                              "Trainer.save writes (weights, optimizer state and configuration together)")
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata()
         tensors = load_file(str(path))
         model = GPT(GPTConfig(**json.loads(meta["model_config"])))
         state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
