@@ -80,10 +80,8 @@ def _undefined_answer(error: NameError, tb) -> str | None:
     if not name or not re.search(rf"""\bcheck\(\s*["']{re.escape(name)}["']""", cell):
         return None
     try:
-        ex = get_exercise(name) if name else None
-    except Exception:
-        return None
-    if ex is None:
+        ex = get_exercise(name)
+    except KeyError:                   # not an exercise's name
         return None
     kind = "class" if inspect.isclass(ex.reference) else "def"
     return (f"✗ {name} — not defined: its answer cell (the one with `{kind} {name}`) has not run, or it stopped "
