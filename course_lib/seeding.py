@@ -10,6 +10,7 @@ warns, instead of failing, where an operation has no deterministic version).
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 import random
 
@@ -35,8 +36,9 @@ def seed_everything(seed: int = 0, deterministic: bool = False) -> torch.Generat
     effect if set before CUDA starts, so call this early).
     Returns a CPU ``torch.Generator`` seeded with ``seed``.
     """
-    if not isinstance(seed, int) or isinstance(seed, bool):     # checked before any generator is touched
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):    # before any generator is touched
         raise TypeError(f"seed must be a whole number (int), got {seed!r}")
+    seed = int(seed)                    # NumPy's integers too (a seed from np.arange): random.seed refuses them
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device

@@ -81,3 +81,12 @@ def test_a_seed_that_is_not_an_int_is_named_before_anything_is_seeded(seed):
     with pytest.raises(TypeError, match=f"seed must be a whole number \\(int\\), got {re.escape(repr(seed))}"):
         seed_everything(seed)
     assert random.random() == before
+
+
+def test_a_numpy_integer_seeds_as_the_same_python_int():
+    """A seed from np.arange or a NumPy array is a whole number too; Python's random refuses it as it is."""
+    g = seed_everything(np.int64(3))
+    drawn = (random.random(), np.random.rand(), torch.rand(2), torch.rand(2, generator=g))
+    g = seed_everything(3)
+    assert drawn[:2] == (random.random(), np.random.rand())
+    assert torch.equal(drawn[2], torch.rand(2)) and torch.equal(drawn[3], torch.rand(2, generator=g))
