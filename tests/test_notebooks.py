@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -39,6 +40,17 @@ def test_learner_copies_equal_a_fresh_release(assignment):
                 a = _strip(json.loads((produced / name).read_text()))
                 b = _strip(json.loads((ROOT / "notebooks" / assignment / name).read_text()))
                 assert a == b, f"notebooks/{assignment}/{name} differs from a fresh release: run `./course release`"
+
+
+def test_release_from_a_folder_whose_name_reads_as_a_pattern(tmp_path):
+    """nbgrader builds a regular expression from the solutions folder's path. In a checkout named
+    "llm-course (1)" (a second download) or "C++ course" release stopped with "Could not match",
+    and every grading path with it; the learner copy must come out as from the usual folder."""
+    solutions = tmp_path / "llm-course (1)" / "C++ course" / "solutions"
+    shutil.copytree(ROOT / "solutions" / "00_welcome", solutions / "00_welcome")
+    produced = generate("00_welcome", solutions, tmp_path / "out (2)")
+    a = _strip(json.loads((produced / "00_welcome.ipynb").read_text()))
+    assert a == _strip(json.loads((ROOT / "notebooks" / "00_welcome" / "00_welcome.ipynb").read_text()))
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)

@@ -20,6 +20,7 @@ def apply_course_settings(c, *, solutions: str, release: str, cell_timeout: int 
 
     ensure_scripts_on_path()
     schema_version_in_process()
+    escape_absolute_step_folders()
     no_output_widget_stand_in()
     c.CourseDirectory.source_directory = solutions
     c.CourseDirectory.release_directory = release
@@ -79,3 +80,27 @@ def schema_version_in_process() -> None:
         head = functools.cache(lambda: ScriptDirectory(ALEMBIC_DIR).get_current_head())
         head.in_process, head.nbgraders = True, nbgrader.api.get_alembic_version
         nbgrader.api.get_alembic_version = head
+
+
+def escape_absolute_step_folders() -> None:
+    """nbgrader matches the notebooks it found against a regular expression built from the course
+    folders. It escapes the course root, but not a step folder given as an absolute path, as the
+    course gives solutions/ and the release folder: in a checkout named "llm-course (1)" or "C++"
+    the brackets or pluses are read as a pattern, nothing matches, and release and grading stop
+    with "Could not match ...". Escape such a folder before nbgrader puts it in the pattern."""
+    import os
+    import re
+
+    from nbgrader.coursedir import CourseDirectory
+
+    original = CourseDirectory.format_path
+    if getattr(original, "escapes_absolute_steps", False):
+        return
+
+    def format_path(self, nbgrader_step: str, student_id: str, assignment_id: str, escape: bool = False) -> str:
+        if escape and os.path.isabs(nbgrader_step):
+            nbgrader_step = re.escape(nbgrader_step)
+        return original(self, nbgrader_step, student_id, assignment_id, escape=escape)
+
+    format_path.escapes_absolute_steps = True
+    CourseDirectory.format_path = format_path
