@@ -53,6 +53,17 @@ def test_release_from_a_folder_whose_name_reads_as_a_pattern(tmp_path):
     assert a == _strip(json.loads((ROOT / "notebooks" / "00_welcome" / "00_welcome.ipynb").read_text()))
 
 
+def test_a_folder_nbgrader_would_read_as_a_file_pattern_is_named(tmp_path):
+    """With [ ] * or ? in the course's path nbgrader's file patterns find nothing, and it said only "No
+    notebooks were matched by ...": the course names the folder and what to do before nbgrader runs."""
+    solutions = tmp_path / "course [2]" / "solutions"
+    shutil.copytree(ROOT / "solutions" / "00_welcome", solutions / "00_welcome")
+    with pytest.raises(SystemExit, match=r"course \[2\]/solutions has \[ \] in its path.*rename the folder"):
+        generate("00_welcome", solutions, tmp_path / "out")
+    with pytest.raises(SystemExit, match=r"out\? has \? in its path"):
+        generate("00_welcome", ROOT / "solutions", tmp_path / "out?")
+
+
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_notebook_structure_follows_the_course_conventions(assignment):
     nb = nbformat.read(ROOT / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
