@@ -64,6 +64,26 @@ def test_a_folder_nbgrader_would_read_as_a_file_pattern_is_named(tmp_path):
         generate("00_welcome", ROOT / "solutions", tmp_path / "out?")
 
 
+def test_validate_works_in_a_folder_nbgrader_would_read_as_a_file_pattern(tmp_path, monkeypatch):
+    """JupyterLab's Validate button loads nbgrader_config.py from the folder the lab started in, as
+    below: a learner's checkout in "course [2]" must still validate (only release and grading refuse)."""
+    from jupyter_core.paths import jupyter_config_path
+    from nbgrader.apps import NbGrader
+    from nbgrader.validator import Validator
+
+    folder = tmp_path / "course [2]"
+    folder.mkdir()
+    shutil.copy(ROOT / "nbgrader_config.py", folder)
+    shutil.copy(ROOT / "notebooks" / "00_welcome" / "00_welcome.ipynb", folder)
+    monkeypatch.chdir(folder)
+    app = NbGrader()
+    app.config_file_paths.append([str(folder), *jupyter_config_path()])
+    app.load_config_file()
+    assert app.config.CourseDirectory.course_id == "llms-from-scratch"
+    result = Validator(config=app.config).validate(str(folder / "00_welcome.ipynb"))
+    assert len(result["failed"]) == 3, result          # the learner copy's three blank answers
+
+
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_notebook_structure_follows_the_course_conventions(assignment):
     nb = nbformat.read(ROOT / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)

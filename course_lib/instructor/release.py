@@ -17,6 +17,7 @@ def generate(assignment: str, solutions: Path, out_dir: Path, db_url: str | None
 
     With ``db_url`` the assignment is also recorded in that gradebook (autograding needs it).
     """
+    refuse_file_pattern_characters(solutions.resolve(), out_dir.resolve())
     from nbgrader.apps import NbGraderAPI
     from traitlets.config import Config
 
@@ -36,6 +37,19 @@ def generate(assignment: str, solutions: Path, out_dir: Path, db_url: str | None
     for nb_path in (out_dir / assignment).glob("*.ipynb"):
         check_release(nb_path)
     return out_dir / assignment
+
+
+def refuse_file_pattern_characters(*folders: Path | str) -> None:
+    """nbgrader finds notebooks with file patterns built from the course folders, so a folder whose
+    path has [ ] * or ? finds nothing ("No notebooks were matched by ..."). Say so, and what to do.
+    Checked here, before release and autograding, not in nbgrader_config.py: JupyterLab's Validate
+    button loads that file too, and it works in such a folder."""
+    for folder in folders:
+        odd = sorted(set(str(folder)) & set("[]*?"))
+        if odd:
+            raise SystemExit(f"the folder {folder} has {' '.join(odd)} in its path, which nbgrader reads as a file "
+                             "pattern, so it would find no notebooks there: rename the folder (or move the course "
+                             "to one without those characters) and run the command again")
 
 
 def check_release(path: Path) -> None:

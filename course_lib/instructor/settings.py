@@ -18,7 +18,6 @@ def apply_course_settings(c, *, solutions: str, release: str, cell_timeout: int 
 
     from course_lib.grading.sandbox import CourseExecute, CourseOverwriteCells, SandboxGrade
 
-    refuse_file_pattern_characters(c.CourseDirectory.root if "root" in c.CourseDirectory else "", solutions, release)
     ensure_scripts_on_path()
     schema_version_in_process()
     escape_absolute_step_folders()
@@ -105,14 +104,3 @@ def escape_absolute_step_folders() -> None:
 
     format_path.escapes_absolute_steps = True
     CourseDirectory.format_path = format_path
-
-
-def refuse_file_pattern_characters(*folders: str) -> None:
-    """nbgrader finds notebooks with file patterns built from the course folders, so a folder whose
-    path has [ ] * or ? finds nothing ("No notebooks were matched by ..."). Say so, and what to do."""
-    for folder in folders:
-        odd = sorted(set(str(folder)) & set("[]*?"))
-        if odd:
-            raise SystemExit(f"the folder {folder} has {' '.join(odd)} in its path, which nbgrader reads as a file "
-                             "pattern, so it would find no notebooks there: rename the folder (or move the course "
-                             "to one without those characters) and run the command again")
