@@ -74,9 +74,19 @@ def test_constraints_agree_with_the_pins():
     lines = [line for line in (ROOT / "constraints.txt").read_text().splitlines()
              if line.strip() and not line.startswith("#")]
     assert len(lines) > 50, "constraints.txt should list the whole resolved environment"
+    marker = r'; python_full_version (<|>=) "(3\.[0-9]+\.[0-9]+)"'
     for line in lines:
-        assert re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][A-Za-z0-9.]*", line), f"constraints.txt: {line!r}"
-    constrained = {_name(line): line.split("==")[1] for line in lines}
+        assert re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][A-Za-z0-9.]*(" + marker + ")?", line), f"constraints.txt: {line!r}"
+    plain = [line for line in lines if ";" not in line]
+    constrained = {_name(line): line.split("==")[1] for line in plain}
+    by_python = {}        # a package pinned per Python version: both sides of one boundary, once each
+    for line in lines:
+        if ";" in line:
+            by_python.setdefault(_name(line), []).append(re.search(marker, line).groups())
+    for name, sides in by_python.items():
+        assert name not in constrained and sorted(sides) == [("<", sides[0][1]), (">=", sides[0][1])], \
+            f"constraints.txt pins {name} for some Pythons only: {sides}"
+        constrained[name] = "per Python version"
     assert "torch" not in constrained, "torch stays with pyproject.toml: its build differs per platform"
     data = _pyproject()["tool"]["course"]["data-packages"]
     for pin in _pyproject_pins() + list(data):
