@@ -839,11 +839,15 @@ def test_a_case_that_fits_two_mistakes_is_named_by_the_cases_after_it(answer, na
 def test_a_check_the_learner_interrupts_says_where_the_answer_was():
     """A check whose answer never returns was stopped with Jupyter's interrupt button as a bare
     KeyboardInterrupt through the grader's own stack; it now fails like any check, naming the case
-    and the line the answer was running. Run in a subprocess: the interrupt goes to the main thread."""
+    and the line the answer was running. Run in a subprocess: the interrupt goes to the main thread. The
+    subprocess turns SIGINT into KeyboardInterrupt as a Jupyter kernel does while it runs a cell: started
+    from a process that ignores SIGINT (nohup, a background job of a script) it would inherit that, and
+    the interrupt would do nothing."""
     import subprocess
     import sys
     code = (
-        "import _thread, linecache, threading\n"
+        "import _thread, linecache, signal, threading\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from course_lib.grading.engine import evaluate\n"
         "from course_lib.grading.spec import get_exercise\n"
         "src = ('def lr_at(step, max_lr, warmup_steps, total_steps, min_lr=0.0):\\n'\n"
