@@ -82,3 +82,19 @@ def test_course_test_in_a_learners_copy_says_it_needs_the_instructors_copy(tmp_p
     assert r.returncode == 1, r.stderr
     assert "no solutions/ folder" in r.stderr and "Validate button" in r.stderr, r.stderr
     assert not (tmp_path / "venv").exists()
+
+
+def test_a_virtual_environment_whose_python_does_not_run_is_named_and_left(tmp_path):
+    """A .venv made by another user from a Python in their home folder does not run for a grading user
+    (README: grade as a user who cannot write to the course folder): say both causes, and how its owner
+    makes one that user can run. Nothing is deleted."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(tmp_path / "gone" / "python3.11")
+    r = subprocess.run(["bash", str(ROOT / "course"), "setup"], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, COURSE_VENV=str(venv)))
+    assert r.returncode == 1, r.stderr
+    assert "its Python does not run" in r.stderr and "this\nuser cannot reach it" in r.stderr, r.stderr
+    assert "a Python every user can run (COURSE_PYTHON=/usr/bin/python3)" in r.stderr, r.stderr
+    assert (venv / "bin" / "python").is_symlink()
+
