@@ -84,6 +84,20 @@ def test_validate_works_in_a_folder_nbgrader_would_read_as_a_file_pattern(tmp_pa
     assert len(result["failed"]) == 3, result          # the learner copy's three blank answers
 
 
+def test_release_reads_the_notebooks_as_utf8_whatever_the_locale():
+    """In a locale that is not UTF-8 (zh_CN.GB18030, say) release read the learner copy it had written in the
+    locale's encoding and stopped with a UnicodeDecodeError, and every grading run with it. Python names
+    each text read without an encoding when asked (-X warn_default_encoding); release's own must name it."""
+    import subprocess
+    import sys
+    code = ("import warnings\nfrom pathlib import Path\nfrom course_lib.instructor.release import check_release\n"
+            "warnings.simplefilter('error', EncodingWarning)\n"         # after the imports: they are not ours
+            f"check_release(Path({str(ROOT / 'notebooks' / '00_welcome' / '00_welcome.ipynb')!r}))\n")
+    run = subprocess.run([sys.executable, "-X", "warn_default_encoding", "-c", code],
+                         capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONUTF8="0"))
+    assert run.returncode == 0, run.stderr
+
+
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_notebook_structure_follows_the_course_conventions(assignment):
     nb = nbformat.read(ROOT / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)

@@ -54,7 +54,7 @@ def refuse_file_pattern_characters(*folders: Path | str) -> None:
 
 def check_release(path: Path) -> None:
     """A learner copy must not carry solutions or hidden tests."""
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")        # notebooks are UTF-8 whatever the locale says
     for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"):
         if marker in text:
             raise RuntimeError(f"{path} still contains '{marker}'")
