@@ -86,7 +86,7 @@ def escape_absolute_step_folders() -> None:
     """nbgrader matches the notebooks it found against a regular expression built from the course
     folders. It escapes the course root, but not a step folder given as an absolute path, as the
     course gives solutions/ and the release folder: in a checkout named "llm-course (1)" or "C++"
-    the brackets or pluses are read as a pattern, nothing matches, and release and grading stop
+    the round brackets or pluses are read as a pattern, nothing matches, and release and grading stop
     with "Could not match ...". Escape such a folder before nbgrader puts it in the pattern."""
     import os
     import re
