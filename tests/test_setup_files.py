@@ -95,6 +95,32 @@ def test_constraints_agree_with_the_pins():
             assert constrained.get(name) == version, f"{pin} but constraints.txt has {constrained.get(name)}"
 
 
+def test_every_pin_for_all_pythons_installs_on_debian_12s_python():
+    """README: Python 3.11 or newer. Debian 12's python3 is 3.11.2; soupsieve 4.1.3, pinned for every Python,
+    needs 3.11.5, and ./course setup failed there with ResolutionImpossible. A pin that 3.11.2 cannot
+    install carries a python_full_version marker, with another pin for the others. Read from what this
+    environment installed (each package's Requires-Python)."""
+    import importlib.metadata
+
+    from packaging.specifiers import SpecifierSet
+
+    lines = [line for line in (ROOT / "constraints.txt").read_text().splitlines()
+             if line.strip() and not line.startswith("#") and ";" not in line]
+    checked = 0
+    for line in lines:
+        name, version = _name(line), line.split("==")[1]
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue                        # not needed on this platform
+        if dist.version != version:
+            continue
+        needs = dist.metadata.get("Requires-Python")
+        assert not needs or SpecifierSet(needs).contains("3.11.2"), \
+            f"constraints.txt pins {line} for every Python, but it needs Python {needs}"
+        checked += 1
+    assert checked > 50
+
 def test_torch_is_the_cpu_resolvable_pin():
     assert "torch==2.13.0" in _pyproject_pins()
     assert "torch==2.13.0" in _environment_pins()
