@@ -488,9 +488,10 @@ def _evaluate_both(name, answer):
 
 
 _MLM = """def mlm_mask(tokens, mask_id, vocab_size, p=0.15, generator=None):
-    chosen = torch.rand(tokens.shape, generator=generator) < p
-    r = torch.rand(tokens.shape, generator=generator)
+    chosen = torch.rand(tokens.shape, generator=generator).to(tokens.device) < p
+    r = torch.rand(tokens.shape, generator=generator).to(tokens.device)
     rnd = RANDOM
+    rnd = rnd.to(tokens.device)
     labels = torch.where(chosen, tokens, torch.full_like(tokens, -100))
     inputs = torch.where(chosen & (r < 0.8), torch.full_like(tokens, mask_id), tokens)
     inputs = torch.where(chosen & (r >= 0.8) & (r < 0.9), rnd, inputs)
@@ -593,10 +594,17 @@ def test_sample_check_judges_frequencies_against_the_true_probabilities(logits, 
      "torch.multinomial drew with the CPU generator onto meta (at line 8 of your answer"),
     ("mlm_mask", _MLM.replace("RANDOM", "torch.randint(vocab_size, tokens.shape, generator=generator, device=tokens.device)"),
      "torch.randint drew with the CPU generator onto meta (at line 4 of your answer"),
+    ("mlm_mask", _MLM.replace(").to(tokens.device) < p", ") < p").replace(
+        "RANDOM", "torch.randint(vocab_size, tokens.shape, generator=generator)"),
+     "mlm_mask with tokens on meta failed: Expected all tensors to be on the same device"),
+    ("mlm_mask", _MLM.replace("    rnd = rnd.to(tokens.device)\n", "").replace(
+        "RANDOM", "torch.randint(vocab_size, tokens.shape, generator=generator)"),
+     "(at line 7 of your answer"),
 ], ids=["top-k filled with 0", "lm_loss without reshape", "train_step in eval mode", "train_step's forward in eval mode", "zero_grad between backward and step",
         "sample cropped one token short", "sample cropped from the start", "lm_loss with nll_loss", "sample by argmax",
         "mlm labels -1", "mlm labels only at [MASK]", "get_batch draws on data's device",
-        "sample draws on idx's device", "mlm_mask draws on tokens' device"])
+        "sample draws on idx's device", "mlm_mask draws on tokens' device",
+        "mlm_mask's chosen left on the CPU", "mlm_mask's random ids left on the CPU"])
 def test_checks_say_why_for_more_learner_mistakes(name, source, says):
     """Each was refused with numbers only (or, in eval mode, passed: the test model has no dropout; a
     forward in eval mode with the mode set back, and a context one token short, passed too), or (labels
@@ -885,8 +893,8 @@ def test_sample_check_has_one_prompt_as_the_notebook_gives():
 
 
 @pytest.mark.parametrize("random", [
-    "(tokens + torch.randint(1, vocab_size, tokens.shape, generator=generator)) % vocab_size",
-    "torch.randint(vocab_size - 1, tokens.shape, generator=generator)\n    rnd = rnd + (rnd >= tokens).long()",
+    "(tokens + torch.randint(1, vocab_size, tokens.shape, generator=generator).to(tokens.device)) % vocab_size",
+    "torch.randint(vocab_size - 1, tokens.shape, generator=generator).to(tokens.device)\n    rnd = rnd + (rnd >= tokens).long()",
 ], ids=["offset from the original", "skips the original"])
 def test_mlm_mask_check_wants_the_random_token_to_be_the_original_sometimes(random):
     """A random token drawn so as never to be the original passed every suite: with 20 ids or more that
