@@ -1140,6 +1140,35 @@ def test_clip_with_its_total_kept_on_the_cpu_is_refused_without_a_gpu(total, fac
                     in r.message and said in r.message and "start it at 0.0" in r.message), (suite, r.message)
 
 
+@pytest.mark.parametrize("total", [
+    "total = torch.tensor(math.sqrt(sum(g.pow(2).sum().item() for g in grads)))",
+    "total = torch.cat([g.flatten().float() for g in grads]).norm()",
+    "total = torch.cat([g.flatten() for g in grads]).norm()",
+], ids=["through .item() and math.sqrt", "through .float()", "in the gradients' dtype (right)"])
+def test_clip_that_returns_the_norm_in_another_dtype_is_refused(total):
+    """The norm added up as Python numbers and handed back as torch.tensor(total), or measured in float32, came
+    back as float32 for float64 gradients, and passed both suites: the check converted it to the gradients'
+    dtype before comparing, and the meta rerun cannot see .item(), which reads a value."""
+    import math
+
+    import torch
+
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    ns = {"torch": torch, "math": math}
+    source = _CLIP_TOTAL.replace("TOTAL", total).replace("FACTOR", "(max_norm / (total + 1e-6)).clamp(max=1.0)")
+    exec(compile(source.replace("g.mul_(coef)", "g.mul_(coef.to(g.dtype))"), "<answer cell test>", "exec"), ns)
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("clip_grad_norm"), ns["clip_grad_norm"], suite=suite)
+        if ".float()" not in total and ".item()" not in total:
+            assert r.passed, (suite, r.message)
+        else:
+            assert not r.passed and ("returned the norm as a float32 tensor; the gradients are float64" in r.message
+                                     and "Work out the norm from the gradients themselves" in r.message), \
+                (suite, r.message)
+
+
 def test_clip_factor_with_eps_added_after_the_division_is_named_and_caught_by_a_spike():
     """max_norm / norm + 1e-6 (the eps added to the factor, not the norm) got bare numbers in the first
     visible case and passed the hidden ones; for a spike far above max_norm it matters. Without the eps at

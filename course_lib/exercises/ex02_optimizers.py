@@ -1291,6 +1291,11 @@ def _run_clip(fn, inputs):
                              "and leave the parameters to the optimizer's step()")
     dtype = params[0].dtype
     device = params[0].device                             # where the case runs
+    if total.dtype != dtype:
+        raise TypeError(f"clip_grad_norm returned the norm as a {str(total.dtype)[6:]} tensor; the gradients are "
+                        f"{str(dtype)[6:]}. Work out the norm from the gradients themselves, in their dtype and "
+                        "on their device: a detour through Python numbers (.item(), math.sqrt, then torch.tensor) "
+                        "or .float() rounds it, and .item() makes the GPU wait at every step")
     if device.type == "cpu":
         _clip_on_meta(fn, inputs)
     total = torch.as_tensor(total).detach().to(device, dtype).reshape(())
