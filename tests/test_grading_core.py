@@ -165,6 +165,7 @@ _SOFTMAX_THEN = "    e = (x - x.amax(-1, keepdim=True)).exp()\n    s = e / e.sum
     ("    return x - x.amax(-1)\n", "A common cause: a reduction (mean, sum, amax...) without\n  keepdim=True"),
     (_SOFTMAX_THEN + "    return s @ torch.eye(x.shape[-1])\n", "Make it with dtype=x.dtype"),
     (_SOFTMAX_THEN + "    return (s[None] @ torch.eye(x.shape[-1])[None])[0]\n", "Make it with dtype=x.dtype"),
+    (_SOFTMAX_THEN + "    return s @ (x[0] == x[0]).float().diag()\n", ".float() gives float32 whatever it was"),
     # torch's words when a CPU tensor meets a CUDA one; raised here as a GPU would raise them
     ("    raise RuntimeError('Expected all tensors to be on the same device, but found at least two devices, '\n"
      "                       'cuda:0 and cpu!')\n", "make it with device=x.device"),
@@ -204,7 +205,7 @@ _SOFTMAX_THEN = "    e = (x - x.amax(-1, keepdim=True)).exp()\n    s = e / e.sum
     ("    return x * torch.multinomial(x.exp()[None, None], 1)\n", "torch.multinomial draws from rows of probabilities"),
     ("    return x & (x > 0)\n", "&, | and ~ combine bool tensors"),
 ], ids=["if tensor", "parameter changed in place", "no keepdim", "float32 matrix in a float64 case",
-        "the same batched", "cpu tensor on a gpu", "no super().__init__()", "forward misspelt",
+        "the same batched", ".float() of a mask", "cpu tensor on a gpu", "no super().__init__()", "forward misspelt",
         "recursion", "numpy of a tensor that requires grad", "math.sqrt of a tensor", ".item() of many values",
         "torch.sqrt of a number", "size made with /", "view to the wrong size", "axis counted from the front",
         "unpacked shape", "x.shape()", "method without ()", "p.requires_grad(False)", "a number called",

@@ -6,9 +6,11 @@ several causes, the note says "a common cause", never "the cause".
 """
 from __future__ import annotations
 
-_SAME_DTYPE = ("Tensors of two dtypes met where one is needed (float32 and float64 in a matrix product, say):\n"
-               "a tensor made inside the answer (torch.zeros, torch.tensor, torch.randn...) is float32 unless\n"
-               "given dtype=. Make it with dtype=x.dtype (the checks run float64 cases too).")
+_SAME_DTYPE = ("Tensors of two dtypes met where one is needed (float32 and float64 in a matrix product, say).\n"
+               "Common causes: a tensor made inside the answer (torch.zeros, torch.tensor, torch.randn...) is\n"
+               "float32 unless given dtype=, and .float() gives float32 whatever it was (a mask turned into\n"
+               "numbers, say). Make it with dtype=x.dtype, or convert with .to(x.dtype) (the checks run float64\n"
+               "cases too).")
 TORCH_ERRORS = {
     "must match the size of tensor b":
         "Elementwise operations need shapes that broadcast: compared from the last axis, each pair of\n"
