@@ -1229,7 +1229,10 @@ def test_cosine_progress_over_total_steps_is_named():
      "eps added to the step instead of to the denominator", ("visible",)),
     ("SGDMomentum", [('state["buf"] = group["momentum"] * state["buf"] + p.grad',
                       'buf = group["momentum"] * state["buf"] + p.grad'), ("state['buf'])", "p.grad)")],
-     "momentum buffer never written back to self.state", ("visible", "hidden")),
+     "every step is plain SGD", ("visible", "hidden")),
+    # the buffer kept right, the step taken with the gradient: named as a lost buffer alone until 2026-12-05
+    ("SGDMomentum", [("state['buf'])", "p.grad)")],
+     "every step is plain SGD: the step taken with g instead of the buffer", ("visible", "hidden")),
 ])
 def test_optimizer_slips_a_second_blind_probe_wrote_are_named(name, changes, mistake, suites):
     """Each got a bare difference in the final weights."""

@@ -702,12 +702,14 @@ SGD_EX = Exercise(
                 "steps by the buffer itself: buf = μ·buf + g, then p ← p − lr·buf."),
         Mistake("the step added to p instead of subtracted (gradient ascent)", _sgd_variant(ascent=True),
                 _ASCENT_WHY),
-        Mistake("momentum buffer never written back to self.state: every step is plain SGD",
+        Mistake("every step is plain SGD: the step taken with g instead of the buffer, or the buffer never "
+                "written back to self.state",
                 _sgd_variant(never_stored=True),
-                "buf = state.get('momentum_buffer', ...) and then buf = μ·buf + g only rebind a local name: the\n"
-                "state keeps what it had (or nothing), so the next step starts again from g. Store the new\n"
-                "buffer, state['momentum_buffer'] = buf, or update the stored tensor in place,\n"
-                "buf.mul_(μ).add_(g)."),
+                "Two slips give this. The step must use the buffer, p ← p − lr·buf, not the gradient. Or the\n"
+                "buffer is lost between steps: buf = state.get('momentum_buffer', ...) and then buf = μ·buf + g\n"
+                "only rebind a local name, so the state keeps what it had (or nothing) and the next step starts\n"
+                "again from g. Store the new buffer, state['momentum_buffer'] = buf, or update the stored\n"
+                "tensor in place, buf.mul_(μ).add_(g)."),
         Mistake("momentum buffer stored at the first step only: later buffers never written back",
                 _sgd_variant(stored_once=True),
                 "The first step stores the buffer, but buf = μ·buf + g at the later steps only rebinds a\n"
