@@ -546,10 +546,14 @@ def with_softmax(q, k):
 
 def cosine(q, k):
     return F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).mT
+
+def einsum_turned(q, k):
+    return torch.einsum("...id,...jd->...ji", q, k)
 """
 
 
-@pytest.mark.parametrize("name, named", [("with_softmax", "softmax applied"), ("cosine", "cosine similarity")])
+@pytest.mark.parametrize("name, named", [("with_softmax", "softmax applied"), ("cosine", "cosine similarity"),
+                                         ("einsum_turned", "k and q swapped")])
 def test_batched_dot_names_attention_steps_taken_too_early(name, named):
     """A softmax over the keys, or unit-length q and k (cosine similarity), got only 'expected [0.57, ...]
     got [0.10, ...]': no word on which step did not belong."""
@@ -561,6 +565,8 @@ def test_batched_dot_names_attention_steps_taken_too_early(name, named):
     for suite in ("visible", "hidden"):
         r = evaluate(get_exercise("batched_dot"), ns[name], suite=suite)
         assert not r.passed and f"known mistake: {named}" in r.message, (suite, r.message)
+        if name == "einsum_turned":     # the fix was said in matmul's terms only
+            assert "in an einsum, the output\n  '... i j'" in r.message, r.message
 
 
 _HEADS_AND_DOTS_NAMED = """

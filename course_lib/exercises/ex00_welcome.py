@@ -282,7 +282,8 @@ DOT = Exercise(
         Mistake("k and q swapped: the result is transposed",
                 lambda q, k: k @ q.transpose(-1, -2),
                 "Row i of the result belongs to query i: out[..., i, j] = q[..., i, :] · k[..., j, :].\n"
-                "Put q on the left: q @ kᵀ, which has shape (..., T_q, T_k)."),
+                "Put q on the left: q @ kᵀ, which has shape (..., T_q, T_k); in an einsum, the output\n"
+                "'... i j' with i from q and j from k."),
         Mistake("the wrong factor transposed: qᵀ k, a (D, D) table",
                 lambda q, k: q.transpose(-1, -2) @ k,
                 "qᵀ @ k sums over the positions and pairs feature with feature. Swap the last two axes\n"
