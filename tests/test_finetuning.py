@@ -669,6 +669,24 @@ def test_lora_check_names_a_scale_slip(slip, named):
         assert not r.passed and f"known mistake: {named}" in r.message, (suite, r.message)
 
 
+def test_lora_with_its_initialisations_swapped_is_told_what_really_happens():
+    """A = 0 and B random was told 'B never moves', which is wrong: A gets a gradient through B, and after one
+    step B does too. What holds is that B gets none at the start, and that A must be the random one."""
+    from course_lib.exercises.ex09_finetuning import LORA
+
+    class Swapped(_LoRA):
+        def __init__(self, base, r=8, alpha=16):
+            super().__init__(base, r, alpha)
+            A, B = self.A, self.B
+            self.A = nn.Parameter(torch.zeros_like(A))
+            self.B = nn.Parameter(torch.randn(B.shape, dtype=B.dtype, device=B.device) / r ** 0.5)
+
+    for suite, r in _verdicts(LORA, Swapped).items():
+        assert not r.passed and "known mistake: A initialised to zero: B gets no gradient at the start" in r.message, \
+            (suite, r.message)
+        assert "never moves" not in r.message and "Initialise A\n  randomly and B to zeros" in r.message, r.message
+
+
 def test_lora_check_refuses_copies_of_base_among_its_parameters():
     """forward on frozen copies of base's weight and bias (self.weight = nn.Parameter(base.weight.clone()))
     passed both suites: the layer's weights are then held twice, and the copy misses any later load into base."""

@@ -1131,10 +1131,10 @@ LORA = Exercise(
         Mistake("B initialised randomly: the output differs from base at the start", _lora(b_random=True),
                 "LoRA starts as an exact copy of the pretrained layer: B = 0 makes the update B·A zero, so\n"
                 "fine-tuning starts from what the model already knows. A is the random one."),
-        Mistake("A initialised to zero: B never gets a gradient", _lora(a_scale=0.0),
-                "With A = 0 the gradient of B (which is proportional to A·x) is 0 too, so B never moves (and\n"
-                "with B = 0 as well, neither does A). Initialise A randomly and B to zeros: the update B·A\n"
-                "still starts at 0, and B learns from the first step."),
+        Mistake("A initialised to zero: B gets no gradient at the start", _lora(a_scale=0.0),
+                "With A = 0 the gradient of B (which is proportional to A·x) is 0 too, so B does not move at\n"
+                "the first step; with B = 0 as well, neither does A, and LoRA never learns. Initialise A\n"
+                "randomly and B to zeros: the update B·A still starts at 0, and B learns from the first step."),
         Mistake("A drawn with torch.randn unscaled, or divided by √r instead of √in_features (or by another "
                 "size): too large",
                 _lora(a_per_input=False),
@@ -1142,13 +1142,13 @@ LORA = Exercise(
                 "√in_features times larger than x (20 times for MiniLM's 384), and so is every update B makes,\n"
                 "as if its learning rate were 20 times too high. Dividing by √r does not undo that: the sum\n"
                 "runs over in_features, not over the rank. Divide by √in_features, or use\n"
-                "nn.init.kaiming_uniform_ as PEFT does."),
+                "nn.init.kaiming_uniform_ as Hugging Face's PEFT library does."),
         Mistake("A drawn far too small (torch.randn · 1e-4, or divided by in_features instead of √in_features)",
                 _lora(a_per_input=False, a_scale=1e-4),
                 "A should start at about the size 1/√in_features, so that A·x keeps x's scale. B's gradient grows\n"
                 "with A·x: with A a hundred times smaller, B's first updates are a hundred times smaller too, and\n"
                 "LoRA barely learns at the start. Divide torch.randn by √in_features (not in_features), or use\n"
-                "nn.init.kaiming_uniform_ as PEFT does."),
+                "nn.init.kaiming_uniform_ as Hugging Face's PEFT library does."),
         Mistake("scale kept as a float32 tensor (torch.tensor(alpha / r) without dtype=): float32 in a float64 case",
                 _lora(scale=lambda self: torch.tensor(self.alpha / self.r)),
                 "torch.tensor(alpha / r) makes a float32 tensor whatever base's dtype: alpha / r = 10/3 loses its\n"
@@ -1169,7 +1169,7 @@ LORA = Exercise(
         Mistake("scale alpha/√r (rsLoRA's) instead of alpha/r",
                 _lora(scale=lambda self: self.alpha / math.sqrt(self.r)),
                 "Rank-stabilised LoRA (Kalajdzievski, 2023) divides by √r; this exercise, like the LoRA paper\n"
-                "and PEFT's default, divides by r: scale = alpha / r."),
+                "and Hugging Face's PEFT library by default, divides by r: scale = alpha / r."),
         Mistake("scale alpha/r applied to base(x) as well",
                 _lora(forward=lambda self, x: (self.base(x) + x @ self.A.T @ self.B.T) * self.scale()),
                 "Only the low-rank path is scaled: base(x) + (alpha / r) · x Aᵀ Bᵀ. Scaling the sum multiplies\n"
