@@ -156,6 +156,20 @@ def test_not_implemented_and_exceptions_are_explained():
     assert "raised RuntimeError" in r.message and "line 2 of your answer: return x.view(-1, 7)" in r.message
 
 
+def test_an_error_inside_another_cells_function_names_that_cell_and_the_call():
+    """05's MultiHeadAttention calls the learner's scaled_dot_product_attention from its own cell: an error
+    raised there was placed at 'line 9 of your answer', a line of the other cell, and the learner looked for
+    it in the cell being checked."""
+    helper = _cell("def helper(x):\n    return x.view(-1, 7)\n", "helper")
+    answer = _cell("def boom(x):\n    y = x * 1\n    return helper(y)\n", "boom")
+    answer.__globals__["helper"] = helper
+    r = evaluate(SOFTMAX, answer)
+    assert ("at line 2 of helper's cell: return x.view(-1, 7) (called at line 3 of this answer: return helper(y))"
+            in r.message), r.message
+    same = _cell("def inner(x):\n    return x.view(-1, 7)\n\ndef outer(x):\n    return inner(x)\n", "outer")
+    assert "at line 2 of your answer: return x.view(-1, 7)" in evaluate(SOFTMAX, same).message   # one cell
+
+
 _SOFTMAX_THEN = "    e = (x - x.amax(-1, keepdim=True)).exp()\n    s = e / e.sum(-1, keepdim=True)\n"
 
 

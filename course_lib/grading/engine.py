@@ -128,17 +128,29 @@ def _is_learner_frame(filename: str) -> bool:
             or "ipykernel_" in filename)
 
 
+def _line_of(fs: traceback.FrameSummary, of: str) -> str:
+    line = fs.line or linecache.getline(fs.filename, fs.lineno).strip()
+    return f"line {fs.lineno} of {of}: {line}" if line else f"line {fs.lineno} of {of}"
+
+
 def describe_error(exc: BaseException) -> dict[str, str | bool]:
     """type, message, where (the innermost line of the answer), and stub: an unfinished answer's
     ``raise NotImplementedError()``, not a library's NotImplementedError, which says what it cannot do
     (flex_attention's "NYI: ...", a meta tensor's "Cannot copy out of meta tensor")."""
     where = ""
     frames = traceback.extract_tb(exc.__traceback__)
-    for fs in reversed(frames):
-        if _is_learner_frame(fs.filename):
-            line = fs.line or linecache.getline(fs.filename, fs.lineno).strip()
-            where = f"line {fs.lineno} of your answer: {line}" if line else f"line {fs.lineno} of your answer"
-            break
+    codes, tb = [], exc.__traceback__
+    while tb is not None:                               # one per frame, as extract_tb lists them
+        codes.append(tb.tb_frame.f_code)
+        tb = tb.tb_next
+    learner = [(fs, code) for fs, code in zip(frames, codes) if _is_learner_frame(fs.filename)]
+    if learner:
+        (inner, code), entry = learner[-1], learner[0][0]
+        where = _line_of(inner, "your answer")
+        if inner.filename != entry.filename:            # in a function of another cell that the answer called
+            called = [fs for fs, _ in learner if fs.filename == entry.filename][-1]
+            cell = getattr(code, "co_qualname", code.co_name) + "'s cell"
+            where = f"{_line_of(inner, cell)} (called at {_line_of(called, 'this answer')})"
     last = frames[-1] if frames else None
     stub = isinstance(exc, NotImplementedError) and (not str(exc) or (
         last is not None and _is_learner_frame(last.filename)
