@@ -516,6 +516,19 @@ def test_mlm_mask_check_looks_at_the_random_tokens(random, says):
     assert says in verdicts["visible"].message, verdicts["visible"].message
 
 
+def test_train_step_returning_the_loss_tensor_is_told_without_a_warning_from_the_check():
+    """Returning loss instead of loss.item() was refused rightly, but the check's own float(loss) first printed
+    PyTorch's 'Converting a tensor with requires_grad=True to a scalar' warning, pointing into the check."""
+    import warnings
+    answer = _answer(_TRAIN_STEP.replace("CLIP", "clip_grad_norm(model.parameters(), max_norm)")
+                     .replace("return loss.item()", "return loss"), "train_step")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = _evaluate("train_step", answer)
+    assert not r.passed and "the first call returned a 0-dim float32 tensor" in r.message, r.message
+    assert not [w for w in caught if "requires_grad" in str(w.message)], [str(w.message) for w in caught]
+
+
 def test_train_step_check_has_a_case_where_clipping_must_not_act():
     """Every case once clipped, so scaling the gradients to max_norm always (min(1, ·) forgotten) passed."""
     rescale = _TRAIN_STEP.replace("CLIP", "norm = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters()))\n"

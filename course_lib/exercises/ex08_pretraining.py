@@ -44,7 +44,7 @@ _SKIPPED = "not measured: an earlier property failed"
 def _described(value) -> str:
     """What came back, in words: 'a (2, 16) int64 tensor', 'None', 'a tuple of 3 values'."""
     if isinstance(value, torch.Tensor):
-        return f"a {_shape(value.shape)} {str(value.dtype).removeprefix('torch.')} tensor"
+        return f"a {_shape(value.shape) if value.dim() else '0-dim'} {str(value.dtype).removeprefix('torch.')} tensor"
     if value is None:
         return "None"
     if isinstance(value, (tuple, list)):
@@ -1319,7 +1319,7 @@ def _call_step(fn, inputs):
             "other masks, so its loss is not the one the step trained on)")
 
     try:
-        losses = torch.tensor([float(v) for v in got], **like)
+        losses = torch.tensor([float(v.detach() if isinstance(v, torch.Tensor) else v) for v in got], **like)
     except (TypeError, ValueError, RuntimeError):
         losses = None
     return (*words, losses, model.emb.detach(), model.out.detach(),
