@@ -607,6 +607,9 @@ def test_sample_check_judges_frequencies_against_the_true_probabilities(logits, 
      "torch.multinomial drew with the CPU generator onto meta (at line 8 of your answer"),
     ("mlm_mask", _MLM.replace("RANDOM", "torch.randint(vocab_size, tokens.shape, generator=generator, device=tokens.device)"),
      "torch.randint drew with the CPU generator onto meta (at line 4 of your answer"),
+    ("mlm_mask", _MLM.replace("RANDOM", "torch.randint(vocab_size, tokens.shape, generator=generator)").replace(
+        "chosen & (r >= 0.8) & (r < 0.9)", "chosen & (torch.rand(tokens.shape, generator=generator).to(tokens.device) < 0.1)"),
+     "about 0.8 × 0.9, with the random 10 % in place: the random replacements were drawn on their own"),
     ("mlm_mask", _MLM.replace(").to(tokens.device) < p", ") < p").replace(
         "RANDOM", "torch.randint(vocab_size, tokens.shape, generator=generator)"),
      "mlm_mask with tokens on meta failed: Expected all tensors to be on the same device"),
@@ -617,7 +620,8 @@ def test_sample_check_judges_frequencies_against_the_true_probabilities(logits, 
         "sample cropped one token short", "sample cropped from the start", "lm_loss with nll_loss", "sample by argmax",
         "mlm labels -1", "mlm labels only at [MASK]", "get_batch draws on data's device",
         "sample draws on idx's device", "mlm_mask draws on tokens' device",
-        "mlm_mask's chosen left on the CPU", "mlm_mask's random ids left on the CPU"])
+        "mlm_mask's random 10 % drawn on its own", "mlm_mask's chosen left on the CPU",
+        "mlm_mask's random ids left on the CPU"])
 def test_checks_say_why_for_more_learner_mistakes(name, source, says):
     """Each was refused with numbers only (or, in eval mode, passed: the test model has no dropout; a
     forward in eval mode with the mode set back, and a context one token short, passed too), or (labels

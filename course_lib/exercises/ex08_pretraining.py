@@ -555,14 +555,23 @@ def _call_mlm(fn, inputs):
                 "10 % of the chosen are left unchanged: labels set only where the input changed (inputs != tokens) "
                 "leave those out. Set them wherever a position was chosen")
 
-    def fraction(words, measured, expected):
+    def fraction(words, measured, expected, why=lambda m: ""):
         def measure():
             m = measured()
             if abs(m - expected) <= _MLM_TOL:
                 return None
             # Next to 0 or 1 (a systematic mistake) the words do not depend on the draws.
-            return f"{words} {'< 0.02' if m < 0.02 else '> 0.98' if m > 0.98 else f'= {m:.2f}'}"
+            return f"{words} {'< 0.02' if m < 0.02 else '> 0.98' if m > 0.98 else f'= {m:.2f}'}{why(m)}"
         return f"{words} ≈ {expected:.2f} (± {_MLM_TOL})", measure
+
+    def overlapping(m):
+        """0.8 × 0.9: the random 10 % drawn on its own, over positions already set to [MASK]."""
+        random_share = float((state["chosen"] & (inp != mask_id) & (inp != tokens)).sum()) / state["n"]
+        if abs(m - 0.72) > _MLM_TOL or abs(random_share - 0.1) > _MLM_TOL:
+            return ""
+        return (", about 0.8 × 0.9, with the random 10 % in place: the random replacements were drawn on their own "
+                "and overwrote a tenth of the [MASK]s. Split the chosen positions with one draw r: [MASK] where "
+                "r < 0.8, a random token where 0.8 <= r < 0.9, unchanged otherwise")
 
     def among_chosen(where):
         return lambda: float((where() & state["chosen"]).sum()) / state["n"]
@@ -651,7 +660,7 @@ def _call_mlm(fn, inputs):
          unchanged_labelled),
         fraction("fraction of positions chosen (label not -100)",
                  lambda: float(state["chosen"].double().mean()), p),
-        fraction("fraction of the chosen set to [MASK]", among_chosen(lambda: inp == mask_id), 0.8 + hit),
+        fraction("fraction of the chosen set to [MASK]", among_chosen(lambda: inp == mask_id), 0.8 + hit, overlapping),
         fraction("fraction of the chosen left unchanged", among_chosen(lambda: inp == tokens), 0.1 + 0.1 / V),
         fraction("fraction of the chosen set to another token (the random 10 %, less the draws that hit "
                  "[MASK] or the original)",
