@@ -355,8 +355,8 @@ def test_adam_checks_refuse_state_lost_on_restart_and_defaults_read_for_a_group(
             assert "known mistake: moments kept outside self.state" in r.message, r.message
         elif suite == "visible":
             read = "lr" if hyper.startswith("lr") else "betas or eps"
-            assert f"known mistake: {read} read from self.defaults (or __init__) instead of from each group." \
-                in r.message, r.message
+            assert (f"known mistake: {read} read from self.defaults (or __init__, or written into step() as a "
+                    "number) instead of from each group." in r.message), r.message
 
 
 def test_clipping_that_makes_new_tensors_is_told_to_scale_in_place():
@@ -1221,6 +1221,8 @@ def test_cosine_progress_over_total_steps_is_named():
      "betas unpacked the wrong way round", ("visible", "hidden")),
     ("Adam", [('(st["m"] / (1 - b1 ** st["t"]))', '(st["m"] / (1 - b2 ** st["t"]))')],
      "m's bias correction with β₂", ("visible", "hidden")),
+    ("Adam", [('group["eps"], group["weight_decay"]', '1e-8, group["weight_decay"]')],
+     "betas or eps read from self.defaults (or __init__, or written into step() as a number)", ("visible",)),
     ("Adam", [('st["m"].mul_(b1).add_(g * (1 - b1))', 'st["m"].mul_(b1).add_(lr * g * (1 - b1))'),
               ("p.sub_(lr * (st", "p.sub_((st")], "learning rate folded into m", ("visible", "hidden")),
     # eps-sized slips meet in float32 cases: the hidden suite, which starts with one, may name its neighbour

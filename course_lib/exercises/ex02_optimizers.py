@@ -570,13 +570,15 @@ def _correction_mistakes(decoupled: bool, default_wd: float) -> list[Mistake]:
 _CACHED_WHY = ("Each parameter group may set its own lr, betas, eps and weight_decay (here one does), and a\n"
                "schedule changes group['lr'] between steps. Read them from the group inside step(), for each\n"
                "group: lr, (b1, b2) = group['lr'], group['betas'], ...; self.defaults, like a value saved in\n"
-               "__init__, holds only what __init__ was given.")
+               "__init__, holds only what __init__ was given, and a number written into step() (eps = 1e-8)\n"
+               "ignores what the caller asked for.")
 
 
 def _cached_mistakes(decoupled: bool, default_wd: float) -> list[Mistake]:
     """Hyper-parameters read once (self.defaults, or self.lr saved in __init__): lr, betas and eps (which also
     names either alone where the other one does not matter, as in the visible cases), weight_decay, or all four."""
-    return [Mistake(f"{what} read from self.defaults (or __init__) instead of from each group",
+    return [Mistake(f"{what} read from self.defaults (or __init__, or written into step() as a number) instead of "
+                    "from each group",
                     _adam_variant(decoupled=decoupled, default_wd=default_wd, cached=names), _CACHED_WHY)
             for what, names in (("lr", ("lr",)), ("betas or eps", ("betas", "eps")), ("weight_decay", ("weight_decay",)),
                                 ("hyper-parameters", ("lr", "betas", "eps", "weight_decay")))]
