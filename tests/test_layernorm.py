@@ -163,6 +163,21 @@ def test_residual_block_check_says_what_it_needs_from_self_norm(make_norm, said)
     assert not r.passed and said in r.message, r.message
 
 
+def test_a_contract_the_check_finds_broken_reads_as_a_verdict_not_as_an_error_the_answer_raised():
+    """'raised AttributeError: LayerNorm must register nn.Parameters ...' read as an error of the learner's own
+    code, which raised none: the check raised it after the answer had run. An error the answer raises itself
+    still says so, with its line."""
+    from course_lib.exercises.ex06_layernorm import LAYER_NORM_MODULE
+    r = evaluate(LAYER_NORM_MODULE, _GammaBeta)
+    assert r.message.splitlines()[1].startswith("  LayerNorm must register nn.Parameters named 'weight'"), r.message
+    assert "raised" not in r.message, r.message
+
+    raises = _learner_cell("class LayerNorm(nn.Module):\n    def __init__(self, d, eps=1e-5):\n"
+                           "        raise ValueError('not today')\n", "LayerNorm")
+    r = evaluate(LAYER_NORM_MODULE, raises)
+    assert "raised ValueError: not today" in r.message and "of your answer" in r.message, r.message
+
+
 def test_layer_norm_module_check_names_a_weight_of_the_wrong_shape():
     from course_lib.exercises.ex06_layernorm import LAYER_NORM_MODULE
     r = evaluate(LAYER_NORM_MODULE, _OneWeight)

@@ -12,6 +12,7 @@ import linecache
 import os
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -128,6 +129,9 @@ def _is_learner_frame(filename: str) -> bool:
             or "ipykernel_" in filename)
 
 
+_COURSE_LIB = Path(__file__).resolve().parent.parent
+
+
 def _line_of(fs: traceback.FrameSummary, of: str) -> str:
     line = fs.line or linecache.getline(fs.filename, fs.lineno).strip()
     return f"line {fs.lineno} of {of}: {line}" if line else f"line {fs.lineno} of {of}"
@@ -152,6 +156,10 @@ def describe_error(exc: BaseException) -> dict[str, str | bool]:
             cell = getattr(code, "co_qualname", code.co_name) + "'s cell"
             where = f"{_line_of(inner, cell)} (called at {_line_of(called, 'this answer')})"
     last = frames[-1] if frames else None
+    # The check's own words (a contract the answer broke, raised by the check after the answer ran): no line of
+    # the answer is in the traceback, and the last is a raise in course_lib. Said as a verdict, not as "raised".
+    verdict = (not learner and last is not None and Path(last.filename).is_relative_to(_COURSE_LIB)
+               and (last.line or "").startswith("raise "))
     stub = isinstance(exc, NotImplementedError) and (not str(exc) or (
         last is not None and _is_learner_frame(last.filename)
         and "NotImplementedError" in (last.line or linecache.getline(last.filename, last.lineno))))
@@ -160,7 +168,8 @@ def describe_error(exc: BaseException) -> dict[str, str | bool]:
     if not notes:
         renamed = not where and isinstance(exc, TypeError) and "unexpected keyword argument" in str(exc)
         notes = RENAMED_PARAMETER if renamed else explain(exc)
-    return {"type": type(exc).__name__, "message": str(exc)[:1000], "where": where, "stub": stub, "notes": notes}
+    return {"type": type(exc).__name__, "message": str(exc)[:1000], "where": where, "stub": stub, "notes": notes,
+            "verdict": verdict}
 
 
 def _tensors(value: Any, prefix: str):
@@ -433,7 +442,8 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome, named: Mistake | None = 
                     f"in its answer cell with your code."), 0.0
         where = f"\n  at {err['where']}" if err["where"] else ""
         notes = ("\n  " + err["notes"].replace("\n", "\n  ")) if err.get("notes") else ""
-        return f"{head}\n  raised {err['type']}: {err['message']}{where}{notes}", 0.0
+        said = err["message"] if err.get("verdict") else f"raised {err['type']}: {err['message']}"
+        return f"{head}\n  {said}{where}{notes}", 0.0
     expected = _expected(ex, run)
     atol, rtol = run.case.tolerance(run.dtype)
     diff, largest = compare(expected, outcome.value, dtype=run.dtype, device=run.device, atol=atol, rtol=rtol)
