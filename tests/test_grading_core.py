@@ -61,6 +61,39 @@ def test_right_answer_passes_with_summary_line():
     assert r.message.startswith("✓ toy_softmax — 4 cases on cpu (float32, float64), largest difference")
 
 
+def _said(expected, got, dtype=torch.float64, atol=1e-6, rtol=1e-6):
+    from course_lib.grading.values import capture
+    d, _ = compare(capture(expected), capture(got), dtype=dtype, device="cpu", atol=atol, rtol=rtol)
+    return d.text
+
+
+def test_value_previews_start_where_the_values_differ():
+    """A head split whose first entries were right showed 'expected [1.01, -0.34, 0.24, 0.24, ...] got [1.01,
+    -0.34, 0.24, 0.24, ...]', which reads as 'the same values'. Where the first four agree the previews now
+    start one entry before the first that differs; where they differ at once, they start at the front."""
+    e = torch.arange(24.0, dtype=torch.float64).reshape(2, 3, 4)
+    g = e.clone()
+    g[1, 2, 1] = -1.0
+    assert _said(e, g).startswith("expected  [..., 20.00, 21.00, 22.00, 23.00]   got  [..., 20.00, -1.00, 22.00, "
+                                  "23.00]\nat [1, 2, 1]: expected 21.00, got -1.00"), _said(e, g)
+    g = e.clone()
+    g[0, 0, 1] = -1.0
+    assert _said(e, g).startswith("expected  [0.00, 1.00, 2.00, 3.00, ...]   got  [0.00, -1.00, 2.00, 3.00, ...]")
+    ints = torch.arange(10)
+    wrong = ints.clone()
+    wrong[7] = 0
+    assert _said(ints, wrong, torch.int64).startswith("expected  [..., 6, 7, 8, 9]   got  [..., 6, 0, 8, 9]")
+
+
+def test_one_number_is_said_as_one_number_and_an_exact_check_says_exact():
+    """A 0-dim loss read 'expected [1.56] got [1.59]' and then 'at []: expected 1.56, got 1.59'; an exact check
+    said 'tolerance 0 + 0·|expected|'."""
+    said = _said(torch.tensor(1.5637, dtype=torch.float64), torch.tensor(1.59, dtype=torch.float64))
+    assert said == "expected 1.56, got 1.59\ndifference 0.03 (relative 0.02; tolerance 1e-06 + 1e-06·|expected|)", said
+    said = _said(torch.tensor([1e-4, 2.0]), torch.tensor([0.0, 2.0]), torch.float32, 0, 0)
+    assert said.endswith("(relative 1.00; no tolerance: exact)") and "tolerance 0" not in said, said
+
+
 def test_stability_probe_catches_overflow_and_names_the_mistake():
     r = evaluate(SOFTMAX, _naive_softmax)
     assert not r.passed

@@ -441,7 +441,7 @@ def test_the_clip_explanation_cites_what_case_1_gives():
 
     r = evaluate(CLIP, no_root, suite="visible")
     assert not r.passed and "case 1 of" in r.message and "global norm 19.4" in r.message, r.message
-    got = float(r.message.split("got  [")[1].split("]")[0])
+    got = float(r.message.split(", got ")[1].split("\n")[0])          # one number: "expected 19.37, got 375.5"
     assert f"{got:.3g}" == "376", r.message
     assert "19.4 becomes 376)" in r.message.split("This matches a known mistake")[1], r.message
 

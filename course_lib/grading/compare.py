@@ -39,10 +39,24 @@ def _fmt_pair(expected: float, got: float) -> tuple[str, str]:
     return a, b
 
 
-def preview(t: torch.Tensor, n: int = 4) -> str:
+def preview(t: torch.Tensor, n: int = 4, start: int = 0) -> str:
+    """The first n entries, laid end to end; from entry ``start`` on when the first ones agree."""
     flat = t.reshape(-1)
-    items = [_fmt_num(float(v)) if t.dtype.is_floating_point else str(v.item()) for v in flat[:n]]
-    return "[" + ", ".join(items) + (", ...]" if flat.numel() > n else "]")
+    items = [_fmt_num(float(v)) if t.dtype.is_floating_point else str(v.item()) for v in flat[start:start + n]]
+    return (("[..., " if start else "[") + ", ".join(items)
+            + (", ...]" if flat.numel() > start + n else "]"))
+
+
+def _previews(e: torch.Tensor, g: torch.Tensor, bad: torch.Tensor, n: int = 4) -> str:
+    """'expected [...] got [...]', the window moved to the first entry that differs where the first n agree
+    (two previews that read the same say nothing), one entry before it kept for context."""
+    first = int(bad.reshape(-1).nonzero()[0]) if bool(bad.any()) else 0
+    start = first - 1 if first >= n else 0
+    return f"expected  {preview(e, n, start)}   got  {preview(g, n, start)}"
+
+
+def _tolerance(atol: float, rtol: float) -> str:
+    return "no tolerance: exact" if atol == rtol == 0 else f"tolerance {atol:g} + {rtol:g}·|expected|"
 
 
 def _shape(s) -> str:
@@ -102,7 +116,7 @@ def compare(expected: Any, got: Any, *, dtype: torch.dtype, device: str,
             else:
                 (e_text, g_text), d_text = _fmt_pair(float(expected), float(got)), _fmt_num(diff)
             return Difference("value", where, f"expected {e_text}   got {g_text}\n"
-                              f"difference {d_text} (tolerance {atol:g} + {rtol:g}·|expected|)", diff), diff
+                              f"difference {d_text} ({_tolerance(atol, rtol)})", diff), diff
         return None, diff
     if isinstance(expected, str) and isinstance(got, str) and expected != got:
         # A property a call wrapper measured, in words: what the contract asks, then what it found.
@@ -156,7 +170,7 @@ def _compare_tensor(expected: TensorValue, got: Any, *, dtype, device, atol, rto
         if bad.any():
             idx = tuple(int(i) for i in bad.nonzero()[0])
             return Difference("value", where,
-                              f"expected  {preview(e)}   got  {preview(g)}\n"
+                              f"{_previews(e, g, bad)}\n"
                               f"{int(bad.sum())} of {e.numel()} entries differ, first at {list(idx)}", 1.0), 1.0
         return None, 0.0
     e64, g64 = e.double(), g.double()
@@ -164,13 +178,13 @@ def _compare_tensor(expected: TensorValue, got: Any, *, dtype, device, atol, rto
     if (nan_e != nan_g).any():
         idx = tuple(int(i) for i in (nan_e != nan_g).nonzero()[0])
         what = "nan where a number was expected" if bool(nan_g[idx]) else "a number where nan was expected"
-        return Difference("value", where, f"expected  {preview(e64)}   got  {preview(g64)}\n"
+        return Difference("value", where, f"{_previews(e64, g64, nan_e != nan_g)}\n"
                           f"{what} at {list(idx)}", float("inf")), float("inf")
     inf_e = torch.isinf(e64)
     if (inf_e != torch.isinf(g64)).any() or (e64[inf_e] != g64[inf_e]).any():
         mism = (inf_e | torch.isinf(g64)) & (e64 != g64)
         idx = tuple(int(i) for i in mism.nonzero()[0])
-        return Difference("value", where, f"expected  {preview(e64)}   got  {preview(g64)}\n"
+        return Difference("value", where, f"{_previews(e64, g64, mism)}\n"
                           f"infinities differ at {list(idx)}", float("inf")), float("inf")
     finite = ~(nan_e | inf_e)
     diff = torch.where(finite, (g64 - e64).abs(), torch.zeros_like(e64))
@@ -185,10 +199,12 @@ def _compare_tensor(expected: TensorValue, got: Any, *, dtype, device, atol, rto
         ref_at = float(e64.reshape(-1)[flat])
         rel = float(diff.reshape(-1)[flat]) / abs(ref_at) if ref_at != 0 else float("inf")
         e_text, g_text = _fmt_pair(ref_at, float(g64.reshape(-1)[flat]))
+        said = (f"{_previews(e64, g64, bad)}\nat {idx}: expected {e_text}, got {g_text}" if e64.dim() else
+                f"expected {e_text}, got {g_text}")                  # one number: no list of one, no "at []"
         return Difference("value", where,
-                          f"expected  {preview(e64)}   got  {preview(g64)}\n"
-                          f"at {idx}: expected {e_text}, got {g_text}\n"
-                          f"largest difference {_fmt_num(float(diff.reshape(-1)[flat]))} at {idx} "
-                          f"(relative {_fmt_num(rel)}; tolerance {atol:g} + {rtol:g}·|expected|)",
+                          f"{said}\n"
+                          f"{'difference' if not e64.dim() else 'largest difference'} "
+                          f"{_fmt_num(float(diff.reshape(-1)[flat]))}{f' at {idx}' if e64.dim() else ''} "
+                          f"(relative {_fmt_num(rel)}; {_tolerance(atol, rtol)})",
                           largest), largest
     return None, largest
