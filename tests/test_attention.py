@@ -1027,6 +1027,9 @@ def test_padding_mask_that_reads_the_lengths_is_still_checked_for_the_device(sou
             assert r.passed, r.message
         else:
             assert not r.passed and refused in r.message, r.message
+            # the fix named only torch.arange, which the loop never called; and meta's role read as a riddle
+            assert "torch.zeros(..., device=lengths.device)" in r.message, r.message
+            assert "made torch's default device here, so that a tensor made without device=" in r.message, r.message
 
 
 def test_mha_dropout_undone_by_renormalising_is_told_why():

@@ -635,7 +635,8 @@ def _call_pad(impl, inputs):
     """The mask for the case's lengths; and again for lengths on meta, which must come back on meta."""
     lengths, T = inputs["lengths"], inputs["T"]
     mask = impl(lengths, T)
-    fix = "Build every tensor on lengths' device: torch.arange(T, device=lengths.device)."
+    fix = ("Build every tensor on lengths' device: give device=lengths.device to each tensor you make "
+           "(torch.arange(T, device=lengths.device), torch.zeros(..., device=lengths.device)).")
     check_on_meta(lambda: impl(lengths.to(META), T), f"padding_mask(lengths on meta, {T})", fix)
     if lengths.device.type == "cpu":    # an answer that reads the lengths cannot run on meta: this one can
         check_made_on_default(lambda: impl(lengths.clone(), T),

@@ -21,8 +21,8 @@ _WORDS = "meta: a device with no values that the check uses in place of a GPU"
 _MIXED = ("is not on the expected device", "Expected all tensors to be on the same device")
 _NUMPY = "device type tensor to numpy"
 _COPIED_OUT = "Cannot copy out of meta tensor"
-_DEFAULT_WORDS = ("meta, set here as torch's default device: a device with no values, apart from the inputs' device "
-                  "as the CPU is apart from a GPU's")
+_DEFAULT_WORDS = ("meta: a device with no values, made torch's default device here, so that a tensor made without "
+                  "device= lands apart from the inputs, as it lands on the CPU while the inputs are on a GPU")
 
 
 # What CUDA lets through between devices: moves, copies, indexing with CPU indices (and module.to()'s check).
