@@ -601,6 +601,8 @@ def test_sample_check_judges_frequencies_against_the_true_probabilities(logits, 
     ("mlm_mask", _MLM.replace("RANDOM", "torch.randint(vocab_size, tokens.shape, generator=generator)")
      .replace("    return inputs, labels", "    labels = torch.where(inputs == mask_id, tokens, -100)\n"
                                          "    return inputs, labels"), "known mistake: labels only where [MASK] was put"),
+    ("get_batch", _GET_BATCH_BY_POSITION.replace("DEVICE", ", device=data.device").replace(
+        "data[positions + 1]", "data[positions] + 1"), "known mistake: 1 added to the token ids"),
     ("get_batch", _GET_BATCH.replace("GENERATOR", "generator, device=data.device"),
      "torch.randint drew with the CPU generator onto meta (at line 2 of your answer"),
     ("sample", _SAMPLE.replace("KEEP", "<").replace("PROBS", "torch.softmax(logits, -1)").replace("probs.cpu()", "probs"),
@@ -618,7 +620,7 @@ def test_sample_check_judges_frequencies_against_the_true_probabilities(logits, 
      "(at line 7 of your answer"),
 ], ids=["top-k filled with 0", "lm_loss without reshape", "train_step in eval mode", "train_step's forward in eval mode", "zero_grad between backward and step",
         "sample cropped one token short", "sample cropped from the start", "lm_loss with nll_loss", "sample by argmax",
-        "mlm labels -1", "mlm labels only at [MASK]", "get_batch draws on data's device",
+        "mlm labels -1", "mlm labels only at [MASK]", "get_batch's y as ids plus one", "get_batch draws on data's device",
         "sample draws on idx's device", "mlm_mask draws on tokens' device",
         "mlm_mask's random 10 % drawn on its own", "mlm_mask's chosen left on the CPU",
         "mlm_mask's random ids left on the CPU"])

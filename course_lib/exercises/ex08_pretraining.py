@@ -170,6 +170,12 @@ def _m_rolled(data, block_size, batch_size, generator=None):
     return x, torch.roll(x, -1, dims=1)
 
 
+def _m_ids_plus_one(data, block_size, batch_size, generator=None):
+    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+    x = torch.stack([data[s:s + block_size] for s in starts.tolist()])
+    return x, x + 1
+
+
 def _m_start_too_far(data, block_size, batch_size, generator=None):
     starts = torch.randint(len(data) - block_size + 1, (batch_size,), generator=generator)
     x = torch.stack([data[s:s + block_size] for s in starts.tolist()])
@@ -201,6 +207,10 @@ GET_BATCH = Exercise(
         Mistake("y made by rolling x (torch.roll)", _m_rolled,
                 "torch.roll wraps around: the last target of each row becomes the window's own first token,\n"
                 "not the token that follows the window. Slice y from the data: data[s + 1 : s + T + 1]."),
+        Mistake("1 added to the token ids (x + 1, or data[positions] + 1) instead of one position later",
+                _m_ids_plus_one,
+                "The target is the token at the next position, data[s + t + 1], not the id of this token\n"
+                "plus one: shift the index, data[s + 1 : s + T + 1] (or data[positions + 1]), not the value."),
         Mistake("starts can run past the end", _m_start_too_far,
                 "With torch.randint(len(data) - block_size + 1, ...) the last start leaves y one token short;\n"
                 "use len(data) - block_size."),
