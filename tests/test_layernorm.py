@@ -178,6 +178,17 @@ def test_a_contract_the_check_finds_broken_reads_as_a_verdict_not_as_an_error_th
     assert "raised ValueError: not today" in r.message and "of your answer" in r.message, r.message
 
 
+def test_rms_norm_through_x_norm_is_told_what_x_norm_measures():
+    """x / x.norm(dim=-1, keepdim=True) was named 'sum of squares instead of their mean', which a learner who
+    wrote .norm could not link to their line."""
+    def by_norm(x, weight, eps=1e-6):
+        return x / (x.norm(dim=-1, keepdim=True) + eps) * weight
+
+    for r in _both_suites("rms_norm", by_norm):
+        assert not r.passed and "known mistake: sum of squares instead of their mean (x.norm() is √Σx²" in r.message, \
+            r.message
+
+
 def test_layer_norm_module_check_names_a_weight_of_the_wrong_shape():
     from course_lib.exercises.ex06_layernorm import LAYER_NORM_MODULE
     r = evaluate(LAYER_NORM_MODULE, _OneWeight)

@@ -1001,9 +1001,10 @@ RMS_NORM = Exercise(
         Mistake("normalised over all axes at once",
                 lambda x, weight, eps=1e-6: x * torch.rsqrt((x * x).mean() + eps) * weight,
                 "The root mean square is per vector, over the last axis (keepdim=True)."),
-        Mistake("sum of squares instead of their mean",
+        Mistake("sum of squares instead of their mean (x.norm() is √Σx², the root of the sum)",
                 lambda x, weight, eps=1e-6: x * torch.rsqrt((x * x).sum(-1, keepdim=True) + eps) * weight,
-                "Divide by √(mean(x²) + ε): the mean over D, so the result has RMS 1 whatever D is."),
+                "Divide by √(mean(x²) + ε): the mean over D, so the result has RMS 1 whatever D is.\n"
+                "x.norm(dim=-1) is √Σx², √D times the RMS: x.norm(dim=-1, keepdim=True) / √D is the RMS."),
         Mistake("divided by the mean square (no square root)",
                 lambda x, weight, eps=1e-6: x / (_ms(x) + eps) * weight,
                 "The denominator is the root of the mean square, √(mean(x²) + ε)."),
