@@ -633,6 +633,21 @@ def test_checks_say_why_for_more_learner_mistakes(name, source, says):
     assert not r.passed and says in r.message, r.message
 
 
+def test_sample_that_also_draws_on_idx_device_hears_first_of_the_slip_a_cpu_shows():
+    """An answer that drew with the CPU generator on idx's device and also cropped the context one token short
+    was told only of the draw, which a CPU never shows; fixed, the crop came next. The crop is told first now,
+    and the draw once everything else is right."""
+    both = (_SAMPLER.replace("model(idx[:, -model.block_size:])", "model(idx[:, -(model.block_size - 1):])")
+            .replace("LOGITS", _RIGHT_LOGITS).replace("DRAW", _MULTINOMIAL).replace("softmax(logits, -1).cpu()",
+                                                                                      "softmax(logits, -1)"))
+    r = _evaluate("sample", _answer(both, "sample"))
+    assert not r.passed and "the model saw at most 7 tokens at once" in r.message, r.message
+    assert "onto meta" not in r.message, r.message
+    draw_only = both.replace("model(idx[:, -(model.block_size - 1):])", "model(idx[:, -model.block_size:])")
+    r = _evaluate("sample", _answer(draw_only, "sample"))
+    assert not r.passed and "torch.multinomial drew with the CPU generator onto meta" in r.message, r.message
+
+
 def test_sample_check_wants_the_temperature_at_every_step():
     """Logits divided by the temperature at step 0 only passed every suite: each frequency case drew one
     new token. Cases of two new tokens now also compare how often each comes out second."""
