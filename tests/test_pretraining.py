@@ -389,6 +389,17 @@ def test_get_batch_with_tensors_made_on_the_cpu_is_refused_without_a_gpu(source,
             assert "torch.arange(block_size, device=data.device)" in r.message, (suite, r.message)
 
 
+def test_get_batch_with_a_slip_a_cpu_shows_hears_of_it_before_the_device():
+    """Positions made on the CPU (torch.arange without device=) and starts from one position too few: only the
+    device was told, which a CPU never shows. The slip the CPU shows comes first now."""
+    from course_lib.exercises.ex08_pretraining import GET_BATCH
+    from course_lib.grading.engine import evaluate
+    both = _GET_BATCH_BY_POSITION.replace("DEVICE", "").replace("len(data) - block_size", "len(data) - block_size - 1")
+    r = evaluate(GET_BATCH, _answer(both, "get_batch"))
+    assert not r.passed and "known mistake: starts drawn from one too few positions" in r.message, r.message
+    assert "meta" not in r.message, r.message
+
+
 _TRAIN_STEP = """def train_step(model, batch, optimizer, max_norm):
     x, y = batch
     optimizer.zero_grad()
