@@ -464,6 +464,35 @@ def test_sample_check_explains_why_multinomial_cannot_draw(keep, probs, words):
     assert "at line 8 of your answer" in r.message, r.message          # the multinomial line, still shown
 
 
+_LM_LOSS_ONEHOT = """def lm_loss(logits, targets):
+    B, T, V = logits.shape
+    onehot = torch.zeros(B, T, V DEVICE)
+    onehot.scatter_(-1, targets.unsqueeze(-1), 1.0)
+    return -(onehot * torch.log_softmax(logits, -1)).sum(-1).mean()
+"""
+
+
+@pytest.mark.parametrize("source, said", [
+    (_LM_LOSS_ONEHOT.replace(" DEVICE", ""), "Expected all tensors to be on the same device, but found at least two "
+                                             "devices, meta and cpu (at line 4 of your answer"),
+    ("def lm_loss(logits, targets):\n    V = logits.shape[-1]\n"
+     "    return F.cross_entropy(logits.cpu().reshape(-1, V), targets.cpu().reshape(-1))\n",
+     "Cannot copy out of meta tensor (at line 3 of your answer"),
+    (_LM_LOSS_ONEHOT.replace(" DEVICE", ", dtype=logits.dtype, device=logits.device"), None),
+], ids=["one-hot made on the cpu", ".cpu() inside", "one-hot on logits' device (right)"])
+def test_lm_loss_that_works_on_the_cpu_only_is_refused_without_a_gpu(source, said):
+    """A one-hot target made with torch.zeros(B, T, V), or the logits moved with .cpu(), passed every suite on a
+    CPU: on a GPU the first fails, the second computes the loss on the CPU. The check reruns lm_loss on meta."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("lm_loss"), _answer(source, "lm_loss"), suite=suite)
+        if said is None:
+            assert r.passed, (suite, r.message)
+        else:
+            assert not r.passed and f"lm_loss with logits and targets on meta failed: {said}" in r.message, r.message
+
+
 def test_lm_loss_check_refuses_a_loss_cut_from_the_graph():
     """Its value is right; train_step's backward() would then fail, far from the cause."""
     import torch.nn.functional as F

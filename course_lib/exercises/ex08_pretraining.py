@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_lib.grading.compare import _shape
-from course_lib.grading.meta import check_draws_on_meta, check_on_meta
+from course_lib.grading.meta import also_on_meta, check_draws_on_meta, check_on_meta
 from course_lib.grading.spec import Case, Exercise, Mistake, register
 from course_lib.reference import pretraining as ref
 from course_lib.reference.optim import clip_grad_norm
@@ -277,6 +277,10 @@ def _call_loss(fn, inputs):
         raise ValueError("lm_loss returned a loss autograd cannot differentiate (requires_grad is False although "
                          "logits requires grad): .detach(), .item(), torch.tensor(...) or torch.no_grad() cut "
                          "it from the graph, and train_step's loss.backward() would fail")
+    also_on_meta(lambda i: fn(i["logits"], i["targets"]), inputs, "lm_loss with logits and targets on meta",
+                 "Compute the loss from logits and targets themselves, on their device: F.cross_entropy on the "
+                 "flattened pair, with no .cpu(), .numpy() or tensor made without device= (torch.zeros(...) is "
+                 "made on the CPU whatever the logits' device).", may_copy=False)
     return loss
 
 
