@@ -178,6 +178,48 @@ def test_a_contract_the_check_finds_broken_reads_as_a_verdict_not_as_an_error_th
     assert "raised ValueError: not today" in r.message and "of your answer" in r.message, r.message
 
 
+def test_an_output_that_is_no_tensor_is_told_so_in_the_exercises_terms():
+    """layer_norm returning (y, mean, var) read 'expected 4 values, got 3', and a ResidualBlock whose post-LN
+    branch lost its return 'expected a tuple of 2 values, got None': the check's own (output, gradients)."""
+    def with_stats(x, weight, bias, eps=1e-5):
+        m, v = x.mean(-1, keepdim=True), x.var(-1, keepdim=True, unbiased=False)
+        return (x - m) / torch.sqrt(v + eps) * weight + bias, m, v
+
+    for r in _both_suites("layer_norm", with_stats):
+        assert not r.passed and "layer_norm returned a tuple of 3 values; expected one tensor, of x's shape" \
+            in r.message and "4 values" not in r.message, r.message
+
+    class NoReturn(nn.Module):
+        def __init__(self, d, sublayer, pre_norm=True):
+            super().__init__()
+            self.norm, self.sublayer, self.pre_norm = nn.LayerNorm(d), sublayer, pre_norm
+
+        def forward(self, x):
+            if self.pre_norm:
+                return x + self.sublayer(self.norm(x))
+            self.norm(x + self.sublayer(x))
+
+    for r in _both_suites("ResidualBlock", NoReturn):
+        assert not r.passed and "ResidualBlock returned None (is a `return` missing?); expected one tensor" \
+            in r.message and "tuple of 2" not in r.message, r.message
+
+
+def test_layer_norm_through_python_numbers_is_told_item_and_torch_tensor():
+    """Rows normalised as Python numbers (.tolist()) and put back with torch.tensor: the message named no_grad,
+    .detach(), .data and numpy, not the .tolist() / torch.tensor a beginner wrote."""
+    def by_numbers(x, weight, bias, eps=1e-5):
+        rows = []
+        for row in x.reshape(-1, x.shape[-1]).tolist():
+            m = sum(row) / len(row)
+            v = sum((a - m) ** 2 for a in row) / len(row)
+            rows.append([(a - m) / (v + eps) ** 0.5 for a in row])
+        return torch.tensor(rows, dtype=x.dtype).reshape(x.shape) * weight + bias
+
+    for r in _both_suites("layer_norm", by_numbers):
+        assert not r.passed and ".item() or .tolist() and put back with torch.tensor(...)" in r.message, r.message
+        assert "carries no gradient back to x" in r.message, r.message
+
+
 def test_rms_norm_through_x_norm_is_told_what_x_norm_measures():
     """x / x.norm(dim=-1, keepdim=True) was named 'sum of squares instead of their mean', which a learner who
     wrote .norm could not link to their line."""

@@ -6,7 +6,7 @@ import re
 import torch
 from torch import nn
 
-from course_lib.grading.compare import _shape
+from course_lib.grading.compare import _describe, _shape
 from course_lib.grading import gradients
 from course_lib.grading.meta import META, also_on_meta
 from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
@@ -109,12 +109,14 @@ def _through_autograd(fn, inputs, grads_of=("x", "weight", "bias"), params=None,
     params = params or {}
     leaves = {k: inputs[k].detach().clone().requires_grad_() for k in grads_of}
     y = fn(**inputs)
-    if not isinstance(y, torch.Tensor):
-        return y
+    if not isinstance(y, torch.Tensor):      # said here, not as "expected 4 values", the check's own (output, grads)
+        got = "None (is a `return` missing?)" if y is None else _describe(y)
+        raise TypeError(f"{named} returned {got}; expected one tensor, of x's shape")
     again = fn(**{**inputs, **{k: v.clone() for k, v in leaves.items()}})
     if not isinstance(again, torch.Tensor) or not again.requires_grad:
         raise ValueError(f"{named}'s output carries no gradient back to x: autograd cannot differentiate it "
-                         "(computed under torch.no_grad(), from .detach() or .data, or through numpy). Use torch "
+                         "(computed under torch.no_grad(), from .detach() or .data, through numpy, or from numbers "
+                         "taken out with .item() or .tolist() and put back with torch.tensor(...)). Use torch "
                          "operations on the tensors themselves: the notebook differentiates and trains through it")
     if (y.device.type != "meta" and again.shape == y.shape
             and not torch.allclose(again.detach(), y.detach(), rtol=1e-5, atol=1e-7, equal_nan=True)):
@@ -125,7 +127,8 @@ def _through_autograd(fn, inputs, grads_of=("x", "weight", "bias"), params=None,
     # x reaches every output, right or wrong; a weight or bias left out is a wrong output, compared first.
     if "x" in leaves and grads[list(leaves).index("x")] is None:
         raise ValueError(f"{named}'s output carries no gradient back to x: autograd cannot differentiate it with "
-                         "respect to x (x went through numpy, .detach(), .data or torch.no_grad() on the way). "
+                         "respect to x (x went through numpy, .detach(), .data or torch.no_grad() on the way, or "
+                         "was read out as numbers with .item() or .tolist() and put back with torch.tensor(...)). "
                          "Use torch operations on x itself: the notebook differentiates and trains through it")
     for k, g in zip(leaves, grads):
         if g is None and k != "x" and _uses(fn, inputs, k, y):
@@ -153,7 +156,7 @@ _IN_INIT = ("Make parameters and buffers in __init__ (nn.Parameter, register_buf
 def _call_fn(name, grads_of=None):
     """How a function exercise is called: the output (and, with grads_of, autograd's gradients), then on meta."""
     def call(fn, inputs):
-        out = _through_autograd(fn, inputs, grads_of) if grads_of else fn(**inputs)
+        out = _through_autograd(fn, inputs, grads_of, named=name) if grads_of else fn(**inputs)
         also_on_meta(lambda i: fn(**i), inputs, f"{name} with its tensors on meta", _ON_X, may_copy=False)
         return out
     return call
