@@ -1032,6 +1032,20 @@ def test_padding_mask_that_reads_the_lengths_is_still_checked_for_the_device(sou
             assert "made torch's default device here, so that a tensor made without device=" in r.message, r.message
 
 
+@pytest.mark.parametrize("change, said", [
+    ({"B, T, d = x.shape": "B, T, d = x.shape\n        x = x.detach()"}, "x gets no gradient from the output"),
+    ({"src = x if context is None else context": "src = x if context is None else context.detach()"},
+     "context gets no gradient from the output"),
+    ({"s = q @ k.mT": "s = q @ k.T"}, "k.T reverses every axis of a k"),
+], ids=["x detached", "context detached", "k.T of 4-D keys"])
+@pytest.mark.filterwarnings("ignore:The use of `x.T` on tensors:UserWarning")     # torch's own, to the learner
+def test_mha_slips_a_beginner_probe_wrote_are_told(change, said):
+    """x.detach() at the top of forward passed every suite (only the projections' gradients were looked at), and
+    would stop every layer below from training; k.T on the (B, H, T, D) keys got the engine's generic broadcast
+    note, which points at keepdim."""
+    _grade_changed_mha(change, said)
+
+
 def test_mha_dropout_undone_by_renormalising_is_told_why():
     """Dropout followed by rows renormalised (w / w.sum(-1)) was named 'dropout never applied' and told to add a
     dropout it had: the renormalising divides the 1/(1 − p) scaling away in the check's keep-all run."""

@@ -829,6 +829,7 @@ def _call_mha(impl, inputs):
             out = module(x, context=inputs["context"], mask=inputs["mask"])
         except RuntimeError as exc:
             ctx = inputs["context"]
+            add_turn_k_note(exc, unsure=True)      # k.T on the (B, H, T, D) keys, as in the exercises before
             # `context or x` asks a tensor for one True or False: the engine's note on that error says so
             if inputs["mask"] is not None and "must match the size of tensor" in str(exc):
                 exc.add_note(f"If this comes from the mask: it arrives ready to broadcast against the (B, H, T_q, "
@@ -896,15 +897,23 @@ def _trains(module, x, inputs) -> str:
     """One backward pass through the module, as training makes, said in words: _TRAINS when every
     projection's weight gets a finite gradient; what goes wrong otherwise. An answer whose autograd cannot
     run at all (a tensor it kept changed in place) raises."""
+    leaves = {"x": x.detach().clone().requires_grad_()}
+    if inputs["context"] is not None:
+        leaves["context"] = inputs["context"].detach().clone().requires_grad_()
     with _FixedDropout(inputs["train"] or "keep all"):
-        y = module(x.detach().clone().requires_grad_(), context=inputs["context"], mask=inputs["mask"])
+        y = module(leaves["x"], context=leaves.get("context"), mask=inputs["mask"])
     if not y.requires_grad:
         return ("no gradient at all: the output was computed under torch.no_grad(), or from .detach() or .data, "
                 "so training could never change the projections. Keep every step in autograd")
     frozen = [n for n in _PROJ if not getattr(module, n).weight.requires_grad]
     if frozen:
         return f"{frozen[0]}.weight has requires_grad=False: an optimizer would never train it"
-    grads = gradients.grads_of(y, [getattr(module, n).weight for n in _PROJ])
+    grads = gradients.grads_of(y, [getattr(module, n).weight for n in _PROJ] + list(leaves.values()))
+    for name, g in zip(leaves, grads[len(_PROJ):]):
+        if g is None:      # checked first: a .detach() on x also leaves the projections' gradients in place
+            return (f"{name} gets no gradient from the output: a .detach() or .data on it (or torch.no_grad()) cuts "
+                    "it from autograd, so in a model every layer below this one (the embeddings, earlier blocks) "
+                    f"would never train. Use {name} itself")
     for name, g in zip(_PROJ, grads):
         if g is None:
             return (f"{name}.weight gets no gradient from the output, so training never changes it: use "
