@@ -1046,6 +1046,23 @@ def test_mha_slips_a_beginner_probe_wrote_are_told(change, said):
     _grade_changed_mha(change, said)
 
 
+def test_mha_whose_projections_live_in_a_plain_list_is_told_where_they_go():
+    """Projections kept only in a plain list were told 'needs an nn.Linear attribute named 'q_proj' (found
+    NoneType)'."""
+    class InAList(nn.Module):
+        def __init__(self, d_model, n_heads, dropout=0.0, bias=True):
+            super().__init__()
+            self.projs = [nn.Linear(d_model, d_model, bias=bias) for _ in range(4)]
+
+        def forward(self, x, context=None, mask=None):
+            return x
+
+    r = evaluate(get_exercise("MultiHeadAttention"), InAList)
+    assert not r.passed and ("needs an nn.Linear attribute named 'q_proj': it has no attribute q_proj (the checks "
+                             "load their weights into self.q_proj = nn.Linear(d_model, d_model))") in r.message, r.message
+    assert "NoneType" not in r.message, r.message
+
+
 def test_mha_dropout_undone_by_renormalising_is_told_why():
     """Dropout followed by rows renormalised (w / w.sum(-1)) was named 'dropout never applied' and told to add a
     dropout it had: the renormalising divides the 1/(1 − p) scaling away in the check's keep-all run."""

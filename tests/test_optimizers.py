@@ -1169,6 +1169,22 @@ def test_clip_that_returns_the_norm_in_another_dtype_is_refused(total):
                 (suite, r.message)
 
 
+def test_clip_whose_norm_keeps_the_axis_of_torch_zeros_1_is_told_how_to_drop_it():
+    """A total started as torch.zeros(1, ...) on the gradients' device came back of shape (1,); the check said a
+    0-dim tensor was expected, not how to get one."""
+    import torch
+
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    ns = {"torch": torch}
+    source = _CLIP_TOTAL.replace("TOTAL", "total = torch.zeros(1, dtype=grads[0].dtype, device=grads[0].device)"
+                                 + _SUMMED).replace("FACTOR", "(max_norm / (total + 1e-6)).clamp(max=1.0)")
+    exec(compile(source, "<answer cell test>", "exec"), ns)
+    r = evaluate(get_exercise("clip_grad_norm"), ns["clip_grad_norm"])
+    assert not r.passed and "a total started as torch.zeros(1) keeps its one axis" in r.message, r.message
+
+
 def test_clip_factor_with_eps_added_after_the_division_is_named_and_caught_by_a_spike():
     """max_norm / norm + 1e-6 (the eps added to the factor, not the norm) got bare numbers in the first
     visible case and passed the hidden ones; for a spike far above max_norm it matters. Without the eps at

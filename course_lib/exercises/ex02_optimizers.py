@@ -1278,7 +1278,9 @@ def _run_clip(fn, inputs):
         raise TypeError(f"clip_grad_norm returned {_what(total)}; expected the global norm measured before "
                         "clipping as a 0-dim tensor, as torch.nn.utils.clip_grad_norm_ returns it"
                         + (" (float() or .item() would make the GPU wait at every step)"
-                           if isinstance(total, (float, int)) else ""))
+                           if isinstance(total, (float, int)) else
+                           " (a total started as torch.zeros(1) keeps its one axis: add up 0-dim sums, "
+                           "g.pow(2).sum(), or take total[0])" if isinstance(total, torch.Tensor) else ""))
     for i, (p, g) in enumerate(zip(params, installed)):
         if g is None and p.grad is not None:
             raise ValueError(f"clip_grad_norm gave parameter {i} a gradient where it had none (its .grad was "

@@ -795,8 +795,10 @@ def _call_mha(impl, inputs):
     for name in _PROJ:
         lin = getattr(module, name, None)
         if not isinstance(lin, nn.Linear):
-            raise AttributeError(f"MultiHeadAttention needs an nn.Linear attribute named {name!r} "
-                                 f"(found {type(lin).__name__})")
+            found = (f"it has no attribute {name}" if not hasattr(module, name) else f"self.{name} is None"
+                     if lin is None else f"self.{name} is {describe_value(lin)}")
+            raise AttributeError(f"MultiHeadAttention needs an nn.Linear attribute named {name!r}: {found} (the "
+                                 f"checks load their weights into self.{name} = nn.Linear(d_model, d_model))")
         if not any(lin is m for m in module.modules()):
             raise AttributeError(f"{name} is an nn.Linear that the module does not register: nn.Module finds (for "
                                  f".to(), .double(), parameters() and so the optimizer) only layers assigned to one "

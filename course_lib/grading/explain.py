@@ -64,6 +64,9 @@ TORCH_ERRORS = {
         "Unpacking (a, b = ...) needs exactly one name per value: x.shape gives one size per axis\n"
         "(x.shape[-1] takes the last alone), a tensor unpacks along its first axis, and a function that\n"
         "returns one tensor gives no pair."),
+    "does not support the context manager protocol":
+        "A with statement needs an object, not a class or a function: torch.no_grad is a class, so write\n"
+        "`with torch.no_grad():`, with the parentheses.",
     "'torch.Size' object is not callable":
         "x.shape is a tuple, read with brackets: x.shape[-1]; x.size(-1) is the method that gives the same.",
     **dict.fromkeys(("builtin_function_or_method", "'method' object"),
