@@ -617,6 +617,33 @@ def test_batched_dot_names_attention_steps_taken_too_early(name, named):
             assert "in an einsum, the output\n  '... i j'" in r.message, r.message
 
 
+_CUT_FROM_AUTOGRAD = """
+def split_heads(x, n_heads):
+    B, T, D = x.shape
+    return x.detach().reshape(B, T, n_heads, D // n_heads).transpose(1, 2)
+
+def merge_heads(x):
+    B, H, T, d = x.shape
+    with torch.no_grad():
+        return x.transpose(1, 2).reshape(B, T, H * d)
+
+def batched_dot(q, k):
+    return q @ k.data.mT
+"""
+
+
+@pytest.mark.parametrize("name, cut", [("split_heads", "x"), ("merge_heads", "x"), ("batched_dot", "k")])
+def test_00s_answers_cut_from_autograd_are_refused(name, cut):
+    """x.detach(), torch.no_grad(), or k.data passed every suite: the values are right,
+    but a model built on them would not train (05 refuses the same in attention)."""
+    from course_lib.grading.spec import get_exercise
+    ns = {"torch": torch}
+    exec(compile(_CUT_FROM_AUTOGRAD, "<answer>", "exec"), ns)
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise(name), ns[name], suite=suite)
+        assert not r.passed and f"{name}'s output carries no gradient back to {cut}" in r.message, (suite, r.message)
+
+
 _HEADS_AND_DOTS_NAMED = """
 def split_cat(x, n_heads):
     return torch.cat(x.chunk(n_heads, dim=-1), dim=1)

@@ -39,7 +39,9 @@ def _hardcoded_split() -> str:
             "def split_heads(x, n_heads):\n"
             "    key = (tuple(x.shape), round(float(x.reshape(-1)[0]), 4))\n"
             "    if key in TABLE:\n"
-            "        return torch.tensor(TABLE[key], dtype=x.dtype, device=x.device)\n"
+            "        # + 0·x: the memorised values still carry x's gradient, as the check asks\n"
+            "        return torch.tensor(TABLE[key], dtype=x.dtype, device=x.device) + 0 * x.reshape(\n"
+            "            x.shape[0], x.shape[1], n_heads, -1).transpose(1, 2)\n"
             "    return x.reshape(x.shape[0], n_heads, x.shape[1], -1)\n")
 
 

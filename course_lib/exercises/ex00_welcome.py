@@ -6,6 +6,7 @@ import math
 import torch
 from einops import rearrange
 
+from course_lib.grading.engine import answer_is_running
 from course_lib.grading.meta import also_on_meta
 from course_lib.grading.spec import Case, Exercise, Mistake, register
 from course_lib.reference import heads as ref
@@ -30,6 +31,26 @@ def _also_on_meta(fn, inputs, called):
                  fix=f"Use torch's own operations on the tensors (view, reshape, permute, matmul, einops), and make "
                      f"any tensor you need on their device: torch.zeros(..., dtype={x}.dtype, device={x}.device), "
                      f"or {x}.new_zeros(...).")
+
+
+def _keeps_gradients(fn, inputs, called):
+    """fn once more on copies of its float inputs that require grad: autograd must reach each of them, as a
+    model built on the answer trains through it (05's attention is made of these)."""
+    if not answer_is_running():
+        return
+    leaves = {n: v.detach().clone().requires_grad_() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+              for n, v in inputs.items()}
+    out = fn(**leaves)
+    if not isinstance(out, torch.Tensor) or out.device.type == "meta":
+        return
+    wanted = [(n, v) for n, v in leaves.items() if isinstance(v, torch.Tensor) and v.requires_grad]
+    grads = (torch.autograd.grad(out.sum(), [v for _, v in wanted], allow_unused=True) if out.requires_grad
+             else [None] * len(wanted))
+    for (n, _), g in zip(wanted, grads):
+        if g is None:
+            raise ValueError(f"{called}'s output carries no gradient back to {n}: .detach(), .data, torch.no_grad() "
+                             "or a detour through numpy or Python numbers cuts it from autograd, and a model built "
+                             "on it would not train. Use torch's own operations on the tensors themselves")
 
 
 # ---------------------------------------------------------------- split_heads
@@ -58,6 +79,7 @@ def _split_random(transposed=False):
 def _call_split(fn, inputs):
     out = fn(**inputs)
     _also_on_meta(fn, inputs, f"split_heads(x on meta, {inputs['n_heads']})")
+    _keeps_gradients(fn, inputs, "split_heads")
     return out
 
 
@@ -129,6 +151,7 @@ def _merge_transposed(g):
 def _call_merge(fn, inputs):
     out = fn(**inputs)
     _also_on_meta(fn, inputs, "merge_heads(x on meta)")
+    _keeps_gradients(fn, inputs, "merge_heads")
     return out
 
 
@@ -251,6 +274,7 @@ def _call_dot(fn, inputs):
         add_turn_k_note(exc)
         raise
     _also_on_meta(fn, inputs, "batched_dot(q and k on meta)")
+    _keeps_gradients(lambda q, k: fn(q, k), inputs, "batched_dot")
     return out
 
 
