@@ -652,6 +652,9 @@ def test_sample_check_judges_frequencies_against_the_true_probabilities(logits, 
     ("mlm_mask", _MLM.replace("RANDOM", "torch.randint(vocab_size, tokens.shape, generator=generator)").replace(
         "chosen & (r >= 0.8) & (r < 0.9)", "chosen & (torch.rand(tokens.shape, generator=generator).to(tokens.device) < 0.1)"),
      "about 0.8 × 0.9, with the random 10 % in place: the random replacements were drawn on their own"),
+    ("mlm_mask", _MLM.replace("RANDOM", "torch.randint(vocab_size, tokens.shape, generator=generator)").replace(
+        "chosen = torch.rand(tokens.shape, generator=generator)", "chosen = torch.rand(len(tokens), generator=generator)"),
+     "every one of the 200 rows has the same positions chosen: one draw per column"),
     ("mlm_mask", _MLM.replace(").to(tokens.device) < p", ") < p").replace(
         "RANDOM", "torch.randint(vocab_size, tokens.shape, generator=generator)"),
      "mlm_mask with tokens on meta failed: Expected all tensors to be on the same device"),
@@ -662,7 +665,7 @@ def test_sample_check_judges_frequencies_against_the_true_probabilities(logits, 
         "sample cropped one token short", "sample cropped from the start", "lm_loss with nll_loss", "sample by argmax",
         "mlm labels -1", "mlm labels only at [MASK]", "get_batch's y as ids plus one", "get_batch draws on data's device",
         "sample draws on idx's device", "mlm_mask draws on tokens' device",
-        "mlm_mask's random 10 % drawn on its own", "mlm_mask's chosen left on the CPU",
+        "mlm_mask's random 10 % drawn on its own", "mlm_mask's one draw per column", "mlm_mask's chosen left on the CPU",
         "mlm_mask's random ids left on the CPU"])
 def test_checks_say_why_for_more_learner_mistakes(name, source, says):
     """Each was refused with numbers only (or, in eval mode, passed: the test model has no dropout; a

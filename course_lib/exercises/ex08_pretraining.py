@@ -578,6 +578,17 @@ def _call_mlm(fn, inputs):
                 "10 % of the chosen are left unchanged: labels set only where the input changed (inputs != tokens) "
                 "leave those out. Set them wherever a position was chosen")
 
+    def rows_apart():
+        """Every row choosing the very same positions: one draw per column, shared (torch.rand(len(tokens))
+        broadcast over a (B, T) batch). A right answer does so with probability below 1e-10 at T >= 40, B >= 3."""
+        chosen = state["chosen"]
+        if (chosen.dim() != 2 or chosen.shape[0] < 3 or chosen.shape[1] < 40 or not bool((chosen == chosen[:1]).all())
+                or bool(chosen.all()) or not bool(chosen.any())):       # all or none chosen: the fractions say so
+            return None
+        return (f"every one of the {chosen.shape[0]} rows has the same positions chosen: one draw per column, shared "
+                f"by the rows (a draw of shape ({chosen.shape[1]},), torch.rand(len(tokens)) or tokens.shape[-1:], "
+                "broadcast over the batch). Draw one number per token, torch.rand(tokens.shape, generator=generator)")
+
     def fraction(words, measured, expected, why=lambda m: ""):
         def measure():
             m = measured()
@@ -681,6 +692,7 @@ def _call_mlm(fn, inputs):
         ("inputs = tokens wherever the label is -100", untouched),
         ("some of the positions whose label is not -100 hold their original token (the unchanged 10 %)",
          unchanged_labelled),
+        ("each row's positions chosen on their own draws", rows_apart),
         fraction("fraction of positions chosen (label not -100)",
                  lambda: float(state["chosen"].double().mean()), p),
         fraction("fraction of the chosen set to [MASK]", among_chosen(lambda: inp == mask_id), 0.8 + hit, overlapping),
