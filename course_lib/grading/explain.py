@@ -64,6 +64,10 @@ TORCH_ERRORS = {
         "Unpacking (a, b = ...) needs exactly one name per value: x.shape gives one size per axis\n"
         "(x.shape[-1] takes the last alone), a tensor unpacks along its first axis, and a function that\n"
         "returns one tensor gives no pair."),
+    "required positional argument":
+        "A common cause: a def line that asks for other arguments than the docstring's, which are what the\n"
+        "checks pass. A module keeps its weights as attributes (self.weight), so its forward takes the\n"
+        "input alone: forward(self, x).",
     "does not support the context manager protocol":
         "A with statement needs an object, not a class or a function: torch.no_grad is a class, so write\n"
         "`with torch.no_grad():`, with the parentheses.",
