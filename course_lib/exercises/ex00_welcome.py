@@ -6,6 +6,7 @@ import math
 import torch
 from einops import rearrange
 
+from course_lib.grading import gradients
 from course_lib.grading.engine import answer_is_running
 from course_lib.grading.meta import also_on_meta
 from course_lib.grading.spec import Case, Exercise, Mistake, register
@@ -44,8 +45,7 @@ def _keeps_gradients(fn, inputs, called):
     if not isinstance(out, torch.Tensor) or out.device.type == "meta":
         return
     wanted = [(n, v) for n, v in leaves.items() if isinstance(v, torch.Tensor) and v.requires_grad]
-    grads = (torch.autograd.grad(out.sum(), [v for _, v in wanted], allow_unused=True) if out.requires_grad
-             else [None] * len(wanted))
+    grads = gradients.grads_of(out, [v for _, v in wanted]) if out.requires_grad else [None] * len(wanted)
     for (n, _), g in zip(wanted, grads):
         if g is None:
             raise ValueError(f"{called}'s output carries no gradient back to {n}: .detach(), .data, torch.no_grad() "

@@ -158,7 +158,7 @@ def describe_error(exc: BaseException) -> dict[str, str | bool]:
     last = frames[-1] if frames else None
     # The check's own words (a contract the answer broke, raised by the check after the answer ran): no line of
     # the answer is in the traceback, and the last is a raise in course_lib. Said as a verdict, not as "raised".
-    verdict = (not learner and last is not None and Path(last.filename).is_relative_to(_COURSE_LIB)
+    verdict = (not learner and last is not None and Path(last.filename).resolve().is_relative_to(_COURSE_LIB)
                and (last.line or "").startswith("raise "))
     stub = isinstance(exc, NotImplementedError) and (not str(exc) or (
         last is not None and _is_learner_frame(last.filename)
