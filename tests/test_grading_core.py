@@ -778,16 +778,14 @@ def dot_loop(q, k):
 
 
 @pytest.mark.parametrize("exercise, name, said", [
-    ("split_heads", "split_numpy", "It goes through numpy"),
     ("split_heads", "split_buffer", "It copies values to the CPU: into a tensor made without device="),
-    ("split_heads", "split_tolist", "It copies values to the CPU"),
     ("merge_heads", "merge_cat", "It mixes the CPU with meta"),
-    ("batched_dot", "dot_numpy", "It goes through numpy"),
     ("batched_dot", "dot_loop", "It copies values to the CPU: into a tensor made without device="),
 ])
 def test_welcome_answers_that_work_on_the_cpu_only_are_refused_without_a_gpu(exercise, name, said):
-    """Each passed both suites on a CPU grader (exact values, right dtype), then failed or came back on the CPU
-    on a GPU. No right answer reads these tensors' values, so each case also runs the answer on meta."""
+    """Each passes both suites' values on a CPU grader (exact values, right dtype, gradients kept), then fails or
+    comes back on the CPU on a GPU. No right answer reads these tensors' values, so each case also runs the
+    answer on meta."""
     import numpy as np
 
     from course_lib.grading.spec import get_exercise
@@ -798,6 +796,25 @@ def test_welcome_answers_that_work_on_the_cpu_only_are_refused_without_a_gpu(exe
         assert not r.passed and "on meta" in r.message and ") failed: " in r.message and said in r.message, (suite, r.message)
     fix = "device=q.device" if exercise == "batched_dot" else "device=x.device"
     assert "in place of a GPU" in r.message and fix in r.message and "at line" in r.message, r.message
+
+
+@pytest.mark.parametrize("exercise, name, said", [
+    ("split_heads", "split_numpy", "Can't call numpy() on Tensor that requires grad"),
+    ("split_heads", "split_tolist", "carries no gradient back to x: "),
+    ("batched_dot", "dot_numpy", "Can't call numpy() on Tensor that requires grad"),
+])
+def test_a_detour_that_a_gpu_refuses_and_a_cpu_cuts_from_autograd_is_told_the_cpus_slip(exercise, name, said):
+    """A detour through numpy or Python lists also fails on a GPU (the meta rerun refuses it), but the learner's
+    own CPU shows it first: the gradient is lost. That is what they hear; meta is not mentioned."""
+    import numpy as np
+
+    from course_lib.grading.spec import get_exercise
+    ns = {"torch": torch, "np": np}
+    exec(compile(_WELCOME_ON_THE_CPU_ONLY, "<answer>", "exec"), ns)
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise(exercise), ns[name], suite=suite)
+        assert not r.passed and said in r.message and "autograd" in r.message, (suite, r.message)
+        assert "meta" not in r.message and "case 1 of" in r.message, r.message
 
 
 def test_welcome_answers_that_make_their_tensors_on_the_inputs_device_still_pass():

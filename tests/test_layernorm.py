@@ -416,6 +416,11 @@ _BLOCK = """class ResidualBlock(nn.Module):
 """
 
 
+_MEANS_BY_A_CPU_MATMUL = _LN.replace(
+    "STATS", "avg = torch.full((x.shape[-1], 1), 1 / x.shape[-1], dtype=x.dtype)\n"
+             "    mean = x @ avg\n    var = ((x - mean) ** 2) @ avg")
+
+
 @pytest.mark.parametrize("name, source, says", [
     ("layer_norm", _LN.replace("STATS", "mean = x.mean(-1, keepdim=True)\n    var = x.var(-1, unbiased=False, keepdim=True)\n"
                                "    out = torch.empty(x.shape, dtype=x.dtype)\n"
@@ -437,8 +442,7 @@ _BLOCK = """class ResidualBlock(nn.Module):
     ("ResidualBlock", _BLOCK.replace("SUBLAYER", "self.sublayer = sublayer\n        self.gamma = torch.ones(d)")
      .replace("RESIDUAL + SUB(self.norm(x))", "x + self.gamma * self.sublayer(self.norm(x))").replace("SUB(x)", "self.sublayer(x)"),
      "a new ResidualBlock on meta (its parameters and x) failed: "),
-    ("layer_norm", _LN.replace("STATS", "avg = torch.full((x.shape[-1], 1), 1 / x.shape[-1], dtype=x.dtype)\n"
-                               "    mean = x @ avg\n    var = ((x - mean) ** 2) @ avg"),
+    ("layer_norm", _MEANS_BY_A_CPU_MATMUL,
      "layer_norm with its tensors on meta failed: Expected all tensors to be on the same device"),
 ], ids=["layer_norm into a cpu buffer", "backward sums in cpu buffers", "LayerNorm eps as a cpu tensor",
         "block scale as a plain cpu tensor", "means by a matmul with a cpu tensor"])
@@ -448,6 +452,22 @@ def test_norm_checks_refuse_tensors_made_on_the_cpu_whatever_x_s_device(name, so
     where the check refuses what CUDA refuses (meta itself lets a matmul with a CPU tensor through)."""
     for r in _both_suites(name, _learner_cell(source, name)):
         assert not r.passed and says in r.message and "in place of a GPU" in r.message, r.message
+
+
+def test_a_slip_the_cpu_shows_is_told_before_one_only_a_gpu_would_refuse():
+    """An answer with both a slip of its numbers and a tensor made on the CPU hears of the numbers first: that
+    is what the learner's own machine shows, and the meta rerun's refusal (for the GPU) comes once they are
+    right. Before, whichever came first inside the check won, and a CPU learner fixed a device they do not have
+    while the wrong numbers waited."""
+    added = _MEANS_BY_A_CPU_MATMUL.replace("* weight + bias", "+ weight + bias")       # wrong from the first case
+    outside = _MEANS_BY_A_CPU_MATMUL.replace("torch.sqrt(var + eps)", "(torch.sqrt(var) + eps)")   # from a later one
+    for source, says in ((added, "weight added instead of multiplied"), (outside, "eps added outside the square root")):
+        for r in _both_suites("layer_norm", _learner_cell(source, "layer_norm")):
+            assert not r.passed and f"known mistake: {says}" in r.message and "meta" not in r.message, r.message
+    r = evaluate(get_exercise("layer_norm"), _learner_cell(outside, "layer_norm"))
+    assert "case 1 of" not in r.message, r.message         # the first case's numbers were right: its meta run refused
+    for r in _both_suites("layer_norm", _learner_cell(_MEANS_BY_A_CPU_MATMUL, "layer_norm")):   # numbers mended
+        assert not r.passed and "on meta failed: Expected all tensors to be on the same device" in r.message, r.message
 
 
 def test_a_module_that_keeps_tensors_between_calls_is_not_told_it_mixes_devices():
@@ -764,19 +784,27 @@ def test_an_eps_slip_that_is_right_on_small_inputs_keeps_the_case_that_caught_it
     assert "values around 1e-3" not in r.message, r.message
 
 
-def test_the_grading_sandbox_shows_an_eps_slip_where_the_notebook_check_does():
+def test_the_grading_sandbox_shows_an_eps_slip_and_a_gpu_slip_where_the_notebook_check_does():
+    """The sandbox runs the answers in one process and judges them in another: the shown_on case, and what the
+    meta rerun refused (kept until the CPU cases pass), must reach the verdict as they do in the notebook."""
     import nbformat
     from course_lib.grading.sandbox import sandbox_verdicts
     from submissions import ROOT, solution_answers, submission
     A = "06_layernorm"
-    answer = solution_answers(A)["layer_norm_answer"].replace("torch.sqrt(var + eps)", "(torch.sqrt(var) + eps)")
-    assert answer != solution_answers(A)["layer_norm_answer"]
+    answers = solution_answers(A)
+    answer = answers["layer_norm_answer"].replace("torch.sqrt(var + eps)", "(torch.sqrt(var) + eps)")
+    on_cpu = answers["rms_norm_answer"].replace(
+        "ms = (x * x).mean(dim=-1, keepdim=True)",
+        "ms = (x * x) @ torch.full((x.shape[-1], 1), 1 / x.shape[-1], dtype=x.dtype)")
+    assert answer != answers["layer_norm_answer"] and on_cpu != answers["rms_norm_answer"]
     solution = nbformat.read(ROOT / "solutions" / A / f"{A}.ipynb", as_version=4)
-    verdicts = sandbox_verdicts(solution, submission(A, {"layer_norm_answer": answer}))
+    verdicts = sandbox_verdicts(solution, submission(A, {"layer_norm_answer": answer, "rms_norm_answer": on_cpu}))
     message = verdicts["layer_norm_visible"].message
     assert not verdicts["layer_norm_visible"].passed and "values around 1e-3" in message.splitlines()[0], message
     assert "known mistake: eps added outside the square root.\n" in message, message
-    assert verdicts["rms_norm_visible"].passed
+    message = verdicts["rms_norm_visible"].message
+    assert not verdicts["rms_norm_visible"].passed and "rms_norm with its tensors on meta failed: " in message, message
+    assert "in place of a GPU" in message and "x's device" in message, message
 
 
 _RMS = ("def rms_norm(x, weight, eps=EPS):\n    ms = (x * x).mean(-1, keepdim=True)\n"

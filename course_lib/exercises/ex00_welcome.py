@@ -50,7 +50,7 @@ def _keeps_gradients(fn, inputs, called):
         if g is None:
             raise ValueError(f"{called}'s output carries no gradient back to {n}: .detach(), .data, torch.no_grad() "
                              "or a detour through numpy or Python numbers cuts it from autograd, and a model built "
-                             "on it would not train. Use torch's own operations on the tensors themselves")
+                             "on it would not train. Use torch's own operations on the tensors themselves.")
 
 
 # ---------------------------------------------------------------- split_heads

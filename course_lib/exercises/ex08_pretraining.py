@@ -91,16 +91,7 @@ def _call_batch(fn, inputs):
         raise ValueError("get_batch returned different (x, y) for two generators seeded alike: pass "
                          "generator=generator to torch.randint; without it the starts come from torch's global "
                          "generator, and the same seed no longer gives the same batches")
-    # What only a GPU would show, once the CPU run gives the reference's batch: a learner hears of the slip they
-    # can see first.
-    data, T = kw["data"], kw["block_size"]
-    windows = data.unfold(0, T, 1)                                              # (N - T + 1, T)
-    starts = torch.randint(len(data) - T, (kw["batch_size"],), generator=_gen(inputs["seed"])).to(data.device)
-    want = (windows[starts], windows[starts + 1])        # the answer key's batch, made here: a call to it counts as
-                                                         # the answer's own while the answer runs
-    if kw["data"].device.type == "cpu" and len(got) == 2 and all(
-            isinstance(a, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
-            for a, b in zip(got, want)):
+    if kw["data"].device.type == "cpu":                 # what only a GPU would show
         check_draws_on_meta(lambda: fn(**dict(kw, data=kw["data"].to("meta")), generator=_gen(inputs["seed"])),
                             "get_batch with data on meta",
                             "Draw the starts on the CPU, as the docstring says (no device= in torch.randint), and move "
@@ -705,10 +696,7 @@ def _call_mlm(fn, inputs):
         ("two calls with generators seeded differently return different (inputs, labels)", seed_matters),
     )
     found = _properties(*props)
-    # What only a GPU would show, once the CPU run is right (tokens changed in place are named by the engine):
-    # a learner hears of the slip they can see first.
-    if (found == tuple(words for words, _ in props) and tokens.device.type == "cpu"
-            and torch.equal(inputs["tokens"], given)):
+    if tokens.device.type == "cpu":                     # what only a GPU would show
         check_draws_on_meta(lambda: fn(**dict(kw, tokens=given.to("meta")), generator=_gen(inputs["seed"])),
                             "mlm_mask with tokens on meta",
                             "Draw on the CPU (no device= in torch.rand and torch.randint: the generator is a CPU one) "
@@ -1039,8 +1027,7 @@ def _call_sample(fn, inputs):
         freqs = tuple(_freq_or_truth(out[:, T + i], truth) for i, truth in enumerate(truths))
         right = all(f is truth for f, truth in zip(freqs, truths))
         found = (*words, *freqs)
-    # What only a GPU would show, once the CPU run is right: a learner hears of the slip they can see first.
-    if right and idx.device.type == "cpu":
+    if idx.device.type == "cpu":                        # what only a GPU would show
         check_draws_on_meta(lambda: fn(_Bigram(table.to("meta"), block), idx.to("meta"),
                                        generator=_gen(inputs["seed"]), **args),
                             "sample with the model and idx on meta",

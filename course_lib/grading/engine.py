@@ -122,6 +122,7 @@ class Outcome:
     mutated: list[str] = field(default_factory=list)
     tampered: bool = False
     global_state: list[str] = field(default_factory=list)   # torch-wide settings the answer changed, in words
+    on_gpu: dict[str, str] | None = None       # what a GPU would refuse (found on meta), as error is written
 
 
 def _is_learner_frame(filename: str) -> bool:
@@ -206,12 +207,23 @@ def _global_state_changes(dtype: torch.dtype, rng: torch.Tensor) -> list[str]:
 
 
 # Set while the learner's answer runs, not while the reference or a catalogued mistake does: checks that only
-# the answer needs (a second run on meta, in place of a GPU) ask for it with answer_is_running().
-_ANSWER_RUNNING = contextvars.ContextVar("answer_running", default=False)
+# the answer needs (a second run on meta, in place of a GPU) ask for it with answer_is_running(). It holds what
+# those checks refused, kept until every case has passed on the CPU: a learner hears first of the slip their
+# own machine shows, and of what only a GPU would refuse once the rest is right.
+_ANSWER_RUNNING: contextvars.ContextVar[list | None] = contextvars.ContextVar("answer_running", default=None)
 
 
 def answer_is_running() -> bool:
-    return _ANSWER_RUNNING.get()
+    return _ANSWER_RUNNING.get() is not None
+
+
+def refuse_on_gpu(exc: Exception) -> None:
+    """Keep ``exc``, what a GPU would refuse in the running answer (found on meta), for once the CPU cases pass;
+    raise it where no answer runs."""
+    kept = _ANSWER_RUNNING.get()
+    if kept is None:
+        raise exc
+    kept.append(exc)
 
 
 def run_answer(ex: Exercise, answer: Callable, run: CaseRun) -> Outcome:
@@ -221,7 +233,8 @@ def run_answer(ex: Exercise, answer: Callable, run: CaseRun) -> Outcome:
     watcher = CallWatcher(ex.all_forbidden)
     dtype, rng = torch.get_default_dtype(), torch.default_generator.get_state()
     torch.default_generator.manual_seed(_SEED_MARK)      # a reseed inside the answer shows as another seed
-    running = _ANSWER_RUNNING.set(True)
+    refused: list[Exception] = []
+    running = _ANSWER_RUNNING.set(refused)
     try:
         with watcher:
             value = ex.run(answer, inputs)
@@ -230,6 +243,8 @@ def run_answer(ex: Exercise, answer: Callable, run: CaseRun) -> Outcome:
         out.error = describe_error(exc)
     finally:
         _ANSWER_RUNNING.reset(running)
+    if refused:
+        out.on_gpu = dict(describe_error(refused[0]), verdict=True)     # the check's own words
     out.global_state = _global_state_changes(dtype, rng)
     out.forbidden = [f"calls {name}: {f.reason}" for name, f in watcher.hits.items()]
     out.tampered = watcher.tampered
@@ -528,9 +543,12 @@ def _changed(outcome: Outcome) -> str:
     return ";\nand ".join(outcome.global_state).replace("\n", "\n  ")
 
 
-def global_state_message(ex: Exercise, run: CaseRun, outcome: Outcome) -> str | None:
-    """For a case the answer got right: what it changed of torch's global state, if anything. Said only once
-    every case has passed, so that an exercise's own word on the same slip (05's, 08's) comes first."""
+def later_message(ex: Exercise, run: CaseRun, outcome: Outcome) -> str | None:
+    """For a case the answer got right on the CPU: what a GPU would refuse, else what it changed of torch's global
+    state, if anything. Said only once every case has passed: what the learner's own machine shows comes first,
+    and an exercise's own word on the same slip (05's, 08's)."""
+    if outcome.on_gpu is not None:
+        return judge(ex, run, Outcome(error=outcome.on_gpu))[0]
     if not outcome.global_state:
         return None
     return (f"{_header(ex, run)}\n  the answer is right but it changed {_changed(outcome)}.\n"
@@ -582,7 +600,7 @@ def evaluate(ex: Exercise, answer: Callable, *, suite: str = "visible", device: 
             message = telling_message(ex, runs, i, message,
                                       lambda j, i=i, o=outcome: o if j == i else run_answer(ex, answer, runs[j]))
             return Report(ex.name, suite, False, message, len(runs))
-        largest, later = max(largest, worst), later or global_state_message(ex, run, outcome)
+        largest, later = max(largest, worst), later or later_message(ex, run, outcome)
     if later:
         return Report(ex.name, suite, False, later, len(runs))
     return Report(ex.name, suite, True, success_line(ex, runs, largest), len(runs), largest)

@@ -3,7 +3,8 @@
 Graded on the CPU, an answer that only works there looks right: a tensor made without device=, a
 detour through numpy, a draw with the CPU generator onto the data's device. It then fails the
 learner's first run on a GPU. Called once more with its inputs on "meta" (a device with shapes and
-dtypes but no values), such an answer shows itself, as it would on a GPU.
+dtypes but no values), such an answer shows itself, as it would on a GPU. What is refused there is said
+once every case has passed on the CPU (engine.refuse_on_gpu): the slip a learner's own machine shows first.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from .engine import answer_is_running, describe_error
+from .engine import answer_is_running, describe_error, refuse_on_gpu
 
 META = torch.device("meta")
 _WORDS = "meta: a device with no values that the check uses in place of a GPU"
@@ -79,8 +80,8 @@ def _at(exc: BaseException) -> str:
 
 
 def check_on_meta(call: Callable[[], Any], called: str, fix: str, *, may_copy: bool = True) -> None:
-    """Run ``call()`` (the answer on meta inputs); raise in words if it mixes the CPU with meta, as
-    CUDA would refuse it, or returns a tensor that is not on meta.
+    """Run ``call()`` (the answer on meta inputs); refuse in words (refuse_on_gpu) if it mixes the CPU with
+    meta, as CUDA would refuse it, or returns a tensor that is not on meta.
 
     An answer that reads a value (.item(), a Python if on a tensor) cannot run on meta: then nothing is
     said, and the CPU cases alone judge it. may_copy: a right answer may also copy its inputs' values to
@@ -107,12 +108,12 @@ def check_on_meta(call: Callable[[], Any], called: str, fix: str, *, may_copy: b
                                                "comes back on the CPU, or the call fails.")
         else:
             return
-        raise _refusal(f"{called} failed: {said}{_at(exc)}", means, fix) from None
+        return refuse_on_gpu(_refusal(f"{called} failed: {said}{_at(exc)}", means, fix))
     elsewhere = [t.device for t in (out if isinstance(out, (tuple, list)) else (out,))
                  if isinstance(t, torch.Tensor) and t.device.type != "meta"]
     if elsewhere:
-        raise _refusal(f"{called} returned a tensor on {elsewhere[0]}; expected one on meta",
-                       "A tensor left on the CPU fails on a GPU.", fix)
+        refuse_on_gpu(_refusal(f"{called} returned a tensor on {elsewhere[0]}; expected one on meta",
+                               "A tensor left on the CPU fails on a GPU.", fix))
 
 
 class _CannotTell(Exception):
@@ -141,7 +142,7 @@ class _DefaultOnMeta(TorchFunctionMode):
 
 def check_made_on_default(call: Callable[[], Any], called: str, fix: str) -> None:
     """Run ``call()`` (the answer on its CPU inputs, values and all) with torch's default device set to meta, and
-    raise in words where a tensor made without device= (so on the default device) mixes with the inputs or comes
+    refuse in words where a tensor made without device= (so on the default device) mixes with the inputs or comes
     back. For answers that read their inputs' values (a loop over lengths.tolist()), which cannot run on meta:
     on a GPU their inputs are on cuda and such a tensor on the CPU. Anything else is left to the other checks
     (a tensor made on the default device and then moved, .to(lengths.device), is right)."""
@@ -153,13 +154,14 @@ def check_made_on_default(call: Callable[[], Any], called: str, fix: str) -> Non
     except Exception as exc:
         if not any(s in str(exc) for s in _MIXED):
             return
-        raise _refusal(f"{called} failed: {str(exc).rstrip('.!')}{_at(exc)}",
-                       "It mixes a tensor made without device= with the inputs: on a GPU the inputs are on cuda and "
-                       "that tensor on the CPU, and the call fails the same way.", fix, _DEFAULT_WORDS) from None
+        return refuse_on_gpu(_refusal(
+            f"{called} failed: {str(exc).rstrip('.!')}{_at(exc)}",
+            "It mixes a tensor made without device= with the inputs: on a GPU the inputs are on cuda and that tensor "
+            "on the CPU, and the call fails the same way.", fix, _DEFAULT_WORDS))
     if any(isinstance(t, torch.Tensor) and t.is_meta for t in (out if isinstance(out, (tuple, list)) else (out,))):
-        raise _refusal(f"{called} returned a tensor on meta, the default device there, not on its inputs' device",
-                       "A tensor made without device= lands on the default device: on a GPU, with the inputs on "
-                       "cuda, it comes back on the CPU.", fix, _DEFAULT_WORDS)
+        refuse_on_gpu(_refusal(f"{called} returned a tensor on meta, the default device there, not on its inputs' "
+                               "device", "A tensor made without device= lands on the default device: on a GPU, with "
+                               "the inputs on cuda, it comes back on the CPU.", fix, _DEFAULT_WORDS))
 
 
 def _refusal(said: str, means: str, fix: str, words: str = _WORDS) -> ValueError:
@@ -189,7 +191,7 @@ class _CpuGeneratorDrawsOnCpu(TorchFunctionMode):
 
 
 def check_draws_on_meta(call: Callable[[], Any], called: str, fix: str) -> None:
-    """Run ``call()`` (the answer on meta inputs) and raise in words where it draws with the CPU generator
+    """Run ``call()`` (the answer on meta inputs) and refuse in words where it draws with the CPU generator
     onto meta: on a GPU torch refuses that, and a CPU-only check never sees it. Any other error is left
     to the CPU cases (an answer that reads values, .tolist() or .cpu(), cannot run on meta)."""
     if not answer_is_running():
@@ -198,8 +200,8 @@ def check_draws_on_meta(call: Callable[[], Any], called: str, fix: str) -> None:
         with _CpuGeneratorDrawsOnCpu(), _quiet():
             call()
     except _OffCpuDraw as exc:
-        raise ValueError(f"{called}: torch.{exc} drew with the CPU generator onto meta{_at(exc)}. meta stands in "
-                         "for a GPU here, where torch refuses such a draw (\"Expected a 'cuda' device type for "
-                         f"generator but found 'cpu'\"). {fix}") from None
+        refuse_on_gpu(ValueError(f"{called}: torch.{exc} drew with the CPU generator onto meta{_at(exc)}. meta "
+                                 "stands in for a GPU here, where torch refuses such a draw (\"Expected a 'cuda' "
+                                 f"device type for generator but found 'cpu'\"). {fix}"))
     except Exception:
         pass

@@ -117,7 +117,7 @@ def main(job_path: str, out_dir: str) -> int:
             entry["cases"].append({
                 "value": to_jsonable(outcome.value, tensors, f"c{k}.{run.number}"),
                 "error": outcome.error, "forbidden": outcome.forbidden,
-                "mutated": outcome.mutated, "global_state": outcome.global_state,
+                "mutated": outcome.mutated, "global_state": outcome.global_state, "on_gpu": outcome.on_gpu,
                 "tampered": outcome.tampered or not _intact(machinery),
             })
     save_file(tensors, str(out / "tensors.safetensors"))

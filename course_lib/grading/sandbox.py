@@ -27,7 +27,7 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from .engine import (Outcome, build_runs, global_state_message, judge, static_problems, success_line, suite_seed,
+from .engine import (Outcome, build_runs, judge, later_message, static_problems, success_line, suite_seed,
                      telling_message)
 from .spec import get_exercise
 from .values import from_jsonable
@@ -206,7 +206,7 @@ def sandbox_verdicts(solution: NotebookNode, submission: NotebookNode, *, device
                 return None
             return Outcome(value=from_jsonable(case["value"], tensors), error=case["error"],
                            forbidden=case["forbidden"], mutated=case["mutated"], tampered=case["tampered"],
-                           global_state=case.get("global_state", []))
+                           global_state=case.get("global_state", []), on_gpu=case.get("on_gpu"))
 
         verdict, largest, later = None, 0.0, None
         for i, (run, case) in enumerate(zip(runs, cases)):
@@ -218,7 +218,7 @@ def sandbox_verdicts(solution: NotebookNode, submission: NotebookNode, *, device
             if message is not None:
                 verdict = Verdict(False, telling_message(ex, runs, i, message, outcome_of))
                 break
-            largest, later = max(largest, worst), later or global_state_message(ex, run, outcome)
+            largest, later = max(largest, worst), later or later_message(ex, run, outcome)
         if verdict is None and len(res["cases"]) < len(runs):
             verdict = Verdict(False, f"✗ {ex.name} — the sandbox returned fewer cases than it ran")
         if verdict is None and later:
