@@ -1115,6 +1115,15 @@ def _lr_cos_float32(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
     return min_lr + (max_lr - min_lr) * (1 + torch.cos(torch.tensor(math.pi * q)).item()) / 2
 
 
+def _lr_pi_rounded(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    if step >= total_steps:
+        return min_lr
+    p = (step - warmup_steps) / (total_steps - warmup_steps)
+    return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(3.14 * p))
+
+
 def _lr_edge_slip(warmup_through=False, warmup_over=0, cosine_to=None, after=None):
     """lr_at wrong at one edge: warmup running through step == warmup_steps or divided by warmup_steps +
     warmup_over, the cosine decaying to cosine_to instead of min_lr, or the rate after total_steps at
@@ -1257,6 +1266,10 @@ LR_EX = Exercise(
         Mistake("the cosine taken in float32: torch.cos of a tensor made without dtype=", _lr_cos_float32,
                 "torch.tensor(x) is float32 unless told, so its cosine has about 7 correct digits, and this\n"
                 "check compares more. Use math.cos on Python floats, as the hint says."),
+        Mistake("π written as 3.14", _lr_pi_rounded,
+                "3.14 is π to three digits, so the cosine's argument falls short of π·progress, by up to\n"
+                "0.0016: the rates in the decay come out off in their fourth digit or so, small but not the\n"
+                "schedule. Use math.pi (any rounding of π, 3.1416 too, leaves such a difference)."),
         Mistake("no floor after total_steps: the cosine rises again", _lr_no_clamp,
                 "Past total_steps the cosine would climb back up; the schedule stays at min_lr there."),
     ],
