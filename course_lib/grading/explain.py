@@ -110,6 +110,10 @@ TORCH_ERRORS = {
         "torch.cat joins tensors along an axis they all have, so each needs the same number of axes: add\n"
         "the missing one (t[:, None], t.unsqueeze(-1)); to make one vector of tensors of other shapes,\n"
         "flatten each first (t.reshape(-1)).",
+    "Sizes of tensors must match except in dimension":
+        "torch.cat joins tensors along one axis (dim=): on every other axis their sizes must be equal. A\n"
+        "common cause: a tensor that lost its batch axis on the way, logits[-1] (the last sequence's logits\n"
+        "at every position) where logits[:, -1] (every sequence's last position) was meant; or the wrong dim=.",
     "stack expects each tensor to be equal size":
         "torch.stack needs tensors of one shape. Pieces of other sizes often come from x.chunk(n, dim) or\n"
         "x.split along an axis that n does not divide: check that dim is the axis you mean to cut. To put\n"
