@@ -545,6 +545,24 @@ def _answer(source, name):
     return ns[name]
 
 
+@pytest.mark.parametrize("old, new, says", [
+    ("p.mul_(1 - lr * wd)", "p = p * (1 - lr * wd)", "A common\n  cause: p assigned before the lookup"),
+    ("p.sub_(lr * m_hat / (v_hat.sqrt() + eps))", "p = p - lr * m_hat / (v_hat.sqrt() + eps)",
+     "known mistake: the Adam step assigned to p (p = p - ...), so only the weight decay reached the parameter"),
+], ids=["decay assigned to p", "Adam step assigned to p"])
+def test_adamw_with_p_assigned_instead_of_changed_in_place_is_named(old, new, says):
+    """A learner's AdamW with one of its two updates written p = p ...: the decay (state then keyed by the new
+    tensor) got 'raised KeyError: 1398...' with words about p.data, the Adam step a bare difference."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+    from submissions import solution_answers
+
+    source = solution_answers("02_optimizers")["AdamW_answer"]
+    assert old in source
+    r = evaluate(get_exercise("AdamW"), _answer(source.replace(old, new), "AdamW"))
+    assert not r.passed and says in r.message, r.message
+
+
 def test_steps_a_training_loop_would_not_survive_are_named():
     """Three answers that got a bare difference or torch's own error from inside state_dict(): an update
     of a new tensor that never reaches the parameter, state keyed by p.data, and an Adam computing outside

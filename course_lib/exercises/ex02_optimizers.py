@@ -187,7 +187,9 @@ def _run_optimizer(cls, inputs):
         state = first.state_dict()
     except KeyError as exc:     # torch looks every key of self.state up among the optimizer's parameters
         exc.add_note("state_dict() found a key of self.state that is none of the optimizer's parameters: key it by\n"
-                     "the parameter itself, self.state[p] (p.data, a copy or a view is another tensor).")
+                     "the parameter itself, self.state[p] (p.data, a copy or a view is another tensor). A common\n"
+                     "cause: p assigned before the lookup, p = p * (1 - lr * wd), which makes p a new tensor (and\n"
+                     "leaves the parameter undecayed): change the parameter in place, p.mul_(1 - lr * wd).")
         raise
     file = io.BytesIO()
     torch.save(state, file)
@@ -338,7 +340,7 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                   wd_ignored=False, v_with_b1=False, corrected_in_place=False, none_stops=None,
                   root_corrected=False, v_from=None, no_sqrt=False, ascent=False, decay_slip=None,
                   betas_swapped=False, m_corrected_with_b2=False, lr_in_m=False, eps_after_division=False,
-                  decay_lr_from_init=False, m_in_with_b1=False):
+                  decay_lr_from_init=False, m_in_with_b1=False, update_lost=False):
     """shared_t: "group" or "optimizer", where one step count for all parameters is kept (group["t"],
     saved by state_dict; self.t, not saved), or "each parameter": a count on the optimizer incremented in the
     loop, once for every parameter stepped. decay_lr_from_init: AdamW's decay by the lr given to __init__
@@ -360,7 +362,8 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
     by v̂ + eps. ascent: the Adam step added to p instead of taken from it. decay_slip: AdamW's decay written
     as p − lr·wd·g ("g"), p·lr·wd ("factor"), p·(1 + lr·wd) ("grows") or p − lr·wd ("constant").
     betas_swapped: (b2, b1) = betas. m_corrected_with_b2: m̂ = m / (1 − β₂ᵗ). lr_in_m: m = β₁·m + (1 − β₁)·lr·g,
-    the step m̂/(√v̂ + eps). eps_after_division: the step lr·m̂/√v̂ + eps (eps outside the brackets)."""
+    the step m̂/(√v̂ + eps). eps_after_division: the step lr·m̂/√v̂ + eps (eps outside the brackets).
+    update_lost: the Adam step written to a new tensor (p = p - ...), AdamW's decay (in place) alone kept."""
     class Mistaken(torch.optim.Optimizer):
         def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=default_wd):
             super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
@@ -444,7 +447,8 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                     if eps_after_division:
                         p.sub_(lr * m / v.sqrt() + eps)
                         continue
-                    p.add_((1.0 if lr_in_m else lr) * m / denom, alpha=1 if ascent else -1)
+                    if not update_lost:
+                        p.add_((1.0 if lr_in_m else lr) * m / denom, alpha=1 if ascent else -1)
                     if decay_after and wd != 0:
                         p.mul_(1 - lr * wd)
                     if t_from_zero:
@@ -869,6 +873,12 @@ ADAMW_EX = Exercise(
                   "decayed once directly and once more through m and v. Drop the line copied from Adam that\n"
                   "adds wd·p to the gradient: AdamW's moments see the raw gradient.")
           for which, when in (("old p", ""), ("new p", " (after the decay)"))],
+        Mistake("the Adam step assigned to p (p = p - ...), so only the weight decay reached the parameter",
+                _adam_variant(decoupled=True, default_wd=0.01, update_lost=True),
+                "The decay, done in place (p.mul_), changed the parameters, but p = p - lr·m̂/(√v̂ + eps) makes\n"
+                "a new tensor named p and leaves the parameter itself alone: a group without weight decay does\n"
+                "not move at all. Change p in place, p.sub_(lr * m_hat / (v_hat.sqrt() + eps)), or\n"
+                "p.addcdiv_(m_hat, v_hat.sqrt() + eps, value=-lr)."),
         Mistake("decoupled weight decay not multiplied by lr: p ← p·(1 − wd)",
                 _adam_variant(decoupled=True, default_wd=0.01, decay_without_lr=True),
                 "torch.optim.AdamW shrinks by lr·wd per step, so the decay follows the learning-rate\n"
