@@ -1156,6 +1156,34 @@ def test_classifier_names_a_count_over_the_whole_batch():
         assert not r.passed and "real tokens of the whole batch (mask.sum() with no dim)" in r.message, (suite, r.message)
 
 
+def test_classifier_with_squeezed_logits_is_not_told_it_pooled_the_batch_together():
+    """Logits .squeeze()d pass every case with several sentences and lose the batch axis on a batch of one,
+    where they are what "every sentence's real tokens pooled together" gives: that mistake was named, though
+    the answer's right logits on the larger batches rule it out. The shape note, which names the squeeze,
+    stands alone; the mistake is still named where the answer is that mistake."""
+    from course_lib.exercises.ex09_finetuning import SENTENCE_CLASSIFIER
+
+    class Squeezed(_Classifier):
+        how = "right"
+
+        def forward(self, input_ids, attention_mask):
+            return super().forward(input_ids, attention_mask).squeeze()
+
+    class PooledTogether(_Classifier):
+        how = "right"
+
+        def forward(self, input_ids, attention_mask):
+            h = self.encoder(input_ids, attention_mask)
+            return self.head(self.dropout(h[attention_mask.bool()].mean(0)))
+
+    for suite, r in _verdicts(SENTENCE_CLASSIFIER, Squeezed).items():
+        assert not r.passed and "got (2,)" in r.message and "or by a squeeze" in r.message, (suite, r.message)
+        assert "known mistake" not in r.message, (suite, r.message)
+    for suite, r in _verdicts(SENTENCE_CLASSIFIER, PooledTogether).items():
+        assert not r.passed and "known mistake: every sentence's real tokens pooled together" in r.message, \
+            (suite, r.message)
+
+
 def test_metrics_name_true_negatives_counted_as_true_positives():
     """tp = (preds == labels).sum() counts every correct prediction, true negatives too: bare numbers."""
     from course_lib.exercises.ex09_finetuning import PRF

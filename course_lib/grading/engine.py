@@ -441,9 +441,12 @@ def _largest_difference(expected, got, run: CaseRun, atol: float, rtol: float, f
     return worst
 
 
+_UNNAMED = Mistake("", print, "")       # for judge's ``named``: name no known mistake, though one fits here
+
+
 def judge(ex: Exercise, run: CaseRun, outcome: Outcome, named: Mistake | None = None) -> tuple[str | None, float]:
     """(failure message or None, largest difference). ``named``: the known mistake to name, when the answer
-    matches one here (``telling_message`` chooses among several that fit)."""
+    matches one here (``telling_message`` chooses among several that fit), or _UNNAMED."""
     head = _header(ex, run)
     if outcome.tampered:
         return (f"{head}\n  the answer switched off or changed the checks' call watcher (sys.setprofile, "
@@ -479,7 +482,7 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome, named: Mistake | None = 
                      f"  changed values: that may be why the numbers differ. g = {first} makes g another name\n"
                      f"  for {first}, not a copy: g *= w changes both, while g = g * w makes a new tensor.")
     if diff.kind in ("value", "shape", "words"):
-        m = named or _match_mistake(ex, run, outcome.value, expected)
+        m = None if named is _UNNAMED else named or _match_mistake(ex, run, outcome.value, expected)
         if m is not None:
             lines.append(f"  This matches a known mistake: {m.name}.")
             lines.append("  " + m.explanation.replace("\n", "\n  "))
@@ -515,9 +518,13 @@ def telling_message(ex: Exercise, runs: list[CaseRun], first: int, message: str,
 def _confirmed(ex: Exercise, runs: list[CaseRun], first: int, message: str,
                outcome_of: Callable[[int], Outcome | None]) -> str:
     """One case can fit several catalogued mistakes: in float32, eps after the division is within rounding of
-    eps squared inside the root; a LoRA scale hard-coded to 2 is α // r where α // r is 2. The later cases
-    choose: of those that fit the first failing case, the first in the catalogue that still fits each later
-    case the answer ran on (right or wrong there), until one is left."""
+    eps squared inside the root; a LoRA scale hard-coded to 2 is α // r where α // r is 2. Where the answer's
+    output has the wrong shape, the cases before rule out those wrong where the answer was right (logits
+    squeezed fit "every sentence pooled together" on a batch of one, after right answers on larger batches).
+    Not for wrong values: a learner's variant of a catalogued slip (eps alone read from self.defaults, where
+    the catalogue's reads betas too) can be right where the catalogued one is not, and its words still fit.
+    The later cases choose among the rest: the first in the catalogue that still fits each later case the
+    answer ran on (right or wrong there), until one is left."""
     outcome = outcome_of(first)
     if outcome is None:
         return message
@@ -525,6 +532,12 @@ def _confirmed(ex: Exercise, runs: list[CaseRun], first: int, message: str,
     expected = _expected(ex, run)
     fit = list(_matching_mistakes(ex, run, outcome.value, expected))
     named = fit[:1]
+    atol, rtol = run.case.tolerance(run.dtype)
+    diff, _ = compare(expected, outcome.value, dtype=run.dtype, device=run.device, atol=atol, rtol=rtol)
+    if diff is not None and diff.kind == "shape":
+        fit = [i for i in fit if not any(_wrong_on(ex, runs[j], i) for j in range(first))]
+    if not fit:
+        return judge(ex, run, outcome, _UNNAMED)[0] or message
     for j in range(first + 1, len(runs)):
         if len(fit) < 2:
             break
@@ -536,6 +549,20 @@ def _confirmed(ex: Exercise, runs: list[CaseRun], first: int, message: str,
     if fit[:1] == named:
         return message
     return judge(ex, run, outcome, ex.mistakes[fit[0]])[0] or message
+
+
+def _wrong_on(ex: Exercise, run: CaseRun, i: int) -> bool:
+    """Is catalogued mistake i wrong on this case, in the precision and on the device the answer ran in?"""
+    variants = _variants(ex, run, _expected(ex, run))
+    v = len(variants) - 1
+    inputs, key = variants[v]
+    atol, rtol = run.case.tolerance(run.dtype)
+    try:
+        mv = _computed(ex, i, run, v, lambda: _as_float64(capture(ex.run(ex.mistakes[i].fn, inputs))))
+    except Exception:                       # it would have raised here: say nothing of it
+        return False
+    return _computed(ex, ("wrong", i), run, v, lambda: compare(
+        key, mv, dtype=torch.float64, device="cpu", atol=atol, rtol=rtol)[0] is not None)
 
 
 def _changed(outcome: Outcome) -> str:
