@@ -178,6 +178,14 @@ def test_clip_and_schedule_checks_say_what_came_back_when_it_is_not_a_number():
     r = evaluate(get_exercise("lr_at"), lr_without_the_tail)
     assert not r.passed and "lr_at(100, ...) returned None" in r.message, r.message
 
+    def lr_with_a_comma(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+        lr = max_lr * (step + 1) / warmup_steps
+        return lr,
+
+    r = evaluate(get_exercise("lr_at"), lr_with_a_comma)          # was told to use math, not numpy
+    assert not r.passed and "returned a tuple" in r.message and "return lr, not return lr," in r.message, r.message
+    assert "numpy" not in r.message, r.message
+
 
 # ---------------------------------------------------------------- what step() does to p.grad
 def _learner_sgd(update):

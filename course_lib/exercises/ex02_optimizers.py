@@ -978,6 +978,7 @@ def _run_schedule(fn, inputs):
             why = ("use math.cos, not torch.cos: torch.optim's multi-tensor and fused updates (the default on a GPU) "
                    "refuse a tensor lr, and a float32 tensor rounds the rate" if isinstance(lr, torch.Tensor) else
                    "a path through the function that returns nothing gives None" if lr is None else
+                   "a comma after the value makes a tuple: return lr, not return lr," if isinstance(lr, tuple) else
                    "use math, not numpy, or convert with float(...)")
             raise TypeError(f"lr_at({s}, ...) returned {_what(lr)}; expected the learning rate at step {s}, "
                             f"a Python float ({why})")
