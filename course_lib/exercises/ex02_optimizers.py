@@ -1031,7 +1031,7 @@ def _lr_off_by_one(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
 
 def _lr_decay_slip(slip):
     """The decay gone wrong: "//" (progress by floor division, 0 until the end), "linear" (1 − progress
-    instead of the cosine) or "2π" (a whole cosine period)."""
+    instead of the cosine), "2π" (a whole cosine period) or "3.14" (π rounded)."""
     def lr(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
         if step < warmup_steps:
             return max_lr * (step + 1) / warmup_steps
@@ -1044,7 +1044,7 @@ def _lr_decay_slip(slip):
         if slip == "linear":
             w = 1 - p
         else:
-            w = 0.5 * (1 + math.cos((2 if slip == "2π" else 1) * math.pi * p))
+            w = 0.5 * (1 + math.cos({"2π": 2 * math.pi, "3.14": 3.14}.get(slip, math.pi) * p))
         return min_lr + (max_lr - min_lr) * w
     return lr
 
@@ -1124,15 +1124,6 @@ def _lr_cos_float32(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
         return min_lr
     q = (step - warmup_steps) / (total_steps - warmup_steps)
     return min_lr + (max_lr - min_lr) * (1 + torch.cos(torch.tensor(math.pi * q)).item()) / 2
-
-
-def _lr_pi_rounded(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
-    if step < warmup_steps:
-        return max_lr * (step + 1) / warmup_steps
-    if step >= total_steps:
-        return min_lr
-    p = (step - warmup_steps) / (total_steps - warmup_steps)
-    return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(3.14 * p))
 
 
 def _lr_edge_slip(warmup_through=False, warmup_over=0, cosine_to=None, after=None):
@@ -1277,7 +1268,7 @@ LR_EX = Exercise(
         Mistake("the cosine taken in float32: torch.cos of a tensor made without dtype=", _lr_cos_float32,
                 "torch.tensor(x) is float32 unless told, so its cosine has about 7 correct digits, and this\n"
                 "check compares more. Use math.cos on Python floats, as the hint says."),
-        Mistake("π written as 3.14", _lr_pi_rounded,
+        Mistake("π written as 3.14", _lr_decay_slip("3.14"),
                 "3.14 is π to three digits, so the cosine's argument falls short of π·progress, by up to\n"
                 "0.0016: the rates in the decay come out off in their fourth digit or so, small but not the\n"
                 "schedule. Use math.pi (any rounding of π, 3.1416 too, leaves such a difference)."),
