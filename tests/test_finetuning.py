@@ -625,6 +625,35 @@ def test_lora_check_names_where_and_what_a_and_b_are(where, says):
     assert not verdicts["visible"].passed and says in verdicts["visible"].message, verdicts["visible"].message
 
 
+def test_lora_made_apart_from_base_hears_the_cpus_slip_first_and_the_dtype_to_use():
+    """A and B made without device= and base.bias left trainable: the device (what only a GPU refuses) came
+    first, though the learner's CPU shows the bias. And A and B made without dtype= got 'Make it with
+    dtype=x.dtype' in __init__, where there is no x."""
+    from course_lib.exercises.ex09_finetuning import LORA
+
+    class BiasToo(_LoRA):
+        where = "cpu"
+
+        def __init__(self, base, r=8, alpha=16):
+            super().__init__(base, r, alpha)
+            if base.bias is not None:
+                base.bias.requires_grad_(True)
+
+    for suite, r in _verdicts(LORA, BiasToo).items():
+        assert not r.passed and "known mistake: base.bias left trainable" in r.message, (suite, r.message)
+        assert "meta" not in r.message, (suite, r.message)
+
+    class Float32(_LoRA):
+        def __init__(self, base, r=8, alpha=16):
+            super().__init__(base, r, alpha)
+            self.A, self.B = nn.Parameter(self.A.float()), nn.Parameter(self.B.float())
+
+    for suite, r in _verdicts(LORA, Float32).items():
+        assert not r.passed and "A is float32 and B float32 here, where base.weight is float64" in r.message, \
+            (suite, r.message)
+        assert "dtype=base.weight.dtype" in r.message, (suite, r.message)
+
+
 def test_lora_check_wants_base_as_a_submodule():
     """base hidden in a list (self._base = [base], read back by a property) passed both suites, though
     .to(), state_dict() and count_parameters never see it: the notebook's cell then printed

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from course_lib.grading import gradients
-from course_lib.grading.engine import describe_error
+from course_lib.grading.engine import describe_error, refuse_on_gpu
 from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
 from course_lib.models.bert import BertConfig, BertEncoder
 from course_lib.reference import finetuning as ref
@@ -999,6 +999,11 @@ def _call_lora(cls, inputs):
         if "shapes cannot be multiplied" in str(exc):
             exc.add_note("A is (r, in_features) and B (out_features, r), laid out as nn.Linear keeps its weight:\n"
                          "the low-rank path for x (..., in_features) is x @ A.T @ B.T, through the rank-r space.")
+        elif "dtype" in str(exc) and any(isinstance(getattr(m, n, None), torch.Tensor) and getattr(m, n).dtype != x.dtype
+                                         for n in ("A", "B")):
+            name = lambda t: str(t.dtype).removeprefix("torch.")                                      # noqa: E731
+            exc.add_note(f"A is {name(m.A)} and B {name(m.B)} here, where base.weight is {name(x)}: new tensors are "
+                         "float32\nunless told. Make A and B with dtype=base.weight.dtype, device=base.weight.device.")
         raise
     same_at_init = ("output equal to base(x) at the start" if torch.allclose(y0, want, atol=1e-6, rtol=1e-5)
                     else "output different from base(x) at the start")
@@ -1061,10 +1066,10 @@ def _same_device_as_base(cls, inputs, dtype):
     placed = {n: getattr(m, n).device.type for n in ("A", "B") if isinstance(getattr(m, n, None), torch.Tensor)}
     wrong = {n: d for n, d in placed.items() if d != "meta"}
     if wrong:
-        raise ValueError(f"LoRALinear's {' and '.join(wrong)} were created on {', '.join(sorted(set(wrong.values())))}, "
-                         "not on base.weight's device (the check built one around a base on PyTorch's 'meta' "
-                         "device to see this): create them with device=base.weight.device, as a base on a GPU "
-                         "would need")
+        refuse_on_gpu(ValueError(               # said once the CPU cases pass: what a GPU alone would refuse
+            f"LoRALinear's {' and '.join(wrong)} were created on {', '.join(sorted(set(wrong.values())))}, not on "
+            "base.weight's device (the check built one around a base on PyTorch's 'meta' device to see this): "
+            "create them with device=base.weight.device, as a base on a GPU would need"))
 
 
 class _LoRABase(nn.Module):
