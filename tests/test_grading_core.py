@@ -288,6 +288,30 @@ def test_a_librarys_not_implemented_error_is_not_read_as_an_unfinished_cell():
     assert "raised NotImplementedError: " in r.message and "line 2 of your answer" in r.message, r.message
 
 
+def test_a_difference_no_known_slip_explains_points_at_the_hint():
+    """lm_loss through a softmax first and with its targets transposed: each slip alone is named, the two
+    together gave bare numbers ('expected 1.56, got 1.65') and nothing to go on. A named slip, or a toy
+    exercise without a hint, gets no such line."""
+    from course_lib.grading.spec import get_exercise
+    both = _cell("def lm_loss(logits, targets):\n"
+                 "    V = logits.shape[-1]\n"
+                 "    return F.cross_entropy(logits.softmax(-1).reshape(-1, V), targets.mT.reshape(-1))\n",
+                 "lm_loss")
+    both.__globals__["F"] = F
+    r = evaluate(get_exercise("lm_loss"), both)
+    assert not r.passed and "known mistake" not in r.message, r.message
+    assert "None of the known slips gives these numbers on its own (there may be two at once): hint(\"lm_loss\")" \
+        in r.message, r.message
+    one = _cell("def lm_loss(logits, targets):\n"
+                "    V = logits.shape[-1]\n"
+                "    return F.cross_entropy(logits.softmax(-1).reshape(-1, V), targets.reshape(-1))\n", "lm_loss")
+    one.__globals__["F"] = F
+    r = evaluate(get_exercise("lm_loss"), one)
+    assert not r.passed and "known mistake" in r.message and "None of the known slips" not in r.message, r.message
+    toy = evaluate(SOFTMAX, _cell("def mine(x):\n    return x.softmax(-1) * 1.01\n", "mine"))
+    assert not toy.passed and "None of the known slips" not in toy.message, toy.message
+
+
 def test_float32_rounding_in_a_float64_case_is_named():
     """Right but for one float32 step: the float64 case fails by float32 rounding and says so; a
     difference far larger than rounding, or one that moves every value the same way (a wrong eps), is

@@ -491,7 +491,7 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome, named: Mistake | None = 
         elif "nan where a number was expected" in diff.text and "autograd's gradient" in where:
             # outputs are compared in order, values before gradients: the values were right
             lines.append("  " + NAN_GRADIENT_NOTE.replace("\n", "\n  "))
-        elif diff.kind == "value":      # a first draft's two slips at once, often: each alone would be named
+        elif diff.kind == "value" and ex.hint:      # often a first draft's two slips at once, each named alone
             lines.append(f"  None of the known slips gives these numbers on its own (there may be two at once): "
                          f"hint(\"{ex.name}\") lists the steps.")
     if outcome.global_state:
