@@ -782,6 +782,7 @@ def test_multi_head_attention_that_mixes_up_the_lengths_in_cross_attention_is_to
     exec(compile(src, filename, "exec"), ns)
     r = evaluate(get_exercise("MultiHeadAttention"), ns["MultiHeadAttention"])
     assert not r.passed and "If this comes from the lengths: in this cross-attention x has T_q = 4" in r.message, r.message
+    assert "If this comes from q @ k" not in r.message, r.message      # the line that raised is w @ v
 
 
 def test_multi_head_attention_whose_layers_are_not_registered_is_told_so():

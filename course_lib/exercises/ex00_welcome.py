@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from einops import rearrange
 
 from course_lib.grading import gradients
-from course_lib.grading.engine import answer_is_running
+from course_lib.grading.engine import answer_is_running, describe_error
 from course_lib.grading.meta import also_on_meta
 from course_lib.grading.spec import Case, Exercise, Mistake, register
 from course_lib.reference import heads as ref
@@ -248,7 +249,10 @@ _TURNED_K_ERRORS = ("must match the size of tensor b", "Dimension out of range",
 
 def add_turn_k_note(exc: BaseException, unsure: bool = False) -> None:
     """Adds to an error from q @ k (q (…, T_q, D), k (…, T_k, D)) how to turn k, where torch's text is one that
-    such a matmul raises. unsure: the error may have come from another product (05's w @ v), so say 'if'."""
+    such a matmul raises. unsure: the error may have come from another product (05's w @ v), so say 'if', and
+    say nothing where the answer's line that raised names no keys and turns nothing round."""
+    if unsure and not _may_be_keys(exc):
+        return
     text = str(exc)
     if text.startswith("einsum()"):
         exc.add_note(("If this is the einsum of q and k: " if unsure else "In einsum, ")
@@ -264,6 +268,14 @@ def add_turn_k_note(exc: BaseException, unsure: bool = False) -> None:
                      "(…, T_k, D), one key per row. Swap k's last two axes, counted from the end so that any\n"
                      "leading axes stay put: q @ k.transpose(-2, -1), or k.mT. (k.T reverses every axis of a k\n"
                      "that is not 2-D; k.transpose(1, 2), permute(0, 2, 1) and bmm fit only a 3-D k.)")
+
+
+def _may_be_keys(exc: BaseException) -> bool:
+    """Does the answer's line where exc arose name keys (k, keys, K...) or turn a tensor round? True where the
+    line is not known."""
+    where = describe_error(exc)["where"]
+    line = where.split(": ", 1)[1] if ": " in where else ""
+    return not line or bool(re.search(r"\b(?!keepdim\b)[kK]\w*|\.mT\b|\.T\b|transpose|permute|einsum", line))
 
 
 def _call_dot(fn, inputs):
