@@ -613,6 +613,9 @@ _SDPA_RIGHT = dict(FILL='scores.masked_fill(~mask, float("-inf"))', ZERO="weight
      "the answer is right but it changed the seed of torch's global random generator (torch.manual_seed)"),
     ({"ZERO": "weights = torch.where(weights.isnan(), torch.zeros(weights.shape), weights)"},
      "mask on meta) failed: Expected all tensors to be on the same device, but found at least two devices"),
+    ({"    scores = q @ k.mT / math.sqrt(q.shape[-1])":        # the first case has no mask: none is named
+      "    scores = q @ k.mT / math.sqrt(q.shape[-1]) + torch.zeros(q.shape[-2], k.shape[-2], dtype=q.dtype)"},
+     "scaled_dot_product_attention(q, k, v on meta) failed: Expected all tensors to be on the same device"),
     ({"FILL": 'scores.masked_fill(mask.logical_not_(), float("-inf"))', "ZERO": "weights = weights.masked_fill(mask, 0.0)"},
      "the answer is right but it changed its input mask in place"),
     ({"torch.softmax(scores, dim=-1)": "F.softmax(scores)"},
@@ -629,6 +632,7 @@ _SDPA_RIGHT = dict(FILL='scores.masked_fill(~mask, float("-inf"))', ZERO="weight
         "inverted in the fill", "inverted in the zeroing", "zeroed by weights * mask", "scores * mask", "√T_k", "returned swapped",
         "a list", "out alone", "q changed in place", "v detached", "a 0/0 of its own zeroed by torch.where",
         "exp(s - logsumexp(s))", "default dtype set", "global seed set", "zeros made on the cpu",
+        "zeros made on the cpu, no mask",
         "mask flipped in place", "softmax without dim", "a 0/0 zeroed after a global maximum",
         "d ** 1/2 in the line", "times √d_k"])
 def test_sdpa_check_differentiates_and_names_mask_slips(change, said):

@@ -150,8 +150,9 @@ def _call_sdpa(impl, inputs):
                          "autograd (.detach(), .data or torch.no_grad()) on the way out. MultiHeadAttention applies its "
                          "dropout to these weights and multiplies them with v, so training differentiates through "
                          "them: return the tensor the softmax (and any zeroing) made")
-    also_on_meta(lambda i: impl(**i), inputs, "scaled_dot_product_attention(q, k, v, mask on meta)",
-                 "Make every tensor the answer creates on q's device: torch.zeros_like(w), or device=q.device.")
+    on_meta = "q, k, v" + (", mask" if inputs.get("mask") is not None else "")
+    also_on_meta(lambda i: impl(**i), inputs, f"scaled_dot_product_attention({on_meta} on meta)",
+                 "Make every tensor the answer creates on q's device: torch.zeros_like(scores), or device=q.device.")
     return (*result, *grads)
 
 
