@@ -839,20 +839,24 @@ LAYER_NORM_BACKWARD = Exercise(
                 "weight and bias: sum over every axis but the last, keeping shape (D,)."),
         Mistake("grad_weight and grad_bias summed over the first axis only", _mb_first_axis_only,
                 "With x of shape (B, T, D) the weight is used at all B·T positions: sum over every axis\n"
-                "but the last (all of dims 0 … x.dim() - 2), not over dim 0 alone."),
+                "but the last (all of dims 0 … x.dim() - 2), not over dim 0 alone. A 1-D x has no such axis:\n"
+                "sum nothing there (t.sum(dim=()) would sum everything)."),
         Mistake("grad_weight summed over the first axis only (grad_bias over every batch axis)",
                 _mb_one_first_axis_only("weight"),
                 "With x of shape (B, T, D) the weight is used at all B·T positions: sum grad_out · x̂ over every\n"
-                "axis but the last, tuple(range(x.dim() - 1)), as you did for grad_bias, not over dim 0 alone."),
+                "axis but the last, tuple(range(x.dim() - 1)), as you did for grad_bias, not over dim 0 alone\n"
+                "(for a 1-D x, none: t.sum(dim=()) would sum everything)."),
         Mistake("grad_bias summed over the first axis only (grad_weight over every batch axis)",
                 _mb_one_first_axis_only("bias"),
                 "With x of shape (B, T, D) the bias is used at all B·T positions: sum grad_out over every axis\n"
-                "but the last, tuple(range(x.dim() - 1)), as you did for grad_weight, not over dim 0 alone."),
+                "but the last, tuple(range(x.dim() - 1)), as you did for grad_weight, not over dim 0 alone\n"
+                "(for a 1-D x, none: t.sum(dim=()) would sum everything)."),
         Mistake("grad_weight and grad_bias summed over axes (0, 1) written in: right for 3-D x only",
                 _mb_axes_for_3d,
                 "The batch axes are every axis but the last, however many there are: tuple(range(x.dim() - 1))\n"
                 "is (0,) for 2-D, (0, 1) for 3-D and (0, 1, 2) for 4-D x. Written in as (0, 1), a 4-D x keeps\n"
-                "an axis, and grad_weight comes out (T, D) instead of (D,)."),
+                "an axis, and grad_weight comes out (T, D) instead of (D,). A 1-D x has none: sum nothing there\n"
+                "(t.sum(dim=()) would sum everything)."),
         Mistake("grad_bias summed over the feature axis", _mb_gb_feature_axis,
                 "grad_bias has the shape of bias, (D,): sum grad_out over the batch axes, keep the last."),
         Mistake("both mean terms missing from grad_x", _mb_no_means,
