@@ -1213,6 +1213,45 @@ def test_classifier_with_squeezed_logits_is_not_told_it_pooled_the_batch_togethe
             (suite, r.message)
 
 
+def _prf_from_lists(P, L, positive):
+    tp = sum(p == positive and y == positive for p, y in zip(P, L))
+    fp = sum(p == positive and y != positive for p, y in zip(P, L))
+    fn = sum(p != positive and y == positive for p, y in zip(P, L))
+    pr = tp / (tp + fp) if tp + fp else 0.0
+    rc = tp / (tp + fn) if tp + fn else 0.0
+    return pr, rc, (2 * pr * rc / (pr + rc) if pr + rc else 0.0)
+
+
+@pytest.mark.parametrize("how, passes", [
+    ("numpy", False), ("cpu then numpy", True), ("tolist", True), ("item", True)])
+def test_metrics_through_numpy_are_refused_as_a_gpu_would_refuse_them(how, passes):
+    """preds.numpy() passed both suites on a CPU grader, and fails on a GPU: the docstring says any device.
+    .cpu() first, .tolist() and .item() work everywhere and pass."""
+    from course_lib.exercises.ex09_finetuning import PRF
+
+    def answer(preds, labels, positive=1):
+        if how == "item":
+            tp = ((preds == positive) & (labels == positive)).sum().item()
+            fp = ((preds == positive) & (labels != positive)).sum().item()
+            fn = ((preds != positive) & (labels == positive)).sum().item()
+            pr = tp / (tp + fp) if tp + fp else 0.0
+            rc = tp / (tp + fn) if tp + fn else 0.0
+            return pr, rc, (2 * pr * rc / (pr + rc) if pr + rc else 0.0)
+        if how == "tolist":
+            return _prf_from_lists(preds.tolist(), labels.tolist(), positive)
+        if how == "cpu then numpy":
+            preds, labels = preds.cpu(), labels.cpu()
+        return _prf_from_lists(preds.numpy(), labels.numpy(), positive)
+
+    for suite, r in _verdicts(PRF, answer).items():
+        if passes:
+            assert r.passed, (suite, r.message)
+        else:
+            assert not r.passed and "on meta) failed: can't convert meta device type tensor to numpy" in r.message, \
+                (suite, r.message)
+            assert "It goes through numpy" in r.message and ".cpu() before .numpy()" in r.message, (suite, r.message)
+
+
 def test_metrics_name_true_negatives_counted_as_true_positives():
     """tp = (preds == labels).sum() counts every correct prediction, true negatives too: bare numbers."""
     from course_lib.exercises.ex09_finetuning import PRF

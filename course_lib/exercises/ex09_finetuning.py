@@ -16,6 +16,7 @@ from torch.nn import functional as F
 
 from course_lib.grading import gradients
 from course_lib.grading.engine import describe_error, refuse_on_gpu
+from course_lib.grading.meta import also_on_meta
 from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
 from course_lib.models.bert import BertConfig, BertEncoder
 from course_lib.reference import finetuning as ref
@@ -1262,9 +1263,15 @@ def _mp(**kw):
 
 
 def _call_prf(impl, inputs):
-    """The answer on the case; a division by zero or a Python `and` on tensors goes on with its usual cause."""
+    """The answer on the case; a division by zero or a Python `and` on tensors goes on with its usual cause. Then
+    on meta, where .numpy() of the inputs fails as on a GPU (a right answer's .item() or .tolist() is let be)."""
     try:
-        return impl(**inputs)
+        out = impl(**inputs)
+        also_on_meta(lambda i: impl(**i), inputs, "precision_recall_f1(preds, labels on meta)",
+                     "Count with torch on the tensors themselves, ((preds == positive) & (labels == positive)).sum(), "
+                     "and turn the counts into Python numbers with .item() or int(); .cpu() before .numpy() also "
+                     "works on any device.")
+        return out
     except ZeroDivisionError as exc:
         try:
             tp, fp, fn = _counts(inputs["preds"], inputs["labels"], inputs["positive"])

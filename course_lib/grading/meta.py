@@ -86,7 +86,8 @@ def check_on_meta(call: Callable[[], Any], called: str, fix: str, *, may_copy: b
     An answer that reads a value (.item(), a Python if on a tensor) cannot run on meta: then nothing is
     said, and the CPU cases alone judge it. may_copy: a right answer may also copy its inputs' values to
     the CPU (a loop over lengths.tolist()). Where none does, a copy to the CPU (.cpu(), .tolist(), a
-    tensor made without device= and filled from the inputs) and a detour through numpy are refused.
+    tensor made without device= and filled from the inputs) is refused. .numpy() of a tensor that is not
+    on the CPU is refused either way.
     """
     if not answer_is_running():         # the reference, or a catalogued mistake being matched
         return
@@ -97,11 +98,11 @@ def check_on_meta(call: Callable[[], Any], called: str, fix: str, *, may_copy: b
         text = str(exc)
         if any(s in text for s in _MIXED):
             said, means = text.rstrip(".!"), "It mixes the CPU with meta; on a GPU it fails the same way."
-        elif may_copy:
-            return
-        elif _NUMPY in text:
+        elif _NUMPY in text:            # .numpy() of a tensor on another device: never right (.cpu() first is)
             said, means = text.split(".")[0], ("It goes through numpy, whose arrays live on the CPU only: on a GPU "
                                                ".numpy() fails the same way, and autograd cannot follow numpy.")
+        elif may_copy:
+            return
         elif _COPIED_OUT in text:
             said, means = text.split(";")[0], ("It copies values to the CPU: into a tensor made without device=, or "
                                                "through .cpu() or .tolist(). On a GPU the result then "
