@@ -1315,7 +1315,8 @@ def _run_clip(fn, inputs):
     if total.dtype != dtype:
         raise TypeError(f"clip_grad_norm returned the norm as a {str(total.dtype)[6:]} tensor; the gradients are "
                         f"{str(dtype)[6:]}. Work out the norm from the gradients themselves, in their dtype and "
-                        "on their device: a detour through Python numbers (.item(), math.sqrt, then torch.tensor) "
+                        "on their device: a total started as torch.zeros(()) or torch.tensor(0.0) (float32 unless "
+                        "given dtype=), a detour through Python numbers (.item(), math.sqrt, then torch.tensor) "
                         "or .float() rounds it, and .item() makes the GPU wait at every step")
     if device.type == "cpu":
         _clip_on_meta(fn, inputs)
@@ -1411,13 +1412,14 @@ CLIP_EX = Exercise(
                 "are squashed)."),
         Mistake("gradients scaled up when the norm is below max_norm",
                 lambda params, max_norm: _clip_always(params, max_norm),
-                "Clipping only ever shrinks: multiply by min(1, max_norm / norm)."),
+                "Clipping only ever shrinks: multiply by max_norm / norm clamped at 1,\n"
+                "(max_norm / (norm + 1e-6)).clamp(max=1.0), a tensor op that leaves the GPU running."),
         Mistake("a factor min(norm, max_norm) / (norm + 1e-6) applied whatever the norm: small gradients shrink",
                 lambda params, max_norm: _clip_min_over_norm(params, max_norm),
                 "Below max_norm the gradients must come back exactly as they were. min(norm, max_norm) / (norm + 1e-6)\n"
                 "is norm / (norm + 1e-6) there, just under 1 for ordinary norms but 0.5 at a norm of 1e-6: small\n"
-                "gradients shrink for no reason. Clamp the factor instead, min(1, max_norm / (norm + 1e-6)), or\n"
-                "scale only when norm > max_norm."),
+                "gradients shrink for no reason. Clamp the factor instead, (max_norm / (norm + 1e-6)).clamp(max=1.0),\n"
+                "or scale only when norm > max_norm."),
         Mistake("the gradients came back unclipped (params walked twice, or new tensors made)",
                 lambda params, max_norm: _clip_two_passes(params, max_norm),
                 "The norm was right but no gradient changed. Two causes give this. params may be a\n"
