@@ -221,10 +221,15 @@ GET_BATCH = Exercise(
 
 
 # -------------------------------------------------------------------------------- lm_loss
-def _loss_case(B, T, V, scale=1.0, shift=0.0):
+def _loss_case(B, T, V, scale=1.0, shift=0.0, time_major=False):
+    """time_major: logits made (T, B, V) and transposed to (B, T, V), not contiguous (as a transpose leaves
+    them, or logits[:, :-1] for shifted targets): .view(-1, V) cannot lay them flat, .reshape can."""
     def make(g):
-        return {"logits": torch.randn(B, T, V, generator=g, dtype=torch.float64) * scale + shift,
-                "targets": torch.randint(V, (B, T), generator=g)}
+        if time_major:
+            logits = torch.randn(T, B, V, generator=g, dtype=torch.float64).transpose(0, 1)
+        else:
+            logits = torch.randn(B, T, V, generator=g, dtype=torch.float64)
+        return {"logits": logits * scale + shift, "targets": torch.randint(V, (B, T), generator=g)}
     return make
 
 
@@ -371,6 +376,8 @@ LM_LOSS = Exercise(
     visible=[
         Case("logits (2, 3, 5), targets (2, 3)", _loss_case(2, 3, 5)),
         Case("logits (4, 7, 11), targets (4, 7)", _loss_case(4, 7, 11)),
+        Case("logits (3, 4, 7) not contiguous in memory (a transposed (4, 3, 7)), as logits[:, :-1] can be",
+             _loss_case(3, 4, 7, time_major=True)),
         Case("logits (3, 5, 65) with large values (±30)", _loss_case(3, 5, 65, scale=10.0)),
         # adding one number to every logit changes no probability, so the loss is that of logits near 0
         Case("logits (2, 4, 9) all near 100, as a trained model's can be (exp(100) overflows float32)",

@@ -110,6 +110,10 @@ TORCH_ERRORS = {
         "torch.cat joins tensors along an axis they all have, so each needs the same number of axes: add\n"
         "the missing one (t[:, None], t.unsqueeze(-1)); to make one vector of tensors of other shapes,\n"
         "flatten each first (t.reshape(-1)).",
+    "view size is not compatible with input tensor's size and stride":
+        "view only relabels the memory a tensor already has, in its order; after a transpose, permute or\n"
+        "slice the elements are not laid out that way. reshape does the same where it can and copies where it\n"
+        "must: logits.reshape(-1, V).",
     "Sizes of tensors must match except in dimension":
         "torch.cat joins tensors along one axis (dim=): on every other axis their sizes must be equal. A\n"
         "common cause: a tensor that lost its batch axis on the way, logits[-1] (the last sequence's logits\n"
