@@ -340,7 +340,7 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                   wd_ignored=False, v_with_b1=False, corrected_in_place=False, none_stops=None,
                   root_corrected=False, v_from=None, no_sqrt=False, ascent=False, decay_slip=None,
                   betas_swapped=False, m_corrected_with_b2=False, lr_in_m=False, eps_after_division=False,
-                  decay_lr_from_init=False, m_in_with_b1=False, update_lost=False):
+                  decay_lr_from_init=False, m_in_with_b1=False, update_lost=False, v_corrected_with_b1=False):
     """shared_t: "group" or "optimizer", where one step count for all parameters is kept (group["t"],
     saved by state_dict; self.t, not saved), or "each parameter": a count on the optimizer incremented in the
     loop, once for every parameter stepped. decay_lr_from_init: AdamW's decay by the lr given to __init__
@@ -363,7 +363,8 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
     as p − lr·wd·g ("g"), p·lr·wd ("factor"), p·(1 + lr·wd) ("grows") or p − lr·wd ("constant").
     betas_swapped: (b2, b1) = betas. m_corrected_with_b2: m̂ = m / (1 − β₂ᵗ). lr_in_m: m = β₁·m + (1 − β₁)·lr·g,
     the step m̂/(√v̂ + eps). eps_after_division: the step lr·m̂/√v̂ + eps (eps outside the brackets).
-    update_lost: the Adam step written to a new tensor (p = p - ...), AdamW's decay (in place) alone kept."""
+    update_lost: the Adam step written to a new tensor (p = p - ...), AdamW's decay (in place) alone kept.
+    v_corrected_with_b1: v̂ = v / (1 − β₁ᵗ)."""
     class Mistaken(torch.optim.Optimizer):
         def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=default_wd):
             super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
@@ -434,7 +435,7 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                     elif bias_correction:
                         m = m / (1 - (b2 if m_corrected_with_b2 else b1) ** t) if t else m / 0.0
                         if bias_correction != "m only":
-                            v = v / (1 - b2 ** t) if t else v / 0.0
+                            v = v / (1 - (b1 if v_corrected_with_b1 else b2) ** t) if t else v / 0.0
                     if corrected_in_place:
                         st["m"], st["v"] = m, v
                     denom = (v if no_sqrt else v.sqrt()) + eps
@@ -525,6 +526,10 @@ def _update_mistakes(decoupled: bool, default_wd: float) -> list[Mistake]:
         Mistake("m's bias correction with β₂: m / (1 − β₂ᵗ)", variant(m_corrected_with_b2=True),
                 "Each average is corrected with its own β: m̂ = m / (1 − β₁ᵗ), v̂ = v / (1 − β₂ᵗ). With β₂ in\n"
                 "m's line, 1 − 0.999ᵗ is tiny for hundreds of steps and the early steps are far too long."),
+        Mistake("v's bias correction with β₁: v / (1 − β₁ᵗ)", variant(v_corrected_with_b1=True),
+                "Each average is corrected with its own β: m̂ = m / (1 − β₁ᵗ), v̂ = v / (1 − β₂ᵗ). With β₁ in\n"
+                "v's line, 1 − 0.9ᵗ is near 1 within a few dozen steps while v is still far too small, so √v̂\n"
+                "is too small and the early steps are too long."),
         Mistake("learning rate folded into m: m = β₁·m + (1 − β₁)·lr·g", variant(lr_in_m=True),
                 "Keep lr out of the moments: m averages the gradients, and the step is lr·m̂/(√v̂ + eps).\n"
                 "Folded into m, eps meets lr·m̂ at another scale, and when a schedule changes lr, m still\n"
