@@ -1554,12 +1554,10 @@ TRAIN_STEP = Exercise(
         Mistake("clipping had no effect (missing, done before loss.backward() or after optimizer.step())",
                 _m_clip_after_step,
                 "The weights moved as if the gradients had not been clipped. Clip between loss.backward() and\n"
-                "optimizer.step(): clip_grad_norm rescales the gradients the step is about to use; before\n"
-                "backward() there are none yet, and after the step (or not at all) it changes nothing. A clip\n"
-                "to a fixed norm such as 1.0 instead of max_norm does nothing either where the gradients are\n"
-                "smaller than that. Clipped by hand over params = model.parameters(), the loop that scales\n"
-                "gets nothing: parameters() is a generator, used up by the loop that measured the norm; take\n"
-                "list(model.parameters())."),
+                "optimizer.step(): before backward() there are no gradients yet, and after the step it changes\n"
+                "nothing. Rarer ways to the same: a clip to a fixed 1.0 where the gradients are smaller than\n"
+                "that, or a clip by hand over model.parameters(), a generator the norm's loop uses up (take\n"
+                "list(model.parameters()))."),
         Mistake("clipped to a norm of 1.0, not to max_norm (the max_norm argument ignored)",
                 _clipped_otherwise(_clip_at_one),
                 "Clip to the max_norm the step is given: clip_grad_norm(model.parameters(), max_norm). The\n"
