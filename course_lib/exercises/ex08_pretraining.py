@@ -751,10 +751,11 @@ def _m_mlm_no_generator(tokens, mask_id, vocab_size, p=0.15, generator=None):
 
 
 def _m_no_unchanged(tokens, mask_id, vocab_size, p=0.15, generator=None):
+    """The 20 % after [MASK] all given a random token (r >= 0.8): only the random draws that hit the original
+    (1 in vocab_size) stay unchanged."""
     chosen = torch.rand(tokens.shape, generator=generator).to(tokens.device) < p
     r = torch.rand(tokens.shape, generator=generator).to(tokens.device)
-    rnd = torch.randint(1, vocab_size, tokens.shape, generator=generator).to(tokens.device)
-    rnd = torch.where(rnd == tokens, (rnd % (vocab_size - 1)) + 1, rnd)
+    rnd = torch.randint(vocab_size, tokens.shape, generator=generator).to(tokens.device)
     inputs = torch.where(chosen & (r < 0.8), torch.full_like(tokens, mask_id), tokens)
     inputs = torch.where(chosen & (r >= 0.8), rnd, inputs)
     return inputs, torch.where(chosen, tokens, torch.full_like(tokens, -100))
@@ -857,8 +858,9 @@ MLM_MASK = Exercise(
                 "does: 1 time in vocab_size the 'random' token is the original one, which is why the notebook\n"
                 "expects 0.102 unchanged and 0.098 random. Drawing again until it differs, or adding an offset\n"
                 "to the original, leaves it out."),
-        Mistake("no unchanged 10 %", _m_no_unchanged,
-                "Of the chosen tokens 10 % stay exactly as they were; here they were all changed."),
+        Mistake("no unchanged 10 %: the 20 % not set to [MASK] all given a random token", _m_no_unchanged,
+                "Of the chosen tokens 10 % stay exactly as they were; here (almost) all were changed. Split one\n"
+                "uniform draw r per position: r < 0.8 [MASK], 0.8 <= r < 0.9 a random token, r >= 0.9 unchanged."),
         Mistake("generator not used", _m_mlm_no_generator,
                 "Pass generator=generator to every torch.rand and torch.randint: without it they draw from\n"
                 "torch's global generator, and the same seed no longer gives the same masking."),
