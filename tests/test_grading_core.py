@@ -245,6 +245,8 @@ _SOFTMAX_THEN = "    e = (x - x.amax(-1, keepdim=True)).exp()\n    s = e / e.sum
     ("    y = x.clone()\n    y[y > 0] = x\n    return y\n", "t[mask] = v fills only the positions mask selects"),
     ("    return torch.cat([x, x.sum(-1)], dim=-1)\n", "torch.cat joins tensors along an axis they all have"),
     ("    return torch.cat([x, x[-1:]], dim=1)\n", "logits[:, -1] (every sequence's last position)"),
+    ("    out = torch.zeros(x.shape[0] + 1, *x.shape[1:])\n    out[...] = x\n    return out\n",
+     "give it the result's shape"),
     ("    return torch.stack([x, x[:, :2]])\n", "torch.stack needs tensors of one shape"),
     ("    return torch.stack(x.chunk(2, dim=0))\n", "x.split along an axis that n does not divide"),
     ("    return torch.stack(r for r in x)\n", "not a bare generator expression"),
@@ -261,7 +263,7 @@ _SOFTMAX_THEN = "    e = (x - x.amax(-1, keepdim=True)).exp()\n    s = e / e.sum
         "unpacked shape", "x.shape()", "method without ()", "p.requires_grad(False)", "a number called",
         "a tensor called", "a tuple for a tensor", "None where a tensor goes", "masked_fill of a Python bool",
         "cross_entropy's target sizes", "cross_entropy's float targets", "t[mask] = whole tensor",
-        "cat of fewer axes", "cat of other sizes", "stack of other shapes", "stack of chunks", "stack of a generator", "tensor as a slice start",
+        "cat of fewer axes", "cat of other sizes", "a buffer of the wrong shape", "stack of other shapes", "stack of chunks", "stack of a generator", "tensor as a slice start",
         "gather index without its axis", "len of a generator", "randint's size", "multinomial of 4-D",
         "& of a float tensor"])
 def test_terse_torch_errors_say_what_they_mean(body, says):

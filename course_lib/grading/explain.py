@@ -110,6 +110,11 @@ TORCH_ERRORS = {
         "torch.cat joins tensors along an axis they all have, so each needs the same number of axes: add\n"
         "the missing one (t[:, None], t.unsqueeze(-1)); to make one vector of tensors of other shapes,\n"
         "flatten each first (t.reshape(-1)).",
+    "The expanded size of the tensor":
+        "An assignment into a tensor, out[...] = v, needs v to fit the place it goes (Target sizes) or to\n"
+        "broadcast to it. A common cause: an output made beforehand (torch.zeros, torch.empty) in a shape\n"
+        "taken from one input where the inputs broadcast to a larger one: give it the result's shape, or build\n"
+        "the result with tensor operations instead of filling a buffer.",
     "view size is not compatible with input tensor's size and stride":
         "view only relabels the memory a tensor already has, in its order; after a transpose, permute or\n"
         "slice the elements are not laid out that way. reshape does the same where it can and copies where it\n"
