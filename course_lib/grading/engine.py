@@ -441,7 +441,7 @@ def _largest_difference(expected, got, run: CaseRun, atol: float, rtol: float, f
     return worst
 
 
-_UNNAMED = Mistake("", print, "")       # for judge's ``named``: name no known mistake, though one fits here
+_UNNAMED = Mistake("(none)", lambda *args, **kwargs: None, "")   # judge's ``named``: name none, though one fits
 
 
 def judge(ex: Exercise, run: CaseRun, outcome: Outcome, named: Mistake | None = None) -> tuple[str | None, float]:
