@@ -263,7 +263,8 @@ _SOFTMAX_THEN = "    e = (x - x.amax(-1, keepdim=True)).exp()\n    s = e / e.sum
         "unpacked shape", "x.shape()", "method without ()", "p.requires_grad(False)", "a number called",
         "a tensor called", "a tuple for a tensor", "None where a tensor goes", "masked_fill of a Python bool",
         "cross_entropy's target sizes", "cross_entropy's float targets", "t[mask] = whole tensor",
-        "cat of fewer axes", "cat of other sizes", "a buffer of the wrong shape", "stack of other shapes", "stack of chunks", "stack of a generator", "tensor as a slice start",
+        "cat of fewer axes", "cat of other sizes", "a buffer of the wrong shape", "stack of other shapes",
+        "stack of chunks", "stack of a generator", "tensor as a slice start",
         "gather index without its axis", "len of a generator", "randint's size", "multinomial of 4-D",
         "& of a float tensor"])
 def test_terse_torch_errors_say_what_they_mean(body, says):

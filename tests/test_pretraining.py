@@ -927,7 +927,8 @@ def test_lm_loss_check_names_a_log_softmax_over_the_time_axis():
 def test_lm_loss_check_has_logits_a_view_cannot_lay_flat():
     """logits.view(-1, V) passed every case, and fails on logits that are not contiguous (logits[:, :-1] for
     shifted targets, or a transpose): the cases' logits were all freshly made."""
-    flat = "def lm_loss(logits, targets):\n    V = logits.shape[-1]\n    return F.cross_entropy(logits.WAY(-1, V), targets.WAY(-1))\n"
+    flat = ("def lm_loss(logits, targets):\n    V = logits.shape[-1]\n"
+            "    return F.cross_entropy(logits.WAY(-1, V), targets.WAY(-1))\n")
     r = _evaluate("lm_loss", _answer(flat.replace("WAY", "view"), "lm_loss"))
     assert not r.passed and "view size is not compatible" in r.message, r.message
     assert "not contiguous in memory" in r.message and "logits.reshape(-1, V)" in r.message, r.message
