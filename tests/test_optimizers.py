@@ -571,6 +571,29 @@ def test_adamw_with_p_assigned_instead_of_changed_in_place_is_named(old, new, sa
     assert not r.passed and says in r.message, r.message
 
 
+def test_lr_at_with_a_slip_in_the_warmup_and_another_in_the_decay_is_told_both():
+    """step / warmup_steps in the warmup and the cosine measured from step 0: each alone is named, together they
+    got bare numbers ('expected 0.0001 got 0.00'). The rates at each step stand apart, so the check names the
+    two that give them between them, with the steps each explains."""
+    import math
+
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    def two_slips(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+        if step < warmup_steps:
+            return max_lr * step / warmup_steps
+        if step >= total_steps:
+            return min_lr
+        return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("lr_at"), two_slips, suite=suite)
+        assert not r.passed and "This matches two known mistakes at once:\n    warmup off by one" in r.message, r.message
+        assert "\n    cosine measured from step 0 instead of from the end of warmup (in lr_at(" in r.message, r.message
+        assert "None of the known slips" not in r.message, r.message
+
+
 def test_steps_a_training_loop_would_not_survive_are_named():
     """Three answers that got a bare difference or torch's own error from inside state_dict(): an update
     of a new tensor that never reaches the parameter, state keyed by p.data, and an Adam computing outside

@@ -491,12 +491,50 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome, named: Mistake | None = 
         elif "nan where a number was expected" in diff.text and "autograd's gradient" in where:
             # outputs are compared in order, values before gradients: the values were right
             lines.append("  " + NAN_GRADIENT_NOTE.replace("\n", "\n  "))
+        elif diff.kind == "value" and ex.independent_outputs and (pair := _matching_pair(ex, run, outcome.value,
+                                                                                          expected)):
+            (a, at_a), (b, at_b) = pair
+            lines.append(f"  This matches two known mistakes at once:\n    {a.name} (in {at_a});\n    {b.name} (in {at_b}).")
+            lines.append("  " + a.explanation.replace("\n", "\n  "))
+            lines.append("  " + b.explanation.replace("\n", "\n  "))
         elif diff.kind == "value" and ex.hint:      # often a first draft's two slips at once, each named alone
             lines.append(f"  None of the known slips gives these numbers on its own (there may be two at once): "
                          f"hint(\"{ex.name}\") lists the steps.")
     if outcome.global_state:
         lines.append(f"  It also changed {_changed(outcome)}.")
     return "\n".join(lines), largest
+
+
+def _matching_pair(ex: Exercise, run: CaseRun, got: Any, expected: Any):
+    """For outputs that do not build on one another (lr_at's rate at each step): two catalogued mistakes that
+    together give every wrong output, each where the other does not (a warmup slip in the warmup steps, a
+    cosine slip after them), as ((mistake, where), (mistake, where)); None where no pair does. Each is tried
+    in float64, as a whole answer."""
+    atol, rtol = run.case.tolerance(run.dtype)
+    got64, names = _as_float64(got), ex.output_names(run.inputs)
+
+    def same(e, g):
+        return compare(e, g, dtype=torch.float64, device="cpu", atol=atol, rtol=rtol)[0] is None
+
+    wrong = {k for k, (e, g) in enumerate(zip(expected, got64)) if not same(e, g)}
+    explains = []                           # (mistake, the wrong outputs it gives)
+    inputs, key = _variants(ex, run, expected)[0]
+    for i, m in enumerate(ex.mistakes):
+        try:
+            mv = _computed(ex, i, run, 0, lambda: _as_float64(capture(ex.run(m.fn, inputs))))
+        except Exception:
+            continue
+        if isinstance(mv, (tuple, list)) and len(mv) == len(got64):
+            explains.append((m, {k for k in wrong if not same(key[k], mv[k]) and same(mv[k], got64[k])}))
+    for n, (a, at_a) in enumerate(explains):
+        for b, at_b in explains[n + 1:]:
+            if at_a | at_b == wrong and at_a - at_b and at_b - at_a:
+                def said(at):           # the first output, as the exercise names it ("lr_at(0)"), and a count
+                    k = min(at)
+                    first = names[k].split(" with ")[0] if k < len(names) else f"output[{k}]"
+                    return first + (f" and {len(at) - 1} more" if len(at) > 1 else "")
+                return (a, said(at_a)), (b, said(at_b))
+    return None
 
 
 def telling_message(ex: Exercise, runs: list[CaseRun], first: int, message: str,
