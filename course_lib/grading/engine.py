@@ -526,13 +526,14 @@ def _matching_pair(ex: Exercise, run: CaseRun, got: Any, expected: Any):
             continue
         if isinstance(mv, (tuple, list)) and len(mv) == len(got64):
             explains.append((m, {k for k in wrong if not same(key[k], mv[k]) and same(mv[k], got64[k])}))
+    def said(at):                           # the first output, as the exercise names it ("lr_at(0)"), and a count
+        k = min(at)
+        first = names[k].split(" with ")[0] if k < len(names) else f"output[{k}]"
+        return first + (f" and {len(at) - 1} more" if len(at) > 1 else "")
+
     for n, (a, at_a) in enumerate(explains):
         for b, at_b in explains[n + 1:]:
             if at_a | at_b == wrong and at_a - at_b and at_b - at_a:
-                def said(at):           # the first output, as the exercise names it ("lr_at(0)"), and a count
-                    k = min(at)
-                    first = names[k].split(" with ")[0] if k < len(names) else f"output[{k}]"
-                    return first + (f" and {len(at) - 1} more" if len(at) > 1 else "")
                 return (a, said(at_a)), (b, said(at_b))
     return None
 
