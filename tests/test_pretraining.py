@@ -924,6 +924,22 @@ def test_lm_loss_check_names_a_log_softmax_over_the_time_axis():
     assert not r.passed and "known mistake: log-softmax over the time axis (dim=1)" in r.message, r.message
 
 
+def test_lm_loss_check_refuses_the_log_of_torchs_softmax():
+    """F.nll_loss(torch.log(F.softmax(logits))) passed both suites: torch's softmax never overflows, but the
+    probability of a target 120 below the top logit is 0 in float32 and its log -inf. No case had a model sure
+    of a wrong token; the loss then came out inf, said as 'expected [119.06] got [inf] ... at []'."""
+    from course_lib.exercises.ex08_pretraining import LM_LOSS
+    from course_lib.grading.engine import evaluate
+    answer = _answer("def lm_loss(logits, targets):\n    V = logits.shape[-1]\n"
+                     "    logp = torch.log(F.softmax(logits, dim=-1))\n"
+                     "    return F.nll_loss(logp.reshape(-1, V), targets.reshape(-1))\n", "lm_loss")
+    for suite in ("visible", "hidden"):
+        r = evaluate(LM_LOSS, answer, suite=suite)
+        assert not r.passed and "known mistake: the log of the softmax: a probability that rounds to 0" in r.message, \
+            (suite, r.message)
+        assert ", got inf\n  an infinity where a number was expected" in r.message and "at []" not in r.message, r.message
+
+
 def test_lm_loss_check_has_logits_a_view_cannot_lay_flat():
     """logits.view(-1, V) passed every case, and fails on logits that are not contiguous (logits[:, :-1] for
     shifted targets, or a transpose): the cases' logits were all freshly made."""

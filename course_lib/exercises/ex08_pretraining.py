@@ -249,6 +249,18 @@ def _loss_random(g):
     return _loss_case(_ri(g, 2, 5), _ri(g, 6, 9), _ri(g, 3, 20))(g)
 
 
+def _loss_confidently_wrong(B, T, V, gap=120.0):
+    """A model sure of the wrong token: at every position one other token's logit is gap above the rest, so the
+    loss is about gap. Its probability of the target, e^-gap, is 0 in float32 (e^-104 already is): a softmax
+    taken first and then its log gives inf; F.cross_entropy, which works with logsumexp, does not."""
+    def make(g):
+        targets = torch.randint(V, (B, T), generator=g)
+        other = (targets + torch.randint(1, V, (B, T), generator=g)) % V                     # never the target
+        logits = torch.randn(B, T, V, generator=g, dtype=torch.float64)
+        return {"logits": logits + gap * F.one_hot(other, V).to(torch.float64), "targets": targets}
+    return make
+
+
 def _loss_random_far(g):
     return _loss_case(_ri(g, 2, 5), _ri(g, 6, 9), _ri(g, 3, 20), shift=float(_ri(g, 90, 150)))(g)
 
@@ -294,6 +306,10 @@ def _m_ignore_zero(logits, targets):
 
 def _m_softmax_twice(logits, targets):
     return F.cross_entropy(torch.softmax(logits, -1).reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def _m_log_of_torch_softmax(logits, targets):
+    return -torch.softmax(logits, -1).log().gather(-1, targets[..., None]).mean()
 
 
 def _m_transposed(logits, targets):
@@ -384,11 +400,15 @@ LM_LOSS = Exercise(
              _loss_case(2, 4, 9, shift=100.0)),
         Case("logits (2, 4, 9) of a model nearly sure of every target (about 15 above the others): a loss near 2e-6",
              _loss_confident(2, 4, 9)),
+        Case("logits (2, 3, 6) of a model sure of a wrong token (120 above the rest): a loss near 120",
+             _loss_confidently_wrong(2, 3, 6)),
     ],
     hidden=[Case("random shapes", _loss_random), Case("random shapes (again)", _loss_random),
             Case("random shapes, all logits near one large value (90 to 150)", _loss_random_far),
             Case("random shapes, a model nearly sure of every target (about 15 above the others)",
-                 _loss_random_confident)],
+                 _loss_random_confident),
+            Case("random shapes, a model sure of a wrong token (110 to 150 above the rest)",
+                 lambda g: _loss_confidently_wrong(_ri(g, 2, 5), _ri(g, 2, 6), _ri(g, 3, 20), _ri(g, 110, 150))(g))],
     mistakes=[
         Mistake("sum instead of mean", _m_sum,
                 "Average over all B·T positions (cross_entropy's default reduction='mean'), so the loss\n"
@@ -402,6 +422,10 @@ LM_LOSS = Exercise(
                 "leave it at F.cross_entropy's default."),
         Mistake("softmax applied before cross-entropy", _m_softmax_twice,
                 "F.cross_entropy takes logits and applies log-softmax itself; softmax first does it twice."),
+        Mistake("the log of the softmax: a probability that rounds to 0 gives log(0) = -inf", _m_log_of_torch_softmax,
+                "softmax(x).log() forms each probability first: e^-120 is 0 in float32 (below e^-104 it is), and\n"
+                "its log is -inf, so the loss of a confidently wrong model comes out inf where it is about 120.\n"
+                "F.cross_entropy, or F.log_softmax, computes log p = x - logsumexp(x) without forming p."),
         Mistake("targets flattened in the wrong order", _m_transposed,
                 "Flatten logits to (B·T, V) and targets to (B·T,) the same way (reshape both, no .T):\n"
                 "otherwise each position is scored against another position's target."),
@@ -1624,9 +1648,9 @@ TRAIN_STEP = Exercise(
                 _clipped_otherwise(_clip_of_the_weights),
                 "Clipping bounds the step, so its norm is the gradients': √(Σ ‖p.grad‖²). The weights' own norm\n"
                 "has nothing to do with how large this step is: measure p.grad, then scale p.grad."),
-        # all but the overflow (train_step's logits are small) and the float32 detour, named above for train_step
+        # all but the overflows and underflow (train_step's logits are small) and the float32 detour, named above
         *(Mistake(m.name, _stepped(m.fn), m.explanation) for m in LM_LOSS.mistakes
-          if m.fn not in (_m_log_of_softmax, _m_logsumexp_by_hand, _m_float32)),
+          if m.fn not in (_m_log_of_softmax, _m_log_of_torch_softmax, _m_logsumexp_by_hand, _m_float32)),
     ],
     hint="The six things the notebook lists, in that order. Gradients add up unless they are cleared at the start of "
          "every step; clipping matters only between the backward pass and the optimizer's step, because it rescales "

@@ -140,6 +140,14 @@ def _describe(v: Any) -> str:
     return f"{type(v).__name__} {v!r}"
 
 
+def _one_or_previews(e64: torch.Tensor, g64: torch.Tensor, at: torch.Tensor) -> str:
+    """The previews of both tensors, or for one number "expected 119.06, got inf" (no list of one)."""
+    if e64.dim():
+        return _previews(e64, g64, at)
+    e_text, g_text = _fmt_pair(float(e64), float(g64))
+    return f"expected {e_text}, got {g_text}"
+
+
 def _compare_tensor(expected: TensorValue, got: Any, *, dtype, device, atol, rtol, where):
     if not isinstance(got, TensorValue):
         return Difference("type", where, f"expected a torch.Tensor, got {_describe(got)}"), 0.0
@@ -178,14 +186,16 @@ def _compare_tensor(expected: TensorValue, got: Any, *, dtype, device, atol, rto
     if (nan_e != nan_g).any():
         idx = tuple(int(i) for i in (nan_e != nan_g).nonzero()[0])
         what = "nan where a number was expected" if bool(nan_g[idx]) else "a number where nan was expected"
-        return Difference("value", where, f"{_previews(e64, g64, nan_e != nan_g)}\n"
-                          f"{what} at {list(idx)}", float("inf")), float("inf")
+        return Difference("value", where, f"{_one_or_previews(e64, g64, nan_e != nan_g)}\n"
+                          f"{what}{f' at {list(idx)}' if e64.dim() else ''}", float("inf")), float("inf")
     inf_e = torch.isinf(e64)
     if (inf_e != torch.isinf(g64)).any() or (e64[inf_e] != g64[inf_e]).any():
         mism = (inf_e | torch.isinf(g64)) & (e64 != g64)
         idx = tuple(int(i) for i in mism.nonzero()[0])
-        return Difference("value", where, f"{_previews(e64, g64, mism)}\n"
-                          f"infinities differ at {list(idx)}", float("inf")), float("inf")
+        said = f"infinities differ at {list(idx)}" if e64.dim() else "an infinity where a number was expected" \
+            if bool(torch.isinf(g64)) else "a number where an infinity was expected"
+        return Difference("value", where, f"{_one_or_previews(e64, g64, mism)}\n{said}",
+                          float("inf")), float("inf")
     finite = ~(nan_e | inf_e)
     diff = torch.where(finite, (g64 - e64).abs(), torch.zeros_like(e64))
     if diff.numel() == 0:
