@@ -924,6 +924,22 @@ def test_lm_loss_check_names_a_log_softmax_over_the_time_axis():
     assert not r.passed and "known mistake: log-softmax over the time axis (dim=1)" in r.message, r.message
 
 
+@pytest.mark.parametrize("made", ["torch.Generator()", "torch.Generator().manual_seed(torch.initial_seed())"])
+def test_get_batch_that_makes_its_own_generator_for_none_is_refused(made):
+    """`g = generator or torch.Generator()` passed both suites: every call with generator=None (torch's global
+    generator, the contract says) then drew the same starts, and a training loop would see one batch forever."""
+    from course_lib.exercises.ex08_pretraining import GET_BATCH
+    from course_lib.grading.engine import evaluate
+    answer = _answer("def get_batch(data, block_size, batch_size, generator=None):\n"
+                     f"    g = generator or {made}\n"
+                     "    starts = torch.randint(len(data) - block_size, (batch_size,), generator=g)\n"
+                     "    idx = starts[:, None] + torch.arange(block_size)\n"
+                     "    return data[idx], data[idx + 1]\n", "get_batch")
+    for suite in ("visible", "hidden"):
+        r = evaluate(GET_BATCH, answer, suite=suite)
+        assert not r.passed and "generator=None) returned the same (x, y) twice in a row" in r.message, r.message
+
+
 def test_lm_loss_check_refuses_the_log_of_torchs_softmax():
     """F.nll_loss(torch.log(F.softmax(logits))) passed both suites: torch's softmax never overflows, but the
     probability of a target 120 below the top logit is 0 in float32 and its log -inf. No case had a model sure

@@ -91,6 +91,18 @@ def _call_batch(fn, inputs):
         raise ValueError("get_batch returned different (x, y) for two generators seeded alike: pass "
                          "generator=generator to torch.randint; without it the starts come from torch's global "
                          "generator, and the same seed no longer gives the same batches")
+    # generator=None is torch's global generator, whose draws move on from call to call. Asked only where two
+    # right batches in a row agree with a chance under 1e-6: (N - T) ** B possible starts.
+    if (len(kw["data"]) - kw["block_size"]) ** kw["batch_size"] > 1e6:
+        first, second = (tuple(fn(**kw, generator=None)) for _ in range(2))
+        if len(first) == len(second) == 2 and all(
+                isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and not a.is_meta and a.shape == b.shape
+                and torch.equal(a, b) for a, b in zip(first, second)):
+            raise ValueError("get_batch(..., generator=None) returned the same (x, y) twice in a row: None means "
+                             "torch's global generator, whose draws move on from one call to the next. A "
+                             "torch.Generator() made inside get_batch starts from the same seed at every call, "
+                             "and training would see one batch forever: pass generator as it comes to "
+                             "torch.randint, None included")
     if kw["data"].device.type == "cpu":                 # what only a GPU would show
         check_draws_on_meta(lambda: fn(**dict(kw, data=kw["data"].to("meta")), generator=_gen(inputs["seed"])),
                             "get_batch with data on meta",
