@@ -192,8 +192,9 @@ def _compare_tensor(expected: TensorValue, got: Any, *, dtype, device, atol, rto
     if (inf_e != torch.isinf(g64)).any() or (e64[inf_e] != g64[inf_e]).any():
         mism = (inf_e | torch.isinf(g64)) & (e64 != g64)
         idx = tuple(int(i) for i in mism.nonzero()[0])
-        said = f"infinities differ at {list(idx)}" if e64.dim() else "an infinity where a number was expected" \
-            if bool(torch.isinf(g64)) else "a number where an infinity was expected"
+        said = (f"infinities differ at {list(idx)}" if e64.dim() else
+                "an infinity where a number was expected" if bool(torch.isinf(g64)) else
+                "a number where an infinity was expected")
         return Difference("value", where, f"{_one_or_previews(e64, g64, mism)}\n{said}",
                           float("inf")), float("inf")
     finite = ~(nan_e | inf_e)

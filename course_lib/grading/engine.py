@@ -494,7 +494,8 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome, named: Mistake | None = 
         elif diff.kind == "value" and ex.independent_outputs and (pair := _matching_pair(ex, run, outcome.value,
                                                                                           expected)):
             (a, at_a), (b, at_b) = pair
-            lines.append(f"  This matches two known mistakes at once:\n    {a.name} (in {at_a});\n    {b.name} (in {at_b}).")
+            lines.append(f"  This matches two known mistakes at once:\n    {a.name} (in {at_a});\n"
+                         f"    {b.name} (in {at_b}).")
             lines.append("  " + a.explanation.replace("\n", "\n  "))
             lines.append("  " + b.explanation.replace("\n", "\n  "))
         elif diff.kind == "value" and ex.hint:      # often a first draft's two slips at once, each named alone
@@ -526,6 +527,7 @@ def _matching_pair(ex: Exercise, run: CaseRun, got: Any, expected: Any):
             continue
         if isinstance(mv, (tuple, list)) and len(mv) == len(got64):
             explains.append((m, {k for k in wrong if not same(key[k], mv[k]) and same(mv[k], got64[k])}))
+
     def said(at):                           # the first output, as the exercise names it ("lr_at(0)"), and a count
         k = min(at)
         first = names[k].split(" with ")[0] if k < len(names) else f"output[{k}]"
