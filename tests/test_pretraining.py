@@ -288,11 +288,11 @@ def test_no_machine_paths_in_the_modules():
 
 
 # ------------------------------------------------------------------ the checks (ex08) on answers that once fooled them
-def _evaluate(name, answer):
+def _evaluate(name, answer, suite="visible"):
     from course_lib.exercises import ex08_pretraining as ex08
     from course_lib.grading.engine import evaluate
     exercise = {e.name: e for e in (ex08.GET_BATCH, ex08.LM_LOSS, ex08.MLM_MASK, ex08.SAMPLE, ex08.TRAIN_STEP)}[name]
-    return evaluate(exercise, answer, suite="visible")
+    return evaluate(exercise, answer, suite=suite)
 
 
 def _answer(source, name):
@@ -521,10 +521,7 @@ def test_mlm_mask_check_judges_an_in_place_answer_on_the_tokens_it_was_given():
 
 
 def _evaluate_both(name, answer):
-    from course_lib.exercises import ex08_pretraining as ex08
-    from course_lib.grading.engine import evaluate
-    exercise = {e.name: e for e in (ex08.GET_BATCH, ex08.MLM_MASK, ex08.SAMPLE, ex08.TRAIN_STEP)}[name]
-    return {suite: evaluate(exercise, answer, suite=suite) for suite in ("visible", "hidden")}
+    return {suite: _evaluate(name, answer, suite) for suite in ("visible", "hidden")}
 
 
 _MLM = """def mlm_mask(tokens, mask_id, vocab_size, p=0.15, generator=None):
@@ -928,15 +925,12 @@ def test_lm_loss_check_names_a_log_softmax_over_the_time_axis():
 def test_get_batch_that_makes_its_own_generator_for_none_is_refused(made):
     """`g = generator or torch.Generator()` passed both suites: every call with generator=None (torch's global
     generator, the contract says) then drew the same starts, and a training loop would see one batch forever."""
-    from course_lib.exercises.ex08_pretraining import GET_BATCH
-    from course_lib.grading.engine import evaluate
     answer = _answer("def get_batch(data, block_size, batch_size, generator=None):\n"
                      f"    g = generator or {made}\n"
                      "    starts = torch.randint(len(data) - block_size, (batch_size,), generator=g)\n"
                      "    idx = starts[:, None] + torch.arange(block_size)\n"
                      "    return data[idx], data[idx + 1]\n", "get_batch")
-    for suite in ("visible", "hidden"):
-        r = evaluate(GET_BATCH, answer, suite=suite)
+    for r in _evaluate_both("get_batch", answer).values():
         assert not r.passed and "generator=None) returned the same (x, y) twice in a row" in r.message, r.message
 
 
@@ -944,13 +938,10 @@ def test_lm_loss_check_refuses_the_log_of_torchs_softmax():
     """F.nll_loss(torch.log(F.softmax(logits))) passed both suites: torch's softmax never overflows, but the
     probability of a target 120 below the top logit is 0 in float32 and its log -inf. No case had a model sure
     of a wrong token; the loss then came out inf, said as 'expected [119.06] got [inf] ... at []'."""
-    from course_lib.exercises.ex08_pretraining import LM_LOSS
-    from course_lib.grading.engine import evaluate
     answer = _answer("def lm_loss(logits, targets):\n    V = logits.shape[-1]\n"
                      "    logp = torch.log(F.softmax(logits, dim=-1))\n"
                      "    return F.nll_loss(logp.reshape(-1, V), targets.reshape(-1))\n", "lm_loss")
-    for suite in ("visible", "hidden"):
-        r = evaluate(LM_LOSS, answer, suite=suite)
+    for suite, r in _evaluate_both("lm_loss", answer).items():
         assert not r.passed and "known mistake: the log of the softmax: a probability that rounds to 0" in r.message, \
             (suite, r.message)
         assert ", got inf\n  an infinity where a number was expected" in r.message and "at []" not in r.message, r.message
@@ -973,10 +964,7 @@ def test_lm_loss_check_names_a_log_softmax_without_dim():
     answer = _answer("def lm_loss(logits, targets):\n"
                      "    logp = F.log_softmax(logits)\n"
                      "    return -logp.gather(-1, targets[..., None]).mean()\n", "lm_loss")
-    from course_lib.exercises.ex08_pretraining import LM_LOSS
-    from course_lib.grading.engine import evaluate
-    for suite in ("visible", "hidden"):
-        r = evaluate(LM_LOSS, answer, suite=suite)
+    for r in _evaluate_both("lm_loss", answer).values():
         assert not r.passed and "known mistake: log-softmax without dim=: torch chose the batch axis" in r.message, \
             r.message
 
