@@ -1213,13 +1213,16 @@ def test_classifier_with_squeezed_logits_is_not_told_it_pooled_the_batch_togethe
             (suite, r.message)
 
 
-def _prf_from_lists(P, L, positive):
-    tp = sum(p == positive and y == positive for p, y in zip(P, L))
-    fp = sum(p == positive and y != positive for p, y in zip(P, L))
-    fn = sum(p != positive and y == positive for p, y in zip(P, L))
+def _prf_from_counts(tp, fp, fn):
     pr = tp / (tp + fp) if tp + fp else 0.0
     rc = tp / (tp + fn) if tp + fn else 0.0
     return pr, rc, (2 * pr * rc / (pr + rc) if pr + rc else 0.0)
+
+
+def _prf_from_lists(P, L, positive):
+    return _prf_from_counts(sum(p == positive and y == positive for p, y in zip(P, L)),
+                            sum(p == positive and y != positive for p, y in zip(P, L)),
+                            sum(p != positive and y == positive for p, y in zip(P, L)))
 
 
 @pytest.mark.parametrize("how, passes", [
@@ -1231,12 +1234,9 @@ def test_metrics_through_numpy_are_refused_as_a_gpu_would_refuse_them(how, passe
 
     def answer(preds, labels, positive=1):
         if how == "item":
-            tp = ((preds == positive) & (labels == positive)).sum().item()
-            fp = ((preds == positive) & (labels != positive)).sum().item()
-            fn = ((preds != positive) & (labels == positive)).sum().item()
-            pr = tp / (tp + fp) if tp + fp else 0.0
-            rc = tp / (tp + fn) if tp + fn else 0.0
-            return pr, rc, (2 * pr * rc / (pr + rc) if pr + rc else 0.0)
+            return _prf_from_counts(((preds == positive) & (labels == positive)).sum().item(),
+                                    ((preds == positive) & (labels != positive)).sum().item(),
+                                    ((preds != positive) & (labels == positive)).sum().item())
         if how == "tolist":
             return _prf_from_lists(preds.tolist(), labels.tolist(), positive)
         if how == "cpu then numpy":
