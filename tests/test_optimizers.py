@@ -1238,10 +1238,11 @@ def test_clip_whose_norm_keeps_the_axis_of_torch_zeros_1_is_told_how_to_drop_it(
     assert not r.passed and "a total started as torch.zeros(1) keeps its one axis" in r.message, r.message
 
 
-def test_clip_factor_with_eps_added_after_the_division_is_named_and_caught_by_a_spike():
+def test_clip_factor_with_eps_misplaced_or_left_out_is_named():
     """max_norm / norm + 1e-6 (the eps added to the factor, not the norm) got bare numbers in the first
     visible case and passed the hidden ones; for a spike far above max_norm it matters. Without the eps at
-    all, max_norm / norm, clipping passes."""
+    all, max_norm / norm, it passed too, though the docstring (and train_step's check in 08) asks for it:
+    gradients of norm near 1e-5 show it. With the eps where the docstring puts it, clipping passes."""
     import torch
 
     from course_lib.grading.engine import evaluate
@@ -1257,7 +1258,8 @@ def clip_grad_norm(params, max_norm):
     return norm
 """
     for factor, said in [("max_norm / norm + 1e-6", "known mistake: scaled by max_norm / norm + 1e-6"),
-                         ("max_norm / norm", None)]:
+                         ("max_norm / norm", "known mistake: scaled by max_norm / norm, without the docstring's"),
+                         ("max_norm / (norm + 1e-6)", None)]:
         ns = {"torch": torch}
         exec(compile(src.replace("FACTOR", factor), "<answer>", "exec"), ns)
         for suite in ("visible", "hidden"):

@@ -1381,8 +1381,21 @@ def _clip_tiny(g):
     return inputs
 
 
-_CLIP_TOL = dict(atol=1e-6, rtol=1e-5)     # max_norm / norm with or without torch's + 1e-6 both pass
-_UNCLIPPED_TOL = dict(atol=1e-12, rtol=1e-6)   # below max_norm every right answer leaves the grads exactly alone
+def _clip_small_over(g):
+    """Gradients of norm 1e-5 to 1e-4, two to ten times max_norm: the docstring's + 1e-6 moves the factor by 1 %
+    to 10 % here, so max_norm / norm without it shows (at ordinary norms it differs by a millionth)."""
+    inputs = _clip_tiny(g)
+    norm = float(torch.stack([gr.norm() for gr in inputs["grads"] if gr is not None]).norm())
+    s = 10 ** _rf(g, -5.0, -4.0) / norm
+    inputs["grads"] = [None if gr is None else gr * s for gr in inputs["grads"]]
+    inputs["g0"] = inputs["grads"][0]
+    inputs["max_norm"] = norm * s / _rf(g, 2.0, 10.0)
+    return inputs
+
+
+_CLIP_TOL = dict(atol=1e-6, rtol=1e-5)
+_UNCLIPPED_TOL = dict(atol=1e-12, rtol=1e-6)    # below max_norm every right answer leaves the grads exactly alone
+_SMALL_OVER_TOL = dict(atol=1e-12, rtol=1e-4)   # grads of norm 1e-5 to 1e-4: the + 1e-6 moves them by 1 % or more
 CLIP_EX = Exercise(
     name="clip_grad_norm",
     notebook="02_optimizers",
@@ -1400,6 +1413,8 @@ CLIP_EX = Exercise(
              _clip_case([(2, 5), (5,), (3,), (1, 4)], [2.0, 1.0, 1.0, 3.0], 2.0, none_at=(2,)), **_CLIP_TOL),
         Case("three small grads, global norm 1.2e-5, max_norm 1.0: nothing changes, exactly",
              _clip_case([(4, 3), (5,), (2, 2)], [2.5e-6, 2.5e-6, 2.5e-6], 1.0), **_UNCLIPPED_TOL),
+        Case("three small grads, global norm 1.07e-5, max_norm 5e-6: factor 5e-6 / (1.07e-5 + 1e-6) = 0.43",
+             _clip_case([(4, 3), (5,), (2, 2)], [2.5e-6, 2.5e-6, 2.5e-6], 5e-6), **_SMALL_OVER_TOL),
     ],
     hidden=[
         Case("random shapes, norm above max_norm, one grad None", _clip_random(True), **_CLIP_TOL),
@@ -1408,6 +1423,7 @@ CLIP_EX = Exercise(
              **_CLIP_TOL),
         Case("random shapes, norm 1e-6 to 1e-4, far below max_norm: nothing changes, exactly", _clip_tiny,
              **_UNCLIPPED_TOL),
+        Case("random shapes, norm 1e-5 to 1e-4, two to ten times max_norm", _clip_small_over, **_SMALL_OVER_TOL),
     ],
     mistakes=[
         Mistake("each tensor clipped on its own (per-tensor norms)",
@@ -1482,6 +1498,12 @@ CLIP_EX = Exercise(
                 "The global norm squares every entry, sums, then takes the square root: sqrt(Σ g²). Σ |g|\n"
                 "is never smaller, and √n times larger for n entries of one size, so gradients are clipped\n"
                 "when they should not be, and too hard when they should."),
+        Mistake("scaled by max_norm / norm, without the docstring's + 1e-6",
+                lambda params, max_norm: _clip_without_eps(params, max_norm),
+                "Over the limit, the docstring's factor is max_norm / (norm + 1e-6), as in torch's\n"
+                "clip_grad_norm_. At ordinary norms the 1e-6 changes the factor by a millionth, but for\n"
+                "gradients of norm 1.07e-5 and max_norm 5e-6 it is 0.43 with it and 0.47 without. Add it:\n"
+                "max_norm / (norm + 1e-6)."),   # before the next: on small gradients both match
         Mistake("scaled by max_norm / norm + 1e-6, which Python reads as (max_norm / norm) + 1e-6",
                 lambda params, max_norm: _clip_eps_added(params, max_norm),
                 "/ binds tighter than +, so max_norm / norm + 1e-6 adds 1e-6 to the factor instead of to\n"
@@ -1510,6 +1532,15 @@ def _clip_by_value_when_over(params, max_norm):
     if total > max_norm:
         for g in gs:
             g.clamp_(-max_norm, max_norm)
+    return total
+
+
+def _clip_without_eps(params, max_norm):
+    gs = _grads(params)
+    total = torch.stack([g.norm() for g in gs]).norm()
+    if total > max_norm:
+        for g in gs:
+            g.mul_(max_norm / total)
     return total
 
 
