@@ -1125,6 +1125,34 @@ def test_freeze_range_errors_are_said_in_words():
         assert not r.passed and "tensors compare by value" in r.message and "id(p)" in r.message, (suite, r.message)
 
 
+
+def test_freeze_that_raises_after_freezing_is_refused():
+    """An answer that froze the embeddings and then refused n_layers = -1 passed: the model was left half
+    frozen by a call that failed. The same answer with the range checked first passes."""
+    src = """
+def freeze_lower_layers(model, n_layers):
+    model.encoder.embeddings.requires_grad_(False)
+    CHECK
+    for i, layer in enumerate(model.encoder.layers):
+        layer.requires_grad_(i >= n_layers)
+    model.head.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+"""
+    from course_lib.exercises.ex09_finetuning import FREEZE
+    check = "if not 0 <= n_layers <= len(model.encoder.layers): raise ValueError(n_layers)"
+    for first in (False, True):
+        body = src.replace("    CHECK\n", "") if first else src.replace("CHECK", check)
+        if first:
+            body = body.replace("def freeze_lower_layers(model, n_layers):\n",
+                                f"def freeze_lower_layers(model, n_layers):\n    {check}\n")
+        ns = {"torch": torch, "nn": nn}
+        exec(compile(body, "<answer>", "exec"), ns)
+        for suite, r in _verdicts(FREEZE, ns["freeze_lower_layers"]).items():
+            if first:
+                assert r.passed, (suite, r.message)
+            else:
+                assert not r.passed and "only after changing which parameters train" in r.message, (suite, r.message)
+
 class _LoRARootR(_LoRA):
     """A divided by √r, the rank, instead of √in_features."""
 

@@ -661,11 +661,15 @@ def _call_freeze(impl, inputs):
             p.requires_grad_(False)
     n, n_max = inputs["n_layers"], len(model.encoder.layers)
     in_range = 0 <= n <= n_max
+    before = _what_trains(model)
     try:
         count = impl(model, n)
     except ValueError as exc:
         if not in_range:
-            return "raised ValueError"
+            after = _what_trains(model)
+            return "raised ValueError" if after == before else (
+                f"raised ValueError, but only after changing which parameters train (now: {after}): "
+                "check n_layers first, so that a refused call leaves the model as it was")
         exc.add_note(f"n_layers = {n} is allowed here: anything from 0 to len(model.encoder.layers) = {n_max} "
                      f"is, both ends included\n(0 freezes the embeddings only, {n_max} the whole encoder, "
                      f"leaving the head only).\nRaise ValueError only outside that range.")
