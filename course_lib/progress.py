@@ -3,13 +3,14 @@
     announce(90, "training the small GPT")   # tells the learner before it starts
     for step in progress(range(steps), desc="training"):
         ...
+    say_if_slow(90, elapsed)                  # and, after, why it took far longer if it did
 """
 
 from __future__ import annotations
 
 from typing import Iterable
 
-__all__ = ["progress", "announce"]
+__all__ = ["progress", "announce", "say_if_slow"]
 
 
 def progress(iterable: Iterable | None = None, total: int | None = None,
@@ -48,3 +49,19 @@ def announce(estimated_seconds: float, what: str, device=None) -> None:
     what = what.strip()
     what = what[:1].upper() + what[1:]
     print(f"{what}: this will take about {_plain_duration(estimated_seconds)} on {device}.")
+
+
+def say_if_slow(estimated_seconds: float, elapsed_seconds: float) -> None:
+    """After a run that announce() estimated from its first steps: if it took more than twice as long,
+    say so and why that usually happens (another busy program; torch slows most when it has a thread on
+    every core and one of them is taken)."""
+    if elapsed_seconds <= 2 * estimated_seconds:
+        return
+    import torch
+
+    threads = torch.get_num_threads()
+    print(f"This took {_plain_duration(elapsed_seconds)}, not the {_plain_duration(estimated_seconds)} estimated from "
+          f"its first steps: the machine ran slower than when they were timed, most often because another program "
+          f"was busy." + (f" PyTorch runs {threads} threads here and slows down most when another program holds one "
+                           f"of their cores: torch.set_num_threads(1) in the setup cell, or COURSE_THREADS=1 set "
+                           f"before starting JupyterLab, keeps it to one." if threads > 1 else ""))

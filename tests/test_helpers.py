@@ -98,3 +98,19 @@ def test_progress_and_announce(capsys, monkeypatch):
     assert capsys.readouterr().out == "Training the small GPT: this will take about 2 minutes on cpu.\n"
     progress.announce(45, "x", device="cuda:0")
     assert capsys.readouterr().out == "X: this will take about 45 seconds on cuda:0.\n"
+
+
+def test_say_if_slow_speaks_only_past_twice_the_estimate(capsys, monkeypatch):
+    """08 and 09 size their runs from a few timed steps; on a machine that got busy later they ran 6-10
+    times longer than announced, with nothing said."""
+    import torch
+    progress.say_if_slow(60, 119)
+    assert capsys.readouterr().out == ""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    progress.say_if_slow(180, 1060)
+    out = capsys.readouterr().out
+    assert out.startswith("This took 18 minutes, not the 3 minutes estimated") and "torch.set_num_threads(1)" in out
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    progress.say_if_slow(60, 632)
+    out = capsys.readouterr().out
+    assert "11 minutes, not the 60 seconds" in out and "set_num_threads" not in out
