@@ -52,7 +52,7 @@ class CaseRun:
     dtype: torch.dtype
     device: str                 # where the answer runs
     inputs: dict[str, Any]      # already cast and placed
-    key: tuple = ()             # what made the inputs (generator seed, dtype, place): equal keys, equal inputs
+    key: tuple = ()             # what made the inputs (suite, generator seed, dtype, place): equal keys, equal inputs
 
 
 def _convert(value: Any, dtype: torch.dtype | None, device: str) -> Any:
@@ -102,7 +102,7 @@ def build_runs(ex: Exercise, suite: str, seed: int | None, device: str,
             n += 1
             where = run_device(device, dtype)
             runs.append(CaseRun(n, total, case, dtype, where, _convert(raw, dtype, place or where),
-                                (base * 1000 + i, dtype, place or where)))
+                                (suite, base * 1000 + i, dtype, place or where)))
     return runs
 
 
