@@ -1454,6 +1454,8 @@ class _LoRASlip(_LoRA):
             self.scale = alpha / r ** 0.5
         elif self.slip == "defaults":
             self.scale = 2.0
+        elif self.slip == "r of 8":
+            self.scale = alpha / 8
 
     def forward(self, x):
         if self.slip == "flattened":
@@ -1491,6 +1493,17 @@ def test_lora_check_names_a_scale_hard_coded_from_the_defaults():
     assert "known mistake: scale hard-coded as 2" in verdicts["visible"].message, verdicts["visible"].message
 
 
+def test_lora_check_names_the_default_rank_hard_coded_in_both_suites(monkeypatch):
+    """alpha / 8 was named 'scale hard-coded as 2' in the visible suite (alpha 16 there) and 'scale alpha/r
+    forgotten' in the hidden one, where a random alpha of 8 made its scale 1 (a helper's graded submission)."""
+    from course_lib.exercises.ex09_finetuning import LORA
+    for seed in ("98765", "11", "777"):                  # the default hidden seed, and the helper's two
+        monkeypatch.setenv("COURSE_HIDDEN_SEED", seed)
+        for suite, r in _verdicts(LORA, type("Slip", (_LoRASlip,), {"slip": "r of 8"})).items():
+            assert not r.passed and "known mistake: scale alpha / 8: the default r hard-coded" in r.message, \
+                (seed, suite, r.message)
+
+
 _PRF_COUNTS = ("def answer(preds, labels, positive=1):\n"
                "    tp = int(((preds == positive) & (labels == positive)).sum())\n"
                "    FP_FN\n"
@@ -1517,6 +1530,21 @@ def test_metrics_name_counts_that_hold_only_for_two_classes_or_another_quadrant(
     for suite, r in _verdicts(PRF, ns["answer"]).items():
         assert not r.passed and f"known mistake: {named}" in r.message, (suite, r.message)
 
+
+
+def test_metrics_counted_bitwise_for_class_1_fail_in_both_suites():
+    """preds & labels counts class 1 only for 0/1 labels: with three classes, 2 & 3 is 2. The visible
+    suite's three-class case with positive=1 refused it; the hidden suite had no such case, so the answer
+    earned the hidden points (a helper's graded submission)."""
+    from course_lib.exercises.ex09_finetuning import PRF
+    ns = {}
+    exec(compile(_PRF_COUNTS.replace(
+        "    tp = int(((preds == positive) & (labels == positive)).sum())\n    FP_FN\n",
+        "    if positive != 1:\n        preds, labels, positive = (preds == positive).long(), (labels == positive).long(), 1\n"
+        "    tp = int((preds & labels).sum())\n    fp = int((preds & (1 - labels)).sum())\n"
+        "    fn = int(((1 - preds) & labels).sum())\n"), "<answer cell test>", "exec"), ns)
+    for suite, r in _verdicts(PRF, ns["answer"]).items():
+        assert not r.passed and "positive=1" in r.message.splitlines()[0], (suite, r.message)
 
 # ------------------------------------------------------------ a second blind probe of learner answers
 def _cell(source, name):

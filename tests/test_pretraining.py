@@ -949,13 +949,14 @@ def test_lm_loss_check_refuses_the_log_of_torchs_softmax():
 
 def test_lm_loss_check_has_logits_a_view_cannot_lay_flat():
     """logits.view(-1, V) passed every case, and fails on logits that are not contiguous (logits[:, :-1] for
-    shifted targets, or a transpose): the cases' logits were all freshly made."""
+    shifted targets, or a transpose): the cases' logits were all freshly made. The hidden suite had none
+    either, so such an answer earned the hidden points (a helper's graded submission)."""
     flat = ("def lm_loss(logits, targets):\n    V = logits.shape[-1]\n"
             "    return F.cross_entropy(logits.WAY(-1, V), targets.WAY(-1))\n")
-    r = _evaluate("lm_loss", _answer(flat.replace("WAY", "view"), "lm_loss"))
-    assert not r.passed and "view size is not compatible" in r.message, r.message
-    assert "not contiguous in memory" in r.message and "logits.reshape(-1, V)" in r.message, r.message
-    assert _evaluate("lm_loss", _answer(flat.replace("WAY", "reshape"), "lm_loss")).passed
+    for suite, r in _evaluate_both("lm_loss", _answer(flat.replace("WAY", "view"), "lm_loss")).items():
+        assert not r.passed and "view size is not compatible" in r.message, (suite, r.message)
+        assert "not contiguous in memory" in r.message and "logits.reshape(-1, V)" in r.message, (suite, r.message)
+    assert all(r.passed for r in _evaluate_both("lm_loss", _answer(flat.replace("WAY", "reshape"), "lm_loss")).values())
 
 
 @pytest.mark.filterwarnings("ignore:Implicit dimension choice")          # the learner's own warning, expected

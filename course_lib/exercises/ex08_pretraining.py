@@ -420,7 +420,9 @@ LM_LOSS = Exercise(
             Case("random shapes, a model nearly sure of every target (about 15 above the others)",
                  _loss_random_confident),
             Case("random shapes, a model sure of a wrong token (110 to 150 above the rest)",
-                 lambda g: _loss_confidently_wrong(_ri(g, 2, 5), _ri(g, 2, 6), _ri(g, 3, 20), _ri(g, 110, 150))(g))],
+                 lambda g: _loss_confidently_wrong(_ri(g, 2, 5), _ri(g, 2, 6), _ri(g, 3, 20), _ri(g, 110, 150))(g)),
+            Case("random shapes, logits not contiguous in memory (a transposed (T, B, V))",
+                 lambda g: _loss_case(_ri(g, 2, 5), _ri(g, 6, 9), _ri(g, 3, 20), time_major=True)(g))],
     mistakes=[
         Mistake("sum instead of mean", _m_sum,
                 "Average over all B·T positions (cross_entropy's default reduction='mean'), so the loss\n"

@@ -1176,6 +1176,9 @@ LORA = Exercise(
         Mistake("scale hard-coded as 2 (alpha/r of the defaults, 16/8)", _lora(scale=lambda self: 2.0),
                 "Compute the scale from the arguments given, alpha / r, and keep them (self.alpha, self.r):\n"
                 "a caller who asks for r=2 and alpha=1 gets 0.5, not the defaults' 2."),
+        Mistake("scale alpha / 8: the default r hard-coded", _lora(scale=lambda self: self.alpha / 8),
+                "Divide by the rank the module is given, alpha / r with r = self.r: 8 is only the default, and a\n"
+                "caller who asks for r=2 and alpha=1 gets 0.5, not 1/8."),
         Mistake("scale alpha/√r (rsLoRA's) instead of alpha/r",
                 _lora(scale=lambda self: self.alpha / math.sqrt(self.r)),
                 "Rank-stabilised LoRA (Kalajdzievski, 2023) divides by √r; this exercise, like the LoRA paper\n"
@@ -1392,6 +1395,7 @@ PRF = Exercise(
         Case("random labels, the positive class never predicted", _prf_random(3, 0, degenerate=True), **_COUNTS),
         Case("random predictions, the positive class never among the labels",
              _prf_random(3, 2, degenerate="labels"), **_COUNTS),
+        Case("random predictions over 3 classes, positive=1", _prf_random(3, 1), **_COUNTS),
     ],
     mistakes=[
         Mistake("precision and recall swapped", _mp(swap=True),
