@@ -374,9 +374,11 @@ def _autograde(opt: Options, out: Path, due: datetime | None, submissions: dict[
         changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
         raise GradingCompromised(
             "course files changed while the submissions ran, so these grades cannot be trusted and none "
-            f"were written: {', '.join(changed[:10])}{' ...' if len(changed) > 10 else ''}. A submission's "
-            "code runs with your rights: restore the files (git status, git checkout), find the submission "
-            f"in {work}, and grade as a user who cannot write to the course folder (or in a container).")
+            f"were written: {', '.join(changed[:10])}{' ...' if len(changed) > 10 else ''}. If you or someone "
+            "else edited the course meanwhile (git pull, ./course release, an editor), grade again once that is "
+            "done. If not, a submission's code may have, as it runs with your rights: restore the files (git "
+            f"status, git checkout), find the submission in {work}, and grade as a user who cannot write to the "
+            "course folder (or in a container).")
     results.sort(key=lambda r: r["student"])
     max_score = _merge(opt, out, work, template, results, due, log)
     for r in results:
