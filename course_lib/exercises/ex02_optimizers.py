@@ -1384,13 +1384,25 @@ def _clip_tiny(g):
 def _clip_small_over(g):
     """Gradients of norm 1e-5 to 1e-4, two to ten times max_norm: the docstring's + 1e-6 moves the factor by 1 %
     to 10 % here, so max_norm / norm without it shows (at ordinary norms it differs by a millionth)."""
-    inputs = _clip_tiny(g)
+    inputs = _clip_random(False)(g)
     norm = float(torch.stack([gr.norm() for gr in inputs["grads"] if gr is not None]).norm())
     s = 10 ** _rf(g, -5.0, -4.0) / norm
     inputs["grads"] = [None if gr is None else gr * s for gr in inputs["grads"]]
     inputs["g0"] = inputs["grads"][0]
     inputs["max_norm"] = norm * s / _rf(g, 2.0, 10.0)
     return inputs
+
+
+def _scaled_when_over(factor):
+    """A clip that, once the norm is over max_norm, scales every gradient by factor(max_norm, norm)."""
+    def clip(params, max_norm):
+        gs = _grads(params)
+        total = torch.stack([g.norm() for g in gs]).norm()
+        if total > max_norm:
+            for g in gs:
+                g.mul_(factor(max_norm, total))
+        return total
+    return clip
 
 
 _CLIP_TOL = dict(atol=1e-6, rtol=1e-5)
@@ -1456,7 +1468,7 @@ CLIP_EX = Exercise(
                 "the step keeps its direction. Clamping each entry to [-max_norm, max_norm] changes the\n"
                 "direction and does not bring the global norm to max_norm."),
         Mistake("the factor turned over: gradients multiplied by norm / max_norm",
-                lambda params, max_norm: _clip_factor_inverted(params, max_norm),
+                _scaled_when_over(lambda max_norm, norm: norm / max_norm),
                 "Over the limit, scale by max_norm / (norm + 1e-6), which is below 1; norm / max_norm is\n"
                 "above 1 and makes large gradients larger still."),
         Mistake("returned the norm after clipping", lambda params, max_norm: _clip_after(params, max_norm),
@@ -1499,13 +1511,13 @@ CLIP_EX = Exercise(
                 "is never smaller, and √n times larger for n entries of one size, so gradients are clipped\n"
                 "when they should not be, and too hard when they should."),
         Mistake("scaled by max_norm / norm, without the docstring's + 1e-6",
-                lambda params, max_norm: _clip_without_eps(params, max_norm),
+                _scaled_when_over(lambda max_norm, norm: max_norm / norm),
                 "Over the limit, the docstring's factor is max_norm / (norm + 1e-6), as in torch's\n"
                 "clip_grad_norm_. At ordinary norms the 1e-6 changes the factor by a millionth, but for\n"
                 "gradients of norm 1.07e-5 and max_norm 5e-6 it is 0.43 with it and 0.47 without. Add it:\n"
                 "max_norm / (norm + 1e-6)."),   # before the next: on small gradients both match
         Mistake("scaled by max_norm / norm + 1e-6, which Python reads as (max_norm / norm) + 1e-6",
-                lambda params, max_norm: _clip_eps_added(params, max_norm),
+                _scaled_when_over(lambda max_norm, norm: max_norm / norm + 1e-6),
                 "/ binds tighter than +, so max_norm / norm + 1e-6 adds 1e-6 to the factor instead of to\n"
                 "the norm. That is harmless while the factor is large, but for a spike a million times\n"
                 "max_norm the factor doubles. Write max_norm / (norm + 1e-6)."),
@@ -1532,24 +1544,6 @@ def _clip_by_value_when_over(params, max_norm):
     if total > max_norm:
         for g in gs:
             g.clamp_(-max_norm, max_norm)
-    return total
-
-
-def _clip_without_eps(params, max_norm):
-    gs = _grads(params)
-    total = torch.stack([g.norm() for g in gs]).norm()
-    if total > max_norm:
-        for g in gs:
-            g.mul_(max_norm / total)
-    return total
-
-
-def _clip_factor_inverted(params, max_norm):
-    gs = _grads(params)
-    total = torch.stack([g.norm() for g in gs]).norm()
-    if total > max_norm:
-        for g in gs:
-            g.mul_(total / max_norm)
     return total
 
 
@@ -1622,15 +1616,6 @@ def _clip_other_norm(params, max_norm, kind):
     if total > max_norm:
         for g in gs:
             g.mul_(max_norm / (total + 1e-6))
-    return total
-
-
-def _clip_eps_added(params, max_norm):
-    gs = _grads(params)
-    total = torch.stack([g.norm() for g in gs]).norm()
-    if total > max_norm:
-        for g in gs:
-            g.mul_(max_norm / total + 1e-6)
     return total
 
 
