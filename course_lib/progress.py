@@ -61,7 +61,7 @@ def say_if_slow(estimated_seconds: float, elapsed_seconds: float) -> None:
 
     threads = torch.get_num_threads()
     print(f"This took {_plain_duration(elapsed_seconds)}, not the {_plain_duration(estimated_seconds)} estimated from "
-          f"its first steps: the machine ran slower than when they were timed, most often because another program "
-          f"was busy." + (f" PyTorch runs {threads} threads here and slows down most when another program holds one "
-                           f"of their cores: torch.set_num_threads(1) in the setup cell, or COURSE_THREADS=1 set "
-                           f"before starting JupyterLab, keeps it to one." if threads > 1 else ""))
+          "its first steps: the machine ran slower than when they were timed, most often because another program "
+          "was busy." + (f" PyTorch runs {threads} threads here and slows down most when another program holds one "
+                         "of their cores: torch.set_num_threads(1) in the setup cell, or COURSE_THREADS=1 set "
+                         "before starting JupyterLab, keeps it to one." if threads > 1 else ""))
