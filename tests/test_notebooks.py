@@ -231,6 +231,30 @@ def test_a_check_after_an_answer_cell_that_failed_says_where_to_look(tmp_path):
     assert after.outputs[-1].ename == "CheckFailed" and "Traceback" not in "\n".join(after.outputs[-1].traceback)
 
 
+def test_a_check_after_its_answer_cell_failed_on_a_rerun_does_not_pass_the_earlier_definition(tmp_path):
+    """A right split_heads passed its check; the learner then edited the cell, left a SyntaxError and ran it:
+    the check passed again, on the earlier run's function, while the cell grading runs was broken. A lambda
+    assigned after the cell's def is the latest definition, and is checked."""
+    nb = nbformat.read(ROOT / "notebooks" / "00_welcome" / "00_welcome.ipynb", as_version=4)
+    answer = next(i for i, c in enumerate(nb.cells) if is_answer_cell(c) and "def split_heads" in c.source)
+    right = 'def split_heads(x, n_heads):\n    return rearrange(x, "b t (h d) -> b h t d", h=n_heads)\n'
+    nb.cells[answer].source = right
+    nb.cells.insert(answer + 1, nbformat.v4.new_code_cell(right[:-2]))          # the bracket left open
+    merge = next(i for i, c in enumerate(nb.cells) if is_answer_cell(c) and "def merge_heads" in c.source)
+    nb.cells.insert(merge + 1, nbformat.v4.new_code_cell(
+        'merge_heads = lambda x: rearrange(x, "b h t d -> b t (h d)")'))
+    path = tmp_path / "00_welcome.ipynb"
+    nbformat.write(nb, path)
+    nb = _run(path, tmp_path)
+    err = {i: o for i, o in _errors(nb)}
+    assert err[answer + 1].ename in ("SyntaxError", "_IncompleteInputError"), err[answer + 1].ename
+    check_cell = next(i for i in err if i > answer + 1)
+    assert 'check("split_heads"' in nb.cells[check_cell].source and err[check_cell].ename == "CheckFailed"
+    text = "\n".join(err[check_cell].traceback)
+    assert "✗ split_heads — the last cell you ran with `def split_heads` in it stopped with an error" in text, text
+    merge_check = next(i for i, c in enumerate(nb.cells) if c.source.startswith('check("merge_heads"'))
+    assert merge_check not in err and "✓ merge_heads" in nb.cells[merge_check].outputs[0].text
+
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_blank_answer_cells_still_define_their_names(assignment):
     """An untouched answer cell must run and define its function or class, so that its check can

@@ -112,7 +112,7 @@ def check(name: str, answer, *, suite: str = "visible", device=None, seed: int |
     from course_lib.device import get_device
     ex = get_exercise(name)
     _install_handler()
-    wrong = _wrong_kind(ex, answer)
+    wrong = _wrong_kind(ex, answer) or _stale(ex, answer)
     if wrong:
         raise CheckFailed(wrong)
     dev = str(torch_device(device) if device is not None else get_device())
@@ -136,6 +136,32 @@ def _wrong_kind(ex: Exercise, answer) -> str | None:
     what, of = ("the class", "not an instance or a result") if want_class else ("the function", "not what it returns")
     return (f"✗ {ex.name} — check('{ex.name}', ...) takes {what} {ex.name} itself, {of}; it got {got}.\n"
             f"  Write check('{ex.name}', {ex.name}).")
+
+
+def _stale(ex: Exercise, answer) -> str | None:
+    """A cell that defines ``answer``'s name at the top level ran after the cell ``answer`` came from, and stopped
+    with an error (a SyntaxError, say) before its def ran: ``answer`` is an earlier run's, not the code now in
+    the cell, which grading will run. None outside IPython or when it cannot tell."""
+    codes = [answer.__code__] if hasattr(answer, "__code__") else \
+        [f.__code__ for f in vars(answer).values() if hasattr(f, "__code__")] if inspect.isclass(answer) else []
+    if not codes or not _is_learner_frame(codes[0].co_filename):
+        return None
+    made_by = "".join(linecache.getlines(codes[0].co_filename))
+    try:
+        from IPython import get_ipython
+        history = get_ipython().user_ns.get("In", [])
+    except Exception:
+        return None
+    kind = "class" if inspect.isclass(ex.reference) else "def"
+    defines = re.compile(rf"^{kind}\s+{re.escape(ex.name)}\b", re.MULTILINE)
+    runs = [cell.strip() for cell in history]
+    made = max((i for i, cell in enumerate(runs) if cell == made_by.strip()), default=None)
+    if not made_by or made is None or not any(defines.search(cell) for cell in runs[made + 1:]):
+        return None
+    return (f"✗ {ex.name} — the last cell you ran with `{kind} {ex.name}` in it stopped with an error before that\n"
+            f"  {kind} ran, so this checked {ex.name} as an earlier run defined it, not that cell's code (grading\n"
+            f"  runs the answer cell as it is now). Fix the first error that cell shows and run it, then run this\n"
+            f"  cell again.")
 
 
 def torch_device(device):
