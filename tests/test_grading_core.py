@@ -1044,3 +1044,42 @@ def test_a_hidden_seed_equal_to_the_visible_one_is_not_read_from_the_visible_sui
     assert evaluate(ex, lm_loss, suite="visible").passed
     r = evaluate(ex, lm_loss, suite="hidden", seed=VISIBLE_SEED)
     assert r.passed, r.message
+
+
+def test_a_module_or_function_name_given_another_value_is_named_as_such():
+    """`math = None` (or `rearrange = None`, `torch = 5`) in a scratch cell, then a check: the answer's line
+    raised "'NoneType' object has no attribute 'sqrt'" and the note listed what None usually means (a grad,
+    an optional argument, a missing return), none of them the cause. A None that is the answer's own local
+    keeps that note."""
+    import linecache
+
+    from course_lib.grading.spec import get_exercise
+    sdpa = ("def scaled_dot_product_attention(q, k, v, mask=None):\n"
+            "    s = q @ k.mT / math.sqrt(q.shape[-1])\n"
+            "    MASKED\n"
+            "    w = torch.softmax(s, -1)\n"
+            "    return w @ v, w\n")
+    for answer, globals_, said in [
+            (sdpa.replace("MASKED", "pass"), {"math": None},
+             "math is None here, not the module or function the notebook gave that name"),
+            (sdpa.replace("MASKED", "s = s.masked_fill(~mask, float('-inf')) if mask.dim() else s"), {"math": math},
+             "A value here is None"),
+            (sdpa.replace("math.sqrt", "sqrt").replace("MASKED", "pass"), {"sqrt": 4},
+             "sqrt is an int here, not the module or function"),
+    ]:
+        ns = {"torch": torch, **globals_}
+        linecache.cache["<answer replaced>"] = (len(answer), None, answer.splitlines(True), "<answer replaced>")
+        exec(compile(answer, "<answer replaced>", "exec"), ns)
+        r = evaluate(get_exercise("scaled_dot_product_attention"), ns["scaled_dot_product_attention"])
+        assert not r.passed and said in r.message, r.message
+        assert ("A value here is None" in r.message) == (said == "A value here is None"), r.message
+
+
+def test_check_given_a_value_by_the_answers_own_name_says_the_name_was_reassigned():
+    """`sample = get_batch(...)` in a scratch cell, then check('sample', sample): the message told the learner
+    to write what the cell already said."""
+    from course_lib.grading import CheckFailed, check
+    with pytest.raises(CheckFailed) as info:
+        check("sample", (torch.zeros(2, 3), torch.zeros(2, 3)))
+    assert "If the cell says that already, a cell run since the answer cell\n  gave the name sample another value" \
+        in str(info.value), str(info.value)

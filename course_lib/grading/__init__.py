@@ -135,7 +135,9 @@ def _wrong_kind(ex: Exercise, answer) -> str | None:
            else f"an instance of {type(answer).__name__}" if callable(answer) else f"a {type(answer).__name__}")
     what, of = ("the class", "not an instance or a result") if want_class else ("the function", "not what it returns")
     return (f"✗ {ex.name} — check('{ex.name}', ...) takes {what} {ex.name} itself, {of}; it got {got}.\n"
-            f"  Write check('{ex.name}', {ex.name}).")
+            f"  Write check('{ex.name}', {ex.name}). If the cell says that already, a cell run since the answer cell\n"
+            f"  gave the name {ex.name} another value ({ex.name} = ...): run the answer cell again, and give that\n"
+            f"  value another name.")
 
 
 def _stale(ex: Exercise, answer) -> str | None:

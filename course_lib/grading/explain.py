@@ -162,4 +162,37 @@ RENAMED_PARAMETER = ("The checks call the answer with the parameter names of its
 def explain(exc: BaseException) -> str:
     """The note for the first key found in the error's text, or ""."""
     text = str(exc)
-    return next((why for key, why in TORCH_ERRORS.items() if key in text), "")
+    return _name_replaced(exc) or next((why for key, why in TORCH_ERRORS.items() if key in text), "")
+
+
+def _name_replaced(exc: BaseException) -> str:
+    """A module or function of the notebook's (math, torch, F, rearrange) that a later cell gave another value
+    (math = None), read as such on the answer's line that raised: say so, rather than what None usually means."""
+    import linecache
+    import re
+
+    from .engine import _is_learner_frame
+    frame, tb = None, exc.__traceback__
+    while tb is not None:
+        if _is_learner_frame(tb.tb_frame.f_code.co_filename):
+            frame, lineno = tb.tb_frame, tb.tb_lineno
+        tb = tb.tb_next
+    if frame is None:
+        return ""
+    line = linecache.getline(frame.f_code.co_filename, lineno)
+    if isinstance(exc, AttributeError) and getattr(exc, "name", None):
+        used = re.findall(rf"\b([A-Za-z_]\w*)\s*\.\s*{re.escape(exc.name)}\b", line)
+        found = [n for n in used if n in frame.f_globals and frame.f_globals[n] is getattr(exc, "obj", object())]
+    elif isinstance(exc, TypeError) and "object is not callable" in str(exc):
+        found = [n for n in re.findall(r"\b([A-Za-z_]\w*)\s*\(", line)
+                 if n in frame.f_globals and not callable(frame.f_globals[n])]
+    else:
+        return ""
+    found = [n for n in found if n not in frame.f_code.co_varnames]        # a global of the notebook's
+    if not found:
+        return ""
+    name, kind = found[0], type(frame.f_globals[found[0]]).__name__
+    what = "None" if kind == "NoneType" else f"{'an' if kind[0] in 'aeiouAEIOU' else 'a'} {kind}"
+    return (f"{name} is {what} here, not the module or function the notebook gave that name: a cell run since\n"
+            f"assigned to it ({name} = ...). Run the setup cell again (or the cell that defined {name}), and give\n"
+            f"your variable another name.")
