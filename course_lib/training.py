@@ -178,27 +178,47 @@ class Trainer:
     def fit(self, steps: int | None = None, plot: bool | None = None, time_budget: float | None = None,
             desc: str = "training") -> dict:
         """Train to max_steps (or ``steps`` more), evaluating every eval_every steps and at the end.
-        ``time_budget`` (seconds) stops early once exceeded."""
+        ``time_budget`` (seconds) stops early once exceeded. Interrupted (Jupyter's stop button), it finishes the
+        step in progress, stops, says so and returns the history so far; fit() again goes on from there. A second
+        interrupt stops at once."""
+        import signal
+        import threading
         import time
         end = self.cfg.max_steps if steps is None else min(self.cfg.max_steps, self.step + steps)
         live = LivePlot(plot)
         bar = progress(total=end - self.step, desc=desc, leave=False)
+        stop = []
+
+        def interrupted(signum, frame):
+            if stop:
+                raise KeyboardInterrupt
+            stop.append(True)
+
+        previous = (signal.signal(signal.SIGINT, interrupted)
+                    if threading.current_thread() is threading.main_thread() else None)
         t0 = time.perf_counter()
-        while self.step < end:
-            loss = self.train_step()
-            bar.update(1)
-            if self.step % self.cfg.eval_every == 0 or self.step == end:
-                ev = self.evaluate()
-                bar.set_postfix(train=f"{ev['train']:.3f}", val=f"{ev['val']:.3f}")
-                live.update(self.history)
-            elif self.step % 10 == 0:
-                bar.set_postfix(loss=f"{loss:.3f}")
-            if time_budget is not None and time.perf_counter() - t0 > time_budget:
-                if self.history["eval_step"][-1:] != [self.step]:
-                    self.evaluate()
+        try:
+            while self.step < end and not stop:
+                loss = self.train_step()
+                bar.update(1)
+                if self.step % self.cfg.eval_every == 0 or self.step == end:
+                    ev = self.evaluate()
+                    bar.set_postfix(train=f"{ev['train']:.3f}", val=f"{ev['val']:.3f}")
                     live.update(self.history)
-                break
+                elif self.step % 10 == 0:
+                    bar.set_postfix(loss=f"{loss:.3f}")
+                if time_budget is not None and time.perf_counter() - t0 > time_budget:
+                    break
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        if 0 < self.step < end and self.history["eval_step"][-1:] != [self.step]:      # stopped early
+            self.evaluate()
+            live.update(self.history)
         bar.close()
+        if stop:
+            print(f"Interrupted at step {self.step} of {end}: the model and its history so far are kept, and fit() "
+                  f"again goes on from step {self.step}.")
         return self.history
 
     # ------------------------------------------------------------------ checkpoints

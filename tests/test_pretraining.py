@@ -164,6 +164,28 @@ def test_short_training_run_decreases_loss(ds):
     assert sum(h["train_loss"][-10:]) / 10 < h["train_loss"][0] - 0.7
 
 
+def test_an_interrupted_fit_finishes_its_step_and_keeps_what_it_has(ds, capsys):
+    """Jupyter's stop button in 08's training cell printed 80 lines of traceback through course_lib and torch,
+    and the next cell failed with "name 'history' is not defined". fit() now ends the step in progress,
+    evaluates, says where it stopped and returns the history; fit() again goes on to the end."""
+    import os
+    import signal
+    t = _trainer(ds, steps=30, lr=1e-2)
+    step = t.train_step
+
+    def step_then_interrupt():
+        value = step()
+        if t.step == 7:
+            os.kill(os.getpid(), signal.SIGINT)
+        return value
+    t.train_step = step_then_interrupt
+    h = t.fit(plot=False)
+    assert t.step == 7 and h["eval_step"][-1] == 7 and len(h["train_loss"]) == 7, (t.step, h["eval_step"])
+    assert "Interrupted at step 7 of 30" in capsys.readouterr().out
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    h = t.fit(plot=False)
+    assert t.step == 30 and h["eval_step"][-1] == 30 and len(h["train_loss"]) == 30
+
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs CUDA")), pytest.param("mps", marks=pytest.mark.skipif(
     not torch.backends.mps.is_available(), reason="needs Apple's MPS"))])
