@@ -1083,3 +1083,38 @@ def test_check_given_a_value_by_the_answers_own_name_says_the_name_was_reassigne
         check("sample", (torch.zeros(2, 3), torch.zeros(2, 3)))
     assert "If the cell says that already, a cell run since the answer cell\n  gave the name sample another value" \
         in str(info.value), str(info.value)
+
+
+def test_a_failing_answer_that_calls_another_of_the_learners_answers_says_so():
+    """MultiHeadAttention that calls the learner's own scaled_dot_product_attention, left unscaled there, was
+    told 'known mistake: no 1/√d_k scaling' with nothing to say the scaling is in another cell. A failing
+    answer that calls none of the learner's other answers gets no such line."""
+    from course_lib.grading import CheckFailed, check
+    from course_lib.reference.attention import merge_heads, split_heads
+    source = """
+def scaled_dot_product_attention(q, k, v, mask=None):
+    w = torch.softmax(q @ k.mT, -1)
+    return w @ v, w
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, d_model, n_heads, dropout=0.0, bias=True):
+        super().__init__()
+        self.n_heads = n_heads
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d_model, d_model, bias=bias)
+                                                                for _ in range(4))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x, mask=None, context=None):
+        src = x if context is None else context
+        q, k, v = (split_heads(f(y), self.n_heads) for f, y in ((self.q_proj, x), (self.k_proj, src), (self.v_proj, src)))
+        out, _ = ATTEND
+        return self.out_proj(merge_heads(out))
+"""
+    said = "This answer calls your own scaled_dot_product_attention (from its answer cell): if that check\n  fails too"
+    for attend, calls in (("scaled_dot_product_attention(q, k, v, mask)", True),
+                          ("(torch.softmax(q @ k.mT, -1) @ v, None)", False)):
+        ns = {"torch": torch, "nn": torch.nn, "split_heads": split_heads, "merge_heads": merge_heads}
+        exec(compile(source.replace("ATTEND", attend), "<answer uses another>", "exec"), ns)
+        with pytest.raises(CheckFailed) as info:
+            check("MultiHeadAttention", ns["MultiHeadAttention"])
+        assert (said in str(info.value)) == calls, str(info.value)

@@ -118,8 +118,42 @@ def check(name: str, answer, *, suite: str = "visible", device=None, seed: int |
     dev = str(torch_device(device) if device is not None else get_device())
     report = evaluate(ex, answer, suite=suite, device=dev, seed=seed, source=_source_of(answer))
     if not report.passed:
-        raise CheckFailed(report.message)
+        raise CheckFailed(report.message + _uses_other_answers(ex, answer))
     print(report.message)
+
+
+def _codes(answer) -> list:
+    """The code objects of a function, or of a class's own methods."""
+    if hasattr(answer, "__code__"):
+        return [answer.__code__]
+    return [f.__code__ for f in vars(answer).values() if hasattr(f, "__code__")] if inspect.isclass(answer) else []
+
+
+def _learner_made(obj) -> bool:
+    codes = _codes(obj)
+    return bool(codes) and _is_learner_frame(codes[0].co_filename)
+
+
+def _uses_other_answers(ex: Exercise, answer) -> str:
+    """A line naming the learner's other answers this one calls (MultiHeadAttention calling their own
+    scaled_dot_product_attention): a slip there fails this check too, with no line of this cell to show."""
+    names, todo = set(), list(_codes(answer))
+    while todo:
+        code = todo.pop()
+        names.update(code.co_names)
+        todo.extend(c for c in code.co_consts if hasattr(c, "co_names"))
+    functions = [answer] if hasattr(answer, "__globals__") else [f for f in vars(answer).values()
+                                                                 if hasattr(f, "__globals__")]
+    space = functions[0].__globals__ if functions else {}
+    from .spec import all_exercises
+    others = sorted(other.name for other in all_exercises()
+                    if other.name != ex.name and other.name in names and _learner_made(space.get(other.name)))
+    if not others:
+        return ""
+    one = len(others) == 1
+    return (f"\n  This answer calls your own {' and '.join(others)} (from {'its' if one else 'their'} answer "
+            f"cell{'' if one else 's'}): if {'that check' if one else 'their checks'}\n  fail{'s' if one else ''} "
+            f"too, mend {'it' if one else 'them'} first; a slip there shows here.")
 
 
 def _wrong_kind(ex: Exercise, answer) -> str | None:
@@ -144,8 +178,7 @@ def _stale(ex: Exercise, answer) -> str | None:
     """A cell that defines ``answer``'s name at the top level ran after the cell ``answer`` came from, and stopped
     with an error (a SyntaxError, say) before its def ran: ``answer`` is an earlier run's, not the code now in
     the cell, which grading will run. None outside IPython or when it cannot tell."""
-    codes = [answer.__code__] if hasattr(answer, "__code__") else \
-        [f.__code__ for f in vars(answer).values() if hasattr(f, "__code__")] if inspect.isclass(answer) else []
+    codes = _codes(answer)
     if not codes or not _is_learner_frame(codes[0].co_filename):
         return None
     made_by = "".join(linecache.getlines(codes[0].co_filename))
