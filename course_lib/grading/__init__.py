@@ -181,7 +181,9 @@ def _stale(ex: Exercise, answer) -> str | None:
     codes = _codes(answer)
     if not codes or not _is_learner_frame(codes[0].co_filename):
         return None
-    made_by = "".join(linecache.getlines(codes[0].co_filename))
+    made_by = "".join(linecache.getlines(codes[0].co_filename)).strip()
+    if not made_by:
+        return None
     try:
         from IPython import get_ipython
         history = get_ipython().user_ns.get("In", [])
@@ -190,8 +192,8 @@ def _stale(ex: Exercise, answer) -> str | None:
     kind = "class" if inspect.isclass(ex.reference) else "def"
     defines = re.compile(rf"^{kind}\s+{re.escape(ex.name)}\b", re.MULTILINE)
     runs = [cell.strip() for cell in history]
-    made = max((i for i, cell in enumerate(runs) if cell == made_by.strip()), default=None)
-    if not made_by or made is None or not any(defines.search(cell) for cell in runs[made + 1:]):
+    made = max((i for i, cell in enumerate(runs) if cell == made_by), default=None)
+    if made is None or not any(defines.search(cell) for cell in runs[made + 1:]):
         return None
     return (f"✗ {ex.name} — the last cell you ran with `{kind} {ex.name}` in it stopped with an error before that\n"
             f"  {kind} ran, so this checked {ex.name} as an earlier run defined it, not that cell's code (grading\n"
