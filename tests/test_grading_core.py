@@ -1118,3 +1118,24 @@ class MultiHeadAttention(nn.Module):
         with pytest.raises(CheckFailed) as info:
             check("MultiHeadAttention", ns["MultiHeadAttention"])
         assert (said in str(info.value)) == calls, str(info.value)
+
+
+def test_what_an_answer_prints_during_a_check_is_cut_to_its_first_lines(capsys):
+    """A print(x.shape) left in an answer ran once per case and rerun: 24 to 96 lines before the verdict.
+    The check shows the first ten and says how many there were; an answer that prints nothing adds nothing."""
+    from course_lib.grading import check
+
+    def quiet(x, n_heads):
+        B, T, _ = x.shape
+        return x.reshape(B, T, n_heads, -1).transpose(1, 2)
+
+    def noisy(x, n_heads):
+        print("shape", tuple(x.shape))
+        return quiet(x, n_heads)
+    check("split_heads", quiet)
+    assert capsys.readouterr().out.startswith("✓ split_heads")
+    check("split_heads", noisy)
+    out = capsys.readouterr().out.splitlines()
+    assert all(line.startswith("shape (") for line in out[:10]), out
+    assert out[10].startswith("... your answer printed ") and "lines while the checks called it" in out[10], out
+    assert out[11].startswith("✓ split_heads") and len(out) == 12, out

@@ -5,7 +5,9 @@
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
 import linecache
 import re
 import sys
@@ -116,10 +118,24 @@ def check(name: str, answer, *, suite: str = "visible", device=None, seed: int |
     if wrong:
         raise CheckFailed(wrong)
     dev = str(torch_device(device) if device is not None else get_device())
-    report = evaluate(ex, answer, suite=suite, device=dev, seed=seed, source=_source_of(answer))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):          # an answer's print() runs once per case and rerun
+        report = evaluate(ex, answer, suite=suite, device=dev, seed=seed, source=_source_of(answer))
+    _echo(printed.getvalue())
     if not report.passed:
         raise CheckFailed(report.message + _uses_other_answers(ex, answer))
     print(report.message)
+
+
+def _echo(text: str, keep: int = 10) -> None:
+    """What the answer printed while the checks ran: its first lines, and how many there were in all."""
+    lines = text.splitlines()
+    if not lines:
+        return
+    print("\n".join(lines[:keep]))
+    if len(lines) > keep:
+        print(f"... your answer printed {len(lines)} lines while the checks called it (once per case, and again for "
+              f"some); the first {keep} are above.")
 
 
 def _codes(answer) -> list:
