@@ -147,15 +147,39 @@ class _Client(NotebookClient):
         return await super().async_execute_cell(*args, **kwargs)
 
 
-def _run(path: Path, tmp: Path, starts: int = 3) -> nbformat.NotebookNode:
+class _LabClient(_Client):
+    """Sends each cell's metadata and id with the request to run it, as JupyterLab does ("cellId" alone when
+    ``cell_metadata`` is False, as a front end that sends no cell metadata)."""
+    cell_metadata = True
+
+    async def async_execute_cell(self, cell, *args, **kwargs):
+        meta = {**cell.metadata, "cellId": cell.id} if self.cell_metadata else {"cellId": cell.id}
+        kc = self.kc
+
+        def execute(code, silent=False, store_history=True, stop_on_error=True, **_):
+            msg = kc.session.msg("execute_request", {"code": code, "silent": silent, "store_history": store_history,
+                                                     "user_expressions": {}, "allow_stdin": False,
+                                                     "stop_on_error": stop_on_error}, metadata=meta)
+            kc.shell_channel.send(msg)
+            return msg["header"]["msg_id"]
+
+        kc.execute = execute
+        return await super().async_execute_cell(cell, *args, **kwargs)
+
+
+class _CellIdOnlyClient(_LabClient):
+    cell_metadata = False
+
+
+def _run(path: Path, tmp: Path, starts: int = 3, client_class=_Client) -> nbformat.NotebookNode:
     """Run a notebook in a fresh kernel. One that dies before running any cell is started again
     (``starts`` in all), as grading kernels are: kernels started side by side, as the parallel
     suite does, now and then die at startup when another process takes a port picked for them."""
     os.environ.setdefault("MPLBACKEND", "Agg")
     for start in range(1, starts + 1):
         nb = nbformat.read(path, as_version=4)
-        client = _Client(nb, timeout=300, kernel_name="python3", allow_errors=True,
-                         resources={"metadata": {"path": str(tmp)}})
+        client = client_class(nb, timeout=300, kernel_name="python3", allow_errors=True,
+                              resources={"metadata": {"path": str(tmp)}})
         try:
             client.execute()
             return nb
@@ -172,7 +196,8 @@ def _errors(nb):
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_solution_notebook_runs_top_to_bottom(assignment, tmp_path):
-    nb = _run(ROOT / "solutions" / assignment / f"{assignment}.ipynb", tmp_path)
+    # As JupyterLab runs it, sending each cell's metadata: no check finds an answer needing a cell grading skips.
+    nb = _run(ROOT / "solutions" / assignment / f"{assignment}.ipynb", tmp_path, client_class=_LabClient)
     errors = _errors(nb)
     assert not errors, f"cell {errors[0][0]}: {errors[0][1].ename}: {errors[0][1].evalue[:500]}"
     # A kernel may split one print into several stream outputs: read each cell's text whole.
@@ -254,6 +279,54 @@ def test_a_check_after_its_answer_cell_failed_on_a_rerun_does_not_pass_the_earli
     assert "✗ split_heads — the last cell you ran with `def split_heads` in it stopped with an error" in text, text
     merge_check = next(i for i, c in enumerate(nb.cells) if c.source.startswith('check("merge_heads"'))
     assert merge_check not in err and "✓ merge_heads" in nb.cells[merge_check].outputs[0].text
+
+@pytest.mark.parametrize("cell_metadata", [True, False])
+def test_an_answer_that_needs_a_cell_grading_does_not_run_fails_its_check_in_jupyterlab(tmp_path, cell_metadata):
+    """Grading runs only the setup and answer cells: split_heads written in a cell of one's own, merge_heads
+    reading a pattern set in one, passed their checks and scored 0. In JupyterLab, which sends each cell's
+    nbgrader marks with it, the check says so; a wrong answer reading a demo cell's global is told that too. A
+    front end that sends no cell metadata (and nbclient, Validate, grading) leaves the checks as they were."""
+    nb = nbformat.read(ROOT / "notebooks" / "00_welcome" / "00_welcome.ipynb", as_version=4)
+    answer = {n: next(i for i, c in enumerate(nb.cells) if is_answer_cell(c) and f"def {n}" in c.source)
+              for n in ("split_heads", "merge_heads", "batched_dot")}
+    scratch = nbformat.v4.new_code_cell
+    nb.cells[answer["batched_dot"]].source = "def batched_dot(queries, keys):\n    return q @ keys.mT\n"
+    nb.cells.insert(answer["batched_dot"], scratch("q = torch.randn(2, 3, 4)"))
+    nb.cells[answer["merge_heads"]].source = "def merge_heads(x):\n    return rearrange(x, PATTERN)\n"
+    nb.cells.insert(answer["merge_heads"], scratch('PATTERN = "b h t d -> b t (h d)"'))
+    nb.cells.insert(answer["split_heads"] + 1, scratch(     # below the answer cell, which still raises
+        'def split_heads(x, n_heads):\n    return rearrange(x, "b t (h d) -> b h t d", h=n_heads)\n'))
+    fixed = nbformat.from_dict(json.loads(json.dumps(next(c for c in nb.cells if "def batched_dot" in c.source))))
+    fixed.source = "def batched_dot(q, k):\n    return q @ k.mT\n"     # the answer cell edited and run again
+    fixed.id = "batched-dot-again"
+    nb.cells += [fixed, scratch('check("batched_dot", batched_dot)')]
+    path = tmp_path / "00_welcome.ipynb"
+    nbformat.write(nb, path)
+    ran = _run(path, tmp_path, client_class=_LabClient if cell_metadata else _CellIdOnlyClient)
+
+    def said(name, last=False):
+        cells = [c for c in ran.cells if c.source.startswith(f'check("{name}"')]
+        out = cells[-1 if last else 0].outputs
+        return "\n".join(o.get("text", "") + "\n".join(o.get("traceback", [])) for o in out)
+
+    if not cell_metadata:
+        assert said("split_heads").startswith("✓") and said("merge_heads").startswith("✓"), said("split_heads")
+        assert "grading does not run" not in said("batched_dot")
+        return
+    text = said("split_heads")
+    text = " ".join(text.split())                               # as one line, wherever the message wraps
+    assert ("✗ split_heads — right (" in text and "but grading will not see it: this split_heads was defined in a "
+            "cell that grading does not run" in text and "it checks the code in split_heads's answer cell, not this"
+            in text), text
+    text = " ".join(said("merge_heads").split())
+    assert ("✗ merge_heads — right (" in text and "it reads PATTERN, defined in a cell that grading does not run" in text
+            and "there, PATTERN is not defined and this exercise scores 0" in text
+            and "Move PATTERN into merge_heads's answer cell" in text), text
+    text = " ".join(said("batched_dot").split())
+    assert ("✗ batched_dot" in text and "Also: it reads q, from a cell that grading does not run (graded, not "
+            "defined), not from its parameters" in text), text
+    assert said("batched_dot", last=True).startswith("✓ batched_dot"), said("batched_dot", last=True)
+
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_blank_answer_cells_still_define_their_names(assignment):

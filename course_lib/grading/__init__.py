@@ -11,7 +11,10 @@ import io
 import linecache
 import re
 import sys
+import textwrap
 
+from . import cells
+from .cells import _codes
 from .engine import DEVICE, _is_learner_frame, evaluate
 from .spec import Case, Exercise, Forbidden, Mistake, get_exercise, register
 
@@ -101,6 +104,8 @@ def _install_handler() -> None:
         ip = ipython.get_ipython() if ipython is not None else None
         if ip is not None:
             ip.set_custom_exc((CheckFailed, NameError), _show_check_failure)
+            if hasattr(ip, "kernel"):
+                cells.listen(ip)
     except Exception:
         pass
 
@@ -122,9 +127,43 @@ def check(name: str, answer, *, suite: str = "visible", device=None, seed: int |
     with contextlib.redirect_stdout(printed):          # an answer's print() runs once per case and rerun
         report = evaluate(ex, answer, suite=suite, device=dev, seed=seed, source=_source_of(answer))
     _echo(printed.getvalue())
+    elsewhere = _outside_graded_cells(ex, answer, passed=report.passed)
     if not report.passed:
-        raise CheckFailed(report.message + _uses_other_answers(ex, answer))
+        raise CheckFailed(report.message + _uses_other_answers(ex, answer) + elsewhere)
+    if elsewhere:
+        raise CheckFailed(f"✗ {ex.name} — right ({report.message.split(' — ', 1)[1]}), but grading will not see it:\n"
+                          + elsewhere)
     print(report.message)
+
+
+def _outside_graded_cells(ex: Exercise, answer, *, passed: bool) -> str:
+    """What the answer needs from cells grading does not run (a cell of the learner's own, a demo cell): the
+    reason a right answer fails, or a line after a failing check's verdict. Graded, those names are not defined."""
+    try:
+        from IPython import get_ipython
+        history = list(get_ipython().user_ns.get("In", []))
+    except Exception:
+        return ""
+    itself, needs = cells.outside(answer, _namespace(answer), history)
+    if not itself and not needs:
+        return ""
+    listed = " and ".join(needs)
+    if not passed:
+        also = ([f"this {ex.name} was defined in a cell that grading does not run; grading checks the code in its "
+                 f"answer cell."] if itself else []) + (
+            [f"it reads {listed}, from {'a cell' if len(needs) == 1 else 'cells'} that grading does not run (graded, "
+             f"not defined), not from its parameters: is that what you meant?"] if needs else [])
+        return "".join("\n" + textwrap.fill("Also: " + line, 112, initial_indent="  ", subsequent_indent="  ")
+                       for line in also)
+    why = " and ".join(([f"this {ex.name} was defined in a cell that grading does not run"] if itself else []) + (
+        [f"it reads {listed}, defined in {'a cell' if len(needs) == 1 else 'cells'} that grading does not run"]
+        if needs else []))
+    there = (f"it checks the code in {ex.name}'s answer cell, not this" if itself else
+             f"there, {listed} {'is' if len(needs) == 1 else 'are'} not defined and this exercise scores 0")
+    move = " and ".join((["this code"] if itself else []) + ([listed] if needs else []))
+    return textwrap.fill(f"{why}. Grading runs only the setup cell and the answer cells (those that said YOUR CODE "
+                         f"HERE): {there}. Move {move} into {ex.name}'s answer cell, run that cell, then run this "
+                         f"one again.", 112, initial_indent="  ", subsequent_indent="  ")
 
 
 def _echo(text: str, keep: int = 10) -> None:
@@ -138,11 +177,11 @@ def _echo(text: str, keep: int = 10) -> None:
               f"some); the first {keep} are above.")
 
 
-def _codes(answer) -> list:
-    """The code objects of a function, or of a class's own methods."""
-    if hasattr(answer, "__code__"):
-        return [answer.__code__]
-    return [f.__code__ for f in vars(answer).values() if hasattr(f, "__code__")] if inspect.isclass(answer) else []
+def _namespace(answer) -> dict:
+    """The globals the answer's code reads: the notebook's, for an answer defined in it."""
+    functions = [answer] if hasattr(answer, "__globals__") else [f for f in vars(answer).values()
+                                                                 if hasattr(f, "__globals__")]
+    return functions[0].__globals__ if functions else {}
 
 
 def _learner_made(obj) -> bool:
@@ -158,9 +197,7 @@ def _uses_other_answers(ex: Exercise, answer) -> str:
         code = todo.pop()
         names.update(code.co_names)
         todo.extend(c for c in code.co_consts if hasattr(c, "co_names"))
-    functions = [answer] if hasattr(answer, "__globals__") else [f for f in vars(answer).values()
-                                                                 if hasattr(f, "__globals__")]
-    space = functions[0].__globals__ if functions else {}
+    space = _namespace(answer)
     from .spec import all_exercises
     others = sorted(other.name for other in all_exercises()
                     if other.name != ex.name and other.name in names and _learner_made(space.get(other.name)))
