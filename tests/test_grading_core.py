@@ -1139,3 +1139,17 @@ def test_what_an_answer_prints_during_a_check_is_cut_to_its_first_lines(capsys):
     assert all(line.startswith("shape (") for line in out[:10]), out
     assert out[10].startswith("... your answer printed ") and "lines while the checks called it" in out[10], out
     assert out[11].startswith("✓ split_heads") and len(out) == 12, out
+
+
+@pytest.mark.parametrize("name, says", [
+    ("split_head", "did you mean 'split_heads'?"),
+    ("Adamw", "did you mean 'AdamW' or 'Adam'?"),
+    ("layernorm", "did you mean 'LayerNorm' or 'layer_norm'?"),
+    ("lora", "(the course's exercises: Adam, AdamW,"),
+])
+def test_a_mistyped_exercise_name_gets_the_names_it_is_close_to(name, says):
+    from course_lib.grading import get_exercise, hint
+    for call in (get_exercise, hint):
+        with pytest.raises(KeyError) as info:
+            call(name)
+        assert says in str(info.value) and ("did you mean" not in says or "exercises:" not in str(info.value))

@@ -5,6 +5,7 @@ these objects; the machinery that runs them is shared (``engine.py``, ``sandbox.
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import pkgutil
 from dataclasses import dataclass
@@ -135,8 +136,11 @@ def get_exercise(name: str) -> Exercise:
     if name not in _REGISTRY:
         _load_all()
     if name not in _REGISTRY:
-        known = ", ".join(sorted(_REGISTRY)) or "none"
-        raise KeyError(f"no exercise named {name!r} (known: {known})")
+        lower = {n.lower(): n for n in _REGISTRY}
+        near = [repr(lower[n]) for n in difflib.get_close_matches(str(name).lower(), lower, n=2, cutoff=0.75)]
+        if near:
+            raise KeyError(f"no exercise named {name!r}: did you mean {' or '.join(near)}?")
+        raise KeyError(f"no exercise named {name!r} (the course's exercises: {', '.join(sorted(_REGISTRY)) or 'none'})")
     return _REGISTRY[name]
 
 
