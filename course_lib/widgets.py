@@ -10,6 +10,7 @@ Importing this module needs no running frontend; the widgets render in JupyterLa
 
 from __future__ import annotations
 
+import functools
 import html
 import inspect
 from typing import Callable
@@ -63,7 +64,7 @@ def explorer(fn: Callable, title: str | None = None, **controls) -> widgets.VBox
     for name, control in controls.items():
         if isinstance(control, widgets.ValueWidget) and not getattr(control, "description", ""):
             control.description = name
-    interactive = widgets.interactive(fn, **controls)
+    interactive = widgets.interactive(_unfinished_said(fn), **controls)
     shown = [w for w in interactive.children if isinstance(w, widgets.ValueWidget) and getattr(w, "description", "")]
     longest = max((len(w.description) for w in shown), default=0)
     if longest > 8:      # ipywidgets' labels are about 8 characters wide: "temperature" showed as "temperat…"
@@ -71,3 +72,24 @@ def explorer(fn: Callable, title: str | None = None, **controls) -> widgets.VBox
             w.style.description_width = f"{longest + 1}ch"
     heading = widgets.HTML(f"<b>{html.escape(title or getattr(fn, '__name__', 'Explorer'))}</b>")
     return widgets.VBox([heading, interactive])
+
+
+def _unfinished_said(fn: Callable) -> Callable:
+    """``fn``, saying in one line which of the learner's answers is not written yet when it meets one, not
+    with a traceback through ipywidgets ending at that answer's ``raise NotImplementedError()``."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except NotImplementedError as exc:
+            from course_lib.grading.engine import describe_error
+            if not describe_error(exc)["stub"]:
+                raise
+            tb = exc.__traceback__
+            while tb.tb_next is not None:
+                tb = tb.tb_next
+            code = tb.tb_frame.f_code
+            name = getattr(code, "co_qualname", code.co_name)          # SGDMomentum.step, not step
+            print(f"This explorer calls your {name}, which is not written yet (its answer cell still raises "
+                  f"NotImplementedError).\nAnswer that exercise until its check shows ✓, then run this cell again.")
+    return run

@@ -114,3 +114,24 @@ def test_say_if_slow_speaks_only_past_twice_the_estimate(capsys, monkeypatch):
     progress.say_if_slow(60, 632)
     out = capsys.readouterr().out
     assert "11 minutes, not the 60 seconds" in out and "set_num_threads" not in out
+
+
+def test_an_explorer_over_an_unwritten_answer_says_which_in_one_line(capsys):
+    """Run before its exercise is answered, an explorer showed a traceback through ipywidgets ending at the
+    answer's raise NotImplementedError(); it names the answer. Any other error still propagates."""
+    cell = {}
+    exec(compile("class SGDMomentum:\n    def step(self):\n        # YOUR CODE HERE\n        raise NotImplementedError()\n",
+                 "/tmp/ipykernel_0/123.py", "exec"), cell)          # as ipykernel names a cell's code
+
+    def show(lr=0.1):
+        cell["SGDMomentum"]().step()
+
+    widgets.explorer(show, lr=widgets.slider(0.01, 1.0, 0.1))
+    said = capsys.readouterr().out
+    assert "This explorer calls your SGDMomentum.step, which is not written yet" in said and "✓" in said
+
+    def library(lr=0.1):
+        raise NotImplementedError("NYI: this backend")
+
+    with pytest.raises(NotImplementedError, match="NYI"):
+        widgets._unfinished_said(library)(lr=0.5)
