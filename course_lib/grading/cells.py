@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import dis
+import functools
 import inspect
 import linecache
 
@@ -68,27 +69,27 @@ def _globals_read(obj) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _binds(cell: str, name: str) -> bool:
-    """Whether the cell's top level gives ``name`` a value (=, def, class, import, for, with ... as)."""
+@functools.lru_cache(maxsize=4096)
+def _bound(cell: str) -> frozenset[str]:
+    """The names the cell's top level gives a value (=, def, class, import, for, with ... as)."""
     try:
         todo = list(ast.parse(cell).body)
     except SyntaxError:
-        return False
+        return frozenset()
+    names = set()
     while todo:
         node = todo.pop()
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            if node.name == name:
-                return True
+            names.add(node.name)
             continue                                       # what its body binds is its own
         if isinstance(node, (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
             continue
         if isinstance(node, (ast.Import, ast.ImportFrom)):
-            if any((a.asname or a.name.split(".")[0]) == name for a in node.names):
-                return True
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and node.id == name:
-            return True
+            names.update((a.asname or a.name.split(".")[0]) for a in node.names)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
         todo += list(ast.iter_child_nodes(node))
-    return False
+    return frozenset(names)
 
 
 def outside(answer, space: dict, history: list[str]) -> tuple[bool, list[str]]:
@@ -107,7 +108,7 @@ def outside(answer, space: dict, history: list[str]) -> tuple[bool, list[str]]:
             if _ungraded(made_in):
                 needs.append(name)
             continue
-        binders = [c for c in history if _binds(c, name)]
+        binders = [c for c in history if name in _bound(c)]
         if binders and all(_ungraded(c) for c in binders):
             needs.append(name)
     return itself, needs
