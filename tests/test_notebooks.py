@@ -3,6 +3,7 @@ solution notebook runs top to bottom, and in a real kernel the checks speak as d
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import pytest
 from nbclient import NotebookClient
 
 from course_lib.instructor.release import assignments, generate
+from course_lib.instructor.settings import execute_with_metadata
 from course_lib.grading.forbid import python_source
 from course_lib.grading.sandbox import check_calls, is_answer_cell, is_setup_cell, is_test_cell
 
@@ -154,16 +156,7 @@ class _LabClient(_Client):
 
     async def async_execute_cell(self, cell, *args, **kwargs):
         meta = {**cell.metadata, "cellId": cell.id} if self.cell_metadata else {"cellId": cell.id}
-        kc = self.kc
-
-        def execute(code, silent=False, store_history=True, stop_on_error=True, **_):
-            msg = kc.session.msg("execute_request", {"code": code, "silent": silent, "store_history": store_history,
-                                                     "user_expressions": {}, "allow_stdin": False,
-                                                     "stop_on_error": stop_on_error}, metadata=meta)
-            kc.shell_channel.send(msg)
-            return msg["header"]["msg_id"]
-
-        kc.execute = execute
+        self.kc.execute = functools.partial(execute_with_metadata, self.kc, meta)
         return await super().async_execute_cell(cell, *args, **kwargs)
 
 
@@ -398,6 +391,32 @@ def test_validate_button_accepts_the_solution_and_explains_a_blank(tmp_path):
                          capture_output=True, text=True)
     text = bad.stdout + bad.stderr
     assert "VALIDATION FAILED ON 3 CELL(S)" in text and "not implemented yet" in text
+
+
+def test_validate_fails_an_answer_written_in_a_cell_grading_does_not_run(tmp_path):
+    """Validate runs every cell, so split_heads written in a cell of one's own below its answer cell passed it
+    and scored 0 when graded. The Validate button's server loads the course's nbgrader_config.py, whose
+    settings make nbgrader's Execute send each cell's metadata as JupyterLab does: the check fails, and Validate
+    with it. From a folder without the course's settings Validate passes as before."""
+    import subprocess
+    import sys
+    scripts = Path(sys.executable).parent
+    env = dict(os.environ, PATH=f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}")
+    nb = nbformat.read(ROOT / "solutions" / "00_welcome" / "00_welcome.ipynb", as_version=4)
+    answer = next(i for i, c in enumerate(nb.cells) if is_answer_cell(c) and "def split_heads" in c.source)
+    right = nb.cells[answer].source
+    nb.cells[answer].source = right.split('    """')[0] + "    raise NotImplementedError()\n"
+    nb.cells.insert(answer + 1, nbformat.v4.new_code_cell(right))
+    nbformat.write(nb, tmp_path / "mine.ipynb")
+    said = {}
+    for where in (ROOT, tmp_path):
+        run = subprocess.run([str(scripts / "nbgrader"), "validate", str(tmp_path / "mine.ipynb")], cwd=where,
+                             env=env, capture_output=True, text=True)
+        said[where] = run.stdout + run.stderr
+    # Two cells: the visible check and, in the instructor's copy used here, the hidden one.
+    assert "VALIDATION FAILED ON 2 CELL(S)" in said[ROOT] and "✗ split_heads — right (" in said[ROOT], said[ROOT]
+    assert "this split_heads was defined in a cell that grading does not run" in said[ROOT], said[ROOT]
+    assert "Success! Your notebook passes all the tests." in said[tmp_path], said[tmp_path]
 
 
 def test_validate_and_autograde_show_an_explorer_in_the_cell_not_in_a_stand_in_widget(tmp_path):

@@ -1,6 +1,8 @@
 """The nbgrader settings every grading path shares (nbgrader_config.py, ./course autograde)."""
 from __future__ import annotations
 
+import functools
+
 # Grading timeouts, in seconds (README, "Grading timeouts").
 CELL_TIMEOUT = 120          # one notebook cell in the learner's kernel
 INTERRUPT_GRACE = 10        # after a timeout the kernel is interrupted; this long to stop
@@ -22,6 +24,7 @@ def apply_course_settings(c, *, solutions: str, release: str, cell_timeout: int 
     schema_version_in_process()
     escape_absolute_step_folders()
     no_output_widget_stand_in()
+    cell_metadata_sent()
     c.CourseDirectory.source_directory = solutions
     c.CourseDirectory.release_directory = release
     c.CourseDirectory.course_id = "llms-from-scratch"
@@ -54,6 +57,36 @@ def no_output_widget_stand_in() -> None:
     from nbgrader.preprocessors import Execute
 
     Execute.on_comm_open_jupyter_widget = lambda self, msg: None
+
+
+def cell_metadata_sent() -> None:
+    """nbgrader's Execute (Validate, autograde) sends each cell's code alone; JupyterLab sends the cell's
+    metadata and id with it, and the checks read nbgrader's marks there to tell an answer that needs a cell
+    grading does not run (course_lib/grading/cells.py). Execute sends them as JupyterLab does, so Validate
+    says what the notebook's checks say. Grading's verdicts come from the sandbox either way."""
+    from nbgrader.preprocessors import Execute
+
+    if getattr(Execute, "sends_cell_metadata", False):
+        return
+    plain = Execute.preprocess_cell
+
+    def preprocess_cell(self, cell, resources, index):
+        self.kc.execute = functools.partial(execute_with_metadata, self.kc,
+                                            {**cell.get("metadata", {}), "cellId": cell.get("id", "")})
+        return plain(self, cell, resources, index)
+
+    Execute.preprocess_cell = preprocess_cell
+    Execute.sends_cell_metadata = True
+
+
+def execute_with_metadata(kc, metadata: dict, code: str, silent: bool = False, store_history: bool = True,
+                          stop_on_error: bool = True, **_) -> str:
+    """A kernel client's ``execute`` (as nbclient calls it), with ``metadata`` in the request."""
+    msg = kc.session.msg("execute_request", {"code": code, "silent": silent, "store_history": store_history,
+                                             "user_expressions": {}, "allow_stdin": False,
+                                             "stop_on_error": stop_on_error}, metadata=metadata)
+    kc.shell_channel.send(msg)
+    return msg["header"]["msg_id"]
 
 
 def ensure_scripts_on_path() -> None:
