@@ -308,16 +308,16 @@ def test_an_answer_that_needs_a_cell_grading_does_not_run_fails_its_check_in_jup
         return
     text = said("split_heads")
     text = " ".join(text.split())                               # as one line, wherever the message wraps
-    assert ("✗ split_heads — right (" in text and "but grading will not see it: this split_heads was defined in a "
-            "cell that grading does not run" in text and "it checks the code in split_heads's answer cell, not this"
-            in text), text
+    assert ("✗ split_heads — right on every case here, but grading checks another one: this split_heads was "
+            "defined in a cell that grading does not run" in text and "so it checks the code in split_heads's "
+            "answer cell. Move this code into split_heads's answer cell" in text and "(Here: 8 cases on" in text), text
     text = " ".join(said("merge_heads").split())
-    assert ("✗ merge_heads — right (" in text and "it reads PATTERN, defined in a cell that grading does not run" in text
-            and "there, PATTERN is not defined and this exercise scores 0" in text
+    assert ("✗ merge_heads — right on every case here, but graded, a name it reads is not defined: it reads PATTERN, "
+            "defined only in a cell that grading does not run" in text
             and "Move PATTERN into merge_heads's answer cell" in text), text
     text = " ".join(said("batched_dot").split())
-    assert ("✗ batched_dot" in text and "Also: it reads q, from a cell that grading does not run (graded, not "
-            "defined), not from its parameters" in text), text
+    assert ("✗ batched_dot" in text and "Also: it reads q, set only in a cell that grading does not run (graded, not "
+            "defined), not one of its parameters" in text), text
     assert said("batched_dot", last=True).startswith("✓ batched_dot"), said("batched_dot", last=True)
 
 
@@ -414,7 +414,7 @@ def test_validate_fails_an_answer_written_in_a_cell_grading_does_not_run(tmp_pat
                              env=env, capture_output=True, text=True)
         said[where] = run.stdout + run.stderr
     # Two cells: the visible check and, in the instructor's copy used here, the hidden one.
-    assert "VALIDATION FAILED ON 2 CELL(S)" in said[ROOT] and "✗ split_heads — right (" in said[ROOT], said[ROOT]
+    assert "VALIDATION FAILED ON 2 CELL(S)" in said[ROOT] and "✗ split_heads — right on every" in said[ROOT], said[ROOT]
     assert "this split_heads was defined in a cell that grading does not run" in said[ROOT], said[ROOT]
     assert "Success! Your notebook passes all the tests." in said[tmp_path], said[tmp_path]
 

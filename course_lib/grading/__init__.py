@@ -127,43 +127,59 @@ def check(name: str, answer, *, suite: str = "visible", device=None, seed: int |
     with contextlib.redirect_stdout(printed):          # an answer's print() runs once per case and rerun
         report = evaluate(ex, answer, suite=suite, device=dev, seed=seed, source=_source_of(answer))
     _echo(printed.getvalue())
-    elsewhere = _outside_graded_cells(ex, answer, passed=report.passed)
+    elsewhere = _outside_graded_cells(ex, answer, passed=report.passed, summary=report.message.split(" — ", 1)[-1])
     if not report.passed:
         raise CheckFailed(report.message + _uses_other_answers(ex, answer) + elsewhere)
     if elsewhere:
-        raise CheckFailed(f"✗ {ex.name} — right ({report.message.split(' — ', 1)[1]}), but grading will not see it:\n"
-                          + elsewhere)
+        raise CheckFailed(elsewhere)
     print(report.message)
 
 
-def _outside_graded_cells(ex: Exercise, answer, *, passed: bool) -> str:
+def _outside_graded_cells(ex: Exercise, answer, *, passed: bool, summary: str = "") -> str:
     """What the answer needs from cells grading does not run (a cell of the learner's own, a demo cell): the
-    reason a right answer fails, or a line after a failing check's verdict. Graded, those names are not defined."""
+    reason a right answer fails (the whole message), or lines after a failing check's verdict."""
     try:
         from IPython import get_ipython
         history = list(get_ipython().user_ns.get("In", []))
     except Exception:
         return ""
-    itself, needs = cells.outside(answer, _namespace(answer), history)
+    space = _namespace(answer)
+    itself, needs = cells.outside(answer, space, history)
     if not itself and not needs:
         return ""
-    listed = " and ".join(needs)
+    code = [n for n in needs if cells.is_code(space[n])]
+    data = [n for n in needs if n not in code]
+    moved = [f"the import of {n}" if inspect.ismodule(space[n]) or (cells.is_code(space[n]) and not _learner_made(
+        space[n]) and getattr(space[n], "__module__", "__main__") != "__main__") else n for n in needs]
+
+    def only(names: list) -> str:
+        return "only in a cell" if len(names) == 1 else "only in cells"
+
+    def fill(text: str) -> str:
+        return textwrap.fill(text, 112, initial_indent="  ", subsequent_indent="  ")
+
     if not passed:
-        also = ([f"this {ex.name} was defined in a cell that grading does not run; grading checks the code in its "
-                 f"answer cell."] if itself else []) + (
-            [f"it reads {listed}, from {'a cell' if len(needs) == 1 else 'cells'} that grading does not run (graded, "
-             f"not defined), not from its parameters: is that what you meant?"] if needs else [])
-        return "".join("\n" + textwrap.fill("Also: " + line, 112, initial_indent="  ", subsequent_indent="  ")
-                       for line in also)
-    why = " and ".join(([f"this {ex.name} was defined in a cell that grading does not run"] if itself else []) + (
-        [f"it reads {listed}, defined in {'a cell' if len(needs) == 1 else 'cells'} that grading does not run"]
-        if needs else []))
-    there = (f"it checks the code in {ex.name}'s answer cell, not this" if itself else
-             f"there, {listed} {'is' if len(needs) == 1 else 'are'} not defined and this exercise scores 0")
-    move = " and ".join((["this code"] if itself else []) + ([listed] if needs else []))
-    return textwrap.fill(f"{why}. Grading runs only the setup cell and the answer cells (those that said YOUR CODE "
-                         f"HERE): {there}. Move {move} into {ex.name}'s answer cell, run that cell, then run this "
-                         f"one again.", 112, initial_indent="  ", subsequent_indent="  ")
+        also = [f"this {ex.name} was defined in a cell that grading does not run; grading checks the code in "
+                f"its answer cell."] if itself else []
+        also += [f"it reads {_listed(code)}, defined {only(code)} that grading does not run (graded, not defined): "
+                 f"once the check passes, move {'it' if len(code) == 1 else 'them'} into {ex.name}'s answer cell."
+                 ] if code else []
+        also += [f"it reads {_listed(data)}, set {only(data)} that grading does not run (graded, not defined), not "
+                 f"one of its parameters: is that what you meant?"] if data else []
+        return "".join("\n" + fill("Also: " + line) for line in also)
+    why = ([f"this {ex.name} was defined in a cell that grading does not run"] if itself else []) + (
+        [f"it reads {_listed(needs)}, defined {only(needs)} that grading does not run"] if needs else [])
+    checks = f", so it checks the code in {ex.name}'s answer cell" if itself else ""
+    head = (f"✗ {ex.name} — right on every case here, but "
+            + ("grading checks another one:" if itself else "graded, a name it reads is not defined:"))
+    return "\n".join([head, fill(
+        f"{' and '.join(why)}. Grading runs only the setup cell and the answer cells (those that said YOUR CODE "
+        f"HERE){checks}. Move {_listed((['this code'] if itself else []) + moved)} into {ex.name}'s answer cell, "
+        f"run that cell, then run this one again."), f"  (Here: {summary}.)"])
+
+
+def _listed(names: list[str]) -> str:
+    return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _echo(text: str, keep: int = 10) -> None:
@@ -179,8 +195,7 @@ def _echo(text: str, keep: int = 10) -> None:
 
 def _namespace(answer) -> dict:
     """The globals the answer's code reads: the notebook's, for an answer defined in it."""
-    functions = [answer] if hasattr(answer, "__globals__") else [f for f in vars(answer).values()
-                                                                 if hasattr(f, "__globals__")]
+    functions = cells._functions(answer)
     return functions[0].__globals__ if functions else {}
 
 
@@ -201,13 +216,18 @@ def _uses_other_answers(ex: Exercise, answer) -> str:
     from .spec import all_exercises
     others = sorted(other.name for other in all_exercises()
                     if other.name != ex.name and other.name in names and _learner_made(space.get(other.name)))
-    if not others:
-        return ""
-    one = len(others) == 1
-    return (f"\n  This answer calls your own {' and '.join(others)} (from {'its' if one else 'their'} answer "
-            f"cell{'' if one else 's'}): if {'that check' if one else 'their checks'}\n  fail{'s' if one else ''} "
-            f"too, mend {'it' if one else 'them'} first; a slip there shows here.")
-
+    here = [n for n in others if get_exercise(n).notebook == ex.notebook]
+    earlier = [n for n in others if n not in here]
+    said = ""
+    if here:
+        one = len(here) == 1
+        said += (f"\n  This answer calls your own {' and '.join(here)} (from {'its' if one else 'their'} answer "
+                 f"cell{'' if one else 's'}): if {'that check' if one else 'their checks'}\n  fail{'s' if one else ''} "
+                 f"too, mend {'it' if one else 'them'} first; a slip there shows here.")
+    if earlier:
+        said += (f"\n  This answer calls your own {' and '.join(earlier)}, written in this notebook in place of the "
+                 f"course's\n  that the setup cell imports: a slip there shows here.")
+    return said
 
 def _wrong_kind(ex: Exercise, answer) -> str | None:
     """check() takes the answer itself: the function, or the class (not an instance, not a result)."""
@@ -233,6 +253,9 @@ def _stale(ex: Exercise, answer) -> str | None:
     the cell, which grading will run. None outside IPython or when it cannot tell."""
     codes = _codes(answer)
     if not codes or not _is_learner_frame(codes[0].co_filename):
+        return None
+    named = answer if inspect.isclass(answer) else cells._functions(answer)[0]
+    if getattr(named, "__name__", None) != ex.name:     # a lambda, or a decorator's wrapper: its cell is not the def's
         return None
     made_by = "".join(linecache.getlines(codes[0].co_filename)).strip()
     if not made_by:

@@ -1,24 +1,29 @@
 """Which of the cells a learner ran grading runs too, as JupyterLab tells the kernel.
 
 Grading runs only the setup cell and the answer cells. A function written in a cell of one's own, or a
-helper or constant an answer reads from one, passes its check in the notebook and is not defined when
-graded: the exercise scores 0. JupyterLab sends every cell's metadata (nbgrader's marks, the tags) with
-the request to run it; this module keeps, for each cell run since course_lib was imported, whether grading
-runs it, and check() says when what it checked needs a cell that grading never runs. Where no cell's
-nbgrader marks came (the grading sandbox, Validate, nbclient, a front end that sends no metadata),
-nothing is recorded and nothing is said.
+helper, constant or import an answer reads from one, passes its check in the notebook and is not defined
+when graded: the exercise scores 0. JupyterLab sends every cell's metadata (nbgrader's marks, the tags)
+with the request to run it (the course's settings make Validate send it too); this module keeps, for
+each cell run since course_lib was imported, whether grading runs it, and check() says when what it
+checked needs a cell that grading never runs. Where no cell's nbgrader marks came (a front end that
+sends no metadata, the grading sandbox), nothing is recorded and nothing is said.
 """
 from __future__ import annotations
 
 import ast
+import builtins
 import dis
 import functools
 import inspect
 import linecache
+import types
 
 from .engine import _is_learner_frame
 
-_graded: dict[str, bool] = {}      # a cell's code as IPython ran it -> whether grading runs that cell
+_SETUP = None
+_runs: dict[str, set] = {}         # a cell's code as IPython ran it -> the answer cells (grade_id) it ran as,
+                                   # _SETUP for the setup cell; an empty set: a cell grading does not run
+_latest: dict[str, str] = {}       # an answer cell's grade_id -> its code as last run (earlier versions are gone)
 _marked = False                    # some cell came with nbgrader's marks: the front end sends metadata
 
 
@@ -34,49 +39,85 @@ def _note(ip, info) -> None:
             return
         marks = meta.get("nbgrader") or {}
         _marked = _marked or bool(marks)
-        runs = (marks.get("solution") and not marks.get("grade")) or "setup" in (meta.get("tags") or [])
         code = ip.transform_cell(info.raw_cell).strip()
-        _graded[code] = _graded.get(code, False) or bool(runs)
+        ran_as = _runs.setdefault(code, set())
+        if "setup" in (meta.get("tags") or []):
+            ran_as.add(_SETUP)
+        elif marks.get("solution") and not marks.get("grade"):
+            ran_as.add(marks.get("grade_id", ""))
+            _latest[marks.get("grade_id", "")] = code
     except Exception:                  # never break a learner's cell
         pass
 
 
 def _ungraded(code: str) -> bool:
-    return _graded.get(code.strip()) is False
+    """A cell seen run that grading does not run: not the setup cell, nor an answer cell as it now is."""
+    ran_as = _runs.get(code.strip())
+    return ran_as is not None and not any(g is _SETUP or _latest.get(g) == code.strip() for g in ran_as)
 
 
-def _cell_of(obj) -> str | None:
-    codes = _codes(obj)
-    if not codes or not _is_learner_frame(codes[0].co_filename):
-        return None
-    return "".join(linecache.getlines(codes[0].co_filename)) or None
+def _functions(obj) -> list:
+    """The functions behind ``obj``: itself, or a class's own methods (static, class, properties), unwrapped
+    from decorators that keep what they wrap (torch.no_grad, functools.wraps)."""
+    if inspect.isclass(obj):
+        found = []
+        for f in vars(obj).values():
+            if isinstance(f, (staticmethod, classmethod)):
+                found.append(f.__func__)
+            elif isinstance(f, property):
+                found += [g for g in (f.fget, f.fset, f.fdel) if g is not None]
+            else:
+                found.append(f)
+    else:
+        found = [obj]
+    out = []
+    for f in found:
+        try:
+            f = inspect.unwrap(f)
+        except ValueError:
+            pass
+        if hasattr(f, "__code__"):
+            out.append(f)
+    return out
 
 
 def _codes(obj) -> list:
-    if hasattr(obj, "__code__"):
-        return [obj.__code__]
-    if inspect.isclass(obj):
-        return [f.__code__ for f in vars(obj).values() if hasattr(f, "__code__")]
-    return []
+    return [f.__code__ for f in _functions(obj)]
 
 
-def _globals_read(obj) -> list[str]:
-    names, todo = [], list(_codes(obj))
+def _cells_of(obj) -> set[str]:
+    return {"".join(linecache.getlines(c.co_filename)).strip() for c in _codes(obj)
+            if _is_learner_frame(c.co_filename)} - {""}
+
+
+def _globals_read(obj) -> set[str]:
+    names, todo = set(), list(_codes(obj))
     while todo:
         code = todo.pop()
-        names += [i.argval for i in dis.get_instructions(code) if i.opname == "LOAD_GLOBAL"]
+        names.update(i.argval for i in dis.get_instructions(code) if i.opname == "LOAD_GLOBAL")
         todo += [c for c in code.co_consts if inspect.iscode(c)]
-    return list(dict.fromkeys(names))
+    return names
+
+
+def _parse(cell: str) -> list:
+    """The cell's statements; a cell magic's (%%time, %%capture) body stands in for its call."""
+    try:
+        body = ast.parse(cell).body
+        call = body[0].value if len(body) == 1 and isinstance(body[0], ast.Expr) else None
+        if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                and call.func.attr == "run_cell_magic" and len(call.args) == 3
+                and isinstance(call.args[2], ast.Constant) and isinstance(call.args[2].value, str)):
+            body = ast.parse(call.args[2].value).body
+        return body
+    except SyntaxError:
+        return []
 
 
 @functools.lru_cache(maxsize=4096)
 def _bound(cell: str) -> frozenset[str]:
-    """The names the cell's top level gives a value (=, def, class, import, for, with ... as)."""
-    try:
-        todo = list(ast.parse(cell).body)
-    except SyntaxError:
-        return frozenset()
-    names = set()
+    """The names the cell's top level gives a value (=, def, class, import, for, with ... as); "*" for a
+    star import, which may bind any."""
+    names, todo = set(), _parse(cell)
     while todo:
         node = todo.pop()
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -92,23 +133,59 @@ def _bound(cell: str) -> frozenset[str]:
     return frozenset(names)
 
 
+@functools.lru_cache(maxsize=1024)
+def _read_when_run(cell: str) -> frozenset[str]:
+    """The names the cell reads as it runs, not when its functions are called: its statements, decorators,
+    default values, base classes and class bodies (annotations are lazy when graded)."""
+    names, todo = set(), _parse(cell)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            todo += list(node.args.defaults) + [d for d in node.args.kw_defaults if d is not None]
+            todo += list(getattr(node, "decorator_list", []))
+            continue
+        if isinstance(node, ast.ClassDef):
+            todo += node.decorator_list + node.bases + [k.value for k in node.keywords] + node.body
+            continue
+        if isinstance(node, (ast.arg, ast.AnnAssign)):
+            todo += [node.value] if isinstance(node, ast.AnnAssign) and node.value is not None else []
+            if isinstance(node, ast.AnnAssign):
+                todo.append(node.target)
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            names.add(node.id)
+        todo += list(ast.iter_child_nodes(node))
+    return frozenset(names)
+
+
 def outside(answer, space: dict, history: list[str]) -> tuple[bool, list[str]]:
-    """Whether ``answer`` itself, and which globals it reads, come only from cells grading does not run.
+    """Whether ``answer`` itself comes from a cell grading does not run, and the globals it needs (read by it,
+    by the learner's functions it reads, or by its cell as that runs) that only such cells give a value.
     ``space`` is the namespace its code reads, ``history`` IPython's In. (False, []) when it cannot tell."""
     if not _marked:
         return False, []
-    cell = _cell_of(answer)
-    itself = cell is not None and _ungraded(cell)
-    needs = []
-    for name in _globals_read(answer):
-        if name not in space or space[name] is answer:
-            continue
-        made_in = _cell_of(space[name])
-        if made_in is not None:
-            if _ungraded(made_in):
+    itself = any(_ungraded(cell) for cell in _cells_of(answer))
+    needs, seen, todo = [], set(), [answer]
+    while todo:
+        obj = todo.pop(0)
+        names = set(_globals_read(obj))
+        for cell in _cells_of(obj):
+            if not _ungraded(cell):
+                names |= _read_when_run(cell)
+        for name in sorted(names - seen):
+            seen.add(name)
+            if name not in space or space[name] is answer or hasattr(builtins, name):
+                continue
+            binders = [c for c in history if name in _bound(c) or "*" in _bound(c)]
+            outside_only = bool(binders) and all(_ungraded(c) for c in binders)
+            if outside_only:
                 needs.append(name)
-            continue
-        binders = [c for c in history if name in _bound(c)]
-        if binders and all(_ungraded(c) for c in binders):
-            needs.append(name)
+            made_in = _cells_of(space[name])               # the learner's own function or class: what it needs,
+            if made_in and (outside_only or not any(_ungraded(c) for c in made_in)):    # where grading has it
+                todo.append(space[name])
     return itself, needs
+
+
+def is_code(value) -> bool:
+    """A function, class or module, as opposed to a value (a tensor, a number, a setting)."""
+    return callable(value) or isinstance(value, types.ModuleType)

@@ -1,0 +1,169 @@
+"""Which cells grading runs, as the notebook's checks tell (course_lib/grading/cells.py): cells are run here
+as ipykernel runs them (code cached under a cell file name, the front end's metadata recorded), and
+``outside`` must name what a right answer needs from cells grading does not run, and nothing else."""
+from __future__ import annotations
+
+import linecache
+from types import SimpleNamespace
+
+import pytest
+
+from course_lib.grading import cells
+
+
+class Notebook:
+    """A kernel's namespace and In, filled by running cells with the metadata JupyterLab sends."""
+
+    def __init__(self):
+        self.space, self.history = {"__name__": "__main__"}, [""]
+
+    def run(self, code: str, *, answer: str | None = None, setup: bool = False, raw: str | None = None) -> None:
+        meta = {"cellId": f"c{len(self.history)}"}
+        if answer:
+            meta["nbgrader"] = {"solution": True, "grade": False, "grade_id": f"{answer}_answer"}
+        if setup:
+            meta.update(tags=["setup"], nbgrader={"solution": False, "grade": False, "grade_id": "setup"})
+        parent = {"metadata": meta}
+        ip = SimpleNamespace(kernel=SimpleNamespace(get_parent=lambda: parent), transform_cell=lambda raw: code)
+        cells._note(ip, SimpleNamespace(raw_cell=raw or code))
+        filename = f"/tmp/ipykernel_0/{len(self.history)}.py"             # as ipykernel names a cell's code
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        self.history.append(code)
+        exec(compile(code, filename, "exec"), self.space)
+
+    def outside(self, name: str):
+        return cells.outside(self.space[name], self.space, self.history)
+
+
+SETUP = "import math\nimport torch\nfrom einops import rearrange\nfrom course_lib.reference import split_heads"
+
+
+@pytest.fixture
+def nb(monkeypatch):
+    monkeypatch.setattr(cells, "_runs", {})
+    monkeypatch.setattr(cells, "_latest", {})
+    monkeypatch.setattr(cells, "_marked", False)
+    book = Notebook()
+    book.run(SETUP, setup=True)
+    return book
+
+
+def test_an_answer_in_its_answer_cell_reading_what_graded_cells_define_needs_nothing(nb):
+    nb.run("def _pattern():\n    return 'b h t d -> b t (h d)'\n", answer="split_heads")     # another answer cell
+    nb.run("import einops\nSCALE = 2\n\ndef merge_heads(x, scale=SCALE):\n"
+           "    return einops.rearrange(x, _pattern()) * math.sqrt(1) + torch.zeros(()) + sum([0])\n",
+           answer="merge_heads")
+    nb.run("sum = 0\nfor i in range(3):\n    sum += i\nrearrange = None\n")     # a builtin shadowed, a setup name reused
+    nb.run("def split_heads(x, h):\n    return x\n")          # a scratch split_heads, where the setup has one too
+    nb.run(SETUP, setup=True)                                  # the setup cell run again
+    assert nb.outside("merge_heads") == (False, [])
+
+
+def test_a_front_end_that_sends_no_nbgrader_marks_is_never_told(nb, monkeypatch):
+    monkeypatch.setattr(cells, "_marked", False)
+    monkeypatch.setattr(cells, "_runs", {})
+    nb.run("PATTERN = 'b h t d -> b t (h d)'")
+    nb.run("def merge_heads(x):\n    return rearrange(x, PATTERN)\n")
+    cells._marked = False                  # cellId alone came: nothing says which cell is an answer cell
+    assert nb.outside("merge_heads") == (False, [])
+
+
+@pytest.mark.parametrize("scratch, answer, needs", [
+    ("PATTERN = 'b h t d -> b t (h d)'", "def merge_heads(x):\n    return rearrange(x, PATTERN)\n", ["PATTERN"]),
+    ("import numpy as np", "def merge_heads(x):\n    np.zeros(1)\n    return x\n", ["np"]),
+    ("from math import *", "def merge_heads(x):\n    return x * sqrt(1)\n", ["sqrt"]),
+    # read as the cell runs: a default value, a base class, a class attribute, a statement, a decorator
+    ("P = 'b h t d -> b t (h d)'", "def merge_heads(x, p=P):\n    return rearrange(x, p)\n", ["P"]),
+    ("class Base:\n    pass", "class MultiHeadAttention(Base):\n    def f(self):\n        return 1\n", ["Base"]),
+    ("SCALE = 2.0", "class MultiHeadAttention:\n    scale = SCALE\n\n    def f(self):\n        return 1\n", ["SCALE"]),
+    ("x = torch.zeros(2)", "print(x.shape)\n\ndef merge_heads(y):\n    return y\n", ["x"]),
+    ("def shaped(f):\n    return f", "@shaped\ndef merge_heads(x):\n    return x\n", ["shaped"]),
+    # behind torch.no_grad, in a static method, in a property
+    ("def top(x):\n    return x", "@torch.no_grad()\ndef merge_heads(x):\n    return top(x)\n", ["top"]),
+    ("SCALE = 1.0", "class MultiHeadAttention:\n    @staticmethod\n    def s(v):\n        return v * SCALE\n",
+     ["SCALE"]),
+    ("K = 3", "class MultiHeadAttention:\n    @property\n    def k(self):\n        return K\n", ["K"]),
+    # a helper of a helper: both named at once, the answer's own first
+    ("import einops as eo\n\ndef helper(x):\n    return eo.rearrange(x, 'a b -> b a')",
+     "def merge_heads(x):\n    return helper(x)\n", ["helper", "eo"]),
+])
+def test_what_an_answer_needs_from_a_cell_grading_does_not_run_is_named(nb, scratch, answer, needs):
+    nb.run(scratch)
+    nb.run(answer, answer="merge_heads")
+    name = "MultiHeadAttention" if "class MultiHeadAttention" in answer else "merge_heads"
+    assert nb.outside(name) == (False, needs)
+
+
+def test_a_helper_the_answer_cell_no_longer_defines_is_named(nb):
+    """The answer cell run once with its helper, then edited so that the helper went: grading runs the cell as
+    it is now, where _pattern is not defined, though the first version bound it."""
+    nb.run("def _pattern():\n    return 'b h t d -> b t (h d)'\n\ndef merge_heads(x):\n    return x\n",
+           answer="merge_heads")
+    nb.run("def merge_heads(x):\n    return rearrange(x, _pattern())\n", answer="merge_heads")
+    assert nb.outside("merge_heads") == (False, ["_pattern"])
+
+
+def test_a_helper_in_a_graded_cell_that_reads_a_scratch_constant_is_followed(nb):
+    nb.run("PATTERN = 'b h t d -> b t (h d)'")
+    nb.run("def _pat():\n    return PATTERN\n", answer="split_heads")
+    nb.run("def merge_heads(x):\n    return rearrange(x, _pat())\n", answer="merge_heads")
+    assert nb.outside("merge_heads") == (False, ["PATTERN"])
+
+
+def test_an_answer_defined_or_patched_in_a_scratch_cell_is_itself_outside(nb):
+    nb.run("def merge_heads(x):\n    raise NotImplementedError()\n", answer="merge_heads")
+    nb.run("def merge_heads(x):\n    return rearrange(x, 'b h t d -> b t (h d)')\n")
+    assert nb.outside("merge_heads") == (True, [])
+    nb.run("class SGDMomentum:\n    def step(self):\n        raise NotImplementedError()\n", answer="SGDMomentum")
+    nb.run("def step(self):\n    return None\n\nSGDMomentum.step = step\n")
+    assert nb.outside("SGDMomentum") == (True, [])
+
+
+def test_a_helper_from_a_cell_magic_cell_is_named(nb):
+    """%%time compiles its body as "<timed exec>"; In holds the run_cell_magic call."""
+    body = "def helper(x):\n    return x\n"
+    code = f"get_ipython().run_cell_magic('time', '', {body!r})"
+    nb.space["get_ipython"] = lambda: SimpleNamespace(run_cell_magic=lambda m, line, b: exec(b, nb.space))
+    nb.run(code, raw="%%time\n" + body)
+    nb.run("def merge_heads(x):\n    return helper(x)\n", answer="merge_heads")
+    assert nb.outside("merge_heads") == (False, ["helper"])
+
+
+def test_a_decorated_answer_is_not_taken_for_an_earlier_run(nb, monkeypatch):
+    """A decorator whose wrapper keeps no __wrapped__ hands check() a function made in the decorator's cell; the
+    answer's own cell ran later, so the check said that cell "stopped with an error before that def ran"."""
+    import IPython
+
+    from course_lib.grading import _stale, get_exercise
+    monkeypatch.setattr(IPython, "get_ipython", lambda: SimpleNamespace(user_ns={"In": nb.history}))
+    nb.run("def shaped(fn):\n    def wrapper(*a, **k):\n        return fn(*a, **k)\n    return wrapper\n\n"
+           "def split_heads(x, n_heads):\n    return rearrange(x, 'b t (h d) -> b h t d', h=n_heads)\n",
+           answer="split_heads")
+    nb.run("@shaped\ndef merge_heads(x):\n    return rearrange(x, 'b h t d -> b t (h d)')\n", answer="merge_heads")
+    assert _stale(get_exercise("merge_heads"), nb.space["merge_heads"]) is None
+    nb.history.append("def split_heads(x, n_heads):\n    return (")     # its cell run again with a SyntaxError
+    assert "stopped with an error before that" in _stale(get_exercise("split_heads"), nb.space["split_heads"])
+
+
+def test_what_a_scratch_copy_of_a_setup_name_needs_is_not_asked_for(nb):
+    """05's setup imports split_heads; a learner's own in a scratch cell, with its own import, is what the
+    notebook calls, but grading calls the setup's, which needs no such import."""
+    nb.run("import einops as eo\n\ndef split_heads(x, n_heads):\n    return eo.rearrange(x, 'b t (h d) -> b h t d', h=n_heads)\n")
+    nb.run("class MultiHeadAttention:\n    def forward(self, x):\n        return split_heads(x, 2)\n",
+           answer="MultiHeadAttention")
+    assert nb.outside("MultiHeadAttention") == (False, [])
+
+
+def test_a_right_answer_that_needs_an_import_is_told_to_move_the_import(nb, monkeypatch):
+    import IPython
+
+    from course_lib.grading import CheckFailed, check
+    monkeypatch.setattr(IPython, "get_ipython", lambda: SimpleNamespace(user_ns={"In": nb.history}))
+    nb.run("from einops import rearrange as rr\nimport numpy as np\nPATTERN = 'b h t d -> b t (h d)'")
+    nb.run("def merge_heads(x):\n    np.zeros(1)\n    return rr(x, PATTERN)\n", answer="merge_heads")
+    with pytest.raises(CheckFailed) as info:
+        check("merge_heads", nb.space["merge_heads"])
+    said = " ".join(str(info.value).split())
+    assert said.startswith("✗ merge_heads — right on every case here, but graded, a name it reads is not defined: "
+                           "it reads PATTERN, np and rr, defined only in cells that grading does not run."), said
+    assert "Move PATTERN, the import of np and the import of rr into merge_heads's answer cell" in said, said
