@@ -1118,6 +1118,14 @@ class MultiHeadAttention(nn.Module):
         with pytest.raises(CheckFailed) as info:
             check("MultiHeadAttention", ns["MultiHeadAttention"])
         assert (said in str(info.value)) == calls, str(info.value)
+    # split_heads is 00's exercise, which 05's setup imports: a learner's own is not from an answer cell here
+    exec(compile("def split_heads(x, n_heads):\n    return x.unflatten(-1, (-1, n_heads)).transpose(1, 2)\n",
+                 "<answer's own split_heads>", "exec"), ns)
+    with pytest.raises(CheckFailed) as info:
+        check("MultiHeadAttention", ns["MultiHeadAttention"])
+    said = " ".join(str(info.value).split())
+    assert ("This answer calls your own split_heads, written in this notebook in place of the course's that the "
+            "setup cell imports: a slip there shows here." in said and "split_heads (from its" not in said), said
 
 
 def test_what_an_answer_prints_during_a_check_is_cut_to_its_first_lines(capsys):
