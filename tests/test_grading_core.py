@@ -1161,3 +1161,30 @@ def test_a_mistyped_exercise_name_gets_the_names_it_is_close_to(name, says):
         with pytest.raises(KeyError) as info:
             call(name)
         assert says in str(info.value) and ("did you mean" not in says or "exercises:" not in str(info.value))
+
+
+def test_figures_an_answer_draws_during_a_check_are_counted_not_shown(capsys):
+    """A plt.show() left in an answer drew a figure once per case and rerun, dozens above the verdict."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from course_lib.grading import check
+    shown = []
+    plt.show, show = (lambda *a, **k: shown.append(1)), plt.show
+    try:
+        def drawing(x, n_heads):
+            plt.figure()
+            plt.plot([0, 1])
+            plt.show()
+            B, T, _ = x.shape
+            return x.reshape(B, T, n_heads, -1).transpose(1, 2)
+        mine = plt.figure()                                   # the learner's own figure, drawn before the check
+        check("split_heads", drawing)
+        out = capsys.readouterr().out.splitlines()
+        assert out[0].startswith("... your answer drew ") and "figures while the checks called it" in out[0], out
+        assert out[1].startswith("✓ split_heads") and not shown, out
+        assert plt.get_fignums() == [mine.number]            # the answer's closed, the learner's own kept
+    finally:
+        plt.show = show
+        plt.close("all")

@@ -123,10 +123,13 @@ def check(name: str, answer, *, suite: str = "visible", device=None, seed: int |
     if wrong:
         raise CheckFailed(wrong)
     dev = str(torch_device(device) if device is not None else get_device())
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):          # an answer's print() runs once per case and rerun
+    printed, drawn = io.StringIO(), []
+    with contextlib.redirect_stdout(printed), _figures_held(drawn):    # an answer runs once per case and rerun
         report = evaluate(ex, answer, suite=suite, device=dev, seed=seed, source=_source_of(answer))
     _echo(printed.getvalue())
+    if drawn:
+        print(f"... your answer drew {len(drawn)} figure{'s' if len(drawn) > 1 else ''} while the checks called it "
+              f"(once per case, and again for some); not shown here. Draw in a cell of your own instead.")
     elsewhere = _outside_graded_cells(ex, answer, passed=report.passed, summary=report.message.split(" — ", 1)[-1])
     if not report.passed:
         raise CheckFailed(report.message + _uses_other_answers(ex, answer) + elsewhere)
@@ -180,6 +183,25 @@ def _outside_graded_cells(ex: Exercise, answer, *, passed: bool, summary: str = 
 
 def _listed(names: list[str]) -> str:
     return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+@contextlib.contextmanager
+def _figures_held(drawn: list):
+    """While the checks call the answer, plt.show() shows nothing and the figures the answer makes are closed
+    afterwards (Jupyter would show every one at the cell's end); ``drawn`` gets their numbers."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is None:                                    # no figure can be shown without it having been imported
+        yield
+        return
+    before, show = set(plt.get_fignums()), plt.show
+    plt.show = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        plt.show = show
+        drawn += sorted(set(plt.get_fignums()) - before)
+        for number in drawn:
+            plt.close(number)
 
 
 def _echo(text: str, keep: int = 10) -> None:
