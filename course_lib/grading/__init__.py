@@ -11,7 +11,6 @@ import io
 import linecache
 import re
 import sys
-import textwrap
 
 from . import cells
 from .cells import _codes
@@ -130,59 +129,12 @@ def check(name: str, answer, *, suite: str = "visible", device=None, seed: int |
     if drawn:
         print(f"... your answer drew {len(drawn)} figure{'s' if len(drawn) > 1 else ''} while the checks called it "
               f"(once per case, and again for some); not shown here. Draw in a cell of your own instead.")
-    elsewhere = _outside_graded_cells(ex, answer, passed=report.passed, summary=report.message.split(" — ", 1)[-1])
+    elsewhere = cells.said(ex, answer, passed=report.passed, summary=report.message.split(" — ", 1)[-1])
     if not report.passed:
         raise CheckFailed(report.message + _uses_other_answers(ex, answer) + elsewhere)
     if elsewhere:
         raise CheckFailed(elsewhere)
     print(report.message)
-
-
-def _outside_graded_cells(ex: Exercise, answer, *, passed: bool, summary: str = "") -> str:
-    """What the answer needs from cells grading does not run (a cell of the learner's own, a demo cell): the
-    reason a right answer fails (the whole message), or lines after a failing check's verdict."""
-    try:
-        from IPython import get_ipython
-        history = list(get_ipython().user_ns.get("In", []))
-    except Exception:
-        return ""
-    space = _namespace(answer)
-    itself, needs = cells.outside(answer, space, history)
-    if not itself and not needs:
-        return ""
-    code = [n for n in needs if cells.is_code(space[n])]
-    data = [n for n in needs if n not in code]
-    moved = [f"the import of {n}" if inspect.ismodule(space[n]) or (cells.is_code(space[n]) and not _learner_made(
-        space[n]) and getattr(space[n], "__module__", "__main__") != "__main__") else n for n in needs]
-
-    def only(names: list) -> str:
-        return "only in a cell" if len(names) == 1 else "only in cells"
-
-    def fill(text: str) -> str:
-        return textwrap.fill(text, 112, initial_indent="  ", subsequent_indent="  ")
-
-    if not passed:
-        also = [f"this {ex.name} was defined in a cell that grading does not run; grading checks the code in "
-                f"its answer cell."] if itself else []
-        also += [f"it reads {_listed(code)}, defined {only(code)} that grading does not run (graded, not defined): "
-                 f"once the check passes, move {'it' if len(code) == 1 else 'them'} into {ex.name}'s answer cell."
-                 ] if code else []
-        also += [f"it reads {_listed(data)}, set {only(data)} that grading does not run (graded, not defined), not "
-                 f"one of its parameters: is that what you meant?"] if data else []
-        return "".join("\n" + fill("Also: " + line) for line in also)
-    why = ([f"this {ex.name} was defined in a cell that grading does not run"] if itself else []) + (
-        [f"it reads {_listed(needs)}, defined {only(needs)} that grading does not run"] if needs else [])
-    checks = f", so it checks the code in {ex.name}'s answer cell" if itself else ""
-    head = (f"✗ {ex.name} — right on every case here, but "
-            + ("grading checks another one:" if itself else "graded, a name it reads is not defined:"))
-    return "\n".join([head, fill(
-        f"{' and '.join(why)}. Grading runs only the setup cell and the answer cells (those that said YOUR CODE "
-        f"HERE){checks}. Move {_listed((['this code'] if itself else []) + moved)} into {ex.name}'s answer cell, "
-        f"run that cell, then run this one again."), f"  (Here: {summary}.)"])
-
-
-def _listed(names: list[str]) -> str:
-    return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 @contextlib.contextmanager
@@ -215,17 +167,6 @@ def _echo(text: str, keep: int = 10) -> None:
               f"some); the first {keep} are above.")
 
 
-def _namespace(answer) -> dict:
-    """The globals the answer's code reads: the notebook's, for an answer defined in it."""
-    functions = cells._functions(answer)
-    return functions[0].__globals__ if functions else {}
-
-
-def _learner_made(obj) -> bool:
-    codes = _codes(obj)
-    return bool(codes) and _is_learner_frame(codes[0].co_filename)
-
-
 def _uses_other_answers(ex: Exercise, answer) -> str:
     """A line naming the learner's other answers this one calls (MultiHeadAttention calling their own
     scaled_dot_product_attention): a slip there fails this check too, with no line of this cell to show."""
@@ -234,10 +175,10 @@ def _uses_other_answers(ex: Exercise, answer) -> str:
         code = todo.pop()
         names.update(code.co_names)
         todo.extend(c for c in code.co_consts if hasattr(c, "co_names"))
-    space = _namespace(answer)
+    space = cells.namespace(answer)
     from .spec import all_exercises
     others = sorted(other.name for other in all_exercises()
-                    if other.name != ex.name and other.name in names and _learner_made(space.get(other.name)))
+                    if other.name != ex.name and other.name in names and cells.learner_made(space.get(other.name)))
     here = [n for n in others if get_exercise(n).notebook == ex.notebook]
     earlier = [n for n in others if n not in here]
     said = ""

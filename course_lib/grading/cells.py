@@ -16,6 +16,7 @@ import dis
 import functools
 import inspect
 import linecache
+import textwrap
 import types
 
 from .engine import _is_learner_frame
@@ -189,3 +190,61 @@ def outside(answer, space: dict, history: list[str]) -> tuple[bool, list[str]]:
 def is_code(value) -> bool:
     """A function, class or module, as opposed to a value (a tensor, a number, a setting)."""
     return callable(value) or isinstance(value, types.ModuleType)
+
+
+def namespace(answer) -> dict:
+    """The globals the answer's code reads: the notebook's, for an answer defined in it."""
+    functions = _functions(answer)
+    return functions[0].__globals__ if functions else {}
+
+
+def learner_made(obj) -> bool:
+    codes = _codes(obj)
+    return bool(codes) and _is_learner_frame(codes[0].co_filename)
+
+
+def said(ex, answer, *, passed: bool, summary: str = "") -> str:
+    """What the answer needs from cells grading does not run (a cell of the learner's own, a demo cell): the
+    reason a right answer fails (the whole message), or lines after a failing check's verdict."""
+    try:
+        from IPython import get_ipython
+        history = list(get_ipython().user_ns.get("In", []))
+    except Exception:
+        return ""
+    space = namespace(answer)
+    itself, needs = outside(answer, space, history)
+    if not itself and not needs:
+        return ""
+    code = [n for n in needs if is_code(space[n])]
+    data = [n for n in needs if n not in code]
+    moved = [f"the import of {n}" if inspect.ismodule(space[n]) or (is_code(space[n]) and not learner_made(
+        space[n]) and getattr(space[n], "__module__", "__main__") != "__main__") else n for n in needs]
+
+    def only(names: list) -> str:
+        return "only in a cell" if len(names) == 1 else "only in cells"
+
+    def fill(text: str) -> str:
+        return textwrap.fill(text, 112, initial_indent="  ", subsequent_indent="  ")
+
+    if not passed:
+        also = [f"this {ex.name} was defined in a cell that grading does not run; grading checks the code in "
+                f"its answer cell."] if itself else []
+        also += [f"it reads {_listed(code)}, defined {only(code)} that grading does not run (graded, not defined): "
+                 f"once the check passes, move {'it' if len(code) == 1 else 'them'} into {ex.name}'s answer cell."
+                 ] if code else []
+        also += [f"it reads {_listed(data)}, set {only(data)} that grading does not run (graded, not defined), not "
+                 f"one of its parameters: is that what you meant?"] if data else []
+        return "".join("\n" + fill("Also: " + line) for line in also)
+    why = ([f"this {ex.name} was defined in a cell that grading does not run"] if itself else []) + (
+        [f"it reads {_listed(needs)}, defined {only(needs)} that grading does not run"] if needs else [])
+    checks = f", so it checks the code in {ex.name}'s answer cell" if itself else ""
+    head = (f"✗ {ex.name} — right on every case here, but "
+            + ("grading checks another one:" if itself else "graded, a name it reads is not defined:"))
+    return "\n".join([head, fill(
+        f"{' and '.join(why)}. Grading runs only the setup cell and the answer cells (those that said YOUR CODE "
+        f"HERE){checks}. Move {_listed((['this code'] if itself else []) + moved)} into {ex.name}'s answer cell, "
+        f"run that cell, then run this one again."), f"  (Here: {summary}.)"])
+
+
+def _listed(names: list[str]) -> str:
+    return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
