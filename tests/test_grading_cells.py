@@ -32,7 +32,7 @@ class Notebook:
         exec(compile(code, filename, "exec"), self.space)
 
     def outside(self, name: str):
-        return cells.outside(self.space[name], self.space, self.history)
+        return cells.outside(self.space[name], self.space, self.history, name)
 
 
 SETUP = "import math\nimport torch\nfrom einops import rearrange\nfrom course_lib.reference import split_heads"
@@ -77,6 +77,8 @@ def test_a_front_end_that_sends_no_nbgrader_marks_is_never_told(nb, monkeypatch)
     ("class Base:\n    pass", "class MultiHeadAttention(Base):\n    def f(self):\n        return 1\n", ["Base"]),
     ("SCALE = 2.0", "class MultiHeadAttention:\n    scale = SCALE\n\n    def f(self):\n        return 1\n", ["SCALE"]),
     ("x = torch.zeros(2)", "print(x.shape)\n\ndef merge_heads(y):\n    return y\n", ["x"]),
+    # after the def, an error leaves merge_heads defined, and grading goes on: nothing asked for
+    ("x = torch.zeros(2)", "def merge_heads(y):\n    return y\n\nprint(merge_heads(x).shape)\n", []),
     ("def shaped(f):\n    return f", "@shaped\ndef merge_heads(x):\n    return x\n", ["shaped"]),
     # behind torch.no_grad, in a static method, in a property
     ("def top(x):\n    return x", "@torch.no_grad()\ndef merge_heads(x):\n    return top(x)\n", ["top"]),

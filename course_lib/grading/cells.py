@@ -135,55 +135,60 @@ def _bound(cell: str) -> frozenset[str]:
 
 
 @functools.lru_cache(maxsize=1024)
-def _read_when_run(cell: str) -> frozenset[str]:
-    """The names the cell reads as it runs, not when its functions are called: its statements, decorators,
-    default values, base classes and class bodies (annotations are lazy when graded)."""
-    names, todo = set(), _parse(cell)
-    while todo:
-        node = todo.pop()
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
-            todo += list(node.args.defaults) + [d for d in node.args.kw_defaults if d is not None]
-            todo += list(getattr(node, "decorator_list", []))
-            continue
-        if isinstance(node, ast.ClassDef):
-            todo += node.decorator_list + node.bases + [k.value for k in node.keywords] + node.body
-            continue
-        if isinstance(node, (ast.arg, ast.AnnAssign)):
-            todo += [node.value] if isinstance(node, ast.AnnAssign) and node.value is not None else []
-            if isinstance(node, ast.AnnAssign):
-                todo.append(node.target)
-            continue
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
-            names.add(node.id)
-        todo += list(ast.iter_child_nodes(node))
+def _read_when_run(cell: str, name: str) -> frozenset[str]:
+    """The names the cell reads as it runs, up to the statement that binds ``name``: its statements,
+    decorators, default values, base classes and class bodies (annotations are lazy when graded). An error
+    after that statement leaves ``name`` defined, and grading goes on."""
+    names = set()
+    for statement in _parse(cell):
+        todo = [statement]
+        while todo:
+            node = todo.pop()
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                todo += list(node.args.defaults) + [d for d in node.args.kw_defaults if d is not None]
+                todo += list(getattr(node, "decorator_list", []))
+                continue
+            if isinstance(node, ast.ClassDef):
+                todo += node.decorator_list + node.bases + [k.value for k in node.keywords] + node.body
+                continue
+            if isinstance(node, (ast.arg, ast.AnnAssign)):
+                if isinstance(node, ast.AnnAssign) and node.value is not None:
+                    todo.append(node.value)
+                continue
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+                names.add(node.id)
+            todo += list(ast.iter_child_nodes(node))
+        if name in _bound(ast.unparse(statement)):
+            break
     return frozenset(names)
 
 
-def outside(answer, space: dict, history: list[str]) -> tuple[bool, list[str]]:
+def outside(answer, space: dict, history: list[str], name: str = "") -> tuple[bool, list[str]]:
     """Whether ``answer`` itself comes from a cell grading does not run, and the globals it needs (read by it,
     by the learner's functions it reads, or by its cell as that runs) that only such cells give a value.
-    ``space`` is the namespace its code reads, ``history`` IPython's In. (False, []) when it cannot tell."""
+    ``space`` is the namespace its code reads, ``history`` IPython's In, ``name`` the answer's. (False, []) when
+    it cannot tell."""
     if not _marked:
         return False, []
     itself = any(_ungraded(cell) for cell in _cells_of(answer))
-    needs, seen, todo = [], set(), [answer]
+    needs, seen, todo = [], set(), [(answer, name)]
     while todo:
-        obj = todo.pop(0)
+        obj, called = todo.pop(0)
         names = set(_globals_read(obj))
         for cell in _cells_of(obj):
             if not _ungraded(cell):
-                names |= _read_when_run(cell)
-        for name in sorted(names - seen):
-            seen.add(name)
-            if name not in space or space[name] is answer or hasattr(builtins, name):
+                names |= _read_when_run(cell, called)
+        for read in sorted(names - seen):
+            seen.add(read)
+            if read not in space or space[read] is answer or hasattr(builtins, read):
                 continue
-            binders = [c for c in history if name in _bound(c) or "*" in _bound(c)]
+            binders = [c for c in history if read in _bound(c) or "*" in _bound(c)]
             outside_only = bool(binders) and all(_ungraded(c) for c in binders)
             if outside_only:
-                needs.append(name)
-            made_in = _cells_of(space[name])               # the learner's own function or class: what it needs,
+                needs.append(read)
+            made_in = _cells_of(space[read])               # the learner's own function or class: what it needs,
             if made_in and (outside_only or not any(_ungraded(c) for c in made_in)):    # where grading has it
-                todo.append(space[name])
+                todo.append((space[read], read))
     return itself, needs
 
 
@@ -212,7 +217,7 @@ def said(ex, answer, *, passed: bool, summary: str = "") -> str:
     except Exception:
         return ""
     space = namespace(answer)
-    itself, needs = outside(answer, space, history)
+    itself, needs = outside(answer, space, history, ex.name)
     if not itself and not needs:
         return ""
     code = [n for n in needs if is_code(space[n])]
