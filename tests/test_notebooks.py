@@ -273,12 +273,13 @@ def test_a_check_after_its_answer_cell_failed_on_a_rerun_does_not_pass_the_earli
     merge_check = next(i for i, c in enumerate(nb.cells) if c.source.startswith('check("merge_heads"'))
     assert merge_check not in err and "✓ merge_heads" in nb.cells[merge_check].outputs[0].text
 
+
 @pytest.mark.parametrize("cell_metadata", [True, False])
 def test_an_answer_that_needs_a_cell_grading_does_not_run_fails_its_check_in_jupyterlab(tmp_path, cell_metadata):
     """Grading runs only the setup and answer cells: split_heads written in a cell of one's own, merge_heads
     reading a pattern set in one, passed their checks and scored 0. In JupyterLab, which sends each cell's
     nbgrader marks with it, the check says so; a wrong answer reading a demo cell's global is told that too. A
-    front end that sends no cell metadata (and nbclient, Validate, grading) leaves the checks as they were."""
+    front end that sends no cell metadata (nor does plain nbclient or grading's sandbox) leaves them as they were."""
     nb = nbformat.read(ROOT / "notebooks" / "00_welcome" / "00_welcome.ipynb", as_version=4)
     answer = {n: next(i for i, c in enumerate(nb.cells) if is_answer_cell(c) and f"def {n}" in c.source)
               for n in ("split_heads", "merge_heads", "batched_dot")}
@@ -306,8 +307,7 @@ def test_an_answer_that_needs_a_cell_grading_does_not_run_fails_its_check_in_jup
         assert said("split_heads").startswith("✓") and said("merge_heads").startswith("✓"), said("split_heads")
         assert "grading does not run" not in said("batched_dot")
         return
-    text = said("split_heads")
-    text = " ".join(text.split())                               # as one line, wherever the message wraps
+    text = " ".join(said("split_heads").split())               # as one line, wherever the message wraps
     assert ("✗ split_heads — right on every case here, but grading checks another one: this split_heads was "
             "defined in a cell that grading does not run" in text and "so it checks the code in split_heads's "
             "answer cell. Move this code into split_heads's answer cell" in text and "(Here: 8 cases on" in text), text

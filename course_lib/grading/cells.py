@@ -116,9 +116,13 @@ def _parse(cell: str) -> list:
 
 @functools.lru_cache(maxsize=4096)
 def _bound(cell: str) -> frozenset[str]:
-    """The names the cell's top level gives a value (=, def, class, import, for, with ... as); "*" for a
-    star import, which may bind any."""
-    names, todo = set(), _parse(cell)
+    return _binds(_parse(cell))
+
+
+def _binds(statements: list) -> frozenset[str]:
+    """The names top-level statements give a value (=, def, class, import, for, with ... as); "*" for a star
+    import, which may bind any."""
+    names, todo = set(), list(statements)
     while todo:
         node = todo.pop()
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -158,7 +162,7 @@ def _read_when_run(cell: str, name: str) -> frozenset[str]:
             if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
                 names.add(node.id)
             todo += list(ast.iter_child_nodes(node))
-        if name in _bound(ast.unparse(statement)):
+        if name in _binds([statement]):
             break
     return frozenset(names)
 
