@@ -53,7 +53,7 @@ def test_an_answer_in_its_answer_cell_reading_what_graded_cells_define_needs_not
     nb.run("import einops\nSCALE = 2\n\ndef merge_heads(x, scale=SCALE):\n"
            "    return einops.rearrange(x, _pattern()) * math.sqrt(1) + torch.zeros(()) + sum([0])\n",
            answer="merge_heads")
-    nb.run("sum = 0\nfor i in range(3):\n    sum += i\nrearrange = None\n")     # a builtin shadowed, a setup name reused
+    nb.run("sum = 0\nfor i in range(3):\n    sum += i\nrearrange = None\n")   # a builtin shadowed, a setup name reused
     nb.run("def split_heads(x, h):\n    return x\n")          # a scratch split_heads, where the setup has one too
     nb.run(SETUP, setup=True)                                  # the setup cell run again
     assert nb.outside("merge_heads") == (False, [])
@@ -150,7 +150,8 @@ def test_a_decorated_answer_is_not_taken_for_an_earlier_run(nb, monkeypatch):
 def test_what_a_scratch_copy_of_a_setup_name_needs_is_not_asked_for(nb):
     """05's setup imports split_heads; a learner's own in a scratch cell, with its own import, is what the
     notebook calls, but grading calls the setup's, which needs no such import."""
-    nb.run("import einops as eo\n\ndef split_heads(x, n_heads):\n    return eo.rearrange(x, 'b t (h d) -> b h t d', h=n_heads)\n")
+    nb.run("import einops as eo\n\ndef split_heads(x, n_heads):\n"
+           "    return eo.rearrange(x, 'b t (h d) -> b h t d', h=n_heads)\n")
     nb.run("class MultiHeadAttention:\n    def forward(self, x):\n        return split_heads(x, 2)\n",
            answer="MultiHeadAttention")
     assert nb.outside("MultiHeadAttention") == (False, [])

@@ -308,16 +308,17 @@ def test_an_answer_that_needs_a_cell_grading_does_not_run_fails_its_check_in_jup
         assert "grading does not run" not in said("batched_dot")
         return
     text = " ".join(said("split_heads").split())               # as one line, wherever the message wraps
-    assert ("✗ split_heads — right on every case here, but grading checks another one: this split_heads was "
-            "defined in a cell that grading does not run" in text and "so it checks the code in split_heads's "
-            "answer cell. Move this code into split_heads's answer cell" in text and "(Here: 8 cases on" in text), text
+    assert ("✗ split_heads — right on every case here, but this is not the one grading checks: this split_heads "
+            "was defined in a cell that grading does not run" in text and "so it checks the code in split_heads's "
+            "answer cell. Move this code into split_heads's answer cell" in text and "(Here: 8 cases on" in text
+            ), text
     text = " ".join(said("merge_heads").split())
-    assert ("✗ merge_heads — right on every case here, but graded, a name it reads is not defined: it reads PATTERN, "
-            "defined only in a cell that grading does not run" in text
+    assert ("✗ merge_heads — right on every case here, but graded, a name it reads is not defined: it reads "
+            "PATTERN, defined only in a cell that grading does not run" in text
             and "Move PATTERN into merge_heads's answer cell" in text), text
     text = " ".join(said("batched_dot").split())
-    assert ("✗ batched_dot" in text and "Also: it reads q, set only in a cell that grading does not run (graded, not "
-            "defined), not one of its parameters" in text), text
+    assert ("✗ batched_dot" in text and "Also: it reads q, set only in a cell that grading does not run (graded, "
+            "not defined), not one of its parameters" in text), text
     assert said("batched_dot", last=True).startswith("✓ batched_dot"), said("batched_dot", last=True)
 
 
@@ -414,7 +415,8 @@ def test_validate_fails_an_answer_written_in_a_cell_grading_does_not_run(tmp_pat
                              env=env, capture_output=True, text=True)
         said[where] = run.stdout + run.stderr
     # Two cells: the visible check and, in the instructor's copy used here, the hidden one.
-    assert "VALIDATION FAILED ON 2 CELL(S)" in said[ROOT] and "✗ split_heads — right on every" in said[ROOT], said[ROOT]
+    assert "VALIDATION FAILED ON 2 CELL(S)" in said[ROOT], said[ROOT]
+    assert "✗ split_heads — right on every" in said[ROOT], said[ROOT]
     assert "this split_heads was defined in a cell that grading does not run" in said[ROOT], said[ROOT]
     assert "Success! Your notebook passes all the tests." in said[tmp_path], said[tmp_path]
 

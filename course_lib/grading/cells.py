@@ -248,7 +248,7 @@ def said(ex, answer, *, passed: bool, summary: str = "") -> str:
         [f"it reads {_listed(needs)}, defined {only(needs)} that grading does not run"] if needs else [])
     checks = f", so it checks the code in {ex.name}'s answer cell" if itself else ""
     head = (f"✗ {ex.name} — right on every case here, but "
-            + ("grading checks another one:" if itself else "graded, a name it reads is not defined:"))
+            + ("this is not the one grading checks:" if itself else "graded, a name it reads is not defined:"))
     return "\n".join([head, fill(
         f"{' and '.join(why)}. Grading runs only the setup cell and the answer cells (those that said YOUR CODE "
         f"HERE){checks}. Move {_listed((['this code'] if itself else []) + moved)} into {ex.name}'s answer cell, "
