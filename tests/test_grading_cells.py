@@ -56,7 +56,7 @@ def test_an_answer_in_its_answer_cell_reading_what_graded_cells_define_needs_not
     nb.run("sum = 0\nfor i in range(3):\n    sum += i\nrearrange = None\n")   # a builtin shadowed, a setup name reused
     nb.run("def split_heads(x, h):\n    return x\n")          # a scratch split_heads, where the setup has one too
     nb.run(SETUP, setup=True)                                  # the setup cell run again
-    assert nb.outside("merge_heads") == (False, [])
+    assert nb.outside("merge_heads") == (False, [], [])
 
 
 def test_a_front_end_that_sends_no_nbgrader_marks_is_never_told(nb, monkeypatch):
@@ -65,7 +65,7 @@ def test_a_front_end_that_sends_no_nbgrader_marks_is_never_told(nb, monkeypatch)
     nb.run("PATTERN = 'b h t d -> b t (h d)'")
     nb.run("def merge_heads(x):\n    return rearrange(x, PATTERN)\n")
     cells._marked = False                  # cellId alone came: nothing says which cell is an answer cell
-    assert nb.outside("merge_heads") == (False, [])
+    assert nb.outside("merge_heads") == (False, [], [])
 
 
 @pytest.mark.parametrize("scratch, answer, needs", [
@@ -93,7 +93,7 @@ def test_what_an_answer_needs_from_a_cell_grading_does_not_run_is_named(nb, scra
     nb.run(scratch)
     nb.run(answer, answer="merge_heads")
     name = "MultiHeadAttention" if "class MultiHeadAttention" in answer else "merge_heads"
-    assert nb.outside(name) == (False, needs)
+    assert nb.outside(name) == (False, needs, [])
 
 
 def test_a_helper_the_answer_cell_no_longer_defines_is_named(nb):
@@ -102,23 +102,23 @@ def test_a_helper_the_answer_cell_no_longer_defines_is_named(nb):
     nb.run("def _pattern():\n    return 'b h t d -> b t (h d)'\n\ndef merge_heads(x):\n    return x\n",
            answer="merge_heads")
     nb.run("def merge_heads(x):\n    return rearrange(x, _pattern())\n", answer="merge_heads")
-    assert nb.outside("merge_heads") == (False, ["_pattern"])
+    assert nb.outside("merge_heads") == (False, ["_pattern"], [])
 
 
 def test_a_helper_in_a_graded_cell_that_reads_a_scratch_constant_is_followed(nb):
     nb.run("PATTERN = 'b h t d -> b t (h d)'")
     nb.run("def _pat():\n    return PATTERN\n", answer="split_heads")
     nb.run("def merge_heads(x):\n    return rearrange(x, _pat())\n", answer="merge_heads")
-    assert nb.outside("merge_heads") == (False, ["PATTERN"])
+    assert nb.outside("merge_heads") == (False, ["PATTERN"], [])
 
 
 def test_an_answer_defined_or_patched_in_a_scratch_cell_is_itself_outside(nb):
     nb.run("def merge_heads(x):\n    raise NotImplementedError()\n", answer="merge_heads")
     nb.run("def merge_heads(x):\n    return rearrange(x, 'b h t d -> b t (h d)')\n")
-    assert nb.outside("merge_heads") == (True, [])
+    assert nb.outside("merge_heads") == (True, [], [])
     nb.run("class SGDMomentum:\n    def step(self):\n        raise NotImplementedError()\n", answer="SGDMomentum")
     nb.run("def step(self):\n    return None\n\nSGDMomentum.step = step\n")
-    assert nb.outside("SGDMomentum") == (True, [])
+    assert nb.outside("SGDMomentum") == (True, [], [])
 
 
 def test_a_helper_from_a_cell_magic_cell_is_named(nb):
@@ -128,7 +128,7 @@ def test_a_helper_from_a_cell_magic_cell_is_named(nb):
     nb.space["get_ipython"] = lambda: SimpleNamespace(run_cell_magic=lambda m, line, b: exec(b, nb.space))
     nb.run(code, raw="%%time\n" + body)
     nb.run("def merge_heads(x):\n    return helper(x)\n", answer="merge_heads")
-    assert nb.outside("merge_heads") == (False, ["helper"])
+    assert nb.outside("merge_heads") == (False, ["helper"], [])
 
 
 def test_a_decorated_answer_is_not_taken_for_an_earlier_run(nb, monkeypatch):
@@ -149,12 +149,12 @@ def test_a_decorated_answer_is_not_taken_for_an_earlier_run(nb, monkeypatch):
 
 def test_what_a_scratch_copy_of_a_setup_name_needs_is_not_asked_for(nb):
     """05's setup imports split_heads; a learner's own in a scratch cell, with its own import, is what the
-    notebook calls, but grading calls the setup's, which needs no such import."""
+    notebook calls, but grading calls the setup's, which needs no such import: that it calls another is noted."""
     nb.run("import einops as eo\n\ndef split_heads(x, n_heads):\n"
            "    return eo.rearrange(x, 'b t (h d) -> b h t d', h=n_heads)\n")
     nb.run("class MultiHeadAttention:\n    def forward(self, x):\n        return split_heads(x, 2)\n",
            answer="MultiHeadAttention")
-    assert nb.outside("MultiHeadAttention") == (False, [])
+    assert nb.outside("MultiHeadAttention") == (False, [], ["split_heads"])
 
 
 def test_a_right_answer_that_needs_an_import_is_told_to_move_the_import(nb, monkeypatch):
@@ -170,3 +170,20 @@ def test_a_right_answer_that_needs_an_import_is_told_to_move_the_import(nb, monk
     assert said.startswith("✗ merge_heads — right on every case here, but graded, a name it reads is not defined: "
                            "it reads PATTERN, np and rr, defined only in cells that grading does not run."), said
     assert "Move PATTERN, the import of np and the import of rr into merge_heads's answer cell" in said, said
+
+
+def test_a_pass_that_leans_on_a_scratch_copy_of_a_graded_function_is_noted(nb, monkeypatch, capsys):
+    """05's MultiHeadAttention passed calling the learner's scaled_dot_product_attention as mended in a scratch
+    cell, while its answer cell still held the broken one that grading calls: the ✓ says so."""
+    import IPython
+
+    from course_lib.grading import check
+    monkeypatch.setattr(IPython, "get_ipython", lambda: SimpleNamespace(user_ns={"In": nb.history}))
+    nb.run("def _mm(q, k):\n    return q @ k.T\n", answer="split_heads")            # its answer cell: wrong
+    nb.run("def _mm(q, k):\n    return q @ k.mT\n")                                  # mended in a scratch cell
+    nb.run("def batched_dot(q, k):\n    return _mm(q, k)\n", answer="batched_dot")
+    check("batched_dot", nb.space["batched_dot"])
+    said = " ".join(capsys.readouterr().out.split())
+    assert said.startswith("✓ batched_dot — ") and ("Note: it calls _mm as defined in a cell that grading does not "
+                                                     "run; graded, it calls the one the setup cell or an answer cell "
+                                                     "defines: make sure that one passes too.") in said, said

@@ -1189,3 +1189,16 @@ def test_figures_an_answer_draws_during_a_check_are_counted_not_shown(capsys):
     finally:
         plt.show = show
         plt.close(mine)
+
+
+def test_a_name_the_answer_reads_that_has_no_value_is_explained():
+    """A constant defined in a later answer cell, or in a cell not run, gave a bare NameError."""
+    from course_lib.grading import CheckFailed, check
+
+    def split_heads(x, n_heads):
+        return x.reshape(x.shape[0], x.shape[1], n_heads, -1).transpose(1, 2) * SPLIT  # noqa: F821
+    with pytest.raises(CheckFailed) as info:
+        check("split_heads", split_heads)
+    said = " ".join(str(info.value).split())
+    assert ("raised NameError: name 'SPLIT' is not defined SPLIT has no value where the answer reads it" in said
+            and "define it in this answer cell, above where it is used" in said), said

@@ -167,15 +167,16 @@ def _read_when_run(cell: str, name: str) -> frozenset[str]:
     return frozenset(names)
 
 
-def outside(answer, space: dict, history: list[str], name: str = "") -> tuple[bool, list[str]]:
-    """Whether ``answer`` itself comes from a cell grading does not run, and the globals it needs (read by it,
-    by the learner's functions it reads, or by its cell as that runs) that only such cells give a value.
-    ``space`` is the namespace its code reads, ``history`` IPython's In, ``name`` the answer's. (False, []) when
-    it cannot tell."""
+def outside(answer, space: dict, history: list[str], name: str = "") -> tuple[bool, list[str], list[str]]:
+    """Whether ``answer`` itself comes from a cell grading does not run; the globals it needs (read by it, by
+    the learner's functions it reads, or by its cell as that runs) that only such cells give a value; and the
+    learner's functions or classes it calls as such a cell defined them, where grading has another (an answer
+    cell's, the setup's). ``space`` is the namespace its code reads, ``history`` IPython's In, ``name`` the
+    answer's. (False, [], []) when it cannot tell."""
     if not _marked:
-        return False, []
+        return False, [], []
     itself = any(_ungraded(cell) for cell in _cells_of(answer))
-    needs, seen, todo = [], set(), [(answer, name)]
+    needs, others, seen, todo = [], [], set(), [(answer, name)]
     while todo:
         obj, called = todo.pop(0)
         names = set(_globals_read(obj))
@@ -193,7 +194,9 @@ def outside(answer, space: dict, history: list[str], name: str = "") -> tuple[bo
             made_in = _cells_of(space[read])               # the learner's own function or class: what it needs,
             if made_in and (outside_only or not any(_ungraded(c) for c in made_in)):    # where grading has it
                 todo.append((space[read], read))
-    return itself, needs
+            elif made_in and not outside_only and binders:
+                others.append(read)
+    return itself, needs, others
 
 
 def is_code(value) -> bool:
@@ -214,15 +217,16 @@ def learner_made(obj) -> bool:
 
 def said(ex, answer, *, passed: bool, summary: str = "") -> str:
     """What the answer needs from cells grading does not run (a cell of the learner's own, a demo cell): the
-    reason a right answer fails (the whole message), or lines after a failing check's verdict."""
+    reason a right answer fails (the whole message, from its ✗), or lines to follow a check's verdict (a
+    failing one's "Also:", a passing one's "Note:" when only the functions it calls differ when graded)."""
     try:
         from IPython import get_ipython
         history = list(get_ipython().user_ns.get("In", []))
     except Exception:
         return ""
     space = namespace(answer)
-    itself, needs = outside(answer, space, history, ex.name)
-    if not itself and not needs:
+    itself, needs, others = outside(answer, space, history, ex.name)
+    if not itself and not needs and not others:
         return ""
     code = [n for n in needs if is_code(space[n])]
     data = [n for n in needs if n not in code]
@@ -235,15 +239,19 @@ def said(ex, answer, *, passed: bool, summary: str = "") -> str:
     def fill(text: str) -> str:
         return textwrap.fill(text, 112, initial_indent="  ", subsequent_indent="  ")
 
-    if not passed:
-        also = [f"this {ex.name} was defined in a cell that grading does not run; grading checks the code in "
-                f"its answer cell."] if itself else []
-        also += [f"it reads {_listed(code)}, defined {only(code)} that grading does not run (graded, not defined): "
-                 f"once the check passes, move {'it' if len(code) == 1 else 'them'} into {ex.name}'s answer cell."
-                 ] if code else []
-        also += [f"it reads {_listed(data)}, set {only(data)} that grading does not run (graded, not defined), not "
-                 f"one of its parameters: is that what you meant?"] if data else []
-        return "".join("\n" + fill("Also: " + line) for line in also)
+    calls = (f"it calls {_listed(others)} as defined in {'a cell' if len(others) == 1 else 'cells'} that grading "
+             f"does not run; graded, it calls the {'one' if len(others) == 1 else 'ones'} the setup cell or an "
+             f"answer cell defines: make sure {'that one passes' if len(others) == 1 else 'those pass'} too.")
+    if not passed or not (itself or needs):
+        notes = [f"this {ex.name} was defined in a cell that grading does not run; grading checks the code in "
+                 f"its answer cell."] if itself else []
+        notes += [f"it reads {_listed(code)}, defined {only(code)} that grading does not run (graded, not defined): "
+                  f"once the check passes, move {'it' if len(code) == 1 else 'them'} into {ex.name}'s answer cell."
+                  ] if code else []
+        notes += [f"it reads {_listed(data)}, set {only(data)} that grading does not run (graded, not defined), not "
+                  f"one of its parameters: is that what you meant?"] if data else []
+        notes += [calls] if others else []
+        return "".join("\n" + fill(("Also: " if not passed else "Note: ") + line) for line in notes)
     why = ([f"this {ex.name} was defined in a cell that grading does not run"] if itself else []) + (
         [f"it reads {_listed(needs)}, defined {only(needs)} that grading does not run"] if needs else [])
     checks = f", so it checks the code in {ex.name}'s answer cell" if itself else ""

@@ -118,7 +118,7 @@ TORCH_ERRORS = {
     "view size is not compatible with input tensor's size and stride":
         "view only relabels the memory a tensor already has, in its order; after a transpose, permute or\n"
         "slice the elements are not laid out that way. reshape does the same where it can and copies where it\n"
-        "must: logits.reshape(-1, V).",
+        "must: write .reshape(...) where you wrote .view(...), with the same sizes.",
     "Sizes of tensors must match except in dimension":
         "torch.cat joins tensors along one axis (dim=): on every other axis their sizes must be equal. A\n"
         "common cause: a tensor that lost its batch axis on the way, logits[-1] (the last sequence's logits\n"
@@ -162,6 +162,10 @@ RENAMED_PARAMETER = ("The checks call the answer with the parameter names of its
 def explain(exc: BaseException) -> str:
     """The note for the first key found in the error's text, or ""."""
     text = str(exc)
+    if isinstance(exc, NameError) and getattr(exc, "name", None):
+        return (f"{exc.name} has no value where the answer reads it: a typo, a variable of another function, or a\n"
+                f"name a cell defines that has not run yet (grading runs the setup cell and the answer cells in\n"
+                f"order, and no other cell): define it in this answer cell, above where it is used.")
     return _name_replaced(exc) or next((why for key, why in TORCH_ERRORS.items() if key in text), "")
 
 
