@@ -1202,3 +1202,20 @@ def test_a_name_the_answer_reads_that_has_no_value_is_explained():
     said = " ".join(str(info.value).split())
     assert ("raised NameError: name 'SPLIT' is not defined SPLIT has no value where the answer reads it" in said
             and "define it in this answer cell, above where it is used" in said), said
+
+
+def test_a_view_after_a_transpose_is_told_its_own_line_with_reshape():
+    """The note's example was lm_loss's logits.reshape(-1, V), met in 00's merge_heads: it now rewrites the
+    answer's own line."""
+    import linecache
+
+    from course_lib.grading import CheckFailed, check
+    code = "def merge_heads(x):\n    B, H, T, D = x.shape\n    return x.transpose(1, 2).view(B, T, H * D)\n"
+    name = "/tmp/ipykernel_0/4242.py"                       # as ipykernel names a cell's code, which it caches
+    linecache.cache[name] = (len(code), None, code.splitlines(True), name)
+    space = {}
+    exec(compile(code, name, "exec"), space)
+    with pytest.raises(CheckFailed) as info:
+        check("merge_heads", space["merge_heads"])
+    said = " ".join(str(info.value).split())
+    assert "copies where it must: return x.transpose(1, 2).reshape(B, T, H * D)" in said and "logits" not in said, said

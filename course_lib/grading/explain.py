@@ -118,7 +118,7 @@ TORCH_ERRORS = {
     "view size is not compatible with input tensor's size and stride":
         "view only relabels the memory a tensor already has, in its order; after a transpose, permute or\n"
         "slice the elements are not laid out that way. reshape does the same where it can and copies where it\n"
-        "must: write .reshape(...) where you wrote .view(...), with the same sizes.",
+        "must: write .reshape(...) where you wrote .view(...), with the same sizes.",     # the line, when known
     "Sizes of tensors must match except in dimension":
         "torch.cat joins tensors along one axis (dim=): on every other axis their sizes must be equal. A\n"
         "common cause: a tensor that lost its batch axis on the way, logits[-1] (the last sequence's logits\n"
@@ -166,24 +166,35 @@ def explain(exc: BaseException) -> str:
         return (f"{exc.name} has no value where the answer reads it: a typo, a variable of another function, or a\n"
                 f"name a cell defines that has not run yet (grading runs the setup cell and the answer cells in\n"
                 f"order, and no other cell): define it in this answer cell, above where it is used.")
-    return _name_replaced(exc) or next((why for key, why in TORCH_ERRORS.items() if key in text), "")
+    why = _name_replaced(exc) or next((why for key, why in TORCH_ERRORS.items() if key in text), "")
+    frame, line = _learner_line(exc)
+    if "view size is not compatible" in text and ".view(" in line:
+        why = why.replace("write .reshape(...) where you wrote .view(...), with the same sizes.",
+                          line.strip().replace(".view(", ".reshape("))
+    return why
+
+
+def _learner_line(exc: BaseException):
+    """The innermost frame of the answer's own code in the error's traceback, and its line ("" if unknown)."""
+    import linecache
+
+    from .engine import _is_learner_frame
+    frame, lineno, tb = None, 0, exc.__traceback__
+    while tb is not None:
+        if _is_learner_frame(tb.tb_frame.f_code.co_filename):
+            frame, lineno = tb.tb_frame, tb.tb_lineno
+        tb = tb.tb_next
+    return frame, linecache.getline(frame.f_code.co_filename, lineno) if frame is not None else ""
 
 
 def _name_replaced(exc: BaseException) -> str:
     """A module or function of the notebook's (math, torch, F, rearrange) that a later cell gave another value
     (math = None), read as such on the answer's line that raised: say so, rather than what None usually means."""
-    import linecache
     import re
 
-    from .engine import _is_learner_frame
-    frame, tb = None, exc.__traceback__
-    while tb is not None:
-        if _is_learner_frame(tb.tb_frame.f_code.co_filename):
-            frame, lineno = tb.tb_frame, tb.tb_lineno
-        tb = tb.tb_next
+    frame, line = _learner_line(exc)
     if frame is None:
         return ""
-    line = linecache.getline(frame.f_code.co_filename, lineno)
     if isinstance(exc, AttributeError) and getattr(exc, "name", None):
         used = re.findall(rf"\b([A-Za-z_]\w*)\s*\.\s*{re.escape(exc.name)}\b", line)
         found = [n for n in used if n in frame.f_globals and frame.f_globals[n] is getattr(exc, "obj", object())]
