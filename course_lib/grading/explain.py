@@ -167,7 +167,7 @@ def explain(exc: BaseException) -> str:
                 f"name a cell defines that has not run yet (grading runs the setup cell and the answer cells in\n"
                 f"order, and no other cell): define it in this answer cell, above where it is used.")
     why = _name_replaced(exc) or next((why for key, why in TORCH_ERRORS.items() if key in text), "")
-    frame, line = _learner_line(exc)
+    line = _learner_line(exc)[1]
     if "view size is not compatible" in text and ".view(" in line:
         why = why.replace("write .reshape(...) where you wrote .view(...), with the same sizes.",
                           line.strip().replace(".view(", ".reshape("))
