@@ -973,9 +973,14 @@ def test_lm_loss_check_has_logits_a_view_cannot_lay_flat():
     """logits.view(-1, V) passed every case, and fails on logits that are not contiguous (logits[:, :-1] for
     shifted targets, or a transpose): the cases' logits were all freshly made. The hidden suite had none
     either, so such an answer earned the hidden points (a helper's graded submission)."""
+    import linecache
     flat = ("def lm_loss(logits, targets):\n    V = logits.shape[-1]\n"
             "    return F.cross_entropy(logits.WAY(-1, V), targets.WAY(-1))\n")
-    for suite, r in _evaluate_both("lm_loss", _answer(flat.replace("WAY", "view"), "lm_loss")).items():
+    cell = "/tmp/ipykernel_0/980.py"                 # its lines cached, as ipykernel and the grading runner do
+    linecache.cache[cell] = (0, None, flat.replace("WAY", "view").splitlines(True), cell)
+    space = {"F": torch.nn.functional}
+    exec(compile(flat.replace("WAY", "view"), cell, "exec"), space)
+    for suite, r in _evaluate_both("lm_loss", space["lm_loss"]).items():
         assert not r.passed and "view size is not compatible" in r.message, (suite, r.message)
         assert "not contiguous in memory" in r.message and "logits.reshape(-1, V)" in r.message, (suite, r.message)
     assert all(r.passed for r in _evaluate_both("lm_loss", _answer(flat.replace("WAY", "reshape"), "lm_loss")).values())

@@ -291,10 +291,6 @@ def _call_loss(fn, inputs):
         if "target" in str(exc).lower() and ("size" in str(exc) or "batch" in str(exc)):   # cross_entropy's shapes
             exc.add_note("F.cross_entropy reads (N, V) logits with (N,) targets (or (N, V, T) with (N, T)): flatten\n"
                          "batch and time first, logits.reshape(-1, V) and targets.reshape(-1).")
-        elif "view size is not compatible" in str(exc):                        # logits[:, :-1], a transpose
-            exc.add_note("view only relabels the memory a tensor already has, in its order; logits sliced as\n"
-                         "logits[:, :-1], or transposed, are not laid out that way. reshape does the same where it\n"
-                         "can and copies where it must: logits.reshape(-1, V) and targets.reshape(-1).")
         raise
     probe = fn(inputs["logits"].detach().clone().requires_grad_(True) * 1, inputs["targets"])
     if isinstance(probe, torch.Tensor) and not probe.requires_grad:

@@ -170,12 +170,7 @@ def _echo(text: str, keep: int = 10) -> None:
 def _uses_other_answers(ex: Exercise, answer) -> str:
     """A line naming the learner's other answers this one calls (MultiHeadAttention calling their own
     scaled_dot_product_attention): a slip there fails this check too, with no line of this cell to show."""
-    names, todo = set(), list(_codes(answer))
-    while todo:
-        code = todo.pop()
-        names.update(code.co_names)
-        todo.extend(c for c in code.co_consts if hasattr(c, "co_names"))
-    space = cells.namespace(answer)
+    names, space = cells._globals_read(answer), cells.namespace(answer)
     from .spec import all_exercises
     others = sorted(other.name for other in all_exercises()
                     if other.name != ex.name and other.name in names and cells.learner_made(space.get(other.name)))
@@ -191,6 +186,7 @@ def _uses_other_answers(ex: Exercise, answer) -> str:
         said += (f"\n  This answer calls your own {' and '.join(earlier)}, written in this notebook in place of the "
                  f"course's\n  that the setup cell imports: a slip there shows here.")
     return said
+
 
 def _wrong_kind(ex: Exercise, answer) -> str | None:
     """check() takes the answer itself: the function, or the class (not an instance, not a result)."""

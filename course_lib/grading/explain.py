@@ -11,6 +11,8 @@ _SAME_DTYPE = ("Tensors of two dtypes met where one is needed (float32 and float
                "float32 unless given dtype=, and .float() gives float32 whatever it was (a mask turned into\n"
                "numbers, say). Make it with dtype=x.dtype, or convert with .to(x.dtype) (the checks run float64\n"
                "cases too).")
+_VIEW_FIX = "write .reshape(...) where you wrote .view(...), with the same sizes."
+
 TORCH_ERRORS = {
     "must match the size of tensor b":
         "Elementwise operations need shapes that broadcast: compared from the last axis, each pair of\n"
@@ -118,7 +120,7 @@ TORCH_ERRORS = {
     "view size is not compatible with input tensor's size and stride":
         "view only relabels the memory a tensor already has, in its order; after a transpose, permute or\n"
         "slice the elements are not laid out that way. reshape does the same where it can and copies where it\n"
-        "must: write .reshape(...) where you wrote .view(...), with the same sizes.",     # the line, when known
+        f"must: {_VIEW_FIX}",
     "Sizes of tensors must match except in dimension":
         "torch.cat joins tensors along one axis (dim=): on every other axis their sizes must be equal. A\n"
         "common cause: a tensor that lost its batch axis on the way, logits[-1] (the last sequence's logits\n"
@@ -168,9 +170,8 @@ def explain(exc: BaseException) -> str:
                 f"order, and no other cell): define it in this answer cell, above where it is used.")
     why = _name_replaced(exc) or next((why for key, why in TORCH_ERRORS.items() if key in text), "")
     line = _learner_line(exc)[1]
-    if "view size is not compatible" in text and ".view(" in line:
-        why = why.replace("write .reshape(...) where you wrote .view(...), with the same sizes.",
-                          line.strip().replace(".view(", ".reshape("))
+    if "view size is not compatible" in text and ".view(" in line:       # the answer's own line, rewritten
+        why = why.replace(_VIEW_FIX, line.strip().replace(".view(", ".reshape("))
     return why
 
 
