@@ -7,6 +7,7 @@ import torch
 
 from course_lib.device import available_devices
 from course_lib.grading.engine import evaluate
+from course_lib.grading.hints import hint_text
 from course_lib.grading.spec import all_exercises
 
 from submissions import solution_namespace
@@ -94,7 +95,8 @@ def test_tensors_the_checks_build_stay_on_the_case_device(ex):
 @pytest.mark.parametrize("ex", EXERCISES, ids=_ids(EXERCISES))
 def test_every_exercise_has_cases_mistakes_and_a_hint(ex):
     assert len(ex.visible) >= 3 and len(ex.hidden) >= 2
-    assert ex.mistakes and ex.hint
+    assert ex.mistakes
+    assert hint_text(ex), f"{ex.notebook} has no Hint cell (<details>) right above the {ex.name}_answer cell"
     # Hidden cases must differ from visible ones: hard-coding visible outputs cannot pass.
     from course_lib.grading.engine import build_runs
     vis = {_signature(r.inputs) for r in build_runs(ex, "visible", None, "cpu")}

@@ -315,6 +315,45 @@ def test_a_difference_no_known_slip_explains_points_at_the_hint():
     assert not toy.passed and "None of the known slips" not in toy.message, toy.message
 
 
+def test_a_hint_is_the_notebooks_hint_cell_and_follows_its_edits(tmp_path, monkeypatch):
+    """One text for each hint: the collapsed cell above the answer cell in the released notebook, which
+    hint("name") shows too; an edited notebook is read again."""
+    import json
+    import os
+    from types import SimpleNamespace
+
+    from course_lib.grading import hints
+
+    def write(hint_cell):
+        path = tmp_path / "notebooks" / "toy" / "toy.ipynb"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        answer = {"cell_type": "code", "source": "def mine(x): ...", "metadata": {"nbgrader": {"grade_id": "mine_answer"}}}
+        path.write_text(json.dumps({"cells": [{"cell_type": "markdown", "source": hint_cell, "metadata": {}}, answer]}),
+                        encoding="utf-8")
+        return path
+
+    monkeypatch.setattr(hints, "_COURSE", tmp_path)
+    toy = SimpleNamespace(name="mine", notebook="toy")
+    assert hints.hint_text(toy) is None                                     # no notebook at all
+    released = write(["<details><summary><b>Hint</b></summary>\n", "\n", "Sum, then `divide`.\n", "</details>"])
+    assert hints.hint_text(toy) == "Sum, then `divide`."
+    write("<details><summary>Hint</summary>Divide first.</details>")
+    os.utime(released, ns=(released.stat().st_mtime_ns + 10 ** 9,) * 2)     # an edit within the clock's tick
+    assert hints.hint_text(toy) == "Divide first."
+    write("Just text above the answer cell.")
+    os.utime(released, ns=(released.stat().st_mtime_ns + 10 ** 9,) * 2)
+    assert hints.hint_text(toy) is None
+
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj.data))
+    from course_lib import hint
+    from course_lib.grading.spec import get_exercise
+    monkeypatch.setattr(hints, "_COURSE", Path(__file__).resolve().parents[1])
+    hint("lm_loss")
+    assert shown[-1] == "**Hint — lm_loss**\n\n" + hints.hint_text(get_exercise("lm_loss"))
+    assert "Flatten the batch and time axes together" in shown[-1]          # the text of 08's Hint cell
+
+
 def test_float32_rounding_in_a_float64_case_is_named():
     """Right but for one float32 step: the float64 case fails by float32 rounding and says so; a
     difference far larger than rounding, or one that moves every value the same way (a wrong eps), is

@@ -123,10 +123,6 @@ SPLIT = Exercise(
                 "torch.cat joins the H blocks end to end along an axis they already have, here time.\n"
                 "torch.stack(blocks, dim=1) puts them on a new axis of their own: (B, H, T, D)."),
     ],
-    hint="The last axis of `x` packs H blocks of D features, one block per head. Split that one "
-         "axis into two (which of the two is the outer one?), then move the head axis in front of "
-         "time. einops' `rearrange` does both in one pattern; a group like `(a b)` in a pattern "
-         "splits or merges an axis, and you must give it the size of one of the two.",
 )
 
 
@@ -206,11 +202,6 @@ MERGE = Exercise(
                 "flatten(1) merges every axis from 1 on. After moving time in front of the heads,\n"
                 "merge only the last two: flatten(2), or reshape(B, T, H*D)."),
     ],
-    hint="This is split_heads backwards: bring time in front of the heads, then merge the last "
-         "two axes into one, heads outer. In einops, a group `(a b)` on the right of a pattern "
-         "merges two axes. Beware of `.view` here: it can only merge axes whose values lie next to "
-         "each other in memory, which H and D no longer do once the head axis has moved; `reshape` "
-         "and `rearrange` copy when they must.",
 )
 
 
@@ -361,9 +352,6 @@ DOT = Exercise(
                 "A dot product keeps the vectors' lengths: q · k = |q| |k| cos θ. Dividing by the lengths\n"
                 "(F.normalize, or cosine_similarity) leaves only cos θ; attention uses the plain products."),
     ],
-    hint="Each entry is a dot product of one row of q with one row of k. Matrix multiplication "
-         "does exactly this if the second factor has its last two axes swapped; `einsum` lets you "
-         "write the index pattern directly, with `...` standing for any leading axes.",
 )
 
 register(SPLIT, MERGE, DOT)

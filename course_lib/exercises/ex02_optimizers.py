@@ -729,11 +729,6 @@ SGD_EX = Exercise(
                 "the stored tensor in place, buf.mul_(μ).add_(g)."),
     ],
     forbidden=OPTIM_FORBIDDEN,
-    hint="Loop over self.param_groups, read lr and momentum from each group, and over the group's "
-         "params, skipping those whose .grad is None. self.state[p] is a dict that starts empty: "
-         "the first time, start the buffer from a copy of the gradient (not the gradient tensor "
-         "itself, which may be changed in place later). Update p in place inside a "
-         "`with torch.no_grad():` block in step().",
 )
 
 
@@ -828,11 +823,6 @@ ADAM_EX = Exercise(
         *_cached_mistakes(decoupled=False, default_wd=0.0),
     ],
     forbidden=OPTIM_FORBIDDEN,
-    hint="For each parameter with a gradient: the weight-decay term joins the gradient before "
-         "anything else, in a new tensor (p.grad itself stays as the caller set it). Keep the step "
-         "counter and the two running averages in self.state[p], and increment the counter before "
-         "you use it, so that the first step has t = 1 (with t = 0 the bias correction divides by "
-         "zero). eps goes outside the square root.",
 )
 
 
@@ -967,9 +957,6 @@ ADAMW_EX = Exercise(
                 "that group is never decayed."),
     ],
     forbidden=OPTIM_FORBIDDEN,
-    hint="Start from your Adam. The decay no longer goes into the gradient: shrink the parameter "
-         "itself, by the factor the docstring gives, before the moments are updated, and use the raw "
-         "gradient everywhere else. A parameter whose grad is None is skipped entirely, decay included.",
 )
 
 
@@ -1280,9 +1267,6 @@ LR_EX = Exercise(
         Mistake("no floor after total_steps: the cosine rises again", _lr_no_clamp,
                 "Past total_steps the cosine would climb back up; the schedule stays at min_lr there."),
     ],
-    hint="Three regimes, by step: before warmup_steps a straight line that reaches max_lr at the last "
-         "warmup step; then half a cosine period from max_lr down to min_lr, as progress goes from 0 to "
-         "1; from total_steps on, min_lr. Draw it for small numbers and check each edge.",
 )
 
 
@@ -1527,10 +1511,6 @@ CLIP_EX = Exercise(
                 "sqrt(Σ_p ‖g_p‖²), not Σ_p ‖g_p‖."),
     ],
     forbidden=CLIP_FORBIDDEN,
-    hint="Collect the grads that are not None (params may be a generator: walk it once). The squares "
-         "of all their entries add up to the square of the global norm. Only when that norm exceeds "
-         "max_norm, scale every grad in place by the same factor. Return the norm you measured "
-         "before scaling.",
 )
 
 

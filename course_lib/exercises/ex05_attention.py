@@ -538,10 +538,6 @@ SDPA = Exercise(
                 "asks for weights 0 and output 0 there."),
     ],
     forbidden=[SDPA_FORBIDDEN, FLEX_FORBIDDEN],
-    hint="Three steps: scores from all query–key dot products divided by the square root of the "
-         "size of those vectors; blocked scores set to -inf before a softmax over the keys; the "
-         "weights times v. A row with no allowed key comes out of the softmax as NaN: decide where "
-         "to turn those into zeros (`masked_fill`).",
 )
 
 
@@ -611,9 +607,6 @@ CAUSAL = Exercise(
                 "In this course a mask is True where attending is allowed, so the causal mask is\n"
                 "True on and below the diagonal."),
     ],
-    hint="Start from a (T, T) boolean tensor of ones on the right device; PyTorch has functions "
-         "that keep only the lower or the upper triangle of a matrix, with an argument saying "
-         "which diagonal is the border.",
 )
 
 
@@ -701,9 +694,6 @@ PAD = Exercise(
                 "then has to handle, for outputs that are ignored later anyway. The contract's shape is\n"
                 "(B, 1, 1, T)."),
     ],
-    hint="Compare a row of positions 0..T-1 with each sequence's length; broadcasting a (1, T) "
-         "tensor against a (B, 1) tensor gives (B, T) in one comparison. Then add two axes of size "
-         "1 in the right places.",
 )
 
 
@@ -1149,11 +1139,6 @@ MHA = Exercise(
                 "projections' weights were not laid out for (a pretrained checkpoint's, for one)."),
     ],
     forbidden=[SDPA_FORBIDDEN, FLEX_FORBIDDEN, *MHA_FORBIDDEN],
-    hint="Project x (queries) and the source of keys and values (context, or x again) with the "
-         "three input projections; split each into heads with `split_heads`; attend per head as in "
-         "the first exercise, with self.dropout on the weights before they multiply v (if you call your "
-         "function from it, take its weights and do the product with v yourself); merge the heads with "
-         "`merge_heads`; finish with `out_proj`.",
 )
 
 register(SDPA, CAUSAL, PAD, MHA)

@@ -516,10 +516,6 @@ LAYER_NORM = Exercise(
                 "r · (g - mean(g)) with r = 1/√ε, large. Leave the special case out."),
     ],
     forbidden=NORM_SHORTCUTS,
-    hint="Three steps over the last axis, each with keepdim=True so the shapes broadcast back: the "
-         "mean μ, the variance σ² (which one: dividing by D or by D - 1?), then x̂ = (x - μ) / √(σ² + ε). "
-         "Finally scale and shift with weight and bias. Try your function on a row of identical "
-         "values: what should come out?",
 )
 
 
@@ -948,11 +944,6 @@ LAYER_NORM_BACKWARD = Exercise(
                 "relative) and far off where σ² is near ε.", shown_on=_SMALL),
     ],
     forbidden=[*NORM_SHORTCUTS, *NO_AUTOGRAD],
-    hint="Recompute μ, r = 1/√(σ² + ε) and x̂ from x. grad_bias and grad_weight are sums of grad_out and "
-         "grad_out · x̂ over every axis but the last; a 1-D x has no such axis, and then they are grad_out "
-         "and grad_out · x̂ themselves (careful: t.sum(dim=()) sums over every axis). For grad_x, call "
-         "g = grad_out · weight (the gradient reaching x̂) and remember that each x̂_i depends on every x_j through μ and σ: the derivation "
-         "above ends in one line with two means over the last axis.",
 )
 
 
@@ -1071,8 +1062,6 @@ RMS_NORM = Exercise(
                 "has the right value but autograd skips its part of the gradient. Compute it from x itself."),
     ],
     forbidden=NORM_SHORTCUTS,
-    hint="One statistic over the last axis: the mean of x² (keepdim=True). Divide x by the square root "
-         "of that plus ε, then scale by weight. No mean is subtracted and there is no bias.",
 )
 
 
@@ -1320,11 +1309,6 @@ LAYER_NORM_MODULE = Exercise(
     ],
     forbidden=NORM_SHORTCUTS,
     call=_call_module,
-    hint="In __init__, call super().__init__(), keep eps, and make the two learned vectors of one value per "
-         "feature, named as nn.LayerNorm names them: the weight starting at ones, the bias at zeros, each "
-         "wrapped in nn.Parameter (a plain tensor attribute is neither trained nor saved in state_dict()). "
-         "forward(x) is your layer_norm with those: call it (answer cells are graded together, in order) or "
-         "write it out again.",
 )
 
 
@@ -1591,9 +1575,6 @@ RESIDUAL_BLOCK = Exercise(
                 "pre-LN stacks train. Add x itself, not x.detach()."),
     ],
     call=_call_block,
-    hint="Keep a LayerNorm of size d as self.norm (your LayerNorm above, or nn.LayerNorm(d): here "
-         "either is fine), keep the sublayer and the flag. Pre-LN normalises what goes into the "
-         "sublayer and adds the result to x; post-LN adds first and normalises the sum.",
 )
 
 register(LAYER_NORM, LAYER_NORM_BACKWARD, RMS_NORM, LAYER_NORM_MODULE, RESIDUAL_BLOCK)

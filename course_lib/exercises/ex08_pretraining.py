@@ -227,8 +227,6 @@ GET_BATCH = Exercise(
                 "With torch.randint(len(data) - block_size + 1, ...) the last start leaves y one token short;\n"
                 "use len(data) - block_size."),
     ],
-    hint="Draw all starts at once with torch.randint(len(data) - block_size, (batch_size,), generator=generator), "
-         "then stack the slices data[s:s+T] and data[s+1:s+1+T].",
 )
 
 
@@ -511,7 +509,6 @@ LM_LOSS = Exercise(
                 "F.log_softmax(logits) without dim= falls back on an old rule (the warning 'Implicit dimension\n"
                 "choice' says so): dim 0 for 3-D tensors, dim 1 for 2-D ones. Name the vocabulary axis: dim=-1."),
     ],
-    hint="F.cross_entropy wants (N, V) logits and (N,) targets: reshape (B, T, V) → (B*T, V).",
 )
 
 
@@ -903,9 +900,6 @@ MLM_MASK = Exercise(
                 "Pass generator=generator to every torch.rand and torch.randint: without it they draw from\n"
                 "torch's global generator, and the same seed no longer gives the same masking."),
     ],
-    hint="Draw one uniform number per position for 'chosen' (< p) and another for the 80/10/10 split, "
-         "both from the generator; torch.where builds inputs and labels. Trap: the generator is a CPU "
-         "one, so the draws come out on the CPU: move them to tokens' device before mixing them with tokens.",
 )
 
 
@@ -1308,11 +1302,6 @@ SAMPLE = Exercise(
                 "Pass generator=generator to torch.multinomial: without it the draw uses torch's global\n"
                 "generator, and the same seed no longer gives the same text."),
     ],
-    hint="One token per step, max_new_tokens times: run the model on at most the last block_size tokens and keep "
-         "only the last position's logits; apply the temperature; for top-k, every logit below the k-th largest "
-         "of its row becomes -inf; draw from the softmax with the generator and append. Traps: the generator is "
-         "a CPU one and torch.multinomial wants the probabilities on the generator's device, so move them to "
-         "the CPU for the draw and the drawn tokens back to idx's device; return the prompt and the new tokens.",
 )
 
 
@@ -1666,9 +1655,6 @@ TRAIN_STEP = Exercise(
         *(Mistake(m.name, _stepped(m.fn), m.explanation) for m in LM_LOSS.mistakes
           if m.fn not in (_m_log_of_softmax, _m_log_of_torch_softmax, _m_logsumexp_by_hand, _m_float32)),
     ],
-    hint="The six things the notebook lists, in that order. Gradients add up unless they are cleared at the start of "
-         "every step; clipping matters only between the backward pass and the optimizer's step, because it rescales "
-         "the gradients the step is about to use; the loss goes back as a Python number, not a tensor.",
 )
 
 register(GET_BATCH, LM_LOSS, MLM_MASK, SAMPLE, TRAIN_STEP)

@@ -319,12 +319,6 @@ LOADER = Exercise(
                 "Compare the renamed keys with model.state_dict() and raise KeyError listing what is missing\n"
                 "or unexpected (load_state_dict(..., strict=True) also refuses)."),
     ],
-    hint="Write a function from one checkpoint name to the course's name: the four embedding prefixes map "
-         "one to one, and inside `encoder.layer.N.` each of the eight sub-names (attention.self.query, .key "
-         "and .value, attention.output.dense, attention.output.LayerNorm, intermediate.dense, output.dense, "
-         "output.LayerNorm) has one counterpart under `layers.N.`. Print the names of "
-         "`BertEncoder(config).state_dict()` next to the checkpoint's to find them. Trap: output.LayerNorm is "
-         "also the end of attention.output.LayerNorm. Skip the IGNORED_KEYS; check both directions before loading.",
 )
 
 
@@ -614,11 +608,6 @@ SENTENCE_CLASSIFIER = Exercise(
     ],
     forbidden=[Forbidden("course_lib.models.bert.mean_pool", "it is the pooling you write here",
                          shown="course_lib's mean_pool")],
-    hint="__init__ creates the three attributes the docstring names. In forward the mask has two jobs: the "
-         "encoder needs it (so attention ignores the padding), and it chooses which positions enter the "
-         "average. Read the pooling as a masked sum divided by a count of real tokens, and ask what shape the "
-         "mask must have to broadcast against hidden states of shape (B, T, d), and what dtype to multiply "
-         "with them. The head returns logits: cross-entropy applies the softmax itself.",
 )
 
 
@@ -902,11 +891,6 @@ FREEZE = Exercise(
                 "Slicing never complains (layers[:5] of 2 layers is all of them; layers[:-1] is all but\n"
                 "one): check 0 <= n_layers <= len(model.encoder.layers) and raise ValueError otherwise."),
     ],
-    hint="Every parameter gets a flag, not only the frozen ones: the model may arrive with parts already "
-         "frozen, and the contract makes everything outside the frozen part trainable. The embeddings count "
-         "as the lowest part. Tensors compare by value, so test whether a parameter is one of the frozen "
-         "ones by identity. Slicing never complains about a bad n_layers, so check its range yourself; and "
-         "the count is in numbers (elements), not in tensors.",
 )
 
 
@@ -1216,11 +1200,6 @@ LORA = Exercise(
                 _lora(forward=lambda self, x: x @ self.A.T @ self.B.T * self.scale()),
                 "The low-rank path is an update added to the frozen layer's output: base(x) + scale·x AᵀBᵀ."),
     ],
-    hint="Freezing the base means both of its tensors (the bias too, when it has one). Of A and B, the zero "
-         "one makes the module equal to base at the start and the random one lets the zero one get a gradient; "
-         "keep the random values small. New tensors are created on the CPU in float32 unless told otherwise, "
-         "and the base may be on a GPU or in float64. In forward, go through the rank-r space (x times Aᵀ "
-         "first) rather than building a full out × in matrix.",
 )
 
 
@@ -1460,10 +1439,6 @@ PRF = Exercise(
     ],
     forbidden=[Forbidden(f"sklearn.metrics.{n}", "it computes what you are writing here", shown=f"sklearn's {n}")
                for n in ("precision_recall_fscore_support", "precision_score", "recall_score", "f1_score")],
-    hint="TP, FP and FN each count the positions where two conditions hold at once: what was predicted "
-         "(the positive class or not) and what the label is; comparisons on the whole tensors give them for "
-         "every position at once. The results must be Python floats, not tensors. 0/0 can happen in three "
-         "places (precision, recall and F1), and each must give 0.0.",
 )
 
 register(LOADER, SENTENCE_CLASSIFIER, FREEZE, LORA, PRF)

@@ -15,6 +15,7 @@ import sys
 from . import cells
 from .cells import _codes
 from .engine import DEVICE, _is_learner_frame, evaluate
+from .hints import hint_text
 from .spec import Case, Exercise, Forbidden, Mistake, get_exercise, register
 
 __all__ = ["check", "hint", "CheckFailed", "Case", "Exercise", "Forbidden", "Mistake",
@@ -244,7 +245,7 @@ def torch_device(device):
 def hint(name: str) -> None:
     """Show the hint for exercise ``name`` (never the answer)."""
     ex = get_exercise(name)
-    text = ex.hint or "No hint for this one: reread the docstring and the check's message."
+    text = hint_text(ex) or f"No hint found in {ex.notebook}: reread the docstring and the check's message."
     try:
         from IPython.display import Markdown, display
         display(Markdown(f"**Hint — {name}**\n\n{text}"))

@@ -20,6 +20,7 @@ import torch
 from .compare import Difference, compare
 from .explain import RENAMED_PARAMETER, explain
 from .forbid import CallWatcher, scan_source
+from .hints import hint_text
 from .spec import Case, Exercise, Mistake
 from .values import TensorValue, capture
 
@@ -498,7 +499,7 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome, named: Mistake | None = 
                          f"    {b.name} (in {at_b}).")
             lines.append("  " + a.explanation.replace("\n", "\n  "))
             lines.append("  " + b.explanation.replace("\n", "\n  "))
-        elif diff.kind == "value" and ex.hint:      # often a first draft's two slips at once, each named alone
+        elif diff.kind == "value" and hint_text(ex):      # often a first draft's two slips at once, each named alone
             lines.append(f"  None of the known slips gives these numbers on its own (there may be two at once): "
                          f"hint(\"{ex.name}\") lists the steps.")
     if outcome.global_state:

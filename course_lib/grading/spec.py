@@ -48,6 +48,9 @@ class Mistake:
 
     ``shown_on``: text of a case label where this slip is plain to see; when a case before it is the
     first to catch the mistake, the message shows that case instead (``engine.telling_message``).
+    Mistakes are named for a wrong value or shape; one that differs only in dtype or device gets the
+    comparison's own message instead. tests/test_exercise_catalogues.py runs each as a learner's answer,
+    so it may not call the answer key or a forbidden function.
     """
     name: str
     fn: Callable
@@ -87,7 +90,6 @@ class Exercise:
     # What messages call the call's outputs, one name each (else "output[i]"); or a function of the
     # case's inputs giving them, where the outputs differ from case to case.
     outputs: tuple[str, ...] | Callable[[dict[str, Any]], tuple[str, ...]] = ()
-    hint: str = ""
     # Outputs that do not build on one another (lr_at's rate at each step): a difference is shown
     # where it is largest, not at the first output that differs.
     independent_outputs: bool = False
