@@ -112,6 +112,13 @@ def test_notebook_structure_follows_the_course_conventions(assignment):
         assert c.metadata.nbgrader["points"] > 0
     suites = {call.suite for c in tests for call in check_calls(c.source)}
     assert suites == {"visible", "hidden"}
+    # One exercise each: the answer cell <name>_answer, then test cells <name>_visible and <name>_hidden,
+    # each checking that exercise in its suite, for exactly the exercises registered for this notebook.
+    from course_lib.grading.spec import all_exercises
+    registered = {ex.name for ex in all_exercises() if ex.notebook == assignment}
+    assert {c.metadata.nbgrader["grade_id"] for c in answers} == {f"{n}_answer" for n in registered}
+    checked = {(c.metadata.nbgrader["grade_id"], call.exercise, call.suite) for c in tests for call in check_calls(c.source)}
+    assert checked == {(f"{n}_{suite}", n, suite) for n in registered for suite in ("visible", "hidden")}
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert "## Before you start" in text and "## Recap" in text and "中文" in text

@@ -2,7 +2,8 @@
 
 Later notebooks import these instead of the learner's earlier answers, so a learner stuck in
 one notebook can still do the next. Each is forbidden inside its own exercise. One module per
-notebook: ``heads`` (00), ``optim`` (02), ``attention`` (05), ``norms`` (06).
+notebook: ``heads`` (00), ``optim`` (02), ``attention`` (05), ``norms`` (06), ``pretraining`` (08) and
+``finetuning`` (09); the answers later notebooks build on are also importable from here.
 """
 from .attention import MultiHeadAttention, causal_mask, padding_mask, scaled_dot_product_attention
 from .heads import batched_dot, merge_heads, split_heads
