@@ -45,6 +45,15 @@ def _hardcoded_split() -> str:
             "    return x.reshape(x.shape[0], n_heads, x.shape[1], -1)\n")
 
 
+def _unmarked(nb, grade_id=None):
+    """The notebook with nbgrader's marks gone from every cell, or from one: what a notebook rebuilt cell by
+    cell, or saved by a tool that drops cell metadata, hands in."""
+    for c in nb.cells:
+        if grade_id in (None, c.metadata.get("nbgrader", {}).get("grade_id")):
+            c.metadata.pop("nbgrader", None)
+    return nb
+
+
 CLASS = {
     # student: (notebook, expected score or "NOT GRADED", words the report must contain)
     "right": (lambda: submission(A), 9, []),
@@ -74,6 +83,12 @@ CLASS = {
     "hardcodes_visible": (lambda: submission(A, {"split_heads_answer": _hardcoded_split()}), 7, []),
     "edits_tests": (lambda: submission(A, WRONG, edit_tests="pass"), 0, []),
     "deletes_tests": (lambda: submission(A, WRONG, delete_tests=True), 0, []),
+    # nbgrader itself stopped on these with a KeyError, reported as "NbGraderException: Please see the above
+    # traceback": the reason now says what happened and what to do.
+    "rebuilt": (lambda: _unmarked(submission(A)), "NOT GRADED",
+                ["its answer cells have lost their nbgrader marks (split_heads_answer, merge_heads_answer,",
+                 "fresh copy of the release"]),
+    "answer_unmarked": (lambda: _unmarked(submission(A), "split_heads_answer"), 6, []),
     "crashes": (lambda: submission(A, {"split_heads_answer": "import os\nos._exit(1)\n"}), "NOT GRADED",
                 ["kernel died", "cell"]),
     "hangs": (lambda: submission(A, {"merge_heads_answer": "import time\nwhile True:\n    try:\n"
@@ -127,7 +142,11 @@ def test_csv_gradebook_and_feedback(graded):
     # Changed test cells earn nothing, and the instructor is told which (an instructor's trial had no word of it).
     assert rows["right"]["note"] == "" and rows["mistake"]["note"] == ""
     assert rows["edits_tests"]["note"].startswith("test cells edited: ") and "split_heads_visible" in rows["edits_tests"]["note"]
-    assert rows["deletes_tests"]["note"].startswith("test cells deleted: ") and "split_heads_hidden" in rows["deletes_tests"]["note"]
+    assert rows["deletes_tests"]["note"].startswith("test cells deleted or unmarked: ")
+    assert "split_heads_hidden" in rows["deletes_tests"]["note"]
+    assert rows["answer_unmarked"]["note"].startswith("answer cells missing or without their nbgrader marks: "
+                                                      "split_heads_answer (grading runs only the marked")
+    assert "test cells" not in rows["answer_unmarked"]["note"]
     assert "(graded with the originals)" in rows["deletes_tests"]["note"]
     assert rows["crashes"]["status"] == "NOT GRADED" and rows["crashes"]["score"] == ""
     assert rows["crashes"]["max_score"] == "9" and "kernel died" in rows["crashes"]["reason"]

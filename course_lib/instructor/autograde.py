@@ -116,21 +116,23 @@ def _case_clashes(ids, among=()) -> list[str]:
     return [" and ".join(sorted(g)) for g in groups.values() if len(g) > 1 and g & set(ids)]
 
 
-def _changed_tests(release: Path, placed: dict[str, Path]) -> list[str]:
-    """The test cells a student edited or deleted, by grade id. They earn nothing by it (nbgrader
-    grades with the release's own cells), but an instructor may want to know."""
+def _changed_cells(release: Path, placed: dict[str, Path]) -> tuple[list[str], list[str]]:
+    """Notes on the test cells a student edited or deleted (they earn nothing by it: nbgrader grades with
+    the release's own cells, but an instructor may want to know), and the answer cells whose nbgrader
+    marks are gone, by grade id (grading runs only marked answer cells)."""
     import nbformat
 
-    from course_lib.grading.sandbox import is_test_cell
+    from course_lib.grading.sandbox import is_test_cell, unmarked_answers
 
-    edited, deleted = [], []
+    edited, deleted, unmarked = [], [], []
     for name, path in placed.items():
         try:
-            theirs = {c.get("metadata", {}).get("nbgrader", {}).get("grade_id"): c
-                      for c in nbformat.read(path, as_version=4).cells}
+            submitted = nbformat.read(path, as_version=4)
             ours = nbformat.read(release / name, as_version=4)
         except Exception:          # unreadable: nbgrader's own run reports it
             continue
+        theirs = {c.get("metadata", {}).get("nbgrader", {}).get("grade_id"): c for c in submitted.cells}
+        unmarked += unmarked_answers(ours, submitted)
         for cell in filter(is_test_cell, ours.cells):
             gid = cell.metadata.nbgrader["grade_id"]
             if gid not in theirs:
@@ -138,8 +140,16 @@ def _changed_tests(release: Path, placed: dict[str, Path]) -> list[str]:
             elif theirs[gid].source.strip() != cell.source.strip():
                 edited.append(gid)
     notes = [f"test cells edited: {', '.join(edited)}"] if edited else []
-    notes += [f"test cells deleted: {', '.join(deleted)}"] if deleted else []
-    return [n + " (graded with the originals)" for n in notes]
+    notes += [f"test cells deleted or unmarked: {', '.join(deleted)}"] if deleted else []
+    notes = [n + " (graded with the originals)" for n in notes]
+    if unmarked:
+        notes.append(f"answer cells missing or without their nbgrader marks: {', '.join(unmarked)} "
+                     f"({UNMARKED_WHY})")
+    return notes, unmarked
+
+
+UNMARKED_WHY = ("grading runs only the marked answer cells; a notebook rebuilt cell by cell, or saved by a tool "
+                "that drops cell metadata, loses the marks")
 
 
 def place(handed: Handed, expected: set[str], others: set[str] = frozenset()) -> tuple[dict[str, Path], str]:
@@ -311,7 +321,13 @@ def _autograde(opt: Options, out: Path, due: datetime | None, submissions: dict[
         left = [nb.name for nb in handed.notebooks if nb not in placed.values()]
         if placed and left:
             notes.append(f"not graded beside it: {', '.join(left)}")
-        notes += _changed_tests(release_dir / opt.assignment, placed)
+        changed, unmarked = _changed_cells(release_dir / opt.assignment, placed)
+        notes += changed
+        if unmarked and res["status"] == "NOT GRADED" and res.get("reason", "").startswith("nbgrader could not autograde"):
+            res["nbgrader_error"] = res["reason"]      # nbgrader stops on a missing answer cell's test cells
+            res["reason"] = (f"its answer cells have lost their nbgrader marks ({', '.join(unmarked)}), and nbgrader "
+                             f"cannot grade it without them: paste its answers into the answer cells of a fresh copy "
+                             f"of the release and grade that, or grade it by hand")
         if notes:
             res["note"] = "; ".join(notes)
         results.append(res)
