@@ -25,6 +25,7 @@ def apply_course_settings(c, *, solutions: str, release: str, cell_timeout: int 
     escape_absolute_step_folders()
     no_output_widget_stand_in()
     cell_metadata_sent()
+    marks_checked_on_validate(release)
     c.CourseDirectory.source_directory = solutions
     c.CourseDirectory.release_directory = release
     c.CourseDirectory.course_id = "llms-from-scratch"
@@ -77,6 +78,48 @@ def cell_metadata_sent() -> None:
 
     Execute.preprocess_cell = preprocess_cell
     Execute.sends_cell_metadata = True
+
+
+def marks_checked_on_validate(release: str) -> None:
+    """Validate fails at once, saying why and what to do, a notebook whose answer cells have lost their
+    nbgrader marks (rebuilt cell by cell, or saved by an editor that drops cell metadata): grading runs only
+    marked answer cells, and without them nbgrader's Validate passed the notebook and grading could not
+    grade it. The notebook is compared with the release of the same name (notebooks/<id>/<id>.ipynb)."""
+    from pathlib import Path
+
+    from nbgrader.validator import Validator
+
+    if getattr(Validator, "checks_marks", False):
+        return
+    plain = Validator.validate
+
+    def validate(self, filename):
+        import html
+        import textwrap
+
+        import nbformat
+
+        from course_lib.grading.sandbox import unmarked_answers
+
+        stem = Path(filename).stem
+        ours = Path(release) / stem / f"{stem}.ipynb"
+        try:
+            lost = unmarked_answers(nbformat.read(ours, as_version=4), nbformat.read(filename, as_version=4))
+        except Exception:           # not one of the course's notebooks, or unreadable: nbgrader's own checks
+            lost = []
+        if self.invert or not lost:
+            return plain(self, filename)
+        why = (f"This notebook has lost the marks that tell grading which cells hold your answers: "
+               f"{', '.join(lost)}. Grading runs only marked answer cells, so these answers would not be graded. "
+               f"A notebook rebuilt cell by cell, or saved by an editor that drops cell metadata, loses them. "
+               f"Rename this notebook, start ./course lab again (it puts a fresh copy of {stem}.ipynb beside it), "
+               f"paste each answer into its answer cell there, and validate that one.")
+        why = textwrap.fill(why, 80)          # the command line cuts longer lines
+        return {"failed": [{"source": f"(the nbgrader marks of {stem}.ipynb)", "error": html.escape(why),
+                            "raw_error": why}]}
+
+    Validator.validate = validate
+    Validator.checks_marks = True
 
 
 def execute_with_metadata(kc, metadata: dict, code: str, silent: bool = False, store_history: bool = True,
