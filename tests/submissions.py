@@ -52,9 +52,13 @@ def submission(assignment: str, answers: dict[str, str] | None = None, *, use_so
 
 
 def write(nb, folder: Path, student: str, assignment: str) -> Path:
+    """The notebook, or a file's raw text, as the student's submission."""
     path = folder / student / assignment / f"{assignment}.ipynb"
     path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, path)
+    if isinstance(nb, str):
+        path.write_text(nb, encoding="utf-8")
+    else:
+        nbformat.write(nb, path)
     return path
 
 

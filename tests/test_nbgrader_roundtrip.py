@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from course_lib.grading.engine import build_runs
@@ -54,6 +55,16 @@ def _unmarked(nb, grade_id=None):
     return nb
 
 
+def _duplicated(nb, grade_id):
+    """A wrong copy of an answer cell, marks and all, above the right one: JupyterLab's Duplicate, or copy
+    and paste, keeps a cell's metadata."""
+    at = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+    copy = nbformat.v4.new_code_cell("def split_heads(x, n_heads):\n    return x\n",
+                                     metadata=dict(nb.cells[at].metadata))
+    nb.cells.insert(at, copy)
+    return nb
+
+
 CLASS = {
     # student: (notebook, expected score or "NOT GRADED", words the report must contain)
     "right": (lambda: submission(A), 9, []),
@@ -89,6 +100,11 @@ CLASS = {
                 ["its answer cells have lost their nbgrader marks (split_heads_answer, merge_heads_answer,",
                  "fresh copy of the release"]),
     "answer_unmarked": (lambda: _unmarked(submission(A), "split_heads_answer"), 6, []),
+    # nbgrader stopped on a duplicated answer cell (KeyError 'grade_id'): the last copy is graded now.
+    "duplicates_answer": (lambda: _duplicated(submission(A), "split_heads_answer"), 9, []),
+    "cut_short": (lambda: nbformat.writes(submission(A))[:4000], "NOT GRADED",
+                  ["not a readable notebook: 00_welcome.ipynb (Notebook does not appear to be JSON",
+                   "ask the student for it again"]),
     "crashes": (lambda: submission(A, {"split_heads_answer": "import os\nos._exit(1)\n"}), "NOT GRADED",
                 ["kernel died", "cell"]),
     "hangs": (lambda: submission(A, {"merge_heads_answer": "import time\nwhile True:\n    try:\n"
@@ -128,6 +144,18 @@ def test_each_submission_gets_exactly_what_it_deserves(graded, student):
         assert w in text, text
 
 
+def test_an_answer_cell_turned_into_markdown_keeps_its_marks():
+    """nbgrader turns a marked cell back into code before grading, so it is graded as usual: no note of lost
+    marks for it, while a cell without them is named."""
+    from course_lib.grading.sandbox import unmarked_answers
+    release = submission(A)
+    nb = submission(A)
+    at = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == "merge_heads_answer")
+    nb.cells[at] = nbformat.v4.new_markdown_cell(nb.cells[at].source, metadata=nb.cells[at].metadata)
+    assert unmarked_answers(release, nb) == []
+    assert unmarked_answers(release, _unmarked(nb, "merge_heads_answer")) == ["merge_heads_answer"]
+
+
 def test_hardcoded_answer_passes_visible_but_not_hidden(graded):
     cells = graded[0]["hardcodes_visible"]["cells"]
     assert cells["split_heads_visible"]["passed"] and not cells["split_heads_hidden"]["passed"]
@@ -147,6 +175,8 @@ def test_csv_gradebook_and_feedback(graded):
     assert rows["answer_unmarked"]["note"].startswith("answer cells missing or without their nbgrader marks: "
                                                       "split_heads_answer (grading runs only the marked")
     assert "test cells" not in rows["answer_unmarked"]["note"]
+    assert rows["duplicates_answer"]["note"] == ("cells copied with their nbgrader marks: split_heads_answer (the last "
+                                                 "copy of each was graded, the others as cells of the student's own)")
     assert "(graded with the originals)" in rows["deletes_tests"]["note"]
     assert rows["crashes"]["status"] == "NOT GRADED" and rows["crashes"]["score"] == ""
     assert rows["crashes"]["max_score"] == "9" and "kernel died" in rows["crashes"]["reason"]

@@ -431,8 +431,8 @@ def test_validate_fails_an_answer_written_in_a_cell_grading_does_not_run(tmp_pat
 def test_validate_fails_a_notebook_whose_answer_cells_lost_their_marks(tmp_path):
     """A notebook rebuilt cell by cell, or saved by an editor that drops cell metadata, has no nbgrader marks:
     Validate passed it (no test cells, nothing failed) and grading could not grade it. Validate now compares it
-    with the release of the same name and says, at once, what was lost and what to do; a notebook with its marks
-    validates as before."""
+    with the release of the same name and says, at once, what was lost and what to do; the same for an answer
+    cell duplicated with its marks (grading takes the last copy); a notebook with its marks validates as before."""
     import subprocess
     import sys
     scripts = Path(sys.executable).parent
@@ -440,12 +440,17 @@ def test_validate_fails_a_notebook_whose_answer_cells_lost_their_marks(tmp_path)
     nb = nbformat.read(ROOT / "solutions" / "00_welcome" / "00_welcome.ipynb", as_version=4)
     (tmp_path / "kept").mkdir()
     nbformat.write(nb, tmp_path / "kept" / "00_welcome.ipynb")
+    at = next(i for i, c in enumerate(nb.cells) if is_answer_cell(c) and "def merge_heads" in c.source)
+    nb.cells.insert(at, nbformat.v4.new_code_cell("def merge_heads(x):\n    return x\n",
+                                                  metadata=dict(nb.cells[at].metadata)))
+    (tmp_path / "copied").mkdir()
+    nbformat.write(nb, tmp_path / "copied" / "00_welcome.ipynb")
     for c in nb.cells:
         c.metadata.pop("nbgrader", None)
     (tmp_path / "rebuilt").mkdir()
     nbformat.write(nb, tmp_path / "rebuilt" / "00_welcome.ipynb")
     said = {}
-    for which in ("kept", "rebuilt"):
+    for which in ("kept", "copied", "rebuilt"):
         run = subprocess.run([str(scripts / "nbgrader"), "validate", str(tmp_path / which / "00_welcome.ipynb")],
                              cwd=ROOT, env=env, capture_output=True, text=True)
         said[which] = run.stdout + run.stderr
@@ -454,6 +459,9 @@ def test_validate_fails_a_notebook_whose_answer_cells_lost_their_marks(tmp_path)
     assert "VALIDATION FAILED ON 1 CELL(S)" in text and "(the nbgrader marks of 00_welcome.ipynb)" in text, text
     assert "split_heads_answer, merge_heads_answer, batched_dot_answer" in " ".join(text.split()), text
     assert "..." not in text.split("The error was:")[1], text                 # every line whole on the command line
+    copied = " ".join(said["copied"].split())
+    assert "VALIDATION FAILED ON 1 CELL(S)" in copied and "(the 2 cells marked merge_heads_answer)" in copied, copied
+    assert "Grading takes the last of them as your answer" in copied, copied
 
 
 def test_validate_and_autograde_show_an_explorer_in_the_cell_not_in_a_stand_in_widget(tmp_path):

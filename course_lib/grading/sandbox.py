@@ -72,7 +72,7 @@ def unmarked_answers(release, submitted) -> list[str]:
     """The release's answer cells, by grade id, that a submitted notebook no longer holds with their marks:
     deleted, or lost with the cell metadata (a notebook rebuilt cell by cell, or saved by a tool that drops
     it). Grading runs only marked answer cells, and nbgrader stops on a notebook without any."""
-    theirs = {_nbg(c).get("grade_id") for c in submitted.cells if is_answer_cell(c)}
+    theirs = {_nbg(c).get("grade_id") for c in submitted.cells}     # a cell type changed: nbgrader puts it back
     return [_nbg(c)["grade_id"] for c in release.cells if is_answer_cell(c) and _nbg(c)["grade_id"] not in theirs]
 
 
@@ -248,7 +248,8 @@ def verdict_outputs(verdict: Verdict) -> list[NotebookNode]:
 
 
 # ------------------------------------------------------------------ nbgrader preprocessors
-from nbgrader.preprocessors import ClearHiddenTests, Execute, NbGraderPreprocessor, OverwriteCells  # noqa: E402
+from nbgrader.preprocessors import (ClearHiddenTests, DeduplicateIds, Execute, NbGraderPreprocessor,  # noqa: E402
+                                    OverwriteCells)
 from nbclient.exceptions import CellTimeoutError, DeadKernelError  # noqa: E402
 from nbgrader.api import MissingEntry  # noqa: E402
 from traitlets import Integer, Unicode  # noqa: E402
@@ -333,6 +334,19 @@ def _causes(exc: BaseException) -> list[BaseException]:
 
 def _kernel_died(exc: BaseException) -> bool:
     return any(isinstance(x, DeadKernelError) for x in _causes(exc)) or "died" in str(exc).lower()
+
+
+class CourseDeduplicateIds(DeduplicateIds):
+    """nbgrader's DeduplicateIds without the empty marks it leaves behind. Of the cells that share a grade id
+    (an answer cell duplicated or copied with its marks) it keeps the last and sets the others' nbgrader
+    metadata to {}, on which OverwriteCells (with add_missing_cells) stopped with KeyError 'grade_id': the
+    submission was NOT GRADED. The others now lose their marks entirely, as cells of the learner's own."""
+
+    def preprocess_cell(self, cell, resources, index):
+        cell, resources = super().preprocess_cell(cell, resources, index)
+        if cell.get("metadata", {}).get("nbgrader", None) == {}:
+            del cell.metadata["nbgrader"]
+        return cell, resources
 
 
 class CourseOverwriteCells(OverwriteCells):

@@ -116,23 +116,33 @@ def _case_clashes(ids, among=()) -> list[str]:
     return [" and ".join(sorted(g)) for g in groups.values() if len(g) > 1 and g & set(ids)]
 
 
-def _changed_cells(release: Path, placed: dict[str, Path]) -> tuple[list[str], list[str]]:
-    """Notes on the test cells a student edited or deleted (they earn nothing by it: nbgrader grades with
-    the release's own cells, but an instructor may want to know), and the answer cells whose nbgrader
-    marks are gone, by grade id (grading runs only marked answer cells)."""
+def _cell_report(release: Path, placed: dict[str, Path]) -> tuple[list[str], str]:
+    """Notes for an instructor on a submission's cells: test cells edited or deleted (they earn nothing by
+    it: nbgrader grades with the release's own cells), answer cells whose nbgrader marks are gone (grading
+    runs only marked answer cells), cells copied with their marks; and, for the notebooks nbgrader stops on
+    (unreadable, or without their answer cells' marks), why in words."""
     import nbformat
 
     from course_lib.grading.sandbox import is_test_cell, unmarked_answers
 
-    edited, deleted, unmarked = [], [], []
+    def grade_id(cell):
+        return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+
+    edited, deleted, unmarked, copied, unreadable = [], [], [], [], []
     for name, path in placed.items():
         try:
             submitted = nbformat.read(path, as_version=4)
-            ours = nbformat.read(release / name, as_version=4)
-        except Exception:          # unreadable: nbgrader's own run reports it
+        except Exception as e:
+            unreadable.append(f"{path.name} ({(str(e).splitlines() or [type(e).__name__])[0][:100]})")
             continue
-        theirs = {c.get("metadata", {}).get("nbgrader", {}).get("grade_id"): c for c in submitted.cells}
+        try:
+            ours = nbformat.read(release / name, as_version=4)
+        except Exception:
+            continue
+        marked = [g for g in map(grade_id, submitted.cells) if g]
+        copied += sorted({g for g in marked if marked.count(g) > 1})
         unmarked += unmarked_answers(ours, submitted)
+        theirs = {grade_id(c): c for c in submitted.cells}
         for cell in filter(is_test_cell, ours.cells):
             gid = cell.metadata.nbgrader["grade_id"]
             if gid not in theirs:
@@ -144,12 +154,20 @@ def _changed_cells(release: Path, placed: dict[str, Path]) -> tuple[list[str], l
     notes = [n + " (graded with the originals)" for n in notes]
     if unmarked:
         notes.append(f"answer cells missing or without their nbgrader marks: {', '.join(unmarked)} "
-                     f"({UNMARKED_WHY})")
-    return notes, unmarked
-
-
-UNMARKED_WHY = ("grading runs only the marked answer cells; a notebook rebuilt cell by cell, or saved by a tool "
-                "that drops cell metadata, loses the marks")
+                     f"(grading runs only the marked answer cells; a notebook rebuilt cell by cell, or saved by a "
+                     f"tool that drops cell metadata, loses the marks)")
+    if copied:
+        notes.append(f"cells copied with their nbgrader marks: {', '.join(copied)} (the last copy of each was "
+                     f"graded, the others as cells of the student's own)")
+    why = ""
+    if unreadable:
+        why = (f"not a readable notebook: {'; '.join(unreadable)}. A file cut short in an upload, or saved by "
+               f"another program, looks like this: ask the student for it again")
+    elif unmarked:
+        why = (f"its answer cells have lost their nbgrader marks ({', '.join(unmarked)}), and nbgrader cannot "
+               f"grade it without them: paste its answers into the answer cells of a fresh copy of the release "
+               f"and grade that, or grade it by hand")
+    return notes, why
 
 
 def place(handed: Handed, expected: set[str], others: set[str] = frozenset()) -> tuple[dict[str, Path], str]:
@@ -321,13 +339,10 @@ def _autograde(opt: Options, out: Path, due: datetime | None, submissions: dict[
         left = [nb.name for nb in handed.notebooks if nb not in placed.values()]
         if placed and left:
             notes.append(f"not graded beside it: {', '.join(left)}")
-        changed, unmarked = _changed_cells(release_dir / opt.assignment, placed)
+        changed, why = _cell_report(release_dir / opt.assignment, placed)
         notes += changed
-        if unmarked and res["status"] == "NOT GRADED" and res.get("reason", "").startswith("nbgrader could not autograde"):
-            res["nbgrader_error"] = res["reason"]      # nbgrader stops on a missing answer cell's test cells
-            res["reason"] = (f"its answer cells have lost their nbgrader marks ({', '.join(unmarked)}), and nbgrader "
-                             f"cannot grade it without them: paste its answers into the answer cells of a fresh copy "
-                             f"of the release and grade that, or grade it by hand")
+        if why and res["status"] == "NOT GRADED" and res.get("reason", "").startswith("nbgrader could not autograde"):
+            res["nbgrader_error"], res["reason"] = res["reason"], why
         if notes:
             res["note"] = "; ".join(notes)
         results.append(res)

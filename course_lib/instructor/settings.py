@@ -15,10 +15,10 @@ def apply_course_settings(c, *, solutions: str, release: str, cell_timeout: int 
                           interrupt_grace: int = INTERRUPT_GRACE, sandbox_timeout: int = SANDBOX_TIMEOUT,
                           case_timeout: int = CASE_TIMEOUT) -> None:
     from nbconvert.preprocessors import ClearMetadataPreprocessor
-    from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput, DeduplicateIds,
-                                        IgnorePattern, LimitOutput, OverwriteKernelspec, SaveAutoGrades)
+    from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput, IgnorePattern,
+                                        LimitOutput, OverwriteKernelspec, SaveAutoGrades)
 
-    from course_lib.grading.sandbox import CourseExecute, CourseOverwriteCells, SandboxGrade
+    from course_lib.grading.sandbox import CourseDeduplicateIds, CourseExecute, CourseOverwriteCells, SandboxGrade
 
     ensure_scripts_on_path()
     schema_version_in_process()
@@ -33,7 +33,7 @@ def apply_course_settings(c, *, solutions: str, release: str, cell_timeout: int 
     c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
     c.OverwriteCells.add_missing_cells = True
     c.Autograde.sanitize_preprocessors = [
-        ClearOutput, DeduplicateIds, OverwriteKernelspec, CourseOverwriteCells, CheckCellMetadata,
+        ClearOutput, CourseDeduplicateIds, OverwriteKernelspec, CourseOverwriteCells, CheckCellMetadata,
     ]
     c.Autograde.autograde_preprocessors = [
         CourseExecute, IgnorePattern, ClearMetadataPreprocessor, SandboxGrade,
@@ -82,9 +82,10 @@ def cell_metadata_sent() -> None:
 
 def marks_checked_on_validate(release: str) -> None:
     """Validate fails at once, saying why and what to do, a notebook whose answer cells have lost their
-    nbgrader marks (rebuilt cell by cell, or saved by an editor that drops cell metadata): grading runs only
-    marked answer cells, and without them nbgrader's Validate passed the notebook and grading could not
-    grade it. The notebook is compared with the release of the same name (notebooks/<id>/<id>.ipynb)."""
+    nbgrader marks (rebuilt cell by cell, or saved by an editor that drops cell metadata: nbgrader's Validate
+    passed it, and grading could not grade it), or in which several cells carry one answer cell's marks (a
+    duplicated answer cell: grading takes the last, whichever the learner meant). The notebook is compared
+    with the release of the same name (notebooks/<id>/<id>.ipynb)."""
     from pathlib import Path
 
     from nbgrader.validator import Validator
@@ -99,24 +100,37 @@ def marks_checked_on_validate(release: str) -> None:
 
         import nbformat
 
-        from course_lib.grading.sandbox import unmarked_answers
+        from course_lib.grading.sandbox import is_answer_cell, unmarked_answers
 
         stem = Path(filename).stem
-        ours = Path(release) / stem / f"{stem}.ipynb"
         try:
-            lost = unmarked_answers(nbformat.read(ours, as_version=4), nbformat.read(filename, as_version=4))
+            mine = nbformat.read(filename, as_version=4)
+            lost = unmarked_answers(nbformat.read(Path(release) / stem / f"{stem}.ipynb", as_version=4), mine)
         except Exception:           # not one of the course's notebooks, or unreadable: nbgrader's own checks
-            lost = []
-        if self.invert or not lost:
             return plain(self, filename)
-        why = (f"This notebook has lost the marks that tell grading which cells hold your answers: "
-               f"{', '.join(lost)}. Grading runs only marked answer cells, so these answers would not be graded. "
-               f"A notebook rebuilt cell by cell, or saved by an editor that drops cell metadata, loses them. "
-               f"Rename this notebook, start ./course lab again (it puts a fresh copy of {stem}.ipynb beside it), "
-               f"paste each answer into its answer cell there, and validate that one.")
-        why = textwrap.fill(why, 80)          # the command line cuts longer lines
-        return {"failed": [{"source": f"(the nbgrader marks of {stem}.ipynb)", "error": html.escape(why),
-                            "raw_error": why}]}
+        answers = [c.metadata.nbgrader["grade_id"] for c in mine.cells if is_answer_cell(c)]
+        copied = sorted({g for g in answers if answers.count(g) > 1})
+        said = []
+        if lost:
+            said.append((f"(the nbgrader marks of {stem}.ipynb)",
+                         f"This notebook has lost the marks that tell grading which cells hold your answers: "
+                         f"{', '.join(lost)}. Grading runs only marked answer cells, so these answers would not be "
+                         f"graded. A notebook rebuilt cell by cell, or saved by an editor that drops cell metadata, "
+                         f"loses them. Rename this notebook, start ./course lab again (it puts a fresh copy of "
+                         f"{stem}.ipynb beside it), paste each answer into its answer cell there, and validate that "
+                         f"one."))
+        for g in copied:
+            said.append((f"(the {answers.count(g)} cells marked {g})",
+                         f"{answers.count(g)} cells carry the marks of the answer cell {g}: a duplicated or copied "
+                         f"answer cell keeps them. Grading takes the last of them as your answer and the others as "
+                         f"cells of your own. Keep your answer in one of them and delete the copies."))
+        if self.invert or not said:
+            return plain(self, filename)
+        failed = []
+        for source, why in said:
+            why = textwrap.fill(why, 80)          # the command line cuts longer lines
+            failed.append({"source": source, "error": html.escape(why), "raw_error": why})
+        return {"failed": failed}
 
     Validator.validate = validate
     Validator.checks_marks = True
