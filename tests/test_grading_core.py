@@ -514,8 +514,8 @@ def test_hidden_seed_changes_hidden_inputs(monkeypatch):
 
 def test_the_notebook_check_reads_the_whole_answer_cell_as_the_grader_does():
     # The grader runs and scans every line of an answer cell, so the check in the notebook must
-    # too: a line below the function that calls the library shortcut (or a %magic) costs the
-    # points at grading, and the learner has to hear it before submitting.
+    # too: a line below the function that calls the library shortcut costs the points at grading,
+    # and the learner has to hear it before submitting. (A %time before it is read as the statement.)
     import linecache
     from course_lib.grading import _source_of
     cell = ("def toy_softmax(x):\n    z = x - x.amax(-1, keepdim=True)\n    return z.exp() / z.exp().sum(-1, keepdim=True)\n"
@@ -528,13 +528,37 @@ def test_the_notebook_check_reads_the_whole_answer_cell_as_the_grader_does():
     linecache.cache[name] = (len(cell), None, cell.splitlines(True), name)   # IPython keeps the raw cell
     assert _source_of(namespace["toy_softmax"]) == cell
     r = evaluate(SOFTMAX, namespace["toy_softmax"], source=_source_of(namespace["toy_softmax"]))
-    assert not r.passed and "calls F.softmax" in r.message and "uses get_ipython" in r.message
+    assert not r.passed and "calls F.softmax" in r.message and "get_ipython" not in r.message, r.message
     assert _source_of(_good).startswith("def _good(x):")   # a function from a file: its own source only
 
 
 def test_a_magic_in_an_answer_is_named_not_reported_as_unparsable():
-    problems = scan_source("def f(x):\n    return x\n%timeit f(1)\n", [])
-    assert problems and all("parse" not in p for p in problems) and "get_ipython" in problems[0]
+    problems = scan_source("def f(x):\n    return x\n%load_ext autoreload\n", [])
+    assert problems == ["has the IPython command `%load_ext autoreload`, which answer cells may not use (IPython "
+                        "runs it through get_ipython, which can change how later cells run): move it into a cell of "
+                        "your own"]
+    assert "`!pip install einops`" in scan_source("!pip install einops\ndef f(x):\n    return x\n", [])[0]
+    assert "`%%bash`" in scan_source("%%bash\necho hi\n", [])[0]
+    assert scan_source("get_ipython().run_line_magic('load_ext', 'autoreload')", [])[0].startswith(
+        "has the IPython command `%load_ext autoreload`")                  # as the kernel's history holds it
+
+
+def test_an_answer_cell_under_a_timing_magic_is_graded_as_the_code_it_wraps():
+    """%%time (or %%timeit, %%capture) on an answer cell, or %time before a statement, made the answer 'use
+    get_ipython' and fail, though the cell is the same answer timed. The grader reads and runs the wrapped code,
+    line numbers kept; from the raw cell and from the kernel's transformed history alike."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    from course_lib.grading.forbid import python_source
+    answer = "def f(x):\n    return F.softmax(x, -1)\n"
+    for magic in ("%%time", "%%timeit -n 3", "%%capture out"):
+        for cell in (f"{magic}\n{answer}", TransformerManager().transform_cell(f"{magic}\n{answer}")):
+            assert python_source(cell) == "\n" + answer
+            assert scan_source(cell, [Forbidden("torch.nn.functional.softmax", "no", "F.softmax")]) == ["calls F.softmax: no"]
+    assert python_source("%time y = f(1)\n" + answer) == "y = f(1)\n" + answer
+    assert python_source("%timeit f(1)\n" + answer) == "pass\n" + answer
+    assert scan_source("%time y = get_ipython()\n", []) == [
+        "uses get_ipython, which answer cells may not use: it can change how later cells run"]
 
 
 def test_properties_said_in_words_read_as_expected_and_got():

@@ -18,9 +18,10 @@ from course_lib.grading.engine import build_runs
 from course_lib.grading.spec import get_exercise
 from course_lib.instructor.autograde import Options, autograde
 
-from submissions import ROOT, submission, write
+from submissions import ROOT, solution_answers, submission, write
 
 A = "00_welcome"
+ANSWERS = solution_answers(A)
 WRONG = {
     "split_heads_answer": "def split_heads(x, n_heads):\n    return rearrange(x, 'b t (d h) -> b h t d', h=n_heads)\n",
     "merge_heads_answer": "def merge_heads(x):\n    return rearrange(x, 'b h t d -> b t (d h)')\n",
@@ -102,6 +103,10 @@ CLASS = {
     "answer_unmarked": (lambda: _unmarked(submission(A), "split_heads_answer"), 6, []),
     # nbgrader stopped on a duplicated answer cell (KeyError 'grade_id'): the last copy is graded now.
     "duplicates_answer": (lambda: _duplicated(submission(A), "split_heads_answer"), 9, []),
+    "times_its_answer": (lambda: submission(A, {"split_heads_answer": "%%time\n" + ANSWERS["split_heads_answer"]}), 9, []),
+    "hands_in_another_notebook": (lambda: submission("02_optimizers"), "NOT GRADED",
+                                  ["it holds other answer cells (SGDMomentum_answer, ",
+                                   "another assignment's notebook under this name?"]),
     "cut_short": (lambda: nbformat.writes(submission(A))[:4000], "NOT GRADED",
                   ["not a readable notebook: 00_welcome.ipynb (Notebook does not appear to be JSON",
                    "ask the student for it again"]),

@@ -82,11 +82,55 @@ def _matches(name: str, target: str) -> bool:
     return len(n) >= 2 and n[0] == t[0] and n[-1] == t[-1]
 
 
+# Magics that only time a cell or hide its output: an answer cell under one is graded as the code it wraps, run
+# once (%%time, %%timeit, %%capture on the first line; %time before a statement; a %timeit line is dropped).
+TIMING_CELL_MAGICS = {"time", "timeit", "capture"}
+
+
+def _ipython_call(node: ast.AST) -> tuple[str, list] | None:
+    """``get_ipython().method(args...)`` as (method, the string arguments), else None."""
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Call)
+            and isinstance(node.func.value.func, ast.Name) and node.func.value.func.id == "get_ipython"):
+        return node.func.attr, [a.value for a in node.args if isinstance(a, ast.Constant)]
+    return None
+
+
 def python_source(source: str) -> str:
-    """A notebook cell as plain Python: ``%magics`` and ``!shell`` lines become the calls IPython
-    makes of them. What the grader runs and what it reads are this same text."""
+    """A notebook cell as plain Python, as the grader runs and reads it: ``%magics`` and ``!shell`` lines become
+    the calls IPython makes of them, except the timing magics, which stand for the code they wrap. A cell IPython
+    has already transformed (the kernel's input history) comes out the same."""
     from IPython.core.inputtransformer2 import TransformerManager
-    return TransformerManager().transform_cell(source)
+    code = TransformerManager().transform_cell(source)
+    try:
+        body = ast.parse(code).body
+    except SyntaxError:
+        return code
+    call = _ipython_call(body[0].value) if len(body) == 1 and isinstance(body[0], ast.Expr) else None
+    if call and call[0] == "run_cell_magic" and len(call[1]) == 3 and call[1][0] in TIMING_CELL_MAGICS:
+        return "\n" + python_source(call[1][2])           # the magic's line kept, so line numbers stay
+    lines = code.split("\n")
+    for node in body:
+        call = _ipython_call(node.value) if isinstance(node, ast.Expr) else None
+        if call and call[0] == "run_line_magic" and len(call[1]) == 2 and call[1][0] in ("time", "timeit"):
+            statement = call[1][1] if call[1][0] == "time" else "pass"
+            lines[node.lineno - 1] = " " * node.col_offset + statement
+    return "\n".join(lines)
+
+
+def magic_lines(source: str) -> list[str]:
+    """The IPython commands a cell runs through get_ipython, as written: ``%magic``, ``%%magic``, ``!shell``."""
+    try:
+        tree = ast.parse(python_source(source))
+    except SyntaxError:
+        return []
+    found = []
+    for node in ast.walk(tree):
+        call = _ipython_call(node)
+        if call and call[0] in ("run_line_magic", "run_cell_magic") and len(call[1]) >= 2:
+            found.append(f"{'%%' if call[0] == 'run_cell_magic' else '%'}{call[1][0]} {call[1][1]}".strip())
+        elif call and call[0] in ("system", "getoutput") and call[1]:
+            found.append(f"!{call[1][0]}")
+    return found
 
 
 def scan_source(source: str, forbidden: Iterable[Forbidden], own_names: Iterable[str] = ()) -> list[str]:
@@ -142,6 +186,12 @@ def scan_source(source: str, forbidden: Iterable[Forbidden], own_names: Iterable
                 if (d == hatch or d.startswith(hatch + ".")) and not (
                         hatch in MODULE_HATCHES and _root(node) in own_variables):
                     add(f"uses {hatch}, which answer cells may not use: {why}")
+    said, magics = f"uses get_ipython, which answer cells may not use: {ESCAPE_HATCHES['get_ipython']}", magic_lines(source)
+    if magics and said in problems:
+        problems[problems.index(said)] = (f"has the IPython command `{magics[0]}`, which answer cells may not use "
+                                          f"(IPython runs it through get_ipython, which "
+                                          f"{ESCAPE_HATCHES['get_ipython'].removeprefix('it ')}): move it into a "
+                                          f"cell of your own")
     return problems
 
 

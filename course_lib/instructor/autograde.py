@@ -123,12 +123,12 @@ def _cell_report(release: Path, placed: dict[str, Path]) -> tuple[list[str], str
     (unreadable, or without their answer cells' marks), why in words."""
     import nbformat
 
-    from course_lib.grading.sandbox import is_test_cell, unmarked_answers
+    from course_lib.grading.sandbox import is_answer_cell, is_test_cell, unmarked_answers
 
     def grade_id(cell):
         return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
 
-    edited, deleted, unmarked, copied, unreadable = [], [], [], [], []
+    edited, deleted, unmarked, copied, unreadable, foreign = [], [], [], [], [], []
     for name, path in placed.items():
         try:
             submitted = nbformat.read(path, as_version=4)
@@ -142,6 +142,8 @@ def _cell_report(release: Path, placed: dict[str, Path]) -> tuple[list[str], str
         marked = [g for g in map(grade_id, submitted.cells) if g]
         copied += sorted({g for g in marked if marked.count(g) > 1})
         unmarked += unmarked_answers(ours, submitted)
+        known = {grade_id(c) for c in ours.cells}
+        foreign += [grade_id(c) for c in submitted.cells if is_answer_cell(c) and grade_id(c) not in known]
         theirs = {grade_id(c): c for c in submitted.cells}
         for cell in filter(is_test_cell, ours.cells):
             gid = cell.metadata.nbgrader["grade_id"]
@@ -163,6 +165,10 @@ def _cell_report(release: Path, placed: dict[str, Path]) -> tuple[list[str], str
     if unreadable:
         why = (f"not a readable notebook: {'; '.join(unreadable)}. A file cut short in an upload, or saved by "
                f"another program, looks like this: ask the student for it again")
+    elif unmarked and foreign:
+        why = (f"it holds other answer cells ({', '.join(foreign[:4])}{', ...' if len(foreign) > 4 else ''}) than "
+               f"this notebook's ({', '.join(unmarked)}): another assignment's notebook under this name? Ask the "
+               f"student for the right file")
     elif unmarked:
         why = (f"its answer cells have lost their nbgrader marks ({', '.join(unmarked)}), and nbgrader cannot "
                f"grade it without them: paste its answers into the answer cells of a fresh copy of the release "
