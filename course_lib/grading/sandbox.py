@@ -68,12 +68,16 @@ def is_test_cell(cell) -> bool:
     return cell.cell_type == "code" and m.get("grade", False) and not m.get("solution", False)
 
 
+def grade_id(cell) -> str | None:
+    return _nbg(cell).get("grade_id")
+
+
 def unmarked_answers(release, submitted) -> list[str]:
     """The release's answer cells, by grade id, that a submitted notebook no longer holds with their marks:
     deleted, or lost with the cell metadata (a notebook rebuilt cell by cell, or saved by a tool that drops
     it). Grading runs only marked answer cells, and nbgrader stops on a notebook without any."""
-    theirs = {_nbg(c).get("grade_id") for c in submitted.cells}     # a cell type changed: nbgrader puts it back
-    return [_nbg(c)["grade_id"] for c in release.cells if is_answer_cell(c) and _nbg(c)["grade_id"] not in theirs]
+    theirs = set(map(grade_id, submitted.cells))      # a cell whose type changed too: nbgrader puts it back
+    return [grade_id(c) for c in release.cells if is_answer_cell(c) and grade_id(c) not in theirs]
 
 
 def is_setup_cell(cell) -> bool:

@@ -123,10 +123,7 @@ def _cell_report(release: Path, placed: dict[str, Path]) -> tuple[list[str], str
     (unreadable, or without their answer cells' marks), why in words."""
     import nbformat
 
-    from course_lib.grading.sandbox import is_answer_cell, is_test_cell, unmarked_answers
-
-    def grade_id(cell):
-        return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+    from course_lib.grading.sandbox import grade_id, is_answer_cell, is_test_cell, unmarked_answers
 
     edited, deleted, unmarked, copied, unreadable, foreign = [], [], [], [], [], []
     for name, path in placed.items():
@@ -146,7 +143,7 @@ def _cell_report(release: Path, placed: dict[str, Path]) -> tuple[list[str], str
         foreign += [grade_id(c) for c in submitted.cells if is_answer_cell(c) and grade_id(c) not in known]
         theirs = {grade_id(c): c for c in submitted.cells}
         for cell in filter(is_test_cell, ours.cells):
-            gid = cell.metadata.nbgrader["grade_id"]
+            gid = grade_id(cell)
             if gid not in theirs:
                 deleted.append(gid)
             elif theirs[gid].source.strip() != cell.source.strip():

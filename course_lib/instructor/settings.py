@@ -100,7 +100,7 @@ def marks_checked_on_validate(release: str) -> None:
 
         import nbformat
 
-        from course_lib.grading.sandbox import is_answer_cell, unmarked_answers
+        from course_lib.grading.sandbox import grade_id, is_answer_cell, unmarked_answers
 
         stem = Path(filename).stem
         try:
@@ -108,7 +108,7 @@ def marks_checked_on_validate(release: str) -> None:
             lost = unmarked_answers(nbformat.read(Path(release) / stem / f"{stem}.ipynb", as_version=4), mine)
         except Exception:           # not one of the course's notebooks, or unreadable: nbgrader's own checks
             return plain(self, filename)
-        answers = [c.metadata.nbgrader["grade_id"] for c in mine.cells if is_answer_cell(c)]
+        answers = [grade_id(c) for c in mine.cells if is_answer_cell(c)]
         copied = sorted({g for g in answers if answers.count(g) > 1})
         said = []
         if lost:
