@@ -20,6 +20,7 @@ import textwrap
 import types
 
 from .engine import _is_learner_frame
+from .forbid import python_source
 
 _SETUP = None
 _runs: dict[str, set] = {}         # a cell's code as IPython ran it -> the answer cells (grade_id) it ran as,
@@ -101,15 +102,10 @@ def _globals_read(obj) -> set[str]:
 
 
 def _parse(cell: str) -> list:
-    """The cell's statements; a cell magic's (%%time, %%capture) body stands in for its call."""
+    """The cell's statements as the grader reads them: a timing magic's (%%time, %%capture) body stands in
+    for its call (forbid.python_source)."""
     try:
-        body = ast.parse(cell).body
-        call = body[0].value if len(body) == 1 and isinstance(body[0], ast.Expr) else None
-        if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
-                and call.func.attr == "run_cell_magic" and len(call.args) == 3
-                and isinstance(call.args[2], ast.Constant) and isinstance(call.args[2].value, str)):
-            body = ast.parse(call.args[2].value).body
-        return body
+        return ast.parse(python_source(cell)).body
     except SyntaxError:
         return []
 
