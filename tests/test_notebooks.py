@@ -281,6 +281,35 @@ def test_a_check_after_its_answer_cell_failed_on_a_rerun_does_not_pass_the_earli
     assert merge_check not in err and "✓ merge_heads" in nb.cells[merge_check].outputs[0].text
 
 
+def test_a_check_run_again_on_the_same_definition_says_its_answer_cell_has_not_run_since(tmp_path):
+    """A learner edits a failing answer cell and runs only its check cell: the kernel still holds the old
+    function, so the check repeats its verdict word for word. The second run says the answer cell has not run
+    since; running the answer cell again (the same code, a new function) gives the verdict alone."""
+    nb = nbformat.read(ROOT / "notebooks" / "00_welcome" / "00_welcome.ipynb", as_version=4)
+    answer = next(i for i, c in enumerate(nb.cells) if is_answer_cell(c) and "def split_heads" in c.source)
+    nb.cells[answer].source = 'def split_heads(x, n_heads):\n    return rearrange(x, "b t (d h) -> b h t d", h=n_heads)\n'
+    chk = next(i for i, c in enumerate(nb.cells) if c.source.startswith('check("split_heads"'))
+    again = nbformat.v4.new_code_cell(nb.cells[chk].source)
+    nb.cells[chk + 1:chk + 1] = [again, nbformat.v4.new_code_cell(nb.cells[answer].source),
+                                 nbformat.v4.new_code_cell(nb.cells[chk].source)]
+    merge = next(i for i, c in enumerate(nb.cells) if is_answer_cell(c) and "def merge_heads" in c.source)
+    nb.cells[merge].source = 'def merge_heads(x):\n    return rearrange(x, "b h t d -> b t (h d)")\n'
+    merge_chk = next(i for i, c in enumerate(nb.cells) if c.source.startswith('check("merge_heads"'))
+    nb.cells.insert(merge_chk + 1, nbformat.v4.new_code_cell(nb.cells[merge_chk].source))
+    path = tmp_path / "00_welcome.ipynb"
+    nbformat.write(nb, path)
+    nb = _run(path, tmp_path)
+    err = {i: "\n".join(o.traceback) for i, o in _errors(nb)}
+    first, second, rerun = err[chk], err[chk + 1], err[chk + 3]
+    note = "The same split_heads as at your last check: its answer cell has not run since."
+    assert first.startswith("\x1b[0;31mCheckFailed") and note not in first, first
+    assert second.startswith(first) and note in second[len(first):], second
+    assert rerun == first                               # the answer cell ran again: a new function, no note
+    ticks = ["".join(o.text for o in nb.cells[i].outputs if o.output_type == "stream") for i in (merge_chk, merge_chk + 1)]
+    assert ticks[0].startswith("✓ merge_heads") and "The same merge_heads" not in ticks[0], ticks
+    assert ticks[1].startswith(ticks[0].rstrip("\n")) and "The same merge_heads as at your last check" in ticks[1]
+
+
 @pytest.mark.parametrize("cell_metadata", [True, False])
 def test_an_answer_that_needs_a_cell_grading_does_not_run_fails_its_check_in_jupyterlab(tmp_path, cell_metadata):
     """Grading runs only the setup and answer cells: split_heads written in a cell of one's own, merge_heads

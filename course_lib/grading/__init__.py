@@ -132,10 +132,33 @@ def check(name: str, answer, *, suite: str = "visible", device=None, seed: int |
               f"(once per case, and again for some); not shown here. Draw in a cell of your own instead.")
     elsewhere = cells.said(ex, answer, passed=report.passed, summary=report.message.split(" — ", 1)[-1])
     if not report.passed:
-        raise CheckFailed(report.message + _uses_other_answers(ex, answer) + elsewhere)
-    if elsewhere.startswith("✗"):
-        raise CheckFailed(elsewhere)
-    print(report.message + elsewhere)
+        message = report.message + _uses_other_answers(ex, answer) + elsewhere
+    else:
+        message = elsewhere if elsewhere.startswith("✗") else report.message + elsewhere
+    message += _not_run_since(ex, answer, suite, message)
+    if message.startswith("✗"):
+        raise CheckFailed(message)
+    print(message)
+
+
+_last_checked: dict[tuple[str, str], tuple[object, str]] = {}
+
+
+def _not_run_since(ex: Exercise, answer, suite: str, verdict: str) -> str:
+    """A line when this check gives the same verdict on the very object it checked last time, in a notebook: the
+    answer cell has not run since, and a learner who edited it and ran only the check cell reads an old verdict."""
+    before = _last_checked.get((ex.name, suite))
+    _last_checked[(ex.name, suite)] = (answer, verdict)
+    if before is None or before[0] is not answer or before[1] != verdict or not _in_notebook():
+        return ""
+    return (f"\n  The same {ex.name} as at your last check: its answer cell has not run since. An edit to that cell "
+            f"counts\n  only once it has run: run it (Shift+Enter), then this cell again.")
+
+
+def _in_notebook() -> bool:
+    ipython = sys.modules.get("IPython")
+    ip = ipython.get_ipython() if ipython is not None else None
+    return ip is not None and hasattr(ip, "kernel")
 
 
 @contextlib.contextmanager
