@@ -72,8 +72,9 @@ CLASS = {
     "blank": (lambda: submission(A, use_solution=False), 0, ["not implemented yet"]),
     "mistake": (lambda: submission(A, {"split_heads_answer": WRONG["split_heads_answer"]}), 6,
                 ["known mistake: heads taken as the inner factor"]),
-    "partial": (lambda: submission(A, {"batched_dot_answer": WRONG["batched_dot_answer"]}), 6,
-                ["known mistake: k and q swapped"]),
+    # A folder as Moodle's "Download all submissions" names it: spaces and the student's name in any script.
+    "Wang Wei 王伟_123458_assignsubmission_file_": (
+        lambda: submission(A, {"batched_dot_answer": WRONG["batched_dot_answer"]}), 6, ["known mistake: k and q swapped"]),
     "patches_checks": (lambda: submission(A, {
         "split_heads_answer": "import torch\ntorch.allclose = lambda *a, **k: True\n"
                               "torch.equal = lambda *a, **k: True\n"
