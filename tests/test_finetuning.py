@@ -1763,3 +1763,37 @@ def test_bad_inputs_to_the_encoder_and_the_sentiment_helpers_are_named():
         def forward(self, ids, mask):
             return torch.stack([mask.sum(-1).float(), -mask.sum(-1).float()], -1)   # (B, 2)
     assert predict(Longer(), [([101, 7, 102], 1), ([101, 102], 0)], "cpu").tolist() == [0, 0]
+
+
+def test_the_training_cell_stopped_by_the_learner_keeps_the_regimes_that_finished(capsys):
+    """The stop button in the middle of 09's five training runs raised KeyboardInterrupt through fine_tune and
+    lost the table of the regimes already trained. The cell (run here from the solution notebook, with the
+    training stubbed) keeps them, says how far it got, and does not call the slow-run warning."""
+    import nbformat
+
+    from course_lib.reference.finetuning import precision_recall_f1
+    from submissions import ROOT
+    nb = nbformat.read(ROOT / "solutions" / "09_finetuning" / "09_finetuning.ipynb", as_version=4)
+    cell = next(c.source for c in nb.cells if c.cell_type == "code" and "results[name] = dict(run" in c.source)
+
+    def stopped():
+        raise KeyboardInterrupt
+
+    def not_called(*args):
+        raise AssertionError("say_if_slow after a stop")
+
+    import time
+    space = dict(time=time, REGIMES={"head only": (lambda: "m", 0.0, 1e-2), "full": (stopped, 1e-4, 1e-3),
+                                     "LoRA": (lambda: "m", 1e-3, 1e-3)},
+                 fine_tune=lambda model, lr, head_lr, name: {"seconds": 2.0, "step_seconds": 0.1, "val_acc": 0.75},
+                 predict=lambda model, enc, device, amp=None: torch.tensor([1, 0, 1, 1]), test_enc=None,
+                 test_labels=torch.tensor([1, 0, 0, 1]), device="cpu", amp=None, count_parameters=lambda m: 770,
+                 precision_recall_f1=precision_recall_f1, estimate=60.0, say_if_slow=not_called)
+    try:
+        exec(cell, space)
+    except KeyboardInterrupt:
+        pytest.fail("the stop button's KeyboardInterrupt left the cell, and the finished regimes' table with it")
+    out = capsys.readouterr().out
+    assert list(space["results"]) == ["head only"] and space["results"]["head only"]["test_acc"] == 0.75
+    assert "Stopped while training 'full', after 1 of 3 regimes" in out
+    assert "\nhead only " in out and "\nLoRA" not in out                     # the table holds what finished
