@@ -12,8 +12,14 @@ from __future__ import annotations
 
 import matplotlib
 import matplotlib.pyplot as plt
+from matplotlib import cycler
 
 __all__ = ["setup_style", "new_axes", "caption", "show_confusion"]
+
+# Okabe and Ito's colours (blue, orange, bluish green, vermillion, reddish purple, sky blue, black, yellow), which
+# stay apart for readers with red-green or blue-yellow colour blindness; matplotlib's default puts orange, green and
+# red side by side. Figures name them C0, C1, ... (C0 blue, C2 green, C3 vermillion).
+COLOURS = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442"]
 
 STYLE = {
     "figure.figsize": (7.0, 4.0),
@@ -30,6 +36,7 @@ STYLE = {
     "legend.frameon": False,
     "lines.linewidth": 2.0,
     "image.cmap": "viridis",
+    "axes.prop_cycle": cycler(color=COLOURS),
 }
 
 

@@ -4,9 +4,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+from pathlib import Path  # noqa: E402
+
 import ipywidgets  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from course_lib import plotting, progress, widgets  # noqa: E402
 
@@ -135,3 +138,54 @@ def test_an_explorer_over_an_unwritten_answer_says_which_in_one_line(capsys):
 
     with pytest.raises(NotImplementedError, match="NYI"):
         widgets._unfinished_said(library)(lr=0.5)
+
+
+# Machado, Oliveira and Fernandes (2009): full protanopia, deuteranopia and tritanopia (severity 1), on linear RGB.
+DICHROMACY = {
+    "protanopia": [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216], [-0.003882, -0.048116, 1.051998]],
+    "deuteranopia": [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413], [-0.011820, 0.042940, 0.968881]],
+    "tritanopia": [[1.255528, -0.076749, -0.178779], [-0.078411, 0.930809, 0.147602], [0.004733, 0.691367, 0.303900]],
+}
+
+
+def _lab_as_seen(colour: str, matrix) -> torch.Tensor:
+    """CIELAB (D65) of an sRGB colour as a reader with that dichromacy sees it."""
+    from matplotlib.colors import to_rgb
+    c = torch.tensor(to_rgb(colour), dtype=torch.float64)
+    linear = torch.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    seen = (torch.tensor(matrix, dtype=torch.float64) @ linear).clamp(0, 1)
+    xyz = torch.tensor([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]],
+                       dtype=torch.float64) @ seen / torch.tensor([0.95047, 1.0, 1.08883], dtype=torch.float64)
+    f = torch.where(xyz > (6 / 29) ** 3, xyz ** (1 / 3), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return torch.stack([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def _closest(colours: list[str]) -> tuple[float, str]:
+    import itertools
+    return min((float((_lab_as_seen(a, m) - _lab_as_seen(b, m)).norm()), f"{a} and {b} for {kind}")
+               for kind, m in DICHROMACY.items() for a, b in itertools.combinations(colours, 2))
+
+
+def test_the_course_colours_stay_apart_for_colour_blind_readers():
+    """The course's figures draw up to five lines in one plot (09's five regimes, 02's five optimizers). Their
+    first six colours stay at least 15 CIELAB units apart for each dichromacy (two colours 2-3 units apart look
+    the same); matplotlib's default does not (its orange and green are about 5 apart for protanopia)."""
+    from matplotlib import rcParams, rcParamsDefault
+    default = [c["color"] for c in rcParamsDefault["axes.prop_cycle"]][:6]
+    assert _closest(default)[0] < 15, _closest(default)
+    plotting.setup_style()
+    course = [c["color"] for c in rcParams["axes.prop_cycle"]][:6]
+    assert _closest(course)[0] >= 15, _closest(course)
+
+
+def test_notebooks_name_colours_from_the_course_cycle():
+    """A colour named in a notebook ("tab:green") bypasses the course's colour-blind-safe cycle: figures name
+    C0, C1, ... or a grey."""
+    import json
+    import re
+    allowed = {f"C{i}" for i in range(8)} | {"grey", "gray", "black", "white"}
+    for path in sorted((Path(__file__).resolve().parents[1] / "solutions").glob("*/*.ipynb")):
+        code = "\n".join("".join(c["source"]) for c in json.loads(path.read_text(encoding="utf-8"))["cells"]
+                         if c["cell_type"] == "code")
+        named = set(re.findall(r"""color=["']([^"']+)["']""", code)) | set(re.findall(r"""["'](tab:[a-z]+)["']""", code))
+        assert named <= allowed, f"{path.name}: {sorted(named - allowed)}"
