@@ -125,6 +125,18 @@ def test_notebook_structure_follows_the_course_conventions(assignment):
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_a_notebook_is_in_the_readme_and_graded_by_a_round_trip(assignment):
+    """A notebook added to solutions/ needs what the README's "Adding a notebook" lists: a row in the README's
+    table of notebooks and a test that grades a class of it through nbgrader (grade_class or autograde)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"| `{assignment}` |" in readme, f"{assignment} has no row in the README's table of notebooks"
+    graders = [p.name for p in (ROOT / "tests").glob("test_*.py")
+               if f'"{assignment}"' in (text := p.read_text(encoding="utf-8"))
+               and ("grade_class(" in text or "autograde(" in text)]
+    assert graders, f"no test grades a class of {assignment} (tests/test_<topic>_roundtrip.py, with grade_class)"
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_sections_come_in_the_style_guides_order(assignment):
     """Before you start, then the sections with every exercise and its tests, then Putting it
     together, then the Recap last: a learner always knows where they are."""
