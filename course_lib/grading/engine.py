@@ -458,7 +458,7 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome, named: Mistake | None = 
         err = outcome.error
         if err.get("stub"):
             return (f"✗ {ex.name} — not implemented yet: replace `raise NotImplementedError()` "
-                    f"in its answer cell with your code."), 0.0
+                    f"in its answer cell with your code, then run that cell."), 0.0
         where = f"\n  at {err['where']}" if err["where"] else ""
         notes = ("\n  " + err["notes"].replace("\n", "\n  ")) if err.get("notes") else ""
         said = err["message"] if err.get("verdict") else f"raised {err['type']}: {err['message']}"
