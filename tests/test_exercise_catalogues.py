@@ -89,19 +89,21 @@ def test_tensors_the_checks_build_stay_on_the_case_device(ex):
         ran += 1
         elsewhere = [f"{where} on {t.device}" for where, t in _tensors(out, "output") if t.device.type != "meta"]
         assert not elsewhere, f"case {run.case.label!r}: {', '.join(elsewhere)}"
-    assert ran or ex.name in NEED_DATA, "no case ran on meta"
+    assert ran or ex.name in NEED_DATA, (f"no case of {ex.name} ran on meta: if every answer must read values, add it "
+                                         "to NEED_DATA above")
 
 
 @pytest.mark.parametrize("ex", EXERCISES, ids=_ids(EXERCISES))
 def test_every_exercise_has_cases_mistakes_and_a_hint(ex):
-    assert len(ex.visible) >= 3 and len(ex.hidden) >= 2
-    assert ex.mistakes
+    assert len(ex.visible) >= 3 and len(ex.hidden) >= 2, (
+        f"{ex.name} has {len(ex.visible)} visible and {len(ex.hidden)} hidden cases: at least 3 and 2")
+    assert ex.mistakes, f"{ex.name} names no Mistake: list the wrong answers learners really write"
     assert hint_text(ex), f"{ex.notebook} has no Hint cell (<details>) right above the {ex.name}_answer cell"
     # Hidden cases must differ from visible ones: hard-coding visible outputs cannot pass.
     from course_lib.grading.engine import build_runs
     vis = {_signature(r.inputs) for r in build_runs(ex, "visible", None, "cpu")}
     hid = [_signature(r.inputs) for r in build_runs(ex, "hidden", None, "cpu")]
-    assert any(s not in vis for s in hid)
+    assert any(s not in vis for s in hid), f"every hidden case of {ex.name} has the shapes of a visible one"
 
 
 def _signature(value):

@@ -6,6 +6,7 @@ import atexit
 import functools
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -116,10 +117,17 @@ def test_notebook_structure_follows_the_course_conventions(assignment):
     # each checking that exercise in its suite, for exactly the exercises registered for this notebook.
     from course_lib.grading.spec import all_exercises
     registered = {ex.name for ex in all_exercises() if ex.notebook == assignment}
-    assert {c.metadata.nbgrader["grade_id"] for c in answers} == {f"{n}_answer" for n in registered}
+    assert {c.metadata.nbgrader["grade_id"] for c in answers} == {f"{n}_answer" for n in registered}, (
+        f"answer cells' grade ids, against <name>_answer for each exercise registered for {assignment}")
     checked = {(c.metadata.nbgrader["grade_id"], call.exercise, call.suite) for c in tests for call in check_calls(c.source)}
-    assert checked == {(f"{n}_{suite}", n, suite) for n in registered for suite in ("visible", "hidden")}
-    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+    assert checked == {(f"{n}_{suite}", n, suite) for n in registered for suite in ("visible", "hidden")}, (
+        "test cells (grade id, exercise checked, suite), against <name>_visible and <name>_hidden for each exercise")
+    saved = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.get("outputs")]
+    assert not saved, f"cells {saved} were saved with their outputs: clear them (Edit > Clear Outputs of All Cells)"
+    released = nbformat.read(ROOT / "notebooks" / assignment / f"{assignment}.ipynb", as_version=4)
+    shown = [c.metadata.nbgrader["grade_id"] for c in released.cells if is_test_cell(c)
+             and any(call.suite == "hidden" for call in check_calls(c.source))]
+    assert not shown, f"the learner copy shows hidden checks in {shown}: put them between the hidden-test markers"
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert "## Before you start" in text and "## Recap" in text and "中文" in text
 
@@ -131,7 +139,7 @@ def test_a_notebook_is_in_the_readme_and_graded_by_a_round_trip(assignment):
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert f"| `{assignment}` |" in readme, f"{assignment} has no row in the README's table of notebooks"
     graders = [p.name for p in (ROOT / "tests").glob("test_*.py")
-               if f'"{assignment}"' in (text := p.read_text(encoding="utf-8"))
+               if re.search(f"""["']{assignment}["']""", text := p.read_text(encoding="utf-8"))
                and ("grade_class(" in text or "autograde(" in text)]
     assert graders, f"no test grades a class of {assignment} (tests/test_<topic>_roundtrip.py, with grade_class)"
 

@@ -419,13 +419,13 @@ def test_a_regrade_without_a_timestamp_keeps_the_time_of_submission(third_run):
 
 
 def test_an_unknown_assignment_names_the_ones_there_are(tmp_path, capsys):
-    """`./course autograde 07_transformer SUBS` said only that there was no such assignment."""
+    """`./course autograde 99_no_such_notebook SUBS` said only that there was no such assignment."""
     from course_lib.instructor.cli import main
     with pytest.raises(SystemExit):
-        main(["autograde", "07_transformer", str(tmp_path)])
+        main(["autograde", "99_no_such_notebook", str(tmp_path)])
     err = capsys.readouterr().err
-    assert "no assignment '07_transformer' in solutions/ (have: 00_welcome, 02_optimizers," in err, err
-    assert not (ROOT / "grading" / "07_transformer").exists()
+    assert "no assignment '99_no_such_notebook' in solutions/ (have: 00_welcome, 02_optimizers," in err, err
+    assert not (ROOT / "grading" / "99_no_such_notebook").exists()
 
 
 def test_past_the_submission_limit_the_reason_says_how_to_find_the_cell(tmp_path):
