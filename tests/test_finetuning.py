@@ -1766,9 +1766,11 @@ def test_bad_inputs_to_the_encoder_and_the_sentiment_helpers_are_named():
 
 
 def test_the_training_cell_stopped_by_the_learner_keeps_the_regimes_that_finished(capsys):
-    """The stop button in the middle of 09's five training runs raised KeyboardInterrupt through fine_tune and
-    lost the table of the regimes already trained. The cell (run here from the solution notebook, with the
-    training stubbed) keeps them, says how far it got, and does not call the slow-run warning."""
+    """The stop button in the middle of 09's five training runs ended the cell in a traceback through fine_tune,
+    with no table of the regimes already trained. The cell (run here from the solution notebook, with the
+    training stubbed) shows them, says how far it got, and does not call the slow-run warning."""
+    import time
+
     import nbformat
 
     from course_lib.reference.finetuning import precision_recall_f1
@@ -1782,7 +1784,6 @@ def test_the_training_cell_stopped_by_the_learner_keeps_the_regimes_that_finishe
     def not_called(*args):
         raise AssertionError("say_if_slow after a stop")
 
-    import time
     space = dict(time=time, REGIMES={"head only": (lambda: "m", 0.0, 1e-2), "full": (stopped, 1e-4, 1e-3),
                                      "LoRA": (lambda: "m", 1e-3, 1e-3)},
                  fine_tune=lambda model, lr, head_lr, name: {"seconds": 2.0, "step_seconds": 0.1, "val_acc": 0.75},
