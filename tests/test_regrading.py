@@ -439,3 +439,24 @@ def test_past_the_submission_limit_the_reason_says_how_to_find_the_cell(tmp_path
     assert row["status"] == "NOT GRADED", row
     assert "longer than the 12 s limit per submission" in row["reason"], row["reason"]
     assert "each waiting the 30 s cell timeout" in row["reason"] and "--cell-timeout" in row["reason"], row["reason"]
+
+
+def test_grading_in_a_locale_that_cannot_write_a_dash_finishes(tmp_path):
+    """In an ISO-8859-1 locale (stdout strict latin-1, as PYTHONIOENCODING=latin-1 makes it here) the log line
+    "NOT GRADED — ..." stopped the run with UnicodeEncodeError, and every student before it was NOT GRADED: the
+    sandbox's setup cell printed "—" too. The log shows \\u2014 instead, and grading prints in UTF-8."""
+    import os
+    import subprocess
+    import sys
+    subs = tmp_path / "subs"
+    write(submission(A), subs, "right", A)
+    (subs / "empty").mkdir()
+    run = subprocess.run([sys.executable, "-c", "from course_lib.instructor.cli import main; raise SystemExit(main())",
+                          "autograde", A, str(subs), "--out", str(tmp_path / "out"), "-j", "1"],
+                         capture_output=True, env=dict(os.environ, PYTHONIOENCODING="latin-1"), timeout=300)
+    out = run.stdout.decode("latin-1") + run.stderr.decode("latin-1")
+    assert run.returncode == 1 and "Traceback" not in out, out            # 1: a student NOT GRADED, no crash
+    assert "empty: NOT GRADED \\u2014 no notebook was found" in out, out
+    with open(tmp_path / "out" / "grades.csv", newline="") as f:
+        rows = {r["student"]: r for r in csv.DictReader(f)}
+    assert rows["right"]["status"] == "graded" and rows["right"]["score"] == "9", rows["right"]

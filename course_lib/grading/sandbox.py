@@ -38,9 +38,11 @@ class NotGraded(Exception):
 
 
 def learner_env(**extra: str) -> dict[str, str]:
-    """The environment for processes that run learner code, without COURSE_HIDDEN_SEED."""
+    """The environment for processes that run learner code, without COURSE_HIDDEN_SEED. They print in UTF-8 whatever
+    the grading machine's locale: in ISO-8859-1 the setup cell's own "—" raised UnicodeEncodeError (file names keep
+    the locale's encoding, as in the process that hands them over)."""
     env = {k: v for k, v in os.environ.items() if k != "COURSE_HIDDEN_SEED"}
-    env.update(extra)
+    env.update(PYTHONIOENCODING="utf-8", **extra)
     return env
 
 

@@ -330,7 +330,8 @@ def _autograde(opt: Options, out: Path, due: datetime | None, submissions: dict[
     guarded = [Path(__file__).resolve().parents[1], opt.solutions.resolve()]
     before = _fingerprints(guarded)
     env = dict(os.environ, OMP_NUM_THREADS=str(opt.threads), MKL_NUM_THREADS=str(opt.threads),
-               COURSE_THREADS=str(opt.threads), COURSE_DEVICE=opt.device, MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
+               COURSE_THREADS=str(opt.threads), COURSE_DEVICE=opt.device, MPLBACKEND="Agg", PYTHONUNBUFFERED="1",
+               PYTHONIOENCODING="utf-8")                      # as learner_env: prints whatever the locale
 
     others = {p.name for p in opt.solutions.iterdir() if p.is_dir()} - {opt.assignment}
 

@@ -23,6 +23,9 @@ def _repo() -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     skip_iri_grammars()
+    for stream in (sys.stdout, sys.stderr):     # a locale that cannot write "✗", "—" or a name in another script
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")           # shows \u2014, not a crash mid-class
     repo = _repo()
     parser = argparse.ArgumentParser(prog="course", description="Instructor commands of the course.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
