@@ -1,6 +1,7 @@
 """The grading core on its own: comparisons, messages, mistakes, forbidden calls, stability probes."""
 from __future__ import annotations
 
+import linecache
 import math
 from pathlib import Path
 
@@ -801,21 +802,31 @@ def test_welcome_shape_mistakes_are_named(exercise, name, named):
     ("q @ k.T", "If this comes from q @ k, or from turning k round:\n  q @ k pairs"),
     ("q @ k.permute(0, 2, 1)", "If this comes from q @ k, or from turning k round:\n  q @ k pairs"),
     ("torch.bmm(q, k.transpose(1, 2))", "q @ k.transpose(-2, -1), or k.mT"),
-    ("torch.einsum('bij,bjk->bik', q, k)", "share D, their last axis: '...id,...jd->...ij'"),
-], ids=["q @ k", "matmul", "transpose(1, 2)", ".T", "permute", "bmm", "einsum"])
+    ("torch.einsum('bij,bjk->bik', q, k)", "share D, their last axis: einsum(q, k, '... i d, ... j d -> ... i j')"),
+    # 4 named axes where a case has 3 (the shapes vary): said so, and einops' spelling given before torch's
+    ("einsum(q, k, 'b h i d, b h j d -> b h i j')", "The pattern names 4 axes for a tensor of 3: the leading axes"),
+    # torch.einsum's packed letters in einops' einsum, which the setup cell imports
+    ("einsum(q, k, '...id,...jd->...ij')", "einops names each axis with a word, the words apart"),
+], ids=["q @ k", "matmul", "transpose(1, 2)", ".T", "permute", "bmm", "einsum", "einsum axes", "einops syntax"])
 def test_batched_dot_that_fails_in_the_matmul_says_how_to_turn_k(body, says):
     """Each got only torch's own text, e.g. 'Expected size for first two dimensions of batch2 tensor to be:
     [2, 6] but got: [2, 4]', which does not say that k has to be transposed, or how."""
     import warnings
 
+    from einops import einsum
+
     from course_lib.grading.spec import get_exercise
-    ns = {"torch": torch}
-    exec(compile(f"def batched_dot(q, k):\n    return {body}\n", "<answer>", "exec"), ns)
+    ns = {"torch": torch, "einsum": einsum}
+    source = f"def batched_dot(q, k):\n    return {body}\n"
+    linecache.cache["<answer>"] = (len(source), None, source.splitlines(True), "<answer>")   # as a notebook cell's
+    exec(compile(source, "<answer>", "exec"), ns)
     for suite in ("visible", "hidden"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")                 # .T on a tensor that is not 2-D warns
             r = evaluate(get_exercise("batched_dot"), ns["batched_dot"], suite=suite)
         assert not r.passed and "raised" in r.message and says in r.message, (suite, r.message)
+        if ".T" in body:        # the line turns k round: the note about q * k (which it does not do) stays out
+            assert "If this comes from q * k" not in r.message, r.message
 
 
 
@@ -1218,12 +1229,45 @@ def test_what_an_answer_prints_during_a_check_is_cut_to_its_first_lines(capsys):
     ("layernorm", "did you mean 'LayerNorm' or 'layer_norm'?"),
     ("lora", "(the course's exercises: Adam, AdamW,"),
 ])
-def test_a_mistyped_exercise_name_gets_the_names_it_is_close_to(name, says):
-    from course_lib.grading import get_exercise, hint
-    for call in (get_exercise, hint):
-        with pytest.raises(KeyError) as info:
-            call(name)
-        assert says in str(info.value) and ("did you mean" not in says or "exercises:" not in str(info.value))
+def test_a_mistyped_exercise_name_gets_the_names_it_is_close_to(name, says, capsys):
+    """In a notebook, hint() and check() say it in one line: a KeyError's traceback through course_lib came first."""
+    from course_lib.grading import CheckFailed, check, get_exercise, hint
+    with pytest.raises(KeyError) as info:
+        get_exercise(name)
+    assert says in str(info.value) and ("did you mean" not in says or "exercises:" not in str(info.value))
+    hint(name)
+    assert capsys.readouterr().out == f"{info.value.args[0]}\n"
+    with pytest.raises(CheckFailed) as failed:
+        check(name, print)
+    assert str(failed.value) == f"✗ {info.value.args[0]}"
+
+
+def test_check_called_without_the_name_or_with_another_exercises_answer_says_how_to_call_it():
+    """check(split_heads) got Python's "missing 1 required positional argument: 'answer'" (the answer was
+    there; the name was not); check("merge_heads", split_heads) ran merge_heads's cases on split_heads and
+    explained a wrong shape."""
+    from course_lib.grading import CheckFailed, check
+    from course_lib.reference import merge_heads, split_heads
+    with pytest.raises(CheckFailed, match=r'^✗ check takes the exercise\'s name first, then your answer: '
+                                          r'check\("split_heads", split_heads\)\.$'):
+        check(split_heads)
+    with pytest.raises(CheckFailed, match=r'^✗ merge_heads — check needs your answer after its name'):
+        check("merge_heads")
+    with pytest.raises(CheckFailed, match=r'^✗ merge_heads — this check got split_heads, the answer to another '
+                                          r'exercise: write check\("merge_heads", merge_heads\)\.$'):
+        check("merge_heads", split_heads)
+    assert merge_heads.__name__ == "merge_heads"
+
+
+def test_an_answer_that_changes_its_input_in_place_is_told_to_build_a_new_tensor():
+    """x.mul_(...) on the checks' input (a leaf that requires grad) got advice for parameters: "do such changes
+    inside torch.no_grad()", which would hide the slip; the contract says x is left unchanged."""
+    from course_lib.grading.spec import get_exercise
+    ns = {"torch": torch}
+    exec(compile("def split_heads(x, n_heads):\n    x.mul_(1.0)\n    B, T, C = x.shape\n"
+                 "    return x.view(B, T, n_heads, C // n_heads).transpose(1, 2)\n", "<answer>", "exec"), ns)
+    r = evaluate(get_exercise("split_heads"), ns["split_heads"], suite="visible")
+    assert not r.passed and "If it is an input of your function, build a new tensor instead" in r.message, r.message
 
 
 def test_figures_an_answer_draws_during_a_check_are_counted_not_shown(capsys):

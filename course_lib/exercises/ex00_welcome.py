@@ -49,8 +49,8 @@ def _keeps_gradients(fn, inputs, called):
     grads = gradients.grads_of(out, [v for _, v in wanted]) if out.requires_grad else [None] * len(wanted)
     for (n, _), g in zip(wanted, grads):
         if g is None:
-            raise ValueError(f"{called}'s output carries no gradient back to {n}: .detach(), .data, torch.no_grad() "
-                             "or a detour through numpy or Python numbers cuts it from autograd, and a model built "
+            raise ValueError(f"{called}'s output carries no gradient back to {n}: .detach(), .data, torch.no_grad()\n"
+                             "or a detour through numpy or Python numbers cuts it from autograd, and a model built\n"
                              "on it would not train. Use torch's own operations on the tensors themselves.")
 
 
@@ -246,12 +246,19 @@ def add_turn_k_note(exc: BaseException, unsure: bool = False) -> None:
         return
     text = str(exc)
     if text.startswith("einsum()"):
+        counted = re.search(r"subscripts in the equation \((\d+)\) does not match the number of dimensions \((\d+)\)", text)
+        if counted:
+            exc.add_note(f"The pattern names {counted[1]} axes for a tensor of {counted[2]}: the leading axes vary from "
+                         "case to case, so write them as `...`.")
         exc.add_note(("If this is the einsum of q and k: " if unsure else "In einsum, ")
                      + "a letter in both inputs and not in the output is summed over. q (…, T_q, D)\n"
-                     "and k (…, T_k, D) share D, their last axis: '...id,...jd->...ij'.")
+                     "and k (…, T_k, D) share D, their last axis: einsum(q, k, '... i d, ... j d -> ... i j') with\n"
+                     "einops' einsum (the setup cell's), or torch.einsum('...id,...jd->...ij', q, k).")
     elif any(s in text for s in _MATMUL_ERRORS + _TURNED_K_ERRORS):
         sure = not unsure and any(s in text for s in _MATMUL_ERRORS)
-        if "must match the size of tensor b" in text:
+        where = describe_error(exc)["where"]
+        line = where.split(": ", 1)[1] if ": " in where else ""
+        if "must match the size of tensor b" in text and not re.search(r"@|\.T\b|\.mT\b|transpose|permute|matmul", line):
             exc.add_note("If this comes from q * k: that multiplies query i with key i only, and needs as many\n"
                          "queries as keys, where the table pairs every query with every key (q @ k, below).")
         exc.add_note(("" if sure else "If this comes from q @ k, or from turning k round:\n")

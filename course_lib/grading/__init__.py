@@ -110,16 +110,24 @@ def _install_handler() -> None:
         pass
 
 
-def check(name: str, answer, *, suite: str = "visible", device=None, seed: int | None = None) -> None:
+_NOTHING = object()
+
+
+def check(name: str, answer=_NOTHING, *, suite: str = "visible", device=None, seed: int | None = None) -> None:
     """Check ``answer`` (the learner's function or class) against exercise ``name``.
 
     Prints one ✓ line when every case agrees with the reference; raises :class:`CheckFailed`
     with the first disagreement otherwise. Runs on ``device`` (default: the course device).
     """
     from course_lib.device import get_device
-    ex = get_exercise(name)
     _install_handler()
-    wrong = _wrong_kind(ex, answer) or _stale(ex, answer)
+    if not isinstance(name, str):
+        given = getattr(name, "__name__", "name")
+        raise CheckFailed(f"✗ check takes the exercise's name first, then your answer: check(\"{given}\", {given}).")
+    ex = _exercise(name)
+    if answer is _NOTHING:
+        raise CheckFailed(f"✗ {name} — check needs your answer after its name: check(\"{name}\", {name}).")
+    wrong = _wrong_kind(ex, answer) or _other_exercise(ex, answer) or _stale(ex, answer)
     if wrong:
         raise CheckFailed(wrong)
     dev = str(torch_device(device) if device is not None else get_device())
@@ -151,8 +159,32 @@ def _not_run_since(ex: Exercise, answer, suite: str, verdict: str) -> str:
     _last_checked[(ex.name, suite)] = (answer, verdict)
     if before is None or before[0] is not answer or before[1] != verdict or not _in_notebook():
         return ""
-    return (f"\n  The same {ex.name} as at your last check: its answer cell has not run since. An edit to that cell "
-            f"counts\n  only once it has run: run it (Shift+Enter), then this cell again.")
+    if verdict.startswith("✗"):
+        return (f"\n  The same {ex.name} as at your last check: its answer cell has not run since. An edit to that "
+                f"cell counts\n  only once it has run: run it (Shift+Enter), then this cell again.")
+    return (f"\n  (The same {ex.name} as at your last check. If you have edited its answer cell since, run that cell, "
+            f"then this one:\n  a check uses the code the kernel last ran.)")
+
+
+def _exercise(name: str) -> Exercise:
+    """get_exercise, with an unknown name as a one-line ✗ (its close names) instead of a KeyError's traceback."""
+    try:
+        return get_exercise(name)
+    except KeyError as e:
+        raise CheckFailed(f"✗ {e.args[0]}") from None
+
+
+def _other_exercise(ex: Exercise, answer) -> str | None:
+    """check("merge_heads", split_heads): another exercise's answer, pasted with this one's name."""
+    given = getattr(answer, "__name__", None)
+    if not isinstance(given, str) or given == ex.name:
+        return None
+    try:
+        get_exercise(given)
+    except KeyError:
+        return None
+    return (f"✗ {ex.name} — this check got {given}, the answer to another exercise: write "
+            f"check(\"{ex.name}\", {ex.name}).")
 
 
 def _in_notebook() -> bool:
@@ -267,7 +299,11 @@ def torch_device(device):
 
 def hint(name: str) -> None:
     """Show the hint for exercise ``name`` (never the answer)."""
-    ex = get_exercise(name)
+    try:
+        ex = get_exercise(name)
+    except KeyError as e:                # a typo: its close names, in one line
+        print(e.args[0])
+        return
     text = hint_text(ex) or f"No hint found in {ex.notebook}: reread the docstring and the check's message."
     try:
         from IPython.display import Markdown, display

@@ -35,9 +35,13 @@ TORCH_ERRORS = {
         "is not one. To test whether an optional tensor was given, write `if mask is not None:`; to\n"
         "combine bool tensors element by element, &, | and ~; to reduce one, .any() or .all().",
     "a leaf Variable that requires grad is being used in an in-place operation":
-        "A parameter (or another tensor that requires grad) was changed in place (add_, -=, x[i] = ...)\n"
-        "while autograd records: do such changes inside `with torch.no_grad():` (nn.init's functions\n"
-        "do that themselves), or build a new tensor instead.",
+        "A tensor that requires grad was changed in place (add_, mul_, -=, x[i] = ...) while autograd records.\n"
+        "If it is an input of your function, build a new tensor instead (x * 2, not x.mul_(2)): an answer\n"
+        "leaves its inputs as they were. A parameter changed on purpose (an init, an optimizer's step)\n"
+        "is changed inside `with torch.no_grad():` (nn.init's functions do that themselves).",
+    "Invalid axis identifier":
+        "einops names each axis with a word, the words apart: '... i d, ... j d -> ... i j'. Letters run\n"
+        "together ('...id,...jd->...ij') are torch.einsum's syntax, another function.",
     "maximum recursion depth exceeded":
         "The function called itself again and again with no case that stops it (a forward that calls\n"
         "self(x) or self.forward(x) is one way): compute the result here instead of calling it anew.",
