@@ -1259,6 +1259,20 @@ def test_check_called_without_the_name_or_with_another_exercises_answer_says_how
     assert merge_heads.__name__ == "merge_heads"
 
 
+def test_a_head_count_written_as_a_number_is_told_to_use_n_heads():
+    """rearrange(x, "b t (h d) -> b h t d", h=3) raised einops' "can't divide axis of length 8 in chunks of 3" on the
+    8-head case, with no word of the 3 in the pattern."""
+    from einops import rearrange
+
+    from course_lib.grading.spec import get_exercise
+    ns = {"rearrange": rearrange}
+    exec(compile('def split_heads(x, n_heads):\n    return rearrange(x, "b t (h d) -> b h t d", h=3)\n', "<answer>",
+                 "exec"), ns)
+    r = evaluate(get_exercise("split_heads"), ns["split_heads"], suite="visible")
+    assert not r.passed and "can't divide axis" in r.message, r.message
+    assert "A size in the pattern must come from the arguments, h=n_heads (here 8 heads)" in r.message, r.message
+
+
 def test_an_answer_that_changes_its_input_in_place_is_told_to_build_a_new_tensor():
     """x.mul_(...) on the checks' input (a leaf that requires grad) got advice for parameters: "do such changes
     inside torch.no_grad()", which would hide the slip; the contract says x is left unchanged."""
