@@ -187,3 +187,23 @@ def test_a_pass_that_leans_on_a_scratch_copy_of_a_graded_function_is_noted(nb, m
     assert said.startswith("✓ batched_dot — ") and ("Note: it calls _mm as defined in a cell that grading does not "
                                                      "run; graded, it calls the one the setup cell or an answer cell "
                                                      "defines: make sure that one passes too.") in said, said
+
+
+def test_an_answer_defined_by_another_exercises_answer_cell_is_named(nb, monkeypatch):
+    """AdamW's cell, Adam's pasted in and not yet renamed, redefined Adam: Adam's check then named a known mistake
+    in Adam's right cell, or said the class came from a cell grading does not run."""
+    import IPython
+
+    from course_lib.grading import CheckFailed, check
+    monkeypatch.setattr(IPython, "get_ipython", lambda: SimpleNamespace(user_ns={"In": nb.history}))
+    nb.run("def split_heads(x, n_heads):\n    return rearrange(x, 'b t (h d) -> b h t d', h=n_heads)\n",
+           answer="split_heads")
+    nb.run("def split_heads(x, n_heads):\n    return rearrange(x, 'b t (d h) -> b h t d', h=n_heads)\n",
+           answer="merge_heads")                                       # merge_heads's cell, split_heads not renamed
+    assert cells.answer_cell_of_another(nb.space["split_heads"], "split_heads") == "merge_heads_answer"
+    with pytest.raises(CheckFailed, match=r"^✗ split_heads — this split_heads was defined by merge_heads's answer "
+                                          r"cell, which has `def split_heads` in it \(a copy not renamed\?\)"):
+        check("split_heads", nb.space["split_heads"])
+    nb.run("def split_heads(x, n_heads):\n    return rearrange(x, 'b t (h d) -> b h t d', h=n_heads)\n",
+           answer="split_heads")                                       # its own cell run again: checked as usual
+    assert cells.answer_cell_of_another(nb.space["split_heads"], "split_heads") is None

@@ -1097,11 +1097,14 @@ def test_check_given_a_result_or_an_instance_says_it_takes_the_answer_itself():
                                                                     "returns; it got a tensor of shape (2, 3, 5, 4)"),
             ("lr_at", 0.5, "the function lr_at itself, not what it returns; it got 0.5"),
             ("LayerNorm", LayerNorm(8), "the class LayerNorm itself, not an instance or a result; it got an instance "
-                                        "of LayerNorm"),
-            ("split_heads", LayerNorm, "it got the class LayerNorm")]:
+                                        "of LayerNorm")]:
         with pytest.raises(CheckFailed) as info:
             check(name, given)
         assert said in str(info.value) and f"Write check('{name}', {name})." in str(info.value), str(info.value)
+    with pytest.raises(CheckFailed) as info:                 # another exercise's class: said so first
+        check("split_heads", LayerNorm)
+    assert str(info.value) == ('✗ split_heads — this check got LayerNorm, the answer to another exercise: write '
+                               'check("split_heads", split_heads).'), str(info.value)
 
 
 def test_a_hidden_seed_equal_to_the_visible_one_is_not_read_from_the_visible_suites_results():
@@ -1257,6 +1260,10 @@ def test_check_called_without_the_name_or_with_another_exercises_answer_says_how
                                           r'exercise: write check\("merge_heads", merge_heads\)\.$'):
         check("merge_heads", split_heads)
     assert merge_heads.__name__ == "merge_heads"
+    from course_lib.reference import MultiHeadAttention
+    with pytest.raises(CheckFailed, match=r"^✗ scaled_dot_product_attention — this check got MultiHeadAttention, the "
+                                          r"answer to another exercise"):        # a class where a function belongs
+        check("scaled_dot_product_attention", MultiHeadAttention)
 
 
 def test_a_head_count_written_as_a_number_is_told_to_use_n_heads():

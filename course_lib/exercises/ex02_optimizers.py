@@ -87,7 +87,8 @@ def _groups(params, group2):
 _NAMES = ("weight", "bias", "extra")
 _CONTRACT = "step() changes every parameter in place, outside autograd, and leaves each p.grad as the caller set it"
 _GRADS_WHY = ("The caller still uses its gradients after step() (to log, clip or accumulate them):\n"
-              "work on new tensors (g = p.grad + ...), never on p.grad itself.")
+              "work on new tensors (g = p.grad + ...), never on p.grad itself. If the update itself went into\n"
+              "p.grad (p.grad -= lr * ...), it belongs on p: p.sub_(lr * ...), or p -= lr * ... in torch.no_grad().")
 _GRAPH_WHY = ("step() computed it outside torch.no_grad() from the parameter (g = p.grad + wd * p, say), so\n"
               "each step adds to autograd's graph: training's memory grows until it runs out, and a state\n"
               "saved and loaded fails at the next in-place update. Do the whole update inside\n"
@@ -556,7 +557,8 @@ def _correction_mistakes(decoupled: bool, default_wd: float) -> list[Mistake]:
                 "(v / (1 - b2 ** t)).sqrt() + eps. (The same happens when √v̂ is corrected twice, as in\n"
                 "torch's step_size = lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ) with √v̂ in the denominator: that form divides by\n"
                 "√v itself, uncorrected.)"),
-        Mistake("bias correction one step ahead: 1 − βᵗ⁺¹ (the step counted twice, or t + 1 used)", variant(t_shift=1),
+        Mistake("bias correction one step ahead: 1 − βᵗ⁺¹ (the step counted twice, t + 1 used, or the count started "
+                "at 1 and then incremented)", variant(t_shift=1),
                 "t is the number of steps this parameter has taken, this one included: 1 at the first\n"
                 "step. With t + 1 the early corrections are too small (1 − β₁² = 0.19 instead of 0.1), so\n"
                 "the first steps are short of what they should be."),

@@ -295,6 +295,22 @@ def _m_mask_multiplied(q, k, v, mask=None):
     return w @ v, w
 
 
+def _m_mask_times_inf(q, k, v, mask=None, then=None):
+    # The notebook's own warning: (~mask) * -inf is NaN (0 · -inf) where allowed. then: what was done about it.
+    s = q @ k.mT / math.sqrt(q.shape[-1])
+    w = torch.softmax(s + (~mask) * float("-inf") if mask is not None else s, dim=-1)
+    if then == "zeroed" and mask is not None:
+        w = w.masked_fill(~mask, 0.0)
+    elif then == "nan_to_num":
+        w = torch.nan_to_num(w, nan=0.0)
+    return w @ v, w
+
+
+_TIMES_INF = ("(~mask) * float('-inf') is -inf where blocked but 0 · (−inf) = NaN where allowed, and one NaN in\n"
+              "a row makes its whole softmax NaN. Fill the blocked scores instead:\n"
+              "scores.masked_fill(~mask, float('-inf')).")
+
+
 def _m_sigmoid(q, k, v, mask=None):
     s = q @ k.mT / math.sqrt(q.shape[-1])
     if mask is not None:
@@ -516,6 +532,13 @@ SDPA = Exercise(
                 "scores * mask (or a fill with 0) sets a blocked score to 0, and exp(0) = 1: the blocked key still gets\n"
                 "weight, as much as any key with a score of 0. Put -inf there, so exp gives exactly 0:\n"
                 "scores.masked_fill(~mask, float('-inf'))."),
+        Mistake("the mask added as (~mask) * float('-inf'): 0 · (−inf) is NaN at every allowed position",
+                _m_mask_times_inf, _TIMES_INF),
+        Mistake("the mask added as (~mask) * float('-inf'), then the blocked weights zeroed: the allowed ones are "
+                "still NaN", lambda q, k, v, mask=None: _m_mask_times_inf(q, k, v, mask, then="zeroed"), _TIMES_INF),
+        Mistake("the mask added as (~mask) * float('-inf'), then NaN turned into 0 (nan_to_num): every masked row "
+                "is 0", lambda q, k, v, mask=None: _m_mask_times_inf(q, k, v, mask, then="nan_to_num"),
+                _TIMES_INF + "\nnan_to_num afterwards hides the NaN by zeroing the whole row."),
         Mistake("blocked scores set to 0 before the softmax, then their weights zeroed after it",
                 _m_zero_filled_then_zeroed,
                 "A blocked score of 0 still takes part in the softmax (exp(0) = 1): the allowed keys' weights\n"
@@ -1064,7 +1087,8 @@ MHA = Exercise(
                 "dropout(weights) @ v. It drops only in training mode (model.train()), never in eval mode.\n"
                 "A new module is in training mode: an .eval() in __init__ turns its dropout off. If you do apply\n"
                 "it: rows renormalised after the dropout (w / w.sum(-1, keepdim=True)) divide its 1/(1 − p)\n"
-                "scaling away again; use dropout(weights) as it comes."),
+                "scaling away again; use dropout(weights) as it comes. And the output must be made from the\n"
+                "dropped weights: the out that scaled_dot_product_attention returns used them undropped."),
         Mistake("dropout applied in eval mode too (F.dropout's training flag left at its default, True, "
                 "or an nn.Dropout made inside forward)",
                 _kind(drop_in_eval=True),

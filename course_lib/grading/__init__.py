@@ -127,7 +127,7 @@ def check(name: str, answer=_NOTHING, *, suite: str = "visible", device=None, se
     ex = _exercise(name)
     if answer is _NOTHING:
         raise CheckFailed(f"✗ {name} — check needs your answer after its name: check(\"{name}\", {name}).")
-    wrong = _wrong_kind(ex, answer) or _other_exercise(ex, answer) or _stale(ex, answer)
+    wrong = _other_exercise(ex, answer) or _wrong_kind(ex, answer) or _in_another_answer_cell(ex, answer) or _stale(ex, answer)
     if wrong:
         raise CheckFailed(wrong)
     dev = str(torch_device(device) if device is not None else get_device())
@@ -172,6 +172,19 @@ def _exercise(name: str) -> Exercise:
         return get_exercise(name)
     except KeyError as e:
         raise CheckFailed(f"✗ {e.args[0]}") from None
+
+
+def _in_another_answer_cell(ex: Exercise, answer) -> str | None:
+    """Adam checked, where the Adam the kernel holds came from AdamW's answer cell (Adam's copied there and not yet
+    renamed): whatever the check said would be about the wrong cell."""
+    other = cells.answer_cell_of_another(answer, ex.name)
+    if other is None:
+        return None
+    owner = other.removesuffix("_answer")
+    kind = "class" if inspect.isclass(ex.reference) else "def"
+    return (f"✗ {ex.name} — this {ex.name} was defined by {owner}'s answer cell, which has `{kind} {ex.name}` in it (a "
+            f"copy not renamed?).\n  Name it {owner} there and run that cell; then run {ex.name}'s own answer cell "
+            f"again, and this one.")
 
 
 def _other_exercise(ex: Exercise, answer) -> str | None:

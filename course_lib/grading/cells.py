@@ -195,6 +195,14 @@ def outside(answer, space: dict, history: list[str], name: str = "") -> tuple[bo
     return itself, needs, others
 
 
+def answer_cell_of_another(answer, name: str) -> str | None:
+    """The grade id of another exercise's answer cell that defined ``answer`` (AdamW's cell, copied from Adam's and
+    still saying `class Adam`), when no run of ``name``'s own answer cell did. None when it cannot tell."""
+    ran_as = set().union(*(_runs.get(cell, set()) for cell in _cells_of(answer))) if _marked else set()
+    others = sorted(g for g in ran_as if g and g is not _SETUP and g != f"{name}_answer")
+    return others[0] if others and f"{name}_answer" not in ran_as else None
+
+
 def is_code(value) -> bool:
     """A function, class or module, as opposed to a value (a tensor, a number, a setting)."""
     return callable(value) or isinstance(value, types.ModuleType)

@@ -32,8 +32,9 @@ TORCH_ERRORS = {
         "a method of the class (not nested inside __init__).",
     "Boolean value of Tensor with more than one value is ambiguous":
         "Python's if, and, or, not and bool() need a single True or False, and a tensor of several values\n"
-        "is not one. To test whether an optional tensor was given, write `if mask is not None:`; to\n"
-        "combine bool tensors element by element, &, | and ~; to reduce one, .any() or .all().",
+        "is not one. To test whether an optional tensor was given, write `if mask is not None:` (with its\n"
+        "own name: `if context is not None:`); to combine bool tensors element by element, &, | and ~;\n"
+        "to reduce one, .any() or .all().",
     "a leaf Variable that requires grad is being used in an in-place operation":
         "A tensor that requires grad was changed in place (add_, mul_, -=, x[i] = ...) while autograd records.\n"
         "If it is an input of your function, build a new tensor instead (x * 2, not x.mul_(2)): an answer\n"
