@@ -1205,6 +1205,44 @@ class MultiHeadAttention(nn.Module):
             "setup cell imports: a slip there shows here." in said and "split_heads (from its" not in said), said
 
 
+def test_an_error_outside_the_other_answers_does_not_blame_them_and_unmerged_heads_are_named():
+    """MultiHeadAttention without super().__init__(), which calls the learner's own scaled_dot_product_attention,
+    was told to mend that (passing) answer first; heads never merged before out_proj got torch's bare 'mat1 and
+    mat2 shapes cannot be multiplied'."""
+    from course_lib.grading import CheckFailed, check
+    from course_lib.reference.attention import merge_heads, split_heads
+    source = """
+def scaled_dot_product_attention(q, k, v, mask=None):
+    w = torch.softmax(q @ k.mT / q.shape[-1] ** 0.5, -1)
+    return w @ v, w
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, d_model, n_heads, dropout=0.0, bias=True):
+        SUPER
+        self.n_heads = n_heads
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d_model, d_model, bias=bias)
+                                                                for _ in range(4))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x, mask=None, context=None):
+        src = x if context is None else context
+        q, k, v = (split_heads(f(y), self.n_heads) for f, y in ((self.q_proj, x), (self.k_proj, src), (self.v_proj, src)))
+        out, _ = scaled_dot_product_attention(q, k, v, mask)
+        return self.out_proj(MERGED)
+"""
+    blamed = "This answer calls your own scaled_dot_product_attention"
+    for sup, merged, says in (("pass", "merge_heads(out)", "before Module.__init__() call"),
+                              ("super().__init__()", "out", "The heads are still split here, (B, H, T, D) with D =")):
+        ns = {"torch": torch, "nn": torch.nn, "split_heads": split_heads, "merge_heads": merge_heads}
+        code = source.replace("SUPER", sup).replace("MERGED", merged)
+        linecache.cache["<answer uses another>"] = (len(code), None, code.splitlines(True), "<answer uses another>")
+        exec(compile(code, "<answer uses another>", "exec"), ns)           # its lines known, as a notebook cell's
+        with pytest.raises(CheckFailed) as info:
+            check("MultiHeadAttention", ns["MultiHeadAttention"])
+        assert says in str(info.value) and blamed not in str(info.value), str(info.value)
+    linecache.cache.pop("<answer uses another>")
+
+
 def test_what_an_answer_prints_during_a_check_is_cut_to_its_first_lines(capsys):
     """A print(x.shape) left in an answer ran once per case and rerun: 24 to 96 lines before the verdict.
     The check shows the first ten and says how many there were; an answer that prints nothing adds nothing."""

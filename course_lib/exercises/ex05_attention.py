@@ -854,8 +854,13 @@ def _call_mha(impl, inputs):
             if ctx is not None and ctx.shape[1] != x.shape[1] and "Boolean value of Tensor" not in str(exc):
                 exc.add_note(f"If this comes from the lengths: in this cross-attention x has T_q = {x.shape[1]} "
                              f"positions and context T_k = {ctx.shape[1]}.\nKeys and values both come from context "
-                             f"and have its length, so the weights are (B, H, T_q, T_k): v taken\nfrom x, or k or v "
-                             f"reshaped with x's length (T = x.shape[1]), no longer lines up.")
+                             f"and have its length, so the weights are (B, H, T_q, T_k): k or v taken\nfrom x, or "
+                             f"reshaped with x's length (T = x.shape[1]), no longer lines up (and shows where the "
+                             f"lengths first meet,\nwhich may be in scaled_dot_product_attention's cell).")
+            d_head = inputs["d_model"] // inputs["n_heads"]
+            if "out_proj" in describe_error(exc)["where"] and re.search(rf"\d+x{d_head} and ", str(exc)):
+                exc.add_note(f"The heads are still split here, (B, H, T, D) with D = {d_head}: out_proj takes "
+                             f"(B, T, d_model),\nso merge them first: self.out_proj(merge_heads(...)).")
             raise
         again = module(x, context=inputs["context"], mask=inputs["mask"]) if inputs["train"] else out
         if (isinstance(out, torch.Tensor) and isinstance(again, torch.Tensor) and out.device.type != "meta"

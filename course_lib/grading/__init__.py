@@ -140,7 +140,7 @@ def check(name: str, answer=_NOTHING, *, suite: str = "visible", device=None, se
               f"(once per case, and again for some); not shown here. Draw in a cell of your own instead.")
     elsewhere = cells.said(ex, answer, passed=report.passed, summary=report.message.split(" — ", 1)[-1])
     if not report.passed:
-        message = report.message + _uses_other_answers(ex, answer) + elsewhere
+        message = report.message + _uses_other_answers(ex, answer, report.message) + elsewhere
     else:
         message = elsewhere if elsewhere.startswith("✗") else report.message + elsewhere
     message += _not_run_since(ex, answer, suite, message)
@@ -236,13 +236,16 @@ def _echo(text: str, keep: int = 10) -> None:
               f"some); the first {keep} are above.")
 
 
-def _uses_other_answers(ex: Exercise, answer) -> str:
+def _uses_other_answers(ex: Exercise, answer, verdict: str = "") -> str:
     """A line naming the learner's other answers this one calls (MultiHeadAttention calling their own
-    scaled_dot_product_attention): a slip there fails this check too, with no line of this cell to show."""
+    scaled_dot_product_attention): a slip there fails this check too, with no line of this cell to show. Not
+    after an error raised outside them (in this answer's own lines, or by the check before any call)."""
     names, space = cells._globals_read(answer), cells.namespace(answer)
     from .spec import all_exercises
     others = sorted(other.name for other in all_exercises()
                     if other.name != ex.name and other.name in names and cells.learner_made(space.get(other.name)))
+    if "\n  raised " in verdict:
+        others = [n for n in others if f"of {n}'s cell" in verdict]
     here = [n for n in others if get_exercise(n).notebook == ex.notebook]
     earlier = [n for n in others if n not in here]
     said = ""
