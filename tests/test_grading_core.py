@@ -1278,6 +1278,9 @@ def test_a_mistyped_exercise_name_gets_the_names_it_is_close_to(name, says, caps
     assert says in str(info.value) and ("did you mean" not in says or "exercises:" not in str(info.value))
     hint(name)
     assert capsys.readouterr().out == f"{info.value.args[0]}\n"
+    hint()                                  # no name: the names, by notebook, instead of a TypeError
+    listed = capsys.readouterr().out
+    assert listed.startswith('hint("name") shows one exercise\'s hint.') and "  00_welcome: split_heads, merge_heads" in listed
     with pytest.raises(CheckFailed) as failed:
         check(name, print)
     assert str(failed.value) == f"✗ {info.value.args[0]}"

@@ -313,8 +313,16 @@ def torch_device(device):
     return torch.device(device)
 
 
-def hint(name: str) -> None:
-    """Show the hint for exercise ``name`` (never the answer)."""
+def hint(name: str | None = None) -> None:
+    """Show the hint for exercise ``name`` (never the answer); with no name, the exercises' names."""
+    if name is None:
+        from .spec import all_exercises
+        by_notebook: dict[str, list[str]] = {}
+        for ex in all_exercises():
+            by_notebook.setdefault(ex.notebook, []).append(ex.name)
+        print('hint("name") shows one exercise\'s hint. The exercises:\n' + "\n".join(
+            f"  {nb}: {', '.join(names)}" for nb, names in sorted(by_notebook.items())))
+        return
     try:
         ex = get_exercise(name)
     except KeyError as e:                # a typo: its close names, in one line
