@@ -1162,20 +1162,14 @@ def test_check_given_a_value_by_the_answers_own_name_says_the_name_was_reassigne
         in str(info.value), str(info.value)
 
 
-def test_a_failing_answer_that_calls_another_of_the_learners_answers_says_so():
-    """MultiHeadAttention that calls the learner's own scaled_dot_product_attention, left unscaled there, was
-    told 'known mistake: no 1/√d_k scaling' with nothing to say the scaling is in another cell. A failing
-    answer that calls none of the learner's other answers gets no such line."""
-    from course_lib.grading import CheckFailed, check
-    from course_lib.reference.attention import merge_heads, split_heads
-    source = """
+_MHA_WITH_OWN_ATTENTION = """
 def scaled_dot_product_attention(q, k, v, mask=None):
-    w = torch.softmax(q @ k.mT, -1)
+    w = torch.softmax(q @ k.mT SCALE, -1)
     return w @ v, w
 
 class MultiHeadAttention(nn.Module):
     def __init__(self, d_model, n_heads, dropout=0.0, bias=True):
-        super().__init__()
+        SUPER
         self.n_heads = n_heads
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d_model, d_model, bias=bias)
                                                                 for _ in range(4))
@@ -1185,13 +1179,28 @@ class MultiHeadAttention(nn.Module):
         src = x if context is None else context
         q, k, v = (split_heads(f(y), self.n_heads) for f, y in ((self.q_proj, x), (self.k_proj, src), (self.v_proj, src)))
         out, _ = ATTEND
-        return self.out_proj(merge_heads(out))
+        return self.out_proj(MERGED)
 """
+
+
+def _mha_with_own_attention(scale="", sup="super().__init__()", attend="scaled_dot_product_attention(q, k, v, mask)",
+                            merged="merge_heads(out)") -> str:
+    """A learner's MultiHeadAttention calling their own scaled_dot_product_attention, with the parts given."""
+    return (_MHA_WITH_OWN_ATTENTION.replace("SCALE", scale).replace("SUPER", sup).replace("ATTEND", attend)
+            .replace("MERGED", merged))
+
+
+def test_a_failing_answer_that_calls_another_of_the_learners_answers_says_so():
+    """MultiHeadAttention that calls the learner's own scaled_dot_product_attention, left unscaled there, was
+    told 'known mistake: no 1/√d_k scaling' with nothing to say the scaling is in another cell. A failing
+    answer that calls none of the learner's other answers gets no such line."""
+    from course_lib.grading import CheckFailed, check
+    from course_lib.reference.attention import merge_heads, split_heads
     said = "This answer calls your own scaled_dot_product_attention (from its answer cell): if that check\n  fails too"
     for attend, calls in (("scaled_dot_product_attention(q, k, v, mask)", True),
                           ("(torch.softmax(q @ k.mT, -1) @ v, None)", False)):
         ns = {"torch": torch, "nn": torch.nn, "split_heads": split_heads, "merge_heads": merge_heads}
-        exec(compile(source.replace("ATTEND", attend), "<answer uses another>", "exec"), ns)
+        exec(compile(_mha_with_own_attention(attend=attend), "<answer uses another>", "exec"), ns)
         with pytest.raises(CheckFailed) as info:
             check("MultiHeadAttention", ns["MultiHeadAttention"])
         assert (said in str(info.value)) == calls, str(info.value)
@@ -1211,30 +1220,11 @@ def test_an_error_outside_the_other_answers_does_not_blame_them_and_unmerged_hea
     mat2 shapes cannot be multiplied'."""
     from course_lib.grading import CheckFailed, check
     from course_lib.reference.attention import merge_heads, split_heads
-    source = """
-def scaled_dot_product_attention(q, k, v, mask=None):
-    w = torch.softmax(q @ k.mT / q.shape[-1] ** 0.5, -1)
-    return w @ v, w
-
-class MultiHeadAttention(nn.Module):
-    def __init__(self, d_model, n_heads, dropout=0.0, bias=True):
-        SUPER
-        self.n_heads = n_heads
-        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d_model, d_model, bias=bias)
-                                                                for _ in range(4))
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x, mask=None, context=None):
-        src = x if context is None else context
-        q, k, v = (split_heads(f(y), self.n_heads) for f, y in ((self.q_proj, x), (self.k_proj, src), (self.v_proj, src)))
-        out, _ = scaled_dot_product_attention(q, k, v, mask)
-        return self.out_proj(MERGED)
-"""
     blamed = "This answer calls your own scaled_dot_product_attention"
     for sup, merged, says in (("pass", "merge_heads(out)", "before Module.__init__() call"),
                               ("super().__init__()", "out", "The heads are still split here, (B, H, T, D) with D =")):
         ns = {"torch": torch, "nn": torch.nn, "split_heads": split_heads, "merge_heads": merge_heads}
-        code = source.replace("SUPER", sup).replace("MERGED", merged)
+        code = _mha_with_own_attention(scale="/ q.shape[-1] ** 0.5", sup=sup, merged=merged)
         linecache.cache["<answer uses another>"] = (len(code), None, code.splitlines(True), "<answer uses another>")
         exec(compile(code, "<answer uses another>", "exec"), ns)           # its lines known, as a notebook cell's
         with pytest.raises(CheckFailed) as info:
