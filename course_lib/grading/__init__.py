@@ -100,8 +100,7 @@ def _install_handler() -> None:
         return
     _handler_installed = True
     try:
-        ipython = sys.modules.get("IPython")        # not imported: not in IPython, nothing to install
-        ip = ipython.get_ipython() if ipython is not None else None
+        ip = _ipython()
         if ip is not None:
             ip.set_custom_exc((CheckFailed, NameError), _show_check_failure)
             if hasattr(ip, "kernel"):
@@ -127,7 +126,8 @@ def check(name: str, answer=_NOTHING, *, suite: str = "visible", device=None, se
     ex = _exercise(name)
     if answer is _NOTHING:
         raise CheckFailed(f"✗ {name} — check needs your answer after its name: check(\"{name}\", {name}).")
-    wrong = _other_exercise(ex, answer) or _wrong_kind(ex, answer) or _in_another_answer_cell(ex, answer) or _stale(ex, answer)
+    wrong = (_other_exercise(ex, answer) or _wrong_kind(ex, answer) or _in_another_answer_cell(ex, answer)
+             or _stale(ex, answer))
     if wrong:
         raise CheckFailed(wrong)
     dev = str(torch_device(device) if device is not None else get_device())
@@ -182,8 +182,8 @@ def _in_another_answer_cell(ex: Exercise, answer) -> str | None:
         return None
     owner = other.removesuffix("_answer")
     kind = "class" if inspect.isclass(ex.reference) else "def"
-    return (f"✗ {ex.name} — this {ex.name} was defined by {owner}'s answer cell, which has `{kind} {ex.name}` in it (a "
-            f"copy not renamed?).\n  Name it {owner} there and run that cell; then run {ex.name}'s own answer cell "
+    return (f"✗ {ex.name} — this {ex.name} was defined by {owner}'s answer cell, which has `{kind} {ex.name}` in "
+            f"it (a copy not renamed?).\n  Name it {owner} there and run that cell; then run {ex.name}'s own answer cell "
             f"again, and this one.")
 
 
@@ -200,10 +200,14 @@ def _other_exercise(ex: Exercise, answer) -> str | None:
             f"check(\"{ex.name}\", {ex.name}).")
 
 
-def _in_notebook() -> bool:
+def _ipython():
+    """The running IPython shell, or None (IPython not imported: not in IPython)."""
     ipython = sys.modules.get("IPython")
-    ip = ipython.get_ipython() if ipython is not None else None
-    return ip is not None and hasattr(ip, "kernel")
+    return ipython.get_ipython() if ipython is not None else None
+
+
+def _in_notebook() -> bool:
+    return hasattr(_ipython(), "kernel")
 
 
 @contextlib.contextmanager
