@@ -619,7 +619,7 @@ _SDPA_RIGHT = dict(FILL='scores.masked_fill(~mask, float("-inf"))', ZERO="weight
     ({"FILL": 'scores.masked_fill(mask.logical_not_(), float("-inf"))', "ZERO": "weights = weights.masked_fill(mask, 0.0)"},
      "the answer is right but it changed its input mask in place"),
     ({"torch.softmax(scores, dim=-1)": "F.softmax(scores)"},
-     "known mistake: softmax without dim=: torch chose the axis, the batch (dim 0) for 3-D scores"),
+     "known mistake: softmax over the batch axis (dim 0) of 3-D scores"),
     ({"weights = torch.softmax(scores, dim=-1)": "e = torch.exp(scores - scores.max())\n"
                                                  "    weights = (e / e.sum(-1, keepdim=True)).nan_to_num(0.0)",
       "ZERO": "pass"},
@@ -753,7 +753,7 @@ def test_causal_mask_that_sets_the_default_dtype_is_refused_and_the_dtype_put_ba
     ({"        B, T, d = x.shape\n": "        torch.manual_seed(0)\n        B, T, d = x.shape\n"},
      "the answer is right but it changed the seed of torch's global random generator (torch.manual_seed)"),
     ({"torch.softmax(s, dim=-1)": "F.softmax(s)"},
-     "known mistake: softmax without dim=: torch chose the heads axis (dim 1)"),
+     "known mistake: softmax over the heads axis (dim 1)"),
     ({"src = x if context is None else context": "src = context or x"},
      "To test whether an optional tensor was given, write `if mask is not None:`"),
 ], ids=["right", "under no_grad", "k detached", "nan_to_num_ in place", "log(mask) added", "one layer for k and v",
@@ -904,7 +904,7 @@ def test_the_meta_run_does_not_repeat_the_answers_warnings():
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         r = evaluate(get_exercise("scaled_dot_product_attention"), ns["scaled_dot_product_attention"])
-    assert not r.passed and "softmax without dim=" in r.message, r.message
+    assert not r.passed and "when dim= is left out" in r.message, r.message
     assert seen and {w.filename for w in seen} == {"<answer>"}, [(w.filename, str(w.message)) for w in seen]
 
 
@@ -922,7 +922,7 @@ def test_padding_mask_over_queries_and_keys_is_named():
 
 @pytest.mark.parametrize("change, said", [
     ({"torch.softmax(s, dim=-1)": "torch.softmax(s, dim=-2)"},
-     "known mistake: softmax over the query axis (dim=-2) instead of the key axis"),
+     "known mistake: softmax over the query axis (dim=-2; dim=1 for 3-D scores) instead of the key axis (dim=-1)"),
     ({"s = q @ k.mT / math.sqrt(q.shape[-1])": "s = q @ k.mT"}, "known mistake: no 1/√d_k scaling"),
     ({"s = q @ k.mT / math.sqrt(q.shape[-1])": "s = q @ k.mT / q.shape[-1]"},
      "known mistake: divided by d_k instead of √d_k"),

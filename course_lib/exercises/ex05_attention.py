@@ -472,16 +472,16 @@ SDPA = Exercise(
                 "torch.sigmoid squashes each score on its own, so a row's weights do not sum to 1 and the\n"
                 "output is not an average of the values. The softmax over the keys makes the scores compete:\n"
                 "torch.softmax(scores, dim=-1)."),
-        Mistake("softmax over the query axis (dim=-2) instead of the key axis",
+        Mistake("softmax over the query axis (dim=-2; dim=1 for 3-D scores) instead of the key axis (dim=-1)",
                 _m_wrong_axis,
                 "Each query distributes its attention over the keys, so every row (last axis, the\n"
                 "keys) of the weights must sum to 1: softmax(scores, dim=-1)."),
-        Mistake("softmax without dim=: torch chose the axis, the batch (dim 0) for 3-D scores, the heads (dim 1) "
-                "for 4-D", _m_implicit_dim,
+        Mistake("softmax over the batch axis (dim 0) of 3-D scores or the heads (dim 1) of 4-D: the axis torch "
+                "picks when dim= is left out", _m_implicit_dim,
                 "F.softmax(scores) and nn.Softmax() without dim= fall back on an old rule (the warning\n"
                 "'Implicit dimension choice for softmax has been deprecated' says so): dim 0 for 3-D\n"
-                "tensors, dim 1 for 4-D, the last axis only for 1-D and 2-D ones. Always name the axis:\n"
-                "the keys, dim=-1."),
+                "tensors, dim 1 for 4-D, the last axis only for 1-D and 2-D ones. Always name the axis,\n"
+                "and name the keys: dim=-1."),
         Mistake("fully masked rows give NaN gradients (their 0/0 zeroed after it was made)",
                 _m_nan_gradients,
                 "The output is right, but autograd's gradient is not. In a row with no allowed key the\n"
@@ -1133,11 +1133,12 @@ MHA = Exercise(
         Mistake("mask not passed on to the attention", _kind(ignore_mask=True),
                 "forward(x, context, mask) must hand the mask to the attention of every head: without it\n"
                 "each query also sees future positions (causal) or padding."),
-        Mistake("softmax without dim=: torch chose the heads axis (dim 1) of the (B, H, T_q, T_k) scores",
+        Mistake("softmax over the heads axis (dim 1) of the (B, H, T_q, T_k) scores: the axis torch picks when dim= "
+                "is left out",
                 _kind(attend=staticmethod(_m_implicit_dim)),
                 "F.softmax(s) and nn.Softmax() without dim= fall back on an old rule (the warning 'Implicit\n"
                 "dimension choice for softmax has been deprecated' says so): dim 1 for 4-D tensors, here the\n"
-                "heads. Name the axis of the keys: dim=-1."),
+                "heads (as does dim=1 written out). Name the axis of the keys: dim=-1."),
         Mistake("inverted mask: True treated as blocked", _kind(attend=staticmethod(_m_inverted)),
                 "In this course a mask is True where attending is allowed. Block the positions where\n"
                 "it is False: scores.masked_fill(~mask, float('-inf'))."),
