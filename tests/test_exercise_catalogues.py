@@ -10,7 +10,7 @@ from course_lib.grading.engine import evaluate
 from course_lib.grading.hints import hint_text
 from course_lib.grading.spec import all_exercises
 
-from submissions import solution_namespace
+from submissions import release_copy, solution_namespace
 
 EXERCISES = sorted(all_exercises(), key=lambda e: (e.notebook, e.name))
 DEVICES = [str(d) for d in available_devices()]
@@ -144,3 +144,44 @@ def test_a_difference_is_placed_by_the_output_name():
 
     r = evaluate(get_exercise("precision_recall_f1"), recall_for_precision)
     assert not r.passed and "(in recall)" in r.message and "output[" not in r.message, r.message
+
+
+def _learner_answer_cell(ex) -> str:
+    nb = release_copy(ex.notebook)
+    return next(c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == f"{ex.name}_answer")
+
+
+@pytest.mark.parametrize("ex", EXERCISES, ids=_ids(EXERCISES))
+def test_parameters_in_another_order_than_the_stub_are_named(ex):
+    """Checks pass arguments by name, so layer_norm(x, bias, weight, eps) passed them all, while the notebook's
+    own cells call layer_norm(x, w, b) by position and printed a difference of 5.0 from F.layer_norm. The stub's
+    order is the reference's; the same cell with two parameters swapped is refused before any case runs."""
+    import ast
+    import inspect
+
+    from course_lib.grading.engine import static_problems
+    source = _learner_answer_cell(ex)
+    tree = ast.parse(source)
+    is_class = inspect.isclass(ex.reference)
+    node = next(n for n in tree.body if getattr(n, "name", None) == ex.name)
+    if is_class:
+        node = next(n for n in node.body if getattr(n, "name", None) == "__init__")
+    args = (node.args.posonlyargs + node.args.args)[1 if is_class else 0:]
+    stub = [p.name for p in inspect.signature(ex.reference).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    assert [a.arg for a in args] == stub, f"{ex.name}'s stub in the learner copy lists {[a.arg for a in args]}"
+    assert static_problems(ex, source) == []
+    if len(args) < 2:
+        return
+    lines = source.splitlines(keepends=True)
+    first, second = args[0], args[1]              # swapped as text, the annotations going with their names
+    line = lines[first.lineno - 1]
+    a, b = ast.get_source_segment(source, first), ast.get_source_segment(source, second)
+    assert first.lineno == second.lineno and line.count(a) == 1 and line.count(b) == 1, "the test needs both on one line"
+    lines[first.lineno - 1] = line.replace(a, "\0").replace(b, a).replace("\0", b)
+    swapped = "".join(lines)
+    problems = static_problems(ex, swapped)
+    assert len(problems) == 1 and f"as ({second.arg}, {first.arg}" in problems[0] and "keep the stub's order" \
+        in problems[0], problems
+    r = evaluate(ex, _solution(ex), source=swapped)
+    assert not r.passed and r.message.startswith(f"✗ {ex.name} — your answer lists the parameters of"), r.message

@@ -637,7 +637,43 @@ def success_line(ex: Exercise, runs: list[CaseRun], largest: float) -> str:
 def static_problems(ex: Exercise, source: str | None) -> list[str]:
     if not source:
         return []
-    return scan_source(source, ex.all_forbidden, own_names=[ex.name])
+    problems = scan_source(source, ex.all_forbidden, own_names=[ex.name])
+    return problems or [p for p in [_parameter_order(ex, source)] if p]
+
+
+def _positional(params) -> list[str]:
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def _parameter_order(ex: Exercise, source: str) -> str | None:
+    """The stub's parameters written in another order. Checks that pass them by name cannot see it, while the
+    notebook's cells call by position (layer_norm(x, w, b)) and get each value in the wrong parameter."""
+    import ast
+    import inspect
+
+    from .forbid import python_source
+    try:
+        stub = _positional(inspect.signature(ex.reference).parameters.values())
+        tree = ast.parse(python_source(source))
+    except (TypeError, ValueError, SyntaxError):
+        return None
+    is_class = inspect.isclass(ex.reference)
+    defs = [n for n in tree.body if isinstance(n, (ast.ClassDef if is_class else (ast.FunctionDef, ast.AsyncFunctionDef)))
+            and n.name == ex.name]
+    if is_class and defs:
+        defs = [n for n in defs[-1].body if isinstance(n, ast.FunctionDef) and n.name == "__init__"]
+    if not defs:
+        return None
+    args = defs[-1].args
+    written = [a.arg for a in args.posonlyargs + args.args][1 if is_class else 0:]
+    mine, theirs = [n for n in written if n in stub], [n for n in stub if n in written]
+    if len(mine) < 2 or mine == theirs:
+        return None
+    where = f"{ex.name}.__init__" if is_class else ex.name
+    call = f"{ex.name}({', '.join(stub[:3])}{', ...' if len(stub) > 3 else ''})"
+    return (f"lists the parameters of {where} as ({', '.join(written)}), in another order than its stub's "
+            f"({', '.join(stub)}).\n  Code that passes them by position, {call}, hands each value to "
+            f"the wrong parameter: keep the stub's order.")
 
 
 def static_report(ex: Exercise, suite: str, problems: list[str]) -> Report:
