@@ -1258,16 +1258,23 @@ def test_what_an_answer_prints_during_a_check_is_cut_to_its_first_lines(capsys):
     ("split_head", "did you mean 'split_heads'?"),
     ("Adamw", "did you mean 'AdamW' or 'Adam'?"),
     ("layernorm", "did you mean 'LayerNorm' or 'layer_norm'?"),
-    ("lora", "(the course's exercises: Adam, AdamW,"),
+    ("lora", "did you mean 'LoRALinear'?"),               # a part of the name (a learner's try in 09)
+    ("pooling", "(the course's exercises: Adam, AdamW,"),
 ])
-def test_a_mistyped_exercise_name_gets_the_names_it_is_close_to(name, says, capsys):
+def test_a_mistyped_exercise_name_gets_the_names_it_is_close_to(name, says, capsys, monkeypatch):
     """In a notebook, hint() and check() say it in one line: a KeyError's traceback through course_lib came first."""
     from course_lib.grading import CheckFailed, check, get_exercise, hint
+    from course_lib.reference import split_heads
     with pytest.raises(KeyError) as info:
         get_exercise(name)
     assert says in str(info.value) and ("did you mean" not in says or "exercises:" not in str(info.value))
     hint(name)
     assert capsys.readouterr().out == f"{info.value.args[0]}\n"
+    import IPython.display
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda md: shown.append(md.data))
+    hint(split_heads)                       # the function for its name: that exercise's hint
+    assert len(shown) == 1 and shown[0].startswith("**Hint — split_heads**"), shown
     hint()                                  # no name: the names, by notebook, instead of a TypeError
     listed = capsys.readouterr().out
     assert listed.startswith('hint("name") shows one exercise\'s hint.') and "  00_welcome: split_heads, merge_heads" in listed
@@ -1291,6 +1298,12 @@ def test_check_called_without_the_name_or_with_another_exercises_answer_says_how
                                           r'exercise: write check\("merge_heads", merge_heads\)\.$'):
         check("merge_heads", split_heads)
     assert merge_heads.__name__ == "merge_heads"
+    from course_lib.models.bert import BertConfig, BertEncoder
+    with pytest.raises(CheckFailed, match=r"^✗ load_pretrained_encoder — check\('load_pretrained_encoder', \.\.\.\) takes "
+                                          r"the function load_pretrained_encoder itself, not what it returns; it got an "
+                                          r"instance of BertEncoder\."):   # a module is callable (a learner's try in 09)
+        check("load_pretrained_encoder", BertEncoder(BertConfig(vocab_size=10, d_model=8, n_heads=2, n_layers=1,
+                                                                 d_ff=16, max_positions=8)))
     from course_lib.reference import MultiHeadAttention
     with pytest.raises(CheckFailed, match=r"^✗ scaled_dot_product_attention — this check got MultiHeadAttention, the "
                                           r"answer to another exercise"):        # a class where a function belongs

@@ -266,10 +266,11 @@ def _uses_other_answers(ex: Exercise, answer, verdict: str = "") -> str:
 
 def _wrong_kind(ex: Exercise, answer) -> str | None:
     """check() takes the answer itself: the function, or the class (not an instance, not a result)."""
-    want_class = inspect.isclass(ex.reference)
-    if want_class == inspect.isclass(answer) and (want_class or callable(answer)):
-        return None
     import torch
+    want_class = inspect.isclass(ex.reference)
+    if want_class == inspect.isclass(answer) and (want_class or callable(answer)) \
+            and not isinstance(answer, torch.nn.Module):        # a module is callable, and a function's result
+        return None
     got = (f"a tensor of shape {tuple(answer.shape)}" if isinstance(answer, torch.Tensor)
            else f"the class {answer.__name__}" if inspect.isclass(answer)
            else f"the function {answer.__name__}" if inspect.isroutine(answer)
@@ -319,6 +320,8 @@ def torch_device(device):
 
 def hint(name: str | None = None) -> None:
     """Show the hint for exercise ``name`` (never the answer); with no name, the exercises' names."""
+    if name is not None and not isinstance(name, str):      # hint(layer_norm): the function, for its name
+        name = getattr(name, "__name__", name)
     if name is None:
         from .spec import all_exercises
         by_notebook: dict[str, list[str]] = {}

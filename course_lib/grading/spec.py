@@ -139,7 +139,9 @@ def get_exercise(name: str) -> Exercise:
         _load_all()
     if name not in _REGISTRY:
         lower = {n.lower(): n for n in _REGISTRY}
-        near = [repr(lower[n]) for n in difflib.get_close_matches(str(name).lower(), lower, n=2, cutoff=0.75)]
+        typed = str(name).lower()
+        near = difflib.get_close_matches(typed, lower, n=2, cutoff=0.75)
+        near = [repr(lower[n]) for n in (near or [n for n in lower if len(typed) >= 3 and typed in n][:2])]
         if near:
             raise KeyError(f"no exercise named {name!r}: did you mean {' or '.join(near)}?")
         raise KeyError(f"no exercise named {name!r} (the course's exercises: {', '.join(sorted(_REGISTRY)) or 'none'})")
