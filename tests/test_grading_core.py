@@ -1196,7 +1196,8 @@ def test_a_failing_answer_that_calls_another_of_the_learners_answers_says_so():
     answer that calls none of the learner's other answers gets no such line."""
     from course_lib.grading import CheckFailed, check
     from course_lib.reference.attention import merge_heads, split_heads
-    said = "This answer calls your own scaled_dot_product_attention (from its answer cell): if that check\n  fails too"
+    said = ("This answer calls your own scaled_dot_product_attention (from its answer cell), which fails its own\n  "
+            "check: mend it first")
     for attend, calls in (("scaled_dot_product_attention(q, k, v, mask)", True),
                           ("(torch.softmax(q @ k.mT, -1) @ v, None)", False)):
         ns = {"torch": torch, "nn": torch.nn, "split_heads": split_heads, "merge_heads": merge_heads}
@@ -1211,7 +1212,29 @@ def test_a_failing_answer_that_calls_another_of_the_learners_answers_says_so():
         check("MultiHeadAttention", ns["MultiHeadAttention"])
     said = " ".join(str(info.value).split())
     assert ("This answer calls your own split_heads, written in this notebook in place of the course's that the "
-            "setup cell imports: a slip there shows here." in said and "split_heads (from its" not in said), said
+            "setup cell imports, which fails its check: a slip there shows here." in said
+            and "split_heads (from its" not in said), said
+
+
+def test_another_answer_is_blamed_only_when_it_fails_its_own_check():
+    """06's LayerNorm calling the learner's own, right, layer_norm was told "if that check fails too, mend it
+    first" after every slip of its own (float64 parameters, a missing return), sending the learner back to a
+    passing answer. Now the line comes only when that answer fails its check."""
+    from course_lib.grading import CheckFailed, check
+    norm = ("def layer_norm(x, weight, bias, eps=1e-5):\n    mean = x.mean(-1, keepdim=True)\n"
+            "    var = x.var(-1, keepdim=True, unbiased=UNBIASED)\n"
+            "    return (x - mean) / torch.sqrt(var + eps) * weight + bias\n\n"
+            "class LayerNorm(nn.Module):\n    def __init__(self, d, eps=1e-5):\n        super().__init__()\n"
+            "        self.weight = nn.Parameter(torch.ones(d, dtype=DTYPE))\n"
+            "        self.bias = nn.Parameter(torch.zeros(d, dtype=DTYPE))\n        self.eps = eps\n\n"
+            "    def forward(self, x):\n        return layer_norm(x, self.weight, self.bias, self.eps)\n")
+    blamed = "This answer calls your own layer_norm (from its answer cell), which fails its own\n  check: mend it first"
+    for unbiased, dtype, blames in (("False", "torch.float64", False), ("True", "torch.float32", True)):
+        ns = {"torch": torch, "nn": torch.nn}
+        exec(compile(norm.replace("UNBIASED", unbiased).replace("DTYPE", dtype), "<answer norms>", "exec"), ns)
+        with pytest.raises(CheckFailed) as info:
+            check("LayerNorm", ns["LayerNorm"])
+        assert (blamed in str(info.value)) == blames, str(info.value)
 
 
 def test_an_error_outside_the_other_answers_does_not_blame_them_and_unmerged_heads_are_named():

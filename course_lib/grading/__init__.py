@@ -140,7 +140,7 @@ def check(name: str, answer=_NOTHING, *, suite: str = "visible", device=None, se
               f"(once per case, and again for some); not shown here. Draw in a cell of your own instead.")
     elsewhere = cells.said(ex, answer, passed=report.passed, summary=report.message.split(" — ", 1)[-1])
     if not report.passed:
-        message = report.message + _uses_other_answers(ex, answer, report.message) + elsewhere
+        message = report.message + _uses_other_answers(ex, answer, report.message, dev) + elsewhere
     else:
         message = elsewhere if elsewhere.startswith("✗") else report.message + elsewhere
     message += _not_run_since(ex, answer, suite, message)
@@ -240,28 +240,40 @@ def _echo(text: str, keep: int = 10) -> None:
               f"some); the first {keep} are above.")
 
 
-def _uses_other_answers(ex: Exercise, answer, verdict: str = "") -> str:
+def _uses_other_answers(ex: Exercise, answer, verdict: str = "", device: str = "cpu") -> str:
     """A line naming the learner's other answers this one calls (MultiHeadAttention calling their own
-    scaled_dot_product_attention): a slip there fails this check too, with no line of this cell to show. Not
-    after an error raised outside them (in this answer's own lines, or by the check before any call)."""
+    scaled_dot_product_attention) that fail their own checks: a slip there fails this check too, with no line of
+    this cell to show. Not after an error raised outside them (in this answer's own lines, or by the check before
+    any call), and not for those that pass, which this check's failure does not come from."""
     names, space = cells._globals_read(answer), cells.namespace(answer)
     from .spec import all_exercises
     others = sorted(other.name for other in all_exercises()
                     if other.name != ex.name and other.name in names and cells.learner_made(space.get(other.name)))
     if "\n  raised " in verdict:
         others = [n for n in others if f"of {n}'s cell" in verdict]
+    others = [n for n in others if not _passes(get_exercise(n), space[n], device)]
     here = [n for n in others if get_exercise(n).notebook == ex.notebook]
     earlier = [n for n in others if n not in here]
     said = ""
     if here:
         one = len(here) == 1
         said += (f"\n  This answer calls your own {' and '.join(here)} (from {'its' if one else 'their'} answer "
-                 f"cell{'' if one else 's'}): if {'that check' if one else 'their checks'}\n  fail{'s' if one else ''} "
-                 f"too, mend {'it' if one else 'them'} first; a slip there shows here.")
+                 f"cell{'' if one else 's'}), which fail{'s its' if one else ' their'} own\n  check"
+                 f"{'' if one else 's'}: mend {'it' if one else 'them'} first; a slip there shows here.")
     if earlier:
         said += (f"\n  This answer calls your own {' and '.join(earlier)}, written in this notebook in place of the "
-                 f"course's\n  that the setup cell imports: a slip there shows here.")
+                 f"course's\n  that the setup cell imports, which fail{'s' if len(earlier) == 1 else ''} "
+                 f"{'its' if len(earlier) == 1 else 'their'} check: a slip there shows here.")
     return said
+
+
+def _passes(ex: Exercise, answer, device: str) -> bool:
+    """Whether the learner's answer to another exercise passes its visible check (what it prints kept out)."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), _figures_held([]):
+            return evaluate(ex, answer, suite="visible", device=device, source=_source_of(answer)).passed
+    except Exception:
+        return False
 
 
 def _wrong_kind(ex: Exercise, answer) -> str | None:
