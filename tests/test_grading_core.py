@@ -1237,6 +1237,23 @@ def test_another_answer_is_blamed_only_when_it_fails_its_own_check():
         assert (blamed in str(info.value)) == blames, str(info.value)
 
 
+def test_an_answer_calling_another_answer_still_a_stub_names_that_one():
+    """08's train_step, right, calling the learner's lm_loss left as the stub, was told "train_step — not
+    implemented yet: replace raise NotImplementedError() in its answer cell", an answer cell already done."""
+    from course_lib.grading import CheckFailed, check
+    ns = {"torch": torch}
+    exec(compile("def lm_loss(logits, targets):\n    raise NotImplementedError()\n", "<answer lm_loss>", "exec"), ns)
+    exec(compile("def train_step(model, batch, optimizer, max_norm):\n    x, y = batch\n    model.train()\n"
+                 "    loss = lm_loss(model(x), y)\n    optimizer.zero_grad()\n    loss.backward()\n"
+                 "    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)\n    optimizer.step()\n"
+                 "    return loss.item()\n", "<answer train_step>", "exec"), ns)
+    with pytest.raises(CheckFailed) as info:
+        check("train_step", ns["train_step"])
+    assert str(info.value) == ("✗ train_step — it calls your lm_loss, which is not implemented yet: its answer cell "
+                               "still raises NotImplementedError.\n  Do that exercise first and run its cell, then "
+                               "this one."), str(info.value)
+
+
 def test_an_error_outside_the_other_answers_does_not_blame_them_and_unmerged_heads_are_named():
     """MultiHeadAttention without super().__init__(), which calls the learner's own scaled_dot_product_attention,
     was told to mend that (passing) answer first; heads never merged before out_proj got torch's bare 'mat1 and

@@ -251,7 +251,8 @@ def _uses_other_answers(ex: Exercise, answer, verdict: str = "", device: str = "
                     if other.name != ex.name and other.name in names and cells.learner_made(space.get(other.name)))
     if "\n  raised " in verdict:
         others = [n for n in others if f"of {n}'s cell" in verdict]
-    others = [n for n in others if not _passes(get_exercise(n), space[n], device)]
+    others = [n for n in others if f"calls your {n}, which is not implemented" not in verdict
+              and not _passes(get_exercise(n), space[n], device)]
     here = [n for n in others if get_exercise(n).notebook == ex.notebook]
     earlier = [n for n in others if n not in here]
     said = ""

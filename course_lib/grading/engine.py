@@ -143,7 +143,7 @@ def describe_error(exc: BaseException) -> dict[str, str | bool]:
     """type, message, where (the innermost line of the answer), and stub: an unfinished answer's
     ``raise NotImplementedError()``, not a library's NotImplementedError, which says what it cannot do
     (flex_attention's "NYI: ...", a meta tensor's "Cannot copy out of meta tensor")."""
-    where = ""
+    where, elsewhere = "", ""
     frames = traceback.extract_tb(exc.__traceback__)
     codes, tb = [], exc.__traceback__
     while tb is not None:                               # one per frame, as extract_tb lists them
@@ -155,7 +155,8 @@ def describe_error(exc: BaseException) -> dict[str, str | bool]:
         where = _line_of(inner, "your answer")
         if inner.filename != entry.filename:            # in a function of another cell that the answer called
             called = [fs for fs, _ in learner if fs.filename == entry.filename][-1]
-            cell = getattr(code, "co_qualname", code.co_name) + "'s cell"
+            elsewhere = getattr(code, "co_qualname", code.co_name)
+            cell = f"{elsewhere}'s cell"
             where = f"{_line_of(inner, cell)} (called at {_line_of(called, 'this answer')})"
     last = frames[-1] if frames else None
     # The check's own words (a contract the answer broke, raised by the check after the answer ran): no line of
@@ -171,7 +172,7 @@ def describe_error(exc: BaseException) -> dict[str, str | bool]:
         renamed = not where and isinstance(exc, TypeError) and "unexpected keyword argument" in str(exc)
         notes = RENAMED_PARAMETER if renamed else explain(exc)
     return {"type": type(exc).__name__, "message": str(exc)[:1000], "where": where, "stub": stub, "notes": notes,
-            "verdict": verdict}
+            "verdict": verdict, "stub_of": elsewhere if stub else ""}
 
 
 def _tensors(value: Any, prefix: str):
@@ -456,6 +457,10 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome, named: Mistake | None = 
         return f"{head}\n  " + "\n  ".join(outcome.forbidden), 0.0
     if outcome.error is not None:
         err = outcome.error
+        if err.get("stub_of"):          # train_step calling the learner's lm_loss, still the stub
+            other = err["stub_of"]
+            return (f"✗ {ex.name} — it calls your {other}, which is not implemented yet: its answer cell still "
+                    f"raises NotImplementedError.\n  Do that exercise first and run its cell, then this one."), 0.0
         if err.get("stub"):
             return (f"✗ {ex.name} — not implemented yet: replace `raise NotImplementedError()` "
                     f"in its answer cell with your code, then run that cell."), 0.0
