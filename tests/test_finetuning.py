@@ -1702,10 +1702,18 @@ def test_loader_renaming_that_misses_keys_under_strict_false_lists_them():
       "return self.head(DROP)": "return self.head(self.norm(DROP))"},
      "holds parameters besides the encoder's and the head's (norm.weight, norm.bias)"),
     ({"encoder.config.d_model": "encoder.config.hidden_size"}, "The course's BertConfig names the width d_model"),
-], ids=["squeezed logits", "a LayerNorm before the head", "config.hidden_size"])
+    ({"return self.head(DROP)": "return self.head(DROP), pooled"},
+     "forward must return one tensor, the logits (B, n_classes); it returned a tuple of 2"),
+    ({"self.dropout = nn.Dropout(dropout)": "self.dropout = dropout",
+      "DROP": "F.dropout(pooled, self.dropout, self.training)"},
+     ", a float: keep the module, self.dropout = nn.Dropout(dropout)"),
+], ids=["squeezed logits", "a LayerNorm before the head", "config.hidden_size", "logits and pooled",
+        "the rate as self.dropout"])
 def test_classifier_third_probe(change, said):
     """.squeeze() passed (no case had one sentence, as the notebook's prediction box gives); an extra LayerNorm
-    before the head got bare logits; config.hidden_size got Python's words alone."""
+    before the head got bare logits; config.hidden_size got Python's words alone. (logits, pooled) got the
+    check's own "allclose(): argument 'input' must be Tensor, not tuple", and the rate kept as self.dropout a
+    TypeError about '_Squares', the check's stand-in for the dropout (a learner's tries in 09)."""
     from course_lib.exercises.ex09_finetuning import SENTENCE_CLASSIFIER
     src = _CLF_CELL.replace("POOLED", "(h * m).sum(1) / m.sum(1)")
     for old, new in change.items():

@@ -406,6 +406,10 @@ def _call_clf(cls, inputs):
         head.weight.copy_(w)
         head.bias.copy_(inputs["head_bias"])
     logits = _eval_output(model, inputs)
+    if not isinstance(logits, torch.Tensor):
+        what = f"a {type(logits).__name__}" + (f" of {len(logits)}" if isinstance(logits, (tuple, list)) else "")
+        raise TypeError(f"forward must return one tensor, the logits (B, n_classes); it returned {what}. Return "
+                        f"self.head(...) alone (the pooled vector, if you want it, from a method of its own)")
     if not torch.allclose(logits, _eval_output(model, inputs), rtol=1e-5, atol=1e-6, equal_nan=True):
         raise ValueError("the logits in eval mode changed from one call to the next on the same batch: something "
                          "random still runs after model.eval(). Usually F.dropout(x, p), whose training argument "
@@ -413,6 +417,10 @@ def _call_clf(cls, inputs):
                          "model.eval() turns off")
     trains = _trains(model, enc, head, inputs)
     drop = getattr(model, "dropout", None)
+    if drop is not None and not isinstance(drop, nn.Module):
+        raise TypeError(f"self.dropout is {drop!r}, a {type(drop).__name__}: keep the module, self.dropout = "
+                        f"nn.Dropout(dropout), and call it on the pooled vector, self.dropout(pooled); model.eval() "
+                        f"turns it off, which F.dropout(x, p) does not know of")
     found = (f"nn.Dropout(p={drop.p:g})" if isinstance(drop, nn.Dropout) else
              "missing" if drop is None else f"a {type(drop).__name__}")
     model.dropout = probe = _Squares(getattr(drop, "p", p))
