@@ -1133,10 +1133,19 @@ _ONE_LATE = """def get_batch(data, block_size, batch_size, generator=None):
      "the drawn windows with y one token later, but in another order"),
     (_GET_BATCH.replace("GENERATOR", "generator").replace("data[s + 1:s + block_size + 1]", "data[s:s + block_size]"),
      "x at the drawn starts, and y the very same windows"),
-], ids=["y from a second draw", "windows one token late", "starts sorted", "y equal to x"])
+    (_GET_BATCH_BY_POSITION.replace("DEVICE", ", device=data.device").replace("data[positions + 1]",
+                                                                             "data[positions - 1]"),
+     "x at the drawn starts, but y one token earlier, not later"),
+    (_GET_BATCH.replace("GENERATOR", "generator").replace("    return x, y", "    return x"),
+     "get_batch must return the pair (x, y), two (batch_size, block_size) tensors; it returned one (4, 8) tensor"),
+    (_GET_BATCH.replace("GENERATOR", "generator").replace("    return x, y", "    x, y"), "it returned None: is "
+     "`return x, y` missing?"),
+], ids=["y from a second draw", "windows one token late", "starts sorted", "y equal to x", "y one token earlier",
+        "x alone", "no return"])
 def test_get_batch_check_says_how_the_windows_miss_the_draw(source, says):
     """A second draw for y got '31 of 32 entries differ (in y)'; windows one token late, or sorted, were
-    told to draw with the docstring's one call, which they did."""
+    told to draw with the docstring's one call, which they did. y one token earlier was told of a second draw,
+    and x alone, returned without y, 'expected 3 values, got 5' (the rows of x) (a learner's tries)."""
     r = _evaluate("get_batch", _answer(source, "get_batch"))
     assert not r.passed and says in r.message and "entries differ" not in r.message, r.message
 

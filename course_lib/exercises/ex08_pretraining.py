@@ -79,13 +79,24 @@ def _batch_random(g):
     return _batch_case(_ri(g, 20, 300), _ri(g, 2, 12), _ri(g, 1, 9))(g)
 
 
+def _pair(value) -> tuple:
+    """get_batch's (x, y), said in words when it is something else: tuple() of one (B, T) tensor gave its rows,
+    and "expected 3 values, got 5"."""
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return tuple(value)
+    what = (f"one {tuple(value.shape)} tensor" if isinstance(value, torch.Tensor) else
+            f"a {type(value).__name__} of {len(value)}" if isinstance(value, (tuple, list)) else repr(value)[:60])
+    raise TypeError(f"get_batch must return the pair (x, y), two (batch_size, block_size) tensors; it returned "
+                    f"{what}: {'is `return x, y` missing?' if value is None else 'return x, y'}")
+
+
 def _call_batch(fn, inputs):
     """(x, y); and a second call, with a generator seeded alike, must return the same: an answer that
     draws from torch's global generator differs from the reference in nearly every entry, and
     "31 of 32 entries differ" would not say why."""
     kw = {k: v for k, v in inputs.items() if k != "seed"}
-    got = tuple(fn(**kw, generator=_gen(inputs["seed"])))
-    again = tuple(fn(**kw, generator=_gen(inputs["seed"])))
+    got = _pair(fn(**kw, generator=_gen(inputs["seed"])))
+    again = _pair(fn(**kw, generator=_gen(inputs["seed"])))
     if any(isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and not a.is_meta  # meta: no values
            and (a.shape != b.shape or not torch.equal(a, b)) for a, b in zip(got, again)):
         raise ValueError("get_batch returned different (x, y) for two generators seeded alike: pass "
@@ -132,6 +143,10 @@ def _where_windows_start(inputs, got) -> str:
     starts = torch.randint(len(data) - T, (inputs["batch_size"],), generator=_gen(inputs["seed"])).to(data.device)
     if torch.equal(got[0], windows[starts]) and torch.equal(got[1], got[0]):
         return ("x at the drawn starts, and y the very same windows: y starts one token later, "
+                "data[s + 1 : s + T + 1]")
+    earlier = data[(starts[:, None] - 1 + torch.arange(T, device=data.device)) % len(data)]   # data[pos - 1]
+    if torch.equal(got[0], windows[starts]) and torch.equal(got[1], earlier):
+        return ("x at the drawn starts, but y one token earlier, not later: y is what comes after x, "
                 "data[s + 1 : s + T + 1]")
     if (torch.equal(got[0], windows[starts]) and not torch.equal(got[1], windows[starts + 1])
             and bool((windows[:, None] == got[1]).all(-1).any(0).all())):
