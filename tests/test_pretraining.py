@@ -997,6 +997,24 @@ def test_lm_loss_check_names_a_log_softmax_without_dim():
             r.message
 
 
+def test_lm_loss_with_the_loss_class_called_on_the_tensors_is_told_to_build_it_first():
+    """nn.CrossEntropyLoss(logits, targets) hands the tensors to the class's __init__, which raised "Boolean value
+    of Tensor ... is ambiguous", and the note spoke of `if mask is not None:` (a learner's try)."""
+    import linecache
+    source = ("def lm_loss(logits, targets):\n"
+              "    return nn.CrossEntropyLoss(logits.flatten(0, 1), targets.flatten())\n")
+    name = "<answer cell loss class>"
+    linecache.cache[name] = (len(source), None, source.splitlines(True), name)       # its lines known, as a cell's
+    try:
+        namespace = {"torch": torch, "nn": torch.nn}
+        exec(compile(source, name, "exec"), namespace)
+        for r in _evaluate_both("lm_loss", namespace["lm_loss"]).values():
+            assert not r.passed and ("nn.CrossEntropyLoss is a module class: calling it builds a module" in r.message
+                                     and "F.cross_entropy(...)" in r.message and "mask" not in r.message), r.message
+    finally:
+        linecache.cache.pop(name)
+
+
 @pytest.mark.parametrize("name, source", [
     ("sample", _SAMPLE.replace("KEEP", "<").replace("PROBS", "torch.softmax(logits, -1)")
      .replace("    for _ in", "    torch.manual_seed(0)\n    for _ in").replace(", generator=generator)", ")")),

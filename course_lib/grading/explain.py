@@ -6,6 +6,8 @@ several causes, the note says "a common cause", never "the cause".
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 _SAME_DTYPE = ("Tensors of two dtypes met where one is needed (float32 and float64 in a matrix product, say).\n"
                "Common causes: a tensor made inside the answer (torch.zeros, torch.tensor, torch.randn...) is\n"
                "float32 unless given dtype=, and .float() gives float32 whatever it was (a mask turned into\n"
@@ -173,7 +175,8 @@ def explain(exc: BaseException) -> str:
         return (f"{exc.name} has no value where the answer reads it: a typo, a variable of another function, or a\n"
                 f"name a cell defines that has not run yet (grading runs the setup cell and the answer cells in\n"
                 f"order, and no other cell): define it in this answer cell, above where it is used.")
-    why = _name_replaced(exc) or next((why for key, why in TORCH_ERRORS.items() if key in text), "")
+    why = (_name_replaced(exc) or _module_built_with_inputs(exc)
+           or next((why for key, why in TORCH_ERRORS.items() if key in text), ""))
     line = _learner_line(exc)[1]
     if "view size is not compatible" in text and ".view(" in line:       # the answer's own line, rewritten
         why = why.replace(_VIEW_FIX, line.strip().replace(".view(", ".reshape("))
@@ -191,6 +194,31 @@ def _learner_line(exc: BaseException):
             frame, lineno = tb.tb_frame, tb.tb_lineno
         tb = tb.tb_next
     return frame, linecache.getline(frame.f_code.co_filename, lineno) if frame is not None else ""
+
+
+def _module_built_with_inputs(exc: BaseException) -> str:
+    """nn.CrossEntropyLoss(logits, targets): the tensors went to the class's __init__, as its settings, and it
+    raised there (about a tensor's truth value, say), not a word of what happened."""
+    import re
+
+    tb, inits = exc.__traceback__, []
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name == "__init__" and "torch" in Path(code.co_filename).parts:
+            inits.append(code)
+        tb = tb.tb_next
+    called = re.search(r"\b(?:nn|torch\.nn)\.([A-Z]\w*)\(\s*[^)\s]", _learner_line(exc)[1])
+    if not inits or called is None:
+        return ""
+    cls, fn = called.group(1), _FUNCTIONAL.get(called.group(1))
+    return (f"nn.{cls} is a module class: calling it builds a module, and the tensors went to its __init__ as its\n"
+            f"settings. Build it, then call it: nn.{cls}()(...)" + (f", or call the function {fn}(...)" if fn else "")
+            + ".")
+
+
+_FUNCTIONAL = {"CrossEntropyLoss": "F.cross_entropy", "MSELoss": "F.mse_loss", "NLLLoss": "F.nll_loss",
+               "Softmax": "torch.softmax", "LogSoftmax": "F.log_softmax", "Dropout": "F.dropout",
+               "BCEWithLogitsLoss": "F.binary_cross_entropy_with_logits", "GELU": "F.gelu", "ReLU": "F.relu"}
 
 
 def _name_replaced(exc: BaseException) -> str:
