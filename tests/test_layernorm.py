@@ -973,3 +973,23 @@ def test_layernorm_module_third_probe(forward, says):
            f"        {_INIT}\n\n    def forward(self, x):\n        {forward}\n")
     for r in _both_suites("LayerNorm", _learner_cell(src, "LayerNorm")):
         assert not r.passed and says in r.message, r.message
+
+
+_NUMPY_BACKWARD = """def layer_norm_backward(grad_out, x, weight, eps=1e-5):
+    xn, gn, wn = x.cpu().numpy(), grad_out.cpu().numpy(), weight.cpu().numpy()
+    mu = xn.mean(-1, keepdims=True); var = xn.var(-1, keepdims=True)
+    xh = (xn - mu) / np.sqrt(var + eps)
+    g = gn * wn
+    gx = (g - g.mean(-1, keepdims=True) - xh * (g * xh).mean(-1, keepdims=True)) / np.sqrt(var + eps)
+    D = xn.shape[-1]
+    return (torch.from_numpy(gx).to(x.dtype), torch.from_numpy((gn * xh).reshape(-1, D).sum(0)).to(x.dtype),
+            torch.from_numpy(gn.reshape(-1, D).sum(0)).to(x.dtype))
+"""
+
+
+def test_a_backward_through_cpu_numpy_is_told_to_stay_in_torch():
+    """x.cpu().numpy(), right maths, failed on meta with "Cannot copy out of meta tensor" and the advice to make
+    tensors on x's device, which says nothing of numpy (x.numpy() alone got the numpy note) (a learner's try)."""
+    for r in _both_suites("layer_norm_backward", _learner_cell(_NUMPY_BACKWARD, "layer_norm_backward")):
+        assert not r.passed and "It goes through numpy (.cpu().numpy())" in r.message, r.message
+        assert "Write it with torch's operations" in r.message and "zeros_like" not in r.message, r.message

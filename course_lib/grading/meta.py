@@ -16,6 +16,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from .engine import answer_is_running, describe_error, refuse_on_gpu
+from .explain import _learner_line
 
 META = torch.device("meta")
 _WORDS = "meta: a device with no values that the check uses in place of a GPU"
@@ -103,6 +104,11 @@ def check_on_meta(call: Callable[[], Any], called: str, fix: str, *, may_copy: b
                                                ".numpy() fails the same way, and autograd cannot follow numpy.")
         elif may_copy:
             return
+        elif _COPIED_OUT in text and ".numpy(" in _learner_line(exc)[1]:     # x.cpu().numpy(): .cpu() refused
+            said, means = text.split(";")[0], ("It goes through numpy (.cpu().numpy()), whose arrays live on the CPU "
+                                               "only: on a GPU the result comes back on the CPU, and autograd cannot "
+                                               "follow numpy.")
+            fix = "Write it with torch's operations on the tensors themselves (x.mean(-1, keepdim=True), ...)."
         elif _COPIED_OUT in text:
             said, means = text.split(";")[0], ("It copies values to the CPU: into a tensor made without device=, or "
                                                "through .cpu() or .tolist(). On a GPU the result then "
