@@ -993,3 +993,15 @@ def test_a_backward_through_cpu_numpy_is_told_to_stay_in_torch():
     for r in _both_suites("layer_norm_backward", _learner_cell(_NUMPY_BACKWARD, "layer_norm_backward")):
         assert not r.passed and "It goes through numpy (.cpu().numpy())" in r.message, r.message
         assert "Write it with torch's operations" in r.message and "zeros_like" not in r.message, r.message
+
+
+def test_parameters_turned_back_into_plain_tensors_are_told_how():
+    """nn.Parameter(torch.ones(d)).double() is a plain tensor: the check said the module has no parameters and
+    "That usually means they are plain tensors, not nn.Parameter", to a learner who wrote nn.Parameter."""
+    src = ("class LayerNorm(nn.Module):\n    def __init__(self, d, eps=1e-5):\n        super().__init__()\n"
+           "        self.weight = nn.Parameter(torch.ones(d)).double()\n"
+           "        self.bias = nn.Parameter(torch.zeros(d)).double()\n        self.eps = eps\n\n"
+           "    def forward(self, x):\n        return ref.layer_norm(x, self.weight, self.bias, self.eps)\n")
+    for r in _both_suites("LayerNorm", _learner_cell(src, "LayerNorm", ref=ref)):
+        assert not r.passed and "LayerNorm's weight and bias are plain tensors, not nn.Parameters" in r.message \
+            and ".double(), .float(), .to(...) and .cuda() of an nn.Parameter" in r.message, r.message

@@ -1074,6 +1074,16 @@ def _params(m: nn.Module, d: int, named: str = "LayerNorm") -> dict[str, torch.T
     """
     params = dict(m.named_parameters())
     missing = [n for n in ("weight", "bias") if n not in params]
+    plain = [n for n in missing if isinstance(getattr(m, n, None), torch.Tensor)]
+    if plain:
+        one = len(plain) == 1
+        it, they = ("it", "it") if one else ("them", "they")
+        raise AttributeError(f"{named}'s {' and '.join(plain)} {'is a plain tensor, not an' if one else 'are plain tensors, not'}"
+                             f" nn.Parameter{'' if one else 's'}, so the module does not register {it} (model."
+                             f"parameters() and an optimizer never see {it}). Written as nn.Parameter(...), {they} "
+                             f"may have been turned back into {'a plain tensor' if one else 'plain tensors'}: .double(), "
+                             f".float(), .to(...) and .cuda() of an nn.Parameter, and any arithmetic on one, give a "
+                             f"plain tensor. Make the tensor first, then wrap it: nn.Parameter(torch.ones({d}))")
     if missing:
         names = sorted(params)
         found = (f"has {names[:4]}" + (f" and {len(names) - 4} more" if len(names) > 4 else "")
