@@ -826,7 +826,8 @@ LAYER_NORM_BACKWARD = Exercise(
         Mistake("grad_weight and grad_bias summed with keepdim=True", _mb_sums_keepdim,
                 "keepdim=True is for the statistics that broadcast back over x; grad_weight and grad_bias\n"
                 "have the shape of weight and bias, (D,): sum over the batch axes without keepdim."),
-        Mistake("grad_weight and grad_bias summed with dim=() on a 1-D input", _mb_sum_empty_dims,
+        Mistake("grad_weight and grad_bias summed to a scalar on a 1-D input (over its only axis, or with dim=(), "
+                "which sums every axis)", _mb_sum_empty_dims,
                 "A 1-D x is a single vector: there is no batch axis to sum over, so grad_weight = grad_out · x̂\n"
                 "and grad_bias = grad_out, both of shape (D,). torch's t.sum(dim=()) does not leave t alone: it\n"
                 "sums over every axis and returns a scalar. Sum only when x has more than one axis."),
