@@ -227,7 +227,10 @@ _SOFTMAX_THEN = "    e = (x - x.amax(-1, keepdim=True)).exp()\n    s = e / e.sum
     ("    return x * x.sum(-1).item()\n", "math's functions (math.sqrt, math.exp...)"),
     ("    return x * torch.sqrt(x.shape[-1])\n", "A torch function got a Python number where it takes a tensor"),
     ("    with torch.no_grad:\n        return x * 1\n", "write\n  `with torch.no_grad():`, with the parentheses"),
-    ("    def inner(x, weight):\n        return x\n    return inner(x)\n", "its forward takes the\n  input alone"),
+    ("    def inner(x, weight):\n        return x\n    return inner(x)\n", "a def line that asks for other arguments "
+     "than the docstring's, which are what the\n  checks pass."),
+    ("    class Scale(torch.nn.Module):\n        def forward(self, y, weight):\n            return y\n"
+     "    return Scale()(x)\n", "its forward takes the\n  input alone"),
     ("    return x.view(x.shape[0], x.shape[1] / 1)\n", "divide sizes with // (d_model // n_heads)"),
     ("    return x.view(x.shape[0], x.shape[1] + 1)\n", "the new sizes must multiply to the number of elements"),
     ("    return x - x.amax(2, keepdim=True)\n", "count from the end\n  (dim=-1 is the last axis)"),
@@ -260,7 +263,8 @@ _SOFTMAX_THEN = "    e = (x - x.amax(-1, keepdim=True)).exp()\n    s = e / e.sum
 ], ids=["if tensor", "parameter changed in place", "no keepdim", "float32 matrix in a float64 case",
         "the same batched", ".float() of a mask", "cpu tensor on a gpu", "no super().__init__()", "forward misspelt",
         "recursion", "numpy of a tensor that requires grad", "math.sqrt of a tensor", ".item() of many values",
-        "torch.sqrt of a number", "no_grad without ()", "an argument too many", "size made with /", "view to the wrong size", "axis counted from the front",
+        "torch.sqrt of a number", "no_grad without ()", "an argument too many", "a forward asking for more",
+        "size made with /", "view to the wrong size", "axis counted from the front",
         "unpacked shape", "x.shape()", "method without ()", "p.requires_grad(False)", "a number called",
         "a tensor called", "a tuple for a tensor", "None where a tensor goes", "masked_fill of a Python bool",
         "cross_entropy's target sizes", "cross_entropy's float targets", "t[mask] = whole tensor",
@@ -278,6 +282,7 @@ def test_terse_torch_errors_say_what_they_mean(body, says):
     call watcher."""
     r = evaluate(SOFTMAX, _cell("def mine(x):\n" + body, "mine"))
     assert not r.passed and "raised " in r.message and says in r.message, r.message
+    assert "def inner" not in body or "forward" not in r.message, r.message     # a function's: no word of forward
     assert "call watcher" not in r.message, r.message
 
 

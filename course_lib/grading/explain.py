@@ -75,8 +75,7 @@ TORCH_ERRORS = {
         "returns one tensor gives no pair."),
     "required positional argument":
         "A common cause: a def line that asks for other arguments than the docstring's, which are what the\n"
-        "checks pass. A module keeps its weights as attributes (self.weight), so its forward takes the\n"
-        "input alone: forward(self, x).",
+        "checks pass.",
     "does not support the context manager protocol":
         "A with statement needs an object, not a class or a function: torch.no_grad is a class, so write\n"
         "`with torch.no_grad():`, with the parentheses.",
@@ -177,6 +176,9 @@ def explain(exc: BaseException) -> str:
                 f"order, and no other cell): define it in this answer cell, above where it is used.")
     why = (_name_replaced(exc) or _module_built_with_inputs(exc)
            or next((why for key, why in TORCH_ERRORS.items() if key in text), ""))
+    if "required positional argument" in text and "forward()" in text:      # a module's forward, not a function
+        why += (" A module keeps its weights as attributes (self.weight), so its forward takes the\n"
+                "input alone: forward(self, x).")
     line = _learner_line(exc)[1]
     if "view size is not compatible" in text and ".view(" in line:       # the answer's own line, rewritten
         why = why.replace(_VIEW_FIX, line.strip().replace(".view(", ".reshape("))
