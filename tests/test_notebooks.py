@@ -373,8 +373,11 @@ def test_an_answer_that_needs_a_cell_grading_does_not_run_fails_its_check_in_jup
             "PATTERN, defined only in a cell that grading does not run" in text
             and "Move PATTERN into merge_heads's answer cell" in text), text
     text = " ".join(said("batched_dot").split())
-    assert ("✗ batched_dot" in text and "Also: it reads q, set only in a cell that grading does not run (graded, "
-            "not defined), not one of its parameters" in text), text
+    assert ("✗ batched_dot" in text and "Note: it reads q, set only in a cell that grading does not run (so there "
+            "it is not defined), not one of its parameters" in text), text
+    lines = said("batched_dot").splitlines()                  # under the verdict's first line, before the numbers
+    first = next(i for i, line in enumerate(lines) if line.startswith("✗ batched_dot"))
+    assert "Note: it reads q" in lines[first + 1], lines
     assert said("batched_dot", last=True).startswith("✓ batched_dot"), said("batched_dot", last=True)
 
 

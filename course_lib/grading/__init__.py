@@ -139,8 +139,10 @@ def check(name: str, answer=_NOTHING, *, suite: str = "visible", device=None, se
         print(f"... your answer drew {len(drawn)} figure{'s' if len(drawn) > 1 else ''} while the checks called it "
               f"(once per case, and again for some); not shown here. Draw in a cell of your own instead.")
     elsewhere = cells.said(ex, answer, passed=report.passed, summary=report.message.split(" — ", 1)[-1])
-    if not report.passed:
-        message = report.message + _uses_other_answers(ex, answer, report.message, dev) + elsewhere
+    if not report.passed:               # what grading would not see first: it is often why the answer fails
+        head, _, details = report.message.partition("\n")
+        message = (head + elsewhere + ("\n" + details if details else "")
+                   + _uses_other_answers(ex, answer, report.message, dev))
     else:
         message = elsewhere if elsewhere.startswith("✗") else report.message + elsewhere
     message += _not_run_since(ex, answer, suite, message)

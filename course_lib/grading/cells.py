@@ -221,8 +221,9 @@ def learner_made(obj) -> bool:
 
 def said(ex, answer, *, passed: bool, summary: str = "") -> str:
     """What the answer needs from cells grading does not run (a cell of the learner's own, a demo cell): the
-    reason a right answer fails (the whole message, from its ✗), or lines to follow a check's verdict (a
-    failing one's "Also:", a passing one's "Note:" when only the functions it calls differ when graded)."""
+    reason a right answer fails (the whole message, from its ✗), or "Note:" lines: under a failing verdict's
+    first line (a global of a demo cell read in place of a parameter is often why it fails), or after a passing
+    one when only the functions it calls differ when graded)."""
     try:
         from IPython import get_ipython
         history = list(get_ipython().user_ns.get("In", []))
@@ -249,13 +250,14 @@ def said(ex, answer, *, passed: bool, summary: str = "") -> str:
     if not passed or not (itself or needs):
         notes = [f"this {ex.name} was defined in a cell that grading does not run; grading checks the code in "
                  f"its answer cell."] if itself else []
-        notes += [f"it reads {_listed(code)}, defined {only(code)} that grading does not run (graded, not defined): "
-                  f"once the check passes, move {'it' if len(code) == 1 else 'them'} into {ex.name}'s answer cell."
-                  ] if code else []
-        notes += [f"it reads {_listed(data)}, set {only(data)} that grading does not run (graded, not defined), not "
-                  f"one of its parameters: is that what you meant?"] if data else []
+        notes += [f"it reads {_listed(code)}, defined {only(code)} that grading does not run (so there "
+                  f"{'it is' if len(code) == 1 else 'they are'} not defined): once the check passes, move "
+                  f"{'it' if len(code) == 1 else 'them'} into {ex.name}'s answer cell."] if code else []
+        notes += [f"it reads {_listed(data)}, set {only(data)} that grading does not run (so there "
+                  f"{'it is' if len(data) == 1 else 'they are'} not defined), not one of its parameters: is that "
+                  f"what you meant? An answer works on its arguments alone."] if data else []
         notes += [calls] if others else []
-        return "".join("\n" + fill(("Also: " if not passed else "Note: ") + line) for line in notes)
+        return "".join("\n" + fill("Note: " + line) for line in notes)
     why = ([f"this {ex.name} was defined in a cell that grading does not run"] if itself else []) + (
         [f"it reads {_listed(needs)}, defined {only(needs)} that grading does not run"] if needs else [])
     checks = f", so it checks the code in {ex.name}'s answer cell" if itself else ""
