@@ -978,6 +978,48 @@ def test_loader_check_says_when_a_short_rule_renamed_a_longer_name():
         assert not r.passed and "which matches the end of the longer name too" in r.message, (suite, r.message)
 
 
+def _rename(key: str, rules=_BY_REPLACING[5:]) -> str:
+    """A learner's renaming of one checkpoint key, rule by rule, each matched anywhere in the name."""
+    for a, b in _BY_REPLACING[:5]:
+        key = key.replace(a, b)
+    for a, b in rules:
+        if a in key:                          # layers.N. kept, the rest rebuilt from what follows the match
+            return key[:key.index(".", len("layers.")) + 1] + b + key.split(a)[1]
+    return key
+
+
+def test_loader_check_names_a_rule_matched_inside_a_longer_name_and_a_fixed_or_foreign_layer_count():
+    """`if a in rest` with output.dense's rule before attention.output.dense's lost attn.out_proj and norm1 with
+    nothing unexpected, and got only "the keys listed come from the renaming"; an encoder built from the
+    notebook's 6-layer config was sent to the renaming too; `for i in range(6)` raised a bare KeyError of
+    'encoder.layer.2...' (a learner's tries)."""
+    from course_lib.exercises.ex09_finetuning import LOADER
+    from course_lib.reference.finetuning import IGNORED_KEYS
+    short_first = sorted(_BY_REPLACING[5:], key=lambda rule: len(rule[0]))
+
+    def inside(state_dict, config):
+        return _load_strictly(config, {_rename(k, short_first): v for k, v in state_dict.items()
+                                       if k not in IGNORED_KEYS})
+
+    def six_layers(state_dict, config):
+        return _load_strictly(BertConfig(**{**vars(config), "n_layers": 6}),
+                              {_rename(k): v for k, v in state_dict.items() if k not in IGNORED_KEYS})
+
+    def fixed_count(state_dict, config):
+        renamed = {_rename(k): v for k, v in state_dict.items() if k.startswith("embeddings.")}
+        for i in range(6):
+            for k in [k for k in state_dict if k.startswith("encoder.layer.0.")]:
+                k = k.replace("layer.0.", f"layer.{i}.")
+                renamed[_rename(k)] = state_dict[k]
+        return _load_strictly(config, renamed)
+
+    for answer, says in ((inside, "which matches the end of the longer name too"),
+                         (six_layers, "build it from the config argument,\n  BertEncoder(config)"),
+                         (fixed_count, "loop over\n  range(config.n_layers), not a fixed number")):
+        for suite, r in _verdicts(LOADER, answer).items():
+            assert not r.passed and says in r.message, (answer.__name__, suite, r.message)
+
+
 def test_freeze_and_lora_checks_name_requires_grad_set_on_a_module():
     """module.requires_grad = False (no underscore) sets an attribute and freezes nothing: freeze_lower_layers
     got only 'embeddings trains, layers.0 trains, ...', and LoRALinear 'base layer not frozen' without why."""

@@ -157,13 +157,25 @@ def _call_loader(impl, inputs):
             exc.add_note(f"{ignored[0]} is in IGNORED_KEYS: an entry of the checkpoint that is not a weight of the "
                          f"encoder\n(the pooler, or the constant position_ids). Skip every key in IGNORED_KEYS "
                          f"before renaming\nand loading; the encoder has nothing to put it in.")
+        elif sorted(int(n) for n in re.findall(r"\bencoder\.layer\.(\d+)\.", text)
+                    if int(n) >= inputs["config"].n_layers):
+            exc.add_note(f"This checkpoint has {inputs['config'].n_layers} layers (config.n_layers), and the answer "
+                         f"looked up a layer past them: loop over\nrange(config.n_layers), not a fixed number (the "
+                         f"notebook's model has 6 layers, the checks' smaller ones fewer).")
+        elif beyond := sorted({int(n) for n in re.findall(r"\blayers\.(\d+)\.", text)
+                               if int(n) >= inputs["config"].n_layers}):
+            exc.add_note(f"The encoder built has layers the checkpoint has not (layers.{beyond[0]} and on; the "
+                         f"config given has n_layers = {inputs['config'].n_layers}): build it from the config "
+                         f"argument,\nBertEncoder(config), not from another (the notebook's, a fixed number of "
+                         f"layers).")
         elif "missing" in text.lower() or "unexpected" in text.lower():
             exc.add_note("This checkpoint matches the encoder one to one (every weight, nothing extra),\nso the "
                          "keys listed come from the renaming." + (
                              "\nHere attention.output.LayerNorm (or attention.output.dense) was renamed by the rule "
                              "for\noutput.LayerNorm (output.dense), which matches the end of the longer name too: "
                              "match each\nsub-name from its start, after encoder.layer.N., or try the longer names "
-                             "first." if re.search(r"attention\.(norm[12]|ff_out)\b", text) else ""))
+                             "first." if re.search(r"attention\.(norm[12]|ff_out)\b", text)
+                             or ("attn.out_proj" in text and "norm1" in text and "ff_out" not in text) else ""))
         raise
     if sd.keys() != given.keys() or any(sd[k] is not v for k, v in given.items()):
         raise ValueError("load_pretrained_encoder changed the state_dict it was given (keys renamed, added or "
