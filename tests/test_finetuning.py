@@ -1628,6 +1628,19 @@ def test_lora_a_far_too_small_and_a_float32_scale_are_refused(init, scale, said)
         assert r.passed if said is None else (not r.passed and said in r.message), (suite, r.message)
 
 
+def test_lora_with_a_and_b_as_linear_modules_is_told_to_keep_the_matrices():
+    """self.A = nn.Linear(in, r, bias=False) was told "LoRALinear holds parameters besides base's, A and B
+    (A.weight, B.weight; copies of base's?)" (a learner's try)."""
+    from course_lib.exercises.ex09_finetuning import LORA
+    src = (_LORA_CELL.replace("self.A = nn.Parameter(INIT)", "self.A = nn.Linear(w.shape[1], r, bias=False)")
+           .replace("self.B = nn.Parameter(torch.zeros(w.shape[0], r, device=w.device, dtype=w.dtype))",
+                    "self.B = nn.Linear(r, w.shape[0], bias=False)\n        nn.init.zeros_(self.B.weight)")
+           .replace("x @ self.A.T @ self.B.T", "self.B(self.A(x))").replace("SCALE", "alpha / r"))
+    for suite, r in _verdicts(LORA, _cell(src, "LoRALinear")).items():
+        assert not r.passed and "LoRALinear.A must be an nn.Parameter of shape" in r.message \
+            and "found a module, a Linear" in r.message and "copies of" not in r.message, (suite, r.message)
+
+
 _CLF_CELL = """class SentenceClassifier(nn.Module):
     def __init__(self, encoder, n_classes, dropout=0.1):
         super().__init__()

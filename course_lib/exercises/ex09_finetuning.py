@@ -973,6 +973,12 @@ def _call_lora(cls, inputs):
         raise ValueError("LoRALinear's base is not one of its submodules (kept in a list, a dict or behind a "
                          "property?): assign it as self.base = base in __init__, after super().__init__(), or "
                          ".to(), state_dict() and count_parameters never see it")
+    for name, shape in (("A", inputs["A"].shape), ("B", inputs["B"].shape)):
+        if isinstance(getattr(m, name, None), nn.Module):           # nn.Linear(..., bias=False): its .weight
+            raise ValueError(f"LoRALinear.{name} must be an nn.Parameter of shape {tuple(shape)}, found a module, a "
+                             f"{type(getattr(m, name)).__name__}: keep the matrix itself, self.{name} = "
+                             f"nn.Parameter(...), and multiply by it in forward (x @ A.T @ B.T), so that the "
+                             f"notebook's cells and the contract can read and set A and B")
     own = {id(p) for p in (*base.parameters(), getattr(m, "A", None), getattr(m, "B", None))}
     extra = [n for n, p in m.named_parameters() if id(p) not in own]
     if extra:
