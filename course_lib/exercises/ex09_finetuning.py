@@ -1258,15 +1258,15 @@ def _counts(preds, labels, positive):
     return int((pp & pl).sum()), int((pp & ~pl).sum()), int((~pp & pl).sum())
 
 
-def _div(a, b, nan=False):
-    return a / b if b else (float("nan") if nan else 0.0)
+def _div(a, b, nan=False, floor=False):
+    return (a // b if floor else a / b) if b else (float("nan") if nan else 0.0)
 
 
-def _prf_from(tp, fp, fn, swap=False, nan=False, f1=None):
-    p, r = _div(tp, tp + fp, nan), _div(tp, tp + fn, nan)
+def _prf_from(tp, fp, fn, swap=False, nan=False, f1=None, floor=False):
+    p, r = _div(tp, tp + fp, nan, floor), _div(tp, tp + fn, nan, floor)
     if swap:
         p, r = r, p
-    f = f1(p, r) if f1 else _div(2 * p * r, p + r, nan)
+    f = f1(p, r) if f1 else _div(2 * p * r, p + r, nan, floor)
     return p, r, f
 
 
@@ -1411,6 +1411,9 @@ PRF = Exercise(
         Mistake("nan when a denominator is 0", _mp(nan=True),
                 "With no positive prediction TP + FP = 0 and 0/0 is nan. The contract returns 0.0 there\n"
                 "(as scikit-learn's zero_division=0), and F1 = 0 when P + R = 0."),
+        Mistake("// (floor division) where / belongs: each ratio rounded down, to 0 unless it is 1", _mp(floor=True),
+                "a // b rounds the quotient down to a whole number, so TP // (TP + FP) is 0 for any precision\n"
+                "below 1. Divide with /, which gives the fraction: tp / (tp + fp)."),
         Mistake("F1 as the arithmetic mean of precision and recall", _mp(f1=lambda p, r: (p + r) / 2),
                 "F1 is the harmonic mean 2PR / (P + R): it is low when either one is low."),
         Mistake("F1 written 2 * P * R / P + R: the division done before the addition",
