@@ -1008,7 +1008,7 @@ def _call_sample(fn, inputs):
                     "the text so far, and draw that one token")
         expected = min(T + new - 1, block)                 # the context of the last draw
         if new and model.longest < expected:
-            return (f"the model saw at most {model.longest} tokens at once, though the text had {T + new - 1} "
+            return (f"the model saw at most {model.longest} token{'' if model.longest == 1 else 's'} at once, though the text had {T + new - 1} "
                     f"before its last draw (block_size = {block}): it should see them all, up to block_size")
         return None
 
