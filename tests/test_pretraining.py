@@ -342,6 +342,9 @@ def test_integer_exercises_say_int64_not_float64():
     r = _evaluate("mlm_mask", _m_all_mask)
     assert not r.passed and "(int64, cpu)" in r.message.splitlines()[0], r.message
     assert "float" not in r.message.splitlines()[0], r.message
+    # its labels are right: the got line said "labels set only where the input changed ... leave those out"
+    assert "holds [MASK]: of the chosen, about 10 % should get a random token" in r.message, r.message
+    assert "labels set only where" not in r.message, r.message
 
 
 def test_get_batch_check_names_an_answer_that_ignores_the_generator():

@@ -622,6 +622,9 @@ def _call_mlm(fn, inputs):
         chosen = state["chosen"]
         if state["n"] < 300 or bool((inp[chosen] == tokens[chosen]).any()):
             return None
+        if bool((inp[chosen] == mask_id).all()):        # all to [MASK]: the labels are right, the split is not
+            return (f"every one of the {state['n']:,} positions whose label is not -100 holds [MASK]: of the chosen, "
+                    "about 10 % should get a random token and 10 % keep their own")
         return (f"none of the {state['n']:,} positions whose label is not -100 holds its original token, though about "
                 "10 % of the chosen are left unchanged: labels set only where the input changed (inputs != tokens) "
                 "leave those out. Set them wherever a position was chosen")
