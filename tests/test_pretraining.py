@@ -1376,3 +1376,27 @@ def test_generate_and_train_toy_name_settings_they_cannot_run(ds):
     from course_lib.reference.norms import train_toy
     with pytest.raises(ValueError, match="optimizer='adamw': train_toy runs \"adam\" or \"sgd\""):
         train_toy(True, optimizer="adamw", steps=1)   # it ran plain SGD without a word
+
+
+_TOP_K_BY = """def sample(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+    for _ in range(max_new_tokens):
+        logits = model(idx[:, -model.block_size:])[:, -1, :] / temperature
+        if top_k is not None:
+            kth = THRESHOLD
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        nxt = torch.multinomial(F.softmax(logits, dim=-1).cpu(), 1, generator=generator).to(idx.device)
+        idx = torch.cat([idx, nxt], dim=1)
+    return idx
+"""
+
+
+@pytest.mark.parametrize("threshold, named", [
+    ("torch.topk(logits, top_k, dim=0).values[-1:, :]", "top-k taken over the batch axis (dim=0)"),
+    ("torch.topk(logits, top_k, dim=-1).values[:, 0:1]", "top-k's threshold taken from the largest logit"),
+])
+def test_sample_with_top_k_over_the_batch_or_from_the_largest_is_named(threshold, named):
+    """top-k over dim=0 was told "logits outside the top k set to 0, not -inf" (it used -inf), and the threshold
+    values[:, 0:1] "the most likely token taken every time (argmax) ... torch.multinomial, with the generator",
+    which it called (a learner's tries)."""
+    r = _evaluate("sample", _answer(_TOP_K_BY.replace("THRESHOLD", threshold), "sample"))
+    assert not r.passed and f"known mistake: {named}" in r.message, r.message

@@ -1145,12 +1145,15 @@ def _nothing_to_draw(exc, fn, inputs, args):
 
 
 def _sampler(model, idx, max_new_tokens, temperature, top_k, generator, crop="end", largest=True, position=-1,
-             greedy=False, fill=float("-inf"), extra=0, first_only=False):
+             greedy=False, fill=float("-inf"), extra=0, first_only=False, threshold="k-th"):
     for step in range(max_new_tokens):
         context = {"end": idx[:, -model.block_size:], "start": idx[:, :model.block_size], None: idx}[crop]
         logits = model(context)[:, position, :].float() / (1.0 if first_only and step else temperature)
         if top_k is not None:
-            kth = torch.topk(logits, top_k + extra, dim=-1, largest=largest).values[:, -1:]
+            kth = {"k-th": lambda: torch.topk(logits, top_k + extra, dim=-1, largest=largest).values[:, -1:],
+                   "largest": lambda: torch.topk(logits, top_k, dim=-1).values[:, :1],
+                   "over the batch": lambda: torch.topk(logits, min(top_k, len(logits)), dim=0).values[-1:, :],
+                   }[threshold]()
             logits = logits.masked_fill(logits < kth if largest else logits > kth, fill)
         if greedy:
             nxt = logits.argmax(-1, keepdim=True)
@@ -1217,6 +1220,14 @@ def _m_top_k_position(model, idx, max_new_tokens, temperature=1.0, top_k=None, g
 
 def _m_top_k_zero(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
     return _sampler(model, idx, max_new_tokens, temperature, top_k, generator, fill=0.0)
+
+
+def _m_top_k_threshold_largest(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+    return _sampler(model, idx, max_new_tokens, temperature, top_k, generator, threshold="largest")
+
+
+def _m_top_k_over_batch(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+    return _sampler(model, idx, max_new_tokens, temperature, top_k, generator, threshold="over the batch")
 
 
 def _m_no_crop(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
@@ -1286,6 +1297,15 @@ SAMPLE = Exercise(
                 "nearly uniform: the tokens top-k set to probability 0 come back with weight e^0 = 1, and the\n"
                 "likeliest token gets at most e times that. To renormalise after top-k, divide by the sum, or\n"
                 "give the probabilities to torch.multinomial as they are: it does not need them to sum to 1."),
+        Mistake("top-k's threshold taken from the largest logit (values[:, 0]), so one token is kept",
+                _m_top_k_threshold_largest,
+                "torch.topk returns the k largest values sorted largest first: values[:, 0] is the largest, and\n"
+                "keeping the logits >= it keeps the single most likely token, as if top_k were 1. The threshold\n"
+                "is the k-th largest, the last of them: values[:, -1:] (or values[:, [-1]], to keep the axis)."),
+        Mistake("top-k taken over the batch axis (dim=0), not over each row's vocabulary", _m_top_k_over_batch,
+                "The logits are (B, V): each row is one sequence's scores for the V tokens, and each row keeps\n"
+                "its own k best. torch.topk(logits, k, dim=0) ranks the B sequences against one another for\n"
+                "each token instead. Take it over the last axis, torch.topk(logits, k, dim=-1).values[:, -1:]."),
         Mistake("logits outside the top k set to 0, not -inf", _m_top_k_zero,
                 "0 is an ordinary logit: after the softmax its token has weight e^0 = 1, as much as a kept token\n"
                 "with logit 0 and more than any with a negative one, so the tokens top-k should drop are still\n"
