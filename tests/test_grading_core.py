@@ -260,6 +260,10 @@ _SOFTMAX_THEN = "    e = (x - x.amax(-1, keepdim=True)).exp()\n    s = e / e.sum
     ("    return x[:, torch.randint(x.shape[-1], 3)]\n", "torch.randint takes the size as a tuple"),
     ("    return x * torch.multinomial(x.exp()[None, None], 1)\n", "torch.multinomial draws from rows of probabilities"),
     ("    return x & (x > 0)\n", "&, | and ~ combine bool tensors"),
+    ("    return x + torch.randint(0, (1,))\n", "a bound given alone is the upper one"),
+    ("    loss = x.sum().item()\n    loss.backward()\n    return x\n", "call .backward() on the loss tensor itself"),
+    ("    return x * sum(x.shape[-1])\n", "two arguments in another order than the function takes them"),
+    ("    return x * F.cross_entropy(x.argmax(-1), x)\n", "as in F.cross_entropy(targets, logits)"),
 ], ids=["if tensor", "parameter changed in place", "no keepdim", "float32 matrix in a float64 case",
         "the same batched", ".float() of a mask", "cpu tensor on a gpu", "no super().__init__()", "forward misspelt",
         "recursion", "numpy of a tensor that requires grad", "math.sqrt of a tensor", ".item() of many values",
@@ -271,7 +275,8 @@ _SOFTMAX_THEN = "    e = (x - x.amax(-1, keepdim=True)).exp()\n    s = e / e.sum
         "cat of fewer axes", "cat of other sizes", "a buffer of the wrong shape", "stack of other shapes",
         "stack of chunks", "stack of a generator", "tensor as a slice start",
         "gather index without its axis", "len of a generator", "randint's size", "multinomial of 4-D",
-        "& of a float tensor"])
+        "& of a float tensor", "randint's bound 0", ".item() then backward", "a number walked through",
+        "cross_entropy's arguments swapped"])
 def test_terse_torch_errors_say_what_they_mean(body, says):
     """Each got torch's or Python's words alone ('Boolean value of Tensor with more than one value is ambiguous',
     'a leaf Variable that requires grad is being used in an in-place operation', 'The size of tensor a (4) must

@@ -152,6 +152,21 @@ TORCH_ERRORS = {
     **dict.fromkeys(("randint() received an invalid combination of arguments", "randint(): argument 'size'"),
         "torch.randint takes the size as a tuple, even for one axis: torch.randint(high, (n,)),\n"
         "or torch.randint(low, high, (n,)); generator= goes by name."),
+    "expects 'from' to be less than 'to'":
+        "torch.randint(high, size) draws from [0, high), torch.randint(low, high, size) from [low, high):\n"
+        "a bound given alone is the upper one, and it must be above low (above 0). A token id drawn from\n"
+        "the whole vocabulary is torch.randint(vocab_size, shape, generator=generator).",
+    "object has no attribute 'backward'":
+        ".item() and float() turn a tensor into a Python number, which has no gradient and no backward:\n"
+        "call .backward() on the loss tensor itself, and take .item() after it, for the number you return.",
+    **dict.fromkeys(("'float' object is not iterable", "'int' object is not iterable"),
+        "A number came where Python walks through several things (a list of tensors, model.parameters()).\n"
+        "A common cause: two arguments in another order than the function takes them, in the call on\n"
+        "that line (clip_grad_norm(params, max_norm): the parameters first)."),
+    "not implemented for 'Long'":
+        "An operation on floating-point numbers got an int64 ('Long') tensor. A common cause: two\n"
+        "arguments swapped, as in F.cross_entropy(targets, logits), which takes the scores first and the\n"
+        "class ids second; or a tensor made from whole numbers (torch.tensor([1, 2])) where floats were meant.",
     "prob_dist must be 1 or 2 dim":
         "torch.multinomial draws from rows of probabilities, (B, V) at most: take the last position's\n"
         "logits first, logits[:, -1, :].",
