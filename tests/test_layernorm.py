@@ -1005,3 +1005,19 @@ def test_parameters_turned_back_into_plain_tensors_are_told_how():
     for r in _both_suites("LayerNorm", _learner_cell(src, "LayerNorm", ref=ref)):
         assert not r.passed and "LayerNorm's weight and bias are plain tensors, not nn.Parameters" in r.message \
             and ".double(), .float(), .to(...) and .cuda() of an nn.Parameter" in r.message, r.message
+
+
+def test_a_backward_returning_its_gradients_in_another_order_is_told_the_order():
+    """(grad_weight, grad_bias, grad_x) got "expected shape (4, 8), got (8,) (in grad_x)" alone (a learner's try)."""
+    src = ("def layer_norm_backward(grad_out, x, weight, eps=1e-5):\n"
+           "    mu, var = x.mean(-1, keepdim=True), x.var(-1, keepdim=True, unbiased=False)\n"
+           "    rstd = torch.rsqrt(var + eps)\n    xh, g = (x - mu) * rstd, grad_out * weight\n"
+           "    gx = rstd * (g - g.mean(-1, keepdim=True) - xh * (g * xh).mean(-1, keepdim=True))\n"
+           "    dims = tuple(range(x.dim() - 1))\n"
+           "    gw, gb = ((grad_out * xh).sum(dims), grad_out.sum(dims)) if dims else (grad_out * xh, grad_out)\n"
+           "    return gw, gb, gx\n")
+    for r in _both_suites("layer_norm_backward", _learner_cell(src, "layer_norm_backward")):
+        assert not r.passed and ("The outputs have the right shapes in another order: return (grad_x, grad_weight, "
+                                 "grad_bias), in that order.") in r.message, r.message
+    right = src.replace("return gw, gb, gx", "return gx, gw, gb")
+    assert all(r.passed for r in _both_suites("layer_norm_backward", _learner_cell(right, "layer_norm_backward")))

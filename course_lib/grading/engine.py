@@ -492,6 +492,8 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome, named: Mistake | None = 
         if m is not None:
             lines.append(f"  This matches a known mistake: {m.name}.")
             lines.append("  " + m.explanation.replace("\n", "\n  "))
+        elif diff.kind == "shape" and (order := _reordered(ex, run, outcome.value, expected)):
+            lines.append(f"  The outputs have the right shapes in another order: return ({order}), in that order.")
         elif diff.kind == "value" and run.dtype == torch.float64 and _float32_sized(ex, run, outcome.value, expected):
             lines.append("  " + FLOAT32_NOTE.replace("\n", "\n  "))
         elif "nan where a number was expected" in diff.text and "autograd's gradient" in where:
@@ -510,6 +512,19 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome, named: Mistake | None = 
     if outcome.global_state:
         lines.append(f"  It also changed {_changed(outcome)}.")
     return "\n".join(lines), largest
+
+
+def _reordered(ex: Exercise, run: CaseRun, got: Any, expected: Any) -> str:
+    """The outputs' names in the contract's order, where the answer returned tensors of the expected shapes in
+    another order ((grad_weight, grad_bias, grad_x) for (grad_x, grad_weight, grad_bias)); else ""."""
+    if not (isinstance(expected, (tuple, list)) and isinstance(got, (tuple, list)) and len(got) == len(expected)
+            and all(isinstance(v, TensorValue) for v in (*got, *expected))):
+        return ""
+    want, have = [e.shape for e in expected], [g.shape for g in got]
+    if want == have or sorted(want) != sorted(have):
+        return ""
+    names = ex.output_names(run.inputs)
+    return ", ".join(names[:len(want)]) if len(names) >= len(want) else ""
 
 
 def _matching_pair(ex: Exercise, run: CaseRun, got: Any, expected: Any):
