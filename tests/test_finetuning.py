@@ -1762,17 +1762,21 @@ def test_loader_renaming_that_misses_keys_under_strict_false_lists_them():
     ({"self.dropout = nn.Dropout(dropout)": "self.dropout = dropout",
       "DROP": "F.dropout(pooled, self.dropout, self.training)"},
      ", a float: keep the module, self.dropout = nn.Dropout(dropout)"),
+    ({"POOLED": "(h * m).sum(-1) / m.sum(-1)"}, "The head takes vectors of d_model ="),
+    ({"m = attention_mask.unsqueeze(-1)": "m = (1 - attention_mask).unsqueeze(-1)",
+      "POOLED": "(h * m).sum(1) / m.sum(1).clamp(min=1)"}, "known mistake: the mask inverted (1 - mask) in the pooling"),
 ], ids=["squeezed logits", "a LayerNorm before the head", "config.hidden_size", "logits and pooled",
-        "the rate as self.dropout"])
+        "the rate as self.dropout", "pooled over the features", "mask inverted"])
 def test_classifier_third_probe(change, said):
     """.squeeze() passed (no case had one sentence, as the notebook's prediction box gives); an extra LayerNorm
     before the head got bare logits; config.hidden_size got Python's words alone. (logits, pooled) got the
     check's own "allclose(): argument 'input' must be Tensor, not tuple", and the rate kept as self.dropout a
     TypeError about '_Squares', the check's stand-in for the dropout (a learner's tries in 09)."""
     from course_lib.exercises.ex09_finetuning import SENTENCE_CLASSIFIER
-    src = _CLF_CELL.replace("POOLED", "(h * m).sum(1) / m.sum(1)")
+    src = _CLF_CELL
     for old, new in change.items():
         src = src.replace(old, new)
+    src = src.replace("POOLED", "(h * m).sum(1) / m.sum(1)")
     answer = _cell(src.replace("DROP", "self.dropout(pooled)"), "SentenceClassifier")
     for suite, r in _verdicts(SENTENCE_CLASSIFIER, answer).items():
         assert not r.passed and said in r.message, (suite, r.message)

@@ -417,7 +417,15 @@ def _call_clf(cls, inputs):
     with torch.no_grad():
         head.weight.copy_(w)
         head.bias.copy_(inputs["head_bias"])
-    logits = _eval_output(model, inputs)
+    try:
+        logits = _eval_output(model, inputs)
+    except RuntimeError as exc:
+        if "mat1 and mat2 shapes cannot be multiplied" in str(exc):
+            exc.add_note(f"The head takes vectors of d_model = {inputs['config'].d_model} features. The pooled "
+                         f"vector is the mean over the tokens,\naxis 1 of the encoder's (B, T, d_model) output: "
+                         f"(h * m).sum(1) / m.sum(1), shape (B, d_model). A sum over\naxis -1 (the features) "
+                         f"leaves (B, T).")
+        raise
     if not isinstance(logits, torch.Tensor):
         what = f"a {type(logits).__name__}" + (f" of {len(logits)}" if isinstance(logits, (tuple, list)) else "")
         raise TypeError(f"forward must return one tensor, the logits (B, n_classes); it returned {what}. Return "
@@ -621,6 +629,12 @@ SENTENCE_CLASSIFIER = Exercise(
                 "Return the head's output as it is. log_softmax shifts each row by one constant, so the loss\n"
                 "and the predictions would not change (F.cross_entropy applies it itself), but the contract\n"
                 "is the raw scores, the logits, and that is what the checks compare."),
+        Mistake("the mask inverted (1 - mask) in the pooling: the mean over the padding, not the real tokens", _clf(
+                    pool=lambda self, h, m: (h * (1 - m)[..., None].to(h.dtype)).sum(1)
+                    / (1 - m).to(h.dtype).sum(1, keepdim=True).clamp(min=1)),
+                "attention_mask is 1 at the real tokens and 0 at the padding: multiply by it as it is. 1 - mask\n"
+                "keeps the padding alone (Hugging Face's additive masks use 1 - mask, for the attention scores,\n"
+                "not for pooling), so a sentence without padding pools nothing."),
         Mistake("every position summed, padding included, and divided by the real tokens", _clf(
                     pool=lambda self, h, m: h.sum(1) / m.to(h.dtype).sum(1, keepdim=True)),
                 "The count is right but the sum is not masked: padding positions carry vectors too, and\n"
