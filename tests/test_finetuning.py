@@ -1865,3 +1865,22 @@ def test_the_training_cell_stopped_by_the_learner_keeps_the_regimes_that_finishe
     assert list(space["results"]) == ["head only"] and space["results"]["head only"]["test_acc"] == 0.75
     assert "Stopped while training 'full', after 1 of 3 regimes" in out
     assert "\nhead only " in out and "\nLoRA" not in out                     # the table holds what finished
+
+
+@pytest.mark.parametrize("check_first, says", [
+    ("    if n_layers < 0 or n_layers > len(model.encoder.layers):\n        raise IndexError('bad n_layers')\n",
+     "the contract raises ValueError, not IndexError"),
+    ("", "the IndexError came from the layers themselves,\n  after some were frozen"),
+], ids=["its own IndexError", "no check: layers[i] out of range"])
+def test_freeze_out_of_range_with_an_index_error_is_told_to_raise_value_error(check_first, says):
+    """raise IndexError got no note while assert got one; a loop over range(n_layers) with no check got
+    torch's bare "index 2 is out of range" (a learner's tries)."""
+    from course_lib.exercises.ex09_finetuning import FREEZE
+    src = ("def freeze_lower_layers(model, n_layers):\n" + check_first +
+           "    for p in model.parameters():\n        p.requires_grad_(True)\n"
+           "    for p in model.encoder.embeddings.parameters():\n        p.requires_grad_(False)\n"
+           "    for i in range(n_layers):\n        for p in model.encoder.layers[i].parameters():\n"
+           "            p.requires_grad_(False)\n"
+           "    return sum(p.numel() for p in model.parameters() if p.requires_grad)\n")
+    r = _verdicts(FREEZE, _cell(src, "freeze_lower_layers"))["visible"]
+    assert not r.passed and says in r.message, r.message

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from course_lib.grading import gradients
-from course_lib.grading.engine import describe_error, refuse_on_gpu
+from course_lib.grading.engine import _is_learner_frame, describe_error, refuse_on_gpu
 from course_lib.grading.meta import also_on_meta
 from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
 from course_lib.models.bert import BertConfig, BertEncoder
@@ -674,6 +674,14 @@ def _what_trains(model) -> str:
     return ", ".join(words)
 
 
+def _learner_raised(exc: BaseException) -> bool:
+    """Whether the answer's own raise statement raised ``exc`` (not a list, a dict or torch under it)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and _is_learner_frame(tb.tb_frame.f_code.co_filename)
+
+
 def _call_freeze(impl, inputs):
     """(which parts train in words, the returned count) for an n_layers in range; for one out of range,
     'raised ValueError' or, in words, that the answer returned. A ValueError for an n_layers in range
@@ -697,10 +705,13 @@ def _call_freeze(impl, inputs):
                      f"is, both ends included\n(0 freezes the embeddings only, {n_max} the whole encoder, "
                      f"leaving the head only).\nRaise ValueError only outside that range.")
         raise
-    except AssertionError as exc:
+    except (AssertionError, IndexError) as exc:
         if not in_range:
-            exc.add_note(f"n_layers = {n} is out of range, as the check wants, but the contract raises ValueError, "
-                         f"not AssertionError:\n`if not 0 <= n_layers <= len(model.encoder.layers): raise ValueError(...)`.")
+            said = (f"n_layers = {n} is out of range, as the check wants, but the contract raises ValueError, not "
+                    f"{type(exc).__name__}" if isinstance(exc, AssertionError) or _learner_raised(exc) else
+                    f"n_layers = {n} is out of range for {n_max} layers: the IndexError came from the layers "
+                    f"themselves,\nafter some were frozen. Check first, and raise ValueError")
+            exc.add_note(f"{said}:\n`if not 0 <= n_layers <= len(model.encoder.layers): raise ValueError(...)`.")
         raise
     except TypeError as exc:
         if "object is not iterable" in str(exc) and "'method'" not in str(exc):
