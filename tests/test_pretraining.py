@@ -1400,3 +1400,13 @@ def test_sample_with_top_k_over_the_batch_or_from_the_largest_is_named(threshold
     which it called (a learner's tries)."""
     r = _evaluate("sample", _answer(_TOP_K_BY.replace("THRESHOLD", threshold), "sample"))
     assert not r.passed and f"known mistake: {named}" in r.message, r.message
+
+
+def test_train_step_that_gives_the_model_the_whole_batch_is_told_to_unpack_it():
+    """model(batch), the pair (x, y), got "IndexError: index 5 is out of bounds for dimension 1 with size 4" from
+    the checks' toy model indexing its table with two tensors (a learner's try)."""
+    source = _TRAIN_STEP.replace("CLIP", "clip_grad_norm(model.parameters(), max_norm)").replace("model(x)",
+                                                                                                 "model(batch)")
+    r = _evaluate("train_step", _answer(source, "train_step"))
+    assert not r.passed and ("the model takes one (B, T) tensor of token ids, and it was given a tuple of 2: unpack "
+                             "the batch first, x, y = batch, then model(x)") in r.message, r.message

@@ -936,6 +936,7 @@ class _Bigram(nn.Module):
         self.last: list[torch.Tensor] = []                    # (B,) per call: the token each row's input ended with
 
     def forward(self, idx):                                   # (B, T) -> (B, T, V)
+        _token_ids(idx)
         self.longest = max(self.longest, idx.shape[1])
         self.calls += 1
         self.last.append(idx[:, -1].detach())
@@ -1352,8 +1353,18 @@ class _TinyLM(nn.Module):
         self.modes = []                                       # self.training at each forward
 
     def forward(self, idx):                                   # (B, T) -> (B, T, V)
+        _token_ids(idx)
         self.modes.append(self.training)
         return torch.tanh(self.emb[idx]) @ self.out
+
+
+def _token_ids(idx) -> None:
+    """A model takes one (B, T) tensor of token ids: model(batch), with the pair (x, y), said in words (indexing
+    with a pair raised "index 5 is out of bounds for dimension 1 with size 4")."""
+    if not isinstance(idx, torch.Tensor):
+        what = f"a {type(idx).__name__} of {len(idx)}" if isinstance(idx, (tuple, list)) else type(idx).__name__
+        raise TypeError(f"the model takes one (B, T) tensor of token ids, and it was given {what}: unpack the "
+                        f"batch first, x, y = batch, then model(x)")
 
 
 def _step_case(B, T, V, C, max_norm, lr=0.5, scale=1.0, groups=1):
