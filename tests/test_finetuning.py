@@ -1641,6 +1641,23 @@ def test_lora_with_a_and_b_as_linear_modules_is_told_to_keep_the_matrices():
             and "found a module, a Linear" in r.message and "copies of" not in r.message, (suite, r.message)
 
 
+@pytest.mark.parametrize("forward, says", [
+    ("return x @ self.base.weight.T + (x @ self.A.T @ self.B.T) * self.scale",
+     "output base(x) without base's bias at the start: x @ W.T leaves it out; call self.base(x)"),
+    ("self.base.weight.data += self.scale * (self.B @ self.A).data\n        return self.base(x)",
+     "forward changed base.weight (B @ A merged into it"),
+], ids=["bias left out", "merged in forward"])
+def test_lora_without_the_bias_or_merged_into_base_in_forward_is_told_so(forward, says):
+    """x @ W.T without the bias got "output different from base(x) at the start" alone; B @ A added to
+    base.weight.data in forward got "B gets no gradient ... under torch.no_grad(), or everything frozen", neither
+    of which it did (a learner's tries)."""
+    from course_lib.exercises.ex09_finetuning import LORA
+    src = (_LORA_CELL.replace("INIT", f"{_RANDN} / math.sqrt(w.shape[1])").replace("SCALE", "alpha / r")
+           .replace("return self.base(x) + (x @ self.A.T @ self.B.T) * self.scale", forward))
+    for suite, r in _verdicts(LORA, _cell(src, "LoRALinear")).items():
+        assert not r.passed and says in r.message, (suite, r.message)
+
+
 _CLF_CELL = """class SentenceClassifier(nn.Module):
     def __init__(self, encoder, n_classes, dropout=0.1):
         super().__init__()

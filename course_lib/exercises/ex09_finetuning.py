@@ -972,6 +972,14 @@ def _lora_random_sequences(g):
     return inputs
 
 
+def _base_kept(base: nn.Linear, W: torch.Tensor) -> None:
+    if not torch.equal(base.weight.detach(), W.to(base.weight.dtype)):
+        raise ValueError("forward changed base.weight (B @ A merged into it, through .data or under torch.no_grad()): "
+                         "LoRA leaves the frozen layer as it is and adds the low-rank path to its output, "
+                         "self.base(x) + (x @ A.T @ B.T) * scale, so that A and B get gradients and each call "
+                         "starts from the same base")
+
+
 def _call_lora(cls, inputs):
     """(equal to base at the start, B gets a gradient, base frozen: each in words; the trainable count;
     the output once A and B are set to the case's values; A's size at the start, in words; then, from a
@@ -1045,14 +1053,18 @@ def _call_lora(cls, inputs):
             exc.add_note(f"A is {name(m.A)} and B {name(m.B)} here, where base.weight is {name(x)}: new tensors are "
                          "float32\nunless told. Make A and B with dtype=base.weight.dtype, device=base.weight.device.")
         raise
+    _base_kept(base, W)
+    no_bias = inputs["bias"] and torch.allclose(y0, want - base.bias, atol=1e-6, rtol=1e-5)
     same_at_init = ("output equal to base(x) at the start" if torch.allclose(y0, want, atol=1e-6, rtol=1e-5)
+                    else "output base(x) without base's bias at the start: x @ W.T leaves it out; call self.base(x), "
+                         "which adds it" if no_bias
                     else "output different from base(x) at the start")
     if y0.requires_grad:
         y0.pow(2).sum().backward()
     b_learns = ("B gets a gradient" if m.B.grad is not None and bool(m.B.grad.abs().sum() > 0)
                 else "B gets no gradient" if y0.requires_grad else
-                "B gets no gradient: the output carries none (computed under torch.no_grad(), or everything "
-                "frozen, A and B too)")
+                "B gets no gradient: the output carries none (computed under torch.no_grad(), through .data or "
+                ".detach(), or everything frozen, A and B too)")
     still = [f"base.{n}" for n, p in base.named_parameters() if p.requires_grad]
     base_frozen = f"{' and '.join(still)} still trainable" if still else "every parameter of base frozen"
     trainable = sum(p.numel() for p in m.parameters() if p.requires_grad)
@@ -1060,6 +1072,7 @@ def _call_lora(cls, inputs):
         m.A.copy_(inputs["A"])
         m.B.copy_(inputs["B"])
         y1 = m(x)
+    _base_kept(base, W)
     m.A.grad = m.B.grad = None
     x1 = x.detach().clone().requires_grad_()
     y2 = m(x1)
