@@ -282,6 +282,11 @@ def _m_no_weight(x, weight, bias, eps=1e-5):
     return (x - mean) / torch.sqrt(var + eps) + bias
 
 
+def _m_no_affine(x, weight, bias, eps=1e-5):
+    mean, var = _stats(x)
+    return (x - mean) / torch.sqrt(var + eps)
+
+
 def _m_no_bias(x, weight, bias, eps=1e-5):
     mean, var = _stats(x)
     return (x - mean) / torch.sqrt(var + eps) * weight
@@ -461,6 +466,9 @@ LAYER_NORM = Exercise(
         Mistake("the whole tensor's variance (x.var() with no dim), the mean per vector", _m_whole_var,
                 _WHOLE_TENSOR.format(what="x.var()", which="variance")),
         Mistake("weight forgotten", _m_no_weight, _LN_EXPLAIN["no_weight"]),
+        Mistake("weight and bias both forgotten: x̂ returned", _m_no_affine,
+                "x̂ is only the normalised part. LayerNorm then scales each feature by weight (γ) and shifts\n"
+                "it by bias (β): return x̂ · weight + bias, which is x̂ itself only while they are 1 and 0."),
         Mistake("weight added instead of multiplied: x̂ + weight + bias", _m_weight_added,
                 "weight (γ) scales each feature of x̂ and bias (β) shifts it: x̂ · weight + bias. Added, the\n"
                 "weight only shifts, and nothing can set the output's spread."),
@@ -613,6 +621,20 @@ def _mb_sums_in_bracket(grad_out, x, weight, eps=1e-5):
     x_hat, rstd = _bw_parts(x, weight, eps)
     g = grad_out * weight
     return _bw_from(rstd * (g - g.sum(-1, keepdim=True) - x_hat * (g * x_hat).sum(-1, keepdim=True)),
+                    grad_out, x, x_hat)
+
+
+def _mb_grad_out_in_means(grad_out, x, weight, eps=1e-5):
+    x_hat, rstd = _bw_parts(x, weight, eps)
+    g = grad_out * weight
+    return _bw_from(rstd * (g - grad_out.mean(-1, keepdim=True) - x_hat * (grad_out * x_hat).mean(-1, keepdim=True)),
+                    grad_out, x, x_hat)
+
+
+def _mb_d_from_first_axis(grad_out, x, weight, eps=1e-5):
+    x_hat, rstd = _bw_parts(x, weight, eps)
+    g, d = grad_out * weight, x.shape[0]
+    return _bw_from(rstd / d * (d * g - g.sum(-1, keepdim=True) - x_hat * (g * x_hat).sum(-1, keepdim=True)),
                     grad_out, x, x_hat)
 
 
@@ -880,6 +902,12 @@ LAYER_NORM_BACKWARD = Exercise(
                 _mb_rstd_squared,
                 "r is 1/√(σ² + ε), the same factor the forward divides by: grad_x = r · (g - mean(g) - x̂ ·\n"
                 "mean(g · x̂)). 1/(σ² + ε) is r², the square root left out."),
+        Mistake("grad_out in the two means where the formula has g = grad_out · weight", _mb_grad_out_in_means,
+                "The weight scales x̂ before anything reaches the output, so every term of grad_x works on\n"
+                "g = grad_out · weight: g − mean(g) − x̂ · mean(g · x̂), all three with g."),
+        Mistake("D taken from the first axis (x.shape[0]) in grad_x's sums", _mb_d_from_first_axis,
+                "The means are over the features, the last axis: D = x.shape[-1]. x.shape[0] is the size of\n"
+                "the first axis, the batch, for inputs of two or more axes."),
         Mistake("x - μ in the variance term where the formula has x̂", _mb_centred_x_in_var_term,
                 "The variance path is x̂ · mean(g · x̂), with x̂ = (x - μ) · r in both places; mean(g · (x - μ))\n"
                 "is missing one factor r (in the r³ form: r³ · (x - μ) · mean(g · (x - μ)) = r · x̂ · mean(g · x̂))."),
