@@ -167,6 +167,11 @@ TORCH_ERRORS = {
         "An operation on floating-point numbers got an int64 ('Long') tensor. A common cause: two\n"
         "arguments swapped, as in F.cross_entropy(targets, logits), which takes the scores first and the\n"
         "class ids second; or a tensor made from whole numbers (torch.tensor([1, 2])) where floats were meant.",
+    "the number of sizes provided (0) must be greater or equal to the number of dimensions":
+        "A tensor of several values was written where one number goes (out[i] = row, with out 1-D). A\n"
+        "common cause: a loop over x's first axis, which takes rows of a batch but single numbers of a\n"
+        "1-D x. Work on the last axis instead (dim=-1, keepdim=True), which holds for any number of\n"
+        "leading axes, with no loop.",
     "prob_dist must be 1 or 2 dim":
         "torch.multinomial draws from rows of probabilities, (B, V) at most: take the last position's\n"
         "logits first, logits[:, -1, :].",
