@@ -1021,3 +1021,15 @@ def test_a_backward_returning_its_gradients_in_another_order_is_told_the_order()
                                  "grad_bias), in that order.") in r.message, r.message
     right = src.replace("return gw, gb, gx", "return gx, gw, gb")
     assert all(r.passed for r in _both_suites("layer_norm_backward", _learner_cell(right, "layer_norm_backward")))
+
+
+def test_a_block_that_never_stores_pre_norm_is_told_to_keep_it():
+    """forward reading self.pre_norm, never set in __init__, got nn.Module's bare "'ResidualBlock' object has no
+    attribute 'pre_norm'" (a learner's try)."""
+    src = ("class ResidualBlock(nn.Module):\n    def __init__(self, d, sublayer, pre_norm=True):\n"
+           "        super().__init__()\n        self.sublayer = sublayer\n        self.norm = nn.LayerNorm(d)\n\n"
+           "    def forward(self, x):\n        if self.pre_norm:\n            return x + self.sublayer(self.norm(x))\n"
+           "        return self.norm(x + self.sublayer(x))\n")
+    for r in _both_suites("ResidualBlock", _learner_cell(src, "ResidualBlock")):
+        assert not r.passed and "__init__ takes pre_norm but does not keep it: store it there, self.pre_norm = " \
+            "pre_norm" in r.message, r.message

@@ -194,7 +194,7 @@ def explain(exc: BaseException) -> str:
         return (f"{exc.name} has no value where the answer reads it: a typo, a variable of another function, or a\n"
                 f"name a cell defines that has not run yet (grading runs the setup cell and the answer cells in\n"
                 f"order, and no other cell): define it in this answer cell, above where it is used.")
-    why = (_name_replaced(exc) or _module_built_with_inputs(exc)
+    why = (_name_replaced(exc) or _module_built_with_inputs(exc) or _argument_not_kept(exc)
            or next((why for key, why in TORCH_ERRORS.items() if key in text), ""))
     if "required positional argument" in text and "forward()" in text:      # a module's forward, not a function
         why += (" A module keeps its weights as attributes (self.weight), so its forward takes the\n"
@@ -236,6 +236,28 @@ def _module_built_with_inputs(exc: BaseException) -> str:
     return (f"nn.{cls} is a module class: calling it builds a module, and the tensors went to its __init__ as its\n"
             f"settings. Build it, then call it: nn.{cls}()(...)" + (f", or call the function {fn}(...)" if fn else "")
             + ".")
+
+
+def _argument_not_kept(exc: BaseException) -> str:
+    """forward reading self.pre_norm, an argument of __init__ it never stored: nn.Module's own words, "object has
+    no attribute 'pre_norm'", say nothing of where it should have come from."""
+    import inspect
+    import re
+
+    found = re.fullmatch(r"'(\w+)' object has no attribute '(\w+)'", str(exc)) if isinstance(exc, AttributeError) else None
+    frame = _learner_line(exc)[0]
+    me = frame.f_locals.get("self") if frame is not None else None
+    if found is None or me is None or type(me).__name__ != found.group(1):
+        return ""
+    try:
+        takes = inspect.signature(type(me).__init__).parameters
+    except (TypeError, ValueError):
+        return ""
+    name = found.group(2)
+    if name not in takes:
+        return ""
+    return (f"__init__ takes {name} but does not keep it: store it there, self.{name} = {name}, for the other\n"
+            f"methods to read (an argument of __init__ is gone once __init__ returns).")
 
 
 _FUNCTIONAL = {"CrossEntropyLoss": "F.cross_entropy", "MSELoss": "F.mse_loss", "NLLLoss": "F.nll_loss",
