@@ -1410,3 +1410,13 @@ def test_train_step_that_gives_the_model_the_whole_batch_is_told_to_unpack_it():
     r = _evaluate("train_step", _answer(source, "train_step"))
     assert not r.passed and ("the model takes one (B, T) tensor of token ids, and it was given a tuple of 2: unpack "
                              "the batch first, x, y = batch, then model(x)") in r.message, r.message
+
+
+def test_sample_that_never_updates_idx_is_told_to_append_to_the_text_so_far():
+    """out = torch.cat([idx, nxt], 1) in the loop, idx never reassigned, got only "returned a (2, 7) int64 tensor"
+    (a learner's try)."""
+    source = _TOP_K_BY.replace("THRESHOLD", "torch.topk(logits, top_k, dim=-1).values[:, -1:]").replace(
+        "        idx = torch.cat([idx, nxt], dim=1)\n    return idx\n", "        out = torch.cat([idx, nxt], dim=1)\n    return out\n")
+    r = _evaluate("sample", _answer(source, "sample"))
+    assert not r.passed and "the prompt and one new token, not 10. Each step appended its token to the prompt" \
+        in r.message, r.message

@@ -992,6 +992,10 @@ def _call_sample(fn, inputs):
     (B, T), new, k = idx.shape, inputs["max_new_tokens"], inputs["top_k"]
 
     def contract():
+        if isinstance(out, torch.Tensor) and tuple(out.shape) == (B, T + 1) and new > 1:
+            return (f"returned {_described(out)}: the prompt and one new token, not {new}. Each step appended its "
+                    f"token to the prompt, not to the text so far: idx = torch.cat([idx, next_token], dim=1) inside "
+                    f"the loop, so that the next step reads it")
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != (B, T + new) or out.dtype != torch.long:
             return f"returned {_described(out)}"
         if out.device != idx.device:
