@@ -1033,3 +1033,17 @@ def test_a_block_that_never_stores_pre_norm_is_told_to_keep_it():
     for r in _both_suites("ResidualBlock", _learner_cell(src, "ResidualBlock")):
         assert not r.passed and "__init__ takes pre_norm but does not keep it: store it there, self.pre_norm = " \
             "pre_norm" in r.message, r.message
+
+
+def test_a_parameter_moved_after_it_was_made_is_refused_on_the_cpu_too():
+    """nn.Parameter(torch.ones(d)).to(device) passed on the CPU (.to("cpu") gives the Parameter back) and loses the
+    parameter on a GPU (a learner's try); the same with .double() was told it had no parameters."""
+    src = ("class LayerNorm(nn.Module):\n    def __init__(self, d, eps=1e-5):\n        super().__init__()\n"
+           "        self.weight = nn.Parameter(torch.ones(d)).to('cpu')\n        self.bias = nn.Parameter(torch.zeros(d))\n"
+           "        self.eps = eps\n\n    def forward(self, x):\n"
+           "        return ref.layer_norm(x, self.weight, self.bias, self.eps)\n")
+    for r in _both_suites("LayerNorm", _learner_cell(src, "LayerNorm", ref=ref), source=src):
+        assert not r.passed and "calls .to(...) on an nn.Parameter (line 4): that gives back a plain tensor" \
+            in r.message, r.message
+    right = src.replace("nn.Parameter(torch.ones(d)).to('cpu')", "nn.Parameter(torch.ones(d, device='cpu'))")
+    assert all(r.passed for r in _both_suites("LayerNorm", _learner_cell(right, "LayerNorm", ref=ref), source=right))

@@ -658,7 +658,32 @@ def static_problems(ex: Exercise, source: str | None) -> list[str]:
     if not source:
         return []
     problems = scan_source(source, ex.all_forbidden, own_names=[ex.name])
-    return problems or [p for p in [_parameter_order(ex, source)] if p]
+    return problems or [p for p in [_parameter_order(ex, source), _parameter_converted(source)] if p]
+
+
+_CONVERSIONS = {"to", "cuda", "cpu", "double", "float", "half", "bfloat16", "type"}
+
+
+def _parameter_converted(source: str) -> str | None:
+    """nn.Parameter(t).to(device) (or .double(), .cuda()...): a plain tensor whenever it changes anything, so the
+    module loses the parameter on a GPU, while on the CPU .to("cpu") gives the Parameter back and every check
+    passes. Said from the source, as the CPU cannot show it."""
+    import ast
+
+    from .forbid import python_source
+    try:
+        tree = ast.parse(python_source(source))
+    except SyntaxError:
+        return None
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _CONVERSIONS
+                and isinstance(node.func.value, ast.Call)
+                and getattr(node.func.value.func, "attr", getattr(node.func.value.func, "id", None)) == "Parameter"):
+            return (f"calls .{node.func.attr}(...) on an nn.Parameter (line {node.lineno}): that gives back a plain "
+                    f"tensor whenever it changes the device or dtype (on a GPU, say), and the module then has no "
+                    f"such parameter; the CPU hides it. Make the tensor first, then wrap it: "
+                    f"nn.Parameter(torch.ones(d, device=..., dtype=...)).")
+    return None
 
 
 def _positional(params) -> list[str]:
