@@ -1047,3 +1047,17 @@ def test_a_parameter_moved_after_it_was_made_is_refused_on_the_cpu_too():
             in r.message, r.message
     right = src.replace("nn.Parameter(torch.ones(d)).to('cpu')", "nn.Parameter(torch.ones(d, device='cpu'))")
     assert all(r.passed for r in _both_suites("LayerNorm", _learner_cell(right, "LayerNorm", ref=ref), source=right))
+
+
+def test_parameters_made_with_torch_empty_are_told_so():
+    """torch.empty(d) for weight and bias got "expected [1.00, ...] got [-1.33e-35, 3.07e-41, ...]" and None of the
+    known slips (a learner's try)."""
+    src = ("class LayerNorm(nn.Module):\n    def __init__(self, d, eps=1e-5):\n        super().__init__()\n"
+           "        self.weight = nn.Parameter(torch.empty(d))\n        self.bias = nn.Parameter(torch.empty(d))\n"
+           "        self.eps = eps\n\n    def forward(self, x):\n"
+           "        return ref.layer_norm(x, self.weight, self.bias, self.eps)\n")
+    for r in _both_suites("LayerNorm", _learner_cell(src, "LayerNorm", ref=ref)):
+        assert not r.passed and "torch.empty(d) hands back memory as it was found" in r.message, r.message
+    filled = src.replace("torch.empty(d))\n        self.bias", "torch.empty(d).fill_(1.0))\n        self.bias").replace(
+        "nn.Parameter(torch.empty(d))\n        self.eps", "nn.Parameter(torch.empty(d).zero_())\n        self.eps")
+    assert all(r.passed for r in _both_suites("LayerNorm", _learner_cell(filled, "LayerNorm", ref=ref)))

@@ -1149,6 +1149,19 @@ def _drop_in(m: nn.Module, params: dict[str, torch.Tensor], d: int) -> None:
                              "later: leave out dtype= when you create them")
 
 
+def _not_empty(cls, w0: torch.Tensor, b0: torch.Tensor) -> None:
+    """weight and bias made with torch.empty: whatever the memory held ([-1.3e-35, 3.1e-41, ...]), said in words."""
+    import inspect
+    try:
+        init = inspect.getsource(cls.__init__)
+    except (OSError, TypeError):
+        return
+    if re.search(r"\bempty(_like)?\(", init) and not (bool((w0 == 1).all()) and bool((b0 == 0).all())):
+        raise ValueError("LayerNorm's weight and bias as built are not ones and zeros: torch.empty(d) hands back "
+                         "memory as it was found, whatever it held, not values of any kind. Make them with "
+                         "torch.ones(d) and torch.zeros(d)")
+
+
 def _call_module(cls, inputs):
     x = inputs["x"]
     d = x.shape[-1]
@@ -1161,6 +1174,7 @@ def _call_module(cls, inputs):
     if inputs.get("initial"):
         # Freshly built: weight ones, bias zeros, both of shape (d,); then the forward as built.
         w0, b0 = params["weight"].detach().clone(), params["bias"].detach().clone()
+        _not_empty(cls, w0, b0)
         m = m.to(device=x.device, dtype=x.dtype)
         return w0.to(device=x.device, dtype=x.dtype), b0.to(device=x.device, dtype=x.dtype), m(x)
     m = m.to(device=x.device, dtype=x.dtype)
