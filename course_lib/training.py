@@ -131,6 +131,7 @@ class Trainer:
         self.use_bf16 = cfg.bf16 is not False and fast_bf16(self.device)      # None: where it is fast
         self.opt = make_optimizer(self.model, cfg)
         self.step = 0
+        self.interrupted = False                                    # the last fit() stopped by the stop button
         self.gen = torch.Generator().manual_seed(cfg.seed)          # batches
         self.eval_gen = torch.Generator().manual_seed(cfg.seed + 1)  # evaluation batches
         self.history = {"step": [], "train_loss": [], "eval_step": [], "train": [], "val": []}
@@ -179,8 +180,8 @@ class Trainer:
             desc: str = "training") -> dict:
         """Train to max_steps (or ``steps`` more), evaluating every eval_every steps and at the end.
         ``time_budget`` (seconds) stops early once exceeded. Interrupted (Jupyter's stop button), it finishes the
-        step in progress, stops, says so and returns the history so far; fit() again goes on from there. A second
-        interrupt stops at once."""
+        step in progress, stops, says so, sets ``interrupted`` and returns the history so far; fit() again goes on from
+        there. A second interrupt stops at once."""
         import signal
         import threading
         import time
@@ -216,9 +217,11 @@ class Trainer:
             self.evaluate()
             live.update(self.history)
         bar.close()
+        self.interrupted = bool(stop)
         if stop:
-            print(f"Interrupted at step {self.step} of {end}: the model and its history so far are kept, and fit() "
-                  f"again goes on from step {self.step}.")
+            print(f"Interrupted at step {self.step} of {end}: the model and its history so far are kept. fit() on this "
+                  f"trainer, in a new cell, goes on from step {self.step}; running the cell that made the trainer "
+                  f"starts over.")
         return self.history
 
     # ------------------------------------------------------------------ checkpoints

@@ -181,10 +181,10 @@ def test_an_interrupted_fit_finishes_its_step_and_keeps_what_it_has(ds, capsys):
     t.train_step = step_then_interrupt
     h = t.fit(plot=False)
     assert t.step == 7 and h["eval_step"][-1] == 7 and len(h["train_loss"]) == 7, (t.step, h["eval_step"])
-    assert "Interrupted at step 7 of 30" in capsys.readouterr().out
+    assert "Interrupted at step 7 of 30" in capsys.readouterr().out and t.interrupted
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     h = t.fit(plot=False)
-    assert t.step == 30 and h["eval_step"][-1] == 30 and len(h["train_loss"]) == 30
+    assert t.step == 30 and h["eval_step"][-1] == 30 and len(h["train_loss"]) == 30 and not t.interrupted
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs CUDA")), pytest.param("mps", marks=pytest.mark.skipif(
