@@ -238,6 +238,25 @@ def test_learner_copy_checks_say_not_implemented_without_library_traceback(tmp_p
         assert "course_lib/grading" not in text      # the verdict, not the checker's stack
 
 
+def test_a_demo_cell_calling_an_unwritten_answer_says_which_in_one_line(tmp_path):
+    """A demo cell run before its exercise showed a bare NotImplementedError pointing at `# YOUR CODE HERE` (the
+    learners of 08 and 09); a check cell says "not implemented yet", an explorer which answer it is. Now the demo
+    cell says it in one line; a NotImplementedError of the learner's own keeps IPython's traceback."""
+    nb = nbformat.read(ROOT / "notebooks" / "00_welcome" / "00_welcome.ipynb", as_version=4)
+    answer = next(i for i, c in enumerate(nb.cells) if is_answer_cell(c) and "def split_heads" in c.source)
+    nb.cells.insert(answer + 1, nbformat.v4.new_code_cell("y = split_heads(torch.zeros(1, 2, 6), 3)"))
+    nb.cells.insert(answer + 2, nbformat.v4.new_code_cell("raise NotImplementedError('not mine to write')"))
+    path = tmp_path / "00_welcome.ipynb"
+    nbformat.write(nb, path)
+    err = {i: o for i, o in _errors(_run(path, tmp_path))}
+    demo = "\n".join(err[answer + 1].traceback)
+    assert err[answer + 1].ename == "NotImplementedError" and ("✗ this cell calls your split_heads, which is not "
+                                                                "written yet: its answer cell still raises") in demo, demo
+    assert "Traceback" not in demo and "YOUR CODE HERE" not in demo, demo
+    own = "\n".join(err[answer + 2].traceback)
+    assert "not mine to write" in own and "this cell calls your" not in own, own
+
+
 def test_a_check_after_an_answer_cell_that_failed_says_where_to_look(tmp_path):
     """An answer cell with a SyntaxError leaves its function undefined, and Validate's list shows only the
     check cell's "NameError: name 'split_heads' is not defined", never the answer cell's own error. The

@@ -14,7 +14,7 @@ import sys
 
 from . import cells
 from .cells import _codes
-from .engine import DEVICE, _is_learner_frame, evaluate
+from .engine import DEVICE, _is_learner_frame, describe_error, evaluate
 from .hints import hint_text
 from .spec import Case, Exercise, Forbidden, Mistake, get_exercise, register
 
@@ -59,10 +59,11 @@ _handler_installed = False
 def _show_check_failure(shell, etype, value, tb, tb_offset=None):
     # Only the verdict, not course_lib's stack: the message already says where it went wrong.
     try:
-        note = _undefined_answer(value, tb) if issubclass(etype, NameError) else str(value)
+        note = (_undefined_answer(value, tb) if issubclass(etype, NameError)
+                else _unwritten_answer(value) if issubclass(etype, NotImplementedError) else str(value))
     except Exception:                  # never let IPython drop this handler for the rest of the session
         note = None
-    if note is None:                   # any other NameError: IPython's own traceback
+    if note is None:                   # any other NameError or NotImplementedError: IPython's own traceback
         return shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
     try:
         shell._get_exc_info((etype, value, tb))          # sys.last_value etc., for %debug and %tb
@@ -71,6 +72,25 @@ def _show_check_failure(shell, etype, value, tb, tb_offset=None):
     stb = [f"\x1b[0;31m{etype.__name__}\x1b[0m", note]
     shell._showtraceback(etype, note, stb)
     return stb
+
+
+def _unwritten_answer(error: NotImplementedError) -> str | None:
+    """A demo cell run before the answer it calls is written: the answer cell's own `raise NotImplementedError()`,
+    said in one line (a check cell says it in its verdict). None for any other NotImplementedError."""
+    if not describe_error(error)["stub"]:
+        return None
+    tb, files = error.__traceback__, []
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if _is_learner_frame(code.co_filename):
+            files.append(code.co_filename)
+        tb = tb.tb_next
+    if len(files) < 2 or files[-1] == files[0] or code.co_name == "<module>":     # raised by this very cell
+        return None
+    name = getattr(code, "co_qualname", code.co_name)                  # LoRALinear.forward, not forward
+    return (f"✗ this cell calls your {name}, which is not written yet: its answer cell still raises "
+            f"NotImplementedError.\n  Answer that exercise (its check shows ✓ when it is right), then run this cell "
+            f"again.")
 
 
 def _undefined_answer(error: NameError, tb) -> str | None:
@@ -102,7 +122,7 @@ def _install_handler() -> None:
     try:
         ip = _ipython()
         if ip is not None:
-            ip.set_custom_exc((CheckFailed, NameError), _show_check_failure)
+            ip.set_custom_exc((CheckFailed, NameError, NotImplementedError), _show_check_failure)
             if hasattr(ip, "kernel"):
                 cells.listen(ip)
     except Exception:
