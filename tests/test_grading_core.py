@@ -264,6 +264,8 @@ _SOFTMAX_THEN = "    e = (x - x.amax(-1, keepdim=True)).exp()\n    s = e / e.sum
     ("    loss = x.sum().item()\n    loss.backward()\n    return x\n", "call .backward() on the loss tensor itself"),
     ("    return x * sum(x.shape[-1])\n", "two arguments in another order than the function takes them"),
     ("    return x * F.cross_entropy(x.argmax(-1), x)\n", "as in F.cross_entropy(targets, logits)"),
+    ("    return x * torch.multinomial(x.exp())\n", "The call of multinomial on that line leaves out an "
+     "argument it needs"),
     ("    out = torch.empty(x.shape[-1])\n    for i in range(x.shape[0]):\n        out[i] = x[i] - x[i].mean()\n"
      "    return out\n", "a loop over x's first axis, which takes rows of a batch"),
 ], ids=["if tensor", "parameter changed in place", "no keepdim", "float32 matrix in a float64 case",
@@ -278,7 +280,7 @@ _SOFTMAX_THEN = "    e = (x - x.amax(-1, keepdim=True)).exp()\n    s = e / e.sum
         "stack of chunks", "stack of a generator", "tensor as a slice start",
         "gather index without its axis", "len of a generator", "randint's size", "multinomial of 4-D",
         "& of a float tensor", "randint's bound 0", ".item() then backward", "a number walked through",
-        "cross_entropy's arguments swapped", "a row written into one element"])
+        "cross_entropy's arguments swapped", "torch's function short of an argument", "a row written into one element"])
 def test_terse_torch_errors_say_what_they_mean(body, says):
     """Each got torch's or Python's words alone ('Boolean value of Tensor with more than one value is ambiguous',
     'a leaf Variable that requires grad is being used in an in-place operation', 'The size of tensor a (4) must

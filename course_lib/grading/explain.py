@@ -196,13 +196,38 @@ def explain(exc: BaseException) -> str:
                 f"order, and no other cell): define it in this answer cell, above where it is used.")
     why = (_name_replaced(exc) or _module_built_with_inputs(exc) or _argument_not_kept(exc)
            or next((why for key, why in TORCH_ERRORS.items() if key in text), ""))
-    if "required positional argument" in text and "forward()" in text:      # a module's forward, not a function
+    import re
+    called = re.match(r"([\w.<>]+)\(\) missing", text)
+    if "required positional argument" in text and called and _learner_line(exc)[0] is not None \
+            and not _raised_in_learner_def(exc):
+        # a call on the answer's own line left out an argument (torch.multinomial(probs), BertEncoder()): the
+        # answer's def line is not what is wrong
+        why = (f"The call of {called.group(1)} on that line leaves out an argument it needs (its name is above):\n"
+               f"give it there, as its documentation or docstring shows.")
+    elif "required positional argument" in text and "forward()" in text:      # a module's forward, not a function
         why += (" A module keeps its weights as attributes (self.weight), so its forward takes the\n"
                 "input alone: forward(self, x).")
     line = _learner_line(exc)[1]
     if "view size is not compatible" in text and ".view(" in line:       # the answer's own line, rewritten
         why = why.replace(_VIEW_FIX, line.strip().replace(".view(", ".reshape("))
     return why
+
+
+def _raised_in_learner_def(exc: BaseException) -> bool:
+    """Whether the answer's own code called a function of the answer's own cells with too few arguments (its
+    def line is then the one to read): the TypeError names a function defined in a learner's cell."""
+    import re
+
+    frame = _learner_line(exc)[0]
+    name = re.match(r"([\w.<>]+)\(\) missing", str(exc))
+    if frame is None or name is None:
+        return False
+    if "<locals>" in name.group(1):                   # a function the answer defines inside itself
+        return True
+    from .engine import _is_learner_frame
+    obj = frame.f_globals.get(name.group(1).split(".")[0])
+    code = getattr(obj, "__code__", None) or getattr(getattr(obj, "__init__", None), "__code__", None)
+    return code is not None and _is_learner_frame(code.co_filename)
 
 
 def _learner_line(exc: BaseException):
