@@ -1588,9 +1588,13 @@ def test_metrics_counted_bitwise_for_class_1_fail_in_both_suites():
 
 # ------------------------------------------------------------ a second blind probe of learner answers
 def _cell(source, name):
+    """``name`` as an answer cell defines it: its lines readable, as a notebook's are, so messages can quote them."""
+    import linecache
     import math
     ns = {"torch": torch, "nn": nn, "F": F, "math": math, "BertEncoder": BertEncoder}
-    exec(compile(source, f"<answer {name}>", "exec"), ns)
+    filename = f"<answer {name}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    exec(compile(source, filename, "exec"), ns)
     return ns[name]
 
 
@@ -1782,8 +1786,10 @@ def test_loader_renaming_that_misses_keys_under_strict_false_lists_them():
     ({"POOLED": "(h * m).sum(-1) / m.sum(-1)"}, "The head takes vectors of d_model ="),
     ({"m = attention_mask.unsqueeze(-1)": "m = (1 - attention_mask).unsqueeze(-1)",
       "POOLED": "(h * m).sum(1) / m.sum(1).clamp(min=1)"}, "known mistake: the mask inverted (1 - mask) in the pooling"),
+    ({"self.dropout = nn.Dropout(dropout)": "self.dropout = nn.Dropout"},
+     "self.dropout is the class Dropout itself, not a module built from it"),
 ], ids=["squeezed logits", "a LayerNorm before the head", "config.hidden_size", "logits and pooled",
-        "the rate as self.dropout", "pooled over the features", "mask inverted"])
+        "the rate as self.dropout", "pooled over the features", "mask inverted", "the Dropout class kept"])
 def test_classifier_third_probe(change, said):
     """.squeeze() passed (no case had one sentence, as the notebook's prediction box gives); an extra LayerNorm
     before the head got bare logits; config.hidden_size got Python's words alone. (logits, pooled) got the

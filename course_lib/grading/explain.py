@@ -254,7 +254,15 @@ def _module_built_with_inputs(exc: BaseException) -> str:
         if code.co_name == "__init__" and "torch" in Path(code.co_filename).parts:
             inits.append(code)
         tb = tb.tb_next
-    called = re.search(r"\b(?:nn|torch\.nn)\.([A-Z]\w*)\(\s*[^)\s]", _learner_line(exc)[1])
+    frame, line = _learner_line(exc)
+    me = frame.f_locals.get("self") if frame is not None else None
+    for attr in re.findall(r"\bself\.(\w+)\(", line) if inits and me is not None else ():
+        kept = getattr(me, attr, None)
+        if isinstance(kept, type):                   # self.dropout = nn.Dropout: the class, kept unbuilt
+            return (f"self.{attr} is the class {kept.__name__} itself, not a module built from it, so calling it "
+                    f"built a new\none with the tensor as its settings. In __init__, build it: self.{attr} = "
+                    f"nn.{kept.__name__}(...) (nn.Dropout(dropout), say).")
+    called = re.search(r"\b(?:nn|torch\.nn)\.([A-Z]\w*)\(\s*[^)\s]", line)
     if not inits or called is None:
         return ""
     cls, fn = called.group(1), _FUNCTIONAL.get(called.group(1))
