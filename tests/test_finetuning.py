@@ -978,8 +978,9 @@ def test_loader_check_says_when_a_short_rule_renamed_a_longer_name():
         assert not r.passed and "which matches the end of the longer name too" in r.message, (suite, r.message)
 
 
-def _rename(key: str, rules=_BY_REPLACING[5:]) -> str:
-    """A learner's renaming of one checkpoint key, rule by rule, each matched anywhere in the name."""
+def _rename(key: str, rules=sorted(_BY_REPLACING[5:], key=lambda rule: -len(rule[0]))) -> str:
+    """A learner's renaming of one checkpoint key, rule by rule, each matched anywhere in the name (the longer
+    names first, unless told)."""
     for a, b in _BY_REPLACING[:5]:
         key = key.replace(a, b)
     for a, b in rules:
@@ -1013,7 +1014,13 @@ def test_loader_check_names_a_rule_matched_inside_a_longer_name_and_a_fixed_or_f
                 renamed[_rename(k)] = state_dict[k]
         return _load_strictly(config, renamed)
 
+    def shifted(state_dict, config):
+        import re
+        return _load_strictly(config, {re.sub(r"^layers\.(\d+)\.", lambda m: f"layers.{int(m[1]) + 1}.", _rename(k)): v
+                                       for k, v in state_dict.items() if k not in IGNORED_KEYS})
+
     for answer, says in ((inside, "which matches the end of the longer name too"),
+                         (shifted, "the layer numbers are shifted.\n  encoder.layer.N becomes layers.N, the same N"),
                          (six_layers, "build it from the config argument,\n  BertEncoder(config)"),
                          (fixed_count, "loop over\n  range(config.n_layers), not a fixed number")):
         for suite, r in _verdicts(LOADER, answer).items():

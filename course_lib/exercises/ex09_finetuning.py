@@ -162,8 +162,12 @@ def _call_loader(impl, inputs):
             exc.add_note(f"This checkpoint has {inputs['config'].n_layers} layers (config.n_layers), and the answer "
                          f"looked up a layer past them: loop over\nrange(config.n_layers), not a fixed number (the "
                          f"notebook's model has 6 layers, the checks' smaller ones fewer).")
-        elif beyond := sorted({int(n) for n in re.findall(r"\blayers\.(\d+)\.", text)
-                               if int(n) >= inputs["config"].n_layers}):
+        elif (beyond := sorted({int(n) for n in re.findall(r"\blayers\.(\d+)\.", text)
+                                if int(n) >= inputs["config"].n_layers})) and re.search(r"\blayers\.0\.", text):
+            exc.add_note(f"layers.0 is listed and so is layers.{beyond[0]}, past the {inputs['config'].n_layers} "
+                         f"layers: the layer numbers are shifted.\nencoder.layer.N becomes layers.N, the same N: "
+                         f"both count from 0.")
+        elif beyond:
             exc.add_note(f"The encoder built has layers the checkpoint has not (layers.{beyond[0]} and on; the "
                          f"config given has n_layers = {inputs['config'].n_layers}): build it from the config "
                          f"argument,\nBertEncoder(config), not from another (the notebook's, a fixed number of "
