@@ -993,7 +993,7 @@ def test_loader_check_names_a_rule_matched_inside_a_longer_name_and_a_fixed_or_f
     """`if a in rest` with output.dense's rule before attention.output.dense's lost attn.out_proj and norm1 with
     nothing unexpected, and got only "the keys listed come from the renaming"; an encoder built from the
     notebook's 6-layer config was sent to the renaming too; `for i in range(6)` raised a bare KeyError of
-    'encoder.layer.2...' (a learner's tries)."""
+    'encoder.layer.2...'; values cast to half on the way in were told they kept the random start (learners' tries)."""
     from course_lib.exercises.ex09_finetuning import LOADER
     from course_lib.reference.finetuning import IGNORED_KEYS
     short_first = sorted(_BY_REPLACING[5:], key=lambda rule: len(rule[0]))
@@ -1019,7 +1019,12 @@ def test_loader_check_names_a_rule_matched_inside_a_longer_name_and_a_fixed_or_f
         return _load_strictly(config, {re.sub(r"^layers\.(\d+)\.", lambda m: f"layers.{int(m[1]) + 1}.", _rename(k)): v
                                        for k, v in state_dict.items() if k not in IGNORED_KEYS})
 
+    def halved(state_dict, config):
+        return _load_strictly(config, {_rename(k): v.half() if v.is_floating_point() else v
+                                       for k, v in state_dict.items() if k not in IGNORED_KEYS})
+
     for answer, says in ((inside, "which matches the end of the longer name too"),
+                         (halved, "hold the checkpoint's values rounded"),
                          (shifted, "the layer numbers are shifted.\n  encoder.layer.N becomes layers.N, the same N"),
                          (six_layers, "build it from the config argument,\n  BertEncoder(config)"),
                          (fixed_count, "loop over\n  range(config.n_layers), not a fixed number")):

@@ -202,6 +202,14 @@ def _call_loader(impl, inputs):
                 by_shape.setdefault(tuple(u.shape), []).append(u)
         unloaded = [n for n, t in model.state_dict().items() if t.is_floating_point() and not any(
             torch.equal(t.detach().cpu().float(), v.cpu()) for v in by_shape.get(tuple(t.shape), ()))]
+        rounded = [n for n in unloaded if any(torch.allclose(model.state_dict()[n].detach().cpu().float(), v.cpu(),
+                                                             rtol=1e-2, atol=1e-3)
+                                              for v in by_shape.get(tuple(model.state_dict()[n].shape), ()))]
+        if unloaded and len(rounded) == len(unloaded):
+            raise ValueError(f"{len(unloaded)} of the encoder's tensors hold the checkpoint's values rounded "
+                             f"({', '.join(unloaded[:3])}{', …' if len(unloaded) > 3 else ''}), close but not the "
+                             f"same: a cast on the way in (.half(), .to(torch.bfloat16), .round()) loses digits, "
+                             f"and a float32 encoder keeps only what survived. Copy the values as they are")
         if unloaded:
             raise ValueError(f"{len(unloaded)} of the encoder's tensors hold values from no tensor of the checkpoint "
                              f"({', '.join(unloaded[:3])}{', …' if len(unloaded) > 3 else ''}): they kept "
