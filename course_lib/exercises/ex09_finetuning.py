@@ -1356,6 +1356,11 @@ def _mp_positive_ignored(preds, labels, positive=1):
     return _prf_from(*_counts(preds, labels, 1))
 
 
+def _mp_labels_positive_one(preds, labels, positive=1):
+    called, real = preds == positive, labels == 1
+    return _prf_from(int((called & real).sum()), int((called & ~real).sum()), int((~called & real).sum()))
+
+
 def _mp_tp_all_correct(preds, labels, positive=1):
     _, fp, fn = _counts(preds, labels, positive)
     return _prf_from(int((preds == labels).sum()), fp, fn)
@@ -1458,6 +1463,9 @@ PRF = Exercise(
                 "in the denominator. Recall asks 'of the real positives, how many did I find?': TP / (TP + FN)."),
         Mistake("positive argument ignored (class 1 hard-coded)", _mp_positive_ignored,
                 "Count true and false positives for the class given as `positive`."),
+        Mistake("positive used for the predictions, but the labels compared with 1", _mp_labels_positive_one,
+                "Both sides ask about the same class: (preds == positive) and (labels == positive). labels == 1\n"
+                "holds the positive class only when positive is 1."),
         Mistake("nan when a denominator is 0", _mp(nan=True),
                 "With no positive prediction TP + FP = 0 and 0/0 is nan. The contract returns 0.0 there\n"
                 "(as scikit-learn's zero_division=0), and F1 = 0 when P + R = 0."),
