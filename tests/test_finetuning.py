@@ -1919,3 +1919,17 @@ def test_freeze_out_of_range_with_an_index_error_is_told_to_raise_value_error(ch
            "    return sum(p.numel() for p in model.parameters() if p.requires_grad)\n")
     r = _verdicts(FREEZE, _cell(src, "freeze_lower_layers"))["visible"]
     assert not r.passed and says in r.message, r.message
+
+
+def test_lora_a_scaled_after_it_was_wrapped_is_told_to_scale_first():
+    """nn.Parameter(torch.randn(...)) / math.sqrt(in_features) was told "nn.Parameter(...).to(...) that changes the
+    dtype or device gives back a plain tensor", though it called no .to (a learner's try)."""
+    from course_lib.exercises.ex09_finetuning import LORA
+    from course_lib.grading.engine import evaluate
+    src = (_LORA_CELL.replace("nn.Parameter(INIT)", f"nn.Parameter({_RANDN}) / math.sqrt(w.shape[1])")
+           .replace("SCALE", "alpha / r"))
+    for suite in ("visible", "hidden"):              # with the cell's source, as check() and grading read it
+        r = evaluate(LORA, _cell(src, "LoRALinear"), suite=suite, source=src)
+        assert not r.passed and "computes with an nn.Parameter as it is made (line 8)" in r.message, r.message
+    for suite, r in _verdicts(LORA, _cell(src, "LoRALinear")).items():     # without it: the check's own words
+        assert not r.passed and "any operation on an nn.Parameter gives back a plain tensor" in r.message, r.message

@@ -1035,8 +1035,9 @@ def _call_lora(cls, inputs):
         if not isinstance(p, nn.Parameter) or tuple(p.shape) != tuple(shape):
             got = (f"a {'nn.Parameter' if isinstance(p, nn.Parameter) else 'plain tensor (not an nn.Parameter)'} "
                    f"of shape {tuple(p.shape)}" if isinstance(p, torch.Tensor) else type(p).__name__)
-            why = ("; nn.Parameter(...).to(...) that changes the dtype or device gives back a plain tensor: make "
-                   "the tensor on base.weight's device and dtype first, then wrap it"
+            why = ("; any operation on an nn.Parameter gives back a plain tensor (nn.Parameter(t) / s, or .to(...) "
+                   "to another dtype or device): make the tensor first, scaled and on base.weight's device and "
+                   "dtype, then wrap it, nn.Parameter(t / s)"
                    if isinstance(p, torch.Tensor) and not isinstance(p, nn.Parameter) else "")
             raise ValueError(f"LoRALinear.{name} must be an nn.Parameter of shape {tuple(shape)}, found {got}{why}")
     _same_device_as_base(cls, inputs, x.dtype)

@@ -675,14 +675,20 @@ def _parameter_converted(source: str) -> str | None:
         tree = ast.parse(python_source(source))
     except SyntaxError:
         return None
+    def made_here(node) -> bool:
+        return isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "Parameter"
+
     for node in ast.walk(tree):
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _CONVERSIONS
-                and isinstance(node.func.value, ast.Call)
-                and getattr(node.func.value.func, "attr", getattr(node.func.value.func, "id", None)) == "Parameter"):
+                and made_here(node.func.value)):
             return (f"calls .{node.func.attr}(...) on an nn.Parameter (line {node.lineno}): that gives back a plain "
                     f"tensor whenever it changes the device or dtype (on a GPU, say), and the module then has no "
                     f"such parameter; the CPU hides it. Make the tensor first, then wrap it: "
                     f"nn.Parameter(torch.ones(d, device=..., dtype=...)).")
+        if isinstance(node, ast.BinOp) and (made_here(node.left) or made_here(node.right)):
+            return (f"computes with an nn.Parameter as it is made (line {node.lineno}): nn.Parameter(t) / s, or any "
+                    f"arithmetic on it, gives back a plain tensor, which the module does not register. Compute "
+                    f"first, then wrap: nn.Parameter(t / s).")
     return None
 
 
