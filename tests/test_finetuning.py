@@ -1933,3 +1933,14 @@ def test_lora_a_scaled_after_it_was_wrapped_is_told_to_scale_first():
         assert not r.passed and "computes with an nn.Parameter as it is made (line 8)" in r.message, r.message
     for suite, r in _verdicts(LORA, _cell(src, "LoRALinear")).items():     # without it: the check's own words
         assert not r.passed and "any operation on an nn.Parameter gives back a plain tensor" in r.message, r.message
+
+
+def test_lora_with_peft_names_is_told_the_contracts_names():
+    """self.lora_A and self.lora_B were told "holds parameters besides base's, A and B (lora_A, lora_B; copies of
+    base's?)" (a learner's try)."""
+    from course_lib.exercises.ex09_finetuning import LORA
+    src = (_LORA_CELL.replace("INIT", f"{_RANDN} / math.sqrt(w.shape[1])").replace("SCALE", "alpha / r")
+           .replace("self.A", "self.lora_A").replace("self.B", "self.lora_B"))
+    for suite, r in _verdicts(LORA, _cell(src, "LoRALinear")).items():
+        assert not r.passed and ("LoRALinear has no A and no B, and holds lora_A, lora_B instead: the contract"
+                                 in r.message) and "copies of" not in r.message, (suite, r.message)

@@ -1026,6 +1026,11 @@ def _call_lora(cls, inputs):
                              f"notebook's cells and the contract can read and set A and B")
     own = {id(p) for p in (*base.parameters(), getattr(m, "A", None), getattr(m, "B", None))}
     extra = [n for n, p in m.named_parameters() if id(p) not in own]
+    unnamed = [n for n in ("A", "B") if not isinstance(getattr(m, n, None), torch.Tensor)]
+    if extra and unnamed:
+        raise ValueError(f"LoRALinear has no {' and no '.join(unnamed)}, and holds {', '.join(extra)} instead: the "
+                         f"contract, and the notebook's cells that read and set them, name the two matrices self.A "
+                         f"and self.B (PEFT's lora_A and lora_B are the same idea)")
     if extra:
         raise ValueError(f"LoRALinear holds parameters besides base's, A and B ({', '.join(extra)}; copies of "
                          f"base's?): forward uses self.base itself, so that its weights are there once, frozen, "
