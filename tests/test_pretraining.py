@@ -1420,3 +1420,15 @@ def test_sample_that_never_updates_idx_is_told_to_append_to_the_text_so_far():
     r = _evaluate("sample", _answer(source, "sample"))
     assert not r.passed and "the prompt and one new token, not 10. Each step appended its token to the prompt" \
         in r.message, r.message
+
+
+def test_a_method_named_but_not_called_is_pointed_at():
+    """`loss.backward` without () was told "the weights did not move: optimizer.step() never called, or the
+    gradients zeroed before it", both of which it did right (a learner's try)."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+    source = _TRAIN_STEP.replace("CLIP", "clip_grad_norm(model.parameters(), max_norm)").replace(
+        "loss.backward()", "loss.backward")
+    r = evaluate(get_exercise("train_step"), _answer(source, "train_step"), source=source)
+    assert not r.passed and ("your answer has the line `loss.backward` (line 6), which names the method without "
+                             "calling it, so nothing happens there: write loss.backward().") in r.message, r.message

@@ -658,7 +658,26 @@ def static_problems(ex: Exercise, source: str | None) -> list[str]:
     if not source:
         return []
     problems = scan_source(source, ex.all_forbidden, own_names=[ex.name])
-    return problems or [p for p in [_parameter_order(ex, source), _parameter_converted(source)] if p]
+    return problems or [p for p in [_parameter_order(ex, source), _parameter_converted(source), _not_called(source)]
+                        if p]
+
+
+def _not_called(source: str) -> str | None:
+    """A line that names a method and stops there (loss.backward, optimizer.step): it does nothing, and the checks
+    then say what did not happen (no gradient, weights that did not move) without pointing at it."""
+    import ast
+
+    from .forbid import python_source
+    try:
+        tree = ast.parse(python_source(source))
+    except SyntaxError:
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Attribute):
+            said = ast.unparse(node.value)
+            return (f"has the line `{said}` (line {node.lineno}), which names the method without calling it, so "
+                    f"nothing happens there: write {said}().")
+    return None
 
 
 _CONVERSIONS = {"to", "cuda", "cpu", "double", "float", "half", "bfloat16", "type"}
