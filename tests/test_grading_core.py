@@ -260,6 +260,7 @@ _SOFTMAX_THEN = "    e = (x - x.amax(-1, keepdim=True)).exp()\n    s = e / e.sum
     ("    return x[:, torch.randint(x.shape[-1], 3)]\n", "torch.randint takes the size as a tuple"),
     ("    return x * torch.multinomial(x.exp()[None, None], 1)\n", "torch.multinomial draws from rows of probabilities"),
     ("    return x & (x > 0)\n", "&, | and ~ combine bool tensors"),
+    ("    keep = x > 0\n    return x * (keep & x < 0.5)\n", "& and | bind tighter than <, > and ==: `keep & x < 0.5`"),
     ("    return x + torch.randint(0, (1,))\n", "a bound given alone is the upper one"),
     ("    loss = x.sum().item()\n    loss.backward()\n    return x\n", "call .backward() on the loss tensor itself"),
     ("    return x * sum(x.shape[-1])\n", "two arguments in another order than the function takes them"),
@@ -279,7 +280,7 @@ _SOFTMAX_THEN = "    e = (x - x.amax(-1, keepdim=True)).exp()\n    s = e / e.sum
         "cat of fewer axes", "cat of other sizes", "a buffer of the wrong shape", "stack of other shapes",
         "stack of chunks", "stack of a generator", "tensor as a slice start",
         "gather index without its axis", "len of a generator", "randint's size", "multinomial of 4-D",
-        "& of a float tensor", "randint's bound 0", ".item() then backward", "a number walked through",
+        "& of a float tensor", "& before <", "randint's bound 0", ".item() then backward", "a number walked through",
         "cross_entropy's arguments swapped", "torch's function short of an argument", "a row written into one element"])
 def test_terse_torch_errors_say_what_they_mean(body, says):
     """Each got torch's or Python's words alone ('Boolean value of Tensor with more than one value is ambiguous',

@@ -1146,7 +1146,9 @@ def _nothing_to_draw(exc, fn, inputs, args):
     return RuntimeError(f"torch.multinomial: {said}. It draws from probabilities: rows of finite numbers "
                         ">= 0, not all 0. Give it torch.softmax(logits, dim=-1) of finite logits, not the "
                         "logits or log-probabilities, nor an exp taken by hand: exp of a logit above about 88 is "
-                        "inf in float32, and torch.softmax subtracts each row's largest logit first")
+                        "inf in float32, and torch.softmax subtracts each row's largest logit first. With top_k, "
+                        "a row whose logits all became -inf (its top-k kept nothing) fails the same way: keep the "
+                        "logits >= the k-th largest value of their own row, torch.topk(logits, k).values[:, [-1]]")
 
 
 def _sampler(model, idx, max_new_tokens, temperature, top_k, generator, crop="end", largest=True, position=-1,

@@ -208,6 +208,9 @@ def explain(exc: BaseException) -> str:
         why += (" A module keeps its weights as attributes (self.weight), so its forward takes the\n"
                 "input alone: forward(self, x).")
     line = _learner_line(exc)[1]
+    if '"bitwise_' in text and (found := re.search(r"[\w.\]]+\s*[&|]\s*[\w.\[\]]+\s*(?:[<>]=?|==|!=)\s*[\w.]+", line)):
+        why = (f"& and | bind tighter than <, > and ==: `{found.group(0)}` compares the result of the & (or |),\n"
+               f"not the tensor beside it. Put each comparison in parentheses: chosen & (r < 0.8).")
     if "view size is not compatible" in text and ".view(" in line:       # the answer's own line, rewritten
         why = why.replace(_VIEW_FIX, line.strip().replace(".view(", ".reshape("))
     return why
