@@ -365,6 +365,14 @@ def _m_bits(logits, targets):
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)) / math.log(2)
 
 
+def _m_log10(logits, targets):
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)) / math.log(10)
+
+
+def _m_no_minus(logits, targets):
+    return -F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
 def _m_perplexity(logits, targets):
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)).exp()
 
@@ -486,6 +494,13 @@ LM_LOSS = Exercise(
                 "lm_loss is the mean cross-entropy in nats, natural logarithms, as F.cross_entropy gives it:\n"
                 "the learning rates and the notebook's loss curves assume that scale. Bits per token is a way\n"
                 "to report it (loss / ln 2), not the loss to train on."),
+        Mistake("the loss in base-10 logarithms (log10 of the probabilities)", _m_log10,
+                "The loss is -ln p(target), natural logarithms (torch.log, F.log_softmax): log10 gives the same\n"
+                "loss divided by ln 10 ≈ 2.30, and the learning rates and curves assume nats."),
+        Mistake("the minus sign left out: the mean log-probability, not its negative", _m_no_minus,
+                "log p(target) is at most 0, so its mean is negative, and minimising it would make the right\n"
+                "tokens less likely. The loss is its negative: -log p(target), averaged (as F.cross_entropy\n"
+                "returns it)."),
         Mistake("the perplexity returned (exp of the loss)", _m_perplexity,
                 "Return the mean cross-entropy itself; perplexity, exp(loss), is a way to report it. Its\n"
                 "gradient is the loss's multiplied by the perplexity, so training on it takes steps that\n"
