@@ -1509,6 +1509,15 @@ def _clipped_otherwise(clip, update=True):
     return step
 
 
+def _m_returns_the_norm(model, batch, optimizer, max_norm):
+    x, y = batch
+    optimizer.zero_grad()
+    ref.lm_loss(model(x), y).backward()
+    norm = clip_grad_norm(model.parameters(), max_norm)
+    optimizer.step()
+    return float(norm)
+
+
 def _clip_global(model, max_norm):
     clip_grad_norm(model.parameters(), max_norm)              # as the right step clips
 
@@ -1643,6 +1652,9 @@ TRAIN_STEP = Exercise(
                 "The loss came out of the step but the weights are where they started: call\n"
                 "optimizer.step() after clipping, once per call, and zero the gradients at the start of the\n"
                 "step; zeroed between loss.backward() and optimizer.step(), they leave the step nothing to use."),
+        Mistake("the gradient norm returned (what clip_grad_norm gives back), not the loss", _m_returns_the_norm,
+                "clip_grad_norm returns the gradients' norm before clipping, a useful number to log; train_step\n"
+                "returns the loss of the batch, loss.item(), taken before the update."),
         Mistake("gradients not zeroed", _m_no_zero_grad,
                 "Call optimizer.zero_grad() before backward: otherwise each step adds the previous\n"
                 "step's gradients to this one's."),
