@@ -1432,3 +1432,13 @@ def test_a_method_named_but_not_called_is_pointed_at():
     r = evaluate(get_exercise("train_step"), _answer(source, "train_step"), source=source)
     assert not r.passed and ("your answer has the line `loss.backward` (line 6), which names the method without "
                              "calling it, so nothing happens there: write loss.backward().") in r.message, r.message
+
+
+def test_sample_that_stops_when_the_text_reaches_max_new_tokens_is_told_so():
+    """`while idx.shape[1] < max_new_tokens` (the whole text capped) returned (2, 10) and was told "only the new
+    tokens returned", though it kept the prompt (a learner's try)."""
+    source = _TOP_K_BY.replace("THRESHOLD", "torch.topk(logits, top_k, dim=-1).values[:, -1:]").replace(
+        "    for _ in range(max_new_tokens):", "    while idx.shape[1] < max_new_tokens:")
+    r = _evaluate("sample", _answer(source, "sample"))
+    assert not r.passed and "the prompt and 4 new tokens, not 10. Draw max_new_tokens tokens" in r.message, r.message
+    assert "only the new tokens returned" not in r.message, r.message

@@ -1007,6 +1007,10 @@ def _call_sample(fn, inputs):
     (B, T), new, k = idx.shape, inputs["max_new_tokens"], inputs["top_k"]
 
     def contract():
+        if (isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[0] == B and T < out.shape[1] < T + new
+                and torch.equal(out[:, :T].to(idx.device), idx) and out.shape[1] != T + 1):
+            return (f"returned {_described(out)}: the prompt and {out.shape[1] - T} new tokens, not {new}. Draw "
+                    f"max_new_tokens tokens, for _ in range(max_new_tokens), not until the whole text is that long")
         if isinstance(out, torch.Tensor) and tuple(out.shape) == (B, T + 1) and new > 1:
             return (f"returned {_described(out)}: the prompt and one new token, not {new}. Each step appended its "
                     f"token to the prompt, not to the text so far: idx = torch.cat([idx, next_token], dim=1) inside "
