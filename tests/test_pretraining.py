@@ -1410,6 +1410,9 @@ def test_train_step_that_gives_the_model_the_whole_batch_is_told_to_unpack_it():
     r = _evaluate("train_step", _answer(source, "train_step"))
     assert not r.passed and ("the model takes one (B, T) tensor of token ids, and it was given a tuple of 2: unpack "
                              "the batch first, x, y = batch, then model(x)") in r.message, r.message
+    nanogpt = source.replace("logits = model(batch)", "logits, loss = model(x, y)")    # nanoGPT's habit
+    r = _evaluate("train_step", _answer(nanogpt, "train_step"))
+    assert not r.passed and "it takes no targets and returns no loss, unlike nanoGPT's GPT" in r.message, r.message
 
 
 def test_sample_that_never_updates_idx_is_told_to_append_to_the_text_so_far():

@@ -950,8 +950,8 @@ class _Bigram(nn.Module):
         self.calls = 0
         self.last: list[torch.Tensor] = []                    # (B,) per call: the token each row's input ended with
 
-    def forward(self, idx):                                   # (B, T) -> (B, T, V)
-        _token_ids(idx)
+    def forward(self, idx, *rest):                            # (B, T) -> (B, T, V)
+        _token_ids(idx, *rest)
         self.longest = max(self.longest, idx.shape[1])
         self.calls += 1
         self.last.append(idx[:, -1].detach())
@@ -1377,15 +1377,19 @@ class _TinyLM(nn.Module):
         self.block_size = 64
         self.modes = []                                       # self.training at each forward
 
-    def forward(self, idx):                                   # (B, T) -> (B, T, V)
-        _token_ids(idx)
+    def forward(self, idx, *rest):                            # (B, T) -> (B, T, V)
+        _token_ids(idx, *rest)
         self.modes.append(self.training)
         return torch.tanh(self.emb[idx]) @ self.out
 
 
-def _token_ids(idx) -> None:
+def _token_ids(idx, *rest) -> None:
     """A model takes one (B, T) tensor of token ids: model(batch), with the pair (x, y), said in words (indexing
-    with a pair raised "index 5 is out of bounds for dimension 1 with size 4")."""
+    with a pair raised "index 5 is out of bounds for dimension 1 with size 4"), and model(x, y) too."""
+    if rest:
+        raise TypeError("the model takes the token ids alone, model(x), and returns the logits (B, T, V): it takes no "
+                        "targets and returns no loss, unlike nanoGPT's GPT. Compute the loss from the logits with "
+                        "lm_loss(logits, y)")
     if not isinstance(idx, torch.Tensor):
         what = f"a {type(idx).__name__} of {len(idx)}" if isinstance(idx, (tuple, list)) else type(idx).__name__
         raise TypeError(f"the model takes one (B, T) tensor of token ids, and it was given {what}: unpack the "
