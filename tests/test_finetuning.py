@@ -1900,6 +1900,18 @@ def test_the_training_cell_stopped_by_the_learner_keeps_the_regimes_that_finishe
     assert list(space["results"]) == ["head only"] and space["results"]["head only"]["test_acc"] == 0.75
     assert "Stopped while training 'full', after 1 of 3 regimes" in out
     assert "\nhead only " in out and "\nLoRA" not in out                     # the table holds what finished
+    # An error in a regime (a LoRALinear broken after its check passed) raised with no table of the regimes
+    # already trained; a stop before any finished promised cells below that showed nothing (learners' tries).
+    def broken():
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+    space["REGIMES"]["full"] = (broken, 1e-4, 1e-3)
+    with pytest.raises(RuntimeError, match="mat1 and mat2"):
+        exec(cell, space)
+    out = capsys.readouterr().out
+    assert "\nhead only " in out and "Stopped" not in out, out
+    space["REGIMES"] = {"full": (stopped, 1e-4, 1e-3)}
+    exec(cell, space)
+    assert "after 0 of 1 regimes: none finished, and the cells below need at least one" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("check_first, says", [
