@@ -1445,3 +1445,12 @@ def test_sample_that_stops_when_the_text_reaches_max_new_tokens_is_told_so():
     r = _evaluate("sample", _answer(source, "sample"))
     assert not r.passed and "the prompt and 4 new tokens, not 10. Draw max_new_tokens tokens" in r.message, r.message
     assert "only the new tokens returned" not in r.message, r.message
+
+
+def test_mlm_mask_choosing_with_randn_is_told_to_draw_uniformly():
+    """torch.randn(...) < p got "fraction of positions chosen = 0.56" with no word of why (a learner's try)."""
+    source = _MLM.replace("RANDOM", "torch.randint(vocab_size, tokens.shape, generator=generator)").replace(
+        "chosen = torch.rand(tokens.shape", "chosen = torch.randn(tokens.shape")
+    r = _evaluate("mlm_mask", _answer(source, "mlm_mask"))
+    assert not r.passed and "what torch.randn(...) < 0.15 gives: randn draws from the normal distribution" \
+        in r.message, r.message

@@ -751,6 +751,13 @@ def _call_mlm(fn, inputs):
                 "generator passed in, which the caller seeds; torch.manual_seed or a torch.Generator of mlm_mask's "
                 "own makes every seed give the same masking")
 
+    def normal_draws(m):
+        """torch.randn(...) < p chooses with the normal's probability Φ(p) (0.56 at p = 0.15), not p."""
+        if abs(m - 0.5 * (1 + math.erf(p / math.sqrt(2)))) > _MLM_TOL:
+            return ""
+        return (f", what torch.randn(...) < {p:g} gives: randn draws from the normal distribution, about half of "
+                f"it below 0. The choice needs uniform draws on [0, 1): torch.rand(tokens.shape, generator=generator)")
+
     hit = 0.1 / V if 0 <= mask_id < V else 0.0           # a random draw that lands on [MASK]
     props = (
         ("(inputs, labels): two int64 tensors of tokens' shape, on tokens' device", contract),
@@ -760,7 +767,7 @@ def _call_mlm(fn, inputs):
          unchanged_labelled),
         ("each row's positions chosen on their own draws", rows_apart),
         fraction("fraction of positions chosen (label not -100)",
-                 lambda: float(state["chosen"].double().mean()), p),
+                 lambda: float(state["chosen"].double().mean()), p, normal_draws),
         fraction("fraction of the chosen set to [MASK]", among_chosen(lambda: inp == mask_id), 0.8 + hit, overlapping),
         fraction("fraction of the chosen left unchanged", among_chosen(lambda: inp == tokens), 0.1 + 0.1 / V),
         fraction("fraction of the chosen set to another token (the random 10 %, less the draws that hit "
