@@ -608,8 +608,9 @@ def _call_mlm(fn, inputs):
         values, counts = torch.unique(lab[chosen][bad], return_counts=True)
         if wrong and 2 * int(counts.max()) > lab.numel():      # one value where -100 belongs
             c = int(values[counts.argmax()])
-            return (f"labels are {c} at {int(counts.max()):,} of the {lab.numel():,} positions: a position not "
-                    f"chosen gets the label -100, the value F.cross_entropy ignores (ignore_index), not {c}")
+            named = f"{c} (this case's mask_id)" if c == mask_id else f"{c}"
+            return (f"labels are {named} at {int(counts.max()):,} of the {lab.numel():,} positions: a position not "
+                    f"chosen gets the label -100, the value F.cross_entropy ignores (ignore_index), not {named}")
         if wrong and bool((lab[chosen] == inp[chosen]).all()):              # the same words whatever the draws
             return "labels are the corrupted inputs wherever they are not -100 ([MASK] at most of them)"
         if wrong:
