@@ -1454,3 +1454,12 @@ def test_mlm_mask_choosing_with_randn_is_told_to_draw_uniformly():
     r = _evaluate("mlm_mask", _answer(source, "mlm_mask"))
     assert not r.passed and "what torch.randn(...) < 0.15 gives: randn draws from the normal distribution" \
         in r.message, r.message
+
+
+def test_mlm_labels_filled_with_mask_id_are_told_it_is_mask_id():
+    """labels = torch.where(chosen, tokens, mask_id) got "labels are 0 at ... not 0", the 0 being this case's
+    mask_id, which the learner never wrote (a learner's try)."""
+    source = _MLM.replace("RANDOM", "torch.randint(vocab_size, tokens.shape, generator=generator)").replace(
+        "torch.full_like(tokens, -100))", "torch.full_like(tokens, mask_id))")
+    r = _evaluate("mlm_mask", _answer(source, "mlm_mask"))
+    assert not r.passed and "labels are 0 (this case's mask_id) at" in r.message, r.message
