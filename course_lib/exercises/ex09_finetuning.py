@@ -811,6 +811,12 @@ def _mf_modules_walked(model, n_layers):
     return sum(p.numel() for m in model.modules() for p in m.parameters() if p.requires_grad)
 
 
+def _mf_state_dict_count(model, n_layers):
+    _in_range(model, n_layers)
+    _freeze_with(model, [model.encoder.embeddings, *model.encoder.layers[:n_layers]])
+    return sum(t.numel() for t in model.state_dict().values() if t.requires_grad)
+
+
 def _mf_frozen_count(model, n_layers):
     _in_range(model, n_layers)
     _freeze_with(model, [model.encoder.embeddings, *model.encoder.layers[:n_layers]])
@@ -914,6 +920,10 @@ FREEZE = Exercise(
                 "Return the number of parameters that will still train: those with requires_grad=True,\n"
                 "counted after the freezing. Counted first, while every parameter still trains, the\n"
                 "filter on requires_grad keeps them all."),
+        Mistake("counted over model.state_dict(), whose tensors never require grad: 0", _mf_state_dict_count,
+                "state_dict() hands back the values detached from autograd, so none has requires_grad=True and\n"
+                "the count is always 0. Count over model.parameters(): sum(p.numel() for p in\n"
+                "model.parameters() if p.requires_grad)."),
         Mistake("counted only the encoder's trainable parameters, not the head's", _mf_encoder_only,
                 "Return the count for the whole model: the head trains too (it is what fine-tuning adds), and\n"
                 "the table's trainable-parameter column counts it."),
@@ -1233,6 +1243,9 @@ LORA = Exercise(
         Mistake("scale r/alpha instead of alpha/r", _lora(scale=lambda self: self.r / self.alpha),
                 "The update is multiplied by alpha / r, so that changing r does not change how large the\n"
                 "update is at a given learning rate."),
+        Mistake("scale alpha · r instead of alpha / r", _lora(scale=lambda self: self.alpha * self.r),
+                "The update is multiplied by alpha / r (16 / 8 = 2 with the defaults): dividing by the rank\n"
+                "keeps the update's size the same whatever r. alpha · r makes it r² times larger (128 here)."),
         Mistake("scale alpha/r forgotten", _lora(scale=lambda self: 1.0),
                 "Multiply the low-rank path by alpha / r in forward, on every call. Folded into A's starting\n"
                 "values instead, it is applied once, and training then moves A as if there were no scale."),
@@ -1478,6 +1491,9 @@ PRF = Exercise(
         Mistake("// (floor division) where / belongs: each ratio rounded down, to 0 unless it is 1", _mp(floor=True),
                 "a // b rounds the quotient down to a whole number, so TP // (TP + FP) is 0 for any precision\n"
                 "below 1. Divide with /, which gives the fraction: tp / (tp + fp)."),
+        Mistake("F1 without its factor 2: P·R / (P + R)", _mp(f1=lambda p, r: p * r / (p + r) if p + r else 0.0),
+                "F1 is the harmonic mean of precision and recall, 2·P·R / (P + R): without the 2 it is half\n"
+                "of it, and a perfect classifier scores 0.5."),
         Mistake("F1 as the arithmetic mean of precision and recall", _mp(f1=lambda p, r: (p + r) / 2),
                 "F1 is the harmonic mean 2PR / (P + R): it is low when either one is low."),
         Mistake("F1 written 2 * P * R / P + R: the division done before the addition",
