@@ -1023,7 +1023,14 @@ def test_loader_check_names_a_rule_matched_inside_a_longer_name_and_a_fixed_or_f
         return _load_strictly(config, {_rename(k): v.half() if v.is_floating_point() else v
                                        for k, v in state_dict.items() if k not in IGNORED_KEYS})
 
+    def by_position(state_dict, config):
+        model = BertEncoder(config)
+        weights = [v for k, v in state_dict.items() if k not in IGNORED_KEYS]
+        model.load_state_dict(dict(zip(model.state_dict(), weights)))
+        return model
+
     for answer, says in ((inside, "which matches the end of the longer name too"),
+                         (by_position, "tensors matched by position (zip of two key lists)"),
                          (halved, "hold the checkpoint's values rounded"),
                          (shifted, "the layer numbers are shifted.\n  encoder.layer.N becomes layers.N, the same N"),
                          (six_layers, "build it from the config argument,\n  BertEncoder(config)"),

@@ -157,6 +157,11 @@ def _call_loader(impl, inputs):
             exc.add_note(f"{ignored[0]} is in IGNORED_KEYS: an entry of the checkpoint that is not a weight of the "
                          f"encoder\n(the pooler, or the constant position_ids). Skip every key in IGNORED_KEYS "
                          f"before renaming\nand loading; the encoder has nothing to put it in.")
+        elif "size mismatch for" in text:
+            exc.add_note("A weight was handed a tensor of another shape. Two usual causes: tensors matched by position "
+                         "(zip of two key lists),\nwhile the checkpoint lists its keys in its own order, not the "
+                         "encoder's: rename each key and load by name; or a\ntranspose, which is not needed: both "
+                         "libraries store an nn.Linear weight as (out_features, in_features).")
         elif sorted(int(n) for n in re.findall(r"\bencoder\.layer\.(\d+)\.", text)
                     if int(n) >= inputs["config"].n_layers):
             exc.add_note(f"This checkpoint has {inputs['config'].n_layers} layers (config.n_layers), and the answer "
