@@ -912,7 +912,8 @@ FREEZE = Exercise(
                 "The embeddings and layers[:n_layers] must end with requires_grad=False on each of their\n"
                 "parameters. The usual cause: module.requires_grad = False only sets a new attribute on the\n"
                 "module object and changes none of its parameters; call module.requires_grad_(False), with\n"
-                "the underscore, or set p.requires_grad = False for each p in module.parameters()."),
+                "the underscore, or set p.requires_grad = False for each p in module.parameters(). (The\n"
+                "underscore with = , p.requires_grad_ = False, replaces the method instead of calling it.)"),
         Mistake("the layers left trainable (layer.requires_grad = False freezes nothing), the embeddings frozen",
                 _mf_layers_attribute,
                 "module.requires_grad = False only sets a new attribute on the module object: none of its\n"
