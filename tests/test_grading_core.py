@@ -246,6 +246,7 @@ _SOFTMAX_THEN = "    e = (x - x.amax(-1, keepdim=True)).exp()\n    s = e / e.sum
     ("    mask = None\n    return x.masked_fill(mask == 0, 0.0)\n", "masked_fill needs a bool tensor as its mask"),
     ("    return F.cross_entropy(x, x.argmax(-1)[:2])\n", "F.cross_entropy reads (N, V) logits with (N,) targets"),
     ("    return F.cross_entropy(x, x.argmax(-1).float())\n", "F.cross_entropy's targets are class ids, int64"),
+    ("    return F.cross_entropy(x, F.one_hot(x.argmax(-1), 7).float())\n", "not one-hot rows"),
     ("    y = x.clone()\n    y[y > 0] = x\n    return y\n", "t[mask] = v fills only the positions mask selects"),
     ("    return torch.cat([x, x.sum(-1)], dim=-1)\n", "torch.cat joins tensors along an axis they all have"),
     ("    return torch.cat([x, x[-1:]], dim=1)\n", "logits[:, -1] (every sequence's last position)"),
@@ -276,7 +277,7 @@ _SOFTMAX_THEN = "    e = (x - x.amax(-1, keepdim=True)).exp()\n    s = e / e.sum
         "size made with /", "view to the wrong size", "axis counted from the front",
         "unpacked shape", "x.shape()", "method without ()", "p.requires_grad(False)", "a number called",
         "a tensor called", "a tuple for a tensor", "None where a tensor goes", "masked_fill of a Python bool",
-        "cross_entropy's target sizes", "cross_entropy's float targets", "t[mask] = whole tensor",
+        "cross_entropy's target sizes", "cross_entropy's float targets", "one-hot targets", "t[mask] = whole tensor",
         "cat of fewer axes", "cat of other sizes", "a buffer of the wrong shape", "stack of other shapes",
         "stack of chunks", "stack of a generator", "tensor as a slice start",
         "gather index without its axis", "len of a generator", "randint's size", "multinomial of 4-D",
@@ -1349,6 +1350,10 @@ def test_check_called_without_the_name_or_with_another_exercises_answer_says_how
         check(split_heads)
     with pytest.raises(CheckFailed, match=r'^✗ merge_heads — check needs your answer after its name'):
         check("merge_heads")
+    with pytest.raises(CheckFailed, match=r"^✗ check takes the exercise's name, then your answer"):
+        check()                                            # Python's "missing 1 required positional argument"
+    with pytest.raises(CheckFailed, match=r"nothing more: the checks choose the inputs \(positive= is not one"):
+        check("merge_heads", merge_heads, positive=0)      # Python's "unexpected keyword argument" (09's learner)
     with pytest.raises(CheckFailed, match=r'^✗ merge_heads — this check got split_heads, the answer to another '
                                           r'exercise: write check\("merge_heads", merge_heads\)\.$'):
         check("merge_heads", split_heads)

@@ -132,7 +132,8 @@ def _install_handler() -> None:
 _NOTHING = object()
 
 
-def check(name: str, answer=_NOTHING, *, suite: str = "visible", device=None, seed: int | None = None) -> None:
+def check(name: str = _NOTHING, answer=_NOTHING, *, suite: str = "visible", device=None, seed: int | None = None,
+          **extra) -> None:
     """Check ``answer`` (the learner's function or class) against exercise ``name``.
 
     Prints one ✓ line when every case agrees with the reference; raises :class:`CheckFailed`
@@ -140,6 +141,12 @@ def check(name: str, answer=_NOTHING, *, suite: str = "visible", device=None, se
     """
     from course_lib.device import get_device
     _install_handler()
+    if name is _NOTHING:
+        raise CheckFailed("✗ check takes the exercise's name, then your answer: check(\"split_heads\", split_heads).")
+    if extra:
+        raise CheckFailed(f"✗ check takes the exercise's name and your answer, nothing more: the checks choose the "
+                          f"inputs ({', '.join(f'{k}=' for k in extra)} is not one of its settings; those are suite=, "
+                          f"device= and seed=).")
     if not isinstance(name, str):
         given = getattr(name, "__name__", "name")
         raise CheckFailed(f"✗ check takes the exercise's name first, then your answer: check(\"{given}\", {given}).")

@@ -108,6 +108,10 @@ TORCH_ERRORS = {
     **dict.fromkeys(("Expected target size", "to match target batch_size"),
         "F.cross_entropy reads (N, V) logits with (N,) targets (or (N, V, T) with (N, T)): flatten\n"
         "batch and time first, logits.reshape(-1, V) and targets.reshape(-1)."),
+    "multi-target not supported":
+        "F.cross_entropy's targets here are class ids, one per position: (N,) int64, not one-hot rows\n"
+        "(N, V). F.one_hot is not needed, and without num_classes it makes rows as long as the largest id\n"
+        "present, which changes from batch to batch.",
     **dict.fromkeys(("expected target dtype to be Long", "Expected floating point type for target with class probabilities"),
         "F.cross_entropy's targets are class ids, int64, as they come: not .float() and not one-hot\n"
         "(float targets are read as a probability for every class)."),
