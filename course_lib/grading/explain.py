@@ -108,6 +108,10 @@ TORCH_ERRORS = {
     **dict.fromkeys(("Expected target size", "to match target batch_size"),
         "F.cross_entropy reads (N, V) logits with (N,) targets (or (N, V, T) with (N, T)): flatten\n"
         "batch and time first, logits.reshape(-1, V) and targets.reshape(-1)."),
+    "too many indices for tensor of dimension":
+        "The index names more axes than the tensor has (print its .shape). A common cause: `logits, _ =\n"
+        "model(x)`, written for a model that returns (logits, loss): the course's models return the logits\n"
+        "alone, and unpacking one tensor splits it along its first axis.",
     "multi-target not supported":
         "F.cross_entropy's targets here are class ids, one per position: (N,) int64, not one-hot rows\n"
         "(N, V). F.one_hot is not needed, and without num_classes it makes rows as long as the largest id\n"
