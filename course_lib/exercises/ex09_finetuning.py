@@ -248,6 +248,14 @@ def _ml_qk(sd, config):
     return _load(_swap(sd, "attention.self.query.", "attention.self.key."), config)
 
 
+def _ml_qv(sd, config):
+    return _load(_swap(sd, "attention.self.query.", "attention.self.value."), config)
+
+
+def _ml_kv(sd, config):
+    return _load(_swap(sd, "attention.self.key.", "attention.self.value."), config)
+
+
 def _ml_norms(sd, config):
     sd = dict(sd)
     for i in range(config.n_layers):
@@ -327,6 +335,14 @@ LOADER = Exercise(
         Mistake("query and key swapped", _ml_qk,
                 "attention.self.query goes to attn.q_proj and attention.self.key to attn.k_proj. Swapping\n"
                 "them transposes every score table: q·k for the pair (i, j) becomes the pair (j, i)."),
+        Mistake("query and value swapped", _ml_qv,
+                "attention.self.query goes to attn.q_proj and attention.self.value to attn.v_proj: the values\n"
+                "are what each position passes on, the queries what it asks with. Map each name to its own\n"
+                "projection (the shapes match, so nothing else complains)."),
+        Mistake("key and value swapped", _ml_kv,
+                "attention.self.key goes to attn.k_proj and attention.self.value to attn.v_proj: the keys are\n"
+                "what the queries are scored against, the values what is averaged. Map each name to its own\n"
+                "projection (the shapes match, so nothing else complains)."),
         Mistake("the two LayerNorms of a layer swapped (attention.output.LayerNorm ↔ output.LayerNorm)", _ml_norms,
                 "attention.output.LayerNorm is the norm after attention, norm1; output.LayerNorm, with no\n"
                 "'attention.' in front, is the norm after the feed-forward, norm2: in BERT's names 'output'\n"
