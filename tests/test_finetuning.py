@@ -1807,8 +1807,12 @@ def test_loader_renaming_that_misses_keys_under_strict_false_lists_them():
       "POOLED": "(h * m).sum(1) / m.sum(1).clamp(min=1)"}, "known mistake: the mask inverted (1 - mask) in the pooling"),
     ({"self.dropout = nn.Dropout(dropout)": "self.dropout = nn.Dropout"},
      "self.dropout is the class Dropout itself, not a module built from it"),
+    ({"m = attention_mask.unsqueeze(-1)": "m = attention_mask.unsqueeze(1)"},
+     "attention_mask.unsqueeze(-1), (B, T, 1): unsqueeze(1) makes (B, 1, T)"),
+    ({"POOLED": "(h * m).sum(0) / m.sum(0)"}, "known mistake: mean over the batch axis (dim 0)"),
 ], ids=["squeezed logits", "a LayerNorm before the head", "config.hidden_size", "logits and pooled",
-        "the rate as self.dropout", "pooled over the features", "mask inverted", "the Dropout class kept"])
+        "the rate as self.dropout", "pooled over the features", "mask inverted", "the Dropout class kept",
+        "the mask's axis in the middle", "pooled over the batch"])
 def test_classifier_third_probe(change, said):
     """.squeeze() passed (no case had one sentence, as the notebook's prediction box gives); an extra LayerNorm
     before the head got bare logits; config.hidden_size got Python's words alone. (logits, pooled) got the

@@ -101,6 +101,17 @@ def _batch(g, cfg: BertConfig, B: int, T: int, one_token: int = 0, padded_ids: b
     return {"input_ids": ids, "attention_mask": mask}
 
 
+def _learner_cell(exc: BaseException) -> str:
+    """The whole cell of the answer's innermost frame in the error's traceback ("" if unknown)."""
+    import linecache
+    tb, cell = exc.__traceback__, ""
+    while tb is not None:
+        if _is_learner_frame(tb.tb_frame.f_code.co_filename):
+            cell = "".join(linecache.getlines(tb.tb_frame.f_code.co_filename))
+        tb = tb.tb_next
+    return cell
+
+
 def _eval_output(model: nn.Module, inputs: dict) -> torch.Tensor:
     with torch.no_grad():
         return model.eval()(inputs["input_ids"], inputs["attention_mask"])
@@ -453,6 +464,9 @@ def _call_clf(cls, inputs):
     try:
         logits = _eval_output(model, inputs)
     except RuntimeError as exc:
+        if "must match the size of tensor" in str(exc) and "attention_mask.unsqueeze(1)" in _learner_cell(exc):
+            exc.add_note("attention_mask is (B, T); to weigh the encoder's (B, T, d_model) output it needs an axis "
+                         "at the end,\nattention_mask.unsqueeze(-1), (B, T, 1): unsqueeze(1) makes (B, 1, T).")
         if "mat1 and mat2 shapes cannot be multiplied" in str(exc):
             exc.add_note(f"The head takes vectors of d_model = {inputs['config'].d_model} features. The pooled "
                          f"vector is the mean over the tokens,\naxis 1 of the encoder's (B, T, d_model) output: "
@@ -593,6 +607,17 @@ SENTENCE_CLASSIFIER = Exercise(
                 "the number of real tokens."),
         Mistake("sum instead of mean", _clf(pool=lambda self, h, m: (h * m[..., None].to(h.dtype)).sum(1)),
                 "Divide the masked sum by the number of real tokens of each sentence (mask.sum(1))."),
+        Mistake("mean over the batch axis (dim 0) instead of the tokens (dim 1)",
+                _clf(pool=lambda self, h, m: (h * m[..., None].to(h.dtype)).sum(0)
+                     / m[..., None].to(h.dtype).sum(0).clamp(min=1)),
+                "The encoder's output is (B, T, d_model): axis 0 holds the sentences, axis 1 their tokens. Each\n"
+                "sentence's vector is the mean over its own tokens, axis 1: (h * m).sum(1) / m.sum(1)."),
+        Mistake("tanh applied to the pooled vector (BERT's pooler)",
+                _clf(pool=lambda self, h, m: torch.tanh((h * m[..., None].to(h.dtype)).sum(1)
+                                                        / m[..., None].to(h.dtype).sum(1).clamp(min=1))),
+                "BERT's pooler puts a dense layer and tanh on the first token; all-MiniLM-L6-v2 was trained\n"
+                "with the plain mean of the token vectors, and the contract is that mean, with nothing after it\n"
+                "but dropout and the head."),
         Mistake("max pooling instead of the mean",
                 _clf(pool=lambda self, h, m: h.masked_fill(~m.bool()[..., None], float("-inf")).amax(1)),
                 "The contract is mean pooling over the real tokens."),
@@ -1456,6 +1481,12 @@ def _mp_recall_over_negatives(preds, labels, positive=1):
     return _prf_from(tp, fp, tn)
 
 
+def _mp_precision_over_all(preds, labels, positive=1):
+    tp, fp, fn = _counts(preds, labels, positive)
+    p, (_, r, _) = tp / len(preds), _prf_from(tp, fp, fn)
+    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+
+
 def _mp_denominators_alike(which):
     """Precision over TP + FN, or recall over TP + FP: both then divide by the same count."""
     def wrong(preds, labels, positive=1):
@@ -1553,6 +1584,9 @@ PRF = Exercise(
                 "preds * labels counts a true positive as 1 only when both ids are 0 or 1: with class 2 a\n"
                 "product is 4, and 1 - preds is negative, so counts (and precision) leave [0, 1]. Make 0/1\n"
                 "masks first: (preds == positive) & (labels == positive), and the like."),
+        Mistake("precision as TP / N, over every prediction", _mp_precision_over_all,
+                "Precision is over the positions predicted positive only, TP / (TP + FP): of the sentences\n"
+                "called fresh, how many were. Divided by every prediction, it also counts those called rotten."),
         Mistake("recall as TP / (TP + TN): true negatives where the false negatives belong", _mp_recall_over_negatives,
                 "Recall asks how many of the real positives were found: TP / (TP + FN), where FN are the\n"
                 "positive labels predicted as something else. True negatives are not positives at all."),
