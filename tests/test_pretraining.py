@@ -1463,3 +1463,14 @@ def test_mlm_labels_filled_with_mask_id_are_told_it_is_mask_id():
         "torch.full_like(tokens, -100))", "torch.full_like(tokens, mask_id))")
     r = _evaluate("mlm_mask", _answer(source, "mlm_mask"))
     assert not r.passed and "labels are 0 (this case's mask_id) at" in r.message, r.message
+
+
+def test_a_bare_attribute_that_is_no_forgotten_call_is_left_alone():
+    """The line `x.shape` (left from a print) does nothing either, but it is no forgotten call: a right answer with
+    it passes."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+    source = _TRAIN_STEP.replace("CLIP", "clip_grad_norm(model.parameters(), max_norm)").replace(
+        "    x, y = batch\n", "    x, y = batch\n    x.shape\n")
+    r = evaluate(get_exercise("train_step"), _answer(source, "train_step"), source=source)
+    assert r.passed, r.message

@@ -662,6 +662,10 @@ def static_problems(ex: Exercise, source: str | None) -> list[str]:
                         if p]
 
 
+_CALLED_FOR_EFFECT = {"backward", "step", "zero_grad", "train", "eval", "requires_grad_", "zero_", "fill_",
+                      "manual_seed", "clamp_", "mul_", "add_", "copy_"}
+
+
 def _not_called(source: str) -> str | None:
     """A line that names a method and stops there (loss.backward, optimizer.step): it does nothing, and the checks
     then say what did not happen (no gradient, weights that did not move) without pointing at it."""
@@ -673,7 +677,8 @@ def _not_called(source: str) -> str | None:
     except SyntaxError:
         return None
     for node in ast.walk(tree):
-        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Attribute):
+        if (isinstance(node, ast.Expr) and isinstance(node.value, ast.Attribute)
+                and node.value.attr in _CALLED_FOR_EFFECT):        # not x.shape left from a print, say
             said = ast.unparse(node.value)
             return (f"has the line `{said}` (line {node.lineno}), which names the method without calling it, so "
                     f"nothing happens there: write {said}().")
