@@ -1474,3 +1474,17 @@ def test_a_bare_attribute_that_is_no_forgotten_call_is_left_alone():
         "    x, y = batch\n", "    x, y = batch\n    x.shape\n")
     r = evaluate(get_exercise("train_step"), _answer(source, "train_step"), source=source)
     assert r.passed, r.message
+
+
+@pytest.mark.parametrize("backward, named", [
+    ("(loss * x.numel()).backward()", "the loss multiplied by the number of positions before backward"),
+    ("loss.backward(retain_graph=True)\n    loss.backward()", "backward called twice (retain_graph=True)"),
+    ("(loss / x.shape[0]).backward()", "the loss divided by the batch size before backward"),
+])
+def test_train_step_with_gradients_at_another_scale_is_named(backward, named):
+    """Clipping to 0.1 hides most of a scale on the gradients: these were named "clipped by max_norm / norm,
+    without clip_grad_norm's + 1e-6" or "float32 rounding", neither of which they did (a learner's tries)."""
+    source = _TRAIN_STEP.replace("CLIP", "clip_grad_norm(model.parameters(), max_norm)").replace(
+        "loss.backward()", backward)
+    for r in _evaluate_both("train_step", _answer(source, "train_step")).values():
+        assert not r.passed and f"known mistake: {named}" in r.message, r.message

@@ -1494,6 +1494,22 @@ def _m_no_zero_grad(model, batch, optimizer, max_norm):
     return loss.item()
 
 
+def _scaled_backward(factor, twice=False):
+    """The right step with the gradients of factor(x) · loss (loss * B·T, loss / B), or of the loss backed up
+    twice (retain_graph=True): clipping and the tiny model hide most of it where the norm is above max_norm."""
+    def step(model, batch, optimizer, max_norm):
+        x, y = batch
+        optimizer.zero_grad()
+        loss = ref.lm_loss(model(x), y)
+        (loss * factor(x)).backward(retain_graph=twice)
+        if twice:
+            loss.backward()
+        clip_grad_norm(model.parameters(), max_norm)
+        optimizer.step()
+        return loss.item()
+    return step
+
+
 def _m_zero_grad_last(model, batch, optimizer, max_norm):
     loss = _m_no_zero_grad(model, batch, optimizer, max_norm)
     optimizer.zero_grad()                                     # only now: the old gradients were used
@@ -1671,6 +1687,18 @@ TRAIN_STEP = Exercise(
         Mistake("the gradient norm returned (what clip_grad_norm gives back), not the loss", _m_returns_the_norm,
                 "clip_grad_norm returns the gradients' norm before clipping, a useful number to log; train_step\n"
                 "returns the loss of the batch, loss.item(), taken before the update."),
+        Mistake("backward called twice (retain_graph=True): every gradient doubled", _scaled_backward(lambda x: 1.0, True),
+                "Each loss.backward() adds its gradients to .grad, so two of them double every gradient. Call it\n"
+                "once per step (retain_graph is for backing up through the same graph again on purpose)."),
+        Mistake("the loss multiplied by the number of positions before backward (a sum's gradients)",
+                _scaled_backward(lambda x: x.numel()),
+                "lm_loss is a mean over the B·T positions, and its gradients are those of the mean: scaled by\n"
+                "B·T they are a sum's, B·T times larger. Where clipping bounds them you hardly see it; where it\n"
+                "does not (max_norm above the norm), the step is B·T times too long. Call loss.backward() as is."),
+        Mistake("the loss divided by the batch size before backward", _scaled_backward(lambda x: 1 / x.shape[0]),
+                "lm_loss already averages over every position, batch included: dividing by B again makes the\n"
+                "gradients B times too small, and the steps too short where clipping does not act. Call\n"
+                "loss.backward() on the loss as it is."),
         Mistake("gradients not zeroed", _m_no_zero_grad,
                 "Call optimizer.zero_grad() before backward: otherwise each step adds the previous\n"
                 "step's gradients to this one's."),
