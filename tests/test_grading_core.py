@@ -1452,3 +1452,32 @@ def test_a_view_after_a_transpose_is_told_its_own_line_with_reshape():
         check("merge_heads", space["merge_heads"])
     said = " ".join(str(info.value).split())
     assert "copies where it must: return x.transpose(1, 2).reshape(B, T, H * D)" in said and "logits" not in said, said
+
+
+def test_a_forbidden_name_in_a_label_string_is_no_call():
+    """"SGD" as a label in the answer cell's own test loop (`for label, mu in [("SGD", 0.0), ...]`) was refused as a
+    call of torch.optim.SGD "named in a string", in a check and in grading; a lookup by name still is refused."""
+    from course_lib.grading.forbid import scan_source
+    from course_lib.grading.spec import get_exercise
+    forb = get_exercise("SGDMomentum").all_forbidden
+    cell = "class SGDMomentum:\n    pass\n\nfor label, mu in [('SGD', 0.0), ('momentum', 0.9)]:\n    print(label, mu)\n"
+    assert scan_source(cell, forb, own_names=["SGDMomentum"]) == []
+    for lookup in ("getattr(torch.optim, 'SGD')", "vars(torch.optim)['SGD']", "torch.optim.__dict__.get('SGD')"):
+        assert scan_source(f"import torch\nopt = {lookup}\n", forb), lookup
+
+
+def test_the_source_of_a_class_is_not_read_from_a_cell_of_a_longer_name(monkeypatch):
+    """A class's source comes from IPython's history (Python 3.11 cannot read a notebook class's file): the search
+    for "class Adam" found AdamW's cell, so Adam's check read AdamW's cell's static problems (a helper's run)."""
+    import IPython
+
+    from course_lib.grading import _source_of
+    adam = "class Adam:\n    pass\n"
+    adamw = "class AdamW(Adam):\n    pass\n\nprint('AdamW')\n"
+
+    class Shell:
+        user_ns = {"In": ["", adam, adamw]}
+    monkeypatch.setattr(IPython, "get_ipython", lambda: Shell())
+    ns = {}
+    exec(compile(adam, "<no file for this class>", "exec"), ns)
+    assert _source_of(ns["Adam"]) == adam

@@ -47,8 +47,9 @@ def _source_of(obj) -> str | None:
     except Exception:
         history = []
     name = getattr(obj, "__name__", "")
+    defines = re.compile(rf"^\s*(class|def)\s+{re.escape(name)}\b", re.MULTILINE)   # not "class AdamW" for Adam
     for cell in reversed(history):
-        if f"class {name}" in cell or f"def {name}" in cell:
+        if name and defines.search(cell):
             return cell
     return None
 

@@ -151,6 +151,7 @@ def scan_source(source: str, forbidden: Iterable[Forbidden], own_names: Iterable
             for a in node.names:
                 aliases[a.asname or a.name] = f"{node.module}.{a.name}"
     own_variables = _bound_names(tree) - set(aliases)
+    looked_up = _looked_up_strings(tree)
     problems: list[str] = []
 
     def add(text: str) -> None:
@@ -172,7 +173,7 @@ def scan_source(source: str, forbidden: Iterable[Forbidden], own_names: Iterable
                 add(f"uses {node.value}, which answer cells may not use: {ATTRIBUTE_HATCHES[node.value]}")
             for f in forbidden:
                 last = f.target.rsplit(".", 1)[-1]
-                if node.value == last and last not in own:
+                if node.value == last and last not in own and id(node) in looked_up:
                     add(f"calls {f.display} (named in a string): {f.reason}")
         attr = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None
         if attr in ATTRIBUTE_HATCHES:
@@ -193,6 +194,21 @@ def scan_source(source: str, forbidden: Iterable[Forbidden], own_names: Iterable
                                           f"{ESCAPE_HATCHES['get_ipython'].removeprefix('it ')}): move it into a "
                                           f"cell of your own")
     return problems
+
+
+def _looked_up_strings(tree: ast.AST) -> set[int]:
+    """ids of the string constants used to look a name up: getattr(torch, "softmax"), vars(F)["softmax"],
+    torch.__dict__.get("softmax"). A label ("SGD" in a print or a plot's legend) is no call."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            name = getattr(node.func, "id", getattr(node.func, "attr", ""))
+            if name in ("getattr", "hasattr", "__getattribute__", "__getattr__", "get", "attrgetter",
+                        "import_module", "__import__", "eval"):
+                found.update(id(a) for a in node.args if isinstance(a, ast.Constant))
+        elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+            found.add(id(node.slice))
+    return found
 
 
 def _bound_names(tree: ast.AST) -> set[str]:
