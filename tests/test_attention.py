@@ -1014,7 +1014,7 @@ _PAD_LOOP = """def padding_mask(lengths, T):
 @pytest.mark.parametrize("source, refused", [
     (_PAD_LOOP.replace(" DEVICE", "").replace(" MOVE", ""), "returned a tensor on meta, the default device there"),
     ("def padding_mask(lengths, T):\n    return (torch.arange(T)[None, :] < lengths[:, None].cpu())[:, None, None, :]\n",
-     "with torch's default device set to meta failed: Expected all tensors to be on the same device"),
+     "returned a tensor on meta, the default device there, not on its inputs' device"),    # on a GPU: on the CPU
     (_PAD_LOOP.replace(" DEVICE", ", device=lengths.device").replace(" MOVE", ""), None),
     (_PAD_LOOP.replace(" DEVICE", "").replace(" MOVE", ".to(lengths.device)"), None),
 ], ids=["loop into a cpu tensor", "arange against lengths.cpu()", "loop on lengths' device", "loop, then moved"])
@@ -1125,3 +1125,20 @@ def test_mha_third_probe(change, said):
     the cache was named 'k made with q_proj'); v made with k_proj got bare numbers; dropout on v before the
     split was told it dropped the merged output, which it never touched (the two drop the same features)."""
     _grade_changed_mha(change, said)
+
+
+def test_padding_mask_computed_on_a_cpu_copy_and_moved_back_passes():
+    """`torch.arange(T) < lengths.to('cpu').unsqueeze(1)`, then `.to(lengths.device)`, is right on a GPU (both sides
+    on the CPU there), and was refused by the check that puts torch's default device on meta (a helper's run);
+    without the copy it still is."""
+    import linecache
+    for copy, passes in ((".to('cpu')", True), ("", False)):
+        src = (f"def padding_mask(lengths, T):\n    keep = torch.arange(T) < lengths{copy}.unsqueeze(1)\n"
+               f"    return keep[:, None, None, :].to(lengths.device)\n")
+        name = f"<answer padding_mask{copy}>"
+        linecache.cache[name] = (len(src), None, src.splitlines(True), name)
+        ns = {"torch": torch}
+        exec(compile(src, name, "exec"), ns)
+        for suite in ("visible", "hidden"):
+            r = evaluate(get_exercise("padding_mask"), ns["padding_mask"], suite=suite)
+            assert r.passed == passes, r.message

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import torch
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_map
 
 from .engine import answer_is_running, describe_error, refuse_on_gpu
 from .explain import _learner_line
@@ -133,18 +133,38 @@ class _DefaultOnMeta(TorchFunctionMode):
     the inputs. Refuses an op that mixes such a tensor (one or more dimensions, or written in place) with a
     CPU one."""
 
+    def __init__(self):
+        super().__init__()
+        self.to_cpu: list[torch.Tensor] = []        # what the answer moved to the CPU itself (.cpu(), .to("cpu"))
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
+        if name == "cpu" or (name == "to" and any(
+                str(a) == "cpu" for a in (*args[1:], kwargs.get("device")) if isinstance(a, (str, torch.device)))):
+            out = func(*args, **kwargs)
+            self.to_cpu.append(out)
+            return out
+        tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        from_cpu_copy = any(t is moved for t in tensors for moved in self.to_cpu)
         if name not in _ACROSS_DEVICES:
-            tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+            if from_cpu_copy and any(t.is_meta for t in tensors):
+                # on a GPU, what the answer computes from its own .cpu() copy is on the CPU, beside the tensors
+                # made without device=: here that CPU is meta, so the copy goes there too
+                args, kwargs = tree_map(lambda t: t.to("meta") if isinstance(t, torch.Tensor) and any(
+                    t is moved for moved in self.to_cpu) else t, (args, kwargs))
+                tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+                from_cpu_copy = False
             if any(t.device.type == "cpu" for t in tensors) and any(t.is_meta for t in tensors):
                 written = _written(name, args)
                 if any(t.is_meta and (t.dim() > 0 or t is written) for t in tensors):
                     raise RuntimeError("Expected all tensors to be on the same device, but found at least two "
                                        "devices, meta and cpu!")
                 raise _CannotTell()
-        return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        if from_cpu_copy:                          # lengths.cpu().unsqueeze(1): still the answer's CPU copy
+            self.to_cpu += [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+        return out
 
 
 def check_made_on_default(call: Callable[[], Any], called: str, fix: str) -> None:
