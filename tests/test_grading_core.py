@@ -1481,3 +1481,14 @@ def test_the_source_of_a_class_is_not_read_from_a_cell_of_a_longer_name(monkeypa
     ns = {}
     exec(compile(adam, "<no file for this class>", "exec"), ns)
     assert _source_of(ns["Adam"]) == adam
+
+
+def test_a_def_line_with_positional_only_parameters_is_told_to_drop_the_slash():
+    """split_heads(x, n_heads, /) got Python's "got some positional-only arguments passed as keyword arguments"
+    alone (a helper's run)."""
+    from course_lib.grading.spec import get_exercise
+    ns = {}
+    exec("def split_heads(x, n_heads, /):\n    B, T, C = x.shape\n"
+         "    return x.reshape(B, T, n_heads, C // n_heads).transpose(1, 2)\n", ns)
+    r = evaluate(get_exercise("split_heads"), ns["split_heads"])
+    assert not r.passed and "a / in the def line makes those\n  before it positional-only" in r.message, r.message

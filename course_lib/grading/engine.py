@@ -170,7 +170,10 @@ def describe_error(exc: BaseException) -> dict[str, str | bool]:
     notes = "\n".join(getattr(exc, "__notes__", ()))[:1000]   # what a check's own code added: where it happened, what it means
     if not notes:
         renamed = not where and isinstance(exc, TypeError) and "unexpected keyword argument" in str(exc)
-        notes = RENAMED_PARAMETER if renamed else explain(exc)
+        slash = not where and isinstance(exc, TypeError) and "positional-only arguments passed as keyword" in str(exc)
+        notes = (RENAMED_PARAMETER if renamed else
+                 "The checks pass the arguments by name (x=..., n_heads=...): a / in the def line makes those\n"
+                 "before it positional-only. Leave the / out, as the stub does." if slash else explain(exc))
     return {"type": type(exc).__name__, "message": str(exc)[:1000], "where": where, "stub": stub, "notes": notes,
             "verdict": verdict, "stub_of": elsewhere if stub else ""}
 
