@@ -1462,6 +1462,8 @@ def test_a_forbidden_name_in_a_label_string_is_no_call():
     forb = get_exercise("SGDMomentum").all_forbidden
     cell = "class SGDMomentum:\n    pass\n\nfor label, mu in [('SGD', 0.0), ('momentum', 0.9)]:\n    print(label, mu)\n"
     assert scan_source(cell, forb, own_names=["SGDMomentum"]) == []
+    keys = "cache = {'SGD': 1}\nx = cache['SGD'] + cache.get('SGD')\n"       # a dict's keys: no lookup in torch
+    assert scan_source(keys, forb) == []
     for lookup in ("getattr(torch.optim, 'SGD')", "vars(torch.optim)['SGD']", "torch.optim.__dict__.get('SGD')"):
         assert scan_source(f"import torch\nopt = {lookup}\n", forb), lookup
 

@@ -1061,3 +1061,17 @@ def test_parameters_made_with_torch_empty_are_told_so():
     filled = src.replace("torch.empty(d))\n        self.bias", "torch.empty(d).fill_(1.0))\n        self.bias").replace(
         "nn.Parameter(torch.empty(d))\n        self.eps", "nn.Parameter(torch.empty(d).zero_())\n        self.eps")
     assert all(r.passed for r in _both_suites("LayerNorm", _learner_cell(filled, "LayerNorm", ref=ref)))
+
+
+@pytest.mark.parametrize("line", ["print(out.detach().cpu().numpy().shape)", "print('var', var.flatten().tolist()[:3])"])
+def test_a_debugging_print_that_copies_values_out_does_not_fail_a_right_answer(line):
+    """A print of values copied to the CPU (.cpu(), .tolist()) ended the meta run (in place of a GPU), and the right
+    answer was told its result comes back on the CPU; on a GPU the print only waits (a helper's run)."""
+    src = ("def layer_norm(x, weight, bias, eps=1e-5):\n    mean = x.mean(-1, keepdim=True)\n"
+           "    var = x.var(-1, keepdim=True, unbiased=False)\n"
+           "    out = (x - mean) / torch.sqrt(var + eps) * weight + bias\n    LINE\n    return out\n")
+    for r in _both_suites("layer_norm", _learner_cell(src.replace("LINE", line), "layer_norm")):
+        assert r.passed, r.message
+    copied = src.replace("LINE", "out = torch.tensor(out.tolist())")      # a copy the result is made of: refused
+    for r in _both_suites("layer_norm", _learner_cell(copied, "layer_norm")):
+        assert not r.passed, r.message

@@ -203,10 +203,14 @@ def _looked_up_strings(tree: ast.AST) -> set[int]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             name = getattr(node.func, "id", getattr(node.func, "attr", ""))
+            looks_in_namespace = name != "get" or getattr(node.func.value, "attr", None) == "__dict__" or getattr(
+                getattr(node.func.value, "func", None), "id", None) in ("vars", "globals", "locals")
             if name in ("getattr", "hasattr", "__getattribute__", "__getattr__", "get", "attrgetter",
-                        "import_module", "__import__", "eval"):
+                        "import_module", "__import__", "eval") and looks_in_namespace:
                 found.update(id(a) for a in node.args if isinstance(a, ast.Constant))
-        elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+        elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) and (    # not cache["grad"]
+                getattr(node.value, "attr", None) == "__dict__"
+                or getattr(getattr(node.value, "func", None), "id", None) in ("vars", "globals", "locals")):
             found.add(id(node.slice))
     return found
 

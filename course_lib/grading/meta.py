@@ -102,8 +102,8 @@ def check_on_meta(call: Callable[[], Any], called: str, fix: str, *, may_copy: b
         elif _NUMPY in text:            # .numpy() of a tensor on another device: never right (.cpu() first is)
             said, means = text.split(".")[0], ("It goes through numpy, whose arrays live on the CPU only: on a GPU "
                                                ".numpy() fails the same way, and autograd cannot follow numpy.")
-        elif may_copy:
-            return
+        elif may_copy or (_COPIED_OUT in text and _learner_line(exc)[1].lstrip().startswith("print(")):
+            return                      # a value copied out to be printed: on a GPU a wait, the result unchanged
         elif _COPIED_OUT in text and ".numpy(" in _learner_line(exc)[1]:     # x.cpu().numpy(): .cpu() refused
             said, means = text.split(";")[0], ("It goes through numpy (.cpu().numpy()), whose arrays live on the CPU "
                                                "only: on a GPU the result comes back on the CPU, and autograd cannot "
