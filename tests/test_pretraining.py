@@ -1415,16 +1415,6 @@ def test_train_step_that_gives_the_model_the_whole_batch_is_told_to_unpack_it():
     assert not r.passed and "it takes no targets and returns no loss, unlike nanoGPT's GPT" in r.message, r.message
 
 
-def test_sample_that_never_updates_idx_is_told_to_append_to_the_text_so_far():
-    """out = torch.cat([idx, nxt], 1) in the loop, idx never reassigned, got only "returned a (2, 7) int64 tensor"
-    (a learner's try)."""
-    source = _TOP_K_BY.replace("THRESHOLD", "torch.topk(logits, top_k, dim=-1).values[:, -1:]").replace(
-        "        idx = torch.cat([idx, nxt], dim=1)\n    return idx\n", "        out = torch.cat([idx, nxt], dim=1)\n    return out\n")
-    r = _evaluate("sample", _answer(source, "sample"))
-    assert not r.passed and "the prompt and one new token, not 10. Each step appended its token to the prompt" \
-        in r.message, r.message
-
-
 def test_a_method_named_but_not_called_is_pointed_at():
     """`loss.backward` without () was told "the weights did not move: optimizer.step() never called, or the
     gradients zeroed before it", both of which it did right (a learner's try)."""
@@ -1437,14 +1427,19 @@ def test_a_method_named_but_not_called_is_pointed_at():
                              "calling it, so nothing happens there: write loss.backward().") in r.message, r.message
 
 
-def test_sample_that_stops_when_the_text_reaches_max_new_tokens_is_told_so():
-    """`while idx.shape[1] < max_new_tokens` (the whole text capped) returned (2, 10) and was told "only the new
-    tokens returned", though it kept the prompt (a learner's try)."""
-    source = _TOP_K_BY.replace("THRESHOLD", "torch.topk(logits, top_k, dim=-1).values[:, -1:]").replace(
-        "    for _ in range(max_new_tokens):", "    while idx.shape[1] < max_new_tokens:")
+@pytest.mark.parametrize("old, new, says", [
+    ("        idx = torch.cat([idx, nxt], dim=1)\n    return idx\n", "        out = torch.cat([idx, nxt], dim=1)\n    return out\n",
+     "the prompt and one new token, not 10. Each step appended its token to the prompt"),
+    ("    for _ in range(max_new_tokens):", "    while idx.shape[1] < max_new_tokens:",
+     "the prompt and 4 new tokens, not 10. Draw max_new_tokens tokens"),
+], ids=["idx never updated", "the whole text capped"])
+def test_sample_with_too_few_new_tokens_is_told_why(old, new, says):
+    """out = torch.cat([idx, nxt], 1) in the loop, idx never reassigned, got only "returned a (2, 7) int64 tensor";
+    `while idx.shape[1] < max_new_tokens` returned (2, 10) and was told "only the new tokens returned", though it
+    kept the prompt (learners' tries)."""
+    source = _TOP_K_BY.replace("THRESHOLD", "torch.topk(logits, top_k, dim=-1).values[:, -1:]").replace(old, new)
     r = _evaluate("sample", _answer(source, "sample"))
-    assert not r.passed and "the prompt and 4 new tokens, not 10. Draw max_new_tokens tokens" in r.message, r.message
-    assert "only the new tokens returned" not in r.message, r.message
+    assert not r.passed and says in r.message and "only the new tokens returned" not in r.message, r.message
 
 
 def test_mlm_mask_choosing_with_randn_is_told_to_draw_uniformly():
