@@ -78,17 +78,9 @@ def _show_check_failure(shell, etype, value, tb, tb_offset=None):
 def _unwritten_answer(error: NotImplementedError) -> str | None:
     """A demo cell run before the answer it calls is written: the answer cell's own `raise NotImplementedError()`,
     said in one line (a check cell says it in its verdict). None for any other NotImplementedError."""
-    if not describe_error(error)["stub"]:
+    name = describe_error(error)["stub_of"]                # LoRALinear.forward, in another cell than this one
+    if not name:
         return None
-    tb, files = error.__traceback__, []
-    while tb is not None:
-        code = tb.tb_frame.f_code
-        if _is_learner_frame(code.co_filename):
-            files.append(code.co_filename)
-        tb = tb.tb_next
-    if len(files) < 2 or files[-1] == files[0] or code.co_name == "<module>":     # raised by this very cell
-        return None
-    name = getattr(code, "co_qualname", code.co_name)                  # LoRALinear.forward, not forward
     return (f"✗ this cell calls your {name}, which is not written yet: its answer cell still raises "
             f"NotImplementedError.\n  Answer that exercise (its check shows ✓ when it is right), then run this cell "
             f"again.")

@@ -7,7 +7,9 @@ known mistake when the answer matches one, and writes the message.
 """
 from __future__ import annotations
 
+import ast
 import contextvars
+import inspect
 import linecache
 import os
 import traceback
@@ -18,8 +20,8 @@ from typing import Any, Callable
 import torch
 
 from .compare import Difference, compare
-from .explain import RENAMED_PARAMETER, explain
-from .forbid import CallWatcher, scan_source
+from .explain import POSITIONAL_ONLY, RENAMED_PARAMETER, explain
+from .forbid import CallWatcher, python_source, scan_source
 from .hints import hint_text
 from .spec import Case, Exercise, Mistake
 from .values import TensorValue, capture
@@ -171,9 +173,7 @@ def describe_error(exc: BaseException) -> dict[str, str | bool]:
     if not notes:
         renamed = not where and isinstance(exc, TypeError) and "unexpected keyword argument" in str(exc)
         slash = not where and isinstance(exc, TypeError) and "positional-only arguments passed as keyword" in str(exc)
-        notes = (RENAMED_PARAMETER if renamed else
-                 "The checks pass the arguments by name (x=..., n_heads=...): a / in the def line makes those\n"
-                 "before it positional-only. Leave the / out, as the stub does." if slash else explain(exc))
+        notes = RENAMED_PARAMETER if renamed else POSITIONAL_ONLY if slash else explain(exc)
     return {"type": type(exc).__name__, "message": str(exc)[:1000], "where": where, "stub": stub, "notes": notes,
             "verdict": verdict, "stub_of": elsewhere if stub else ""}
 
@@ -661,24 +661,19 @@ def static_problems(ex: Exercise, source: str | None) -> list[str]:
     if not source:
         return []
     problems = scan_source(source, ex.all_forbidden, own_names=[ex.name])
-    return problems or [p for p in [_parameter_order(ex, source), _parameter_converted(source), _not_called(source)]
-                        if p]
+    if problems:                        # a cell that does not parse is one of them
+        return problems
+    tree = ast.parse(python_source(source))
+    return [p for p in (_parameter_order(ex, tree), _parameter_converted(tree), _not_called(tree)) if p]
 
 
 _CALLED_FOR_EFFECT = {"backward", "step", "zero_grad", "train", "eval", "requires_grad_", "zero_", "fill_",
                       "manual_seed", "clamp_", "mul_", "add_", "copy_"}
 
 
-def _not_called(source: str) -> str | None:
+def _not_called(tree: ast.AST) -> str | None:
     """A line that names a method and stops there (loss.backward, optimizer.step): it does nothing, and the checks
     then say what did not happen (no gradient, weights that did not move) without pointing at it."""
-    import ast
-
-    from .forbid import python_source
-    try:
-        tree = ast.parse(python_source(source))
-    except SyntaxError:
-        return None
     for node in ast.walk(tree):
         if (isinstance(node, ast.Expr) and isinstance(node.value, ast.Attribute)
                 and node.value.attr in _CALLED_FOR_EFFECT):        # not x.shape left from a print, say
@@ -691,17 +686,10 @@ def _not_called(source: str) -> str | None:
 _CONVERSIONS = {"to", "cuda", "cpu", "double", "float", "half", "bfloat16", "type"}
 
 
-def _parameter_converted(source: str) -> str | None:
+def _parameter_converted(tree: ast.AST) -> str | None:
     """nn.Parameter(t).to(device) (or .double(), .cuda()...): a plain tensor whenever it changes anything, so the
     module loses the parameter on a GPU, while on the CPU .to("cpu") gives the Parameter back and every check
-    passes. Said from the source, as the CPU cannot show it."""
-    import ast
-
-    from .forbid import python_source
-    try:
-        tree = ast.parse(python_source(source))
-    except SyntaxError:
-        return None
+    passes; nn.Parameter(t) / s, a plain tensor always. Said from the source, as the CPU cannot show the first."""
     def made_here(node) -> bool:
         return isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "Parameter"
 
@@ -719,21 +707,13 @@ def _parameter_converted(source: str) -> str | None:
     return None
 
 
-def _positional(params) -> list[str]:
-    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-
-
-def _parameter_order(ex: Exercise, source: str) -> str | None:
+def _parameter_order(ex: Exercise, tree: ast.AST) -> str | None:
     """The stub's parameters written in another order. Checks that pass them by name cannot see it, while the
     notebook's cells call by position (layer_norm(x, w, b)) and get each value in the wrong parameter."""
-    import ast
-    import inspect
-
-    from .forbid import python_source
     try:
-        stub = _positional(inspect.signature(ex.reference).parameters.values())
-        tree = ast.parse(python_source(source))
-    except (TypeError, ValueError, SyntaxError):
+        stub = [p.name for p in inspect.signature(ex.reference).parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
         return None
     is_class = inspect.isclass(ex.reference)
     defs = [n for n in tree.body if isinstance(n, (ast.ClassDef if is_class else (ast.FunctionDef, ast.AsyncFunctionDef)))

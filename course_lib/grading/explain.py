@@ -190,7 +190,9 @@ TORCH_ERRORS = {
 
 
 # A TypeError at the call itself (no line of the answer in its traceback): the answer's signature renamed a
-# parameter the checks pass by name.
+# parameter the checks pass by name, or made it positional-only.
+POSITIONAL_ONLY = ("The checks pass the arguments by name (x=..., n_heads=...): a / in the def line makes those\n"
+                   "before it positional-only. Leave the / out, as the stub does.")
 RENAMED_PARAMETER = ("The checks call the answer with the parameter names of its signature, by name (weight=...,\n"
                      "labels=...): keep the names the answer cell gave, even where another name reads better.")
 
