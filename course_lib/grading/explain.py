@@ -6,6 +6,9 @@ several causes, the note says "a common cause", never "the cause".
 """
 from __future__ import annotations
 
+import inspect
+import linecache
+import re
 from pathlib import Path
 
 _SAME_DTYPE = ("Tensors of two dtypes met where one is needed (float32 and float64 in a matrix product, say).\n"
@@ -206,7 +209,6 @@ def explain(exc: BaseException) -> str:
                 f"order, and no other cell): define it in this answer cell, above where it is used.")
     why = (_name_replaced(exc) or _module_built_with_inputs(exc) or _argument_not_kept(exc)
            or next((why for key, why in TORCH_ERRORS.items() if key in text), ""))
-    import re
     called = re.match(r"([\w.<>]+)\(\) missing", text)
     if "required positional argument" in text and called and _learner_line(exc)[0] is not None \
             and not _raised_in_learner_def(exc):
@@ -229,8 +231,6 @@ def explain(exc: BaseException) -> str:
 def _raised_in_learner_def(exc: BaseException) -> bool:
     """Whether the answer's own code called a function of the answer's own cells with too few arguments (its
     def line is then the one to read): the TypeError names a function defined in a learner's cell."""
-    import re
-
     frame = _learner_line(exc)[0]
     name = re.match(r"([\w.<>]+)\(\) missing", str(exc))
     if frame is None or name is None:
@@ -245,8 +245,6 @@ def _raised_in_learner_def(exc: BaseException) -> bool:
 
 def _learner_line(exc: BaseException):
     """The innermost frame of the answer's own code in the error's traceback, and its line ("" if unknown)."""
-    import linecache
-
     from .engine import _is_learner_frame
     frame, lineno, tb = None, 0, exc.__traceback__
     while tb is not None:
@@ -259,8 +257,6 @@ def _learner_line(exc: BaseException):
 def _module_built_with_inputs(exc: BaseException) -> str:
     """nn.CrossEntropyLoss(logits, targets): the tensors went to the class's __init__, as its settings, and it
     raised there (about a tensor's truth value, say), not a word of what happened."""
-    import re
-
     tb, inits = exc.__traceback__, []
     while tb is not None:
         code = tb.tb_frame.f_code
@@ -287,9 +283,6 @@ def _module_built_with_inputs(exc: BaseException) -> str:
 def _argument_not_kept(exc: BaseException) -> str:
     """forward reading self.pre_norm, an argument of __init__ it never stored: nn.Module's own words, "object has
     no attribute 'pre_norm'", say nothing of where it should have come from."""
-    import inspect
-    import re
-
     found = re.fullmatch(r"'(\w+)' object has no attribute '(\w+)'", str(exc)) if isinstance(exc, AttributeError) else None
     frame = _learner_line(exc)[0]
     me = frame.f_locals.get("self") if frame is not None else None
@@ -314,8 +307,6 @@ _FUNCTIONAL = {"CrossEntropyLoss": "F.cross_entropy", "MSELoss": "F.mse_loss", "
 def _name_replaced(exc: BaseException) -> str:
     """A module or function of the notebook's (math, torch, F, rearrange) that a later cell gave another value
     (math = None), read as such on the answer's line that raised: say so, rather than what None usually means."""
-    import re
-
     frame, line = _learner_line(exc)
     if frame is None:
         return ""
