@@ -1184,10 +1184,12 @@ def _sampler(model, idx, max_new_tokens, temperature, top_k, generator, crop="en
         context = {"end": idx[:, -model.block_size:], "start": idx[:, :model.block_size], None: idx}[crop]
         logits = model(context)[:, position, :].float() / (1.0 if first_only and step else temperature)
         if top_k is not None:
-            kth = {"k-th": lambda: torch.topk(logits, top_k + extra, dim=-1, largest=largest).values[:, -1:],
-                   "largest": lambda: torch.topk(logits, top_k, dim=-1).values[:, :1],
-                   "over the batch": lambda: torch.topk(logits, min(top_k, len(logits)), dim=0).values[-1:, :],
-                   }[threshold]()
+            if threshold == "largest":              # values[:, 0]: one token kept
+                kth = torch.topk(logits, top_k, dim=-1).values[:, :1]
+            elif threshold == "over the batch":       # topk over dim 0: the rows ranked against one another
+                kth = torch.topk(logits, min(top_k, len(logits)), dim=0).values[-1:, :]
+            else:
+                kth = torch.topk(logits, top_k + extra, dim=-1, largest=largest).values[:, -1:]
             logits = logits.masked_fill(logits < kth if largest else logits > kth, fill)
         if greedy:
             nxt = logits.argmax(-1, keepdim=True)

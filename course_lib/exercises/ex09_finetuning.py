@@ -7,6 +7,7 @@ the real all-MiniLM-L6-v2 weights are used by the notebook itself and by the tes
 from __future__ import annotations
 
 import dataclasses
+import linecache
 import math
 import re
 
@@ -16,6 +17,7 @@ from torch.nn import functional as F
 
 from course_lib.grading import gradients
 from course_lib.grading.engine import _is_learner_frame, describe_error, refuse_on_gpu
+from course_lib.grading.explain import _learner_line
 from course_lib.grading.meta import also_on_meta
 from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
 from course_lib.models.bert import BertConfig, BertEncoder
@@ -103,13 +105,8 @@ def _batch(g, cfg: BertConfig, B: int, T: int, one_token: int = 0, padded_ids: b
 
 def _learner_cell(exc: BaseException) -> str:
     """The whole cell of the answer's innermost frame in the error's traceback ("" if unknown)."""
-    import linecache
-    tb, cell = exc.__traceback__, ""
-    while tb is not None:
-        if _is_learner_frame(tb.tb_frame.f_code.co_filename):
-            cell = "".join(linecache.getlines(tb.tb_frame.f_code.co_filename))
-        tb = tb.tb_next
-    return cell
+    frame = _learner_line(exc)[0]
+    return "".join(linecache.getlines(frame.f_code.co_filename)) if frame is not None else ""
 
 
 def _eval_output(model: nn.Module, inputs: dict) -> torch.Tensor:
