@@ -6,6 +6,7 @@ from __future__ import annotations
 import linecache
 from types import SimpleNamespace
 
+import nbformat
 import pytest
 
 from course_lib.grading import cells
@@ -43,6 +44,8 @@ def nb(monkeypatch):
     monkeypatch.setattr(cells, "_runs", {})
     monkeypatch.setattr(cells, "_latest", {})
     monkeypatch.setattr(cells, "_marked", False)
+    monkeypatch.setattr(cells, "current_id", None)
+    monkeypatch.setattr(cells, "seen_ids", set())
     book = Notebook()
     book.run(SETUP, setup=True)
     return book
@@ -207,3 +210,32 @@ def test_an_answer_defined_by_another_exercises_answer_cell_is_named(nb, monkeyp
     nb.run("def split_heads(x, n_heads):\n    return rearrange(x, 'b t (h d) -> b h t d', h=n_heads)\n",
            answer="split_heads")                                       # its own cell run again: checked as usual
     assert cells.answer_cell_of_another(nb.space["split_heads"], "split_heads") is None
+
+
+def test_a_name_error_is_placed_only_in_the_notebook_this_kernel_runs(nb, monkeypatch, tmp_path):
+    """unrun.note reads the notebook JupyterLab started the kernel for (JPY_SESSION_NAME): the cell that sets the
+    name, by its first line of code and the heading above it. Another notebook (the file renamed or replaced since the
+    kernel started: none of its cell ids ran here), no path, or a missing file: nothing is said."""
+    from course_lib.grading import unrun
+    cell = nbformat.v4.new_code_cell
+    book = nbformat.v4.new_notebook(cells=[cell(SETUP, id="c1"), nbformat.v4.new_markdown_cell("Text\n## Train it\nmore"),
+                                           cell("# the size\nmodel_cfg = 3   # small\n", id="k"),
+                                           cell("print(model_cfg)", id="c2")])
+    path = tmp_path / "course.ipynb"
+    nbformat.write(book, path)
+    nb.run("pass")                                     # the cell c2 runs now
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    assert unrun.note("model_cfg", lambda s: s) is None
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))
+    assert unrun.note("model_cfg", lambda s: s) == (
+        "✗ model_cfg is set in a cell above this one that this kernel has not run since it started: the cell beginning "
+        "`model_cfg = 3`, under “Train it”.\n  Run the cells above this one in order (Run ▸ Run All Above Selected "
+        "Cell), then this one again.")
+    assert unrun.note("model_size", lambda s: s) is None                  # set nowhere: Python's "Did you mean"
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "missing.ipynb"))
+    assert unrun.note("model_cfg", lambda s: s) is None
+    for c, new_id in zip(book.cells, ("d1", "m", "k2", "d2")):
+        c.id = new_id
+    nbformat.write(book, path)
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))
+    assert unrun.note("model_cfg", lambda s: s) is None

@@ -295,6 +295,33 @@ def test_a_check_after_an_answer_cell_that_failed_says_where_to_look(tmp_path):
     assert after.outputs[-1].ename == "CheckFailed" and "Traceback" not in "\n".join(after.outputs[-1].traceback)
 
 
+def test_a_name_set_in_a_cell_not_run_says_which_cell(tmp_path, monkeypatch):
+    """Cells run out of order (a restart, then the setup cell and a later one) gave Python's bare "name 'model_cfg'
+    is not defined" (the second learners of 08 and 09). With the notebook's path (JupyterLab puts it in the kernel's
+    JPY_SESSION_NAME) and the cell ids JupyterLab sends, the traceback now ends with the cell that sets the name:
+    above and not run, further down, or run and failed. A name the notebook never sets keeps Python's traceback."""
+    nb = nbformat.read(ROOT / "notebooks" / "00_welcome" / "00_welcome.ipynb", as_version=4)
+    sets = next(i for i, c in enumerate(nb.cells) if c.source.startswith("img = torch.arange"))
+    nb.cells[sets].metadata["tags"] = ["skip-execution"]             # nbclient leaves it unrun, as a learner may
+    new = nbformat.v4.new_code_cell
+    nb.cells[sets + 1:sets + 1] = [new("print(pixels)"), new("failed = 1 / 0\nlate = 2"), new("print(late)"),
+                                   new("print(never_set_anywhere)")]
+    nb.cells.insert(sets, new("print(back)"))                           # back: set by the cell below
+    path = tmp_path / "00_welcome.ipynb"
+    nbformat.write(nb, path)
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))
+    err = {i: "\n".join(o.traceback) for i, o in _errors(_run(path, tmp_path, client_class=_LabClient))}
+    below, above, failed, ran, never = (err[sets], err[sets + 2], err[sets + 3], err[sets + 4], err[sets + 5])
+    assert "NameError" in below and "✗ back is first set further down, in the cell beginning `img = torch.arange(2 " \
+        "* 3 * 4).reshape(2, 3, 4)`, under “einops: reshapes you can read”: this cell comes before it" in below, below
+    assert "print(pixels)" in above and ("✗ pixels is set in a cell above this one that this kernel has not run since "
+                                         "it started: the cell beginning `img = torch.arange") in above, above
+    assert "ZeroDivisionError" in failed and "✗" not in failed
+    assert ("✗ late is set in the cell beginning `failed = 1 / 0`, under “einops: reshapes you can read”, which ran in "
+            "this kernel, but late was not left defined: that cell stopped with an error") in ran, ran
+    assert "never_set_anywhere" in never and "✗" not in never, never
+
+
 def test_a_check_after_its_answer_cell_failed_on_a_rerun_does_not_pass_the_earlier_definition(tmp_path):
     """A right split_heads passed its check; the learner then edited the cell, left a SyntaxError and ran it:
     the check passed again, on the earlier run's function, while the cell grading runs was broken. A lambda

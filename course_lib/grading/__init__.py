@@ -12,7 +12,7 @@ import linecache
 import re
 import sys
 
-from . import cells
+from . import cells, unrun
 from .cells import _codes
 from .engine import DEVICE, _is_learner_frame, describe_error, evaluate
 from .hints import hint_text
@@ -64,13 +64,22 @@ def _show_check_failure(shell, etype, value, tb, tb_offset=None):
                 else _unwritten_answer(value) if issubclass(etype, NotImplementedError) else str(value))
     except Exception:                  # never let IPython drop this handler for the rest of the session
         note = None
-    if note is None:                   # any other NameError or NotImplementedError: IPython's own traceback
+    where = None
+    if note is None and issubclass(etype, NameError):
+        try:                           # a name set in a cell not run: Python's traceback, and which cell
+            where = unrun.note(getattr(value, "name", None), shell.transform_cell)
+        except Exception:
+            where = None
+    if note is None and where is None:   # any other NameError or NotImplementedError: IPython's own traceback
         return shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
     try:
         shell._get_exc_info((etype, value, tb))          # sys.last_value etc., for %debug and %tb
     except Exception:
         pass
-    stb = [f"\x1b[0;31m{etype.__name__}\x1b[0m", note]
+    if where is not None:
+        stb = shell.InteractiveTB.structured_traceback(etype, value, tb, tb_offset=tb_offset) + [where]
+    else:
+        stb = [f"\x1b[0;31m{etype.__name__}\x1b[0m", note]
     shell._showtraceback(etype, note, stb)
     return stb
 

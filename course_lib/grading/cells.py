@@ -27,6 +27,8 @@ _runs: dict[str, set] = {}         # a cell's code as IPython ran it -> the answ
                                    # _SETUP for the setup cell; an empty set: a cell grading does not run
 _latest: dict[str, str] = {}       # an answer cell's grade_id -> its code as last run (earlier versions are gone)
 _marked = False                    # some cell came with nbgrader's marks: the front end sends metadata
+current_id: str | None = None      # the id of the cell running now, as the front end sent it (unrun.py)
+seen_ids: set[str] = set()         # the id of every cell run since course_lib was imported
 
 
 def listen(ip) -> None:
@@ -34,11 +36,13 @@ def listen(ip) -> None:
 
 
 def _note(ip, info) -> None:
-    global _marked
+    global _marked, current_id
     try:
         meta = ip.kernel.get_parent()["metadata"]
         if "cellId" not in meta:
             return
+        current_id = meta["cellId"]
+        seen_ids.add(current_id)
         marks = meta.get("nbgrader") or {}
         _marked = _marked or bool(marks)
         code = ip.transform_cell(info.raw_cell).strip()
