@@ -239,3 +239,29 @@ def test_a_name_error_is_placed_only_in_the_notebook_this_kernel_runs(nb, monkey
     nbformat.write(book, path)
     monkeypatch.setenv("JPY_SESSION_NAME", str(path))
     assert unrun.note("model_cfg", lambda s: s) is None
+
+
+def test_a_cell_that_overwrites_check_or_hint_is_told_once(capsys, monkeypatch):
+    """`check = check("lm_loss", lm_loss)` (check returns None) or `hint = "..."` in a learner's cell made every check
+    cell below fail with "'NoneType' object is not callable" and no word of why (the learners of 08)."""
+    import course_lib.grading as grading
+    monkeypatch.setattr(grading, "_told", {})
+    space = {"check": grading.check, "hint": grading.hint, "x": 1}
+    grading._said_overwritten(space)
+    assert capsys.readouterr().err == ""
+    space["check"] = None
+    grading._said_overwritten(space)
+    told = capsys.readouterr().err
+    assert told.startswith("Note: this cell gave `check` a new value (NoneType); the cells below that call check(...) "
+                           "need the course's.") and "run the setup cell" in told, told
+    grading._said_overwritten(space)                                 # the next cell: said once
+    assert capsys.readouterr().err == ""
+    space["check"] = grading.check                                   # the setup cell run again, then the slip again
+    grading._said_overwritten(space)
+    space["check"], space["hint"] = None, "use rearrange"
+    grading._said_overwritten(space)
+    told = capsys.readouterr().err
+    assert "`check` a new value (NoneType)" in told and "`hint` a new value (str)" in told, told
+    del space["check"], space["hint"]                               # deleted: a NameError says so where it is used
+    grading._said_overwritten(space)
+    assert capsys.readouterr().err == ""

@@ -125,9 +125,33 @@ def _install_handler() -> None:
         ip = _ipython()
         if ip is not None:
             ip.set_custom_exc((CheckFailed, NameError, NotImplementedError), _show_check_failure)
+            ip.events.register("post_run_cell", lambda result: _said_overwritten(ip.user_ns))
             if hasattr(ip, "kernel"):
                 cells.listen(ip)
     except Exception:
+        pass
+
+
+_told: dict[str, int] = {}
+
+
+def _said_overwritten(space: dict) -> None:
+    """After a cell that gave check or hint another value (`check = check("lm_loss", lm_loss)` keeps its None,
+    `hint = "use rearrange"`), a line under it: every check cell below would fail with "'NoneType' object is not
+    callable"."""
+    try:
+        for name, ours in (("check", check), ("hint", hint)):
+            value = space.get(name, ours)
+            if value is ours or getattr(value, "__module__", None) == __name__:
+                _told.pop(name, None)          # the course's again: a later overwrite is told again
+                continue
+            if _told.get(name) == id(value):
+                continue
+            _told[name] = id(value)
+            print(f"Note: this cell gave `{name}` a new value ({type(value).__name__}); the cells below that call "
+                  f"{name}(...) need the course's.\n  Give yours another name, then run the setup cell (the imports "
+                  f"at the top) again to get {name} back.", file=sys.stderr)
+    except Exception:                  # never break a learner's cell
         pass
 
 
