@@ -881,6 +881,20 @@ def test_train_step_check_names_more_mistakes(source, says):
 
 
 
+@pytest.mark.parametrize("source, says", [
+    (_STEP.replace("    optimizer.zero_grad()", "    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)\n"
+                   "    optimizer.zero_grad()"), "the weights changed, but not through the optimizer train_step was given"),
+    (_STEP.replace("    optimizer.step()", "    with torch.no_grad():\n        for p in model.parameters():\n"
+                   "            p -= 0.1 * p.grad"), "its step() never ran"),
+    (_STEP.replace("return loss.item()", "return round(loss.item(), 3)"), "the losses rounded: return loss.item() as it is"),
+], ids=["an optimizer of its own", "an update by hand", "the loss rounded"])
+def test_train_step_that_bypasses_the_optimizer_or_rounds_the_loss_is_told_so(source, says):
+    """The first learners of 08: an AdamW built inside train_step, and round(loss, 3), got "None of the known slips"
+    with two losses a little apart (0.14 in float32, 5e-4 in float64 for the rounding)."""
+    for r in _evaluate_both("train_step", _answer(source, "train_step")).values():
+        assert not r.passed and says in r.message and "None of the known slips" not in r.message, r.message
+
+
 @pytest.mark.parametrize("source", [
     _STEP.replace("loss = F.cross_entropy(logits.reshape", "loss = F.cross_entropy(model(x).reshape"),
     _STEP.replace("    return loss.item()", "    return logged").replace(

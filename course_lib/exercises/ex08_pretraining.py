@@ -1442,6 +1442,8 @@ def _call_step(fn, inputs):
         p.grad = old.clone()
     opt = torch.optim.SGD(model.parameters() if inputs.get("groups", 1) == 1 else
                           [{"params": [model.emb]}, {"params": [model.out]}], lr=inputs["lr"])
+    stepped, step = [], opt.step
+    opt.step = lambda *args, **kwargs: (stepped.append(True), step(*args, **kwargs))[1]
     try:
         got = [fn(model, (inputs["x"], inputs["y"]), opt, inputs["max_norm"]) for _ in range(2)]
     except RuntimeError as exc:
@@ -1453,12 +1455,21 @@ def _call_step(fn, inputs):
                 "around model(x)), or the loss was rebuilt from\nnumbers (.item(), .detach(), torch.tensor(...)). "
                 "Only the update runs without gradients, and\noptimizer.step() sees to that itself."))
         raise
+    if not stepped and not (torch.equal(model.emb.detach(), inputs["emb"]) and torch.equal(model.out.detach(),
+                                                                                          inputs["out"])):
+        raise ValueError("the weights changed, but not through the optimizer train_step was given: its step() never "
+                         "ran (an optimizer built inside train_step, or an update written by hand?). Use the one "
+                         "passed in, optimizer.step(): it holds the learning rate the notebook chose, and its state "
+                         "(AdamW's moments) carries on from step to step.")
     like = dict(dtype=inputs["emb"].dtype, device=inputs["emb"].device)
 
     def returned():
         for which, v in zip(("first", "second"), got):
             if not isinstance(v, float):
                 return f"the {which} call returned {_described(v)}"
+        if all(v == round(v, 6) for v in got):          # a loss from float arithmetic has more digits than that
+            return (f"the calls returned {got[0]!r} and {got[1]!r}, the losses rounded: return loss.item() as it "
+                    f"is, and round where you print it")
         return None
 
     def training_mode():
