@@ -938,6 +938,25 @@ _SOFTMAX_BY_HAND = """def lm_loss(logits, targets):
 """
 
 
+@pytest.mark.parametrize("body, says", [
+    ("    oh = F.one_hot(targets).to(logits.dtype)\n    return -(oh * F.log_softmax(logits, -1)).sum(-1).mean()\n",
+     "F.one_hot(targets) makes as many columns as the largest id in targets, plus one"),
+    ("    lp = F.log_softmax(logits, -1)\n    return -lp.gather(1, targets.unsqueeze(-1)).mean()\n",
+     "token ids index the\n  vocabulary, the last axis of the (B, T, V) logits, so gather(-1, targets.unsqueeze(-1))"),
+], ids=["one_hot without num_classes", "gather along time"])
+def test_lm_loss_by_hand_with_one_hot_unsized_or_gather_on_the_wrong_axis_is_told_why(body, says):
+    """The first learners of 08: torch's bare "size of tensor a (64) must match ... (65)" came with the broadcast
+    note on keepdim, and "index 4 is out of bounds for dimension 1 with size 3" with none."""
+    import linecache
+    source = "def lm_loss(logits, targets):\n" + body
+    filename = f"/tmp/ipykernel_0/{abs(hash(source))}.py"              # a notebook cell's lines, as ipykernel keeps them
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace = {"torch": torch, "F": torch.nn.functional}
+    exec(compile(source, filename, "exec"), namespace)
+    for r in _evaluate_both("lm_loss", namespace["lm_loss"]).values():
+        assert not r.passed and says in r.message and "keepdim" not in r.message, r.message
+
+
 def test_lm_loss_check_refuses_a_softmax_by_hand_that_overflows():
     """exp(logits) / sum, then log, passed every suite: the largest logits were about 30, and exp
     overflows float32 only above 88."""

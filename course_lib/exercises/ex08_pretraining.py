@@ -13,13 +13,17 @@ the same way give the same output whatever else their random draws did.
 """
 from __future__ import annotations
 
+import ast
+import inspect
 import math
+import textwrap
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from course_lib.grading.compare import _shape
+from course_lib.grading.explain import _learner_line
 from course_lib.grading.meta import also_on_meta, check_draws_on_meta, check_on_meta
 from course_lib.grading.spec import Case, Exercise, Mistake, register
 from course_lib.reference import pretraining as ref
@@ -290,6 +294,13 @@ def _loss_random_far(g):
     return _loss_case(_ri(g, 2, 5), _ri(g, 6, 9), _ri(g, 3, 20), shift=float(_ri(g, 90, 150)))(g)
 
 
+def _loss_random_low(g):
+    """F.one_hot(targets) without num_classes makes max(targets) + 1 columns, not V: caught only where the
+    batch lacks token V - 1."""
+    case = _loss_case(_ri(g, 2, 5), _ri(g, 3, 9), _ri(g, 6, 20))(g)
+    return dict(case, targets=case["targets"] // 2)
+
+
 def _loss_random_confident(g):
     return _loss_confident(_ri(g, 2, 5), _ri(g, 6, 9), _ri(g, 3, 20), _ri(g, 4, 40))(g)
 
@@ -304,6 +315,13 @@ def _call_loss(fn, inputs):
         if "target" in str(exc).lower() and ("size" in str(exc) or "batch" in str(exc)):   # cross_entropy's shapes
             exc.add_note("F.cross_entropy reads (N, V) logits with (N,) targets (or (N, V, T) with (N, T)): flatten\n"
                          "batch and time first, logits.reshape(-1, V) and targets.reshape(-1).")
+        elif "must match the size of tensor b" in str(exc) and _one_hot_unsized(fn):
+            exc.add_note("F.one_hot(targets) makes as many columns as the largest id in targets, plus one: V only when\n"
+                         "the batch happens to hold token V - 1. Give it the vocabulary's size, num_classes=V\n"
+                         "(logits.shape[-1]).")
+        elif "out of bounds for dimension" in str(exc) and "gather(" in _learner_line(exc)[1]:
+            exc.add_note("gather(dim, index) takes, along axis dim, the entries index names: token ids index the\n"
+                         "vocabulary, the last axis of the (B, T, V) logits, so gather(-1, targets.unsqueeze(-1)).")
         raise
     probe = fn(inputs["logits"].detach().clone().requires_grad_(True) * 1, inputs["targets"])
     if isinstance(probe, torch.Tensor) and not probe.requires_grad:
@@ -315,6 +333,16 @@ def _call_loss(fn, inputs):
                  "flattened pair, with no .cpu(), .numpy() or tensor made without device= (torch.zeros(...) is "
                  "made on the CPU whatever the logits' device).", may_copy=False)
     return loss
+
+
+def _one_hot_unsized(fn) -> bool:
+    """The answer calls one_hot without num_classes (read from its source; False where there is none)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    except (OSError, TypeError, SyntaxError):
+        return False
+    return any(isinstance(n, ast.Call) and getattr(n.func, "attr", getattr(n.func, "id", "")) == "one_hot"
+               and len(n.args) < 2 and not any(k.arg == "num_classes" for k in n.keywords) for n in ast.walk(tree))
 
 
 def _m_sum(logits, targets):
@@ -443,7 +471,9 @@ LM_LOSS = Exercise(
             Case("random shapes, a model sure of a wrong token (110 to 150 above the rest)",
                  lambda g: _loss_confidently_wrong(_ri(g, 2, 5), _ri(g, 2, 6), _ri(g, 3, 20), _ri(g, 110, 150))(g)),
             Case("random shapes, logits not contiguous in memory (a transposed (T, B, V))",
-                 lambda g: _loss_case(_ri(g, 2, 5), _ri(g, 6, 9), _ri(g, 3, 20), time_major=True)(g))],
+                 lambda g: _loss_case(_ri(g, 2, 5), _ri(g, 6, 9), _ri(g, 3, 20), time_major=True)(g)),
+            Case("random shapes, targets all in the lower half of the vocabulary (a batch need not hold every token)",
+                 _loss_random_low)],
     mistakes=[
         Mistake("sum instead of mean", _m_sum,
                 "Average over all B·T positions (cross_entropy's default reduction='mean'), so the loss\n"
