@@ -7,6 +7,7 @@ import linecache
 from types import SimpleNamespace
 
 import nbformat
+import torch
 import pytest
 
 from course_lib.grading import cells
@@ -241,27 +242,35 @@ def test_a_name_error_is_placed_only_in_the_notebook_this_kernel_runs(nb, monkey
     assert unrun.note("model_cfg", lambda s: s) is None
 
 
-def test_a_cell_that_overwrites_check_or_hint_is_told_once(capsys, monkeypatch):
-    """`check = check("lm_loss", lm_loss)` (check returns None) or `hint = "..."` in a learner's cell made every check
-    cell below fail with "'NoneType' object is not callable" and no word of why (the learners of 08)."""
+def test_a_cell_that_overwrites_a_name_of_the_setup_cell_is_told_once(capsys, monkeypatch):
+    """`check = check("lm_loss", lm_loss)` (check returns None) or `hint = "..."` made every check cell below fail
+    with "'NoneType' object is not callable" (the learners of 08); `F = nn.Sequential(...)`, as 06's text writes
+    F(x), made its demo cells fail with "'Sequential' object has no attribute 'layer_norm'" (the second of 06)."""
+    import torch.nn.functional as F
+
     import course_lib.grading as grading
     monkeypatch.setattr(grading, "_told", {})
+    monkeypatch.setattr(grading, "_set_by_setup", {})
     space = {"check": grading.check, "hint": grading.hint, "x": 1}
-    grading._said_overwritten(space)
+    grading._said_overwritten(space)                                  # no setup cell seen: check and hint watched
     assert capsys.readouterr().err == ""
     space["check"] = None
     grading._said_overwritten(space)
     told = capsys.readouterr().err
-    assert told.startswith("Note: this cell gave `check` a new value (NoneType); the cells below that call check(...) "
-                           "need the course's.") and "run the setup cell" in told, told
+    assert told.startswith("Note: this cell gave `check` a new value (NoneType), where the setup cell had set it; the "
+                           "cells below mean the setup cell's check.") and "run the setup cell" in told, told
     grading._said_overwritten(space)                                 # the next cell: said once
     assert capsys.readouterr().err == ""
-    space["check"] = grading.check                                   # the setup cell run again, then the slip again
-    grading._said_overwritten(space)
-    space["check"], space["hint"] = None, "use rearrange"
-    grading._said_overwritten(space)
+    space.update(check=grading.check, F=F)                           # the setup cell run again, then slips
+    grading._said_overwritten(space, "import torch.nn.functional as F\nfrom course_lib import check, hint",
+                              setup=True)
+    space["check"], space["hint"], space["x"] = None, "use rearrange", 2
+    grading._said_overwritten(space, "check = None")
     told = capsys.readouterr().err
-    assert "`check` a new value (NoneType)" in told and "`hint` a new value (str)" in told, told
-    del space["check"], space["hint"]                               # deleted: a NameError says so where it is used
+    assert "`check` a new value (NoneType)" in told and "`hint` a new value (str)" in told and "`x`" not in told
+    space["F"] = torch.nn.Sequential()
+    grading._said_overwritten(space, "F = nn.Sequential()")
+    assert "`F` a new value (Sequential)" in capsys.readouterr().err
+    del space["check"], space["hint"], space["F"]                    # deleted: a NameError says so where it is used
     grading._said_overwritten(space)
     assert capsys.readouterr().err == ""

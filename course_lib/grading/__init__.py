@@ -125,7 +125,8 @@ def _install_handler() -> None:
         ip = _ipython()
         if ip is not None:
             ip.set_custom_exc((CheckFailed, NameError, NotImplementedError), _show_check_failure)
-            ip.events.register("post_run_cell", lambda result: _said_overwritten(ip.user_ns))
+            ip.events.register("post_run_cell", lambda result: _said_overwritten(
+                ip.user_ns, getattr(getattr(result, "info", None), "raw_cell", "") or "", cells.setup_running(ip)))
             if hasattr(ip, "kernel"):
                 cells.listen(ip)
     except Exception:
@@ -133,24 +134,31 @@ def _install_handler() -> None:
 
 
 _told: dict[str, int] = {}
+_set_by_setup: dict[str, object] = {}        # what the setup cell's names held when it last ran (cells.py says which)
 
 
-def _said_overwritten(space: dict) -> None:
-    """After a cell that gave check or hint another value (`check = check("lm_loss", lm_loss)` keeps its None,
-    `hint = "use rearrange"`), a line under it: every check cell below would fail with "'NoneType' object is not
-    callable"."""
+def _said_overwritten(space: dict, raw_cell: str = "", setup: bool = False) -> None:
+    """After a cell that gave a name of the setup cell another value (`check = check("lm_loss", lm_loss)` keeps its
+    None, `F = nn.Sequential(...)` where the text writes F(x), `device = "cuda"`), a line under it: the cells below
+    mean the setup cell's, and failed far from the cause ("'NoneType' object is not callable", "'Sequential' object
+    has no attribute 'layer_norm'"). check and hint are watched where no front end says which cell is the setup."""
     try:
-        for name, ours in (("check", check), ("hint", hint)):
+        if setup:                      # the setup cell itself (its first run included: this runs after it)
+            _set_by_setup.clear()
+            _set_by_setup.update({n: space[n] for n in cells._bound(raw_cell) if n in space})
+            _told.clear()
+            return
+        for name, ours in {"check": check, "hint": hint, **_set_by_setup}.items():
             value = space.get(name, ours)
-            if value is ours or getattr(value, "__module__", None) == __name__:
-                _told.pop(name, None)          # the course's again: a later overwrite is told again
+            if value is ours or (name in ("check", "hint") and getattr(value, "__module__", None) == __name__):
+                _told.pop(name, None)          # the setup cell's again: a later overwrite is told again
                 continue
             if _told.get(name) == id(value):
                 continue
             _told[name] = id(value)
-            print(f"Note: this cell gave `{name}` a new value ({type(value).__name__}); the cells below that call "
-                  f"{name}(...) need the course's.\n  Give yours another name, then run the setup cell (the imports "
-                  f"at the top) again to get {name} back.", file=sys.stderr)
+            print(f"Note: this cell gave `{name}` a new value ({type(value).__name__}), where the setup cell had set "
+                  f"it; the cells below mean the setup cell's {name}.\n  Give yours another name, then run the setup "
+                  f"cell (the imports at the top) again to get {name} back.", file=sys.stderr)
     except Exception:                  # never break a learner's cell
         pass
 

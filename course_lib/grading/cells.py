@@ -33,6 +33,8 @@ seen_ids: set[str] = set()         # the id of every cell run since course_lib w
 
 def listen(ip) -> None:
     ip.events.register("pre_run_cell", lambda info: _note(ip, info))
+    history = ip.user_ns.get("In") or [""]             # the cell running now (the setup cell's import): noted too
+    _note(ip, types.SimpleNamespace(raw_cell=history[-1]))
 
 
 def _note(ip, info) -> None:
@@ -54,6 +56,14 @@ def _note(ip, info) -> None:
             _latest[marks.get("grade_id", "")] = code
     except Exception:                  # never break a learner's cell
         pass
+
+
+def setup_running(ip) -> bool:
+    """Whether the cell running now is the setup cell, by the tags the front end sent with it."""
+    try:
+        return "setup" in (ip.kernel.get_parent()["metadata"].get("tags") or [])
+    except Exception:
+        return False
 
 
 def _ungraded(code: str) -> bool:
