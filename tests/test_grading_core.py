@@ -1179,6 +1179,21 @@ def test_check_given_a_value_by_the_answers_own_name_says_the_name_was_reassigne
         in str(info.value), str(info.value)
 
 
+@pytest.mark.parametrize("name, answer, shown", [
+    ("LayerNorm", torch.nn.LayerNorm, "nn.LayerNorm"), ("layer_norm", torch.nn.functional.layer_norm, "F.layer_norm"),
+    ("AdamW", torch.optim.AdamW, "torch.optim.AdamW"), ("rms_norm", torch.rms_norm, "torch.rms_norm")])
+def test_check_given_the_librarys_own_says_a_cell_set_the_name_to_it(name, answer, shown):
+    """`LayerNorm = nn.LayerNorm` in a scratch cell, then LayerNorm's check: it said "your answer calls F.layer_norm:
+    F.layer_norm is what you are building here", of an answer cell that calls nothing of the kind (06's second
+    learner)."""
+    from course_lib.grading import CheckFailed, check
+    with pytest.raises(CheckFailed) as info:
+        check(name, answer)
+    assert str(info.value).startswith(f"✗ {name} — this {name} is the library's {shown}, not one you wrote: a cell set "
+                                      f"{name} = {shown}, or the like."), str(info.value)
+    assert "what you are building" not in str(info.value)
+
+
 _MHA_WITH_OWN_ATTENTION = """
 def scaled_dot_product_attention(q, k, v, mask=None):
     w = torch.softmax(q @ k.mT SCALE, -1)

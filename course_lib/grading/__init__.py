@@ -187,8 +187,8 @@ def check(name: str = _NOTHING, answer=_NOTHING, *, suite: str = "visible", devi
     ex = _exercise(name)
     if answer is _NOTHING:
         raise CheckFailed(f"✗ {name} — check needs your answer after its name: check(\"{name}\", {name}).")
-    wrong = (_other_exercise(ex, answer) or _wrong_kind(ex, answer) or _in_another_answer_cell(ex, answer)
-             or _stale(ex, answer))
+    wrong = (_other_exercise(ex, answer) or _wrong_kind(ex, answer) or _library_own(ex, answer)
+             or _in_another_answer_cell(ex, answer) or _stale(ex, answer))
     if wrong:
         raise CheckFailed(wrong)
     dev = str(torch_device(device) if device is not None else get_device())
@@ -357,6 +357,21 @@ def _wrong_kind(ex: Exercise, answer) -> str | None:
             f"  Write check('{ex.name}', {ex.name}). If the cell says that already, a cell run since the answer cell\n"
             f"  gave the name {ex.name} another value ({ex.name} = ...): run the answer cell again, and give that\n"
             f"  value another name.")
+
+
+def _library_own(ex: Exercise, answer) -> str | None:
+    """check("LayerNorm", LayerNorm) where a cell set LayerNorm = nn.LayerNorm (or layer_norm = F.layer_norm): the
+    library's own was checked, and its verdict blamed the answer cell for calling F.layer_norm."""
+    module = getattr(answer, "__module__", None) or ""
+    if module.split(".")[0] not in ("torch", "einops", "numpy", "math", "builtins"):
+        return None
+    name, root = getattr(answer, "__name__", "") or type(answer).__name__, module.split(".")[0]
+    shown = (f"nn.{name}" if module.startswith("torch.nn.modules") else f"F.{name}" if module == "torch.nn.functional"
+             else f"torch.optim.{name}" if module.startswith("torch.optim") else name if root == "builtins"
+             else f"{root}.{name}")
+    return (f"✗ {ex.name} — this {ex.name} is the library's {shown}, not one you wrote: a cell set {ex.name} = {shown}, "
+            f"or the like.\n  Write {ex.name} in its answer cell and run that cell; where you want the library's, give "
+            f"it another name.")
 
 
 def _stale(ex: Exercise, answer) -> str | None:
