@@ -1452,6 +1452,20 @@ def test_a_name_the_answer_reads_that_has_no_value_is_explained():
             and "define it in this answer cell, above where it is used" in said), said
 
 
+def test_an_earlier_exercises_answer_that_has_no_value_is_told_to_run_its_cell():
+    """LayerNorm's answer calling layer_norm, whose answer cell had not run: told to "define it in this answer cell,
+    above where it is used", that is to paste Exercise 1 into Exercise 4 (06's second learner)."""
+    from course_lib.grading import CheckFailed, check
+
+    def rms_norm(x, weight, eps=1e-6):
+        return layer_norm(x, weight, None, eps)  # noqa: F821
+    with pytest.raises(CheckFailed) as info:
+        check("rms_norm", rms_norm)
+    said = " ".join(str(info.value).split())
+    assert ("layer_norm is an exercise of 06_layernorm, and its answer cell (the one with `def layer_norm`) has not "
+            "run in this kernel" in said and "define it in this answer cell" not in said), said
+
+
 def test_a_view_after_a_transpose_is_told_its_own_line_with_reshape():
     """The note's example was lm_loss's logits.reshape(-1, V), met in 00's merge_heads: it now rewrites the
     answer's own line."""

@@ -204,6 +204,17 @@ def explain(exc: BaseException) -> str:
     """The note for the first key found in the error's text, or ""."""
     text = str(exc)
     if isinstance(exc, NameError) and getattr(exc, "name", None):
+        from .spec import get_exercise
+        try:
+            earlier = get_exercise(exc.name)
+        except KeyError:
+            earlier = None
+        if earlier is not None:            # LayerNorm's answer reading layer_norm, whose answer cell has not run
+            kind = "class" if inspect.isclass(earlier.reference) else "def"
+            return (f"{exc.name} is an exercise of {earlier.notebook}, and its answer cell (the one with `{kind} "
+                    f"{exc.name}`)\nhas not run in this kernel, or stopped with an error before {exc.name} existed. Run "
+                    f"that cell (its\ncheck shows whether it is right), then this one: grading runs the answer cells in "
+                    f"order.")
         return (f"{exc.name} has no value where the answer reads it: a typo, a variable of another function, or a\n"
                 f"name a cell defines that has not run yet (grading runs the setup cell and the answer cells in\n"
                 f"order, and no other cell): define it in this answer cell, above where it is used.")
