@@ -274,3 +274,22 @@ def test_a_cell_that_overwrites_a_name_of_the_setup_cell_is_told_once(capsys, mo
     del space["check"], space["hint"], space["F"]                    # deleted: a NameError says so where it is used
     grading._said_overwritten(space)
     assert capsys.readouterr().err == ""
+
+
+def test_a_leftover_from_before_the_answer_cell_was_renamed_is_named(nb):
+    """A wrong rms_norm ran in its answer cell; the learner mended it and typed `def RMSNorm`: the check of the
+    kernel's rms_norm (the earlier run's) said it came from a cell grading does not run and named the mistake the cell
+    no longer has (06's second learner). A last run that does not parse is _stale's to tell."""
+    from course_lib.grading import CheckFailed, check
+    nb.run("def rms_norm(x, weight, eps=1e-6):\n    return x * weight / torch.sqrt((x * x).sum(-1, keepdim=True) + eps)\n",
+           answer="rms_norm")
+    nb.run("def RMSNorm(x, weight, eps=1e-6):\n    return x * weight * torch.rsqrt((x * x).mean(-1, keepdim=True) + eps)\n",
+           answer="rms_norm")
+    with pytest.raises(CheckFailed) as info:
+        check("rms_norm", nb.space["rms_norm"])
+    assert str(info.value).startswith("✗ rms_norm — its answer cell, as last run, has no `def rms_norm` (it defines "
+                                      "RMSNorm): the rms_norm checked is left over"), str(info.value)
+    assert "known mistake" not in str(info.value) and "grading does not run" not in str(info.value)
+    assert cells.renamed_since(nb.space["RMSNorm"], "RMSNorm") is None         # not an exercise's own answer cell
+    cells._latest["rms_norm_answer"] = "def rms_norm(x, weight, eps=1e-6):\n    return (x"    # stopped at a SyntaxError
+    assert cells.renamed_since(nb.space["rms_norm"], "rms_norm") is None

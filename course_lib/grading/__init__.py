@@ -188,7 +188,7 @@ def check(name: str = _NOTHING, answer=_NOTHING, *, suite: str = "visible", devi
     if answer is _NOTHING:
         raise CheckFailed(f"✗ {name} — check needs your answer after its name: check(\"{name}\", {name}).")
     wrong = (_other_exercise(ex, answer) or _wrong_kind(ex, answer) or _library_own(ex, answer)
-             or _in_another_answer_cell(ex, answer) or _stale(ex, answer))
+             or _in_another_answer_cell(ex, answer) or _renamed(ex, answer) or _stale(ex, answer))
     if wrong:
         raise CheckFailed(wrong)
     dev = str(torch_device(device) if device is not None else get_device())
@@ -357,6 +357,19 @@ def _wrong_kind(ex: Exercise, answer) -> str | None:
             f"  Write check('{ex.name}', {ex.name}). If the cell says that already, a cell run since the answer cell\n"
             f"  gave the name {ex.name} another value ({ex.name} = ...): run the answer cell again, and give that\n"
             f"  value another name.")
+
+
+def _renamed(ex: Exercise, answer) -> str | None:
+    """The answer cell's last run defines no ``ex.name`` (RMSNorm typed for rms_norm): the kernel's is an earlier
+    run's, and its check named a cell grading does not run and diagnosed code no longer in the cell."""
+    instead = cells.renamed_since(answer, ex.name)
+    if instead is None:
+        return None
+    kind = "class" if inspect.isclass(ex.reference) else "def"
+    says = f" (it defines {', '.join(instead)})" if instead else ""
+    return (f"✗ {ex.name} — its answer cell, as last run, has no `{kind} {ex.name}`{says}: the {ex.name} checked is "
+            f"left over\n  from an earlier run of that cell. Name it {ex.name} there (the checks and grading look for "
+            f"that name) and run the cell, then this one.")
 
 
 def _library_own(ex: Exercise, answer) -> str | None:

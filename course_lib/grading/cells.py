@@ -217,6 +217,17 @@ def answer_cell_of_another(answer, name: str) -> str | None:
     return others[0] if others and f"{name}_answer" not in ran_as else None
 
 
+def renamed_since(answer, name: str) -> list[str] | None:
+    """``name``'s answer cell made ``answer`` in an earlier run, and its last run defines no ``name`` (a def renamed
+    by a typo, RMSNorm for rms_norm): what that run defines instead, the answer being a leftover. None otherwise."""
+    latest = _latest.get(f"{name}_answer")
+    if not _marked or latest is None or not _parse(latest) or name in _bound(latest) or latest in _cells_of(answer):
+        return None                                    # (a run that does not parse: _stale in __init__ says it)
+    if not any(f"{name}_answer" in _runs.get(cell, set()) for cell in _cells_of(answer)):
+        return None
+    return [n.name for n in _parse(latest) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+
+
 def is_code(value) -> bool:
     """A function, class or module, as opposed to a value (a tensor, a number, a setting)."""
     return callable(value) or isinstance(value, types.ModuleType)
