@@ -252,6 +252,23 @@ def _learner_cell(src, name, **earlier):
     return ns[name]
 
 
+@pytest.mark.parametrize("stats, scale, says", [
+    ("var = x.var(-1, True)", "* weight", "`.var(-1, True)`: the second positional argument of var is unbiased"),
+    ("var = x.var(-1, keepdim=True, unbiased=False)", "@ weight", "@ is a matrix product: it sums over the last axis"),
+    ("var = x.var(-1, keepdim=True, unbiased=False)", "* weight.unsqueeze(-1)",
+     "a (D,)\n  vector unsqueezed at -1 is (D, 1), whose D meets the axis before the last"),
+    ("var = x.var(-1, unbiased=False)", "* weight", "a reduction (mean, sum, amax...) without\n  keepdim=True"),
+], ids=["var's positional True", "a matrix product", "unsqueeze", "keepdim left out"])
+def test_layer_norm_whose_shapes_do_not_broadcast_is_told_the_cause_its_code_shows(stats, scale, says):
+    """06's second learner: all three of the first got the note on a reduction without keepdim, the opposite of the
+    fix for the unsqueeze; a reduction without keepdim still gets it."""
+    src = ("def layer_norm(x, weight, bias, eps=1e-5):\n    mean = x.mean(-1, keepdim=True)\n    " + stats
+           + "\n    return (x - mean) / torch.sqrt(var + eps) " + scale + " + bias\n")
+    for r in _both_suites("layer_norm", _learner_cell(src, "layer_norm")):
+        assert not r.passed and says in r.message, r.message
+        assert ("keepdim=True drops its axis" in r.message) == ("keepdim left" in says or "without" in says), r.message
+
+
 _LN = """def layer_norm(x, weight, bias, eps=1e-5):
     STATS
     return (x - mean) / torch.sqrt(var + eps) * weight + bias

@@ -236,7 +236,29 @@ def explain(exc: BaseException) -> str:
                f"not the tensor beside it. Put each comparison in parentheses: chosen & (r < 0.8).")
     if "view size is not compatible" in text and ".view(" in line:       # the answer's own line, rewritten
         why = why.replace(_VIEW_FIX, line.strip().replace(".view(", ".reshape("))
+    if "must match the size of tensor b" in text:
+        why = _broadcast_cause(exc, line) or why
     return why
+
+
+def _broadcast_cause(exc: BaseException, line: str) -> str:
+    """Shapes that do not broadcast for a cause the answer shows, other than a reduction without keepdim (06's
+    second learner got the keepdim note for all three): a positional True to var or std, a matrix product, an
+    unsqueeze."""
+    frame = _learner_line(exc)[0]
+    cell = "".join(linecache.getlines(frame.f_code.co_filename)) if frame is not None else ""
+    if found := re.search(r"\.(var|std)\(\s*-?\w+\s*,\s*(True|False)\s*[,)]", cell):
+        return (f"`{found.group(0).rstrip(',)')})`: the second positional argument of {found.group(1)} is unbiased "
+                f"(n - 1 in the\ndenominator or not), not keepdim, so the result lost its axis. Give keepdim=True by "
+                f"name\n(and unbiased=False where the mean of the squares over n is wanted).")
+    if re.search(r"@\s*(self\.)?weight\b", line):
+        return ("@ is a matrix product: it sums over the last axis of the left operand, so that axis is gone from\n"
+                "its result. Where each feature is scaled by its own weight, the product is elementwise: *.")
+    if ".unsqueeze(" in line:
+        return ("unsqueeze adds an axis of size 1 where it says, and sizes then line up from the last axis: a (D,)\n"
+                "vector unsqueezed at -1 is (D, 1), whose D meets the axis before the last. Check where the new axis\n"
+                "goes; a (D,) vector already broadcasts against (..., D) as it is.")
+    return ""
 
 
 def _raised_in_learner_def(exc: BaseException) -> bool:
