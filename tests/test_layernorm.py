@@ -269,6 +269,21 @@ def test_layer_norm_whose_shapes_do_not_broadcast_is_told_the_cause_its_code_sho
         assert ("keepdim=True drops its axis" in r.message) == ("keepdim left" in says or "without" in says), r.message
 
 
+def test_layernorm_passing_its_size_to_the_modules_init_is_told_it_takes_none():
+    """`super().__init__(d)`: "LayerNorm.__init__() takes 1 positional argument but 2 were given", of a LayerNorm
+    whose own __init__ takes d and eps (06's second learner). A class exec'd without __name__ (its __module__ is
+    builtins) is not taken for the library's own either."""
+    src = ("class LayerNorm(nn.Module):\n    def __init__(self, d, eps=1e-5):\n        super().__init__(d)\n"
+           "        self.eps = eps\n        self.weight = nn.Parameter(torch.ones(d))\n"
+           "        self.bias = nn.Parameter(torch.zeros(d))\n\n    def forward(self, x):\n"
+           "        m = x.mean(-1, keepdim=True)\n        v = x.var(-1, keepdim=True, unbiased=False)\n"
+           "        return (x - m) / torch.sqrt(v + self.eps) * self.weight + self.bias\n")
+    from course_lib.grading import CheckFailed, check
+    with pytest.raises(CheckFailed) as info:
+        check("LayerNorm", _learner_cell(src, "LayerNorm"))
+    assert "nn.Module's own __init__ takes no arguments: super().__init__(), with nothing between" in str(info.value)
+
+
 _LN = """def layer_norm(x, weight, bias, eps=1e-5):
     STATS
     return (x - mean) / torch.sqrt(var + eps) * weight + bias

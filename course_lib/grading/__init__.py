@@ -378,6 +378,8 @@ def _library_own(ex: Exercise, answer) -> str | None:
     module = getattr(answer, "__module__", None) or ""
     if module.split(".")[0] not in ("torch", "einops", "numpy", "math", "builtins"):
         return None
+    if module == "builtins" and not inspect.isbuiltin(answer):      # a class exec'd without __name__ says builtins
+        return None
     name, root = getattr(answer, "__name__", "") or type(answer).__name__, module.split(".")[0]
     shown = (f"nn.{name}" if module.startswith("torch.nn.modules") else f"F.{name}" if module == "torch.nn.functional"
              else f"torch.optim.{name}" if module.startswith("torch.optim") else name if root == "builtins"

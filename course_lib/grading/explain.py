@@ -238,6 +238,9 @@ def explain(exc: BaseException) -> str:
         why = why.replace(_VIEW_FIX, line.strip().replace(".view(", ".reshape("))
     if "must match the size of tensor b" in text:
         why = _broadcast_cause(exc, line) or why
+    if "positional argument" in text and re.search(r"super\(\)\.__init__\(\s*[^)\s]", line):
+        why = ("nn.Module's own __init__ takes no arguments: super().__init__(), with nothing between the brackets.\n"
+               "The module's sizes and settings are yours to keep, as its parameters and attributes (self.eps = eps).")
     return why
 
 
