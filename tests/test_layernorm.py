@@ -284,6 +284,40 @@ def test_layernorm_passing_its_size_to_the_modules_init_is_told_it_takes_none():
     assert "nn.Module's own __init__ takes no arguments: super().__init__(), with nothing between" in str(info.value)
 
 
+_LN_MODULE = """class LayerNorm(nn.Module):
+    def __init__(self, d, eps=1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(WEIGHT)
+        self.bias = nn.Parameter(torch.zeros(d))
+
+    def forward(SELF):
+        m = x.mean(-1, keepdim=True)
+        v = x.var(-1, keepdim=True, unbiased=False)
+        return (x - m) / torch.sqrt(v + self.eps) * self.weight + self.bias
+"""
+
+
+@pytest.mark.parametrize("weight, params, says", [
+    ("torch.tensor(d)", "self, x", "torch.tensor(d) of\n  an int d is one int64 number, not d values"),
+    ("[1.0] * d", "self, x", "nn.Parameter wraps a tensor, not a list"),
+    ("torch.ones(d)", "x", "A method's first parameter is the object itself: def forward(self, x)"),
+], ids=["an int tensor", "a list", "forward without self"])
+def test_layernorm_built_of_the_wrong_things_is_told_what_they_are(weight, params, says):
+    """Bare errors for 06's second learner: "Only Tensors of floating point ... can require gradients", "'list'
+    object has no attribute 'detach'", "forward() takes 1 positional argument but 2 were given"."""
+    src = _LN_MODULE.replace("WEIGHT", weight).replace("SELF", params)
+    for r in _both_suites("LayerNorm", _learner_cell(src, "LayerNorm")):
+        assert not r.passed and says in r.message, r.message
+
+
+def test_layer_norm_with_medians_pair_is_told_to_take_values():
+    src = ("def layer_norm(x, weight, bias, eps=1e-5):\n    m = x.median(-1, keepdim=True)\n"
+           "    return (x - m) * weight + bias\n")
+    for r in _both_suites("layer_norm", _learner_cell(src, "layer_norm")):
+        assert not r.passed and "give a pair, (values, indices): take\n  .values" in r.message, r.message
+
+
 _LN = """def layer_norm(x, weight, bias, eps=1e-5):
     STATS
     return (x - mean) / torch.sqrt(var + eps) * weight + bias

@@ -189,6 +189,16 @@ TORCH_ERRORS = {
     '"bitwise_':
         "&, | and ~ combine bool tensors (and integers), not floats: compare first to get a bool tensor\n"
         "(torch.rand(...) < p).",
+    "Only Tensors of floating point and complex dtype can require gradients":
+        "A tensor of integers cannot hold gradients: a parameter must be floating point. torch.tensor(d) of\n"
+        "an int d is one int64 number, not d values: torch.ones(d) or torch.zeros(d) make d floats.",
+    "'list' object has no attribute 'detach'":
+        "nn.Parameter wraps a tensor, not a list: nn.Parameter(torch.ones(d)).",
+    "forward() takes 1 positional argument but 2 were given":
+        "A method's first parameter is the object itself: def forward(self, x), and self.weight inside.",
+    "torch.return_types":
+        "max, min, median, mode, sort and topk along an axis give a pair, (values, indices): take\n"
+        ".values (x.median(-1, keepdim=True).values), or unpack it.",
 }
 
 
