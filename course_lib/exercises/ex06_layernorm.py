@@ -217,6 +217,23 @@ def _m_eps_outside(x, weight, bias, eps=1e-5):
     return (x - mean) / (torch.sqrt(var) + eps) * weight + bias
 
 
+def _m_half_power(x, weight, bias, eps=1e-5):
+    mean, var = _stats(x)
+    return (x - mean) / (var + eps) ** 1 / 2 * weight + bias           # (var + eps) ** 1/2, as written
+
+
+def _m_by_rsqrt(x, weight, bias, eps=1e-5):
+    mean, var = _stats(x)
+    return (x - mean) / torch.rsqrt(var + eps) * weight + bias
+
+
+def _m_d_numel(x, weight, bias, eps=1e-5):
+    n = x.numel()
+    mean = x.sum(-1, keepdim=True) / n
+    var = ((x - mean) ** 2).sum(-1, keepdim=True) / n
+    return (x - mean) / torch.sqrt(var + eps) * weight + bias
+
+
 def _m_sqrt_eps_added(x, weight, bias, eps=1e-5):
     mean, var = _stats(x)
     return (x - mean) / (torch.sqrt(var) + eps ** 0.5) * weight + bias
@@ -483,6 +500,12 @@ LAYER_NORM = Exercise(
                 _LN_EXPLAIN["by_variance"]),
         Mistake("mean not subtracted", _m_not_centred, _LN_EXPLAIN["not_centred"]),
         Mistake("eps added outside the square root", _m_eps_outside, _LN_EXPLAIN["eps_outside"], shown_on=_SMALL),
+        Mistake("(var + eps) ** 1/2: divided by σ² + ε and then by 2, with no root", _m_half_power,
+                "** binds tighter than / and *: (x - mu) / (var + eps) ** 1/2 is ((x - mu) / (var + eps)) / 2.\n"
+                "Write ** 0.5, or torch.sqrt(var + eps)."),
+        Mistake("divided by torch.rsqrt(σ² + ε), which is already 1/√(σ² + ε)", _m_by_rsqrt,
+                "torch.rsqrt is the reciprocal square root, 1/√: multiply by it, (x - μ) * torch.rsqrt(var + eps),\n"
+                "or divide by torch.sqrt(var + eps)."),
         Mistake("√ε added to the standard deviation: √σ² + √ε", _m_sqrt_eps_added,
                 "Square roots do not add: √(σ² + ε) is smaller than √σ² + √ε, most where σ² is near ε, as on\n"
                 "inputs of scale 1e-3 (σ² about 1e-6, ε 1e-5). Take one root of the sum: torch.sqrt(var + eps).",
@@ -505,6 +528,9 @@ LAYER_NORM = Exercise(
                 "The variance is the mean of the squared deviations, mean((x - μ)²), not mean(x²): that\n"
                 "is RMSNorm's mean square, which also counts the offset μ², so rows away from 0 come out\n"
                 "too small. Subtract the mean, then square."),
+        Mistake("sums divided by x.numel() (every element of x) instead of D", _m_d_numel,
+                "x.numel() counts every element of x, all its vectors together; the mean and variance of one\n"
+                "vector divide by its D features, x.shape[-1] (or use .mean(-1, keepdim=True))."),
         Mistake("sums divided by len(x) (the first axis's size) instead of D", _m_first_axis_count,
                 "The mean and variance are over the D features of the last axis: divide the sums by\n"
                 "D = x.shape[-1], not by len(x), which is x.shape[0], the first axis. x.mean(-1) and\n"
