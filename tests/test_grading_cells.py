@@ -293,3 +293,30 @@ def test_a_leftover_from_before_the_answer_cell_was_renamed_is_named(nb):
     assert cells.renamed_since(nb.space["RMSNorm"], "RMSNorm") is None         # not an exercise's own answer cell
     cells._latest["rms_norm_answer"] = "def rms_norm(x, weight, eps=1e-6):\n    return (x"    # stopped at a SyntaxError
     assert cells.renamed_since(nb.space["rms_norm"], "rms_norm") is None
+
+
+def _a_library_loop(steps):
+    raise KeyboardInterrupt
+
+
+def test_the_stop_button_inside_a_library_loop_is_said_in_one_line():
+    """06's second learner stopped train_toy and got about 100 lines of traceback through course_lib and torch's Adam.
+    Stopped in the cell's own loop, IPython's short traceback of the learner's lines stays."""
+    import linecache
+    import sys
+
+    from course_lib.grading import _stopped
+
+    def stopped(source):
+        filename = f"/tmp/ipykernel_0/stop{abs(hash(source))}.py"        # a notebook cell's lines, as ipykernel keeps
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        try:
+            exec(compile(source, filename, "exec"), {"run": _a_library_loop})
+        except KeyboardInterrupt:
+            return _stopped(sys.exc_info()[2])
+
+    assert stopped("x = 1\nhistory = run(steps=3)\n") == (
+        "Stopped (the stop button) at line 2 of this cell, `history = run(steps=3)`, inside _a_library_loop "
+        "(test_grading_cells).\n  Names the cell set before that line keep their values; run the cell again to start "
+        "it over.")
+    assert stopped("x = 1\nfor i in range(3):\n    raise KeyboardInterrupt\n") is None

@@ -61,7 +61,8 @@ def _show_check_failure(shell, etype, value, tb, tb_offset=None):
     # Only the verdict, not course_lib's stack: the message already says where it went wrong.
     try:
         note = (_undefined_answer(value, tb) if issubclass(etype, NameError)
-                else _unwritten_answer(value) if issubclass(etype, NotImplementedError) else str(value))
+                else _unwritten_answer(value) if issubclass(etype, NotImplementedError)
+                else _stopped(tb) if issubclass(etype, KeyboardInterrupt) else str(value))
     except Exception:                  # never let IPython drop this handler for the rest of the session
         note = None
     where = None
@@ -70,7 +71,7 @@ def _show_check_failure(shell, etype, value, tb, tb_offset=None):
             where = unrun.note(getattr(value, "name", None), shell.transform_cell)
         except Exception:
             where = None
-    if note is None and where is None:   # any other NameError or NotImplementedError: IPython's own traceback
+    if note is None and where is None:   # any other NameError, NotImplementedError or stop: IPython's own traceback
         return shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
     try:
         shell._get_exc_info((etype, value, tb))          # sys.last_value etc., for %debug and %tb
@@ -93,6 +94,26 @@ def _unwritten_answer(error: NotImplementedError) -> str | None:
     return (f"✗ this cell calls your {name}, which is not written yet: its answer cell still raises "
             f"NotImplementedError.\n  Answer that exercise (its check shows ✓ when it is right), then run this cell "
             f"again.")
+
+
+def _stopped(tb) -> str | None:
+    """The stop button inside a library's loop (course_lib's train_toy, torch's Adam): one line for the learner's
+    cell instead of a hundred through the library. None when it stopped in the cell's own code (a short traceback
+    of the learner's lines, IPython's)."""
+    cell = inner = None
+    while tb is not None:
+        if _is_learner_frame(tb.tb_frame.f_code.co_filename):
+            cell = cell or tb
+        elif cell is not None and inner is None:
+            inner = tb.tb_frame
+        tb = tb.tb_next
+    if cell is None or inner is None:
+        return None
+    line = linecache.getline(cell.tb_frame.f_code.co_filename, cell.tb_lineno).strip()
+    module = inner.f_globals.get("__name__", "").split(".")[0]
+    return (f"Stopped (the stop button) at line {cell.tb_lineno} of this cell, `{line}`, inside "
+            f"{inner.f_code.co_name} ({module}).\n  Names the cell set before that line keep their values; run the cell "
+            f"again to start it over.")
 
 
 def _undefined_answer(error: NameError, tb) -> str | None:
@@ -124,7 +145,7 @@ def _install_handler() -> None:
     try:
         ip = _ipython()
         if ip is not None:
-            ip.set_custom_exc((CheckFailed, NameError, NotImplementedError), _show_check_failure)
+            ip.set_custom_exc((CheckFailed, NameError, NotImplementedError, KeyboardInterrupt), _show_check_failure)
             ip.events.register("post_run_cell", lambda result: _said_overwritten(
                 ip.user_ns, getattr(getattr(result, "info", None), "raw_cell", "") or "", cells.setup_running(ip)))
             if hasattr(ip, "kernel"):
