@@ -317,6 +317,17 @@ def _evaluate(name, answer, suite="visible"):
     return evaluate(exercise, answer, suite=suite)
 
 
+def _cell(source, name):
+    """As _answer, with the cell's lines kept where ipykernel keeps them: messages that read the answer's source
+    (its lines, or what it calls) see it as in a notebook."""
+    import linecache
+    filename = f"/tmp/ipykernel_0/{abs(hash(source))}.py"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace = {"torch": torch, "F": torch.nn.functional}
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace[name]
+
+
 def _answer(source, name):
     """A function as the notebook defines it: compiled as an answer cell, so errors name its lines."""
     import torch.nn.functional as F
@@ -472,6 +483,22 @@ _SAMPLE = """def sample(model, idx, max_new_tokens, temperature=1.0, top_k=None,
         idx = torch.cat([idx, nxt], 1)
     return idx
 """
+
+
+@pytest.mark.parametrize("source, says", [
+    (_SAMPLE.replace("idx[:, -model.block_size:]", "idx[:, model.block_size:]"),
+     "idx[:, block_size:] keeps what comes after the first block_size tokens"),
+    (_SAMPLE.replace("        logits = model(idx[:, -model.block_size:])", "        idx = idx[:, -model.block_size:]\n"
+                     "        logits = model(idx)"), "block_size + 1 tokens, the text's start gone. The crop to the last"),
+    (_SAMPLE.replace("[:, -1, :].float()", "[:, :, -1].float()"),
+     "[:, :, -1] takes every position's score for the vocabulary's last token"),
+], ids=["idx[:, block_size:]", "the crop written into idx", "[:, :, -1]"])
+def test_sample_that_crops_or_indexes_the_wrong_end_is_told_which(source, says):
+    """The first learners of 08: an IndexError on an empty tensor, "returned a (2, 9) int64 tensor", and tokens
+    outside the top 1, each with no word of the cause."""
+    source = source.replace("KEEP", "<").replace("PROBS", "torch.softmax(logits, -1)")
+    for r in _evaluate_both("sample", _cell(source, "sample")).values():
+        assert not r.passed and says in r.message, r.message
 
 
 @pytest.mark.parametrize("keep, probs, words", [
@@ -947,13 +974,7 @@ _SOFTMAX_BY_HAND = """def lm_loss(logits, targets):
 def test_lm_loss_by_hand_with_one_hot_unsized_or_gather_on_the_wrong_axis_is_told_why(body, says):
     """The first learners of 08: torch's bare "size of tensor a (64) must match ... (65)" came with the broadcast
     note on keepdim, and "index 4 is out of bounds for dimension 1 with size 3" with none."""
-    import linecache
-    source = "def lm_loss(logits, targets):\n" + body
-    filename = f"/tmp/ipykernel_0/{abs(hash(source))}.py"              # a notebook cell's lines, as ipykernel keeps them
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    namespace = {"torch": torch, "F": torch.nn.functional}
-    exec(compile(source, filename, "exec"), namespace)
-    for r in _evaluate_both("lm_loss", namespace["lm_loss"]).values():
+    for r in _evaluate_both("lm_loss", _cell("def lm_loss(logits, targets):\n" + body, "lm_loss")).values():
         assert not r.passed and says in r.message and "keepdim" not in r.message, r.message
 
 

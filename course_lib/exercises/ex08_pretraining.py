@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import inspect
 import math
+import re
 import textwrap
 
 import torch
@@ -333,6 +334,15 @@ def _call_loss(fn, inputs):
                  "flattened pair, with no .cpu(), .numpy() or tensor made without device= (torch.zeros(...) is "
                  "made on the CPU whatever the logits' device).", may_copy=False)
     return loss
+
+
+def _reads_last_token(fn) -> bool:
+    """The answer indexes the model's output with [:, :, -1] (read from its source; False where there is none)."""
+    try:
+        source = inspect.getsource(fn)
+    except (OSError, TypeError):
+        return False
+    return re.search(r"\[\s*:\s*,\s*:\s*,\s*-1\s*\]", source) is not None
 
 
 def _one_hot_unsized(fn) -> bool:
@@ -990,6 +1000,10 @@ class _Bigram(nn.Module):
 
     def forward(self, idx, *rest):                            # (B, T) -> (B, T, V)
         _token_ids(idx, *rest)
+        if idx.dim() == 2 and idx.shape[1] == 0:
+            raise ValueError(f"the model was given an empty context, of shape {tuple(idx.shape)}: idx[:, block_size:] "
+                             f"keeps what comes after the first block_size tokens (nothing, while the text is shorter); "
+                             f"the last block_size tokens are idx[:, -block_size:]")
         self.longest = max(self.longest, idx.shape[1])
         self.calls += 1
         self.last.append(idx[:, -1].detach())
@@ -1049,6 +1063,11 @@ def _call_sample(fn, inputs):
                 and torch.equal(out[:, :T].to(idx.device), idx) and out.shape[1] != T + 1):
             return (f"returned {_described(out)}: the prompt and {out.shape[1] - T} new tokens, not {new}. Draw "
                     f"max_new_tokens tokens, for _ in range(max_new_tokens), not until the whole text is that long")
+        if (isinstance(out, torch.Tensor) and tuple(out.shape) == (B, block + 1) and T + new > block + 1
+                and T <= block):
+            return (f"returned {_described(out)}: block_size + 1 tokens, the text's start gone. The crop to the last "
+                    f"block_size tokens was written into idx itself, so each step cut the text: crop into a name of "
+                    f"its own, ctx = idx[:, -block_size:], and keep appending to idx")
         if isinstance(out, torch.Tensor) and tuple(out.shape) == (B, T + 1) and new > 1:
             return (f"returned {_described(out)}: the prompt and one new token, not {new}. Each step appended its "
                     f"token to the prompt, not to the text so far: idx = torch.cat([idx, next_token], dim=1) inside "
@@ -1101,7 +1120,9 @@ def _call_sample(fn, inputs):
         low = torch.topk(table[prev], k, dim=-1, largest=False).indices                 # (B, new, k)
         lowest = bool(((low == nxt[..., None]).any(-1) | ~outside).all())
         return (f"{int(outside.sum())} of {outside.numel()} new tokens outside the top {k} "
-                f"(the first: row {r}, new token {c}){f', all of them among the {k} least likely' if lowest else ''}")
+                f"(the first: row {r}, new token {c}){f', all of them among the {k} least likely' if lowest else ''}"
+                + ("; [:, :, -1] takes every position's score for the vocabulary's last token, not the last "
+                   "position's logits, [:, -1, :]" if _reads_last_token(fn) else ""))
 
     def same_seed():
         if isinstance(again, torch.Tensor) and again.shape == out.shape and torch.equal(out, again):
