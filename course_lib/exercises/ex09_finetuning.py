@@ -1415,6 +1415,12 @@ def _call_prf(impl, inputs):
         raise
 
 
+def _mp_rounded(decimals):
+    def rounded(preds, labels, positive=1):
+        return tuple(round(v, decimals) for v in _prf_from(*_counts(preds, labels, positive)))
+    return rounded
+
+
 def _mp_positive_ignored(preds, labels, positive=1):
     return _prf_from(*_counts(preds, labels, 1))
 
@@ -1527,6 +1533,10 @@ PRF = Exercise(
         Case("random predictions over 3 classes, positive=1", _prf_random(3, 1), **_COUNTS),
     ],
     mistakes=[
+        *(Mistake(f"precision, recall and F1 rounded to {d} decimals (round(p, {d}))", _mp_rounded(d),
+                  "Return the values as they are: whoever prints them rounds them (f\"{p:.3f}\"); rounded here,\n"
+                  "they are off by up to half the last digit kept, and a mean over runs adds the errors.")
+          for d in (2, 3, 4)),
         Mistake("precision and recall swapped", _mp(swap=True),
                 "Precision asks 'of what I called positive, how much was?': TP / (TP + FP), predictions\n"
                 "in the denominator. Recall asks 'of the real positives, how many did I find?': TP / (TP + FN)."),
