@@ -615,6 +615,12 @@ SENTENCE_CLASSIFIER = Exercise(
                 "BERT's pooler puts a dense layer and tanh on the first token; all-MiniLM-L6-v2 was trained\n"
                 "with the plain mean of the token vectors, and the contract is that mean, with nothing after it\n"
                 "but dropout and the head."),
+        Mistake("the encoder called with its arguments swapped: encoder(attention_mask, input_ids)",
+                _clf(forward=lambda self, input_ids, attention_mask: self.head(self.drop(self.pool(
+                    self.encoder(attention_mask, input_ids), attention_mask)))),
+                "The encoder takes the token ids first, then the mask: self.encoder(input_ids, attention_mask).\n"
+                "Swapped, both are integer tensors of one shape and nothing fails: the mask's 0s and 1s are read\n"
+                "as token ids, and the ids as a mask."),
         Mistake("max pooling instead of the mean",
                 _clf(pool=lambda self, h, m: h.masked_fill(~m.bool()[..., None], float("-inf")).amax(1)),
                 "The contract is mean pooling over the real tokens."),
