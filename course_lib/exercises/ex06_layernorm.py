@@ -1347,6 +1347,9 @@ LAYER_NORM_MODULE = Exercise(
              lambda g: _mod_case(_random_shape(g, 2), shift=1000.0)(g), atol=1e-3, rtol=1e-4),
     ],
     mistakes=[
+        Mistake("bias initialised to ones, as the weight", _m_init(torch.ones, torch.ones),
+                "nn.LayerNorm starts with weight = ones(d) and bias = zeros(d), so a fresh layer only\n"
+                "normalises; a bias of ones shifts every output by 1 before any training."),
         Mistake("weight initialised to zeros and bias to ones", _m_init(torch.zeros, torch.ones),
                 "nn.LayerNorm starts with weight = ones(d) and bias = zeros(d), so a fresh layer only\n"
                 "normalises. Started the other way round, it computes x̂ · 0 + 1: all ones, whatever x is."),
