@@ -19,8 +19,9 @@ class Notebook:
     def __init__(self):
         self.space, self.history = {"__name__": "__main__"}, [""]
 
-    def run(self, code: str, *, answer: str | None = None, setup: bool = False, raw: str | None = None) -> None:
-        meta = {"cellId": f"c{len(self.history)}"}
+    def run(self, code: str, *, answer: str | None = None, setup: bool = False, raw: str | None = None,
+            cell: str | None = None) -> None:
+        meta = {"cellId": cell or f"c{len(self.history)}"}
         if answer:
             meta["nbgrader"] = {"solution": True, "grade": False, "grade_id": f"{answer}_answer"}
         if setup:
@@ -47,6 +48,7 @@ def nb(monkeypatch):
     monkeypatch.setattr(cells, "_marked", False)
     monkeypatch.setattr(cells, "current_id", None)
     monkeypatch.setattr(cells, "seen_ids", set())
+    monkeypatch.setattr(cells, "_cell_ids", {})
     book = Notebook()
     book.run(SETUP, setup=True)
     return book
@@ -193,6 +195,23 @@ def test_a_pass_that_leans_on_a_scratch_copy_of_a_graded_function_is_noted(nb, m
                                                      "defines: make sure that one passes too.") in said, said
 
 
+def test_a_pass_that_leans_on_a_scratch_copy_of_a_setup_name_says_the_setup_cells_is_graded(nb, monkeypatch, capsys):
+    """train_step's answer cell once held a clip_grad_norm of the learner's, since removed: the ✓ said "graded, it
+    calls the one the setup cell or an answer cell defines: make sure that one passes too", of course_lib's own."""
+    import IPython
+
+    from course_lib.grading import check
+    monkeypatch.setattr(IPython, "get_ipython", lambda: SimpleNamespace(user_ns={"In": nb.history}))
+    nb.run("def rearrange(x, pattern, **sizes):\n    import einops\n    return einops.rearrange(x, pattern, **sizes)\n")
+    nb.run("def merge_heads(x):\n    return rearrange(x, 'b h t d -> b t (h d)')\n", answer="merge_heads")
+    check("merge_heads", nb.space["merge_heads"])
+    said = " ".join(capsys.readouterr().out.split())
+    assert said.startswith("✓ merge_heads — ") and ("Note: it calls rearrange as defined in a cell that grading does "
+                                                     "not run; graded, it calls the setup cell's (the imports at the "
+                                                     "top): run that cell again to check with that one here too.") \
+        in said, said
+
+
 def test_an_answer_defined_by_another_exercises_answer_cell_is_named(nb, monkeypatch):
     """AdamW's cell, Adam's pasted in and not yet renamed, redefined Adam: Adam's check then named a known mistake
     in Adam's right cell, or said the class came from a cell grading does not run."""
@@ -229,7 +248,7 @@ def test_a_name_error_is_placed_only_in_the_notebook_this_kernel_runs(nb, monkey
     assert unrun.note("model_cfg", lambda s: s) is None
     monkeypatch.setenv("JPY_SESSION_NAME", str(path))
     assert unrun.note("model_cfg", lambda s: s) == (
-        "✗ model_cfg is set in a cell above this one that this kernel has not run since it started: the cell beginning "
+        "✗ model_cfg is set in a cell above this one that this kernel has not run since it started: the cell with "
         "`model_cfg = 3`, under “Train it”.\n  Run the cells above this one in order (Run ▸ Run All Above Selected "
         "Cell), then this one again.")
     assert unrun.note("model_size", lambda s: s) is None                  # set nowhere: Python's "Did you mean"
@@ -271,6 +290,17 @@ def test_a_cell_that_overwrites_a_name_of_the_setup_cell_is_told_once(capsys, mo
     space["F"] = torch.nn.Sequential()
     grading._said_overwritten(space, "F = nn.Sequential()")
     assert "`F` a new value (Sequential)" in capsys.readouterr().err
+    # the fp hunt: an equal value, and a learner's own function for a setup cell's one, are not worth a note
+    space.update(check=grading.check, hint=grading.hint, device=torch.device("cpu"),
+                 split_heads=torch.nn.functional.relu)
+    grading._said_overwritten(space, "import torch\nfrom course_lib.reference import split_heads\n"
+                              "device = torch.device('cpu')", setup=True)
+    space.update(device=torch.device("cpu"), split_heads=lambda x, n: x)
+    grading._said_overwritten(space, "device = torch.device('cpu')\ndef split_heads(x, n): ...")
+    assert capsys.readouterr().err == ""
+    space["device"] = "cuda"
+    grading._said_overwritten(space, "device = 'cuda'")
+    assert "`device` a new value (str)" in capsys.readouterr().err
     del space["check"], space["hint"], space["F"]                    # deleted: a NameError says so where it is used
     grading._said_overwritten(space)
     assert capsys.readouterr().err == ""
@@ -279,12 +309,15 @@ def test_a_cell_that_overwrites_a_name_of_the_setup_cell_is_told_once(capsys, mo
 def test_a_leftover_from_before_the_answer_cell_was_renamed_is_named(nb):
     """A wrong rms_norm ran in its answer cell; the learner mended it and typed `def RMSNorm`: the check of the
     kernel's rms_norm (the earlier run's) said it came from a cell grading does not run and named the mistake the cell
-    no longer has (06's second learner). A last run that does not parse is _stale's to tell."""
+    no longer has (06's second learner). A last run that does not parse is _stale's to tell; one in a copy of the
+    answer cell says nothing of the answer cell."""
     from course_lib.grading import CheckFailed, check
     nb.run("def rms_norm(x, weight, eps=1e-6):\n    return x * weight / torch.sqrt((x * x).sum(-1, keepdim=True) + eps)\n",
-           answer="rms_norm")
-    nb.run("def RMSNorm(x, weight, eps=1e-6):\n    return x * weight * torch.rsqrt((x * x).mean(-1, keepdim=True) + eps)\n",
-           answer="rms_norm")
+           answer="rms_norm", cell="rms")
+    renamed = "def RMSNorm(x, weight, eps=1e-6):\n    return x * weight * torch.rsqrt((x * x).mean(-1, keepdim=True) + eps)\n"
+    nb.run(renamed, answer="rms_norm", cell="copy")             # a copy of the cell (JupyterLab copies its marks)
+    assert cells.renamed_since(nb.space["rms_norm"], "rms_norm") is None     # the answer cell itself is as it was
+    nb.run(renamed, answer="rms_norm", cell="rms")
     with pytest.raises(CheckFailed) as info:
         check("rms_norm", nb.space["rms_norm"])
     assert str(info.value).startswith("✗ rms_norm — its answer cell, as last run, has no `def rms_norm` (it defines "

@@ -310,19 +310,25 @@ def test_a_name_set_in_a_cell_not_run_says_which_cell(tmp_path, monkeypatch):
     nb.cells[sets + 1:sets + 1] = [new("print(pixels)"), new("failed = 1 / 0\nlate = 2"), new("print(late)"),
                                    new("print(never_set_anywhere)")]
     nb.cells.insert(sets, new("print(back)"))                           # back: set by the cell below
+    answer = next(i for i, c in enumerate(nb.cells) if is_answer_cell(c) and "def split_heads" in c.source)
+    nb.cells[answer].source = "def split_heads(x, n_heads):\n    return x + pixels.sum() * 0\n"   # a slip of its own
+    nb.cells.insert(answer + 1, new("y = split_heads(torch.zeros(1, 2, 6), 3)"))
     path = tmp_path / "00_welcome.ipynb"
     nbformat.write(nb, path)
     monkeypatch.setenv("JPY_SESSION_NAME", str(path))
     err = {i: "\n".join(o.traceback) for i, o in _errors(_run(path, tmp_path, client_class=_LabClient))}
     below, above, failed, ran, never = (err[sets], err[sets + 2], err[sets + 3], err[sets + 4], err[sets + 5])
-    assert "NameError" in below and "✗ back is first set further down, in the cell beginning `img = torch.arange(2 " \
-        "* 3 * 4).reshape(2, 3, 4)`, under “einops: reshapes you can read”: this cell comes before it" in below, below
+    assert "NameError" in below and "✗ back is first set further down, in the cell with `back = rearrange(pixels, " \
+        "\"(rows cols) c -> rows cols c\", ...`, under “einops: reshapes you can read”: this cell comes before it" \
+        in below, below
     assert "print(pixels)" in above and ("✗ pixels is set in a cell above this one that this kernel has not run since "
-                                         "it started: the cell beginning `img = torch.arange") in above, above
+                                         "it started: the cell with `pixels = rearrange(img,") in above, above
     assert "ZeroDivisionError" in failed and "✗" not in failed
-    assert ("✗ late is set in the cell beginning `failed = 1 / 0`, under “einops: reshapes you can read”, which ran in "
+    assert ("✗ late is set in the cell with `late = 2`, under “einops: reshapes you can read”, which ran in "
             "this kernel, but late was not left defined: that cell stopped with an error") in ran, ran
     assert "never_set_anywhere" in never and "✗" not in never, never
+    inside = err[answer + 1]           # read inside the answer's function: the answer needs mending, not the order
+    assert "name 'pixels' is not defined" in inside and "✗" not in inside, inside
 
 
 def test_a_check_after_its_answer_cell_failed_on_a_rerun_does_not_pass_the_earlier_definition(tmp_path):

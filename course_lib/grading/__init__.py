@@ -11,6 +11,7 @@ import io
 import linecache
 import re
 import sys
+import types
 
 from . import cells, unrun
 from .cells import _codes
@@ -66,7 +67,7 @@ def _show_check_failure(shell, etype, value, tb, tb_offset=None):
     except Exception:                  # never let IPython drop this handler for the rest of the session
         note = None
     where = None
-    if note is None and issubclass(etype, NameError):
+    if note is None and issubclass(etype, NameError) and not _in_an_answer(tb):
         try:                           # a name set in a cell not run: Python's traceback, and which cell
             where = unrun.note(getattr(value, "name", None), shell.transform_cell)
         except Exception:
@@ -94,6 +95,15 @@ def _unwritten_answer(error: NotImplementedError) -> str | None:
     return (f"✗ this cell calls your {name}, which is not written yet: its answer cell still raises "
             f"NotImplementedError.\n  Answer that exercise (its check shows ✓ when it is right), then run this cell "
             f"again.")
+
+
+def _in_an_answer(tb) -> bool:
+    """The NameError arose inside a function of an answer cell (split_heads reading a D it never computed): the
+    answer is what needs mending, and a demo cell's global of that name would only hide the slip."""
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code if tb is not None else None
+    return code is not None and code.co_name != "<module>" and cells.is_answer_code(code.co_filename)
 
 
 def _stopped(tb) -> str | None:
@@ -133,8 +143,8 @@ def _undefined_answer(error: NameError, tb) -> str | None:
         return None
     kind = "class" if inspect.isclass(ex.reference) else "def"
     return (f"✗ {name} — not defined: its answer cell (the one with `{kind} {name}`) has not run, or it stopped "
-            f"with an error (a SyntaxError, say) before {name} existed, or it gives {name} another name.\n"
-            f"  Run that cell, fix the first error it shows, then run this cell again.")
+            f"with an error (a SyntaxError, say) before {name} existed, or it gives {name} another name, or a later "
+            f"cell deleted it.\n  Run that cell, fix the first error it shows, then run this cell again.")
 
 
 def _install_handler() -> None:
@@ -171,7 +181,8 @@ def _said_overwritten(space: dict, raw_cell: str = "", setup: bool = False) -> N
             return
         for name, ours in {"check": check, "hint": hint, **_set_by_setup}.items():
             value = space.get(name, ours)
-            if value is ours or (name in ("check", "hint") and getattr(value, "__module__", None) == __name__):
+            if value is ours or (name in ("check", "hint") and getattr(value, "__module__", None) == __name__) \
+                    or _alike(value, ours):
                 _told.pop(name, None)          # the setup cell's again: a later overwrite is told again
                 continue
             if _told.get(name) == id(value):
@@ -182,6 +193,21 @@ def _said_overwritten(space: dict, raw_cell: str = "", setup: bool = False) -> N
                   f"cell (the imports at the top) again to get {name} back.", file=sys.stderr)
     except Exception:                  # never break a learner's cell
         pass
+
+
+def _alike(value, ours) -> bool:
+    """Not worth a note: an equal value (device = get_device() again, torch.device("cpu") on a CPU), or a function
+    or class of the learner's for one of the setup cell's (their own clip_grad_norm or mean_pool above an answer,
+    split_heads pasted from 00), which cells below then call alike. check and hint are not among those."""
+    import torch
+    if isinstance(value, (torch.Tensor, types.ModuleType)) or isinstance(ours, (torch.Tensor, types.ModuleType)):
+        return False
+    if (inspect.isroutine(value) or inspect.isclass(value)) and (inspect.isroutine(ours) or inspect.isclass(ours)):
+        return ours not in (check, hint)
+    try:
+        return type(value) is type(ours) and bool(value == ours)
+    except Exception:
+        return False
 
 
 _NOTHING = object()

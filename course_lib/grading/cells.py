@@ -26,6 +26,7 @@ _SETUP = None
 _runs: dict[str, set] = {}         # a cell's code as IPython ran it -> the answer cells (grade_id) it ran as,
                                    # _SETUP for the setup cell; an empty set: a cell grading does not run
 _latest: dict[str, str] = {}       # an answer cell's grade_id -> its code as last run (earlier versions are gone)
+_cell_ids: dict[str, str] = {}     # a cell's code as run -> the id of the cell it ran in (a copy has its own)
 _marked = False                    # some cell came with nbgrader's marks: the front end sends metadata
 current_id: str | None = None      # the id of the cell running now, as the front end sent it (unrun.py)
 seen_ids: set[str] = set()         # the id of every cell run since course_lib was imported
@@ -48,6 +49,7 @@ def _note(ip, info) -> None:
         marks = meta.get("nbgrader") or {}
         _marked = _marked or bool(marks)
         code = ip.transform_cell(info.raw_cell).strip()
+        _cell_ids[code] = current_id
         ran_as = _runs.setdefault(code, set())
         if "setup" in (meta.get("tags") or []):
             ran_as.add(_SETUP)
@@ -56,6 +58,12 @@ def _note(ip, info) -> None:
             _latest[marks.get("grade_id", "")] = code
     except Exception:                  # never break a learner's cell
         pass
+
+
+def is_answer_code(filename: str) -> bool:
+    """Whether the cell whose code ``filename`` holds ran as an answer cell."""
+    code = "".join(linecache.getlines(filename)).strip()
+    return any(g and g is not _SETUP for g in _runs.get(code, ()))
 
 
 def setup_running(ip) -> bool:
@@ -223,8 +231,11 @@ def renamed_since(answer, name: str) -> list[str] | None:
     latest = _latest.get(f"{name}_answer")
     if not _marked or latest is None or not _parse(latest) or name in _bound(latest) or latest in _cells_of(answer):
         return None                                    # (a run that does not parse: _stale in __init__ says it)
-    if not any(f"{name}_answer" in _runs.get(cell, set()) for cell in _cells_of(answer)):
+    made = _cells_of(answer)
+    if not any(f"{name}_answer" in _runs.get(cell, set()) for cell in made):
         return None
+    if _cell_ids.get(latest) not in {_cell_ids.get(cell) for cell in made}:
+        return None                                    # last run in a copy of the cell (its marks copied with it)
     return [n.name for n in _parse(latest) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
 
 
@@ -269,9 +280,14 @@ def said(ex, answer, *, passed: bool, summary: str = "") -> str:
     def fill(text: str) -> str:
         return textwrap.fill(text, 112, initial_indent="  ", subsequent_indent="  ")
 
-    calls = (f"it calls {_listed(others)} as defined in {'a cell' if len(others) == 1 else 'cells'} that grading "
-             f"does not run; graded, it calls the {'one' if len(others) == 1 else 'ones'} the setup cell or an "
-             f"answer cell defines: make sure {'that one passes' if len(others) == 1 else 'those pass'} too.")
+    one = len(others) == 1
+    by_setup = all(_SETUP in ran for ran in (set().union(*(r for c, r in _runs.items() if n in _bound(c)))
+                                             for n in others))
+    calls = (f"it calls {_listed(others)} as defined in {'a cell' if one else 'cells'} that grading does not run; "
+             + (f"graded, it calls the setup cell's (the imports at the top): run that cell again to check with "
+                f"{'that one' if one else 'those'} here too." if by_setup else
+                f"graded, it calls the {'one' if one else 'ones'} the setup cell or an answer cell defines: make sure "
+                f"{'that one passes' if one else 'those pass'} too."))
     if not passed or not (itself or needs):
         notes = [f"this {ex.name} was defined in a cell that grading does not run; grading checks the code in "
                  f"its answer cell."] if itself else []

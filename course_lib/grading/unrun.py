@@ -8,6 +8,7 @@ notebook never sets (a typo: Python's own "Did you mean" is better), nothing is 
 """
 from __future__ import annotations
 
+import ast
 import io
 import json
 import os
@@ -15,6 +16,7 @@ import tokenize
 from pathlib import Path
 
 from . import cells
+from .forbid import python_source
 
 
 def note(name: str, transform) -> str | None:
@@ -34,7 +36,7 @@ def note(name: str, transform) -> str | None:
     above = [i for i in setters if here is None or i < here]
     i = above[-1] if above else setters[0]
     ran = ids[i] in cells.seen_ids                 # by id: what ran may be an edit the file does not have yet
-    where = f"the cell beginning `{_first_line(notebook[i])}`{_heading_above(notebook, i)}"
+    where = f"the cell with `{_setting_line(transform(_text(notebook[i])), name)}`{_heading_above(notebook, i)}"
     if ran:
         return (f"✗ {name} is set in {where}, which ran in this kernel, but {name} was not left defined: that cell "
                 f"stopped with an error before it set {name}, or a later cell deleted it.\n  Run that cell again and "
@@ -42,9 +44,11 @@ def note(name: str, transform) -> str | None:
     if here is not None and not above:
         return (f"✗ {name} is first set further down, in {where}: this cell comes before it in the notebook.\n"
                 f"  Run the cells in the notebook's order, or set {name} in this cell.")
-    return (f"✗ {name} is set in a cell {'above this one ' if here is not None else ''}that this kernel has not run "
-            f"since it started: {where}.\n  Run the cells above this one in order (Run ▸ Run All Above Selected "
-            f"Cell), then this one again.")
+    if here is None:                   # this cell is not in the saved file yet: where it sits is not known
+        return (f"✗ {name} is set in a cell that this kernel has not run since it started: {where}.\n  Run that cell "
+                f"(or the cells above it, in order), then this one again.")
+    return (f"✗ {name} is set in a cell above this one that this kernel has not run since it started: {where}.\n"
+            f"  Run the cells above this one in order (Run ▸ Run All Above Selected Cell), then this one again.")
 
 
 def _notebook() -> list | None:
@@ -66,10 +70,17 @@ def _text(cell: dict) -> str:
     return "".join(source) if isinstance(source, list) else str(source)
 
 
-def _first_line(cell: dict) -> str:
-    """The cell's first line of code as a learner sees it, without its comment, 60 characters at most."""
-    lines = [ln.strip() for ln in _text(cell).splitlines() if ln.strip() and not ln.strip().startswith("#")]
-    line = lines[0] if lines else _text(cell).strip().splitlines()[0]
+def _setting_line(code: str, name: str) -> str:
+    """The first line of the cell's first top-level statement that sets ``name`` (two cells may begin alike:
+    08's torch.manual_seed(0)), without its comment, 60 characters at most."""
+    code = python_source(code)                         # a %%time cell's body on its own lines
+    lines = code.splitlines()
+    try:
+        statements = ast.parse(code).body
+    except SyntaxError:
+        statements = []
+    line = next((lines[s.lineno - 1] for s in statements if name in cells._binds([s])), "")
+    line = line.strip() or next((ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")), "")
     try:
         comment = next((t for t in tokenize.generate_tokens(io.StringIO(line).readline) if t.type == tokenize.COMMENT),
                        None)
