@@ -576,6 +576,27 @@ _BW = """def layer_norm_backward(grad_out, x, weight, eps=1e-5):
 """
 
 
+@pytest.mark.parametrize("bracket, says", [
+    ("g + g.mean(-1, keepdim=True) - xh * (g * xh).mean(-1, keepdim=True)",
+     ["Σ grad_x over the features is", "look at the − mean(g) term"]),
+    ("g - g.mean(0, keepdim=True) - xh * (g * xh).mean(0, keepdim=True)",
+     ["look at the − mean(g) term", "look at the − x̂ · mean(g · x̂) term"]),
+    ("g - g.mean(-1, keepdim=True) - 0.5 * xh * (g * xh).mean(-1, keepdim=True)",
+     ["Σ grad_x · x̂ is", "look at the − x̂ · mean(g · x̂) term"]),
+    ("g / weight ** 2 - (g / weight ** 2).mean(-1, keepdim=True) - xh * (g / weight ** 2 * xh).mean(-1, keepdim=True)",
+     []),
+], ids=["mean term added", "means over the first axis", "half the x̂ term", "g divided by the weight"])
+def test_layer_norm_backward_unnamed_slips_are_told_which_term_breaks_what_every_right_grad_x_keeps(bracket, says):
+    """06's second learner: five backward slips got "None of the known slips". A right grad_x sums to 0 over the
+    features and has (but for ε) no part along x̂; the check names the bracket's term whose part is off. A wrong g
+    keeps both (it is still a gradient of some LayerNorm): no such words, the usual line."""
+    src = _BW.replace("g - g.mean(-1, keepdim=True) - xh * (g * xh).mean(-1, keepdim=True)", bracket)
+    for r in _both_suites("layer_norm_backward", _learner_cell(src, "layer_norm_backward")):
+        assert not r.passed and all(s in r.message for s in says), r.message
+        assert ("Every right grad_x has no part along two directions" in r.message) == bool(says), r.message
+        assert ("None of the known slips" in r.message) == (not says), r.message
+
+
 @pytest.mark.parametrize("name, source, says", [
     ("layer_norm", _LN.replace("STATS", _LN_STATS).replace("* weight + bias", "* bias + weight"),
      "known mistake: weight and bias in each other's place"),

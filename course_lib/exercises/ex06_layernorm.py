@@ -590,6 +590,32 @@ def _bw_from(grad_x, grad_out, x, x_hat):
     return grad_x, _sum_batch(grad_out * x_hat, x), _sum_batch(grad_out, x)
 
 
+def _bw_diagnose(inputs, got, expected) -> str | None:
+    """What a wrong grad_x breaks of what every right one keeps: it sums to 0 over the features, and Σ grad_x · x̂
+    is the key's (0 but for ε), because adding a number to every feature of x, or scaling x − μ, leaves LayerNorm's
+    output as it was. Each is removed by one term of the bracket, which the words name."""
+    x, gx, key = (t.detach().double().cpu() for t in (inputs["x"], got[0], expected[0]))
+    if gx.shape != x.shape:
+        return None
+    x_hat, _ = _bw_parts(x, None, inputs.get("eps", 1e-5))
+    size = key.abs().sum(-1).clamp_min(1e-300)                      # per vector: how large a right grad_x is
+    said = []
+    for along, what, term in ((torch.ones_like(x), "Σ grad_x over the features", "− mean(g)"),
+                              (x_hat, "Σ grad_x · x̂", "− x̂ · mean(g · x̂)")):
+        yours, right = (gx * along).sum(-1).reshape(-1), (key * along).sum(-1).reshape(-1)
+        off = (yours - right).abs() / size.reshape(-1)
+        if off.max() > 1e-3:
+            v = int(off.argmax())
+            r = 0.0 if abs(right[v]) < 1e-9 * size.reshape(-1)[v] else float(right[v])
+            said.append(f"\n  {what} is {float(yours[v]):.3g} in vector {v} (a right answer's: {r:.2g}): look at the "
+                        f"{term} term.")
+    if not said:
+        return None
+    return ("Every right grad_x has no part along two directions, as adding one number to every feature of x, or\n"
+            "scaling x − μ, leaves LayerNorm's output as it was: in r · (g − mean(g) − x̂ · mean(g · x̂)) the − mean(g)\n"
+            "term removes the first, and the − x̂ · mean(g · x̂) term the second. Yours keeps a part:" + "".join(said))
+
+
 def _mb_no_means(grad_out, x, weight, eps=1e-5):
     x_hat, rstd = _bw_parts(x, weight, eps)
     return _bw_from(grad_out * weight * rstd, grad_out, x, x_hat)
@@ -841,6 +867,7 @@ LAYER_NORM_BACKWARD = Exercise(
     reference=ref.layer_norm_backward,
     call=_call_fn("layer_norm_backward"),
     outputs=("grad_x", "grad_weight", "grad_bias"),
+    diagnose=_bw_diagnose,
     visible=[
         Case("grad_out and x of shape (4, 8)", _bw_case((4, 8))),
         Case("grad_out and x of shape (2, 3, 8): weight and bias gradients sum over two axes",

@@ -509,12 +509,27 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome, named: Mistake | None = 
                          f"    {b.name} (in {at_b}).")
             lines.append("  " + a.explanation.replace("\n", "\n  "))
             lines.append("  " + b.explanation.replace("\n", "\n  "))
+        elif diff.kind == "value" and (broken := _diagnosed(ex, run, outcome.value, expected)):
+            lines.append("  " + broken.replace("\n", "\n  "))
         elif diff.kind == "value" and hint_text(ex):      # often a first draft's two slips at once, each named alone
             lines.append(f"  None of the known slips gives these numbers on its own (there may be two at once): "
                          f"hint(\"{ex.name}\") lists the steps.")
     if outcome.global_state:
         lines.append(f"  It also changed {_changed(outcome)}.")
     return "\n".join(lines), largest
+
+
+def _diagnosed(ex: Exercise, run: CaseRun, got: Any, expected: Any) -> str | None:
+    """The exercise's own words for a property the wrong answer breaks (Exercise.diagnose), or None."""
+    if ex.diagnose is None:
+        return None
+
+    def plain(v):                      # captured values as the tensors they hold (on the CPU)
+        return v.data if isinstance(v, TensorValue) else type(v)(map(plain, v)) if isinstance(v, (tuple, list)) else v
+    try:
+        return ex.diagnose(run.inputs, plain(got), plain(expected))
+    except Exception:                  # an answer's odd output (a shape, a type) is for the comparison to say
+        return None
 
 
 def _reordered(ex: Exercise, run: CaseRun, got: Any, expected: Any) -> str:

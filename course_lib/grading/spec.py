@@ -95,6 +95,9 @@ class Exercise:
     independent_outputs: bool = False
     # Names of inputs the answer may change in place (an optimizer's parameters, say).
     mutable_inputs: tuple[str, ...] = ()
+    # Where no known slip gives the answer's wrong values: a property every right answer keeps that this one breaks,
+    # in words (None if it keeps them all). Called with the case's inputs, the answer's output and the answer key's.
+    diagnose: Callable[[dict[str, Any], Any, Any], str | None] | None = None
 
     def output_names(self, inputs: dict[str, Any]) -> tuple[str, ...]:
         return tuple(self.outputs(inputs)) if callable(self.outputs) else tuple(self.outputs)
