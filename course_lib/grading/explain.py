@@ -11,6 +11,8 @@ import linecache
 import re
 from pathlib import Path
 
+from .spec import get_exercise
+
 _SAME_DTYPE = ("Tensors of two dtypes met where one is needed (float32 and float64 in a matrix product, say).\n"
                "Common causes: a tensor made inside the answer (torch.zeros, torch.tensor, torch.randn...) is\n"
                "float32 unless given dtype=, and .float() gives float32 whatever it was (a mask turned into\n"
@@ -214,7 +216,6 @@ def explain(exc: BaseException) -> str:
     """The note for the first key found in the error's text, or ""."""
     text = str(exc)
     if isinstance(exc, NameError) and getattr(exc, "name", None):
-        from .spec import get_exercise
         try:
             earlier = get_exercise(exc.name)
         except KeyError:
