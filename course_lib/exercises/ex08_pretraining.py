@@ -337,20 +337,24 @@ def _call_loss(fn, inputs):
     return loss
 
 
-def _reads_last_token(fn) -> bool:
-    """The answer indexes the model's output with [:, :, -1] (read from its source; False where there is none)."""
+def _source(fn) -> str:
+    """The answer's source as a notebook cell keeps it; "" where there is none to read."""
     try:
-        source = inspect.getsource(fn)
+        return textwrap.dedent(inspect.getsource(fn))
     except (OSError, TypeError):
-        return False
-    return re.search(r"\[\s*:\s*,\s*:\s*,\s*-1\s*\]", source) is not None
+        return ""
+
+
+def _reads_last_token(fn) -> bool:
+    """The answer indexes the model's output with [:, :, -1]."""
+    return re.search(r"\[\s*:\s*,\s*:\s*,\s*-1\s*\]", _source(fn)) is not None
 
 
 def _one_hot_unsized(fn) -> bool:
-    """The answer calls one_hot without num_classes (read from its source; False where there is none)."""
+    """The answer calls one_hot without num_classes."""
     try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
-    except (OSError, TypeError, SyntaxError):
+        tree = ast.parse(_source(fn))
+    except SyntaxError:
         return False
     return any(isinstance(n, ast.Call) and getattr(n.func, "attr", getattr(n.func, "id", "")) == "one_hot"
                and len(n.args) < 2 and not any(k.arg == "num_classes" for k in n.keywords) for n in ast.walk(tree))
