@@ -1440,3 +1440,92 @@ def test_clip_that_scales_below_max_norm_too_is_refused_and_named():
         r = evaluate(get_exercise("clip_grad_norm"), wrong, suite=suite)
         assert not r.passed and "known mistake: a factor min(norm, max_norm) / (norm + 1e-6)" in r.message, (suite, r.message)
         assert evaluate(get_exercise("clip_grad_norm"), right, suite=suite).passed
+
+
+def _cell(source, name):
+    """An answer as a notebook cell defines it, its lines kept where ipykernel keeps them (notes quote them)."""
+    import linecache
+    import math
+
+    import torch
+    filename = f"/tmp/ipykernel_0/{abs(hash(source))}.py"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace = {"torch": torch, "math": math, "__name__": "__main__"}
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace[name]
+
+
+_SGD_LOOP = """
+class SGDMomentum(torch.optim.Optimizer):
+    def __init__(self, params, lr, momentum=0.0):
+        super().__init__(params, dict(lr=lr, momentum=momentum))
+
+    def step(self, closure=None):
+        with torch.no_grad():
+            for group in GROUPS:
+                for i, p in enumerate(group["params"]):
+                    if p.grad is None:
+                        continue
+                    st = STATE
+                    buf = p.grad.clone() if "momentum_buffer" not in st else st["momentum_buffer"] * group["momentum"] + p.grad
+                    st["momentum_buffer"] = buf
+                    p.add_(buf, alpha=-group["lr"])
+"""
+
+_ADAM_LOOP = """
+class Adam(torch.optim.Optimizer):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            (b1, b2), lr, eps, wd = group["betas"], group["lr"], group["eps"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad + wd * p
+                st = self.state[p]
+                if not st:
+                    st["step"], st["m"], st["v"] = 0, torch.zeros_like(p), torch.zeros_like(p)
+                STEP
+                st["m"] = b1 * st["m"] + (1 - b1) * g
+                st["v"] = b2 * st["v"] + (1 - b2) * g * g
+                m_hat, v_hat = st["m"] / (1 - b1 ** t), st["v"] / (1 - b2 ** t)
+                p.sub_(lr * m_hat / DENOM)
+"""
+
+_STEP = 'st["step"] += 1\n                t = st["step"]'
+
+
+@pytest.mark.parametrize("name, source, says", [
+    ("SGDMomentum", _SGD_LOOP.replace("GROUPS", "self.param_groups[:1]").replace("STATE", "self.state[p]"),
+     "known mistake: only the first parameter group stepped"),
+    ("SGDMomentum", _SGD_LOOP.replace("GROUPS", "self.param_groups").replace("STATE", "self.state[i]"),
+     "self.state[i] keys the state by a parameter's place in its group"),
+    ("Adam", _ADAM_LOOP.replace("STEP", _STEP).replace("DENOM", "v_hat.sqrt()"),
+     "known mistake: eps left out of the denominator, or squared inside the square root"),
+    ("Adam", _ADAM_LOOP.replace("STEP", _STEP).replace("if not st:", "if True:").replace("DENOM", "(v_hat.sqrt() + eps)"),
+     "known mistake: m, v and the step count made anew at every step, not kept in self.state"),
+    ("Adam", _ADAM_LOOP.replace("STEP", 't = st["step"] + 1').replace("DENOM", "(v_hat.sqrt() + eps)"),
+     "known mistake: the step count never written back"),
+    ("clip_grad_norm", "def clip_grad_norm(params, max_norm):\n    grads = [p.grad for p in params if p.grad is not None]\n"
+     "    total = torch.sqrt(sum((p.grad * p.grad).sum() for p in params if p.grad is not None))\n"
+     "    for g in grads:\n        g.mul_(min(1.0, max_norm / (total + 1e-6)))\n    return total\n",
+     "sum() of no items is the int 0, not a tensor.\n  A common cause: params is a generator"),
+    ("lr_at", "def lr_at(step, max_lr, warmup_steps, total_steps, min_lr=0.0):\n    if step < warmup_steps:\n"
+     "        max_lr * (step + 1) / warmup_steps\n    if step >= total_steps:\n        return min_lr\n"
+     "    q = (step - warmup_steps) / (total_steps - warmup_steps)\n"
+     "    return min_lr + (max_lr - min_lr) * (1 + math.cos(math.pi * q)) / 2\n",
+     "known mistake: the warmup branch's rate computed but not returned"),
+], ids=["first group only", "state by place", "no eps", "state made anew", "count not stored", "generator used up",
+        "warmup not returned"])
+def test_optimizer_slips_of_02s_second_learner_are_told_what_they_are(name, source, says):
+    """Each got "None of the known slips", another mistake's name (eps squared, for no eps at all), or the keepdim
+    note on an answer with no reduction in it (the second learner of 02)."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+    answer = _cell(source, name)
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise(name), answer, suite=suite)
+        assert not r.passed and says in r.message and "keepdim" not in r.message, r.message

@@ -268,7 +268,8 @@ def _opt_random(defaults_fn, group2_fn):
 # ---------------------------------------------------------------- mistaken optimizers
 def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_mu=False, state_outside=False,
                  none_as_zero=False, grad_as_buffer=None, first_twice=False, nesterov=False, zero_skipped=False,
-                 stale_buffer=False, none_stops=None, ascent=False, never_stored=False, stored_once=False):
+                 stale_buffer=False, none_stops=None, ascent=False, never_stored=False, stored_once=False,
+                 first_group_only=False):
     """grad_as_buffer: "in place" or "new": the buffer starts as p.grad itself (no clone), then is
     updated in place (buf.mul_(mu).add_(g)) or into a new tensor (buf = mu * buf + g).
     dampen: True, from the first step (buf = (1 - mu) * g, then the average); "after the first":
@@ -278,7 +279,8 @@ def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_
     stale_buffer: the step taken with the buffer before this gradient joins it (p ← p − lr·buf, then
     buf = mu·buf + g). ascent: the step added to p instead of taken from it. never_stored: the buffer
     updated in a local name and never written back, so every step is plain SGD. stored_once: the first
-    buffer stored, every later one only in a local name, so each step is lr·(μ·first g + g)."""
+    buffer stored, every later one only in a local name, so each step is lr·(μ·first g + g). first_group_only:
+    the loop over param_groups[0] alone."""
     class Mistaken(torch.optim.Optimizer):
         def __init__(self, params, lr, momentum=0.0):
             super().__init__(params, dict(lr=lr, momentum=momentum))
@@ -286,7 +288,7 @@ def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_
 
         @torch.no_grad()
         def step(self, closure=None):
-            for group in self.param_groups:
+            for group in self.param_groups[:1] if first_group_only else self.param_groups:
                 lr = self.lr0 if cached_lr else group["lr"]
                 mu = self.mu0 if cached_mu else group["momentum"]
                 for p in group["params"]:
@@ -341,7 +343,8 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                   wd_ignored=False, v_with_b1=False, corrected_in_place=False, none_stops=None,
                   root_corrected=False, v_from=None, no_sqrt=False, ascent=False, decay_slip=None,
                   betas_swapped=False, m_corrected_with_b2=False, lr_in_m=False, eps_after_division=False,
-                  decay_lr_from_init=False, m_in_with_b1=False, update_lost=False, v_corrected_with_b1=False):
+                  decay_lr_from_init=False, m_in_with_b1=False, update_lost=False, v_corrected_with_b1=False,
+                  state_reset=False, t_not_stored=False, decay_matrices_only=False):
     """shared_t: "group" or "optimizer", where one step count for all parameters is kept (group["t"],
     saved by state_dict; self.t, not saved), or "each parameter": a count on the optimizer incremented in the
     loop, once for every parameter stepped. decay_lr_from_init: AdamW's decay by the lr given to __init__
@@ -365,7 +368,9 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
     betas_swapped: (b2, b1) = betas. m_corrected_with_b2: m̂ = m / (1 − β₂ᵗ). lr_in_m: m = β₁·m + (1 − β₁)·lr·g,
     the step m̂/(√v̂ + eps). eps_after_division: the step lr·m̂/√v̂ + eps (eps outside the brackets).
     update_lost: the Adam step written to a new tensor (p = p - ...), AdamW's decay (in place) alone kept.
-    v_corrected_with_b1: v̂ = v / (1 − β₁ᵗ)."""
+    v_corrected_with_b1: v̂ = v / (1 − β₁ᵗ). state_reset: m, v and the count made anew at every step (each step
+    Adam's first). t_not_stored: t = state["step"] + 1, never written back (t = 1 at every step, the moments kept).
+    decay_matrices_only: AdamW's decay only on parameters of two or more axes."""
     class Mistaken(torch.optim.Optimizer):
         def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=default_wd):
             super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
@@ -398,7 +403,7 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                     dec = decoupled != flip_decay
                     if decay_twice == "old p" and wd != 0:
                         g = g + wd * p
-                    if wd != 0 or decay_slip == "factor":      # p·lr·wd zeroes a group without decay
+                    if (wd != 0 or decay_slip == "factor") and not (decay_matrices_only and p.dim() < 2):
                         if dec:
                             if not decay_after:
                                 {"g": lambda: p.sub_(lr * wd * g), "factor": lambda: p.mul_(lr * wd),
@@ -410,18 +415,20 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                         if decay_twice == "new p":
                             g = g + wd * p
                     st = self.outside.setdefault(id(p), {}) if state_outside else self.state[p]
-                    if not st:
+                    if not st or state_reset:
                         st["step"], st["m"], st["v"] = 0, torch.zeros_like(p), torch.zeros_like(p)
                         if moments_from_g:
                             st["m"], st["v"] = g.clone(), g * g
                         if t_tensor:
                             st[t_tensor] = torch.tensor(0.0)
-                    if not t_from_zero:
+                    if not t_from_zero and not t_not_stored:
                         st["step"] += 1
                     if t_tensor == "t":
                         st["t"] += 1
                     self.n += 1
                     t = {"group": group["t"], "optimizer": self.t, "each parameter": self.n}.get(shared_t, st["step"]) + t_shift
+                    if t_not_stored:
+                        t = st["step"] + 1
                     if t_tensor:
                         t = st[t_tensor]
                     st["m"] = b1 * st["m"] + (b1 if m_in_with_b1 else 1 - b1) * (lr * g if lr_in_m else g)
@@ -569,10 +576,22 @@ def _correction_mistakes(decoupled: bool, default_wd: float) -> list[Mistake]:
                   "whatever the parameters' dtype, and float64 parameters get float32-sized errors. Count\n"
                   "in a Python int (state['step'] = 0), or use t = state['step'].item().")
           for key, where in (("step", ""), ("t", " under a key of its own"))],
-        Mistake("eps squared inside the square root: sqrt(v̂ + eps²)", variant(eps_squared=True),
-                "Adam divides by sqrt(v̂) + eps. sqrt(v̂ + eps²) is smaller, by up to eps, so every step is a\n"
-                "little too large: by about eps/√v̂ of it, 1e-5 with eps = 1e-8 and the bias's gradients of\n"
-                "about 1e-3."),
+        Mistake("eps left out of the denominator, or squared inside the square root: sqrt(v̂ + eps²)",
+                variant(eps_squared=True),
+                "Adam divides by sqrt(v̂) + eps. With no eps, or sqrt(v̂ + eps²), which is as good as none, the\n"
+                "denominator is smaller by about eps, so every step is a little too large: by about eps/√v̂ of\n"
+                "it, 1e-5 with eps = 1e-8 and the bias's gradients of about 1e-3 (and a zero v̂ divides by 0)."),
+        Mistake("m, v and the step count made anew at every step, not kept in self.state: every step is Adam's first",
+                variant(state_reset=True),
+                "self.state[p] carries m, v and the step count from one step to the next. Made anew at each\n"
+                "step (a dict local to step(), or an `if` that always starts them), every step is the first:\n"
+                "t = 1, m̂ = g, v̂ = g², and each weight moves by lr·g/(|g| + eps), about lr whatever g is.\n"
+                "Create them once, `if p not in self.state:` (or `if not state:`), and update them in place."),
+        Mistake("the step count never written back: t = state['step'] + 1 at every step, so t is always 1",
+                variant(t_not_stored=True),
+                "Count the steps in the state, state['step'] += 1, then use that count: computed as\n"
+                "state['step'] + 1 without storing it, t stays 1 and the bias correction divides by 1 − β\n"
+                "at every step, far too much once m and v have filled up."),
         Mistake("m and v started at the first gradient (and its square) instead of at zero, then bias-corrected",
                 variant(moments_from_g=True), _FROM_G_WHY),
     ]
@@ -723,6 +742,10 @@ SGD_EX = Exercise(
                 "only rebind a local name, so the state keeps what it had (or nothing) and the next step starts\n"
                 "again from g. Store the new buffer, state['momentum_buffer'] = buf, or update the stored\n"
                 "tensor in place, buf.mul_(μ).add_(g)."),
+        Mistake("only the first parameter group stepped (self.param_groups[0])", _sgd_variant(first_group_only=True),
+                "A model's parameters often come in several groups, each with its own lr or momentum (and\n"
+                "weight decay): step() loops over every group, for group in self.param_groups, and over\n"
+                "each group's parameters. The parameters of the other groups were never changed."),
         Mistake("momentum buffer stored at the first step only: later buffers never written back",
                 _sgd_variant(stored_once=True),
                 "The first step stores the buffer, but buf = μ·buf + g at the later steps only rebinds a\n"
@@ -904,6 +927,11 @@ ADAMW_EX = Exercise(
                 "(1 − β₁ᵗ) and (1 − β₂ᵗ), where t counts this parameter's steps from 1."),
         Mistake("only m bias-corrected: √v used where √v̂ belongs",
                 _adam_variant(decoupled=True, default_wd=0.01, bias_correction="m only"), _V_HAT_WHY),
+        Mistake("weight decay only on parameters of two or more axes (if p.dim() >= 2), the biases left undecayed",
+                _adam_variant(decoupled=True, default_wd=0.01, decay_matrices_only=True),
+                "AdamW decays every parameter of a group by its group's weight_decay. Leaving biases and norm\n"
+                "weights undecayed is a good habit, and it is done by the caller, not the optimizer: they go in\n"
+                "a group of their own with weight_decay=0 (course_lib's Trainer, which 08 trains with, does so)."),
         Mistake("weight decay applied after the Adam step instead of before it",
                 _adam_variant(decoupled=True, default_wd=0.01, decay_after=True),
                 "torch.optim.AdamW shrinks p first, p ← p·(1 − lr·wd), then takes the Adam step. Decaying\n"
@@ -1018,6 +1046,13 @@ def _lr_off_by_one(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
     if step < warmup_steps:
         return max_lr * step / warmup_steps
     if step >= total_steps:
+        return min_lr
+    p = (step - warmup_steps) / (total_steps - warmup_steps)
+    return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * p))
+
+
+def _lr_warmup_not_returned(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+    if step >= total_steps:                 # the warmup branch computed its rate and dropped it
         return min_lr
     p = (step - warmup_steps) / (total_steps - warmup_steps)
     return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * p))
@@ -1179,6 +1214,11 @@ LR_EX = Exercise(
              _sched_case(0.5, 5, 60, 1e-3, extra=tuple(range(63))), dtypes=F64),
     ],
     mistakes=[
+        Mistake("the warmup branch's rate computed but not returned: warmup steps get the cosine's",
+                _lr_warmup_not_returned,
+                "A line that computes a value and does nothing with it (max_lr * (step + 1) / warmup_steps on its\n"
+                "own) changes nothing: the function goes on to the cosine, at a negative progress. Write\n"
+                "return in front of it."),
         Mistake("warmup off by one: max_lr·step/warmup_steps (lr 0 at step 0)", _lr_off_by_one,
                 "With step/warmup_steps the first step has lr 0 (it trains nothing) and max_lr is only\n"
                 "reached after warmup. This schedule uses max_lr·(step + 1)/warmup_steps."),

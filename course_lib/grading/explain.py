@@ -20,12 +20,17 @@ _SAME_DTYPE = ("Tensors of two dtypes met where one is needed (float32 and float
                "cases too).")
 _VIEW_FIX = "write .reshape(...) where you wrote .view(...), with the same sizes."
 
+_BROADCAST = ("Elementwise operations need shapes that broadcast: compared from the last axis, each pair of\n"
+              "sizes must be equal or one of them 1.")
+_KEEPDIM = (" A common cause: a reduction (mean, sum, amax...) without\n"
+            "keepdim=True drops its axis, so its result no longer lines up with the tensor it came from:\n"
+            "keep the axis with keepdim=True (or add it back with [..., None]).")
+_EXHAUSTED = ("A common cause: params is a generator (model.parameters() is one), and an earlier loop over it used\n"
+              "it up, so a second loop sees nothing: make it a list once, at the top, params = list(params).")
+
 TORCH_ERRORS = {
-    "must match the size of tensor b":
-        "Elementwise operations need shapes that broadcast: compared from the last axis, each pair of\n"
-        "sizes must be equal or one of them 1. A common cause: a reduction (mean, sum, amax...) without\n"
-        "keepdim=True drops its axis, so its result no longer lines up with the tensor it came from:\n"
-        "keep the axis with keepdim=True (or add it back with [..., None]).",
+    "must match the size of tensor b": _BROADCAST + _KEEPDIM,
+    "nested_tensorlist[0].empty()": "A torch function got an empty list of tensors.\n" + _EXHAUSTED,
     **dict.fromkeys(("to have the same dtype", "must have the same dtype", "expected scalar type Double but found Float",
                      "expected scalar type Float but found Double", "dtypes match, got"), _SAME_DTYPE),
     "Expected all tensors to be on the same device":
@@ -249,6 +254,8 @@ def explain(exc: BaseException) -> str:
         why = why.replace(_VIEW_FIX, line.strip().replace(".view(", ".reshape("))
     if "must match the size of tensor b" in text:
         why = _broadcast_cause(exc, line) or why
+    if "must be Tensor, not int" in text and re.search(r"\bsum\(", line):
+        why = "sum() of no items is the int 0, not a tensor.\n" + _EXHAUSTED
     if "positional argument" in text and re.search(r"super\(\)\.__init__\(\s*[^)\s]", line):
         why = ("nn.Module's own __init__ takes no arguments: super().__init__(), with nothing between the brackets.\n"
                "The module's sizes and settings are yours to keep, as its parameters and attributes (self.eps = eps).")
@@ -272,6 +279,14 @@ def _broadcast_cause(exc: BaseException, line: str) -> str:
         return ("unsqueeze adds an axis of size 1 where it says, and sizes then line up from the last axis: a (D,)\n"
                 "vector unsqueezed at -1 is (D, 1), whose D meets the axis before the last. Check where the new axis\n"
                 "goes; a (D,) vector already broadcasts against (..., D) as it is.")
+    place = re.search(r"for\s+(\w+)\s*,\s*\w+\s+in\s+enumerate\(", cell)
+    if place and re.search(rf"state\[\s*{place.group(1)}\s*\]", cell):
+        return (f"self.state[{place.group(1)}] keys the state by a parameter's place in its group, and every group "
+                f"counts from 0:\none parameter got another's state, of another shape. Key it by the parameter "
+                f"itself, self.state[p].")
+    if frame is not None and not re.search(r"\.(mean|sum|amax|amin|max|min|var|std|norm|prod|logsumexp)\(|"
+                                           r"\b(sum|mean)\(", cell):
+        return _BROADCAST                # no reduction in the answer: the keepdim advice would mislead
     return ""
 
 
