@@ -75,8 +75,9 @@ def explorer(fn: Callable, title: str | None = None, **controls) -> widgets.VBox
 
 
 def _unfinished_said(fn: Callable) -> Callable:
-    """``fn``, saying in one line which of the learner's answers is not written yet when it meets one, not
-    with a traceback through ipywidgets ending at that answer's ``raise NotImplementedError()``."""
+    """``fn``, saying in one line which of the learner's answers is not written yet (or not defined: its answer cell
+    not run) when it meets one, not with a traceback through ipywidgets ending at that answer's
+    ``raise NotImplementedError()`` or at the name."""
     @functools.wraps(fn)
     def run(*args, **kwargs):
         try:
@@ -92,4 +93,12 @@ def _unfinished_said(fn: Callable) -> Callable:
             name = getattr(code, "co_qualname", code.co_name)          # SGDMomentum.step, not step
             print(f"This explorer calls your {name}, which is not written yet (its answer cell still raises "
                   f"NotImplementedError).\nAnswer that exercise until its check shows ✓, then run this cell again.")
+        except NameError as exc:
+            from course_lib.grading.spec import get_exercise
+            try:
+                get_exercise(getattr(exc, "name", None) or "")
+            except KeyError:
+                raise exc from None
+            print(f"This explorer calls your {exc.name}, which is not defined: its answer cell has not run (or "
+                  f"stopped with an error).\nRun that cell until its check shows ✓, then run this cell again.")
     return run

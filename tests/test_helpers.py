@@ -140,6 +140,23 @@ def test_an_explorer_over_an_unwritten_answer_says_which_in_one_line(capsys):
         widgets._unfinished_said(library)(lr=0.5)
 
 
+def test_an_explorer_over_an_answer_not_defined_says_which_in_one_line(capsys):
+    """02's explorer run before SGDMomentum's answer cell: a NameError's traceback through ipywidgets (the second
+    learner of 02). Another name not defined still propagates."""
+    def race(lr=0.1):
+        return SGDMomentum  # noqa: F821
+
+    widgets._unfinished_said(race)(lr=0.5)
+    said = capsys.readouterr().out
+    assert said.startswith("This explorer calls your SGDMomentum, which is not defined: its answer cell has not run")
+
+    def typo(lr=0.1):
+        return lrr  # noqa: F821
+
+    with pytest.raises(NameError, match="lrr"):
+        widgets._unfinished_said(typo)(lr=0.5)
+
+
 # Machado, Oliveira and Fernandes (2009): full protanopia, deuteranopia and tritanopia (severity 1), on linear RGB.
 DICHROMACY = {
     "protanopia": [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216], [-0.003882, -0.048116, 1.051998]],

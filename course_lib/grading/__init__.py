@@ -110,20 +110,21 @@ def _stopped(tb) -> str | None:
     """The stop button inside a library's loop (course_lib's train_toy, torch's Adam): one line for the learner's
     cell instead of a hundred through the library. None when it stopped in the cell's own code (a short traceback
     of the learner's lines, IPython's)."""
-    cell = inner = None
+    cell, library = None, []
     while tb is not None:
         if _is_learner_frame(tb.tb_frame.f_code.co_filename):
             cell = cell or tb
-        elif cell is not None and inner is None:
-            inner = tb.tb_frame
+        elif cell is not None:
+            library.append(tb.tb_frame)
         tb = tb.tb_next
-    if cell is None or inner is None:
+    if cell is None or not library:
         return None
     line = linecache.getline(cell.tb_frame.f_code.co_filename, cell.tb_lineno).strip()
-    module = inner.f_globals.get("__name__", "").split(".")[0]
-    return (f"Stopped (the stop button) at line {cell.tb_lineno} of this cell, `{line}`, inside "
-            f"{inner.f_code.co_name} ({module}).\n  Names the cell set before that line keep their values; run the cell "
-            f"again to start it over.")
+    # the course's function it was in (06's train_toy), not torch's inner wrappers
+    ours = next((f.f_code.co_name for f in library if f.f_globals.get("__name__", "").startswith("course_lib")), None)
+    return (f"Stopped (the stop button) at line {cell.tb_lineno} of this cell, `{line}`"
+            + (f", inside course_lib's {ours}" if ours else "") + ".\n  Names the cell set before that line keep "
+            f"their values; run the cell again to start it over.")
 
 
 def _undefined_answer(error: NameError, tb) -> str | None:
