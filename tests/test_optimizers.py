@@ -750,7 +750,7 @@ _NO_GRAD = ("    def step(", "    @torch.no_grad()\n    def step(")
          "bias correction divides by (1 − β)ᵗ instead of 1 − βᵗ"),
         ([('** st["t"]', '** (st["t"] + 1)')], "bias correction one step ahead"),
         ([('((st["v"] / (1 - b2 ** st["t"])).sqrt() + eps)', '(st["v"] / (1 - b2 ** st["t"]) + eps * eps).sqrt()')],
-         "eps squared inside the square root: sqrt(v̂ + eps²)"),
+         "eps left out of the denominator, or squared inside the square root: sqrt(v̂ + eps²)"),
         ([("                if p.grad is None:\n", "                if p.grad is None or p.grad.abs().sum() == 0:\n")],
          "a parameter whose gradient is all zeros skipped as if its grad were None"),
         ([('st["t"], st["m"], st["v"] = 0, ', 'st["t"], st["m"], st["v"] = torch.tensor(0.0), ')],
