@@ -1355,6 +1355,18 @@ def test_a_mistyped_exercise_name_gets_the_names_it_is_close_to(name, says, caps
     assert str(failed.value) == f"✗ {info.value.args[0]}"
 
 
+def test_check_with_no_arguments_gives_an_example_from_the_notebook_in_use(monkeypatch):
+    """Its example was 00's split_heads in every notebook (02's second learner)."""
+    from course_lib.grading import CheckFailed, cells, check
+    monkeypatch.setattr(cells, "_latest", {})
+    monkeypatch.setenv("JPY_SESSION_NAME", "/home/me/work/06_layernorm.ipynb")
+    with pytest.raises(CheckFailed, match=r'check\("layer_norm", layer_norm\)\.$'):
+        check()
+    monkeypatch.setattr(cells, "_latest", {"rms_norm_answer": "def rms_norm(x, weight): ..."})
+    with pytest.raises(CheckFailed, match=r'check\("rms_norm", rms_norm\)\.$'):
+        check()
+
+
 def test_check_called_without_the_name_or_with_another_exercises_answer_says_how_to_call_it():
     """check(split_heads) got Python's "missing 1 required positional argument: 'answer'" (the answer was
     there; the name was not); check("merge_heads", split_heads) ran merge_heads's cases on split_heads and
@@ -1368,6 +1380,9 @@ def test_check_called_without_the_name_or_with_another_exercises_answer_says_how
         check("merge_heads")
     with pytest.raises(CheckFailed, match=r"^✗ check takes the exercise's name, then your answer"):
         check()                                            # Python's "missing 1 required positional argument"
+    with pytest.raises(CheckFailed, match=r'^✗ check takes the exercise\'s name and your answer, nothing more: '
+                                          r'check\("merge_heads", merge_heads\)\.$'):
+        check("merge_heads", merge_heads, merge_heads)     # Python's "takes from 0 to 2 positional arguments" (02's)
     with pytest.raises(CheckFailed, match=r"nothing more: the checks choose the inputs \(positive= is not one"):
         check("merge_heads", merge_heads, positive=0)      # Python's "unexpected keyword argument" (09's learner)
     with pytest.raises(CheckFailed, match=r'^✗ merge_heads — this check got split_heads, the answer to another '

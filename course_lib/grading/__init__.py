@@ -9,6 +9,7 @@ import contextlib
 import inspect
 import io
 import linecache
+import os
 import re
 import sys
 import types
@@ -214,7 +215,7 @@ def _alike(value, ours) -> bool:
 _NOTHING = object()
 
 
-def check(name: str = _NOTHING, answer=_NOTHING, *, suite: str = "visible", device=None, seed: int | None = None,
+def check(name: str = _NOTHING, answer=_NOTHING, *more, suite: str = "visible", device=None, seed: int | None = None,
           **extra) -> None:
     """Check ``answer`` (the learner's function or class) against exercise ``name``.
 
@@ -224,7 +225,12 @@ def check(name: str = _NOTHING, answer=_NOTHING, *, suite: str = "visible", devi
     from course_lib.device import get_device
     _install_handler()
     if name is _NOTHING:
-        raise CheckFailed("✗ check takes the exercise's name, then your answer: check(\"split_heads\", split_heads).")
+        example = _an_exercise_here()
+        raise CheckFailed(f"✗ check takes the exercise's name, then your answer: check(\"{example}\", {example}).")
+    if more:
+        given = name if isinstance(name, str) else getattr(name, "__name__", "name")
+        raise CheckFailed(f"✗ check takes the exercise's name and your answer, nothing more: check(\"{given}\", "
+                          f"{given}).")
     if extra:
         raise CheckFailed(f"✗ check takes the exercise's name and your answer, nothing more: the checks choose the "
                           f"inputs ({', '.join(f'{k}=' for k in extra)} is not one of its settings; those are suite=, "
@@ -258,6 +264,17 @@ def check(name: str = _NOTHING, answer=_NOTHING, *, suite: str = "visible", devi
     if message.startswith("✗"):
         raise CheckFailed(message)
     print(message)
+
+
+def _an_exercise_here() -> str:
+    """An exercise of the notebook the kernel runs (the last answer cell run, else the notebook's first), for an
+    example; split_heads where neither is known."""
+    from .spec import all_exercises
+    answered = [g.removesuffix("_answer") for g in cells._latest]
+    if answered:
+        return answered[-1]
+    stem = os.path.splitext(os.path.basename(os.environ.get("JPY_SESSION_NAME", "")))[0]
+    return next((ex.name for ex in all_exercises() if ex.notebook == stem), "split_heads")
 
 
 _last_checked: dict[tuple[str, str], tuple[object, str]] = {}
