@@ -1472,30 +1472,7 @@ class SGDMomentum(torch.optim.Optimizer):
                     p.add_(buf, alpha=-group["lr"])
 """
 
-_ADAM_LOOP = """
-class Adam(torch.optim.Optimizer):
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            (b1, b2), lr, eps, wd = group["betas"], group["lr"], group["eps"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad + wd * p
-                st = self.state[p]
-                if not st:
-                    st["step"], st["m"], st["v"] = 0, torch.zeros_like(p), torch.zeros_like(p)
-                STEP
-                st["m"] = b1 * st["m"] + (1 - b1) * g
-                st["v"] = b2 * st["v"] + (1 - b2) * g * g
-                m_hat, v_hat = st["m"] / (1 - b1 ** t), st["v"] / (1 - b2 ** t)
-                p.sub_(lr * m_hat / DENOM)
-"""
-
-_STEP = 'st["step"] += 1\n                t = st["step"]'
+_ADAM = ADAMW_COUPLED.replace("class AdamW", "class Adam").replace("weight_decay=0.01", "weight_decay=0.0")
 
 
 @pytest.mark.parametrize("name, source, says", [
@@ -1503,11 +1480,11 @@ _STEP = 'st["step"] += 1\n                t = st["step"]'
      "known mistake: only the first parameter group stepped"),
     ("SGDMomentum", _SGD_LOOP.replace("GROUPS", "self.param_groups").replace("STATE", "self.state[i]"),
      "self.state[i] keys the state by a parameter's place in its group"),
-    ("Adam", _ADAM_LOOP.replace("STEP", _STEP).replace("DENOM", "v_hat.sqrt()"),
+    ("Adam", _ADAM.replace("(v_hat.sqrt() + eps)", "v_hat.sqrt()"),
      "known mistake: eps left out of the denominator, or squared inside the square root"),
-    ("Adam", _ADAM_LOOP.replace("STEP", _STEP).replace("if not st:", "if True:").replace("DENOM", "(v_hat.sqrt() + eps)"),
+    ("Adam", _ADAM.replace("if not st:", "if True:"),
      "known mistake: m, v and the step count made anew at every step, not kept in self.state"),
-    ("Adam", _ADAM_LOOP.replace("STEP", 't = st["step"] + 1').replace("DENOM", "(v_hat.sqrt() + eps)"),
+    ("Adam", _ADAM.replace('st["t"] += 1', 't = st["t"] + 1').replace('** st["t"]', "** t"),
      "known mistake: the step count never written back"),
     ("clip_grad_norm", "def clip_grad_norm(params, max_norm):\n    grads = [p.grad for p in params if p.grad is not None]\n"
      "    total = torch.sqrt(sum((p.grad * p.grad).sum() for p in params if p.grad is not None))\n"
