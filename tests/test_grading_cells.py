@@ -268,41 +268,42 @@ def test_a_cell_that_overwrites_a_name_of_the_setup_cell_is_told_once(capsys, mo
     import torch.nn.functional as F
 
     import course_lib.grading as grading
-    monkeypatch.setattr(grading, "_told", {})
-    monkeypatch.setattr(grading, "_set_by_setup", {})
+    from course_lib.grading import kernel
+    monkeypatch.setattr(kernel, "_told", {})
+    monkeypatch.setattr(kernel, "_set_by_setup", {})
     space = {"check": grading.check, "hint": grading.hint, "x": 1}
-    grading._said_overwritten(space)                                  # no setup cell seen: check and hint watched
+    kernel._said_overwritten(space)                                  # no setup cell seen: check and hint watched
     assert capsys.readouterr().err == ""
     space["check"] = None
-    grading._said_overwritten(space)
+    kernel._said_overwritten(space)
     told = capsys.readouterr().err
     assert told.startswith("Note: this cell gave `check` a new value (NoneType), where the setup cell had set it; the "
                            "cells below mean the setup cell's check.") and "run the setup cell" in told, told
-    grading._said_overwritten(space)                                 # the next cell: said once
+    kernel._said_overwritten(space)                                 # the next cell: said once
     assert capsys.readouterr().err == ""
     space.update(check=grading.check, F=F)                           # the setup cell run again, then slips
-    grading._said_overwritten(space, "import torch.nn.functional as F\nfrom course_lib import check, hint",
+    kernel._said_overwritten(space, "import torch.nn.functional as F\nfrom course_lib import check, hint",
                               setup=True)
     space["check"], space["hint"], space["x"] = None, "use rearrange", 2
-    grading._said_overwritten(space, "check = None")
+    kernel._said_overwritten(space, "check = None")
     told = capsys.readouterr().err
     assert "`check` a new value (NoneType)" in told and "`hint` a new value (str)" in told and "`x`" not in told
     space["F"] = torch.nn.Sequential()
-    grading._said_overwritten(space, "F = nn.Sequential()")
+    kernel._said_overwritten(space, "F = nn.Sequential()")
     assert "`F` a new value (Sequential)" in capsys.readouterr().err
     # the fp hunt: an equal value, and a learner's own function for a setup cell's one, are not worth a note
     space.update(check=grading.check, hint=grading.hint, device=torch.device("cpu"),
                  split_heads=torch.nn.functional.relu)
-    grading._said_overwritten(space, "import torch\nfrom course_lib.reference import split_heads\n"
+    kernel._said_overwritten(space, "import torch\nfrom course_lib.reference import split_heads\n"
                               "device = torch.device('cpu')", setup=True)
     space.update(device=torch.device("cpu"), split_heads=lambda x, n: x)
-    grading._said_overwritten(space, "device = torch.device('cpu')\ndef split_heads(x, n): ...")
+    kernel._said_overwritten(space, "device = torch.device('cpu')\ndef split_heads(x, n): ...")
     assert capsys.readouterr().err == ""
     space["device"] = "cuda"
-    grading._said_overwritten(space, "device = 'cuda'")
+    kernel._said_overwritten(space, "device = 'cuda'")
     assert "`device` a new value (str)" in capsys.readouterr().err
     del space["check"], space["hint"], space["F"]                    # deleted: a NameError says so where it is used
-    grading._said_overwritten(space)
+    kernel._said_overwritten(space)
     assert capsys.readouterr().err == ""
 
 
@@ -338,7 +339,7 @@ def test_the_stop_button_inside_a_library_loop_is_said_in_one_line():
     import linecache
     import sys
 
-    from course_lib.grading import _stopped
+    from course_lib.grading.kernel import _stopped
 
     def stopped(source):
         filename = f"/tmp/ipykernel_0/stop{abs(hash(source))}.py"        # a notebook cell's lines, as ipykernel keeps

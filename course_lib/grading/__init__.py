@@ -12,11 +12,10 @@ import linecache
 import os
 import re
 import sys
-import types
 
-from . import cells, unrun
+from . import cells, kernel
 from .cells import _codes
-from .engine import DEVICE, _is_learner_frame, describe_error, evaluate
+from .engine import DEVICE, _is_learner_frame, evaluate
 from .hints import hint_text
 from .spec import Case, Exercise, Forbidden, Mistake, get_exercise, register
 
@@ -59,157 +58,12 @@ def _source_of(obj) -> str | None:
 _handler_installed = False
 
 
-def _show_check_failure(shell, etype, value, tb, tb_offset=None):
-    # Only the verdict, not course_lib's stack: the message already says where it went wrong.
-    try:
-        note = (_undefined_answer(value, tb) if issubclass(etype, NameError)
-                else _unwritten_answer(value) if issubclass(etype, NotImplementedError)
-                else _stopped(tb) if issubclass(etype, KeyboardInterrupt) else str(value))
-    except Exception:                  # never let IPython drop this handler for the rest of the session
-        note = None
-    where = None
-    if note is None and issubclass(etype, NameError) and not _in_an_answer(tb):
-        try:                           # a name set in a cell not run: Python's traceback, and which cell
-            where = unrun.note(getattr(value, "name", None), shell.transform_cell)
-        except Exception:
-            where = None
-    if note is None and where is None:   # any other NameError, NotImplementedError or stop: IPython's own traceback
-        return shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
-    try:
-        shell._get_exc_info((etype, value, tb))          # sys.last_value etc., for %debug and %tb
-    except Exception:
-        pass
-    if where is not None:
-        stb = shell.InteractiveTB.structured_traceback(etype, value, tb, tb_offset=tb_offset) + [where]
-    else:
-        stb = [f"\x1b[0;31m{etype.__name__}\x1b[0m", note]
-    shell._showtraceback(etype, note, stb)
-    return stb
-
-
-def _unwritten_answer(error: NotImplementedError) -> str | None:
-    """A demo cell run before the answer it calls is written: the answer cell's own `raise NotImplementedError()`,
-    said in one line (a check cell says it in its verdict). None for any other NotImplementedError."""
-    name = describe_error(error)["stub_of"]                # LoRALinear.forward, in another cell than this one
-    if not name:
-        return None
-    return (f"✗ this cell calls your {name}, which is not written yet: its answer cell still raises "
-            f"NotImplementedError.\n  Answer that exercise (its check shows ✓ when it is right), then run this cell "
-            f"again.")
-
-
-def _in_an_answer(tb) -> bool:
-    """The NameError arose inside a function of an answer cell (split_heads reading a D it never computed): the
-    answer is what needs mending, and a demo cell's global of that name would only hide the slip."""
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    code = tb.tb_frame.f_code if tb is not None else None
-    return code is not None and code.co_name != "<module>" and cells.is_answer_code(code.co_filename)
-
-
-def _stopped(tb) -> str | None:
-    """The stop button inside a library's loop (course_lib's train_toy, torch's Adam): one line for the learner's
-    cell instead of a hundred through the library. None when it stopped in the cell's own code (a short traceback
-    of the learner's lines, IPython's)."""
-    cell, library = None, []
-    while tb is not None:
-        if _is_learner_frame(tb.tb_frame.f_code.co_filename):
-            cell = cell or tb
-        elif cell is not None:
-            library.append(tb.tb_frame)
-        tb = tb.tb_next
-    if cell is None or not library:
-        return None
-    line = linecache.getline(cell.tb_frame.f_code.co_filename, cell.tb_lineno).strip()
-    # the course's function it was in (06's train_toy), not torch's inner wrappers
-    ours = next((f.f_code.co_name for f in library if f.f_globals.get("__name__", "").startswith("course_lib")), None)
-    return (f"Stopped (the stop button) at line {cell.tb_lineno} of this cell, `{line}`"
-            + (f", inside course_lib's {ours}" if ours else "") + ".\n  Names the cell set before that line keep "
-            f"their values; run the cell again to start it over.")
-
-
-def _undefined_answer(error: NameError, tb) -> str | None:
-    """In a check cell of the exercise whose name is undefined: why it may be (in Validate's list, the
-    answer cell's own SyntaxError is not shown, only this cell's NameError). None elsewhere."""
-    name = getattr(error, "name", None)
-    if not isinstance(name, str):
-        return None
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    cell = "".join(linecache.getlines(tb.tb_frame.f_code.co_filename)) if tb is not None else ""
-    if not name or not re.search(rf"""\bcheck\(\s*["']{re.escape(name)}["']""", cell):
-        return None
-    try:
-        ex = get_exercise(name)
-    except KeyError:                   # not an exercise's name
-        return None
-    kind = "class" if inspect.isclass(ex.reference) else "def"
-    return (f"✗ {name} — not defined: its answer cell (the one with `{kind} {name}`) has not run, or it stopped "
-            f"with an error (a SyntaxError, say) before {name} existed, or it gives {name} another name, or a later "
-            f"cell deleted it.\n  Run that cell, fix the first error it shows, then run this cell again.")
-
-
 def _install_handler() -> None:
     global _handler_installed
     if _handler_installed:
         return
     _handler_installed = True
-    try:
-        ip = _ipython()
-        if ip is not None:
-            ip.set_custom_exc((CheckFailed, NameError, NotImplementedError, KeyboardInterrupt), _show_check_failure)
-            ip.events.register("post_run_cell", lambda result: _said_overwritten(
-                ip.user_ns, getattr(getattr(result, "info", None), "raw_cell", "") or "", cells.setup_running(ip)))
-            if hasattr(ip, "kernel"):
-                cells.listen(ip)
-    except Exception:
-        pass
-
-
-_told: dict[str, int] = {}
-_set_by_setup: dict[str, object] = {}        # what the setup cell's names held when it last ran (cells.py says which)
-
-
-def _said_overwritten(space: dict, raw_cell: str = "", setup: bool = False) -> None:
-    """After a cell that gave a name of the setup cell another value (`check = check("lm_loss", lm_loss)` keeps its
-    None, `F = nn.Sequential(...)` where the text writes F(x), `device = "cuda"`), a line under it: the cells below
-    mean the setup cell's, and failed far from the cause ("'NoneType' object is not callable", "'Sequential' object
-    has no attribute 'layer_norm'"). check and hint are watched where no front end says which cell is the setup."""
-    try:
-        if setup:                      # the setup cell itself (its first run included: this runs after it)
-            _set_by_setup.clear()
-            _set_by_setup.update({n: space[n] for n in cells._bound(raw_cell) if n in space})
-            _told.clear()
-            return
-        for name, ours in {"check": check, "hint": hint, **_set_by_setup}.items():
-            value = space.get(name, ours)
-            if value is ours or (name in ("check", "hint") and getattr(value, "__module__", None) == __name__) \
-                    or _alike(value, ours):
-                _told.pop(name, None)          # the setup cell's again: a later overwrite is told again
-                continue
-            if _told.get(name) == id(value):
-                continue
-            _told[name] = id(value)
-            print(f"Note: this cell gave `{name}` a new value ({type(value).__name__}), where the setup cell had set "
-                  f"it; the cells below mean the setup cell's {name}.\n  Give yours another name, then run the setup "
-                  f"cell (the imports at the top) again to get {name} back.", file=sys.stderr)
-    except Exception:                  # never break a learner's cell
-        pass
-
-
-def _alike(value, ours) -> bool:
-    """Not worth a note: an equal value (device = get_device() again, torch.device("cpu") on a CPU), or a function
-    or class of the learner's for one of the setup cell's (their own clip_grad_norm or mean_pool above an answer,
-    split_heads pasted from 00), which cells below then call alike. check and hint are not among those."""
-    import torch
-    if isinstance(value, (torch.Tensor, types.ModuleType)) or isinstance(ours, (torch.Tensor, types.ModuleType)):
-        return False
-    if (inspect.isroutine(value) or inspect.isclass(value)) and (inspect.isroutine(ours) or inspect.isclass(ours)):
-        return ours not in (check, hint)
-    try:
-        return type(value) is type(ours) and bool(value == ours)
-    except Exception:
-        return False
+    kernel.install(_ipython())
 
 
 _NOTHING = object()
