@@ -364,3 +364,27 @@ def test_the_stop_button_inside_a_library_loop_is_said_in_one_line():
     assert said.startswith("Stopped (the stop button) at line 1 of this cell, `history = train_toy(steps=3)`, inside "
                            "course_lib's train_toy.\n"), said
     assert stopped("x = 1\nfor i in range(3):\n    raise KeyboardInterrupt\n") is None
+
+
+def test_an_answers_name_given_the_librarys_own_is_told_under_that_cell(capsys, monkeypatch):
+    """`from torch.optim import Adam` in a scratch cell: 02's training cell then trained with torch's Adam and said
+    nothing; only Adam's check told (02's second learner)."""
+    import torch.nn.functional as F
+
+    from course_lib.grading import kernel
+    monkeypatch.setattr(kernel, "_told", {})
+    monkeypatch.setattr(kernel, "_set_by_setup", {})
+    import course_lib.grading as grading
+    space = {"check": grading.check, "hint": grading.hint, "Adam": torch.optim.Adam}
+    kernel._said_overwritten(space, "from torch.optim import Adam")
+    told = capsys.readouterr().err
+    assert told.startswith("Note: `Adam` is now the library's torch.optim.Adam, not your answer: the cells below that "
+                           "use Adam run the library's."), told
+    kernel._said_overwritten(space, "print(1)")                       # said once
+    assert capsys.readouterr().err == ""
+    space.update(Adam=type("Adam", (torch.optim.Optimizer,), {}), layer_norm=lambda x, w, b, eps=1e-5: x)
+    kernel._said_overwritten(space, "class Adam: ...")               # the learner's again: nothing
+    assert capsys.readouterr().err == ""
+    space["layer_norm"] = F.layer_norm
+    kernel._said_overwritten(space, "layer_norm = F.layer_norm")
+    assert "`layer_norm` is now the library's F.layer_norm" in capsys.readouterr().err

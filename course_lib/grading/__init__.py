@@ -294,18 +294,27 @@ def _renamed(ex: Exercise, answer) -> str | None:
 def _library_own(ex: Exercise, answer) -> str | None:
     """check("LayerNorm", LayerNorm) where a cell set LayerNorm = nn.LayerNorm (or layer_norm = F.layer_norm): the
     library's own was checked, and its verdict blamed the answer cell for calling F.layer_norm."""
-    module = getattr(answer, "__module__", None) or ""
-    if module.split(".")[0] not in ("torch", "einops", "numpy", "math", "builtins"):
+    shown = library_name(answer)
+    if shown is None:
         return None
-    if module == "builtins" and not inspect.isbuiltin(answer):      # a class exec'd without __name__ says builtins
-        return None
-    name, root = getattr(answer, "__name__", "") or type(answer).__name__, module.split(".")[0]
-    shown = (f"nn.{name}" if module.startswith("torch.nn.modules") else f"F.{name}" if module == "torch.nn.functional"
-             else f"torch.optim.{name}" if module.startswith("torch.optim") else name if root == "builtins"
-             else f"{root}.{name}")
     return (f"✗ {ex.name} — this {ex.name} is the library's {shown}, not one you wrote: a cell set {ex.name} = {shown}, "
             f"or the like.\n  Write {ex.name} in its answer cell and run that cell; where you want the library's, give "
             f"it another name.")
+
+
+def library_name(obj) -> str | None:
+    """How a notebook names ``obj`` when it is a library's own (nn.LayerNorm, F.layer_norm, torch.optim.Adam,
+    torch.rms_norm); None for anything else, a class or function of the learner's above all."""
+    module = getattr(obj, "__module__", None) or ""
+    root = module.split(".")[0]
+    if root not in ("torch", "einops", "numpy", "math", "builtins"):
+        return None
+    if module == "builtins" and not inspect.isbuiltin(obj):         # a class exec'd without __name__ says builtins
+        return None
+    name = getattr(obj, "__name__", "") or type(obj).__name__
+    return (f"nn.{name}" if module.startswith("torch.nn.modules") else f"F.{name}" if module == "torch.nn.functional"
+            else f"torch.optim.{name}" if module.startswith("torch.optim") else name if root == "builtins"
+            else f"{root}.{name}")
 
 
 def _stale(ex: Exercise, answer) -> str | None:

@@ -153,8 +153,26 @@ def _said_overwritten(space: dict, raw_cell: str = "", setup: bool = False) -> N
             print(f"Note: this cell gave `{name}` a new value ({type(value).__name__}), where the setup cell had set "
                   f"it; the cells below mean the setup cell's {name}.\n  Give yours another name, then run the setup "
                   f"cell (the imports at the top) again to get {name} back.", file=sys.stderr)
+        _said_library_answers(space)
     except Exception:                  # never break a learner's cell
         pass
+
+
+def _said_library_answers(space: dict) -> None:
+    """An exercise's name given the library's own in a cell (`from torch.optim import Adam`, `LayerNorm =
+    nn.LayerNorm`): the demo cells below would run the library's, not the learner's answer, and say nothing of it."""
+    from . import library_name
+    from .spec import all_exercises
+    for ex in all_exercises():
+        shown = library_name(space.get(ex.name))
+        key = f"answer {ex.name}"
+        if shown is None:
+            _told.pop(key, None)
+        elif _told.get(key) != id(space[ex.name]):
+            _told[key] = id(space[ex.name])
+            print(f"Note: `{ex.name}` is now the library's {shown}, not your answer: the cells below that use "
+                  f"{ex.name} run the library's.\n  Give it another name, and run {ex.name}'s answer cell again to get "
+                  f"yours back.", file=sys.stderr)
 
 
 def _alike(value, ours) -> bool:
