@@ -388,3 +388,6 @@ def test_an_answers_name_given_the_librarys_own_is_told_under_that_cell(capsys, 
     space["layer_norm"] = F.layer_norm
     kernel._said_overwritten(space, "layer_norm = F.layer_norm")
     assert "`layer_norm` is now the library's F.layer_norm" in capsys.readouterr().err
+    space["causal_mask"] = torch.ones(3, 3).tril().bool()            # a value by an answer's name: its check says so
+    kernel._said_overwritten(space, "causal_mask = causal_mask(3)")
+    assert capsys.readouterr().err == ""

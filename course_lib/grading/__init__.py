@@ -305,6 +305,8 @@ def _library_own(ex: Exercise, answer) -> str | None:
 def library_name(obj) -> str | None:
     """How a notebook names ``obj`` when it is a library's own (nn.LayerNorm, F.layer_norm, torch.optim.Adam,
     torch.rms_norm); None for anything else, a class or function of the learner's above all."""
+    if not (inspect.isroutine(obj) or inspect.isclass(obj)):        # a tensor's class is torch's too
+        return None
     module = getattr(obj, "__module__", None) or ""
     root = module.split(".")[0]
     if root not in ("torch", "einops", "numpy", "math", "builtins"):
