@@ -222,11 +222,6 @@ def _m_half_power(x, weight, bias, eps=1e-5):
     return (x - mean) / (var + eps) ** 1 / 2 * weight + bias           # (var + eps) ** 1/2, as written
 
 
-def _m_eps_after_division(x, weight, bias, eps=1e-5):
-    mean, var = _stats(x)
-    return ((x - mean) / torch.sqrt(var) + eps) * weight + bias
-
-
 def _m_by_rsqrt(x, weight, bias, eps=1e-5):
     mean, var = _stats(x)
     return (x - mean) / torch.rsqrt(var + eps) * weight + bias
@@ -508,10 +503,6 @@ LAYER_NORM = Exercise(
         Mistake("(var + eps) ** 1/2: divided by σ² + ε and then by 2, with no root", _m_half_power,
                 "** binds tighter than / and *: (x - mu) / (var + eps) ** 1/2 is ((x - mu) / (var + eps)) / 2.\n"
                 "Write ** 0.5, or torch.sqrt(var + eps)."),
-        Mistake("eps added after the division, (x − μ)/√σ² + ε, not under the root", _m_eps_after_division,
-                "ε belongs inside the square root, √(σ² + ε), where it keeps the division finite when σ² is\n"
-                "near 0; added to the normalised value it shifts every output by ε and protects nothing: a\n"
-                "constant vector still divides by 0. Write (x - mean) / torch.sqrt(var + eps).", shown_on=_SMALL),
         Mistake("divided by torch.rsqrt(σ² + ε), which is already 1/√(σ² + ε)", _m_by_rsqrt,
                 "torch.rsqrt is the reciprocal square root, 1/√: multiply by it, (x - μ) * torch.rsqrt(var + eps),\n"
                 "or divide by torch.sqrt(var + eps)."),
