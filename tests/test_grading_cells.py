@@ -230,6 +230,15 @@ def test_an_answer_defined_by_another_exercises_answer_cell_is_named(nb, monkeyp
     nb.run("def split_heads(x, n_heads):\n    return rearrange(x, 'b t (h d) -> b h t d', h=n_heads)\n",
            answer="split_heads")                                       # its own cell run again: checked as usual
     assert cells.answer_cell_of_another(nb.space["split_heads"], "split_heads") is None
+    # a helper copy pasted above merge_heads's own def (00's second learner): renaming it would make two merge_heads
+    nb.run("def split_heads(x, n_heads):\n    return rearrange(x, 'b t (d h) -> b h t d', h=n_heads)\n\n"
+           "def merge_heads(x):\n    return rearrange(x, 'b h t d -> b t (h d)')\n", answer="merge_heads")
+    with pytest.raises(CheckFailed) as info:
+        check("split_heads", nb.space["split_heads"])
+    said = " ".join(str(info.value).split())
+    assert said.startswith("✗ split_heads — this split_heads was defined by merge_heads's answer cell, which has a "
+                           "`def split_heads` beside its own merge_heads. Delete that copy there") \
+        and "Name it" not in said, said
 
 
 def test_a_name_error_is_placed_only_in_the_notebook_this_kernel_runs(nb, monkeypatch, tmp_path):
@@ -296,12 +305,22 @@ def test_a_cell_that_overwrites_a_name_of_the_setup_cell_is_told_once(capsys, mo
                  split_heads=torch.nn.functional.relu)
     kernel._said_overwritten(space, "import torch\nfrom course_lib.reference import split_heads\n"
                               "device = torch.device('cpu')", setup=True)
-    space.update(device=torch.device("cpu"), split_heads=lambda x, n: x)
+    exec(compile("def split_heads(x, n): ...", "<ipython-input-7-a1>", "exec"), space)     # a cell's def
+    space.update(device=torch.device("cpu"))
     kernel._said_overwritten(space, "device = torch.device('cpu')\ndef split_heads(x, n): ...")
     assert capsys.readouterr().err == ""
     space["device"] = "cuda"
     kernel._said_overwritten(space, "device = 'cuda'")
     assert "`device` a new value (str)" in capsys.readouterr().err
+    # but a library's function over the setup cell's is: torch's einsum takes the pattern first, einops' last
+    # (00's second learner was told about masks, by "Boolean value of Tensor ... is ambiguous")
+    import einops
+    space["einsum"] = einops.einsum
+    kernel._said_overwritten(space, "from einops import einsum", setup=True)
+    space["einsum"] = torch.einsum
+    kernel._said_overwritten(space, "from torch import einsum")
+    told = capsys.readouterr().err
+    assert "gave `einsum` a new value (torch.einsum), where the setup cell had set it (einops.einsum)" in told, told
     del space["check"], space["hint"], space["F"]                    # deleted: a NameError says so where it is used
     kernel._said_overwritten(space)
     assert capsys.readouterr().err == ""

@@ -276,6 +276,7 @@ def test_a_check_after_an_answer_cell_that_failed_says_where_to_look(tmp_path):
         "import sys\nprint('last:', type(sys.last_value).__name__, sys.last_value.name)"))
     nb.cells.append(nbformat.v4.new_code_cell('raise NameError("odd", name=123)'))
     nb.cells.append(nbformat.v4.new_code_cell('check("merge_heads", merge_heads)'))
+    nb.cells.append(nbformat.v4.new_code_cell('hint(split_heads)'))     # a hint asked for before answering
     path = tmp_path / "00_welcome.ipynb"
     nbformat.write(nb, path)
     nb = _run(path, tmp_path)
@@ -294,9 +295,12 @@ def test_a_check_after_an_answer_cell_that_failed_says_where_to_look(tmp_path):
             "stopped with an error (a SyntaxError, say)") in text, text
     assert "Traceback" not in text and "course_lib/grading" not in text
     assert nb.cells[check_cell + 1].outputs[0].text == "last: NameError split_heads\n"
-    odd, after = (nb.cells[-2], nb.cells[-1])               # a NameError the note cannot read: the handler stays
+    odd, after = (nb.cells[-3], nb.cells[-2])               # a NameError the note cannot read: the handler stays
     assert odd.outputs[-1].ename == "NameError" and all(o.output_type != "stream" for o in odd.outputs)
     assert after.outputs[-1].ename == "CheckFailed" and "Traceback" not in "\n".join(after.outputs[-1].traceback)
+    asked = "\n".join(nb.cells[-1].outputs[-1].traceback)      # was told to run the answer cell it wanted help with
+    assert "✗ hint(split_heads) — split_heads is not defined yet (its answer cell has not run): give hint the name " \
+        "in quotes, hint(\"split_heads\")" in asked and "Traceback" not in asked, asked
 
 
 def test_a_name_set_in_a_cell_not_run_says_which_cell(tmp_path, monkeypatch):

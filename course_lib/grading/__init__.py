@@ -164,6 +164,10 @@ def _in_another_answer_cell(ex: Exercise, answer) -> str | None:
         return None
     owner = other.removesuffix("_answer")
     kind = "class" if inspect.isclass(ex.reference) else "def"
+    if owner in cells._bound(cells._latest.get(other, "")):    # that cell defines its own answer too: a copy beside it
+        return (f"✗ {ex.name} — this {ex.name} was defined by {owner}'s answer cell, which has a `{kind} {ex.name}` "
+                f"beside its own {owner}.\n  Delete that copy there ({owner} can use {ex.name} from {ex.name}'s answer "
+                f"cell) and run that cell; then run {ex.name}'s own answer cell again, and this one.")
     return (f"✗ {ex.name} — this {ex.name} was defined by {owner}'s answer cell, which has `{kind} {ex.name}` in "
             f"it (a copy not renamed?).\n  Name it {owner} there and run that cell; then run {ex.name}'s own answer cell "
             f"again, and this one.")

@@ -113,12 +113,16 @@ def _undefined_answer(error: NameError, tb) -> str | None:
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
     cell = "".join(linecache.getlines(tb.tb_frame.f_code.co_filename)) if tb is not None else ""
-    if not name or not re.search(rf"""\bcheck\(\s*["']{re.escape(name)}["']""", cell):
+    asked = name and re.search(rf"\bhint\(\s*{re.escape(name)}\s*\)", cell)
+    if not name or not (asked or re.search(rf"""\bcheck\(\s*["']{re.escape(name)}["']""", cell)):
         return None
     try:
         ex = get_exercise(name)
     except KeyError:                   # not an exercise's name
         return None
+    if asked:                          # a hint asked for before the answer cell ran
+        return (f"✗ hint({name}) — {name} is not defined yet (its answer cell has not run): give hint the name in "
+                f"quotes, hint(\"{name}\"),\n  which works before you have written it.")
     kind = "class" if inspect.isclass(ex.reference) else "def"
     return (f"✗ {name} — not defined: its answer cell (the one with `{kind} {name}`) has not run, or it stopped "
             f"with an error (a SyntaxError, say) before {name} existed, or it gives {name} another name, or a later "
@@ -150,9 +154,12 @@ def _said_overwritten(space: dict, raw_cell: str = "", setup: bool = False) -> N
             if _told.get(name) == id(value):
                 continue
             _told[name] = id(value)
-            print(f"Note: this cell gave `{name}` a new value ({type(value).__name__}), where the setup cell had set "
-                  f"it; the cells below mean the setup cell's {name}.\n  Give yours another name, then run the setup "
-                  f"cell (the imports at the top) again to get {name} back.", file=sys.stderr)
+            from . import library_name
+            was = library_name(ours)
+            print(f"Note: this cell gave `{name}` a new value ({library_name(value) or type(value).__name__}), where "
+                  f"the setup cell had set it{f' ({was})' if was else ''}; the cells below mean the setup cell's "
+                  f"{name}.\n  Give yours another name, then run the setup cell (the imports at the top) again to get "
+                  f"{name} back.", file=sys.stderr)
         _said_library_answers(space)
     except Exception:                  # never break a learner's cell
         pass
@@ -178,14 +185,16 @@ def _said_library_answers(space: dict) -> None:
 def _alike(value, ours) -> bool:
     """Not worth a note: an equal value (device = get_device() again, torch.device("cpu") on a CPU), or a function
     or class of the learner's for one of the setup cell's (their own clip_grad_norm or mean_pool above an answer,
-    split_heads pasted from 00), which cells below then call alike. check and hint are not among those."""
+    split_heads pasted from 00), which cells below then call alike. check and hint are not among those, nor a
+    library's function for another (`from torch import einsum` over einops' einsum, whose arguments come in
+    another order: 00's second learner got a note about masks)."""
     import torch
 
     from . import check, hint
     if isinstance(value, (torch.Tensor, types.ModuleType)) or isinstance(ours, (torch.Tensor, types.ModuleType)):
         return False
     if (inspect.isroutine(value) or inspect.isclass(value)) and (inspect.isroutine(ours) or inspect.isclass(ours)):
-        return ours not in (check, hint)
+        return ours not in (check, hint) and cells.learner_made(value)
     try:
         return type(value) is type(ours) and bool(value == ours)
     except Exception:
