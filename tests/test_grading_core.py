@@ -1538,3 +1538,36 @@ def test_a_def_line_with_positional_only_parameters_is_told_to_drop_the_slash():
          "    return x.reshape(B, T, n_heads, C // n_heads).transpose(1, 2)\n", ns)
     r = evaluate(get_exercise("split_heads"), ns["split_heads"])
     assert not r.passed and "a / in the def line makes those\n  before it positional-only" in r.message, r.message
+
+
+def _cell(code: str, space: dict | None = None, n: int = 4343) -> dict:
+    """Run ``code`` as a notebook cell would (ipykernel's file name, its lines cached), into ``space``."""
+    name = f"/tmp/ipykernel_0/{n}.py"
+    linecache.cache[name] = (len(code), None, code.splitlines(True), name)
+    space = {} if space is None else space
+    exec(compile(code, name, "exec"), space)
+    return space
+
+
+def test_torch_einsum_over_the_setup_cells_einops_einsum_is_named():
+    """`from torch import einsum` above an einops-style call raised "Boolean value of Tensor ... is ambiguous",
+    explained as an if on a mask (00's second learner): there was no if."""
+    from course_lib.grading import CheckFailed, check
+    space = _cell("from torch import einsum\ndef batched_dot(q, k):\n"
+                  "    return einsum(q, k, '... i d, ... j d -> ... i j')\n")
+    with pytest.raises(CheckFailed) as info:
+        check("batched_dot", space["batched_dot"])
+    said = " ".join(str(info.value).split())
+    assert "einsum here is torch's (a cell ran `from torch import einsum`), which takes the pattern first" in said \
+        and "if mask is not None" not in said, said
+
+
+def test_an_expand_of_an_axis_not_of_size_one_is_explained_as_expand():
+    """`q @ k.expand_as(q).mT` got the note about an assignment into a buffer made beforehand, which the answer
+    does not have (00's second learner)."""
+    from course_lib.grading import CheckFailed, check
+    space = _cell("def batched_dot(q, k):\n    return q @ k.expand_as(q).mT\n")
+    with pytest.raises(CheckFailed) as info:
+        check("batched_dot", space["batched_dot"])
+    said = " ".join(str(info.value).split())
+    assert "expand only stretches axes of size 1" in said and "An assignment into a tensor" not in said, said

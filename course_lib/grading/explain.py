@@ -254,6 +254,16 @@ def explain(exc: BaseException) -> str:
         why = why.replace(_VIEW_FIX, line.strip().replace(".view(", ".reshape("))
     if "must match the size of tensor b" in text:
         why = _broadcast_cause(exc, line) or why
+    if "The expanded size of the tensor" in text and re.search(r"\.expand(_as)?\(", line) \
+            and not re.search(r"\]\s*=[^=]", line):
+        why = ("expand only stretches axes of size 1 (and adds leading ones); an axis of another size must already\n"
+               "be the size asked for. Operations broadcast such axes themselves (a matrix product its leading\n"
+               "axes too), so there is usually nothing to expand: leave the expand out.")
+    if "Boolean value of Tensor" in text and re.search(r"(?<![\w.])einsum\(", line) \
+            and getattr(_learner_line(exc)[0].f_globals.get("einsum"), "__module__", "").startswith("torch"):
+        why = ("einsum here is torch's (a cell ran `from torch import einsum`), which takes the pattern first and the\n"
+               "letters run together: torch.einsum('...id,...jd->...ij', q, k). The setup cell's einsum is einops',\n"
+               "pattern last: run the setup cell again to get it back.")
     if "must be Tensor, not int" in text and re.search(r"\bsum\(", line):
         why = "sum() of no items is the int 0, not a tensor.\n" + _EXHAUSTED
     if "positional argument" in text and re.search(r"super\(\)\.__init__\(\s*[^)\s]", line):
