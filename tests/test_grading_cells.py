@@ -49,6 +49,7 @@ def nb(monkeypatch):
     monkeypatch.setattr(cells, "current_id", None)
     monkeypatch.setattr(cells, "seen_ids", set())
     monkeypatch.setattr(cells, "_cell_ids", {})
+    monkeypatch.setattr(cells, "_ids_as", {})
     book = Notebook()
     book.run(SETUP, setup=True)
     return book
@@ -410,3 +411,32 @@ def test_an_answers_name_given_the_librarys_own_is_told_under_that_cell(capsys, 
     space["causal_mask"] = torch.ones(3, 3).tril().bool()            # a value by an answer's name: its check says so
     kernel._said_overwritten(space, "causal_mask = causal_mask(3)")
     assert capsys.readouterr().err == ""
+
+
+def test_a_copy_of_an_answer_cell_with_its_marks_is_told_at_the_check(nb, monkeypatch, tmp_path, capsys):
+    """The stub left in split_heads's answer cell and the answer written in a copy of it (JupyterLab copies a cell's
+    marks): the check said ✓ and nothing else, and grading takes only the last of the marked cells (00's second
+    learner). Said only where the saved notebook has both cells: a copy deleted since is not told."""
+    from course_lib.grading import check
+    cell = nbformat.v4.new_code_cell
+    marks = {"nbgrader": {"solution": True, "grade": False, "grade_id": "split_heads_answer"}}
+    copy, original = cell("def split_heads(...)", metadata=marks), cell("raise NotImplementedError", metadata=marks)
+    copy.id, original.id = "copy", "orig"
+    book = nbformat.v4.new_notebook(cells=[cell("import torch"), copy, original])
+    path = tmp_path / "00_welcome.ipynb"
+    nbformat.write(book, path)
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))
+    right = "def split_heads(x, n_heads):\n    return rearrange(x, 'b t (h d) -> b h t d', h=n_heads)\n"
+    nb.run(right, answer="split_heads", cell="orig")
+    check("split_heads", nb.space["split_heads"])
+    assert "Note:" not in capsys.readouterr().out                   # one cell ran with the marks
+    nb.run(right, answer="split_heads", cell="copy")
+    check("split_heads", nb.space["split_heads"])
+    said = " ".join(capsys.readouterr().out.split())
+    assert said.startswith("✓ split_heads") and ("Note: 2 cells of this notebook carry the marks of split_heads's "
+                                                 "answer cell (a copied cell keeps them). Grading takes the last of "
+                                                 "them as your answer") in said, said
+    book.cells.remove(original)                                     # the copy deleted and the notebook saved
+    nbformat.write(book, path)
+    check("split_heads", nb.space["split_heads"])
+    assert "Note:" not in capsys.readouterr().out

@@ -13,7 +13,7 @@ import os
 import re
 import sys
 
-from . import cells, kernel
+from . import cells, kernel, unrun
 from .cells import _codes
 from .engine import DEVICE, _is_learner_frame, evaluate
 from .hints import hint_text
@@ -114,7 +114,7 @@ def check(name: str = _NOTHING, answer=_NOTHING, *more, suite: str = "visible", 
                    + _uses_other_answers(ex, answer, report.message, dev))
     else:
         message = elsewhere if elsewhere.startswith("✗") else report.message + elsewhere
-    message += _not_run_since(ex, answer, suite, message)
+    message += _not_run_since(ex, answer, suite, message) + _copied_cell(ex)
     if message.startswith("✗"):
         raise CheckFailed(message)
     print(message)
@@ -129,6 +129,20 @@ def _an_exercise_here() -> str:
         return answered[-1]
     stem = os.path.splitext(os.path.basename(os.environ.get("JPY_SESSION_NAME", "")))[0]
     return next((ex.name for ex in all_exercises() if ex.notebook == stem), "split_heads")
+
+
+def _copied_cell(ex: Exercise) -> str:
+    """A line when several cells carry the marks of this exercise's answer cell (one copied in JupyterLab, the stub
+    left in the other): the check reads whichever ran last, grading takes the last in the notebook."""
+    try:
+        n = unrun.copies_of(f"{ex.name}_answer")
+    except Exception:
+        return ""
+    if not n:
+        return ""
+    return (f"\n  Note: {n} cells of this notebook carry the marks of {ex.name}'s answer cell (a copied cell keeps "
+            f"them). Grading takes\n  the last of them as your answer: keep your answer in one, delete the others, "
+            f"and save.")
 
 
 _last_checked: dict[tuple[str, str], tuple[object, str]] = {}

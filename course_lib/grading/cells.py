@@ -27,6 +27,7 @@ _runs: dict[str, set] = {}         # a cell's code as IPython ran it -> the answ
                                    # _SETUP for the setup cell; an empty set: a cell grading does not run
 _latest: dict[str, str] = {}       # an answer cell's grade_id -> its code as last run (earlier versions are gone)
 _cell_ids: dict[str, str] = {}     # a cell's code as run -> the id of the cell it ran in (a copy has its own)
+_ids_as: dict[str, set[str]] = {}  # an answer cell's grade_id -> the ids of the cells run with its marks (copies)
 _marked = False                    # some cell came with nbgrader's marks: the front end sends metadata
 current_id: str | None = None      # the id of the cell running now, as the front end sent it (unrun.py)
 seen_ids: set[str] = set()         # the id of every cell run since course_lib was imported
@@ -56,6 +57,7 @@ def _note(ip, info) -> None:
         elif marks.get("solution") and not marks.get("grade"):
             ran_as.add(marks.get("grade_id", ""))
             _latest[marks.get("grade_id", "")] = code
+            _ids_as.setdefault(marks.get("grade_id", ""), set()).add(current_id)
     except Exception:                  # never break a learner's cell
         pass
 

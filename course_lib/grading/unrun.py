@@ -5,6 +5,9 @@ Python's bare "name 'model_cfg' is not defined". JupyterLab starts a kernel with
 JPY_SESSION_NAME and sends each cell's id with the request to run it (cells.py records them): the saved notebook
 says which cell sets the name, and whether it sits above the failing one. Without either, or for a name the
 notebook never sets (a typo: Python's own "Did you mean" is better), nothing is said.
+
+The saved notebook also says when a copy of an answer cell carries its nbgrader marks (copies_of), which the
+kernel only suspects when two cells ran with the same marks.
 """
 from __future__ import annotations
 
@@ -49,6 +52,17 @@ def note(name: str, transform) -> str | None:
                 f"(or the cells above it, in order), then this one again.")
     return (f"✗ {name} is set in a cell above this one that this kernel has not run since it started: {where}.\n"
             f"  Run the cells above this one in order (Run ▸ Run All Above Selected Cell), then this one again.")
+
+
+def copies_of(grade_id: str) -> int:
+    """How many cells of the saved notebook carry the marks of answer cell ``grade_id``, where this kernel ran more
+    than one of them (a copy made in JupyterLab keeps its marks); 0 when that is not so or not known."""
+    if len(cells._ids_as.get(grade_id, ())) < 2:
+        return 0
+    notebook = _notebook()
+    marked = [c for c in notebook or [] if c.get("cell_type") == "code"
+              and ((c.get("metadata") or {}).get("nbgrader") or {}).get("grade_id") == grade_id]
+    return len(marked) if len(marked) > 1 else 0
 
 
 def _notebook() -> list | None:
