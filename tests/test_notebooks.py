@@ -608,3 +608,19 @@ def test_a_notebook_kernel_that_dies_while_starting_is_started_again(tmp_path, m
     with pytest.raises(RuntimeError, match="died before replying"):
         _run(path, tmp_path, starts=2)
     assert (tmp_path / "deaths").read_text() == "2"        # both starts, then the failure is shown
+
+
+def test_a_check_cell_after_check_was_overwritten_says_so_every_time(tmp_path):
+    """`check = check(...)` got a note once, under that cell; every check cell after it failed with a bare "'NoneType'
+    object is not callable" (00's second learner). Such an error on a line that uses a setup name given another value
+    now ends with which name; any other TypeError keeps IPython's traceback alone."""
+    nb = nbformat.read(ROOT / "notebooks" / "00_welcome" / "00_welcome.ipynb", as_version=4)
+    new = nbformat.v4.new_code_cell
+    first = next(i for i, c in enumerate(nb.cells) if c.source.startswith("img = torch.arange"))
+    nb.cells[first:first] = [new("check = None"), new('check("split_heads", print)'), new("len(5)")]
+    path = tmp_path / "00_welcome.ipynb"
+    nbformat.write(nb, path)
+    err = {i: "\n".join(o.traceback) for i, o in _errors(_run(path, tmp_path))}
+    assert "TypeError" in err[first + 1] and ("✗ check here is not the setup cell's: a cell run since gave it another "
+                                              "value (NoneType).") in err[first + 1], err[first + 1]
+    assert "has no len()" in err[first + 2] and "✗" not in err[first + 2], err[first + 2]

@@ -25,7 +25,8 @@ def install(ip) -> None:
         return
     try:
         from . import CheckFailed
-        ip.set_custom_exc((CheckFailed, NameError, NotImplementedError, KeyboardInterrupt), _show)
+        ip.set_custom_exc((CheckFailed, NameError, NotImplementedError, KeyboardInterrupt, TypeError,
+                           AttributeError), _show)
         ip.events.register("post_run_cell", lambda result: _said_overwritten(
             ip.user_ns, getattr(getattr(result, "info", None), "raw_cell", "") or "", cells.setup_running(ip)))
         if hasattr(ip, "kernel"):
@@ -40,10 +41,16 @@ def _show(shell, etype, value, tb, tb_offset=None):
     try:
         note = (_undefined_answer(value, tb) if issubclass(etype, NameError)
                 else _unwritten_answer(value) if issubclass(etype, NotImplementedError)
-                else _stopped(tb) if issubclass(etype, KeyboardInterrupt) else str(value))
+                else _stopped(tb) if issubclass(etype, KeyboardInterrupt)
+                else None if issubclass(etype, (TypeError, AttributeError)) else str(value))
     except Exception:                  # never let IPython drop this handler for the rest of the session
         note = None
     where = None
+    if issubclass(etype, (TypeError, AttributeError)):
+        try:                           # `check = check(...)` cells ago: every check cell since says None is not callable
+            where = _replaced(shell.user_ns, tb)
+        except Exception:
+            where = None
     if note is None and issubclass(etype, NameError) and not _in_an_answer(tb):
         try:                           # a name set in a cell not run: Python's traceback, and which cell
             where = unrun.note(getattr(value, "name", None), shell.transform_cell)
@@ -61,6 +68,27 @@ def _show(shell, etype, value, tb, tb_offset=None):
         stb = [f"\x1b[0;31m{etype.__name__}\x1b[0m", note]
     shell._showtraceback(etype, note, stb)
     return stb
+
+
+def _replaced(space: dict, tb) -> str | None:
+    """A TypeError or AttributeError on a line of the cell that reads a name of the setup cell which a cell since gave
+    another value (its note came once, under that cell): which name, and how to get it back. None otherwise."""
+    while tb is not None and tb.tb_next is not None and _is_learner_frame(tb.tb_next.tb_frame.f_code.co_filename):
+        tb = tb.tb_next
+    if tb is None or tb.tb_frame.f_globals is not space:
+        return None
+    line = linecache.getline(tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+    from . import check, hint
+    for name, ours in {"check": check, "hint": hint, **_set_by_setup}.items():
+        value = space.get(name, ours)
+        if name in tb.tb_frame.f_code.co_varnames or not re.search(rf"(?<![\w.]){re.escape(name)}\s*[(.\[]", line) \
+                or value is ours or _alike(value, ours) or (name in ("check", "hint") and getattr(
+                    value, "__module__", None) == ours.__module__):
+            continue
+        return (f"✗ {name} here is not the setup cell's: a cell run since gave it another value "
+                f"({type(value).__name__}).\n  Run the setup cell (the imports at the top) again to get {name} back, "
+                f"and give your value another name.")
+    return None
 
 
 def _unwritten_answer(error: NotImplementedError) -> str | None:
