@@ -1142,3 +1142,51 @@ def test_padding_mask_computed_on_a_cpu_copy_and_moved_back_passes():
         for suite in ("visible", "hidden"):
             r = evaluate(get_exercise("padding_mask"), ns["padding_mask"], suite=suite)
             assert r.passed == passes, r.message
+
+
+@pytest.mark.parametrize("switch, off", [
+    ("grad off", lambda: torch.set_grad_enabled(False)),
+    ("float64 default", lambda: torch.set_default_dtype(torch.float64)),
+    ("anomaly detection", lambda: torch.autograd.set_detect_anomaly(True)),
+])
+def test_torchs_process_wide_switches_set_in_a_cell_do_not_fail_right_answers(switch, off):
+    """05's second learner turned gradients off, the default dtype to float64, or anomaly detection on (chasing NaN
+    gradients) in a cell: right answers then failed, named as dropout or softmax mistakes, or with SoftmaxBackward0's
+    nan (the -inf fill gives NaN inside the backward, which the fill then zeroes). Checks run as a fresh kernel would,
+    before and after such a switch (the answer key's outputs are kept between checks), and leave it as it was."""
+    import math
+    import warnings
+
+    from course_lib.reference.heads import merge_heads, split_heads
+    ns = {"torch": torch, "nn": nn, "math": math, "split_heads": split_heads, "merge_heads": merge_heads}
+    source = MHA_TEMPLATE
+    for key, text in _RIGHT_MHA.items():
+        source = source.replace(key, text)
+    exec(compile(source + '''
+def scaled_dot_product_attention(q, k, v, mask=None):
+    scores = q @ k.mT / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    if mask is not None:
+        weights = weights.masked_fill(~mask, 0.0)
+    return weights @ v, weights
+''', "<answer switches>", "exec"), ns)
+    right = {name: ns[name] for name in ("scaled_dot_product_attention", "MultiHeadAttention")}
+    for name, answer in right.items():
+        assert evaluate(get_exercise(name), answer).passed
+    grad, dtype, anomaly = torch.is_grad_enabled(), torch.get_default_dtype(), torch.is_anomaly_enabled()
+    off()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")                    # anomaly mode's own warning
+            for name, answer in right.items():
+                for suite in ("visible", "hidden"):
+                    r = evaluate(get_exercise(name), answer, suite=suite)
+                    assert r.passed, (switch, name, r.message)
+        assert (torch.is_grad_enabled(), torch.get_default_dtype(), torch.is_anomaly_enabled()) != \
+            (grad, dtype, anomaly)                               # the learner's switch is left as they set it
+    finally:
+        torch.set_grad_enabled(grad)
+        torch.set_default_dtype(dtype)
+        torch.autograd.set_detect_anomaly(anomaly)

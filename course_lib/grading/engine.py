@@ -8,6 +8,7 @@ known mistake when the answer matches one, and writes the message.
 from __future__ import annotations
 
 import ast
+import contextlib
 import contextvars
 import inspect
 import linecache
@@ -763,9 +764,29 @@ def _interrupted(ex: Exercise, run: CaseRun, exc: KeyboardInterrupt) -> str:
             "  where one tensor operation would do.")
 
 
+@contextlib.contextmanager
+def _as_graded():
+    """torch's process-wide switches as a fresh kernel has them, while a check runs: a learner's
+    torch.set_grad_enabled(False), set_default_dtype(torch.float64) or set_detect_anomaly(True) in a cell of the
+    notebook failed right answers (05's second learner), and the answer key's outputs, kept between checks, were
+    computed under whichever was on first."""
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        with torch.enable_grad(), torch.autograd.set_detect_anomaly(False):
+            yield
+    finally:
+        torch.set_default_dtype(dtype)
+
+
 def evaluate(ex: Exercise, answer: Callable, *, suite: str = "visible", device: str = "cpu",
              seed: int | None = None, source: str | None = None) -> Report:
     """Run and judge in this process (the learner's kernel, or the tests)."""
+    with _as_graded():
+        return _evaluate(ex, answer, suite, device, seed, source)
+
+
+def _evaluate(ex: Exercise, answer: Callable, suite: str, device: str, seed: int | None, source: str | None) -> Report:
     problems = static_problems(ex, source)
     if problems:
         return static_report(ex, suite, problems)
