@@ -1571,3 +1571,35 @@ def test_an_expand_of_an_axis_not_of_size_one_is_explained_as_expand():
         check("batched_dot", space["batched_dot"])
     said = " ".join(str(info.value).split())
     assert "expand only stretches axes of size 1" in said and "An assignment into a tensor" not in said, said
+
+
+def test_a_first_check_imports_nothing_a_stop_could_leave_half_imported():
+    """torch imported its compiler (torch._dynamo, sympy: a thousand modules, 1.5 s) at the first check's first
+    dispatch: 05's second learner pressed stop then, and every later check failed with "partially initialized module
+    'torch._inductor'" until a restart. It now comes with course_lib.grading, in the setup cell. Run in a fresh
+    interpreter: this one has imported everything already."""
+    import subprocess
+    import sys
+    code = ("import sys\nimport course_lib.grading as g\nfrom course_lib.reference.heads import split_heads\n"
+            "before = set(sys.modules)\n"
+            "def mine(x, n_heads):\n    return split_heads(x, n_heads)\n"
+            "try:\n    g.check('split_heads', mine)\nexcept g.CheckFailed:\n    pass\n"
+            "print(sorted(m for m in set(sys.modules) - before if m.startswith(('torch._dynamo', 'sympy'))))\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "[]", run.stdout
+
+
+def test_a_stop_outside_the_answers_lines_and_a_half_imported_module_are_told_as_such():
+    """A stop that landed in the check's own code was told "interrupted while your answer was still running ... Look
+    for a loop whose condition never changes", of an answer with no loop; the half-imported module it left gave
+    "partially initialized module" with no word on what to do (05's second learner)."""
+    from course_lib.grading.engine import _interrupted, build_runs
+    from course_lib.grading.explain import explain
+    from course_lib.grading.spec import get_exercise
+    ex = get_exercise("split_heads")
+    said = _interrupted(ex, build_runs(ex, "visible", None, "cpu")[0], KeyboardInterrupt())
+    assert "while the check itself was running, not a line of your answer" in said and "loop" not in said, said
+    error = AttributeError("partially initialized module 'torch._inductor' has no attribute 'custom_graph_pass' "
+                           "(most likely due to a circular import)")
+    assert "restart the kernel" in explain(error), explain(error)

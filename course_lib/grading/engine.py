@@ -757,6 +757,9 @@ def static_report(ex: Exercise, suite: str, problems: list[str]) -> Report:
 
 def _interrupted(ex: Exercise, run: CaseRun, exc: KeyboardInterrupt) -> str:
     where = describe_error(exc)["where"]
+    if not where:                              # the stop came before or after the answer's own lines ran
+        return (f"{_header(ex, run)}\n  interrupted (the stop button) while the check itself was running, not a "
+                f"line of your answer.\n  Run this cell again to check it.")
     return (f"{_header(ex, run)}\n  interrupted while your answer was still running"
             f"{', at ' + where if where else ''}\n"
             "  A working answer finishes each case in well under a second. Look for a loop whose\n"

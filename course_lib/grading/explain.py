@@ -55,6 +55,10 @@ TORCH_ERRORS = {
     "Invalid axis identifier":
         "einops names each axis with a word, the words apart: '... i d, ... j d -> ... i j'. Letters run\n"
         "together ('...id,...jd->...ij') are torch.einsum's syntax, another function.",
+    "partially initialized module":
+        "A module was left half-imported: the stop button pressed while Python was importing it (the setup\n"
+        "cell's first run, say). Python does not finish such an import later: restart the kernel (Kernel ▸\n"
+        "Restart Kernel), then run the cells from the top.",
     "maximum recursion depth exceeded":
         "The function called itself again and again with no case that stops it (a forward that calls\n"
         "self(x) or self.forward(x) is one way): compute the result here instead of calling it anew.",

@@ -16,6 +16,9 @@ import sys
 from typing import Iterable
 
 import torch
+import torch._dynamo  # noqa: F401  torch imports it at a dispatch mode's first call, the first check's (about 1.5 s,
+#                       a thousand modules): here it comes with the setup cell, and a check stopped with the stop
+#                       button cannot leave it half-imported (05's second learner: every later check then failed)
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .spec import Forbidden
