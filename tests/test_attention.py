@@ -1190,3 +1190,42 @@ def scaled_dot_product_attention(q, k, v, mask=None):
         torch.set_grad_enabled(grad)
         torch.set_default_dtype(dtype)
         torch.autograd.set_detect_anomaly(anomaly)
+
+
+def test_a_masked_fill_whose_result_is_dropped_is_pointed_at():
+    """`scores.masked_fill(~mask, float("-inf"))` on a line of its own was named "mask applied after the softmax ...
+    put -inf into the blocked scores before the softmax", which the line does (05's second learner)."""
+    import math
+    src = ("def scaled_dot_product_attention(q, k, v, mask=None):\n"
+           "    scores = q @ k.mT / math.sqrt(q.shape[-1])\n"
+           "    if mask is not None:\n"
+           "        scores.masked_fill(~mask, float('-inf'))\n"
+           "    weights = torch.softmax(scores, dim=-1)\n"
+           "    return weights @ v, weights\n")
+    ns = {"torch": torch, "math": math}
+    exec(compile(src, "<answer dropped>", "exec"), ns)
+    r = evaluate(get_exercise("scaled_dot_product_attention"), ns["scaled_dot_product_attention"], source=src)
+    lines = r.message.splitlines()
+    assert not r.passed and lines[1] == ("  Note: line 4, `scores.masked_fill(~mask, float('-inf'))`, makes a new "
+                                         "tensor and keeps nothing of it:") and lines[2].startswith(
+        "  masked_fill does not change scores. Keep what it gives: scores = scores.masked_fill(~mask"), r.message
+    right = src.replace("        scores.masked_fill", "        scores = scores.masked_fill").replace(
+        "    return", "    weights = weights.nan_to_num(0.0)\n    weights.float()\n    return")
+    exec(compile(right, "<answer kept>", "exec"), ns)                  # a harmless dropped line is not refused
+    assert evaluate(get_exercise("scaled_dot_product_attention"), ns["scaled_dot_product_attention"],
+                    source=right).passed
+
+
+def test_a_forward_spelled_otherwise_is_told_to_check_the_spelling():
+    """`def forwad(...)` raised "_forward_unimplemented() got an unexpected keyword argument 'context'" and was told to
+    keep the parameter names of its signature (05's second learner)."""
+    import math
+    src = MHA_TEMPLATE
+    for key, text in _RIGHT_MHA.items():
+        src = src.replace(key, text)
+    from course_lib.reference.heads import merge_heads, split_heads
+    ns = {"torch": torch, "nn": nn, "math": math, "split_heads": split_heads, "merge_heads": merge_heads}
+    exec(compile(src.replace("def forward(", "def forwad("), "<answer forwad>", "exec"), ns)
+    r = evaluate(get_exercise("MultiHeadAttention"), ns["MultiHeadAttention"])
+    assert "calls the method named exactly forward: check its spelling" in r.message \
+        and "parameter names" not in r.message, r.message

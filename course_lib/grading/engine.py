@@ -172,7 +172,8 @@ def describe_error(exc: BaseException) -> dict[str, str | bool]:
     # Cut at 1,000 characters: room for the checks' own words (sample's runs to 650), not for a whole tensor.
     notes = "\n".join(getattr(exc, "__notes__", ()))[:1000]   # what a check's own code added: where it happened, what it means
     if not notes:
-        renamed = not where and isinstance(exc, TypeError) and "unexpected keyword argument" in str(exc)
+        renamed = (not where and isinstance(exc, TypeError) and "unexpected keyword argument" in str(exc)
+                   and "_forward_unimplemented" not in str(exc))         # no forward at all: `def forwad`
         slash = not where and isinstance(exc, TypeError) and "positional-only arguments passed as keyword" in str(exc)
         notes = RENAMED_PARAMETER if renamed else POSITIONAL_ONLY if slash else explain(exc)
     return {"type": type(exc).__name__, "message": str(exc)[:1000], "where": where, "stub": stub, "notes": notes,
@@ -699,6 +700,31 @@ def _not_called(tree: ast.AST) -> str | None:
     return None
 
 
+_MAKES_A_NEW_TENSOR = {"masked_fill", "nan_to_num", "clamp", "tril", "triu", "transpose", "reshape", "view",
+                       "unsqueeze", "squeeze", "permute", "softmax", "log_softmax", "contiguous", "float", "double",
+                       "to", "detach", "clone", "add", "sub", "mul", "div", "where", "expand", "flatten"}
+
+
+def _result_dropped(source: str | None) -> str:
+    """A line that calls a method making a new tensor and keeps nothing of it (`scores.masked_fill(~mask, -inf)` on
+    a line of its own): a note above a failing verdict, whose known mistake then reads as if the fill were missing
+    or misplaced (05's second learner was told to do what that line does). Not a refusal: a right answer may keep
+    such a harmless line."""
+    try:
+        tree = ast.parse(python_source(source or ""))
+    except SyntaxError:
+        return ""
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+                and isinstance(node.value.func, ast.Attribute) and node.value.func.attr in _MAKES_A_NEW_TENSOR
+                and getattr(node.value.func.value, "id", "") not in ("torch", "F", "np", "math", "nn", "einops")):
+            said, owner = ast.unparse(node.value), ast.unparse(node.value.func.value)
+            return (f"  Note: line {node.lineno}, `{said[:70]}`, makes a new tensor and keeps nothing of it:\n"
+                    f"  {node.value.func.attr} does not change {owner}. Keep what it gives: "
+                    f"{owner} = {said[:60]}{'...' if len(said) > 60 else ''}")
+    return ""
+
+
 _CONVERSIONS = {"to", "cuda", "cpu", "double", "float", "half", "bfloat16", "type"}
 
 
@@ -804,7 +830,10 @@ def _evaluate(ex: Exercise, answer: Callable, suite: str, device: str, seed: int
         if message is not None:
             message = telling_message(ex, runs, i, message,
                                       lambda j, i=i, o=outcome: o if j == i else run_answer(ex, answer, runs[j]))
-            return Report(ex.name, suite, False, message, len(runs))
+            head, _, rest = message.partition("\n")
+            dropped = _result_dropped(source)
+            return Report(ex.name, suite, False, head + ("\n" + dropped if dropped else "") + ("\n" + rest if rest else ""),
+                          len(runs))
         largest, later = max(largest, worst), later or later_message(ex, run, outcome)
     if later:
         return Report(ex.name, suite, False, later, len(runs))

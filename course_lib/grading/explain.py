@@ -39,9 +39,9 @@ TORCH_ERRORS = {
     "before Module.__init__() call":
         "An nn.Module subclass must call super().__init__() in its __init__, first: that call makes the\n"
         "registries that its parameters and submodules go into.",
-    'is missing the required "forward" function':
+    **dict.fromkeys(['is missing the required "forward" function', "_forward_unimplemented()"],
         "nn.Module calls the method named exactly forward: check its spelling, and that it is indented as\n"
-        "a method of the class (not nested inside __init__).",
+        "a method of the class (not nested inside __init__)."),
     "Boolean value of Tensor with more than one value is ambiguous":
         "Python's if, and, or, not and bool() need a single True or False, and a tensor of several values\n"
         "is not one. To test whether an optional tensor was given, write `if mask is not None:` (with its\n"
