@@ -42,7 +42,9 @@ def check_device(text: str, option: str | None = None) -> torch.device:
     """The device named by ``text``, or ``ValueError`` if PyTorch cannot read the name or this
     machine lacks the device. The message names where ``text`` came from: the command-line
     ``option`` (as ``"--device"``) if given, else the ``COURSE_DEVICE`` variable."""
-    if option:
+    if option and option.endswith("="):        # a keyword argument: check(..., device="cuda")
+        named, instead = f"{option}{text!r}", f"Leave {option[:-1]} out: then it runs on this machine's device."
+    elif option:
         named, instead = f"{option} {text}", f"Use {option} cpu, or leave {option} out."
     else:
         named, instead = f"{ENV_VAR}={text!r}", f"Unset {ENV_VAR} to choose automatically, or set it to cpu."

@@ -1603,3 +1603,20 @@ def test_a_stop_outside_the_answers_lines_and_a_half_imported_module_are_told_as
     error = AttributeError("partially initialized module 'torch._inductor' has no attribute 'custom_graph_pass' "
                            "(most likely due to a circular import)")
     assert "restart the kernel" in explain(error), explain(error)
+
+
+def test_a_device_the_check_cannot_run_on_is_one_line():
+    """check(..., device="cuda") on a machine without CUDA, or device="meta" (00 mentions meta), went through the
+    engine to "Torch not compiled with CUDA enabled" or "Cannot copy out of meta tensor" (00's second learner)."""
+    from course_lib.grading import CheckFailed, check
+
+    def mine(x, n_heads):
+        return x.reshape(*x.shape[:-1], n_heads, -1).transpose(-3, -2)
+    asked = ["meta", "cuda:0 please"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for device in asked:
+        with pytest.raises(CheckFailed) as info:
+            check("split_heads", mine, device=device)
+        said = str(info.value)
+        assert said.startswith(f"✗ split_heads — device={device!r}") and "\n" not in said \
+            and "Leave device out: then it runs on this machine's device." in said, said
+    check("split_heads", mine, device=torch.device("cpu"))

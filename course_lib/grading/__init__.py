@@ -76,7 +76,7 @@ def check(name: str = _NOTHING, answer=_NOTHING, *more, suite: str = "visible", 
     Prints one ✓ line when every case agrees with the reference; raises :class:`CheckFailed`
     with the first disagreement otherwise. Runs on ``device`` (default: the course device).
     """
-    from course_lib.device import get_device
+    from course_lib.device import check_device, get_device
     _install_handler()
     if name is _NOTHING:
         example = _an_exercise_here()
@@ -99,7 +99,10 @@ def check(name: str = _NOTHING, answer=_NOTHING, *more, suite: str = "visible", 
              or _in_another_answer_cell(ex, answer) or _renamed(ex, answer) or _stale(ex, answer))
     if wrong:
         raise CheckFailed(wrong)
-    dev = str(torch_device(device) if device is not None else get_device())
+    try:
+        dev = str(get_device() if device is None else check_device(str(device), option="device="))
+    except ValueError as e:            # device="cuda" on a machine without one, "meta", a typo
+        raise CheckFailed(f"✗ {name} — {e}") from None
     printed, drawn = io.StringIO(), []
     with contextlib.redirect_stdout(printed), _figures_held(drawn):    # an answer runs once per case and rerun
         report = evaluate(ex, answer, suite=suite, device=dev, seed=seed, source=_source_of(answer))
@@ -365,11 +368,6 @@ def _stale(ex: Exercise, answer) -> str | None:
             f"  {kind} ran, so this checked {ex.name} as an earlier run defined it, not that cell's code (grading\n"
             f"  runs the answer cell as it is now). Fix the first error that cell shows and run it, then run this\n"
             f"  cell again.")
-
-
-def torch_device(device):
-    import torch
-    return torch.device(device)
 
 
 def hint(name: str | None = None) -> None:
