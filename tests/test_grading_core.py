@@ -1540,23 +1540,14 @@ def test_a_def_line_with_positional_only_parameters_is_told_to_drop_the_slash():
     assert not r.passed and "a / in the def line makes those\n  before it positional-only" in r.message, r.message
 
 
-def _cell(code: str, space: dict | None = None, n: int = 4343) -> dict:
-    """Run ``code`` as a notebook cell would (ipykernel's file name, its lines cached), into ``space``."""
-    name = f"/tmp/ipykernel_0/{n}.py"
-    linecache.cache[name] = (len(code), None, code.splitlines(True), name)
-    space = {} if space is None else space
-    exec(compile(code, name, "exec"), space)
-    return space
-
-
 def test_torch_einsum_over_the_setup_cells_einops_einsum_is_named():
     """`from torch import einsum` above an einops-style call raised "Boolean value of Tensor ... is ambiguous",
     explained as an if on a mask (00's second learner): there was no if."""
     from course_lib.grading import CheckFailed, check
-    space = _cell("from torch import einsum\ndef batched_dot(q, k):\n"
-                  "    return einsum(q, k, '... i d, ... j d -> ... i j')\n")
+    answer = _cell("from torch import einsum\ndef batched_dot(q, k):\n"
+                   "    return einsum(q, k, '... i d, ... j d -> ... i j')\n", "batched_dot")
     with pytest.raises(CheckFailed) as info:
-        check("batched_dot", space["batched_dot"])
+        check("batched_dot", answer)
     said = " ".join(str(info.value).split())
     assert "einsum here is torch's (a cell ran `from torch import einsum`), which takes the pattern first" in said \
         and "if mask is not None" not in said, said
@@ -1566,9 +1557,9 @@ def test_an_expand_of_an_axis_not_of_size_one_is_explained_as_expand():
     """`q @ k.expand_as(q).mT` got the note about an assignment into a buffer made beforehand, which the answer
     does not have (00's second learner)."""
     from course_lib.grading import CheckFailed, check
-    space = _cell("def batched_dot(q, k):\n    return q @ k.expand_as(q).mT\n")
+    answer = _cell("def batched_dot(q, k):\n    return q @ k.expand_as(q).mT\n", "batched_dot")
     with pytest.raises(CheckFailed) as info:
-        check("batched_dot", space["batched_dot"])
+        check("batched_dot", answer)
     said = " ".join(str(info.value).split())
     assert "expand only stretches axes of size 1" in said and "An assignment into a tensor" not in said, said
 
@@ -1620,3 +1611,18 @@ def test_a_device_the_check_cannot_run_on_is_one_line():
         assert said.startswith(f"✗ split_heads — device={device!r}") and "\n" not in said \
             and "Leave device out: then it runs on this machine's device." in said, said
     check("split_heads", mine, device=torch.device("cpu"))
+
+
+def test_an_answer_under_no_grad_is_told_it_carries_no_gradient_in_an_indented_verdict():
+    """@torch.no_grad() on split_heads: its views of inputs that require grad say requires_grad=True with no grad_fn,
+    and autograd's "element 0 of tensors does not require grad" came out as if the answer had raised it (00's second
+    learner). The check's own words over several lines now sit under its first line, not at column 0."""
+    from course_lib.grading import CheckFailed, check
+    answer = _cell("from einops import rearrange\n\n@torch.no_grad()\ndef split_heads(x, n_heads):\n"
+                   "    return rearrange(x, 'b t (h d) -> b h t d', h=n_heads)\n", "split_heads")
+    with pytest.raises(CheckFailed) as info:
+        check("split_heads", answer)
+    lines = str(info.value).splitlines()
+    assert lines[1].startswith("  split_heads's output carries no gradient back to x: .detach(), .data, "
+                               "torch.no_grad()") and "raised" not in lines[1], lines
+    assert all(line.startswith("  ") for line in lines[1:]), lines

@@ -13,6 +13,7 @@ import contextvars
 import inspect
 import linecache
 import os
+import re
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -472,6 +473,7 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome, named: Mistake | None = 
         where = f"\n  at {err['where']}" if err["where"] else ""
         notes = ("\n  " + err["notes"].replace("\n", "\n  ")) if err.get("notes") else ""
         said = err["message"] if err.get("verdict") else f"raised {err['type']}: {err['message']}"
+        said = re.sub(r"\n(?=\S)", "\n  ", said)      # a check's own words over several lines, under the first
         return f"{head}\n  {said}{where}{notes}", 0.0
     expected = _expected(ex, run)
     atol, rtol = run.case.tolerance(run.dtype)

@@ -18,6 +18,8 @@ def grads_of(y: torch.Tensor, wrt: list[torch.Tensor]) -> tuple:
     try:
         return torch.autograd.grad(y, wrt, upstream(y), allow_unused=True)
     except RuntimeError as exc:
+        if "does not require grad and does not have a grad_fn" in str(exc):   # a view made under torch.no_grad
+            return (None,) * len(wrt)                                        # (00's second learner): none reaches
         if "derivative for" in str(exc) and "is not implemented" in str(exc):
             op = str(exc).split("derivative for", 1)[1].split("is not implemented", 1)[0].strip()
             raise ValueError(f"autograd cannot differentiate the answer: it calls {op}, which has no derivative in "
