@@ -592,7 +592,9 @@ _SDPA_RIGHT = dict(FILL='scores.masked_fill(~mask, float("-inf"))', ZERO="weight
     ({"math.sqrt(q.shape[-1])": "math.sqrt(k.shape[-2])"}, "known mistake: divided by √T_k"),
     ({"RETURN": "weights, weights @ v"}, "known mistake: returned (weights, out) instead of (out, weights)"),
     ({"RETURN": "[weights @ v, weights]"}, None),
-    ({"RETURN": "weights @ v"}, "must return two tensors, (out, weights); it returned a tensor of shape"),
+    ({"RETURN": "weights @ v"}, "must return two tensors, (out, weights);\n  it returned a tensor of shape"),
+    ({"RETURN": "(weights @ v).tolist(), weights"}, "it returned a tuple of 2 values (a list of 2 values, a tensor of "
+                                                   "shape (2, "),
     ({"    scores = q @ k.mT": "    q /= math.sqrt(q.shape[-1])\n    scores = q @ k.mT * math.sqrt(q.shape[-1])"},
      "the answer is right but it changed its input q in place"),
     ({"RETURN": "weights @ v.detach(), weights"},
@@ -630,7 +632,7 @@ _SDPA_RIGHT = dict(FILL='scores.masked_fill(~mask, float("-inf"))', ZERO="weight
      "known mistake: multiplied by √d_k instead of divided by it"),
 ], ids=["right", "weights detached", "masked_fill_ on the softmax", "NaNs zeroed by indexing", "log(mask) added",
         "inverted in the fill", "inverted in the zeroing", "zeroed by weights * mask", "scores * mask", "√T_k", "returned swapped",
-        "a list", "out alone", "q changed in place", "v detached", "a 0/0 of its own zeroed by torch.where",
+        "a list", "out alone", "out as a list", "q changed in place", "v detached", "a 0/0 of its own zeroed by torch.where",
         "exp(s - logsumexp(s))", "default dtype set", "global seed set", "zeros made on the cpu",
         "zeros made on the cpu, no mask",
         "mask flipped in place", "softmax without dim", "a 0/0 zeroed after a global maximum",
@@ -651,6 +653,20 @@ def test_sdpa_check_differentiates_and_names_mask_slips(change, said):
     q @ kᵀ / d ** 1/2 written in one line (scores / d_k / 2) and scores multiplied by √d_k got bare numbers."""
     _grade_changed("scaled_dot_product_attention", _SDPA, _SDPA_RIGHT, change, said)
     assert torch.get_default_dtype() == torch.float32
+
+
+def test_sdpa_divided_by_a_shape_counted_from_the_front_is_told_to_count_from_the_end():
+    """math.sqrt(q.shape[2]) is right for the (B, T, d) cases and divides by T in the (B, H, T, d) ones: named as
+    "divided by √T_k (k.shape[-2] ...)", code the learner never wrote (05's second learner)."""
+    import math
+    src = _SDPA.lstrip()
+    for key, text in [("math.sqrt(q.shape[-1])", "math.sqrt(q.shape[2])"), *_SDPA_RIGHT.items()]:
+        src = src.replace(key, text)
+    ns = {"torch": torch, "math": math}
+    exec(compile(src, "<answer q.shape[2]>", "exec"), ns)
+    r = evaluate(get_exercise("scaled_dot_product_attention"), ns["scaled_dot_product_attention"])
+    assert "known mistake: divided by √T_k" in r.message and "Count the axes from the end: q.shape[2] is d_k for a " \
+        "(B, T, d) input, but T for (B, H, T, d)." in r.message, r.message
 
 
 @pytest.mark.parametrize("old, new, line, said, not_said", [

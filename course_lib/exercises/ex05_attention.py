@@ -128,7 +128,7 @@ def _call_sdpa(impl, inputs):
             add_turn_k_note(exc, unsure=True)
         raise
     if not (isinstance(result, (tuple, list)) and len(result) == 2 and all(isinstance(t, torch.Tensor) for t in result)):
-        raise ValueError(f"scaled_dot_product_attention must return two tensors, (out, weights); it returned "
+        raise ValueError(f"scaled_dot_product_attention must return two tensors, (out, weights);\nit returned "
                          f"{describe_value(result)}")
     q, v = inputs["q"], inputs["v"]
     if tuple(result[0].shape[-2:]) != (q.shape[-2], v.shape[-1]):     # not out first: the comparison says so
@@ -463,7 +463,8 @@ SDPA = Exercise(
                 "and the softmax saturates. Divide by math.sqrt(d), or multiply by d ** -0.5."),
         Mistake("divided by √T_k (k.shape[-2], the number of keys) instead of √d_k", _m_by_tk,
                 "The scale is the square root of the size of each vector in the dot product, d_k =\n"
-                "q.shape[-1] (= k.shape[-1]); k.shape[-2] counts the keys, which has nothing to do with it."),
+                "q.shape[-1] (= k.shape[-1]); k.shape[-2] counts the keys, which has nothing to do with it.\n"
+                "Count the axes from the end: q.shape[2] is d_k for a (B, T, d) input, but T for (B, H, T, d)."),
         Mistake("divided by √d_v instead of √d_k",
                 _m_by_dv,
                 "The scale comes from the size of the vectors in the dot product, q and k: use\n"

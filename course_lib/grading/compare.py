@@ -136,7 +136,14 @@ def _describe(v: Any) -> str:
     if isinstance(v, OtherValue):
         return f"a {v.type_name} ({v.text})"
     if isinstance(v, (tuple, list)):
-        return f"a {type(v).__name__} of {len(v)} values"
+        said = f"a {type(v).__name__} of {len(v)} values"
+        tensors = [isinstance(x, TensorValue) for x in v]
+        if len(v) <= 3 and any(tensors) and not all(tensors):      # (out, weights) with one of them not a tensor
+            said += " (" + ", ".join(f"a {type(x).__name__} of {len(x)} values" if isinstance(x, (tuple, list))
+                                     else _describe(x) for x in v) + ")"
+            if any(isinstance(x, list) for x in v):
+                said += ": .tolist() turns a tensor into Python lists; return the tensor itself"
+        return said
     return f"{type(v).__name__} {v!r}"
 
 
