@@ -1245,3 +1245,14 @@ def test_a_forward_spelled_otherwise_is_told_to_check_the_spelling():
     r = evaluate(get_exercise("MultiHeadAttention"), ns["MultiHeadAttention"])
     assert "calls the method named exactly forward: check its spelling" in r.message \
         and "parameter names" not in r.message, r.message
+
+
+def test_an_additive_mask_of_zeros_and_minus_inf_is_told_the_courses_convention():
+    """torch.triu(torch.full((T, T), -inf), 1), the additive mask other code adds to the scores, was told "1s and 0s
+    are not True and False" (05's second learner): it has neither."""
+    def causal_mask(T, device=None):
+        return torch.triu(torch.full((T, T), float("-inf"), device=device), 1)
+    r = evaluate(get_exercise("causal_mask"), causal_mask)
+    assert "expected dtype bool, got float32" in r.message and "a mask of 0 and -inf, added to the scores, is another " \
+        "convention: this course's masks are bool, True where a query may attend" in " ".join(r.message.split()) \
+        and "1s and 0s" not in r.message, r.message
