@@ -319,6 +319,16 @@ def _m_sigmoid(q, k, v, mask=None):
     return w @ v, w
 
 
+def _m_log_softmax(q, k, v, mask=None):
+    s = q @ k.mT / math.sqrt(q.shape[-1])
+    if mask is not None:
+        s = s.masked_fill(~mask, NEG_INF)
+    w = torch.log_softmax(s, dim=-1)                   # log-probabilities: negative, rows do not sum to 1
+    if mask is not None:
+        w = w.masked_fill(~mask, 0.0)
+    return w @ v, w
+
+
 def _m_by_tk(q, k, v, mask=None):
     return _finish(q @ k.mT / math.sqrt(k.shape[-2]), v, mask)
 
@@ -473,6 +483,9 @@ SDPA = Exercise(
                 "torch.sigmoid squashes each score on its own, so a row's weights do not sum to 1 and the\n"
                 "output is not an average of the values. The softmax over the keys makes the scores compete:\n"
                 "torch.softmax(scores, dim=-1)."),
+        Mistake("log_softmax instead of softmax: the weights are log-probabilities", _m_log_softmax,
+                "log_softmax gives the logarithms of the weights, all negative, for a loss to use; a row of\n"
+                "weights must be positive and sum to 1 to average the values: torch.softmax(scores, dim=-1)."),
         Mistake("softmax over the query axis (dim=-2; dim=1 for 3-D scores) instead of the key axis (dim=-1)",
                 _m_wrong_axis,
                 "Each query distributes its attention over the keys, so every row (last axis, the\n"
