@@ -1256,3 +1256,29 @@ def test_an_additive_mask_of_zeros_and_minus_inf_is_told_the_courses_convention(
     assert "expected dtype bool, got float32" in r.message and "a mask of 0 and -inf, added to the scores, is another " \
         "convention: this course's masks are bool, True where a query may attend" in " ".join(r.message.split()) \
         and "1s and 0s" not in r.message, r.message
+
+
+@pytest.mark.parametrize("name, line, said", [
+    ("causal_mask", "torch.tril(torch.ones(T, T, dtype=torch.bool), device=device)",
+     "device= goes to the call that makes a tensor"),
+    ("causal_mask", "torch.ones(T, T, dtype=torch.bool, device=torch.device(device)).tril()",
+     "torch.device(None) is not a device"),
+    ("causal_mask", "torch.tril(torch.ones(T, dtype=torch.bool, device=device))",
+     "tril and triu keep a triangle of a matrix, so they need one"),
+    ("padding_mask", "(torch.arange(T, device=lengths.device) < lengths[:, None]).view(lengths.size(), 1, 1, T)",
+     "The sizes go in as separate numbers, or as one tuple, not a shape beside numbers"),
+    ("padding_mask", "(torch.arange(T, device=lengths.device) < lengths[:, None])[:, None, None, :].expand(-1, 1, T, T)",
+     "known mistake: expanded over the queries: shape (B, 1, T, T)"),
+] + ([] if torch.cuda.is_available() else [
+    ("causal_mask", "torch.ones(T, T, dtype=torch.bool, device=device or 'cuda').tril()",
+     "A tensor was made on cuda, which this machine does not have")]))
+def test_mask_slips_with_bare_torch_errors_get_words(name, line, said):
+    """Errors of torch's that came with no note (05's second learner): device= given to tril, torch.device(None), a
+    1-D tensor to tril, a shape beside numbers in view, cuda on a machine without it; and a padding mask expanded
+    over the queries, shape numbers only."""
+    args = "T, device=None" if name == "causal_mask" else "lengths, T"
+    ns = {"torch": torch}
+    exec(compile(f"def {name}({args}):\n    return {line}\n", f"<answer {name}>", "exec"), ns)
+    r = evaluate(get_exercise(name), ns[name])
+    assert not r.passed and said in r.message, r.message
+    assert "\n\n" not in r.message and not any(ln.endswith(" ") for ln in r.message.splitlines()), r.message

@@ -730,6 +730,10 @@ PAD = Exercise(
                 "queries as well leaves their rows with no key at all, fully masked rows that every attention\n"
                 "then has to handle, for outputs that are ignored later anyway. The contract's shape is\n"
                 "(B, 1, 1, T)."),
+        Mistake("expanded over the queries: shape (B, 1, T, T)",
+                lambda lengths, T: _pad_keep(lambda t, n: t < n)(lengths, T)[:, None, None, :].expand(-1, 1, T, T),
+                "A query axis of size 1 is all it needs: (B, 1, 1, T) broadcasts over every query, and over\n"
+                "the heads, where the scores meet it. Leave the expand (or repeat) out."),
     ],
 )
 

@@ -55,6 +55,22 @@ TORCH_ERRORS = {
     "Invalid axis identifier":
         "einops names each axis with a word, the words apart: '... i d, ... j d -> ... i j'. Letters run\n"
         "together ('...id,...jd->...ij') are torch.einsum's syntax, another function.",
+    "unexpected keyword argument 'device'":
+        "device= goes to the call that makes a tensor (torch.ones(..., device=device), torch.arange(...,\n"
+        "device=...)); a function that works on a tensor (tril, where, cat, masked_fill) keeps that tensor's device.",
+    "received an invalid combination of arguments - got (NoneType)":
+        "torch.device(None) is not a device. A device argument of None means the default device: pass it on as it\n"
+        "is (torch.ones(..., device=device) accepts None), or take an input's, x.device.",
+    "Torch not compiled with CUDA enabled":
+        "A tensor was made on cuda, which this machine does not have. Take the device from the arguments\n"
+        "(device=None means the default one) or from an input (x.device), never a fixed device= of the answer's.",
+    "input tensor must have at least 2 dimensions":
+        "tril and triu keep a triangle of a matrix, so they need one: make the (T, T) tensor first,\n"
+        "torch.ones(T, T, ...), then take its triangle.",
+    **dict.fromkeys(["received an invalid combination of arguments - got (torch.Size,",
+                     "received an invalid combination of arguments - got (tuple,"],
+        "The sizes go in as separate numbers, or as one tuple, not a shape beside numbers: unpack the shape\n"
+        "into them, .view(*t.shape, 1, 1, T) (or t.shape[0] for a single size)."),
     "partially initialized module":
         "A module was left half-imported: the stop button pressed while Python was importing it (the setup\n"
         "cell's first run, say). Python does not finish such an import later: restart the kernel (Kernel ▸\n"
