@@ -1282,3 +1282,17 @@ def test_mask_slips_with_bare_torch_errors_get_words(name, line, said):
     r = evaluate(get_exercise(name), ns[name])
     assert not r.passed and said in r.message, r.message
     assert "\n\n" not in r.message and not any(ln.endswith(" ") for ln in r.message.splitlines()), r.message
+
+
+@pytest.mark.parametrize("change, said", [
+    ({"w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)":
+      "w = self.dropout(torch.softmax(s, dim=-1).nan_to_num(0.0), training=self.training)"},
+     "A dropout module follows its model's mode itself"),
+    ({"class MultiHeadAttention(nn.Module):": "class MultiHeadAttention:", "        super().__init__()\n": ""},
+     "MultiHeadAttention is not an nn.Module (which would give it .modules): write its class line as\n"
+     "  class MultiHeadAttention(nn.Module):"),
+])
+def test_multi_head_attention_slips_with_bare_errors_get_words(change, said):
+    """self.dropout(w, training=...) and a class not built on nn.Module got torch's and Python's words alone (05's
+    second learner)."""
+    _grade_changed_mha(change, said)

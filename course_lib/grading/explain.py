@@ -71,6 +71,9 @@ TORCH_ERRORS = {
                      "received an invalid combination of arguments - got (tuple,"],
         "The sizes go in as separate numbers, or as one tuple, not a shape beside numbers: unpack the shape\n"
         "into them, .view(*t.shape, 1, 1, T) (or t.shape[0] for a single size)."),
+    "forward() got an unexpected keyword argument 'training'":
+        "A dropout module follows its model's mode itself (model.train(), model.eval()): call it with the tensor\n"
+        "alone, self.dropout(w). F.dropout(w, p, training=self.training) is the function that takes the flag.",
     "partially initialized module":
         "A module was left half-imported: the stop button pressed while Python was importing it (the setup\n"
         "cell's first run, say). Python does not finish such an import later: restart the kernel (Kernel ▸\n"
@@ -284,6 +287,11 @@ def explain(exc: BaseException) -> str:
         why = ("einsum here is torch's (a cell ran `from torch import einsum`), which takes the pattern first and the\n"
                "letters run together: torch.einsum('...id,...jd->...ij', q, k). The setup cell's einsum is einops',\n"
                "pattern last: run the setup cell again to get it back.")
+    module = re.fullmatch(r"'(\w+)' object has no attribute '(modules|parameters|named_parameters|children|train|eval|"
+                          r"to|state_dict|zero_grad|register_buffer|_modules|_parameters)'", text)
+    if module and not why:             # a class of the answer's own, not built on nn.Module
+        why = (f"{module.group(1)} is not an nn.Module (which would give it .{module.group(2)}): write its class line "
+               f"as\nclass {module.group(1)}(nn.Module):, and begin its __init__ with super().__init__().")
     if "must be Tensor, not int" in text and re.search(r"\bsum\(", line):
         why = "sum() of no items is the int 0, not a tensor.\n" + _EXHAUSTED
     if "positional argument" in text and re.search(r"super\(\)\.__init__\(\s*[^)\s]", line):
