@@ -51,9 +51,10 @@ def _show(shell, etype, value, tb, tb_offset=None):
             where = _replaced(shell.user_ns, tb)
         except Exception:
             where = None
-    if note is None and issubclass(etype, NameError) and not _in_an_answer(tb):
+    if note is None and issubclass(etype, NameError):
         try:                           # a name set in a cell not run: Python's traceback, and which cell
-            where = unrun.note(getattr(value, "name", None), shell.transform_cell)
+            where = _exercise_not_run(value) if _in_an_answer(tb) else unrun.note(getattr(value, "name", None),
+                                                                                  shell.transform_cell)
         except Exception:
             where = None
     if note is None and where is None:   # any other NameError, NotImplementedError or stop: IPython's own traceback
@@ -109,6 +110,19 @@ def _in_an_answer(tb) -> bool:
         tb = tb.tb_next
     code = tb.tb_frame.f_code if tb is not None else None
     return code is not None and code.co_name != "<module>" and cells.is_answer_code(code.co_filename)
+
+
+def _exercise_not_run(error: NameError) -> str | None:
+    """An answer's function reading another exercise's answer that this kernel has not defined (05's
+    MultiHeadAttention calling scaled_dot_product_attention after a restart, from a demo cell): which cell to run.
+    None for any other name: the answer needs mending."""
+    name = getattr(error, "name", None)
+    try:
+        get_exercise(name)
+    except (KeyError, TypeError):
+        return None
+    from .explain import explain
+    return "✗ " + explain(error).replace("\n", "\n  ")
 
 
 def _stopped(tb) -> str | None:
