@@ -1626,3 +1626,18 @@ def test_an_answer_under_no_grad_is_told_it_carries_no_gradient_in_an_indented_v
     assert lines[1].startswith("  split_heads's output carries no gradient back to x: .detach(), .data, "
                                "torch.no_grad()") and "raised" not in lines[1], lines
     assert all(line.startswith("  ") for line in lines[1:]), lines
+
+
+def test_a_setup_name_given_another_value_is_named_on_the_answers_line_whatever_the_error(monkeypatch):
+    """math = torch.ones(3) in a cell, then a check: "Tensor.sqrt() takes no arguments", with no word of the cell
+    that changed math (05's second learner; the note under that cell came once)."""
+    from course_lib.grading import CheckFailed, check, kernel
+    monkeypatch.setattr(kernel, "_set_by_setup", {"math": math, "torch": torch})
+    answer = _cell("def batched_dot(q, k):\n    return q @ k.mT / math.sqrt(1.0)\n", "batched_dot")
+    answer.__globals__["math"] = torch.ones(3)
+    with pytest.raises(CheckFailed) as info:
+        check("batched_dot", answer)
+    said = " ".join(str(info.value).split())
+    assert "math is a Tensor here, not the module or function the notebook gave that name" in said, said
+    answer.__globals__["math"] = math                                    # the setup cell's again: no such note
+    check("batched_dot", answer)

@@ -417,8 +417,14 @@ def _name_replaced(exc: BaseException) -> str:
         found = [n for n in re.findall(r"\b([A-Za-z_]\w*)\s*\(", line)
                  if n in frame.f_globals and not callable(frame.f_globals[n])]
     else:
-        return ""
+        found = []
     found = [n for n in found if n not in frame.f_code.co_varnames]        # a global of the notebook's
+    if not found:                      # any error on a line using a setup name a cell gave another value (math =
+        from . import kernel           # torch.ones(3): "Tensor.sqrt() takes no arguments", 05's second learner)
+        space = frame.f_globals
+        found = [n for n, ours in kernel._set_by_setup.items() if n in space and n not in frame.f_code.co_varnames
+                 and space[n] is not ours and not kernel._alike(space[n], ours)
+                 and re.search(rf"(?<![\w.]){re.escape(n)}\s*[.(\[]", line)]
     if not found:
         return ""
     name, kind = found[0], type(frame.f_globals[found[0]]).__name__
