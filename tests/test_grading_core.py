@@ -1331,7 +1331,8 @@ def test_what_an_answer_prints_during_a_check_is_cut_to_its_first_lines(capsys):
     ("Adamw", "did you mean 'AdamW' or 'Adam'?"),
     ("layernorm", "did you mean 'LayerNorm' or 'layer_norm'?"),
     ("lora", "did you mean 'LoRALinear'?"),               # a part of the name (a learner's try in 09)
-    ("pooling", "(the course's exercises: Adam, AdamW,"),
+    ("pooling", "no exercise named 'pooling': hint() lists them, by notebook"),
+    ("all", "no exercise named 'all': hint() lists them"),      # was "did you mean 'precision_recall_f1'?"
 ])
 def test_a_mistyped_exercise_name_gets_the_names_it_is_close_to(name, says, capsys, monkeypatch):
     """In a notebook, hint() and check() say it in one line: a KeyError's traceback through course_lib came first."""
@@ -1641,3 +1642,14 @@ def test_a_setup_name_given_another_value_is_named_on_the_answers_line_whatever_
     assert "math is a Tensor here, not the module or function the notebook gave that name" in said, said
     answer.__globals__["math"] = math                                    # the setup cell's again: no such note
     check("batched_dot", answer)
+
+
+def test_an_unknown_exercise_name_lists_the_notebooks_own_exercises(monkeypatch, tmp_path):
+    """check("Exercise 1", ...) listed all 27 of the course's exercises, alphabetically (00's second learner): the
+    notebook in use has three."""
+    from course_lib.grading import get_exercise
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "00_welcome.ipynb"))
+    with pytest.raises(KeyError) as info:
+        get_exercise("Exercise 1")
+    assert info.value.args[0] == ("no exercise named 'Exercise 1': this notebook's are split_heads, merge_heads, "
+                                  "batched_dot (hint() lists every notebook's)"), info.value.args[0]

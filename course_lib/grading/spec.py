@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 import pkgutil
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -144,10 +145,13 @@ def get_exercise(name: str) -> Exercise:
         lower = {n.lower(): n for n in _REGISTRY}
         typed = str(name).lower()
         near = difflib.get_close_matches(typed, lower, n=2, cutoff=0.75)
-        near = [repr(lower[n]) for n in (near or [n for n in lower if len(typed) >= 3 and typed in n][:2])]
+        near = [repr(lower[n]) for n in (near or [n for n in lower if len(typed) >= 4 and typed in n][:2])]
         if near:
             raise KeyError(f"no exercise named {name!r}: did you mean {' or '.join(near)}?")
-        raise KeyError(f"no exercise named {name!r} (the course's exercises: {', '.join(sorted(_REGISTRY)) or 'none'})")
+        stem = os.path.splitext(os.path.basename(os.environ.get("JPY_SESSION_NAME", "")))[0]
+        here = [ex.name for ex in _REGISTRY.values() if ex.notebook == stem]     # the notebook in use, in its order
+        raise KeyError(f"no exercise named {name!r}: " + (f"this notebook's are {', '.join(here)} (hint() lists every "
+                                                          f"notebook's)" if here else "hint() lists them, by notebook"))
     return _REGISTRY[name]
 
 
