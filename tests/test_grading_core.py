@@ -1653,3 +1653,13 @@ def test_an_unknown_exercise_name_lists_the_notebooks_own_exercises(monkeypatch,
         get_exercise("Exercise 1")
     assert info.value.args[0] == ("no exercise named 'Exercise 1': this notebook's are split_heads, merge_heads, "
                                   "batched_dot (hint() lists every notebook's)"), info.value.args[0]
+
+
+def test_checks_signature_reads_as_arguments_to_give():
+    """`check` typed in a cell (or Shift+Tab) showed its defaults as <object object at 0x7fbb...> (00's second
+    learner)."""
+    import inspect
+
+    from course_lib.grading import check
+    shown = str(inspect.signature(check))
+    assert shown.startswith("(name: 'str' = <required>, answer=<required>,") and "object at" not in shown, shown

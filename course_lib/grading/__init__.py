@@ -66,7 +66,15 @@ def _install_handler() -> None:
     kernel.install(_ipython())
 
 
-_NOTHING = object()
+class _Required:
+    """check()'s defaults, for a one-line ✗ where an argument is left out; shown as such where a notebook prints
+    check or its signature (was "<object object at 0x7f...>", 00's second learner)."""
+
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+_NOTHING = _Required()
 
 
 def check(name: str = _NOTHING, answer=_NOTHING, *more, suite: str = "visible", device=None, seed: int | None = None,
