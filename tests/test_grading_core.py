@@ -1663,3 +1663,22 @@ def test_checks_signature_reads_as_arguments_to_give():
     from course_lib.grading import check
     shown = str(inspect.signature(check))
     assert shown.startswith("(name: 'str' = <required>, answer=<required>,") and "object at" not in shown, shown
+
+
+@pytest.mark.parametrize("name, body, said", [
+    ("split_heads", "rearrange(x, 'b t (h d) -> b h t d', heads=n_heads)",
+     "Each size given by keyword (h=n_heads) belongs to an axis of the pattern with the same name"),
+    ("split_heads", "rearrange(x, 'B T (H D) -> B H T D', h=n_heads)", "(heads= for h, h= for H)"),
+    ("merge_heads", "rearrange(x, 'b h t d -> b t (h d)', h=4)", "A size given by keyword (h=...) disagrees"),
+    ("merge_heads", "x.sum(1)", "known mistake: heads summed over instead of merged: (B, T, D)"),
+    ("merge_heads", "x.mean(1)", "known mistake: heads averaged over instead of merged: (B, T, D)"),
+    ("batched_dot", "q.matmul(k.t())", "Swap k's last two axes, counted from the end"),
+])
+def test_00_slips_with_bare_errors_or_shapes_get_words(name, body, said):
+    """00's second learner: einops' "Axis heads is not used in transform" and "Shape mismatch, 3 != 4" bare, the heads
+    summed or averaged told a shape alone, k.t() of a 3-D k bare (where .T got the note on turning k round)."""
+    from course_lib.grading.spec import get_exercise
+    args = {"split_heads": "x, n_heads", "merge_heads": "x", "batched_dot": "q, k"}[name]
+    answer = _cell(f"from einops import rearrange\ndef {name}({args}):\n    return {body}\n", name)
+    r = evaluate(get_exercise(name), answer)
+    assert not r.passed and said in r.message and "Error:  " not in r.message, r.message

@@ -158,6 +158,10 @@ def _call_merge(fn, inputs):
     return out
 
 
+_REDUCED = ("Merging puts the H heads' D features side by side, H·D of them; a sum or mean over the head axis\n"
+            "adds them into D and loses the heads. Move time in front of the heads, then join the last two axes:\n"
+            "rearrange(x, 'b h t d -> b t (h d)').")
+
 MERGE = Exercise(
     name="merge_heads",
     notebook="00_welcome",
@@ -203,6 +207,8 @@ MERGE = Exercise(
                 "x is (B, H, T, D): the head axis is 1 and time is 2, so time comes in front of the heads with\n"
                 "x.transpose(1, 2), giving (B, T, H, D). transpose(2, 3) swaps time with the features instead,\n"
                 "(B, H, D, T), and the reshape then cuts those numbers into rows."),
+        Mistake("heads summed over instead of merged: (B, T, D)", lambda x: x.sum(1), _REDUCED),
+        Mistake("heads averaged over instead of merged: (B, T, D)", lambda x: x.mean(1), _REDUCED),
         Mistake("time merged into the features too: (B, T*H*D)",
                 lambda x: x.transpose(1, 2).flatten(1),
                 "flatten(1) merges every axis from 1 on. After moving time in front of the heads,\n"
@@ -241,7 +247,8 @@ def _dot_square(g):
 # What torch says when k goes into a matmul as it comes; and what it may say when k was turned by axes counted
 # from the front (transpose(1, 2), permute(0, 2, 1), .T), which other slips can raise too.
 _MATMUL_ERRORS = ("cannot be multiplied", "first two dimensions of batch2", "batch1 must be a 3D tensor")
-_TURNED_K_ERRORS = ("must match the size of tensor b", "Dimension out of range", "does not match the length of the desired")
+_TURNED_K_ERRORS = ("must match the size of tensor b", "Dimension out of range", "does not match the length of the desired",
+                    "t() expects a tensor with <= 2 dimensions")
 
 
 def add_turn_k_note(exc: BaseException, unsure: bool = False) -> None:

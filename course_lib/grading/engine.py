@@ -472,7 +472,7 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome, named: Mistake | None = 
                     f"in its answer cell with your code, then run that cell."), 0.0
         where = f"\n  at {err['where']}" if err["where"] else ""
         notes = ("\n  " + err["notes"].replace("\n", "\n  ")) if err.get("notes") else ""
-        said = err["message"] if err.get("verdict") else f"raised {err['type']}: {err['message']}"
+        said = err["message"] if err.get("verdict") else f"raised {err['type']}: {err['message'].strip()}"
         said = re.sub(r"\n(?!  )", "\n  ", re.sub(r"\s*\n\s*\n", "\n", said.rstrip()))      # words over several lines (a check's, torch's), under the first
         return f"{head}\n  {said}{where}{notes}", 0.0
     expected = _expected(ex, run)

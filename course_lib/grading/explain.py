@@ -78,6 +78,12 @@ TORCH_ERRORS = {
         "A module was left half-imported: the stop button pressed while Python was importing it (the setup\n"
         "cell's first run, say). Python does not finish such an import later: restart the kernel (Kernel ▸\n"
         "Restart Kernel), then run the cells from the top.",
+    "is not used in transform":
+        "Each size given by keyword (h=n_heads) belongs to an axis of the pattern with the same name, case\n"
+        "included: a keyword whose name the pattern does not have (heads= for h, h= for H) is refused.",
+    "Shape mismatch, ":
+        "A size given by keyword (h=...) disagrees with the tensor's own: take it from the tensor (x.shape), or\n"
+        "leave it out where the pattern can work it out (merging needs none: 'b h t d -> b t (h d)').",
     "maximum recursion depth exceeded":
         "The function called itself again and again with no case that stops it (a forward that calls\n"
         "self(x) or self.forward(x) is one way): compute the result here instead of calling it anew.",
