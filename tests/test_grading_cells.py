@@ -262,6 +262,10 @@ def test_a_name_error_is_placed_only_in_the_notebook_this_kernel_runs(nb, monkey
         "`model_cfg = 3`, under “Train it”.\n  Run the cells above this one in order (Run ▸ Run All Above Selected "
         "Cell), then this one again.")
     assert unrun.note("model_size", lambda s: s) is None                  # set nowhere: Python's "Did you mean"
+    book.cells[0].metadata["tags"] = ["setup"]          # the setup cell: named as such (00's second learner read
+    nbformat.write(book, path)                          # "under 'The course map'", the table above it, as its name)
+    assert unrun.note("math", lambda s: s).startswith("✗ math is set in the setup cell, the first code cell (`import "
+                                                      "math`), which ran in this kernel")      # c1 ran, as here
     monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "missing.ipynb"))
     assert unrun.note("model_cfg", lambda s: s) is None
     for c, new_id in zip(book.cells, ("d1", "m", "k2", "d2")):
