@@ -679,6 +679,10 @@ def _pad_keep(fn):
     return lambda lengths, T: fn(torch.arange(T, device=lengths.device)[None, :], lengths[:, None])
 
 
+_OWN_T = ("T is an argument: the padded length of the batch, which may be longer than every sequence in it (the\n"
+          "batch is padded to a fixed size). Use it as given, torch.arange(T), and leave it unchanged.")
+
+
 def _pad_queries_and_keys(lengths, T):
     keep = _pad_keep(lambda t, n: t < n)(lengths, T)                            # (B, T)
     return (keep[:, :, None] & keep[:, None, :])[:, None]                      # (B, 1, T, T)
@@ -730,6 +734,12 @@ PAD = Exercise(
                 "queries as well leaves their rows with no key at all, fully masked rows that every attention\n"
                 "then has to handle, for outputs that are ignored later anyway. The contract's shape is\n"
                 "(B, 1, 1, T)."),
+        Mistake("T taken as the longest length, lengths.max(), instead of the T given",
+                lambda lengths, T: _pad_keep(lambda t, n: t < n)(lengths, int(lengths.max()))[:, None, None, :],
+                _OWN_T),
+        Mistake("T taken as len(lengths), the batch size, instead of the T given",
+                lambda lengths, T: _pad_keep(lambda t, n: t < n)(lengths, len(lengths))[:, None, None, :],
+                _OWN_T),
         Mistake("expanded over the queries: shape (B, 1, T, T)",
                 lambda lengths, T: _pad_keep(lambda t, n: t < n)(lengths, T)[:, None, None, :].expand(-1, 1, T, T),
                 "A query axis of size 1 is all it needs: (B, 1, 1, T) broadcasts over every query, and over\n"
