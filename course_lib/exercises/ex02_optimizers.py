@@ -344,7 +344,7 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                   root_corrected=False, v_from=None, no_sqrt=False, ascent=False, decay_slip=None,
                   betas_swapped=False, m_corrected_with_b2=False, lr_in_m=False, eps_after_division=False,
                   decay_lr_from_init=False, m_in_with_b1=False, update_lost=False, v_corrected_with_b1=False,
-                  state_reset=False, t_not_stored=False, decay_matrices_only=False):
+                  state_reset=False, t_not_stored=False, decay_matrices_only=False, m_in_plain=False):
     """shared_t: "group" or "optimizer", where one step count for all parameters is kept (group["t"],
     saved by state_dict; self.t, not saved), or "each parameter": a count on the optimizer incremented in the
     loop, once for every parameter stepped. decay_lr_from_init: AdamW's decay by the lr given to __init__
@@ -370,7 +370,7 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
     update_lost: the Adam step written to a new tensor (p = p - ...), AdamW's decay (in place) alone kept.
     v_corrected_with_b1: v̂ = v / (1 − β₁ᵗ). state_reset: m, v and the count made anew at every step (each step
     Adam's first). t_not_stored: t = state["step"] + 1, never written back (t = 1 at every step, the moments kept).
-    decay_matrices_only: AdamW's decay only on parameters of two or more axes."""
+    decay_matrices_only: AdamW's decay only on parameters of two or more axes. m_in_plain: m = β₁·m + g."""
     class Mistaken(torch.optim.Optimizer):
         def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=default_wd):
             super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
@@ -431,7 +431,8 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                         t = st["step"] + 1
                     if t_tensor:
                         t = st[t_tensor]
-                    st["m"] = b1 * st["m"] + (b1 if m_in_with_b1 else 1 - b1) * (lr * g if lr_in_m else g)
+                    st["m"] = b1 * st["m"] + (b1 if m_in_with_b1 else 1 if m_in_plain else 1 - b1) * (lr * g if lr_in_m
+                                                                                                 else g)
                     sq = {"g": g, "|g|": g.abs()}.get(v_from, g * g)             # what v averages
                     st["v"] = b2 * st["v"] + (1 - (b1 if v_with_b1 else b2)) * sq
                     m, v = st["m"], st["v"]
@@ -487,6 +488,9 @@ _T_PER_PARAMETER_WHY = ("Each parameter counts its own steps, state[p]['step'] +
 _M_B1_WHY = ("m is an average: m = β₁·m + (1 − β₁)·g, the two weights adding up to 1, so m stays the size of\n"
              "the gradients. With β₁·g it takes in 0.9·g a step instead of 0.1·g, and the bias correction,\n"
              "1/(1 − β₁ᵗ), which assumes the weights add up to 1, makes m̂ about nine times too large.")
+_M_PLAIN_WHY = ("m is an average: m = β₁·m + (1 − β₁)·g, the two weights adding up to 1. Without the (1 − β₁),\n"
+                "m = β₁·m + g adds the gradients up instead, to about g/(1 − β₁) (ten times g with β₁ = 0.9), and\n"
+                "the step grows with it. Write m = b1 * m + (1 - b1) * g.")
 _IN_PLACE_HAT_WHY = ("m̂ and v̂ are for this step's update only; the state keeps the raw averages m and v. Dividing\n"
                      "them in place (m.div_(1 - b1 ** t), or state['m'] = m / (1 - b1 ** t)) stores the corrected\n"
                      "values, so the next step averages into an already-corrected m and corrects it again.\n"
@@ -816,6 +820,8 @@ ADAM_EX = Exercise(
                 _adam_variant(decoupled=False, default_wd=0.0, v_with_b1=True), _V_B1_WHY),
         Mistake("m takes in β₁·g instead of (1 − β₁)·g", _adam_variant(decoupled=False, default_wd=0.0, m_in_with_b1=True),
                 _M_B1_WHY),
+        Mistake("m takes in g instead of (1 − β₁)·g: m = β₁·m + g",
+                _adam_variant(decoupled=False, default_wd=0.0, m_in_plain=True), _M_PLAIN_WHY),
         Mistake("bias correction written back into the state (m and v divided in place)",
                 _adam_variant(decoupled=False, default_wd=0.0, corrected_in_place=True), _IN_PLACE_HAT_WHY),
         Mistake("weight decay decoupled as in AdamW, instead of added to the gradient",
