@@ -1066,7 +1066,7 @@ def _lr_warmup_not_returned(step, max_lr, warmup_steps, total_steps, min_lr=0.0)
 
 def _lr_decay_slip(slip):
     """The decay gone wrong: "//" (progress by floor division, 0 until the end), "linear" (1 − progress
-    instead of the cosine), "2π" (a whole cosine period) or "3.14" (π rounded)."""
+    instead of the cosine), "2π" (a whole cosine period), "3.14" (π rounded) or "no π" (cos(progress))."""
     def lr(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
         if step < warmup_steps:
             return max_lr * (step + 1) / warmup_steps
@@ -1079,7 +1079,7 @@ def _lr_decay_slip(slip):
         if slip == "linear":
             w = 1 - p
         else:
-            w = 0.5 * (1 + math.cos({"2π": 2 * math.pi, "3.14": 3.14}.get(slip, math.pi) * p))
+            w = 0.5 * (1 + math.cos({"2π": 2 * math.pi, "3.14": 3.14, "no π": 1.0}.get(slip, math.pi) * p))
         return min_lr + (max_lr - min_lr) * w
     return lr
 
@@ -1256,6 +1256,10 @@ LR_EX = Exercise(
                 "The decay is half a cosine period: (1 + cos(π·progress))/2 falls from 1 to 0 as progress goes\n"
                 "from 0 to 1. With 2π it is at 0 halfway and climbs back to 1, so the rate ends at max_lr.\n"
                 "Use math.pi, not 2 * math.pi."),
+        Mistake("cos(progress) without π: the rate ends at about 77 % of max_lr", _lr_decay_slip("no π"),
+                "math.cos takes radians: half a period, from cos 0 = 1 down to cos π = −1, is π·progress. cos(progress)\n"
+                "only gets from 1 to cos 1 ≈ 0.54, so (1 + cos)/2 ends at 0.77 and the rate never comes near min_lr.\n"
+                "Write math.cos(math.pi * progress)."),
         Mistake("the cosine's 0.5 left out: (max_lr − min_lr)·(1 + cos(π·progress))", _lr_cos_slip("no half"),
                 "1 + cos runs from 2 down to 0: without the 0.5 the decay starts at twice max_lr, right after\n"
                 "warmup has reached max_lr. 0.5·(1 + cos(π·progress)) runs from 1 down to 0."),
