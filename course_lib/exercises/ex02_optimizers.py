@@ -1509,6 +1509,14 @@ CLIP_EX = Exercise(
                 "above 1 and makes large gradients larger still."),
         Mistake("returned the norm after clipping", lambda params, max_norm: _clip_after(params, max_norm),
                 "Return the total norm measured before clipping (it is what you log to see spikes)."),
+        Mistake("returned the clipping factor instead of the norm",
+                lambda params, max_norm: _clip_factor_returned(params, max_norm),
+                "The scaling is right; the value returned is not: clip_grad_norm returns the total norm measured\n"
+                "before clipping (what a training loop logs to see spikes), not max_norm / norm."),
+        Mistake("the norm of the weights measured instead of their gradients' (p.norm(), not p.grad.norm())",
+                lambda params, max_norm: _clip_by_weights(params, max_norm),
+                "Clipping bounds the step, so it measures the gradients: sqrt of the sum of p.grad's squares over\n"
+                "every parameter. p.norm() measures the weights themselves, which have nothing to do with it."),
         Mistake("the norm measured again inside the scaling loop",
                 lambda params, max_norm: _clip_norm_in_loop(params, max_norm),
                 "Once the first gradients are scaled, the norm measured again is smaller, so each later\n"
@@ -1621,6 +1629,24 @@ def _clip_after(params, max_norm):
         for g in gs:
             g.mul_(max_norm / (total + 1e-6))
     return torch.stack([g.norm() for g in gs]).norm()
+
+
+def _clip_factor_returned(params, max_norm):
+    gs = _grads(params)
+    total = torch.stack([g.norm() for g in gs]).norm()
+    factor = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    for g in gs:
+        g.mul_(factor)
+    return factor
+
+
+def _clip_by_weights(params, max_norm):
+    params = [p for p in params if p.grad is not None]
+    total = torch.stack([p.detach().norm() for p in params]).norm()
+    if total > max_norm:
+        for p in params:
+            p.grad.mul_(max_norm / (total + 1e-6))
+    return total
 
 
 def _clip_norm_in_loop(params, max_norm):
