@@ -319,6 +319,16 @@ def _m_by_variance(x, weight, bias, eps=1e-5):
     return (x - mean) / (var + eps) * weight + bias
 
 
+def _m_root_of_std(x, weight, bias, eps=1e-5):
+    mean, var = _stats(x)
+    return (x - mean) / torch.sqrt(var.sqrt() + eps) * weight + bias
+
+
+def _m_min_max(x, weight, bias, eps=1e-5):
+    lo, hi = x.amin(-1, keepdim=True), x.amax(-1, keepdim=True)
+    return (x - lo) / (hi - lo + eps) * weight + bias
+
+
 def _m_not_centred(x, weight, bias, eps=1e-5):
     mean, var = _stats(x)
     return x / torch.sqrt(var + eps) * weight + bias
@@ -498,6 +508,14 @@ LAYER_NORM = Exercise(
         Mistake("bias added before scaling", _m_bias_first, _LN_EXPLAIN["bias_first"]),
         Mistake("divided by the variance instead of the standard deviation", _m_by_variance,
                 _LN_EXPLAIN["by_variance"]),
+        Mistake("divided by √(σ + ε), the root of the standard deviation, instead of √(σ² + ε)", _m_root_of_std,
+                "The denominator is the standard deviation, σ = √(σ²): the root of the variance, taken once.\n"
+                "x.std() (or var.sqrt()) is already that root; a sqrt around it takes a second one. Write\n"
+                "torch.sqrt(var + eps), with var the mean of the squared deviations."),
+        Mistake("min-max scaling: (x − min) / (max − min) instead of (x − μ) / σ", _m_min_max,
+                "LayerNorm centres each vector on its mean and divides by its standard deviation, so the\n"
+                "result has mean 0 and variance 1. Min-max scaling squeezes it into [0, 1] instead: a\n"
+                "different normalisation, which one large value dominates. Use the mean and the variance."),
         Mistake("mean not subtracted", _m_not_centred, _LN_EXPLAIN["not_centred"]),
         Mistake("eps added outside the square root", _m_eps_outside, _LN_EXPLAIN["eps_outside"], shown_on=_SMALL),
         Mistake("(var + eps) ** 1/2: divided by σ² + ε and then by 2, with no root", _m_half_power,
