@@ -665,8 +665,8 @@ def test_sdpa_divided_by_a_shape_counted_from_the_front_is_told_to_count_from_th
     ns = {"torch": torch, "math": math}
     exec(compile(src, "<answer q.shape[2]>", "exec"), ns)
     r = evaluate(get_exercise("scaled_dot_product_attention"), ns["scaled_dot_product_attention"])
-    assert "known mistake: divided by √T_k" in r.message and "Count the axes from the end: q.shape[2] is d_k for a " \
-        "(B, T, d) input, but T for (B, H, T, d)." in r.message, r.message
+    assert "known mistake: divided by √T_k" in r.message and "(q.shape[2] gives this too, on a (B, H, T, d) input: " \
+        "count the axes from the end, q.shape[-1].)" in r.message, r.message
 
 
 @pytest.mark.parametrize("old, new, line, said, not_said", [
@@ -1253,9 +1253,11 @@ def test_an_additive_mask_of_zeros_and_minus_inf_is_told_the_courses_convention(
     def causal_mask(T, device=None):
         return torch.triu(torch.full((T, T), float("-inf"), device=device), 1)
     r = evaluate(get_exercise("causal_mask"), causal_mask)
-    assert "expected dtype bool, got float32" in r.message and "a mask of 0 and -inf, added to the scores, is another " \
-        "convention: this course's masks are bool, True where a query may attend" in " ".join(r.message.split()) \
+    assert "expected dtype bool, got float32" in r.message and "a mask of 0 and -inf (or -1e9), added to the scores, is " \
+        "another convention: this course's masks are bool, True where a query may attend" in " ".join(r.message.split()) \
         and "1s and 0s" not in r.message, r.message
+    finite = evaluate(get_exercise("causal_mask"), lambda T, device=None: torch.triu(torch.full((T, T), -1e9), 1))
+    assert "a mask of 0 and -inf (or -1e9)" in finite.message, finite.message      # the fp hunt: -1e9 for -inf
 
 
 @pytest.mark.parametrize("name, line, said", [

@@ -390,14 +390,16 @@ def test_the_stop_button_inside_a_library_loop_is_said_in_one_line():
     assert stopped("x = 1\nfor i in range(3):\n    raise KeyboardInterrupt\n") is None
 
 
-def test_an_answers_name_given_the_librarys_own_is_told_under_that_cell(capsys, monkeypatch):
+def test_an_answers_name_given_the_librarys_own_is_told_under_that_cell(capsys, monkeypatch, tmp_path):
     """`from torch.optim import Adam` in a scratch cell: 02's training cell then trained with torch's Adam and said
-    nothing; only Adam's check told (02's second learner)."""
+    nothing; only Adam's check told (02's second learner). Only the exercises of the notebook in use: 08 imports
+    torch's AdamW as it pleases (the hunt)."""
     import torch.nn.functional as F
 
     from course_lib.grading import kernel
     monkeypatch.setattr(kernel, "_told", {})
     monkeypatch.setattr(kernel, "_set_by_setup", {})
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "02_optimizers.ipynb"))
     import course_lib.grading as grading
     space = {"check": grading.check, "hint": grading.hint, "Adam": torch.optim.Adam}
     kernel._said_overwritten(space, "from torch.optim import Adam")
@@ -411,6 +413,9 @@ def test_an_answers_name_given_the_librarys_own_is_told_under_that_cell(capsys, 
     assert capsys.readouterr().err == ""
     space["layer_norm"] = F.layer_norm
     kernel._said_overwritten(space, "layer_norm = F.layer_norm")
+    assert capsys.readouterr().err == ""                              # 06's exercise, not 02's
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "06_layernorm.ipynb"))
+    kernel._said_overwritten(space, "print(2)")
     assert "`layer_norm` is now the library's F.layer_norm" in capsys.readouterr().err
     space["causal_mask"] = torch.ones(3, 3).tril().bool()            # a value by an answer's name: its check says so
     kernel._said_overwritten(space, "causal_mask = causal_mask(3)")
@@ -444,3 +449,61 @@ def test_a_copy_of_an_answer_cell_with_its_marks_is_told_at_the_check(nb, monkey
     nbformat.write(book, path)
     check("split_heads", nb.space["split_heads"])
     assert "Note:" not in capsys.readouterr().out
+
+
+def test_what_the_hunt_found_the_kernel_notes_said_wrongly(capsys, monkeypatch, tmp_path):
+    """The false-failure hunt of the eighteenth session: in 08, `from torch.optim import AdamW` and torch's
+    clip_grad_norm_ for course_lib's (as 08's docstring allows), and a dataclass or subclass of the learner's own in
+    a setup name's place, got "a new value" notes, "not your answer" for 02's exercise, and "✗ AdamW here is not the
+    setup cell's" under every later TypeError of theirs; `print(device.upper(), len(5))` blamed device."""
+    import linecache
+
+    import torch.optim
+
+    from course_lib.grading import kernel
+    from course_lib.reference.optim import AdamW, clip_grad_norm
+    monkeypatch.setattr(kernel, "_told", {})
+    monkeypatch.setattr(kernel, "_set_by_setup", {})
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "08_pretraining.ipynb"))
+    space = {"__name__": "__main__", "AdamW": AdamW, "clip_grad_norm": clip_grad_norm, "device": "cpu"}
+    kernel._said_overwritten(space, "from course_lib.reference.optim import AdamW, clip_grad_norm\ndevice = 'cpu'",
+                             setup=True)
+    space.update(AdamW=torch.optim.AdamW, clip_grad_norm=torch.nn.utils.clip_grad_norm_)
+    kernel._said_overwritten(space, "from torch.optim import AdamW")
+    exec("from dataclasses import dataclass\n@dataclass\nclass AdamW:\n    lr: float = 1e-3\n", space)
+    kernel._said_overwritten(space, "@dataclass\nclass AdamW: ...")
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "02_optimizers.ipynb"))
+    space["AdamW"] = torch.optim.AdamW                     # in 02, AdamW is the exercise: the library's is told
+    kernel._said_overwritten(space, "from torch.optim import AdamW")
+    assert "`AdamW` is now the library's torch.optim.AdamW, not your answer" in capsys.readouterr().err
+    space["device"] = "cuda"                               # a setup name given another value, then another error
+    code = "print(device.upper(), len(5))\n"
+    name = "/tmp/ipykernel_0/77.py"
+    linecache.cache[name] = (len(code), None, code.splitlines(True), name)
+    try:
+        exec(compile(code, name, "exec"), space)
+    except TypeError as exc:
+        assert kernel._replaced(space, exc.__traceback__, exc) is None
+    code = "device.foo()\n"
+    linecache.cache[name] = (len(code), None, code.splitlines(True), name)
+    try:
+        exec(compile(code, name, "exec"), space)
+    except AttributeError as exc:
+        assert kernel._replaced(space, exc.__traceback__, exc).startswith("✗ device here is not the setup cell's")
+
+
+def test_the_quote_the_name_note_is_for_a_hint_line_that_raised():
+    """`m = causal_mask(6)` raising on line 1 of a cell whose line 2 is hint(causal_mask) was told to quote hint's
+    argument (the hunt): only the failing line counts."""
+    import linecache
+
+    from course_lib.grading import kernel
+    for code, told in (("m = causal_mask(6)\nhint(causal_mask)\n", False), ("hint(causal_mask)\n", True)):
+        name = f"/tmp/ipykernel_0/{len(code)}.py"
+        linecache.cache[name] = (len(code), None, code.splitlines(True), name)
+        try:
+            exec(compile(code, name, "exec"), {"hint": print})
+        except NameError as exc:
+            said = kernel._undefined_answer(exc, exc.__traceback__)
+            assert (said or "").startswith("✗ hint(causal_mask) — causal_mask is not defined yet") == told, said

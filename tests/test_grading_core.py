@@ -1682,3 +1682,42 @@ def test_00_slips_with_bare_errors_or_shapes_get_words(name, body, said):
     answer = _cell(f"from einops import rearrange\ndef {name}({args}):\n    return {body}\n", name)
     r = evaluate(get_exercise(name), answer)
     assert not r.passed and said in r.message and "Error:  " not in r.message, r.message
+
+
+def test_what_the_hunt_found_the_new_notes_said_wrongly():
+    """The false-failure hunt of the eighteenth session: a dropped result named on set.add and Module.to (its fix,
+    frozen = frozen.add(...), breaks the code); "not an nn.Module" said of a list; the view note for a generator given
+    by position; torch.device(None) for a view of None; device= blamed on torch for the learner's own function."""
+    from course_lib.grading.engine import _result_dropped
+    from course_lib.grading.explain import explain
+    for line in ("frozen.add(id(p))", "self.to(x.device)", "model.float()", "torch.nn.functional.softmax(x, -1)"):
+        assert _result_dropped(f"def f(self, x, p, frozen, model):\n    {line}\n    return x\n") == "", line
+    assert "keeps nothing of it" in _result_dropped("def f(x):\n    x.reshape(2, -1)\n    return x\n")
+
+    def raised(code: str, name: str = "f", **space):
+        answer = _cell(code, name)
+        answer.__globals__.update(space)
+        try:
+            answer()
+        except Exception as exc:                    # what the engine would explain
+            return explain(exc)
+        raise AssertionError("did not raise")
+    assert "not an nn.Module" not in raised("def f():\n    params = [torch.zeros(2)]\n    return params.parameters()\n")
+    told = raised("def f():\n    g = torch.Generator()\n    return torch.rand((2, 3), g)\n")
+    assert told.startswith("A torch.Generator is given by name") and "view" not in told, told
+    assert "torch.device(None)" not in raised("def f():\n    return torch.zeros(4).view(None)\n")
+    own = raised("def _blocked(mask):\n    return mask\n\ndef f():\n    return _blocked(torch.ones(2), device='cpu')\n")
+    assert "device= goes to the call that makes a tensor" not in own, own
+    assert "device= goes to the call" in raised("def f():\n    return torch.tril(torch.ones(2, 2), device='cpu')\n")
+
+
+def test_checks_under_inference_mode_or_autocast_judge_as_a_fresh_kernel():
+    """The hunt: `with torch.inference_mode(): check(...)` said the right answer carries no gradient; under autocast
+    it was refused for bfloat16."""
+    from course_lib.grading import check
+    answer = _cell("def batched_dot(q, k):\n    return q @ k.mT\n", "batched_dot")
+    with torch.inference_mode():
+        check("batched_dot", answer)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        check("batched_dot", answer)
+    assert not torch.is_inference_mode_enabled() and not torch.is_autocast_enabled("cpu")

@@ -474,7 +474,7 @@ SDPA = Exercise(
         Mistake("divided by √T_k (k.shape[-2], the number of keys) instead of √d_k", _m_by_tk,
                 "The scale is the square root of the size of each vector in the dot product, d_k =\n"
                 "q.shape[-1] (= k.shape[-1]); k.shape[-2] counts the keys, which has nothing to do with it.\n"
-                "Count the axes from the end: q.shape[2] is d_k for a (B, T, d) input, but T for (B, H, T, d)."),
+                "(q.shape[2] gives this too, on a (B, H, T, d) input: count the axes from the end, q.shape[-1].)"),
         Mistake("divided by √d_v instead of √d_k",
                 _m_by_dv,
                 "The scale comes from the size of the vectors in the dot product, q and k: use\n"

@@ -9,7 +9,6 @@ import contextlib
 import inspect
 import io
 import linecache
-import os
 import re
 import sys
 
@@ -108,7 +107,8 @@ def check(name: str = _NOTHING, answer=_NOTHING, *more, suite: str = "visible", 
     if wrong:
         raise CheckFailed(wrong)
     try:
-        dev = str(get_device() if device is None else check_device(str(device), option="device="))
+        dev = str(get_device() if device is None else check_device(   # an int is a GPU's number, as in torch
+            f"cuda:{device}" if isinstance(device, int) else str(device), option="device="))
     except ValueError as e:            # device="cuda" on a machine without one, "meta", a typo
         raise CheckFailed(f"✗ {name} — {e}") from None
     printed, drawn = io.StringIO(), []
@@ -138,7 +138,7 @@ def _an_exercise_here() -> str:
     answered = [g.removesuffix("_answer") for g in cells._latest]
     if answered:
         return answered[-1]
-    stem = os.path.splitext(os.path.basename(os.environ.get("JPY_SESSION_NAME", "")))[0]
+    stem = unrun.notebook_stem()
     return next((ex.name for ex in all_exercises() if ex.notebook == stem), "split_heads")
 
 

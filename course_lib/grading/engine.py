@@ -702,9 +702,18 @@ def _not_called(tree: ast.AST) -> str | None:
     return None
 
 
+# Tensor methods that make a new tensor, and that no module, set or list has under that name for changing itself
+# in place (Module.to and .float do; set.add does).
 _MAKES_A_NEW_TENSOR = {"masked_fill", "nan_to_num", "clamp", "tril", "triu", "transpose", "reshape", "view",
-                       "unsqueeze", "squeeze", "permute", "softmax", "log_softmax", "contiguous", "float", "double",
-                       "to", "detach", "clone", "add", "sub", "mul", "div", "where", "expand", "flatten"}
+                       "unsqueeze", "squeeze", "permute", "softmax", "log_softmax", "contiguous", "detach", "sub",
+                       "mul", "div", "where", "expand", "flatten"}
+
+
+def _root_name(node: ast.AST) -> str:
+    """The name an attribute chain starts from: torch for torch.nn.functional.softmax."""
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return getattr(node, "id", "")
 
 
 def _result_dropped(source: str | None) -> str:
@@ -719,7 +728,7 @@ def _result_dropped(source: str | None) -> str:
     for node in ast.walk(tree):
         if (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
                 and isinstance(node.value.func, ast.Attribute) and node.value.func.attr in _MAKES_A_NEW_TENSOR
-                and getattr(node.value.func.value, "id", "") not in ("torch", "F", "np", "math", "nn", "einops")):
+                and _root_name(node.value.func.value) not in ("torch", "F", "np", "math", "nn", "einops")):
             said, owner = ast.unparse(node.value), ast.unparse(node.value.func.value)
             return (f"  Note: line {node.lineno}, `{said[:70]}`, makes a new tensor and keeps nothing of it:\n"
                     f"  {node.value.func.attr} does not change {owner}. Keep what it gives: "
@@ -800,11 +809,16 @@ def _as_graded():
     """torch's process-wide switches as a fresh kernel has them, while a check runs: a learner's
     torch.set_grad_enabled(False), set_default_dtype(torch.float64) or set_detect_anomaly(True) in a cell of the
     notebook failed right answers (05's second learner), and the answer key's outputs, kept between checks, were
-    computed under whichever was on first."""
+    computed under whichever was on first; so did a check inside inference_mode or autocast."""
     dtype = torch.get_default_dtype()
     torch.set_default_dtype(torch.float32)
     try:
-        with torch.enable_grad(), torch.autograd.set_detect_anomaly(False):
+        with contextlib.ExitStack() as off:    # a check called inside `with torch.inference_mode():` or autocast too
+            off.enter_context(torch.inference_mode(False))
+            off.enter_context(torch.enable_grad())
+            off.enter_context(torch.autograd.set_detect_anomaly(False))
+            for kind in ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",):
+                off.enter_context(torch.autocast(kind, enabled=False))
             yield
     finally:
         torch.set_default_dtype(dtype)

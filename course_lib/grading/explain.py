@@ -55,10 +55,7 @@ TORCH_ERRORS = {
     "Invalid axis identifier":
         "einops names each axis with a word, the words apart: '... i d, ... j d -> ... i j'. Letters run\n"
         "together ('...id,...jd->...ij') are torch.einsum's syntax, another function.",
-    "unexpected keyword argument 'device'":
-        "device= goes to the call that makes a tensor (torch.ones(..., device=device), torch.arange(...,\n"
-        "device=...)); a function that works on a tensor (tril, where, cat, masked_fill) keeps that tensor's device.",
-    "received an invalid combination of arguments - got (NoneType)":
+    "device() received an invalid combination of arguments - got (NoneType)":
         "torch.device(None) is not a device. A device argument of None means the default device: pass it on as it\n"
         "is (torch.ones(..., device=device) accepts None), or take an input's, x.device.",
     "Torch not compiled with CUDA enabled":
@@ -67,10 +64,6 @@ TORCH_ERRORS = {
     "input tensor must have at least 2 dimensions":
         "tril and triu keep a triangle of a matrix, so they need one: make the (T, T) tensor first,\n"
         "torch.ones(T, T, ...), then take its triangle.",
-    **dict.fromkeys(["received an invalid combination of arguments - got (torch.Size,",
-                     "received an invalid combination of arguments - got (tuple,"],
-        "The sizes go in as separate numbers, or as one tuple, not a shape beside numbers: unpack the shape\n"
-        "into them, .view(*t.shape, 1, 1, T) (or t.shape[0] for a single size)."),
     "forward() got an unexpected keyword argument 'training'":
         "A dropout module follows its model's mode itself (model.train(), model.eval()): call it with the tensor\n"
         "alone, self.dropout(w). F.dropout(w, p, training=self.training) is the function that takes the flag.",
@@ -293,9 +286,20 @@ def explain(exc: BaseException) -> str:
         why = ("einsum here is torch's (a cell ran `from torch import einsum`), which takes the pattern first and the\n"
                "letters run together: torch.einsum('...id,...jd->...ij', q, k). The setup cell's einsum is einops',\n"
                "pattern last: run the setup cell again to get it back.")
+    if re.search(r"(view|reshape|expand|repeat)\(\) received an invalid combination of arguments - got \((torch\.Size|"
+                 r"tuple), ", text):
+        why = ("The sizes go in as separate numbers, or as one tuple, not a shape beside numbers: unpack the shape\n"
+               "into them, .view(*t.shape, 1, 1, T) (or t.shape[0] for a single size).")
+    elif "received an invalid combination of arguments" in text and "Generator" in text:
+        why = "A torch.Generator is given by name, after the sizes: torch.rand(shape, generator=g)."
+    kwarg = re.match(r"([\w.<>]+)\(\) got an unexpected keyword argument 'device'", text)
+    if kwarg and not why and not _raised_in_learner_def(exc, kwarg.group(1)):      # torch's function, not theirs
+        why = ("device= goes to the call that makes a tensor (torch.ones(..., device=device), torch.arange(...,\n"
+               "device=...)); a function that works on a tensor (tril, where, cat, masked_fill) keeps that tensor's "
+               "device.")
     module = re.fullmatch(r"'(\w+)' object has no attribute '(modules|parameters|named_parameters|children|train|eval|"
                           r"to|state_dict|zero_grad|register_buffer|_modules|_parameters)'", text)
-    if module and not why:             # a class of the answer's own, not built on nn.Module
+    if module and not why and _own_class(getattr(exc, "obj", None)):      # a class of the answer's, not an nn.Module
         why = (f"{module.group(1)} is not an nn.Module (which would give it .{module.group(2)}): write its class line "
                f"as\nclass {module.group(1)}(nn.Module):, and begin its __init__ with super().__init__().")
     if "must be Tensor, not int" in text and re.search(r"\bsum\(", line):
@@ -334,17 +338,27 @@ def _broadcast_cause(exc: BaseException, line: str) -> str:
     return ""
 
 
-def _raised_in_learner_def(exc: BaseException) -> bool:
+def _own_class(obj) -> bool:
+    """An instance of a class the learner wrote, not built on nn.Module (not a list, a tensor, a library's)."""
+    import torch
+
+    from .cells import learner_made
+    return obj is not None and not isinstance(obj, torch.nn.Module) and learner_made(type(obj))
+
+
+def _raised_in_learner_def(exc: BaseException, called: str | None = None) -> bool:
     """Whether the answer's own code called a function of the answer's own cells with too few arguments (its
-    def line is then the one to read): the TypeError names a function defined in a learner's cell."""
+    def line is then the one to read): the TypeError names a function defined in a learner's cell (``called``, or
+    the one a "missing" message names)."""
     frame = _learner_line(exc)[0]
     name = re.match(r"([\w.<>]+)\(\) missing", str(exc))
+    name = called or (name.group(1) if name else None)
     if frame is None or name is None:
         return False
-    if "<locals>" in name.group(1):                   # a function the answer defines inside itself
+    if "<locals>" in name:                            # a function the answer defines inside itself
         return True
     from .engine import _is_learner_frame
-    obj = frame.f_globals.get(name.group(1).split(".")[0])
+    obj = frame.f_globals.get(name.split(".")[0])
     code = getattr(obj, "__code__", None) or getattr(getattr(obj, "__init__", None), "__code__", None)
     return code is not None and _is_learner_frame(code.co_filename)
 

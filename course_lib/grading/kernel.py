@@ -48,7 +48,7 @@ def _show(shell, etype, value, tb, tb_offset=None):
     where = None
     if issubclass(etype, (TypeError, AttributeError)):
         try:                           # `check = check(...)` cells ago: every check cell since says None is not callable
-            where = _replaced(shell.user_ns, tb)
+            where = _replaced(shell.user_ns, tb, value)
         except Exception:
             where = None
     if note is None and issubclass(etype, NameError):
@@ -71,7 +71,7 @@ def _show(shell, etype, value, tb, tb_offset=None):
     return stb
 
 
-def _replaced(space: dict, tb) -> str | None:
+def _replaced(space: dict, tb, error: BaseException) -> str | None:
     """A TypeError or AttributeError on a line of the cell that reads a name of the setup cell which a cell since gave
     another value (its note came once, under that cell): which name, and how to get it back. None otherwise."""
     while tb is not None and tb.tb_next is not None and _is_learner_frame(tb.tb_next.tb_frame.f_code.co_filename):
@@ -86,6 +86,9 @@ def _replaced(space: dict, tb) -> str | None:
                 or value is ours or _alike(value, ours) or (name in ("check", "hint") and getattr(
                     value, "__module__", None) == ours.__module__):
             continue
+        if (getattr(error, "obj", None) is not value if isinstance(error, AttributeError)
+                else type(value).__name__ not in str(error)):
+            continue                   # the error is another value's (len(5) beside device.upper())
         return (f"✗ {name} here is not the setup cell's: a cell run since gave it another value "
                 f"({type(value).__name__}).\n  Run the setup cell (the imports at the top) again to get {name} back, "
                 f"and give your value another name.")
@@ -155,7 +158,8 @@ def _undefined_answer(error: NameError, tb) -> str | None:
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
     cell = "".join(linecache.getlines(tb.tb_frame.f_code.co_filename)) if tb is not None else ""
-    asked = name and re.search(rf"\bhint\(\s*{re.escape(name)}\s*\)", cell)
+    failing = linecache.getline(tb.tb_frame.f_code.co_filename, tb.tb_lineno) if tb is not None else ""
+    asked = name and re.search(rf"\bhint\(\s*{re.escape(name)}\s*\)", failing)
     if not name or not (asked or re.search(rf"""\bcheck\(\s*["']{re.escape(name)}["']""", cell)):
         return None
     try:
@@ -212,7 +216,10 @@ def _said_library_answers(space: dict) -> None:
     nn.LayerNorm`): the demo cells below would run the library's, not the learner's answer, and say nothing of it."""
     from . import library_name
     from .spec import all_exercises
+    stem = unrun.notebook_stem()
     for ex in all_exercises():
+        if (ex.notebook != stem) if stem else f"{ex.name}_answer" not in cells._latest:
+            continue                   # another notebook's exercise (08 imports torch's AdamW, 02's is the exercise)
         shown = library_name(space.get(ex.name))
         key = f"answer {ex.name}"
         if shown is None:
@@ -227,16 +234,18 @@ def _said_library_answers(space: dict) -> None:
 def _alike(value, ours) -> bool:
     """Not worth a note: an equal value (device = get_device() again, torch.device("cpu") on a CPU), or a function
     or class of the learner's for one of the setup cell's (their own clip_grad_norm or mean_pool above an answer,
-    split_heads pasted from 00), which cells below then call alike. check and hint are not among those, nor a
-    library's function for another (`from torch import einsum` over einops' einsum, whose arguments come in
-    another order: 00's second learner got a note about masks)."""
+    split_heads pasted from 00, a dataclass of their own), which cells below then call alike; or a library's in place
+    of course_lib's (torch's AdamW for 08's, torch.nn.utils.clip_grad_norm_, as 08's docstring allows). check and hint
+    are not among those, nor a library's function for another library's (`from torch import einsum` over einops'
+    einsum, whose arguments come in another order: 00's second learner got a note about masks)."""
     import torch
 
     from . import check, hint
     if isinstance(value, (torch.Tensor, types.ModuleType)) or isinstance(ours, (torch.Tensor, types.ModuleType)):
         return False
     if (inspect.isroutine(value) or inspect.isclass(value)) and (inspect.isroutine(ours) or inspect.isclass(ours)):
-        return ours not in (check, hint) and cells.learner_made(value)
+        return ours not in (check, hint) and (cells.learner_made(value) or getattr(value, "__module__", "") == "__main__"
+                                              or getattr(ours, "__module__", "").startswith("course_lib"))
     try:
         return type(value) is type(ours) and bool(value == ours)
     except Exception:

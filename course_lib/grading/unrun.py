@@ -67,6 +67,12 @@ def copies_of(grade_id: str) -> int:
     return len(marked) if len(marked) > 1 else 0
 
 
+def notebook_stem() -> str:
+    """The name of the notebook this kernel was started for (00_welcome), or "" where no front end says."""
+    path = os.environ.get("JPY_SESSION_NAME", "")
+    return Path(path).stem if path.endswith(".ipynb") else ""
+
+
 def _notebook() -> list | None:
     """The cells of the notebook this kernel was started for, as last saved; None when that is not known."""
     path = os.environ.get("JPY_SESSION_NAME", "")
