@@ -1289,7 +1289,7 @@ def test_mask_slips_with_bare_torch_errors_get_words(name, line, said):
 @pytest.mark.parametrize("change, said", [
     ({"w = self.dropout(torch.softmax(s, dim=-1)NAN_FIX)":
       "w = self.dropout(torch.softmax(s, dim=-1).nan_to_num(0.0), training=self.training)"},
-     "A dropout module follows its model's mode itself"),
+     "A module follows its model's mode itself (model.train(), model.eval()): call it with its inputs alone"),
     ({"class MultiHeadAttention(nn.Module):": "class MultiHeadAttention:", "        super().__init__()\n": ""},
      "MultiHeadAttention is not an nn.Module (which would give it .modules): write its class line as\n"
      "  class MultiHeadAttention(nn.Module):"),

@@ -1701,10 +1701,13 @@ _CLF_CELL = """class SentenceClassifier(nn.Module):
     ("(h * m).sum(1) / m.sum(1)", "F.dropout(pooled, p=self.dropout.p)",
      "the logits in eval mode changed from one call to the next on the same batch"),
     ("(h * m).sum(1) / m.sum(1).clamp(min=1e-9)", "self.dropout(pooled)", None),
-], ids=["eps added to the count", "F.dropout in eval mode", "right"])
+    ("(h * m).sum(1) / m.sum(1) if self.train() else None", "self.dropout(pooled)",
+     "after model.eval(), a call of forward left the model in training mode again (a self.train() in forward?)"),
+], ids=["eps added to the count", "F.dropout in eval mode", "right", "self.train() in forward"])
 def test_classifier_eps_in_the_count_and_dropout_in_eval_mode_are_told(pooled, drop, said):
     """An eps of 1e-6 added to the count got a bare float64 difference (and, in the hidden suite, the note on
-    float32 rounding); F.dropout without training= got a bare difference in the eval-mode logits."""
+    float32 rounding); F.dropout without training= got a bare difference in the eval-mode logits; a self.train() in
+    forward was told of F.dropout (the eighteenth session's hunt)."""
     from course_lib.exercises.ex09_finetuning import SENTENCE_CLASSIFIER
     answer = _cell(_CLF_CELL.replace("POOLED", pooled).replace("DROP", drop), "SentenceClassifier")
     for suite, r in _verdicts(SENTENCE_CLASSIFIER, answer).items():

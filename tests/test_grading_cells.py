@@ -314,6 +314,9 @@ def test_a_cell_that_overwrites_a_name_of_the_setup_cell_is_told_once(capsys, mo
     space.update(device=torch.device("cpu"))
     kernel._said_overwritten(space, "device = torch.device('cpu')\ndef split_heads(x, n): ...")
     assert capsys.readouterr().err == ""
+    space["device"] = "cpu"                                           # the same device, by its name: alike
+    kernel._said_overwritten(space, "device = 'cpu'")
+    assert capsys.readouterr().err == ""
     space["device"] = "cuda"
     kernel._said_overwritten(space, "device = 'cuda'")
     assert "`device` a new value (str)" in capsys.readouterr().err

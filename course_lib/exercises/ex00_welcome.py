@@ -78,13 +78,7 @@ def _split_random(transposed=False):
 
 
 def _call_split(fn, inputs):
-    try:
-        out = fn(**inputs)
-    except Exception as exc:
-        if "can't divide axis" in str(exc):         # einops: h=3 written where n_heads belongs, or h and d swapped
-            exc.add_note(f"A size in the pattern must come from the arguments, h=n_heads (here {inputs['n_heads']} "
-                         "heads), not a number: the checks use other head counts too.")
-        raise
+    out = fn(**inputs)              # einops' "can't divide axis" (h=3 written in, the wrong axis grouped): explain.py
     _also_on_meta(fn, inputs, f"split_heads(x on meta, {inputs['n_heads']})")
     _keeps_gradients(fn, inputs, "split_heads")
     return out

@@ -475,6 +475,10 @@ def _call_clf(cls, inputs):
         raise TypeError(f"forward must return one tensor, the logits (B, n_classes); it returned {what}. Return "
                         f"self.head(...) alone (the pooled vector, if you want it, from a method of its own)")
     if not torch.allclose(logits, _eval_output(model, inputs), rtol=1e-5, atol=1e-6, equal_nan=True):
+        if model.training:             # eval() set, and a call put it back: a self.train() in forward
+            raise ValueError("after model.eval(), a call of forward left the model in training mode again (a "
+                             "self.train() in forward?), so dropout ran: leave the mode to the code that calls the "
+                             "model, model.train() before training and model.eval() before measuring")
         raise ValueError("the logits in eval mode changed from one call to the next on the same batch: something "
                          "random still runs after model.eval(). Usually F.dropout(x, p), whose training argument "
                          "defaults to True whatever the mode: call the module, self.dropout(pooled), which "

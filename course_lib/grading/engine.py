@@ -709,6 +709,13 @@ _MAKES_A_NEW_TENSOR = {"masked_fill", "nan_to_num", "clamp", "tril", "triu", "tr
                        "mul", "div", "where", "expand", "flatten"}
 
 
+def _named(node: ast.AST) -> bool:
+    """A name, or a chain of attributes of one (scores, self.cache): something an assignment can keep a result in."""
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return isinstance(node, ast.Name)
+
+
 def _root_name(node: ast.AST) -> str:
     """The name an attribute chain starts from: torch for torch.nn.functional.softmax."""
     while isinstance(node, ast.Attribute):
@@ -725,9 +732,12 @@ def _result_dropped(source: str | None) -> str:
         tree = ast.parse(python_source(source or ""))
     except SyntaxError:
         return ""
-    for node in ast.walk(tree):
+    inside = [n for top in tree.body if isinstance(top, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+              for n in ast.walk(top)]                  # not a display line at the cell's end (m.transpose(0, 1))
+    for node in inside:
         if (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
                 and isinstance(node.value.func, ast.Attribute) and node.value.func.attr in _MAKES_A_NEW_TENSOR
+                and _named(node.value.func.value)
                 and _root_name(node.value.func.value) not in ("torch", "F", "np", "math", "nn", "einops")):
             said, owner = ast.unparse(node.value), ast.unparse(node.value.func.value)
             return (f"  Note: line {node.lineno}, `{said[:70]}`, makes a new tensor and keeps nothing of it:\n"

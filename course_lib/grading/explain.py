@@ -65,18 +65,21 @@ TORCH_ERRORS = {
         "tril and triu keep a triangle of a matrix, so they need one: make the (T, T) tensor first,\n"
         "torch.ones(T, T, ...), then take its triangle.",
     "forward() got an unexpected keyword argument 'training'":
-        "A dropout module follows its model's mode itself (model.train(), model.eval()): call it with the tensor\n"
-        "alone, self.dropout(w). F.dropout(w, p, training=self.training) is the function that takes the flag.",
+        "A module follows its model's mode itself (model.train(), model.eval()): call it with its inputs alone,\n"
+        "self.dropout(w), self.encoder(ids, mask). F.dropout(w, p, training=self.training) is the function that\n"
+        "takes the flag.",
     "partially initialized module":
-        "A module was left half-imported: the stop button pressed while Python was importing it (the setup\n"
-        "cell's first run, say). Python does not finish such an import later: restart the kernel (Kernel ▸\n"
-        "Restart Kernel), then run the cells from the top.",
+        "A module was left half-imported. Either the stop button was pressed while Python imported it (the setup\n"
+        "cell's first run, say), and Python does not finish such an import later: restart the kernel (Kernel ▸\n"
+        "Restart Kernel) and run the cells from the top. Or an import goes round in a circle: a file of yours that\n"
+        "imports itself, or is named like a library (torch.py, einops.py) beside the notebook.",
     "is not used in transform":
         "Each size given by keyword (h=n_heads) belongs to an axis of the pattern with the same name, case\n"
         "included: a keyword whose name the pattern does not have (heads= for h, h= for H) is refused.",
-    "Shape mismatch, ":
-        "A size given by keyword (h=...) disagrees with the tensor's own: take it from the tensor (x.shape), or\n"
-        "leave it out where the pattern can work it out (merging needs none: 'b h t d -> b t (h d)').",
+    "can't divide axis":
+        "einops could not cut an axis into the sizes asked. Check which axis the parentheses group (split_heads\n"
+        "cuts the features, the last axis: 'b t (h d) -> b h t d'), and that each size comes from the arguments,\n"
+        "h=n_heads, not a number written in (the checks use other head counts too).",
     "maximum recursion depth exceeded":
         "The function called itself again and again with no case that stops it (a forward that calls\n"
         "self(x) or self.forward(x) is one way): compute the result here instead of calling it anew.",
@@ -279,8 +282,9 @@ def explain(exc: BaseException) -> str:
     if "The expanded size of the tensor" in text and re.search(r"\.expand(_as)?\(", line) \
             and not re.search(r"\]\s*=[^=]", line):
         why = ("expand only stretches axes of size 1 (and adds leading ones); an axis of another size must already\n"
-               "be the size asked for. Operations broadcast such axes themselves (a matrix product its leading\n"
-               "axes too), so there is usually nothing to expand: leave the expand out.")
+               "be the size asked for. To add axes where they belong, index with None (t[:, None, None, :]) or\n"
+               "unsqueeze; operations broadcast size-1 axes themselves (a matrix product its leading axes too), so\n"
+               "there is usually nothing to expand.")
     if "Boolean value of Tensor" in text and re.search(r"(?<![\w.])einsum\(", line) \
             and getattr(_learner_line(exc)[0].f_globals.get("einsum"), "__module__", "").startswith("torch"):
         why = ("einsum here is torch's (a cell ran `from torch import einsum`), which takes the pattern first and the\n"
@@ -290,10 +294,13 @@ def explain(exc: BaseException) -> str:
                  r"tuple), ", text):
         why = ("The sizes go in as separate numbers, or as one tuple, not a shape beside numbers: unpack the shape\n"
                "into them, .view(*t.shape, 1, 1, T) (or t.shape[0] for a single size).")
-    elif "received an invalid combination of arguments" in text and "Generator" in text:
+    elif re.search(r"received an invalid combination of arguments - got \([^)]*(?<!=)torch\._C\.Generator", text):
         why = "A torch.Generator is given by name, after the sizes: torch.rand(shape, generator=g)."
+    if re.search(r"Shape mismatch, \d+ != \d+", text):
+        why = ("A size given by keyword (h=...) disagrees with the tensor's own: take it from the tensor (x.shape), or\n"
+               "leave it out where the pattern can work it out (merging needs none: 'b h t d -> b t (h d)').")
     kwarg = re.match(r"([\w.<>]+)\(\) got an unexpected keyword argument 'device'", text)
-    if kwarg and not why and not _raised_in_learner_def(exc, kwarg.group(1)):      # torch's function, not theirs
+    if kwarg and not why and _torchs(kwarg.group(1)):             # torch's function, not the learner's own
         why = ("device= goes to the call that makes a tensor (torch.ones(..., device=device), torch.arange(...,\n"
                "device=...)); a function that works on a tensor (tril, where, cat, masked_fill) keeps that tensor's "
                "device.")
@@ -338,6 +345,13 @@ def _broadcast_cause(exc: BaseException, line: str) -> str:
     return ""
 
 
+def _torchs(name: str) -> bool:
+    """Whether a callable named in an error (tril, Tensor.masked_fill) is one of torch's."""
+    import torch
+    import torch.nn.functional as F
+    return any(hasattr(where, name.rsplit(".", 1)[-1]) for where in (torch, torch.Tensor, F)) and "<" not in name
+
+
 def _own_class(obj) -> bool:
     """An instance of a class the learner wrote, not built on nn.Module (not a list, a tensor, a library's)."""
     import torch
@@ -346,19 +360,17 @@ def _own_class(obj) -> bool:
     return obj is not None and not isinstance(obj, torch.nn.Module) and learner_made(type(obj))
 
 
-def _raised_in_learner_def(exc: BaseException, called: str | None = None) -> bool:
+def _raised_in_learner_def(exc: BaseException) -> bool:
     """Whether the answer's own code called a function of the answer's own cells with too few arguments (its
-    def line is then the one to read): the TypeError names a function defined in a learner's cell (``called``, or
-    the one a "missing" message names)."""
+    def line is then the one to read): the TypeError names a function defined in a learner's cell."""
     frame = _learner_line(exc)[0]
     name = re.match(r"([\w.<>]+)\(\) missing", str(exc))
-    name = called or (name.group(1) if name else None)
     if frame is None or name is None:
         return False
-    if "<locals>" in name:                            # a function the answer defines inside itself
+    if "<locals>" in name.group(1):                   # a function the answer defines inside itself
         return True
     from .engine import _is_learner_frame
-    obj = frame.f_globals.get(name.split(".")[0])
+    obj = frame.f_globals.get(name.group(1).split(".")[0])
     code = getattr(obj, "__code__", None) or getattr(getattr(obj, "__init__", None), "__code__", None)
     return code is not None and _is_learner_frame(code.co_filename)
 
