@@ -431,8 +431,8 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                         t = st["step"] + 1
                     if t_tensor:
                         t = st[t_tensor]
-                    st["m"] = b1 * st["m"] + (b1 if m_in_with_b1 else 1 if m_in_plain else 1 - b1) * (lr * g if lr_in_m
-                                                                                                 else g)
+                    m_in = b1 if m_in_with_b1 else 1.0 if m_in_plain else 1 - b1        # what m takes of g
+                    st["m"] = b1 * st["m"] + m_in * (lr * g if lr_in_m else g)
                     sq = {"g": g, "|g|": g.abs()}.get(v_from, g * g)             # what v averages
                     st["v"] = b2 * st["v"] + (1 - (b1 if v_with_b1 else b2)) * sq
                     m, v = st["m"], st["v"]

@@ -473,7 +473,8 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome, named: Mistake | None = 
         where = f"\n  at {err['where']}" if err["where"] else ""
         notes = ("\n  " + err["notes"].replace("\n", "\n  ")) if err.get("notes") else ""
         said = err["message"] if err.get("verdict") else f"raised {err['type']}: {err['message'].strip()}"
-        said = re.sub(r"\n(?!  )", "\n  ", re.sub(r"\s*\n\s*\n", "\n", said.rstrip()))      # words over several lines (a check's, torch's), under the first
+        # words over several lines (a check's, torch's) sit under the first, without torch's blank lines
+        said = re.sub(r"\n(?!  )", "\n  ", re.sub(r"\s*\n\s*\n", "\n", said.rstrip()))
         return f"{head}\n  {said}{where}{notes}", 0.0
     expected = _expected(ex, run)
     atol, rtol = run.case.tolerance(run.dtype)
@@ -856,10 +857,11 @@ def _evaluate(ex: Exercise, answer: Callable, suite: str, device: str, seed: int
         if message is not None:
             message = telling_message(ex, runs, i, message,
                                       lambda j, i=i, o=outcome: o if j == i else run_answer(ex, answer, runs[j]))
-            head, _, rest = message.partition("\n")
-            dropped = _result_dropped(source)
-            return Report(ex.name, suite, False, head + ("\n" + dropped if dropped else "") + ("\n" + rest if rest else ""),
-                          len(runs))
+            dropped = _result_dropped(source)            # said under the verdict's first line, before the rest
+            if dropped:
+                head, _, rest = message.partition("\n")
+                message = "\n".join([head, dropped] + ([rest] if rest else []))
+            return Report(ex.name, suite, False, message, len(runs))
         largest, later = max(largest, worst), later or later_message(ex, run, outcome)
     if later:
         return Report(ex.name, suite, False, later, len(runs))

@@ -455,7 +455,7 @@ def _name_replaced(exc: BaseException) -> str:
         from . import kernel           # torch.ones(3): "Tensor.sqrt() takes no arguments", 05's second learner)
         space = frame.f_globals
         found = [n for n, ours in kernel._set_by_setup.items() if n in space and n not in frame.f_code.co_varnames
-                 and space[n] is not ours and not kernel._alike(space[n], ours)
+                 and not kernel._still_the_setups(n, space[n], ours)
                  and re.search(rf"(?<![\w.]){re.escape(n)}\s*[.(\[]", line)]
     if not found:
         return ""

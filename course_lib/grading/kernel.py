@@ -2,8 +2,9 @@
 
 One line instead of a traceback through course_lib for a check's verdict, a demo cell calling an answer not written
 yet, a check cell's answer not defined, and the stop button inside a library's loop; Python's traceback and a line
-under it for a name some cell not run sets (unrun.py); and a note under a cell that gave a name of the setup cell
-another value (`check = check(...)`, `F = nn.Sequential(...)`).
+under it for a name some cell not run sets (unrun.py), for another exercise's answer not defined inside an answer,
+and for a TypeError or AttributeError of a setup name a cell gave another value; and a note under the cell that gave
+it (`check = check(...)`, `F = nn.Sequential(...)`).
 """
 from __future__ import annotations
 
@@ -79,12 +80,10 @@ def _replaced(space: dict, tb, error: BaseException) -> str | None:
     if tb is None or tb.tb_frame.f_globals is not space:
         return None
     line = linecache.getline(tb.tb_frame.f_code.co_filename, tb.tb_lineno)
-    from . import check, hint
-    for name, ours in {"check": check, "hint": hint, **_set_by_setup}.items():
+    for name, ours in _watched().items():
         value = space.get(name, ours)
         if name in tb.tb_frame.f_code.co_varnames or not re.search(rf"(?<![\w.]){re.escape(name)}\s*[(.\[]", line) \
-                or value is ours or _alike(value, ours) or (name in ("check", "hint") and getattr(
-                    value, "__module__", None) == ours.__module__):
+                or _still_the_setups(name, value, ours):
             continue
         if (getattr(error, "obj", None) is not value if isinstance(error, AttributeError)
                 else type(value).__name__ not in str(error)):
@@ -190,17 +189,15 @@ def _said_overwritten(space: dict, raw_cell: str = "", setup: bool = False) -> N
             _set_by_setup.update({n: space[n] for n in cells._bound(raw_cell) if n in space})
             _told.clear()
             return
-        from . import check, hint
-        for name, ours in {"check": check, "hint": hint, **_set_by_setup}.items():
+        from . import library_name
+        for name, ours in _watched().items():
             value = space.get(name, ours)
-            if value is ours or (name in ("check", "hint") and getattr(value, "__module__", None) == ours.__module__) \
-                    or _alike(value, ours):
+            if _still_the_setups(name, value, ours):
                 _told.pop(name, None)          # the setup cell's again: a later overwrite is told again
                 continue
             if _told.get(name) == id(value):
                 continue
             _told[name] = id(value)
-            from . import library_name
             was = library_name(ours)
             print(f"Note: this cell gave `{name}` a new value ({library_name(value) or type(value).__name__}), where "
                   f"the setup cell had set it{f' ({was})' if was else ''}; the cells below mean the setup cell's "
@@ -229,6 +226,18 @@ def _said_library_answers(space: dict) -> None:
             print(f"Note: `{ex.name}` is now the library's {shown}, not your answer: the cells below that use "
                   f"{ex.name} run the library's.\n  Give it another name, and run {ex.name}'s answer cell again to get "
                   f"yours back.", file=sys.stderr)
+
+
+def _watched() -> dict:
+    """The setup cell's names and what it gave them; check and hint even where no front end says which is the setup."""
+    from . import check, hint
+    return {"check": check, "hint": hint, **_set_by_setup}
+
+
+def _still_the_setups(name: str, value, ours) -> bool:
+    """``value`` is the setup cell's ``ours``, or as good (a course_lib check of another import counts as check)."""
+    return value is ours or (name in ("check", "hint") and getattr(value, "__module__", None) == ours.__module__) \
+        or _alike(value, ours)
 
 
 def _alike(value, ours) -> bool:

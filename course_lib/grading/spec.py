@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import os
 import pkgutil
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -148,8 +147,9 @@ def get_exercise(name: str) -> Exercise:
         near = [repr(lower[n]) for n in (near or [n for n in lower if len(typed) >= 4 and typed in n][:2])]
         if near:
             raise KeyError(f"no exercise named {name!r}: did you mean {' or '.join(near)}?")
-        stem = os.path.splitext(os.path.basename(os.environ.get("JPY_SESSION_NAME", "")))[0]
-        here = [ex.name for ex in _REGISTRY.values() if ex.notebook == stem]     # the notebook in use, in its order
+        from .unrun import notebook_stem
+        stem = notebook_stem()
+        here = [ex.name for ex in _REGISTRY.values() if stem and ex.notebook == stem]     # the notebook in use
         raise KeyError(f"no exercise named {name!r}: " + (f"this notebook's are {', '.join(here)} (hint() lists every "
                                                           f"notebook's)" if here else "hint() lists them, by notebook"))
     return _REGISTRY[name]

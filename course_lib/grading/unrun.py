@@ -39,9 +39,10 @@ def note(name: str, transform) -> str | None:
     above = [i for i in setters if here is None or i < here]
     i = above[-1] if above else setters[0]
     ran = ids[i] in cells.seen_ids                 # by id: what ran may be an edit the file does not have yet
-    where = f"the cell with `{_setting_line(transform(_text(notebook[i])), name)}`{_heading_above(notebook, i)}"
-    if "setup" in ((notebook[i].get("metadata") or {}).get("tags") or []):     # its heading is the course map's
-        where = f"the setup cell, the first code cell (`{_setting_line(transform(_text(notebook[i])), name)}`)"
+    line = _setting_line(transform(_text(notebook[i])), name)
+    where = (f"the setup cell, the first code cell (`{line}`)"                  # its heading is the course map's
+             if "setup" in ((notebook[i].get("metadata") or {}).get("tags") or [])
+             else f"the cell with `{line}`{_heading_above(notebook, i)}")
     if ran:
         return (f"✗ {name} is set in {where}, which ran in this kernel, but {name} was not left defined: that cell "
                 f"stopped with an error before it set {name}, or a later cell deleted it.\n  Run that cell again and "
