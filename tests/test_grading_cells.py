@@ -484,16 +484,15 @@ def test_what_the_hunt_found_the_kernel_notes_said_wrongly(capsys, monkeypatch, 
     code = "print(device.upper(), len(5))\n"
     name = "/tmp/ipykernel_0/77.py"
     linecache.cache[name] = (len(code), None, code.splitlines(True), name)
-    try:
+    with pytest.raises(TypeError) as info:
         exec(compile(code, name, "exec"), space)
-    except TypeError as exc:
-        assert kernel._replaced(space, exc.__traceback__, exc) is None
+    assert kernel._replaced(space, info.value.__traceback__, info.value) is None
     code = "device.foo()\n"
     linecache.cache[name] = (len(code), None, code.splitlines(True), name)
-    try:
+    with pytest.raises(AttributeError) as info:
         exec(compile(code, name, "exec"), space)
-    except AttributeError as exc:
-        assert kernel._replaced(space, exc.__traceback__, exc).startswith("✗ device here is not the setup cell's")
+    assert kernel._replaced(space, info.value.__traceback__, info.value).startswith("✗ device here is not the setup "
+                                                                                    "cell's")
 
 
 def test_the_quote_the_name_note_is_for_a_hint_line_that_raised():
@@ -505,8 +504,7 @@ def test_the_quote_the_name_note_is_for_a_hint_line_that_raised():
     for code, told in (("m = causal_mask(6)\nhint(causal_mask)\n", False), ("hint(causal_mask)\n", True)):
         name = f"/tmp/ipykernel_0/{len(code)}.py"
         linecache.cache[name] = (len(code), None, code.splitlines(True), name)
-        try:
+        with pytest.raises(NameError) as info:
             exec(compile(code, name, "exec"), {"hint": print})
-        except NameError as exc:
-            said = kernel._undefined_answer(exc, exc.__traceback__)
-            assert (said or "").startswith("✗ hint(causal_mask) — causal_mask is not defined yet") == told, said
+        said = kernel._undefined_answer(info.value, info.value.__traceback__)
+        assert (said or "").startswith("✗ hint(causal_mask) — causal_mask is not defined yet") == told, said
