@@ -333,6 +333,10 @@ def _m_by_tk(q, k, v, mask=None):
     return _finish(q @ k.mT / math.sqrt(k.shape[-2]), v, mask)
 
 
+def _m_by_len(q, k, v, mask=None):
+    return _finish(q @ k.mT / math.sqrt(len(q)), v, mask)
+
+
 def _m_nan_gradients(q, k, v, mask=None):
     s = q @ k.mT / math.sqrt(q.shape[-1])
     if mask is not None:
@@ -475,6 +479,11 @@ SDPA = Exercise(
                 "The scale is the square root of the size of each vector in the dot product, d_k =\n"
                 "q.shape[-1] (= k.shape[-1]); k.shape[-2] counts the keys, which has nothing to do with it.\n"
                 "(q.shape[2] gives this too, on a (B, H, T, d) input: count the axes from the end, q.shape[-1].)"),
+        Mistake("divided by √len(q) instead of √d_k: len() counts the first axis, the batch (T_q for a 2-D q)",
+                _m_by_len,
+                "len(q) is q.shape[0], the size of its first axis: the batch for (B, T, d) or (B, H, T, d)\n"
+                "inputs, the queries for a 2-D (T, d) one. The scale is the size of each query vector, the\n"
+                "last axis: math.sqrt(q.shape[-1])."),
         Mistake("divided by √d_v instead of √d_k",
                 _m_by_dv,
                 "The scale comes from the size of the vectors in the dot product, q and k: use\n"
@@ -980,7 +989,7 @@ class _MHAKind(nn.Module):
     """A configurable wrong multi-head attention, for the catalogue of mistakes below."""
     scale_by_d_model = merge_dh = no_out_proj = ignore_context = swap_roles = reshape_split = reshape_merge = False
     heads_last = ignore_mask = always_causal = drop_in_eval = split_by_size = k_from_q_proj = False
-    split_dh = drop_output_too = v_from_k_proj = one_head = False
+    split_dh = drop_output_too = v_from_k_proj = one_head = scale_by_heads = False
     fixed_p = None                 # a dropout rate of its own, whatever the argument
     attend = None                  # a wrong scaled_dot_product_attention(q, k, v, mask) from above
     drop_at = "weights"            # where dropout acts: "weights" (right), "scores", "v", "merged", "output", or None
@@ -1012,7 +1021,7 @@ class _MHAKind(nn.Module):
         if self.always_causal:
             causal = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
             mask = causal if mask is None else causal & mask
-        s = q @ k.mT / math.sqrt(d if self.scale_by_d_model else q.shape[-1])
+        s = q @ k.mT / math.sqrt(d if self.scale_by_d_model else self.h if self.scale_by_heads else q.shape[-1])
         out, w = self.attend(q, k, v, mask) if self.attend else _finish(self.drop(s) if self.drop_at == "scores"
                                                                         else s, v, mask)
         if self.drop_in_eval:
@@ -1155,6 +1164,10 @@ MHA = Exercise(
         Mistake("scores scaled by √d_model instead of √(head size)", _kind(scale_by_d_model=True),
                 "Each head computes dot products of D = d_model / H features, so each head divides\n"
                 "by √D, not by √d_model."),
+        Mistake("scores scaled by √H, the number of heads, instead of √(head size)", _kind(scale_by_heads=True),
+                "The scale is the square root of the size of the vectors in each dot product: each head's q\n"
+                "and k have D = d_model / H features, so divide by √D (q.shape[-1] after the split), not by\n"
+                "√n_heads."),
         Mistake("split_heads given the head size D instead of the number of heads H", _kind(split_by_size=True),
                 "split_heads(x, n_heads) takes the number of heads: split_heads(q, D) makes D heads of H\n"
                 "features each. Pass self.n_heads; the two agree only when D = H."),
