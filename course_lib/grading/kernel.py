@@ -129,23 +129,31 @@ def _exercise_not_run(error: NameError) -> str | None:
 
 def _stopped(tb) -> str | None:
     """The stop button inside a library's loop (course_lib's train_toy, torch's Adam): one line for the learner's
-    cell instead of a hundred through the library. None when it stopped in the cell's own code (a short traceback
-    of the learner's lines, IPython's)."""
-    cell, library = None, []
+    cell instead of a hundred through the library. Also where Python stopped a loop of the learner's between two
+    lines (Python 3.11 leaves such a frame without a line number, and IPython's traceback then fails to print: an
+    "Unexpected exception formatting exception" and an AssertionError). None when it stopped on a line of the
+    cell's own code (a short traceback of the learner's lines, IPython's)."""
+    cell, library, lineless = None, [], []
     while tb is not None:
         if _is_learner_frame(tb.tb_frame.f_code.co_filename):
             cell = cell or tb
+            if tb.tb_lineno is None:
+                lineless.append(tb.tb_frame.f_code.co_name)
         elif cell is not None:
             library.append(tb.tb_frame)
         tb = tb.tb_next
-    if cell is None or not library:
+    if cell is None or not (library or lineless):
         return None
-    line = linecache.getline(cell.tb_frame.f_code.co_filename, cell.tb_lineno).strip()
-    # the course's function it was in (06's train_toy), not torch's inner wrappers
-    ours = next((f.f_code.co_name for f in library if f.f_globals.get("__name__", "").startswith("course_lib")), None)
-    return (f"Stopped (the stop button) at line {cell.tb_lineno} of this cell, `{line}`"
-            + (f", inside course_lib's {ours}" if ours else "") + ".\n  Names the cell set before that line keep "
-            f"their values; run the cell again to start it over.")
+    line = linecache.getline(cell.tb_frame.f_code.co_filename, cell.tb_lineno or 0).strip()
+    where = " in this cell" if cell.tb_lineno is None else f" at line {cell.tb_lineno} of this cell, `{line}`"
+    if library:    # the course's function it was in (06's train_toy), not torch's inner wrappers
+        ours = next((f.f_code.co_name for f in library if f.f_globals.get("__name__", "").startswith("course_lib")),
+                    None)
+        inside = f", inside course_lib's {ours}" if ours else ""
+    else:
+        inside = f", inside {lineless[-1]}" if lineless[-1] != "<module>" else ""
+    return (f"Stopped (the stop button){where}{inside}.\n  Names the cell set before that line keep their values; "
+            "run the cell again to start it over.")
 
 
 def _undefined_answer(error: NameError, tb) -> str | None:
