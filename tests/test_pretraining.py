@@ -1116,6 +1116,39 @@ def test_sample_check_has_one_prompt_as_the_notebook_gives():
         assert "drops the batch axis too" in r.message, r.message
 
 
+_TOPK_PAIR = "v, _ = torch.topk(model(idx[:, -model.block_size:])[:, -1], 1)\n        "     # a pair of its own
+
+
+@pytest.mark.parametrize("forward, new_token, last, says, not_said", [
+    # a B = 1 case raises "too many indices for tensor of dimension 0" (or 2, for logits the first axis cut off)
+    ("logits = model(idx[:, -model.block_size:])", ".squeeze()", "idx = torch.cat([idx, nxt[:, None]], 1)",
+     "squeeze only the axis you mean", "logits, _"),
+    ("logits, _ = model(idx[:, -model.block_size:])", "", "idx = torch.cat([idx, nxt], 1)", "`logits, _ =",
+     "squeeze"),
+    (_TOPK_PAIR + "logits = model(idx[:, -model.block_size:])", ".squeeze()",
+     "idx = torch.cat([idx, nxt[:, None]], 1)", "squeeze only the axis you mean", "logits, _"),
+    (_TOPK_PAIR + "logits = model(idx[:, -model.block_size:])[0]", "",
+     "idx = torch.cat([idx, nxt], 1)", "print its .shape).", "logits, _"),
+], ids=["squeezed at B = 1", "logits unpacked", "squeezed beside topk's pair", "indexed beside topk's pair"])
+def test_sample_indexing_an_axis_that_is_not_there_names_the_cause_the_answer_has(forward, new_token, last, says,
+                                                                                   not_said):
+    """08's third learner squeezed the drawn token and indexed nxt[:, None]: at B = 1 "too many indices for tensor of
+    dimension 0" came with the note for `logits, _ = model(x)`, a line the answer did not have."""
+    source = f"""def sample(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+    for _ in range(max_new_tokens):
+        {forward}
+        logits = logits[:, -1, :] / temperature
+        if top_k is not None:
+            logits = logits.masked_fill(logits < torch.topk(logits, top_k).values[:, [-1]], float("-inf"))
+        nxt = torch.multinomial(torch.softmax(logits, -1).cpu(), 1, generator=generator).to(idx.device){new_token}
+        {last}
+    return idx
+"""
+    r = _evaluate("sample", _cell(source, "sample"))
+    assert not r.passed and "too many indices" in r.message and says in r.message, r.message
+    assert not_said not in r.message, r.message
+
+
 @pytest.mark.parametrize("random", [
     "(tokens + torch.randint(1, vocab_size, tokens.shape, generator=generator).to(tokens.device)) % vocab_size",
     "torch.randint(vocab_size - 1, tokens.shape, generator=generator).to(tokens.device)\n    rnd = rnd + (rnd >= tokens).long()",
@@ -1469,6 +1502,14 @@ def test_sample_with_top_k_over_the_batch_or_from_the_largest_is_named(threshold
     assert not r.passed and f"known mistake: {named}" in r.message, r.message
 
 
+def test_sample_top_k_threshold_without_its_axis_is_told_to_keep_it():
+    """torch.topk(logits, top_k).values[:, -1] is (B,), and comparing it with (B, V) logits got only the generic
+    broadcast note (08's third learner); at B = 1 it broadcasts, so the notebook's write() worked."""
+    r = _evaluate("sample", _cell(_TOP_K_BY.replace("THRESHOLD", "torch.topk(logits, top_k).values[:, -1]"), "sample"))
+    assert not r.passed and "must match the size of tensor b" in r.message, r.message
+    assert "values[:, -1] has shape (B,)" in r.message and "values[:, -1:]" in r.message, r.message
+
+
 def test_train_step_that_gives_the_model_the_whole_batch_is_told_to_unpack_it():
     """model(batch), the pair (x, y), got "IndexError: index 5 is out of bounds for dimension 1 with size 4" from
     the checks' toy model indexing its table with two tensors (a learner's try)."""
@@ -1480,6 +1521,34 @@ def test_train_step_that_gives_the_model_the_whole_batch_is_told_to_unpack_it():
     nanogpt = source.replace("logits = model(batch)", "logits, loss = model(x, y)")    # nanoGPT's habit
     r = _evaluate("train_step", _answer(nanogpt, "train_step"))
     assert not r.passed and "it takes no targets and returns no loss, unlike nanoGPT's GPT" in r.message, r.message
+    named = source.replace("logits = model(batch)", "logits, loss = model(x, targets=y)")   # nanoGPT's keyword (08's
+    r = _evaluate("train_step", _answer(named, "train_step"))                            # third learner: bare)
+    assert not r.passed and "it takes no targets and returns no loss, unlike nanoGPT's GPT" in r.message, r.message
+
+
+def test_lm_loss_returning_a_python_number_is_told_to_keep_the_tensor():
+    """`return F.cross_entropy(...).item()` got a bare "expected a torch.Tensor, got float" (08's third learner); a
+    train_step whose loss kept every position got torch's bare "grad can be implicitly created only for scalar
+    outputs"."""
+    r = _evaluate("lm_loss", _answer("def lm_loss(logits, targets):\n    return F.cross_entropy(logits.reshape(-1, "
+                                     "logits.shape[-1]), targets.reshape(-1)).item()\n", "lm_loss"))
+    assert not r.passed and "lm_loss returned a Python float" in r.message and "Return the tensor" in r.message, \
+        r.message
+    per_position = _TRAIN_STEP.replace("CLIP", "clip_grad_norm(model.parameters(), max_norm)").replace(
+        "y.reshape(-1))", "y.reshape(-1), reduction='none')")                # and in train_step, the mean left out
+    r = _evaluate("train_step", _answer(per_position, "train_step"))
+    assert not r.passed and "grad can be implicitly created only for scalar outputs" in r.message, r.message
+    assert "A loss is their mean" in r.message, r.message
+
+
+def test_train_step_clipping_the_model_rather_than_its_parameters_is_told_which_to_give():
+    """clip_grad_norm(model, max_norm) got a bare "'_TinyLM' object is not iterable" (08's third learner)."""
+    source = _TRAIN_STEP.replace("CLIP", "clip_grad_norm(model, max_norm)")
+    r = _evaluate("train_step", _cell(source.replace("def train_step", "from course_lib.reference.optim import "
+                                                     "clip_grad_norm\n\n\ndef train_step"), "train_step"))
+    assert not r.passed and "not iterable" in r.message, r.message
+    assert "clip_grad_norm takes the parameters to clip, model.parameters(), not the module itself" in r.message, \
+        r.message
 
 
 def test_a_method_named_but_not_called_is_pointed_at():

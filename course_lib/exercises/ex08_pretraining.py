@@ -325,6 +325,10 @@ def _call_loss(fn, inputs):
             exc.add_note("gather(dim, index) takes, along axis dim, the entries index names: token ids index the\n"
                          "vocabulary, the last axis of the (B, T, V) logits, so gather(-1, targets.unsqueeze(-1)).")
         raise
+    if isinstance(loss, (float, int)):
+        raise ValueError(f"lm_loss returned a Python {type(loss).__name__}, {loss!r}: .item() (or float()) turned the "
+                         f"loss into a number autograd cannot differentiate. Return the tensor: train_step calls "
+                         f"loss.backward() on it, and takes .item() of it only for its return value")
     probe = fn(inputs["logits"].detach().clone().requires_grad_(True) * 1, inputs["targets"])
     if isinstance(probe, torch.Tensor) and not probe.requires_grad:
         raise ValueError("lm_loss returned a loss autograd cannot differentiate (requires_grad is False although "
@@ -422,6 +426,11 @@ def _m_perplexity(logits, targets):
 
 def _m_vocab_moved_then_reshaped(logits, targets):
     return F.cross_entropy(logits.permute(0, 2, 1).reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def _m_no_mean(logits, targets):
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none").reshape(
+        targets.shape)
 
 
 def _m_mean_over_batch(logits, targets):
@@ -556,6 +565,11 @@ LM_LOSS = Exercise(
                 "V is the last axis. After permute(0, 2, 1) the tensor is (B, V, T): reshaping that to (-1, V)\n"
                 "makes rows that mix positions. Either reshape (B, T, V) straight to (B·T, V), or give\n"
                 "F.cross_entropy the (B, V, T) tensor itself with (B, T) targets."),
+        Mistake("the loss of every position returned, (B, T), not their mean (reduction='none', or the mean "
+                "forgotten)", _m_no_mean,
+                "The loss is one number, the mean of -log p(target) over all B·T positions: loss.backward()\n"
+                "needs a scalar, and the curves plot one. Take .mean() of the per-position losses, or leave\n"
+                "F.cross_entropy's reduction at its default, 'mean'."),
         Mistake("averaged over the batch only (summed over T)", _m_mean_over_batch,
                 "The mean is over all B·T positions: summed over T, the loss grows with the context\n"
                 "length, and so do the gradients at a given learning rate."),
@@ -1003,8 +1017,8 @@ class _Bigram(nn.Module):
         self.calls = 0
         self.last: list[torch.Tensor] = []                    # (B,) per call: the token each row's input ended with
 
-    def forward(self, idx, *rest):                            # (B, T) -> (B, T, V)
-        _token_ids(idx, *rest)
+    def forward(self, idx, *rest, **named):                   # (B, T) -> (B, T, V)
+        _token_ids(idx, *rest, **named)
         if idx.dim() == 2 and idx.shape[1] == 0:
             raise ValueError(f"the model was given an empty context, of shape {tuple(idx.shape)}: idx[:, block_size:] "
                              f"keeps what comes after the first block_size tokens (nothing, while the text is shorter); "
@@ -1056,6 +1070,11 @@ def _call_sample(fn, inputs):
             if "must match except in dimension 0" in str(exc):
                 exc.add_note("torch.cat joins along dim=0, the batch axis, unless told: append each row's new token\n"
                              "along the time axis, torch.cat([idx, next_token], dim=1), next_token of shape (B, 1).")
+            if "must match the size of tensor b" in str(exc) and re.search(r"(\.values|\[0\]|\bvalues|\bv)\s*\[\s*:\s*,"
+                                                                          r"\s*-1\s*\]", _source(fn)):
+                exc.add_note("values[:, -1] has shape (B,): the k-th largest logit of each row lost its axis, and (B,)\n"
+                             "lines up with the vocabulary axis of (B, V), not with the rows. Keep the axis,\n"
+                             "values[:, -1:] or values[:, [-1]], of shape (B, 1).")
             if idx.shape[0] == 1 and ("same number of dimensions" in str(exc) or "Dimension out of range" in str(exc)):
                 exc.add_note("With one prompt (B = 1), .squeeze() drops the batch axis too: squeeze only the axis\n"
                              "you mean, .squeeze(-1), or keep the (B, 1) that torch.multinomial returns.")
@@ -1443,16 +1462,17 @@ class _TinyLM(nn.Module):
         self.block_size = 64
         self.modes = []                                       # self.training at each forward
 
-    def forward(self, idx, *rest):                            # (B, T) -> (B, T, V)
-        _token_ids(idx, *rest)
+    def forward(self, idx, *rest, **named):                   # (B, T) -> (B, T, V)
+        _token_ids(idx, *rest, **named)
         self.modes.append(self.training)
         return torch.tanh(self.emb[idx]) @ self.out
 
 
-def _token_ids(idx, *rest) -> None:
+def _token_ids(idx, *rest, **named) -> None:
     """A model takes one (B, T) tensor of token ids: model(batch), with the pair (x, y), said in words (indexing
-    with a pair raised "index 5 is out of bounds for dimension 1 with size 4"), and model(x, y) too."""
-    if rest:
+    with a pair raised "index 5 is out of bounds for dimension 1 with size 4"), and model(x, y) or nanoGPT's
+    model(x, targets=y) too."""
+    if rest or named:
         raise TypeError("the model takes the token ids alone, model(x), and returns the logits (B, T, V): it takes no "
                         "targets and returns no loss, unlike nanoGPT's GPT. Compute the loss from the logits with "
                         "lm_loss(logits, y)")
@@ -1848,9 +1868,10 @@ TRAIN_STEP = Exercise(
                 _clipped_otherwise(_clip_of_the_weights),
                 "Clipping bounds the step, so its norm is the gradients': √(Σ ‖p.grad‖²). The weights' own norm\n"
                 "has nothing to do with how large this step is: measure p.grad, then scale p.grad."),
-        # all but the overflows and underflow (train_step's logits are small) and the float32 detour, named above
+        # all but the overflows and underflow (train_step's logits are small), the float32 detour, named above, and
+        # the per-position losses (loss.backward() refuses them, and torch's words say why)
         *(Mistake(m.name, _stepped(m.fn), m.explanation) for m in LM_LOSS.mistakes
-          if m.fn not in (_m_log_of_softmax, _m_log_of_torch_softmax, _m_logsumexp_by_hand, _m_float32)),
+          if m.fn not in (_m_log_of_softmax, _m_log_of_torch_softmax, _m_logsumexp_by_hand, _m_float32, _m_no_mean)),
     ],
 )
 

@@ -11,6 +11,8 @@ import linecache
 import re
 from pathlib import Path
 
+from torch import nn
+
 from .spec import get_exercise
 
 _SAME_DTYPE = ("Tensors of two dtypes met where one is needed (float32 and float64 in a matrix product, say).\n"
@@ -143,6 +145,10 @@ TORCH_ERRORS = {
     **dict.fromkeys(("Expected target size", "to match target batch_size"),
         "F.cross_entropy reads (N, V) logits with (N,) targets (or (N, V, T) with (N, T)): flatten\n"
         "batch and time first, logits.reshape(-1, V) and targets.reshape(-1)."),
+    "grad can be implicitly created only for scalar outputs":
+        "backward() with no argument needs one number to differentiate, and this tensor holds several (a\n"
+        "loss per position or per row, say). A loss is their mean: .mean(), or F.cross_entropy's default\n"
+        "reduction='mean'.",
     "too many indices for tensor of dimension":
         "The index names more axes than the tensor has (print its .shape). A common cause: `logits, _ =\n"
         "model(x)`, written for a model that returns (logits, loss): the course's models return the logits\n"
@@ -309,6 +315,22 @@ def explain(exc: BaseException) -> str:
     if module and not why and _own_class(getattr(exc, "obj", None)):      # a class of the answer's, not an nn.Module
         why = (f"{module.group(1)} is not an nn.Module (which would give it .{module.group(2)}): write its class line "
                f"as\nclass {module.group(1)}(nn.Module):, and begin its __init__ with super().__init__().")
+    if "too many indices for tensor of dimension" in text:
+        frame = _learner_line(exc)[0]
+        cell = "".join(linecache.getlines(frame.f_code.co_filename)) if frame is not None else ""
+        if re.search(r"\.squeeze\(\s*\)", cell):          # 08's sample at B = 1: the new token lost its batch axis
+            why = ("The index names more axes than the tensor has (print its .shape). A common cause: .squeeze()\n"
+                   "with no axis drops every axis of size 1, the batch axis too when there is one row (B = 1):\n"
+                   "squeeze only the axis you mean, .squeeze(-1), or keep the shape as it is.")
+        elif frame is not None and not any(   # no `logits, _ = model(x)` to blame (torch.topk's pair is one)
+                not re.search(r"\b(topk|max|min|sort|kthvalue|median|mode|var_mean|std_mean|split|chunk|unbind)\(", rhs)
+                for rhs in re.findall(r"\w\s*,\s*_\s*=(.*)", cell)):
+            why = "The index names more axes than the tensor has (print its .shape)."
+    given = re.search(r"\b(clip_grad_norm_?|clip_grad_value_)\(\s*(\w+)\s*[,)]", line)
+    if re.fullmatch(r"'\w+' object is not iterable", text) and given and isinstance(
+            {**_learner_line(exc)[0].f_globals, **_learner_line(exc)[0].f_locals}.get(given.group(2)), nn.Module):
+        why = (f"{given.group(1)} takes the parameters to clip, {given.group(2)}.parameters(), not the module "
+               f"itself:\n{given.group(1)}({given.group(2)}.parameters(), max_norm).")
     if "must be Tensor, not int" in text and re.search(r"\bsum\(", line):
         why = "sum() of no items is the int 0, not a tensor.\n" + _EXHAUSTED
     if "positional argument" in text and re.search(r"super\(\)\.__init__\(\s*[^)\s]", line):
