@@ -116,6 +116,22 @@ class LivePlot:
             self.handle.update(fig)
 
 
+class History(dict):
+    """A Trainer's record, lists by key: step and train_loss at every step, eval_step, train and val at each
+    evaluation. As a cell's last value it shows a line, not every step's number (`trainer.fit()` alone in a cell
+    printed thousands of lines)."""
+
+    def __repr__(self) -> str:
+        steps, evals = self.get("step", []), self.get("eval_step", [])
+        last = (f", at step {evals[-1]} train {self['train'][-1]:.3f} and val {self['val'][-1]:.3f}"
+                if evals and self.get("train") and self.get("val") else "")
+        return (f"History of {len(steps)} steps{last} (a dict of lists: " + ", ".join(self) +
+                "; history['val'] gives one)")
+
+    def _repr_pretty_(self, p, cycle) -> None:       # IPython's display of a cell's value
+        p.text(repr(self))
+
+
 class Trainer:
     def __init__(self, model: GPT, train_data: torch.Tensor, val_data: torch.Tensor,
                  cfg: TrainConfig | None = None, device: torch.device | None = None):
@@ -134,7 +150,7 @@ class Trainer:
         self.interrupted = False                                    # the last fit() stopped by the stop button
         self.gen = torch.Generator().manual_seed(cfg.seed)          # batches
         self.eval_gen = torch.Generator().manual_seed(cfg.seed + 1)  # evaluation batches
-        self.history = {"step": [], "train_loss": [], "eval_step": [], "train": [], "val": []}
+        self.history = History(step=[], train_loss=[], eval_step=[], train=[], val=[])
 
     def _batch(self, data, gen):
         x, y = get_batch(data, self.model.block_size, self.cfg.batch_size, generator=gen)
@@ -294,7 +310,7 @@ class Trainer:
             torch.cuda.set_rng_state(tensors["rng.cuda"], trainer.device)
         if "rng.mps" in tensors and trainer.device.type == "mps":
             torch.mps.set_rng_state(tensors["rng.mps"])
-        trainer.history = json.loads(meta["history"])
+        trainer.history = History(json.loads(meta["history"]))
         return trainer
 
 

@@ -3,6 +3,7 @@ checkpoints that resume exactly, sampling, bf16 fallback."""
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 
@@ -185,6 +186,18 @@ def test_an_interrupted_fit_finishes_its_step_and_keeps_what_it_has(ds, capsys):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     h = t.fit(plot=False)
     assert t.step == 30 and h["eval_step"][-1] == 30 and len(h["train_loss"]) == 30 and not t.interrupted
+
+
+def test_a_fit_alone_in_a_cell_shows_its_history_in_a_line(ds):
+    """`trainer.fit()` in a new cell, as the stop note says, printed the history it returns, every step's loss:
+    320 lines in fast mode, thousands at full length (08's third learner). Its value is still the dict of lists."""
+    from IPython.lib.pretty import pretty
+    t = _trainer(ds, steps=20, lr=1e-2)
+    h = t.fit(plot=False)
+    shown = pretty(h)
+    assert "\n" not in shown and shown.startswith("History of 20 steps, at step 20 train ") and "val" in shown, shown
+    assert repr(h) == shown and isinstance(h, dict) and len(h["train_loss"]) == 20
+    assert json.loads(json.dumps(h)) == h                                    # kept in checkpoints as before
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs CUDA")), pytest.param("mps", marks=pytest.mark.skipif(
