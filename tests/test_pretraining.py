@@ -372,10 +372,16 @@ def test_integer_exercises_say_int64_not_float64():
 
 
 def test_get_batch_check_names_an_answer_that_ignores_the_generator():
-    """Drawn from torch's global generator, nearly every entry differs: the message says why."""
+    """Drawn from torch's global generator, nearly every entry differs: the message says why, and names Python's
+    random module where the answer drew from that."""
     r = _evaluate("get_batch", _answer(_GET_BATCH.replace("GENERATOR", "None"), "get_batch"))
     assert not r.passed and "two generators seeded alike" in r.message and "pass generator=generator" in r.message
-    assert "entries differ" not in r.message, r.message
+    assert "entries differ" not in r.message and "torch's global generator" in r.message, r.message
+    python = _cell("import random\n\n\n" + _GET_BATCH.replace(                  # 08's third learner: Python's own
+        "torch.randint(len(data) - block_size, (batch_size,), generator=GENERATOR)",
+        "torch.tensor([random.randint(0, len(data) - block_size - 1) for _ in range(batch_size)])"), "get_batch")
+    r = _evaluate("get_batch", python)
+    assert not r.passed and "starts come from Python's random module" in r.message, r.message
 
 
 _GET_BATCH_OTHER_DRAWS = {
@@ -1606,7 +1612,10 @@ def test_mlm_labels_filled_with_mask_id_are_told_it_is_mask_id():
     source = _MLM.replace("RANDOM", "torch.randint(vocab_size, tokens.shape, generator=generator)").replace(
         "torch.full_like(tokens, -100))", "torch.full_like(tokens, mask_id))")
     r = _evaluate("mlm_mask", _answer(source, "mlm_mask"))
-    assert not r.passed and "labels are 0 (this case's mask_id) at" in r.message, r.message
+    assert not r.passed and "labels are 0 (this case's mask_id, and what zeros_like fills) at" in r.message, r.message
+    zeros = source.replace("torch.full_like(tokens, mask_id))", "torch.zeros_like(tokens))")    # 08's third learner
+    r = _evaluate("mlm_mask", _answer(zeros, "mlm_mask"))                  # was told only of mask_id, never written
+    assert not r.passed and "labels are 0 (this case's mask_id, and what zeros_like fills) at" in r.message, r.message
 
 
 def test_a_bare_attribute_that_is_no_forgotten_call_is_left_alone():

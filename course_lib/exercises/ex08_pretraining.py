@@ -105,9 +105,12 @@ def _call_batch(fn, inputs):
     again = _pair(fn(**kw, generator=_gen(inputs["seed"])))
     if any(isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and not a.is_meta  # meta: no values
            and (a.shape != b.shape or not torch.equal(a, b)) for a, b in zip(got, again)):
+        whose = ("Python's random module, whose generator the generator argument cannot seed"
+                 if re.search(r"(?<![\w.])(random|np\.random|numpy\.random)\.\w+\(", _source(fn))
+                 else "torch's global generator")
         raise ValueError("get_batch returned different (x, y) for two generators seeded alike: pass "
-                         "generator=generator to torch.randint; without it the starts come from torch's global "
-                         "generator, and the same seed no longer gives the same batches")
+                         f"generator=generator to torch.randint; without it the starts come from {whose}, and the "
+                         "same seed no longer gives the same batches")
     # generator=None is torch's global generator, whose draws move on from call to call. Asked only where two
     # right batches in a row agree with a chance under 1e-6: (N - T) ** B possible starts.
     if (len(kw["data"]) - kw["block_size"]) ** kw["batch_size"] > 1e6:
@@ -667,7 +670,8 @@ def _call_mlm(fn, inputs):
         values, counts = torch.unique(lab[chosen][bad], return_counts=True)
         if wrong and 2 * int(counts.max()) > lab.numel():      # one value where -100 belongs
             c = int(values[counts.argmax()])
-            named = f"{c} (this case's mask_id)" if c == mask_id else f"{c}"
+            named = (f"{c} (this case's mask_id{', and what zeros_like fills' if c == 0 else ''})" if c == mask_id
+                     else f"{c}")
             return (f"labels are {named} at {int(counts.max()):,} of the {lab.numel():,} positions: a position not "
                     f"chosen gets the label -100, the value F.cross_entropy ignores (ignore_index), not {named}")
         if wrong and bool((lab[chosen] == inp[chosen]).all()):              # the same words whatever the draws
