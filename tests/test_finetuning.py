@@ -1681,6 +1681,18 @@ def test_lora_without_the_bias_or_merged_into_base_in_forward_is_told_so(forward
         assert not r.passed and says in r.message, (suite, r.message)
 
 
+def test_lora_reading_an_init_argument_in_forward_is_told_to_keep_it_on_self():
+    """alpha / r read in forward got "define it in this answer cell, above where it is used", which made a global
+    alpha and r and then "scale hard-coded as 2" (09's third learner)."""
+    from course_lib.exercises.ex09_finetuning import LORA
+    src = (_LORA_CELL.replace("INIT", f"{_RANDN} / math.sqrt(w.shape[1])").replace("        self.scale = SCALE\n", "")
+           .replace("* self.scale", "* alpha / r"))
+    for suite, r in _verdicts(LORA, _cell(src, "LoRALinear")).items():
+        assert not r.passed and "name 'alpha' is not defined" in r.message, (suite, r.message)
+        assert "alpha is an argument of __init__, and forward sees only what __init__ kept on self" in r.message \
+            and "above where it is used" not in r.message, (suite, r.message)
+
+
 _CLF_CELL = """class SentenceClassifier(nn.Module):
     def __init__(self, encoder, n_classes, dropout=0.1):
         super().__init__()
@@ -1703,7 +1715,11 @@ _CLF_CELL = """class SentenceClassifier(nn.Module):
     ("(h * m).sum(1) / m.sum(1).clamp(min=1e-9)", "self.dropout(pooled)", None),
     ("(h * m).sum(1) / m.sum(1) if self.train() else None", "self.dropout(pooled)",
      "after model.eval(), a call of forward left the model in training mode again (a self.train() in forward?)"),
-], ids=["eps added to the count", "F.dropout in eval mode", "right", "self.train() in forward"])
+    ("(h * m).sum(1) / m.sum(1)", "self.dropout(pooled)", None),
+    ("(h.last_hidden_state * m).sum(1) / m.sum(1)", "self.dropout(pooled)",
+     "The course's BertEncoder returns the hidden states themselves, a (B, T, d_model) tensor, not\n"),
+], ids=["eps added to the count", "F.dropout in eval mode", "right", "self.train() in forward", "right, plain",
+        "Hugging Face's last_hidden_state"])
 def test_classifier_eps_in_the_count_and_dropout_in_eval_mode_are_told(pooled, drop, said):
     """An eps of 1e-6 added to the count got a bare float64 difference (and, in the hidden suite, the note on
     float32 rounding); F.dropout without training= got a bare difference in the eval-mode logits; a self.train() in
@@ -1712,6 +1728,16 @@ def test_classifier_eps_in_the_count_and_dropout_in_eval_mode_are_told(pooled, d
     answer = _cell(_CLF_CELL.replace("POOLED", pooled).replace("DROP", drop), "SentenceClassifier")
     for suite, r in _verdicts(SENTENCE_CLASSIFIER, answer).items():
         assert r.passed if said is None else (not r.passed and said in r.message), (suite, r.message)
+
+
+def test_classifier_with_its_dropout_under_another_name_is_told_the_name():
+    """self.drop = nn.Dropout(dropout) was told "a call of F.dropout, or no dropout at all" (09's third learner)."""
+    from course_lib.exercises.ex09_finetuning import SENTENCE_CLASSIFIER
+    src = (_CLF_CELL.replace("self.dropout = nn.Dropout", "self.drop = nn.Dropout")
+           .replace("POOLED", "(h * m).sum(1) / m.sum(1)").replace("DROP", "self.drop(pooled)"))
+    for suite, r in _verdicts(SENTENCE_CLASSIFIER, _cell(src, "SentenceClassifier")).items():
+        assert not r.passed and ("forward calls it 0 times (its dropout is self.drop: the contract, and the check, "
+                                 "which replaces it, name it self.dropout)") in r.message, (suite, r.message)
 
 
 _FREEZE_CELL = """def freeze_lower_layers(model, n_layers):

@@ -5,6 +5,7 @@ import linecache
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -967,6 +968,19 @@ def test_counts_are_said_as_counts_and_other_numbers_with_their_decimals():
     assert "expected 4482   got 4490" in diff.text and "difference 8 " in diff.text, diff.text
     diff, _ = compare(0.75, 0.8333333, dtype=torch.float64, device="cpu", atol=1e-9, rtol=1e-7)
     assert "expected 0.75   got 0.83" in diff.text, diff.text
+
+
+@pytest.mark.parametrize("expected, got, says", [
+    (4482, torch.tensor(4482), "got a tensor of shape (): int(...) or .item() gives it"),
+    (4482, np.int64(4482), "got an int64 (np.int64(4482)): int(...) or .item() gives it"),
+    (0.75, torch.tensor(0.75), "got a tensor of shape (): float(...) or .item() gives it"),
+    (0.75, torch.tensor([0.75, 0.5]), "got a tensor of shape (2,)"),
+], ids=["0-d tensor count", "numpy count", "0-d tensor ratio", "a vector"])
+def test_a_number_returned_as_a_0d_tensor_or_numpy_scalar_is_told_how_to_make_it_one(expected, got, says):
+    """A count returned as sum(torch.tensor(p.shape).prod() ...) or np.sum got "expected a Python number, got a
+    tensor of shape ()" and "got a int64", with no word of the fix (09's third learner)."""
+    diff, _ = compare(expected, capture(got), dtype=torch.float64, device="cpu", atol=0.0, rtol=0.0)
+    assert diff.text == f"expected a Python number, {says}", diff.text
 
 
 def test_the_welcome_notebook_states_the_default_tolerances_the_checks_use():

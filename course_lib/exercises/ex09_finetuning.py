@@ -370,7 +370,9 @@ LOADER = Exercise(
                 "A missing weight stays at its random initial value and the model is quietly wrong; an\n"
                 "unexpected one (a head, a layer this encoder has not) says the checkpoint is another model's.\n"
                 "Compare the renamed keys with model.state_dict() and raise KeyError listing what is missing\n"
-                "or unexpected (load_state_dict(..., strict=True) also refuses)."),
+                "or unexpected (load_state_dict(..., strict=True) also refuses). strict=True sees only the keys\n"
+                "it is handed: a renaming that skips every key it cannot map hides an unexpected one before\n"
+                "loading. Skip only IGNORED_KEYS, and count any other key the renaming cannot map as unexpected."),
     ],
 )
 
@@ -496,7 +498,10 @@ def _call_clf(cls, inputs):
     enc.eval()
     with torch.no_grad():
         squared = model(inputs["input_ids"], inputs["attention_mask"])
-    times = {0: "0 times (a call of F.dropout, or no dropout at all, is not a call of self.dropout)",
+    elsewhere = [n for n, m in model.named_children() if isinstance(m, nn.Dropout)]
+    times = {0: (f"0 times (its dropout is self.{elsewhere[0]}: the contract, and the check, which replaces it, name "
+                 f"it self.dropout)" if drop is None and elsewhere else
+                 "0 times (a call of F.dropout, or no dropout at all, is not a call of self.dropout)"),
              1: "once"}.get(probe.calls, f"{probe.calls} times")
     return logits, f"self.dropout is {found}; forward calls it {times}", squared, trains
 
@@ -686,6 +691,19 @@ SENTENCE_CLASSIFIER = Exercise(
                 "attention_mask is what says which positions are real: pool with it, as the encoder\n"
                 "attends with it. Id 0 is [PAD] in this vocabulary, not in every one, and a batch may keep\n"
                 "other ids under its padding (a tokenizer's own pad id, or ids cut off by the mask)."),
+        Mistake("the real tokens counted from the token ids ((input_ids != 0).sum(1)), the sum masked with "
+                "attention_mask", _clf(forward=lambda self, ids, m: self.head(self.dropout(
+                    (self.encoder(ids, m) * m[..., None].to(self.head.weight.dtype)).sum(1)
+                    / (ids != 0).to(self.head.weight.dtype).sum(1, keepdim=True)))),
+                "Count the real tokens with the mask the sum used, attention_mask.sum(1): it is what says which\n"
+                "positions are real. Id 0 is [PAD] in this vocabulary, not in every one, and a batch may keep\n"
+                "other ids under its padding (a tokenizer's own pad id, or ids cut off by the mask)."),
+        Mistake("the encoder's output indexed [0] (Hugging Face's outputs[0]): the first sentence's states pooled "
+                "for every sentence", _clf(forward=lambda self, ids, m: self.head(self.dropout(
+                    self.pool(self.encoder(ids, m)[0], m)))),
+                "The course's BertEncoder returns the hidden states themselves, a (B, T, d_model) tensor, not\n"
+                "Hugging Face's output object (whose [0] is last_hidden_state): [0] here takes the first\n"
+                "sentence's (T, d_model) states, which broadcast over the batch. Use what the encoder returns."),
         Mistake("softmax applied: probabilities returned instead of logits",
                 _clf(finish=lambda self, z: torch.softmax(z, -1)),
                 "Return the raw scores (logits): F.cross_entropy applies log-softmax itself."),
@@ -1462,6 +1480,19 @@ def _mp_fp_other_errors(preds, labels, positive=1):
     return _prf_from(tp, int(((preds != labels) & (labels != positive)).sum()), fn)
 
 
+def _mp_fp_all_errors(preds, labels, positive=1):
+    """A false positive read as any wrong prediction: the misses (FN) and other classes' mix-ups counted too."""
+    tp, _, fn = _counts(preds, labels, positive)
+    return _prf_from(tp, int((preds != labels).sum()), fn)
+
+
+def _mp_macro(preds, labels, positive=1):
+    """The mean over every class present of its precision, recall and F1 (macro), positive ignored."""
+    classes = torch.unique(torch.cat([preds, labels])).tolist()
+    per = [_prf_from(*_counts(preds, labels, c)) for c in classes]
+    return tuple(sum(v) / len(per) for v in zip(*per))
+
+
 def _mp_fn_other_errors(preds, labels, positive=1):
     tp, fp, _ = _counts(preds, labels, positive)
     return _prf_from(tp, fp, int((preds != labels).sum()) - fp)
@@ -1585,6 +1616,15 @@ PRF = Exercise(
                 "A false positive is a prediction of the positive class whose label is another class:\n"
                 "(preds == positive) & (labels != positive). (preds != labels) & (labels != positive) also\n"
                 "counts mix-ups between two other classes, which never predicted the positive class."),
+        Mistake("false positives counted as every wrong prediction ((preds != labels).sum()): the misses too",
+                _mp_fp_all_errors,
+                "A false positive is a prediction of the positive class whose label is another class:\n"
+                "(preds == positive) & (labels != positive). preds != labels also counts the positives the model\n"
+                "missed, which are the false negatives, and with more classes their mix-ups with each other."),
+        Mistake("the mean over the classes (macro) returned instead of the positive class's own values", _mp_macro,
+                "precision_recall_f1 scores one class, positive: TP, FP and FN counted for that class alone.\n"
+                "The mean over the classes is the macro average, which the notebook takes itself, from one\n"
+                "call per class, for its macro-F1 column."),
         Mistake("false negatives counted as every wrong prediction minus the false positives", _mp_fn_other_errors,
                 "A false negative is a positive label the model missed: (preds != positive) & (labels ==\n"
                 "positive). Every wrong prediction minus the false positives also counts mix-ups between two\n"

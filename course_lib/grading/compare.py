@@ -1,6 +1,7 @@
 """Compare a captured answer with the float64 reference and say what differs, in words."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,7 +109,10 @@ def compare(expected: Any, got: Any, *, dtype: torch.dtype, device: str,
         return None, worst
     if isinstance(expected, (int, float)) and not isinstance(expected, bool):
         if isinstance(got, torch.Tensor) or isinstance(got, TensorValue) or not isinstance(got, (int, float)):
-            return Difference("type", where, f"expected a Python number, got {_describe(got)}"), 0.0
+            scalar = isinstance(got, (torch.Tensor, TensorValue)) and tuple(got.shape) == () or (
+                isinstance(got, OtherValue) and re.fullmatch(r"(u?int|float)\d+", got.type_name))
+            fix = f": {'int' if isinstance(expected, int) else 'float'}(...) or .item() gives it" if scalar else ""
+            return Difference("type", where, f"expected a Python number, got {_describe(got)}{fix}"), 0.0
         diff = abs(float(got) - float(expected))
         if diff > atol + rtol * abs(float(expected)) or (diff != diff and not (expected != expected and got != got)):
             if isinstance(expected, int) and isinstance(got, int):     # counts: said as counts, not as 4482.00
@@ -134,7 +138,7 @@ def _describe(v: Any) -> str:
     if isinstance(v, OtherValue) and v.type_name == "ndarray":
         return "a numpy array: return the torch tensor itself (no .numpy())"
     if isinstance(v, OtherValue):
-        return f"a {v.type_name} ({v.text})"
+        return f"{'an' if v.type_name[:1] in 'aeiou' else 'a'} {v.type_name} ({v.text})"
     if isinstance(v, (tuple, list)):
         said = f"a {type(v).__name__} of {len(v)} values"
         tensors = [isinstance(x, TensorValue) for x in v]

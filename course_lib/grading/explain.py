@@ -145,6 +145,10 @@ TORCH_ERRORS = {
     **dict.fromkeys(("Expected target size", "to match target batch_size"),
         "F.cross_entropy reads (N, V) logits with (N,) targets (or (N, V, T) with (N, T)): flatten\n"
         "batch and time first, logits.reshape(-1, V) and targets.reshape(-1)."),
+    **dict.fromkeys(("'Tensor' object has no attribute 'last_hidden_state'", "'Tensor' object has no attribute "
+                     "'pooler_output'", "'Tensor' object has no attribute 'hidden_states'"),
+        "The course's BertEncoder returns the hidden states themselves, a (B, T, d_model) tensor, not\n"
+        "Hugging Face's output object: use what it returns as it is (no .last_hidden_state, no [0])."),
     "grad can be implicitly created only for scalar outputs":
         "backward() with no argument needs one number to differentiate, and this tensor holds several (a\n"
         "loss per position or per row, say). A loss is their mean: .mean(), or F.cross_entropy's default\n"
@@ -262,6 +266,9 @@ def explain(exc: BaseException) -> str:
                     f"{exc.name}`)\nhas not run in this kernel, or stopped with an error before {exc.name} existed. Run "
                     f"that cell (its\ncheck shows whether it is right), then this one: grading runs the answer cells in "
                     f"order.")
+        kept = _init_argument(exc)
+        if kept:
+            return kept
         return (f"{exc.name} has no value where the answer reads it: a typo, a variable of another function, or a\n"
                 f"name a cell defines that has not run yet (grading runs the setup cell and the answer cells in\n"
                 f"order, and no other cell): define it in this answer cell, above where it is used.")
@@ -337,6 +344,21 @@ def explain(exc: BaseException) -> str:
         why = ("nn.Module's own __init__ takes no arguments: super().__init__(), with nothing between the brackets.\n"
                "The module's sizes and settings are yours to keep, as its parameters and attributes (self.eps = eps).")
     return why
+
+
+def _init_argument(exc: NameError) -> str:
+    """A name that is an argument of the class's __init__, read in another of its methods (LoRALinear's forward
+    reading alpha): the note for an undefined name said to define it in the cell, which gives a global."""
+    frame = _learner_line(exc)[0]
+    owner = frame.f_locals.get("self") if frame is not None else None
+    init = getattr(type(owner), "__init__", None)
+    if owner is None or frame.f_code.co_name == "__init__" or not hasattr(init, "__code__"):
+        return ""
+    if exc.name not in inspect.signature(init).parameters:
+        return ""
+    method = frame.f_code.co_name
+    return (f"{exc.name} is an argument of __init__, and {method} sees only what __init__ kept on self: keep it\n"
+            f"there (self.{exc.name} = {exc.name}, or what {method} needs from it) and read it from self here.")
 
 
 def _broadcast_cause(exc: BaseException, line: str) -> str:
