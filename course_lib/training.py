@@ -119,17 +119,27 @@ class LivePlot:
 class History(dict):
     """A Trainer's record, lists by key: step and train_loss at every step, eval_step, train and val at each
     evaluation. As a cell's last value it shows a line, not every step's number (`trainer.fit()` alone in a cell
-    printed thousands of lines)."""
+    printed thousands of lines); print(history) shows them all, as a dict's would."""
 
     def __repr__(self) -> str:
-        steps, evals = self.get("step", []), self.get("eval_step", [])
-        last = (f", at step {evals[-1]} train {self['train'][-1]:.3f} and val {self['val'][-1]:.3f}"
-                if evals and self.get("train") and self.get("val") else "")
-        return (f"History of {len(steps)} steps{last} (a dict of lists: " + ", ".join(self) +
-                "; history['val'] gives one)")
+        try:
+            steps, at = len(self["step"]), self["eval_step"][-1]
+            last = f", at step {at} train {self['train'][-1]:.3f} and val {self['val'][-1]:.3f}"
+        except (KeyError, IndexError, TypeError, ValueError):
+            steps, last = len(self.get("step", []) or []), ""
+        return (f"History of {steps} step{'' if steps == 1 else 's'}{last} (a dict of lists: "
+                + ", ".join(map(str, self)) + "; history['val'] gives one, print(history) them all)")
+
+    __str__ = dict.__repr__
+
+    def __reduce__(self):              # rebuilt from a plain dict: torch.load's weights_only unpickler sets no
+        return History, (dict(self),)  # items on a dict subclass
 
     def _repr_pretty_(self, p, cycle) -> None:       # IPython's display of a cell's value
         p.text(repr(self))
+
+
+torch.serialization.add_safe_globals([History])      # torch.save({"history": ...}) loads with weights_only=True
 
 
 class Trainer:

@@ -1683,7 +1683,8 @@ def test_lora_without_the_bias_or_merged_into_base_in_forward_is_told_so(forward
 
 def test_lora_reading_an_init_argument_in_forward_is_told_to_keep_it_on_self():
     """alpha / r read in forward got "define it in this answer cell, above where it is used", which made a global
-    alpha and r and then "scale hard-coded as 2" (09's third learner)."""
+    alpha and r and then "scale hard-coded as 2" (09's third learner). An argument __init__ kept, as a module made
+    from it (SentenceClassifier's dropout), is named as what to call."""
     from course_lib.exercises.ex09_finetuning import LORA
     src = (_LORA_CELL.replace("INIT", f"{_RANDN} / math.sqrt(w.shape[1])").replace("        self.scale = SCALE\n", "")
            .replace("* self.scale", "* alpha / r"))
@@ -1691,6 +1692,12 @@ def test_lora_reading_an_init_argument_in_forward_is_told_to_keep_it_on_self():
         assert not r.passed and "name 'alpha' is not defined" in r.message, (suite, r.message)
         assert "alpha is an argument of __init__, and forward sees only what __init__ kept on self" in r.message \
             and "above where it is used" not in r.message, (suite, r.message)
+    from course_lib.exercises.ex09_finetuning import SENTENCE_CLASSIFIER                 # the hunt: an argument
+    answer = _cell(_CLF_CELL.replace("POOLED", "(h * m).sum(1) / m.sum(1)").replace("DROP", "dropout(pooled)"),
+                   "SentenceClassifier")                                                # kept as a module
+    for suite, r in _verdicts(SENTENCE_CLASSIFIER, answer).items():
+        assert not r.passed and ("self.dropout, a Dropout module made from it. Call that module: self.dropout(...)"
+                                 in r.message), (suite, r.message)
 
 
 _CLF_CELL = """class SentenceClassifier(nn.Module):

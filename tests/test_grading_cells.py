@@ -413,7 +413,11 @@ def test_a_stop_python_places_between_two_lines_is_said_in_one_line():
         "Stopped (the stop button) at line 2 of this cell, `out = mlm_mask(tokens, 0, 9)`, inside mlm_mask.\n  Names "
         "the cell set before that line keep their values; run the cell again to start it over.")
     top = types.SimpleNamespace(tb_frame=frame("<module>"), tb_lineno=None, tb_next=None)     # a loop in the cell
-    assert _stopped(top).startswith("Stopped (the stop button) in this cell.\n")
+    assert _stopped(top) == ("Stopped (the stop button) in this cell.\n  Names the cell set before the line where it "
+                             "stopped keep their values; run the cell again to start it over.")
+    listed = types.SimpleNamespace(tb_frame=frame("<listcomp>"), tb_lineno=None, tb_next=None)   # no name to give
+    assert _stopped(types.SimpleNamespace(tb_frame=frame("<module>"), tb_lineno=2, tb_next=listed)).startswith(
+        "Stopped (the stop button) at line 2 of this cell, `out = mlm_mask(tokens, 0, 9)`.\n")
     inner.tb_lineno = 4                                     # a line Python could place: IPython's traceback stays
     assert _stopped(types.SimpleNamespace(tb_frame=frame("<module>"), tb_lineno=2, tb_next=inner)) is None
 

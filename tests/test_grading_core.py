@@ -975,7 +975,9 @@ def test_counts_are_said_as_counts_and_other_numbers_with_their_decimals():
     (4482, np.int64(4482), "got an int64 (np.int64(4482)): int(...) or .item() gives it"),
     (0.75, torch.tensor(0.75), "got a tensor of shape (): float(...) or .item() gives it"),
     (0.75, torch.tensor([0.75, 0.5]), "got a tensor of shape (2,)"),
-], ids=["0-d tensor count", "numpy count", "0-d tensor ratio", "a vector"])
+    (0.75, np.array(0.75), "got a 0-d numpy array (array(0.75)): float(...) or .item() gives it"),
+    (3, np.uint8(3), "got a uint8 (np.uint8(3)): int(...) or .item() gives it"),
+], ids=["0-d tensor count", "numpy count", "0-d tensor ratio", "a vector", "0-d numpy array", "numpy uint8"])
 def test_a_number_returned_as_a_0d_tensor_or_numpy_scalar_is_told_how_to_make_it_one(expected, got, says):
     """A count returned as sum(torch.tensor(p.shape).prod() ...) or np.sum got "expected a Python number, got a
     tensor of shape ()" and "got a int64", with no word of the fix (09's third learner)."""

@@ -198,6 +198,12 @@ def test_a_fit_alone_in_a_cell_shows_its_history_in_a_line(ds):
     assert "\n" not in shown and shown.startswith("History of 20 steps, at step 20 train ") and "val" in shown, shown
     assert repr(h) == shown and isinstance(h, dict) and len(h["train_loss"]) == 20
     assert json.loads(json.dumps(h)) == h                                    # kept in checkpoints as before
+    assert str(h) == repr(dict(h))                                           # print(history) shows every number
+    import io                                                                # a learner's own torch.save, loaded
+    buffer = io.BytesIO()                                                    # as torch.load does by default
+    torch.save({"history": h}, buffer)
+    buffer.seek(0)
+    assert torch.load(buffer, weights_only=True)["history"] == h
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs CUDA")), pytest.param("mps", marks=pytest.mark.skipif(
@@ -382,6 +388,11 @@ def test_get_batch_check_names_an_answer_that_ignores_the_generator():
         "torch.tensor([random.randint(0, len(data) - block_size - 1) for _ in range(batch_size)])"), "get_batch")
     r = _evaluate("get_batch", python)
     assert not r.passed and "starts come from Python's random module" in r.message, r.message
+    numpy = _cell("import numpy as np\n\n\n" + _GET_BATCH.replace(                   # the hunt: numpy's
+        "torch.randint(len(data) - block_size, (batch_size,), generator=GENERATOR)",
+        "torch.tensor(np.random.randint(0, len(data) - block_size, batch_size))"), "get_batch")
+    r = _evaluate("get_batch", numpy)
+    assert not r.passed and "starts come from numpy's random generator" in r.message, r.message
 
 
 _GET_BATCH_OTHER_DRAWS = {
@@ -1148,7 +1159,12 @@ _TOPK_PAIR = "v, _ = torch.topk(model(idx[:, -model.block_size:])[:, -1], 1)\n  
      "idx = torch.cat([idx, nxt[:, None]], 1)", "squeeze only the axis you mean", "logits, _"),
     (_TOPK_PAIR + "logits = model(idx[:, -model.block_size:])[0]", "",
      "idx = torch.cat([idx, nxt], 1)", "print its .shape).", "logits, _"),
-], ids=["squeezed at B = 1", "logits unpacked", "squeezed beside topk's pair", "indexed beside topk's pair"])
+    ("logits, _ = model(idx[:, -model.block_size:])  # nxt.squeeze() would drop B", "", "idx = torch.cat([idx, nxt], 1)",
+     "`logits, _ =", "squeeze"),
+    ("B, _ = idx.shape\n        logits = model(idx[:, -model.block_size:])[0]", "", "idx = torch.cat([idx, nxt], 1)",
+     "print its .shape).", "logits, _"),
+], ids=["squeezed at B = 1", "logits unpacked", "squeezed beside topk's pair", "indexed beside topk's pair",
+        "unpacked, a squeeze in a comment", "a shape unpacked"])
 def test_sample_indexing_an_axis_that_is_not_there_names_the_cause_the_answer_has(forward, new_token, last, says,
                                                                                    not_said):
     """08's third learner squeezed the drawn token and indexed nxt[:, None]: at B = 1 "too many indices for tensor of
@@ -1521,12 +1537,20 @@ def test_sample_with_top_k_over_the_batch_or_from_the_largest_is_named(threshold
     assert not r.passed and f"known mistake: {named}" in r.message, r.message
 
 
-def test_sample_top_k_threshold_without_its_axis_is_told_to_keep_it():
+@pytest.mark.parametrize("threshold, said", [
+    ("torch.topk(logits, top_k).values[:, -1]", "torch.topk(logits, top_k).values[:, -1] has shape (B,)"),
+    ("torch.sort(logits, descending=True).values\n            kth = kth[:, top_k - 1]", "kth[:, top_k - 1] has shape"),
+    ("torch.topk(logits, top_k).values[:, -1].unsqueeze(-1)\n            logits = logits - logits.max(-1).values",
+     "\n  A value per row has shape (B,)"),
+], ids=["topk's column", "sort's column, kept in a name", "a max without keepdim elsewhere"])
+def test_sample_top_k_threshold_without_its_axis_is_told_to_keep_it(threshold, said):
     """torch.topk(logits, top_k).values[:, -1] is (B,), and comparing it with (B, V) logits got only the generic
-    broadcast note (08's third learner); at B = 1 it broadcasts, so the notebook's write() worked."""
-    r = _evaluate("sample", _cell(_TOP_K_BY.replace("THRESHOLD", "torch.topk(logits, top_k).values[:, -1]"), "sample"))
+    broadcast note (08's third learner); at B = 1 it broadcasts, so the notebook's write() worked. The note comes
+    from the sizes, (B,) against (B, V), and names the expression where the failing line shows it (the hunt: a right
+    threshold beside another line's slip was named)."""
+    r = _evaluate("sample", _cell(_TOP_K_BY.replace("THRESHOLD", threshold), "sample"))
     assert not r.passed and "must match the size of tensor b" in r.message, r.message
-    assert "values[:, -1] has shape (B,)" in r.message and "values[:, -1:]" in r.message, r.message
+    assert said in r.message and "[:, -1:] or [:, [-1]]" in r.message, r.message
 
 
 def test_train_step_that_gives_the_model_the_whole_batch_is_told_to_unpack_it():
@@ -1568,6 +1592,10 @@ def test_train_step_clipping_the_model_rather_than_its_parameters_is_told_which_
     assert not r.passed and "not iterable" in r.message, r.message
     assert "clip_grad_norm takes the parameters to clip, model.parameters(), not the module itself" in r.message, \
         r.message
+    source = _TRAIN_STEP.replace("CLIP", "clip_grad_norm(optimizer, max_norm)")         # the hunt: the optimizer
+    r = _evaluate("train_step", _cell(source.replace("def train_step", "from course_lib.reference.optim import "
+                                                     "clip_grad_norm\n\n\ndef train_step"), "train_step"))
+    assert not r.passed and "clip_grad_norm takes the parameters to clip, the model's" in r.message, r.message
 
 
 def test_a_method_named_but_not_called_is_pointed_at():

@@ -105,8 +105,11 @@ def _call_batch(fn, inputs):
     again = _pair(fn(**kw, generator=_gen(inputs["seed"])))
     if any(isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and not a.is_meta  # meta: no values
            and (a.shape != b.shape or not torch.equal(a, b)) for a, b in zip(got, again)):
-        whose = ("Python's random module, whose generator the generator argument cannot seed"
-                 if re.search(r"(?<![\w.])(random|np\.random|numpy\.random)\.\w+\(", _source(fn))
+        source = _source(fn)
+        whose = ("numpy's random generator, which the generator argument cannot seed"
+                 if re.search(r"\b(np|numpy)\.random\.\w+\(", source) else
+                 "Python's random module, whose generator the generator argument cannot seed"
+                 if re.search(r"(?<![\w.])random\.\w+\(", source) and "generator=generator" not in source
                  else "torch's global generator")
         raise ValueError("get_batch returned different (x, y) for two generators seeded alike: pass "
                          f"generator=generator to torch.randint; without it the starts come from {whose}, and the "
@@ -329,9 +332,10 @@ def _call_loss(fn, inputs):
                          "vocabulary, the last axis of the (B, T, V) logits, so gather(-1, targets.unsqueeze(-1)).")
         raise
     if isinstance(loss, (float, int)):
-        raise ValueError(f"lm_loss returned a Python {type(loss).__name__}, {loss!r}: .item() (or float()) turned the "
-                         f"loss into a number autograd cannot differentiate. Return the tensor: train_step calls "
-                         f"loss.backward() on it, and takes .item() of it only for its return value")
+        raise ValueError(f"lm_loss returned a Python {type(loss).__name__}, {loss!r}: a number autograd cannot "
+                         f"differentiate (.item(), float() and the math module's functions make one). Return the "
+                         f"tensor, computed with torch's functions: train_step calls loss.backward() on it, and takes "
+                         f".item() of it only for its return value")
     probe = fn(inputs["logits"].detach().clone().requires_grad_(True) * 1, inputs["targets"])
     if isinstance(probe, torch.Tensor) and not probe.requires_grad:
         raise ValueError("lm_loss returned a loss autograd cannot differentiate (requires_grad is False although "
@@ -355,6 +359,19 @@ def _source(fn) -> str:
 def _reads_last_token(fn) -> bool:
     """The answer indexes the model's output with [:, :, -1]."""
     return re.search(r"\[\s*:\s*,\s*:\s*,\s*-1\s*\]", _source(fn)) is not None
+
+
+def _threshold_without_axis(fn, exc) -> str:
+    """The top-k threshold taken as one column without its axis, `kth = v[:, -1]` (or [:, top_k - 1], after topk or
+    sort), read on the line that failed: that expression, or ""."""
+    line = _learner_line(exc)[1]
+    column = r"\w[\w.()\[\], ]*\[\s*:\s*,\s*(?:-1|top_k\s*-\s*1|k\s*-\s*1)\s*\]"
+    if found := re.search(column + r"(?!\s*[\[.])", line):
+        return found.group(0)
+    for name, expr in re.findall(rf"^\s*(\w+)\s*=\s*({column})\s*$", _source(fn), re.M):
+        if re.search(rf"\b{name}\b", line):
+            return expr
+    return ""
 
 
 def _one_hot_unsized(fn) -> bool:
@@ -434,6 +451,10 @@ def _m_vocab_moved_then_reshaped(logits, targets):
 def _m_no_mean(logits, targets):
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none").reshape(
         targets.shape)
+
+
+def _m_no_mean_flat(logits, targets):
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
 
 
 def _m_mean_over_batch(logits, targets):
@@ -570,6 +591,11 @@ LM_LOSS = Exercise(
                 "F.cross_entropy the (B, V, T) tensor itself with (B, T) targets."),
         Mistake("the loss of every position returned, (B, T), not their mean (reduction='none', or the mean "
                 "forgotten)", _m_no_mean,
+                "The loss is one number, the mean of -log p(target) over all B·T positions: loss.backward()\n"
+                "needs a scalar, and the curves plot one. Take .mean() of the per-position losses, or leave\n"
+                "F.cross_entropy's reduction at its default, 'mean'."),
+        Mistake("the loss of every position returned, flattened to (B·T,), not their mean (reduction='none', or the "
+                "mean forgotten)", _m_no_mean_flat,
                 "The loss is one number, the mean of -log p(target) over all B·T positions: loss.backward()\n"
                 "needs a scalar, and the curves plot one. Take .mean() of the per-position losses, or leave\n"
                 "F.cross_entropy's reduction at its default, 'mean'."),
@@ -1074,11 +1100,12 @@ def _call_sample(fn, inputs):
             if "must match except in dimension 0" in str(exc):
                 exc.add_note("torch.cat joins along dim=0, the batch axis, unless told: append each row's new token\n"
                              "along the time axis, torch.cat([idx, next_token], dim=1), next_token of shape (B, 1).")
-            if "must match the size of tensor b" in str(exc) and re.search(r"(\.values|\[0\]|\bvalues|\bv)\s*\[\s*:\s*,"
-                                                                          r"\s*-1\s*\]", _source(fn)):
-                exc.add_note("values[:, -1] has shape (B,): the k-th largest logit of each row lost its axis, and (B,)\n"
-                             "lines up with the vocabulary axis of (B, V), not with the rows. Keep the axis,\n"
-                             "values[:, -1:] or values[:, [-1]], of shape (B, 1).")
+            sizes = re.search(r"size of tensor a \((\d+)\) must match the size of tensor b \((\d+)\)", str(exc))
+            if sizes and {int(sizes[1]), int(sizes[2])} == {idx.shape[0], table.shape[-1]}:   # (B,) against (B, V)
+                kth = _threshold_without_axis(fn, exc)
+                exc.add_note(f"{kth or 'A value per row'} has shape (B,) (the k-th largest logit of each row, say, "
+                             f"without its axis),\nand (B,) lines up with the vocabulary axis of (B, V), not with the "
+                             f"rows. Keep the axis,\n[:, -1:] or [:, [-1]] (or .unsqueeze(-1)), of shape (B, 1).")
             if idx.shape[0] == 1 and ("same number of dimensions" in str(exc) or "Dimension out of range" in str(exc)):
                 exc.add_note("With one prompt (B = 1), .squeeze() drops the batch axis too: squeeze only the axis\n"
                              "you mean, .squeeze(-1), or keep the (B, 1) that torch.multinomial returns.")
@@ -1875,7 +1902,8 @@ TRAIN_STEP = Exercise(
         # all but the overflows and underflow (train_step's logits are small), the float32 detour, named above, and
         # the per-position losses (loss.backward() refuses them, and torch's words say why)
         *(Mistake(m.name, _stepped(m.fn), m.explanation) for m in LM_LOSS.mistakes
-          if m.fn not in (_m_log_of_softmax, _m_log_of_torch_softmax, _m_logsumexp_by_hand, _m_float32, _m_no_mean)),
+          if m.fn not in (_m_log_of_softmax, _m_log_of_torch_softmax, _m_logsumexp_by_hand, _m_float32, _m_no_mean,
+                         _m_no_mean_flat)),
     ],
 )
 

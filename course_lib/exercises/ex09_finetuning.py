@@ -370,9 +370,9 @@ LOADER = Exercise(
                 "A missing weight stays at its random initial value and the model is quietly wrong; an\n"
                 "unexpected one (a head, a layer this encoder has not) says the checkpoint is another model's.\n"
                 "Compare the renamed keys with model.state_dict() and raise KeyError listing what is missing\n"
-                "or unexpected (load_state_dict(..., strict=True) also refuses). strict=True sees only the keys\n"
-                "it is handed: a renaming that skips every key it cannot map hides an unexpected one before\n"
-                "loading. Skip only IGNORED_KEYS, and count any other key the renaming cannot map as unexpected."),
+                "or unexpected (load_state_dict(..., strict=True) also refuses). If the load is strict already:\n"
+                "strict=True sees only the keys it is handed, so a renaming that skips every key it cannot map\n"
+                "hides an unexpected one. Skip only IGNORED_KEYS; any other key it cannot map is unexpected."),
     ],
 )
 
@@ -1486,6 +1486,12 @@ def _mp_fp_all_errors(preds, labels, positive=1):
     return _prf_from(tp, int((preds != labels).sum()), fn)
 
 
+def _mp_fn_all_errors(preds, labels, positive=1):
+    """A false negative read as any wrong prediction: the false positives and other classes' mix-ups counted too."""
+    tp, fp, _ = _counts(preds, labels, positive)
+    return _prf_from(tp, fp, int((preds != labels).sum()))
+
+
 def _mp_macro(preds, labels, positive=1):
     """The mean over every class present of its precision, recall and F1 (macro), positive ignored."""
     classes = torch.unique(torch.cat([preds, labels])).tolist()
@@ -1621,6 +1627,11 @@ PRF = Exercise(
                 "A false positive is a prediction of the positive class whose label is another class:\n"
                 "(preds == positive) & (labels != positive). preds != labels also counts the positives the model\n"
                 "missed, which are the false negatives, and with more classes their mix-ups with each other."),
+        Mistake("false negatives counted as every wrong prediction ((preds != labels).sum()): the false positives "
+                "too", _mp_fn_all_errors,
+                "A false negative is a positive label the model missed: (preds != positive) & (labels ==\n"
+                "positive). preds != labels also counts the predictions of the positive class on another\n"
+                "class's label, which are the false positives, and with more classes their mix-ups with each other."),
         Mistake("the mean over the classes (macro) returned instead of the positive class's own values", _mp_macro,
                 "precision_recall_f1 scores one class, positive: TP, FP and FN counted for that class alone.\n"
                 "The mean over the classes is the macro average, which the notebook takes itself, from one\n"

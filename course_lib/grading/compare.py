@@ -111,8 +111,11 @@ def compare(expected: Any, got: Any, *, dtype: torch.dtype, device: str,
         if isinstance(got, torch.Tensor) or isinstance(got, TensorValue) or not isinstance(got, (int, float)):
             scalar = isinstance(got, (torch.Tensor, TensorValue)) and tuple(got.shape) == () or (
                 isinstance(got, OtherValue) and re.fullmatch(r"(u?int|float)\d+", got.type_name))
+            said = _describe(got)
+            if isinstance(got, OtherValue) and got.type_name == "ndarray" and "[" not in got.text:   # 0-d: p.numpy()
+                scalar, said = True, f"a 0-d numpy array ({got.text})"
             fix = f": {'int' if isinstance(expected, int) else 'float'}(...) or .item() gives it" if scalar else ""
-            return Difference("type", where, f"expected a Python number, got {_describe(got)}{fix}"), 0.0
+            return Difference("type", where, f"expected a Python number, got {said}{fix}"), 0.0
         diff = abs(float(got) - float(expected))
         if diff > atol + rtol * abs(float(expected)) or (diff != diff and not (expected != expected and got != got)):
             if isinstance(expected, int) and isinstance(got, int):     # counts: said as counts, not as 4482.00
@@ -138,7 +141,7 @@ def _describe(v: Any) -> str:
     if isinstance(v, OtherValue) and v.type_name == "ndarray":
         return "a numpy array: return the torch tensor itself (no .numpy())"
     if isinstance(v, OtherValue):
-        return f"{'an' if v.type_name[:1] in 'aeiou' else 'a'} {v.type_name} ({v.text})"
+        return f"{'an' if v.type_name[:1] in 'aeio' else 'a'} {v.type_name} ({v.text})"
     if isinstance(v, (tuple, list)):
         said = f"a {type(v).__name__} of {len(v)} values"
         tensors = [isinstance(x, TensorValue) for x in v]

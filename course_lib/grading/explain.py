@@ -11,6 +11,7 @@ import linecache
 import re
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from .spec import get_exercise
@@ -324,26 +325,50 @@ def explain(exc: BaseException) -> str:
                f"as\nclass {module.group(1)}(nn.Module):, and begin its __init__ with super().__init__().")
     if "too many indices for tensor of dimension" in text:
         frame = _learner_line(exc)[0]
-        cell = "".join(linecache.getlines(frame.f_code.co_filename)) if frame is not None else ""
-        if re.search(r"\.squeeze\(\s*\)", cell):          # 08's sample at B = 1: the new token lost its batch axis
+        code = _code_of(frame)
+        indexed = set(re.findall(r"\b(\w+)\s*\[", line))
+        squeezed = {name for name in re.findall(r"^\s*(\w+)\s*=.*\.squeeze\(\s*\)\s*$", code, re.M)}
+        if indexed & squeezed:          # 08's sample at B = 1: the new token lost its batch axis, then indexed
             why = ("The index names more axes than the tensor has (print its .shape). A common cause: .squeeze()\n"
                    "with no axis drops every axis of size 1, the batch axis too when there is one row (B = 1):\n"
                    "squeeze only the axis you mean, .squeeze(-1), or keep the shape as it is.")
-        elif frame is not None and not any(   # no `logits, _ = model(x)` to blame (torch.topk's pair is one)
-                not re.search(r"\b(topk|max|min|sort|kthvalue|median|mode|var_mean|std_mean|split|chunk|unbind)\(", rhs)
-                for rhs in re.findall(r"\w\s*,\s*_\s*=(.*)", cell)):
+        elif frame is not None and not any(   # no `logits, _ = model(x)` to blame (torch.topk's pair, a shape's, is one)
+                not re.search(r"\.shape\b|\.size\(\s*\)|\b(topk|max|min|sort|kthvalue|median|mode|var_mean|std_mean|"
+                              r"split|chunk|unbind)\(", rhs)
+                for rhs in re.findall(r"\w\s*,\s*_\s*=(.*)", code)):
             why = "The index names more axes than the tensor has (print its .shape)."
     given = re.search(r"\b(clip_grad_norm_?|clip_grad_value_)\(\s*(\w+)\s*[,)]", line)
-    if re.fullmatch(r"'\w+' object is not iterable", text) and given and isinstance(
-            {**_learner_line(exc)[0].f_globals, **_learner_line(exc)[0].f_locals}.get(given.group(2)), nn.Module):
-        why = (f"{given.group(1)} takes the parameters to clip, {given.group(2)}.parameters(), not the module "
-               f"itself:\n{given.group(1)}({given.group(2)}.parameters(), max_norm).")
+    if re.fullmatch(r"'\w+' object is not iterable", text) and given:
+        frame = _learner_line(exc)[0]
+        value = {**frame.f_globals, **frame.f_locals}.get(given.group(2))
+        fn, name = given.groups()
+        if isinstance(value, nn.Module):
+            why = (f"{fn} takes the parameters to clip, {name}.parameters(), not the module itself:\n"
+                   f"{fn}({name}.parameters(), max_norm).")
+        elif isinstance(value, torch.optim.Optimizer):
+            why = (f"{fn} takes the parameters to clip, the model's: {fn}(model.parameters(), max_norm). The "
+                   f"optimizer keeps\nthem too, in {name}.param_groups, but is not itself a sequence of them.")
     if "must be Tensor, not int" in text and re.search(r"\bsum\(", line):
         why = "sum() of no items is the int 0, not a tensor.\n" + _EXHAUSTED
     if "positional argument" in text and re.search(r"super\(\)\.__init__\(\s*[^)\s]", line):
         why = ("nn.Module's own __init__ takes no arguments: super().__init__(), with nothing between the brackets.\n"
                "The module's sizes and settings are yours to keep, as its parameters and attributes (self.eps = eps).")
     return why
+
+
+def _code_of(frame) -> str:
+    """The source of the function running in ``frame`` (the cell's, at its top level), comments left out: what the
+    answer does there, not what another def of the cell or a comment says."""
+    if frame is None:
+        return ""
+    lines = linecache.getlines(frame.f_code.co_filename)
+    if frame.f_code.co_name != "<module>":
+        try:
+            block = inspect.getblock(lines[frame.f_code.co_firstlineno - 1:])
+        except Exception:
+            block = lines
+        lines = block
+    return "".join(re.sub(r"#.*$", "", ln) for ln in lines)
 
 
 def _init_argument(exc: NameError) -> str:
@@ -356,9 +381,16 @@ def _init_argument(exc: NameError) -> str:
         return ""
     if exc.name not in inspect.signature(init).parameters:
         return ""
-    method = frame.f_code.co_name
-    return (f"{exc.name} is an argument of __init__, and {method} sees only what __init__ kept on self: keep it\n"
-            f"there (self.{exc.name} = {exc.name}, or what {method} needs from it) and read it from self here.")
+    method, name = frame.f_code.co_name, exc.name
+    kept = getattr(owner, name, None)
+    if isinstance(kept, nn.Module):    # SentenceClassifier's dropout: the argument made a module, kept under its name
+        return (f"{name} is an argument of __init__, and {method} sees only what __init__ kept on self: here\n"
+                f"self.{name}, a {type(kept).__name__} module made from it. Call that module: self.{name}(...).")
+    if hasattr(owner, name):
+        return (f"{name} is an argument of __init__, and {method} sees only what __init__ kept on self: here\n"
+                f"self.{name}. Read that.")
+    return (f"{name} is an argument of __init__, and {method} sees only what __init__ kept on self: keep it\n"
+            f"there (self.{name} = {name}, or what {method} needs from it) and read it from self here.")
 
 
 def _broadcast_cause(exc: BaseException, line: str) -> str:

@@ -133,12 +133,12 @@ def _stopped(tb) -> str | None:
     lines (Python 3.11 leaves such a frame without a line number, and IPython's traceback then fails to print: an
     "Unexpected exception formatting exception" and an AssertionError). None when it stopped on a line of the
     cell's own code (a short traceback of the learner's lines, IPython's)."""
-    cell, library, lineless = None, [], []
+    cell, library, lineless, learners = None, [], False, []
     while tb is not None:
         if _is_learner_frame(tb.tb_frame.f_code.co_filename):
             cell = cell or tb
-            if tb.tb_lineno is None:
-                lineless.append(tb.tb_frame.f_code.co_name)
+            learners.append(tb.tb_frame.f_code.co_name)
+            lineless = lineless or tb.tb_lineno is None
         elif cell is not None:
             library.append(tb.tb_frame)
         tb = tb.tb_next
@@ -150,9 +150,11 @@ def _stopped(tb) -> str | None:
         ours = next((f.f_code.co_name for f in library if f.f_globals.get("__name__", "").startswith("course_lib")),
                     None)
         inside = f", inside course_lib's {ours}" if ours else ""
-    else:
-        inside = f", inside {lineless[-1]}" if lineless[-1] != "<module>" else ""
-    return (f"Stopped (the stop button){where}{inside}.\n  Names the cell set before that line keep their values; "
+    else:          # the innermost function of the learner's with a name (not a <listcomp> or <lambda>)
+        named = [name for name in learners[1:] if not name.startswith("<")]
+        inside = f", inside {named[-1]}" if named else ""
+    since = "that line" if cell.tb_lineno is not None else "the line where it stopped"
+    return (f"Stopped (the stop button){where}{inside}.\n  Names the cell set before {since} keep their values; "
             "run the cell again to start it over.")
 
 
