@@ -1692,11 +1692,14 @@ def test_lora_reading_an_init_argument_in_forward_is_told_to_keep_it_on_self():
         assert not r.passed and "name 'alpha' is not defined" in r.message, (suite, r.message)
         assert "alpha is an argument of __init__, and forward sees only what __init__ kept on self" in r.message \
             and "above where it is used" not in r.message, (suite, r.message)
+    inner = src.replace("* alpha / r", "* [alpha / r for _ in range(1)][0]")            # the second hunt: from a
+    for suite, r in _verdicts(LORA, _cell(inner, "LoRALinear")).items():                # list comprehension, the
+        assert "alpha is an argument of __init__, and forward sees only" in r.message, (suite, r.message)   # method
     from course_lib.exercises.ex09_finetuning import SENTENCE_CLASSIFIER                 # the hunt: an argument
     answer = _cell(_CLF_CELL.replace("POOLED", "(h * m).sum(1) / m.sum(1)").replace("DROP", "dropout(pooled)"),
                    "SentenceClassifier")                                                # kept as a module
     for suite, r in _verdicts(SENTENCE_CLASSIFIER, answer).items():
-        assert not r.passed and ("self.dropout, a Dropout module made from it. Call that module: self.dropout(...)"
+        assert not r.passed and ("self.dropout, a Dropout module. Call that module: self.dropout(...)"
                                  in r.message), (suite, r.message)
 
 

@@ -393,6 +393,11 @@ def test_get_batch_check_names_an_answer_that_ignores_the_generator():
         "torch.tensor(np.random.randint(0, len(data) - block_size, batch_size))"), "get_batch")
     r = _evaluate("get_batch", numpy)
     assert not r.passed and "starts come from numpy's random generator" in r.message, r.message
+    imported = _cell("from random import randint\n\n\n" + _GET_BATCH.replace(          # the second hunt
+        "torch.randint(len(data) - block_size, (batch_size,), generator=GENERATOR)",
+        "torch.tensor([randint(0, len(data) - block_size - 1) for _ in range(batch_size)])"), "get_batch")
+    r = _evaluate("get_batch", imported)
+    assert not r.passed and "starts come from Python's random module" in r.message, r.message
 
 
 _GET_BATCH_OTHER_DRAWS = {
@@ -1152,18 +1157,22 @@ _TOPK_PAIR = "v, _ = torch.topk(model(idx[:, -model.block_size:])[:, -1], 1)\n  
 @pytest.mark.parametrize("forward, new_token, last, says, not_said", [
     # a B = 1 case raises "too many indices for tensor of dimension 0" (or 2, for logits the first axis cut off)
     ("logits = model(idx[:, -model.block_size:])", ".squeeze()", "idx = torch.cat([idx, nxt[:, None]], 1)",
-     "squeeze only the axis you mean", "logits, _"),
+     "Squeeze only the axis you mean", "logits, _"),
+    ("logits = model(idx[:, -model.block_size:])", ".squeeze().to(idx.device)",
+     "idx = torch.cat([idx, nxt[:, None]], 1)", "Squeeze only the axis you mean", "logits, _"),
+    ("logits = model(idx[:, -model.block_size:])", "\n        nxt.squeeze_()", "idx = torch.cat([idx, nxt[:, None]], 1)",
+     "Squeeze only the axis you mean", "logits, _"),
     ("logits, _ = model(idx[:, -model.block_size:])", "", "idx = torch.cat([idx, nxt], 1)", "`logits, _ =",
      "squeeze"),
     (_TOPK_PAIR + "logits = model(idx[:, -model.block_size:])", ".squeeze()",
-     "idx = torch.cat([idx, nxt[:, None]], 1)", "squeeze only the axis you mean", "logits, _"),
+     "idx = torch.cat([idx, nxt[:, None]], 1)", "Squeeze only the axis you mean", "logits, _"),
     (_TOPK_PAIR + "logits = model(idx[:, -model.block_size:])[0]", "",
      "idx = torch.cat([idx, nxt], 1)", "print its .shape).", "logits, _"),
     ("logits, _ = model(idx[:, -model.block_size:])  # nxt.squeeze() would drop B", "", "idx = torch.cat([idx, nxt], 1)",
      "`logits, _ =", "squeeze"),
     ("B, _ = idx.shape\n        logits = model(idx[:, -model.block_size:])[0]", "", "idx = torch.cat([idx, nxt], 1)",
      "print its .shape).", "logits, _"),
-], ids=["squeezed at B = 1", "logits unpacked", "squeezed beside topk's pair", "indexed beside topk's pair",
+], ids=["squeezed at B = 1", "squeezed, then moved", "squeezed in place", "logits unpacked", "squeezed beside topk's pair", "indexed beside topk's pair",
         "unpacked, a squeeze in a comment", "a shape unpacked"])
 def test_sample_indexing_an_axis_that_is_not_there_names_the_cause_the_answer_has(forward, new_token, last, says,
                                                                                    not_said):
@@ -1542,7 +1551,11 @@ def test_sample_with_top_k_over_the_batch_or_from_the_largest_is_named(threshold
     ("torch.sort(logits, descending=True).values\n            kth = kth[:, top_k - 1]", "kth[:, top_k - 1] has shape"),
     ("torch.topk(logits, top_k).values[:, -1].unsqueeze(-1)\n            logits = logits - logits.max(-1).values",
      "\n  A value per row has shape (B,)"),
-], ids=["topk's column", "sort's column, kept in a name", "a max without keepdim elsewhere"])
+    ("torch.topk(logits, top_k).values\n            kth = torch.unsqueeze(kth[:, -1], 1)\n"
+     "            logits = logits - logits.amax(-1)", "\n  A value per row has shape (B,)"),
+    ("logits.kthvalue(logits.shape[-1] - top_k + 1, dim=-1).values", "\n  A value per row has shape (B,)"),
+], ids=["topk's column", "sort's column, kept in a name", "a max without keepdim elsewhere",
+        "a right unsqueeze beside another slip", "kthvalue's values, the logits a [:, -1] slice"])
 def test_sample_top_k_threshold_without_its_axis_is_told_to_keep_it(threshold, said):
     """torch.topk(logits, top_k).values[:, -1] is (B,), and comparing it with (B, V) logits got only the generic
     broadcast note (08's third learner); at B = 1 it broadcasts, so the notebook's write() worked. The note comes
@@ -1551,6 +1564,26 @@ def test_sample_top_k_threshold_without_its_axis_is_told_to_keep_it(threshold, s
     r = _evaluate("sample", _cell(_TOP_K_BY.replace("THRESHOLD", threshold), "sample"))
     assert not r.passed and "must match the size of tensor b" in r.message, r.message
     assert said in r.message and "[:, -1:] or [:, [-1]]" in r.message, r.message
+    assert "logits[:, -1]" not in r.message and "unsqueeze(kth" not in r.message, r.message   # the second hunt
+
+
+def test_sample_top_k_note_does_not_take_the_models_last_position_for_the_threshold():
+    """logits = logits[:, -1], right, (B, V), and a later max without keepdim: the note said "logits[:, -1] has
+    shape (B,)", whose advice makes (B, 1, V) (the second hunt)."""
+    source = """def sample(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+    for _ in range(max_new_tokens):
+        logits = model(idx[:, -model.block_size:])
+        logits = logits[:, -1]
+        if top_k is not None:
+            logits = logits.masked_fill(logits < torch.topk(logits, top_k).values[:, [-1]], float("-inf"))
+        logits = logits - logits.max(-1).values
+        nxt = torch.multinomial(F.softmax(logits / temperature, dim=-1).cpu(), 1, generator=generator)
+        idx = torch.cat([idx, nxt.to(idx.device)], dim=1)
+    return idx
+"""
+    r = _evaluate("sample", _cell(source, "sample"))
+    assert not r.passed and "\n  A value per row has shape (B,)" in r.message, r.message
+    assert "logits[:, -1] has shape" not in r.message, r.message
 
 
 def test_train_step_that_gives_the_model_the_whole_batch_is_told_to_unpack_it():

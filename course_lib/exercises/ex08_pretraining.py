@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import linecache
 import math
 import re
 import textwrap
@@ -106,10 +107,14 @@ def _call_batch(fn, inputs):
     if any(isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and not a.is_meta  # meta: no values
            and (a.shape != b.shape or not torch.equal(a, b)) for a, b in zip(got, again)):
         source = _source(fn)
-        whose = ("numpy's random generator, which the generator argument cannot seed"
-                 if re.search(r"\b(np|numpy)\.random\.\w+\(", source) else
+        cell = "".join(linecache.getlines(getattr(getattr(fn, "__code__", None), "co_filename", ""))) or source
+        unseeded = [ln for ln in source.splitlines() if re.search(r"\btorch\.(randint|randperm|rand|multinomial)\(", ln)
+                    and "generator" not in ln]
+        whose = ("torch's global generator" if unseeded else
+                 "numpy's random generator, which the generator argument cannot seed"
+                 if re.search(r"\b(np|numpy)\.random\b|default_rng|from numpy\.random import", cell) else
                  "Python's random module, whose generator the generator argument cannot seed"
-                 if re.search(r"(?<![\w.])random\.\w+\(", source) and "generator=generator" not in source
+                 if re.search(r"(?<![\w.])random\.\w+\(|from random import", cell)
                  else "torch's global generator")
         raise ValueError("get_batch returned different (x, y) for two generators seeded alike: pass "
                          f"generator=generator to torch.randint; without it the starts come from {whose}, and the "
@@ -363,13 +368,20 @@ def _reads_last_token(fn) -> bool:
 
 def _threshold_without_axis(fn, exc) -> str:
     """The top-k threshold taken as one column without its axis, `kth = v[:, -1]` (or [:, top_k - 1], after topk or
-    sort), read on the line that failed: that expression, or ""."""
-    line = _learner_line(exc)[1]
-    column = r"\w[\w.()\[\], ]*\[\s*:\s*,\s*(?:-1|top_k\s*-\s*1|k\s*-\s*1)\s*\]"
-    if found := re.search(column + r"(?!\s*[\[.])", line):
-        return found.group(0)
-    for name, expr in re.findall(rf"^\s*(\w+)\s*=\s*({column})\s*$", _source(fn), re.M):
-        if re.search(rf"\b{name}\b", line):
+    sort), read on the line that failed, or in the last assignment of a name it reads: that expression, or ""."""
+    line, source = _learner_line(exc)[1], _source(fn)
+    column = r"[\w.]+(?:\([^()]*\))?(?:\.values)?\[\s*:\s*,\s*(?:-1|top_k\s*-\s*1|k\s*-\s*1)\s*\]"
+    ranked = set(re.findall(r"^\s*(\w+)\s*(?:,\s*\w+\s*)?=.*\b(?:topk|sort|kthvalue)\(", source, re.M))
+
+    def threshold(expr: str) -> bool:  # from topk, sort or kthvalue: not the model's logits[:, -1]
+        return bool(re.search(r"\b(topk|sort|kthvalue)\(|\.values\b", expr)) or expr.split("[")[0] in ranked
+
+    for found in re.finditer(column + r"(?!\s*[\[.])", line):
+        if threshold(found.group(0)) and not re.search(r"unsqueeze\(\s*$", line[:found.start()]):
+            return found.group(0)
+    last = dict(re.findall(r"^\s*(\w+)\s*=\s*(.*?)\s*$", source, re.M))   # each name's last assignment
+    for name, expr in last.items():
+        if re.fullmatch(column, expr) and threshold(expr) and re.search(rf"\b{name}\b", line):
             return expr
     return ""
 

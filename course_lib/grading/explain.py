@@ -16,6 +16,8 @@ from torch import nn
 
 from .spec import get_exercise
 
+_UNPACKED = (" A common cause: `logits, _ =\nmodel(x)`, written for a model that returns (logits, loss): the "
+             "course's models return the logits\nalone, and unpacking one tensor splits it along its first axis.")
 _SAME_DTYPE = ("Tensors of two dtypes met where one is needed (float32 and float64 in a matrix product, say).\n"
                "Common causes: a tensor made inside the answer (torch.zeros, torch.tensor, torch.randn...) is\n"
                "float32 unless given dtype=, and .float() gives float32 whatever it was (a mask turned into\n"
@@ -154,10 +156,6 @@ TORCH_ERRORS = {
         "backward() with no argument needs one number to differentiate, and this tensor holds several (a\n"
         "loss per position or per row, say). A loss is their mean: .mean(), or F.cross_entropy's default\n"
         "reduction='mean'.",
-    "too many indices for tensor of dimension":
-        "The index names more axes than the tensor has (print its .shape). A common cause: `logits, _ =\n"
-        "model(x)`, written for a model that returns (logits, loss): the course's models return the logits\n"
-        "alone, and unpacking one tensor splits it along its first axis.",
     "multi-target not supported":
         "F.cross_entropy's targets here are class ids, one per position: (N,) int64, not one-hot rows\n"
         "(N, V). F.one_hot is not needed, and without num_classes it makes rows as long as the largest id\n"
@@ -327,16 +325,16 @@ def explain(exc: BaseException) -> str:
         frame = _learner_line(exc)[0]
         code = _code_of(frame)
         indexed = set(re.findall(r"\b(\w+)\s*\[", line))
-        squeezed = {name for name in re.findall(r"^\s*(\w+)\s*=.*\.squeeze\(\s*\)\s*$", code, re.M)}
+        squeezed = set(re.findall(r"^\s*(\w+)\s*=.*(?:\.squeeze\(\s*\)|\bsqueeze\(\s*[^,()]+\))", code, re.M)
+                       + re.findall(r"\b(\w+)\.squeeze_\(\s*\)", code))
+        unpacked = frame is not None and any(    # `logits, _ = model(x)`; not a shape's or torch.topk's pair
+            not re.search(r"\.shape\b|\.size\(|\b(topk|max|min|sort|kthvalue|median|mode|var_mean|std_mean|split|"
+                          r"chunk|unbind|cummax|cummin|aminmax|unique)\(", rhs)
+            for rhs in re.findall(r"\w\s*,\s*_\s*=(.*)", code))
+        why = "The index names more axes than the tensor has (print its .shape)." + (_UNPACKED if unpacked else "")
         if indexed & squeezed:          # 08's sample at B = 1: the new token lost its batch axis, then indexed
-            why = ("The index names more axes than the tensor has (print its .shape). A common cause: .squeeze()\n"
-                   "with no axis drops every axis of size 1, the batch axis too when there is one row (B = 1):\n"
-                   "squeeze only the axis you mean, .squeeze(-1), or keep the shape as it is.")
-        elif frame is not None and not any(   # no `logits, _ = model(x)` to blame (torch.topk's pair, a shape's, is one)
-                not re.search(r"\.shape\b|\.size\(\s*\)|\b(topk|max|min|sort|kthvalue|median|mode|var_mean|std_mean|"
-                              r"split|chunk|unbind)\(", rhs)
-                for rhs in re.findall(r"\w\s*,\s*_\s*=(.*)", code)):
-            why = "The index names more axes than the tensor has (print its .shape)."
+            why += ("\nA .squeeze() with no axis drops every axis of size 1: the batch axis when B = 1, the time axis "
+                    "when T = 1.\nSqueeze only the axis you mean, .squeeze(-1), or keep the shape as it is.")
     given = re.search(r"\b(clip_grad_norm_?|clip_grad_value_)\(\s*(\w+)\s*[,)]", line)
     if re.fullmatch(r"'\w+' object is not iterable", text) and given:
         frame = _learner_line(exc)[0]
@@ -375,6 +373,8 @@ def _init_argument(exc: NameError) -> str:
     """A name that is an argument of the class's __init__, read in another of its methods (LoRALinear's forward
     reading alpha): the note for an undefined name said to define it in the cell, which gives a global."""
     frame = _learner_line(exc)[0]
+    while frame is not None and frame.f_code.co_name.startswith("<") and frame.f_back is not None:
+        frame = frame.f_back           # a list comprehension or lambda inside the method: the method's frame
     owner = frame.f_locals.get("self") if frame is not None else None
     init = getattr(type(owner), "__init__", None)
     if owner is None or frame.f_code.co_name == "__init__" or not hasattr(init, "__code__"):
@@ -383,14 +383,13 @@ def _init_argument(exc: NameError) -> str:
         return ""
     method, name = frame.f_code.co_name, exc.name
     kept = getattr(owner, name, None)
-    if isinstance(kept, nn.Module):    # SentenceClassifier's dropout: the argument made a module, kept under its name
-        return (f"{name} is an argument of __init__, and {method} sees only what __init__ kept on self: here\n"
-                f"self.{name}, a {type(kept).__name__} module made from it. Call that module: self.{name}(...).")
+    said = f"{name} is an argument of __init__, and {method} sees only what __init__ kept on self"
+    if isinstance(kept, nn.Module):    # SentenceClassifier's dropout: a module kept under the argument's name
+        return f"{said}: here\nself.{name}, a {type(kept).__name__} module. Call that module: self.{name}(...)."
     if hasattr(owner, name):
-        return (f"{name} is an argument of __init__, and {method} sees only what __init__ kept on self: here\n"
-                f"self.{name}. Read that.")
-    return (f"{name} is an argument of __init__, and {method} sees only what __init__ kept on self: keep it\n"
-            f"there (self.{name} = {name}, or what {method} needs from it) and read it from self here.")
+        return f"{said}: here\nself.{name}. Read that."
+    return (f"{said}: keep it\nthere (self.{name} = {name}, or what {method} needs from it) and read it from self "
+            f"here.")
 
 
 def _broadcast_cause(exc: BaseException, line: str) -> str:
