@@ -321,7 +321,7 @@ def explain(exc: BaseException) -> str:
     if module and not why and _own_class(getattr(exc, "obj", None)):      # a class of the answer's, not an nn.Module
         why = (f"{module.group(1)} is not an nn.Module (which would give it .{module.group(2)}): write its class line "
                f"as\nclass {module.group(1)}(nn.Module):, and begin its __init__ with super().__init__().")
-    if "too many indices for tensor of dimension" in text:
+    if "too many indices for tensor of dimension" in text and not why:
         frame = _learner_line(exc)[0]
         code = _code_of(frame)
         indexed = set(re.findall(r"\b(\w+)\s*\[", line))
@@ -336,7 +336,7 @@ def explain(exc: BaseException) -> str:
             why += ("\nA .squeeze() with no axis drops every axis of size 1: the batch axis when B = 1, the time axis "
                     "when T = 1.\nSqueeze only the axis you mean, .squeeze(-1), or keep the shape as it is.")
     given = re.search(r"\b(clip_grad_norm_?|clip_grad_value_)\(\s*(\w+)\s*[,)]", line)
-    if re.fullmatch(r"'\w+' object is not iterable", text) and given:
+    if re.fullmatch(r"'\w+' object is not iterable", text) and given and not why:
         frame = _learner_line(exc)[0]
         value = {**frame.f_globals, **frame.f_locals}.get(given.group(2))
         fn, name = given.groups()
