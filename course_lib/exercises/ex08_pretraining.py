@@ -460,6 +460,11 @@ def _m_vocab_moved_then_reshaped(logits, targets):
     return F.cross_entropy(logits.permute(0, 2, 1).reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
+_ONE_NUMBER = ("The loss is one number, the mean of -log p(target) over all B·T positions: loss.backward()\n"
+               "needs a scalar, and the curves plot one. Take .mean() of the per-position losses, or leave\n"
+               "F.cross_entropy's reduction at its default, 'mean'.")
+
+
 def _m_no_mean(logits, targets):
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none").reshape(
         targets.shape)
@@ -603,14 +608,10 @@ LM_LOSS = Exercise(
                 "F.cross_entropy the (B, V, T) tensor itself with (B, T) targets."),
         Mistake("the loss of every position returned, (B, T), not their mean (reduction='none', or the mean "
                 "forgotten)", _m_no_mean,
-                "The loss is one number, the mean of -log p(target) over all B·T positions: loss.backward()\n"
-                "needs a scalar, and the curves plot one. Take .mean() of the per-position losses, or leave\n"
-                "F.cross_entropy's reduction at its default, 'mean'."),
+                _ONE_NUMBER),
         Mistake("the loss of every position returned, flattened to (B·T,), not their mean (reduction='none', or the "
                 "mean forgotten)", _m_no_mean_flat,
-                "The loss is one number, the mean of -log p(target) over all B·T positions: loss.backward()\n"
-                "needs a scalar, and the curves plot one. Take .mean() of the per-position losses, or leave\n"
-                "F.cross_entropy's reduction at its default, 'mean'."),
+                _ONE_NUMBER),
         Mistake("averaged over the batch only (summed over T)", _m_mean_over_batch,
                 "The mean is over all B·T positions: summed over T, the loss grows with the context\n"
                 "length, and so do the gradients at a given learning rate."),
