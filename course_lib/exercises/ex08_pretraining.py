@@ -461,8 +461,8 @@ def _m_vocab_moved_then_reshaped(logits, targets):
 
 
 _ONE_NUMBER = ("The loss is one number, the mean of -log p(target) over all B·T positions: loss.backward()\n"
-               "needs a scalar, and the curves plot one. Take .mean() of the per-position losses, or leave\n"
-               "F.cross_entropy's reduction at its default, 'mean'.")
+               "needs a scalar, and the curves plot one. Take .mean() of the per-position losses, over every\n"
+               "axis at once, or leave F.cross_entropy's reduction at its default, 'mean'.")
 
 
 def _m_no_mean(logits, targets):
@@ -472,6 +472,14 @@ def _m_no_mean(logits, targets):
 
 def _m_no_mean_flat(logits, targets):
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+
+
+def _m_mean_over_time_only(logits, targets):
+    return _m_no_mean(logits, targets).mean(1)
+
+
+def _m_mean_over_batch_only(logits, targets):
+    return _m_no_mean(logits, targets).mean(0)
 
 
 def _m_mean_over_batch(logits, targets):
@@ -612,6 +620,10 @@ LM_LOSS = Exercise(
         Mistake("the loss of every position returned, flattened to (B·T,), not their mean (reduction='none', or the "
                 "mean forgotten)", _m_no_mean_flat,
                 _ONE_NUMBER),
+        Mistake("the per-position losses averaged over T only, one loss per sequence (B,): .mean(1), not .mean()",
+                _m_mean_over_time_only, _ONE_NUMBER),
+        Mistake("the per-position losses averaged over the batch only, one loss per position (T,): .mean(0), not "
+                ".mean()", _m_mean_over_batch_only, _ONE_NUMBER),
         Mistake("averaged over the batch only (summed over T)", _m_mean_over_batch,
                 "The mean is over all B·T positions: summed over T, the loss grows with the context\n"
                 "length, and so do the gradients at a given learning rate."),
@@ -1916,7 +1928,7 @@ TRAIN_STEP = Exercise(
         # the per-position losses (loss.backward() refuses them, and torch's words say why)
         *(Mistake(m.name, _stepped(m.fn), m.explanation) for m in LM_LOSS.mistakes
           if m.fn not in (_m_log_of_softmax, _m_log_of_torch_softmax, _m_logsumexp_by_hand, _m_float32, _m_no_mean,
-                         _m_no_mean_flat)),
+                         _m_no_mean_flat, _m_mean_over_time_only, _m_mean_over_batch_only)),
     ],
 )
 
