@@ -363,7 +363,8 @@ def test_adam_checks_refuse_state_lost_on_restart_and_defaults_read_for_a_group(
             assert "known mistake: moments kept outside self.state" in r.message, r.message
         elif suite == "visible":
             read = "lr" if hyper.startswith("lr") else "betas or eps"
-            assert (f"known mistake: {read} read from self.defaults (or __init__, or written into step() as a "
+            first = "" if read == "lr" else "or the first group only, self.param_groups[0], "
+            assert (f"known mistake: {read} read from self.defaults (or __init__, {first}or written into step() as a "
                     "number) instead of from each group." in r.message), r.message
 
 
@@ -754,7 +755,7 @@ _NO_GRAD = ("    def step(", "    @torch.no_grad()\n    def step(")
         ([("                if p.grad is None:\n", "                if p.grad is None or p.grad.abs().sum() == 0:\n")],
          "a parameter whose gradient is all zeros skipped as if its grad were None"),
         ([('st["t"], st["m"], st["v"] = 0, ', 'st["t"], st["m"], st["v"] = torch.tensor(0.0), ')],
-         "step count kept as a float32 tensor"),
+         "step count kept as a tensor (float32, or an integer tensor)"),
         ([('st["m"], st["v"] = 0, torch.zeros_like(p), torch.zeros_like(p)', 'st["m"], st["v"] = 0, g.clone(), g * g')],
          "m and v started at the first gradient (and its square) instead of at zero")]],
     ("SGDMomentum", [(_SKIP, _SKIP.replace("continue", "break"))],
@@ -1293,7 +1294,8 @@ def test_cosine_progress_over_total_steps_is_named():
     ("Adam", [('(st["m"] / (1 - b1 ** st["t"]))', '(st["m"] / (1 - b2 ** st["t"]))')],
      "m's bias correction with β₂", ("visible", "hidden")),
     ("Adam", [('group["eps"], group["weight_decay"]', '1e-8, group["weight_decay"]')],
-     "betas or eps read from self.defaults (or __init__, or written into step() as a number)", ("visible",)),
+     "betas or eps read from self.defaults (or __init__, or the first group only, self.param_groups[0], or written "
+     "into step() as a number)", ("visible",)),
     ("Adam", [('st["m"].mul_(b1).add_(g * (1 - b1))', 'st["m"].mul_(b1).add_(lr * g * (1 - b1))'),
               ("p.sub_(lr * (st", "p.sub_((st")], "learning rate folded into m", ("visible", "hidden")),
     # eps-sized slips meet in float32 cases: the hidden suite, which starts with one, may name its neighbour
@@ -1506,3 +1508,73 @@ def test_optimizer_slips_of_02s_second_learner_are_told_what_they_are(name, sour
     for suite in ("visible", "hidden"):
         r = evaluate(get_exercise(name), answer, suite=suite)
         assert not r.passed and says in r.message and "keepdim" not in r.message, r.message
+
+
+_SGD_FIRST_GROUP = """
+class SGDMomentum(torch.optim.Optimizer):
+    def __init__(self, params, lr, momentum=0.0):
+        super().__init__(params, dict(lr=lr, momentum=momentum))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        READ
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                if "buf" not in st:
+                    st["buf"] = p.grad.clone()
+                else:
+                    st["buf"].mul_(mu).add_(p.grad)
+                p.add_(st["buf"], alpha=-lr)
+"""
+
+
+def test_sgd_reading_the_first_group_is_named_so_and_param_groups_read_as_a_dict_is_told_it_is_a_list():
+    """lr and momentum read from self.param_groups[0] at every step were named "read once in __init__", which the
+    answer did not do; self.param_groups["lr"] got a bare "list indices must be integers or slices, not str"
+    (a learner's tries). The AttributeError and KeyError of the same misreading had the note already."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+    first = _cell(_SGD_FIRST_GROUP.replace("READ", 'lr, mu = self.param_groups[0]["lr"], self.param_groups[0]["momentum"]'),
+                  "SGDMomentum")
+    as_dict = _cell(_SGD_FIRST_GROUP.replace("READ", 'lr, mu = self.param_groups["lr"], self.param_groups["momentum"]'),
+                    "SGDMomentum")
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("SGDMomentum"), first, suite=suite)
+        assert not r.passed and ("known mistake: learning rate and momentum read from the first group only "
+                                 "(self.param_groups[0]) at every step" in r.message), r.message
+        r = evaluate(get_exercise("SGDMomentum"), as_dict, suite=suite)
+        assert not r.passed and "list indices must be integers or slices, not str" in r.message, r.message
+        assert "self.param_groups is a list of dicts, one per group" in r.message, r.message
+
+
+def test_adam_counting_steps_in_an_integer_tensor_is_not_told_its_count_is_float32():
+    """torch.tensor(0), an int64 count, makes β ** t a float32 tensor as a float32 count does: it was named
+    "step count kept as a float32 tensor", which it was not (a learner's try)."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+    src = _ADAM.replace('st["t"], st["m"], st["v"] = 0,', 'st["t"], st["m"], st["v"] = torch.tensor(0),')
+    assert src != _ADAM
+    r = evaluate(get_exercise("Adam"), _cell(src, "Adam"))
+    assert not r.passed and "step count kept as a tensor (float32, or an integer tensor)" in r.message, r.message
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW"])
+def test_adam_reading_lr_from_the_first_group_is_named_so(name):
+    """lr = self.param_groups[0]["lr"] in step() (how people log the rate) was named "read from self.defaults (or
+    __init__ ...)"; the schedule's halving reaches it, so the hidden suite found no known slip at all."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+    base = _ADAM if name == "Adam" else ADAMW_COUPLED.replace("g = p.grad + wd * p", "p.mul_(1 - lr * wd)\n"
+                                                              "                    g = p.grad")
+    src = base.replace('                for p in group["params"]:',
+                       '                lr = self.param_groups[0]["lr"]\n                for p in group["params"]:')
+    assert src != base
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise(name), _cell(src, name), suite=suite)
+        assert not r.passed and ("known mistake: lr read from the first group only (self.param_groups[0]) at every "
+                                 "step" in r.message), r.message
+        r = evaluate(get_exercise(name), _cell(base, name), suite=suite)
+        assert r.passed, r.message            # the same answer reading each group

@@ -103,15 +103,18 @@ _LEAF_WHY = ("Parameters require grad, and autograd refuses to change them in pl
 
 
 def _where_things_are(exc, opt):
-    """A note for step()'s AttributeError or KeyError: where an optimizer keeps its parameters, its settings
-    and its state ('dict' object has no attribute 'grad', 'SGDMomentum' object has no attribute 'lr',
-    KeyError: 'buf' said no more than that)."""
+    """A note for step()'s AttributeError, KeyError or TypeError: where an optimizer keeps its parameters, its
+    settings and its state ('dict' object has no attribute 'grad', 'SGDMomentum' object has no attribute 'lr',
+    KeyError: 'buf', self.param_groups['lr']'s "list indices must be integers" said no more than that)."""
     text, keys = str(exc), ", ".join(repr(k) for k in opt.param_groups[0])
     groups = (f"self.param_groups is a list of dicts, one per group: its parameters are group['params'], its\n"
               f"settings group['lr'] and the rest (the keys: {keys}).")
     if isinstance(exc, KeyError):
         exc.add_note(f"{groups}\nself.state[p] is an empty dict the first time p is seen: set its entries at that step\n"
                      "(if not state: ...) before reading them.")
+    elif isinstance(exc, TypeError):
+        if text.startswith("list indices must be integers or slices, not str"):
+            exc.add_note(f"{groups}\nLoop over them: for group in self.param_groups: lr = group['lr'] ...")
     elif ("'dict' object has no attribute" in text or "'str' object has no attribute" in text
           or f"'{type(opt).__name__}' object has no attribute" in text):
         exc.add_note(f"{groups}\nLoop over them: for group in self.param_groups: for p in group['params']: ...")
@@ -163,7 +166,7 @@ def _run_optimizer(cls, inputs):
                 if "leaf Variable that requires grad is being used in an in-place operation" in str(exc):
                     exc.add_note(_LEAF_WHY)
                 raise
-            except (AttributeError, KeyError) as exc:
+            except (AttributeError, KeyError, TypeError) as exc:
                 _where_things_are(exc, opt)
                 raise
             change = _grad_change(params, installed, copies)
@@ -269,7 +272,7 @@ def _opt_random(defaults_fn, group2_fn):
 def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_mu=False, state_outside=False,
                  none_as_zero=False, grad_as_buffer=None, first_twice=False, nesterov=False, zero_skipped=False,
                  stale_buffer=False, none_stops=None, ascent=False, never_stored=False, stored_once=False,
-                 first_group_only=False):
+                 first_group_only=False, first_group_settings=()):
     """grad_as_buffer: "in place" or "new": the buffer starts as p.grad itself (no clone), then is
     updated in place (buf.mul_(mu).add_(g)) or into a new tensor (buf = mu * buf + g).
     dampen: True, from the first step (buf = (1 - mu) * g, then the average); "after the first":
@@ -280,7 +283,8 @@ def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_
     buf = mu·buf + g). ascent: the step added to p instead of taken from it. never_stored: the buffer
     updated in a local name and never written back, so every step is plain SGD. stored_once: the first
     buffer stored, every later one only in a local name, so each step is lr·(μ·first g + g). first_group_only:
-    the loop over param_groups[0] alone."""
+    the loop over param_groups[0] alone. first_group_settings: the names ("lr", "momentum") read from
+    self.param_groups[0] at every step, for every group."""
     class Mistaken(torch.optim.Optimizer):
         def __init__(self, params, lr, momentum=0.0):
             super().__init__(params, dict(lr=lr, momentum=momentum))
@@ -291,6 +295,9 @@ def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_
             for group in self.param_groups[:1] if first_group_only else self.param_groups:
                 lr = self.lr0 if cached_lr else group["lr"]
                 mu = self.mu0 if cached_mu else group["momentum"]
+                first = self.param_groups[0]
+                lr = first["lr"] if "lr" in first_group_settings else lr
+                mu = first["momentum"] if "momentum" in first_group_settings else mu
                 for p in group["params"]:
                     g = p.grad
                     if g is None:
@@ -338,7 +345,7 @@ def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_
 def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=False, eps_inside=False,
                   flip_decay=False, decay_without_lr=False, state_outside=False, none_as_zero=False,
                   decay_into_grad=False, eps_before_correction=False, shared_t=None, decay_none=False,
-                  decay_after=False, cached=(), t_shift=0, one_minus_pow=False, eps_squared=False,
+                  decay_after=False, cached=(), first_group=(), t_shift=0, one_minus_pow=False, eps_squared=False,
                   zero_skipped=False, decay_twice=False, t_tensor=False, moments_from_g=False,
                   wd_ignored=False, v_with_b1=False, corrected_in_place=False, none_stops=None,
                   root_corrected=False, v_from=None, no_sqrt=False, ascent=False, decay_slip=None,
@@ -351,7 +358,8 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
     (self.defaults), the Adam step by the group's. m_in_with_b1: m = β₁·m + β₁·g. decay_none: AdamW's decay
     applied before the skip of a parameter whose grad is None, its moments left alone. bias_correction="m only": v̂ = v.
     decay_after: AdamW's decay applied after the Adam step instead of before it. cached: the names of
-    the hyper-parameters read from self.defaults instead of from the group. t_shift: the bias correction
+    the hyper-parameters read from self.defaults instead of from the group; first_group: those read from
+    self.param_groups[0] at every step, for every group. t_shift: the bias correction
     uses t + t_shift. one_minus_pow: it divides by (1 - β)ᵗ instead of 1 - βᵗ. eps_squared: the
     denominator is sqrt(v̂ + eps²). zero_skipped: a gradient of all zeros skipped like None. decay_twice:
     AdamW's decay and Adam's L2 term both applied, wd·p taken from p as it was ("old p") or as the decay
@@ -380,7 +388,8 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
         def step(self, closure=None):
             self.t += 1
             for group in self.param_groups:
-                lr, (b1, b2), eps, wd = (self.defaults[k] if k in cached else group[k]
+                lr, (b1, b2), eps, wd = (self.defaults[k] if k in cached else
+                                         self.param_groups[0][k] if k in first_group else group[k]
                                          for k in ("lr", "betas", "eps", "weight_decay"))
                 if betas_swapped:
                     b1, b2 = b2, b1
@@ -573,12 +582,14 @@ def _correction_mistakes(decoupled: bool, default_wd: float) -> list[Mistake]:
                 "t is the number of steps this parameter has taken, this one included: 1 at the first\n"
                 "step. With t + 1 the early corrections are too small (1 − β₁² = 0.19 instead of 0.1), so\n"
                 "the first steps are short of what they should be."),
-        *[Mistake(f"step count kept as a float32 tensor{where}, so β ** t and the bias corrections are float32",
+        *[Mistake(f"step count kept as a tensor (float32, or an integer tensor){where}, so β ** t and the bias "
+                  "corrections are float32",
                   variant(t_tensor=key),
                   "torch.optim.Adam keeps state['step'] as a float32 tensor but takes its value as a Python\n"
                   "number (.item()) for the bias correction. Used as a tensor, β ** t is a float32 tensor\n"
-                  "whatever the parameters' dtype, and float64 parameters get float32-sized errors. Count\n"
-                  "in a Python int (state['step'] = 0), or use t = state['step'].item().")
+                  "(an integer count too) whatever the parameters' dtype, and float64 parameters get\n"
+                  "float32-sized errors. Count in a Python int (state['step'] = 0), or use\n"
+                  "t = state['step'].item().")
           for key, where in (("step", ""), ("t", " under a key of its own"))],
         Mistake("eps left out of the denominator, or squared inside the square root: sqrt(v̂ + eps²)",
                 variant(eps_squared=True),
@@ -604,18 +615,24 @@ def _correction_mistakes(decoupled: bool, default_wd: float) -> list[Mistake]:
 _CACHED_WHY = ("Each parameter group may set its own lr, betas, eps and weight_decay (here one does), and a\n"
                "schedule changes group['lr'] between steps. Read them from the group inside step(), for each\n"
                "group: lr, (b1, b2) = group['lr'], group['betas'], ...; self.defaults, like a value saved in\n"
-               "__init__, holds only what __init__ was given, and a number written into step() (eps = 1e-8)\n"
-               "ignores what the caller asked for.")
+               "__init__, holds only what __init__ was given, self.param_groups[0] only the first group's, and a\n"
+               "number written into step() (eps = 1e-8) ignores what the caller asked for.")
 
 
 def _cached_mistakes(decoupled: bool, default_wd: float) -> list[Mistake]:
     """Hyper-parameters read once (self.defaults, or self.lr saved in __init__): lr, betas and eps (which also
     names either alone where the other one does not matter, as in the visible cases), weight_decay, or all four."""
-    return [Mistake(f"{what} read from self.defaults (or __init__, or written into step() as a number) instead of "
-                    "from each group",
-                    _adam_variant(decoupled=decoupled, default_wd=default_wd, cached=names), _CACHED_WHY)
-            for what, names in (("lr", ("lr",)), ("betas or eps", ("betas", "eps")), ("weight_decay", ("weight_decay",)),
-                                ("hyper-parameters", ("lr", "betas", "eps", "weight_decay")))]
+    read = (("lr", ("lr",)), ("betas or eps", ("betas", "eps")), ("weight_decay", ("weight_decay",)),
+            ("hyper-parameters", ("lr", "betas", "eps", "weight_decay")))
+    # Only lr changes between steps (a schedule): the rest read from self.param_groups[0] give what self.defaults does.
+    return [*(Mistake(f"{what} read from self.defaults (or __init__, "
+                      f"{'' if 'lr' in names else 'or the first group only, self.param_groups[0], '}or written into step() "
+                      "as a number) instead of from each group",
+                      _adam_variant(decoupled=decoupled, default_wd=default_wd, cached=names), _CACHED_WHY)
+              for what, names in read),
+            *(Mistake(f"{what} read from the first group only (self.param_groups[0]) at every step, not from each group",
+                      _adam_variant(decoupled=decoupled, default_wd=default_wd, first_group=names), _CACHED_WHY)
+              for what, names in read if "lr" in names)]
 
 
 _SHARED_T_WHY = ("Each parameter counts its own steps, in self.state[p]: one whose grad is None sits the step\n"
@@ -691,6 +708,14 @@ SGD_EX = Exercise(
                 _sgd_variant(cached_lr=True, cached_mu=True),
                 "Each parameter group has its own lr and momentum, and a schedule changes group['lr']\n"
                 "between steps. Read lr = group['lr'] and mu = group['momentum'] inside step(), for each group."),
+        Mistake("learning rate and momentum read from the first group only (self.param_groups[0]) at every step, "
+                "not from each group", _sgd_variant(first_group_settings=("lr", "momentum")),
+                "Each parameter group has its own lr and momentum (here group 2 has others). Read\n"
+                "lr = group['lr'] and mu = group['momentum'] inside the loop over the groups, for each group."),
+        Mistake("learning rate read from the first group only (self.param_groups[0]) at every step, not from each "
+                "group", _sgd_variant(first_group_settings=("lr",)),
+                "Each parameter group has its own lr (here group 2 has another one). Read lr = group['lr']\n"
+                "inside the loop over the groups, for each group."),
         Mistake("momentum read once (in __init__ or from self.defaults) instead of from each group",
                 _sgd_variant(cached_mu=True),
                 "Each parameter group may set its own momentum (here group 2 has another one). Read\n"
