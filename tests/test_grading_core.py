@@ -1766,3 +1766,14 @@ def test_what_the_second_hunt_found_the_new_notes_said_wrongly():
                      "    return rearrange(torch.zeros(2, 12, 5), 'b (h t) d -> b h t d', h=5)\n")
     assert "Check which axis the parentheses group" in grouped and "disagrees" not in grouped, grouped
     assert _result_dropped("def f(x):\n    return x\n\nf(torch.zeros(2)).squeeze()\nw.sum(-1).view(-1)\n") == ""
+
+
+def test_leading_axes_flattened_and_never_restored_are_named():
+    """layer_norm computed on x.reshape(-1, D) and returned so was told "a keepdim=True, unsqueeze or [..., None]"
+    on the single vector's (1, 16), and nothing on a (9, 24) for (3, 3, 24) (a learner's try)."""
+    assert _shape_hint((3, 3, 24), (9, 24)) == ("\nthe leading axes flattened into one: a reshape(-1, 24) or view of the "
+                                                "input not undone at the end (reshape the result back to the input's "
+                                                "shape)")
+    single = _shape_hint((16,), (1, 16))
+    assert single.startswith("\none size-1 axis too many: a keepdim=True") and "a reshape(-1, 16) or view" in single
+    assert "reshape(-1" not in _shape_hint((3, 5), (1, 3, 5)) and _shape_hint((3, 5), (15,)) == ""
