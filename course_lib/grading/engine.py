@@ -254,7 +254,8 @@ def run_answer(ex: Exercise, answer: Callable, run: CaseRun) -> Outcome:
     if refused:
         out.on_gpu = dict(describe_error(refused[0]), verdict=True)     # the check's own words
     out.global_state = _global_state_changes(dtype, rng)
-    out.forbidden = [f"calls {name}: {f.reason}" for name, f in watcher.hits.items()]
+    reasons = {f.reason: name for name, f in reversed(watcher.hits.items())}     # one line per reason: the first call
+    out.forbidden = [f"calls {name}: {f.reason}" for name, f in watcher.hits.items() if reasons[f.reason] == name]
     out.tampered = watcher.tampered
     for name, value in inputs.items():
         if name in ex.mutable_inputs:

@@ -106,13 +106,15 @@ def check_on_meta(call: Callable[[], Any], called: str, fix: str, *, may_copy: b
             return                      # a value copied out to be printed: on a GPU a wait, the result unchanged
         elif _COPIED_OUT in text and ".numpy(" in _learner_line(exc)[1]:     # x.cpu().numpy(): .cpu() refused
             said, means = text.split(";")[0], ("It goes through numpy (.cpu().numpy()), whose arrays live on the CPU "
-                                               "only: on a GPU the result comes back on the CPU, and autograd cannot "
-                                               "follow numpy.")
+                                               "only: on a GPU every call copies the tensors to the CPU and waits for "
+                                               "them, and returns on the CPU unless moved back; autograd cannot follow "
+                                               "numpy.")
             fix = "Write it with torch's operations on the tensors themselves (x.mean(-1, keepdim=True), ...)."
         elif _COPIED_OUT in text:
             said, means = text.split(";")[0], ("It copies values to the CPU: into a tensor made without device=, or "
-                                               "through .cpu() or .tolist(). On a GPU the result then "
-                                               "comes back on the CPU, or the call fails.")
+                                               "through .cpu() or .tolist(). On a GPU each call then waits for "
+                                               "that copy, and the result comes back on the CPU unless moved back, or "
+                                               "the call fails.")
         else:
             return
         return refuse_on_gpu(_refusal(f"{called} failed: {said}{_at(exc)}", means, fix))
