@@ -1770,10 +1770,12 @@ def test_what_the_second_hunt_found_the_new_notes_said_wrongly():
 
 def test_leading_axes_flattened_and_never_restored_are_named():
     """layer_norm computed on x.reshape(-1, D) and returned so was told "a keepdim=True, unsqueeze or [..., None]"
-    on the single vector's (1, 16), and nothing on a (9, 24) for (3, 3, 24) (a learner's try)."""
-    assert _shape_hint((3, 3, 24), (9, 24)) == ("\nthe leading axes flattened into one: a reshape(-1, 24) or view of the "
-                                                "input not undone at the end (reshape the result back to the input's "
-                                                "shape)")
+    on the single vector's (1, 16), and nothing on a (9, 24) for (3, 3, 24) (a learner's try). The words name the
+    shape asked for, not the input's: merge_heads's (10, 12) for (2, 5, 12) comes from an input of (2, 3, 5, 4)."""
+    assert _shape_hint((3, 3, 24), (9, 24)) == ("\nthe leading axes flattened into one: a reshape(-1, 24) (or a view, "
+                                                "or a rearrange) whose leading axes were never split back (the result "
+                                                "should be (3, 3, 24))")
     single = _shape_hint((16,), (1, 16))
-    assert single.startswith("\none size-1 axis too many: a keepdim=True") and "a reshape(-1, 16) or view" in single
+    assert single.startswith("\none size-1 axis too many: a keepdim=True") and single.endswith(
+        ", or a reshape(-1, 16) never undone (the result should be (16,))")
     assert "reshape(-1" not in _shape_hint((3, 5), (1, 3, 5)) and _shape_hint((3, 5), (15,)) == ""

@@ -1201,15 +1201,21 @@ def test_a_backward_through_numpy_moved_back_to_x_s_device_is_told_what_a_gpu_wo
     assert "no .cpu() or numpy" in stub
 
 
-def test_a_layernorm_making_its_parameters_in_forward_is_told_to_make_them_in_init():
+@pytest.mark.parametrize("made", [
+    "        self.weight = nn.Parameter(torch.ones(self.d, device=x.device, dtype=x.dtype))\n"
+    "        self.bias = nn.Parameter(torch.zeros(self.d, device=x.device, dtype=x.dtype))\n",
+    "        if not hasattr(self, 'weight'):     # once, on x's device\n"
+    "            self.weight = nn.Parameter(torch.ones(self.d, device=x.device, dtype=x.dtype))\n"
+    "            self.bias = nn.Parameter(torch.zeros(self.d, device=x.device, dtype=x.dtype))\n",
+    "        self.weight, self.bias = nn.Parameter(torch.ones(self.d)), nn.Parameter(torch.zeros(self.d))\n",
+], ids=["every call", "first call", "one line"])
+def test_a_layernorm_making_its_parameters_in_forward_is_told_to_make_them_in_init(made):
     """Parameters made in forward() were told "plain tensors, left out or named differently" (a learner's try)."""
     src = ("class LayerNorm(nn.Module):\n    def __init__(self, normalized_shape, eps=1e-5):\n        super().__init__()\n"
-           "        self.d, self.eps = normalized_shape, eps\n\n    def forward(self, x):\n"
-           "        self.weight = nn.Parameter(torch.ones(self.d, device=x.device, dtype=x.dtype))\n"
-           "        self.bias = nn.Parameter(torch.zeros(self.d, device=x.device, dtype=x.dtype))\n"
+           "        self.d, self.eps = normalized_shape, eps\n\n    def forward(self, x):\n" + made +
            "        return ref.layer_norm(x, self.weight, self.bias, self.eps)\n")
     for r in _both_suites("LayerNorm", _learner_cell(src, "LayerNorm", ref=ref)):
-        assert not r.passed and "LayerNorm makes weight and bias in forward(), at every call" in r.message, r.message
+        assert not r.passed and "LayerNorm makes weight and bias in forward(), not in __init__" in r.message, r.message
         assert "make them once in __init__" in r.message and "named differently" not in r.message, r.message
 
 
@@ -1226,3 +1232,19 @@ def test_autograd_under_another_name_is_refused_once_as_written(call, shown):
     for r in _both_suites("layer_norm_backward", _learner_cell(src, "layer_norm_backward", ref=ref)):
         lines = [line for line in r.message.splitlines() if "without autograd" in line]
         assert not r.passed and len(lines) == 1 and f"calls {shown}: " in lines[0], r.message
+
+
+def test_grad_weight_kept_as_one_row_is_not_told_to_take_the_input_s_shape():
+    """The flattened-axes words said "reshape the result back to the input's shape" for a grad_weight of (1, 8), whose
+    shape is weight's, (8,): they name the shape asked for."""
+    src = ("def layer_norm_backward(grad_out, x, weight, eps=1e-5):\n"
+           "    mean = x.mean(dim=-1, keepdim=True)\n"
+           "    r = 1.0 / torch.sqrt(((x - mean) ** 2).mean(dim=-1, keepdim=True) + eps)\n"
+           "    x_hat = (x - mean) * r\n    g = grad_out * weight\n"
+           "    grad_x = r * (g - g.mean(dim=-1, keepdim=True) - x_hat * (g * x_hat).mean(dim=-1, keepdim=True))\n"
+           "    if x.dim() == 1:\n        return grad_x, grad_out * x_hat, grad_out.clone()\n"
+           "    go, xh = grad_out.reshape(-1, x.shape[-1]), x_hat.reshape(-1, x.shape[-1])\n"
+           "    return grad_x, (go * xh).sum(0, keepdim=True), go.sum(0)\n")
+    r = _both_suites("layer_norm_backward", _learner_cell(src, "layer_norm_backward"))[0]
+    assert not r.passed and "got (1, 8)" in r.message and "(the result should be (8,))" in r.message, r.message
+    assert "input's shape" not in r.message, r.message

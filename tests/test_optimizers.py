@@ -1578,3 +1578,16 @@ def test_adam_reading_lr_from_the_first_group_is_named_so(name):
                                  "step" in r.message), r.message
         r = evaluate(get_exercise(name), _cell(base, name), suite=suite)
         assert r.passed, r.message            # the same answer reading each group
+
+
+def test_sgd_reading_momentum_alone_from_the_first_group_is_named_so():
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+    src = _SGD_FIRST_GROUP.replace("        for group in self.param_groups:\n",
+                                   "        for group in self.param_groups:\n"
+                                   '            lr, mu = group["lr"], self.param_groups[0]["momentum"]\n').replace(
+        "        READ\n", "")
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("SGDMomentum"), _cell(src, "SGDMomentum"), suite=suite)
+        assert not r.passed and ("momentum read once (in __init__ or from self.defaults) or from the first group only "
+                                 "(self.param_groups[0])" in r.message), r.message

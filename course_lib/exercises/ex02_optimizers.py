@@ -716,7 +716,8 @@ SGD_EX = Exercise(
                 "group", _sgd_variant(first_group_settings=("lr",)),
                 "Each parameter group has its own lr (here group 2 has another one). Read lr = group['lr']\n"
                 "inside the loop over the groups, for each group."),
-        Mistake("momentum read once (in __init__ or from self.defaults) instead of from each group",
+        Mistake("momentum read once (in __init__ or from self.defaults) or from the first group only "
+                "(self.param_groups[0]) instead of from each group",
                 _sgd_variant(cached_mu=True),
                 "Each parameter group may set its own momentum (here group 2 has another one). Read\n"
                 "mu = group['momentum'] inside step(), for each group; self.defaults holds only the values\n"

@@ -1181,9 +1181,10 @@ def _assigns_in_forward(m: nn.Module, name: str) -> bool:
         tree = ast.parse(textwrap.dedent(inspect.getsource(type(m).forward)))
     except (OSError, TypeError, SyntaxError):
         return False
+    targets = [t for node in ast.walk(tree) if isinstance(node, (ast.Assign, ast.AnnAssign))
+               for t in (node.targets if isinstance(node, ast.Assign) else [node.target])]
     return any(isinstance(t, ast.Attribute) and t.attr == name and isinstance(t.value, ast.Name) and t.value.id == "self"
-               for node in ast.walk(tree) if isinstance(node, (ast.Assign, ast.AnnAssign))
-               for t in (node.targets if isinstance(node, ast.Assign) else [node.target]))
+               for target in targets for t in ast.walk(target))      # self.weight, self.bias = ... too
 
 
 def _params(m: nn.Module, d: int, named: str = "LayerNorm") -> dict[str, torch.Tensor]:
@@ -1205,10 +1206,10 @@ def _params(m: nn.Module, d: int, named: str = "LayerNorm") -> dict[str, torch.T
                              f"plain tensor. Make the tensor first, then wrap it: nn.Parameter(torch.ones({d}))")
     made_in_forward = [n for n in missing if _assigns_in_forward(m, n)]
     if made_in_forward:
-        raise AttributeError(f"{named} makes {' and '.join(made_in_forward)} in forward(), at every call, so a new "
-                             f"{named} has no {' or '.join(made_in_forward)} until it runs, an optimizer made before "
-                             "the first call never sees them, and each call starts them afresh: make them once in "
-                             f"__init__, nn.Parameter(torch.ones({d})), and only use them in forward()")
+        raise AttributeError(f"{named} makes {' and '.join(made_in_forward)} in forward(), not in __init__, so a new "
+                             f"{named} has no {' or '.join(made_in_forward)} until it first runs, and an optimizer "
+                             "made before that call never sees them: make them once in __init__, "
+                             f"nn.Parameter(torch.ones({d})), and only use them in forward()")
     if missing:
         names = sorted(params)
         found = (f"has {names[:4]}" + (f" and {len(names) - 4} more" if len(names) > 4 else "")

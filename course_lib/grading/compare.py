@@ -74,11 +74,9 @@ def _shape_hint(expected, got) -> str:
                 "left out)")
     drop1 = lambda s: tuple(d for d in s if d != 1)
     flattened = len(e) != 2 and len(e) >= 1 and g == (math.prod(e[:-1]), e[-1])     # x.reshape(-1, D), kept
-    undo = (f"a reshape(-1, {e[-1] if e else ''}) or view of the input not undone at the end (reshape the result "
-            "back to the input's shape)")
     if drop1(e) == drop1(g) and len(g) == len(e) + 1:
         return ("\none size-1 axis too many: a keepdim=True, unsqueeze or [..., None] the result should not keep"
-                + (f", or {undo}" if flattened else ""))
+                + (f", or a reshape(-1, {e[-1]}) never undone (the result should be {_shape(e)})" if flattened else ""))
     if drop1(e) == drop1(g) and len(g) == len(e) - 1:
         return ("\none size-1 axis missing: never added ([:, None], unsqueeze), or taken away by a sum, mean or "
                 "max without keepdim=True, or by a squeeze")
@@ -87,7 +85,8 @@ def _shape_hint(expected, got) -> str:
                 "away by a squeeze() with no dim, which removes every size-1 axis, those that belong too (name "
                 "the one you mean: squeeze(dim))")
     if flattened:
-        return f"\nthe leading axes flattened into one: {undo}"
+        return (f"\nthe leading axes flattened into one: a reshape(-1, {e[-1]}) (or a view, or a rearrange) whose "
+                f"leading axes were never split back (the result should be {_shape(e)})")
     return ""
 
 
