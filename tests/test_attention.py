@@ -1298,3 +1298,89 @@ def test_multi_head_attention_slips_with_bare_errors_get_words(change, said):
     """self.dropout(w, training=...) and a class not built on nn.Module got torch's and Python's words alone (05's
     second learner)."""
     _grade_changed_mha(change, said)
+
+
+def _cell(src, name, **names):
+    """``name`` as a notebook cell defines it, its lines readable for the messages (ipykernel's file names)."""
+    import linecache
+    import math
+    filename = f"/tmp/ipykernel_0/{abs(hash(src))}.py"
+    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
+    ns = {"torch": torch, "nn": nn, "F": torch.nn.functional, "math": math, "__name__": "__main__", **names}
+    exec(compile(src, filename, "exec"), ns)
+    return ns[name]
+
+
+_OWN_SDPA = ("def scaled_dot_product_attention(q, k, v, mask=None):\n"
+             "    scores = q @ k.mT / math.sqrt(q.shape[-1])\n"
+             "    if mask is not None:\n"
+             "        scores = scores.masked_fill(~mask, float('-inf'))\n"
+             "    w = torch.softmax(scores, dim=-1)\n"
+             "    if mask is not None:\n"
+             "        w = w.masked_fill(~mask, 0.0)\n"
+             "    return w @ v, w\n")
+_OWN_MHA = ("class MultiHeadAttention(nn.Module):\n"
+            "    def __init__(self, d_model, n_heads, dropout=0.0, bias=True):\n"
+            "        super().__init__()\n        self.n_heads = n_heads\n"
+            "        self.q_proj = nn.Linear(d_model, d_model, bias=bias)\n"
+            "        self.k_proj = nn.Linear(d_model, d_model, bias=bias)\n"
+            "        self.v_proj = nn.Linear(d_model, d_model, bias=bias)\n"
+            "        self.out_proj = nn.Linear(d_model, d_model, bias=bias)\n"
+            "        self.dropout = nn.Dropout(dropout)\n\n"
+            "    def forward(self, x, context=None, mask=None):\n"
+            "        source = x if context is None else context\n"
+            "        q = split_heads(self.q_proj(x), self.n_heads)\n"
+            "        k = split_heads(self.k_proj(source), self.n_heads)\n"
+            "        v = split_heads(self.v_proj(source), self.n_heads)\n"
+            "        MASK\n"
+            "        _, w = scaled_dot_product_attention(q, k, v, mask)\n"
+            "        out = DROP @ v\n"
+            "        return self.out_proj(merge_heads(out))\n")
+
+
+def _own_mha(mask="pass", drop="self.dropout(w)"):
+    from course_lib.reference.heads import merge_heads, split_heads
+    sdpa = _cell(_OWN_SDPA, "scaled_dot_product_attention")
+    return _cell(_OWN_MHA.replace("MASK", mask).replace("DROP", drop), "MultiHeadAttention", split_heads=split_heads,
+                 merge_heads=merge_heads, scaled_dot_product_attention=sdpa)
+
+
+def test_multi_head_attention_with_the_mask_given_an_axis_hears_of_the_mask_alone():
+    """mask.unsqueeze(1) in MultiHeadAttention failed in the learner's own attention at a masked_fill line, and was
+    told first of q * k and of turning k round; with B = 1 the padding mask broadcast the scores to five axes and
+    only merge_heads's refusal was said (a learner's try)."""
+    mha = _own_mha(mask="if mask is not None:\n            mask = mask.unsqueeze(1)")
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("MultiHeadAttention"), mha, suite=suite)
+        assert not r.passed and "If this comes from the mask: it arrives ready to broadcast" in r.message, r.message
+        assert "q * k" not in r.message and "turning k round" not in r.message, r.message
+
+
+def test_multi_head_attention_giving_f_dropout_the_module_is_told_to_call_it():
+    mha = _own_mha(drop="F.dropout(w, self.dropout, training=self.training)")
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("MultiHeadAttention"), mha, suite=suite)
+        assert not r.passed and "'<' not supported between instances of 'Dropout' and 'float'" in r.message, r.message
+        assert "F.dropout takes the rate, a number, where it got an nn.Dropout module" in r.message, r.message
+    assert evaluate(get_exercise("MultiHeadAttention"), _own_mha()).passed
+
+
+def test_an_axis_counted_from_the_front_in_a_shape_is_told_to_count_from_the_end():
+    """q.shape[3] raised a bare 'tuple index out of range' on 3-D inputs, where dim=3 had a note."""
+    sdpa = _cell(_OWN_SDPA.replace("q.shape[-1]", "q.shape[3]"), "scaled_dot_product_attention")
+    r = evaluate(get_exercise("scaled_dot_product_attention"), sdpa)
+    assert not r.passed and "raised IndexError: tuple index out of range" in r.message, r.message
+    assert "(q.shape[3]) where inputs come with other numbers of leading axes" in r.message, r.message
+    assert "(q.shape[-1] is the last axis)" in r.message, r.message
+
+
+def test_a_dropout_made_in_place_is_named_among_the_in_place_operations():
+    from course_lib.reference.heads import merge_heads, split_heads
+    src = _OWN_MHA.replace("MASK", "pass").replace("DROP", "self.dropout(w)").replace(
+        "nn.Dropout(dropout)", "nn.Dropout(dropout, inplace=True)")
+    mha = _cell(src, "MultiHeadAttention", split_heads=split_heads, merge_heads=merge_heads,
+                scaled_dot_product_attention=_cell(_OWN_SDPA, "scaled_dot_product_attention"))
+    rs = [evaluate(get_exercise("MultiHeadAttention"), mha, suite=s) for s in ("visible", "hidden")]
+    assert any(not r.passed for r in rs)
+    for r in rs:
+        assert r.passed or "nn.Dropout(p, inplace=True)" in r.message, r.message

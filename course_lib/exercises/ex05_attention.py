@@ -1,7 +1,9 @@
 """Checks for notebooks/05_attention: attention, causal and padding masks, multi-head attention."""
 from __future__ import annotations
 
+import linecache
 import math
+import os
 import re
 
 import torch
@@ -386,6 +388,30 @@ def _m_nan_rows(q, k, v, mask=None):
     return w @ v, w
 
 
+_ADDITIVE_WHY = ("An additive mask (0 where allowed, a large negative where blocked) leaves a row whose keys are all\n"
+                 "blocked with finite scores, so its softmax still spreads over them: uniformly, or as the unmasked\n"
+                 "weights, depending on the precision. The contract asks for weights 0 and output 0 there: zero\n"
+                 "the blocked weights after the softmax, weights.masked_fill(~mask, 0.0), and compute the output\n"
+                 "from them.")
+
+
+def _m_additive(big):
+    """The mask added to the scores, 0 where allowed and -big where blocked (torch.where(mask, 0, -1e9), or
+    (1 - mask) * -10000.0), and nothing zeroed after the softmax."""
+    def wrong(q, k, v, mask=None):
+        s = q @ k.mT / math.sqrt(q.shape[-1])
+        if mask is not None:
+            s = s + torch.where(mask, 0.0, -big).to(s.dtype)
+        w = torch.softmax(s, dim=-1)
+        return w @ v, w
+    return wrong
+
+
+def _m_out_before_zeroing_inf(q, k, v, mask=None):
+    out, w = _m_nan_rows(q, k, v, mask)                   # the NaN rows' output, then the weights zeroed
+    return out, (w if mask is None else w.masked_fill(~mask, 0.0))
+
+
 def _m_uniform_rows(q, k, v, mask=None):
     s = q @ k.mT / math.sqrt(q.shape[-1])
     if mask is not None:
@@ -460,6 +486,11 @@ SDPA = Exercise(
                 "Zero the weights first and compute the output from the zeroed weights: out = weights @ v comes\n"
                 "after weights.masked_fill(~mask, 0.0). With -1e9 a row whose keys are all blocked gets uniform\n"
                 "weights, and an output made before the zeroing keeps them: it attends to forbidden positions."),
+        Mistake("the output computed before the blocked weights were zeroed (with -inf in the scores: NaN rows)",
+                _m_out_before_zeroing_inf,
+                "Zero the weights first and compute the output from the zeroed weights: out = weights @ v comes\n"
+                "after weights.masked_fill(~mask, 0.0). With -inf a row whose keys are all blocked gets weights\n"
+                "0/0 = NaN, and an output made before the zeroing keeps the NaN."),
         Mistake("divided by d_k instead of √d_k",
                 _m_by_dk,
                 "A dot product of d_k unit-variance terms has variance d_k, so its standard deviation\n"
@@ -582,6 +613,8 @@ SDPA = Exercise(
                 "Filling blocked scores with -1e9 gives a row of only blocked keys equal scores, so its\n"
                 "softmax is uniform: it attends to positions that are all forbidden. The contract\n"
                 "asks for weights 0 and output 0 there."),
+        *(Mistake(f"the mask added to the scores ({shown} where blocked), and fully masked rows not zeroed",
+                  _m_additive(big), _ADDITIVE_WHY) for big, shown in ((1e9, "-1e9"), (1e4, "-10000"))),
     ],
     forbidden=[SDPA_FORBIDDEN, FLEX_FORBIDDEN],
 )
@@ -838,6 +871,25 @@ class _FixedDropout(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
+def _mha_mask_note(mask: torch.Tensor) -> str:
+    return (f"If this comes from the mask: it arrives ready to broadcast against the (B, H, T_q, T_k) scores,\nhere "
+            f"of shape {tuple(mask.shape)} ((T_q, T_k) causal, or (B, 1, 1, T_k) padding): use it as it is,\nwithout an "
+            f"unsqueeze or a reshape.")
+
+
+def _deepest_learner_line(exc: BaseException) -> str:
+    """The source line of the innermost frame outside torch and this library where exc was raised (the learner's
+    scaled_dot_product_attention, say, called by their MultiHeadAttention), or ""."""
+    import linecache
+    line, tb = "", exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if f"{os.sep}torch{os.sep}" not in name and f"{os.sep}course_lib{os.sep}" not in name:
+            line = linecache.getline(name, tb.tb_lineno)
+        tb = tb.tb_next
+    return line
+
+
 def _call_mha(impl, inputs):
     """Build the module, load the case's weights into its four projections, run it in eval mode (or in
     training mode, dropout fixed, where the case says so)."""
@@ -880,14 +932,20 @@ def _call_mha(impl, inputs):
     with torch.no_grad(), _FixedDropout(inputs["train"] or "keep all"):
         try:
             out = module(x, context=inputs["context"], mask=inputs["mask"])
+        except ValueError as exc:
+            # a mask given an axis: (B, 1, 1, T_k) unsqueezed broadcasts the scores to five axes, which only
+            # merge_heads refuses
+            if inputs["mask"] is not None and re.search(r"expects x of shape \(B, H, T, D\), got \((\d+, ){4,}", str(exc)):
+                exc.add_note(_mha_mask_note(inputs["mask"]))
+            raise
         except RuntimeError as exc:
             ctx = inputs["context"]
-            add_turn_k_note(exc, unsure=True)      # k.T on the (B, H, T, D) keys, as in the exercises before
+            mask_line = _deepest_learner_line(exc)
+            if not (re.search(r"\bmask\b", mask_line) and not re.search(r"\b[kK]\w*", mask_line)):
+                add_turn_k_note(exc, unsure=True)      # k.T on the (B, H, T, D) keys, as in the exercises before
             # `context or x` asks a tensor for one True or False: the engine's note on that error says so
             if inputs["mask"] is not None and "must match the size of tensor" in str(exc):
-                exc.add_note(f"If this comes from the mask: it arrives ready to broadcast against the (B, H, T_q, "
-                             f"T_k) scores,\nhere of shape {tuple(inputs['mask'].shape)} ((T_q, T_k) causal, or "
-                             f"(B, 1, 1, T_k) padding): use it as it is,\nwithout an unsqueeze or a reshape.")
+                exc.add_note(_mha_mask_note(inputs["mask"]))
             if ctx is not None and ctx.shape[1] != x.shape[1] and "Boolean value of Tensor" not in str(exc):
                 exc.add_note(f"If this comes from the lengths: in this cross-attention x has T_q = {x.shape[1]} "
                              f"positions and context T_k = {ctx.shape[1]}.\nKeys and values both come from context "

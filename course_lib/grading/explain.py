@@ -348,6 +348,17 @@ def explain(exc: BaseException) -> str:
                    f"optimizer keeps\nthem too, in {name}.param_groups, but is not itself a sequence of them.")
     if "must be Tensor, not int" in text and re.search(r"\bsum\(", line):
         why = "sum() of no items is the int 0, not a tensor.\n" + _EXHAUSTED
+    axis = re.search(r"(\w+)(\.shape\[\s*\d+\s*\]|\.size\(\s*\d+\s*\))", line)
+    if text == "tuple index out of range" and not why and axis:
+        why = (f"The tensor has fewer axes than that axis number needs. A common cause: an axis counted from the front\n"
+               f"({axis.group(0)}) where inputs come with other numbers of leading axes: count from the end\n"
+               f"({axis.group(1)}.shape[-1] is the last axis), which holds for any number of them.")
+    dropout = re.search(r"'(?:<|>|<=|>=)' not supported between instances of '(?:float|int)' and '(\w*Dropout)'|"
+                        r"'(?:<|>|<=|>=)' not supported between instances of '(\w*Dropout)' and '(?:float|int)'", text)
+    if dropout and not why:             # F.dropout(w, self.dropout) with self.dropout an nn.Dropout
+        why = ("F.dropout takes the rate, a number, where it got an nn.Dropout module. Call the module on the tensor,\n"
+               "self.dropout(w), which knows its rate and the training mode; or keep the rate as a number and give\n"
+               "it to F.dropout(w, p, training=self.training).")
     if "positional argument" in text and re.search(r"super\(\)\.__init__\(\s*[^)\s]", line):
         why = ("nn.Module's own __init__ takes no arguments: super().__init__(), with nothing between the brackets.\n"
                "The module's sizes and settings are yours to keep, as its parameters and attributes (self.eps = eps).")

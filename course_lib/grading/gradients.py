@@ -30,5 +30,7 @@ def grads_of(y: torch.Tensor, wrt: list[torch.Tensor]) -> tuple:
         if "modified by an inplace operation" not in str(exc):
             raise
         raise ValueError("autograd cannot differentiate the answer: an in-place operation (y /= ..., y.mul_(...), "
-                         "y.masked_fill_(...), y[...] = ...) changed a tensor autograd had kept to compute the "
-                         "gradient. Make new tensors instead (y = y / ..., y = y.masked_fill(...))") from None
+                         "y.masked_fill_(...), y[...] = ..., or a layer made with inplace=True, as nn.Dropout(p, "
+                         "inplace=True) or nn.ReLU(inplace=True)) changed a tensor autograd had kept to compute the "
+                         "gradient. Make new tensors instead (y = y / ..., y = y.masked_fill(...), inplace=False)"
+                         ) from None
