@@ -1362,6 +1362,7 @@ def test_multi_head_attention_giving_f_dropout_the_module_is_told_to_call_it():
         r = evaluate(get_exercise("MultiHeadAttention"), mha, suite=suite)
         assert not r.passed and "'<' not supported between instances of 'Dropout' and 'float'" in r.message, r.message
         assert "F.dropout takes the rate, a number, where it got an nn.Dropout module" in r.message, r.message
+        assert "self.dropout(x): it knows its rate (self.dropout.p)" in r.message, r.message
     assert evaluate(get_exercise("MultiHeadAttention"), _own_mha()).passed
 
 
@@ -1370,8 +1371,9 @@ def test_an_axis_counted_from_the_front_in_a_shape_is_told_to_count_from_the_end
     sdpa = _cell(_OWN_SDPA.replace("q.shape[-1]", "q.shape[3]"), "scaled_dot_product_attention")
     r = evaluate(get_exercise("scaled_dot_product_attention"), sdpa)
     assert not r.passed and "raised IndexError: tuple index out of range" in r.message, r.message
-    assert "(q.shape[3]) where inputs come with other numbers of leading axes" in r.message, r.message
-    assert "(q.shape[-1] is the last axis)" in r.message, r.message
+    text = " ".join(r.message.split())
+    assert "q has 3 axes here, (2, 4, 8), so q.shape[3] is not there" in text, r.message
+    assert "(count from the end: q.shape[-1] is the last)" in text, r.message
 
 
 def test_a_dropout_made_in_place_is_named_among_the_in_place_operations():
@@ -1384,3 +1386,36 @@ def test_a_dropout_made_in_place_is_named_among_the_in_place_operations():
     assert any(not r.passed for r in rs)
     for r in rs:
         assert r.passed or "nn.Dropout(p, inplace=True)" in r.message, r.message
+
+
+def test_an_additive_mask_with_the_output_taken_before_zeroing_is_named():
+    src = _OWN_SDPA.replace("scores.masked_fill(~mask, float('-inf'))", "scores + torch.where(mask, 0.0, -1e9)").replace(
+        "    if mask is not None:\n        w = w.masked_fill(~mask, 0.0)\n    return w @ v, w\n",
+        "    out = w @ v\n    if mask is not None:\n        w = w.masked_fill(~mask, 0.0)\n    return out, w\n")
+    assert "out = w @ v" in src
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("scaled_dot_product_attention"), _cell(src, "scaled_dot_product_attention"), suite=suite)
+        assert not r.passed and ("known mistake: the output computed before the blocked weights were zeroed (with a "
+                                 "large negative added to the scores)") in r.message, r.message
+
+
+def test_a_mask_unsqueezed_on_a_line_that_turns_k_right_hears_of_the_mask_alone():
+    from course_lib.reference.heads import merge_heads, split_heads
+    src = _OWN_MHA.replace("MASK", "pass").replace("DROP", "self.dropout(w)").replace(
+        "        _, w = scaled_dot_product_attention(q, k, v, mask)\n",
+        "        s = q @ k.mT / math.sqrt(q.shape[-1])\n"
+        "        if mask is not None:\n"
+        "            s = (q @ k.mT / math.sqrt(q.shape[-1])).masked_fill(~mask.unsqueeze(1), float('-inf'))\n"
+        "        w = torch.softmax(s, dim=-1).nan_to_num(0.0)\n")
+    mha = _cell(src, "MultiHeadAttention", split_heads=split_heads, merge_heads=merge_heads)
+    r = evaluate(get_exercise("MultiHeadAttention"), mha, suite="visible")
+    assert not r.passed and "If this comes from the mask: it arrives ready to broadcast" in r.message, r.message
+    assert "turning k round" not in r.message, r.message
+
+
+def test_a_dropout_module_compared_with_a_number_is_told_it_is_the_module():
+    """`if self.training and self.dropout > 0:` was told of F.dropout, which the line does not call."""
+    mha = _own_mha(drop="(self.dropout(w) if self.dropout > 0 else w)")
+    r = evaluate(get_exercise("MultiHeadAttention"), mha)
+    assert not r.passed and "That is the nn.Dropout module, not its rate." in r.message, r.message
+    assert "F.dropout takes" not in r.message, r.message

@@ -1779,3 +1779,28 @@ def test_leading_axes_flattened_and_never_restored_are_named():
     assert single.startswith("\none size-1 axis too many: a keepdim=True") and single.endswith(
         ", or a reshape(-1, 16) never undone (the result should be (16,))")
     assert "reshape(-1" not in _shape_hint((3, 5), (1, 3, 5)) and _shape_hint((3, 5), (15,)) == ""
+
+
+@pytest.mark.parametrize("body, says", [
+    # 08's mlm_mask on a single sequence: shape[0] exists, shape[1] does not
+    ("    return torch.rand(t.shape[0], t.shape[1]) < 0.5\n",
+     "t has 1 axis here, (7,), so t.shape[1] is not there."),
+    # a sampled id squeezed at B = 1
+    ("    n = t[:1].sum().squeeze()\n    return n.reshape(n.shape[0], 1)\n",
+     "n has no axes here (a 0-d tensor), so n.shape[0] is not there."),
+])
+def test_a_missing_axis_names_the_tensor_that_lacks_it(body, says):
+    """The note named the first x.shape[<digit>] of the line (shape[0], which exists) and said only "count from the
+    end", which fails again for a tensor that lost an axis or sizes taken one by one (a hunt's finds)."""
+    import linecache
+    src = "def f(t):\n" + body
+    filename = f"/tmp/ipykernel_0/{abs(hash(src))}.py"
+    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
+    ns = {"torch": torch, "__name__": "__main__"}
+    exec(compile(src, filename, "exec"), ns)
+    from course_lib.grading.explain import explain
+    try:
+        ns["f"](torch.arange(7.0))
+    except IndexError as exc:
+        why = " ".join(explain(exc).split())
+    assert says in why and "an axis lost on the way" in why, why

@@ -395,15 +395,19 @@ _ADDITIVE_WHY = ("An additive mask (0 where allowed, a large negative where bloc
                  "from them.")
 
 
-def _m_additive(big):
+def _m_additive(big, zero_after=False):
     """The mask added to the scores, 0 where allowed and -big where blocked (torch.where(mask, 0, -1e9), or
-    (1 - mask) * -10000.0), and nothing zeroed after the softmax."""
+    (1 - mask) * -10000.0), and nothing zeroed after the softmax; zero_after: the weights zeroed after the
+    output was taken from them."""
     def wrong(q, k, v, mask=None):
         s = q @ k.mT / math.sqrt(q.shape[-1])
         if mask is not None:
             s = s + torch.where(mask, 0.0, -big).to(s.dtype)
         w = torch.softmax(s, dim=-1)
-        return w @ v, w
+        out = w @ v
+        if mask is not None and zero_after:
+            w = w.masked_fill(~mask, 0.0)
+        return out, w
     return wrong
 
 
@@ -614,7 +618,14 @@ SDPA = Exercise(
                 "softmax is uniform: it attends to positions that are all forbidden. The contract\n"
                 "asks for weights 0 and output 0 there."),
         *(Mistake(f"the mask added to the scores ({shown} where blocked), and fully masked rows not zeroed",
-                  _m_additive(big), _ADDITIVE_WHY) for big, shown in ((1e9, "-1e9"), (1e4, "-10000"))),
+                  _m_additive(big), _ADDITIVE_WHY) for big, shown in ((1e9, "a large negative such as -1e9"),
+                                                                      (1e4, "a negative such as -10000"))),
+        Mistake("the output computed before the blocked weights were zeroed (with a large negative added to the "
+                "scores)", _m_additive(1e9, zero_after=True),
+                "Zero the weights first and compute the output from the zeroed weights: out = weights @ v comes\n"
+                "after weights.masked_fill(~mask, 0.0). With a large finite negative a row whose keys are all\n"
+                "blocked keeps weights on them, and an output made before the zeroing keeps those: it attends to\n"
+                "forbidden positions."),
     ],
     forbidden=[SDPA_FORBIDDEN, FLEX_FORBIDDEN],
 )
@@ -941,7 +952,9 @@ def _call_mha(impl, inputs):
         except RuntimeError as exc:
             ctx = inputs["context"]
             mask_line = _deepest_learner_line(exc)
-            if not (re.search(r"\bmask\b", mask_line) and not re.search(r"\b[kK]\w*", mask_line)):
+            # a line of the mask's with no keys, or whose keys are already turned right (k.mT, transpose(-2, -1))
+            if not (re.search(r"\bmask\b", mask_line) and (not re.search(r"\b[kK]\w*", mask_line) or re.search(
+                    r"\.mT\b|\.transpose\(\s*-2\s*,\s*-1\s*\)|\.transpose\(\s*-1\s*,\s*-2\s*\)", mask_line))):
                 add_turn_k_note(exc, unsure=True)      # k.T on the (B, H, T, D) keys, as in the exercises before
             # `context or x` asks a tensor for one True or False: the engine's note on that error says so
             if inputs["mask"] is not None and "must match the size of tensor" in str(exc):

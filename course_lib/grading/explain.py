@@ -348,21 +348,40 @@ def explain(exc: BaseException) -> str:
                    f"optimizer keeps\nthem too, in {name}.param_groups, but is not itself a sequence of them.")
     if "must be Tensor, not int" in text and re.search(r"\bsum\(", line):
         why = "sum() of no items is the int 0, not a tensor.\n" + _EXHAUSTED
-    axis = re.search(r"(\w+)(\.shape\[\s*\d+\s*\]|\.size\(\s*\d+\s*\))", line)
-    if text == "tuple index out of range" and not why and axis:
-        why = (f"The tensor has fewer axes than that axis number needs. A common cause: an axis counted from the front\n"
-               f"({axis.group(0)}) where inputs come with other numbers of leading axes: count from the end\n"
-               f"({axis.group(1)}.shape[-1] is the last axis), which holds for any number of them.")
-    dropout = re.search(r"'(?:<|>|<=|>=)' not supported between instances of '(?:float|int)' and '(\w*Dropout)'|"
-                        r"'(?:<|>|<=|>=)' not supported between instances of '(\w*Dropout)' and '(?:float|int)'", text)
-    if dropout and not why:             # F.dropout(w, self.dropout) with self.dropout an nn.Dropout
-        why = ("F.dropout takes the rate, a number, where it got an nn.Dropout module. Call the module on the tensor,\n"
-               "self.dropout(w), which knows its rate and the training mode; or keep the rate as a number and give\n"
-               "it to F.dropout(w, p, training=self.training).")
+    if text == "tuple index out of range" and not why:
+        why = _missing_axis(exc, line)
+    dropout = re.search(r"'[<>]=?' not supported between instances of '(?:\w*Dropout' and '(?:float|int)|"
+                        r"(?:float|int)' and '\w*Dropout)'", text)
+    if dropout and not why:             # F.dropout(w, self.dropout), or `if self.dropout > 0`, with an nn.Dropout
+        why = ("F.dropout takes the rate, a number, where it got an nn.Dropout module. " if re.search(
+                   r"\b(F|functional)\.dropout\(", line) else "That is the nn.Dropout module, not its rate. ")
+        why += ("Call the module on the tensor,\nself.dropout(x): it knows its rate (self.dropout.p) and whether the "
+                "model is training.")
     if "positional argument" in text and re.search(r"super\(\)\.__init__\(\s*[^)\s]", line):
         why = ("nn.Module's own __init__ takes no arguments: super().__init__(), with nothing between the brackets.\n"
                "The module's sizes and settings are yours to keep, as its parameters and attributes (self.eps = eps).")
     return why
+
+
+def _missing_axis(exc: BaseException, line: str) -> str:
+    """For "tuple index out of range" on a line that reads t.shape[i] or t.size(i): which tensor has fewer axes than
+    asked for, and the usual causes, or ""."""
+    frame = _learner_line(exc)[0]
+    if frame is None:
+        return ""
+    names = {**frame.f_globals, **frame.f_locals}
+    for m in re.finditer(r"(?<![\w.])(\w+)(?:\.shape\[\s*(-?\d+)\s*\]|\.size\(\s*(?:dim\s*=\s*)?(-?\d+)\s*\))", line):
+        name, index = m.group(1), int(m.group(2) or m.group(3))
+        t = names.get(name)
+        if isinstance(t, torch.Tensor) and not -t.dim() <= index < t.dim():
+            shape = "no axes here (a 0-d tensor)" if t.dim() == 0 else (
+                f"{t.dim()} {'axis' if t.dim() == 1 else 'axes'} here, {tuple(t.shape)}")
+            return (f"{name} has {shape}, so {m.group(0)} is not there. Common causes: an axis counted\n"
+                    f"from the front where inputs come with other numbers of axes (count from the end: {name}.shape[-1] "
+                    f"is the\nlast); an axis lost on the way (an index such as [0], or a .squeeze() with no axis, which "
+                    f"drops every\naxis of size 1); sizes taken one by one where the whole shape was meant "
+                    f"(torch.rand({name}.shape), or\n{name}.numel() for the number of elements).")
+    return ""
 
 
 def _code_of(frame) -> str:
