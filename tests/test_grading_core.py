@@ -1804,3 +1804,36 @@ def test_a_missing_axis_names_the_tensor_that_lacks_it(body, says):
     except IndexError as exc:
         why = " ".join(explain(exc).split())
     assert says in why and "an axis lost on the way" in why, why
+
+
+@pytest.mark.parametrize("exercise, body, says", [
+    ("batched_dot", "torch.bmm(q.reshape(-1, *q.shape[-2:]), k.reshape(-1, *k.shape[-2:]).transpose(1, 2))"
+                    ".reshape(*q.shape[:-1], k.shape[-2])",
+     "bmm needs the same batch size in both tensors and does not broadcast: here 2 and 1"),
+    ("batched_dot", "einsum('...id,...jd->...ij', q, k)", "The setup cell's einsum is einops': the tensors first"),
+    ("batched_dot", "torch.mm(q, k.mT)", "torch.mm multiplies two 2-D matrices only"),
+    ("batched_dot", "torch.stack([q[b] @ k[b].mT for b in range(q.shape[0])])", ".mT swaps the last two axes, so it"),
+    ("split_heads", "rearrange(x, 'b t (h d) -> b h t d')", "A group that is split, (h d), needs every size in it but one"),
+    ("split_heads", "rearrange(x, 'b t (n d) -> b h t d', h=n_heads)", "rearrange keeps every axis: each name on one"),
+    ("merge_heads", "rearrange(x, 'b h t d -> b t (h, d)')", "the names are separated by spaces, also inside a group"),
+], ids=["bmm of unequal batches", "einsum pattern first", "mm", "mT of a vector", "no size", "one side", "comma"])
+def test_welcome_slips_in_torch_and_einops_get_words(exercise, body, says):
+    """Each got only torch's or einops' own text (a third learner's tries); the bmm of a k shared across the batch
+    was told to turn k round, which it had done."""
+    import warnings
+
+    from einops import einsum, rearrange
+
+    from course_lib.grading.spec import get_exercise
+    args = {"batched_dot": "q, k", "split_heads": "x, n_heads", "merge_heads": "x"}[exercise]
+    source = f"def {exercise}({args}):\n    return {body}\n"
+    filename = f"/tmp/ipykernel_0/{abs(hash(source))}.py"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    ns = {"torch": torch, "einsum": einsum, "rearrange": rearrange, "__name__": "__main__"}
+    exec(compile(source, filename, "exec"), ns)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = evaluate(get_exercise(exercise), ns[exercise], suite="visible")
+    text = " ".join(r.message.split())
+    assert not r.passed and " ".join(says.split()) in text, r.message
+    assert "Swap k's last two axes" not in text or "bmm" not in body, r.message

@@ -261,6 +261,11 @@ def add_turn_k_note(exc: BaseException, unsure: bool = False) -> None:
                      + "a letter in both inputs and not in the output is summed over. q (…, T_q, D)\n"
                      "and k (…, T_k, D) share D, their last axis: einsum(q, k, '... i d, ... j d -> ... i j') with\n"
                      "einops' einsum (the setup cell's), or torch.einsum('...id,...jd->...ij', q, k).")
+    elif (sizes := re.search(r"first two dimensions of batch2 tensor to be: \[(\d+), \d+\] but got: \[(\d+), \d+\]",
+                             text)) and sizes[1] != sizes[2]:
+        exc.add_note(f"bmm needs the same batch size in both tensors and does not broadcast: here {sizes[1]} and "
+                     f"{sizes[2]}\n(k shared across the batch, say). q @ k.mT (torch.matmul) broadcasts the leading "
+                     "axes, and takes any number of them.")
     elif any(s in text for s in _MATMUL_ERRORS + _TURNED_K_ERRORS):
         sure = not unsure and any(s in text for s in _MATMUL_ERRORS)
         where = describe_error(exc)["where"]

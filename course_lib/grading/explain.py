@@ -81,6 +81,27 @@ TORCH_ERRORS = {
     "is not used in transform":
         "Each size given by keyword (h=n_heads) belongs to an axis of the pattern with the same name, case\n"
         "included: a keyword whose name the pattern does not have (heads= for h, h= for H) is refused.",
+    "must be a string, representing the einsum pattern":
+        "The setup cell's einsum is einops': the tensors first, then the pattern, with the axis names separated by\n"
+        "spaces: einsum(q, k, '... i d, ... j d -> ... i j'). torch.einsum is the one that takes the pattern first,\n"
+        "torch.einsum('...id,...jd->...ij', q, k).",
+    "Could not infer sizes for":
+        "A group that is split, (h d), needs every size in it but one: give it by keyword, as in\n"
+        "rearrange(x, 'b t (h d) -> b h t d', h=n_heads); einops works out the other from the axis's length.",
+    "Identifiers only on one side of expression":
+        "rearrange keeps every axis: each name on one side of -> appears on the other too, spelled the same\n"
+        "(inside a group or not). A name on one side only is a typo, a leftover, or an axis left out of the other\n"
+        "side: (n d) on the left and h on the right, say. To sum or drop an axis, use reduce; to add one, repeat.",
+    "Unknown character ','":
+        "In an einops pattern the names are separated by spaces, also inside a group: (h d), not (h, d). Commas\n"
+        "separate the inputs of einsum's pattern only ('... i d, ... j d -> ... i j').",
+    "self must be a matrix":
+        "torch.mm multiplies two 2-D matrices only. q @ k.mT (torch.matmul) takes inputs with any number of\n"
+        "leading axes and broadcasts them.",
+    "tensor.mT is only supported on matrices":
+        ".mT swaps the last two axes, so it needs at least two, and this tensor has one. A common cause: an axis\n"
+        "indexed away (k[b] in a loop over the batch) where inputs come with other numbers of leading axes:\n"
+        "work on the whole tensors, q @ k.mT, which handles any number of them.",
     "can't divide axis":
         "einops could not cut an axis into the sizes asked. Check which axis the parentheses group (split_heads\n"
         "cuts the features, the last axis: 'b t (h d) -> b h t d'), and that each size comes from the arguments,\n"
