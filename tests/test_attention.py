@@ -1419,3 +1419,25 @@ def test_a_dropout_module_compared_with_a_number_is_told_it_is_the_module():
     r = evaluate(get_exercise("MultiHeadAttention"), mha)
     assert not r.passed and "That is the nn.Dropout module, not its rate." in r.message, r.message
     assert "F.dropout takes" not in r.message, r.message
+
+
+def test_k_dot_t_given_to_bmm_is_told_to_turn_k_not_that_bmm_does_not_broadcast():
+    """k.T moves D in front, so bmm's message reads as batches of 2 and 6: the bmm note said "k shared across the
+    batch", which it was not (a hunt's find); k.T's own note is the one that fits."""
+    import warnings
+    from course_lib.exercises.ex00_welcome import DOT
+    dot = _cell("def batched_dot(q, k):\n    return torch.bmm(q, k.T)\n", "batched_dot")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = evaluate(DOT, dot, suite="visible")
+    assert not r.passed and "k.T reverses every axis of a k" in r.message and "does not broadcast" not in r.message, \
+        r.message
+
+
+def test_a_dropout_module_built_in_forward_from_the_module_is_told_to_call_it():
+    """nn.Dropout(self.dropout)(w), self.dropout already an nn.Dropout, was told "the tensors went to its __init__"
+    and offered F.dropout, which 09 refuses."""
+    mha = _own_mha(drop="nn.Dropout(self.dropout)(w)")
+    r = evaluate(get_exercise("MultiHeadAttention"), mha)
+    assert not r.passed and "That is the nn.Dropout module, not its rate." in r.message, r.message
+    assert "went to its __init__" not in r.message, r.message

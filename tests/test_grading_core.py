@@ -1810,7 +1810,7 @@ def test_a_missing_axis_names_the_tensor_that_lacks_it(body, says):
     ("batched_dot", "torch.bmm(q.reshape(-1, *q.shape[-2:]), k.reshape(-1, *k.shape[-2:]).transpose(1, 2))"
                     ".reshape(*q.shape[:-1], k.shape[-2])",
      "bmm needs the same batch size in both tensors and does not broadcast: here 2 and 1"),
-    ("batched_dot", "einsum('...id,...jd->...ij', q, k)", "The setup cell's einsum is einops': the tensors first"),
+    ("batched_dot", "einsum('...id,...jd->...ij', q, k)", "einops' einsum takes the tensors first, then the pattern"),
     ("batched_dot", "torch.mm(q, k.mT)", "torch.mm multiplies two 2-D matrices only"),
     ("batched_dot", "torch.stack([q[b] @ k[b].mT for b in range(q.shape[0])])", ".mT swaps the last two axes, so it"),
     ("split_heads", "rearrange(x, 'b t (h d) -> b h t d')", "A group that is split, (h d), needs every size in it but one"),
@@ -1837,3 +1837,39 @@ def test_welcome_slips_in_torch_and_einops_get_words(exercise, body, says):
     text = " ".join(r.message.split())
     assert not r.passed and " ".join(says.split()) in text, r.message
     assert "Swap k's last two axes" not in text or "bmm" not in body, r.message
+
+
+def test_a_missing_axis_of_a_0_d_tensor_is_told_only_what_fits():
+    import linecache
+    src = "def f(t):\n    n = t[:1].sum().squeeze()\n    return n.reshape(n.shape[0], 1)\n"
+    filename = f"/tmp/ipykernel_0/{abs(hash(src))}.py"
+    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
+    ns = {"torch": torch, "__name__": "__main__"}
+    exec(compile(src, filename, "exec"), ns)
+    from course_lib.grading.explain import explain
+    try:
+        ns["f"](torch.arange(7.0))
+    except IndexError as exc:
+        why = " ".join(explain(exc).split())
+    assert "n has no axes here (a 0-d tensor)" in why and "squeeze only the axis you mean" in why, why
+    assert "count from the end" not in why and "numel" not in why, why
+
+
+@pytest.mark.parametrize("body, says, not_said", [
+    ("torch.mm(x, w.T)", "a @ b.mT where torch.mm(a, b.T) was meant", "q @ k"),
+    ("x[0] @ w.mT[0].mT", "a single vector needs no transpose", "q @ k"),
+])
+def test_matrix_notes_name_no_tensors_of_another_notebook(body, says, not_said):
+    """torch.mm and .mT of a vector were told "q @ k.mT" in 09's LoRA, which has no q or k."""
+    import linecache
+    src = f"def f(x, w):\n    return {body}\n"
+    filename = f"/tmp/ipykernel_0/{abs(hash(src))}.py"
+    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
+    ns = {"torch": torch, "__name__": "__main__"}
+    exec(compile(src, filename, "exec"), ns)
+    from course_lib.grading.explain import explain
+    try:
+        ns["f"](torch.randn(2, 3, 4), torch.randn(5, 4))
+    except RuntimeError as exc:
+        why = " ".join(explain(exc).split())
+    assert says in why and not_said not in why, why

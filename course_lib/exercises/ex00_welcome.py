@@ -262,7 +262,8 @@ def add_turn_k_note(exc: BaseException, unsure: bool = False) -> None:
                      "and k (…, T_k, D) share D, their last axis: einsum(q, k, '... i d, ... j d -> ... i j') with\n"
                      "einops' einsum (the setup cell's), or torch.einsum('...id,...jd->...ij', q, k).")
     elif (sizes := re.search(r"first two dimensions of batch2 tensor to be: \[(\d+), \d+\] but got: \[(\d+), \d+\]",
-                             text)) and sizes[1] != sizes[2]:
+                             text)) and sizes[1] != sizes[2] and "1" in (sizes[1], sizes[2]):
+        # one batch of 1 beside a larger one: bmm's batches differ (k.T's D moved in front reads as another size)
         exc.add_note(f"bmm needs the same batch size in both tensors and does not broadcast: here {sizes[1]} and "
                      f"{sizes[2]}\n(k shared across the batch, say). q @ k.mT (torch.matmul) broadcasts the leading "
                      "axes, and takes any number of them.")

@@ -485,11 +485,13 @@ SDPA = Exercise(
         Mistake("divided by √d_k after the softmax: the weights scaled instead of the scores", _m_scaled_after_softmax,
                 "The scaling goes on the scores, before the softmax: softmax(q·kᵀ / √d_k). Divided afterwards, the\n"
                 "softmax sees unscaled scores (too peaked) and each row of weights then sums to 1/√d_k, not 1."),
-        Mistake("the output computed before the blocked weights were zeroed (with -1e9 in the scores)",
+        Mistake("the output computed before the blocked weights were zeroed (with a large finite negative, such as "
+                "-1e9, in the scores)",
                 _m_out_before_zeroing,
                 "Zero the weights first and compute the output from the zeroed weights: out = weights @ v comes\n"
-                "after weights.masked_fill(~mask, 0.0). With -1e9 a row whose keys are all blocked gets uniform\n"
-                "weights, and an output made before the zeroing keeps them: it attends to forbidden positions."),
+                "after weights.masked_fill(~mask, 0.0). With -1e9 (any large finite negative) a row whose keys\n"
+                "are all blocked gets uniform weights, and an output made before the zeroing keeps them: it\n"
+                "attends to forbidden positions."),
         Mistake("the output computed before the blocked weights were zeroed (with -inf in the scores: NaN rows)",
                 _m_out_before_zeroing_inf,
                 "Zero the weights first and compute the output from the zeroed weights: out = weights @ v comes\n"
@@ -614,9 +616,9 @@ SDPA = Exercise(
                 "output 0) in such a row: set the blocked weights to 0 after the softmax, " + _ZERO_HOW),
         Mistake("fully masked rows get uniform weights (a large finite negative instead of -inf)",
                 _m_uniform_rows,
-                "Filling blocked scores with -1e9 gives a row of only blocked keys equal scores, so its\n"
-                "softmax is uniform: it attends to positions that are all forbidden. The contract\n"
-                "asks for weights 0 and output 0 there."),
+                "Filling blocked scores with a large finite negative (-1e9, -10000) gives a row of only blocked\n"
+                "keys equal scores, so its softmax is uniform: it attends to positions that are all forbidden.\n"
+                "The contract asks for weights 0 and output 0 there."),
         *(Mistake(f"the mask added to the scores ({shown} where blocked), and fully masked rows not zeroed",
                   _m_additive(big), _ADDITIVE_WHY) for big, shown in ((1e9, "a large negative such as -1e9"),
                                                                       (1e4, "a negative such as -10000"))),
@@ -1229,9 +1231,9 @@ MHA = Exercise(
                 "blocked weights to 0 after the softmax, " + _ZERO_HOW),
         Mistake("fully masked rows get uniform weights (a large finite negative instead of -inf)",
                 _kind(attend=staticmethod(_m_uniform_rows)),
-                "Filling blocked scores with -1e9 gives a row of only blocked keys equal scores, so its\n"
-                "softmax averages positions that are all forbidden (padding). Such a row must get\n"
-                "weights 0, so its result is out_proj's bias."),
+                "Filling blocked scores with a large finite negative (-1e9, -10000) gives a row of only blocked\n"
+                "keys equal scores, so its softmax averages positions that are all forbidden (padding). Such a\n"
+                "row must get weights 0, so its result is out_proj's bias."),
         Mistake("scores scaled by √d_model instead of √(head size)", _kind(scale_by_d_model=True),
                 "Each head computes dot products of D = d_model / H features, so each head divides\n"
                 "by √D, not by √d_model."),

@@ -82,9 +82,9 @@ TORCH_ERRORS = {
         "Each size given by keyword (h=n_heads) belongs to an axis of the pattern with the same name, case\n"
         "included: a keyword whose name the pattern does not have (heads= for h, h= for H) is refused.",
     "must be a string, representing the einsum pattern":
-        "The setup cell's einsum is einops': the tensors first, then the pattern, with the axis names separated by\n"
-        "spaces: einsum(q, k, '... i d, ... j d -> ... i j'). torch.einsum is the one that takes the pattern first,\n"
-        "torch.einsum('...id,...jd->...ij', q, k).",
+        "einops' einsum takes the tensors first, then the pattern, with the axis names separated by spaces:\n"
+        "einsum(a, b, '... i d, ... j d -> ... i j'). torch.einsum is the one that takes the pattern first,\n"
+        "torch.einsum('...id,...jd->...ij', a, b).",
     "Could not infer sizes for":
         "A group that is split, (h d), needs every size in it but one: give it by keyword, as in\n"
         "rearrange(x, 'b t (h d) -> b h t d', h=n_heads); einops works out the other from the axis's length.",
@@ -96,12 +96,12 @@ TORCH_ERRORS = {
         "In an einops pattern the names are separated by spaces, also inside a group: (h d), not (h, d). Commas\n"
         "separate the inputs of einsum's pattern only ('... i d, ... j d -> ... i j').",
     "self must be a matrix":
-        "torch.mm multiplies two 2-D matrices only. q @ k.mT (torch.matmul) takes inputs with any number of\n"
-        "leading axes and broadcasts them.",
+        "torch.mm multiplies two 2-D matrices only. @ (torch.matmul) takes inputs with any number of leading\n"
+        "axes and broadcasts them: a @ b.mT where torch.mm(a, b.T) was meant.",
     "tensor.mT is only supported on matrices":
-        ".mT swaps the last two axes, so it needs at least two, and this tensor has one. A common cause: an axis\n"
-        "indexed away (k[b] in a loop over the batch) where inputs come with other numbers of leading axes:\n"
-        "work on the whole tensors, q @ k.mT, which handles any number of them.",
+        ".mT swaps the last two axes, so it needs at least two, and this tensor has one: a single vector needs no\n"
+        "transpose (v @ M works as it is). Where an axis was indexed away (x[b] in a loop over the batch), @ on\n"
+        "the whole tensors handles any number of leading axes.",
     "can't divide axis":
         "einops could not cut an axis into the sizes asked. Check which axis the parentheses group (split_heads\n"
         "cuts the features, the last axis: 'b t (h d) -> b h t d'), and that each size comes from the arguments,\n"
@@ -321,8 +321,8 @@ def explain(exc: BaseException) -> str:
     if "Boolean value of Tensor" in text and re.search(r"(?<![\w.])einsum\(", line) \
             and getattr(_learner_line(exc)[0].f_globals.get("einsum"), "__module__", "").startswith("torch"):
         why = ("einsum here is torch's (a cell ran `from torch import einsum`), which takes the pattern first and the\n"
-               "letters run together: torch.einsum('...id,...jd->...ij', q, k). The setup cell's einsum is einops',\n"
-               "pattern last: run the setup cell again to get it back.")
+               "letters run together: torch.einsum('...id,...jd->...ij', q, k). einops' einsum takes the pattern last:\n"
+               "`from einops import einsum` (00's setup cell imports it) gives it back.")
     if re.search(r"(view|reshape|expand|repeat)\(\) received an invalid combination of arguments - got \((torch\.Size|"
                  r"tuple), ", text):
         why = ("The sizes go in as separate numbers, or as one tuple, not a shape beside numbers: unpack the shape\n"
@@ -373,7 +373,9 @@ def explain(exc: BaseException) -> str:
         why = _missing_axis(exc, line)
     dropout = re.search(r"'[<>]=?' not supported between instances of '(?:\w*Dropout' and '(?:float|int)|"
                         r"(?:float|int)' and '\w*Dropout)'", text)
-    if dropout and not why:             # F.dropout(w, self.dropout), or `if self.dropout > 0`, with an nn.Dropout
+    # F.dropout(w, self.dropout), `if self.dropout > 0` or nn.Dropout(self.dropout)(x), with self.dropout an nn.Dropout:
+    # said over the note of a module built with the inputs, whose cause this is not
+    if dropout and (not why or why == _module_built_with_inputs(exc)) and not _name_replaced(exc):
         why = ("F.dropout takes the rate, a number, where it got an nn.Dropout module. " if re.search(
                    r"\b(F|functional)\.dropout\(", line) else "That is the nn.Dropout module, not its rate. ")
         why += ("Call the module on the tensor,\nself.dropout(x): it knows its rate (self.dropout.p) and whether the "
@@ -395,8 +397,12 @@ def _missing_axis(exc: BaseException, line: str) -> str:
         name, index = m.group(1), int(m.group(2) or m.group(3))
         t = names.get(name)
         if isinstance(t, torch.Tensor) and not -t.dim() <= index < t.dim():
-            shape = "no axes here (a 0-d tensor)" if t.dim() == 0 else (
-                f"{t.dim()} {'axis' if t.dim() == 1 else 'axes'} here, {tuple(t.shape)}")
+            if t.dim() == 0:
+                return (f"{name} has no axes here (a 0-d tensor), so {m.group(0)} is not there. A common cause: an "
+                        f"axis lost on the way, to\nan index such as [0], or to a .squeeze() with no axis, which drops "
+                        f"every axis of size 1 (the batch axis\nwhen B = 1): squeeze only the axis you mean, "
+                        f".squeeze(-1), or keep the shape.")
+            shape = f"{t.dim()} {'axis' if t.dim() == 1 else 'axes'} here, {tuple(t.shape)}"
             return (f"{name} has {shape}, so {m.group(0)} is not there. Common causes: an axis counted\n"
                     f"from the front where inputs come with other numbers of axes (count from the end: {name}.shape[-1] "
                     f"is the\nlast); an axis lost on the way (an index such as [0], or a .squeeze() with no axis, which "
