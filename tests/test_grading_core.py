@@ -1781,29 +1781,35 @@ def test_leading_axes_flattened_and_never_restored_are_named():
     assert "reshape(-1" not in _shape_hint((3, 5), (1, 3, 5)) and _shape_hint((3, 5), (15,)) == ""
 
 
-@pytest.mark.parametrize("body, says", [
-    # 08's mlm_mask on a single sequence: shape[0] exists, shape[1] does not
-    ("    return torch.rand(t.shape[0], t.shape[1]) < 0.5\n",
-     "t has 1 axis here, (7,), so t.shape[1] is not there."),
-    # a sampled id squeezed at B = 1
-    ("    n = t[:1].sum().squeeze()\n    return n.reshape(n.shape[0], 1)\n",
-     "n has no axes here (a 0-d tensor), so n.shape[0] is not there."),
-])
-def test_a_missing_axis_names_the_tensor_that_lacks_it(body, says):
-    """The note named the first x.shape[<digit>] of the line (shape[0], which exists) and said only "count from the
-    end", which fails again for a tensor that lost an axis or sizes taken one by one (a hunt's finds)."""
-    import linecache
-    src = "def f(t):\n" + body
+def _explained_in_a_cell(src, *args):
+    """explain()'s note for the error that ``f(*args)`` raises, f defined by ``src`` as a notebook cell defines it
+    (its lines readable); on one line."""
+    from course_lib.grading.explain import explain
     filename = f"/tmp/ipykernel_0/{abs(hash(src))}.py"
     linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
     ns = {"torch": torch, "__name__": "__main__"}
     exec(compile(src, filename, "exec"), ns)
-    from course_lib.grading.explain import explain
     try:
-        ns["f"](torch.arange(7.0))
-    except IndexError as exc:
-        why = " ".join(explain(exc).split())
-    assert says in why and "an axis lost on the way" in why, why
+        ns["f"](*args)
+    except Exception as exc:
+        return " ".join(explain(exc).split())
+    raise AssertionError("f raised nothing")
+
+
+@pytest.mark.parametrize("body, says, not_said", [
+    # 08's mlm_mask on a single sequence: shape[0] exists, shape[1] does not
+    ("    return torch.rand(t.shape[0], t.shape[1]) < 0.5\n",
+     ["t has 1 axis here, (7,), so t.shape[1] is not there.", "an axis lost on the way", "torch.rand(t.shape)"], []),
+    # a sampled id squeezed at B = 1: counting from the end fails too, and no size was taken one by one
+    ("    n = t[:1].sum().squeeze()\n    return n.reshape(n.shape[0], 1)\n",
+     ["n has no axes here (a 0-d tensor), so n.shape[0] is not there.", "squeeze only the axis you mean"],
+     ["count from the end", "numel"]),
+], ids=["1-D", "0-d"])
+def test_a_missing_axis_names_the_tensor_that_lacks_it(body, says, not_said):
+    """The note named the first x.shape[<digit>] of the line (shape[0], which exists) and said only "count from the
+    end", which fails again for a tensor that lost an axis or sizes taken one by one (a hunt's finds)."""
+    why = _explained_in_a_cell("def f(t):\n" + body, torch.arange(7.0))
+    assert all(w in why for w in says) and not any(w in why for w in not_said), why
 
 
 @pytest.mark.parametrize("exercise, body, says", [
@@ -1839,37 +1845,11 @@ def test_welcome_slips_in_torch_and_einops_get_words(exercise, body, says):
     assert "Swap k's last two axes" not in text or "bmm" not in body, r.message
 
 
-def test_a_missing_axis_of_a_0_d_tensor_is_told_only_what_fits():
-    import linecache
-    src = "def f(t):\n    n = t[:1].sum().squeeze()\n    return n.reshape(n.shape[0], 1)\n"
-    filename = f"/tmp/ipykernel_0/{abs(hash(src))}.py"
-    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
-    ns = {"torch": torch, "__name__": "__main__"}
-    exec(compile(src, filename, "exec"), ns)
-    from course_lib.grading.explain import explain
-    try:
-        ns["f"](torch.arange(7.0))
-    except IndexError as exc:
-        why = " ".join(explain(exc).split())
-    assert "n has no axes here (a 0-d tensor)" in why and "squeeze only the axis you mean" in why, why
-    assert "count from the end" not in why and "numel" not in why, why
-
-
 @pytest.mark.parametrize("body, says, not_said", [
     ("torch.mm(x, w.T)", "a @ b.mT where torch.mm(a, b.T) was meant", "q @ k"),
     ("x[0] @ w.mT[0].mT", "a single vector needs no transpose", "q @ k"),
 ])
 def test_matrix_notes_name_no_tensors_of_another_notebook(body, says, not_said):
     """torch.mm and .mT of a vector were told "q @ k.mT" in 09's LoRA, which has no q or k."""
-    import linecache
-    src = f"def f(x, w):\n    return {body}\n"
-    filename = f"/tmp/ipykernel_0/{abs(hash(src))}.py"
-    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
-    ns = {"torch": torch, "__name__": "__main__"}
-    exec(compile(src, filename, "exec"), ns)
-    from course_lib.grading.explain import explain
-    try:
-        ns["f"](torch.randn(2, 3, 4), torch.randn(5, 4))
-    except RuntimeError as exc:
-        why = " ".join(explain(exc).split())
+    why = _explained_in_a_cell(f"def f(x, w):\n    return {body}\n", torch.randn(2, 3, 4), torch.randn(5, 4))
     assert says in why and not_said not in why, why

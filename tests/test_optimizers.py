@@ -1510,25 +1510,10 @@ def test_optimizer_slips_of_02s_second_learner_are_told_what_they_are(name, sour
         assert not r.passed and says in r.message and "keepdim" not in r.message, r.message
 
 
-_SGD_FIRST_GROUP = """
-class SGDMomentum(torch.optim.Optimizer):
-    def __init__(self, params, lr, momentum=0.0):
-        super().__init__(params, dict(lr=lr, momentum=momentum))
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        READ
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                st = self.state[p]
-                if "buf" not in st:
-                    st["buf"] = p.grad.clone()
-                else:
-                    st["buf"].mul_(mu).add_(p.grad)
-                p.add_(st["buf"], alpha=-lr)
-"""
+def _sgd_reading(mu, lr):
+    """SGD_REBOUND with its momentum and its rate read as ``mu`` and ``lr`` say (right: group["momentum"], group["lr"])."""
+    return (SGD_REBOUND.replace('group["momentum"] * state', f"{mu} * state").replace("KEY", "p")
+            .replace("UPDATE", f'p.add_(state["buf"], alpha=-{lr})'))
 
 
 def test_sgd_reading_the_first_group_is_named_so_and_param_groups_read_as_a_dict_is_told_it_is_a_list():
@@ -1537,10 +1522,10 @@ def test_sgd_reading_the_first_group_is_named_so_and_param_groups_read_as_a_dict
     (a learner's tries). The AttributeError and KeyError of the same misreading had the note already."""
     from course_lib.grading.engine import evaluate
     from course_lib.grading.spec import get_exercise
-    first = _cell(_SGD_FIRST_GROUP.replace("READ", 'lr, mu = self.param_groups[0]["lr"], self.param_groups[0]["momentum"]'),
-                  "SGDMomentum")
-    as_dict = _cell(_SGD_FIRST_GROUP.replace("READ", 'lr, mu = self.param_groups["lr"], self.param_groups["momentum"]'),
-                    "SGDMomentum")
+    first = _cell(_sgd_reading('self.param_groups[0]["momentum"]', 'self.param_groups[0]["lr"]'), "SGDMomentum")
+    as_dict = _cell(_sgd_reading('self.param_groups["momentum"]', 'self.param_groups["lr"]'), "SGDMomentum")
+    assert evaluate(get_exercise("SGDMomentum"), _cell(_sgd_reading('group["momentum"]', 'group["lr"]'), "SGDMomentum")
+                    ).passed
     for suite in ("visible", "hidden"):
         r = evaluate(get_exercise("SGDMomentum"), first, suite=suite)
         assert not r.passed and ("known mistake: learning rate and momentum read from the first group only "
@@ -1583,10 +1568,7 @@ def test_adam_reading_lr_from_the_first_group_is_named_so(name):
 def test_sgd_reading_momentum_alone_from_the_first_group_is_named_so():
     from course_lib.grading.engine import evaluate
     from course_lib.grading.spec import get_exercise
-    src = _SGD_FIRST_GROUP.replace("        for group in self.param_groups:\n",
-                                   "        for group in self.param_groups:\n"
-                                   '            lr, mu = group["lr"], self.param_groups[0]["momentum"]\n').replace(
-        "        READ\n", "")
+    src = _sgd_reading('self.param_groups[0]["momentum"]', 'group["lr"]')
     for suite in ("visible", "hidden"):
         r = evaluate(get_exercise("SGDMomentum"), _cell(src, "SGDMomentum"), suite=suite)
         assert not r.passed and ("momentum read once (in __init__ or from self.defaults) or from the first group only "
