@@ -1176,7 +1176,7 @@ RMS_NORM = Exercise(
 
 # ===================================================================== LayerNorm (module)
 def _assigns_in_forward(m: nn.Module, name: str) -> bool:
-    """Does m's forward() assign self.<name> (a parameter made at every call)?"""
+    """Does m's forward() assign self.<name> (a parameter made when forward runs, not in __init__)?"""
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(type(m).forward)))
     except (OSError, TypeError, SyntaxError):
