@@ -132,6 +132,8 @@ def test_shape_dtype_type_named_before_numbers(answer, words):
     (lambda x: _good(x).mT, "got (5, 3)\n  the right sizes in another order"),
     (lambda x: _good(x).unsqueeze(0), "got (1, 3, 5)\n  one size-1 axis too many: a keepdim=True"),
     (lambda x: _good(x)[..., None], "got (3, 5, 1)\n  one size-1 axis too many"),
+    # 05's causal_mask returned as tril()[None, None] got a bare shape line
+    (lambda x: _good(x)[None, None], "got (1, 1, 3, 5)\n  2 size-1 axes too many: [None, None], unsqueeze"),
 ])
 def test_a_near_miss_shape_says_what_it_usually_means(answer, words):
     r = evaluate(SOFTMAX, answer)

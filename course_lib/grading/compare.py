@@ -77,6 +77,9 @@ def _shape_hint(expected, got) -> str:
     if drop1(e) == drop1(g) and len(g) == len(e) + 1:
         return ("\none size-1 axis too many: a keepdim=True, unsqueeze or [..., None] the result should not keep"
                 + (f", or a reshape(-1, {e[-1]}) never undone (the result should be {_shape(e)})" if flattened else ""))
+    if drop1(e) == drop1(g) and len(g) > len(e) + 1:
+        return (f"\n{len(g) - len(e)} size-1 axes too many: [None, None], unsqueeze or keepdim=True the result should "
+                "not keep (a result that is broadcast later, a mask say, broadcasts as it is)")
     if drop1(e) == drop1(g) and len(g) == len(e) - 1:
         return ("\none size-1 axis missing: never added ([:, None], unsqueeze), or taken away by a sum, mean or "
                 "max without keepdim=True, or by a squeeze")

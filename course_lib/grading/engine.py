@@ -397,7 +397,8 @@ FLOAT32_NOTE = ("A difference this small in a float64 case is the size of float3
                 "computation ran in float32 though the inputs are float64: a tensor made without dtype=\n"
                 "(torch.tensor, torch.randn, torch.zeros: float32 unless told), .float(), or dtype=torch.float32.\n"
                 "Keep every step in the inputs' dtype (dtype=x.dtype); a Python number such as math.sqrt(d)\n"
-                "takes the tensor's dtype.")
+                "takes the tensor's dtype. A constant a module keeps (a buffer made in __init__ with torch.tensor)\n"
+                "was rounded to float32 when made, and .to(float64) later keeps the rounding: keep it a Python float.")
 
 
 NAN_GRADIENT_NOTE = ("The values are right, but this gradient has NaN. It usually comes from a NaN or inf made on the way\n"
