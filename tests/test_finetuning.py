@@ -2006,3 +2006,16 @@ def test_lora_with_peft_names_is_told_the_contracts_names():
     for suite, r in _verdicts(LORA, _cell(src, "LoRALinear")).items():
         assert not r.passed and ("LoRALinear has no A and no B, and holds lora_A, lora_B instead: the contract"
                                  in r.message) and "copies of" not in r.message, (suite, r.message)
+
+
+def test_lora_returning_another_shape_is_told_so_before_the_check_compares():
+    """A forward that left x flattened to (B·T, in_features) failed inside the check's own torch.allclose, and was
+    told of a reduction without keepdim=True (a hunt's find)."""
+    from course_lib.exercises.ex09_finetuning import LORA
+    src = (_LORA_CELL.replace("INIT", f"{_RANDN} / math.sqrt(w.shape[1])").replace("SCALE", "alpha / r")
+           .replace("        return self.base(x) + (x @ self.A.T @ self.B.T) * self.scale\n",
+                    "        x = x.reshape(-1, x.shape[-1])\n"
+                    "        return self.base(x) + (x @ self.A.T @ self.B.T) * self.scale\n"))
+    said = [r.message for r in _verdicts(LORA, _cell(src, "LoRALinear")).values() if not r.passed]
+    assert said and all("LoRALinear's forward returned shape" in m and "the leading axes flattened into one" in m
+                        and "keepdim" not in m for m in said), said

@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from course_lib.grading import gradients
+from course_lib.grading.compare import _describe, _shape_hint
 from course_lib.grading.engine import _is_learner_frame, describe_error, refuse_on_gpu
 from course_lib.grading.explain import _learner_line
 from course_lib.grading.meta import also_on_meta
@@ -1154,6 +1155,12 @@ def _call_lora(cls, inputs):
                          "float32\nunless told. Make A and B with dtype=base.weight.dtype, device=base.weight.device.")
         raise
     _base_kept(base, W)
+    if not isinstance(y0, torch.Tensor) or y0.shape != want.shape:     # before the comparisons below, which need it
+        got = f"shape {tuple(y0.shape)}" if isinstance(y0, torch.Tensor) else _describe(y0)
+        raise ValueError(f"LoRALinear's forward returned {got} for x of shape {tuple(x.shape)}; base(x) gives "
+                         f"{tuple(want.shape)}: the output keeps x's leading axes, (..., out_features)"
+                         + (_shape_hint(want.shape, y0.shape).replace("\n", "; ", 1)
+                            if isinstance(y0, torch.Tensor) else ""))
     no_bias = inputs["bias"] and torch.allclose(y0, want - base.bias, atol=1e-6, rtol=1e-5)
     same_at_init = ("output equal to base(x) at the start" if torch.allclose(y0, want, atol=1e-6, rtol=1e-5)
                     else "output base(x) without base's bias at the start: x @ W.T leaves it out; call self.base(x), "
