@@ -1441,3 +1441,11 @@ def test_a_dropout_module_built_in_forward_from_the_module_is_told_to_call_it():
     r = evaluate(get_exercise("MultiHeadAttention"), mha)
     assert not r.passed and "That is the nn.Dropout module, not its rate." in r.message, r.message
     assert "went to its __init__" not in r.message, r.message
+
+
+def test_a_causal_mask_given_a_padding_mask_s_axes_is_named():
+    """mask[:, None, None, :] for every mask turns the causal (T, T) into (T, 1, 1, T), a batch of T: the result was
+    (6, 6, 16) for (1, 6, 16), and the learner got only the shapes (a third learner's try)."""
+    mha = _own_mha(mask="if mask is not None:\n            mask = mask[:, None, None, :]")
+    r = evaluate(get_exercise("MultiHeadAttention"), mha, suite="visible")
+    assert not r.passed and "was given the axes of a padding mask (B, 1, 1, T_k)" in r.message, r.message

@@ -982,6 +982,13 @@ def _call_mha(impl, inputs):
     if not isinstance(out, torch.Tensor):
         raise ValueError(f"MultiHeadAttention's forward must return one tensor, (B, T_q, d_model); it returned "
                          f"{describe_value(out)}")
+    mask, B = inputs["mask"], x.shape[0]
+    if (mask is not None and mask.dim() == 2 and out.dim() == 3 and out.shape[0] != B
+            and out.shape[0] == mask.shape[0]):       # (T_q, T_k)[:, None, None, :] is (T_q, 1, 1, T_k): a batch of T_q
+        raise ValueError(f"MultiHeadAttention returned shape {tuple(out.shape)} for x of shape {tuple(x.shape)}: the "
+                         f"causal mask, {tuple(mask.shape)} = (T_q, T_k), was given the axes of a padding mask (B, 1, "
+                         f"1, T_k), so its first axis became a batch of {mask.shape[0]}. A mask arrives ready to "
+                         f"broadcast against the (B, H, T_q, T_k) scores, causal or padding: use it as it is")
     _nothing_kept(impl, module, inputs)
     trains = _trains(module, x, inputs)
     if x.device.type == "cpu":          # a tensor made on the CPU whatever x's device fails on a GPU only
