@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import linecache
 import math
-import os
 import re
 
 import torch
@@ -14,7 +13,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from course_lib.exercises.ex00_welcome import add_turn_k_note
 from course_lib.grading import gradients
 from course_lib.grading.compare import _describe
-from course_lib.grading.engine import DEVICE, describe_error
+from course_lib.grading.engine import DEVICE, _is_learner_frame, describe_error
 from course_lib.grading.meta import META, also_on_meta, check_made_on_default, check_on_meta, on_meta
 from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
 from course_lib.grading.values import capture
@@ -891,14 +890,12 @@ def _mha_mask_note(mask: torch.Tensor) -> str:
 
 
 def _deepest_learner_line(exc: BaseException) -> str:
-    """The source line of the innermost frame outside torch and this library where exc was raised (the learner's
-    scaled_dot_product_attention, say, called by their MultiHeadAttention), or ""."""
-    import linecache
+    """The source line of the innermost learner's frame where exc was raised (their scaled_dot_product_attention,
+    say, called by their MultiHeadAttention), or ""."""
     line, tb = "", exc.__traceback__
     while tb is not None:
-        name = tb.tb_frame.f_code.co_filename
-        if f"{os.sep}torch{os.sep}" not in name and f"{os.sep}course_lib{os.sep}" not in name:
-            line = linecache.getline(name, tb.tb_lineno)
+        if _is_learner_frame(tb.tb_frame.f_code.co_filename):
+            line = linecache.getline(tb.tb_frame.f_code.co_filename, tb.tb_lineno)
         tb = tb.tb_next
     return line
 
