@@ -620,9 +620,11 @@ _CACHED_WHY = ("Each parameter group may set its own lr, betas, eps and weight_d
 
 
 def _cached_mistakes(decoupled: bool, default_wd: float) -> list[Mistake]:
-    """Hyper-parameters read once (self.defaults, or self.lr saved in __init__): lr, betas and eps (which also
-    names either alone where the other one does not matter, as in the visible cases), weight_decay, or all four."""
-    read = (("lr", ("lr",)), ("betas or eps", ("betas", "eps")), ("weight_decay", ("weight_decay",)),
+    """Hyper-parameters read once (self.defaults, or self.lr saved in __init__): lr, eps, betas and eps, betas,
+    weight_decay, or all four. In this order the cases tell them apart: a case where the groups differ in betas
+    alone fits both reads of betas, and the next, where they differ in eps alone, keeps the right one."""
+    read = (("lr", ("lr",)), ("eps", ("eps",)), ("betas and eps", ("betas", "eps")), ("betas", ("betas",)),
+            ("weight_decay", ("weight_decay",)),
             ("hyper-parameters", ("lr", "betas", "eps", "weight_decay")))
     # Only lr changes between steps (a schedule): the rest read from self.param_groups[0] give what self.defaults does.
     return [*(Mistake(f"{what} read from self.defaults (or __init__, "
