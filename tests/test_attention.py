@@ -1449,3 +1449,23 @@ def test_a_causal_mask_given_a_padding_mask_s_axes_is_named():
     mha = _own_mha(mask="if mask is not None:\n            mask = mask[:, None, None, :]")
     r = evaluate(get_exercise("MultiHeadAttention"), mha, suite="visible")
     assert not r.passed and "was given the axes of a padding mask (B, 1, 1, T_k)" in r.message, r.message
+
+
+@pytest.mark.parametrize("source, told", [
+    ("source = context", True),                                   # no fallback to x
+    ("source = context if context.shape[1] else x", True),       # context.shape on None
+    ("source = x if context is None else context\n        mask = mask.bool()", False),   # the None is the mask
+])
+def test_context_used_without_a_fallback_is_told_that_self_attention_gives_none(source, told):
+    """`k_proj(context)` in self-attention got only the general note on None, which speaks of masks, grads and
+    biases, not of context, None in every self-attention case."""
+    from course_lib.reference.heads import merge_heads, split_heads
+    sdpa = _cell(_OWN_SDPA, "scaled_dot_product_attention")
+    src = _OWN_MHA.replace("MASK", "pass").replace("DROP", "w").replace(
+        "source = x if context is None else context", source)
+    mha = _cell(src, "MultiHeadAttention", split_heads=split_heads, merge_heads=merge_heads,
+                scaled_dot_product_attention=sdpa)
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("MultiHeadAttention"), mha, suite=suite)
+        assert not r.passed and "A value here is None" in r.message, r.message
+        assert ("If it is context: this case is self-attention, where context is None" in r.message) == told, r.message

@@ -14,6 +14,7 @@ from course_lib.exercises.ex00_welcome import add_turn_k_note
 from course_lib.grading import gradients
 from course_lib.grading.compare import _describe
 from course_lib.grading.engine import DEVICE, _is_learner_frame, describe_error
+from course_lib.grading.explain import explain
 from course_lib.grading.meta import META, also_on_meta, check_made_on_default, check_on_meta, on_meta
 from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
 from course_lib.grading.values import capture
@@ -947,6 +948,13 @@ def _call_mha(impl, inputs):
             # merge_heads refuses
             if inputs["mask"] is not None and re.search(r"expects x of shape \(B, H, T, D\), got \((\d+, ){4,}", str(exc)):
                 exc.add_note(_mha_mask_note(inputs["mask"]))
+            raise
+        except (TypeError, AttributeError) as exc:
+            # k_proj(context), context.shape[1]; not a mask or a bias left at None on the same case
+            if (inputs["context"] is None and "NoneType" in str(exc)
+                    and not re.search(r"\bmask\b|\bbias\b", _deepest_learner_line(exc))):
+                exc.add_note(f"{explain(exc)}\nIf it is context: this case is self-attention, where context is None and keys and\n"
+                             "values come from x: source = x if context is None else context.")
             raise
         except RuntimeError as exc:
             ctx = inputs["context"]
