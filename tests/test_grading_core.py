@@ -1830,3 +1830,27 @@ def test_matrix_notes_name_no_tensors_of_another_notebook(body, says, not_said):
     """torch.mm and .mT of a vector were told "q @ k.mT" in 09's LoRA, which has no q or k."""
     why = _explained_in_a_cell(f"def f(x, w):\n    return {body}\n", torch.randn(2, 3, 4), torch.randn(5, 4))
     assert says in why and not_said not in why, why
+
+
+@pytest.mark.parametrize("body, args, says, not_said", [
+    # 08's get_batch: torch.tensor of a list of windows (int64, then float)
+    ("    return torch.tensor([t[i:i + 2] for i in range(3)])\n", (torch.arange(6),),
+     "not of a list of tensors: join tensors with torch.stack([...])", "Take one at a time"),
+    ("    return torch.tensor([t[i:i + 2] for i in range(3)])\n", (torch.rand(6),),
+     "not of a list of tensors: join tensors with torch.stack([...])", "math's functions"),
+    # a slice at a tensor of several starts, outside torch.tensor: the slice's note stays
+    ("    return t[t[:2]:4]\n", (torch.arange(6),), "Take one at a time", "torch.tensor makes"),
+    # 08's sample: a loop over a count
+    ("    for _ in n:\n        t = t + 1\n    return t\n", (torch.arange(3), 4),
+     "walk range(n)", "another order"),
+    ("    for i in len(t):\n        t = t + 1\n    return t\n", (torch.arange(3),), "walk range(len(t))", "another order"),
+    # 08's sample: torch.cat given the tensors one by one
+    ("    return torch.cat(t, t, dim=0)\n", (torch.arange(3),), "torch.cat([a, b], dim=1)", None),
+], ids=["tensor-of-int-windows", "tensor-of-float-windows", "slice", "for-in-count", "for-in-len", "cat-unbracketed"])
+def test_notes_on_joining_tensors_and_looping_over_a_count_name_that_cause(body, args, says, not_said):
+    """A learner's fourth pass of 08: torch.tensor of a list of windows was told to take starts one at a time (or of
+    math's functions), `for _ in max_new_tokens` of arguments in another order, and torch.cat(a, b) of a generator
+    expression in get_batch."""
+    params = ", ".join("tn"[:len(args)])
+    why = _explained_in_a_cell(f"def f({params}):\n" + body, *args)
+    assert says in why and (not_said is None or not_said not in why), why

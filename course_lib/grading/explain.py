@@ -210,8 +210,9 @@ TORCH_ERRORS = {
         "tensors of other shapes together, flatten each and join them, torch.cat([t.reshape(-1) for t in ts]),\n"
         "or reduce each to one number first.",
     "must be tuple of Tensors, not":
-        "torch.cat and torch.stack take a list or tuple of tensors: torch.stack([... for s in starts]),\n"
-        "with brackets, not a bare generator expression; t.unbind(dim) turns one tensor into such a list.",
+        "torch.cat and torch.stack take one list or tuple of tensors, in brackets: torch.cat([a, b], dim=1),\n"
+        "torch.stack([... for s in starts]) (not a bare generator expression); t.unbind(dim) turns one tensor\n"
+        "into such a list.",
     "only integer tensors of a single element can be converted to an index":
         "A tensor of several values was used where Python needs one int (a slice's start, range()).\n"
         "Take one at a time (for s in starts.tolist()), or index every position at once:\n"
@@ -369,6 +370,15 @@ def explain(exc: BaseException) -> str:
                    f"optimizer keeps\nthem too, in {name}.param_groups, but is not itself a sequence of them.")
     if "must be Tensor, not int" in text and re.search(r"\bsum\(", line):
         why = "sum() of no items is the int 0, not a tensor.\n" + _EXHAUSTED
+    if re.search(r"only (integer tensors of a single element|one element tensors) can be converted", text) \
+            and re.search(r"\btorch\.(tensor|as_tensor|LongTensor|FloatTensor)\(\s*\[", line):
+        why = ("torch.tensor makes a tensor of numbers (or of lists of numbers), not of a list of tensors: join\n"
+               "tensors with torch.stack([...]) (on a new axis) or torch.cat([...]) (along an axis they have).")
+    walked = re.match(r"\s*for\s+.+?\s+in\s+(.+?)\s*:", line)
+    # `for _ in max_new_tokens:`, `for i in len(x):`; a float there is more often an argument out of order
+    if text == "'int' object is not iterable" and walked and not re.search(r"\b(zip|enumerate)\(", walked.group(1)):
+        why = (f"A for loop walks through several things, and {walked.group(1)} is one number: to repeat something "
+               f"that many\ntimes, walk range({walked.group(1)}).")
     if text == "tuple index out of range" and not why:
         why = _missing_axis(exc, line)
     dropout = re.search(r"'[<>]=?' not supported between instances of '(?:\w*Dropout' and '(?:float|int)|"
