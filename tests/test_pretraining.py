@@ -423,6 +423,24 @@ def test_get_batch_check_says_when_right_windows_start_elsewhere(draw):
         assert not r.passed and "but at other starts" in r.message and "entries differ" not in r.message, r.message
 
 
+@pytest.mark.parametrize("rows, got, mistake", [
+    ("for s in range(batch_size)", "windows at 0, 1, ..., batch_size - 1, whatever was drawn",
+     "rows taken at 0, 1, ..., batch_size - 1 (range(batch_size)), not at the drawn starts"),
+    ("for s in [starts[0]] * batch_size", "every row the window at the first drawn start, starts[0]",
+     "every row taken at the first drawn start, starts[0]"),
+])
+def test_get_batch_rows_that_ignore_the_drawn_starts_are_named(rows, got, mistake):
+    """A loop over range(batch_size) that never reads starts was told (visible) that generator=None gave the same
+    batch twice, and (hidden) "starts can run past the end": the draw blamed where it was right (a fourth learner)."""
+    from course_lib.exercises.ex08_pretraining import GET_BATCH
+    from course_lib.grading.engine import evaluate
+    answer = _answer(_GET_BATCH.replace("GENERATOR", "generator").replace("for s in starts.tolist()", rows), "get_batch")
+    for suite in ("visible", "hidden"):
+        r = evaluate(GET_BATCH, answer, suite=suite)
+        assert not r.passed and f"got       {got}" in r.message and f"known mistake: {mistake}." in r.message, r.message
+        assert "returned the same (x, y) twice" not in r.message and "run past the end" not in r.message, r.message
+
+
 _GET_BATCH_BY_POSITION = """def get_batch(data, block_size, batch_size, generator=None):
     starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator).to(data.device)
     positions = starts[:, None] + torch.arange(block_sizeDEVICE)

@@ -121,7 +121,8 @@ def _call_batch(fn, inputs):
                          "same seed no longer gives the same batches")
     # generator=None is torch's global generator, whose draws move on from call to call. Asked only where two
     # right batches in a row agree with a chance under 1e-6: (N - T) ** B possible starts.
-    if (len(kw["data"]) - kw["block_size"]) ** kw["batch_size"] > 1e6:
+    # Rows taken at 0, 1, ..., B - 1 whatever was drawn are the same twice too: the starts' words say why.
+    if (len(kw["data"]) - kw["block_size"]) ** kw["batch_size"] > 1e6 and _fixed_starts(inputs, got) is None:
         first, second = (tuple(fn(**kw, generator=None)) for _ in range(2))
         if len(first) == len(second) == 2 and all(
                 isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and not a.is_meta and a.shape == b.shape
@@ -146,6 +147,25 @@ def _call_batch(fn, inputs):
 
 
 _DRAWN = "windows at the starts torch.randint(len(data) - block_size, (batch_size,), generator=generator) draws"
+
+
+def _fixed_starts(inputs, got) -> str | None:
+    """Right windows, but not at the drawn starts: at 0, 1, ..., B - 1 (a loop over range(batch_size) that
+    never reads starts), or every row at starts[0]. None otherwise."""
+    data, T, B = inputs["data"], inputs["block_size"], inputs["batch_size"]
+    if not (len(got) == 2 and all(isinstance(t, torch.Tensor) and t.shape == (B, T) and t.device == data.device
+                                  and not t.is_meta for t in got)) or B > len(data) - T:
+        return None
+    windows = data.unfold(0, T, 1)                                              # (N - T + 1, T)
+    starts = torch.randint(len(data) - T, (B,), generator=_gen(inputs["seed"])).to(data.device)
+    at = torch.arange(B, device=data.device)
+    if not torch.equal(starts, at) and torch.equal(got[0], windows[at]) and torch.equal(got[1], windows[at + 1]):
+        return "windows at 0, 1, ..., batch_size - 1, whatever was drawn: row b belongs at the drawn starts[b]"
+    first = starts[:1].expand(B)
+    if B > 1 and not torch.equal(starts, first) and torch.equal(got[0], windows[first]) \
+            and torch.equal(got[1], windows[first + 1]):
+        return "every row the window at the first drawn start, starts[0]: row b belongs at starts[b]"
+    return None
 
 
 def _where_windows_start(inputs, got) -> str:
@@ -180,6 +200,8 @@ def _where_windows_start(inputs, got) -> str:
         if bool(((moved >= 0) & (moved < fits.shape[1])).all()) and bool(fits[rows, moved].all()):
             return (f"windows of data with y one token later, but each starting 1 token "
                     f"{'after' if shift > 0 else 'before'} its drawn start: x[b] = data[starts[b] : starts[b] + T]")
+    if (fixed := _fixed_starts(inputs, got)) is not None:
+        return fixed
     if sorted(got[0].tolist()) == sorted(windows[starts].tolist()):
         return ("the drawn windows with y one token later, but in another order: row b is the window at starts[b], "
                 "in the order of the draw")
@@ -220,6 +242,19 @@ def _m_ids_plus_one(data, block_size, batch_size, generator=None):
     return x, x + 1
 
 
+def _m_range_starts(data, block_size, batch_size, generator=None):
+    torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+    x = torch.stack([data[i:i + block_size] for i in range(batch_size)])
+    y = torch.stack([data[i + 1:i + block_size + 1] for i in range(batch_size)])
+    return x, y
+
+
+def _m_first_start(data, block_size, batch_size, generator=None):
+    s = int(torch.randint(len(data) - block_size, (batch_size,), generator=generator)[0])
+    x = data[s:s + block_size].repeat(batch_size, 1)
+    return x, data[s + 1:s + block_size + 1].repeat(batch_size, 1)
+
+
 def _m_start_too_far(data, block_size, batch_size, generator=None):
     starts = torch.randint(len(data) - block_size + 1, (batch_size,), generator=generator)
     x = torch.stack([data[s:s + block_size] for s in starts.tolist()])
@@ -255,6 +290,13 @@ GET_BATCH = Exercise(
                 _m_ids_plus_one,
                 "The target is the token at the next position, data[s + t + 1], not the id of this token\n"
                 "plus one: shift the index, data[s + 1 : s + T + 1] (or data[positions + 1]), not the value."),
+        Mistake("rows taken at 0, 1, ..., batch_size - 1 (range(batch_size)), not at the drawn starts", _m_range_starts,
+                "The loop that slices the rows must walk the drawn starts: for s in starts.tolist(). A loop\n"
+                "over range(batch_size) takes the first batch_size windows of the text at every call, and\n"
+                "training would see the same few sentences forever."),
+        Mistake("every row taken at the first drawn start, starts[0]", _m_first_start,
+                "Row b is the window at starts[b]: one start for the whole batch repeats one window\n"
+                "batch_size times. Slice each row at its own start, for s in starts.tolist()."),
         Mistake("starts can run past the end", _m_start_too_far,
                 "With torch.randint(len(data) - block_size + 1, ...) the last start leaves y one token short;\n"
                 "use len(data) - block_size."),
