@@ -109,7 +109,7 @@ def check_on_meta(call: Callable[[], Any], called: str, fix: str, *, may_copy: b
                                                "only: on a GPU every call copies the tensors to the CPU and waits for "
                                                "them, and returns on the CPU unless moved back; autograd cannot follow "
                                                "numpy.")
-            fix = "Write it with torch's operations on the tensors themselves (x.mean(-1, keepdim=True), ...)."
+            fix = "Write it with torch's operations on the tensors themselves, with no numpy."   # the fix may be of device=
         elif _COPIED_OUT in text:
             said, means = text.split(";")[0], ("It copies values to the CPU: into a tensor made without device=, or "
                                                "through .cpu() or .tolist(). On a GPU each call then waits for "
