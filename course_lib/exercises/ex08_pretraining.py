@@ -56,6 +56,8 @@ def _described(value) -> str:
         return "None"
     if isinstance(value, (tuple, list)):
         return f"a {type(value).__name__} of {len(value)} value{'' if len(value) == 1 else 's'}"
+    if callable(value) and (name := getattr(value, "__name__", "")):       # `return loss.item`
+        return f"the method {name} itself, not what it gives: call it, {name}()"
     return f"a {type(value).__name__}"
 
 
@@ -498,6 +500,11 @@ def _m_perplexity(logits, targets):
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)).exp()
 
 
+def _m_reshaped_to_vocab_first(logits, targets):
+    B, T, V = logits.shape
+    return F.cross_entropy(logits.reshape(B, V, T), targets)              # reshape, not transpose: positions mixed
+
+
 def _m_vocab_moved_then_reshaped(logits, targets):
     return F.cross_entropy(logits.permute(0, 2, 1).reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
@@ -656,6 +663,12 @@ LM_LOSS = Exercise(
                 "V is the last axis. After permute(0, 2, 1) the tensor is (B, V, T): reshaping that to (-1, V)\n"
                 "makes rows that mix positions. Either reshape (B, T, V) straight to (B·T, V), or give\n"
                 "F.cross_entropy the (B, V, T) tensor itself with (B, T) targets."),
+        Mistake("logits reshaped to (B, V, T) for F.cross_entropy, where a transpose was meant: scores of other "
+                "positions mixed", _m_reshaped_to_vocab_first,
+                "F.cross_entropy does take (B, V, T) logits with (B, T) targets, but reshape does not move\n"
+                "the vocabulary axis there: it cuts the (B, T, V) memory, T rows of V scores, into V rows of\n"
+                "T, each mixing positions. Move the axis with logits.transpose(1, 2), or flatten instead:\n"
+                "logits.reshape(-1, V) with targets.reshape(-1)."),
         Mistake("the loss of every position returned, (B, T), not their mean (reduction='none', or the mean "
                 "forgotten)", _m_no_mean,
                 _ONE_NUMBER),
@@ -1064,7 +1077,10 @@ MLM_MASK = Exercise(
                 "Only the chosen ~15 % are predicted: every other label must be -100 so the loss ignores it."),
         Mistake("every chosen token replaced by [MASK]", _m_all_mask,
                 "BERT replaces 80 % of the chosen tokens by [MASK], 10 % by a random token and leaves 10 %\n"
-                "unchanged, so the model cannot rely on [MASK], which never appears at fine-tuning time."),
+                "unchanged, so the model cannot rely on [MASK], which never appears at fine-tuning time.\n"
+                "If you split them already: a split that reuses the draw that chose (u < p, then u < 0.8)\n"
+                "sends every chosen token to [MASK], since u < p is below 0.8 too. Split with a second draw,\n"
+                "or compare u with 0.8·p and 0.9·p."),
         Mistake("labels set where the token was not chosen", _m_labels_inverted,
                 "labels = the original token where chosen, -100 elsewhere (not the other way round)."),
         Mistake("labels only where [MASK] was put", _m_labels_only_masked,
@@ -1755,6 +1771,11 @@ def _step_first_group_clipped(model, batch, optimizer, max_norm):
     return _clipped_otherwise(first_group)(model, batch, optimizer, max_norm)
 
 
+def _step_scored_against_x(model, batch, optimizer, max_norm):
+    x, _ = batch
+    return _clipped_otherwise(_clip_global)(model, (x, x), optimizer, max_norm)    # lm_loss(model(x), x)
+
+
 def _step_batch_swapped(model, batch, optimizer, max_norm):
     return _clipped_otherwise(_clip_global)(model, tuple(batch)[::-1], optimizer, max_norm)   # (x, y) read as (y, x)
 
@@ -1957,6 +1978,11 @@ TRAIN_STEP = Exercise(
                 "get_batch returns (x, y), the inputs first: x, y = batch. Read the other way round, the model\n"
                 "reads the targets and is scored against the inputs, each position against the token before\n"
                 "it: it learns to predict the past."),
+        Mistake("the loss taken against the inputs, lm_loss(model(x), x), not against the targets y",
+                _step_scored_against_x,
+                "x, y = batch: y is x one token later, the token each position must predict. Scored against x\n"
+                "itself, each position is asked for the token it has just read, which the model learns to\n"
+                "copy (the notebook's own bug above, targets = inputs): lm_loss(model(x), y)."),
         Mistake("only the optimizer's first parameter group clipped (optimizer.param_groups[0]['params'])",
                 _step_first_group_clipped,
                 "The norm to clip is the whole model's: clip_grad_norm(model.parameters(), max_norm). An\n"

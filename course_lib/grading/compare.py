@@ -149,6 +149,9 @@ def _describe(v: Any) -> str:
         return f"a tensor of shape {_shape(v.shape)}"
     if isinstance(v, OtherValue) and v.type_name == "ndarray":
         return "a numpy array: return the torch tensor itself (no .numpy())"
+    method = re.match(r"<(?:built-in )?(?:bound )?method (?:\w+\.)*(\w+) of ", getattr(v, "text", ""))
+    if isinstance(v, OtherValue) and method:             # `return loss.mean`: the method, not what it gives
+        return f"the method {method.group(1)} itself, not what it gives: call it, {method.group(1)}()"
     if isinstance(v, OtherValue):
         return f"{'an' if v.type_name[:1] in 'aeio' else 'a'} {v.type_name} ({v.text})"
     if isinstance(v, (tuple, list)):
