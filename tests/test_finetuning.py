@@ -1847,11 +1847,17 @@ def test_loader_renaming_that_misses_keys_under_strict_false_lists_them():
     ({"self.dropout = nn.Dropout(dropout)": "self.dropout = nn.Dropout"},
      "self.dropout is the class Dropout itself, not a module built from it"),
     ({"m = attention_mask.unsqueeze(-1)": "m = attention_mask.unsqueeze(1)"},
-     "attention_mask.unsqueeze(-1), (B, T, 1): unsqueeze(1) makes (B, 1, T)"),
+     "it needs an axis at the end, attention_mask[..., None] (or .unsqueeze(-1)), (B, T, 1)"),
+    # the mask as it comes: the note on reductions without keepdim=True (which this one has) was all it got
+    ({"m = attention_mask.unsqueeze(-1)": "m = attention_mask.to(h.dtype)",
+      "POOLED": "(h * m).sum(1) / m.sum(1, keepdim=True)"},
+     "it needs an axis at the end, attention_mask[..., None] (or .unsqueeze(-1)), (B, T, 1)"),
+    ({"m = attention_mask.unsqueeze(-1)": "m = attention_mask[:, None]"},
+     "it needs an axis at the end, attention_mask[..., None] (or .unsqueeze(-1)), (B, T, 1)"),
     ({"POOLED": "(h * m).sum(0) / m.sum(0)"}, "known mistake: mean over the batch axis (dim 0)"),
 ], ids=["squeezed logits", "a LayerNorm before the head", "config.hidden_size", "logits and pooled",
         "the rate as self.dropout", "pooled over the features", "mask inverted", "the Dropout class kept",
-        "the mask's axis in the middle", "pooled over the batch"])
+        "the mask's axis in the middle", "the mask as it comes", "the mask indexed in the middle", "pooled over the batch"])
 def test_classifier_third_probe(change, said):
     """.squeeze() passed (no case had one sentence, as the notebook's prediction box gives); an extra LayerNorm
     before the head got bare logits; config.hidden_size got Python's words alone. (logits, pooled) got the
@@ -2019,3 +2025,14 @@ def test_lora_returning_another_shape_is_told_so_before_the_check_compares():
     said = [r.message for r in _verdicts(LORA, _cell(src, "LoRALinear")).values() if not r.passed]
     assert said and all("LoRALinear's forward returned shape" in m and "the leading axes flattened into one" in m
                         and "keepdim" not in m for m in said), said
+
+
+def test_precision_with_comparisons_joined_by_an_unbracketed_and_sign_is_told_of_precedence():
+    """09's own note on "Boolean value of Tensor" told a learner who had written & to use &, with parentheses."""
+    from course_lib.exercises.ex09_finetuning import PRF
+    answer = _cell("def precision_recall_f1(preds, labels, positive=1):\n"
+                   "    tp = int(torch.sum(preds == positive & labels == positive))\n    return tp, tp, tp\n",
+                   "precision_recall_f1")
+    for suite, r in _verdicts(PRF, answer).items():
+        assert not r.passed and "& and | bind tighter than ==, < and >" in r.message, (suite, r.message)
+        assert "Python's and, or and not" not in r.message, r.message

@@ -1854,3 +1854,15 @@ def test_notes_on_joining_tensors_and_looping_over_a_count_name_that_cause(body,
     params = ", ".join("tn"[:len(args)])
     why = _explained_in_a_cell(f"def f({params}):\n" + body, *args)
     assert says in why and (not_said is None or not_said not in why), why
+
+
+def test_comparisons_joined_by_an_unbracketed_and_sign_are_told_of_precedence():
+    """`preds == positive & labels == positive` was told that Python's and, or and not ask a tensor for one value,
+    to use &, which the answer had (09's fourth learner)."""
+    why = _explained_in_a_cell("def f(preds, labels, positive):\n"
+                               "    return int(torch.sum(preds == positive & labels == positive))\n",
+                               torch.tensor([1, 0, 1]), torch.tensor([1, 1, 0]), 1)
+    assert "& and | bind tighter than ==, < and >: `preds == positive & labels == positive`" in why, why
+    why = _explained_in_a_cell("def f(preds, labels, positive):\n    return int(torch.sum(preds and labels))\n",
+                               torch.tensor([1, 0, 1]), torch.tensor([1, 1, 0]), 1)
+    assert "bind tighter" not in why and "Python's if, and, or, not and bool()" in why, why

@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from course_lib.grading import gradients
 from course_lib.grading.compare import _describe, _shape_hint
 from course_lib.grading.engine import _is_learner_frame, describe_error, refuse_on_gpu
-from course_lib.grading.explain import _learner_line
+from course_lib.grading.explain import _learner_line, explain
 from course_lib.grading.meta import also_on_meta
 from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
 from course_lib.models.bert import BertConfig, BertEncoder
@@ -464,9 +464,14 @@ def _call_clf(cls, inputs):
     try:
         logits = _eval_output(model, inputs)
     except RuntimeError as exc:
-        if "must match the size of tensor" in str(exc) and "attention_mask.unsqueeze(1)" in _learner_cell(exc):
-            exc.add_note("attention_mask is (B, T); to weigh the encoder's (B, T, d_model) output it needs an axis "
-                         "at the end,\nattention_mask.unsqueeze(-1), (B, T, 1): unsqueeze(1) makes (B, 1, T).")
+        sizes = re.search(r"size of tensor a \((\d+)\) must match the size of tensor b \((\d+)\)", str(exc))
+        T, d = inputs["input_ids"].shape[-1], inputs["config"].d_model
+        if sizes and T != d and {int(sizes.group(1)), int(sizes.group(2))} == {T, d}:
+            # the mask as it comes, (B, T), or unsqueezed at 1, (B, 1, T): its T meets the features' d_model
+            exc.add_note(f"Here T = {T} met d_model = {d}: attention_mask is (B, T), and to weigh the encoder's "
+                         f"(B, T, d_model) output\nit needs an axis at the end, attention_mask[..., None] (or "
+                         f".unsqueeze(-1)), (B, T, 1). As it comes,\nor unsqueezed at 1, (B, 1, T), its T lines up "
+                         f"with d_model.")
         if "mat1 and mat2 shapes cannot be multiplied" in str(exc):
             exc.add_note(f"The head takes vectors of d_model = {inputs['config'].d_model} features. The pooled "
                          f"vector is the mean over the tokens,\naxis 1 of the encoder's (B, T, d_model) output: "
@@ -1445,7 +1450,9 @@ def _call_prf(impl, inputs):
         raise
     except RuntimeError as exc:
         if "Boolean value of Tensor" in str(exc):
-            exc.add_note("Python's and, or and not ask a tensor for one True or False. To combine comparisons\n"
+            said = explain(exc)             # `preds == positive & labels == positive`: & binds before ==
+            exc.add_note(said if "bind tighter" in said else
+                         "Python's and, or and not ask a tensor for one True or False. To combine comparisons\n"
                          "position by position use &, | and ~, with parentheses: (preds == positive) & (labels == positive).")
         raise
 

@@ -309,6 +309,12 @@ def explain(exc: BaseException) -> str:
     if '"bitwise_' in text and (found := re.search(r"[\w.\]]+\s*[&|]\s*[\w.\[\]]+\s*(?:[<>]=?|==|!=)\s*[\w.]+", line)):
         why = (f"& and | bind tighter than <, > and ==: `{found.group(0)}` compares the result of the & (or |),\n"
                f"not the tensor beside it. Put each comparison in parentheses: chosen & (r < 0.8).")
+    # `preds == positive & labels == positive`: & binds first, and Python chains the two == into an `and`
+    if "Boolean value of Tensor" in text and not re.search(r"\b(and|or|not|if|while)\b", line) and (found := re.search(
+            r"[\w.\]\[]+\s*(?:[<>]=?|==|!=)\s*[\w.\]\[]+\s*[&|]\s*[\w.\]\[]+\s*(?:[<>]=?|==|!=)\s*[\w.\]\[]+", line)):
+        why = (f"& and | bind tighter than ==, < and >: `{found.group(0)}`\ncompares with the result of the & (or |) "
+               f"in the middle, and Python joins the two comparisons with an\n`and`, which asks a tensor for one True or "
+               f"False. Put each comparison in parentheses:\n(preds == positive) & (labels == positive).")
     if "view size is not compatible" in text and ".view(" in line:       # the answer's own line, rewritten
         why = why.replace(_VIEW_FIX, line.strip().replace(".view(", ".reshape("))
     if "must match the size of tensor b" in text:
