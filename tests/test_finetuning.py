@@ -2036,3 +2036,19 @@ def test_precision_with_comparisons_joined_by_an_unbracketed_and_sign_is_told_of
     for suite, r in _verdicts(PRF, answer).items():
         assert not r.passed and "& and | bind tighter than ==, < and >" in r.message, (suite, r.message)
         assert "Python's and, or and not" not in r.message, r.message
+
+
+def test_a_demo_cells_encoder_read_in_place_of_self_encoder_is_data_not_code():
+    """`encoder(input_ids, attention_mask)` in forward, with the notebook's MiniLM as a global, was told to move
+    `encoder` into the answer cell (a model is callable, so it was taken for a function) and that the pooling was
+    over the features, where the 384-wide encoder was simply not the one given (09's fourth learner)."""
+    from course_lib.exercises.ex09_finetuning import SENTENCE_CLASSIFIER
+    from course_lib.grading.cells import is_code
+    assert not is_code(nn.Linear(2, 2)) and is_code(nn.Linear) and is_code(torch.relu) and not is_code(torch.ones(2))
+    src = _CLF_CELL.replace("h = self.encoder(", "h = encoder(").replace("POOLED", "(h * m).sum(1) / m.sum(1)")
+    answer = _cell(src.replace("DROP", "self.dropout(pooled)"), "SentenceClassifier")
+    answer.forward.__globals__["encoder"] = BertEncoder(BertConfig(vocab_size=50, d_model=24, n_layers=1, n_heads=2,
+                                                                   d_ff=32, max_positions=32))
+    for suite, r in _verdicts(SENTENCE_CLASSIFIER, answer).items():
+        assert not r.passed and "mat1 and mat2 shapes cannot be multiplied" in r.message, (suite, r.message)
+        assert "A sum over axis -1" not in " ".join(r.message.split()), r.message

@@ -472,11 +472,11 @@ def _call_clf(cls, inputs):
                          f"(B, T, d_model) output\nit needs an axis at the end, attention_mask[..., None] (or "
                          f".unsqueeze(-1)), (B, T, 1). As it comes,\nor unsqueezed at 1, (B, 1, T), its T lines up "
                          f"with d_model.")
-        if "mat1 and mat2 shapes cannot be multiplied" in str(exc):
-            exc.add_note(f"The head takes vectors of d_model = {inputs['config'].d_model} features. The pooled "
-                         f"vector is the mean over the tokens,\naxis 1 of the encoder's (B, T, d_model) output: "
-                         f"(h * m).sum(1) / m.sum(1), shape (B, d_model). A sum over\naxis -1 (the features) "
-                         f"leaves (B, T).")
+        got = re.search(r"mat1 and mat2 shapes cannot be multiplied \(\d+x(\d+) and", str(exc))
+        if got and int(got.group(1)) == T:      # pooled over the features; not an encoder of another width
+            exc.add_note(f"The head takes vectors of d_model = {d} features. The pooled vector is the mean over the "
+                         f"tokens,\naxis 1 of the encoder's (B, T, d_model) output: (h * m).sum(1) / m.sum(1), shape "
+                         f"(B, d_model). A sum over\naxis -1 (the features) leaves (B, T).")
         raise
     if not isinstance(logits, torch.Tensor):
         what = f"a {type(logits).__name__}" + (f" of {len(logits)}" if isinstance(logits, (tuple, list)) else "")

@@ -242,8 +242,10 @@ def renamed_since(answer, name: str) -> list[str] | None:
 
 
 def is_code(value) -> bool:
-    """A function, class or module, as opposed to a value (a tensor, a number, a setting)."""
-    return callable(value) or isinstance(value, types.ModuleType)
+    """A function, class or module, as opposed to a value (a tensor, a number, a setting, a model: an nn.Module
+    instance is callable, but a demo cell's encoder read in place of self.encoder is data)."""
+    import torch
+    return (callable(value) and not isinstance(value, torch.nn.Module)) or isinstance(value, types.ModuleType)
 
 
 def namespace(answer) -> dict:
@@ -298,7 +300,8 @@ def said(ex, answer, *, passed: bool, summary: str = "") -> str:
                   f"{'it' if len(code) == 1 else 'them'} into {ex.name}'s answer cell."] if code else []
         notes += [f"it reads {_listed(data)}, set {only(data)} that grading does not run (so there "
                   f"{'it is' if len(data) == 1 else 'they are'} not defined), not one of its parameters: is that "
-                  f"what you meant? An answer works on its arguments alone."] if data else []
+                  f"what you meant? An answer works on its arguments alone"
+                  f"{' (and what __init__ keeps on self)' if inspect.isclass(answer) else ''}."] if data else []
         notes += [calls] if others else []
         return "".join("\n" + fill("Note: " + line) for line in notes)
     why = ([f"this {ex.name} was defined in a cell that grading does not run"] if itself else []) + (
