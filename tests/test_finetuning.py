@@ -2052,3 +2052,16 @@ def test_a_demo_cells_encoder_read_in_place_of_self_encoder_is_data_not_code():
     for suite, r in _verdicts(SENTENCE_CLASSIFIER, answer).items():
         assert not r.passed and "mat1 and mat2 shapes cannot be multiplied" in r.message, (suite, r.message)
         assert "A sum over axis -1" not in " ".join(r.message.split()), r.message
+
+
+def test_freeze_that_turns_only_the_head_back_on_is_named_so():
+    """Copying with_lora's `model.head.requires_grad_(True)` in place of unfreezing the rest was named "the
+    encoder's children taken for its layers", which the answer never calls (09's fourth learner)."""
+    from course_lib.exercises.ex09_finetuning import FREEZE
+    src = _FREEZE_CELL.replace("    for p in model.parameters():\n        p.requires_grad = True\n", "").replace(
+        "    return COUNT", "    model.head.requires_grad_(True)\n    return COUNT")
+    src = src.replace("PARTS", "[model.encoder.embeddings, *model.encoder.layers[:n_layers]]")
+    answer = _cell(src.replace("COUNT", "sum(p.numel() for p in model.parameters() if p.requires_grad)"),
+                   "freeze_lower_layers")
+    for suite, r in _verdicts(FREEZE, answer).items():
+        assert not r.passed and "known mistake: only the head made trainable again" in r.message, (suite, r.message)

@@ -906,6 +906,15 @@ def _mf_no_unfreeze(model, n_layers):
     return _trainable(model)
 
 
+def _mf_head_only_unfrozen(model, n_layers):
+    """The notebook's with_lora turns the head back on, and a learner copies that: the upper layers stay as they
+    came (frozen, on a model that arrives frozen)."""
+    _in_range(model, n_layers)
+    _freeze_with(model, [model.encoder.embeddings, *model.encoder.layers[:n_layers]], unfreeze=False)
+    model.head.requires_grad_(True)
+    return _trainable(model)
+
+
 def _mf_children_as_layers(model, n_layers):
     """list(model.encoder.children())[:n_layers + 1]: [embeddings, layers] taken as the embeddings and one
     layer each, so any n_layers >= 1 freezes the whole ModuleList of layers."""
@@ -1016,6 +1025,11 @@ FREEZE = Exercise(
         Mistake("the rest not made trainable again", _mf_no_unfreeze,
                 "The contract sets requires_grad=True on every parameter outside the frozen part, so that\n"
                 "calling freeze_lower_layers again with another n_layers works on any model."),
+        Mistake("only the head made trainable again: the layers above the frozen ones left as they came",
+                _mf_head_only_unfrozen,
+                "On a model that arrives frozen (after an earlier call, or a head-only run) the upper layers\n"
+                "stay frozen unless set back: every parameter outside embeddings and layers[:n_layers] gets\n"
+                "requires_grad=True, the encoder's upper layers as well as the head."),
         Mistake("the encoder's children taken for its layers (list(encoder.children())[:n_layers + 1])",
                 _mf_children_as_layers,
                 "model.encoder.children() are its direct submodules, the embeddings and the one ModuleList that\n"
