@@ -2065,3 +2065,13 @@ def test_freeze_that_turns_only_the_head_back_on_is_named_so():
                    "freeze_lower_layers")
     for suite, r in _verdicts(FREEZE, answer).items():
         assert not r.passed and "known mistake: only the head made trainable again" in r.message, (suite, r.message)
+
+
+def test_pooling_by_floor_division_is_told_to_divide_with_a_slash():
+    """`(h * m).sum(1) // m.sum(1)` was told that a random mask drawn with torch.bernoulli is the usual cause, in an
+    exercise with dropout in it (09's fourth learner)."""
+    from course_lib.exercises.ex09_finetuning import SENTENCE_CLASSIFIER
+    src = _CLF_CELL.replace("POOLED", "(h * m).sum(1) // m.sum(1)").replace("DROP", "self.dropout(pooled)")
+    for suite, r in _verdicts(SENTENCE_CLASSIFIER, _cell(src, "SentenceClassifier")).items():
+        assert not r.passed and "it calls aten::floor_divide" in r.message, (suite, r.message)
+        assert "// rounds down to whole numbers" in r.message and "bernoulli" not in r.message, r.message

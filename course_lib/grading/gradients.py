@@ -22,11 +22,16 @@ def grads_of(y: torch.Tensor, wrt: list[torch.Tensor]) -> tuple:
             return (None,) * len(wrt)                                        # (00's second learner): none reaches
         if "derivative for" in str(exc) and "is not implemented" in str(exc):
             op = str(exc).split("derivative for", 1)[1].split("is not implemented", 1)[0].strip()
-            raise ValueError(f"autograd cannot differentiate the answer: it calls {op}, which has no derivative in "
-                             "PyTorch, on a tensor that requires a gradient. A random mask drawn from such a tensor "
-                             "(torch.bernoulli(w, p)) is the usual case: use nn.Dropout or F.dropout, or draw the "
-                             "mask from probabilities that need no gradient (torch.bernoulli(torch.full_like(w, "
-                             "1 - p)))") from None
+            said = f"autograd cannot differentiate the answer: it calls {op}, which has no derivative in PyTorch, " \
+                   "on a tensor that requires a gradient."
+            if "floor_divide" in op:                             # `//` where `/` was meant (09's mean pooling)
+                raise ValueError(f"{said} // rounds down to whole numbers, a step function with no gradient: "
+                                 "divide with /") from None
+            if "bernoulli" not in op:
+                raise ValueError(f"{said} Compute it with operations that have one") from None
+            raise ValueError(f"{said} A random mask drawn from such a tensor (torch.bernoulli(w, p)) is the usual "
+                             "case: use nn.Dropout or F.dropout, or draw the mask from probabilities that need no "
+                             "gradient (torch.bernoulli(torch.full_like(w, 1 - p)))") from None
         if "modified by an inplace operation" not in str(exc):
             raise
         raise ValueError("autograd cannot differentiate the answer: an in-place operation (y /= ..., y.mul_(...), "
