@@ -2075,3 +2075,21 @@ def test_pooling_by_floor_division_is_told_to_divide_with_a_slash():
     for suite, r in _verdicts(SENTENCE_CLASSIFIER, _cell(src, "SentenceClassifier")).items():
         assert not r.passed and "it calls aten::floor_divide" in r.message, (suite, r.message)
         assert "// rounds down to whole numbers" in r.message and "bernoulli" not in r.message, r.message
+
+
+@pytest.mark.parametrize("mask_line, how", [
+    ("m = attention_mask.unsqueeze_(-1).to(h.dtype)", "from (3, 6) to (3, 6, 1)"),
+    ("m = attention_mask.mul_(1).unsqueeze(-1).to(h.dtype)", None),          # in place, but the same values
+])
+def test_a_classifier_that_changes_the_callers_mask_in_place_is_told_so(mask_line, how):
+    """attention_mask.unsqueeze_(-1) passed its first call, and the next one failed in the encoder, at a line that
+    passes the mask untouched: "attention_mask has shape (3, 6, 1), input_ids (3, 6)" (09's fourth learner)."""
+    from course_lib.exercises.ex09_finetuning import SENTENCE_CLASSIFIER
+    src = _CLF_CELL.replace("m = attention_mask.unsqueeze(-1).to(h.dtype)", mask_line)
+    src = src.replace("POOLED", "(h * m).sum(1) / m.sum(1)").replace("DROP", "self.dropout(pooled)")
+    for suite, r in _verdicts(SENTENCE_CLASSIFIER, _cell(src, "SentenceClassifier")).items():
+        if how is None:
+            assert r.passed, (suite, r.message)
+            continue
+        assert not r.passed and "forward changed the caller's attention_mask in place" in r.message, (suite, r.message)
+        assert suite == "hidden" or how in r.message, r.message

@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from course_lib.grading import gradients
-from course_lib.grading.compare import _describe, _shape_hint
+from course_lib.grading.compare import _describe, _shape, _shape_hint
 from course_lib.grading.engine import _is_learner_frame, describe_error, refuse_on_gpu
 from course_lib.grading.explain import _learner_line, explain
 from course_lib.grading.meta import also_on_meta
@@ -111,8 +111,21 @@ def _learner_cell(exc: BaseException) -> str:
 
 
 def _eval_output(model: nn.Module, inputs: dict) -> torch.Tensor:
+    """The model's logits in eval mode; refused in words where forward changed the caller's input_ids or
+    attention_mask (an unsqueeze_ on the mask: the next call, not this one, then fails on its shape)."""
+    given = {n: inputs[n] for n in ("input_ids", "attention_mask")}
+    kept = {n: (t.shape, t.clone()) for n, t in given.items()}
     with torch.no_grad():
-        return model.eval()(inputs["input_ids"], inputs["attention_mask"])
+        out = model.eval()(given["input_ids"], given["attention_mask"])
+    for name, t in given.items():
+        shape, before = kept[name]
+        if t.shape != shape or (not t.is_meta and not torch.equal(t, before)):
+            how = f"from {_shape(shape)} to {_shape(t.shape)}" if t.shape != shape else "its values"
+            raise ValueError(f"forward changed the caller's {name} in place ({how}): an in-place method "
+                             f"(unsqueeze_, mul_, masked_fill_, ...) changes the tensor the caller passed, for every "
+                             f"later use of it. Make a new tensor instead: {name}.unsqueeze(-1) or {name}[..., None], "
+                             f"without the underscore")
+    return out
 
 
 # ===================================================================== load_pretrained_encoder
