@@ -2093,3 +2093,23 @@ def test_a_classifier_that_changes_the_callers_mask_in_place_is_told_so(mask_lin
             continue
         assert not r.passed and "forward changed the caller's attention_mask in place" in r.message, (suite, r.message)
         assert suite == "hidden" or how in r.message, r.message
+
+
+@pytest.mark.parametrize("fp, fn, mistake", [
+    ("(preds == positive) & ~label_pos", "(preds == 0) & label_pos", "the misses counted as predictions of one other"),
+    ("(preds == positive) & ~label_pos", "(preds == 1 - positive) & label_pos",
+     "the misses counted as predictions of one other"),
+    ("(preds == positive) & (labels == 0)", "(preds == 0) & label_pos",
+     "the false positives and the misses counted against one other class"),
+])
+def test_precision_with_the_other_class_hard_coded_is_named(fp, fn, mistake):
+    """Misses counted as (preds == 0) were named "recall as TP / (TP + FP)" on positive=0, where they equal TP, and
+    1 - positive got "None of the known slips" (09's fourth learner)."""
+    from course_lib.exercises.ex09_finetuning import PRF
+    answer = _cell("def precision_recall_f1(preds, labels, positive=1):\n    label_pos = labels == positive\n"
+                   f"    tp = int(((preds == positive) & label_pos).sum())\n    fp = int(({fp}).sum())\n"
+                   f"    fn = int(({fn}).sum())\n    p = tp / (tp + fp) if tp + fp else 0.0\n"
+                   "    r = tp / (tp + fn) if tp + fn else 0.0\n    return p, r, (2 * p * r / (p + r) if p + r else 0.0)\n",
+                   "precision_recall_f1")
+    for suite, r in _verdicts(PRF, answer).items():
+        assert not r.passed and f"known mistake: {mistake}" in r.message, (suite, r.message)

@@ -1551,6 +1551,16 @@ def _mp_sums_as_counts(preds, labels, positive=1):
     return _prf_from(tp, int(preds.sum()) - tp, int(labels.sum()) - tp)
 
 
+def _mp_other_class_zero(which):
+    """The other class taken as class 0, as with two classes and positive=1: (preds == 0) & (labels == positive) for
+    the misses, and for both=True also (preds == positive) & (labels == 0) for the false positives."""
+    def wrong(preds, labels, positive=1):
+        pp, pl = preds == positive, labels == positive
+        fp = int((pp & (labels == 0)).sum()) if which == "both" else int((pp & ~pl).sum())
+        return _prf_from(int((pp & pl).sum()), fp, int(((preds == 0) & pl).sum()))
+    return wrong
+
+
 def _mp_bool(preds, labels, positive=1):
     """preds.bool() as the positive mask: every nonzero class is positive (inverted for positive=0)."""
     pp, pl = preds.bool(), labels.bool()
@@ -1685,6 +1695,16 @@ PRF = Exercise(
                 "preds.sum() counts the predictions of class 1 only when the classes are 0 and 1 and positive\n"
                 "is 1: with positive=0 it counts the other class, and with three classes it adds up class\n"
                 "numbers. Count with comparisons: (preds == positive).sum() and (labels == positive).sum()."),
+        *(Mistake(what, _mp_other_class_zero(which),
+                  "Not positive is every other class: preds != positive and labels != positive. One class,\n"
+                  "0 or 1 - positive, is the other one only with two classes: with three it leaves the third\n"
+                  "out, and class 0 is the positive class itself when positive=0.")
+          for which, what in (("both", "the false positives and the misses counted against one other class "
+                                       "(labels == 0 and preds == 0, or 1 - positive), not against every class "
+                                       "but positive"),
+                              ("misses", "the misses counted as predictions of one other class ((preds == 0) or "
+                                         "(preds == 1 - positive), & (labels == positive)), not of every class "
+                                         "but positive"))),
         Mistake("class ids used as booleans (preds.bool()): every class but 0 counted as positive", _mp_bool,
                 "preds.bool() is True for every nonzero id, so with three classes and positive=2, class 1\n"
                 "counts as positive too (and ~ of it picks class 0 alone only when there are two classes).\n"
