@@ -3,6 +3,7 @@ behaviour (classifier, freezing, LoRA, metrics), plus a tiny real fine-tune that
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 import hashlib
 
 import pytest
@@ -2113,3 +2114,23 @@ def test_precision_with_the_other_class_hard_coded_is_named(fp, fn, mistake):
                    "precision_recall_f1")
     for suite, r in _verdicts(PRF, answer).items():
         assert not r.passed and f"known mistake: {mistake}" in r.message, (suite, r.message)
+
+
+def test_a_loader_that_reads_the_notebooks_checkpoint_is_told_so():
+    """Reading the notebook's `checkpoint` (MiniLM's 6 layers) in place of the state_dict argument was told that it
+    "looked up a layer past them: loop over range(config.n_layers)", which it did not (09's fourth learner)."""
+    import nbformat
+
+    from course_lib.exercises.ex09_finetuning import LOADER, _config, _hf_state_dict
+    from course_lib.reference.finetuning import IGNORED_KEYS
+    nb = nbformat.read(str(Path(__file__).parents[1] / "solutions/09_finetuning/09_finetuning.ipynb"), 4)
+    src = next(c.source for c in nb.cells if "def load_pretrained_encoder" in c.source and "BEGIN SOLUTION" in c.source)
+    src = src.replace("for key, value in state_dict.items():", "for key, value in checkpoint.items():")
+    answer = _cell(src, "load_pretrained_encoder")
+    answer.__globals__.update(IGNORED_KEYS=IGNORED_KEYS, checkpoint=_hf_state_dict(torch.Generator().manual_seed(0),
+                                                                                   _config(16, 6)))
+    assert "checkpoint.items()" in src
+    for suite, r in _verdicts(LOADER, answer).items():
+        assert not r.passed and "The keys named here are in checkpoint, a dict of the notebook's" in r.message, (
+            suite, r.message)
+        assert "looked up a layer past them" not in r.message, r.message

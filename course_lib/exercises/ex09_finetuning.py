@@ -175,7 +175,16 @@ def _call_loader(impl, inputs):
     except (KeyError, RuntimeError) as exc:
         text = str(exc)
         ignored = [k for k in ref.IGNORED_KEYS if k in text]
-        if ignored:
+        named = set(re.findall(r"'([\w.]+)'", text)) - set(sd)
+        # keys the case's checkpoint has not, from a dict of the notebook's (its MiniLM `checkpoint`) read in place
+        # of the state_dict argument: not a layer looked up past config.n_layers
+        read = [n for n, v in getattr(impl, "__globals__", {}).items()
+                if isinstance(v, dict) and v is not sd and not n.startswith("_") and named & set(v)]
+        if read:
+            exc.add_note(f"The keys named here are in {read[0]}, a dict of the notebook's, and not in the checkpoint "
+                         f"this call was given:\nthe answer reads {read[0]} where it should read its state_dict "
+                         f"argument, the checkpoint the caller passes.")
+        elif ignored:
             exc.add_note(f"{ignored[0]} is in IGNORED_KEYS: an entry of the checkpoint that is not a weight of the "
                          f"encoder\n(the pooler, or the constant position_ids). Skip every key in IGNORED_KEYS "
                          f"before renaming\nand loading; the encoder has nothing to put it in.")
