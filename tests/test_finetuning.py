@@ -2134,3 +2134,17 @@ def test_a_loader_that_reads_the_notebooks_checkpoint_is_told_so():
         assert not r.passed and "The keys named here are in checkpoint, a dict of the notebook's" in r.message, (
             suite, r.message)
         assert "looked up a layer past them" not in r.message, r.message
+
+
+def test_freeze_that_compares_requires_grad_instead_of_setting_it_is_told_so():
+    """`p.requires_grad == False` got "nothing frozen" with causes that did not include == (09's fourth learner)."""
+    from course_lib.exercises.ex09_finetuning import FREEZE
+    src = _FREEZE_CELL.replace("            p.requires_grad = False", "            p.requires_grad == False")
+    src = src.replace("PARTS", "[model.encoder.embeddings, *model.encoder.layers[:n_layers]]")
+    from course_lib.grading.engine import evaluate
+    src = src.replace("COUNT", "sum(p.numel() for p in model.parameters() if p.requires_grad)")
+    answer = _cell(src, "freeze_lower_layers")
+    for suite in ("visible", "hidden"):
+        r = evaluate(FREEZE, answer, suite=suite, source=src)      # as check() passes the answer cell's source
+        assert not r.passed and "`p.requires_grad == False`, compares and keeps nothing" in r.message, (suite, r.message)
+        assert "To set it: p.requires_grad = False" in r.message, r.message

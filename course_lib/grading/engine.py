@@ -746,6 +746,12 @@ def _result_dropped(source: str | None) -> str:
             return (f"  Note: line {node.lineno}, `{said[:70]}`, makes a new tensor and keeps nothing of it:\n"
                     f"  {node.value.func.attr} does not change {owner}. Keep what it gives: "
                     f"{owner} = {said[:60]}{'...' if len(said) > 60 else ''}")
+        if (isinstance(node, ast.Expr) and isinstance(node.value, ast.Compare) and len(node.value.ops) == 1
+                and isinstance(node.value.ops[0], ast.Eq) and _named(node.value.left)):
+            # `p.requires_grad == False` on a line of its own (09's freeze): a test, not an assignment
+            left, right = ast.unparse(node.value.left), ast.unparse(node.value.comparators[0])
+            return (f"  Note: line {node.lineno}, `{left} == {right}`, compares and keeps nothing: == tests, = "
+                    f"assigns.\n  To set it: {left} = {right}")
     return ""
 
 
