@@ -2148,3 +2148,20 @@ def test_freeze_that_compares_requires_grad_instead_of_setting_it_is_told_so():
         r = evaluate(FREEZE, answer, suite=suite, source=src)      # as check() passes the answer cell's source
         assert not r.passed and "`p.requires_grad == False`, compares and keeps nothing" in r.message, (suite, r.message)
         assert "To set it: p.requires_grad = False" in r.message, r.message
+
+
+def test_a_loader_that_returns_what_load_state_dict_returns_is_told_so():
+    """`return model.load_state_dict(renamed)` got "must return the BertEncoder, got _IncompatibleKeys" alone."""
+    import nbformat
+
+    from course_lib.exercises.ex09_finetuning import LOADER
+    from course_lib.reference.finetuning import IGNORED_KEYS
+    nb = nbformat.read(str(Path(__file__).parents[1] / "solutions/09_finetuning/09_finetuning.ipynb"), 4)
+    src = next(c.source for c in nb.cells if "def load_pretrained_encoder" in c.source and "BEGIN SOLUTION" in c.source)
+    src = src.replace("    model.load_state_dict(renamed, strict=True)\n    return model",
+                      "    return model.load_state_dict(renamed, strict=True)")
+    answer = _cell(src, "load_pretrained_encoder")
+    answer.__globals__["IGNORED_KEYS"] = IGNORED_KEYS
+    for suite, r in _verdicts(LOADER, answer).items():
+        assert not r.passed and "load_state_dict returns a report of missing and unexpected keys" in r.message, (
+            suite, r.message)

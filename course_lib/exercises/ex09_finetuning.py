@@ -222,7 +222,9 @@ def _call_loader(impl, inputs):
                          "removed): the notebook loads the same checkpoint again for every model, so build a "
                          "new dict of renamed keys and leave the checkpoint as it is")
     if not isinstance(model, nn.Module):
-        raise TypeError(f"load_pretrained_encoder must return the BertEncoder, got {type(model).__name__}")
+        raise TypeError(f"load_pretrained_encoder must return the BertEncoder, got {type(model).__name__}" + (
+            ": load_state_dict returns a report of missing and unexpected keys, not the model. Call it, then return "
+            "the model itself" if type(model).__name__ == "_IncompatibleKeys" else ""))
     if w.device.type != "meta":
         given_memory = {v.untyped_storage().data_ptr() for v in given.values()}
         shared = [n for n, p in model.named_parameters() if p.untyped_storage().data_ptr() in given_memory]
