@@ -2165,3 +2165,15 @@ def test_a_loader_that_returns_what_load_state_dict_returns_is_told_so():
     for suite, r in _verdicts(LOADER, answer).items():
         assert not r.passed and "load_state_dict returns a report of missing and unexpected keys" in r.message, (
             suite, r.message)
+
+
+def test_lora_that_freezes_its_base_only_in_forward_is_refused():
+    """The base frozen by requires_grad_(False) in forward passed both suites: the check read the flags after a
+    forward pass, while the notebook counts LoRALinear's parameters, and an optimizer takes them, before any."""
+    from course_lib.exercises.ex09_finetuning import LORA
+    src = _LORA_CELL.replace("        for p in base.parameters():\n            p.requires_grad = False\n", "").replace(
+        "    def forward(self, x):\n", "    def forward(self, x):\n        self.base.requires_grad_(False)\n")
+    src = src.replace("INIT", f"{_RANDN} / math.sqrt(w.shape[1])").replace("SCALE", "alpha / r")
+    for suite, r in _verdicts(LORA, _cell(src, "LoRALinear")).items():
+        assert not r.passed and "still trainable when __init__ returns (frozen only in forward" in r.message, (
+            suite, r.message)

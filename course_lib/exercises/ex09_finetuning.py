@@ -1172,6 +1172,9 @@ def _call_lora(cls, inputs):
                    if isinstance(p, torch.Tensor) and not isinstance(p, nn.Parameter) else "")
             raise ValueError(f"LoRALinear.{name} must be an nn.Parameter of shape {tuple(shape)}, found {got}{why}")
     _same_device_as_base(cls, inputs, x.dtype)
+    # As __init__ leaves them: the optimizer and count_parameters see the module before any forward pass.
+    still = [f"base.{n}" for n, p in base.named_parameters() if p.requires_grad]
+    trainable = sum(p.numel() for p in m.parameters() if p.requires_grad)
     # "Small": the answer key draws A with standard deviation 1/√in_features (so x·Aᵀ keeps x's scale);
     # 3/√in_features leaves room for other inits (Kaiming, 0.01) and not for torch.randn unscaled. Below
     # 0.005 (1e-4, or randn / in_features at MiniLM's 384) B's first updates, which grow with A·x, get almost
@@ -1215,9 +1218,10 @@ def _call_lora(cls, inputs):
                 else "B gets no gradient" if y0.requires_grad else
                 "B gets no gradient: the output carries none (computed under torch.no_grad(), through .data or "
                 ".detach(), or everything frozen, A and B too)")
-    still = [f"base.{n}" for n, p in base.named_parameters() if p.requires_grad]
-    base_frozen = f"{' and '.join(still)} still trainable" if still else "every parameter of base frozen"
-    trainable = sum(p.numel() for p in m.parameters() if p.requires_grad)
+    later = "" if any(p.requires_grad for p in base.parameters()) else (
+        " when __init__ returns (frozen only in forward, after an optimizer and count_parameters have seen it: "
+        "freeze base in __init__)")
+    base_frozen = f"{' and '.join(still)} still trainable{later}" if still else "every parameter of base frozen"
     with torch.no_grad():
         m.A.copy_(inputs["A"])
         m.B.copy_(inputs["B"])
