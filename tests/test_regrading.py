@@ -437,8 +437,24 @@ def test_past_the_submission_limit_the_reason_says_how_to_find_the_cell(tmp_path
                                 solutions=ROOT / "solutions", jobs=1, cell_timeout=30, submission_timeout=12))
     (row,) = results
     assert row["status"] == "NOT GRADED", row
-    assert "longer than the 12 s limit per submission" in row["reason"], row["reason"]
+    assert "longer than the 12 s limit per submission, and again with a 7 s cell timeout," in row["reason"], row
     assert "each waiting the 30 s cell timeout" in row["reason"] and "--cell-timeout" in row["reason"], row["reason"]
+
+
+def test_a_submission_past_the_limit_runs_again_with_short_timeouts_to_name_the_answer(tmp_path):
+    """One answer that never returns ran the submission past its limit, and the reason said only to grade it again
+    by hand with a smaller --cell-timeout (an instructor's second trial): that second run is now made at once, and
+    its reason names the answer."""
+    loops = "def split_heads(x, n_heads):\n    while True:\n        pass\n"
+    write(submission(A, {"split_heads_answer": loops}), tmp_path / "subs", "loops", A)
+    logged = []
+    results = autograde(Options(assignment=A, submissions=tmp_path / "subs", out=tmp_path / "out",
+                                solutions=ROOT / "solutions", jobs=1, cell_timeout=16, submission_timeout=40,
+                                feedback=False), log=logged.append)
+    (row,) = results
+    assert row["status"] == "NOT GRADED" and "split_heads did not return within 4 s on case 1" in row["reason"], row
+    assert "run again with a 4 s cell timeout: the first try ran past the 40 s limit" in row["note"], row
+    assert row["seconds"] > 40 and any("grading it again with a 4 s cell timeout" in line for line in logged), logged
 
 
 def test_grading_in_a_locale_that_cannot_write_a_dash_finishes(tmp_path):

@@ -338,6 +338,7 @@ def _autograde(opt: Options, out: Path, due: datetime | None, submissions: dict[
     def finish(res: dict, handed: Handed, placed: dict[str, Path]) -> None:
         res.update(assignment=opt.assignment, hidden_seed=seed, timestamp=handed.timestamp)
         notes = [handed.note] if handed.note else []
+        notes += [res.pop("retried")] if res.get("retried") else []
         notes += [f"{nb.name} was graded as {name}" for name, nb in placed.items()
                   if nb.name != name and nb != handed.where]      # <student>.ipynb is named so by design
         left = [nb.name for nb in handed.notebooks if nb not in placed.values()]
@@ -352,9 +353,17 @@ def _autograde(opt: Options, out: Path, due: datetime | None, submissions: dict[
         results.append(res)
         log(_summary_line(res))
 
+    # A function that never returns costs the cell timeout in every cell that calls it, and the limit per
+    # submission ran out with no word of which: such a submission runs once more with short timeouts, so that
+    # the reason names the answer that does not return (or it is graded, where only a slow cell was to blame).
+    quick = max(3, min(settings.RETRY_CELL_TIMEOUT, opt.cell_timeout // 4))
+    retries: dict[str, float] = {}          # student -> seconds of the first try, for those graded again
+
     while pending or running:
         while pending and len(running) < opt.jobs:
             student, handed = pending.pop(0)
+            cell_timeout, case_timeout = ((quick, min(opt.case_timeout, quick)) if student in retries
+                                          else (opt.cell_timeout, opt.case_timeout))
             placed, problem = place(handed, expected, others)
             if set(student) & set("[]*?"):
                 placed, problem = {}, (f"the student id {student!r} has characters nbgrader reads as a file "
@@ -364,6 +373,7 @@ def _autograde(opt: Options, out: Path, due: datetime | None, submissions: dict[
                         "grades": [], "cells": {}, "handed_in": False}, handed, placed)
                 continue
             root = work / student
+            shutil.rmtree(root, ignore_errors=True)          # a first try's folder, when graded again
             sub = root / "submitted" / student / opt.assignment
             sub.mkdir(parents=True)
             for name, nb in placed.items():
@@ -371,9 +381,9 @@ def _autograde(opt: Options, out: Path, due: datetime | None, submissions: dict[
             shutil.copy2(template, root / "gradebook.db")
             job = {"root": str(root), "assignment": opt.assignment, "student": student,
                    "solutions": str(opt.solutions.resolve()), "release": str(release_dir),
-                   "hidden_seed": seed, "cell_timeout": opt.cell_timeout,
+                   "hidden_seed": seed, "cell_timeout": cell_timeout,
                    "interrupt_grace": opt.interrupt_grace, "sandbox_timeout": opt.sandbox_timeout,
-                   "case_timeout": opt.case_timeout, "feedback": opt.feedback}
+                   "case_timeout": case_timeout, "feedback": opt.feedback}
             (root / "job.json").write_text(json.dumps(job))
             with open(root / "worker.log", "wb") as logf:      # the worker keeps its own copy open
                 proc = subprocess.Popen([sys.executable, "-m", "course_lib.instructor.worker",
@@ -387,17 +397,30 @@ def _autograde(opt: Options, out: Path, due: datetime | None, submissions: dict[
             if proc.poll() is None and elapsed < opt.submission_timeout:
                 continue
             running.remove(item)
+            first = retries.get(student, 0.0)
+            if proc.poll() is None and student not in retries and quick < opt.cell_timeout:
+                _kill_tree(proc)
+                retries[student] = elapsed
+                log(f"{student}: past the {opt.submission_timeout} s limit per submission; grading it again with "
+                    f"a {quick} s cell timeout")
+                pending.insert(0, (student, handed))
+                continue
             if proc.poll() is None:
                 _kill_tree(proc)
-                res = {"student": student, "status": "NOT GRADED", "seconds": round(elapsed, 1),
-                       "reason": f"grading took longer than the {opt.submission_timeout} s limit per submission "
-                                 "and was stopped: usually cells that never finish, each waiting the "
+                again = f", and again with a {quick} s cell timeout," if student in retries else ""
+                res = {"student": student, "status": "NOT GRADED", "seconds": round(first + elapsed, 1),
+                       "reason": f"grading took longer than the {opt.submission_timeout} s limit per submission"
+                                 f"{again} and was stopped: usually cells that never finish, each waiting the "
                                  f"{opt.cell_timeout} s cell timeout; grade this student again alone with a "
                                  "smaller --cell-timeout (say 15) to have the cell named",
                        "grades": [], "cells": {}}
             elif (root / "result.json").exists():
                 _kill_tree(proc)      # a kernel left behind, if any
                 res = json.loads((root / "result.json").read_text())
+                if student in retries:
+                    res["seconds"] = round(first + res.get("seconds", elapsed), 1)
+                    res["retried"] = (f"run again with a {quick} s cell timeout: the first try ran past the "
+                                      f"{opt.submission_timeout} s limit per submission (cells that never finish)")
             else:
                 tail = (root / "worker.log").read_text(errors="replace")[-500:]
                 res = {"student": student, "status": "NOT GRADED", "seconds": round(elapsed, 1),

@@ -9,6 +9,7 @@ INTERRUPT_GRACE = 10        # after a timeout the kernel is interrupted; this lo
 SANDBOX_TIMEOUT = 120       # all answers of one notebook in the fresh-process sandbox
 CASE_TIMEOUT = 30           # one answer on one case inside the sandbox
 SUBMISSION_TIMEOUT = 300    # everything for one submission; past it the worker is killed
+RETRY_CELL_TIMEOUT = 15     # the cell timeout of a second try, for a submission killed at that limit
 
 
 def apply_course_settings(c, *, solutions: str, release: str, cell_timeout: int = CELL_TIMEOUT,
