@@ -98,3 +98,22 @@ def test_a_virtual_environment_whose_python_does_not_run_is_named_and_left(tmp_p
     assert "a Python every user can run (COURSE_PYTHON=/usr/bin/python3)" in r.stderr, r.stderr
     assert (venv / "bin" / "python").is_symlink()
 
+
+
+def test_a_copy_sharing_another_copys_environment_runs_its_own_course_lib(tmp_path):
+    """The environment's course_lib is an editable install of the copy that set it up: a second copy run with
+    COURSE_VENV pointing there graded with the first copy's checks, and stopped when the first copy's files changed
+    (an instructor's trial). ./course puts its own folder first."""
+    import shutil
+    import sys
+    copy = tmp_path / "other copy"
+    copy.mkdir()
+    for name in ("course", "pyproject.toml", "constraints.txt"):
+        shutil.copy(ROOT / name, copy / name)
+    shutil.copytree(ROOT / "course_lib", copy / "course_lib", ignore=shutil.ignore_patterns("__pycache__"))
+    init = copy / "course_lib" / "__init__.py"
+    init.write_text(init.read_text() + "\nprint('course_lib of the other copy')\n")
+    r = subprocess.run(["bash", str(copy / "course"), "release", "--help"], capture_output=True, text=True,
+                       timeout=300, env=dict(os.environ, COURSE_VENV=sys.prefix))
+    assert r.returncode == 0, r.stderr
+    assert "course_lib of the other copy" in r.stdout, (r.stdout, r.stderr)
