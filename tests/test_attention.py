@@ -1453,7 +1453,7 @@ def test_a_causal_mask_given_a_padding_mask_s_axes_is_named():
 
 @pytest.mark.parametrize("source, told", [
     ("source = context", True),                                   # no fallback to x
-    ("source = context if context.shape[1] else x", True),       # context.shape on None
+    ("source = context.to(x.dtype)", True),                      # a method of None
     ("source = x if context is None else context\n        mask = mask.bool()", False),   # the None is the mask
 ])
 def test_context_used_without_a_fallback_is_told_that_self_attention_gives_none(source, told):
@@ -1469,3 +1469,20 @@ def test_context_used_without_a_fallback_is_told_that_self_attention_gives_none(
         r = evaluate(get_exercise("MultiHeadAttention"), mha, suite=suite)
         assert not r.passed and "A value here is None" in r.message, r.message
         assert ("If it is context: this case is self-attention, where context is None" in r.message) == told, r.message
+
+
+def test_the_context_note_is_left_out_where_forward_already_falls_back_to_x():
+    """A helper of the answer's own that forgot its return gave None in a self-attention case, and the note told the
+    answer to write the fallback to x it already had (a hunt's find)."""
+    from course_lib.reference.heads import merge_heads, split_heads
+    sdpa = _cell(_OWN_SDPA, "scaled_dot_product_attention")
+    src = _OWN_MHA.replace("MASK", "pass").replace("DROP", "w").replace(
+        "        q = split_heads(self.q_proj(x), self.n_heads)\n",
+        "        q = self._heads(self.q_proj(x))\n").replace(
+        "    def forward(self, x, context=None, mask=None):\n",
+        "    def _heads(self, t):\n        split_heads(t, self.n_heads)\n\n"
+        "    def forward(self, x, context=None, mask=None):\n")
+    mha = _cell(src, "MultiHeadAttention", split_heads=split_heads, merge_heads=merge_heads,
+                scaled_dot_product_attention=sdpa)
+    r = evaluate(get_exercise("MultiHeadAttention"), mha, suite="visible")
+    assert not r.passed and "A value here is None" in r.message and "If it is context" not in r.message, r.message

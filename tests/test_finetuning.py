@@ -2046,6 +2046,7 @@ def test_a_demo_cells_encoder_read_in_place_of_self_encoder_is_data_not_code():
     from course_lib.exercises.ex09_finetuning import SENTENCE_CLASSIFIER
     from course_lib.grading.cells import is_code
     assert not is_code(nn.Linear(2, 2)) and is_code(nn.Linear) and is_code(torch.relu) and not is_code(torch.ones(2))
+    assert is_code(nn.CrossEntropyLoss()) and is_code(nn.ReLU())       # no weights: code to move, as a function
     src = _CLF_CELL.replace("h = self.encoder(", "h = encoder(").replace("POOLED", "(h * m).sum(1) / m.sum(1)")
     answer = _cell(src.replace("DROP", "self.dropout(pooled)"), "SentenceClassifier")
     answer.forward.__globals__["encoder"] = BertEncoder(BertConfig(vocab_size=50, d_model=24, n_layers=1, n_heads=2,
@@ -2177,3 +2178,23 @@ def test_lora_that_freezes_its_base_only_in_forward_is_refused():
     for suite, r in _verdicts(LORA, _cell(src, "LoRALinear")).items():
         assert not r.passed and "still trainable when __init__ returns (frozen only in forward" in r.message, (
             suite, r.message)
+
+
+def test_a_loader_with_a_fixed_layer_count_is_not_told_it_reads_the_notebooks_checkpoint():
+    """The notebook's `checkpoint` is a global whatever the answer reads: a loop over range(6) on state_dict was told
+    it read `checkpoint` (and a table of names of the learner's own, that it read the table), a hunt's find."""
+    import nbformat
+
+    from course_lib.exercises.ex09_finetuning import LOADER, _config, _hf_state_dict
+    from course_lib.reference.finetuning import IGNORED_KEYS
+    nb = nbformat.read(str(Path(__file__).parents[1] / "solutions/09_finetuning/09_finetuning.ipynb"), 4)
+    src = next(c.source for c in nb.cells if "def load_pretrained_encoder" in c.source and "BEGIN SOLUTION" in c.source)
+    src = src.replace("    for key, value in state_dict.items():\n",
+                      "    for key in [k for k in RENAME if k in state_dict or k.startswith('encoder.layer.')]:\n"
+                      "        value = state_dict[key]\n")
+    answer = _cell(src, "load_pretrained_encoder")
+    six = _hf_state_dict(torch.Generator().manual_seed(0), _config(16, 6))
+    answer.__globals__.update(IGNORED_KEYS=IGNORED_KEYS, checkpoint=six, RENAME={k: k for k in six})
+    for suite, r in _verdicts(LOADER, answer).items():
+        assert not r.passed and "a dict of the notebook's" not in r.message, (suite, r.message)
+        assert "looked up a layer past them" in r.message, r.message

@@ -1838,15 +1838,17 @@ def test_matrix_notes_name_no_tensors_of_another_notebook(body, says, not_said):
      "not of a list of tensors: join tensors with torch.stack([...])", "Take one at a time"),
     ("    return torch.tensor([t[i:i + 2] for i in range(3)])\n", (torch.rand(6),),
      "not of a list of tensors: join tensors with torch.stack([...])", "math's functions"),
-    # a slice at a tensor of several starts, outside torch.tensor: the slice's note stays
+    # a slice at a tensor of several starts, outside torch.tensor or inside it: the slice's note stays
     ("    return t[t[:2]:4]\n", (torch.arange(6),), "Take one at a time", "torch.tensor makes"),
+    ("    return torch.tensor([t[t[:2]:4]])\n", (torch.arange(6),), "Take one at a time", "torch.tensor makes"),
     # 08's sample: a loop over a count
     ("    for _ in n:\n        t = t + 1\n    return t\n", (torch.arange(3), 4),
      "walk range(n)", "another order"),
     ("    for i in len(t):\n        t = t + 1\n    return t\n", (torch.arange(3),), "walk range(len(t))", "another order"),
     # 08's sample: torch.cat given the tensors one by one
     ("    return torch.cat(t, t, dim=0)\n", (torch.arange(3),), "torch.cat([a, b], dim=1)", None),
-], ids=["tensor-of-int-windows", "tensor-of-float-windows", "slice", "for-in-count", "for-in-len", "cat-unbracketed"])
+], ids=["tensor-of-int-windows", "tensor-of-float-windows", "slice", "slice-in-tensor", "for-in-count", "for-in-len",
+        "cat-unbracketed"])
 def test_notes_on_joining_tensors_and_looping_over_a_count_name_that_cause(body, args, says, not_said):
     """A learner's fourth pass of 08: torch.tensor of a list of windows was told to take starts one at a time (or of
     math's functions), `for _ in max_new_tokens` of arguments in another order, and torch.cat(a, b) of a generator
@@ -1863,6 +1865,26 @@ def test_comparisons_joined_by_an_unbracketed_and_sign_are_told_of_precedence():
                                "    return int(torch.sum(preds == positive & labels == positive))\n",
                                torch.tensor([1, 0, 1]), torch.tensor([1, 1, 0]), 1)
     assert "& and | bind tighter than ==, < and >: `preds == positive & labels == positive`" in why, why
+    why = _explained_in_a_cell("def f(preds, labels, positive):\n"
+                               "    return int(torch.sum(preds != positive & labels == positive))\n",
+                               torch.tensor([1, 0, 1]), torch.tensor([1, 1, 0]), 1)
+    assert why.endswith("(preds != positive) & (labels == positive)."), why     # the line's own comparisons
     why = _explained_in_a_cell("def f(preds, labels, positive):\n    return int(torch.sum(preds and labels))\n",
                                torch.tensor([1, 0, 1]), torch.tensor([1, 1, 0]), 1)
     assert "bind tighter" not in why and "Python's if, and, or, not and bool()" in why, why
+
+
+@pytest.mark.parametrize("line, said", [
+    ("p.requires_grad == False", "To set it: p.requires_grad = False"),
+    ("labels[~chosen] == -100", "To set it: labels[~chosen] = -100"),
+    ("x.shape == (2, 3)", None),                 # a sanity check left in: nothing to assign
+    ("x.shape[0] == 2", None),
+    ("x.dtype == torch.float32", None),
+    ("n == 3", None),
+])
+def test_a_dropped_comparison_is_pointed_at_only_where_an_assignment_was_meant(line, said):
+    """`p.requires_grad == False` got "nothing frozen" with other causes; the first version of the note also told a
+    leftover `x.shape == (batch_size, block_size)` to set it (x.shape = ...), which cannot be done (a hunt)."""
+    from course_lib.grading.engine import _result_dropped
+    note = _result_dropped(f"def f(x, p, labels, chosen, n):\n    {line}\n    return x\n")
+    assert (said in note) if said else note == "", note

@@ -890,6 +890,12 @@ def _mha_mask_note(mask: torch.Tensor) -> str:
             f"unsqueeze or a reshape.")
 
 
+def _source_of(fn) -> str:
+    """A function's source from the cell that defined it, or ""."""
+    code = getattr(fn, "__code__", None)
+    return "".join(linecache.getlines(code.co_filename)) if code is not None else ""
+
+
 def _deepest_learner_line(exc: BaseException) -> str:
     """The source line of the innermost learner's frame where exc was raised (their scaled_dot_product_attention,
     say, called by their MultiHeadAttention), or ""."""
@@ -952,7 +958,9 @@ def _call_mha(impl, inputs):
         except (TypeError, AttributeError) as exc:
             # k_proj(context), context.shape[1]; not a mask or a bias left at None on the same case
             if (inputs["context"] is None and "NoneType" in str(exc)
-                    and not re.search(r"\bmask\b|\bbias\b", _deepest_learner_line(exc))):
+                    and not re.search(r"\bmask\b|\bbias\b", _deepest_learner_line(exc))
+                    and not re.search(r"\bcontext\s+is\b|\bif\s+(not\s+)?context\b|\bcontext\s+or\b",
+                                      _source_of(type(module).forward))):     # a fallback there: the None is another
                 exc.add_note(f"{explain(exc)}\nIf it is context: this case is self-attention, where context is None and keys and\n"
                              "values come from x: source = x if context is None else context.")
             raise

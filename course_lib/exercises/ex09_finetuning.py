@@ -110,6 +110,17 @@ def _learner_cell(exc: BaseException) -> str:
     return "".join(linecache.getlines(frame.f_code.co_filename)) if frame is not None else ""
 
 
+def _names_read(fn) -> set[str]:
+    """The global names a function's code (its comprehensions and inner functions too) reads."""
+    names, todo = set(), [getattr(fn, "__code__", None)]
+    while todo:
+        code = todo.pop()
+        if code is not None:
+            names.update(code.co_names)
+            todo += [c for c in code.co_consts if hasattr(c, "co_names")]
+    return names
+
+
 def _eval_output(model: nn.Module, inputs: dict) -> torch.Tensor:
     """The model's logits in eval mode; refused in words where forward changed the caller's input_ids or
     attention_mask (an unsqueeze_ on the mask: the next call, not this one, then fails on its shape)."""
@@ -176,10 +187,12 @@ def _call_loader(impl, inputs):
         text = str(exc)
         ignored = [k for k in ref.IGNORED_KEYS if k in text]
         named = set(re.findall(r"'([\w.]+)'", text)) - set(sd)
-        # keys the case's checkpoint has not, from a dict of the notebook's (its MiniLM `checkpoint`) read in place
-        # of the state_dict argument: not a layer looked up past config.n_layers
+        # keys the case's checkpoint has not, from a checkpoint of the notebook's (its MiniLM `checkpoint`) that the
+        # answer names in place of its state_dict argument: not a layer looked up past config.n_layers (the global
+        # is there whatever the answer reads), nor a table of names of the answer's own
         read = [n for n, v in getattr(impl, "__globals__", {}).items()
-                if isinstance(v, dict) and v is not sd and not n.startswith("_") and named & set(v)]
+                if n in _names_read(impl) and isinstance(v, dict) and v is not sd and named & set(v)
+                and all(isinstance(t, torch.Tensor) for t in list(v.values())[:5])]
         if read:
             exc.add_note(f"The keys named here are in {read[0]}, a dict of the notebook's, and not in the checkpoint "
                          f"this call was given:\nthe answer reads {read[0]} where it should read its state_dict "
@@ -1053,7 +1066,8 @@ FREEZE = Exercise(
                 _mf_head_only_unfrozen,
                 "On a model that arrives frozen (after an earlier call, or a head-only run) the upper layers\n"
                 "stay frozen unless set back: every parameter outside embeddings and layers[:n_layers] gets\n"
-                "requires_grad=True, the encoder's upper layers as well as the head."),
+                "requires_grad=True, the encoder's upper layers as well as the head. (If you set the upper\n"
+                "layers back yourself: from layers[n_layers:], where layers[n_layers + 1:] leaves one frozen.)"),
         Mistake("the encoder's children taken for its layers (list(encoder.children())[:n_layers + 1])",
                 _mf_children_as_layers,
                 "model.encoder.children() are its direct submodules, the embeddings and the one ModuleList that\n"

@@ -243,9 +243,11 @@ def renamed_since(answer, name: str) -> list[str] | None:
 
 def is_code(value) -> bool:
     """A function, class or module, as opposed to a value (a tensor, a number, a setting, a model: an nn.Module
-    instance is callable, but a demo cell's encoder read in place of self.encoder is data)."""
+    with weights is callable, but a demo cell's encoder read in place of self.encoder is data; one without, as
+    nn.CrossEntropyLoss(), is code to move into the answer cell)."""
     import torch
-    return (callable(value) and not isinstance(value, torch.nn.Module)) or isinstance(value, types.ModuleType)
+    model = isinstance(value, torch.nn.Module) and any(True for _ in (*value.parameters(), *value.buffers()))
+    return (callable(value) and not model) or isinstance(value, types.ModuleType)
 
 
 def namespace(answer) -> dict:

@@ -311,10 +311,12 @@ def explain(exc: BaseException) -> str:
                f"not the tensor beside it. Put each comparison in parentheses: chosen & (r < 0.8).")
     # `preds == positive & labels == positive`: & binds first, and Python chains the two == into an `and`
     if "Boolean value of Tensor" in text and not re.search(r"\b(and|or|not|if|while)\b", line) and (found := re.search(
-            r"[\w.\]\[]+\s*(?:[<>]=?|==|!=)\s*[\w.\]\[]+\s*[&|]\s*[\w.\]\[]+\s*(?:[<>]=?|==|!=)\s*[\w.\]\[]+", line)):
-        why = (f"& and | bind tighter than ==, < and >: `{found.group(0)}`\ncompares with the result of the & (or |) "
+            r"([\w.\]\[]+\s*(?:[<>]=?|==|!=)\s*[\w.\]\[]+)\s*([&|])\s*([\w.\]\[]+\s*(?:[<>]=?|==|!=)\s*[\w.\]\[]+)",
+            line)):
+        left, sign, right = found.groups()
+        why = (f"& and | bind tighter than ==, < and >: `{found.group(0)}`\ncompares with the result of the {sign} "
                f"in the middle, and Python joins the two comparisons with an\n`and`, which asks a tensor for one True or "
-               f"False. Put each comparison in parentheses:\n(preds == positive) & (labels == positive).")
+               f"False. Put each comparison in parentheses:\n({left}) {sign} ({right}).")
     if "view size is not compatible" in text and ".view(" in line:       # the answer's own line, rewritten
         why = why.replace(_VIEW_FIX, line.strip().replace(".view(", ".reshape("))
     if "must match the size of tensor b" in text:
@@ -377,14 +379,15 @@ def explain(exc: BaseException) -> str:
     if "must be Tensor, not int" in text and re.search(r"\bsum\(", line):
         why = "sum() of no items is the int 0, not a tensor.\n" + _EXHAUSTED
     if re.search(r"only (integer tensors of a single element|one element tensors) can be converted", text) \
-            and re.search(r"\btorch\.(tensor|as_tensor|LongTensor|FloatTensor)\(\s*\[", line):
+            and re.search(r"\btorch\.(tensor|as_tensor|LongTensor|FloatTensor)\(\s*\[(.*\bfor\b|\s*\w+(\s*,\s*\w+)+"
+                          r"\s*\])", line):     # a comprehension or a list of names: not a slice at a tensor inside
         why = ("torch.tensor makes a tensor of numbers (or of lists of numbers), not of a list of tensors: join\n"
                "tensors with torch.stack([...]) (on a new axis) or torch.cat([...]) (along an axis they have).")
     walked = re.match(r"\s*for\s+.+?\s+in\s+(.+?)\s*:", line)
     # `for _ in max_new_tokens:`, `for i in len(x):`; a float there is more often an argument out of order
     if text == "'int' object is not iterable" and walked and not re.search(r"\b(zip|enumerate)\(", walked.group(1)):
         why = (f"A for loop walks through several things, and {walked.group(1)} is one number: to repeat something "
-               f"that many\ntimes, walk range({walked.group(1)}).")
+               f"that many\ntimes, walk range({walked.group(1)}); to walk a list or a tensor, loop over it itself.")
     if text == "tuple index out of range" and not why:
         why = _missing_axis(exc, line)
     dropout = re.search(r"'[<>]=?' not supported between instances of '(?:\w*Dropout' and '(?:float|int)|"
