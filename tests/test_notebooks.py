@@ -561,11 +561,15 @@ def test_validate_fails_a_notebook_whose_answer_cells_lost_their_marks(tmp_path)
         c.metadata.pop("nbgrader", None)
     (tmp_path / "rebuilt").mkdir()
     nbformat.write(nb, tmp_path / "rebuilt" / "00_welcome.ipynb")
+    (tmp_path / "renamed").mkdir()            # JupyterLab's Duplicate: it passed, checked against no release
+    nbformat.write(nb, tmp_path / "renamed" / "00_welcome-Copy1.ipynb")
     said = {}
-    for which in ("kept", "copied", "rebuilt"):
-        run = subprocess.run([str(scripts / "nbgrader"), "validate", str(tmp_path / which / "00_welcome.ipynb")],
+    for which in ("kept", "copied", "rebuilt", "renamed"):
+        (path,) = (tmp_path / which).glob("*.ipynb")
+        run = subprocess.run([str(scripts / "nbgrader"), "validate", str(path)],
                              cwd=ROOT, env=env, capture_output=True, text=True)
         said[which] = run.stdout + run.stderr
+    assert "VALIDATION FAILED ON 1 CELL(S)" in said["renamed"], said["renamed"]
     assert "Success! Your notebook passes all the tests." in said["kept"], said["kept"]
     text = said["rebuilt"]
     assert "VALIDATION FAILED ON 1 CELL(S)" in text and "(the nbgrader marks of 00_welcome.ipynb)" in text, text

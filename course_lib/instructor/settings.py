@@ -81,6 +81,16 @@ def cell_metadata_sent() -> None:
     Execute.sends_cell_metadata = True
 
 
+def _release_id(release, path) -> str:
+    """The assignment a notebook is a copy of: its own name, the longest release id its name starts with
+    (JupyterLab's Duplicate makes 00_welcome-Copy1.ipynb, a download 00_welcome (1).ipynb), or its folder's
+    (work/<id>/)."""
+    from pathlib import Path
+    ids = [d.name for d in Path(release).iterdir() if d.is_dir()] if Path(release).is_dir() else []
+    starts = [i for i in ids if path.stem.startswith(i)]
+    return max(starts, key=len) if starts else path.parent.name if path.parent.name in ids else path.stem
+
+
 def marks_checked_on_validate(release: str) -> None:
     """Validate fails at once, saying why and what to do, a notebook whose answer cells have lost their
     nbgrader marks (rebuilt cell by cell, or saved by an editor that drops cell metadata: nbgrader's Validate
@@ -103,7 +113,7 @@ def marks_checked_on_validate(release: str) -> None:
 
         from course_lib.grading.sandbox import grade_id, is_answer_cell, unmarked_answers
 
-        stem = Path(filename).stem
+        stem = _release_id(Path(release), Path(filename))
         try:
             mine = nbformat.read(filename, as_version=4)
             lost = unmarked_answers(nbformat.read(Path(release) / stem / f"{stem}.ipynb", as_version=4), mine)
