@@ -746,16 +746,17 @@ def _result_dropped(source: str | None) -> str:
             return (f"  Note: line {node.lineno}, `{said[:70]}`, makes a new tensor and keeps nothing of it:\n"
                     f"  {node.value.func.attr} does not change {owner}. Keep what it gives: "
                     f"{owner} = {said[:60]}{'...' if len(said) > 60 else ''}")
-        left = node.value.left if isinstance(node, ast.Expr) and isinstance(node.value, ast.Compare) else None
-        if (left is not None and len(node.value.ops) == 1 and isinstance(node.value.ops[0], ast.Eq)
-                and (isinstance(left, ast.Subscript) and _named(left.value)
-                     and getattr(left.value, "attr", "") not in {"shape", "dtype", "device"} or isinstance(left, ast.Attribute)
-                     and left.attr in {"requires_grad", "training", "grad", "data"} and _named(left))):
-            # `p.requires_grad == False` (09's freeze) or `labels[~chosen] == -100` on a line of its own: a test
-            # where an assignment was meant; not a leftover sanity check of a shape or a dtype
-            left, right = ast.unparse(node.value.left), ast.unparse(node.value.comparators[0])
-            return (f"  Note: line {node.lineno}, `{left} == {right}`, compares and keeps nothing: == tests, = "
-                    f"assigns.\n  To set it: {left} = {right}")
+        # `p.requires_grad == False` (09's freeze) or `labels[~chosen] == -100` on a line of its own: a test where
+        # an assignment was meant; not a leftover sanity check of a shape or a dtype
+        tested = node.value.left if isinstance(node, ast.Expr) and isinstance(node.value, ast.Compare) else None
+        settable = (isinstance(tested, ast.Subscript) and _named(tested.value)
+                    and getattr(tested.value, "attr", "") not in {"shape", "dtype", "device"}
+                    or isinstance(tested, ast.Attribute) and tested.attr in {"requires_grad", "training", "grad", "data"}
+                    and _named(tested))
+        if settable and len(node.value.ops) == 1 and isinstance(node.value.ops[0], ast.Eq):
+            said, value = ast.unparse(tested), ast.unparse(node.value.comparators[0])
+            return (f"  Note: line {node.lineno}, `{said} == {value}`, compares and keeps nothing: == tests, = "
+                    f"assigns.\n  To set it: {said} = {value}")
     return ""
 
 

@@ -407,12 +407,14 @@ def _autograde(opt: Options, out: Path, due: datetime | None, submissions: dict[
                 continue
             if proc.poll() is None:
                 _kill_tree(proc)
-                again = f", and again with a {quick} s cell timeout," if student in retries else ""
+                why = (f", and again with a {quick} s cell timeout, and was stopped: a cell that ignores the stop, or "
+                       "more slow cells than the limit allows; grade this student again alone with a larger "
+                       "--submission-timeout to see which" if student in retries else
+                       " and was stopped: usually cells that never finish, each waiting the "
+                       f"{opt.cell_timeout} s cell timeout; grade this student again alone with a smaller "
+                       "--cell-timeout (say 15) to have the cell named")
                 res = {"student": student, "status": "NOT GRADED", "seconds": round(first + elapsed, 1),
-                       "reason": f"grading took longer than the {opt.submission_timeout} s limit per submission"
-                                 f"{again} and was stopped: usually cells that never finish, each waiting the "
-                                 f"{opt.cell_timeout} s cell timeout; grade this student again alone with a "
-                                 "smaller --cell-timeout (say 15) to have the cell named",
+                       "reason": f"grading took longer than the {opt.submission_timeout} s limit per submission{why}",
                        "grades": [], "cells": {}}
             elif (root / "result.json").exists():
                 _kill_tree(proc)      # a kernel left behind, if any

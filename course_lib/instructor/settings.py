@@ -96,7 +96,7 @@ def marks_checked_on_validate(release: str) -> None:
     nbgrader marks (rebuilt cell by cell, or saved by an editor that drops cell metadata: nbgrader's Validate
     passed it, and grading could not grade it), or in which several cells carry one answer cell's marks (a
     duplicated answer cell: grading takes the last, whichever the learner meant). The notebook is compared
-    with the release of the same name (notebooks/<id>/<id>.ipynb)."""
+    with the release of its assignment (notebooks/<id>/<id>.ipynb; _release_id finds <id> for a renamed copy)."""
     from pathlib import Path
 
     from nbgrader.validator import Validator
