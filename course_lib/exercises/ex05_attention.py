@@ -12,6 +12,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from course_lib.exercises.ex00_welcome import add_turn_k_note
 from course_lib.grading import gradients
+from course_lib.grading.cells import _cells_of
 from course_lib.grading.compare import _describe
 from course_lib.grading.engine import DEVICE, _is_learner_frame, describe_error
 from course_lib.grading.explain import explain
@@ -890,12 +891,6 @@ def _mha_mask_note(mask: torch.Tensor) -> str:
             f"unsqueeze or a reshape.")
 
 
-def _source_of(fn) -> str:
-    """A function's source from the cell that defined it, or ""."""
-    code = getattr(fn, "__code__", None)
-    return "".join(linecache.getlines(code.co_filename)) if code is not None else ""
-
-
 def _deepest_learner_line(exc: BaseException) -> str:
     """The source line of the innermost learner's frame where exc was raised (their scaled_dot_product_attention,
     say, called by their MultiHeadAttention), or ""."""
@@ -960,7 +955,7 @@ def _call_mha(impl, inputs):
             if (inputs["context"] is None and "NoneType" in str(exc)
                     and not re.search(r"\bmask\b|\bbias\b", _deepest_learner_line(exc))
                     and not re.search(r"\bcontext\s+is\b|\bif\s+(not\s+)?context\b|\bcontext\s+or\b",
-                                      _source_of(type(module).forward))):     # a fallback there: the None is another
+                                      "\n".join(_cells_of(type(module).forward)))):     # a fallback there: the None is another
                 exc.add_note(f"{explain(exc)}\nIf it is context: this case is self-attention, where context is None and keys and\n"
                              "values come from x: source = x if context is None else context.")
             raise

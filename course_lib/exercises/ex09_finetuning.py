@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from course_lib.grading import gradients
+from course_lib.grading.cells import _globals_read
 from course_lib.grading.compare import _describe, _shape, _shape_hint
 from course_lib.grading.engine import _is_learner_frame, describe_error, refuse_on_gpu
 from course_lib.grading.explain import _learner_line, explain
@@ -110,17 +111,6 @@ def _learner_cell(exc: BaseException) -> str:
     return "".join(linecache.getlines(frame.f_code.co_filename)) if frame is not None else ""
 
 
-def _names_read(fn) -> set[str]:
-    """The global names a function's code (its comprehensions and inner functions too) reads."""
-    names, todo = set(), [getattr(fn, "__code__", None)]
-    while todo:
-        code = todo.pop()
-        if code is not None:
-            names.update(code.co_names)
-            todo += [c for c in code.co_consts if hasattr(c, "co_names")]
-    return names
-
-
 def _eval_output(model: nn.Module, inputs: dict) -> torch.Tensor:
     """The model's logits in eval mode; refused in words where forward changed the caller's input_ids or
     attention_mask (an unsqueeze_ on the mask: the next call, not this one, then fails on its shape)."""
@@ -191,7 +181,7 @@ def _call_loader(impl, inputs):
         # answer names in place of its state_dict argument: not a layer looked up past config.n_layers (the global
         # is there whatever the answer reads), nor a table of names of the answer's own
         read = [n for n, v in getattr(impl, "__globals__", {}).items()
-                if n in _names_read(impl) and isinstance(v, dict) and v is not sd and named & set(v)
+                if n in _globals_read(impl) and isinstance(v, dict) and v is not sd and named & set(v)
                 and all(isinstance(t, torch.Tensor) for t in list(v.values())[:5])]
         if read:
             exc.add_note(f"The keys named here are in {read[0]}, a dict of the notebook's, and not in the checkpoint "
