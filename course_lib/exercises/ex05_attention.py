@@ -951,13 +951,14 @@ def _call_mha(impl, inputs):
                 exc.add_note(_mha_mask_note(inputs["mask"]))
             raise
         except (TypeError, AttributeError) as exc:
-            # k_proj(context), context.shape[1]; not a mask or a bias left at None on the same case
+            # k_proj(context), context.shape[1]; not a mask or a bias left at None on the same case, nor a None of
+            # another kind in a forward that falls back to x already
+            forward = "\n".join(_cells_of(type(module).forward))
             if (inputs["context"] is None and "NoneType" in str(exc)
                     and not re.search(r"\bmask\b|\bbias\b", _deepest_learner_line(exc))
-                    and not re.search(r"\bcontext\s+is\b|\bif\s+(not\s+)?context\b|\bcontext\s+or\b",
-                                      "\n".join(_cells_of(type(module).forward)))):     # a fallback there: the None is another
-                exc.add_note(f"{explain(exc)}\nIf it is context: this case is self-attention, where context is None and keys and\n"
-                             "values come from x: source = x if context is None else context.")
+                    and not re.search(r"\bcontext\s+is\b|\bif\s+(not\s+)?context\b|\bcontext\s+or\b", forward)):
+                exc.add_note(f"{explain(exc)}\nIf it is context: this case is self-attention, where context is None "
+                             "and keys and\nvalues come from x: source = x if context is None else context.")
             raise
         except RuntimeError as exc:
             ctx = inputs["context"]

@@ -751,8 +751,8 @@ def _result_dropped(source: str | None) -> str:
         tested = node.value.left if isinstance(node, ast.Expr) and isinstance(node.value, ast.Compare) else None
         settable = (isinstance(tested, ast.Subscript) and _named(tested.value)
                     and getattr(tested.value, "attr", "") not in {"shape", "dtype", "device"}
-                    or isinstance(tested, ast.Attribute) and tested.attr in {"requires_grad", "training", "grad", "data"}
-                    and _named(tested))
+                    or isinstance(tested, ast.Attribute) and _named(tested)
+                    and tested.attr in {"requires_grad", "training", "grad", "data"})
         if settable and len(node.value.ops) == 1 and isinstance(node.value.ops[0], ast.Eq):
             said, value = ast.unparse(tested), ast.unparse(node.value.comparators[0])
             return (f"  Note: line {node.lineno}, `{said} == {value}`, compares and keeps nothing: == tests, = "
