@@ -563,13 +563,18 @@ def test_validate_fails_a_notebook_whose_answer_cells_lost_their_marks(tmp_path)
     nbformat.write(nb, tmp_path / "rebuilt" / "00_welcome.ipynb")
     (tmp_path / "renamed").mkdir()            # JupyterLab's Duplicate: it passed, checked against no release
     nbformat.write(nb, tmp_path / "renamed" / "00_welcome-Copy1.ipynb")
+    (tmp_path / "00_welcome").mkdir()         # a scratch notebook of the learner's own beside the assignment's
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# my notes"),
+                                                   nbformat.v4.new_code_cell("x = 1 + 1")]),
+                   tmp_path / "00_welcome" / "00_welcome_scratch.ipynb")
     said = {}
-    for which in ("kept", "copied", "rebuilt", "renamed"):
+    for which in ("kept", "copied", "rebuilt", "renamed", "00_welcome"):
         (path,) = (tmp_path / which).glob("*.ipynb")
         run = subprocess.run([str(scripts / "nbgrader"), "validate", str(path)],
                              cwd=ROOT, env=env, capture_output=True, text=True)
         said[which] = run.stdout + run.stderr
     assert "VALIDATION FAILED ON 1 CELL(S)" in said["renamed"], said["renamed"]
+    assert "Success! Your notebook passes all the tests." in said["00_welcome"], said["00_welcome"]
     assert "Success! Your notebook passes all the tests." in said["kept"], said["kept"]
     text = said["rebuilt"]
     assert "VALIDATION FAILED ON 1 CELL(S)" in text and "(the nbgrader marks of 00_welcome.ipynb)" in text, text

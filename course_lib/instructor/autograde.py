@@ -422,7 +422,7 @@ def _autograde(opt: Options, out: Path, due: datetime | None, submissions: dict[
                 if student in retries:
                     res["seconds"] = round(first + res.get("seconds", elapsed), 1)
                     res["retried"] = (f"run again with a {quick} s cell timeout: the first try ran past the "
-                                      f"{opt.submission_timeout} s limit per submission (cells that never finish)")
+                                      f"{opt.submission_timeout} s limit per submission (cells too slow, or that never finish)")
             else:
                 tail = (root / "worker.log").read_text(errors="replace")[-500:]
                 res = {"student": student, "status": "NOT GRADED", "seconds": round(elapsed, 1),
