@@ -183,7 +183,7 @@ def test_csv_gradebook_and_feedback(graded):
     assert "test cells" not in rows["answer_unmarked"]["note"]
     assert rows["duplicates_answer"]["note"] == ("cells copied with their nbgrader marks: split_heads_answer (the last "
                                                  "copy of each was graded, the others as cells of the student's own)")
-    assert "(graded with the originals)" in rows["deletes_tests"]["note"]
+    assert "(grading uses the originals)" in rows["deletes_tests"]["note"]
     assert rows["crashes"]["status"] == "NOT GRADED" and rows["crashes"]["score"] == ""
     assert rows["crashes"]["max_score"] == "9" and "kernel died" in rows["crashes"]["reason"]
     assert "split_heads_visible" in rows["mistake"]["failed_checks"]
