@@ -441,20 +441,33 @@ def test_past_the_submission_limit_the_reason_says_how_to_find_the_cell(tmp_path
     assert "a larger --submission-timeout to see which" in row["reason"], row["reason"]
 
 
-def test_a_submission_past_the_limit_runs_again_with_short_timeouts_to_name_the_answer(tmp_path):
-    """One answer that never returns ran the submission past its limit, and the reason said only to grade it again
-    by hand with a smaller --cell-timeout (an instructor's second trial): that second run is now made at once, and
-    its reason names the answer."""
+def test_a_submission_past_the_limit_runs_again_with_short_timeouts_and_only_the_hanging_answer_waits(tmp_path):
+    """One answer that never returns ran the submission past its limit, NOT GRADED as a whole: the answers that
+    finished lost their points and feedback, and the reason said only to grade it again by hand with a smaller
+    --cell-timeout (an instructor's second trial). The second run is made at once, with short timeouts, and only the
+    hanging answer's test cells are left for a grade by hand."""
     loops = "def split_heads(x, n_heads):\n    while True:\n        pass\n"
     write(submission(A, {"split_heads_answer": loops}), tmp_path / "subs", "loops", A)
     logged = []
     results = autograde(Options(assignment=A, submissions=tmp_path / "subs", out=tmp_path / "out",
-                                solutions=ROOT / "solutions", jobs=1, cell_timeout=16, submission_timeout=40,
-                                feedback=False), log=logged.append)
+                                solutions=ROOT / "solutions", jobs=1, cell_timeout=16, submission_timeout=40),
+                     log=logged.append)
     (row,) = results
-    assert row["status"] == "NOT GRADED" and "split_heads did not return within 4 s on case 1" in row["reason"], row
-    assert "run again with a 4 s cell timeout: the first try ran past the 40 s limit" in row["note"], row
+    assert row["status"] == "graded" and "run again with a 4 s cell timeout: the first try ran past the 40 s" in row[
+        "note"], row
+    assert "left for a grade by hand, their answer not returning within the case timeout: split_heads_hidden, " \
+           "split_heads_visible" in row["note"], row
     assert row["seconds"] > 40 and any("grading it again with a 4 s cell timeout" in line for line in logged), logged
+    by_hand = {g["cell"] for g in row["grades"] if g["needs_manual_grade"]}
+    assert by_hand == {"split_heads_visible", "split_heads_hidden"}, row["grades"]
+    kept = [g for g in row["grades"] if g["cell"].startswith("batched_dot")]
+    assert kept and all(g["auto_score"] == g["max_score"] for g in kept), row["grades"]
+    from nbgrader.api import Gradebook
+    with Gradebook(f"sqlite:///{tmp_path / 'out' / 'gradebook.db'}") as gb:   # the class gradebook, as merged
+        grade = gb.find_grade("split_heads_visible", A, A, "loops")
+        assert grade.needs_manual_grade and not gb.find_grade("batched_dot_visible", A, A, "loops").needs_manual_grade
+    html = (tmp_path / "out" / "feedback" / "loops" / A / f"{A}.html").read_text()
+    assert "Left for a grade by hand." in html                     # the student reads why, too
 
 
 def test_grading_in_a_locale_that_cannot_write_a_dash_finishes(tmp_path):

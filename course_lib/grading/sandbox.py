@@ -122,6 +122,7 @@ def answer_names(source: str) -> set[str]:
 class Verdict:
     passed: bool
     message: str
+    by_hand: bool = False      # no verdict the grader can trust (an answer that did not return): a grade by hand
 
 
 def _run_runner(job: dict, timeout: float) -> tuple[dict, dict]:
@@ -224,9 +225,11 @@ def sandbox_verdicts(solution: NotebookNode, submission: NotebookNode, *, device
 
         verdict, largest, later = None, 0.0, None
         for i, (run, case) in enumerate(zip(runs, cases)):
-            if case.get("timeout"):
-                raise NotGraded(f"{ex.name} did not return within {case_timeout} s on case {run.number} "
-                                f"({run.case.label}) in the grading sandbox")
+            if case.get("timeout"):       # the other answers keep their verdicts; this one is left to a person
+                verdict = Verdict(False, f"✗ {ex.name} — did not return within {case_timeout} s on case {run.number} "
+                                         f"({run.case.label}) in the grading sandbox: a loop that never ends, or an "
+                                         f"answer far slower than needed. Left for a grade by hand.", by_hand=True)
+                break
             outcome = outcome_of(i)
             message, worst = judge(ex, run, outcome)
             if message is not None:
@@ -242,7 +245,7 @@ def sandbox_verdicts(solution: NotebookNode, submission: NotebookNode, *, device
     out = {}
     for gid, cs in tests.items():
         vs = [messages[(c.exercise, c.suite, c.seed)] for c in cs]
-        out[gid] = Verdict(all(v.passed for v in vs), "\n".join(v.message for v in vs))
+        out[gid] = Verdict(all(v.passed for v in vs), "\n".join(v.message for v in vs), any(v.by_hand for v in vs))
     return out
 
 
@@ -408,5 +411,6 @@ class SandboxGrade(NbGraderPreprocessor):
             if is_test_cell(c) and gid in verdicts:
                 c.outputs = verdict_outputs(verdicts[gid])
         record_status(status="graded", notebook=notebook,
-                      cells={g: {"passed": v.passed, "message": v.message} for g, v in verdicts.items()})
+                      cells={g: {"passed": v.passed, "message": v.message, "by_hand": v.by_hand}
+                             for g, v in verdicts.items()})
         return nb, resources

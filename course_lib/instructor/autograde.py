@@ -339,6 +339,8 @@ def _autograde(opt: Options, out: Path, due: datetime | None, submissions: dict[
         res.update(assignment=opt.assignment, hidden_seed=seed, timestamp=handed.timestamp)
         notes = [handed.note] if handed.note else []
         notes += [res.pop("retried")] if res.get("retried") else []
+        notes += [f"left for a grade by hand, their answer not returning within the case timeout: "
+                  f"{', '.join(res.pop('by_hand'))}"] if res.get("by_hand") else []
         notes += [f"{nb.name} was graded as {name}" for name, nb in placed.items()
                   if nb.name != name and nb != handed.where]      # <student>.ipynb is named so by design
         left = [nb.name for nb in handed.notebooks if nb not in placed.values()]

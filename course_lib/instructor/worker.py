@@ -51,10 +51,16 @@ def main(job_path: str) -> int:
         out.update(status="graded", reason="")
         for r in records:
             out["cells"].update(r.get("cells", {}))
+        by_hand = sorted(g for g, cell in out["cells"].items() if cell.get("by_hand"))
+        if by_hand:
+            out["by_hand"] = by_hand
         with Gradebook(f"sqlite:///{root}/gradebook.db") as gb:
             sub = gb.find_submission(a, s)
             for nb in sub.notebooks:
                 for g in nb.grades:
+                    if g.name in by_hand:     # an answer that did not return: 0 until someone grades it
+                        g.needs_manual_grade = True
+                        gb.db.commit()
                     out["grades"].append({"notebook": nb.name, "cell": g.name, "auto_score": g.auto_score,
                                           "max_score": g.max_score, "needs_manual_grade": g.needs_manual_grade})
                 for cm in nb.comments:       # nbgrader's own, e.g. "No response." for an untouched answer
