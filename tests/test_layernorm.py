@@ -1248,3 +1248,28 @@ def test_grad_weight_kept_as_one_row_is_not_told_to_take_the_input_s_shape():
     r = _both_suites("layer_norm_backward", _learner_cell(src, "layer_norm_backward"))[0]
     assert not r.passed and "got (1, 8)" in r.message and "(the result should be (8,))" in r.message, r.message
     assert "input's shape" not in r.message, r.message
+
+
+@pytest.mark.parametrize("change, says, not_said", [
+    # x̂ not centred: both directions leak, and the terms are right; grad_weight shows x̂ is the cause
+    ({"    xh = (x - mean) * r\n": "    xh = x * r\n"}, "so x̂ itself is the likely cause", "look at the − mean(g) term"),
+    # torch.vmap batches a per-vector backward written by hand: no autograd in it
+    ({"    mean = x.mean(-1, keepdim=True)\n": "    torch.vmap(lambda v: v.sum())(x.reshape(-1, x.shape[-1]))\n"
+                                               "    mean = x.mean(-1, keepdim=True)\n"}, None, None),
+    # a list of the three: autograd.Function.backward reads it as one gradient (cell 18 crashed after a ✓)
+    ({"        return gx, grad_out * xh, grad_out\n": "        return [gx, grad_out * xh, grad_out]\n",
+      "    return gx, (grad_out * xh).sum(axes), grad_out.sum(axes)\n":
+      "    return [gx, (grad_out * xh).sum(axes), grad_out.sum(axes)]\n"}, "returned a list of 3; return a tuple", None),
+], ids=["x-hat not centred", "vmap", "a list"])
+def test_layer_norm_backward_fourth_learner(change, says, not_said):
+    """06's fourth learner: an uncentred x̂ was told to look at the − mean(g) term, which was right; torch.vmap was
+    refused as autograd; a list of the three gradients passed, and cell 18's autograd.Function then crashed."""
+    src = _BW
+    for old, new in change.items():
+        assert old in src
+        src = src.replace(old, new)
+    for r in _both_suites("layer_norm_backward", _learner_cell(src, "layer_norm_backward")):
+        if says is None:
+            assert r.passed, r.message
+            continue
+        assert not r.passed and says in r.message and (not_said is None or not_said not in r.message), r.message

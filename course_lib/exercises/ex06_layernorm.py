@@ -82,8 +82,8 @@ NO_AUTOGRAD = [
     Forbidden("torch.autograd.backward", "this exercise is the backward pass by hand, without autograd"),
     # autograd under other names: named as the answer wrote them, not as the torch.autograd.grad they call
     *(Forbidden(f"torch.{name}", "this exercise is the backward pass by hand, without autograd")
-      for name in ("func.vjp", "func.jacrev", "func.jacfwd", "func.grad", "func.vmap", "autograd.functional.vjp",
-                   "autograd.functional.jacobian")),
+      for name in ("func.vjp", "func.jacrev", "func.jacfwd", "func.grad", "autograd.functional.vjp",
+                   "autograd.functional.jacobian")),      # not vmap: it batches a function, it differentiates none
 ]
 
 
@@ -637,6 +637,13 @@ def _bw_diagnose(inputs, got, expected) -> str | None:
                         f"{term} term.")
     if not said:
         return None
+    gw, key_w = (t.detach().double().cpu() for t in (got[1], expected[1])) if len(got) > 1 else (None, None)
+    if (isinstance(gw, torch.Tensor) and gw.shape == key_w.shape
+            and float((gw - key_w).abs().max()) > 1e-3 * float(key_w.abs().max().clamp_min(1e-300))):
+        # grad_weight is Σ grad_out · x̂: off too, x̂ itself is wrong, and it leaks into both directions
+        return ("grad_weight, Σ grad_out · x̂, is off as well as grad_x, so x̂ itself is the likely cause (both use it):\n"
+                "x̂ = (x − μ) · r, centred by the mean over the last axis and scaled by r = 1/√(σ² + ε), with no\n"
+                "weight in it.")
     return ("Every right grad_x has no part along two directions, as adding one number to every feature of x, or\n"
             "scaling x − μ, leaves LayerNorm's output as it was: in r · (g − mean(g) − x̂ · mean(g · x̂)) the − mean(g)\n"
             "term removes the first, and the − x̂ · mean(g · x̂) term the second. Yours keeps a part:" + "".join(said))
@@ -874,6 +881,15 @@ def _mb_r_squared_on_var_term(grad_out, x, weight, eps=1e-5):
                     grad_out, x, x_hat)
 
 
+def _call_backward(fn, inputs):
+    out = _call_fn("layer_norm_backward")(fn, inputs)
+    if isinstance(out, list):      # right values, but autograd.Function.backward reads a list as one gradient
+        raise TypeError(f"layer_norm_backward returned a list of {len(out)}; return a tuple, (grad_x, grad_weight, "
+                        f"grad_bias): the notebook's LayerNormFunction hands what it returns to autograd, whose "
+                        f"backward takes a list as one gradient")
+    return out
+
+
 def _mb_by_steps(half=-0.5, eps_in_dvar=True):
     """The step-by-step backward (dx̂, dvar, dμ, then dx) with one slip: dvar's −1/2 written `half`, or the
     ε left out of dvar's (σ² + ε)^(−3/2)."""
@@ -891,7 +907,7 @@ LAYER_NORM_BACKWARD = Exercise(
     name="layer_norm_backward",
     notebook="06_layernorm",
     reference=ref.layer_norm_backward,
-    call=_call_fn("layer_norm_backward"),
+    call=_call_backward,
     outputs=("grad_x", "grad_weight", "grad_bias"),
     diagnose=_bw_diagnose,
     visible=[
