@@ -28,3 +28,20 @@ def graded(tmp_path_factory):
 def test_each_submission_gets_what_it_deserves(graded, student):
     _, expected, words = CLASS[student]
     assert_graded_as(graded[student], expected, words)
+
+
+def test_a_later_cell_that_imports_the_librarys_layernorm_leaves_the_learners_own_graded():
+    """`from torch.nn import LayerNorm` in ResidualBlock's answer cell (its text offers nn.LayerNorm) rebound the name,
+    and grading checked nn.LayerNorm as the learner's LayerNorm: "calls nn.LayerNorm", both cells lost (a fourth
+    learner). The kernel's notes already said which cell rebound it; grading now checks the learner's own class."""
+    import nbformat
+
+    from course_lib.grading.sandbox import sandbox_verdicts
+    from submissions import ROOT
+    solution = nbformat.read(ROOT / "solutions" / A / f"{A}.ipynb", as_version=4)
+    block = next(c.source for c in solution.cells if c.metadata.get("nbgrader", {}).get("grade_id")
+                 == "ResidualBlock_answer")
+    imported = "from torch.nn import LayerNorm\n\n" + block
+    verdicts = sandbox_verdicts(solution, submission(A, {"ResidualBlock_answer": imported}))
+    for gid in ("LayerNorm_visible", "LayerNorm_hidden", "ResidualBlock_visible", "ResidualBlock_hidden"):
+        assert verdicts[gid].passed, (gid, verdicts[gid].message)

@@ -169,7 +169,7 @@ def sandbox_verdicts(solution: NotebookNode, submission: NotebookNode, *, device
         if is_answer_cell(c):
             gid = _nbg(c)["grade_id"]
             src = submitted.get(gid)
-            answers.append({"id": gid, "source": src if src is not None else ""})
+            answers.append({"id": gid, "source": src if src is not None else "", "names": sorted(answer_names(c.source))})
             for name in answer_names(c.source):
                 defined_in[name] = (gid, src)
     tests = {_nbg(c)["grade_id"]: check_calls(c.source) for c in solution.cells if is_test_cell(c)}
