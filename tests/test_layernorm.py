@@ -1260,7 +1260,10 @@ def test_grad_weight_kept_as_one_row_is_not_told_to_take_the_input_s_shape():
     ({"        return gx, grad_out * xh, grad_out\n": "        return [gx, grad_out * xh, grad_out]\n",
       "    return gx, (grad_out * xh).sum(axes), grad_out.sum(axes)\n":
       "    return [gx, (grad_out * xh).sum(axes), grad_out.sum(axes)]\n"}, "returned a list of 3; return a tuple", None),
-], ids=["x-hat not centred", "vmap", "a list"])
+    # r with ε, x̂ divided by σ alone: "None of the known slips"
+    ({"    xh = (x - mean) * r\n": "    xh = (x - mean) / ((x - mean) ** 2).mean(-1, keepdim=True).sqrt()\n"},
+     "known mistake: x̂ computed without ε", None),
+], ids=["x-hat not centred", "vmap", "a list", "x-hat without eps"])
 def test_layer_norm_backward_fourth_learner(change, says, not_said):
     """06's fourth learner: an uncentred x̂ was told to look at the − mean(g) term, which was right; torch.vmap was
     refused as autograd; a list of the three gradients passed, and cell 18's autograd.Function then crashed."""

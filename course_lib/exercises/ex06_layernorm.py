@@ -853,6 +853,14 @@ def _mb_eps_outside(grad_out, x, weight, eps=1e-5):
     return _bw_from(gx, grad_out, x, x_hat)
 
 
+def _mb_xhat_without_eps(grad_out, x, weight, eps=1e-5):
+    mean, var = _stats(x)
+    rstd = 1.0 / torch.sqrt(var + eps)                   # r with ε, x̂ divided by σ alone
+    x_hat, g = (x - mean) / torch.sqrt(var), grad_out * weight
+    gx = rstd * (g - g.mean(-1, keepdim=True) - x_hat * (g * x_hat).mean(-1, keepdim=True))
+    return _bw_from(gx, grad_out, x, x_hat)
+
+
 def _mb_averaged(grad_out, x, weight, eps=1e-5):
     gx, x_hat = _correct_gx(grad_out, x, weight, eps)
     axes = _batch_axes(x)
@@ -1019,6 +1027,10 @@ LAYER_NORM_BACKWARD = Exercise(
         Mistake("eps added outside the square root in the backward", _mb_eps_outside,
                 "The forward divides by √(σ² + ε), so r = 1/√(σ² + ε), not 1/(σ + ε): recompute r and x̂\n"
                 "exactly as the forward did. The difference is small except where σ² is near ε.",
+                shown_on=_SMALL),
+        Mistake("x̂ computed without ε ((x − μ)/σ) where r has it", _mb_xhat_without_eps,
+                "x̂ is the forward's own normalised input, (x − μ) · r with r = 1/√(σ² + ε): divided by σ alone it\n"
+                "differs by about ε/(2σ²), and both grad_weight and grad_x with it. Compute x̂ from the same r.",
                 shown_on=_SMALL),
         Mistake("grad_weight and grad_bias averaged over the batch axes instead of summed", _mb_averaged,
                 "Every position adds its own contribution to the shared weight's gradient: sum over the\n"
