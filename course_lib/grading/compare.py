@@ -75,8 +75,11 @@ def _shape_hint(expected, got) -> str:
     drop1 = lambda s: tuple(d for d in s if d != 1)
     flattened = len(e) != 2 and len(e) >= 1 and g == (math.prod(e[:-1]), e[-1])     # x.reshape(-1, D), kept
     if drop1(e) == drop1(g) and len(g) == len(e) + 1:
+        lead = len(e) == 1 and g == (1, e[0])      # a 1-D input met a (1, D) weight: it broadcasts to (1, D)
         return ("\none size-1 axis too many: a keepdim=True, unsqueeze or [..., None] the result should not keep"
-                + (f", or a reshape(-1, {e[-1]}) never undone (the result should be {_shape(e)})" if flattened else ""))
+                + (f", or a reshape(-1, {e[-1]}) never undone (the result should be {_shape(e)})" if flattened else "")
+                + (f", or a tensor of shape (1, {e[0]}) (a weight reshaped with view(1, -1)) broadcast against it"
+                   if lead else ""))
     if drop1(e) == drop1(g) and len(g) > len(e) + 1:
         return (f"\n{len(g) - len(e)} size-1 axes too many: [None, None], unsqueeze or keepdim=True the result should "
                 "not keep (a result that is broadcast later, a mask say, broadcasts as it is)")
