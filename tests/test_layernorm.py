@@ -857,7 +857,7 @@ def test_an_eps_slip_is_shown_on_the_small_inputs_where_it_shows(name, mistake):
     there, in both suites (√σ² + √ε is off by a fifth there, the others by 1 or more)."""
     ex = get_exercise(name)
     fn = next(m.fn for m in ex.mistakes if m.name == mistake)
-    assert len(_EPS_SLIPS) == 9
+    assert len(_EPS_SLIPS) == 10
     for suite in ("visible", "hidden"):
         r = evaluate(ex, fn, suite=suite)
         assert not r.passed and f"known mistake: {mistake}.\n" in r.message, r.message
