@@ -1486,3 +1486,52 @@ def test_the_context_note_is_left_out_where_forward_already_falls_back_to_x():
                 scaled_dot_product_attention=sdpa)
     r = evaluate(get_exercise("MultiHeadAttention"), mha, suite="visible")
     assert not r.passed and "A value here is None" in r.message and "If it is context" not in r.message, r.message
+
+
+def test_a_self_test_with_the_library_at_the_cells_top_level_is_placed_and_sent_to_a_cell_of_ones_own():
+    """A right function followed by a quick comparison with F.scaled_dot_product_attention in the same answer cell was
+    refused as "your answer calls F.scaled_dot_product_attention", with no line: the function calls nothing of it."""
+    src = _OWN_SDPA + ("\n_q, _k, _v = torch.randn(3, 2, 5, 4).unbind(0)\n"
+                       "assert torch.allclose(scaled_dot_product_attention(_q, _k, _v)[0], "
+                       "F.scaled_dot_product_attention(_q, _k, _v), atol=1e-6)\n")
+    line = src.splitlines().index(next(s for s in src.splitlines() if s.startswith("assert"))) + 1
+    r = evaluate(get_exercise("scaled_dot_product_attention"), _cell(src, "scaled_dot_product_attention"), source=src)
+    assert not r.passed and f"(line {line} of the cell, outside the function: an answer cell may not use it even" \
+        in r.message and "compare in a cell of your own" in r.message, r.message
+    inside = _OWN_SDPA.replace("    return w @ v, w", "    return F.scaled_dot_product_attention(q, k, v), w")
+    if inside != _OWN_SDPA:
+        r = evaluate(get_exercise("scaled_dot_product_attention"), _cell(inside, "scaled_dot_product_attention"),
+                     source=inside)
+        assert not r.passed and "outside the function" not in r.message, r.message
+
+
+@pytest.mark.parametrize("change, said, not_said", [
+    # v left unsplit: the error is at weights @ v in scaled_dot_product_attention's cell, where there is no k
+    ({"        v = split_heads(self.v_proj(source), self.n_heads)\n": "        v = self.v_proj(source)\n"},
+     "If this is weights @ v: v is split into heads as q and k are", "turning k round"),
+    ({"        out = DROP @ v\n": "        out = DROP @ v.mT\n"}, "If this is weights @ v", "turning k round"),
+], ids=["v unsplit", "v turned"])
+def test_mha_errors_at_weights_at_v_speak_of_v_not_of_k(change, said, not_said):
+    """A fourth learner of 05: v left unsplit, or turned, got "If this comes from q @ k, or from turning k round"."""
+    from course_lib.reference.heads import merge_heads, split_heads
+    sdpa = _cell(_OWN_SDPA, "scaled_dot_product_attention")
+    src = _OWN_MHA.replace("MASK", "pass")
+    for old, new in change.items():
+        assert old in src
+        src = src.replace(old, new)
+    mha = _cell(src.replace("DROP", "self.dropout(w)"), "MultiHeadAttention", split_heads=split_heads,
+                merge_heads=merge_heads, scaled_dot_product_attention=sdpa)
+    r = evaluate(get_exercise("MultiHeadAttention"), mha, suite="visible")
+    assert not r.passed and said in r.message and not_said not in r.message, r.message
+
+
+def test_sdpa_mask_slip_on_the_line_that_turns_k_hears_of_the_mask():
+    """`(q @ k.mT / ...).masked_fill(~mask[:, None], ...)` got the note on turning k, which it had turned."""
+    src = _OWN_SDPA.replace(
+        "    scores = q @ k.mT / math.sqrt(q.shape[-1])\n    if mask is not None:\n"
+        "        scores = scores.masked_fill(~mask, float('-inf'))\n",
+        "    scores = q @ k.mT / math.sqrt(q.shape[-1])\n    if mask is not None:\n"
+        "        scores = (q @ k.mT / math.sqrt(q.shape[-1])).masked_fill(~mask[:, None], float('-inf'))\n")
+    assert src != _OWN_SDPA
+    r = evaluate(get_exercise("scaled_dot_product_attention"), _cell(src, "scaled_dot_product_attention"))
+    assert not r.passed and "turning k round" not in r.message and "mask" in r.message.split("\n", 3)[-1], r.message

@@ -121,7 +121,7 @@ def _call_sdpa(impl, inputs):
         uses_v_not_k = re.search(r"\bv\b", line) and not re.search(r"\bk\b", line)     # w @ v's line, say
         # a softmax of its own, e / e.sum(-1): the engine's note on a reduction without keepdim=True fits it
         reduces = re.search(r"\.(sum|amax|max|mean|logsumexp)\(", line) and "keepdim" not in line
-        if re.search(r"\bmask\b", line) and not re.search(r"\bk\b", line):
+        if _mask_line(line):
             exc.add_note(_MASK_NOTE)
         elif uses_v_not_k and any(s in str(exc) for s in ("cannot be multiplied", "batch2", "must match the size")):
             exc.add_note("If this is weights @ v: the weights must be (…, T_q, T_k), one row per query, so that they\n"
@@ -891,6 +891,13 @@ def _mha_mask_note(mask: torch.Tensor) -> str:
             f"unsqueeze or a reshape.")
 
 
+def _mask_line(line: str) -> bool:
+    """A line of the mask's with no keys, or whose keys are already turned right (k.mT, transpose(-2, -1)): a shape
+    error there is the mask's, not k's."""
+    return bool(re.search(r"\bmask\b", line)) and (not re.search(r"\b[kK]\w*", line) or bool(re.search(
+        r"\.mT\b|\.transpose\(\s*-2\s*,\s*-1\s*\)|\.transpose\(\s*-1\s*,\s*-2\s*\)", line)))
+
+
 def _deepest_learner_line(exc: BaseException) -> str:
     """The source line of the innermost learner's frame where exc was raised (their scaled_dot_product_attention,
     say, called by their MultiHeadAttention), or ""."""
@@ -963,9 +970,10 @@ def _call_mha(impl, inputs):
         except RuntimeError as exc:
             ctx = inputs["context"]
             mask_line = _deepest_learner_line(exc)
-            # a line of the mask's with no keys, or whose keys are already turned right (k.mT, transpose(-2, -1))
-            if not (re.search(r"\bmask\b", mask_line) and (not re.search(r"\b[kK]\w*", mask_line) or re.search(
-                    r"\.mT\b|\.transpose\(\s*-2\s*,\s*-1\s*\)|\.transpose\(\s*-1\s*,\s*-2\s*\)", mask_line))):
+            if re.search(r"\bv\b", mask_line) and not re.search(r"\b[kK]\w*", mask_line):    # weights @ v's line
+                exc.add_note("If this is weights @ v: v is split into heads as q and k are, (B, H, T_k, D), and "
+                             "used as it comes,\nwith no transpose: the weights' T_k meets v's T_k rows.")
+            elif not _mask_line(mask_line):
                 add_turn_k_note(exc, unsure=True)      # k.T on the (B, H, T, D) keys, as in the exercises before
             # `context or x` asks a tensor for one True or False: the engine's note on that error says so
             if inputs["mask"] is not None and "must match the size of tensor" in str(exc):

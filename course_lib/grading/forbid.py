@@ -156,6 +156,15 @@ def scan_source(source: str, forbidden: Iterable[Forbidden], own_names: Iterable
     own_variables = _bound_names(tree) - set(aliases)
     looked_up = _looked_up_strings(tree)
     problems: list[str] = []
+    in_defs = {id(n) for top in tree.body if isinstance(top, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+               for n in ast.walk(top)}
+
+    def where(node) -> str:
+        """A use at the cell's top level, outside the answer's def: a test of the learner's own, most often."""
+        if id(node) in in_defs or not hasattr(node, "lineno"):
+            return ""
+        return (f" (line {node.lineno} of the cell, outside the function: an answer cell may not use it even to "
+                f"test your answer; compare in a cell of your own)")
 
     def add(text: str) -> None:
         if text not in problems:
@@ -185,7 +194,7 @@ def scan_source(source: str, forbidden: Iterable[Forbidden], own_names: Iterable
             hits = [f for f in forbidden if _matches(d, f.target)]
             exact = [f for f in hits if d == f.target or f.target.startswith(d + ".")]  # or the module holding it
             for f in exact or hits:             # one call, one line: a namesake only when nothing is named exactly
-                add(f"calls {f.display if f in exact else d}: {f.reason}")   # as written when a namesake
+                add(f"calls {f.display if f in exact else d}: {f.reason}{where(node)}")   # as written when a namesake
             for hatch, why in (ESCAPE_HATCHES | GLOBAL_SETTINGS).items():
                 if (d == hatch or d.startswith(hatch + ".")) and not (
                         hatch in MODULE_HATCHES and _root(node) in own_variables):
