@@ -1889,3 +1889,15 @@ def test_a_dropped_comparison_is_pointed_at_only_where_an_assignment_was_meant(l
     from course_lib.grading.engine import _result_dropped
     note = _result_dropped(f"def f(x, p, labels, chosen, n):\n    {line}\n    return x\n")
     assert (said in note) if said else note == "", note
+
+
+@pytest.mark.parametrize("body", [
+    "    w = (t, t)\n    return torch.softmax(w, dim=-1)\n",        # (out, weights) not unpacked, then a torch function
+    "    w = (t, t)\n    return w @ t\n",                            # ... then @
+    "    s = t @ t.mT,\n    return torch.softmax(s, dim=-1)\n",      # a comma left at the end of an assignment
+])
+def test_a_tuple_where_a_tensor_belongs_is_told_to_unpack_or_drop_the_comma(body):
+    """05's fourth learner: (out, weights) used whole, or `s = q @ k.mT,`, gave torch's or Python's words alone; only
+    "'tuple' object has no attribute" had the note."""
+    why = _explained_in_a_cell("def f(t):\n" + body, torch.randn(2, 3, 3))
+    assert "A tuple came where a tensor was expected" in why and "a comma left at the end of an assignment" in why, why

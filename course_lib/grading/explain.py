@@ -155,10 +155,12 @@ TORCH_ERRORS = {
     **dict.fromkeys(("'Parameter' object is not callable", "'Tensor' object is not callable"),
         "A tensor was called like a function: multiply by it (x * self.weight), or x @ W for a matrix\n"
         "product."),
-    "'tuple' object has no attribute":
-        "A tuple came where a tensor was expected. A common cause: a function that returns several values\n"
+    **dict.fromkeys(("'tuple' object has no attribute", "must be Tensor, not tuple", "'tuple' and 'Tensor'",
+                     "'Tensor' and 'tuple'"),
+        "A tuple came where a tensor was expected. Common causes: a function that returns several values\n"
         "(scaled_dot_product_attention's (out, weights), topk's (values, indices), a batch (x, y)):\n"
-        "unpack it first, out, weights = f(...).",
+        "unpack it first, out, weights = f(...); or a comma left at the end of an assignment\n"
+        "(s = q @ k.mT, makes a tuple of one)."),
     **dict.fromkeys(("'NoneType'", "not NoneType"),     # Python's and torch's words, not a check's "found NoneType"
         "A value here is None. Common causes: a parameter whose .grad is None (skip it), an optional\n"
         "argument left at None (test `if mask is not None:` first; a layer built without bias has\n"
