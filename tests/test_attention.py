@@ -1535,3 +1535,16 @@ def test_sdpa_mask_slip_on_the_line_that_turns_k_hears_of_the_mask():
     assert src != _OWN_SDPA
     r = evaluate(get_exercise("scaled_dot_product_attention"), _cell(src, "scaled_dot_product_attention"))
     assert not r.passed and "turning k round" not in r.message and "mask" in r.message.split("\n", 3)[-1], r.message
+
+
+def test_mha_with_a_dropout_whose_result_is_dropped_hears_of_that_line():
+    """`self.dropout(w)` on a line of its own was told "dropout never applied in training mode ... apply it", which
+    the learner believed they had done."""
+    from course_lib.reference.heads import merge_heads, split_heads
+    sdpa = _cell(_OWN_SDPA, "scaled_dot_product_attention")
+    src = _OWN_MHA.replace("MASK", "pass").replace("        out = DROP @ v\n",
+                                                   "        self.dropout(w)\n        out = w @ v\n")
+    mha = _cell(src, "MultiHeadAttention", split_heads=split_heads, merge_heads=merge_heads,
+                scaled_dot_product_attention=sdpa)
+    r = evaluate(get_exercise("MultiHeadAttention"), mha, suite="visible", source=src)
+    assert not r.passed and "`self.dropout(w)`, makes a new tensor and keeps nothing of it" in r.message, r.message

@@ -1901,3 +1901,18 @@ def test_a_tuple_where_a_tensor_belongs_is_told_to_unpack_or_drop_the_comma(body
     "'tuple' object has no attribute" had the note."""
     why = _explained_in_a_cell("def f(t):\n" + body, torch.randn(2, 3, 3))
     assert "A tuple came where a tensor was expected" in why and "a comma left at the end of an assignment" in why, why
+
+
+@pytest.mark.parametrize("line, said", [
+    ("torch.nan_to_num(x, nan=0.0)", "Keep what it gives: x = torch.nan_to_num(x, nan=0.0)"),
+    ("torch.masked_fill(x, p, 0.0)", "Keep what it gives: x = torch.masked_fill(x, p, 0.0)"),
+    ("self.dropout(x)", "Keep what it gives: x = self.dropout(x)"),
+    ("torch.manual_seed(0)", None),                     # called for what it does
+    ("self.to(x.device)", None),
+])
+def test_a_dropped_result_of_a_torch_function_or_a_dropout_is_pointed_at(line, said):
+    """05's fourth learner: `self.dropout(w)`, `torch.nan_to_num(weights, nan=0.0)` and `torch.masked_fill(scores,
+    ...)` on lines of their own were told "dropout never applied" or nothing, with no word of the line."""
+    from course_lib.grading.engine import _result_dropped
+    note = _result_dropped(f"def f(self, x, p):\n    {line}\n    return x\n")
+    assert (said in note and "keeps nothing of it" in note) if said else note == "", note

@@ -746,6 +746,14 @@ def _result_dropped(source: str | None) -> str:
             return (f"  Note: line {node.lineno}, `{said[:70]}`, makes a new tensor and keeps nothing of it:\n"
                     f"  {node.value.func.attr} does not change {owner}. Keep what it gives: "
                     f"{owner} = {said[:60]}{'...' if len(said) > 60 else ''}")
+        # torch.nan_to_num(w, nan=0.0) or self.dropout(w) on a line of its own: the tensor given is left as it was
+        call = node.value if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) else None
+        if (call is not None and isinstance(call.func, ast.Attribute) and call.args and _named(call.args[0])
+                and (_root_name(call.func) in ("torch", "F") and call.func.attr in _MAKES_A_NEW_TENSOR | {"dropout"}
+                     or _root_name(call.func) == "self" and "dropout" in call.func.attr)):
+            said, owner = ast.unparse(call), ast.unparse(call.args[0])
+            return (f"  Note: line {node.lineno}, `{said[:70]}`, makes a new tensor and keeps nothing of it:\n"
+                    f"  {owner} stays as it was. Keep what it gives: {owner} = {said[:60]}{'...' if len(said) > 60 else ''}")
         # `p.requires_grad == False` (09's freeze) or `labels[~chosen] == -100` on a line of its own: a test where
         # an assignment was meant; not a leftover sanity check of a shape or a dtype
         tested = node.value.left if isinstance(node, ast.Expr) and isinstance(node.value, ast.Compare) else None
