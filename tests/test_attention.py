@@ -1548,3 +1548,20 @@ def test_mha_with_a_dropout_whose_result_is_dropped_hears_of_that_line():
                 scaled_dot_product_attention=sdpa)
     r = evaluate(get_exercise("MultiHeadAttention"), mha, suite="visible", source=src)
     assert not r.passed and "`self.dropout(w)`, makes a new tensor and keeps nothing of it" in r.message, r.message
+
+
+@pytest.mark.parametrize("kept, read, said", [
+    ("num_heads", "n_heads", "__init__ takes n_heads but does not keep it (it keeps self.num_heads: use one name"),
+    ("n_heads", "num_heads", "MultiHeadAttention keeps self.n_heads, not self.num_heads: use one name"),
+], ids=["kept as num_heads", "read as num_heads"])
+def test_mha_reading_an_attribute_under_another_name_is_told_the_name_it_kept(kept, read, said):
+    """05's fourth learner: self.num_heads kept and self.n_heads read was told to store n_heads (it had, under another
+    name); the other way round (nn.MultiheadAttention's habit) got a bare AttributeError."""
+    from course_lib.reference.heads import merge_heads, split_heads
+    sdpa = _cell(_OWN_SDPA, "scaled_dot_product_attention")
+    src = _OWN_MHA.replace("MASK", "pass").replace("DROP", "self.dropout(w)").replace(
+        "        self.n_heads = n_heads\n", f"        self.{kept} = n_heads\n").replace("self.n_heads)", f"self.{read})")
+    mha = _cell(src, "MultiHeadAttention", split_heads=split_heads, merge_heads=merge_heads,
+                scaled_dot_product_attention=sdpa)
+    r = evaluate(get_exercise("MultiHeadAttention"), mha, suite="visible")
+    assert not r.passed and said in " ".join(r.message.split()), r.message

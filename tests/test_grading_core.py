@@ -1720,7 +1720,7 @@ def test_what_the_hunt_found_the_new_notes_said_wrongly():
     by position; torch.device(None) for a view of None; device= blamed on torch for the learner's own function."""
     from course_lib.grading.engine import _result_dropped
     from course_lib.grading.explain import explain
-    for line in ("frozen.add(id(p))", "self.to(x.device)", "model.float()", "torch.nn.functional.softmax(x, -1)"):
+    for line in ("frozen.add(id(p))", "self.to(x.device)", "model.float()"):
         assert _result_dropped(f"def f(self, x, p, frozen, model):\n    {line}\n    return x\n") == "", line
     assert "keeps nothing of it" in _result_dropped("def f(x):\n    x.reshape(2, -1)\n    return x\n")
 
@@ -1907,6 +1907,7 @@ def test_a_tuple_where_a_tensor_belongs_is_told_to_unpack_or_drop_the_comma(body
     ("torch.nan_to_num(x, nan=0.0)", "Keep what it gives: x = torch.nan_to_num(x, nan=0.0)"),
     ("torch.masked_fill(x, p, 0.0)", "Keep what it gives: x = torch.masked_fill(x, p, 0.0)"),
     ("self.dropout(x)", "Keep what it gives: x = self.dropout(x)"),
+    ("torch.nn.functional.softmax(x, -1)", "Keep what it gives: x = torch.nn.functional.softmax(x, -1)"),
     ("torch.manual_seed(0)", None),                     # called for what it does
     ("self.to(x.device)", None),
 ])

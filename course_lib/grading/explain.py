@@ -6,6 +6,7 @@ several causes, the note says "a common cause", never "the cause".
 """
 from __future__ import annotations
 
+import difflib
 import inspect
 import linecache
 import re
@@ -578,9 +579,15 @@ def _argument_not_kept(exc: BaseException) -> str:
     except (TypeError, ValueError):
         return ""
     name = found.group(2)
-    if name not in takes:
-        return ""
-    return (f"__init__ takes {name} but does not keep it: store it there, self.{name} = {name}, for the other\n"
+    # settings kept under a near name (num_heads for n_heads): plain values, not the layers (norm for pre_norm)
+    kept = [n for n, v in vars(me).items() if not n.startswith("_") and n != "training"
+            and isinstance(v, (int, float, str, bool))]
+    near = difflib.get_close_matches(name, kept, n=1, cutoff=0.5)
+    if name not in takes:        # self.num_heads read, self.n_heads kept: one attribute under two names
+        return (f"{found.group(1)} keeps self.{near[0]}, not self.{name}: use one name in __init__ and in the "
+                f"methods that read it." if near else "")
+    also = f" (it keeps self.{near[0]}: use one name for it)" if near else ""
+    return (f"__init__ takes {name} but does not keep it{also}: store it there, self.{name} = {name}, for the other\n"
             f"methods to read (an argument of __init__ is gone once __init__ returns).")
 
 
