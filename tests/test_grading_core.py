@@ -1917,3 +1917,13 @@ def test_a_dropped_result_of_a_torch_function_or_a_dropout_is_pointed_at(line, s
     from course_lib.grading.engine import _result_dropped
     note = _result_dropped(f"def f(self, x, p):\n    {line}\n    return x\n")
     assert (said in note and "keeps nothing of it" in note) if said else note == "", note
+
+
+@pytest.mark.parametrize("body, said", [
+    ("    return x.masked_fill(x > 0, -inf)\n", "write float('-inf') (or math.inf, torch.inf)"),
+    ("    return x * np.sqrt(2)\n", "write `import numpy as np` at the top of"),
+])
+def test_a_name_error_for_inf_or_an_unimported_module_says_what_to_write(body, said):
+    """05's fourth learner: `-inf` and `np` without an import were told to "define it in this answer cell"."""
+    why = _explained_in_a_cell("def f(x):\n" + body, torch.randn(3))
+    assert said in why and "define it in this answer cell" not in why, why

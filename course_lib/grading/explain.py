@@ -293,6 +293,14 @@ def explain(exc: BaseException) -> str:
         kept = _init_argument(exc)
         if kept:
             return kept
+        if exc.name in ("inf", "nan"):
+            return (f"{exc.name} is no name of Python's: write float('-inf') (or math.inf, torch.inf), or float('nan')."
+                    if exc.name == "inf" else "nan is no name of Python's: write float('nan') (or math.nan, torch.nan).")
+        imports = {"np": "import numpy as np", "math": "import math", "F": "import torch.nn.functional as F",
+                   "nn": "from torch import nn", "plt": "import matplotlib.pyplot as plt"}
+        if exc.name in imports:
+            return (f"{exc.name} is a module this notebook's setup cell does not import: write `{imports[exc.name]}` at "
+                    f"the top of\nthis answer cell (grading runs the setup cell and the answer cells, and no other cell).")
         return (f"{exc.name} has no value where the answer reads it: a typo, a variable of another function, or a\n"
                 f"name a cell defines that has not run yet (grading runs the setup cell and the answer cells in\n"
                 f"order, and no other cell): define it in this answer cell, above where it is used.")
