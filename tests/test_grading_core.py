@@ -1909,6 +1909,8 @@ def test_a_tuple_where_a_tensor_belongs_is_told_to_unpack_or_drop_the_comma(body
     ("self.dropout(x)", "Keep what it gives: x = self.dropout(x)"),
     ("torch.nn.functional.softmax(x, -1)", "Keep what it gives: x = torch.nn.functional.softmax(x, -1)"),
     ("torch.manual_seed(0)", None),                     # called for what it does
+    ("torch.nn.functional.dropout(x, 0.1, True, inplace=True)", None),     # changes x itself
+    ("torch.clamp(x, 0, 1, out=x)", None),
     ("self.to(x.device)", None),
 ])
 def test_a_dropped_result_of_a_torch_function_or_a_dropout_is_pointed_at(line, said):

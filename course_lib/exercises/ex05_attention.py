@@ -970,7 +970,8 @@ def _call_mha(impl, inputs):
         except RuntimeError as exc:
             ctx = inputs["context"]
             mask_line = _deepest_learner_line(exc)
-            if re.search(r"\bv\b", mask_line) and not re.search(r"\b[kK]\w*", mask_line):    # weights @ v's line
+            if (re.search(r"\bv\b", mask_line) and not re.search(r"\b[kK]\w*", mask_line)      # weights @ v's line
+                    and any(s in str(exc) for s in ("cannot be multiplied", "batch2", "must match the size"))):
                 exc.add_note("If this is weights @ v: v is split into heads as q and k are, (B, H, T_k, D), and "
                              "used as it comes,\nwith no transpose: the weights' T_k meets v's T_k rows.")
             elif not _mask_line(mask_line):

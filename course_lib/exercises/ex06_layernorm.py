@@ -638,7 +638,10 @@ def _bw_diagnose(inputs, got, expected) -> str | None:
     if not said:
         return None
     gw, key_w = (t.detach().double().cpu() for t in (got[1], expected[1])) if len(got) > 1 else (None, None)
-    if (isinstance(gw, torch.Tensor) and gw.shape == key_w.shape
+    scaled = (isinstance(gw, torch.Tensor) and gw.shape == key_w.shape     # averaged, say: a slip of grad_weight's own
+              and bool(torch.allclose(gw * ((gw * key_w).sum() / (gw * gw).sum().clamp_min(1e-300)), key_w, rtol=1e-4,
+                                      atol=1e-6 * float(key_w.abs().max()))))
+    if (isinstance(gw, torch.Tensor) and gw.shape == key_w.shape and not scaled
             and float((gw - key_w).abs().max()) > 1e-3 * float(key_w.abs().max().clamp_min(1e-300))):
         # grad_weight is Σ grad_out · x̂: off too, x̂ itself is wrong, and it leaks into both directions
         return ("grad_weight, Σ grad_out · x̂, is off as well as grad_x, so x̂ itself is the likely cause (both use it):\n"

@@ -748,7 +748,10 @@ def _result_dropped(source: str | None) -> str:
                     f"{owner} = {said[:60]}{'...' if len(said) > 60 else ''}")
         # torch.nan_to_num(w, nan=0.0) or self.dropout(w) on a line of its own: the tensor given is left as it was
         call = node.value if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) else None
-        if (call is not None and isinstance(call.func, ast.Attribute) and call.args and _named(call.args[0])
+        in_place = call is not None and any(k.arg == "out" or k.arg == "inplace" and getattr(k.value, "value", False)
+                                            for k in call.keywords)       # F.dropout(w, p, inplace=True) changes w
+        if (call is not None and not in_place and isinstance(call.func, ast.Attribute) and call.args
+                and _named(call.args[0])
                 and (_root_name(call.func) in ("torch", "F") and call.func.attr in _MAKES_A_NEW_TENSOR | {"dropout"}
                      or _root_name(call.func) == "self" and "dropout" in call.func.attr)):
             said, owner = ast.unparse(call), ast.unparse(call.args[0])

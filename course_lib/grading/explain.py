@@ -590,7 +590,11 @@ def _argument_not_kept(exc: BaseException) -> str:
     # settings kept under a near name (num_heads for n_heads): plain values, not the layers (norm for pre_norm)
     kept = [n for n, v in vars(me).items() if not n.startswith("_") and n != "training"
             and isinstance(v, (int, float, str, bool))]
-    near = difflib.get_close_matches(name, kept, n=1, cutoff=0.5)
+    # a near name with a word in common (num_heads, n_heads), and not read on the failing line itself (self.n_heads
+    # beside self.d_head is another setting, not d_head renamed)
+    line = _learner_line(exc)[1]
+    near = [n for n in difflib.get_close_matches(name, kept, n=3, cutoff=0.5)
+            if set(n.split("_")) & set(name.split("_")) and not re.search(rf"\bself\.{n}\b", line)][:1]
     if name not in takes:        # self.num_heads read, self.n_heads kept: one attribute under two names
         return (f"{found.group(1)} keeps self.{near[0]}, not self.{name}: use one name in __init__ and in the "
                 f"methods that read it." if near else "")
