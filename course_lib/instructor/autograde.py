@@ -150,7 +150,7 @@ def _cell_report(release: Path, placed: dict[str, Path]) -> tuple[list[str], str
                 edited.append(gid)
     notes = [f"test cells edited: {', '.join(edited)}"] if edited else []
     notes += [f"test cells deleted or unmarked: {', '.join(deleted)}"] if deleted else []
-    notes = [n + " (grading uses the originals)" for n in notes]      # NOT GRADED ones too: nothing was graded
+    notes = [n + " (grading uses the originals)" for n in notes]      # true of a NOT GRADED submission too
     if unmarked:
         notes.append(f"answer cells missing or without their nbgrader marks: {', '.join(unmarked)} "
                      f"(grading runs only the marked answer cells; a notebook rebuilt cell by cell, or saved by a "

@@ -121,8 +121,8 @@ def marks_checked_on_validate(release: str) -> None:
         except Exception:           # not one of the course's notebooks, or unreadable: nbgrader's own checks
             return plain(self, filename)
         if stem != Path(filename).stem:     # a renamed copy keeps the release's text; a scratch notebook beside it not
-            text = [c.source for c in released.cells if c.cell_type == "markdown"]
-            if 2 * sum(t in {c.source for c in mine.cells} for t in text) < len(text):
+            text, kept = [c.source for c in released.cells if c.cell_type == "markdown"], {c.source for c in mine.cells}
+            if 2 * sum(t in kept for t in text) < len(text):
                 return plain(self, filename)
         answers = [grade_id(c) for c in mine.cells if is_answer_cell(c)]
         copied = sorted({g for g in answers if answers.count(g) > 1})
