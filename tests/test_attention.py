@@ -1571,3 +1571,15 @@ def test_mha_reading_an_attribute_under_another_name_is_told_the_name_it_kept(ke
                 scaled_dot_product_attention=sdpa)
     r = evaluate(get_exercise("MultiHeadAttention"), mha, suite="visible")
     assert not r.passed and (said in " ".join(r.message.split()) if said else " keeps self." not in r.message), r.message
+
+
+def test_mha_with_projections_of_one_heads_width_is_told_each_maps_d_model_to_d_model():
+    """nn.Linear(d_model, head_dim) projections got "q_proj.weight has shape (4, 12), expected (12, 12)" with no why."""
+    from course_lib.reference.heads import merge_heads, split_heads
+    sdpa = _cell(_OWN_SDPA, "scaled_dot_product_attention")
+    src = _OWN_MHA.replace("MASK", "pass").replace("DROP", "self.dropout(w)").replace(
+        "self.q_proj = nn.Linear(d_model, d_model, bias=bias)", "self.q_proj = nn.Linear(d_model, d_model // n_heads, bias=bias)")
+    mha = _cell(src, "MultiHeadAttention", split_heads=split_heads, merge_heads=merge_heads,
+                scaled_dot_product_attention=sdpa)
+    r = evaluate(get_exercise("MultiHeadAttention"), mha, suite="visible")
+    assert not r.passed and "each projection maps d_model to d_model, every head at once" in r.message, r.message

@@ -1929,3 +1929,23 @@ def test_a_name_error_for_inf_or_an_unimported_module_says_what_to_write(body, s
     """05's fourth learner: `-inf` and `np` without an import were told to "define it in this answer cell"."""
     why = _explained_in_a_cell("def f(x):\n" + body, torch.randn(3))
     assert said in why and "define it in this answer cell" not in why, why
+
+
+@pytest.mark.parametrize("body, said", [
+    ("    return x / math.sqrt(x.shape)\n", "take the one you mean, q.shape[-1]"),
+    ("    return x * torch.ones((3,), x.device)\n", "The device (or dtype) goes by name, after the size"),
+])
+def test_a_whole_shape_or_a_positional_device_says_what_to_write(body, said):
+    """05's fourth learner: math.sqrt(q.shape) and torch.ones((T, T), device) gave Python's words alone."""
+    import math
+    src = "def f(x):\n" + body
+    answer = _cell(src, "f")
+    answer.__globals__["math"] = math
+    try:
+        answer(torch.randn(3))
+    except Exception as exc:
+        from course_lib.grading.explain import explain
+        why = " ".join(explain(exc).split())
+    else:
+        raise AssertionError("f raised nothing")
+    assert said in why, why

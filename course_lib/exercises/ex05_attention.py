@@ -940,7 +940,10 @@ def _call_mha(impl, inputs):
             lin = getattr(module, name)
             w = inputs["weights"][f"{name}.weight"]
             if lin.weight.shape != w.shape:
-                raise ValueError(f"{name}.weight has shape {tuple(lin.weight.shape)}, expected {tuple(w.shape)}")
+                per_head = lin.weight.shape[0] == w.shape[0] // inputs["n_heads"] and inputs["n_heads"] > 1
+                raise ValueError(f"{name}.weight has shape {tuple(lin.weight.shape)}, expected {tuple(w.shape)}" + (
+                    ": each projection maps d_model to d_model, every head at once, nn.Linear(d_model, d_model); "
+                    "split_heads then cuts its d_model features into n_heads heads of D" if per_head else ""))
             lin.weight.copy_(w)
             if inputs["bias"]:
                 if lin.bias is None:

@@ -120,6 +120,12 @@ TORCH_ERRORS = {
     **dict.fromkeys(("must be Tensor, not float", "must be Tensor, not int"),
         "A torch function got a Python number where it takes a tensor. For a number, math's functions\n"
         "(math.cos, math.sqrt) give a number back."),
+    "must be real number, not torch.Size":
+        "x.shape is the tuple of every size: take the one you mean, q.shape[-1] (the last axis), for math.sqrt and\n"
+        "the like.",
+    **dict.fromkeys((f"{f}() takes 1 positional argument but 2 were given" for f in ("ones", "zeros", "empty", "rand",
+                                                                                      "randn", "eye")),
+        "The device (or dtype) goes by name, after the size: torch.ones((T, T), device=device)."),
     "must be tuple of ints,but got float":
         "Sizes are ints, and / always gives a float, even where it divides exactly (12 / 3 is 4.0):\n"
         "divide sizes with // (d_model // n_heads).",
