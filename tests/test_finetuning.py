@@ -13,7 +13,7 @@ from torch import nn
 
 from course_lib.data import data_path
 from course_lib.models.bert import BertConfig, BertEncoder, count_parameters, mean_pool
-from course_lib.reference.finetuning import (LoRALinear, SentenceClassifier, freeze_lower_layers,
+from course_lib.reference.finetuning import (IGNORED_KEYS, LoRALinear, SentenceClassifier, freeze_lower_layers,
                                              load_pretrained_encoder, precision_recall_f1)
 from course_lib.sentiment import batches, deduplicate, encode_rows, predict, predict_probs, sentiment_splits
 
@@ -2117,15 +2117,18 @@ def test_precision_with_the_other_class_hard_coded_is_named(fp, fn, mistake):
         assert not r.passed and f"known mistake: {mistake}" in r.message, (suite, r.message)
 
 
+def _loader_solution() -> str:
+    """The instructor's load_pretrained_encoder cell, as the tests of a learner's variants of it start from."""
+    import nbformat
+    nb = nbformat.read(str(Path(__file__).parents[1] / "solutions/09_finetuning/09_finetuning.ipynb"), 4)
+    return next(c.source for c in nb.cells if "def load_pretrained_encoder" in c.source and "BEGIN SOLUTION" in c.source)
+
+
 def test_a_loader_that_reads_the_notebooks_checkpoint_is_told_so():
     """Reading the notebook's `checkpoint` (MiniLM's 6 layers) in place of the state_dict argument was told that it
     "looked up a layer past them: loop over range(config.n_layers)", which it did not (09's fourth learner)."""
-    import nbformat
-
     from course_lib.exercises.ex09_finetuning import LOADER, _config, _hf_state_dict
-    from course_lib.reference.finetuning import IGNORED_KEYS
-    nb = nbformat.read(str(Path(__file__).parents[1] / "solutions/09_finetuning/09_finetuning.ipynb"), 4)
-    src = next(c.source for c in nb.cells if "def load_pretrained_encoder" in c.source and "BEGIN SOLUTION" in c.source)
+    src = _loader_solution()
     src = src.replace("for key, value in state_dict.items():", "for key, value in checkpoint.items():")
     answer = _cell(src, "load_pretrained_encoder")
     answer.__globals__.update(IGNORED_KEYS=IGNORED_KEYS, checkpoint=_hf_state_dict(torch.Generator().manual_seed(0),
@@ -2153,12 +2156,8 @@ def test_freeze_that_compares_requires_grad_instead_of_setting_it_is_told_so():
 
 def test_a_loader_that_returns_what_load_state_dict_returns_is_told_so():
     """`return model.load_state_dict(renamed)` got "must return the BertEncoder, got _IncompatibleKeys" alone."""
-    import nbformat
-
     from course_lib.exercises.ex09_finetuning import LOADER
-    from course_lib.reference.finetuning import IGNORED_KEYS
-    nb = nbformat.read(str(Path(__file__).parents[1] / "solutions/09_finetuning/09_finetuning.ipynb"), 4)
-    src = next(c.source for c in nb.cells if "def load_pretrained_encoder" in c.source and "BEGIN SOLUTION" in c.source)
+    src = _loader_solution()
     src = src.replace("    model.load_state_dict(renamed, strict=True)\n    return model",
                       "    return model.load_state_dict(renamed, strict=True)")
     answer = _cell(src, "load_pretrained_encoder")
@@ -2183,12 +2182,8 @@ def test_lora_that_freezes_its_base_only_in_forward_is_refused():
 def test_a_loader_with_a_fixed_layer_count_is_not_told_it_reads_the_notebooks_checkpoint():
     """The notebook's `checkpoint` is a global whatever the answer reads: a loop over range(6) on state_dict was told
     it read `checkpoint` (and a table of names of the learner's own, that it read the table), a hunt's find."""
-    import nbformat
-
     from course_lib.exercises.ex09_finetuning import LOADER, _config, _hf_state_dict
-    from course_lib.reference.finetuning import IGNORED_KEYS
-    nb = nbformat.read(str(Path(__file__).parents[1] / "solutions/09_finetuning/09_finetuning.ipynb"), 4)
-    src = next(c.source for c in nb.cells if "def load_pretrained_encoder" in c.source and "BEGIN SOLUTION" in c.source)
+    src = _loader_solution()
     src = src.replace("    for key, value in state_dict.items():\n",
                       "    for key in [k for k in RENAME if k in state_dict or k.startswith('encoder.layer.')]:\n"
                       "        value = state_dict[key]\n")
