@@ -1,6 +1,8 @@
 """05_attention's answer key agrees with PyTorch's own attention, and its checks catch shortcuts."""
 from __future__ import annotations
 
+import linecache
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -470,7 +472,9 @@ def _grade_changed(name, template, right, change, said):
     for key, text in [*change.items(), *((k, t) for k, t in right.items() if k not in change)]:
         src = src.replace(key, text)
     ns = {"torch": torch, "nn": nn, "F": F, "math": math, "split_heads": split_heads, "merge_heads": merge_heads}
-    exec(compile(src, f"<answer {name}>", "exec"), ns)
+    filename = f"<answer {name}>"
+    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)     # as a notebook cell's lines are
+    exec(compile(src, filename, "exec"), ns)
     for suite in ("visible", "hidden"):
         r = evaluate(get_exercise(name), ns[name], suite=suite)
         assert r.passed if said is None else (not r.passed and said in r.message), r.message
@@ -1293,10 +1297,15 @@ def test_mask_slips_with_bare_torch_errors_get_words(name, line, said):
     ({"class MultiHeadAttention(nn.Module):": "class MultiHeadAttention:", "        super().__init__()\n": ""},
      "MultiHeadAttention is not an nn.Module (which would give it .modules): write its class line as\n"
      "  class MultiHeadAttention(nn.Module):"),
+    ({"q = split_heads(self.q_proj(x), self.n_heads)": "q = self.q_proj(split_heads(x, self.n_heads))"},
+     "Project first, then split:\n  split_heads(self.q_proj(x), self.n_heads)."),
+    ({"k = split_heads(self.k_proj(src), self.n_heads)": "k = self.k_proj(split_heads(src, self.n_heads))"},
+     "Project first, then split:\n  split_heads(self.k_proj(source), self.n_heads), source being x, or context where "
+     "one is given."),
 ])
 def test_multi_head_attention_slips_with_bare_errors_get_words(change, said):
     """self.dropout(w, training=...) and a class not built on nn.Module got torch's and Python's words alone (05's
-    second learner)."""
+    second learner); so did heads split before their projection (the fourth), and a k split so was told to turn k."""
     _grade_changed_mha(change, said)
 
 

@@ -973,7 +973,17 @@ def _call_mha(impl, inputs):
         except RuntimeError as exc:
             ctx = inputs["context"]
             mask_line = _deepest_learner_line(exc)
-            if (re.search(r"\bv\b", mask_line) and not re.search(r"\b[kK]\w*", mask_line)      # weights @ v's line
+            d_head = inputs["d_model"] // inputs["n_heads"]
+            where = describe_error(exc)["where"]
+            split_first = re.search(r"\b([qkv])_proj\b", where) if re.search(rf"\d+x{d_head} and ", str(exc)) else None
+            if split_first:         # self.q_proj(split_heads(x, H)): a projection given one head's D features
+                source = "x" if split_first[1] == "q" else "source"
+                exc.add_note(f"The heads are split before the projection here: {split_first[1]}_proj takes all d_model = "
+                             f"{inputs['d_model']} features\nof (B, T, d_model), every head at once, and got heads of "
+                             f"D = {d_head}. Project first, then split:\n"
+                             f"split_heads(self.{split_first[1]}_proj({source}), self.n_heads)"
+                             + (", source being x, or context where one is given." if source == "source" else "."))
+            elif (re.search(r"\bv\b", mask_line) and not re.search(r"\b[kK]\w*", mask_line)      # weights @ v's line
                     and any(s in str(exc) for s in ("cannot be multiplied", "batch2", "must match the size"))):
                 exc.add_note("If this is weights @ v: v is split into heads as q and k are, (B, H, T_k, D), and "
                              "used as it comes,\nwith no transpose: the weights' T_k meets v's T_k rows.")
@@ -988,8 +998,7 @@ def _call_mha(impl, inputs):
                              f"and have its length, so the weights are (B, H, T_q, T_k): k or v taken\nfrom x, or "
                              f"reshaped with x's length (T = x.shape[1]), no longer lines up (and shows where the "
                              f"lengths first meet,\nwhich may be in scaled_dot_product_attention's cell).")
-            d_head = inputs["d_model"] // inputs["n_heads"]
-            if "out_proj" in describe_error(exc)["where"] and re.search(rf"\d+x{d_head} and ", str(exc)):
+            if "out_proj" in where and re.search(rf"\d+x{d_head} and ", str(exc)):
                 exc.add_note(f"The heads are still split here, (B, H, T, D) with D = {d_head}: out_proj takes "
                              f"(B, T, d_model),\nso merge them first: self.out_proj(merge_heads(...)).")
             raise
