@@ -1375,6 +1375,27 @@ def test_multi_head_attention_giving_f_dropout_the_module_is_told_to_call_it():
     assert evaluate(get_exercise("MultiHeadAttention"), _own_mha()).passed
 
 
+@pytest.mark.parametrize("pair, drop, names", [
+    ("w, _", "self.dropout(w)", "w, _"),                   # the output taken for the weights
+    ("w, out", "self.dropout(w)", "w, out"),               # both read the other way round
+    ("attn_w, attn_out", "self.dropout(attn_w)", "attn_w, attn_out"),
+    ("out_heads, _", "out_heads.transpose(-2, -1)", None),  # another slip: a name that says output is no swap
+])
+def test_the_attention_pair_read_the_other_way_round_is_named(pair, drop, names):
+    """`w, _ = scaled_dot_product_attention(...)` (the output taken as the weights) got torch's batch2 text alone,
+    then the note on weights @ v (05's fourth learner)."""
+    from course_lib.reference.heads import merge_heads, split_heads
+    src = _OWN_MHA.replace("MASK", "pass").replace("_, w = scaled", f"{pair} = scaled").replace("DROP", drop)
+    mha = _cell(src, "MultiHeadAttention", split_heads=split_heads, merge_heads=merge_heads,
+                scaled_dot_product_attention=_cell(_OWN_SDPA, "scaled_dot_product_attention"))
+    said = (f"scaled_dot_product_attention returns the pair (out, weights), the output first:\n  `{names} = "
+            f"scaled_dot_product_attention(...)` reads them the other way round.")
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("MultiHeadAttention"), mha, suite=suite)
+        assert not r.passed and (said in r.message) == (names is not None), r.message
+        assert names is None or "If this is weights @ v" not in r.message, r.message
+
+
 def test_an_axis_counted_from_the_front_in_a_shape_is_told_to_count_from_the_end():
     """q.shape[3] raised a bare 'tuple index out of range' on 3-D inputs, where dim=3 had a note."""
     sdpa = _cell(_OWN_SDPA.replace("q.shape[-1]", "q.shape[3]"), "scaled_dot_product_attention")

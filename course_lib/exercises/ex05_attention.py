@@ -898,6 +898,14 @@ def _mask_line(line: str) -> bool:
         r"\.mT\b|\.transpose\(\s*-2\s*,\s*-1\s*\)|\.transpose\(\s*-1\s*,\s*-2\s*\)", line)))
 
 
+def _kind_of_name(name: str) -> str:
+    """"weights" or "output" where a name learners give one of scaled_dot_product_attention's pair says which
+    (w, attn_weights; out, attn_out, context), else ""."""
+    weights = re.fullmatch(r"w|wei|\w*weights?|attn_?w|\w*probs?|p|alpha|scores?", name)
+    output = re.fullmatch(r"\w*out|\w*output|o|y|h|ctx|context|values?|result|res|z", name)
+    return "weights" if weights and not output else "output" if output and not weights else ""
+
+
 def _deepest_learner_line(exc: BaseException) -> str:
     """The source line of the innermost learner's frame where exc was raised (their scaled_dot_product_attention,
     say, called by their MultiHeadAttention), or ""."""
@@ -976,7 +984,15 @@ def _call_mha(impl, inputs):
             d_head = inputs["d_model"] // inputs["n_heads"]
             where = describe_error(exc)["where"]
             split_first = re.search(r"\b([qkv])_proj\b", where) if re.search(rf"\d+x{d_head} and ", str(exc)) else None
-            if split_first:         # self.q_proj(split_heads(x, H)): a projection given one head's D features
+            swapped = next((m for m in re.finditer(r"^\s*(\w+)\s*,\s*(\w+)\s*=\s*scaled_dot_product_attention\(",
+                                                   "\n".join(_cells_of(type(module).forward)), re.M)
+                            if (_kind_of_name(m[1]) == "weights" or _kind_of_name(m[2]) == "output")
+                            and re.search(rf"\b({m[1]}|{m[2]})\b", mask_line)), None)   # used on the failing line
+            if swapped:             # `w, out = scaled_dot_product_attention(...)`: the pair read the other way round
+                exc.add_note(f"scaled_dot_product_attention returns the pair (out, weights), the output first:\n"
+                             f"`{swapped[1]}, {swapped[2]} = scaled_dot_product_attention(...)` reads them the other "
+                             f"way round.")
+            elif split_first:         # self.q_proj(split_heads(x, H)): a projection given one head's D features
                 source = "x" if split_first[1] == "q" else "source"
                 exc.add_note(f"The heads are split before the projection here: {split_first[1]}_proj takes all d_model = "
                              f"{inputs['d_model']} features\nof (B, T, d_model), every head at once, and got heads of "
