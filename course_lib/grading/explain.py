@@ -305,11 +305,12 @@ def explain(exc: BaseException) -> str:
         imports = {"np": "import numpy as np", "math": "import math", "F": "import torch.nn.functional as F",
                    "nn": "from torch import nn", "plt": "import matplotlib.pyplot as plt"}
         if exc.name in imports:
-            return (f"{exc.name} is a module this notebook's setup cell does not import: write `{imports[exc.name]}` at "
-                    f"the top of\nthis answer cell (grading runs the setup cell and the answer cells, and no other cell).")
+            return (f"{exc.name} is a module the setup cell, as released, does not import: write `{imports[exc.name]}` "
+                    f"at the top of\nthis answer cell (grading runs the released setup cell and the answer cells, and "
+                    f"no other cell).")
         return (f"{exc.name} has no value where the answer reads it: a typo, a variable of another function, or a\n"
-                f"name a cell defines that has not run yet (grading runs the setup cell and the answer cells in\n"
-                f"order, and no other cell): define it in this answer cell, above where it is used.")
+                f"name a cell defines that has not run yet (grading runs the setup cell, as released, and the\n"
+                f"answer cells in order, and no other cell): define it in this answer cell, above where it is used.")
     why = (_name_replaced(exc) or _module_built_with_inputs(exc) or _argument_not_kept(exc)
            or next((why for key, why in TORCH_ERRORS.items() if key in text), ""))
     called = re.match(r"([\w.<>]+)\(\) missing", text)
