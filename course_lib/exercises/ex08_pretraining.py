@@ -1746,6 +1746,18 @@ def _clipped_otherwise(clip, update=True):
     return step
 
 
+def _m_stepped_twice(model, batch, optimizer, max_norm):
+    loss = _clipped_otherwise(_clip_global)(model, batch, optimizer, max_norm)
+    optimizer.step()                                          # a second step with the same gradients
+    return loss
+
+
+def _clip_other_norm(norm_type):
+    def clip(model, max_norm):
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm, norm_type=norm_type)   # not the L2 norm
+    return clip
+
+
 def _m_returns_the_norm(model, batch, optimizer, max_norm):
     x, y = batch
     optimizer.zero_grad()
@@ -1894,6 +1906,20 @@ TRAIN_STEP = Exercise(
                 "The loss came out of the step but the weights are where they started: call\n"
                 "optimizer.step() after clipping, once per call, and zero the gradients at the start of the\n"
                 "step; zeroed between loss.backward() and optimizer.step(), they leave the step nothing to use."),
+        Mistake("optimizer.step() called twice in one train_step: every update made twice", _m_stepped_twice,
+                "Each optimizer.step() moves the weights by what is in .grad, so a second call takes the same\n"
+                "step again (with AdamW, its moments move twice too). Call it once per train_step, after\n"
+                "clipping: the training loop calls train_step once per batch."),
+        Mistake("the norm measured with norm_type=1 (the sum of |g|), not the L2 norm", _clipped_otherwise(
+                _clip_other_norm(1.0)),
+                "The norm to clip is the Euclidean (L2) one, √(Σ g²) over every entry, as the docstring says:\n"
+                "clip_grad_norm(model.parameters(), max_norm), or torch's clip_grad_norm_ with its default\n"
+                "norm_type=2. The L1 norm (norm_type=1) is larger, so the step is clipped harder than asked."),
+        Mistake("the norm measured with norm_type=inf (the largest |g|), not the L2 norm", _clipped_otherwise(
+                _clip_other_norm(float("inf"))),
+                "The norm to clip is the Euclidean (L2) one, √(Σ g²) over every entry, as the docstring says:\n"
+                "clip_grad_norm(model.parameters(), max_norm), or torch's clip_grad_norm_ with its default\n"
+                "norm_type=2. The largest entry alone (norm_type=inf) is smaller, so the step is clipped less."),
         Mistake("the gradient norm returned (what clip_grad_norm gives back), not the loss", _m_returns_the_norm,
                 "clip_grad_norm returns the gradients' norm before clipping, a useful number to log; train_step\n"
                 "returns the loss of the batch, loss.item(), taken before the update."),
