@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from course_lib.grading.compare import _shape_hint, compare
 from course_lib.grading.engine import DEVICE, evaluate
 from course_lib.grading.forbid import CallWatcher, scan_source
-from course_lib.grading.spec import DEFAULT_TOLERANCE, Case, Exercise, Forbidden, Mistake
+from course_lib.grading.spec import DEFAULT_TOLERANCE, Case, Exercise, Forbidden, Mistake, get_exercise
 from course_lib.grading.values import capture
 
 
@@ -1920,6 +1920,64 @@ def test_a_dropped_result_of_a_torch_function_or_a_dropout_is_pointed_at(line, s
     from course_lib.grading.engine import _result_dropped
     note = _result_dropped(f"def f(self, x, p):\n    {line}\n    return x\n")
     assert (said in note and "keeps nothing of it" in note) if said else note == "", note
+
+
+@pytest.mark.parametrize("name, body, said", [
+    ("batched_dot", "torch.einsum(q, k, '...id,...jd->...ij')", "torch.einsum takes the pattern first, then the tensors"),
+    ("batched_dot", "(q.unsqueeze(2) * k.unsqueeze(1)).sum(-1)",
+     "Count from the end: q.unsqueeze(-2) * k.unsqueeze(-3) pairs (…, T_q, 1, D) with (…, 1, T_k, D)"),
+    ("batched_dot", "(q[:, :, None, :] * k[:, None, :, :]).sum(-1)", "The new axes are placed counting from the front"),
+    ("batched_dot", "q.dot(k)", "torch.dot (t.dot) multiplies two single vectors (1-D) into one number"),
+    ("batched_dot", "q @ k.mT()", ".mT is an attribute, not a method: write k.mT, without the parentheses"),
+    ("batched_dot", "q @ k.transpos(-2, -1)", "A tensor has no .transpos: the one meant is likely .transpose."),
+    ("batched_dot", "q @ k.mT,", "got a tuple of 1 value (a tensor of shape (2, 4, 4)): a comma at the end of the "
+                                "return line makes a tuple of one; return the tensor alone"),
+    ("split_heads", "x.chunk(n_heads, dim=-1)", "got a tuple of 3 values, tensors of shapes (2, 5, 4), (2, 5, 4), "
+                                                "(2, 5, 4): return one tensor."),
+    ("split_heads", "rearrange(x, 'b t (h d) -> b h t d', n_heads)",
+     "every size by keyword, named as its axis in the pattern: rearrange(x, 'b t (h d) -> b h t d', h=n_heads)"),
+    ("merge_heads", "rearrange(x, 'b h t d -> b t h*d')", "An einops pattern merges axes by grouping their names"),
+    ("merge_heads", "torch.cat(*x.unbind(1), dim=-1)", "to give as it is (no * before it)"),
+])
+def test_slips_of_00s_fourth_learner_say_their_cause(name, body, said):
+    """00's fourth learner: torch.einsum with einops' order was told of `if mask is not None`; front-counted
+    unsqueezes of q * k of q * k and of turning k; q.dot(k), k.mT(), rearrange's size by position, `h*d`, torch.cat
+    of unpacked pieces and a tuple returned got Python's or torch's words alone (or "a tuple of 1 values")."""
+    from einops import rearrange
+    args = "q, k" if name == "batched_dot" else "x, n_heads" if name == "split_heads" else "x"
+    answer = _cell(f"def {name}({args}):\n    return {body}\n", name)
+    answer.__globals__["rearrange"] = rearrange
+    r = evaluate(get_exercise(name), answer)
+    text = " ".join(r.message.split())
+    assert not r.passed and said in text, r.message
+    assert "if mask is not None" not in text and "If this comes from q * k" not in text, r.message
+    assert all(len(ln) <= 120 for ln in r.message.splitlines()[1:]), r.message
+
+
+def test_an_axis_one_past_the_last_says_axes_count_from_0():
+    why = _explained_in_a_cell("def f(q):\n    return q.shape[4]\n", torch.randn(2, 2, 3, 4))
+    assert "q has 4 axes here, (2, 2, 3, 4), so q.shape[4] is not there. Common causes: axes counted from 1 (they " \
+           "count from 0: the last of 4 is q.shape[3]); an axis counted from the front" in why, why
+
+
+@pytest.mark.parametrize("line, said", [
+    ("p.sub(0.1 * x)", "sub does not change p. Change p itself in place: p.sub_(0.1 * x)"),
+    ("p.grad.mul(0.5)", "Change p.grad itself in place: p.grad.mul_(0.5)"),
+    ("st['buf'].mul(0.9).add(x)", "mul does not change st['buf']. Keep what it gives: st['buf'] = "
+                                  "st['buf'].mul(0.9).add(x)"),
+    ("x.masked_fill(p, 0.0)", "Keep what it gives: x = x.masked_fill(p, 0.0)"),
+    ("x.contiguous()", None),                           # changes no value, and no view follows
+    ("x.detach()", None),                               # kept, it would cut the graph the checks follow
+    ("st['buf'].add(x)", None),                         # add begins no chain: a set's changes itself
+])
+def test_a_dropped_result_of_a_tensor_method_says_how_to_keep_it(line, said):
+    """02's fourth learner: `p.sub(lr * buf)` in step() was told "Keep what it gives: p = p.sub(...)", the mistake
+    the verdict under it names, and `buf.mul(m).add(g)` got no note; 00's: a dropped x.contiguous() above a view-less
+    answer was pointed at first, though it changes nothing."""
+    from course_lib.grading.engine import _result_dropped
+    note = _result_dropped(f"def f(self, x, p, st):\n    {line}\n    return x\n")
+    assert (said in " ".join(note.split()) and "keeps nothing of it" in note) if said else note == "", note
+    assert "makes a new tensor" in _result_dropped("def f(x):\n    x.contiguous()\n    return x.view(-1)\n")
 
 
 @pytest.mark.parametrize("body, said", [

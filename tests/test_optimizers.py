@@ -1512,6 +1512,55 @@ def test_optimizer_slips_of_02s_second_learner_are_told_what_they_are(name, sour
         assert not r.passed and says in r.message and "keepdim" not in r.message, r.message
 
 
+_SGD_IN_PLACE = """
+class SGDMomentum(torch.optim.Optimizer):
+    def __init__(self, params, lr, momentum=0.0):
+        super().__init__(params, dict(lr=lr, momentum=momentum))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                if "buf" not in st:
+                    st["buf"] = torch.zeros_like(p)
+                st["buf"].mul_(group["momentum"]).add_(p.grad)
+                p.sub_(group["lr"] * st["buf"])
+"""
+
+
+@pytest.mark.parametrize("old, new, says", [
+    (None, None, None),
+    ('st["buf"].mul_(group["momentum"]).add_(p.grad)', 'st["buf"].mul(group["momentum"]).add(p.grad)',
+     "the tensors self.state keeps ('buf') are still all zeros: the update reads them, so it moves nothing"),
+    ("p.sub_(", "p.sub(", "Change p itself in place: p.sub_(group['lr'] * st['buf'])"),
+    ('st["buf"].mul_(group["momentum"]).add_(p.grad)', 'st["buf"].mul_(group["momentum"]).add_(p.grad ^ 2)',
+     "^ is Python's exclusive or, not a power: write g ** 2"),
+    ("def step(", "def setp(", "SGDMomentum has no step method of its own, so torch.optim.Optimizer's ran"),
+    ("super().__init__(params, dict(lr=lr, momentum=momentum))", "self.lr, self.momentum = lr, momentum",
+     "begin SGDMomentum's __init__ with super().__init__(params, defaults)"),
+    ("st = self.state[p]", "st = self.states[p]", "An optimizer has self.state, not self.states"),
+    ("if p.grad is None", "if p.grads is None", "A tensor has no .grads: the one meant is likely .grad."),
+], ids=["right", "state not in place", "update not in place", "xor for a square", "step misspelled", "no super",
+        "states", "grads"])
+def test_sgd_slips_of_02s_fourth_learner_say_their_cause(old, new, says):
+    """02's fourth learner: a momentum buffer updated with mul/add (not mul_/add_) was told to change p in place,
+    which it did; `p.sub(...)` was told to keep what it gives, p = p.sub(...), the mistake the verdict names; g ^ 2
+    got the note for & and |; `def setp` was "not implemented yet"; no super().__init__() lost the answer's line
+    to the check's own AttributeError; self.states and p.grads got no name of what was meant."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+    source = _SGD_IN_PLACE if old is None else _SGD_IN_PLACE.replace(old, new)
+    answer = _cell(source, "SGDMomentum")
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("SGDMomentum"), answer, suite=suite, source=source)
+        text = " ".join(r.message.split())
+        assert r.passed if says is None else (not r.passed and says in text and "not implemented yet" not in text
+                                              and ("at line" in text or "raised" not in text or "def setp" in source)), r.message
+
+
 def _sgd_reading(mu, lr):
     """SGD_REBOUND with its momentum and its rate read as ``mu`` and ``lr`` say (right: group["momentum"], group["lr"])."""
     return (SGD_REBOUND.replace('group["momentum"] * state', f"{mu} * state").replace("KEY", "p")

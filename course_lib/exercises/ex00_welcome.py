@@ -271,7 +271,16 @@ def add_turn_k_note(exc: BaseException, unsure: bool = False) -> None:
         sure = not unsure and any(s in text for s in _MATMUL_ERRORS)
         where = describe_error(exc)["where"]
         line = where.split(": ", 1)[1] if ": " in where else ""
-        if "must match the size of tensor b" in text and not re.search(r"@|\.T\b|\.mT\b|transpose|permute|matmul", line):
+        turned = re.search(r"@|\.T\b|\.mT\b|transpose|permute|matmul", line)
+        if "must match the size of tensor b" in text and not turned and re.search(
+                r"\.unsqueeze\(\s*\d|\[\s*:\s*,\s*(?::\s*,\s*)?None\b", line):
+            # (q.unsqueeze(2) * k.unsqueeze(1)).sum(-1): right for (B, T, D), not with a head axis in front too
+            exc.add_note("The new axes are placed counting from the front (unsqueeze(2), [:, None]), which holds "
+                         "for one\nnumber of leading axes only; with batch and head axes in front they land among "
+                         "them. Count\nfrom the end: q.unsqueeze(-2) * k.unsqueeze(-3) pairs (…, T_q, 1, D) with "
+                         "(…, 1, T_k, D), then .sum(-1).")
+            return
+        if "must match the size of tensor b" in text and not turned:
             exc.add_note("If this comes from q * k: that multiplies query i with key i only, and needs as many\n"
                          "queries as keys, where the table pairs every query with every key (q @ k, below).")
         exc.add_note(("" if sure else "If this comes from q @ k, or from turning k round:\n")

@@ -13,6 +13,7 @@ its state out of autograd's graph; the first, that the parameters moved at all (
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import io
 import math
@@ -106,7 +107,20 @@ def _where_things_are(exc, opt):
     """A note for step()'s AttributeError, KeyError or TypeError: where an optimizer keeps its parameters, its
     settings and its state ('dict' object has no attribute 'grad', 'SGDMomentum' object has no attribute 'lr',
     KeyError: 'buf', self.param_groups['lr']'s "list indices must be integers" said no more than that)."""
+    if not isinstance(getattr(opt, "param_groups", None), list) or not opt.param_groups:
+        if isinstance(exc, AttributeError) and getattr(exc, "name", None) in ("param_groups", "state", "defaults"):
+            exc.add_note(f"torch.optim.Optimizer's own __init__ makes self.param_groups and self.state: begin "
+                         f"{type(opt).__name__}'s __init__\nwith super().__init__(params, defaults), defaults a dict "
+                         f"of the settings (lr=lr, ...), as the stub does.")
+        return
     text, keys = str(exc), ", ".join(repr(k) for k in opt.param_groups[0])
+    near = (difflib.get_close_matches(exc.name, ["state"], n=1, cutoff=0.6)      # self.params: the note below
+            if isinstance(exc, AttributeError) and getattr(exc, "obj", None) is opt and getattr(exc, "name", None)
+            else [])
+    if near:                # self.states[p], self.param_group
+        exc.add_note(f"An optimizer has self.{near[0]}, not self.{exc.name}: self.state[p] is the dict of p's own "
+                     f"memory, and\nself.param_groups the list of groups, each with its 'params' and settings.")
+        return
     groups = (f"self.param_groups is a list of dicts, one per group: its parameters are group['params'], its\n"
               f"settings group['lr'] and the rest (the keys: {keys}).")
     if isinstance(exc, KeyError):
@@ -180,7 +194,15 @@ def _run_optimizer(cls, inputs):
     opt = cls(_groups(p_full, inputs["group2"]), **inputs["defaults"])
     steps(opt, p_full, 0, len(grads), in_place=True)
     if not found and not p_full[0].is_meta and all(torch.equal(p.detach(), inputs[n]) for n, p in zip(_NAMES, p_full)):
-        found.append(f"step() left every parameter as it was, after {len(grads)} steps:\n{_UNMOVED_WHY}")
+        kept = [(k, v) for st in opt.state.values() for k, v in st.items() if isinstance(v, torch.Tensor) and v.dim()]
+        if kept and not any(v.count_nonzero() for _, v in kept):      # buf.mul(m).add(g): the state never moved
+            names = ", ".join(dict.fromkeys(repr(k) for k, _ in kept))
+            found.append(f"step() left every parameter as it was, after {len(grads)} steps, and the tensors "
+                         f"self.state keeps\n({names}) are still all zeros: the update reads them, so it moves "
+                         f"nothing. buf.mul(beta).add(g)\nmakes a new tensor and leaves the state's own alone: change "
+                         f"it in place, buf.mul_(beta).add_(g), or\nstore the result back, state[...] = ....")
+        else:
+            found.append(f"step() left every parameter as it was, after {len(grads)} steps:\n{_UNMOVED_WHY}")
     if found:           # said in words; the resumed run would only fail for the same reason, less clearly
         return (found[0],) + 2 * tuple(p.detach() for p in p_full)
 

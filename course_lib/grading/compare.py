@@ -145,6 +145,19 @@ def compare(expected: Any, got: Any, *, dtype: torch.dtype, device: str,
     return None, 0.0
 
 
+def _pieces_hint(got: Any) -> str:
+    """Why a tuple of tensors came where one tensor goes: a comma left after a return, or pieces never joined."""
+    if not isinstance(got, (tuple, list)) or not got or not all(isinstance(x, TensorValue) for x in got):
+        return ""
+    if len(got) == 1:
+        return (f" (a tensor of shape {_shape(got[0].shape)}):\na comma at the end of the return line makes a "
+                f"tuple of one; return the tensor alone")
+    return (f", tensors of shapes {', '.join(_shape(x.shape) for x in got[:4])}{', ...' if len(got) > 4 else ''}:\n"
+            f"return one tensor. chunk, split and unbind give a tuple of pieces, and a loop a list of them:\njoin "
+            f"them with torch.stack(pieces, dim=...) (on a new axis) or torch.cat(pieces, dim=...) (along one\nthey "
+            f"have)")
+
+
 def _describe(v: Any) -> str:
     if v is None:
         return "None: is a `return` missing?"
@@ -158,7 +171,7 @@ def _describe(v: Any) -> str:
     if isinstance(v, OtherValue):
         return f"{'an' if v.type_name[:1] in 'aeio' else 'a'} {v.type_name} ({v.text})"
     if isinstance(v, (tuple, list)):
-        said = f"a {type(v).__name__} of {len(v)} values"
+        said = f"a {type(v).__name__} of {len(v)} value{'' if len(v) == 1 else 's'}"
         tensors = [isinstance(x, TensorValue) for x in v]
         if len(v) <= 3 and any(tensors) and not all(tensors):      # (out, weights) with one of them not a tensor
             said += " (" + ", ".join(f"a {type(x).__name__} of {len(x)} values" if isinstance(x, (tuple, list))
@@ -179,7 +192,7 @@ def _one_or_previews(e64: torch.Tensor, g64: torch.Tensor, at: torch.Tensor) -> 
 
 def _compare_tensor(expected: TensorValue, got: Any, *, dtype, device, atol, rtol, where):
     if not isinstance(got, TensorValue):
-        return Difference("type", where, f"expected a torch.Tensor, got {_describe(got)}"), 0.0
+        return Difference("type", where, f"expected a torch.Tensor, got {_describe(got)}{_pieces_hint(got)}"), 0.0
     if got.shape != expected.shape:
         return Difference("shape", where, f"expected shape {_shape(expected.shape)}, got {_shape(got.shape)}"
                                               f"{_shape_hint(expected.shape, got.shape)}"), 0.0

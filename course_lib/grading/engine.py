@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import contextvars
+import copy
 import inspect
 import linecache
 import os
@@ -167,7 +168,9 @@ def describe_error(exc: BaseException) -> dict[str, str | bool]:
     # the answer is in the traceback, and the last is a raise in course_lib. Said as a verdict, not as "raised".
     verdict = (not learner and last is not None and Path(last.filename).resolve().is_relative_to(_COURSE_LIB)
                and (last.line or "").startswith("raise "))
-    stub = isinstance(exc, NotImplementedError) and (not str(exc) or (
+    # not torch.optim.Optimizer.step's own bare raise, run for a class whose step is misspelled or not indented in it
+    library = last is not None and Path(last.filename).resolve().is_relative_to(Path(torch.__file__).parent.resolve())
+    stub = isinstance(exc, NotImplementedError) and not library and (not str(exc) or (
         last is not None and _is_learner_frame(last.filename)
         and "NotImplementedError" in (last.line or linecache.getline(last.filename, last.lineno))))
     # Cut at 1,000 characters: room for the checks' own words (sample's runs to 650), not for a whole tensor.
@@ -474,7 +477,8 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome, named: Mistake | None = 
                     f"in its answer cell with your code, then run that cell."), 0.0
         where = f"\n  at {err['where']}" if err["where"] else ""
         notes = ("\n  " + err["notes"].replace("\n", "\n  ")) if err.get("notes") else ""
-        said = err["message"] if err.get("verdict") else f"raised {err['type']}: {err['message'].strip()}"
+        said = err["message"] if err.get("verdict") else f"raised {err['type']}" + (
+            f": {err['message'].strip()}" if err["message"].strip() else "")
         # words over several lines (a check's, torch's) sit under the first, without torch's blank lines
         said = re.sub(r"\n(?!  )", "\n  ", re.sub(r"\s*\n\s*\n", "\n", said.rstrip()))
         return f"{head}\n  {said}{where}{notes}", 0.0
@@ -712,6 +716,27 @@ _MAKES_A_NEW_TENSOR = {"masked_fill", "nan_to_num", "clamp", "tril", "triu", "tr
                        "mul", "div", "where", "expand", "flatten"}
 
 
+def _method_chain(node: ast.AST) -> tuple[ast.AST | None, list[str]]:
+    """For `buf.mul(m).add(g)`: (buf, ["mul", "add"]), its methods innermost first, where each is a Tensor method
+    and buf a name, an attribute of one or an entry of one (state["m"]); else (None, [])."""
+    methods = []
+    while isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and hasattr(torch.Tensor, node.func.attr):
+        methods.insert(0, node.func.attr)
+        node = node.func.value
+    settable = _named(node.value) if isinstance(node, ast.Subscript) else _named(node)
+    return (node, methods) if methods and settable else (None, [])
+
+
+def _in_place(node: ast.AST) -> ast.AST:
+    """The same chain of calls with each method's in-place twin (mul_ for mul)."""
+    node = copy.deepcopy(node)
+    walk = node
+    while isinstance(walk, ast.Call) and isinstance(walk.func, ast.Attribute):
+        walk.func.attr += "_"
+        walk = walk.func.value
+    return node
+
+
 def _named(node: ast.AST) -> bool:
     """A name, or a chain of attributes of one (scores, self.cache): something an assignment can keep a result in."""
     while isinstance(node, ast.Attribute):
@@ -738,14 +763,20 @@ def _result_dropped(source: str | None) -> str:
     inside = [n for top in tree.body if isinstance(top, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
               for n in ast.walk(top)]                  # not a display line at the cell's end (m.transpose(0, 1))
     for node in inside:
-        if (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
-                and isinstance(node.value.func, ast.Attribute) and node.value.func.attr in _MAKES_A_NEW_TENSOR
-                and _named(node.value.func.value)
-                and _root_name(node.value.func.value) not in ("torch", "F", "np", "math", "nn", "einops")):
-            said, owner = ast.unparse(node.value), ast.unparse(node.value.func.value)
+        owner, methods = _method_chain(node.value) if isinstance(node, ast.Expr) else (None, [])
+        if (owner is not None and methods[0] in _MAKES_A_NEW_TENSOR
+                and _root_name(owner) not in ("torch", "F", "np", "math", "nn", "einops")
+                and methods[0] != "detach"                  # dropped, it changes nothing: keeping it might cut a graph
+                and (methods[0] != "contiguous" or ".view(" in ast.unparse(tree).split(ast.unparse(node.value), 1)[-1])):
+            said, name = ast.unparse(node.value), ast.unparse(owner)
+            kept = f"{name} = {said[:60]}{'...' if len(said) > 60 else ''}"
+            in_place = (ast.unparse(_in_place(node.value)) if all(hasattr(torch.Tensor, m + "_") for m in methods)
+                        else None)
+            # a parameter or a gradient (02's step, clip_grad_norm) must change itself: a new name leaves it alone
+            fix = (f"Change {name} itself in place: {in_place}" if in_place and re.search(
+                       r"^(p|param|w|weight|g|grad)$|\.(grad|data|weight|bias)$", name) else f"Keep what it gives: {kept}")
             return (f"  Note: line {node.lineno}, `{said[:70]}`, makes a new tensor and keeps nothing of it:\n"
-                    f"  {node.value.func.attr} does not change {owner}. Keep what it gives: "
-                    f"{owner} = {said[:60]}{'...' if len(said) > 60 else ''}")
+                    f"  {methods[0]} does not change {name}. {fix}")
         # torch.nan_to_num(w, nan=0.0) or self.dropout(w) on a line of its own: the tensor given is left as it was
         call = node.value if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) else None
         in_place = call is not None and any(k.arg == "out" or k.arg == "inplace" and getattr(k.value, "value", False)

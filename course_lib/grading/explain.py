@@ -96,6 +96,18 @@ TORCH_ERRORS = {
     "Unknown character ','":
         "In an einops pattern the names are separated by spaces, also inside a group: (h d), not (h, d). Commas\n"
         "separate the inputs of einsum's pattern only ('... i d, ... j d -> ... i j').",
+    **dict.fromkeys(("Unknown character '*'", "Unknown character 'x'", "Unknown character '+'"),
+        "An einops pattern merges axes by grouping their names in parentheses, apart by spaces: 'b h t d ->\n"
+        "b t (h d)' makes one axis of h·d features. No sign goes between the names."),
+    **dict.fromkeys(("rearrange() takes 2 positional arguments", "repeat() takes 2 positional arguments",
+                     "reduce() takes 3 positional arguments"),
+        "einops takes the tensor and the pattern (and reduce the reduction) by position, and every size by\n"
+        "keyword, named as its axis in the pattern: rearrange(x, 'b t (h d) -> b h t d', h=n_heads)."),
+    **dict.fromkeys(("1D tensors expected, but got", "outer: Expected 1-D argument"),
+        "torch.dot (t.dot) multiplies two single vectors (1-D) into one number, and torch.outer makes the\n"
+        "table of two vectors; neither takes more axes. For every query against every key, batch and heads\n"
+        "included, use a matrix product, q @ k.mT (or einsum with ...); for one dot product per position along\n"
+        "the last axis, (a * b).sum(-1)."),
     "self must be a matrix":
         "torch.mm multiplies two 2-D matrices only. @ (torch.matmul) takes inputs with any number of leading\n"
         "axes and broadcasts them: a @ b.mT where torch.mm(a, b.T) was meant.",
@@ -218,10 +230,11 @@ TORCH_ERRORS = {
         "x.split along an axis that n does not divide: check that dim is the axis you mean to cut. To put\n"
         "tensors of other shapes together, flatten each and join them, torch.cat([t.reshape(-1) for t in ts]),\n"
         "or reduce each to one number first.",
-    "must be tuple of Tensors, not":
+    **dict.fromkeys(("must be tuple of Tensors, not", "cat() takes from 1 to 2 positional arguments",
+                     "stack() takes from 1 to 2 positional arguments"),
         "torch.cat and torch.stack take one list or tuple of tensors, in brackets: torch.cat([a, b], dim=1),\n"
         "torch.stack([... for s in starts]) (not a bare generator expression); t.unbind(dim) turns one tensor\n"
-        "into such a list.",
+        "into such a list, to give as it is (no * before it)."),
     "only integer tensors of a single element can be converted to an index":
         "A tensor of several values was used where Python needs one int (a slice's start, range()).\n"
         "Take one at a time (for s in starts.tolist()), or index every position at once:\n"
@@ -345,6 +358,17 @@ def explain(exc: BaseException) -> str:
                "be the size asked for. To add axes where they belong, index with None (t[:, None, None, :]) or\n"
                "unsqueeze; operations broadcast size-1 axes themselves (a matrix product its leading axes too), so\n"
                "there is usually nothing to expand.")
+    if "Boolean value of Tensor" in text and re.search(r"\btorch\.einsum\(\s*(?![\s'\"])", line):
+        why = ("torch.einsum takes the pattern first, then the tensors, its letters run together:\n"
+               "torch.einsum('...id,...jd->...ij', q, k). einops' einsum (the setup cell's, called as einsum) is the one\n"
+               "that takes the tensors first and the pattern last, with its names apart: '... i d, ... j d -> ... i j'.")
+    if '"bitwise_xor' in text and re.search(r"[\w)\]]\s*\^\s*[\w(]", line):
+        why = ("^ is Python's exclusive or, not a power: write g ** 2 (or g * g, g.square()) for a square, as the\n"
+               "formulas' g² means.")
+    if re.search(r"'\w+' object is not callable", text) and (called := re.search(r"(\w+)\.(mT|T|mH|H)\s*\(\s*\)", line)):
+        why = (f".{called[2]} is an attribute, not a method: write {called[1]}.{called[2]}, without the parentheses"
+               + (f" ({called[1]}.transpose(-2, -1)\nis the method that swaps the last two axes)." if called[2] == "mT"
+                  else "."))
     if "Boolean value of Tensor" in text and re.search(r"(?<![\w.])einsum\(", line) \
             and getattr(_learner_line(exc)[0].f_globals.get("einsum"), "__module__", "").startswith("torch"):
         why = ("einsum here is torch's (a cell ran `from torch import einsum`), which takes the pattern first and the\n"
@@ -420,7 +444,29 @@ def explain(exc: BaseException) -> str:
     if "positional argument" in text and re.search(r"super\(\)\.__init__\(\s*[^)\s]", line):
         why = ("nn.Module's own __init__ takes no arguments: super().__init__(), with nothing between the brackets.\n"
                "The module's sizes and settings are yours to keep, as its parameters and attributes (self.eps = eps).")
+    if isinstance(exc, NotImplementedError) and not text and (owner := _optimizer_without_step(exc)):
+        why = (f"{owner} has no step method of its own, so torch.optim.Optimizer's ran, which only raises this: "
+               f"check\nthat `def step(self, closure=None):` is spelled so and indented inside the class, beside "
+               f"__init__.")
+    if (not why and isinstance(exc, AttributeError) and isinstance(getattr(exc, "obj", None), torch.Tensor)
+            and (near := difflib.get_close_matches(getattr(exc, "name", None) or "", _TENSOR_ATTRIBUTES, n=1,
+                                                   cutoff=0.75))):
+        why = f"A tensor has no .{exc.name}: the one meant is likely .{near[0]}."      # p.grads, x.dtyp, x.shapes
     return why
+
+
+def _optimizer_without_step(exc: BaseException) -> str:
+    """The name of the optimizer class whose step() is torch.optim.Optimizer's own, raising where exc was, or ""."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    own = inspect.unwrap(torch.optim.Optimizer.step).__code__          # torch wraps step() in a profiling hook
+    me = tb.tb_frame.f_locals.get("self") if tb is not None and tb.tb_frame.f_code is own else None
+    return type(me).__name__ if isinstance(me, torch.optim.Optimizer) else ""
+
+
+_TENSOR_ATTRIBUTES = ["grad", "shape", "dtype", "device", "data", "requires_grad", "ndim", "size", "numel", "item",
+                      "detach", "clone", "is_leaf", "mT", "T", "view", "reshape", "transpose", "unsqueeze", "squeeze"]
 
 
 def _missing_axis(exc: BaseException, line: str) -> str:
@@ -440,7 +486,10 @@ def _missing_axis(exc: BaseException, line: str) -> str:
                         f"every axis of size 1 (the batch axis\nwhen B = 1): squeeze only the axis you mean, "
                         f".squeeze(-1), or keep the shape.")
             shape = f"{t.dim()} {'axis' if t.dim() == 1 else 'axes'} here, {tuple(t.shape)}"
-            return (f"{name} has {shape}, so {m.group(0)} is not there. Common causes: an axis counted\n"
+            # x.shape[4] for the fourth of four (counted from 1), or q.shape[3] written for (B, H, T, D) inputs
+            one = (f"\naxes counted from 1 (they count from 0: the last of {t.dim()} is {name}.shape[{t.dim() - 1}]); "
+                   if index == t.dim() and t.dim() > 1 else "")
+            return (f"{name} has {shape}, so {m.group(0)} is not there. Common causes:{one or ' '}an axis counted\n"
                     f"from the front where inputs come with other numbers of axes (count from the end: {name}.shape[-1] "
                     f"is the\nlast); an axis lost on the way (an index such as [0], or a .squeeze() with no axis, which "
                     f"drops every\naxis of size 1); sizes taken one by one where the whole shape was meant "
