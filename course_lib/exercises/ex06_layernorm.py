@@ -1173,6 +1173,13 @@ RMS_NORM = Exercise(
                 "The signature's default is eps=1e-6 (LLaMA's): a caller who passes no eps gets it. If your\n"
                 "signature already says 1e-6, look at the formula: use the eps argument there, not a 1e-5\n"
                 "copied from LayerNorm."),
+        Mistake("float64 inputs computed in float32 and cast back (LLaMA's upcast, x.float() ... .type_as(x), "
+                "is one way)",
+                lambda x, weight, eps=1e-6: (x.float() * torch.rsqrt(_ms(x.float()) + eps)).to(x.dtype) * weight,
+                "LLaMA's RMSNorm computes in float32 (x.float(), then .type_as(x)) so that bfloat16 or float16\n"
+                "inputs keep their digits while they are squared and averaged. Given float64, the same line\n"
+                "throws half the digits away, as does a tensor made without dtype= (float32 unless told).\n"
+                "Compute in x's own dtype: the checks run float32 and float64."),
         Mistake("divided by the mean absolute value, mean(|x|), instead of the root mean square",
                 lambda x, weight, eps=1e-6: x / (x.abs().mean(-1, keepdim=True) + eps) * weight,
                 "The RMS squares before it averages, √(mean(x²) + ε), so large entries weigh more. mean(|x|)\n"
