@@ -537,3 +537,35 @@ def test_the_quote_the_name_note_is_for_a_hint_line_that_raised():
             exec(compile(code, name, "exec"), {"hint": print})
         said = kernel._undefined_answer(info.value, info.value.__traceback__)
         assert (said or "").startswith("✗ hint(causal_mask) — causal_mask is not defined yet") == told, said
+
+
+def test_a_class_built_on_an_earlier_run_of_its_base_is_told_to_run_its_cell_again(nb, monkeypatch):
+    """02's fourth learner: AdamW(Adam) run while Adam was the stub, then Adam's cell fixed and run, then AdamW's
+    check alone was told "it calls your Adam.step, which is not implemented yet: its answer cell still raises",
+    which that cell no longer did: the class kept the Adam it was made with."""
+    import IPython
+
+    from course_lib.grading import CheckFailed, check
+    from submissions import solution_answers
+    monkeypatch.setattr(IPython, "get_ipython", lambda: SimpleNamespace(user_ns=nb.space))
+    right = solution_answers("02_optimizers")["Adam_answer"]
+    stub = right.split("    def step(", 1)[0] + "    def step(self, closure=None):\n        raise NotImplementedError()\n"
+    decoupled = ("class AdamW(Adam):\n    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, "
+                 "weight_decay=0.01):\n        super().__init__(params, lr, betas, eps, 0.0)\n"
+                 "        for g in self.param_groups:\n            g['weight_decay'] = weight_decay\n\n"
+                 "    @torch.no_grad()\n    def step(self, closure=None):\n        for g in self.param_groups:\n"
+                 "            for p in g['params']:\n                if p.grad is not None:\n"
+                 "                    p.mul_(1 - g['lr'] * g['weight_decay'])\n        wds = [g['weight_decay'] for g in "
+                 "self.param_groups]\n        for g in self.param_groups:\n            g['weight_decay'] = 0.0\n"
+                 "        try:\n            super().step()\n        finally:\n"
+                 "            for g, wd in zip(self.param_groups, wds):\n                g['weight_decay'] = wd\n")
+    nb.run(stub, answer="Adam")
+    nb.run(decoupled, answer="AdamW")
+    nb.run(right, answer="Adam")
+    with pytest.raises(CheckFailed) as info:
+        check("AdamW", nb.space["AdamW"])
+    assert "AdamW is built on an earlier Adam: a class keeps the base it was made with" in str(info.value), info.value
+    nb.run(decoupled, answer="AdamW")          # now built on the Adam that works (its own slip is another matter)
+    with pytest.raises(CheckFailed) as info:
+        check("AdamW", nb.space["AdamW"])
+    assert "built on an earlier" not in str(info.value) and "not implemented yet" not in str(info.value), info.value

@@ -121,7 +121,7 @@ def check(name: str = _NOTHING, answer=_NOTHING, *more, suite: str = "visible", 
     elsewhere = cells.said(ex, answer, passed=report.passed, summary=report.message.split(" — ", 1)[-1])
     if not report.passed:               # what grading would not see first: it is often why the answer fails
         head, _, details = report.message.partition("\n")
-        message = (head + elsewhere + ("\n" + details if details else "")
+        message = (head + _stale_base(answer) + elsewhere + ("\n" + details if details else "")
                    + _uses_other_answers(ex, answer, report.message, dev))
     else:
         message = elsewhere if elsewhere.startswith("✗") else report.message + elsewhere
@@ -376,6 +376,25 @@ def _stale(ex: Exercise, answer) -> str | None:
             f"  {kind} ran, so this checked {ex.name} as an earlier run defined it, not that cell's code (grading\n"
             f"  runs the answer cell as it is now). Fix the first error that cell shows and run it, then run this\n"
             f"  cell again.")
+
+
+def _stale_base(answer) -> str:
+    """A line when ``answer`` is a class built on a learner's class that a cell has since defined anew (AdamW(Adam)
+    run while Adam was the stub, then Adam's cell run): the class keeps the base it was made with. "" otherwise."""
+    if not inspect.isclass(answer):
+        return ""
+    try:
+        from IPython import get_ipython
+        names = get_ipython().user_ns
+    except Exception:
+        return ""
+    for base in answer.__mro__[1:]:
+        now = names.get(base.__name__)
+        if inspect.isclass(now) and now is not base and cells.learner_made(base):
+            return (f"\n  {answer.__name__} is built on an earlier {base.__name__}: a class keeps the base it was made "
+                    f"with, and {base.__name__}'s\n  cell has run again since {answer.__name__}'s did. Run "
+                    f"{answer.__name__}'s answer cell again, then this one.")
+    return ""
 
 
 def hint(name: str | None = None) -> None:
