@@ -802,7 +802,7 @@ def dot_rowwise_keepdim(q, k):
     ("batched_dot", "dot_tensordot", "tensordot"),
     ("merge_heads", "merge_wrong_pair", "the wrong pair of axes swapped"),
     ("batched_dot", "dot_k_reshaped", "k reshaped to (…, D, T_k) instead of transposed"),
-    ("batched_dot", "dot_rowwise_keepdim", "summed per position, with keepdim=True"),
+    ("batched_dot", "dot_rowwise_keepdim", "summed per position, kept as a (…, T, 1) column"),
 ])
 def test_welcome_shape_mistakes_are_named(exercise, name, named):
     """Each got only a bare 'expected shape (2, 3, 5, 4), got (2, 15, 4)' (or (2, 60), or (2, 6, 6)); tensordot

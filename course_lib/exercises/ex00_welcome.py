@@ -348,11 +348,12 @@ DOT = Exercise(
                 lambda q, k: (q * k).sum(-1),
                 "(q * k).sum(-1) dots query i only with key i. Attention needs every query with\n"
                 "every key: a (T_q, T_k) table of dot products."),
-        Mistake("element-wise products summed per position, with keepdim=True: a (…, T, 1) column",
+        Mistake("element-wise products summed per position, kept as a (…, T, 1) column",
                 lambda q, k: (q * k).sum(-1, keepdim=True),
                 "(q * k).sum(-1, keepdim=True) dots query i only with key i, and keepdim only keeps the summed\n"
-                "axis as a 1. Attention needs every query with every key: a (T_q, T_k) table of dot products,\n"
-                "q @ k.transpose(-2, -1)."),
+                "axis as a 1; so does q.unsqueeze(-2) * k.unsqueeze(-2), whose new axes of 1 sit at the same place\n"
+                "and pair nothing more. Attention needs every query with every key: a (T_q, T_k) table of dot\n"
+                "products, q @ k.transpose(-2, -1), or q.unsqueeze(-2) * k.unsqueeze(-3) summed over the last axis."),
         Mistake("k reshaped to (…, D, T_k) instead of transposed: its numbers re-cut, not turned round",
                 lambda q, k: q @ k.reshape(*k.shape[:-2], k.shape[-1], k.shape[-2]),
                 "reshape (and view) keep the numbers in memory order and only cut them into rows of another\n"
