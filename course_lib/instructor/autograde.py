@@ -446,7 +446,7 @@ def _autograde(opt: Options, out: Path, due: datetime | None, submissions: dict[
     for r in results:
         r["max_score"] = max_score
     kept = _update_reports(out, opt.assignment, results, log)
-    _log_lateness(kept + results, opt.assignment, log)
+    _log_lateness(kept + results, opt.assignment, log, now={r["student"] for r in results})
     stale = sorted(r["student"] for r in kept if r["assignment"] == opt.assignment and r["status"] == "graded"
                    and r.get("max_score") not in (None, max_score))
     if stale:
@@ -589,13 +589,17 @@ def _times(db: Path) -> dict[tuple[str, str], tuple[str | None, str | None, int 
     return found
 
 
-def _log_lateness(rows: list[dict], assignment: str, log) -> None:
-    """Name the late submissions of the assignment, and those whose lateness nobody can know."""
+def _log_lateness(rows: list[dict], assignment: str, log, now: set[str] = frozenset()) -> None:
+    """Name the late submissions of the assignment, those of this run (``now``) first, and those whose lateness
+    nobody can know."""
     rows = [r for r in rows if r["assignment"] == assignment and r.get("duedate")]
-    late = [f"{r['student']} by {_duration(r['seconds_late'])}" for r in rows if r["seconds_late"]]
-    unknown = [r["student"] for r in rows if r["seconds_late"] is None]
+    late = [r for r in rows if r["seconds_late"]]
+    said = [", ".join(f"{r['student']} by {_duration(r['seconds_late'])}" for r in late if (r["student"] in now) == this)
+            for this in (True, False)]
     if late:
-        log(f"Late (no penalty applied; seconds_late in grades.csv): {', '.join(late)}")
+        log(f"Late (no penalty applied; seconds_late in grades.csv): {said[0] or 'none of this run'}"
+            + (f"; graded earlier: {said[1]}" if said[1] else ""))
+    unknown = [r["student"] for r in rows if r["seconds_late"] is None]
     if unknown:
         log(f"No time of submission (nbgrader's timestamp.txt), so lateness unknown: {', '.join(unknown)}")
 
