@@ -1922,6 +1922,16 @@ def test_a_dropped_result_of_a_torch_function_or_a_dropout_is_pointed_at(line, s
     assert (said in note and "keeps nothing of it" in note) if said else note == "", note
 
 
+@pytest.mark.parametrize("line", ["w.masked_fill(~mask, 0.0)", "p.masked_fill(~mask, 0.0)", "weight.unsqueeze(0)",
+                                  "self.weight.mul(2)"])
+def test_a_dropped_result_outside_an_update_is_never_told_to_change_in_place(line):
+    """A hunt: attention's w or p, and a weight given as input, were told "Change w itself in place:
+    w.masked_fill_(...)", which autograd then refuses, or which changes an input the contract leaves alone."""
+    from course_lib.grading.engine import _result_dropped
+    note = _result_dropped(f"def forward(self, x, w, p, weight, mask):\n    {line}\n    return x\n")
+    assert "Keep what it gives:" in note and "in place" not in note, note
+
+
 @pytest.mark.parametrize("name, body, said", [
     ("batched_dot", "torch.einsum(q, k, '...id,...jd->...ij')", "torch.einsum takes the pattern first, then the tensors"),
     ("batched_dot", "(q.unsqueeze(2) * k.unsqueeze(1)).sum(-1)",
@@ -1930,8 +1940,10 @@ def test_a_dropped_result_of_a_torch_function_or_a_dropout_is_pointed_at(line, s
     ("batched_dot", "q.dot(k)", "torch.dot (t.dot) multiplies two single vectors (1-D) into one number"),
     ("batched_dot", "q @ k.mT()", ".mT is an attribute, not a method: write k.mT, without the parentheses"),
     ("batched_dot", "q @ k.transpos(-2, -1)", "A tensor has no .transpos: the one meant is likely .transpose."),
-    ("batched_dot", "q @ k.mT,", "got a tuple of 1 value (a tensor of shape (2, 4, 4)): a comma at the end of the "
-                                "return line makes a tuple of one; return the tensor alone"),
+    ("batched_dot", "q @ k.mT,", "got a tuple of 1 value (a tensor of shape (2, 4, 4)): a comma at the end of a line "
+                                "(the return's, or an assignment's) makes a tuple of one; return the tensor alone"),
+    ("batched_dot", "[q @ k.mT]", "got a list of 1 value (a tensor of shape (2, 4, 4)): brackets around it, [t], make "
+                                 "a list of one"),
     ("split_heads", "x.chunk(n_heads, dim=-1)", "got a tuple of 3 values, tensors of shapes (2, 5, 4), (2, 5, 4), "
                                                 "(2, 5, 4): return one tensor."),
     ("split_heads", "rearrange(x, 'b t (h d) -> b h t d', n_heads)",
@@ -1956,8 +1968,9 @@ def test_slips_of_00s_fourth_learner_say_their_cause(name, body, said):
 
 def test_an_axis_one_past_the_last_says_axes_count_from_0():
     why = _explained_in_a_cell("def f(q):\n    return q.shape[4]\n", torch.randn(2, 2, 3, 4))
-    assert "q has 4 axes here, (2, 2, 3, 4), so q.shape[4] is not there. Common causes: axes counted from 1 (they " \
-           "count from 0: the last of 4 is q.shape[3]); an axis counted from the front" in why, why
+    assert "q has 4 axes here, (2, 2, 3, 4), so q.shape[4] is not there. Common causes: an axis counted from the " \
+           "front" in why and "last); axes counted from 1 (they count from 0: the last of 4 is q.shape[3]); an axis " \
+           "lost on the way" in why, why
 
 
 @pytest.mark.parametrize("line, said", [
@@ -1975,7 +1988,7 @@ def test_a_dropped_result_of_a_tensor_method_says_how_to_keep_it(line, said):
     the verdict under it names, and `buf.mul(m).add(g)` got no note; 00's: a dropped x.contiguous() above a view-less
     answer was pointed at first, though it changes nothing."""
     from course_lib.grading.engine import _result_dropped
-    note = _result_dropped(f"def f(self, x, p, st):\n    {line}\n    return x\n")
+    note = _result_dropped(f"def step(self, x, p, st):\n    {line}\n    return x\n")
     assert (said in " ".join(note.split()) and "keeps nothing of it" in note) if said else note == "", note
     assert "makes a new tensor" in _result_dropped("def f(x):\n    x.contiguous()\n    return x.view(-1)\n")
 

@@ -1543,8 +1543,12 @@ class SGDMomentum(torch.optim.Optimizer):
      "begin SGDMomentum's __init__ with super().__init__(params, defaults)"),
     ("st = self.state[p]", "st = self.states[p]", "An optimizer has self.state, not self.states"),
     ("if p.grad is None", "if p.grads is None", "A tensor has no .grads: the one meant is likely .grad."),
+    ('                st["buf"].mul_(group["momentum"]).add_(p.grad)\n                p.sub_(group["lr"] * st["buf"])',
+     '                buf = st["buf"] * group["momentum"] + p.grad\n                p = p - group["lr"] * buf',
+     "p = p - lr * ... makes a new tensor and leaves the parameter itself alone"),
+    ('st = self.state[p]', 'self.steps += 1\n                st = self.state[p]', "no attribute 'steps'"),
 ], ids=["right", "state not in place", "update not in place", "xor for a square", "step misspelled", "no super",
-        "states", "grads"])
+        "states", "grads", "p rebound", "a counter never set"])
 def test_sgd_slips_of_02s_fourth_learner_say_their_cause(old, new, says):
     """02's fourth learner: a momentum buffer updated with mul/add (not mul_/add_) was told to change p in place,
     which it did; `p.sub(...)` was told to keep what it gives, p = p.sub(...), the mistake the verdict names; g ^ 2
@@ -1559,6 +1563,7 @@ def test_sgd_slips_of_02s_fourth_learner_say_their_cause(old, new, says):
         text = " ".join(r.message.split())
         assert r.passed if says is None else (not r.passed and says in text and "not implemented yet" not in text
                                               and ("at line" in text or "raised" not in text or "def setp" in source)), r.message
+        assert "self.state, not self.steps" not in text and ("p = p -" not in source or "still all zeros" not in text)
 
 
 def _sgd_reading(mu, lr):

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import io
 import math
+import re
 
 import torch
 
@@ -114,7 +116,7 @@ def _where_things_are(exc, opt):
                          f"of the settings (lr=lr, ...), as the stub does.")
         return
     text, keys = str(exc), ", ".join(repr(k) for k in opt.param_groups[0])
-    near = (difflib.get_close_matches(exc.name, ["state"], n=1, cutoff=0.6)      # self.params: the note below
+    near = (difflib.get_close_matches(exc.name, ["state"], n=1, cutoff=0.75)   # not self.steps; self.params: below
             if isinstance(exc, AttributeError) and getattr(exc, "obj", None) is opt and getattr(exc, "name", None)
             else [])
     if near:                # self.states[p], self.param_group
@@ -132,6 +134,15 @@ def _where_things_are(exc, opt):
     elif ("'dict' object has no attribute" in text or "'str' object has no attribute" in text
           or f"'{type(opt).__name__}' object has no attribute" in text):
         exc.add_note(f"{groups}\nLoop over them: for group in self.param_groups: for p in group['params']: ...")
+
+
+def _rebinds_p(cls) -> bool:
+    """Whether the optimizer's step() assigns to its parameter's name (p = p - lr * ...), where it can be read."""
+    try:
+        source = inspect.getsource(cls.step)
+    except (OSError, TypeError):
+        return False
+    return bool(re.search(r"^\s*p\s*=(?!=)", source, re.M))
 
 
 def _grad_change(params, installed, copies):
@@ -195,7 +206,8 @@ def _run_optimizer(cls, inputs):
     steps(opt, p_full, 0, len(grads), in_place=True)
     if not found and not p_full[0].is_meta and all(torch.equal(p.detach(), inputs[n]) for n, p in zip(_NAMES, p_full)):
         kept = [(k, v) for st in opt.state.values() for k, v in st.items() if isinstance(v, torch.Tensor) and v.dim()]
-        if kept and not any(v.count_nonzero() for _, v in kept):      # buf.mul(m).add(g): the state never moved
+        # buf.mul(m).add(g): the state never moved; not where p = p - ... (whatever it read) is why p did not
+        if kept and not any(v.count_nonzero() for _, v in kept) and not _rebinds_p(cls):
             names = ", ".join(dict.fromkeys(repr(k) for k, _ in kept))
             found.append(f"step() left every parameter as it was, after {len(grads)} steps, and the tensors "
                          f"self.state keeps\n({names}) are still all zeros: the update reads them, so it moves "

@@ -150,8 +150,9 @@ def _pieces_hint(got: Any) -> str:
     if not isinstance(got, (tuple, list)) or not got or not all(isinstance(x, TensorValue) for x in got):
         return ""
     if len(got) == 1:
-        return (f" (a tensor of shape {_shape(got[0].shape)}):\na comma at the end of the return line makes a "
-                f"tuple of one; return the tensor alone")
+        made = ("brackets around it, [t], make a list of one" if isinstance(got, list) else
+                "a comma at the end of a line (the return's, or an assignment's) makes a tuple of one")
+        return f" (a tensor of shape {_shape(got[0].shape)}):\n{made}; return the tensor alone"
     return (f", tensors of shapes {', '.join(_shape(x.shape) for x in got[:4])}{', ...' if len(got) > 4 else ''}:\n"
             f"return one tensor. chunk, split and unbind give a tuple of pieces, and a loop a list of them:\njoin "
             f"them with torch.stack(pieces, dim=...) (on a new axis) or torch.cat(pieces, dim=...) (along one\nthey "

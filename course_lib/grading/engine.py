@@ -762,6 +762,8 @@ def _result_dropped(source: str | None) -> str:
         return ""
     inside = [n for top in tree.body if isinstance(top, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
               for n in ast.walk(top)]                  # not a display line at the cell's end (m.transpose(0, 1))
+    within = {n: fn.name for fn in inside if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+              for n in ast.walk(fn)}                   # the innermost def around each node (walked after its outer)
     for node in inside:
         owner, methods = _method_chain(node.value) if isinstance(node, ast.Expr) else (None, [])
         if (owner is not None and methods[0] in _MAKES_A_NEW_TENSOR
@@ -772,9 +774,12 @@ def _result_dropped(source: str | None) -> str:
             kept = f"{name} = {said[:60]}{'...' if len(said) > 60 else ''}"
             in_place = (ast.unparse(_in_place(node.value)) if all(hasattr(torch.Tensor, m + "_") for m in methods)
                         else None)
-            # a parameter or a gradient (02's step, clip_grad_norm) must change itself: a new name leaves it alone
-            fix = (f"Change {name} itself in place: {in_place}" if in_place and re.search(
-                       r"^(p|param|w|weight|g|grad)$|\.(grad|data|weight|bias)$", name) else f"Keep what it gives: {kept}")
+            # a parameter or a gradient in an optimizer's step or a clip (02) must change itself: a new name leaves
+            # it alone; elsewhere p and w are attention's weights, and weight an input, which stay as they came
+            updating = within.get(node, "") == "step" or within.get(node, "").startswith("clip")
+            fix = (f"Change {name} itself in place: {in_place}" if in_place and (
+                       re.search(r"\.grad$", name) or updating and re.search(r"^(p|param|g|grad)$|\.data$", name))
+                   else f"Keep what it gives: {kept}")
             return (f"  Note: line {node.lineno}, `{said[:70]}`, makes a new tensor and keeps nothing of it:\n"
                     f"  {methods[0]} does not change {name}. {fix}")
         # torch.nan_to_num(w, nan=0.0) or self.dropout(w) on a line of its own: the tensor given is left as it was

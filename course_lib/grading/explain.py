@@ -487,12 +487,12 @@ def _missing_axis(exc: BaseException, line: str) -> str:
                         f".squeeze(-1), or keep the shape.")
             shape = f"{t.dim()} {'axis' if t.dim() == 1 else 'axes'} here, {tuple(t.shape)}"
             # x.shape[4] for the fourth of four (counted from 1), or q.shape[3] written for (B, H, T, D) inputs
-            one = (f"\naxes counted from 1 (they count from 0: the last of {t.dim()} is {name}.shape[{t.dim() - 1}]); "
-                   if index == t.dim() and t.dim() > 1 else "")
-            return (f"{name} has {shape}, so {m.group(0)} is not there. Common causes:{one or ' '}an axis counted\n"
+            one = (f" axes counted from 1 (they count from 0: the last of {t.dim()} is {name}.shape[{t.dim() - 1}]);\n"
+                   if index == t.dim() and t.dim() > 1 else " ")
+            return (f"{name} has {shape}, so {m.group(0)} is not there. Common causes: an axis counted\n"
                     f"from the front where inputs come with other numbers of axes (count from the end: {name}.shape[-1] "
-                    f"is the\nlast); an axis lost on the way (an index such as [0], or a .squeeze() with no axis, which "
-                    f"drops every\naxis of size 1); sizes taken one by one where the whole shape was meant "
+                    f"is the\nlast);{one}an axis lost on the way (an index such as [0], or a .squeeze() with no axis, "
+                    f"which drops every\naxis of size 1); sizes taken one by one where the whole shape was meant "
                     f"(torch.rand({name}.shape), or\n{name}.numel() for the number of elements).")
     return ""
 
