@@ -1396,6 +1396,63 @@ def test_the_attention_pair_read_the_other_way_round_is_named(pair, drop, names)
         assert names is None or "If this is weights @ v" not in r.message, r.message
 
 
+@pytest.mark.parametrize("changes, said", [
+    ({"MASK": "if mask is not None:\n            mask.logical_not_().logical_not_().logical_not_()"},
+     "forward changed its input mask in place: x, context and mask are left as they came"),
+    ({"return self.out_proj(merge_heads(out))": "return self.out_proj(merge_heads(out.transpose(1, 2)))"},
+     "merge_heads takes the heads' outputs as weights @ v gives them, (B, H, T_q, D): not transposed"),
+    ({"return self.out_proj(merge_heads(out))": "return self.out_proj(merge_heads(w))"},
+     "is H·T_k, the attention weights (B, H, T_q, T_k) merged, where the heads' outputs"),
+    ({"return self.out_proj(merge_heads(out))": "return self.out_proj(merge_heads(list(out.unbind(1))))"},
+     "merge_heads takes one tensor (B, H, T, D), got a list of"),
+])
+def test_multi_head_attention_slips_of_05s_fifth_learner_say_their_cause(changes, said):
+    """05's fifth learner: a mask inverted in place was told the module "keeps something on self" (the check's fresh
+    module got the same, changed, mask); merging a transposed output or the weights got the note on turning k;
+    merge_heads given a list of heads got 'list' object has no attribute 'dim'."""
+    from course_lib.reference.heads import merge_heads, split_heads
+    src = _OWN_MHA.replace("DROP", "self.dropout(w)")
+    for old, new in {"MASK": "pass", **changes}.items():
+        src = src.replace(old, new)
+    mha = _cell(src.replace("MASK", "pass"), "MultiHeadAttention", split_heads=split_heads, merge_heads=merge_heads,
+                scaled_dot_product_attention=_cell(_OWN_SDPA, "scaled_dot_product_attention"))
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("MultiHeadAttention"), mha, suite=suite)
+        text = " ".join(r.message.split())
+        assert not r.passed and said in text and "keeps something" not in text and "turning k" not in text, r.message
+
+
+@pytest.mark.parametrize("name, body, said", [
+    ("scaled_dot_product_attention",
+     "    s = torch.einsum(q, k, '...id,...jd->...ij') / math.sqrt(q.shape[-1])\n"
+     "    w = torch.softmax(s, -1)\n    return w @ v, w\n", "einops' einsum (from einops import einsum)"),
+    ("scaled_dot_product_attention",
+     "    rows = [q[..., i, :] @ k.mT for i in range(q.shape[-2])]\n    s = torch.tensor(rows)\n"
+     "    w = torch.softmax(s, -1)\n    return w @ v, w\n", "not of a list of tensors: join tensors with torch.stack"),
+    ("scaled_dot_product_attention",
+     "    w = torch.softmax(q @ k.mT / (q.shape[-1] ^ 0.5), -1)\n    return w @ v, w\n",
+     "^ is Python's exclusive or, not a power: a power is **, as in g ** 2 for the formulas' g² (or g * g), or "
+     "d ** 0.5 for √d"),
+    ("scaled_dot_product_attention",
+     "    out = torch.softmax(q @ k.mT / math.sqrt(q.shape[-1]), -1) @ v,\n"
+     "    return out, torch.softmax(q @ k.mT / math.sqrt(q.shape[-1]), -1)\n",
+     "a tuple of 1 value, a tensor of shape (2, 4, 6)): a comma at the end of a line (out = ...,) makes a tuple of one"),
+    ("padding_mask", "    pos = torch.arange(T, device=lengths.device)[None, :]\n"
+                     "    return (pos >= 0 & pos < lengths[:, None])[:, None, None, :]\n",
+     "(pos >= 0) & (pos < lengths[:, None])."),
+    ("padding_mask", "    return (torch.arange(T, device=lengths.device)[None, :] < lengths)[:, None, None, :]\n",
+     "lengths (B,) meets the T positions on the same axis here: make it a column, lengths[:, None]"),
+])
+def test_slips_of_05s_fifth_learner_get_words(name, body, said):
+    """05's fifth learner: these got another notebook's words (einops' einsum "the setup cell's", which 05's does not
+    import; g ** 2 for a square root; math's functions for torch.tensor of a list), a fix cut mid-bracket, or none."""
+    args = "lengths, T" if name == "padding_mask" else "q, k, v, mask=None"
+    fn = _cell(f"def {name}({args}):\n{body}", name)
+    r = evaluate(get_exercise(name), fn)
+    text = " ".join(r.message.split())
+    assert not r.passed and said in text and "the setup cell's" not in text, r.message
+
+
 def test_an_axis_counted_from_the_front_in_a_shape_is_told_to_count_from_the_end():
     """q.shape[3] raised a bare 'tuple index out of range' on 3-D inputs, where dim=3 had a note."""
     sdpa = _cell(_OWN_SDPA.replace("q.shape[-1]", "q.shape[3]"), "scaled_dot_product_attention")

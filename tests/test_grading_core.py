@@ -1941,7 +1941,7 @@ def test_a_dropped_result_outside_an_update_is_never_told_to_change_in_place(lin
     ("batched_dot", "q @ k.mT()", ".mT is an attribute, not a method: write k.mT, without the parentheses"),
     ("batched_dot", "q @ k.transpos(-2, -1)", "A tensor has no .transpos: the one meant is likely .transpose."),
     ("batched_dot", "q @ k.mT,", "got a tuple of 1 value (a tensor of shape (2, 4, 4)): a comma at the end of a line "
-                                "(the return's, or an assignment's) makes a tuple of one; return the tensor alone"),
+                                "(the return's, or an assignment's) makes a tuple of one"),
     ("batched_dot", "[q @ k.mT]", "got a list of 1 value (a tensor of shape (2, 4, 4)): brackets around it, [t], make "
                                  "a list of one"),
     ("split_heads", "x.chunk(n_heads, dim=-1)", "got a tuple of 3 values, tensors of shapes (2, 5, 4), (2, 5, 4), "

@@ -1537,7 +1537,7 @@ class SGDMomentum(torch.optim.Optimizer):
      "the tensors self.state keeps ('buf') are still all zeros: the update reads them, so it moves nothing"),
     ("p.sub_(", "p.sub(", "Change p itself in place: p.sub_(group['lr'] * st['buf'])"),
     ('st["buf"].mul_(group["momentum"]).add_(p.grad)', 'st["buf"].mul_(group["momentum"]).add_(p.grad ^ 2)',
-     "^ is Python's exclusive or, not a power: write g ** 2"),
+     "^ is Python's exclusive or, not a power: a power is **, as in g ** 2 for the formulas' g²"),
     ("def step(", "def setp(", "SGDMomentum has no step method of its own, so torch.optim.Optimizer's ran"),
     ("super().__init__(params, dict(lr=lr, momentum=momentum))", "self.lr, self.momentum = lr, momentum",
      "begin SGDMomentum's __init__ with super().__init__(params, defaults)"),

@@ -260,7 +260,7 @@ def add_turn_k_note(exc: BaseException, unsure: bool = False) -> None:
         exc.add_note(("If this is the einsum of q and k: " if unsure else "In einsum, ")
                      + "a letter in both inputs and not in the output is summed over. q (…, T_q, D)\n"
                      "and k (…, T_k, D) share D, their last axis: einsum(q, k, '... i d, ... j d -> ... i j') with\n"
-                     "einops' einsum (the setup cell's), or torch.einsum('...id,...jd->...ij', q, k).")
+                     "einops' einsum (from einops import einsum), or torch.einsum('...id,...jd->...ij', q, k).")
     elif (sizes := re.search(r"first two dimensions of batch2 tensor to be: \[(\d+), \d+\] but got: \[(\d+), \d+\]",
                              text)) and sizes[1] != sizes[2] and "1" in (sizes[1], sizes[2]):
         # one batch of 1 beside a larger one: bmm's batches differ (k.T's D moved in front reads as another size)

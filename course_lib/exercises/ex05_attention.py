@@ -721,7 +721,16 @@ def _pad_random(shorter=False):
 def _call_pad(impl, inputs):
     """The mask for the case's lengths; and again for lengths on meta, which must come back on meta."""
     lengths, T = inputs["lengths"], inputs["T"]
-    mask = impl(lengths, T)
+    try:
+        mask = impl(lengths, T)
+    except RuntimeError as exc:
+        # arange(T) < lengths: (T,) against (B,); the positions go along the last axis, the lengths down a column
+        if "must match the size of tensor" in str(exc) and re.search(r"\blengths\b(?!\s*\[|\.(view|reshape|"
+                                                                      r"unsqueeze))", _deepest_learner_line(exc)):
+            exc.add_note("lengths (B,) meets the T positions on the same axis here: make it a column,\n"
+                         "lengths[:, None] of shape (B, 1), so that each row compares its own length with every "
+                         "position\n(1, T) or (T,), giving (B, T).")
+        raise
     fix = ("Build every tensor on lengths' device: give device=lengths.device to each tensor you make "
            "(torch.arange(T, device=lengths.device), torch.zeros(..., device=lengths.device)).")
     check_on_meta(lambda: impl(lengths.to(META), T), f"padding_mask(lengths on meta, {T})", fix)
@@ -959,6 +968,8 @@ def _call_mha(impl, inputs):
                 lin.bias.copy_(inputs["weights"][f"{name}.bias"])
             elif lin.bias is not None:
                 raise ValueError(f"{name} has a bias although bias=False")
+    before = {n: t.clone() for n, t in (("x", x), ("context", inputs["context"]), ("mask", inputs["mask"]))
+              if t is not None and t.device.type != "meta"}
     with torch.no_grad(), _FixedDropout(inputs["train"] or "keep all"):
         try:
             out = module(x, context=inputs["context"], mask=inputs["mask"])
@@ -1003,6 +1014,16 @@ def _call_mha(impl, inputs):
                     and any(s in str(exc) for s in ("cannot be multiplied", "batch2", "must match the size"))):
                 exc.add_note("If this is weights @ v: v is split into heads as q and k are, (B, H, T_k, D), and "
                              "used as it comes,\nwith no transpose: the weights' T_k meets v's T_k rows.")
+            elif "out_proj" in where and (got := re.search(r"\d+x(\d+) and ", str(exc))):
+                n, d, T_k = int(got[1]), inputs["d_model"], (x if ctx is None else ctx).shape[1]
+                if n != d_head:         # (heads never merged: said below)
+                    weights = n == inputs["n_heads"] * T_k != d
+                    exc.add_note(f"out_proj takes (B, T_q, d_model) and got {n} features, not d_model = {d}"
+                                 + (f": {n} is H·T_k, the attention weights\n(B, H, T_q, T_k) merged, where the "
+                                    f"heads' outputs, weights @ v (B, H, T_q, D), belong." if weights else
+                                    f". merge_heads takes the heads'\noutputs as weights @ v gives them, (B, H, T_q, D): "
+                                    f"not transposed, and stacked on the head axis (dim=1)\nwhere they come from a "
+                                    f"loop, and it gives (B, T_q, d_model)."))
             elif not _mask_line(mask_line):
                 add_turn_k_note(exc, unsure=True)      # k.T on the (B, H, T, D) keys, as in the exercises before
             # `context or x` asks a tensor for one True or False: the engine's note on that error says so
@@ -1018,6 +1039,14 @@ def _call_mha(impl, inputs):
                 exc.add_note(f"The heads are still split here, (B, H, T, D) with D = {d_head}: out_proj takes "
                              f"(B, T, d_model),\nso merge them first: self.out_proj(merge_heads(...)).")
             raise
+        kept = {n: t for n, t in (("x", x), ("context", inputs["context"]), ("mask", inputs["mask"]))
+                if t is not None and t.device.type != "meta"}
+        changed = [n for n, t in kept.items() if not torch.equal(t, before[n])]
+        if changed:             # said here: later calls (a backward pass, a second call) may change it back
+            raise ValueError(f"forward changed its input {' and '.join(changed)} in place: x, context and mask are "
+                             f"left as they came, for the caller uses them again (a mask is shared by every layer). "
+                             f"Make a new tensor instead: ~mask or mask.logical_not(), not mask.logical_not_(); "
+                             f"t.masked_fill(...), not t.masked_fill_(...)")
         again = module(x, context=inputs["context"], mask=inputs["mask"]) if inputs["train"] else out
         if (isinstance(out, torch.Tensor) and isinstance(again, torch.Tensor) and out.device.type != "meta"
                 and not torch.allclose(out, again, rtol=0, atol=0, equal_nan=True)):
@@ -1065,7 +1094,9 @@ def _nothing_kept(impl, module, inputs):
     x2, ctx2 = x * 0.5 + 0.25, None if ctx is None else ctx * 0.5 + 0.25
     for m in [None] + ([torch.ones_like(mask, dtype=torch.bool)] if mask is not None else []):
         with torch.no_grad(), _FixedDropout("keep all"):
-            used, new = module(x2, context=ctx2, mask=m), fresh(x2, context=ctx2, mask=m)
+            # each its own mask: one the answer changes in place (logical_not_) must not reach the fresh module
+            used = module(x2, context=ctx2, mask=None if m is None else m.clone())
+            new = fresh(x2, context=ctx2, mask=None if m is None else m.clone())
         if (isinstance(used, torch.Tensor) and isinstance(new, torch.Tensor) and used.shape == new.shape
                 and not torch.allclose(used, new, rtol=1e-5, atol=1e-6, equal_nan=True)):
             how = "without a mask" if m is None else "with a mask that blocks nothing"
@@ -1115,7 +1146,7 @@ class _MHAKind(nn.Module):
     """A configurable wrong multi-head attention, for the catalogue of mistakes below."""
     scale_by_d_model = merge_dh = no_out_proj = ignore_context = swap_roles = reshape_split = reshape_merge = False
     heads_last = ignore_mask = always_causal = drop_in_eval = split_by_size = k_from_q_proj = False
-    split_dh = drop_output_too = v_from_k_proj = one_head = scale_by_heads = False
+    split_dh = drop_output_too = v_from_k_proj = one_head = scale_by_heads = q_from_context = False
     fixed_p = None                 # a dropout rate of its own, whatever the argument
     attend = None                  # a wrong scaled_dot_product_attention(q, k, v, mask) from above
     drop_at = "weights"            # where dropout acts: "weights" (right), "scores", "v", "merged", "output", or None
@@ -1131,6 +1162,8 @@ class _MHAKind(nn.Module):
         qsrc = x
         if self.swap_roles and context is not None:
             qsrc, src = context, x
+        if self.q_from_context and context is not None:
+            qsrc = context
         B, d = qsrc.shape[0], qsrc.shape[-1]
         if self.reshape_split:
             split = lambda t: t.reshape(B, self.h, t.shape[1], d // self.h)   # noqa: E731
@@ -1315,6 +1348,9 @@ MHA = Exercise(
                 "hides every later position from x's queries, and breaks cross-attention."),
         Mistake("context ignored: keys and values taken from x", _kind(ignore_context=True),
                 "In cross-attention the queries come from x, the keys and values from context."),
+        Mistake("queries taken from context too: q, k and v all from context", _kind(q_from_context=True),
+                "The output has one row per query, and the queries come from x (T_q rows): self.q_proj(x).\n"
+                "Only the keys and values come from context, whose length T_k is the size the output got."),
         Mistake("roles swapped: queries from context, keys and values from x", _kind(swap_roles=True),
                 "The output has one row per query, and the queries come from x: the result is\n"
                 "(B, T_x, d_model). Keys and values come from context."),

@@ -147,12 +147,8 @@ def compare(expected: Any, got: Any, *, dtype: torch.dtype, device: str,
 
 def _pieces_hint(got: Any) -> str:
     """Why a tuple of tensors came where one tensor goes: a comma left after a return, or pieces never joined."""
-    if not isinstance(got, (tuple, list)) or not got or not all(isinstance(x, TensorValue) for x in got):
-        return ""
-    if len(got) == 1:
-        made = ("brackets around it, [t], make a list of one" if isinstance(got, list) else
-                "a comma at the end of a line (the return's, or an assignment's) makes a tuple of one")
-        return f" (a tensor of shape {_shape(got[0].shape)}):\n{made}; return the tensor alone"
+    if not isinstance(got, (tuple, list)) or len(got) < 2 or not all(isinstance(x, TensorValue) for x in got):
+        return ""                       # one: _describe says where it comes from
     return (f", tensors of shapes {', '.join(_shape(x.shape) for x in got[:4])}{', ...' if len(got) > 4 else ''}:\n"
             f"return one tensor. chunk, split and unbind give a tuple of pieces, and a loop a list of them:\njoin "
             f"them with torch.stack(pieces, dim=...) (on a new axis) or torch.cat(pieces, dim=...) (along one\nthey "
@@ -172,13 +168,19 @@ def _describe(v: Any) -> str:
     if isinstance(v, OtherValue):
         return f"{'an' if v.type_name[:1] in 'aeio' else 'a'} {v.type_name} ({v.text})"
     if isinstance(v, (tuple, list)):
+        if len(v) == 1 and isinstance(v[0], TensorValue):          # `return out,` or `return [out]`
+            made = ("brackets around it, [t], make a list of one" if isinstance(v, list) else
+                    "a comma at the end of a line (the return's, or an assignment's) makes a tuple of one")
+            return f"a {type(v).__name__} of 1 value (a tensor of shape {_shape(v[0].shape)}):\n{made}"
         said = f"a {type(v).__name__} of {len(v)} value{'' if len(v) == 1 else 's'}"
         tensors = [isinstance(x, TensorValue) for x in v]
         if len(v) <= 3 and any(tensors) and not all(tensors):      # (out, weights) with one of them not a tensor
-            said += " (" + ", ".join(f"a {type(x).__name__} of {len(x)} values" if isinstance(x, (tuple, list))
-                                     else _describe(x) for x in v) + ")"
+            said += " (" + ", ".join(f"a {type(x).__name__} of {len(x)} value{'' if len(x) == 1 else 's'}"
+                                     if isinstance(x, (tuple, list)) else _describe(x) for x in v) + ")"
             if any(isinstance(x, list) for x in v):
                 said += ": .tolist() turns a tensor into Python lists; return the tensor itself"
+            elif any(isinstance(x, tuple) and len(x) == 1 for x in v):       # `out = w @ v,` then return out, w
+                said += ":\na comma at the end of a line (out = ...,) makes a tuple of one"
         return said
     return f"{type(v).__name__} {v!r}"
 

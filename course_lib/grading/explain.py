@@ -25,6 +25,8 @@ _SAME_DTYPE = ("Tensors of two dtypes met where one is needed (float32 and float
                "numbers, say). Make it with dtype=x.dtype, or convert with .to(x.dtype) (the checks run float64\n"
                "cases too).")
 _VIEW_FIX = "write .reshape(...) where you wrote .view(...), with the same sizes."
+# a name, an attribute or a number, with any subscripts and calls after it (lengths[:, None], x.sum(-1))
+_OPERAND = r"[\w.]+(?:\[[^\[\]]*\]|\([^()]*\))*(?:\.\w+(?:\[[^\[\]]*\]|\([^()]*\))*)*"
 
 _BROADCAST = ("Elementwise operations need shapes that broadcast: compared from the last axis, each pair of\n"
               "sizes must be equal or one of them 1.")
@@ -316,11 +318,13 @@ def explain(exc: BaseException) -> str:
             return (f"{exc.name} is no name of Python's: write float('-inf') (or math.inf, torch.inf), or float('nan')."
                     if exc.name == "inf" else "nan is no name of Python's: write float('nan') (or math.nan, torch.nan).")
         imports = {"np": "import numpy as np", "math": "import math", "F": "import torch.nn.functional as F",
-                   "nn": "from torch import nn", "plt": "import matplotlib.pyplot as plt"}
+                   "nn": "from torch import nn", "plt": "import matplotlib.pyplot as plt",
+                   **{f: f"from einops import {f}" for f in ("rearrange", "einsum", "repeat", "reduce")}}
         if exc.name in imports:
-            return (f"{exc.name} is a module the setup cell, as released, does not import: write `{imports[exc.name]}` "
-                    f"at the top of\nthis answer cell (grading runs the released setup cell and the answer cells, and "
-                    f"no other cell).")
+            kind = "an einops function" if imports[exc.name].startswith("from einops") else "a module"
+            return (f"{exc.name} is {kind} the setup cell, as released, does not import:\nwrite "
+                    f"`{imports[exc.name]}` at the top of this answer cell (grading runs the released setup\ncell and "
+                    f"the answer cells, and no other cell).")
         return (f"{exc.name} has no value where the answer reads it: a typo, a variable of another function, or a\n"
                 f"name a cell defines that has not run yet (grading runs the setup cell, as released, and the\n"
                 f"answer cells in order, and no other cell): define it in this answer cell, above where it is used.")
@@ -342,7 +346,7 @@ def explain(exc: BaseException) -> str:
                f"not the tensor beside it. Put each comparison in parentheses: chosen & (r < 0.8).")
     # `preds == positive & labels == positive`: & binds first, and Python chains the two == into an `and`
     if "Boolean value of Tensor" in text and not re.search(r"\b(and|or|not|if|while)\b", line) and (found := re.search(
-            r"([\w.\]\[]+\s*(?:[<>]=?|==|!=)\s*[\w.\]\[]+)\s*([&|])\s*([\w.\]\[]+\s*(?:[<>]=?|==|!=)\s*[\w.\]\[]+)",
+            rf"({_OPERAND}\s*(?:[<>]=?|==|!=)\s*{_OPERAND})\s*([&|])\s*({_OPERAND}\s*(?:[<>]=?|==|!=)\s*{_OPERAND})",
             line)):
         left, sign, right = found.groups()
         why = (f"& and | bind tighter than ==, < and >: `{found.group(0)}`\ncompares with the result of the {sign} "
@@ -360,11 +364,12 @@ def explain(exc: BaseException) -> str:
                "there is usually nothing to expand.")
     if "Boolean value of Tensor" in text and re.search(r"\btorch\.einsum\(\s*(?![\s'\"])", line):
         why = ("torch.einsum takes the pattern first, then the tensors, its letters run together:\n"
-               "torch.einsum('...id,...jd->...ij', q, k). einops' einsum (the setup cell's, called as einsum) is the one\n"
+               "torch.einsum('...id,...jd->...ij', q, k). einops' einsum (from einops import einsum) is the one\n"
                "that takes the tensors first and the pattern last, with its names apart: '... i d, ... j d -> ... i j'.")
-    if '"bitwise_xor' in text and re.search(r"[\w)\]]\s*\^\s*[\w(]", line):
-        why = ("^ is Python's exclusive or, not a power: write g ** 2 (or g * g, g.square()) for a square, as the\n"
-               "formulas' g² means.")
+    if ('"bitwise_xor' in text or "unsupported operand type(s) for ^" in text) and re.search(
+            r"[\w)\]]\s*\^\s*[-\w(.]", line):
+        why = ("^ is Python's exclusive or, not a power: a power is **, as in g ** 2 for the formulas' g² (or g * g),\n"
+               "or d ** 0.5 for √d (or math.sqrt(d)).")
     if re.search(r"'\w+' object is not callable", text) and (called := re.search(r"(\w+)\.(mT|T|mH|H)\s*\(\s*\)", line)):
         why = (f".{called[2]} is an attribute, not a method: write {called[1]}.{called[2]}, without the parentheses"
                + (f" ({called[1]}.transpose(-2, -1)\nis the method that swaps the last two axes)." if called[2] == "mT"
@@ -420,9 +425,13 @@ def explain(exc: BaseException) -> str:
                    f"optimizer keeps\nthem too, in {name}.param_groups, but is not itself a sequence of them.")
     if "must be Tensor, not int" in text and re.search(r"\bsum\(", line):
         why = "sum() of no items is the int 0, not a tensor.\n" + _EXHAUSTED
-    if re.search(r"only (integer tensors of a single element|one element tensors) can be converted", text) \
-            and re.search(r"\btorch\.(tensor|as_tensor|LongTensor|FloatTensor)\(\s*\[(.*\bfor\b|\s*\w+(\s*,\s*\w+)+"
-                          r"\s*\])", line):     # a comprehension or a list of names: not a slice at a tensor inside
+    given = re.search(r"\btorch\.(?:tensor|as_tensor|LongTensor|FloatTensor)\(\s*(\w+)\s*[,)]", line)
+    frame = _learner_line(exc)[0]
+    held = ({**frame.f_globals, **frame.f_locals}.get(given.group(1)) if given and frame is not None else None)
+    if re.search(r"only (integer tensors of a single element|one element tensors) can be converted", text) and (
+            re.search(r"\btorch\.(tensor|as_tensor|LongTensor|FloatTensor)\(\s*\[(.*\bfor\b|\s*\w+(\s*,\s*\w+)+"
+                      r"\s*\])", line)     # a comprehension or a list of names: not a slice at a tensor inside
+            or isinstance(held, (list, tuple)) and any(isinstance(t, torch.Tensor) for t in held)):   # torch.tensor(heads)
         why = ("torch.tensor makes a tensor of numbers (or of lists of numbers), not of a list of tensors: join\n"
                "tensors with torch.stack([...]) (on a new axis) or torch.cat([...]) (along an axis they have).")
     walked = re.match(r"\s*for\s+.+?\s+in\s+(.+?)\s*:", line)

@@ -10,6 +10,7 @@ from einops import einsum, rearrange
 
 def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
     """(B, T, H*D) -> (B, H, T, D); head h owns features h*D ... (h+1)*D - 1."""
+    _one_tensor("split_heads", x, "(B, T, d_model)")
     if x.dim() != 3:
         raise ValueError(f"split_heads expects x of shape (B, T, d_model), got {tuple(x.shape)}")
     if x.shape[-1] % n_heads:
@@ -19,9 +20,17 @@ def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
 
 def merge_heads(x: torch.Tensor) -> torch.Tensor:
     """(B, H, T, D) -> (B, T, H*D), the inverse of split_heads."""
+    _one_tensor("merge_heads", x, "(B, H, T, D)")
     if x.dim() != 4:
         raise ValueError(f"merge_heads expects x of shape (B, H, T, D), got {tuple(x.shape)}")
     return rearrange(x, "b h t d -> b t (h d)")
+
+
+def _one_tensor(name: str, x, shape: str) -> None:
+    """A list of per-head tensors (from a loop, chunk or unbind) given where one tensor goes: said so."""
+    if isinstance(x, (list, tuple)):
+        raise TypeError(f"{name} takes one tensor {shape}, got a {type(x).__name__} of {len(x)}: join the pieces "
+                        f"first, torch.stack(pieces, dim=1) for heads of (B, T, D) each")
 
 
 def batched_dot(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
