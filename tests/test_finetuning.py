@@ -2140,6 +2140,23 @@ def test_a_loader_that_reads_the_notebooks_checkpoint_is_told_so():
         assert "looked up a layer past them" not in r.message, r.message
 
 
+def test_a_loader_that_renames_the_notebooks_checkpoint_before_loading_is_told_so():
+    """The same, renamed in one comprehension before load_state_dict: its error names the course's keys, none of
+    them in the global, and was told to build BertEncoder(config), which the answer did (09's fifth learner)."""
+    from course_lib.exercises.ex09_finetuning import LOADER, _config, _hf_state_dict
+    from course_lib.models.bert import BertEncoder
+    from course_lib.reference.finetuning import _course_name
+    answer = _cell("def load_pretrained_encoder(state_dict, config):\n    model = BertEncoder(config)\n"
+                   "    renamed = {_course_name(k): v for k, v in checkpoint.items() if k not in IGNORED_KEYS}\n"
+                   "    model.load_state_dict(renamed)\n    return model\n", "load_pretrained_encoder")
+    answer.__globals__.update(IGNORED_KEYS=IGNORED_KEYS, BertEncoder=BertEncoder, _course_name=_course_name,
+                              checkpoint=_hf_state_dict(torch.Generator().manual_seed(0), _config(16, 6)))
+    for suite, r in _verdicts(LOADER, answer).items():
+        assert not r.passed and "The answer reads checkpoint, a checkpoint of the notebook's" in r.message, (
+            suite, r.message)
+        assert "build it from the config argument" not in r.message, r.message
+
+
 def test_freeze_that_compares_requires_grad_instead_of_setting_it_is_told_so():
     """`p.requires_grad == False` got "nothing frozen" with causes that did not include == (09's fourth learner)."""
     from course_lib.exercises.ex09_finetuning import FREEZE
@@ -2193,3 +2210,84 @@ def test_a_loader_with_a_fixed_layer_count_is_not_told_it_reads_the_notebooks_ch
     for suite, r in _verdicts(LOADER, answer).items():
         assert not r.passed and "a dict of the notebook's" not in r.message, (suite, r.message)
         assert "looked up a layer past them" in r.message, r.message
+
+
+# ------------------------------------------------------------ 09's fifth learner
+_SC_RIGHT = """class SentenceClassifier(nn.Module):
+    def __init__(self, encoder, n_classes, dropout=0.1):
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.config.d_model, n_classes)
+
+    def forward(self, input_ids, attention_mask):
+        h = self.encoder(input_ids, attention_mask)
+        m = attention_mask.unsqueeze(-1).to(h.dtype)
+        pooled = (h * m).sum(1) / m.sum(1)
+        return self.head(self.dropout(pooled))
+"""
+_PRF_RIGHT = """def precision_recall_f1(preds, labels, positive=1):
+    tp = int(((preds == positive) & (labels == positive)).sum())
+    fp = int(((preds == positive) & (labels != positive)).sum())
+    fn = int(((preds != positive) & (labels == positive)).sum())
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+"""
+_FREEZE_RIGHT = """def freeze_lower_layers(model, n_layers):
+    if not 0 <= n_layers <= len(model.encoder.layers):
+        raise ValueError("n_layers out of range")
+    model.requires_grad_(True)
+    model.encoder.embeddings.requires_grad_(False)
+    for layer in model.encoder.layers[:n_layers]:
+        layer.requires_grad_(False)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+"""
+
+
+@pytest.mark.parametrize("name, old, new, said", [
+    ("SentenceClassifier", None, None, None),
+    ("SentenceClassifier", "        self.head = nn.Linear(encoder.config.d_model, n_classes)\n",
+     "        self.head = nn.Linear(encoder.config.d_model, n_classes)\n"
+     "        self.classifier = nn.Sequential(self.dropout, self.head)\n", None),
+    ("SentenceClassifier", "/ m.sum(1)", "/ m.sum(-1)", "m.sum(-1) adds over the axis of size 1 that m was given"),
+    ("SentenceClassifier", "return self.head(self.dropout(pooled))", "return self.head(self.dropout(pooled)),",
+     "a comma at the end of a line (the return's, or an assignment's) makes a tuple of one"),
+    ("freeze_lower_layers", "for layer in model.encoder.layers[:n_layers]:\n        layer.requires_grad_(False)",
+     "for i in n_layers:\n        model.encoder.layers[i].requires_grad_(False)", "walk range(n_layers)"),
+    ("freeze_lower_layers", "model.encoder.layers[:n_layers]:", "model.encoder.layer[:n_layers]:",
+     "Hugging Face's BertModel names them encoder.layer"),
+    ("freeze_lower_layers", "    model.encoder.embeddings.requires_grad_(False)\n    for layer in "
+     "model.encoder.layers[:n_layers]:\n        layer.requires_grad_(False)\n",
+     "    prefixes = ['embeddings.'] + [f'layers.{i}.' for i in range(n_layers)]\n"
+     "    for name, p in model.named_parameters():\n"
+     "        p.requires_grad = not any(name.startswith(pre) for pre in prefixes)\n",
+     "names them from the classifier, encoder.embeddings... and encoder.layers.0..."),
+    ("precision_recall_f1", "    fp = int(((preds == positive) & (labels != positive)).sum())\n"
+     "    fn = int(((preds != positive) & (labels == positive)).sum())\n",
+     "    negative = 1 - positive\n    fp = int(((preds == positive) & (labels == negative)).sum())\n"
+     "    fn = int(((preds == negative) & (labels == positive)).sum())\n",
+     "counted against one other class, 1 - positive"),
+    ("precision_recall_f1", "    fp = int(((preds == positive) & (labels != positive)).sum())\n",
+     "    fp = int(((preds == positive) & (labels != positive)).sum()),\n", "a comma left at the end of an assignment"),
+    ("precision_recall_f1", "    p = tp / (tp + fp) if tp + fp else 0.0\n    r = tp / (tp + fn) if tp + fn else 0.0\n"
+     "    return p, r, (2 * p * r / (p + r) if p + r else 0.0)\n",
+     "    p = torch.tensor(tp) / (tp + fp) if tp + fp > 0 else 0.0\n"
+     "    r = torch.tensor(tp) / (tp + fn) if tp + fn > 0 else 0.0\n"
+     "    f = 2 * p * r / (p + r) if p + r > 0 else 0.0\n    return p.item(), r.item(), f.item()\n",
+     "A Python number has no .item(): only a tensor has"),
+])
+def test_slips_of_09s_fifth_learner_say_their_cause(name, old, new, said):
+    """09's fifth learner: a right classifier whose dropout ran through an nn.Sequential was refused as never
+    calling self.dropout; the others got another slip's words (a module iterated, requires_grad = False, an axis
+    missing that the answer had, class 0 for 1 - positive) or none ('float' object has no attribute 'item')."""
+    from course_lib.grading.spec import get_exercise
+    source = {"SentenceClassifier": _SC_RIGHT, "freeze_lower_layers": _FREEZE_RIGHT,
+              "precision_recall_f1": _PRF_RIGHT}[name]
+    if old is not None:
+        assert old in source
+        source = source.replace(old, new)
+    for suite, r in _verdicts(get_exercise(name), _cell(source, name)).items():
+        text = " ".join(r.message.split())
+        assert r.passed if said is None else (not r.passed and said in text), (suite, r.message)
+        assert "A module is not a list of its parameters" not in text and "needs an axis at the end" not in text

@@ -22,6 +22,7 @@ from course_lib.grading.engine import _is_learner_frame, describe_error, refuse_
 from course_lib.grading.explain import _learner_line, explain
 from course_lib.grading.meta import also_on_meta
 from course_lib.grading.spec import Case, Exercise, Forbidden, Mistake, register
+from course_lib.grading.values import capture
 from course_lib.models.bert import BertConfig, BertEncoder
 from course_lib.reference import finetuning as ref
 from course_lib.seeding import seeded
@@ -180,13 +181,18 @@ def _call_loader(impl, inputs):
         # keys the case's checkpoint has not, from a checkpoint of the notebook's (its MiniLM `checkpoint`) that the
         # answer names in place of its state_dict argument: not a layer looked up past config.n_layers (the global
         # is there whatever the answer reads), nor a table of names of the answer's own
-        read = [n for n, v in getattr(impl, "__globals__", {}).items()
-                if n in _globals_read(impl) and isinstance(v, dict) and v is not sd and named & set(v)
-                and all(isinstance(t, torch.Tensor) for t in list(v.values())[:5])]
+        dicts = [(n, v) for n, v in getattr(impl, "__globals__", {}).items()
+                 if n in _globals_read(impl) and isinstance(v, dict) and v is not sd and len(v) > 5
+                 and all(isinstance(t, torch.Tensor) for t in list(v.values())[:5])]
+        read = [n for n, v in dicts if named & set(v)]
         if read:
             exc.add_note(f"The keys named here are in {read[0]}, a dict of the notebook's, and not in the checkpoint "
                          f"this call was given:\nthe answer reads {read[0]} where it should read its state_dict "
                          f"argument, the checkpoint the caller passes.")
+        elif dicts:             # its keys renamed before the error, so none of them is named
+            exc.add_note(f"The answer reads {dicts[0][0]}, a checkpoint of the notebook's, where it should read its "
+                         f"state_dict argument,\nthe checkpoint the caller passes: the keys listed come from "
+                         f"{dicts[0][0]}, not from the one given.")
         elif ignored:
             exc.add_note(f"{ignored[0]} is in IGNORED_KEYS: an entry of the checkpoint that is not a weight of the "
                          f"encoder\n(the pooler, or the constant position_ids). Skip every key in IGNORED_KEYS "
@@ -493,7 +499,17 @@ def _call_clf(cls, inputs):
     except RuntimeError as exc:
         sizes = re.search(r"size of tensor a \((\d+)\) must match the size of tensor b \((\d+)\)", str(exc))
         T, d = inputs["input_ids"].shape[-1], inputs["config"].d_model
-        if sizes and T != d and {int(sizes.group(1)), int(sizes.group(2))} == {T, d}:
+        frame, line = _learner_line(exc)
+        cell = "".join(linecache.getlines(frame.f_code.co_filename)) if frame is not None else ""
+        counted = re.search(r"(\w+)\.sum\(\s*(?:dim\s*=\s*)?-1\s*(?:,\s*keepdim\s*=\s*True\s*)?\)", line)
+        if (sizes and T != d and {int(sizes.group(1)), int(sizes.group(2))} == {T, d} and counted
+                and re.search(rf"\b{counted[1]}\s*=.*(\.unsqueeze\(\s*-1\s*\)|\[\s*(\.\.\.|:\s*,\s*:)\s*,\s*None\s*\])",
+                              cell)):
+            # m = mask.unsqueeze(-1) right, then m.sum(-1): the count summed over its axis of 1, (B, T)
+            exc.add_note(f"Here T = {T} met d_model = {d}: {counted[0]} adds over the axis of size 1 that "
+                         f"{counted[1]} was given, and\nleaves (B, T). Each sequence's count of real tokens is "
+                         f"{counted[1]} summed over the tokens, {counted[1]}.sum(1), (B, 1).")
+        elif sizes and T != d and {int(sizes.group(1)), int(sizes.group(2))} == {T, d}:
             # the mask as it comes, (B, T), or unsqueezed at 1, (B, 1, T): its T meets the features' d_model
             exc.add_note(f"Here T = {T} met d_model = {d}: attention_mask is (B, T), and to weigh the encoder's "
                          f"(B, T, d_model) output\nit needs an axis at the end, attention_mask[..., None] (or "
@@ -506,9 +522,12 @@ def _call_clf(cls, inputs):
                          f"(B, d_model). A sum over\naxis -1 (the features) leaves (B, T).")
         raise
     if not isinstance(logits, torch.Tensor):
-        what = f"a {type(logits).__name__}" + (f" of {len(logits)}" if isinstance(logits, (tuple, list)) else "")
-        raise TypeError(f"forward must return one tensor, the logits (B, n_classes); it returned {what}. Return "
-                        f"self.head(...) alone (the pooled vector, if you want it, from a method of its own)")
+        one = isinstance(logits, (tuple, list)) and len(logits) == 1
+        what = (_describe(capture(logits)) if one else f"a {type(logits).__name__}"
+                + (f" of {len(logits)}" if isinstance(logits, (tuple, list)) else ""))
+        raise TypeError(f"forward must return one tensor, the logits (B, n_classes); it returned {what}"
+                        + ("" if one else ". Return self.head(...) alone (the pooled vector, if you want it, from a "
+                                          "method of its own)"))
     if not torch.allclose(logits, _eval_output(model, inputs), rtol=1e-5, atol=1e-6, equal_nan=True):
         if model.training:             # eval() set, and a call put it back: a self.train() in forward
             raise ValueError("after model.eval(), a call of forward left the model in training mode again (a "
@@ -527,6 +546,10 @@ def _call_clf(cls, inputs):
     found = (f"nn.Dropout(p={drop.p:g})" if isinstance(drop, nn.Dropout) else
              "missing" if drop is None else f"a {type(drop).__name__}")
     model.dropout = probe = _Squares(getattr(drop, "p", p))
+    for owner in list(model.modules()) if isinstance(drop, nn.Module) else []:
+        for n, child in list(owner._modules.items()):
+            if child is drop:           # the same module held again (nn.Sequential(self.dropout, self.head)): probed too
+                owner._modules[n] = probe
     model.train()
     enc.eval()
     with torch.no_grad():
@@ -771,6 +794,9 @@ class _TinyClassifier(nn.Module):
         self.head = nn.Linear(cfg.d_model, n_classes)
 
 
+_TinyClassifier.__name__ = _TinyClassifier.__qualname__ = "SentenceClassifier"   # the name errors show the learner
+
+
 def _freeze_case(cfg_fn, n_layers, start="trainable", n_classes=2):
     def make(g):
         cfg = cfg_fn(g) if callable(cfg_fn) else cfg_fn
@@ -830,7 +856,7 @@ def _call_freeze(impl, inputs):
             exc.add_note(f"{said}:\n`if not 0 <= n_layers <= len(model.encoder.layers): raise ValueError(...)`.")
         raise
     except TypeError as exc:
-        if "object is not iterable" in str(exc) and "'method'" not in str(exc):
+        if "object is not iterable" in str(exc) and not re.search(r"'(method|int|float)' object", str(exc)):
             exc.add_note("A module is not a list of its parameters: walk module.parameters(), or set them all at\n"
                          "once with module.requires_grad_(False). model.encoder.layers[:n_layers] is a list of\n"
                          "modules, each with its own .parameters().")
@@ -1021,12 +1047,15 @@ FREEZE = Exercise(
                 "parameters. The usual cause: module.requires_grad = False only sets a new attribute on the\n"
                 "module object and changes none of its parameters; call module.requires_grad_(False), with\n"
                 "the underscore, or set p.requires_grad = False for each p in module.parameters(). (The\n"
-                "underscore with = , p.requires_grad_ = False, replaces the method instead of calling it.)"),
+                "underscore with = , p.requires_grad_ = False, replaces the method instead of calling it.)\n"
+                "Chosen by name: model.named_parameters() names them from the classifier, encoder.embeddings...\n"
+                "and encoder.layers.0..., not embeddings... and layers.0... as the encoder's own names read."),
         Mistake("the layers left trainable (layer.requires_grad = False freezes nothing), the embeddings frozen",
                 _mf_layers_attribute,
                 "module.requires_grad = False only sets a new attribute on the module object: none of its\n"
                 "parameters changes. Call layer.requires_grad_(False), with the underscore, or set\n"
-                "p.requires_grad = False for each p in layer.parameters()."),
+                "p.requires_grad = False for each p in layer.parameters(). (The underscore with = ,\n"
+                "layer.requires_grad_ = False, replaces the method instead of calling it.)"),
         Mistake("the top layers frozen instead of the lowest", _mf_top,
                 "layers[0] is next to the embeddings, layers[-1] next to the head. The lower layers hold\n"
                 "general features worth keeping; the upper ones adapt to the task: freeze layers[:n_layers]."),
@@ -1205,8 +1234,11 @@ def _call_lora(cls, inputs):
                          "float32\nunless told. Make A and B with dtype=base.weight.dtype, device=base.weight.device.")
         raise
     _base_kept(base, W)
-    if not isinstance(y0, torch.Tensor) or y0.shape != want.shape:     # before the comparisons below, which need it
-        got = f"shape {tuple(y0.shape)}" if isinstance(y0, torch.Tensor) else _describe(y0)
+    if not isinstance(y0, torch.Tensor):
+        raise TypeError(f"LoRALinear's forward must return one tensor, base(x) plus the low-rank update, of shape "
+                        f"{tuple(want.shape)} here; it returned {_describe(capture(y0))}")
+    if y0.shape != want.shape:     # before the comparisons below, which need it
+        got = f"shape {tuple(y0.shape)}"
         raise ValueError(f"LoRALinear's forward returned {got} for x of shape {tuple(x.shape)}; base(x) gives "
                          f"{tuple(want.shape)}: the output keeps x's leading axes, (..., out_features)"
                          + (_shape_hint(want.shape, y0.shape).replace("\n", "; ", 1)
@@ -1570,13 +1602,14 @@ def _mp_sums_as_counts(preds, labels, positive=1):
     return _prf_from(tp, int(preds.sum()) - tp, int(labels.sum()) - tp)
 
 
-def _mp_other_class_zero(which):
-    """The other class taken as class 0, as with two classes and positive=1: (preds == 0) & (labels == positive) for
-    the misses, and for both=True also (preds == positive) & (labels == 0) for the false positives."""
+def _mp_other_class_zero(which, one_minus=False):
+    """The other class taken as class 0 (or as 1 - positive), as with two classes and positive=1: (preds == 0) &
+    (labels == positive) for the misses, and for both=True also (preds == positive) & (labels == 0) for the false
+    positives."""
     def wrong(preds, labels, positive=1):
-        pp, pl = preds == positive, labels == positive
-        fp = int((pp & (labels == 0)).sum()) if which == "both" else int((pp & ~pl).sum())
-        return _prf_from(int((pp & pl).sum()), fp, int(((preds == 0) & pl).sum()))
+        pp, pl, other = preds == positive, labels == positive, 1 - positive if one_minus else 0
+        fp = int((pp & (labels == other)).sum()) if which == "both" else int((pp & ~pl).sum())
+        return _prf_from(int((pp & pl).sum()), fp, int(((preds == other) & pl).sum()))
     return wrong
 
 
@@ -1714,16 +1747,18 @@ PRF = Exercise(
                 "preds.sum() counts the predictions of class 1 only when the classes are 0 and 1 and positive\n"
                 "is 1: with positive=0 it counts the other class, and with three classes it adds up class\n"
                 "numbers. Count with comparisons: (preds == positive).sum() and (labels == positive).sum()."),
-        *(Mistake(what, _mp_other_class_zero(which),
+        *(Mistake(what, _mp_other_class_zero(which, one_minus),
                   "Not positive is every other class: preds != positive and labels != positive. One class,\n"
                   "0 or 1 - positive, is the other one only with two classes: with three it leaves the third\n"
-                  "out, and class 0 is the positive class itself when positive=0.")
-          for which, what in (("both", "the false positives and the misses counted against one other class "
-                                       "(labels == 0 and preds == 0, or 1 - positive), not against every class "
-                                       "but positive"),
-                              ("misses", "the misses counted as predictions of one other class ((preds == 0) or "
-                                         "(preds == 1 - positive), & (labels == positive)), not of every class "
-                                         "but positive"))),
+                  "out, and class 0 is the positive class itself when positive=0 (1 - positive is -1, no\n"
+                  "class at all, when positive=2).")
+          for which, one_minus, what in (
+              ("both", False, "the false positives and the misses counted against one other class, 0, not against "
+                              "every class but positive"),
+              ("both", True, "the false positives and the misses counted against one other class, 1 - positive, not "
+                             "against every class but positive"),
+              ("misses", False, "the misses counted as predictions of one other class ((preds == 0) or (preds == 1 - "
+                                "positive), & (labels == positive)), not of every class but positive"))),
         Mistake("class ids used as booleans (preds.bool()): every class but 0 counted as positive", _mp_bool,
                 "preds.bool() is True for every nonzero id, so with three classes and positive=2, class 1\n"
                 "counts as positive too (and ~ of it picks class 0 alone only when there are two classes).\n"

@@ -161,6 +161,16 @@ TORCH_ERRORS = {
     "does not support the context manager protocol":
         "A with statement needs an object, not a class or a function: torch.no_grad is a class, so write\n"
         "`with torch.no_grad():`, with the parentheses.",
+    **dict.fromkeys(("'float' object has no attribute 'item'", "'int' object has no attribute 'item'"),
+        "A Python number has no .item(): only a tensor has. A common cause: one branch gives a tensor and the\n"
+        "other a number (tp / (tp + fp) if tp + fp > 0 else 0.0). float(x) turns either into a float."),
+    **dict.fromkeys(("'BertEncoder' object has no attribute 'layer'", "'BertEncoder' object has no attribute 'd_model'",
+                     "'BertEncoder' object has no attribute 'n_layers'", "'SentenceClassifier' object has no attribute "
+                     "'layers'", "'SentenceClassifier' object has no attribute 'embeddings'"),
+        "The course's BertEncoder keeps its blocks as .layers, an nn.ModuleList (Hugging Face's BertModel\n"
+        "names them encoder.layer), its embeddings as .embeddings, and its sizes in .config\n"
+        "(encoder.config.d_model, .n_layers). A SentenceClassifier holds it as model.encoder:\n"
+        "model.encoder.layers, model.encoder.embeddings."),
     "'torch.Size' object is not callable":
         "x.shape is a tuple, read with brackets: x.shape[-1]; x.size(-1) is the method that gives the same.",
     **dict.fromkeys(("builtin_function_or_method", "'method' object"),
@@ -177,7 +187,8 @@ TORCH_ERRORS = {
         "A tensor was called like a function: multiply by it (x * self.weight), or x @ W for a matrix\n"
         "product."),
     **dict.fromkeys(("'tuple' object has no attribute", "must be Tensor, not tuple", "'tuple' and 'Tensor'",
-                     "'Tensor' and 'tuple'"),
+                     "'Tensor' and 'tuple'", "'int' and 'tuple'", "'tuple' and 'int'", "'float' and 'tuple'",
+                     "'tuple' and 'float'"),
         "A tuple came where a tensor was expected. Common causes: a function that returns several values\n"
         "(scaled_dot_product_attention's (out, weights), topk's (values, indices), a batch (x, y)):\n"
         "unpack it first, out, weights = f(...); or a comma left at the end of an assignment\n"
