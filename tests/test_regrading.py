@@ -469,6 +469,22 @@ def test_a_submission_past_the_limit_runs_again_with_short_timeouts_and_only_the
         assert grade.needs_manual_grade and not gb.find_grade("batched_dot_visible", A, A, "loops").needs_manual_grade
     html = (tmp_path / "out" / "feedback" / "loops" / A / f"{A}.html").read_text()
     assert "Left for a grade by hand." in html                     # the student reads why, too
+    # graded by hand, then regraded (the same file, say): the grade by hand stands, and
+    # the cell is not flagged again (an instructor's third trial saw the flag come back on a graded cell)
+    with Gradebook(f"sqlite:///{tmp_path / 'out' / 'gradebook.db'}") as gb:
+        for cell in ("split_heads_visible", "split_heads_hidden"):
+            grade = gb.find_grade(cell, A, A, "loops")
+            grade.manual_score, grade.needs_manual_grade = 0.5, False
+        gb.db.commit()
+    logged.clear()
+    autograde(Options(assignment=A, submissions=tmp_path / "subs", out=tmp_path / "out", solutions=ROOT / "solutions",
+                      jobs=1, cell_timeout=8, submission_timeout=30), log=logged.append)   # 40 s, then 15 s
+    with Gradebook(f"sqlite:///{tmp_path / 'out' / 'gradebook.db'}") as gb:
+        grade = gb.find_grade("split_heads_visible", A, A, "loops")
+        assert grade.manual_score == 0.5 and not grade.needs_manual_grade and not gb.find_submission(
+            A, "loops").needs_manual_grade
+    assert any("loops: split_heads_visible, split_heads_hidden left for a grade by hand again; the score given by hand "
+               "earlier stands" in line for line in logged), logged
 
 
 def test_grading_in_a_locale_that_cannot_write_a_dash_finishes(tmp_path):

@@ -539,6 +539,7 @@ def _merge(opt: Options, out: Path, work: Path, template: Path, results: list[di
             sub = gb.update_or_create_submission(opt.assignment, s, **stamp)
             by_cell = {(g["notebook"], g["cell"]): g for g in res.get("grades", [])}
             said = {(c["notebook"], c["cell"]): c["auto_comment"] for c in res.get("comments", [])}
+            kept = []
             for nb in sub.notebooks:
                 for cm in nb.comments:       # what the feedback page shows, as nbgrader's autograde keeps it
                     cm.auto_comment = said.get((nb.name, cm.name)) if res["status"] == "graded" else None
@@ -546,11 +547,17 @@ def _merge(opt: Options, out: Path, work: Path, template: Path, results: list[di
                     r = by_cell.get((nb.name, g.name))
                     if res["status"] == "graded" and r is not None:
                         g.auto_score = r["auto_score"]
-                        g.needs_manual_grade = r["needs_manual_grade"]
+                        # a cell left for a grade by hand again, already graded by hand: that grade stands
+                        g.needs_manual_grade = r["needs_manual_grade"] and g.manual_score is None
+                        if r["needs_manual_grade"] and g.manual_score is not None:
+                            kept.append(g.name)
                     else:            # NOT GRADED: no score, flagged for the instructor
                         g.auto_score = None
                         g.needs_manual_grade = True
             gb.db.commit()
+            if kept:
+                log(f"{s}: {', '.join(kept)} left for a grade by hand again; the score given by hand earlier "
+                    f"stands (set its manual_score to None to grade it anew)")
             for kind in ("autograded", "feedback"):
                 src = work / s / kind / s / opt.assignment
                 dst = out / kind / s / opt.assignment
