@@ -2213,19 +2213,7 @@ def test_a_loader_with_a_fixed_layer_count_is_not_told_it_reads_the_notebooks_ch
 
 
 # ------------------------------------------------------------ 09's fifth learner
-_SC_RIGHT = """class SentenceClassifier(nn.Module):
-    def __init__(self, encoder, n_classes, dropout=0.1):
-        super().__init__()
-        self.encoder = encoder
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(encoder.config.d_model, n_classes)
-
-    def forward(self, input_ids, attention_mask):
-        h = self.encoder(input_ids, attention_mask)
-        m = attention_mask.unsqueeze(-1).to(h.dtype)
-        pooled = (h * m).sum(1) / m.sum(1)
-        return self.head(self.dropout(pooled))
-"""
+_SC_RIGHT = _CLF_CELL.replace("POOLED", "(h * m).sum(1) / m.sum(1)").replace("DROP", "self.dropout(pooled)")
 _PRF_RIGHT = """def precision_recall_f1(preds, labels, positive=1):
     tp = int(((preds == positive) & (labels == positive)).sum())
     fp = int(((preds == positive) & (labels != positive)).sum())
