@@ -1400,11 +1400,16 @@ def test_the_attention_pair_read_the_other_way_round_is_named(pair, drop, names)
     ({"MASK": "if mask is not None:\n            mask.logical_not_().logical_not_().logical_not_()"},
      "forward changed its input mask in place: x, context and mask are left as they came"),
     ({"return self.out_proj(merge_heads(out))": "return self.out_proj(merge_heads(out.transpose(1, 2)))"},
-     "merge_heads takes the heads' outputs as weights @ v gives them, (B, H, T_q, D): not transposed"),
+     "what was merged was not the heads' outputs (B, H, T_q, D). On the way there: q, k and v each split"),
     ({"return self.out_proj(merge_heads(out))": "return self.out_proj(merge_heads(w))"},
-     "is H·T_k, the attention weights (B, H, T_q, T_k) merged, where the heads' outputs"),
+     "is H·T_k, as the attention weights (B, H, T_q, T_k) merged would give, where the heads' outputs"),
     ({"return self.out_proj(merge_heads(out))": "return self.out_proj(merge_heads(list(out.unbind(1))))"},
      "merge_heads takes one tensor (B, H, T, D), got a list of"),
+    ({"        k = split_heads(self.k_proj(source), self.n_heads)\n": "",
+      "        v = split_heads(self.v_proj(source), self.n_heads)\n": "",
+      "q = split_heads(self.q_proj(x), self.n_heads)":
+      "q, k, v = split_heads((self.q_proj(x), self.k_proj(source), self.v_proj(source)), self.n_heads)"},
+     "split_heads takes one tensor (B, T, d_model), got a tuple of 3: split each on its own"),
 ])
 def test_multi_head_attention_slips_of_05s_fifth_learner_say_their_cause(changes, said):
     """05's fifth learner: a mask inverted in place was told the module "keeps something on self" (the check's fresh
@@ -1442,6 +1447,8 @@ def test_multi_head_attention_slips_of_05s_fifth_learner_say_their_cause(changes
      "(pos >= 0) & (pos < lengths[:, None])."),
     ("padding_mask", "    return (torch.arange(T, device=lengths.device)[None, :] < lengths)[:, None, None, :]\n",
      "lengths (B,) meets the T positions on the same axis here: make it a column, lengths[:, None]"),
+    ("padding_mask", "    return (torch.arange(T, device=lengths.device)[:, None] < lengths[:, None])[:, None, None, :]\n",
+     "The positions go along the last axis, (T,) or (1, T), and the lengths down a column"),
 ])
 def test_slips_of_05s_fifth_learner_get_words(name, body, said):
     """05's fifth learner: these got another notebook's words (einops' einsum "the setup cell's", which 05's does not

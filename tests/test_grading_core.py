@@ -1966,6 +1966,29 @@ def test_slips_of_00s_fourth_learner_say_their_cause(name, body, said):
     assert all(len(ln) <= 120 for ln in r.message.splitlines()[1:]), r.message
 
 
+@pytest.mark.parametrize("body, args, said, unsaid", [
+    ("    return set(x) ^ {'a': 1}\n", ([1],), "^ between sets is their symmetric difference, and it takes two sets",
+     "not a power"),
+    ("    return x.shape[-1] ^ 0.5\n", (torch.ones(2, 4),), "^ is Python's exclusive or, not a power", "sets"),
+    ("    return 0.001.item()\n", (None,), "this value is already a number", "one branch"),
+    ("    d = x.shape[-1],\n    return x / d ** 0.5\n", (torch.ones(2, 4),),
+     "A tuple came where a number was expected. A common cause: a comma left at the end of an assignment",
+     "tensor was expected"),
+])
+def test_notes_a_hunt_found_misplaced_now_fit_their_cause(body, args, said, unsaid):
+    """A hunt of this session's notes: `set(a) ^ b` was told ^ is no power; a tuple in arithmetic with a number was
+    "where a tensor was expected"; .item() on a setting was told of a branch the line does not have."""
+    why = _explained_in_a_cell("def f(x):\n" + body, *args)
+    assert said in why and unsaid not in why, why
+
+
+def test_a_list_of_one_tensor_in_a_returned_pair_names_its_brackets():
+    from course_lib.grading.compare import _describe
+    from course_lib.grading.values import capture
+    said = _describe(capture((torch.ones(2), [torch.ones(2)])))
+    assert "brackets around a tensor, [t], make a list of it" in said and ".tolist()" not in said, said
+
+
 def test_an_axis_one_past_the_last_says_axes_count_from_0():
     why = _explained_in_a_cell("def f(q):\n    return q.shape[4]\n", torch.randn(2, 2, 3, 4))
     assert "q has 4 axes here, (2, 2, 3, 4), so q.shape[4] is not there. Common causes: an axis counted from the " \
@@ -1981,7 +2004,9 @@ def test_an_axis_one_past_the_last_says_axes_count_from_0():
     ("x.masked_fill(p, 0.0)", "Keep what it gives: x = x.masked_fill(p, 0.0)"),
     ("x.contiguous()", None),                           # changes no value, and no view follows
     ("x.detach()", None),                               # kept, it would cut the graph the checks follow
-    ("st['buf'].add(x)", None),                         # add begins no chain: a set's changes itself
+    ("st['buf'].add(x)", None),                         # not made here: a set's add changes the set itself
+    ("v = x * 2\n    v.add(p)", "Keep what it gives: v = v.add(p)"),
+    ("seen = set()\n    seen.add(x)", None),            # a set's add changes the set itself
 ])
 def test_a_dropped_result_of_a_tensor_method_says_how_to_keep_it(line, said):
     """02's fourth learner: `p.sub(lr * buf)` in step() was told "Keep what it gives: p = p.sub(...)", the mistake

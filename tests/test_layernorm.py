@@ -1281,3 +1281,61 @@ def test_layer_norm_backward_fourth_learner(change, says, not_said):
             assert r.passed, r.message
             continue
         assert not r.passed and says in r.message and (not_said is None or not_said not in r.message), r.message
+
+
+_LN_RIGHT = """def layer_norm(x, weight, bias, eps=1e-5):
+    mu = x.mean(-1, keepdim=True)
+    var = ((x - mu) ** 2).mean(-1, keepdim=True)
+    return (x - mu) / torch.sqrt(var + eps) * weight + bias
+"""
+
+
+@pytest.mark.parametrize("old, new, said", [
+    ("    return (x - mu) / torch.sqrt(var + eps) * weight + bias",
+     "    var.add(eps)\n    return (x - mu) / torch.sqrt(var) * weight + bias", "Note: line 4, `var.add(eps)`"),
+    ("    return (x - mu) / torch.sqrt(var + eps) * weight + bias",
+     "    torch.add(var, eps)\n    return (x - mu) / torch.sqrt(var) * weight + bias", "Keep what it gives: var = torch.add"),
+    ("    return (x - mu) / torch.sqrt(var + eps) * weight + bias",
+     "    std = var + eps\n    std.sqrt()\n    return (x - mu) / std * weight + bias", "Keep what it gives: std = std.sqrt()"),
+    ("var = ((x - mu) ** 2).mean(-1, keepdim=True)", "var = ((x - mu) ** 2).mean(-1, keepdim=True),",
+     "A tuple came where a number was expected. A common cause: a comma left at the end of an assignment"),
+])
+def test_layer_norm_slips_of_06s_fifth_learner_say_their_cause(old, new, said):
+    """06's fifth learner: a dropped var.add(eps), torch.add(var, eps) or std.sqrt() got "eps left out" or "divided by
+    the variance" with no word of the line; a trailing comma then var + eps got Python's words alone."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+    source = _LN_RIGHT.replace(old, new)
+    r = evaluate(get_exercise("layer_norm"), _learner_cell(source, "layer_norm"), source=source)
+    assert not r.passed and said in " ".join(r.message.split()), r.message
+
+
+def test_module_slips_of_06s_fifth_learner_say_their_cause():
+    """A trailing comma after nn.Parameter(...) was told the weights were plain tensors or named otherwise; a second
+    norm named self.ln was called the sublayer; a setting kept as self.epsilon or self.prenorm was "not kept"."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+    module = ("class LayerNorm(nn.Module):\n    def __init__(self, d, eps=1e-5):\n        super().__init__()\n"
+              "        self.weight = nn.Parameter(torch.ones(d))\n        self.bias = nn.Parameter(torch.zeros(d))\n"
+              "        self.eps = eps\n\n    def forward(self, x):\n        mu = x.mean(-1, keepdim=True)\n"
+              "        var = ((x - mu) ** 2).mean(-1, keepdim=True)\n"
+              "        return (x - mu) / torch.sqrt(var + self.eps) * self.weight + self.bias\n")
+    assert evaluate(get_exercise("LayerNorm"), _learner_cell(module, "LayerNorm")).passed
+    for old, new, said in (
+            ("nn.Parameter(torch.ones(d))", "nn.Parameter(torch.ones(d)),",
+             "self.weight is a tuple holding an nn.Parameter, not the nn.Parameter itself"),
+            ("self.eps = eps", "self.epsilon = eps", "it keeps self.epsilon")):
+        r = evaluate(get_exercise("LayerNorm"), _learner_cell(module.replace(old, new), "LayerNorm"))
+        assert not r.passed and said in " ".join(r.message.split()), r.message
+    block = ("class ResidualBlock(nn.Module):\n    def __init__(self, d, sublayer, pre_norm=True):\n"
+             "        super().__init__()\n        self.norm = nn.LayerNorm(d)\n        self.ln = nn.LayerNorm(d)\n"
+             "        self.sublayer = sublayer\n        self.pre_norm = pre_norm\n\n    def forward(self, x):\n"
+             "        if self.pre_norm:\n            return x + self.sublayer(self.norm(x))\n"
+             "        return self.ln(x + self.sublayer(x))\n")
+    r = evaluate(get_exercise("ResidualBlock"), _learner_cell(block, "ResidualBlock"))
+    assert not r.passed and "The block has one LayerNorm, self.norm" in r.message, r.message
+    assert "never trains the sublayer" not in r.message, r.message
+    r = evaluate(get_exercise("ResidualBlock"), _learner_cell(
+        block.replace("self.ln(", "self.norm(").replace("self.pre_norm = pre_norm", "self.prenorm = pre_norm"),
+        "ResidualBlock"))
+    assert not r.passed and "it keeps self.prenorm" in " ".join(r.message.split()), r.message

@@ -1757,3 +1757,77 @@ def test_a_method_returned_without_its_parentheses_is_told_to_call_it():
                            ("train_step", item, "returned the method item itself, not what it gives: call it, item()")):
         for suite, r in _evaluate_both(name, fn).items():
             assert not r.passed and said in r.message, (suite, r.message)
+
+
+_SAMPLE_RIGHT = """def sample(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+    for _ in range(max_new_tokens):
+        logits = model(idx[:, -model.block_size:])[:, -1, :].float() / temperature
+        if top_k is not None:
+            kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        probs = torch.softmax(logits, dim=-1).cpu()
+        nxt = torch.multinomial(probs, 1, generator=generator).to(idx.device)
+        idx = torch.cat([idx, nxt], dim=1)
+    return idx
+"""
+_MLM_RIGHT = """def mlm_mask(tokens, mask_id, vocab_size, p=0.15, generator=None):
+    chosen = torch.rand(tokens.shape, generator=generator).to(tokens.device) < p
+    r = torch.rand(tokens.shape, generator=generator).to(tokens.device)
+    rnd = torch.randint(vocab_size, tokens.shape, generator=generator).to(tokens.device)
+    labels = torch.where(chosen, tokens, torch.full_like(tokens, -100))
+    inputs = torch.where(chosen & (r < 0.8), torch.full_like(tokens, mask_id), tokens)
+    inputs = torch.where(chosen & (r >= 0.8) & (r < 0.9), rnd, inputs)
+    return inputs, labels
+"""
+_LOSS = "def lm_loss(logits, targets):\n    B, T, V = logits.shape\n    return BODY\n"
+
+
+@pytest.mark.parametrize("name, old, new, said", [
+    ("mlm_mask", "chosen & (r >= 0.8) & (r < 0.9)", "chosen & (0.8 <= r < 0.9)",
+     "`0.8 <= r < 0.9` is Python's chained comparison, (0.8 <= r) and (r < 0.9)"),
+    ("mlm_mask", "    inputs = torch.where(chosen & (r >= 0.8) & (r < 0.9), rnd, inputs)",
+     "    torch.where(chosen & (r >= 0.8) & (r < 0.9), rnd, inputs)",
+     "inputs stays as it was. Keep what it gives: inputs = torch.where("),
+    ("mlm_mask", "r = torch.rand(tokens.shape, generator=generator)", "r = torch.rand_like(tokens)",
+     "torch.rand_like(tokens) makes a tensor of the dtype of tokens"),
+    ("sample", "        idx = torch.cat([idx, nxt], dim=1)", "        torch.cat([idx, nxt], dim=1)",
+     "Keep what it gives: idx = torch.cat([idx, nxt], dim=1)"),
+    ("sample", "            kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]",
+     "            _, kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1)\n            kth = kth[:, -1:]",
+     "torch.topk returns the pair (values, indices): `_, kth = ...topk(...)` keeps the indices"),
+    ("lm_loss", "BODY", "-F.log_softmax(logits, -1)[torch.arange(B), torch.arange(T), targets].mean()",
+     "they must broadcast against each other: torch.arange(B)[:, None], torch.arange(T)[None, :]"),
+    ("lm_loss", "BODY", "F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1, 1))",
+     "1-D, (N,) int64, with no axis after it (targets.reshape(-1), not reshape(-1, 1))"),
+])
+def test_slips_of_08s_fifth_learner_say_their_cause(name, old, new, said):
+    """08's fifth learner: a chained comparison on tensors was told of `if mask is not None`; a dropped torch.cat or
+    torch.where got no note; the topk indices taken as the threshold, arange axes that do not broadcast, (N, 1)
+    targets and rand_like of int64 tokens got another cause's words or none."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+    source = {"sample": _SAMPLE_RIGHT, "mlm_mask": _MLM_RIGHT, "lm_loss": _LOSS}[name]
+    assert old in source
+    source = source.replace(old, new)
+    r = evaluate(get_exercise(name), _cell(source, name), source=source)
+    text = " ".join(r.message.split())
+    assert not r.passed and said in text and "if mask is not None" not in text and "F.one_hot" not in text, r.message
+
+
+def test_train_step_words_for_a_trailing_comma_an_optimizer_called_and_zero_grad_on_parameters():
+    """08's fifth learner: `return loss.item(),` was "a tuple of 1 value"; optimizer(loss) and
+    model.parameters().zero_grad() got Python's words, or the note on generators used up."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+    right = ("def train_step(model, batch, optimizer, max_norm):\n    x, y = batch\n    optimizer.zero_grad()\n"
+             "    loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())\n    loss.backward()\n"
+             "    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)\n    optimizer.step()\n"
+             "    return loss.item()\n")
+    assert evaluate(get_exercise("train_step"), _cell(right, "train_step")).passed
+    for old, new, said in (
+            ("return loss.item()", "return loss.item(),", "a comma at the end of a line makes a tuple of one"),
+            ("    optimizer.step()\n", "    optimizer(loss)\n", "An optimizer is not called on the loss"),
+            ("optimizer.zero_grad()", "model.parameters().zero_grad()", "call optimizer.zero_grad() (or")):
+        source = right.replace(old, new)
+        r = evaluate(get_exercise("train_step"), _cell(source, "train_step"), source=source)
+        assert not r.passed and said in " ".join(r.message.split()), r.message

@@ -725,11 +725,16 @@ def _call_pad(impl, inputs):
         mask = impl(lengths, T)
     except RuntimeError as exc:
         # arange(T) < lengths: (T,) against (B,); the positions go along the last axis, the lengths down a column
-        if "must match the size of tensor" in str(exc) and re.search(r"\blengths\b(?!\s*\[|\.(view|reshape|"
-                                                                      r"unsqueeze))", _deepest_learner_line(exc)):
+        line = _deepest_learner_line(exc)
+        if "must match the size of tensor" in str(exc) and re.search(r"\blengths\b(?!\s*[\[.])", line):
             exc.add_note("lengths (B,) meets the T positions on the same axis here: make it a column,\n"
                          "lengths[:, None] of shape (B, 1), so that each row compares its own length with every "
                          "position\n(1, T) or (T,), giving (B, T).")
+        elif "must match the size of tensor" in str(exc) and re.search(
+                r"arange\([^)]*\)\s*(\[\s*:\s*,\s*None\s*\]|\.unsqueeze\(\s*(1|-1)\s*\)|\.view\(\s*-1\s*,\s*1\s*\))",
+                line):                 # lengths a column, and the positions made a column too
+            exc.add_note("The positions go along the last axis, (T,) or (1, T), and the lengths down a column, (B, 1): "
+                         "made a\ncolumn too, (T, 1), the positions meet the lengths on the same axis.")
         raise
     fix = ("Build every tensor on lengths' device: give device=lengths.device to each tensor you make "
            "(torch.arange(T, device=lengths.device), torch.zeros(..., device=lengths.device)).")
@@ -1019,11 +1024,13 @@ def _call_mha(impl, inputs):
                 if n != d_head:         # (heads never merged: said below)
                     weights = n == inputs["n_heads"] * T_k != d
                     exc.add_note(f"out_proj takes (B, T_q, d_model) and got {n} features, not d_model = {d}"
-                                 + (f": {n} is H·T_k, the attention weights\n(B, H, T_q, T_k) merged, where the "
-                                    f"heads' outputs, weights @ v (B, H, T_q, D), belong." if weights else
-                                    f". merge_heads takes the heads'\noutputs as weights @ v gives them, (B, H, T_q, D): "
-                                    f"not transposed, and stacked on the head axis (dim=1)\nwhere they come from a "
-                                    f"loop, and it gives (B, T_q, d_model)."))
+                                 + (f": {n} is H·T_k, as the attention\nweights (B, H, T_q, T_k) merged would give, "
+                                    f"where the heads' outputs, weights @ v (B, H, T_q, D), belong." if weights else
+                                    f": what was merged\nwas not the heads' outputs (B, H, T_q, D). On the way there: "
+                                    f"q, k and v each split to (B, H, T, D)\n(split_heads, or .view(B, T, H, D)."
+                                    f"transpose(1, 2)), v too; weights @ v used as it comes, not transposed;\nheads "
+                                    f"from a loop stacked on dim=1; then merge_heads, or .transpose(1, 2).reshape(B, "
+                                    f"T_q, d_model)."))
             elif not _mask_line(mask_line):
                 add_turn_k_note(exc, unsure=True)      # k.T on the (B, H, T, D) keys, as in the exercises before
             # `context or x` asks a tensor for one True or False: the engine's note on that error says so

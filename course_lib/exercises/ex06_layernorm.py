@@ -443,8 +443,9 @@ _SMALL = "values around 1e-3"      # the cases where an eps slip shows plainly (
 _CONSTANT_ROWS = dict(atol=1e-3, rtol=1e-4)
 _GRAD_NAMES = ("the output", "autograd's gradient for x through it", "autograd's gradient for weight",
                "autograd's gradient for bias")
-_STATS_DETACHED = ("The mean and variance depend on x too: computed under torch.no_grad() or from x.detach(),\n"
-                   "they give the right values but autograd skips their part of the gradient, so training\n"
+_STATS_DETACHED = ("The mean and variance depend on x too: computed under torch.no_grad(), from x.detach(), or\n"
+                   "taken as Python numbers (.item(), .tolist(), float()), they give the right values but\n"
+                   "autograd skips their part of the gradient, so training\n"
                    "(and the notebook's comparison with your backward) gets wrong gradients. Compute them\n"
                    "from x itself.")
 
@@ -544,7 +545,7 @@ LAYER_NORM = Exercise(
                 "who passes an eps gets theirs: use the eps argument, with the default of 1e-5."),
         Mistake("mean and variance taken from torch.var_mean in the wrong order", _m_var_mean_swapped,
                 "torch.var_mean returns (var, mean), variance first: var, mean = torch.var_mean(...)."),
-        Mistake("mean and variance cut from autograd (torch.no_grad or .detach())", _m_stats_detached,
+        Mistake("mean and variance cut from autograd (torch.no_grad, .detach() or .item())", _m_stats_detached,
                 _STATS_DETACHED),
         Mistake("variance cut from autograd (.detach())", _m_var_detached,
                 "The variance depends on x too: computed from x.detach() (or under torch.no_grad()), it has\n"
@@ -1248,6 +1249,12 @@ def _params(m: nn.Module, d: int, named: str = "LayerNorm") -> dict[str, torch.T
                              f"{named} has no {' or '.join(made_in_forward)} until it first runs, and an optimizer "
                              "made before that call never sees them: make them once in __init__, "
                              f"nn.Parameter(torch.ones({d})), and only use them in forward()")
+    tupled = [n for n in missing if isinstance(getattr(m, n, None), (tuple, list))
+              and any(isinstance(t, nn.Parameter) for t in getattr(m, n))]
+    if tupled:                          # self.weight = nn.Parameter(torch.ones(d)),
+        raise AttributeError(f"{named}'s self.{tupled[0]} is a {type(getattr(m, tupled[0])).__name__} holding an "
+                             f"nn.Parameter, not the nn.Parameter itself, so the module does not register it: a "
+                             f"comma at the end of its line in __init__ makes a tuple of one")
     if missing:
         names = sorted(params)
         found = (f"has {names[:4]}" + (f" and {len(names) - 4} more" if len(names) > 4 else "")
@@ -1493,7 +1500,7 @@ LAYER_NORM_MODULE = Exercise(
                 "The mean and variance are taken per vector, over the last axis only (keepdim=True).\n"
                 "x.reshape(B, -1) pools all the positions of a sequence into one mean and variance; LayerNorm\n"
                 "gives each of the B·T positions its own, over its D features."),
-        Mistake("mean and variance cut from autograd (torch.no_grad or .detach())", _MStatsDetached,
+        Mistake("mean and variance cut from autograd (torch.no_grad, .detach() or .item())", _MStatsDetached,
                 "The mean and variance depend on x too: computed under torch.no_grad() or from x.detach(),\n"
                 "they give the right values but autograd skips their part of the gradient, so training gets\n"
                 "wrong gradients. Compute them from x itself."),
@@ -1544,7 +1551,7 @@ def _call_block(cls, inputs):
                              "train it. Leave the sublayer's and the norm's parameters as they come")
     given = x.detach().clone()          # x as given: an answer that changes x in place is told so by the engine
     out = _through_autograd(lambda x: block(x), {"x": x}, ("x",), trained, "ResidualBlock",
-                            unused=_block_unused)
+                            unused=lambda name, said: _block_unused(name, said, block, sub))
     _same_in_eval(block, given, out, "ResidualBlock",
                   "the block computes its formula, x + sublayer(norm(x)) or norm(x + sublayer(x)), the same in "
                   "training and at inference (forward should not look at self.training)")
@@ -1557,8 +1564,12 @@ def _call_block(cls, inputs):
     return out[:2] if isinstance(out, tuple) else out     # the parameters' gradients: only that they exist
 
 
-def _block_unused(name: str, said: str) -> str:
-    if "norm" in name.split(".")[0]:
+def _block_unused(name: str, said: str, block: nn.Module | None = None, sub: nn.Module | None = None) -> str:
+    owner = getattr(block, name.split(".")[0], None)
+    # a norm of the block's own, whatever its name (self.ln, self.post_ln): not the sublayer, nor inside it
+    own = (isinstance(owner, nn.Module) and sub is not None and owner is not sub
+           and not any(owner is m for m in sub.modules()))
+    if "norm" in name.split(".")[0] or own:
         return said + ". The block has one LayerNorm, self.norm, used by pre-LN and post-LN alike"
     return ("the sublayer's output must reach what forward returns, x + sublayer(norm(x)) (pre-LN) or "
             "norm(x + sublayer(x)) (post-LN): a result computed and then not used, or used through .detach(), "

@@ -55,10 +55,13 @@ def _described(value) -> str:
     if value is None:
         return "None"
     if isinstance(value, (tuple, list)):
-        return f"a {type(value).__name__} of {len(value)} value{'' if len(value) == 1 else 's'}"
+        return f"a {type(value).__name__} of {len(value)} value{'' if len(value) == 1 else 's'}" + (
+            " (a comma at the end of a line makes a tuple of one)" if isinstance(value, tuple) and len(value) == 1
+            else "")
     if callable(value) and (name := getattr(value, "__name__", "")):       # `return loss.item`
         return f"the method {name} itself, not what it gives: call it, {name}()"
-    return f"a {type(value).__name__}"
+    return f"a {type(value).__name__}" + (f" (keys {', '.join(map(repr, list(value)[:3]))})"
+                                          if isinstance(value, dict) else "")
 
 
 def _properties(*props) -> tuple:
@@ -94,7 +97,8 @@ def _pair(value) -> tuple:
     if isinstance(value, (tuple, list)) and len(value) == 2:
         return tuple(value)
     what = (f"one {tuple(value.shape)} tensor" if isinstance(value, torch.Tensor) else
-            f"a {type(value).__name__} of {len(value)}" if isinstance(value, (tuple, list)) else repr(value)[:60])
+            f"a {type(value).__name__} of {len(value)}" if isinstance(value, (tuple, list)) else
+            _described(value) if isinstance(value, dict) else repr(value)[:60])
     raise TypeError(f"get_batch must return the pair (x, y), two (batch_size, block_size) tensors; it returned "
                     f"{what}: {'is `return x, y` missing?' if value is None else 'return x, y'}")
 
@@ -1344,6 +1348,13 @@ def _nothing_to_draw(exc, fn, inputs, args):
     said = str(exc).split("\n")[0]
     if "probability tensor contains" not in said and "sum of probabilities <= 0" not in said:
         return None
+    code = getattr(fn, "__code__", None)
+    source = "".join(linecache.getlines(code.co_filename)) if code is not None else ""
+    if unpacked := re.search(r"\b_\s*,\s*(\w+)\s*=\s*[\w.]*\btopk\(", source):
+        return RuntimeError(f"torch.multinomial: {said}. torch.topk returns the pair (values, indices): "
+                            f"`_, {unpacked[1]} = ...topk(...)` keeps the indices, positions 0 to V - 1, not the "
+                            f"logits, so the threshold compared with is no logit at all. The k-th largest logit of "
+                            f"each row is torch.topk(logits, k).values[:, [-1]]")
     k, table = args["top_k"], inputs["table"]
     if k is not None:
         try:

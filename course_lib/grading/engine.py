@@ -713,7 +713,10 @@ def _not_called(tree: ast.AST) -> str | None:
 # in place (Module.to and .float do; set.add does).
 _MAKES_A_NEW_TENSOR = {"masked_fill", "nan_to_num", "clamp", "tril", "triu", "transpose", "reshape", "view",
                        "unsqueeze", "squeeze", "permute", "softmax", "log_softmax", "contiguous", "detach", "sub",
-                       "mul", "div", "where", "expand", "flatten"}
+                       "mul", "div", "where", "expand", "flatten", "sqrt", "rsqrt", "pow", "square", "exp", "log",
+                       "abs", "reciprocal"}
+# torch's functions of the same kind, and add (a set's add changes the set; torch.add(var, eps) changes nothing)
+_TORCH_MAKES_A_NEW_TENSOR = _MAKES_A_NEW_TENSOR | {"dropout", "add"}
 
 
 def _method_chain(node: ast.AST) -> tuple[ast.AST | None, list[str]]:
@@ -766,7 +769,9 @@ def _result_dropped(source: str | None) -> str:
               for n in ast.walk(fn)}                   # the innermost def around each node (walked after its outer)
     for node in inside:
         owner, methods = _method_chain(node.value) if isinstance(node, ast.Expr) else (None, [])
-        if (owner is not None and methods[0] in _MAKES_A_NEW_TENSOR
+        if (owner is not None and (methods[0] in _MAKES_A_NEW_TENSOR or methods[0] == "add"   # var.add(eps), not
+                                   and re.search(rf"^\s*{re.escape(ast.unparse(owner))}\s*=\s*(?!set\(|\{{|\[|dict\(|"
+                                                 rf"list\()\S", ast.unparse(tree), re.M))   # seen.add(k): made here
                 and _root_name(owner) not in ("torch", "F", "np", "math", "nn", "einops")
                 and methods[0] != "detach"                  # dropped, it changes nothing: keeping it might cut a graph
                 and (methods[0] != "contiguous" or ".view(" in ast.unparse(tree).split(ast.unparse(node.value), 1)[-1])):
@@ -786,11 +791,18 @@ def _result_dropped(source: str | None) -> str:
         call = node.value if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) else None
         in_place = call is not None and any(k.arg == "out" or k.arg == "inplace" and getattr(k.value, "value", False)
                                             for k in call.keywords)       # F.dropout(w, p, inplace=True) changes w
+        kept = None                 # the name the result most likely belongs in
+        if call is not None and isinstance(call.func, ast.Attribute) and call.args and _root_name(call.func) == "torch":
+            if call.func.attr in ("cat", "stack") and isinstance(call.args[0], (ast.List, ast.Tuple)) \
+                    and call.args[0].elts and _named(call.args[0].elts[0]):
+                kept = call.args[0].elts[0]                 # torch.cat([idx, nxt], dim=1): idx grows
+            elif call.func.attr == "where" and len(call.args) == 3 and _named(call.args[2]):
+                kept = call.args[2]                         # torch.where(chosen, rnd, inputs): inputs changes
         if (call is not None and not in_place and isinstance(call.func, ast.Attribute) and call.args
-                and _named(call.args[0])
-                and (_root_name(call.func) in ("torch", "F") and call.func.attr in _MAKES_A_NEW_TENSOR | {"dropout"}
-                     or _root_name(call.func) == "self" and "dropout" in call.func.attr)):
-            said, owner = ast.unparse(call), ast.unparse(call.args[0])
+                and (kept is not None or _named(call.args[0])
+                     and (_root_name(call.func) in ("torch", "F") and call.func.attr in _TORCH_MAKES_A_NEW_TENSOR
+                          or _root_name(call.func) == "self" and "dropout" in call.func.attr))):
+            said, owner = ast.unparse(call), ast.unparse(kept if kept is not None else call.args[0])
             return (f"  Note: line {node.lineno}, `{said[:70]}`, makes a new tensor and keeps nothing of it:\n"
                     f"  {owner} stays as it was. Keep what it gives: {owner} = {said[:60]}{'...' if len(said) > 60 else ''}")
         # `p.requires_grad == False` (09's freeze) or `labels[~chosen] == -100` on a line of its own: a test where

@@ -162,8 +162,8 @@ TORCH_ERRORS = {
         "A with statement needs an object, not a class or a function: torch.no_grad is a class, so write\n"
         "`with torch.no_grad():`, with the parentheses.",
     **dict.fromkeys(("'float' object has no attribute 'item'", "'int' object has no attribute 'item'"),
-        "A Python number has no .item(): only a tensor has. A common cause: one branch gives a tensor and the\n"
-        "other a number (tp / (tp + fp) if tp + fp > 0 else 0.0). float(x) turns either into a float."),
+        "A Python number has no .item(): only a tensor has, and this value is already a number (a setting\n"
+        "such as group['lr'], or int(...)): drop the .item(). float(x) takes a number or a tensor of one value."),
     **dict.fromkeys(("'BertEncoder' object has no attribute 'layer'", "'BertEncoder' object has no attribute 'd_model'",
                      "'BertEncoder' object has no attribute 'n_layers'", "'SentenceClassifier' object has no attribute "
                      "'layers'", "'SentenceClassifier' object has no attribute 'embeddings'"),
@@ -186,9 +186,13 @@ TORCH_ERRORS = {
     **dict.fromkeys(("'Parameter' object is not callable", "'Tensor' object is not callable"),
         "A tensor was called like a function: multiply by it (x * self.weight), or x @ W for a matrix\n"
         "product."),
+    **dict.fromkeys(("'int' and 'tuple'", "'tuple' and 'int'", "'float' and 'tuple'", "'tuple' and 'float'",
+                     'can only concatenate tuple (not "float")', 'can only concatenate tuple (not "int")'),
+        "A tuple came where a number was expected. A common cause: a comma left at the end of an assignment\n"
+        "(d_k = q.shape[-1], makes a tuple of one); or a pair not unpacked (x.shape[-2:], a function's\n"
+        "several results): take the one you mean."),
     **dict.fromkeys(("'tuple' object has no attribute", "must be Tensor, not tuple", "'tuple' and 'Tensor'",
-                     "'Tensor' and 'tuple'", "'int' and 'tuple'", "'tuple' and 'int'", "'float' and 'tuple'",
-                     "'tuple' and 'float'"),
+                     "'Tensor' and 'tuple'"),
         "A tuple came where a tensor was expected. Common causes: a function that returns several values\n"
         "(scaled_dot_product_attention's (out, weights), topk's (values, indices), a batch (x, y)):\n"
         "unpack it first, out, weights = f(...); or a comma left at the end of an assignment\n"
@@ -212,9 +216,13 @@ TORCH_ERRORS = {
         "loss per position or per row, say). A loss is their mean: .mean(), or F.cross_entropy's default\n"
         "reduction='mean'.",
     "multi-target not supported":
-        "F.cross_entropy's targets here are class ids, one per position: (N,) int64, not one-hot rows\n"
-        "(N, V). F.one_hot is not needed, and without num_classes it makes rows as long as the largest id\n"
-        "present, which changes from batch to batch.",
+        "F.cross_entropy's targets here are class ids, one per position: 1-D, (N,) int64, with no axis\n"
+        "after it (targets.reshape(-1), not reshape(-1, 1)), and not one-hot rows (N, V).",
+    "indexing tensors could not be broadcast together":
+        "Index tensors given together pick one element per position of their common (broadcast) shape, so\n"
+        "they must broadcast against each other: torch.arange(B)[:, None], torch.arange(T)[None, :] and\n"
+        "targets (B, T) do, arange(B) and arange(T) side by side do not. Flattened, logits (B·T, V) take\n"
+        "arange(B·T) with targets.reshape(-1); or pick along the last axis with gather(-1, targets[..., None]).",
     **dict.fromkeys(("expected target dtype to be Long", "Expected floating point type for target with class probabilities"),
         "F.cross_entropy's targets are class ids, int64, as they come: not .float() and not one-hot\n"
         "(float targets are read as a probability for every class)."),
@@ -333,9 +341,9 @@ def explain(exc: BaseException) -> str:
                    **{f: f"from einops import {f}" for f in ("rearrange", "einsum", "repeat", "reduce")}}
         if exc.name in imports:
             kind = "an einops function" if imports[exc.name].startswith("from einops") else "a module"
-            return (f"{exc.name} is {kind} the setup cell, as released, does not import:\nwrite "
-                    f"`{imports[exc.name]}` at the top of this answer cell (grading runs the released setup\ncell and "
-                    f"the answer cells, and no other cell).")
+            return (f"{exc.name} is {kind}, which Python knows only once imported: if the setup cell imports it, "
+                    f"run that cell;\nif not, write `{imports[exc.name]}` at the top of this answer cell (grading "
+                    f"runs the released\nsetup cell and the answer cells, and no other cell).")
         return (f"{exc.name} has no value where the answer reads it: a typo, a variable of another function, or a\n"
                 f"name a cell defines that has not run yet (grading runs the setup cell, as released, and the\n"
                 f"answer cells in order, and no other cell): define it in this answer cell, above where it is used.")
@@ -377,10 +385,29 @@ def explain(exc: BaseException) -> str:
         why = ("torch.einsum takes the pattern first, then the tensors, its letters run together:\n"
                "torch.einsum('...id,...jd->...ij', q, k). einops' einsum (from einops import einsum) is the one\n"
                "that takes the tensors first and the pattern last, with its names apart: '... i d, ... j d -> ... i j'.")
-    if ('"bitwise_xor' in text or "unsupported operand type(s) for ^" in text) and re.search(
+    if "for ^: 'set'" in text or "'set' and" in text and "for ^" in text:
+        why = "^ between sets is their symmetric difference, and it takes two sets: set(a) ^ set(b)."
+    elif "Boolean value of Tensor" in text and (chained := re.search(
+            rf"({_OPERAND})\s*(<=?|>=?)\s*({_OPERAND})\s*(<=?|>=?)\s*({_OPERAND})", line)):
+        a, op1, x, op2, b = chained.groups()            # 0.8 <= r < 0.9: Python's and, which a tensor refuses
+        why = (f"`{chained.group(0)}` is Python's chained comparison, ({a} {op1} {x}) and ({x} {op2} {b}), and\n"
+               f"`and` asks a tensor for one True or False. Combine the two with &, each in parentheses:\n"
+               f"({x} {'>=' if op1 == '<=' else '>' if op1 == '<' else op1.replace('>', '<')} {a}) & ({x} {op2} {b}).")
+    if ('"bitwise_xor' in text or re.search(r"for \^: '(int|float)' and '(int|float)'", text)) and re.search(
             r"[\w)\]]\s*\^\s*[-\w(.]", line):
         why = ("^ is Python's exclusive or, not a power: a power is **, as in g ** 2 for the formulas' g² (or g * g),\n"
                "or d ** 0.5 for √d (or math.sqrt(d)).")
+    if re.search(r"'(rand|randn|uniform|normal|bernoulli)\w*' not implemented for '(Long|Int|Bool)'|check_uniform_bounds",
+                 text) and (like := re.search(r"torch\.(rand|randn)_like\(\s*(\w+)", line)):
+        why = (f"torch.{like[1]}_like({like[2]}) makes a tensor of the dtype of {like[2]}, whole numbers here, which "
+               f"have no such draws:\ntorch.{like[1]}({like[2]}.shape, generator=generator) draws floats of that "
+               f"shape.")
+    if "'generator' object has no attribute 'zero_grad'" in text:
+        why = ("model.parameters() is a generator of tensors, with no zero_grad(): call optimizer.zero_grad() (or\n"
+               "model.zero_grad()), which clears every gradient the step is about to use.")
+    if re.fullmatch(r"'(SGD|Adam|AdamW|\w*Optimizer\w*)' object is not callable", text):
+        why = ("An optimizer is not called on the loss: loss.backward() fills the gradients, then optimizer.step()\n"
+               "updates the weights with them.")
     if re.search(r"'\w+' object is not callable", text) and (called := re.search(r"(\w+)\.(mT|T|mH|H)\s*\(\s*\)", line)):
         why = (f".{called[2]} is an attribute, not a method: write {called[1]}.{called[2]}, without the parentheses"
                + (f" ({called[1]}.transpose(-2, -1)\nis the method that swaps the last two axes)." if called[2] == "mT"
@@ -669,8 +696,12 @@ def _argument_not_kept(exc: BaseException) -> str:
     # a near name with a word in common (num_heads, n_heads), and not read on the failing line itself (self.n_heads
     # beside self.d_head is another setting, not d_head renamed)
     line = _learner_line(exc)[1]
-    near = [n for n in difflib.get_close_matches(name, kept, n=3, cutoff=0.5)
-            if set(n.split("_")) & set(name.split("_")) and not re.search(rf"\bself\.{n}\b", line)][:1]
+    near = [n for n in difflib.get_close_matches(name, kept, n=3, cutoff=0.3) if (
+                set(n.split("_")) & set(name.split("_")) and difflib.SequenceMatcher(None, name, n).ratio() >= 0.5
+                or n.replace("_", "") == name.replace("_", "")
+                or any(a.startswith(b) or b.startswith(a) for a in n.split("_") for b in name.split("_")
+                       if min(len(a), len(b)) >= 3))      # prenorm for pre_norm, epsilon for eps
+            and not re.search(rf"\bself\.{n}\b", line)][:1]
     if name not in takes:        # self.num_heads read, self.n_heads kept: one attribute under two names
         return (f"{found.group(1)} keeps self.{near[0]}, not self.{name}: use one name in __init__ and in the "
                 f"methods that read it." if near else "")

@@ -27,10 +27,11 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
 
 
 def _one_tensor(name: str, x, shape: str) -> None:
-    """A list of per-head tensors (from a loop, chunk or unbind) given where one tensor goes: said so."""
+    """Several tensors given where one goes: per-head pieces to merge_heads, or q, k and v to split_heads."""
     if isinstance(x, (list, tuple)):
-        raise TypeError(f"{name} takes one tensor {shape}, got a {type(x).__name__} of {len(x)}: join the pieces "
-                        f"first, torch.stack(pieces, dim=1) for heads of (B, T, D) each")
+        fix = ("join the pieces first, torch.stack(pieces, dim=1) for heads of (B, T, D) each" if name == "merge_heads"
+               else "split each on its own, q, k, v = (split_heads(t, n_heads) for t in (q, k, v))")
+        raise TypeError(f"{name} takes one tensor {shape}, got a {type(x).__name__} of {len(x)}: {fix}")
 
 
 def batched_dot(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
