@@ -1794,7 +1794,10 @@ def test_leading_axes_flattened_and_never_restored_are_named():
     assert single.startswith("\none size-1 axis too many: a keepdim=True") and single.endswith(
         ", or a reshape(-1, 16) never undone (the result should be (16,)), or a tensor of shape (1, 16) (a weight "
         "reshaped with view(1, -1)) broadcast against it")          # 06's 1-D input times weight.view(1, -1)
-    assert "reshape(-1" not in _shape_hint((3, 5), (1, 3, 5)) and _shape_hint((3, 5), (15,)) == ""
+    assert "reshape(-1" not in _shape_hint((3, 5), (1, 3, 5))
+    # 06's fifth learner: rows joined with torch.cat, and a row loop over a single vector, had no words
+    assert _shape_hint((3, 5), (15,)).startswith("\nevery number in one axis: pieces joined end to end (torch.cat")
+    assert "for row in x" in _shape_hint((16,), (16, 16)) and _shape_hint((16,), (16, 8)) == ""
 
 
 def _explained_in_a_cell(src, *args):

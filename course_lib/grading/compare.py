@@ -93,6 +93,14 @@ def _shape_hint(expected, got) -> str:
     if flattened:
         return (f"\nthe leading axes flattened into one: a reshape(-1, {e[-1]}) (or a view, or a rearrange) whose "
                 f"leading axes were never split back (the result should be {_shape(e)})")
+    if len(g) == 1 and len(e) >= 2 and g[0] == math.prod(e):
+        return ("\nevery number in one axis: pieces joined end to end (torch.cat of rows, where torch.stack puts "
+                "them on a new axis), or a flatten or reshape(-1) never undone")
+    if len(e) == 1 and g == (e[0], e[0]):
+        return (f"\na ({e[0]},) result grown to ({e[0]}, {e[0]}): a loop over the first axis (for row in x) walks "
+                f"the numbers of a single vector, not rows, and stacks a row for each; or a ({e[0]}, 1) column "
+                f"broadcast against a ({e[0]},) vector. Work on the last axis, which holds for any number of leading "
+                f"axes")
     return ""
 
 
