@@ -1974,6 +1974,8 @@ def test_slips_of_00s_fourth_learner_say_their_cause(name, body, said):
      "not a power"),
     ("    return x.shape[-1] ^ 0.5\n", (torch.ones(2, 4),), "^ is Python's exclusive or, not a power", "sets"),
     ("    return 0.001.item()\n", (None,), "this value is already a number", "one branch"),
+    ("    return x.flatten(0, -2)\n", (torch.ones(4),), "The tensor has 1 axis here, and dim=-2 counts 2 from the end",
+     "counted from the front"),                        # 06's fifth learner: a single vector has no axis before its last
     ("    d = x.shape[-1],\n    return x / d ** 0.5\n", (torch.ones(2, 4),),
      "A tuple came where a number was expected. A common cause: a comma left at the end of an assignment",
      "tensor was expected"),

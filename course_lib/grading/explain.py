@@ -402,6 +402,13 @@ def explain(exc: BaseException) -> str:
         why = (f"torch.{like[1]}_like({like[2]}) makes a tensor of the dtype of {like[2]}, whole numbers here, which "
                f"have no such draws:\ntorch.{like[1]}({like[2]}.shape, generator=generator) draws floats of that "
                f"shape.")
+    if (axis := re.search(r"Dimension out of range \(expected to be in range of \[-(\d+), \d+\], but got (-\d+)\)",
+                          text)):          # counted from the end already: the tensor has fewer axes than that
+        have, asked = int(axis[1]), int(axis[2])
+        why = (f"The tensor has {have} ax{'is' if have == 1 else 'es'} here, and dim={asked} counts {-asked} from "
+               f"the end: it is not there. The checks pass tensors\nwith fewer leading axes too (a single vector "
+               f"(D,) has only the last): work on the last axis alone,\ndim=-1, or flatten what comes before it "
+               f"with reshape(-1, D), which works for any number of them.")
     if "'generator' object has no attribute 'zero_grad'" in text:
         why = ("model.parameters() is a generator of tensors, with no zero_grad(): call optimizer.zero_grad() (or\n"
                "model.zero_grad()), which clears every gradient the step is about to use.")
