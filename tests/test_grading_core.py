@@ -1973,7 +1973,9 @@ def test_slips_of_00s_fourth_learner_say_their_cause(name, body, said):
     ("    return set(x) ^ {'a': 1}\n", ([1],), "^ between sets is their symmetric difference, and it takes two sets",
      "not a power"),
     ("    return x.shape[-1] ^ 0.5\n", (torch.ones(2, 4),), "^ is Python's exclusive or, not a power", "sets"),
-    ("    return 0.001.item()\n", (None,), "this value is already a number", "one branch"),
+    ("    return 0.001.item()\n", (None,), "or the value is already a number", "tensor was expected"),
+    ("    p = torch.tensor(1.0) if x else 0.0\n    return p.item()\n", (0,), "one branch gives a tensor and the other "
+     "a number", "tensor was expected"),                  # a third hunt: dropping .item() would break the other
     ("    return x.flatten(0, -2)\n", (torch.ones(4),), "The tensor has 1 axis here, and dim=-2 counts 2 from the end",
      "counted from the front"),                        # 06's fifth learner: a single vector has no axis before its last
     ("    d = x.shape[-1],\n    return x / d ** 0.5\n", (torch.ones(2, 4),),
@@ -1992,6 +1994,14 @@ def test_a_list_of_one_tensor_in_a_returned_pair_names_its_brackets():
     from course_lib.grading.values import capture
     said = _describe(capture((torch.ones(2), [torch.ones(2)])))
     assert "brackets around a tensor, [t], make a list of it" in said and ".tolist()" not in said, said
+    said = _describe(capture((torch.ones(2), [torch.ones(2), torch.ones(2)])))       # a loop's list
+    assert "torch.stack(pieces)" in said and "brackets" not in said, said
+
+
+def test_a_near_name_needs_its_other_words_on_one_side_only():
+    from course_lib.grading.explain import _one_word_apart
+    assert _one_word_apart("epsilon", "eps") and _one_word_apart("variance_epsilon", "eps")
+    assert not _one_word_apart("d_head", "n_heads") and not _one_word_apart("n_layers", "n_heads")
 
 
 def test_an_axis_one_past_the_last_says_axes_count_from_0():

@@ -1339,3 +1339,12 @@ def test_module_slips_of_06s_fifth_learner_say_their_cause():
         block.replace("self.ln(", "self.norm(").replace("self.pre_norm = pre_norm", "self.prenorm = pre_norm"),
         "ResidualBlock"))
     assert not r.passed and "it keeps self.prenorm" in " ".join(r.message.split()), r.message
+    # a third hunt: the sublayer held in an nn.ModuleList and left out, and a module of the block's own never used
+    held = (block.replace("self.ln = nn.LayerNorm(d)", "self.layers = nn.ModuleList([sublayer])")
+            .replace("return x + self.sublayer(self.norm(x))", "return x + self.norm(x)")
+            .replace("self.ln(x + self.sublayer(x))", "self.norm(x + self.layers[0](x))"))
+    r = evaluate(get_exercise("ResidualBlock"), _learner_cell(held, "ResidualBlock"))
+    assert not r.passed and "never trains the sublayer" in r.message and "one LayerNorm" not in r.message, r.message
+    extra = block.replace("self.ln = nn.LayerNorm(d)", "self.proj = nn.Linear(d, d)").replace("self.ln(", "self.norm(")
+    r = evaluate(get_exercise("ResidualBlock"), _learner_cell(extra, "ResidualBlock"))
+    assert not r.passed and "self.proj is a module forward never uses" in r.message, r.message

@@ -1795,6 +1795,16 @@ _LOSS = "def lm_loss(logits, targets):\n    B, T, V = logits.shape\n    return B
     ("sample", "            kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]",
      "            _, kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1)\n            kth = kth[:, -1:]",
      "torch.topk returns the pair (values, indices): `_, kth = ...topk(...)` keeps the indices"),
+    ("sample", "def sample(", "@torch.no_grad()\ndef sample(", None),       # the template's decorator: said too
+    ("sample", "        probs = torch.softmax(logits, dim=-1).cpu()\n", "        probs = logits.cpu()\n",
+     "Give it torch.softmax(logits, dim=-1) of finite logits"),
+    ("sample", "            kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]\n"
+     "            logits = logits.masked_fill(logits < kth, float(\"-inf\"))\n"
+     "        probs = torch.softmax(logits, dim=-1).cpu()\n",
+     "            _, top = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1)\n"
+     "            keep = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, top, True)\n"
+     "            logits = logits.masked_fill(~keep, float(\"-inf\"))\n        probs = logits.cpu()\n",
+     "Give it torch.softmax(logits, dim=-1) of finite logits"),     # indices used right: no word of a threshold
     ("lm_loss", "BODY", "-F.log_softmax(logits, -1)[torch.arange(B), torch.arange(T), targets].mean()",
      "they must broadcast against each other: torch.arange(B)[:, None], torch.arange(T)[None, :]"),
     ("lm_loss", "BODY", "F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1, 1))",
@@ -1809,9 +1819,15 @@ def test_slips_of_08s_fifth_learner_say_their_cause(name, old, new, said):
     source = {"sample": _SAMPLE_RIGHT, "mlm_mask": _MLM_RIGHT, "lm_loss": _LOSS}[name]
     assert old in source
     source = source.replace(old, new)
+    if said is None:                    # the topk indices' slip under @torch.no_grad()
+        source = source.replace("            kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values"
+                                "[:, -1:]", "            _, kth = torch.topk(logits, top_k, dim=-1)\n"
+                                            "            kth = kth[:, -1:]")
+        said = "keeps the indices, positions 0 to V - 1, not the logits"
     r = evaluate(get_exercise(name), _cell(source, name), source=source)
     text = " ".join(r.message.split())
     assert not r.passed and said in text and "if mask is not None" not in text and "F.one_hot" not in text, r.message
+    assert "keeps the indices" not in text or "_, kth" in source, r.message
 
 
 def test_train_step_words_for_a_trailing_comma_an_optimizer_called_and_zero_grad_on_parameters():

@@ -1565,11 +1565,15 @@ def _call_block(cls, inputs):
 
 
 def _block_unused(name: str, said: str, block: nn.Module | None = None, sub: nn.Module | None = None) -> str:
+    param = dict(block.named_parameters()).get(name) if block is not None else None
+    of_sub = sub is not None and param is not None and any(param is p for p in sub.parameters())
     owner = getattr(block, name.split(".")[0], None)
-    # a norm of the block's own, whatever its name (self.ln, self.post_ln): not the sublayer, nor inside it
-    own = (isinstance(owner, nn.Module) and sub is not None and owner is not sub
-           and not any(owner is m for m in sub.modules()))
-    if "norm" in name.split(".")[0] or own:
+    # a norm of the block's own, whatever its name (self.ln, self.post_ln); not the sublayer's, however held
+    norm = not of_sub and ("norm" in name.split(".")[0] or "norm" in type(owner).__name__.lower())
+    if not of_sub and not norm and isinstance(owner, nn.Module) and sub is not None:
+        return (f"{said}: self.{name.split('.')[0]} is a module forward never uses. The block holds self.norm and "
+                f"the sublayer, and computes x + sublayer(norm(x)) (pre-LN) or norm(x + sublayer(x)) (post-LN)")
+    if norm:
         return said + ". The block has one LayerNorm, self.norm, used by pre-LN and post-LN alike"
     return ("the sublayer's output must reach what forward returns, x + sublayer(norm(x)) (pre-LN) or "
             "norm(x + sublayer(x)) (post-LN): a result computed and then not used, or used through .detach(), "

@@ -1348,9 +1348,12 @@ def _nothing_to_draw(exc, fn, inputs, args):
     said = str(exc).split("\n")[0]
     if "probability tensor contains" not in said and "sum of probabilities <= 0" not in said:
         return None
-    code = getattr(fn, "__code__", None)
+    code = getattr(inspect.unwrap(fn), "__code__", None)         # under the template's @torch.no_grad() too
     source = "".join(linecache.getlines(code.co_filename)) if code is not None else ""
-    if unpacked := re.search(r"\b_\s*,\s*(\w+)\s*=\s*[\w.]*\btopk\(", source):
+    unpacked = re.search(r"\b_\s*,\s*(\w+)\s*=\s*[\w.]*\btopk\(", source)
+    # the indices then compared with logits as a threshold; not a right top-k made with scatter from them
+    if unpacked and re.search(rf"(?<![-=])[<>]=?\s*{unpacked[1]}\b|\b{unpacked[1]}\b[^\n=]*?(?<![-=])[<>]=?(?!=)",
+                              source[unpacked.end():]):
         return RuntimeError(f"torch.multinomial: {said}. torch.topk returns the pair (values, indices): "
                             f"`_, {unpacked[1]} = ...topk(...)` keeps the indices, positions 0 to V - 1, not the "
                             f"logits, so the threshold compared with is no logit at all. The k-th largest logit of "

@@ -185,8 +185,10 @@ def _describe(v: Any) -> str:
         if len(v) <= 3 and any(tensors) and not all(tensors):      # (out, weights) with one of them not a tensor
             said += " (" + ", ".join(f"a {type(x).__name__} of {len(x)} value{'' if len(x) == 1 else 's'}"
                                      if isinstance(x, (tuple, list)) else _describe(x) for x in v) + ")"
-            if any(isinstance(x, list) and x and all(isinstance(y, TensorValue) for y in x) for x in v):
+            if any(isinstance(x, list) and len(x) == 1 and isinstance(x[0], TensorValue) for x in v):
                 said += ": brackets around a tensor, [t], make a list of it; return the tensor itself"
+            elif any(isinstance(x, list) and x and all(isinstance(y, TensorValue) for y in x) for x in v):
+                said += ": join a loop's list of tensors into one, torch.stack(pieces) (on a new axis)"
             elif any(isinstance(x, list) for x in v):
                 said += ": .tolist() turns a tensor into Python lists; return the tensor itself"
             elif any(isinstance(x, tuple) and len(x) == 1 for x in v):       # `out = w @ v,` then return out, w

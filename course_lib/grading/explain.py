@@ -162,8 +162,9 @@ TORCH_ERRORS = {
         "A with statement needs an object, not a class or a function: torch.no_grad is a class, so write\n"
         "`with torch.no_grad():`, with the parentheses.",
     **dict.fromkeys(("'float' object has no attribute 'item'", "'int' object has no attribute 'item'"),
-        "A Python number has no .item(): only a tensor has, and this value is already a number (a setting\n"
-        "such as group['lr'], or int(...)): drop the .item(). float(x) takes a number or a tensor of one value."),
+        "A Python number has no .item(): only a tensor has. Common causes: one branch gives a tensor and the\n"
+        "other a number (tp / (tp + fp) if tp + fp > 0 else 0.0), where float(x) turns either into a float;\n"
+        "or the value is already a number (a setting such as group['lr'], or int(...)): drop the .item()."),
     **dict.fromkeys(("'BertEncoder' object has no attribute 'layer'", "'BertEncoder' object has no attribute 'd_model'",
                      "'BertEncoder' object has no attribute 'n_layers'", "'SentenceClassifier' object has no attribute "
                      "'layers'", "'SentenceClassifier' object has no attribute 'embeddings'"),
@@ -684,6 +685,19 @@ def _module_built_with_inputs(exc: BaseException) -> str:
             + ".")
 
 
+def _one_word_apart(a: str, b: str) -> bool:
+    """Whether two names share a word up to its end (epsilon and eps), with any other words on one side only
+    (variance_epsilon and eps; not d_head and n_heads, whose other words differ)."""
+    wa, wb = a.split("_"), b.split("_")
+    for x in wa:
+        for y in wb:
+            if min(len(x), len(y)) >= 3 and (x.startswith(y) or y.startswith(x)):
+                rest_a, rest_b = [w for w in wa if w != x], [w for w in wb if w != y]
+                if not (rest_a and rest_b):
+                    return True
+    return False
+
+
 def _argument_not_kept(exc: BaseException) -> str:
     """forward reading self.pre_norm, an argument of __init__ it never stored: nn.Module's own words, "object has
     no attribute 'pre_norm'", say nothing of where it should have come from."""
@@ -706,8 +720,7 @@ def _argument_not_kept(exc: BaseException) -> str:
     near = [n for n in difflib.get_close_matches(name, kept, n=3, cutoff=0.3) if (
                 set(n.split("_")) & set(name.split("_")) and difflib.SequenceMatcher(None, name, n).ratio() >= 0.5
                 or n.replace("_", "") == name.replace("_", "")
-                or any(a.startswith(b) or b.startswith(a) for a in n.split("_") for b in name.split("_")
-                       if min(len(a), len(b)) >= 3))      # prenorm for pre_norm, epsilon for eps
+                or _one_word_apart(n, name))              # prenorm for pre_norm, epsilon for eps
             and not re.search(rf"\bself\.{n}\b", line)][:1]
     if name not in takes:        # self.num_heads read, self.n_heads kept: one attribute under two names
         return (f"{found.group(1)} keeps self.{near[0]}, not self.{name}: use one name in __init__ and in the "
