@@ -730,6 +730,19 @@ def _method_chain(node: ast.AST) -> tuple[ast.AST | None, list[str]]:
     return (node, methods) if methods and settable else (None, [])
 
 
+def _drops_a_tensor(owner: ast.AST, methods: list[str], line: str, text: str) -> bool:
+    """Whether `owner.method(...)...` alone on a line (``line``, in the cell's ``text``) throws away a new tensor that
+    the answer meant to keep."""
+    first, name = methods[0], ast.unparse(owner)
+    if _root_name(owner) in ("torch", "F", "np", "math", "nn", "einops") or first == "detach":
+        return False                # a module's function; a dropped detach() changes nothing, and kept it cuts a graph
+    if first == "contiguous":       # harmless, unless a .view after it needed it
+        return ".view(" in text.split(line, 1)[-1]
+    if first == "add":              # var.add(eps) with var made here from a tensor; not a set's seen.add(k)
+        return bool(re.search(rf"^\s*{re.escape(name)}\s*=\s*(?!set\(|\{{|\[|dict\(|list\()\S", text, re.M))
+    return first in _MAKES_A_NEW_TENSOR
+
+
 def _in_place(node: ast.AST) -> ast.AST:
     """The same chain of calls with each method's in-place twin (mul_ for mul)."""
     node = copy.deepcopy(node)
@@ -767,22 +780,18 @@ def _result_dropped(source: str | None) -> str:
               for n in ast.walk(top)]                  # not a display line at the cell's end (m.transpose(0, 1))
     within = {n: fn.name for fn in inside if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
               for n in ast.walk(fn)}                   # the innermost def around each node (walked after its outer)
+    text = ast.unparse(tree)
     for node in inside:
         owner, methods = _method_chain(node.value) if isinstance(node, ast.Expr) else (None, [])
-        if (owner is not None and (methods[0] in _MAKES_A_NEW_TENSOR or methods[0] == "add"   # var.add(eps), not
-                                   and re.search(rf"^\s*{re.escape(ast.unparse(owner))}\s*=\s*(?!set\(|\{{|\[|dict\(|"
-                                                 rf"list\()\S", ast.unparse(tree), re.M))   # seen.add(k): made here
-                and _root_name(owner) not in ("torch", "F", "np", "math", "nn", "einops")
-                and methods[0] != "detach"                  # dropped, it changes nothing: keeping it might cut a graph
-                and (methods[0] != "contiguous" or ".view(" in ast.unparse(tree).split(ast.unparse(node.value), 1)[-1])):
+        if owner is not None and _drops_a_tensor(owner, methods, ast.unparse(node.value), text):
             said, name = ast.unparse(node.value), ast.unparse(owner)
             kept = f"{name} = {said[:60]}{'...' if len(said) > 60 else ''}"
-            in_place = (ast.unparse(_in_place(node.value)) if all(hasattr(torch.Tensor, m + "_") for m in methods)
-                        else None)
+            twin = (ast.unparse(_in_place(node.value)) if all(hasattr(torch.Tensor, m + "_") for m in methods)
+                    else None)
             # a parameter or a gradient in an optimizer's step or a clip (02) must change itself: a new name leaves
             # it alone; elsewhere p and w are attention's weights, and weight an input, which stay as they came
             updating = within.get(node, "") == "step" or within.get(node, "").startswith("clip")
-            fix = (f"Change {name} itself in place: {in_place}" if in_place and (
+            fix = (f"Change {name} itself in place: {twin}" if twin and (
                        re.search(r"\.grad$", name) or updating and re.search(r"^(p|param|g|grad)$|\.data$", name))
                    else f"Keep what it gives: {kept}")
             return (f"  Note: line {node.lineno}, `{said[:70]}`, makes a new tensor and keeps nothing of it:\n"
