@@ -477,8 +477,10 @@ def test_a_submission_past_the_limit_runs_again_with_short_timeouts_and_only_the
             grade.manual_score, grade.needs_manual_grade = 0.5, False
         gb.db.commit()
     logged.clear()
-    autograde(Options(assignment=A, submissions=tmp_path / "subs", out=tmp_path / "out", solutions=ROOT / "solutions",
-                      jobs=1, cell_timeout=8, submission_timeout=30), log=logged.append)   # 40 s, then 15 s
+    (again,) = autograde(Options(assignment=A, submissions=tmp_path / "subs", out=tmp_path / "out",
+                                 solutions=ROOT / "solutions", jobs=1, cell_timeout=12, submission_timeout=40),
+                         log=logged.append)          # 60 s of cells past the 40 s limit, then 3 s each again
+    assert again["status"] == "graded" and "left for a grade by hand" in again["note"], again
     with Gradebook(f"sqlite:///{tmp_path / 'out' / 'gradebook.db'}") as gb:
         grade = gb.find_grade("split_heads_visible", A, A, "loops")
         assert grade.manual_score == 0.5 and not grade.needs_manual_grade and not gb.find_submission(
