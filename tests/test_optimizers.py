@@ -1512,41 +1512,31 @@ def test_optimizer_slips_of_02s_second_learner_are_told_what_they_are(name, sour
         assert not r.passed and says in r.message and "keepdim" not in r.message, r.message
 
 
-_SGD_IN_PLACE = """
-class SGDMomentum(torch.optim.Optimizer):
-    def __init__(self, params, lr, momentum=0.0):
-        super().__init__(params, dict(lr=lr, momentum=momentum))
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                st = self.state[p]
-                if "buf" not in st:
-                    st["buf"] = torch.zeros_like(p)
-                st["buf"].mul_(group["momentum"]).add_(p.grad)
-                p.sub_(group["lr"] * st["buf"])
-"""
+# SGD_REBOUND with its buffer made at zero and moved in place: the form whose in-place slips are tried below
+_SGD_IN_PLACE = SGD_REBOUND.replace("KEY", "p").replace(
+    '                if "buf" not in state:\n                    state["buf"] = p.grad.clone()\n                else:\n'
+    '                    state["buf"] = group["momentum"] * state["buf"] + p.grad\n',
+    '                if "buf" not in state:\n                    state["buf"] = torch.zeros_like(p)\n'
+    '                state["buf"].mul_(group["momentum"]).add_(p.grad)\n').replace(
+    "UPDATE", 'p.sub_(group["lr"] * state["buf"])')
 
 
 @pytest.mark.parametrize("old, new, says", [
     (None, None, None),
-    ('st["buf"].mul_(group["momentum"]).add_(p.grad)', 'st["buf"].mul(group["momentum"]).add(p.grad)',
+    ('state["buf"].mul_(group["momentum"]).add_(p.grad)', 'state["buf"].mul(group["momentum"]).add(p.grad)',
      "the tensors self.state keeps ('buf') are still all zeros: the update reads them, so it moves nothing"),
-    ("p.sub_(", "p.sub(", "Change p itself in place: p.sub_(group['lr'] * st['buf'])"),
-    ('st["buf"].mul_(group["momentum"]).add_(p.grad)', 'st["buf"].mul_(group["momentum"]).add_(p.grad ^ 2)',
+    ("p.sub_(", "p.sub(", "Change p itself in place: p.sub_(group['lr'] * state['buf'])"),
+    ('state["buf"].mul_(group["momentum"]).add_(p.grad)', 'state["buf"].mul_(group["momentum"]).add_(p.grad ^ 2)',
      "^ is Python's exclusive or, not a power: a power is **, as in g ** 2 for the formulas' g²"),
     ("def step(", "def setp(", "SGDMomentum has no step method of its own, so torch.optim.Optimizer's ran"),
     ("super().__init__(params, dict(lr=lr, momentum=momentum))", "self.lr, self.momentum = lr, momentum",
      "begin SGDMomentum's __init__ with super().__init__(params, defaults)"),
-    ("st = self.state[p]", "st = self.states[p]", "An optimizer has self.state, not self.states"),
+    ("state = self.state[p]", "state = self.states[p]", "An optimizer has self.state, not self.states"),
     ("if p.grad is None", "if p.grads is None", "A tensor has no .grads: the one meant is likely .grad."),
-    ('                st["buf"].mul_(group["momentum"]).add_(p.grad)\n                p.sub_(group["lr"] * st["buf"])',
-     '                buf = st["buf"] * group["momentum"] + p.grad\n                p = p - group["lr"] * buf',
+    ('                state["buf"].mul_(group["momentum"]).add_(p.grad)\n                p.sub_(group["lr"] * state["buf"])',
+     '                buf = state["buf"] * group["momentum"] + p.grad\n                p = p - group["lr"] * buf',
      "p = p - lr * ... makes a new tensor and leaves the parameter itself alone"),
-    ('st = self.state[p]', 'self.steps += 1\n                st = self.state[p]', "no attribute 'steps'"),
+    ('state = self.state[p]', 'self.steps += 1\n                state = self.state[p]', "no attribute 'steps'"),
 ], ids=["right", "state not in place", "update not in place", "xor for a square", "step misspelled", "no super",
         "states", "grads", "p rebound", "a counter never set"])
 def test_sgd_slips_of_02s_fourth_learner_say_their_cause(old, new, says):

@@ -1046,9 +1046,8 @@ def _call_mha(impl, inputs):
                 exc.add_note(f"The heads are still split here, (B, H, T, D) with D = {d_head}: out_proj takes "
                              f"(B, T, d_model),\nso merge them first: self.out_proj(merge_heads(...)).")
             raise
-        kept = {n: t for n, t in (("x", x), ("context", inputs["context"]), ("mask", inputs["mask"]))
-                if t is not None and t.device.type != "meta"}
-        changed = [n for n, t in kept.items() if not torch.equal(t, before[n])]
+        changed = [n for n, t in (("x", x), ("context", inputs["context"]), ("mask", inputs["mask"]))
+                   if n in before and not torch.equal(t, before[n])]
         if changed:             # said here: later calls (a backward pass, a second call) may change it back
             raise ValueError(f"forward changed its input {' and '.join(changed)} in place: x, context and mask are "
                              f"left as they came, for the caller uses them again (a mask is shared by every layer). "
