@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -334,6 +335,40 @@ def test_a_name_set_in_a_cell_not_run_says_which_cell(tmp_path, monkeypatch):
     assert "never_set_anywhere" in never and "✗" not in never, never
     inside = err[answer + 1]           # read inside the answer's function: the answer needs mending, not the order
     assert "name 'pixels' is not defined" in inside and "✗" not in inside, inside
+
+
+def test_a_name_error_before_the_setup_cell_ran_names_the_setup_cell(tmp_path, monkeypatch):
+    """A kernel just started (the notebook opened, or a restart) and the cell the learner was on run first: Python's
+    bare "name 'check' is not defined", since course_lib's own handler comes with the setup cell. The kernel config
+    `./course setup` writes loads grading/before_setup.py at every kernel start, which names the setup cell, and
+    the line there that sets the name, in a course notebook only; once the setup cell ran, course_lib's handler
+    speaks."""
+    config = Path(sys.prefix) / "etc" / "ipython" / "ipython_kernel_config.py"
+    assert config.is_file() and "before_setup.py" in config.read_text(), f"./course setup did not write {config}"
+    nb = nbformat.read(ROOT / "notebooks" / "00_welcome" / "00_welcome.ipynb", as_version=4)
+    setup = next(i for i, c in enumerate(nb.cells) if "setup" in c.metadata.get("tags", []))
+    new = nbformat.v4.new_code_cell
+    skipped = new(nb.cells[setup].source, metadata={"tags": ["skip-execution"]})     # the setup cell not run
+    cells = [skipped, new('check("split_heads", split_heads)'), new("x = torch.zeros(2)"), new("print(unknown_one)"),
+             new("print(sorted(n for n in dir() if 'course' in n))"), nb.cells[setup], new("print(unknown_two)")]
+    for name, tags in [("00_welcome.ipynb", ["setup"]), ("scratch.ipynb", [])]:   # a course notebook, and another
+        cells[5] = new(nb.cells[setup].source, metadata={"tags": tags})
+        path = tmp_path / name
+        nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata=nb.metadata), path)
+        monkeypatch.setenv("JPY_SESSION_NAME", str(path))
+        ran = _run(path, tmp_path, client_class=_LabClient)
+        err = {i: "\n".join(o.traceback) for i, o in _errors(ran)}
+        if not tags:
+            assert sorted(err) == [1, 2, 3, 6] and not any("✗" in e for e in err.values()), err
+            continue
+        assert "NameError" in err[1] and ("✗ check is set in the setup cell, the first code cell (`from course_lib "
+                                         "import check, describe_device, get_device...`), which this kernel has "
+                                         "not run") in err[1], err[1]
+        assert "Run ▸ Run All Above Selected Cell" in err[1], err[1]
+        assert "✗ torch is set in the setup cell, the first code cell (`import torch`)" in err[2], err[2]
+        assert "name 'unknown_one' is not defined" in err[3] and "✗ This kernel has not run the setup cell" in err[3]
+        assert ran.cells[4].outputs[0].text.strip() == "[]"           # nothing of the loader left among the names
+        assert "name 'unknown_two' is not defined" in err[6] and "✗" not in err[6], err[6]   # course_lib's own now
 
 
 def test_a_check_after_its_answer_cell_failed_on_a_rerun_does_not_pass_the_earlier_definition(tmp_path):
