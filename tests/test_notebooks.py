@@ -362,13 +362,23 @@ def test_a_name_error_before_the_setup_cell_ran_names_the_setup_cell(tmp_path, m
             assert sorted(err) == [1, 2, 3, 6] and not any("✗" in e for e in err.values()), err
             continue
         assert "NameError" in err[1] and ("✗ check is set in the setup cell, the first code cell (`from course_lib "
-                                         "import check, describe_device, get_device...`), which this kernel has "
-                                         "not run") in err[1], err[1]
+                                         "import check, describe_device, get_device...`), which has not run in "
+                                         "this kernel") in err[1], err[1]
         assert "Run ▸ Run All Above Selected Cell" in err[1], err[1]
         assert "✗ torch is set in the setup cell, the first code cell (`import torch`)" in err[2], err[2]
-        assert "name 'unknown_one' is not defined" in err[3] and "✗ This kernel has not run the setup cell" in err[3]
+        assert "name 'unknown_one' is not defined" in err[3], err[3]
+        assert "✗ The setup cell, the first code cell, has not run in this kernel" in err[3], err[3]
         assert ran.cells[4].outputs[0].text.strip() == "[]"           # nothing of the loader left among the names
         assert "name 'unknown_two' is not defined" in err[6] and "✗" not in err[6], err[6]   # course_lib's own now
+    # The setup cell run, but stopped before it imported course_lib (an error in it, or ■ during its imports).
+    stopped = new("1 / 0\n" + nb.cells[setup].source, metadata={"tags": ["setup"]})
+    path = tmp_path / "00_welcome.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[stopped, cells[1]], metadata=nb.metadata), path)
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))
+    err = {i: "\n".join(o.traceback) for i, o in _errors(_run(path, tmp_path, client_class=_LabClient))}
+    assert "ZeroDivisionError" in err[0] and ("✗ check is set in the setup cell, the first code cell (`from course_lib "
+                                              "import check, describe_device, get_device...`), which ran in this "
+                                              "kernel but stopped before it imported the course") in err[1], err
 
 
 def test_a_check_after_its_answer_cell_failed_on_a_rerun_does_not_pass_the_earlier_definition(tmp_path):

@@ -17,9 +17,18 @@ import sys
 from pathlib import Path
 
 
+_ran: set[str] = set()                 # the text of every cell this kernel ran, stripped, while course_lib was not loaded
+
+
 def install(ip) -> None:
     if ip is not None and not ip.custom_exceptions:
         ip.set_custom_exc((NameError,), _show)
+        ip.events.register("pre_run_cell", _note_cell)
+
+
+def _note_cell(info) -> None:
+    if "course_lib.grading" not in sys.modules:
+        _ran.add((getattr(info, "raw_cell", "") or "").strip())
 
 
 def _show(shell, etype, value, tb, tb_offset=None):
@@ -44,11 +53,15 @@ def _note(name: str | None) -> str | None:
     if setup is None:
         return None
     line = _setting_line(setup, name) if name else None
-    said = (f"{name} is set in the setup cell, the first code cell (`{line}`), which this kernel has not run"
-            if line else "This kernel has not run the setup cell, the first code cell")
-    return (f"✗ {said}: a kernel just started (the notebook opened, or Kernel ▸ Restart) knows none of the "
-            f"notebook's names.\n  Run the cells above this one in order (Run ▸ Run All Above Selected Cell), "
-            f"then this one again.")
+    subject = (f"{name} is set in the setup cell, the first code cell (`{line}`), which" if line
+               else "The setup cell, the first code cell,")
+    if setup.strip() in _ran:
+        return (f"✗ {subject} ran in this kernel but stopped before it imported the course (an error, or ■ during "
+                f"its imports).\n  Restart the kernel (Kernel ▸ Restart Kernel), run the setup cell again and read "
+                f"what it prints, then this one.")
+    return (f"✗ {subject} has not run in this kernel: a kernel just started (the notebook opened, or Kernel ▸ "
+            f"Restart) knows none of the notebook's names.\n  Run the cells above this one in order (Run ▸ Run All "
+            f"Above Selected Cell), then this one again.")
 
 
 def _setup_cell() -> str | None:
