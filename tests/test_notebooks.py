@@ -341,44 +341,69 @@ def test_a_name_error_before_the_setup_cell_ran_names_the_setup_cell(tmp_path, m
     """A kernel just started (the notebook opened, or a restart) and the cell the learner was on run first: Python's
     bare "name 'check' is not defined", since course_lib's own handler comes with the setup cell. The kernel config
     `./course setup` writes loads grading/before_setup.py at every kernel start, which names the setup cell, and
-    the line there that sets the name, in a course notebook only; once the setup cell ran, course_lib's handler
-    speaks."""
+    the line there that sets the name, in a course notebook only, for a name the setup cell sets (a typo or an
+    unbound local keeps Python's words); once the setup cell ran, course_lib's handler speaks."""
     config = Path(sys.prefix) / "etc" / "ipython" / "ipython_kernel_config.py"
     assert config.is_file() and "before_setup.py" in config.read_text(), f"./course setup did not write {config}"
     nb = nbformat.read(ROOT / "notebooks" / "00_welcome" / "00_welcome.ipynb", as_version=4)
     setup = next(i for i, c in enumerate(nb.cells) if "setup" in c.metadata.get("tags", []))
     new = nbformat.v4.new_code_cell
-    skipped = new(nb.cells[setup].source, metadata={"tags": ["skip-execution"]})     # the setup cell not run
-    cells = [skipped, new('check("split_heads", split_heads)'), new("x = torch.zeros(2)"), new("print(unknown_one)"),
-             new("print(sorted(n for n in dir() if 'course' in n))"), nb.cells[setup], new("print(unknown_two)")]
+    source = nb.cells[setup].source
+    unbound = "def total(xs):\n    for x in xs:\n        count += x\n    return count\ntotal([1])"
+    cells = [None, new('check("split_heads", split_heads)'), new("x = torch.zeros(2)"), new("print(chek)"),
+             new("print(sorted(n for n in dir() if 'course' in n))"), new(unbound),
+             new("import helper_of_mine\nhelper_of_mine.zeros()"), new(source), new("print(unknown_two)")]
+    (tmp_path / "helper_of_mine.py").write_text("def zeros():\n    return torch.zeros(1)\n")   # lacks its import
     for name, tags in [("00_welcome.ipynb", ["setup"]), ("scratch.ipynb", [])]:   # a course notebook, and another
-        cells[5] = new(nb.cells[setup].source, metadata={"tags": tags})
+        cells[0] = new(source, metadata={"tags": tags + ["skip-execution"]})        # the setup cell, not run
         path = tmp_path / name
         nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata=nb.metadata), path)
         monkeypatch.setenv("JPY_SESSION_NAME", str(path))
         ran = _run(path, tmp_path, client_class=_LabClient)
         err = {i: "\n".join(o.traceback) for i, o in _errors(ran)}
+        assert sorted(err) == [1, 2, 3, 5, 6, 8], err
+        quiet = [3, 5, 6, 8] if tags else [1, 2, 3, 5, 6, 8]   # a typo, an unbound local, a module's, after setup
+        assert not any("✗" in err[i] for i in quiet), err
         if not tags:
-            assert sorted(err) == [1, 2, 3, 6] and not any("✗" in e for e in err.values()), err
             continue
         assert "NameError" in err[1] and ("✗ check is set in the setup cell, the first code cell (`from course_lib "
                                          "import check, describe_device, get_device...`), which has not run in "
                                          "this kernel") in err[1], err[1]
         assert "Run ▸ Run All Above Selected Cell" in err[1], err[1]
         assert "✗ torch is set in the setup cell, the first code cell (`import torch`)" in err[2], err[2]
-        assert "name 'unknown_one' is not defined" in err[3], err[3]
-        assert "✗ The setup cell, the first code cell, has not run in this kernel" in err[3], err[3]
         assert ran.cells[4].outputs[0].text.strip() == "[]"           # nothing of the loader left among the names
-        assert "name 'unknown_two' is not defined" in err[6] and "✗" not in err[6], err[6]   # course_lib's own now
-    # The setup cell run, but stopped before it imported course_lib (an error in it, or ■ during its imports).
-    stopped = new("1 / 0\n" + nb.cells[setup].source, metadata={"tags": ["setup"]})
+    # The setup cell run, but stopped before it imported course_lib (an error in it, or ■ during its imports): an
+    # edit not saved yet (JupyterLab sends the cell's tags with it), under a cell of the learner's above it.
+    edited = new("1 / 0\n" + source, metadata={"tags": ["setup"]})
+    nbformat.write(nbformat.v4.new_notebook(cells=[edited, cells[1]], metadata=nb.metadata), tmp_path / "run.ipynb")
+    saved = [new("%load_ext autoreload"), new(source, metadata={"tags": ["setup"]}), cells[1]]
+    nbformat.write(nbformat.v4.new_notebook(cells=saved, metadata=nb.metadata), tmp_path / "00_welcome.ipynb")
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "00_welcome.ipynb"))
+    err = {i: "\n".join(o.traceback) for i, o in _errors(_run(tmp_path / "run.ipynb", tmp_path,
+                                                               client_class=_LabClient))}
+    assert "ZeroDivisionError" in err[0] and ("✗ check is set in the setup cell, under “Before you start” (`from "
+                                              "course_lib import check, describe_device, get_device...`), which ran "
+                                              "in this kernel but stopped before it imported the course") in err[1], err
+
+
+def test_the_kernel_config_keeps_a_learners_own_exec_lines(tmp_path, monkeypatch):
+    """A learner's IPython profile that runs lines at every start (`%autoreload 2`, say) lost them to the course's
+    kernel config, which set exec_lines instead of adding to them. Both now run."""
+    profile = tmp_path / "ipython" / "profile_default"
+    profile.mkdir(parents=True)
+    (profile / "ipython_config.py").write_text("c.InteractiveShellApp.exec_lines = ['MY_OWN_LINE = 1']\n")
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    nb = nbformat.read(ROOT / "notebooks" / "00_welcome" / "00_welcome.ipynb", as_version=4)
+    setup = next(c for c in nb.cells if "setup" in c.metadata.get("tags", []))
+    new = nbformat.v4.new_code_cell
+    cells = [new(setup.source, metadata={"tags": ["setup", "skip-execution"]}), new("print(MY_OWN_LINE)"),
+             new('check("split_heads", split_heads)')]
     path = tmp_path / "00_welcome.ipynb"
-    nbformat.write(nbformat.v4.new_notebook(cells=[stopped, cells[1]], metadata=nb.metadata), path)
+    nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata=nb.metadata), path)
     monkeypatch.setenv("JPY_SESSION_NAME", str(path))
-    err = {i: "\n".join(o.traceback) for i, o in _errors(_run(path, tmp_path, client_class=_LabClient))}
-    assert "ZeroDivisionError" in err[0] and ("✗ check is set in the setup cell, the first code cell (`from course_lib "
-                                              "import check, describe_device, get_device...`), which ran in this "
-                                              "kernel but stopped before it imported the course") in err[1], err
+    ran = _run(path, tmp_path, client_class=_LabClient)
+    assert ran.cells[1].outputs and ran.cells[1].outputs[0].get("text", "").strip() == "1", ran.cells[1].outputs
+    assert "✗ check is set in the setup cell" in "\n".join(ran.cells[2].outputs[0].traceback)
 
 
 def test_a_check_after_its_answer_cell_failed_on_a_rerun_does_not_pass_the_earlier_definition(tmp_path):

@@ -17,24 +17,32 @@ import sys
 from pathlib import Path
 
 
-_ran: set[str] = set()                 # the text of every cell this kernel ran, stripped, while course_lib was not loaded
+_ran: set[str] = set()                 # while course_lib is not loaded: the text of each cell run, stripped, and
+SETUP_RAN = "<a cell tagged setup>"    # this mark once a cell that the front end sent as tagged "setup" ran
 
 
 def install(ip) -> None:
     if ip is not None and not ip.custom_exceptions:
         ip.set_custom_exc((NameError,), _show)
-        ip.events.register("pre_run_cell", _note_cell)
+        ip.events.register("pre_run_cell", lambda info: _note_cell(ip, info))
 
 
-def _note_cell(info) -> None:
-    if "course_lib.grading" not in sys.modules:
-        _ran.add((getattr(info, "raw_cell", "") or "").strip())
+def _note_cell(ip, info) -> None:
+    if "course_lib.grading" in sys.modules:
+        return
+    _ran.add((getattr(info, "raw_cell", "") or "").strip())
+    try:                               # JupyterLab sends each cell's metadata: an edit not saved yet still counts
+        if "setup" in (ip.kernel.get_parent()["metadata"].get("tags") or []):
+            _ran.add(SETUP_RAN)
+    except Exception:
+        pass
 
 
 def _show(shell, etype, value, tb, tb_offset=None):
     stb = shell.InteractiveTB.structured_traceback(etype, value, tb, tb_offset=tb_offset)
     try:
-        note = None if "course_lib.grading" in sys.modules else _note(getattr(value, "name", None))
+        note = (None if "course_lib.grading" in sys.modules or not _in_the_notebook(shell, tb)
+                else _note(getattr(value, "name", None)))
     except Exception:                  # never let IPython drop this handler
         note = None
     if note is None:
@@ -44,43 +52,59 @@ def _show(shell, etype, value, tb, tb_offset=None):
     except Exception:
         pass
     shell._showtraceback(etype, str(value), stb + [note])
+    if shell.call_pdb:                 # %pdb on, as IPython's own showtraceback does
+        shell.debugger(force=True)
     return stb
 
 
-def _note(name: str | None) -> str | None:
-    """The line under the traceback, or None outside a course notebook."""
-    setup = _setup_cell()
-    if setup is None:
+def _in_the_notebook(shell, tb) -> bool:
+    """The name was read by the notebook's own code (a cell, or a function a cell defined), not by a module of the
+    learner's that lacks an import."""
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_globals is shell.user_ns
+
+
+def _note(name) -> str | None:
+    """The line under the traceback, or None: outside a course notebook, and for a name the setup cell does not set
+    (a typo, an unbound local: Python's words are better there)."""
+    if not isinstance(name, str) or not name:
         return None
-    line = _setting_line(setup, name) if name else None
-    subject = (f"{name} is set in the setup cell, the first code cell (`{line}`), which" if line
-               else "The setup cell, the first code cell,")
-    if setup.strip() in _ran:
-        return (f"✗ {subject} ran in this kernel but stopped before it imported the course (an error, or ■ during "
-                f"its imports).\n  Restart the kernel (Kernel ▸ Restart Kernel), run the setup cell again and read "
-                f"what it prints, then this one.")
+    cells = _code_cells()
+    setup = next((c for c in cells if "setup" in c[1]), None)
+    line = _setting_line(setup[0], name) if setup is not None else None
+    if line is None:
+        return None
+    where = "the setup cell, the first code cell" if cells[0] is setup else "the setup cell, under “Before you start”"
+    subject = f"{name} is set in {where} (`{line}`), which"
+    if setup[0].strip() in _ran or SETUP_RAN in _ran:
+        return (f"✗ {subject} ran in this kernel but stopped before it imported the course (an error, or the ■ stop "
+                f"button pressed during its imports).\n  Restart the kernel (Kernel ▸ Restart Kernel), run the setup "
+                f"cell again and read what it prints, then this one.")
     return (f"✗ {subject} has not run in this kernel: a kernel just started (the notebook opened, or Kernel ▸ "
-            f"Restart) knows none of the notebook's names.\n  Run the cells above this one in order (Run ▸ Run All "
-            f"Above Selected Cell), then this one again.")
+            f"Restart Kernel) knows none of the notebook's names.\n  Run the cells above this one in order (Run ▸ "
+            f"Run All Above Selected Cell), then this one again.")
 
 
-def _setup_cell() -> str | None:
-    """The source of the saved notebook's cell tagged "setup", or None where there is no such notebook."""
+def _code_cells() -> list[tuple[str, list]]:
+    """(source, tags) of each code cell of the saved notebook; [] where there is no such notebook."""
     path = os.environ.get("JPY_SESSION_NAME", "")
     if not path.endswith(".ipynb"):
-        return None
+        return []
     file = Path(path)
     if not file.is_file():                             # an older server gives the path under its root
         file = Path.cwd() / file.name
     try:
         notebook = json.loads(file.read_text(encoding="utf-8"))["cells"]
     except (OSError, ValueError, KeyError, TypeError):
-        return None
+        return []
+    cells = []
     for cell in notebook:
-        if cell.get("cell_type") == "code" and "setup" in ((cell.get("metadata") or {}).get("tags") or []):
+        if isinstance(cell, dict) and cell.get("cell_type") == "code":
             source = cell.get("source", "")
-            return "".join(source) if isinstance(source, list) else str(source)
-    return None
+            cells.append(("".join(source) if isinstance(source, list) else str(source),
+                          (cell.get("metadata") or {}).get("tags") or []))
+    return cells
 
 
 def _setting_line(code: str, name: str) -> str | None:

@@ -69,6 +69,8 @@ def _show(shell, etype, value, tb, tb_offset=None):
     else:
         stb = [f"\x1b[0;31m{etype.__name__}\x1b[0m", note]
     shell._showtraceback(etype, note, stb)
+    if shell.call_pdb:                 # %pdb on, as IPython's own showtraceback does
+        shell.debugger(force=True)
     return stb
 
 
