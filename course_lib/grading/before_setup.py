@@ -1,6 +1,6 @@
 """A NameError in a course notebook before its setup cell ran: the setup cell, named, instead of a bare traceback.
 
-A kernel just started (the notebook opened, or Kernel ▸ Restart) knows none of the notebook's names, and a learner
+A kernel just started (the notebook opened, or Kernel ▸ Restart Kernel) knows none of the notebook's names, and a learner
 who runs the cell they were working on gets Python's "name 'check' is not defined". The setup cell imports
 course_lib, whose own handler (kernel.py) then takes over, so this one speaks only before that. It runs at every
 kernel start of the course's environment, loaded by path from the IPython kernel config that `./course setup` writes
@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 
-_ran: set[str] = set()                 # while course_lib is not loaded: the text of each cell run, stripped, and
-SETUP_RAN = "<a cell tagged setup>"    # this mark once a cell that the front end sent as tagged "setup" ran
+_ran: set[str] = set()                 # the text of each cell run (stripped) while course_lib was not loaded,
+_SETUP_RAN = "<a cell tagged setup>"   # and this mark once a cell that the front end sent as tagged "setup" ran
 
 
 def install(ip) -> None:
@@ -33,7 +33,7 @@ def _note_cell(ip, info) -> None:
     _ran.add((getattr(info, "raw_cell", "") or "").strip())
     try:                               # JupyterLab sends each cell's metadata: an edit not saved yet still counts
         if "setup" in (ip.kernel.get_parent()["metadata"].get("tags") or []):
-            _ran.add(SETUP_RAN)
+            _ran.add(_SETUP_RAN)
     except Exception:
         pass
 
@@ -77,7 +77,7 @@ def _note(name) -> str | None:
         return None
     where = "the setup cell, the first code cell" if cells[0] is setup else "the setup cell, under “Before you start”"
     subject = f"{name} is set in {where} (`{line}`), which"
-    if setup[0].strip() in _ran or SETUP_RAN in _ran:
+    if setup[0].strip() in _ran or _SETUP_RAN in _ran:
         return (f"✗ {subject} ran in this kernel but stopped before it imported the course (an error, or the ■ stop "
                 f"button pressed during its imports).\n  Restart the kernel (Kernel ▸ Restart Kernel), run the setup "
                 f"cell again and read what it prints, then this one.")
