@@ -266,6 +266,10 @@ def test_a_name_error_is_placed_only_in_the_notebook_this_kernel_runs(nb, monkey
     nbformat.write(book, path)                          # "under 'The course map'", the table above it, as its name)
     assert unrun.note("math", lambda s: s).startswith("✗ math is set in the setup cell, the first code cell (`import "
                                                       "math`), which ran in this kernel")      # c1 ran, as here
+    book.cells.insert(0, cell("%load_ext autoreload", id="mine"))   # a learner's cell above it: not "the first"
+    nbformat.write(book, path)
+    assert unrun.note("math", lambda s: s).startswith("✗ math is set in the setup cell, near the top (`import math`)")
+    del book.cells[0]
     monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "missing.ipynb"))
     assert unrun.note("model_cfg", lambda s: s) is None
     for c, new_id in zip(book.cells, ("d1", "m", "k2", "d2")):

@@ -316,6 +316,8 @@ def test_a_name_set_in_a_cell_not_run_says_which_cell(tmp_path, monkeypatch):
     nb.cells[sets + 1:sets + 1] = [new("print(pixels)"), new("failed = 1 / 0\nlate = 2"), new("print(late)"),
                                    new("print(never_set_anywhere)")]
     nb.cells.insert(sets, new("print(back)"))                           # back: set by the cell below
+    nb.cells.insert(sets + 7, new("import helper_of_mine\nhelper_of_mine.zeros()"))   # a module's, not the notebook's
+    (tmp_path / "helper_of_mine.py").write_text("def zeros():\n    return torch.zeros(1)\n")   # lacks its import
     answer = next(i for i, c in enumerate(nb.cells) if is_answer_cell(c) and "def split_heads" in c.source)
     nb.cells[answer].source = "def split_heads(x, n_heads):\n    return x + pixels.sum() * 0\n"   # a slip of its own
     nb.cells.insert(answer + 1, new("y = split_heads(torch.zeros(1, 2, 6), 3)"))
@@ -332,6 +334,8 @@ def test_a_name_set_in_a_cell_not_run_says_which_cell(tmp_path, monkeypatch):
     assert "ZeroDivisionError" in failed and "✗" not in failed
     assert ("✗ late is set in the cell with `late = 2`, under “einops: reshapes you can read”, which ran in "
             "this kernel, but late was not left defined: that cell stopped with an error") in ran, ran
+    module = err[sets + 7]              # torch is defined in the notebook: the module lacks `import torch`
+    assert "name 'torch' is not defined" in module and "✗" not in module, module
     assert "never_set_anywhere" in never and "✗" not in never, never
     inside = err[answer + 1]           # read inside the answer's function: the answer needs mending, not the order
     assert "name 'pixels' is not defined" in inside and "✗" not in inside, inside
@@ -381,7 +385,7 @@ def test_a_name_error_before_the_setup_cell_ran_names_the_setup_cell(tmp_path, m
     monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "00_welcome.ipynb"))
     err = {i: "\n".join(o.traceback) for i, o in _errors(_run(tmp_path / "run.ipynb", tmp_path,
                                                                client_class=_LabClient))}
-    assert "ZeroDivisionError" in err[0] and ("✗ check is set in the setup cell, under “Before you start” (`from "
+    assert "ZeroDivisionError" in err[0] and ("✗ check is set in the setup cell, near the top (`from "
                                               "course_lib import check, describe_device, get_device...`), which ran "
                                               "in this kernel but stopped before it imported the course") in err[1], err
 

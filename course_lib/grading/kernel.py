@@ -54,8 +54,9 @@ def _show(shell, etype, value, tb, tb_offset=None):
             where = None
     if note is None and issubclass(etype, NameError):
         try:                           # a name set in a cell not run: Python's traceback, and which cell
-            where = _exercise_not_run(value) if _in_an_answer(tb) else unrun.note(getattr(value, "name", None),
-                                                                                  shell.transform_cell)
+            where = (_exercise_not_run(value) if _in_an_answer(tb)
+                     else unrun.note(value.name, shell.transform_cell) if _read_by_the_notebook(shell.user_ns, tb)
+                     else None)        # a module of the learner's that lacks an import: the notebook's cells are not it
         except Exception:
             where = None
     if note is None and where is None:   # any other NameError, NotImplementedError or stop: IPython's own traceback
@@ -114,6 +115,13 @@ def _in_an_answer(tb) -> bool:
         tb = tb.tb_next
     code = tb.tb_frame.f_code if tb is not None else None
     return code is not None and code.co_name != "<module>" and cells.is_answer_code(code.co_filename)
+
+
+def _read_by_the_notebook(space: dict, tb) -> bool:
+    """The name was read by the notebook's own code (a cell, or a function a cell defined), not inside a module."""
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_globals is space
 
 
 def _exercise_not_run(error: NameError) -> str | None:

@@ -40,8 +40,9 @@ def note(name: str, transform) -> str | None:
     i = above[-1] if above else setters[0]
     ran = ids[i] in cells.seen_ids                 # by id: what ran may be an edit the file does not have yet
     line = _setting_line(transform(_text(notebook[i])), name)
-    where = (f"the setup cell, the first code cell (`{line}`)"                  # its heading is the course map's
-             if "setup" in ((notebook[i].get("metadata") or {}).get("tags") or [])
+    first = next(j for j, c in enumerate(notebook) if c.get("cell_type") == "code")
+    where = (f"the setup cell, {'the first code cell' if i == first else 'near the top'} (`{line}`)"  # not under its
+             if "setup" in ((notebook[i].get("metadata") or {}).get("tags") or [])   # heading: 00's is the course map
              else f"the cell with `{line}`{_heading_above(notebook, i)}")
     if ran:
         return (f"✗ {name} is set in {where}, which ran in this kernel, but {name} was not left defined: that cell "
