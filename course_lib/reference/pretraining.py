@@ -15,7 +15,7 @@ def get_batch(data: torch.Tensor, block_size: int, batch_size: int,
     """Random windows of a 1-D int64 token tensor ``data`` (N,).
 
     Starts: ``torch.randint(len(data) - block_size, (batch_size,), generator=generator)``
-    (one draw, on the CPU). x[b] = data[s_b : s_b + block_size], y[b] = data[s_b + 1 : s_b + block_size + 1].
+    (called once, on the CPU). x[b] = data[s_b : s_b + block_size], y[b] = data[s_b + 1 : s_b + block_size + 1].
     Returns (x, y), both int64 (batch_size, block_size) on data's device.
     """
     if data.dim() != 1 or data.dtype != torch.long:
