@@ -2279,3 +2279,27 @@ def test_slips_of_09s_fifth_learner_say_their_cause(name, old, new, said):
         text = " ".join(r.message.split())
         assert r.passed if said is None else (not r.passed and said in text), (suite, r.message)
         assert "A module is not a list of its parameters" not in text and "needs an axis at the end" not in text
+
+
+def test_a_one_layer_checkpoint_is_not_called_1_layers():
+    """The hidden checks' encoders have 1 to 3 layers: a loader looping over range(6) was told "This checkpoint has
+    1 layers" (a final read's find)."""
+    from course_lib.exercises.ex09_finetuning import LOADER
+    answer = _cell("""def load_pretrained_encoder(state_dict, config):
+    names = {"attention.self.query": "attn.q_proj", "attention.self.key": "attn.k_proj",
+             "attention.self.value": "attn.v_proj", "attention.output.dense": "attn.out_proj",
+             "attention.output.LayerNorm": "norm1", "intermediate.dense": "ff_in", "output.dense": "ff_out",
+             "output.LayerNorm": "norm2"}
+    renamed = {}
+    for i in range(6):
+        for old, new in names.items():
+            for p in ("weight", "bias"):
+                renamed[f"layers.{i}.{new}.{p}"] = state_dict[f"encoder.layer.{i}.{old}.{p}"]
+    model = BertEncoder(config)
+    model.load_state_dict(renamed)
+    return model
+""", "load_pretrained_encoder")
+    said = [r.message for r in _verdicts(LOADER, answer).values()]
+    assert all("looked up a layer past them" in m for m in said), said
+    assert any("This checkpoint has 1 layer (config.n_layers)" in m for m in said), said
+    assert not any(" 1 layers" in m for m in said), said

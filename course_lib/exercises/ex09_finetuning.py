@@ -38,6 +38,10 @@ def _ri(g: torch.Generator, lo: int, hi: int) -> int:
     return int(torch.randint(lo, hi + 1, (1,), generator=g))
 
 
+def _layers(n: int) -> str:
+    return f"{n} layer" if n == 1 else f"{n} layers"      # the checks' encoders have 1 to 3
+
+
 def _config(d=16, layers=2, heads=2, vocab=40, positions=16) -> BertConfig:
     return BertConfig(vocab_size=vocab, d_model=d, n_layers=layers, n_heads=heads, d_ff=2 * d,
                       max_positions=positions, type_vocab_size=2, eps=1e-12)
@@ -204,13 +208,13 @@ def _call_loader(impl, inputs):
                          "libraries store an nn.Linear weight as (out_features, in_features).")
         elif sorted(int(n) for n in re.findall(r"\bencoder\.layer\.(\d+)\.", text)
                     if int(n) >= inputs["config"].n_layers):
-            exc.add_note(f"This checkpoint has {inputs['config'].n_layers} layers (config.n_layers), and the answer "
+            exc.add_note(f"This checkpoint has {_layers(inputs['config'].n_layers)} (config.n_layers), and the answer "
                          f"looked up a layer past them: loop over\nrange(config.n_layers), not a fixed number (the "
                          f"notebook's model has 6 layers, the checks' smaller ones fewer).")
         elif (beyond := sorted({int(n) for n in re.findall(r"\blayers\.(\d+)\.", text)
                                 if int(n) >= inputs["config"].n_layers})) and re.search(r"\blayers\.0\.", text):
-            exc.add_note(f"layers.0 is listed and so is layers.{beyond[0]}, past the {inputs['config'].n_layers} "
-                         f"layers: the layer numbers are shifted.\nencoder.layer.N becomes layers.N, the same N: "
+            exc.add_note(f"layers.0 is listed and so is layers.{beyond[0]}, past the "
+                         f"{_layers(inputs['config'].n_layers)}: the layer numbers are shifted.\nencoder.layer.N becomes layers.N, the same N: "
                          f"both count from 0.")
         elif beyond:
             exc.add_note(f"The encoder built has layers the checkpoint has not (layers.{beyond[0]} and on; the "
@@ -851,7 +855,7 @@ def _call_freeze(impl, inputs):
         if not in_range:
             said = (f"n_layers = {n} is out of range, as the check wants, but the contract raises ValueError, not "
                     f"{type(exc).__name__}" if isinstance(exc, AssertionError) or _learner_raised(exc) else
-                    f"n_layers = {n} is out of range for {n_max} layers: the IndexError came from the layers "
+                    f"n_layers = {n} is out of range for {_layers(n_max)}: the IndexError came from the layers "
                     f"themselves,\nafter some were frozen. Check first, and raise ValueError")
             exc.add_note(f"{said}:\n`if not 0 <= n_layers <= len(model.encoder.layers): raise ValueError(...)`.")
         raise
@@ -870,7 +874,7 @@ def _call_freeze(impl, inputs):
                          "`id(p) in frozen_ids`.")
         raise
     if not in_range:
-        return f"returned without raising: n_layers = {n} accepted for an encoder of {n_max} layers"
+        return f"returned without raising: n_layers = {n} accepted for an encoder of {_layers(n_max)}"
     if isinstance(count, float):
         raise TypeError(f"freeze_lower_layers returned the count as a float ({count!r}): the contract returns an "
                         f"int, a number of parameters. A sum of p.numel() is one already; float(...), a division "
