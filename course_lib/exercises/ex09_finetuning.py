@@ -110,12 +110,6 @@ def _batch(g, cfg: BertConfig, B: int, T: int, one_token: int = 0, padded_ids: b
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def _learner_cell(exc: BaseException) -> str:
-    """The whole cell of the answer's innermost frame in the error's traceback ("" if unknown)."""
-    frame = _learner_line(exc)[0]
-    return "".join(linecache.getlines(frame.f_code.co_filename)) if frame is not None else ""
-
-
 def _eval_output(model: nn.Module, inputs: dict) -> torch.Tensor:
     """The model's logits in eval mode; refused in words where forward changed the caller's input_ids or
     attention_mask (an unsqueeze_ on the mask: the next call, not this one, then fails on its shape)."""

@@ -19,7 +19,6 @@ class FastMultiHeadAttention(MultiHeadAttention):
     """``MultiHeadAttention`` through ``F.scaled_dot_product_attention``.
 
     ``causal=True`` applies the causal mask inside the fused kernel (no (T, T) mask is built).
-    Attention weights are not kept (``attn_weights`` stays None): the fused kernel never forms them.
     """
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,

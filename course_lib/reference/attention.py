@@ -82,7 +82,6 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, d_model, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
         self.dropout = nn.Dropout(dropout)
-        self.attn_weights: torch.Tensor | None = None           # (B, H, T_q, T_k) of the last call
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -93,5 +92,4 @@ class MultiHeadAttention(nn.Module):
         out, weights = scaled_dot_product_attention(q, k, v, mask)
         if self.training and self.dropout.p > 0:
             out = self.dropout(weights) @ v
-        self.attn_weights = weights.detach()
         return self.out_proj(merge_heads(out))                    # (B, T_q, d_model)
