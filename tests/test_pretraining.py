@@ -1785,6 +1785,8 @@ _LOSS = "def lm_loss(logits, targets):\n    B, T, V = logits.shape\n    return B
 @pytest.mark.parametrize("name, old, new, said", [
     ("mlm_mask", "chosen & (r >= 0.8) & (r < 0.9)", "chosen & (0.8 <= r < 0.9)",
      "`0.8 <= r < 0.9` is Python's chained comparison, (0.8 <= r) and (r < 0.9)"),
+    ("mlm_mask", "chosen & (r >= 0.8) & (r < 0.9)", "chosen & (.8 <= r < .9)",        # numbers without their 0
+     "`.8 <= r < .9` is Python's chained comparison, (.8 <= r) and (r < .9)"),
     ("mlm_mask", "    inputs = torch.where(chosen & (r >= 0.8) & (r < 0.9), rnd, inputs)",
      "    torch.where(chosen & (r >= 0.8) & (r < 0.9), rnd, inputs)",
      "inputs stays as it was. Keep what it gives: inputs = torch.where("),
