@@ -202,14 +202,16 @@ def _call_loader(impl, inputs):
                          "libraries store an nn.Linear weight as (out_features, in_features).")
         elif sorted(int(n) for n in re.findall(r"\bencoder\.layer\.(\d+)\.", text)
                     if int(n) >= inputs["config"].n_layers):
-            exc.add_note(f"This checkpoint has {_layers(inputs['config'].n_layers)} (config.n_layers), and the answer "
-                         f"looked up a layer past them: loop over\nrange(config.n_layers), not a fixed number (the "
+            n = inputs["config"].n_layers
+            exc.add_note(f"This checkpoint has {_layers(n)} (config.n_layers), and the answer looked up a layer past "
+                         f"its last, encoder.layer.{n - 1}: loop over\nrange(config.n_layers), not a fixed number (the "
                          f"notebook's model has 6 layers, the checks' smaller ones fewer).")
         elif (beyond := sorted({int(n) for n in re.findall(r"\blayers\.(\d+)\.", text)
                                 if int(n) >= inputs["config"].n_layers})) and re.search(r"\blayers\.0\.", text):
-            exc.add_note(f"layers.0 is listed and so is layers.{beyond[0]}, past the "
-                         f"{_layers(inputs['config'].n_layers)}: the layer numbers are shifted.\nencoder.layer.N becomes layers.N, the same N: "
-                         f"both count from 0.")
+            n = inputs["config"].n_layers
+            exc.add_note(f"layers.0 is listed and so is layers.{beyond[0]}, but the encoder has only {_layers(n)} "
+                         f"({'layers.0' if n == 1 else f'layers.0 to layers.{n - 1}'}): the layer numbers are "
+                         f"shifted.\nencoder.layer.N becomes layers.N, the same N: both count from 0.")
         elif beyond:
             exc.add_note(f"The encoder built has layers the checkpoint has not (layers.{beyond[0]} and on; the "
                          f"config given has n_layers = {inputs['config'].n_layers}): build it from the config "
