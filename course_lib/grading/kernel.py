@@ -2,9 +2,9 @@
 
 One line instead of a traceback through course_lib for a check's verdict, a demo cell calling an answer not written
 yet, a check cell's answer not defined, and the stop button inside a library's loop; Python's traceback and a line
-under it for a name some cell not run sets (unrun.py), for another exercise's answer not defined inside an answer,
-and for a TypeError or AttributeError of a setup name a cell gave another value; and a note under the cell that gave
-it (`check = check(...)`, `F = nn.Sequential(...)`).
+under it for a name a cell's code reads and some cell not run sets (unrun.py; not for a module of the learner's), for
+another exercise's answer not defined inside an answer, and for a TypeError or AttributeError of a setup name a cell
+gave another value; and a note under the cell that gave it (`check = check(...)`, `F = nn.Sequential(...)`).
 """
 from __future__ import annotations
 
