@@ -158,8 +158,7 @@ class Trainer:
         self.opt = make_optimizer(self.model, cfg)
         self.step = 0
         self.interrupted = False                                    # the last fit() stopped by the stop button
-        self.gen = torch.Generator().manual_seed(cfg.seed)          # batches
-        self.eval_gen = torch.Generator().manual_seed(cfg.seed + 1)  # evaluation batches
+        self.gen = torch.Generator().manual_seed(cfg.seed)          # batches; evaluate() seeds its own per call
         self.history = History(step=[], train_loss=[], eval_step=[], train=[], val=[])
 
     def _batch(self, data, gen):
@@ -261,7 +260,6 @@ class Trainer:
                 if isinstance(v, torch.Tensor):
                     tensors[f"opt.{index[id(p)]}.{k}"] = v.detach().cpu().contiguous()
         tensors["rng.batches"] = self.gen.get_state()
-        tensors["rng.eval"] = self.eval_gen.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
         if self.device.type == "cuda":                             # dropout masks on the GPU
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
@@ -314,7 +312,6 @@ class Trainer:
             trainer.opt.state[p] = st
         trainer.step = int(meta["step"])
         trainer.gen.set_state(tensors["rng.batches"])
-        trainer.eval_gen.set_state(tensors["rng.eval"])
         torch.set_rng_state(tensors["rng.torch"])
         if "rng.cuda" in tensors and trainer.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"], trainer.device)
