@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("assignment", metavar="ID")
     p.add_argument("submissions", type=Path, metavar="SUBMISSIONS")
     p.add_argument("-j", "--jobs", type=int, default=max(1, (os.cpu_count() or 2)),
-                   help="parallel processes (default: the number of cores); each uses one thread")
+                   help="parallel processes (default: the number of logical CPUs); each uses one thread")
     p.add_argument("-o", "--out", type=Path, default=None, help="output folder (default: grading/ID)")
     p.add_argument("--cell-timeout", type=int, default=settings.CELL_TIMEOUT,
                    help=f"seconds per notebook cell before the kernel is interrupted (default {settings.CELL_TIMEOUT})")

@@ -114,7 +114,9 @@ def parameter_counts(model: GPT) -> dict[str, int]:
 def n_flops_per_token(cfg: GPTConfig, n_params: int | None = None) -> float:
     """Training FLOPs per token: 6N for the weights (forward 2N, backward 4N; the position
     table is a lookup and left out) plus 6 · n_layer · T · C for attention's scores and
-    weighted sum (forward 2·2·T·C per layer, times 3 with the backward; causal half not subtracted)."""
+    weighted sum: forward 2·2·T·C per layer, times 3 with the backward, halved because a causal
+    row needs only the keys up to its own position (nanoGPT's estimate_mfu counts the whole
+    table, 12 · n_layer · T · C)."""
     if n_params is None:
         n_params = parameter_counts(GPT(cfg))["total"]
     n = n_params - cfg.block_size * cfg.n_embd

@@ -1,11 +1,12 @@
 """Answer key for 05_attention: scaled dot-product attention, masks, multi-head attention.
 
-Later notebooks (07_transformer, 12_deployment ...) import these; each is forbidden inside
-05_attention's own answer for it.
+06_layernorm's experiments and the models of 08 and 09 (through models/fast.py) build on these;
+each is forbidden inside 05_attention's own answer for it.
 
 Mask convention throughout: a boolean mask is True where attending is *allowed*. A query row
 whose keys are all masked out (a fully masked row) gets attention weights that are all zero,
-so its output is the zero vector (no NaN, no uniform average).
+so its attention output is the zero vector (no NaN, no uniform average; after
+MultiHeadAttention's output projection, that projection's bias).
 """
 from __future__ import annotations
 

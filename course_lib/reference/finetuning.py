@@ -1,6 +1,6 @@
 """Answer key for 09_finetuning: loading real weights, a sentence classifier, freezing, LoRA, F1.
 
-Later notebooks import these; each is forbidden inside 09_finetuning's own answer for it.
+bench/finetune.py imports these; each is forbidden inside 09_finetuning's own answer for it.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Answer key for 06_layernorm: LayerNorm forward and backward, RMSNorm, the residual block.
 
-07_transformer and later notebooks import these; they are forbidden inside 06's own answers.
+The models of 08 and 09 use this LayerNorm (through models/fast.py), and 06 imports the experiment
+helpers below; each is forbidden inside 06's own answer for it.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from .pretraining import get_batch
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Normalise over the last axis (mean 0, biased variance 1), then scale by weight and shift by bias.
 
-    x: (..., D); weight, bias: (D,). Returns (..., D) in x's dtype.
+    x: (..., D); weight, bias: (D,). Returns (..., D) in the dtype x, weight and bias promote to
+    (x's dtype when they match).
     """
     mean = x.mean(dim=-1, keepdim=True)                       # (..., 1)
     centred = x - mean                                        # (..., D)
@@ -50,7 +52,8 @@ def layer_norm_backward(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.T
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Divide by the root mean square over the last axis (no centring, no bias), then scale.
 
-    x: (..., D); weight: (D,). Returns (..., D) in x's dtype.
+    x: (..., D); weight: (D,). Returns (..., D) in the dtype x and weight promote to (x's dtype
+    when they match).
     """
     ms = (x * x).mean(dim=-1, keepdim=True)                   # (..., 1)
     return x * torch.rsqrt(ms + eps) * weight

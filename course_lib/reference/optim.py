@@ -102,7 +102,7 @@ class _AdamBase(torch.optim.Optimizer):
                 v.mul_(b2).addcmul_(g, g, value=1 - b2)      # second moment
                 # p -= lr * m_hat / (sqrt(v_hat) + eps), with the bias corrections
                 # m_hat = m / (1 - b1^t) and v_hat = v / (1 - b2^t); written with one temporary
-                # tensor instead of five, since every later notebook trains with this loop.
+                # tensor instead of five, since notebooks 08 and 09 train with this loop.
                 denom = (v / (1 - b2 ** t)).sqrt_().add_(eps)
                 p.addcdiv_(m, denom, value=-lr / (1 - b1 ** t))
 
