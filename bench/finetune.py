@@ -18,13 +18,14 @@ models (seeds seed, seed+1, ...) and averages their class probabilities, reporti
 and the running averages; ``--epochs`` may be fractional (1.5 = one and a half passes, the
 schedule stretched to fit); ``--train-on-validation`` trains on the training and validation
 splits together (the schedule chosen on validation beforehand, nothing left to measure
-there); ``--rdrop A`` adds R-Drop (each batch twice, two dropout masks, plus A times the
-symmetric KL divergence of the two predictions, with the cross-entropy averaged over the two
-passes where Liang et al. (2021) sum it, so A is half the paper's alpha: twice the compute per step);
+there); ``--rdrop A`` adds R-Drop (each batch twice, two dropout masks, plus A times the mean
+of the two KL divergences between the two predictions, one each way; the cross-entropy is
+averaged over the two passes, where Eq. 3 of Liang et al. (2021) sums it, so A is half that
+equation's alpha: twice the compute per step);
 ``--freeze-word-embeddings`` keeps the word-embedding matrix as pretrained;
 ``--lazy-word-embeddings`` updates only the rows of the tokens in each batch (their Adam
 moments, as TensorFlow's LazyAdam or torch's SparseAdam, and here their weight decay too), where
-AdamW moves every row that has momentum; ``--dropout P`` sets every dropout of the encoder and
+AdamW decays every row and moves every row that has momentum; ``--dropout P`` sets every dropout of the encoder and
 the head to P (0.1 in the checkpoint's config); ``--label-smoothing S`` trains against targets
 of 1 - S/2 on the label and S/2 on the other class; ``--sam RHO`` takes each step's gradient at
 the weights moved RHO along the normalised gradient (sharpness-aware minimisation, Foret et al.,
@@ -76,7 +77,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--warmup", type=float, default=0.06, help="fraction of the steps")
     ap.add_argument("--rdrop", type=float, default=0.0,
                     help="R-Drop weight: each batch runs twice with different dropout masks and the loss adds "
-                         "this times the symmetric KL divergence of the two predictions (0 = plain cross-entropy)")
+                         "this times the mean of the two KL divergences between them, one each way (0 = plain cross-entropy)")
     ap.add_argument("--dropout", type=float, default=None,
                     help="every dropout: the encoder's embeddings, sublayers and attention weights, and the head's "
                          "(default: the checkpoint's, 0.1)")
@@ -278,7 +279,7 @@ class LazyRowAdamW:
 def rdrop_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float) -> torch.Tensor:
     """R-Drop (Liang et al., 2021): logits (2B, C) are the batch's two passes, labels (B,).
     The mean cross-entropy of the two + alpha * the mean of the two KL divergences between their
-    predictions (the paper sums the two cross-entropies: its alpha is twice this one)."""
+    predictions (Eq. 3 of the paper sums the two cross-entropies: its alpha is twice this one)."""
     log_p, log_q = logits.log_softmax(-1).chunk(2)                          # (B, C) each
     kl = F.kl_div(log_p, log_q, log_target=True, reduction="batchmean") + \
         F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")

@@ -141,8 +141,8 @@ def available_devices() -> list[torch.device]:
 def fast_bf16(device: torch.device | str) -> bool:
     """Whether bfloat16 autocast runs natively on ``device``, and so is worth choosing: a CUDA GPU
     of compute capability 8 or newer (Ampere on; older ones such as the T4 only emulate bf16,
-    slowly), a ROCm GPU, or an x86 CPU with AVX512-BF16 or AMX (off Linux, where /proc/cpuinfo
-    cannot be read, any AVX512 CPU whose bf16 product comes out right). Anything else: float32."""
+    slowly), a ROCm GPU, or an x86 CPU with AVX512-BF16 or AMX (where /proc/cpuinfo cannot be
+    read, as off Linux, any AVX512 or AMX CPU). Anything else: float32."""
     device = torch.device(device)
     if device.type == "cuda":
         if torch.version.hip:

@@ -203,9 +203,9 @@ def _call_loader(impl, inputs):
         elif sorted(int(n) for n in re.findall(r"\bencoder\.layer\.(\d+)\.", text)
                     if int(n) >= inputs["config"].n_layers):
             n = inputs["config"].n_layers
-            exc.add_note(f"This checkpoint has {_layers(n)} (config.n_layers), and the answer looked up a layer past "
-                         f"its last, encoder.layer.{n - 1}: loop over\nrange(config.n_layers), not a fixed number (the "
-                         f"notebook's model has 6 layers, the checks' smaller ones fewer).")
+            exc.add_note(f"This checkpoint has {_layers(n)} (config.n_layers), and the answer looked up a layer after "
+                         f"the checkpoint's last one\n(encoder.layer.{n - 1}): loop over range(config.n_layers), not a "
+                         f"fixed number (the notebook's model has 6 layers, the checks' smaller ones fewer).")
         elif (beyond := sorted({int(n) for n in re.findall(r"\blayers\.(\d+)\.", text)
                                 if int(n) >= inputs["config"].n_layers})) and re.search(r"\blayers\.0\.", text):
             n = inputs["config"].n_layers

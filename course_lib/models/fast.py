@@ -2,9 +2,10 @@
 
 They keep the reference modules' parameters and names (``q_proj`` ... ``out_proj``; ``weight``,
 ``bias``), so weights and checkpoints move freely between the two, and only swap the
-arithmetic for torch's fused kernels: the same maths, faster (on a 2-core CPU at notebook 08's
-size, about 1.3-1.4x per training step: attention about 2x, LayerNorm about 4x). Notebooks 05
-and 06 show that the reference and torch's kernels agree.
+arithmetic for torch's fused kernels: the same maths, faster (on a CPU at notebook 08's size,
+about 1.3x per training step, nearly all of it LayerNorm's, about 4-5x; the attention core is
+about 1.5-2x faster, the whole module with its projections little). Notebooks 05 and 06 show
+that the reference and torch's kernels agree.
 """
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ class FastMultiHeadAttention(MultiHeadAttention):
 
 
 class FastLayerNorm(LayerNorm):
-    """``LayerNorm`` through ``F.layer_norm``."""
+    """``LayerNorm`` through ``F.layer_norm``; returns x's dtype, where the reference promotes
+    (bf16 x with float32 weights: bf16 here, float32 there; the same under autocast)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)

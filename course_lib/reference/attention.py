@@ -5,8 +5,8 @@ each is forbidden inside 05_attention's own answer for it.
 
 Mask convention throughout: a boolean mask is True where attending is *allowed*. A query row
 whose keys are all masked out (a fully masked row) gets attention weights that are all zero,
-so its attention output is the zero vector (no NaN, no uniform average; after
-MultiHeadAttention's output projection, that projection's bias).
+so its attention output is the zero vector (no NaN, no uniform average); MultiHeadAttention's
+output for that row is then out_proj's bias (zero with bias=False).
 """
 from __future__ import annotations
 

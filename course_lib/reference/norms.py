@@ -170,8 +170,8 @@ def train_toy(pre_norm: bool, *, lr: float = 1e-2, warmup: int = 0, clip: float 
 
     Returns {"losses": per-step training losses, "final": full-data loss at the end,
     "grad_norms": per-step global gradient norms before clipping, "net": the trained DeepNet}.
-    A loss that is not finite ends the run at once: losses then holds it, one entry more than
-    grad_norms.
+    A loss that is not finite ends the run after that step: losses then holds it, one entry more
+    than grad_norms, and net and final carry that step's update.
     """
     if optimizer not in ("adam", "sgd"):
         raise ValueError(f'optimizer={optimizer!r}: train_toy runs "adam" or "sgd"')
