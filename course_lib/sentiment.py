@@ -86,8 +86,11 @@ def _shown(row) -> str:
 
 def _check_encoded(encoded) -> None:
     """The functions below take encode_rows' output; raw (text, label) rows sit beside it in the notebook."""
-    first = encoded[0] if len(encoded) else None
-    if first is None or (isinstance(first, (tuple, list)) and len(first) == 2 and not isinstance(first[0], str)):
+    if not len(encoded):
+        raise ValueError("encoded is empty: there are no rows to run the model on (a filter or a slice that kept "
+                         "none?)")
+    first = encoded[0]
+    if isinstance(first, (tuple, list)) and len(first) == 2 and not isinstance(first[0], str):
         return
     hint = (": these are raw (text, label) rows; encode them first, encode_rows(tokenizer, rows)"
             if isinstance(first, (tuple, list)) and first and isinstance(first[0], str) else "")

@@ -1922,6 +1922,8 @@ def test_bad_inputs_to_the_encoder_and_the_sentiment_helpers_are_named():
         def forward(self, ids, mask):
             return torch.stack([mask.sum(-1).float(), -mask.sum(-1).float()], -1)   # (B, 2)
     assert predict(Longer(), [([101, 7, 102], 1), ([101, 102], 0)], "cpu").tolist() == [0, 0]
+    with pytest.raises(ValueError, match="encoded is empty: there are no rows"):   # returned None, then argmax failed
+        predict(Longer(), [], "cpu")
 
 
 def test_the_training_cell_stopped_by_the_learner_keeps_the_regimes_that_finished(capsys):
