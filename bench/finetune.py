@@ -25,9 +25,9 @@ equation's alpha: twice the compute per step);
 ``--freeze-word-embeddings`` keeps the word-embedding matrix as pretrained;
 ``--lazy-word-embeddings`` updates only the rows of the tokens in each batch (their Adam
 moments, as TensorFlow's LazyAdam or torch's SparseAdam, and here their weight decay too), where
-AdamW decays every row and moves every row that has momentum; ``--dropout P`` sets every dropout of the encoder and
-the head to P (0.1 in the checkpoint's config); ``--label-smoothing S`` trains against targets
-of 1 - S/2 on the label and S/2 on the other class; ``--sam RHO`` takes each step's gradient at
+AdamW decays every row and moves every row that has momentum; ``--dropout P`` sets every
+dropout of the encoder and the head to P (0.1 in the checkpoint's config); ``--label-smoothing S``
+trains against targets of 1 - S/2 on the label and S/2 on the other class; ``--sam RHO`` takes each step's gradient at
 the weights moved RHO along the normalised gradient (sharpness-aware minimisation, Foret et al.,
 2021: twice the compute per step); ``--wise-ft`` also measures, on validation and test, the
 weights interpolated between the probe's and the final ones (WiSE-FT, Wortsman et al., 2022):
@@ -77,7 +77,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--warmup", type=float, default=0.06, help="fraction of the steps")
     ap.add_argument("--rdrop", type=float, default=0.0,
                     help="R-Drop weight: each batch runs twice with different dropout masks and the loss adds "
-                         "this times the mean of the two KL divergences between them, one each way (0 = plain cross-entropy)")
+                         "this times the mean of the two KL divergences between them, one each way "
+                         "(0 = plain cross-entropy)")
     ap.add_argument("--dropout", type=float, default=None,
                     help="every dropout: the encoder's embeddings, sublayers and attention weights, and the head's "
                          "(default: the checkpoint's, 0.1)")

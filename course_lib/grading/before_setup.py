@@ -75,8 +75,8 @@ def _note(name) -> str | None:
     line = _setting_line(setup[0], name) if setup is not None else None
     if line is None:
         return None
-    where = "the setup cell, the first code cell" if cells[0] is setup else "the setup cell, near the top"  # 00's: under
-    # "The course map", a heading a learner read as the table's name
+    # not "under" its heading: 00's is "The course map", which a learner read as the table's name
+    where = "the setup cell, the first code cell" if cells[0] is setup else "the setup cell, near the top"
     subject = f"{name} is set in {where} (`{line}`), which"
     if setup[0].strip() in _ran or _SETUP_RAN in _ran:
         return (f"✗ {subject} ran in this kernel but stopped before it imported the course (an error, or the ■ stop "

@@ -16,7 +16,8 @@ from .pretraining import get_batch
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Normalise over the last axis (mean 0, biased variance 1), then scale by weight and shift by bias.
+    """Normalise over the last axis (mean 0, biased variance about 1: var / (var + eps)), then scale
+    by weight and shift by bias.
 
     x: (..., D); weight, bias: (D,). Returns (..., D) in the dtype x, weight and bias promote to
     (x's dtype when they match).
