@@ -108,19 +108,24 @@ def _unwritten_answer(error: NotImplementedError) -> str | None:
             f"again.")
 
 
+def _innermost(tb):
+    """The traceback's last frame: where the error was raised (None for no traceback)."""
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb
+
+
 def _in_an_answer(tb) -> bool:
     """The NameError arose inside a function of an answer cell (split_heads reading a D it never computed): the
     answer is what needs mending, and a demo cell's global of that name would only hide the slip."""
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
+    tb = _innermost(tb)
     code = tb.tb_frame.f_code if tb is not None else None
     return code is not None and code.co_name != "<module>" and cells.is_answer_code(code.co_filename)
 
 
 def _read_by_the_notebook(space: dict, tb) -> bool:
     """The name was read by the notebook's own code (a cell, or a function a cell defined), not inside a module."""
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
+    tb = _innermost(tb)
     return tb is not None and tb.tb_frame.f_globals is space
 
 
@@ -174,8 +179,7 @@ def _undefined_answer(error: NameError, tb) -> str | None:
     name = getattr(error, "name", None)
     if not isinstance(name, str):
         return None
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
+    tb = _innermost(tb)
     cell = "".join(linecache.getlines(tb.tb_frame.f_code.co_filename)) if tb is not None else ""
     failing = linecache.getline(tb.tb_frame.f_code.co_filename, tb.tb_lineno) if tb is not None else ""
     asked = name and re.search(rf"\bhint\(\s*{re.escape(name)}\s*\)", failing)
