@@ -66,8 +66,9 @@ def sentiment_splits(rows: list[tuple[str, int]] | None = None, verbose: bool = 
         out[split_of(text)].append((text, label))
     if verbose:
         sizes = ", ".join(f"{s} {len(out[s]):,}" for s in SPLITS)
+        n = counts["conflicting"]
         print(f"{counts['rows']:,} rows -> {len(kept):,} unique texts ({counts['duplicates']:,} duplicate "
-              f"copies removed, {counts['conflicting']} texts with both labels dropped): {sizes}")
+              f"copies removed, {n} {'text' if n == 1 else 'texts'} with both labels dropped): {sizes}")
     return out
 
 

@@ -3,8 +3,8 @@ behaviour (classifier, freezing, LoRA, metrics), plus a tiny real fine-tune that
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 import hashlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +16,7 @@ from course_lib.models.bert import BertConfig, BertEncoder, count_parameters, me
 from course_lib.reference.finetuning import (IGNORED_KEYS, LoRALinear, SentenceClassifier, freeze_lower_layers,
                                              load_pretrained_encoder, precision_recall_f1)
 from course_lib.sentiment import batches, deduplicate, encode_rows, predict, predict_probs, sentiment_splits
+from course_lib.wordpiece import WordPieceTokenizer
 
 TINY = BertConfig(vocab_size=50, d_model=16, n_layers=3, n_heads=2, d_ff=32, max_positions=32)
 
@@ -2307,3 +2308,47 @@ def test_a_one_layer_checkpoint_is_not_called_1_layers():
     assert any("This checkpoint has 1 layer (config.n_layers), and the answer looked up a layer after the checkpoint's "
                "last one (encoder.layer.0)" in m for m in said), said
     assert not any(" 1 layers" in m for m in said), said
+
+
+def _bucket(text):
+    h = int(hashlib.sha256(("rt-split-v1:" + text).encode()).hexdigest()[:16], 16) % 10
+    return "train" if h < 8 else "validation" if h == 8 else "test"
+
+
+def test_verbose_prints_the_counts_the_notebook_shows(capsys):
+    rows = [("a  good film", 1), ("a good film", 1), ("flat", 0), ("flat", 1), ("dull", 0), ("fine", 1)]
+    out = sentiment_splits(rows, verbose=True)
+    sizes = {"train": 0, "validation": 0, "test": 0}
+    for text in ("a good film", "dull", "fine"):    # kept; 4 distinct texts in 6 rows: 2 extra copies; "flat" dropped
+        sizes[_bucket(text)] += 1
+    assert {k: len(v) for k, v in out.items()} == sizes
+    assert capsys.readouterr().out == (
+        f"6 rows -> 3 unique texts (2 duplicate copies removed, 1 text with both labels dropped): "
+        f"train {sizes['train']}, validation {sizes['validation']}, test {sizes['test']}\n")
+
+
+def test_encode_rows_takes_a_single_row_and_truncates_to_128_by_default():
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "film"])}
+    tok = WordPieceTokenizer(vocab)
+    assert encode_rows(tok, [("Good film", 1)]) == [([2, 5, 6, 3], 1)]
+    ids, label = encode_rows(tok, [("good " * 300, 0)])[0]
+    assert len(ids) == 128 and ids[0] == 2 and ids[-1] == 3 and label == 0
+
+
+def test_outputs_by_length_runs_under_the_autocast_it_is_given():
+    """amp=torch.bfloat16 (amp_dtype on a GPU that runs it) must autocast the model; amp=None must not."""
+    import torch
+
+    from course_lib.sentiment import outputs_by_length
+
+    def probe(ids, mask):                     # (B, 2): autocast on?, and was a matmul done in bfloat16?
+        a = torch.ones(2, 2)
+        on = float(torch.is_autocast_enabled("cpu"))
+        low = float((a @ a).dtype == torch.bfloat16)
+        return torch.tensor([[on, low]]).expand(ids.shape[0], 2)
+
+    encoded = [([2, 5, 3], 1), ([2, 5, 6, 3], 0)]
+    with_amp = outputs_by_length(probe, encoded, torch.device("cpu"), amp=torch.bfloat16)
+    without = outputs_by_length(probe, encoded, torch.device("cpu"), amp=None)
+    assert with_amp.tolist() == [[1.0, 1.0], [1.0, 1.0]]
+    assert without.tolist() == [[0.0, 0.0], [0.0, 0.0]]
