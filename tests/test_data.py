@@ -184,3 +184,16 @@ def test_command_line(monkeypatch, capsys):
     _with_manifest(monkeypatch, edit)
     assert data._main(["check"]) == 1
     assert "./course setup" in capsys.readouterr().err
+
+
+def test_prepare_summarises_the_verified_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path))
+    summary = data.prepare()
+    assert summary["cache_dir"] == str(tmp_path)
+    assert summary["shakespeare_works"] == 42                          # the 42 *_gut.txt works
+    assert summary["shakespeare_chars"] == len(data.shakespeare_text())
+    reviews = data.rotten_tomatoes()
+    assert summary["rotten_tomatoes_rows"] == len(reviews)
+    assert summary["rotten_tomatoes_fresh"] == sum(1 for _, label in reviews if label == 1)
+    assert summary["rotten_tomatoes_rotten"] == sum(1 for _, label in reviews if label == 0)
+    assert set(summary["files"]) == set(data.DATA_NAMES)

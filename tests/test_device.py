@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from course_lib.device import available_devices, check_device, describe_device, get_device
+from course_lib import device as dev
 
 
 @pytest.fixture(autouse=True)
@@ -114,3 +115,43 @@ def test_torchs_one_time_cuda_context_warning_is_not_shown_other_warnings_are():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "cuBLAS" not in r.stderr and "a warning the learner should see" in r.stderr, r.stderr
+
+
+def test_automatic_choice_is_cuda_then_mps_then_cpu(monkeypatch):
+    monkeypatch.delenv("COURSE_DEVICE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert dev.get_device() == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(dev, "_mps_available", lambda: True)
+    assert dev.get_device() == torch.device("mps")
+
+
+def test_mps_asked_for_without_it_is_refused_and_with_it_is_given(monkeypatch):
+    monkeypatch.setattr(dev, "_mps_available", lambda: False)
+    with pytest.raises(ValueError, match="MPS GPU, which is not available here"):
+        dev.check_device("mps")
+    monkeypatch.setattr(dev, "_mps_available", lambda: True)
+    assert dev.check_device("mps") == torch.device("mps")
+
+
+class _FakePath:
+    text = ""
+
+    def __init__(self, *a):
+        pass
+
+    def read_text(self):
+        return _FakePath.text
+
+
+@pytest.mark.parametrize("system, cpuinfo, fast", [
+    ("Darwin", "", True),                                    # no /proc/cpuinfo: any AVX512 CPU counts
+    ("Linux", "flags\t: fpu avx512f avx512bw\n", False),     # AVX512 without bf16: emulated, slow
+    ("Linux", "flags\t: fpu avx512f avx512_bf16\n", True),
+])
+def test_cpu_bf16_follows_the_avx512_bf16_flag(monkeypatch, system, cpuinfo, fast):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(dev.platform, "system", lambda: system)
+    monkeypatch.setattr(dev, "Path", _FakePath)
+    _FakePath.text = cpuinfo
+    assert dev.fast_bf16(torch.device("cpu")) is fast

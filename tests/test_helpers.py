@@ -206,3 +206,18 @@ def test_notebooks_name_colours_from_the_course_cycle():
                          if c["cell_type"] == "code")
         named = set(re.findall(r"""color=["']([^"']+)["']""", code)) | set(re.findall(r"""["'](tab:[a-z]+)["']""", code))
         assert named <= allowed, f"{path.name}: {sorted(named - allowed)}"
+
+
+def test_long_estimates_are_said_in_hours(capsys):
+    progress.announce(2 * 3600, "  a long sweep ", device="cpu")      # 120 minutes: past 90, so hours
+    assert capsys.readouterr().out == "A long sweep: this will take about 2.0 hours on cpu.\n"
+    progress.announce(89 * 60, "x", device="cpu")                     # 89 minutes: still minutes
+    assert capsys.readouterr().out == "X: this will take about 89 minutes on cpu.\n"
+
+
+def test_say_if_slow_speaks_just_past_twice_the_estimate_and_not_at_it(capsys, monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    progress.say_if_slow(60, 120)                                     # exactly twice: nothing said
+    assert capsys.readouterr().out == ""
+    progress.say_if_slow(60, 150)                                     # 2.5 times: said
+    assert capsys.readouterr().out.startswith("This took 2 minutes, not the 60 seconds estimated")

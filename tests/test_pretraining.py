@@ -17,7 +17,7 @@ from course_lib.reference.pretraining import get_batch, lm_loss, mlm_mask, sampl
 from course_lib.sentiment import amp_dtype
 from course_lib.shakespeare import load
 from course_lib import training
-from course_lib.training import Trainer, TrainConfig, generate
+from course_lib.training import Trainer, TrainConfig, generate, make_optimizer
 
 TINY = dict(vocab_size=84, block_size=16, n_layer=2, n_head=2, n_embd=32)
 
@@ -1849,3 +1849,74 @@ def test_train_step_words_for_a_trailing_comma_an_optimizer_called_and_zero_grad
         source = right.replace(old, new)
         r = evaluate(get_exercise("train_step"), _cell(source, "train_step"), source=source)
         assert not r.passed and said in " ".join(r.message.split()), r.message
+
+
+MATRICES = ("attn.q_proj.weight", "attn.k_proj.weight", "attn.v_proj.weight", "attn.out_proj.weight",
+            "mlp.fc.weight", "mlp.proj.weight")
+
+
+def test_weight_decay_on_matrices_only_and_the_texts_betas():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY))
+    opt = make_optimizer(model, TrainConfig(lr=3e-3, weight_decay=0.25))
+    names = {id(p): n for n, p in model.named_parameters()}
+    decay_of = {}
+    for group in opt.param_groups:
+        assert group["lr"] == 3e-3 and tuple(group["betas"]) == (0.9, 0.95)
+        for p in group["params"]:
+            decay_of[names[id(p)]] = group["weight_decay"]
+    assert set(decay_of) == set(names.values())                      # every parameter, once
+    for name, wd in decay_of.items():
+        assert wd == (0.25 if name.endswith(MATRICES) else 0.0), (name, wd)
+    assert sum(1 for wd in decay_of.values() if wd) == 2 * len(MATRICES)
+
+
+def test_default_clipping_is_at_one():
+    assert TrainConfig().max_norm == 1.0
+
+
+def _lr(step, max_lr, warmup, total, min_lr):          # lr_at's docstring, written out
+    if step < warmup:
+        return max_lr * (step + 1) / warmup
+    if step >= total:
+        return min_lr
+    q = (step - warmup) / (total - warmup)
+    return min_lr + (max_lr - min_lr) * (1 + math.cos(math.pi * q)) / 2
+
+
+def test_each_step_uses_the_warmup_cosine_learning_rate():
+    torch.manual_seed(0)
+    data = torch.arange(400) % 84
+    cfg = TrainConfig(max_steps=12, batch_size=2, lr=1e-2, min_lr=1e-3, warmup_steps=3, eval_every=100,
+                      eval_batches=1, bf16=False)
+    t = Trainer(GPT(GPTConfig(**TINY)), data, data, cfg, torch.device("cpu"))
+    for step in range(12):
+        t.train_step()
+        for group in t.opt.param_groups:
+            assert group["lr"] == pytest.approx(_lr(step, 1e-2, 3, 12, 1e-3), rel=1e-12, abs=0), step
+
+
+def test_each_step_clips_the_global_gradient_norm_to_max_norm():
+    """After train_step the gradients it stepped with are still on the parameters: their global norm must
+    be max_norm (a fresh model's is far above 0.01), as clipping scales them to max_norm / (norm + 1e-6)."""
+    torch.manual_seed(0)
+    data = torch.arange(400) % 84
+    cfg = TrainConfig(max_steps=5, batch_size=4, max_norm=0.01, warmup_steps=1, eval_every=100, eval_batches=1,
+                      bf16=False)
+    t = Trainer(GPT(GPTConfig(**TINY)), data, data, cfg, torch.device("cpu"))
+    for _ in range(3):
+        t.train_step()
+        norm = math.sqrt(sum(float(p.grad.double().pow(2).sum()) for p in t.model.parameters() if p.grad is not None))
+        assert norm == pytest.approx(0.01, rel=1e-4), norm
+
+
+def test_evaluate_runs_the_model_without_dropout():
+    """With dropout 0.5 a train-mode evaluation draws new masks each call; eval mode gives the same losses."""
+    torch.manual_seed(0)
+    data = torch.arange(400) % 84
+    cfg = TrainConfig(max_steps=5, batch_size=4, eval_batches=2, bf16=False)
+    t = Trainer(GPT(GPTConfig(**TINY, dropout=0.5)), data, data, cfg, torch.device("cpu"))
+    t.model.train()
+    first, second = t.evaluate(), t.evaluate()
+    assert first == second
+    assert not t.model.training

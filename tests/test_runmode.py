@@ -47,3 +47,15 @@ def test_bad_threads(monkeypatch, value):
     monkeypatch.setenv("COURSE_THREADS", value)
     with pytest.raises(ValueError, match="COURSE_THREADS"):
         configure_threads()
+
+
+def test_configure_threads_changes_the_thread_count(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setenv("COURSE_THREADS", "1")
+        assert configure_threads() == 1 and torch.get_num_threads() == 1
+        monkeypatch.setenv("COURSE_THREADS", " 3 ")
+        assert configure_threads() == 3 and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

@@ -90,3 +90,64 @@ def test_a_numpy_integer_seeds_as_the_same_python_int():
     g = seed_everything(3)
     assert drawn[:2] == (random.random(), np.random.rand())
     assert torch.equal(drawn[2], torch.rand(2)) and torch.equal(drawn[3], torch.rand(2, generator=g))
+
+
+def _restore_determinism(state):
+    torch.use_deterministic_algorithms(state[0], warn_only=state[1])
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = state[2], state[3]
+
+
+def _determinism():
+    return (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+
+
+def test_the_default_seed_is_zero_and_not_deterministic():
+    before = _determinism()
+    try:
+        torch.use_deterministic_algorithms(False)
+        g = seed_everything()
+        drawn = (random.random(), np.random.rand(), torch.rand(2), torch.rand(2, generator=g))
+        assert g.initial_seed() == 0
+        assert not torch.are_deterministic_algorithms_enabled()
+        random.seed(0)
+        np.random.seed(0)
+        torch.manual_seed(0)
+        assert drawn[:2] == (random.random(), np.random.rand())
+        assert torch.equal(drawn[2], torch.rand(2))
+        assert torch.equal(drawn[3], torch.rand(2, generator=torch.Generator().manual_seed(0)))
+    finally:
+        _restore_determinism(before)
+
+
+def test_deterministic_mode_warns_instead_of_failing_and_sets_cudnn(monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = _determinism()
+    try:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = True, False
+        seed_everything(0, deterministic=True)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()      # docstring: warns, does not fail
+        assert torch.backends.cudnn.benchmark is False
+        assert torch.backends.cudnn.deterministic is True
+    finally:
+        _restore_determinism(before)
+
+
+def test_a_seed_beyond_numpys_range_is_reduced_modulo_two_to_the_32():
+    big = 2**32 + 5
+    seed_everything(big)
+    drawn = np.random.rand(3)
+    np.random.seed(5)
+    np.testing.assert_array_equal(drawn, np.random.rand(3))
+
+
+def test_seeded_defaults_to_seed_zero_and_takes_a_device_name():
+    with seeded():
+        a = torch.randn(3)
+    with seeded(0, device="cpu"):
+        b = torch.randn(3)
+    with seeded(0, device=torch.device("cpu")):
+        c = torch.randn(3)
+    expected = torch.randn(3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, expected) and torch.equal(b, expected) and torch.equal(c, expected)

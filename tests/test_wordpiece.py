@@ -2,6 +2,8 @@
 refuses what it cannot do in words."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -103,3 +105,35 @@ def test_a_batch_given_where_one_text_goes_and_odd_items_in_a_batch_are_named(ou
     assert ours(("a", "b"))["input_ids"].shape == ours(t for t in ["a", "b"])["input_ids"].shape == (2, 3)
     import numpy as np
     assert torch.equal(ours(np.array(["a fine film", "bad"]))["input_ids"], ours(["a fine film", "bad"])["input_ids"])
+
+
+_CJK_EDGES = [0x3400, 0x4DBF, 0x4E00, 0x9FFF, 0xF900, 0xFAFF, 0x20000, 0x2A6DF, 0x2A700, 0x2B73F, 0x2B740,
+              0x2B81F, 0x2B820, 0x2CEAF, 0x2F800, 0x2FA1F]
+# Only assigned code points: Hugging Face keeps unassigned ones (category Cn) as [UNK] where this tokenizer,
+# like Google's BERT, drops every "C*" character; and 0x2B820-0x2B91F, where the Rust tokenizers library's
+# CJK table starts at 0x2B920 (Google's BERT: 0x2B820), is left out.
+def _cjk_probe(codes):
+    import unicodedata
+    return " ".join(f"x{chr(c)}y" for c in codes
+                    if unicodedata.category(chr(c)) != "Cn" and not 0x2B820 <= c <= 0x2B91F)
+
+
+EDGE_TEXTS = [
+    "".join(f"a{chr(c)}b " for c in range(33, 127) if not chr(c).isalnum()),        # every ASCII symbol
+    _cjk_probe(_CJK_EDGES),                                                         # first and last of each range
+    _cjk_probe([e - 1 for e in _CJK_EDGES[::2]] + [e + 1 for e in _CJK_EDGES[1::2]]),  # just outside
+    "b" * 100 + " " + "b" * 101 + " the",                                            # the 100-character limit
+]
+
+
+@pytest.mark.parametrize("text", EDGE_TEXTS, ids=["ascii symbols", "cjk range ends", "just outside cjk", "100 chars"])
+def test_edges_match_transformers(ours, theirs, text):
+    assert ours.tokenize(text) == theirs.tokenize(text)
+    assert ours.encode(text) == theirs(text)["input_ids"]
+
+
+def test_vocab_file_size_is_the_models_vocab_size(ours):
+    """The file ends with a newline: no empty token may be added at the end."""
+    config = json.loads(data_path("minilm_config").read_text())
+    assert len(ours) == config["vocab_size"] == 30522
+    assert "" not in ours.vocab
