@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import linecache
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from course_lib.grading.compare import _shape_hint, compare
 from course_lib.grading.engine import DEVICE, evaluate
 from course_lib.grading.forbid import CallWatcher, scan_source
 from course_lib.grading.spec import DEFAULT_TOLERANCE, Case, Exercise, Forbidden, Mistake, get_exercise
-from course_lib.grading.values import capture
+from course_lib.grading.values import OtherValue, TensorValue, capture
 
 
 # A toy exercise built only for these tests: a softmax over the last axis, float64 reference.
@@ -2051,3 +2052,248 @@ def test_a_whole_shape_or_a_positional_device_says_what_to_write(body, said):
     """05's fourth learner: math.sqrt(q.shape) and torch.ones((T, T), device) gave Python's words alone."""
     why = _explained_in_a_cell("def f(x):\n" + body, torch.randn(3))
     assert said in why, why
+
+
+def _cmp(expected, got, dtype=torch.float64, atol=1e-9, rtol=1e-7):
+    return compare(expected, got, dtype=dtype, device="cpu", atol=atol, rtol=rtol)
+
+
+def test_one_tensor_where_a_tuple_is_expected_is_a_type_difference():
+    """(out, weights) expected, out alone returned: a message, not the grader's own TypeError."""
+    t = capture(torch.zeros(2, 3, dtype=torch.float64))
+    d, _ = _cmp((t, t), t)
+    assert d is not None and d.kind == "type", d
+    assert d.text.startswith("expected a tuple of 2 values, got a tensor of shape (2, 3)"), d.text
+
+
+@pytest.mark.parametrize("expected, got", [(None, capture(torch.zeros(2))), (True, False), (None, 0.0)],
+                         ids=["None vs a tensor", "True vs False", "None vs a number"])
+def test_other_values_that_differ_are_a_value_difference(expected, got):
+    d, largest = _cmp(expected, got)
+    assert d is not None and d.kind == "value" and d.text.startswith(f"expected {expected!r}, got "), d
+    assert largest == 0.0
+
+
+@pytest.mark.parametrize("expected, got, atol, rtol", [
+    (3, 3, 0.0, 0.0), (0.1, 0.1, 0.0, 0.0),               # an exact check of an equal number passes
+    (1.0, 1.5, 0.5, 0.0), (2.0, 3.0, 0.0, 0.5),            # exactly at the tolerance: |got - expected| <= tolerance
+])
+def test_a_python_number_within_or_at_the_tolerance_passes(expected, got, atol, rtol):
+    d, largest = _cmp(expected, got, atol=atol, rtol=rtol)
+    assert d is None, d.text
+    assert largest == abs(got - expected)                  # values exact in binary: 0, 0.5, 1.0
+
+
+def test_the_largest_difference_of_several_outputs_is_the_largest_of_each():
+    """The success line's 'largest difference' over an answer with several outputs (and words among them)."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(4, 5, generator=g, dtype=torch.float64), torch.randn(3, generator=g, dtype=torch.float64)
+    da, db = 3e-10, 7e-10                                   # inside 1e-9 + 1e-7·|expected|
+    got = (capture(a + da), "right words", capture(b - db))
+    d, largest = _cmp((capture(a), "right words", capture(b)), got)
+    assert d is None, d.text
+    want = max(float((a + da - a).abs().max()), float((b - db - b).abs().max()))   # float64 rounding of da, db
+    assert largest == pytest.approx(want, rel=1e-6) and largest == pytest.approx(db, rel=1e-3)
+    d, largest = _cmp(("right words",), ("right words",))
+    assert d is None and largest == 0.0
+
+
+@pytest.mark.parametrize("expected_dtype, got", [
+    (torch.float32, torch.zeros(3, dtype=torch.int64)),
+    (torch.float64, torch.zeros(3, dtype=torch.int64)),
+    (torch.float32, torch.zeros(3, dtype=torch.float16)),
+])
+def test_a_dtype_difference_of_another_kind_is_named_plainly(expected_dtype, got):
+    """Not float32-for-float64, float64-for-float32 or bool: the dtypes alone, without another case's hint."""
+    d, _ = compare(capture(torch.zeros(3, dtype=expected_dtype)), capture(got), dtype=expected_dtype, device="cpu",
+                   atol=0.0, rtol=0.0)
+    want = (f"expected dtype {str(expected_dtype).removeprefix('torch.')}, "
+            f"got {str(got.dtype).removeprefix('torch.')}")
+    assert d is not None and d.kind == "dtype" and d.text == want, d.text
+
+
+def test_a_float_mask_of_minus_inf_where_a_bool_mask_belongs_is_told_the_convention():
+    expected = capture(torch.ones(3, 3, dtype=torch.bool).tril())
+    got = capture(torch.zeros(3, 3).masked_fill(~torch.ones(3, 3, dtype=torch.bool).tril(), float("-inf")))
+    d, _ = compare(expected, got, dtype=torch.float32, device="cpu", atol=0.0, rtol=0.0)
+    assert d is not None and d.kind == "dtype" and "a mask of 0 and -inf" in d.text, d.text
+
+
+def test_a_single_nan_is_placed_where_it_is():
+    e = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], dtype=torch.float64)
+    g = e.clone()
+    g[1, 2] = float("nan")
+    d, largest = _cmp(capture(e), capture(g))
+    assert d is not None and d.kind == "value" and largest == float("inf")
+    assert d.text.endswith("nan where a number was expected at [1, 2]"), d.text
+
+
+@pytest.mark.parametrize("e, g, said", [
+    ([float("-inf"), 0.5], [float("inf"), 0.5], "infinities differ at [0]"),     # the sign of an infinity
+    ([0.5, float("-inf")], [0.5, 0.0], "infinities differ at [1]"),              # a number for an infinity
+    ([0.5, 1.0], [0.5, float("inf")], "infinities differ at [1]"),               # an infinity for a number
+    (float("-inf"), 1.0, "a number where an infinity was expected"),
+    (1.0, float("inf"), "an infinity where a number was expected"),
+])
+def test_infinities_that_differ_are_a_difference(e, g, said):
+    """An infinity in the key is excluded from the tolerance test, so it is compared on its own: -inf where
+    +inf was expected, or a finite number there, must not pass."""
+    d, largest = _cmp(capture(torch.tensor(e, dtype=torch.float64)), capture(torch.tensor(g, dtype=torch.float64)))
+    assert d is not None and d.kind == "value", d
+    assert d.text.endswith(said) and largest == float("inf"), d.text
+
+
+def test_equal_infinities_pass():
+    t = torch.tensor([float("-inf"), 0.25, float("inf")], dtype=torch.float64)
+    d, largest = _cmp(capture(t), capture(t.clone()))
+    assert d is None and largest == 0.0
+
+
+def test_a_captured_tensor_is_a_copy_that_later_in_place_changes_leave_alone():
+    """An answer may keep the tensor it returned (a buffer, a cache) and change it on its next call; the key's
+    output is kept between checks. What was captured stays what came back."""
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    want = t.tolist()
+    kept = capture(t)
+    t.add_(1.0)
+    assert isinstance(kept, TensorValue) and kept.data.tolist() == want
+    assert kept.data.data_ptr() != t.data_ptr()
+
+
+def test_a_value_whose_repr_raises_is_kept_by_its_type_name():
+    class Broken:
+        def __repr__(self):
+            raise RuntimeError("no repr")
+    v = capture(Broken())
+    assert v == OtherValue("Broken", "<repr failed>")
+
+
+def test_every_kind_of_captured_value_survives_the_sandboxs_json_and_safetensors_transport(tmp_path):
+    """The sandbox's runner encodes an answer's output with to_jsonable, writes JSON and a safetensors file
+    (runner.py), and the grader reads it back with from_jsonable (sandbox.py): numbers, words, None, nan,
+    lists and tuples come back as they went, not only tensors."""
+    import json
+    import math
+
+    from safetensors.torch import load_file, save_file
+
+    from course_lib.grading.values import from_jsonable, to_jsonable
+
+    g = torch.Generator().manual_seed(1)
+    t = torch.randn(2, 3, generator=g, dtype=torch.float64)
+    value = capture((t, [t.float()], (3, 0.5), float("nan"), float("-inf"), "said in words", None, True,
+                     torch.ones(2, dtype=torch.bool), [object]))
+    tensors: dict[str, torch.Tensor] = {}
+    obj = json.loads(json.dumps(to_jsonable(value, tensors, "c0")))
+    save_file(tensors, str(tmp_path / "t.safetensors"))
+    back = from_jsonable(obj, load_file(str(tmp_path / "t.safetensors")))
+
+    assert type(back) is tuple and len(back) == 10
+    assert isinstance(back[0], TensorValue) and torch.equal(back[0].data, t) and back[0].dtype == torch.float64
+    assert type(back[1]) is list and back[1][0].dtype == torch.float32 and torch.equal(back[1][0].data, t.float())
+    assert back[2] == (3, 0.5) and type(back[2]) is tuple and type(back[2][0]) is int
+    assert math.isnan(back[3]) and back[4] == float("-inf")
+    assert back[5:8] == ("said in words", None, True)
+    assert back[8].dtype == torch.bool and back[8].data.tolist() == [True, True]
+    assert back[9] == [OtherValue("type", repr(object))]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_tolerance_the_welcome_notebook_states_is_exactly_the_one_a_case_uses(dtype):
+    text = (Path(__file__).resolve().parents[1] / "notebooks" / "00_welcome" / "00_welcome.ipynb").read_text()
+    name = str(dtype).removeprefix("torch.")
+    stated = re.search(rf"`([0-9.e-]+) \+ ([0-9.e-]+)·\|expected\|` in {name}", text)
+    assert stated, f"00_welcome states no default tolerance for {name}"
+    case = Case("any", lambda g: {})
+    assert case.tolerance(dtype) == (float(stated.group(1)), float(stated.group(2)))
+
+
+def test_a_cases_own_tolerance_replaces_the_default_one_part_at_a_time():
+    assert Case("a", lambda g: {}, atol=0.0).tolerance(torch.float32) == (0.0, 1e-4)
+    assert Case("b", lambda g: {}, rtol=0.0).tolerance(torch.float64) == (1e-9, 0.0)
+    assert Case("c", lambda g: {}, atol=0.5, rtol=0.25).tolerance(torch.float32) == (0.5, 0.25)
+    assert Case("d", lambda g: {}).tolerance(torch.int64) == (1e-5, 1e-4)     # a dtype with no entry
+
+
+def test_a_fresh_process_finds_an_exercise_by_name_before_any_is_loaded():
+    """A learner's first check in a new kernel: nothing is registered yet, and get_exercise loads the catalogues.
+    (In this test process every catalogue is already loaded, so it is asked in a fresh one.)"""
+    import os
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parents[1]
+    code = ("from course_lib.grading import spec\nassert not spec._REGISTRY\n"
+            "print(spec.get_exercise('layer_norm').notebook)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root,
+                         env=dict(os.environ, PYTHONPATH=str(root)))
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().endswith("layernorm"), run.stdout
+
+
+def test_one_name_in_two_notebooks_is_refused_and_a_suite_must_be_visible_or_hidden():
+    from course_lib.grading import spec
+    a = spec.Exercise("mutation_gap_probe", "nb_a", reference=lambda: None, visible=[], hidden=[])
+    b = spec.Exercise("mutation_gap_probe", "nb_b", reference=lambda: None, visible=[], hidden=[])
+    try:
+        spec.register(a)
+        spec.register(a)                          # the same notebook again (a reloaded module): kept
+        assert spec._REGISTRY["mutation_gap_probe"] is a
+        with pytest.raises(ValueError, match="defined by nb_a and nb_b"):
+            spec.register(b)
+        assert spec._REGISTRY["mutation_gap_probe"] is a
+    finally:
+        spec._REGISTRY.pop("mutation_gap_probe", None)
+    with pytest.raises(ValueError, match="suite must be 'visible' or 'hidden'"):
+        a.cases("Visible")
+
+
+def _double(x):
+    return x * 2
+
+
+OFFSET = 2.0 ** -30                 # about 9.3e-10: under float64's 1e-9 + 1e-7·|expected|, exact in binary
+
+
+def _exercise(reference, dtypes=(torch.float64,)):
+    return Exercise(name="toy_gap", notebook="tests", reference=reference,
+                    visible=[Case("x of shape (3, 4)", lambda g: {"x": torch.randn(3, 4, generator=g,
+                                                                                 dtype=torch.float64)}, dtypes)],
+                    hidden=[])
+
+
+def test_the_success_line_gives_the_answers_largest_difference():
+    r = evaluate(_exercise(_double), lambda x: x * 2 + OFFSET)
+    assert r.passed, r.message
+    # x * 2 + OFFSET rounds to the nearest float64 to within half an ulp of |2x| (< 4.5e-16 for |x| < 4)
+    assert r.largest == pytest.approx(OFFSET, abs=1e-15), r.largest
+    assert r.message == f"✓ toy_gap — 1 case on cpu (float64), largest difference {r.largest:.2g}"
+    assert r.message.endswith("largest difference 9.3e-10"), r.message
+
+
+def test_the_largest_difference_over_several_outputs_is_the_largest_of_them():
+    r = evaluate(_exercise(lambda x: (x * 2, x + 1)), lambda x: (x * 2, x + 1 + OFFSET))
+    assert r.passed, r.message
+    assert r.largest == pytest.approx(OFFSET, abs=1e-15), r.largest
+
+
+def test_an_answer_of_integers_that_is_right_has_no_difference():
+    r = evaluate(_exercise(lambda x: (x > 0).long().sum(-1)), lambda x: (x > 0).sum(-1))
+    assert r.passed, r.message
+    assert r.largest == 0.0 and r.message.endswith("largest difference 0"), r.message
+
+
+def test_an_input_holding_nan_that_the_answer_leaves_alone_is_not_said_to_be_changed():
+    """run_answer compares each input after the answer with a copy made before it: NaN != NaN, so both sides
+    must read NaN alike, or a right answer on an input with a NaN (a padded batch, say) fails as 'changed its
+    input in place'."""
+    from course_lib.grading.engine import _same
+    t = torch.tensor([1.0, float("nan"), 3.0], dtype=torch.float64)
+    assert _same(t, t.clone()) and _same(t.clone(), t)
+    assert not _same(t, torch.tensor([1.0, float("nan"), 4.0], dtype=torch.float64))
+    r = evaluate(Exercise(name="toy_nan", notebook="tests", reference=lambda x: x.nan_to_num(0.0) * 2,
+                          visible=[Case("x with a nan", lambda g: {"x": torch.tensor([1.0, float("nan"), 2.0],
+                                                                                      dtype=torch.float64)})],
+                          hidden=[]),
+                 lambda x: x.nan_to_num(0.0) * 2)
+    assert r.passed, r.message

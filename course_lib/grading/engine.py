@@ -679,8 +679,8 @@ def later_message(ex: Exercise, run: CaseRun, outcome: Outcome) -> str | None:
 def success_line(ex: Exercise, runs: list[CaseRun], largest: float) -> str:
     dtypes = sorted({str(r.dtype).removeprefix("torch.") for r in runs})
     devices = sorted({r.device for r in runs})
-    return (f"✓ {ex.name} — {len(runs)} cases on {', '.join(devices)} ({', '.join(dtypes)}), "
-            f"largest difference {largest:.2g}")
+    return (f"✓ {ex.name} — {len(runs)} {'case' if len(runs) == 1 else 'cases'} on {', '.join(devices)} "
+            f"({', '.join(dtypes)}), largest difference {largest:.2g}")
 
 
 def static_problems(ex: Exercise, source: str | None) -> list[str]:
