@@ -10,6 +10,8 @@ from torch import nn
 
 from course_lib.grading.engine import evaluate
 from course_lib.grading.spec import get_exercise
+from course_lib.models.bert import BertConfig, BertEncoder
+from course_lib.models.fast import FastMultiHeadAttention
 from course_lib.reference.attention import (MultiHeadAttention, causal_mask, padding_mask,
                                             scaled_dot_product_attention)
 
@@ -1677,3 +1679,65 @@ def test_mha_with_projections_of_one_heads_width_is_told_each_maps_d_model_to_d_
                 scaled_dot_product_attention=sdpa)
     r = evaluate(get_exercise("MultiHeadAttention"), mha, suite="visible")
     assert not r.passed and "each projection maps d_model to d_model, every head at once" in r.message, r.message
+
+
+def test_multi_head_attention_has_no_dropout_by_default():
+    """MultiHeadAttention(d_model, n_heads) must not drop anything in training mode: 06's CharLM
+    (norms.CausalSelfAttention) builds it with the default and trains it."""
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 4)
+    assert mha.dropout.p == 0.0
+    x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(1))
+    mask = causal_mask(5)
+    mha.train()
+    out_train = mha(x, mask=mask)
+    mha.eval()
+    out_eval = mha(x, mask=mask)
+    torch.testing.assert_close(out_train, out_eval, atol=0.0, rtol=0.0)
+
+
+def test_key_value_length_mismatch_and_2d_lengths_get_the_courses_errors():
+    """The two input checks no other test reaches: T_k of k and v differing, and lengths that are not (B,)."""
+    import pytest
+    from course_lib.reference.attention import padding_mask, scaled_dot_product_attention
+    q, k, v = torch.randn(2, 3, 4), torch.randn(2, 5, 4), torch.randn(2, 6, 2)
+    with pytest.raises(ValueError, match="k and v must have as many positions"):
+        scaled_dot_product_attention(q, k, v)
+    with pytest.raises(ValueError, match=r"lengths must be a \(B,\) tensor"):
+        padding_mask(torch.tensor([[2], [3]]), 4)
+
+
+def test_fast_attention_is_not_causal_unless_asked():
+    """FastMultiHeadAttention(x) with no mask and no causal=True attends to every key, as the reference does."""
+    torch.manual_seed(0)
+    fast, ref = FastMultiHeadAttention(16, 4).eval(), MultiHeadAttention(16, 4).eval()
+    ref.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 6, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), ref(x), atol=1e-5, rtol=1e-4)
+
+
+def test_bert_without_attention_mask_equals_an_all_ones_mask():
+    """An encoder called without attention_mask sees every token (BERT is bidirectional)."""
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=50, d_model=16, n_layers=2, n_heads=4, d_ff=32, max_positions=16)
+    enc = BertEncoder(cfg).eval()
+    ids = torch.randint(50, (2, 7), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(enc(ids), enc(ids, torch.ones_like(ids)), atol=1e-5, rtol=1e-4)
+
+
+def test_fast_attention_under_cpu_autocast_keeps_causal_as_asked():
+    """Under CPU bf16 autocast (its own fp32 branch): causal=True hides later tokens from earlier
+    positions, and the default (causal=False, no mask) lets every position see them."""
+    torch.manual_seed(0)
+    attn = FastMultiHeadAttention(16, 4).eval()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 6, 16, generator=g)
+    y = x.clone()
+    y[:, 3:] = torch.randn(1, 3, 16, generator=g)               # change only the last three tokens
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        causal_x, causal_y = attn(x, causal=True), attn(y, causal=True)
+        full_x, full_y = attn(x), attn(y)
+    assert torch.equal(causal_x[:, :3], causal_y[:, :3])         # positions 0..2 cannot see 3..5
+    assert (full_x[:, :3] - full_y[:, :3]).abs().max() > 1e-2    # without causal they do

@@ -2352,3 +2352,20 @@ def test_outputs_by_length_runs_under_the_autocast_it_is_given():
     without = outputs_by_length(probe, encoded, torch.device("cpu"), amp=None)
     assert with_amp.tolist() == [[1.0, 1.0], [1.0, 1.0]]
     assert without.tolist() == [[0.0, 0.0], [0.0, 0.0]]
+
+
+def test_lora_defaults_are_rank_8_and_alpha_16():
+    """LoRALinear(base) without r and alpha: rank 8, alpha 16, so A (8, in), B (out, 8) and scale 2."""
+    torch.manual_seed(0)
+    lora = LoRALinear(nn.Linear(6, 5))
+    assert lora.A.shape == (8, 6) and lora.B.shape == (5, 8)
+    assert lora.scale == 16 / 8
+
+
+def test_lora_accepts_rank_one_and_refuses_rank_zero():
+    """r = 1 is the smallest rank there is; r = 0 is refused with the course's ValueError."""
+    import pytest
+    lora = LoRALinear(nn.Linear(4, 3), r=1, alpha=2)
+    assert lora.A.shape == (1, 4) and lora.B.shape == (3, 1) and lora.scale == 2.0
+    with pytest.raises(ValueError, match="r must be a positive integer"):
+        LoRALinear(nn.Linear(4, 3), r=0)

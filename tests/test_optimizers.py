@@ -3,9 +3,12 @@ nbgrader round trip (right answers, a blank copy, one known mistake) grades as i
 """
 from __future__ import annotations
 
-import pytest
+import math
 
-from course_lib.reference.optim import clip_grad_norm, lr_at
+import pytest
+import torch
+
+from course_lib.reference.optim import Adam, AdamW, SGDMomentum, clip_grad_norm, lr_at
 
 from submissions import assert_graded_as, grade_class, submission
 
@@ -1619,3 +1622,80 @@ def test_sgd_reading_momentum_alone_from_the_first_group_is_named_so():
         r = evaluate(get_exercise("SGDMomentum"), _cell(src, "SGDMomentum"), suite=suite)
         assert not r.passed and ("momentum read once (in __init__ or from self.defaults) or from the first group only "
                                  "(self.param_groups[0])" in r.message), r.message
+
+
+def test_clip_grad_norm_accepts_a_single_tensor_as_torch_does():
+    """clip_grad_norm(p, max_norm) with one tensor (not a list) clips it, as torch.nn.utils.clip_grad_norm_."""
+    p = torch.nn.Parameter(torch.zeros(2, 2))
+    p.grad = torch.tensor([[3.0, 0.0], [0.0, 4.0]])                 # norm 5
+    expected = p.grad * (1.0 / (5.0 + 1e-6))                         # by hand: scaled by max_norm / (norm + 1e-6)
+    total = clip_grad_norm(p, 1.0)
+    assert float(total) == pytest.approx(5.0, rel=1e-6)
+    torch.testing.assert_close(p.grad, expected, atol=1e-7, rtol=1e-6)
+
+
+@pytest.mark.parametrize("make", [lambda ps: SGDMomentum(ps, lr=0.1, momentum=0.9),
+                                  lambda ps: Adam(ps, lr=0.1), lambda ps: AdamW(ps, lr=0.1)])
+def test_step_returns_the_closures_loss(make):
+    """Optimizer.step(closure) re-evaluates the loss and returns it, as every torch.optim optimizer does."""
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = make([p])
+
+    def closure():
+        opt.zero_grad()
+        loss = (p ** 2).sum()
+        loss.backward()
+        return loss
+
+    loss = opt.step(closure)
+    assert loss is not None and float(loss.detach()) == pytest.approx(5.0)
+    assert not torch.equal(p.detach(), torch.tensor([1.0, -2.0]))   # and it stepped
+
+
+def test_lr_at_with_no_decay_phase_reaches_min_lr_at_the_end():
+    """warmup_steps == total_steps: the warmup ends at max_lr and step == total_steps gives min_lr
+    (the docstring's 'min_lr at step == total_steps'), not a ZeroDivisionError from the cosine's progress."""
+    assert lr_at(4, 1.0, 5, 5, min_lr=0.1) == pytest.approx(1.0)
+    assert lr_at(5, 1.0, 5, 5, min_lr=0.1) == pytest.approx(0.1, rel=1e-12)
+    assert lr_at(6, 1.0, 5, 5, min_lr=0.1) == pytest.approx(0.1, rel=1e-12)
+    assert math.isfinite(lr_at(5, 1.0, 5, 5))
+
+
+def test_clip_grad_norm_without_any_gradient_returns_a_zero_tensor():
+    """No parameter has a grad: the total norm is 0 (a 0-dim tensor, as the docstring says), nothing changes."""
+    p = torch.nn.Parameter(torch.ones(3))
+    total = clip_grad_norm([p], 1.0)
+    assert isinstance(total, torch.Tensor) and total.dim() == 0 and float(total) == 0.0
+    assert p.grad is None
+
+
+def test_clip_grad_norm_leaves_a_norm_just_under_max_norm_alone():
+    """A global norm between max_norm / 2 and max_norm is under the limit: the grads stay exactly as they are."""
+    a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(1))
+    a.grad, b.grad = torch.tensor([0.3, 0.4]), torch.tensor([0.6])    # global norm sqrt(0.61) ~ 0.781
+    total = clip_grad_norm([a, b], 1.0)
+    assert float(total) == pytest.approx(math.sqrt(0.61), rel=1e-6)
+    assert torch.equal(a.grad, torch.tensor([0.3, 0.4])) and torch.equal(b.grad, torch.tensor([0.6]))
+
+
+def _run(opt_cls, torch_cls, kwargs, steps=3):
+    g = torch.Generator().manual_seed(0)
+    w0 = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    grads = [torch.randn(4, 3, generator=g, dtype=torch.float64) for _ in range(steps)]
+    ours, theirs = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(w0.clone())
+    o1, o2 = opt_cls([ours], **kwargs), torch_cls([theirs], **kwargs)
+    for gr in grads:
+        ours.grad, theirs.grad = gr.clone(), gr.clone()
+        o1.step(); o2.step()
+    torch.testing.assert_close(ours.detach(), theirs.detach(), atol=1e-12, rtol=1e-10)
+
+
+def test_momentum_of_one_accumulates_as_torch_sgd():
+    """momentum=1.0 (allowed: >= 0) keeps summing the gradients, as torch.optim.SGD."""
+    _run(SGDMomentum, torch.optim.SGD, dict(lr=0.1, momentum=1.0))
+
+
+@pytest.mark.parametrize("ours, theirs", [(Adam, torch.optim.Adam), (AdamW, torch.optim.AdamW)])
+def test_weight_decay_of_one_still_decays(ours, theirs):
+    """weight_decay=1.0 is a weight decay like any other, as in torch.optim.Adam / AdamW."""
+    _run(ours, theirs, dict(lr=0.1, weight_decay=1.0))

@@ -1920,3 +1920,29 @@ def test_evaluate_runs_the_model_without_dropout():
     first, second = t.evaluate(), t.evaluate()
     assert first == second
     assert not t.model.training
+
+
+class _FixedLogits(torch.nn.Module):
+    """A 'model' whose last-position logits are a fixed (V,) vector whatever the context."""
+    block_size = 8
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, idx):
+        B, T = idx.shape
+        return self.logits.expand(B, T, -1).clone()
+
+
+def test_sample_defaults_to_temperature_one():
+    """Without temperature, sample draws from softmax(logits) itself (temperature 1.0, no top_k):
+    the draws equal torch.multinomial on those probabilities with the same generator."""
+    logits = torch.tensor([2.0, 0.5, -1.0, 0.0, 1.0])
+    model = _FixedLogits(logits)
+    idx = torch.zeros(64, 1, dtype=torch.long)
+    out = sample(model, idx, 3, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(logits, -1).expand(64, -1)                   # torch's softmax, not the code under test
+    expected = torch.cat([torch.multinomial(probs, 1, generator=g) for _ in range(3)], dim=1)
+    assert torch.equal(out[:, 1:], expected)

@@ -131,11 +131,12 @@ def lr_at(step: int, max_lr: float, warmup_steps: int, total_steps: int, min_lr:
 
     - warmup, 0 <= step < warmup_steps:   max_lr * (step + 1) / warmup_steps
       (the first step already trains; the last warmup step reaches max_lr);
-    - decay, warmup_steps <= step <= total_steps:
+    - decay, warmup_steps <= step < total_steps:
           progress = (step - warmup_steps) / (total_steps - warmup_steps)
           min_lr + (max_lr - min_lr) * (1 + cos(pi * progress)) / 2
-      (max_lr at step == warmup_steps, min_lr at step == total_steps);
-    - after the end, step > total_steps: min_lr.
+      (max_lr at step == warmup_steps, then down towards min_lr);
+    - from the end on, step >= total_steps: min_lr (the formula's value at progress 1, and
+      defined even where warmup_steps == total_steps leaves no decay).
     """
     if step < warmup_steps:
         return max_lr * (step + 1) / warmup_steps
