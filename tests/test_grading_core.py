@@ -2233,17 +2233,17 @@ def test_a_fresh_process_finds_an_exercise_by_name_before_any_is_loaded():
 
 def test_one_name_in_two_notebooks_is_refused_and_a_suite_must_be_visible_or_hidden():
     from course_lib.grading import spec
-    a = spec.Exercise("mutation_gap_probe", "nb_a", reference=lambda: None, visible=[], hidden=[])
-    b = spec.Exercise("mutation_gap_probe", "nb_b", reference=lambda: None, visible=[], hidden=[])
+    a = spec.Exercise("two_notebooks_probe", "nb_a", reference=lambda: None, visible=[], hidden=[])
+    b = spec.Exercise("two_notebooks_probe", "nb_b", reference=lambda: None, visible=[], hidden=[])
     try:
         spec.register(a)
         spec.register(a)                          # the same notebook again (a reloaded module): kept
-        assert spec._REGISTRY["mutation_gap_probe"] is a
+        assert spec._REGISTRY["two_notebooks_probe"] is a
         with pytest.raises(ValueError, match="defined by nb_a and nb_b"):
             spec.register(b)
-        assert spec._REGISTRY["mutation_gap_probe"] is a
+        assert spec._REGISTRY["two_notebooks_probe"] is a
     finally:
-        spec._REGISTRY.pop("mutation_gap_probe", None)
+        spec._REGISTRY.pop("two_notebooks_probe", None)
     with pytest.raises(ValueError, match="suite must be 'visible' or 'hidden'"):
         a.cases("Visible")
 
