@@ -150,6 +150,10 @@ def test_reference_mlm_mask_proportions():
     assert abs(chosen.float().mean() - 0.15) < 0.005
     assert torch.equal(lab[chosen], tokens[chosen]) and torch.equal(inp[~chosen], tokens[~chosen])
     assert abs((inp[chosen] == 0).float().mean() - 0.8) < 0.02
+    # the other 20 %: a random token in [0, 30) (the mask id 0 or the original token 1 time in 30 each), or kept
+    got, was = inp[chosen], tokens[chosen]
+    kept, other = (got == was).float().mean(), ((got != 0) & (got != was)).float().mean()
+    assert abs(kept - (0.1 + 0.1 / 30)) < 0.01 and abs(other - 0.1 * 28 / 30) < 0.01, (kept, other)
 
 
 def _trainer(ds, steps=20, device="cpu", dropout=0.0, **kw):

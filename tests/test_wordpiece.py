@@ -1,5 +1,6 @@
-"""The course's WordPiece tokenizer gives the same ids as Hugging Face's BertTokenizer, and
-refuses what it cannot do in words."""
+"""The course's WordPiece tokenizer gives the same ids as Hugging Face's BertTokenizer on assigned characters
+(unassigned code points, which Google's BERT drops and Hugging Face's reads as [UNK], are left out), and refuses
+what it cannot do in words."""
 from __future__ import annotations
 
 import json
