@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -2369,3 +2370,25 @@ def test_lora_accepts_rank_one_and_refuses_rank_zero():
     assert lora.A.shape == (1, 4) and lora.B.shape == (3, 1) and lora.scale == 2.0
     with pytest.raises(ValueError, match="r must be a positive integer"):
         LoRALinear(nn.Linear(4, 3), r=0)
+
+
+HF = {"vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+      "intermediate_size": 64, "max_position_embeddings": 40, "type_vocab_size": 2, "layer_norm_eps": 1e-6,
+      "hidden_dropout_prob": 0.05, "attention_probs_dropout_prob": 0.02, "pad_token_id": 3,
+      "hidden_act": "gelu", "position_embedding_type": "absolute"}
+
+
+def test_from_json_reads_every_field(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(HF), encoding="utf-8")
+    assert BertConfig.from_json(path) == BertConfig(vocab_size=100, d_model=32, n_layers=2, n_heads=4, d_ff=64,
+                                                    max_positions=40, type_vocab_size=2, eps=1e-6, dropout=0.05,
+                                                    attn_dropout=0.02, pad_id=3)
+
+
+@pytest.mark.parametrize("change", [{"hidden_act": "relu"}, {"position_embedding_type": "relative_key"}])
+def test_from_json_refuses_an_encoder_it_cannot_build(tmp_path, change):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**HF, **change}), encoding="utf-8")
+    with pytest.raises(ValueError, match="only BERT encoders with GELU and absolute positions"):
+        BertConfig.from_json(path)

@@ -5,10 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
+import signal
+import time
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from course_lib.data import shakespeare_files
 from course_lib.device import fast_bf16
@@ -17,7 +21,7 @@ from course_lib.reference.pretraining import get_batch, lm_loss, mlm_mask, sampl
 from course_lib.sentiment import amp_dtype
 from course_lib.shakespeare import load
 from course_lib import training
-from course_lib.training import Trainer, TrainConfig, generate, make_optimizer
+from course_lib.training import History, Trainer, TrainConfig, generate, make_optimizer
 
 TINY = dict(vocab_size=84, block_size=16, n_layer=2, n_head=2, n_embd=32)
 
@@ -1950,3 +1954,197 @@ def test_sample_defaults_to_temperature_one():
     probs = torch.softmax(logits, -1).expand(64, -1)                   # torch's softmax, not the code under test
     expected = torch.cat([torch.multinomial(probs, 1, generator=g) for _ in range(3)], dim=1)
     assert torch.equal(out[:, 1:], expected)
+
+
+def test_a_history_without_an_evaluation_shows_its_step_count_in_a_line():
+    """`trainer.history` shown before fit() has evaluated (a new trainer, or steps run by hand)."""
+    fresh = History(step=[], train_loss=[], eval_step=[], train=[], val=[])
+    assert repr(fresh) == ("History of 0 steps (a dict of lists: step, train_loss, eval_step, train, val; "
+                           "history['val'] gives one, print(history) them all)")
+    by_hand = History(step=[1, 2, 3], train_loss=[4.4, 4.3, 4.2], eval_step=[], train=[], val=[])
+    assert repr(by_hand).startswith("History of 3 steps (a dict of lists:"), repr(by_hand)
+    one = History(step=[1], train_loss=[4.4], eval_step=[1], train=[4.25], val=[4.5])
+    assert repr(one).startswith("History of 1 step, at step 1 train 4.250 and val 4.500 (a dict"), repr(one)
+
+
+def test_a_second_interrupt_stops_fit_at_once(ds):
+    """The docstring's promise: the first stop press finishes the step, a second one stops at once."""
+    t = _trainer(ds, steps=30, lr=1e-2)
+    step = t.train_step
+
+    def step_then_interrupt_twice():
+        value = step()
+        if t.step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return value
+    t.train_step = step_then_interrupt_twice
+    with pytest.raises(KeyboardInterrupt):
+        t.fit(plot=False)
+    assert t.step == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler       # the handler is put back
+
+
+@pytest.mark.parametrize("budget, stops_at, evals", [(5.0, 6, [6]), (9.5, 10, [10]), (19.5, 20, [10, 20]),
+                                                     (0.5, 1, [1]), (3600.0, 30, [10, 20, 30]),
+                                                     (None, 30, [10, 20, 30])])
+def test_fit_stops_once_the_time_budget_is_exceeded(ds, monkeypatch, budget, stops_at, evals):
+    """A clock that reads 1000 s plus one second per step taken: fit(time_budget=b) stops after the first
+    step whose elapsed time is above b (strictly), evaluates there, and returns; no budget runs to the end."""
+    t = _trainer(ds, steps=30, lr=1e-2)
+    monkeypatch.setattr(time, "perf_counter", lambda: 1000.0 + t.step)
+    h = t.fit(plot=False, time_budget=budget)
+    assert t.step == stops_at and len(h["train_loss"]) == stops_at
+    assert h["eval_step"] == evals                                 # evaluated where it stopped, once
+    assert not t.interrupted
+
+
+def test_fit_evaluates_every_eval_every_steps_and_at_the_end_and_redraws_the_plot(ds, monkeypatch):
+    from course_lib import training
+    drawn = []
+
+    class Plot:                                  # stands in for the notebook's live plot
+        def __init__(self, enabled=None):
+            pass
+
+        def update(self, history):
+            drawn.append(list(history["eval_step"]))
+    monkeypatch.setattr(training, "LivePlot", Plot)
+    t = _trainer(ds, steps=25, lr=1e-2)
+    monkeypatch.setattr(time, "perf_counter", lambda: 1000.0 + t.step)
+    h = t.fit(plot=False, time_budget=2.5)       # stopped early: evaluated and drawn after the loop
+    assert h["eval_step"] == [3] and t.step == 3
+    h = t.fit(steps=4, plot=False)               # 4 more: the last one is evaluated
+    assert h["eval_step"] == [3, 7] and t.step == 7
+    h = t.fit(plot=False)
+    assert h["eval_step"] == [3, 7, 10, 20, 25] and t.step == 25 and len(h["train"]) == len(h["val"]) == 5
+    assert drawn == [[3], [3, 7], [3, 7, 10], [3, 7, 10, 20], [3, 7, 10, 20, 25]]
+
+
+def test_loading_a_missing_checkpoint_says_there_is_none(ds, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint at .*missing.safetensors"):
+        Trainer.load(tmp_path / "missing.safetensors", ds.train, ds.val, torch.device("cpu"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_checkpoint_saved_on_the_cpu_loads_and_trains_on_a_gpu(ds, tmp_path):
+    """A CPU checkpoint has no CUDA generator state; loading it on a GPU must not look for one."""
+    t = _trainer(ds, steps=4)
+    t.fit(steps=2, plot=False)
+    t.save(tmp_path / "c.safetensors")
+    resumed = Trainer.load(tmp_path / "c.safetensors", ds.train, ds.val, torch.device("cuda"))
+    assert resumed.step == 2 and resumed.device.type == "cuda"
+    resumed.fit(plot=False)
+    assert resumed.step == 4
+
+
+def test_generate_runs_the_model_without_dropout(ds):
+    """generate() right after fit() gets a model in training mode; its text must not depend on dropout masks:
+    the same seed gives the same text, the text of the model in eval mode."""
+    from course_lib.training import generate
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(**TINY, dropout=0.5))
+    want = generate(m.eval(), ds, "ROMEO:", 40, seed=3)
+    torch.manual_seed(1)
+    a = generate(m.train(), ds, "ROMEO:", 40, seed=3)
+    torch.manual_seed(2)
+    b = generate(m.train(), ds, "ROMEO:", 40, seed=3)
+    assert a == b == want
+
+
+def test_save_and_load_take_a_path_given_as_a_string(ds, tmp_path):
+    """The module's own example: trainer.save("ckpt.safetensors"); Trainer.load("ckpt.safetensors", ...)."""
+    t = _trainer(ds, steps=2)
+    t.fit(plot=False)
+    path = str(tmp_path / "ckpt.safetensors")
+    t.save(path)
+    t.save(path)                                       # and again over its own checkpoint
+    resumed = Trainer.load(path, ds.train, ds.val, torch.device("cpu"))
+    assert resumed.step == 2 and resumed.history == t.history
+
+
+def _by_hand(m: GPT, idx: torch.Tensor) -> torch.Tensor:
+    """The documented model in float64 from torch's own functions: token + learned position embedding,
+    pre-LN blocks x + attn(ln1(x)) (causal), x + mlp(ln2(x)) with exact GELU, a final LayerNorm and
+    the head tied to the token embedding."""
+    P = {k: v.detach().double() for k, v in m.state_dict().items()}
+    C, H = m.cfg.n_embd, m.cfg.n_head
+    B, T = idx.shape
+    ln = lambda x, name: F.layer_norm(x, (C,), P[name + ".weight"], P[name + ".bias"], 1e-5)
+    lin = lambda x, name: F.linear(x, P[name + ".weight"], P.get(name + ".bias"))
+    heads = lambda t: t.view(B, T, H, C // H).transpose(1, 2)
+    x = P["tok_emb.weight"][idx] + P["pos_emb.weight"][torch.arange(T)]
+    for i in range(m.cfg.n_layer):
+        b = f"blocks.{i}."
+        h = ln(x, b + "ln1")
+        q, k, v = (heads(lin(h, b + f"attn.{n}_proj")) for n in "qkv")
+        scores = q @ k.transpose(-2, -1) / math.sqrt(C // H)
+        scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+        a = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, C)
+        x = x + lin(a, b + "attn.out_proj")
+        x = x + lin(F.gelu(lin(ln(x, b + "ln2"), b + "mlp.fc")), b + "mlp.proj")
+    return ln(x, "ln_f") @ P["tok_emb.weight"].T
+
+
+def test_gpt_forward_matches_an_independent_computation():
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=84, block_size=16, n_layer=2, n_head=2, n_embd=32)).eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():                      # non-trivial norms and biases, large positions: every term shows
+        for name, p in m.named_parameters():
+            if name.endswith("bias") or "ln" in name or "pos_emb" in name:
+                p.copy_(p + 0.3 * torch.randn(p.shape, generator=g))
+        idx = torch.randint(84, (3, 11), generator=g)
+        torch.testing.assert_close(m(idx).double(), _by_hand(m, idx), atol=1e-5, rtol=1e-4)
+
+
+def test_gpt_positions_attend_to_earlier_tokens():
+    """Changing the first token changes every later position's logits (attention carries it), not only its own."""
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=84, block_size=16, n_layer=2, n_head=2, n_embd=32)).eval()
+    x = torch.randint(84, (1, 8), generator=torch.Generator().manual_seed(2))
+    x2 = x.clone()
+    x2[0, 0] = (x2[0, 0] + 1) % 84
+    with torch.no_grad():
+        diff = (m(x) - m(x2))[0, 1:].abs().amax(-1)
+    assert (diff > 1e-4).all(), diff
+
+
+def test_gpt_initialisation_is_gpt2s():
+    """N(0, 0.02) for embeddings and linear weights, 0.02 / sqrt(2 n_layer) for the residual projections,
+    zero biases, LayerNorms at (1, 0)."""
+    torch.manual_seed(0)
+    L = 4
+    m = GPT(GPTConfig(vocab_size=84, block_size=64, n_layer=L, n_head=4, n_embd=128))
+    std = lambda t: t.detach().double().std().item()
+    mean = lambda t: t.detach().double().mean().item()
+    for name, p in m.named_parameters():
+        if name.endswith("out_proj.weight") or name.endswith("mlp.proj.weight"):
+            want = 0.02 / math.sqrt(2 * L)
+        elif "ln" in name:
+            assert torch.equal(p, torch.ones_like(p) if name.endswith("weight") else torch.zeros_like(p)), name
+            continue
+        elif name.endswith("bias"):
+            assert torch.equal(p, torch.zeros_like(p)), name
+            continue
+        else:
+            want = 0.02
+        n = p.numel()                          # sd of a sample sd: want / sqrt(2n); allow 5 of them, and 3%
+        tol = max(5 * want / math.sqrt(2 * n), 0.03 * want)
+        assert abs(std(p) - want) < tol, (name, std(p), want)
+        assert abs(mean(p)) < 5 * want / math.sqrt(n), (name, mean(p))
+
+
+def test_gpt_has_no_dropout_by_default_and_no_biases_when_asked():
+    torch.manual_seed(0)
+    tiny = dict(vocab_size=84, block_size=16, n_layer=2, n_head=2, n_embd=32)
+    m = GPT(GPTConfig(**tiny))                         # GPTConfig's dropout defaults to 0: training mode changes nothing
+    x = torch.randint(84, (2, 9), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        evaluated = m.eval()(x)
+        trained = m.train()(x)
+    assert torch.equal(trained, evaluated)
+    no_bias = GPT(GPTConfig(**tiny, bias=False))
+    names = [n for n, _ in no_bias.named_parameters() if n.endswith("bias") and ".ln" not in n and "ln_f" not in n]
+    assert names == [], names                          # LayerNorm keeps its bias; no Linear has one
+    assert no_bias.head.bias is None and m.head.bias is None
