@@ -2392,3 +2392,13 @@ def test_from_json_refuses_an_encoder_it_cannot_build(tmp_path, change):
     path.write_text(json.dumps({**HF, **change}), encoding="utf-8")
     with pytest.raises(ValueError, match="only BERT encoders with GELU and absolute positions"):
         BertConfig.from_json(path)
+
+
+def test_mean_pool_is_the_mean_of_each_rows_real_positions():
+    """Against a mean taken row by row over the first n real positions (padding on the right), in float64."""
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3, 6, 4, generator=g) * 10                       # padding rows far from the mean
+    lengths = [6, 2, 1]
+    mask = (torch.arange(6)[None, :] < torch.tensor(lengths)[:, None]).long()   # (3, 6)
+    want = torch.stack([hidden[b, :n].double().mean(0) for b, n in enumerate(lengths)])
+    torch.testing.assert_close(mean_pool(hidden, mask).double(), want, atol=1e-5, rtol=1e-5)
