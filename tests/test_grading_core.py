@@ -11,9 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from course_lib.grading import engine
 from course_lib.grading.compare import _shape_hint, compare
 from course_lib.grading.engine import DEVICE, evaluate
 from course_lib.grading.forbid import CallWatcher, scan_source
+from course_lib.grading.meta import check_draws_on_meta, check_made_on_default, check_on_meta
 from course_lib.grading.spec import DEFAULT_TOLERANCE, Case, Exercise, Forbidden, Mistake, get_exercise
 from course_lib.grading.values import OtherValue, TensorValue, capture
 
@@ -2297,3 +2299,277 @@ def test_an_input_holding_nan_that_the_answer_leaves_alone_is_not_said_to_be_cha
                           hidden=[]),
                  lambda x: x.nan_to_num(0.0) * 2)
     assert r.passed, r.message
+
+
+NO = "it is what you are building here"
+SOFTMAXES = [Forbidden("torch.softmax", NO, shown="torch.softmax", aten=("aten::_softmax",)),
+             Forbidden("torch.nn.functional.softmax", NO, shown="F.softmax")]
+
+
+def test_a_module_imported_from_its_package_under_another_name_is_followed():
+    """`from torch.nn import functional as G` then G.softmax: only the alias links G to torch.nn.functional."""
+    source = "from torch.nn import functional as G\ndef f(x):\n    return G.softmax(x, -1)\n"
+    problems = scan_source(source, SOFTMAXES)
+    assert any(p.startswith("calls F.softmax: ") for p in problems), problems
+
+
+def test_a_string_looked_up_that_names_nothing_forbidden_is_allowed():
+    """getattr(m, 'weight') names no forbidden function: an allowed answer, not 'calls torch.softmax'."""
+    source = "def f(m, x):\n    w = getattr(m, 'weight')\n    return x * w\n"
+    assert scan_source(source, SOFTMAXES) == []
+    assert scan_source("def f(m, x):\n    return getattr(m, 'softmax')(x)\n", SOFTMAXES)     # the forbidden name still is
+
+
+@pytest.mark.parametrize("call, shown", [
+    ("torch.functional.layer_norm(x, x.shape[-1:])", "torch.functional.layer_norm"),   # three parts, other middle
+    ("torch.layer_norm(x, x.shape[-1:])", "torch.layer_norm"),                         # two parts
+])
+def test_a_namesake_in_the_same_package_is_refused_as_written(call, shown):
+    """Only F.layer_norm is listed: a namesake under torch (same top package, same last name) is still refused,
+    named as the learner wrote it."""
+    forb = [Forbidden("torch.nn.functional.layer_norm", NO, shown="F.layer_norm")]
+    problems = scan_source(f"import torch\ndef f(x):\n    return {call}\n", forb)
+    assert problems == [f"calls {shown}: {NO}"], problems
+
+
+def test_a_method_of_the_learners_own_object_is_no_namesake():
+    """ln.layer_norm (an object of the answer's own) shares only the last name with torch.nn.functional.layer_norm."""
+    forb = [Forbidden("torch.nn.functional.layer_norm", NO, shown="F.layer_norm")]
+    assert scan_source("def f(x, ln):\n    return ln.layer_norm(x)\n", forb) == []
+
+
+@pytest.mark.parametrize("source, word", [
+    ("import importlib\nm = importlib.import_module('torch')", "importlib"),
+    ("m = __import__('torch')", "__import__"),
+    ("import sys\nm = sys.modules['torch']", "sys.modules"),
+    ("import sys\nsys.settrace(None)", "settrace"),
+    ("import sys\nframe = sys._getframe(1)", "_getframe"),
+    ("def f(g):\n    return g.__closure__", "__closure__"),
+    ("kinds = object.__subclasses__()", "__subclasses__"),
+    ("import torch\ntorch.set_default_dtype(torch.float64)", "torch.set_default_dtype"),
+    ("import torch\ntorch.set_default_tensor_type(torch.DoubleTensor)", "torch.set_default_tensor_type"),
+    ("import torch\ntorch.set_default_device('cpu')", "torch.set_default_device"),
+])
+def test_every_escape_hatch_is_refused_by_reading(source, word):
+    problems = scan_source(source, [])
+    assert any(p.startswith(f"uses {word}, which answer cells may not use") for p in problems), problems
+
+
+@pytest.mark.parametrize("source, shown", [
+    ("def f(x):\n    return F.softmax(x, -1)\n", "F.softmax"),                    # F without an import
+    ("def f(p):\n    return optim.SGD(p, lr=0.1)\n", "torch.optim.SGD"),
+    ("def f(d):\n    return nn.LayerNorm(d)\n", "torch.nn.LayerNorm"),
+    ("def f(x):\n    return np.linalg.norm(x)\n", "numpy.linalg.norm"),
+])
+def test_the_usual_short_names_are_read_as_their_modules_without_an_import(source, shown):
+    """A notebook's setup cell imports F, nn, np and optim: an answer cell uses them without importing them."""
+    forb = [Forbidden("torch.nn.functional.softmax", NO, shown="F.softmax"), Forbidden("torch.optim.SGD", NO),
+            Forbidden("torch.nn.LayerNorm", NO), Forbidden("numpy.linalg.norm", NO)]
+    assert scan_source(source, forb) == [f"calls {shown}: {NO}"]
+
+
+@pytest.mark.parametrize("lookup", [
+    "F.__getattribute__('softmax')", "F.__getattr__('softmax')", "hasattr(F, 'softmax')",
+    "operator.attrgetter('softmax')(F)", "importlib_like.import_module('softmax')", "globals()['softmax']",
+    "locals()['softmax']", "vars(F)['softmax']", "F.__dict__['softmax']", "F.__dict__.get('softmax')",
+    "vars(F).get('softmax')", "globals().get('softmax')", "locals().get('softmax')",
+])
+def test_a_forbidden_name_looked_up_by_string_is_refused_however_looked_up(lookup):
+    problems = scan_source(f"def f(x):\n    g = {lookup}\n    return g(x, -1)\n", SOFTMAXES)
+    assert any("(named in a string)" in p for p in problems), (lookup, problems)
+
+
+def test_the_aten_watcher_passes_an_operators_keyword_arguments_on():
+    """With an ATen operator watched, every operator the answer runs goes through the watcher: a float64 tensor
+    made on the CPU (dtype= and device= reach ATen as keywords) must stay float64, not the default float32."""
+    with CallWatcher(SOFTMAXES) as w:
+        z = torch.zeros(2, 3, dtype=torch.float64)
+        full = torch.full((2,), 3.0, dtype=torch.float64)
+    assert z.dtype == torch.float64 and full.dtype == torch.float64
+    assert torch.equal(full, torch.tensor([3.0, 3.0], dtype=torch.float64))
+    assert w.hits == {}
+
+
+def test_a_forbidden_tensor_method_is_seen_without_an_aten_operator():
+    """x.softmax(-1) with no ATen operator listed: only the watcher's method lookup sees the bound method."""
+    forb = [Forbidden("torch.Tensor.softmax", NO, shown="x.softmax")]
+    x = torch.randn(2, 3, generator=torch.Generator().manual_seed(0))
+    with CallWatcher(forb) as w:
+        x.softmax(-1)
+    assert list(w.hits) == ["x.softmax"]
+
+
+def test_a_forbidden_torch_function_is_seen_when_a_tensor_method_is_also_forbidden():
+    """torch.exp is a builtin: watching for a Tensor method as well must not lose the builtin's call."""
+    forb = [Forbidden("torch.exp", NO), Forbidden("torch.Tensor.sum", NO, shown="x.sum")]
+    x = torch.randn(4, generator=torch.Generator().manual_seed(0))
+    with CallWatcher(forb) as w:
+        torch.exp(x)
+    assert list(w.hits) == ["torch.exp"]
+    with CallWatcher(forb) as w:
+        x.sum()
+    assert list(w.hits) == ["x.sum"]
+
+
+def test_an_answer_that_recurses_without_end_is_not_told_it_switched_the_watcher_off():
+    """Python drops a profile hook that raises (as the hook does past the recursion limit): that is the answer's
+    RecursionError, not tampering."""
+    def forever(n):
+        return forever(n + 1)
+    w = CallWatcher(SOFTMAXES)
+    with pytest.raises(RecursionError):
+        with w:
+            forever(0)
+    assert w.tampered is False
+
+
+def test_switching_the_hook_off_inside_the_watcher_is_tampering():
+    import sys
+    w = CallWatcher(SOFTMAXES)
+    with w:
+        sys.setprofile(None)
+    assert w.tampered is True
+
+
+FIX = "Give device=x.device to the tensors you make."
+
+
+def _refused(check, *args, **kwargs) -> list[str]:
+    """The refusals a check keeps while an answer runs, each as its first line and its note."""
+    kept: list[Exception] = []
+    token = engine._ANSWER_RUNNING.set(kept)
+    try:
+        check(*args, **kwargs)
+    finally:
+        engine._ANSWER_RUNNING.reset(token)
+    return [" ".join([str(e), *getattr(e, "__notes__", [])]) for e in kept]
+
+
+def _x() -> torch.Tensor:
+    return torch.empty(3, 3, device="meta")
+
+
+def test_a_matmul_with_a_cpu_matrix_is_refused_as_cuda_refuses_it():
+    """meta itself lets x @ w through with w on the CPU; CUDA does not."""
+    said = _refused(check_on_meta, lambda: _x() @ torch.ones(3, 3), "f(x on meta)", FIX)
+    assert len(said) == 1 and "It mixes the CPU with meta" in said[0] and FIX in said[0], said
+
+
+def test_a_matmul_with_a_cpu_vector_is_refused_too():
+    said = _refused(check_on_meta, lambda: _x() @ torch.ones(3), "f(x on meta)", FIX)
+    assert len(said) == 1 and "It mixes the CPU with meta" in said[0], said
+
+
+@pytest.mark.parametrize("answer", [
+    lambda: _x() @ torch.empty(3, 3, device="meta"),              # everything on meta
+    lambda: _x() * torch.tensor(2.0),                              # a CPU 0-dim tensor as an input mixes, as on CUDA
+    lambda: _x()[torch.tensor([0, 2])],                            # CPU indices
+    lambda: torch.ones(3).to(_x()),                                # moved to x's device
+    lambda: torch.ones(3, 3).type_as(_x()),                        # type_as moves too
+    lambda: torch.empty(3, device="meta").copy_(torch.ones(3)),    # a copy across devices
+], ids=["all on meta", "0-dim cpu input", "cpu indices", ".to(x)", ".type_as(x)", "copy_"])
+def test_what_cuda_lets_through_between_devices_is_not_refused(answer):
+    assert _refused(check_on_meta, answer, "f(x on meta)", FIX) == []
+
+
+def test_an_in_place_write_into_a_0_dim_cpu_tensor_is_refused():
+    """total += x.sum() with total made on the CPU: a 0-dim CPU tensor mixes only as an input."""
+    def answer():
+        total = torch.zeros(())
+        total += _x().sum()
+        return total
+    said = _refused(check_on_meta, answer, "f(x on meta)", FIX)
+    assert len(said) == 1 and "It mixes the CPU with meta" in said[0], said
+
+
+def test_a_copy_to_the_cpu_is_allowed_unless_the_check_says_no_right_answer_copies():
+    copies = lambda: torch.tensor(_x().tolist())          # noqa: E731
+    assert _refused(check_on_meta, copies, "f(x on meta)", FIX) == []                      # may_copy defaults to True
+    said = _refused(check_on_meta, copies, "f(x on meta)", FIX, may_copy=False)
+    assert len(said) == 1 and "It copies values to the CPU" in said[0] and "numpy" not in said[0].split(")")[0], said
+
+
+def test_numpy_of_a_meta_tensor_is_refused_naming_torchs_error():
+    said = _refused(check_on_meta, lambda: torch.from_numpy(_x().numpy()), "f(x on meta)", FIX)
+    assert len(said) == 1 and said[0].startswith("f(x on meta) failed: can't convert meta device type tensor to numpy")
+    assert "It goes through numpy" in said[0], said
+
+
+def test_a_result_left_on_the_cpu_is_refused():
+    said = _refused(check_on_meta, lambda: torch.zeros(3), "f(x on meta)", FIX)
+    assert len(said) == 1 and "returned a tensor on cpu; expected one on meta" in said[0], said
+    assert _refused(check_on_meta, lambda: (_x(), torch.zeros(3)), "f", FIX)                 # in a tuple too
+
+
+def test_nothing_is_checked_where_no_answer_runs():
+    check_on_meta(lambda: _x() @ torch.ones(3, 3), "f", FIX)       # the reference: no refusal raised
+
+
+@pytest.mark.parametrize("answer, refused", [
+    (lambda lengths: torch.arange(4) < lengths[:, None], True),                         # arange made without device=
+    (lambda lengths: torch.arange(4, device=lengths.device) < lengths[:, None], False),
+    (lambda lengths: torch.zeros(len(lengths.tolist()), 4), True),                      # made on the default and returned
+], ids=["mixed", "on lengths' device", "returned"])
+def test_a_tensor_made_on_the_default_device_is_told_apart(answer, refused):
+    lengths = torch.tensor([2, 4, 1])
+    said = _refused(check_made_on_default, lambda: answer(lengths.clone()), "padding_mask(lengths)", FIX)
+    assert bool(said) is refused, said
+
+
+@pytest.mark.parametrize("draw, refused", [
+    (lambda x, g: torch.rand(x.shape, generator=g, device=x.device), True),
+    (lambda x, g: torch.randn(3, generator=g), False),
+    (lambda x, g: torch.bernoulli(x, generator=g), True),
+], ids=["device=x.device", "on the cpu", "from a meta tensor"])
+def test_a_draw_with_the_cpu_generator_onto_meta_is_refused(draw, refused):
+    x = torch.full((3,), 0.5, device="meta")
+    said = _refused(check_draws_on_meta, lambda: draw(x, torch.Generator().manual_seed(0)), "f", FIX)
+    assert bool(said) is refused, said
+
+
+def test_a_0_dim_cpu_tensor_as_the_first_operand_is_not_refused():
+    """2.0 as a CPU 0-dim tensor on the left of * is an input, not a tensor written in place."""
+    assert _refused(check_on_meta, lambda: torch.tensor(2.0) * _x(), "f(x on meta)", FIX) == []
+
+
+def test_an_in_place_add_into_a_0_dim_cpu_tensor_is_refused():
+    def answer():
+        total = torch.zeros(())
+        total.add_(_x().sum())
+    said = _refused(check_on_meta, answer, "f(x on meta)", FIX)
+    assert len(said) == 1 and "It mixes the CPU with meta" in said[0], said
+
+
+def test_also_on_meta_lets_a_copy_to_the_cpu_through_unless_told_otherwise():
+    from course_lib.grading.meta import also_on_meta
+    copies = lambda i: torch.tensor(i["x"].tolist())          # noqa: E731
+    assert _refused(also_on_meta, copies, {"x": torch.ones(3)}, "f(x on meta)", FIX) == []
+    assert _refused(also_on_meta, copies, {"x": torch.ones(3)}, "f(x on meta)", FIX, may_copy=False)
+    assert _refused(also_on_meta, copies, {"x": torch.ones(3, device="meta")}, "f", FIX, may_copy=False) == []
+
+
+def test_an_error_of_the_answers_own_is_left_to_the_cpu_cases_by_the_default_device_check():
+    def answer():
+        raise ValueError("a slip of the answer's own")
+    assert _refused(check_made_on_default, answer, "padding_mask(lengths)", FIX) == []
+
+
+_CELL = """
+def prints(x):
+    print(x.tolist())
+    return x * 2
+
+def via_numpy(x):
+    return torch.from_numpy(x.cpu().numpy()) * 2
+"""
+
+
+def test_a_copy_made_to_print_is_allowed_and_one_through_numpy_is_named():
+    import linecache
+    linecache.cache["<answer-cell>"] = (len(_CELL), None, _CELL.splitlines(True), "<answer-cell>")  # as IPython keeps it
+    ns = {"torch": torch}
+    exec(compile(_CELL, "<answer-cell>", "exec"), ns)
+    assert _refused(check_on_meta, lambda: ns["prints"](_x()), "f(x on meta)", FIX, may_copy=False) == []
+    said = _refused(check_on_meta, lambda: ns["via_numpy"](_x()), "f(x on meta)", FIX, may_copy=False)
+    assert len(said) == 1 and "It goes through numpy (.cpu().numpy())" in said[0], said
+    assert said[0].startswith("f(x on meta) failed: Cannot copy out of meta tensor") and FIX not in said[0], said
