@@ -173,21 +173,25 @@ def test_short_training_run_decreases_loss(ds):
     assert sum(h["train_loss"][-10:]) / 10 < h["train_loss"][0] - 0.7
 
 
+def _press_stop_after(t, step, presses=1):
+    """Make the trainer's train_step send Jupyter's stop (SIGINT) `presses` times once it has reached `step`."""
+    one_step = t.train_step
+
+    def step_then_stop():
+        value = one_step()
+        if t.step == step:
+            for _ in range(presses):
+                os.kill(os.getpid(), signal.SIGINT)
+        return value
+    t.train_step = step_then_stop
+
+
 def test_an_interrupted_fit_finishes_its_step_and_keeps_what_it_has(ds, capsys):
     """Jupyter's stop button in 08's training cell printed 80 lines of traceback through course_lib and torch,
     and the next cell failed with "name 'history' is not defined". fit() now ends the step in progress,
     evaluates, says where it stopped and returns the history; fit() again goes on to the end."""
-    import os
-    import signal
     t = _trainer(ds, steps=30, lr=1e-2)
-    step = t.train_step
-
-    def step_then_interrupt():
-        value = step()
-        if t.step == 7:
-            os.kill(os.getpid(), signal.SIGINT)
-        return value
-    t.train_step = step_then_interrupt
+    _press_stop_after(t, 7)
     h = t.fit(plot=False)
     assert t.step == 7 and h["eval_step"][-1] == 7 and len(h["train_loss"]) == 7, (t.step, h["eval_step"])
     assert "Interrupted at step 7 of 30" in capsys.readouterr().out and t.interrupted
@@ -1970,15 +1974,7 @@ def test_a_history_without_an_evaluation_shows_its_step_count_in_a_line():
 def test_a_second_interrupt_stops_fit_at_once(ds):
     """The docstring's promise: the first stop press finishes the step, a second one stops at once."""
     t = _trainer(ds, steps=30, lr=1e-2)
-    step = t.train_step
-
-    def step_then_interrupt_twice():
-        value = step()
-        if t.step == 3:
-            os.kill(os.getpid(), signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGINT)
-        return value
-    t.train_step = step_then_interrupt_twice
+    _press_stop_after(t, 3, presses=2)
     with pytest.raises(KeyboardInterrupt):
         t.fit(plot=False)
     assert t.step == 3
