@@ -2565,11 +2565,14 @@ def via_numpy(x):
 
 
 def test_a_copy_made_to_print_is_allowed_and_one_through_numpy_is_named():
-    import linecache
-    linecache.cache["<answer-cell>"] = (len(_CELL), None, _CELL.splitlines(True), "<answer-cell>")  # as IPython keeps it
+    name = "<answer-cell-that-copies>"
+    linecache.cache[name] = (len(_CELL), None, _CELL.splitlines(True), name)          # as IPython keeps a cell
     ns = {"torch": torch}
-    exec(compile(_CELL, "<answer-cell>", "exec"), ns)
-    assert _refused(check_on_meta, lambda: ns["prints"](_x()), "f(x on meta)", FIX, may_copy=False) == []
-    said = _refused(check_on_meta, lambda: ns["via_numpy"](_x()), "f(x on meta)", FIX, may_copy=False)
+    exec(compile(_CELL, name, "exec"), ns)
+    try:
+        assert _refused(check_on_meta, lambda: ns["prints"](_x()), "f(x on meta)", FIX, may_copy=False) == []
+        said = _refused(check_on_meta, lambda: ns["via_numpy"](_x()), "f(x on meta)", FIX, may_copy=False)
+    finally:
+        linecache.cache.pop(name, None)
     assert len(said) == 1 and "It goes through numpy (.cpu().numpy())" in said[0], said
     assert said[0].startswith("f(x on meta) failed: Cannot copy out of meta tensor") and FIX not in said[0], said
