@@ -2301,6 +2301,15 @@ def test_an_input_holding_nan_that_the_answer_leaves_alone_is_not_said_to_be_cha
     assert r.passed, r.message
 
 
+def test_an_answer_that_turns_a_nan_of_its_input_into_a_number_in_place_is_told_so():
+    nan_input = Exercise(name="toy_nan", notebook="tests", reference=lambda x: x.nan_to_num(0.0) * 2,
+                         visible=[Case("x with a nan", lambda g: {"x": torch.tensor([1.0, float("nan"), 2.0],
+                                                                                     dtype=torch.float64)})],
+                         hidden=[])
+    r = evaluate(nan_input, lambda x: x.nan_to_num_(0.0) * 2)
+    assert not r.passed and "changed its input x in place" in r.message, r.message
+
+
 NO = "it is what you are building here"
 SOFTMAXES = [Forbidden("torch.softmax", NO, shown="torch.softmax", aten=("aten::_softmax",)),
              Forbidden("torch.nn.functional.softmax", NO, shown="F.softmax")]

@@ -193,8 +193,12 @@ def _tensors(value: Any, prefix: str):
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.shape == b.shape and bool(torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0))) \
-        if a.is_floating_point() else bool(torch.equal(a, b))
+    """Equal, NaN counted equal to NaN where both have one (a NaN turned into a number is a change)."""
+    if not a.is_floating_point():
+        return bool(torch.equal(a, b))
+    nan = a.isnan()
+    return a.shape == b.shape and bool(torch.equal(nan, b.isnan())) \
+        and bool(torch.equal(a.masked_fill(nan, 0.0), b.masked_fill(nan, 0.0)))
 
 
 _SEED_MARK = 0x5EED_C4EC        # the global generator's seed while an answer runs: one it would not choose itself
