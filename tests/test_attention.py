@@ -1698,8 +1698,6 @@ def test_multi_head_attention_has_no_dropout_by_default():
 
 def test_key_value_length_mismatch_and_2d_lengths_get_the_courses_errors():
     """The two input checks no other test reaches: T_k of k and v differing, and lengths that are not (B,)."""
-    import pytest
-    from course_lib.reference.attention import padding_mask, scaled_dot_product_attention
     q, k, v = torch.randn(2, 3, 4), torch.randn(2, 5, 4), torch.randn(2, 6, 2)
     with pytest.raises(ValueError, match="k and v must have as many positions"):
         scaled_dot_product_attention(q, k, v)

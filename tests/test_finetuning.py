@@ -2338,8 +2338,6 @@ def test_encode_rows_takes_a_single_row_and_truncates_to_128_by_default():
 
 def test_outputs_by_length_runs_under_the_autocast_it_is_given():
     """amp=torch.bfloat16 (amp_dtype on a GPU that runs it) must autocast the model; amp=None must not."""
-    import torch
-
     from course_lib.sentiment import outputs_by_length
 
     def probe(ids, mask):                     # (B, 2): autocast on?, and was a matmul done in bfloat16?
@@ -2365,7 +2363,6 @@ def test_lora_defaults_are_rank_8_and_alpha_16():
 
 def test_lora_accepts_rank_one_and_refuses_rank_zero():
     """r = 1 is the smallest rank there is; r = 0 is refused with the course's ValueError."""
-    import pytest
     lora = LoRALinear(nn.Linear(4, 3), r=1, alpha=2)
     assert lora.A.shape == (1, 4) and lora.B.shape == (3, 1) and lora.scale == 2.0
     with pytest.raises(ValueError, match="r must be a positive integer"):

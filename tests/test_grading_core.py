@@ -2176,7 +2176,6 @@ def test_every_kind_of_captured_value_survives_the_sandboxs_json_and_safetensors
     (runner.py), and the grader reads it back with from_jsonable (sandbox.py): numbers, words, None, nan,
     lists and tuples come back as they went, not only tensors."""
     import json
-    import math
 
     from safetensors.torch import load_file, save_file
 

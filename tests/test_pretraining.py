@@ -1996,7 +1996,6 @@ def test_fit_stops_once_the_time_budget_is_exceeded(ds, monkeypatch, budget, sto
 
 
 def test_fit_evaluates_every_eval_every_steps_and_at_the_end_and_redraws_the_plot(ds, monkeypatch):
-    from course_lib import training
     drawn = []
 
     class Plot:                                  # stands in for the notebook's live plot
@@ -2037,7 +2036,6 @@ def test_a_checkpoint_saved_on_the_cpu_loads_and_trains_on_a_gpu(ds, tmp_path):
 def test_generate_runs_the_model_without_dropout(ds):
     """generate() right after fit() gets a model in training mode; its text must not depend on dropout masks:
     the same seed gives the same text, the text of the model in eval mode."""
-    from course_lib.training import generate
     torch.manual_seed(0)
     m = GPT(GPTConfig(**TINY, dropout=0.5))
     want = generate(m.eval(), ds, "ROMEO:", 40, seed=3)
@@ -2084,7 +2082,7 @@ def _by_hand(m: GPT, idx: torch.Tensor) -> torch.Tensor:
 
 def test_gpt_forward_matches_an_independent_computation():
     torch.manual_seed(0)
-    m = GPT(GPTConfig(vocab_size=84, block_size=16, n_layer=2, n_head=2, n_embd=32)).eval()
+    m = GPT(GPTConfig(**TINY)).eval()
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():                      # non-trivial norms and biases, large positions: every term shows
         for name, p in m.named_parameters():
@@ -2097,7 +2095,7 @@ def test_gpt_forward_matches_an_independent_computation():
 def test_gpt_positions_attend_to_earlier_tokens():
     """Changing the first token changes every later position's logits (attention carries it), not only its own."""
     torch.manual_seed(0)
-    m = GPT(GPTConfig(vocab_size=84, block_size=16, n_layer=2, n_head=2, n_embd=32)).eval()
+    m = GPT(GPTConfig(**TINY)).eval()
     x = torch.randint(84, (1, 8), generator=torch.Generator().manual_seed(2))
     x2 = x.clone()
     x2[0, 0] = (x2[0, 0] + 1) % 84
@@ -2133,14 +2131,13 @@ def test_gpt_initialisation_is_gpt2s():
 
 def test_gpt_has_no_dropout_by_default_and_no_biases_when_asked():
     torch.manual_seed(0)
-    tiny = dict(vocab_size=84, block_size=16, n_layer=2, n_head=2, n_embd=32)
-    m = GPT(GPTConfig(**tiny))                         # GPTConfig's dropout defaults to 0: training mode changes nothing
+    m = GPT(GPTConfig(**TINY))                         # GPTConfig's dropout defaults to 0: training mode changes nothing
     x = torch.randint(84, (2, 9), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         evaluated = m.eval()(x)
         trained = m.train()(x)
     assert torch.equal(trained, evaluated)
-    no_bias = GPT(GPTConfig(**tiny, bias=False))
+    no_bias = GPT(GPTConfig(**TINY, bias=False))
     names = [n for n, _ in no_bias.named_parameters() if n.endswith("bias") and ".ln" not in n and "ln_f" not in n]
     assert names == [], names                          # LayerNorm keeps its bias; no Linear has one
     assert no_bias.head.bias is None and m.head.bias is None
