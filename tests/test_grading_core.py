@@ -2524,6 +2524,19 @@ def test_a_tensor_made_on_the_default_device_is_told_apart(answer, refused):
     assert bool(said) is refused, said
 
 
+@pytest.mark.parametrize("answer, refused", [
+    (lambda lengths: torch.tensor(4) > lengths, False),
+    (lambda lengths: torch.tensor(1) + lengths.sum(), False),
+    (lambda lengths: lengths.clone().add_(torch.tensor(1)), False),
+    (lambda lengths: torch.zeros((), dtype=torch.long).add_(lengths.sum()), True),
+], ids=["an input", "beside a 0-dim input", "added into an input's copy", "written in place"])
+def test_a_0_dim_tensor_made_on_the_default_device_mixes_as_a_cpu_scalar_does_on_cuda(answer, refused):
+    """CUDA takes a CPU 0-dim tensor as an input beside cuda tensors, never as the tensor an op writes into."""
+    lengths = torch.tensor([2, 4, 1])
+    said = _refused(check_made_on_default, lambda: answer(lengths.clone()), "padding_mask(lengths)", FIX)
+    assert bool(said) is refused, said
+
+
 @pytest.mark.parametrize("draw, refused", [
     (lambda x, g: torch.rand(x.shape, generator=g, device=x.device), True),
     (lambda x, g: torch.randn(3, generator=g), False),
