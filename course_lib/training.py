@@ -322,24 +322,6 @@ class Trainer:
 
 
 @torch.no_grad()
-def generate(model: GPT, ds, prompt: str = "\n", max_new_tokens: int = 300, temperature: float = 0.8,
-             top_k: int | None = 20, seed: int = 0) -> str:
-    """Text sampled from the model after ``prompt``; the same seed gives the same text."""
-    from .reference.pretraining import sample
-    if not temperature > 0:
-        raise ValueError(f"temperature={temperature!r} must be above 0 (it divides the logits); "
-                         "top_k=1 always takes the most likely character")
-    if top_k is not None and not (isinstance(top_k, numbers.Integral) and top_k >= 1):
-        raise ValueError(f"top_k={top_k!r} must be a whole number of at least 1, or None to sample from all")
-    top_k = None if top_k is None else int(top_k)
-    model.eval()
-    dev = next(model.parameters()).device
-    idx = ds.encode(prompt)[None].to(dev)                            # (1, T)
-    g = torch.Generator().manual_seed(seed)
-    out = sample(model, idx, max_new_tokens, temperature, top_k, generator=g)
-    return ds.decode(out[0, idx.shape[1]:])
-
-
 def _checkpoint_metadata(path: Path) -> dict | None:
     """The metadata of a checkpoint Trainer.save wrote, or None for any other file."""
     from safetensors import safe_open

@@ -1348,3 +1348,8 @@ def test_module_slips_of_06s_fifth_learner_say_their_cause():
     extra = block.replace("self.ln = nn.LayerNorm(d)", "self.proj = nn.Linear(d, d)").replace("self.ln(", "self.norm(")
     r = evaluate(get_exercise("ResidualBlock"), _learner_cell(extra, "ResidualBlock"))
     assert not r.passed and "self.proj is a module forward never uses" in r.message, r.message
+
+
+def test_train_toy_names_an_optimizer_it_cannot_run():
+    with pytest.raises(ValueError, match="optimizer='adamw': train_toy runs \"adam\" or \"sgd\""):
+        ref.train_toy(True, optimizer="adamw", steps=1)   # it ran plain SGD without a word
