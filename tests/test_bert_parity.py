@@ -76,6 +76,21 @@ def test_last_hidden_state_matches_transformers(state_dict, config, batch, their
     assert float((alone - got[5:6, :3]).abs().max()) < 1e-5
 
 
+def test_token_types_match_transformers(state_dict, config, batch, theirs):
+    """A sentence pair's second segment (token type 1, MiniLM's second row) as BERT reads it; nothing else passes
+    token_type_ids, and type 1 differs from type 0 by more than the tolerance."""
+    ours = load_pretrained_encoder(state_dict, config).eval()
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    types = torch.zeros_like(ids)
+    types[:, ids.shape[1] // 2:] = 1
+    with torch.no_grad():
+        got = ours(ids, mask, token_type_ids=types)
+        want = theirs(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+        plain = ours(ids, mask)
+    real = mask.bool()
+    assert float((got - want)[real].abs().max()) < 1e-5
+    assert float((got - plain)[real].abs().max()) > 1e-2
+
 def test_parity_is_not_trivial(state_dict, config, batch, theirs):
     """A wrong model (q and k swapped in layer 0) is far off, so the tolerance above means something."""
     wrong = dict(state_dict)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_lib.data import data_path
+from course_lib.grading.meta import _MixedAsOnCuda
 from course_lib.models.bert import BertConfig, BertEncoder, count_parameters, mean_pool
 from course_lib.reference.finetuning import (IGNORED_KEYS, LoRALinear, SentenceClassifier, freeze_lower_layers,
                                              load_pretrained_encoder, precision_recall_f1)
@@ -2370,16 +2371,18 @@ def test_lora_accepts_rank_one_and_refuses_rank_zero():
 
 
 HF = {"vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-      "intermediate_size": 64, "max_position_embeddings": 40, "type_vocab_size": 2, "layer_norm_eps": 1e-6,
+      "intermediate_size": 64, "max_position_embeddings": 40, "type_vocab_size": 1, "layer_norm_eps": 1e-6,
       "hidden_dropout_prob": 0.05, "attention_probs_dropout_prob": 0.02, "pad_token_id": 3,
       "hidden_act": "gelu", "position_embedding_type": "absolute"}
 
 
 def test_from_json_reads_every_field(tmp_path):
+    """Each field away from BertConfig's defaults (one token type, as RoBERTa-style checkpoints have), so a field
+    left unread shows."""
     path = tmp_path / "config.json"
     path.write_text(json.dumps(HF), encoding="utf-8")
     assert BertConfig.from_json(path) == BertConfig(vocab_size=100, d_model=32, n_layers=2, n_heads=4, d_ff=64,
-                                                    max_positions=40, type_vocab_size=2, eps=1e-6, dropout=0.05,
+                                                    max_positions=40, type_vocab_size=1, eps=1e-6, dropout=0.05,
                                                     attn_dropout=0.02, pad_id=3)
 
 
@@ -2389,6 +2392,52 @@ def test_from_json_refuses_an_encoder_it_cannot_build(tmp_path, change):
     path.write_text(json.dumps({**HF, **change}), encoding="utf-8")
     with pytest.raises(ValueError, match="only BERT encoders with GELU and absolute positions"):
         BertConfig.from_json(path)
+
+
+def test_a_sequence_as_long_as_the_position_table_is_accepted():
+    torch.manual_seed(0)
+    model = BertEncoder(BertConfig(vocab_size=50, d_model=8, n_layers=1, n_heads=2, d_ff=16, max_positions=8)).eval()
+    assert model(torch.randint(50, (2, 8)), torch.ones(2, 8, dtype=torch.long)).shape == (2, 8, 8)
+    with pytest.raises(ValueError, match="longer than the 8 positions"):
+        model(torch.randint(50, (2, 9)))
+
+
+def test_attention_dropout_acts_in_training_and_only_there():
+    """attn_dropout alone (hidden dropout 0) makes training-mode outputs random; with both at 0, training mode
+    equals eval mode. 09 fine-tunes with MiniLM's 0.1 of each; the parity test runs in eval mode only."""
+    ids = torch.randint(50, (2, 6), generator=torch.Generator().manual_seed(1))
+    base = dict(vocab_size=50, d_model=16, n_layers=2, n_heads=2, d_ff=32, max_positions=16)
+    torch.manual_seed(0)
+    model = BertEncoder(BertConfig(**base, dropout=0.0, attn_dropout=0.5)).train()
+    torch.manual_seed(1)
+    a = model(ids)
+    torch.manual_seed(2)
+    assert (a - model(ids)).abs().max() > 1e-3
+    torch.testing.assert_close(model.eval()(ids), model(ids), atol=0, rtol=0)
+    quiet = BertEncoder(BertConfig(**base, dropout=0.0, attn_dropout=0.0))
+    torch.testing.assert_close(quiet.train()(ids), quiet.eval()(ids), atol=0, rtol=0)
+
+
+def test_ids_given_as_a_list_are_told_to_be_a_tensor():
+    model = BertEncoder(BertConfig(vocab_size=50, d_model=8, n_layers=1, n_heads=2, d_ff=16, max_positions=8))
+    with pytest.raises(TypeError, match=r"input_ids must be a \(B, T\) integer tensor, got list"):
+        model([[1, 2, 3]])
+
+
+@pytest.mark.parametrize("device", ["meta"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_the_encoder_makes_its_positions_on_the_ids_device(device):
+    """On meta, with CPU tensors refused beside meta ones as CUDA refuses them beside cuda ones, a position
+    index made without device= fails here as it would on 09's GPU."""
+    torch.manual_seed(0)
+    model = BertEncoder(BertConfig(vocab_size=50, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_positions=16)).eval()
+    ids, mask = torch.randint(50, (2, 7)), torch.ones(2, 7, dtype=torch.long)
+    mask[1, 5:] = 0
+    want = model(ids, mask)
+    with _MixedAsOnCuda():
+        got = model.to(device)(ids.to(device), mask.to(device))
+    assert got.device.type == device and got.shape == want.shape
+    if device != "meta":
+        torch.testing.assert_close(got.cpu(), want, atol=1e-4, rtol=1e-4)
 
 
 def test_mean_pool_is_the_mean_of_each_rows_real_positions():
