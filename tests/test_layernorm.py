@@ -1,6 +1,7 @@
 """06_layernorm's answer keys agree with PyTorch's own, and the hand-written backward is right."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import nbformat
@@ -11,8 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_lib.grading.engine import evaluate
+from course_lib.grading.meta import _MixedAsOnCuda
 from course_lib.grading.spec import get_exercise
 from course_lib.reference import norms as ref
+from course_lib.shakespeare import load
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = [(7,), (3, 9), (2, 4, 6), (2, 2, 3, 5)]
@@ -1353,3 +1356,276 @@ def test_module_slips_of_06s_fifth_learner_say_their_cause():
 def test_train_toy_names_an_optimizer_it_cannot_run():
     with pytest.raises(ValueError, match="optimizer='adamw': train_toy runs \"adam\" or \"sgd\""):
         ref.train_toy(True, optimizer="adamw", steps=1)   # it ran plain SGD without a word
+
+
+def _perturb(module, seed=0):
+    """Norm gains and biases away from ones/zeros, so a missing or misplaced norm shows."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if "norm" in name or "final" in name:
+                p.add_(0.3 * torch.randn(p.shape, generator=g))
+
+
+def _deepnet_ref(net, x, depth, d, pre):
+    """DeepNet's forward in float64 from F: returns (hidden states, output)."""
+    p = {k: v.double() for k, v in net.named_parameters()}            # differentiable, for the gradient test
+    h = F.linear(x.double(), p["inp.weight"], p["inp.bias"])
+    states = [h]
+    for i in range(depth):
+        b = f"blocks.{i}."
+
+        def sub(z):
+            a = F.relu(F.linear(z, p[b + "sublayer.0.weight"], p[b + "sublayer.0.bias"]))
+            return F.linear(a, p[b + "sublayer.3.weight"], p[b + "sublayer.3.bias"])
+
+        def ln(z):
+            return F.layer_norm(z, (d,), p[b + "norm.weight"], p[b + "norm.bias"], 1e-5)
+        h = h + sub(ln(h)) if pre else ln(h + sub(h))
+        states.append(h)
+    if pre:
+        h = F.layer_norm(h, (d,), p["final.weight"], p["final.bias"], 1e-5)
+    return states, F.linear(h, p["out.weight"], p["out.bias"])
+
+
+@pytest.mark.parametrize("pre", [True, False])
+def test_deepnet_forward_and_hidden_states_match_an_independent_computation(pre):
+    torch.manual_seed(0)
+    net = ref.DeepNet(6, 8, 3, pre, 2).eval()
+    _perturb(net)
+    if not pre:
+        assert not any("final" in n for n, _ in net.named_parameters())   # post-LN has no final norm
+    x = torch.randn(5, 6, generator=torch.Generator().manual_seed(1))
+    want_states, want = _deepnet_ref(net, x, 3, 8, pre)
+    got_states = net.hidden_states(x)
+    assert len(got_states) == 4                                       # the input projection, then one per block
+    for g, w in zip(got_states, want_states):
+        torch.testing.assert_close(g.double(), w, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(net(x).double(), want, atol=1e-5, rtol=1e-5)
+
+
+def test_deepnet_initialisation_and_residual_scale():
+    """inp ~ N(0, 1/d_in) with zero bias; sublayers d -> 4d (ReLU, Dropout(p)) -> d, W1 ~ N(0, 2/d),
+    W2 ~ N(0, 1/(4d)), zero biases; residual_scale multiplies each block's W2 and nothing else."""
+    torch.manual_seed(0)
+    d_in, d = 400, 64
+    net = ref.DeepNet(d_in, d, 4, True, 3, dropout=0.25)
+    assert net.inp.bias.abs().max() == 0
+    assert abs(net.inp.weight.std().item() / d_in ** -0.5 - 1) < 0.03          # 25600 draws: SE 0.5 %
+    for b in net.blocks:
+        s = b.sublayer
+        assert [type(m) for m in s] == [torch.nn.Linear, torch.nn.ReLU, torch.nn.Dropout, torch.nn.Linear]
+        assert s[0].weight.shape == (4 * d, d) and s[3].weight.shape == (d, 4 * d) and s[2].p == 0.25
+        assert abs(s[0].weight.std().item() / math.sqrt(2.0 / d) - 1) < 0.03
+        assert abs(s[3].weight.std().item() / math.sqrt(1.0 / (4 * d)) - 1) < 0.03
+        assert s[0].bias.abs().max() == 0 and s[3].bias.abs().max() == 0
+    assert ref.mlp_sublayer(8)[2].p == 0.0                                       # no dropout by default
+    torch.manual_seed(0)
+    plain = ref.DeepNet(d_in, d, 4, True, 3)
+    torch.manual_seed(0)
+    scaled = ref.DeepNet(d_in, d, 4, True, 3, residual_scale=0.25)
+    for (n, p), (_, q) in zip(plain.named_parameters(), scaled.named_parameters()):
+        want = 0.25 * p if n.endswith("sublayer.3.weight") else p
+        torch.testing.assert_close(q, want, atol=0, rtol=0)
+
+
+def test_grad_norms_at_init_is_the_geometric_mean_over_seeds_of_each_blocks_w1_gradient():
+    depth, d, n, seeds = 3, 8, 16, 3
+    logs = []
+    for seed in range(seeds):
+        torch.manual_seed(seed)
+        net = ref.DeepNet(d, d, depth, False, 1)
+        x, y = torch.randn(n, d), torch.randn(n, 1)
+        p = dict(net.named_parameters())
+        _, out = _deepnet_ref(net, x, depth, d, False)                 # float64, on net's own parameters
+        loss = ((out - y.double()) ** 2).mean()
+        ws = [p[f"blocks.{i}.sublayer.0.weight"] for i in range(depth)]
+        grads = torch.autograd.grad(loss, ws)
+        logs.append([math.log(g.norm().item()) for g in grads])
+    want = torch.tensor([math.exp(sum(col) / seeds) for col in zip(*logs)], dtype=torch.float64)
+    got = ref.grad_norms_at_init(depth, False, d=d, n=n, seeds=seeds)
+    assert got.shape == (depth,) and not got.requires_grad
+    torch.testing.assert_close(got.double(), want, atol=0, rtol=1e-4)
+    made = []
+
+    def counted_block(d, sublayer, pre_norm):                      # the block= a caller gives is the one used
+        made.append(pre_norm)
+        return ref.ResidualBlock(d, sublayer, pre_norm=pre_norm)
+    torch.testing.assert_close(ref.grad_norms_at_init(depth, False, d=d, n=n, seeds=seeds, block=counted_block), got)
+    assert made == [False] * depth * seeds
+
+
+def test_toy_regression_is_a_seeded_smooth_teacher():
+    X, Y = ref.toy_regression(n=50, d_in=5, d_out=3, seed=4)
+    X2, Y2 = ref.toy_regression(n=50, d_in=5, d_out=3, seed=4)
+    assert X.shape == (50, 5) and Y.shape == (50, 3)
+    assert torch.equal(X, X2) and torch.equal(Y, Y2)
+    assert not torch.equal(ref.toy_regression(n=50, d_in=5, d_out=3, seed=5)[0], X)
+    g = torch.Generator().manual_seed(4)                     # X, then W1 (d_in, 64) / sqrt(d_in), W2 (64, d_out) / 8
+    want_X = torch.randn(50, 5, generator=g)
+    W1, W2 = torch.randn(5, 64, generator=g) / 5 ** 0.5, torch.randn(64, 3, generator=g) / 8
+    torch.testing.assert_close(X, want_X, atol=0, rtol=0)
+    torch.testing.assert_close(Y.double(), torch.tanh(want_X.double() @ W1.double()) @ W2.double(), atol=1e-5, rtol=1e-5)
+
+
+def _train_toy_ref(pre, *, lr, warmup, clip, steps, depth, d, seed, dropout, data, optimizer, batch):
+    """train_toy as its docstring says, with torch's optimizers and a gradient norm taken by hand."""
+    X, Y = data
+    torch.manual_seed(seed)
+    net = ref.DeepNet(X.shape[1], d, depth, pre, Y.shape[1], dropout=dropout)
+    opt = (torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)(net.parameters(), lr=lr)
+    losses, norms = [], []
+    for step in range(steps):
+        now = lr * min(1.0, (step + 1) / warmup) if warmup else lr       # linear warmup over `warmup` steps
+        for group in opt.param_groups:
+            group["lr"] = now
+        idx = torch.randint(0, X.shape[0], (min(batch, X.shape[0]),))
+        loss = ((net(X[idx]) - Y[idx]) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        total = math.sqrt(sum(float(p.grad.double().pow(2).sum()) for p in net.parameters()))
+        if clip and total > clip:
+            for p in net.parameters():
+                p.grad.mul_(clip / (total + 1e-6))
+        opt.step()
+        losses.append(loss.item())
+        if not math.isfinite(loss.item()):
+            break
+        norms.append(total)
+    net.eval()
+    with torch.no_grad():
+        final = ((net(X) - Y) ** 2).mean().item()
+    return losses, norms, final
+
+
+@pytest.mark.parametrize("kw", [
+    dict(pre_norm=True, lr=1e-2, warmup=4, clip=None, optimizer="adam", dropout=0.3, batch=24),
+    dict(pre_norm=False, lr=0.05, warmup=0, clip=0.5, optimizer="sgd", dropout=0.0, batch=100),
+])
+def test_train_toy_is_the_documented_loop(kw):
+    data = ref.toy_regression(n=40, d_in=6, d_out=2, seed=3)
+    kw = dict(kw, steps=7, depth=2, d=8, seed=2)
+    pre = kw.pop("pre_norm")
+    want_losses, want_norms, want_final = _train_toy_ref(pre, data=data, **kw)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        r = ref.train_toy(pre, data=data, **kw)
+        assert torch.get_num_threads() == 2                      # the caller's thread count comes back
+    finally:
+        torch.set_num_threads(before)
+    assert (torch.tensor([1e-40]) * 1.0).item() != 0             # and denormals are no longer flushed
+    assert isinstance(r["net"], ref.DeepNet) and not r["net"].training
+    assert len(r["losses"]) == len(r["grad_norms"]) == 7
+    torch.testing.assert_close(torch.tensor(r["losses"]), torch.tensor(want_losses), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(torch.tensor(r["grad_norms"]), torch.tensor(want_norms), atol=1e-5, rtol=1e-4)
+    assert r["final"] == pytest.approx(want_final, rel=1e-4, abs=1e-6)
+
+
+def test_train_toy_stops_after_the_first_step_whose_loss_is_not_finite():
+    data = ref.toy_regression(n=40, d_in=6, d_out=2, seed=3)
+    r = ref.train_toy(True, optimizer="sgd", lr=1e6, steps=30, depth=2, d=8, data=data)
+    assert len(r["losses"]) < 30 and not math.isfinite(r["losses"][-1])
+    assert all(math.isfinite(v) for v in r["losses"][:-1])
+    assert len(r["losses"]) == len(r["grad_norms"]) + 1
+
+
+def _charlm_ref(model, idx, n_layers, d, n_heads, pre):
+    """CharLM's forward in float64 from F: per layer a block around causal self-attention, then one
+    around d -> 4d (GELU) -> d; a final norm only for pre-LN."""
+    p = {k: v.double() for k, v in model.state_dict().items()}
+    T = idx.shape[1]
+    x = p["tok.weight"][idx] + p["pos.weight"][:T]
+
+    def attn(z, b):
+        B = z.shape[0]
+        q, k, v = (F.linear(z, p[f"{b}sublayer.attn.{n}_proj.weight"], p[f"{b}sublayer.attn.{n}_proj.bias"])
+                   .view(B, T, n_heads, d // n_heads).transpose(1, 2) for n in "qkv")
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, d)
+        return F.linear(o, p[f"{b}sublayer.attn.out_proj.weight"], p[f"{b}sublayer.attn.out_proj.bias"])
+
+    def mlp(z, b):
+        h = F.gelu(F.linear(z, p[b + "sublayer.0.weight"], p[b + "sublayer.0.bias"]))
+        return F.linear(h, p[b + "sublayer.2.weight"], p[b + "sublayer.2.bias"])
+
+    for j in range(2 * n_layers):
+        b = f"blocks.{j}."
+        sub = attn if j % 2 == 0 else mlp
+
+        def ln(z):
+            return F.layer_norm(z, (d,), p[b + "norm.weight"], p[b + "norm.bias"], 1e-5)
+        x = x + sub(ln(x), b) if pre else ln(x + sub(x, b))
+    if pre:
+        x = F.layer_norm(x, (d,), p["final.weight"], p["final.bias"], 1e-5)
+    return F.linear(x, p["head.weight"], p["head.bias"])
+
+
+@pytest.mark.parametrize("pre", [True, False])
+def test_char_lm_forward_matches_an_independent_causal_computation(pre):
+    torch.manual_seed(0)
+    model = ref.CharLM(11, 8, 2, 2, 9, pre).eval()
+    _perturb(model)
+    assert len(model.blocks) == 4 and isinstance(model.blocks[0].sublayer, ref.CausalSelfAttention)
+    idx = torch.randint(11, (3, 7), generator=torch.Generator().manual_seed(1))
+    got = model(idx)
+    assert got.shape == (3, 7, 11)
+    torch.testing.assert_close(got.double(), _charlm_ref(model, idx, 2, 8, 2, pre), atol=1e-5, rtol=1e-5)
+
+
+def test_char_lm_attention_has_no_dropout_in_training():
+    torch.manual_seed(0)
+    model = ref.CharLM(11, 8, 1, 2, 9, True)
+    idx = torch.randint(11, (2, 6), generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(model.train()(idx), model.eval()(idx), atol=0, rtol=0)
+
+
+def test_train_char_lm_is_the_documented_loop():
+    """Adam with linear warmup on the training text; val = mean loss of 8 batches from a generator seeded 1,
+    in eval mode. Windows drawn as get_batch's docstring says."""
+    ds = load()
+    kw = dict(warmup=2, steps=3, lr=1e-2, seed=1, n_layers=1, d=8, block_size=6, batch=4)
+
+    def windows(data, g):
+        s = torch.randint(len(data) - 6, (4,), generator=g).tolist()
+        return torch.stack([data[i:i + 6] for i in s]), torch.stack([data[i + 1:i + 7] for i in s])
+
+    torch.manual_seed(1)
+    model = ref.CharLM(ds.vocab_size, 8, 1, 4, 6, False)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    gen = torch.Generator().manual_seed(1)
+    want = []
+    for step in range(3):
+        for group in opt.param_groups:
+            group["lr"] = 1e-2 * min(1.0, (step + 1) / 2)
+        x, y = windows(ds.train, gen)
+        loss = F.cross_entropy(model(x).reshape(-1, ds.vocab_size), y.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        want.append(loss.item())
+    model.eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        vals = []
+        for _ in range(8):
+            x, y = windows(ds.val, g)
+            vals.append(F.cross_entropy(model(x).reshape(-1, ds.vocab_size), y.reshape(-1)).item())
+    r = ref.train_char_lm(False, **kw)
+    assert isinstance(r["model"], ref.CharLM) and not r["model"].training
+    torch.testing.assert_close(torch.tensor(r["losses"]), torch.tensor(want), atol=1e-5, rtol=1e-5)
+    assert r["val"] == pytest.approx(sum(vals) / 8, rel=1e-5)
+
+
+@pytest.mark.parametrize("device", ["meta"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_char_lm_makes_its_positions_on_the_ids_device(device):
+    """06 calls train_char_lm(device=device). On meta, with CPU tensors refused beside meta ones as CUDA refuses
+    them beside cuda ones, a position index made without device= fails here as it would on a GPU."""
+    torch.manual_seed(0)
+    model = ref.CharLM(11, 8, 1, 2, 9, True).eval()
+    idx = torch.randint(11, (2, 6), generator=torch.Generator().manual_seed(1))
+    want = model(idx)
+    with _MixedAsOnCuda():
+        got = model.to(device)(idx.to(device))
+    assert got.device.type == device and got.shape == want.shape
+    if device != "meta":
+        torch.testing.assert_close(got.cpu(), want, atol=1e-4, rtol=1e-4)
