@@ -66,9 +66,10 @@ def sentiment_splits(rows: list[tuple[str, int]] | None = None, verbose: bool = 
         out[split_of(text)].append((text, label))
     if verbose:
         sizes = ", ".join(f"{s} {len(out[s]):,}" for s in SPLITS)
-        n = counts["conflicting"]
-        print(f"{counts['rows']:,} rows -> {len(kept):,} unique texts ({counts['duplicates']:,} duplicate "
-              f"copies removed, {n} {'text' if n == 1 else 'texts'} with both labels dropped): {sizes}")
+        n, d = counts["conflicting"], counts["duplicates"]
+        print(f"{counts['rows']:,} rows -> {len(kept):,} unique texts ({d:,} duplicate "
+              f"{'copy' if d == 1 else 'copies'} removed, {n} {'text' if n == 1 else 'texts'} with both labels "
+              f"dropped): {sizes}")
     return out
 
 
@@ -109,20 +110,16 @@ def _pad(items: list[tuple[list[int], int]], pad_id: int):
     return input_ids, mask, torch.tensor([label for _, label in items])         # labels (B,)
 
 
-def batches(encoded: list[tuple[list[int], int]], batch_size: int, shuffle: bool = True,
-            generator: torch.Generator | None = None, pad_id: int = 0):
-    """Yield ``(input_ids, attention_mask, labels)``, each batch padded only to its longest row.
+def batches(encoded: list[tuple[list[int], int]], batch_size: int, generator: torch.Generator | None = None,
+            pad_id: int = 0):
+    """Yield ``(input_ids, attention_mask, labels)`` for one epoch of training, each batch padded only to its
+    longest row.
 
-    With ``shuffle``, rows are shuffled, then sorted by length inside windows of 50 batches
-    (length bucketing: similar lengths share a batch, so little padding is computed), and
-    the batches come in random order. Without, rows come in order.
+    The rows are shuffled, then sorted by length inside windows of 50 batches (length bucketing: similar
+    lengths share a batch, so little padding is computed), and the batches come in random order.
     """
     _check_encoded(encoded)
     n = len(encoded)
-    if not shuffle:
-        for i in range(0, n, batch_size):
-            yield _pad(encoded[i:i + batch_size], pad_id)
-        return
     order = torch.randperm(n, generator=generator).tolist()
     window = 50 * batch_size
     chunks = []

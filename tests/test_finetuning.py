@@ -2448,3 +2448,12 @@ def test_mean_pool_is_the_mean_of_each_rows_real_positions():
     mask = (torch.arange(6)[None, :] < torch.tensor(lengths)[:, None]).long()   # (3, 6)
     want = torch.stack([hidden[b, :n].double().mean(0) for b, n in enumerate(lengths)])
     torch.testing.assert_close(mean_pool(hidden, mask).double(), want, atol=1e-5, rtol=1e-5)
+
+
+def test_sentiment_splits_is_silent_unless_verbose(capsys):
+    rows = [("a good film", 1), ("a bad film", 0), ("a  good film ", 1)]
+    sentiment_splits(rows)
+    assert capsys.readouterr().out == ""
+    sentiment_splits(rows, verbose=True)
+    assert "3 rows -> 2 unique texts (1 duplicate copy removed, 0 texts with both labels dropped)" in \
+        capsys.readouterr().out
