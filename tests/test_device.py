@@ -155,3 +155,77 @@ def test_cpu_bf16_follows_the_avx512_bf16_flag(monkeypatch, system, cpuinfo, fas
     monkeypatch.setattr(dev, "Path", _FakePath)
     _FakePath.text = cpuinfo
     assert dev.fast_bf16(torch.device("cpu")) is fast
+
+
+@pytest.mark.parametrize("there", [True, False])
+def test_mps_probe_says_what_torch_says(monkeypatch, there):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: there)
+    assert dev._mps_available() is there
+
+
+def test_mps_probe_without_an_mps_backend_says_no(monkeypatch):
+    monkeypatch.delattr(torch.backends, "mps")
+    assert dev._mps_available() is False
+
+
+def test_the_gpu_number_just_past_the_last_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert dev.check_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match="asks for GPU number 2, but this machine has 2 CUDA GPU"):
+        dev.check_device("cuda:2")
+
+
+def test_a_gpu_is_described_by_its_own_properties(monkeypatch):
+    """The first line every notebook prints; on a GPU machine no test read it."""
+    class Props:
+        name, total_memory, major, minor = "Fake H100", 80 * 2**30, 9, 0
+
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: asked.append(i) or Props())
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.delenv("COURSE_FAST", raising=False)
+    assert dev._describe(torch.device("cuda")) == "cuda:0 — Fake H100, 80.0 GiB memory, compute capability 9.0"
+    assert dev._describe(torch.device("cuda", 1)) == "cuda:1 — Fake H100, 80.0 GiB memory, compute capability 9.0"
+    assert asked == [0, 1]
+    assert dev._describe(torch.device("mps")) == "mps — Apple GPU (Metal Performance Shaders)"
+    assert dev._describe(torch.device("meta")) == "meta"
+
+
+def test_the_cpu_is_described_with_its_cores_and_logical_cpus():
+    import os
+    import psutil
+    logical = os.cpu_count()
+    physical = psutil.cpu_count(logical=False) or logical
+    assert dev._describe(torch.device("cpu")) == (f"cpu — {physical} core(s), {logical} logical CPU(s); "
+                                                  f"PyTorch uses {torch.get_num_threads()} thread(s)")
+
+
+def test_a_rocm_gpu_runs_bf16_natively_without_asking_its_compute_capability(monkeypatch):
+    monkeypatch.setattr(torch.version, "hip", "6.2.0")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: pytest.fail("asked for CUDA properties"))
+    assert dev.fast_bf16(torch.device("cuda")) is True
+
+
+def test_an_avx512_cpu_whose_cpuinfo_cannot_be_read_counts_as_fast(monkeypatch):
+    """The docstring: where /proc/cpuinfo cannot be read, any AVX512 or AMX CPU."""
+    class Unreadable:
+        def __init__(self, *a):
+            pass
+
+        def read_text(self, *a, **k):
+            raise PermissionError("/proc/cpuinfo")
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(dev.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(dev, "Path", Unreadable)
+    assert dev.fast_bf16(torch.device("cpu")) is True
+
+
+def test_available_devices_lists_the_cpu_then_the_first_gpu_then_mps(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(dev, "_mps_available", lambda: True)
+    assert dev.available_devices() == [torch.device("cpu"), torch.device("cuda", 0), torch.device("mps")]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(dev, "_mps_available", lambda: False)
+    assert dev.available_devices() == [torch.device("cpu")]

@@ -1699,3 +1699,40 @@ def test_momentum_of_one_accumulates_as_torch_sgd():
 def test_weight_decay_of_one_still_decays(ours, theirs):
     """weight_decay=1.0 is a weight decay like any other, as in torch.optim.Adam / AdamW."""
     _run(ours, theirs, dict(lr=0.1, weight_decay=1.0))
+
+
+SGD_CASES = [dict(lr=-0.1), dict(lr=0.1, momentum=-0.5), dict(lr=-0.1, momentum=-0.5),
+             dict(lr=0.0), dict(lr=0.1, momentum=0.0), dict(lr=0.0, momentum=0.9)]
+ADAM_CASES = [dict(lr=-1e-3), dict(eps=-1e-8), dict(weight_decay=-0.1), dict(betas=(-0.1, 0.999)),
+              dict(betas=(1.0, 0.999)), dict(betas=(0.9, 1.0)), dict(betas=(0.9, -0.1)),
+              dict(lr=0.0), dict(eps=0.0), dict(weight_decay=0.0), dict(betas=(0.0, 0.0)),
+              dict(betas=(0.999, 0.9999))]
+
+
+def _torch_refuses(cls, kw) -> bool:
+    try:
+        cls([torch.nn.Parameter(torch.zeros(2))], **kw)
+    except ValueError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("kw", SGD_CASES, ids=str)
+def test_sgd_momentum_refuses_and_accepts_as_torch_sgd(kw):
+    p = torch.nn.Parameter(torch.zeros(2))
+    if _torch_refuses(torch.optim.SGD, kw):
+        with pytest.raises(ValueError):
+            SGDMomentum([p], **kw)
+    else:
+        SGDMomentum([p], **kw)
+
+
+@pytest.mark.parametrize("ours,theirs", [(Adam, torch.optim.Adam), (AdamW, torch.optim.AdamW)], ids=["Adam", "AdamW"])
+@pytest.mark.parametrize("kw", ADAM_CASES, ids=str)
+def test_adam_refuses_and_accepts_as_torch(ours, theirs, kw):
+    p = torch.nn.Parameter(torch.zeros(2))
+    if _torch_refuses(theirs, kw):
+        with pytest.raises(ValueError):
+            ours([p], **kw)
+    else:
+        ours([p], **kw)

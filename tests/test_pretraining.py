@@ -21,7 +21,7 @@ from course_lib.reference.pretraining import get_batch, lm_loss, mlm_mask, sampl
 from course_lib.sentiment import amp_dtype
 from course_lib.shakespeare import load
 from course_lib import training
-from course_lib.training import History, Trainer, TrainConfig, make_optimizer
+from course_lib.training import History, LivePlot, Trainer, TrainConfig, make_optimizer
 
 TINY = dict(vocab_size=84, block_size=16, n_layer=2, n_head=2, n_embd=32)
 
@@ -2116,3 +2116,114 @@ def test_gpt_has_no_dropout_by_default_and_no_biases_when_asked():
     names = [n for n, _ in no_bias.named_parameters() if n.endswith("bias") and ".ln" not in n and "ln_f" not in n]
     assert names == [], names                          # LayerNorm keeps its bias; no Linear has one
     assert no_bias.head.bias is None and m.head.bias is None
+
+
+class _Handle:
+    def __init__(self):
+        self.updates = []
+
+    def update(self, fig):
+        self.updates.append(fig)
+
+
+def test_live_plot_shows_once_then_redraws_in_place_and_closes_its_figures(monkeypatch):
+    import IPython.display
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown, handle = [], _Handle()
+
+    def display(obj, display_id=None):
+        shown.append((obj, display_id))
+        return handle
+
+    monkeypatch.setattr(IPython.display, "display", display)
+    open_before = set(plt.get_fignums())
+    live = LivePlot(enabled=True)
+    h = {"step": [1, 2, 3, 4], "train_loss": [4.0, 3.5, 3.2, 3.0], "eval_step": [], "train": [], "val": []}
+    live.update(h)
+    h = {"step": [1, 2, 3, 4, 5, 6], "train_loss": [4.0, 3.5, 3.2, 3.0, 2.9, 2.8],
+         "eval_step": [6], "train": [2.85], "val": [2.95]}
+    live.update(h)
+    live.update(h)
+    # one display with an id, every later evaluation redraws that output instead of adding a figure
+    assert len(shown) == 1 and shown[0][1] is True
+    assert len(handle.updates) == 2
+    first, later = shown[0][0], handle.updates[0]
+    (ax,) = first.axes
+    assert len(ax.lines) == 1                                  # no evaluation yet: the training curve only
+    assert list(ax.lines[0].get_xdata()) == [1, 2, 3, 4]
+    assert list(ax.lines[0].get_ydata()) == [4.0, 3.5, 3.2, 3.0]
+    (ax,) = later.axes
+    assert [l.get_label() for l in ax.lines] == ["train (per step)", "validation"]
+    assert list(ax.lines[1].get_xdata()) == [6] and list(ax.lines[1].get_ydata()) == [2.95]
+    assert ax.get_xlabel() == "step" and ax.get_ylabel() == "loss (nats per character)"
+    assert ax.get_title() == "Pretraining loss" and ax.get_legend() is not None
+    # the figures are closed, or the notebook's inline backend would show each one again under the cell
+    assert set(plt.get_fignums()) == open_before
+
+
+def test_live_plot_off_draws_nothing_and_outside_a_notebook_it_is_off(monkeypatch):
+    import IPython.display
+
+    def display(*a, **k):
+        raise AssertionError("displayed")
+
+    monkeypatch.setattr(IPython.display, "display", display)
+    LivePlot(enabled=False).update({"step": [1], "train_loss": [1.0], "eval_step": [1], "train": [1.0], "val": [1.0]})
+    assert LivePlot().enabled is False                          # pytest is no IPython kernel
+    assert LivePlot(None).enabled is False
+
+
+@pytest.mark.parametrize("asked, hardware, used", [(None, True, True), (True, True, True), (False, True, False),
+                                                   (None, False, False), (True, False, False)])
+def test_trainer_uses_bf16_where_asked_or_left_to_the_hardware(monkeypatch, asked, hardware, used):
+    monkeypatch.setattr(training, "fast_bf16", lambda device: hardware)
+    data = torch.arange(400) % 84
+    t = Trainer(GPT(GPTConfig(**TINY)), data, data, TrainConfig(max_steps=2, batch_size=2, bf16=asked),
+                torch.device("cpu"))
+    assert t.use_bf16 is used
+    seen = []
+    t.model.register_forward_hook(lambda m, i, o: seen.append((o.dtype, torch.is_autocast_enabled("cpu"))))
+    t.train_step()
+    assert seen == [(torch.bfloat16 if used else torch.float32, used)]
+
+
+def test_autocast_helper_turns_bf16_autocast_on_and_off():
+    with training.autocast(torch.device("cpu"), True):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    with training.autocast(torch.device("cpu"), False):
+        assert not torch.is_autocast_enabled("cpu")
+
+
+@pytest.mark.parametrize("shell_config, on", [({"IPKernelApp": {"connection_file": "k.json"}}, True),
+                                              ({"TerminalIPythonApp": {}}, False), (None, False)],
+                         ids=["jupyter kernel", "terminal ipython", "plain python"])
+def test_live_plot_left_to_itself_draws_in_a_jupyter_kernel_only(monkeypatch, shell_config, on):
+    import IPython
+
+    class Shell:
+        config = shell_config
+
+    monkeypatch.setattr(IPython, "get_ipython", lambda: None if shell_config is None else Shell())
+    assert LivePlot().enabled is on
+    assert LivePlot(None).enabled is on
+    assert LivePlot(False).enabled is False and LivePlot(True).enabled is True   # asked: no probing
+
+
+def test_trainer_runs_on_the_device_given_else_on_get_device(monkeypatch):
+    calls = []
+    monkeypatch.setattr(training, "get_device", lambda: calls.append(1) or torch.device("cpu"))
+    data = torch.arange(400) % 84
+    cfg = TrainConfig(max_steps=2, batch_size=2, bf16=False)
+    assert Trainer(GPT(GPTConfig(**TINY)), data, data, cfg).device == torch.device("cpu") and calls == [1]
+    t = Trainer(GPT(GPTConfig(**TINY)), data, data, cfg, "cpu")          # a name is taken too
+    assert t.device == torch.device("cpu") and calls == [1]              # given: get_device is not asked
+
+
+def test_min_lr_equal_to_lr_is_a_constant_schedule_without_a_warning():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TrainConfig(lr=1e-3, min_lr=1e-3)
