@@ -173,6 +173,15 @@ def test_short_training_run_decreases_loss(ds):
     assert sum(h["train_loss"][-10:]) / 10 < h["train_loss"][0] - 0.7
 
 
+@pytest.fixture
+def sigint_as_in_jupyter():
+    """SIGINT raising KeyboardInterrupt, as in a kernel, also where pytest started with it ignored (a job run with
+    nohup or & from a script): fit() puts back the handler it found, and the tests check it did."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 def _press_stop_after(t, step, presses=1):
     """Make the trainer's train_step send Jupyter's stop (SIGINT) `presses` times once it has reached `step`."""
     one_step = t.train_step
@@ -186,7 +195,7 @@ def _press_stop_after(t, step, presses=1):
     t.train_step = step_then_stop
 
 
-def test_an_interrupted_fit_finishes_its_step_and_keeps_what_it_has(ds, capsys):
+def test_an_interrupted_fit_finishes_its_step_and_keeps_what_it_has(ds, capsys, sigint_as_in_jupyter):
     """Jupyter's stop button in 08's training cell printed 80 lines of traceback through course_lib and torch,
     and the next cell failed with "name 'history' is not defined". fit() now ends the step in progress,
     evaluates, says where it stopped and returns the history; fit() again goes on to the end."""
@@ -1959,7 +1968,7 @@ def test_a_history_without_an_evaluation_shows_its_step_count_in_a_line():
     assert repr(one).startswith("History of 1 step, at step 1 train 4.250 and val 4.500 (a dict"), repr(one)
 
 
-def test_a_second_interrupt_stops_fit_at_once(ds):
+def test_a_second_interrupt_stops_fit_at_once(ds, sigint_as_in_jupyter):
     """The docstring's promise: the first stop press finishes the step, a second one stops at once."""
     t = _trainer(ds, steps=30, lr=1e-2)
     _press_stop_after(t, 3, presses=2)
