@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from course_lib.grading import engine
 from course_lib.grading.compare import _shape_hint, compare
-from course_lib.grading.engine import DEVICE, evaluate
+from course_lib.grading.engine import DEVICE, build_runs, evaluate
 from course_lib.grading.forbid import CallWatcher, scan_source
 from course_lib.grading.meta import check_draws_on_meta, check_made_on_default, check_on_meta
 from course_lib.grading.spec import DEFAULT_TOLERANCE, Case, Exercise, Forbidden, Mistake, get_exercise
@@ -2597,3 +2597,292 @@ def test_a_copy_made_to_print_is_allowed_and_one_through_numpy_is_named():
         linecache.cache.pop(name, None)
     assert len(said) == 1 and "It goes through numpy (.cpu().numpy())" in said[0], said
     assert said[0].startswith("f(x on meta) failed: Cannot copy out of meta tensor") and FIX not in said[0], said
+
+
+F64 = (torch.float64,)
+
+
+def _toy(**kw) -> Exercise:
+    spec = dict(name="toy_softmax", notebook="tests", reference=_ref_softmax,
+                visible=[Case("x of shape (3, 5)", lambda g: {"x": torch.randn(3, 5, generator=g, dtype=torch.float64)},
+                              dtypes=F64),
+                         Case("x of shape (2, 4)", lambda g: {"x": torch.randn(2, 4, generator=g, dtype=torch.float64)},
+                              dtypes=F64)],
+                hidden=[Case("x of shape (2, 7)", lambda g: {"x": torch.randn(2, 7, generator=g, dtype=torch.float64)},
+                             dtypes=F64)],
+                mistakes=[Mistake("normalised over the wrong axis", _wrong_axis, "softmax runs over the last axis.")])
+    spec.update(kw)
+    return Exercise(**spec)
+
+
+def test_runs_whose_inputs_lie_on_different_devices_do_not_share_a_key():
+    """A run's key stands for its inputs (equal keys, equal inputs): the engine keeps the key's and each
+    mistake's outputs under it. Inputs placed on the CPU and on meta (or a GPU, in a kernel that checks on
+    the CPU first and then on cuda) are different inputs; inputs placed on the CPU for a GPU case (the sandbox's
+    place="cpu") are the CPU's."""
+    ex = _toy()
+    on_cpu = build_runs(ex, "visible", None, "cpu")
+    on_meta = build_runs(ex, "visible", None, "meta")
+    placed = build_runs(ex, "visible", None, "meta", place="cpu")
+    assert [r.inputs["x"].device.type for r in on_meta] == ["meta", "meta"]
+    assert [r.inputs["x"].device.type for r in placed] == ["cpu", "cpu"]
+    for a, b, c in zip(on_cpu, on_meta, placed):
+        assert a.key != b.key
+        assert a.key == c.key and torch.equal(a.inputs["x"], c.inputs["x"])
+        assert a.key[-1] == "cpu" and b.key[-1] == "meta"
+
+
+def test_only_the_answer_runs_as_the_answer_not_the_key_or_a_mistake_after_it():
+    """answer_is_running() is what the meta and gradient checks ask before a second run on meta: on for the
+    learner's answer only. Left on after the answer, the key and each catalogued mistake would be checked as if
+    they were the answer (a mistake refused there would not be named)."""
+    seen = []
+
+    def ref(x):
+        seen.append(("key", engine.answer_is_running()))
+        return _ref_softmax(x)
+
+    def mistake(x):
+        seen.append(("mistake", engine.answer_is_running()))
+        return _wrong_axis(x)
+
+    def answer(x):
+        seen.append(("answer", engine.answer_is_running()))
+        return _wrong_axis(x)
+
+    ex = _toy(reference=ref, mistakes=[Mistake("normalised over the wrong axis", mistake, "the last axis.")])
+    r = evaluate(ex, answer)
+    assert not r.passed and "known mistake: normalised over the wrong axis" in r.message, r.message
+    assert ("answer", True) in seen and ("key", True) not in seen and ("mistake", True) not in seen, seen
+    assert {who for who, _ in seen} == {"answer", "key", "mistake"}
+    assert not engine.answer_is_running()
+
+
+def test_what_only_a_gpu_would_refuse_is_said_in_the_checks_own_words_once_the_cases_pass():
+    """A refusal kept with refuse_on_gpu (found on meta while the answer ran) is the check's verdict, said after
+    every CPU case passed; it is not an error the answer raised."""
+    def answer(x):
+        engine.refuse_on_gpu(ValueError("a tensor was made on the CPU, not on x's device"))
+        return _good(x)
+
+    r = evaluate(_toy(), answer)
+    assert not r.passed
+    lines = r.message.split("\n")
+    assert lines[0] == "✗ toy_softmax — case 1 of 2: x of shape (3, 5) (float64, cpu)", r.message
+    assert lines[1] == "  a tensor was made on the CPU, not on x's device", r.message
+    assert "raised" not in r.message, r.message
+
+
+def test_a_kept_computation_that_raised_raises_again_on_every_look_up():
+    """The engine keeps a mistake's output per case; one that raised raises again when looked up, as without
+    the cache (the callers then say nothing of that mistake there), never comes back as an output of None."""
+    ex = _toy()
+    run = build_runs(ex, "visible", None, "cpu")[0]
+    calls = []
+
+    def fails():
+        calls.append(1)
+        raise ZeroDivisionError("this mistake divides by zero here")
+
+    for _ in range(3):
+        try:
+            got = engine._computed(ex, ("test", "raises"), run, 0, fails)
+        except ZeroDivisionError as exc:
+            assert "divides by zero" in str(exc)
+        else:
+            raise AssertionError(f"a computation that raised came back as {got!r}")
+    assert len(calls) == 1                  # computed once, raised on each look-up
+    assert engine._computed(ex, ("test", "value"), run, 0, lambda: 7.5) == 7.5
+    assert engine._computed(ex, ("test", "value"), run, 0, lambda: 0.0) == 7.5     # kept
+
+
+def _squeezed_on_one_row(x):              # right on several rows, loses the row axis on a batch of one
+    out = _good(x)
+    return out.squeeze(0) if x.shape[0] == 1 else out
+
+
+def _doubled_then_squeezed(x):            # wrong on several rows; on one row, the squeezed answer
+    return _ref_softmax(x).squeeze(0) if x.shape[0] == 1 else 2 * _ref_softmax(x)
+
+
+def _raises_then_squeezed(x):             # cannot run on several rows; on one row, the squeezed answer
+    if x.shape[0] != 1:
+        raise ValueError("this slip only runs on one row")
+    return _ref_softmax(x).squeeze(0)
+
+
+def test_a_wrong_shape_is_named_only_as_mistakes_that_earlier_right_cases_do_not_rule_out():
+    """On a batch of one, a squeezed output fits every mistake that squeezes there. The cases before, where the
+    answer was right, rule out those wrong there (the first in the catalogue, here); a mistake that raised there
+    is not ruled out (it says nothing of that case), so it is the one named."""
+    ex = _toy(visible=[Case("x of shape (3, 5)", lambda g: {"x": torch.randn(3, 5, generator=g, dtype=torch.float64)},
+                            dtypes=F64),
+                       Case("x of shape (1, 5)", lambda g: {"x": torch.randn(1, 5, generator=g, dtype=torch.float64)},
+                            dtypes=F64)],
+              mistakes=[Mistake("doubled", _doubled_then_squeezed, "twice the softmax."),
+                        Mistake("squeezed where it raises", _raises_then_squeezed, "squeeze(0) drops the row axis.")])
+    r = evaluate(ex, _squeezed_on_one_row)
+    assert not r.passed and "case 2 of 2" in r.message, r.message
+    assert "This matches a known mistake: squeezed where it raises." in r.message, r.message
+    assert "doubled" not in r.message, r.message
+
+
+def test_run_answer_puts_back_the_default_dtype_and_the_global_generator_the_answer_changed():
+    """The sandbox runs answer after answer with run_answer alone (no evaluate around it): a set_default_dtype or
+    a manual_seed inside one answer is reported, then undone, so the next case and the next exercise run as before,
+    and the notebook's own random numbers go on where they were."""
+    def answer(x):
+        torch.set_default_dtype(torch.float64)
+        torch.manual_seed(0)
+        return _good(x)
+
+    ex = _toy()
+    run = build_runs(ex, "visible", None, "cpu")[0]
+    dtype = torch.get_default_dtype()
+    torch.manual_seed(2024)
+    state = torch.get_rng_state()
+    try:
+        out = engine.run_answer(ex, answer, run)
+        assert torch.get_default_dtype() == dtype
+        assert torch.equal(torch.get_rng_state(), state)
+    finally:
+        torch.set_default_dtype(dtype)
+    assert len(out.global_state) == 2 and "default dtype to float64" in out.global_state[0], out.global_state
+    torch.manual_seed(2024)
+    want = torch.rand(4)
+    torch.manual_seed(2024)
+    engine.run_answer(ex, _good, run)          # an answer that draws nothing leaves the stream where it was too
+    assert torch.equal(torch.rand(4), want)
+
+
+def test_a_mistake_runs_on_the_cases_own_precision_only_where_that_differs_from_the_keys():
+    """A float64 case on the CPU: mistakes run once, on the float64 inputs. A float32 case: also on its own float32
+    inputs, on the CPU, with the key run there. On a GPU: also on the GPU, where sums add in another order."""
+    ex = _toy(visible=[Case("x of shape (3, 5)", lambda g: {"x": torch.randn(3, 5, generator=g, dtype=torch.float64)})])
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        for run in build_runs(ex, "visible", None, device):
+            expected = engine._expected(ex, run)
+            variants = engine._variants(ex, run, expected)
+            assert variants[0][0]["x"].dtype == torch.float64 and variants[0][0]["x"].device.type == "cpu"
+            if run.dtype == torch.float64 and device == "cpu":
+                assert len(variants) == 1
+                continue
+            assert len(variants) == 2
+            own, key = variants[1]
+            assert own["x"].dtype == run.dtype and own["x"].device.type == device
+            assert torch.equal(own["x"].cpu(), run.inputs["x"].cpu())
+            want = _ref_softmax(run.inputs["x"].cpu()).double()       # the key run on the case's own inputs
+            torch.testing.assert_close(key.data, want, atol=1e-6, rtol=1e-5)
+
+
+def test_a_key_that_cannot_run_in_the_cases_own_precision_still_lets_a_mistake_be_named():
+    """Where the answer key raises on a float32 case's own inputs, mistakes are judged against the float64 key."""
+    def ref(x):
+        if x.dtype != torch.float64:
+            raise TypeError("this key runs in float64 only")
+        return _ref_softmax(x)
+
+    ex = _toy(reference=ref,
+              visible=[Case("x of shape (3, 5)", lambda g: {"x": torch.randn(3, 5, generator=g, dtype=torch.float64)},
+                            dtypes=(torch.float32,))])
+    r = evaluate(ex, _wrong_axis)
+    assert not r.passed and "This matches a known mistake: normalised over the wrong axis." in r.message, r.message
+
+
+def test_a_float64_answer_of_several_outputs_with_a_step_in_float32_gets_the_float32_note():
+    def ref(x):
+        return _ref_softmax(x), x.sum(dim=-1)
+
+    def in_float32(x):
+        y = x.float()
+        return _ref_softmax(y).double(), y.sum(dim=-1).double()
+
+    ex = _toy(reference=ref, mistakes=[], outputs=("probabilities", "row sums"))
+    r = evaluate(ex, in_float32)
+    assert not r.passed and "the size of float32 rounding" in r.message, r.message
+    right = evaluate(ex, ref)
+    assert right.passed, right.message
+
+
+def _tv(values):
+    return capture(torch.tensor(values, dtype=torch.float64))
+
+
+def test_differences_are_rounding_sized_only_when_they_go_both_ways():
+    """_scattered chooses between the float32 note (rounding: some entries up, some down) and the other notes
+    (a systematic change moves every entry one way). By hand: relative changes of ±1e-7."""
+    e = [1.0, 2.0, -3.0, 4.0, 5.0, -6.0]
+    up = [v * (1 + 1e-7) for v in e]                   # every entry moved away from... the same way, relatively
+    down = [v * (1 - 1e-7) for v in e]
+    both = [v * (1 + (1e-7 if k % 2 else -1e-7)) for k, v in enumerate(e)]
+    assert engine._scattered(_tv(e), _tv(both))                          # 3 up, 3 down
+    assert not engine._scattered(_tv(e), _tv(up))
+    assert not engine._scattered(_tv(e), _tv(down))
+    nineteen = [float(k + 1) for k in range(20)]
+    one_down = [v * (1 + 1e-7) for v in nineteen[:-1]] + [nineteen[-1] * (1 - 1e-7)]
+    two_down = [v * (1 + 1e-7) for v in nineteen[:-2]] + [v * (1 - 1e-7) for v in nineteen[-2:]]
+    assert not engine._scattered(_tv(nineteen), _tv(one_down))           # 1 in 20 is under a tenth
+    assert engine._scattered(_tv(nineteen), _tv(two_down))               # 2 in 20 is a tenth
+    tiny = [1.0, 2.0, 1e-6]                              # the only difference is at an entry too small to count
+    assert not engine._scattered(_tv(tiny), _tv([1.0, 2.0, 2e-6]))
+    assert engine._scattered(_tv([1.0, 2.0]), _tv([1.0 + 1e-7, 2.0 - 2e-7]))   # one up, one down
+
+
+def test_outputs_of_other_shapes_are_not_said_to_be_in_another_order():
+    """The "right shapes in another order" note is for a permutation of the expected shapes only."""
+    def ref(x):
+        return x.sum(dim=-1), x
+
+    def swapped(x):
+        return x, x.sum(dim=-1)
+
+    def other_shapes(x):
+        return x.sum(dim=0), x
+
+    ex = _toy(reference=ref, mistakes=[], outputs=("row sums", "x"))
+    r = evaluate(ex, swapped)
+    assert "The outputs have the right shapes in another order: return (row sums, x), in that order." in r.message, \
+        r.message
+    r = evaluate(ex, other_shapes)
+    assert not r.passed and "another order" not in r.message, r.message
+
+
+def test_outputs_of_one_number_each_count_toward_rounding_sized_differences():
+    """lr_at's outputs are one rate per step, each a tensor of one number: they count like any other entries."""
+    e = tuple(torch.tensor(float(k + 1), dtype=torch.float64) for k in range(6))
+    g = tuple(v * (1 + (1e-7 if k % 2 else -1e-7)) for k, v in enumerate(e))
+    assert engine._scattered(capture(e), capture(g))
+    assert not engine._scattered(capture(e), capture(tuple(v * (1 + 1e-7) for v in e)))
+
+
+def test_a_known_mistake_is_shown_on_the_next_case_with_its_label():
+    """A mistake with shown_on is said on the first later case whose label has that word and where the answer is
+    that mistake again, here the case right after the first failing one."""
+    ex = _toy(visible=[Case("x of shape (3, 5)", lambda g: {"x": torch.randn(3, 5, generator=g, dtype=torch.float64)},
+                            dtypes=F64),
+                       Case("x of shape (2, 4), small", lambda g: {"x": 1e-3 * torch.randn(2, 4, generator=g,
+                                                                                            dtype=torch.float64)},
+                            dtypes=F64)],
+              mistakes=[Mistake("normalised over the wrong axis", _wrong_axis, "the last axis.", shown_on="small")])
+    r = evaluate(ex, lambda x: _wrong_axis(x))
+    assert r.message.startswith("✗ toy_softmax — case 2 of 2: x of shape (2, 4), small (float64, cpu)\n"), r.message
+    assert "This matches a known mistake: normalised over the wrong axis." in r.message, r.message
+
+
+def _doubled(x):
+    return 2 * _ref_softmax(x)
+
+
+def _doubled_on_two_rows(x):
+    return 2 * _ref_softmax(x) if x.shape[0] == 2 else _ref_softmax(x)
+
+
+def test_cases_the_answer_got_right_do_not_choose_among_mistakes_that_fit_a_wrong_value():
+    """A learner's variant of a slip can be right where the catalogued slip is not: for wrong values only the later
+    cases choose among the mistakes that fit, so the first in the catalogue is named here."""
+    ex = _toy(mistakes=[Mistake("doubled", _doubled, "twice the softmax."),
+                        Mistake("doubled on two rows", _doubled_on_two_rows, "twice, on two rows.")])
+    r = evaluate(ex, lambda x: 2 * _good(x) if x.shape[0] == 2 else _good(x))
+    assert r.message.startswith("✗ toy_softmax — case 2 of 2: x of shape (2, 4) (float64, cpu)\n"), r.message
+    assert "This matches a known mistake: doubled." in r.message, r.message
