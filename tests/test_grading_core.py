@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.grading import engine
-from course_lib.grading.compare import _shape_hint, compare
+from course_lib.grading.compare import _describe, _shape_hint, compare
 from course_lib.grading.engine import DEVICE, build_runs, evaluate
+from course_lib.grading.explain import explain
 from course_lib.grading.forbid import CallWatcher, scan_source
 from course_lib.grading.meta import check_draws_on_meta, check_made_on_default, check_on_meta
 from course_lib.grading.spec import DEFAULT_TOLERANCE, Case, Exercise, Forbidden, Mistake, get_exercise
@@ -2886,3 +2887,187 @@ def test_cases_the_answer_got_right_do_not_choose_among_mistakes_that_fit_a_wron
     r = evaluate(ex, lambda x: 2 * _good(x) if x.shape[0] == 2 else _good(x))
     assert r.message.startswith("✗ toy_softmax — case 2 of 2: x of shape (2, 4) (float64, cpu)\n"), r.message
     assert "This matches a known mistake: doubled." in r.message, r.message
+
+
+@pytest.mark.parametrize("expected", [0.1, 1.0, -2.5e-7, 12345.678])
+def test_numbers_one_ulp_apart_are_printed_with_the_digits_that_tell_them_apart(expected):
+    """An exact check of a number one ulp off: 16 digits can print both the same ("expected 0.1000000000000000
+    got 0.1000000000000000"); 17 always tell two doubles apart. Each printed number must read back nearer its own
+    value than the other."""
+    got = math.nextafter(expected, math.inf)
+    d, _ = _cmp(expected, got, atol=0.0, rtol=0.0)
+    assert d is not None and d.kind == "value", d
+    found = re.match(r"expected (\S+)   got (\S+)\n", d.text)
+    assert found, d.text
+    e_text, g_text = found.groups()
+    assert e_text != g_text, d.text
+    e_back, g_back = float(e_text), float(g_text)
+    assert abs(e_back - expected) < abs(e_back - got) and abs(g_back - got) < abs(g_back - expected), d.text
+
+
+def test_a_1d_result_with_a_trailing_size_one_axis_gets_no_hint_about_a_1_by_d_weight():
+    """(16, 1) for (16,): a keepdim or [..., None] left on, not a (1, 16) weight broadcast against a vector (that hint
+    belongs to (1, 16) alone)."""
+    hint = _shape_hint((16,), (16, 1))
+    assert hint == ("\none size-1 axis too many: a keepdim=True, unsqueeze or [..., None] the result should not keep"), \
+        hint
+    assert "view(1, -1)" in _shape_hint((16,), (1, 16))
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5])
+def test_a_tuple_of_tensors_where_one_tensor_belongs_is_told_to_join_them(n):
+    """x.chunk(2, dim=-1) returned as it is: a pair is the commonest case, and it got no hint. The first four
+    shapes are listed, and ', ...' only where more follow."""
+    g = torch.Generator().manual_seed(0)
+    pieces = tuple(torch.randn(2, 3, generator=g, dtype=torch.float64) for _ in range(n))
+    d, _ = _cmp(capture(torch.cat(pieces, -1)), capture(pieces), atol=0.0, rtol=0.0)
+    assert d is not None and d.kind == "type", d
+    shapes = ", ".join(["(2, 3)"] * min(n, 4)) + (", ..." if n > 4 else "")
+    assert d.text.startswith(f"expected a torch.Tensor, got a tuple of {n} values, tensors of shapes {shapes}:\n"
+                             "return one tensor."), d.text
+    assert "torch.stack(pieces, dim=...)" in d.text and "torch.cat(pieces, dim=...)" in d.text, d.text
+
+
+def test_a_pair_with_a_list_made_by_tolist_is_told_about_tolist():
+    """(out, weights.tolist()): the .tolist() hint, and neither the loop's-list nor the brackets hint."""
+    said = _describe(capture((torch.ones(2), [1.0, 2.0])))
+    assert said == ("a tuple of 2 values (a tensor of shape (2,), a list of 2 values): .tolist() turns a tensor into "
+                    "Python lists; return the tensor itself"), said
+
+
+def test_a_pair_of_a_tensor_and_a_number_gets_no_hint_about_lists():
+    said = _describe(capture((torch.ones(2), 3.0)))
+    assert said == "a tuple of 2 values (a tensor of shape (2,), float 3.0)", said
+
+
+def test_a_pair_holding_a_tuple_of_one_names_each_part_and_the_comma():
+    said = _describe(capture((torch.ones(2, 4), (torch.ones(3),))))
+    assert said == ("a tuple of 2 values (a tensor of shape (2, 4), a tuple of 1 value):\na comma at the end of a "
+                    "line (out = ...,) makes a tuple of one"), said
+
+
+@pytest.mark.parametrize("got, said", [
+    (float("nan"), "expected 1.50, got nan\nnan where a number was expected"),
+    (float("inf"), "expected 1.50, got inf\nan infinity where a number was expected"),
+    (-2.25, "expected 1.50, got -2.25\ndifference 3.75 (relative 2.50; no tolerance: exact)"),
+])
+def test_a_one_number_tensor_says_expected_and_got(got, said):
+    """A 0-d tensor (a loss, say) that is nan, inf or wrong: 'expected 1.50, got nan', no list of one."""
+    d, _ = _cmp(capture(torch.tensor(1.5, dtype=torch.float64)), capture(torch.tensor(got, dtype=torch.float64)),
+               atol=0.0, rtol=0.0)
+    assert d is not None and d.kind == "value", d
+    assert d.text == said, d.text
+
+
+def test_a_view_error_on_a_line_without_view_keeps_the_general_fix():
+    """The fix is rewritten from the answer's line only where that line has the .view( that failed; here the view
+    was taken earlier and called on this line, so the note keeps its general words."""
+    why = _explained_in_a_cell("def f(x):\n    v = x.mT.view\n    return v(-1)\n", torch.randn(3, 4))
+    assert "write .reshape(...) where you wrote .view(...), with the same sizes." in why, why
+    assert "return v(-1)" not in why, why
+
+
+def test_a_set_difference_of_the_wrong_types_is_not_told_about_symmetric_difference():
+    why = _explained_in_a_cell("def f(x):\n    return set(x) - list(x)\n", [1, 2])
+    assert "symmetric difference" not in why, why
+    assert "symmetric difference" in _explained_in_a_cell("def f(x):\n    return set(x) ^ list(x)\n", [1, 2])
+
+
+def test_an_xor_of_masks_whose_shapes_do_not_broadcast_is_not_told_xor_is_no_power():
+    """A bool ^ used as meant (exclusive or of two masks) on a line that fails for its shapes: the broadcast note,
+    not the "^ is not a power" note."""
+    why = _explained_in_a_cell("def f(x):\n    return (x > 0) ^ (x.sum(-1) > 0)\n", torch.randn(3, 4))
+    assert "exclusive or, not a power" not in why, why
+    assert "must be equal or one of them 1" in why, why
+
+
+def test_mt_called_as_a_method_names_the_tensor_it_was_called_on():
+    why = _explained_in_a_cell("def f(q, k):\n    return q @ k.mT()\n", torch.randn(2, 3), torch.randn(2, 3))
+    assert ".mT is an attribute, not a method: write k.mT, without the parentheses (k.transpose(-2, -1) is the " \
+           "method that swaps the last two axes)." in why, why
+
+
+def test_a_missing_axis_is_the_one_out_of_range_not_a_last_axis_counted_from_the_end():
+    """t.shape[-1] of a 1-D t exists; t.shape[1] does not: the note names t.shape[1]."""
+    why = _explained_in_a_cell("def f(t):\n    return torch.zeros(t.shape[-1], t.shape[1])\n", torch.arange(7.0))
+    assert "t has 1 axis here, (7,), so t.shape[1] is not there." in why, why
+    assert "so t.shape[-1] is not there" not in why, why
+
+
+@pytest.mark.parametrize("index, arg", [(3, torch.zeros(2, 3)), (1, torch.arange(7.0))], ids=["2-D", "1-D"])
+def test_axes_counted_from_one_is_said_only_for_one_past_the_last_of_several(index, arg):
+    """x.shape[2] of a 2-D x may be the second axis counted from 1; shape[3] of a 2-D x is not, and a 1-D x has no
+    "last of 1 is shape[0]" slip to name."""
+    why = _explained_in_a_cell(f"def f(t):\n    return t.shape[{index}]\n", arg)
+    assert f"t.shape[{index}] is not there" in why and "counted from 1" not in why, why
+    assert "counted from 1" in _explained_in_a_cell("def f(t):\n    return t.shape[2]\n", torch.zeros(2, 3))
+
+
+def test_an_answer_whose_def_asks_for_an_argument_the_check_never_passes_is_told_so():
+    """The check's own call left the argument out (no line of the answer ran): the def line is at fault, not a call
+    on "that line"."""
+    fn = _cell("def f(x, weight):\n    return x\n", "f")
+    try:
+        fn(torch.ones(2))
+    except TypeError as exc:
+        why = " ".join(explain(exc).split())
+    assert "a def line that asks for other arguments than the docstring's" in why, why
+    assert "on that line leaves out an argument" not in why, why
+
+
+@pytest.mark.parametrize("chain, fix", [
+    ("0.1 < r < 0.9", "(r > 0.1) & (r < 0.9)"),
+    ("0.1 <= r < 0.9", "(r >= 0.1) & (r < 0.9)"),
+    ("0.9 > r > 0.1", "(r < 0.9) & (r > 0.1)"),
+    ("0.9 >= r >= 0.1", "(r <= 0.9) & (r >= 0.1)"),
+])
+def test_a_chained_comparison_of_a_tensor_is_rewritten_with_its_first_comparison_turned_round(chain, fix):
+    """a < x < b is (x > a) & (x < b): the first comparison read from x's side flips its sign, keeping its =."""
+    why = _explained_in_a_cell(f"def f(r):\n    return {chain}\n", torch.rand(5, generator=torch.Generator().manual_seed(0)))
+    assert f"Combine the two with &, each in parentheses: {fix}." in why, why
+
+
+def test_a_near_name_may_have_its_other_words_on_either_side():
+    from course_lib.grading.explain import _one_word_apart
+    assert _one_word_apart("eps", "variance_epsilon") and _one_word_apart("variance_epsilon", "eps")
+    assert _one_word_apart("eps", "epsilon")
+
+
+def test_too_many_indices_raised_outside_the_answers_cells_still_gets_its_explained_in_a_cell():
+    """An index error raised by a check's own code after the answer returned (no line of the answer in the
+    traceback): the note, not an error inside explain()."""
+    try:
+        torch.zeros(3)[0, 0]
+    except IndexError as exc:
+        why = explain(exc)
+    assert why == "The index names more axes than the tensor has (print its .shape).", why
+
+
+def test_clip_grad_norm_given_the_module_is_told_to_give_its_parameters():
+    src = ("def f(x):\n    model = torch.nn.Linear(2, 2)\n    model(x).sum().backward()\n"
+           "    torch.nn.utils.clip_grad_norm_(model, 1.0)\n    return x\n")
+    why = _explained_in_a_cell(src, torch.ones(3, 2))
+    assert why == ("clip_grad_norm_ takes the parameters to clip, model.parameters(), not the module itself: "
+                   "clip_grad_norm_(model.parameters(), max_norm)."), why
+
+
+def test_f_dropout_given_a_dropout_module_is_told_to_call_the_module():
+    why = _explained_in_a_cell("def f(x):\n    drop = torch.nn.Dropout(0.1)\n    return F.dropout(x, drop)\n", torch.ones(3))
+    assert why == ("F.dropout takes the rate, a number, where it got an nn.Dropout module. Call the module on the "
+                   "tensor, self.dropout(x): it knows its rate (self.dropout.p) and whether the model is training."), why
+
+
+def test_setup_names_that_still_hold_the_setups_values_are_not_said_to_be_replaced(monkeypatch):
+    """The setup cell's names, none given another value: an error on the answer's line gets its own note, not "torch
+    is a module here, not the module or function the notebook gave that name"."""
+    from course_lib.grading import kernel
+    monkeypatch.setattr(kernel, "_set_by_setup", {"math": math, "torch": torch})
+    why = _explained_in_a_cell("def f(x):\n    return torch.reshape(x, (4,)) * math.pi\n", torch.ones(3))
+    assert "not the module or function the notebook gave that name" not in why, why
+    assert "view and reshape keep every element" in why, why
+
+
+def test_an_index_into_a_tensor_squeezed_with_no_axis_is_told_what_squeeze_dropped():
+    why = _explained_in_a_cell("def f(x):\n    y = x.squeeze()\n    return y[0, 0]\n", torch.ones(1, 3))
+    assert why.startswith("The index names more axes than the tensor has (print its .shape). A .squeeze() with no axis "
+                          "drops every axis of size 1: the batch axis when B = 1"), why
