@@ -3071,3 +3071,31 @@ def test_an_index_into_a_tensor_squeezed_with_no_axis_is_told_what_squeeze_dropp
     why = _explained_in_a_cell("def f(x):\n    y = x.squeeze()\n    return y[0, 0]\n", torch.ones(1, 3))
     assert why.startswith("The index names more axes than the tensor has (print its .shape). A .squeeze() with no axis "
                           "drops every axis of size 1: the batch axis when B = 1"), why
+
+
+def test_a_leftover_line_naming_a_tensor_gets_no_note_and_does_not_break_the_verdict():
+    """`q.shape` or `self.weight` alone on a line (a leftover of a print) calls nothing: it is no dropped result, and
+    a wrong answer that has one is judged as any other."""
+    for line in ("q.shape", "self.weight", "q"):
+        assert engine._result_dropped(f"def f(self, q):\n    {line}\n    return q\n") == "", line
+    source = "def batched_dot(q, k):\n    q.shape\n    return (q @ k.mT) * 2\n"
+    space: dict = {}
+    exec(source, space)
+    r = evaluate(get_exercise("batched_dot"), space["batched_dot"], source=source)
+    assert not r.passed and "keeps nothing" not in r.message, r.message
+
+
+def test_a_dropped_contiguous_is_pointed_at_only_where_a_view_comes_after_it():
+    """x.contiguous() alone changes nothing; it matters only where a .view further down needed it. A view above it,
+    or none, is no reason for the note."""
+    assert engine._result_dropped("def f(x):\n    y = x.view(-1)\n    x.contiguous()\n    return y\n") == ""
+    assert "`x.contiguous()`, makes a new tensor" in engine._result_dropped(
+        "def f(x):\n    y = x.view(-1)\n    x.contiguous()\n    return y.view(2, -1)\n")
+
+
+def test_a_dropped_torch_cat_names_its_first_piece_only_where_that_is_a_name():
+    """torch.cat([idx, nxt], dim=1) alone on a line leaves idx as it was: the note names idx, the first piece. A
+    first piece that is no name (a slice) has nowhere to keep the result, and a list of one piece has no second."""
+    assert engine._result_dropped("def f(x, y):\n    torch.cat([x[:, :1], y], dim=1)\n    return x\n") == ""
+    note = engine._result_dropped("def f(x):\n    torch.cat([x], dim=0)\n    return x\n")
+    assert "x stays as it was. Keep what it gives: x = torch.cat([x], dim=0)" in note, note

@@ -1736,3 +1736,48 @@ def test_adam_refuses_and_accepts_as_torch(ours, theirs, kw):
             ours([p], **kw)
     else:
         ours([p], **kw)
+
+
+def _lr_answer(warmup, progress):
+    """An lr_at answer with the given warmup rate and cosine progress (the right ones elsewhere)."""
+    def lr_at(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+        if step < warmup_steps:
+            return warmup(step, max_lr, warmup_steps)
+        if step >= total_steps:
+            return min_lr
+        return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress(step, warmup_steps, total_steps)))
+    return lr_at
+
+
+def test_a_pair_of_slips_says_how_many_steps_each_explains():
+    """The visible case has steps 0, 1, 9, 10, 11, 32, 55, 99, 100, 101, 110 with 10 warmup steps of 100. Counted by
+    hand: step/warmup_steps is wrong at the warmup steps 0, 1, 9 (3); step/(warmup_steps - 1) at 0 and 1 only (at 9
+    it reaches max_lr as it should); a cosine from step 0, or one step ahead, at 10, 11, 32, 55, 99 (5)."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+    ex = get_exercise("lr_at")
+    from_zero = _lr_answer(lambda s, m, w: m * s / w, lambda s, w, t: s / t)
+    r = evaluate(ex, from_zero, suite="visible")
+    assert "(lr 0 at step 0) (in lr_at(0) and 2 more);" in r.message, r.message
+    assert "end of warmup (in lr_at(10) and 4 more)." in r.message, r.message
+    to_last = _lr_answer(lambda s, m, w: m * s / (w - 1), lambda s, w, t: (s - w + 1) / (t - w))
+    r = evaluate(ex, to_last, suite="visible")
+    assert "max_lr·step/(warmup_steps − 1) (in lr_at(0) and 1 more);" in r.message, r.message
+    assert "/(total_steps − warmup_steps) (in lr_at(10) and 4 more)." in r.message, r.message
+
+
+def test_a_pair_of_slips_that_explains_one_step_names_that_step_alone():
+    """Warmup one step too long (step <= warmup_steps) is wrong at step 10 alone in the visible case; with the cosine
+    measured from step 0 beside it, that one accounts for 11, 32, 55 and 99 (at 10 the warmup branch answers)."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+
+    def long_warmup(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+        if step <= warmup_steps:
+            return max_lr * (step + 1) / warmup_steps
+        if step >= total_steps:
+            return min_lr
+        return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+    r = evaluate(get_exercise("lr_at"), long_warmup, suite="visible")
+    assert "This matches two known mistakes at once:" in r.message, r.message
+    assert "step <= warmup_steps (in lr_at(10))" in r.message and "(in lr_at(11) and 3 more)" in r.message, r.message
