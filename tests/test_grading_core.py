@@ -3099,3 +3099,15 @@ def test_a_dropped_torch_cat_names_its_first_piece_only_where_that_is_a_name():
     assert engine._result_dropped("def f(x, y):\n    torch.cat([x[:, :1], y], dim=1)\n    return x\n") == ""
     note = engine._result_dropped("def f(x):\n    torch.cat([x], dim=0)\n    return x\n")
     assert "x stays as it was. Keep what it gives: x = torch.cat([x], dim=0)" in note, note
+
+
+def test_a_note_that_cannot_read_the_answers_source_leaves_the_verdict_as_it_is(monkeypatch):
+    """The dropped-result note reads whatever source a learner wrote; should it break on some construct, the failing
+    verdict still comes, without the note."""
+    def breaks(source):
+        raise IndexError("a construct the note's reader did not expect")
+    wrong = "def f(x):\n    return x.exp() / x.exp().sum(dim=0, keepdim=True)\n"
+    want = evaluate(SOFTMAX, _wrong_axis, source=wrong)
+    monkeypatch.setattr(engine, "_result_dropped", breaks)
+    r = evaluate(SOFTMAX, _wrong_axis, source=wrong)
+    assert not r.passed and r.message == want.message, r.message

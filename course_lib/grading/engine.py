@@ -942,7 +942,10 @@ def _evaluate(ex: Exercise, answer: Callable, suite: str, device: str, seed: int
         if message is not None:
             message = telling_message(ex, runs, i, message,
                                       lambda j, i=i, o=outcome: o if j == i else run_answer(ex, answer, runs[j]))
-            dropped = _result_dropped(source)            # said under the verdict's first line, before the rest
+            try:                                         # said under the verdict's first line, before the rest
+                dropped = _result_dropped(source)
+            except Exception:                            # a note on the answer's source: never worth the verdict
+                dropped = ""
             if dropped:
                 head, _, rest = message.partition("\n")
                 message = "\n".join([head, dropped] + ([rest] if rest else []))
