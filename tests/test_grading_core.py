@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from course_lib.grading import engine
 from course_lib.grading.compare import _describe, _shape_hint, compare
@@ -182,7 +183,7 @@ def _cell(src: str, name: str):
     import linecache
     filename = f"<answer cell {name}>"
     linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
-    ns = {"torch": torch, "math": math, "F": F}
+    ns = {"torch": torch, "math": math, "F": F, "nn": nn}
     exec(compile(src, filename, "exec"), ns)
     return ns[name]
 
@@ -3111,3 +3112,107 @@ def test_a_note_that_cannot_read_the_answers_source_leaves_the_verdict_as_it_is(
     monkeypatch.setattr(engine, "_result_dropped", breaks)
     r = evaluate(SOFTMAX, _wrong_axis, source=wrong)
     assert not r.passed and r.message == want.message, r.message
+
+
+def test_an_xor_of_a_list_is_not_told_about_sets():
+    """Only ^ with a set on its left gets the symmetric-difference note; list ^ int is no slip with sets."""
+    why = _explained_in_a_cell("def f(x):\n    return x.tolist() ^ 2\n", torch.ones(3))
+    assert "symmetric difference" not in why and "set(a)" not in why, why
+    why = _explained_in_a_cell("def f(x):\n    return set(x.tolist()) ^ [1.0]\n", torch.ones(3))
+    assert "^ between sets is their symmetric difference, and it takes two sets: set(a) ^ set(b)." in why, why
+
+
+@pytest.mark.parametrize("fn", ["rand", "randn"])
+def test_rand_like_of_integers_is_told_the_function_that_draws_floats_of_that_shape(fn):
+    """The fix names the function the answer called, with the tensor's shape: torch.rand(t.shape, ...). randn_like's
+    error names its kernel in double quotes ("normal_kernel_cpu"), and got the general int64 note."""
+    why = _explained_in_a_cell(f"def f(t):\n    return torch.{fn}_like(t) < 0.5\n", torch.arange(6))
+    assert f"torch.{fn}_like(t) makes a tensor of the dtype of t" in why, why
+    assert f"torch.{fn}(t.shape, generator=generator) draws floats of that shape." in why, why
+
+
+def test_a_tuple_index_out_of_range_with_no_missing_axis_on_the_line_gets_an_empty_explained_in_a_cell():
+    """explain() gives a string, "" where no note fits: kernel.py calls .replace on it, and 05's check puts it in an
+    f-string (where None would read "None")."""
+    try:
+        _cell("def f(x):\n    sizes = tuple(x.shape)\n    return sizes[1 + 1]\n", "f")(torch.ones(2, 3))
+    except IndexError as exc:
+        assert str(exc) == "tuple index out of range"
+        assert explain(exc) == ""
+    else:
+        raise AssertionError("f raised nothing")
+
+
+def test_the_squeeze_and_unpacking_notes_read_the_failing_def_not_another_def_of_its_cell():
+    """Only the code of the function that raised says whether a squeeze or `a, _ = ...` lost the axis; another def of
+    the same cell that squeezes or unpacks is no cause of this error."""
+    src = ("def g(x, model):\n    logits, _ = model(x)\n    y = logits.squeeze()\n    return y\n\n\n"
+           "def f(x):\n    y = x.sum(0)\n    return y[0, 0]\n")
+    why = _explained_in_a_cell(src, torch.ones(1, 3))
+    assert why.startswith("The index names more axes than the tensor has (print its .shape)."), why
+    assert "squeeze" not in why and "logits, _" not in why, why
+    # the same lines inside f: both notes are said
+    src = "def f(x, model=lambda x: (x, None)):\n    logits, _ = model(x)\n    y = logits.squeeze()\n    return y[0, 0]\n"
+    why = _explained_in_a_cell(src, torch.ones(1, 3))
+    assert "unpacking one tensor splits it along its first axis" in why, why
+    assert "A .squeeze() with no axis drops every axis of size 1" in why, why
+
+
+def test_an_init_argument_kept_on_self_and_read_bare_in_forward_is_told_to_read_self():
+    """eps kept as self.eps, then read as eps in forward: the note says to read self.eps, not that eps is a typo or a
+    name of a cell that has not run."""
+    src = ("class M(nn.Module):\n    def __init__(self, eps):\n        super().__init__()\n        self.eps = eps\n\n"
+           "    def forward(self, x):\n        return x + eps\n")
+    why = None
+    try:
+        _cell(src, "M")(1e-5)(torch.ones(3))
+    except NameError as exc:
+        why = " ".join(explain(exc).split())
+    assert why == ("eps is an argument of __init__, and forward sees only what __init__ kept on self: here self.eps. "
+                   "Read that."), why
+
+
+def test_a_setting_not_kept_is_not_told_it_is_kept_under_a_name_with_no_word_in_common():
+    """self.scale read, __init__ took scale and kept only self.size: size is another setting, not scale renamed."""
+    src = ("class M(nn.Module):\n    def __init__(self, size, scale):\n        super().__init__()\n"
+           "        self.size = size\n\n    def forward(self, x):\n        return x * self.scale\n")
+    why = None
+    try:
+        _cell(src, "M")(3, 0.5)(torch.ones(3))
+    except AttributeError as exc:
+        why = " ".join(explain(exc).split())
+    assert why.startswith("__init__ takes scale but does not keep it: store it there, self.scale = scale"), why
+    assert "self.size" not in why, why
+
+
+def test_a_head_size_not_kept_is_not_told_it_is_kept_as_the_head_count():
+    """self.d_head read, __init__ took d_head and kept only self.n_heads: n_heads is the head count, another setting
+    (their other words, d and n, differ), not d_head under another name."""
+    src = ("class M(nn.Module):\n    def __init__(self, n_heads, d_head):\n        super().__init__()\n"
+           "        self.n_heads = n_heads\n\n    def forward(self, x):\n        return x.reshape(-1, self.d_head)\n")
+    why = None
+    try:
+        _cell(src, "M")(2, 4)(torch.ones(8))
+    except AttributeError as exc:
+        why = " ".join(explain(exc).split())
+    assert why.startswith("__init__ takes d_head but does not keep it: store it there, self.d_head = d_head"), why
+    assert "n_heads" not in why, why
+
+
+def test_a_type_error_on_a_line_whose_comment_names_a_global_tensor_is_not_told_the_name_was_replaced():
+    """The replaced-name note is for `math(...)`-style calls of a name that holds no function; a torch TypeError on a
+    line whose comment reads `x (B, T)`, x a tensor of the notebook's, is no such call."""
+    src = "x = torch.ones(2)\n\n\ndef f(t):\n    return torch.ones(\"a\")  # like x (B, T)\n"
+    why = _explained_in_a_cell(src, torch.ones(2))
+    assert "not the module or function the notebook gave that name" not in why, why
+
+
+def test_an_argument_that_shares_its_name_with_a_notebook_tensor_is_not_told_the_name_was_replaced():
+    """mask(x), mask being f's own argument: the notebook's global tensor named mask is not what the line read, so
+    the note about a notebook name given another value does not apply."""
+    src = "mask = torch.ones(2)\n\n\ndef f(x, mask):\n    return x * mask(x)\n"
+    why = _explained_in_a_cell(src, torch.ones(2), torch.ones(2))
+    assert "not the module or function the notebook gave that name" not in why, why
+    # the global itself called on the line: the note is said
+    why = _explained_in_a_cell("mask = torch.ones(2)\n\n\ndef f(x):\n    return x * mask(x)\n", torch.ones(2))
+    assert "mask is a Tensor here, not the module or function the notebook gave that name" in why, why

@@ -400,8 +400,8 @@ def explain(exc: BaseException) -> str:
             r"[\w)\]]\s*\^\s*[-\w(.]", line):
         why = ("^ is Python's exclusive or, not a power: a power is **, as in g ** 2 for the formulas' g² (or g * g),\n"
                "or d ** 0.5 for √d (or math.sqrt(d)).")
-    if re.search(r"'(rand|randn|uniform|normal|bernoulli)\w*' not implemented for '(Long|Int|Bool)'|check_uniform_bounds",
-                 text) and (like := re.search(r"torch\.(rand|randn)_like\(\s*(\w+)", line)):
+    if re.search(r"[\"'](rand|randn|uniform|normal|bernoulli)\w*[\"'] not implemented for '(Long|Int|Bool)'"
+                 r"|check_uniform_bounds", text) and (like := re.search(r"torch\.(rand|randn)_like\(\s*(\w+)", line)):
         why = (f"torch.{like[1]}_like({like[2]}) makes a tensor of the dtype of {like[2]}, whole numbers here, which "
                f"have no such draws:\ntorch.{like[1]}({like[2]}.shape, generator=generator) draws floats of that "
                f"shape.")
