@@ -321,7 +321,6 @@ class Trainer:
         return trainer
 
 
-@torch.no_grad()
 def _checkpoint_metadata(path: Path) -> dict | None:
     """The metadata of a checkpoint Trainer.save wrote, or None for any other file."""
     from safetensors import safe_open
