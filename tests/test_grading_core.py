@@ -3158,16 +3158,22 @@ def test_the_squeeze_and_unpacking_notes_read_the_failing_def_not_another_def_of
     assert "A .squeeze() with no axis drops every axis of size 1" in why, why
 
 
+def _explained_module(src, init_args, x):
+    """explain()'s note for the error that M(*init_args)(x) raises, M an nn.Module defined by src as a notebook cell
+    defines it; on one line."""
+    try:
+        _cell(src, "M")(*init_args)(x)
+    except Exception as exc:
+        return " ".join(explain(exc).split())
+    raise AssertionError("M raised nothing")
+
+
 def test_an_init_argument_kept_on_self_and_read_bare_in_forward_is_told_to_read_self():
     """eps kept as self.eps, then read as eps in forward: the note says to read self.eps, not that eps is a typo or a
     name of a cell that has not run."""
     src = ("class M(nn.Module):\n    def __init__(self, eps):\n        super().__init__()\n        self.eps = eps\n\n"
            "    def forward(self, x):\n        return x + eps\n")
-    why = None
-    try:
-        _cell(src, "M")(1e-5)(torch.ones(3))
-    except NameError as exc:
-        why = " ".join(explain(exc).split())
+    why = _explained_module(src, (1e-5,), torch.ones(3))
     assert why == ("eps is an argument of __init__, and forward sees only what __init__ kept on self: here self.eps. "
                    "Read that."), why
 
@@ -3176,11 +3182,7 @@ def test_a_setting_not_kept_is_not_told_it_is_kept_under_a_name_with_no_word_in_
     """self.scale read, __init__ took scale and kept only self.size: size is another setting, not scale renamed."""
     src = ("class M(nn.Module):\n    def __init__(self, size, scale):\n        super().__init__()\n"
            "        self.size = size\n\n    def forward(self, x):\n        return x * self.scale\n")
-    why = None
-    try:
-        _cell(src, "M")(3, 0.5)(torch.ones(3))
-    except AttributeError as exc:
-        why = " ".join(explain(exc).split())
+    why = _explained_module(src, (3, 0.5), torch.ones(3))
     assert why.startswith("__init__ takes scale but does not keep it: store it there, self.scale = scale"), why
     assert "self.size" not in why, why
 
@@ -3190,11 +3192,7 @@ def test_a_head_size_not_kept_is_not_told_it_is_kept_as_the_head_count():
     (their other words, d and n, differ), not d_head under another name."""
     src = ("class M(nn.Module):\n    def __init__(self, n_heads, d_head):\n        super().__init__()\n"
            "        self.n_heads = n_heads\n\n    def forward(self, x):\n        return x.reshape(-1, self.d_head)\n")
-    why = None
-    try:
-        _cell(src, "M")(2, 4)(torch.ones(8))
-    except AttributeError as exc:
-        why = " ".join(explain(exc).split())
+    why = _explained_module(src, (2, 4), torch.ones(8))
     assert why.startswith("__init__ takes d_head but does not keep it: store it there, self.d_head = d_head"), why
     assert "n_heads" not in why, why
 
