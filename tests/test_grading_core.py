@@ -3197,6 +3197,21 @@ def test_a_head_size_not_kept_is_not_told_it_is_kept_as_the_head_count():
     assert "n_heads" not in why, why
 
 
+@pytest.mark.parametrize("cls", ["GELU", "ReLU"])
+@pytest.mark.parametrize("line", ["self.fc2(self.act(self.fc1(x)))", "self.act(self.fc1(x)) * 2"])
+def test_an_activation_kept_unbuilt_is_told_to_build_it(cls, line):
+    """self.act = nn.GELU, the class: self.act(h) builds a GELU with h as its setting without a word (unlike
+    nn.Dropout, whose __init__ raises), and the error comes where that module meets a Linear or a *: it got no note."""
+    src = ("class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.fc1 = nn.Linear(4, 8)\n"
+           f"        self.act = nn.{cls}\n        self.fc2 = nn.Linear(8, 4)\n\n    def forward(self, x):\n"
+           f"        return {line}\n")
+    why = _explained_module(src, (), torch.ones(2, 4))
+    assert why.startswith(f"self.act is the class {cls} itself, not a module built from it"), why
+    assert why.endswith(f"and that module came back where a tensor belongs. In __init__, build it: self.act = "
+                        f"nn.{cls}(...)."), why
+    assert _explained_module(src.replace(f"nn.{cls}\n", f"nn.{cls}()\n"), (), torch.ones(2, 4).long()) != why
+
+
 def test_a_type_error_on_a_line_whose_comment_names_a_global_tensor_is_not_told_the_name_was_replaced():
     """The replaced-name note is for `math(...)`-style calls of a name that holds no function; a torch TypeError on a
     line whose comment reads `x (B, T)`, x a tensor of the notebook's, is no such call."""

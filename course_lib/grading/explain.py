@@ -663,7 +663,8 @@ def _learner_line(exc: BaseException):
 
 def _module_built_with_inputs(exc: BaseException) -> str:
     """nn.CrossEntropyLoss(logits, targets): the tensors went to the class's __init__, as its settings, and it
-    raised there (about a tensor's truth value, say), not a word of what happened."""
+    raised there (about a tensor's truth value, say), not a word of what happened. Or self.act = nn.GELU kept unbuilt:
+    self.act(h) builds a GELU without a word, and the error comes where that module meets a tensor's operation."""
     tb, inits = exc.__traceback__, []
     while tb is not None:
         code = tb.tb_frame.f_code
@@ -672,12 +673,15 @@ def _module_built_with_inputs(exc: BaseException) -> str:
         tb = tb.tb_next
     frame, line = _learner_line(exc)
     me = frame.f_locals.get("self") if frame is not None else None
-    for attr in re.findall(r"\bself\.(\w+)\(", line) if inits and me is not None else ():
+    for attr in re.findall(r"\bself\.(\w+)\(", line) if me is not None else ():
         kept = getattr(me, attr, None)
-        if isinstance(kept, type):                   # self.dropout = nn.Dropout: the class, kept unbuilt
+        if isinstance(kept, type) and issubclass(kept, nn.Module) and (
+                inits or re.search(rf"\b{kept.__name__}\b", str(exc))):   # self.dropout = nn.Dropout: kept unbuilt
+            name = f"nn.{kept.__name__}" if getattr(nn, kept.__name__, None) is kept else kept.__name__
             return (f"self.{attr} is the class {kept.__name__} itself, not a module built from it, so calling it "
-                    f"built a new\none with the tensor as its settings. In __init__, build it: self.{attr} = "
-                    f"nn.{kept.__name__}(...) (nn.Dropout(dropout), say).")
+                    f"built a new\none with the tensor as its settings" + ("" if inits else
+                    ", and that module came back where a tensor belongs") + f". In __init__, build it: self.{attr} = "
+                    + (f"{name}(...) ({name}(dropout), say)." if kept is nn.Dropout else f"{name}(...)."))
     called = re.search(r"\b(?:nn|torch\.nn)\.([A-Z]\w*)\(\s*[^)\s]", line)
     if not inits or called is None:
         return ""
