@@ -16,7 +16,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from course_lib.instructor.release import assignments, generate
+from course_lib.instructor.release import assignments, check_release, generate, release
 from course_lib.instructor.settings import execute_with_metadata
 from course_lib.grading.forbid import python_source
 from course_lib.grading.sandbox import check_calls, is_answer_cell, is_setup_cell, is_test_cell
@@ -100,6 +100,37 @@ def test_release_reads_the_notebooks_as_utf8_whatever_the_locale():
     run = subprocess.run([sys.executable, "-X", "warn_default_encoding", "-c", code],
                          capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONUTF8="0"))
     assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.parametrize("marker", ["### BEGIN SOLUTION", "### END HIDDEN TESTS"])
+def test_a_learner_copy_that_still_holds_a_solution_or_hidden_test_is_refused(tmp_path, marker):
+    nb = nbformat.read(ROOT / "notebooks" / "00_welcome" / "00_welcome.ipynb", as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(f"{marker}\nx = 1\n"))
+    nbformat.write(nb, tmp_path / "00_welcome.ipynb")
+    with pytest.raises(RuntimeError, match=marker.split(" ", 1)[1]):
+        check_release(tmp_path / "00_welcome.ipynb")
+    check_release(ROOT / "notebooks" / "00_welcome" / "00_welcome.ipynb")     # the committed learner copy passes
+
+
+def test_only_folders_holding_a_notebook_are_assignments(tmp_path):
+    shutil.copytree(ROOT / "solutions" / "00_welcome", tmp_path / "00_welcome")
+    (tmp_path / "01_drafts").mkdir()                               # no notebook yet
+    (tmp_path / "notes.ipynb").write_text("{}")                   # a file, not a folder
+    assert assignments(tmp_path) == ["00_welcome"]
+
+
+def test_releasing_again_replaces_the_learner_copies(tmp_path):
+    """Nothing of an earlier release is left beside the new learner copies (a notebook renamed since, say)."""
+    solutions, notebooks = tmp_path / "solutions", tmp_path / "notebooks"
+    shutil.copytree(ROOT / "solutions" / "00_welcome", solutions / "00_welcome")
+    stale = notebooks / "00_welcome" / "renamed_last_term.ipynb"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}")
+    assert release(["00_welcome"], solutions, notebooks) == [notebooks / "00_welcome"]
+    assert not stale.exists()
+    assert (sorted(p.name for p in (notebooks / "00_welcome").iterdir())
+            == sorted(p.name for p in (ROOT / "notebooks" / "00_welcome").iterdir()))
+    check_release(notebooks / "00_welcome" / "00_welcome.ipynb")
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)

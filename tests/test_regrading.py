@@ -87,6 +87,25 @@ def test_the_command_stops_with_status_2_before_writing_anything(tmp_path, capsy
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("statuses, code", [(["graded", "graded"], 0), (["graded", "NOT GRADED"], 1),
+                                            (["NOT GRADED", "NOT GRADED"], 1)])
+def test_the_exit_status_says_whether_every_submission_was_graded(tmp_path, monkeypatch, statuses, code):
+    """0 when every submission was graded, 1 when some are NOT GRADED (a class where none was graded too).
+    Grading is stood in for; the command's own logic runs."""
+    import course_lib.instructor.autograde as autograde_module
+    from course_lib.instructor.cli import main
+    seen = []
+
+    def fake_autograde(opt, log=print):
+        seen.append(opt)
+        return [{"student": f"s{i}", "status": s} for i, s in enumerate(statuses)]
+
+    monkeypatch.setattr(autograde_module, "autograde", fake_autograde)
+    monkeypatch.chdir(ROOT)
+    assert main(["autograde", A, str(tmp_path), "-o", str(tmp_path / "out"), "-j", "1"]) == code
+    assert len(seen) == 1 and seen[0].assignment == A and seen[0].out == tmp_path / "out"
+
+
 @pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")      # nbgrader's own submission chatter
 def test_an_extension_on_an_assignment_without_a_due_date_is_no_lateness(tmp_path):
     from nbgrader.api import Gradebook
@@ -138,6 +157,15 @@ def test_a_failing_setup_cell_is_not_graded_rather_than_every_answer_wrong():
     setup.source = "import einopz\n" + setup.source
     with pytest.raises(NotGraded, match="setup cell 1 .* raised ModuleNotFoundError: No module named 'einopz'"):
         sandbox_verdicts(solution, submission(A))
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_an_answer_that_ends_the_sandbox_process_is_not_graded_with_its_exit_code(code):
+    """os._exit in an answer ends the sandbox's process before its results are written, with exit code 0 too:
+    NOT GRADED with the code and what to look for, never a crash of the grader."""
+    quits = submission(A, {"merge_heads_answer": f"import os\nos._exit({code})\n"})
+    with pytest.raises(NotGraded, match=rf"ended the grading process \(exit code {code}\) before the checks finished"):
+        sandbox_verdicts(nbformat.read(ROOT / "solutions" / A / f"{A}.ipynb", as_version=4), quits, timeout=60)
 
 
 def test_a_student_id_nbgrader_would_read_as_a_pattern_is_named(tmp_path):
@@ -508,3 +536,110 @@ def test_grading_in_a_locale_that_cannot_write_a_dash_finishes(tmp_path):
     with open(tmp_path / "out" / "grades.csv", newline="") as f:
         rows = {r["student"]: r for r in csv.DictReader(f)}
     assert rows["right"]["status"] == "graded" and rows["right"]["score"] == "9", rows["right"]
+
+
+# ------------------------------------------------------------------ the gradebook's flags, with nbgrader's grading stood in
+GB_A, GB_NB = "a1", "nb"
+
+
+def _gradebook(path, cells, students, hand=()):
+    """A gradebook made with nbgrader's API: one notebook, one point per grade cell, and the (student, cell)
+    pairs in ``hand`` given 0.5 by hand in an earlier run."""
+    from nbgrader.api import Gradebook
+    from course_lib.instructor.settings import ensure_scripts_on_path, schema_version_in_process
+    ensure_scripts_on_path()            # nbgrader runs `alembic` for every gradebook it creates
+    schema_version_in_process()
+    with Gradebook(f"sqlite:///{path}") as gb:
+        gb.add_assignment(GB_A)
+        gb.add_notebook(GB_NB, GB_A)
+        for name in cells:
+            gb.add_grade_cell(name, GB_NB, GB_A, max_score=1, cell_type="code")
+        for s in students:
+            gb.add_student(s)
+            gb.add_submission(GB_A, s)
+        for s, name in hand:
+            gb.find_grade(name, GB_NB, GB_A, s).manual_score = 0.5
+        gb.db.commit()
+
+
+@pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")      # nbgrader's own submission chatter
+def test_the_worker_flags_an_answer_left_for_a_person_and_names_it_and_the_others_keep_their_scores(
+        tmp_path, monkeypatch):
+    """The grading worker's result.json and gradebook, with nbgrader's autograde and feedback stood in (the scores
+    nbgrader saved, the verdicts the sandbox recorded): no kernel runs."""
+    import nbgrader.apps
+    from nbgrader.api import Gradebook
+    import course_lib.grading.sandbox as sandbox
+    from course_lib.instructor import worker
+
+    class FakeAPI:
+        def __init__(self, config=None):
+            self.root = config.CourseDirectory.root
+
+        def autograde(self, assignment, student, force=True, create=True):
+            with Gradebook(f"sqlite:///{self.root}/gradebook.db") as gb:
+                for name, score in (("passes", 1), ("loops", 0)):
+                    g = gb.find_grade(name, GB_NB, GB_A, student)
+                    g.auto_score, g.needs_manual_grade = score, False
+                gb.db.commit()
+            sandbox.STATUS.append({"status": "graded", "notebook": GB_NB, "cells": {
+                "passes": {"passed": True, "message": "✓ ok", "by_hand": False},
+                "loops": {"passed": False, "message": "✗ did not return", "by_hand": True}}})
+            return {"success": True, "log": "autograded"}
+
+        def generate_feedback(self, assignment, student, force=True):
+            return {"success": True, "log": "[GenerateFeedback] feedback written", "error": None}
+
+    _gradebook(tmp_path / "gradebook.db", ("passes", "loops"), ["ann"])
+    monkeypatch.setattr(nbgrader.apps, "NbGraderAPI", FakeAPI)
+    monkeypatch.setattr(sandbox, "STATUS", [])
+    monkeypatch.setenv("COURSE_HIDDEN_SEED", "0")         # the worker sets it for its process
+    job = {"root": str(tmp_path), "assignment": GB_A, "student": "ann", "solutions": str(tmp_path),
+           "release": str(tmp_path), "hidden_seed": 5, "cell_timeout": 10, "interrupt_grace": 1,
+           "sandbox_timeout": 10, "case_timeout": 1, "feedback": True}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    assert worker.main(str(tmp_path / "job.json")) == 0
+    out = json.loads((tmp_path / "result.json").read_text())
+    assert out["status"] == "graded" and out["reason"] == "" and "feedback_error" not in out, out
+    assert out.get("by_hand") == ["loops"], out
+    grades = {g["cell"]: (g["auto_score"], g["needs_manual_grade"]) for g in out["grades"]}
+    assert grades == {"passes": (1, False), "loops": (0, True)}, grades
+    with Gradebook(f"sqlite:///{tmp_path / 'gradebook.db'}") as gb:      # what the feedback and the merge read
+        assert gb.find_grade("loops", GB_NB, GB_A, "ann").needs_manual_grade
+        assert not gb.find_grade("passes", GB_NB, GB_A, "ann").needs_manual_grade
+
+
+@pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")      # nbgrader's own submission chatter
+def test_a_merge_keeps_hand_grades_and_flags_only_the_cells_left_for_a_person(tmp_path):
+    """autograde._merge into the class gradebook: a cell left for a person is flagged unless a hand grade already
+    stands (then the log names it), the rest stay unflagged, and a NOT GRADED submission is flagged everywhere."""
+    from nbgrader.api import Gradebook
+    from course_lib.instructor.autograde import _merge
+    cells = ("plain", "left", "hand_left", "hand_plain")
+    template, out, work = tmp_path / "template.db", tmp_path / "out", tmp_path / "work"
+    out.mkdir()
+    work.mkdir()
+    _gradebook(template, cells, ["ann", "bob"], hand=[("ann", "hand_left"), ("ann", "hand_plain")])
+
+    def grade(cell, auto, manual):
+        return {"notebook": GB_NB, "cell": cell, "auto_score": auto, "max_score": 1, "needs_manual_grade": manual}
+    results = [
+        {"student": "ann", "status": "graded", "comments": [],
+         "grades": [grade("plain", 1, False), grade("left", 0, True), grade("hand_left", 0, True),
+                    grade("hand_plain", 1, False)]},
+        {"student": "bob", "status": "NOT GRADED", "grades": [], "comments": []},
+    ]
+    logged = []
+    opt = Options(assignment=GB_A, submissions=tmp_path, out=out, solutions=tmp_path)
+    assert _merge(opt, out, work, template, results, log=logged.append) == 4
+    with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
+        ann = {n: gb.find_grade(n, GB_NB, GB_A, "ann") for n in cells}
+        assert {n: g.needs_manual_grade for n, g in ann.items()} == {
+            "plain": False, "left": True, "hand_left": False, "hand_plain": False}
+        assert {n: g.manual_score for n, g in ann.items()} == {"plain": None, "left": None, "hand_left": 0.5,
+                                                              "hand_plain": 0.5}
+        assert {n: g.auto_score for n, g in ann.items()} == {"plain": 1, "left": 0, "hand_left": 0, "hand_plain": 1}
+        bob = [gb.find_grade(n, GB_NB, GB_A, "bob") for n in cells]
+        assert all(g.auto_score is None and g.needs_manual_grade for g in bob)
+    assert logged == ["ann: hand_left left for a grade by hand again; the score given by hand earlier stands "
+                      "(set its manual_score to None to grade it anew)"], logged
