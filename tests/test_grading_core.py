@@ -867,6 +867,71 @@ def test_a_product_of_q_and_k_position_by_position_is_told_what_it_pairs():
     assert "If this comes from q @ k, or from turning k round" in notes
 
 
+def _welcome_case(name, label_start, suite):
+    ex = get_exercise(name)
+    (case,) = [c for c in getattr(ex, suite) if c.label.startswith(label_start)]
+    return case
+
+
+def test_split_heads_visible_transposed_case_is_a_non_contiguous_b_t_d_tensor():
+    """'x of shape (2, 4, 6) as a transposed (non-contiguous) view, 2 heads': an answer that assumes contiguous
+    memory (x.view(B * T, H, D)) fails only there. A transpose of other axes gives a (4, 6, 2) tensor whose
+    last axis is not d_model."""
+    inputs = _welcome_case("split_heads", "x of shape (2, 4, 6) as a transposed", "visible").make(torch.Generator().manual_seed(0))
+    x = inputs["x"]
+    assert tuple(x.shape) == (2, 4, 6) and inputs["n_heads"] == 2
+    assert not x.is_contiguous()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_split_heads_hidden_transposed_case_splits_its_last_axis_into_n_heads(seed):
+    inputs = _welcome_case("split_heads", "x as a transposed", "hidden").make(torch.Generator().manual_seed(seed))
+    x, h = inputs["x"], inputs["n_heads"]
+    assert x.dim() == 3 and x.shape[-1] % h == 0 and 2 <= x.shape[-1] // h <= 7, (tuple(x.shape), h)
+    assert not x.is_contiguous()
+
+
+def test_merge_heads_visible_transposed_case_is_a_non_contiguous_b_h_t_d_tensor():
+    """'x of shape (2, 3, 4, 5) as a transposed (non-contiguous) view': made as (B, T, H, D).transpose(1, 2).
+    transpose(2, 2) would leave it contiguous, and transpose(0, 2) would give it another shape."""
+    inputs = _welcome_case("merge_heads", "x of shape (2, 3, 4, 5) as a transposed", "visible").make(
+        torch.Generator().manual_seed(0))
+    x = inputs["x"]
+    assert tuple(x.shape) == (2, 3, 4, 5)
+    assert not x.is_contiguous()
+    assert x.transpose(1, 2).is_contiguous()      # it is a (B, T, H, D) tensor seen with heads and time swapped
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_merge_heads_hidden_transposed_case_is_not_contiguous(seed):
+    x = _welcome_case("merge_heads", "x as a transposed", "hidden").make(torch.Generator().manual_seed(seed))["x"]
+    assert x.dim() == 4 and not x.is_contiguous() and x.transpose(1, 2).is_contiguous()
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_batched_dot_hidden_cases_have_no_empty_axis(seed):
+    """A random size of 0 makes an empty q or k, on which every answer of the right shape agrees with the key."""
+    for case in get_exercise("batched_dot").hidden:
+        inputs = case.make(torch.Generator().manual_seed(seed))
+        for name in ("q", "k"):
+            assert inputs[name].numel() > 0, (case.label, name, tuple(inputs[name].shape))
+
+
+@pytest.mark.parametrize("q_batch, k_batch", [(2, 1), (1, 2)])
+def test_a_bmm_of_unequal_batches_is_told_bmm_does_not_broadcast_whichever_side_has_the_1(q_batch, k_batch):
+    """torch.bmm of q (1, T_q, D) against k (B, D, T_k) (q's batch of 1, as in the visible case 'q's batch of 1
+    broadcasts too') gets the same note as a k shared across the batch: both batch sizes, and that matmul
+    broadcasts."""
+    from course_lib.exercises.ex00_welcome import add_turn_k_note
+    with pytest.raises(RuntimeError) as info:
+        torch.bmm(torch.randn(q_batch, 3, 4), torch.randn(k_batch, 4, 5))
+    exc = info.value
+    add_turn_k_note(exc)
+    notes = "\n".join(getattr(exc, "__notes__", []))
+    assert f"bmm needs the same batch size in both tensors and does not broadcast: here {q_batch} and {k_batch}" \
+        in notes, notes
+
+
 _WELCOME_ON_THE_CPU_ONLY = """
 def split_numpy(x, n_heads):
     B, T, C = x.shape

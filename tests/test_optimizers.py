@@ -8,6 +8,8 @@ import math
 import pytest
 import torch
 
+from course_lib.grading.engine import evaluate
+from course_lib.grading.spec import get_exercise
 from course_lib.reference.optim import Adam, AdamW, SGDMomentum, clip_grad_norm, lr_at
 
 from submissions import assert_graded_as, grade_class, submission
@@ -154,8 +156,6 @@ def test_clip_and_schedule_checks_say_what_came_back_when_it_is_not_a_number():
 
     import torch
 
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     def clip_no_return(params, max_norm):
         grads = [p.grad for p in params if p.grad is not None]
@@ -270,8 +270,6 @@ def _learner_adam(decay, *, decoupled=False, state_outside=False, keep="self.sta
 def test_momentum_buffer_that_is_p_grad_itself_is_caught():
     """Starting the buffer as p.grad (no clone) used to pass: the check installed a new gradient
     tensor every step. Backward with zero_grad(set_to_none=False) writes into p.grad in place."""
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     def aliased(st, p, mu, lr):               # the buffer stays p.grad itself, updated in place
         if "momentum_buffer" not in st:
@@ -296,8 +294,6 @@ def test_momentum_buffer_that_is_p_grad_itself_is_caught():
 def test_step_that_changes_the_callers_p_grad_is_refused_in_words():
     """An L2 term added into p.grad in place gives the right parameters, and used to pass; the
     caller's gradients (logged, clipped, accumulated) must be left as they were."""
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     def add_into_grad(p, wd):
         return p.grad.add_(wd * p)
@@ -333,8 +329,6 @@ def test_step_that_changes_the_callers_p_grad_is_refused_in_words():
 
 def test_adamw_save_and_reload_failure_names_the_run_it_comes_from():
     """A difference in the run saved and reloaded halfway used to be placed '(in output[3])'."""
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     r = evaluate(get_exercise("AdamW"), _learner_adam(None, decoupled=True, state_outside=True))
     assert not r.passed and "output[" not in r.message, r.message
@@ -354,8 +348,6 @@ def test_adam_checks_refuse_state_lost_on_restart_and_defaults_read_for_a_group(
     gave a second group its own betas or eps in both suites. Reading them from self.defaults got a bare
     difference, where SGDMomentum's momentum read once is named; betas alone (or eps alone, from the first
     group) got "None of the known slips" in the hidden suite, whose second group has its own of both."""
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
     right = _learner_adam(lambda p, wd: p.grad + wd * p, decoupled=name == "AdamW")
     assert all(evaluate(get_exercise(name), right, suite=s).passed for s in ("visible", "hidden"))
     _CLASS_MOMENTS.clear()
@@ -376,8 +368,6 @@ def test_adam_checks_refuse_state_lost_on_restart_and_defaults_read_for_a_group(
 def test_clipping_that_makes_new_tensors_is_told_to_scale_in_place():
     """`g = g * c` in the loop leaves every gradient as it was: the explanation used to speak only of
     a generator walked twice, which this answer had already avoided."""
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     import torch
 
@@ -397,8 +387,6 @@ def test_lr_at_differences_name_the_step():
     """'at [5]' was a position in the case's list of steps, which a learner cannot see in a hidden case."""
     import math
 
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     def ends_one_step_late(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
         if step < warmup_steps:
@@ -420,8 +408,6 @@ def test_lr_at_differences_show_the_step_furthest_off():
     it was shown, and ends at max_lr instead of min_lr."""
     import math
 
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     def whole_period(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
         if step < warmup_steps:
@@ -443,7 +429,6 @@ def test_the_clip_explanation_cites_what_case_1_gives():
     import torch
 
     from course_lib.exercises.ex02_optimizers import CLIP_EX as CLIP
-    from course_lib.grading.engine import evaluate
 
     def no_root(params, max_norm):
         grads = [p.grad for p in params if p.grad is not None]
@@ -467,7 +452,6 @@ def test_the_call_watcher_names_a_decorated_helper_as_itself():
     import torch
 
     from course_lib.exercises.ex02_optimizers import CLIP_EX as CLIP
-    from course_lib.grading.engine import evaluate
 
     def with_total_norm(params, max_norm):
         params = [p for p in params if p.grad is not None]
@@ -487,8 +471,6 @@ def test_errors_that_only_eps_or_one_step_shows_are_named():
     whose progress is divided by one step too few. Both are named now, written as learners write them."""
     import math
 
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     def one_short(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
         if step < warmup_steps:
@@ -567,8 +549,6 @@ def _answer(source, name):
 def test_adamw_with_p_assigned_instead_of_changed_in_place_is_named(old, new, says):
     """A learner's AdamW with one of its two updates written p = p ...: the decay (state then keyed by the new
     tensor) got 'raised KeyError: 1398...' with words about p.data, the Adam step a bare difference."""
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
     from submissions import solution_answers
 
     source = solution_answers("02_optimizers")["AdamW_answer"]
@@ -583,8 +563,6 @@ def test_lr_at_with_a_slip_in_the_warmup_and_another_in_the_decay_is_told_both()
     two that give them between them, with the steps each explains."""
     import math
 
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     def two_slips(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
         if step < warmup_steps:
@@ -605,8 +583,6 @@ def test_steps_a_training_loop_would_not_survive_are_named():
     of a new tensor that never reaches the parameter, state keyed by p.data, and an Adam computing outside
     no_grad (its moments joined autograd's graph: memory grows every step, and the reloaded state failed
     with 'a leaf Variable that requires grad ...' in the resumed run, which the message did not name)."""
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     ex = get_exercise("SGDMomentum")
     right = SGD_REBOUND.replace("KEY", "p").replace("UPDATE", "p.sub_(group['lr'] * state['buf'])")
@@ -632,8 +608,6 @@ def test_steps_a_training_loop_would_not_survive_are_named():
 def test_an_update_outside_no_grad_is_told_where_it_belongs(update):
     """An in-place update while autograd records got torch's bare 'a leaf Variable that requires grad is
     being used in an in-place operation'."""
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     source = SGD_REBOUND.replace("    @torch.no_grad()\n", "").replace("KEY", "p").replace("UPDATE", update)
     for suite in ("visible", "hidden"):
@@ -656,8 +630,6 @@ def test_a_group_read_as_something_else_is_told_what_param_groups_holds(old, new
     """self.params, self.lr, group.lr, a group taken for a parameter, a group's keys taken for parameters: each
     got Python's AttributeError alone, which does not say where an optimizer keeps its parameters and
     settings."""
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     source = SGD_REBOUND.replace("KEY", "p").replace("UPDATE", "p.sub_(group['lr'] * state['buf'])")
     source = source.replace(old, new) if old != "UPDATE" else SGD_REBOUND.replace("KEY", "p").replace(old, new)
@@ -677,8 +649,6 @@ def test_a_group_read_as_something_else_is_told_what_param_groups_holds(old, new
 def test_a_missing_key_is_told_where_settings_and_state_live(answer, says):
     """state['buf'] read before the first step set it, group['beta'] for group['betas']: torch's KeyError named
     the key and nothing else."""
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     name = "SGDMomentum" if "SGDMomentum" in answer else "Adam"
     r = evaluate(get_exercise(name), _answer(answer, name))
@@ -689,8 +659,6 @@ def test_a_missing_key_is_told_where_settings_and_state_live(answer, says):
 
 def test_an_error_in_the_resumed_run_says_it_came_from_there():
     """An error that only the save-and-reload run meets read like any other: which run it was went unsaid."""
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     reloads_a_count = SGD_REBOUND.replace("KEY", "p").replace("UPDATE", "p.sub_(group['lr'] * state['buf'])")
     reloads_a_count += """
@@ -811,8 +779,6 @@ def test_more_optimizer_slips_are_named(name, changes, mistake):
     unused, v's line copied from m's with 1 - b1, and m̂, v̂ written back into the state got bare numbers, as
     did a step without the square root, v averaged from g (NaN) or |g|, a step added instead of taken, and
     AdamW's decay from the gradient, by the factor lr·wd or 1 + lr·wd, or by lr·wd subtracted."""
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     src = (SGD_REBOUND.replace("KEY", "p").replace("UPDATE", "p.sub_(group['lr'] * state['buf'])")
            if name == "SGDMomentum" else ADAM_GRAPH)
@@ -837,8 +803,6 @@ def test_state_made_on_the_cpu_whatever_the_parameters_device_is_refused_without
     """State made with torch.zeros(p.shape) lives on the CPU whatever p's device: right on a CPU grader, it
     passed both suites and then failed at the first step on a GPU. A few steps on meta show it (meta itself
     lets Adam's in-place updates of a CPU m through, CUDA does not: the check refuses them as CUDA would)."""
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     src = (SGD_REBOUND.replace("KEY", "p").replace("UPDATE", "p.sub_(group['lr'] * state['buf'])")
            if name == "SGDMomentum" else ADAM_GRAPH.replace("    def step(", "    @torch.no_grad()\n    def step("))
@@ -852,8 +816,6 @@ def test_state_made_on_the_cpu_whatever_the_parameters_device_is_refused_without
 
 def test_a_step_count_kept_as_a_0_dim_cpu_tensor_is_not_refused_by_the_meta_run():
     """torch's own Adam keeps state['step'] as a 0-dim CPU tensor, which CUDA mixes with anything."""
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     src = ADAM_GRAPH.replace("    def step(", "    @torch.no_grad()\n    def step(")
     for old, new in [('st["t"], st["m"], st["v"] = 0, ', 'st["t"], st["m"], st["v"] = torch.zeros((), dtype=torch.int64), '),
@@ -873,8 +835,6 @@ def test_adamw_decay_after_the_step_and_lr_at_slips_with_min_lr_are_named():
 
     import torch
 
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     right = _learner_adam(None, decoupled=True)
 
@@ -936,8 +896,6 @@ def test_schedule_and_clipping_return_what_their_docstrings_say():
 
     import torch
 
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     def lr_tensor(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
         if step < warmup_steps:
@@ -986,8 +944,6 @@ def test_clipping_that_scales_the_parameters_is_told_so():
     (params walked twice, or new tensors made)', neither of which it did."""
     import torch
 
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     def clip(params, max_norm, scale=lambda p: p.grad):
         ps = [p for p in params if p.grad is not None]
@@ -1011,8 +967,6 @@ def test_a_forbidden_call_is_named_alone_not_with_what_it_calls_inside():
     helpers (get_total_norm, _foreach_norm, _foreach_mul_, ...) as if the answer had called them."""
     import torch
 
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     def hidden_clip(params, max_norm):
         return getattr(torch.nn.utils, "clip_grad_" + "norm_")(list(params), max_norm)
@@ -1025,8 +979,6 @@ def test_a_forbidden_call_is_named_alone_not_with_what_it_calls_inside():
 def test_torch_optims_functional_update_is_refused_like_the_class():
     """torch.optim.sgd.sgd, torch.optim.adam.adam and torch.optim.adamw.adamw (what the refused classes'
     step() runs) passed both suites: an answer handing each group to them got ✓."""
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     sgd = '''
 from torch.optim.sgd import sgd as functional_sgd
@@ -1085,8 +1037,6 @@ class NAME(torch.optim.Optimizer):
 def test_adamw_whose_weight_decay_defaults_to_0_is_named_and_caught_by_the_hidden_cases():
     """An AdamW whose signature kept Adam's weight_decay=0.0 passed the hidden cases (each of them set
     weight_decay for every group) and got a bare difference in the visible one that uses the defaults."""
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     right = _learner_adam(None, decoupled=True)
 
@@ -1106,8 +1056,6 @@ def test_clip_that_measures_the_norm_again_inside_its_loop_is_named():
     """Each gradient scaled by a norm measured afresh, after the earlier ones shrank, got only numbers."""
     import torch
 
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     def clip(params, max_norm):
         params = [p for p in params if p.grad is not None]
@@ -1132,8 +1080,6 @@ def test_clip_by_another_norm_is_named(norm, mistake):
     """The inf-norm or a root-mean-square in place of the 2-norm got only 'expected 19.38 got 12.01'."""
     import torch
 
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     src = f"""
 def clip_grad_norm(params, max_norm):
@@ -1180,8 +1126,6 @@ def test_clip_with_its_total_kept_on_the_cpu_is_refused_without_a_gpu(total, fac
     a Python number (which cannot run on meta), is judged on the CPU cases alone."""
     import torch
 
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     ns = {"torch": torch}
     exec(compile(_CLIP_TOTAL.replace("TOTAL", total).replace("FACTOR", factor), "<answer cell test>", "exec"), ns)
@@ -1210,8 +1154,6 @@ def test_clip_that_returns_the_norm_in_another_dtype_is_refused(total):
 
     import torch
 
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     ns = {"torch": torch, "math": math}
     source = _CLIP_TOTAL.replace("TOTAL", total).replace("FACTOR", "(max_norm / (total + 1e-6)).clamp(max=1.0)")
@@ -1233,8 +1175,6 @@ def test_clip_whose_norm_keeps_the_axis_of_torch_zeros_1_is_told_how_to_drop_it(
     0-dim tensor was expected, not how to get one."""
     import torch
 
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     ns = {"torch": torch}
     source = _CLIP_TOTAL.replace("TOTAL", "total = torch.zeros(1, dtype=grads[0].dtype, device=grads[0].device)"
@@ -1251,8 +1191,6 @@ def test_clip_factor_with_eps_misplaced_or_left_out_is_named():
     gradients of norm near 1e-5 show it. With the eps where the docstring puts it, clipping passes."""
     import torch
 
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     src = """
 def clip_grad_norm(params, max_norm):
@@ -1277,8 +1215,6 @@ def test_cosine_progress_over_total_steps_is_named():
     """progress = (step - warmup_steps) / total_steps got only 'expected 0.0009997 got 0.0009998'."""
     import math
 
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     def lr_at(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
         if step < warmup_steps:
@@ -1316,8 +1252,6 @@ def test_cosine_progress_over_total_steps_is_named():
 ])
 def test_optimizer_slips_a_second_blind_probe_wrote_are_named(name, changes, mistake, suites):
     """Each got a bare difference in the final weights."""
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     src = (SGD_REBOUND.replace("KEY", "p").replace("UPDATE", "p.sub_(group['lr'] * state['buf'])")
            if name == "SGDMomentum" else ADAM_GRAPH.replace("    def step(", "    @torch.no_grad()\n    def step("))
@@ -1354,8 +1288,6 @@ def test_clip_slips_a_second_blind_probe_wrote_are_named(scale, said):
     was told that params was walked twice or new tensors were made, neither of which it did."""
     import torch
 
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
     ns = {"torch": torch}
     exec(compile(_CLIP_BODY.replace("SCALE", scale), "<answer cell test>", "exec"), ns)
     r = evaluate(get_exercise("clip_grad_norm"), ns["clip_grad_norm"], suite="visible")
@@ -1366,8 +1298,6 @@ def test_clip_that_fills_a_missing_gradient_is_told_to_leave_it_none():
     """A None grad filled with zeros was told to scale in place, which it did."""
     import torch
 
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     def clip(params, max_norm):
         params = list(params)
@@ -1391,8 +1321,6 @@ def test_clip_that_fills_a_missing_gradient_is_told_to_leave_it_none():
 def test_schedule_names_a_cosine_without_its_half_or_turned_round(cosine, named):
     import math
 
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
     src = ("def lr_at(step, max_lr, warmup_steps, total_steps, min_lr=0.0):\n"
            "    if step < warmup_steps:\n        return max_lr * (step + 1) / warmup_steps\n"
            "    if step >= total_steps:\n        return min_lr\n"
@@ -1417,8 +1345,6 @@ def test_schedule_names_warmup_and_progress_off_by_one(warmup, progress, named):
     """Two off-by-ones with the +1 in the wrong place got bare differences."""
     import math
 
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
     src = ("def lr_at(step, max_lr, warmup_steps, total_steps, min_lr=0.0):\n"
            f"    if step < warmup_steps:\n        return {warmup}\n"
            "    if step >= total_steps:\n        return min_lr\n"
@@ -1435,8 +1361,6 @@ def test_clip_that_scales_below_max_norm_too_is_refused_and_named():
     """A factor min(norm, max_norm) / (norm + 1e-6) applied whatever the norm passed: below max_norm it is
     norm / (norm + 1e-6), within the clip tolerance for ordinary norms. Cases with norms near 1e-5 now want
     the gradients back exactly; clamping the factor at 1 still passes."""
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
     body = ("def clip_grad_norm(params, max_norm):\n"
             "    grads = [p.grad for p in params if p.grad is not None]\n"
             "    total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))\n"
@@ -1507,8 +1431,6 @@ _ADAM = ADAMW_COUPLED.replace("class AdamW", "class Adam").replace("weight_decay
 def test_optimizer_slips_of_02s_second_learner_are_told_what_they_are(name, source, says):
     """Each got "None of the known slips", another mistake's name (eps squared, for no eps at all), or the keepdim
     note on an answer with no reduction in it (the second learner of 02)."""
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
     answer = _cell(source, name)
     for suite in ("visible", "hidden"):
         r = evaluate(get_exercise(name), answer, suite=suite)
@@ -1547,8 +1469,6 @@ def test_sgd_slips_of_02s_fourth_learner_say_their_cause(old, new, says):
     which it did; `p.sub(...)` was told to keep what it gives, p = p.sub(...), the mistake the verdict names; g ^ 2
     got the note for & and |; `def setp` was "not implemented yet"; no super().__init__() lost the answer's line
     to the check's own AttributeError; self.states and p.grads got no name of what was meant."""
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
     source = _SGD_IN_PLACE if old is None else _SGD_IN_PLACE.replace(old, new)
     answer = _cell(source, "SGDMomentum")
     for suite in ("visible", "hidden"):
@@ -1569,8 +1489,6 @@ def test_sgd_reading_the_first_group_is_named_so_and_param_groups_read_as_a_dict
     """lr and momentum read from self.param_groups[0] at every step were named "read once in __init__", which the
     answer did not do; self.param_groups["lr"] got a bare "list indices must be integers or slices, not str"
     (a learner's tries). The AttributeError and KeyError of the same misreading had the note already."""
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
     first = _cell(_sgd_reading('self.param_groups[0]["momentum"]', 'self.param_groups[0]["lr"]'), "SGDMomentum")
     as_dict = _cell(_sgd_reading('self.param_groups["momentum"]', 'self.param_groups["lr"]'), "SGDMomentum")
     assert evaluate(get_exercise("SGDMomentum"), _cell(_sgd_reading('group["momentum"]', 'group["lr"]'), "SGDMomentum")
@@ -1587,8 +1505,6 @@ def test_sgd_reading_the_first_group_is_named_so_and_param_groups_read_as_a_dict
 def test_adam_counting_steps_in_an_integer_tensor_is_not_told_its_count_is_float32():
     """torch.tensor(0), an int64 count, makes β ** t a float32 tensor as a float32 count does: it was named
     "step count kept as a float32 tensor", which it was not (a learner's try)."""
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
     src = _ADAM.replace('st["t"], st["m"], st["v"] = 0,', 'st["t"], st["m"], st["v"] = torch.tensor(0),')
     assert src != _ADAM
     r = evaluate(get_exercise("Adam"), _cell(src, "Adam"))
@@ -1599,8 +1515,6 @@ def test_adam_counting_steps_in_an_integer_tensor_is_not_told_its_count_is_float
 def test_adam_reading_lr_from_the_first_group_is_named_so(name):
     """lr = self.param_groups[0]["lr"] in step() (how people log the rate) was named "read from self.defaults (or
     __init__ ...)"; the schedule's halving reaches it, so the hidden suite found no known slip at all."""
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
     base = _ADAM if name == "Adam" else ADAMW_COUPLED.replace("g = p.grad + wd * p", "p.mul_(1 - lr * wd)\n"
                                                               "                    g = p.grad")
     src = base.replace('                for p in group["params"]:',
@@ -1615,8 +1529,6 @@ def test_adam_reading_lr_from_the_first_group_is_named_so(name):
 
 
 def test_sgd_reading_momentum_alone_from_the_first_group_is_named_so():
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
     src = _sgd_reading('self.param_groups[0]["momentum"]', 'group["lr"]')
     for suite in ("visible", "hidden"):
         r = evaluate(get_exercise("SGDMomentum"), _cell(src, "SGDMomentum"), suite=suite)
@@ -1753,8 +1665,6 @@ def test_a_pair_of_slips_says_how_many_steps_each_explains():
     """The visible case has steps 0, 1, 9, 10, 11, 32, 55, 99, 100, 101, 110 with 10 warmup steps of 100. Counted by
     hand: step/warmup_steps is wrong at the warmup steps 0, 1, 9 (3); step/(warmup_steps - 1) at 0 and 1 only (at 9
     it reaches max_lr as it should); a cosine from step 0, or one step ahead, at 10, 11, 32, 55, 99 (5)."""
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
     ex = get_exercise("lr_at")
     from_zero = _lr_answer(lambda s, m, w: m * s / w, lambda s, w, t: s / t)
     r = evaluate(ex, from_zero, suite="visible")
@@ -1769,8 +1679,6 @@ def test_a_pair_of_slips_says_how_many_steps_each_explains():
 def test_a_pair_of_slips_that_explains_one_step_names_that_step_alone():
     """Warmup one step too long (step <= warmup_steps) is wrong at step 10 alone in the visible case; with the cosine
     measured from step 0 beside it, that one accounts for 11, 32, 55 and 99 (at 10 the warmup branch answers)."""
-    from course_lib.grading.engine import evaluate
-    from course_lib.grading.spec import get_exercise
 
     def long_warmup(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
         if step <= warmup_steps:
@@ -1781,3 +1689,165 @@ def test_a_pair_of_slips_that_explains_one_step_names_that_step_alone():
     r = evaluate(get_exercise("lr_at"), long_warmup, suite="visible")
     assert "This matches two known mistakes at once:" in r.message, r.message
     assert "step <= warmup_steps (in lr_at(10))" in r.message and "(in lr_at(11) and 3 more)" in r.message, r.message
+
+
+def _delegating(cls_name, torch_cls):
+    """A learner's optimizer whose step() hands each group to torch's own class."""
+    class Delegating(torch.optim.Optimizer):
+        def __init__(self, params, lr=1e-3, momentum=0.0, betas=(0.9, 0.999), eps=1e-8,
+                     weight_decay=0.01 if cls_name == "AdamW" else 0.0):
+            d = dict(lr=lr, momentum=momentum) if cls_name == "SGDMomentum" else \
+                dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+            super().__init__(params, d)
+
+        def step(self, closure=None):
+            for group in self.param_groups:
+                kw = {k: v for k, v in group.items() if k != "params"}
+                inner = torch_cls(group["params"], **kw)
+                inner.state = self.state
+                inner.step()
+    Delegating.__name__ = cls_name
+    return Delegating
+
+
+@pytest.mark.parametrize("name, torch_cls, said", [
+    ("SGDMomentum", torch.optim.SGD, "calls torch.optim.SGD: torch's SGD is what you are building here"),
+    ("Adam", torch.optim.Adam, "calls torch.optim.Adam: torch's Adam is what you are building here"),
+    ("AdamW", torch.optim.AdamW, "calls torch.optim.AdamW: torch's AdamW is what you are building here"),
+])
+def test_an_optimizer_that_hands_its_step_to_torchs_class_is_refused_naming_that_class(name, torch_cls, said):
+    """Each of torch.optim.SGD / Adam / AdamW is refused by its own name. Without its own Forbidden entry the
+    class is still refused, through the functional update it runs, but the message names torch.optim.sgd.sgd
+    (a function the learner never wrote) instead of the class they used."""
+    r = evaluate(get_exercise(name), _delegating(name, torch_cls))
+    assert not r.passed
+    assert said in r.message, r.message
+
+
+def _clip_case(label_start):
+    ex = get_exercise("clip_grad_norm")
+    (case,) = [c for c in ex.hidden if c.label.startswith(label_start)]
+    return case
+
+
+def _global_norm(grads):
+    return math.sqrt(sum(float((gr.double() ** 2).sum()) for gr in grads if gr is not None))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_hidden_tiny_gradient_case_has_a_norm_of_1e_6_to_1e_4_far_below_max_norm(seed):
+    """The case is there for 'a factor min(norm, max_norm) / (norm + 1e-6) applied whatever the norm': only at
+    norms near 1e-6 does that shrink the gradients by 1 % to 50 %. Grads scaled by norm instead of 1 / norm
+    come out around 1e-3 to 1e-1, where that slip moves them by a millionth and passes."""
+    inputs = _clip_case("random shapes, norm 1e-6 to 1e-4").make(torch.Generator().manual_seed(seed))
+    norm = _global_norm(inputs["grads"])
+    assert 1e-6 * (1 - 1e-9) <= norm <= 1e-4 * (1 + 1e-9), norm
+    assert inputs["max_norm"] > 100 * norm, (inputs["max_norm"], norm)
+    assert inputs["g0"] is inputs["grads"][0]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_hidden_small_over_case_has_a_norm_of_1e_5_to_1e_4_two_to_ten_times_max_norm(seed):
+    """At norms of 1e-5 to 1e-4 the + 1e-6 of max_norm / (norm + 1e-6) changes the factor by 1 % to 10 %, so
+    'scaled by max_norm / norm' shows; at ordinary norms it differs by a millionth."""
+    inputs = _clip_case("random shapes, norm 1e-5 to 1e-4").make(torch.Generator().manual_seed(seed))
+    norm = _global_norm(inputs["grads"])
+    assert 1e-5 * (1 - 1e-9) <= norm <= 1e-4 * (1 + 1e-9), norm
+    assert 2.0 * (1 - 1e-9) <= norm / inputs["max_norm"] <= 10.0 * (1 + 1e-9), norm / inputs["max_norm"]
+
+
+def test_a_clip_that_divides_by_the_norm_as_a_python_float_is_refused_on_all_zero_gradients():
+    """The ratio max_norm / norm taken first to decide whether to clip: right at every non-zero norm, a
+    ZeroDivisionError when every gradient is zero, as after a step whose loss did not depend on the model.
+    Only the visible all-zero case shows it."""
+    def clip(params, max_norm):
+        grads = [p.grad for p in params if p.grad is not None]
+        total = torch.stack([g.norm() for g in grads]).norm()
+        if max_norm / float(total) < 1.0:
+            for g in grads:
+                g.mul_(max_norm / (float(total) + 1e-6))
+        return total
+
+    r = evaluate(get_exercise("clip_grad_norm"), clip)
+    assert not r.passed
+    assert "all-zero gradients" in r.message and "ZeroDivisionError" in r.message, r.message
+
+
+@pytest.mark.parametrize("name", ["clip_grad_norm_", "clip_grad_norm"])
+def test_torchs_clip_under_either_name_is_refused_by_that_name(name):
+    """torch.nn.utils.clip_grad_norm (the old name) calls clip_grad_norm_ inside: each is refused by the name
+    the answer wrote, not by what it calls."""
+    def clip(params, max_norm):
+        return getattr(torch.nn.utils, name)(list(params), max_norm)
+
+    r = evaluate(get_exercise("clip_grad_norm"), clip)
+    assert not r.passed
+    assert f"calls {name}: it is the function you are writing" in r.message, r.message
+
+
+def test_a_clip_that_hands_the_scaling_to_clip_grads_with_norm_is_refused():
+    """The norm worked out by hand, the scaling left to torch.nn.utils.clip_grads_with_norm_: right values,
+    and the half of the exercise the Forbidden entry names is not done."""
+    def clip(params, max_norm):
+        params = list(params)
+        total = torch.stack([p.grad.norm() for p in params if p.grad is not None]).norm()
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
+        return total
+
+    r = evaluate(get_exercise("clip_grad_norm"), clip)
+    assert not r.passed
+    assert "calls torch.nn.utils.clip_grads_with_norm_: scaling the gradients is part of the exercise" in r.message, \
+        r.message
+
+
+def test_a_clip_made_of_torchs_foreach_kernels_is_refused():
+    def clip(params, max_norm):
+        grads = [p.grad for p in params if p.grad is not None]
+        total = torch.stack(torch._foreach_norm(grads)).norm()
+        torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+        return total
+
+    r = evaluate(get_exercise("clip_grad_norm"), clip)
+    assert not r.passed
+    assert "calls torch._foreach_" in r.message and "fused multi-tensor kernels" in r.message, r.message
+
+
+def test_an_sgd_made_of_torchs_foreach_kernels_is_refused():
+    class SGDMomentum(torch.optim.Optimizer):
+        def __init__(self, params, lr, momentum=0.0):
+            super().__init__(params, dict(lr=lr, momentum=momentum))
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            for group in self.param_groups:
+                ps = [p for p in group["params"] if p.grad is not None]
+                bufs = []
+                for p in ps:
+                    st = self.state[p]
+                    if "momentum_buffer" not in st:
+                        st["momentum_buffer"] = torch.zeros_like(p)
+                    bufs.append(st["momentum_buffer"])
+                torch._foreach_mul_(bufs, group["momentum"])
+                torch._foreach_add_(bufs, [p.grad for p in ps])
+                torch._foreach_add_(ps, bufs, alpha=-group["lr"])
+
+    r = evaluate(get_exercise("SGDMomentum"), SGDMomentum)
+    assert not r.passed
+    assert "calls torch._foreach_" in r.message and "fused multi-tensor kernels" in r.message, r.message
+
+
+def test_a_clip_that_breaks_on_a_none_gradient_fails_the_visible_suite():
+    """A learner sees only the visible suite before grading: its 'four grads, the third one None' case is
+    the one that shows a clip that reads p.grad of every parameter. Without it, the answer passes visible
+    and fails only when graded."""
+    def clip(params, max_norm):
+        params = list(params)
+        total = torch.stack([p.grad.norm() for p in params]).norm()
+        coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+        for p in params:
+            p.grad.mul_(coef)
+        return total
+
+    r = evaluate(get_exercise("clip_grad_norm"), clip, suite="visible")
+    assert not r.passed
+    assert "four grads, the third one None" in r.message, r.message
