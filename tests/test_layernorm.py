@@ -106,17 +106,23 @@ def test_autograd_and_library_shortcuts_are_refused():
     r = evaluate(get_exercise("layer_norm_backward"), by_autograd)
     assert not r.passed and "torch.autograd.grad" in r.message
 
-    def by_autograd_backward(grad_out, x, weight, eps=1e-5):
-        x = x.detach().requires_grad_(True)
-        w = weight.detach().requires_grad_(True)
-        b = torch.zeros_like(w, requires_grad=True)
-        with torch.enable_grad():
-            y = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + eps) * w + b
-            torch.autograd.backward(y, grad_out)
-        return x.grad, w.grad, b.grad
+    def by_backward(backward):
+        def answer(grad_out, x, weight, eps=1e-5):
+            x = x.detach().requires_grad_(True)
+            w = weight.detach().requires_grad_(True)
+            b = torch.zeros_like(w, requires_grad=True)
+            with torch.enable_grad():
+                y = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + eps) * w + b
+                backward(y, grad_out)
+            return x.grad, w.grad, b.grad
+        return answer
 
-    r = evaluate(get_exercise("layer_norm_backward"), by_autograd_backward)
+    r = evaluate(get_exercise("layer_norm_backward"), by_backward(torch.autograd.backward))
     assert not r.passed and "torch.autograd.backward" in r.message, r.message
+    for suite in ("visible", "hidden"):     # y.backward(...) is named as written, not as the autograd call inside it
+        r = evaluate(get_exercise("layer_norm_backward"), by_backward(lambda y, g: y.backward(g)), suite=suite)
+        assert not r.passed and "calls torch.Tensor.backward" in r.message, r.message
+        assert "torch.autograd.backward" not in r.message, r.message
     r = evaluate(get_exercise("rms_norm"), lambda x, weight, eps=1e-6: torch.rms_norm(x, x.shape[-1:], weight, eps))
     assert not r.passed and "rms_norm is what you are building here" in r.message
 
