@@ -41,7 +41,8 @@ def _affine(g: torch.Generator, d: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _with_constant_rows(x: torch.Tensor) -> torch.Tensor:
-    """Make the first two rows (over the last axis) constant: their variance is exactly 0."""
+    """Make the first two rows (over the last axis) constant, or the only row of a one-row input: their
+    variance is exactly 0."""
     flat = x.reshape(-1, x.shape[-1]).clone()
     flat[0] = 0.5
     flat[min(1, flat.shape[0] - 1)] = -3.0
