@@ -247,6 +247,21 @@ def test_loader_check_accepts_strict_load_state_dicts_refusal_and_names_another_
     assert "expected  raised KeyError" in r.message and "got       raised ValueError (keys differ), not KeyError" in r.message
 
 
+def test_loader_that_drops_keys_is_told_the_missing_keys_come_from_its_renaming():
+    """load_state_dict's "Missing key(s)" alone (nothing unexpected) gets the note that the checkpoint matches the
+    encoder one to one, so the keys listed come from the answer's renaming."""
+    from course_lib.exercises.ex09_finetuning import LOADER
+    from course_lib.grading.engine import evaluate
+
+    def drops_layer_norms(state_dict, config):
+        model = BertEncoder(config)
+        model.load_state_dict(_renamed({k: v for k, v in state_dict.items() if "LayerNorm" not in k}))
+        return model
+
+    r = evaluate(LOADER, drops_layer_norms, suite="visible")
+    assert not r.passed and "Missing key" in r.message and "come from the renaming" in r.message, r.message
+
+
 def test_loader_check_refuses_a_loader_that_renames_the_checkpoint_in_place():
     """The notebook loads one checkpoint dict again for every model: renaming its keys in place
     works once, then the next load finds none of BERT's names."""
@@ -901,6 +916,27 @@ def test_metrics_check_refuses_float16_arithmetic_and_accepts_float32():
         assert all(r.passed for r in _verdicts(PRF, answer).values())
 
 
+def test_metrics_visible_labels_state_the_values_their_cases_hold():
+    """A case whose label lists its preds and labels is one a learner redoes by hand: the lists, and positive=N,
+    must be those the case runs on, and 'case 1's preds and labels' must be case 1's."""
+    import ast
+    import re
+    from course_lib.exercises.ex09_finetuning import PRF
+    from course_lib.grading.engine import build_runs
+    runs = {run.case.label: run.inputs for run in build_runs(PRF, "visible", None, "cpu")}
+    listed = [label for label in runs if re.match(r"preds (\[[\d, ]+\]), labels (\[[\d, ]+\])", label)]
+    assert len(listed) >= 2, list(runs)
+    for label, inputs in runs.items():
+        if m := re.match(r"preds (\[[\d, ]+\]), labels (\[[\d, ]+\])", label):
+            assert inputs["preds"].tolist() == ast.literal_eval(m[1]), label
+            assert inputs["labels"].tolist() == ast.literal_eval(m[2]), label
+        if m := re.search(r"positive=(\d)", label):
+            assert inputs["positive"] == int(m[1]), label
+    (again,) = [label for label in runs if label.startswith("case 1's preds and labels")]
+    first = runs[listed[0]]
+    assert torch.equal(runs[again]["preds"], first["preds"]) and torch.equal(runs[again]["labels"], first["labels"])
+
+
 _PRF_SLIPS = {
     "precision one": "p = tp / (tp + fp) if tp + fp else 1.0\n    r = tp / (tp + fn) if tp + fn else 1.0",
     "fp on errors": "fp = int(((preds != labels) & (labels != positive)).sum())\n"
@@ -1151,6 +1187,15 @@ def off_by_one(model, n_layers):              # refuses n_layers == len(layers),
         layer.requires_grad_(False)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
+def one_too_many(model, n_layers):            # counts the embeddings among the layers: len(layers) + 1 passes
+    if not 0 <= n_layers <= len(model.encoder.layers) + 1:
+        raise ValueError("bad n_layers")
+    model.requires_grad_(True)
+    model.encoder.embeddings.requires_grad_(False)
+    for layer in model.encoder.layers[:n_layers]:
+        layer.requires_grad_(False)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
 def no_check(model, n_layers):
     model.requires_grad_(True)
     model.encoder.embeddings.requires_grad_(False)
@@ -1186,6 +1231,11 @@ def test_freeze_range_errors_are_said_in_words():
         assert not r.passed and "tuple" not in r.message, (suite, r.message)
         assert "got       returned without raising: n_layers = " in r.message, (suite, r.message)
         assert "n_layers outside 0..len(layers) accepted" in r.message, (suite, r.message)
+    # the visible suite's out-of-range case (5 of 2 layers) is far out; the hidden one is one past the end
+    v = _verdicts(FREEZE, ns["one_too_many"])
+    assert v["visible"].passed, v["visible"].message
+    r = v["hidden"]
+    assert not r.passed and "n_layers outside 0..len(layers) accepted" in r.message, r.message
     for suite, r in _verdicts(FREEZE, ns["by_value"]).items():
         assert not r.passed and "tensors compare by value" in r.message and "id(p)" in r.message, (suite, r.message)
 
@@ -1247,6 +1297,16 @@ def test_lora_hidden_suite_has_a_base_without_bias():
     from course_lib.exercises.ex09_finetuning import LORA
     for suite, r in _verdicts(LORA, _LoRAByHand).items():
         assert not r.passed and "NoneType" in r.message, (suite, r.message)
+
+
+def test_lora_random_cases_never_draw_alpha_zero():
+    """alpha = 0 makes the low-rank path vanish: on such a case every answer that ignores A, B or the scale
+    matches the base."""
+    from course_lib.exercises.ex09_finetuning import _lora_random, _lora_random_sequences, _lora_random_wide
+    for seed in range(40):
+        for make in (_lora_random, _lora_random_sequences, _lora_random_wide):
+            inputs = make(torch.Generator().manual_seed(seed))
+            assert inputs["alpha"] > 0 and inputs["r"] >= 1, (make.__name__, seed, inputs["alpha"], inputs["r"])
 
 
 def test_classifier_check_says_why_a_functional_dropout_counts_as_no_call():

@@ -1356,6 +1356,18 @@ def test_get_batch_check_says_how_the_windows_miss_the_draw(source, says):
     assert not r.passed and says in r.message and "entries differ" not in r.message, r.message
 
 
+def test_get_batch_whose_y_is_no_window_of_data_is_not_told_of_a_second_draw():
+    """'y windows of data at other starts (a second draw?)' is for rows of y that are each a window of data; y = x
+    read backwards is none, and a second draw is not its cause."""
+    from course_lib.exercises.ex08_pretraining import GET_BATCH
+    from course_lib.grading.engine import evaluate
+    answer = _answer(_GET_BATCH.replace("GENERATOR", "generator").replace(
+        "    y = torch.stack([data[s + 1:s + block_size + 1] for s in starts.tolist()])", "    y = x.flip(1)"), "get_batch")
+    for suite in ("visible", "hidden"):
+        r = evaluate(GET_BATCH, answer, suite=suite)
+        assert not r.passed and "second draw" not in r.message, (suite, r.message)
+
+
 _TOP_K_POSITION = """def sample(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
     for _ in range(max_new_tokens):
         logits = model(idx[:, -model.block_size:])[:, -1, :] / temperature
