@@ -814,6 +814,35 @@ def test_state_made_on_the_cpu_whatever_the_parameters_device_is_refused_without
         assert not r.passed and said in r.message and "torch.zeros_like(p)" in r.message, (suite, r.message)
 
 
+def test_a_buffer_copied_to_the_cpu_is_refused_without_a_gpu():
+    """A buffer kept on the CPU (.cpu()) is right on a CPU grader and fails at the first step on a GPU: the steps
+    on meta refuse the copy out, where torch.zeros(p.shape) above is refused for mixing devices."""
+    src = SGD_REBOUND.replace("KEY", "p").replace("UPDATE", "p.sub_(group['lr'] * state['buf'])")
+    assert evaluate(get_exercise("SGDMomentum"), _answer(src, "SGDMomentum")).passed
+    src = src.replace('state["buf"] = p.grad.clone()', 'state["buf"] = p.grad.clone().cpu()')
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise("SGDMomentum"), _answer(src, "SGDMomentum"), suite=suite)
+        assert not r.passed, (suite, r.message)
+        assert "SGDMomentum.step() with the parameters and gradients on meta failed" in r.message, (suite, r.message)
+        assert "copies values to the CPU" in r.message, (suite, r.message)
+
+
+@pytest.mark.parametrize("step0", ["0", "torch.tensor(0.0)"], ids=["int step", "0-dim tensor step"])
+def test_adam_whose_moments_never_change_in_place_is_told_its_state_stays_zero_whatever_its_step_count(step0):
+    """Adam keeps a step count beside m and v: the "still all zeros" word-check looks at the moments (tensors with an
+    axis) only, so an int count does not break it and a 0-dim count that grows does not hide that m and v never
+    moved (m.mul(b1).add(...) makes new tensors, and the state's own stay zeros)."""
+    src = ADAM_GRAPH.replace("    def step(", "    @torch.no_grad()\n    def step(").replace(
+        'st["t"], st["m"], st["v"] = 0, ', f'st["t"], st["m"], st["v"] = {step0}, ').replace('** st["t"]', '** float(st["t"])')
+    assert evaluate(get_exercise("Adam"), _answer(src, "Adam")).passed       # in place, as written
+    src = src.replace('st["m"].mul_(b1).add_(', 'st["m"].mul(b1).add(').replace('st["v"].mul_(b2).add_(', 'st["v"].mul(b2).add(')
+    r = evaluate(get_exercise("Adam"), _answer(src, "Adam"))
+    text = " ".join(r.message.split())
+    assert not r.passed, r.message
+    assert "step() left every parameter as it was, after 12 steps" in text, r.message
+    assert "('m', 'v') are still all zeros" in text and "buf.mul_(beta).add_(g)" in text, r.message
+
+
 def test_a_step_count_kept_as_a_0_dim_cpu_tensor_is_not_refused_by_the_meta_run():
     """torch's own Adam keeps state['step'] as a 0-dim CPU tensor, which CUDA mixes with anything."""
 
