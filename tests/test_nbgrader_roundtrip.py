@@ -1,8 +1,9 @@
 """A real nbgrader round trip for 00_welcome: a class of submissions, graded in parallel.
 
 The right answer gets full marks, a blank copy 0, a known mistake loses exactly its points and
-is named, every cheat gets no point it did not earn, and a crash and two kinds of hang come out
-NOT GRADED with their reasons while the rest of the class is graded.
+is named, every cheat gets no point it did not earn, a slow cell that stops when interrupted costs
+nothing, and a crash and two kinds of hang come out NOT GRADED with their reasons while the rest of
+the class is graded.
 """
 from __future__ import annotations
 
@@ -113,6 +114,8 @@ CLASS = {
                    "ask the student for it again"]),
     "crashes": (lambda: submission(A, {"split_heads_answer": "import os\nos._exit(1)\n"}), "NOT GRADED",
                 ["kernel died", "cell"]),
+    # a slow cell of the student's own, past the cell timeout, stops when interrupted: it costs nothing
+    "dawdles": (lambda: submission(A, {}, extra_cells=[(3, "import time\ntime.sleep(60)\n")]), 9, []),
     "hangs": (lambda: submission(A, {"merge_heads_answer": "import time\nwhile True:\n    try:\n"
                                      "        time.sleep(0.05)\n    except KeyboardInterrupt:\n        pass\n"}),
               "NOT GRADED", ["did not stop when interrupted"]),
