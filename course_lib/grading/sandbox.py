@@ -159,9 +159,9 @@ def _run_runner(job: dict, timeout: float) -> tuple[dict, dict]:
 
 
 def sandbox_verdicts(solution: NotebookNode, submission: NotebookNode, *, device: str = "cpu",
-                     hidden_seed: int | None = None, timeout: float = 120, case_timeout: int = 30
-                     ) -> dict[str, Verdict]:
-    """Verdict per autograded test cell (by grade_id) for ``submission``, judged in this process."""
+                     timeout: float = 120, case_timeout: int = 30) -> dict[str, Verdict]:
+    """Verdict per autograded test cell (by grade_id) for ``submission``, judged in this process. A check call's own
+    seed= is used; otherwise the suite's (the hidden one from COURSE_HIDDEN_SEED, which the grading worker sets)."""
     setup = [c.source for c in solution.cells if is_setup_cell(c)]
     submitted = {_nbg(c).get("grade_id"): c.source for c in submission.cells if is_answer_cell(c)}
     answers, defined_in = [], {}
@@ -178,9 +178,7 @@ def sandbox_verdicts(solution: NotebookNode, submission: NotebookNode, *, device
         if not cs:
             raise ValueError(f"test cell {gid} makes no check(...) call the sandbox can grade")
         calls += [c for c in cs if (c.exercise, c.suite, c.seed) not in {(x.exercise, x.suite, x.seed) for x in calls}]
-    seeds = {(c.exercise, c.suite, c.seed): suite_seed(c.suite, c.seed if c.seed is not None else
-                                                       (hidden_seed if c.suite == "hidden" else None))
-             for c in calls}
+    seeds = {(c.exercise, c.suite, c.seed): suite_seed(c.suite, c.seed) for c in calls}
     job = {"setup": setup, "answers": answers, "device": device, "case_timeout": case_timeout,
            "checks": [{"exercise": c.exercise, "suite": c.suite, "seed": seeds[(c.exercise, c.suite, c.seed)]}
                       for c in calls]}
