@@ -455,6 +455,19 @@ def test_classifier_check_accepts_dropout_called_only_in_training_mode():
     assert all(r.passed for r in _verdicts(SENTENCE_CLASSIFIER, gated).values())
 
 
+def test_classifier_whose_forward_returns_nothing_is_told_what_it_returned():
+    """A forward without its return is told what it returned, not shown a TypeError from the check's own len(None)."""
+    from course_lib.exercises.ex09_finetuning import SENTENCE_CLASSIFIER
+
+    class NoReturn(_Classifier):
+        def forward(self, input_ids, attention_mask):
+            super().forward(input_ids, attention_mask)          # the logits made, and not returned
+
+    r = _verdicts(SENTENCE_CLASSIFIER, NoReturn)["visible"]
+    assert not r.passed and "has no len()" not in r.message, r.message
+    assert "forward must return one tensor, the logits (B, n_classes); it returned a NoneType" in r.message, r.message
+
+
 def test_classifier_check_explains_a_functional_dropout_in_words():
     """F.dropout(pooled, self.dropout.p, self.training) never calls self.dropout, which the contract
     names and the probe replaces: the answer is told that forward never calls it, not shown an
@@ -1196,6 +1209,16 @@ def one_too_many(model, n_layers):            # counts the embeddings among the 
         layer.requires_grad_(False)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
+def nothing_for_zero(model, n_layers):        # `if n_layers:` leaves the embeddings trainable at 0
+    if not 0 <= n_layers <= len(model.encoder.layers):
+        raise ValueError("bad n_layers")
+    model.requires_grad_(True)
+    if n_layers:
+        model.encoder.embeddings.requires_grad_(False)
+        for layer in model.encoder.layers[:n_layers]:
+            layer.requires_grad_(False)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
 def no_check(model, n_layers):
     model.requires_grad_(True)
     model.encoder.embeddings.requires_grad_(False)
@@ -1236,6 +1259,8 @@ def test_freeze_range_errors_are_said_in_words():
     assert v["visible"].passed, v["visible"].message
     r = v["hidden"]
     assert not r.passed and "n_layers outside 0..len(layers) accepted" in r.message, r.message
+    r = _verdicts(FREEZE, ns["nothing_for_zero"])["visible"]      # n_layers = 0 is in range, and compared
+    assert not r.passed and "n_layers=0" in r.message, r.message
     for suite, r in _verdicts(FREEZE, ns["by_value"]).items():
         assert not r.passed and "tensors compare by value" in r.message and "id(p)" in r.message, (suite, r.message)
 

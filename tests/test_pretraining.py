@@ -668,9 +668,11 @@ _MLM = """def mlm_mask(tokens, mask_id, vocab_size, p=0.15, generator=None):
     ("torch.randint(vocab_size, tokens.shape, generator=generator)", None),
     ("torch.randint(vocab_size, (1,), generator=generator)", "one id makes up"),
     ("torch.randint(vocab_size, tokens.shape[-1:], generator=generator)", "one draw shared by a whole column"),
+    ("(torch.randint(vocab_size, (len(tokens), 1), generator=generator).expand(tokens.shape) if tokens.dim() == 2 "
+     "else torch.randint(vocab_size, tokens.shape, generator=generator))", "one draw shared by a whole row"),
     ("torch.randint(vocab_size, tokens.shape, generator=generator) + 1", "inputs hold ids outside [0,"),
     ("(tokens + 1) % vocab_size", "the original token plus one same offset"),
-], ids=["right", "one token", "one per column", "off by one", "not random"])
+], ids=["right", "one token", "one per column", "one per row (2-D only)", "off by one", "not random"])
 def test_mlm_mask_check_looks_at_the_random_tokens(random, says):
     """The fractions alone cannot tell which token went in: any id passed."""
     verdicts = _evaluate_both("mlm_mask", _answer(_MLM.replace("RANDOM", random), "mlm_mask"))
