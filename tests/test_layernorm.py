@@ -518,12 +518,18 @@ _MEANS_BY_A_CPU_MATMUL = _LN.replace(
     ("LayerNorm", _MODULE.replace("INIT", _INIT).replace("WEIGHT", "self.weight").replace(
         "torch.sqrt(var + self.eps)", "torch.sqrt(var + torch.full(var.shape, self.eps, dtype=x.dtype))"),
      "a new LayerNorm on meta (its parameters and x) failed: "),
+    ("LayerNorm", _MODULE.replace("INIT", _INIT).replace("WEIGHT", "self.weight").replace(
+        "        return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias",
+        "        out = torch.empty(x.shape, dtype=x.dtype)\n        out[...] = (x - mean) / torch.sqrt(var + self.eps)\n"
+        "        return out * self.weight + self.bias"),
+     "a new LayerNorm on meta (its parameters and x) failed: "),
     ("ResidualBlock", _BLOCK.replace("SUBLAYER", "self.sublayer = sublayer\n        self.gamma = torch.ones(d)")
      .replace("RESIDUAL + SUB(self.norm(x))", "x + self.gamma * self.sublayer(self.norm(x))").replace("SUB(x)", "self.sublayer(x)"),
      "a new ResidualBlock on meta (its parameters and x) failed: "),
     ("layer_norm", _MEANS_BY_A_CPU_MATMUL,
      "layer_norm with its tensors on meta failed: Expected all tensors to be on the same device"),
 ], ids=["layer_norm into a cpu buffer", "backward sums in cpu buffers", "LayerNorm eps as a cpu tensor",
+        "LayerNorm into a cpu buffer",
         "block scale as a plain cpu tensor", "means by a matmul with a cpu tensor"])
 def test_norm_checks_refuse_tensors_made_on_the_cpu_whatever_x_s_device(name, source, says):
     """Each passed both suites on a CPU grader, then failed on a GPU or gave its result back on the CPU: a tensor
