@@ -1802,6 +1802,7 @@ def test_a_clip_that_divides_by_the_norm_as_a_python_float_is_refused_on_all_zer
     assert "all-zero gradients" in r.message and "ZeroDivisionError" in r.message, r.message
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")        # torch's deprecation of the old name, the learner's to see
 @pytest.mark.parametrize("name", ["clip_grad_norm_", "clip_grad_norm"])
 def test_torchs_clip_under_either_name_is_refused_by_that_name(name):
     """torch.nn.utils.clip_grad_norm (the old name) calls clip_grad_norm_ inside: each is refused by the name
