@@ -479,14 +479,14 @@ def test_a_submission_past_the_limit_runs_again_with_short_timeouts_and_only_the
     write(submission(A, {"split_heads_answer": loops}), tmp_path / "subs", "loops", A)
     logged = []
     results = autograde(Options(assignment=A, submissions=tmp_path / "subs", out=tmp_path / "out",
-                                solutions=ROOT / "solutions", jobs=1, cell_timeout=12, submission_timeout=55),
-                     log=logged.append)     # five cells call split_heads: 60 s at first, about 21 s (3 s each) again
-    (row,) = results
-    assert row["status"] == "graded" and "run again with a 3 s cell timeout: the first try ran past the 55 s" in row[
+                                solutions=ROOT / "solutions", jobs=1, cell_timeout=15, submission_timeout=70),
+                     log=logged.append)     # five cells call split_heads: 75 s at first, about 21 s (3 s each) again,
+    (row,) = results                        # a margin of three for a slow or busy machine
+    assert row["status"] == "graded" and "run again with a 3 s cell timeout: the first try ran past the 70 s" in row[
         "note"], row
     assert "left for a grade by hand, their answer not returning within the case timeout: split_heads_hidden, " \
            "split_heads_visible" in row["note"], row
-    assert row["seconds"] > 55 and any("grading it again with a 3 s cell timeout" in line for line in logged), logged
+    assert row["seconds"] > 70 and any("grading it again with a 3 s cell timeout" in line for line in logged), logged
     by_hand = {g["cell"] for g in row["grades"] if g["needs_manual_grade"]}
     assert by_hand == {"split_heads_visible", "split_heads_hidden"}, row["grades"]
     kept = [g for g in row["grades"] if g["cell"].startswith("batched_dot")]
