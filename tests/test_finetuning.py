@@ -1190,24 +1190,22 @@ def test_lora_check_names_an_unscaled_a_whatever_the_global_generator_holds():
         assert not r.passed and f"known mistake: {mistake.name}" in r.message, (seed, r.message)
 
 
-_FREEZE_RANGES = '''
-def off_by_one(model, n_layers):              # refuses n_layers == len(layers), the head-only regime
-    if not 0 <= n_layers < len(model.encoder.layers):
+_FREEZE_IN_RANGE = '''
+def NAME(model, n_layers):
+    if not RANGE:
         raise ValueError("bad n_layers")
     model.requires_grad_(True)
     model.encoder.embeddings.requires_grad_(False)
     for layer in model.encoder.layers[:n_layers]:
         layer.requires_grad_(False)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-def one_too_many(model, n_layers):            # counts the embeddings among the layers: len(layers) + 1 passes
-    if not 0 <= n_layers <= len(model.encoder.layers) + 1:
-        raise ValueError("bad n_layers")
-    model.requires_grad_(True)
-    model.encoder.embeddings.requires_grad_(False)
-    for layer in model.encoder.layers[:n_layers]:
-        layer.requires_grad_(False)
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+'''
+_FREEZE_RANGES = (
+    # refuses n_layers == len(layers), the head-only regime
+    _FREEZE_IN_RANGE.replace("NAME", "off_by_one").replace("RANGE", "0 <= n_layers < len(model.encoder.layers)")
+    # counts the embeddings among the layers: len(layers) + 1 passes
+    + _FREEZE_IN_RANGE.replace("NAME", "one_too_many").replace("RANGE", "0 <= n_layers <= len(model.encoder.layers) + 1")
+    + '''
 
 def nothing_for_zero(model, n_layers):        # `if n_layers:` leaves the embeddings trainable at 0
     if not 0 <= n_layers <= len(model.encoder.layers):
@@ -1235,7 +1233,7 @@ def by_value(model, n_layers):
     for p in model.parameters():
         p.requires_grad = p not in frozen
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-'''
+''')
 
 
 def test_freeze_range_errors_are_said_in_words():
