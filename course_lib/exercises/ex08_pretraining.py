@@ -1309,7 +1309,6 @@ def _call_sample(fn, inputs):
         while len(truths) < min(new, 2):
             truths.append(truths[-1] @ nxt)
         freqs = tuple(_freq_or_truth(out[:, T + i], truth) for i, truth in enumerate(truths))
-        right = all(f is truth for f, truth in zip(freqs, truths))
         found = (*words, *freqs)
     if idx.device.type == "cpu":                        # what only a GPU would show
         check_draws_on_meta(lambda: fn(_Bigram(table.to("meta"), block), idx.to("meta"),
