@@ -1318,8 +1318,12 @@ def test_lora_hidden_suite_has_a_base_without_bias():
     """The hidden layers drew their bias at random and, at the grading seed, every one had a bias, so a
     forward that adds self.base.bias by hand passed the hidden suite."""
     from course_lib.exercises.ex09_finetuning import LORA
+    from course_lib.grading.engine import build_runs
     for suite, r in _verdicts(LORA, _LoRAByHand).items():
         assert not r.passed and "NoneType" in r.message, (suite, r.message)
+    # At any seed an instructor sets, not only the default one (where a random case happens to draw no bias too)
+    for seed in range(40):
+        assert any(not run.inputs["bias"] for run in build_runs(LORA, "hidden", seed, "cpu")), seed
 
 
 def test_lora_random_cases_never_draw_alpha_zero():
@@ -2101,6 +2105,24 @@ def test_lora_with_peft_names_is_told_the_contracts_names():
     for suite, r in _verdicts(LORA, _cell(src, "LoRALinear")).items():
         assert not r.passed and ("LoRALinear has no A and no B, and holds lora_A, lora_B instead: the contract"
                                  in r.message) and "copies of" not in r.message, (suite, r.message)
+
+
+@pytest.mark.parametrize("returned, said", [
+    ("(self.base(x) + (x @ self.A.T @ self.B.T) * self.scale,)", "it returned a tuple of 1 value (a tensor of shape"),
+    ("(self.base(x) + (x @ self.A.T @ self.B.T) * self.scale).tolist()", "it returned a list of"),
+    ("None", "it returned None: is a `return` missing?"),
+])
+def test_lora_returning_no_tensor_is_told_what_it_returned(returned, said):
+    """Without the check's own test of the type, the next line (y0.shape) refused these with an AttributeError
+    about the check's code, not the learner's."""
+    from course_lib.exercises.ex09_finetuning import LORA
+    src = (_LORA_CELL.replace("INIT", f"{_RANDN} / math.sqrt(w.shape[1])").replace("SCALE", "alpha / r")
+           .replace("        return self.base(x) + (x @ self.A.T @ self.B.T) * self.scale\n",
+                    f"        return {returned}\n"))
+    assert f"return {returned}" in src
+    for suite, r in _verdicts(LORA, _cell(src, "LoRALinear")).items():
+        assert not r.passed and "LoRALinear's forward must return one tensor, base(x) plus the low-rank update" \
+            in r.message and said in r.message, (suite, r.message)
 
 
 def test_lora_returning_another_shape_is_told_so_before_the_check_compares():
