@@ -7,6 +7,7 @@ fix to the points; grade the next assignment into the same folder.
 from __future__ import annotations
 
 import csv
+from datetime import datetime
 import json
 import re
 import shutil
@@ -643,3 +644,40 @@ def test_a_merge_keeps_hand_grades_and_flags_only_the_cells_left_for_a_person(tm
         assert all(g.auto_score is None and g.needs_manual_grade for g in bob)
     assert logged == ["ann: hand_left left for a grade by hand again; the score given by hand earlier stands "
                       "(set its manual_score to None to grade it anew)"], logged
+
+
+@pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")      # nbgrader's own submission chatter
+@pytest.mark.parametrize("due, said", [
+    (None, []),                                                     # a regrade run without --due
+    (datetime(2026, 11, 30, 17), []),                               # the same date again
+    (datetime(2026, 11, 30, 17, 10),
+     ["The due date of a1 changes from 2026-11-30T17:00:00+00:00 to 2026-11-30T17:10:00+00:00."])])
+def test_a_merge_keeps_the_due_date_unless_another_is_given(tmp_path, due, said):
+    """A regrade without --due (a few late answers graded again) must not erase the class's due date, and with it
+    every student's lateness; only another date is recorded, and said."""
+    from nbgrader.api import Gradebook
+    from course_lib.instructor.autograde import _merge
+    template, out = tmp_path / "template.db", tmp_path / "out"
+    out.mkdir()
+    _gradebook(template, ("plain",), ["ann"])
+    with Gradebook(f"sqlite:///{template}") as gb:
+        gb.find_assignment(GB_A).duedate = datetime(2026, 11, 30, 17)
+        gb.db.commit()
+    logged = []
+    opt = Options(assignment=GB_A, submissions=tmp_path, out=out, solutions=tmp_path)
+    _merge(opt, out, tmp_path, template, [{"student": "ann", "status": "NOT GRADED", "grades": [], "comments": []}],
+           due=due, log=logged.append)
+    with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
+        assert gb.find_assignment(GB_A).duedate == (due or datetime(2026, 11, 30, 17))
+    assert logged == said, logged
+
+
+@pytest.mark.parametrize("seconds, said", [
+    (0, "0 s"), (0.2, "1 s"), (59, "59 s"), (59.5, "1 min"), (60, "1 min"), (125, "2 min 5 s"), (3599, "59 min 59 s"),
+    (3600, "1 h"), (3725, "1 h 2 min"), (86399, "23 h 59 min"), (86400, "1 d"), (90000, "1 d 1 h"),
+    (86460, "1 d"), (10 * 86400 + 7200, "10 d 2 h")])
+def test_lateness_is_said_in_its_largest_unit_and_the_next(seconds, said):
+    """How the log names a late submission: rounded up to the second (a second late is late), the largest unit
+    and, where not zero, the next one."""
+    from course_lib.instructor.autograde import _duration
+    assert _duration(seconds) == said
