@@ -681,3 +681,25 @@ def test_lateness_is_said_in_its_largest_unit_and_the_next(seconds, said):
     and, where not zero, the next one."""
     from course_lib.instructor.autograde import _duration
     assert _duration(seconds) == said
+
+
+def test_the_lateness_log_names_this_run_first_and_leaves_out_other_assignments_and_undated_ones():
+    """Which submissions the log calls late: only the assignment's, only where a due date is known, not the ones
+    on time (0 s late), this run's before those graded earlier, and those whose time nobody knows."""
+    from course_lib.instructor.autograde import _log_lateness
+
+    def row(student, late, assignment=A, due="2026-11-30T17:00:00+00:00"):
+        return {"student": student, "assignment": assignment, "duedate": due, "seconds_late": late}
+    rows = [row("ann", 125), row("bob", 1800), row("cat", 0), row("dan", None), row("eve", 60, assignment="other"),
+            row("fay", None, due=None), row("gus", 7200, due=None)]
+    said = []
+    _log_lateness(rows, A, said.append, now={"bob", "cat", "dan"})
+    assert said == ["Late (no penalty applied; seconds_late in grades.csv): bob by 30 min; graded earlier: ann by "
+                    "2 min 5 s", "No time of submission (nbgrader's timestamp.txt), so lateness unknown: dan"], said
+    said = []
+    _log_lateness(rows, A, said.append, now={"cat"})
+    assert said[0] == ("Late (no penalty applied; seconds_late in grades.csv): none of this run; graded earlier: "
+                       "ann by 2 min 5 s, bob by 30 min"), said
+    said = []
+    _log_lateness([row("cat", 0), row("fay", None, due=None)], A, said.append, now={"cat", "fay"})
+    assert said == [], said
