@@ -2562,3 +2562,34 @@ def test_sentiment_splits_is_silent_unless_verbose(capsys):
     sentiment_splits(rows, verbose=True)
     assert "3 rows -> 2 unique texts (1 duplicate copy removed, 0 texts with both labels dropped)" in \
         capsys.readouterr().out
+
+
+@pytest.mark.parametrize("forward, seed", [
+    ("self.base(x) + (x @ self.A.T @ self.B.T) * self.scale", 719056),
+    ("self.base(x) + x @ (self.B @ self.A).T * self.scale", 361290)])
+def test_lora_right_answers_pass_the_hidden_seeds_where_float32_rounding_refused_them(forward, seed):
+    """The answer key's own forward failed the hidden suite at 719056 (MiniLM's width, off by 2.3e-5 at -0.05 in
+    float32), the merged update at 361290: the cases drew A with standard deviation 1, √in_features times the
+    contract's, and the rounding of x·Aᵀ grew with it."""
+    from course_lib.exercises.ex09_finetuning import LORA
+    from course_lib.grading.engine import evaluate
+    src = (_LORA_CELL.replace("INIT", f"{_RANDN} / math.sqrt(w.shape[1])").replace("SCALE", "alpha / r")
+           .replace("self.base(x) + (x @ self.A.T @ self.B.T) * self.scale", forward))
+    assert forward in src
+    r = evaluate(LORA, _cell(src, "LoRALinear"), source=src, suite="hidden", seed=seed)
+    assert r.passed, r.message
+
+
+@pytest.mark.parametrize("mistake", ["scale alpha // r: integer division", "scale kept as a float32 tensor"])
+@pytest.mark.parametrize("seed", [794772, 885440])
+def test_lora_scale_slips_fail_the_hidden_suite_whatever_alpha_and_r_it_draws(mistake, seed):
+    """At these seeds every hidden case drew a whole alpha/r (or none made a float32 scale show), and both slips
+    passed: the hidden suite now always holds an alpha/r that is not a whole number, on enough rows."""
+    from course_lib.exercises.ex09_finetuning import LORA, _lora_random_thirds
+    from course_lib.grading.engine import evaluate
+    m = next(m for m in LORA.mistakes if m.name.startswith(mistake))
+    r = evaluate(LORA, m.fn, suite="hidden", seed=seed)
+    assert not r.passed and f"known mistake: {m.name}" in r.message, r.message
+    for s in range(40):
+        inputs = _lora_random_thirds(torch.Generator().manual_seed(s))
+        assert inputs["alpha"] / inputs["r"] != inputs["alpha"] // inputs["r"], s
