@@ -1,0 +1,112 @@
+"""Seed sweep of the hidden checks (not a test): do they stay right over the seeds a class may draw?
+
+`./course autograde` draws one hidden seed for a whole class, anywhere in [0, 10**6). A hidden case that refuses
+a right answer at one seed in a thousand, or lets a catalogued mistake through at one in ten, will meet some
+class. The tests judge the hidden suite at its default seed only; this sweeps many.
+
+For each exercise and each seed it reports two things:
+- **the answer key, run as an answer**: each hidden case in the dtype it is graded in (float32 included), judged
+  against its own float64 output with the case's tolerance, as a learner's answer is. The worst ratio of the
+  difference to the tolerance (|got - expected| / (atol + rtol·|expected|)) says how near a right answer
+  written like the key comes to being refused: 1 is refused. Over a quarter is worth a look, since a right
+  answer written another way rounds otherwise.
+- **each catalogued mistake**: the seeds where the hidden suite passes it (a grading gap), and those where it is
+  refused without being named (a weaker message).
+
+    python bench/seeds.py                                # every exercise, 200 seeds
+    python bench/seeds.py layer_norm LoRALinear --seeds 2000 --no-mistakes
+    python bench/seeds.py rms_norm --seeds 50 --start 1000
+
+The seeds are ``random.Random(0).sample(range(10**6), start + seeds)[start:]``. One thread; runs on the CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from course_lib.grading import engine  # noqa: E402
+from course_lib.grading.spec import all_exercises, get_exercise  # noqa: E402
+from course_lib.grading.values import capture  # noqa: E402
+
+
+def key_margin(ex, seed: int) -> list[tuple[float, str]]:
+    """(ratio, 'case label (dtype)') for each hidden run of ``ex`` at ``seed``: the answer key's output in the run's
+    dtype against its float64 output."""
+    found = []
+    for run in engine.build_runs(ex, "hidden", seed, "cpu"):
+        got = capture(ex.run(ex.reference, engine._clone(run.inputs)))
+        expected = engine._expected(ex, run)
+        atol, rtol = run.case.tolerance(run.dtype)
+        diff, _ = engine.compare(expected, got, dtype=run.dtype, device=run.device, atol=atol, rtol=rtol)
+        ratio = float("inf") if diff is not None else max(
+            (float(((a - e).abs() / (atol + rtol * e.abs())).nan_to_num(0.0).max())
+             for e, a in engine._pairs(expected, got) if e.numel()), default=0.0)
+        found.append((ratio, f"{run.case.label} ({str(run.dtype).removeprefix('torch.')})"))
+    return found
+
+
+def mistake_verdicts(ex, seed: int) -> dict[str, str]:
+    """For each catalogued mistake: 'named', 'unnamed' (refused without its name) or 'passed' (the hidden suite
+    at ``seed`` lets it through)."""
+    said = {}
+    for m in ex.mistakes:
+        r = engine.evaluate(ex, m.fn, suite="hidden", seed=seed)
+        said[m.name] = "passed" if r.passed else "named" if f"known mistake: {m.name}" in r.message else "unnamed"
+    return said
+
+
+def sweep(ex, seeds: list[int], mistakes: bool = True, log=print) -> dict:
+    """The worst key ratio (with its seed and case), the seeds where it is refused, and per mistake the seeds where
+    it passed or went unnamed."""
+    worst, refused = (0.0, None, ""), []
+    passed: dict[str, list[int]] = {}
+    unnamed: dict[str, list[int]] = {}
+    for seed in seeds:
+        for ratio, where in key_margin(ex, seed):
+            if ratio > worst[0]:
+                worst = (ratio, seed, where)
+            if ratio > 1:
+                refused.append(seed)
+        if mistakes:
+            for name, verdict in mistake_verdicts(ex, seed).items():
+                {"passed": passed, "unnamed": unnamed}.get(verdict, {}).setdefault(name, []).append(seed)
+    result = {"worst": worst, "key_refused": sorted(set(refused)), "passed": passed, "unnamed": unnamed}
+    ratio, seed, where = worst
+    log(f"{ex.name}: {len(seeds)} seeds. The answer key run as an answer: worst {ratio:.3g} of the tolerance"
+        + (f" (seed {seed}, {where})" if seed is not None else "")
+        + (f"; REFUSED at {len(result['key_refused'])} seeds, e.g. {result['key_refused'][:3]}" if refused else ""))
+    for name, at in passed.items():
+        log(f"  mistake PASSES at {len(at)} seeds (e.g. {at[:3]}): {name}")
+    for name, at in unnamed.items():
+        log(f"  mistake refused but not named at {len(at)} seeds (e.g. {at[:3]}): {name}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("names", nargs="*", help="exercises (default: all)")
+    p.add_argument("--seeds", type=int, default=200)
+    p.add_argument("--start", type=int, default=0)
+    p.add_argument("--no-mistakes", action="store_true", help="the answer key's margins only (fast)")
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    exercises = [get_exercise(n) for n in a.names] if a.names else all_exercises()
+    seeds = random.Random(0).sample(range(10**6), a.start + a.seeds)[a.start:]
+    bad = 0
+    for ex in exercises:
+        start = time.time()
+        r = sweep(ex, seeds, mistakes=not a.no_mistakes)
+        print(f"  ({time.time() - start:.0f} s)", flush=True)
+        bad += bool(r["key_refused"] or r["passed"])
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

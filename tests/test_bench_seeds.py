@@ -1,0 +1,44 @@
+"""bench/seeds.py: the seed sweep finds what it is for. It says a right answer is refused where float32 rounding
+went past a tolerance (06's '1000 ± 1' case as it was, at a seed where that happened), and that a catalogued
+mistake passes where no hidden case showed it (09's LoRA without its alpha/r-not-whole case); on the checks as they
+are, neither."""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+
+def load_bench():
+    path = Path(__file__).resolve().parents[1] / "bench" / "seeds.py"
+    spec = importlib.util.spec_from_file_location("bench_seeds", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_sweep_finds_a_right_answer_refused_by_rounding():
+    from course_lib.exercises.ex06_layernorm import LAYER_NORM, _ln_random
+    bench = load_bench()
+    as_it_was = dataclasses.replace(LAYER_NORM, hidden=[
+        dataclasses.replace(c, make=_ln_random(shift=1000.0, dims=2), atol=1e-3, rtol=1e-4) if "1000" in c.label else c
+        for c in LAYER_NORM.hidden])
+    said = []
+    found = bench.sweep(as_it_was, [408170, 98765], mistakes=False, log=said.append)
+    assert found["key_refused"] == [408170], found
+    assert "REFUSED at 1 seeds, e.g. [408170]" in said[0] and "values 1000 ± 1 (float32)" in said[0], said
+    now = bench.sweep(LAYER_NORM, [408170, 98765], mistakes=False, log=said.append)
+    assert now["key_refused"] == [] and now["worst"][0] < 0.5, now
+
+
+def test_the_sweep_finds_a_mistake_the_hidden_cases_let_through():
+    from course_lib.exercises.ex09_finetuning import LORA
+    bench = load_bench()
+    without = dataclasses.replace(LORA, hidden=[c for c in LORA.hidden if "not a whole number" not in c.label])
+    assert len(without.hidden) == len(LORA.hidden) - 1
+    said = []
+    found = bench.sweep(without, [794772], log=said.append)
+    assert found["passed"].get("scale alpha // r: integer division") == [794772], found["passed"]
+    assert any(line.startswith("  mistake PASSES at 1 seeds (e.g. [794772]): scale alpha // r") for line in said), said
+    now = bench.sweep(LORA, [794772], log=said.append)
+    assert "scale alpha // r: integer division" not in now["passed"], now["passed"]
