@@ -337,6 +337,12 @@ def _ml_not_strict(sd, config):
     return model
 
 
+# The deep, narrow cases (layer numbers of two digits) run in float64 only: float32's rounding grows through 11
+# layers of width 8, the same for every right loader (they load the same weights), and went past the float32
+# tolerance at 1 hidden seed in 1,800 (660567: 0.32860 for 0.32852, 1.8 times 1e-5 + 1e-4·|x|), so that every
+# right answer failed there. The float64 run checks the loading as exactly, the shallow cases run in float32 too.
+_DEEP = (torch.float64,)
+
 LOADER = Exercise(
     name="load_pretrained_encoder",
     notebook="09_finetuning",
@@ -347,7 +353,7 @@ LOADER = Exercise(
              _loader_case(_config())),
         Case("a 3-layer BERT (d_model 24, 3 heads); batch (2, 10)", _loader_case(_config(24, 3, 3), B=2, T=10)),
         Case("a 12-layer BERT (d_model 8, 2 heads): layer numbers of two digits; batch (2, 5)",
-             _loader_case(_config(8, 12), B=2, T=5)),
+             _loader_case(_config(8, 12), B=2, T=5), dtypes=_DEEP),
         Case("a checkpoint without embeddings.position_embeddings.weight: must raise",
              _loader_case(_config(), drop="embeddings.position_embeddings.weight",
                           names=("position_embeddings", "embeddings.positions"))),
@@ -360,7 +366,8 @@ LOADER = Exercise(
     ],
     hidden=[
         Case("a random small BERT and batch", _loader_case(_random_config, B=4, T=9)),
-        Case("an 11-layer BERT (d_model 8, 2 heads); batch (3, 6)", _loader_case(_config(8, 11), B=3, T=6)),
+        Case("an 11-layer BERT (d_model 8, 2 heads); batch (3, 6)", _loader_case(_config(8, 11), B=3, T=6),
+             dtypes=_DEEP),
         Case("a random small BERT whose checkpoint lacks layer 0's query bias: must raise",
              _loader_case(_random_config, drop="encoder.layer.0.attention.self.query.bias",
                           names=("query.bias", "q_proj.bias"))),
