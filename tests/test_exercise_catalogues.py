@@ -185,3 +185,34 @@ def test_parameters_in_another_order_than_the_stub_are_named(ex):
         in problems[0], problems
     r = evaluate(ex, _solution(ex), source=swapped)
     assert not r.passed and r.message.startswith(f"✗ {ex.name} — your answer lists the parameters of"), r.message
+
+
+# Hidden seeds where a catalogued mistake passed the hidden suite (a sweep of 150 seeds with bench/seeds.py's
+# method): the random cases drew nothing that shows it there. Each exercise now has a case that always does.
+_GAP_SEEDS = [
+    ("LayerNorm", "normalised over dim 1 instead of the last axis", (130873, 424604)),   # every x 2-D
+    ("LayerNorm", "normalised over every axis but the first", (130873,)),
+    ("get_batch", "every row taken at the first drawn start", (1198, 346236)),         # batch_size 1 in both
+    ("sample", "temperature applied to the first new token only", (509532, 842194)),   # a second draw moved < 0.04
+    ("LoRALinear", "base.bias left trainable", (441001, 325213)),                      # no base with a bias
+    ("precision_recall_f1", "precision and recall swapped", (945989,)),                # precision == recall
+    ("precision_recall_f1", "F1 as the arithmetic mean", (968235,)),
+    ("precision_recall_f1", "precision as TP / (TP + FN)", (945989,)),
+    ("precision_recall_f1", "positive used for the predictions, but the labels", (469730,)),   # no true positive
+    ("precision_recall_f1", "false positives counted as every wrong prediction on", (441001,)),
+    ("precision_recall_f1", "false negatives counted as every wrong prediction minus", (441001, 744754)),
+    ("precision_recall_f1", "the false positives and the misses counted against one other class", (960489,)),
+    ("precision_recall_f1", "the misses counted as predictions of one other class", (885440, 99437)),
+]
+
+
+@pytest.mark.parametrize("name, mistake, seeds", _GAP_SEEDS, ids=[f"{n}:{m}" for n, m, _ in _GAP_SEEDS])
+def test_mistakes_the_hidden_suite_once_let_through_at_some_seeds_are_refused_there(name, mistake, seeds):
+    ex = next(e for e in EXERCISES if e.name == name)
+    m = next(m for m in ex.mistakes if m.name.startswith(mistake))
+    for seed in seeds:
+        r = evaluate(ex, m.fn, suite="hidden", seed=seed)
+        assert not r.passed, f"{m.name} passed the hidden suite at seed {seed}"
+        assert "known mistake" not in r.message or f"known mistake: {m.name}" in r.message, r.message
+        right = evaluate(ex, _solution(ex), suite="hidden", seed=seed)
+        assert right.passed, right.message
