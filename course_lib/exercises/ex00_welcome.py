@@ -70,9 +70,13 @@ def _split_case(B, T, H, D, transposed=False):
     return make
 
 
-def _split_random(transposed=False):
+def _split_random(transposed=False, uneven=False):
+    """uneven: T and D never equal to the head count. Where every case drew D = H (1 seed in 216), a head count
+    and head size swapped passed; where T = H, a head axis left after time was named as another slip."""
     def make(g):
         B, T, H, D = _ri(g, 1, 4), _ri(g, 2, 9), _ri(g, 2, 6), _ri(g, 2, 7)
+        if uneven:
+            T, D = (H + 1 if T == H else T), (H + 1 if D == H else D)
         return _split_case(B, T, H, D, transposed)(g)
     return make
 
@@ -98,7 +102,7 @@ SPLIT = Exercise(
     ],
     hidden=[
         Case("x of a random shape, random head count", _split_random(), **EXACT),
-        Case("x of another random shape", _split_random(), **EXACT),
+        Case("x of another random shape, its sizes unlike the head count", _split_random(uneven=True), **EXACT),
         Case("x as a transposed (non-contiguous) view, random shape", _split_random(True), **EXACT),
     ],
     mistakes=[
@@ -131,8 +135,11 @@ def _merge_case(B, H, T, D):
     return lambda g: {"x": _randn(g, B, H, T, D)}
 
 
-def _merge_random(g):
-    return _merge_case(_ri(g, 1, 4), _ri(g, 2, 6), _ri(g, 2, 9), _ri(g, 2, 7))(g)
+def _merge_random(g, uneven=False):
+    """uneven: T never equal to H. Where every case drew T = H (1 seed in 320), x.shape unpacked as B, T, H, D
+    passed."""
+    B, H, T, D = _ri(g, 1, 4), _ri(g, 2, 6), _ri(g, 2, 9), _ri(g, 2, 7)
+    return _merge_case(B, H, H + 1 if uneven and T == H else T, D)(g)
 
 
 def _merge_transposed_case(B, H, T, D):
@@ -170,7 +177,7 @@ MERGE = Exercise(
     ],
     hidden=[
         Case("x of a random shape", _merge_random, **EXACT),
-        Case("x of another random shape", _merge_random, **EXACT),
+        Case("x of another random shape, T unlike H", lambda g: _merge_random(g, uneven=True), **EXACT),
         Case("x as a transposed (non-contiguous) view", _merge_transposed, **EXACT),
     ],
     mistakes=[
