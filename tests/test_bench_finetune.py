@@ -3,24 +3,14 @@ and leaves every other row exactly as it was; SAM's second pass takes the gradie
 and puts the weights back."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
+from bench_scripts import load_bench
 from course_lib.reference.optim import AdamW
 
 
-def load_bench():
-    path = Path(__file__).resolve().parents[1] / "bench" / "finetune.py"
-    spec = importlib.util.spec_from_file_location("bench_finetune", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_lazy_row_adamw_is_adamw_on_the_rows_it_updates_and_leaves_the_others():
-    LazyRowAdamW = load_bench().LazyRowAdamW
+    LazyRowAdamW = load_bench("finetune").LazyRowAdamW
     g = torch.Generator().manual_seed(0)
     start = torch.randn(12, 5, generator=g, dtype=torch.float64)             # (V, d)
     rows = torch.tensor([1, 4, 9])
@@ -50,7 +40,7 @@ def test_lazy_row_adamw_is_adamw_on_the_rows_it_updates_and_leaves_the_others():
 
 
 def test_sam_gradient_is_the_gradient_at_the_weights_moved_rho_uphill_and_puts_them_back():
-    sam_gradient = load_bench().sam_gradient
+    sam_gradient = load_bench("finetune").sam_gradient
     g = torch.Generator().manual_seed(1)
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2)).double()
     x, y = torch.randn(8, 4, generator=g, dtype=torch.float64), torch.tensor([0, 1] * 4)

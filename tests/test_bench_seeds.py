@@ -5,21 +5,13 @@ are, neither."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-from pathlib import Path
 
-
-def load_bench():
-    path = Path(__file__).resolve().parents[1] / "bench" / "seeds.py"
-    spec = importlib.util.spec_from_file_location("bench_seeds", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from bench_scripts import load_bench
 
 
 def test_the_sweep_finds_a_right_answer_refused_by_rounding():
     from course_lib.exercises.ex06_layernorm import LAYER_NORM, _ln_random
-    bench = load_bench()
+    bench = load_bench("seeds")
     as_it_was = dataclasses.replace(LAYER_NORM, hidden=[
         dataclasses.replace(c, make=_ln_random(shift=1000.0, dims=2), atol=1e-3, rtol=1e-4) if "1000" in c.label else c
         for c in LAYER_NORM.hidden])
@@ -33,7 +25,7 @@ def test_the_sweep_finds_a_right_answer_refused_by_rounding():
 
 def test_the_sweep_finds_a_mistake_the_hidden_cases_let_through():
     from course_lib.exercises.ex09_finetuning import LORA
-    bench = load_bench()
+    bench = load_bench("seeds")
     without = dataclasses.replace(LORA, hidden=[c for c in LORA.hidden if "not a whole number" not in c.label])
     assert len(without.hidden) == len(LORA.hidden) - 1
     said = []
