@@ -634,6 +634,12 @@ class _ClfIgnoresDropout(_ClfBase):
         super().__init__(encoder, n_classes, 0.5)           # nn.Dropout()'s own default
 
 
+# The random encoders' float32 outputs, through up to 3 layers, were off by up to 0.64 of 1e-5 + 1e-4·|x| (1.4e-5 at
+# -0.13, the same for the answer key and most right answers), and more often the more seeds were swept (3 of 24,000
+# runs above 0.5): at some seeds in 10⁶ a right answer would fail. Their float32 runs get ten times the room; the
+# float64 runs of the same inputs keep theirs, and refuse the catalogued slips as before.
+_CLF_FLOAT32 = (1e-4, 1e-3)
+
 SENTENCE_CLASSIFIER = Exercise(
     name="SentenceClassifier",
     notebook="09_finetuning",
@@ -653,10 +659,11 @@ SENTENCE_CLASSIFIER = Exercise(
              "gives it", _clf_case(_config(), B=1, T=5)),
     ],
     hidden=[
-        Case("a random small encoder, number of classes, dropout and batch", _random_clf),
-        Case("another random encoder and batch", _random_clf),
+        Case("a random small encoder, number of classes, dropout and batch", _random_clf, float32_tol=_CLF_FLOAT32),
+        Case("another random encoder and batch", _random_clf, float32_tol=_CLF_FLOAT32),
         Case("a random small encoder and one sentence (batch of 1)",
-             lambda g: _clf_case(_random_config, n_classes=_ri(g, 2, 4), B=1, T=_ri(g, 3, 8))(g)),
+             lambda g: _clf_case(_random_config, n_classes=_ri(g, 2, 4), B=1, T=_ri(g, 3, 8))(g),
+             float32_tol=_CLF_FLOAT32),
         Case("a 1-layer encoder (d_model 20, 2 heads), 2 classes, dropout=0.2, batch (6, 12) whose padding holds "
              "token ids after its first 0", _clf_case(_config(20, 1, 2), B=6, T=12, dropout=0.2, padded_ids=True)),
     ],
