@@ -10,8 +10,8 @@ For each exercise and each seed it reports two things:
   difference to the tolerance (|got - expected| / (atol + rtol·|expected|)) says how near a right answer
   written like the key comes to being refused: 1 is refused. Over a quarter is worth a look, since a right
   answer written another way rounds otherwise.
-- **each catalogued mistake**: the seeds where the hidden suite passes it (a grading gap), and those where it is
-  refused without being named (a weaker message).
+- **each catalogued mistake**: the seeds where the hidden suite passes it (a grading gap), where it names it as
+  another mistake (which the catalogue tests forbid), and where it refuses it without a name (a weaker message).
 
     python bench/seeds.py                                # every exercise, 200 seeds
     python bench/seeds.py layer_norm LoRALinear --seeds 2000 --no-mistakes
@@ -23,17 +23,13 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from course_lib.grading import engine  # noqa: E402
-from course_lib.grading.spec import all_exercises, get_exercise  # noqa: E402
-from course_lib.grading.values import capture  # noqa: E402
+from course_lib.grading import engine
+from course_lib.grading.spec import all_exercises, get_exercise
+from course_lib.grading.values import capture
 
 
 def key_margin(ex, seed: int) -> list[tuple[float, str]]:
@@ -53,20 +49,23 @@ def key_margin(ex, seed: int) -> list[tuple[float, str]]:
 
 
 def mistake_verdicts(ex, seed: int) -> dict[str, str]:
-    """For each catalogued mistake: 'named', 'unnamed' (refused without its name) or 'passed' (the hidden suite
-    at ``seed`` lets it through)."""
+    """For each catalogued mistake: 'named', 'misnamed' (refused under another mistake's name, which the catalogue
+    tests forbid), 'unnamed' (refused without a name: a shape error, say) or 'passed' (the hidden suite at
+    ``seed`` lets it through)."""
     said = {}
     for m in ex.mistakes:
         r = engine.evaluate(ex, m.fn, suite="hidden", seed=seed)
-        said[m.name] = "passed" if r.passed else "named" if f"known mistake: {m.name}" in r.message else "unnamed"
+        said[m.name] = ("passed" if r.passed else "named" if f"known mistake: {m.name}" in r.message
+                        else "misnamed" if "known mistake:" in r.message else "unnamed")
     return said
 
 
 def sweep(ex, seeds: list[int], mistakes: bool = True, log=print) -> dict:
     """The worst key ratio (with its seed and case), the seeds where it is refused, and per mistake the seeds where
-    it passed or went unnamed."""
+    it passed, was given another's name, or went unnamed."""
     worst, refused = (0.0, None, ""), []
     passed: dict[str, list[int]] = {}
+    misnamed: dict[str, list[int]] = {}
     unnamed: dict[str, list[int]] = {}
     for seed in seeds:
         for ratio, where in key_margin(ex, seed):
@@ -76,14 +75,18 @@ def sweep(ex, seeds: list[int], mistakes: bool = True, log=print) -> dict:
                 refused.append(seed)
         if mistakes:
             for name, verdict in mistake_verdicts(ex, seed).items():
-                {"passed": passed, "unnamed": unnamed}.get(verdict, {}).setdefault(name, []).append(seed)
-    result = {"worst": worst, "key_refused": sorted(set(refused)), "passed": passed, "unnamed": unnamed}
+                {"passed": passed, "misnamed": misnamed, "unnamed": unnamed}.get(verdict, {}).setdefault(
+                    name, []).append(seed)
+    result = {"worst": worst, "key_refused": sorted(set(refused)), "passed": passed, "misnamed": misnamed,
+              "unnamed": unnamed}
     ratio, seed, where = worst
     log(f"{ex.name}: {len(seeds)} seeds. The answer key run as an answer: worst {ratio:.3g} of the tolerance"
         + (f" (seed {seed}, {where})" if seed is not None else "")
         + (f"; REFUSED at {len(result['key_refused'])} seeds, e.g. {result['key_refused'][:3]}" if refused else ""))
     for name, at in passed.items():
         log(f"  mistake PASSES at {len(at)} seeds (e.g. {at[:3]}): {name}")
+    for name, at in misnamed.items():
+        log(f"  mistake NAMED AS ANOTHER at {len(at)} seeds (e.g. {at[:3]}): {name}")
     for name, at in unnamed.items():
         log(f"  mistake refused but not named at {len(at)} seeds (e.g. {at[:3]}): {name}")
     return result
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.time()
         r = sweep(ex, seeds, mistakes=not a.no_mistakes)
         print(f"  ({time.time() - start:.0f} s)", flush=True)
-        bad += bool(r["key_refused"] or r["passed"])
+        bad += bool(r["key_refused"] or r["passed"] or r["misnamed"])
     return 1 if bad else 0
 
 

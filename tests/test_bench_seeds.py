@@ -34,3 +34,18 @@ def test_the_sweep_finds_a_mistake_the_hidden_cases_let_through():
     assert any(line.startswith("  mistake PASSES at 1 seeds (e.g. [794772]): scale alpha // r") for line in said), said
     now = bench.sweep(LORA, [794772], log=said.append)
     assert "scale alpha // r: integer division" not in now["passed"], now["passed"]
+
+
+def test_the_sweep_finds_a_mistake_named_as_another():
+    """At seed 271493 every unmasked self-attention case drew T_q = H, where heads left behind the time axis give
+    what plain reshapes give: the hidden suite named the first as the second (before its case drew T_q ≠ H)."""
+    from course_lib.exercises.ex05_attention import MHA, _mha_random
+    bench = load_bench("seeds")
+    as_it_was = dataclasses.replace(MHA, hidden=[dataclasses.replace(c, make=_mha_random()) if "T unlike" in c.label
+                                                 else c for c in MHA.hidden])
+    said = []
+    found = bench.sweep(as_it_was, [271493], log=said.append)
+    assert "heads never moved in front of the time axis: attention across heads" in found["misnamed"], found
+    assert any(line.startswith("  mistake NAMED AS ANOTHER at 1 seeds (e.g. [271493]): heads never moved")
+               for line in said), said
+    assert not bench.sweep(MHA, [271493], log=said.append)["misnamed"]
