@@ -450,8 +450,9 @@ _CONSTANT_ROWS = dict(atol=1e-3, rtol=1e-4)
 # 4.3 times), and a tolerance wide enough for them let the one-pass variance through at about 1 seed in 2,000
 # (a few values can round luckily). Rows of 16-32 values keep σ near 1, and 4-8 of them give the one-pass
 # variance more places to show: right answers stay under half of 3e-3 + 3e-4·|x|, the one-pass variance above
-# 12 times it (6,000 seeds of layer_norm's case, 4,000 of the module's).
-_SHIFTED_1000 = dict(atol=3e-3, rtol=3e-4)
+# 12 times it (6,000 seeds of layer_norm's case, 4,000 of the module's). That room is float32's alone: the
+# float64 runs, whose mean rounds by 1e-13, keep the default tolerance.
+_SHIFTED_1000 = dict(float32_tol=(3e-3, 3e-4))
 
 
 def _shifted_shape(g: torch.Generator) -> tuple[int, int]:
