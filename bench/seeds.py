@@ -52,11 +52,12 @@ def mistake_verdicts(ex, seed: int) -> dict[str, str]:
     """For each catalogued mistake: 'named', 'misnamed' (refused under another mistake's name, which the catalogue
     tests forbid), 'unnamed' (refused without a name: a shape error, say) or 'passed' (the hidden suite at
     ``seed`` lets it through)."""
-    said = {}
-    for m in ex.mistakes:
+    said, names = {}, [m.name for m in ex.mistakes]
+    for i, m in enumerate(ex.mistakes):        # one slip may have entries that share its name: told apart here
         r = engine.evaluate(ex, m.fn, suite="hidden", seed=seed)
-        said[m.name] = ("passed" if r.passed else "named" if f"known mistake: {m.name}" in r.message
-                        else "misnamed" if "known mistake:" in r.message else "unnamed")
+        key = m.name if names.count(m.name) == 1 else f"{m.name} (entry {names[:i + 1].count(m.name)})"
+        said[key] = ("passed" if r.passed else "named" if f"known mistake: {m.name}" in r.message
+                     else "misnamed" if "known mistake:" in r.message else "unnamed")
     return said
 
 

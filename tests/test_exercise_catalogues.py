@@ -187,8 +187,9 @@ def test_parameters_in_another_order_than_the_stub_are_named(ex):
     assert not r.passed and r.message.startswith(f"✗ {ex.name} — your answer lists the parameters of"), r.message
 
 
-# Hidden seeds where a catalogued mistake passed the hidden suite (a sweep of 150 seeds with bench/seeds.py's
-# method): the random cases drew nothing that shows it there. Each exercise now has a case that always does.
+# Hidden seeds where a catalogued mistake passed the hidden suite, or was named as another (sweeps of 50 to 200
+# seeds with bench/seeds.py's method): the random cases drew nothing that shows it there. Each exercise now has a
+# case that always does, or, where two entries are one slip, they share its name.
 _GAP_SEEDS = [
     ("split_heads", "head count and head size swapped", (358940, 288058)),              # D = H in every case
     ("split_heads", "head axis left after time", (301630,)),                          # named as another there
@@ -213,16 +214,19 @@ _GAP_SEEDS = [
     ("precision_recall_f1", "the misses counted as predictions of one other class", (885440, 99437)),
     ("precision_recall_f1", "the false positives and the misses counted against one other class, 1 - positive",
      (885440, 933488)),                                             # named as the one against class 0 there
+    ("AdamW", "step count kept as a tensor", (149195,)),   # its two entries' resumed runs alike: one named as the other
 ]
 
 
 @pytest.mark.parametrize("name, mistake, seeds", _GAP_SEEDS, ids=[f"{n}:{m}" for n, m, _ in _GAP_SEEDS])
 def test_mistakes_the_hidden_suite_once_let_through_at_some_seeds_are_refused_there(name, mistake, seeds):
     ex = next(e for e in EXERCISES if e.name == name)
-    m = next(m for m in ex.mistakes if m.name.startswith(mistake))
+    ms = [m for m in ex.mistakes if m.name.startswith(mistake)]        # every entry of that name
+    assert ms, mistake
     for seed in seeds:
-        r = evaluate(ex, m.fn, suite="hidden", seed=seed)
-        assert not r.passed, f"{m.name} passed the hidden suite at seed {seed}"
-        assert "known mistake" not in r.message or f"known mistake: {m.name}" in r.message, r.message
+        for m in ms:
+            r = evaluate(ex, m.fn, suite="hidden", seed=seed)
+            assert not r.passed, f"{m.name} passed the hidden suite at seed {seed}"
+            assert "known mistake" not in r.message or f"known mistake: {m.name}" in r.message, r.message
         right = evaluate(ex, _solution(ex), suite="hidden", seed=seed)
         assert right.passed, right.message
