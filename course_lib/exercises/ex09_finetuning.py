@@ -1508,13 +1508,15 @@ def _prf_every_error(g):
     """Every kind of error at once, shuffled: hits, misses predicted as each other class, more false positives
     (from each other class) than misses, and confusions among the other classes. The random cases showed a
     slip only where their errors fell on the kind it miscounts: nine catalogued mistakes passed them at 2 to 13
-    seeds of 150 (precision equal to recall, no error on the class a slip counts, no true positive)."""
-    pos, others = 2, (0, 1, 3)
-    pairs = [(pos, pos)] * _ri(g, 2, 6)                                  # (label, prediction): hits
-    for c in others:
-        pairs += [(pos, c)] * _ri(g, 1, 3)                               # misses
-        pairs += [(c, pos)] * _ri(g, 4, 6)                               # false positives
-    pairs += [(others[_ri(g, 0, 2)], others[_ri(g, 0, 2)]) for _ in range(_ri(g, 5, 20))]
+    seeds of 150 (precision equal to recall, no error on the class a slip counts, no true positive). The counts
+    are fixed, chosen so that every catalogued slip gives other numbers than the key and than each other (but
+    the three that differ only where a denominator is 0): drawn, they sometimes coincided (as many true
+    negatives as false positives, say), and over 3,000 seeds one slip passed and four were named as another."""
+    pos = 2
+    pairs = ([(pos, pos)] * 4                                            # (label, prediction): hits
+             + [(pos, 0)] * 1 + [(pos, 1)] * 2 + [(pos, 3)] * 3             # misses
+             + [(0, pos)] * 5 + [(1, pos)] * 4 + [(3, pos)] * 6             # false positives
+             + [(0, 0)] * 3 + [(1, 1)] * 2 + [(3, 3)] * 4 + [(0, 1), (1, 3), (1, 3), (3, 0)])   # the others
     order = torch.randperm(len(pairs), generator=g).tolist()
     return {"preds": torch.tensor([pairs[i][1] for i in order]), "labels": torch.tensor([pairs[i][0] for i in order]),
             "positive": pos}
