@@ -464,9 +464,9 @@ _RIGHT_MHA = dict(FILL='float("-inf")', NAN_FIX=".nan_to_num(0.0)", OUT="self.ou
 _UNDROPPED = "w = torch.softmax(s, dim=-1).nan_to_num(0.0)"
 
 
-def _grade_changed(name, template, right, change, said):
+def _grade_changed(name, template, right, change, said, seed=None):
     """``template`` filled in with ``right``, then changed as ``change`` says (its replacements first):
-    ``name`` passes both suites (said None) or is refused in both, saying ``said``."""
+    ``name`` passes both suites (said None) or is refused in both, saying ``said`` (the hidden suite at ``seed``)."""
     import math
 
     from course_lib.reference.heads import merge_heads, split_heads
@@ -478,7 +478,7 @@ def _grade_changed(name, template, right, change, said):
     linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)     # as a notebook cell's lines are
     exec(compile(src, filename, "exec"), ns)
     for suite in ("visible", "hidden"):
-        r = evaluate(get_exercise(name), ns[name], suite=suite)
+        r = evaluate(get_exercise(name), ns[name], suite=suite, seed=seed if suite == "hidden" else None)
         assert r.passed if said is None else (not r.passed and said in r.message), r.message
 
 
@@ -659,6 +659,26 @@ def test_sdpa_check_differentiates_and_names_mask_slips(change, said):
     q @ kᵀ / d ** 1/2 written in one line (scores / d_k / 2) and scores multiplied by √d_k got bare numbers."""
     _grade_changed("scaled_dot_product_attention", _SDPA, _SDPA_RIGHT, change, said)
     assert torch.get_default_dtype() == torch.float32
+
+
+_SDPA_STYLES = {
+    "as in the notebook": {},
+    "-1e9, then zeroed": {"FILL": "scores.masked_fill(~mask, -1e9)"},
+    "q scaled first": {"    scores = q @ k.mT / math.sqrt(q.shape[-1])":
+                       "    scores = (q / math.sqrt(q.shape[-1])) @ k.transpose(-2, -1)"},
+    "einsum": {"    scores = q @ k.mT / math.sqrt(q.shape[-1])":
+               "    scores = torch.einsum('...qd,...kd->...qk', q, k) * q.shape[-1] ** -0.5"},
+}
+
+
+@pytest.mark.parametrize("style", _SDPA_STYLES)
+@pytest.mark.parametrize("seed", [253746, 310783, 994009])
+def test_sdpa_right_answers_pass_where_float32_rounding_once_refused_them(style, seed):
+    """At these hidden seeds the case made to show exp(s - logsumexp(s)) (random floats, logits in the
+    thousands) refused right answers, the answer key's own steps among them, by up to 2 times the tolerance: q @ kᵀ
+    rounds the scores by as much as that slip rounds logsumexp. Its q and k are now whole numbers with d_k = 4, so
+    a right answer's scores are exact in float32 and the slip stands out."""
+    _grade_changed("scaled_dot_product_attention", _SDPA, _SDPA_RIGHT, _SDPA_STYLES[style], None, seed=seed)
 
 
 def test_sdpa_divided_by_a_shape_counted_from_the_front_is_told_to_count_from_the_end():
