@@ -637,7 +637,8 @@ class _ClfIgnoresDropout(_ClfBase):
 # The random encoders' float32 outputs, through up to 3 layers, were off by up to 0.64 of 1e-5 + 1e-4·|x| (1.4e-5 at
 # -0.13, the same for the answer key and most right answers), and more often the more seeds were swept (3 of 24,000
 # runs above 0.5): at some seeds in 10⁶ a right answer would fail. Their float32 runs get ten times the room; the
-# float64 runs of the same inputs keep theirs, and refuse the catalogued slips as before.
+# float64 runs of the same inputs keep theirs, and refuse the catalogued slips as before. So does the 1-layer case
+# with padding that holds token ids, whose float32 runs came to 0.52 of the default over 15,000 more seeds.
 _CLF_FLOAT32 = (1e-4, 1e-3)
 
 SENTENCE_CLASSIFIER = Exercise(
@@ -665,7 +666,8 @@ SENTENCE_CLASSIFIER = Exercise(
              lambda g: _clf_case(_random_config, n_classes=_ri(g, 2, 4), B=1, T=_ri(g, 3, 8))(g),
              float32_tol=_CLF_FLOAT32),
         Case("a 1-layer encoder (d_model 20, 2 heads), 2 classes, dropout=0.2, batch (6, 12) whose padding holds "
-             "token ids after its first 0", _clf_case(_config(20, 1, 2), B=6, T=12, dropout=0.2, padded_ids=True)),
+             "token ids after its first 0", _clf_case(_config(20, 1, 2), B=6, T=12, dropout=0.2, padded_ids=True),
+             float32_tol=_CLF_FLOAT32),
     ],
     mistakes=[
         Mistake("first-token ([CLS]) pooling instead of the mean", _clf(pool=lambda self, h, m: h[:, 0]),
