@@ -210,10 +210,9 @@ _GAP_SEEDS = [
     ("precision_recall_f1", "positive used for the predictions, but the labels", (469730, 361683)),   # no TP; alike
     ("precision_recall_f1", "false positives counted as every wrong prediction on", (441001,)),
     ("precision_recall_f1", "false negatives counted as every wrong prediction minus", (441001, 744754)),
-    ("precision_recall_f1", "the false positives and the misses counted against one other class", (960489, 588072)),
+    ("precision_recall_f1", "the false positives and the misses counted against one other class",   # 0, 1 - positive
+     (960489, 588072, 885440, 933488)),         # at the last two the one against 1 - positive was named as against 0
     ("precision_recall_f1", "the misses counted as predictions of one other class", (885440, 99437, 374500, 917947)),
-    ("precision_recall_f1", "the false positives and the misses counted against one other class, 1 - positive",
-     (885440, 933488)),                                             # named as the one against class 0 there
     ("precision_recall_f1", "recall as TP / (TP + FP)", (21547, 540313)),   # named as another: the counts alike
     ("AdamW", "step count kept as a tensor", (149195,)),   # its two entries' resumed runs alike: one named as the other
 ]

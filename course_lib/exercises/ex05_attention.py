@@ -484,7 +484,7 @@ SDPA = Exercise(
              _sdpa_random("causal", kv_heads=1)),
         Case("random shapes (B, T, d) with no head axis, fully masked rows", _sdpa_random("rows", heads=False)),
         # for exp(s - logsumexp(s)), which passed the random shapes above (as small as (1, 1, 2, 2)) at 63 of 80
-        # seeds: large enough for a runner-up score near each row's top in many rows, and exact (above _THOUSANDS_FLOAT32)
+        # seeds: large enough for a runner-up score near each row's top in many rows, and exact (see _THOUSANDS_FLOAT32's note)
         Case("q (32, 4, 16, 4), k (32, 4, 20, 4) of whole numbers up to ±50, v (32, 4, 20, 3): logits in the "
              "thousands, exact in float32; each row's largest score blocked",
              _sdpa_case((32, 4, 16, 4), (32, 4, 20, 4), 3, "top", whole=50), **_LARGE_LOGITS),
