@@ -5,6 +5,7 @@ are, neither."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 from bench_scripts import load_bench
 
@@ -49,3 +50,29 @@ def test_the_sweep_finds_a_mistake_named_as_another():
     assert any(line.startswith("  mistake NAMED AS ANOTHER at 1 seeds (e.g. [271493]): heads never moved")
                for line in said), said
     assert not bench.sweep(MHA, [271493], log=said.append)["misnamed"]
+
+
+def test_each_solution_notebook_answer_runs_in_the_keys_place_and_passes_a_hidden_seed():
+    """--solutions: the answer cells of solutions/, not the answer key, are what the sweep judges; one seed each."""
+    from course_lib.grading.spec import all_exercises
+    bench = load_bench("seeds")
+    for ex in all_exercises():
+        answer = bench.solution_answers(ex.notebook)[ex.name]
+        assert answer is not ex.reference
+        fn = (vars(answer).get("step") or vars(answer)["forward"]) if isinstance(answer, type) else answer
+        fn = inspect.unwrap(fn)                                  # 08's sample under @torch.no_grad()
+        assert fn.__code__.co_filename == f"<{ex.notebook}: {ex.name}_answer>", (ex.name, fn.__code__.co_filename)
+        said = []
+        found = bench.sweep(ex, [640417], mistakes=False, log=said.append, answer=answer)
+        assert found["key_refused"] == [] and found["worst"][0] < 0.5, (ex.name, found)
+        assert said[0].startswith(f"{ex.name}: 1 seeds. The solution notebook's answer run as an answer"), said
+
+
+def test_an_answer_run_in_the_keys_place_is_refused_where_it_is_wrong():
+    from course_lib.grading.spec import get_exercise
+    bench = load_bench("seeds")
+    said = []
+    off = bench.sweep(get_exercise("batched_dot"), [640417, 12], mistakes=False, log=said.append,
+                      answer=lambda q, k: 1.001 * (q @ k.transpose(-2, -1)))
+    assert off["key_refused"] == [12, 640417], off
+    assert "The solution notebook's answer run as an answer" in said[0] and "REFUSED at 2 seeds" in said[0], said
