@@ -62,7 +62,8 @@ def solution_answers(notebook: str) -> dict:
             source, file = "".join(cell["source"]), f"<{notebook}: {grade_id}>"
             linecache.cache[file] = (len(source), None, source.splitlines(True), file)   # the checks read it
             exec(compile(source, file, "exec"), space)
-            answers[grade_id.removesuffix("_answer")] = space[grade_id.removesuffix("_answer")]
+            name = grade_id.removesuffix("_answer")
+            answers[name] = space[name]
     return answers
 
 
