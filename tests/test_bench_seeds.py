@@ -1,7 +1,7 @@
 """bench/seeds.py: the seed sweep finds what it is for. It says a right answer is refused where float32 rounding
 went past a tolerance (06's '1000 ± 1' case as it was, at a seed where that happened), and that a catalogued
 mistake passes where no hidden case showed it (09's LoRA without its alpha/r-not-whole case); on the checks as they
-are, neither."""
+are, neither. With --solutions it judges each solution notebook's own answer cell in the key's place."""
 from __future__ import annotations
 
 import dataclasses
