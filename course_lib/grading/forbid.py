@@ -16,12 +16,19 @@ import sys
 from typing import Iterable
 
 import torch
-import torch._dynamo  # noqa: F401  torch imports it at a dispatch mode's first call, the first check's (about 1.5 s,
-#                       a thousand modules): here it comes with the setup cell, and a check stopped with the stop
-#                       button cannot leave it half-imported (05's second learner: every later check then failed)
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .spec import Forbidden
+
+
+def preload_compiler() -> None:
+    """Import torch's compiler (torch._dynamo, sympy: a thousand modules, about 1.5 s), which torch imports at a
+    dispatch mode's first call, the first check's. Called where answers run and may be stopped (the kernel, at the
+    setup cell's import; the grading sandbox, before the first case): a stop or a case timeout inside that import
+    left it half-imported, and every later check failed (05's second learner). Processes that only judge (the
+    grading worker, one per submission) never import it."""
+    import torch._dynamo  # noqa: F401
+
 
 # Constructs that no answer in this course needs and that can hide a call from the checks.
 ESCAPE_HATCHES = {

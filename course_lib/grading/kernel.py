@@ -16,14 +16,16 @@ import types
 
 from . import cells, unrun
 from .engine import _is_learner_frame, describe_error
+from .forbid import preload_compiler
 from .spec import get_exercise
 
 
 def install(ip) -> None:
     """Into IPython ``ip`` (nothing outside IPython): the error handler, the note after each cell, and cells.py's
-    record of the cells run."""
+    record of the cells run; and torch's compiler imported now rather than inside the first check (forbid.py)."""
     if ip is None:
         return
+    preload_compiler()
     try:
         from . import CheckFailed
         ip.set_custom_exc((CheckFailed, NameError, NotImplementedError, KeyboardInterrupt, TypeError,

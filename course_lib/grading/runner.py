@@ -72,8 +72,11 @@ def main(job_path: str, out_dir: str) -> int:
     torch.set_num_threads(int(job.get("threads", 1)))
 
     from course_lib.grading.engine import build_runs, run_answer
+    from course_lib.grading.forbid import preload_compiler
     from course_lib.grading.spec import get_exercise
     from course_lib.grading.values import to_jsonable
+
+    preload_compiler()                    # not inside the first case, where a case timeout could cut it short
 
     for chk in job["checks"]:
         get_exercise(chk["exercise"])     # loaded before any learner code runs
