@@ -305,8 +305,8 @@ def _first_step_cancels(case) -> bool:
     right answers round in their own order, into a visible change of the step, carried to the last (at
     hidden seed 255213 a bias entry's sum cancelled to 3.6e-9, and every Adam but the key's own rounding,
     torch.optim.Adam's included, was refused: of the order of once in 10⁷ draws)."""
-    wds = {case["defaults"].get("weight_decay", 0.0), case["group2"].get("weight_decay",
-                                                                         case["defaults"].get("weight_decay", 0.0))}
+    wd = case["defaults"].get("weight_decay", 0.0)
+    wds = {wd, case["group2"].get("weight_decay", wd)}           # the second group's own, else the defaults'
     firsts = [(case[name], next(gs[i] for gs in case["grads"] if gs[i] is not None))
               for i, name in enumerate(("weight", "bias", "extra"))]
     return any(float((grad + wd * p).abs().min()) < 1e-6 for wd in wds if wd for p, grad in firsts)
