@@ -1763,27 +1763,9 @@ def _global_norm(grads):
     return math.sqrt(sum(float((gr.double() ** 2).sum()) for gr in grads if gr is not None))
 
 
-ADAM_ALPHA = """
-class Adam(torch.optim.Optimizer):
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad.add(p, alpha=wd)
-                st = self.state[p]
-                if not st:
-                    st["t"], st["m"], st["v"] = 0, torch.zeros_like(p), torch.zeros_like(p)
-                st["t"] += 1
-                st["m"].mul_(b1).add_(g, alpha=1 - b1)
-                st["v"].mul_(b2).addcmul_(g, g, value=1 - b2)
-                p.sub_(lr * (st["m"] / (1 - b1 ** st["t"])) / ((st["v"] / (1 - b2 ** st["t"])).sqrt() + eps))
-"""
+ADAM_ALPHA = ADAM_GRAPH.replace("    def step(", "    @torch.no_grad()\n    def step(").replace(
+    "g = p.grad + wd * p                     # outside no_grad: g, m and v join autograd's graph",
+    "g = p.grad.add(p, alpha=wd)                # rounds otherwise than the key's p.grad + wd * p")
 
 
 def test_adam_s_cases_are_drawn_again_where_a_first_gradient_with_its_l2_term_cancels(monkeypatch):
