@@ -458,11 +458,15 @@ def test_an_unknown_assignment_names_the_ones_there_are(tmp_path, capsys):
     assert not (ROOT / "grading" / "99_no_such_notebook").exists()
 
 
+# An answer that never returns. It sleeps rather than spins: stopped the same way (each cell's interrupt, the sandbox's
+# case timeout), without holding a core for the minutes the tests below wait on it (of the suite's two on 2-core CI).
+LOOPS = "import time\n\ndef split_heads(x, n_heads):\n    while True:\n        time.sleep(0.01)\n"
+
+
 def test_past_the_submission_limit_the_reason_says_how_to_find_the_cell(tmp_path):
     """A function that never returns, called by several cells, costs the cell timeout in each, and the
     limit per submission ran out first with no word of which cell or what to do (an instructor's trial)."""
-    write(submission(A, {"split_heads_answer": "def split_heads(x, n_heads):\n    while True:\n        pass\n"}),
-          tmp_path / "subs", "loops", A)
+    write(submission(A, {"split_heads_answer": LOOPS}), tmp_path / "subs", "loops", A)
     results = autograde(Options(assignment=A, submissions=tmp_path / "subs", out=tmp_path / "out",
                                 solutions=ROOT / "solutions", jobs=1, cell_timeout=30, submission_timeout=12))
     (row,) = results
@@ -476,8 +480,7 @@ def test_a_submission_past_the_limit_runs_again_with_short_timeouts_and_only_the
     finished lost their points and feedback, and the reason said only to grade it again by hand with a smaller
     --cell-timeout (an instructor's second trial). The second run is made at once, with short timeouts, and only the
     hanging answer's test cells are left for a grade by hand."""
-    loops = "def split_heads(x, n_heads):\n    while True:\n        pass\n"
-    write(submission(A, {"split_heads_answer": loops}), tmp_path / "subs", "loops", A)
+    write(submission(A, {"split_heads_answer": LOOPS}), tmp_path / "subs", "loops", A)
     logged = []
     results = autograde(Options(assignment=A, submissions=tmp_path / "subs", out=tmp_path / "out",
                                 solutions=ROOT / "solutions", jobs=1, cell_timeout=15, submission_timeout=70),
