@@ -1672,42 +1672,38 @@ def test_a_first_check_imports_nothing_a_stop_could_leave_half_imported():
     assert run.stdout.strip().splitlines()[-1] == "[]", run.stdout
 
 
-def test_the_sandbox_imports_the_compiler_before_its_first_case_and_the_grading_worker_never_does():
+def test_the_sandbox_imports_the_compiler_before_its_first_case_and_the_grading_worker_never_does(tmp_path):
     """The grading sandbox stops an answer past its case timeout: inside the compiler's first import that would leave
     it half-imported for every later case, so the sandbox imports it before the first case. The worker (one per
     submission) only judges what the sandbox returned, and no longer imports it: 1.3 s of every submission on a
     2-core machine. Both run here as the worker runs them, in a fresh interpreter."""
+    import json
     import subprocess
     import sys
-    code = ("import sys\nimport course_lib.grading.engine as engine\n"
-            "seen = []\nrun = engine.run_answer\n"
-            "def watched(*a, **k):\n    seen.append('torch._dynamo' in sys.modules)\n    return run(*a, **k)\n"
-            "engine.run_answer = watched\n"
-            "from course_lib.grading.runner import main\n"
-            "main(sys.argv[1], sys.argv[2])\nprint('sandbox', seen[:1])\n")
+
+    from submissions import ROOT, solution_answers
+    sandbox = ("import sys\nimport course_lib.grading.engine as engine\n"
+               "seen = []\nrun = engine.run_answer\n"
+               "def watched(*a, **k):\n    seen.append('torch._dynamo' in sys.modules)\n    return run(*a, **k)\n"
+               "engine.run_answer = watched\n"
+               "from course_lib.grading.runner import main\n"
+               "main(sys.argv[1], sys.argv[2])\nprint('sandbox', seen[:1])\n")
     worker = ("import sys\nimport nbformat\nimport course_lib.instructor.worker\n"
               "from course_lib.grading.sandbox import sandbox_verdicts\n"
               "nb = nbformat.read(sys.argv[1], as_version=4)\n"
               "verdicts = sandbox_verdicts(nb, nb)\n"
               "print('worker', all(v.passed for v in verdicts.values()), 'torch._dynamo' in sys.modules)\n")
-    import json
-    import tempfile
-    from course_lib.grading.sandbox import is_answer_cell
-    notebook = Path(__file__).resolve().parents[1] / "solutions" / "00_welcome" / "00_welcome.ipynb"
-    with tempfile.TemporaryDirectory() as tmp:
-        import nbformat
-        cells = nbformat.read(notebook, as_version=4).cells
-        job = {"setup": [], "answers": [{"id": "split_heads_answer", "names": ["split_heads"], "source": next(
-            c.source for c in cells if is_answer_cell(c) and "def split_heads" in c.source)}],
-               "device": "cpu", "case_timeout": 30, "checks": [{"exercise": "split_heads", "suite": "visible",
-                                                                 "seed": None}]}
-        (Path(tmp) / "job.json").write_text(json.dumps(job))
-        (Path(tmp) / "out").mkdir()
-        sandbox = subprocess.run([sys.executable, "-c", code, str(Path(tmp) / "job.json"), str(Path(tmp) / "out")],
-                                 capture_output=True, text=True, timeout=120)
-        judged = subprocess.run([sys.executable, "-c", worker, str(notebook)], capture_output=True, text=True,
-                                timeout=300)
-    assert sandbox.stdout.strip().splitlines()[-1:] == ["sandbox [True]"], sandbox.stdout + sandbox.stderr
+    job = {"setup": [], "device": "cpu", "case_timeout": 30,
+           "answers": [{"id": "split_heads_answer", "names": ["split_heads"],
+                        "source": solution_answers("00_welcome")["split_heads_answer"]}],
+           "checks": [{"exercise": "split_heads", "suite": "visible", "seed": None}]}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    (tmp_path / "out").mkdir()
+    ran = subprocess.run([sys.executable, "-c", sandbox, str(tmp_path / "job.json"), str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=120)
+    judged = subprocess.run([sys.executable, "-c", worker, str(ROOT / "solutions" / "00_welcome" / "00_welcome.ipynb")],
+                            capture_output=True, text=True, timeout=300)
+    assert ran.stdout.strip().splitlines()[-1:] == ["sandbox [True]"], ran.stdout + ran.stderr
     assert judged.stdout.strip().splitlines()[-1:] == ["worker True False"], judged.stdout + judged.stderr
 
 
