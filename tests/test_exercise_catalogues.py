@@ -232,6 +232,18 @@ def test_mistakes_the_hidden_suite_once_let_through_at_some_seeds_are_refused_th
         assert right.passed, right.message
 
 
+@pytest.mark.parametrize("seed", [72441, 295528])
+def test_the_logsumexp_slip_is_named_where_it_first_fails_by_a_hair(seed):
+    """At these hidden seeds exp(s − logsumexp(s)) first fails the case with logits in the hundreds by float32's
+    rounding alone (its float64 numbers are the key's), where no mistake is named; the whole-number case, later,
+    names it, and so does the message."""
+    ex = next(e for e in EXERCISES if e.name == "scaled_dot_product_attention")
+    m = next(m for m in ex.mistakes if m.name.startswith("softmax as exp(s − logsumexp(s))"))
+    r = evaluate(ex, m.fn, suite="hidden", seed=seed)
+    assert "and large logits (float32, cpu)" in r.message.splitlines()[0], r.message
+    assert f"This matches a known mistake: {m.name}." in r.message, r.message
+
+
 def test_precision_recall_f1s_every_error_case_tells_each_slip_from_the_key_and_from_the_others():
     """The hidden case with every kind of error has fixed counts (only their order is drawn), so at every seed
     each catalogued slip gives numbers of its own there, and one that passed the random cases is refused and
