@@ -22,8 +22,9 @@ from .spec import Forbidden
 
 
 def preload_compiler() -> None:
-    """Import torch's compiler (torch._dynamo, sympy: a thousand modules, about 1.5 s), which torch imports at a
-    dispatch mode's first call, the first check's. Called where answers run and may be stopped (the kernel, at the
+    """Import torch's compiler (torch._dynamo, sympy: a thousand modules, over a second), which torch imports at a
+    dispatch mode's first call (the first check's), an optimizer's first parameter group and a meta tensor's first
+    reference op: no course check avoids it. Called where answers run and may be stopped (the kernel, at the
     setup cell's import; the grading sandbox, before the first case): a stop or a case timeout inside that import
     left it half-imported, and every later check failed (05's second learner). Processes that only judge (the
     grading worker, one per submission) never import it."""
