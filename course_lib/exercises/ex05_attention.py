@@ -96,6 +96,8 @@ def _sdpa_random(mask=None, scale=1.0, kv_heads=None, heads=True):
         dk, dv = _ri(g, 2, 9), _ri(g, 2, 9)
         if mask == "causal":
             Tk = Tq
+        if dv == Tk:                  # out (…, T_q, d_v) and the weights (…, T_q, T_k) alike: returned in each
+            dv += 1                   # other's place they showed only as "no gradient reaches v", not by name
         if kv_heads:
             H += 1                    # at least two heads of q against k's one
         if not heads:
