@@ -831,6 +831,17 @@ def test_multi_head_attention_that_mixes_up_the_lengths_in_cross_attention_is_to
     assert "If this comes from q @ k" not in r.message, r.message      # the line that raised is w @ v
 
 
+def test_the_lengths_note_comes_whole_after_the_others_in_the_hidden_cross_attention_case():
+    """Keys and values taken from x, in the hidden suite's cross-attention with a padding mask: four notes (q * k,
+    q @ k, the mask, the lengths), and the notes were cut at 1,000 characters, in the middle of the last, the one
+    that fits this slip ("k or v taken from x, or r")."""
+    ex = get_exercise("MultiHeadAttention")
+    m = next(m for m in ex.mistakes if m.name.startswith("context ignored"))
+    r = evaluate(ex, m.fn, suite="hidden", seed=195899)
+    assert "If this comes from the mask" in r.message, r.message
+    assert r.message.endswith("which may be in scaled_dot_product_attention's cell)."), r.message
+
+
 def test_multi_head_attention_whose_layers_are_not_registered_is_told_so():
     """Layers in a plain list, reached through properties, got 'mat1 and mat2 must have the same dtype' and
     the advice to make tensors with dtype=, as .double() had left them float32."""

@@ -431,6 +431,17 @@ def test_a_mistake_that_fails_first_by_rounding_alone_is_named_by_a_later_case_i
     assert not other.passed and "case 1 of 2" in other.message and "known mistake" not in other.message, other.message
 
 
+def test_a_checks_notes_are_kept_whole_or_left_out_whole():
+    """The checks' notes under an error were cut at 1,000 characters, in the middle of a word of the last one."""
+    exc = RuntimeError("sizes")
+    for letter in "abc":
+        exc.add_note(letter * 600)
+    assert engine.describe_error(exc)["notes"] == "a" * 600 + "\n" + "b" * 600      # the third would pass 1,500
+    long = RuntimeError("sizes")
+    long.add_note("x" * 4000)                                                         # a tensor's repr, say
+    assert engine.describe_error(long)["notes"] == "x" * 1500
+
+
 def test_in_place_change_of_an_input_is_reported():
     def inplace(x):
         x -= x.max(dim=-1, keepdim=True).values

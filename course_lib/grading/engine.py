@@ -144,6 +144,19 @@ def _line_of(fs: traceback.FrameSummary, of: str) -> str:
     return f"line {fs.lineno} of {of}: {line}" if line else f"line {fs.lineno} of {of}"
 
 
+def _own_notes(exc: BaseException, room: int = 1500) -> str:
+    """What a check's own code added to the exception (where it happened, what it means): whole notes, up to
+    ``room`` characters in all, room for the checks' words (MultiHeadAttention's four on a cross-attention's
+    lengths come to 1,100; cut at 1,000, the last, the one that fits that slip, stopped mid-word), not for a
+    whole tensor. A note that does not fit is left out whole; a first note longer than that is cut."""
+    kept: list[str] = []
+    for note in map(str, getattr(exc, "__notes__", ())):
+        if kept and len("\n".join(kept + [note])) > room:
+            break
+        kept.append(note[:room])
+    return "\n".join(kept)
+
+
 def describe_error(exc: BaseException) -> dict[str, str | bool]:
     """type, message, where (the innermost line of the answer), and stub: an unfinished answer's
     ``raise NotImplementedError()``, not a library's NotImplementedError, which says what it cannot do
@@ -173,8 +186,7 @@ def describe_error(exc: BaseException) -> dict[str, str | bool]:
     stub = isinstance(exc, NotImplementedError) and not library and (not str(exc) or (
         last is not None and _is_learner_frame(last.filename)
         and "NotImplementedError" in (last.line or linecache.getline(last.filename, last.lineno))))
-    # Cut at 1,000 characters: room for the checks' own words (sample's runs to 650), not for a whole tensor.
-    notes = "\n".join(getattr(exc, "__notes__", ()))[:1000]   # what a check's own code added: where it happened, what it means
+    notes = _own_notes(exc)
     if not notes:
         renamed = (not where and isinstance(exc, TypeError) and "unexpected keyword argument" in str(exc)
                    and "_forward_unimplemented" not in str(exc))         # no forward at all: `def forwad`
