@@ -409,6 +409,7 @@ def test_a_mistake_right_on_this_input_is_not_named_for_float32_rounding():
     r = evaluate(thirds, lambda x: x.abs() / 3)         # right; fails only by float32 rounding at tolerance 0
     assert not r.passed and "known mistake" not in r.message, r.message
 
+
 def test_a_mistake_that_fails_first_by_rounding_alone_is_named_by_a_later_case_it_plainly_fails():
     """The first failing case named nothing when a mistake, right on its input but for float32's rounding, failed
     it by a hair (05's exp(s − logsumexp(s)) at 2 of 300 hidden seeds): a later case where the answer fails as that

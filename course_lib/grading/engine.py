@@ -667,9 +667,9 @@ def _confirmed(ex: Exercise, runs: list[CaseRun], first: int, message: str,
 def _named_later(ex: Exercise, runs: list[CaseRun], first: int, message: str,
                  outcome_of: Callable[[int], Outcome | None]) -> str:
     """A first failing case that names no mistake, though one gives the answer's output there: a mistake right on
-    that input but for float32's rounding, which the answer's fails by a hair (exp(s − logsumexp(s)) on logits in
-    the hundreds, 1.03 times the tolerance, at 2 of 300 hidden seeds). The first later case that the answer fails as
-    that mistake, plainly wrong there, names it on the first case."""
+    that input but for float32's rounding, which an answer written as that mistake fails by a hair (exp(s −
+    logsumexp(s)) on logits in the hundreds, 1.03 times the tolerance, at 2 of 300 hidden seeds). The first later
+    case that the answer fails as that mistake, plainly wrong there, names it on the first case."""
     outcome = outcome_of(first)
     if outcome is None or outcome.error is not None or outcome.forbidden or outcome.tampered:
         return message
