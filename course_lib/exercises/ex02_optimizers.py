@@ -309,7 +309,7 @@ def _first_step_cancels(case) -> bool:
     wds = {wd, case["group2"].get("weight_decay", wd)}           # the second group's own, else the defaults'
     firsts = [(case[name], next(gs[i] for gs in case["grads"] if gs[i] is not None))
               for i, name in enumerate(("weight", "bias", "extra"))]
-    return any(float((grad + wd * p).abs().min()) < 1e-6 for wd in wds if wd for p, grad in firsts)
+    return any(float((grad + decay * p).abs().min()) < 1e-6 for decay in wds if decay for p, grad in firsts)
 
 
 def _opt_random(defaults_fn, group2_fn):

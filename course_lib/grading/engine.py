@@ -150,10 +150,12 @@ def _own_notes(exc: BaseException, room: int = 1500) -> str:
     lengths come to 1,100; cut at 1,000, the last, the one that fits that slip, stopped mid-word), not for a
     whole tensor. A note that does not fit is left out whole; a first note longer than that is cut."""
     kept: list[str] = []
+    size = -1                                   # the newlines between notes count
     for note in map(str, getattr(exc, "__notes__", ())):
-        if kept and len("\n".join(kept + [note])) > room:
+        if kept and size + 1 + len(note) > room:
             break
         kept.append(note[:room])
+        size += 1 + len(kept[-1])
     return "\n".join(kept)
 
 
@@ -628,6 +630,12 @@ def telling_message(ex: Exercise, runs: list[CaseRun], first: int, message: str,
     return message
 
 
+def _returned(outcome: Outcome | None) -> bool:
+    """Did the answer return a value to compare on that case (it ran, raised nothing, called nothing forbidden and
+    left the checks alone)?"""
+    return outcome is not None and outcome.error is None and not outcome.forbidden and not outcome.tampered
+
+
 def _confirmed(ex: Exercise, runs: list[CaseRun], first: int, message: str,
                outcome_of: Callable[[int], Outcome | None]) -> str:
     """One case can fit several catalogued mistakes: in float32, eps after the division is within rounding of
@@ -655,7 +663,7 @@ def _confirmed(ex: Exercise, runs: list[CaseRun], first: int, message: str,
         if len(fit) < 2:
             break
         later = outcome_of(j)
-        if later is None or later.error is not None or later.forbidden or later.tampered:
+        if not _returned(later):
             continue
         expected_j = _expected(ex, runs[j])
         fit = [i for i in fit if _fits(ex, runs[j], i, later.value, expected_j)] or fit   # fits none: says nothing
@@ -671,7 +679,7 @@ def _named_later(ex: Exercise, runs: list[CaseRun], first: int, message: str,
     logsumexp(s)) on logits in the hundreds, 1.03 times the tolerance, at 2 of 300 hidden seeds). The first later
     case that the answer fails as that mistake, plainly wrong there, names it on the first case."""
     outcome = outcome_of(first)
-    if outcome is None or outcome.error is not None or outcome.forbidden or outcome.tampered:
+    if not _returned(outcome):
         return message
     run = runs[first]
     fit = [i for i in range(len(ex.mistakes)) if _fits(ex, run, i, outcome.value, _expected(ex, run))]
@@ -679,7 +687,7 @@ def _named_later(ex: Exercise, runs: list[CaseRun], first: int, message: str,
         return message
     for j in range(first + 1, len(runs)):
         later = outcome_of(j)
-        if later is None or later.error is not None or later.forbidden or later.tampered:
+        if not _returned(later):
             continue
         expected = _expected(ex, runs[j])
         atol, rtol = runs[j].case.tolerance(runs[j].dtype)
