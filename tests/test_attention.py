@@ -829,17 +829,46 @@ def test_multi_head_attention_that_mixes_up_the_lengths_in_cross_attention_is_to
     r = evaluate(get_exercise("MultiHeadAttention"), ns["MultiHeadAttention"])
     assert not r.passed and "If this comes from the lengths: in this cross-attention x has T_q = 4" in r.message, r.message
     assert "If this comes from q @ k" not in r.message, r.message      # the line that raised is w @ v
+    # weights (B, H, T_q, T_k) met v's T_q rows: the lengths say why, before the note on weights @ v
+    assert r.message.index("If this comes from the lengths") < r.message.index("If this is weights @ v"), r.message
 
 
-def test_the_lengths_note_comes_whole_after_the_others_in_the_hidden_cross_attention_case():
+def _notes_of(message):
+    """The notes under a refusal's first lines (the verdict, 'raised ...' and 'at line ...'), one per 'If this'."""
+    return [line.strip() for line in message.splitlines() if line.strip().startswith("If this")]
+
+
+def test_the_lengths_note_comes_first_and_whole_in_the_hidden_cross_attention_case():
     """Keys and values taken from x, in the hidden suite's cross-attention with a padding mask: four notes (q * k,
-    q @ k, the mask, the lengths), and the notes were cut at 1,000 characters, in the middle of the last, the one
-    that fits this slip ("k or v taken from x, or r")."""
+    q @ k, the mask, the lengths). The lengths' came last, and the notes were cut at 1,000 characters in the middle
+    of it ("k or v taken from x, or r"), though it is the one that fits: T_q met T_k on the scores' last axis."""
     ex = get_exercise("MultiHeadAttention")
     m = next(m for m in ex.mistakes if m.name.startswith("context ignored"))
     r = evaluate(ex, m.fn, suite="hidden", seed=195899)
-    assert "If this comes from the mask" in r.message, r.message
-    assert r.message.endswith("which may be in scaled_dot_product_attention's cell)."), r.message
+    notes = _notes_of(r.message)
+    assert len(notes) == 4 and notes[0].startswith("If this comes from the lengths"), r.message
+    assert "which may be in scaled_dot_product_attention's cell)." in r.message, r.message
+    assert notes[-1].startswith("If this comes from the mask") and r.message.endswith("without an unsqueeze or a "
+                                                                                       "reshape."), r.message
+
+
+def test_the_lengths_note_stays_last_where_other_sizes_met_in_a_cross_attention():
+    """A padding mask turned round, (B, 1, T_k, 1), meets the scores' T_q on the axis before the last: the lengths
+    are not what met, and their note keeps its place after the mask's. (Causal masks are left as they are here,
+    for a causal mask turned round runs and gives wrong numbers first.)"""
+    import math
+
+    from course_lib.reference.heads import merge_heads, split_heads
+    src = mha_source("no out_proj").replace("merge_heads(w @ v)", "self.out_proj(merge_heads(w @ v))").replace(
+        "s.masked_fill(~mask,", "s.masked_fill(~(mask.mT if mask.shape[-2] == 1 else mask),")
+    filename = "<answer mha mask turned>"
+    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
+    ns = {"torch": torch, "nn": nn, "math": math, "split_heads": split_heads, "merge_heads": merge_heads}
+    exec(compile(src, filename, "exec"), ns)
+    r = evaluate(get_exercise("MultiHeadAttention"), ns["MultiHeadAttention"])
+    notes = _notes_of(r.message)
+    assert not r.passed and "non-singleton dimension 2" in r.message, r.message
+    assert notes and not notes[0].startswith("If this comes from the lengths"), r.message
 
 
 def test_multi_head_attention_whose_layers_are_not_registered_is_told_so():

@@ -1025,6 +1025,7 @@ def _call_mha(impl, inputs):
             raise
         except RuntimeError as exc:
             ctx = inputs["context"]
+            before_notes = len(getattr(exc, "__notes__", ()))
             mask_line = _deepest_learner_line(exc)
             d_head = inputs["d_model"] // inputs["n_heads"]
             where = describe_error(exc)["where"]
@@ -1071,6 +1072,12 @@ def _call_mha(impl, inputs):
                              f"and have its length, so the weights are (B, H, T_q, T_k): k or v taken\nfrom x, or "
                              f"reshaped with x's length (T = x.shape[1]), no longer lines up (and shows where the "
                              f"lengths first meet,\nwhich may be in scaled_dot_product_attention's cell).")
+                met = re.search(r"tensor a \((\d+)\) must match the size of tensor b \((\d+)\) at non-singleton "
+                                r"dimension 3\b|batch2 tensor to be: \[\d+, (\d+)\] but got: \[\d+, (\d+)\]", str(exc))
+                if met and {int(n) for n in met.groups() if n} == {x.shape[1], ctx.shape[1]}:
+                    # T_q met T_k on the scores' last axis (keys from x against the mask) or in weights @ v (keys
+                    # or values from x): this note says why, so it comes before the others
+                    exc.__notes__.insert(before_notes, exc.__notes__.pop())
             if "out_proj" in where and re.search(rf"\d+x{d_head} and ", str(exc)):
                 exc.add_note(f"The heads are still split here, (B, H, T, D) with D = {d_head}: out_proj takes "
                              f"(B, T, d_model),\nso merge them first: self.out_proj(merge_heads(...)).")
