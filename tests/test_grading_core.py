@@ -888,6 +888,38 @@ def test_batched_dot_that_fails_in_the_matmul_says_how_to_turn_k(body, says):
             assert "If this comes from q * k" not in r.message, r.message
 
 
+@pytest.mark.parametrize("seed", [441001, 529202, 739426])
+def test_k_used_as_it_comes_is_told_to_turn_it_where_a_random_case_once_drew_t_k_equal_to_d(seed):
+    """q @ k runs where T_k = D, and at 19 of 200 hidden seeds the first case drew that and named "k reshaped to
+    (…, D, T_k)", which a learner who never reshaped cannot act on (reshaping a square k changes nothing)."""
+    ns = {"torch": torch}
+    source = "def batched_dot(q, k):\n    return q @ k\n"
+    linecache.cache["<answer>"] = (len(source), None, source.splitlines(True), "<answer>")
+    exec(compile(source, "<answer>", "exec"), ns)
+    r = evaluate(get_exercise("batched_dot"), ns["batched_dot"], suite="hidden", seed=seed)
+    assert not r.passed and "known mistake" not in r.message, r.message
+    assert "q @ k pairs q's last axis (D) with k's second-to-last" in r.message, r.message
+
+
+@pytest.mark.parametrize("body, told", [
+    ("q.mT @ k", True),
+    ("q.transpose(-2, -1) @ k", True),
+    ("torch.transpose(queries, -2, -1) @ k", True),
+    ("q.mT @ k.mT", False),             # k turned too: q's turn is not the one slip
+    ("q @ k", False),
+])
+def test_a_matmul_that_turns_q_round_instead_of_k_is_told_so(body, told):
+    """qᵀ @ k is named in the visible suite (its (D, D) table has the key's shape in a square case), but the
+    hidden suite's first case raises, and the note said only to swap k's axes, to a learner who had swapped q's."""
+    ns = {"torch": torch}
+    source = f"def batched_dot(q, k):\n    queries = q\n    return {body}\n"
+    linecache.cache["<answer>"] = (len(source), None, source.splitlines(True), "<answer>")
+    exec(compile(source, "<answer>", "exec"), ns)
+    r = evaluate(get_exercise("batched_dot"), ns["batched_dot"], suite="hidden", seed=56560)
+    assert not r.passed and "raised" in r.message and "q @ k pairs q's last axis (D)" in r.message, r.message
+    assert ("This line turns q round, not k: qᵀ @ k sums over the positions" in r.message) == told, r.message
+
+
 
 def test_a_product_of_q_and_k_position_by_position_is_told_what_it_pairs():
     """(q * k).sum(-1) with T_q ≠ T_k raised torch's broadcast error, and the only note spoke of q @ k."""

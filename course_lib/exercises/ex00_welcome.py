@@ -224,8 +224,10 @@ def _dot_case(q_shape, k_shape):
 
 
 def _dot_random(g):
+    """T_k ≠ D: k used as it comes, q @ k, runs where T_k = D, and was told "k reshaped" there (a reshape of a
+    square k to (…, D, T_k) changes nothing); elsewhere it raises, and the note says to turn k round."""
     B, H, Tq, Tk, D = _ri(g, 1, 3), _ri(g, 1, 4), _ri(g, 1, 7), _ri(g, 1, 7), _ri(g, 2, 9)
-    return _dot_case((B, H, Tq, D), (B, H, Tk, D))(g)
+    return _dot_case((B, H, Tq, D), (B, H, Tk + (Tk == D), D))(g)
 
 
 def _dot_q_shared(g):
@@ -290,6 +292,11 @@ def add_turn_k_note(exc: BaseException, unsure: bool = False) -> None:
         if "must match the size of tensor b" in text and not turned:
             exc.add_note("If this comes from q * k: that multiplies query i with key i only, and needs as many\n"
                          "queries as keys, where the table pairs every query with every key (q @ k, below).")
+        turns = lambda name: re.search(rf"\b{name}\w*\s*\.\s*(?:mT|T|transpose|permute)\b|"
+                                       rf"\b(?:transpose|permute)\(\s*{name}", line)
+        if re.search(r"@|matmul|bmm", line) and turns("[qQ]") and not turns("[kK]"):     # q.mT @ k, not a view's
+            exc.add_note("This line turns q round, not k: qᵀ @ k sums over the positions and pairs feature with "
+                         "feature,\na (D, D) table where T_q = T_k. Turn k instead.")
         exc.add_note(("" if sure else "If this comes from q @ k, or from turning k round:\n")
                      + "q @ k pairs q's last axis (D) with k's second-to-last, which is T_k: k comes as\n"
                      "(…, T_k, D), one key per row. Swap k's last two axes, counted from the end so that any\n"
