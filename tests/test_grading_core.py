@@ -901,6 +901,14 @@ def test_k_used_as_it_comes_is_told_to_turn_it_where_a_random_case_once_drew_t_k
     assert "q @ k pairs q's last axis (D) with k's second-to-last" in r.message, r.message
 
 
+@pytest.mark.parametrize("seed", [933488])
+def test_batched_dot_squeezed_is_refused_by_the_hidden_suite_at_every_seed(seed):
+    """(q @ k.mT).squeeze() is right but where a size is 1; the hidden suite drew no size of 1 at 3 of 100 seeds
+    (933488 among them) and passed it. Its single-query case, T_q = 1, refuses it at any seed."""
+    r = evaluate(get_exercise("batched_dot"), lambda q, k: (q @ k.mT).squeeze(), suite="hidden", seed=seed)
+    assert not r.passed and "size-1 ax" in r.message and "squeeze" in r.message, r.message
+
+
 @pytest.mark.parametrize("body, told", [
     ("q.mT @ k", True),
     ("q.transpose(-2, -1) @ k", True),

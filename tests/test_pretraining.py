@@ -1134,6 +1134,19 @@ def test_lm_loss_check_has_logits_a_view_cannot_lay_flat():
     assert all(r.passed for r in _evaluate_both("lm_loss", _answer(flat.replace("WAY", "reshape"), "lm_loss")).values())
 
 
+@pytest.mark.parametrize("seed", [403958, 611720, 529202])
+def test_lm_loss_given_the_logits_as_they_come_is_told_to_flatten_where_a_random_case_drew_t_equal_to_v(seed):
+    """F.cross_entropy(logits, targets) reads (B, T, V) as T classes at V positions: it raises unless T = V,
+    and where the hidden suite's first case drew T = V (7 of 100 seeds) it ran and was named a permute before
+    the reshape, a step the learner never took."""
+    from course_lib.grading.engine import evaluate
+    from course_lib.grading.spec import get_exercise
+    r = evaluate(get_exercise("lm_loss"), lambda logits, targets: F.cross_entropy(logits, targets),
+                 suite="hidden", seed=seed)
+    assert not r.passed and "known mistake" not in r.message, r.message
+    assert "flatten\n  batch and time first, logits.reshape(-1, V)" in r.message, r.message
+
+
 @pytest.mark.filterwarnings("ignore:Implicit dimension choice")          # the learner's own warning, expected
 def test_lm_loss_check_names_a_log_softmax_without_dim():
     """F.log_softmax(logits) with no dim= (torch's old rule: dim 0, the batch, for 3-D logits) got numbers only."""

@@ -242,6 +242,13 @@ def _dot_k_unbatched(g):
     return _dot_case((B, H, Tq, D), (Tk, D))(g)
 
 
+def _dot_one_query(g):
+    """A single query, as when a model generates: the table's T_q axis is 1, and a squeeze() drops it. Without it
+    (q @ k.mT).squeeze() passed the hidden suite wherever no random size came out 1 (3 of 100 seeds)."""
+    B, H, Tk, D = _ri(g, 1, 3), _ri(g, 2, 4), _ri(g, 2, 7), _ri(g, 2, 9)
+    return _dot_case((B, H, 1, D), (B, H, Tk, D))(g)
+
+
 def _dot_square(g):
     B, T, D = _ri(g, 1, 4), _ri(g, 2, 7), _ri(g, 2, 9)
     return _dot_case((B, T, D), (B, T, D))(g)
@@ -347,6 +354,7 @@ DOT = Exercise(
         Case("q of batch 1 against k of a random batch: q's batch axis broadcasts", _dot_q_shared),
         Case("q with batch and head axes against a k of shape (T_k, D): k's missing axes broadcast",
              _dot_k_unbatched),
+        Case("a single query against keys of random shapes, as when a model generates", _dot_one_query),
     ],
     mistakes=[
         Mistake("k and q swapped: the result is transposed",
