@@ -682,8 +682,9 @@ def test_sdpa_right_answers_pass_where_float32_rounding_once_refused_them(style,
 
 
 def test_sdpa_divided_by_a_shape_counted_from_the_front_is_told_to_count_from_the_end():
-    """math.sqrt(q.shape[2]) is right for the (B, T, d) cases and divides by T in the (B, H, T, d) ones: named as
-    "divided by √T_k (k.shape[-2] ...)", code the learner never wrote (05's second learner)."""
+    """math.sqrt(q.shape[2]) is right for the (B, T, d) cases and divides by T_q in the (B, H, T, d) ones: named as
+    "divided by √T_k (k.shape[-2] ...)", code the learner never wrote (05's second learner), and since 2026-12-07
+    as "divided by √T_q", where T_q ≠ T_k shows which."""
     import math
     src = _SDPA.lstrip()
     for key, text in [("math.sqrt(q.shape[-1])", "math.sqrt(q.shape[2])"), *_SDPA_RIGHT.items()]:
@@ -691,8 +692,39 @@ def test_sdpa_divided_by_a_shape_counted_from_the_front_is_told_to_count_from_th
     ns = {"torch": torch, "math": math}
     exec(compile(src, "<answer q.shape[2]>", "exec"), ns)
     r = evaluate(get_exercise("scaled_dot_product_attention"), ns["scaled_dot_product_attention"])
-    assert "known mistake: divided by √T_k" in r.message and "(q.shape[2] gives this too, on a (B, H, T, d) input: " \
-        "count the axes from the end, q.shape[-1].)" in r.message, r.message
+    assert "known mistake: divided by √T_q" in r.message and "(q.shape[2]\n  gives this too, on a (B, H, T, d) " \
+        "input: count the axes from the end, q.shape[-1].)" in r.message, r.message
+
+
+@pytest.mark.parametrize("seed", [885440, 648406, 821872, 962838])
+def test_sdpa_divided_by_the_number_of_queries_is_named_so_in_the_hidden_suite(seed):
+    """math.sqrt(q.shape[-2]) had no name of its own: at these seeds the hidden suite's first case drew T_q equal to
+    T_k, d_v, the batch or d_k², and named √T_k, √d_v, √len(q) or d_k, and elsewhere none."""
+    import math
+    src = _SDPA.lstrip()
+    for key, text in [("math.sqrt(q.shape[-1])", "math.sqrt(q.shape[-2])"), *_SDPA_RIGHT.items()]:
+        src = src.replace(key, text)
+    ns = {"torch": torch, "math": math}
+    exec(compile(src, "<answer q.shape[-2]>", "exec"), ns)
+    r = evaluate(get_exercise("scaled_dot_product_attention"), ns["scaled_dot_product_attention"], suite="hidden",
+                 seed=seed)
+    assert "known mistake: divided by √T_q (q.shape[-2]" in r.message, r.message
+
+
+def test_sdpa_squeezed_scores_are_refused_by_the_hidden_suite_at_any_seed():
+    """scores.squeeze() drops a batch or head axis of 1, and with none (7 of 100 seeds, 611720 among them) passed
+    the hidden suite; its single-query case refuses it at any seed."""
+    import math
+    src = _SDPA.lstrip()
+    for key, text in [("q @ k.mT / math.sqrt(q.shape[-1])", "(q @ k.mT / math.sqrt(q.shape[-1])).squeeze()"),
+                      *_SDPA_RIGHT.items()]:
+        src = src.replace(key, text)
+    assert ".squeeze()" in src
+    ns = {"torch": torch, "math": math}
+    exec(compile(src, "<answer squeezed>", "exec"), ns)
+    r = evaluate(get_exercise("scaled_dot_product_attention"), ns["scaled_dot_product_attention"], suite="hidden",
+                 seed=611720)
+    assert not r.passed, r.message
 
 
 @pytest.mark.parametrize("old, new, line, said, not_said", [

@@ -88,11 +88,12 @@ def _sdpa_case(q_shape, k_shape, dv, mask=None, scale=1.0, whole=0):
     return make
 
 
-def _sdpa_random(mask=None, scale=1.0, kv_heads=None, heads=True):
+def _sdpa_random(mask=None, scale=1.0, kv_heads=None, heads=True, queries=None):
     """kv_heads=1: k and v have one head, which broadcasts against q's. heads=False: (B, T, d) with no
-    head axis, which an einsum that spells out four axes ("bhqd,bhkd->bhqk") cannot take."""
+    head axis, which an einsum that spells out four axes ("bhqd,bhkd->bhqk") cannot take. queries: T_q."""
     def make(g):
         B, H, Tq, Tk = _ri(g, 1, 3), _ri(g, 1, 4), _ri(g, 2, 9), _ri(g, 2, 9)
+        Tq = queries or Tq
         dk, dv = _ri(g, 2, 9), _ri(g, 2, 9)
         if mask == "causal":
             Tk = Tq
@@ -343,6 +344,10 @@ def _m_by_tk(q, k, v, mask=None):
     return _finish(q @ k.mT / math.sqrt(k.shape[-2]), v, mask)
 
 
+def _m_by_tq(q, k, v, mask=None):
+    return _finish(q @ k.mT / math.sqrt(q.shape[-2]), v, mask)
+
+
 def _m_by_len(q, k, v, mask=None):
     return _finish(q @ k.mT / math.sqrt(len(q)), v, mask)
 
@@ -490,6 +495,9 @@ SDPA = Exercise(
         Case("q (32, 4, 16, 4), k (32, 4, 20, 4) of whole numbers up to ±50, v (32, 4, 20, 3): logits in the "
              "thousands, exact in float32; each row's largest score blocked",
              _sdpa_case((32, 4, 16, 4), (32, 4, 20, 4), 3, "top", whole=50), **_LARGE_LOGITS),
+        # T_q = 1, which a squeeze() with no dim drops: without it one passed at 7 of 100 seeds, where B and H were
+        # above 1 in every case
+        Case("a single query against keys of random shapes, as when a model generates", _sdpa_random(queries=1)),
     ],
     mistakes=[
         Mistake("no 1/√d_k scaling",
@@ -539,7 +547,11 @@ SDPA = Exercise(
         Mistake("divided by √T_k (k.shape[-2], the number of keys) instead of √d_k", _m_by_tk,
                 "The scale is the square root of the size of each vector in the dot product, d_k =\n"
                 "q.shape[-1] (= k.shape[-1]); k.shape[-2] counts the keys, which has nothing to do with it.\n"
-                "(q.shape[2] gives this too, on a (B, H, T, d) input: count the axes from the end, q.shape[-1].)"),
+                "(k.shape[2] gives this too, on a (B, H, T, d) input: count the axes from the end, q.shape[-1].)"),
+        Mistake("divided by √T_q (q.shape[-2], the number of queries) instead of √d_k", _m_by_tq,
+                "The scale is the square root of the size of each vector in the dot product, d_k =\n"
+                "q.shape[-1]; q.shape[-2] counts the queries, which has nothing to do with it. (q.shape[2]\n"
+                "gives this too, on a (B, H, T, d) input: count the axes from the end, q.shape[-1].)"),
         Mistake("divided by √len(q) instead of √d_k: len() counts the first axis, the batch (T_q for a 2-D q)",
                 _m_by_len,
                 "len(q) is q.shape[0], the size of its first axis: the batch for (B, T, d) or (B, H, T, d)\n"
