@@ -846,19 +846,27 @@ def test_multi_head_attention_check_trains_it_once_and_names_head_and_mask_slips
     _grade_changed_mha(change, said)
 
 
-def test_multi_head_attention_that_mixes_up_the_lengths_in_cross_attention_is_told_so():
-    """v taken from x in cross-attention raised torch's matmul words only."""
-    import linecache
+def _mha_changed(old, new):
+    """The right MultiHeadAttention of MHA_TEMPLATE with ``old`` replaced by ``new``, its lines cached as a notebook
+    cell's are, so that messages can quote them."""
     import math
 
     from course_lib.reference.heads import merge_heads, split_heads
-    src = mha_source("no out_proj").replace("merge_heads(w @ v)", "self.out_proj(merge_heads(w @ v))").replace(
-        "v = split_heads(self.v_proj(src), self.n_heads)", "v = split_heads(self.v_proj(x), self.n_heads)")
-    filename = "<answer mha v from x>"
+    src = mha_source("no out_proj").replace("merge_heads(w @ v)", "self.out_proj(merge_heads(w @ v))")
+    assert old in src, old
+    src = src.replace(old, new)
+    filename = f"<answer mha {new}>"
     linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
     ns = {"torch": torch, "nn": nn, "math": math, "split_heads": split_heads, "merge_heads": merge_heads}
     exec(compile(src, filename, "exec"), ns)
-    r = evaluate(get_exercise("MultiHeadAttention"), ns["MultiHeadAttention"])
+    return ns["MultiHeadAttention"]
+
+
+def test_multi_head_attention_that_mixes_up_the_lengths_in_cross_attention_is_told_so():
+    """v taken from x in cross-attention raised torch's matmul words only."""
+    answer = _mha_changed("v = split_heads(self.v_proj(src), self.n_heads)",
+                          "v = split_heads(self.v_proj(x), self.n_heads)")
+    r = evaluate(get_exercise("MultiHeadAttention"), answer)
     assert not r.passed and "If this comes from the lengths: in this cross-attention x has T_q = 4" in r.message, r.message
     assert "If this comes from q @ k" not in r.message, r.message      # the line that raised is w @ v
     # weights (B, H, T_q, T_k) met v's T_q rows: the lengths say why, before the note on weights @ v
@@ -888,16 +896,8 @@ def test_the_lengths_note_stays_last_where_other_sizes_met_in_a_cross_attention(
     """A padding mask turned round, (B, 1, T_k, 1), meets the scores' T_q on the axis before the last: the lengths
     are not what met, and their note keeps its place after the mask's. (Causal masks are left as they are here,
     for a causal mask turned round runs and gives wrong numbers first.)"""
-    import math
-
-    from course_lib.reference.heads import merge_heads, split_heads
-    src = mha_source("no out_proj").replace("merge_heads(w @ v)", "self.out_proj(merge_heads(w @ v))").replace(
-        "s.masked_fill(~mask,", "s.masked_fill(~(mask.mT if mask.shape[-2] == 1 else mask),")
-    filename = "<answer mha mask turned>"
-    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
-    ns = {"torch": torch, "nn": nn, "math": math, "split_heads": split_heads, "merge_heads": merge_heads}
-    exec(compile(src, filename, "exec"), ns)
-    r = evaluate(get_exercise("MultiHeadAttention"), ns["MultiHeadAttention"])
+    answer = _mha_changed("s.masked_fill(~mask,", "s.masked_fill(~(mask.mT if mask.shape[-2] == 1 else mask),")
+    r = evaluate(get_exercise("MultiHeadAttention"), answer)
     notes = _notes_of(r.message)
     assert not r.passed and "non-singleton dimension 2" in r.message, r.message
     assert notes and not notes[0].startswith("If this comes from the lengths"), r.message
