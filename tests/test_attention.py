@@ -696,22 +696,7 @@ def test_sdpa_divided_by_a_shape_counted_from_the_front_is_told_to_count_from_th
         "input: count the axes from the end, q.shape[-1].)" in r.message, r.message
 
 
-@pytest.mark.parametrize("seed", [885440, 648406, 821872, 962838])
-def test_sdpa_divided_by_the_number_of_queries_is_named_so_in_the_hidden_suite(seed):
-    """math.sqrt(q.shape[-2]) had no name of its own: at these seeds the hidden suite's first case drew T_q equal to
-    T_k, d_v, the batch or d_k², and named √T_k, √d_v, √len(q) or d_k, and elsewhere none."""
-    import math
-    src = _SDPA.lstrip()
-    for key, text in [("math.sqrt(q.shape[-1])", "math.sqrt(q.shape[-2])"), *_SDPA_RIGHT.items()]:
-        src = src.replace(key, text)
-    ns = {"torch": torch, "math": math}
-    exec(compile(src, "<answer q.shape[-2]>", "exec"), ns)
-    r = evaluate(get_exercise("scaled_dot_product_attention"), ns["scaled_dot_product_attention"], suite="hidden",
-                 seed=seed)
-    assert "known mistake: divided by √T_q (q.shape[-2]" in r.message, r.message
-
-
-def test_sdpa_squeezed_scores_are_refused_by_the_hidden_suite_at_any_seed():
+def test_sdpa_squeezed_scores_are_refused_by_the_hidden_suite_where_they_once_passed():
     """scores.squeeze() drops a batch or head axis of 1, and with none (7 of 100 seeds, 611720 among them) passed
     the hidden suite; its single-query case refuses it at any seed."""
     import math

@@ -240,6 +240,8 @@ _UNNAMED_SEEDS = [
     # d_v = T_k made out and the weights alike, and the swap read as "no gradient reaches v" (d_v ≠ T_k since)
     ("scaled_dot_product_attention", "returned (weights, out) instead of (out, weights)",
      (834229, 214191, 615021, 794772, 42450, 499748)),
+    # not catalogued: named √T_k, √d_v, √len(q) or d_k where T_q equalled that size, and none elsewhere
+    ("scaled_dot_product_attention", "divided by √T_q", (885440, 648406, 821872, 962838)),
 ]
 
 

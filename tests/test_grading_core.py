@@ -854,6 +854,15 @@ def test_welcome_shape_mistakes_are_named(exercise, name, named):
 
 
 
+def _dot_answer(body, **names):
+    """A learner's batched_dot with ``body`` (lines apart by newlines), its lines cached as a notebook cell's are."""
+    source = "def batched_dot(q, k):\n    " + body.replace("\n", "\n    ") + "\n"
+    linecache.cache["<answer>"] = (len(source), None, source.splitlines(True), "<answer>")
+    ns = {"torch": torch, **names}
+    exec(compile(source, "<answer>", "exec"), ns)
+    return ns["batched_dot"]
+
+
 @pytest.mark.parametrize("body, says", [
     ("q @ k", "q @ k pairs q's last axis (D) with k's second-to-last"),
     ("torch.matmul(q, k)", "q @ k pairs q's last axis (D) with k's second-to-last"),
@@ -875,14 +884,11 @@ def test_batched_dot_that_fails_in_the_matmul_says_how_to_turn_k(body, says):
     from einops import einsum
 
     from course_lib.grading.spec import get_exercise
-    ns = {"torch": torch, "einsum": einsum}
-    source = f"def batched_dot(q, k):\n    return {body}\n"
-    linecache.cache["<answer>"] = (len(source), None, source.splitlines(True), "<answer>")   # as a notebook cell's
-    exec(compile(source, "<answer>", "exec"), ns)
+    answer = _dot_answer(f"return {body}", einsum=einsum)
     for suite in ("visible", "hidden"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")                 # .T on a tensor that is not 2-D warns
-            r = evaluate(get_exercise("batched_dot"), ns["batched_dot"], suite=suite)
+            r = evaluate(get_exercise("batched_dot"), answer, suite=suite)
         assert not r.passed and "raised" in r.message and says in r.message, (suite, r.message)
         if ".T" in body:        # the line turns k round: the note about q * k (which it does not do) stays out
             assert "If this comes from q * k" not in r.message, r.message
@@ -892,20 +898,15 @@ def test_batched_dot_that_fails_in_the_matmul_says_how_to_turn_k(body, says):
 def test_k_used_as_it_comes_is_told_to_turn_it_where_a_random_case_once_drew_t_k_equal_to_d(seed):
     """q @ k runs where T_k = D, and at 19 of 200 hidden seeds the first case drew that and named "k reshaped to
     (…, D, T_k)", which a learner who never reshaped cannot act on (reshaping a square k changes nothing)."""
-    ns = {"torch": torch}
-    source = "def batched_dot(q, k):\n    return q @ k\n"
-    linecache.cache["<answer>"] = (len(source), None, source.splitlines(True), "<answer>")
-    exec(compile(source, "<answer>", "exec"), ns)
-    r = evaluate(get_exercise("batched_dot"), ns["batched_dot"], suite="hidden", seed=seed)
+    r = evaluate(get_exercise("batched_dot"), _dot_answer("return q @ k"), suite="hidden", seed=seed)
     assert not r.passed and "known mistake" not in r.message, r.message
     assert "q @ k pairs q's last axis (D) with k's second-to-last" in r.message, r.message
 
 
-@pytest.mark.parametrize("seed", [933488])
-def test_batched_dot_squeezed_is_refused_by_the_hidden_suite_at_every_seed(seed):
+def test_batched_dot_squeezed_is_refused_by_the_hidden_suite_where_it_once_passed():
     """(q @ k.mT).squeeze() is right but where a size is 1; the hidden suite drew no size of 1 at 3 of 100 seeds
     (933488 among them) and passed it. Its single-query case, T_q = 1, refuses it at any seed."""
-    r = evaluate(get_exercise("batched_dot"), lambda q, k: (q @ k.mT).squeeze(), suite="hidden", seed=seed)
+    r = evaluate(get_exercise("batched_dot"), lambda q, k: (q @ k.mT).squeeze(), suite="hidden", seed=933488)
     assert not r.passed and "size-1 ax" in r.message and "squeeze" in r.message, r.message
 
 
@@ -919,14 +920,9 @@ def test_batched_dot_squeezed_is_refused_by_the_hidden_suite_at_every_seed(seed)
 def test_a_matmul_that_turns_q_round_instead_of_k_is_told_so(body, told):
     """qᵀ @ k is named in the visible suite (its (D, D) table has the key's shape in a square case), but the
     hidden suite's first case raises, and the note said only to swap k's axes, to a learner who had swapped q's."""
-    ns = {"torch": torch}
-    source = f"def batched_dot(q, k):\n    queries = q\n    return {body}\n"
-    linecache.cache["<answer>"] = (len(source), None, source.splitlines(True), "<answer>")
-    exec(compile(source, "<answer>", "exec"), ns)
-    r = evaluate(get_exercise("batched_dot"), ns["batched_dot"], suite="hidden", seed=56560)
+    r = evaluate(get_exercise("batched_dot"), _dot_answer(f"queries = q\nreturn {body}"), suite="hidden", seed=56560)
     assert not r.passed and "raised" in r.message and "q @ k pairs q's last axis (D)" in r.message, r.message
     assert ("This line turns q round, not k: qᵀ @ k sums over the positions" in r.message) == told, r.message
-
 
 
 def test_a_product_of_q_and_k_position_by_position_is_told_what_it_pairs():
