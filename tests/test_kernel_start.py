@@ -55,3 +55,32 @@ def test_a_kernel_that_never_starts_is_not_graded_as_a_startup_failure(tmp_path,
     assert "the kernel died while starting, before any cell ran, in each of 3 starts" in reason, reason
     assert "os._exit" not in reason                   # not blamed on the learner's code
     assert sandbox.STATUS[before:] == [{"status": "not graded", "reason": reason}]
+
+
+def _timed_notebook():
+    """A setup cell (locked, before the first answer), an answer, and a check cell; the first and the last take 2.5 s."""
+    def cell(source, **marks):
+        c = nbformat.v4.new_code_cell(source)
+        if marks:
+            c.metadata["nbgrader"] = {"schema_version": 3, "grade": False, "solution": False, "locked": False,
+                                      "grade_id": marks["grade_id"], **marks}
+        return c
+    nb = nbformat.v4.new_notebook(cells=[
+        cell("import time\ntime.sleep(2.5)\nready = True", grade_id="setup", locked=True),
+        cell("def answer():\n    return 42", grade_id="answer", solution=True),
+        cell("time.sleep(2.5)\nprint('checked', answer())", grade_id="check", grade=True, locked=True, points=1),
+    ])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+@pytest.mark.parametrize("setup_timeout", [0, 30])
+def test_a_second_trys_short_cell_timeout_spares_the_setup_cell(tmp_path, setup_timeout):
+    """A submission past its time limit runs again with a 3 s cell timeout; on a busy machine that stopped the setup
+    cell inside its imports, and a later cell killed the half-imported kernel: NOT GRADED (CI, 2026-12-07). The setup
+    cells run no learner code, so they keep a longer timeout (grading's is 120 s); every other cell gets the short one."""
+    nb = CourseExecute(timeout=1, setup_timeout=setup_timeout).preprocess(
+        _timed_notebook(), {"metadata": {"path": str(tmp_path)}})[0]
+    stopped = [[o.get("ename") for o in c.outputs if o.output_type == "error"] for c in nb.cells]
+    assert stopped[2] == ["KeyboardInterrupt", "CellTimeoutError"], nb.cells[2].outputs   # the check cell: 1 s
+    assert stopped[0] == ([] if setup_timeout else ["KeyboardInterrupt", "CellTimeoutError"]), nb.cells[0].outputs

@@ -41,6 +41,7 @@ def apply_course_settings(c, *, solutions: str, release: str, cell_timeout: int 
         LimitOutput, SaveAutoGrades, AssignLatePenalties, CheckCellMetadata,
     ]
     c.Execute.timeout = cell_timeout
+    c.CourseExecute.setup_timeout = CELL_TIMEOUT   # a short --cell-timeout, or a second try's, spares the setup cell
     c.Execute.interrupt_on_timeout = True
     c.Execute.iopub_timeout = interrupt_grace
     c.Execute.raise_on_iopub_timeout = True
