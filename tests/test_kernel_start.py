@@ -58,15 +58,15 @@ def test_a_kernel_that_never_starts_is_not_graded_as_a_startup_failure(tmp_path,
 
 
 def _timed_notebook():
-    """A setup cell (locked, before the first answer), an answer, and a check cell; the first and the last take 2.5 s."""
+    """A setup cell (tagged setup, locked), an answer, and a check cell; the first and the last take 2.5 s."""
     def cell(source, **marks):
         c = nbformat.v4.new_code_cell(source)
-        if marks:
-            c.metadata["nbgrader"] = {"schema_version": 3, "grade": False, "solution": False, "locked": False,
-                                      "grade_id": marks["grade_id"], **marks}
+        c.metadata["nbgrader"] = {"schema_version": 3, "grade": False, "solution": False, "locked": False, **marks}
         return c
+    setup = cell("import time\ntime.sleep(2.5)\nready = True", grade_id="setup", locked=True)
+    setup.metadata["tags"] = ["setup"]
     nb = nbformat.v4.new_notebook(cells=[
-        cell("import time\ntime.sleep(2.5)\nready = True", grade_id="setup", locked=True),
+        setup,
         cell("def answer():\n    return 42", grade_id="answer", solution=True),
         cell("time.sleep(2.5)\nprint('checked', answer())", grade_id="check", grade=True, locked=True, points=1),
     ])
@@ -78,7 +78,7 @@ def _timed_notebook():
 def test_a_second_trys_short_cell_timeout_spares_the_setup_cell(tmp_path, setup_timeout):
     """A submission past its time limit runs again with a 3 s cell timeout; on a busy machine that stopped the setup
     cell inside its imports, and a later cell killed the half-imported kernel: NOT GRADED (CI, 2026-12-07). The setup
-    cells run no learner code, so they keep a longer timeout (grading's is 120 s); every other cell gets the short one."""
+    cell runs no learner code, so it keeps a longer timeout (grading's is 120 s); every other cell gets the short one."""
     nb = CourseExecute(timeout=1, setup_timeout=setup_timeout).preprocess(
         _timed_notebook(), {"metadata": {"path": str(tmp_path)}})[0]
     stopped = [[o.get("ename") for o in c.outputs if o.output_type == "error"] for c in nb.cells]

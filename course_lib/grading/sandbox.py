@@ -274,7 +274,7 @@ class CourseExecute(Execute):
 
     Timeouts (see README, "Grading timeouts"): ``timeout`` seconds per cell; then the kernel is
     interrupted and given ``iopub_timeout`` seconds to answer. A cell that stops is marked as
-    timed out and grading goes on; one that does not is NOT GRADED. The setup cells get
+    timed out and grading goes on; one that does not is NOT GRADED. The setup cell gets
     ``setup_timeout`` where ``timeout`` is shorter (``--cell-timeout 15``, a second try's).
 
     A kernel that dies while starting, before any cell ran, is started again (``startup_attempts``
@@ -284,17 +284,16 @@ class CourseExecute(Execute):
     """
 
     startup_attempts = Integer(3, help="Kernel starts to try before a notebook is NOT GRADED.").tag(config=True)
-    setup_timeout = Integer(0, help="Seconds for the setup cells (locked, before the first answer: no learner code "
-                                    "runs there) where that is more than `timeout`; 0: `timeout`.").tag(config=True)
+    setup_timeout = Integer(0, help="Seconds for the setup cell (tagged setup and locked: no learner code runs "
+                                    "there) where that is more than `timeout`; 0: `timeout`.").tag(config=True)
     _cell_index = -1
-    _first_answer = 0
 
     @default("timeout_func")
     def _setup_keeps_its_time(self):
         # A second try's 3 s cell timeout stopped the setup cell inside its imports on a busy machine, and a later
         # cell then killed the half-imported kernel: NOT GRADED, for one answer that never returned.
         def timeout_of(cell):
-            setup = self._cell_index < self._first_answer and _nbg(cell).get("locked")
+            setup = is_setup_cell(cell) and _nbg(cell).get("locked")
             return self.setup_timeout if setup and 0 < (self.timeout or 0) < self.setup_timeout else self.timeout
         return timeout_of
 
@@ -312,7 +311,6 @@ class CourseExecute(Execute):
 
     def preprocess(self, nb, resources, retries=None):
         attempts = max(1, self.startup_attempts)
-        self._first_answer = next((i for i, c in enumerate(nb.cells) if is_answer_cell(c)), len(nb.cells))
         for attempt in range(1, attempts + 1):
             self._cell_index = -1
             try:
