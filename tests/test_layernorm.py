@@ -634,11 +634,17 @@ def test_layer_norm_backward_unnamed_slips_are_told_which_term_breaks_what_every
      "known mistake: grad_weight and grad_bias averaged over the batch axes instead of summed"),
     ("LayerNorm", _MODULE.replace("INIT", _INIT).replace("WEIGHT", "self.bias").replace("+ self.bias", "+ self.weight"),
      "known mistake: weight and bias passed in each other's place"),
+    ("LayerNorm", _MODULE.replace("INIT", _INIT).replace("WEIGHT", "self.weight").replace("var + self.eps", "var"),
+     "known mistake: eps left out"),
+    ("LayerNorm", _MODULE.replace("INIT", _INIT).replace("WEIGHT", "self.weight")
+     .replace("var + self.eps", "var.clamp(min=self.eps)"), "used only as a floor (var.clamp(min=eps))"),
 ], ids=["weight and bias swapped", "std_mean order", "variance detached", "backward: weight outside",
-        "backward: eps outside the root", "backward: averaged", "module: weight and bias swapped"])
+        "backward: eps outside the root", "backward: averaged", "module: weight and bias swapped",
+        "module: eps left out", "module: eps as a floor"])
 def test_norm_checks_name_mistakes_that_got_only_numbers(name, source, says):
-    """Each was refused with a bare difference (the eps one as small as rounding) though it is a slip
-    with one cause that a sentence can name."""
+    """Each was refused with a bare difference (the eps ones as small as rounding) though it is a slip
+    with one cause that a sentence can name. The module's eps left out, or used as a floor, was off by 1e-5 of
+    the output in float64 with no name, where layer_norm's is named."""
     for r in _both_suites(name, _learner_cell(source, name)):
         assert not r.passed and says in r.message, r.message
 

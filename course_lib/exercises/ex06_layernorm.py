@@ -1393,6 +1393,11 @@ class _MEpsOutside(_LNBase):
         return _m_eps_outside(x, self.weight, self.bias, self.eps)
 
 
+class _MNoEps(_LNBase):
+    def forward(self, x):
+        return _m_no_eps(x, self.weight, self.bias, self.eps)
+
+
 class _MOnePass(_LNBase):
     def forward(self, x):
         return _m_one_pass(x, self.weight, self.bias, self.eps)
@@ -1505,6 +1510,7 @@ LAYER_NORM_MODULE = Exercise(
         Mistake("unbiased variance (divided by D - 1)", _MUnbiased, _LN_EXPLAIN["unbiased"]),
         Mistake("eps added outside the square root", _MEpsOutside, _LN_EXPLAIN["eps_outside"],
                 shown_on="values around 1e-2"),
+        Mistake("eps left out", _MNoEps, _LN_EXPLAIN["no_eps"], shown_on="values around 1e-2"),
         Mistake("variance as E[x²] - E[x]² (cancels badly far from 0)", _MOnePass, _LN_EXPLAIN["one_pass"]),
         Mistake("bias added before scaling", _MBiasFirst, _LN_EXPLAIN["bias_first"]),
         Mistake("weight and bias passed in each other's place (layer_norm(x, self.bias, self.weight))",
