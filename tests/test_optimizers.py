@@ -1295,6 +1295,31 @@ def test_optimizer_slips_a_second_blind_probe_wrote_are_named(name, changes, mis
         assert not r.passed and f"known mistake: {mistake}" in r.message, (suite, r.message)
 
 
+@pytest.mark.parametrize("name, changes, says", [
+    # named "momentum with dampening" in the visible suite, whose first case has lr = 1 − μ in both groups
+    ("SGDMomentum", [('state["buf"] = p.grad.clone()', 'state["buf"] = group["lr"] * p.grad'),
+                     ('group["momentum"] * state["buf"] + p.grad', 'group["momentum"] * state["buf"] + group["lr"] * p.grad')],
+     "known mistake: learning rate applied twice: v = μ·v + lr·g, then p ← p − lr·v"),
+    # nan from the second step, as t starting at 0 gives at the first: named so, and told of β * t as well
+    *[(name, [("b1 ** st", "b1 * st"), ("b2 ** st", "b2 * st")],
+       "Where β * t stands for β ** t") for name in ("Adam", "AdamW")],
+])
+def test_optimizer_slips_a_third_probe_wrote_are_named_as_themselves(name, changes, says):
+    """An SGD with lr both in the velocity and in the step was told it dampened, which it does not; an Adam whose
+    bias correction read 1 − β·t was told its step count started at 0, and nothing of the * for **."""
+    src = (SGD_REBOUND.replace("KEY", "p").replace("UPDATE", "p.sub_(group['lr'] * state['buf'])")
+           if name == "SGDMomentum" else ADAM_GRAPH.replace("    def step(", "    @torch.no_grad()\n    def step("))
+    if name == "AdamW":
+        src = (src.replace("class Adam(", "class AdamW(").replace("weight_decay=0.0", "weight_decay=0.01")
+               .replace("g = p.grad + wd * p", "p.mul_(1 - lr * wd)\n                g = p.grad"))
+    for old, new in changes:
+        assert old in src, old
+        src = src.replace(old, new)
+    for suite in ("visible", "hidden"):
+        r = evaluate(get_exercise(name), _answer(src, name), suite=suite)
+        assert not r.passed and says in r.message, (suite, r.message)
+
+
 _CLIP_BODY = """
 def clip_grad_norm(params, max_norm):
     grads = [p.grad for p in params if p.grad is not None]

@@ -327,7 +327,9 @@ def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_
                  none_as_zero=False, grad_as_buffer=None, first_twice=False, nesterov=False, zero_skipped=False,
                  stale_buffer=False, none_stops=None, ascent=False, never_stored=False, stored_once=False,
                  first_group_only=False, first_group_settings=()):
-    """grad_as_buffer: "in place" or "new": the buffer starts as p.grad itself (no clone), then is
+    """lr_in_velocity: True, lr folded into the buffer (buf = mu·buf + lr·g, p ← p − buf); "twice": that
+    buffer, and the step p ← p − lr·buf as well.
+    grad_as_buffer: "in place" or "new": the buffer starts as p.grad itself (no clone), then is
     updated in place (buf.mul_(mu).add_(g)) or into a new tensor (buf = mu * buf + g).
     dampen: True, from the first step (buf = (1 - mu) * g, then the average); "after the first":
     buf = a copy of g, as the docstring says, then the average. first_twice: the buffer starts as a
@@ -392,7 +394,7 @@ def _sgd_variant(*, dampen=False, lr_in_velocity=False, cached_lr=False, cached_
                     else:
                         store[key] = mu * store.get(key, g) + ((1 - mu) if dampen else scale) * g
                     step = g + mu * store[key] if nesterov else store[key]
-                    p.add_(step if lr_in_velocity else lr * step, alpha=sign)
+                    p.add_(step if lr_in_velocity is True else lr * step, alpha=sign)
     return Mistaken
 
 
@@ -568,6 +570,12 @@ _FROM_G_WHY = ("m and v start at zeros_like(p), and the bias correction, dividin
                "that start. Started at the first gradient and its square (as SGD's momentum buffer is), they need\n"
                "no correction, and dividing by 1 − βᵗ anyway skews the early steps: the first is about\n"
                "√(1 − β₂)/(1 − β₁) ≈ 0.32 of its size with the default betas.")
+
+
+_T_FROM_ZERO_WHY = ("At the first step 1 − β⁰ = 0, and dividing by it gives inf and nan. Increment\n"
+                    "state['step'] first, so the first step uses t = 1. (Where β * t stands for β ** t, 1 − β·t\n"
+                    "turns negative once β·t passes 1, at the second step for β₂ = 0.999, and the square root\n"
+                    "of a negative v̂ is nan too.)")
 
 
 _ASCENT_WHY = ("The gradient points where the loss grows, so a step goes against it: p ← p − lr·(update),\n"
@@ -786,6 +794,12 @@ SGD_EX = Exercise(
                 "The two forms agree while lr is constant, but when a schedule lowers lr the old\n"
                 "velocity still carries the old lr. Keep lr out of the buffer: buf = μ·buf + g,\n"
                 "then p ← p − lr·buf."),
+        Mistake("learning rate applied twice: v = μ·v + lr·g, then p ← p − lr·v",
+                _sgd_variant(lr_in_velocity="twice"),
+                "Two forms of momentum met: torch's keeps lr out of the buffer (buf = μ·buf + g, then\n"
+                "p ← p − lr·buf), the other folds it in (v = μ·v + lr·g, then p ← p − v). With both, every\n"
+                "step is lr times too short (ten times at lr = 0.1). Keep lr out of the buffer, as the\n"
+                "docstring says, and multiply by it once, in the step."),
         *_none_stops_mistakes(_sgd_variant),
         Mistake("a parameter whose grad is None updated as if its gradient were zero",
                 _sgd_variant(none_as_zero=True),
@@ -884,8 +898,7 @@ ADAM_EX = Exercise(
                 _adam_variant(decoupled=False, default_wd=0.0, bias_correction="m only"), _V_HAT_WHY),
         Mistake("bias correction with the step count before it is incremented (t starts at 0)",
                 _adam_variant(decoupled=False, default_wd=0.0, t_from_zero=True),
-                "At the first step 1 − β⁰ = 0, and dividing by it gives inf and nan. Increment\n"
-                "state['step'] first, so the first step uses t = 1."),
+                _T_FROM_ZERO_WHY),
         Mistake("eps added to √v before the bias correction, not to √v̂ (the Adam paper's efficient form)",
                 _adam_variant(decoupled=False, default_wd=0.0, eps_before_correction=True),
                 _PAPER_EPS_WHY),
@@ -1038,8 +1051,7 @@ ADAMW_EX = Exercise(
                 _adam_variant(decoupled=True, default_wd=0.01, decay_none=True), _NONE_SKIPPED_WHY),
         Mistake("bias correction with the step count before it is incremented (t starts at 0)",
                 _adam_variant(decoupled=True, default_wd=0.01, t_from_zero=True),
-                "At the first step 1 − β⁰ = 0, and dividing by it gives inf and nan. Increment\n"
-                "state['step'] first, so the first step uses t = 1."),
+                _T_FROM_ZERO_WHY),
         Mistake("one step count for all parameters, kept in the group (or counted before a None grad is skipped)",
                 _adam_variant(decoupled=True, default_wd=0.01, shared_t="group"), _SHARED_T_WHY),
         Mistake("one step count for all parameters, kept on the optimizer", _adam_variant(
