@@ -1258,6 +1258,20 @@ def test_cosine_progress_over_total_steps_is_named():
         assert not r.passed and "known mistake: cosine progress divided by total_steps instead of" in r.message, r.message
 
 
+def _probe_source(name: str, changes: list[tuple[str, str]]) -> str:
+    """A probe's answer: a right SGDMomentum, Adam or AdamW (decoupled decay, default 0.01), with each (old, new)
+    of changes made in it."""
+    src = (SGD_REBOUND.replace("KEY", "p").replace("UPDATE", "p.sub_(group['lr'] * state['buf'])")
+           if name == "SGDMomentum" else ADAM_GRAPH.replace("    def step(", "    @torch.no_grad()\n    def step("))
+    if name == "AdamW":
+        src = (src.replace("class Adam(", "class AdamW(").replace("weight_decay=0.0", "weight_decay=0.01")
+               .replace("g = p.grad + wd * p", "p.mul_(1 - lr * wd)\n                g = p.grad"))
+    for old, new in changes:
+        assert old in src, old
+        src = src.replace(old, new)
+    return src
+
+
 @pytest.mark.parametrize("name, changes, mistake, suites", [
     ("Adam", [('b1, b2), eps, wd = group["lr"], group["betas"]', 'b2, b1), eps, wd = group["lr"], group["betas"]')],
      "betas unpacked the wrong way round", ("visible", "hidden")),
@@ -1281,15 +1295,7 @@ def test_cosine_progress_over_total_steps_is_named():
 ])
 def test_optimizer_slips_a_second_blind_probe_wrote_are_named(name, changes, mistake, suites):
     """Each got a bare difference in the final weights."""
-
-    src = (SGD_REBOUND.replace("KEY", "p").replace("UPDATE", "p.sub_(group['lr'] * state['buf'])")
-           if name == "SGDMomentum" else ADAM_GRAPH.replace("    def step(", "    @torch.no_grad()\n    def step("))
-    if name == "AdamW":
-        src = (src.replace("class Adam(", "class AdamW(").replace("weight_decay=0.0", "weight_decay=0.01")
-               .replace("g = p.grad + wd * p", "p.mul_(1 - lr * wd)\n                g = p.grad"))
-    for old, new in changes:
-        assert old in src, old
-        src = src.replace(old, new)
+    src = _probe_source(name, changes)
     for suite in suites:
         r = evaluate(get_exercise(name), _answer(src, name), suite=suite)
         assert not r.passed and f"known mistake: {mistake}" in r.message, (suite, r.message)
@@ -1307,14 +1313,7 @@ def test_optimizer_slips_a_second_blind_probe_wrote_are_named(name, changes, mis
 def test_optimizer_slips_a_third_probe_wrote_are_named_as_themselves(name, changes, says):
     """An SGD with lr both in the velocity and in the step was told it dampened, which it does not; an Adam whose
     bias correction read 1 − β·t was told its step count started at 0, and nothing of the * for **."""
-    src = (SGD_REBOUND.replace("KEY", "p").replace("UPDATE", "p.sub_(group['lr'] * state['buf'])")
-           if name == "SGDMomentum" else ADAM_GRAPH.replace("    def step(", "    @torch.no_grad()\n    def step("))
-    if name == "AdamW":
-        src = (src.replace("class Adam(", "class AdamW(").replace("weight_decay=0.0", "weight_decay=0.01")
-               .replace("g = p.grad + wd * p", "p.mul_(1 - lr * wd)\n                g = p.grad"))
-    for old, new in changes:
-        assert old in src, old
-        src = src.replace(old, new)
+    src = _probe_source(name, changes)
     for suite in ("visible", "hidden"):
         r = evaluate(get_exercise(name), _answer(src, name), suite=suite)
         assert not r.passed and says in r.message, (suite, r.message)
