@@ -252,6 +252,11 @@ def _m_no_eps(x, weight, bias, eps=1e-5):
     return (x - mean) / torch.sqrt(var) * weight + bias
 
 
+def _m_eps_reciprocal(x, weight, bias, eps=1e-5):
+    mean, var = _stats(x)
+    return (x - mean) * (torch.rsqrt(var) + eps) * weight + bias
+
+
 def _m_eps_fixed(x, weight, bias, eps=1e-5):
     mean, var = _stats(x)
     return (x - mean) / torch.sqrt(var + 1e-5) * weight + bias
@@ -411,6 +416,9 @@ _LN_EXPLAIN = {
     "no_eps": "eps is added to every row's variance, inside the square root: sqrt(var + eps). Left out,\n"
               "used only as a floor (var.clamp(min=eps)), or made far smaller (eps ** 2), it changes the\n"
               "output wherever the variance is small; without it a constant row gives 0/0 = nan.",
+    "eps_reciprocal": "eps goes with the variance, inside the root: torch.rsqrt(var + eps), 1/sqrt(var + eps).\n"
+                      "Added to the reciprocal it moves the scale by eps and guards nothing: where the variance\n"
+                      "is small the output is that of eps left out, and a constant row still gives 0 · inf = nan.",
     "eps_fixed": "Use the eps you are given: the caller may pass a larger one.",
     "all_axes": "The mean and variance are taken per vector, over the last axis only (keepdim=True),\n"
                 "not over the whole tensor: every position of every sequence is normalised on its own.",
@@ -557,6 +565,8 @@ LAYER_NORM = Exercise(
                 "inputs of scale 1e-3 (σ² about 1e-6, ε 1e-5). Take one root of the sum: torch.sqrt(var + eps).",
                 shown_on=_SMALL),
         Mistake("eps left out", _m_no_eps, _LN_EXPLAIN["no_eps"], shown_on=_SMALL),
+        Mistake("eps added to the reciprocal: rsqrt(var) + eps, not rsqrt(var + eps)", _m_eps_reciprocal,
+                _LN_EXPLAIN["eps_reciprocal"]),
         Mistake("eps argument ignored (1e-5 hard-coded)", _m_eps_fixed, _LN_EXPLAIN["eps_fixed"]),
         Mistake("variance as E[x²] - E[x]² (cancels badly far from 0)", _m_one_pass, _LN_EXPLAIN["one_pass"]),
         Mistake("eps of 1e-6 where none was given", _m_eps_default,
@@ -1182,6 +1192,11 @@ RMS_NORM = Exercise(
                 "(ms.clamp(min=eps)), or with a default far below 1e-6 (1e-8), the output is wrong wherever\n"
                 "mean(x²) is near 1e-6 or below it.",
                 shown_on=_SMALL),
+        Mistake("eps added to the reciprocal: rsqrt(mean(x²)) + eps, not rsqrt(mean(x²) + eps)",
+                lambda x, weight, eps=1e-6: x * (torch.rsqrt(_ms(x)) + eps) * weight,
+                "ε goes with the mean square, inside the root: torch.rsqrt(mean(x²) + ε). Added to the\n"
+                "reciprocal it moves the scale by ε and guards nothing: where mean(x²) is small the output is\n"
+                "that of eps left out, and an all-zero vector still gives 0 · inf = nan."),
         Mistake("eps added to the sum of squares before the division by D: √((Σx² + ε)/D)",
                 lambda x, weight, eps=1e-6: x * torch.rsqrt(((x * x).sum(-1, keepdim=True) + eps) / x.shape[-1])
                 * weight,
@@ -1398,6 +1413,11 @@ class _MNoEps(_LNBase):
         return _m_no_eps(x, self.weight, self.bias, self.eps)
 
 
+class _MEpsReciprocal(_LNBase):
+    def forward(self, x):
+        return _m_eps_reciprocal(x, self.weight, self.bias, self.eps)
+
+
 class _MOnePass(_LNBase):
     def forward(self, x):
         return _m_one_pass(x, self.weight, self.bias, self.eps)
@@ -1511,6 +1531,8 @@ LAYER_NORM_MODULE = Exercise(
         Mistake("eps added outside the square root", _MEpsOutside, _LN_EXPLAIN["eps_outside"],
                 shown_on="values around 1e-2"),
         Mistake("eps left out", _MNoEps, _LN_EXPLAIN["no_eps"], shown_on="values around 1e-2"),
+        Mistake("eps added to the reciprocal: rsqrt(var) + eps, not rsqrt(var + eps)", _MEpsReciprocal,
+                _LN_EXPLAIN["eps_reciprocal"]),
         Mistake("variance as E[x²] - E[x]² (cancels badly far from 0)", _MOnePass, _LN_EXPLAIN["one_pass"]),
         Mistake("bias added before scaling", _MBiasFirst, _LN_EXPLAIN["bias_first"]),
         Mistake("weight and bias passed in each other's place (layer_norm(x, self.bias, self.weight))",
