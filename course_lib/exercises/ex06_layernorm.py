@@ -886,6 +886,14 @@ def _mb_eps_outside(grad_out, x, weight, eps=1e-5):
     return _bw_from(gx, grad_out, x, x_hat)
 
 
+def _mb_eps_reciprocal(grad_out, x, weight, eps=1e-5):
+    mean, var = _stats(x)
+    rstd = torch.rsqrt(var) + eps
+    x_hat, g = (x - mean) * rstd, grad_out * weight
+    gx = rstd * (g - g.mean(-1, keepdim=True) - x_hat * (g * x_hat).mean(-1, keepdim=True))
+    return _bw_from(gx, grad_out, x, x_hat)
+
+
 def _mb_xhat_without_eps(grad_out, x, weight, eps=1e-5):
     mean, var = _stats(x)
     rstd = 1.0 / torch.sqrt(var + eps)                   # r with ε, x̂ divided by σ alone
@@ -1083,6 +1091,11 @@ LAYER_NORM_BACKWARD = Exercise(
                 "The forward divides by √(σ² + ε), so the backward's r is 1/√(σ² + ε), with the same ε:\n"
                 "left out, every gradient is a little off (more where σ² is small), and a constant row\n"
                 "gives 0/0 = nan.", shown_on=_SMALL),
+        Mistake("eps added to the reciprocal in the backward: r = rsqrt(σ²) + ε, not rsqrt(σ² + ε)",
+                _mb_eps_reciprocal,
+                "The forward divides by √(σ² + ε), so r = 1/√(σ² + ε) = torch.rsqrt(var + eps), ε inside the root.\n"
+                "Added to the reciprocal, r is off by ε: every gradient a little (more where σ is large), and\n"
+                "a constant row still gives 0 · inf = nan."),
         Mistake("eps argument ignored (1e-5 hard-coded)", _mb_eps_fixed,
                 "Use the eps you are given: the forward divided by √(σ² + eps) with that eps, so r, x̂ and\n"
                 "the gradients depend on it (it matters when the variance is near eps)."),
