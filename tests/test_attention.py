@@ -1218,11 +1218,20 @@ _MHA_KEPT = {
       "k = split_heads(self.k_proj(src), self.n_heads)": "k = self.k_proj(src)[:, None]",
       "v = split_heads(self.v_proj(src), self.n_heads)": "v = self.v_proj(src)[:, None]"},
      "known mistake: heads never split: one head of size d_model"),
-], ids=["mask kept on self", "k and v cached", "v from k_proj", "dropout on v before the split", "one head"])
+    ({"s = q @ k.mT / math.sqrt(q.shape[-1])": "s = q @ k.mT / q.shape[-1] ** 1/2"},
+     "known mistake: divided by d_k ** 1/2 written out in the line"),
+    ({"s = q @ k.mT / math.sqrt(q.shape[-1])": "s = q @ k.mT / (q.shape[-1] ** 1/2)"},
+     "known mistake: divided by d_k ** 1/2, which Python reads as (d_k ** 1) / 2"),
+    ({"s = q @ k.mT / math.sqrt(q.shape[-1])": "s = q @ k.mT * math.sqrt(q.shape[-1])"},
+     "known mistake: multiplied by √d_k instead of divided by it"),
+], ids=["mask kept on self", "k and v cached", "v from k_proj", "dropout on v before the split", "one head",
+        "d ** 1/2 in the line", "(d ** 1/2)", "times √d"])
 def test_mha_third_probe(change, said):
     """A mask or k and v kept on self passed (each case builds a new module and gives the same mask every call;
     the cache was named 'k made with q_proj'); v made with k_proj got bare numbers; dropout on v before the
-    split was told it dropped the merged output, which it never touched (the two drop the same features)."""
+    split was told it dropped the merged output, which it never touched (the two drop the same features). The
+    scale's ** 1/2 and × √d, named in scaled_dot_product_attention, got bare numbers here, or "no 1/√d_k scaling"
+    where D = 2."""
     _grade_changed_mha(change, said)
 
 

@@ -649,10 +649,14 @@ def test_layer_norm_backward_unnamed_slips_are_told_which_term_breaks_what_every
     ("layer_norm_backward", _BW.replace("r = 1 / torch.sqrt(((x - mean) ** 2).mean(-1, keepdim=True) + eps)",
                                         "r = torch.rsqrt(((x - mean) ** 2).mean(-1, keepdim=True)) + eps"),
      "known mistake: eps added to the reciprocal in the backward"),
+    ("rms_norm", "def rms_norm(x, weight, eps=1e-6):\n    ms = (x * x).mean(-1, keepdim=True)\n"
+                 "    return x * (ms + eps) ** -1/2 * weight\n",
+     "known mistake: (mean(x²) + eps) ** 1/2: divided by mean(x²) + ε and then by 2"),
 ], ids=["weight and bias swapped", "std_mean order", "variance detached", "backward: weight outside",
         "backward: eps outside the root", "backward: averaged", "module: weight and bias swapped",
         "module: eps left out", "module: eps as a floor", "module: eps on the reciprocal",
-        "eps on the reciprocal", "rms: eps on the reciprocal", "backward: eps on the reciprocal"])
+        "eps on the reciprocal", "rms: eps on the reciprocal", "backward: eps on the reciprocal",
+        "rms: ** -1/2"])
 def test_norm_checks_name_mistakes_that_got_only_numbers(name, source, says):
     """Each was refused with a bare difference (the eps ones as small as rounding) though it is a slip
     with one cause that a sentence can name. The module's eps left out, or used as a floor, was off by 1e-5 of

@@ -1104,9 +1104,11 @@ def test_clip_that_measures_the_norm_again_inside_its_loop_is_named():
     ("max(g.abs().max() for g in grads)", "the largest absolute entry used as the norm"),
     ("torch.cat([g.flatten() for g in grads]).pow(2).mean().sqrt()", "squares averaged instead of summed"),
     ("sum(g.pow(2).sum() for g in grads)", "the sum of the squares used as the norm (the square root left out)"),
+    ("sum(g.pow(2).sum() for g in grads) ** 1/2", "the norm taken as (Σ g²) ** 1/2"),
 ])
 def test_clip_by_another_norm_is_named(norm, mistake):
-    """The inf-norm or a root-mean-square in place of the 2-norm got only 'expected 19.38 got 12.01'."""
+    """The inf-norm or a root-mean-square in place of the 2-norm got only 'expected 19.38 got 12.01', as did
+    ** 1/2 for the root."""
     import torch
 
 
@@ -1309,10 +1311,13 @@ def test_optimizer_slips_a_second_blind_probe_wrote_are_named(name, changes, mis
     # nan from the second step, as t starting at 0 gives at the first: named so, and told of β * t as well
     *[(name, [("b1 ** st", "b1 * st"), ("b2 ** st", "b2 * st")],
        "Where β * t stands for β ** t") for name in ("Adam", "AdamW")],
+    *[(name, [('(st["v"] / (1 - b2 ** st["t"])).sqrt()', '(st["v"] / (1 - b2 ** st["t"])) ** 1/2')],
+       "known mistake: v̂ ** 1/2, which Python reads as v̂ / 2") for name in ("Adam", "AdamW")],
 ])
 def test_optimizer_slips_a_third_probe_wrote_are_named_as_themselves(name, changes, says):
     """An SGD with lr both in the velocity and in the step was told it dampened, which it does not; an Adam whose
-    bias correction read 1 − β·t was told its step count started at 0, and nothing of the * for **."""
+    bias correction read 1 − β·t was told its step count started at 0, and nothing of the * for **; v̂ ** 1/2 got
+    a bare difference."""
     src = _probe_source(name, changes)
     for suite in ("visible", "hidden"):
         r = evaluate(get_exercise(name), _answer(src, name), suite=suite)

@@ -427,7 +427,7 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
     corrected_in_place: m̂ and v̂ written back into the state (m.div_(1 - b1 ** t)), so the next step
     averages the corrected moments. root_corrected: v's correction applied to √v, √v/(1 − β₂ᵗ), where
     √v̂ = √v/√(1 − β₂ᵗ). v_from: "g" or "|g|", what v averages in place of g². no_sqrt: the step divides
-    by v̂ + eps. ascent: the Adam step added to p instead of taken from it. decay_slip: AdamW's decay written
+    by v̂ + eps ("half": by v̂/2 + eps, v_hat ** 1/2 as Python reads it). ascent: the Adam step added to p instead of taken from it. decay_slip: AdamW's decay written
     as p − lr·wd·g ("g"), p·lr·wd ("factor"), p·(1 + lr·wd) ("grows") or p − lr·wd ("constant").
     betas_swapped: (b2, b1) = betas. m_corrected_with_b2: m̂ = m / (1 − β₂ᵗ). lr_in_m: m = β₁·m + (1 − β₁)·lr·g,
     the step m̂/(√v̂ + eps). eps_after_division: the step lr·m̂/√v̂ + eps (eps outside the brackets).
@@ -512,7 +512,7 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
                             v = v / (1 - (b1 if v_corrected_with_b1 else b2) ** t) if t else v / 0.0
                     if corrected_in_place:
                         st["m"], st["v"] = m, v
-                    denom = (v if no_sqrt else v.sqrt()) + eps
+                    denom = (v if no_sqrt is True else v / 2 if no_sqrt == "half" else v.sqrt()) + eps
                     if root_corrected:
                         denom = st["v"].sqrt() / (1 - b2 ** t) + eps
                     if eps_inside:
@@ -592,6 +592,10 @@ def _update_mistakes(decoupled: bool, default_wd: float) -> list[Mistake]:
                 "about ±1: lr alone sets how far each weight moves. m̂/v̂ is about 1/g instead: steps\n"
                 "far too long where gradients are small (the bias here, with gradients around 1e-3,\n"
                 "moves about a thousand times too far) and too short where they are large."),
+        Mistake("v̂ ** 1/2, which Python reads as v̂ / 2: the step divides by v̂/2 + eps, with no root",
+                variant(no_sqrt="half"),
+                "** binds tighter than /: v_hat ** 1/2 is (v_hat ** 1) / 2, half of v̂, not its square root.\n"
+                "Write v_hat ** 0.5, or v_hat.sqrt()."),
         Mistake("v averages g, not g²: v = β₂·v + (1 − β₂)·g", variant(v_from="g"),
                 "v is the running mean of the squared gradient, g * g (or g ** 2). Averaged from g itself it\n"
                 "goes negative wherever g has been mostly negative, and the square root of a negative\n"
@@ -1646,6 +1650,10 @@ CLIP_EX = Exercise(
                 "The global norm is the square root of the sum of the squares: sqrt(Σ g²). Without the\n"
                 "root, a norm above 1 comes out far too large (19.4 becomes 376) and one below 1 too small,\n"
                 "so the gradients are clipped far too hard, or not when they should be."),
+        Mistake("the norm taken as (Σ g²) ** 1/2, which Python reads as (Σ g²) / 2",
+                lambda params, max_norm: _clip_other_norm(params, max_norm, "half"),
+                "** binds tighter than /: total ** 1/2 is (total ** 1) / 2, half the sum of the squares,\n"
+                "not its square root. Write ** 0.5, or .sqrt()."),
         Mistake("the sum of the absolute values used as the norm (an L1 norm, not the 2-norm)",
                 lambda params, max_norm: _clip_other_norm(params, max_norm, "l1"),
                 "The global norm squares every entry, sums, then takes the square root: sqrt(Σ g²). Σ |g|\n"
@@ -1764,7 +1772,8 @@ def _clip_other_norm(params, max_norm, kind):
         return torch.cat([g.flatten() for g in gs])
 
     total = {"max": lambda: flat().abs().max(), "rms": lambda: flat().pow(2).mean().sqrt(),
-             "squares": lambda: flat().pow(2).sum(), "l1": lambda: flat().abs().sum(),
+             "squares": lambda: flat().pow(2).sum(), "half": lambda: flat().pow(2).sum() ** 1 / 2,
+             "l1": lambda: flat().abs().sum(),
              "tensor means": lambda: torch.stack([g.pow(2).mean() for g in gs]).sum().sqrt(),
              "pow_": lambda: torch.stack([g.pow_(2).sum() for g in gs]).sum().sqrt(),   # each g now its square
              "sum of norms": lambda: torch.stack([g.norm() for g in gs]).sum()}[kind]()

@@ -1188,6 +1188,10 @@ RMS_NORM = Exercise(
         Mistake("divided by the mean square (no square root)",
                 lambda x, weight, eps=1e-6: x / (_ms(x) + eps) * weight,
                 "The denominator is the root of the mean square, √(mean(x²) + ε)."),
+        Mistake("(mean(x²) + eps) ** 1/2: divided by mean(x²) + ε and then by 2, with no root",
+                lambda x, weight, eps=1e-6: x / (_ms(x) + eps) / 2 * weight,
+                "** binds tighter than / and *: x / (ms + eps) ** 1/2 is (x / (ms + eps)) / 2, and\n"
+                "x * (ms + eps) ** -1/2 the same. Write ** 0.5 (or ** -0.5), or torch.rsqrt(ms + eps)."),
         Mistake("weight forgotten",
                 lambda x, weight, eps=1e-6: x * torch.rsqrt(_ms(x) + eps),
                 "After dividing by the RMS, scale by weight."),
