@@ -427,8 +427,9 @@ def _adam_variant(*, decoupled, default_wd, bias_correction=True, t_from_zero=Fa
     corrected_in_place: m̂ and v̂ written back into the state (m.div_(1 - b1 ** t)), so the next step
     averages the corrected moments. root_corrected: v's correction applied to √v, √v/(1 − β₂ᵗ), where
     √v̂ = √v/√(1 − β₂ᵗ). v_from: "g" or "|g|", what v averages in place of g². no_sqrt: the step divides
-    by v̂ + eps ("half": by v̂/2 + eps, v_hat ** 1/2 as Python reads it). ascent: the Adam step added to p instead of taken from it. decay_slip: AdamW's decay written
-    as p − lr·wd·g ("g"), p·lr·wd ("factor"), p·(1 + lr·wd) ("grows") or p − lr·wd ("constant").
+    by v̂ + eps ("half": by v̂/2 + eps, v_hat ** 1/2 as Python reads it). ascent: the Adam step added to p
+    instead of taken from it. decay_slip: AdamW's decay written as p − lr·wd·g ("g"), p·lr·wd ("factor"),
+    p·(1 + lr·wd) ("grows") or p − lr·wd ("constant").
     betas_swapped: (b2, b1) = betas. m_corrected_with_b2: m̂ = m / (1 − β₂ᵗ). lr_in_m: m = β₁·m + (1 − β₁)·lr·g,
     the step m̂/(√v̂ + eps). eps_after_division: the step lr·m̂/√v̂ + eps (eps outside the brackets).
     update_lost: the Adam step written to a new tensor (p = p - ...), AdamW's decay (in place) alone kept.

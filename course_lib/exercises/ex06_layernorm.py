@@ -1093,9 +1093,9 @@ LAYER_NORM_BACKWARD = Exercise(
                 "gives 0/0 = nan.", shown_on=_SMALL),
         Mistake("eps added to the reciprocal in the backward: r = rsqrt(σ²) + ε, not rsqrt(σ² + ε)",
                 _mb_eps_reciprocal,
-                "The forward divides by √(σ² + ε), so r = 1/√(σ² + ε) = torch.rsqrt(var + eps), ε inside the root.\n"
-                "Added to the reciprocal, r is off by ε: every gradient a little (more where σ is large), and\n"
-                "a constant row still gives 0 · inf = nan."),
+                "The forward divides by √(σ² + ε), so r = 1/√(σ² + ε) = torch.rsqrt(var + eps): ε inside\n"
+                "the root. Added to the reciprocal, r is off by ε: every gradient a little (more where σ is\n"
+                "large), and a constant row still gives 0 · inf = nan."),
         Mistake("eps argument ignored (1e-5 hard-coded)", _mb_eps_fixed,
                 "Use the eps you are given: the forward divided by √(σ² + eps) with that eps, so r, x̂ and\n"
                 "the gradients depend on it (it matters when the variance is near eps)."),
