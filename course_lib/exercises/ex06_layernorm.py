@@ -1415,34 +1415,10 @@ class _LNBase(nn.Module):
         self.bias = nn.Parameter(torch.zeros(d))
 
 
-class _MUnbiased(_LNBase):
-    def forward(self, x):
-        return _m_unbiased(x, self.weight, self.bias, self.eps)
-
-
-class _MEpsOutside(_LNBase):
-    def forward(self, x):
-        return _m_eps_outside(x, self.weight, self.bias, self.eps)
-
-
-class _MNoEps(_LNBase):
-    def forward(self, x):
-        return _m_no_eps(x, self.weight, self.bias, self.eps)
-
-
-class _MEpsReciprocal(_LNBase):
-    def forward(self, x):
-        return _m_eps_reciprocal(x, self.weight, self.bias, self.eps)
-
-
-class _MOnePass(_LNBase):
-    def forward(self, x):
-        return _m_one_pass(x, self.weight, self.bias, self.eps)
-
-
-class _MBiasFirst(_LNBase):
-    def forward(self, x):
-        return _m_bias_first(x, self.weight, self.bias, self.eps)
+def _module_of(slip):
+    """A LayerNorm module whose forward is layer_norm's slip(x, weight, bias, eps) on its own parameters."""
+    return type(f"LayerNorm{slip.__name__}", (_LNBase,),
+                {"forward": lambda self, x: slip(x, self.weight, self.bias, self.eps)})
 
 
 class _MEpsFixed(_LNBase):
@@ -1468,11 +1444,6 @@ class _MAffineSwapped(_LNBase):
         return ref.layer_norm(x, self.bias, self.weight, self.eps)
 
 
-class _MFirstAxis(_LNBase):
-    def forward(self, x):
-        return _m_first_axis(x, self.weight, self.bias, self.eps)
-
-
 class _MFlattened(_LNBase):
     def forward(self, x):
         flat = x.reshape(x.shape[0], -1)
@@ -1493,11 +1464,6 @@ class _MSecondAxis(_LNBase):
         mean = x.mean(1, keepdim=True)
         var = ((x - mean) ** 2).mean(1, keepdim=True)
         return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
-
-
-class _MStatsDetached(_LNBase):
-    def forward(self, x):
-        return _m_stats_detached(x, self.weight, self.bias, self.eps)
 
 
 LAYER_NORM_MODULE = Exercise(
@@ -1544,19 +1510,21 @@ LAYER_NORM_MODULE = Exercise(
                 "nn.LayerNorm starts with weight = ones(d), so a fresh layer only normalises and passes\n"
                 "x̂ on unscaled; training moves the weight from there. torch.rand draws from [0, 1): use\n"
                 "torch.ones(d)."),
-        Mistake("unbiased variance (divided by D - 1)", _MUnbiased, _LN_EXPLAIN["unbiased"]),
-        Mistake("eps added outside the square root", _MEpsOutside, _LN_EXPLAIN["eps_outside"],
+        Mistake("unbiased variance (divided by D - 1)", _module_of(_m_unbiased), _LN_EXPLAIN["unbiased"]),
+        Mistake("eps added outside the square root", _module_of(_m_eps_outside), _LN_EXPLAIN["eps_outside"],
                 shown_on="values around 1e-2"),
-        Mistake("eps left out", _MNoEps, _LN_EXPLAIN["no_eps"], shown_on="values around 1e-2"),
-        Mistake("eps added to the reciprocal: rsqrt(var) + eps, not rsqrt(var + eps)", _MEpsReciprocal,
-                _LN_EXPLAIN["eps_reciprocal"]),
-        Mistake("variance as E[x²] - E[x]² (cancels badly far from 0)", _MOnePass, _LN_EXPLAIN["one_pass"]),
-        Mistake("bias added before scaling", _MBiasFirst, _LN_EXPLAIN["bias_first"]),
+        Mistake("eps left out", _module_of(_m_no_eps), _LN_EXPLAIN["no_eps"], shown_on="values around 1e-2"),
+        Mistake("eps added to the reciprocal: rsqrt(var) + eps, not rsqrt(var + eps)",
+                _module_of(_m_eps_reciprocal), _LN_EXPLAIN["eps_reciprocal"]),
+        Mistake("variance as E[x²] - E[x]² (cancels badly far from 0)", _module_of(_m_one_pass),
+                _LN_EXPLAIN["one_pass"]),
+        Mistake("bias added before scaling", _module_of(_m_bias_first), _LN_EXPLAIN["bias_first"]),
         Mistake("weight and bias passed in each other's place (layer_norm(x, self.bias, self.weight))",
                 _MAffineSwapped, _LN_EXPLAIN["swapped"]),
         Mistake("eps argument ignored (1e-5 hard-coded)", _MEpsFixed,
                 "Keep the eps given to __init__ (self.eps) and use it in forward."),
-        Mistake("normalised over the first axis instead of the last", _MFirstAxis, _LN_EXPLAIN["first_axis"]),
+        Mistake("normalised over the first axis instead of the last", _module_of(_m_first_axis),
+                _LN_EXPLAIN["first_axis"]),
         Mistake("eps defaults to 1e-6", _MEpsDefault,
                 "nn.LayerNorm's default is eps=1e-5, as the signature says: a caller who passes no eps gets it."),
         Mistake("normalised over dim 1 instead of the last axis", _MSecondAxis,
@@ -1567,7 +1535,8 @@ LAYER_NORM_MODULE = Exercise(
                 "The mean and variance are taken per vector, over the last axis only (keepdim=True).\n"
                 "x.reshape(B, -1) pools all the positions of a sequence into one mean and variance; LayerNorm\n"
                 "gives each of the B·T positions its own, over its D features."),
-        Mistake("mean and variance cut from autograd (torch.no_grad, .detach() or .item())", _MStatsDetached,
+        Mistake("mean and variance cut from autograd (torch.no_grad, .detach() or .item())",
+                _module_of(_m_stats_detached),
                 "The mean and variance depend on x too: computed under torch.no_grad() or from x.detach(),\n"
                 "they give the right values but autograd skips their part of the gradient, so training gets\n"
                 "wrong gradients. Compute them from x itself."),
