@@ -3021,6 +3021,34 @@ def test_outputs_of_other_shapes_are_not_said_to_be_in_another_order():
     assert not r.passed and "another order" not in r.message, r.message
 
 
+def test_outputs_of_the_right_values_in_another_order_are_said_to_be():
+    """(precision, F1, recall) for (precision, recall, F1) got bare numbers: equal shapes hide the order, the
+    values show it. Not said where one value is not among the expected ones, nor where it is named a mistake."""
+    def ref(x):
+        return x.sum(), x.mean(), x.amax()
+
+    def turned(x):
+        return x.sum(), x.amax(), x.mean()
+
+    def one_other(x):
+        return x.sum(), x.amax(), x.amin()
+
+    def halved(x):
+        return x.sum(), x.mean(), x.amax() / 2
+
+    ex = _toy(reference=ref, mistakes=[], outputs=("sum", "mean", "largest"))
+    r = evaluate(ex, turned)
+    assert not r.passed and ("The outputs have the right values in another order: return (sum, mean, largest), in "
+                             "that order.") in r.message, r.message
+    for wrong in (one_other, halved):
+        r = evaluate(ex, wrong)
+        assert not r.passed and "another order" not in r.message, r.message
+    named = _toy(reference=ref, mistakes=[Mistake("mean and largest swapped", turned, "the order.")],
+                 outputs=("sum", "mean", "largest"))
+    r = evaluate(named, turned)
+    assert "known mistake: mean and largest swapped." in r.message and "another order" not in r.message, r.message
+
+
 def test_outputs_of_one_number_each_count_toward_rounding_sized_differences():
     """lr_at's outputs are one rate per step, each a tensor of one number: they count like any other entries."""
     e = tuple(torch.tensor(float(k + 1), dtype=torch.float64) for k in range(6))

@@ -12,6 +12,7 @@ import contextlib
 import contextvars
 import copy
 import inspect
+import itertools
 import linecache
 import os
 import re
@@ -527,6 +528,8 @@ def judge(ex: Exercise, run: CaseRun, outcome: Outcome, named: Mistake | None = 
             lines.append("  " + m.explanation.replace("\n", "\n  "))
         elif diff.kind == "shape" and (order := _reordered(ex, run, outcome.value, expected)):
             lines.append(f"  The outputs have the right shapes in another order: return ({order}), in that order.")
+        elif diff.kind == "value" and (order := _permuted(ex, run, outcome.value, expected)):
+            lines.append(f"  The outputs have the right values in another order: return ({order}), in that order.")
         elif diff.kind == "value" and run.dtype == torch.float64 and _float32_sized(ex, run, outcome.value, expected):
             lines.append("  " + FLOAT32_NOTE.replace("\n", "\n  "))
         elif "nan where a number was expected" in diff.text and "autograd's gradient" in where:
@@ -571,8 +574,28 @@ def _reordered(ex: Exercise, run: CaseRun, got: Any, expected: Any) -> str:
     want, have = [e.shape for e in expected], [g.shape for g in got]
     if want == have or sorted(want) != sorted(have):
         return ""
+    return _output_order(ex, run, len(want))
+
+
+def _permuted(ex: Exercise, run: CaseRun, got: Any, expected: Any) -> str:
+    """The outputs' names in the contract's order, where the answer returned the right values in another order
+    ((precision, F1, recall) for (precision, recall, F1)); else "". Up to four outputs."""
+    if not (isinstance(expected, (tuple, list)) and isinstance(got, (tuple, list))
+            and 2 <= len(got) == len(expected) <= 4):
+        return ""
+    atol, rtol = run.case.tolerance(run.dtype)
+    same = [[compare(e, g, dtype=run.dtype, device=run.device, atol=atol, rtol=rtol)[0] is None for e in expected]
+            for g in got]
+    n = len(got)
+    if not any(order != tuple(range(n)) and all(same[i][order[i]] for i in range(n))
+               for order in itertools.permutations(range(n))):
+        return ""
+    return _output_order(ex, run, n)
+
+
+def _output_order(ex: Exercise, run: CaseRun, n: int) -> str:
     names = ex.output_names(run.inputs)
-    return ", ".join(names[:len(want)]) if len(names) >= len(want) else ""
+    return ", ".join(names[:n]) if len(names) >= n else ""
 
 
 def _matching_pair(ex: Exercise, run: CaseRun, got: Any, expected: Any):
