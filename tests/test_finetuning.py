@@ -1668,12 +1668,18 @@ _PRF_COUNTS = ("def answer(preds, labels, positive=1):\n"
     ("fp = int(((preds == positive) & (labels != positive)).sum())\n"
      "    fn = int(((preds != positive) & (labels != positive)).sum())",
      "recall as TP / (TP + TN)"),
+    ("fp = int(((preds != positive) & (labels != positive)).sum())\n"
+     "    fn = int(((preds != positive) & (labels == positive)).sum())",
+     "precision as TP / (TP + TN)"),
     ("fp = int(((preds == positive) & (labels != positive)).sum())\n    fn = int((preds != labels).sum()) - fp",
      "false negatives counted as every wrong prediction minus the false positives"),
-], ids=["sums as counts", "true negatives for misses", "misses from every error"])
+], ids=["sums as counts", "true negatives for misses", "true negatives for false positives",
+        "misses from every error"])
 def test_metrics_name_counts_that_hold_only_for_two_classes_or_another_quadrant(counts, named):
     """preds.sum() as the number of positive predictions (right only for 0/1 with positive=1), true negatives
-    in recall's denominator, and FN as every error minus FP got bare numbers."""
+    in recall's denominator, and FN as every error minus FP got bare numbers. True negatives in precision's
+    denominator were named "precision as TP / (TP + FN)" in the visible suite, whose first case has as many true
+    negatives as misses, and got bare numbers in the hidden one."""
     from course_lib.exercises.ex09_finetuning import PRF
     ns = {}
     exec(compile(_PRF_COUNTS.replace("FP_FN", counts), "<answer cell test>", "exec"), ns)

@@ -1687,6 +1687,16 @@ def _mp_recall_over_negatives(preds, labels, positive=1):
     return _prf_from(tp, fp, tn)
 
 
+def _mp_precision_over_negatives(preds, labels, positive=1):
+    tp, _, fn = _counts(preds, labels, positive)
+    tn = int(((preds != positive) & (labels != positive)).sum())
+    return _prf_from(tp, tn, fn)
+
+
+def _mp_percent(preds, labels, positive=1):
+    return tuple(100 * v for v in _prf_from(*_counts(preds, labels, positive)))
+
+
 def _mp_precision_over_all(preds, labels, positive=1):
     tp, fp, fn = _counts(preds, labels, positive)
     p, (_, r, _) = tp / len(preds), _prf_from(tp, fp, fn)
@@ -1828,6 +1838,11 @@ PRF = Exercise(
         Mistake("recall as TP / (TP + TN): true negatives where the false negatives belong", _mp_recall_over_negatives,
                 "Recall asks how many of the real positives were found: TP / (TP + FN), where FN are the\n"
                 "positive labels predicted as something else. True negatives are not positives at all."),
+        Mistake("precision as TP / (TP + TN): true negatives where the false positives belong",
+                _mp_precision_over_negatives,
+                "Precision asks how many of the positive predictions were right: TP / (TP + FP), where FP are\n"
+                "the predictions of the positive class on another class's label, (preds == positive) &\n"
+                "(labels != positive). True negatives were never predicted positive at all."),
         Mistake("precision as TP / (TP + FN): the recall's denominator", _mp_denominators_alike("precision"),
                 "Precision divides by what was predicted positive, TP + FP: of the sentences called positive,\n"
                 "how many were. TP + FN, the positive labels, is recall's denominator, so precision came out\n"
@@ -1836,6 +1851,10 @@ PRF = Exercise(
                 "Recall divides by the real positives, TP + FN: of the positive labels, how many were found.\n"
                 "TP + FP, what was predicted positive, is precision's denominator, so recall came out equal\n"
                 "to precision."),
+        Mistake("percentages returned (× 100) where fractions are asked", _mp_percent,
+                "Precision, recall and F1 are fractions between 0 and 1 here, as scikit-learn returns them,\n"
+                "and the notebook prints them so (0.842). A percentage is for the printing to make:\n"
+                "f\"{p:.1%}\" shows 84.2%. Return tp / (tp + fp), not 100 * tp / (tp + fp)."),
         Mistake("accuracy used as precision", _mp_accuracy,
                 "Accuracy counts every correct prediction of every class; precision only looks at the\n"
                 "predictions of the positive class: TP / (TP + FP)."),
