@@ -1187,14 +1187,15 @@ def _lr_decay_slip(slip):
 
 
 def _lr_cos_slip(slip):
-    """The cosine's shape gone wrong: "no half" (1 + cos without the 0.5) or "rising" (1 − cos)."""
+    """The cosine's shape gone wrong: "no half" (1 + cos without the 0.5), "bare" (cos alone, without (1 + …)/2) or
+    "rising" (1 − cos)."""
     def lr(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
         if step < warmup_steps:
             return max_lr * (step + 1) / warmup_steps
         if step >= total_steps:
             return min_lr
         c = math.cos(math.pi * (step - warmup_steps) / (total_steps - warmup_steps))
-        return min_lr + (max_lr - min_lr) * (1 + c if slip == "no half" else 0.5 * (1 - c))
+        return min_lr + (max_lr - min_lr) * {"no half": 1 + c, "bare": c, "rising": 0.5 * (1 - c)}[slip]
     return lr
 
 
@@ -1365,6 +1366,11 @@ LR_EX = Exercise(
         Mistake("the cosine's 0.5 left out: (max_lr − min_lr)·(1 + cos(π·progress))", _lr_cos_slip("no half"),
                 "1 + cos runs from 2 down to 0: without the 0.5 the decay starts at twice max_lr, right after\n"
                 "warmup has reached max_lr. 0.5·(1 + cos(π·progress)) runs from 1 down to 0."),
+        Mistake("the cosine without its (1 + …)/2: (max_lr − min_lr)·cos(π·progress), below 0 in the second half",
+                _lr_cos_slip("bare"),
+                "cos(π·progress) runs from 1 down to −1, so the rate falls to min_lr halfway and below it, to\n"
+                "2·min_lr − max_lr (a negative rate, which climbs the loss), at the end. (1 + cos)/2 runs from\n"
+                "1 down to 0: min_lr + (max_lr − min_lr)·0.5·(1 + cos(π·progress))."),
         Mistake("the cosine turned round: 1 − cos, rising from min_lr to max_lr", _lr_cos_slip("rising"),
                 "After warmup the rate comes down: 0.5·(1 + cos(π·progress)) is 1 at the start of the decay and\n"
                 "0 at its end. 0.5·(1 − cos) does the opposite, from min_lr up to max_lr just before\n"
