@@ -429,6 +429,16 @@ def _m_out_before_zeroing_inf(q, k, v, mask=None):
     return out, (w if mask is None else w.masked_fill(~mask, 0.0))
 
 
+def _m_weights_before_zeroing(q, k, v, mask=None):
+    out, _ = _finish(q @ k.mT / math.sqrt(q.shape[-1]), v, mask)     # the output from the zeroed weights
+    return out, _m_nan_rows(q, k, v, mask)[1]                       # the weights returned with their NaN rows
+
+
+def _m_out_scaled(q, k, v, mask=None):
+    out, w = _finish(q @ k.mT, v, mask)
+    return out / math.sqrt(q.shape[-1]), w
+
+
 def _m_uniform_rows(q, k, v, mask=None):
     s = q @ k.mT / math.sqrt(q.shape[-1])
     if mask is not None:
@@ -529,6 +539,16 @@ SDPA = Exercise(
                 "Zero the weights first and compute the output from the zeroed weights: out = weights @ v comes\n"
                 "after weights.masked_fill(~mask, 0.0). With -inf a row whose keys are all blocked gets weights\n"
                 "0/0 = NaN, and an output made before the zeroing keeps the NaN."),
+        Mistake("the weights returned before the zeroing: the output is made from zeroed weights, the weights "
+                "returned keep the NaN of fully masked rows", _m_weights_before_zeroing,
+                "Both results come from the same zeroed weights: weights = weights.masked_fill(~mask, 0.0) (or\n"
+                "nan_to_num) replaces them, and then return weights @ v, weights. Zeroed only inside the output\n"
+                "(out = weights.nan_to_num() @ v), the weights returned still hold the NaN of a row with no\n"
+                "allowed key, and the notebook's heat map, or a later sum over them, meets it."),
+        Mistake("divided by √d_k at the end: the output scaled instead of the scores", _m_out_scaled,
+                "The scaling goes on the scores, before the softmax: softmax(q·kᵀ / √d_k) @ v. Dividing the\n"
+                "output afterwards shrinks it, and the softmax still sees the unscaled scores: its weights are\n"
+                "too peaked, more so the larger d_k."),
         Mistake("divided by d_k instead of √d_k",
                 _m_by_dk,
                 "A dot product of d_k unit-variance terms has variance d_k, so its standard deviation\n"
