@@ -545,6 +545,10 @@ def _m_mean_over_batch(logits, targets):
     return _m_sum(logits, targets) / logits.shape[0]
 
 
+def _m_mean_over_time(logits, targets):
+    return _m_sum(logits, targets) / logits.shape[1]
+
+
 def _m_log_of_softmax(logits, targets):
     probs = logits.exp() / logits.exp().sum(-1, keepdim=True)              # exp(100) is inf in float32
     return -probs.gather(-1, targets[..., None]).log().mean()
@@ -692,6 +696,10 @@ LM_LOSS = Exercise(
         Mistake("averaged over the batch only (summed over T)", _m_mean_over_batch,
                 "The mean is over all B·T positions: summed over T, the loss grows with the context\n"
                 "length, and so do the gradients at a given learning rate."),
+        Mistake("averaged over time only (summed over the batch): the sum divided by T", _m_mean_over_time,
+                "The mean is over all B·T positions: the sum divided by T alone grows with the batch size,\n"
+                "so a batch twice as large doubles the loss and its gradients. Divide by B·T (targets.numel()),\n"
+                "or let F.cross_entropy take the mean of the flattened positions."),
         Mistake("the softmax taken by hand, then its log (exp overflows)", _m_log_of_softmax,
                 "exp of a logit above about 88 is inf in float32, and inf / inf is nan. log_softmax (or\n"
                 "F.cross_entropy, which uses it) subtracts each row's largest logit first, which changes no\n"
