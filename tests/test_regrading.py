@@ -463,9 +463,14 @@ def test_an_unknown_assignment_names_the_ones_there_are(tmp_path, capsys):
 LOOPS = "import time\n\ndef split_heads(x, n_heads):\n    while True:\n        time.sleep(0.01)\n"
 
 
-def test_past_the_submission_limit_the_reason_says_how_to_find_the_cell(tmp_path):
+def test_past_the_submission_limit_the_reason_says_how_to_find_the_cell(tmp_path, monkeypatch):
     """A function that never returns, called by several cells, costs the cell timeout in each, and the
-    limit per submission ran out first with no word of which cell or what to do (an instructor's trial)."""
+    limit per submission ran out first with no word of which cell or what to do (an instructor's trial).
+    The workers stopped at the limit leave nothing in the system's temporary folder: their kernels' connection
+    files (and the sandbox's folder, with the answers, where one was running) were left there, one set a stop."""
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(system_tmp))        # where the workers would put theirs, as it is inherited
     write(submission(A, {"split_heads_answer": LOOPS}), tmp_path / "subs", "loops", A)
     results = autograde(Options(assignment=A, submissions=tmp_path / "subs", out=tmp_path / "out",
                                 solutions=ROOT / "solutions", jobs=1, cell_timeout=30, submission_timeout=12))
@@ -473,6 +478,8 @@ def test_past_the_submission_limit_the_reason_says_how_to_find_the_cell(tmp_path
     assert row["status"] == "NOT GRADED", row
     assert "longer than the 12 s limit per submission, and again with a 7 s cell timeout," in row["reason"], row
     assert "a larger --submission-timeout to see which" in row["reason"], row["reason"]
+    assert not list(system_tmp.iterdir()), list(system_tmp.iterdir())
+    assert not (tmp_path / "out" / ".work").exists()
 
 
 def test_a_submission_past_the_limit_runs_again_with_short_timeouts_and_only_the_hanging_answer_waits(tmp_path):

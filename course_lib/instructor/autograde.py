@@ -387,9 +387,15 @@ def _autograde(opt: Options, out: Path, due: datetime | None, submissions: dict[
                    "interrupt_grace": opt.interrupt_grace, "sandbox_timeout": opt.sandbox_timeout,
                    "case_timeout": case_timeout, "feedback": opt.feedback}
             (root / "job.json").write_text(json.dumps(job))
+            # The worker's temporary files (its kernel's connection file, the sandbox's folder, which holds the
+            # answers) go in its own folder: a worker stopped at the limit per submission cannot remove them,
+            # and they piled up in the system's temporary folder, one set per stopped submission.
+            tmp = root / ".tmp"
+            tmp.mkdir()
             with open(root / "worker.log", "wb") as logf:      # the worker keeps its own copy open
                 proc = subprocess.Popen([sys.executable, "-m", "course_lib.instructor.worker",
-                                         str(root / "job.json")], cwd=root, env=env, stdout=logf,
+                                         str(root / "job.json")], cwd=root,
+                                        env=dict(env, TMPDIR=str(tmp), TEMP=str(tmp), TMP=str(tmp)), stdout=logf,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             running.append((student, proc, time.time(), root, (handed, placed)))
         time.sleep(0.2)
