@@ -1825,3 +1825,22 @@ def test_fast_attention_under_cpu_autocast_keeps_causal_as_asked():
         full_x, full_y = attn(x), attn(y)
     assert torch.equal(causal_x[:, :3], causal_y[:, :3])         # positions 0..2 cannot see 3..5
     assert (full_x[:, :3] - full_y[:, :3]).abs().max() > 1e-2    # without causal they do
+
+
+@pytest.mark.parametrize("change, said", [
+    ({"FILL": "scores", "ZERO": "weights = weights.masked_fill(~mask, 0.0)\n"
+                                "        weights = weights / weights.sum(-1, keepdim=True).clamp(min=1e-12)"},
+     "though it has an allowed key; in a right answer every\n  such row sums to 1. Near 0, the allowed keys' weights "
+     "underflowed"),
+    ({"FILL": "scores", "ZERO": "weights = weights * mask\n"
+                                "        weights = weights / (weights.sum(-1, keepdim=True) + 1e-30)"},
+     "Near 0, the allowed keys' weights underflowed"),
+    ({"weights = torch.softmax(scores, dim=-1)": "weights = torch.softmax(scores, dim=-1) / 2"},
+     "of your weights sums to 0.5, though it has an allowed key"),
+], ids=["renormalised, clamp(min=1e-12)", "renormalised, + 1e-30", "halved"])
+def test_sdpa_weights_whose_rows_do_not_sum_to_1_are_told_so(change, said):
+    """A softmax over every key, then masked and renormalised, is catalogued with clamp_min(tiny) against 0/0; a
+    learner's own guard (clamp(min=1e-12), + 1e-30) leaves other numbers in the rows that underflow part of the
+    way, and got bare numbers at the large-logit cases (at 20 of 30 hidden seeds; another mistake's name at 6).
+    A row of weights that has an allowed key and does not sum to 1 is now told so, with the underflow's cause."""
+    _grade_changed("scaled_dot_product_attention", _SDPA, _SDPA_RIGHT, change, said)

@@ -465,6 +465,35 @@ _LARGE_LOGITS = dict(atol=1e-4, rtol=1e-3)
 # the room, since a right answer's tail there grows with the seeds (0.75 of 1e-4 + 1e-3·|x| over 20,000).
 _THOUSANDS_FLOAT32 = (1e-3, 1e-2)
 
+def _sdpa_diagnose(inputs, got, expected) -> str | None:
+    """A row of weights with an allowed key that does not sum to 1, where no catalogued slip gives the numbers: the
+    softmax over every key, then masked and renormalised, is catalogued with one guard against 0/0, and a learner's
+    other guard (+ 1e-9, clamp(min=1e-12)) leaves other numbers in the rows that underflow part of the way."""
+    if not (isinstance(got, (tuple, list)) and len(got) > 1 and isinstance(got[1], torch.Tensor)
+            and got[1].shape == expected[1].shape):
+        return None
+    w = got[1].detach().double().cpu()
+    mask = inputs.get("mask")
+    allowed = (torch.ones(w.shape[:-1], dtype=torch.bool) if mask is None
+               else mask.cpu().broadcast_to(w.shape).any(-1))
+    sums = w.sum(-1)
+    off = allowed & ((sums - 1).abs() > 1e-3) & ~sums.isnan()
+    if not off.any():
+        return None
+    lowest = sums.masked_fill(~off, float("inf"))                  # the row furthest below 1 tells the most
+    where = [int(i) for i in torch.unravel_index(lowest.argmin(), lowest.shape)]
+    total = float(sums[tuple(where)])
+    said = (f"Row {where} of your weights sums to {total:.3g}, though it has an allowed key; in a right answer every\n"
+            "such row sums to 1. ")
+    if total < 1e-3:
+        return (said + "Near 0, the allowed keys' weights underflowed: the softmax saw a blocked key's score\n"
+                "as the row's largest, and exp(s − max) of every allowed key rounded to 0 (a softmax over all keys,\n"
+                "then masked and renormalised, or a maximum taken over the blocked keys too). Put -inf into the\n"
+                "blocked scores first, then take the softmax.")
+    return (said + "The softmax must see the blocked scores as -inf, and nothing may scale or zero the\n"
+            "weights after it but the rows with no allowed key, which are all 0.")
+
+
 SDPA = Exercise(
     name="scaled_dot_product_attention",
     notebook="05_attention",
@@ -472,6 +501,7 @@ SDPA = Exercise(
     call=_call_sdpa,
     outputs=("out", "weights", "autograd's gradient for q through out", "autograd's gradient for k through out",
              "autograd's gradient for v through out"),
+    diagnose=_sdpa_diagnose,
     visible=[
         Case("q (2, 4, 8), k (2, 6, 8), v (2, 6, 3): no mask, T_q ≠ T_k, d_k ≠ d_v",
              _sdpa_case((2, 4, 8), (2, 6, 8), 3)),
