@@ -1461,7 +1461,7 @@ MHA = Exercise(
         # scaled_dot_product_attention's slips, made inside the module
         *(Mistake(m.name, _kind(attend=staticmethod(m.fn)), m.explanation) for m in SDPA.mistakes
           if m.fn in (_m_unscaled, _m_by_dk, _m_by_half_dk, _m_by_twice_dk, _m_times_sqrt, _m_wrong_axis,
-                      _m_after_softmax)),
+                      _m_after_softmax, _m_fill_inverted, _m_zeroing_inverted)),
         Mistake("dropout applied to the output as well as to the attention weights", _kind(drop_output_too=True),
                 "Attention dropout acts once, on the weights: dropout(weights) @ v. Dropping the output of\n"
                 "out_proj too is a second dropout (the residual dropout a transformer block applies around\n"
