@@ -465,10 +465,11 @@ _LARGE_LOGITS = dict(atol=1e-4, rtol=1e-3)
 # the room, since a right answer's tail there grows with the seeds (0.75 of 1e-4 + 1e-3·|x| over 20,000).
 _THOUSANDS_FLOAT32 = (1e-3, 1e-2)
 
+
 def _sdpa_diagnose(inputs, got, expected) -> str | None:
     """A row of weights with an allowed key that does not sum to 1, where no catalogued slip gives the numbers: the
     softmax over every key, then masked and renormalised, is catalogued with one guard against 0/0, and a learner's
-    other guard (+ 1e-9, clamp(min=1e-12)) leaves other numbers in the rows that underflow part of the way."""
+    other guard (clamp(min=1e-12), + 1e-30) leaves other numbers in the rows that underflow part of the way."""
     if not (isinstance(got, (tuple, list)) and len(got) > 1 and isinstance(got[1], torch.Tensor)
             and got[1].shape == expected[1].shape):
         return None
